@@ -1,0 +1,258 @@
+"""Makespan of real workflow shapes: nbflow against its own policy simulated with zero overhead.
+
+Replays a WfCommons WfFormat trace through nbflow: one async task per trace task, which
+sleeps ``runtimeInSeconds * scale`` seconds and depends (ordering only) on the trace
+task's parents.  It prints JSON with the measured makespan (first task start to last task
+end, median of ``--repeat`` runs), the lower bound ``max(critical path, work / workers)``
+and the zero-overhead makespan of the engine's dispatch policy
+(:func:`nbflow.predict.simulate.simulate`), both on the scaled durations, and their ratios.
+The budget (DESIGN.md, "Performance budgets") is ``ratio_to_simulated <= 1.05``.
+
+To tell scheduler overhead apart from timer inaccuracy, each run also reports the policy
+simulated on the task durations nbflow actually measured (``simulated_measured_s``,
+``ratio_to_simulated_measured``), how much the sleeps overshot, and how often the engine
+started tasks in the same order as that simulation.
+
+Usage::
+
+    python benchmarks/makespan.py TRACE.json --workers 4 --scale 0.001 [--repeat 3] [--json OUT]
+    python benchmarks/makespan.py --all [--traces DIR] --workers 4 --scale auto [--json OUT]
+
+``--scale auto`` picks, per trace, the scale that makes the median task runtime 20 ms.
+``--all`` runs every ``*.json`` trace in ``--traces`` (default ``../shared/data/wfcommons``
+next to the repository).  The run store goes to a temporary directory unless
+``NBFLOW_HOME`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nbflow.predict.wfformat import Trace
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TRACES = REPO.parent / "shared" / "data" / "wfcommons"
+TARGET_MEDIAN_S = 0.020
+BUDGET = 1.05
+
+
+@dataclass(frozen=True, slots=True)
+class RunFigures:
+    """One replay of a trace."""
+
+    makespan_s: float
+    wall_s: float
+    simulated_measured_s: float
+    ratio_to_simulated_measured: float
+    mean_overshoot_ms: float
+    max_overshoot_ms: float
+    order_match: float
+
+
+@dataclass(frozen=True, slots=True)
+class TraceResult:
+    """The benchmark figures of one trace."""
+
+    trace: str
+    tasks: int
+    workers: int
+    scale: float
+    median_task_ms: float
+    makespan_s: float
+    lower_bound_s: float
+    simulated_s: float
+    ratio_to_lower_bound: float
+    ratio_to_simulated: float
+    ratio_to_simulated_measured: float
+    within_budget: bool
+    runs: list[RunFigures]
+
+
+def auto_scale(trace: Trace, target_s: float = TARGET_MEDIAN_S) -> float:
+    """The scale that makes the median (positive) task runtime ``target_s`` seconds."""
+    runtimes = [t.runtime_s for t in trace.tasks if t.runtime_s > 0]
+    if not runtimes:
+        return 1.0
+    return target_s / statistics.median(runtimes)
+
+
+def _make_task(nf: Any, category: str) -> Any:
+    import anyio
+
+    @nf.task(name=category)
+    async def work(seconds: float, *deps: object) -> None:  # deps: ordering only
+        await anyio.sleep(seconds)
+
+    return work
+
+
+def replay(
+    nf: Any, trace: Trace, order: Sequence[str], scale: float, workers: int
+) -> tuple[float, float, dict[str, tuple[float, float]]]:
+    """Build and run the workflow once; return (makespan, wall time, {task id: (start, end)})."""
+    tasks = {c: _make_task(nf, c) for c in trace.categories()}
+    refs: dict[str, Any] = {}
+    with nf.Workflow(trace.name) as wf:
+        for tid in order:
+            t = trace.task(tid)
+            refs[tid] = tasks[t.category](t.runtime_s * scale, *[refs[p] for p in t.parents])
+    t0 = time.perf_counter()
+    run = wf.run(workers=workers, cache=False)
+    wall = time.perf_counter() - t0
+    df = run.tasks
+    by_key = {str(k): (float(s), float(e)) for k, s, e in zip(df["key"], df["start"], df["end"], strict=True)}
+    times = {tid: by_key[ref.key] for tid, ref in refs.items()}
+    if len(times) != len(trace):
+        raise RuntimeError(f"run.tasks has {len(times)} of {len(trace)} tasks")
+    first = min(s for s, _ in times.values())
+    last = max(e for _, e in times.values())
+    return last - first, wall, times
+
+
+def bench_trace(
+    nf: Any,
+    path: Path,
+    workers: int,
+    scale: float | None,
+    repeat: int,
+    log: Callable[[str], None],
+) -> TraceResult:
+    """Replay one trace ``repeat`` times and compare with the bound and the simulation."""
+    from nbflow.predict.simulate import simulate
+    from nbflow.predict.wfformat import load_trace
+
+    trace = load_trace(path)
+    order = trace.topological_order()
+    graph = trace.indexed(order)
+    s = auto_scale(trace) if scale is None else scale
+    nominal = [d * s for d in graph.durations]
+    simulated = simulate(graph.succs, nominal, workers).makespan
+    lower = trace.lower_bound(workers) * s
+
+    runs: list[RunFigures] = []
+    for k in range(repeat):
+        makespan, wall, times = replay(nf, trace, order, s, workers)
+        measured = [times[tid][1] - times[tid][0] for tid in graph.ids]
+        sim_measured = simulate(graph.succs, measured, workers)
+        overshoot = [(m - d) * 1e3 for m, d in zip(measured, nominal, strict=True)]
+        real_order = sorted(range(len(graph.ids)), key=lambda i: times[graph.ids[i]][0])
+        same = sum(a == b for a, b in zip(real_order, sim_measured.order, strict=True))
+        runs.append(
+            RunFigures(
+                makespan_s=makespan,
+                wall_s=wall,
+                simulated_measured_s=sim_measured.makespan,
+                ratio_to_simulated_measured=_ratio(makespan, sim_measured.makespan),
+                mean_overshoot_ms=statistics.fmean(overshoot) if overshoot else 0.0,
+                max_overshoot_ms=max(overshoot, default=0.0),
+                order_match=same / len(graph.ids) if graph.ids else 1.0,
+            )
+        )
+        log(
+            f"  {path.stem} run {k + 1}/{repeat}: makespan {makespan:.4f}s "
+            f"(simulated {simulated:.4f}s, wall {wall:.4f}s)"
+        )
+
+    med = statistics.median(r.makespan_s for r in runs)
+    positive = [t.runtime_s for t in trace.tasks if t.runtime_s > 0]
+    return TraceResult(
+        trace=path.stem,
+        tasks=len(trace),
+        workers=workers,
+        scale=s,
+        median_task_ms=statistics.median(positive) * s * 1e3 if positive else 0.0,
+        makespan_s=med,
+        lower_bound_s=lower,
+        simulated_s=simulated,
+        ratio_to_lower_bound=_ratio(med, lower),
+        ratio_to_simulated=_ratio(med, simulated),
+        ratio_to_simulated_measured=statistics.median(r.ratio_to_simulated_measured for r in runs),
+        within_budget=_ratio(med, simulated) <= BUDGET,
+        runs=runs,
+    )
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("inf") if a > 0 else 1.0
+
+
+def _parse_scale(text: str) -> float | None:
+    if text == "auto":
+        return None
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("scale must be > 0 or 'auto'")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("trace", nargs="?", type=Path, help="a WfFormat JSON file")
+    p.add_argument("--all", action="store_true", help="run every *.json trace in --traces")
+    p.add_argument("--traces", type=Path, default=DEFAULT_TRACES, help="directory for --all")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument(
+        "--scale",
+        type=_parse_scale,
+        default=None,
+        help="seconds of sleep per trace second, or 'auto' (median task 20 ms)",
+    )
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--json", type=Path, dest="out", help="also write the JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    args = p.parse_args(argv)
+    if (args.trace is None) == (not args.all):
+        p.error("give either a TRACE file or --all")
+    if args.workers < 1 or args.repeat < 1:
+        p.error("--workers and --repeat must be >= 1")
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    if importlib.util.find_spec("nbflow") is None:  # a checkout that is not installed
+        sys.path.insert(0, str(REPO))
+    with tempfile.TemporaryDirectory(prefix="nbflow-bench-") as tmp:
+        os.environ.setdefault("NBFLOW_HOME", tmp)
+        import nbflow as nf
+
+        if args.all:
+            paths = sorted(args.traces.glob("*.json"))
+            if not paths:
+                p.error(f"no *.json traces in {args.traces}")
+            results = [bench_trace(nf, path, args.workers, args.scale, args.repeat, log) for path in paths]
+            ratios = [r.ratio_to_simulated for r in results]
+            payload: dict[str, Any] = {
+                "traces_dir": str(args.traces),
+                "workers": args.workers,
+                "scale": "auto" if args.scale is None else args.scale,
+                "repeat": args.repeat,
+                "budget_ratio_to_simulated": BUDGET,
+                "max_ratio_to_simulated": max(ratios),
+                "all_within_budget": all(r.within_budget for r in results),
+                "results": [asdict(r) for r in results],
+            }
+        else:
+            payload = asdict(bench_trace(nf, args.trace, args.workers, args.scale, args.repeat, log))
+
+    text = json.dumps(payload, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

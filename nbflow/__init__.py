@@ -1,0 +1,48 @@
+"""nbflow: a Jupyter-native workflow kernel.
+
+``@nf.task`` makes a function a task; ``with nf.Workflow("name") as wf:`` traces task calls
+into a graph of ``nf.Ref``; ``wf.run()`` runs it in parallel and returns an ``nf.Run``.
+"""
+
+from __future__ import annotations
+
+from .engine.errors import (
+    CycleError,
+    NbflowError,
+    PicklingError,
+    RefUsageError,
+    TaskNotFinished,
+    TaskTimeout,
+    WorkflowCancelled,
+    WorkflowDefinitionError,
+    WorkflowFailed,
+)
+from .engine.events import on_run
+from .engine.graph import Ref, Workflow
+from .engine.run import Run, last_run
+from .engine.scheduler import StallError
+from .engine.spec import Task, TaskSpec, registry, task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CycleError",
+    "NbflowError",
+    "PicklingError",
+    "Ref",
+    "RefUsageError",
+    "Run",
+    "StallError",
+    "Task",
+    "TaskNotFinished",
+    "TaskSpec",
+    "TaskTimeout",
+    "Workflow",
+    "WorkflowCancelled",
+    "WorkflowDefinitionError",
+    "WorkflowFailed",
+    "last_run",
+    "on_run",
+    "registry",
+    "task",
+]

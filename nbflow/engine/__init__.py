@@ -1,0 +1,1 @@
+"""The engine room: task specs, tracing, the scheduler, backends, events and runs."""

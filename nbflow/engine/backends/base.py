@@ -1,0 +1,50 @@
+"""The backend protocol: one awaitable call per task attempt, and a close.
+
+``call`` runs ``fn(*args, **kwargs)`` somewhere and returns ``(value, output_bytes)`` where
+``output_bytes`` is the size of the result when it is cheap to know (a serialised result's
+length, an array's ``nbytes``), else ``None``.  It must be cancellable: when the awaiting
+scope is cancelled (run cancelled, or the task's timeout) the call stops waiting at once;
+what happens to work already under way is the backend's to document.  ``aclose`` leaves
+nothing running that the backend started (see each backend for the cases it cannot stop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class Backend(Protocol):
+    name: str
+    capacity: float  # concurrent calls it can serve; math.inf when unbounded
+
+    async def call(
+        self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> tuple[Any, int | None]: ...
+
+    async def aclose(self, cancelled: bool) -> None: ...
+
+
+def cheap_size(value: Any) -> int | None:
+    """Size in bytes of a value when it is cheap to know, else None."""
+    if value is None:
+        return 0
+    t = type(value)
+    if t is bytes or t is bytearray or t is memoryview:
+        return len(value)
+    if t is str:
+        return len(value)  # characters; exact for ASCII, which is what matters for tables
+    mod = t.__module__
+    if mod.startswith("numpy"):
+        n = getattr(value, "nbytes", None)
+        return int(n) if n is not None else None
+    if mod.startswith("pandas"):
+        usage = getattr(value, "memory_usage", None)
+        if usage is None:
+            return None
+        try:
+            total = usage(index=True, deep=False)
+        except TypeError:
+            return None
+        return int(total.sum()) if hasattr(total, "sum") else int(total)
+    return None

@@ -1,0 +1,427 @@
+"""A Run: one execution of a workflow, its control surface and its results.
+
+The Run owns the event stream and the backends; the :mod:`scheduler` does the work.
+``wf.run()`` starts the run on a fresh event loop in a helper thread and waits, which works
+the same in a plain script and inside a Jupyter kernel (whose thread already runs a loop);
+``await wf.arun()`` runs on the caller's loop instead.  Control calls (``cancel``, ``pause``,
+``resume``) are safe from any thread: they are handed to the run's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from . import events as ev
+from .backends import AsyncBackend, ThreadBackend
+from .errors import RefUsageError, TaskNotFinished, WorkflowCancelled, WorkflowDefinitionError, WorkflowFailed
+from .graph import COLLECT, MAP, Ref
+from .spec import parse_resources
+from .state import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
+
+if TYPE_CHECKING:
+    import networkx as nx
+    import pandas as pd
+
+    from .graph import Workflow
+    from .scheduler import Scheduler
+
+_last_run: Run | None = None
+
+
+def last_run() -> Run | None:
+    """The most recently started run in this process."""
+    return _last_run
+
+
+def _new_run_id() -> str:
+    # Sortable by start time, unique without coordination.
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _physical_memory() -> float:
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return math.inf
+
+
+def _backend_kind(backend: Any) -> str:
+    if backend in ("local", "process", "dask"):
+        return backend
+    if isinstance(backend, str) and "://" in backend:
+        return "dask"
+    try:
+        from distributed import Client
+    except ImportError:
+        Client = None  # noqa: N806
+    if Client is not None and isinstance(backend, Client):
+        return "dask"
+    raise WorkflowDefinitionError(
+        f"unknown backend {backend!r}: use 'local', 'process', 'dask', a scheduler address such "
+        "as 'tcp://host:8786', or a distributed.Client"
+    )
+
+
+class Run:
+    """One execution of a workflow.  See the README for the full surface."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        *,
+        workers: int | None = None,
+        backend: Any = "local",
+        cache: bool = True,
+        continue_on_error: bool = True,
+        resources: dict[str, Any] | None = None,
+    ) -> None:
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise WorkflowDefinitionError(f"workers must be a whole number >= 1 (or None), got {workers!r}")
+        self.id = _new_run_id()
+        self.workflow = workflow
+        self.name = workflow.name
+        self.workers = workers
+        self.backend = backend
+        self.backend_kind = _backend_kind(backend)
+        self.cache = cache
+        self.continue_on_error = continue_on_error
+        self.capacity = {"memory": _physical_memory(), "cpu": float(os.cpu_count() or 1)}
+        self.capacity.update(parse_resources(resources, what="run"))
+        self.status = "pending"
+        self.started_at: float = math.nan
+        self.finished_at: float = math.nan
+        self.events: list[ev.Event] = []
+        self.stream = ev.EventStream([self.events.append])
+        self.error: BaseException | None = None  # an error of the run itself (not of a task)
+        self.nodes: list[Ref] = list(workflow.nodes)
+        self._sched: Scheduler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scope: Any = None
+        self._cancel_requested = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._index: dict[str, int] | None = None
+        global _last_run
+        _last_run = self
+        workflow.last_run = self
+
+    # -- execution -----------------------------------------------------------------------
+
+    def subscribe(self, fn: ev.Subscriber) -> Any:
+        """Receive every event of this run (call before it starts to see them all)."""
+        return self.stream.subscribe(fn)
+
+    def _start_in_thread(self) -> None:
+        def main() -> None:
+            import anyio
+
+            try:
+                anyio.run(self._execute, backend="asyncio")
+            except BaseException as e:  # recorded; wait() raises it in the caller's thread
+                if self.error is None:
+                    self.error = e
+
+        self._thread = threading.Thread(target=main, name=f"nbflow-run-{self.id}", daemon=True)
+        self._thread.start()
+
+    def _executor_of(self, ref: Ref) -> str:
+        if ref.kind == MAP:
+            return "inline"
+        spec = ref.task.spec  # type: ignore[union-attr]
+        if spec.is_async:
+            return "async"
+        if spec.executor is not None:
+            if spec.executor == "dask" and self.backend_kind != "dask":
+                raise WorkflowDefinitionError(
+                    f"task {ref.key!r} asks for executor='dask' but the run's backend is "
+                    f"{self.backend_kind!r}; run with backend='dask' or a scheduler address"
+                )
+            return spec.executor
+        return {"local": "thread", "process": "process", "dask": "dask"}[self.backend_kind]
+
+    def _make_backends(self) -> dict[str, Any]:
+        backends: dict[str, Any] = {"async": AsyncBackend(), "thread": ThreadBackend(self.workers), "inline": None}
+        self.capacity["executor:thread"] = backends["thread"].capacity
+        needed = {self._executor_of(r) for r in self.nodes if r.kind != COLLECT}
+        if "process" in needed or self.backend_kind == "process":
+            from .backends.process import ProcessBackend
+
+            backends["process"] = ProcessBackend(self.workers)
+            self.capacity["executor:process"] = backends["process"].capacity
+        if self.backend_kind == "dask":
+            from .backends.dask import DaskBackend
+
+            backends["dask"] = DaskBackend(self.backend)
+        return backends
+
+    async def _execute(self) -> None:
+        import anyio
+
+        from .scheduler import Scheduler
+
+        self._loop = asyncio.get_running_loop()
+        backends: dict[str, Any] = {}
+        for factory in list(ev._global_subscribers):
+            sub = factory(self)
+            if sub is not None:
+                self.stream.subscribe(sub)
+        emit = self.stream.emit
+        self.status = RUNNING
+        self.started_at = time.time()
+        t0 = time.perf_counter()
+        try:
+            backends = self._make_backends()
+            if "dask" in backends:
+                await backends["dask"].open()
+                self.capacity["executor:dask"] = backends["dask"].capacity
+            self._sched = sched = Scheduler(
+                self.nodes,
+                backends=backends,
+                executor_of=self._executor_of,
+                workers=self.workers,
+                capacity=self.capacity,
+                continue_on_error=self.continue_on_error,
+                emit=emit,
+            )
+            emit(ev.RunStarted(self.started_at, self.id, self.name, len(self.nodes),
+                               self.backend_kind, self.workers))
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                if self._cancel_requested:
+                    scope.cancel()
+                await sched.run()
+            if scope.cancelled_caught or sched.first_failure is not None and not self.continue_on_error:
+                sched.finish_cancelled()
+            if sched.stall is not None:
+                sched.finish_cancelled()
+                self.error = sched.stall
+        except BaseException as e:
+            if self._sched is not None:
+                self._sched.finish_cancelled()
+            if not isinstance(e, anyio.get_cancelled_exc_class()) and self.error is None:
+                self.error = e
+            if isinstance(e, anyio.get_cancelled_exc_class()):
+                self._cancel_requested = True
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                for b in backends.values():
+                    if b is not None:
+                        await b.aclose(self._cancel_requested)
+            self.finished_at = time.time()
+            self.status = self._final_status()
+            emit(ev.RunFinished(self.finished_at, self.id, self.status, time.perf_counter() - t0))
+            self._done.set()
+
+    def _final_status(self) -> str:
+        s = self._sched
+        if self._cancel_requested:
+            return CANCELLED
+        if self.error is not None or s is None or s.first_failure is not None:
+            return FAILED
+        return COMPLETED
+
+    # -- control (any thread) ------------------------------------------------------------
+
+    def _call_in_loop(self, fn: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
+    def cancel(self) -> None:
+        """Cancel the run: running tasks are cancelled, nothing new starts."""
+        self._cancel_requested = True
+
+        def do() -> None:
+            if self._scope is not None:
+                self._scope.cancel()
+
+        self._call_in_loop(do)
+
+    def pause(self) -> None:
+        """Start nothing new until :meth:`resume`; running tasks finish."""
+
+        def do() -> None:
+            if self._sched is not None and not self._sched.paused:
+                self._sched.paused = True
+                self.stream.emit(ev.RunPaused(time.time(), self.id))
+
+        self._call_in_loop(do)
+
+    def resume(self) -> None:
+        def do() -> None:
+            s = self._sched
+            if s is not None and s.paused:
+                s.paused = False
+                self.stream.emit(ev.RunResumed(time.time(), self.id))
+                s._fill()
+                s._check_progress()
+
+        self._call_in_loop(do)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None, raise_on_error: bool = True) -> Run:
+        """Block until the run ends (Ctrl-C cancels it, waits for it, and re-raises).
+
+        Raises :class:`WorkflowFailed` / :class:`WorkflowCancelled` unless ``raise_on_error``
+        is False.  With a ``timeout`` that passes first, returns with the run still going.
+        """
+        if self._thread is None and not self._done.is_set():
+            raise RuntimeError("this run was started with arun(); await it instead of wait()")
+        try:
+            finished = self._done.wait(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            self._done.wait()
+            if self._thread is not None:
+                self._thread.join()
+            raise
+        if not finished:
+            return self
+        if self._thread is not None:
+            self._thread.join()
+        if raise_on_error:
+            self._raise_for_status()
+        return self
+
+    def _raise_for_status(self) -> None:
+        if self.status == CANCELLED:
+            raise WorkflowCancelled(self)
+        if self.error is not None:
+            raise self.error
+        if self.status == FAILED:
+            s = self._sched
+            i = s.first_failure if s is not None else None
+            err = s.errors.get(i) if s is not None and i is not None else None
+            raise WorkflowFailed(self, self.nodes[i].key if i is not None else None, err) from err
+
+    # -- results -------------------------------------------------------------------------
+
+    def _lookup(self, ref: Ref | str) -> int:
+        if type(ref) is Ref:
+            if ref.wf is not self.workflow:
+                raise RefUsageError(f"{ref.key} belongs to workflow {ref.wf.name!r}, not to this run's")
+            return ref.index
+        if isinstance(ref, str):
+            if self._index is None:
+                self._index = {r.key: r.index for r in self.nodes}
+            if ref not in self._index:
+                raise KeyError(f"no task {ref!r} in run {self.id}")
+            return self._index[ref]
+        raise TypeError(f"index a run with a Ref or a task key, not {type(ref).__name__}")
+
+    def __getitem__(self, ref: Ref | str) -> Any:
+        i = self._lookup(ref)
+        s = self._sched
+        if s is None:
+            raise TaskNotFinished(self.nodes[i].key, "pending", "the run has not started")
+        state = s.state[i]
+        if state == COMPLETED:
+            return s.results[i]
+        if state == FAILED:
+            err = s.errors[i]
+            raise TaskNotFinished(s.nodes[i].key, state, f"{type(err).__name__}: {err}") from err
+        if state == SKIPPED:
+            raise TaskNotFinished(s.nodes[i].key, state, s.reasons.get(i))
+        raise TaskNotFinished(s.nodes[i].key, state)
+
+    def count(self, state: str) -> int:
+        s = self._sched
+        return 0 if s is None else s.state.count(state)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        s = self._sched
+        out: dict[str, int] = {}
+        for st in s.state if s is not None else ():
+            out[st] = out.get(st, 0) + 1
+        return out
+
+    @property
+    def duration_s(self) -> float:
+        end = self.finished_at if not math.isnan(self.finished_at) else time.time()
+        return end - self.started_at
+
+    def _rows(self) -> dict[str, list[Any]]:
+        s = self._sched
+        if s is None:
+            return {c: [] for c in _COLUMNS}
+        n = len(s.nodes)
+        errors = [None] * n
+        for i, e in s.errors.items():
+            errors[i] = f"{type(e).__name__}: {e}"
+        for i, r in s.reasons.items():
+            errors[i] = r
+        return {
+            "key": [r.key for r in s.nodes],
+            "task": [r.name for r in s.nodes],
+            "state": list(s.state),
+            "attempts": list(s.attempts),
+            "start": list(s.start),
+            "end": list(s.end),
+            "duration_s": list(s.duration),
+            "cached": [False] * n,
+            "output_bytes": list(s.output_bytes),
+            "error": errors,
+            "executor": [e or "inline" for e in s.executor],
+        }
+
+    @property
+    def tasks(self) -> pd.DataFrame:
+        """One row per task: key, task, state, attempts, start, end, duration_s, cached,
+        output_bytes, error (message, or the reason a task was skipped), executor."""
+        import pandas as pd
+
+        df = pd.DataFrame(self._rows(), columns=_COLUMNS)
+        for c in ("start", "end"):
+            df[c] = pd.to_datetime(df[c], unit="s", utc=True)
+        df["output_bytes"] = df["output_bytes"].astype("Int64")
+        return df
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The run's graph (including nodes added while running), task attributes on nodes."""
+        import networkx as nx
+
+        rows = self._rows()
+        g = nx.DiGraph(run_id=self.id, name=self.name, status=self.status)
+        cols = [c for c in _COLUMNS if c != "key"]
+        for j, key in enumerate(rows["key"]):
+            g.add_node(key, **{c: rows[c][j] for c in cols})
+        s = self._sched
+        nodes = s.nodes if s is not None else self.nodes
+        for r in nodes:
+            for d in r.deps:
+                g.add_edge(nodes[d].key, r.key)
+        return g
+
+    def errors(self) -> dict[str, BaseException]:
+        """The original exception of each failed task, by key."""
+        s = self._sched
+        return {} if s is None else {s.nodes[i].key: e for i, e in s.errors.items()}
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        return f"<nf.Run {self.id} {self.name!r} {self.status}: {counts}>"
+
+
+_COLUMNS = ["key", "task", "state", "attempts", "start", "end", "duration_s", "cached",
+            "output_bytes", "error", "executor"]

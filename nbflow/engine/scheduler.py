@@ -1,0 +1,508 @@
+"""The scheduler: runs one traced graph to the end on an anyio event loop.
+
+How it works, in one place:
+
+* **Plain state.**  Nodes are integers (their index in the run's node list).  Per node the
+  scheduler keeps a list entry for its state, the number of inputs it still waits for,
+  its successors, its result, its attempts and times.  There are no per-task objects
+  beyond the traced ``Ref`` itself.
+* **Ready set.**  A node whose wait count reaches zero becomes *ready* and is pushed onto a
+  heap ordered by :func:`~nbflow.engine.priority.ready_key`: longest remaining path first
+  (the critical path keeps moving), then the task's ``priority``, then FIFO.  Ready nodes
+  are grouped in one heap per *demand class* (backend plus declared resources), so that
+  finding the best node that fits the free capacity costs O(classes), not O(ready).
+* **Admission.**  A node starts only when its demand fits: one slot of the run's
+  ``workers`` limit, one slot of its backend (threads, processes, Dask threads), and its
+  declared ``resources``.  Admitted demand never exceeds capacity.
+* **Workers, not polling.**  Work is done by worker coroutines in the run's task group.  A
+  worker pops the best admissible node, awaits its backend call, records the outcome,
+  releases the node's demand, makes successors ready, and loops; with nothing admissible
+  left it exits.  New workers are spawned one at a time, each new worker spawning the next
+  while there is more admissible work than free workers, up to the limit.  So completion
+  of a task is what wakes the scheduler: there is no loop that polls and no sleep.  A chain
+  of quick coroutines runs in one worker without a task spawn per task; a worker yields to
+  the event loop every few dozen tasks so the loop (widgets, Ctrl-C) stays responsive.
+* **Retries** wait on a timer (capped exponential backoff with jitter) outside any slot,
+  then queue again.  **Timeouts** are a cancel scope around the backend call.
+* **Failure** of a node skips its descendants (each with a reason); independent branches
+  go on.  With ``continue_on_error=False`` the first failure cancels the rest instead.
+* **Cancellation** is the run's cancel scope: every worker stops at its next await; the
+  nodes still open are marked cancelled.  **Pause** closes a gate before dispatch: running
+  nodes finish, nothing new starts until resume.
+* **Growth.**  A ``map`` over a Ref expands when the Ref's value is known: new nodes are
+  appended to the plain state and queued; the map node then waits for them.
+* **Stall.**  If nodes remain open but nothing is running, ready, or waiting on a timer,
+  the run ends with an error naming the waiting nodes instead of hanging.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from . import events as ev
+from .errors import CycleError, NbflowError, TaskTimeout, WorkflowDefinitionError
+from .graph import COLLECT, MAP, TASK, Ref
+from .priority import longest_remaining_path
+from .state import CANCELLED, COMPLETED, FAILED, PENDING, READY, RETRYING, RUNNING, SKIPPED
+
+YIELD_EVERY = 64  # tasks a worker may run back to back before yielding to the event loop
+
+
+class StallError(NbflowError, RuntimeError):
+    """Nodes are waiting but nothing can make progress (a deadlock)."""
+
+
+class _Class:
+    """Ready nodes that make the same demand, in priority order."""
+
+    __slots__ = ("backend", "demand", "heap")
+
+    def __init__(self, backend: Any, demand: dict[str, float]) -> None:
+        self.backend = backend
+        self.demand = demand
+        self.heap: list[tuple[float, int, int, int]] = []
+
+
+class Scheduler:
+    def __init__(
+        self,
+        nodes: list[Ref],
+        *,
+        backends: dict[str, Any],
+        executor_of: Callable[[Ref], str],
+        workers: int | None,
+        capacity: dict[str, float],
+        continue_on_error: bool,
+        emit: Callable[[ev.Event], None],
+        seed: int | None = None,
+    ) -> None:
+        self.nodes = nodes
+        self.backends = backends
+        self.executor_of = executor_of
+        self.limit = float(workers) if workers else math.inf
+        self.avail = dict(capacity)
+        self.continue_on_error = continue_on_error
+        self.emit = emit
+        self.rand = random.Random(seed)
+
+        n = len(nodes)
+        self.succs: list[list[int]] = [[] for _ in range(n)]
+        self.waiting = [0] * n
+        for ref in nodes:
+            self.waiting[ref.index] = len(ref.deps)
+            for d in ref.deps:
+                self.succs[d].append(ref.index)
+        self.level = longest_remaining_path(self.succs, order=self._topological_order())
+        self.state = [PENDING] * n
+        self.attempts = [0] * n
+        self.results: list[Any] = [None] * n
+        self.start = [math.nan] * n  # wall-clock epoch seconds of the last attempt
+        self.end = [math.nan] * n
+        self.duration = [math.nan] * n  # monotonic seconds of the last attempt
+        self.output_bytes: list[int | None] = [None] * n
+        self.errors: dict[int, BaseException] = {}
+        self.reasons: dict[int, str] = {}
+        self.executor: list[str | None] = [None] * n
+
+        self.classes: dict[Any, _Class] = {}
+        self.class_of: list[_Class | None] = [None] * n
+        self.seq = 0
+        self.open = n  # nodes not yet in a terminal state
+        self.busy = 0  # workers executing a node
+        self.n_workers = 0  # worker coroutines alive (busy, or about to pick)
+        self.starting = 0  # spawned workers that have not begun yet
+        self.timers = 0  # retries waiting on their backoff timer
+        self.paused = False
+        self.first_failure: int | None = None
+        self.stall: StallError | None = None
+        self.tg: Any = None
+        self.done = anyio.Event()
+
+    # -- planning ------------------------------------------------------------------------
+
+    def _topological_order(self) -> list[int]:
+        """Kahn's algorithm; a leftover means a cycle, reported with its tasks in order."""
+        indeg = list(self.waiting)
+        order = [i for i, d in enumerate(indeg) if d == 0]
+        k = 0
+        while k < len(order):
+            for s in self.succs[order[k]]:
+                indeg[s] -= 1
+                if indeg[s] == 0:
+                    order.append(s)
+            k += 1
+        if len(order) < len(self.nodes):
+            raise CycleError(self._find_cycle({i for i, d in enumerate(indeg) if d > 0}))
+        return order
+
+    def _find_cycle(self, left: set[int]) -> list[str]:
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.add_edges_from((d, r.index) for r in self.nodes if r.index in left for d in r.deps if d in left)
+        cycle = nx.find_cycle(g)
+        return [self.nodes[u].key for u, _ in cycle]
+
+    def _classify(self, i: int) -> _Class:
+        ref = self.nodes[i]
+        name = self.executor_of(ref)
+        self.executor[i] = name
+        spec = ref.task.spec if ref.task is not None else None
+        res = spec.resources if spec is not None and ref.kind == TASK else {}
+        ident = (name, tuple(sorted(res.items())) if res else ())
+        cls = self.classes.get(ident)
+        if cls is None:
+            demand = dict(res)
+            if name not in ("async", "inline"):
+                demand[f"executor:{name}"] = 1.0
+            for r, amount in demand.items():
+                cap = self.avail.get(r)
+                if cap is None:
+                    raise WorkflowDefinitionError(
+                        f"task {ref.key!r} needs resource {r!r} but the run declares no capacity "
+                        f"for it; pass wf.run(resources={{{r!r}: ...}})"
+                    )
+                if amount > cap:
+                    raise WorkflowDefinitionError(
+                        f"task {ref.key!r} needs {amount:g} of {r!r} but the run's capacity is "
+                        f"{cap:g}: it could never start. Lower its demand or raise the capacity "
+                        f"with wf.run(resources={{{r!r}: ...}})"
+                    )
+            cls = self.classes[ident] = _Class(self.backends.get(name), demand)
+        return cls
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        for i in range(len(self.nodes)):
+            if self.nodes[i].kind != COLLECT:
+                self.class_of[i] = self._classify(i)  # up front: bad demands fail before anything runs
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            for i in range(len(self.nodes)):
+                if self.waiting[i] == 0 and self.state[i] == PENDING:
+                    self._make_ready(i)
+            self._fill()
+            self._check_progress()
+            await self.done.wait()
+            tg.cancel_scope.cancel()  # nothing should be left; make sure (timers of a stall)
+
+    def finish_cancelled(self) -> None:
+        """After cancellation: every node still open is cancelled."""
+        now = time.time()
+        for i, s in enumerate(self.state):
+            if s in (PENDING, READY, RUNNING, RETRYING):
+                self.state[i] = CANCELLED
+                if s == RUNNING:
+                    self.end[i] = now
+                self.open -= 1
+                self.emit(ev.TaskCancelled(now, i, self.nodes[i].key))
+
+    # -- ready set and workers -----------------------------------------------------------
+
+    def _make_ready(self, i: int) -> None:
+        ref = self.nodes[i]
+        if ref.kind == COLLECT:
+            self._complete(i, [self.results[p.index] for p in ref.args], 0.0, None, inline=True)
+            return
+        self.state[i] = READY
+        self.emit(ev.TaskReady(time.time(), i, ref.key))
+        self._push(i)
+
+    def _push(self, i: int) -> None:
+        cls = self.class_of[i]
+        spec = self.nodes[i].task.spec  # type: ignore[union-attr]
+        self.seq += 1
+        heapq.heappush(cls.heap, (-self.level[i], -spec.priority, self.seq, i))  # type: ignore[union-attr]
+
+    def _fits(self, cls: _Class) -> bool:
+        avail = self.avail
+        for r, amount in cls.demand.items():
+            if avail[r] < amount:
+                return False
+        return True
+
+    def _admissible(self) -> int:
+        """How many ready nodes could start now (bounded by free capacity)."""
+        total = 0
+        for cls in self.classes.values():
+            if cls.heap:
+                room = len(cls.heap)
+                for r, amount in cls.demand.items():
+                    if amount > 0:
+                        room = min(room, int(self.avail[r] // amount))
+                total += room
+        return total
+
+    def _pop(self) -> int | None:
+        if self.paused or self.busy >= self.limit:
+            return None
+        best: _Class | None = None
+        for cls in self.classes.values():
+            if cls.heap and (best is None or cls.heap[0] < best.heap[0]) and self._fits(cls):
+                best = cls
+        if best is None:
+            return None
+        i = heapq.heappop(best.heap)[3]
+        for r, amount in best.demand.items():
+            self.avail[r] -= amount
+        self.busy += 1
+        return i
+
+    def _release(self, i: int) -> None:
+        self.busy -= 1
+        for r, amount in self.class_of[i].demand.items():  # type: ignore[union-attr]
+            self.avail[r] += amount
+
+    def _fill(self) -> None:
+        """Spawn a worker if admissible work outnumbers free workers (one at a time)."""
+        if self.starting or self.paused:
+            return
+        free = self.n_workers - self.busy
+        if self.n_workers < self.limit and free < self._admissible():
+            self.n_workers += 1
+            self.starting += 1
+            self.tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        self.starting -= 1
+        self._fill()  # ramp up: the next worker, if still needed
+        ran = 0
+        try:
+            while (i := self._pop()) is not None:
+                await self._execute(i)
+                ran += 1
+                if ran % YIELD_EVERY == 0:
+                    await anyio.lowlevel.checkpoint()
+        finally:
+            self.n_workers -= 1
+        self._check_progress()
+
+    def _check_progress(self) -> None:
+        if self.open == 0:
+            self.done.set()
+        elif self.n_workers == 0 and self.timers == 0 and not self.paused and self._admissible() == 0:
+            waiting = [self.nodes[i].key for i, s in enumerate(self.state) if s in (PENDING, READY)]
+            self.stall = StallError(
+                f"the run cannot make progress: {len(waiting)} task(s) wait but nothing is "
+                f"running, ready or scheduled to retry (first: {waiting[:10]})"
+            )
+            self.done.set()
+
+    # -- one attempt ---------------------------------------------------------------------
+
+    async def _execute(self, i: int) -> None:
+        ref = self.nodes[i]
+        if ref.kind == MAP:
+            self._release(i)
+            self._expand(i)
+            return
+        spec = ref.task.spec  # type: ignore[union-attr]
+        attempt = self.attempts[i] = self.attempts[i] + 1
+        self.state[i] = RUNNING
+        self.start[i] = now = time.time()
+        self.emit(ev.TaskStarted(now, i, ref.key, attempt, self.executor[i]))  # type: ignore[arg-type]
+        args, kwargs = self._arguments(ref)
+        backend = self.class_of[i].backend  # type: ignore[union-attr]
+        t0 = time.perf_counter()
+        try:
+            if spec.timeout is None:
+                value, size = await backend.call(ref.key, spec.fn, args, kwargs)
+            else:
+                with anyio.move_on_after(spec.timeout) as scope:
+                    value, size = await backend.call(ref.key, spec.fn, args, kwargs)
+                if scope.cancelled_caught:
+                    if hasattr(backend, "abandon"):
+                        backend.abandon(ref.key)
+                    raise TaskTimeout(
+                        f"task {ref.key!r} timed out after {spec.timeout:g} s"
+                        + (" (its thread cannot be interrupted; it finishes in the background "
+                           "and its result is discarded)" if self.executor[i] == "thread" else "")
+                    )
+        except anyio.get_cancelled_exc_class():
+            self._release(i)
+            self.state[i] = CANCELLED
+            self.end[i] = time.time()
+            self.duration[i] = time.perf_counter() - t0
+            self.open -= 1
+            self.emit(ev.TaskCancelled(self.end[i], i, ref.key))
+            raise
+        except Exception as e:  # the task's own error (or its timeout)
+            self._release(i)
+            self._failed_attempt(i, e, time.perf_counter() - t0)
+            return
+        self._release(i)
+        self._complete(i, value, time.perf_counter() - t0, size)
+
+    def _arguments(self, ref: Ref) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+        if ref.nested == 0:
+            return ref.args, ref.kwargs
+        results = self.results
+        if ref.nested == 1:
+            args = tuple([results[a.index] if type(a) is Ref else a for a in ref.args])
+            kw = ref.kwargs
+            if kw:
+                kw = {k: results[v.index] if type(v) is Ref else v for k, v in kw.items()}
+            return args, kw
+        args = tuple([self._resolve(a) for a in ref.args])
+        kw = {k: self._resolve(v) for k, v in ref.kwargs.items()} if ref.kwargs else None
+        return args, kw
+
+    def _resolve(self, obj: Any) -> Any:
+        t = type(obj)
+        if t is Ref:
+            return self.results[obj.index]
+        if t is list:
+            return [self._resolve(x) for x in obj]
+        if t is tuple:
+            return tuple([self._resolve(x) for x in obj])
+        if t is dict:
+            return {k: self._resolve(v) for k, v in obj.items()}
+        if t is set or t is frozenset:
+            return t(self._resolve(x) for x in obj)
+        return obj
+
+    # -- outcomes ------------------------------------------------------------------------
+
+    def _complete(self, i: int, value: Any, duration: float, size: int | None, inline: bool = False) -> None:
+        self.results[i] = value
+        self.state[i] = COMPLETED
+        self.end[i] = now = time.time()
+        if inline:
+            self.start[i] = now
+        self.duration[i] = duration
+        self.output_bytes[i] = size
+        self.open -= 1
+        self.emit(ev.TaskCompleted(now, i, self.nodes[i].key, self.attempts[i], duration, size))
+        waiting = self.waiting
+        state = self.state
+        for s in self.succs[i]:
+            w = waiting[s] = waiting[s] - 1
+            # RUNNING here is an expanded map waiting for its items: it collects now.
+            if w == 0 and (state[s] == PENDING or state[s] == RUNNING):
+                self._make_ready(s)
+        if not inline:
+            self._fill()
+            if self.open == 0:
+                self.done.set()
+
+    def _failed_attempt(self, i: int, error: Exception, duration: float) -> None:
+        ref = self.nodes[i]
+        spec = ref.task.spec  # type: ignore[union-attr]
+        now = time.time()
+        self.duration[i] = duration
+        if self.attempts[i] <= spec.retries:
+            delay = spec.backoff(self.attempts[i], self.rand.random())
+            self.state[i] = RETRYING
+            self.emit(ev.TaskRetrying(now, i, ref.key, self.attempts[i], delay, error))
+            self.timers += 1
+            self.tg.start_soon(self._retry_after, i, delay)
+            self._fill()
+            return
+        self.state[i] = FAILED
+        self.end[i] = now
+        self.errors[i] = error
+        self.open -= 1
+        if self.first_failure is None:
+            self.first_failure = i
+        self.emit(ev.TaskFailed(now, i, ref.key, self.attempts[i], duration, error))
+        if not self.continue_on_error:
+            self.tg.cancel_scope.cancel()
+            return
+        self._skip_descendants(i, f"upstream task {ref.key!r} failed")
+        self._fill()
+        if self.open == 0:
+            self.done.set()
+
+    async def _retry_after(self, i: int, delay: float) -> None:
+        try:
+            await anyio.sleep(delay)  # a backoff timer, not a poll
+        finally:
+            self.timers -= 1
+        self.state[i] = READY
+        self.emit(ev.TaskReady(time.time(), i, self.nodes[i].key))
+        self._push(i)
+        self._fill()
+        self._check_progress()
+
+    def _skip_descendants(self, i: int, reason: str) -> None:
+        stack = list(self.succs[i])
+        now = time.time()
+        while stack:
+            s = stack.pop()
+            st = self.state[s]
+            # A successor is PENDING, or RUNNING if it is an expanded map collecting its items.
+            if st == PENDING or (st == RUNNING and self.nodes[s].kind == COLLECT):
+                self.state[s] = SKIPPED
+                self.reasons[s] = reason
+                self.open -= 1
+                self.emit(ev.TaskSkipped(now, s, self.nodes[s].key, reason))
+                stack.extend(self.succs[s])
+
+    # -- growth --------------------------------------------------------------------------
+
+    def _expand(self, i: int) -> None:
+        """A map over a Ref whose value is now known: one node per item, then collect."""
+        ref = self.nodes[i]
+        items_ref = ref.args[0]
+        items = self.results[items_ref.index]
+        try:
+            items = list(items)
+        except TypeError:
+            self.attempts[i] = 1
+            self._failed_attempt(
+                i,
+                TypeError(
+                    f"{ref.key}: map needs a list (or other iterable) from {items_ref.key}, "
+                    f"got {type(items).__name__}"
+                ),
+                0.0,
+            )
+            return
+        self.attempts[i] = 1
+        self.state[i] = RUNNING
+        self.start[i] = now = time.time()
+        self.emit(ev.TaskStarted(now, i, ref.key, 1, "map"))
+        kwargs = {k: self._resolve(v) for k, v in ref.kwargs.items()} if ref.kwargs else None
+        task = ref.task
+        first = len(self.nodes)
+        keys = []
+        for j, item in enumerate(items):
+            k = first + j
+            child = Ref(ref.wf, k, task, (item,), kwargs, [], f"{ref.key}[{j}]", 0, TASK)
+            self.nodes.append(child)
+            keys.append(child.key)
+            self.succs.append([i])
+            self.waiting.append(0)
+            self.level.append(self.level[i] + 1.0)
+            self.state.append(PENDING)
+            self.attempts.append(0)
+            self.results.append(None)
+            self.start.append(math.nan)
+            self.end.append(math.nan)
+            self.duration.append(math.nan)
+            self.output_bytes.append(None)
+            self.executor.append(None)
+            self.class_of.append(self._classify(k))
+        n = len(items)
+        self.open += n
+        self.waiting[i] = n
+        # The map node now collects its children; it completes when they all have.
+        ref_collect = Ref(ref.wf, i, None, tuple(self.nodes[first:]), None, list(range(first, first + n)),
+                          ref.key, 1, COLLECT)
+        self.nodes[i] = ref_collect
+        self.emit(ev.TasksAdded(now, ref.key, keys, list(range(first, first + n))))
+        if n == 0:
+            self._make_ready(i)
+            self._fill()
+            return
+        for k in range(first, first + n):
+            self._make_ready(k)
+        self._fill()
