@@ -28,7 +28,9 @@ median of ``--repeat`` samples (default 5).  Every system is warmed up once on a
 graph first (imports, thread pools), ``gc.collect()`` runs before each sample and the
 collector stays enabled while timing (its cost is part of a real run; ``--no-gc``
 disables it to separate that cost: with many live tasks even bare anyio's per-task cost
-grows with ``n`` because of full collections).  The shape's
+grows with ``n`` because of full collections).  Time spent in the collector is measured
+with ``gc.callbacks`` and reported per system (``gc_median_s``, ``gc_share``,
+``us_per_task_excluding_gc``), so a scaling miss can be told apart from GC pressure.  The shape's
 ``parents`` lists are generated once, outside the timed region, for all systems.
 
 Further passes:
@@ -61,6 +63,8 @@ Output: one JSON document on stdout (progress goes to stderr) and, with ``--json
 the same document in ``OUT``: ``{"machine", "params", "results", "targets"}`` where every
 target is ``{"value", "target", "op", "met", ...}``.  ``--profile`` adds a cProfile pass of
 nbflow per shape and kind with the top functions by own time (``file:line(function)``).
+
+``--no-overhead`` skips the main pass (e.g. to rerun only the scaling check).
 
 Run from the repository root::
 
@@ -214,18 +218,54 @@ def sample_nbflow(
     return t2 - t0, t1 - t0
 
 
-def _fresh() -> None:
+class GcTimer:
+    """Wall time spent in the cyclic garbage collector, via ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._t0
+            if info.get("generation") == 2:
+                self.full += 1
+
+    def mark(self) -> tuple[float, int]:
+        return self.seconds, self.full
+
+    def since(self, mark: tuple[float, int]) -> tuple[float, int]:
+        return self.seconds - mark[0], self.full - mark[1]
+
+
+GC_TIMER = GcTimer()
+
+
+def _fresh() -> tuple[float, int]:
+    """Collect garbage left by the previous sample; return a GC-timer mark for the next."""
     gc.collect()
+    return GC_TIMER.mark()
 
 
-def _summary(samples: list[float], n: int) -> dict[str, Any]:
+def _summary(samples: list[float], n: int, gcs: list[tuple[float, int]] | None = None) -> dict[str, Any]:
     med = statistics.median(samples)
-    return {
+    out: dict[str, Any] = {
         "median_s": med,
         "min_s": min(samples),
         "us_per_task": med / n * 1e6,
         "samples_s": samples,
     }
+    if gcs:
+        gc_med = statistics.median(g for g, _ in gcs)
+        out["gc_median_s"] = gc_med
+        out["gc_share"] = gc_med / med if med else None
+        out["gc_full_collections_median"] = statistics.median(f for _, f in gcs)
+        no_gc = statistics.median(t - g for t, (g, _) in zip(samples, gcs, strict=True))
+        out["us_per_task_excluding_gc"] = no_gc / n * 1e6
+    return out
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -273,6 +313,7 @@ def overhead_pass(
     times: dict[tuple[str, str, str], list[float]] = {}
     builds: dict[tuple[str, str], list[float]] = {}
     errors: dict[tuple[str, str, str], str] = {}
+    gcs: dict[tuple[str, str, str], list[tuple[float, int]]] = {}
     for r in range(args.repeat):
         order = list(args.systems[r % len(args.systems) :]) + list(args.systems[: r % len(args.systems)])
         for shape, kind in combos:
@@ -281,7 +322,7 @@ def overhead_pass(
                 key = (shape, kind, system)
                 if key in errors:
                     continue
-                _fresh()
+                mark = _fresh()
                 try:
                     if system == "anyio":
                         t = sample_anyio(parents, kind)
@@ -296,6 +337,7 @@ def overhead_pass(
                     log(f"{system} {shape}/{kind} failed: {errors[key]}")
                     continue
                 times.setdefault(key, []).append(t)
+                gcs.setdefault(key, []).append(GC_TIMER.since(mark))
         log(f"repeat {r + 1}/{args.repeat} done")
 
     rows: list[dict[str, Any]] = []
@@ -315,7 +357,7 @@ def overhead_pass(
                 row["systems"][system] = {"error": errors[key]}
                 med[system] = None
                 continue
-            info = _summary(times[key], n)
+            info = _summary(times[key], n, gcs[key])
             if system == "dask":
                 info["note"] = (
                     "dask.threaded.get runs sync no-op functions (it cannot run coroutines)"
@@ -356,21 +398,23 @@ def scaling_pass(
     for shape in ("chain", "layered"):
         graphs = {m: _shapes.make(shape, m, args.seed, args.layers) for m in (small, large)}
         times: dict[tuple[str, int], list[float]] = {}
+        gcs: dict[tuple[str, int], list[tuple[float, int]]] = {}
         for r in range(rep_small):
             sizes = [small] + ([large] if r < rep_large else [])
             for size in sizes:
                 for system in systems:
-                    _fresh()
+                    mark = _fresh()
                     if system == "nbflow":
                         assert nbf is not None
                         t, _ = sample_nbflow(nbf, graphs[size], "async", run_kwargs)
                     else:
                         t = sample_anyio(graphs[size], "async")
                     times.setdefault((system, size), []).append(t)
+                    gcs.setdefault((system, size), []).append(GC_TIMER.since(mark))
         log(f"scaling {shape} done")
         for system in systems:
-            s_small = _summary(times[(system, small)], small)
-            s_large = _summary(times[(system, large)], large)
+            s_small = _summary(times[(system, small)], small, gcs[(system, small)])
+            s_large = _summary(times[(system, large)], large, gcs[(system, large)])
             rows.append(
                 {
                     "benchmark": "scaling",
@@ -382,6 +426,8 @@ def scaling_pass(
                     "small": s_small,
                     "large": s_large,
                     "ratio_large_over_small": s_large["us_per_task"] / s_small["us_per_task"],
+                    "ratio_large_over_small_excluding_gc": s_large["us_per_task_excluding_gc"]
+                    / s_small["us_per_task_excluding_gc"],
                 }
             )
     return rows
@@ -607,6 +653,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="smoke mode: n=2000, repeat 2, no scale check, memory at n",
     )
     p.add_argument(
+        "--overhead",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the main three-system timing pass (default on)",
+    )
+    p.add_argument(
         "--scale-check",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -695,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "kinds": args.kinds,
             "systems": args.systems,
             "quick": args.quick,
+            "overhead": args.overhead,
             "scale_check": args.scale_check,
             "scale_small": args.scale_small if args.scale_check else None,
             "scale_large": args.scale_large if args.scale_check else None,
@@ -710,11 +763,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if not args.gc:
             gc.disable()
+        gc.callbacks.append(GC_TIMER)
         log(f"warm-up ({', '.join(args.systems)})")
         warm_up(args.systems, args.kinds, nbf)
         results: list[dict[str, Any]] = []
-        log(f"overhead pass: n={args.n}, repeat={args.repeat}")
-        results.extend(overhead_pass(args, nbf, run_kwargs))
+        if args.overhead:
+            log(f"overhead pass: n={args.n}, repeat={args.repeat}")
+            results.extend(overhead_pass(args, nbf, run_kwargs))
         if args.scale_check and (nbf is not None or "anyio" in args.systems):
             log(f"scaling pass: {args.scale_small} vs {args.scale_large}")
             results.extend(scaling_pass(args, nbf if "nbflow" in args.systems else None, run_kwargs))
