@@ -112,13 +112,21 @@ def replay(
     run = wf.run(workers=workers, cache=False)
     wall = time.perf_counter() - t0
     df = run.tasks
-    by_key = {str(k): (float(s), float(e)) for k, s, e in zip(df["key"], df["start"], df["end"], strict=True)}
+    by_key = {
+        str(k): (_epoch(s), _epoch(e)) for k, s, e in zip(df["key"], df["start"], df["end"], strict=True)
+    }
     times = {tid: by_key[ref.key] for tid, ref in refs.items()}
     if len(times) != len(trace):
         raise RuntimeError(f"run.tasks has {len(times)} of {len(trace)} tasks")
     first = min(s for s, _ in times.values())
     last = max(e for _, e in times.values())
     return last - first, wall, times
+
+
+def _epoch(value: Any) -> float:
+    """Epoch seconds from a ``run.tasks`` start/end cell (a pandas Timestamp or a float)."""
+    stamp = getattr(value, "timestamp", None)
+    return float(stamp()) if callable(stamp) else float(value)
 
 
 def bench_trace(

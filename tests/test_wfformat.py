@@ -173,7 +173,7 @@ def test_not_wfformat_names_missing_key_and_file(
 def test_not_json_and_not_object(tmp_path: Path) -> None:
     path = tmp_path / "junk.json"
     path.write_text("{not json")
-    with pytest.raises(WfFormatError, match="junk.json"):
+    with pytest.raises(WfFormatError, match=r"junk\.json"):
         load_trace(path)
     path.write_text("[1, 2]")
     with pytest.raises(WfFormatError, match="not an object"):
