@@ -62,7 +62,8 @@ Targets (DESIGN.md "Performance budgets" and the benchmark issue)
 Output: one JSON document on stdout (progress goes to stderr) and, with ``--json OUT``,
 the same document in ``OUT``: ``{"machine", "params", "results", "targets"}`` where every
 target is ``{"value", "target", "op", "met", ...}``.  ``--profile`` adds a cProfile pass of
-nbflow per shape and kind with the top functions by own time (``file:line(function)``).
+nbflow per shape and kind with the top functions by own time (``file:line(function)``);
+it runs ``anyio.run(wf.arun)`` so that the scheduler's loop is in the profiled thread.
 
 ``--no-overhead`` skips the main pass (e.g. to rerun only the scaling check).
 
@@ -79,7 +80,9 @@ import argparse
 import contextlib
 import cProfile
 import datetime as _dt
+import functools
 import gc
+import hashlib
 import io
 import json
 import os
@@ -502,7 +505,12 @@ def _short(filename: str) -> str:
 def profile_pass(
     args: argparse.Namespace, nbf: NbflowTasks, run_kwargs: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """cProfile one nbflow run per shape and kind; top functions by own (total) time."""
+    """cProfile one nbflow run per shape and kind; top functions by own (total) time.
+
+    The run goes through ``anyio.run(wf.arun)`` so that the scheduler's event loop is in
+    the profiled thread; worker threads of sync tasks are not profiled (they only run the
+    no-op).
+    """
     rows: list[dict[str, Any]] = []
     for shape in args.shapes:
         parents = _shapes.make(shape, args.n, args.seed, args.layers)
@@ -512,7 +520,9 @@ def profile_pass(
             t0 = time.perf_counter()
             prof.enable()
             wf, refs = _build_nbflow(nbf, parents, kind)
-            run = wf.run(cache=False, **run_kwargs)
+            # wf.run drives its event loop in a helper thread, which cProfile would not
+            # see; wf.arun runs the same engine on an event loop in this thread.
+            run = anyio.run(functools.partial(wf.arun, cache=False, **run_kwargs))
             prof.disable()
             elapsed = time.perf_counter() - t0
             _check_run(run)
@@ -541,7 +551,8 @@ def profile_pass(
                     "n": args.n,
                     "profiled_s": elapsed,
                     "profiled_us_per_task": elapsed / args.n * 1e6,
-                    "note": "cProfile inflates time; compare entries with each other",
+                    "note": "cProfile of build + anyio.run(wf.arun) in one thread (worker "
+                    "threads not profiled); cProfile inflates time, compare entries with each other",
                     "top_by_tottime": entries[: args.profile_top],
                 }
             )
@@ -581,6 +592,12 @@ def machine_info(nbf: NbflowTasks | None = None) -> dict[str, Any]:
             if line.startswith("model name"):
                 info["cpu_model"] = line.split(":", 1)[1].strip()
                 break
+    src = sorted((REPO_ROOT / "nbflow").rglob("*.py"))
+    if src:
+        digest = hashlib.sha256()
+        for f in src:
+            digest.update(f.relative_to(REPO_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+        info["nbflow_source_sha256"] = digest.hexdigest()[:16]
     with contextlib.suppress(Exception):
         info["git_commit"] = subprocess.run(
             ["git", "rev-parse", "HEAD"],
