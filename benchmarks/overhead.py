@@ -30,8 +30,9 @@ collector stays enabled while timing (its cost is part of a real run; ``--no-gc`
 disables it to separate that cost: with many live tasks even bare anyio's per-task cost
 grows with ``n`` because of full collections).  Time spent in the collector is measured
 with ``gc.callbacks`` and reported per system (``gc_median_s``, ``gc_share``,
-``us_per_task_excluding_gc``), so a scaling miss can be told apart from GC pressure.  The shape's
-``parents`` lists are generated once, outside the timed region, for all systems.
+``us_per_task_excluding_gc``), so a scaling miss can be told apart from GC pressure.
+The shape's ``parents`` lists are generated once, outside the timed region, for all
+systems.
 
 Further passes:
 
@@ -50,11 +51,13 @@ Further passes:
   subtracted), ``peak / n`` is reported too, with the top allocation sites.
 
 Targets (DESIGN.md "Performance budgets" and the benchmark issue)
-================================================================
+=================================================================
 
 - nbflow / anyio <= 2.0 per shape and kind (DESIGN states it for async no-ops);
 - dask / nbflow >= 5.0 per shape and kind (the issue's bar; DESIGN's floor is 3.0, also
-  reported);
+  reported).  For ``sync`` tasks every system pays one thread hand-off per task (on a
+  chain that is pure latency), and bare ``anyio.to_thread`` is itself no faster than
+  Dask, so this bar is out of reach by construction there; the flag is still reported;
 - graph build <= 10 us per task call (chain, layered);
 - per-task cost at 100k within 1.3x of the cost at 1k (ratio <= 1.3);
 - retained engine memory <= 2048 bytes per task at 100k tasks (every shape).
@@ -627,6 +630,11 @@ def collect_targets(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 ">=",
                 design_target=DESIGN_DASK_OVER_NBFLOW,
                 design_met=d is not None and d >= DESIGN_DASK_OVER_NBFLOW,
+                **(
+                    {"note": "sync: thread hand-off per task dominates every system; see docstring"}
+                    if row["kind"] == "sync"
+                    else {}
+                ),
             )
             nb = row["systems"].get("nbflow", {})
             if row["shape"] in ("chain", "layered") and "build_us_per_call" in nb:

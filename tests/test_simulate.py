@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,7 @@ def _bounds(succs: list[list[int]], durations: list[float]) -> tuple[float, floa
     return max(cp, default=0.0), math.fsum(durations)
 
 
-def _check_schedule(
-    succs: list[list[int]], durations: list[float], workers: int, s: Schedule
-) -> None:
+def _check_schedule(succs: list[list[int]], durations: list[float], workers: int, s: Schedule) -> None:
     n = len(succs)
     eps = 1e-9
     assert sorted(s.order) == list(range(n))
@@ -42,9 +41,11 @@ def _check_schedule(
             assert s.start[j] >= s.finish[i] - eps
             assert s.ready[j] >= s.finish[i] - eps
     # Never more than `workers` nodes running at once (intervals are half-open).
-    events = sorted([(s.start[i], 1) for i in range(n) if durations[i] > 0]
-                    + [(s.finish[i], -1) for i in range(n) if durations[i] > 0],
-                    key=lambda e: (e[0], e[1]))
+    events = sorted(
+        [(s.start[i], 1) for i in range(n) if durations[i] > 0]
+        + [(s.finish[i], -1) for i in range(n) if durations[i] > 0],
+        key=lambda e: (e[0], e[1]),
+    )
     running = 0
     for _, delta in events:
         running += delta
@@ -228,9 +229,9 @@ def dags(draw: st.DrawFn) -> tuple[list[list[int]], list[float], int]:
         s.sort()
     durations = draw(
         st.lists(
-            st.one_of(st.just(0.0), st.integers(1, 5).map(float),
-                      st.floats(0.001, 10.0, allow_nan=False)),
-            min_size=n, max_size=n,
+            st.one_of(st.just(0.0), st.integers(1, 5).map(float), st.floats(0.001, 10.0, allow_nan=False)),
+            min_size=n,
+            max_size=n,
         )
     )
     workers = draw(st.integers(min_value=1, max_value=6))
@@ -262,6 +263,44 @@ def test_random_dags_dispatch_follows_ready_key(
     s = simulate(succs, durations, workers, priorities=priorities)
     level = longest_remaining_path(succs)
     for k, v in enumerate(s.order):
-        waiting = [u for u in s.order[k + 1:] if s.ready[u] < s.start[v]]
+        waiting = [u for u in s.order[k + 1 :] if s.ready[u] < s.start[v]]
         for u in waiting:
             assert (-level[v], -priorities[v]) <= (-level[u], -priorities[u])
+
+
+# ------------------------------------------------------------ against the real engine
+
+
+def test_engine_dispatches_in_simulated_order() -> None:
+    """With one worker the start order is the policy alone: the engine must match simulate()."""
+    nf = pytest.importorskip("nbflow")
+    if not hasattr(nf, "Workflow"):
+        pytest.skip("the engine is not available")
+    executed: list[int] = []
+
+    def make(priority: int) -> object:
+        @nf.task(name=f"simulate_order_p{priority}", priority=priority, cache=False)
+        async def node(i: int, *deps: object) -> None:
+            executed.append(i)
+
+        return node
+
+    tasks = {p: make(p) for p in range(3)}
+    rng = random.Random(20240601)
+    for _ in range(15):
+        n = rng.randint(1, 40)
+        parents = [rng.sample(range(j), k=min(j, rng.randint(0, 3))) for j in range(n)]
+        prios = [rng.randrange(3) for _ in range(n)]
+        succs: list[list[int]] = [[] for _ in range(n)]
+        for j, ps in enumerate(parents):
+            for i in ps:
+                succs[i].append(j)
+        for s in succs:
+            s.sort()
+        executed.clear()
+        with nf.Workflow("simulate-order") as wf:
+            refs: list[object] = []
+            for j in range(n):
+                refs.append(tasks[prios[j]](j, *[refs[i] for i in parents[j]]))
+        wf.run(workers=1, cache=False)
+        assert executed == simulate(succs, [1.0] * n, 1, priorities=prios).order

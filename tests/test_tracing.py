@@ -129,7 +129,7 @@ def test_using_a_ref_as_a_value_while_tracing_is_a_clear_error():
         with pytest.raises(nf.RefUsageError, match="as a condition"):
             if r:
                 pass
-        with pytest.raises(nf.RefUsageError, match="task.map"):
+        with pytest.raises(nf.RefUsageError, match=r"task\.map"):
             for _ in r:
                 pass
         with pytest.raises(nf.RefUsageError, match="len"):
@@ -155,9 +155,9 @@ def test_ref_from_another_workflow_is_rejected():
 
 
 def test_nested_workflows_are_rejected():
-    with nf.Workflow("outer"), pytest.raises(nf.WorkflowDefinitionError, match="nesting"):
-        with nf.Workflow("inner"):
-            pass
+    with nf.Workflow("outer"), pytest.raises(nf.WorkflowDefinitionError, match="nesting"), \
+            nf.Workflow("inner"):
+        pass
 
 
 def test_after_rejects_non_refs_and_self():

@@ -39,8 +39,9 @@ def _doc(
     return {"name": "synthetic", "schemaVersion": "1.5", "workflow": workflow}
 
 
-def _spec(tid: str, parents: list[str] | None = None, children: list[str] | None = None,
-          **extra: Any) -> dict[str, Any]:
+def _spec(
+    tid: str, parents: list[str] | None = None, children: list[str] | None = None, **extra: Any
+) -> dict[str, Any]:
     t: dict[str, Any] = {"id": tid, "name": tid}
     if parents is not None:
         t["parents"] = parents
@@ -59,6 +60,8 @@ def test_category_of() -> None:
     assert category_of("bowtie2-build_ID0000001") == "bowtie2-build"
     assert category_of("cpuhog_chain_00000001") == "cpuhog_chain_00000001"
     assert category_of("_ID7") == "_ID7"
+    assert category_of("get_IDs") == "get_IDs"
+    assert category_of("a_IDx_ID12") == "a_IDx"
 
 
 def test_full_entry_fields() -> None:
@@ -68,8 +71,14 @@ def test_full_entry_fields() -> None:
             _spec("b_ID2", parents=["a_ID1"], inputFiles=["mid", "missing"], outputFiles=[]),
         ],
         execution=[
-            {"id": "a_ID1", "runtimeInSeconds": 2.5, "avgCPU": 95.0,
-             "memoryInBytes": 1000, "machines": ["m1"], "extraKey": {"x": 1}},
+            {
+                "id": "a_ID1",
+                "runtimeInSeconds": 2.5,
+                "avgCPU": 95.0,
+                "memoryInBytes": 1000,
+                "machines": ["m1"],
+                "extraKey": {"x": 1},
+            },
             {"id": "b_ID2", "runtimeInSeconds": "1.5", "machines": ["m2", "m3"]},
         ],
         files=[{"id": "in", "sizeInBytes": 10}, {"id": "mid", "sizeInBytes": 7}],
@@ -77,8 +86,7 @@ def test_full_entry_fields() -> None:
     doc["unknownTopLevel"] = True
     tr = parse_trace(doc, source="mem.json")
     a, b = tr.task("a_ID1"), tr.task("b_ID2")
-    assert (a.category, a.runtime_s, a.memory_bytes, a.avg_cpu, a.machines) == (
-        "a", 2.5, 1000, 95.0, ("m1",))
+    assert (a.category, a.runtime_s, a.memory_bytes, a.avg_cpu, a.machines) == ("a", 2.5, 1000, 95.0, ("m1",))
     assert (a.input_bytes, a.output_bytes) == (10, 7)
     assert (b.input_bytes, b.output_bytes) == (7, 0)
     assert b.input_files == ("mid", "missing")
@@ -111,8 +119,7 @@ def test_edges_from_parents_children_or_both(style: str) -> None:
 
 
 def test_missing_execution_entries_give_zero_runtime() -> None:
-    doc = _doc([_spec("x"), _spec("y", parents=["x"])],
-               execution=[{"id": "x", "runtimeInSeconds": 3.0}])
+    doc = _doc([_spec("x"), _spec("y", parents=["x"])], execution=[{"id": "x", "runtimeInSeconds": 3.0}])
     tr = parse_trace(doc)
     assert tr.task("y").runtime_s == 0.0 and not tr.task("y").has_execution
     assert tr.task("x").has_execution
@@ -123,16 +130,29 @@ def test_missing_execution_entries_give_zero_runtime() -> None:
 
 
 def test_file_objects_of_older_versions() -> None:
-    doc = _doc([_spec("t", inputFiles=[{"id": "f", "sizeInBytes": 5}, {"name": "g"}],
-                      outputFiles=[{"link": "out", "size": 3}])],
-               files=[{"id": "g", "sizeInBytes": 4}])
+    doc = _doc(
+        [
+            _spec(
+                "t",
+                inputFiles=[{"id": "f", "sizeInBytes": 5}, {"name": "g"}],
+                outputFiles=[{"link": "out", "size": 3}],
+            )
+        ],
+        files=[{"id": "g", "sizeInBytes": 4}],
+    )
     t = parse_trace(doc).task("t")
     assert (t.input_bytes, t.output_bytes, t.input_files) == (9, 3, ("f", "g"))
 
 
 def test_cycle_is_named() -> None:
-    doc = _doc([_spec("start", children=["p"]), _spec("p", children=["q"]),
-                _spec("q", children=["r"]), _spec("r", children=["p"])])
+    doc = _doc(
+        [
+            _spec("start", children=["p"]),
+            _spec("p", children=["q"]),
+            _spec("q", children=["r"]),
+            _spec("r", children=["p"]),
+        ]
+    )
     tr = parse_trace(doc, source="cyc.json")
     with pytest.raises(ValueError, match="cycle") as info:
         tr.topological_order()
@@ -155,13 +175,13 @@ def test_self_loop_is_a_cycle() -> None:
         ({"name": "x"}, "'workflow'"),
         ({"workflow": {}}, "'workflow.specification'"),
         ({"workflow": {"specification": {"files": []}}}, "'workflow.specification.tasks'"),
-        ({"workflow": {"specification": {"tasks": [{"parents": []}]}}},
-         "'workflow.specification.tasks[0].id'"),
+        (
+            {"workflow": {"specification": {"tasks": [{"parents": []}]}}},
+            "'workflow.specification.tasks[0].id'",
+        ),
     ],
 )
-def test_not_wfformat_names_missing_key_and_file(
-    tmp_path: Path, doc: dict[str, Any], missing: str
-) -> None:
+def test_not_wfformat_names_missing_key_and_file(tmp_path: Path, doc: dict[str, Any], missing: str) -> None:
     path = tmp_path / "bogus.json"
     path.write_text(json.dumps(doc))
     with pytest.raises(WfFormatError) as info:
@@ -196,10 +216,8 @@ def test_invalid_runtime() -> None:
 def test_bounds_and_indexed_on_small_graph() -> None:
     # a(1) -> b(4) -> d(1); a -> c(2) -> d   critical path a-b-d = 6, work = 8
     doc = _doc(
-        [_spec("a"), _spec("b", parents=["a"]), _spec("c", parents=["a"]),
-         _spec("d", parents=["b", "c"])],
-        execution=[{"id": k, "runtimeInSeconds": v}
-                   for k, v in {"a": 1, "b": 4, "c": 2, "d": 1}.items()],
+        [_spec("a"), _spec("b", parents=["a"]), _spec("c", parents=["a"]), _spec("d", parents=["b", "c"])],
+        execution=[{"id": k, "runtimeInSeconds": v} for k, v in {"a": 1, "b": 4, "c": 2, "d": 1}.items()],
     )
     tr = parse_trace(doc)
     assert tr.critical_path_s() == 6.0 and tr.total_work_s() == 8.0
@@ -249,9 +267,7 @@ def test_shared_trace_loads_consistently(path: Path) -> None:
 
     g = tr.to_networkx()
     assert nx.is_directed_acyclic_graph(g) and g.number_of_nodes() == len(tr)
-    expected_cp = nx.dag_longest_path_length(
-        _node_weighted_to_edge_weighted(g), weight="w", default_weight=0
-    )
+    expected_cp = nx.dag_longest_path_length(_node_weighted_to_edge_weighted(g), weight="w", default_weight=0)
     assert tr.critical_path_s() == pytest.approx(expected_cp)
     assert tr.total_work_s() == pytest.approx(sum(runtimes.values()))
     for w in (1, 4, 10_000):
@@ -286,6 +302,9 @@ def test_known_trace_shapes() -> None:
     if "1000genome-chameleon-2ch-100k-001" in by_stem:
         genome = load_trace(by_stem["1000genome-chameleon-2ch-100k-001"])
         assert genome.categories() == {
-            "individuals": 20, "individuals_merge": 2, "sifting": 2,
-            "mutation_overlap": 14, "frequency": 14,
+            "individuals": 20,
+            "individuals_merge": 2,
+            "sifting": 2,
+            "mutation_overlap": 14,
+            "frequency": 14,
         }

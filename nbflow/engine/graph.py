@@ -45,7 +45,7 @@ class Ref:
     ``ref.result()`` or ``run[ref]`` gives the value.
     """
 
-    __slots__ = ("wf", "index", "task", "args", "kwargs", "deps", "key", "nested", "kind")
+    __slots__ = ("args", "deps", "index", "key", "kind", "kwargs", "nested", "task", "wf")
 
     def __init__(
         self,
@@ -186,7 +186,8 @@ class Workflow:
                     nested = 2
         if len(deps) > 1:
             deps = list(dict.fromkeys(deps))
-        ref = Ref(self, len(self.nodes), task, args, kwargs or None, deps, self._new_key(task.spec.name), nested)
+        key = self._new_key(task.spec.name)
+        ref = Ref(self, len(self.nodes), task, args, kwargs or None, deps, key, nested)
         self.nodes.append(ref)
         return ref
 

@@ -147,7 +147,9 @@ class Run:
         return {"local": "thread", "process": "process", "dask": "dask"}[self.backend_kind]
 
     def _make_backends(self) -> dict[str, Any]:
-        backends: dict[str, Any] = {"async": AsyncBackend(), "thread": ThreadBackend(self.workers), "inline": None}
+        backends: dict[str, Any] = {
+            "async": AsyncBackend(), "thread": ThreadBackend(self.workers), "inline": None,
+        }
         self.capacity["executor:thread"] = backends["thread"].capacity
         needed = {self._executor_of(r) for r in self.nodes if r.kind != COLLECT}
         if "process" in needed or self.backend_kind == "process":
@@ -197,7 +199,7 @@ class Run:
                 if self._cancel_requested:
                     scope.cancel()
                 await sched.run()
-            if scope.cancelled_caught or sched.first_failure is not None and not self.continue_on_error:
+            if scope.cancelled_caught or (sched.first_failure is not None and not self.continue_on_error):
                 sched.finish_cancelled()
             if sched.stall is not None:
                 sched.finish_cancelled()

@@ -37,6 +37,8 @@ How it works, in one place:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import heapq
 import math
 import random
@@ -53,6 +55,28 @@ from .priority import longest_remaining_path
 from .state import CANCELLED, COMPLETED, FAILED, PENDING, READY, RETRYING, RUNNING, SKIPPED
 
 YIELD_EVERY = 64  # tasks a worker may run back to back before yielding to the event loop
+_frozen_runs = 0
+
+
+@contextlib.contextmanager
+def _graph_out_of_gc() -> Any:
+    """Keep the (already built) graph out of the cyclic GC's scans while running.
+
+    A 100k-task graph is half a million long-lived objects; every full collection during
+    the run would walk them all, which made per-task cost grow with graph size (40 % of the
+    time at 100k).  ``gc.freeze`` moves what exists now to a permanent generation until
+    ``gc.unfreeze``; nothing is leaked, collection of those objects is only deferred.
+    """
+    global _frozen_runs
+    if _frozen_runs == 0:
+        gc.freeze()
+    _frozen_runs += 1
+    try:
+        yield
+    finally:
+        _frozen_runs -= 1
+        if _frozen_runs == 0:
+            gc.unfreeze()
 
 
 class StallError(NbflowError, RuntimeError):
@@ -184,6 +208,10 @@ class Scheduler:
         for i in range(len(self.nodes)):
             if self.nodes[i].kind != COLLECT:
                 self.class_of[i] = self._classify(i)  # up front: bad demands fail before anything runs
+        with _graph_out_of_gc():
+            await self._run()
+
+    async def _run(self) -> None:
         async with anyio.create_task_group() as tg:
             self.tg = tg
             for i in range(len(self.nodes)):

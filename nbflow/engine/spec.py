@@ -14,12 +14,10 @@ import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 from .errors import RefUsageError, WorkflowDefinitionError
-
-if TYPE_CHECKING:
-    from .graph import Ref
+from .graph import Ref, _current
 
 EXECUTORS = ("async", "thread", "process", "dask")
 
@@ -109,7 +107,7 @@ class TaskSpec:
 class Task:
     """A function registered as a workflow task (see the module docstring)."""
 
-    __slots__ = ("spec", "__dict__")
+    __slots__ = ("__dict__", "spec")
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
@@ -124,9 +122,7 @@ class Task:
         return self.spec.fn
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .graph import current_workflow
-
-        wf = current_workflow()
+        wf = _current.get()
         if wf is None:
             if args and _has_ref(args, kwargs):
                 raise RefUsageError(
@@ -143,9 +139,7 @@ class Task:
         may itself be a Ref to a list, expanded when its value is known.  Outside a workflow
         it returns the list of results.
         """
-        from .graph import current_workflow
-
-        wf = current_workflow()
+        wf = _current.get()
         if wf is None:
             return [self.spec.fn(item, **kwargs) for item in items]  # type: ignore[union-attr]
         return wf._add_map(self, items, kwargs)
@@ -257,6 +251,4 @@ def _register(t: Task) -> Task:
 
 
 def _has_ref(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    from .graph import Ref
-
     return any(type(a) is Ref for a in args) or any(type(a) is Ref for a in kwargs.values())

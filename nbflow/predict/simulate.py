@@ -128,6 +128,4 @@ def simulate(
 
     if len(order) != n:  # pragma: no cover - impossible when every edge goes forward
         raise ValueError("not every node became ready: the graph is not a DAG")
-    return Schedule(
-        makespan=max(finish, default=0.0), start=start, finish=finish, order=order, ready=ready
-    )
+    return Schedule(makespan=max(finish, default=0.0), start=start, finish=finish, order=order, ready=ready)

@@ -52,15 +52,17 @@ class WfFormatError(ValueError):
 
 
 def category_of(name: str) -> str:
-    """Return the task category: the part of ``name`` before ``_ID``, or ``name`` itself.
+    """Return the task category: the part of ``name`` before its ``_ID<number>`` suffix.
+
+    A name without such a suffix is its own category.
 
     >>> category_of("individuals_ID0000001")
     'individuals'
     >>> category_of("cpuhog_chain_00000001")
     'cpuhog_chain_00000001'
     """
-    head, sep, _ = name.rpartition("_ID")
-    return head if sep and head else name
+    head, sep, tail = name.rpartition("_ID")
+    return head if sep and head and tail[:1].isdigit() else name
 
 
 @dataclass(frozen=True, slots=True)

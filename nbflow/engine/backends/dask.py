@@ -77,7 +77,8 @@ class DaskBackend:
     ) -> tuple[Any, int | None]:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
-        fut = self.client.submit(_apply, fn, args, kwargs, key=f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}", pure=False)
+        unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
+        fut = self.client.submit(_apply, fn, args, kwargs, key=unique, pure=False)
         self._futures.add(fut)
 
         def settle(outcome: tuple[bool, Any]) -> None:
