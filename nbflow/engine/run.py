@@ -22,6 +22,7 @@ from . import events as ev
 from .backends import AsyncBackend, ThreadBackend
 from .errors import RefUsageError, TaskNotFinished, WorkflowCancelled, WorkflowDefinitionError, WorkflowFailed
 from .graph import COLLECT, MAP, Ref
+from .scheduler import Scheduler
 from .spec import parse_resources
 from .state import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .graph import Workflow
-    from .scheduler import Scheduler
 
 _last_run: Run | None = None
 
@@ -101,7 +101,19 @@ class Run:
         self.stream = ev.EventStream([self.events.append])
         self.error: BaseException | None = None  # an error of the run itself (not of a task)
         self.nodes: list[Ref] = list(workflow.nodes)
-        self._sched: Scheduler | None = None
+        # Building the scheduler validates the graph (cycles, executors, resource demands):
+        # a workflow that cannot run is refused here, in the caller's thread, before a run
+        # exists anywhere.
+        self.backends = self._make_backends()
+        self._sched: Scheduler = Scheduler(
+            self.nodes,
+            backends=self.backends,
+            executor_of=self._executor_of,
+            workers=workers,
+            capacity=self.capacity,
+            continue_on_error=continue_on_error,
+            emit=self.stream.emit,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scope: Any = None
         self._cancel_requested = False
@@ -161,15 +173,15 @@ class Run:
             from .backends.dask import DaskBackend
 
             backends["dask"] = DaskBackend(self.backend)
+            self.capacity["executor:dask"] = math.inf  # known once connected
         return backends
 
     async def _execute(self) -> None:
         import anyio
 
-        from .scheduler import Scheduler
-
         self._loop = asyncio.get_running_loop()
-        backends: dict[str, Any] = {}
+        backends = self.backends
+        sched = self._sched
         for factory in list(ev._global_subscribers):
             sub = factory(self)
             if sub is not None:
@@ -179,19 +191,9 @@ class Run:
         self.started_at = time.time()
         t0 = time.perf_counter()
         try:
-            backends = self._make_backends()
             if "dask" in backends:
                 await backends["dask"].open()
-                self.capacity["executor:dask"] = backends["dask"].capacity
-            self._sched = sched = Scheduler(
-                self.nodes,
-                backends=backends,
-                executor_of=self._executor_of,
-                workers=self.workers,
-                capacity=self.capacity,
-                continue_on_error=self.continue_on_error,
-                emit=emit,
-            )
+                sched.avail["executor:dask"] = backends["dask"].capacity
             emit(ev.RunStarted(self.started_at, self.id, self.name, len(self.nodes),
                                self.backend_kind, self.workers))
             with anyio.CancelScope() as scope:
@@ -205,8 +207,7 @@ class Run:
                 sched.finish_cancelled()
                 self.error = sched.stall
         except BaseException as e:
-            if self._sched is not None:
-                self._sched.finish_cancelled()
+            sched.finish_cancelled()
             if not isinstance(e, anyio.get_cancelled_exc_class()) and self.error is None:
                 self.error = e
             if isinstance(e, anyio.get_cancelled_exc_class()):

@@ -86,10 +86,11 @@ class StallError(NbflowError, RuntimeError):
 class _Class:
     """Ready nodes that make the same demand, in priority order."""
 
-    __slots__ = ("backend", "demand", "heap")
+    __slots__ = ("backend", "backend_name", "demand", "heap")
 
-    def __init__(self, backend: Any, demand: dict[str, float]) -> None:
-        self.backend = backend
+    def __init__(self, backend_name: str, demand: dict[str, float]) -> None:
+        self.backend_name = backend_name
+        self.backend: Any = None
         self.demand = demand
         self.heap: list[tuple[float, int, int, int]] = []
 
@@ -147,7 +148,10 @@ class Scheduler:
         self.first_failure: int | None = None
         self.stall: StallError | None = None
         self.tg: Any = None
-        self.done = anyio.Event()
+        for i in range(n):  # up front: a bad demand is refused before anything runs
+            if nodes[i].kind != COLLECT:
+                self.class_of[i] = self._classify(i)
+        self.done: anyio.Event | None = None  # made on the run's loop
 
     # -- planning ------------------------------------------------------------------------
 
@@ -199,15 +203,15 @@ class Scheduler:
                         f"{cap:g}: it could never start. Lower its demand or raise the capacity "
                         f"with wf.run(resources={{{r!r}: ...}})"
                     )
-            cls = self.classes[ident] = _Class(self.backends.get(name), demand)
+            cls = self.classes[ident] = _Class(name, demand)
         return cls
 
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        for i in range(len(self.nodes)):
-            if self.nodes[i].kind != COLLECT:
-                self.class_of[i] = self._classify(i)  # up front: bad demands fail before anything runs
+        self.done = anyio.Event()
+        for cls in self.classes.values():  # backends may have been replaced once opened
+            cls.backend = self.backends.get(cls.backend_name)
         with _graph_out_of_gc():
             await self._run()
 
@@ -219,7 +223,7 @@ class Scheduler:
                     self._make_ready(i)
             self._fill()
             self._check_progress()
-            await self.done.wait()
+            await self.done.wait()  # type: ignore[union-attr]
             tg.cancel_scope.cancel()  # nothing should be left; make sure (timers of a stall)
 
     def finish_cancelled(self) -> None:
@@ -315,14 +319,14 @@ class Scheduler:
 
     def _check_progress(self) -> None:
         if self.open == 0:
-            self.done.set()
+            self.done.set()  # type: ignore[union-attr]
         elif self.n_workers == 0 and self.timers == 0 and not self.paused and self._admissible() == 0:
             waiting = [self.nodes[i].key for i, s in enumerate(self.state) if s in (PENDING, READY)]
             self.stall = StallError(
                 f"the run cannot make progress: {len(waiting)} task(s) wait but nothing is "
                 f"running, ready or scheduled to retry (first: {waiting[:10]})"
             )
-            self.done.set()
+            self.done.set()  # type: ignore[union-attr]
 
     # -- one attempt ---------------------------------------------------------------------
 
@@ -419,7 +423,7 @@ class Scheduler:
         if not inline:
             self._fill()
             if self.open == 0:
-                self.done.set()
+                self.done.set()  # type: ignore[union-attr]
 
     def _failed_attempt(self, i: int, error: Exception, duration: float) -> None:
         ref = self.nodes[i]
@@ -447,7 +451,7 @@ class Scheduler:
         self._skip_descendants(i, f"upstream task {ref.key!r} failed")
         self._fill()
         if self.open == 0:
-            self.done.set()
+            self.done.set()  # type: ignore[union-attr]
 
     async def _retry_after(self, i: int, delay: float) -> None:
         try:
