@@ -6,6 +6,18 @@ into a graph of ``nf.Ref``; ``wf.run()`` runs it in parallel and returns an ``nf
 
 from __future__ import annotations
 
+from .check import Finding, check
+from .engine.constructs import (
+    ApprovalTimeout,
+    GatherError,
+    LoopLimitError,
+    approval,
+    branch,
+    first,
+    gather,
+    loop,
+    saga,
+)
 from .engine.errors import (
     CycleError,
     NbflowError,
@@ -19,13 +31,25 @@ from .engine.errors import (
 )
 from .engine.events import on_run
 from .engine.graph import Ref, Workflow
-from .engine.run import Run, last_run
+from .engine.run import ConflictWarning, Run, last_run
 from .engine.scheduler import StallError
 from .engine.spec import Task, TaskSpec, registry, task
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Finding",
+    "check",
+    "ApprovalTimeout",
+    "GatherError",
+    "LoopLimitError",
+    "approval",
+    "branch",
+    "first",
+    "gather",
+    "loop",
+    "saga",
+    "ConflictWarning",
     "CycleError",
     "NbflowError",
     "PicklingError",

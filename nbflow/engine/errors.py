@@ -60,6 +60,10 @@ class WorkflowFailed(NbflowError):
             )
         if failed > 1:
             msg += f" ({failed} tasks failed; see run.tasks)"
+        for rb in getattr(run, "rollbacks", ()):
+            msg += (f"; saga {rb['saga']} rolled back: compensated {rb['compensated'] or 'nothing'}"
+                    + (f", compensation failed for {rb['compensation_failed']}"
+                       if rb["compensation_failed"] else ""))
         super().__init__(msg)
 
 

@@ -100,6 +100,15 @@ class TaskFailed(TaskEvent):
 
 
 @dataclass(slots=True)
+class ApprovalRequested(TaskEvent):
+    """A human decision is awaited: answer with ``run.approve(key, True | False)``."""
+
+    prompt: str
+    timeout: float | None
+    on_timeout: str
+
+
+@dataclass(slots=True)
 class TaskSkipped(TaskEvent):
     reason: str
 

@@ -26,8 +26,16 @@ if TYPE_CHECKING:
 
 # Kinds of node.  A "collect" node has no function: its value is the list of its inputs'
 # values (the fan-in behind ``task.map``).  A "map" node expands at run time into one task
-# per item of its input's value, then collects them.
+# per item of its input's value, then collects them.  The control-flow constructs
+# (nbflow.engine.constructs) add: "gate" (one side of a branch: completes or is skipped on
+# its condition), "const" (a plain value inside a branch side), "first" and "gather"
+# (tolerant joins: they wait for every input to end, whatever the outcome), "loop" (grows
+# one iteration at a time), "undo" (a compensation, also tolerant) and "approval".
 TASK, COLLECT, MAP = "task", "collect", "map"
+GATE, CONST, FIRST, GATHER, LOOP, UNDO, APPROVAL = (
+    "gate", "const", "first", "gather", "loop", "undo", "approval")
+TOLERANT = frozenset({FIRST, GATHER, UNDO})
+INLINE = frozenset({COLLECT, GATE, CONST, FIRST, GATHER, LOOP})  # resolved by the scheduler itself
 
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 _current: ContextVar[Workflow | None] = ContextVar("nbflow_workflow", default=None)
@@ -72,9 +80,9 @@ class Ref:
     @property
     def name(self) -> str:
         """The task name (``"clean.map"`` for the node that collects a map's results)."""
-        if self.kind == TASK:
+        if self.kind == TASK or self.kind == UNDO:
             return self.task.spec.name  # type: ignore[union-attr]
-        return self.key.rpartition("-")[0]  # "clean.map-0" -> "clean.map"
+        return self.key.rpartition("-")[0]  # "clean.map-0" -> "clean.map", "branch-0" -> "branch"
 
     def after(self, *refs: Ref) -> Ref:
         """Also wait for ``refs`` (ordering only: their values are not passed).  Returns self."""
@@ -142,6 +150,9 @@ class Workflow:
         self.last_run: Run | None = None
         self._counters: dict[str, int] = {}
         self._token: Any = None
+        self._gates: list[int] = []  # innermost open branch side last (see constructs.branch)
+        self._sagas: list[Any] = []  # open `with nf.saga()` blocks
+        self.sagas: list[Any] = []  # every saga traced in this workflow
 
     # -- tracing -------------------------------------------------------------------------
 
@@ -189,6 +200,28 @@ class Workflow:
         key = self._new_key(task.spec.name)
         ref = Ref(self, len(self.nodes), task, args, kwargs or None, deps, key, nested)
         self.nodes.append(ref)
+        if self._gates or self._sagas:
+            self._enclose(ref)
+        return ref
+
+    def _enclose(self, ref: Ref) -> None:
+        """A node made inside a branch side waits for that side's gate; inside a saga block
+        it becomes a member of the saga."""
+        if self._gates and self._gates[-1] not in ref.deps and ref.index != self._gates[-1]:
+            ref.deps.append(self._gates[-1])
+        for saga in self._sagas:
+            saga.members.append(ref.index)
+
+    def _add_node(
+        self, kind: str, name: str, args: tuple[Any, ...] = (), deps: list[int] | None = None,
+        task: Task | None = None, kwargs: dict[str, Any] | None = None, nested: int = 0,
+    ) -> Ref:
+        """Add a node of a construct kind (see the kinds above)."""
+        ref = Ref(self, len(self.nodes), task, args, kwargs, list(dict.fromkeys(deps or [])),
+                  self._new_key(name), nested, kind)
+        self.nodes.append(ref)
+        if self._gates or self._sagas:
+            self._enclose(ref)
         return ref
 
     def _scan(self, obj: Any, deps: list[int]) -> bool:
@@ -214,7 +247,6 @@ class Workflow:
             if items.wf is not self:
                 raise RefUsageError(_foreign(items, self))
             deps = [items.index]
-            nested = 0
             for a in kwargs.values():
                 if type(a) is Ref:
                     if a.wf is not self:
@@ -222,10 +254,7 @@ class Workflow:
                     deps.append(a.index)
                 elif type(a) in _CONTAINERS:
                     self._scan(a, deps)
-            ref = Ref(self, len(self.nodes), task, (items,), kwargs or None, list(dict.fromkeys(deps)),
-                      self._new_key(f"{task.spec.name}.map"), nested, MAP)
-            self.nodes.append(ref)
-            return ref
+            return self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)
         try:
             seq = list(items)
         except TypeError:
@@ -237,10 +266,7 @@ class Workflow:
         return self._add_collect(parts, f"{task.spec.name}.map")
 
     def _add_collect(self, parts: list[Ref], name: str) -> Ref:
-        ref = Ref(self, len(self.nodes), None, tuple(parts), None, [p.index for p in parts],
-                  self._new_key(name), 1, COLLECT)
-        self.nodes.append(ref)
-        return ref
+        return self._add_node(COLLECT, name, tuple(parts), [p.index for p in parts], nested=1)
 
     # -- running -------------------------------------------------------------------------
 
@@ -253,6 +279,9 @@ class Workflow:
         *,
         continue_on_error: bool = True,
         resources: dict[str, float | int | str] | None = None,
+        rerun: Any = None,
+        strict: bool = False,
+        on_conflict: str = "warn",
     ) -> Run:
         """Run the workflow and block until it ends; see :class:`nbflow.Run`.
 
@@ -260,9 +289,20 @@ class Workflow:
         event loop in a helper thread).  Ctrl-C cancels the run, waits for it to wind
         down, and re-raises ``KeyboardInterrupt``.  A failed run raises
         :class:`nbflow.WorkflowFailed` unless ``raise_on_error=False``.
+
+        ``cache=False`` neither reads nor stores results; ``rerun=[task, ...]`` (tasks, task
+        names, keys or Refs) forces those tasks and their descendants to run; ``strict=True``
+        fails the run when a stored result fails its checksum instead of recomputing it.
+
+        Before anything runs, ``nf.check`` verifies the graph: an error (a cycle, a resource
+        demand that can never fit, an unbounded loop) refuses the run with an exception that
+        names it.  Tasks that may overlap while their declared ``reads``/``writes`` conflict
+        give a ``ConflictWarning`` (``on_conflict="warn"``), are ordered so they never overlap
+        (``"serialize"``), or refuse the run (``"error"``).
         """
         run = self.start(workers=workers, backend=backend, cache=cache,
-                         continue_on_error=continue_on_error, resources=resources)
+                         continue_on_error=continue_on_error, resources=resources, rerun=rerun, strict=strict,
+                  on_conflict=on_conflict)
         run.wait(raise_on_error=raise_on_error)
         return run
 
@@ -274,12 +314,16 @@ class Workflow:
         *,
         continue_on_error: bool = True,
         resources: dict[str, float | int | str] | None = None,
+        rerun: Any = None,
+        strict: bool = False,
+        on_conflict: str = "warn",
     ) -> Run:
         """Start the run in the background and return its :class:`nbflow.Run` at once."""
         from .run import Run
 
         run = Run(self, workers=workers, backend=backend, cache=cache,
-                  continue_on_error=continue_on_error, resources=resources)
+                  continue_on_error=continue_on_error, resources=resources, rerun=rerun, strict=strict,
+                  on_conflict=on_conflict)
         run._start_in_thread()
         return run
 
@@ -292,12 +336,16 @@ class Workflow:
         *,
         continue_on_error: bool = True,
         resources: dict[str, float | int | str] | None = None,
+        rerun: Any = None,
+        strict: bool = False,
+        on_conflict: str = "warn",
     ) -> Run:
         """The async twin of :meth:`run`: runs on the caller's event loop."""
         from .run import Run
 
         run = Run(self, workers=workers, backend=backend, cache=cache,
-                  continue_on_error=continue_on_error, resources=resources)
+                  continue_on_error=continue_on_error, resources=resources, rerun=rerun, strict=strict,
+                  on_conflict=on_conflict)
         await run._execute()
         if raise_on_error:
             run._raise_for_status()

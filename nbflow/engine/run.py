@@ -15,13 +15,14 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from .backends import AsyncBackend, ThreadBackend
-from .errors import RefUsageError, TaskNotFinished, WorkflowCancelled, WorkflowDefinitionError, WorkflowFailed
-from .graph import COLLECT, MAP, Ref
+from .errors import CycleError, RefUsageError, TaskNotFinished, WorkflowCancelled, WorkflowDefinitionError, WorkflowFailed
+from .graph import APPROVAL, COLLECT, INLINE, MAP, Ref
 from .scheduler import Scheduler
 from .spec import parse_resources
 from .state import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
@@ -33,6 +34,10 @@ if TYPE_CHECKING:
     from .graph import Workflow
 
 _last_run: Run | None = None
+
+
+class ConflictWarning(UserWarning):
+    """Tasks that may run concurrently declare conflicting reads/writes (see nf.check)."""
 
 
 def last_run() -> Run | None:
@@ -81,6 +86,9 @@ class Run:
         cache: bool = True,
         continue_on_error: bool = True,
         resources: dict[str, Any] | None = None,
+        rerun: Any = None,
+        strict: bool = False,
+        on_conflict: str = "warn",
     ) -> None:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise WorkflowDefinitionError(f"workers must be a whole number >= 1 (or None), got {workers!r}")
@@ -105,6 +113,13 @@ class Run:
         # a workflow that cannot run is refused here, in the caller's thread, before a run
         # exists anywhere.
         self.backends = self._make_backends()
+        self.findings = self._check(on_conflict)
+        extra = []
+        if on_conflict == "serialize":
+            from ..check import serialize_edges
+
+            extra = serialize_edges(self.nodes)
+        self.serialized_edges = [(self.nodes[a].key, self.nodes[b].key) for a, b in extra]
         self._sched: Scheduler = Scheduler(
             self.nodes,
             backends=self.backends,
@@ -113,7 +128,17 @@ class Run:
             capacity=self.capacity,
             continue_on_error=continue_on_error,
             emit=self.stream.emit,
+            sagas=workflow.sagas,
+            extra_edges=extra,
         )
+        # The result cache (nbflow.store): None when cache=False or no store is usable.
+        # Importing the store also attaches its journal to every run.  ``rerun`` forces
+        # tasks (and their descendants) to run; ``strict`` fails the run on a corrupt result.
+        self.rerun = rerun
+        self.strict = strict
+        from ..store.hooks import run_cache
+
+        self._cache = self._sched.cache = run_cache(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scope: Any = None
         self._cancel_requested = False
@@ -143,8 +168,34 @@ class Run:
         self._thread = threading.Thread(target=main, name=f"nbflow-run-{self.id}", daemon=True)
         self._thread.start()
 
+    def _check(self, on_conflict: str) -> Any:
+        """Static verification before anything runs: errors refuse the run (this is not a
+        WorkflowFailed: no run happened); conflicts warn, serialise or refuse."""
+        from ..check import check, format_findings
+
+        if on_conflict not in ("warn", "serialize", "error"):
+            raise WorkflowDefinitionError(
+                f"on_conflict must be 'warn', 'serialize' or 'error', got {on_conflict!r}")
+        findings = check(self.nodes, resources=self.capacity,
+                         conflict_severity="error" if on_conflict == "error" else "warning")
+        errors = findings.errors
+        if errors:
+            cycle = next((f for f in errors if f.code == "cycle"), None)
+            if cycle is not None:
+                raise CycleError(list(cycle.tasks))
+            raise WorkflowDefinitionError(
+                f"workflow {self.name!r} cannot run; nf.check found:\n{format_findings(errors)}")
+        conflicts = [f for f in findings if f.code in ("conflict", "map-conflict")]
+        if conflicts and on_conflict == "warn":
+            warnings.warn(
+                f"nbflow: {len(conflicts)} read/write conflict(s) between tasks that may run at "
+                f"the same time, e.g. {conflicts[0].message} Run with on_conflict='serialize' to "
+                "order them, or see nf.check(wf).",
+                ConflictWarning, stacklevel=4)
+        return findings
+
     def _executor_of(self, ref: Ref) -> str:
-        if ref.kind == MAP:
+        if ref.kind == MAP or ref.kind == APPROVAL or ref.kind in INLINE:
             return "inline"
         spec = ref.task.spec  # type: ignore[union-attr]
         if spec.is_async:
@@ -163,7 +214,7 @@ class Run:
             "async": AsyncBackend(), "thread": ThreadBackend(self.workers), "inline": None,
         }
         self.capacity["executor:thread"] = backends["thread"].capacity
-        needed = {self._executor_of(r) for r in self.nodes if r.kind != COLLECT}
+        needed = {self._executor_of(r) for r in self.nodes}
         if "process" in needed or self.backend_kind == "process":
             from .backends.process import ProcessBackend
 
@@ -227,7 +278,7 @@ class Run:
         s = self._sched
         if self._cancel_requested:
             return CANCELLED
-        if self.error is not None or s is None or s.first_failure is not None:
+        if self.error is not None or s is None or s.unhandled_failures():
             return FAILED
         return COMPLETED
 
@@ -312,9 +363,10 @@ class Run:
             raise self.error
         if self.status == FAILED:
             s = self._sched
-            i = s.first_failure if s is not None else None
-            err = s.errors.get(i) if s is not None and i is not None else None
-            raise WorkflowFailed(self, self.nodes[i].key if i is not None else None, err) from err
+            unhandled = s.unhandled_failures()
+            i = unhandled[0] if unhandled else s.first_failure
+            err = s.errors.get(i) if i is not None else None
+            raise WorkflowFailed(self, s.nodes[i].key if i is not None else None, err) from err
 
     # -- results -------------------------------------------------------------------------
 
@@ -368,6 +420,7 @@ class Run:
         if s is None:
             return {c: [] for c in _COLUMNS}
         n = len(s.nodes)
+        cache = self._cache
         errors = [None] * n
         for i, e in s.errors.items():
             errors[i] = f"{type(e).__name__}: {e}"
@@ -381,10 +434,12 @@ class Run:
             "start": list(s.start),
             "end": list(s.end),
             "duration_s": list(s.duration),
-            "cached": [False] * n,
+            "cached": cache.cached_column(n) if cache is not None else [False] * n,
             "output_bytes": list(s.output_bytes),
             "error": errors,
             "executor": [e or "inline" for e in s.executor],
+            "reason": cache.reason_column(n) if cache is not None
+            else ["cache off" if r.kind != COLLECT else None for r in s.nodes],
         }
 
     @property
@@ -414,7 +469,46 @@ class Run:
         for r in nodes:
             for d in r.deps:
                 g.add_edge(nodes[d].key, r.key)
+        for a, b in s.extra_edges:
+            g.add_edge(nodes[a].key, nodes[b].key, serialized=True)
         return g
+
+    def explain(self, what: Any) -> Any:
+        """Why a task ran or was served from the cache, with the fingerprint parts that
+        differ from what was stored before.  ``what``: a Ref, a task key, a task name or a
+        Task (a name matching several tasks explains each).  See nbflow.store.cache."""
+        from ..store.cache import explain
+
+        return explain(self, what)
+
+    @property
+    def rollbacks(self) -> list[dict[str, Any]]:
+        """One entry per saga that rolled back: the saga, the task whose failure triggered it,
+        and per compensated task whether its undo ``completed`` or ``failed``."""
+        out = []
+        s = self._sched
+        for info in s.rollbacks:
+            undone = {key: s.state[j] for key, j in info["undo"]}
+            out.append({
+                "saga": info["saga"],
+                "failed_task": info["failed_task"],
+                "compensated": [k for k, st in undone.items() if st == COMPLETED],
+                "compensation_failed": [k for k, st in undone.items() if st == FAILED],
+                "undo_states": undone,
+            })
+        return out
+
+    @property
+    def pending_approvals(self) -> list[str]:
+        """Keys of approvals waiting for an answer."""
+        s = self._sched
+        return [s.nodes[i].key for i, a in s.answers.items() if not isinstance(a, bool)
+                and s.state[i] == RUNNING]
+
+    def approve(self, ref: Ref | str, approved: bool = True) -> None:
+        """Answer an ``nf.approval`` (True approves, False rejects); safe from any thread."""
+        i = self._lookup(ref)
+        self._call_in_loop(lambda: self._sched.answer(i, approved))
 
     def errors(self) -> dict[str, BaseException]:
         """The original exception of each failed task, by key."""
@@ -427,4 +521,4 @@ class Run:
 
 
 _COLUMNS = ["key", "task", "state", "attempts", "start", "end", "duration_s", "cached",
-            "output_bytes", "error", "executor"]
+            "output_bytes", "error", "executor", "reason"]

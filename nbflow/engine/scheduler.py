@@ -50,7 +50,10 @@ import anyio
 
 from . import events as ev
 from .errors import CycleError, NbflowError, TaskTimeout, WorkflowDefinitionError
-from .graph import COLLECT, MAP, TASK, Ref
+from .constructs import ApprovalTimeout, GatherError, LoopLimitError, interactive_approvals
+from .graph import (
+    APPROVAL, COLLECT, CONST, FIRST, GATE, GATHER, INLINE, LOOP, MAP, TASK, TOLERANT, UNDO, Ref,
+)
 from .priority import longest_remaining_path
 from .state import CANCELLED, COMPLETED, FAILED, PENDING, READY, RETRYING, RUNNING, SKIPPED
 
@@ -107,6 +110,8 @@ class Scheduler:
         continue_on_error: bool,
         emit: Callable[[ev.Event], None],
         seed: int | None = None,
+        sagas: list[Any] | None = None,
+        extra_edges: list[tuple[int, int]] | None = None,
     ) -> None:
         self.nodes = nodes
         self.backends = backends
@@ -124,6 +129,10 @@ class Scheduler:
             self.waiting[ref.index] = len(ref.deps)
             for d in ref.deps:
                 self.succs[d].append(ref.index)
+        self.extra_edges = list(extra_edges or ())  # ordering added for this run (serialize)
+        for a, b in self.extra_edges:
+            self.succs[a].append(b)
+            self.waiting[b] += 1
         self.level = longest_remaining_path(self.succs, order=self._topological_order())
         self.state = [PENDING] * n
         self.attempts = [0] * n
@@ -148,8 +157,19 @@ class Scheduler:
         self.first_failure: int | None = None
         self.stall: StallError | None = None
         self.tg: Any = None
+        self.cache: Any = None  # the run's result cache (nbflow.store.cache.RunCache), if any
+        self.loop_iters: dict[int, int] = {}  # loop node -> iterations started
+        self._last_iteration: dict[int, int] = {}  # loop node -> its latest iteration's node
+        self.answers: dict[int, Any] = {}  # approval node -> anyio.Event, then the answer
+        self.rollbacks: list[dict[str, Any]] = []  # one entry per saga that rolled back
+        self.saga_of: dict[int, Any] = {}
+        self._saga_done: dict[str, list[int]] = {}  # saga name -> members in completion order
+        self._rolling: dict[str, dict[str, Any]] = {}
+        for saga in sagas or ():
+            for m in saga.members:
+                self.saga_of[m] = saga  # nested sagas: the innermost block wins
         for i in range(n):  # up front: a bad demand is refused before anything runs
-            if nodes[i].kind != COLLECT:
+            if nodes[i].kind not in INLINE and nodes[i].kind != APPROVAL:
                 self.class_of[i] = self._classify(i)
         self.done: anyio.Event | None = None  # made on the run's loop
 
@@ -204,14 +224,13 @@ class Scheduler:
                         f"with wf.run(resources={{{r!r}: ...}})"
                     )
             cls = self.classes[ident] = _Class(name, demand)
+            cls.backend = self.backends.get(name)
         return cls
 
     # -- the run -------------------------------------------------------------------------
 
     async def run(self) -> None:
         self.done = anyio.Event()
-        for cls in self.classes.values():  # backends may have been replaced once opened
-            cls.backend = self.backends.get(cls.backend_name)
         with _graph_out_of_gc():
             await self._run()
 
@@ -241,18 +260,24 @@ class Scheduler:
 
     def _make_ready(self, i: int) -> None:
         ref = self.nodes[i]
-        if ref.kind == COLLECT:
-            self._complete(i, [self.results[p.index] for p in ref.args], 0.0, None, inline=True)
+        kind = ref.kind
+        if kind in INLINE:
+            self._resolve_inline(i, ref)
             return
         self.state[i] = READY
         self.emit(ev.TaskReady(time.time(), i, ref.key))
+        if kind == APPROVAL:  # waits for a person, not for a worker slot
+            self.timers += 1
+            self.tg.start_soon(self._approval, i)
+            return
         self._push(i)
 
     def _push(self, i: int) -> None:
         cls = self.class_of[i]
-        spec = self.nodes[i].task.spec  # type: ignore[union-attr]
+        task = self.nodes[i].task
         self.seq += 1
-        heapq.heappush(cls.heap, (-self.level[i], -spec.priority, self.seq, i))  # type: ignore[union-attr]
+        prio = task.spec.priority if task is not None else 0
+        heapq.heappush(cls.heap, (-self.level[i], -prio, self.seq, i))  # type: ignore[union-attr]
 
     def _fits(self, cls: _Class) -> bool:
         avail = self.avail
@@ -283,6 +308,8 @@ class Scheduler:
         if best is None:
             return None
         i = heapq.heappop(best.heap)[3]
+        if self.state[i] != READY:  # skipped while queued (a saga rolled back): drop it
+            return self._pop()
         for r, amount in best.demand.items():
             self.avail[r] -= amount
         self.busy += 1
@@ -337,6 +364,17 @@ class Scheduler:
             self._expand(i)
             return
         spec = ref.task.spec  # type: ignore[union-attr]
+        cache = self.cache
+        if cache is not None and self.attempts[i] == 0:  # store hook: a stored result for this key?
+            t0 = time.perf_counter()
+            hit = await cache.lookup(i)
+            if hit is not None:
+                self.state[i] = RUNNING
+                self.start[i] = now = time.time()
+                self.emit(ev.TaskStarted(now, i, ref.key, 0, "cache"))
+                self._release(i)
+                self._complete(i, hit[0], time.perf_counter() - t0, hit[1], cached=True)
+                return
         attempt = self.attempts[i] = self.attempts[i] + 1
         self.state[i] = RUNNING
         self.start[i] = now = time.time()
@@ -370,8 +408,11 @@ class Scheduler:
             self._release(i)
             self._failed_attempt(i, e, time.perf_counter() - t0)
             return
+        duration = time.perf_counter() - t0
+        if cache is not None:  # store hook: hash the value, store it if cacheable
+            size = await cache.commit(i, value, size)
         self._release(i)
-        self._complete(i, value, time.perf_counter() - t0, size)
+        self._complete(i, value, duration, size)
 
     def _arguments(self, ref: Ref) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
         if ref.nested == 0:
@@ -403,7 +444,10 @@ class Scheduler:
 
     # -- outcomes ------------------------------------------------------------------------
 
-    def _complete(self, i: int, value: Any, duration: float, size: int | None, inline: bool = False) -> None:
+    def _complete(
+        self, i: int, value: Any, duration: float, size: int | None, inline: bool = False,
+        cached: bool = False,
+    ) -> None:
         self.results[i] = value
         self.state[i] = COMPLETED
         self.end[i] = now = time.time()
@@ -412,7 +456,9 @@ class Scheduler:
         self.duration[i] = duration
         self.output_bytes[i] = size
         self.open -= 1
-        self.emit(ev.TaskCompleted(now, i, self.nodes[i].key, self.attempts[i], duration, size))
+        if self.saga_of and i in self.saga_of:
+            self._member_ended(i)
+        self.emit(ev.TaskCompleted(now, i, self.nodes[i].key, self.attempts[i], duration, size, cached))
         waiting = self.waiting
         state = self.state
         for s in self.succs[i]:
@@ -438,8 +484,19 @@ class Scheduler:
             self.tg.start_soon(self._retry_after, i, delay)
             self._fill()
             return
+        self._fail(i, error, duration)
+        self._fill()
+        if self.open == 0:
+            self.done.set()  # type: ignore[union-attr]
+
+    def _fail(self, i: int, error: BaseException, duration: float = 0.0) -> None:
+        ref = self.nodes[i]
+        now = time.time()
         self.state[i] = FAILED
         self.end[i] = now
+        if math.isnan(self.start[i]):
+            self.start[i] = now
+        self.attempts[i] = max(self.attempts[i], 1)
         self.errors[i] = error
         self.open -= 1
         if self.first_failure is None:
@@ -448,35 +505,66 @@ class Scheduler:
         if not self.continue_on_error:
             self.tg.cancel_scope.cancel()
             return
-        self._skip_descendants(i, f"upstream task {ref.key!r} failed")
-        self._fill()
-        if self.open == 0:
-            self.done.set()  # type: ignore[union-attr]
+        self._propagate_end(i, f"upstream task {ref.key!r} failed")
+        saga = self.saga_of.get(i)
+        if saga is not None:
+            self._roll_back(saga, ref.key)
+
+    def _skip(self, i: int, reason: str) -> None:
+        self.state[i] = SKIPPED
+        self.reasons[i] = reason
+        self.open -= 1
+        self.emit(ev.TaskSkipped(time.time(), i, self.nodes[i].key, reason))
+        self._propagate_end(i, reason)
+
+    def unhandled_failures(self) -> list[int]:
+        """Failed nodes whose failure was not absorbed by a ``gather`` that completed."""
+        out = []
+        for i in self.errors:
+            succs = self.succs[i]
+            absorbed = bool(succs) and all(
+                self.nodes[s].kind == GATHER and self.state[s] == COMPLETED for s in succs)
+            if not absorbed:
+                out.append(i)
+        return sorted(out, key=lambda i: self.end[i])
 
     async def _retry_after(self, i: int, delay: float) -> None:
         try:
             await anyio.sleep(delay)  # a backoff timer, not a poll
         finally:
             self.timers -= 1
+        if self.state[i] != RETRYING:  # skipped meanwhile (a saga rolled back)
+            self._check_progress()
+            return
         self.state[i] = READY
         self.emit(ev.TaskReady(time.time(), i, self.nodes[i].key))
         self._push(i)
         self._fill()
         self._check_progress()
 
-    def _skip_descendants(self, i: int, reason: str) -> None:
-        stack = list(self.succs[i])
+    def _propagate_end(self, i: int, reason: str) -> None:
+        """Node ``i`` failed or was skipped: skip what needed its value (with ``reason``),
+        and let tolerant joins count it as ended."""
+        stack = [i]
         now = time.time()
         while stack:
-            s = stack.pop()
-            st = self.state[s]
-            # A successor is PENDING, or RUNNING if it is an expanded map collecting its items.
-            if st == PENDING or (st == RUNNING and self.nodes[s].kind == COLLECT):
-                self.state[s] = SKIPPED
-                self.reasons[s] = reason
-                self.open -= 1
-                self.emit(ev.TaskSkipped(now, s, self.nodes[s].key, reason))
-                stack.extend(self.succs[s])
+            j = stack.pop()
+            for s in self.succs[j]:
+                st = self.state[s]
+                kind = self.nodes[s].kind
+                # A join tolerates inputs that ended without a value, but not its own branch
+                # side being untaken: the gate is a control dependency, not an input.
+                if kind in TOLERANT and self.nodes[j].kind != GATE:
+                    w = self.waiting[s] = self.waiting[s] - 1
+                    if w == 0 and st == PENDING:
+                        self._make_ready(s)
+                # PENDING, or RUNNING for an expanded map or a loop waiting on its items.
+                elif st == PENDING or (st == RUNNING and (kind == COLLECT or kind == LOOP)):
+                    self.state[s] = SKIPPED
+                    self.reasons[s] = reason
+                    self.open -= 1
+                    self.emit(ev.TaskSkipped(now, s, self.nodes[s].key, reason))
+                    stack.append(s)
 
     # -- growth --------------------------------------------------------------------------
 
@@ -507,24 +595,9 @@ class Scheduler:
         first = len(self.nodes)
         keys = []
         for j, item in enumerate(items):
-            k = first + j
-            child = Ref(ref.wf, k, task, (item,), kwargs, [], f"{ref.key}[{j}]", 0, TASK)
-            self.nodes.append(child)
+            child = self._append_node(ref, task, (item,), kwargs, [], f"{ref.key}[{j}]", [i], TASK)
             keys.append(child.key)
-            self.succs.append([i])
-            self.waiting.append(0)
-            self.level.append(self.level[i] + 1.0)
-            self.state.append(PENDING)
-            self.attempts.append(0)
-            self.results.append(None)
-            self.start.append(math.nan)
-            self.end.append(math.nan)
-            self.duration.append(math.nan)
-            self.output_bytes.append(None)
-            self.executor.append(None)
-            self.class_of.append(self._classify(k))
         n = len(items)
-        self.open += n
         self.waiting[i] = n
         # The map node now collects its children; it completes when they all have.
         ref_collect = Ref(ref.wf, i, None, tuple(self.nodes[first:]), None, list(range(first, first + n)),
@@ -538,3 +611,224 @@ class Scheduler:
         for k in range(first, first + n):
             self._make_ready(k)
         self._fill()
+
+    def _append_node(
+        self, parent: Ref, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+        deps: list[int], key: str, succs: list[int], kind: str,
+    ) -> Ref:
+        """Grow the graph while running (map items, loop iterations, compensations)."""
+        k = len(self.nodes)
+        node = Ref(parent.wf, k, task, args, kwargs, deps, key, 0, kind)
+        self.nodes.append(node)
+        self.succs.append(succs)
+        self.waiting.append(len(deps))
+        self.level.append(max((self.level[s] for s in succs), default=0.0) + 1.0)
+        self.state.append(PENDING)
+        self.attempts.append(0)
+        self.results.append(None)
+        self.start.append(math.nan)
+        self.end.append(math.nan)
+        self.duration.append(math.nan)
+        self.output_bytes.append(None)
+        self.executor.append(None)
+        self.class_of.append(None)
+        self.class_of[k] = self._classify(k)
+        for d in deps:
+            self.succs[d].append(k)
+        self.open += 1
+        return node
+
+    # -- constructs resolved by the scheduler itself (no backend) ------------------------
+
+    def _value(self, a: Any) -> Any:
+        return self.results[a.index] if type(a) is Ref else a
+
+    def _resolve_inline(self, i: int, ref: Ref) -> None:
+        kind = ref.kind
+        if kind == COLLECT:
+            self._complete(i, [self.results[p.index] for p in ref.args], 0.0, None, inline=True)
+        elif kind == CONST:
+            self._complete(i, ref.args[0], 0.0, None, inline=True)
+        elif kind == GATE:
+            cond, expect = ref.args
+            value = self._value(cond)
+            try:
+                truth = bool(value)
+            except Exception as e:  # e.g. the truth value of an array is ambiguous
+                self._fail(i, TypeError(f"{ref.key}: cannot use {type(value).__name__} as a branch "
+                                        f"condition ({e}); make the condition return True/False"))
+                return
+            if truth == expect:
+                self._complete(i, None, 0.0, None, inline=True)
+            else:
+                what = cond.key if type(cond) is Ref else "the condition"
+                self._skip(i, f"branch not taken: {what} is {_short(value)}")
+        elif kind == FIRST:
+            self._resolve_first(i, ref)
+        elif kind == GATHER:
+            self._resolve_gather(i, ref)
+        elif kind == LOOP:
+            self._loop_step(i, ref)
+
+    def _resolve_first(self, i: int, ref: Ref) -> None:
+        for a in ref.args:
+            if type(a) is not Ref:
+                self._complete(i, a, 0.0, None, inline=True)
+                return
+            st = self.state[a.index]
+            if st == FAILED:
+                self._skip(i, f"upstream task {a.key!r} failed")
+                return
+            if st == COMPLETED:
+                self._complete(i, self.results[a.index], 0.0, None, inline=True)
+                return
+        self._skip(i, "every input of first() was skipped")
+
+    def _resolve_gather(self, i: int, ref: Ref) -> None:
+        values, failed, skipped = [], [], []
+        for a in ref.args:
+            if type(a) is not Ref:
+                values.append(a)
+            elif self.state[a.index] == COMPLETED:
+                values.append(self.results[a.index])
+            elif self.state[a.index] == FAILED:
+                failed.append(a.key)
+            else:
+                skipped.append(a.key)
+        need = ref.kwargs["min_success"]  # type: ignore[index]
+        if len(values) >= need:
+            self._complete(i, values, 0.0, None, inline=True)
+        else:
+            self._fail(i, GatherError(
+                f"{ref.key} needed {need} of {len(ref.args)} inputs to complete, {len(values)} did "
+                f"(failed: {failed or 'none'}, skipped: {skipped or 'none'})"))
+
+    def _loop_step(self, i: int, ref: Ref) -> None:
+        opts = ref.kwargs or {}
+        n = self.loop_iters.get(i, 0)
+        if n == 0:
+            value = self._value(ref.args[0])
+            self.state[i] = RUNNING
+            self.attempts[i] = 1
+            self.start[i] = now = time.time()
+            self.emit(ev.TaskStarted(now, i, ref.key, 1, "loop"))
+        else:
+            value = self.results[self._last_iteration[i]]
+            try:
+                finished = bool(opts["until"](value))
+            except Exception as e:
+                self._fail(i, e)
+                return
+            if finished:
+                start = self.start[i]
+                self._complete(i, value, time.time() - start, None, inline=True)
+                self.start[i] = start
+                return
+            if opts["max_iter"] is not None and n >= opts["max_iter"]:
+                self._fail(i, LoopLimitError(
+                    f"{ref.key}: until() was still false after max_iter={opts['max_iter']} "
+                    f"iterations (last value: {_short(value)}); raise max_iter or check the "
+                    "until condition"))
+                return
+        self.loop_iters[i] = n + 1
+        child = self._append_node(ref, ref.task, (value,), None, [], f"{ref.key}[{n}]", [i], TASK)
+        self._last_iteration[i] = child.index
+        self.waiting[i] = 1
+        self.emit(ev.TasksAdded(time.time(), ref.key, [child.key], [child.index]))
+        self._make_ready(child.index)
+        self._fill()
+
+    # -- sagas ---------------------------------------------------------------------------
+
+    def _roll_back(self, saga: Any, failed_key: str) -> None:
+        """A member of ``saga`` failed: skip its members that have not started, then (once
+        none is running) compensate the completed ones in reverse order of completion."""
+        if saga.name in self._rolling:
+            self._maybe_compensate(saga)
+            return
+        self._rolling[saga.name] = {"saga": saga.name, "failed_task": failed_key, "undo": []}
+        reason = f"saga {saga.name} rolled back after {failed_key!r} failed"
+        for m in saga.members:
+            if self.state[m] in (PENDING, READY, RETRYING):
+                self._skip(m, reason)
+        self._maybe_compensate(saga)
+
+    def _maybe_compensate(self, saga: Any) -> None:
+        info = self._rolling.get(saga.name)
+        if info is None or info.get("started"):
+            return
+        if any(self.state[m] in (RUNNING, RETRYING) for m in saga.members):
+            return  # wait: a running member's end calls this again
+        info["started"] = True
+        done = [m for m in self._saga_done.get(saga.name, []) if self.state[m] == COMPLETED]
+        prev: list[int] = []
+        first_undo = None
+        for m in reversed(done):
+            member = self.nodes[m]
+            undo = member.task.spec.compensate if member.task is not None else None  # type: ignore[union-attr]
+            if undo is None:
+                continue
+            from .spec import Task, _make_spec
+
+            # never served from a cache: a compensation must really run
+            undo_task = Task(_make_spec(undo, name=f"{member.name}.undo", cache=False))
+            node = self._append_node(member, undo_task, (self.results[m],), None, prev,
+                                     f"{member.key}.undo", [], UNDO)
+            info["undo"].append((member.key, node.index))
+            self.emit(ev.TasksAdded(time.time(), member.key, [node.key], [node.index]))
+            prev = [node.index]
+            first_undo = node.index if first_undo is None else first_undo
+        self.rollbacks.append(info)
+        if first_undo is not None:
+            self._make_ready(first_undo)
+            self._fill()
+
+    def _member_ended(self, i: int) -> None:
+        saga = self.saga_of.get(i)
+        if saga is None:
+            return
+        if self.state[i] == COMPLETED:
+            self._saga_done.setdefault(saga.name, []).append(i)
+        self._maybe_compensate(saga)
+
+    # -- approvals -----------------------------------------------------------------------
+
+    async def _approval(self, i: int) -> None:
+        ref = self.nodes[i]
+        opts = ref.kwargs or {}
+        try:
+            self.state[i] = RUNNING
+            self.attempts[i] = 1
+            self.start[i] = now = time.time()
+            self.emit(ev.TaskStarted(now, i, ref.key, 1, "approval"))
+            self.emit(ev.ApprovalRequested(now, i, ref.key, ref.args[0], opts.get("timeout"),
+                                           opts.get("on_timeout", "approve")))
+            answer = None
+            if interactive_approvals():
+                event = self.answers[i] = anyio.Event()
+                with anyio.move_on_after(opts.get("timeout")):
+                    await event.wait()
+                answer = self.answers.get(i) if event.is_set() else None
+            t = time.time() - now
+        finally:
+            self.timers -= 1
+        if isinstance(answer, bool):
+            self._complete(i, answer, t, None)
+        elif opts.get("on_timeout") == "fail":
+            self._fail(i, ApprovalTimeout(f"{ref.key}: nobody answered {ref.args[0]!r} in time"), t)
+            self._fill()
+        else:
+            self._complete(i, opts.get("on_timeout", "approve") == "approve", t, None)
+        self._check_progress()
+
+    def answer(self, i: int, approved: bool) -> None:
+        """Record a person's answer to approval node ``i`` (call on the run's loop)."""
+        event = self.answers.get(i)
+        if isinstance(event, anyio.Event) and not event.is_set():
+            self.answers[i] = bool(approved)
+            event.set()
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -97,6 +97,7 @@ class TaskSpec:
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    compensate: Callable[[Any], Any] | None = None  # undo(output), run when a saga rolls back
 
     def backoff(self, attempt: int, rand: float) -> float:
         """Delay before retry number ``attempt`` (1-based), given ``rand`` uniform in [0, 1)."""
@@ -205,7 +206,10 @@ def _make_spec(fn: Callable[..., Any], base: TaskSpec | None = None, **options: 
     for key in ("reads", "writes", "tags"):
         if key in options:
             fields[key] = _names(options[key], f"{what}: {key}")
-    for key in ("retry_delay", "retry_max_delay", "retry_jitter", "timeout", "cache"):
+    if options.get("compensate") is not None and not callable(options["compensate"]):
+        raise WorkflowDefinitionError(f"{what}: compensate must be a function undo(output), got "
+                                      f"{type(options['compensate']).__name__}")
+    for key in ("retry_delay", "retry_max_delay", "retry_jitter", "timeout", "cache", "compensate"):
         if key in options:
             fields[key] = options[key]
     unknown = set(options) - set(TaskSpec.__dataclass_fields__) - {"name"}
@@ -232,6 +236,7 @@ def task(
     reads: Iterable[str] = (),
     writes: Iterable[str] = (),
     tags: Iterable[str] = (),
+    compensate: Callable[[Any], Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make a function a workflow task: ``@nf.task`` or ``@nf.task(retries=2, ...)``."""

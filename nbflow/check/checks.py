@@ -1,0 +1,286 @@
+"""The checks ``nf.check(wf)`` runs, one small function each, and ``check`` itself.
+
+Why a flat tuple of checker functions: each check is a separate idea from the seed's
+verification chapter (termination §5.2, concurrency safety §5.3, resource feasibility
+§5.4), and constructs added later (loops, branches) bring checks of their own.  A checker
+is ``def check_x(ctx: CheckContext) -> Iterable[Finding]``; adding one is writing that
+function and listing it in :data:`CHECKS`.  The :class:`CheckContext` computes shared facts
+(successors, a topological order, cycles, conflicts) once, lazily, so checkers stay short
+and a check that is not needed costs nothing.
+
+Checks are static: they look at the traced graph and the declared options only, run no
+task, and never change the workflow.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import cached_property
+from typing import Any
+
+from ..engine.graph import COLLECT, CONST, GATE, LOOP, MAP, TASK
+from ..engine.spec import parse_resources
+from .analysis import Conflict, NodeLike, conflicts, find_cycles, nodes_of, successors, topological_order
+from .findings import Finding, Findings, Severity, sort_findings
+
+
+def default_capacity() -> dict[str, float]:
+    """What a run has when ``resources=`` names nothing: physical RAM and the CPU count."""
+    try:
+        memory = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        memory = math.inf
+    return {"memory": memory, "cpu": float(os.cpu_count() or 1)}
+
+
+class CheckContext:
+    """The graph under check plus facts about it that several checkers need."""
+
+    def __init__(
+        self,
+        nodes: Sequence[NodeLike],
+        capacity: Mapping[str, float],
+        conflict_severity: Severity = "warning",
+    ) -> None:
+        self.nodes = nodes
+        self.capacity = dict(capacity)
+        self.conflict_severity: Severity = conflict_severity
+        self.succs = successors(nodes)
+        #: A topological order (smallest index first), or None when the graph has a cycle.
+        self.order = topological_order(nodes, self.succs)
+
+    @property
+    def acyclic(self) -> bool:
+        return self.order is not None
+
+    @cached_property
+    def cycles(self) -> list[tuple[list[int], list[int]]]:
+        return [] if self.acyclic else find_cycles(self.nodes, self.succs)
+
+    @cached_property
+    def conflicts(self) -> list[Conflict]:
+        return conflicts(self.nodes, self.succs, self.order) if self.acyclic else []
+
+    def key(self, i: int) -> str:
+        return self.nodes[i].key
+
+    def spec(self, i: int) -> Any:
+        """The task spec of node ``i``, or None (collect nodes have no function)."""
+        node = self.nodes[i]
+        if node.kind == COLLECT or node.task is None:
+            return None
+        return getattr(node.task, "spec", None)
+
+
+Checker = Callable[[CheckContext], Iterable[Finding]]
+
+
+# -- termination (§5.2) ----------------------------------------------------------------------
+
+def check_cycles(ctx: CheckContext) -> Iterable[Finding]:
+    """``cycle``: tasks that (indirectly) wait for themselves can never start."""
+    for cycle, component in ctx.cycles:
+        keys = tuple(ctx.key(i) for i in cycle)
+        path = " -> ".join([*keys, keys[0]])
+        msg = (
+            f"tasks wait for each other in a loop: {path}. None of them can ever start. "
+            "Fix: remove one of these dependencies (check the .after() calls and which Refs "
+            "are passed to which task)."
+        )
+        on_cycle = set(cycle)
+        others = [ctx.key(i) for i in component if i not in on_cycle]
+        if others:
+            shown = ", ".join(others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
+            msg += f" The same tangle also involves {shown}; breaking this loop may leave another."
+        yield Finding("cycle", "error", keys, msg)
+
+
+# -- concurrency safety (Theorem 1.3.3, §5.3) ----------------------------------------------
+
+def check_conflicts(ctx: CheckContext) -> Iterable[Finding]:
+    """``conflict``: two tasks that may run at once touch the same resource unsafely."""
+    for c in ctx.conflicts:
+        a, b = ctx.key(c.first), ctx.key(c.second)
+        if c.kind == "write/write":
+            what = f"both write {c.resource!r}, so the outcome depends on which finishes last"
+        else:
+            w, o = (a, b) if c.writer == c.first else (b, a)
+            what = (f"{w!r} writes {c.resource!r} while {o!r} reads it, so the reader may see "
+                    "the old or the new data")
+        yield Finding(
+            "conflict", ctx.conflict_severity, (a, b),
+            f"{a!r} and {b!r} may run at the same time (no path joins them) and {what} "
+            f"({c.kind} conflict). Fix: make one wait for the other: call .after() on the Ref of "
+            f"{b!r} with the Ref of {a!r}; or, if they touch different data, declare narrower "
+            "names in reads=/writes=.",
+            resource=c.resource,
+        )
+
+
+def check_map_conflicts(ctx: CheckContext) -> Iterable[Finding]:
+    """``map-conflict``: the items of a map over a Ref run concurrently and all write the same
+    resource.  (Items of a map over a plain list are ordinary tasks: ``conflict`` covers them.)"""
+    for node in ctx.nodes:
+        if node.kind != MAP:
+            continue
+        spec = ctx.spec(node.index)
+        for r in sorted(set(getattr(spec, "writes", ()))):
+            lock = f"lock:{r}"
+            yield Finding(
+                "map-conflict", ctx.conflict_severity, (node.key,),
+                f"the items of {node.key!r} may run at the same time and each writes {r!r} "
+                "(write/write conflict among the items, which exist only at run time so no "
+                f"edge can order them). Fix: give the task a unit of a lock resource, "
+                f"@nf.task(..., resources={{{lock!r}: 1}}), and run with "
+                f"wf.run(resources={{{lock!r}: 1}}) so that one item runs at a time.",
+                resource=r,
+            )
+
+
+# -- resource feasibility (§5.4) -------------------------------------------------------------
+
+_BYTES = ("memory", "mem", "disk", "ram")
+
+
+def _amount(resource: str, x: float) -> str:
+    if math.isinf(x):
+        return "unlimited"
+    if resource.lower().startswith(_BYTES):
+        for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if x >= size:
+                return f"{x / size:.3g} {unit}"
+        return f"{x:g} B"
+    return f"{x:g}"
+
+
+def check_resources(ctx: CheckContext) -> Iterable[Finding]:
+    """``resource``: a task demands more of a resource than the run has, or a resource the
+    run has no capacity for at all; either way it could never be admitted."""
+    for node in ctx.nodes:
+        spec = ctx.spec(node.index)
+        demand = getattr(spec, "resources", None)
+        if not demand:
+            continue
+        each = {MAP: " (each of its items)", LOOP: " (each iteration)"}.get(node.kind, "")
+        for r in sorted(demand):
+            amount = float(demand[r])
+            cap = ctx.capacity.get(r)
+            if cap is None:
+                if r.startswith("executor:"):  # engine-managed: known only once the run opens backends
+                    continue
+                yield Finding(
+                    "resource", "error", (node.key,),
+                    f"task {node.key!r}{each} needs {_amount(r, amount)} of {r!r} but the run has no "
+                    f"capacity for {r!r}, so it could never start. Fix: declare it, "
+                    f"wf.run(resources={{{r!r}: ...}}), or drop it from the task's resources=.",
+                    resource=r,
+                )
+            elif amount > cap:
+                yield Finding(
+                    "resource", "error", (node.key,),
+                    f"task {node.key!r}{each} needs {_amount(r, amount)} of {r!r} but the run's "
+                    f"capacity is {_amount(r, cap)}, so it could never start. Fix: lower its demand "
+                    f"(@nf.task(resources=...)) or raise the capacity with "
+                    f"wf.run(resources={{{r!r}: ...}}).",
+                    resource=r,
+                )
+
+
+# -- results nobody uses ---------------------------------------------------------------------
+
+def _returns_none(fn: Any) -> bool:
+    """True when the function is annotated ``-> None`` (also as a string annotation)."""
+    ann = getattr(fn, "__annotations__", None) or {}
+    if "return" not in ann:
+        return False
+    ret = ann["return"]
+    return ret is None or ret is type(None) or ret == "None"
+
+
+def check_unused_results(ctx: CheckContext) -> Iterable[Finding]:
+    """``unused-result``: a task whose value no other task uses and which declares no writes.
+
+    Rule: only when the workflow has more than one sink (a single sink is the obvious final
+    result); only plain task nodes (not map or collect nodes); skipped for tasks that
+    declare ``writes=`` (they run for their effect) or are annotated ``-> None``.
+    """
+    sinks = [i for i, s in enumerate(ctx.succs) if not s]
+    if len(sinks) < 2:
+        return
+    for i in sinks:
+        node = ctx.nodes[i]
+        spec = ctx.spec(i)
+        if node.kind != TASK or spec is None or spec.writes or _returns_none(spec.fn):
+            continue
+        yield Finding(
+            "unused-result", "info", (node.key,),
+            f"no task uses the result of {node.key!r} and it declares no writes=. If you need "
+            "its value, read it after the run (run[ref] or ref.result()); if it runs for a "
+            "side effect, say so with writes=(...) (or annotate it -> None); otherwise the "
+            "call can go.",
+        )
+
+
+def check_unbounded_loops(ctx: CheckContext) -> Iterable[Finding]:
+    """``unbounded-loop`` (error): a loop without ``max_iter`` might never end (Thm 5.2.2)."""
+    for node in ctx.nodes:
+        if node.kind == LOOP and (node.kwargs or {}).get("max_iter") is None:
+            yield Finding(
+                "unbounded-loop", "error", (node.key,),
+                f"loop {node.key!r} has no bound: a loop must stop after max_iter iterations even "
+                "if until() never holds; pass nf.loop(..., max_iter=N)",
+            )
+
+
+def check_empty_branches(ctx: CheckContext) -> Iterable[Finding]:
+    """``empty-branch`` (info): a side of ``nf.branch`` that runs no task."""
+    gated: set[int] = set()
+    for node in ctx.nodes:
+        if node.kind != CONST:  # a side returning a plain value runs no task
+            gated.update(d for d in node.deps if ctx.nodes[d].kind == GATE)
+    for node in ctx.nodes:
+        if node.kind == GATE and node.index not in gated:
+            side = "then" if node.args[1] else "otherwise"
+            yield Finding(
+                "empty-branch", "info", (node.key,),
+                f"the {side} side of a branch ({node.key!r}) runs no task; fine for an optional "
+                "step, but check that the side function calls tasks (and returns their Ref)",
+            )
+
+
+#: The checkers ``check`` runs, in report order within a severity.  Add new ones here.
+CHECKS: tuple[Checker, ...] = (
+    check_cycles,
+    check_conflicts,
+    check_map_conflicts,
+    check_resources,
+    check_unused_results,
+    check_unbounded_loops,
+    check_empty_branches,
+)
+
+
+def check(
+    wf: Any,
+    resources: Mapping[str, float | int | str] | None = None,
+    *,
+    conflict_severity: Severity = "warning",
+) -> Findings:
+    """Statically check a traced workflow; return its findings, errors first.
+
+    ``wf`` is an ``nf.Workflow`` (or a list of its nodes).  ``resources`` is the capacity
+    the run will have, as for ``wf.run(resources=...)``: numbers or sizes such as
+    ``"4GiB"``, on top of the defaults (``memory`` = physical RAM, ``cpu`` = CPU count).
+    ``conflict_severity`` is the severity of ``conflict``/``map-conflict`` findings
+    (``"warning"``; pass ``"error"`` to treat unsafe concurrency as fatal).
+
+    Nothing runs and the workflow is not changed.  See the README for every code.
+    """
+    if conflict_severity not in ("error", "warning", "info"):
+        raise ValueError(f"conflict_severity must be 'error', 'warning' or 'info', got {conflict_severity!r}")
+    capacity = default_capacity()
+    capacity.update(parse_resources(resources, what="check"))
+    ctx = CheckContext(nodes_of(wf), capacity, conflict_severity)
+    return sort_findings(f for checker in CHECKS for f in checker(ctx))

@@ -1,0 +1,92 @@
+"""The ``nbflow`` command.
+
+    nbflow runs [--name NAME] [--limit N] [--json] [--home DIR]
+    nbflow gc [--keep-last N] [--max-age 7d] [--max-bytes 10GB] [--dry-run] [--grace SECONDS] [--home DIR]
+
+``runs`` lists the runs in the store (newest last); ``gc`` applies the retention rules of
+:mod:`nbflow.store.gc`.  The store is ``$NBFLOW_HOME`` or ``./.nbflow`` unless ``--home``
+says otherwise.  Exit status: 0 on success, 2 on bad usage, 1 when the store cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nbflow", description="nbflow: Jupyter-native workflows.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    r = sub.add_parser("runs", help="list the runs in the store")
+    r.add_argument("--name", help="only runs of this workflow")
+    r.add_argument("--limit", type=int, default=50, help="show the N most recent (default 50; 0 = all)")
+    r.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    r.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
+
+    g = sub.add_parser("gc", help="remove old runs and the stored results only they use")
+    g.add_argument("--keep-last", type=int, metavar="N", help="keep the N most recent runs")
+    g.add_argument("--max-age", metavar="AGE", help="keep runs younger than AGE (e.g. 7d, 12h, 30m)")
+    g.add_argument("--max-bytes", metavar="SIZE",
+                   help="then drop the oldest runs until their results fit (e.g. 10GB)")
+    g.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    g.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="leave files without a journal row alone until this old (default 3600)")
+    g.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
+    return p
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .store import runs
+
+    df = runs(args.name, home=args.home)
+    if args.limit:
+        df = df.tail(args.limit)
+    if args.json:
+        out = df.assign(start=df["start"].astype(str), end=df["end"].astype(str))
+        print(json.dumps(json.loads(out.to_json(orient="records")), indent=1))
+        return 0
+    if df.empty:
+        print("no runs in the store")
+        return 0
+    view = df[["id", "name", "status", "start", "duration_s", "tasks", "completed", "cached", "failed",
+               "skipped", "cancelled"]].copy()
+    view["start"] = view["start"].dt.tz_convert(None).dt.strftime("%Y-%m-%d %H:%M:%S")
+    view["duration_s"] = view["duration_s"].round(2)
+    print(view.to_string(index=False))
+    return 0
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from .store import gc
+
+    report = gc(keep_last=args.keep_last, max_age=args.max_age, max_bytes=args.max_bytes,
+                dry_run=args.dry_run, grace=args.grace, home=args.home)
+    print(report)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nbflow`` command."""
+    args = _parser().parse_args(argv)
+    from .store import StoreError
+
+    try:
+        if args.command == "runs":
+            return _cmd_runs(args)
+        if args.command == "gc":
+            return _cmd_gc(args)
+    except StoreError as e:
+        print(f"nbflow: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"nbflow {args.command}: {e}", file=sys.stderr)
+        return 2
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

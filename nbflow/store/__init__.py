@@ -1,0 +1,45 @@
+"""The run store: a durable journal of runs and a content-addressed result cache.
+
+Every run is recorded in one SQLite journal under ``.nbflow/`` (or ``$NBFLOW_HOME``), and
+every cacheable task result is stored by content, so that re-running a workflow after an
+edit recomputes only what really changed, and re-running after a crash redoes only the
+tasks that had not committed.  Modules, one job each:
+
+* :mod:`.store`       where the store lives; the per-process Store object
+* :mod:`.journal`     SQLite schema, migrations, the group-commit writer thread
+* :mod:`.recorder`    the event-stream subscriber that writes runs, task runs and events
+* :mod:`.blobs`       result files: atomic writes, checksum on every read
+* :mod:`.serialize`   results to bytes (npy for arrays, pickle 5 / cloudpickle otherwise)
+* :mod:`.hashing`     content hashes of values (the inputs of cache keys)
+* :mod:`.fingerprint` code fingerprints (normalised AST, transitive helpers and globals)
+* :mod:`.cache`       per-run lookups, commits, reasons and explanations
+* :mod:`.history`     ``runs()`` and ``load_run()``
+* :mod:`.gc`          retention
+
+Importing this package attaches the journal to every run (``nf.on_run``).
+"""
+
+from __future__ import annotations
+
+from . import hooks as _hooks  # noqa: F401  (registers the journal subscriber)
+from .cache import Explanation, StoreIntegrityError
+from .gc import GcReport, gc
+from .history import StoredError, StoredRun, load_run, runs
+from .journal import StoreError
+from .store import NbflowStoreWarning, Store, get_store, store_home
+
+__all__ = [
+    "Explanation",
+    "GcReport",
+    "NbflowStoreWarning",
+    "Store",
+    "StoreError",
+    "StoreIntegrityError",
+    "StoredError",
+    "StoredRun",
+    "gc",
+    "get_store",
+    "load_run",
+    "runs",
+    "store_home",
+]

@@ -1,0 +1,205 @@
+"""Retention: ``nbflow gc`` and ``nf.gc()`` decide which runs to keep and free the rest.
+
+Rules, applied in this order:
+
+1. Runs still in progress (in any process) and the newest run are always kept.
+2. ``keep_last=N`` keeps the N newest runs; ``max_age`` keeps runs younger than that.
+   Given both, a run is kept if either keeps it.  Given neither, every run is kept.
+3. ``max_bytes`` then drops the oldest kept runs until the results they reference fit in
+   the budget.
+4. A stored result is removed only if no kept run references it (so the cache keeps
+   serving everything a kept run produced), and never one created since the oldest run
+   still in progress started (such a run may not have recorded its reference yet).
+
+Journal rows go first, in one transaction; files follow.  A crash in between leaves
+files without rows, which the next ``gc`` removes as orphans (files without a row, and
+``.tmp-*`` leftovers of interrupted writes, once older than ``grace`` seconds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from ..engine.spec import parse_amount
+from .history import _HOST, _pid_alive
+from .journal import retrying
+from .store import Store, get_store
+
+_AGE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
+_AGE_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(value: float | int | str | timedelta) -> float:
+    """Seconds in an age such as ``"7d"``, ``"12h"``, ``"30m"``, ``"90s"``, ``"2w"`` or a number."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _AGE.match(str(value))
+    if not m:
+        raise ValueError(f"cannot read {value!r} as an age; write e.g. '7d', '12h', '30m' or seconds")
+    return float(m.group(1)) * _AGE_UNITS[m.group(2).lower() if m.group(2) else None]
+
+
+def parse_bytes(value: float | int | str) -> float:
+    """Bytes in a size such as ``"10GB"``, ``"500MiB"`` or a number."""
+    return parse_amount(value, what="max_bytes")
+
+
+@dataclass
+class GcReport:
+    """What ``gc`` removed (or, with ``dry_run``, would remove)."""
+
+    dry_run: bool
+    runs_removed: list[tuple[str, str, float]] = field(default_factory=list)  # (id, name, start)
+    runs_kept: int = 0
+    results_removed: int = 0
+    bytes_freed: int = 0
+    orphan_files_removed: int = 0
+    kept_bytes: int = 0
+
+    def __str__(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        lines = [f"nbflow gc: {verb} {len(self.runs_removed)} run(s), {self.results_removed} stored "
+                 f"result(s) and {self.orphan_files_removed} orphan file(s), {_human(self.bytes_freed)}; "
+                 f"kept {self.runs_kept} run(s) referencing {_human(self.kept_bytes)}"]
+        for rid, name, start in self.runs_removed:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start)) if start else "?"
+            lines.append(f"  {rid}  {name}  (started {when})")
+        return "\n".join(lines)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def gc(
+    keep_last: int | None = None,
+    max_age: float | str | timedelta | None = None,
+    max_bytes: float | str | None = None,
+    *,
+    dry_run: bool = False,
+    grace: float = 3600.0,
+    home: str | os.PathLike[str] | None = None,
+) -> GcReport:
+    """Remove old runs and the stored results only they reference (see the module docstring).
+
+    ``nf.gc(keep_last=20)``, ``nf.gc(max_age="7d")``, ``nf.gc(max_bytes="10GB")``; with
+    ``dry_run=True`` nothing is removed and the report says what would be.
+    """
+    if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)
+                                  or keep_last < 0):
+        raise ValueError(f"keep_last must be a whole number >= 0, got {keep_last!r}")
+    age = parse_age(max_age) if max_age is not None else None
+    budget = parse_bytes(max_bytes) if max_bytes is not None else None
+    store = get_store(home, warn=False)
+    if store is None:
+        from .journal import StoreError
+
+        raise StoreError(f"no usable nbflow store at {home or 'NBFLOW_HOME / ./.nbflow'}")
+    store.journal.flush()
+    now = time.time()
+    conn = store.journal.reader()
+    try:
+        return _gc(store, conn, keep_last, age, budget, dry_run, grace, now)
+    finally:
+        conn.close()
+
+
+def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budget: float | None,
+        dry_run: bool, grace: float, now: float) -> GcReport:
+    report = GcReport(dry_run=dry_run)
+    runs = conn.execute("SELECT id, name, start, status, host, pid FROM runs ORDER BY start DESC").fetchall()
+    active = {r[0] for r in runs if r[3] == "running" and (r[4] != _HOST or _pid_alive(r[5]))}
+    keep: set[str] = set(active)
+    if runs:
+        keep.add(runs[0][0])
+    for rank, (rid, _name, start, *_rest) in enumerate(runs):
+        by_count = keep_last is not None and rank < keep_last
+        by_age = age is not None and start is not None and now - start <= age
+        if (keep_last is None and age is None) or by_count or by_age:
+            keep.add(rid)
+    sizes = dict(conn.execute("SELECT key, size FROM blobs").fetchall())
+    refs: dict[str, set[str]] = {}
+    for rid, blob in conn.execute("SELECT DISTINCT run_id, blob FROM task_runs WHERE blob IS NOT NULL"):
+        refs.setdefault(rid, set()).add(blob)
+    if budget is not None:
+        used: set[str] = set()
+        total = 0
+        for rank, (rid, *_rest) in enumerate(runs):  # newest first
+            if rid not in keep:
+                continue
+            new = refs.get(rid, set()) - used
+            extra = sum(sizes.get(b, 0) for b in new)
+            if total + extra > budget and rank > 0 and rid not in active:
+                keep.discard(rid)
+                continue
+            used |= new
+            total += extra
+    removed = [r for r in runs if r[0] not in keep]
+    report.runs_removed = [(r[0], r[1], r[2]) for r in removed]
+    report.runs_kept = len(runs) - len(removed)
+    kept_blobs: set[str] = set()
+    for rid in keep:
+        kept_blobs |= refs.get(rid, set())
+    oldest_active = min((r[2] for r in runs if r[0] in active and r[2] is not None), default=None)
+    protect_after = oldest_active if oldest_active is not None else math.inf
+    created = dict(conn.execute("SELECT key, created FROM blobs").fetchall())
+    doomed = [b for b in sizes if b not in kept_blobs and (created.get(b) or 0) < protect_after]
+    report.results_removed = len(doomed)
+    report.bytes_freed = sum(sizes[b] for b in doomed)
+    report.kept_bytes = sum(sizes.get(b, 0) for b in kept_blobs)
+    removed_ids = [r[0] for r in removed]
+
+    if not dry_run and (removed_ids or doomed):
+        def txn() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for table in ("events", "task_runs", "nodes"):
+                    conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", [(r,) for r in removed_ids])
+                conn.executemany("DELETE FROM runs WHERE id = ?", [(r,) for r in removed_ids])
+                conn.executemany("DELETE FROM cache WHERE blob = ?", [(b,) for b in doomed])
+                conn.executemany("DELETE FROM blobs WHERE key = ?", [(b,) for b in doomed])
+                conn.execute("DELETE FROM code WHERE digest NOT IN (SELECT code FROM fingerprints)")
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+                raise
+
+        retrying(txn, "gc")
+        store.forget_pending()
+        for b in doomed:
+            store.blobs.delete(b)
+
+    # Files without a row: a write interrupted before its journal row, or a row gc removed
+    # just now (already deleted above) -- only once they are older than the grace period.
+    rows = {k for (k,) in conn.execute("SELECT key FROM blobs").fetchall()}
+    doomed_set = set(doomed)
+    for key, path, size, mtime in store.blobs.files():
+        if key is not None and (key in rows and key not in doomed_set):
+            continue
+        if key in doomed_set:
+            continue  # counted above (and deleted, unless dry run)
+        if now - mtime < grace:
+            continue
+        report.orphan_files_removed += 1
+        report.bytes_freed += size
+        if not dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    if not dry_run and (removed_ids or doomed):
+        with contextlib.suppress(Exception):
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return report

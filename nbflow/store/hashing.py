@@ -1,0 +1,258 @@
+"""Content hashes of values: what "the same input" means for the cache.
+
+A cache key is built from the *content* of a task's inputs, not their identity, so that a
+value recomputed upstream that comes out equal stops invalidation there (early cutoff).
+Content must therefore hash the same in every process, which rules out ``hash()`` (string
+hashing is salted per process) and plain pickled bytes for anything with a ``set`` inside
+(its order follows that salt).  So common types get a canonical walk:
+
+* ``None``, bools, ints, floats, complex, str, bytes: their type and exact value;
+* tuples, lists and dicts: type, length and the hashes of their items, in order (dict
+  insertion order is part of a dict's content; a function may iterate it);
+* sets and frozensets: the *sorted* hashes of their items, so iteration order is irrelevant;
+* numpy arrays: dtype, shape and the raw bytes (object arrays walk their items);
+* pandas objects: ``pd.util.hash_pandas_object`` (values and index) plus column names,
+  dtypes and index names, which that function leaves out;
+* functions (a task passed a helper): the code fingerprint of the function;
+* anything else: the hash of its pickled bytes (cloudpickle, protocol 5).
+
+A value that cannot be hashed at all raises :class:`Unhashable`; the cache then does not
+cache the task that needed it and says why.
+
+The digest function is xxHash's XXH3-128 when the ``xxhash`` package is installed (fast
+enough to checksum every stored result on every read) and BLAKE2b-128 otherwise.  Digests
+carry a one-letter prefix naming the algorithm, so a store written with one can be read
+(and verified) only by the same algorithm and a mismatch is a clean cache miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+import types
+from typing import Any
+
+try:  # the fast path; see the module docstring
+    import xxhash as _xxhash
+except ImportError:  # pragma: no cover - depends on the install
+    _xxhash = None
+
+
+class Unhashable(TypeError):
+    """A value has no content hash (it cannot be pickled, or hashing it failed)."""
+
+
+if _xxhash is not None:
+    ALGO = "x"
+    _new = _xxhash.xxh3_128
+
+    def _digest_bytes(data: bytes | memoryview) -> str:
+        return "x" + _xxhash.xxh3_128_hexdigest(data)
+else:  # pragma: no cover - depends on the install
+    ALGO = "b"
+
+    def _new() -> Any:  # type: ignore[misc]
+        return hashlib.blake2b(digest_size=16)
+
+    def _digest_bytes(data: bytes | memoryview) -> str:
+        return "b" + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def digest(data: bytes | bytearray | memoryview) -> str:
+    """The digest (hex with an algorithm prefix) of raw bytes."""
+    return _digest_bytes(data)
+
+
+def verify(data: bytes | memoryview, key: str) -> bool:
+    """True if ``data`` hashes to ``key`` (False for a key of another algorithm)."""
+    if key[:1] == ALGO:
+        return _digest_bytes(data) == key
+    if key[:1] == "b":
+        return "b" + hashlib.blake2b(data, digest_size=16).hexdigest() == key
+    return False
+
+
+def combine(*parts: str | bytes) -> str:
+    """One digest of several strings/bytes, unambiguous (each part is length-prefixed)."""
+    h = _new()
+    for p in parts:
+        b = p.encode() if isinstance(p, str) else p
+        h.update(struct.pack("<Q", len(b)))
+        h.update(b)
+    return ALGO + h.hexdigest()
+
+
+# -- content hashes of values -------------------------------------------------------------
+
+_pack_q = struct.Struct("<q").pack
+_pack_d = struct.Struct("<d").pack
+
+
+def value_hash(value: Any, _depth: int = 0) -> str:
+    """The content hash of ``value`` (see the module docstring); raises :class:`Unhashable`."""
+    h = _new()
+    _feed(h, value, _depth)
+    return ALGO + h.hexdigest()
+
+
+def _feed(h: Any, v: Any, depth: int) -> None:
+    t = type(v)
+    if v is None:
+        h.update(b"N")
+    elif t is bool:
+        h.update(b"T" if v else b"F")
+    elif t is int:
+        if -(2**63) <= v < 2**63:
+            h.update(b"i")
+            h.update(_pack_q(v))
+        else:
+            b = str(v).encode()
+            h.update(b"I" + _pack_q(len(b)) + b)
+    elif t is float:
+        h.update(b"f")
+        h.update(_pack_d(v) if not math.isnan(v) else b"nan")
+    elif t is str:
+        b = v.encode("utf-8", "surrogatepass")
+        h.update(b"s" + _pack_q(len(b)))
+        h.update(b)
+    elif t is bytes or t is bytearray:
+        h.update(b"b" + _pack_q(len(v)))
+        h.update(v)
+    elif t is tuple or t is list:
+        if depth > 200:
+            raise Unhashable("nesting is too deep to hash")
+        h.update((b"t" if t is tuple else b"l") + _pack_q(len(v)))
+        for x in v:
+            _feed(h, x, depth + 1)
+    elif t is dict:
+        if depth > 200:
+            raise Unhashable("nesting is too deep to hash")
+        h.update(b"d" + _pack_q(len(v)))
+        for k, x in v.items():
+            _feed(h, k, depth + 1)
+            _feed(h, x, depth + 1)
+    elif t is set or t is frozenset:
+        items = sorted(value_hash(x, depth + 1) for x in v)
+        h.update((b"S" if t is set else b"Z") + _pack_q(len(items)))
+        for d in items:
+            h.update(d.encode())
+    elif t is complex:
+        h.update(b"c" + _pack_d(v.real) + _pack_d(v.imag))
+    else:
+        _feed_other(h, v, t)
+
+
+def _feed_other(h: Any, v: Any, t: type) -> None:
+    mod = t.__module__
+    if mod.startswith("numpy"):
+        import numpy as np
+
+        if isinstance(v, np.ndarray):
+            h.update(b"A" + v.dtype.str.encode() + repr(v.shape).encode())
+            if v.dtype.hasobject:
+                _feed(h, v.ravel().tolist(), 1)
+            else:
+                h.update(memoryview(np.ascontiguousarray(v)).cast("B"))
+            return
+        if isinstance(v, np.generic) and not isinstance(v, np.object_):
+            h.update(b"g" + v.dtype.str.encode())
+            h.update(v.tobytes())
+            return
+    elif mod.startswith("pandas"):
+        if _feed_pandas(h, v):
+            return
+    elif isinstance(v, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)) or (
+        hasattr(v, "spec") and type(v).__name__ == "Task" and mod.startswith("nbflow")
+    ):
+        from .fingerprint import code_fingerprint
+
+        h.update(b"C" + code_fingerprint(v).digest.encode())
+        return
+    elif isinstance(v, type) and hasattr(v, "__module__"):
+        h.update(b"y" + f"{v.__module__}.{v.__qualname__}".encode())
+        return
+    h.update(b"p" + t.__qualname__.encode())
+    h.update(pickled(v))
+
+
+def pickled(v: Any) -> bytes:
+    """Pickled bytes of ``v`` for hashing; raises :class:`Unhashable` if it cannot be pickled."""
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(v, protocol=5)
+    except Exception as e:
+        raise Unhashable(f"{_describe(v)} cannot be pickled ({type(e).__name__}: {e})") from None
+
+
+def _feed_pandas(h: Any, v: Any) -> bool:
+    import pandas as pd
+
+    if isinstance(v, pd.DataFrame):
+        h.update(b"D" + repr(v.shape).encode())
+        _feed(h, [str(c) if not isinstance(c, (str, int, float, tuple)) else c for c in v.columns], 1)
+        _feed(h, [str(d) for d in v.dtypes], 1)
+        _feed_index_meta(h, v.index)
+        _feed_hashed(h, v)
+        return True
+    if isinstance(v, pd.Series):
+        h.update(b"R" + repr(v.shape).encode())
+        _feed(h, v.name if isinstance(v.name, (str, int, float, tuple, type(None))) else str(v.name), 1)
+        h.update(str(v.dtype).encode())
+        _feed_index_meta(h, v.index)
+        _feed_hashed(h, v)
+        return True
+    if isinstance(v, pd.Index):
+        h.update(b"X")
+        _feed_index_meta(h, v)
+        _feed_hashed(h, v)
+        return True
+    return False
+
+
+def _feed_index_meta(h: Any, index: Any) -> None:
+    h.update(type(index).__name__.encode() + str(index.dtype).encode())
+    _feed(h, [str(n) if n is not None else None for n in index.names], 1)
+
+
+def _feed_hashed(h: Any, v: Any) -> None:
+    import pandas as pd
+
+    try:
+        if isinstance(v, pd.Index):
+            rows = pd.util.hash_pandas_object(v)
+        else:
+            rows = pd.util.hash_pandas_object(v, index=True)
+        h.update(memoryview(rows.to_numpy()).cast("B"))
+    except TypeError:  # unhashable cells (lists, dicts): fall back to the pickled bytes
+        h.update(b"p")
+        h.update(pickled(v))
+
+
+def _describe(v: Any) -> str:
+    t = type(v)
+    return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def describe(v: Any) -> str:
+    """A short name of a value's type, for messages."""
+    return _describe(v)
+
+
+# Types whose values are always small and cheap to hash and serialise on the event loop.
+SMALL_TYPES: frozenset[type] = frozenset({type(None), bool, int, float, complex})
+SMALL_STR = 4096
+
+
+def is_small(value: Any, size: int | None) -> bool:
+    """Cheap to hash/serialise inline (no thread hop): tiny scalars, short strings, known-small sizes."""
+    t = type(value)
+    if t in SMALL_TYPES:
+        return True
+    if (t is str or t is bytes) and len(value) <= SMALL_STR:
+        return True
+    if t is tuple and len(value) <= 8:
+        return all(type(x) in SMALL_TYPES or (type(x) is str and len(x) <= 256) for x in value)
+    return size is not None and size <= 16384
+

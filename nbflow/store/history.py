@@ -1,0 +1,280 @@
+"""Reading runs back from the journal: ``nf.runs()`` and ``nf.load_run(id)``.
+
+Everything here reads SQLite only (plus a stored result when one is asked for), so it
+works in a fresh kernel, in another process while runs are going on (WAL readers never
+block writers), and on runs of other kernels and papermill batches sharing the store.
+
+A run whose process died without finishing it (killed, kernel restarted) is still
+``running`` in the journal; when its process is known to be gone (same host, pid not
+alive) it is shown as ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from ..engine import events as ev
+from ..engine.errors import TaskNotFinished
+from . import serialize
+from .blobs import BlobError
+from .store import CacheEntry, Store, get_store
+
+if TYPE_CHECKING:
+    import networkx as nx
+    import pandas as pd
+
+TASK_COLUMNS = ["key", "task", "state", "attempts", "start", "end", "duration_s", "cached",
+                "output_bytes", "error", "executor", "reason"]
+RUN_COLUMNS = ["id", "name", "status", "start", "end", "duration_s", "tasks", "completed", "cached",
+               "failed", "skipped", "cancelled", "backend", "host", "pid"]
+_HOST = socket.gethostname()
+
+
+class StoredError(Exception):
+    """A task's error as recorded in the journal (its type name, message and traceback)."""
+
+
+def _require_store(home: Any) -> Store:
+    store = get_store(home, warn=False)
+    if store is None:
+        from .journal import StoreError
+        from .store import store_home
+
+        raise StoreError(f"no usable nbflow store at {home or store_home()}")
+    return store
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def effective_status(status: str, host: str | None, pid: int | None) -> str:
+    """``interrupted`` for a run still marked running whose process is known to be gone."""
+    if status == "running" and host == _HOST and not _pid_alive(pid):
+        return "interrupted"
+    return status
+
+
+_RUNS_SQL = """
+SELECT r.id, r.name, r.status, r.start, r.end, r.duration_s, r.n_tasks,
+       COALESCE(SUM(t.state = 'completed'), 0), COALESCE(SUM(t.state = 'completed' AND t.cached), 0),
+       COALESCE(SUM(t.state = 'failed'), 0), COALESCE(SUM(t.state = 'skipped'), 0),
+       COALESCE(SUM(t.state = 'cancelled'), 0), r.backend, r.host, r.pid
+FROM runs r LEFT JOIN task_runs t ON t.run_id = r.id AND t.state != 'retried'
+{where}
+GROUP BY r.id ORDER BY r.start
+"""
+
+
+def runs(name: str | None = None, *, home: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    """Every run in the store, oldest first: id, name, status, start, end, duration_s,
+    tasks, and counts by state (completed, cached, failed, skipped, cancelled).
+
+    ``name`` keeps only the runs of that workflow; ``home`` reads another store.
+    """
+    import pandas as pd
+
+    store = _require_store(home)
+    where, params = ("WHERE r.name = ?", (name,)) if name is not None else ("", ())
+    rows = store.journal.query(_RUNS_SQL.format(where=where), params)
+    df = pd.DataFrame([list(r) for r in rows], columns=RUN_COLUMNS)
+    df["status"] = [effective_status(s, h, p)
+                    for s, h, p in zip(df["status"], df["host"], df["pid"], strict=True)]
+    for c in ("start", "end"):
+        df[c] = pd.to_datetime(df[c], unit="s", utc=True)
+    for c in ("tasks", "completed", "cached", "failed", "skipped", "cancelled"):
+        df[c] = df[c].astype("Int64")
+    return df
+
+
+def load_run(run_id: str, *, home: str | os.PathLike[str] | None = None) -> StoredRun:
+    """A run read back from the store: ``tasks``, ``graph``, ``events`` and stored values.
+
+    ``run_id`` may be a unique prefix of the id.
+    """
+    store = _require_store(home)
+    rows = store.journal.query(
+        "SELECT id, name, status, start, end, duration_s, backend, workers, host, pid, error "
+        "FROM runs WHERE id LIKE ? || '%' ORDER BY start", (run_id,)
+    )
+    exact = [r for r in rows if r[0] == run_id]
+    if exact:
+        rows = exact
+    if not rows:
+        raise KeyError(f"no run {run_id!r} in the store {store.home}")
+    if len(rows) > 1:
+        ids = [r[0] for r in rows[:5]]
+        raise KeyError(f"{run_id!r} matches {len(rows)} runs: {ids}; give more of the id")
+    return StoredRun(store, rows[0])
+
+
+class StoredRun:
+    """A finished (or interrupted) run as the journal recorded it; reads lazily.
+
+    It has the reading surface of :class:`nbflow.Run`: ``id``, ``name``, ``status``,
+    ``tasks``, ``graph``, ``events``, ``counts``, ``errors()`` and ``run[key]`` (the stored
+    value of a task, when its result was cached).
+    """
+
+    def __init__(self, store: Store, row: tuple[Any, ...]) -> None:
+        (self.id, self.name, status, start, end, dur, self.backend, self.workers, host, pid, err) = row
+        self.store = store
+        self.status = effective_status(status, host, pid)
+        self.started_at = start if start is not None else math.nan
+        self.finished_at = end if end is not None else math.nan
+        self.duration_s = dur if dur is not None else math.nan
+        self.error = err
+        self.host, self.pid = host, pid
+        self._rows: dict[str, list[Any]] | None = None
+        self._deps: dict[int, list[int]] | None = None
+        self._errors: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        return f"<nf.StoredRun {self.id} {self.name!r} {self.status}: {counts}>"
+
+    def _load(self) -> dict[str, list[Any]]:
+        if self._rows is not None:
+            return self._rows
+        q = self.store.journal.query
+        nodes = q("SELECT idx, key, task, kind, deps FROM nodes WHERE run_id = ? ORDER BY idx", (self.id,))
+        final: dict[int, tuple[Any, ...]] = {}
+        attempts: dict[int, int] = {}
+        for r in q("SELECT idx, attempt, state, executor, start, end, duration_s, cached, output_bytes, "
+                   "error, reason, blob FROM task_runs WHERE run_id = ? ORDER BY idx, attempt", (self.id,)):
+            idx, attempt, state = r[0], r[1], r[2]
+            attempts[idx] = max(attempts.get(idx, 0), attempt)
+            if state != "retried" or idx not in final:
+                final[idx] = r
+        started = {idx for (idx,) in q(
+            "SELECT DISTINCT idx FROM events WHERE run_id = ? AND type = 'TaskStarted'", (self.id,))}
+        unfinished = "interrupted" if self.status == "interrupted" else "running"
+        cols: dict[str, list[Any]] = {c: [] for c in [*TASK_COLUMNS, "blob"]}
+        self._deps = {}
+        for idx, key, task, kind, deps in nodes:
+            self._deps[idx] = json.loads(deps or "[]")
+            r = final.get(idx)
+            if r is None:
+                state = unfinished if idx in started else "pending"
+                r = (idx, 0, state, None, None, None, None, 0, None, None, None, None)
+            elif r[2] == "retried":
+                r = (idx, r[1], unfinished if self.status in ("running", "interrupted") else "failed", *r[3:])
+            cols["key"].append(key)
+            cols["task"].append(task)
+            cols["state"].append(r[2])
+            cols["attempts"].append(attempts.get(idx, 0))
+            cols["start"].append(r[4] if r[4] is not None else math.nan)
+            cols["end"].append(r[5] if r[5] is not None else math.nan)
+            cols["duration_s"].append(r[6] if r[6] is not None else math.nan)
+            cols["cached"].append(bool(r[7]))
+            cols["output_bytes"].append(r[8])
+            cols["error"].append(r[9].strip().splitlines()[-1] if r[9] else None)
+            cols["executor"].append(r[3] or ("inline" if kind != "task" else None))
+            cols["reason"].append(r[10])
+            cols["blob"].append(r[11])
+            if r[9]:
+                self._errors[key] = r[9]
+        self._rows = cols
+        return cols
+
+    @property
+    def tasks(self) -> pd.DataFrame:
+        """One row per task, the columns of ``Run.tasks``."""
+        import pandas as pd
+
+        df = pd.DataFrame({c: self._load()[c] for c in TASK_COLUMNS}, columns=TASK_COLUMNS)
+        for c in ("start", "end"):
+            df[c] = pd.to_datetime(df[c], unit="s", utc=True)
+        df["output_bytes"] = df["output_bytes"].astype("Int64")
+        return df
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The run's graph with the task columns as node attributes."""
+        import networkx as nx
+
+        rows = self._load()
+        g = nx.DiGraph(run_id=self.id, name=self.name, status=self.status)
+        cols = [c for c in TASK_COLUMNS if c != "key"]
+        keys = rows["key"]
+        for j, key in enumerate(keys):
+            g.add_node(key, **{c: rows[c][j] for c in cols})
+        by_idx = dict(enumerate(keys))
+        for idx, deps in (self._deps or {}).items():
+            for d in deps:
+                if d in by_idx and idx in by_idx:
+                    g.add_edge(by_idx[d], by_idx[idx])
+        return g
+
+    @property
+    def events(self) -> list[ev.Event]:
+        """The journaled events (all but ``TaskReady``), as event objects; errors are
+        :class:`StoredError` carrying the recorded text."""
+        out: list[ev.Event] = []
+        for _seq, t, typ, idx, key, data in self.store.journal.query(
+            "SELECT seq, time, type, idx, key, data FROM events WHERE run_id = ? ORDER BY seq", (self.id,)
+        ):
+            cls = getattr(ev, typ, None)
+            kw = json.loads(data) if data else {}
+            for k in ("error",):
+                if k in kw and kw[k] is not None:
+                    kw[k] = StoredError(kw[k])
+            if cls is None:
+                continue
+            try:
+                if issubclass(cls, ev.TaskEvent):
+                    out.append(cls(time=t, index=idx, key=key, **kw))
+                else:
+                    out.append(cls(time=t, **kw))
+            except TypeError:  # an event recorded by a different nbflow version
+                continue
+        return out
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self._load()["state"]:
+            out[s] = out.get(s, 0) + 1
+        return out
+
+    def count(self, state: str) -> int:
+        return self.counts.get(state, 0)
+
+    def errors(self) -> dict[str, StoredError]:
+        """The recorded error (with traceback text) of each failed task, by key."""
+        self._load()
+        return {k: StoredError(v) for k, v in self._errors.items()}
+
+    def __getitem__(self, key: str) -> Any:
+        """The stored value of task ``key`` (only results that were cached are stored)."""
+        rows = self._load()
+        try:
+            j = rows["key"].index(key)
+        except ValueError:
+            raise KeyError(f"no task {key!r} in run {self.id}") from None
+        if rows["state"][j] != "completed":
+            raise TaskNotFinished(key, rows["state"][j])
+        blob = rows["blob"][j]
+        if blob is None:
+            raise TaskNotFinished(key, "completed", "its result was not stored (cache off for it)")
+        got = self.store.journal.query("SELECT size, inline FROM blobs WHERE key = ?", (blob,))
+        if not got:
+            raise TaskNotFinished(key, "completed", "its stored result was removed (nbflow gc)")
+        try:
+            return serialize.loads(self.store.load(CacheEntry(blob, None, got[0][0], got[0][1])))
+        except BlobError as e:
+            raise TaskNotFinished(key, "completed", str(e)) from e

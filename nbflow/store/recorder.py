@@ -1,0 +1,171 @@
+"""The journal's subscriber: turns a run's event stream into rows.
+
+It is attached to every run (through ``nf.on_run``) while a store is usable.  On the
+event loop it does almost nothing: it numbers the event and queues it with a reference to
+the event object; the writer thread makes the row (JSON, error text, traceback) later.
+``TaskReady`` events are not journaled (they are many and say little that the start and
+end of each task do not).
+
+Rows written: ``runs`` at start and at the end; ``nodes`` for the graph (and for items a
+``map`` adds while running); ``task_runs``, one per attempt as it ends (attempt 0 is a
+cache hit; a failed attempt that is retried is recorded with state ``retried``);
+``events``, one per event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import traceback
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
+from ..engine import events as ev
+from ..engine.graph import COLLECT, TASK
+from .journal import Op, dumps
+
+if TYPE_CHECKING:
+    from ..engine.graph import Ref
+    from ..engine.run import Run
+    from .store import Store
+
+_HOST = socket.gethostname()
+_SKIP_FIELDS = {"time", "index", "key"}
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _event_row(run_id: str, seq: int, e: ev.Event) -> tuple[Any, ...]:
+    t = type(e)
+    names = _FIELDS.get(t)
+    if names is None:
+        names = _FIELDS[t] = tuple(f.name for f in fields(t) if f.name not in _SKIP_FIELDS)
+    data = {}
+    for n in names:
+        v = getattr(e, n)
+        data[n] = _error_text(v) if isinstance(v, BaseException) else v
+    return (run_id, seq, e.time, t.__name__, getattr(e, "index", None), getattr(e, "key", None),
+            dumps(data) if data else None)
+
+
+def _node_row(run_id: str, ref: Ref) -> tuple[Any, ...]:
+    return (run_id, ref.index, ref.key, ref.name, ref.kind, json.dumps(ref.deps))
+
+
+def _task_row(run_id: str, idx: int, attempt: int, key: str, state: str, executor: str | None,
+              start: float | None, end: float, duration: float | None, cached: bool,
+              output_bytes: int | None, error: BaseException | str | None, reason: str | None,
+              cache_key: str | None, blob: str | None) -> tuple[Any, ...]:
+    if isinstance(error, BaseException):
+        error = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+    return (run_id, idx, attempt, key, state, executor, start, end, duration, int(cached), output_bytes,
+            error, reason, cache_key, blob)
+
+
+EVENT = Op("INSERT OR REPLACE INTO events(run_id, seq, time, type, idx, key, data) VALUES(?,?,?,?,?,?,?)",
+           _event_row)
+NODE = Op("INSERT OR REPLACE INTO nodes(run_id, idx, key, task, kind, deps) VALUES(?,?,?,?,?,?)", _node_row)
+NODE_DEPS = Op("UPDATE nodes SET deps = ?, kind = ? WHERE run_id = ? AND idx = ?")
+TASK_RUN = Op("INSERT OR REPLACE INTO task_runs(run_id, idx, attempt, key, state, executor, start, end, "
+              "duration_s, cached, output_bytes, error, reason, cache_key, blob) "
+              "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _task_row)
+RUN_START = Op("INSERT OR REPLACE INTO runs(id, name, status, start, end, duration_s, backend, workers, "
+               "n_tasks, host, pid, cwd, error) VALUES(?,?,?,?,NULL,NULL,?,?,?,?,?,?,NULL)")
+RUN_END = Op("UPDATE runs SET status = ?, end = ?, duration_s = ?, error = ? WHERE id = ?")
+
+
+class RunRecorder:
+    """Subscriber writing one run to the journal (see the module docstring)."""
+
+    __slots__ = ("_index", "journal", "run", "run_id", "seq", "started")
+
+    def __init__(self, store: Store, run: Run) -> None:
+        self.journal = store.journal
+        self.run = run
+        self.run_id = run.id
+        self.seq = 0
+        self.started: dict[int, tuple[float, str]] = {}
+        self._index: dict[str, int] | None = None
+        self.journal.run_started()
+
+    def __call__(self, e: ev.Event) -> None:
+        t = type(e)
+        if t is ev.TaskReady:
+            return
+        self.seq += 1
+        put = self.journal.put
+        put(EVENT, (self.run_id, self.seq, e))
+        if t is ev.TaskStarted:
+            self.started[e.index] = (e.time, e.executor)  # type: ignore[attr-defined]
+        elif t is ev.TaskCompleted:
+            self._completed(e)  # type: ignore[arg-type]
+        elif t is ev.TaskFailed or t is ev.TaskRetrying:
+            start, executor = self.started.pop(e.index, (None, None))  # type: ignore[attr-defined]
+            state = "failed" if t is ev.TaskFailed else "retried"
+            dur = getattr(e, "duration_s", None)
+            put(TASK_RUN, (self.run_id, e.index, e.attempt, e.key, state, executor, start, e.time,  # type: ignore[attr-defined]
+                           dur, False, None, e.error, self._reason(e.index), None, None))  # type: ignore[attr-defined]
+        elif t is ev.TaskSkipped:
+            put(TASK_RUN, (self.run_id, e.index, 0, e.key, "skipped", None, None, e.time, None, False, None,  # type: ignore[attr-defined]
+                           None, e.reason, None, None))  # type: ignore[attr-defined]
+        elif t is ev.TaskCancelled:
+            start, executor = self.started.pop(e.index, (None, None))  # type: ignore[attr-defined]
+            attempt = self._attempt(e.index)  # type: ignore[attr-defined]
+            put(TASK_RUN, (self.run_id, e.index, attempt, e.key, "cancelled", executor, start, e.time,  # type: ignore[attr-defined]
+                           None, False, None, None, None, None, None))
+        elif t is ev.RunStarted:
+            run = self.run
+            put(RUN_START, (self.run_id, run.name, "running", e.time, e.backend, e.workers, e.tasks,  # type: ignore[attr-defined]
+                            _HOST, os.getpid(), os.getcwd()))
+            self.journal.put_many(NODE, [(self.run_id, r) for r in run.nodes])
+        elif t is ev.TasksAdded:
+            self._added(e)  # type: ignore[arg-type]
+        elif t is ev.RunFinished:
+            err = self.run.error
+            put(RUN_END, (e.status, e.time, e.duration_s, _error_text(err) if err else None, self.run_id))  # type: ignore[attr-defined]
+            cache = getattr(self.run, "_cache", None)
+            if cache is not None:
+                cache.close()
+            # The run returns only once its rows are committed: after wf.run() the journal
+            # (and the cache) hold it, whatever happens to the process next.
+            self.journal.run_finished()
+
+    def _attempt(self, i: int) -> int:
+        s = self.run._sched
+        return s.attempts[i] if s is not None and i < len(s.attempts) else 0
+
+    def _reason(self, i: int) -> str | None:
+        cache = getattr(self.run, "_cache", None)
+        if cache is None:
+            return "cache off"
+        info = cache.nodes.get(i)
+        return info.reason if info is not None else None
+
+    def _completed(self, e: ev.TaskCompleted) -> None:
+        i = e.index
+        start, executor = self.started.pop(i, (e.time, "inline"))
+        cache = getattr(self.run, "_cache", None)
+        info = cache.nodes.get(i) if cache is not None else None
+        if info is not None:
+            reason, key, blob = info.reason, info.key, info.blob
+        else:
+            s = self.run._sched
+            kind = s.nodes[i].kind if s is not None and i < len(s.nodes) else TASK
+            reason, key, blob = ("cache off" if kind == TASK else None), None, None
+        self.journal.put(TASK_RUN, (self.run_id, i, e.attempt, e.key, "completed", executor, start, e.time,
+                                    e.duration_s, e.cached, e.output_bytes, None, reason, key, blob))
+
+    def _added(self, e: ev.TasksAdded) -> None:
+        s = self.run._sched
+        if s is None:
+            return
+        self.journal.put_many(NODE, [(self.run_id, s.nodes[k]) for k in e.indexes])
+        if self._index is None:
+            self._index = {r.key: r.index for r in s.nodes}
+        parent = self._index.get(e.parent)
+        if parent is not None:
+            self.journal.put(NODE_DEPS, (json.dumps(list(e.indexes)), COLLECT, self.run_id, parent))

@@ -1,0 +1,189 @@
+"""Where the store lives, and the one object per store that the other modules share.
+
+The store is a directory: ``.nbflow/`` in the working directory, or ``$NBFLOW_HOME``.  It
+is resolved when each run starts (so a test or a notebook can point ``NBFLOW_HOME``
+elsewhere at any time), created private to the user (mode 0700), and holds::
+
+    journal.sqlite (+ -wal, -shm)   runs, task runs, events, cache index  (journal.py)
+    blobs/xab/cdef...                results too big to live inline          (blobs.py)
+
+A process keeps one :class:`Store` per directory.  If the directory or its database
+cannot be used (read-only disk, a newer schema, ``NBFLOW_STORE=off``), runs still work:
+without a journal and without caching, and a warning says why once.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import hashing
+from .blobs import BlobCorrupt, BlobMissing, BlobStore
+from .journal import Journal, Op, StoreError
+
+INLINE_MAX = 32 * 1024  # results up to this many bytes live inline in SQLite
+
+
+class NbflowStoreWarning(UserWarning):
+    """Something about the run store the user should know (a corrupt result, no store)."""
+
+
+def store_home() -> Path:
+    """The store directory in force now: ``$NBFLOW_HOME`` or ``./.nbflow``."""
+    env = os.environ.get("NBFLOW_HOME")
+    return Path(env).expanduser().absolute() if env else Path.cwd() / ".nbflow"
+
+
+def store_disabled() -> bool:
+    return os.environ.get("NBFLOW_STORE", "").strip().lower() in ("0", "off", "false", "no")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """Where the result for one cache key is, and what its value hashed to."""
+
+    blob: str
+    value_digest: str | None
+    size: int
+    inline: bytes | None  # the stored bytes when they live inline (else read the file)
+
+
+PUT_BLOB = Op("INSERT OR IGNORE INTO blobs(key, size, inline, created) VALUES(?,?,?,?)")
+PUT_CACHE = Op("INSERT OR REPLACE INTO cache(key, blob, value_digest, task, size, run_id, created) "
+               "VALUES(?,?,?,?,?,?,?)")
+DEL_CACHE_FOR_BLOB = Op("DELETE FROM cache WHERE blob = ?")
+DEL_BLOB = Op("DELETE FROM blobs WHERE key = ?")
+PUT_CODE = Op("INSERT OR IGNORE INTO code(digest, name, parts, notes) VALUES(?,?,?,?)")
+PUT_FINGERPRINT = Op("INSERT OR REPLACE INTO fingerprints(workflow, key, task, cache_key, code, inputs, "
+                     "options, run_id, time) VALUES(?,?,?,?,?,?,?,?,?)")
+
+_FIND = ("SELECT c.blob, c.value_digest, b.size, b.inline, b.key IS NOT NULL FROM cache c "
+         "LEFT JOIN blobs b ON b.key = c.blob WHERE c.key = ?")
+
+
+class Store:
+    """A store directory: its journal (SQLite) and its result files."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        _make_private_dir(home)
+        self.journal = Journal(home / "journal.sqlite")
+        self.blobs = BlobStore(home)
+        # Cache entries this process queued, until the writer has committed them: a run
+        # starting right after another sees its results without waiting for the disk.
+        self.pending: dict[str, CacheEntry] = {}
+        self.journal.on_commit.append(self._committed)
+
+    def __repr__(self) -> str:
+        return f"<nbflow Store {self.home}>"
+
+    # -- the cache index -----------------------------------------------------------------
+
+    def find(self, conn: sqlite3.Connection, key: str) -> CacheEntry | None:
+        """The entry for cache ``key`` (this process's pending writes first), or None."""
+        e = self.pending.get(key)
+        if e is not None:
+            return e
+        row = conn.execute(_FIND, (key,)).fetchone()
+        if row is None or not row[4]:
+            return None
+        return CacheEntry(row[0], row[1], row[2], row[3])
+
+    def save(self, key: str, blob: str, data: bytes | None, size: int, value_digest: str | None,
+             task: str, run_id: str, now: float) -> None:
+        """Record that cache ``key`` has result ``blob`` (its file, if any, is written already)."""
+        inline = data if data is not None and len(data) <= INLINE_MAX else None
+        self.pending[key] = CacheEntry(blob, value_digest, size, inline)
+        self.journal.put(PUT_BLOB, (blob, size, inline, now))
+        self.journal.put(PUT_CACHE, (key, blob, value_digest, task, size, run_id, now))
+
+    def _committed(self, batch: list[tuple[Any, Any]]) -> None:
+        pending = self.pending
+        for op, params in batch:
+            if op is PUT_CACHE:
+                e = pending.get(params[0])
+                if e is not None and e.blob == params[1]:
+                    del pending[params[0]]
+
+    def load(self, entry: CacheEntry) -> bytes:
+        """The stored bytes of ``entry``, verified (raises BlobMissing / BlobCorrupt)."""
+        if entry.inline is not None:
+            if not hashing.verify(entry.inline, entry.blob):
+                raise BlobCorrupt(f"stored result {entry.blob} failed its checksum")
+            return bytes(entry.inline)
+        return self.blobs.read(entry.blob)
+
+    def forget(self, blob: str) -> None:
+        """Drop a damaged or missing result: its cache entries, its row and its file."""
+        for k, e in list(self.pending.items()):
+            if e.blob == blob:
+                self.pending.pop(k, None)
+        self.journal.put(DEL_CACHE_FOR_BLOB, (blob,))
+        self.journal.put(DEL_BLOB, (blob,))
+        try:
+            self.blobs.delete(blob)
+        except OSError:  # pragma: no cover - e.g. permissions; gc will retry
+            pass
+
+    def forget_pending(self) -> None:
+        """Forget what this process believes is stored (after gc changed the store)."""
+        self.pending.clear()
+
+
+def _make_private_dir(home: Path) -> None:
+    if not home.exists():
+        old = os.umask(0o077)
+        try:
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        finally:
+            os.umask(old)
+    if not home.is_dir():
+        raise StoreError(f"{home} is not a directory")
+
+
+_STORES: dict[Path, Store] = {}
+_BROKEN: dict[Path, str] = {}
+_LOCK = threading.Lock()
+
+
+def get_store(home: Path | str | None = None, *, warn: bool = True) -> Store | None:
+    """The store at ``home`` (default: :func:`store_home`), opened once per process.
+
+    Returns None, with one warning per directory, when the store cannot be used, and
+    without a warning when it is switched off with ``NBFLOW_STORE=off``.
+    """
+    if home is None and store_disabled():
+        return None
+    path = Path(home).expanduser().absolute() if home is not None else store_home()
+    s = _STORES.get(path)
+    if s is not None:
+        return s
+    with _LOCK:
+        s = _STORES.get(path)
+        if s is not None:
+            return s
+        if path in _BROKEN:
+            return None
+        try:
+            s = Store(path)
+        except (OSError, sqlite3.Error, StoreError) as e:
+            _BROKEN[path] = f"{type(e).__name__}: {e}"
+            if warn:
+                warnings.warn(
+                    f"nbflow: the run store at {path} cannot be used ({e}); runs are not "
+                    "journaled or cached. Set NBFLOW_HOME to a writable directory.",
+                    NbflowStoreWarning,
+                    stacklevel=3,
+                )
+            return None
+        _STORES[path] = s
+        return s
+
+
+__all__ = ["INLINE_MAX", "BlobCorrupt", "BlobMissing", "CacheEntry", "NbflowStoreWarning", "Store",
+           "get_store", "store_home"]
