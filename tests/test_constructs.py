@@ -210,14 +210,14 @@ def test_loop_input_may_be_a_ref_and_feeds_consumers():
 
 def test_loop_arguments_are_checked():
     with nf.Workflow("bad-loop"):
-        with pytest.raises(nf.WorkflowDefinitionError, match="max_iter"):
+        with pytest.raises(nf.WorkflowDefinitionError, match=r"max_iter"):
             nf.loop(step, 0, until=lambda v: True, max_iter=0)
-        with pytest.raises(nf.WorkflowDefinitionError, match="@nf.task"):
+        with pytest.raises(nf.WorkflowDefinitionError, match=r"@nf\.task"):
             nf.loop(lambda x: x, 0, until=lambda v: True, max_iter=3)
 
 
 def test_constructs_outside_a_workflow_are_a_clear_error():
-    with pytest.raises(nf.WorkflowDefinitionError, match="inside `with nf.Workflow"):
+    with pytest.raises(nf.WorkflowDefinitionError, match=r"inside `with nf\.Workflow"):
         nf.branch(True, then=lambda: 1)
 
 

@@ -144,7 +144,7 @@ def test_a_task_that_can_never_fit_is_refused_before_running():
 
     with nf.Workflow("nofit") as wf:
         train()
-    with pytest.raises(nf.WorkflowDefinitionError, match="no capacity for .gpu"):
+    with pytest.raises(nf.WorkflowDefinitionError, match=r"no capacity for .gpu."):
         wf.run()
     with pytest.raises(nf.WorkflowDefinitionError, match="could never start"):
         wf.run(resources={"gpu": 1})

@@ -51,7 +51,8 @@ class ApprovalTimeout(NbflowError, TimeoutError):
 def _workflow(what: str) -> Workflow:
     wf = current_workflow()
     if wf is None:
-        raise WorkflowDefinitionError(f"nf.{what}() builds part of a workflow: call it inside `with nf.Workflow(...)`")
+        raise WorkflowDefinitionError(
+            f"nf.{what}() builds part of a workflow: call it inside `with nf.Workflow(...)`")
     return wf
 
 
@@ -194,9 +195,12 @@ def approval(prompt: str, timeout: float | None = None, on_timeout: str = "appro
     """
     wf = _workflow("approval")
     if on_timeout not in ON_TIMEOUT:
-        raise WorkflowDefinitionError(f"nf.approval(on_timeout=...) must be one of {ON_TIMEOUT}, got {on_timeout!r}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-        raise WorkflowDefinitionError(f"nf.approval(timeout=...) must be seconds >= 0 or None, got {timeout!r}")
+        raise WorkflowDefinitionError(
+            f"nf.approval(on_timeout=...) must be one of {ON_TIMEOUT}, got {on_timeout!r}")
+    bad_timeout = isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    if timeout is not None and bad_timeout:
+        raise WorkflowDefinitionError(
+            f"nf.approval(timeout=...) must be seconds >= 0 or None, got {timeout!r}")
     ref = wf._add_node(APPROVAL, "approval", (str(prompt),), [r.index for r in after],
                        kwargs={"timeout": timeout, "on_timeout": on_timeout})
     return ref

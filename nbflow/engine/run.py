@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from .backends import AsyncBackend, ThreadBackend
-from .errors import CycleError, RefUsageError, TaskNotFinished, WorkflowCancelled, WorkflowDefinitionError, WorkflowFailed
+from .errors import (
+    CycleError,
+    RefUsageError,
+    TaskNotFinished,
+    WorkflowCancelled,
+    WorkflowDefinitionError,
+    WorkflowFailed,
+)
 from .graph import APPROVAL, COLLECT, INLINE, MAP, Ref
 from .scheduler import Scheduler
 from .spec import parse_resources

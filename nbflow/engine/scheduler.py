@@ -49,10 +49,22 @@ from typing import Any
 import anyio
 
 from . import events as ev
-from .errors import CycleError, NbflowError, TaskTimeout, WorkflowDefinitionError
 from .constructs import ApprovalTimeout, GatherError, LoopLimitError, interactive_approvals
+from .errors import CycleError, NbflowError, TaskTimeout, WorkflowDefinitionError
 from .graph import (
-    APPROVAL, COLLECT, CONST, FIRST, GATE, GATHER, INLINE, LOOP, MAP, TASK, TOLERANT, UNDO, Ref,
+    APPROVAL,
+    COLLECT,
+    CONST,
+    FIRST,
+    GATE,
+    GATHER,
+    INLINE,
+    LOOP,
+    MAP,
+    TASK,
+    TOLERANT,
+    UNDO,
+    Ref,
 )
 from .priority import longest_remaining_path
 from .state import CANCELLED, COMPLETED, FAILED, PENDING, READY, RETRYING, RUNNING, SKIPPED
@@ -559,7 +571,7 @@ class Scheduler:
                     if w == 0 and st == PENDING:
                         self._make_ready(s)
                 # PENDING, or RUNNING for an expanded map or a loop waiting on its items.
-                elif st == PENDING or (st == RUNNING and (kind == COLLECT or kind == LOOP)):
+                elif st == PENDING or (st == RUNNING and (kind in (COLLECT, LOOP))):
                     self.state[s] = SKIPPED
                     self.reasons[s] = reason
                     self.open -= 1
