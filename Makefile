@@ -21,3 +21,5 @@ test: setup lint
 
 bench: setup
 	$(PY) benchmarks/overhead.py --json benchmarks/overhead.json
+	$(PY) benchmarks/makespan.py --all --workers 4 --scale auto --repeat 3 --json benchmarks/makespan.json
+	$(PY) benchmarks/cache.py --json benchmarks/cache.json

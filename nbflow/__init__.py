@@ -34,6 +34,7 @@ from .engine.graph import Ref, Workflow
 from .engine.run import ConflictWarning, Run, last_run
 from .engine.scheduler import StallError
 from .engine.spec import Task, TaskSpec, registry, task
+from .store import NbflowStoreWarning, StoredRun, StoreIntegrityError, gc, load_run, plan, runs
 
 __version__ = "0.1.0"
 
@@ -45,11 +46,14 @@ __all__ = [
     "GatherError",
     "LoopLimitError",
     "NbflowError",
+    "NbflowStoreWarning",
     "PicklingError",
     "Ref",
     "RefUsageError",
     "Run",
     "StallError",
+    "StoreIntegrityError",
+    "StoredRun",
     "Task",
     "TaskNotFinished",
     "TaskSpec",
@@ -63,10 +67,14 @@ __all__ = [
     "check",
     "first",
     "gather",
+    "gc",
     "last_run",
+    "load_run",
     "loop",
     "on_run",
+    "plan",
     "registry",
+    "runs",
     "saga",
     "task",
 ]

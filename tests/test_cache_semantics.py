@@ -400,14 +400,14 @@ def test_function_without_source_falls_back_to_bytecode_and_says_so(code, tmp_pa
 
     linecache.clearcache()
     fp_mod._CODE_MEMO.clear()
-    wf, refs = etl(m)
+    wf, _ = etl(m)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run = wf.run()
     reason = states(run)["clean-0"][1]
     assert reason.startswith("never ran [")
     assert "source not found; fingerprinted from its bytecode" in reason
-    wf, refs = etl(m)
+    wf, _refs = etl(m)
     assert all(c for c, _ in states(wf.run()).values())
 
 
@@ -429,3 +429,115 @@ def test_tasks_frame_has_cached_and_reason_columns(code):
     df = wf.run().tasks
     assert {"cached", "reason"} <= set(df.columns)
     assert df["cached"].dtype == bool
+
+
+def test_plan_predicts_hits_misses_and_maybes_without_running(code):
+    from nbflow.store import plan
+
+    m = code(V1)
+    wf, _ = etl(m)
+    assert [r["decision"] for r in plan(wf)] == ["miss", "maybe", "maybe"]
+    assert plan(wf)[0]["reason"] == "never ran"
+    wf.run()
+    wf, _ = etl(m)
+    assert [r["decision"] for r in plan(wf)] == ["hit", "hit", "hit"]
+    wf, _ = etl(code(V1.replace("x % 2 == 0", "x % 3 == 0")))
+    rows = plan(wf)
+    assert [r["decision"] for r in rows] == ["hit", "miss", "maybe"]
+    assert rows[1]["reason"] == "code of clean changed"
+    assert rows[2]["reason"].startswith("depends on clean-0, which will run")
+    assert [r["decision"] for r in plan(wf, rerun=["load"])] == ["miss", "miss", "miss"]
+    assert {r["reason"] for r in plan(wf, cache=False)} == {"cache off"}
+    assert len(nf.store.runs()) == 1  # planning ran nothing
+
+
+IPYTHON_SCRIPT = r'''
+import json
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+out = {}
+
+def cell(src):
+    r = shell.run_cell(src)
+    r.raise_error()
+
+cell("import nbflow as nf")
+cell("def helper(x):\n    return x + 1\n")
+cell("@nf.task\ndef step(x):\n    return helper(x) * 2\n")
+wf_cell = "with nf.Workflow('cells') as wf:\n    r = step(1)\nrun = wf.run()\n"
+cell(wf_cell)
+out["first"] = shell.user_ns["run"].tasks["reason"].tolist()
+cell(wf_cell)
+out["again"] = shell.user_ns["run"].tasks["reason"].tolist()
+cell("@nf.task\ndef step(x):\n    # a comment, and other spacing\n    return helper( x )*2\n")
+cell(wf_cell)
+out["cosmetic"] = shell.user_ns["run"].tasks["reason"].tolist()
+cell("def helper(x):\n    return x + 2\n")
+cell(wf_cell)
+out["helper"] = shell.user_ns["run"].tasks["reason"].tolist()
+out["value"] = shell.user_ns["run"][shell.user_ns["r"]]
+print(json.dumps(out))
+'''
+
+
+def test_functions_defined_in_ipython_cells(tmp_path):
+    """Cells keep their source in linecache: cosmetic edits hit, helper edits miss."""
+    import json
+    import os
+    import subprocess
+
+    script = tmp_path / "cells.py"
+    script.write_text(IPYTHON_SCRIPT)
+    env = dict(os.environ)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out == {"first": ["never ran"], "again": ["code and inputs unchanged"],
+                   "cosmetic": ["code and inputs unchanged"],
+                   "helper": ["code of step changed (function helper)"], "value": 6}
+
+
+def test_branch_and_loop_tasks_are_cached_and_explained(code):
+    from nbflow.store import plan
+
+    m = code("""
+import nbflow as nf
+
+@nf.task
+def load(n):
+    return list(range(n))
+
+@nf.task
+def big(xs):
+    return sum(xs) * 10
+
+@nf.task
+def small(xs):
+    return sum(xs)
+
+@nf.task
+def step(x):
+    return x + 3
+""")
+
+    def build() -> tuple[nf.Workflow, nf.Ref, nf.Ref]:
+        with nf.Workflow("ctl") as wf:
+            d = m.load(5)
+            v = nf.branch(m.load(1), lambda: m.big(d), lambda: m.small(d))
+            w = nf.loop(m.step, 0, until=lambda x: x > 10, max_iter=10)
+        return wf, v, w
+
+    wf, v, w = build()
+    run = wf.run()
+    assert (run[v], run[w]) == (100, 12)
+    wf, v, w = build()
+    run = wf.run()
+    assert (run[v], run[w]) == (100, 12)
+    df = run.tasks.set_index("key")
+    tasks = df[df["task"].isin(["load", "big", "step"])]
+    assert len(tasks) == 7 and tasks["cached"].all()
+    assert "resolved by the scheduler" in str(run.explain("branch-0"))
+    rows = {r["key"]: r["decision"] for r in plan(wf)}
+    assert rows["big-0"] == "hit" and rows["branch-0"] == "maybe"

@@ -73,7 +73,7 @@ def flip_inline(blob: str) -> None:
 
 
 def test_flipped_bytes_are_detected_reported_and_recomputed():
-    wf, a, s, c = build()
+    wf, _, _, c = build()
     first = wf.run()
     expected = first[c]
     big_blob, big_size = stored("make_array-0")
@@ -83,7 +83,7 @@ def test_flipped_bytes_are_detected_reported_and_recomputed():
     flip_file(big_blob)
     flip_inline(small_blob)
 
-    wf, a, s, c = build()
+    wf, a, _, c = build()
     with pytest.warns(NbflowStoreWarning) as caught:
         run = wf.run()
     messages = " | ".join(str(w.message) for w in caught)
@@ -97,7 +97,7 @@ def test_flipped_bytes_are_detected_reported_and_recomputed():
     assert run[c] == expected
     np.testing.assert_array_equal(run[a], np.arange(50_000, dtype="float64"))
 
-    wf, a, s, c = build()  # repaired: everything hits again, silently
+    wf, a, _s, c = build()  # repaired: everything hits again, silently
     import warnings
 
     with warnings.catch_warnings():
@@ -107,11 +107,11 @@ def test_flipped_bytes_are_detected_reported_and_recomputed():
 
 
 def test_strict_raises_instead_of_recomputing():
-    wf, a, s, c = build()
+    wf, *_ = build()
     wf.run()
     flip_file(stored("make_array-0")[0])
-    wf, a, s, c = build()
-    with pytest.raises(StoreIntegrityError, match="make_array-0.*failed its checksum"):
+    wf, *_ = build()
+    with pytest.raises(StoreIntegrityError, match=r"make_array-0.*failed its checksum"):
         wf.run(strict=True)
     run = nf.last_run()
     assert run.status == "failed"
@@ -119,10 +119,10 @@ def test_strict_raises_instead_of_recomputing():
 
 
 def test_missing_result_file_is_a_plain_miss():
-    wf, a, s, c = build()
+    wf, *_ = build()
     wf.run()
     get_store().blobs.path(stored("make_array-0")[0]).unlink()
-    wf, a, s, c = build()
+    wf, *_ = build()
     import warnings
 
     with warnings.catch_warnings():

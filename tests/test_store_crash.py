@@ -44,7 +44,7 @@ def mark(tag):
         os.write(fd, (tag + "\n").encode())
     finally:
         os.close(fd)
-    time.sleep(delay)
+    time.sleep(delay * (5 if tag.startswith("e") else 1))  # the last tasks: room to kill in them
 
 def value(x):
     return np.full(40_000, x, dtype="int64") if big else x
@@ -112,7 +112,7 @@ def _run_driver(tmp: Path, home: Path, variant: str, markers: Path, out: Path) -
 
 
 def _finish(p: subprocess.Popen[bytes]) -> None:
-    stdout, stderr = p.communicate(timeout=240)
+    _stdout, stderr = p.communicate(timeout=240)
     assert p.returncode == 0, stderr.decode()[-3000:]
     assert b"database is locked" not in stderr
 
@@ -164,7 +164,7 @@ def test_sigkill_then_resume_reuses_every_committed_task(tmp_path, reference, va
     deadline = time.monotonic() + 120
     while len(_lines(markers)) < kill_after and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    assert p.poll() is None, "the driver finished before it could be killed: " + p.stderr.read().decode()[-2000:]
+    assert p.poll() is None, "the driver ended before the kill: " + p.stderr.read().decode()[-2000:]
     time.sleep(random.Random(kill_after).uniform(0, DELAY * 0.9))  # inside the k-th task, or a commit
     p.send_signal(signal.SIGKILL)
     p.wait(30)
@@ -194,12 +194,17 @@ def test_sigkill_then_resume_reuses_every_committed_task(tmp_path, reference, va
     import nbflow.store as store
 
     runs = store.runs(home=home)
-    assert list(runs["status"]) == ["interrupted", "completed"]
+    # (the killed run is missing only if it was killed within the moment before its first commit)
+    assert list(runs["status"]) in (["interrupted", "completed"], ["completed"])
     assert runs["completed"].iloc[1] == 20
     assert int(runs["cached"].iloc[1]) >= len(committed)
+    if killed is None:
+        assert not committed
+        return
     stored = store.load_run(killed, home=home)
     assert stored.status == "interrupted"
-    assert set(stored.tasks.loc[stored.tasks["state"] == "completed", "key"]) >= {KEY_OF[t] for t in committed}
+    done = set(stored.tasks.loc[stored.tasks["state"] == "completed", "key"])
+    assert done >= {KEY_OF[t] for t in committed}
 
 
 def test_crash_during_blob_write_leaves_no_committed_garbage(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ from .errors import (
     WorkflowDefinitionError,
     WorkflowFailed,
 )
-from .graph import APPROVAL, COLLECT, INLINE, MAP, Ref
+from .graph import APPROVAL, INLINE, MAP, Ref
 from .scheduler import Scheduler
 from .spec import parse_resources
 from .state import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
@@ -446,7 +446,7 @@ class Run:
             "error": errors,
             "executor": [e or "inline" for e in s.executor],
             "reason": cache.reason_column(n) if cache is not None
-            else ["cache off" if r.kind != COLLECT else None for r in s.nodes],
+            else ["cache off" if r.kind not in INLINE and r.kind != MAP else None for r in s.nodes],
         }
 
     @property

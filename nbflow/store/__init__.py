@@ -14,6 +14,7 @@ tasks that had not committed.  Modules, one job each:
 * :mod:`.fingerprint` code fingerprints (normalised AST, transitive helpers and globals)
 * :mod:`.cache`       per-run lookups, commits, reasons and explanations
 * :mod:`.history`     ``runs()`` and ``load_run()``
+* :mod:`.plan`        ``plan(wf)``: hits and misses predicted without running
 * :mod:`.gc`          retention
 
 Importing this package attaches the journal to every run (``nf.on_run``).
@@ -26,6 +27,7 @@ from .cache import Explanation, StoreIntegrityError
 from .gc import GcReport, gc
 from .history import StoredError, StoredRun, load_run, runs
 from .journal import StoreError
+from .plan import plan
 from .store import NbflowStoreWarning, Store, get_store, store_home
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "gc",
     "get_store",
     "load_run",
+    "plan",
     "runs",
     "store_home",
 ]

@@ -38,7 +38,7 @@ import anyio
 
 from ..engine.backends.base import cheap_size
 from ..engine.errors import NbflowError, WorkflowDefinitionError
-from ..engine.graph import COLLECT, MAP, Ref
+from ..engine.graph import COLLECT, MAP, TASK, UNDO, Ref
 from . import hashing, serialize
 from .blobs import BlobCorrupt, BlobMissing
 from .fingerprint import CodeFingerprint, code_fingerprint, diff_parts
@@ -103,6 +103,9 @@ class RunCache:
         self._conn: Any = None
         self._code: dict[int, tuple[Any, CodeFingerprint]] = {}
         self._params: dict[int, tuple[Any, list[str], str | None]] = {}
+        self._opts: dict[int, tuple[Any, str]] = {}
+        self._saved_blobs: set[str] = set()
+        self._synced = False
         self._prev: dict[str, _Prev] | None = None
         self._code_parts: dict[str, dict[str, str] | None] = {}
         self._recorded_code: set[str] = set()
@@ -218,18 +221,6 @@ class RunCache:
             hit = self._params[id(fn)] = (fn, names, var)
         return hit[1], hit[2]
 
-    def _named_args(self, ref: Ref) -> list[tuple[str, Any]]:
-        names, var = self._param_names(ref.task.spec.fn)  # type: ignore[union-attr]
-        out = []
-        for k, a in enumerate(ref.args):
-            if k < len(names):
-                out.append((names[k], a))
-            else:
-                out.append((f"{var}[{k - len(names)}]" if var else f"arg{k}", a))
-        if ref.kwargs:
-            out.extend(sorted(ref.kwargs.items()))
-        return out
-
     def _arg_refs(self, ref: Ref) -> list[int]:
         if ref.nested == 0:
             return []
@@ -289,8 +280,34 @@ class RunCache:
         return hashing.value_hash(a)
 
     def _options(self, spec: Any) -> str:
-        vals = [f"{n}={getattr(spec, n, None)!r}" for n in RESULT_OPTIONS]
-        return hashing.combine(KEY_FORMAT, *vals)
+        hit = self._opts.get(id(spec))
+        if hit is None:
+            vals = [f"{n}={getattr(spec, n, None)!r}" for n in RESULT_OPTIONS]
+            hit = self._opts[id(spec)] = (spec, hashing.combine(KEY_FORMAT, *vals))
+        return hit[1]
+
+    def _inputs(self, ref: Ref) -> dict[str, str]:
+        """Argument name -> content hash of every input (raises Unhashable, naming it)."""
+        names, var = self._param_names(ref.task.spec.fn)  # type: ignore[union-attr]
+        nested = ref.nested
+        digests = self.digests
+        out: dict[str, str] = {}
+        name = "?"
+        try:
+            for k, a in enumerate(ref.args):
+                name = names[k] if k < len(names) else (f"{var}[{k - len(names)}]" if var else f"arg{k}")
+                if type(a) is Ref:
+                    d = digests.get(a.index)
+                    out[name] = d if d is not None else self._input_digest(a, nested)
+                else:
+                    out[name] = self._input_digest(a, nested)
+            if ref.kwargs:
+                for name, a in sorted(ref.kwargs.items()):
+                    out[name] = self._input_digest(a, nested)
+        except hashing.Unhashable as e:
+            e.args = (name, *e.args)
+            raise
+        return out
 
     # -- the lookup hook -----------------------------------------------------------------
 
@@ -303,20 +320,21 @@ class RunCache:
         if not spec.cache:
             info.reason = "cache off"
             return None
-        for j in self._arg_refs(ref):
-            await self._ensure_digest(j)
-        nested = ref.nested
-        inputs: dict[str, str] = {}
-        name = "?"
+        refs = self._arg_refs(ref) if ref.nested else ()
+        digests = self.digests
+        for j in refs:
+            if j not in digests:
+                await self._ensure_digest(j)
         try:
             info.code = self._code_of(spec.fn)
-            for name, a in self._named_args(ref):
-                inputs[name] = self._input_digest(a, nested)
+            inputs = self._inputs(ref)
         except (hashing.Unhashable, RecursionError) as e:
+            name, *why = e.args if isinstance(e, hashing.Unhashable) and len(e.args) > 1 else ("?", e)
             info.reason = f"input {name} cannot be hashed"
             warnings.warn(
-                f"nbflow: task {ref.key!r}: input {name!r} cannot be hashed ({e}), so its result "
-                "is not cached; pass a picklable value, or mark the task @nf.task(cache=False)",
+                f"nbflow: task {ref.key!r}: input {name!r} cannot be hashed ({'; '.join(map(str, why))}), "
+                "so its result is not cached; pass a picklable value, or mark the task "
+                "@nf.task(cache=False)",
                 NbflowStoreWarning, stacklevel=2,
             )
             return None
@@ -324,13 +342,17 @@ class RunCache:
         info.options = self._options(spec)
         info.key = hashing.combine("key", info.code.digest, info.options,
                                    *[f"{k}={v}" for k, v in inputs.items()])
-        info.upstream_reran = [sched.nodes[j].key for j in self._arg_refs(ref) if self._reran(j)]  # type: ignore[union-attr]
-        forced = self._forced_reason(i)
+        if refs and self.reran:
+            info.upstream_reran = [sched.nodes[j].key for j in refs if self._reran(j)]  # type: ignore[union-attr]
+        forced = self._forced_reason(i) if self._forced or self._forced_names else None
         if forced is not None:
             info.forced_by = forced
             info.reason = "forced"
             return None
         info.prev = self._previous().get(ref.key)
+        if not self._synced:  # once per run: learn which keys other runs stored meanwhile
+            self._synced = True
+            self.store.sync_keys(self._reader())
         entry = self.store.find(self._reader(), info.key)
         if entry is None:
             info.reason = self._miss_reason(ref.name, info)
@@ -421,7 +443,11 @@ class RunCache:
             )
             return size
         n = len(data)
-        self.store.save(info.key, blob, data, n, digest, ref.name, self.run.id, time.time())  # type: ignore[union-attr,arg-type]
+        first = blob not in self._saved_blobs  # (a result equal to an earlier one is one row)
+        if first:
+            self._saved_blobs.add(blob)
+        self.store.save(info.key, blob, data, n, digest, ref.name, self.run.id, time.time(),  # type: ignore[union-attr,arg-type]
+                        new_blob=first)
         info.blob = blob  # type: ignore[union-attr]
         info.size = n  # type: ignore[union-attr]
         self._record_fingerprint(ref, info)  # type: ignore[arg-type]
@@ -434,13 +460,13 @@ class RunCache:
             self._recorded_code.add(code.digest)  # type: ignore[union-attr]
             put(PUT_CODE, (code.digest, code.name, dumps(code.parts), dumps(list(code.notes))))  # type: ignore[union-attr]
         put(PUT_FINGERPRINT, (self.workflow, ref.key, ref.name, info.key, code.digest,  # type: ignore[union-attr]
-                              dumps(info.inputs), info.options, self.run.id, time.time()))
+                              info.inputs, info.options, self.run.id, time.time()))
 
     # -- reasons -------------------------------------------------------------------------
 
     def _previous(self) -> dict[str, _Prev]:
         if self._prev is None:
-            self.store.journal.flush()  # this process's last run may still be in the queue
+            # (no flush needed: a run returns only once its rows are committed)
             rows = self._reader().execute(
                 "SELECT key, cache_key, code, inputs, options, run_id FROM fingerprints WHERE workflow = ?",
                 (self.workflow,),
@@ -518,9 +544,12 @@ class RunCache:
         sched = self.sched
         ref = sched.nodes[i]  # type: ignore[union-attr]
         info = self.nodes.get(i)
-        if ref.kind in (COLLECT, MAP) or ref.task is None:
+        if ref.kind in (COLLECT, MAP):
             return Explanation(ref.key, ref.name, False, "collects the results of its items; never cached",
                                [], f"{ref.key}: collects the results of its items (not cached itself)")
+        if info is None and (ref.kind not in (TASK, UNDO) or ref.task is None):
+            what = f"a {ref.kind} node, resolved by the scheduler itself (not cached)"
+            return Explanation(ref.key, ref.name, False, None, [], f"{ref.key}: {what}")
         if info is None:
             state = sched.state[i]  # type: ignore[union-attr]
             return Explanation(ref.key, ref.name, False, None, [], f"{ref.key}: not looked up ({state})")

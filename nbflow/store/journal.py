@@ -50,6 +50,8 @@ log = logging.getLogger("nbflow.store")
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
+GROUP_WINDOW = 0.05  # seconds the writer lets rows accumulate before a transaction
+RUN_END_WAIT = 120.0  # seconds a finishing run waits for its rows to be committed
 
 # MIGRATIONS[v] takes a store from version v-1 to v.  Append, never edit a released step.
 MIGRATIONS: dict[int, list[str]] = {
@@ -69,7 +71,6 @@ MIGRATIONS: dict[int, list[str]] = {
             duration_s REAL, cached INTEGER NOT NULL DEFAULT 0, output_bytes INTEGER,
             error TEXT, reason TEXT, cache_key TEXT, blob TEXT,
             PRIMARY KEY(run_id, idx, attempt)) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS task_runs_blob ON task_runs(blob) WHERE blob IS NOT NULL",
         """CREATE TABLE IF NOT EXISTS events(
             run_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL, type TEXT NOT NULL,
             idx INTEGER, key TEXT, data TEXT, PRIMARY KEY(run_id, seq)) WITHOUT ROWID""",
@@ -99,18 +100,50 @@ class StoreError(Exception):
 class Op:
     """A kind of write: one SQL statement, and optionally a function making its row.
 
-    Consecutive operations of the same kind are written with one ``executemany``; the
-    ``convert`` function (if any) runs on the writer thread, off the event loop.
+    Within one transaction the rows of each kind are written together with one
+    ``executemany``, in the order they were queued; kinds are written in the order they
+    first appear.  A ``barrier`` kind (a DELETE) is never reordered: everything queued
+    before it is written first.  ``convert`` (if any) runs on the writer thread, off the
+    event loop.
     """
 
-    __slots__ = ("convert", "sql")
+    __slots__ = ("barrier", "convert", "ncols", "prefix", "row", "sql", "urgent")
 
-    def __init__(self, sql: str, convert: Callable[..., Sequence[Any]] | None = None) -> None:
+    def __init__(self, sql: str, convert: Callable[..., Sequence[Any]] | None = None, *,
+                 barrier: bool = False, urgent: bool = False) -> None:
         self.sql = sql
         self.convert = convert
+        self.barrier = barrier
+        self.urgent = urgent  # commit without waiting for the group-commit window
+        # "INSERT ... VALUES(?,?)": written as multi-row statements (see _write_rows)
+        at = sql.upper().rfind("VALUES(")
+        self.prefix = sql[: at + 6] if at >= 0 and sql.rstrip().endswith(")") else None
+        self.row = sql[at + 6:].strip() if self.prefix else None
+        self.ncols = self.row.count("?") if self.row else 0
+
+
+def _write_rows(conn: sqlite3.Connection, op: Op, rows: list[Any], max_vars: int) -> None:
+    """Write ``rows`` of one kind.  Inserts go as multi-row ``VALUES (..),(..)`` statements:
+    SQLite releases the GIL around every statement step, and one step per row made the writer
+    queue behind the event loop thread for the GIL once per row (milliseconds each)."""
+    if op.prefix is None or len(rows) < 4:
+        conn.executemany(op.sql, rows)
+        return
+    per = max(1, min(2000, max_vars // op.ncols))
+    for j in range(0, len(rows), per):
+        chunk = rows[j:j + per]
+        sql = op.prefix + ",".join([op.row] * len(chunk))  # type: ignore[list-item]
+        conn.execute(sql, [v for r in chunk for v in r])
 
 
 _FLUSH = object()
+
+
+def _max_variables(conn: sqlite3.Connection) -> int:
+    try:
+        return int(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except (AttributeError, sqlite3.Error):  # Python < 3.11
+        return 999
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:
@@ -129,6 +162,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     if not readonly:
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-32000")  # 32 MB: a big run's pages stay in memory
+        conn.execute("PRAGMA wal_autocheckpoint=4000")  # fewer checkpoints (each one fsyncs)
     return conn
 
 
@@ -199,6 +234,8 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._last: threading.Thread | None = None
         self._active = 0
+        self._flushing = 0
+        self._urgent = False
         self._failed_batches = 0
         self.on_commit: list[Callable[[list[tuple[Any, Any]]], None]] = []
         _JOURNALS.add(self)
@@ -214,6 +251,9 @@ class Journal:
         self._queue.append((op, params))
         if not self._signalled:
             self._signal()
+        if op.urgent:
+            self._urgent = True
+            self._wake.set()
 
     def put_many(self, op: Op, rows: Iterable[Any]) -> None:
         self._queue.extend((op, r) for r in rows)
@@ -240,7 +280,11 @@ class Journal:
         with self._lock:
             self._active -= 1
             last = self._active == 0
-        self.flush()
+        if not self.flush(RUN_END_WAIT):
+            log.warning("nbflow: the run journal %s is still busy after %.0f s (another process holds "
+                        "its lock?); the run's last rows are written in the background", self.path,
+                        RUN_END_WAIT)
+            return
         if last:
             self._join_idle()
 
@@ -249,9 +293,13 @@ class Journal:
         if not self._queue and self._thread is None:
             return True
         done = threading.Event()
-        self._queue.append((_FLUSH, done))
-        self._signal()
-        return done.wait(timeout)
+        self._flushing += 1
+        try:
+            self._queue.append((_FLUSH, done))
+            self._signal()
+            return done.wait(timeout)
+        finally:
+            self._flushing -= 1
 
     def close(self) -> None:
         """Commit everything queued and wait for the writer thread to exit."""
@@ -275,8 +323,14 @@ class Journal:
         try:
             while True:
                 self._wake.wait()
+                if not self._flushing and not self._urgent:
+                    # Group-commit window: let rows accumulate, so that the writer takes the
+                    # GIL (and a transaction) a few times per second rather than per row.
+                    self._wake.clear()
+                    self._wake.wait(GROUP_WINDOW)
                 self._wake.clear()
                 self._signalled = False
+                self._urgent = False
                 self._drain(conn)
                 with self._lock:
                     if not self._queue and self._active == 0:
@@ -308,6 +362,7 @@ class Journal:
 
     def _commit(self, conn: sqlite3.Connection, batch: list[tuple[Any, Any]]) -> None:
         groups: list[tuple[Op, list[Any]]] = []
+        open_groups: dict[Op, list[Any]] = {}
         for op, params in batch:
             if op.convert is not None:
                 try:
@@ -315,16 +370,23 @@ class Journal:
                 except Exception:  # a row we cannot make must not lose the others
                     log.warning("nbflow: could not record %r", params, exc_info=True)
                     continue
-            if groups and groups[-1][0] is op:
-                groups[-1][1].append(params)
-            else:
+            if op.barrier:
+                open_groups.clear()
                 groups.append((op, [params]))
+                continue
+            rows = open_groups.get(op)
+            if rows is None:
+                rows = open_groups[op] = []
+                groups.append((op, rows))
+            rows.append(params)
+
+        max_vars = _max_variables(conn)
 
         def txn() -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for op, rows in groups:
-                    conn.executemany(op.sql, rows)
+                    _write_rows(conn, op, rows, max_vars)
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):

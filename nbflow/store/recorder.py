@@ -15,6 +15,7 @@ cache hit; a failed attempt that is retried is recorded with state ``retried``);
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import traceback
@@ -41,6 +42,16 @@ def _error_text(err: BaseException) -> str:
 
 def _event_row(run_id: str, seq: int, e: ev.Event) -> tuple[Any, ...]:
     t = type(e)
+    if t is ev.TaskStarted:  # the two events of every task: JSON without the json module
+        return (run_id, seq, e.time, "TaskStarted", e.index, e.key,  # type: ignore[attr-defined]
+                f'{{"attempt":{e.attempt},"executor":{_json_str(e.executor)}}}')  # type: ignore[attr-defined]
+    if t is ev.TaskCompleted:
+        ob = "null" if e.output_bytes is None else int(e.output_bytes)  # type: ignore[attr-defined]
+        dur = float(e.duration_s)  # type: ignore[attr-defined]
+        dur_text = repr(dur) if math.isfinite(dur) else "null"
+        return (run_id, seq, e.time, "TaskCompleted", e.index, e.key,  # type: ignore[attr-defined]
+                f'{{"attempt":{e.attempt},"duration_s":{dur_text},'  # type: ignore[attr-defined]
+                f'"output_bytes":{ob},"cached":{"true" if e.cached else "false"}}}')  # type: ignore[attr-defined]
     names = _FIELDS.get(t)
     if names is None:
         names = _FIELDS[t] = tuple(f.name for f in fields(t) if f.name not in _SKIP_FIELDS)
@@ -52,8 +63,16 @@ def _event_row(run_id: str, seq: int, e: ev.Event) -> tuple[Any, ...]:
             dumps(data) if data else None)
 
 
+def _json_str(v: str | None) -> str:
+    if v is None:
+        return "null"
+    return f'"{v}"' if v.isidentifier() else json.dumps(v)
+
+
 def _node_row(run_id: str, ref: Ref) -> tuple[Any, ...]:
-    return (run_id, ref.index, ref.key, ref.name, ref.kind, json.dumps(ref.deps))
+    deps = ref.deps
+    text = "[]" if not deps else f"[{deps[0]}]" if len(deps) == 1 else json.dumps(deps)
+    return (run_id, ref.index, ref.key, ref.name, ref.kind, text)
 
 
 def _task_row(run_id: str, idx: int, attempt: int, key: str, state: str, executor: str | None,
@@ -74,7 +93,7 @@ TASK_RUN = Op("INSERT OR REPLACE INTO task_runs(run_id, idx, attempt, key, state
               "duration_s, cached, output_bytes, error, reason, cache_key, blob) "
               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _task_row)
 RUN_START = Op("INSERT OR REPLACE INTO runs(id, name, status, start, end, duration_s, backend, workers, "
-               "n_tasks, host, pid, cwd, error) VALUES(?,?,?,?,NULL,NULL,?,?,?,?,?,?,NULL)")
+               "n_tasks, host, pid, cwd, error) VALUES(?,?,?,?,NULL,NULL,?,?,?,?,?,?,NULL)", urgent=True)
 RUN_END = Op("UPDATE runs SET status = ?, end = ?, duration_s = ?, error = ? WHERE id = ?")
 
 
@@ -111,7 +130,7 @@ class RunRecorder:
                            dur, False, None, e.error, self._reason(e.index), None, None))  # type: ignore[attr-defined]
         elif t is ev.TaskSkipped:
             put(TASK_RUN, (self.run_id, e.index, 0, e.key, "skipped", None, None, e.time, None, False, None,  # type: ignore[attr-defined]
-                           None, e.reason, None, None))  # type: ignore[attr-defined]
+                           e.reason, None, None, None))  # type: ignore[attr-defined]  # (shown as its error)
         elif t is ev.TaskCancelled:
             start, executor = self.started.pop(e.index, (None, None))  # type: ignore[attr-defined]
             attempt = self._attempt(e.index)  # type: ignore[attr-defined]

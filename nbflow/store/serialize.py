@@ -29,6 +29,9 @@ NPY = ord("N")
 PICKLE = ord("P")
 
 
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
 class SerializationError(TypeError):
     """A value cannot be turned into bytes for the store."""
 
@@ -43,6 +46,8 @@ def dumps(value: Any) -> bytes:
         buf.write(MAGIC + bytes((VERSION, NPY)))
         np.lib.format.write_array(buf, value, allow_pickle=False)
         return buf.getvalue()
+    if t in _PLAIN:  # nothing for cloudpickle to add, and plain pickle is 10x quicker here
+        return MAGIC + bytes((VERSION, PICKLE)) + pickle.dumps(value, protocol=5)
     import cloudpickle
 
     try:

@@ -24,9 +24,10 @@ from typing import Any
 
 from . import hashing
 from .blobs import BlobCorrupt, BlobMissing, BlobStore
-from .journal import Journal, Op, StoreError
+from .journal import Journal, Op, StoreError, dumps
 
 INLINE_MAX = 32 * 1024  # results up to this many bytes live inline in SQLite
+KEY_FILTER_MAX = 250_000  # cache keys kept in memory to answer most misses without a query
 
 
 class NbflowStoreWarning(UserWarning):
@@ -56,11 +57,20 @@ class CacheEntry:
 PUT_BLOB = Op("INSERT OR IGNORE INTO blobs(key, size, inline, created) VALUES(?,?,?,?)")
 PUT_CACHE = Op("INSERT OR REPLACE INTO cache(key, blob, value_digest, task, size, run_id, created) "
                "VALUES(?,?,?,?,?,?,?)")
-DEL_CACHE_FOR_BLOB = Op("DELETE FROM cache WHERE blob = ?")
-DEL_BLOB = Op("DELETE FROM blobs WHERE key = ?")
+DEL_CACHE_FOR_BLOB = Op("DELETE FROM cache WHERE blob = ?", barrier=True)
+DEL_BLOB = Op("DELETE FROM blobs WHERE key = ?", barrier=True)
 PUT_CODE = Op("INSERT OR IGNORE INTO code(digest, name, parts, notes) VALUES(?,?,?,?)")
+def _fingerprint_row(workflow: str, key: str, task: str, cache_key: str, code: str, inputs: dict[str, str],
+                     options: str, run_id: str, now: float) -> tuple[Any, ...]:
+    if all(k.isidentifier() or k.replace("[", "").replace("]", "").isidentifier() for k in inputs):
+        text = "{" + ",".join([f'"{k}":"{v}"' for k, v in inputs.items()]) + "}"  # (hex digests)
+    else:
+        text = dumps(inputs)
+    return (workflow, key, task, cache_key, code, text, options, run_id, now)
+
+
 PUT_FINGERPRINT = Op("INSERT OR REPLACE INTO fingerprints(workflow, key, task, cache_key, code, inputs, "
-                     "options, run_id, time) VALUES(?,?,?,?,?,?,?,?,?)")
+                     "options, run_id, time) VALUES(?,?,?,?,?,?,?,?,?)", _fingerprint_row)
 
 _FIND = ("SELECT c.blob, c.value_digest, b.size, b.inline, b.key IS NOT NULL FROM cache c "
          "LEFT JOIN blobs b ON b.key = c.blob WHERE c.key = ?")
@@ -77,6 +87,10 @@ class Store:
         # Cache entries this process queued, until the writer has committed them: a run
         # starting right after another sees its results without waiting for the disk.
         self.pending: dict[str, CacheEntry] = {}
+        # Every cache key known to be stored (None: too many to keep): a key not in it is a
+        # miss without a query.  Synced incrementally (by rowid) as each run starts.
+        self._keys: set[str] | None = set()
+        self._keys_rowid = 0
         self.journal.on_commit.append(self._committed)
 
     def __repr__(self) -> str:
@@ -89,17 +103,35 @@ class Store:
         e = self.pending.get(key)
         if e is not None:
             return e
+        if self._keys is not None and key not in self._keys:
+            return None
         row = conn.execute(_FIND, (key,)).fetchone()
         if row is None or not row[4]:
             return None
         return CacheEntry(row[0], row[1], row[2], row[3])
 
+    def sync_keys(self, conn: sqlite3.Connection) -> None:
+        """Learn the cache keys stored since the last sync (by any process)."""
+        keys = self._keys
+        if keys is None:
+            return
+        rows = conn.execute("SELECT rowid, key FROM cache WHERE rowid > ? ORDER BY rowid",
+                            (self._keys_rowid,)).fetchall()
+        if rows:
+            keys.update(k for _, k in rows)
+            self._keys_rowid = rows[-1][0]
+        if len(keys) > KEY_FILTER_MAX:
+            self._keys = None  # a big cache: ask SQLite every time instead
+
     def save(self, key: str, blob: str, data: bytes | None, size: int, value_digest: str | None,
-             task: str, run_id: str, now: float) -> None:
+             task: str, run_id: str, now: float, new_blob: bool = True) -> None:
         """Record that cache ``key`` has result ``blob`` (its file, if any, is written already)."""
         inline = data if data is not None and len(data) <= INLINE_MAX else None
         self.pending[key] = CacheEntry(blob, value_digest, size, inline)
-        self.journal.put(PUT_BLOB, (blob, size, inline, now))
+        if self._keys is not None:
+            self._keys.add(key)
+        if new_blob:
+            self.journal.put(PUT_BLOB, (blob, size, inline, now))
         self.journal.put(PUT_CACHE, (key, blob, value_digest, task, size, run_id, now))
 
     def _committed(self, batch: list[tuple[Any, Any]]) -> None:
@@ -133,6 +165,7 @@ class Store:
     def forget_pending(self) -> None:
         """Forget what this process believes is stored (after gc changed the store)."""
         self.pending.clear()
+        self._keys, self._keys_rowid = set(), 0
 
 
 def _make_private_dir(home: Path) -> None:
