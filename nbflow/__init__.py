@@ -78,3 +78,17 @@ __all__ = [
     "saga",
     "task",
 ]
+
+
+def load_ipython_extension(ip: object) -> None:
+    """``%load_ext nbflow``: register the ``%%workflow`` and ``%nbflow`` magics."""
+    from .notebook import load_ipython_extension as load
+
+    load(ip)
+
+
+# Inside IPython (a notebook kernel, a terminal IPython) importing nbflow makes %%workflow
+# available at once; elsewhere this is a cheap no-op that imports nothing.
+from .notebook import register_if_ipython as _register_if_ipython  # noqa: E402
+
+_register_if_ipython()
