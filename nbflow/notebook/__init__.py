@@ -1,0 +1,74 @@
+"""The notebook room: ``%%workflow``, the live run widget, headless progress, static views.
+
+Modules, one job each:
+
+- :mod:`.magics`    ``%%workflow`` and ``%nbflow`` (IPython magics)
+- :mod:`.frontend`  live widget or text progress? (the detection rule)
+- :mod:`.model`     per-task state of a run, fed by its events
+- :mod:`.live`      following a run in a cell and emitting the final output
+- :mod:`.widget`    the ipywidgets view, with coalesced updates
+- :mod:`.progress`  headless text progress
+- :mod:`.grouping`  folding large graphs into group nodes
+- :mod:`.layout`    Graphviz ``dot`` layout, networkx layered fallback
+- :mod:`.render`    static SVG/HTML (graph, progress line, tables, errors)
+- :mod:`.plan`      ``--plan`` / ``--check`` output
+- :mod:`.binding`   names bound to Refs get their values
+- :mod:`.session`   the runs of this kernel session (``%nbflow runs``)
+
+Importing this package is cheap: IPython, ipywidgets and pandas are imported only when used,
+so ``import nbflow`` may call :func:`register_if_ipython` unconditionally.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..engine.run import Run
+
+__all__ = ["load_ipython_extension", "register_if_ipython", "show", "view_run"]
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext nbflow`` / ``%load_ext nbflow.notebook``: register the magics."""
+    from .magics import load_ipython_extension as load
+
+    load(ip)
+
+
+def register_if_ipython() -> bool:
+    """Register the magics when running inside IPython; a no-op (False) otherwise."""
+    if "IPython" not in sys.modules:
+        return False
+    from .magics import register_if_ipython as register
+
+    return register()
+
+
+def view_run(run: Run) -> Any:
+    """A :class:`~nbflow.notebook.model.RunModel` of ``run`` rebuilt from its events."""
+    from .model import RunModel
+
+    model = RunModel(run.workflow, run)
+    for event in list(run.events):
+        model(event)
+    return model
+
+
+def show(run: Run | None = None) -> None:
+    """Display the final view of ``run`` (default: ``nf.last_run()``) as static HTML."""
+    from IPython.display import display
+
+    from ..engine.run import last_run
+    from . import render
+    from .graphview import GraphView
+
+    run = run if run is not None else last_run()
+    if run is None:
+        print("[nbflow] no run yet")
+        return
+    model = view_run(run)
+    graph = GraphView(model)
+    display({"text/plain": render.summary_text(model),
+             "text/html": render.static_html(model, graph.svg(), graph.note)}, raw=True)

@@ -1,0 +1,125 @@
+"""Following a run in a notebook cell: the widget or text progress, and the final output.
+
+:class:`LiveView` picks the view for the mode (``"widget"``, ``"text"`` or ``"quiet"``),
+shows it, ticks it while the run goes (:meth:`follow` in the cell's own thread for a
+blocking cell, a helper thread for a background run), and emits the final output:
+
+- widget: the widget's final state, with the display updated to also carry static HTML;
+- text:   a final progress line, then the summary (``text/plain`` table and ``text/html``
+          static view: graph, tasks, errors);
+- quiet:  one line.
+
+For a background run the final output is emitted by the RunFinished subscriber itself,
+that is before ``run.wait()`` returns, so a cell waiting for the run sees it in order.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ..engine import events as ev
+from . import render
+from .graphview import GraphView
+from .model import RunModel
+from .progress import PREFIX, TextProgress
+
+if TYPE_CHECKING:
+    from ..engine.run import Run
+
+TEXT_INTERVAL = 0.25
+_views: weakref.WeakValueDictionary[str, LiveView] = weakref.WeakValueDictionary()
+
+
+def view_of(run: Run) -> LiveView | None:
+    """The live view a ``%%workflow`` cell opened for ``run`` (while it is alive)."""
+    return _views.get(run.id)
+
+
+class LiveView:
+    def __init__(self, model: RunModel, run: Run, mode: str, *, background: bool = False) -> None:
+        self.model = model
+        self.run = run
+        self.mode = mode
+        self.background = background
+        self.graph = GraphView(model)
+        self.widget: Any = None
+        self.text: TextProgress | None = None
+        self.handle: Any = None
+        self._final_lock = threading.Lock()
+        self._finalised = False
+        self.thread: threading.Thread | None = None
+        _views[run.id] = self
+
+    @property
+    def interval(self) -> float:
+        return self.widget.interval if self.widget is not None else TEXT_INTERVAL
+
+    def open(self) -> None:
+        from IPython.display import display
+
+        if self.mode == "widget":
+            from .widget import RunWidget
+
+            self.widget = RunWidget(self.model, self.run, background=self.background, graph=self.graph)
+            self.handle = display(self.widget.root, display_id=True)
+        elif self.mode == "text":
+            self.text = TextProgress(self.model)
+            extra = (" in the background; nf.last_run().wait() waits for it"
+                     if self.background else "")
+            self.text.start(extra)
+
+    def tick(self) -> None:
+        if self.widget is not None:
+            self.widget.tick()
+        elif self.text is not None and not self.background:
+            self.text.tick()
+
+    def follow(self) -> None:
+        """Tick until the run finishes (KeyboardInterrupt passes through to the caller)."""
+        while True:
+            self.tick()  # at once: the first frame (and the layout) while the run is young
+            if self.model.finished.wait(self.interval) or self.run.done:
+                return
+
+    def on_event(self, event: ev.Event) -> None:
+        """Subscriber for background runs: emits the final output when the run ends."""
+        if type(event) is ev.RunFinished:
+            self.finish()
+
+    def follow_in_thread(self) -> None:
+        if self.widget is None:
+            return  # text mode in the background: only the final output, nothing periodic
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.tick()
+                except Exception:  # a failing view must not take the run's thread down
+                    return
+                if self.model.finished.wait(self.interval) or self.run.done:
+                    return
+
+        self.thread = threading.Thread(target=loop, name=f"nbflow-view-{self.run.id}", daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        """Emit the final output (once)."""
+        from IPython.display import display
+
+        with self._final_lock:
+            if self._finalised:
+                return
+            self._finalised = True
+        if self.widget is not None:
+            self.widget.final()
+            if self.handle is not None:
+                self.handle.update(self.widget.mimebundle(), raw=True)
+        elif self.text is not None:
+            self.text.final()
+            display({"text/plain": render.summary_frame(self.model).to_string(),
+                     "text/html": render.static_html(self.model, self.graph.svg(), self.graph.note)},
+                    raw=True)
+        else:
+            print(f"{PREFIX} {self.model.status}: {render.progress_text(self.model)}", flush=True)

@@ -1,0 +1,292 @@
+"""IPython magics: ``%%workflow`` runs a cell as a workflow, ``%nbflow`` lists runs.
+
+``%%workflow [NAME] [--workers N] [--backend B] [--no-cache] [--rerun TASK ...]
+[--background] [--check] [--plan] [--quiet]`` executes the cell body inside
+``nf.Workflow(NAME)`` (task calls return Refs), then runs the workflow.  Afterwards every
+name the cell bound to a Ref holds its value, and ``nf.last_run()`` is the Run.
+
+- Blocking (default): the cell waits while the live view updates.  Interrupting the kernel
+  cancels the run, waits until nothing it started is running, shows the cancelled summary
+  and ends the cell with a one-line ``WorkflowCancelled`` error.  A failed run ends the cell
+  with the first failure's original traceback (``WorkflowFailed``).
+- ``--background``: the cell returns at once, the run goes on; the widget's Stop button
+  cancels it and ``nf.last_run().wait()`` waits for it.
+- ``--check`` / ``--plan``: show what would run; nothing runs and the namespace is left as
+  it was.
+- ``--quiet``: no live view; one line when the run ends.
+
+The live view is the widget when a notebook front end sent the cell, text otherwise (see
+:mod:`nbflow.notebook.frontend`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import threading
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ..engine import events as ev
+from ..engine.errors import NbflowError, WorkflowCancelled, WorkflowFailed
+from ..engine.graph import Workflow
+from . import binding, session
+from .frontend import frontend_mode
+from .live import LiveView
+from .model import STATES, RunModel
+from .tracebacks import trim
+
+if TYPE_CHECKING:
+    from ..engine.run import Run
+
+RERUN_NEEDS_STORE = (
+    "--rerun needs the run store (nbflow.store), which this installation does not have yet: "
+    "there is no record of earlier results to keep. Run the cell without --rerun (add "
+    "--no-cache to recompute everything)."
+)
+
+
+# -- running -----------------------------------------------------------------------------
+
+def _run_options(workers: int | None, backend: str, cache: bool, rerun: list[str] | None) -> dict[str, Any]:
+    opts: dict[str, Any] = {"workers": workers, "backend": backend, "cache": cache}
+    if rerun:
+        if "rerun" not in inspect.signature(Workflow.run).parameters:
+            raise UsageError(RERUN_NEEDS_STORE)
+        opts["rerun"] = list(rerun)
+    return opts
+
+
+class _Attach:
+    """An ``nf.on_run`` factory that attaches subscribers to the run of one workflow."""
+
+    def __init__(self, wf: Workflow, subscribers: list[ev.Subscriber]) -> None:
+        from ..engine.events import on_run
+
+        self.wf = wf
+        self.subscribers = subscribers
+        self.run: Run | None = None
+        self.ready = threading.Event()
+        self.unregister = on_run(self)
+
+    def __call__(self, run: Run) -> ev.Subscriber | None:
+        if run.workflow is not self.wf or self.run is not None:
+            return None
+        self.run = run
+        self.unregister()
+        for sub in self.subscribers:  # in this order, before the run's first event
+            run.subscribe(sub)
+        self.ready.set()
+        return None
+
+
+def launch(wf: Workflow, opts: dict[str, Any], subscribers: list[ev.Subscriber]) -> Run:
+    """Start ``wf`` with ``subscribers`` attached before its first event."""
+    attach = _Attach(wf, subscribers)  # unregisters itself when the run starts
+    try:
+        params = inspect.signature(Workflow.start).parameters
+        if all(k in params for k in opts):
+            return wf.start(**opts)
+        # Options only Workflow.run knows (e.g. rerun=): run it in a helper thread.
+        error: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                wf.run(**opts, raise_on_error=False)
+            except BaseException as e:
+                error.append(e)
+            finally:
+                attach.ready.set()
+
+        threading.Thread(target=target, name="nbflow-launch", daemon=True).start()
+        attach.ready.wait()
+        if attach.run is None:
+            raise error[0] if error else RuntimeError(f"workflow {wf.name!r} did not start")
+        return attach.run
+    except BaseException:
+        attach.unregister()
+        raise
+
+
+def _wait_quietly(run: Run) -> None:
+    """Wait until the run has ended; a further Ctrl-C while it winds down is absorbed."""
+    while True:
+        try:
+            run.wait(raise_on_error=False)
+            return
+        except KeyboardInterrupt:
+            run.cancel()
+
+
+def _render_failed(err: WorkflowFailed, shell: Any) -> list[str]:
+    cause = err.__cause__
+    lines: list[str] = []
+    if cause is not None:
+        tb = trim(cause.__traceback__)
+        try:
+            lines = list(shell.InteractiveTB.structured_traceback(type(cause), cause, tb))
+        except Exception:
+            lines = "".join(traceback.format_exception(type(cause), cause, tb)).splitlines()
+        lines.append("")
+    lines.append(f"WorkflowFailed: {err}")
+    return lines
+
+
+def raise_for_status(run: Run, shell: Any, interrupted: bool = False) -> None:
+    """End the cell as the run ended: nothing, a short cancelled error, or the original traceback."""
+    if run.status == "cancelled":
+        counts = run.counts
+        why = " (kernel interrupted)" if interrupted else ""
+        summary = ", ".join(f"{counts[k]} {k}" for k in STATES if counts.get(k))
+        exc = WorkflowCancelled(run)
+        msg = f"{exc}{why}: {summary}"
+        exc.args = (msg,)
+        exc._render_traceback_ = lambda: [f"WorkflowCancelled: {msg}"]  # type: ignore[attr-defined]
+        raise exc from None
+    try:
+        run.wait()
+    except WorkflowFailed as e:
+        e._render_traceback_ = lambda e=e: _render_failed(e, shell)  # type: ignore[attr-defined]
+        raise
+    except NbflowError as e:  # an error of the run itself (a cycle, a stall): its message says it all
+        e._render_traceback_ = lambda e=e: [f"{type(e).__name__}: {e}"]  # type: ignore[attr-defined]
+        raise
+
+
+def run_cell(shell: Any, line: str, cell: str) -> None:
+    """What ``%%workflow`` does (see the module docstring)."""
+    args = parse_argstring(WorkflowMagics.workflow, line)
+    opts = _run_options(args.workers, args.backend, not args.no_cache, args.rerun)
+    ns = shell.user_ns
+    wf = Workflow(args.name)
+    before = dict(ns)
+    filename = shell.compile.cache(cell)
+    code = compile(cell, filename, "exec")
+    try:
+        with wf:
+            exec(code, shell.user_global_ns, ns)
+    except BaseException:
+        binding.restore(ns, before, list(binding.bound_refs(ns, before, wf)))
+        raise
+    bound = binding.bound_refs(ns, before, wf)
+    if args.check or args.plan:
+        from IPython.display import display
+
+        from .plan import plan_bundle
+
+        binding.restore(ns, before, list(bound))
+        display(plan_bundle(wf, check=args.check, cache=not args.no_cache, rerun=args.rerun), raw=True)
+        return
+    if not wf.nodes:
+        print(f"[nbflow] the cell called no tasks: workflow {wf.name!r} has nothing to run")
+        return
+    mode = "quiet" if args.quiet else frontend_mode(shell)[0]
+    model = RunModel(wf)
+    holder: dict[str, LiveView] = {}
+
+    def on_finish(e: ev.Event) -> None:
+        if type(e) is ev.RunFinished:
+            binding.bind(ns, bound, model.run)  # before run.wait() returns anywhere
+            view = holder.get("view")
+            if view is not None and args.background:
+                view.finish()
+
+    run = launch(wf, opts, [model, on_finish])
+    model.run = run
+    view = LiveView(model, run, mode, background=args.background)
+    view.open()
+    holder["view"] = view
+    if args.background:
+        view.follow_in_thread()
+        if model.finished.is_set():
+            view.finish()
+        return
+    interrupted = False
+    try:
+        view.follow()
+    except KeyboardInterrupt:
+        interrupted = True
+        run.cancel()
+    _wait_quietly(run)
+    view.finish()
+    raise_for_status(run, shell, interrupted)
+
+
+# -- the magics ---------------------------------------------------------------------------
+
+NBFLOW_USAGE = """%nbflow runs          recent runs, newest first (the run store's, else this session's)
+%nbflow show [RUN_ID] show a run's final view again (default: the last run)
+%nbflow mode          whether this cell would get the live widget or text progress, and why"""
+
+
+@magics_class
+class WorkflowMagics(Magics):
+    @magic_arguments()
+    @argument("name", nargs="?", default="workflow", help="the workflow's name (default: workflow)")
+    @argument("--workers", type=int, default=None, metavar="N", help="run at most N tasks at once")
+    @argument("--backend", default="local",
+              help="where tasks run: local (default), process, dask, or a scheduler address tcp://host:port")
+    @argument("--no-cache", action="store_true", help="do not use cached results")
+    @argument("--rerun", nargs="+", metavar="TASK", default=None,
+              help="run these tasks again even if cached (needs the run store); put NAME first")
+    @argument("--background", action="store_true",
+              help="return at once; the run goes on (Stop button, nf.last_run().wait())")
+    @argument("--check", action="store_true", help="show what would run and static checks; run nothing")
+    @argument("--plan", action="store_true", help="show what would run; run nothing")
+    @argument("--quiet", action="store_true", help="no live view: one line when the run ends")
+    @cell_magic
+    def workflow(self, line: str, cell: str) -> None:
+        """Run the cell as an nbflow workflow (see nbflow.notebook.magics)."""
+        run_cell(self.shell, line, cell)
+
+    @line_magic
+    def nbflow(self, line: str) -> Any:
+        """%nbflow runs | show [RUN_ID] | mode"""
+        words = line.split()
+        cmd = words[0] if words else ""
+        if cmd == "runs":
+            return session.runs_frame()
+        if cmd == "show":
+            from . import show
+
+            run = None
+            if len(words) > 1:
+                run = session.get_run(words[1])
+                if run is None:
+                    raise UsageError(f"no run {words[1]!r} in this session (see %nbflow runs)")
+            show(run)
+            return None
+        if cmd == "mode":
+            mode, why = frontend_mode(self.shell)
+            print(f"{mode}: {why}")
+            return None
+        raise UsageError(NBFLOW_USAGE)
+
+
+_loaded: set[int] = set()
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext nbflow`` (and ``import nbflow`` inside IPython): register the magics."""
+    if id(ip) in _loaded:
+        return
+    ip.register_magics(WorkflowMagics)
+    session.install()
+    _loaded.add(id(ip))
+
+
+def register_if_ipython() -> bool:
+    """Register the magics if this process runs IPython (cheap no-op otherwise)."""
+    if "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    ip = get_ipython()
+    if ip is None:
+        return False
+    load_ipython_extension(ip)
+    return True

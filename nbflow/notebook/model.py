@@ -1,0 +1,190 @@
+"""What the notebook views know about a run: its graph and each task's state.
+
+A :class:`RunModel` is an event subscriber.  It is built from the traced workflow before the
+run starts, then every event of the run updates a few plain lists in O(1) (events arrive on
+the run's loop thread, so the work per event must stay tiny).  Views (the live widget, the
+headless progress printer, the static HTML) read it from their own thread at their own
+pace; ``version`` and ``structure`` tell them whether anything changed since they last
+looked.  Nothing here calls back into the run.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from ..engine import events as ev
+
+if TYPE_CHECKING:
+    from ..engine.graph import Workflow
+    from ..engine.run import Run
+
+STATES = ("pending", "ready", "running", "retrying", "completed", "failed", "skipped", "cancelled")
+DONE_STATES = frozenset({"completed", "failed", "skipped", "cancelled"})
+
+
+class RunModel:
+    """Per-task state of one run (or of a traced workflow that has not run)."""
+
+    def __init__(self, wf: Workflow, run: Run | None = None) -> None:
+        self.name = wf.name
+        self.run = run
+        nodes = list(wf.nodes)
+        self.keys: list[str] = [r.key for r in nodes]
+        self.names: list[str] = [r.name for r in nodes]
+        self.kinds: list[str] = [r.kind for r in nodes]
+        self.deps: list[list[int]] = [list(r.deps) for r in nodes]
+        # The function a node runs ("clean" for the items of clean.map); None for a collect.
+        self.funcs: list[str | None] = [r.task.spec.name if r.task is not None else None for r in nodes]
+        self.parent: list[int | None] = [None] * len(nodes)  # map node of a run-time map item
+        self.n = n = len(nodes)
+        self.state: list[str] = ["pending"] * n
+        self.attempts = [0] * n
+        self.duration = [math.nan] * n
+        self.start = [math.nan] * n
+        self.cached = [False] * n
+        self.output_bytes: list[int | None] = [None] * n
+        self.errors: dict[int, BaseException] = {}
+        self.reasons: dict[int, str] = {}
+        self.retry_errors: dict[int, BaseException] = {}
+        self.counts: dict[str, int] = {"pending": n}
+        self.retries = 0
+        self.status = "pending"
+        self.run_id: str | None = run.id if run is not None else None
+        self.started_at = math.nan  # epoch seconds
+        self.finished_at = math.nan
+        self.version = 0  # bumps on every change
+        self.structure = 0  # bumps when nodes are added
+        self.finished = threading.Event()
+        self._index = {k: i for i, k in enumerate(self.keys)}
+        self._handlers = {
+            ev.TaskReady: self._ready,
+            ev.TaskStarted: self._started,
+            ev.TaskRetrying: self._retrying,
+            ev.TaskCompleted: self._completed,
+            ev.TaskFailed: self._failed,
+            ev.TaskSkipped: self._skipped,
+            ev.TaskCancelled: self._cancelled,
+            ev.TasksAdded: self._added,
+            ev.RunStarted: self._run_started,
+            ev.RunFinished: self._run_finished,
+        }
+
+    def __len__(self) -> int:
+        return self.n
+
+    # -- the subscriber --------------------------------------------------------------------
+
+    def __call__(self, event: ev.Event) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+            self.version += 1
+
+    def _move(self, i: int, new: str) -> None:
+        if i >= self.n:
+            return
+        counts = self.counts
+        old = self.state[i]
+        counts[old] -= 1
+        counts[new] = counts.get(new, 0) + 1
+        self.state[i] = new
+
+    def _ready(self, e: ev.TaskReady) -> None:
+        self._move(e.index, "ready")
+
+    def _started(self, e: ev.TaskStarted) -> None:
+        self._move(e.index, "running")
+        self.attempts[e.index] = e.attempt
+        self.start[e.index] = e.time
+
+    def _retrying(self, e: ev.TaskRetrying) -> None:
+        self._move(e.index, "retrying")
+        self.retries += 1
+        self.retry_errors[e.index] = e.error
+
+    def _completed(self, e: ev.TaskCompleted) -> None:
+        i = e.index
+        self._move(i, "completed")
+        self.duration[i] = e.duration_s
+        self.output_bytes[i] = e.output_bytes
+        self.cached[i] = e.cached
+        if e.attempt:
+            self.attempts[i] = e.attempt
+
+    def _failed(self, e: ev.TaskFailed) -> None:
+        self._move(e.index, "failed")
+        self.duration[e.index] = e.duration_s
+        self.errors[e.index] = e.error
+
+    def _skipped(self, e: ev.TaskSkipped) -> None:
+        self._move(e.index, "skipped")
+        self.reasons[e.index] = e.reason
+
+    def _cancelled(self, e: ev.TaskCancelled) -> None:
+        self._move(e.index, "cancelled")
+
+    def _added(self, e: ev.TasksAdded) -> None:
+        parent = self._index.get(e.parent)
+        if parent is None or (e.indexes and e.indexes[0] != self.n):
+            return  # not a growth of this graph (never expected)
+        # The items of a run-time map take the map's inputs; the map node collects them.
+        deps = list(self.deps[parent])
+        func = self.funcs[parent]
+        k = len(e.keys)
+        for j, key in enumerate(e.keys):
+            self._index[key] = self.n + j
+        # Extend every list before publishing the new length, so that a view reading from
+        # another thread never sees a node with some of its fields missing.
+        self.keys.extend(e.keys)
+        self.names.extend([func or key for key in e.keys])
+        self.kinds.extend(["task"] * k)
+        self.deps.extend([list(deps) for _ in range(k)])
+        self.funcs.extend([func] * k)
+        self.parent.extend([parent] * k)
+        self.state.extend(["pending"] * k)
+        self.attempts.extend([0] * k)
+        self.duration.extend([math.nan] * k)
+        self.start.extend([math.nan] * k)
+        self.cached.extend([False] * k)
+        self.output_bytes.extend([None] * k)
+        self.counts["pending"] = self.counts.get("pending", 0) + k
+        self.kinds[parent] = "collect"
+        self.deps[parent] = list(e.indexes)
+        self.n += k
+        self.structure += 1
+
+    def _run_started(self, e: ev.RunStarted) -> None:
+        self.status = "running"
+        self.run_id = e.run_id
+        self.started_at = e.time
+
+    def _run_finished(self, e: ev.RunFinished) -> None:
+        self.status = e.status
+        self.finished_at = e.time
+        self.finished.set()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started (its duration once it has finished)."""
+        if math.isnan(self.started_at):
+            return 0.0
+        end = self.finished_at if not math.isnan(self.finished_at) else time.time()
+        return max(0.0, end - self.started_at)
+
+    @property
+    def done(self) -> int:
+        c = self.counts
+        return sum(c.get(s, 0) for s in DONE_STATES)
+
+    def count_items(self) -> dict[str, int]:
+        """Counts by state, only the non-zero ones, in the canonical state order."""
+        c = dict(self.counts)
+        return {s: c[s] for s in STATES if c.get(s)}
+
+    def cached_count(self) -> int:
+        return sum(self.cached)

@@ -1,0 +1,179 @@
+"""The live run widget (plain ipywidgets: no front-end extension needed).
+
+Layout: the progress line (status, counts by state, elapsed time; a Stop button next to it
+for background runs) above three tabs: the graph (an SVG drawn here, node colour by state,
+tooltips with duration, attempts, cache hit, output size and error), the tasks table
+(sortable) and the failed tasks' original tracebacks.
+
+Updates are coalesced.  Events only touch the :class:`RunModel`; :meth:`RunWidget.tick` is
+called every ``interval`` seconds (by the cell's own thread while a cell blocks, or by a
+helper thread for a background run) and sends **at most one** comm message, taking the
+stale elements in turn: progress line, graph, tasks table and errors (those two at most
+every 2 s).  Every send, including the final refresh, also goes through a sliding-window
+limit of :data:`MAX_PER_SECOND` messages in any second, so the front end never gets more
+however many tasks finish.
+
+When the run ends every element is refreshed once and the caller updates the display to
+carry a static HTML copy as well (``text/html`` next to the widget view), so a saved
+notebook shows the finished graph without a kernel (nbconvert, nbviewer and GitHub use the
+HTML when no widget state was saved).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import render
+from .graphview import GraphView
+from .model import RunModel
+
+if TYPE_CHECKING:
+    from ..engine.run import Run
+
+INTERVAL = 0.15  # seconds between ticks (one message at most per tick)
+MAX_PER_SECOND = 10  # front-end messages in any one-second window, final refresh included
+SLOW_EVERY = 2.0  # seconds between refreshes of the tasks table / errors list
+CLOCK_EVERY = 1.0  # the elapsed time is refreshed at least this often while running
+
+
+class RunWidget:
+    """The live view of one run.  ``root`` is the ipywidget to display."""
+
+    def __init__(self, model: RunModel, run: Run | None = None, *, background: bool = False,
+                 interval: float = INTERVAL, graph: GraphView | None = None) -> None:
+        import ipywidgets as w
+
+        self.model = model
+        self.run = run
+        self.background = background
+        self.interval = interval
+        self.graph = graph or GraphView(model)
+        self._lock = threading.RLock()
+        self._stamps: collections.deque[float] = collections.deque()
+        self.messages = 0  # comm messages this view has sent with updates
+        self._turn = 0
+        self.final_sent = False
+        self.hint = ("running in the background: Stop cancels it" if background
+                     else "interrupt the kernel (■) to cancel")
+        self.progress = w.HTML(self._progress_html())
+        self.graph_html = w.HTML("")
+        self.sort = w.Dropdown(options=list(render.SORTS), value="order", description="sort by",
+                               layout=w.Layout(width="320px"))
+        self.sort.observe(lambda _c: self._push("table", time.monotonic(), force=True), names="value")
+        self.table = w.HTML("")
+        self.errors = w.HTML("")
+        self.tabs = w.Tab(children=[self.graph_html, w.VBox([self.sort, self.table]), self.errors],
+                          titles=("Graph", "Tasks", "Errors"))
+        top: list[Any] = [self.progress]
+        self.stop_button: Any = None
+        if background and run is not None:
+            self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
+                                        tooltip="Cancel this run", layout=w.Layout(width="120px"))
+            self.stop_button.on_click(lambda _b: self.stop())
+            top = [w.HBox([self.progress, self.stop_button])]
+        self.root = w.VBox([*top, self.tabs])
+        self.root.add_class("nbflow-widget")
+        # channel -> (widget, render function, what makes it stale, minimum seconds between sends)
+        self._channels: dict[str, tuple[Any, Any, Any, float]] = {
+            "progress": (self.progress, self._progress_html, lambda: self.model.version, 0.0),
+            "graph": (self.graph_html, self._graph_html, lambda: self.model.version, 0.0),
+            "table": (self.table, lambda: render.tasks_html(self.model, self.sort.value),
+                      lambda: self.model.version, SLOW_EVERY),
+            "errors": (self.errors, lambda: render.errors_html(self.model),
+                       lambda: len(self.model.errors), SLOW_EVERY),
+        }
+        self._order = list(self._channels)
+        self._sent = {k: ch[0].value for k, ch in self._channels.items()}
+        self._seen: dict[str, Any] = {"progress": model.version}  # the rest is rendered on demand
+        self._last = dict.fromkeys(self._channels, -1e9)
+
+    # -- rendering ---------------------------------------------------------------------
+
+    def _progress_html(self) -> str:
+        running = self.model.status in ("pending", "running")
+        return render.progress_html(self.model, hint=self.hint if running else None)
+
+    def _graph_html(self) -> str:
+        svg = self.graph.svg()
+        note = self.graph.note
+        note_html = (f'<div class="nbflow-note" style="color:#8d6e63;font-size:12px">{render.esc(note)}</div>'
+                     if note else "")
+        return f'{note_html}<div class="nbflow-graph-box" style="overflow:auto;max-height:640px">{svg}</div>'
+
+    def _budget(self, now: float) -> bool:
+        """May a message go now?  (At most MAX_PER_SECOND in any one-second window.)"""
+        stamps = self._stamps
+        while stamps and now - stamps[0] >= 1.0:
+            stamps.popleft()
+        return len(stamps) < MAX_PER_SECOND
+
+    def _push(self, name: str, now: float, force: bool = False) -> bool:
+        widget, make, stale, every = self._channels[name]
+        with self._lock:
+            seen = stale()
+            clock = (name == "progress" and self.model.status == "running"
+                     and now - self._last[name] >= CLOCK_EVERY)
+            unchanged = name in self._seen and seen == self._seen[name]
+            if not force and not clock and (unchanged or now - self._last[name] < every):
+                return False
+            if not force and not self._budget(now):
+                return False
+            value = make()
+            self._seen[name] = seen
+            self._last[name] = now
+            if value == self._sent[name]:
+                return False
+            if force:
+                while not self._budget(time.monotonic()):
+                    time.sleep(0.02)
+            widget.value = value
+            self._sent[name] = value
+            self._stamps.append(time.monotonic())
+            self.messages += 1
+            return True
+
+    def tick(self) -> int:
+        """Send at most one update to the front end; returns how many were sent (0 or 1)."""
+        now = time.monotonic()
+        n = len(self._order)
+        for k in range(n):
+            name = self._order[(self._turn + k) % n]
+            if self._push(name, now):
+                self._turn = (self._turn + k + 1) % n
+                return 1
+        return 0
+
+    def final(self) -> None:
+        """Show the final state: every element that changed is refreshed once."""
+        now = time.monotonic()
+        for name in self._order:
+            self._push(name, now, force=True)
+        if self.stop_button is not None:
+            with self.stop_button.hold_sync():
+                self.stop_button.disabled = True
+                self.stop_button.description = self.model.status
+        self.final_sent = True
+
+    def static_html(self) -> str:
+        return render.static_html(self.model, self.graph.svg(), self.graph.note)
+
+    def mimebundle(self) -> dict[str, Any]:
+        """The widget view plus its static HTML and text copies (for saved notebooks)."""
+        bundle = dict(self.root._repr_mimebundle_())
+        bundle["text/html"] = self.static_html()
+        bundle["text/plain"] = render.summary_text(self.model)
+        return bundle
+
+    # -- control -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """What the Stop button does: cancel the run."""
+        if self.run is not None and not self.run.done:
+            self.run.cancel()
+            if self.stop_button is not None:
+                with self.stop_button.hold_sync():
+                    self.stop_button.description = "Stopping…"
+                    self.stop_button.disabled = True
