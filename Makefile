@@ -1,5 +1,5 @@
 # The two commands the README leads with; both do their own set-up (see .ci/setup.sh).
-#   make example   run the example workflow end to end
+#   make example   run the quickstart notebook headless (papermill) into quickstart.out.ipynb
 #   make test      run the whole test suite (lint included)
 PY := .venv/bin/python
 
@@ -11,7 +11,7 @@ setup: .venv/.installed
 	touch $@
 
 example: setup
-	$(PY) example_notebooks/quickstart.py
+	$(PY) -m papermill example_notebooks/quickstart.ipynb example_notebooks/quickstart.out.ipynb --cwd example_notebooks
 
 lint: setup
 	.venv/bin/ruff check nbflow tests benchmarks example_notebooks
@@ -23,3 +23,4 @@ bench: setup
 	$(PY) benchmarks/overhead.py --json benchmarks/overhead.json
 	$(PY) benchmarks/makespan.py --all --workers 4 --scale auto --repeat 3 --json benchmarks/makespan.json
 	$(PY) benchmarks/cache.py --json benchmarks/cache.json
+	$(PY) benchmarks/widget.py --json benchmarks/widget.json

@@ -1,0 +1,80 @@
+"""Running notebooks in a real kernel for the notebook tests (nbclient).
+
+``import nbflow`` registers the ``%%workflow`` magic once ``nbflow/__init__.py`` calls
+``nbflow.notebook.register_if_ipython()``.  Until that line is in, kernels started here load
+the extension explicitly (``exec_lines``) so the rest of the behaviour can be tested; the
+test ``test_import_registers_magics`` tracks the missing line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+
+import nbflow
+
+HERE = Path(__file__).resolve().parent
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def kernel_args() -> list[str]:
+    if hasattr(nbflow, "load_ipython_extension"):
+        return []
+    return ["--IPKernelApp.exec_lines=['import nbflow.notebook as _nbn; _nbn.register_if_ipython()']"]
+
+
+def notebook(cells: list[str]) -> Any:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def load(name: str) -> Any:
+    return nbformat.read(HERE / name, as_version=4)
+
+
+def client(nb: Any, cwd: Path, timeout: int = 120) -> NotebookClient:
+    return NotebookClient(nb, kernel_name="python3", timeout=timeout, allow_errors=True,
+                          resources={"metadata": {"path": str(cwd)}}, extra_arguments=kernel_args())
+
+
+def execute(nb: Any, cwd: Path, timeout: int = 120) -> Any:
+    client(nb, cwd, timeout).execute()
+    return nb
+
+
+def text(cell: Any) -> str:
+    """Everything a cell printed or raised, as plain text (ANSI colours removed)."""
+    parts = []
+    for o in cell.get("outputs", []):
+        if o.output_type == "stream":
+            parts.append(o.text)
+        elif o.output_type == "error":
+            parts.append("\n".join(o.traceback) + f"\n{o.ename}: {o.evalue}\n")
+        else:
+            parts.append(str(o.get("data", {}).get("text/plain", "")) + "\n")
+    return ANSI.sub("", "".join(parts))
+
+
+def errors(cell: Any) -> list[Any]:
+    return [o for o in cell.get("outputs", []) if o.output_type == "error"]
+
+
+def html(cell: Any) -> str:
+    return "".join(str(o.get("data", {}).get("text/html", "")) for o in cell.get("outputs", [])
+                   if o.output_type in ("display_data", "execute_result"))
+
+
+def stream(cell: Any) -> str:
+    return "".join(o.text for o in cell.get("outputs", []) if o.output_type == "stream")
+
+
+def assert_no_errors(nb: Any) -> None:
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and errors(cell):
+            raise AssertionError(f"cell {i} failed:\n{cell.source}\n---\n{text(cell)}")
