@@ -36,12 +36,12 @@ def watch(wf: nf.Workflow, **opts: Any) -> tuple[RunModel, nf.Run]:
     return model, run
 
 
-def start(wf: nf.Workflow, **opts: Any) -> tuple[RunModel, nf.Run]:
+def start(wf: nf.Workflow, interactive: bool = False, **opts: Any) -> tuple[RunModel, nf.Run]:
     """Start ``wf`` the way a %%workflow cell does (the model sees every event)."""
     from nbflow.notebook.magics import launch
 
     model = RunModel(wf)
-    run = launch(wf, {"cache": False, **opts}, [model])
+    run = launch(wf, {"cache": False, **opts}, [model], interactive=interactive)
     model.run = run
     return model, run
 
@@ -416,3 +416,35 @@ def test_plan_reports_cache_hits_from_the_store() -> None:
     after = plan_bundle(traced(), check=False)["text/plain"]
     assert "Cache: 3 hit" in after and "code and inputs unchanged" in after
     assert "Cache disabled" in plan_bundle(traced(), check=False, cache=False)["text/plain"]
+
+
+def test_background_widget_shows_approval_buttons_that_answer(counting_comm: type[CountingComm]) -> None:
+    from nbflow.notebook.widget import RunWidget
+
+    with nf.Workflow("approve") as wf:
+        answer = nf.approval("Deploy to production?", timeout=30, on_timeout="reject")
+        after = ident(answer)
+    model, run = start(wf, interactive=True)
+    widget = RunWidget(model, run, background=True)
+    deadline = time.monotonic() + 10
+    while not widget.approvals.children and time.monotonic() < deadline:
+        widget.tick()
+        time.sleep(0.01)
+    assert run.interactive_approvals
+    [row] = widget.approvals.children
+    label, approve, reject = row.children
+    assert "Deploy to production?" in label.value
+    # a browser click arrives as this custom message on the button's comm
+    approve._handle_custom_msg({"event": "click"}, [])
+    run.wait()
+    assert run[answer] is True and run[after] is True
+    assert approve.description == "Approved" and approve.disabled and reject.disabled
+
+
+def test_blocking_runs_decide_approvals_by_on_timeout() -> None:
+    with nf.Workflow("approve-blocking") as wf:
+        answer = nf.approval("Deploy?", timeout=30, on_timeout="reject")
+    _model, run = start(wf)  # what a cell without --background does: nobody can click
+    run.wait()
+    assert not run.interactive_approvals
+    assert run[answer] is False

@@ -138,6 +138,13 @@ class Run:
             sagas=workflow.sagas,
             extra_edges=extra,
         )
+        # Can a person answer nf.approval()s of this run (buttons in a background widget)?
+        # Headless by default: on_timeout decides at once.  The notebook room turns this on
+        # for --background runs shown with a widget, before the run's first event.
+        from .constructs import interactive_approvals
+
+        self.interactive_approvals = interactive_approvals()
+        self._sched.interactive = lambda: self.interactive_approvals
         # The result cache (nbflow.store): None when cache=False or no store is usable.
         # Importing the store also attaches its journal to every run.  ``rerun`` forces
         # tasks (and their descendants) to run; ``strict`` fails the run on a corrupt result.

@@ -173,6 +173,7 @@ class Scheduler:
         self.loop_iters: dict[int, int] = {}  # loop node -> iterations started
         self._last_iteration: dict[int, int] = {}  # loop node -> its latest iteration's node
         self.answers: dict[int, Any] = {}  # approval node -> anyio.Event, then the answer
+        self.interactive: Callable[[], bool] = interactive_approvals  # can a person answer?
         self.rollbacks: list[dict[str, Any]] = []  # one entry per saga that rolled back
         self.saga_of: dict[int, Any] = {}
         self._saga_done: dict[str, list[int]] = {}  # saga name -> members in completion order
@@ -816,7 +817,7 @@ class Scheduler:
             self.emit(ev.ApprovalRequested(now, i, ref.key, ref.args[0], opts.get("timeout"),
                                            opts.get("on_timeout", "approve")))
             answer = None
-            if interactive_approvals():
+            if self.interactive():
                 event = self.answers[i] = anyio.Event()
                 with anyio.move_on_after(opts.get("timeout")):
                     await event.wait()

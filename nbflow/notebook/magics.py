@@ -64,11 +64,13 @@ def _run_options(workers: int | None, backend: str, cache: bool, rerun: list[str
 class _Attach:
     """An ``nf.on_run`` factory that attaches subscribers to the run of one workflow."""
 
-    def __init__(self, wf: Workflow, subscribers: list[ev.Subscriber]) -> None:
+    def __init__(self, wf: Workflow, subscribers: list[ev.Subscriber],
+                 interactive: bool = False) -> None:
         from ..engine.events import on_run
 
         self.wf = wf
         self.subscribers = subscribers
+        self.interactive = interactive
         self.run: Run | None = None
         self.ready = threading.Event()
         self.unregister = on_run(self)
@@ -78,15 +80,18 @@ class _Attach:
             return None
         self.run = run
         self.unregister()
+        if self.interactive:  # approvals wait for the widget's buttons (a background run)
+            run.interactive_approvals = True
         for sub in self.subscribers:  # in this order, before the run's first event
             run.subscribe(sub)
         self.ready.set()
         return None
 
 
-def launch(wf: Workflow, opts: dict[str, Any], subscribers: list[ev.Subscriber]) -> Run:
+def launch(wf: Workflow, opts: dict[str, Any], subscribers: list[ev.Subscriber],
+           interactive: bool = False) -> Run:
     """Start ``wf`` with ``subscribers`` attached before its first event."""
-    attach = _Attach(wf, subscribers)  # unregisters itself when the run starts
+    attach = _Attach(wf, subscribers, interactive)  # unregisters itself when the run starts
     try:
         params = inspect.signature(Workflow.start).parameters
         if all(k in params for k in opts):
@@ -195,7 +200,9 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
             if view is not None and args.background:
                 view.finish()
 
-    run = launch(wf, opts, [model, on_finish])
+    # Approvals can be answered only where the kernel is free to receive button clicks: a
+    # background run shown with a widget.  Elsewhere on_timeout decides (batch-runnable).
+    run = launch(wf, opts, [model, on_finish], interactive=args.background and mode == "widget")
     model.run = run
     view = LiveView(model, run, mode, background=args.background)
     view.open()

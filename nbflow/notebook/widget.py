@@ -74,7 +74,15 @@ class RunWidget:
                                         tooltip="Cancel this run", layout=w.Layout(width="120px"))
             self.stop_button.on_click(lambda _b: self.stop())
             top = [w.HBox([self.progress, self.stop_button])]
-        self.root = w.VBox([*top, self.tabs])
+        # Approve/Reject buttons for nf.approval() requests of this run (background runs only)
+        self.approvals = w.VBox([])
+        self._asked: list[Any] = []
+        self._shown: set[str] = set()
+        if background and run is not None:
+            run.subscribe(self._on_event)
+            for e in list(run.events):  # requests made before this view existed
+                self._on_event(e)
+        self.root = w.VBox([*top, self.approvals, self.tabs])
         self.root.add_class("nbflow-widget")
         # channel -> (widget, render function, what makes it stale, minimum seconds between sends)
         self._channels: dict[str, tuple[Any, Any, Any, float]] = {
@@ -138,6 +146,8 @@ class RunWidget:
     def tick(self) -> int:
         """Send at most one update to the front end; returns how many were sent (0 or 1)."""
         now = time.monotonic()
+        if self._asked and len(self._shown) < len(self._asked):
+            return self.show_approvals()
         n = len(self._order)
         for k in range(n):
             name = self._order[(self._turn + k) % n]
@@ -166,6 +176,41 @@ class RunWidget:
         bundle["text/html"] = self.static_html()
         bundle["text/plain"] = render.summary_text(self.model)
         return bundle
+
+    # -- approvals -----------------------------------------------------------------------
+
+    def _on_event(self, event: Any) -> None:
+        """Run-loop thread: remember approval requests; tick() shows them."""
+        # Only where a person can answer: a headless run's approvals are decided at once.
+        if type(event).__name__ == "ApprovalRequested" and getattr(self.run, "interactive_approvals", False):
+            with self._lock:
+                self._asked.append(event)
+
+    def show_approvals(self) -> int:
+        """Add a prompt with Approve/Reject buttons per new request; returns how many."""
+        import ipywidgets as w
+
+        with self._lock:
+            new = [e for e in self._asked if e.key not in self._shown]
+            self._shown.update(e.key for e in new)
+        for e in new:
+            label = w.HTML(f"<b>{render.esc(e.key)}</b>: {render.esc(e.prompt)}")
+            yes = w.Button(description="Approve", button_style="success", layout=w.Layout(width="110px"))
+            no = w.Button(description="Reject", button_style="warning", layout=w.Layout(width="110px"))
+
+            def answer(approved: bool, key: str = e.key, yes: Any = yes, no: Any = no) -> None:
+                if self.run is not None:
+                    self.run.approve(key, approved)
+                for b in (yes, no):
+                    b.disabled = True
+                (yes if approved else no).description = "Approved" if approved else "Rejected"
+
+            yes.on_click(lambda _b, answer=answer: answer(True))
+            no.on_click(lambda _b, answer=answer: answer(False))
+            row = w.HBox([label, yes, no])
+            row.add_class("nbflow-approval")
+            self.approvals.children = (*self.approvals.children, row)
+        return len(new)
 
     # -- control -------------------------------------------------------------------------
 
