@@ -459,25 +459,13 @@ class Run:
     @property
     def tasks(self) -> pd.DataFrame:
         """One row per task: key, task, state, attempts, start, end, duration_s, cached,
-        output_bytes, error (message, or the reason a task was skipped), executor."""
-        import pandas as pd
-
-        df = pd.DataFrame(self._rows(), columns=_COLUMNS)
-        for c in ("start", "end"):
-            df[c] = pd.to_datetime(df[c], unit="s", utc=True)
-        df["output_bytes"] = df["output_bytes"].astype("Int64")
-        return df
+        output_bytes, error (message, or the reason a task was skipped), executor, reason."""
+        return tasks_frame(self._rows())
 
     @property
     def graph(self) -> nx.DiGraph:
         """The run's graph (including nodes added while running), task attributes on nodes."""
-        import networkx as nx
-
-        rows = self._rows()
-        g = nx.DiGraph(run_id=self.id, name=self.name, status=self.status)
-        cols = [c for c in _COLUMNS if c != "key"]
-        for j, key in enumerate(rows["key"]):
-            g.add_node(key, **{c: rows[c][j] for c in cols})
+        g = graph_nodes(self._rows(), run_id=self.id, name=self.name, status=self.status)
         s = self._sched
         nodes = s.nodes if s is not None else self.nodes
         for r in nodes:
@@ -536,3 +524,25 @@ class Run:
 
 _COLUMNS = ["key", "task", "state", "attempts", "start", "end", "duration_s", "cached",
             "output_bytes", "error", "executor", "reason"]
+
+
+def tasks_frame(rows: dict[str, list[Any]]) -> pd.DataFrame:
+    """``run.tasks`` from column lists (shared by live runs and runs loaded from the store)."""
+    import pandas as pd
+
+    df = pd.DataFrame({c: rows[c] for c in _COLUMNS}, columns=_COLUMNS)
+    for c in ("start", "end"):
+        df[c] = pd.to_datetime(df[c], unit="s", utc=True)
+    df["output_bytes"] = df["output_bytes"].astype("Int64")
+    return df
+
+
+def graph_nodes(rows: dict[str, list[Any]], **attrs: Any) -> nx.DiGraph:
+    """A DiGraph with one node per task key carrying the other task columns (edges: caller)."""
+    import networkx as nx
+
+    g = nx.DiGraph(**attrs)
+    cols = [c for c in _COLUMNS if c != "key"]
+    for j, key in enumerate(rows["key"]):
+        g.add_node(key, **{c: rows[c][j] for c in cols})
+    return g

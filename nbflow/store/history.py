@@ -194,25 +194,18 @@ class StoredRun:
     @property
     def tasks(self) -> pd.DataFrame:
         """One row per task, the columns of ``Run.tasks``."""
-        import pandas as pd
+        from ..engine.run import tasks_frame
 
-        df = pd.DataFrame({c: self._load()[c] for c in TASK_COLUMNS}, columns=TASK_COLUMNS)
-        for c in ("start", "end"):
-            df[c] = pd.to_datetime(df[c], unit="s", utc=True)
-        df["output_bytes"] = df["output_bytes"].astype("Int64")
-        return df
+        return tasks_frame(self._load())
 
     @property
     def graph(self) -> nx.DiGraph:
         """The run's graph with the task columns as node attributes."""
-        import networkx as nx
+        from ..engine.run import graph_nodes
 
         rows = self._load()
-        g = nx.DiGraph(run_id=self.id, name=self.name, status=self.status)
-        cols = [c for c in TASK_COLUMNS if c != "key"]
+        g = graph_nodes(rows, run_id=self.id, name=self.name, status=self.status)
         keys = rows["key"]
-        for j, key in enumerate(keys):
-            g.add_node(key, **{c: rows[c][j] for c in cols})
         by_idx = dict(enumerate(keys))
         for idx, deps in (self._deps or {}).items():
             for d in deps:
