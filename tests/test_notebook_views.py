@@ -448,3 +448,20 @@ def test_blocking_runs_decide_approvals_by_on_timeout() -> None:
     run.wait()
     assert not run.interactive_approvals
     assert run[answer] is False
+
+
+def test_check_output_shows_real_findings() -> None:
+    @nf.task(writes=("file:report.csv",))
+    def write_a() -> None:
+        return None
+
+    @nf.task(writes=("file:report.csv",))
+    def write_b() -> None:
+        return None
+
+    with nf.Workflow("conflicting") as wf:
+        write_a()
+        write_b()
+    text = plan_bundle(wf, check=True)["text/plain"]
+    assert "conflict" in text and "write_a-0" in text and "write_b-0" in text
+    assert "file:report.csv" in text

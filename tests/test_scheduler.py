@@ -503,3 +503,25 @@ def test_tasks_table_and_graph_have_the_documented_columns():
     g = run.graph
     assert list(g.edges) == [("payload-0", "payload-1")]
     assert g.nodes["payload-1"]["state"] == "completed" and g.nodes["payload-1"]["output_bytes"] == 20
+
+
+def test_a_stall_ends_the_run_with_an_error_naming_the_waiting_tasks():
+    @nf.task
+    def one():
+        return 1
+
+    @nf.task
+    def two(x):
+        return x + 1
+
+    with nf.Workflow("stall") as wf:
+        two(one())
+    from nbflow.engine.run import Run
+
+    run = Run(wf)
+    run._sched.waiting[1] += 1  # as if a completion were lost: two-0 can never become ready
+    run._start_in_thread()
+    with pytest.raises(nf.StallError, match="two-0"):
+        run.wait()
+    assert run.status == "failed"
+    assert run.tasks.set_index("key").loc["two-0", "state"] == "cancelled"
