@@ -109,7 +109,7 @@ class Ref:
 
     def _misuse(self, what: str) -> RefUsageError:
         return RefUsageError(
-            f"{self.key} is a Ref, a placeholder for a value that exists only once the workflow "
+            f"{self.key} is a Ref, a stand-in for a value that exists only once the workflow "
             f"runs, so it cannot be used {what} while tracing. Pass it to another task instead "
             "(tasks receive real values), or use ref.result() after the run."
         )
