@@ -172,3 +172,17 @@ def test_after_rejects_non_refs_and_self():
 def test_bad_workflow_name():
     with pytest.raises(nf.WorkflowDefinitionError):
         nf.Workflow("")
+
+
+def test_map_over_a_ref_that_is_not_a_list_fails_clearly():
+    @nf.task
+    def number():
+        return 5
+
+    with nf.Workflow("bad-map") as wf:
+        ys = inc.map(number())
+        after = total(ys)
+    run = wf.run(raise_on_error=False)
+    err = run.errors()[ys.key]
+    assert isinstance(err, TypeError) and "needs a list" in str(err) and "int" in str(err)
+    assert run.tasks.set_index("key").loc[after.key, "state"] == "skipped"

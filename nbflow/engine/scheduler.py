@@ -588,16 +588,11 @@ class Scheduler:
         items = self.results[items_ref.index]
         try:
             items = list(items)
-        except TypeError:
-            self.attempts[i] = 1
-            self._failed_attempt(
-                i,
-                TypeError(
-                    f"{ref.key}: map needs a list (or other iterable) from {items_ref.key}, "
-                    f"got {type(items).__name__}"
-                ),
-                0.0,
-            )
+        except TypeError:  # not retried: the same input would fail the same way
+            self._fail(i, TypeError(f"{ref.key}: map needs a list (or other iterable) from "
+                                    f"{items_ref.key}, got {type(items).__name__}"))
+            self._fill()
+            self._check_progress()
             return
         self.attempts[i] = 1
         self.state[i] = RUNNING
