@@ -356,3 +356,19 @@ def test_a_side_returning_a_ref_made_before_the_branch_still_obeys_the_condition
         out2 = nf.branch(True, then=lambda: x, otherwise=lambda: "otherwise")
     run = wf.run()
     assert run[out] == "otherwise" and run[out2] == "x"
+
+
+def test_approvals_can_be_made_interactive_for_scripts_through_on_run():
+    off = nf.on_run(lambda run: setattr(run, "interactive_approvals", True))
+    try:
+        with nf.Workflow("script-approval") as wf:
+            answer = nf.approval("Go?", timeout=30, on_timeout="reject")
+        run = wf.start()
+        deadline = time.monotonic() + 10
+        while not run.pending_approvals and time.monotonic() < deadline:
+            time.sleep(0.01)
+        run.approve(answer, True)
+        run.wait()
+    finally:
+        off()
+    assert run[answer] is True
