@@ -372,3 +372,19 @@ def test_approvals_can_be_made_interactive_for_scripts_through_on_run():
     finally:
         off()
     assert run[answer] is True
+
+
+def test_a_compensable_task_is_not_cached_so_a_rollback_never_undoes_a_cached_effect(tmp_path):
+    effects = []
+
+    @nf.task(compensate=lambda out: effects.append(("undo", out)))
+    def book(x):
+        effects.append(("book", x))
+        return x
+
+    assert book.spec.cache is False
+    for _ in range(2):
+        with nf.Workflow("twice") as wf, nf.saga():
+            ship(book(1))
+        wf.run(raise_on_error=False)
+    assert effects == [("book", 1), ("undo", 1)] * 2  # booked for real each time it is undone

@@ -209,6 +209,10 @@ def _make_spec(fn: Callable[..., Any], base: TaskSpec | None = None, **options: 
     if options.get("compensate") is not None and not callable(options["compensate"]):
         raise WorkflowDefinitionError(f"{what}: compensate must be a function undo(output), got "
                                       f"{type(options['compensate']).__name__}")
+    if options.get("compensate") is not None and "cache" not in options:
+        # A task that can be undone has a side effect: serving it from the cache would skip
+        # the effect, and a rollback would then undo something this run never did.
+        options = {**options, "cache": False}
     for key in ("retry_delay", "retry_max_delay", "retry_jitter", "timeout", "cache", "compensate"):
         if key in options:
             fields[key] = options[key]
