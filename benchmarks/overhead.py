@@ -717,6 +717,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="NBFLOW_HOME for the runs (default: $NBFLOW_HOME or a temporary directory)",
     )
+    p.add_argument(
+        "--journal",
+        choices=("off", "on"),
+        default="off",
+        help="the run store (journal + cache): off (default) measures the scheduler alone, as "
+        "DESIGN's 2x budget does; on measures with the journal (DESIGN's 3x budget, see cache.py)",
+    )
     p.add_argument("--json", dest="json_out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     if args.quick:
@@ -752,6 +759,8 @@ def nbflow_home(store: str | None) -> Iterator[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     run_kwargs: dict[str, Any] = dict(args.nbflow_run_kwargs)
+    if args.journal == "off":
+        os.environ["NBFLOW_STORE"] = "off"  # read by nbflow.store at every run
     with nbflow_home(args.store) as home:
         nbf: NbflowTasks | None = None
         if "nbflow" in args.systems:
@@ -780,6 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "mem_n": args.mem_n if args.memory and nbf is not None else None,
             "nbflow_run_kwargs": {"cache": False, **run_kwargs},
             "nbflow_home": home,
+            "journal": args.journal,
             "statistic": "median over repeats; systems alternated round-robin in one process",
             "gc": "gc.collect() before each sample; collector "
             + ("enabled" if args.gc else "DISABLED (--no-gc)")

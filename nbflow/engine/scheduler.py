@@ -71,6 +71,7 @@ from .state import CANCELLED, COMPLETED, FAILED, PENDING, READY, RETRYING, RUNNI
 
 YIELD_EVERY = 64  # tasks a worker may run back to back before yielding to the event loop
 _frozen_runs = 0
+_thresholds: tuple[int, ...] = gc.get_threshold()
 
 
 @contextlib.contextmanager
@@ -82,15 +83,20 @@ def _graph_out_of_gc() -> Any:
     time at 100k).  ``gc.freeze`` moves what exists now to a permanent generation until
     ``gc.unfreeze``; nothing is leaked, collection of those objects is only deferred.
     """
-    global _frozen_runs
+    global _frozen_runs, _thresholds
     if _frozen_runs == 0:
         gc.freeze()
+        # Fewer, larger young collections while tasks churn through small objects; cyclic
+        # garbage is still collected, just in batches of 20k allocations instead of 700.
+        _thresholds = gc.get_threshold()
+        gc.set_threshold(max(_thresholds[0], 20_000), *_thresholds[1:])
     _frozen_runs += 1
     try:
         yield
     finally:
         _frozen_runs -= 1
         if _frozen_runs == 0:
+            gc.set_threshold(*_thresholds)
             gc.unfreeze()
 
 
