@@ -45,7 +45,7 @@ import comm
 from comm.base_comm import BaseComm
 
 import nbflow as nf
-from nbflow.engine import events as ev
+from nbflow.core import events as ev
 from nbflow.notebook.graphview import GraphView
 from nbflow.notebook.model import RunModel
 from nbflow.notebook.widget import RunWidget

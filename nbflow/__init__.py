@@ -7,34 +7,33 @@ into a graph of ``nf.Ref``; ``wf.run()`` runs it in parallel and returns an ``nf
 from __future__ import annotations
 
 from .check import Finding, check
-from .engine.constructs import (
+from .core.errors import (
     ApprovalTimeout,
+    ConflictWarning,
+    CycleError,
     GatherError,
     LoopLimitError,
-    approval,
-    branch,
-    first,
-    gather,
-    loop,
-    saga,
-)
-from .engine.errors import (
-    CycleError,
     NbflowError,
+    NbflowStoreWarning,
+    NbflowWarning,
     PicklingError,
     RefUsageError,
+    StallError,
+    StoreIntegrityError,
     TaskNotFinished,
     TaskTimeout,
     WorkflowCancelled,
     WorkflowDefinitionError,
     WorkflowFailed,
 )
-from .engine.events import on_run
-from .engine.graph import Ref, Workflow
-from .engine.run import ConflictWarning, Run, last_run
-from .engine.scheduler import StallError
+from .core.events import on_run
+from .core.options import RunOptions
+from .core.ref import Ref
+from .engine.constructs import approval, branch, first, gather, loop, saga
+from .engine.run import Run, last_run
 from .engine.spec import Task, TaskSpec, registry, task
-from .store import NbflowStoreWarning, StoredRun, StoreIntegrityError, gc, load_run, plan, runs
+from .store import StoredRun, gc, load_run, plan, runs
+from .workflow import Workflow
 
 __version__ = "0.1.0"
 
@@ -47,10 +46,12 @@ __all__ = [
     "LoopLimitError",
     "NbflowError",
     "NbflowStoreWarning",
+    "NbflowWarning",
     "PicklingError",
     "Ref",
     "RefUsageError",
     "Run",
+    "RunOptions",
     "StallError",
     "StoreIntegrityError",
     "StoredRun",

@@ -94,7 +94,7 @@ def test_first_run_misses_second_run_hits_everything(code):
     assert all(c for c, _ in states(second).values())
     assert {r for _, r in states(second).values()} == {"code and inputs unchanged"}
     assert second[refs["report"]] == 40
-    events = [e for e in second.events if isinstance(e, nf.engine.events.TaskCompleted)]
+    events = [e for e in second.events if isinstance(e, nf.core.events.TaskCompleted)]
     assert events and all(e.cached for e in events)
 
 

@@ -259,7 +259,7 @@ def oracle_with_branches(wf):
     """Brute force with exclusivity: a node is guarded by a gate when a path of
     non-tolerant nodes leads to it; then/otherwise guarded nodes on one condition never
     both run."""
-    from nbflow.engine.graph import GATE, TOLERANT
+    from nbflow.core.kinds import GATE, TOLERANT
 
     g = digraph(wf)
     keep = g.subgraph([r.index for r in wf.nodes if r.kind not in TOLERANT])

@@ -12,8 +12,8 @@ import pytest
 from conftest import nbflow_threads
 
 import nbflow as nf
-from nbflow.engine import events as ev
-from nbflow.engine.state import TRANSITIONS
+from nbflow.core import events as ev
+from nbflow.core.states import TRANSITIONS
 
 
 def _intervals(run, keys=None):
@@ -518,9 +518,9 @@ def test_a_stall_ends_the_run_with_an_error_naming_the_waiting_tasks():
         two(one())
     from nbflow.engine.run import Run
 
-    run = Run(wf)
+    run = Run(wf, nf.RunOptions())
     run._sched.waiting[1] += 1  # as if a completion were lost: two-0 can never become ready
-    run._start_in_thread()
+    run.start_in_thread()
     with pytest.raises(nf.StallError, match="two-0"):
         run.wait()
     assert run.status == "failed"

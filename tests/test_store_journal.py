@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import nbflow as nf
-from nbflow.engine import events as ev
+from nbflow.core import events as ev
 from nbflow.store import NbflowStoreWarning, StoredError, StoreError, get_store, load_run, runs
 from nbflow.store import journal as journal_mod
 

@@ -20,11 +20,12 @@ components of the part of a graph left over by a cycle.
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
-from ..engine.graph import COLLECT, GATE, TOLERANT, Ref
+from ..core.graphs import find_cycles, successors, topological_order  # noqa: F401  (re-exported)
+from ..core.kinds import COLLECT, GATE, TOLERANT
+from ..core.ref import Ref
 
 
 class NodeLike(Protocol):
@@ -45,99 +46,6 @@ def nodes_of(wf_or_nodes: Any) -> Sequence[NodeLike]:
             f"expected an nf.Workflow or a list of its nodes, got {type(wf_or_nodes).__name__}"
         )
     return nodes
-
-
-def successors(nodes: Sequence[NodeLike]) -> list[list[int]]:
-    """Successor lists from ``.deps``; each list is in ascending node order."""
-    succs: list[list[int]] = [[] for _ in nodes]
-    for node in nodes:
-        for d in node.deps:
-            succs[d].append(node.index)
-    return succs
-
-
-def topological_order(nodes: Sequence[NodeLike], succs: list[list[int]] | None = None) -> list[int] | None:
-    """Kahn's algorithm taking the smallest ready index first; ``None`` if there is a cycle.
-
-    The tie-break makes the order a pure function of the graph, which is what lets
-    :func:`~nbflow.check.serialize.serialize_edges` be deterministic.
-    """
-    if succs is None:
-        succs = successors(nodes)
-    indeg = [len(node.deps) for node in nodes]
-    ready = [i for i, d in enumerate(indeg) if d == 0]  # ascending: already a heap
-    order: list[int] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for s in succs[i]:
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                heapq.heappush(ready, s)
-    return order if len(order) == len(nodes) else None
-
-
-def find_cycles(
-    nodes: Sequence[NodeLike], succs: list[list[int]] | None = None
-) -> list[tuple[list[int], list[int]]]:
-    """One cycle per knot of the graph, as ``(cycle, component)`` pairs.
-
-    A knot is a strongly connected component with more than one node, or a node that waits
-    for itself.  ``cycle`` is the shortest cycle through the component's smallest node,
-    starting there, in dependency order (each node waits for the one before it, the first
-    for the last); ``component`` is every node of the knot, ascending.  Breaking the
-    reported cycle may leave another in the same component; the component tells the
-    reader how far the tangle goes.  Knots are listed by their smallest node.
-    """
-    import networkx as nx
-
-    if succs is None:
-        succs = successors(nodes)
-    # Nodes Kahn's algorithm cannot order are on a cycle or downstream of one.
-    indeg = [len(node.deps) for node in nodes]
-    stack = [i for i, d in enumerate(indeg) if d == 0]
-    while stack:
-        i = stack.pop()
-        for s in succs[i]:
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                stack.append(s)
-    left = [i for i, d in enumerate(indeg) if d > 0]
-    if not left:
-        return []
-    g = nx.DiGraph()
-    g.add_nodes_from(left)
-    g.add_edges_from((i, s) for i in left for s in succs[i] if indeg[s] > 0)
-    out = []
-    for comp in nx.strongly_connected_components(g):
-        start = min(comp)
-        if len(comp) == 1 and start not in succs[start]:
-            continue
-        out.append((_shortest_cycle(start, comp, succs), sorted(comp)))
-    out.sort(key=lambda c: c[1][0])
-    return out
-
-
-def _shortest_cycle(start: int, comp: set[int], succs: list[list[int]]) -> list[int]:
-    """Breadth-first from ``start`` inside ``comp`` until an edge leads back to it."""
-    if start in succs[start]:
-        return [start]
-    parent = {start: start}
-    frontier = [start]
-    while frontier:
-        nxt = []
-        for u in frontier:
-            for v in succs[u]:
-                if v == start:
-                    path = [u]
-                    while path[-1] != start:
-                        path.append(parent[path[-1]])
-                    return path[::-1]
-                if v in comp and v not in parent:
-                    parent[v] = u
-                    nxt.append(v)
-        frontier = nxt
-    raise AssertionError("a strongly connected component always has a cycle")  # pragma: no cover
 
 
 def access(node: NodeLike) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
-from ..engine.graph import COLLECT, CONST, GATE, LOOP, MAP, TASK
-from ..engine.spec import parse_resources
+from ..core.kinds import COLLECT, CONST, GATE, LOOP, MAP, TASK
+from ..core.units import parse_resources
 from .analysis import Conflict, NodeLike, conflicts, find_cycles, nodes_of, successors, topological_order
 from .findings import Finding, Findings, Severity, sort_findings
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.errors import CycleError
+from ..core.errors import CycleError
 from .analysis import conflicts, find_cycles, nodes_of, successors, topological_order
 
 

@@ -21,34 +21,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import NbflowError, WorkflowDefinitionError
+from ..core.errors import ApprovalTimeout, GatherError, LoopLimitError, WorkflowDefinitionError
+from ..core.kinds import APPROVAL, CONST, FIRST, GATE, GATHER, LOOP
+from ..core.ref import Ref
 from .graph import (
-    APPROVAL,
-    CONST,
-    FIRST,
-    GATE,
-    GATHER,
-    LOOP,
-    Ref,
-    Workflow,
+    WorkflowGraph,
     current_workflow,
 )
 from .spec import Task
 
 
-class GatherError(NbflowError):
-    """Fewer inputs of a ``gather`` completed than its ``min_success``."""
-
-
-class LoopLimitError(NbflowError):
-    """A loop ran ``max_iter`` iterations and ``until`` never became true."""
-
-
-class ApprovalTimeout(NbflowError, TimeoutError):
-    """Nobody answered an approval in time and ``on_timeout="fail"``."""
-
-
-def _workflow(what: str) -> Workflow:
+def _workflow(what: str) -> WorkflowGraph:
     wf = current_workflow()
     if wf is None:
         raise WorkflowDefinitionError(
@@ -56,7 +39,7 @@ def _workflow(what: str) -> Workflow:
     return wf
 
 
-def _deps_of(wf: Workflow, values: tuple[Any, ...]) -> list[int]:
+def _deps_of(wf: WorkflowGraph, values: tuple[Any, ...]) -> list[int]:
     deps: list[int] = []
     for v in values:
         if type(v) is Ref:
@@ -66,7 +49,7 @@ def _deps_of(wf: Workflow, values: tuple[Any, ...]) -> list[int]:
     return deps
 
 
-def _as_ref(wf: Workflow, value: Any, name: str, side_start: int) -> Ref:
+def _as_ref(wf: WorkflowGraph, value: Any, name: str, side_start: int) -> Ref:
     """A side's result as a node under the side's gate: a plain value becomes a const node,
     and a Ref made before the side (so not waiting for the gate) is passed through a gated
     ``first`` so that the side's result is skipped when the side is not taken."""

@@ -16,7 +16,9 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from .errors import RefUsageError, WorkflowDefinitionError
+from ..core.errors import RefUsageError, WorkflowDefinitionError
+from ..core.kinds import COLLECT, MAP
+from ..core.ref import Ref, foreign_ref_message
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -24,123 +26,23 @@ if TYPE_CHECKING:
     from .run import Run
     from .spec import Task
 
-# Kinds of node.  A "collect" node has no function: its value is the list of its inputs'
-# values (the fan-in behind ``task.map``).  A "map" node expands at run time into one task
-# per item of its input's value, then collects them.  The control-flow constructs
-# (nbflow.engine.constructs) add: "gate" (one side of a branch: completes or is skipped on
-# its condition), "const" (a plain value inside a branch side), "first" and "gather"
-# (tolerant joins: they wait for every input to end, whatever the outcome), "loop" (grows
-# one iteration at a time), "undo" (a compensation, also tolerant) and "approval".
-TASK, COLLECT, MAP = "task", "collect", "map"
-GATE, CONST, FIRST, GATHER, LOOP, UNDO, APPROVAL = (
-    "gate", "const", "first", "gather", "loop", "undo", "approval")
-TOLERANT = frozenset({FIRST, GATHER, UNDO})
-INLINE = frozenset({COLLECT, GATE, CONST, FIRST, GATHER, LOOP})  # resolved by the scheduler itself
-
 _CONTAINERS = (list, tuple, dict, set, frozenset)
-_current: ContextVar[Workflow | None] = ContextVar("nbflow_workflow", default=None)
+_current: ContextVar[WorkflowGraph | None] = ContextVar("nbflow_workflow", default=None)
 
 
-def current_workflow() -> Workflow | None:
+def current_workflow() -> WorkflowGraph | None:
     """The workflow being traced in this context, if any."""
     return _current.get()
 
 
-class Ref:
-    """A lazy handle on the value a task call will produce.
+_foreign = foreign_ref_message
 
-    Pass it to other tasks (directly or nested in lists, tuples and dicts).  After a run,
-    ``ref.result()`` or ``run[ref]`` gives the value.
+
+class WorkflowGraph:
+    """A traced task graph: ``with wf:`` traces task calls into it.
+
+    ``nf.Workflow`` (:mod:`nbflow.workflow`) is this plus running; the engine only traces.
     """
-
-    __slots__ = ("args", "deps", "index", "key", "kind", "kwargs", "nested", "task", "wf")
-
-    def __init__(
-        self,
-        wf: Workflow,
-        index: int,
-        task: Task | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
-        deps: list[int],
-        key: str,
-        nested: int,
-        kind: str = TASK,
-    ) -> None:
-        self.wf = wf
-        self.index = index
-        self.task = task
-        self.args = args
-        self.kwargs = kwargs
-        self.deps = deps  # indexes of the nodes this one waits for (data and ordering)
-        self.key = key
-        self.nested = nested  # 0: no refs in args, 1: refs at top level, 2: refs nested
-        self.kind = kind
-
-    @property
-    def name(self) -> str:
-        """The task name (``"clean.map"`` for the node that collects a map's results)."""
-        if self.kind == TASK or self.kind == UNDO:
-            return self.task.spec.name  # type: ignore[union-attr]
-        return self.key.rpartition("-")[0]  # "clean.map-0" -> "clean.map", "branch-0" -> "branch"
-
-    def after(self, *refs: Ref) -> Ref:
-        """Also wait for ``refs`` (ordering only: their values are not passed).  Returns self."""
-        for r in refs:
-            if type(r) is not Ref:
-                raise RefUsageError(f"{self.key}.after() takes Refs, got {type(r).__name__}")
-            if r.wf is not self.wf:
-                raise RefUsageError(_foreign(r, self.wf))
-            if r is self:
-                raise WorkflowDefinitionError(f"{self.key}.after({self.key}): a task cannot wait for itself")
-            if r.index not in self.deps:
-                self.deps.append(r.index)
-        return self
-
-    def result(self) -> Any:
-        """The value from the latest run of this ref's workflow."""
-        run = self.wf.last_run
-        if run is None:
-            raise RefUsageError(
-                f"{self.key} has no value yet: the workflow {self.wf.name!r} has not run. "
-                "Call wf.run() first (a %%workflow cell does this for you)."
-            )
-        return run[self]
-
-    def _misuse(self, what: str) -> RefUsageError:
-        return RefUsageError(
-            f"{self.key} is a Ref, a stand-in for a value that exists only once the workflow "
-            f"runs, so it cannot be used {what} while tracing. Pass it to another task instead "
-            "(tasks receive real values), or use ref.result() after the run."
-        )
-
-    def __bool__(self) -> bool:
-        raise self._misuse("as a condition")
-
-    def __iter__(self) -> Any:
-        raise self._misuse("in a loop or unpacking (use task.map to fan out over it)")
-
-    def __len__(self) -> int:
-        raise self._misuse("with len()")
-
-    def __index__(self) -> int:
-        raise self._misuse("as a number")
-
-    __float__ = __int__ = __index__
-
-    def __repr__(self) -> str:
-        return f"<Ref {self.key}>"
-
-
-def _foreign(r: Ref, wf: Workflow) -> str:
-    return (
-        f"{r.key} belongs to workflow {r.wf.name!r}, not to {wf.name!r}; a Ref cannot cross "
-        "workflows. Call the task again inside this workflow, or pass the value (ref.result())."
-    )
-
-
-class Workflow:
-    """A traced task graph.  Use as ``with nf.Workflow("etl") as wf: ...`` then ``wf.run()``."""
 
     def __init__(self, name: str = "workflow") -> None:
         if not isinstance(name, str) or not name:
@@ -156,7 +58,7 @@ class Workflow:
 
     # -- tracing -------------------------------------------------------------------------
 
-    def __enter__(self) -> Workflow:
+    def __enter__(self) -> WorkflowGraph:
         outer = _current.get()
         if outer is not None:
             raise WorkflowDefinitionError(
@@ -268,89 +170,6 @@ class Workflow:
     def _add_collect(self, parts: list[Ref], name: str) -> Ref:
         return self._add_node(COLLECT, name, tuple(parts), [p.index for p in parts], nested=1)
 
-    # -- running -------------------------------------------------------------------------
-
-    def run(
-        self,
-        workers: int | None = None,
-        backend: Any = "local",
-        cache: bool = True,
-        raise_on_error: bool = True,
-        *,
-        continue_on_error: bool = True,
-        resources: dict[str, float | int | str] | None = None,
-        rerun: Any = None,
-        strict: bool = False,
-        on_conflict: str = "warn",
-    ) -> Run:
-        """Run the workflow and block until it ends; see :class:`nbflow.Run`.
-
-        Works in plain scripts and inside a running Jupyter kernel (the run gets its own
-        event loop in a helper thread).  Ctrl-C cancels the run, waits for it to wind
-        down, and re-raises ``KeyboardInterrupt``.  A failed run raises
-        :class:`nbflow.WorkflowFailed` unless ``raise_on_error=False``.
-
-        ``cache=False`` neither reads nor stores results; ``rerun=[task, ...]`` (tasks, task
-        names, keys or Refs) forces those tasks and their descendants to run; ``strict=True``
-        fails the run when a stored result fails its checksum instead of recomputing it.
-
-        Before anything runs, ``nf.check`` verifies the graph: an error (a cycle, a resource
-        demand that can never fit, an unbounded loop) refuses the run with an exception that
-        names it.  Tasks that may overlap while their declared ``reads``/``writes`` conflict
-        give a ``ConflictWarning`` (``on_conflict="warn"``), are ordered so they never overlap
-        (``"serialize"``), or refuse the run (``"error"``).
-        """
-        run = self.start(workers=workers, backend=backend, cache=cache,
-                         continue_on_error=continue_on_error, resources=resources, rerun=rerun, strict=strict,
-                  on_conflict=on_conflict)
-        run.wait(raise_on_error=raise_on_error)
-        return run
-
-    def start(
-        self,
-        workers: int | None = None,
-        backend: Any = "local",
-        cache: bool = True,
-        *,
-        continue_on_error: bool = True,
-        resources: dict[str, float | int | str] | None = None,
-        rerun: Any = None,
-        strict: bool = False,
-        on_conflict: str = "warn",
-    ) -> Run:
-        """Start the run in the background and return its :class:`nbflow.Run` at once."""
-        from .run import Run
-
-        run = Run(self, workers=workers, backend=backend, cache=cache,
-                  continue_on_error=continue_on_error, resources=resources, rerun=rerun, strict=strict,
-                  on_conflict=on_conflict)
-        run._start_in_thread()
-        return run
-
-    async def arun(
-        self,
-        workers: int | None = None,
-        backend: Any = "local",
-        cache: bool = True,
-        raise_on_error: bool = True,
-        *,
-        continue_on_error: bool = True,
-        resources: dict[str, float | int | str] | None = None,
-        rerun: Any = None,
-        strict: bool = False,
-        on_conflict: str = "warn",
-    ) -> Run:
-        """The async twin of :meth:`run`: runs on the caller's event loop."""
-        from .run import Run
-
-        run = Run(self, workers=workers, backend=backend, cache=cache,
-                  continue_on_error=continue_on_error, resources=resources, rerun=rerun, strict=strict,
-                  on_conflict=on_conflict)
-        await run._execute()
-        if raise_on_error:
-            run._raise_for_status()
-        return run
-
     # -- inspection ----------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -370,4 +189,4 @@ class Workflow:
         return g
 
     def __repr__(self) -> str:
-        return f"<nf.Workflow {self.name!r}: {len(self.nodes)} tasks>"
+        return f"<nf.{type(self).__name__} {self.name!r}: {len(self.nodes)} tasks>"

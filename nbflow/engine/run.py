@@ -1,50 +1,51 @@
 """A Run: one execution of a workflow, its control surface and its results.
 
-The Run owns the event stream and the backends; the :mod:`scheduler` does the work.
-``wf.run()`` starts the run on a fresh event loop in a helper thread and waits, which works
-the same in a plain script and inside a Jupyter kernel (whose thread already runs a loop);
-``await wf.arun()`` runs on the caller's loop instead.  Control calls (``cancel``, ``pause``,
-``resume``) are safe from any thread: they are handed to the run's loop.
+The Run owns the event stream and the backends; the :mod:`scheduler` does the work.  It is
+made by the composition point (:mod:`nbflow.workflow`), which has already checked the graph,
+and which hands it the run's result cache (:meth:`Run.attach_cache`) and subscribers: the
+engine itself knows nothing of the store or the checks.  ``Run.start_in_thread`` runs it on a
+fresh event loop in a helper thread (this works the same in a plain script and inside a
+Jupyter kernel, whose thread already runs a loop); ``await run.execute()`` runs it on the
+caller's loop instead.  Control calls (``cancel``, ``pause``, ``resume``) are safe from any
+thread: they are handed to the run's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-import os
 import threading
 import time
 import uuid
-import warnings
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from . import events as ev
-from .backends import AsyncBackend, ThreadBackend
-from .errors import (
-    CycleError,
+from ..core import events as ev
+from ..core.errors import (
     RefUsageError,
     TaskNotFinished,
     WorkflowCancelled,
     WorkflowDefinitionError,
     WorkflowFailed,
 )
-from .graph import APPROVAL, INLINE, MAP, Ref
+from ..core.explain import Explanation, Explanations
+from ..core.frames import COLUMNS, graph_nodes, tasks_frame
+from ..core.kinds import APPROVAL, INLINE, MAP
+from ..core.options import RunOptions
+from ..core.protocols import ResultCache
+from ..core.ref import Ref
+from ..core.states import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
+from .backends import AsyncBackend, ThreadBackend
+from .constructs import interactive_approvals
 from .scheduler import Scheduler
-from .spec import parse_resources
-from .state import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
 
 if TYPE_CHECKING:
     import networkx as nx
     import pandas as pd
 
-    from .graph import Workflow
-
 _last_run: Run | None = None
-
-
-class ConflictWarning(UserWarning):
-    """Tasks that may run concurrently declare conflicting reads/writes (see nf.check)."""
 
 
 def last_run() -> Run | None:
@@ -57,58 +58,30 @@ def _new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-def _physical_memory() -> float:
-    try:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return math.inf
-
-
-def _backend_kind(backend: Any) -> str:
-    if backend in ("local", "process", "dask"):
-        return backend
-    if isinstance(backend, str) and "://" in backend:
-        return "dask"
-    try:
-        from distributed import Client
-    except ImportError:
-        Client = None  # noqa: N806
-    if Client is not None and isinstance(backend, Client):
-        return "dask"
-    raise WorkflowDefinitionError(
-        f"unknown backend {backend!r}: use 'local', 'process', 'dask', a scheduler address such "
-        "as 'tcp://host:8786', or a distributed.Client"
-    )
-
-
 class Run:
     """One execution of a workflow.  See the README for the full surface."""
 
     def __init__(
         self,
-        workflow: Workflow,
+        workflow: Any,
+        options: RunOptions,
         *,
-        workers: int | None = None,
-        backend: Any = "local",
-        cache: bool = True,
-        continue_on_error: bool = True,
-        resources: dict[str, Any] | None = None,
-        rerun: Any = None,
-        strict: bool = False,
-        on_conflict: str = "warn",
+        findings: Sequence[Any] = (),
+        extra_edges: Sequence[tuple[int, int]] = (),
     ) -> None:
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise WorkflowDefinitionError(f"workers must be a whole number >= 1 (or None), got {workers!r}")
         self.id = _new_run_id()
         self.workflow = workflow
-        self.name = workflow.name
-        self.workers = workers
-        self.backend = backend
-        self.backend_kind = _backend_kind(backend)
-        self.cache = cache
-        self.continue_on_error = continue_on_error
-        self.capacity = {"memory": _physical_memory(), "cpu": float(os.cpu_count() or 1)}
-        self.capacity.update(parse_resources(resources, what="run"))
+        self.name: str = workflow.name
+        self.options = options
+        # (the options, also one by one, as a Run has always shown them)
+        self.workers = options.workers
+        self.backend = options.backend
+        self.backend_kind = options.backend_kind
+        self.cache = options.cache
+        self.continue_on_error = options.continue_on_error
+        self.rerun = options.rerun
+        self.strict = options.strict
+        self.capacity = dict(options.capacity)
         self.status = "pending"
         self.started_at: float = math.nan
         self.finished_at: float = math.nan
@@ -116,43 +89,29 @@ class Run:
         self.stream = ev.EventStream([self.events.append])
         self.error: BaseException | None = None  # an error of the run itself (not of a task)
         self.nodes: list[Ref] = list(workflow.nodes)
-        # Building the scheduler validates the graph (cycles, executors, resource demands):
-        # a workflow that cannot run is refused here, in the caller's thread, before a run
+        self.findings = findings
+        self.serialized_edges = [(self.nodes[a].key, self.nodes[b].key) for a, b in extra_edges]
+        # Building the scheduler validates the graph (executors, resource demands): a
+        # workflow that cannot run is refused here, in the caller's thread, before a run
         # exists anywhere.
         self.backends = self._make_backends()
-        self.findings = self._check(on_conflict)
-        extra = []
-        if on_conflict == "serialize":
-            from ..check import serialize_edges
-
-            extra = serialize_edges(self.nodes)
-        self.serialized_edges = [(self.nodes[a].key, self.nodes[b].key) for a, b in extra]
         self._sched: Scheduler = Scheduler(
             self.nodes,
             backends=self.backends,
             executor_of=self._executor_of,
-            workers=workers,
+            workers=options.workers,
             capacity=self.capacity,
-            continue_on_error=continue_on_error,
+            continue_on_error=options.continue_on_error,
             emit=self.stream.emit,
             sagas=workflow.sagas,
-            extra_edges=extra,
+            extra_edges=list(extra_edges),
         )
         # Can a person answer nf.approval()s of this run (buttons in a background widget)?
         # Headless by default: on_timeout decides at once.  The notebook room turns this on
         # for --background runs shown with a widget, before the run's first event.
-        from .constructs import interactive_approvals
-
         self.interactive_approvals = interactive_approvals()
         self._sched.interactive = lambda: self.interactive_approvals
-        # The result cache (nbflow.store): None when cache=False or no store is usable.
-        # Importing the store also attaches its journal to every run.  ``rerun`` forces
-        # tasks (and their descendants) to run; ``strict`` fails the run on a corrupt result.
-        self.rerun = rerun
-        self.strict = strict
-        from ..store.hooks import run_cache
-
-        self._cache = self._sched.cache = run_cache(self)
+        self.result_cache: ResultCache | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scope: Any = None
         self._cancel_requested = False
@@ -163,50 +122,32 @@ class Run:
         _last_run = self
         workflow.last_run = self
 
+    def attach_cache(self, cache: ResultCache | None) -> None:
+        """Give the run its result cache (before it starts); None runs without one."""
+        self.result_cache = cache
+        self._sched.cache = cache
+        if cache is not None:
+            cache.bind(self._sched)
+
     # -- execution -----------------------------------------------------------------------
 
     def subscribe(self, fn: ev.Subscriber) -> Any:
         """Receive every event of this run (call before it starts to see them all)."""
         return self.stream.subscribe(fn)
 
-    def _start_in_thread(self) -> None:
+    def start_in_thread(self) -> None:
+        """Run on a fresh event loop in a helper thread; :meth:`wait` blocks until the end."""
         def main() -> None:
             import anyio
 
             try:
-                anyio.run(self._execute, backend="asyncio")
+                anyio.run(self.execute, backend="asyncio")
             except BaseException as e:  # recorded; wait() raises it in the caller's thread
                 if self.error is None:
                     self.error = e
 
         self._thread = threading.Thread(target=main, name=f"nbflow-run-{self.id}", daemon=True)
         self._thread.start()
-
-    def _check(self, on_conflict: str) -> Any:
-        """Static verification before anything runs: errors refuse the run (this is not a
-        WorkflowFailed: no run happened); conflicts warn, serialise or refuse."""
-        from ..check import check, format_findings
-
-        if on_conflict not in ("warn", "serialize", "error"):
-            raise WorkflowDefinitionError(
-                f"on_conflict must be 'warn', 'serialize' or 'error', got {on_conflict!r}")
-        findings = check(self.nodes, resources=self.capacity,
-                         conflict_severity="error" if on_conflict == "error" else "warning")
-        errors = findings.errors
-        if errors:
-            cycle = next((f for f in errors if f.code == "cycle"), None)
-            if cycle is not None:
-                raise CycleError(list(cycle.tasks))
-            raise WorkflowDefinitionError(
-                f"workflow {self.name!r} cannot run; nf.check found:\n{format_findings(errors)}")
-        conflicts = [f for f in findings if f.code in ("conflict", "map-conflict")]
-        if conflicts and on_conflict == "warn":
-            warnings.warn(
-                f"nbflow: {len(conflicts)} read/write conflict(s) between tasks that may run at "
-                f"the same time, e.g. {conflicts[0].message} Run with on_conflict='serialize' to "
-                "order them, or see nf.check(wf).",
-                ConflictWarning, stacklevel=4)
-        return findings
 
     def _executor_of(self, ref: Ref) -> str:
         if ref.kind == MAP or ref.kind == APPROVAL or ref.kind in INLINE:
@@ -241,7 +182,8 @@ class Run:
             self.capacity["executor:dask"] = math.inf  # known once connected
         return backends
 
-    async def _execute(self) -> None:
+    async def execute(self) -> None:
+        """Run to the end on the current event loop."""
         import anyio
 
         self._loop = asyncio.get_running_loop()
@@ -268,9 +210,9 @@ class Run:
                 await sched.run()
             if scope.cancelled_caught or (sched.first_failure is not None and not self.continue_on_error):
                 sched.finish_cancelled()
-            if sched.stall is not None:
+            if sched.stall is not None or sched.error is not None:
                 sched.finish_cancelled()
-                self.error = sched.stall
+                self.error = sched.error or sched.stall
         except BaseException as e:
             sched.finish_cancelled()
             if not isinstance(e, anyio.get_cancelled_exc_class()) and self.error is None:
@@ -283,9 +225,14 @@ class Run:
                 for b in backends.values():
                     if b is not None:
                         await b.aclose(self._cancel_requested)
+            if self.result_cache is not None:
+                with contextlib.suppress(Exception):
+                    self.result_cache.close()
             self.finished_at = time.time()
             self.status = self._final_status()
-            emit(ev.RunFinished(self.finished_at, self.id, self.status, time.perf_counter() - t0))
+            err = self.error
+            emit(ev.RunFinished(self.finished_at, self.id, self.status, time.perf_counter() - t0,
+                                f"{type(err).__name__}: {err}" if err is not None else None))
             self._done.set()
 
     def _final_status(self) -> str:
@@ -367,10 +314,12 @@ class Run:
         if self._thread is not None:
             self._thread.join()
         if raise_on_error:
-            self._raise_for_status()
+            self.raise_for_status()
         return self
 
-    def _raise_for_status(self) -> None:
+    def raise_for_status(self) -> None:
+        """Raise :class:`WorkflowFailed` / :class:`WorkflowCancelled` (or the run's own error)
+        if the run did not complete."""
         if self.status == CANCELLED:
             raise WorkflowCancelled(self)
         if self.error is not None:
@@ -380,7 +329,23 @@ class Run:
             unhandled = s.unhandled_failures()
             i = unhandled[0] if unhandled else s.first_failure
             err = s.errors.get(i) if i is not None else None
-            raise WorkflowFailed(self, s.nodes[i].key if i is not None else None, err) from err
+            key = s.nodes[i].key if i is not None else None
+            raise WorkflowFailed(self, key, self._failure_message(key, err)) from err
+
+    def _failure_message(self, key: str | None, err: BaseException | None) -> str:
+        if err is None:
+            msg = f"workflow {self.name!r} (run {self.id}) failed"
+        else:
+            msg = (f"workflow {self.name!r} (run {self.id}) failed: task {key!r} raised "
+                   f"{type(err).__name__}: {err}")
+        failed = self.count(FAILED)
+        if failed > 1:
+            msg += f" ({failed} tasks failed; see run.tasks)"
+        for rb in self.rollbacks:
+            msg += (f"; saga {rb['saga']} rolled back: compensated {rb['compensated'] or 'nothing'}"
+                    + (f", compensation failed for {rb['compensation_failed']}"
+                       if rb["compensation_failed"] else ""))
+        return msg
 
     # -- results -------------------------------------------------------------------------
 
@@ -432,9 +397,9 @@ class Run:
     def _rows(self) -> dict[str, list[Any]]:
         s = self._sched
         if s is None:
-            return {c: [] for c in _COLUMNS}
+            return {c: [] for c in COLUMNS}
         n = len(s.nodes)
-        cache = self._cache
+        cache = self.result_cache
         errors = [None] * n
         for i, e in s.errors.items():
             errors[i] = f"{type(e).__name__}: {e}"
@@ -448,11 +413,11 @@ class Run:
             "start": list(s.start),
             "end": list(s.end),
             "duration_s": list(s.duration),
-            "cached": cache.cached_column(n) if cache is not None else [False] * n,
+            "cached": [cache.cached(i) for i in range(n)] if cache is not None else [False] * n,
             "output_bytes": list(s.output_bytes),
             "error": errors,
             "executor": [e or "inline" for e in s.executor],
-            "reason": cache.reason_column(n) if cache is not None
+            "reason": [cache.info(i)[0] for i in range(n)] if cache is not None
             else ["cache off" if r.kind not in INLINE and r.kind != MAP else None for r in s.nodes],
         }
 
@@ -475,13 +440,37 @@ class Run:
             g.add_edge(nodes[a].key, nodes[b].key, serialized=True)
         return g
 
-    def explain(self, what: Any) -> Any:
+    def explain(self, what: Any) -> Explanation | Explanations:
         """Why a task ran or was served from the cache, with the fingerprint parts that
         differ from what was stored before.  ``what``: a Ref, a task key, a task name or a
-        Task (a name matching several tasks explains each).  See nbflow.store.cache."""
-        from ..store.cache import explain
-
-        return explain(self, what)
+        Task (a name matching several tasks gives :class:`Explanations`, one per task)."""
+        nodes = self._sched.nodes
+        if type(what) is Ref:
+            if what.wf is not self.workflow:
+                raise KeyError(f"{what.key} belongs to workflow {what.wf.name!r}, not to this run's")
+            targets = [what.index]
+        else:
+            spec = getattr(what, "spec", None)
+            name = spec.name if spec is not None else what
+            if not isinstance(name, str):
+                raise TypeError(f"explain takes a Ref, a task key, a task name or a Task, not {what!r}")
+            targets = [r.index for r in nodes if r.key == name]
+            if not targets:
+                targets = [r.index for r in nodes if r.task is not None and r.task.spec.name == name
+                           and r.kind != MAP]
+            if not targets:
+                raise KeyError(f"no task or task key {name!r} in run {self.id}")
+        cache = self.result_cache
+        out = []
+        for i in targets:
+            if cache is not None:
+                out.append(cache.explain(i))
+            else:
+                why = "wf.run(cache=False)" if not self.cache else "no usable store (see the warning)"
+                r = nodes[i]
+                out.append(Explanation(r.key, r.name, False, "cache off", [],
+                                       f"{r.key}: ran: cache off ({why})"))
+        return out[0] if len(out) == 1 else Explanations(out)
 
     @property
     def rollbacks(self) -> list[dict[str, Any]]:
@@ -520,29 +509,3 @@ class Run:
     def __repr__(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         return f"<nf.Run {self.id} {self.name!r} {self.status}: {counts}>"
-
-
-_COLUMNS = ["key", "task", "state", "attempts", "start", "end", "duration_s", "cached",
-            "output_bytes", "error", "executor", "reason"]
-
-
-def tasks_frame(rows: dict[str, list[Any]]) -> pd.DataFrame:
-    """``run.tasks`` from column lists (shared by live runs and runs loaded from the store)."""
-    import pandas as pd
-
-    df = pd.DataFrame({c: rows[c] for c in _COLUMNS}, columns=_COLUMNS)
-    for c in ("start", "end"):
-        df[c] = pd.to_datetime(df[c], unit="s", utc=True)
-    df["output_bytes"] = df["output_bytes"].astype("Int64")
-    return df
-
-
-def graph_nodes(rows: dict[str, list[Any]], **attrs: Any) -> nx.DiGraph:
-    """A DiGraph with one node per task key carrying the other task columns (edges: caller)."""
-    import networkx as nx
-
-    g = nx.DiGraph(**attrs)
-    cols = [c for c in _COLUMNS if c != "key"]
-    for j, key in enumerate(rows["key"]):
-        g.add_node(key, **{c: rows[c][j] for c in cols})
-    return g

@@ -43,15 +43,25 @@ import heapq
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 
-from . import events as ev
-from .constructs import ApprovalTimeout, GatherError, LoopLimitError, interactive_approvals
-from .errors import CycleError, NbflowError, TaskTimeout, WorkflowDefinitionError
-from .graph import (
+from ..core import events as ev
+from ..core.errors import (
+    ApprovalTimeout,
+    CycleError,
+    GatherError,
+    LoopLimitError,
+    NbflowStoreWarning,
+    StallError,
+    StoreIntegrityError,
+    TaskTimeout,
+    WorkflowDefinitionError,
+)
+from ..core.kinds import (
     APPROVAL,
     COLLECT,
     CONST,
@@ -64,10 +74,12 @@ from .graph import (
     TASK,
     TOLERANT,
     UNDO,
-    Ref,
 )
+from ..core.protocols import ResultCache
+from ..core.ref import Ref
+from ..core.states import CANCELLED, COMPLETED, FAILED, PENDING, READY, RETRYING, RUNNING, SKIPPED
+from .constructs import interactive_approvals
 from .priority import longest_remaining_path
-from .state import CANCELLED, COMPLETED, FAILED, PENDING, READY, RETRYING, RUNNING, SKIPPED
 
 YIELD_EVERY = 64  # tasks a worker may run back to back before yielding to the event loop
 _frozen_runs = 0
@@ -99,9 +111,6 @@ def _graph_out_of_gc() -> Any:
             gc.set_threshold(*_thresholds)
             gc.unfreeze()
 
-
-class StallError(NbflowError, RuntimeError):
-    """Nodes are waiting but nothing can make progress (a deadlock)."""
 
 
 class _Class:
@@ -174,8 +183,9 @@ class Scheduler:
         self.paused = False
         self.first_failure: int | None = None
         self.stall: StallError | None = None
+        self.error: BaseException | None = None  # an error of the run itself (abort())
         self.tg: Any = None
-        self.cache: Any = None  # the run's result cache (nbflow.store.cache.RunCache), if any
+        self.cache: ResultCache | None = None  # the run's result cache (from the store), if any
         self.loop_iters: dict[int, int] = {}  # loop node -> iterations started
         self._last_iteration: dict[int, int] = {}  # loop node -> its latest iteration's node
         self.answers: dict[int, Any] = {}  # approval node -> anyio.Event, then the answer
@@ -273,7 +283,7 @@ class Scheduler:
                 if s == RUNNING:
                     self.end[i] = now
                 self.open -= 1
-                self.emit(ev.TaskCancelled(now, i, self.nodes[i].key))
+                self.emit(ev.TaskCancelled(now, i, self.nodes[i].key, self.attempts[i]))
 
     # -- ready set and workers -----------------------------------------------------------
 
@@ -386,7 +396,16 @@ class Scheduler:
         cache = self.cache
         if cache is not None and self.attempts[i] == 0:  # store hook: a stored result for this key?
             t0 = time.perf_counter()
-            hit = await cache.lookup(i)
+            try:
+                hit = await cache.lookup(i)
+            except StoreIntegrityError as e:  # strict=True and a damaged stored result
+                self._release(i)
+                self.abort(e)
+                await anyio.lowlevel.checkpoint()  # the cancellation is raised right here
+                return
+            except Exception as e:
+                self._cache_broke(e)
+                hit = None
             if hit is not None:
                 self.state[i] = RUNNING
                 self.start[i] = now = time.time()
@@ -421,15 +440,18 @@ class Scheduler:
             self.end[i] = time.time()
             self.duration[i] = time.perf_counter() - t0
             self.open -= 1
-            self.emit(ev.TaskCancelled(self.end[i], i, ref.key))
+            self.emit(ev.TaskCancelled(self.end[i], i, ref.key, self.attempts[i]))
             raise
         except Exception as e:  # the task's own error (or its timeout)
             self._release(i)
             self._failed_attempt(i, e, time.perf_counter() - t0)
             return
         duration = time.perf_counter() - t0
-        if cache is not None:  # store hook: hash the value, store it if cacheable
-            size = await cache.commit(i, value, size)
+        if cache is not None and self.cache is not None:  # store hook: hash, store if cacheable
+            try:
+                size = await cache.commit(i, value, size)
+            except Exception as e:
+                self._cache_broke(e)
         self._release(i)
         self._complete(i, value, duration, size)
 
@@ -477,7 +499,14 @@ class Scheduler:
         self.open -= 1
         if self.saga_of and i in self.saga_of:
             self._member_ended(i)
-        self.emit(ev.TaskCompleted(now, i, self.nodes[i].key, self.attempts[i], duration, size, cached))
+        node = self.nodes[i]
+        cache = self.cache
+        if cache is None:
+            reason, key, blob = ("cache off" if node.kind == TASK else None), None, None
+        else:
+            reason, key, blob = cache.info(i)
+        self.emit(ev.TaskCompleted(now, i, node.key, self.attempts[i], duration, size, cached,
+                                   reason, key, blob))
         waiting = self.waiting
         state = self.state
         for s in self.succs[i]:
@@ -498,7 +527,7 @@ class Scheduler:
         if self.attempts[i] <= spec.retries:
             delay = spec.backoff(self.attempts[i], self.rand.random())
             self.state[i] = RETRYING
-            self.emit(ev.TaskRetrying(now, i, ref.key, self.attempts[i], delay, error))
+            self.emit(ev.TaskRetrying(now, i, ref.key, self.attempts[i], delay, error, self._reason(i)))
             self.timers += 1
             self.tg.start_soon(self._retry_after, i, delay)
             self._fill()
@@ -520,7 +549,7 @@ class Scheduler:
         self.open -= 1
         if self.first_failure is None:
             self.first_failure = i
-        self.emit(ev.TaskFailed(now, i, ref.key, self.attempts[i], duration, error))
+        self.emit(ev.TaskFailed(now, i, ref.key, self.attempts[i], duration, error, self._reason(i)))
         if not self.continue_on_error:
             self.tg.cancel_scope.cancel()
             return
@@ -535,6 +564,29 @@ class Scheduler:
         self.open -= 1
         self.emit(ev.TaskSkipped(time.time(), i, self.nodes[i].key, reason))
         self._propagate_end(i, reason)
+
+    def _reason(self, i: int) -> str | None:
+        """Why node ``i`` ran (what its events carry)."""
+        cache = self.cache
+        return "cache off" if cache is None else cache.info(i)[0]
+
+    def abort(self, error: BaseException) -> None:
+        """End the run with ``error`` (an error of the run, not of a task): stop everything."""
+        if self.error is None:
+            self.error = error
+        self.tg.cancel_scope.cancel()
+
+    def _cache_broke(self, error: Exception) -> None:
+        """The store failed while the run was using it: go on without cache (said once)."""
+        if self.cache is None:
+            return
+        cache, self.cache = self.cache, None
+        warnings.warn(
+            f"nbflow: the run store failed ({type(error).__name__}: {error}); this run goes on "
+            "without the cache. Check the store directory (nbflow runs shows where it is).",
+            NbflowStoreWarning, stacklevel=2)
+        with contextlib.suppress(Exception):
+            cache.close()
 
     def unhandled_failures(self) -> list[int]:
         """Failed nodes whose failure was not absorbed by a ``gather`` that completed."""
@@ -617,7 +669,8 @@ class Scheduler:
         ref_collect = Ref(ref.wf, i, None, tuple(self.nodes[first:]), None, list(range(first, first + n)),
                           ref.key, 1, COLLECT)
         self.nodes[i] = ref_collect
-        self.emit(ev.TasksAdded(now, ref.key, keys, list(range(first, first + n))))
+        self.emit(ev.TasksAdded(now, ref.key, keys, list(range(first, first + n)),
+                                self.nodes[first:first + n], i))
         if n == 0:
             self._make_ready(i)
             self._fill()
@@ -748,7 +801,7 @@ class Scheduler:
         child = self._append_node(ref, ref.task, (value,), None, [], f"{ref.key}[{n}]", [i], TASK)
         self._last_iteration[i] = child.index
         self.waiting[i] = 1
-        self.emit(ev.TasksAdded(time.time(), ref.key, [child.key], [child.index]))
+        self.emit(ev.TasksAdded(time.time(), ref.key, [child.key], [child.index], [child], i))
         self._make_ready(child.index)
         self._fill()
 
@@ -789,7 +842,7 @@ class Scheduler:
             node = self._append_node(member, undo_task, (self.results[m],), None, prev,
                                      f"{member.key}.undo", [], UNDO)
             info["undo"].append((member.key, node.index))
-            self.emit(ev.TasksAdded(time.time(), member.key, [node.key], [node.index]))
+            self.emit(ev.TasksAdded(time.time(), member.key, [node.key], [node.index], [node], m))
             prev = [node.index]
             first_undo = node.index if first_undo is None else first_undo
         self.rollbacks.append(info)

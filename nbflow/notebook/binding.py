@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..engine.errors import TaskNotFinished
-from ..engine.graph import Ref
+from ..core.errors import TaskNotFinished
+from ..core.ref import Ref
 
 if TYPE_CHECKING:
-    from ..engine.graph import Workflow
     from ..engine.run import Run
+    from ..workflow import Workflow
 
 _MISSING = object()
 _CONTAINERS = (list, tuple, dict)

@@ -19,7 +19,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ..engine import events as ev
+from ..core import events as ev
 from . import render
 from .graphview import GraphView
 from .model import RunModel

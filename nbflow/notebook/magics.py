@@ -31,9 +31,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ..engine import events as ev
-from ..engine.errors import NbflowError, WorkflowCancelled, WorkflowFailed
-from ..engine.graph import Workflow
+from ..core import events as ev
+from ..core.errors import NbflowError, WorkflowCancelled, WorkflowFailed
+from ..workflow import Workflow
 from . import binding, session
 from .frontend import frontend_mode
 from .live import LiveView
@@ -66,7 +66,7 @@ class _Attach:
 
     def __init__(self, wf: Workflow, subscribers: list[ev.Subscriber],
                  interactive: bool = False) -> None:
-        from ..engine.events import on_run
+        from ..core.events import on_run
 
         self.wf = wf
         self.subscribers = subscribers

@@ -15,14 +15,15 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..engine import events as ev
+from ..core import events as ev
+from ..core import states
 
 if TYPE_CHECKING:
-    from ..engine.graph import Workflow
     from ..engine.run import Run
+    from ..workflow import Workflow
 
-STATES = ("pending", "ready", "running", "retrying", "completed", "failed", "skipped", "cancelled")
-DONE_STATES = frozenset({"completed", "failed", "skipped", "cancelled"})
+STATES = states.ALL
+DONE_STATES = states.TERMINAL
 
 
 class RunModel:
@@ -60,13 +61,11 @@ class RunModel:
         self.finished = threading.Event()
         self._index = {k: i for i, k in enumerate(self.keys)}
         self._handlers = {
-            ev.TaskReady: self._ready,
             ev.TaskStarted: self._started,
             ev.TaskRetrying: self._retrying,
             ev.TaskCompleted: self._completed,
             ev.TaskFailed: self._failed,
             ev.TaskSkipped: self._skipped,
-            ev.TaskCancelled: self._cancelled,
             ev.TasksAdded: self._added,
             ev.RunStarted: self._run_started,
             ev.RunFinished: self._run_finished,
@@ -78,9 +77,13 @@ class RunModel:
     # -- the subscriber --------------------------------------------------------------------
 
     def __call__(self, event: ev.Event) -> None:
+        state = event.state  # the state a task event means (declared by its class)
+        if state is not None:
+            self._move(event.index, state)  # type: ignore[attr-defined]
         handler = self._handlers.get(type(event))
         if handler is not None:
             handler(event)
+        if state is not None or handler is not None:
             self.version += 1
 
     def _move(self, i: int, new: str) -> None:
@@ -92,22 +95,16 @@ class RunModel:
         counts[new] = counts.get(new, 0) + 1
         self.state[i] = new
 
-    def _ready(self, e: ev.TaskReady) -> None:
-        self._move(e.index, "ready")
-
     def _started(self, e: ev.TaskStarted) -> None:
-        self._move(e.index, "running")
         self.attempts[e.index] = e.attempt
         self.start[e.index] = e.time
 
     def _retrying(self, e: ev.TaskRetrying) -> None:
-        self._move(e.index, "retrying")
         self.retries += 1
         self.retry_errors[e.index] = e.error
 
     def _completed(self, e: ev.TaskCompleted) -> None:
         i = e.index
-        self._move(i, "completed")
         self.duration[i] = e.duration_s
         self.output_bytes[i] = e.output_bytes
         self.cached[i] = e.cached
@@ -115,16 +112,11 @@ class RunModel:
             self.attempts[i] = e.attempt
 
     def _failed(self, e: ev.TaskFailed) -> None:
-        self._move(e.index, "failed")
         self.duration[e.index] = e.duration_s
         self.errors[e.index] = e.error
 
     def _skipped(self, e: ev.TaskSkipped) -> None:
-        self._move(e.index, "skipped")
         self.reasons[e.index] = e.reason
-
-    def _cancelled(self, e: ev.TaskCancelled) -> None:
-        self._move(e.index, "cancelled")
 
     def _added(self, e: ev.TasksAdded) -> None:
         parent = self._index.get(e.parent)

@@ -20,7 +20,7 @@ from .graphview import GraphView
 from .model import RunModel
 
 if TYPE_CHECKING:
-    from ..engine.graph import Workflow
+    from ..workflow import Workflow
 
 NO_STORE = ("Cache hits and misses: unknown. Cache information needs the run store (nbflow.store), "
             "which this installation does not have yet; every task would run.")

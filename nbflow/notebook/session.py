@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..engine import events as ev
+from ..core import events as ev
 
 if TYPE_CHECKING:
     from ..engine.run import Run
@@ -59,7 +59,7 @@ def install() -> None:
     """Start recording runs (idempotent)."""
     global _unregister
     if _unregister is None:
-        from ..engine.events import on_run
+        from ..core.events import on_run
 
         _unregister = on_run(_factory)
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import networkx as nx
 
+from ..core.errors import WfFormatError
+
 __all__ = [
     "IndexedGraph",
     "Trace",
@@ -46,9 +48,6 @@ __all__ = [
     "parse_trace",
 ]
 
-
-class WfFormatError(ValueError):
-    """A file is not a usable WfFormat trace; the message names the file and the problem."""
 
 
 def category_of(name: str) -> str:

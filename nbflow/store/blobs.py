@@ -24,19 +24,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..core.errors import BlobCorrupt, BlobError, BlobMissing
 from . import hashing
-
-
-class BlobError(Exception):
-    """A stored result cannot be read back."""
-
-
-class BlobMissing(BlobError, LookupError):
-    """The file of a stored result is gone (removed by gc, or by hand)."""
-
-
-class BlobCorrupt(BlobError, ValueError):
-    """The bytes of a stored result do not match its checksum."""
 
 
 class BlobStore:

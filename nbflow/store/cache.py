@@ -32,22 +32,22 @@ import json
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 
-from ..engine.backends.base import cheap_size
-from ..engine.errors import NbflowError, WorkflowDefinitionError
-from ..engine.graph import COLLECT, MAP, TASK, UNDO, Ref
+from ..core.errors import NbflowStoreWarning, StoreIntegrityError, WorkflowDefinitionError
+from ..core.explain import Explanation
+from ..core.graphs import topological_order
+from ..core.kinds import COLLECT, MAP, TASK, UNDO
+from ..core.protocols import RunView
+from ..core.ref import Ref
+from ..core.sizes import cheap_size
 from . import hashing, serialize
 from .blobs import BlobCorrupt, BlobMissing
 from .fingerprint import CodeFingerprint, code_fingerprint, diff_parts
 from .journal import dumps
-from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, NbflowStoreWarning, Store
-
-if TYPE_CHECKING:
-    from ..engine.run import Run
-    from ..engine.scheduler import Scheduler
+from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, Store
 
 KEY_FORMAT = "k1"  # bump to make every existing key miss (a change in how keys are built)
 # TaskSpec fields that change a task's result, and so belong in its key.  No option of
@@ -56,9 +56,6 @@ KEY_FORMAT = "k1"  # bump to make every existing key miss (a change in how keys 
 RESULT_OPTIONS = ("version",)
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
-
-class StoreIntegrityError(NbflowError):
-    """A stored result failed its checksum and the run was started with ``strict=True``."""
 
 
 class _Prev(NamedTuple):
@@ -88,14 +85,22 @@ class NodeCache:
 
 
 class RunCache:
-    """The cache hooks of one run (created by the Run, called by its Scheduler)."""
+    """The result cache of one run (``nbflow.core.protocols.ResultCache``).
 
-    def __init__(self, store: Store, run: Run) -> None:
+    Made by the composition point for a run (``run_id``, the workflow's name and graph), bound
+    to the run's scheduler state (:meth:`bind`), then asked by the engine before each task
+    runs (:meth:`lookup`) and told after it succeeded (:meth:`commit`).
+    """
+
+    def __init__(self, store: Store, *, run_id: str, workflow: Any, strict: bool = False,
+                 rerun: Any = None) -> None:
         self.store = store
-        self.run = run
-        self.strict = bool(getattr(run, "strict", False))
-        self.workflow = run.name
-        self.sched: Scheduler | None = None
+        self.run_id = run_id
+        self.graph = workflow  # the traced workflow (to tell its Refs from others')
+        self.strict = strict
+        self.rerun = rerun
+        self.workflow = workflow.name
+        self.sched: RunView | None = None
         self.nodes: dict[int, NodeCache] = {}
         self.digests: dict[int, str | None] = {}
         self.unhashable: dict[int, str] = {}
@@ -116,17 +121,17 @@ class RunCache:
 
     # -- set-up --------------------------------------------------------------------------
 
-    def attach(self, sched: Scheduler) -> None:
-        self.sched = sched
-        self._n0 = len(sched.nodes)
-        if getattr(self.run, "rerun", None):
-            self._resolve_rerun(self.run.rerun)
+    def bind(self, view: RunView) -> None:
+        """Read the run's nodes and results from ``view``; resolves ``rerun=`` (raising
+        ``WorkflowDefinitionError`` for a name that is not in the workflow)."""
+        self.sched = view
+        self._n0 = len(view.nodes)
+        if self.rerun:
+            self._resolve_rerun(self.rerun)
 
     def _resolve_rerun(self, items: Any) -> None:
-        from ..engine.spec import Task
-
         nodes = self.sched.nodes  # type: ignore[union-attr]
-        if isinstance(items, (str, Ref, Task)):
+        if isinstance(items, (str, Ref)) or _is_task(items):
             items = [items]
         roots: dict[int, str] = {}
         names: set[str] = set()
@@ -134,10 +139,10 @@ class RunCache:
         keys = {r.key: r.index for r in nodes}
         for it in items:
             if type(it) is Ref:
-                if it.wf is not self.run.workflow:
+                if it.wf is not self.graph:
                     raise WorkflowDefinitionError(f"rerun: {it.key} belongs to another workflow")
                 roots[it.index] = it.key
-            elif isinstance(it, Task):
+            elif _is_task(it):
                 if it.spec.name not in task_names:
                     raise WorkflowDefinitionError(
                         f"rerun: task {it.spec.name!r} is not in workflow {self.workflow!r}")
@@ -158,7 +163,7 @@ class RunCache:
         n = self._n0
         forced = [False] * n
         by: list[str | None] = [None] * n
-        for i in _topological(nodes):
+        for i in topological_order(nodes, lowest_first=False) or range(n):
             r = nodes[i]
             if i in roots:
                 by[i] = roots[i]
@@ -371,7 +376,7 @@ class RunCache:
             msg = (f"the stored result of task {ref.key!r} (workflow {self.workflow!r}) failed its "
                    f"checksum ({entry.blob})")
             if self.strict:
-                await self._fail_run(StoreIntegrityError(msg + "; strict=True, so the run stops"))
+                raise StoreIntegrityError(msg + "; strict=True, so the run stops") from None
             warnings.warn(f"nbflow: {msg}; it is recomputed", NbflowStoreWarning, stacklevel=2)
             info.reason = "stored result corrupt (checksum mismatch)"
             return None
@@ -399,17 +404,6 @@ class RunCache:
         if node.kind == COLLECT:
             return any(self._reran(p.index) for p in node.args)
         return False
-
-    async def _fail_run(self, error: BaseException) -> None:
-        run = self.run
-        if run.error is None:
-            run.error = error
-        scope = getattr(run, "_scope", None)
-        if scope is not None:
-            scope.cancel()
-        else:  # pragma: no cover - a run always has its scope while tasks run
-            self.sched.tg.cancel_scope.cancel()  # type: ignore[union-attr]
-        await anyio.lowlevel.checkpoint()  # raises the cancellation right here
 
     # -- the commit hook -----------------------------------------------------------------
 
@@ -446,7 +440,7 @@ class RunCache:
         first = blob not in self._saved_blobs  # (a result equal to an earlier one is one row)
         if first:
             self._saved_blobs.add(blob)
-        self.store.save(info.key, blob, data, n, digest, ref.name, self.run.id, time.time(),  # type: ignore[union-attr,arg-type]
+        self.store.save(info.key, blob, data, n, digest, ref.name, self.run_id, time.time(),  # type: ignore[union-attr,arg-type]
                         new_blob=first)
         info.blob = blob  # type: ignore[union-attr]
         info.size = n  # type: ignore[union-attr]
@@ -460,7 +454,7 @@ class RunCache:
             self._recorded_code.add(code.digest)  # type: ignore[union-attr]
             put(PUT_CODE, (code.digest, code.name, dumps(code.parts), dumps(list(code.notes))))  # type: ignore[union-attr]
         put(PUT_FINGERPRINT, (self.workflow, ref.key, ref.name, info.key, code.digest,  # type: ignore[union-attr]
-                              info.inputs, info.options, self.run.id, time.time()))
+                              info.inputs, info.options, self.run_id, time.time()))
 
     # -- reasons -------------------------------------------------------------------------
 
@@ -531,13 +525,15 @@ class RunCache:
 
     # -- what the Run shows --------------------------------------------------------------
 
-    def cached_column(self, n: int) -> list[bool]:
-        nodes = self.nodes
-        return [nodes[i].cached if i in nodes else False for i in range(n)]
+    def cached(self, i: int) -> bool:
+        """Was node ``i`` served from the cache?"""
+        info = self.nodes.get(i)
+        return info is not None and info.cached
 
-    def reason_column(self, n: int) -> list[str | None]:
-        nodes = self.nodes
-        return [nodes[i].reason if i in nodes else None for i in range(n)]
+    def info(self, i: int) -> tuple[str | None, str | None, str | None]:
+        """``(reason, cache key, stored result id)`` of node ``i`` (what its events carry)."""
+        info = self.nodes.get(i)
+        return (None, None, None) if info is None else (info.reason, info.key, info.blob)
 
     def explain(self, i: int) -> Explanation:
         """The full reason for node ``i``: what was compared, and what differed."""
@@ -626,104 +622,7 @@ def _short(d: str | None) -> str:
     return d if len(d) <= 13 else d[:13] + "…"
 
 
-def _topological(nodes: list[Ref]) -> list[int]:
-    n = len(nodes)
-    indeg = [0] * n
-    succs: list[list[int]] = [[] for _ in range(n)]
-    for r in nodes:
-        for d in r.deps:
-            if d < n:
-                indeg[r.index] += 1
-                succs[d].append(r.index)
-    order = [i for i in range(n) if indeg[i] == 0]
-    k = 0
-    while k < len(order):
-        for s in succs[order[k]]:
-            indeg[s] -= 1
-            if indeg[s] == 0:
-                order.append(s)
-        k += 1
-    return order
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Why a task ran or hit the cache: ``reason`` in short, ``changes`` part by part.
-
-    ``changes`` lists ``(part, before, now)`` for every fingerprint part that differs from
-    what was stored last time (``"code: function normalize"``, ``"input df"``, ...).
-    ``str()`` gives the full text.
-    """
-
-    key: str
-    task: str
-    cached: bool
-    reason: str | None
-    changes: list[tuple[str, str | None, str | None]]
-    text: str
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(self.text)
-
-
-@dataclass(frozen=True)
-class Explanations:
-    """Explanations of several nodes (a task name that matched more than one)."""
-
-    items: list[Explanation]
-
-    def __str__(self) -> str:
-        return "\n\n".join(e.text for e in self.items)
-
-    __repr__ = __str__
-
-    def __iter__(self) -> Any:
-        return iter(self.items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> Explanation:
-        return self.items[k]
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(str(self))
-
-
-def explain(run: Run, what: Any) -> Explanation | Explanations:
-    """``run.explain(what)``: see :meth:`RunCache.explain`.  ``what`` is a Ref, a task key,
-    a task name or a Task; a name matching several tasks gives :class:`Explanations`."""
-    from ..engine.spec import Task
-
-    sched = run._sched
-    nodes = sched.nodes
-    if type(what) is Ref:
-        if what.wf is not run.workflow:
-            raise KeyError(f"{what.key} belongs to workflow {what.wf.name!r}, not to this run's")
-        targets = [what.index]
-    else:
-        name = what.spec.name if isinstance(what, Task) else what
-        if not isinstance(name, str):
-            raise TypeError(f"explain takes a Ref, a task key, a task name or a Task, not {what!r}")
-        targets = [r.index for r in nodes if r.key == name]
-        if not targets:
-            targets = [r.index for r in nodes if r.task is not None and r.task.spec.name == name
-                       and r.kind != MAP]
-        if not targets:
-            raise KeyError(f"no task or task key {name!r} in run {run.id}")
-    cache: RunCache | None = getattr(run, "_cache", None)
-    out = []
-    for i in targets:
-        if cache is not None:
-            out.append(cache.explain(i))
-        else:
-            why = "wf.run(cache=False)" if not run.cache else "no usable store (see the warning)"
-            r = nodes[i]
-            out.append(Explanation(r.key, r.name, False, "cache off", [], f"{r.key}: ran: cache off ({why})"))
-    return out[0] if len(out) == 1 else Explanations(out)
+def _is_task(obj: Any) -> bool:
+    """An ``@nf.task`` (recognised by what it has, so the store needs no engine import)."""
+    spec = getattr(obj, "spec", None)
+    return spec is not None and hasattr(spec, "fn") and hasattr(spec, "name")

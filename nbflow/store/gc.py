@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from ..engine.spec import parse_amount
+from ..core.units import parse_amount
 from .history import _HOST, _pid_alive
 from .journal import retrying
 from .store import Store, get_store

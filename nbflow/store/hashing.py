@@ -33,14 +33,13 @@ import struct
 import types
 from typing import Any
 
+from ..core.errors import Unhashable
+
 try:  # the fast path; see the module docstring
     import xxhash as _xxhash
 except ImportError:  # pragma: no cover - depends on the install
     _xxhash = None
 
-
-class Unhashable(TypeError):
-    """A value has no content hash (it cannot be pickled, or hashing it failed)."""
 
 
 if _xxhash is not None:

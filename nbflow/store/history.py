@@ -17,8 +17,12 @@ import os
 import socket
 from typing import TYPE_CHECKING, Any
 
-from ..engine import events as ev
-from ..engine.errors import TaskNotFinished
+from ..core import events as ev
+from ..core.errors import (
+    StoredError,
+    TaskNotFinished,
+)
+from ..core.frames import graph_nodes, tasks_frame
 from . import serialize
 from .blobs import BlobError
 from .store import CacheEntry, Store, get_store
@@ -33,9 +37,6 @@ RUN_COLUMNS = ["id", "name", "status", "start", "end", "duration_s", "tasks", "c
                "failed", "skipped", "cancelled", "backend", "host", "pid"]
 _HOST = socket.gethostname()
 
-
-class StoredError(Exception):
-    """A task's error as recorded in the journal (its type name, message and traceback)."""
 
 
 def _require_store(home: Any) -> Store:
@@ -194,15 +195,11 @@ class StoredRun:
     @property
     def tasks(self) -> pd.DataFrame:
         """One row per task, the columns of ``Run.tasks``."""
-        from ..engine.run import tasks_frame
-
         return tasks_frame(self._load())
 
     @property
     def graph(self) -> nx.DiGraph:
         """The run's graph with the task columns as node attributes."""
-        from ..engine.run import graph_nodes
-
         rows = self._load()
         g = graph_nodes(rows, run_id=self.id, name=self.name, status=self.status)
         keys = rows["key"]

@@ -1,44 +1,34 @@
-"""How a run meets the store: the two entry points the engine uses.
+"""What the store gives a run: its result cache and its journal subscriber.
 
-* :func:`run_cache` is called by ``Run._execute`` as the run starts: the run's
-  :class:`~nbflow.store.cache.RunCache`, or None when caching is off for the run
-  (``cache=False``) or no store is usable.  The scheduler keeps it in one attribute and
-  calls it only when it is not None, so a run without a cache pays one attribute check
-  per task.
-* :func:`journal_subscriber` is registered with ``nf.on_run`` when this module is
-  imported: it attaches a :class:`~nbflow.store.recorder.RunRecorder` to every run while a
-  store is usable (whether or not the run caches).
+Both are asked for by the composition point (:mod:`nbflow.workflow`) when a run is made:
+
+* :func:`run_cache` — the run's :class:`~nbflow.store.cache.RunCache`, or None when no
+  store is usable.  The scheduler keeps it in one attribute and calls it only when it is
+  not None, so a run without a cache pays one attribute check per task.
+* :func:`journal_subscriber` — a :class:`~nbflow.store.recorder.RunRecorder` that writes the
+  run's events to the journal, or None when no store is usable (whether or not the run
+  caches).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from ..engine.events import Subscriber, on_run
+from ..core.events import Subscriber
 from .cache import RunCache
 from .recorder import RunRecorder
 from .store import get_store
 
-if TYPE_CHECKING:
-    from ..engine.run import Run
 
-
-def run_cache(run: Run) -> RunCache | None:
-    """The cache of ``run`` (None: caching off, or no usable store)."""
-    if not run.cache:
-        return None
+def run_cache(run: Any) -> RunCache | None:
+    """The result cache of ``run`` (None: no usable store).  ``run`` is an engine Run."""
     store = get_store()
     if store is None:
         return None
-    cache = RunCache(store, run)
-    cache.attach(run._sched)  # validates rerun= (in the caller's thread)
-    return cache
+    return RunCache(store, run_id=run.id, workflow=run.workflow, strict=run.strict, rerun=run.rerun)
 
 
-def journal_subscriber(run: Run) -> Subscriber | None:
+def journal_subscriber(run: Any) -> Subscriber | None:
     """The journal's subscriber for ``run`` (None when no store is usable)."""
     store = get_store()
     return RunRecorder(store, run) if store is not None else None
-
-
-_unregister = on_run(journal_subscriber)

@@ -46,6 +46,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import StoreError
+
 log = logging.getLogger("nbflow.store")
 
 SCHEMA_VERSION = 1
@@ -89,9 +91,6 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 
-
-class StoreError(Exception):
-    """The store cannot be opened or used."""
 
 
 # -- operations the writer thread knows --------------------------------------------------

@@ -10,12 +10,13 @@ file is only checked to exist, not verified) and nothing is written.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
-from ..engine.graph import COLLECT, MAP, TASK, UNDO, Ref, Workflow
+from ..core.graphs import topological_order
+from ..core.kinds import COLLECT, MAP, TASK, UNDO
+from ..core.ref import Ref
 from . import hashing
-from .cache import NodeCache, RunCache, _topological
+from .cache import NodeCache, RunCache
 from .store import get_store
 
 COLUMNS = ("key", "task", "decision", "reason")
@@ -35,7 +36,7 @@ class _Nodes:
         self.state = ["pending"] * len(nodes)
 
 
-def plan(wf: Workflow, *, cache: bool = True, rerun: Any = None) -> list[dict[str, str]]:
+def plan(wf: Any, *, cache: bool = True, rerun: Any = None) -> list[dict[str, str]]:
     """One row per node of ``wf``: ``key``, ``task``, ``decision`` (hit / miss / maybe /
     collect) and ``reason``."""
     nodes = list(wf.nodes)
@@ -44,15 +45,13 @@ def plan(wf: Workflow, *, cache: bool = True, rerun: Any = None) -> list[dict[st
     store = get_store(warn=False)
     if store is None:
         return [_row(r, "miss", "cache off (no usable store)") for r in nodes]
-    run = SimpleNamespace(name=wf.name, id="(plan)", workflow=wf, strict=False, rerun=rerun, error=None,
-                          cache=True)
-    rc = RunCache(store, run)  # type: ignore[arg-type]
-    rc.attach(_Nodes(nodes))  # type: ignore[arg-type]
+    rc = RunCache(store, run_id="(plan)", workflow=wf, rerun=rerun)
+    rc.bind(_Nodes(nodes))
     pending: dict[int, str] = {}  # node -> the task that makes its value unknown before running
     rows: dict[int, dict[str, str]] = {}
     try:
         store.sync_keys(rc._reader())
-        for i in _topological(nodes):
+        for i in topological_order(nodes, lowest_first=False) or range(len(nodes)):
             rows[i] = _decide(rc, store, nodes[i], pending)
     finally:
         rc.close()

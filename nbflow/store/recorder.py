@@ -22,17 +22,16 @@ import traceback
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from ..engine import events as ev
-from ..engine.graph import COLLECT, TASK
+from ..core import events as ev
+from ..core.kinds import COLLECT, UNDO
 from .journal import Op, dumps
 
 if TYPE_CHECKING:
-    from ..engine.graph import Ref
-    from ..engine.run import Run
+    from ..core.ref import Ref
     from .store import Store
 
 _HOST = socket.gethostname()
-_SKIP_FIELDS = {"time", "index", "key"}
+_SKIP_FIELDS = {"time", "index", "key", "refs"}  # (refs: the new nodes, journaled as nodes)
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
@@ -98,11 +97,15 @@ RUN_END = Op("UPDATE runs SET status = ?, end = ?, duration_s = ?, error = ? WHE
 
 
 class RunRecorder:
-    """Subscriber writing one run to the journal (see the module docstring)."""
+    """Subscriber writing one run to the journal (see the module docstring).
 
-    __slots__ = ("_index", "journal", "run", "run_id", "seq", "started")
+    It reads only the events and the run's public name and starting graph (``run.name``,
+    ``run.nodes``): the events carry the rest (cache key, reason, stored result, attempt).
+    """
 
-    def __init__(self, store: Store, run: Run) -> None:
+    __slots__ = ("_index", "journal", "nodes", "run", "run_id", "seq", "started")
+
+    def __init__(self, store: Store, run: Any) -> None:
         self.journal = store.journal
         self.run = run
         self.run_id = run.id
@@ -127,14 +130,13 @@ class RunRecorder:
             state = "failed" if t is ev.TaskFailed else "retried"
             dur = getattr(e, "duration_s", None)
             put(TASK_RUN, (self.run_id, e.index, e.attempt, e.key, state, executor, start, e.time,  # type: ignore[attr-defined]
-                           dur, False, None, e.error, self._reason(e.index), None, None))  # type: ignore[attr-defined]
+                           dur, False, None, e.error, e.reason, None, None))  # type: ignore[attr-defined]
         elif t is ev.TaskSkipped:
             put(TASK_RUN, (self.run_id, e.index, 0, e.key, "skipped", None, None, e.time, None, False, None,  # type: ignore[attr-defined]
                            e.reason, None, None, None))  # type: ignore[attr-defined]  # (shown as its error)
         elif t is ev.TaskCancelled:
             start, executor = self.started.pop(e.index, (None, None))  # type: ignore[attr-defined]
-            attempt = self._attempt(e.index)  # type: ignore[attr-defined]
-            put(TASK_RUN, (self.run_id, e.index, attempt, e.key, "cancelled", executor, start, e.time,  # type: ignore[attr-defined]
+            put(TASK_RUN, (self.run_id, e.index, e.attempt, e.key, "cancelled", executor, start, e.time,  # type: ignore[attr-defined]
                            None, False, None, None, None, None, None))
         elif t is ev.RunStarted:
             run = self.run
@@ -144,47 +146,21 @@ class RunRecorder:
         elif t is ev.TasksAdded:
             self._added(e)  # type: ignore[arg-type]
         elif t is ev.RunFinished:
-            err = self.run.error
-            put(RUN_END, (e.status, e.time, e.duration_s, _error_text(err) if err else None, self.run_id))  # type: ignore[attr-defined]
-            cache = getattr(self.run, "_cache", None)
-            if cache is not None:
-                cache.close()
+            put(RUN_END, (e.status, e.time, e.duration_s, e.error, self.run_id))  # type: ignore[attr-defined]
             # The run returns only once its rows are committed: after wf.run() the journal
             # (and the cache) hold it, whatever happens to the process next.
             self.journal.run_finished()
 
-    def _attempt(self, i: int) -> int:
-        s = self.run._sched
-        return s.attempts[i] if s is not None and i < len(s.attempts) else 0
-
-    def _reason(self, i: int) -> str | None:
-        cache = getattr(self.run, "_cache", None)
-        if cache is None:
-            return "cache off"
-        info = cache.nodes.get(i)
-        return info.reason if info is not None else None
-
     def _completed(self, e: ev.TaskCompleted) -> None:
         i = e.index
         start, executor = self.started.pop(i, (e.time, "inline"))
-        cache = getattr(self.run, "_cache", None)
-        info = cache.nodes.get(i) if cache is not None else None
-        if info is not None:
-            reason, key, blob = info.reason, info.key, info.blob
-        else:
-            s = self.run._sched
-            kind = s.nodes[i].kind if s is not None and i < len(s.nodes) else TASK
-            reason, key, blob = ("cache off" if kind == TASK else None), None, None
         self.journal.put(TASK_RUN, (self.run_id, i, e.attempt, e.key, "completed", executor, start, e.time,
-                                    e.duration_s, e.cached, e.output_bytes, None, reason, key, blob))
+                                    e.duration_s, e.cached, e.output_bytes, None, e.reason, e.cache_key,
+                                    e.blob))
 
     def _added(self, e: ev.TasksAdded) -> None:
-        s = self.run._sched
-        if s is None:
-            return
-        self.journal.put_many(NODE, [(self.run_id, s.nodes[k]) for k in e.indexes])
-        if self._index is None:
-            self._index = {r.key: r.index for r in s.nodes}
-        parent = self._index.get(e.parent)
-        if parent is not None:
-            self.journal.put(NODE_DEPS, (json.dumps(list(e.indexes)), COLLECT, self.run_id, parent))
+        self.journal.put_many(NODE, [(self.run_id, r) for r in e.refs])
+        # A map that expanded (or a loop that grew) now waits for the new nodes; a
+        # compensation (an undo) is added after its member and changes nothing upstream.
+        if e.parent_index is not None and e.refs and e.refs[0].kind != UNDO:
+            self.journal.put(NODE_DEPS, (json.dumps(list(e.indexes)), COLLECT, self.run_id, e.parent_index))

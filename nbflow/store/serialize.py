@@ -22,6 +22,8 @@ import io
 import pickle
 from typing import Any
 
+from ..core.errors import SerializationError
+
 MAGIC = b"NBF"
 VERSION = 1
 HEADER = 5
@@ -31,9 +33,6 @@ PICKLE = ord("P")
 
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
 
-
-class SerializationError(TypeError):
-    """A value cannot be turned into bytes for the store."""
 
 
 def dumps(value: Any) -> bytes:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import NbflowStoreWarning
 from . import hashing
 from .blobs import BlobCorrupt, BlobMissing, BlobStore
 from .journal import Journal, Op, StoreError, dumps
@@ -29,9 +30,6 @@ from .journal import Journal, Op, StoreError, dumps
 INLINE_MAX = 32 * 1024  # results up to this many bytes live inline in SQLite
 KEY_FILTER_MAX = 250_000  # cache keys kept in memory to answer most misses without a query
 
-
-class NbflowStoreWarning(UserWarning):
-    """Something about the run store the user should know (a corrupt result, no store)."""
 
 
 def store_home() -> Path:

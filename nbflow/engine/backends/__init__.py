@@ -1,6 +1,7 @@
 """Where task functions execute.  Every backend speaks :class:`~.base.Backend`."""
 
-from .base import Backend, cheap_size
+from ...core.sizes import cheap_size
+from .base import Backend
 from .local import AsyncBackend, ThreadBackend
 
 __all__ = ["AsyncBackend", "Backend", "ThreadBackend", "cheap_size"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from .base import cheap_size
+from ...core.sizes import cheap_size
 
 DEFAULT_THREADS = min(32, (os.cpu_count() or 1) + 4)  # same default as concurrent.futures
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..errors import PicklingError
+from ...core.errors import PicklingError
 
 
 def _describe(value: Any) -> str:

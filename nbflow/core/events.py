@@ -8,14 +8,21 @@ breaking the run.
 
 ``time`` is wall-clock epoch seconds (``time.time()``); durations are measured with a
 monotonic clock.
+
+Each task event class declares, as ``state``, the task state it means (``TaskStarted`` means
+``running``, ...; ``None`` for events that change no state), so listeners need no mapping of
+their own.  Events carry what listeners need (the cache key, the reason a task ran or hit
+the cache, the stored result's id, the attempt), so no listener reads a run's internals.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from . import states
 
 log = logging.getLogger("nbflow")
 
@@ -23,6 +30,7 @@ log = logging.getLogger("nbflow")
 @dataclass(slots=True)
 class Event:
     time: float
+    state: ClassVar[str | None] = None  # the task state this event means, if any
 
 
 @dataclass(slots=True)
@@ -39,6 +47,7 @@ class RunFinished(Event):
     run_id: str
     status: str  # "completed" | "failed" | "cancelled"
     duration_s: float
+    error: str | None = None  # an error of the run itself (not of a task), as text
 
 
 @dataclass(slots=True)
@@ -58,6 +67,8 @@ class TasksAdded(Event):
     parent: str
     keys: list[str]
     indexes: list[int]
+    refs: list[Any] = field(default_factory=list)  # the new nodes (nbflow.core.ref.Ref)
+    parent_index: int | None = None
 
 
 @dataclass(slots=True)
@@ -68,35 +79,46 @@ class TaskEvent(Event):
 
 @dataclass(slots=True)
 class TaskReady(TaskEvent):
-    pass
+    state: ClassVar[str | None] = states.READY
 
 
 @dataclass(slots=True)
 class TaskStarted(TaskEvent):
+    """``attempt`` 0 with executor ``"cache"`` is a cache hit being served."""
+
+    state: ClassVar[str | None] = states.RUNNING
     attempt: int
     executor: str
 
 
 @dataclass(slots=True)
 class TaskRetrying(TaskEvent):
+    state: ClassVar[str | None] = states.RETRYING
     attempt: int
     delay_s: float
     error: BaseException
+    reason: str | None = None  # why the task ran rather than hit the cache
 
 
 @dataclass(slots=True)
 class TaskCompleted(TaskEvent):
+    state: ClassVar[str | None] = states.COMPLETED
     attempt: int
     duration_s: float
     output_bytes: int | None
     cached: bool = False
+    reason: str | None = None  # why it ran or hit the cache ("cache off" without a cache)
+    cache_key: str | None = None  # the key its result is stored under, if stored
+    blob: str | None = None  # the stored result's id (its checksum), if stored
 
 
 @dataclass(slots=True)
 class TaskFailed(TaskEvent):
+    state: ClassVar[str | None] = states.FAILED
     attempt: int
     duration_s: float
     error: BaseException
+    reason: str | None = None  # why the task ran rather than hit the cache
 
 
 @dataclass(slots=True)
@@ -110,12 +132,14 @@ class ApprovalRequested(TaskEvent):
 
 @dataclass(slots=True)
 class TaskSkipped(TaskEvent):
+    state: ClassVar[str | None] = states.SKIPPED
     reason: str
 
 
 @dataclass(slots=True)
 class TaskCancelled(TaskEvent):
-    pass
+    state: ClassVar[str | None] = states.CANCELLED
+    attempt: int = 0  # the attempt that was running (0: it never started)
 
 
 Subscriber = Callable[[Event], Any]

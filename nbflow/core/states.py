@@ -1,9 +1,11 @@
-"""Task states and the transitions between them (the seed's δ, made explicit).
+"""Task states and the transitions between them.
 
 ``pending -> ready -> running -> completed | failed | cancelled``, ``running -> retrying ->
 ready`` (the retry waits on a timer, then queues again), and ``skipped`` for a task that
-will never run because something it needs failed or was skipped.  A run's scheduler only
-makes moves listed in :data:`TRANSITIONS`; a test replays every event stream against it.
+will never run because something it needs failed or was skipped.  The engine's state machine
+(:mod:`nbflow.engine.taskstate`) is the one place that changes a task's state; it refuses a
+move not listed in :data:`TRANSITIONS` when checking is on (the tests run with it on), and
+every event stream is replayed against the table in the tests.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 SKIPPED = "skipped"
 
+ALL = (PENDING, READY, RUNNING, RETRYING, COMPLETED, FAILED, SKIPPED, CANCELLED)  # display order
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, SKIPPED})
 
 TRANSITIONS: dict[str, frozenset[str]] = {

@@ -1,0 +1,90 @@
+"""The options of one run, written once: :class:`RunOptions`.
+
+``wf.run()``, ``wf.start()``, ``await wf.arun()``, ``%%workflow`` and ``nbflow run`` all build
+one frozen ``RunOptions`` and hand it on; it is validated here, in one place, when it is
+made, so a bad option is refused before anything about a run exists.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import WorkflowDefinitionError
+from .units import parse_resources
+
+ON_CONFLICT = ("warn", "serialize", "error")
+BACKENDS = ("local", "process", "dask")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How to run a workflow (see ``Workflow.run`` for the meaning of each option)."""
+
+    workers: int | None = None
+    backend: Any = "local"
+    cache: bool = True
+    raise_on_error: bool = True
+    continue_on_error: bool = True
+    resources: Mapping[str, float | int | str] | None = None
+    rerun: Any = None
+    strict: bool = False
+    on_conflict: str = "warn"
+    # derived, filled in __post_init__
+    backend_kind: str = field(default="local", init=False, compare=False)
+    capacity: Mapping[str, float] = field(default_factory=dict, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise WorkflowDefinitionError(f"workers must be a whole number >= 1 (or None), got {w!r}")
+        for name in ("cache", "raise_on_error", "continue_on_error", "strict"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise WorkflowDefinitionError(
+                    f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        if self.on_conflict not in ON_CONFLICT:
+            raise WorkflowDefinitionError(
+                f"on_conflict must be 'warn', 'serialize' or 'error', got {self.on_conflict!r}")
+        if self.rerun is not None and isinstance(self.rerun, (int, float, bytes)):
+            raise WorkflowDefinitionError(
+                f"rerun takes a task, a task name or key, a Ref, or a list of them; got {self.rerun!r}")
+        capacity = {"memory": physical_memory(), "cpu": float(os.cpu_count() or 1)}
+        capacity.update(parse_resources(self.resources, what="run"))
+        object.__setattr__(self, "backend_kind", backend_kind(self.backend))
+        object.__setattr__(self, "capacity", capacity)
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A copy with ``changes`` (validated again)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        values.update(changes)
+        return RunOptions(**values)
+
+
+def physical_memory() -> float:
+    """Bytes of physical memory (the default ``memory`` capacity of a run)."""
+    try:
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return math.inf
+
+
+def backend_kind(backend: Any) -> str:
+    """``"local"``, ``"process"`` or ``"dask"`` for a ``backend=`` value; refuses others."""
+    if isinstance(backend, str) and backend in BACKENDS:
+        return backend
+    if isinstance(backend, str) and "://" in backend:
+        return "dask"
+    try:
+        from distributed import Client
+    except ImportError:
+        Client = None  # noqa: N806
+    if Client is not None and isinstance(backend, Client):
+        return "dask"
+    raise WorkflowDefinitionError(
+        f"unknown backend {backend!r}: use 'local', 'process', 'dask', a scheduler address such "
+        "as 'tcp://host:8786', or a distributed.Client"
+    )

@@ -1,0 +1,50 @@
+"""The small protocols the engine calls, implemented by other rooms.
+
+The engine never imports the store or the checks.  The composition point
+(:mod:`nbflow.workflow`) asks the store for a :class:`ResultCache` and hands it to the run;
+everything else listens to the event stream as a :data:`~nbflow.core.events.Subscriber`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from .events import Subscriber
+
+__all__ = ["ResultCache", "RunView", "Subscriber"]
+
+
+class RunView(Protocol):
+    """What a result cache may read of a running graph (the scheduler's plain state)."""
+
+    nodes: Sequence[Any]  # nbflow.core.ref.Ref, grows while running
+    succs: Sequence[Sequence[int]]
+    results: Sequence[Any]
+    output_bytes: Sequence[int | None]
+    state: Sequence[str]
+
+
+class ResultCache(Protocol):
+    """A run's result cache: asked before a task runs, told after it succeeded.
+
+    ``lookup`` returns ``(value, output_bytes)`` for a hit, or None when the task must run;
+    it raises :class:`~nbflow.core.errors.StoreIntegrityError` when a stored result is
+    damaged and the run is strict (the engine then ends the run with that error).  Any other
+    exception from the cache makes the engine go on without it, with one warning.
+    ``info(i)`` is what the events of node ``i`` carry: ``(reason, cache_key, blob)``.
+    """
+
+    def bind(self, view: RunView) -> None: ...
+
+    async def lookup(self, i: int) -> tuple[Any, int | None] | None: ...
+
+    async def commit(self, i: int, value: Any, size: int | None) -> int | None: ...
+
+    def info(self, i: int) -> tuple[str | None, str | None, str | None]: ...
+
+    def cached(self, i: int) -> bool: ...
+
+    def explain(self, i: int) -> Any: ...
+
+    def close(self) -> None: ...

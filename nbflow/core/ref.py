@@ -1,0 +1,109 @@
+"""``nf.Ref``: the lazy handle a task call returns while a workflow is being traced.
+
+A Ref is one slotted object per node of the graph: its index (nodes are integers), the task
+it calls, its arguments (which may hold other Refs), the indexes it waits for, its key
+(``"clean-0"``) and its kind (:mod:`nbflow.core.kinds`).  It is shared vocabulary: the engine
+builds and runs Refs, the checks and the store read them.  Using a Ref as if it were its
+value raises :class:`~nbflow.core.errors.RefUsageError` saying what to do instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import RefUsageError, WorkflowDefinitionError
+from .kinds import TASK, UNDO
+
+
+class Ref:
+    """A lazy handle on the value a task call will produce.
+
+    Pass it to other tasks (directly or nested in lists, tuples and dicts).  After a run,
+    ``ref.result()`` or ``run[ref]`` gives the value.
+    """
+
+    __slots__ = ("args", "deps", "index", "key", "kind", "kwargs", "nested", "task", "wf")
+
+    def __init__(
+        self,
+        wf: Any,
+        index: int,
+        task: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        deps: list[int],
+        key: str,
+        nested: int,
+        kind: str = TASK,
+    ) -> None:
+        self.wf = wf
+        self.index = index
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.deps = deps  # indexes of the nodes this one waits for (data and ordering)
+        self.key = key
+        self.nested = nested  # 0: no refs in args, 1: refs at top level, 2: refs nested
+        self.kind = kind
+
+    @property
+    def name(self) -> str:
+        """The task name (``"clean.map"`` for the node that collects a map's results)."""
+        if self.kind == TASK or self.kind == UNDO:
+            return self.task.spec.name  # type: ignore[union-attr]
+        return self.key.rpartition("-")[0]  # "clean.map-0" -> "clean.map", "branch-0" -> "branch"
+
+    def after(self, *refs: Ref) -> Ref:
+        """Also wait for ``refs`` (ordering only: their values are not passed).  Returns self."""
+        for r in refs:
+            if type(r) is not Ref:
+                raise RefUsageError(f"{self.key}.after() takes Refs, got {type(r).__name__}")
+            if r.wf is not self.wf:
+                raise RefUsageError(foreign_ref_message(r, self.wf))
+            if r is self:
+                raise WorkflowDefinitionError(f"{self.key}.after({self.key}): a task cannot wait for itself")
+            if r.index not in self.deps:
+                self.deps.append(r.index)
+        return self
+
+    def result(self) -> Any:
+        """The value from the latest run of this ref's workflow."""
+        run = self.wf.last_run
+        if run is None:
+            raise RefUsageError(
+                f"{self.key} has no value yet: the workflow {self.wf.name!r} has not run. "
+                "Call wf.run() first (a %%workflow cell does this for you)."
+            )
+        return run[self]
+
+    def _misuse(self, what: str) -> RefUsageError:
+        return RefUsageError(
+            f"{self.key} is a Ref, a stand-in for a value that exists only once the workflow "
+            f"runs, so it cannot be used {what} while tracing. Pass it to another task instead "
+            "(tasks receive real values), or use ref.result() after the run."
+        )
+
+    def __bool__(self) -> bool:
+        raise self._misuse("as a condition")
+
+    def __iter__(self) -> Any:
+        raise self._misuse("in a loop or unpacking (use task.map to fan out over it)")
+
+    def __len__(self) -> int:
+        raise self._misuse("with len()")
+
+    def __index__(self) -> int:
+        raise self._misuse("as a number")
+
+    __float__ = __int__ = __index__
+
+    def __repr__(self) -> str:
+        return f"<Ref {self.key}>"
+
+
+def foreign_ref_message(r: Ref, wf: Any) -> str:
+    """The message for a Ref used in a workflow other than the one that made it."""
+    return (
+        f"{r.key} belongs to workflow {r.wf.name!r}, not to {wf.name!r}; a Ref cannot cross "
+        "workflows. Call the task again inside this workflow, or pass the value (ref.result())."
+    )

@@ -1,0 +1,147 @@
+"""The composition point: ``nf.Workflow`` traces a graph and runs it.
+
+This is the one module that knows every room a run needs.  ``wf.run()``, ``wf.start()`` and
+``await wf.arun()`` all go through :func:`prepare`:
+
+1. the options become one validated :class:`~nbflow.core.options.RunOptions`;
+2. the static checks (:mod:`nbflow.check`) look at the graph with the run's capacity: an
+   error refuses the run before anything exists (``CycleError``, or a
+   ``WorkflowDefinitionError`` with the findings table); conflicts warn, are serialised
+   into ordering edges, or refuse, as ``on_conflict`` says;
+3. the engine makes the :class:`~nbflow.engine.run.Run` (which validates executors and
+   resource demands);
+4. the store (:mod:`nbflow.store`), when one is usable, gives the run its journal subscriber
+   and — unless ``cache=False`` — its result cache.
+
+The engine imports none of this: it receives the findings, the extra edges, the cache and
+the subscribers as values.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from .check import check, format_findings, serialize_edges
+from .core.errors import ConflictWarning, CycleError, WorkflowDefinitionError
+from .core.options import RunOptions
+from .engine.graph import WorkflowGraph
+from .engine.run import Run
+from .store import hooks as store_hooks
+
+
+class Workflow(WorkflowGraph):
+    """A traced task graph.  Use as ``with nf.Workflow("etl") as wf: ...`` then ``wf.run()``."""
+
+    def run(
+        self,
+        workers: int | None = None,
+        backend: Any = "local",
+        cache: bool = True,
+        raise_on_error: bool = True,
+        *,
+        continue_on_error: bool = True,
+        resources: dict[str, float | int | str] | None = None,
+        rerun: Any = None,
+        strict: bool = False,
+        on_conflict: str = "warn",
+    ) -> Run:
+        """Run the workflow and block until it ends; see :class:`nbflow.Run`.
+
+        Works in plain scripts and inside a running Jupyter kernel (the run gets its own
+        event loop in a helper thread).  Ctrl-C cancels the run, waits for it to wind
+        down, and re-raises ``KeyboardInterrupt``.  A failed run raises
+        :class:`nbflow.WorkflowFailed` unless ``raise_on_error=False``.
+
+        ``cache=False`` neither reads nor stores results; ``rerun=[task, ...]`` (tasks, task
+        names, keys or Refs) forces those tasks and their descendants to run; ``strict=True``
+        fails the run when a stored result fails its checksum instead of recomputing it.
+
+        Before anything runs, ``nf.check`` verifies the graph: an error (a cycle, a resource
+        demand that can never fit, an unbounded loop) refuses the run with an exception that
+        names it.  Tasks that may overlap while their declared ``reads``/``writes`` conflict
+        give a ``ConflictWarning`` (``on_conflict="warn"``), are ordered so they never overlap
+        (``"serialize"``), or refuse the run (``"error"``).
+        """
+        opts = RunOptions(workers, backend, cache, raise_on_error, continue_on_error, resources,
+                          rerun, strict, on_conflict)
+        run = prepare(self, opts)
+        run.start_in_thread()
+        run.wait(raise_on_error=opts.raise_on_error)
+        return run
+
+    def start(
+        self,
+        workers: int | None = None,
+        backend: Any = "local",
+        cache: bool = True,
+        *,
+        continue_on_error: bool = True,
+        resources: dict[str, float | int | str] | None = None,
+        rerun: Any = None,
+        strict: bool = False,
+        on_conflict: str = "warn",
+    ) -> Run:
+        """Start the run in the background and return its :class:`nbflow.Run` at once."""
+        opts = RunOptions(workers, backend, cache, True, continue_on_error, resources, rerun,
+                          strict, on_conflict)
+        run = prepare(self, opts)
+        run.start_in_thread()
+        return run
+
+    async def arun(
+        self,
+        workers: int | None = None,
+        backend: Any = "local",
+        cache: bool = True,
+        raise_on_error: bool = True,
+        *,
+        continue_on_error: bool = True,
+        resources: dict[str, float | int | str] | None = None,
+        rerun: Any = None,
+        strict: bool = False,
+        on_conflict: str = "warn",
+    ) -> Run:
+        """The async twin of :meth:`run`: runs on the caller's event loop."""
+        opts = RunOptions(workers, backend, cache, raise_on_error, continue_on_error, resources,
+                          rerun, strict, on_conflict)
+        run = prepare(self, opts)
+        await run.execute()
+        if opts.raise_on_error:
+            run.raise_for_status()
+        return run
+
+
+def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
+    """Check ``wf``, make its Run, and give the run its store hooks (see the module doc)."""
+    findings = _check(wf, options)
+    extra = serialize_edges(wf.nodes) if options.on_conflict == "serialize" else []
+    run = Run(wf, options, findings=findings, extra_edges=extra)
+    journal = store_hooks.journal_subscriber(run)
+    if journal is not None:
+        run.subscribe(journal)
+    if options.cache:
+        run.attach_cache(store_hooks.run_cache(run))
+    return run
+
+
+def _check(wf: WorkflowGraph, options: RunOptions) -> Any:
+    """Static verification before anything runs: errors refuse the run (this is not a
+    WorkflowFailed: no run happened); conflicts warn, serialise or refuse."""
+    severity = "error" if options.on_conflict == "error" else "warning"
+    findings = check(wf.nodes, resources=options.capacity, conflict_severity=severity)
+    errors = findings.errors
+    if errors:
+        cycle = next((f for f in errors if f.code == "cycle"), None)
+        if cycle is not None:
+            raise CycleError(list(cycle.tasks))
+        raise WorkflowDefinitionError(
+            f"workflow {wf.name!r} cannot run; nf.check found:\n{format_findings(errors)}")
+    conflicts = [f for f in findings if f.code in ("conflict", "map-conflict")]
+    if conflicts and options.on_conflict == "warn":
+        warnings.warn(
+            f"nbflow: {len(conflicts)} read/write conflict(s) between tasks that may run at "
+            f"the same time, e.g. {conflicts[0].message} Run with on_conflict='serialize' to "
+            "order them, or see nf.check(wf).",
+            ConflictWarning, stacklevel=4)
+    return findings
