@@ -107,3 +107,10 @@ def foreign_ref_message(r: Ref, wf: Any) -> str:
         f"{r.key} belongs to workflow {r.wf.name!r}, not to {wf.name!r}; a Ref cannot cross "
         "workflows. Call the task again inside this workflow, or pass the value (ref.result())."
     )
+
+
+def is_task(obj: Any) -> bool:
+    """Is ``obj`` an ``@nf.task``?  Tasks mark their class with ``__nbflow_task__``, so rooms
+    that must recognise one (the store's hashing and fingerprints, rerun=) need not import
+    the engine."""
+    return getattr(type(obj), "__nbflow_task__", False) is True

@@ -67,6 +67,7 @@ class Task:
     """A function registered as a workflow task (see the module docstring)."""
 
     __slots__ = ("__dict__", "spec")
+    __nbflow_task__ = True  # how other rooms recognise a task (nbflow.core.ref.is_task)
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec

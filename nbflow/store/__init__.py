@@ -22,8 +22,9 @@ Importing this package attaches the journal to every run (``nf.on_run``).
 
 from __future__ import annotations
 
+from ..core.errors import StoreIntegrityError
+from ..core.explain import Explanation
 from . import hooks as _hooks  # noqa: F401  (registers the journal subscriber)
-from .cache import Explanation, StoreIntegrityError
 from .gc import GcReport, gc
 from .history import StoredError, StoredRun, load_run, runs
 from .journal import StoreError

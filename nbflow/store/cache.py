@@ -1,11 +1,13 @@
 """The result cache of one run: look up before a task runs, commit after it succeeds.
 
-The scheduler calls two hooks (and nothing else) from its ``_execute``:
+The engine calls the :class:`~nbflow.core.protocols.ResultCache` protocol, which this
+class implements:
 
-* :meth:`RunCache.lookup` before calling the backend.  It builds the task's **cache key**,
-  ``hash(code fingerprint, input content hashes with argument names, result-affecting
-  options)``, and if the store has a result for it, loads and verifies it; the scheduler
-  then completes the task with ``TaskCompleted(cached=True)`` and never calls the backend.
+* :meth:`RunCache.lookup` before calling the backend.  It builds the task's **cache key**
+  (:mod:`.keys`: ``hash(code fingerprint, input content hashes with argument names,
+  result-affecting options)``), and if the store has a result for it, loads and verifies
+  it; the engine then completes the task with ``TaskCompleted(cached=True)`` and never
+  calls the backend.
 * :meth:`RunCache.commit` after a successful call.  It computes the **content hash of the
   value** (once, before any downstream task can see, let alone mutate, the value), and
   when the task is cacheable serialises it, writes the file (big values, in a worker
@@ -14,74 +16,43 @@ The scheduler calls two hooks (and nothing else) from its ``_execute``:
 Because a downstream key is built from the content hashes of its upstream *values*, a
 task whose upstream re-ran but produced an equal value hits (early cutoff).
 
-Every lookup leaves a **reason** a person can read: ``"never ran"``, ``"code of clean
-changed (function normalize)"``, ``"input df changed"``, ``"forced"``, ``"cache off"``,
-or for a hit ``"code and inputs unchanged"``.  The reason compares the new key's parts
-with those recorded for the same task (workflow name + task key) the last time it was
-stored; :meth:`RunCache.explain` gives the full comparison.
+Every lookup leaves a **reason** a person can read (:mod:`.explain`): ``"never ran"``,
+``"code of clean changed (function normalize)"``, ``"input df changed"``, ``"forced"``
+(:mod:`.rerun`), ``"cache off"``, or for a hit ``"code and inputs unchanged"``.  The reason
+compares the new key's parts with those recorded for the same task (workflow name + task
+key) the last time it was stored; :meth:`RunCache.explain` gives the full comparison.
 
-Integrity: a stored result whose checksum fails is reported (a warning naming the task),
-dropped, and recomputed; with ``strict=True`` the run fails with
-:class:`StoreIntegrityError` instead.
+This module is the I/O between those pure parts and the store.  Integrity: a stored result
+whose checksum fails is reported (a warning naming the task), dropped, and recomputed;
+with ``strict=True`` :meth:`lookup` raises :class:`StoreIntegrityError` and the engine ends
+the run with it.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 
-from ..core.errors import NbflowStoreWarning, StoreIntegrityError, WorkflowDefinitionError
+from ..core.errors import NbflowStoreWarning, StoreIntegrityError, Unhashable
 from ..core.explain import Explanation
-from ..core.graphs import topological_order
-from ..core.kinds import COLLECT, MAP, TASK, UNDO
+from ..core.kinds import COLLECT
 from ..core.protocols import RunView
 from ..core.ref import Ref
 from ..core.sizes import cheap_size
+from . import explain as explaining
 from . import hashing, serialize
 from .blobs import BlobCorrupt, BlobMissing
-from .fingerprint import CodeFingerprint, code_fingerprint, diff_parts
+from .explain import NodeCache, Prev
 from .journal import dumps
+from .keys import KeyBuilder, cache_key, collect_digest
+from .rerun import Rerun
 from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, Store
 
-KEY_FORMAT = "k1"  # bump to make every existing key miss (a change in how keys are built)
-# TaskSpec fields that change a task's result, and so belong in its key.  No option of
-# today's TaskSpec does (retries, timeouts, executors and resources do not change what a
-# function returns); a ``version=`` option, when it exists, is picked up here.
-RESULT_OPTIONS = ("version",)
-_CONTAINERS = (list, tuple, dict, set, frozenset)
-
-
-
-class _Prev(NamedTuple):
-    cache_key: str
-    code: str
-    inputs: dict[str, str]
-    options: str
-    run_id: str
-
-
-@dataclass(slots=True)
-class NodeCache:
-    """What the cache knows about one node of this run."""
-
-    cached: bool = False
-    reason: str | None = None
-    key: str | None = None
-    code: CodeFingerprint | None = None
-    inputs: dict[str, str] | None = None
-    options: str | None = None
-    blob: str | None = None
-    size: int | None = None
-    prev: _Prev | None = None
-    forced_by: str | None = None
-    upstream_reran: list[str] = field(default_factory=list)
-    unstored: str | None = None
+__all__ = ["NodeCache", "RunCache"]
 
 
 class RunCache:
@@ -100,24 +71,19 @@ class RunCache:
         self.strict = strict
         self.rerun = rerun
         self.workflow = workflow.name
-        self.sched: RunView | None = None
+        self.sched: RunView = _NOT_BOUND
         self.nodes: dict[int, NodeCache] = {}
-        self.digests: dict[int, str | None] = {}
-        self.unhashable: dict[int, str] = {}
+        self.keys = KeyBuilder()
+        self.digests = self.keys.digests  # node -> content hash of its value
+        self.unhashable = self.keys.unhashable  # node -> why its value has no hash
         self.reran: set[int] = set()
+        self.forced: Rerun | None = None
         self._conn: Any = None
-        self._code: dict[int, tuple[Any, CodeFingerprint]] = {}
-        self._params: dict[int, tuple[Any, list[str], str | None]] = {}
-        self._opts: dict[int, tuple[Any, str]] = {}
         self._saved_blobs: set[str] = set()
         self._synced = False
-        self._prev: dict[str, _Prev] | None = None
+        self._prev: dict[str, Prev] | None = None
         self._code_parts: dict[str, dict[str, str] | None] = {}
         self._recorded_code: set[str] = set()
-        self._n0 = 0
-        self._forced: list[bool] = []
-        self._forced_by: list[str | None] = []
-        self._forced_names: set[str] = set()
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -125,73 +91,16 @@ class RunCache:
         """Read the run's nodes and results from ``view``; resolves ``rerun=`` (raising
         ``WorkflowDefinitionError`` for a name that is not in the workflow)."""
         self.sched = view
-        self._n0 = len(view.nodes)
         if self.rerun:
-            self._resolve_rerun(self.rerun)
+            self.forced = Rerun(self.rerun, view.nodes, self.graph, self.workflow)
 
-    def _resolve_rerun(self, items: Any) -> None:
-        nodes = self.sched.nodes  # type: ignore[union-attr]
-        if isinstance(items, (str, Ref)) or _is_task(items):
-            items = [items]
-        roots: dict[int, str] = {}
-        names: set[str] = set()
-        task_names = {r.task.spec.name for r in nodes if r.task is not None}
-        keys = {r.key: r.index for r in nodes}
-        for it in items:
-            if type(it) is Ref:
-                if it.wf is not self.graph:
-                    raise WorkflowDefinitionError(f"rerun: {it.key} belongs to another workflow")
-                roots[it.index] = it.key
-            elif _is_task(it):
-                if it.spec.name not in task_names:
-                    raise WorkflowDefinitionError(
-                        f"rerun: task {it.spec.name!r} is not in workflow {self.workflow!r}")
-                names.add(it.spec.name)
-            elif isinstance(it, str):
-                if it in keys:
-                    roots[keys[it]] = it
-                elif it in task_names:
-                    names.add(it)
-                else:
-                    raise WorkflowDefinitionError(
-                        f"rerun: no task or task key {it!r} in workflow {self.workflow!r} "
-                        f"(tasks: {sorted(task_names)[:20]})"
-                    )
-            else:
-                raise TypeError(f"rerun takes tasks, task names, task keys or Refs, not {type(it).__name__}")
-        self._forced_names = names
-        n = self._n0
-        forced = [False] * n
-        by: list[str | None] = [None] * n
-        for i in topological_order(nodes, lowest_first=False) or range(n):
-            r = nodes[i]
-            if i in roots:
-                by[i] = roots[i]
-            elif r.task is not None and r.task.spec.name in names:
-                by[i] = r.task.spec.name
-            else:
-                for d in r.deps:
-                    if forced[d]:
-                        by[i] = f"{nodes[d].key} (upstream)" if by[d] and "upstream" not in by[d] else by[d]
-                        break
-            forced[i] = by[i] is not None
-        self._forced, self._forced_by = forced, by
-
-    def _forced_reason(self, i: int) -> str | None:
-        if not self._forced and not self._forced_names:
+    def forced_reason(self, i: int) -> str | None:
+        """Why ``rerun=`` forces node ``i`` to run (None: it does not)."""
+        if self.forced is None:
             return None
-        if i < self._n0:
-            return self._forced_by[i]
-        sched = self.sched
-        ref = sched.nodes[i]  # type: ignore[union-attr]
-        if ref.task is not None and ref.task.spec.name in self._forced_names:
-            return ref.task.spec.name
-        for s in sched.succs[i]:  # type: ignore[union-attr]  # an expanded map item: its map
-            if s < self._n0 and self._forced[s]:
-                return self._forced_by[s]
-        return None
+        return self.forced.reason(i, self.sched.nodes, self.sched.succs)
 
-    def _reader(self) -> Any:
+    def reader(self) -> Any:
         if self._conn is None:
             self._conn = self.store.journal.reader()
         return self._conn
@@ -204,47 +113,11 @@ class RunCache:
 
     # -- keys ----------------------------------------------------------------------------
 
-    def _code_of(self, fn: Any) -> CodeFingerprint:
-        hit = self._code.get(id(fn))
-        if hit is None:
-            hit = self._code[id(fn)] = (fn, code_fingerprint(fn))
-        return hit[1]
-
-    def _param_names(self, fn: Any) -> tuple[list[str], str | None]:
-        hit = self._params.get(id(fn))
-        if hit is None:
-            names: list[str] = []
-            var: str | None = None
-            try:
-                for p in inspect.signature(fn).parameters.values():
-                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-                        names.append(p.name)
-                    elif p.kind == p.VAR_POSITIONAL:
-                        var = p.name
-            except (TypeError, ValueError):
-                pass
-            hit = self._params[id(fn)] = (fn, names, var)
-        return hit[1], hit[2]
-
-    def _arg_refs(self, ref: Ref) -> list[int]:
-        if ref.nested == 0:
-            return []
-        out: list[int] = []
-        stack: list[Any] = list(ref.args) + (list(ref.kwargs.values()) if ref.kwargs else [])
-        while stack:
-            a = stack.pop()
-            t = type(a)
-            if t is Ref:
-                out.append(a.index)
-            elif ref.nested == 2 and t in _CONTAINERS:
-                stack.extend(a.values() if t is dict else a)
-        return out
-
     async def _ensure_digest(self, j: int) -> None:
         if j in self.digests:
             return
         sched = self.sched
-        node = sched.nodes[j]  # type: ignore[union-attr]
+        node = sched.nodes[j]
         if node.kind == COLLECT:
             for p in node.args:
                 await self._ensure_digest(p.index)
@@ -253,88 +126,41 @@ class RunCache:
                 self.digests[j] = None
                 self.unhashable[j] = f"the result of {bad[0]} cannot be hashed"
             else:
-                self.digests[j] = hashing.combine("collect", *[self.digests[p.index] for p in node.args])
+                self.digests[j] = collect_digest([self.digests[p.index] for p in node.args])  # type: ignore[misc]
             return
-        value = sched.results[j]  # type: ignore[union-attr]
+        value = sched.results[j]
         try:
-            if hashing.is_small(value, sched.output_bytes[j]):  # type: ignore[union-attr]
+            if hashing.is_small(value, sched.output_bytes[j]):
                 d = hashing.value_hash(value)
             else:
                 d = await anyio.to_thread.run_sync(hashing.value_hash, value)
-        except (hashing.Unhashable, RecursionError) as e:
+        except (Unhashable, RecursionError) as e:
             self.digests[j] = None
             self.unhashable[j] = f"the result of {node.key} cannot be hashed ({e})"
             return
         self.digests[j] = d
-
-    def _input_digest(self, a: Any, nested: int) -> str:
-        t = type(a)
-        if t is Ref:
-            d = self.digests.get(a.index)
-            if d is None:
-                raise hashing.Unhashable(self.unhashable.get(a.index, "no content hash"))
-            return d
-        if nested == 2 and t in _CONTAINERS:
-            if t is dict:
-                items = [hashing.value_hash(k) + self._input_digest(v, 2) for k, v in a.items()]
-                return hashing.combine("d", *items)
-            parts = [self._input_digest(x, 2) for x in a]
-            if t is set or t is frozenset:
-                parts.sort()
-            return hashing.combine(t.__name__, *parts)
-        return hashing.value_hash(a)
-
-    def _options(self, spec: Any) -> str:
-        hit = self._opts.get(id(spec))
-        if hit is None:
-            vals = [f"{n}={getattr(spec, n, None)!r}" for n in RESULT_OPTIONS]
-            hit = self._opts[id(spec)] = (spec, hashing.combine(KEY_FORMAT, *vals))
-        return hit[1]
-
-    def _inputs(self, ref: Ref) -> dict[str, str]:
-        """Argument name -> content hash of every input (raises Unhashable, naming it)."""
-        names, var = self._param_names(ref.task.spec.fn)  # type: ignore[union-attr]
-        nested = ref.nested
-        digests = self.digests
-        out: dict[str, str] = {}
-        name = "?"
-        try:
-            for k, a in enumerate(ref.args):
-                name = names[k] if k < len(names) else (f"{var}[{k - len(names)}]" if var else f"arg{k}")
-                if type(a) is Ref:
-                    d = digests.get(a.index)
-                    out[name] = d if d is not None else self._input_digest(a, nested)
-                else:
-                    out[name] = self._input_digest(a, nested)
-            if ref.kwargs:
-                for name, a in sorted(ref.kwargs.items()):
-                    out[name] = self._input_digest(a, nested)
-        except hashing.Unhashable as e:
-            e.args = (name, *e.args)
-            raise
-        return out
 
     # -- the lookup hook -----------------------------------------------------------------
 
     async def lookup(self, i: int) -> tuple[Any, int | None] | None:
         """A hit's ``(value, output_bytes)``, or None: the task must run (see ``reason``)."""
         sched = self.sched
-        ref = sched.nodes[i]  # type: ignore[union-attr]
-        spec = ref.task.spec  # type: ignore[union-attr]
+        ref = sched.nodes[i]
+        spec = ref.task.spec
         info = self.nodes[i] = NodeCache()
         if not spec.cache:
             info.reason = "cache off"
             return None
-        refs = self._arg_refs(ref) if ref.nested else ()
+        refs = KeyBuilder.arg_refs(ref) if ref.nested else ()
         digests = self.digests
         for j in refs:
             if j not in digests:
                 await self._ensure_digest(j)
         try:
-            info.code = self._code_of(spec.fn)
-            inputs = self._inputs(ref)
-        except (hashing.Unhashable, RecursionError) as e:
-            name, *why = e.args if isinstance(e, hashing.Unhashable) and len(e.args) > 1 else ("?", e)
+            info.code = self.keys.code_of(spec.fn)
+            inputs = self.keys.inputs(ref)
+        except (Unhashable, RecursionError) as e:
+            name, *why = e.args if isinstance(e, Unhashable) and len(e.args) > 1 else ("?", e)
             info.reason = f"input {name} cannot be hashed"
             warnings.warn(
                 f"nbflow: task {ref.key!r}: input {name!r} cannot be hashed ({'; '.join(map(str, why))}), "
@@ -344,23 +170,22 @@ class RunCache:
             )
             return None
         info.inputs = inputs
-        info.options = self._options(spec)
-        info.key = hashing.combine("key", info.code.digest, info.options,
-                                   *[f"{k}={v}" for k, v in inputs.items()])
+        info.options = self.keys.options(spec)
+        info.key = cache_key(info.code.digest, info.options, inputs)
         if refs and self.reran:
-            info.upstream_reran = [sched.nodes[j].key for j in refs if self._reran(j)]  # type: ignore[union-attr]
-        forced = self._forced_reason(i) if self._forced or self._forced_names else None
+            info.upstream_reran = [sched.nodes[j].key for j in refs if self._reran(j)]
+        forced = self.forced_reason(i) if self.forced is not None else None
         if forced is not None:
             info.forced_by = forced
             info.reason = "forced"
             return None
-        info.prev = self._previous().get(ref.key)
+        info.prev = self.previous().get(ref.key)
         if not self._synced:  # once per run: learn which keys other runs stored meanwhile
             self._synced = True
-            self.store.sync_keys(self._reader())
-        entry = self.store.find(self._reader(), info.key)
+            self.store.sync_keys(self.reader())
+        entry = self.store.find(self.reader(), info.key)
         if entry is None:
-            info.reason = self._miss_reason(ref.name, info)
+            info.reason = explaining.miss_reason(ref.name, info, self.parts_of)
             return None
         try:
             if entry.inline is not None:
@@ -390,7 +215,7 @@ class RunCache:
         info.cached = True
         info.blob = entry.blob
         info.size = entry.size
-        info.reason = self._hit_reason(info)
+        info.reason = explaining.hit_reason(info)
         if info.prev is None or info.prev.cache_key != info.key:
             self._record_fingerprint(ref, info)
         size = cheap_size(value)
@@ -400,7 +225,7 @@ class RunCache:
         """Did node j execute in this run (for a collect: did any of its parts)?"""
         if j in self.reran:
             return True
-        node = self.sched.nodes[j]  # type: ignore[union-attr]
+        node = self.sched.nodes[j]
         if node.kind == COLLECT:
             return any(self._reran(p.index) for p in node.args)
         return False
@@ -424,10 +249,10 @@ class RunCache:
         digest, hash_error, data, blob, store_error = out
         self.digests[i] = digest
         if hash_error is not None:
-            self.unhashable[i] = f"the result of {self.sched.nodes[i].key} cannot be hashed ({hash_error})"  # type: ignore[union-attr]
+            self.unhashable[i] = f"the result of {self.sched.nodes[i].key} cannot be hashed ({hash_error})"
         if not store_it:
             return size
-        ref = self.sched.nodes[i]  # type: ignore[union-attr]
+        ref = self.sched.nodes[i]
         if store_error is not None or blob is None or data is None:
             info.unstored = store_error  # type: ignore[union-attr]
             warnings.warn(
@@ -458,70 +283,21 @@ class RunCache:
 
     # -- reasons -------------------------------------------------------------------------
 
-    def _previous(self) -> dict[str, _Prev]:
+    def previous(self) -> dict[str, Prev]:
         if self._prev is None:
             # (no flush needed: a run returns only once its rows are committed)
-            rows = self._reader().execute(
+            rows = self.reader().execute(
                 "SELECT key, cache_key, code, inputs, options, run_id FROM fingerprints WHERE workflow = ?",
                 (self.workflow,),
             ).fetchall()
-            self._prev = {k: _Prev(ck, c, json.loads(inp or "{}"), o, r) for k, ck, c, inp, o, r in rows}
+            self._prev = {k: Prev(ck, c, json.loads(inp or "{}"), o, r) for k, ck, c, inp, o, r in rows}
         return self._prev
 
-    def _parts_of(self, digest: str) -> dict[str, str] | None:
+    def parts_of(self, digest: str) -> dict[str, str] | None:
         if digest not in self._code_parts:
-            row = self._reader().execute("SELECT parts FROM code WHERE digest = ?", (digest,)).fetchone()
+            row = self.reader().execute("SELECT parts FROM code WHERE digest = ?", (digest,)).fetchone()
             self._code_parts[digest] = json.loads(row[0]) if row and row[0] else None
         return self._code_parts[digest]
-
-    def _code_changes(self, info: NodeCache) -> list[tuple[str, str | None, str | None]]:
-        if info.prev is None or info.code is None or info.prev.code == info.code.digest:
-            return []
-        old = self._parts_of(info.prev.code)
-        if old is None:
-            return [("code", info.prev.code, info.code.digest)]
-        return diff_parts(old, info.code.parts)
-
-    def _input_changes(self, info: NodeCache) -> list[tuple[str, str | None, str | None]]:
-        if info.prev is None or info.inputs is None:
-            return []
-        return diff_parts(info.prev.inputs, info.inputs)
-
-    def _miss_reason(self, task: str, info: NodeCache) -> str:
-        prev = info.prev
-        if prev is None:
-            return self._with_notes("never ran", info)
-        if prev.cache_key == info.key:
-            return "stored result is missing (removed by gc, or its run stopped before saving it)"
-        why = []
-        code = self._code_changes(info)
-        if code or (info.code is not None and prev.code != info.code.digest):
-            own = f"function {info.code.name}" if info.code else ""
-            others = [label for label, _, _ in code if label != own]
-            detail = ", ".join(others[:2]) + (", ..." if len(others) > 2 else "")
-            why.append(f"code of {task} changed" + (f" ({detail})" if others else ""))
-        changed = [label for label, _, _ in self._input_changes(info)]
-        if changed:
-            noun = "input" if len(changed) == 1 else "inputs"
-            why.append(f"{noun} {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''} changed")
-        if prev.options != info.options:
-            why.append("options changed")
-        if not why:
-            why.append("cache key format changed")
-        return self._with_notes("; ".join(why), info)
-
-    def _with_notes(self, reason: str, info: NodeCache) -> str:
-        if info.code is not None and info.code.notes:
-            return f"{reason} [{'; '.join(info.code.notes)}]"
-        return reason
-
-    def _hit_reason(self, info: NodeCache) -> str:
-        if info.upstream_reran:
-            return (f"inputs unchanged although {', '.join(info.upstream_reran[:2])} re-ran "
-                    "(early cutoff)")
-        if info.prev is not None and info.prev.cache_key != info.key:
-            return "code and inputs match an earlier stored result"
-        return "code and inputs unchanged"
 
     # -- what the Run shows --------------------------------------------------------------
 
@@ -537,64 +313,8 @@ class RunCache:
 
     def explain(self, i: int) -> Explanation:
         """The full reason for node ``i``: what was compared, and what differed."""
-        sched = self.sched
-        ref = sched.nodes[i]  # type: ignore[union-attr]
-        info = self.nodes.get(i)
-        if ref.kind in (COLLECT, MAP):
-            return Explanation(ref.key, ref.name, False, "collects the results of its items; never cached",
-                               [], f"{ref.key}: collects the results of its items (not cached itself)")
-        if info is None and (ref.kind not in (TASK, UNDO) or ref.task is None):
-            what = f"a {ref.kind} node, resolved by the scheduler itself (not cached)"
-            return Explanation(ref.key, ref.name, False, None, [], f"{ref.key}: {what}")
-        if info is None:
-            state = sched.state[i]  # type: ignore[union-attr]
-            return Explanation(ref.key, ref.name, False, None, [], f"{ref.key}: not looked up ({state})")
-        lines = []
-        verdict = "cache hit" if info.cached else "ran"
-        lines.append(f"{ref.key} (task {ref.name}): {verdict}: {info.reason}")
-        changes: list[tuple[str, str | None, str | None]] = []
-        if info.forced_by is not None:
-            lines.append(f"  forced    by rerun={info.forced_by!r}")
-        if info.code is not None:
-            code = self._code_changes(info)
-            changes += [(f"code: {label}", a, b) for label, a, b in code]
-            if info.prev is None:
-                lines.append(f"  code      {_short(info.code.digest)} (nothing stored before to compare)")
-            elif code:
-                lines.append("  code      changed:")
-                lines += [f"              {label}: {_short(a)} -> {_short(b)}" for label, a, b in code]
-            elif info.prev.code != info.code.digest:
-                lines.append(f"  code      changed: {_short(info.prev.code)} -> {_short(info.code.digest)}")
-            else:
-                lines.append(f"  code      unchanged ({_short(info.code.digest)})")
-            for note in info.code.notes:
-                lines.append(f"  note      {note}")
-        if info.inputs is not None:
-            inp = self._input_changes(info)
-            changes += [(f"input {label}", a, b) for label, a, b in inp]
-            if inp:
-                lines.append("  inputs    changed:")
-                lines += [f"              {label}: {_short(a)} -> {_short(b)}" for label, a, b in inp]
-            elif info.inputs:
-                lines.append("  inputs    " + ("unchanged: " if info.prev else "")
-                             + ", ".join(f"{k} {_short(v)}" for k, v in info.inputs.items()))
-            else:
-                lines.append("  inputs    none")
-            if info.upstream_reran:
-                lines.append(f"  upstream  re-ran this run: {', '.join(info.upstream_reran)}")
-        if info.prev is not None and info.options is not None and info.prev.options != info.options:
-            changes.append(("options", info.prev.options, info.options))
-            lines.append(f"  options   changed: {_short(info.prev.options)} -> {_short(info.options)}")
-        if info.key is not None:
-            before = f" (before: {_short(info.prev.cache_key)}, run {info.prev.run_id})" if info.prev else ""
-            lines.append(f"  cache key {_short(info.key)}{before}")
-        if info.blob is not None:
-            where = "inline in the journal" if (info.size or 0) <= INLINE_MAX else \
-                str(self.store.blobs.path(info.blob))
-            lines.append(f"  result    {info.size} bytes, {where}")
-        elif info.unstored:
-            lines.append(f"  result    not stored: {info.unstored}")
-        return Explanation(ref.key, ref.name, info.cached, info.reason, changes, "\n".join(lines))
+        return explaining.explain(self.sched.nodes[i], self.nodes.get(i), self.sched.state[i],
+                                  self.parts_of, self.store.blobs.path)
 
 
 def _prepare(store: Store, value: Any, store_it: bool) -> tuple[Any, ...]:
@@ -602,7 +322,7 @@ def _prepare(store: Store, value: Any, store_it: bool) -> tuple[Any, ...]:
     digest = hash_error = data = blob = store_error = None
     try:
         digest = hashing.value_hash(value)
-    except (hashing.Unhashable, RecursionError) as e:
+    except (Unhashable, RecursionError) as e:
         hash_error = str(e)
     if store_it:
         try:
@@ -616,13 +336,11 @@ def _prepare(store: Store, value: Any, store_it: bool) -> tuple[Any, ...]:
     return digest, hash_error, data, blob, store_error
 
 
-def _short(d: str | None) -> str:
-    if d is None:
-        return "(none)"
-    return d if len(d) <= 13 else d[:13] + "…"
+class _NotBound:
+    """Stands for the run's state until :meth:`RunCache.bind` is called."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("RunCache.bind(view) must be called before the cache is used")
 
 
-def _is_task(obj: Any) -> bool:
-    """An ``@nf.task`` (recognised by what it has, so the store needs no engine import)."""
-    spec = getattr(obj, "spec", None)
-    return spec is not None and hasattr(spec, "fn") and hasattr(spec, "name")
+_NOT_BOUND: Any = _NotBound()

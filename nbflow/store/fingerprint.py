@@ -47,6 +47,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.ref import is_task
 from . import hashing
 
 FORMAT = "fp1"  # bump to invalidate every fingerprint when their recipe changes
@@ -345,7 +346,7 @@ class _Walker:
             if id(obj) in self.seen:  # functions, classes, modules: once each (and no cycles)
                 return
             self.seen.add(id(obj))
-        if t.__name__ == "Task" and t.__module__.startswith("nbflow") and hasattr(obj, "spec"):
+        if is_task(obj):
             self.visit(obj.spec.fn, top=top)
             return
         if isinstance(obj, functools.partial):
@@ -464,3 +465,8 @@ class _Walker:
         except RecursionError:
             self.parts[label] = f"<unhashable {hashing.describe(value)}>"
             self.notes.append(f"{label} is too deeply nested to hash and is ignored")
+
+
+# Hashing a value that is a function (or a task) hashes its code fingerprint: hashing knows
+# values, this module knows code, and this is where the two meet (no import cycle).
+hashing.set_code_hasher(lambda fn: code_fingerprint(fn).digest)

@@ -31,9 +31,11 @@ import hashlib
 import math
 import struct
 import types
+from collections.abc import Callable
 from typing import Any
 
 from ..core.errors import Unhashable
+from ..core.ref import is_task
 
 try:  # the fast path; see the module docstring
     import xxhash as _xxhash
@@ -161,18 +163,26 @@ def _feed_other(h: Any, v: Any, t: type) -> None:
     elif mod.startswith("pandas"):
         if _feed_pandas(h, v):
             return
-    elif isinstance(v, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)) or (
-        hasattr(v, "spec") and type(v).__name__ == "Task" and mod.startswith("nbflow")
+    elif _code_hasher is not None and (
+        isinstance(v, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)) or is_task(v)
     ):
-        from .fingerprint import code_fingerprint
-
-        h.update(b"C" + code_fingerprint(v).digest.encode())
+        h.update(b"C" + _code_hasher(v).encode())
         return
     elif isinstance(v, type) and hasattr(v, "__module__"):
         h.update(b"y" + f"{v.__module__}.{v.__qualname__}".encode())
         return
     h.update(b"p" + t.__qualname__.encode())
     h.update(pickled(v))
+
+
+# Set by nbflow.store.fingerprint when it is imported: fn -> digest of its code fingerprint.
+_code_hasher: Callable[[Any], str] | None = None
+
+
+def set_code_hasher(fn: Callable[[Any], str]) -> None:
+    """Hash functions and tasks by ``fn(value)`` (their code) instead of by pickling them."""
+    global _code_hasher
+    _code_hasher = fn
 
 
 def pickled(v: Any) -> bytes:

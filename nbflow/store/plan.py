@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.errors import Unhashable
 from ..core.graphs import topological_order
 from ..core.kinds import COLLECT, MAP, TASK, UNDO
 from ..core.ref import Ref
-from . import hashing
+from . import explain as explaining
 from .cache import NodeCache, RunCache
+from .keys import KeyBuilder, cache_key, collect_digest
 from .store import get_store
 
 COLUMNS = ("key", "task", "decision", "reason")
@@ -50,7 +52,7 @@ def plan(wf: Any, *, cache: bool = True, rerun: Any = None) -> list[dict[str, st
     pending: dict[int, str] = {}  # node -> the task that makes its value unknown before running
     rows: dict[int, dict[str, str]] = {}
     try:
-        store.sync_keys(rc._reader())
+        store.sync_keys(rc.reader())
         for i in topological_order(nodes, lowest_first=False) or range(len(nodes)):
             rows[i] = _decide(rc, store, nodes[i], pending)
     finally:
@@ -69,7 +71,7 @@ def _decide(rc: RunCache, store: Any, ref: Ref, pending: dict[int, str]) -> dict
         if unknown:
             pending[i] = unknown[0]
         else:
-            rc.digests[i] = hashing.combine("collect", *[rc.digests[p.index] or "" for p in ref.args])
+            rc.digests[i] = collect_digest([rc.digests[p.index] or "" for p in ref.args])
         return _row(ref, "collect", "collects the results of its items")
     if ref.kind == MAP:
         pending[i] = ref.key
@@ -81,36 +83,36 @@ def _decide(rc: RunCache, store: Any, ref: Ref, pending: dict[int, str]) -> dict
     if not spec.cache:
         pending[i] = ref.key
         return _row(ref, "miss", "cache off")
-    refs = rc._arg_refs(ref)
+    refs = KeyBuilder.arg_refs(ref)
     unknown = [pending[j] for j in refs if j in pending]
     if unknown:
         pending[i] = ref.key
-        forced = rc._forced_reason(i)
+        forced = rc.forced_reason(i)
         if forced is not None:
             return _row(ref, "miss", "forced")
         return _row(ref, "maybe", f"depends on {unknown[0]}, which will run: hits only if that gives "
                                   "the same result (early cutoff)")
     try:
-        code = rc._code_of(spec.fn)
-        inputs = rc._inputs(ref)
-    except (hashing.Unhashable, RecursionError) as e:
+        code = rc.keys.code_of(spec.fn)
+        inputs = rc.keys.inputs(ref)
+    except (Unhashable, RecursionError) as e:
         pending[i] = ref.key
-        name = e.args[0] if isinstance(e, hashing.Unhashable) and len(e.args) > 1 else "?"
+        name = e.args[0] if isinstance(e, Unhashable) and len(e.args) > 1 else "?"
         return _row(ref, "miss", f"input {name} cannot be hashed")
     info = rc.nodes[i] = NodeCache()
-    info.code, info.inputs, info.options = code, inputs, rc._options(spec)
-    info.key = hashing.combine("key", code.digest, info.options, *[f"{k}={v}" for k, v in inputs.items()])
-    if rc._forced_reason(i) is not None:
+    info.code, info.inputs, info.options = code, inputs, rc.keys.options(spec)
+    info.key = cache_key(code.digest, info.options, inputs)
+    if rc.forced_reason(i) is not None:
         pending[i] = ref.key
         return _row(ref, "miss", "forced")
-    info.prev = rc._previous().get(ref.key)
-    entry = store.find(rc._reader(), info.key)
+    info.prev = rc.previous().get(ref.key)
+    entry = store.find(rc.reader(), info.key)
     if entry is not None and (entry.inline is not None or store.blobs.path(entry.blob).exists()):
         rc.digests[i] = entry.value_digest
         if entry.value_digest is None:
             rc.unhashable[i] = f"the result of {ref.key} cannot be hashed"
-        return _row(ref, "hit", rc._hit_reason(info))
+        return _row(ref, "hit", explaining.hit_reason(info))
     pending[i] = ref.key
     if entry is not None:
         return _row(ref, "miss", "stored result is missing (removed by gc or by hand)")
-    return _row(ref, "miss", rc._miss_reason(ref.name, info))
+    return _row(ref, "miss", explaining.miss_reason(ref.name, info, rc.parts_of))

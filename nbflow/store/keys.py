@@ -1,0 +1,133 @@
+"""How a cache key is built: pure functions of a task's code, inputs and options.
+
+``key = hash(code fingerprint, argument name = input content hash ..., result options)``.
+The content hash of an input that is another task's result is that result's hash
+(``digests``, filled by the cache as results appear), so a task whose upstream re-ran but
+produced an equal value gets the same key (early cutoff).  Nothing here reads or writes the
+store; the memo tables only save recomputing a function's fingerprint or signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ..core.ref import Ref
+from . import hashing
+from .fingerprint import CodeFingerprint, code_fingerprint
+
+KEY_FORMAT = "k1"  # bump to make every existing key miss (a change in how keys are built)
+# TaskSpec fields that change a task's result, and so belong in its key.  No option of
+# today's TaskSpec does (retries, timeouts, executors and resources do not change what a
+# function returns); a ``version=`` option, when it exists, is picked up here.
+RESULT_OPTIONS = ("version",)
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def cache_key(code_digest: str, options: str, inputs: dict[str, str]) -> str:
+    """The key a task's result is stored under."""
+    return hashing.combine("key", code_digest, options, *[f"{k}={v}" for k, v in inputs.items()])
+
+
+def collect_digest(parts: list[str]) -> str:
+    """The content hash of a collect node's value (the list of its inputs' values)."""
+    return hashing.combine("collect", *parts)
+
+
+class KeyBuilder:
+    """Key parts of one run's tasks: content hashes of results seen so far, and memo tables.
+
+    ``digests[i]`` is the content hash of node ``i``'s value (None: it has none, and
+    ``unhashable[i]`` says why).
+    """
+
+    def __init__(self) -> None:
+        self.digests: dict[int, str | None] = {}
+        self.unhashable: dict[int, str] = {}
+        self._code: dict[int, tuple[Any, CodeFingerprint]] = {}
+        self._params: dict[int, tuple[Any, list[str], str | None]] = {}
+        self._opts: dict[int, tuple[Any, str]] = {}
+
+    def code_of(self, fn: Any) -> CodeFingerprint:
+        hit = self._code.get(id(fn))
+        if hit is None:
+            hit = self._code[id(fn)] = (fn, code_fingerprint(fn))
+        return hit[1]
+
+    def param_names(self, fn: Any) -> tuple[list[str], str | None]:
+        hit = self._params.get(id(fn))
+        if hit is None:
+            names: list[str] = []
+            var: str | None = None
+            try:
+                for p in inspect.signature(fn).parameters.values():
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                        names.append(p.name)
+                    elif p.kind == p.VAR_POSITIONAL:
+                        var = p.name
+            except (TypeError, ValueError):
+                pass
+            hit = self._params[id(fn)] = (fn, names, var)
+        return hit[1], hit[2]
+
+    @staticmethod
+    def arg_refs(ref: Ref) -> list[int]:
+        if ref.nested == 0:
+            return []
+        out: list[int] = []
+        stack: list[Any] = list(ref.args) + (list(ref.kwargs.values()) if ref.kwargs else [])
+        while stack:
+            a = stack.pop()
+            t = type(a)
+            if t is Ref:
+                out.append(a.index)
+            elif ref.nested == 2 and t in _CONTAINERS:
+                stack.extend(a.values() if t is dict else a)
+        return out
+
+    def input_digest(self, a: Any, nested: int) -> str:
+        t = type(a)
+        if t is Ref:
+            d = self.digests.get(a.index)
+            if d is None:
+                raise hashing.Unhashable(self.unhashable.get(a.index, "no content hash"))
+            return d
+        if nested == 2 and t in _CONTAINERS:
+            if t is dict:
+                items = [hashing.value_hash(k) + self.input_digest(v, 2) for k, v in a.items()]
+                return hashing.combine("d", *items)
+            parts = [self.input_digest(x, 2) for x in a]
+            if t is set or t is frozenset:
+                parts.sort()
+            return hashing.combine(t.__name__, *parts)
+        return hashing.value_hash(a)
+
+    def options(self, spec: Any) -> str:
+        hit = self._opts.get(id(spec))
+        if hit is None:
+            vals = [f"{n}={getattr(spec, n, None)!r}" for n in RESULT_OPTIONS]
+            hit = self._opts[id(spec)] = (spec, hashing.combine(KEY_FORMAT, *vals))
+        return hit[1]
+
+    def inputs(self, ref: Ref) -> dict[str, str]:
+        """Argument name -> content hash of every input (raises Unhashable, naming it)."""
+        names, var = self.param_names(ref.task.spec.fn)  # type: ignore[union-attr]
+        nested = ref.nested
+        digests = self.digests
+        out: dict[str, str] = {}
+        name = "?"
+        try:
+            for k, a in enumerate(ref.args):
+                name = names[k] if k < len(names) else (f"{var}[{k - len(names)}]" if var else f"arg{k}")
+                if type(a) is Ref:
+                    d = digests.get(a.index)
+                    out[name] = d if d is not None else self.input_digest(a, nested)
+                else:
+                    out[name] = self.input_digest(a, nested)
+            if ref.kwargs:
+                for name, a in sorted(ref.kwargs.items()):
+                    out[name] = self.input_digest(a, nested)
+        except hashing.Unhashable as e:
+            e.args = (name, *e.args)
+            raise
+        return out
