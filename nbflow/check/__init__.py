@@ -1,8 +1,8 @@
 """Static verification of a traced workflow: ``nf.check(wf)``.
 
-The seed's verification chapter asks for three guarantees before anything runs: the graph
-terminates (no cycles, §5.2), tasks that may run at the same time do not race on shared
-data (Theorem 1.3.3, §5.3), and every task fits the machine (§5.4).  This package checks
+Three guarantees are checked before anything runs: the graph terminates (no cycles, every
+loop bounded), tasks that may run at the same time do not race on shared data (the
+parallel-safety rule on declared reads and writes), and every task fits the machine.  This package checks
 them on the traced graph and returns :class:`Finding` objects instead of raising, so a
 notebook can show all problems at once and a run can decide which ones stop it.
 

@@ -5,7 +5,8 @@ Everything here takes the traced nodes (objects with ``.index``, ``.deps``, ``.k
 so the same code serves ``nf.check(wf)`` before a run and the scheduler's planning inside
 one.  Nodes are integers, as in the scheduler.
 
-Why hand-written and not networkx calls throughout: the conflict check of Theorem 1.3.3
+Why hand-written and not networkx calls throughout: the conflict check (the parallel-safety
+rule)
 asks, for every pair of tasks touching a common resource, whether a path joins them.  One
 ``nx.has_path`` per pair is quadratic in calls and far too slow for thousands of tasks.
 Instead reachability is computed once as Python-int bitsets (bit *p* set = the node at
@@ -59,7 +60,7 @@ def access(node: NodeLike) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 class Conflict(NamedTuple):
-    """Two nodes with no path between them whose declared access breaks Theorem 1.3.3.
+    """Two nodes with no path between them whose declared access breaks the parallel-safety rule.
 
     ``first < second`` (node indexes).  ``kind`` is ``"write/write"`` when both write
     ``resource``, ``"read/write"`` when one writes it and the other only reads it;
@@ -81,7 +82,8 @@ def conflicts(nodes: Sequence[NodeLike], succs: list[list[int]] | None = None,
     Nodes ``a`` and ``b`` may run at the same time when no path joins them (in either
     direction) and they are not on opposite sides of a branch (see :func:`_exclusive`);
     they may do so safely only if ``Write(a) ∩ (Read(b) ∪ Write(b)) = ∅`` and
-    ``Write(b) ∩ (Read(a) ∪ Write(a)) = ∅`` (Theorem 1.3.3).  The graph must be acyclic
+    ``Write(b) ∩ (Read(a) ∪ Write(a)) = ∅`` (docs/architecture.md argues it).  The graph must be
+    acyclic
     (``order`` is a topological order; it is computed when not given, and a cyclic graph
     raises ``ValueError``).  Sorted by ``(first, second, resource)``.
     """

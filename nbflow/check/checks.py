@@ -1,8 +1,8 @@
 """The checks ``nf.check(wf)`` runs, one small function each, and ``check`` itself.
 
-Why a flat tuple of checker functions: each check is a separate idea from the seed's
-verification chapter (termination §5.2, concurrency safety §5.3, resource feasibility
-§5.4), and constructs added later (loops, branches) bring checks of their own.  A checker
+Why a flat tuple of checker functions: each check is a separate idea (termination,
+concurrency safety, resource feasibility), and constructs added later (loops, branches)
+bring checks of their own.  A checker
 is ``def check_x(ctx: CheckContext) -> Iterable[Finding]``; adding one is writing that
 function and listing it in :data:`CHECKS`.  The :class:`CheckContext` computes shared facts
 (successors, a topological order, cycles, conflicts) once, lazily, so checkers stay short
@@ -77,7 +77,7 @@ class CheckContext:
 Checker = Callable[[CheckContext], Iterable[Finding]]
 
 
-# -- termination (§5.2) ----------------------------------------------------------------------
+# -- termination ----------------------------------------------------------------------------
 
 def check_cycles(ctx: CheckContext) -> Iterable[Finding]:
     """``cycle``: tasks that (indirectly) wait for themselves can never start."""
@@ -97,7 +97,7 @@ def check_cycles(ctx: CheckContext) -> Iterable[Finding]:
         yield Finding("cycle", "error", keys, msg)
 
 
-# -- concurrency safety (Theorem 1.3.3, §5.3) ----------------------------------------------
+# -- concurrency safety ----------------------------------------------------------------------
 
 def check_conflicts(ctx: CheckContext) -> Iterable[Finding]:
     """``conflict``: two tasks that may run at once touch the same resource unsafely."""
@@ -139,7 +139,7 @@ def check_map_conflicts(ctx: CheckContext) -> Iterable[Finding]:
             )
 
 
-# -- resource feasibility (§5.4) -------------------------------------------------------------
+# -- resource feasibility -----------------------------------------------------------------
 
 _BYTES = ("memory", "mem", "disk", "ram")
 

@@ -1,4 +1,4 @@
-"""Ordering edges that remove every conflict: the "serialise" answer to Theorem 1.3.3.
+"""Ordering edges that remove every conflict: the "serialise" answer to the parallel-safety rule.
 
 When two tasks with no path between them touch the same resource unsafely, the simplest
 fix that keeps the program's meaning is to make one wait for the other.  Which one waits

@@ -1,7 +1,7 @@
 """Control flow that compiles to the same DAG: branches, joins, bounded loops, sagas, approvals.
 
-These are the seed's workflow algebra (§1.2) and patterns (§9) as graph constructs.  Nothing
-here runs anything: each function adds nodes to the workflow being traced, and the
+Sequence, parallel, choice, iteration and joins, plus the saga and approval patterns, as
+graph constructs.  Nothing here runs anything: each function adds nodes to the workflow being traced, and the
 scheduler gives the node kinds their meaning (see ``nbflow.engine.graph`` for the kinds).
 
 * A *skipped* task is a state with a reason, not an error.  The untaken side of a branch is
@@ -10,8 +10,8 @@ scheduler gives the node kinds their meaning (see ``nbflow.engine.graph`` for th
   decide.
 * ``loop`` tests ``until`` **after** each iteration (repeat-until): the body always runs at
   least once, and the loop ends with the first value for which ``until(value)`` is true.
-  ``max_iter`` is required (Theorem 5.2.2: bounded loops terminate); a loop that has run
-  ``max_iter`` iterations without ``until`` becoming true fails and says so.
+  ``max_iter`` is required (a bounded loop always terminates: see docs/architecture.md); a
+  loop that has run ``max_iter`` iterations without ``until`` becoming true fails and says so.
 """
 
 from __future__ import annotations
