@@ -17,9 +17,11 @@ from .core.errors import (
     NbflowStoreWarning,
     NbflowWarning,
     PicklingError,
+    RefAttributeError,
     RefUsageError,
     StallError,
     StoreIntegrityError,
+    TaskCallError,
     TaskNotFinished,
     TaskTimeout,
     WorkflowCancelled,
@@ -31,7 +33,7 @@ from .core.options import RunOptions
 from .core.ref import Ref
 from .engine.constructs import approval, branch, first, gather, loop, saga
 from .engine.run import Run, last_run
-from .engine.spec import Task, TaskSpec, registry, task
+from .engine.spec import Task, TaskSpec, fmt, registry, task
 from .store import StoredRun, gc, load_run, plan, runs
 from .workflow import Workflow
 
@@ -49,6 +51,7 @@ __all__ = [
     "NbflowWarning",
     "PicklingError",
     "Ref",
+    "RefAttributeError",
     "RefUsageError",
     "Run",
     "RunOptions",
@@ -56,6 +59,7 @@ __all__ = [
     "StoreIntegrityError",
     "StoredRun",
     "Task",
+    "TaskCallError",
     "TaskNotFinished",
     "TaskSpec",
     "TaskTimeout",
@@ -67,6 +71,7 @@ __all__ = [
     "branch",
     "check",
     "first",
+    "fmt",
     "gather",
     "gc",
     "last_run",

@@ -5,7 +5,9 @@ Each message names the problem and the way out.  The hierarchy::
     NbflowError (Exception)
     ├── WorkflowDefinitionError (also ValueError)   the workflow cannot run as written
     │   └── CycleError                              .cycle: the task keys on the cycle
+    │   └── TaskCallError (also TypeError)          a task called with arguments it does not take
     ├── RefUsageError (also TypeError)              a Ref used as if it were its value
+    │   └── RefAttributeError (also AttributeError) an attribute of the value asked of its Ref
     ├── TaskTimeout (also TimeoutError)             a task ran longer than its timeout
     ├── PicklingError                               an argument/result cannot travel
     ├── WorkflowFailed                              a run ended with failed tasks
@@ -65,8 +67,18 @@ class CycleError(WorkflowDefinitionError):
         )
 
 
+class TaskCallError(WorkflowDefinitionError, TypeError):
+    """A task was called (while tracing) with arguments its function does not accept."""
+
+
 class RefUsageError(NbflowError, TypeError):
     """A Ref was used as if it were its value, or outside the workflow that made it."""
+
+
+class RefAttributeError(RefUsageError, AttributeError):
+    """``ref.something``: the attribute belongs to the value, which exists only at run time.
+
+    Also an ``AttributeError``, so ``hasattr(ref, "x")`` is simply False."""
 
 
 class ConflictWarning(NbflowWarning):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import RefUsageError, WorkflowDefinitionError
+from .errors import RefAttributeError, RefUsageError, WorkflowDefinitionError
 from .kinds import TASK, UNDO
 
 
@@ -76,18 +76,42 @@ class Ref:
             )
         return run[self]
 
-    def _misuse(self, what: str) -> RefUsageError:
-        return RefUsageError(
-            f"{self.key} is a Ref, a stand-in for a value that exists only once the workflow "
-            f"runs, so it cannot be used {what} while tracing. Pass it to another task instead "
-            "(tasks receive real values), or use ref.result() after the run."
-        )
+    def _misuse(
+        self, what: str, cls: type[RefUsageError] = RefUsageError, fix: str | None = None
+    ) -> RefUsageError:
+        tracing = getattr(self.wf, "tracing", False)
+        if tracing:
+            return cls(
+                f"{self.key} is a Ref, a stand-in for a value that exists only once the workflow "
+                f"runs, so it cannot be used {what} while tracing. "
+                + (fix or "Pass it to another task instead (tasks receive real values), or use "
+                   "ref.result() after the run.")
+            )
+        run = getattr(self.wf, "last_run", None)
+        if run is None:
+            why = f"the workflow {self.wf.name!r} has not run yet"
+            fix = "run it first (wf.run(), or a %%workflow cell)"
+        else:
+            try:
+                run[self]
+            except Exception as e:  # TaskNotFinished: it failed, was skipped or cancelled
+                why = f"it has no value in run {run.id}: {e}"
+                fix = "fix the cause and run the workflow again"
+            else:
+                why = f"its value from run {run.id} is available"
+                fix = "use ref.result() (or run[ref]) to get it"
+        return cls(f"{self.key} is a Ref (a handle on a task's value), not the value, so it cannot "
+                   f"be used {what}: {why}; {fix}.")
 
     def __bool__(self) -> bool:
         raise self._misuse("as a condition")
 
     def __iter__(self) -> Any:
-        raise self._misuse("in a loop or unpacking (use task.map to fan out over it)")
+        nout = getattr(getattr(self.task, "spec", None), "nout", None)
+        if nout and getattr(self.wf, "tracing", False):
+            return iter([self[k] for k in range(nout)])  # a, b = split(df) with nout=2
+        raise self._misuse("in a loop or unpacking (use task.map to fan out over it, or declare "
+                           "@nf.task(nout=N) for a task that returns N values)")
 
     def __len__(self) -> int:
         raise self._misuse("with len()")
@@ -96,6 +120,28 @@ class Ref:
         raise self._misuse("as a number")
 
     __float__ = __int__ = __index__
+
+    def __getitem__(self, key: Any) -> Ref:
+        """While tracing: a small derived node whose value is ``value[key]`` (as dask.delayed)."""
+        if not getattr(self.wf, "tracing", False):
+            raise self._misuse(f"with [{key!r}]")
+        return self.wf._add_getitem(self, key)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # protocols probed by libraries (_repr_html_, __array__, ...)
+            raise AttributeError(name)
+        raise self._misuse(f"as if it were the value (.{name})", RefAttributeError)
+
+    def __str__(self) -> str:
+        if getattr(self.wf, "tracing", False):
+            raise self._misuse(
+                "in a string (str(), an f-string, format())",
+                fix="Build the string inside a task, or with nf.fmt(\"...{}\", ref), which formats "
+                    "it when the workflow runs.")
+        return self.__repr__()
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else format(str(self), spec)
 
     def __repr__(self) -> str:
         return f"<Ref {self.key}>"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import ApprovalTimeout, GatherError, LoopLimitError, WorkflowDefinitionError
-from ..core.kinds import APPROVAL, CONST, FIRST, GATE, GATHER, LOOP
+from ..core.kinds import APPROVAL, COLLECT, CONST, FIRST, GATE, GATHER, LOOP
 from ..core.ref import Ref
 from .graph import (
     WorkflowGraph,
@@ -111,6 +111,8 @@ def gather(*refs: Any, min_success: int | None = None) -> Ref:
     wf = _workflow("gather")
     if not refs:
         raise WorkflowDefinitionError("nf.gather() needs at least one input")
+    if len(refs) == 1 and type(refs[0]) is Ref and refs[0].kind == COLLECT:
+        return _gather_map(wf, refs[0], min_success)
     k = len(refs) if min_success is None else min_success
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(refs):
         raise WorkflowDefinitionError(
@@ -118,6 +120,27 @@ def gather(*refs: Any, min_success: int | None = None) -> Ref:
             f"of inputs), got {min_success!r}"
         )
     return wf._add_node(GATHER, "gather", refs, _deps_of(wf, refs), kwargs={"min_success": k}, nested=1)
+
+
+def _gather_map(wf: WorkflowGraph, collect: Ref, min_success: int | None) -> Ref:
+    """``nf.gather(task.map(items), min_success=k)``: the map's items, tolerantly joined.
+
+    When nothing else uses the map's result yet, its collecting node itself becomes the
+    gather (so a failed item leaves no strict consumer behind to fail the run); otherwise a
+    new gather over the same items is added.
+    """
+    parts = collect.args
+    k = len(parts) if min_success is None else min_success
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(parts):
+        raise WorkflowDefinitionError(
+            f"nf.gather(min_success=...) must be a whole number from 0 to {len(parts)} (the number "
+            f"of items), got {min_success!r}")
+    used = any(collect.index in r.deps for r in wf.nodes[collect.index + 1:])
+    if not used:
+        collect.kind = GATHER
+        collect.kwargs = {"min_success": k}
+        return collect
+    return wf._add_node(GATHER, "gather", parts, _deps_of(wf, parts), kwargs={"min_success": k}, nested=1)
 
 
 def loop(body: Task, init: Any, *, until: Callable[[Any], bool], max_iter: int | None) -> Ref:

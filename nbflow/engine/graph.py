@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import RefUsageError, WorkflowDefinitionError
-from ..core.kinds import COLLECT, MAP
+from ..core.kinds import COLLECT, GATHER, MAP
 from ..core.ref import Ref, foreign_ref_message
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class WorkflowGraph:
         self._gates: list[int] = []  # innermost open branch side last (see constructs.branch)
         self._sagas: list[Any] = []  # open `with nf.saga()` blocks
         self.sagas: list[Any] = []  # every saga traced in this workflow
+        self._derived: dict[str, Ref] = {}  # ref[key] nodes, by key
 
     # -- tracing -------------------------------------------------------------------------
 
@@ -72,12 +73,18 @@ class WorkflowGraph:
         _current.reset(self._token)
         self._token = None
 
+    @property
+    def tracing(self) -> bool:
+        """Is this workflow's ``with`` block running (in this context)?"""
+        return _current.get() is self
+
     def _new_key(self, name: str) -> str:
         n = self._counters.get(name, 0)
         self._counters[name] = n + 1
         return f"{name}-{n}"
 
     def _add_call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ref:
+        task.check_call(args, kwargs)  # a call the function cannot take fails here, not at run time
         deps: list[int] = []
         nested = 0
         for a in args:
@@ -144,8 +151,16 @@ class WorkflowGraph:
                     raise RefUsageError(f"{k.key} is used as a dict key; Refs may only be dict values")
         return found
 
-    def _add_map(self, task: Task, items: Any, kwargs: dict[str, Any]) -> Ref:
+    def _add_map(self, task: Task, items: Any, kwargs: dict[str, Any], on_error: str = "fail") -> Ref:
+        if on_error not in ("fail", "skip"):
+            raise WorkflowDefinitionError(
+                f"{task.spec.name}.map(on_error=...) must be 'fail' (a failed item fails the map) or "
+                f"'skip' (the map gives the results of the items that completed), got {on_error!r}")
         if type(items) is Ref:
+            if on_error == "skip":
+                raise WorkflowDefinitionError(
+                    f"{task.spec.name}.map(ref, on_error='skip'): a map over a Ref cannot skip failed "
+                    "items yet; map over a list, or catch the error inside the task")
             if items.wf is not self:
                 raise RefUsageError(_foreign(items, self))
             deps = [items.index]
@@ -157,6 +172,7 @@ class WorkflowGraph:
                 elif type(a) in _CONTAINERS:
                     self._scan(a, deps)
             return self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)
+        _refuse_column_iteration(task.spec.name, items)
         try:
             seq = list(items)
         except TypeError:
@@ -165,7 +181,26 @@ class WorkflowGraph:
                 f"{type(items).__name__}"
             ) from None
         parts = [self._add_call(task, (item,), kwargs) for item in seq]
+        if on_error == "skip":  # a tolerant join: the values of the items that completed
+            return self._add_node(GATHER, f"{task.spec.name}.map", tuple(parts), [p.index for p in parts],
+                                  kwargs={"min_success": 0}, nested=1)
         return self._add_collect(parts, f"{task.spec.name}.map")
+
+    def _add_getitem(self, ref: Ref, key: Any) -> Ref:
+        """``ref[key]``: a derived node whose value is ``value[key]``, keyed ``<ref key>[key]``
+        (one node per distinct key; it runs on the event loop and is never stored)."""
+        from .spec import GETITEM
+
+        derived = f"{ref.key}[{key!r}]"
+        known = self._derived.get(derived)
+        if known is not None:
+            return known
+        node = Ref(self, len(self.nodes), GETITEM, (ref, key), None, [ref.index], derived, 1)
+        self.nodes.append(node)
+        if self._gates or self._sagas:
+            self._enclose(node)
+        self._derived[derived] = node
+        return node
 
     def _add_collect(self, parts: list[Ref], name: str) -> Ref:
         return self._add_node(COLLECT, name, tuple(parts), [p.index for p in parts], nested=1)
@@ -190,3 +225,17 @@ class WorkflowGraph:
 
     def __repr__(self) -> str:
         return f"<nf.{type(self).__name__} {self.name!r}: {len(self.nodes)} tasks>"
+
+
+def _refuse_column_iteration(name: str, items: Any) -> None:
+    """``.map(df)`` or ``.map(d)`` iterates column names / keys, which is never what is meant."""
+    t = type(items)
+    if t.__module__.startswith("pandas") and hasattr(items, "columns"):
+        raise WorkflowDefinitionError(
+            f"{name}.map() got a DataFrame: iterating one gives its column names, not its rows. Map "
+            "over rows with df.to_dict('records') or list(df.itertuples()), or over chunks with "
+            "[df.iloc[i:i + n] for i in range(0, len(df), n)]")
+    if isinstance(items, dict):
+        raise WorkflowDefinitionError(
+            f"{name}.map() got a dict: iterating one gives its keys only. Map over d.items() "
+            "(pairs), d.values() or list(d) to say which you mean")

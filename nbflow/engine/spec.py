@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, overload
 
-from ..core.errors import RefUsageError, WorkflowDefinitionError
+from ..core.errors import RefUsageError, TaskCallError, WorkflowDefinitionError
 from ..core.ref import Ref
 from ..core.units import parse_amount, parse_resources  # noqa: F401  (re-exported)
 from .graph import _current
@@ -56,6 +56,7 @@ class TaskSpec:
     writes: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     compensate: Callable[[Any], Any] | None = None  # undo(output), run when a saga rolls back
+    nout: int | None = None  # the function returns this many values: a, b = split(x) while tracing
 
     def backoff(self, attempt: int, rand: float) -> float:
         """Delay before retry number ``attempt`` (1-based), given ``rand`` uniform in [0, 1)."""
@@ -81,6 +82,25 @@ class Task:
     def fn(self) -> Callable[..., Any]:
         return self.spec.fn
 
+    def check_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Refuse, with the task's signature, a call its function cannot take.
+
+        This runs on every task call while tracing, so the function's parameters are read
+        once into a :class:`_CallShape` and a valid call costs a few set and length checks;
+        only an invalid one goes through ``inspect.Signature.bind`` for its message.
+        """
+        shape = self.__dict__.get("_shape")
+        if shape is None:
+            shape = self.__dict__["_shape"] = _CallShape(self.spec.fn)
+        if shape.accepts(args, kwargs):
+            return
+        try:
+            shape.sig.bind(*args, **kwargs)  # type: ignore[union-attr]
+        except TypeError as e:
+            raise TaskCallError(
+                f"{self.spec.name}{shape.sig}: {e}. Call the task as its function is defined "
+                "(the call was checked while tracing; nothing has run)") from None
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         wf = _current.get()
         if wf is None:
@@ -92,17 +112,19 @@ class Task:
             return self.spec.fn(*args, **kwargs)
         return wf._add_call(self, args, kwargs)
 
-    def map(self, items: Iterable[Any] | Ref, /, **kwargs: Any) -> Any:
+    def map(self, items: Iterable[Any] | Ref, /, *, on_error: str = "fail", **kwargs: Any) -> Any:
         """One call per item (passed as the first argument), ``kwargs`` shared by all.
 
         Inside a workflow this returns one Ref whose value is the list of results; ``items``
         may itself be a Ref to a list, expanded when its value is known.  Outside a workflow
-        it returns the list of results.
+        it returns the list of results.  ``on_error="skip"`` (for a list of items): the value
+        is the results of the items that completed, in item order; failed items are still
+        reported (``run.errors()``) but do not fail what comes after.
         """
         wf = _current.get()
         if wf is None:
             return [self.spec.fn(item, **kwargs) for item in items]  # type: ignore[union-attr]
-        return wf._add_map(self, items, kwargs)
+        return wf._add_map(self, items, kwargs, on_error)
 
     def with_options(self, **options: Any) -> Task:
         """A copy of this task with some options changed (not registered under the name)."""
@@ -172,7 +194,10 @@ def _make_spec(fn: Callable[..., Any], base: TaskSpec | None = None, **options: 
         # A task that can be undone has a side effect: serving it from the cache would skip
         # the effect, and a rollback would then undo something this run never did.
         options = {**options, "cache": False}
-    for key in ("retry_delay", "retry_max_delay", "retry_jitter", "timeout", "cache", "compensate"):
+    nout = options.get("nout")
+    if nout is not None and (isinstance(nout, bool) or not isinstance(nout, int) or nout < 1):
+        raise WorkflowDefinitionError(f"{what}: nout must be a whole number >= 1 (or None), got {nout!r}")
+    for key in ("retry_delay", "retry_max_delay", "retry_jitter", "timeout", "cache", "compensate", "nout"):
         if key in options:
             fields[key] = options[key]
     unknown = set(options) - set(TaskSpec.__dataclass_fields__) - {"name"}
@@ -200,6 +225,7 @@ def task(
     writes: Iterable[str] = (),
     tags: Iterable[str] = (),
     compensate: Callable[[Any], Any] | None = None,
+    nout: int | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 def task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make a function a workflow task: ``@nf.task`` or ``@nf.task(retries=2, ...)``."""
@@ -220,3 +246,90 @@ def _register(t: Task) -> Task:
 
 def _has_ref(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return any(type(a) is Ref for a in args) or any(type(a) is Ref for a in kwargs.values())
+
+
+# -- call shapes: checking a traced call against the function's signature -----------------
+
+class _CallShape:
+    """The parameters of a task's function, read once, for checking traced calls."""
+
+    __slots__ = ("accept", "hi", "lo", "names", "required", "required_kw", "sig", "var_kw")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        try:
+            self.sig: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):  # some builtins have none: nothing to check against
+            self.sig = None
+        self.lo = self.hi = 0
+        names: list[str] = []
+        accept: set[str] = set()
+        required: list[tuple[int, str]] = []
+        required_kw: list[str] = []
+        self.var_kw = False
+        for p in self.sig.parameters.values() if self.sig is not None else ():
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                if p.kind == p.POSITIONAL_OR_KEYWORD:
+                    accept.add(p.name)
+                if p.default is p.empty:
+                    required.append((len(names), p.name))
+                    self.lo = len(names) + 1
+                names.append(p.name)
+                self.hi = len(names)
+            elif p.kind == p.VAR_POSITIONAL:
+                self.hi = 1 << 30
+            elif p.kind == p.KEYWORD_ONLY:
+                accept.add(p.name)
+                if p.default is p.empty:
+                    required_kw.append(p.name)
+            elif p.kind == p.VAR_KEYWORD:
+                self.var_kw = True
+        self.names, self.accept = names, accept
+        self.required, self.required_kw = required, required_kw
+
+    def accepts(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        if self.sig is None:
+            return True
+        n = len(args)
+        if n > self.hi:
+            return False
+        if not kwargs:
+            return n >= self.lo and not self.required_kw
+        names = self.names
+        for k in kwargs:
+            if k not in self.accept and not self.var_kw:
+                return False
+            if k in names and names.index(k) < n:  # given positionally and by name
+                return False
+        for i, name in self.required:
+            if i >= n and name not in kwargs:
+                return False
+        return all(k in kwargs for k in self.required_kw)
+
+
+# -- tasks nbflow itself adds to graphs -------------------------------------------------
+
+
+async def _getitem(value: Any, key: Any) -> Any:
+    return value[key]
+
+
+async def _format(template: str, *args: Any, **kwargs: Any) -> str:
+    return template.format(*args, **kwargs)
+
+
+# ``ref[key]`` and ``nf.fmt``: quick, so they run on the event loop; never stored.
+GETITEM = Task(_make_spec(_getitem, name="getitem", cache=False, tags=("derived",)))
+FORMAT = Task(_make_spec(_format, name="fmt", cache=False, tags=("derived",)))
+
+
+def fmt(template: str, /, *args: Any, **kwargs: Any) -> Any:
+    """``template.format(*args, **kwargs)``, built when the workflow runs.
+
+    Inside a workflow the arguments may be Refs (``nf.fmt("out/{}.csv", n)``): the result is a
+    Ref to the string.  Outside a workflow it is the string.
+    """
+    if not isinstance(template, str):
+        raise WorkflowDefinitionError(f"nf.fmt() takes a format string first, got {type(template).__name__}")
+    if _current.get() is None:
+        return template.format(*args, **kwargs)
+    return FORMAT(template, *args, **kwargs)
