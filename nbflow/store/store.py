@@ -32,10 +32,28 @@ KEY_FILTER_MAX = 250_000  # cache keys kept in memory to answer most misses with
 
 
 
+PROJECT_MARKERS = (".git", "pyproject.toml")
+
+
 def store_home() -> Path:
-    """The store directory in force now: ``$NBFLOW_HOME`` or ``./.nbflow``."""
+    """The store directory in force now, found as git finds ``.git``.
+
+    ``$NBFLOW_HOME`` wins; else the nearest existing ``.nbflow/`` in the working directory or
+    above it (so notebooks in a project's subfolders and ``nbflow runs`` at its root share
+    one store); else a new ``.nbflow/`` at the project root: the nearest folder holding
+    ``.git`` or ``pyproject.toml``, or the working directory when there is none.
+    """
     env = os.environ.get("NBFLOW_HOME")
-    return Path(env).expanduser().absolute() if env else Path.cwd() / ".nbflow"
+    if env:
+        return Path(env).expanduser().absolute()
+    cwd = Path.cwd()
+    for folder in (cwd, *cwd.parents):
+        if (folder / ".nbflow").is_dir():
+            return folder / ".nbflow"
+    for folder in (cwd, *cwd.parents):
+        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
+            return folder / ".nbflow"
+    return cwd / ".nbflow"
 
 
 def store_disabled() -> bool:
