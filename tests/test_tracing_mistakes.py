@@ -49,11 +49,11 @@ def test_a_ref_in_an_f_string_is_refused_while_tracing_with_the_fix() -> None:
     with nf.Workflow("strings") as wf:
         n = size(load(3))
         with pytest.raises(nf.RefUsageError, match=r"nf\.fmt"):
-            f"/tmp/out/{n}.csv"  # noqa: B018
+            _ = f"/tmp/out/{n}.csv"
         with pytest.raises(nf.RefUsageError, match="in a string"):
             str(n)
         with pytest.raises(nf.RefUsageError):
-            "{}".format(n)
+            _ = format(n)
         assert repr(n) == "<Ref size-0>"  # repr stays usable (debugging, tracebacks)
     assert str(n) == "<Ref size-0>"  # outside the block a Ref prints as itself
     assert len(wf) == 2
@@ -146,7 +146,7 @@ def test_unpacking_without_nout_is_refused_with_the_fix() -> None:
     with nf.Workflow("unpack"):
         d = load(3)
         with pytest.raises(nf.RefUsageError, match=r"nout=N"):
-            a, b = d
+            _a, _b = d
 
 
 def test_a_ref_used_after_a_failed_run_says_the_task_failed() -> None:
@@ -189,6 +189,5 @@ def test_map_on_error_skip() -> None:
     assert run[vals] == [10, 20, 40]
     assert run[s] == 70
     assert list(run.errors()) == ["fragile-2"]
-    with nf.Workflow("skip-ref"):
-        with pytest.raises(nf.WorkflowDefinitionError, match="map over a list"):
-            fragile.map(load(2), on_error="skip")
+    with nf.Workflow("skip-ref"), pytest.raises(nf.WorkflowDefinitionError, match="map over a list"):
+        fragile.map(load(2), on_error="skip")
