@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
+from ..core.codeinfo import mutated_globals, nondeterministic_calls
 from ..core.kinds import COLLECT, CONST, GATE, LOOP, MAP, TASK
 from ..core.units import parse_resources
 from .analysis import Conflict, NodeLike, conflicts, find_cycles, nodes_of, successors, topological_order
@@ -224,7 +225,7 @@ def check_unused_results(ctx: CheckContext) -> Iterable[Finding]:
 
 
 def check_unbounded_loops(ctx: CheckContext) -> Iterable[Finding]:
-    """``unbounded-loop`` (error): a loop without ``max_iter`` might never end (Thm 5.2.2)."""
+    """``unbounded-loop`` (error): a loop without ``max_iter`` might never end."""
     for node in ctx.nodes:
         if node.kind == LOOP and (node.kwargs or {}).get("max_iter") is None:
             yield Finding(
@@ -250,6 +251,61 @@ def check_empty_branches(ctx: CheckContext) -> Iterable[Finding]:
             )
 
 
+# -- what the cache assumes about task code ---------------------------------------------------
+
+
+def _distinct_tasks(ctx: CheckContext) -> Iterable[tuple[Any, list[str]]]:
+    """Each task spec once, with the keys of the nodes that call it (first five)."""
+    seen: dict[int, tuple[Any, list[str]]] = {}
+    for node in ctx.nodes:
+        spec = ctx.spec(node.index)
+        if spec is None or node.kind not in (TASK, MAP):
+            continue
+        entry = seen.setdefault(id(spec), (spec, []))
+        if len(entry[1]) < 5:
+            entry[1].append(node.key)
+    return seen.values()
+
+
+def check_nondeterministic(ctx: CheckContext) -> Iterable[Finding]:
+    """``nondeterministic`` (info): a task calls unseeded randomness or the clock.
+
+    Such a task is not cached unless it says ``cache=True`` (then it is, knowingly).
+    """
+    for spec, keys in _distinct_tasks(ctx):
+        calls = nondeterministic_calls(spec.fn)
+        if not calls:
+            continue
+        cached = " It is cached because it says cache=True." if spec.cache and spec.cache_explicit \
+            else " So it is not cached."
+        yield Finding(
+            "nondeterministic", "info", tuple(keys),
+            f"task {spec.name!r} calls {', '.join(calls[:3])}, which give a new value on every run "
+            f"(no seed).{cached} To make it repeatable, take a seed argument or use "
+            "np.random.default_rng(seed); to cache it anyway, pass @nf.task(cache=True).",
+        )
+
+
+def check_mutated_globals(ctx: CheckContext) -> Iterable[Finding]:
+    """``mutates-global`` (warning): a task changes a global value in place.
+
+    A run reads the globals its tasks use once, when it starts (they are part of the cache
+    key); a task that changes one makes every later run see a different value, and other
+    tasks of the same run see it change under them.
+    """
+    for spec, keys in _distinct_tasks(ctx):
+        names = mutated_globals(spec.fn)
+        if not names:
+            continue
+        yield Finding(
+            "mutates-global", "warning", tuple(keys),
+            f"task {spec.name!r} changes the global {', '.join(names[:3])} in place. Tasks should "
+            "return new values instead: the next run will see a different global (and miss the "
+            "cache), and tasks running at the same time see it change. Return the new value and "
+            "pass it on.",
+        )
+
+
 #: The checkers ``check`` runs, in report order within a severity.  Add new ones here.
 CHECKS: tuple[Checker, ...] = (
     check_cycles,
@@ -259,6 +315,8 @@ CHECKS: tuple[Checker, ...] = (
     check_unused_results,
     check_unbounded_loops,
     check_empty_branches,
+    check_nondeterministic,
+    check_mutated_globals,
 )
 
 

@@ -57,6 +57,7 @@ class TaskSpec:
     tags: tuple[str, ...] = ()
     compensate: Callable[[Any], Any] | None = None  # undo(output), run when a saga rolls back
     nout: int | None = None  # the function returns this many values: a, b = split(x) while tracing
+    cache_explicit: bool = False  # cache= was given (cache=True caches even nondeterministic code)
 
     def backoff(self, attempt: int, rand: float) -> float:
         """Delay before retry number ``attempt`` (1-based), given ``rand`` uniform in [0, 1)."""
@@ -197,10 +198,12 @@ def _make_spec(fn: Callable[..., Any], base: TaskSpec | None = None, **options: 
     nout = options.get("nout")
     if nout is not None and (isinstance(nout, bool) or not isinstance(nout, int) or nout < 1):
         raise WorkflowDefinitionError(f"{what}: nout must be a whole number >= 1 (or None), got {nout!r}")
+    if "cache" in options:
+        fields["cache_explicit"] = True
     for key in ("retry_delay", "retry_max_delay", "retry_jitter", "timeout", "cache", "compensate", "nout"):
         if key in options:
             fields[key] = options[key]
-    unknown = set(options) - set(TaskSpec.__dataclass_fields__) - {"name"}
+    unknown = set(options) - (set(TaskSpec.__dataclass_fields__) - {"fn", "is_async", "cache_explicit"})
     if unknown:
         raise WorkflowDefinitionError(f"{what}: unknown option(s) {sorted(unknown)}")
     return replace(base, **fields) if base else TaskSpec(**fields)  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ from typing import Any
 
 import anyio
 
+from ..core.codeinfo import nondeterministic_calls
 from ..core.errors import NbflowStoreWarning, StoreIntegrityError, Unhashable
 from ..core.explain import Explanation
 from ..core.kinds import COLLECT
@@ -84,6 +85,7 @@ class RunCache:
         self._prev: dict[str, Prev] | None = None
         self._code_parts: dict[str, dict[str, str] | None] = {}
         self._recorded_code: set[str] = set()
+        self._nondet: dict[int, tuple[Any, list[str]]] = {}
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -93,6 +95,18 @@ class RunCache:
         self.sched = view
         if self.rerun:
             self.forced = Rerun(self.rerun, view.nodes, self.graph, self.workflow)
+        # The run reads the globals of its tasks now, once: every task of the run is keyed
+        # on the values they had when it started, whatever an earlier task does to them.
+        for node in view.nodes:
+            spec = getattr(node.task, "spec", None)
+            if spec is not None and spec.cache:
+                self.keys.code_of(spec.fn)
+
+    def _nondeterministic(self, fn: Any) -> list[str]:
+        hit = self._nondet.get(id(fn))
+        if hit is None:
+            hit = self._nondet[id(fn)] = (fn, nondeterministic_calls(fn))
+        return hit[1]
 
     def forced_reason(self, i: int) -> str | None:
         """Why ``rerun=`` forces node ``i`` to run (None: it does not)."""
@@ -151,6 +165,12 @@ class RunCache:
         if not spec.cache:
             info.reason = "cache off"
             return None
+        if not spec.cache_explicit:
+            calls = self._nondeterministic(spec.fn)
+            if calls:
+                info.reason = (f"not cached: calls {', '.join(calls[:2])} without a seed (a new value "
+                               "each run); pass @nf.task(cache=True) to cache it anyway")
+                return None
         refs = KeyBuilder.arg_refs(ref) if ref.nested else ()
         digests = self.digests
         for j in refs:
