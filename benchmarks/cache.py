@@ -15,19 +15,18 @@ Three measurements, each as a ratio or a budget so the machine's speed cancels o
 * ``cold_1mb``: a workflow whose 16 tasks each produce a ~1 MB DataFrame, run with caching
   on (every result hashed, serialised, written, fsynced) and off; the ratio is reported.
 
-Every sample uses a fresh ``NBFLOW_HOME`` in a temporary directory (unless stated).
+Every sample uses a fresh ``NBFLOW_HOME`` in a temporary directory (unless stated).  The
+systems compared in one measurement are sampled round-robin, the starting one rotated from
+repeat to repeat, with ``gc.collect()`` before each sample; figures are medians.  Timing,
+machine info and JSON output come from ``_harness.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import os
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _harness
+from _harness import timed
 from _shapes import chain, fan, layered
 
 import nbflow as nf
@@ -64,10 +65,9 @@ def frame(i: int, *deps: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rng.random((16_384, 8)), columns=list("abcdefgh"))  # 1 MiB of float64
 
 
-def fresh_home() -> tempfile.TemporaryDirectory[str]:
-    d = tempfile.TemporaryDirectory(prefix="nbflow-bench-")
-    os.environ["NBFLOW_HOME"] = str(Path(d.name) / "store")
-    return d
+def fresh_home() -> Any:
+    """A new, empty run store for the duration of a ``with`` block."""
+    return _harness.nbflow_home(replace=True)
 
 
 def build(task: Any, parents: list[list[int]], name: str) -> nf.Workflow:
@@ -76,13 +76,6 @@ def build(task: Any, parents: list[list[int]], name: str) -> nf.Workflow:
         for i, ps in enumerate(parents):
             refs.append(task(i, *[refs[p] for p in ps]))
     return wf
-
-
-def timed(fn: Any) -> float:
-    gc.collect()
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def bare_anyio(n: int) -> float:
@@ -117,41 +110,52 @@ def cached_rerun(n: int, samples: int) -> dict[str, Any]:
             "budget_s": 0.5, "ok": med < 0.5}
 
 
+def _store_off(fn: Any) -> float:
+    """``timed(fn)`` with the run store switched off (no journal, no cache)."""
+    os.environ["NBFLOW_STORE"] = "off"
+    try:
+        return timed(fn)
+    finally:
+        del os.environ["NBFLOW_STORE"]
+
+
+def _store_on(fn: Any) -> float:
+    """``timed(fn)`` on a fresh, empty run store (every task misses, is hashed and stored)."""
+    with fresh_home():
+        return timed(fn)
+
+
 def overhead(n: int, samples: int) -> dict[str, Any]:
     out: dict[str, Any] = {"tasks": n}
-    bare = [bare_anyio(n) for _ in range(samples)]
-    out["bare_anyio_median_s"] = statistics.median(bare)
-    for shape, parents in (("chain", chain(n)), ("fan", fan(n))):
-        on, off = [], []
-        for _ in range(samples):
-            with fresh_home():
-                on.append(timed(lambda p=parents: run_checked(build(noop, p, "ovh"))))
-            os.environ["NBFLOW_STORE"] = "off"
-            try:
-                off.append(timed(lambda p=parents: run_checked(build(noop, p, "ovh"), cache=False)))
-            finally:
-                del os.environ["NBFLOW_STORE"]
-        ratio = statistics.median(on) / out["bare_anyio_median_s"]
-        out[shape] = {"store_on_median_s": statistics.median(on),
-                      "store_off_median_s": statistics.median(off),
+    shapes = {"chain": chain(n), "fan": fan(n)}
+    samplers = {"bare": lambda: bare_anyio(n)}
+    for shape, parents in shapes.items():
+        samplers[f"{shape}.on"] = lambda p=parents: _store_on(lambda: run_checked(build(noop, p, "ovh")))
+        samplers[f"{shape}.off"] = lambda p=parents: _store_off(
+            lambda: run_checked(build(noop, p, "ovh"), cache=False))
+    times = _harness.alternate(samplers, samples)
+    bare = out["bare_anyio_median_s"] = statistics.median(times["bare"])
+    for shape in shapes:
+        on, off = statistics.median(times[f"{shape}.on"]), statistics.median(times[f"{shape}.off"])
+        ratio = _harness.ratio(on, bare)
+        out[shape] = {"store_on_median_s": on,
+                      "store_off_median_s": off,
                       "ratio_store_on_vs_bare": ratio,
-                      "ratio_store_off_vs_bare": statistics.median(off) / out["bare_anyio_median_s"],
-                      "us_per_task_store_on": statistics.median(on) / n * 1e6,
-                      "budget_ratio": 3.0, "ok": ratio <= 3.0}
+                      "ratio_store_off_vs_bare": _harness.ratio(off, bare),
+                      "us_per_task_store_on": on / n * 1e6,
+                      "budget_ratio": 3.0, "ok": _harness.meets(ratio, 3.0, "<=")}
     return out
 
 
 def cold_1mb(n: int, samples: int) -> dict[str, Any]:
     parents = [[]] + [[i - 1] for i in range(1, n)]  # a chain: each task waits for the last
-    on, off = [], []
-    for _ in range(samples):
-        with fresh_home():
-            on.append(timed(lambda: run_checked(build(frame, parents, "mb"))))
-        with fresh_home():
-            off.append(timed(lambda: run_checked(build(frame, parents, "mb"), cache=False)))
-    return {"tasks": n, "result_bytes": 16_384 * 8 * 8, "cache_on_median_s": statistics.median(on),
-            "cache_off_median_s": statistics.median(off),
-            "ratio_on_vs_off": statistics.median(on) / statistics.median(off)}
+    times = _harness.alternate({
+        "on": lambda: _store_on(lambda: run_checked(build(frame, parents, "mb"))),
+        "off": lambda: _store_on(lambda: run_checked(build(frame, parents, "mb"), cache=False)),
+    }, samples)
+    on, off = statistics.median(times["on"]), statistics.median(times["off"])
+    return {"tasks": n, "result_bytes": 16_384 * 8 * 8, "cache_on_median_s": on,
+            "cache_off_median_s": off, "ratio_on_vs_off": _harness.ratio(on, off)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,25 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     samples = 2 if args.quick else 5
     t0 = time.perf_counter()
-    before = os.environ.get("NBFLOW_HOME")
-    try:
-        results = {
-            "cached_rerun": cached_rerun(1000, samples),
-            "overhead": overhead(10_000, samples),
-            "cold_1mb": cold_1mb(16, samples),
-        }
-    finally:
-        if before is None:
-            os.environ.pop("NBFLOW_HOME", None)
-        else:
-            os.environ["NBFLOW_HOME"] = before
-    results["machine"] = {"python": sys.version.split()[0], "platform": platform.platform(),
-                          "cpus": os.cpu_count(), "nbflow": nf.__version__,
+    results: dict[str, Any] = {  # each sample makes (and removes) its own NBFLOW_HOME
+        "cached_rerun": cached_rerun(1000, samples),
+        "overhead": overhead(10_000, samples),
+        "cold_1mb": cold_1mb(16, samples),
+    }
+    results["machine"] = {**_harness.machine_info(nf.__version__), "cpus": os.cpu_count(),
                           "seconds": time.perf_counter() - t0}
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    _harness.emit_json(results, args.json)
     return 0
 
 

@@ -6,7 +6,8 @@ task's parents.  It prints JSON with the measured makespan (first task start to 
 end, median of ``--repeat`` runs), the lower bound ``max(critical path, work / workers)``
 and the zero-overhead makespan of the engine's dispatch policy
 (:func:`nbflow.predict.simulate.simulate`), both on the scaled durations, and their ratios.
-The budget (DESIGN.md, "Performance budgets") is ``ratio_to_simulated <= 1.05``.
+The budget is ``ratio_to_simulated <= 1.05``: the engine may lose at most 5% against a
+perfect, zero-overhead execution of the very same dispatch policy.
 
 How a task sleeps (``--sleep``):
 
@@ -29,31 +30,32 @@ Usage::
     python benchmarks/makespan.py --all [--traces DIR] --workers 4 --scale auto [--json OUT]
 
 ``--scale auto`` picks, per trace, the scale that makes the median task runtime 20 ms.
-``--all`` runs every ``*.json`` trace in ``--traces`` (default ``../shared/data/wfcommons``
-next to the repository).  The run store goes to a temporary directory unless
-``NBFLOW_HOME`` is set.
+``--all`` runs every ``*.json`` trace in ``--traces`` (default: the WfCommons traces kept in
+the repository, ``tests/data/wfcommons``; pass another directory to replay more).  The run
+store goes to a temporary directory unless ``NBFLOW_HOME`` is set.  Machine info and JSON
+output come from ``_harness.py``; the JSON gains a ``machine`` entry.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+if __package__:
+    from . import _harness
+else:
+    import _harness
+
 if TYPE_CHECKING:
     from nbflow.predict.wfformat import Trace
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_TRACES = REPO.parent / "shared" / "data" / "wfcommons"
+DEFAULT_TRACES = _harness.DEFAULT_TRACES
 TARGET_MEDIAN_S = 0.020
 BUDGET = 1.05
 SPIN_MARGIN_S = 0.002  # precise sleep: the last stretch is waited with loop checkpoints
@@ -229,6 +231,7 @@ def bench_trace(
 
 
 def _ratio(a: float, b: float) -> float:
+    """``a / b``; a zero denominator (an empty trace) gives inf, or 1.0 when ``a`` is zero too."""
     return a / b if b > 0 else float("inf") if a > 0 else 1.0
 
 
@@ -270,11 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    if importlib.util.find_spec("nbflow") is None:  # a checkout that is not installed
-        sys.path.insert(0, str(REPO))
-    with tempfile.TemporaryDirectory(prefix="nbflow-bench-") as tmp:
-        os.environ.setdefault("NBFLOW_HOME", tmp)
-        import nbflow as nf
+    with _harness.nbflow_home():
+        nf = _harness.import_nbflow()
 
         def one(path: Path) -> TraceResult:
             return bench_trace(nf, path, args.workers, args.scale, args.repeat, args.sleep, log)
@@ -298,11 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
         else:
             payload = asdict(one(args.trace))
+        payload["machine"] = _harness.machine_info(getattr(nf, "__version__", None))
 
-    text = json.dumps(payload, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    _harness.emit_json(payload, args.out)
     return 0
 
 

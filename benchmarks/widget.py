@@ -26,7 +26,9 @@ What it measures
    from scratch, median of 5.  Target: under 1 s.  Also reported: the number of drawn nodes
    (target: at most ~200) and the SVG size.
 
-Output: one JSON document on stdout (``--json OUT`` also writes it to a file).
+Output: one JSON document on stdout (``--json OUT`` also writes it to a file), with the
+machine it was measured on.  Alternation, machine info and JSON output come from
+``_harness.py``.
 
 Command: ``.venv/bin/python benchmarks/widget.py --json benchmarks/widget.json``
 """
@@ -35,14 +37,17 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any, ClassVar
 
 import comm
 from comm.base_comm import BaseComm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness
 
 import nbflow as nf
 from nbflow.core import events as ev
@@ -147,22 +152,21 @@ def run_watched(wf: nf.Workflow, workers: int | None) -> tuple[float, dict[str, 
 
 
 def overhead(kind: str, n: int, workers: int | None, repeat: int) -> dict[str, Any]:
-    plain, watched, msgs = [], [], []
     run_plain(build(kind, 200), workers)
     run_watched(build(kind, 200), workers)
-    for r in range(repeat):
-        order = (0, 1) if r % 2 == 0 else (1, 0)
-        for which in order:
-            wf = build(kind, n)
-            gc.collect()
-            if which == 0:
-                plain.append(run_plain(wf, workers))
-            else:
-                t, info = run_watched(wf, workers)
-                watched.append(t)
-                msgs.append(info)
-        print(f"  {kind} repeat {r + 1}/{repeat}: plain {plain[-1]:.3f} s, watched {watched[-1]:.3f} s",
-              file=sys.stderr)
+
+    def fresh() -> nf.Workflow:  # built, then its garbage collected, before the clock starts
+        wf = build(kind, n)
+        gc.collect()
+        return wf
+
+    samples = _harness.alternate({
+        "plain": lambda: (run_plain(fresh(), workers), None),
+        "watched": lambda: run_watched(fresh(), workers),
+    }, repeat, log=_harness.progress(f"widget {kind}"))
+    plain = [t for t, _ in samples["plain"]]
+    watched = [t for t, _ in samples["watched"]]
+    msgs = [info for _, info in samples["watched"]]
     p, w = statistics.median(plain), statistics.median(watched)
     rate = [m["messages"] / max(m["seconds"], 1.0) for m in msgs]  # a sub-second run: its first second
     return {
@@ -212,6 +216,7 @@ def main() -> None:
     draw = draw_10k()
     out = {
         "benchmark": "widget",
+        "machine": _harness.machine_info(nf.__version__),
         "work": work_res,
         "noop": noop_res,
         "draw_10k": draw,
@@ -223,11 +228,7 @@ def main() -> None:
             "draw_10k": draw["seconds"] < 1.0 and draw["drawn_nodes"] <= 200,
         },
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
+    _harness.emit_json(out, args.json)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Static verification (``nf.check``): cycles, conflicts (Theorem 1.3.3), resources, unused
-results, and ``serialize_edges``.  The conflict analysis is checked against a brute-force
-oracle (networkx ``has_path`` for every pair) on random DAGs whose node order is not a
+"""Static verification (``nf.check``): cycles, conflicts (the parallel-safety condition on
+declared reads/writes, see docs/architecture.md), resources, unused results, and
+``serialize_edges``.  The conflict analysis is checked against a brute-force oracle
+(networkx ``has_path`` for every pair) on random DAGs whose node order is not a
 topological order, so the bitset reachability is exercised in earnest."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The §9 pattern notebooks, executed in a real kernel with papermill.
+"""The workflow-pattern notebooks (approval routing, ETL), executed in a real kernel with papermill.
 
 ``example_notebooks/expense_approval.ipynb`` (approval routing by amount: auto, one manager,
 manager and finance in parallel, manager → director → CFO) and
