@@ -7,6 +7,15 @@ import threading
 
 import pytest
 
+# Every state change of every run in the tests is checked against the transition table
+# (off by default for speed).  Set before nbflow is imported, and inherited by the kernels
+# and subprocesses the tests start.
+os.environ["NBFLOW_CHECK_TRANSITIONS"] = "1"
+
+from nbflow.engine import taskstate
+
+taskstate.check_transitions(True)  # in case a plugin imported nbflow first
+
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):

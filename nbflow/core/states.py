@@ -10,6 +10,8 @@ every event stream is replayed against the table in the tests.
 
 from __future__ import annotations
 
+from .errors import NbflowError
+
 PENDING = "pending"
 READY = "ready"
 RUNNING = "running"
@@ -23,11 +25,16 @@ ALL = (PENDING, READY, RUNNING, RETRYING, COMPLETED, FAILED, SKIPPED, CANCELLED)
 TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, SKIPPED})
 
 TRANSITIONS: dict[str, frozenset[str]] = {
-    PENDING: frozenset({READY, SKIPPED, CANCELLED, COMPLETED}),  # COMPLETED: fan-in nodes resolve at once
-    READY: frozenset({RUNNING, CANCELLED, SKIPPED}),
+    # Nodes the scheduler resolves itself (joins, branch gates, constants, loops) never
+    # queue: they complete, fail (a gate whose condition has no truth value, a gather short
+    # of inputs) or, for a loop, start its first iteration as soon as their inputs end.
+    PENDING: frozenset({READY, SKIPPED, CANCELLED, COMPLETED, FAILED, RUNNING}),
+    # READY -> FAILED: a map whose input turns out not to be a list fails before it expands.
+    READY: frozenset({RUNNING, CANCELLED, SKIPPED, FAILED}),
     # RUNNING -> SKIPPED: an expanded map collecting its items, when one of them failed.
     RUNNING: frozenset({COMPLETED, FAILED, CANCELLED, RETRYING, SKIPPED}),
-    RETRYING: frozenset({READY, CANCELLED}),
+    # RETRYING -> SKIPPED: a saga rolled back while its member waited to retry.
+    RETRYING: frozenset({READY, CANCELLED, SKIPPED}),
     COMPLETED: frozenset(),
     FAILED: frozenset(),
     CANCELLED: frozenset(),
@@ -35,3 +42,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED = COMPLETED, FAILED, CANCELLED
+
+
+class TransitionError(NbflowError, AssertionError):
+    """The engine tried a state change the table above does not allow: a bug in nbflow.
+
+    Raised only while transitions are checked (``NBFLOW_CHECK_TRANSITIONS=1``, always on in
+    nbflow's own tests); the message names the node, both states and the open count.
+    """

@@ -1,0 +1,67 @@
+"""Approval nodes (``nf.approval``): a node whose value is a person's yes or no.
+
+An approval becomes ready like any node but takes no worker slot: it waits on an
+:class:`anyio.Event` for :meth:`Scheduler.answer` (``run.approve(key, True | False)`` from
+any thread, through the run's loop).  While it waits it counts as a timer of the scheduler,
+so a run whose only open work is an approval is not mistaken for a stalled one.  Nobody
+answering within ``timeout`` (or a headless run, where nobody can answer at all) applies
+``on_timeout``: ``"approve"`` or ``"reject"`` completes the node with True or False,
+``"fail"`` fails it with :class:`~nbflow.core.errors.ApprovalTimeout`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..core import events as ev
+from ..core.errors import ApprovalTimeout
+from ..core.ref import Ref
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+
+def request(s: Scheduler, i: int, ref: Ref) -> None:
+    """Node ``i`` became ready: ask for the answer in the background."""
+    s.enter(ev.TaskReady(time.time(), i, ref.key))
+    s.timers += 1
+    s.tg.start_soon(wait_for_answer, s, i)
+
+
+async def wait_for_answer(s: Scheduler, i: int) -> None:
+    """Run approval ``i``: announce it, wait for an answer or the timeout, then end it."""
+    ref = s.nodes[i]
+    opts = ref.kwargs or {}
+    try:
+        now = time.time()
+        s.enter(ev.TaskStarted(now, i, ref.key, 1, "approval"))
+        s.emit(ev.ApprovalRequested(now, i, ref.key, ref.args[0], opts.get("timeout"),
+                                    opts.get("on_timeout", "approve")))
+        answer = None
+        if s.interactive():
+            event = s.answers[i] = anyio.Event()
+            with anyio.move_on_after(opts.get("timeout")):
+                await event.wait()
+            answer = s.answers.get(i) if event.is_set() else None
+        t = time.time() - now
+    finally:
+        s.timers -= 1
+    if isinstance(answer, bool):
+        s._complete(i, answer, t, None)
+    elif opts.get("on_timeout") == "fail":
+        s._fail(i, ApprovalTimeout(f"{ref.key}: nobody answered {ref.args[0]!r} in time"), t)
+        s._fill()
+    else:
+        s._complete(i, opts.get("on_timeout", "approve") == "approve", t, None)
+    s._check_progress()
+
+
+def answer(s: Scheduler, i: int, approved: Any) -> None:
+    """Record a person's answer to approval node ``i`` (call on the run's loop)."""
+    event = s.answers.get(i)
+    if isinstance(event, anyio.Event) and not event.is_set():
+        s.answers[i] = bool(approved)
+        event.set()

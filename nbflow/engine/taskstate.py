@@ -1,0 +1,171 @@
+"""The task state machine: one owner of a run's per-node records, one way to change a state.
+
+A run keeps its per-node records in plain lists indexed by node (nodes are integers):
+``state``, ``attempts``, ``start``, ``end``, ``duration``, ``output_bytes``, ``executor``,
+``results``, plus ``errors`` and ``reasons`` keyed by node, and ``open``, the number of nodes
+not yet in a terminal state (the run is over when it reaches zero).  :class:`TaskStates`
+owns them all, and :meth:`TaskStates.enter` is the only code that changes a state.  Given
+the event that announces the move, it
+
+1. checks the move against :data:`nbflow.core.states.TRANSITIONS` when checking is on,
+2. records what the new state needs (start time and attempt for ``running``; value, end
+   time, duration and size for ``completed``; the error for ``failed``; the reason for
+   ``skipped``; ...), taking the figures from the event itself,
+3. decrements ``open`` exactly when the node enters a terminal state, and
+4. emits the event.
+
+Every event class declares the state it means (``TaskStarted.state == "running"``), so the
+state a node enters and the event listeners see cannot disagree.  Events that change no
+state (``ApprovalRequested``, ``TasksAdded``) are emitted directly by the scheduler.
+
+Checking costs a dictionary lookup per move, so it is off by default and on when the
+environment variable ``NBFLOW_CHECK_TRANSITIONS=1`` is set when nbflow is imported (nbflow's
+own test suite sets it) or after :func:`check_transitions` ``(True)``.  A refused move raises
+:class:`~nbflow.core.states.TransitionError` naming the node, both states and the open count.
+
+Growth while running (map items, loop iterations, compensations) appends a node with
+:meth:`TaskStates.append`, which extends every list and counts the node as open.
+
+Nothing here needs threads, an event loop or a clock: the unit tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ..core import events as ev
+from ..core.states import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    READY,
+    RETRYING,
+    RUNNING,
+    SKIPPED,
+    TERMINAL,
+    TRANSITIONS,
+    TransitionError,
+)
+
+NAN = math.nan
+
+CHECK = os.environ.get("NBFLOW_CHECK_TRANSITIONS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_transitions(on: bool) -> bool:
+    """Turn checking of every state change on or off (for all runs); returns the old setting."""
+    global CHECK
+    old, CHECK = CHECK, bool(on)
+    return old
+
+
+class TaskStates:
+    """The per-node records of one run, and the one method that changes a node's state.
+
+    ``nodes`` is the run's node list (shared with the scheduler; only its keys are read
+    here, for messages); ``emit`` delivers events to the run's subscribers.
+    """
+
+    __slots__ = ("attempts", "duration", "emit", "end", "errors", "executor", "nodes", "open",
+                 "output_bytes", "reasons", "results", "start", "state")
+
+    def __init__(self, nodes: list[Any], emit: Callable[[ev.Event], None]) -> None:
+        n = len(nodes)
+        self.nodes = nodes
+        self.emit = emit
+        self.state: list[str] = [PENDING] * n
+        self.attempts: list[int] = [0] * n
+        self.results: list[Any] = [None] * n
+        self.start: list[float] = [NAN] * n  # wall-clock epoch seconds of the last attempt
+        self.end: list[float] = [NAN] * n
+        self.duration: list[float] = [NAN] * n  # monotonic seconds of the last attempt
+        self.output_bytes: list[int | None] = [None] * n
+        self.executor: list[str | None] = [None] * n  # set when the node is classified
+        self.errors: dict[int, BaseException] = {}
+        self.reasons: dict[int, str] = {}
+        self.open = n  # nodes not yet in a terminal state
+
+    def append(self, node: Any) -> int:
+        """Grow by one pending node (``node.index`` must be the next index); returns it."""
+        k = len(self.state)
+        if node.index != k:
+            raise ValueError(f"appending node {node.key!r} with index {node.index}, expected {k}")
+        if len(self.nodes) == k:
+            self.nodes.append(node)
+        self.state.append(PENDING)
+        self.attempts.append(0)
+        self.results.append(None)
+        self.start.append(NAN)
+        self.end.append(NAN)
+        self.duration.append(NAN)
+        self.output_bytes.append(None)
+        self.executor.append(None)
+        self.open += 1
+        return k
+
+    def enter(self, e: ev.TaskEvent, result: Any = None, duration: float = NAN) -> None:
+        """Move node ``e.index`` to the state event ``e`` declares, record it, emit ``e``.
+
+        ``result`` is the value of a ``completed`` node.  ``duration`` (monotonic seconds)
+        is the length of the attempt that ended in ``retrying`` or ``cancelled``, which
+        those events do not carry; ``completed`` and ``failed`` take theirs from the event.
+        """
+        i = e.index
+        new = e.state
+        if CHECK:
+            self._check(i, new)
+        # State constants are compared by identity: every state string comes from
+        # nbflow.core.states (events declare theirs from there), and `is` keeps this cheap.
+        if new is READY:
+            pass
+        elif new is RUNNING:
+            self.start[i] = e.time
+            self.attempts[i] = e.attempt  # type: ignore[attr-defined]  # 0: a cache hit being served
+        elif new is COMPLETED:
+            self.results[i] = result
+            self.end[i] = t = e.time
+            if self.start[i] != self.start[i]:  # NaN: resolved without running (a join, a gate)
+                self.start[i] = t
+            self.duration[i] = e.duration_s  # type: ignore[attr-defined]
+            self.output_bytes[i] = e.output_bytes  # type: ignore[attr-defined]
+            self.open -= 1
+        elif new is FAILED:
+            self.errors[i] = e.error  # type: ignore[attr-defined]
+            self.end[i] = t = e.time
+            if self.start[i] != self.start[i]:
+                self.start[i] = t
+            self.attempts[i] = e.attempt  # type: ignore[attr-defined]
+            self.duration[i] = e.duration_s  # type: ignore[attr-defined]
+            self.open -= 1
+        elif new is RETRYING:
+            self.duration[i] = duration
+        elif new is SKIPPED:
+            self.reasons[i] = e.reason  # type: ignore[attr-defined]
+            self.open -= 1
+        elif new is CANCELLED:
+            if self.state[i] is RUNNING:  # interrupted: its attempt ends now
+                self.end[i] = e.time
+                if duration == duration:
+                    self.duration[i] = duration
+            self.open -= 1
+        else:  # an event that declares no state must not come here
+            raise TransitionError(f"{type(e).__name__} declares no task state; emit it directly")
+        self.state[i] = new
+        self.emit(e)
+
+    def _check(self, i: int, new: str | None) -> None:
+        old = self.state[i]
+        if new is None or new not in TRANSITIONS[old] or (new in TERMINAL and self.open <= 0):
+            key = self.nodes[i].key if i < len(self.nodes) else "?"
+            raise TransitionError(
+                f"node {i} ({key!r}) cannot move from {old!r} to {new!r} (open count "
+                f"{self.open}); allowed from {old!r}: {sorted(TRANSITIONS[old]) or 'nothing'}. "
+                "This is a bug in nbflow's scheduler: please report it")
+
+    def open_nodes(self) -> list[int]:
+        """Nodes not yet in a terminal state, ascending."""
+        return [i for i, s in enumerate(self.state) if s not in TERMINAL]
