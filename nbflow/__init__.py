@@ -29,6 +29,7 @@ from .core.errors import (
     WorkflowFailed,
 )
 from .core.events import on_run
+from .core.files import File
 from .core.options import RunOptions
 from .core.ref import Ref
 from .engine.constructs import approval, branch, first, gather, loop, saga
@@ -43,6 +44,7 @@ __all__ = [
     "ApprovalTimeout",
     "ConflictWarning",
     "CycleError",
+    "File",
     "Finding",
     "GatherError",
     "LoopLimitError",

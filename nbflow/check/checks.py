@@ -306,6 +306,34 @@ def check_mutated_globals(ctx: CheckContext) -> Iterable[Finding]:
         )
 
 
+def check_untracked_files(ctx: CheckContext) -> Iterable[Finding]:
+    """``untracked-file`` (info): a string argument names an existing file.
+
+    The cache sees the string, not the file: rewriting the file at the same path would not
+    re-run the task.  ``nf.File(path)`` makes the content part of the key.
+    """
+    for node in ctx.nodes:
+        if node.kind != TASK:
+            continue
+        values = list(node.args) + list((node.kwargs or {}).values())
+        for v in values:
+            if type(v) is str and 0 < len(v) < 4096 and "\n" not in v and _is_file(v):
+                yield Finding(
+                    "untracked-file", "info", (node.key,),
+                    f"{node.key!r} gets the path {v!r} as a string: the cache sees the string, not "
+                    f"the file, so a rewritten file would not re-run it. Pass nf.File({v!r}) to "
+                    "make the file's content part of the cache key.",
+                )
+                break
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return os.path.isfile(text)
+    except (OSError, ValueError):
+        return False
+
+
 #: The checkers ``check`` runs, in report order within a severity.  Add new ones here.
 CHECKS: tuple[Checker, ...] = (
     check_cycles,
@@ -317,6 +345,7 @@ CHECKS: tuple[Checker, ...] = (
     check_empty_branches,
     check_nondeterministic,
     check_mutated_globals,
+    check_untracked_files,
 )
 
 

@@ -40,6 +40,7 @@ import anyio
 from ..core.codeinfo import nondeterministic_calls
 from ..core.errors import NbflowStoreWarning, StoreIntegrityError, Unhashable
 from ..core.explain import Explanation
+from ..core.files import File
 from ..core.kinds import COLLECT
 from ..core.protocols import RunView
 from ..core.ref import Ref
@@ -49,7 +50,7 @@ from . import hashing, serialize
 from .blobs import BlobCorrupt, BlobMissing
 from .explain import NodeCache, Prev
 from .journal import dumps
-from .keys import KeyBuilder, cache_key, collect_digest
+from .keys import KeyBuilder, cache_key, collect_digest, file_products, has_files
 from .rerun import Rerun
 from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, Store
 
@@ -178,7 +179,10 @@ class RunCache:
                 await self._ensure_digest(j)
         try:
             info.code = self.keys.code_of(spec.fn)
-            inputs = self.keys.inputs(ref)
+            if has_files(ref):  # file contents are hashed off the event loop
+                inputs = await anyio.to_thread.run_sync(self.keys.inputs, ref)
+            else:
+                inputs = self.keys.inputs(ref)
         except (Unhashable, RecursionError) as e:
             name, *why = e.args if isinstance(e, Unhashable) and len(e.args) > 1 else ("?", e)
             info.reason = f"input {name} cannot be hashed"
@@ -212,6 +216,12 @@ class RunCache:
                 value = serialize.loads(self.store.load(entry))
             else:
                 value = await anyio.to_thread.run_sync(lambda: serialize.loads(self.store.load(entry)))
+            if type(value) is Products:  # a task with file products: are they as it left them?
+                stale = await anyio.to_thread.run_sync(value.stale)
+                if stale is not None:
+                    info.reason = stale
+                    return None
+                value = value.value
         except BlobMissing:
             self.store.forget(entry.blob)
             info.reason = "stored result is missing (removed by gc or by hand)"
@@ -262,10 +272,12 @@ class RunCache:
         self.reran.add(i)
         info = self.nodes.get(i)
         store_it = info is not None and info.key is not None
-        if hashing.is_small(value, size):
+        spec = self.sched.nodes[i].task.spec
+        products = file_products(spec) if store_it and spec.writes else []
+        if hashing.is_small(value, size) and not products:
             out = _prepare(self.store, value, store_it)
         else:
-            out = await anyio.to_thread.run_sync(_prepare, self.store, value, store_it)
+            out = await anyio.to_thread.run_sync(_prepare, self.store, value, store_it, products)
         digest, hash_error, data, blob, store_error = out
         self.digests[i] = digest
         if hash_error is not None:
@@ -337,8 +349,10 @@ class RunCache:
                                   self.parts_of, self.store.blobs.path)
 
 
-def _prepare(store: Store, value: Any, store_it: bool) -> tuple[Any, ...]:
-    """Hash (and serialise, and write if big) a result; runs in a worker thread if big."""
+def _prepare(store: Store, value: Any, store_it: bool,
+             products: list[tuple[str, File]] | None = None) -> tuple[Any, ...]:
+    """Hash (and serialise, and write if big) a result; runs in a worker thread if big.
+    A task's file products are stored with its value, with their content digests."""
     digest = hash_error = data = blob = store_error = None
     try:
         digest = hashing.value_hash(value)
@@ -346,7 +360,9 @@ def _prepare(store: Store, value: Any, store_it: bool) -> tuple[Any, ...]:
         hash_error = str(e)
     if store_it:
         try:
-            data = serialize.dumps(value)
+            stored = Products(value, {name: hashing.FILES.of(f) for name, f in products}) \
+                if products else value
+            data = serialize.dumps(stored)
             blob = hashing.digest(data)
             if len(data) > INLINE_MAX:
                 store.blobs.write(blob, data)
@@ -364,3 +380,27 @@ class _NotBound:
 
 
 _NOT_BOUND: Any = _NotBound()
+
+
+class Products:
+    """A stored result of a task that writes files: its value and, per product, the digest
+    of the content it wrote (Snakemake's rule: a missing or changed product re-runs it)."""
+
+    __slots__ = ("digests", "value")
+
+    def __init__(self, value: Any, digests: dict[str, str]) -> None:
+        self.value = value
+        self.digests = digests
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Products, (self.value, self.digests))
+
+    def stale(self) -> str | None:
+        """Why the products are not as the task left them (None: they are)."""
+        for name, digest in self.digests.items():
+            f = File(name[5:] if name.startswith("file:") else name)
+            if not f.files():
+                return f"its product {name} is missing"
+            if hashing.FILES.of(f) != digest:
+                return f"its product {name} changed since the task wrote it"
+        return None

@@ -32,9 +32,11 @@ import math
 import struct
 import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..core.errors import Unhashable
+from ..core.files import ContentDigests, File
 from ..core.ref import is_task
 
 try:  # the fast path; see the module docstring
@@ -145,6 +147,9 @@ def _feed(h: Any, v: Any, depth: int) -> None:
 
 
 def _feed_other(h: Any, v: Any, t: type) -> None:
+    if t is File:  # a path whose identity is its content (nbflow.core.files)
+        h.update(b"P" + FILES.of(v).encode())
+        return
     mod = t.__module__
     if mod.startswith("numpy"):
         import numpy as np
@@ -252,6 +257,19 @@ def describe(v: Any) -> str:
 # Types whose values are always small and cheap to hash and serialise on the event loop.
 SMALL_TYPES: frozenset[type] = frozenset({type(None), bool, int, float, complex})
 SMALL_STR = 4096
+
+
+def file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    """The digest of a file's bytes, read in chunks (so a large file is not held in memory)."""
+    h = _new()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return ALGO + h.hexdigest()
+
+
+# Content digests of nf.File values, reused while size, mtime and inode are unchanged.
+FILES = ContentDigests(file_digest, combine)
 
 
 def is_small(value: Any, size: int | None) -> bool:

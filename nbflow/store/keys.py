@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from ..core.files import File, file_entry
 from ..core.ref import Ref
 from . import hashing
 from .fingerprint import CodeFingerprint, code_fingerprint
@@ -32,6 +33,33 @@ def cache_key(code_digest: str, options: str, inputs: dict[str, str]) -> str:
 def collect_digest(parts: list[str]) -> str:
     """The content hash of a collect node's value (the list of its inputs' values)."""
     return hashing.combine("collect", *parts)
+
+
+def _label(name: str, value: Any) -> str:
+    """An input's label in a key's parts: a file argument names its path too, so that a
+    miss says which file changed."""
+    return f"{name} ({value.path})" if type(value) is File else name
+
+
+def file_reads(spec: Any) -> list[tuple[str, File]]:
+    """The ``reads=`` entries of a task that name files, directories or globs."""
+    return [(name, f) for name in spec.reads if (f := file_entry(name)) is not None]
+
+
+def file_products(spec: Any) -> list[tuple[str, File]]:
+    """The ``writes=`` entries of a task that name files (asked after it ran): its products.
+    An entry is a file when it says ``file:PATH`` or names a path that exists; other
+    entries (``"db:sales"``, an abstract resource name) are only names."""
+    return [(name, f) for name in spec.writes if (f := file_entry(name)) is not None]
+
+
+def has_files(ref: Ref) -> bool:
+    """Does a task call pass nf.File arguments or declare file reads (content to hash)?"""
+    spec = ref.task.spec  # type: ignore[union-attr]
+    if spec.reads and file_reads(spec):
+        return True
+    args = list(ref.args) + (list(ref.kwargs.values()) if ref.kwargs else [])
+    return any(type(a) is File for a in args)
 
 
 class KeyBuilder:
@@ -123,11 +151,15 @@ class KeyBuilder:
                     d = digests.get(a.index)
                     out[name] = d if d is not None else self.input_digest(a, nested)
                 else:
-                    out[name] = self.input_digest(a, nested)
+                    out[_label(name, a)] = self.input_digest(a, nested)
             if ref.kwargs:
                 for name, a in sorted(ref.kwargs.items()):
-                    out[name] = self.input_digest(a, nested)
+                    out[_label(name, a)] = self.input_digest(a, nested)
         except hashing.Unhashable as e:
             e.args = (name, *e.args)
             raise
+        spec = ref.task.spec  # type: ignore[union-attr]
+        if spec.reads:
+            for entry, f in file_reads(spec):
+                out[f"reads {entry}"] = hashing.FILES.of(f)
         return out
