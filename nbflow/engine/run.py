@@ -30,6 +30,7 @@ from .errors import (
     WorkflowFailed,
 )
 from .graph import APPROVAL, INLINE, MAP, Ref
+from .internal import run_error
 from .scheduler import Scheduler
 from .spec import parse_resources
 from .state import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
@@ -274,7 +275,7 @@ class Run:
         except BaseException as e:
             sched.finish_cancelled()
             if not isinstance(e, anyio.get_cancelled_exc_class()) and self.error is None:
-                self.error = e
+                self.error = run_error(e)  # (an engine failure: one NbflowError, not a group)
             if isinstance(e, anyio.get_cancelled_exc_class()):
                 self._cancel_requested = True
             raise

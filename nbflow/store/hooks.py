@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ..engine.events import Subscriber, on_run
 from .cache import RunCache
+from .guard import GuardedRunCache
 from .recorder import RunRecorder
 from .store import get_store
 
@@ -30,7 +31,7 @@ def run_cache(run: Run) -> RunCache | None:
     store = get_store()
     if store is None:
         return None
-    cache = RunCache(store, run)
+    cache = GuardedRunCache(store, run)  # (store failures during the run degrade it)
     cache.attach(run._sched)  # validates rerun= (in the caller's thread)
     return cache
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import hashing
+from . import hashing, privacy, tidy
 from .blobs import BlobCorrupt, BlobMissing, BlobStore
-from .journal import Journal, Op, StoreError, dumps
+from .journal import Journal, Op, StoreBusy, StoreError, dumps
 
 INLINE_MAX = 32 * 1024  # results up to this many bytes live inline in SQLite
 KEY_FILTER_MAX = 250_000  # cache keys kept in memory to answer most misses without a query
@@ -82,8 +82,10 @@ class Store:
     def __init__(self, home: Path) -> None:
         self.home = home
         _make_private_dir(home)
+        privacy.check_private(home, NbflowStoreWarning)
         self.journal = Journal(home / "journal.sqlite")
         self.blobs = BlobStore(home)
+        tidy.remove_stale_tmp(self.blobs.root)  # what writers killed mid-write left behind
         # Cache entries this process queued, until the writer has committed them: a run
         # starting right after another sees its results without waiting for the disk.
         self.pending: dict[str, CacheEntry] = {}
@@ -179,6 +181,29 @@ def _make_private_dir(home: Path) -> None:
         raise StoreError(f"{home} is not a directory")
 
 
+def describe_failure(path: Path, e: BaseException) -> str:
+    """What is wrong with the store at ``path`` and what to do, for a warning or an error."""
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, StoreBusy):
+        return (f"the run store at {path} is locked by another process ({e}); this run is not "
+                "journaled or cached")
+    if isinstance(e, sqlite3.DatabaseError) and any(
+            w in str(e).lower() for w in ("not a database", "malformed", "corrupt", "disk image",
+                                          "no such table")):
+        return (f"the run store's journal {path / 'journal.sqlite'} is damaged, replaced or "
+                f"deleted ({text}); runs are not journaled or cached. Run `nbflow doctor --home "
+                f"{path}` to check it and start a new journal that keeps the stored results")
+    return (f"the run store at {path} cannot be used ({text}); runs are not journaled or "
+            "cached. Set NBFLOW_HOME to a writable directory")
+
+
+def invalidate(store: Store) -> None:
+    """Forget ``store`` (it failed during a run): the next run opens the directory afresh."""
+    with _LOCK:
+        if _STORES.get(store.home) is store:
+            del _STORES[store.home]
+
+
 _STORES: dict[Path, Store] = {}
 _BROKEN: dict[Path, str] = {}
 _LOCK = threading.Lock()
@@ -205,14 +230,10 @@ def get_store(home: Path | str | None = None, *, warn: bool = True) -> Store | N
         try:
             s = Store(path)
         except (OSError, sqlite3.Error, StoreError) as e:
-            _BROKEN[path] = f"{type(e).__name__}: {e}"
+            if not isinstance(e, StoreBusy):  # a held lock is retried by the next run
+                _BROKEN[path] = f"{type(e).__name__}: {e}"
             if warn:
-                warnings.warn(
-                    f"nbflow: the run store at {path} cannot be used ({e}); runs are not "
-                    "journaled or cached. Set NBFLOW_HOME to a writable directory.",
-                    NbflowStoreWarning,
-                    stacklevel=3,
-                )
+                warnings.warn(f"nbflow: {describe_failure(path, e)}", NbflowStoreWarning, stacklevel=3)
             return None
         _STORES[path] = s
         return s
