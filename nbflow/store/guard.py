@@ -20,9 +20,10 @@ import warnings
 from typing import Any
 
 from .cache import NodeCache, RunCache
+from .journal import StoreError
 from .store import NbflowStoreWarning, describe_failure, invalidate
 
-STORE_FAILURES = (sqlite3.Error, OSError)
+STORE_FAILURES = (sqlite3.Error, OSError, StoreError)  # (StoreError: e.g. an unusable signing key)
 
 
 class GuardedRunCache(RunCache):

@@ -269,5 +269,5 @@ class StoredRun:
             raise TaskNotFinished(key, "completed", "its stored result was removed (nbflow gc)")
         try:
             return serialize.loads(self.store.load(CacheEntry(blob, None, got[0][0], got[0][1])))
-        except BlobError as e:
+        except (BlobError, ValueError) as e:  # (ValueError: unsigned or not a stored result)
             raise TaskNotFinished(key, "completed", str(e)) from e

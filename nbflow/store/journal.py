@@ -55,7 +55,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -96,6 +96,11 @@ MIGRATIONS: dict[int, list[str]] = {
             workflow TEXT NOT NULL, key TEXT NOT NULL, task TEXT, cache_key TEXT NOT NULL,
             code TEXT, inputs TEXT, options TEXT, run_id TEXT, time REAL,
             PRIMARY KEY(workflow, key)) WITHOUT ROWID""",
+    ],
+    # 2: each cache row signed with the user's key (store.signing), so a row cannot point a
+    # cache key at another result.  Rows of version 1 have none: recomputed once.
+    2: [
+        "ALTER TABLE cache ADD COLUMN sig TEXT",
     ],
 }
 

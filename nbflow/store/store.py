@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import hashing, privacy, tidy
+from . import hashing, privacy, signing, tidy
 from .blobs import BlobCorrupt, BlobMissing, BlobStore
 from .journal import Journal, Op, StoreBusy, StoreError, dumps
 
@@ -52,11 +52,12 @@ class CacheEntry:
     value_digest: str | None
     size: int
     inline: bytes | None  # the stored bytes when they live inline (else read the file)
+    trust: str = "ok"  # "bad": the index row's signature fails; "unsigned": an old row
 
 
 PUT_BLOB = Op("INSERT OR IGNORE INTO blobs(key, size, inline, created) VALUES(?,?,?,?)")
-PUT_CACHE = Op("INSERT OR REPLACE INTO cache(key, blob, value_digest, task, size, run_id, created) "
-               "VALUES(?,?,?,?,?,?,?)")
+PUT_CACHE = Op("INSERT OR REPLACE INTO cache(key, blob, value_digest, task, size, run_id, created, sig) "
+               "VALUES(?,?,?,?,?,?,?,?)")
 DEL_CACHE_FOR_BLOB = Op("DELETE FROM cache WHERE blob = ?", barrier=True)
 DEL_BLOB = Op("DELETE FROM blobs WHERE key = ?", barrier=True)
 PUT_CODE = Op("INSERT OR IGNORE INTO code(digest, name, parts, notes) VALUES(?,?,?,?)")
@@ -72,7 +73,7 @@ def _fingerprint_row(workflow: str, key: str, task: str, cache_key: str, code: s
 PUT_FINGERPRINT = Op("INSERT OR REPLACE INTO fingerprints(workflow, key, task, cache_key, code, inputs, "
                      "options, run_id, time) VALUES(?,?,?,?,?,?,?,?,?)", _fingerprint_row)
 
-_FIND = ("SELECT c.blob, c.value_digest, b.size, b.inline, b.key IS NOT NULL FROM cache c "
+_FIND = ("SELECT c.blob, c.value_digest, b.size, b.inline, b.key IS NOT NULL, c.sig FROM cache c "
          "LEFT JOIN blobs b ON b.key = c.blob WHERE c.key = ?")
 
 
@@ -110,7 +111,9 @@ class Store:
         row = conn.execute(_FIND, (key,)).fetchone()
         if row is None or not row[4]:
             return None
-        return CacheEntry(row[0], row[1], row[2], row[3])
+        sig = row[5]
+        trust = "unsigned" if sig is None else "ok" if signing.row_ok(sig, key, row[0], row[1]) else "bad"
+        return CacheEntry(row[0], row[1], row[2], row[3], trust)
 
     def sync_keys(self, conn: sqlite3.Connection) -> None:
         """Learn the cache keys stored since the last sync (by any process)."""
@@ -134,7 +137,8 @@ class Store:
             self._keys.add(key)
         if new_blob:
             self.journal.put(PUT_BLOB, (blob, size, inline, now))
-        self.journal.put(PUT_CACHE, (key, blob, value_digest, task, size, run_id, now))
+        self.journal.put(PUT_CACHE, (key, blob, value_digest, task, size, run_id, now,
+                                     signing.row_sig(key, blob, value_digest)))
 
     def _committed(self, batch: list[tuple[Any, Any]]) -> None:
         pending = self.pending
@@ -146,6 +150,13 @@ class Store:
 
     def load(self, entry: CacheEntry) -> bytes:
         """The stored bytes of ``entry``, verified (raises BlobMissing / BlobCorrupt)."""
+        if entry.trust != "ok":
+            from .serialize import BadSignature, UnsignedResult
+
+            if entry.trust == "unsigned":
+                raise UnsignedResult("its cache entry was stored by an older nbflow without a signature")
+            raise BadSignature(f"the cache entry for stored result {entry.blob} has a bad signature "
+                               "(the journal was edited or copied from another user)")
         if entry.inline is not None:
             if not hashing.verify(entry.inline, entry.blob):
                 raise BlobCorrupt(f"stored result {entry.blob} failed its checksum")
