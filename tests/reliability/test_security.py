@@ -80,7 +80,7 @@ def _point_row_at(data: bytes) -> None:
 @pytest.mark.parametrize("version", [1, 2])
 def test_tampered_pickle_never_runs(tmp_path, version):
     marker = tmp_path / "pwned"
-    wf, r = _run_small()
+    wf, _r = _run_small()
     first = wf.run()
     _point_row_at(_forge(version, pickle.dumps(_Payload(str(marker)))))
     wf2, r2 = _run_small()
@@ -121,7 +121,7 @@ def test_row_pointed_at_another_signed_result_is_refused():
     db = _db()
     try:
         rows = db.execute("SELECT key, blob FROM cache ORDER BY created").fetchall()
-        (k1, b1), (k2, b2) = rows[0], rows[1]
+        (k1, _b1), (_k2, b2) = rows[0], rows[1]
         db.execute("UPDATE cache SET blob = ? WHERE key = ?", (b2, k1))
     finally:
         db.close()
@@ -146,7 +146,7 @@ def test_tampered_big_result_file_is_not_loaded(tmp_path):
     store.blobs.write(name, forged)
     db = _db()
     try:
-        (old,) = db.execute("SELECT blob FROM cache").fetchone()
+        (_old,) = db.execute("SELECT blob FROM cache").fetchone()
         db.execute("INSERT INTO blobs(key, size, inline, created) VALUES(?,?,NULL,0)", (name, len(forged)))
         db.execute("UPDATE cache SET blob = ?", (name,))
     finally:
@@ -172,7 +172,7 @@ def test_signed_results_round_trip_and_other_keys_fail(tmp_path, monkeypatch):
 def test_crafted_blob_row_cannot_delete_outside_the_store(tmp_path, crafted):
     victim = tmp_path / "victim"
     victim.write_text("precious")
-    wf, r = _run_small()
+    wf, _r = _run_small()
     wf.run()
     home = store_home()
     crafted = crafted.replace("/ABS", str(victim))
