@@ -17,6 +17,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .errors import RefUsageError, WorkflowDefinitionError
+from .hidden_refs import refuse_hidden_refs
+from .validation import validate_run_options
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -176,6 +178,7 @@ class Workflow:
         return f"{name}-{n}"
 
     def _add_call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ref:
+        refuse_hidden_refs(task.spec.name, args, kwargs)  # (a namedtuple of Refs, a dataclass...)
         deps: list[int] = []
         nested = 0
         for a in args:
@@ -254,6 +257,7 @@ class Workflow:
                     deps.append(a.index)
                 elif type(a) in _CONTAINERS:
                     self._scan(a, deps)
+            refuse_hidden_refs(f"{task.spec.name}.map", (), kwargs)
             return self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)
         try:
             seq = list(items)
@@ -300,6 +304,7 @@ class Workflow:
         give a ``ConflictWarning`` (``on_conflict="warn"``), are ordered so they never overlap
         (``"serialize"``), or refuse the run (``"error"``).
         """
+        validate_run_options(raise_on_error=raise_on_error)  # (the Run never sees this one)
         run = self.start(workers=workers, backend=backend, cache=cache,
                          continue_on_error=continue_on_error, resources=resources, rerun=rerun, strict=strict,
                   on_conflict=on_conflict)
@@ -342,6 +347,8 @@ class Workflow:
     ) -> Run:
         """The async twin of :meth:`run`: runs on the caller's event loop."""
         from .run import Run
+
+        validate_run_options(raise_on_error=raise_on_error)
 
         run = Run(self, workers=workers, backend=backend, cache=cache,
                   continue_on_error=continue_on_error, resources=resources, rerun=rerun, strict=strict,

@@ -34,6 +34,7 @@ from .internal import run_error
 from .scheduler import Scheduler
 from .spec import parse_resources
 from .state import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
+from .validation import validate_run_options
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -98,6 +99,9 @@ class Run:
         strict: bool = False,
         on_conflict: str = "warn",
     ) -> None:
+        validate_run_options(name=workflow.name, workers=workers, cache=cache, strict=strict,
+                             continue_on_error=continue_on_error, resources=resources, rerun=rerun,
+                             on_conflict=on_conflict)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise WorkflowDefinitionError(f"workers must be a whole number >= 1 (or None), got {workers!r}")
         self.id = _new_run_id()

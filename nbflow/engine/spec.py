@@ -18,6 +18,7 @@ from typing import Any, overload
 
 from .errors import RefUsageError, WorkflowDefinitionError
 from .graph import Ref, _current
+from .validation import validate_task_options
 
 EXECUTORS = ("async", "thread", "process", "dask")
 
@@ -164,6 +165,7 @@ def registry() -> dict[str, Task]:
 def _make_spec(fn: Callable[..., Any], base: TaskSpec | None = None, **options: Any) -> TaskSpec:
     if not callable(fn):
         raise WorkflowDefinitionError(f"@nf.task needs a function, got {fn!r}")
+    validate_task_options(fn, options)  # (bad options refused here, naming option and value)
     name = options.pop("name", None) or (base.name if base else getattr(fn, "__name__", None))
     if not name or not isinstance(name, str):
         raise WorkflowDefinitionError(f"cannot name task {fn!r}: pass name='...'")

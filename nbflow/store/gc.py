@@ -43,6 +43,8 @@ def parse_age(value: float | int | str | timedelta) -> float:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise WorkflowDefinitionError(f"max_age must be a finite number of seconds >= 0, got {value!r}")
         return float(value)
     m = _AGE.match(str(value))
     if not m:
@@ -53,7 +55,10 @@ def parse_age(value: float | int | str | timedelta) -> float:
 
 def parse_bytes(value: float | int | str) -> float:
     """Bytes in a size such as ``"10GB"``, ``"500MiB"`` or a number."""
-    return parse_amount(value, what="max_bytes")
+    amount = parse_amount(value, what="max_bytes")
+    if not math.isfinite(amount):
+        raise WorkflowDefinitionError(f"max_bytes must be a finite size such as '10GB', got {value!r}")
+    return amount
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..engine.events import Subscriber, on_run
+from . import settings
 from .cache import RunCache
 from .guard import GuardedRunCache
 from .recorder import RunRecorder
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 def run_cache(run: Run) -> RunCache | None:
     """The cache of ``run`` (None: caching off, or no usable store)."""
+    settings.check_all()  # (a bad NBFLOW_* setting is refused before the run, not in a thread)
     if not run.cache:
         return None
     store = get_store()

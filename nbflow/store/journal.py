@@ -438,7 +438,10 @@ class Journal:
                 self._thread = None
                 self._signalled = False
             return
-        window = settings.commit_window()
+        try:
+            window = settings.commit_window()
+        except NbflowError:  # (refused when the run started; never kill the writer over it)
+            window = GROUP_WINDOW
         try:
             while True:
                 self._wake.wait()

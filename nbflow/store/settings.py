@@ -49,3 +49,10 @@ def lock_timeout() -> float:
 def lock_notice() -> float:
     """After this many seconds of waiting for a lock, say so (``NBFLOW_LOCK_NOTICE``)."""
     return _seconds("NBFLOW_LOCK_NOTICE", 3.0)
+
+
+def check_all() -> None:
+    """Raise (naming the variable) if any of these settings is set to something unusable."""
+    commit_window()
+    lock_timeout()
+    lock_notice()
