@@ -40,11 +40,13 @@ class StoredError(Exception):
 
 def _require_store(home: Any) -> Store:
     store = get_store(home, warn=False)
-    if store is None:
-        from .journal import StoreError
+    if store is None:  # not writable (or damaged): read it read-only, or say what is wrong
+        from pathlib import Path
+
+        from .readonly import open_readonly
         from .store import store_home
 
-        raise StoreError(f"no usable nbflow store at {home or store_home()}")
+        return open_readonly(Path(home).expanduser().absolute() if home else store_home())  # type: ignore[return-value]
     return store
 
 
