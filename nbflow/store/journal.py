@@ -521,6 +521,9 @@ class Journal:
             self._failed_batches += 1
             self._record_failure(f"could not record {len(batch)} rows in {self.path} "
                                  f"({type(e).__name__}: {e})")
+            if isinstance(e, StoreBusy):  # the wait was bounded once: the rows queued behind
+                with self._lock:          # this batch are dropped too, not waited for again
+                    self._drop_queue()
             return
         for hook in self.on_commit:
             try:

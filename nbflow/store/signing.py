@@ -18,7 +18,6 @@ again.  A key file readable by others is refused (it would let them sign).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import secrets
@@ -80,8 +79,20 @@ def _read(path: Path) -> bytes:
     return data
 
 
+_BY_ENV: dict[tuple[str | None, ...], bytes] = {}
+
+
 def key() -> bytes:
     """This user's signing key, created on first use (raises StoreError if unusable)."""
+    env = os.environ
+    where = (env.get("NBFLOW_KEY_FILE"), env.get("XDG_CONFIG_HOME"), env.get("HOME"))
+    k = _BY_ENV.get(where)  # (the hot path: no Path objects per signature)
+    if k is None:
+        k = _BY_ENV[where] = _load_key()
+    return k
+
+
+def _load_key() -> bytes:
     path = key_path()
     k = _KEYS.get(path)
     if k is not None:
@@ -102,7 +113,9 @@ def key() -> bytes:
 
 def mac(*parts: bytes | memoryview) -> bytes:
     """HMAC-SHA256 of ``parts`` (concatenated) under this user's key."""
-    h = hmac.new(key(), digestmod=hashlib.sha256)
+    if len(parts) == 1:  # the one-shot C path: a few microseconds for a cache row
+        return hmac.digest(key(), parts[0], "sha256")
+    h = hmac.new(key(), digestmod="sha256")  # (a name, not a constructor: OpenSSL's HMAC, in C)
     for p in parts:
         h.update(p)
     return h.digest()
