@@ -31,10 +31,12 @@ from .engine.errors import (
 )
 from .engine.events import on_run
 from .engine.graph import Ref, Workflow
+from .engine.internal import EngineError
 from .engine.run import ConflictWarning, Run, last_run
 from .engine.scheduler import StallError
 from .engine.spec import Task, TaskSpec, registry, task
-from .store import NbflowStoreWarning, StoredRun, StoreIntegrityError, gc, load_run, plan, runs
+from .engine.validation import InvalidOptionError
+from .store import NbflowStoreWarning, StoredRun, StoreError, StoreIntegrityError, gc, load_run, plan, runs
 
 __version__ = "0.1.0"
 
@@ -42,8 +44,10 @@ __all__ = [
     "ApprovalTimeout",
     "ConflictWarning",
     "CycleError",
+    "EngineError",
     "Finding",
     "GatherError",
+    "InvalidOptionError",
     "LoopLimitError",
     "NbflowError",
     "NbflowStoreWarning",
@@ -52,6 +56,7 @@ __all__ = [
     "RefUsageError",
     "Run",
     "StallError",
+    "StoreError",
     "StoreIntegrityError",
     "StoredRun",
     "Task",
