@@ -2,10 +2,13 @@
 
     nbflow runs [--name NAME] [--limit N] [--json] [--home DIR]
     nbflow gc [--keep-last N] [--max-age 7d] [--max-bytes 10GB] [--dry-run] [--grace SECONDS] [--home DIR]
+    nbflow doctor [--repair] [--home DIR]
 
-``runs`` lists the runs in the store (newest last); ``gc`` applies the retention rules of
-:mod:`nbflow.store.gc`.  The store is ``$NBFLOW_HOME`` or ``./.nbflow`` unless ``--home``
-says otherwise.  Exit status: 0 on success, 2 on bad usage, 1 when the store cannot be used.
+``runs`` lists the runs in the store (newest last); ``gc`` applies the retention rules
+of :mod:`nbflow.store.gc`; ``doctor`` checks the store and with ``--repair`` starts a new
+journal in place of a damaged one (:mod:`nbflow.store.doctor`).  The store is
+``$NBFLOW_HOME`` or ``./.nbflow`` unless ``--home`` says otherwise.  Exit status: 0 on
+success, 2 on bad usage, 1 when the store cannot be used (for ``doctor``: when it is damaged).
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
                    help="leave files without a journal row alone until this old (default 3600)")
     g.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
+
+    d = sub.add_parser("doctor", help="check the store; --repair starts a new journal if it is damaged")
+    d.add_argument("--repair", action="store_true",
+                   help="move a damaged journal aside and start a new one, keeping the results")
+    d.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
     return p
 
 
@@ -69,6 +77,16 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .store import store_home
+    from .store.doctor import diagnose, repair
+
+    home = args.home or store_home()
+    report = repair(home) if args.repair else diagnose(home)
+    print(report)
+    return 0 if report.healthy or report.moved_to is not None else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nbflow`` command."""
     args = _parser().parse_args(argv)
@@ -79,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_runs(args)
         if args.command == "gc":
             return _cmd_gc(args)
+        if args.command == "doctor":
+            return _cmd_doctor(args)
     except StoreError as e:
         print(f"nbflow: {e}", file=sys.stderr)
         return 1

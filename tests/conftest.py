@@ -20,6 +20,7 @@ taskstate.check_transitions(True)  # in case a plugin imported nbflow first
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("NBFLOW_HOME", str(tmp_path / ".nbflow"))
+    monkeypatch.setenv("NBFLOW_KEY_FILE", str(tmp_path / ".nbflow-key"))  # never the user's own key
     yield
 
 

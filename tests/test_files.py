@@ -60,7 +60,9 @@ def test_a_plain_string_path_is_flagged_by_check(tmp_path: Path) -> None:
 def test_file_is_a_pathlike(tmp_path: Path) -> None:
     f = nf.File(tmp_path / "x.txt")
     Path(f).write_text("hi")
-    assert open(f).read() == "hi" and os.fspath(f) == str(tmp_path / "x.txt")
+    with open(f) as fh:
+        assert fh.read() == "hi"
+    assert os.fspath(f) == str(tmp_path / "x.txt")
     assert nf.File(f) == f and repr(f).startswith("nf.File(")
 
 
@@ -136,5 +138,6 @@ def test_products_missing_or_changed_rerun_the_task(tmp_path: Path, monkeypatch:
     assert "product out.csv is missing" in run.tasks.set_index("key").loc["export-0", "reason"]
     (tmp_path / "out.csv").write_text("edited by hand\n")
     run = wf.run()
-    assert len(calls) == 3 and "changed since the task wrote it" in run.tasks.set_index("key").loc["export-0", "reason"]
+    assert len(calls) == 3
+    assert "changed since the task wrote it" in run.tasks.set_index("key").loc["export-0", "reason"]
     assert _cached(wf.run(), "export-0") and len(calls) == 3

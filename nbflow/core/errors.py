@@ -4,7 +4,8 @@ Each message names the problem and the way out.  The hierarchy::
 
     NbflowError (Exception)
     ├── WorkflowDefinitionError (also ValueError)   the workflow cannot run as written
-    │   └── CycleError                              .cycle: the task keys on the cycle
+    │   ├── CycleError                              .cycle: the task keys on the cycle
+    │   ├── InvalidOptionError                      a task or run option with a value it cannot take
     │   └── TaskCallError (also TypeError)          a task called with arguments it does not take
     ├── RefUsageError (also TypeError)              a Ref used as if it were its value
     │   └── RefAttributeError (also AttributeError) an attribute of the value asked of its Ref
@@ -14,6 +15,7 @@ Each message names the problem and the way out.  The hierarchy::
     ├── WorkflowCancelled                           a run was cancelled
     ├── TaskNotFinished (also LookupError)          the value of a task that did not complete
     ├── StallError (also RuntimeError)              tasks wait but nothing can progress
+    ├── EngineError (also RuntimeError)             nbflow itself failed during a run (cause attached)
     ├── GatherError                                 fewer gather inputs completed than needed
     ├── LoopLimitError                              a loop hit max_iter with until() false
     ├── ApprovalTimeout (also TimeoutError)         nobody answered an approval in time
@@ -23,6 +25,7 @@ Each message names the problem and the way out.  The hierarchy::
     │   └── BlobError                               one stored result file is unusable
     │       ├── BlobMissing (also LookupError)
     │       └── BlobCorrupt (also ValueError)
+    │           └── BadBlobKey                      a journal row names an impossible result file
     ├── SerializationError (also TypeError)         a result cannot be serialised for the store
     ├── Unhashable (also TypeError)                 a value has no content hash
     └── StoredError                                 a task's failure as recorded in the store
@@ -71,6 +74,10 @@ class TaskCallError(WorkflowDefinitionError, TypeError):
     """A task was called (while tracing) with arguments its function does not accept."""
 
 
+class InvalidOptionError(WorkflowDefinitionError):
+    """An option of a task or a run has a value it cannot take (the message says which)."""
+
+
 class RefUsageError(NbflowError, TypeError):
     """A Ref was used as if it were its value, or outside the workflow that made it."""
 
@@ -98,6 +105,10 @@ class PicklingError(NbflowError):
 
 class StallError(NbflowError, RuntimeError):
     """Nodes are waiting but nothing can make progress (a deadlock)."""
+
+
+class EngineError(NbflowError, RuntimeError):
+    """nbflow failed internally during a run (not a task's error); the cause is attached."""
 
 
 class GatherError(NbflowError):
@@ -179,6 +190,10 @@ class BlobMissing(BlobError, LookupError):
 
 class BlobCorrupt(BlobError, ValueError):
     """A stored result file's bytes do not match their checksum."""
+
+
+class BadBlobKey(BlobCorrupt):
+    """A journal row names a result file that cannot be one (tampering or damage)."""
 
 
 class StoredError(NbflowError):

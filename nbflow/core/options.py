@@ -15,6 +15,7 @@ from typing import Any
 
 from .errors import WorkflowDefinitionError
 from .units import parse_resources
+from .validation import validate_run_options
 
 ON_CONFLICT = ("warn", "serialize", "error")
 BACKENDS = ("local", "process", "dask")
@@ -38,20 +39,9 @@ class RunOptions:
     capacity: Mapping[str, float] = field(default_factory=dict, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        w = self.workers
-        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
-            raise WorkflowDefinitionError(f"workers must be a whole number >= 1 (or None), got {w!r}")
-        for name in ("cache", "raise_on_error", "continue_on_error", "strict"):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise WorkflowDefinitionError(
-                    f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-        if self.on_conflict not in ON_CONFLICT:
-            raise WorkflowDefinitionError(
-                f"on_conflict must be 'warn', 'serialize' or 'error', got {self.on_conflict!r}")
-        if self.rerun is not None and isinstance(self.rerun, (int, float, bytes)):
-            raise WorkflowDefinitionError(
-                f"rerun takes a task, a task name or key, a Ref, or a list of them; got {self.rerun!r}")
+        validate_run_options(workers=self.workers, cache=self.cache, raise_on_error=self.raise_on_error,
+                             continue_on_error=self.continue_on_error, strict=self.strict,
+                             resources=self.resources, rerun=self.rerun, on_conflict=self.on_conflict)
         capacity = {"memory": physical_memory(), "cpu": float(os.cpu_count() or 1)}
         capacity.update(parse_resources(self.resources, what="run"))
         object.__setattr__(self, "backend_kind", backend_kind(self.backend))

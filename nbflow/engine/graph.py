@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.errors import RefUsageError, WorkflowDefinitionError
 from ..core.kinds import COLLECT, GATHER, MAP
 from ..core.ref import Ref, foreign_ref_message
+from .hidden_refs import refuse_hidden_refs
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -85,6 +86,7 @@ class WorkflowGraph:
 
     def _add_call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ref:
         task.check_call(args, kwargs)  # a call the function cannot take fails here, not at run time
+        refuse_hidden_refs(task.spec.name, args, kwargs)  # (a namedtuple of Refs, a dataclass...)
         deps: list[int] = []
         nested = 0
         for a in args:
@@ -171,6 +173,7 @@ class WorkflowGraph:
                     deps.append(a.index)
                 elif type(a) in _CONTAINERS:
                     self._scan(a, deps)
+            refuse_hidden_refs(f"{task.spec.name}.map", (), kwargs)
             return self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)
         _refuse_column_iteration(task.spec.name, items)
         try:

@@ -37,8 +37,10 @@ from ..core.options import RunOptions
 from ..core.protocols import ResultCache
 from ..core.ref import Ref
 from ..core.states import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
+from ..core.validation import validate_run_options
 from .backends import AsyncBackend, ThreadBackend
 from .constructs import interactive_approvals
+from .internal import run_error
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -69,6 +71,7 @@ class Run:
         findings: Sequence[Any] = (),
         extra_edges: Sequence[tuple[int, int]] = (),
     ) -> None:
+        validate_run_options(name=workflow.name)  # (the options were checked as RunOptions)
         self.id = _new_run_id()
         self.workflow = workflow
         self.name: str = workflow.name
@@ -216,7 +219,7 @@ class Run:
         except BaseException as e:
             sched.finish_cancelled()
             if not isinstance(e, anyio.get_cancelled_exc_class()) and self.error is None:
-                self.error = e
+                self.error = run_error(e)  # (an engine failure: one NbflowError, not a group)
             if isinstance(e, anyio.get_cancelled_exc_class()):
                 self._cancel_requested = True
             raise

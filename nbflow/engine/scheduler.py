@@ -321,6 +321,8 @@ class Scheduler:
         """Spawn a worker if admissible work outnumbers free workers (one at a time)."""
         if self.starting or self.paused:
             return
+        if self.tg.cancel_scope.cancel_called:  # the run is ending (an error): a new worker
+            return                              # would only start another, forever
         free = self.n_workers - self.busy
         if self.n_workers < self.limit and free < self._admissible():
             self.n_workers += 1

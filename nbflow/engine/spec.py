@@ -18,6 +18,7 @@ from typing import Any, overload
 from ..core.errors import RefUsageError, TaskCallError, WorkflowDefinitionError
 from ..core.ref import Ref
 from ..core.units import parse_amount, parse_resources  # noqa: F401  (re-exported)
+from ..core.validation import validate_task_options
 from .graph import _current
 
 EXECUTORS = ("async", "thread", "process", "dask")
@@ -146,6 +147,7 @@ def registry() -> dict[str, Task]:
 def _make_spec(fn: Callable[..., Any], base: TaskSpec | None = None, **options: Any) -> TaskSpec:
     if not callable(fn):
         raise WorkflowDefinitionError(f"@nf.task needs a function, got {fn!r}")
+    validate_task_options(fn, options)  # (bad options refused here, naming option and value)
     name = options.pop("name", None) or (base.name if base else getattr(fn, "__name__", None))
     if not name or not isinstance(name, str):
         raise WorkflowDefinitionError(f"cannot name task {fn!r}: pass name='...'")

@@ -226,10 +226,10 @@ class RunCache:
             self.store.forget(entry.blob)
             info.reason = "stored result is missing (removed by gc or by hand)"
             return None
-        except BlobCorrupt:
+        except BlobCorrupt as e:
             self.store.forget(entry.blob)
             msg = (f"the stored result of task {ref.key!r} (workflow {self.workflow!r}) failed its "
-                   f"checksum ({entry.blob})")
+                   f"integrity check ({entry.blob}: {e})")
             if self.strict:
                 raise StoreIntegrityError(msg + "; strict=True, so the run stops") from None
             warnings.warn(f"nbflow: {msg}; it is recomputed", NbflowStoreWarning, stacklevel=2)

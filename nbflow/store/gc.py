@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from ..core.errors import WorkflowDefinitionError
 from ..core.units import parse_amount
+from .blobs import unlink_nofollow
 from .history import _HOST, _pid_alive
 from .journal import retrying
 from .store import Store, get_store
@@ -41,16 +43,22 @@ def parse_age(value: float | int | str | timedelta) -> float:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or value < 0:
+            raise WorkflowDefinitionError(f"max_age must be a finite number of seconds >= 0, got {value!r}")
         return float(value)
     m = _AGE.match(str(value))
     if not m:
-        raise ValueError(f"cannot read {value!r} as an age; write e.g. '7d', '12h', '30m' or seconds")
+        raise WorkflowDefinitionError(
+            f"cannot read {value!r} as an age; write e.g. '7d', '12h', '30m' or seconds")
     return float(m.group(1)) * _AGE_UNITS[m.group(2).lower() if m.group(2) else None]
 
 
 def parse_bytes(value: float | int | str) -> float:
     """Bytes in a size such as ``"10GB"``, ``"500MiB"`` or a number."""
-    return parse_amount(value, what="max_bytes")
+    amount = parse_amount(value, what="max_bytes")
+    if not math.isfinite(amount):
+        raise WorkflowDefinitionError(f"max_bytes must be a finite size such as '10GB', got {value!r}")
+    return amount
 
 
 @dataclass
@@ -100,7 +108,7 @@ def gc(
     """
     if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)
                                   or keep_last < 0):
-        raise ValueError(f"keep_last must be a whole number >= 0, got {keep_last!r}")
+        raise WorkflowDefinitionError(f"keep_last must be a whole number >= 0, got {keep_last!r}")
     age = parse_age(max_age) if max_age is not None else None
     budget = parse_bytes(max_bytes) if max_bytes is not None else None
     store = get_store(home, warn=False)
@@ -197,8 +205,7 @@ def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budge
         report.orphan_files_removed += 1
         report.bytes_freed += size
         if not dry_run:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            unlink_nofollow(path)  # (never through a symbolic link)
     if not dry_run and (removed_ids or doomed):
         with contextlib.suppress(Exception):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -41,11 +41,13 @@ _HOST = socket.gethostname()
 
 def _require_store(home: Any) -> Store:
     store = get_store(home, warn=False)
-    if store is None:
-        from .journal import StoreError
+    if store is None:  # not writable (or damaged): read it read-only, or say what is wrong
+        from pathlib import Path
+
+        from .readonly import open_readonly
         from .store import store_home
 
-        raise StoreError(f"no usable nbflow store at {home or store_home()}")
+        return open_readonly(Path(home).expanduser().absolute() if home else store_home())  # type: ignore[return-value]
     return store
 
 
@@ -266,5 +268,5 @@ class StoredRun:
             raise TaskNotFinished(key, "completed", "its stored result was removed (nbflow gc)")
         try:
             return serialize.loads(self.store.load(CacheEntry(blob, None, got[0][0], got[0][1])))
-        except BlobError as e:
+        except (BlobError, ValueError) as e:  # (ValueError: unsigned or not a stored result)
             raise TaskNotFinished(key, "completed", str(e)) from e

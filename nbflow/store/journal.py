@@ -19,8 +19,12 @@ Why SQLite, and how it is used:
   SQLite on the next open.  Only the last few milliseconds of queued rows can be lost,
   which for the cache means those tasks run again, never that a result is half there.
 * **Versioned schema.**  ``PRAGMA user_version`` holds the schema version; opening a
-  store runs the missing migration steps in one transaction, and refuses (clearly) a
-  store written by a newer nbflow.
+  store reads it first without taking any lock and, only when steps are missing, runs them
+  in one write transaction; a store written by a newer nbflow is refused (clearly).
+* **Never wait forever.**  Every wait for another process's write lock is bounded
+  (``NBFLOW_LOCK_TIMEOUT``, :mod:`.settings`) and announced in the log after a few seconds;
+  a writer that cannot connect or commit retries with backoff, records the real failure in
+  :attr:`Journal.failure`, and the run that was affected says so once.
 
 Tables: ``runs``; ``nodes`` (the graph of each run); ``task_runs`` (one row per attempt,
 attempt 0 being a cache hit); ``events``; ``blobs`` (every stored result: its checksum
@@ -46,13 +50,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import StoreError
+from ..core.errors import NbflowError, StoreError
+from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
-GROUP_WINDOW = 0.05  # seconds the writer lets rows accumulate before a transaction
+GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
+# One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
+# say what it waits for and give up at NBFLOW_LOCK_TIMEOUT (see retrying).
+WRITE_BUSY_MS = 500
 RUN_END_WAIT = 120.0  # seconds a finishing run waits for its rows to be committed
 
 # MIGRATIONS[v] takes a store from version v-1 to v.  Append, never edit a released step.
@@ -89,8 +97,17 @@ MIGRATIONS: dict[int, list[str]] = {
             code TEXT, inputs TEXT, options TEXT, run_id TEXT, time REAL,
             PRIMARY KEY(workflow, key)) WITHOUT ROWID""",
     ],
+    # 2: each cache row signed with the user's key (store.signing), so a row cannot point a
+    # cache key at another result.  Rows of version 1 have none: recomputed once.
+    2: [
+        "ALTER TABLE cache ADD COLUMN sig TEXT",
+    ],
 }
 
+
+
+class StoreBusy(StoreError):
+    """Another process held the store's write lock longer than ``NBFLOW_LOCK_TIMEOUT``."""
 
 
 # -- operations the writer thread knows --------------------------------------------------
@@ -150,15 +167,16 @@ def _is_busy(e: sqlite3.OperationalError) -> bool:
     return "locked" in msg or "busy" in msg
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path, *, readonly: bool = False, busy_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
     """A connection with the pragmas every nbflow connection uses."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=busy_ms / 1000,
                                isolation_level=None, check_same_thread=False)
     else:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+        _create_private(path)
+        conn = sqlite3.connect(path, timeout=busy_ms / 1000, isolation_level=None,
                                check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     if not readonly:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-32000")  # 32 MB: a big run's pages stay in memory
@@ -166,29 +184,79 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def retrying(fn: Callable[[], Any], what: str, attempts: int = 60) -> Any:
-    """Run ``fn`` (one whole transaction), retrying while the database is busy or locked."""
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (SQLite gives its -wal and -shm
+    files the same mode); an existing file is left as it is."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def retrying(fn: Callable[[], Any], what: str, attempts: int = 60, *, path: Any = None) -> Any:
+    """Run ``fn`` (one whole transaction), retrying while the database is busy or locked.
+
+    Gives up with :class:`StoreBusy` once the lock has been waited for ``NBFLOW_LOCK_TIMEOUT``
+    seconds in total (or after ``attempts`` tries), and logs once, after
+    ``NBFLOW_LOCK_NOTICE`` seconds, that it is waiting.
+    """
     delay = 0.005
-    for n in range(attempts):
+    start = time.monotonic()
+    limit, notice = settings.lock_timeout(), settings.lock_notice()
+    told = False
+    n = 0
+    while True:
         try:
             return fn()
         except sqlite3.OperationalError as e:
-            if not _is_busy(e) or n == attempts - 1:
+            if not _is_busy(e):
                 raise
+            n += 1
+            waited = time.monotonic() - start
+            if waited >= limit or n >= attempts:
+                raise StoreBusy(
+                    f"the run store {path or ''} stayed locked by another process for {waited:.1f} s "
+                    f"({what}); another nbflow process (or a program holding journal.sqlite open "
+                    "in a write transaction) has its write lock. Wait for it, stop it, or raise "
+                    "NBFLOW_LOCK_TIMEOUT"
+                ) from e
+            if not told and waited >= notice:
+                told = True
+                log.warning("nbflow: waiting for the write lock of the run store %s (%s) for %.1f s "
+                            "already; another process holds it (giving up after %.0f s)",
+                            path or "", what, waited, limit)
             time.sleep(delay * (0.5 + random.random()))  # backoff with jitter, not a poll
-            delay = min(delay * 2, 1.0)
-    raise AssertionError("unreachable")  # pragma: no cover
+            delay = min(delay * 2, 0.25)
+
+
+def _current(conn: sqlite3.Connection, path: Path) -> int | None:
+    """The schema version if the store needs no write to be used (current schema, WAL mode
+    already on), read without taking the write lock; None if a migration is needed."""
+    try:
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    except sqlite3.OperationalError as e:
+        if _is_busy(e):
+            return None
+        raise
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store {path} has schema version {found}, newer than this nbflow "
+            f"understands ({SCHEMA_VERSION}); upgrade nbflow, or point NBFLOW_HOME elsewhere"
+        )
+    return found if found == SCHEMA_VERSION and mode == "wal" else None
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> int:
     """Bring the schema to :data:`SCHEMA_VERSION`; returns the version found."""
+    found = _current(conn, path)
+    if found is not None:  # the common case: no write, no lock, nothing to wait for
+        return found
 
     def wal() -> None:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":  # pragma: no cover - e.g. a network file system
             log.warning("nbflow: %s could not switch to WAL mode (%s); concurrent use is slower", path, mode)
 
-    retrying(wal, "journal mode")
+    retrying(wal, "journal mode", path=path)
 
     def step() -> int:
         conn.execute("BEGIN IMMEDIATE")
@@ -213,7 +281,7 @@ def migrate(conn: sqlite3.Connection, path: Path) -> int:
                 conn.execute("ROLLBACK")
             raise
 
-    return retrying(step, "migration")
+    return retrying(step, "migration", path=path)
 
 
 class Journal:
@@ -221,7 +289,7 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        conn = connect(path)
+        conn = connect(path, busy_ms=WRITE_BUSY_MS)
         try:
             migrate(conn, path)
         finally:
@@ -236,6 +304,10 @@ class Journal:
         self._flushing = 0
         self._urgent = False
         self._failed_batches = 0
+        # The last thing that went wrong writing (None while all is well): what a run that
+        # lost rows reports, instead of guessing.  ``failures`` counts them.
+        self.failure: str | None = None
+        self.failures = 0
         self.on_commit: list[Callable[[list[tuple[Any, Any]]], None]] = []
         _JOURNALS.add(self)
 
@@ -279,10 +351,11 @@ class Journal:
         with self._lock:
             self._active -= 1
             last = self._active == 0
-        if not self.flush(RUN_END_WAIT):
-            log.warning("nbflow: the run journal %s is still busy after %.0f s (another process holds "
-                        "its lock?); the run's last rows are written in the background", self.path,
-                        RUN_END_WAIT)
+        wait = min(RUN_END_WAIT, settings.lock_timeout() + 5.0)
+        if not self.flush(wait):
+            why = self.failure or "its write lock is held by another process"
+            log.warning("nbflow: the run journal %s could not commit this run's last rows within "
+                        "%.0f s (%s); they are written in the background", self.path, wait, why)
             return
         if last:
             self._join_idle()
@@ -317,16 +390,63 @@ class Journal:
                 if self._active > 0:
                     return
 
+    def _connect(self) -> sqlite3.Connection | None:
+        """The writer's connection, retried with backoff; None (failure recorded) if the
+        database cannot be opened at all -- the queued rows are then dropped, so that no
+        one waits for them, and the next write starts a new writer that tries again."""
+        delay = 0.05
+        deadline = time.monotonic() + min(5.0, settings.lock_timeout())
+        while True:
+            try:
+                conn = connect(self.path, busy_ms=WRITE_BUSY_MS)
+                conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # a real, usable journal?
+                return conn
+            except (sqlite3.Error, OSError) as e:
+                with contextlib.suppress(Exception):
+                    conn.close()  # type: ignore[possibly-undefined]
+                permanent = isinstance(e, sqlite3.DatabaseError) and not (
+                    isinstance(e, sqlite3.OperationalError) and _is_busy(e))
+                if permanent or time.monotonic() + delay > deadline:  # (damage does not heal)
+                    self._record_failure(f"cannot open {self.path} ({type(e).__name__}: {e})")
+                    return None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _record_failure(self, what: str) -> None:
+        repeated = what == self.failure
+        self.failure = what
+        self.failures += 1
+        if not repeated:  # (a store that stays broken is reported once, not per batch)
+            log.warning("nbflow: the run journal failed: %s", what)
+
+    def _drop_queue(self) -> None:
+        """Without a database: release everyone waiting (flush markers), drop the rows."""
+        q = self._queue
+        while q:
+            item = q.popleft()
+            if item[0] is _FLUSH:
+                item[1].set()
+
     def _main(self) -> None:
-        conn = connect(self.path)
+        conn = self._connect()
+        if conn is None:
+            with self._lock:
+                self._drop_queue()
+                self._thread = None
+                self._signalled = False
+            return
+        try:
+            window = settings.commit_window()
+        except NbflowError:  # (refused when the run started; never kill the writer over it)
+            window = GROUP_WINDOW
         try:
             while True:
                 self._wake.wait()
-                if not self._flushing and not self._urgent:
+                if not self._flushing and not self._urgent and window > 0:
                     # Group-commit window: let rows accumulate, so that the writer takes the
                     # GIL (and a transaction) a few times per second rather than per row.
                     self._wake.clear()
-                    self._wake.wait(GROUP_WINDOW)
+                    self._wake.wait(window)
                 self._wake.clear()
                 self._signalled = False
                 self._urgent = False
@@ -393,11 +513,14 @@ class Journal:
                 raise
 
         try:
-            retrying(txn, "journal write", attempts=200)
+            retrying(txn, "journal write", attempts=1_000_000, path=self.path)
         except Exception as e:
             self._failed_batches += 1
-            log.warning("nbflow: the run journal %s could not record %d rows (%s: %s)",
-                        self.path, len(batch), type(e).__name__, e)
+            self._record_failure(f"could not record {len(batch)} rows in {self.path} "
+                                 f"({type(e).__name__}: {e})")
+            if isinstance(e, StoreBusy):  # the wait was bounded once: the rows queued behind
+                with self._lock:          # this batch are dropped too, not waited for again
+                    self._drop_queue()
             return
         for hook in self.on_commit:
             try:
@@ -409,14 +532,14 @@ class Journal:
 
     def reader(self) -> sqlite3.Connection:
         """A new connection for reading (the caller closes it)."""
-        return connect(self.path)
+        return connect(self.path, busy_ms=WRITE_BUSY_MS)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Flush this process's writes, then run one read query."""
         self.flush()
         conn = self.reader()
         try:
-            return retrying(lambda: conn.execute(sql, params).fetchall(), "query")
+            return retrying(lambda: conn.execute(sql, params).fetchall(), "query", path=self.path)
         finally:
             conn.close()
 

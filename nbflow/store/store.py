@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import NbflowStoreWarning
-from . import hashing
+from . import hashing, privacy, signing, tidy
 from .blobs import BlobCorrupt, BlobMissing, BlobStore
-from .journal import Journal, Op, StoreError, dumps
+from .journal import Journal, Op, StoreBusy, StoreError, dumps
 
 INLINE_MAX = 32 * 1024  # results up to this many bytes live inline in SQLite
 KEY_FILTER_MAX = 250_000  # cache keys kept in memory to answer most misses without a query
@@ -68,11 +68,12 @@ class CacheEntry:
     value_digest: str | None
     size: int
     inline: bytes | None  # the stored bytes when they live inline (else read the file)
+    trust: str = "ok"  # "bad": the index row's signature fails; "unsigned": an old row
 
 
 PUT_BLOB = Op("INSERT OR IGNORE INTO blobs(key, size, inline, created) VALUES(?,?,?,?)")
-PUT_CACHE = Op("INSERT OR REPLACE INTO cache(key, blob, value_digest, task, size, run_id, created) "
-               "VALUES(?,?,?,?,?,?,?)")
+PUT_CACHE = Op("INSERT OR REPLACE INTO cache(key, blob, value_digest, task, size, run_id, created, sig) "
+               "VALUES(?,?,?,?,?,?,?,?)")
 DEL_CACHE_FOR_BLOB = Op("DELETE FROM cache WHERE blob = ?", barrier=True)
 DEL_BLOB = Op("DELETE FROM blobs WHERE key = ?", barrier=True)
 PUT_CODE = Op("INSERT OR IGNORE INTO code(digest, name, parts, notes) VALUES(?,?,?,?)")
@@ -88,7 +89,7 @@ def _fingerprint_row(workflow: str, key: str, task: str, cache_key: str, code: s
 PUT_FINGERPRINT = Op("INSERT OR REPLACE INTO fingerprints(workflow, key, task, cache_key, code, inputs, "
                      "options, run_id, time) VALUES(?,?,?,?,?,?,?,?,?)", _fingerprint_row)
 
-_FIND = ("SELECT c.blob, c.value_digest, b.size, b.inline, b.key IS NOT NULL FROM cache c "
+_FIND = ("SELECT c.blob, c.value_digest, b.size, b.inline, b.key IS NOT NULL, c.sig FROM cache c "
          "LEFT JOIN blobs b ON b.key = c.blob WHERE c.key = ?")
 
 
@@ -98,8 +99,10 @@ class Store:
     def __init__(self, home: Path) -> None:
         self.home = home
         _make_private_dir(home)
+        privacy.check_private(home, NbflowStoreWarning)
         self.journal = Journal(home / "journal.sqlite")
         self.blobs = BlobStore(home)
+        tidy.remove_stale_tmp(self.blobs.root)  # what writers killed mid-write left behind
         # Cache entries this process queued, until the writer has committed them: a run
         # starting right after another sees its results without waiting for the disk.
         self.pending: dict[str, CacheEntry] = {}
@@ -124,7 +127,9 @@ class Store:
         row = conn.execute(_FIND, (key,)).fetchone()
         if row is None or not row[4]:
             return None
-        return CacheEntry(row[0], row[1], row[2], row[3])
+        sig = row[5]
+        trust = "unsigned" if sig is None else "ok" if signing.row_ok(sig, key, row[0], row[1]) else "bad"
+        return CacheEntry(row[0], row[1], row[2], row[3], trust)
 
     def sync_keys(self, conn: sqlite3.Connection) -> None:
         """Learn the cache keys stored since the last sync (by any process)."""
@@ -148,7 +153,8 @@ class Store:
             self._keys.add(key)
         if new_blob:
             self.journal.put(PUT_BLOB, (blob, size, inline, now))
-        self.journal.put(PUT_CACHE, (key, blob, value_digest, task, size, run_id, now))
+        self.journal.put(PUT_CACHE, (key, blob, value_digest, task, size, run_id, now,
+                                     signing.row_sig(key, blob, value_digest)))
 
     def _committed(self, batch: list[tuple[Any, Any]]) -> None:
         pending = self.pending
@@ -160,6 +166,13 @@ class Store:
 
     def load(self, entry: CacheEntry) -> bytes:
         """The stored bytes of ``entry``, verified (raises BlobMissing / BlobCorrupt)."""
+        if entry.trust != "ok":
+            from .serialize import BadSignature, UnsignedResult
+
+            if entry.trust == "unsigned":
+                raise UnsignedResult("its cache entry was stored by an older nbflow without a signature")
+            raise BadSignature(f"the cache entry for stored result {entry.blob} has a bad signature "
+                               "(the journal was edited or copied from another user)")
         if entry.inline is not None:
             if not hashing.verify(entry.inline, entry.blob):
                 raise BlobCorrupt(f"stored result {entry.blob} failed its checksum")
@@ -195,6 +208,29 @@ def _make_private_dir(home: Path) -> None:
         raise StoreError(f"{home} is not a directory")
 
 
+def describe_failure(path: Path, e: BaseException) -> str:
+    """What is wrong with the store at ``path`` and what to do, for a warning or an error."""
+    text = f"{type(e).__name__}: {e}"
+    if isinstance(e, StoreBusy):
+        return (f"the run store at {path} is locked by another process ({e}); this run is not "
+                "journaled or cached")
+    if isinstance(e, sqlite3.DatabaseError) and any(
+            w in str(e).lower() for w in ("not a database", "malformed", "corrupt", "disk image",
+                                          "no such table")):
+        return (f"the run store's journal {path / 'journal.sqlite'} is damaged, replaced or "
+                f"deleted ({text}); runs are not journaled or cached. Run `nbflow doctor --home "
+                f"{path}` to check it and start a new journal that keeps the stored results")
+    return (f"the run store at {path} cannot be used ({text}); runs are not journaled or "
+            "cached. Set NBFLOW_HOME to a writable directory")
+
+
+def invalidate(store: Store) -> None:
+    """Forget ``store`` (it failed during a run): the next run opens the directory afresh."""
+    with _LOCK:
+        if _STORES.get(store.home) is store:
+            del _STORES[store.home]
+
+
 _STORES: dict[Path, Store] = {}
 _BROKEN: dict[Path, str] = {}
 _LOCK = threading.Lock()
@@ -221,14 +257,10 @@ def get_store(home: Path | str | None = None, *, warn: bool = True) -> Store | N
         try:
             s = Store(path)
         except (OSError, sqlite3.Error, StoreError) as e:
-            _BROKEN[path] = f"{type(e).__name__}: {e}"
+            if not isinstance(e, StoreBusy):  # a held lock is retried by the next run
+                _BROKEN[path] = f"{type(e).__name__}: {e}"
             if warn:
-                warnings.warn(
-                    f"nbflow: the run store at {path} cannot be used ({e}); runs are not "
-                    "journaled or cached. Set NBFLOW_HOME to a writable directory.",
-                    NbflowStoreWarning,
-                    stacklevel=3,
-                )
+                warnings.warn(f"nbflow: {describe_failure(path, e)}", NbflowStoreWarning, stacklevel=3)
             return None
         _STORES[path] = s
         return s

@@ -8,7 +8,8 @@ forked from a multi-threaded parent.
 Arguments and results cross the process boundary as cloudpickle bytes; what cannot be
 pickled is reported naming the task, the argument and the type.  Unlike threads, worker
 processes can be stopped: on cancellation, and when a timed-out task is still running at
-the end of the run, the pool's processes are killed.
+the end of the run, the pool's processes are killed.  Workers also die with the process
+that started them, even if it is SIGKILLed (:mod:`.lifeline`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import cloudpickle
 
 from ...core.errors import PicklingError
+from .lifeline import bind_to_owner
 
 
 def _describe(value: Any) -> str:
@@ -75,7 +77,9 @@ class ProcessBackend:
                 ctx.set_forkserver_preload(["nbflow.engine.backends.process"])
             else:
                 ctx = mp.get_context("spawn")
-            self._pool = cf.ProcessPoolExecutor(int(self.capacity), mp_context=ctx)
+            # Each worker watches this process and dies with it (see lifeline.py).
+            self._pool = cf.ProcessPoolExecutor(int(self.capacity), mp_context=ctx,
+                                                initializer=bind_to_owner, initargs=(os.getpid(),))
         return self._pool
 
     async def call(

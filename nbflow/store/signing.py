@@ -1,0 +1,137 @@
+"""Signatures on stored results, with a key only the user can read.
+
+Loading a cached result can run code: most results are pickles.  A checksum alone does
+not stop someone who can write to the store (a shared or world-writable ``NBFLOW_HOME``, a
+synced folder, another account) from replacing a result -- they can recompute a checksum.
+So every stored result carries an HMAC-SHA256 (stdlib :mod:`hmac`) made with a secret key,
+and the signature is checked before a single byte is unpickled.  Rows of the cache index
+that say "this cache key has that result, whose content hashes to this" are signed too, so
+a row cannot be pointed at another (validly signed) result either.
+
+The key is 32 random bytes in a file private to the user, created on first use:
+``$NBFLOW_KEY_FILE`` if set, else ``$XDG_CONFIG_HOME/nbflow/key``, else
+``~/.config/nbflow/key``.  It lives outside the store on purpose: whoever can write the
+store must not be able to read the key.  Losing the key (a new machine, a deleted file)
+costs nothing but recomputation: results signed with another key fail their check and run
+again.  A key file readable by others is refused (it would let them sign).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import stat
+import threading
+from pathlib import Path
+
+from .journal import StoreError
+
+KEY_BYTES = 32
+MAC_BYTES = 32  # SHA-256
+_KEYS: dict[Path, bytes] = {}
+_LOCK = threading.Lock()
+
+
+def key_path() -> Path:
+    """Where the signing key of this user is (see the module docstring)."""
+    env = os.environ.get("NBFLOW_KEY_FILE")
+    if env:
+        return Path(env).expanduser().absolute()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser().absolute() / "nbflow" / "key"
+
+
+def _create(path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        return  # another process made it first: use theirs
+    finally:
+        os.umask(old)
+    try:
+        os.write(fd, secrets.token_bytes(KEY_BYTES))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"the nbflow signing key {path} is not a regular file; remove it "
+                             "(a new key is made; stored results are recomputed once)")
+        if st.st_mode & 0o077:
+            raise StoreError(
+                f"the nbflow signing key {path} is readable or writable by other users "
+                f"({stat.filemode(st.st_mode)}), so anyone could sign results; run "
+                f"`chmod 600 {path}` (or delete it: a new key is made and results are recomputed once)")
+        data = os.read(fd, KEY_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) != KEY_BYTES:
+        raise StoreError(f"the nbflow signing key {path} is damaged ({len(data)} bytes, expected "
+                         f"{KEY_BYTES}); delete it (a new key is made; results are recomputed once)")
+    return data
+
+
+_BY_ENV: dict[tuple[str | None, ...], bytes] = {}
+
+
+def key() -> bytes:
+    """This user's signing key, created on first use (raises StoreError if unusable)."""
+    env = os.environ
+    where = (env.get("NBFLOW_KEY_FILE"), env.get("XDG_CONFIG_HOME"), env.get("HOME"))
+    k = _BY_ENV.get(where)  # (the hot path: no Path objects per signature)
+    if k is None:
+        k = _BY_ENV[where] = _load_key()
+    return k
+
+
+def _load_key() -> bytes:
+    path = key_path()
+    k = _KEYS.get(path)
+    if k is not None:
+        return k
+    with _LOCK:
+        k = _KEYS.get(path)
+        if k is None:
+            try:
+                if not path.exists():
+                    _create(path)
+                k = _KEYS[path] = _read(path)
+            except OSError as e:
+                raise StoreError(f"the nbflow signing key {path} cannot be created or read "
+                                 f"({type(e).__name__}: {e}); set NBFLOW_KEY_FILE to a private "
+                                 "file path") from e
+    return k
+
+
+def mac(*parts: bytes | memoryview) -> bytes:
+    """HMAC-SHA256 of ``parts`` (concatenated) under this user's key."""
+    if len(parts) == 1:  # the one-shot C path: a few microseconds for a cache row
+        return hmac.digest(key(), parts[0], "sha256")
+    if sum(len(p) for p in parts) <= 65536:  # small: one copy is cheaper than a streaming HMAC
+        return hmac.digest(key(), b"".join(parts), "sha256")
+    h = hmac.new(key(), digestmod="sha256")  # (a name, not a constructor: OpenSSL's HMAC, in C)
+    for p in parts:
+        h.update(p)
+    return h.digest()
+
+
+def check(expected: bytes | memoryview, *parts: bytes | memoryview) -> bool:
+    """True if ``expected`` is the MAC of ``parts`` (compared in constant time)."""
+    return hmac.compare_digest(bytes(expected), mac(*parts))
+
+
+def row_sig(cache_key: str, blob: str, value_digest: str | None) -> str:
+    """The signature of one cache-index row (hex): binds a cache key to its result."""
+    return mac(f"cache\0{cache_key}\0{blob}\0{value_digest or ''}".encode()).hex()
+
+
+def row_ok(sig: str | None, cache_key: str, blob: str, value_digest: str | None) -> bool:
+    return isinstance(sig, str) and hmac.compare_digest(sig, row_sig(cache_key, blob, value_digest))
