@@ -37,14 +37,40 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbflow.predict.candidates import fit_linear, fit_median, fit_power
+from nbflow.predict.candidates import FLOOR_S
 from nbflow.predict.model import Predictor, _same_finished_sets, mdape
 from nbflow.predict.observations import observations_from_wfformat
 
-BASELINES: dict[str, Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
-    "median": fit_median,
-    "least_squares": fit_linear,
-    "power_law": fit_power,
+Model = Callable[[np.ndarray], np.ndarray]
+
+
+def base_median(x: np.ndarray, y: np.ndarray) -> Model:
+    """Baseline: the category's median duration."""
+    m = float(np.median(y))
+    return lambda xq: np.full(len(xq), m)
+
+
+def base_least_squares(x: np.ndarray, y: np.ndarray) -> Model:
+    """Baseline: plain least squares ``a + b * input_bytes`` (the median if sizes never vary)."""
+    if len(x) < 2 or np.ptp(x) == 0:
+        return base_median(x, y)
+    b, a = np.polyfit(x, y, 1)
+    return lambda xq: np.maximum(a + b * xq, FLOOR_S)
+
+
+def base_power_law(x: np.ndarray, y: np.ndarray) -> Model:
+    """Baseline: plain log-log least squares ``c * (1 + input_bytes) ** k``."""
+    lx = np.log1p(x)
+    if len(x) < 2 or np.ptp(lx) == 0:
+        return base_median(x, y)
+    k, logc = np.polyfit(lx, np.log(np.maximum(y, FLOOR_S)), 1)
+    return lambda xq: np.exp(np.minimum(logc + k * np.log1p(xq), 700.0))
+
+
+BASELINES: dict[str, Callable[[np.ndarray, np.ndarray], Model]] = {
+    "median": base_median,
+    "least_squares": base_least_squares,
+    "power_law": base_power_law,
 }
 SIGNIFICANT_S = 0.05
 

@@ -39,28 +39,44 @@ def fit_median(x: np.ndarray, y: np.ndarray) -> Fitted:
     return predict
 
 
+def _varies(x: np.ndarray) -> bool:
+    # Sizes within 1% of each other carry no signal; a slope fitted on them is noise that
+    # explodes as soon as a new size is 2% away.
+    x = np.asarray(x, dtype=float)
+    return len(x) >= 3 and np.ptp(x) > 0.01 * max(float(np.mean(np.abs(x))), 1.0)
+
+
+def _clamp(y: np.ndarray) -> tuple[float, float]:
+    # Extrapolation is allowed, within reason: a law fitted on a range of sizes is not
+    # trusted to predict more than 4x beyond the durations it has seen.
+    y = np.asarray(y, dtype=float)
+    return max(float(np.min(y)) / 4.0, FLOOR_S), max(float(np.max(y)) * 4.0, FLOOR_S)
+
+
 def fit_linear(x: np.ndarray, y: np.ndarray) -> Fitted:
     """Least squares ``a + b * input_bytes`` (median when the sizes do not vary)."""
     x = np.asarray(x, dtype=float)
-    if len(x) < 3 or np.ptp(x) == 0:
+    if not _varies(x):
         return fit_median(x, y)
     b, a = np.polyfit(x, y, 1)
+    lo, hi = _clamp(y)
 
     def predict(xq: np.ndarray) -> np.ndarray:
-        return np.maximum(a + b * np.asarray(xq, dtype=float), FLOOR_S)
+        return np.clip(a + b * np.asarray(xq, dtype=float), lo, hi)
 
     return predict
 
 
 def fit_power(x: np.ndarray, y: np.ndarray) -> Fitted:
     """Power law ``c * (1 + input_bytes) ** k``, fitted in log-log space."""
-    lx = _logx(x)
-    if len(lx) < 3 or np.ptp(lx) == 0:
+    if not _varies(x):
         return fit_median(x, y)
+    lx = _logx(x)
     k, logc = np.polyfit(lx, np.log(np.maximum(y, FLOOR_S)), 1)
+    lo, hi = _clamp(y)
 
     def predict(xq: np.ndarray) -> np.ndarray:
-        return np.maximum(np.exp(logc + k * _logx(xq)), FLOOR_S)
+        return np.clip(np.exp(np.minimum(logc + k * _logx(xq), 700.0)), lo, hi)
 
     return predict
 

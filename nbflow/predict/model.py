@@ -10,7 +10,8 @@ How it works, per task family:
    :mod:`nbflow.predict.candidates` (median, linear and power law in input size, nearest
    neighbours in log input size) is scored on data it did not see: leave one run out when
    the family has several runs, otherwise five interleaved folds.  The candidate with
-   the lowest median absolute percentage error wins and is refitted on everything.
+   the lowest median absolute percentage error wins (a model other than the median must
+   beat the median by 5%) and is refitted on everything.
 2. **Online correction.**  ``predict(rows, finished=...)`` takes the tasks of the same run
    that already finished.  A run on a slower machine or with bigger inputs than history
    shifts all its tasks; the finished ones show by how much.  Three corrections are
@@ -25,6 +26,9 @@ How it works, per task family:
      the nearest input sizes (once at least three finished), because tasks of one run share
      a machine and a data set far more than tasks of different runs do;
    - ``blend``: the geometric mean of the two; ``none`` keeps the offline estimate.
+
+   With a single run of history nothing shows that runs differ, so no correction is
+   applied (``none``); a family never seen before uses ``factor``.
 3. **Intervals** are the 10% and 90% quantiles of the held-out log residuals of the chosen
    model (offline or online, whichever is answering), taken per family when it has enough
    residuals and from all families pooled otherwise, so they are calibrated on data the
@@ -54,7 +58,8 @@ SHRINK_FAMILY = 4.0  # finished tasks of a family that give its own factor half 
 SHRINK_RUN = 8.0  # finished tasks of a run that give the run-wide factor half the weight
 LOCAL_MIN = 3  # finished tasks of a family before the ``local`` correction is possible
 ONLINE_STRATEGIES = ("none", "factor", "local", "blend")
-SIGNIFICANT_S = 0.05  # errors are judged on tasks longer than this (shorter ones are noise)
+SIGNIFICANT_S = 0.05
+PREFER_SIMPLE = 0.05  # relative held-out gain a model needs over the median to be chosen  # errors are judged on tasks longer than this (shorter ones are noise)
 
 
 class PredictionError(NbflowError, ValueError):
@@ -84,7 +89,7 @@ class _Family:
     model: str
     fitted: Fitted
     n: int
-    online: str = "factor"
+    online: str = "none"
     resid_offline: np.ndarray = field(default_factory=lambda: np.empty(0))
     resid_online: np.ndarray = field(default_factory=lambda: np.empty(0))
     scores: dict[str, float] = field(default_factory=dict)
@@ -230,8 +235,13 @@ class Predictor:
                 p[test] = CANDIDATES[cand](x[train], y[train])(x[test])
             preds[cand] = p
             scores[cand] = mdape(y, p)
-        # Lowest held-out error wins; the candidates' order breaks ties (simplest first).
-        best = min(self.candidates, key=lambda c: (np.nan_to_num(scores[c], nan=np.inf), self.candidates.index(c)))
+        # Lowest held-out error wins, but a model more complex than the first candidate
+        # (the median) must beat it clearly: small wins on few runs are mostly luck.
+        base = self.candidates[0]
+        best = base
+        for cand in self.candidates[1:]:
+            if np.nan_to_num(scores[cand], nan=np.inf) < min(scores[best], scores[base] * (1 - PREFER_SIMPLE)):
+                best = cand
         fam = _Family(name, best, CANDIDATES[best](x, y), len(y), scores=scores)
         fam.resid_offline = _log_ratio(y, preds[best])
         return fam, preds[best]
@@ -240,7 +250,7 @@ class Predictor:
         """Replay history run by run to pick each family's online correction."""
         ok = ~np.isnan(oof)
         if obs.loc[ok, "instance"].nunique() < 2:
-            return  # one run only: nothing tells runs apart; keep the default ``factor``
+            return  # one run of history: no evidence that runs differ, so no correction
         est = {s: np.full(len(obs), np.nan) for s in ONLINE_STRATEGIES}
         task = obs["task"].to_numpy()
         x = obs["input_bytes"].to_numpy(dtype=float)
