@@ -134,7 +134,7 @@ def evaluate_family(obs: pd.DataFrame) -> dict[str, object]:
     online = mdape(y, np.concatenate(on_all))
     return {
         "instances": int(obs["instance"].nunique()),
-        "tasks": int(len(y)),
+        "tasks": len(y),
         "tasks_over_0_05s": int(keep.sum()),
         "mdape_offline": offline,
         "mdape_online": online,

@@ -109,7 +109,8 @@ def test_bad_input_is_a_clear_nbflow_error() -> None:
 
 def test_observations_from_wfformat_rows() -> None:
     obs = observations_from_wfformat(DATA / "blast-chameleon-small-001.json")
-    assert {"instance", "task", "key", "input_bytes", "output_bytes", "duration_s", "start_s"} <= set(obs.columns)
+    want = {"instance", "task", "key", "input_bytes", "output_bytes", "duration_s", "start_s"}
+    assert want <= set(obs.columns)
     assert (obs["instance"] == "blast-chameleon-small-001").all()
     assert "blastall" in set(obs["task"])
     assert not obs["task"].str.contains("_ID").any()

@@ -58,8 +58,8 @@ SHRINK_FAMILY = 4.0  # finished tasks of a family that give its own factor half 
 SHRINK_RUN = 8.0  # finished tasks of a run that give the run-wide factor half the weight
 LOCAL_MIN = 3  # finished tasks of a family before the ``local`` correction is possible
 ONLINE_STRATEGIES = ("none", "factor", "local", "blend")
-SIGNIFICANT_S = 0.05
-PREFER_SIMPLE = 0.05  # relative held-out gain a model needs over the median to be chosen  # errors are judged on tasks longer than this (shorter ones are noise)
+SIGNIFICANT_S = 0.05  # errors are judged on tasks longer than this (shorter ones are noise)
+PREFER_SIMPLE = 0.05  # relative held-out gain a model needs over the median to be chosen
 
 
 class PredictionError(NbflowError, ValueError):
@@ -240,7 +240,8 @@ class Predictor:
         base = self.candidates[0]
         best = base
         for cand in self.candidates[1:]:
-            if np.nan_to_num(scores[cand], nan=np.inf) < min(scores[best], scores[base] * (1 - PREFER_SIMPLE)):
+            bar = min(scores[best], scores[base] * (1 - PREFER_SIMPLE))
+            if np.nan_to_num(scores[cand], nan=np.inf) < bar:
                 best = cand
         fam = _Family(name, best, CANDIDATES[best](x, y), len(y), scores=scores)
         fam.resid_offline = _log_ratio(y, preds[best])
