@@ -34,6 +34,7 @@ from .engine.graph import Ref, Workflow
 from .engine.run import ConflictWarning, Run, last_run
 from .engine.scheduler import StallError
 from .engine.spec import Task, TaskSpec, registry, task
+from .predict.history import history
 from .store import NbflowStoreWarning, StoredRun, StoreIntegrityError, gc, load_run, plan, runs
 
 __version__ = "0.1.0"
@@ -68,6 +69,7 @@ __all__ = [
     "first",
     "gather",
     "gc",
+    "history",
     "last_run",
     "load_run",
     "loop",

@@ -454,6 +454,7 @@ class Run:
             "executor": [e or "inline" for e in s.executor],
             "reason": cache.reason_column(n) if cache is not None
             else ["cache off" if r.kind not in INLINE and r.kind != MAP else None for r in s.nodes],
+            **s.metrics.columns(n),
         }
 
     @property
@@ -526,6 +527,9 @@ _COLUMNS = ["key", "task", "state", "attempts", "start", "end", "duration_s", "c
             "output_bytes", "error", "executor", "reason"]
 
 
+METRIC_COLUMNS = ["cpu_s", "peak_rss", "input_bytes", "input_items", "input_shape"]
+
+
 def tasks_frame(rows: dict[str, list[Any]]) -> pd.DataFrame:
     """``run.tasks`` from column lists (shared by live runs and runs loaded from the store)."""
     import pandas as pd
@@ -534,6 +538,10 @@ def tasks_frame(rows: dict[str, list[Any]]) -> pd.DataFrame:
     for c in ("start", "end"):
         df[c] = pd.to_datetime(df[c], unit="s", utc=True)
     df["output_bytes"] = df["output_bytes"].astype("Int64")
+    for c in METRIC_COLUMNS:  # per-attempt metrics (nbflow.engine.metrics), when known
+        if c in rows:
+            df[c] = pd.Series(rows[c], dtype="object" if c == "input_shape" else "float64"
+                              if c == "cpu_s" else "Int64")
     return df
 
 

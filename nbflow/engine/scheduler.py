@@ -66,6 +66,7 @@ from .graph import (
     UNDO,
     Ref,
 )
+from .metrics import TaskMetrics
 from .priority import longest_remaining_path
 from .state import CANCELLED, COMPLETED, FAILED, PENDING, READY, RETRYING, RUNNING, SKIPPED
 
@@ -176,6 +177,7 @@ class Scheduler:
         self.stall: StallError | None = None
         self.tg: Any = None
         self.cache: Any = None  # the run's result cache (nbflow.store.cache.RunCache), if any
+        self.metrics = TaskMetrics()  # CPU time, peak RSS, input features (nbflow.engine.metrics)
         self.loop_iters: dict[int, int] = {}  # loop node -> iterations started
         self._last_iteration: dict[int, int] = {}  # loop node -> its latest iteration's node
         self.answers: dict[int, Any] = {}  # approval node -> anyio.Event, then the answer
@@ -400,13 +402,14 @@ class Scheduler:
         self.emit(ev.TaskStarted(now, i, ref.key, attempt, self.executor[i]))  # type: ignore[arg-type]
         args, kwargs = self._arguments(ref)
         backend = self.class_of[i].backend  # type: ignore[union-attr]
+        fn = self.metrics.wrap(i, spec.fn, self.executor[i], args, kwargs)  # metrics hook
         t0 = time.perf_counter()
         try:
             if spec.timeout is None:
-                value, size = await backend.call(ref.key, spec.fn, args, kwargs)
+                value, size = await backend.call(ref.key, fn, args, kwargs)
             else:
                 with anyio.move_on_after(spec.timeout) as scope:
-                    value, size = await backend.call(ref.key, spec.fn, args, kwargs)
+                    value, size = await backend.call(ref.key, fn, args, kwargs)
                 if scope.cancelled_caught:
                     if hasattr(backend, "abandon"):
                         backend.abandon(ref.key)
@@ -428,6 +431,7 @@ class Scheduler:
             self._failed_attempt(i, e, time.perf_counter() - t0)
             return
         duration = time.perf_counter() - t0
+        value = self.metrics.unwrap(i, value)  # metrics hook: a process/Dask envelope
         if cache is not None:  # store hook: hash the value, store it if cacheable
             size = await cache.commit(i, value, size)
         self._release(i)

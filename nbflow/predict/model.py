@@ -109,6 +109,11 @@ def _prepare(frame: pd.DataFrame, what: str, need_duration: bool) -> pd.DataFram
             f"{what} lacks column(s) {missing}; give one row per task with at least "
             f"{required} (nbflow.predict.observations_from_wfformat and nf.history produce them)"
         )
+    if need_duration:  # history rows: learn from attempts that really ran to completion
+        if "state" in frame.columns:
+            frame = frame[frame["state"] == "completed"]
+        if "cached" in frame.columns:
+            frame = frame[~frame["cached"].astype(bool)]
     out = pd.DataFrame(index=frame.index)
     out["task"] = frame["task"].astype(str)
     x = frame["input_bytes"] if "input_bytes" in frame.columns else 0

@@ -48,7 +48,7 @@ from typing import Any
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # seconds the writer lets rows accumulate before a transaction
 RUN_END_WAIT = 120.0  # seconds a finishing run waits for its rows to be committed
@@ -86,6 +86,14 @@ MIGRATIONS: dict[int, list[str]] = {
             workflow TEXT NOT NULL, key TEXT NOT NULL, task TEXT, cache_key TEXT NOT NULL,
             code TEXT, inputs TEXT, options TEXT, run_id TEXT, time REAL,
             PRIMARY KEY(workflow, key)) WITHOUT ROWID""",
+    ],
+    # Task metrics of each attempt (nbflow.engine.metrics), read by nf.history().
+    2: [
+        "ALTER TABLE task_runs ADD COLUMN cpu_s REAL",
+        "ALTER TABLE task_runs ADD COLUMN peak_rss INTEGER",
+        "ALTER TABLE task_runs ADD COLUMN input_bytes INTEGER",
+        "ALTER TABLE task_runs ADD COLUMN input_items INTEGER",
+        "ALTER TABLE task_runs ADD COLUMN input_shape TEXT",
     ],
 }
 

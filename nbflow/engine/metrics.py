@@ -1,0 +1,203 @@
+"""Per-attempt task metrics: CPU time, peak memory and simple input features.
+
+What is recorded for every attempt that runs task code (cheap things only):
+
+- ``cpu_s``: CPU seconds the task's own code used.  Thread tasks: ``time.thread_time``
+  around the call in the worker thread.  Process and Dask tasks: ``time.process_time``
+  around the call in the worker process.  Coroutines share the loop's thread with
+  everything else, so no CPU time can be attributed to one of them: ``None``.
+- ``peak_rss``: the worker process's peak resident set size in bytes after the call
+  (``resource.getrusage``; process and Dask tasks only).  It is the peak of that worker
+  so far, an upper bound for the task.
+- input features, from the arguments as the task receives them: ``input_bytes`` (sum of
+  the sizes that are cheap to know: arrays' ``nbytes``, DataFrames' shallow memory,
+  bytes and strings, files named by a path), ``input_items`` (sum of the lengths of list,
+  tuple, dict and set arguments) and ``input_shape`` (the shape of the largest array or
+  DataFrame argument, e.g. ``"1000x8"``).
+
+:class:`TaskMetrics` keeps them by node index for one run; the scheduler calls
+:meth:`TaskMetrics.wrap` before an attempt and :meth:`TaskMetrics.unwrap` on its value.
+For thread tasks the wrapper writes the CPU time straight into the table (the worker
+thread finishes writing before the awaiting coroutine resumes); a process or Dask worker
+sends it back with the value in a :class:`Measured` envelope, which ``unwrap`` opens.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Measured", "TaskMetrics", "input_features"]
+
+try:  # resource is POSIX only
+    import resource
+
+    # ru_maxrss is in KiB on Linux and in bytes on macOS.
+    _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+    _RSS_UNIT = 1
+
+_COLLECTIONS = (list, tuple, dict, set, frozenset)
+
+
+def _peak_rss() -> int | None:
+    if resource is None:  # pragma: no cover - Windows
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * _RSS_UNIT
+
+
+class Measured:
+    """A task's value with the metrics its worker process measured (process/Dask)."""
+
+    __slots__ = ("cpu_s", "measured_value", "peak_rss")
+
+    def __init__(self, value: Any, cpu_s: float, peak_rss: int | None) -> None:
+        self.measured_value = value
+        self.cpu_s = cpu_s
+        self.peak_rss = peak_rss
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Measured, (self.measured_value, self.cpu_s, self.peak_rss))
+
+
+class _InProcess:
+    """Wraps a thread task: CPU time of the calling thread, written into the table."""
+
+    __slots__ = ("cpu", "fn", "index")
+
+    def __init__(self, fn: Callable[..., Any], cpu: dict[int, float], index: int) -> None:
+        self.fn, self.cpu, self.index = fn, cpu, index
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.cpu[self.index] = time.thread_time() - t0
+
+
+class _Remote:
+    """Wraps a process or Dask task: measured in the worker, sent back in :class:`Measured`."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Measured:
+        t0 = time.process_time()
+        value = self.fn(*args, **kwargs)
+        return Measured(value, time.process_time() - t0, _peak_rss())
+
+
+def _size_and_shape(a: Any) -> tuple[int | None, tuple[int, ...] | None]:
+    t = type(a)
+    if t is bytes or t is bytearray or t is str:
+        return len(a), None
+    mod = t.__module__
+    if mod.startswith("numpy"):
+        shape = getattr(a, "shape", None)
+        n = getattr(a, "nbytes", None)
+        return (int(n) if n is not None else None), (tuple(shape) if shape is not None else None)
+    if mod.startswith("pandas"):
+        shape = getattr(a, "shape", None)
+        usage = getattr(a, "memory_usage", None)
+        size = None
+        if usage is not None:
+            try:
+                total = usage(index=True, deep=False)
+                size = int(total.sum()) if hasattr(total, "sum") else int(total)
+            except TypeError:
+                size = None
+        return size, (tuple(shape) if shape is not None else None)
+    path = a if isinstance(a, os.PathLike) else getattr(a, "path", None) if t.__name__ == "File" else None
+    if path is not None:
+        try:
+            return os.stat(path).st_size, None
+        except (OSError, TypeError, ValueError):
+            return None, None
+    return None, None
+
+
+def input_features(
+    args: tuple[Any, ...], kwargs: dict[str, Any] | None
+) -> tuple[int | None, int | None, str | None]:
+    """``(input_bytes, input_items, input_shape)`` of a call's arguments (see module doc)."""
+    nbytes = 0
+    known = False
+    items = None
+    best: tuple[int, ...] | None = None
+    best_n = -1
+    values = args if not kwargs else (*args, *kwargs.values())
+    for a in values:
+        if a is None:
+            continue
+        if isinstance(a, _COLLECTIONS):
+            items = (items or 0) + len(a)
+            continue
+        size, shape = _size_and_shape(a)
+        if size is not None:
+            nbytes += size
+            known = True
+        if shape is not None:
+            n = 1
+            for d in shape:
+                n *= int(d)
+            if n > best_n:
+                best, best_n = shape, n
+    shape_text = "x".join(str(int(d)) for d in best) if best is not None else None
+    return (nbytes if known else None), items, shape_text
+
+
+class TaskMetrics:
+    """The metrics of one run, by node index (the latest attempt of each node)."""
+
+    __slots__ = ("cpu_s", "input_bytes", "input_items", "input_shape", "peak_rss")
+
+    def __init__(self) -> None:
+        self.cpu_s: dict[int, float] = {}
+        self.peak_rss: dict[int, int | None] = {}
+        self.input_bytes: dict[int, int | None] = {}
+        self.input_items: dict[int, int | None] = {}
+        self.input_shape: dict[int, str | None] = {}
+
+    def wrap(
+        self, i: int, fn: Callable[..., Any], executor: str | None,
+        args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+    ) -> Callable[..., Any]:
+        """Record ``i``'s input features; return ``fn`` wrapped to measure its CPU time."""
+        if args or kwargs:
+            b, n, s = input_features(args, kwargs)
+            if b is not None:
+                self.input_bytes[i] = b
+            if n is not None:
+                self.input_items[i] = n
+            if s is not None:
+                self.input_shape[i] = s
+        if executor == "thread":
+            return _InProcess(fn, self.cpu_s, i)
+        if executor == "process" or executor == "dask":
+            return _Remote(fn)
+        return fn  # coroutines: no CPU time of their own (see module doc)
+
+    def unwrap(self, i: int, value: Any) -> Any:
+        """Open a :class:`Measured` envelope (process/Dask), keeping its metrics."""
+        if type(value) is Measured:
+            self.cpu_s[i] = value.cpu_s
+            self.peak_rss[i] = value.peak_rss
+            return value.measured_value
+        return value
+
+    def columns(self, n: int) -> dict[str, list[Any]]:
+        """``run.tasks`` columns for nodes ``0..n-1``."""
+        return {
+            "cpu_s": [self.cpu_s.get(i) for i in range(n)],
+            "peak_rss": [self.peak_rss.get(i) for i in range(n)],
+            "input_bytes": [self.input_bytes.get(i) for i in range(n)],
+            "input_items": [self.input_items.get(i) for i in range(n)],
+            "input_shape": [self.input_shape.get(i) for i in range(n)],
+        }
