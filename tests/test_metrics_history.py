@@ -118,3 +118,27 @@ def test_a_reopened_store_keeps_metrics() -> None:
     assert stored.tasks.set_index("key").loc[b.key, "state"] == "completed"
     h = nf.history(task="burn")
     assert h.loc[h["key"] == b.key, "cpu_s"].iloc[0] >= 0.03
+
+
+def test_a_store_of_the_previous_schema_is_migrated(tmp_path) -> None:
+    import sqlite3
+
+    from nbflow.store import journal as journal_mod
+    from nbflow.store.store import get_store
+
+    home = tmp_path / "old"
+    home.mkdir()
+    db = sqlite3.connect(home / "journal.sqlite")
+    for sql in journal_mod.MIGRATIONS[1]:
+        db.execute(sql)
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    assert get_store(home) is not None
+    db = sqlite3.connect(home / "journal.sqlite")
+    try:
+        cols = {r[1] for r in db.execute("PRAGMA table_info(task_runs)")}
+        assert {"cpu_s", "peak_rss", "input_bytes", "input_items", "input_shape"} <= cols
+        assert db.execute("PRAGMA user_version").fetchone() == (journal_mod.SCHEMA_VERSION,)
+    finally:
+        db.close()
