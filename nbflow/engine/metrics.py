@@ -94,16 +94,39 @@ class _Remote:
         return Measured(value, time.process_time() - t0, _peak_rss())
 
 
-def _size_and_shape(a: Any) -> tuple[int | None, tuple[int, ...] | None]:
-    t = type(a)
-    if t is bytes or t is bytearray or t is str:
+# What an argument's type contributes, decided once per type (the hot path is a dict hit).
+_SKIP, _LEN, _NUMPY, _PANDAS, _PATH, _ITEMS = range(6)
+_KIND: dict[type, int] = {t: _SKIP for t in (int, float, bool, complex, type(None))}
+_KIND.update({bytes: _LEN, bytearray: _LEN, str: _LEN})
+_KIND.update({t: _ITEMS for t in _COLLECTIONS})
+
+
+def _kind(t: type) -> int:
+    k = _KIND.get(t)
+    if k is None:
+        mod = t.__module__
+        if mod.startswith("numpy"):
+            k = _NUMPY
+        elif mod.startswith("pandas"):
+            k = _PANDAS
+        elif issubclass(t, os.PathLike) or t.__name__ == "File":
+            k = _PATH
+        elif issubclass(t, _COLLECTIONS):
+            k = _ITEMS
+        else:
+            k = _SKIP
+        _KIND[t] = k
+    return k
+
+
+def _size_and_shape(a: Any, k: int) -> tuple[int | None, tuple[int, ...] | None]:
+    if k == _LEN:
         return len(a), None
-    mod = t.__module__
-    if mod.startswith("numpy"):
+    if k == _NUMPY:
         shape = getattr(a, "shape", None)
         n = getattr(a, "nbytes", None)
         return (int(n) if n is not None else None), (tuple(shape) if shape is not None else None)
-    if mod.startswith("pandas"):
+    if k == _PANDAS:
         shape = getattr(a, "shape", None)
         usage = getattr(a, "memory_usage", None)
         size = None
@@ -114,13 +137,11 @@ def _size_and_shape(a: Any) -> tuple[int | None, tuple[int, ...] | None]:
             except TypeError:
                 size = None
         return size, (tuple(shape) if shape is not None else None)
-    path = a if isinstance(a, os.PathLike) else getattr(a, "path", None) if t.__name__ == "File" else None
-    if path is not None:
-        try:
-            return os.stat(path).st_size, None
-        except (OSError, TypeError, ValueError):
-            return None, None
-    return None, None
+    path = a if isinstance(a, os.PathLike) else getattr(a, "path", None)
+    try:
+        return os.stat(path).st_size, None
+    except (OSError, TypeError, ValueError):
+        return None, None
 
 
 def input_features(
@@ -133,13 +154,17 @@ def input_features(
     best: tuple[int, ...] | None = None
     best_n = -1
     values = args if not kwargs else (*args, *kwargs.values())
+    kind = _KIND.get
     for a in values:
-        if a is None:
+        k = kind(type(a))
+        if k is None:
+            k = _kind(type(a))
+        if k == _SKIP:
             continue
-        if isinstance(a, _COLLECTIONS):
+        if k == _ITEMS:
             items = (items or 0) + len(a)
             continue
-        size, shape = _size_and_shape(a)
+        size, shape = _size_and_shape(a, k)
         if size is not None:
             nbytes += size
             known = True
@@ -149,6 +174,8 @@ def input_features(
                 n *= int(d)
             if n > best_n:
                 best, best_n = shape, n
+    if not known and items is None and best is None:
+        return None, None, None
     shape_text = "x".join(str(int(d)) for d in best) if best is not None else None
     return (nbytes if known else None), items, shape_text
 
