@@ -34,6 +34,7 @@ from .engine.graph import Ref, Workflow
 from .engine.run import ConflictWarning, Run, last_run
 from .engine.scheduler import StallError
 from .engine.spec import Task, TaskSpec, registry, task
+from .predict.entry import forecast
 from .predict.history import history
 from .store import NbflowStoreWarning, StoredRun, StoreIntegrityError, gc, load_run, plan, runs
 
@@ -67,6 +68,7 @@ __all__ = [
     "branch",
     "check",
     "first",
+    "forecast",
     "gather",
     "gc",
     "history",

@@ -513,6 +513,14 @@ class Run:
         i = self._lookup(ref)
         self._call_in_loop(lambda: self._sched.answer(i, approved))
 
+    def eta(self, predictor: Any = None, samples: int = 40) -> Any:
+        """Remaining time of this run: median and 80% band, by simulating the unfinished
+        graph on the run's workers with predicted durations (an ``nbflow.predict.eta.Eta``).
+        ``predictor`` defaults to one fitted once on the store's history."""
+        from ..predict.entry import run_eta
+
+        return run_eta(self, predictor=predictor, samples=samples)
+
     def errors(self) -> dict[str, BaseException]:
         """The original exception of each failed task, by key."""
         s = self._sched

@@ -66,7 +66,7 @@ from .graph import (
     UNDO,
     Ref,
 )
-from .metrics import TaskMetrics
+from .metrics import Measured, TaskMetrics
 from .priority import longest_remaining_path
 from .state import CANCELLED, COMPLETED, FAILED, PENDING, READY, RETRYING, RUNNING, SKIPPED
 
@@ -431,7 +431,8 @@ class Scheduler:
             self._failed_attempt(i, e, time.perf_counter() - t0)
             return
         duration = time.perf_counter() - t0
-        value = self.metrics.unwrap(i, value)  # metrics hook: a process/Dask envelope
+        if type(value) is Measured:  # metrics hook: a process/Dask worker's envelope
+            value = self.metrics.unwrap(i, value)
         if cache is not None:  # store hook: hash the value, store it if cacheable
             size = await cache.commit(i, value, size)
         self._release(i)

@@ -42,6 +42,7 @@ all history as its interval); the ``source`` column of the prediction says which
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -89,6 +90,7 @@ class _Family:
     model: str
     fitted: Fitted
     n: int
+    median_s: float = 1.0
     online: str = "none"
     resid_offline: np.ndarray = field(default_factory=lambda: np.empty(0))
     resid_online: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -99,7 +101,7 @@ def _log_ratio(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(actual, FLOOR_S)) - np.log(np.maximum(predicted, FLOOR_S))
 
 
-def _prepare(frame: pd.DataFrame, what: str, need_duration: bool) -> pd.DataFrame:
+def _prepare(frame: pd.DataFrame, what: str, need_duration: bool, fill_x: bool = False) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise PredictionError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
     required = ["task", "duration_s"] if need_duration else ["task"]
@@ -116,8 +118,12 @@ def _prepare(frame: pd.DataFrame, what: str, need_duration: bool) -> pd.DataFram
             frame = frame[~frame["cached"].astype(bool)]
     out = pd.DataFrame(index=frame.index)
     out["task"] = frame["task"].astype(str)
-    x = frame["input_bytes"] if "input_bytes" in frame.columns else 0
-    out["input_bytes"] = pd.to_numeric(pd.Series(x, index=frame.index), errors="coerce").fillna(0.0)
+    # Unknown input sizes stay NaN: fitting treats them as 0 (the size laws then reduce to
+    # the median), predicting answers them with the family's median.
+    x = frame["input_bytes"] if "input_bytes" in frame.columns else np.nan
+    out["input_bytes"] = pd.to_numeric(pd.Series(x, index=frame.index), errors="coerce").astype(float)
+    if fill_x:
+        out["input_bytes"] = out["input_bytes"].fillna(0.0)
     if need_duration:
         y = pd.to_numeric(frame["duration_s"], errors="coerce")
         if y.isna().any() or (y < 0).any():
@@ -168,7 +174,8 @@ class _Finished:
         factor = p0 * np.exp(f)
         out = {"none": p0, "factor": factor}
         if m >= LOCAL_MIN:
-            local = CANDIDATES["knn"](self.x[mine], self.y[mine])(x)
+            local = CANDIDATES["knn"](np.nan_to_num(self.x[mine]), self.y[mine])(np.nan_to_num(x))
+            local = np.where(np.isnan(x), float(np.median(self.y[mine])), local)
             out["local"] = local
             out["blend"] = np.sqrt(local * factor)
         else:
@@ -204,7 +211,7 @@ class Predictor:
 
     def fit(self, observations: pd.DataFrame) -> Predictor:
         """Learn from observation rows (one per finished task); returns ``self``."""
-        obs = _prepare(observations, "observations", need_duration=True)
+        obs = _prepare(observations, "observations", need_duration=True, fill_x=True)
         if obs.empty:
             raise PredictionError("observations is empty: there is no history to learn from yet")
         y_all = obs["duration_s"].to_numpy()
@@ -229,7 +236,7 @@ class Predictor:
         y = rows["duration_s"].to_numpy(dtype=float)
         folds = _folds(rows["instance"].to_numpy())
         if not folds:
-            fam = _Family(name, "median", fit_median(x, y), len(y))
+            fam = _Family(name, "median", fit_median(x, y), len(y), max(float(np.median(y)), FLOOR_S))
             return fam, np.full(len(y), np.nan)
         preds: dict[str, np.ndarray] = {}
         scores: dict[str, float] = {}
@@ -248,7 +255,8 @@ class Predictor:
             bar = min(scores[best], scores[base] * (1 - PREFER_SIMPLE))
             if np.nan_to_num(scores[cand], nan=np.inf) < bar:
                 best = cand
-        fam = _Family(name, best, CANDIDATES[best](x, y), len(y), scores=scores)
+        fam = _Family(name, best, CANDIDATES[best](x, y), len(y), max(float(np.median(y)), FLOOR_S),
+                      scores=scores)
         fam.resid_offline = _log_ratio(y, preds[best])
         return fam, preds[best]
 
@@ -361,10 +369,42 @@ class Predictor:
             fam = self._resolve(name)
             if fam is None:
                 continue
-            p[sel] = fam.fitted(x[sel])
-            model[sel] = fam.model
+            xs = x[sel]
+            unknown = np.isnan(xs)
+            p[sel] = np.where(unknown, fam.median_s, fam.fitted(np.nan_to_num(xs)))
+            model[sel] = np.where(unknown, "median", fam.model)
             source[sel] = "history" if fam.name == name else f"similar name: {fam.name}"
         return p, model, source
+
+    def sample(
+        self, rows: pd.DataFrame, n: int = 40, finished: pd.DataFrame | None = None,
+        rho: float = 0.5, seed: int | None = 0,
+    ) -> np.ndarray:
+        """``n`` joint draws of the durations of ``rows``: an array of shape ``(n, len(rows))``.
+
+        Each task's draw is its point estimate times a held-out residual of its family
+        (the same residuals the intervals come from).  Errors of the tasks of one run are
+        not independent (a slow machine slows them all), so draws are coupled with a
+        Gaussian copula of correlation ``rho``: ``rho=0`` treats tasks as independent,
+        ``rho=1`` moves every task to the same quantile of its error.
+        """
+        if not 0.0 <= rho <= 1.0:
+            raise PredictionError(f"rho must be within [0, 1], got {rho!r}")
+        point = self.predict(rows, finished=finished)["duration_s"].to_numpy()
+        rng = np.random.default_rng(seed)
+        shared = rng.standard_normal((n, 1))
+        z = np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.standard_normal((n, len(point)))
+        u = 0.5 * (1.0 + _erf(z / np.sqrt(2.0)).astype(float))
+        out = np.empty((n, len(point)))
+        task = _prepare(rows, "rows", need_duration=False)["task"].to_numpy()
+        for name in pd.unique(task):
+            sel = np.flatnonzero(task == name)
+            online = finished is not None and len(finished) > 0
+            resid = np.sort(self._residuals(self._resolve(name), online=online))
+            pos = u[:, sel] * (len(resid) - 1)
+            r = np.interp(pos, np.arange(len(resid)), resid)
+            out[:, sel] = point[sel] * np.exp(r)
+        return out
 
     def summary(self) -> pd.DataFrame:
         """One row per family: chosen model, online correction, size and held-out errors."""
@@ -372,6 +412,9 @@ class Predictor:
         for f in self.families.values():
             rows.append({"task": f.name, "model": f.model, "online": f.online, "n": f.n, **f.scores})
         return pd.DataFrame(rows)
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _same_finished_sets(start: np.ndarray, end: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
