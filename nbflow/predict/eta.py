@@ -138,16 +138,6 @@ class RunSnapshot:
     run_elapsed_s: float
 
 
-def _nodes_of(run: Any) -> list[Any]:
-    """The run's graph nodes, including those added while running.
-
-    The one place this module reads a private Run attribute (``_sched.nodes``): the public
-    ``run.graph`` has no node kinds or dependency order, and building it costs more.
-    """
-    sched = getattr(run, "_sched", None)
-    return list(sched.nodes) if sched is not None else list(run.nodes)
-
-
 def _priority(ref: Any) -> int:
     spec = getattr(getattr(ref, "task", None), "spec", None)
     return int(getattr(spec, "priority", 0) or 0)
@@ -161,26 +151,40 @@ def _workers_of(run: Any) -> int:
     return DEFAULT_THREADS
 
 
+def _state_of(run: Any) -> tuple[list[Any], list[str], list[float], list[float], list[float]]:
+    """``(nodes, states, starts, durations, input_bytes)`` of a run, as of now.
+
+    The one place this module reads private Run state (``run._sched``): a snapshot is
+    taken while the run goes on, often from an event subscriber, and building the public
+    ``run.tasks`` DataFrame there would stall the run for milliseconds.  Falls back to the
+    public ``run.tasks`` when there is no scheduler.
+    """
+    s = getattr(run, "_sched", None)
+    if s is None:
+        t = run.tasks
+        ib = t["input_bytes"].astype(float).tolist() if "input_bytes" in t.columns else [math.nan] * len(t)
+        starts = [x.timestamp() if isinstance(x, pd.Timestamp) and not pd.isna(x) else math.nan
+                  for x in t["start"]]
+        return (list(run.nodes), t["state"].tolist(), starts, t["duration_s"].astype(float).tolist(), ib)
+    n = len(s.nodes)
+    known = s.metrics.input_bytes
+    return (list(s.nodes), list(s.state), list(s.start), list(s.duration),
+            [float(known[i]) if known.get(i) is not None else math.nan for i in range(n)])
+
+
 def snapshot(run: Any) -> RunSnapshot:
-    """Freeze the state of ``run`` for :func:`eta_of`."""
+    """Freeze the state of ``run`` for :func:`eta_of` (cheap: a few list copies)."""
     now = time.time()
-    nodes = _nodes_of(run)
-    t = run.tasks
-    n = min(len(nodes), len(t))
-    nodes = nodes[:n]
-    states = t["state"].tolist()[:n]
-    starts = t["start"].tolist()[:n]
-    elapsed = [
-        now - s.timestamp() if st in _RUNNING and isinstance(s, pd.Timestamp) and not pd.isna(s) else math.nan
-        for st, s in zip(states, starts, strict=True)
-    ]
-    ib = t["input_bytes"].astype(float).tolist()[:n] if "input_bytes" in t.columns else [math.nan] * n
+    nodes, states, starts, durations, ib = _state_of(run)
+    n = min(len(nodes), len(states))
+    elapsed = [now - starts[i] if states[i] in _RUNNING and starts[i] == starts[i] else math.nan
+               for i in range(n)]
     started = getattr(run, "started_at", math.nan)
     return RunSnapshot(
-        keys=[r.key for r in nodes], names=[r.name for r in nodes], kinds=[r.kind for r in nodes],
-        deps=[list(r.deps) for r in nodes], states=states, elapsed=elapsed,
-        durations=t["duration_s"].astype(float).tolist()[:n], input_bytes=ib,
-        priorities=[_priority(r) for r in nodes], workers=_workers_of(run), taken_at=now,
+        keys=[r.key for r in nodes[:n]], names=[r.name for r in nodes[:n]], kinds=[r.kind for r in nodes[:n]],
+        deps=[list(r.deps) for r in nodes[:n]], states=states[:n], elapsed=elapsed,
+        durations=durations[:n], input_bytes=ib[:n],
+        priorities=[_priority(r) for r in nodes[:n]], workers=_workers_of(run), taken_at=now,
         run_elapsed_s=now - started if started == started else 0.0,
     )
 
