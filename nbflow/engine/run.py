@@ -153,6 +153,10 @@ class Run:
         from ..store.hooks import run_cache
 
         self._cache = self._sched.cache = run_cache(self)
+        # With history, dispatch priorities weigh tasks by their measured durations.
+        from ..predict.priorities import apply_learned_priorities
+
+        self.learned_priorities = apply_learned_priorities(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scope: Any = None
         self._cancel_requested = False

@@ -136,6 +136,7 @@ class RunSnapshot:
     workers: int
     taken_at: float
     run_elapsed_s: float
+    levels: list[float] | None = None  # the scheduler's dispatch levels (learned or unit)
 
 
 def _priority(ref: Any) -> int:
@@ -151,8 +152,8 @@ def _workers_of(run: Any) -> int:
     return DEFAULT_THREADS
 
 
-def _state_of(run: Any) -> tuple[list[Any], list[str], list[float], list[float], list[float]]:
-    """``(nodes, states, starts, durations, input_bytes)`` of a run, as of now.
+def _state_of(run: Any) -> tuple[list[Any], list[str], list[float], list[float], list[float], Any]:
+    """``(nodes, states, starts, durations, input_bytes, levels)`` of a run, as of now.
 
     The one place this module reads private Run state (``run._sched``): a snapshot is
     taken while the run goes on, often from an event subscriber, and building the public
@@ -165,17 +166,18 @@ def _state_of(run: Any) -> tuple[list[Any], list[str], list[float], list[float],
         ib = t["input_bytes"].astype(float).tolist() if "input_bytes" in t.columns else [math.nan] * len(t)
         starts = [x.timestamp() if isinstance(x, pd.Timestamp) and not pd.isna(x) else math.nan
                   for x in t["start"]]
-        return (list(run.nodes), t["state"].tolist(), starts, t["duration_s"].astype(float).tolist(), ib)
+        return (list(run.nodes), t["state"].tolist(), starts, t["duration_s"].astype(float).tolist(), ib,
+                None)
     n = len(s.nodes)
     known = s.metrics.input_bytes
     return (list(s.nodes), list(s.state), list(s.start), list(s.duration),
-            [float(known[i]) if known.get(i) is not None else math.nan for i in range(n)])
+            [float(known[i]) if known.get(i) is not None else math.nan for i in range(n)], list(s.level))
 
 
 def snapshot(run: Any) -> RunSnapshot:
     """Freeze the state of ``run`` for :func:`eta_of` (cheap: a few list copies)."""
     now = time.time()
-    nodes, states, starts, durations, ib = _state_of(run)
+    nodes, states, starts, durations, ib, levels = _state_of(run)
     n = min(len(nodes), len(states))
     elapsed = [now - starts[i] if states[i] in _RUNNING and starts[i] == starts[i] else math.nan
                for i in range(n)]
@@ -186,6 +188,7 @@ def snapshot(run: Any) -> RunSnapshot:
         durations=durations[:n], input_bytes=ib[:n],
         priorities=[_priority(r) for r in nodes[:n]], workers=_workers_of(run), taken_at=now,
         run_elapsed_s=now - started if started == started else 0.0,
+        levels=levels[:n] if levels is not None else None,
     )
 
 
@@ -248,7 +251,7 @@ def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAUL
                                    [snap.input_bytes[i] for i in task_ids], finished, samples, seed)
     col = {i: c for c, i in enumerate(task_ids)}
     running = [snap.states[i] in _RUNNING for i in order]
-    levels = longest_remaining_path(succs)
+    levels = ([snap.levels[i] for i in order] if snap.levels is not None else longest_remaining_path(succs))
     # Running tasks hold their workers from the start of the simulation.
     levels = [lv + 1e12 if r else lv for lv, r in zip(levels, running, strict=True)]
     prios = [snap.priorities[i] for i in order]

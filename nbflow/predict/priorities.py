@@ -1,0 +1,88 @@
+"""Learned dispatch priorities: critical paths weighted by how long tasks really take.
+
+The scheduler starts ready tasks in order of their *longest remaining path* to the end of
+the graph.  Without history every task counts 1, so a chain of ten 10 ms tasks outranks one
+10-minute task.  Once the store has seen the workflow's tasks run, each task is weighted by
+its mean measured duration (completed, uncached attempts in the workflow's last
+:data:`RECENT_RUNS` runs of the same name), which is the classic upward rank: the task
+heading the most remaining *work* starts first.
+
+- Tasks without history get the median weight of those with history; nodes that are not
+  task calls (collecting a map, gates) weigh nothing.  A tiny unit term keeps the chain
+  length as a tie-breaker, so equal durations order as before.
+- Items a ``map`` adds while running get the engine's usual ``+1`` above their successors.
+- ``NBFLOW_LEARNED_PRIORITY=0`` switches this off (unit weights, as without history).
+
+:func:`apply_learned_priorities` is called once as a run is created; it reads the journal
+(one grouped query over the recent runs' rows, by primary key) and replaces the
+scheduler's levels.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any
+
+from nbflow.engine.priority import longest_remaining_path
+
+__all__ = ["RECENT_RUNS", "apply_learned_priorities", "learned_weights", "mean_durations"]
+
+RECENT_RUNS = 20
+_TIE = 1e-9  # seconds per task on the path: breaks ties by chain length
+
+_SQL = """
+SELECT n.task, AVG(t.duration_s), COUNT(*)
+FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
+WHERE t.run_id IN (SELECT id FROM runs WHERE name = ? AND id != ? ORDER BY start DESC LIMIT ?)
+  AND t.state = 'completed' AND t.cached = 0 AND t.duration_s IS NOT NULL
+GROUP BY n.task
+"""
+
+
+def mean_durations(workflow: str, exclude_run: str = "", store: Any = None) -> dict[str, float]:
+    """Mean measured duration per task name over the workflow's recent runs."""
+    if store is None:
+        from nbflow.store.store import get_store
+
+        store = get_store(warn=False)
+    if store is None:
+        return {}
+    rows = store.journal.query(_SQL, (workflow, exclude_run, RECENT_RUNS))
+    return {str(name): float(mean) for name, mean, count in rows if name is not None and count}
+
+
+def learned_weights(names: list[str], kinds: list[str], means: dict[str, float]) -> list[float] | None:
+    """Per-node weights from ``means`` (None when no task of the graph has history)."""
+    known = [means[n] for n, k in zip(names, kinds, strict=True) if k in ("task", "undo") and n in means]
+    if not known:
+        return None
+    fallback = statistics.median(known)
+    return [
+        (means.get(n, fallback) if k in ("task", "undo") else 0.0) + _TIE
+        for n, k in zip(names, kinds, strict=True)
+    ]
+
+
+def apply_learned_priorities(run: Any) -> bool:
+    """Weight ``run``'s critical-path levels by history; True if it did.
+
+    Reads and replaces the scheduler's levels (``run._sched``): the one place outside the
+    engine that does, kept here so the engine itself needs no knowledge of history.
+    """
+    if os.environ.get("NBFLOW_LEARNED_PRIORITY", "1") == "0":
+        return False
+    sched = getattr(run, "_sched", None)
+    if sched is None or not sched.nodes:
+        return False
+    try:
+        means = mean_durations(run.name, exclude_run=run.id)
+    except Exception:  # an unreadable store must never stop a run; unit weights then
+        return False
+    if not means:
+        return False
+    weights = learned_weights([r.name for r in sched.nodes], [r.kind for r in sched.nodes], means)
+    if weights is None:
+        return False
+    sched.level = longest_remaining_path(sched.succs, weights, order=sched._topological_order())
+    return True
