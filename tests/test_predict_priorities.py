@@ -74,3 +74,31 @@ def test_weights_fall_back_for_tasks_without_history() -> None:
     assert w is not None
     assert w[0] == pytest.approx(2.0) and w[1] == pytest.approx(2.0) and w[2] == pytest.approx(0.0, abs=1e-6)
     assert learned_weights(["x"], ["task"], {"a": 1.0}) is None
+    # A call's own history wins over the mean of its function's calls.
+    w = learned_weights(["a", "a"], ["task", "task"], {"a": 2.0}, ["a-0", "a-1"], {"a-1": 9.0})
+    assert w == [pytest.approx(2.0), pytest.approx(9.0)]
+
+
+@nf.task
+def sample(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@nf.task
+def merge(*xs: float) -> float:
+    return sum(xs)
+
+
+def test_one_big_item_of_a_map_like_fan_goes_first_on_the_second_run() -> None:
+    def build():
+        with nf.Workflow("samples") as wf:
+            small = [sample(0.02) for _ in range(3)]
+            big = sample(0.3)
+            merge(*small, big)
+        return wf
+
+    first = build().run(workers=1, cache=False)
+    assert _start_order(first)[0] == "sample-0"  # unit weights: creation order
+    second = build().run(workers=1, cache=False)
+    assert _start_order(second)[0] == "sample-3"  # the big one, known by its key

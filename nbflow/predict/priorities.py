@@ -5,7 +5,10 @@ the graph.  Without history every task counts 1, so a chain of ten 10 ms tasks o
 10-minute task.  Once the store has seen the workflow's tasks run, each task is weighted by
 its mean measured duration (completed, uncached attempts in the workflow's last
 :data:`RECENT_RUNS` runs of the same name), which is the classic upward rank: the task
-heading the most remaining *work* starts first.
+heading the most remaining *work* starts first.  The same call of a workflow run again has
+the same key (``"align-17"``), so a task's own past durations are used when they exist,
+else the mean of every call of that task function: the calls of one function can differ
+a lot (one sample in a map may be ten times bigger than the others).
 
 - Tasks without history get the median weight of those with history; nodes that are not
   task calls (collecting a map, gates) weigh nothing.  A tiny unit term keeps the chain
@@ -32,35 +35,54 @@ RECENT_RUNS = 20
 _TIE = 1e-9  # seconds per task on the path: breaks ties by chain length
 
 _SQL = """
-SELECT n.task, AVG(t.duration_s), COUNT(*)
+SELECT n.task, t.key, AVG(t.duration_s), COUNT(*)
 FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
 WHERE t.run_id IN (SELECT id FROM runs WHERE name = ? AND id != ? ORDER BY start DESC LIMIT ?)
   AND t.state = 'completed' AND t.cached = 0 AND t.duration_s IS NOT NULL
-GROUP BY n.task
+GROUP BY n.task, t.key
 """
 
 
-def mean_durations(workflow: str, exclude_run: str = "", store: Any = None) -> dict[str, float]:
-    """Mean measured duration per task name over the workflow's recent runs."""
+def mean_durations(
+    workflow: str, exclude_run: str = "", store: Any = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``(by task name, by task key)`` mean measured durations over the workflow's recent runs."""
     if store is None:
         from nbflow.store.store import get_store
 
         store = get_store(warn=False)
     if store is None:
-        return {}
+        return {}, {}
     rows = store.journal.query(_SQL, (workflow, exclude_run, RECENT_RUNS))
-    return {str(name): float(mean) for name, mean, count in rows if name is not None and count}
+    by_key: dict[str, float] = {}
+    total: dict[str, list[float]] = {}
+    for name, key, mean, count in rows:
+        if name is None or not count:
+            continue
+        by_key[str(key)] = float(mean)
+        acc = total.setdefault(str(name), [0.0, 0.0])
+        acc[0] += float(mean) * count
+        acc[1] += count
+    return {n: s / c for n, (s, c) in total.items()}, by_key
 
 
-def learned_weights(names: list[str], kinds: list[str], means: dict[str, float]) -> list[float] | None:
-    """Per-node weights from ``means`` (None when no task of the graph has history)."""
-    known = [means[n] for n, k in zip(names, kinds, strict=True) if k in ("task", "undo") and n in means]
+def learned_weights(
+    names: list[str], kinds: list[str], means: dict[str, float],
+    keys: list[str] | None = None, key_means: dict[str, float] | None = None,
+) -> list[float] | None:
+    """Per-node weights: the key's own mean, else its task's, else the median of the known
+    (None when no task of the graph has history)."""
+    key_means = key_means or {}
+    keys = keys if keys is not None else [""] * len(names)
+    own = [key_means.get(key, means.get(n)) if k in ("task", "undo") else None
+           for n, k, key in zip(names, kinds, keys, strict=True)]
+    known = [w for w in own if w is not None]
     if not known:
         return None
     fallback = statistics.median(known)
     return [
-        (means.get(n, fallback) if k in ("task", "undo") else 0.0) + _TIE
-        for n, k in zip(names, kinds, strict=True)
+        (0.0 if k not in ("task", "undo") else w if w is not None else fallback) + _TIE
+        for w, k in zip(own, kinds, strict=True)
     ]
 
 
@@ -76,12 +98,14 @@ def apply_learned_priorities(run: Any) -> bool:
     if sched is None or not sched.nodes:
         return False
     try:
-        means = mean_durations(run.name, exclude_run=run.id)
+        means, key_means = mean_durations(run.name, exclude_run=run.id)
     except Exception:  # an unreadable store must never stop a run; unit weights then
         return False
     if not means:
         return False
-    weights = learned_weights([r.name for r in sched.nodes], [r.kind for r in sched.nodes], means)
+    nodes = sched.nodes
+    weights = learned_weights([r.name for r in nodes], [r.kind for r in nodes], means,
+                              [r.key for r in nodes], key_means)
     if weights is None:
         return False
     sched.level = longest_remaining_path(sched.succs, weights, order=sched._topological_order())
