@@ -42,6 +42,7 @@ next to the repository).  The run store goes to a temporary directory unless
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -249,7 +250,8 @@ def bench_learned(
     from nbflow.predict.simulate import simulate
     from nbflow.predict.wfformat import load_trace
 
-    trace = load_trace(path)
+    # Named after the file, so that each trace's history is its own first run only.
+    trace = dataclasses.replace(load_trace(path), name=path.stem)
     order = trace.topological_order()
     graph = trace.indexed(order)
     s = auto_scale(trace) if scale is None else scale
