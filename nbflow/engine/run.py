@@ -525,6 +525,13 @@ class Run:
 
         return run_eta(self, predictor=predictor, samples=samples)
 
+    def prediction_report(self, predictor: Any = None) -> Any:
+        """Predicted (from history before this run) against actual durations, per task call
+        and per task, with the unusually slow calls (an ``nbflow.predict.report.PredictionReport``)."""
+        from ..predict.entry import prediction_report
+
+        return prediction_report(self, predictor=predictor)
+
     def errors(self) -> dict[str, BaseException]:
         """The original exception of each failed task, by key."""
         s = self._sched

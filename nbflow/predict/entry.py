@@ -26,3 +26,10 @@ def run_eta(run: Any, predictor: Any = None, samples: int = 40) -> Any:
     from nbflow.predict.eta import run_eta as _run_eta
 
     return _run_eta(run, predictor=predictor, samples=samples)
+
+
+def prediction_report(run: Any, predictor: Any = None) -> Any:
+    """See :meth:`nbflow.Run.prediction_report`."""
+    from nbflow.predict.report import prediction_report as _report
+
+    return _report(run, predictor=predictor)
