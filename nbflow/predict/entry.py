@@ -33,3 +33,11 @@ def prediction_report(run: Any, predictor: Any = None) -> Any:
     from nbflow.predict.report import prediction_report as _report
 
     return _report(run, predictor=predictor)
+
+
+def eta_text(run: Any) -> str | None:
+    """The run's ETA for a progress line (``"ETA 12 s (80%: 10–15 s)"``), or None without
+    history.  Fewer simulations on big graphs keep it well under a second."""
+    from nbflow.predict.eta import run_eta_text
+
+    return run_eta_text(run)

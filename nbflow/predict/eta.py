@@ -365,3 +365,20 @@ def forecast(
         no_history=no_hist,
         tasks=len(task_pos),
     )
+
+
+def run_eta_text(run: Any) -> str | None:
+    """Short ETA text for progress displays; None when there is no history to go by."""
+    if run not in _PREDICTORS:
+        _PREDICTORS[run] = default_predictor(exclude_run=run.id)
+    predictor = _PREDICTORS[run]
+    if predictor is None:
+        return None
+    snap = snapshot(run)
+    left = sum(1 for s in snap.states if s not in _TERMINAL)
+    # Each simulation is O(tasks log tasks) in Python: cap the work at ~200k task-steps.
+    samples = max(5, min(DEFAULT_SAMPLES, 200_000 // max(left, 1)))
+    e = eta_of(snap, predictor, samples=samples)
+    if math.isnan(e.remaining_s):
+        return None
+    return f"ETA {_fmt(e.remaining_s)} (80%: {_fmt(e.remaining_lo)}–{_fmt(e.remaining_hi)})"
