@@ -197,7 +197,7 @@ class TaskMetrics:
         args: tuple[Any, ...], kwargs: dict[str, Any] | None,
     ) -> Callable[..., Any]:
         """Record ``i``'s input features; return ``fn`` wrapped to measure its CPU time."""
-        if args or kwargs:
+        if kwargs or (args and self._has_features(args)):
             b, n, s = input_features(args, kwargs)
             if b is not None:
                 self.input_bytes[i] = b
@@ -205,11 +205,22 @@ class TaskMetrics:
                 self.input_items[i] = n
             if s is not None:
                 self.input_shape[i] = s
+        if executor == "async":
+            return fn  # coroutines: no CPU time of their own (see module doc)
         if executor == "thread":
             return _InProcess(fn, self.cpu_s, i)
         if executor == "process" or executor == "dask":
             return _Remote(fn)
         return fn  # coroutines: no CPU time of their own (see module doc)
+
+    @staticmethod
+    def _has_features(args: tuple[Any, ...]) -> bool:
+        # The hot path: most arguments of tiny tasks are numbers or None; one dict hit each.
+        kind = _KIND.get
+        for a in args:
+            if kind(type(a)) != _SKIP:
+                return True
+        return False
 
     def unwrap(self, i: int, value: Any) -> Any:
         """Open a :class:`Measured` envelope (process/Dask), keeping its metrics."""
