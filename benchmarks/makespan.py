@@ -28,6 +28,11 @@ Usage::
 
     python benchmarks/makespan.py TRACE.json --workers 4 --scale 0.001 [--repeat 3] [--json OUT]
     python benchmarks/makespan.py --all [--traces DIR] --workers 4 --scale auto [--json OUT]
+    python benchmarks/makespan.py --all --learned --workers 16 [--json OUT]
+
+``--learned`` replays each trace twice on one store (the first run records history) and
+reports the second run's learned priorities against the unit-weight policy and the
+policy with true durations, simulated on the true durations (see :func:`bench_learned`).
 
 ``--scale auto`` picks, per trace, the scale that makes the median task runtime 20 ms.
 ``--all`` runs every ``*.json`` trace in ``--traces`` (default: the WfCommons traces kept in
@@ -39,6 +44,9 @@ output come from ``_harness.py``; the JSON gains a ``machine`` entry.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import statistics
 import sys
 import time
@@ -230,6 +238,60 @@ def bench_trace(
     )
 
 
+def bench_learned(
+    nf: Any, path: Path, workers: int, scale: float | None, sleep: str, log: Callable[[str], None],
+) -> dict[str, Any]:
+    """``--learned``: replay a trace twice on one store; the second run has history.
+
+    The first run dispatches with unit weights and records each task's duration; the second
+    weighs the critical path by them (``nbflow/predict/priorities.py``).  Both policies and
+    the oracle (weights = the trace's true durations) are also simulated on the true scaled
+    durations, so the gain of learning is measured without the machine's noise:
+    ``recovered`` = (unit - learned) / (unit - oracle) of the simulated makespans.
+    """
+    from nbflow.engine.priority import longest_remaining_path
+    from nbflow.predict.priorities import learned_weights, mean_durations
+    from nbflow.predict.simulate import simulate
+    from nbflow.predict.wfformat import load_trace
+
+    # Named after the file, so that each trace's history is its own first run only.
+    trace = dataclasses.replace(load_trace(path), name=path.stem)
+    order = trace.topological_order()
+    graph = trace.indexed(order)
+    s = auto_scale(trace) if scale is None else scale
+    nominal = [d * s for d in graph.durations]
+    unit = simulate(graph.succs, nominal, workers).makespan
+    oracle = simulate(graph.succs, nominal, workers,
+                      levels=longest_remaining_path(graph.succs, [d + 1e-9 for d in nominal])).makespan
+    first, _, _ = replay(nf, trace, order, s, workers, SLEEPS[sleep])
+    counters: dict[str, int] = {}
+    first_keys = {}  # the task keys replay() gives: "<category>-<n-th call>", in creation order
+    for tid in order:
+        c = trace.task(tid).category
+        first_keys[tid] = f"{c}-{counters.get(c, 0)}"
+        counters[c] = counters.get(c, 0) + 1
+    means, key_means = mean_durations(trace.name)
+    cats = [trace.task(t).category for t in graph.ids]
+    keys = [first_keys[t] for t in graph.ids]
+    weights = learned_weights(cats, ["task"] * len(cats), means, keys, key_means)
+    learned = simulate(graph.succs, nominal, workers,
+                       levels=longest_remaining_path(graph.succs, weights)).makespan if weights else unit
+    second, _, _ = replay(nf, trace, order, s, workers, SLEEPS[sleep])
+    gain = unit / oracle - 1 if oracle > 0 else 0.0
+    recovered = (unit - learned) / (unit - oracle) if unit - oracle > 1e-12 else None
+    log(f"  {path.stem}: unit {unit:.4f}s oracle {oracle:.4f}s learned {learned:.4f}s; "
+        f"measured run 1 {first:.4f}s run 2 {second:.4f}s")
+    return {
+        "trace": path.stem, "tasks": len(trace), "workers": workers, "scale": s,
+        "simulated_unit_s": unit, "simulated_oracle_s": oracle, "simulated_learned_s": learned,
+        "oracle_gain": gain, "learned_gain": unit / learned - 1 if learned > 0 else 0.0,
+        "recovered": recovered,
+        "meets_target": None if gain < 0.03 else (recovered is not None and recovered >= 0.8),
+        "measured_first_s": first, "measured_second_s": second,
+        "measured_second_vs_oracle": second / oracle if oracle > 0 else None,
+    }
+
+
 def _ratio(a: float, b: float) -> float:
     """``a / b``; a zero denominator (an empty trace) gives inf, or 1.0 when ``a`` is zero too."""
     return a / b if b > 0 else float("inf") if a > 0 else 1.0
@@ -263,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sleep", choices=sorted(SLEEPS), default="precise", help="how a task sleeps")
     p.add_argument("--json", type=Path, dest="out", help="also write the JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--learned", action="store_true",
+                   help="replay twice on one store: unit vs learned vs oracle priorities")
     args = p.parse_args(argv)
     if (args.trace is None) == (not args.all):
         p.error("give either a TRACE file or --all")
@@ -273,8 +337,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
+    # The plain benchmark measures the unit-weight policy: repeats must not learn.
+    os.environ["NBFLOW_LEARNED_PRIORITY"] = "1" if args.learned else "0"
     with _harness.nbflow_home():
         nf = _harness.import_nbflow()
+
+        if args.learned:
+            paths = sorted(args.traces.glob("*.json")) if args.all else [args.trace]
+            rows = [bench_learned(nf, path, args.workers, args.scale, args.sleep, log) for path in paths]
+            judged = [r for r in rows if r["meets_target"] is not None]
+            payload_l = {
+                "mode": "learned", "workers": args.workers, "traces": rows,
+                "traces_where_oracle_gains_3pct": len(judged),
+                "all_recover_80pct": all(r["meets_target"] for r in judged),
+            }
+            text = json.dumps(payload_l, indent=2)
+            print(text)
+            if args.out is not None:
+                args.out.write_text(text + "\n")
+            return 0
 
         def one(path: Path) -> TraceResult:
             return bench_trace(nf, path, args.workers, args.scale, args.repeat, args.sleep, log)

@@ -36,10 +36,12 @@ from .core.files import File
 from .core.options import RunOptions
 from .core.ref import Ref
 from .engine.constructs import approval, branch, first, gather, loop, saga
-from .engine.run import Run, last_run
+from .engine.run import last_run
 from .engine.spec import Task, TaskSpec, fmt, registry, task
+from .predict.entry import forecast
+from .predict.history import history
 from .store import StoredRun, gc, load_run, plan, runs
-from .workflow import Workflow
+from .workflow import Run, Workflow
 
 __version__ = "0.1.0"
 
@@ -80,8 +82,10 @@ __all__ = [
     "check",
     "first",
     "fmt",
+    "forecast",
     "gather",
     "gc",
+    "history",
     "last_run",
     "load_run",
     "loop",

@@ -10,7 +10,9 @@ This is the one module that knows every room a run needs.  ``wf.run()``, ``wf.st
    into ordering edges, or refuse, as ``on_conflict`` says;
 3. the engine makes the :class:`~nbflow.engine.run.Run` (which validates executors and
    resource demands);
-4. the store (:mod:`nbflow.store`), when one is usable, gives the run its journal subscriber
+4. the prediction room (:mod:`nbflow.predict`) weighs dispatch priorities by the durations
+   the store has seen (when it has);
+5. the store (:mod:`nbflow.store`), when one is usable, gives the run its journal subscriber
    and — unless ``cache=False`` — its result cache.
 
 The engine imports none of this: it receives the findings, the extra edges, the cache and
@@ -26,8 +28,29 @@ from .check import check, format_findings, serialize_edges
 from .core.errors import ConflictWarning, CycleError, WorkflowDefinitionError
 from .core.options import RunOptions
 from .engine.graph import WorkflowGraph
-from .engine.run import Run
+from .engine.run import Run as EngineRun
+from .predict.priorities import apply_learned_priorities
 from .store import hooks as store_hooks
+
+
+class Run(EngineRun):
+    """``nf.Run``: one execution of a workflow (:class:`nbflow.engine.run.Run`), with the
+    reports of the rooms that sit above the engine (prediction)."""
+
+    def eta(self, predictor: Any = None, samples: int = 40) -> Any:
+        """Remaining time of this run: median and 80% band, by simulating the unfinished
+        graph on the run's workers with predicted durations (an ``nbflow.predict.eta.Eta``).
+        ``predictor`` defaults to one fitted once on the store's history."""
+        from .predict.entry import run_eta
+
+        return run_eta(self, predictor=predictor, samples=samples)
+
+    def prediction_report(self, predictor: Any = None) -> Any:
+        """Predicted (from history before this run) against actual durations, per task call
+        and per task, with the unusually slow calls (an ``nbflow.predict.report.PredictionReport``)."""
+        from .predict.entry import prediction_report
+
+        return prediction_report(self, predictor=predictor)
 
 
 class Workflow(WorkflowGraph):
@@ -120,6 +143,8 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     journal = store_hooks.journal_subscriber(run)
     if journal is not None:
         run.subscribe(journal)
+    # With history, dispatch priorities weigh tasks by their measured durations.
+    run.learned_priorities = apply_learned_priorities(run)
     if options.cache:
         run.attach_cache(store_hooks.run_cache(run))
     return run

@@ -23,13 +23,14 @@ LAYERS: dict[str, int] = {
     "engine": 1,
     "check": 1,
     "store": 1,
-    "workflow": 2,
     "predict": 2,
-    "notebook": 3,
-    "cli": 3,
-    "batch": 3,
-    "server": 3,
-    "__init__": 4,  # the package's public face re-exports every room
+    "locality": 2,
+    "workflow": 3,
+    "notebook": 4,
+    "cli": 4,
+    "batch": 4,
+    "server": 4,
+    "__init__": 5,  # the package's public face re-exports every room
 }
 # Rooms of one layer that may use each other (none today).
 ALLOWED_SIDEWAYS: set[tuple[str, str]] = set()

@@ -98,6 +98,7 @@ class TaskRetrying(TaskEvent):
     delay_s: float
     error: BaseException
     reason: str | None = None  # why the task ran rather than hit the cache
+    metrics: tuple[Any, ...] | None = None  # as in TaskCompleted, for the failed attempt
 
 
 @dataclass(slots=True)
@@ -110,6 +111,7 @@ class TaskCompleted(TaskEvent):
     reason: str | None = None  # why it ran or hit the cache ("cache off" without a cache)
     cache_key: str | None = None  # the key its result is stored under, if stored
     blob: str | None = None  # the stored result's id (its checksum), if stored
+    metrics: tuple[Any, ...] | None = None  # (cpu_s, peak_rss, input_bytes, input_items, input_shape)
 
 
 @dataclass(slots=True)
@@ -119,6 +121,7 @@ class TaskFailed(TaskEvent):
     duration_s: float
     error: BaseException
     reason: str | None = None  # why the task ran rather than hit the cache
+    metrics: tuple[Any, ...] | None = None  # as in TaskCompleted, for the failed attempt
 
 
 @dataclass(slots=True)

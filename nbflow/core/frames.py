@@ -16,6 +16,9 @@ COLUMNS = ["key", "task", "state", "attempts", "start", "end", "duration_s", "ca
             "output_bytes", "error", "executor", "reason"]
 
 
+METRIC_COLUMNS = ["cpu_s", "peak_rss", "input_bytes", "input_items", "input_shape"]
+
+
 def tasks_frame(rows: dict[str, list[Any]]) -> pd.DataFrame:
     """``run.tasks`` from column lists (shared by live runs and runs loaded from the store)."""
     import pandas as pd
@@ -24,6 +27,10 @@ def tasks_frame(rows: dict[str, list[Any]]) -> pd.DataFrame:
     for c in ("start", "end"):
         df[c] = pd.to_datetime(df[c], unit="s", utc=True)
     df["output_bytes"] = df["output_bytes"].astype("Int64")
+    for c in METRIC_COLUMNS:  # per-attempt metrics (nbflow.engine.metrics), when known
+        if c in rows:
+            df[c] = pd.Series(rows[c], dtype="object" if c == "input_shape" else "float64"
+                              if c == "cpu_s" else "Int64")
     return df
 
 

@@ -41,6 +41,7 @@ from ..core.validation import validate_run_options
 from .backends import AsyncBackend, ThreadBackend
 from .constructs import interactive_approvals
 from .internal import run_error
+from .priority import longest_remaining_path
 from .scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class Run:
         self.interactive_approvals = interactive_approvals()
         self._sched.interactive = lambda: self.interactive_approvals
         self.result_cache: ResultCache | None = None
+        self.learned_priorities = False  # set by the composition point when history weighs them
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scope: Any = None
         self._cancel_requested = False
@@ -124,6 +126,28 @@ class Run:
         global _last_run
         _last_run = self
         workflow.last_run = self
+
+    def weigh_priorities(self, weights: Sequence[float]) -> None:
+        """Dispatch by the heaviest remaining path with these per-node ``weights`` (e.g.
+        predicted durations) instead of one per task; call before the run starts."""
+        sched = self._sched
+        if len(weights) != len(sched.nodes):
+            raise ValueError(f"weigh_priorities needs one weight per node ({len(sched.nodes)}), "
+                             f"got {len(weights)}")
+        sched.level = longest_remaining_path(sched.succs, weights, order=sched._topological_order())
+
+    def state_now(self) -> dict[str, list[Any]]:
+        """A cheap copy of the run's per-node state, as of now, for listeners that predict
+        (an ETA) while it goes on: ``nodes``, ``state``, ``start``, ``duration``,
+        ``input_bytes`` (NaN when unknown) and ``level`` (the dispatch priority)."""
+        s = self._sched
+        n = len(s.nodes)
+        known = s.metrics.input_bytes
+        return {
+            "nodes": list(s.nodes), "state": list(s.state), "start": list(s.start),
+            "duration": list(s.duration), "level": list(s.level),
+            "input_bytes": [float(known[i]) if known.get(i) is not None else math.nan for i in range(n)],
+        }
 
     def attach_cache(self, cache: ResultCache | None) -> None:
         """Give the run its result cache (before it starts); None runs without one."""
@@ -422,6 +446,7 @@ class Run:
             "executor": [e or "inline" for e in s.executor],
             "reason": [cache.info(i)[0] for i in range(n)] if cache is not None
             else ["cache off" if r.kind not in INLINE and r.kind != MAP else None for r in s.nodes],
+            **s.metrics.columns(n),
         }
 
     @property

@@ -83,6 +83,7 @@ from ..core.states import COMPLETED, PENDING, READY, RETRYING, RUNNING
 from . import approvals
 from .constructs import interactive_approvals
 from .gcpolicy import graph_out_of_gc
+from .metrics import Measured, TaskMetrics
 from .priority import longest_remaining_path
 from .resolvers import RESOLVERS, expand_map
 from .sagas import Sagas
@@ -170,6 +171,7 @@ class Scheduler:
         self.error: BaseException | None = None  # an error of the run itself (abort())
         self.tg: Any = None
         self.cache: ResultCache | None = None  # the run's result cache (from the store), if any
+        self.metrics = TaskMetrics()  # CPU time, peak RSS, input features (nbflow.engine.metrics)
         self.loop_iters: dict[int, int] = {}  # loop node -> iterations started
         self._last_iteration: dict[int, int] = {}  # loop node -> its latest iteration's node
         self.answers: dict[int, Any] = {}  # approval node -> anyio.Event, then the answer
@@ -385,13 +387,14 @@ class Scheduler:
         self.enter(ev.TaskStarted(time.time(), i, ref.key, attempt, self.executor[i]))  # type: ignore[arg-type]
         args, kwargs = self._arguments(ref)
         backend = self.class_of[i].backend  # type: ignore[union-attr]
+        fn = self.metrics.wrap(i, spec.fn, self.executor[i], args, kwargs)  # metrics hook
         t0 = time.perf_counter()
         try:
             if spec.timeout is None:
-                value, size = await backend.call(ref.key, spec.fn, args, kwargs)
+                value, size = await backend.call(ref.key, fn, args, kwargs)
             else:
                 with anyio.move_on_after(spec.timeout) as scope:
-                    value, size = await backend.call(ref.key, spec.fn, args, kwargs)
+                    value, size = await backend.call(ref.key, fn, args, kwargs)
                 if scope.cancelled_caught:
                     if hasattr(backend, "abandon"):
                         backend.abandon(ref.key)
@@ -410,6 +413,8 @@ class Scheduler:
             self._failed_attempt(i, e, time.perf_counter() - t0)
             return
         duration = time.perf_counter() - t0
+        if type(value) is Measured:  # metrics hook: a process/Dask worker's envelope
+            value = self.metrics.unwrap(i, value)
         if cache is not None and self.cache is not None:  # store hook: hash, store if cacheable
             try:
                 size = await cache.commit(i, value, size)
@@ -459,7 +464,8 @@ class Scheduler:
         else:
             reason, key, blob = cache.info(i)
         self.enter(ev.TaskCompleted(time.time(), i, node.key, self.attempts[i], duration, size,
-                                    cached, reason, key, blob), value)
+                                    cached, reason, key, blob, None if cached else self.metrics.row(i)),
+                   value)
         if self.saga_of and i in self.saga_of:
             self.sagas.member_ended(i)
         waiting = self.waiting
@@ -480,7 +486,7 @@ class Scheduler:
         if self.attempts[i] <= spec.retries:
             delay = spec.backoff(self.attempts[i], self.rand.random())
             self.enter(ev.TaskRetrying(time.time(), i, ref.key, self.attempts[i], delay, error,
-                                       self._reason(i)), None, duration)
+                                       self._reason(i), self.metrics.row(i)), None, duration)
             self.timers += 1
             self.tg.start_soon(self._retry_after, i, delay)
             self._fill()
@@ -495,7 +501,7 @@ class Scheduler:
         if self.first_failure is None:
             self.first_failure = i
         self.enter(ev.TaskFailed(time.time(), i, ref.key, max(self.attempts[i], 1), duration, error,
-                                 self._reason(i)))
+                                 self._reason(i), self.metrics.row(i)))
         if not self.continue_on_error:
             self.tg.cancel_scope.cancel()
             return

@@ -65,7 +65,9 @@ class LiveView:
             self.widget = RunWidget(self.model, self.run, background=self.background, graph=self.graph)
             self.handle = display(self.widget.root, display_id=True)
         elif self.mode == "text":
-            self.text = TextProgress(self.model)
+            from ..predict.entry import eta_text
+
+            self.text = TextProgress(self.model, eta=lambda: eta_text(self.run))
             extra = (" in the background; nf.last_run().wait() waits for it"
                      if self.background else "")
             self.text.start(extra)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from .model import RunModel
@@ -24,8 +25,9 @@ class TextProgress:
     """Prints the progress of a run described by ``model``; call :meth:`tick` periodically."""
 
     def __init__(self, model: RunModel, out: TextIO | None = None, *, heartbeat: float = 30.0,
-                 max_notes: int = 3) -> None:
+                 max_notes: int = 3, eta: Callable[[], str | None] | None = None) -> None:
         self.model = model
+        self.eta = eta  # the run's ETA as text, or None when unknown (nbflow.predict.eta)
         self.out = out
         self.heartbeat = heartbeat
         self.max_notes = max_notes
@@ -72,11 +74,21 @@ class TextProgress:
         now = time.monotonic()
         if decile > self._decile and m.done < len(m):
             self._decile = decile
-            self._print(f"{PREFIX} {decile * 10:3d}% {progress_text(m)}")
+            self._print(f"{PREFIX} {decile * 10:3d}% {progress_text(m)}{self._eta_suffix()}")
         elif now - self._last_line >= self.heartbeat and m.version != self._last_version:
             self._print(f"{PREFIX}      {progress_text(m)}")
         self._last_version = m.version
         return self.lines - before
+
+    def _eta_suffix(self) -> str:
+        if self.eta is None:
+            return ""
+        try:
+            text = self.eta()
+        except Exception:  # an estimate must never break the progress display
+            self.eta = None
+            return ""
+        return f", {text}" if text else ""
 
     def final(self) -> None:
         self.tick()

@@ -65,8 +65,10 @@ class RunWidget:
         self.sort.observe(lambda _c: self._push("table", time.monotonic(), force=True), names="value")
         self.table = w.HTML("")
         self.errors = w.HTML("")
-        self.tabs = w.Tab(children=[self.graph_html, w.VBox([self.sort, self.table]), self.errors],
-                          titles=("Graph", "Tasks", "Errors"))
+        self.timeline = w.HTML("")  # predicted vs actual bars (nbflow.predict.timeline)
+        self.tabs = w.Tab(children=[self.graph_html, w.VBox([self.sort, self.table]), self.errors,
+                                    self.timeline],
+                          titles=("Graph", "Tasks", "Errors", "Timeline"))
         top: list[Any] = [self.progress]
         self.stop_button: Any = None
         if background and run is not None:
@@ -92,6 +94,7 @@ class RunWidget:
                       lambda: self.model.version, SLOW_EVERY),
             "errors": (self.errors, lambda: render.errors_html(self.model),
                        lambda: len(self.model.errors), SLOW_EVERY),
+            "timeline": (self.timeline, self._timeline_html, lambda: self.model.version, SLOW_EVERY),
         }
         self._order = list(self._channels)
         self._sent = {k: ch[0].value for k, ch in self._channels.items()}
@@ -102,7 +105,20 @@ class RunWidget:
 
     def _progress_html(self) -> str:
         running = self.model.status in ("pending", "running")
-        return render.progress_html(self.model, hint=self.hint if running else None)
+        text = render.progress_html(self.model, hint=self.hint if running else None)
+        if running and self.run is not None:  # the ETA, once there is history
+            from ..predict.timeline import eta_html
+
+            text += eta_html(self.run)
+        return text
+
+    def _timeline_html(self) -> str:
+        from ..predict.timeline import timeline_html
+
+        try:
+            return timeline_html(self.run)
+        except Exception:  # the timeline must never break the live view
+            return ""
 
     def _graph_html(self) -> str:
         svg = self.graph.svg()

@@ -35,6 +35,7 @@ TASK_COLUMNS = ["key", "task", "state", "attempts", "start", "end", "duration_s"
                 "output_bytes", "error", "executor", "reason"]
 RUN_COLUMNS = ["id", "name", "status", "start", "end", "duration_s", "tasks", "completed", "cached",
                "failed", "skipped", "cancelled", "backend", "host", "pid"]
+METRIC_COLUMNS = ["cpu_s", "peak_rss", "input_bytes", "input_items", "input_shape"]  # migration 3
 _HOST = socket.gethostname()
 
 
@@ -158,7 +159,8 @@ class StoredRun:
         final: dict[int, tuple[Any, ...]] = {}
         attempts: dict[int, int] = {}
         for r in q("SELECT idx, attempt, state, executor, start, end, duration_s, cached, output_bytes, "
-                   "error, reason, blob FROM task_runs WHERE run_id = ? ORDER BY idx, attempt", (self.id,)):
+                   "error, reason, blob, cpu_s, peak_rss, input_bytes, input_items, input_shape "
+                   "FROM task_runs WHERE run_id = ? ORDER BY idx, attempt", (self.id,)):
             idx, attempt, state = r[0], r[1], r[2]
             attempts[idx] = max(attempts.get(idx, 0), attempt)
             if state != "retried" or idx not in final:
@@ -166,14 +168,14 @@ class StoredRun:
         started = {idx for (idx,) in q(
             "SELECT DISTINCT idx FROM events WHERE run_id = ? AND type = 'TaskStarted'", (self.id,))}
         unfinished = "interrupted" if self.status == "interrupted" else "running"
-        cols: dict[str, list[Any]] = {c: [] for c in [*TASK_COLUMNS, "blob"]}
+        cols: dict[str, list[Any]] = {c: [] for c in [*TASK_COLUMNS, "blob", *METRIC_COLUMNS]}
         self._deps = {}
         for idx, key, task, kind, deps in nodes:
             self._deps[idx] = json.loads(deps or "[]")
             r = final.get(idx)
             if r is None:
                 state = unfinished if idx in started else "pending"
-                r = (idx, 0, state, None, None, None, None, 0, None, None, None, None)
+                r = (idx, 0, state, None, None, None, None, 0, None, None, None, None, *[None] * 5)
             elif r[2] == "retried":
                 r = (idx, r[1], unfinished if self.status in ("running", "interrupted") else "failed", *r[3:])
             cols["key"].append(key)
@@ -189,6 +191,8 @@ class StoredRun:
             cols["executor"].append(r[3] or ("inline" if kind != "task" else None))
             cols["reason"].append(r[10])
             cols["blob"].append(r[11])
+            for c, v in zip(METRIC_COLUMNS, r[12:17], strict=True):
+                cols[c].append(v)
             if r[9]:
                 self._errors[key] = r[9]
         self._rows = cols

@@ -55,7 +55,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -101,6 +101,14 @@ MIGRATIONS: dict[int, list[str]] = {
     # cache key at another result.  Rows of version 1 have none: recomputed once.
     2: [
         "ALTER TABLE cache ADD COLUMN sig TEXT",
+    ],
+    # 3: task metrics of each attempt (nbflow.engine.metrics), read by nf.history().
+    3: [
+        "ALTER TABLE task_runs ADD COLUMN cpu_s REAL",
+        "ALTER TABLE task_runs ADD COLUMN peak_rss INTEGER",
+        "ALTER TABLE task_runs ADD COLUMN input_bytes INTEGER",
+        "ALTER TABLE task_runs ADD COLUMN input_items INTEGER",
+        "ALTER TABLE task_runs ADD COLUMN input_shape TEXT",
     ],
 }
 

@@ -91,6 +91,8 @@ NODE_DEPS = Op("UPDATE nodes SET deps = ?, kind = ? WHERE run_id = ? AND idx = ?
 TASK_RUN = Op("INSERT OR REPLACE INTO task_runs(run_id, idx, attempt, key, state, executor, start, end, "
               "duration_s, cached, output_bytes, error, reason, cache_key, blob) "
               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _task_row)
+TASK_METRICS = Op("UPDATE task_runs SET cpu_s = ?, peak_rss = ?, input_bytes = ?, input_items = ?, "
+                  "input_shape = ? WHERE run_id = ? AND idx = ? AND attempt = ?")
 RUN_START = Op("INSERT OR REPLACE INTO runs(id, name, status, start, end, duration_s, backend, workers, "
                "n_tasks, host, pid, cwd, error) VALUES(?,?,?,?,NULL,NULL,?,?,?,?,?,?,NULL)", urgent=True)
 RUN_END = Op("UPDATE runs SET status = ?, end = ?, duration_s = ?, error = ? WHERE id = ?")
@@ -131,6 +133,7 @@ class RunRecorder:
             dur = getattr(e, "duration_s", None)
             put(TASK_RUN, (self.run_id, e.index, e.attempt, e.key, state, executor, start, e.time,  # type: ignore[attr-defined]
                            dur, False, None, e.error, e.reason, None, None))  # type: ignore[attr-defined]
+            self._metrics(e.index, e.attempt, e.metrics)  # type: ignore[attr-defined]
         elif t is ev.TaskSkipped:
             put(TASK_RUN, (self.run_id, e.index, 0, e.key, "skipped", None, None, e.time, None, False, None,  # type: ignore[attr-defined]
                            e.reason, None, None, None))  # type: ignore[attr-defined]  # (shown as its error)
@@ -157,6 +160,13 @@ class RunRecorder:
         self.journal.put(TASK_RUN, (self.run_id, i, e.attempt, e.key, "completed", executor, start, e.time,
                                     e.duration_s, e.cached, e.output_bytes, None, e.reason, e.cache_key,
                                     e.blob))
+        if e.metrics is not None:
+            self._metrics(i, e.attempt, e.metrics)
+
+    def _metrics(self, i: int, attempt: int, row: tuple[Any, ...] | None) -> None:
+        """Queue the attempt's metrics (CPU time, peak RSS, input features), if any."""
+        if row is not None:
+            self.journal.put(TASK_METRICS, (*row, self.run_id, i, attempt))
 
     def _added(self, e: ev.TasksAdded) -> None:
         self.journal.put_many(NODE, [(self.run_id, r) for r in e.refs])

@@ -54,6 +54,7 @@ def _run_pickled(payload: bytes) -> bytes:
     try:
         return cloudpickle.dumps(value)
     except Exception as e:
+        value = getattr(value, "measured_value", value)  # name the task's own result type
         raise PicklingError(
             f"its result of type {_describe(value)} cannot be pickled to send it back from the "
             f"worker process ({type(e).__name__}: {e})"

@@ -1,0 +1,143 @@
+"""Accuracy of ``run.eta()`` on replayed WfFormat traces.
+
+For every trace of a family with at least two instances (family as in
+``predict_eval.py``; ``--group app`` by default here, since few file families have two
+instances), a :class:`nbflow.predict.Predictor` is fitted on the family's *other*
+instances, then the trace is replayed through nbflow (one async task per trace task,
+sleeping its runtime times a scale that makes the trace's median task 20 ms, on
+``--workers`` workers).  When 25%, 50% and 75% of the tasks have finished, the run's state
+is snapshotted (cheaply, inside an event subscriber) and, after the run, the ETA of each
+snapshot is computed and compared with the time the run really still took from there.
+
+Reported per trace and as medians over traces: ``|eta - true| / true`` at each mark, and
+whether the true remaining time fell inside the 80% band.  Target: median error <= 15% at 50%.
+
+Usage::
+
+    python benchmarks/eta_eval.py DIR [--group app|file] [--workers 4] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_MEDIAN_S = 0.020
+MARKS = (0.25, 0.5, 0.75)
+
+
+def replay_workflow(nf: Any, trace: Any, scale: float) -> Any:
+    import anyio
+
+    tasks = {}
+    for c in trace.categories():
+        @nf.task(name=c)
+        async def work(seconds: float, *deps: object) -> None:
+            await anyio.sleep(seconds)
+        tasks[c] = work
+    refs: dict[str, Any] = {}
+    with nf.Workflow(trace.name) as wf:
+        for tid in trace.topological_order():
+            t = trace.task(tid)
+            refs[tid] = tasks[t.category](t.runtime_s * scale, *[refs[p] for p in t.parents])
+    return wf
+
+
+def evaluate(nf: Any, obs: Any, inst: str, path: Path, workers: int) -> dict[str, Any]:
+    from nbflow.predict import Predictor, load_trace
+    from nbflow.predict.eta import eta_of, snapshot
+
+    trace = load_trace(path)
+    runtimes = sorted(t.runtime_s for t in trace.tasks if t.runtime_s > 0)
+    scale = TARGET_MEDIAN_S / statistics.median(runtimes) if runtimes else 1.0
+    train = obs[obs["instance"] != inst].copy()
+    for c in ("duration_s", "start_s", "end_s"):
+        train[c] *= scale
+    predictor = Predictor().fit(train)
+    wf = replay_workflow(nf, trace, scale)
+    n = len(trace)
+    marks = {max(1, round(m * n)): m for m in MARKS}
+    snaps: dict[float, Any] = {}
+    done = 0
+
+    def factory(run: Any) -> Any:
+        def listen(e: Any) -> None:
+            nonlocal done
+            if type(e).__name__ == "TaskCompleted":
+                done += 1
+                if done in marks:
+                    snaps[marks[done]] = snapshot(run)
+        return listen
+
+    off = nf.on_run(factory)
+    try:
+        run = wf.run(workers=workers, cache=False)
+    finally:
+        off()
+    # The work ends when its last task ends (closing the run, e.g. committing the journal,
+    # comes after and is not what an ETA predicts).
+    end = float(run.tasks["end"].max().timestamp())
+    out: dict[str, Any] = {"trace": inst, "tasks": n, "scale": scale}
+    for m, snap in sorted(snaps.items()):
+        e = eta_of(snap, predictor)
+        true = end - snap.taken_at
+        out[f"at_{int(m * 100)}"] = {
+            "eta_s": e.remaining_s, "lo_s": e.remaining_lo, "hi_s": e.remaining_hi, "true_s": true,
+            "abs_error": abs(e.remaining_s - true) / true if true > 0 else None,
+            "in_band": bool(e.remaining_lo <= true <= e.remaining_hi),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("dir", type=Path)
+    ap.add_argument("--group", choices=("app", "file"), default="app")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("NBFLOW_HOME", tempfile.mkdtemp(prefix="nbflow-eta-"))
+    import nbflow as nf
+    from nbflow.predict import observations_from_wfformat
+
+    obs = observations_from_wfformat(args.dir)
+    if args.group == "app":
+        obs["family"] = obs["instance"].str.split("-").str[0]
+    rows = []
+    for _fam, part in obs.groupby("family", sort=True):
+        instances = list(dict.fromkeys(part["instance"]))
+        if len(instances) < 2:
+            continue
+        for inst in instances:
+            r = evaluate(nf, part, inst, args.dir / f"{inst}.json", args.workers)
+            print(json.dumps(r), file=sys.stderr)
+            rows.append(r)
+    summary = {}
+    for m in MARKS:
+        k = f"at_{int(m * 100)}"
+        errs = [r[k]["abs_error"] for r in rows if k in r and r[k]["abs_error"] is not None]
+        band = [r[k]["in_band"] for r in rows if k in r]
+        summary[k] = {
+            "median_abs_error": statistics.median(errs) if errs else None,
+            "in_band_share": sum(band) / len(band) if band else None,
+            "traces": len(errs),
+        }
+    med50 = summary["at_50"]["median_abs_error"]
+    result = {"dir": str(args.dir), "group": args.group, "workers": args.workers, "summary": summary,
+              "target_median_at_50_le_15pct": med50 is not None and med50 <= 0.15, "traces": rows}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

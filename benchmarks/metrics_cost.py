@@ -1,0 +1,122 @@
+"""Cost of recording task metrics: 10k no-op tasks with metrics on, against metrics off.
+
+Metrics (``nbflow/engine/metrics.py``: CPU time of thread/process tasks, input features)
+are always on in nbflow.  *Off* here replaces the scheduler's metrics hook with one that
+does nothing (``TaskMetrics.wrap`` returns the function, ``unwrap`` the value), in the
+same process, alternating on/off sample by sample so the machine's noise cancels.  Both
+wall time and CPU time of the process (``time.process_time``: what this process itself
+spent, unaffected by other processes on a shared machine) are reported; the budget is
+judged on CPU time.  Each
+sample builds and runs a fresh workflow of ``--n`` no-op tasks (each taking its parent's
+result, so every task has an argument to extract features from) with ``cache=False``.
+
+Target: metrics on costs at most 5% more per task than off (ratio on/off <= 1.05).
+
+Usage::
+
+    python benchmarks/metrics_cost.py [--n 10000] [--repeat 7] [--journal on|off] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _shapes import make  # noqa: E402
+
+BUDGET = 1.05
+
+
+def noop(*deps: object) -> int:
+    return 1
+
+
+async def anoop(*deps: object) -> int:
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--shapes", default="chain,layered")
+    ap.add_argument("--kinds", default="async,sync")
+    ap.add_argument("--journal", choices=("on", "off"), default="on")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    if args.journal == "off":
+        os.environ["NBFLOW_STORE"] = "off"
+    else:
+        os.environ.setdefault("NBFLOW_HOME", tempfile.mkdtemp(prefix="nbflow-metrics-"))
+    import nbflow as nf
+    from nbflow.engine.metrics import TaskMetrics
+
+    real_wrap, real_unwrap = TaskMetrics.wrap, TaskMetrics.unwrap
+
+    def off_wrap(self: Any, i: int, fn: Any, executor: Any, a: Any, kw: Any) -> Any:
+        return fn
+
+    def off_unwrap(self: Any, i: int, value: Any) -> Any:
+        return value
+
+    tasks = {"async": nf.task(anoop), "sync": nf.task(noop)}
+
+    def sample(parents: list[list[int]], kind: str, on: bool) -> tuple[float, float]:
+        TaskMetrics.wrap = real_wrap if on else off_wrap  # type: ignore[method-assign]
+        TaskMetrics.unwrap = real_unwrap if on else off_unwrap  # type: ignore[method-assign]
+        gc.collect()
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        with nf.Workflow("metrics-cost") as wf:
+            refs: list[Any] = []
+            for ps in parents:
+                refs.append(tasks[kind](*[refs[p] for p in ps]))
+        run = wf.run(cache=False)
+        dt = time.perf_counter() - t0
+        dc = time.process_time() - c0
+        if run.status != "completed":
+            raise RuntimeError(f"run ended {run.status}")
+        return dt, dc
+
+    results = []
+    for shape in args.shapes.split(","):
+        parents = make(shape, args.n)
+        for kind in args.kinds.split(","):
+            sample(parents, kind, True)  # warm-up
+            on, off = [], []
+            for _ in range(args.repeat):
+                off.append(sample(parents, kind, False))
+                on.append(sample(parents, kind, True))
+            m_on, m_off = statistics.median(w for w, _ in on), statistics.median(w for w, _ in off)
+            c_on, c_off = statistics.median(c for _, c in on), statistics.median(c for _, c in off)
+            row = {
+                "shape": shape, "kind": kind, "n": args.n, "journal": args.journal,
+                "wall_us_per_task_on": m_on / args.n * 1e6, "wall_us_per_task_off": m_off / args.n * 1e6,
+                "wall_ratio_on_off": m_on / m_off,
+                "cpu_us_per_task_on": c_on / args.n * 1e6, "cpu_us_per_task_off": c_off / args.n * 1e6,
+                "cpu_ratio_on_off": c_on / c_off, "within_budget": c_on / c_off <= BUDGET,
+            }
+            results.append(row)
+            print(json.dumps(row), file=sys.stderr)
+    TaskMetrics.wrap, TaskMetrics.unwrap = real_wrap, real_unwrap  # type: ignore[method-assign]
+    out = {"budget": BUDGET, "results": results}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

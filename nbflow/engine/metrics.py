@@ -1,0 +1,248 @@
+"""Per-attempt task metrics: CPU time, peak memory and simple input features.
+
+What is recorded for every attempt that runs task code (cheap things only):
+
+- ``cpu_s``: CPU seconds the task's own code used.  Thread tasks: ``time.thread_time``
+  around the call in the worker thread.  Process and Dask tasks: ``time.process_time``
+  around the call in the worker process.  Coroutines share the loop's thread with
+  everything else, so no CPU time can be attributed to one of them: ``None``.
+- ``peak_rss``: the worker process's peak resident set size in bytes after the call
+  (``resource.getrusage``; process and Dask tasks only).  It is the peak of that worker
+  so far, an upper bound for the task.
+- input features, from the arguments as the task receives them: ``input_bytes`` (sum of
+  the sizes that are cheap to know: arrays' ``nbytes``, DataFrames' shallow memory,
+  bytes and strings, files named by a path), ``input_items`` (sum of the lengths of list,
+  tuple, dict and set arguments) and ``input_shape`` (the shape of the largest array or
+  DataFrame argument, e.g. ``"1000x8"``).
+
+:class:`TaskMetrics` keeps them by node index for one run; the scheduler calls
+:meth:`TaskMetrics.wrap` before an attempt and :meth:`TaskMetrics.unwrap` on its value.
+For thread tasks the wrapper writes the CPU time straight into the table (the worker
+thread finishes writing before the awaiting coroutine resumes); a process or Dask worker
+sends it back with the value in a :class:`Measured` envelope, which ``unwrap`` opens.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Measured", "TaskMetrics", "input_features"]
+
+try:  # resource is POSIX only
+    import resource
+
+    # ru_maxrss is in KiB on Linux and in bytes on macOS.
+    _RSS_UNIT = 1 if sys.platform == "darwin" else 1024
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+    _RSS_UNIT = 1
+
+_COLLECTIONS = (list, tuple, dict, set, frozenset)
+
+
+def _peak_rss() -> int | None:
+    if resource is None:  # pragma: no cover - Windows
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * _RSS_UNIT
+
+
+class Measured:
+    """A task's value with the metrics its worker process measured (process/Dask)."""
+
+    __slots__ = ("cpu_s", "measured_value", "peak_rss")
+
+    def __init__(self, value: Any, cpu_s: float, peak_rss: int | None) -> None:
+        self.measured_value = value
+        self.cpu_s = cpu_s
+        self.peak_rss = peak_rss
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Measured, (self.measured_value, self.cpu_s, self.peak_rss))
+
+
+class _InProcess:
+    """Wraps a thread task: CPU time of the calling thread, written into the table."""
+
+    __slots__ = ("cpu", "fn", "index")
+
+    def __init__(self, fn: Callable[..., Any], cpu: dict[int, float], index: int) -> None:
+        self.fn, self.cpu, self.index = fn, cpu, index
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.thread_time()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.cpu[self.index] = time.thread_time() - t0
+
+
+class _Remote:
+    """Wraps a process or Dask task: measured in the worker, sent back in :class:`Measured`."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Measured:
+        t0 = time.process_time()
+        value = self.fn(*args, **kwargs)
+        return Measured(value, time.process_time() - t0, _peak_rss())
+
+
+# What an argument's type contributes, decided once per type (the hot path is a dict hit).
+_SKIP, _LEN, _NUMPY, _PANDAS, _PATH, _ITEMS = range(6)
+_KIND: dict[type, int] = {t: _SKIP for t in (int, float, bool, complex, type(None))}
+_KIND.update({bytes: _LEN, bytearray: _LEN, str: _LEN})
+_KIND.update({t: _ITEMS for t in _COLLECTIONS})
+
+
+def _kind(t: type) -> int:
+    k = _KIND.get(t)
+    if k is None:
+        mod = t.__module__
+        if mod.startswith("numpy"):
+            k = _NUMPY
+        elif mod.startswith("pandas"):
+            k = _PANDAS
+        elif issubclass(t, os.PathLike) or t.__name__ == "File":
+            k = _PATH
+        elif issubclass(t, _COLLECTIONS):
+            k = _ITEMS
+        else:
+            k = _SKIP
+        _KIND[t] = k
+    return k
+
+
+def _size_and_shape(a: Any, k: int) -> tuple[int | None, tuple[int, ...] | None]:
+    if k == _LEN:
+        return len(a), None
+    if k == _NUMPY:
+        shape = getattr(a, "shape", None)
+        n = getattr(a, "nbytes", None)
+        return (int(n) if n is not None else None), (tuple(shape) if shape is not None else None)
+    if k == _PANDAS:
+        shape = getattr(a, "shape", None)
+        usage = getattr(a, "memory_usage", None)
+        size = None
+        if usage is not None:
+            try:
+                total = usage(index=True, deep=False)
+                size = int(total.sum()) if hasattr(total, "sum") else int(total)
+            except TypeError:
+                size = None
+        return size, (tuple(shape) if shape is not None else None)
+    path = a if isinstance(a, os.PathLike) else getattr(a, "path", None)
+    try:
+        return os.stat(path).st_size, None
+    except (OSError, TypeError, ValueError):
+        return None, None
+
+
+def input_features(
+    args: tuple[Any, ...], kwargs: dict[str, Any] | None
+) -> tuple[int | None, int | None, str | None]:
+    """``(input_bytes, input_items, input_shape)`` of a call's arguments (see module doc)."""
+    nbytes = 0
+    known = False
+    items = None
+    best: tuple[int, ...] | None = None
+    best_n = -1
+    values = args if not kwargs else (*args, *kwargs.values())
+    kind = _KIND.get
+    for a in values:
+        k = kind(type(a))
+        if k is None:
+            k = _kind(type(a))
+        if k == _SKIP:
+            continue
+        if k == _ITEMS:
+            items = (items or 0) + len(a)
+            continue
+        size, shape = _size_and_shape(a, k)
+        if size is not None:
+            nbytes += size
+            known = True
+        if shape is not None:
+            n = 1
+            for d in shape:
+                n *= int(d)
+            if n > best_n:
+                best, best_n = shape, n
+    if not known and items is None and best is None:
+        return None, None, None
+    shape_text = "x".join(str(int(d)) for d in best) if best is not None else None
+    return (nbytes if known else None), items, shape_text
+
+
+class TaskMetrics:
+    """The metrics of one run, by node index (the latest attempt of each node)."""
+
+    __slots__ = ("cpu_s", "input_bytes", "input_items", "input_shape", "peak_rss")
+
+    def __init__(self) -> None:
+        self.cpu_s: dict[int, float] = {}
+        self.peak_rss: dict[int, int | None] = {}
+        self.input_bytes: dict[int, int | None] = {}
+        self.input_items: dict[int, int | None] = {}
+        self.input_shape: dict[int, str | None] = {}
+
+    def wrap(
+        self, i: int, fn: Callable[..., Any], executor: str | None,
+        args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+    ) -> Callable[..., Any]:
+        """Record ``i``'s input features; return ``fn`` wrapped to measure its CPU time."""
+        if kwargs or (args and self._has_features(args)):
+            b, n, s = input_features(args, kwargs)
+            if b is not None:
+                self.input_bytes[i] = b
+            if n is not None:
+                self.input_items[i] = n
+            if s is not None:
+                self.input_shape[i] = s
+        if executor == "async":
+            return fn  # coroutines: no CPU time of their own (see module doc)
+        if executor == "thread":
+            return _InProcess(fn, self.cpu_s, i)
+        if executor == "process" or executor == "dask":
+            return _Remote(fn)
+        return fn  # coroutines: no CPU time of their own (see module doc)
+
+    @staticmethod
+    def _has_features(args: tuple[Any, ...]) -> bool:
+        # The hot path: most arguments of tiny tasks are numbers or None; one dict hit each.
+        kind = _KIND.get
+        for a in args:
+            if kind(type(a)) != _SKIP:
+                return True
+        return False
+
+    def unwrap(self, i: int, value: Any) -> Any:
+        """Open a :class:`Measured` envelope (process/Dask), keeping its metrics."""
+        if type(value) is Measured:
+            self.cpu_s[i] = value.cpu_s
+            self.peak_rss[i] = value.peak_rss
+            return value.measured_value
+        return value
+
+    def row(self, i: int) -> tuple[Any, ...] | None:
+        """``(cpu_s, peak_rss, input_bytes, input_items, input_shape)`` of node ``i``'s latest
+        attempt (what its events carry), or None when nothing was measured."""
+        row = (self.cpu_s.get(i), self.peak_rss.get(i), self.input_bytes.get(i),
+               self.input_items.get(i), self.input_shape.get(i))
+        return row if any(v is not None for v in row) else None
+
+    def columns(self, n: int) -> dict[str, list[Any]]:
+        """``run.tasks`` columns for nodes ``0..n-1``."""
+        return {
+            "cpu_s": [self.cpu_s.get(i) for i in range(n)],
+            "peak_rss": [self.peak_rss.get(i) for i in range(n)],
+            "input_bytes": [self.input_bytes.get(i) for i in range(n)],
+            "input_items": [self.input_items.get(i) for i in range(n)],
+            "input_shape": [self.input_shape.get(i) for i in range(n)],
+        }

@@ -1,0 +1,381 @@
+"""Remaining time of a run (``run.eta()``) and makespan forecasts (``nf.forecast(wf)``).
+
+Both answer the same question: how long will *this graph* take on *these workers*, given
+what history says about each task?  The answer comes from simulating the engine's own
+dispatch policy (:func:`nbflow.predict.simulate.simulate`: longest remaining path first,
+then priority, then first-come) with predicted durations, many times over:
+
+- each task's duration is drawn from its prediction and the held-out errors of its family
+  (:meth:`nbflow.predict.Predictor.sample`), coupled across tasks because one run's tasks
+  tend to be slow or fast together;
+- the median of the simulated makespans is the estimate, the 10% and 90% quantiles are its
+  80% band.
+
+For a run in flight (:func:`snapshot` then :func:`eta_of`), finished tasks are gone from
+the graph, and running tasks start at once with their predicted duration minus the time
+they have already run (at least a tenth of the prediction: a task past its estimate is
+taken to be nearly done, not done).  As tasks finish, fewer unknowns remain and the
+finished tasks correct the estimates of the rest (online correction), so the band
+narrows.
+
+Nodes that are not task calls (collecting a map, branch gates, constants) take no time.
+A ``map`` whose items are not known yet counts as nothing until it expands.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from nbflow.core.errors import NbflowError
+from nbflow.engine.priority import longest_remaining_path
+from nbflow.predict.simulate import simulate
+
+if TYPE_CHECKING:
+    from nbflow.predict.model import Predictor
+
+__all__ = ["Eta", "Forecast", "ForecastError", "RunSnapshot", "eta_of", "forecast", "run_eta", "snapshot"]
+
+DEFAULT_SAMPLES = 40
+_TASK_KINDS = ("task", "undo")
+_TERMINAL = ("completed", "failed", "cancelled", "skipped")
+_RUNNING = ("running", "retrying")
+_PREDICTORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+class ForecastError(NbflowError, ValueError):
+    """A forecast or ETA cannot be computed as asked; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Eta:
+    """Remaining time of a run: ``remaining_s`` (median) within ``[remaining_lo, remaining_hi]``
+    (80%), after ``elapsed_s``; ``done`` of ``total`` tasks finished; ``no_history`` lists the
+    tasks whose durations are guesses (no history of them)."""
+
+    remaining_s: float
+    remaining_lo: float
+    remaining_hi: float
+    elapsed_s: float
+    done: int
+    total: int
+    no_history: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if math.isnan(self.remaining_s):
+            return f"ETA unknown ({self.done}/{self.total} tasks done)"
+        return (f"ETA {_fmt(self.remaining_s)} (80%: {_fmt(self.remaining_lo)}–{_fmt(self.remaining_hi)}), "
+                f"{self.done}/{self.total} tasks done")
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """Predicted makespan per worker count, before running.
+
+    ``table``: one row per worker count (``workers``, ``makespan_s`` median, ``makespan_lo``,
+    ``makespan_hi``: 80% band); ``critical_path``: the task keys of the heaviest predicted
+    chain and ``critical_path_s`` its predicted length (no worker count beats it);
+    ``recommended_workers``: the knee of the curve, the fewest workers whose makespan is
+    within 10% of the best; ``no_history``: task names predicted without history.
+    """
+
+    table: pd.DataFrame
+    critical_path: list[str]
+    critical_path_s: float
+    recommended_workers: int
+    no_history: list[str]
+    tasks: int
+
+    def __str__(self) -> str:
+        lines = [f"forecast: {self.tasks} tasks, critical path {_fmt(self.critical_path_s)}, "
+                 f"recommended workers {self.recommended_workers}"]
+        for r in self.table.itertuples():
+            lines.append(f"  {r.workers:>4} workers: {_fmt(r.makespan_s)} "
+                         f"(80%: {_fmt(r.makespan_lo)}–{_fmt(r.makespan_hi)})")
+        if self.no_history:
+            lines.append(f"  no history: {', '.join(self.no_history[:10])}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = (f"<b>forecast</b>: {self.tasks} tasks, critical path {_fmt(self.critical_path_s)}, "
+                f"recommended workers <b>{self.recommended_workers}</b>")
+        note = f"<br>no history: {', '.join(self.no_history[:10])}" if self.no_history else ""
+        return head + note + self.table.to_html(index=False, float_format=lambda v: f"{v:.3g}")
+
+
+def _fmt(s: float) -> str:
+    if math.isnan(s):
+        return "?"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min"
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What an ETA needs to know about a run at one moment (cheap to take, on any thread)."""
+
+    keys: list[str]
+    names: list[str]
+    kinds: list[str]
+    deps: list[list[int]]
+    states: list[str]
+    elapsed: list[float]  # seconds each running task has run; nan otherwise
+    durations: list[float]
+    input_bytes: list[float]
+    priorities: list[int]
+    workers: int
+    taken_at: float
+    run_elapsed_s: float
+    levels: list[float] | None = None  # the scheduler's dispatch levels (learned or unit)
+
+
+def _priority(ref: Any) -> int:
+    spec = getattr(getattr(ref, "task", None), "spec", None)
+    return int(getattr(spec, "priority", 0) or 0)
+
+
+def _workers_of(run: Any) -> int:
+    if run.workers:
+        return int(run.workers)
+    from nbflow.engine.backends.local import DEFAULT_THREADS
+
+    return DEFAULT_THREADS
+
+
+def _state_of(run: Any) -> tuple[list[Any], list[str], list[float], list[float], list[float], Any]:
+    """``(nodes, states, starts, durations, input_bytes, levels)`` of a run, as of now.
+
+    A live run gives a cheap copy (``run.state_now()``): a snapshot is taken while the run
+    goes on, often from an event subscriber, and building the public ``run.tasks``
+    DataFrame there would stall the run for milliseconds.  A stored run gives its table.
+    """
+    state_now = getattr(run, "state_now", None)
+    if state_now is None:
+        t = run.tasks
+        ib = t["input_bytes"].astype(float).tolist() if "input_bytes" in t.columns else [math.nan] * len(t)
+        starts = [x.timestamp() if isinstance(x, pd.Timestamp) and not pd.isna(x) else math.nan
+                  for x in t["start"]]
+        return (list(run.nodes), t["state"].tolist(), starts, t["duration_s"].astype(float).tolist(), ib,
+                None)
+    s = state_now()
+    return s["nodes"], s["state"], s["start"], s["duration"], s["input_bytes"], s["level"]
+
+
+def snapshot(run: Any) -> RunSnapshot:
+    """Freeze the state of ``run`` for :func:`eta_of` (cheap: a few list copies)."""
+    now = time.time()
+    nodes, states, starts, durations, ib, levels = _state_of(run)
+    n = min(len(nodes), len(states))
+    elapsed = [now - starts[i] if states[i] in _RUNNING and starts[i] == starts[i] else math.nan
+               for i in range(n)]
+    started = getattr(run, "started_at", math.nan)
+    return RunSnapshot(
+        keys=[r.key for r in nodes[:n]], names=[r.name for r in nodes[:n]], kinds=[r.kind for r in nodes[:n]],
+        deps=[list(r.deps) for r in nodes[:n]], states=states[:n], elapsed=elapsed,
+        durations=durations[:n], input_bytes=ib[:n],
+        priorities=[_priority(r) for r in nodes[:n]], workers=_workers_of(run), taken_at=now,
+        run_elapsed_s=now - started if started == started else 0.0,
+        levels=levels[:n] if levels is not None else None,
+    )
+
+
+def _topo(ids: list[int], deps: list[list[int]]) -> tuple[list[int], list[list[int]]]:
+    """Renumber ``ids`` (a dependency-closed-downward subset) in a topological order."""
+    inside = set(ids)
+    succ: dict[int, list[int]] = {i: [] for i in ids}
+    indeg = {i: 0 for i in ids}
+    for j in ids:
+        for d in deps[j]:
+            if d in inside:
+                succ[d].append(j)
+                indeg[j] += 1
+    order = [i for i in ids if indeg[i] == 0]
+    k = 0
+    while k < len(order):
+        for j in succ[order[k]]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                order.append(j)
+        k += 1
+    pos = {i: p for p, i in enumerate(order)}
+    return order, [sorted(pos[j] for j in succ[i]) for i in order]
+
+
+def _draws(
+    predictor: Predictor, names: list[str], inputs: list[float], finished: pd.DataFrame | None,
+    samples: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    rows = pd.DataFrame({"task": names, "input_bytes": inputs})
+    if not len(rows):
+        return np.zeros((samples, 0)), np.zeros(0), []
+    pred = predictor.predict(rows, finished=finished)
+    draws = predictor.sample(rows, n=samples, finished=finished, seed=seed)
+    no_hist = sorted(set(rows.loc[pred["source"] != "history", "task"]))
+    return draws, pred["duration_s"].to_numpy(), no_hist
+
+
+def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAULT_SAMPLES,
+           seed: int = 0) -> Eta:
+    """The :class:`Eta` of a run at the moment ``snap`` was taken."""
+    n = len(snap.keys)
+    done = sum(1 for s in snap.states if s in _TERMINAL)
+    left = [i for i in range(n) if snap.states[i] not in _TERMINAL]
+    if not left:
+        return Eta(0.0, 0.0, 0.0, snap.run_elapsed_s, done, n)
+    if predictor is None:
+        return Eta(math.nan, math.nan, math.nan, snap.run_elapsed_s, done, n)
+    order, succs = _topo(left, snap.deps)
+    is_task = [snap.kinds[i] in _TASK_KINDS for i in order]
+    task_ids = [i for i, t in zip(order, is_task, strict=True) if t]
+    fin_ids = [i for i in range(n) if snap.states[i] == "completed" and snap.kinds[i] in _TASK_KINDS
+               and snap.durations[i] == snap.durations[i]]
+    finished = pd.DataFrame({
+        "task": [snap.names[i] for i in fin_ids],
+        "input_bytes": [snap.input_bytes[i] for i in fin_ids],
+        "duration_s": [snap.durations[i] for i in fin_ids],
+    }) if fin_ids else None
+    draws, _, no_hist = _draws(predictor, [snap.names[i] for i in task_ids],
+                                   [snap.input_bytes[i] for i in task_ids], finished, samples, seed)
+    col = {i: c for c, i in enumerate(task_ids)}
+    running = [snap.states[i] in _RUNNING for i in order]
+    levels = ([snap.levels[i] for i in order] if snap.levels is not None else longest_remaining_path(succs))
+    # Running tasks hold their workers from the start of the simulation.
+    levels = [lv + 1e12 if r else lv for lv, r in zip(levels, running, strict=True)]
+    prios = [snap.priorities[i] for i in order]
+    spans = []
+    for s in range(draws.shape[0]):
+        dur = np.zeros(len(order))
+        for p, i in enumerate(order):
+            c = col.get(i)
+            if c is None:
+                continue
+            d = float(draws[s, c])
+            if running[p] and snap.elapsed[i] == snap.elapsed[i]:
+                d = max(d - snap.elapsed[i], 0.1 * d)
+            dur[p] = d
+        spans.append(simulate(succs, dur.tolist(), snap.workers, priorities=prios, levels=levels).makespan)
+    lo, mid, hi = np.quantile(spans, [0.1, 0.5, 0.9])
+    return Eta(float(mid), float(lo), float(hi), snap.run_elapsed_s, done, n, no_hist)
+
+
+def default_predictor(exclude_run: str | None = None, home: Any = None) -> Predictor | None:
+    """A predictor fitted on the store's history (minus one run), or None without history."""
+    from nbflow.predict.history import history
+    from nbflow.predict.model import Predictor
+
+    try:
+        h = history(home=home)
+    except Exception:  # no usable store: no history
+        return None
+    if exclude_run is not None:
+        h = h[h["run_id"] != exclude_run]
+    h = h[(h["state"] == "completed") & ~h["cached"] & h["duration_s"].notna()]
+    if h.empty:
+        return None
+    return Predictor().fit(h)
+
+
+def run_eta(run: Any, predictor: Predictor | None = None, samples: int = DEFAULT_SAMPLES) -> Eta:
+    """``run.eta()``: see :func:`eta_of`.  Without ``predictor``, one is fitted on the store's
+    history once per run (excluding the run itself, whose finished tasks correct it online)."""
+    if predictor is None:
+        if run not in _PREDICTORS:
+            _PREDICTORS[run] = default_predictor(exclude_run=run.id)
+        predictor = _PREDICTORS[run]
+    return eta_of(snapshot(run), predictor, samples=samples)
+
+
+def forecast(
+    wf: Any,
+    workers: Sequence[int] = (1, 2, 4, 8, 16),
+    predictor: Predictor | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+) -> Forecast:
+    """Predict the makespan of workflow ``wf`` on each worker count, without running it.
+
+    ``predictor`` defaults to one fitted on the store's history (:func:`nbflow.history`).
+    Raises :class:`ForecastError` when there is no history at all and no predictor.
+    """
+    from nbflow.engine.metrics import input_features
+
+    ws = [int(w) for w in workers]
+    if not ws or any(w < 1 for w in ws):
+        raise ForecastError(f"workers must be a non-empty list of whole numbers >= 1, got {list(workers)!r}")
+    nodes = list(getattr(wf, "nodes", []))
+    if not nodes:
+        raise ForecastError("the workflow has no tasks: trace task calls in `with nf.Workflow(...)` first")
+    if predictor is None:
+        predictor = default_predictor()
+        if predictor is None:
+            raise ForecastError("no history to predict from: run the workflow once (or pass "
+                                "predictor=Predictor().fit(observations))")
+    order, succs = _topo(list(range(len(nodes))), [list(r.deps) for r in nodes])
+    task_pos = [p for p, i in enumerate(order) if nodes[i].kind in _TASK_KINDS]
+    names = [nodes[order[p]].name for p in task_pos]
+    inputs = []
+    for p in task_pos:
+        r = nodes[order[p]]
+        b = input_features(r.args, r.kwargs)[0] if r.nested == 0 else None
+        inputs.append(float(b) if b is not None else math.nan)
+    draws, point, no_hist = _draws(predictor, names, inputs, None, samples, seed)
+    base = np.zeros((draws.shape[0], len(order)))
+    base[:, task_pos] = draws
+    point_all = np.zeros(len(order))
+    point_all[task_pos] = point
+    prios = [_priority(nodes[i]) for i in order]
+    rows = []
+    for w in ws:
+        spans = [simulate(succs, d.tolist(), w, priorities=prios).makespan for d in base]
+        lo, mid, hi = np.quantile(spans, [0.1, 0.5, 0.9])
+        rows.append({"workers": w, "makespan_s": float(mid), "makespan_lo": float(lo),
+                     "makespan_hi": float(hi)})
+    table = pd.DataFrame(rows)
+    best = float(table["makespan_s"].min())
+    knee = int(table.loc[table["makespan_s"] <= 1.1 * best, "workers"].min())
+    # Critical path by predicted durations: follow the heaviest successor from the heaviest root.
+    level = longest_remaining_path(succs, weights=point_all.tolist())
+    indeg = [0] * len(order)
+    for out in succs:
+        for j in out:
+            indeg[j] += 1
+    path: list[int] = []
+    cur = max((i for i in range(len(order)) if indeg[i] == 0), key=lambda i: level[i], default=None)
+    while cur is not None:
+        path.append(cur)
+        cur = max(succs[cur], key=lambda j: level[j], default=None)
+    return Forecast(
+        table=table,
+        critical_path=[nodes[order[p]].key for p in path if nodes[order[p]].kind in _TASK_KINDS],
+        critical_path_s=float(max(level, default=0.0)),
+        recommended_workers=knee,
+        no_history=no_hist,
+        tasks=len(task_pos),
+    )
+
+
+def run_eta_text(run: Any) -> str | None:
+    """Short ETA text for progress displays; None when there is no history to go by."""
+    if run not in _PREDICTORS:
+        _PREDICTORS[run] = default_predictor(exclude_run=run.id)
+    predictor = _PREDICTORS[run]
+    if predictor is None:
+        return None
+    snap = snapshot(run)
+    left = sum(1 for s in snap.states if s not in _TERMINAL)
+    # Each simulation is O(tasks log tasks) in Python: cap the work at ~200k task-steps.
+    samples = max(5, min(DEFAULT_SAMPLES, 200_000 // max(left, 1)))
+    e = eta_of(snap, predictor, samples=samples)
+    if math.isnan(e.remaining_s):
+        return None
+    return f"ETA {_fmt(e.remaining_s)} (80%: {_fmt(e.remaining_lo)}–{_fmt(e.remaining_hi)})"

@@ -1,0 +1,432 @@
+"""Task duration prediction: per-family model choice, online correction, 80% intervals.
+
+:class:`Predictor` learns from observation rows (see :mod:`nbflow.predict.observations`):
+``task`` (the family a row belongs to), ``duration_s`` and, when known, ``input_bytes``,
+``instance`` (the run) and ``start_s``/``end_s`` (when in its run it started and ended).
+
+How it works, per task family:
+
+1. **Model choice by held-out error.**  Every candidate of
+   :mod:`nbflow.predict.candidates` (median, linear and power law in input size, nearest
+   neighbours in log input size) is scored on data it did not see: leave one run out when
+   the family has several runs, otherwise five interleaved folds.  The candidate with
+   the lowest median absolute percentage error wins (a model other than the median must
+   beat the median by 5%) and is refitted on everything.
+2. **Online correction.**  ``predict(rows, finished=...)`` takes the tasks of the same run
+   that already finished.  A run on a slower machine or with bigger inputs than history
+   shifts all its tasks; the finished ones show by how much.  Three corrections are
+   candidates, and the one chosen per family is again the one with the lowest error when
+   history is replayed run by run (each run's tasks predicted from the tasks of that run
+   that finished before they started):
+
+   - ``factor``: multiply by the run's speed factor: the median ratio actual/predicted of
+     the finished tasks of this family, shrunk towards the run-wide median ratio (itself
+     shrunk towards 1) by the number of finished tasks, so two lucky tasks do not swing it;
+   - ``local``: the median duration of the finished tasks of this family in this run with
+     the nearest input sizes (once at least three finished), because tasks of one run share
+     a machine and a data set far more than tasks of different runs do;
+   - ``blend``: the geometric mean of the two; ``none`` keeps the offline estimate.
+
+   With a single run of history nothing shows that runs differ, so no correction is
+   applied (``none``); a family never seen before uses ``factor``.
+3. **Intervals** are the 10% and 90% quantiles of the held-out log residuals of the chosen
+   model (offline or online, whichever is answering), taken per family when it has enough
+   residuals and from all families pooled otherwise, so they are calibrated on data the
+   model did not see.
+
+A family never seen before falls back to the family with the most similar name (at least
+60% similar), else to the global prior (median duration of all history, with the spread of
+all history as its interval); the ``source`` column of the prediction says which.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from nbflow.core.errors import NbflowError
+from nbflow.predict.candidates import CANDIDATES, FLOOR_S, Fitted, fit_median
+
+__all__ = ["PredictionError", "Predictor", "mdape"]
+
+MIN_OWN_RESIDUALS = 15  # below this, a family's interval uses the pooled residuals
+SHRINK_FAMILY = 4.0  # finished tasks of a family that give its own factor half the weight
+SHRINK_RUN = 8.0  # finished tasks of a run that give the run-wide factor half the weight
+LOCAL_MIN = 3  # finished tasks of a family before the ``local`` correction is possible
+ONLINE_STRATEGIES = ("none", "factor", "local", "blend")
+SIGNIFICANT_S = 0.05  # errors are judged on tasks longer than this (shorter ones are noise)
+PREFER_SIMPLE = 0.05  # relative held-out gain a model needs over the median to be chosen
+
+
+class PredictionError(NbflowError, ValueError):
+    """Observations or rows handed to a :class:`Predictor` cannot be used as they are."""
+
+
+def mdape(actual: np.ndarray, predicted: np.ndarray, min_s: float = SIGNIFICANT_S) -> float:
+    """Median absolute percentage error (in %) over tasks with ``actual > min_s``.
+
+    Falls back to all tasks when none is that long; ``nan`` for an empty sample.
+    """
+    actual = np.asarray(actual, dtype=float)
+    predicted = np.asarray(predicted, dtype=float)
+    keep = actual > min_s
+    if not keep.any():
+        keep = actual > 0
+    if not keep.any():
+        return float("nan")
+    return float(np.median(np.abs(predicted[keep] - actual[keep]) / actual[keep]) * 100.0)
+
+
+@dataclass
+class _Family:
+    """What the predictor knows about one task family."""
+
+    name: str
+    model: str
+    fitted: Fitted
+    n: int
+    median_s: float = 1.0
+    online: str = "none"
+    resid_offline: np.ndarray = field(default_factory=lambda: np.empty(0))
+    resid_online: np.ndarray = field(default_factory=lambda: np.empty(0))
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+def _log_ratio(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(actual, FLOOR_S)) - np.log(np.maximum(predicted, FLOOR_S))
+
+
+def _prepare(frame: pd.DataFrame, what: str, need_duration: bool, fill_x: bool = False) -> pd.DataFrame:
+    if not isinstance(frame, pd.DataFrame):
+        raise PredictionError(f"{what} must be a pandas DataFrame, got {type(frame).__name__}")
+    required = ["task", "duration_s"] if need_duration else ["task"]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise PredictionError(
+            f"{what} lacks column(s) {missing}; give one row per task with at least "
+            f"{required} (nbflow.predict.observations_from_wfformat and nf.history produce them)"
+        )
+    if need_duration:  # history rows: learn from attempts that really ran to completion
+        if "state" in frame.columns:
+            frame = frame[frame["state"] == "completed"]
+        if "cached" in frame.columns:
+            frame = frame[~frame["cached"].astype(bool)]
+    out = pd.DataFrame(index=frame.index)
+    out["task"] = frame["task"].astype(str)
+    # Unknown input sizes stay NaN: fitting treats them as 0 (the size laws then reduce to
+    # the median), predicting answers them with the family's median.
+    x = frame["input_bytes"] if "input_bytes" in frame.columns else np.nan
+    out["input_bytes"] = pd.to_numeric(pd.Series(x, index=frame.index), errors="coerce").astype(float)
+    if fill_x:
+        out["input_bytes"] = out["input_bytes"].fillna(0.0)
+    if need_duration:
+        y = pd.to_numeric(frame["duration_s"], errors="coerce")
+        if y.isna().any() or (y < 0).any():
+            bad = frame.index[y.isna() | (y < 0)][:3].tolist()
+            raise PredictionError(
+                f"{what}: duration_s must be a number >= 0 (rows {bad}); drop unfinished tasks first"
+            )
+        out["duration_s"] = y.astype(float)
+    out["instance"] = frame["instance"].astype(str) if "instance" in frame.columns else "run"
+    for col in ("start_s", "end_s"):
+        if col in frame.columns:
+            out[col] = pd.to_numeric(frame[col], errors="coerce")
+    if "start_s" not in out.columns:
+        out["start_s"] = np.arange(len(out), dtype=float)
+    if "end_s" not in out.columns:
+        out["end_s"] = out["start_s"] + out.get("duration_s", 0.0)
+    return out
+
+
+def _folds(instances: np.ndarray) -> list[np.ndarray]:
+    """Held-out masks: one per run when there are several runs, else 5 interleaved folds."""
+    runs = pd.unique(instances)
+    if len(runs) >= 2:
+        return [instances == r for r in runs]
+    n = len(instances)
+    if n < 6:
+        return []
+    k = 5
+    idx = np.arange(n) % k
+    return [idx == i for i in range(k)]
+
+
+class _Finished:
+    """The finished tasks of one run, with the offline prediction of each."""
+
+    def __init__(self, task: np.ndarray, x: np.ndarray, y: np.ndarray, p0: np.ndarray) -> None:
+        self.task, self.x, self.y = task, x, y
+        self.lr = _log_ratio(y, p0)
+
+    def correct(self, family: str, x: np.ndarray, p0: np.ndarray) -> dict[str, np.ndarray]:
+        """Estimates of every online strategy for queries of ``family`` (sizes ``x``)."""
+        n_run = len(self.lr)
+        run_f = float(np.median(self.lr)) * n_run / (n_run + SHRINK_RUN) if n_run else 0.0
+        mine = self.task == family
+        m = int(mine.sum())
+        fam_f = float(np.median(self.lr[mine])) if m else 0.0
+        f = (m * fam_f + SHRINK_FAMILY * run_f) / (m + SHRINK_FAMILY)
+        factor = p0 * np.exp(f)
+        out = {"none": p0, "factor": factor}
+        if m >= LOCAL_MIN:
+            local = CANDIDATES["knn"](np.nan_to_num(self.x[mine]), self.y[mine])(np.nan_to_num(x))
+            local = np.where(np.isnan(x), float(np.median(self.y[mine])), local)
+            out["local"] = local
+            out["blend"] = np.sqrt(local * factor)
+        else:
+            out["local"] = factor
+            out["blend"] = factor
+        return out
+
+
+class Predictor:
+    """Predict task durations from history; see the module docstring for how.
+
+    >>> import pandas as pd
+    >>> obs = pd.DataFrame({"task": ["a"] * 20, "input_bytes": range(20),
+    ...                     "duration_s": [1.0 + i for i in range(20)]})
+    >>> p = Predictor().fit(obs)
+    >>> round(float(p.predict(pd.DataFrame({"task": ["a"], "input_bytes": [30]})).duration_s[0]))
+    31
+    """
+
+    def __init__(self, candidates: Mapping[str, object] | None = None) -> None:
+        names = list(CANDIDATES) if candidates is None else list(candidates)
+        unknown = [c for c in names if c not in CANDIDATES]
+        if unknown or not names:
+            raise PredictionError(f"unknown candidate model(s) {unknown}; choose from {list(CANDIDATES)}")
+        self.candidates = names
+        self.families: dict[str, _Family] = {}
+        self._prior_s = 1.0
+        self._prior_resid = np.array([-1.0, 1.0])
+        self._pooled_offline = np.empty(0)
+        self._pooled_online = np.empty(0)
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(self, observations: pd.DataFrame) -> Predictor:
+        """Learn from observation rows (one per finished task); returns ``self``."""
+        obs = _prepare(observations, "observations", need_duration=True, fill_x=True)
+        if obs.empty:
+            raise PredictionError("observations is empty: there is no history to learn from yet")
+        y_all = obs["duration_s"].to_numpy()
+        self._prior_s = max(float(np.median(y_all)), FLOOR_S)
+        self._prior_resid = _log_ratio(y_all, np.full(len(y_all), self._prior_s))
+        oof = np.full(len(obs), np.nan)
+        self.families = {}
+        for fam, idx in obs.groupby("task", sort=False).indices.items():
+            rows = obs.iloc[idx]
+            family, pred = self._fit_family(str(fam), rows)
+            self.families[str(fam)] = family
+            oof[idx] = pred
+        self._choose_online(obs, oof)
+        res_off = [f.resid_offline for f in self.families.values() if len(f.resid_offline)]
+        res_on = [f.resid_online for f in self.families.values() if len(f.resid_online)]
+        self._pooled_offline = np.concatenate(res_off) if res_off else self._prior_resid
+        self._pooled_online = np.concatenate(res_on) if res_on else self._pooled_offline
+        return self
+
+    def _fit_family(self, name: str, rows: pd.DataFrame) -> tuple[_Family, np.ndarray]:
+        x = rows["input_bytes"].to_numpy(dtype=float)
+        y = rows["duration_s"].to_numpy(dtype=float)
+        folds = _folds(rows["instance"].to_numpy())
+        if not folds:
+            fam = _Family(name, "median", fit_median(x, y), len(y), max(float(np.median(y)), FLOOR_S))
+            return fam, np.full(len(y), np.nan)
+        preds: dict[str, np.ndarray] = {}
+        scores: dict[str, float] = {}
+        for cand in self.candidates:
+            p = np.empty(len(y))
+            for test in folds:
+                train = ~test
+                p[test] = CANDIDATES[cand](x[train], y[train])(x[test])
+            preds[cand] = p
+            scores[cand] = mdape(y, p)
+        # Lowest held-out error wins, but a model more complex than the first candidate
+        # (the median) must beat it clearly: small wins on few runs are mostly luck.
+        base = self.candidates[0]
+        best = base
+        for cand in self.candidates[1:]:
+            bar = min(scores[best], scores[base] * (1 - PREFER_SIMPLE))
+            if np.nan_to_num(scores[cand], nan=np.inf) < bar:
+                best = cand
+        fam = _Family(name, best, CANDIDATES[best](x, y), len(y), max(float(np.median(y)), FLOOR_S),
+                      scores=scores)
+        fam.resid_offline = _log_ratio(y, preds[best])
+        return fam, preds[best]
+
+    def _choose_online(self, obs: pd.DataFrame, oof: np.ndarray) -> None:
+        """Replay history run by run to pick each family's online correction."""
+        ok = ~np.isnan(oof)
+        if obs.loc[ok, "instance"].nunique() < 2:
+            return  # one run of history: no evidence that runs differ, so no correction
+        est = {s: np.full(len(obs), np.nan) for s in ONLINE_STRATEGIES}
+        task = obs["task"].to_numpy()
+        x = obs["input_bytes"].to_numpy(dtype=float)
+        y = obs["duration_s"].to_numpy(dtype=float)
+        start = obs["start_s"].to_numpy(dtype=float)
+        end = obs["end_s"].to_numpy(dtype=float)
+        for idx in obs.groupby("instance", sort=False).indices.values():
+            idx = idx[ok[idx]]
+            for members in _same_finished_sets(start[idx], end[idx]):
+                q, fin = idx[members[0]], idx[members[1]]
+                finished = _Finished(task[fin], x[fin], y[fin], oof[fin])
+                for fam in pd.unique(task[q]):
+                    qq = q[task[q] == fam]
+                    for s, v in finished.correct(fam, x[qq], oof[qq]).items():
+                        est[s][qq] = v
+        for name, fam in self.families.items():
+            sel = (task == name) & ok
+            if not sel.any():
+                continue
+            scores = {s: mdape(y[sel], est[s][sel]) for s in ONLINE_STRATEGIES}
+            fam.online = min(ONLINE_STRATEGIES, key=lambda s: np.nan_to_num(scores[s], nan=np.inf))
+            fam.resid_online = _log_ratio(y[sel], est[fam.online][sel])
+            fam.scores.update({f"online_{s}": v for s, v in scores.items()})
+
+    # --------------------------------------------------------------- predicting
+
+    def predict(self, rows: pd.DataFrame, finished: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Predict ``rows`` (columns ``task`` and, ideally, ``input_bytes``).
+
+        ``finished``: tasks of the same run that already finished (with ``duration_s``),
+        used to correct the estimates online.  Returns a DataFrame with ``rows``' index and
+        columns ``duration_s``, ``duration_lo``, ``duration_hi`` (an 80% interval),
+        ``model`` (the family model that answered), ``source`` (``history``, ``similar
+        name: <family>`` or ``global prior``), ``online`` (the correction applied, or
+        ``none``) and ``n_history`` (observations of the family that answered).
+        """
+        if not self.families:
+            raise PredictionError("this Predictor is not fitted: call .fit(observations) first")
+        q = _prepare(rows, "rows", need_duration=False)
+        fin = None
+        if finished is not None and len(finished):
+            f = _prepare(finished, "finished", need_duration=True)
+            p0f, _, _ = self._offline(f)
+            fin = _Finished(f["task"].to_numpy(), f["input_bytes"].to_numpy(dtype=float),
+                            f["duration_s"].to_numpy(dtype=float), p0f)
+        p0, model, source = self._offline(q)
+        point = p0.copy()
+        lo = np.empty(len(q))
+        hi = np.empty(len(q))
+        online = np.full(len(q), "none", dtype=object)
+        n_hist = np.zeros(len(q), dtype=int)
+        task = q["task"].to_numpy()
+        x = q["input_bytes"].to_numpy(dtype=float)
+        for name in pd.unique(task):
+            sel = task == name
+            known = self._resolve(name)
+            strategy = known.online if known is not None else "factor"
+            if fin is not None:
+                point[sel] = fin.correct(name, x[sel], p0[sel])[strategy]
+                online[sel] = strategy
+            resid = self._residuals(known, online=fin is not None)
+            lo_q, hi_q = np.quantile(resid, [0.1, 0.9])
+            lo[sel] = point[sel] * np.exp(min(lo_q, 0.0))
+            hi[sel] = point[sel] * np.exp(max(hi_q, 0.0))
+            n_hist[sel] = known.n if known is not None else 0
+        return pd.DataFrame(
+            {
+                "duration_s": point,
+                "duration_lo": lo,
+                "duration_hi": hi,
+                "model": model,
+                "source": source,
+                "online": online,
+                "n_history": n_hist,
+            },
+            index=rows.index,
+        )
+
+    def _resolve(self, name: str) -> _Family | None:
+        fam = self.families.get(name)
+        if fam is None:
+            close = difflib.get_close_matches(name, list(self.families), n=1, cutoff=0.6)
+            fam = self.families[close[0]] if close else None
+        return fam
+
+    def _residuals(self, fam: _Family | None, online: bool) -> np.ndarray:
+        if fam is None:
+            return self._prior_resid
+        own = fam.resid_online if online else fam.resid_offline
+        if len(own) >= MIN_OWN_RESIDUALS:
+            return own
+        return self._pooled_online if online else self._pooled_offline
+
+    def _offline(self, q: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = np.full(len(q), self._prior_s)
+        model = np.full(len(q), "prior", dtype=object)
+        source = np.full(len(q), "global prior", dtype=object)
+        task = q["task"].to_numpy()
+        x = q["input_bytes"].to_numpy(dtype=float)
+        for name in pd.unique(task):
+            sel = task == name
+            fam = self._resolve(name)
+            if fam is None:
+                continue
+            xs = x[sel]
+            unknown = np.isnan(xs)
+            p[sel] = np.where(unknown, fam.median_s, fam.fitted(np.nan_to_num(xs)))
+            model[sel] = np.where(unknown, "median", fam.model)
+            source[sel] = "history" if fam.name == name else f"similar name: {fam.name}"
+        return p, model, source
+
+    def sample(
+        self, rows: pd.DataFrame, n: int = 40, finished: pd.DataFrame | None = None,
+        rho: float = 0.5, seed: int | None = 0,
+    ) -> np.ndarray:
+        """``n`` joint draws of the durations of ``rows``: an array of shape ``(n, len(rows))``.
+
+        Each task's draw is its point estimate times a held-out residual of its family
+        (the same residuals the intervals come from).  Errors of the tasks of one run are
+        not independent (a slow machine slows them all), so draws are coupled with a
+        Gaussian copula of correlation ``rho``: ``rho=0`` treats tasks as independent,
+        ``rho=1`` moves every task to the same quantile of its error.
+        """
+        if not 0.0 <= rho <= 1.0:
+            raise PredictionError(f"rho must be within [0, 1], got {rho!r}")
+        point = self.predict(rows, finished=finished)["duration_s"].to_numpy()
+        rng = np.random.default_rng(seed)
+        shared = rng.standard_normal((n, 1))
+        z = np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.standard_normal((n, len(point)))
+        u = 0.5 * (1.0 + _erf(z / np.sqrt(2.0)).astype(float))
+        out = np.empty((n, len(point)))
+        task = _prepare(rows, "rows", need_duration=False)["task"].to_numpy()
+        for name in pd.unique(task):
+            sel = np.flatnonzero(task == name)
+            online = finished is not None and len(finished) > 0
+            resid = np.sort(self._residuals(self._resolve(name), online=online))
+            pos = u[:, sel] * (len(resid) - 1)
+            r = np.interp(pos, np.arange(len(resid)), resid)
+            out[:, sel] = point[sel] * np.exp(r)
+        return out
+
+    def summary(self) -> pd.DataFrame:
+        """One row per family: chosen model, online correction, size and held-out errors."""
+        rows = []
+        for f in self.families.values():
+            rows.append({"task": f.name, "model": f.model, "online": f.online, "n": f.n, **f.scores})
+        return pd.DataFrame(rows)
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _same_finished_sets(start: np.ndarray, end: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Group a run's tasks by the set of its tasks finished before they started.
+
+    Returns ``(queries, finished)`` pairs of positions; the finished set only grows with
+    the start time, so sorting once gives every set as a prefix of the end-sorted tasks.
+    """
+    by_end = np.argsort(end, kind="stable")
+    ends = end[by_end]
+    counts = np.searchsorted(ends, start, side="right")
+    out = []
+    for c in np.unique(counts):
+        out.append((np.flatnonzero(counts == c), by_end[:c]))
+    return out

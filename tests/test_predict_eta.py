@@ -1,0 +1,150 @@
+"""run.eta() on a replayed trace, and nf.forecast() before running."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pandas as pd
+import pytest
+
+import nbflow as nf
+from nbflow.predict import Predictor, load_trace, observations_from_wfformat
+from nbflow.predict.eta import ForecastError, eta_of, snapshot
+
+DATA = Path(__file__).parent / "data" / "wfcommons"
+SCALE = 0.002  # trace seconds -> replay seconds
+
+
+def _replay(trace, name: str = "replay"):
+    tasks = {}
+    for c in trace.categories():
+        @nf.task(name=c)
+        async def work(seconds: float, *deps: object) -> None:
+            await anyio.sleep(seconds)
+        tasks[c] = work
+    refs = {}
+    with nf.Workflow(name) as wf:
+        for tid in trace.topological_order():
+            t = trace.task(tid)
+            refs[tid] = tasks[t.category](t.runtime_s * SCALE, *[refs[p] for p in t.parents])
+    return wf
+
+
+def _history_predictor() -> Predictor:
+    obs = observations_from_wfformat(DATA / "blast-chameleon-small-001.json")
+    for c in ("duration_s", "start_s", "end_s"):
+        obs[c] *= SCALE
+    return Predictor().fit(obs)
+
+
+def test_eta_on_a_replayed_trace_shrinks_and_narrows() -> None:
+    trace = load_trace(DATA / "blast-chameleon-small-002.json")
+    wf = _replay(trace)
+    p = _history_predictor()
+    marks = {len(trace) // 4, len(trace) // 2, 3 * len(trace) // 4}
+    snaps = []
+    done = 0
+
+    def factory(run):
+        def listen(e):
+            nonlocal done
+            if type(e).__name__ == "TaskCompleted":
+                done += 1
+                if done in marks:
+                    snaps.append(snapshot(run))
+        return listen
+
+    off = nf.on_run(factory)
+    try:
+        run = wf.run(workers=4, cache=False)
+    finally:
+        off()
+    etas = [eta_of(s, p) for s in snaps]
+    assert [e.done for e in etas] == sorted(marks)
+    for e in etas:
+        assert e.remaining_lo <= e.remaining_s <= e.remaining_hi
+        assert e.no_history == []
+    assert etas[0].remaining_s > etas[1].remaining_s > etas[2].remaining_s > 0
+    assert etas[2].remaining_hi - etas[2].remaining_lo < etas[0].remaining_hi - etas[0].remaining_lo
+    finished = run.eta(predictor=p)
+    assert finished.remaining_s == 0 and finished.done == len(trace)
+    assert "ETA" in str(etas[0])
+
+
+def test_eta_without_history_is_unknown() -> None:
+    @nf.task
+    def one() -> int:
+        return 1
+
+    with nf.Workflow("fresh") as wf:
+        one()
+    run = wf.run(cache=False)
+    snap = snapshot(run)
+    # Pretend nothing finished yet: no predictor, no estimate.
+    snap = type(snap)(**{**snap.__dict__, "states": ["pending"] * len(snap.states)})
+    e = eta_of(snap, None)
+    assert math.isnan(e.remaining_s) and "unknown" in str(e)
+
+
+def _fitted_on(laws: dict[str, float]) -> Predictor:
+    rng = np.random.default_rng(0)
+    rows = []
+    for r in range(3):
+        for name, sec in laws.items():
+            for i in range(10):
+                d = sec * np.exp(rng.normal(0, 0.02))
+                rows.append({"instance": f"r{r}", "task": name, "duration_s": d,
+                             "start_s": float(i), "end_s": float(i) + d})
+    return Predictor().fit(pd.DataFrame(rows))
+
+
+def test_forecast_per_worker_count_with_knee_critical_path_and_unknown_tasks() -> None:
+    @nf.task
+    def prep() -> int:
+        return 1
+
+    @nf.task
+    def crunch(x: int, i: int) -> int:
+        return x + i
+
+    @nf.task
+    def brand_new(*xs: int) -> int:
+        return sum(xs)
+
+    p = _fitted_on({"prep": 1.0, "crunch": 2.0})
+    with nf.Workflow("fc") as wf:
+        a = prep()
+        parts = [crunch(a, i) for i in range(8)]
+        brand_new(*parts)
+    fc = nf.forecast(wf, workers=[1, 2, 4, 8, 16], predictor=p)
+    t = fc.table.set_index("workers")["makespan_s"]
+    # 1 s of prep, then 8 x 2 s of crunch over the workers (brand_new: the global prior).
+    assert t[1] == pytest.approx(1 + 16 + t[16] - 3, rel=0.1)
+    assert t[1] > t[2] > t[4] > t[8]
+    assert t[8] == pytest.approx(t[16], rel=0.02)  # more than 8 workers cannot help
+    assert fc.recommended_workers == 8
+    assert fc.critical_path[0] == a.key and fc.critical_path[1].startswith("crunch")
+    assert fc.no_history == ["brand_new"]
+    assert (fc.table["makespan_lo"] <= fc.table["makespan_s"]).all()
+    assert (fc.table["makespan_s"] <= fc.table["makespan_hi"]).all()
+    assert "recommended workers 8" in str(fc)
+
+
+def test_forecast_from_the_store_history_and_errors() -> None:
+    @nf.task
+    def step(x: int) -> int:
+        return x + 1
+
+    with nf.Workflow("hist") as wf:
+        step(step(1))
+    with pytest.raises(ForecastError, match="no history"):
+        nf.forecast(wf)
+    with pytest.raises(nf.NbflowError, match="workers"):
+        nf.forecast(wf, workers=[0], predictor=_fitted_on({"step": 1.0}))
+    wf.run(cache=False)
+    fc = nf.forecast(wf, workers=[1, 2])
+    assert fc.no_history == [] and fc.tasks == 2
+    assert len(fc.critical_path) == 2

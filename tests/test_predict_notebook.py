@@ -1,0 +1,41 @@
+"""The headless progress line shows the ETA once there is history (a real kernel, nbclient)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "notebooks"))
+import nbharness as h
+
+pytestmark = pytest.mark.timeout(240)
+
+CELLS = [
+    "import nbflow as nf\nimport time",
+    "@nf.task\ndef step(i):\n    time.sleep(0.03)\n    return i",
+    "%%workflow eta --workers 2 --no-cache\nparts = [step(i) for i in range(40)]",
+    "%%workflow eta --workers 2 --no-cache\nparts = [step(i) for i in range(40)]",
+    "fc = nf.forecast(nf.last_run().workflow, workers=[1, 2, 4])\nprint(fc)\n"
+    "rep = nf.last_run().prediction_report()\nprint(rep)",
+]
+
+
+def test_progress_lines_carry_the_eta_once_history_exists(tmp_path: Path) -> None:
+    nb = new_notebook(cells=[new_code_cell(c) for c in CELLS])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.validate(nb)
+    h.execute(nb, tmp_path)
+    h.assert_no_errors(nb)
+    first = h.stream(nb.cells[2]).splitlines()
+    second = h.stream(nb.cells[3]).splitlines()
+    assert not any("ETA" in line for line in first)  # no history yet: no estimate
+    decile_lines = [line for line in second if re.match(r"\[nbflow\]\s+\d+% ", line)]
+    assert decile_lines and all("ETA" in line and "80%:" in line for line in decile_lines), second
+    out = h.text(nb.cells[4])
+    assert "forecast: 40 tasks" in out and "recommended workers" in out
+    assert "prediction report" in out and "step: 40 ran" in out
