@@ -6,6 +6,8 @@ into a graph of ``nf.Ref``; ``wf.run()`` runs it in parallel and returns an ``nf
 
 from __future__ import annotations
 
+from .batch import OutputError, ParamError, output, outputs, param
+from .batch import links as _batch_links  # noqa: F401  (links runs to batch runs and parameters)
 from .check import Finding, check
 from .engine.constructs import (
     ApprovalTimeout,
@@ -47,6 +49,8 @@ __all__ = [
     "LoopLimitError",
     "NbflowError",
     "NbflowStoreWarning",
+    "OutputError",
+    "ParamError",
     "PicklingError",
     "Ref",
     "RefUsageError",
@@ -72,6 +76,9 @@ __all__ = [
     "load_run",
     "loop",
     "on_run",
+    "output",
+    "outputs",
+    "param",
     "plan",
     "registry",
     "runs",

@@ -2,6 +2,7 @@
 
     nbflow runs [--name NAME] [--limit N] [--json] [--home DIR]
     nbflow gc [--keep-last N] [--max-age 7d] [--max-bytes 10GB] [--dry-run] [--grace SECONDS] [--home DIR]
+    nbflow run | sweep | outputs | report | show | explain ...   (batch runs: nbflow.batch.cli)
 
 ``runs`` lists the runs in the store (newest last); ``gc`` applies the retention rules of
 :mod:`nbflow.store.gc`.  The store is ``$NBFLOW_HOME`` or ``./.nbflow`` unless ``--home``
@@ -36,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
                    help="leave files without a journal row alone until this old (default 3600)")
     g.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
+
+    from .batch import cli as batch_cli  # run, sweep, outputs, report, show, explain
+
+    batch_cli.add_parsers(sub)
     return p
 
 
@@ -45,6 +50,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     df = runs(args.name, home=args.home)
     if args.limit:
         df = df.tail(args.limit)
+    from .batch.cli import with_params
+
+    df = with_params(df, args.home)
     if args.json:
         out = df.assign(start=df["start"].astype(str), end=df["end"].astype(str))
         print(json.dumps(json.loads(out.to_json(orient="records")), indent=1))
@@ -53,7 +61,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         print("no runs in the store")
         return 0
     view = df[["id", "name", "status", "start", "duration_s", "tasks", "completed", "cached", "failed",
-               "skipped", "cancelled"]].copy()
+               "skipped", "cancelled", "params"]].copy()
+    view["params"] = [" ".join(f"{k}={v!r}" for k, v in p.items()) for p in view["params"]]
     view["start"] = view["start"].dt.tz_convert(None).dt.strftime("%Y-%m-%d %H:%M:%S")
     view["duration_s"] = view["duration_s"].round(2)
     print(view.to_string(index=False))
@@ -79,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_runs(args)
         if args.command == "gc":
             return _cmd_gc(args)
+        from .batch import cli as batch_cli
+
+        if args.command in batch_cli.COMMANDS:
+            return batch_cli.main(args)
     except StoreError as e:
         print(f"nbflow: {e}", file=sys.stderr)
         return 1

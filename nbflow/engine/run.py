@@ -97,6 +97,10 @@ class Run:
         strict: bool = False,
         on_conflict: str = "warn",
     ) -> None:
+        # `nbflow run --workers/--backend/--no-cache/--rerun` reach runs in the kernel here.
+        from ..batch.env import run_defaults
+
+        workers, backend, cache, rerun = run_defaults(workflow, workers, backend, cache, rerun)
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise WorkflowDefinitionError(f"workers must be a whole number >= 1 (or None), got {workers!r}")
         self.id = _new_run_id()

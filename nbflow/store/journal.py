@@ -48,7 +48,7 @@ from typing import Any
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # seconds the writer lets rows accumulate before a transaction
 RUN_END_WAIT = 120.0  # seconds a finishing run waits for its rows to be committed
@@ -86,6 +86,22 @@ MIGRATIONS: dict[int, list[str]] = {
             workflow TEXT NOT NULL, key TEXT NOT NULL, task TEXT, cache_key TEXT NOT NULL,
             code TEXT, inputs TEXT, options TEXT, run_id TEXT, time REAL,
             PRIMARY KEY(workflow, key)) WITHOUT ROWID""",
+    ],
+    # Batch runs (nbflow.batch): one row per `nbflow run` of a notebook, the workflow runs it
+    # made, the parameters each run saw, and the named outputs a notebook recorded.
+    2: [
+        """CREATE TABLE IF NOT EXISTS batches(
+            id TEXT PRIMARY KEY, kind TEXT, notebook TEXT, output TEXT, status TEXT NOT NULL,
+            start REAL, end REAL, duration_s REAL, parameters TEXT, options TEXT, host TEXT,
+            pid INTEGER, cwd TEXT, error TEXT, parent TEXT)""",
+        """CREATE TABLE IF NOT EXISTS batch_runs(
+            batch_id TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY(batch_id, run_id)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS run_params(
+            run_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT, PRIMARY KEY(run_id, name)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS outputs(
+            owner TEXT NOT NULL, name TEXT NOT NULL, run_id TEXT, batch_id TEXT, type TEXT,
+            data BLOB NOT NULL, size INTEGER, preview TEXT, created REAL NOT NULL,
+            PRIMARY KEY(owner, name)) WITHOUT ROWID""",
     ],
 }
 
