@@ -81,6 +81,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nbflow`` command."""
     args = _parser().parse_args(argv)
+    from .engine.errors import NbflowError
     from .store import StoreError
 
     try:
@@ -98,6 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"nbflow {args.command}: {e}", file=sys.stderr)
         return 2
+    except NbflowError as e:  # bad input to a batch command: names the problem and the fix
+        print(f"nbflow {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:  # no such run in the store
+        print(f"nbflow {args.command}: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 1
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

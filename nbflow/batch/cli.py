@@ -17,24 +17,62 @@ COMMANDS = ("run", "sweep", "outputs", "report", "show", "explain")
 
 def _param_options(p: argparse.ArgumentParser, *, multi: bool) -> None:
     if multi:
-        p.add_argument("-p", "--parameters", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
-                       help="a parameter and its values (one run per combination)")
+        p.add_argument(
+            "-p",
+            "--parameters",
+            nargs="+",
+            action="append",
+            default=[],
+            metavar=("NAME", "VALUE"),
+            help="a parameter and its values (one run per combination)",
+        )
     else:
-        p.add_argument("-p", "--parameters", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                       help="a parameter, its value parsed as papermill does (int, float, bool, None, str)")
-        p.add_argument("-r", "--parameters-raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                       help="a parameter whose value is kept as a string")
-        p.add_argument("-y", "--parameters-yaml", action="append", default=[], metavar="YAML",
-                       help="parameters as a YAML string")
-    p.add_argument("-f", "--parameters-file", action="append", default=[], metavar="FILE",
-                   help="parameters from a YAML file")
+        p.add_argument(
+            "-p",
+            "--parameters",
+            nargs=2,
+            action="append",
+            default=[],
+            metavar=("NAME", "VALUE"),
+            help="a parameter, its value parsed as papermill does (int, float, bool, None, str)",
+        )
+        p.add_argument(
+            "-r",
+            "--parameters-raw",
+            nargs=2,
+            action="append",
+            default=[],
+            metavar=("NAME", "VALUE"),
+            help="a parameter whose value is kept as a string",
+        )
+        p.add_argument(
+            "-y",
+            "--parameters-yaml",
+            action="append",
+            default=[],
+            metavar="YAML",
+            help="parameters as a YAML string",
+        )
+    p.add_argument(
+        "-f",
+        "--parameters-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="parameters from a YAML file",
+    )
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", "-k", help="the kernel to run the notebook in (default: the notebook's)")
     p.add_argument("--workers", type=int, help="default workers= for the notebook's workflow runs")
-    p.add_argument("--backend", help="default backend= for the notebook's workflow runs (local, process, dask, tcp://...)")
-    p.add_argument("--no-cache", action="store_true", help="the notebook's workflow runs do not use the cache")
+    p.add_argument(
+        "--backend",
+        help="default backend= for the notebook's workflow runs (local, process, dask, tcp://...)",
+    )
+    p.add_argument(
+        "--no-cache", action="store_true", help="the notebook's workflow runs do not use the cache"
+    )
     p.add_argument("--rerun", nargs="+", metavar="TASK", help="tasks to run again even if cached")
     p.add_argument("--timeout", type=float, metavar="S", help="fail a cell that runs longer than S seconds")
     p.add_argument("--cwd", help="working directory of the kernel (default: this one)")
@@ -50,8 +88,11 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("-o", "--output", help="the executed notebook (default: NOTEBOOK.out.ipynb)")
     _param_options(r, multi=False)
     _run_options(r)
-    r.add_argument("--resume", action="store_true",
-                   help="run again with the parameters of the last batch run of this notebook; cached tasks are not redone")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="run again with the last batch run's parameters; cached tasks are not redone",
+    )
     r.add_argument("--batch-id", help=argparse.SUPPRESS)  # set by sweeps and nf.notebook
     r.add_argument("--kind", default="notebook", help=argparse.SUPPRESS)
     r.add_argument("--parent", help=argparse.SUPPRESS)
@@ -60,10 +101,15 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser("sweep", help="run a notebook once per combination of parameter values")
     s.add_argument("notebook", help="the .ipynb to run")
     _param_options(s, multi=True)
-    s.add_argument("--from", dest="from_csv", metavar="CSV", help="one run per row of this CSV (columns = parameters)")
-    s.add_argument("--out-dir", help="where the executed notebooks and sweep table go (default: NOTEBOOK.sweep/)")
-    s.add_argument("--max-parallel", "-j", type=int, default=1, metavar="N",
-                   help="notebooks run at once (default 1)")
+    s.add_argument(
+        "--from", dest="from_csv", metavar="CSV", help="one run per row of this CSV (columns = parameters)"
+    )
+    s.add_argument(
+        "--out-dir", help="where the executed notebooks and sweep table go (default: NOTEBOOK.sweep/)"
+    )
+    s.add_argument(
+        "--max-parallel", "-j", type=int, default=1, metavar="N", help="notebooks run at once (default 1)"
+    )
     _run_options(s)
 
     o = sub.add_parser("outputs", help="the outputs a batch run or workflow run recorded (nf.output)")
@@ -117,20 +163,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .runner import BatchOptions, run_notebook
 
     _home(args)
-    opts = BatchOptions(notebook=args.notebook, output=args.output, parameters=parameters(args), kernel=args.kernel,
-                        workers=args.workers, backend=args.backend, no_cache=args.no_cache, rerun=args.rerun,
-                        timeout=args.timeout, resume=args.resume, cwd=args.cwd, log_output=args.log_output,
-                        quiet=args.quiet, batch_id=args.batch_id, kind=args.kind, parent=args.parent)
+    opts = BatchOptions(
+        notebook=args.notebook,
+        output=args.output,
+        parameters=parameters(args),
+        kernel=args.kernel,
+        workers=args.workers,
+        backend=args.backend,
+        no_cache=args.no_cache,
+        rerun=args.rerun,
+        timeout=args.timeout,
+        resume=args.resume,
+        cwd=args.cwd,
+        log_output=args.log_output,
+        quiet=args.quiet,
+        batch_id=args.batch_id,
+        kind=args.kind,
+        parent=args.parent,
+    )
     result = run_notebook(opts)
     if result.status == "failed":
         where = f"cell {result.cell + 1}" if result.cell is not None else "the notebook"
         print(f"\nnbflow run: {where} of {args.notebook} failed: {result.error}\n", file=sys.stderr)
         if result.traceback:
             print(result.traceback, file=sys.stderr)
-        print(f"\nnbflow run: the output notebook is {result.output} (batch {result.batch_id})", file=sys.stderr)
+        print(
+            f"\nnbflow run: the output notebook is {result.output} (batch {result.batch_id})", file=sys.stderr
+        )
     elif result.status == "cancelled":
-        print(f"nbflow run: cancelled ({result.error}); batch {result.batch_id}, output {result.output}",
-              file=sys.stderr)
+        print(
+            f"nbflow run: cancelled ({result.error}); batch {result.batch_id}, output {result.output}",
+            file=sys.stderr,
+        )
     else:
         print(result.batch_id)
     return result.exit_code

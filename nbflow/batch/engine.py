@@ -34,8 +34,11 @@ class Stopped(Exception):
 class Control:
     """Shared between the caller and the engine while one notebook runs."""
 
-    def __init__(self, on_cell: Callable[[int, int, Any, str], None] | None = None,
-                 on_line: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_cell: Callable[[int, int, Any, str], None] | None = None,
+        on_line: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.on_cell = on_cell  # (index, n_cells, cell, "start" | "end")
         self.on_line = on_line  # (stream name, text)
         self.stop_reason: str | None = None
@@ -99,8 +102,11 @@ class _Client(PapermillNotebookClient):
 
     def process_message(self, *args: Any, **kwargs: Any) -> Any:
         out = super().process_message(*args, **kwargs)
-        if out is not None and self.nbflow_control.on_line is not None and not (
-                self.log_output or self.stderr_file or self.stdout_file):
+        if (
+            out is not None
+            and self.nbflow_control.on_line is not None
+            and not (self.log_output or self.stderr_file or self.stdout_file)
+        ):
             self.log_output_message(out)
         return out
 
@@ -109,14 +115,28 @@ class Engine(NBClientEngine):
     """papermill's nbclient engine, running :class:`_Client`."""
 
     @classmethod
-    def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, log_output: bool = False,
-                                 stdout_file: Any = None, stderr_file: Any = None, start_timeout: int = 60,
-                                 execution_timeout: Any = None, **kwargs: Any) -> Any:
+    def execute_managed_notebook(
+        cls,
+        nb_man: Any,
+        kernel_name: str,
+        log_output: bool = False,
+        stdout_file: Any = None,
+        stderr_file: Any = None,
+        start_timeout: int = 60,
+        execution_timeout: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         kwargs = remove_args(["input_path"], **kwargs)
         safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
-        final = merge_kwargs(safe_kwargs, timeout=execution_timeout or kwargs.get("timeout"),
-                             startup_timeout=start_timeout, kernel_name=kernel_name, log_output=log_output,
-                             stdout_file=stdout_file, stderr_file=stderr_file)
+        final = merge_kwargs(
+            safe_kwargs,
+            timeout=execution_timeout or kwargs.get("timeout"),
+            startup_timeout=start_timeout,
+            kernel_name=kernel_name,
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+        )
         from papermill.log import logger
 
         final["log"] = logger

@@ -45,8 +45,9 @@ def injected_params() -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def run_defaults(workflow: Any, workers: Any, backend: Any, cache: Any,
-                 rerun: Any) -> tuple[Any, Any, Any, Any]:
+def run_defaults(
+    workflow: Any, workers: Any, backend: Any, cache: Any, rerun: Any
+) -> tuple[Any, Any, Any, Any]:
     """``(workers, backend, cache, rerun)`` with the batch's defaults filled in.
 
     ``--rerun`` names that are not in ``workflow`` are left out (a notebook may run
@@ -66,9 +67,15 @@ def run_defaults(workflow: Any, workers: Any, backend: Any, cache: Any,
     return workers, backend, cache, rerun
 
 
-def kernel_env(batch: str, params: dict[str, Any], *, workers: int | None = None,
-               backend: str | None = None, no_cache: bool = False,
-               rerun: list[str] | None = None) -> dict[str, str]:
+def kernel_env(
+    batch: str,
+    params: dict[str, Any],
+    *,
+    workers: int | None = None,
+    backend: str | None = None,
+    no_cache: bool = False,
+    rerun: list[str] | None = None,
+) -> dict[str, str]:
     """The environment variables that carry a batch run's settings into its kernel."""
     out = {BATCH_ID: batch, PARAMS: json.dumps(params, default=str)}
     if workers is not None:

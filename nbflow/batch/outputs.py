@@ -43,23 +43,53 @@ def output(name: str, value: Any) -> None:
     batch = env.batch_id()
     owner = batch or run_id
     if owner is None:
-        raise OutputError(f"nf.output({name!r}, ...) has nothing to belong to: run it in a notebook run with "
-                          "`nbflow run`, or after a workflow run (wf.run() / %%workflow)")
+        raise OutputError(
+            f"nf.output({name!r}, ...) has nothing to belong to: run it in a notebook run with "
+            "`nbflow run`, or after a workflow run (wf.run() / %%workflow)"
+        )
     try:
         data = serialize.dumps(value)
     except serialize.SerializationError as e:
-        raise OutputError(f"output {name!r} cannot be stored ({e}); record a picklable value, e.g. a "
-                          "DataFrame, a number or a dict") from None
-    store.journal.put(records.OUTPUT, (owner, name, run_id, batch, type(value).__name__, data, len(data),
-                                       _preview(value), time.time()))
+        raise OutputError(
+            f"output {name!r} cannot be stored ({e}); record a picklable value, e.g. a "
+            "DataFrame, a number or a dict"
+        ) from None
+    store.journal.put(
+        records.OUTPUT,
+        (owner, name, run_id, batch, type(value).__name__, data, len(data), _preview(value), time.time()),
+    )
     store.journal.flush()
+
+
+def _resolve(store: Any, run_id: str) -> str:
+    """The full id that ``run_id`` (a unique prefix is enough) names among output owners."""
+    ids = {
+        i
+        for row in store.journal.query(
+            "SELECT owner, run_id FROM outputs WHERE owner LIKE ? || '%' OR run_id LIKE ? || '%'",
+            (run_id, run_id),
+        )
+        for i in row
+        if i and i.startswith(run_id)
+    }
+    if run_id in ids or not ids:
+        return run_id
+    if len(ids) > 1:
+        raise OutputError(
+            f"{run_id!r} matches {len(ids)} runs with outputs: {sorted(ids)[:5]}; give more of the id"
+        )
+    return ids.pop()
 
 
 def output_rows(run_id: str, home: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """The outputs recorded for a batch run or workflow run (no values loaded)."""
     store = records.require_store(home)
-    rows = store.journal.query("SELECT owner, name, run_id, batch_id, type, size, preview, created FROM outputs "
-                               "WHERE owner = ? OR run_id = ? ORDER BY created", (run_id, run_id))
+    run_id = _resolve(store, run_id)
+    rows = store.journal.query(
+        "SELECT owner, name, run_id, batch_id, type, size, preview, created FROM outputs "
+        "WHERE owner = ? OR run_id = ? ORDER BY created",
+        (run_id, run_id),
+    )
     keys = ("owner", "name", "run_id", "batch_id", "type", "size", "preview", "created")
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
@@ -69,9 +99,13 @@ def outputs(run_id: str, *, home: str | os.PathLike[str] | None = None) -> dict[
 
     Raises :class:`OutputError` when nothing was recorded under that id."""
     store = records.require_store(home)
-    rows = store.journal.query("SELECT name, data FROM outputs WHERE owner = ? OR run_id = ? ORDER BY created",
-                               (run_id, run_id))
+    run_id = _resolve(store, run_id)
+    rows = store.journal.query(
+        "SELECT name, data FROM outputs WHERE owner = ? OR run_id = ? ORDER BY created", (run_id, run_id)
+    )
     if not rows:
-        raise OutputError(f"no outputs recorded for {run_id!r} in the store {store.home}; a notebook records "
-                          "them with nf.output(name, value) (see `nbflow runs` for run ids)")
+        raise OutputError(
+            f"no outputs recorded for {run_id!r} in the store {store.home}; a notebook records "
+            "them with nf.output(name, value) (see `nbflow runs` for run ids)"
+        )
     return {name: serialize.loads(data) for name, data in rows}

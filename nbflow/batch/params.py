@@ -65,8 +65,13 @@ def _papermill_injected(name: str) -> tuple[bool, Any]:
             tree = ast.parse(source)
         except SyntaxError:
             return False, None
-        names = {t.id for node in tree.body if isinstance(node, ast.Assign)
-                 for t in node.targets if isinstance(t, ast.Name)}
+        names = {
+            t.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for t in node.targets
+            if isinstance(t, ast.Name)
+        }
         if name in names and name in ns:
             return True, ns[name]
         return False, None

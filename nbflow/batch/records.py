@@ -23,17 +23,38 @@ from typing import Any
 from ..store.journal import Op, StoreError
 from ..store.store import Store, get_store
 
-BATCH_START = Op("INSERT OR REPLACE INTO batches(id, kind, notebook, output, status, start, end, duration_s, "
-                 "parameters, options, host, pid, cwd, error, parent) "
-                 "VALUES(?,?,?,?,?,?,NULL,NULL,?,?,?,?,?,NULL,?)", urgent=True)
+BATCH_START = Op(
+    "INSERT OR REPLACE INTO batches(id, kind, notebook, output, status, start, end, duration_s, "
+    "parameters, options, host, pid, cwd, error, parent) "
+    "VALUES(?,?,?,?,?,?,NULL,NULL,?,?,?,?,?,NULL,?)",
+    urgent=True,
+)
 BATCH_END = Op("UPDATE batches SET status = ?, end = ?, duration_s = ?, error = ? WHERE id = ?", urgent=True)
 LINK = Op("INSERT OR IGNORE INTO batch_runs(batch_id, run_id) VALUES(?,?)", urgent=True)
 PARAM = Op("INSERT OR REPLACE INTO run_params(run_id, name, value) VALUES(?,?,?)")
-OUTPUT = Op("INSERT OR REPLACE INTO outputs(owner, name, run_id, batch_id, type, data, size, preview, created) "
-            "VALUES(?,?,?,?,?,?,?,?,?)", urgent=True)
+OUTPUT = Op(
+    "INSERT OR REPLACE INTO outputs(owner, name, run_id, batch_id, type, data, size, preview, created) "
+    "VALUES(?,?,?,?,?,?,?,?,?)",
+    urgent=True,
+)
 
-BATCH_FIELDS = ("id", "kind", "notebook", "output", "status", "start", "end", "duration_s", "parameters",
-                "options", "host", "pid", "cwd", "error", "parent")
+BATCH_FIELDS = (
+    "id",
+    "kind",
+    "notebook",
+    "output",
+    "status",
+    "start",
+    "end",
+    "duration_s",
+    "parameters",
+    "options",
+    "host",
+    "pid",
+    "cwd",
+    "error",
+    "parent",
+)
 
 
 def new_batch_id() -> str:
@@ -49,8 +70,10 @@ def require_store(home: str | os.PathLike[str] | None = None) -> Store:
     if store is None:
         from ..store.store import store_home
 
-        raise StoreError(f"no usable nbflow store at {home or store_home()} (NBFLOW_STORE=off, or "
-                         "the directory is not writable); batch runs need one")
+        raise StoreError(
+            f"no usable nbflow store at {home or store_home()} (NBFLOW_STORE=off, or "
+            "the directory is not writable); batch runs need one"
+        )
     return store
 
 
@@ -58,11 +81,34 @@ def to_json(value: Any) -> str:
     return json.dumps(value, default=repr, separators=(",", ":"))
 
 
-def start_batch(store: Store, batch_id: str, *, kind: str, notebook: str, output: str | None,
-                parameters: dict[str, Any], options: dict[str, Any], parent: str | None = None) -> None:
-    store.journal.put(BATCH_START, (batch_id, kind, notebook, output, "running", time.time(),
-                                    to_json(parameters), to_json(options), socket.gethostname(),
-                                    os.getpid(), os.getcwd(), parent))
+def start_batch(
+    store: Store,
+    batch_id: str,
+    *,
+    kind: str,
+    notebook: str,
+    output: str | None,
+    parameters: dict[str, Any],
+    options: dict[str, Any],
+    parent: str | None = None,
+) -> None:
+    store.journal.put(
+        BATCH_START,
+        (
+            batch_id,
+            kind,
+            notebook,
+            output,
+            "running",
+            time.time(),
+            to_json(parameters),
+            to_json(options),
+            socket.gethostname(),
+            os.getpid(),
+            os.getcwd(),
+            parent,
+        ),
+    )
     store.journal.flush()
 
 
@@ -85,8 +131,9 @@ def record_params(store: Store, run_id: str, params: dict[str, Any]) -> None:
 
 def batch(store: Store, batch_id: str) -> dict[str, Any] | None:
     """The batch row ``batch_id`` (a unique prefix is enough) as a dict, or None."""
-    rows = store.journal.query(f"SELECT {', '.join(BATCH_FIELDS)} FROM batches WHERE id LIKE ? || '%' "
-                               "ORDER BY start", (batch_id,))
+    rows = store.journal.query(
+        f"SELECT {', '.join(BATCH_FIELDS)} FROM batches WHERE id LIKE ? || '%' ORDER BY start", (batch_id,)
+    )
     exact = [r for r in rows if r[0] == batch_id]
     rows = exact or rows
     if not rows:
@@ -122,8 +169,11 @@ def batches(store: Store, ids: Iterable[str] | None = None) -> list[dict[str, An
 
 def runs_of_batch(store: Store, batch_id: str) -> list[str]:
     """The workflow runs ``batch_id`` made, in start order."""
-    rows = store.journal.query("SELECT b.run_id FROM batch_runs b LEFT JOIN runs r ON r.id = b.run_id "
-                               "WHERE b.batch_id = ? ORDER BY r.start", (batch_id,))
+    rows = store.journal.query(
+        "SELECT b.run_id FROM batch_runs b LEFT JOIN runs r ON r.id = b.run_id "
+        "WHERE b.batch_id = ? ORDER BY r.start",
+        (batch_id,),
+    )
     return [r[0] for r in rows]
 
 
@@ -136,7 +186,8 @@ def params_of_runs(store: Store) -> dict[str, dict[str, Any]]:
     """``{run_id: {name: value}}``: what each run recorded, over its batch's parameters."""
     out: dict[str, dict[str, Any]] = {}
     for run_id, params in store.journal.query(
-            "SELECT b.run_id, x.parameters FROM batch_runs b JOIN batches x ON x.id = b.batch_id"):
+        "SELECT b.run_id, x.parameters FROM batch_runs b JOIN batches x ON x.id = b.batch_id"
+    ):
         out.setdefault(run_id, {}).update(json.loads(params) if params else {})
     for run_id, name, value in store.journal.query("SELECT run_id, name, value FROM run_params"):
         out.setdefault(run_id, {})[name] = json.loads(value) if value else None

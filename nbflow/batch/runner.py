@@ -84,15 +84,19 @@ def default_output(notebook: str) -> str:
 
 
 def _last_duration(store: Any, notebook: str) -> float | None:
-    rows = store.journal.query("SELECT duration_s FROM batches WHERE notebook = ? AND status = 'completed' "
-                               "ORDER BY start DESC LIMIT 1", (notebook,))
+    rows = store.journal.query(
+        "SELECT duration_s FROM batches WHERE notebook = ? AND status = 'completed' "
+        "ORDER BY start DESC LIMIT 1",
+        (notebook,),
+    )
     return rows[0][0] if rows and rows[0][0] else None
 
 
 def _resume_parameters(store: Any, notebook: str) -> dict[str, Any] | None:
     """The parameters of the latest batch run of ``notebook`` that did not complete."""
-    rows = store.journal.query("SELECT parameters FROM batches WHERE notebook = ? ORDER BY start DESC LIMIT 1",
-                               (notebook,))
+    rows = store.journal.query(
+        "SELECT parameters FROM batches WHERE notebook = ? ORDER BY start DESC LIMIT 1", (notebook,)
+    )
     if not rows or not rows[0][0]:
         return None
     import json
@@ -156,19 +160,38 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
         if before:
             params = {**before, **params}
     batch_id = opts.batch_id or records.new_batch_id()
-    options = {k: v for k, v in (("kernel", opts.kernel), ("workers", opts.workers), ("backend", opts.backend),
-                                 ("no_cache", opts.no_cache or None), ("rerun", opts.rerun),
-                                 ("timeout", opts.timeout), ("resume", opts.resume or None)) if v is not None}
+    options = {
+        k: v
+        for k, v in (
+            ("kernel", opts.kernel),
+            ("workers", opts.workers),
+            ("backend", opts.backend),
+            ("no_cache", opts.no_cache or None),
+            ("rerun", opts.rerun),
+            ("timeout", opts.timeout),
+            ("resume", opts.resume or None),
+        )
+        if v is not None
+    }
     expected = _last_duration(store, notebook)
-    records.start_batch(store, batch_id, kind=opts.kind, notebook=notebook, output=str(Path(output).resolve()),
-                        parameters=params, options=options, parent=opts.parent)
+    records.start_batch(
+        store,
+        batch_id,
+        kind=opts.kind,
+        notebook=notebook,
+        output=str(Path(output).resolve()),
+        parameters=params,
+        options=options,
+        parent=opts.parent,
+    )
     started = time.time()
     progress = _Progress(out, nb_path.name, expected, opts.quiet, opts.log_output)
     progress._say(f"[nbflow run] {nb_path.name}: batch {batch_id}, parameters {params or '{}'} -> {output}")
     control = nbengine.Control(on_cell=progress.cell, on_line=progress.line)
 
-    kernel_env = env.kernel_env(batch_id, params, workers=opts.workers, backend=opts.backend,
-                                no_cache=opts.no_cache, rerun=opts.rerun)
+    kernel_env = env.kernel_env(
+        batch_id, params, workers=opts.workers, backend=opts.backend, no_cache=opts.no_cache, rerun=opts.rerun
+    )
     kernel_env["NBFLOW_HOME"] = str(store.home)
     kernel_env.setdefault("NBFLOW_HEADLESS", "1")
     saved = {k: os.environ.get(k) for k in kernel_env}
@@ -177,9 +200,18 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
     status, error, tb, cell = "completed", None, None, None
     with _stop_on_signals(control):
         try:
-            pm.execute_notebook(notebook, output, parameters=params, engine_name=nbengine.ENGINE_NAME,
-                                kernel_name=opts.kernel, progress_bar=False, log_output=False,
-                                execution_timeout=opts.timeout, cwd=opts.cwd, nbflow_control=control)
+            pm.execute_notebook(
+                notebook,
+                output,
+                parameters=params,
+                engine_name=nbengine.ENGINE_NAME,
+                kernel_name=opts.kernel,
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=opts.timeout,
+                cwd=opts.cwd,
+                nbflow_control=control,
+            )
         except PapermillExecutionError as e:
             status = "cancelled" if control.stop_reason else "failed"
             error = f"{e.ename}: {e.evalue}"
@@ -209,8 +241,10 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
     else:
         code = EXIT_FAILED
     runs = records.runs_of_batch(store, batch_id)
-    progress._say(f"[nbflow run] {nb_path.name}: {status} in {duration:.1f} s, {len(runs)} workflow run(s); "
-                  f"output notebook {output}")
+    progress._say(
+        f"[nbflow run] {nb_path.name}: {status} in {duration:.1f} s, {len(runs)} workflow run(s); "
+        f"output notebook {output}"
+    )
     return BatchResult(batch_id, status, output, code, error, tb, cell, duration, runs)
 
 
