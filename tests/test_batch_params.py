@@ -1,0 +1,110 @@
+"""nf.param, nf.output/nf.outputs and the run-defaults hook, in this process (no kernel)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from batch_helpers import query
+
+import nbflow as nf
+from nbflow.batch import env, params
+
+
+@pytest.fixture(autouse=True)
+def _fresh_params(monkeypatch):
+    monkeypatch.setattr(params, "_declared", {})
+    for k in env.ALL:
+        monkeypatch.delenv(k, raising=False)
+
+
+def test_param_takes_injected_value_else_default_and_refuses_bad_names(monkeypatch) -> None:
+    assert nf.param("alpha", 0.1) == 0.1
+    monkeypatch.setenv(env.PARAMS, json.dumps({"alpha": 0.7, "n": 5}))
+    assert nf.param("alpha", 0.1) == 0.7
+    assert nf.param("n", 3) == 5
+    assert nf.param("other", "x") == "x"
+    assert params.declared() == {"alpha": 0.7, "n": 5, "other": "x"}
+    with pytest.raises(nf.ParamError, match="identifier"):
+        nf.param("not a name", 1)
+
+
+@nf.task
+def base(n):
+    return list(range(n))
+
+
+@nf.task
+def weighted(xs):
+    return [x * WEIGHT for x in xs]
+
+
+@nf.task
+def size(xs):
+    return len(xs)
+
+
+WEIGHT = 1.0
+
+
+def test_param_is_recorded_with_runs_and_enters_only_the_cache_keys_that_use_it(monkeypatch) -> None:
+    global WEIGHT
+
+    def run_once(weight: float) -> nf.Run:
+        global WEIGHT
+        monkeypatch.setenv(env.PARAMS, json.dumps({"weight": weight}))
+        WEIGHT = nf.param("weight", 1.0)
+        with nf.Workflow("params") as wf:
+            xs = base(4)
+            weighted(xs)
+            size(xs)
+        return wf.run()
+
+    first = run_once(2.0)
+    assert first.tasks.set_index("key")["cached"].tolist() == [False, False, False]
+    second = run_once(3.0)
+    cached = second.tasks.set_index("key")["cached"]
+    assert cached["base-0"] and cached["size-0"] and not cached["weighted-0"]
+    assert "WEIGHT" in second.tasks.set_index("key")["reason"]["weighted-0"]
+    rows = dict(query("SELECT name, value FROM run_params WHERE run_id = ?", (second.id,)))
+    assert json.loads(rows["weight"]) == 3.0
+    runs = nf.runs()
+    assert set(runs["id"]) == {first.id, second.id}
+
+
+def test_output_belongs_to_the_latest_run_and_reads_back(tmp_path) -> None:
+    import pandas as pd
+
+    with nf.Workflow("outs") as wf:
+        size([1, 2])
+    run = wf.run()
+    nf.output("score", 0.93)
+    nf.output("table", pd.DataFrame({"a": [1, 2]}))
+    got = nf.outputs(run.id)
+    assert got["score"] == 0.93 and got["table"]["a"].tolist() == [1, 2]
+    with pytest.raises(nf.OutputError, match="no outputs"):
+        nf.outputs("nope")
+    with pytest.raises(nf.OutputError, match="non-empty string"):
+        nf.output("", 1)
+
+
+def test_output_inside_a_batch_belongs_to_the_batch(monkeypatch) -> None:
+    monkeypatch.setenv(env.BATCH_ID, "b-test-1")
+    nf.output("answer", 42)
+    assert nf.outputs("b-test-1") == {"answer": 42}
+    assert nf.outputs("b-test") == {"answer": 42}  # a unique prefix is enough
+
+
+def test_run_defaults_fill_only_options_left_at_their_defaults(monkeypatch) -> None:
+    with nf.Workflow("d") as wf:
+        size([1])
+    assert env.run_defaults(wf, None, "local", True, None) == (None, "local", True, None)
+    monkeypatch.setenv(env.WORKERS, "3")
+    monkeypatch.setenv(env.BACKEND, "process")
+    monkeypatch.setenv(env.NO_CACHE, "1")
+    monkeypatch.setenv(env.RERUN, json.dumps(["size", "missing"]))
+    assert env.run_defaults(wf, None, "local", True, None) == (3, "process", False, ["size"])
+    assert env.run_defaults(wf, 1, "dask", True, ["x"]) == (1, "dask", False, ["x"])  # explicit wins
+    monkeypatch.setenv(env.BACKEND, "local")
+    run = wf.run()
+    assert run.workers == 3 and run.cache is False
