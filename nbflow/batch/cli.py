@@ -63,9 +63,15 @@ def _param_options(p: argparse.ArgumentParser, *, multi: bool) -> None:
     )
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def _run_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument("--kernel", "-k", help="the kernel to run the notebook in (default: the notebook's)")
-    p.add_argument("--workers", type=int, help="default workers= for the notebook's workflow runs")
+    if sweep:  # a sweep's --workers is how many notebooks run at once
+        p.add_argument("--workers", type=int, metavar="N", help="points (notebooks) run at once (default 1)")
+        p.add_argument(
+            "--task-workers", type=int, metavar="N", help="default workers= of each notebook's runs"
+        )
+    else:
+        p.add_argument("--workers", type=int, help="default workers= for the notebook's workflow runs")
     p.add_argument(
         "--backend",
         help="default backend= for the notebook's workflow runs (local, process, dask, tcp://...)",
@@ -107,10 +113,7 @@ def add_parsers(sub: Any) -> None:
     s.add_argument(
         "--out-dir", help="where the executed notebooks and sweep table go (default: NOTEBOOK.sweep/)"
     )
-    s.add_argument(
-        "--max-parallel", "-j", type=int, default=1, metavar="N", help="notebooks run at once (default 1)"
-    )
-    _run_options(s)
+    _run_options(s, sweep=True)
 
     o = sub.add_parser("outputs", help="the outputs a batch run or workflow run recorded (nf.output)")
     o.add_argument("run", help="a batch id or workflow run id")
