@@ -6,7 +6,9 @@ into a graph of ``nf.Ref``; ``wf.run()`` runs it in parallel and returns an ``nf
 
 from __future__ import annotations
 
-from .batch import OutputError, ParamError, output, outputs, param
+import sys
+
+from .batch import NotebookFailed, NotebookOutputs, OutputError, ParamError, output, outputs, param
 from .batch import links as _batch_links  # noqa: F401  (links runs to batch runs and parameters)
 from .check import Finding, check
 from .engine.constructs import (
@@ -49,6 +51,8 @@ __all__ = [
     "LoopLimitError",
     "NbflowError",
     "NbflowStoreWarning",
+    "NotebookFailed",
+    "NotebookOutputs",
     "OutputError",
     "ParamError",
     "PicklingError",
@@ -75,6 +79,7 @@ __all__ = [
     "last_run",
     "load_run",
     "loop",
+    "notebook",
     "on_run",
     "output",
     "outputs",
@@ -99,3 +104,9 @@ def load_ipython_extension(ip: object) -> None:
 from .notebook import register_if_ipython as _register_if_ipython  # noqa: E402
 
 _register_if_ipython()
+
+# ``nf.notebook(...)`` runs a notebook as a task; ``nbflow.notebook`` is also the notebook
+# room's subpackage.  One object serves both (see nbflow.batch.nbtask.NotebookEntry).
+from .batch.nbtask import NotebookEntry as _NotebookEntry  # noqa: E402
+
+notebook = _NotebookEntry(sys.modules[__name__ + ".notebook"])

@@ -20,7 +20,17 @@ Importing this package is cheap (papermill is imported only by a batch run).
 
 from __future__ import annotations
 
+from .nbtask import NotebookFailed, NotebookOutputs, notebook
 from .outputs import OutputError, output, outputs
 from .params import ParamError, param
 
-__all__ = ["OutputError", "ParamError", "output", "outputs", "param"]
+__all__ = [
+    "NotebookFailed",
+    "NotebookOutputs",
+    "OutputError",
+    "ParamError",
+    "notebook",
+    "output",
+    "outputs",
+    "param",
+]

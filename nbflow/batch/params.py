@@ -78,6 +78,19 @@ def _papermill_injected(name: str) -> tuple[bool, Any]:
     return False, None
 
 
+def _resolve(value: Any) -> Any:
+    """Upstream notebook outputs arrive as a reference to their batch run (see nf.notebook)."""
+    from .nbtask import MARKER
+
+    if isinstance(value, dict) and set(value) == {MARKER}:
+        from .nbtask import NotebookOutputs
+        from .outputs import outputs
+
+        batch = value[MARKER]
+        return NotebookOutputs(outputs(batch), batch, "", "")
+    return value
+
+
 def param(name: str, default: Any = None) -> Any:
     """The value of parameter ``name`` for this run of the notebook, else ``default``.
 
@@ -86,7 +99,7 @@ def param(name: str, default: Any = None) -> Any:
     _check_name(name)
     injected = env.injected_params()
     if name in injected:
-        value = injected[name]
+        value = _resolve(injected[name])
     else:
         found, value = _papermill_injected(name)
         if not found:

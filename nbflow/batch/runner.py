@@ -203,7 +203,7 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
             pm.execute_notebook(
                 notebook,
                 output,
-                parameters=params,
+                parameters=_injectable(params),
                 engine_name=nbengine.ENGINE_NAME,
                 kernel_name=opts.kernel,
                 progress_bar=False,
@@ -246,6 +246,14 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
         f"output notebook {output}"
     )
     return BatchResult(batch_id, status, output, code, error, tb, cell, duration, runs)
+
+
+def _injectable(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters papermill injects: all but references to upstream notebook outputs,
+    which reach the kernel only through ``NBFLOW_PARAMS`` and are read with ``nf.param``."""
+    from .nbtask import MARKER
+
+    return {k: v for k, v in params.items() if not (isinstance(v, dict) and set(v) == {MARKER})}
 
 
 @contextlib.contextmanager
