@@ -108,3 +108,25 @@ def test_run_defaults_fill_only_options_left_at_their_defaults(monkeypatch) -> N
     monkeypatch.setenv(env.BACKEND, "local")
     run = wf.run()
     assert run.workers == 3 and run.cache is False
+
+
+def test_a_version_1_store_gains_the_batch_tables_and_keeps_its_runs(tmp_path) -> None:
+    import sqlite3
+
+    from nbflow.store import journal
+    from nbflow.store.store import get_store
+
+    home = tmp_path / "old"
+    home.mkdir()
+    db = sqlite3.connect(home / "journal.sqlite")
+    for sql in journal.MIGRATIONS[1]:
+        db.execute(sql)
+    db.execute("INSERT INTO runs(id, name, status) VALUES('r1', 'old', 'completed')")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = get_store(home)
+    assert store is not None
+    tables = {r[0] for r in store.journal.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"batches", "batch_runs", "run_params", "outputs"} <= tables
+    assert store.journal.query("SELECT id FROM runs") == [("r1",)]
