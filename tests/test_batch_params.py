@@ -130,3 +130,40 @@ def test_a_version_1_store_gains_the_batch_tables_and_keeps_its_runs(tmp_path) -
     tables = {r[0] for r in store.journal.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"batches", "batch_runs", "run_params", "outputs"} <= tables
     assert store.journal.query("SELECT id FROM runs") == [("r1",)]
+
+
+SHELL_SCRIPT = r"""
+import json
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+
+def cell(src):
+    shell.run_cell(src, store_history=True).raise_error()  # as a kernel runs cells
+
+cell("import nbflow as nf")
+cell("@nf.task\ndef scaled(x):\n    return x * alpha\n")
+cell("%%workflow cellp -p alpha 0.5 -p tag run1 --quiet\ny = scaled(4)")
+import nbflow as nf
+out = {"y": shell.user_ns["y"], "alpha": shell.user_ns["alpha"], "run": nf.last_run().id}
+cell("beta = 7")  # a plain global is not a parameter value
+out["plain"] = shell.run_cell("nf.param('beta', 1)", store_history=True).result
+cell("# Parameters\nbeta = 9\n")  # what papermill injects
+out["injected"] = shell.run_cell("nf.param('beta', 1)", store_history=True).result
+print(json.dumps(out))
+"""
+
+
+def test_workflow_cell_parameters_and_papermill_injected_globals(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-c", SHELL_SCRIPT], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["y"] == 2.0 and out["alpha"] == 0.5
+    assert out["plain"] == 1 and out["injected"] == 9
+    rows = dict(query("SELECT name, value FROM run_params WHERE run_id = ?", (out["run"],)))
+    assert {k: json.loads(v) for k, v in rows.items()} == {"alpha": 0.5, "tag": "run1"}

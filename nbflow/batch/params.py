@@ -106,3 +106,27 @@ def param(name: str, default: Any = None) -> Any:
             value = default
     _declared[name] = value
     return value
+
+
+def parse_value(text: str) -> Any:
+    """A command-line parameter value, parsed as papermill parses ``-p`` values."""
+    try:
+        from papermill.cli import _resolve_type
+    except ImportError:  # papermill is the batch extra; the rule is simple enough to follow
+        if text in ("True", "False", "None"):
+            return {"True": True, "False": False, "None": None}[text]
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+    return _resolve_type(text)
+
+
+def set_cell_params(ns: dict[str, Any], pairs: list[list[str]]) -> None:
+    """``%%workflow -p NAME VALUE``: bind each parameter in the notebook and record it."""
+    for name, text in pairs:
+        value = parse_value(text)
+        set_param(name, value)
+        ns[name] = value

@@ -142,7 +142,12 @@ class _Progress:
 def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResult:
     """Run ``opts.notebook`` as one batch run and return how it ended (never raises for a
     failing notebook; raises :class:`BatchError` when the run cannot start)."""
-    import papermill as pm
+    try:
+        import papermill as pm
+    except ImportError:
+        raise BatchError(
+            "batch runs need papermill: pip install 'nbflow[batch]' (or pip install papermill)"
+        ) from None
     from papermill.exceptions import PapermillExecutionError
 
     from . import engine as nbengine
