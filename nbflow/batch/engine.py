@@ -8,7 +8,9 @@ engine with three additions, all in :class:`Control`:
   as cancelled — before papermill shuts the kernel down;
 * it checks for a stop request before each cell, so a stop between cells runs no more cells;
 * it reports each cell's start and end (the terminal progress of ``nbflow run``) and the
-  notebook's streamed output lines.
+  notebook's streamed output lines;
+* it starts the kernel with the environment and working directory the batch run gives it,
+  never touching this process's own (so batch runs can run side by side in threads).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from nbclient.util import run_sync
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.utils import merge_kwargs, remove_args
@@ -43,6 +46,8 @@ class Control:
         self.on_line = on_line  # (stream name, text)
         self.stop_reason: str | None = None
         self.kernel_pid: int | None = None
+        self.env: dict[str, str] | None = None  # the kernel's environment (None: this process's)
+        self.cwd: str | None = None  # the kernel's working directory
         self._lock = threading.Lock()
 
     def request_stop(self, reason: str) -> bool:
@@ -69,9 +74,17 @@ class _Client(PapermillNotebookClient):
         self.nbflow_control = nbflow_control or Control()
 
     async def async_start_new_kernel(self, **kwargs: Any) -> None:
+        ctl = self.nbflow_control
+        if ctl.env is not None:
+            kwargs["env"] = ctl.env
+        if ctl.cwd is not None:
+            kwargs["cwd"] = ctl.cwd
         await super().async_start_new_kernel(**kwargs)
         proc = getattr(getattr(self.km, "provisioner", None), "process", None)
         self.nbflow_control.kernel_pid = getattr(proc, "pid", None)
+
+    # nbclient binds its sync wrapper to its own coroutine: bind ours.
+    start_new_kernel = run_sync(async_start_new_kernel)
 
     def papermill_execute_cells(self) -> None:
         ctl = self.nbflow_control

@@ -1,9 +1,11 @@
 """``nf.notebook(path, parameters=..., outputs=[...])``: a notebook as a task of a workflow.
 
 Inside a workflow the call adds a task (named after the notebook's file, e.g. ``prep``)
-that runs the notebook as a batch run of its own — a separate ``nbflow run`` process with
-its own kernel, so several notebooks can run at once without sharing a kernel or racing to
-start one — and returns its recorded outputs as a :class:`NotebookOutputs` dict.  Outside
+that runs the notebook as a batch run of its own — ``nbflow run``'s runner, in a thread of
+this process, with a kernel of its own started with its own environment and directory (so
+several notebooks run at once without sharing a kernel; jupyter_client's port cache keeps
+kernels started at the same moment from picking the same ports) — and returns its recorded
+outputs as a :class:`NotebookOutputs` dict.  Outside
 a workflow the call runs the notebook at once and returns that dict.
 
 Chaining: pass one notebook's result in another's ``parameters``.  What the downstream
@@ -19,16 +21,13 @@ it and — only if its outputs changed — the notebooks that use them.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..engine.errors import NbflowError
 from ..store import hashing
-from . import records
 
 MARKER = "__nbflow_outputs__"
 
@@ -87,55 +86,37 @@ def run_notebook_task(
     timeout: float | None,
     cwd: str | None,
 ) -> NotebookOutputs:
-    """Run one notebook as a batch run (a subprocess of ``nbflow run``) and return its outputs.
+    """Run one notebook as a batch run (in this process, its own kernel) and return its outputs.
 
     ``code`` is the digest of the notebook's code cells: it is an argument only so that it
     enters the task's cache key."""
     from ..engine.run import last_run
     from .outputs import outputs as read_outputs
+    from .runner import BatchOptions, run_notebook
 
     nb = Path(path)
     out = Path(output_path) if output_path else _default_output(nb, parameters)
-    batch_id = records.new_batch_id()
     parent = last_run()
-    cmd = [
-        sys.executable,
-        "-m",
-        "nbflow.cli",
-        "run",
-        str(nb),
-        "-o",
-        str(out),
-        "-q",
-        "--batch-id",
-        batch_id,
-        "--kind",
-        "notebook-task",
-        "--params-json",
-        json.dumps(_to_param(parameters), default=str),
-        "--cwd",
-        cwd or str(nb.parent),
-    ]
-    if parent is not None:
-        cmd += ["--parent", parent.id]
-    if kernel:
-        cmd += ["--kernel", kernel]
-    if timeout:
-        cmd += ["--timeout", str(timeout)]
-    env = dict(os.environ)
-    from ..store.store import store_home
-
-    env["NBFLOW_HOME"] = str(store_home())
-    for k in ("NBFLOW_BATCH_ID", "NBFLOW_PARAMS"):  # the child is a batch run of its own
-        env.pop(k, None)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
+    opts = BatchOptions(
+        notebook=str(nb),
+        output=str(out),
+        parameters=_to_param(parameters),
+        kernel=kernel,
+        timeout=timeout,
+        cwd=cwd or str(nb.parent),
+        quiet=True,
+        kind="notebook-task",
+        parent=parent.id if parent is not None else None,
+    )
+    result = run_notebook(opts, out=sys.stderr)
+    if result.status != "completed":
+        where = f" in cell {result.cell + 1}" if result.cell is not None else ""
         raise NotebookFailed(
-            f"notebook {nb.name} failed (batch {batch_id}, output notebook {out}):\n"
-            f"{proc.stderr.strip()[-4000:]}"
+            f"notebook {nb.name} {result.status}{where}: {result.error} (batch {result.batch_id}, "
+            f"output notebook {out})" + (f"\n\n{result.traceback}" if result.traceback else "")
         )
     try:
-        values = read_outputs(batch_id)
+        values = read_outputs(result.batch_id)
     except NbflowError:
         values = {}
     if outputs is not None:
@@ -146,7 +127,7 @@ def run_notebook_task(
                 f"{sorted(values)}); record them with nf.output(name, value)"
             )
         values = {n: values[n] for n in outputs}
-    return NotebookOutputs(values, batch_id, str(nb), str(out))
+    return NotebookOutputs(values, result.batch_id, str(nb), str(out))
 
 
 def notebook(

@@ -199,8 +199,11 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
     )
     kernel_env["NBFLOW_HOME"] = str(store.home)
     kernel_env.setdefault("NBFLOW_HEADLESS", "1")
-    saved = {k: os.environ.get(k) for k in kernel_env}
-    os.environ.update(kernel_env)  # the kernel inherits this process's environment
+    # The kernel's own environment and directory, given at its start (not this process's:
+    # several batch runs may run at once in one process, as nf.notebook tasks do).
+    inherited = {k: v for k, v in os.environ.items() if k not in env.ALL}  # not an enclosing batch's
+    control.env = {**inherited, **kernel_env}
+    control.cwd = str(Path(opts.cwd).resolve()) if opts.cwd else os.getcwd()
 
     status, error, tb, cell = "completed", None, None, None
     with _stop_on_signals(control):
@@ -214,12 +217,13 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
                 progress_bar=False,
                 log_output=False,
                 execution_timeout=opts.timeout,
-                cwd=opts.cwd,
                 nbflow_control=control,
             )
         except PapermillExecutionError as e:
             status = "cancelled" if control.stop_reason else "failed"
             error = f"{e.ename}: {e.evalue}"
+            if control.stop_reason:
+                error = f"stopped by {control.stop_reason}; the running cell ended with {error}"
             tb = _ANSI.sub("", "\n".join(e.traceback))
             cell = e.cell_index
         except (nbengine.Stopped, KeyboardInterrupt):
@@ -230,11 +234,6 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
             error = f"{type(e).__name__}: {e}"
             tb = _ANSI.sub("", str(e))
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
             if status == "cancelled" and not error:
                 error = f"stopped by {control.stop_reason}"
             records.finish_batch(store, batch_id, status, started, error)
