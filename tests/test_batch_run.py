@@ -172,6 +172,16 @@ def test_failing_notebook_exits_nonzero_with_the_cells_traceback(tmp_path: Path)
     assert status == "failed"
 
 
+def test_a_dying_kernel_is_reported_with_its_cell(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "die.ipynb", ["x = 1", "import os\nos._exit(3)", "print('never')"])
+    res = cli("run", str(nb), cwd=tmp_path)
+    assert res.returncode == 1
+    assert "cell 2 of" in res.stderr and "DeadKernelError" in res.stderr
+    (status, error) = query("SELECT status, error FROM batches")[0]
+    assert status == "failed" and "DeadKernelError" in error
+    assert (tmp_path / "die.out.ipynb").exists()
+
+
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     res = cli("run", str(tmp_path / "missing.ipynb"), cwd=tmp_path)
     assert res.returncode == 2 and "no notebook" in res.stderr and "missing.ipynb" in res.stderr

@@ -45,6 +45,7 @@ class Control:
         self.on_cell = on_cell  # (index, n_cells, cell, "start" | "end")
         self.on_line = on_line  # (stream name, text)
         self.stop_reason: str | None = None
+        self.current_cell: int | None = None  # index of the cell running now (or last run)
         self.kernel_pid: int | None = None
         self.env: dict[str, str] | None = None  # the kernel's environment (None: this process's)
         self.cwd: str | None = None  # the kernel's working directory
@@ -94,6 +95,7 @@ class _Client(PapermillNotebookClient):
         for index, cell in enumerate(self.nb.cells):
             if ctl.stop_reason is not None:
                 raise Stopped(ctl.stop_reason)
+            ctl.current_cell = index
             if ctl.on_cell is not None:
                 ctl.on_cell(index, n, cell, "start")
             try:

@@ -233,6 +233,7 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
             status = "cancelled" if control.stop_reason else "failed"
             error = f"{type(e).__name__}: {e}"
             tb = _ANSI.sub("", str(e))
+            cell = control.current_cell
         finally:
             if status == "cancelled" and not error:
                 error = f"stopped by {control.stop_reason}"
