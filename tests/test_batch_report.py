@@ -76,6 +76,18 @@ def test_render_html_is_self_contained_with_all_sections() -> None:
         render_html("no-such-run")
 
 
+def test_report_renders_inline_in_jupyter_inside_an_iframe() -> None:
+    import html
+
+    from nbflow.batch.report import display_report
+
+    run = _stored_run()
+    shown = display_report(run.id)._repr_html_()
+    assert shown.startswith('<iframe class="nbflow-report" srcdoc="')
+    assert "<script>" not in shown  # escaped: the page's script and styles stay in the frame
+    assert "nbflow-gantt" in html.unescape(shown)
+
+
 def test_show_explain_and_report_commands(tmp_path: Path) -> None:
     run = _stored_run()
     shown = cli("show", run.id, cwd=tmp_path)

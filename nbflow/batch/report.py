@@ -298,3 +298,24 @@ def render_html(run_id: str, store: Any = None) -> str:
         f'{body}<p class="meta">nbflow report, written {made}.</p>'
         f"<script>{SORT_JS}</script></body></html>"
     )
+
+
+class InlineReport:
+    """The report of a stored run, shown inline in Jupyter (``display(InlineReport(id))``
+    or as a cell's last value).  It sits in an ``<iframe srcdoc=...>`` so that the report's
+    page styles and script stay inside it and do not restyle the notebook."""
+
+    def __init__(self, run_id: str, store: Any = None, height: int = 900) -> None:
+        self.html = render_html(run_id, store)
+        self.height = height
+
+    def _repr_html_(self) -> str:
+        return (
+            f'<iframe class="nbflow-report" srcdoc="{esc(self.html)}" style="width:100%;'
+            f'height:{self.height}px;border:1px solid #eceff1"></iframe>'
+        )
+
+
+def display_report(run_id: str, store: Any = None, height: int = 900) -> InlineReport:
+    """The report of workflow run or batch run ``run_id``, for inline display in Jupyter."""
+    return InlineReport(run_id, store, height)
