@@ -93,7 +93,7 @@ def _last_duration(store: Any, notebook: str) -> float | None:
 
 
 def _resume_parameters(store: Any, notebook: str) -> dict[str, Any] | None:
-    """The parameters of the latest batch run of ``notebook`` that did not complete."""
+    """The parameters of the latest batch run of ``notebook`` (for ``--resume``)."""
     rows = store.journal.query(
         "SELECT parameters FROM batches WHERE notebook = ? ORDER BY start DESC LIMIT 1", (notebook,)
     )
