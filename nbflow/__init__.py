@@ -6,6 +6,10 @@ into a graph of ``nf.Ref``; ``wf.run()`` runs it in parallel and returns an ``nf
 
 from __future__ import annotations
 
+import sys
+
+from .batch import NotebookFailed, NotebookOutputs, OutputError, ParamError, output, outputs, param
+from .batch import links as _batch_links  # noqa: F401  (links runs to batch runs and parameters)
 from .check import Finding, check
 from .core.errors import (
     ApprovalTimeout,
@@ -58,6 +62,10 @@ __all__ = [
     "NbflowError",
     "NbflowStoreWarning",
     "NbflowWarning",
+    "NotebookFailed",
+    "NotebookOutputs",
+    "OutputError",
+    "ParamError",
     "PicklingError",
     "Ref",
     "RefAttributeError",
@@ -89,7 +97,11 @@ __all__ = [
     "last_run",
     "load_run",
     "loop",
+    "notebook",
     "on_run",
+    "output",
+    "outputs",
+    "param",
     "plan",
     "registry",
     "runs",
@@ -110,3 +122,9 @@ def load_ipython_extension(ip: object) -> None:
 from .notebook import register_if_ipython as _register_if_ipython  # noqa: E402
 
 _register_if_ipython()
+
+# ``nf.notebook(...)`` runs a notebook as a task; ``nbflow.notebook`` is also the notebook
+# room's subpackage.  One object serves both (see nbflow.batch.nbtask.NotebookEntry).
+from .batch.nbtask import NotebookEntry as _NotebookEntry  # noqa: E402
+
+notebook = _NotebookEntry(sys.modules[__name__ + ".notebook"])

@@ -3,6 +3,7 @@
     nbflow runs [--name NAME] [--limit N] [--json] [--home DIR]
     nbflow gc [--keep-last N] [--max-age 7d] [--max-bytes 10GB] [--dry-run] [--grace SECONDS] [--home DIR]
     nbflow doctor [--repair] [--home DIR]
+    nbflow run | sweep | outputs | report | show | explain ...   (batch runs: nbflow.batch.cli)
 
 ``runs`` lists the runs in the store (newest last); ``gc`` applies the retention rules
 of :mod:`nbflow.store.gc`; ``doctor`` checks the store and with ``--repair`` starts a new
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--repair", action="store_true",
                    help="move a damaged journal aside and start a new one, keeping the results")
     d.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
+    from .batch import cli as batch_cli  # run, sweep, outputs, report, show, explain
+
+    batch_cli.add_parsers(sub)
     return p
 
 
@@ -53,6 +57,9 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     df = runs(args.name, home=args.home)
     if args.limit:
         df = df.tail(args.limit)
+    from .batch.cli import with_params
+
+    df = with_params(df, args.home)
     if args.json:
         out = df.assign(start=df["start"].astype(str), end=df["end"].astype(str))
         print(json.dumps(json.loads(out.to_json(orient="records")), indent=1))
@@ -61,7 +68,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         print("no runs in the store")
         return 0
     view = df[["id", "name", "status", "start", "duration_s", "tasks", "completed", "cached", "failed",
-               "skipped", "cancelled"]].copy()
+               "skipped", "cancelled", "params"]].copy()
+    view["params"] = [" ".join(f"{k}={v!r}" for k, v in p.items()) for p in view["params"]]
     view["start"] = view["start"].dt.tz_convert(None).dt.strftime("%Y-%m-%d %H:%M:%S")
     view["duration_s"] = view["duration_s"].round(2)
     print(view.to_string(index=False))
@@ -90,6 +98,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nbflow`` command."""
     args = _parser().parse_args(argv)
+    from .core.errors import NbflowError
     from .store import StoreError
 
     try:
@@ -99,12 +108,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_gc(args)
         if args.command == "doctor":
             return _cmd_doctor(args)
+        from .batch import cli as batch_cli
+
+        if args.command in batch_cli.COMMANDS:
+            return batch_cli.main(args)
     except StoreError as e:
         print(f"nbflow: {e}", file=sys.stderr)
         return 1
     except ValueError as e:
         print(f"nbflow {args.command}: {e}", file=sys.stderr)
         return 2
+    except NbflowError as e:  # bad input to a batch command: names the problem and the fix
+        print(f"nbflow {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:  # no such run in the store
+        print(f"nbflow {args.command}: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 1
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -3,7 +3,9 @@
 This is the one module that knows every room a run needs.  ``wf.run()``, ``wf.start()`` and
 ``await wf.arun()`` all go through :func:`prepare`:
 
-1. the options become one validated :class:`~nbflow.core.options.RunOptions`;
+1. the options become one validated :class:`~nbflow.core.options.RunOptions` (a batch run's
+   ``--workers``/``--backend``/``--no-cache``/``--rerun`` fill in options the notebook left
+   at their defaults: :func:`nbflow.params.env.run_defaults`);
 2. the static checks (:mod:`nbflow.check`) look at the graph with the run's capacity: an
    error refuses the run before anything exists (``CycleError``, or a
    ``WorkflowDefinitionError`` with the findings table); conflicts warn, are serialised
@@ -29,6 +31,7 @@ from .core.errors import ConflictWarning, CycleError, WorkflowDefinitionError
 from .core.options import RunOptions
 from .engine.graph import WorkflowGraph
 from .engine.run import Run as EngineRun
+from .params.env import run_defaults
 from .predict.priorities import apply_learned_priorities
 from .store import hooks as store_hooks
 
@@ -86,6 +89,7 @@ class Workflow(WorkflowGraph):
         give a ``ConflictWarning`` (``on_conflict="warn"``), are ordered so they never overlap
         (``"serialize"``), or refuse the run (``"error"``).
         """
+        workers, backend, cache, rerun = run_defaults(self, workers, backend, cache, rerun)
         opts = RunOptions(workers, backend, cache, raise_on_error, continue_on_error, resources,
                           rerun, strict, on_conflict)
         run = prepare(self, opts)
@@ -106,6 +110,7 @@ class Workflow(WorkflowGraph):
         on_conflict: str = "warn",
     ) -> Run:
         """Start the run in the background and return its :class:`nbflow.Run` at once."""
+        workers, backend, cache, rerun = run_defaults(self, workers, backend, cache, rerun)
         opts = RunOptions(workers, backend, cache, True, continue_on_error, resources, rerun,
                           strict, on_conflict)
         run = prepare(self, opts)
@@ -126,6 +131,7 @@ class Workflow(WorkflowGraph):
         on_conflict: str = "warn",
     ) -> Run:
         """The async twin of :meth:`run`: runs on the caller's event loop."""
+        workers, backend, cache, rerun = run_defaults(self, workers, backend, cache, rerun)
         opts = RunOptions(workers, backend, cache, raise_on_error, continue_on_error, resources,
                           rerun, strict, on_conflict)
         run = prepare(self, opts)

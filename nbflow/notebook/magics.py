@@ -167,6 +167,10 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
     args = parse_argstring(WorkflowMagics.workflow, line)
     opts = _run_options(args.workers, args.backend, not args.no_cache, args.rerun)
     ns = shell.user_ns
+    if args.param:  # -p NAME VALUE: a parameter, set as a global and recorded with the run
+        from ..params.params import set_cell_params
+
+        set_cell_params(ns, args.param)
     wf = Workflow(args.name)
     before = dict(ns)
     filename = shell.compile.cache(cell)
@@ -245,6 +249,8 @@ class WorkflowMagics(Magics):
     @argument("--check", action="store_true", help="show what would run and static checks; run nothing")
     @argument("--plan", action="store_true", help="show what would run; run nothing")
     @argument("--quiet", action="store_true", help="no live view: one line when the run ends")
+    @argument("-p", "--param", nargs=2, action="append", default=None, metavar=("NAME", "VALUE"),
+              help="set parameter NAME (value parsed as papermill does) for this run; repeatable")
     @cell_magic
     def workflow(self, line: str, cell: str) -> None:
         """Run the cell as an nbflow workflow (see nbflow.notebook.magics)."""

@@ -55,7 +55,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -109,6 +109,22 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE task_runs ADD COLUMN input_bytes INTEGER",
         "ALTER TABLE task_runs ADD COLUMN input_items INTEGER",
         "ALTER TABLE task_runs ADD COLUMN input_shape TEXT",
+    ],
+    # 4: batch runs (nbflow.batch): one row per `nbflow run` of a notebook, the workflow runs
+    # it made, the parameters each run saw, and the named outputs a notebook recorded.
+    4: [
+        """CREATE TABLE IF NOT EXISTS batches(
+            id TEXT PRIMARY KEY, kind TEXT, notebook TEXT, output TEXT, status TEXT NOT NULL,
+            start REAL, end REAL, duration_s REAL, parameters TEXT, options TEXT, host TEXT,
+            pid INTEGER, cwd TEXT, error TEXT, parent TEXT)""",
+        """CREATE TABLE IF NOT EXISTS batch_runs(
+            batch_id TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY(batch_id, run_id)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS run_params(
+            run_id TEXT NOT NULL, name TEXT NOT NULL, value TEXT, PRIMARY KEY(run_id, name)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS outputs(
+            owner TEXT NOT NULL, name TEXT NOT NULL, run_id TEXT, batch_id TEXT, type TEXT,
+            data BLOB NOT NULL, size INTEGER, preview TEXT, created REAL NOT NULL,
+            PRIMARY KEY(owner, name)) WITHOUT ROWID""",
     ],
 }
 

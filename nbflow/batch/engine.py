@@ -1,0 +1,161 @@
+"""A papermill engine that nbflow can stop cleanly and follow cell by cell.
+
+papermill executes a notebook through an *engine*; this one is papermill's own nbclient
+engine with three additions, all in :class:`Control`:
+
+* it knows the kernel's process, so a stop request (Ctrl-C, SIGTERM) can *interrupt* the
+  kernel first — the running ``wf.run()`` then cancels its workflow run, which is recorded
+  as cancelled — before papermill shuts the kernel down;
+* it checks for a stop request before each cell, so a stop between cells runs no more cells;
+* it reports each cell's start and end (the terminal progress of ``nbflow run``) and the
+  notebook's streamed output lines;
+* it starts the kernel with the environment and working directory the batch run gives it,
+  never touching this process's own (so batch runs can run side by side in threads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from nbclient.util import run_sync
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.utils import merge_kwargs, remove_args
+
+ENGINE_NAME = "nbflow"
+
+
+class Stopped(Exception):
+    """The batch run was asked to stop (Ctrl-C or SIGTERM) before the next cell."""
+
+
+class Control:
+    """Shared between the caller and the engine while one notebook runs."""
+
+    def __init__(
+        self,
+        on_cell: Callable[[int, int, Any, str], None] | None = None,
+        on_line: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.on_cell = on_cell  # (index, n_cells, cell, "start" | "end")
+        self.on_line = on_line  # (stream name, text)
+        self.stop_reason: str | None = None
+        self.current_cell: int | None = None  # index of the cell running now (or last run)
+        self.kernel_pid: int | None = None
+        self.env: dict[str, str] | None = None  # the kernel's environment (None: this process's)
+        self.cwd: str | None = None  # the kernel's working directory
+        self._lock = threading.Lock()
+
+    def request_stop(self, reason: str) -> bool:
+        """Ask the run to stop; interrupts the kernel.  True the first time."""
+        with self._lock:
+            first = self.stop_reason is None
+            if first:
+                self.stop_reason = reason
+        self.interrupt_kernel()
+        return first
+
+    def interrupt_kernel(self) -> None:
+        # ipykernel turns SIGINT into KeyboardInterrupt in the running cell, which makes a
+        # blocking wf.run() cancel its run and wait until nothing it started is running.
+        pid = self.kernel_pid
+        if pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGINT)
+
+
+class _Client(PapermillNotebookClient):
+    def __init__(self, nb_man: Any, nbflow_control: Control | None = None, **kw: Any) -> None:
+        super().__init__(nb_man, **kw)
+        self.nbflow_control = nbflow_control or Control()
+
+    async def async_start_new_kernel(self, **kwargs: Any) -> None:
+        ctl = self.nbflow_control
+        if ctl.env is not None:
+            kwargs["env"] = ctl.env
+        if ctl.cwd is not None:
+            kwargs["cwd"] = ctl.cwd
+        await super().async_start_new_kernel(**kwargs)
+        proc = getattr(getattr(self.km, "provisioner", None), "process", None)
+        self.nbflow_control.kernel_pid = getattr(proc, "pid", None)
+
+    # nbclient binds its sync wrapper to its own coroutine: bind ours.
+    start_new_kernel = run_sync(async_start_new_kernel)
+
+    def papermill_execute_cells(self) -> None:
+        ctl = self.nbflow_control
+        n = len(self.nb.cells)
+        from nbclient.exceptions import CellExecutionError
+
+        for index, cell in enumerate(self.nb.cells):
+            if ctl.stop_reason is not None:
+                raise Stopped(ctl.stop_reason)
+            ctl.current_cell = index
+            if ctl.on_cell is not None:
+                ctl.on_cell(index, n, cell, "start")
+            try:
+                self.nb_man.cell_start(cell, index)
+                self.execute_cell(cell, index)
+            except CellExecutionError as ex:
+                self.nb_man.cell_exception(self.nb.cells[index], cell_index=index, exception=ex)
+                break
+            finally:
+                self.nb_man.cell_complete(self.nb.cells[index], cell_index=index)
+                if ctl.on_cell is not None:
+                    ctl.on_cell(index, n, self.nb.cells[index], "end")
+
+    def log_output_message(self, output: Any) -> None:
+        super().log_output_message(output)
+        ctl = self.nbflow_control
+        if ctl.on_line is not None and output.output_type == "stream":
+            ctl.on_line(output.name, "".join(output.text))
+
+    def process_message(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().process_message(*args, **kwargs)
+        if (
+            out is not None
+            and self.nbflow_control.on_line is not None
+            and not (self.log_output or self.stderr_file or self.stdout_file)
+        ):
+            self.log_output_message(out)
+        return out
+
+
+class Engine(NBClientEngine):
+    """papermill's nbclient engine, running :class:`_Client`."""
+
+    @classmethod
+    def execute_managed_notebook(
+        cls,
+        nb_man: Any,
+        kernel_name: str,
+        log_output: bool = False,
+        stdout_file: Any = None,
+        stderr_file: Any = None,
+        start_timeout: int = 60,
+        execution_timeout: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        kwargs = remove_args(["input_path"], **kwargs)
+        safe_kwargs = remove_args(["timeout", "startup_timeout"], **kwargs)
+        final = merge_kwargs(
+            safe_kwargs,
+            timeout=execution_timeout or kwargs.get("timeout"),
+            startup_timeout=start_timeout,
+            kernel_name=kernel_name,
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+        )
+        from papermill.log import logger
+
+        final["log"] = logger
+        return _Client(nb_man, **final).execute()
+
+
+papermill_engines.register(ENGINE_NAME, Engine)

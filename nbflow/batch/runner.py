@@ -1,0 +1,298 @@
+"""``nbflow run``: execute one notebook as a batch run, with papermill as the engine.
+
+What happens, in order:
+
+1. A batch row is written to the store (status ``running``) with the notebook, the output
+   path, the parameters and the run options.
+2. papermill injects the parameters into the cell tagged ``parameters`` and executes the
+   notebook in a new kernel whose environment carries the batch id, the parameters and the
+   run defaults (:mod:`nbflow.params.env`), and ``NBFLOW_HOME`` so the kernel writes to the
+   same store.  Every workflow run the kernel starts is linked to the batch.
+3. The terminal shows one line per code cell (with an estimate of the time left, from the
+   last finished batch run of the same notebook) and the kernel's ``[nbflow]`` lines.
+4. The batch row is closed as ``completed``, ``failed`` (the failing cell's error) or
+   ``cancelled`` (Ctrl-C or SIGTERM: the kernel is interrupted so its workflow run cancels
+   cleanly, then shut down).  The output notebook is written in every case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..core.errors import NbflowError
+from ..params import env
+from . import records
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+STOP_GRACE = 30.0  # seconds a stopped kernel gets to wind its run down before it is shut down
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class BatchError(NbflowError):
+    """A batch run cannot start (no such notebook, bad parameters, no store)."""
+
+
+@dataclass
+class BatchOptions:
+    """Everything ``nbflow run`` takes (see the README's "Batch runs")."""
+
+    notebook: str
+    output: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    kernel: str | None = None
+    workers: int | None = None
+    backend: str | None = None
+    no_cache: bool = False
+    rerun: list[str] | None = None
+    timeout: float | None = None
+    resume: bool = False
+    cwd: str | None = None
+    log_output: bool = False
+    quiet: bool = False
+    batch_id: str | None = None
+    kind: str = "notebook"
+    parent: str | None = None
+
+
+@dataclass
+class BatchResult:
+    """How a batch run ended."""
+
+    batch_id: str
+    status: str  # completed | failed | cancelled
+    output: str
+    exit_code: int
+    error: str | None = None  # "ExcType: message"
+    traceback: str | None = None  # the failing cell's traceback (plain text)
+    cell: int | None = None  # index of the failing cell
+    duration_s: float = 0.0
+    runs: list[str] = field(default_factory=list)
+
+
+def default_output(notebook: str) -> str:
+    p = Path(notebook)
+    return str(p.with_name(p.stem + ".out.ipynb"))
+
+
+def _last_duration(store: Any, notebook: str) -> float | None:
+    rows = store.journal.query(
+        "SELECT duration_s FROM batches WHERE notebook = ? AND status = 'completed' "
+        "ORDER BY start DESC LIMIT 1",
+        (notebook,),
+    )
+    return rows[0][0] if rows and rows[0][0] else None
+
+
+def _resume_parameters(store: Any, notebook: str) -> dict[str, Any] | None:
+    """The parameters of the latest batch run of ``notebook`` (for ``--resume``)."""
+    rows = store.journal.query(
+        "SELECT parameters FROM batches WHERE notebook = ? ORDER BY start DESC LIMIT 1", (notebook,)
+    )
+    if not rows or not rows[0][0]:
+        return None
+    import json
+
+    return json.loads(rows[0][0])
+
+
+class _Progress:
+    """The terminal lines of one batch run."""
+
+    def __init__(self, out: TextIO, name: str, expected: float | None, quiet: bool, log_output: bool) -> None:
+        self.out = out
+        self.name = name
+        self.expected = expected
+        self.quiet = quiet
+        self.log_output = log_output
+        self.t0 = time.monotonic()
+        self.code_cells = 0
+        self.done_cells = 0
+
+    def _say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.out, flush=True)
+
+    def cell(self, index: int, n: int, cell: Any, phase: str) -> None:
+        if cell.cell_type != "code" or phase != "start":
+            return
+        self.code_cells += 1
+        elapsed = time.monotonic() - self.t0
+        eta = ""
+        if self.expected:
+            left = max(0.0, self.expected - elapsed)
+            eta = f", about {left:.0f} s left (last run took {self.expected:.0f} s)"
+        first = (cell.source.strip().splitlines() or [""])[0][:60]
+        self._say(f"[nbflow run] {self.name}: cell {index + 1}/{n} {first!r} ({elapsed:.1f} s{eta})")
+
+    def line(self, stream: str, text: str) -> None:
+        for ln in text.splitlines():
+            if self.log_output or ln.startswith("[nbflow"):
+                self._say(f"  {ln}")
+
+
+def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResult:
+    """Run ``opts.notebook`` as one batch run and return how it ended (never raises for a
+    failing notebook; raises :class:`BatchError` when the run cannot start)."""
+    try:
+        import papermill as pm
+    except ImportError:
+        raise BatchError(
+            "batch runs need papermill: pip install 'nbflow[batch]' (or pip install papermill)"
+        ) from None
+    from papermill.exceptions import PapermillExecutionError
+
+    from . import engine as nbengine
+
+    out = out if out is not None else sys.stderr
+    nb_path = Path(opts.notebook)
+    if not nb_path.is_file():
+        raise BatchError(f"no notebook {opts.notebook!r}: give the path of an .ipynb file")
+    notebook = str(nb_path.resolve())
+    output = opts.output or default_output(opts.notebook)
+    store = records.require_store()
+    params = dict(opts.parameters)
+    if opts.resume:
+        before = _resume_parameters(store, notebook)
+        if before:
+            params = {**before, **params}
+    batch_id = opts.batch_id or records.new_batch_id()
+    options = {
+        k: v
+        for k, v in (
+            ("kernel", opts.kernel),
+            ("workers", opts.workers),
+            ("backend", opts.backend),
+            ("no_cache", opts.no_cache or None),
+            ("rerun", opts.rerun),
+            ("timeout", opts.timeout),
+            ("resume", opts.resume or None),
+        )
+        if v is not None
+    }
+    expected = _last_duration(store, notebook)
+    records.start_batch(
+        store,
+        batch_id,
+        kind=opts.kind,
+        notebook=notebook,
+        output=str(Path(output).resolve()),
+        parameters=params,
+        options=options,
+        parent=opts.parent,
+    )
+    started = time.time()
+    progress = _Progress(out, nb_path.name, expected, opts.quiet, opts.log_output)
+    progress._say(f"[nbflow run] {nb_path.name}: batch {batch_id}, parameters {params or '{}'} -> {output}")
+    control = nbengine.Control(on_cell=progress.cell, on_line=progress.line)
+
+    kernel_env = env.kernel_env(
+        batch_id, params, workers=opts.workers, backend=opts.backend, no_cache=opts.no_cache, rerun=opts.rerun
+    )
+    kernel_env["NBFLOW_HOME"] = str(store.home)
+    kernel_env.setdefault("NBFLOW_HEADLESS", "1")
+    # The kernel's own environment and directory, given at its start (not this process's:
+    # several batch runs may run at once in one process, as nf.notebook tasks do).
+    inherited = {k: v for k, v in os.environ.items() if k not in env.ALL}  # not an enclosing batch's
+    control.env = {**inherited, **kernel_env}
+    control.cwd = str(Path(opts.cwd).resolve()) if opts.cwd else os.getcwd()
+
+    status, error, tb, cell = "completed", None, None, None
+    with _stop_on_signals(control):
+        try:
+            pm.execute_notebook(
+                notebook,
+                output,
+                parameters=_injectable(params),
+                engine_name=nbengine.ENGINE_NAME,
+                kernel_name=opts.kernel,
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=opts.timeout,
+                nbflow_control=control,
+            )
+        except PapermillExecutionError as e:
+            status = "cancelled" if control.stop_reason else "failed"
+            error = f"{e.ename}: {e.evalue}"
+            if control.stop_reason:
+                error = f"stopped by {control.stop_reason}; the running cell ended with {error}"
+            tb = _ANSI.sub("", "\n".join(e.traceback))
+            cell = e.cell_index
+        except (nbengine.Stopped, KeyboardInterrupt):
+            status = "cancelled"
+            error = f"stopped by {control.stop_reason or 'SIGINT'}"
+        except Exception as e:  # the kernel died, would not start, a cell timed out, ...
+            status = "cancelled" if control.stop_reason else "failed"
+            error = f"{type(e).__name__}: {e}"
+            tb = _ANSI.sub("", str(e))
+            cell = control.current_cell
+        finally:
+            if status == "cancelled" and not error:
+                error = f"stopped by {control.stop_reason}"
+            records.finish_batch(store, batch_id, status, started, error)
+    duration = time.time() - started
+    if status == "completed":
+        code = EXIT_OK
+    elif status == "cancelled":
+        code = EXIT_SIGNAL.get(control.stop_reason or "SIGINT", 130)
+    else:
+        code = EXIT_FAILED
+    runs = records.runs_of_batch(store, batch_id)
+    progress._say(
+        f"[nbflow run] {nb_path.name}: {status} in {duration:.1f} s, {len(runs)} workflow run(s); "
+        f"output notebook {output}"
+    )
+    return BatchResult(batch_id, status, output, code, error, tb, cell, duration, runs)
+
+
+def _injectable(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters papermill injects: all but references to upstream notebook outputs,
+    which reach the kernel only through ``NBFLOW_PARAMS`` and are read with ``nf.param``."""
+    from .nbtask import MARKER
+
+    return {k: v for k, v in params.items() if not (isinstance(v, dict) and set(v) == {MARKER})}
+
+
+@contextlib.contextmanager
+def _stop_on_signals(control: Any) -> Any:
+    """Ctrl-C / SIGTERM: interrupt the kernel (its run cancels) and run no further cell; a
+    second signal, or a kernel still busy after STOP_GRACE seconds, stops at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old: dict[int, Any] = {}
+    timers: list[threading.Timer] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not control.request_stop(name):
+            raise KeyboardInterrupt
+        timer = threading.Timer(STOP_GRACE, _interrupt_main)
+        timer.daemon = True
+        timers.append(timer)
+        timer.start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for t in timers:
+            t.cancel()
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _interrupt_main() -> None:
+    import _thread
+
+    _thread.interrupt_main()

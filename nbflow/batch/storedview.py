@@ -1,0 +1,98 @@
+"""A stored run as the notebook views see a live one: a RunModel filled from the journal.
+
+The notebook room draws graphs from a :class:`~nbflow.notebook.model.RunModel`, which is
+normally fed by a run's events.  For a run read back from the store (another process, a
+finished batch) this builds the same model from the journal's ``nodes`` and the final task
+rows of :class:`~nbflow.store.StoredRun`, so reports reuse the same SVG graph renderer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pandas as pd
+
+from ..notebook.model import RunModel
+from ..store.history import StoredRun
+
+
+def _nodes(run: StoredRun) -> list[SimpleNamespace]:
+    rows = run.store.journal.query(
+        "SELECT idx, key, task, kind, deps FROM nodes WHERE run_id = ? ORDER BY idx", (run.id,)
+    )
+    out = []
+    for _idx, key, task, kind, deps in rows:
+        spec = SimpleNamespace(spec=SimpleNamespace(name=task)) if kind == "task" else None
+        out.append(
+            SimpleNamespace(
+                key=key,
+                name=task or key,
+                kind=kind or "task",
+                deps=tuple(json.loads(deps or "[]")),
+                task=spec,
+            )
+        )
+    return out
+
+
+def model_of(run: StoredRun) -> RunModel:
+    """A finished :class:`RunModel` of the stored ``run``."""
+    nodes = _nodes(run)
+    model = RunModel(SimpleNamespace(name=run.name, nodes=nodes))  # type: ignore[arg-type]
+    tasks = run.tasks
+    errors = run.errors()
+    by_key = {k: i for i, k in enumerate(model.keys)}
+    counts: dict[str, int] = {}
+    for row in tasks.itertuples(index=False):
+        i = by_key.get(row.key)
+        if i is None:
+            continue
+        state = (
+            row.state
+            if row.state in ("completed", "failed", "skipped", "cancelled", "running")
+            else "pending"
+        )
+        model.state[i] = state
+        counts[state] = counts.get(state, 0) + 1
+        model.attempts[i] = 0 if pd.isna(row.attempts) else int(row.attempts)
+        model.duration[i] = math.nan if pd.isna(row.duration_s) else float(row.duration_s)
+        model.start[i] = math.nan if pd.isna(row.start) else row.start.timestamp()
+        model.cached[i] = bool(row.cached)
+        model.output_bytes[i] = None if pd.isna(row.output_bytes) else int(row.output_bytes)
+        if row.key in errors and state == "failed":
+            model.errors[i] = errors[row.key]
+        elif state == "skipped" and row.error:
+            model.reasons[i] = row.error
+    model.counts = counts
+    model.status = run.status
+    model.run_id = run.id
+    model.started_at = run.started_at
+    model.finished_at = run.finished_at if not math.isnan(run.finished_at) else run.started_at
+    model.finished.set()
+    return model
+
+
+def error_text(err: Any) -> str:
+    """A stored traceback without the engine's frames in front of the user's code."""
+    text = str(err)
+    from ..notebook.tracebacks import _internal
+
+    out: list[str] = []
+    lines = text.splitlines()
+    skip = False
+    for ln in lines:
+        s = ln.strip()
+        if ln.startswith('  File "') and s.startswith('File "'):
+            path = s.split('"')[1]
+            skip = _internal(path)
+            if skip:
+                continue
+        elif skip and ln.startswith("    "):
+            continue
+        else:
+            skip = False
+        out.append(ln)
+    return "\n".join(out)
