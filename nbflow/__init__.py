@@ -34,7 +34,10 @@ from .engine.graph import Ref, Workflow
 from .engine.run import ConflictWarning, Run, last_run
 from .engine.scheduler import StallError
 from .engine.spec import Task, TaskSpec, registry, task
+from .server.cancel import install as _install_cancel_watch
 from .store import NbflowStoreWarning, StoredRun, StoreIntegrityError, gc, load_run, plan, runs
+
+_install_cancel_watch()  # runs can be cancelled from the dashboard (through the store)
 
 __version__ = "0.1.0"
 

@@ -26,7 +26,8 @@ Tables: ``runs``; ``nodes`` (the graph of each run); ``task_runs`` (one row per 
 attempt 0 being a cache hit); ``events``; ``blobs`` (every stored result: its checksum
 name, size, and the bytes themselves when small); ``cache`` (cache key -> result);
 ``fingerprints`` and ``code`` (what each task's last stored result was computed from, so
-that a miss can say what changed).
+that a miss can say what changed); ``cancel_requests`` (a run another process asked to
+cancel: the dashboard writes the row, the run's own process watches for it).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from typing import Any
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # seconds the writer lets rows accumulate before a transaction
 RUN_END_WAIT = 120.0  # seconds a finishing run waits for its rows to be committed
@@ -86,6 +87,11 @@ MIGRATIONS: dict[int, list[str]] = {
             workflow TEXT NOT NULL, key TEXT NOT NULL, task TEXT, cache_key TEXT NOT NULL,
             code TEXT, inputs TEXT, options TEXT, run_id TEXT, time REAL,
             PRIMARY KEY(workflow, key)) WITHOUT ROWID""",
+    ],
+    # cancel requests from other processes (the dashboard); the run's process watches them
+    2: [
+        """CREATE TABLE IF NOT EXISTS cancel_requests(
+            run_id TEXT PRIMARY KEY, requested REAL NOT NULL, requested_by TEXT, host TEXT)""",
     ],
 }
 
