@@ -19,6 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..engine import events as ev
+from ..engine.graph import MAP, TASK
 from ..notebook.graphview import GraphView
 from ..notebook.model import RunModel
 from ..notebook.render import progress_html
@@ -28,13 +29,28 @@ from .reader import _q, reading
 KEEP = 8  # mirrors kept (runs open in the dashboard)
 
 
+_ERROR_TYPES: dict[str, type[StoredError]] = {}
+
+
+def _stored_error(text: str) -> StoredError:
+    """The recorded ``"ValueError: message"`` as an exception whose type is *named*
+    ``ValueError``, so the tooltips read exactly as in the live widget."""
+    name, sep, message = text.partition(": ")
+    if not sep or not name.replace(".", "").replace("_", "").isalnum():
+        return StoredError(text)
+    cls = _ERROR_TYPES.get(name)
+    if cls is None:
+        cls = _ERROR_TYPES[name] = type(name, (StoredError,), {})
+    return cls(message)
+
+
 def _decode(t: float, typ: str, idx: int | None, key: str | None, data: str | None) -> ev.Event | None:
     cls = getattr(ev, typ, None)
     if not isinstance(cls, type) or not issubclass(cls, ev.Event):
         return None
     kw: dict[str, Any] = json.loads(data) if data else {}
     if kw.get("error") is not None:
-        kw["error"] = StoredError(kw["error"])
+        kw["error"] = _stored_error(kw["error"])
     try:
         if issubclass(cls, ev.TaskEvent):
             return cls(time=t, index=idx, key=key, **kw)
@@ -44,12 +60,19 @@ def _decode(t: float, typ: str, idx: int | None, key: str | None, data: str | No
 
 
 def _traced(name: str, rows: list[tuple[Any, ...]]) -> SimpleNamespace:
-    """The little of a traced workflow that RunModel reads, from the ``nodes`` table."""
+    """The little of a traced workflow that RunModel reads, from the ``nodes`` table: the
+    nodes the run started with, as they were traced.  A map node that expanded while
+    running is put back as a map over its traced inputs (``inputs``); replaying the run's
+    ``TasksAdded`` events then grows the model exactly as it grew in the live widget."""
+    n0 = len(rows)
     nodes = []
-    for _idx, key, task, kind, deps in rows:
-        spec = SimpleNamespace(spec=SimpleNamespace(name=task)) if kind == "task" else None
-        nodes.append(SimpleNamespace(key=key, name=task or key, kind=kind, deps=json.loads(deps or "[]"),
-                                     task=spec))
+    for _idx, key, task, kind, deps, inputs in rows:
+        if inputs is not None:
+            kind, deps = MAP, inputs
+        traced = [d for d in json.loads(deps or "[]") if d < n0]  # (older stores: no inputs)
+        func = task[:-4] if kind == MAP and task and task.endswith(".map") else task
+        spec = SimpleNamespace(spec=SimpleNamespace(name=func)) if kind in (TASK, MAP) else None
+        nodes.append(SimpleNamespace(key=key, name=task or key, kind=kind, deps=traced, task=spec))
     return SimpleNamespace(name=name, nodes=nodes)
 
 
@@ -72,11 +95,11 @@ class RunMirror:
             conn.execute("BEGIN")  # nodes and events from one snapshot
             try:
                 if self.model is None:
-                    head = _q(conn, "SELECT name FROM runs WHERE id = ?", (self.run_id,))
+                    head = _q(conn, "SELECT name, n_tasks FROM runs WHERE id = ?", (self.run_id,))
                     if not head:
                         return False
-                    nodes = _q(conn, "SELECT idx, key, task, kind, deps FROM nodes WHERE run_id = ? "
-                                     "ORDER BY idx", (self.run_id,))
+                    nodes = _q(conn, "SELECT idx, key, task, kind, deps, inputs FROM nodes "
+                                     "WHERE run_id = ? AND idx < ? ORDER BY idx", (self.run_id, head[0][1] or 0))
                     self.model = RunModel(_traced(head[0][0], nodes))  # type: ignore[arg-type]
                     self.model.run_id = self.run_id
                     self.view = GraphView(self.model)

@@ -88,10 +88,13 @@ MIGRATIONS: dict[int, list[str]] = {
             code TEXT, inputs TEXT, options TEXT, run_id TEXT, time REAL,
             PRIMARY KEY(workflow, key)) WITHOUT ROWID""",
     ],
-    # cancel requests from other processes (the dashboard); the run's process watches them
+    # cancel requests from other processes (the dashboard); the run's process watches them.
+    # nodes.inputs: a map node's traced inputs, kept when its deps become its items at run
+    # time, so the dashboard can redraw the graph as the live widget drew it.
     2: [
         """CREATE TABLE IF NOT EXISTS cancel_requests(
             run_id TEXT PRIMARY KEY, requested REAL NOT NULL, requested_by TEXT, host TEXT)""",
+        "ALTER TABLE nodes ADD COLUMN inputs TEXT",
     ],
 }
 
