@@ -86,8 +86,9 @@ def _page(p: object, server: dh.Server) -> object:
     browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(f"{server.base}/lab?token={server.token}", wait_until="domcontentloaded")
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.commands.hasCommand('nbflow:open-runs')",
-                           timeout=120_000)
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('nbflow:open-runs')",
+        timeout=120_000)
     # after the layout is restored (which would otherwise re-show the file browser)
     page.evaluate("async () => { await window.jupyterapp.restored;"
                   " await window.jupyterapp.commands.execute('nbflow:open-runs'); }")
@@ -123,9 +124,9 @@ def test_batch_run_appears_and_its_graph_turns_green_live(lab) -> None:
             # live: the graph is drawn while some nodes are not yet completed ...
             page.wait_for_function(
                 "() => { const v = document.querySelector('.nbflow-RunView');"
+                " const n = s => v.querySelectorAll('svg.nbflow-graph g.nbflow-node' + s).length;"
                 " return v.dataset.status === 'running' &&"
-                " v.querySelectorAll('svg.nbflow-graph g.nbflow-node[data-state=\"completed\"]').length > 0 &&"
-                " v.querySelectorAll('svg.nbflow-graph g.nbflow-node:not([data-state=\"completed\"])').length > 0; }",
+                " n('[data-state=\"completed\"]') > 0 && n(':not([data-state=\"completed\"])') > 0; }",
                 timeout=60_000)
             _shot(page, "dashboard-live.png")
             # ... and it turns green without reloading anything, as the run goes on
@@ -164,8 +165,8 @@ def test_batch_run_appears_and_its_graph_turns_green_live(lab) -> None:
             view.locator("th[data-col='state']").click()  # and back, descending
             assert rows.first.get_attribute("data-state") == "failed"
             view.locator("input.nbflow-task-filter").fill("step")
-            expected = sum("step" in f"{k} {t} {st} {e or ''}".lower()
-                           for k, t, st, e in stored[["key", "task", "state", "error"]].itertuples(index=False))
+            cols = stored[["key", "task", "state", "error"]].itertuples(index=False)
+            expected = sum("step" in f"{k} {t} {st} {e or ''}".lower() for k, t, st, e in cols)
             assert expected >= 80 and rows.count() == expected  # the steps (and their map node)
             _shot(page, "dashboard-tab-tasks.png")
             view.get_by_role("tab", name="Errors").click()
@@ -196,7 +197,8 @@ def test_cancel_button_stops_a_long_run(lab) -> None:
             cancel = page.locator(".nbflow-RunView .nbflow-cancel")
             cancel.wait_for(state="visible", timeout=30_000)
             page.wait_for_function(
-                "() => document.querySelectorAll('.nbflow-RunView g.nbflow-node[data-state=\"running\"]').length > 0",
+                "() => document.querySelectorAll("
+                "'.nbflow-RunView g.nbflow-node[data-state=\"running\"]').length > 0",
                 timeout=30_000)
             cancel.click()
             page.wait_for_selector(".nbflow-RunView[data-status='cancelled']", timeout=60_000)

@@ -99,7 +99,8 @@ class RunMirror:
                     if not head:
                         return False
                     nodes = _q(conn, "SELECT idx, key, task, kind, deps, inputs FROM nodes "
-                                     "WHERE run_id = ? AND idx < ? ORDER BY idx", (self.run_id, head[0][1] or 0))
+                                     "WHERE run_id = ? AND idx < ? ORDER BY idx",
+                               (self.run_id, head[0][1] or 0))
                     self.model = RunModel(_traced(head[0][0], nodes))  # type: ignore[arg-type]
                     self.model.run_id = self.run_id
                     self.view = GraphView(self.model)
