@@ -129,6 +129,7 @@ export class RunView extends Widget {
     try {
       this.view = await api<IRunView>(`runs/${this.runId}/view`);
       this.redraws++;
+      this.node.dataset.redraws = String(this.redraws);
       this.message.textContent = '';
     } catch (e) {
       this.message.textContent = (e as Error).message;
