@@ -48,7 +48,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import dashboard_harness as dh  # noqa: E402
+import dashboard_harness as dh
 
 FILL = """
 import sys
@@ -202,8 +202,8 @@ def bench_watched(tmp: Path, server: dh.Server, work: int, rounds: int) -> dict:
                 env["NBFLOW_CANCEL_WATCH"] = "0"
             follower = None
             if mode == "watched":
-                follower = subprocess.Popen([sys.executable, str(tmp / "follow.py"), server.base, server.token],
-                                            stdout=subprocess.PIPE, text=True)
+                cmd = [sys.executable, str(tmp / "follow.py"), server.base, server.token]
+                follower = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
             out = subprocess.run([sys.executable, str(tmp / "work.py"), str(work)], env=env, cwd=tmp,
                                  capture_output=True, text=True, check=True)
             rid = out.stdout.strip().splitlines()[-1]
@@ -276,13 +276,12 @@ def bench_browser(tmp: Path, home: Path, live_tasks: int) -> dict:
                     break
                 page.wait_for_timeout(200)
             out, _ = proc.communicate(timeout=120)
-            page.wait_for_function("() => document.querySelector('.nbflow-RunView .nbflow-progress')"
-                                   " && document.querySelector('.nbflow-RunView .nbflow-progress').dataset.done"
-                                   " === document.querySelector('.nbflow-RunView .nbflow-progress').dataset.total",
+            progress = "document.querySelector('.nbflow-RunView .nbflow-progress')"
+            page.wait_for_function(f"() => {progress} && {progress}.dataset.done === {progress}.dataset.total",
                                    timeout=60_000)
-            done = page.evaluate("() => document.querySelector('.nbflow-RunView .nbflow-progress').dataset.done")
+            done = page.evaluate(f"() => {progress}.dataset.done")
             span = samples[-1][0] - samples[0][0]
-            per_s = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[5:]) if b[0] > a[0]]
+            per_s = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[5:], strict=False) if b[0] > a[0]]
             rid, dur = out.split()[:2]
             n_events = len(requests.get(server.url(f"runs/{rid}/events?after=0&limit=20000&timeout=0"),
                                         timeout=60).json()["events"])
