@@ -277,11 +277,12 @@ def bench_browser(tmp: Path, home: Path, live_tasks: int) -> dict:
                 page.wait_for_timeout(200)
             out, _ = proc.communicate(timeout=120)
             progress = "document.querySelector('.nbflow-RunView .nbflow-progress')"
-            page.wait_for_function(f"() => {progress} && {progress}.dataset.done === {progress}.dataset.total",
-                                   timeout=60_000)
+            all_done = f"() => {progress} && {progress}.dataset.done === {progress}.dataset.total"
+            page.wait_for_function(all_done, timeout=60_000)
             done = page.evaluate(f"() => {progress}.dataset.done")
             span = samples[-1][0] - samples[0][0]
-            per_s = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(samples, samples[5:], strict=False) if b[0] > a[0]]
+            pairs = zip(samples, samples[5:], strict=False)  # windows of about one second
+            per_s = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in pairs if b[0] > a[0]]
             rid, dur = out.split()[:2]
             n_events = len(requests.get(server.url(f"runs/{rid}/events?after=0&limit=20000&timeout=0"),
                                         timeout=60).json()["events"])
