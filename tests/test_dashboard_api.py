@@ -192,6 +192,8 @@ def test_run_detail(env) -> None:
                                                                    ("load-1", "square-0")]
     tb = d["errors"]["explode-0"]
     assert "ValueError: bad row 7" in tb and "Traceback" in tb and 'raise ValueError("bad row 7")' in tb
+    # as in the notebook: the task's own frames, not the engine's in front of them
+    assert "nbflow/engine" not in tb and tb.splitlines()[1].endswith("in explode")
     assert d["run"]["last_seq"] > 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -183,9 +184,35 @@ def run_detail(home: Path, run_id: str) -> dict[str, Any] | None:
         tasks.append({k: _num(v) if not hasattr(v, "item") else _num(v.item()) for k, v in rec.items()})
     pos = {t["key"]: i for i, t in enumerate(tasks)}
     edges = [[pos[a], pos[b]] for a, b in sr.graph.edges if a in pos and b in pos]
-    errors = {k: str(e) for k, e in sr.errors().items()}
+    errors = {k: trim_traceback(str(e)) for k, e in sr.errors().items()}
     # graph edges are [upstream, downstream] positions in ``tasks``
     return {"run": run, "tasks": tasks, "edges": edges, "errors": errors}
+
+
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
+
+
+def trim_traceback(text: str) -> str:
+    """A recorded traceback without the engine's frames in front of the task's own, as the
+    notebook shows it (the journal keeps the whole text)."""
+    from ..notebook.tracebacks import _internal
+
+    lines = text.splitlines()
+    try:
+        head = lines.index("Traceback (most recent call last):")
+    except ValueError:
+        return text
+    i = head + 1
+    while i < len(lines):
+        m = _FRAME.match(lines[i])
+        if m is None or not _internal(m.group("file")):
+            break
+        i += 1
+        while i < len(lines) and lines[i].startswith("    "):  # the frame's source lines
+            i += 1
+    if i >= len(lines) or _FRAME.match(lines[i]) is None:
+        return text  # nothing of the user's code left to show: keep it all
+    return "\n".join([*lines[: head + 1], *lines[i:]])
 
 
 def events_after(home: Path, run_id: str, after: int, limit: int = 5000) -> list[dict[str, Any]]:
