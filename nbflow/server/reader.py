@@ -18,10 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ..store.history import StoredRun, effective_status
 from ..store.journal import connect, retrying
 
 JOURNAL = "journal.sqlite"
+_EPOCH = pd.Timestamp(0, tz="UTC")
 LIVE = "running"
 MAX_PAGE = 500
 _RUN_COLS = "id, name, status, start, end, duration_s, backend, workers, host, pid, error"
@@ -176,16 +179,22 @@ def run_detail(home: Path, run_id: str) -> dict[str, Any] | None:
     if run is None or sr is None:
         return None
     df = sr.tasks
-    tasks = []
-    for rec in df.to_dict("records"):
-        for c in ("start", "end"):
-            v = rec.get(c)
-            rec[c] = None if v is None or v != v else v.timestamp()  # NaT/NaN -> null
-        tasks.append({k: _num(v) if not hasattr(v, "item") else _num(v.item()) for k, v in rec.items()})
-    pos = {t["key"]: i for i, t in enumerate(tasks)}
-    edges = [[pos[a], pos[b]] for a, b in sr.graph.edges if a in pos and b in pos]
+    columns: dict[str, list[Any]] = {}
+    for c in df.columns:
+        col = df[c]
+        if c in ("start", "end"):  # UTC timestamps -> epoch seconds
+            col = (col - _EPOCH).dt.total_seconds()
+        columns[c] = col.astype(object).where(col.notna(), None).tolist()
+    names = list(columns)
+    tasks = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    # graph edges, [upstream, downstream] as positions in ``tasks`` (the journal's node
+    # order); a live run's graph may have grown since the tasks were read: those wait
+    with reading(home) as conn:
+        nodes = _q(conn, "SELECT idx, deps FROM nodes WHERE run_id = ? ORDER BY idx", (run_id,)) if conn else []
+    nodes = nodes[: len(tasks)]
+    pos = {idx: j for j, (idx, _) in enumerate(nodes)}
+    edges = [[pos[d], j] for j, (_, text) in enumerate(nodes) for d in json.loads(text or "[]") if d in pos]
     errors = {k: trim_traceback(str(e)) for k, e in sr.errors().items()}
-    # graph edges are [upstream, downstream] positions in ``tasks``
     return {"run": run, "tasks": tasks, "edges": edges, "errors": errors}
 
 
