@@ -190,7 +190,8 @@ def run_detail(home: Path, run_id: str) -> dict[str, Any] | None:
     # graph edges, [upstream, downstream] as positions in ``tasks`` (the journal's node
     # order); a live run's graph may have grown since the tasks were read: those wait
     with reading(home) as conn:
-        nodes = _q(conn, "SELECT idx, deps FROM nodes WHERE run_id = ? ORDER BY idx", (run_id,)) if conn else []
+        sql = "SELECT idx, deps FROM nodes WHERE run_id = ? ORDER BY idx"
+        nodes = _q(conn, sql, (run_id,)) if conn is not None else []
     nodes = nodes[: len(tasks)]
     pos = {idx: j for j, (idx, _) in enumerate(nodes)}
     edges = [[pos[d], j] for j, (_, text) in enumerate(nodes) for d in json.loads(text or "[]") if d in pos]
