@@ -92,9 +92,8 @@ def _page(p: object, server: dh.Server) -> object:
     # after the layout is restored (which would otherwise re-show the file browser)
     page.evaluate("async () => { await window.jupyterapp.restored;"
                   " await window.jupyterapp.commands.execute('nbflow:open-runs'); }")
-    no_news = page.get_by_role("button", name="No", exact=True)
-    if no_news.count():  # the "get notified about Jupyter news?" toast would cover the view
-        no_news.first.click()
+    # JupyterLab's "get notified about Jupyter news?" toast would cover part of the view
+    page.add_style_tag(content=".Toastify { display: none !important; }")
     page.wait_for_selector(f"{PANEL} .nbflow-RunsPanel-footer", timeout=30_000)
     return browser, page
 
@@ -129,6 +128,9 @@ def test_batch_run_appears_and_its_graph_turns_green_live(lab) -> None:
                 " n('[data-state=\"completed\"]') > 0 && n(':not([data-state=\"completed\"])') > 0; }",
                 timeout=60_000)
             _shot(page, "dashboard-live.png")
+            # the README's picture: the panel and the live graph
+            page.screenshot(path=str(ARTIFACTS / "dashboard-readme.png"),
+                            clip={"x": 0, "y": 0, "width": 1000, "height": 300})
             # ... and it turns green without reloading anything, as the run goes on
             page.wait_for_selector(".nbflow-RunView[data-status='failed']", timeout=90_000)
             out, _ = proc.communicate(timeout=60)
