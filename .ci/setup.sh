@@ -33,6 +33,6 @@ else
   echo "setup: npm not found; using the committed lab extension assets (nbflow/labextension)"
 fi
 mkdir -p .venv/etc/jupyter/jupyter_server_config.d .venv/share/jupyter/labextensions
-ln -sfn "$PWD/jupyter-config/server-config/nbflow.json" .venv/etc/jupyter/jupyter_server_config.d/nbflow.json
+ln -sfn "$PWD/nbflow/server/jupyter-config/nbflow.json" .venv/etc/jupyter/jupyter_server_config.d/nbflow.json
 ln -sfn "$PWD/nbflow/labextension" .venv/share/jupyter/labextensions/nbflow
 echo "setup: done (.venv ready)"
