@@ -28,7 +28,7 @@ python3 -m venv .venv
 # data files, so link them into the venv where Jupyter looks: the server extension's
 # jupyter_server_config.d file and the lab extension's directory.
 if command -v npm >/dev/null 2>&1; then
-  PYTHON=.venv/bin/python extension/build.sh || echo "setup: using the committed lab extension assets"
+  PYTHON="$PWD/.venv/bin/python" extension/build.sh || echo "setup: using the committed lab extension assets"
 else
   echo "setup: npm not found; using the committed lab extension assets (nbflow/labextension)"
 fi

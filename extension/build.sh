@@ -4,8 +4,9 @@
 # with jupyterlab installed (its staging/ directory pins the shared JupyterLab packages).
 #   PYTHON=.venv/bin/python extension/build.sh
 set -euo pipefail
+PY=${PYTHON:-$(dirname "$0")/../.venv/bin/python}
+case "$PY" in /*) ;; *) PY="$PWD/$PY" ;; esac  # relative to where we were called from
 cd "$(dirname "$0")"
-PY=${PYTHON:-../.venv/bin/python}
 [ -d node_modules ] || npm ci --no-audit --no-fund || npm install --no-audit --no-fund
 node_modules/.bin/tsc
 core=$("$PY" -c "import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), 'staging'))")
