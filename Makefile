@@ -24,3 +24,4 @@ bench: setup
 	$(PY) benchmarks/makespan.py --all --workers 4 --scale auto --repeat 3 --json benchmarks/makespan.json
 	$(PY) benchmarks/cache.py --json benchmarks/cache.json
 	$(PY) benchmarks/widget.py --json benchmarks/widget.json
+	$(PY) benchmarks/dashboard.py --browser --json benchmarks/dashboard.json

@@ -22,4 +22,17 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q -e ".[dev,dask]"
+
+# The JupyterLab dashboard.  Its built assets are committed (nbflow/labextension/), so this
+# only rebuilds them when npm is here.  An editable install does not install the package's
+# data files, so link them into the venv where Jupyter looks: the server extension's
+# jupyter_server_config.d file and the lab extension's directory.
+if command -v npm >/dev/null 2>&1; then
+  PYTHON="$PWD/.venv/bin/python" extension/build.sh || echo "setup: using the committed lab extension assets"
+else
+  echo "setup: npm not found; using the committed lab extension assets (nbflow/labextension)"
+fi
+mkdir -p .venv/etc/jupyter/jupyter_server_config.d .venv/share/jupyter/labextensions
+ln -sfn "$PWD/nbflow/server/jupyter-config/nbflow.json" .venv/etc/jupyter/jupyter_server_config.d/nbflow.json
+ln -sfn "$PWD/nbflow/labextension" .venv/share/jupyter/labextensions/nbflow
 echo "setup: done (.venv ready)"

@@ -44,8 +44,11 @@ from .engine.run import last_run
 from .engine.spec import Task, TaskSpec, fmt, registry, task
 from .predict.entry import forecast
 from .predict.history import history
+from .server.cancel import install as _install_cancel_watch
 from .store import StoredRun, gc, load_run, plan, runs
 from .workflow import Run, Workflow
+
+_install_cancel_watch()  # runs can be cancelled from the dashboard (through the store)
 
 __version__ = "0.1.0"
 

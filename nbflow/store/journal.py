@@ -30,7 +30,8 @@ Tables: ``runs``; ``nodes`` (the graph of each run); ``task_runs`` (one row per 
 attempt 0 being a cache hit); ``events``; ``blobs`` (every stored result: its checksum
 name, size, and the bytes themselves when small); ``cache`` (cache key -> result);
 ``fingerprints`` and ``code`` (what each task's last stored result was computed from, so
-that a miss can say what changed).
+that a miss can say what changed); ``cancel_requests`` (a run another process asked to
+cancel: the dashboard writes the row, the run's own process watches for it).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -125,6 +126,14 @@ MIGRATIONS: dict[int, list[str]] = {
             owner TEXT NOT NULL, name TEXT NOT NULL, run_id TEXT, batch_id TEXT, type TEXT,
             data BLOB NOT NULL, size INTEGER, preview TEXT, created REAL NOT NULL,
             PRIMARY KEY(owner, name)) WITHOUT ROWID""",
+    ],
+    # 5: cancel requests from other processes (the dashboard); the run's process watches them.
+    # nodes.inputs: a map node's traced inputs, kept when its deps become its items at run
+    # time, so the dashboard can redraw the graph as the live widget drew it.
+    5: [
+        """CREATE TABLE IF NOT EXISTS cancel_requests(
+            run_id TEXT PRIMARY KEY, requested REAL NOT NULL, requested_by TEXT, host TEXT)""",
+        "ALTER TABLE nodes ADD COLUMN inputs TEXT",
     ],
 }
 

@@ -87,7 +87,9 @@ def _task_row(run_id: str, idx: int, attempt: int, key: str, state: str, executo
 EVENT = Op("INSERT OR REPLACE INTO events(run_id, seq, time, type, idx, key, data) VALUES(?,?,?,?,?,?,?)",
            _event_row)
 NODE = Op("INSERT OR REPLACE INTO nodes(run_id, idx, key, task, kind, deps) VALUES(?,?,?,?,?,?)", _node_row)
-NODE_DEPS = Op("UPDATE nodes SET deps = ?, kind = ? WHERE run_id = ? AND idx = ?")
+# (inputs keeps a map node's traced inputs once its deps become its items)
+NODE_DEPS = Op("UPDATE nodes SET inputs = COALESCE(inputs, deps), deps = ?, kind = ? "
+               "WHERE run_id = ? AND idx = ?")
 TASK_RUN = Op("INSERT OR REPLACE INTO task_runs(run_id, idx, attempt, key, state, executor, start, end, "
               "duration_s, cached, output_bytes, error, reason, cache_key, blob) "
               "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _task_row)

@@ -1,0 +1,245 @@
+"""Read-only queries on the run store for the dashboard.
+
+Every function opens its own read-only SQLite connection (``mode=ro``): in WAL mode a
+reader sees the last committed state and never blocks the processes that are writing runs,
+nor they it.  A store that does not exist yet simply has no runs; nothing here creates,
+migrates or changes a store.  Run ids are checked by the handlers before they get here and
+are only ever used as SQL parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..store.history import StoredRun, effective_status
+from ..store.journal import connect, retrying
+
+JOURNAL = "journal.sqlite"
+_EPOCH = pd.Timestamp(0, tz="UTC")
+LIVE = "running"
+MAX_PAGE = 500
+_RUN_COLS = "id, name, status, start, end, duration_s, backend, workers, host, pid, error"
+
+
+@contextmanager
+def reading(home: Path) -> Iterator[sqlite3.Connection | None]:
+    """A read-only connection to ``home``'s journal, or None when there is no journal yet."""
+    path = home / JOURNAL
+    if not path.is_file():
+        yield None
+        return
+    conn = connect(path, readonly=True)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _q(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    return retrying(lambda: conn.execute(sql, params).fetchall(), "dashboard read")
+
+
+def _num(x: Any) -> Any:
+    """JSON has no NaN: missing numbers are null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    rid, name, status, start, end, dur, backend, workers, host, pid, error = row
+    status = effective_status(status, host, pid)
+    return {"id": rid, "name": name, "status": status, "live": status == LIVE, "start": start, "end": end,
+            "duration_s": dur, "backend": backend, "workers": workers, "host": host, "pid": pid,
+            "error": error}
+
+
+def _add_counts(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
+    """Task counts by final state, and the number of tasks (graphs grow while running)."""
+    if not runs:
+        return
+    ids = [r["id"] for r in runs]
+    marks = ",".join("?" * len(ids))
+    counts: dict[str, dict[str, int]] = {i: {} for i in ids}
+    for rid, state, cached, n in _q(conn, f"SELECT run_id, state, cached, COUNT(*) FROM task_runs WHERE "
+                                          f"run_id IN ({marks}) AND state != 'retried' "
+                                          "GROUP BY run_id, state, cached", ids):
+        c = counts[rid]
+        c[state] = c.get(state, 0) + n
+        if cached and state == "completed":
+            c["cached"] = c.get("cached", 0) + n
+    sizes = dict(_q(conn, f"SELECT run_id, COUNT(*) FROM nodes WHERE run_id IN ({marks}) "
+                          "GROUP BY run_id", ids))
+    for r in runs:
+        c = counts[r["id"]]
+        r["tasks"] = int(sizes.get(r["id"], 0))
+        for s in ("completed", "cached", "failed", "skipped", "cancelled"):
+            r[s] = int(c.get(s, 0))
+        r["done"] = r["completed"] + r["failed"] + r["skipped"] + r["cancelled"]
+
+
+def list_runs(home: Path, *, status: str | None = None, name: str | None = None, since: float | None = None,
+              limit: int = 50, offset: int = 0) -> dict[str, Any]:
+    """One page of runs, newest first, with their task counts; ``total`` counts every match.
+
+    ``status`` is the status the dashboard shows: ``interrupted`` (a run whose process
+    died) and ``running`` are told apart here, as ``nf.runs()`` does.
+    """
+    limit = max(1, min(int(limit), MAX_PAGE))
+    offset = max(0, int(offset))
+    with reading(home) as conn:
+        if conn is None:
+            return {"runs": [], "total": 0, "limit": limit, "offset": offset}
+        where, params = [], []
+        if name:
+            where.append("name = ?")
+            params.append(name)
+        if since is not None:
+            where.append("start >= ?")
+            params.append(float(since))
+        if status in ("running", "interrupted"):
+            # which of the runs marked running are really alive is known only per row
+            where.append("status = 'running'")
+        elif status:
+            where.append("status = ?")
+            params.append(status)
+        cond = f"WHERE {' AND '.join(where)}" if where else ""
+        if status in ("running", "interrupted"):
+            rows = [_run_dict(r) for r in _q(conn, f"SELECT {_RUN_COLS} FROM runs {cond} ORDER BY start DESC",
+                                             params)]
+            rows = [r for r in rows if r["status"] == status]
+            total, page = len(rows), rows[offset:offset + limit]
+        else:
+            total = _q(conn, f"SELECT COUNT(*) FROM runs {cond}", params)[0][0]
+            page = [_run_dict(r) for r in _q(conn, f"SELECT {_RUN_COLS} FROM runs {cond} "
+                                                   "ORDER BY start DESC LIMIT ? OFFSET ?",
+                                             [*params, limit, offset])]
+        _add_counts(conn, page)
+        return {"runs": page, "total": int(total), "limit": limit, "offset": offset}
+
+
+def get_run(home: Path, run_id: str) -> dict[str, Any] | None:
+    """The run's row and task counts, or None when the store has no such run."""
+    with reading(home) as conn:
+        if conn is None:
+            return None
+        rows = _q(conn, f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            return None
+        run = _run_dict(rows[0])
+        _add_counts(conn, [run])
+        run["last_seq"] = int(_q(conn, "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?",
+                                 (run_id,))[0][0])
+        return run
+
+
+class _ReadOnlyJournal:
+    """What :class:`StoredRun` needs of a journal (``query``), over read-only connections."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        conn = connect(self.path, readonly=True)
+        try:
+            return _q(conn, sql, params)
+        finally:
+            conn.close()
+
+
+class _ReadOnlyStore:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.journal = _ReadOnlyJournal(home / JOURNAL)
+
+
+def stored_run(home: Path, run_id: str) -> StoredRun | None:
+    """The run as :func:`nf.load_run` reads it, without opening the store for writing."""
+    if not (home / JOURNAL).is_file():
+        return None
+    store = _ReadOnlyStore(home)
+    rows = store.journal.query(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run_id,))
+    return StoredRun(store, rows[0]) if rows else None  # type: ignore[arg-type]
+
+
+def run_detail(home: Path, run_id: str) -> dict[str, Any] | None:
+    """The run, every task (the ``run.tasks`` columns), the graph's nodes and edges, and the
+    recorded traceback of each failed task."""
+    run = get_run(home, run_id)
+    sr = stored_run(home, run_id) if run is not None else None
+    if run is None or sr is None:
+        return None
+    df = sr.tasks
+    columns: dict[str, list[Any]] = {}
+    for c in df.columns:
+        col = df[c]
+        if c in ("start", "end"):  # UTC timestamps -> epoch seconds
+            col = (col - _EPOCH).dt.total_seconds()
+        columns[c] = col.astype(object).where(col.notna(), None).tolist()
+    names = list(columns)
+    tasks = [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    # graph edges, [upstream, downstream] as positions in ``tasks`` (the journal's node
+    # order); a live run's graph may have grown since the tasks were read: those wait
+    with reading(home) as conn:
+        sql = "SELECT idx, deps FROM nodes WHERE run_id = ? ORDER BY idx"
+        nodes = _q(conn, sql, (run_id,)) if conn is not None else []
+    nodes = nodes[: len(tasks)]
+    pos = {idx: j for j, (idx, _) in enumerate(nodes)}
+    edges = [[pos[d], j] for j, (_, text) in enumerate(nodes) for d in json.loads(text or "[]") if d in pos]
+    errors = {k: trim_traceback(str(e)) for k, e in sr.errors().items()}
+    return {"run": run, "tasks": tasks, "edges": edges, "errors": errors}
+
+
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
+
+
+def trim_traceback(text: str) -> str:
+    """A recorded traceback without the engine's frames in front of the task's own, as the
+    notebook shows it (the journal keeps the whole text)."""
+    from ..notebook.tracebacks import _internal
+
+    lines = text.splitlines()
+    try:
+        head = lines.index("Traceback (most recent call last):")
+    except ValueError:
+        return text
+    i = head + 1
+    while i < len(lines):
+        m = _FRAME.match(lines[i])
+        if m is None or not _internal(m.group("file")):
+            break
+        i += 1
+        while i < len(lines) and lines[i].startswith("    "):  # the frame's source lines
+            i += 1
+    if i >= len(lines) or _FRAME.match(lines[i]) is None:
+        return text  # nothing of the user's code left to show: keep it all
+    return "\n".join([*lines[: head + 1], *lines[i:]])
+
+
+def events_after(home: Path, run_id: str, after: int, limit: int = 5000) -> list[dict[str, Any]]:
+    """The journaled events of a run with ``seq > after``, oldest first, at most ``limit``."""
+    with reading(home) as conn:
+        if conn is None:
+            return []
+        rows = _q(conn, "SELECT seq, time, type, idx, key, data FROM events WHERE run_id = ? AND seq > ? "
+                        "ORDER BY seq LIMIT ?", (run_id, int(after), int(limit)))
+    return [{"seq": s, "time": t, "type": typ, "index": i, "key": k, "data": json.loads(d) if d else {}}
+            for s, t, typ, i, k, d in rows]
+
+
+def run_status(home: Path, run_id: str) -> str | None:
+    """The status the dashboard shows for one run (``interrupted`` included), or None."""
+    with reading(home) as conn:
+        if conn is None:
+            return None
+        rows = _q(conn, "SELECT status, host, pid FROM runs WHERE id = ?", (run_id,))
+    return effective_status(*rows[0]) if rows else None

@@ -1,0 +1,114 @@
+"""What the dashboard tests share: a real Jupyter server (or JupyterLab) on 127.0.0.1 with a
+token, reading a given run store, and workflow scripts run in their own processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    base: str
+    token: str
+    home: Path
+    log: Path
+
+    def url(self, path: str, token: bool = True) -> str:
+        sep = "&" if "?" in path else "?"
+        return f"{self.base}/nbflow/api/{path}" + (f"{sep}token={self.token}" if token else "")
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Jupyter server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"the Jupyter server did not answer at {url}:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def jupyter(tmp: Path, home: Path, *, lab: bool = False) -> Iterator[Server]:
+    """A ``jupyter server`` (or ``jupyter lab``) subprocess whose dashboard reads ``home``.
+
+    The nbflow server extension is not enabled here: the install enables it (the
+    jupyter_server_config.d file), and that is part of what the tests check."""
+    root = tmp / "root"
+    root.mkdir(exist_ok=True)
+    port, token = free_port(), uuid.uuid4().hex
+    log = tmp / ("lab.log" if lab else "server.log")
+    env = dict(os.environ, NBFLOW_HOME=str(home), JUPYTER_CONFIG_DIR=str(tmp / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp / "rt"))
+    cmd = [sys.executable, "-m", "jupyterlab" if lab else "jupyter_server", "--no-browser", f"--port={port}",
+           "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--ServerApp.open_browser=False"]
+    if lab:
+        cmd += ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait(f"{base}/api/status?token={token}", proc, log)
+        yield Server(base, token, home, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def script(tmp: Path, home: Path, code: str, name: str = "flow.py") -> subprocess.Popen[bytes]:
+    """Start ``code`` (a workflow script) in its own Python process writing to ``home``."""
+    path = tmp / name
+    path.write_text(textwrap.dedent(code))
+    env = dict(os.environ, NBFLOW_HOME=str(home))
+    return subprocess.Popen([sys.executable, str(path)], env=env, cwd=tmp, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+
+
+# A run that takes about a minute unless cancelled: 300 steps of 0.2 s on two workers.
+LONG_RUN = """
+import time
+import nbflow as nf
+
+@nf.task
+def step(i):
+    time.sleep(0.2)
+    return i
+
+@nf.task
+def total(xs):
+    return sum(xs)
+
+with nf.Workflow("long") as wf:
+    out = total(step.map(list(range(300))))
+run = wf.run(workers=2, raise_on_error=False, cache=False)
+print("STATUS", run.status, run.id, flush=True)
+"""
