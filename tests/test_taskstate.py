@@ -224,7 +224,7 @@ def test_a_node_resolved_without_running_gets_its_start_and_end_at_once():
 
 def test_the_open_count_reaches_zero_exactly_when_every_node_has_ended():
     n = 6
-    t, _seen = table(n)
+    t, _ = table(n)
     ends = [COMPLETED, FAILED, SKIPPED, CANCELLED, COMPLETED, CANCELLED]
     for i, final in enumerate(ends):
         assert t.open == n - i

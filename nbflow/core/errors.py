@@ -16,6 +16,7 @@ Each message names the problem and the way out.  The hierarchy::
     ├── TaskNotFinished (also LookupError)          the value of a task that did not complete
     ├── StallError (also RuntimeError)              tasks wait but nothing can progress
     ├── EngineError (also RuntimeError)             nbflow itself failed during a run (cause attached)
+    ├── TransitionError (also AssertionError)       a task state change the table forbids (checked runs)
     ├── GatherError                                 fewer gather inputs completed than needed
     ├── LoopLimitError                              a loop hit max_iter with until() false
     ├── ApprovalTimeout (also TimeoutError)         nobody answered an approval in time
@@ -109,6 +110,14 @@ class StallError(NbflowError, RuntimeError):
 
 class EngineError(NbflowError, RuntimeError):
     """nbflow failed internally during a run (not a task's error); the cause is attached."""
+
+
+class TransitionError(NbflowError, AssertionError):
+    """The engine tried a state change the table above does not allow: a bug in nbflow.
+
+    Raised only while transitions are checked (``NBFLOW_CHECK_TRANSITIONS=1``, always on in
+    nbflow's own tests); the message names the node, both states and the open count.
+    """
 
 
 class GatherError(NbflowError):

@@ -10,7 +10,7 @@ every event stream is replayed against the table in the tests.
 
 from __future__ import annotations
 
-from .errors import NbflowError
+from .errors import TransitionError  # noqa: F401  (re-exported: raised by engine.taskstate)
 
 PENDING = "pending"
 READY = "ready"
@@ -42,11 +42,3 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED = COMPLETED, FAILED, CANCELLED
-
-
-class TransitionError(NbflowError, AssertionError):
-    """The engine tried a state change the table above does not allow: a bug in nbflow.
-
-    Raised only while transitions are checked (``NBFLOW_CHECK_TRANSITIONS=1``, always on in
-    nbflow's own tests); the message names the node, both states and the open count.
-    """

@@ -116,6 +116,7 @@ class TaskStates:
         """
         i = e.index
         new = e.state
+        d: Any = e  # read below through the fields of the event's own class
         if CHECK:
             self._check(i, new)
         # State constants are compared by identity: every state string comes from
@@ -124,27 +125,27 @@ class TaskStates:
             pass
         elif new is RUNNING:
             self.start[i] = e.time
-            self.attempts[i] = e.attempt  # type: ignore[attr-defined]  # 0: a cache hit being served
+            self.attempts[i] = d.attempt  # 0: a cache hit being served
         elif new is COMPLETED:
             self.results[i] = result
             self.end[i] = t = e.time
             if self.start[i] != self.start[i]:  # NaN: resolved without running (a join, a gate)
                 self.start[i] = t
-            self.duration[i] = e.duration_s  # type: ignore[attr-defined]
-            self.output_bytes[i] = e.output_bytes  # type: ignore[attr-defined]
+            self.duration[i] = d.duration_s
+            self.output_bytes[i] = d.output_bytes
             self.open -= 1
         elif new is FAILED:
-            self.errors[i] = e.error  # type: ignore[attr-defined]
+            self.errors[i] = d.error
             self.end[i] = t = e.time
             if self.start[i] != self.start[i]:
                 self.start[i] = t
-            self.attempts[i] = e.attempt  # type: ignore[attr-defined]
-            self.duration[i] = e.duration_s  # type: ignore[attr-defined]
+            self.attempts[i] = d.attempt
+            self.duration[i] = d.duration_s
             self.open -= 1
         elif new is RETRYING:
             self.duration[i] = duration
         elif new is SKIPPED:
-            self.reasons[i] = e.reason  # type: ignore[attr-defined]
+            self.reasons[i] = d.reason
             self.open -= 1
         elif new is CANCELLED:
             if self.state[i] is RUNNING:  # interrupted: its attempt ends now
