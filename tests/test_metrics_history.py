@@ -142,3 +142,19 @@ def test_a_store_of_the_previous_schema_is_migrated(tmp_path) -> None:
         assert db.execute("PRAGMA user_version").fetchone() == (journal_mod.SCHEMA_VERSION,)
     finally:
         db.close()
+
+
+def test_tiny_thread_tasks_are_sampled_not_all_timed() -> None:
+    from nbflow.engine.metrics import TINY_SAMPLE, TINY_STREAK
+
+    @nf.task
+    def tiny(i: int) -> int:
+        return i
+
+    with nf.Workflow("tiny") as wf:
+        for i in range(200):
+            tiny(i)
+    run = wf.run(workers=1, cache=False)
+    measured = run.tasks["cpu_s"].notna().sum()
+    # The first TINY_STREAK calls are measured, then one in TINY_SAMPLE.
+    assert TINY_STREAK <= measured <= TINY_STREAK + 200 // TINY_SAMPLE + 1
