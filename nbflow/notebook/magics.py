@@ -186,6 +186,14 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
         binding.restore(ns, before, list(bound))
         display(plan_bundle(wf, check=args.check, cache=not args.no_cache, rerun=args.rerun), raw=True)
         return
+    if getattr(args, "forecast", False):  # predicted makespans from history; nothing runs
+        from IPython.display import display
+
+        from ..predict.forecast_view import forecast_bundle
+
+        binding.restore(ns, before, list(bound))
+        display(forecast_bundle(wf, workers=args.workers), raw=True)
+        return
     if not wf.nodes:
         print(f"[nbflow] the cell called no tasks: workflow {wf.name!r} has nothing to run")
         return
@@ -245,6 +253,8 @@ class WorkflowMagics(Magics):
     @argument("--check", action="store_true", help="show what would run and static checks; run nothing")
     @argument("--plan", action="store_true", help="show what would run; run nothing")
     @argument("--quiet", action="store_true", help="no live view: one line when the run ends")
+    @argument("--forecast", action="store_true",
+              help="show the predicted makespan per worker count (from history); run nothing")
     @cell_magic
     def workflow(self, line: str, cell: str) -> None:
         """Run the cell as an nbflow workflow (see nbflow.notebook.magics)."""
