@@ -142,3 +142,38 @@ def test_a_store_of_the_previous_schema_is_migrated(tmp_path) -> None:
         assert db.execute("PRAGMA user_version").fetchone() == (journal_mod.SCHEMA_VERSION,)
     finally:
         db.close()
+
+
+def test_tiny_thread_tasks_are_sampled_not_all_timed() -> None:
+    from nbflow.engine.metrics import TINY_SAMPLE, TINY_STREAK
+
+    @nf.task
+    def tiny(i: int) -> int:
+        return i
+
+    with nf.Workflow("tiny") as wf:
+        for i in range(200):
+            tiny(i)
+    run = wf.run(workers=1, cache=False)
+    measured = run.tasks["cpu_s"].notna().sum()
+    # The first TINY_STREAK calls are measured, then one in TINY_SAMPLE.
+    assert TINY_STREAK <= measured <= TINY_STREAK + 200 // TINY_SAMPLE + 1
+
+
+@nf.task
+def burn_anywhere(seconds: float) -> int:
+    end = time.process_time() + seconds
+    n = 0
+    while time.process_time() < end:
+        n += 1
+    return n
+
+
+def test_dask_tasks_report_cpu_and_peak_rss(dask_cluster) -> None:
+    with nf.Workflow("dask-metrics") as wf:
+        r = burn_anywhere(0.1)
+    run = wf.run(backend=dask_cluster.scheduler_address, cache=False)
+    row = run.tasks.set_index("key").loc[r.key]
+    assert row["cpu_s"] >= 0.08
+    assert row["peak_rss"] > 1_000_000
+    assert run[r] > 0  # the value arrives unwrapped

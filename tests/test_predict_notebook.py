@@ -22,6 +22,11 @@ CELLS = [
     "%%workflow eta --workers 2 --no-cache\nparts = [step(i) for i in range(40)]",
     "fc = nf.forecast(nf.last_run().workflow, workers=[1, 2, 4])\nprint(fc)\n"
     "rep = nf.last_run().prediction_report()\nprint(rep)",
+    "%%workflow eta --forecast --workers 3\nparts = [step(i) for i in range(40)]",
+    "assert parts == list(range(40)), parts  # --forecast ran nothing and bound nothing new\n"
+    "print('forecast ok')",
+    "@nf.task\ndef fresh(x):\n    return x",
+    "%%workflow never_ran --forecast\nfresh(step(1))",
 ]
 
 
@@ -39,3 +44,8 @@ def test_progress_lines_carry_the_eta_once_history_exists(tmp_path: Path) -> Non
     out = h.text(nb.cells[4])
     assert "forecast: 40 tasks" in out and "recommended workers" in out
     assert "prediction report" in out and "step: 40 ran" in out
+    shown = nb.cells[5]
+    assert "forecast: 40 tasks" in h.text(shown) and "(nothing was run)" in h.text(shown)
+    assert 'class="nbflow-forecast"' in h.html(shown) and "   3 workers:" in h.text(shown)
+    assert "forecast ok" in h.text(nb.cells[6])
+    assert "no history: fresh" in h.text(nb.cells[8])

@@ -190,6 +190,14 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
         binding.restore(ns, before, list(bound))
         display(plan_bundle(wf, check=args.check, cache=not args.no_cache, rerun=args.rerun), raw=True)
         return
+    if getattr(args, "forecast", False):  # predicted makespans from history; nothing runs
+        from IPython.display import display
+
+        from ..predict.forecast_view import forecast_bundle
+
+        binding.restore(ns, before, list(bound))
+        display(forecast_bundle(wf, workers=args.workers), raw=True)
+        return
     if not wf.nodes:
         print(f"[nbflow] the cell called no tasks: workflow {wf.name!r} has nothing to run")
         return
@@ -251,6 +259,8 @@ class WorkflowMagics(Magics):
     @argument("--quiet", action="store_true", help="no live view: one line when the run ends")
     @argument("-p", "--param", nargs=2, action="append", default=None, metavar=("NAME", "VALUE"),
               help="set parameter NAME (value parsed as papermill does) for this run; repeatable")
+    @argument("--forecast", action="store_true",
+              help="show the predicted makespan per worker count (from history); run nothing")
     @cell_magic
     def workflow(self, line: str, cell: str) -> None:
         """Run the cell as an nbflow workflow (see nbflow.notebook.magics)."""
