@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             "traces": len(errs),
         }
     med50 = summary["at_50"]["median_abs_error"]
-    result = {"dir": str(args.dir), "group": args.group, "workers": args.workers, "summary": summary,
+    result = {"dir": args.dir.name,  # (the folder's name: results must not depend on where it is) "group": args.group, "workers": args.workers, "summary": summary,
               "target_median_at_50_le_15pct": med50 is not None and med50 <= 0.15, "traces": rows}
     text = json.dumps(result, indent=2)
     print(text)

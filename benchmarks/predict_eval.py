@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     cov = [f[k] for f in figs for k in ("coverage_offline", "coverage_online")]  # type: ignore[index]
     pooled_cov_ok = bool(figs) and all(75 <= c <= 85 for c in cov)  # type: ignore[operator]
     result = {
-        "dir": str(args.dir),
+        "dir": args.dir.name,  # (the folder's name: results must not depend on where it is)
         "group": args.group,
         "traces": int(obs["instance"].nunique()),
         "families": families,
