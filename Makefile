@@ -15,6 +15,7 @@ example: setup
 
 lint: setup
 	.venv/bin/ruff check nbflow tests benchmarks example_notebooks
+	.venv/bin/mypy
 
 test: setup lint
 	$(PY) -m pytest

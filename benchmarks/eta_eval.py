@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             "traces": len(errs),
         }
     med50 = summary["at_50"]["median_abs_error"]
-    result = {"dir": args.dir.name,  # (the folder's name: results must not depend on where it is) "group": args.group, "workers": args.workers, "summary": summary,
+    # (the folder's name only: the results must not depend on where it is)
+    result = {"dir": args.dir.name, "group": args.group, "workers": args.workers, "summary": summary,
               "target_median_at_50_le_15pct": med50 is not None and med50 <= 0.15, "traces": rows}
     text = json.dumps(result, indent=2)
     print(text)

@@ -24,7 +24,7 @@ the subscribers as values.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 from .check import check, format_findings, serialize_edges
 from .core.errors import ConflictWarning, CycleError, WorkflowDefinitionError
@@ -159,7 +159,7 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
 def _check(wf: WorkflowGraph, options: RunOptions) -> Any:
     """Static verification before anything runs: errors refuse the run (this is not a
     WorkflowFailed: no run happened); conflicts warn, serialise or refuse."""
-    severity = "error" if options.on_conflict == "error" else "warning"
+    severity: Literal["error", "warning"] = "error" if options.on_conflict == "error" else "warning"
     findings = check(wf.nodes, resources=options.capacity, conflict_severity=severity)
     errors = findings.errors
     if errors:

@@ -37,7 +37,7 @@ class NotebookFailed(NbflowError):
     """A notebook run as a task failed (its cell, error and traceback are in the message)."""
 
 
-class NotebookOutputs(dict):  # type: ignore[type-arg]
+class NotebookOutputs(dict):
     """The outputs of a notebook run: ``{name: value}``, plus the ``batch_id`` they belong to."""
 
     def __init__(self, values: dict[str, Any], batch_id: str, notebook: str, output: str) -> None:

@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from ..store.journal import Op, StoreError
@@ -66,7 +67,7 @@ def new_batch_id() -> str:
 
 def require_store(home: str | os.PathLike[str] | None = None) -> Store:
     """The store (at ``home``, default ``$NBFLOW_HOME`` or ``./.nbflow``), or StoreError."""
-    store = get_store(home, warn=False)
+    store = get_store(Path(home) if home is not None else None, warn=False)
     if store is None:
         from ..store.store import store_home
 

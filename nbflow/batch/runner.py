@@ -288,8 +288,8 @@ def _stop_on_signals(control: Any) -> Any:
     finally:
         for t in timers:
             t.cancel()
-        for sig, h in old.items():
-            signal.signal(sig, h)
+        for signum, h in old.items():
+            signal.signal(signum, h)
 
 
 def _interrupt_main() -> None:

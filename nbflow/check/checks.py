@@ -227,7 +227,7 @@ def check_unused_results(ctx: CheckContext) -> Iterable[Finding]:
 def check_unbounded_loops(ctx: CheckContext) -> Iterable[Finding]:
     """``unbounded-loop`` (error): a loop without ``max_iter`` might never end."""
     for node in ctx.nodes:
-        if node.kind == LOOP and (node.kwargs or {}).get("max_iter") is None:
+        if node.kind == LOOP and (getattr(node, "kwargs", None) or {}).get("max_iter") is None:
             yield Finding(
                 "unbounded-loop", "error", (node.key,),
                 f"loop {node.key!r} has no bound: a loop must stop after max_iter iterations even "
@@ -243,7 +243,7 @@ def check_empty_branches(ctx: CheckContext) -> Iterable[Finding]:
             gated.update(d for d in node.deps if ctx.nodes[d].kind == GATE)
     for node in ctx.nodes:
         if node.kind == GATE and node.index not in gated:
-            side = "then" if node.args[1] else "otherwise"
+            side = "then" if getattr(node, "args", (None, True))[1] else "otherwise"
             yield Finding(
                 "empty-branch", "info", (node.key,),
                 f"the {side} side of a branch ({node.key!r}) runs no task; fine for an optional "
@@ -315,7 +315,7 @@ def check_untracked_files(ctx: CheckContext) -> Iterable[Finding]:
     for node in ctx.nodes:
         if node.kind != TASK:
             continue
-        values = list(node.args) + list((node.kwargs or {}).values())
+        values = list(getattr(node, "args", ())) + list((getattr(node, "kwargs", None) or {}).values())
         for v in values:
             if type(v) is str and 0 < len(v) < 4096 and "\n" not in v and _is_file(v):
                 yield Finding(

@@ -31,10 +31,11 @@ class File(os.PathLike):  # type: ignore[type-arg]
     """A file, a directory or a glob pattern whose content identifies it (see the module)."""
 
     __slots__ = ("path",)
+    path: str
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         if isinstance(path, File):
-            path = path.path
+            path = str(path.path)
         if not isinstance(path, (str, os.PathLike)):
             from .errors import WorkflowDefinitionError
 

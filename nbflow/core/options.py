@@ -71,9 +71,13 @@ def backend_kind(backend: Any) -> str:
     try:
         from distributed import Client
     except ImportError:
-        Client = None  # noqa: N806
-    if Client is not None and isinstance(backend, Client):
+        return _refuse_backend(backend)
+    if isinstance(backend, Client):
         return "dask"
+    return _refuse_backend(backend)
+
+
+def _refuse_backend(backend: Any) -> str:
     raise WorkflowDefinitionError(
         f"unknown backend {backend!r}: use 'local', 'process', 'dask', a scheduler address such "
         "as 'tcp://host:8786', or a distributed.Client"

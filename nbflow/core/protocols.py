@@ -18,11 +18,20 @@ __all__ = ["ResultCache", "RunView", "Subscriber"]
 class RunView(Protocol):
     """What a result cache may read of a running graph (the scheduler's plain state)."""
 
-    nodes: Sequence[Any]  # nbflow.core.ref.Ref, grows while running
-    succs: Sequence[Sequence[int]]
-    results: Sequence[Any]
-    output_bytes: Sequence[int | None]
-    state: Sequence[str]
+    @property
+    def nodes(self) -> Sequence[Any]: ...  # nbflow.core.ref.Ref, grows while running
+
+    @property
+    def succs(self) -> Sequence[Sequence[int]]: ...
+
+    @property
+    def results(self) -> Sequence[Any]: ...
+
+    @property
+    def output_bytes(self) -> Sequence[int | None]: ...
+
+    @property
+    def state(self) -> Sequence[str]: ...
 
 
 class ResultCache(Protocol):

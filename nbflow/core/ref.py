@@ -50,7 +50,7 @@ class Ref:
     def name(self) -> str:
         """The task name (``"clean.map"`` for the node that collects a map's results)."""
         if self.kind == TASK or self.kind == UNDO:
-            return self.task.spec.name  # type: ignore[union-attr]
+            return str(self.task.spec.name)
         return self.key.rpartition("-")[0]  # "clean.map-0" -> "clean.map", "branch-0" -> "branch"
 
     def after(self, *refs: Ref) -> Ref:

@@ -10,8 +10,6 @@ every event stream is replayed against the table in the tests.
 
 from __future__ import annotations
 
-from .errors import TransitionError  # noqa: F401  (re-exported: raised by engine.taskstate)
-
 PENDING = "pending"
 READY = "ready"
 RUNNING = "running"

@@ -75,7 +75,7 @@ def check_resources(where: str, resources: Any) -> None:
             raise _bad(where, "resources", resources, "keyed by resource names (non-empty strings)")
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
             raise _bad(where, f"resources[{k!r}]", v, "a number >= 0 or a size such as '2GiB'")
-        if _is_number(v) and (not math.isfinite(v) or v < 0):
+        if isinstance(v, (int, float)) and (not math.isfinite(v) or v < 0):
             raise _bad(where, f"resources[{k!r}]", v, "a finite number >= 0 or a size such as '2GiB'")
         if isinstance(v, str):
             amount = parse_amount(v, what=f"{where} resource {k!r}")  # (says what it cannot read)

@@ -174,7 +174,7 @@ class WorkflowGraph:
                 elif type(a) in _CONTAINERS:
                     self._scan(a, deps)
             refuse_hidden_refs(f"{task.spec.name}.map", (), kwargs)
-            return self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)
+            return self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)  # type: ignore[no-any-return]
         _refuse_column_iteration(task.spec.name, items)
         try:
             seq = list(items)

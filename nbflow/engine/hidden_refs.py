@@ -40,7 +40,7 @@ def _children(obj: Any) -> tuple[Any, bool] | None:
 
 
 def _find(obj: Any, hidden_in: str | None, depth: int, seen: set[int]) -> tuple[Any, str] | None:
-    from .graph import Ref
+    from ..core.ref import Ref
 
     t = type(obj)
     if t is Ref:

@@ -152,7 +152,7 @@ def _size_and_shape(a: Any, k: int) -> tuple[int | None, tuple[int, ...] | None]
         return size, (tuple(shape) if shape is not None else None)
     path = a if isinstance(a, os.PathLike) else getattr(a, "path", None)
     try:
-        return os.stat(path).st_size, None
+        return os.stat(path).st_size, None  # type: ignore[arg-type]  # (a TypeError is caught)
     except (OSError, TypeError, ValueError):
         return None, None
 

@@ -146,7 +146,7 @@ class Run:
         return {
             "nodes": list(s.nodes), "state": list(s.state), "start": list(s.start),
             "duration": list(s.duration), "level": list(s.level),
-            "input_bytes": [float(known[i]) if known.get(i) is not None else math.nan for i in range(n)],
+            "input_bytes": [float(b) if (b := known.get(i)) is not None else math.nan for i in range(n)],
         }
 
     def attach_cache(self, cache: ResultCache | None) -> None:
@@ -179,7 +179,7 @@ class Run:
     def _executor_of(self, ref: Ref) -> str:
         if ref.kind == MAP or ref.kind == APPROVAL or ref.kind in INLINE:
             return "inline"
-        spec = ref.task.spec  # type: ignore[union-attr]
+        spec = ref.task.spec
         if spec.is_async:
             return "async"
         if spec.executor is not None:
@@ -188,7 +188,7 @@ class Run:
                     f"task {ref.key!r} asks for executor='dask' but the run's backend is "
                     f"{self.backend_kind!r}; run with backend='dask' or a scheduler address"
                 )
-            return spec.executor
+            return str(spec.executor)
         return {"local": "thread", "process": "process", "dask": "dask"}[self.backend_kind]
 
     def _make_backends(self) -> dict[str, Any]:
@@ -427,7 +427,7 @@ class Run:
             return {c: [] for c in COLUMNS}
         n = len(s.nodes)
         cache = self.result_cache
-        errors = [None] * n
+        errors: list[str | None] = [None] * n
         for i, e in s.errors.items():
             errors[i] = f"{type(e).__name__}: {e}"
         for i, r in s.reasons.items():

@@ -364,7 +364,7 @@ class Scheduler:
             self._release(i)
             expand_map(self, i)
             return
-        spec = ref.task.spec  # type: ignore[union-attr]
+        spec = ref.task.spec
         cache = self.cache
         if cache is not None and self.attempts[i] == 0:  # store hook: a stored result for this key?
             t0 = time.perf_counter()
@@ -482,7 +482,7 @@ class Scheduler:
 
     def _failed_attempt(self, i: int, error: Exception, duration: float) -> None:
         ref = self.nodes[i]
-        spec = ref.task.spec  # type: ignore[union-attr]
+        spec = ref.task.spec
         if self.attempts[i] <= spec.retries:
             delay = spec.backoff(self.attempts[i], self.rand.random())
             self.enter(ev.TaskRetrying(time.time(), i, ref.key, self.attempts[i], delay, error,

@@ -125,7 +125,7 @@ class Task:
         """
         wf = _current.get()
         if wf is None:
-            return [self.spec.fn(item, **kwargs) for item in items]  # type: ignore[union-attr]
+            return [self.spec.fn(item, **kwargs) for item in items]
         return wf._add_map(self, items, kwargs, on_error)
 
     def with_options(self, **options: Any) -> Task:

@@ -21,7 +21,7 @@ state (``ApprovalRequested``, ``TasksAdded``) are emitted directly by the schedu
 Checking costs a dictionary lookup per move, so it is off by default and on when the
 environment variable ``NBFLOW_CHECK_TRANSITIONS=1`` is set when nbflow is imported (nbflow's
 own test suite sets it) or after :func:`check_transitions` ``(True)``.  A refused move raises
-:class:`~nbflow.core.states.TransitionError` naming the node, both states and the open count.
+:class:`~nbflow.core.errors.TransitionError` naming the node, both states and the open count.
 
 Growth while running (map items, loop iterations, compensations) appends a node with
 :meth:`TaskStates.append`, which extends every list and counts the node as open.
@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core import events as ev
+from ..core.errors import TransitionError
 from ..core.states import (
     CANCELLED,
     COMPLETED,
@@ -48,7 +49,6 @@ from ..core.states import (
     SKIPPED,
     TERMINAL,
     TRANSITIONS,
-    TransitionError,
 )
 
 NAN = math.nan

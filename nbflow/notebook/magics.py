@@ -207,7 +207,7 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
 
     def on_finish(e: ev.Event) -> None:
         if type(e) is ev.RunFinished:
-            binding.bind(ns, bound, model.run)  # before run.wait() returns anywhere
+            binding.bind(ns, bound, model.run)  # type: ignore[arg-type]  # before run.wait() returns anywhere
             view = holder.get("view")
             if view is not None and args.background:
                 view.finish()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
 from ..core import states
@@ -60,7 +60,7 @@ class RunModel:
         self.structure = 0  # bumps when nodes are added
         self.finished = threading.Event()
         self._index = {k: i for i, k in enumerate(self.keys)}
-        self._handlers = {
+        self._handlers: dict[type, Any] = {
             ev.TaskStarted: self._started,
             ev.TaskRetrying: self._retrying,
             ev.TaskCompleted: self._completed,

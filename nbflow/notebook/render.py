@@ -158,7 +158,7 @@ def _group_tooltip(model: RunModel, group: Group, counts: dict[str, int]) -> str
     lines.append(f"cache hits: {hits}")
     sizes = [model.output_bytes[i] for i in m if model.output_bytes[i] is not None]
     if sizes:
-        lines.append(f"output size: {fmt_bytes(sum(sizes))} in total")
+        lines.append(f"output size: {fmt_bytes(sum(s for s in sizes if s is not None))} in total")
     failed = [i for i in m if i in model.errors]
     for i in failed[:3]:
         lines.append(f"error in {model.keys[i]}: {short_error(model.errors[i], 300)}")
@@ -323,7 +323,7 @@ def _sort_keys(model: RunModel) -> dict[str, Any]:
         "state": lambda i: STATE_RANK.get(model.state[i], 99),
         "duration (longest first)": lambda i: -d[i] if not math.isnan(d[i]) else _NAN_LAST,
         "attempts (most first)": lambda i: -model.attempts[i],
-        "output size (largest first)": lambda i: -out[i] if out[i] is not None else _NAN_LAST,
+        "output size (largest first)": lambda i: -(out[i] or 0) if out[i] is not None else _NAN_LAST,
         "key": lambda i: model.keys[i],
     }
 

@@ -45,8 +45,8 @@ def _factory(run: Run) -> ev.Subscriber:
         if t is ev.RunStarted:
             row["started"] = datetime.fromtimestamp(e.time, timezone.utc)
         elif t is ev.RunFinished:
-            row["status"] = e.status
-            row["duration_s"] = round(e.duration_s, 3)
+            row["status"] = e.status  # type: ignore[attr-defined]
+            row["duration_s"] = round(e.duration_s, 3)  # type: ignore[attr-defined]
             counts = run.counts
             row["tasks"] = sum(counts.values())
             for s in ("completed", "failed", "skipped", "cancelled"):

@@ -98,7 +98,7 @@ def history(
 
     from nbflow.store.history import _require_store
 
-    where, params = "", []
+    where, params = "", list[Any]()
     if task is not None:
         names = _task_names(task)
         where += f" AND n.task IN ({','.join('?' * len(names))})"

@@ -170,7 +170,7 @@ class ReportHandler(_Base):
         if await self.blocking(reader.run_status, self.home, run_id) is None:
             raise web.HTTPError(404, f"no run {run_id} in the store {self.home}")
         try:
-            from nbflow.batch.report import render_html  # type: ignore[import-not-found]
+            from nbflow.batch.report import render_html
         except ImportError:
             raise web.HTTPError(404, "no HTML report for this run: this nbflow has no report renderer "
                                      "(nbflow.batch.report, the module behind `nbflow report`)") from None

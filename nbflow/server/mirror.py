@@ -53,7 +53,7 @@ def _decode(t: float, typ: str, idx: int | None, key: str | None, data: str | No
         kw["error"] = _stored_error(kw["error"])
     try:
         if issubclass(cls, ev.TaskEvent):
-            return cls(time=t, index=idx, key=key, **kw)
+            return cls(time=t, index=idx, key=key, **kw)  # type: ignore[arg-type]
         return cls(time=t, **kw)
     except TypeError:  # recorded by another nbflow version
         return None

@@ -99,7 +99,8 @@ def list_runs(home: Path, *, status: str | None = None, name: str | None = None,
     with reading(home) as conn:
         if conn is None:
             return {"runs": [], "total": 0, "limit": limit, "offset": offset}
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if name:
             where.append("name = ?")
             params.append(name)

@@ -211,7 +211,7 @@ def _loaded_names(code: types.CodeType) -> tuple[tuple[str, ...], tuple[tuple[st
 
 
 def _code_signature(code: types.CodeType, doc: str | None = None) -> tuple[Any, ...]:
-    consts = []
+    consts: list[Any] = []
     for k in code.co_consts:
         if isinstance(k, types.CodeType):
             consts.append(_code_signature(k))
@@ -236,7 +236,7 @@ def _source_digest(code: types.CodeType) -> tuple[str | None, str | None]:
     want = (ast.Lambda,) if code.co_name == "<lambda>" else (ast.FunctionDef, ast.AsyncFunctionDef)
     found = [n for n in ast.walk(tree) if isinstance(n, want)]
     if code.co_name != "<lambda>":
-        found = [n for n in found if n.name == code.co_name][:1]
+        found = [n for n in found if getattr(n, "name", None) == code.co_name][:1]
     if len(found) != 1:
         return None, "source is ambiguous (several lambdas on one line); fingerprinted from its bytecode"
     if not _compiles_to(src, code):

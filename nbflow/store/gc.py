@@ -25,6 +25,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from ..core.errors import WorkflowDefinitionError
@@ -111,7 +112,7 @@ def gc(
         raise WorkflowDefinitionError(f"keep_last must be a whole number >= 0, got {keep_last!r}")
     age = parse_age(max_age) if max_age is not None else None
     budget = parse_bytes(max_bytes) if max_bytes is not None else None
-    store = get_store(home, warn=False)
+    store = get_store(Path(home) if home is not None else None, warn=False)
     if store is None:
         from .journal import StoreError
 

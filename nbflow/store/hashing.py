@@ -42,7 +42,7 @@ from ..core.ref import is_task
 try:  # the fast path; see the module docstring
     import xxhash as _xxhash
 except ImportError:  # pragma: no cover - depends on the install
-    _xxhash = None
+    _xxhash = None  # type: ignore[assignment]
 
 
 
@@ -55,7 +55,7 @@ if _xxhash is not None:
 else:  # pragma: no cover - depends on the install
     ALGO = "b"
 
-    def _new() -> Any:  # type: ignore[misc]
+    def _new() -> Any:  # type: ignore[no-redef]
         return hashlib.blake2b(digest_size=16)
 
     def _digest_bytes(data: bytes | memoryview) -> str:
@@ -64,7 +64,7 @@ else:  # pragma: no cover - depends on the install
 
 def digest(data: bytes | bytearray | memoryview) -> str:
     """The digest (hex with an algorithm prefix) of raw bytes."""
-    return _digest_bytes(data)
+    return _digest_bytes(bytes(data) if type(data) is bytearray else data)  # type: ignore[arg-type]
 
 
 def verify(data: bytes | memoryview, key: str) -> bool:
@@ -159,7 +159,7 @@ def _feed_other(h: Any, v: Any, t: type) -> None:
             if v.dtype.hasobject:
                 _feed(h, v.ravel().tolist(), 1)
             else:
-                h.update(memoryview(np.ascontiguousarray(v)).cast("B"))
+                h.update(memoryview(np.ascontiguousarray(v)).cast("B"))  # type: ignore[arg-type]
             return
         if isinstance(v, np.generic) and not isinstance(v, np.object_):
             h.update(b"g" + v.dtype.str.encode())

@@ -172,7 +172,7 @@ class StoredRun:
         self._deps = {}
         for idx, key, task, kind, deps in nodes:
             self._deps[idx] = json.loads(deps or "[]")
-            r = final.get(idx)
+            r = final.get(idx)  # type: ignore[assignment]
             if r is None:
                 state = unfinished if idx in started else "pending"
                 r = (idx, 0, state, None, None, None, None, 0, None, None, None, None, *[None] * 5)

@@ -190,7 +190,7 @@ _FLUSH = object()
 
 def _max_variables(conn: sqlite3.Connection) -> int:
     try:
-        return int(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+        return int(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))  # type: ignore[attr-defined]  # (3.11+)
     except (AttributeError, sqlite3.Error):  # Python < 3.11
         return 999
 
@@ -436,7 +436,7 @@ class Journal:
                 return conn
             except (sqlite3.Error, OSError) as e:
                 with contextlib.suppress(Exception):
-                    conn.close()  # type: ignore[possibly-undefined]
+                    conn.close()
                 permanent = isinstance(e, sqlite3.DatabaseError) and not (
                     isinstance(e, sqlite3.OperationalError) and _is_busy(e))
                 if permanent or time.monotonic() + delay > deadline:  # (damage does not heal)

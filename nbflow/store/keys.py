@@ -55,7 +55,7 @@ def file_products(spec: Any) -> list[tuple[str, File]]:
 
 def has_files(ref: Ref) -> bool:
     """Does a task call pass nf.File arguments or declare file reads (content to hash)?"""
-    spec = ref.task.spec  # type: ignore[union-attr]
+    spec = ref.task.spec
     if spec.reads and file_reads(spec):
         return True
     args = list(ref.args) + (list(ref.kwargs.values()) if ref.kwargs else [])
@@ -139,7 +139,7 @@ class KeyBuilder:
 
     def inputs(self, ref: Ref) -> dict[str, str]:
         """Argument name -> content hash of every input (raises Unhashable, naming it)."""
-        names, var = self.param_names(ref.task.spec.fn)  # type: ignore[union-attr]
+        names, var = self.param_names(ref.task.spec.fn)
         nested = ref.nested
         digests = self.digests
         out: dict[str, str] = {}
@@ -158,7 +158,7 @@ class KeyBuilder:
         except hashing.Unhashable as e:
             e.args = (name, *e.args)
             raise
-        spec = ref.task.spec  # type: ignore[union-attr]
+        spec = ref.task.spec
         if spec.reads:
             for entry, f in file_reads(spec):
                 out[f"reads {entry}"] = hashing.FILES.of(f)

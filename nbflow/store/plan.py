@@ -79,7 +79,7 @@ def _decide(rc: RunCache, store: Any, ref: Ref, pending: dict[int, str]) -> dict
     if ref.kind not in (TASK, UNDO) or ref.task is None:  # branch, first, gather, loop, approval
         pending[i] = ref.key
         return _row(ref, "maybe", f"a {ref.kind} node: resolved when the workflow runs")
-    spec = ref.task.spec  # type: ignore[union-attr]
+    spec = ref.task.spec
     if not spec.cache:
         pending[i] = ref.key
         return _row(ref, "miss", "cache off")

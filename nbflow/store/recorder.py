@@ -114,7 +114,7 @@ class RunRecorder:
         self.run = run
         self.run_id = run.id
         self.seq = 0
-        self.started: dict[int, tuple[float, str]] = {}
+        self.started: dict[int, tuple[float | None, str | None]] = {}
         self._index: dict[str, int] | None = None
         self.journal.run_started()
 

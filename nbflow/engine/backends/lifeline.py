@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 POLL_S = 1.0  # only without pidfd support
@@ -42,7 +43,7 @@ def _set_parent_death_signal() -> bool:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        return bool(libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0)
     except (OSError, AttributeError):  # pragma: no cover - no libc prctl
         return False
 
@@ -79,7 +80,8 @@ def bind_to_owner(owner: int) -> None:
         with contextlib.suppress(OSError):
             fd = os.pidfd_open(owner)
     if fd is not None:
-        target, arg = _watch_pidfd, fd
+        target: Callable[[int], None] = _watch_pidfd
+        arg = fd
     else:
         target, arg = _watch_poll, owner
     threading.Thread(target=target, args=(arg,), name="nbflow-lifeline", daemon=True).start()

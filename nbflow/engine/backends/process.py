@@ -52,7 +52,7 @@ def _run_pickled(payload: bytes) -> bytes:
     fn, args, kwargs = cloudpickle.loads(payload)
     value = fn(*args, **kwargs) if kwargs else fn(*args)
     try:
-        return cloudpickle.dumps(value)
+        return bytes(cloudpickle.dumps(value))
     except Exception as e:
         value = getattr(value, "measured_value", value)  # name the task's own result type
         raise PicklingError(
