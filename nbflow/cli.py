@@ -5,7 +5,7 @@
     nbflow doctor [--repair] [--home DIR]
     nbflow run | sweep | outputs | report | show | explain ...   (batch runs: nbflow.batch.cli)
 
-``runs`` lists the runs in the store (newest last); ``gc`` applies the retention rules
+``runs`` lists the runs in the store (newest first); ``gc`` applies the retention rules
 of :mod:`nbflow.store.gc`; ``doctor`` checks the store and with ``--repair`` starts a new
 journal in place of a damaged one (:mod:`nbflow.store.doctor`).  The store is
 ``$NBFLOW_HOME`` or ``./.nbflow`` unless ``--home`` says otherwise.  Exit status: 0 on
@@ -18,10 +18,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nbflow", description="nbflow: Jupyter-native workflows.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"nbflow {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -52,14 +56,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from .store import runs
+    from .store import runs, store_home
 
+    where = Path(args.home).expanduser().absolute() if args.home else store_home()
     df = runs(args.name, home=args.home)
     if args.limit:
         df = df.tail(args.limit)
+    df = df.iloc[::-1].reset_index(drop=True)  # newest first, as %nbflow runs shows them
     from .batch.cli import with_params
 
     df = with_params(df, args.home)
+    # Where the store was found (walking up from here, or $NBFLOW_HOME); on stderr for --json.
+    print(f"store: {where}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         out = df.assign(start=df["start"].astype(str), end=df["end"].astype(str))
         print(json.dumps(json.loads(out.to_json(orient="records")), indent=1))

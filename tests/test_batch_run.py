@@ -119,8 +119,8 @@ def test_run_injects_records_and_applies_run_defaults(tmp_path: Path) -> None:
     table = cli("runs", cwd=tmp_path)
     assert "alpha=0.5" in table.stdout and "n=4" in table.stdout
     as_json = json.loads(cli("runs", "--json", cwd=tmp_path).stdout)
-    assert as_json[-1]["params"] == {"alpha": 0.5, "n": 4, "label": "7"}
-    assert as_json[-1]["batch"] == batch_id
+    assert as_json[0]["params"] == {"alpha": 0.5, "n": 4, "label": "7"}  # newest first
+    assert as_json[0]["batch"] == batch_id
 
 
 def test_changed_parameter_reruns_only_its_tasks_and_resume_reuses_everything(tmp_path: Path) -> None:

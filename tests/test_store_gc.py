@@ -142,9 +142,10 @@ def test_cli_runs_and_gc(capsys):
     assert main(["runs"]) == 0
     out = capsys.readouterr().out
     assert a.id in out and b.id in out and "completed" in out
+    assert out.splitlines()[0].startswith("store: ") and out.index(b.id) < out.index(a.id)  # newest first
     assert main(["runs", "--json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert [r["id"] for r in records] == [a.id, b.id]
+    assert [r["id"] for r in records] == [b.id, a.id]
     assert main(["gc", "--keep-last", "1", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would remove 1 run(s)" in out and a.id in out

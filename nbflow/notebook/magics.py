@@ -21,6 +21,7 @@ The live view is the widget when a notebook front end sent the cell, text otherw
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import sys
 import threading
@@ -32,7 +33,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from ..core import events as ev
-from ..core.errors import NbflowError, WorkflowCancelled, WorkflowFailed
+from ..core.errors import NbflowError, WorkflowCancelled, WorkflowDefinitionError, WorkflowFailed
+from ..core.options import RunOptions
 from ..workflow import Workflow
 from . import binding, session
 from .frontend import frontend_mode
@@ -162,9 +164,26 @@ def raise_for_status(run: Run, shell: Any, interrupted: bool = False) -> None:
         raise
 
 
+def _unknown_rerun(wf: Workflow, names: list[str] | None) -> str | None:
+    """The usage error for ``--rerun`` names that are no task or task key of ``wf``."""
+    if not names:
+        return None
+    known = {r.name for r in wf.nodes} | {r.key for r in wf.nodes}
+    bad = [n for n in names if n not in known]
+    if not bad:
+        return None
+    close = difflib.get_close_matches(bad[0], sorted(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f" (tasks: {', '.join(sorted(known)[:8])})"
+    return f"%%workflow --rerun: no task or task key {bad[0]!r} in workflow {wf.name!r}{hint}"
+
+
 def run_cell(shell: Any, line: str, cell: str) -> None:
     """What ``%%workflow`` does (see the module docstring)."""
     args = parse_argstring(WorkflowMagics.workflow, line)
+    try:  # a bad --workers or --backend is a one-line usage error, before the cell runs
+        RunOptions(workers=args.workers, backend=args.backend)
+    except WorkflowDefinitionError as e:
+        raise UsageError(f"%%workflow: {e}") from None
     opts = _run_options(args.workers, args.backend, not args.no_cache, args.rerun)
     ns = shell.user_ns
     if args.param:  # -p NAME VALUE: a parameter, set as a global and recorded with the run
@@ -201,6 +220,10 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
     if not wf.nodes:
         print(f"[nbflow] the cell called no tasks: workflow {wf.name!r} has nothing to run")
         return
+    unknown = _unknown_rerun(wf, args.rerun)
+    if unknown:
+        binding.restore(ns, before, list(bound))
+        raise UsageError(unknown)
     mode = "quiet" if args.quiet else frontend_mode(shell)[0]
     model = RunModel(wf)
     holder: dict[str, LiveView] = {}
