@@ -64,14 +64,16 @@ class Unsigned:
     def __enter__(self) -> None:
         self.real = signing.mac
         signing.mac = lambda *parts: ZERO  # type: ignore[assignment]
+        signing._MEMO.clear()  # (what was verified in one mode means nothing in the other)
 
     def __exit__(self, *exc: Any) -> None:
         signing.mac = self.real  # type: ignore[assignment]
+        signing._MEMO.clear()
 
 
 class Signed:
     def __enter__(self) -> None:
-        pass
+        signing._MEMO.clear()
 
     def __exit__(self, *exc: Any) -> None:
         pass
