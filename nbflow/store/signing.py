@@ -80,16 +80,22 @@ def _read(path: Path) -> bytes:
     return data
 
 
-_BY_ENV: dict[tuple[str | None, ...], bytes] = {}
+_LAST: tuple[str | None, bytes] | None = None
 
 
 def key() -> bytes:
-    """This user's signing key, created on first use (raises StoreError if unusable)."""
-    env = os.environ
-    where = (env.get("NBFLOW_KEY_FILE"), env.get("XDG_CONFIG_HOME"), env.get("HOME"))
-    k = _BY_ENV.get(where)  # (the hot path: no Path objects per signature)
-    if k is None:
-        k = _BY_ENV[where] = _load_key()
+    """This user's signing key, created on first use (raises StoreError if unusable).
+
+    The hot path (two signatures per cached task) looks at ``$NBFLOW_KEY_FILE`` only: the
+    default location (from ``$XDG_CONFIG_HOME`` / ``$HOME``) is resolved once per process.
+    """
+    global _LAST
+    env_file = os.environ.get("NBFLOW_KEY_FILE")
+    last = _LAST
+    if last is not None and last[0] == env_file:
+        return last[1]
+    k = _load_key()
+    _LAST = (env_file, k)
     return k
 
 
