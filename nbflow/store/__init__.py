@@ -16,6 +16,13 @@ tasks that had not committed.  Modules, one job each:
 * :mod:`.history`     ``runs()`` and ``load_run()``
 * :mod:`.plan`        ``plan(wf)``: hits and misses predicted without running
 * :mod:`.gc`          retention
+* :mod:`.signing`     HMAC-SHA256 signatures of stored results (key outside the store)
+* :mod:`.guard`       a store failing mid-run degrades the run to "no cache"
+* :mod:`.settings`    NBFLOW_COMMIT_WINDOW / NBFLOW_LOCK_TIMEOUT / NBFLOW_LOCK_NOTICE
+* :mod:`.privacy`     private modes, the warning for a store open to others
+* :mod:`.tidy`        temporary files of killed writers, removed at open
+* :mod:`.readonly`    reading the history of a store that cannot be written
+* :mod:`.doctor`      ``nbflow doctor``: integrity check and repair
 
 Importing this package attaches the journal to every run (``nf.on_run``).
 """

@@ -16,8 +16,9 @@ Why SQLite, and how it is used:
   flushes on interpreter exit.
 * **Crash safety.**  ``synchronous=NORMAL`` in WAL mode: a committed transaction survives
   the process being killed (SIGKILL) at any moment; a torn WAL tail is discarded by
-  SQLite on the next open.  Only the last few milliseconds of queued rows can be lost,
-  which for the cache means those tasks run again, never that a result is half there.
+  SQLite on the next open.  Rows still queued are lost: up to the group-commit window
+  (``NBFLOW_COMMIT_WINDOW``, 50 ms) plus the commit itself, which for the cache means
+  those tasks run again, never that a result is half there.
 * **Versioned schema.**  ``PRAGMA user_version`` holds the schema version; opening a
   store reads it first without taking any lock and, only when steps are missing, runs them
   in one write transaction; a store written by a newer nbflow is refused (clearly).

@@ -82,7 +82,7 @@ def dumps(value: Any) -> bytes:
 
 def _signed(fmt: int, payload: bytes) -> bytes:
     head = MAGIC + bytes((VERSION, fmt))
-    return b"".join((head, signing.mac(head, payload), payload))
+    return b"".join((head, signing.signed(head, payload), payload))
 
 
 def verified_payload(data: bytes | memoryview) -> tuple[int, memoryview]:

@@ -2,14 +2,18 @@
 
 The store is a directory: ``.nbflow/`` in the working directory, or ``$NBFLOW_HOME``.  It
 is resolved when each run starts (so a test or a notebook can point ``NBFLOW_HOME``
-elsewhere at any time), created private to the user (mode 0700), and holds::
+elsewhere at any time), created private to the user (mode 0700, files 0600; an existing
+store open to others is used with a warning, :mod:`.privacy`), and holds::
 
     journal.sqlite (+ -wal, -shm)   runs, task runs, events, cache index  (journal.py)
     blobs/xab/cdef...                results too big to live inline          (blobs.py)
 
 A process keeps one :class:`Store` per directory.  If the directory or its database
-cannot be used (read-only disk, a newer schema, ``NBFLOW_STORE=off``), runs still work:
-without a journal and without caching, and a warning says why once.
+cannot be used (read-only disk, a newer schema, a damaged journal, ``NBFLOW_STORE=off``),
+runs still work: without a journal and without caching, and a warning says why once (a
+damaged journal is named as such, with ``nbflow doctor``).  A store that fails during a run
+is dropped (:func:`invalidate`) and opened afresh by the next run (:mod:`.guard`).  Cache
+rows carry a signature (:mod:`.signing`) checked before their result is loaded.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Removing what crashed writers left behind, when a store is opened.
 
-A result file is written as ``blobs/xab/.tmp-<pid>-<random>`` and renamed when complete
-(:mod:`.blobs`).  A process killed mid-write leaves its temporary file behind, possibly
-tens of megabytes.  When a process opens the store, temporary files whose writer process
-is gone are deleted at once: the pid in the name says who owns the file.  Files of an
+A result file is written as ``blobs/xab/.tmp-<pid>@<host>-<random>`` and renamed when
+complete (:mod:`.blobs`).  A process killed mid-write leaves its temporary file behind,
+possibly tens of megabytes.  When a process opens the store, temporary files whose writer
+process is gone are deleted at once: the pid and host in the name say who owns the file.
+Files of another host (a store on a shared file system) cannot be checked from here and
+are left to the age rule below.  Files of an
 older naming without a pid cannot be attributed, so they are removed only once they are
 older than an hour (no write takes that long to finish).  Symbolic links are never
 followed: a fan-out directory that is a link is skipped.
@@ -12,13 +14,16 @@ followed: a fan-out directory that is a link is skipped.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import socket
 import stat
 import time
 from pathlib import Path
 
 TMP_PREFIX = ".tmp-"
 UNOWNED_AGE = 3600.0
+HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -35,12 +40,16 @@ def _pid_alive(pid: int) -> bool:
 
 def tmp_prefix() -> str:
     """The prefix of this process's temporary blob files (it names the owner)."""
-    return f"{TMP_PREFIX}{os.getpid()}-"
+    return f"{TMP_PREFIX}{os.getpid()}@{HOST}-"
 
 
 def _owner(name: str) -> int | None:
-    pid, sep, _ = name[len(TMP_PREFIX):].partition("-")
-    return int(pid) if sep and pid.isdigit() else None
+    """The pid of the writer if it ran on this host (None: unknown, or another host)."""
+    owner, sep, _ = name[len(TMP_PREFIX):].partition("-")
+    pid, at, host = owner.partition("@")
+    if not sep or not pid.isdigit() or (at and host != HOST):
+        return None
+    return int(pid)
 
 
 def remove_stale_tmp(root: Path, now: float | None = None) -> tuple[int, int]:

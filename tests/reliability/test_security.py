@@ -265,3 +265,24 @@ def test_a_key_readable_by_others_is_refused(monkeypatch, tmp_path):
     with pytest.warns(nf.NbflowStoreWarning, match="chmod 600"):
         run = wf.run()
     assert run[r]["n"] == 5
+
+
+def test_verified_content_is_remembered_but_nothing_else():
+    """A result verified once verifies again from memory; one changed byte is checked in
+    full (and fails); another key starts from nothing."""
+    data = serialize.dumps({"k": [1, 2, 3]})
+    head, sig, payload = data[:5], data[5:37], data[37:]
+    assert signing.check(sig, head, payload)
+    calls = []
+    real = signing.mac
+    try:
+        signing.mac = lambda *p: calls.append(p) or real(*p)
+        assert signing.check(sig, head, payload)  # remembered: no MAC computed
+        assert not calls
+        tampered = payload[:-1] + bytes([payload[-1] ^ 1])
+        assert not signing.check(sig, head, tampered)
+        assert calls  # computed in full
+    finally:
+        signing.mac = real
+    assert signing.row_ok(signing.row_sig("ck", "x" + "0" * 32, "v"), "ck", "x" + "0" * 32, "v")
+    assert not signing.row_ok(signing.row_sig("ck", "x" + "0" * 32, "v"), "ck", "x" + "1" * 32, "v")

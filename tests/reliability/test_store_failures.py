@@ -183,16 +183,19 @@ def test_stale_tmp_files_are_removed_at_open_unless_owned(tmp_path):
     home = tmp_path / "store"
     sub = home / "blobs" / "x12"
     sub.mkdir(parents=True)
-    dead = sub / ".tmp-999999999-abc"  # no such pid
-    live = sub / f".tmp-{os.getpid()}-def"
+    from nbflow.store.tidy import HOST
+
+    dead = sub / f".tmp-999999999@{HOST}-abc"  # no such pid
+    live = sub / f".tmp-{os.getpid()}@{HOST}-def"
+    other_host = sub / ".tmp-999999999@00000000-ghi"  # cannot be checked from here: kept
     legacy_old = sub / ".tmp-oldname"
     legacy_new = sub / ".tmp-newname"
-    for p in (dead, live, legacy_old, legacy_new):
+    for p in (dead, live, legacy_old, legacy_new, other_host):
         p.write_bytes(b"half a result")
     os.utime(legacy_old, (1, 1))
     assert get_store(home) is not None
     assert not dead.exists() and not legacy_old.exists()
-    assert live.exists() and legacy_new.exists()
+    assert live.exists() and legacy_new.exists() and other_host.exists()
 
 
 def test_tmp_cleanup_never_follows_a_linked_directory(tmp_path):
