@@ -21,11 +21,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nbflow")
+    except PackageNotFoundError:  # a checkout on sys.path that is not installed
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nbflow", description="nbflow: Jupyter-native workflows.")
-    from . import __version__
-
-    p.add_argument("--version", action="version", version=f"nbflow {__version__}")
+    p.add_argument("--version", action="version", version=f"nbflow {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
