@@ -1,9 +1,13 @@
 """Sync tasks in worker processes, with cloudpickle so notebook-defined functions travel.
 
 The pool is created on first use and belongs to the run.  Worker processes come from a
-``forkserver`` that preloads only nbflow (not ``__main__``), so a script without an
-``if __name__ == "__main__"`` guard is not re-executed in the workers, and no process is
-forked from a multi-threaded parent.
+``forkserver`` that preloads only nbflow, and no process is forked from a multi-threaded
+parent.  Workers never import the user's ``__main__``: multiprocessing would re-run a
+script's top level in every worker (a script without an ``if __name__ == "__main__"``
+guard would run again there, and start runs of its own), so while this backend starts its
+workers the preparation data that tells a child to import the parent's main module is
+dropped (:func:`_without_main`).  Functions defined in the script still reach the workers:
+cloudpickle sends ``__main__`` functions by value.
 
 Arguments and results cross the process boundary as cloudpickle bytes; what cannot be
 pickled is reported naming the task, the argument and the type.  Unlike threads, worker
@@ -16,16 +20,43 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
 import sys
+import threading
 from collections.abc import Callable
+from multiprocessing import spawn
 from typing import Any
 
 import cloudpickle
 
 from ...core.errors import PicklingError
 from .lifeline import bind_to_owner
+
+_starting = threading.local()  # set while this backend starts worker processes
+_original_preparation = spawn.get_preparation_data
+
+
+def _preparation_data(name: str) -> dict[str, Any]:
+    data = _original_preparation(name)
+    if getattr(_starting, "on", False):
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+    return data
+
+
+spawn.get_preparation_data = _preparation_data  # (only changes children this backend starts)
+
+
+@contextlib.contextmanager
+def _without_main() -> Any:
+    """Children started inside this block do not import the parent's ``__main__``."""
+    _starting.on = True
+    try:
+        yield
+    finally:
+        _starting.on = False
 
 
 def _describe(value: Any) -> str:
@@ -99,7 +130,8 @@ class ProcessBackend:
                 f"({type(e).__name__}: {e}). Pass something picklable (a path, a URL, plain "
                 "data) and open the resource inside the task, or run it with executor='thread'."
             ) from e
-        fut = self._executor().submit(_run_pickled, payload)
+        with _without_main():  # (submit may start a worker)
+            fut = self._executor().submit(_run_pickled, payload)
         try:
             out = await asyncio.wrap_future(fut)
         except PicklingError as e:
