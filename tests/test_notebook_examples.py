@@ -79,3 +79,16 @@ def test_examples_run_under_nbval(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
+
+
+def test_quickstart_takes_the_suggested_parameter(tmp_path: Path) -> None:
+    # The notebook's own comment suggests `papermill quickstart.ipynb out.ipynb -p n_rows 50000`:
+    # its checks must follow the parameter, not a hard-coded size.
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / "quickstart-50k.out.ipynb"
+    nb = papermill.execute_notebook(str(EXAMPLES / "quickstart.ipynb"), str(out), kernel_name="python3",
+                                    cwd=str(tmp_path), progress_bar=False,
+                                    parameters={"data_dir": str(tmp_path), "n_rows": 50_000},
+                                    extra_arguments=h.kernel_args())
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "n_rows = 50000" in injected[0].source
