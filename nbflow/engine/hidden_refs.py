@@ -17,6 +17,7 @@ import types
 from typing import Any
 
 from ..core.errors import RefUsageError
+from ..core.ref import Ref
 
 _PLAIN = (list, tuple, dict, set, frozenset)
 _ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -40,8 +41,6 @@ def _children(obj: Any) -> tuple[Any, bool] | None:
 
 
 def _find(obj: Any, hidden_in: str | None, depth: int, seen: set[int]) -> tuple[Any, str] | None:
-    from ..core.ref import Ref
-
     t = type(obj)
     if t is Ref:
         return (obj, hidden_in) if hidden_in is not None else None
@@ -64,10 +63,18 @@ def _find(obj: Any, hidden_in: str | None, depth: int, seen: set[int]) -> tuple[
 
 def refuse_hidden_refs(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
     """Raise RefUsageError if a Ref sits inside a container the scheduler does not resolve."""
+    # The hot path of tracing: arguments that are Refs or plain values need no look inside.
+    for a in args:
+        t = type(a)
+        if t is not Ref and t not in _ATOMS:
+            break
+    else:
+        if not kwargs or all(type(v) is Ref or type(v) in _ATOMS for v in kwargs.values()):
+            return
     named = [(f"argument {i}", a) for i, a in enumerate(args)]
     named += [(f"argument {k!r}", a) for k, a in (kwargs or {}).items()]
     for label, a in named:
-        if type(a) in _ATOMS:
+        if type(a) in _ATOMS or type(a) is Ref:
             continue
         found = _find(a, None, 0, set())
         if found is not None:
