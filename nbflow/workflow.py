@@ -22,6 +22,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from . import locality
 from .check import check, format_findings, serialize_edges
 from .core.errors import ConflictWarning, CycleError, WorkflowDefinitionError
 from .core.options import RunOptions
@@ -122,6 +123,7 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         run.subscribe(journal)
     if options.cache:
         run.attach_cache(store_hooks.run_cache(run))
+    locality.attach(run)  # Dask: placement hints, transfer accounting; every run: the report
     return run
 
 

@@ -25,14 +25,16 @@ LAYERS: dict[str, int] = {
     "store": 1,
     "workflow": 2,
     "predict": 2,
+    "locality": 2,
     "notebook": 3,
     "cli": 3,
     "batch": 3,
     "server": 3,
     "__init__": 4,  # the package's public face re-exports every room
 }
-# Rooms of one layer that may use each other (none today).
-ALLOWED_SIDEWAYS: set[tuple[str, str]] = set()
+# Rooms of one layer that may use each other.
+# The composition point hands each run its locality agent (placement, transfer accounting).
+ALLOWED_SIDEWAYS: set[tuple[str, str]] = {("workflow", "locality")}
 
 
 def room_of(module: str) -> str:

@@ -14,6 +14,7 @@ Each message names the problem and the way out.  The hierarchy::
     ├── WorkflowCancelled                           a run was cancelled
     ├── TaskNotFinished (also LookupError)          the value of a task that did not complete
     ├── StallError (also RuntimeError)              tasks wait but nothing can progress
+    ├── WorkerLost (also RuntimeError)              a Dask worker died running a task, too often
     ├── GatherError                                 fewer gather inputs completed than needed
     ├── LoopLimitError                              a loop hit max_iter with until() false
     ├── ApprovalTimeout (also TimeoutError)         nobody answered an approval in time
@@ -94,6 +95,10 @@ class TaskTimeout(NbflowError, TimeoutError):
 
 class PicklingError(NbflowError):
     """An argument or result of a task could not be serialised for another process."""
+
+
+class WorkerLost(NbflowError, RuntimeError):
+    """A Dask worker died while running a task, more often than the cluster allows."""
 
 
 class StallError(NbflowError, RuntimeError):
