@@ -172,6 +172,7 @@ class DaskBackend:
         self.scattered: dict[int, tuple[Any, Any]] = {}  # id(value) -> (value, its future)
         self._results: weakref.WeakSet[DaskResult] = weakref.WeakSet()
         self._disk: dict[tuple[str | None, str], bool] = {}
+        self._scatter_lock: Any = None
 
     @property
     def keep_remote(self) -> bool:
@@ -228,12 +229,17 @@ class DaskBackend:
         _big_locals(args, big)
         if kwargs:
             _big_locals(kwargs, big)
-        for value in big:
-            if id(value) not in self.scattered:
-                fut = await anyio.to_thread.run_sync(
-                    lambda v=value: self.client.scatter(v, hash=False))
-                self.scattered[id(value)] = (value, fut)  # the value is kept: its id stays
-                self.scattered_bytes += cheap_size(value) or 0
+        if not big:
+            return
+        if self._scatter_lock is None:
+            self._scatter_lock = anyio.Lock()
+        async with self._scatter_lock:  # two consumers of one value: one scatter
+            for value in big:
+                if id(value) not in self.scattered:
+                    fut = await anyio.to_thread.run_sync(
+                        lambda v=value: self.client.scatter(v, hash=False))
+                    self.scattered[id(value)] = (value, fut)  # the value is kept: its id stays
+                    self.scattered_bytes += cheap_size(value) or 0
 
     async def call(
         self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
