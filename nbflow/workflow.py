@@ -123,7 +123,9 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         run.subscribe(journal)
     if options.cache:
         run.attach_cache(store_hooks.run_cache(run))
-    locality.attach(run)  # Dask: placement hints, transfer accounting; every run: the report
+    agent = locality.attach(run)  # Dask: placement, transfer accounting; every run: the report
+    if agent is not None:
+        agent.sink = store_hooks.transfer_sink(run)  # run.transfers also go to the journal
     return run
 
 

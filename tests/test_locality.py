@@ -252,6 +252,42 @@ def test_transfers_equal_what_dask_reports(client):
         assert run.locality.agent.worker_of[r.consumer] == r.to_worker
 
 
+def test_transfers_are_journaled(client):
+    from nbflow.store.hooks import stored_transfers
+
+    wf, _ = chain("journaled", n=3, size=1 * MB)
+    with locality.placement("round-robin"):
+        run = wf.run(backend=client, cache=False)
+    rows = stored_transfers(run.id)
+    t = run.transfers
+    assert len(rows) == len(t) > 0
+    assert sorted(r[4] for r in rows) == sorted(t["bytes"])
+    assert {(r[0], r[1]) for r in rows} == set(zip(t["producer"], t["consumer"], strict=True))
+
+
+def test_a_version_1_store_gains_the_transfers_table(tmp_path):
+    import sqlite3
+
+    from nbflow.store import get_store
+    from nbflow.store.journal import MIGRATIONS
+
+    old = tmp_path / "old"
+    old.mkdir()
+    db = sqlite3.connect(old / "journal.sqlite")
+    for sql in MIGRATIONS[1]:
+        db.execute(sql)
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    assert get_store(old) is not None
+    db = sqlite3.connect(old / "journal.sqlite")
+    try:
+        cols = [r[1] for r in db.execute("PRAGMA table_info(transfers)")]
+    finally:
+        db.close()
+    assert cols[:6] == ["run_id", "producer", "consumer", "from_worker", "to_worker", "bytes"]
+
+
 # -- the report ------------------------------------------------------------------------------
 
 

@@ -148,7 +148,8 @@ def test_schema_version_migration_and_refusal(tmp_path):
     try:
         assert db.execute("PRAGMA user_version").fetchone() == (journal_mod.SCHEMA_VERSION,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
+            str(journal_mod.SCHEMA_VERSION),)
     finally:
         db.close()
     assert store is get_store(fresh)

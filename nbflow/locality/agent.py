@@ -53,6 +53,7 @@ class LocalityAgent:
         self.hints_sent = 0
         self.rows: list[dict[str, Any]] | None = None  # filled when the client closes
         self.logs: dict[str, list[dict[str, Any]]] = {}
+        self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
 
     # -- DataPlacement -------------------------------------------------------------------
 
@@ -87,6 +88,8 @@ class LocalityAgent:
     def closing(self, client: Any) -> None:
         self.logs = read_incoming_logs(client)
         self.rows = edges_from_logs(self.logs, self.node_of, self.consumers_on())
+        if self.sink is not None and self.rows:
+            self.sink(self.rows)
 
     # -- what the run shows --------------------------------------------------------------
 

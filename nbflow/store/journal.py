@@ -50,7 +50,7 @@ from ..core.errors import StoreError
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # seconds the writer lets rows accumulate before a transaction
 RUN_END_WAIT = 120.0  # seconds a finishing run waits for its rows to be committed
@@ -88,6 +88,13 @@ MIGRATIONS: dict[int, list[str]] = {
             workflow TEXT NOT NULL, key TEXT NOT NULL, task TEXT, cache_key TEXT NOT NULL,
             code TEXT, inputs TEXT, options TEXT, run_id TEXT, time REAL,
             PRIMARY KEY(workflow, key)) WITHOUT ROWID""",
+    ],
+    # 2: data moved between Dask workers (the locality room), one row per fetched result
+    2: [
+        """CREATE TABLE IF NOT EXISTS transfers(
+            run_id TEXT NOT NULL, producer TEXT, consumer TEXT, from_worker TEXT,
+            to_worker TEXT, bytes INTEGER, seconds REAL, start REAL)""",
+        "CREATE INDEX IF NOT EXISTS transfers_run ON transfers(run_id)",
     ],
 }
 

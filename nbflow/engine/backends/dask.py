@@ -50,13 +50,16 @@ def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     return fn(*args, **kwargs) if kwargs else fn(*args)
 
 
-def _locate(dask_scheduler: Any, key: str) -> tuple[str | None, int | None]:
-    """On the scheduler: which worker holds ``key`` and its size in bytes."""
+def _locate(dask_scheduler: Any, key: str) -> tuple[str | None, int | None, float | None]:
+    """On the scheduler: which worker holds ``key``, its size in bytes, and the average
+    compute time of tasks of its kind (what Dask measured on the workers; None: unknown)."""
     ts = dask_scheduler.tasks.get(key)
     if ts is None:
-        return None, None
+        return None, None, None
     holders = sorted(ws.address for ws in ts.who_has or ())
-    return (holders[0] if holders else None), (int(ts.nbytes) if ts.nbytes >= 0 else None)
+    avg = getattr(getattr(ts, "prefix", None), "duration_average", -1)
+    return ((holders[0] if holders else None), (int(ts.nbytes) if ts.nbytes >= 0 else None),
+            (float(avg) if avg is not None and avg >= 0 else None))
 
 
 def _apply_to(value: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -298,13 +301,14 @@ class DaskBackend:
             if self.placement is not None:
                 self.placement.finished(key, unique, None, size, seconds)
             return value, size
-        worker, nbytes = await anyio.to_thread.run_sync(
+        worker, nbytes, compute = await anyio.to_thread.run_sync(
             lambda: self.client.run_on_scheduler(_locate, key=unique))
         self._futures.discard(fut)
         result = DaskResult(key, fut, self, nbytes, worker)
         self._results.add(result)
-        if self.placement is not None:
-            self.placement.finished(key, unique, worker, nbytes, seconds)
+        if self.placement is not None:  # the compute time, not our round trip, when known
+            self.placement.finished(key, unique, worker, nbytes,
+                                    compute if compute is not None else seconds)
         return result, nbytes
 
     async def aclose(self, cancelled: bool) -> None:
