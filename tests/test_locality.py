@@ -309,6 +309,29 @@ def test_locality_report_headless(client):
     assert prep.bytes_moved == 0 and prep.local_share == 1.0 and not prep.suggestions
 
 
+def test_the_live_widget_has_a_locality_tab(client):
+    from nbflow.notebook.magics import launch
+    from nbflow.notebook.model import RunModel
+    from nbflow.notebook.widget import RunWidget
+
+    wf, _ = chain("widget-tab", n=3, size=2 * MB)
+    model = RunModel(wf)
+    with locality.placement("round-robin"):
+        run = launch(wf, {"cache": False, "backend": client}, [model], interactive=False)
+    model.run = run
+    widget = RunWidget(model, run)
+    assert "shown when the run ends" in widget._locality_html() or run.done
+    run.wait()
+    model.finished.wait(30)
+    widget.final()
+    assert widget.tabs.titles[-1] == "Locality"
+    html = widget.locality.value
+    moved = int(run.transfers["bytes"].sum())
+    assert f'data-bytes-moved="{moved}"' in html and moved > 0
+    assert html.count('class="nbflow-edge"') == len(run.locality_report().edges) == 2
+    assert "nbflow-suggestion" in html
+
+
 def test_report_names_a_big_result_fetched_for_the_notebook(client):
     with nf.Workflow("big-fetch") as wf:
         r = make(12 * MB)

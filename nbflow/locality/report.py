@@ -18,6 +18,7 @@ lived, the sizes Dask measured, the bytes that came to the notebook), never from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from html import escape as html_escape
 from typing import Any
 
 BIG_FETCH = 10 * 1024 * 1024  # a result this large brought to the notebook is worth a note
@@ -81,6 +82,36 @@ class LocalityReport:
         return "\n".join(lines)
 
     __str__ = text
+
+    def html(self) -> str:
+        """The report as HTML (the live widget's Locality tab): the same facts as
+        :meth:`text`, with each edge's bytes drawn as a bar (heaviest edge = full width)."""
+        esc = html_escape
+        head = self.text().splitlines()
+        lines = "".join(f"<div>{esc(x.strip())}</div>" for x in head[1:4 if self.placement else 2])
+        parts = [f'<div class="nbflow-locality" data-bytes-moved="{self.bytes_moved}" '
+                 f'data-transfers="{self.transfers}" style="font-size:13px">',
+                 f"<b>{esc(head[0])}</b>{lines}"]
+        if len(self.edges):
+            top = max(int(self.edges["bytes"].max()), 1)
+            rows = []
+            for r in self.edges.head(20).itertuples():
+                width = max(2, int(240 * r.bytes / top))
+                rows.append(
+                    f'<tr class="nbflow-edge" data-bytes="{int(r.bytes)}"><td>{esc(str(r.producer))} '
+                    f"&rarr; {esc(str(r.consumer))}</td><td style='text-align:right'>"
+                    f"{esc(human(r.bytes))}</td><td>{r.seconds:.3f} s</td><td>"
+                    f'<div style="background:#5c6bc0;height:{2 + 10 * r.bytes // top}px;'
+                    f'width:{width}px"></div></td></tr>')
+            parts.append('<table style="margin-top:6px"><tr><th>edge</th><th>bytes</th>'
+                         "<th>time</th><th></th></tr>" + "".join(rows) + "</table>")
+        if self.suggestions:
+            items = "".join(f'<li class="nbflow-suggestion"><b>{esc(s.what)}</b><br>{esc(s.evidence)}'
+                            f" &mdash; saves ~{esc(human(s.saving_bytes))}</li>"
+                            for s in self.suggestions)
+            parts.append(f"<div style='margin-top:6px'>suggestions:</div><ul>{items}</ul>")
+        parts.append("</div>")
+        return "".join(parts)
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(self.text())
