@@ -70,6 +70,15 @@ class LocalityView:
         return build(self.agent, self.backend)
 
 
+def set_default(mode: str = "locality", bandwidth: float = BANDWIDTH) -> None:
+    """Place the Dask tasks of every later run by ``mode`` (until changed again)."""
+    global _mode, _bandwidth
+    check_mode(mode)
+    if bandwidth <= 0:
+        raise PlacementError("bandwidth must be a positive number of bytes per second")
+    _mode, _bandwidth = mode, bandwidth
+
+
 def attach(run: Any) -> LocalityAgent | None:
     """Give a run its locality view and, on a Dask backend, its agent (placement and
     accounting).  Returns the agent (None when the run does not use Dask)."""
