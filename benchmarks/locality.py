@@ -196,7 +196,8 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     rep = run.locality_report()
     sizes = dict(zip(rep.tasks["task"], rep.tasks["output_bytes"], strict=True))
-    asked = int(sizes.get(refs["end"].key) or 0)  # the one result we asked for
+    got = sizes.get(refs["end"].key)
+    asked = int(got) if got is not None and got == got else 0  # the one result we asked for
     out = {"makespan_s": seconds, "worker_bytes": _moved_since(client, before),
            "client_bytes": rep.bytes_to_client - asked + rep.bytes_from_client,
            "client_bytes_not_asked": rep.bytes_to_client - asked,
