@@ -26,6 +26,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
+from . import locality
 from .check import check, format_findings, serialize_edges
 from .core.errors import ConflictWarning, CycleError, WorkflowDefinitionError
 from .core.options import RunOptions
@@ -153,6 +154,9 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     run.learned_priorities = apply_learned_priorities(run)
     if options.cache:
         run.attach_cache(store_hooks.run_cache(run))
+    agent = locality.attach(run)  # Dask: placement, transfer accounting; every run: the report
+    if agent is not None:
+        agent.sink = store_hooks.transfer_sink(run)  # run.transfers also go to the journal
     return run
 
 

@@ -33,8 +33,9 @@ LAYERS: dict[str, int] = {
     "server": 6,
     "__init__": 7,  # the package's public face re-exports every room
 }
-# Rooms of one layer that may use each other (none today).
-ALLOWED_SIDEWAYS: set[tuple[str, str]] = set()
+# Rooms of one layer that may use each other.
+# The composition point hands each run its locality agent (placement, transfer accounting).
+ALLOWED_SIDEWAYS: set[tuple[str, str]] = {("workflow", "locality")}
 
 
 def room_of(module: str) -> str:

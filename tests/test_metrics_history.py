@@ -170,9 +170,17 @@ def burn_anywhere(seconds: float) -> int:
 
 
 def test_dask_tasks_report_cpu_and_peak_rss(dask_cluster) -> None:
+    # Measured on the worker and sent back with the value: results that come to this process
+    # (gather mode).  Results that stay remote record input features only (see scheduler).
+    import nbflow.locality as locality
+
     with nf.Workflow("dask-metrics") as wf:
         r = burn_anywhere(0.1)
-    run = wf.run(backend=dask_cluster.scheduler_address, cache=False)
+    locality.set_default("gather")
+    try:
+        run = wf.run(backend=dask_cluster.scheduler_address, cache=False)
+    finally:
+        locality.set_default("locality")
     row = run.tasks.set_index("key").loc[r.key]
     assert row["cpu_s"] >= 0.08
     assert row["peak_rss"] > 1_000_000

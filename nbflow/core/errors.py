@@ -17,6 +17,7 @@ Each message names the problem and the way out.  The hierarchy::
     ├── StallError (also RuntimeError)              tasks wait but nothing can progress
     ├── EngineError (also RuntimeError)             nbflow itself failed during a run (cause attached)
     ├── TransitionError (also AssertionError)       a task state change the table forbids (checked runs)
+    ├── WorkerLost (also RuntimeError)              a Dask worker died running a task, too often
     ├── GatherError                                 fewer gather inputs completed than needed
     ├── LoopLimitError                              a loop hit max_iter with until() false
     ├── ApprovalTimeout (also TimeoutError)         nobody answered an approval in time
@@ -102,6 +103,10 @@ class TaskTimeout(NbflowError, TimeoutError):
 
 class PicklingError(NbflowError):
     """An argument or result of a task could not be serialised for another process."""
+
+
+class WorkerLost(NbflowError, RuntimeError):
+    """A Dask worker died while running a task, more often than the cluster allows."""
 
 
 class StallError(NbflowError, RuntimeError):

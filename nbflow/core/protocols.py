@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .events import Subscriber
 
-__all__ = ["ResultCache", "RunView", "Subscriber"]
+__all__ = ["DataPlacement", "ResultCache", "RunView", "Subscriber"]
 
 
 class RunView(Protocol):
@@ -57,3 +57,28 @@ class ResultCache(Protocol):
     def explain(self, i: int) -> Any: ...
 
     def close(self) -> None: ...
+
+
+class DataPlacement(Protocol):
+    """Where a backend that moves data (Dask) should run each task, and what it moved.
+
+    Implemented by the locality room and handed to the Dask backend by the composition
+    point; the engine only calls it.  ``connected`` gets the ``distributed.Client`` once the
+    cluster is known; ``choose`` returns the workers to prefer for a task (or None: let the
+    cluster decide) from its inputs ``(task key, worker, nbytes)`` and declared resources;
+    ``finished`` reports where a task's result lives; ``closing`` is the last moment the
+    client is usable (the cluster's transfer logs are read there).  ``keep_remote=False``
+    makes the backend bring every result to this process, as nbflow once did.
+    """
+
+    keep_remote: bool
+
+    def connected(self, client: Any) -> None: ...
+
+    def choose(self, key: str, dask_key: str, inputs: Sequence[tuple[str, str | None, int | None]],
+               resources: dict[str, float]) -> list[str] | None: ...
+
+    def finished(self, key: str, dask_key: str, worker: str | None, nbytes: int | None,
+                 seconds: float) -> None: ...
+
+    def closing(self, client: Any) -> None: ...

@@ -36,6 +36,7 @@ from ..core import events as ev
 from ..core.errors import GatherError, LoopLimitError
 from ..core.kinds import APPROVAL, COLLECT, CONST, FIRST, GATE, GATHER, LOOP, TASK
 from ..core.ref import Ref
+from ..core.remote import local
 from ..core.states import COMPLETED, FAILED
 from . import approvals
 
@@ -46,7 +47,7 @@ Resolver = Callable[["Scheduler", int, Ref], None]
 
 
 def _value(s: Scheduler, a: Any) -> Any:
-    return s.results[a.index] if type(a) is Ref else a
+    return local(s.results[a.index]) if type(a) is Ref else a
 
 
 def short(value: Any, limit: int = 60) -> str:
@@ -122,7 +123,7 @@ def resolve_loop(s: Scheduler, i: int, ref: Ref) -> None:
         value = _value(s, ref.args[0])
         s.enter(ev.TaskStarted(time.time(), i, ref.key, 1, "loop"))
     else:
-        value = s.results[s._last_iteration[i]]
+        value = local(s.results[s._last_iteration[i]])
         try:
             finished = bool(opts["until"](value))
         except Exception as e:
@@ -150,7 +151,7 @@ def expand_map(s: Scheduler, i: int) -> None:
     """A map over a Ref whose value is now known: one node per item, then collect."""
     ref = s.nodes[i]
     items_ref = ref.args[0]
-    items = s.results[items_ref.index]
+    items = local(s.results[items_ref.index])
     try:
         items = list(items)
     except TypeError:  # not retried: the same input would fail the same way

@@ -36,6 +36,7 @@ from ..core.kinds import APPROVAL, INLINE, MAP
 from ..core.options import RunOptions
 from ..core.protocols import ResultCache
 from ..core.ref import Ref
+from ..core.remote import localise
 from ..core.states import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
 from ..core.validation import validate_run_options
 from .backends import AsyncBackend, ThreadBackend
@@ -123,6 +124,9 @@ class Run:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._index: dict[str, int] | None = None
+        # What the locality room shows of this run (run.transfers, run.locality_report());
+        # handed in by the composition point, like the cache.
+        self.locality: Any = None
         global _last_run
         _last_run = self
         workflow.last_run = self
@@ -396,7 +400,7 @@ class Run:
             raise TaskNotFinished(self.nodes[i].key, "pending", "the run has not started")
         state = s.state[i]
         if state == COMPLETED:
-            return s.results[i]
+            return localise(s.results[i])  # a remote result comes here now (once)
         if state == FAILED:
             err = s.errors[i]
             raise TaskNotFinished(s.nodes[i].key, state, f"{type(err).__name__}: {err}") from err
@@ -528,6 +532,21 @@ class Run:
         """Answer an ``nf.approval`` (True approves, False rejects); safe from any thread."""
         i = self._lookup(ref)
         self._call_in_loop(lambda: self._sched.answer(i, approved))
+
+    @property
+    def transfers(self) -> pd.DataFrame:
+        """Data moved between Dask workers: one row per fetched result (see the README)."""
+        return self._locality().transfers()
+
+    def locality_report(self) -> Any:
+        """Bytes moved (total, per edge), the share already local, and suggestions."""
+        return self._locality().report()
+
+    def _locality(self) -> Any:
+        if self.locality is None:
+            raise WorkflowDefinitionError(
+                "this run has no locality view (it was not made by nf.Workflow.run/start/arun)")
+        return self.locality
 
     def errors(self) -> dict[str, BaseException]:
         """The original exception of each failed task, by key."""

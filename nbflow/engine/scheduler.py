@@ -79,6 +79,7 @@ from ..core.graphs import find_cycles, topological_order
 from ..core.kinds import APPROVAL, COLLECT, GATE, GATHER, INLINE, LOOP, MAP, TASK, TOLERANT
 from ..core.protocols import ResultCache
 from ..core.ref import Ref
+from ..core.remote import has_remote, localise
 from ..core.states import COMPLETED, PENDING, READY, RETRYING, RUNNING
 from . import approvals
 from .constructs import interactive_approvals
@@ -172,6 +173,7 @@ class Scheduler:
         self.tg: Any = None
         self.cache: ResultCache | None = None  # the run's result cache (from the store), if any
         self.metrics = TaskMetrics()  # CPU time, peak RSS, input features (nbflow.engine.metrics)
+        self.has_remote = "dask" in backends  # results may be Remote (core.remote)
         self.loop_iters: dict[int, int] = {}  # loop node -> iterations started
         self._last_iteration: dict[int, int] = {}  # loop node -> its latest iteration's node
         self.answers: dict[int, Any] = {}  # approval node -> anyio.Event, then the answer
@@ -387,7 +389,15 @@ class Scheduler:
         self.enter(ev.TaskStarted(time.time(), i, ref.key, attempt, self.executor[i]))  # type: ignore[arg-type]
         args, kwargs = self._arguments(ref)
         backend = self.class_of[i].backend  # type: ignore[union-attr]
-        fn = self.metrics.wrap(i, spec.fn, self.executor[i], args, kwargs)  # metrics hook
+        if self.has_remote and not getattr(backend, "accepts_remote", False):
+            args, kwargs = await _bring_here(args, kwargs)  # remote results -> values
+        # Metrics hook.  A Dask result that stays on its worker cannot travel in the metrics
+        # envelope (a downstream task would receive the envelope), so such tasks record their
+        # input features only; CPU time and peak memory come with results that are fetched.
+        executor = self.executor[i]
+        if executor == "dask" and getattr(backend, "keep_remote", False):
+            executor = "async"  # (wrap() then measures nothing in the worker)
+        fn = self.metrics.wrap(i, spec.fn, executor, args, kwargs)
         t0 = time.perf_counter()
         try:
             if spec.timeout is None:
@@ -606,3 +616,12 @@ class Scheduler:
     def answer(self, i: int, approved: bool) -> None:
         """Record a person's answer to approval node ``i`` (call on the run's loop)."""
         approvals.answer(self, i, approved)
+
+
+async def _bring_here(args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                      ) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
+    """Arguments for a backend that runs here: fetch remote results (off the loop)."""
+    if not has_remote(args) and not (kwargs and has_remote(kwargs)):
+        return args, kwargs
+    return await anyio.to_thread.run_sync(
+        lambda: (localise(args), localise(kwargs) if kwargs else kwargs))

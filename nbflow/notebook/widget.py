@@ -66,9 +66,10 @@ class RunWidget:
         self.table = w.HTML("")
         self.errors = w.HTML("")
         self.timeline = w.HTML("")  # predicted vs actual bars (nbflow.predict.timeline)
+        self.locality = w.HTML("")  # filled when the run ends (what moved is known then)
         self.tabs = w.Tab(children=[self.graph_html, w.VBox([self.sort, self.table]), self.errors,
-                                    self.timeline],
-                          titles=("Graph", "Tasks", "Errors", "Timeline"))
+                                    self.timeline, self.locality],
+                          titles=("Graph", "Tasks", "Errors", "Timeline", "Locality"))
         top: list[Any] = [self.progress]
         self.stop_button: Any = None
         if background and run is not None:
@@ -95,6 +96,7 @@ class RunWidget:
             "errors": (self.errors, lambda: render.errors_html(self.model),
                        lambda: len(self.model.errors), SLOW_EVERY),
             "timeline": (self.timeline, self._timeline_html, lambda: self.model.version, SLOW_EVERY),
+            "locality": (self.locality, self._locality_html, lambda: self.model.status, 0.0),
         }
         self._order = list(self._channels)
         self._sent = {k: ch[0].value for k, ch in self._channels.items()}
@@ -126,6 +128,16 @@ class RunWidget:
         note_html = (f'<div class="nbflow-note" style="color:#8d6e63;font-size:12px">{render.esc(note)}</div>'
                      if note else "")
         return f'{note_html}<div class="nbflow-graph-box" style="overflow:auto;max-height:640px">{svg}</div>'
+
+    def _locality_html(self) -> str:
+        """The run's locality report (``run.locality_report()``) once the run has ended."""
+        run = self.run
+        if run is None or self.model.status in ("pending", "running"):
+            return "<div>shown when the run ends</div>"
+        try:
+            return run.locality_report().html()
+        except Exception as e:  # a broken report must not break the view
+            return f"<div>no locality report ({render.esc(type(e).__name__)}: {render.esc(str(e))})</div>"
 
     def _budget(self, now: float) -> bool:
         """May a message go now?  (At most MAX_PER_SECOND in any one-second window.)"""

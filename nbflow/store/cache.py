@@ -44,6 +44,7 @@ from ..core.files import File
 from ..core.kinds import COLLECT
 from ..core.protocols import RunView
 from ..core.ref import Ref
+from ..core.remote import Remote
 from ..core.sizes import cheap_size
 from . import explain as explaining
 from . import hashing, serialize
@@ -145,7 +146,9 @@ class RunCache:
             return
         value = sched.results[j]
         try:
-            if hashing.is_small(value, sched.output_bytes[j]):
+            if isinstance(value, Remote):  # hashed where it lives, not brought here
+                d = await anyio.to_thread.run_sync(value.on_worker, hashing.value_hash)
+            elif hashing.is_small(value, sched.output_bytes[j]):
                 d = hashing.value_hash(value)
             else:
                 d = await anyio.to_thread.run_sync(hashing.value_hash, value)
@@ -274,18 +277,22 @@ class RunCache:
         store_it = info is not None and info.key is not None
         spec = self.sched.nodes[i].task.spec
         products = file_products(spec) if store_it and spec.writes else []
-        if hashing.is_small(value, size) and not products:
+        if isinstance(value, Remote):  # left on a worker: hashed (and written) there
+            out = await anyio.to_thread.run_sync(_prepare_remote, self.store, value, store_it,
+                                                 products)
+        elif hashing.is_small(value, size) and not products:
             out = _prepare(self.store, value, store_it)
         else:
             out = await anyio.to_thread.run_sync(_prepare, self.store, value, store_it, products)
-        digest, hash_error, data, blob, store_error = out
+        digest, hash_error, data, blob, store_error = out[:5]
+        n = out[5] if len(out) > 5 else (len(data) if data is not None else None)
         self.digests[i] = digest
         if hash_error is not None:
             self.unhashable[i] = f"the result of {self.sched.nodes[i].key} cannot be hashed ({hash_error})"
         if not store_it:
             return size
         ref = self.sched.nodes[i]
-        if store_error is not None or blob is None or data is None:
+        if store_error is not None or blob is None or n is None:
             info.unstored = store_error  # type: ignore[union-attr]
             warnings.warn(
                 f"nbflow: the result of task {ref.key!r} cannot be stored ({store_error}); it will "
@@ -293,7 +300,6 @@ class RunCache:
                 NbflowStoreWarning, stacklevel=2,
             )
             return size
-        n = len(data)
         first = blob not in self._saved_blobs  # (a result equal to an earlier one is one row)
         if first:
             self._saved_blobs.add(blob)
@@ -370,6 +376,45 @@ def _prepare(store: Store, value: Any, store_it: bool,
             store_error = f"{type(e).__name__}: {e}"
             data = blob = None
     return digest, hash_error, data, blob, store_error
+
+
+def _prepare_remote(store: Store, value: Remote, store_it: bool,
+                    products: list[tuple[str, File]] | None = None) -> tuple[Any, ...]:
+    """:func:`_prepare` for a result left on a Dask worker.  When the worker sees the
+    store's disk (a local cluster), it hashes, serialises and writes the blob itself and
+    sends back only the small facts; otherwise the value is fetched once and prepared here.
+    Returns :func:`_prepare`'s tuple plus the serialised size."""
+    root = store.blobs.root
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass
+    if not products and value.shares_disk(str(root)):
+        return value.on_worker(_prepare_on_worker, store.blobs, store_it)
+    out = _prepare(store, value.fetch(), store_it, products)
+    return (*out, len(out[2]) if out[2] is not None else None)
+
+
+def _prepare_on_worker(value: Any, blobs: Any, store_it: bool) -> tuple[Any, ...]:
+    """Runs on the worker: hash, and if cacheable serialise and write the blob (atomic,
+    checksummed, like any blob); the bytes come back only when they are stored inline."""
+    digest = hash_error = data = blob = store_error = n = None
+    try:
+        digest = hashing.value_hash(value)
+    except (Unhashable, RecursionError) as e:
+        hash_error = str(e)
+    if store_it:
+        try:
+            data = serialize.dumps(value)
+            blob = hashing.digest(data)
+            n = len(data)
+            if n > INLINE_MAX:
+                blobs.write(blob, data)
+                data = None
+        except (serialize.SerializationError, RecursionError, OSError) as e:
+            store_error = f"{type(e).__name__}: {e}"
+            data = blob = n = None
+    return digest, hash_error, data, blob, store_error, n
 
 
 class _NotBound:

@@ -8,6 +8,8 @@ Both are asked for by the composition point (:mod:`nbflow.workflow`) when a run 
 * :func:`journal_subscriber` — a :class:`~nbflow.store.recorder.RunRecorder` that writes the
   run's events to the journal, or None when no store is usable (whether or not the run
   caches).
+* :func:`transfer_sink` — a function that journals the rows of ``run.transfers`` (the
+  locality room calls it once, before the run's end is recorded), or None.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from ..core.events import Subscriber
 from . import settings
 from .cache import RunCache
 from .guard import GuardedRunCache
+from .journal import Op
 from .recorder import RunRecorder
 from .store import get_store
+
+PUT_TRANSFER = Op("INSERT INTO transfers(run_id, producer, consumer, from_worker, to_worker, bytes, "
+                  "seconds, start) VALUES(?,?,?,?,?,?,?,?)")
 
 
 def run_cache(run: Any) -> RunCache | None:
@@ -39,3 +45,32 @@ def journal_subscriber(run: Any) -> Subscriber | None:
     settings.check_all()
     store = get_store()
     return RunRecorder(store, run) if store is not None else None
+
+
+def transfer_sink(run: Any) -> Any:
+    """``sink(rows)`` journaling ``run.transfers`` rows (dicts), or None with no store."""
+    store = get_store()
+    if store is None:
+        return None
+    run_id = run.id
+
+    def sink(rows: list[dict[str, Any]]) -> None:
+        store.journal.put_many(PUT_TRANSFER, [
+            (run_id, r["producer"], r["consumer"], r["from_worker"], r["to_worker"], r["bytes"],
+             r["seconds"], r["start"]) for r in rows])
+
+    return sink
+
+
+def stored_transfers(run_id: str) -> list[tuple[Any, ...]]:
+    """The journaled transfer rows of a run (for reports of past runs)."""
+    store = get_store()
+    if store is None:
+        return []
+    conn = store.journal.reader()
+    try:
+        return conn.execute(
+            "SELECT producer, consumer, from_worker, to_worker, bytes, seconds, start "
+            "FROM transfers WHERE run_id = ? ORDER BY start", (run_id,)).fetchall()
+    finally:
+        conn.close()

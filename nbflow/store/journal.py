@@ -57,7 +57,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -135,6 +135,13 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE IF NOT EXISTS cancel_requests(
             run_id TEXT PRIMARY KEY, requested REAL NOT NULL, requested_by TEXT, host TEXT)""",
         "ALTER TABLE nodes ADD COLUMN inputs TEXT",
+    ],
+    # 6: data moved between Dask workers (the locality room), one row per fetched result
+    6: [
+        """CREATE TABLE IF NOT EXISTS transfers(
+            run_id TEXT NOT NULL, producer TEXT, consumer TEXT, from_worker TEXT,
+            to_worker TEXT, bytes INTEGER, seconds REAL, start REAL)""",
+        "CREATE INDEX IF NOT EXISTS transfers_run ON transfers(run_id)",
     ],
 }
 

@@ -1,4 +1,4 @@
-"""Sync tasks on a Dask cluster through ``distributed``.
+"""Sync tasks on a Dask cluster through ``distributed``, with results left on the workers.
 
 ``backend="dask"`` starts a temporary ``LocalCluster`` for the run and closes it after;
 ``backend="tcp://host:port"`` connects to a running scheduler (and disconnects after);
@@ -6,25 +6,154 @@ a ``distributed.Client`` is used as is and left open.  Functions and arguments t
 cloudpickle (Dask's own serialisation), so notebook-defined functions work.  Each attempt is
 submitted under a unique key with ``pure=False``, so Dask never merges two calls.
 Cancelling the run cancels the submitted futures.
+
+**Results stay remote.**  A finished task's result is not brought to this process: the
+backend returns a :class:`DaskResult` (a :class:`~nbflow.core.remote.Remote` holding the
+Dask future, the worker that holds the data and its size as Dask measured it).  When a
+later Dask task takes it as an argument, the future itself is submitted, so Dask moves the
+data worker to worker, and only if the consumer runs elsewhere.  The value comes here only
+when asked for (see :mod:`nbflow.core.remote`).  Because the futures are kept, Dask knows
+each result's lineage: a result lost with its worker is recomputed by the cluster.
+
+Large local values (a cached input, a value the notebook passed) are scattered to the
+cluster once per run, not once per consumer.  A run whose cluster closes with it (a
+temporary ``LocalCluster``, or a client made from an address) brings the results still
+remote here before it closes, so that ``run[ref]`` keeps working; pass a
+``distributed.Client`` to keep them on the cluster after the run.
+
+A :class:`~nbflow.core.protocols.DataPlacement` (the locality room's) may be attached: it
+chooses the worker for each task (sent as ``workers=[...]`` with
+``allow_other_workers=True``: a hint Dask may override to balance load), learns where
+every result lives, and reads the cluster's transfer logs before the client closes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
+import os
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+
+from ...core.errors import WorkerLost
+from ...core.remote import Remote
+from ...core.sizes import cheap_size
+
+SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
 
 
 def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
     return fn(*args, **kwargs) if kwargs else fn(*args)
 
 
+def _locate(dask_scheduler: Any, key: str) -> tuple[str | None, int | None, float | None]:
+    """On the scheduler: which worker holds ``key``, its size in bytes, and the average
+    compute time of tasks of its kind (what Dask measured on the workers; None: unknown)."""
+    ts = dask_scheduler.tasks.get(key)
+    if ts is None:
+        return None, None, None
+    holders = sorted(ws.address for ws in ts.who_has or ())
+    avg = getattr(getattr(ts, "prefix", None), "duration_average", -1)
+    return ((holders[0] if holders else None), (int(ts.nbytes) if ts.nbytes >= 0 else None),
+            (float(avg) if avg is not None and avg >= 0 else None))
+
+
+def _apply_to(value: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    return fn(value, *args)
+
+
+def _same_dir(path: str, ident: tuple[int, int]) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == ident
+
+
+class DaskResult(Remote):
+    """A result held by a Dask worker (see :class:`~nbflow.core.remote.Remote`)."""
+
+    __slots__ = ("__weakref__", "backend", "future")
+
+    def __init__(self, key: str, future: Any, backend: DaskBackend, nbytes: int | None,
+                 worker: str | None) -> None:
+        super().__init__(key, nbytes, worker)
+        self.future = future
+        self.backend = backend
+
+    def _fetch(self) -> Any:
+        if self.future is None:
+            raise RuntimeError(f"the result of {self.key} was lost when its cluster closed")
+        value = self.future.result()
+        self.backend.client_bytes += self.nbytes or 0
+        self.backend.fetched.append((self.key, self.nbytes))
+        return value
+
+    def on_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        client = self.backend.client
+        hint = [self.worker] if self.worker else None
+        fut = client.submit(_apply_to, self.future, fn, args, pure=False, workers=hint,
+                            allow_other_workers=True,
+                            key=f"nbflow-aux-{uuid.uuid4().hex[:10]}")
+        try:
+            return fut.result()
+        finally:
+            fut.release()
+
+    def shares_disk(self, path: str) -> bool:
+        return self.backend.shares_disk(self.worker, path)
+
+
+def _to_futures(obj: Any, backend: DaskBackend) -> Any:
+    """Arguments as Dask sees them: remote results become their futures (nested too)."""
+    t = type(obj)
+    if t is DaskResult:
+        return obj.future
+    if isinstance(obj, Remote):  # a remote result of another backend: bring it here
+        return obj.fetch()
+    if t is list:
+        return [_to_futures(x, backend) for x in obj]
+    if t is tuple:
+        return tuple([_to_futures(x, backend) for x in obj])
+    if t is dict:
+        return {k: _to_futures(v, backend) for k, v in obj.items()}
+    return backend.scattered.get(id(obj), (None, obj))[1]
+
+
+def _inputs(obj: Any, out: list[tuple[str, str | None, int | None]]) -> None:
+    t = type(obj)
+    if t is DaskResult:
+        out.append((obj.key, obj.worker, obj.nbytes))
+    elif t is list or t is tuple:
+        for x in obj:
+            _inputs(x, out)
+    elif t is dict:
+        for x in obj.values():
+            _inputs(x, out)
+
+
+def _big_locals(obj: Any, out: list[Any]) -> None:
+    t = type(obj)
+    if t is list or t is tuple:
+        for x in obj:
+            _big_locals(x, out)
+    elif t is dict:
+        for x in obj.values():
+            _big_locals(x, out)
+    elif not isinstance(obj, Remote):
+        size = cheap_size(obj)
+        if size is not None and size >= SCATTER_MIN:
+            out.append(obj)
+
+
 class DaskBackend:
     name = "dask"
+    accepts_remote = True  # takes DaskResults as arguments (their futures are submitted)
 
     def __init__(self, target: Any) -> None:
         try:
@@ -40,6 +169,18 @@ class DaskBackend:
         self._futures: set[Any] = set()
         self._tag = uuid.uuid4().hex[:8]
         self.capacity = math.inf  # set from the cluster's thread count once connected
+        self.placement: Any = None  # a core.protocols.DataPlacement, attached by the run
+        self.client_bytes = 0  # result bytes brought to this process
+        self.fetched: list[tuple[str, int | None]] = []  # (task key, bytes) asked for here
+        self.scattered_bytes = 0  # local argument bytes sent to the cluster
+        self.scattered: dict[int, tuple[Any, Any]] = {}  # id(value) -> (value, its future)
+        self._results: weakref.WeakSet[DaskResult] = weakref.WeakSet()
+        self._disk: dict[tuple[str | None, str], bool] = {}
+        self._scatter_lock: Any = None
+
+    @property
+    def keep_remote(self) -> bool:
+        return self.placement is None or bool(self.placement.keep_remote)
 
     @property
     def description(self) -> str:
@@ -71,6 +212,38 @@ class DaskBackend:
             self._own_client = True
         threads = sum(self.client.nthreads().values())
         self.capacity = float(threads) if threads else math.inf
+        if self.placement is not None:
+            await anyio.to_thread.run_sync(self.placement.connected, self.client)
+
+    def shares_disk(self, worker: str | None, path: str) -> bool:
+        """Does ``worker`` see the directory ``path`` of this machine (same device/inode)?"""
+        if (worker, path) not in self._disk:
+            try:
+                st = os.stat(path)
+                seen = self.client.run(_same_dir, path, (st.st_dev, st.st_ino),
+                                       workers=[worker] if worker else None)
+                ok = bool(seen) and all(seen.values())
+            except Exception:
+                ok = False
+            self._disk[(worker, path)] = ok
+        return self._disk[(worker, path)]
+
+    async def _scatter(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
+        big: list[Any] = []
+        _big_locals(args, big)
+        if kwargs:
+            _big_locals(kwargs, big)
+        if not big:
+            return
+        if self._scatter_lock is None:
+            self._scatter_lock = anyio.Lock()
+        async with self._scatter_lock:  # two consumers of one value: one scatter
+            for value in big:
+                if id(value) not in self.scattered:
+                    fut = await anyio.to_thread.run_sync(
+                        functools.partial(self.client.scatter, value, hash=False))
+                    self.scattered[id(value)] = (value, fut)  # the value is kept: its id stays
+                    self.scattered_bytes += cheap_size(value) or 0
 
     async def call(
         self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
@@ -78,16 +251,35 @@ class DaskBackend:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
         unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
-        fut = self.client.submit(_apply, fn, args, kwargs, key=unique, pure=False)
+        await self._scatter(args, kwargs)
+        hint = None
+        if self.placement is not None:
+            inputs: list[tuple[str, str | None, int | None]] = []
+            _inputs(args, inputs)
+            if kwargs:
+                _inputs(kwargs, inputs)
+            hint = self.placement.choose(key, unique, inputs, {})
+        sent_args = _to_futures(args, self)
+        sent_kwargs = _to_futures(kwargs, self) if kwargs else kwargs
+        options: dict[str, Any] = {"key": unique, "pure": False}
+        if hint:
+            options.update(workers=list(hint), allow_other_workers=True)
+        t0 = loop.time()
+        fut = self.client.submit(_apply, fn, sent_args, sent_kwargs, **options)
         self._futures.add(fut)
 
         def settle(outcome: tuple[bool, Any]) -> None:
             if not waiter.done():
                 waiter.set_result(outcome)
 
+        keep = self.keep_remote
+
         def done(f: Any) -> None:  # runs in a distributed callback thread
             try:
-                outcome = (True, f.result())
+                if f.status == "finished" and keep:
+                    outcome: tuple[bool, Any] = (True, None)  # the value stays on the worker
+                else:
+                    outcome = (True, f.result())
             except BaseException as e:  # the task's own exception, re-raised below
                 outcome = (False, e)
             loop.call_soon_threadsafe(settle, outcome)
@@ -97,21 +289,55 @@ class DaskBackend:
             ok, value = await waiter
         except BaseException:
             fut.cancel()
-            raise
-        finally:
             self._futures.discard(fut)
+            raise
         if not ok:
-            raise value
-        return value, None
+            self._futures.discard(fut)
+            raise _explain(key, value)
+        seconds = loop.time() - t0
+        if not keep:  # the old way: the value came back through this process
+            self._futures.discard(fut)
+            size = cheap_size(value)
+            self.client_bytes += size or 0
+            if self.placement is not None:
+                self.placement.finished(key, unique, None, size, seconds)
+            return value, size
+        worker, nbytes, compute = await anyio.to_thread.run_sync(
+            lambda: self.client.run_on_scheduler(_locate, key=unique))
+        self._futures.discard(fut)
+        result = DaskResult(key, fut, self, nbytes, worker)
+        self._results.add(result)
+        if self.placement is not None:  # the compute time, not our round trip, when known
+            self.placement.finished(key, unique, worker, nbytes,
+                                    compute if compute is not None else seconds)
+        return result, nbytes
 
     async def aclose(self, cancelled: bool) -> None:
         futures, self._futures = list(self._futures), set()
         client, cluster = self.client, self._cluster
-        self.client = self._cluster = None
+        placement = self.placement
+        closing = self._own_client or cluster is not None
+        held = [r for r in list(self._results) if not r.fetched] if closing and not cancelled else []
 
         def close() -> None:
             if futures and client is not None:
                 client.cancel(futures)
+            if placement is not None and client is not None:
+                try:
+                    placement.closing(client)
+                except Exception:  # accounting must never break the end of a run
+                    pass
+            if held:  # the cluster goes away with the run: bring its results here first
+                for r in held:
+                    try:
+                        r._value = r.future.result()
+                    except Exception:  # a failed or lost result stays unfetchable
+                        continue
+                    self.client_bytes += r.nbytes or 0
+            if closing:
+                for r in list(self._results):
+                    r.future = None
+                self.scattered.clear()
             if self._own_client and client is not None:
                 client.close()
             if cluster is not None:
@@ -119,3 +345,18 @@ class DaskBackend:
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(close)
+        if closing:
+            self.client = self._cluster = None
+
+
+def _explain(key: str, error: BaseException) -> BaseException:
+    """A worker that died running the task becomes a clear :class:`WorkerLost`."""
+    if type(error).__name__ == "KilledWorker":
+        lost = WorkerLost(
+            f"task {key!r}: the Dask worker running it died, and the cluster gave up after "
+            f"retrying it on other workers ({error}). A task that kills its worker usually "
+            "runs out of memory: give it less data per call or the workers more memory "
+            "(distributed.scheduler.allowed-failures sets how many deaths Dask tolerates)")
+        lost.__cause__ = error
+        return lost
+    return error

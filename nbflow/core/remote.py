@@ -1,0 +1,95 @@
+"""A task result that stays where it was computed (on a Dask worker) until someone needs it.
+
+A backend that moves data (Dask) may return a :class:`Remote` instead of the value.  The
+scheduler keeps it in the run's results like any other value and hands it, untouched, to
+the next task that runs on the same backend, which passes the underlying handle to the
+cluster so that the data moves worker to worker.  The value comes to this process only
+when something here needs it:
+
+* a person asks (``run[ref]``, ``ref.result()``, a ``%%workflow`` binding);
+* a task on another backend (thread, async, process) takes it as an argument;
+* a construct decides on it (a branch condition, a loop's ``until``, a ``map`` over it).
+
+Each of those calls :func:`local`, which fetches once and remembers the value.  The cache
+does not fetch: it asks the result's worker to hash (and, when the store's disk is
+reachable from the worker, to write) the value there, with :meth:`Remote.on_worker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+_MISSING = object()
+
+
+class Remote:
+    """Base of remote results; a backend subclass implements the three hooks."""
+
+    __slots__ = ("_value", "key", "nbytes", "worker")
+
+    def __init__(self, key: str, nbytes: int | None, worker: str | None) -> None:
+        self.key = key  # the task key of the node that produced it
+        self.nbytes = nbytes  # size on the worker, as the cluster measured it
+        self.worker = worker  # where it lives (None: unknown)
+        self._value: Any = _MISSING
+
+    @property
+    def fetched(self) -> bool:
+        """Has the value come to this process already?"""
+        return self._value is not _MISSING
+
+    def fetch(self) -> Any:
+        """The value, brought here once (blocking; call off the event loop when large)."""
+        if self._value is _MISSING:
+            self._value = self._fetch()
+        return self._value
+
+    def _fetch(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def on_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(value, *args)`` where the value lives and return its (small) result."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def shares_disk(self, path: str) -> bool:
+        """Can the worker holding the value see ``path`` (a directory of this machine)?"""
+        return False
+
+    def __repr__(self) -> str:
+        where = self.worker or "?"
+        size = "?" if self.nbytes is None else f"{self.nbytes} B"
+        return f"<remote result of {self.key} on {where}, {size}>"
+
+
+def local(value: Any) -> Any:
+    """``value`` itself, or the fetched value when it is a :class:`Remote`."""
+    return value.fetch() if isinstance(value, Remote) else value
+
+
+def has_remote(obj: Any) -> bool:
+    """Does ``obj`` (an argument: maybe a list/tuple/dict/set of them) hold a Remote?"""
+    t = type(obj)
+    if isinstance(obj, Remote):
+        return True
+    if t is list or t is tuple or t is set or t is frozenset:
+        return any(has_remote(x) for x in obj)
+    if t is dict:
+        return any(has_remote(x) for x in obj.values())
+    return False
+
+
+def localise(obj: Any) -> Any:
+    """``obj`` with every :class:`Remote` inside it (containers too) fetched."""
+    t = type(obj)
+    if isinstance(obj, Remote):
+        return obj.fetch()
+    if t is list:
+        return [localise(x) for x in obj]
+    if t is tuple:
+        return tuple([localise(x) for x in obj])
+    if t is dict:
+        return {k: localise(v) for k, v in obj.items()}
+    if t is set or t is frozenset:
+        return t(localise(x) for x in obj)
+    return obj

@@ -1,0 +1,97 @@
+"""The locality room: keep Dask results where they were made, place tasks next to their
+inputs, count every byte moved, and report it.
+
+* :mod:`.placement` — the placement rule and its cost model (and a round-robin baseline);
+* :mod:`.agent` — one per Dask run: placement decisions and what the run moved;
+* :mod:`.transfers` — ``run.transfers`` from Dask's own transfer logs;
+* :mod:`.report` — ``run.locality_report()``;
+* :mod:`.simulate` — the rule replayed on workflow traces at any cluster size.
+
+The composition point calls :func:`attach` for every run on a Dask backend.  The mode for
+runs started in a block is set with ``with nbflow.locality.placement("round-robin"):``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from .agent import MODES, LocalityAgent, PlacementError, check_mode
+from .placement import BANDWIDTH, Placer, RoundRobin
+from .report import LocalityReport, Suggestion, build
+
+__all__ = [
+    "MODES",
+    "LocalityAgent",
+    "LocalityReport",
+    "LocalityView",
+    "PlacementError",
+    "Placer",
+    "RoundRobin",
+    "Suggestion",
+    "attach",
+    "placement",
+    "report",
+]
+
+_mode = "locality"
+_bandwidth = BANDWIDTH
+
+
+@contextlib.contextmanager
+def placement(mode: str = "locality", bandwidth: float = BANDWIDTH) -> Iterator[None]:
+    """Runs started inside the block place their Dask tasks by ``mode`` (see :data:`MODES`)."""
+    global _mode, _bandwidth
+    check_mode(mode)
+    if bandwidth <= 0:
+        raise PlacementError("bandwidth must be a positive number of bytes per second")
+    old = _mode, _bandwidth
+    _mode, _bandwidth = mode, bandwidth
+    try:
+        yield
+    finally:
+        _mode, _bandwidth = old
+
+
+class LocalityView:
+    """What ``run.transfers`` and ``run.locality_report()`` read (every run has one)."""
+
+    def __init__(self, agent: LocalityAgent | None, backend: str) -> None:
+        self.agent = agent
+        self.backend = backend
+
+    def transfers(self) -> Any:
+        from .transfers import frame
+
+        return self.agent.transfers() if self.agent is not None else frame([])
+
+    def report(self) -> LocalityReport:
+        return build(self.agent, self.backend)
+
+
+def set_default(mode: str = "locality", bandwidth: float = BANDWIDTH) -> None:
+    """Place the Dask tasks of every later run by ``mode`` (until changed again)."""
+    global _mode, _bandwidth
+    check_mode(mode)
+    if bandwidth <= 0:
+        raise PlacementError("bandwidth must be a positive number of bytes per second")
+    _mode, _bandwidth = mode, bandwidth
+
+
+def attach(run: Any) -> LocalityAgent | None:
+    """Give a run its locality view and, on a Dask backend, its agent (placement and
+    accounting).  Returns the agent (None when the run does not use Dask)."""
+    backend = getattr(run, "backends", {}).get("dask")
+    agent = None
+    if backend is not None:
+        agent = LocalityAgent(_mode, _bandwidth)
+        agent.backend = backend
+        backend.placement = agent
+    run.locality = LocalityView(agent, str(getattr(run, "backend_kind", "?")))
+    return agent
+
+
+def report(run: Any) -> LocalityReport:
+    """The locality report of ``run`` (also ``run.locality_report()``)."""
+    return run.locality.report()

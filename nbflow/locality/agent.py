@@ -1,0 +1,116 @@
+"""The locality room's side of a Dask run: place tasks, remember where data lives, and
+read what the cluster moved.
+
+One :class:`LocalityAgent` per run, attached to the Dask backend by the composition point
+(it implements :class:`nbflow.core.protocols.DataPlacement`).  Its *mode* says how tasks
+are placed:
+
+``"locality"`` (default)  the rule of :mod:`.placement` (inputs, sizes, load)
+``"none"``                results stay on the workers, Dask alone decides where tasks run
+``"round-robin"``         each task to the next worker in turn (a baseline)
+``"gather"``              every result comes back to this process and is sent out again
+                          as an argument (how nbflow ran Dask tasks before; a baseline)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..core.errors import NbflowError
+from .placement import BANDWIDTH, Placer, RoundRobin
+from .transfers import edges_from_logs, frame, read_incoming_logs
+
+MODES = ("locality", "none", "round-robin", "gather")
+
+
+class PlacementError(NbflowError, ValueError):
+    """An unknown placement mode or a bad placement parameter."""
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise PlacementError(
+            f"unknown placement {mode!r}; use one of {', '.join(repr(m) for m in MODES)}")
+    return mode
+
+
+class LocalityAgent:
+    """Placement and accounting for one Dask run (see the module)."""
+
+    def __init__(self, mode: str = "locality", bandwidth: float = BANDWIDTH) -> None:
+        self.mode = check_mode(mode)
+        self.keep_remote = mode != "gather"
+        self.placer = RoundRobin() if mode == "round-robin" else Placer(bandwidth)
+        self.backend: Any = None  # the run's Dask backend (its client-side byte counts)
+        self.node_of: dict[str, str] = {}  # dask key -> task key (this run's keys only)
+        self.inputs_of: dict[str, list[tuple[str, str | None, int | None]]] = {}
+        self.hint_of: dict[str, str | None] = {}  # dask key -> worker hinted
+        self.worker_of: dict[str, str | None] = {}  # task key -> worker holding its result
+        self.nbytes_of: dict[str, int | None] = {}
+        self.seconds_of: dict[str, float] = {}
+        self.order: list[str] = []  # task keys in submit order
+        self.hints_sent = 0
+        self.rows: list[dict[str, Any]] | None = None  # filled when the client closes
+        self.logs: dict[str, list[dict[str, Any]]] = {}
+        self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
+
+    # -- DataPlacement -------------------------------------------------------------------
+
+    def connected(self, client: Any) -> None:
+        info = client.scheduler_info()["workers"]
+        self.placer.set_workers(
+            {w: d.get("nthreads", 1) for w, d in info.items()},
+            {w: dict(d.get("resources") or {}) for w, d in info.items()})
+
+    def choose(self, key: str, dask_key: str, inputs: Sequence[tuple[str, str | None, int | None]],
+               resources: dict[str, float]) -> list[str] | None:
+        self.node_of[dask_key] = key
+        self.inputs_of[key] = list(inputs)
+        self.order.append(key)
+        hint = None
+        if self.mode in ("locality", "round-robin"):
+            hint = self.placer.choose([(w, b) for _, w, b in inputs], resources)
+        self.hint_of[dask_key] = hint
+        if hint is None:
+            return None
+        self.hints_sent += 1
+        return [hint]
+
+    def finished(self, key: str, dask_key: str, worker: str | None, nbytes: int | None,
+                 seconds: float) -> None:
+        self.node_of[dask_key] = key
+        self.worker_of[key] = worker
+        self.nbytes_of[key] = nbytes
+        self.seconds_of[key] = seconds
+        self.placer.finished(self.hint_of.get(dask_key), seconds)
+
+    def closing(self, client: Any) -> None:
+        self.logs = read_incoming_logs(client)
+        self.rows = edges_from_logs(self.logs, self.node_of, self.consumers_on())
+        if self.sink is not None and self.rows:
+            self.sink(self.rows)
+
+    # -- what the run shows --------------------------------------------------------------
+
+    def consumers_on(self) -> dict[tuple[str, str], list[str]]:
+        """``(producer, worker) -> consumers that ran there``, in submit order."""
+        out: dict[tuple[str, str], list[str]] = {}
+        for consumer in self.order:
+            w = self.worker_of.get(consumer)
+            if w is None:
+                continue
+            for producer, _, _ in self.inputs_of.get(consumer, ()):
+                out.setdefault((producer, w), []).append(consumer)
+        return out
+
+    def transfers(self) -> Any:
+        """``run.transfers``: one row per key fetched between workers (see transfers.py)."""
+        return frame(self.rows or [])
+
+    def input_bytes_moved(self) -> dict[str, int]:
+        moved: dict[str, int] = {k: 0 for k in self.order}
+        for r in self.rows or []:
+            if r["consumer"] is not None:
+                moved[r["consumer"]] = moved.get(r["consumer"], 0) + r["bytes"]
+        return moved

@@ -1,0 +1,184 @@
+"""``run.locality_report()``: how much data a run moved, where, and what would move less.
+
+The report is built from facts the run recorded (Dask's transfer logs, where each result
+lived, the sizes Dask measured, the bytes that came to the notebook), never from guesses:
+
+* bytes moved between workers, in total and per edge (producer -> consumer), heaviest first;
+* the *local share*: of all the input bytes Dask tasks consumed, the part that was already
+  on the worker that ran them;
+* bytes that came to this process (results asked for) and bytes sent from it (local
+  arguments scattered once);
+* suggestions, each with its evidence and its expected saving:
+  - an edge whose producer has this consumer only, and whose data moved: run the pair on
+    one worker (placement ``"locality"`` does; else fuse the two tasks) — saves its bytes;
+  - a large result that came to the notebook: it moved only because it was asked for
+    (``run[ref]``, a binding); return a summary from a task instead — saves its bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html import escape as html_escape
+from typing import Any
+
+BIG_FETCH = 10 * 1024 * 1024  # a result this large brought to the notebook is worth a note
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"  # pragma: no cover
+
+
+@dataclass
+class Suggestion:
+    what: str  # the change to make
+    evidence: str  # the measured facts behind it
+    saving_bytes: int  # bytes it would not move
+
+    def __str__(self) -> str:
+        return f"{self.what} — {self.evidence} (saves ~{human(self.saving_bytes)})"
+
+
+@dataclass
+class LocalityReport:
+    backend: str
+    placement: str | None
+    bytes_moved: int
+    transfers: int
+    seconds_moving: float
+    input_bytes: int
+    local_share: float | None  # None: no Dask task had an input
+    bytes_to_client: int
+    bytes_from_client: int
+    edges: Any  # DataFrame: producer, consumer, bytes, seconds, transfers
+    tasks: Any  # DataFrame: task, worker, output_bytes, input_bytes, input_bytes_moved
+    suggestions: list[Suggestion] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"locality report ({self.backend}, placement: {self.placement or '-'})"]
+        if self.placement is None:
+            lines.append("  no data moved between processes: this backend keeps results in "
+                         "the notebook process")
+            return "\n".join(lines)
+        share = "-" if self.local_share is None else f"{self.local_share:.0%}"
+        lines += [
+            f"  moved between workers: {human(self.bytes_moved)} in {self.transfers} "
+            f"transfer(s), {self.seconds_moving:.3f} s",
+            f"  input bytes already local: {share} of {human(self.input_bytes)}",
+            f"  to the notebook: {human(self.bytes_to_client)};  from the notebook: "
+            f"{human(self.bytes_from_client)}",
+        ]
+        if len(self.edges):
+            lines.append("  heaviest edges:")
+            for r in self.edges.head(10).itertuples():
+                lines.append(f"    {r.producer} -> {r.consumer}: {human(r.bytes)} "
+                             f"({r.seconds:.3f} s)")
+        if self.suggestions:
+            lines.append("  suggestions:")
+            lines += [f"    - {s}" for s in self.suggestions]
+        return "\n".join(lines)
+
+    __str__ = text
+
+    def html(self) -> str:
+        """The report as HTML (the live widget's Locality tab): the same facts as
+        :meth:`text`, with each edge's bytes drawn as a bar (heaviest edge = full width)."""
+        esc = html_escape
+        head = self.text().splitlines()
+        lines = "".join(f"<div>{esc(x.strip())}</div>" for x in head[1:4 if self.placement else 2])
+        parts = [f'<div class="nbflow-locality" data-bytes-moved="{self.bytes_moved}" '
+                 f'data-transfers="{self.transfers}" style="font-size:13px">',
+                 f"<b>{esc(head[0])}</b>{lines}"]
+        if len(self.edges):
+            top = max(int(self.edges["bytes"].max()), 1)
+            rows = []
+            for r in self.edges.head(20).itertuples():
+                width = max(2, int(240 * r.bytes / top))
+                rows.append(
+                    f'<tr class="nbflow-edge" data-bytes="{int(r.bytes)}"><td>{esc(str(r.producer))} '
+                    f"&rarr; {esc(str(r.consumer))}</td><td style='text-align:right'>"
+                    f"{esc(human(r.bytes))}</td><td>{r.seconds:.3f} s</td><td>"
+                    f'<div style="background:#5c6bc0;height:{2 + 10 * r.bytes // top}px;'
+                    f'width:{width}px"></div></td></tr>')
+            parts.append('<table style="margin-top:6px"><tr><th>edge</th><th>bytes</th>'
+                         "<th>time</th><th></th></tr>" + "".join(rows) + "</table>")
+        if self.suggestions:
+            items = "".join(f'<li class="nbflow-suggestion"><b>{esc(s.what)}</b><br>{esc(s.evidence)}'
+                            f" &mdash; saves ~{esc(human(s.saving_bytes))}</li>"
+                            for s in self.suggestions)
+            parts.append(f"<div style='margin-top:6px'>suggestions:</div><ul>{items}</ul>")
+        parts.append("</div>")
+        return "".join(parts)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.text())
+
+
+def build(agent: Any, backend: str) -> LocalityReport:
+    """The report of a run from its :class:`~.agent.LocalityAgent` (None: not a Dask run)."""
+    import pandas as pd
+
+    if agent is None:
+        empty = pd.DataFrame(columns=["producer", "consumer", "bytes", "seconds", "transfers"])
+        return LocalityReport(backend, None, 0, 0, 0.0, 0, None, 0, 0, empty,
+                              pd.DataFrame(columns=["task", "worker", "output_bytes",
+                                                    "input_bytes", "input_bytes_moved"]))
+    t = agent.transfers()
+    if len(t):
+        edges = (t.groupby(["producer", "consumer"], dropna=False)
+                 .agg(bytes=("bytes", "sum"), seconds=("seconds", "sum"),
+                      transfers=("bytes", "size"))
+                 .reset_index().sort_values("bytes", ascending=False, kind="stable")
+                 .reset_index(drop=True))
+    else:
+        edges = pd.DataFrame(columns=["producer", "consumer", "bytes", "seconds", "transfers"])
+    moved = agent.input_bytes_moved()
+    rows = []
+    input_total = 0
+    for key in agent.order:
+        inb = sum(b or 0 for _, _, b in agent.inputs_of.get(key, ()))
+        input_total += inb
+        rows.append({"task": key, "worker": agent.worker_of.get(key),
+                     "output_bytes": agent.nbytes_of.get(key), "input_bytes": inb,
+                     "input_bytes_moved": moved.get(key, 0)})
+    tasks = pd.DataFrame(rows, columns=["task", "worker", "output_bytes", "input_bytes",
+                                        "input_bytes_moved"])
+    consumer_bytes = int(sum(moved.values()))
+    share = None if input_total == 0 else max(0.0, 1.0 - consumer_bytes / input_total)
+    b = agent.backend
+    report = LocalityReport(
+        backend, agent.mode, int(t["bytes"].sum()) if len(t) else 0, len(t),
+        float(t["seconds"].sum()) if len(t) else 0.0, input_total, share,
+        int(getattr(b, "client_bytes", 0)), int(getattr(b, "scattered_bytes", 0)), edges, tasks)
+    report.suggestions = suggest(agent, edges, list(getattr(b, "fetched", [])))
+    return report
+
+
+def suggest(agent: Any, edges: Any, fetched: list[tuple[str, int | None]]) -> list[Suggestion]:
+    out: list[Suggestion] = []
+    consumers: dict[str, int] = {}
+    for key in agent.order:
+        for producer, _, _ in agent.inputs_of.get(key, ()):
+            consumers[producer] = consumers.get(producer, 0) + 1
+    for r in edges.itertuples():
+        if r.consumer is None or not isinstance(r.consumer, str) or r.bytes <= 0:
+            continue
+        if consumers.get(r.producer, 0) == 1:
+            fix = ("fuse these two tasks into one, or give the producer's worker more "
+                   "threads" if agent.mode == "locality" else
+                   "run with placement 'locality' (nbflow.locality.placement('locality'))")
+            out.append(Suggestion(
+                f"keep {r.producer} -> {r.consumer} on one worker: {fix}",
+                f"{r.consumer} is the only consumer of {r.producer}, yet {human(r.bytes)} moved "
+                f"between workers in {r.seconds:.3f} s", int(r.bytes)))
+    for key, n in fetched:
+        if n and n >= BIG_FETCH:
+            out.append(Suggestion(
+                f"return a summary of {key} instead of its whole value",
+                f"its {human(n)} result came to the notebook only because it was asked for "
+                "(run[ref], ref.result() or a %%workflow binding)", int(n)))
+    out.sort(key=lambda s: -s.saving_bytes)
+    return out

@@ -1,0 +1,75 @@
+"""Every byte a run moved between Dask workers, read from Dask's own transfer logs.
+
+Each Dask worker keeps a log of the data it fetched from other workers
+(``Worker.transfer_incoming_log``: start, stop, duration, the peer, and the size of every
+key in the batch).  At the end of a run the log of every worker is read once with
+``client.run`` and the entries for this run's keys are kept: nothing is estimated.
+
+A fetched key is a task's result moved to the worker of one of its consumers.  The row
+names the producer and the consumer it was fetched for: the first consumer (in submit
+order) that ran on the receiving worker; a second consumer on the same worker finds the
+data already there and moves nothing.  A batch that carried several keys has its duration
+split between them in proportion to their sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+COLUMNS = ["producer", "consumer", "from_worker", "to_worker", "bytes", "seconds", "start",
+           "dask_key"]
+
+
+def read_incoming_logs(client: Any) -> dict[str, list[dict[str, Any]]]:
+    """``{worker address: [log entry, ...]}`` from every worker of ``client``'s cluster."""
+    return client.run(_incoming_log)
+
+
+def _incoming_log(dask_worker: Any) -> list[dict[str, Any]]:
+    return [
+        {"start": e.get("start"), "duration": e.get("duration"), "who": e.get("who"),
+         "keys": {str(k): v for k, v in dict(e.get("keys") or {}).items()}}
+        for e in list(dask_worker.transfer_incoming_log)
+    ]
+
+
+def edges_from_logs(
+    logs: dict[str, list[dict[str, Any]]],
+    node_of: dict[str, str],
+    consumers_on: dict[tuple[str, str], list[str]],
+) -> list[dict[str, Any]]:
+    """Rows of ``run.transfers`` from the logs.
+
+    ``node_of`` maps this run's Dask keys to task keys (keys of other runs are ignored);
+    ``consumers_on[(producer task key, worker)]`` lists, in submit order, the consumers of
+    that producer that ran on that worker.
+    """
+    rows: list[dict[str, Any]] = []
+    for to_worker, entries in logs.items():
+        for e in entries:
+            keys = e["keys"]
+            total = sum(v for v in keys.values() if v) or 1
+            for dkey, nbytes in keys.items():
+                producer = node_of.get(dkey)
+                if producer is None:
+                    continue
+                consumers = consumers_on.get((producer, to_worker), [])
+                rows.append({
+                    "producer": producer,
+                    "consumer": consumers[0] if consumers else None,
+                    "from_worker": e["who"],
+                    "to_worker": to_worker,
+                    "bytes": int(nbytes or 0),
+                    "seconds": float(e["duration"] or 0.0) * (nbytes or 0) / total,
+                    "start": e["start"],
+                    "dask_key": dkey,
+                })
+    rows.sort(key=lambda r: (r["start"] or 0.0, r["producer"]))
+    return rows
+
+
+def frame(rows: Iterable[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(list(rows), columns=COLUMNS)

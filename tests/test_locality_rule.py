@@ -1,0 +1,89 @@
+"""The placement rule and its simulation, without a cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from nbflow.locality.placement import Placer, RoundRobin
+from nbflow.locality.simulate import simulate_placement
+
+MB = 1_000_000
+
+
+def placer(**threads: int) -> Placer:
+    p = Placer(bandwidth=100 * MB, prior_seconds=0.05)
+    p.set_workers(threads or {"a": 1, "b": 1})
+    return p
+
+
+def test_a_large_single_input_keeps_the_task_on_its_worker():
+    p = placer(a=1, b=1)
+    p.backlog["a"] = 2  # even with a queue of two 50 ms tasks there
+    assert p.choose([("a", 50 * MB)]) == "a"  # 0.5 s to move vs 0.1 s to wait
+
+
+def test_a_small_input_goes_where_the_queue_is_shorter():
+    p = placer(a=1, b=1)
+    p.backlog["a"] = 2
+    assert p.choose([("a", 1000)]) == "b"
+
+
+def test_fan_in_goes_to_the_worker_with_most_input_bytes():
+    p = placer(a=1, b=1, c=1)
+    assert p.choose([("a", 5 * MB), ("b", 30 * MB), ("c", 1 * MB)]) == "b"
+
+
+def test_measured_durations_replace_the_prior():
+    p = placer(a=1, b=1)
+    p.backlog["a"] = 1
+    assert p.choose([("a", 20 * MB)]) == "a"  # 0.2 s move > 0.05 s prior wait
+    p.finished("a", 2.0)  # tasks actually take seconds: waiting behind one costs more
+    p.finished("b", 2.0)
+    p.backlog = {"a": 1, "b": 0}
+    assert p.choose([("a", 20 * MB)]) == "b"
+
+
+def test_resources_restrict_the_candidates():
+    p = Placer()
+    p.set_workers({"a": 1, "b": 1}, {"a": {}, "b": {"GPU": 1}})
+    assert p.choose([("a", 50 * MB)], {"GPU": 1}) == "b"
+
+
+def test_round_robin_ignores_the_data():
+    p = RoundRobin()
+    p.set_workers({"a": 1, "b": 1})
+    assert [p.choose([("a", 50 * MB)]) for _ in range(4)] == ["a", "b", "a", "b"]
+
+
+def test_bandwidth_must_be_positive():
+    with pytest.raises(ValueError, match="bandwidth"):
+        Placer(bandwidth=0)
+
+
+def chain(n: int, size: int) -> tuple[list[list[int]], list[float], dict[tuple[int, int], int]]:
+    succs = [[i + 1] for i in range(n - 1)] + [[]]
+    return succs, [1.0] * n, {(i, i + 1): size for i in range(n - 1)}
+
+
+def test_simulated_chain_moves_nothing_under_the_rule():
+    succs, dur, edges = chain(6, 50 * MB)
+    loc = simulate_placement(succs, dur, edges, 4, "locality")
+    rr = simulate_placement(succs, dur, edges, 4, "round-robin")
+    assert loc.bytes_moved == 0 and loc.makespan == pytest.approx(6.0)
+    assert rr.bytes_moved == 5 * 50 * MB and rr.makespan == pytest.approx(6.0 + 5 * 0.5)
+
+
+def test_simulated_fan_out_spreads_and_respects_the_lower_bound():
+    succs = [list(range(1, 9))] + [[9] for _ in range(8)] + [[]]
+    dur = [1.0] * 10
+    edges = {(0, k): 1000 for k in range(1, 9)} | {(k, 9): 1000 for k in range(1, 9)}
+    for policy in ("locality", "round-robin", "earliest-start"):
+        r = simulate_placement(succs, dur, edges, 4, policy)
+        assert r.makespan >= 1 + 8 / 4 + 1 - 1e-9  # root, 8 tasks on 4 workers, sink
+    loc = simulate_placement(succs, dur, edges, 4, "locality")
+    assert loc.makespan < 1 + 8 + 1  # it did not serialise the fan-out on the root's worker
+
+
+def test_simulation_refuses_an_unknown_policy():
+    with pytest.raises(ValueError, match="unknown policy"):
+        simulate_placement([[]], [1.0], {}, 2, "random")
