@@ -245,16 +245,12 @@ def test_events_cursor(env) -> None:
     assert [e["seq"] for e in paged["events"]] == [1, 2, 3, 4] and paged["more"] is True
 
 
-def test_report_is_404_until_the_report_renderer_exists(env) -> None:
+def test_report_is_the_batch_rooms_html_report(env) -> None:
     server, ids, _ = env
-    try:
-        import nbflow.batch.report  # noqa: F401
-    except ImportError:
-        r = get(server, f"runs/{ids['etl']}/report")
-        assert r.status_code == 404 and "nbflow.batch.report" in r.json()["message"]
-    else:  # pragma: no cover - once the batch room provides reports
-        r = get(server, f"runs/{ids['etl']}/report")
-        assert r.status_code == 200 and "text/html" in r.headers["Content-Type"]
+    r = get(server, f"runs/{ids['etl']}/report")
+    assert r.status_code == 200 and "text/html" in r.headers["Content-Type"]
+    assert ids["etl"] in r.text and "<svg" in r.text  # the run's own report, with its graph
+    assert get(server, "runs/20990101-000000-abcdef/report").status_code == 404
 
 
 def test_live_run_long_poll_and_cancel_from_another_process(env) -> None:

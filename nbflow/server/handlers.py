@@ -178,8 +178,8 @@ class ReportHandler(_Base):
 
         store = get_store(self.home, warn=False)
         html = await self.blocking(render_html, run_id, store)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(html)
+        # (APIHandler.finish sets JSON unless told otherwise)
+        self.finish(html, set_content_type="text/html; charset=utf-8")
 
 
 class CancelHandler(_Base):
