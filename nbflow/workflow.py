@@ -24,11 +24,12 @@ the subscribers as values.
 from __future__ import annotations
 
 import warnings
+from dataclasses import fields
 from typing import Any, Literal
 
 from . import locality
 from .check import check, format_findings, serialize_edges
-from .core.errors import ConflictWarning, CycleError, WorkflowDefinitionError
+from .core.errors import ConflictWarning, CycleError, InvalidOptionError, WorkflowDefinitionError
 from .core.options import RunOptions
 from .engine.graph import WorkflowGraph
 from .engine.run import Run as EngineRun
@@ -60,19 +61,11 @@ class Run(EngineRun):
 class Workflow(WorkflowGraph):
     """A traced task graph.  Use as ``with nf.Workflow("etl") as wf: ...`` then ``wf.run()``."""
 
-    def run(
-        self,
-        workers: int | None = None,
-        backend: Any = "local",
-        cache: bool = True,
-        raise_on_error: bool = True,
-        *,
-        continue_on_error: bool = True,
-        resources: dict[str, float | int | str] | None = None,
-        rerun: Any = None,
-        strict: bool = False,
-        on_conflict: str = "warn",
-    ) -> Run:
+    # The keyword-only options (continue_on_error, resources, rerun, strict, on_conflict) are
+    # written once, in RunOptions, which validates them; unknown ones are refused there.
+
+    def run(self, workers: int | None = None, backend: Any = "local", cache: bool = True,
+            raise_on_error: bool = True, **options: Any) -> Run:
         """Run the workflow and block until it ends; see :class:`nbflow.Run`.
 
         Works in plain scripts and inside a running Jupyter kernel (the run gets its own
@@ -80,6 +73,8 @@ class Workflow(WorkflowGraph):
         down, and re-raises ``KeyboardInterrupt``.  A failed run raises
         :class:`nbflow.WorkflowFailed` unless ``raise_on_error=False``.
 
+        Keyword options (:class:`nbflow.RunOptions`): ``continue_on_error=True``,
+        ``resources=None``, ``rerun=None``, ``strict=False``, ``on_conflict="warn"``.
         ``cache=False`` neither reads nor stores results; ``rerun=[task, ...]`` (tasks, task
         names, keys or Refs) forces those tasks and their descendants to run; ``strict=True``
         fails the run when a stored result fails its checksum instead of recomputing it.
@@ -90,56 +85,46 @@ class Workflow(WorkflowGraph):
         give a ``ConflictWarning`` (``on_conflict="warn"``), are ordered so they never overlap
         (``"serialize"``), or refuse the run (``"error"``).
         """
-        workers, backend, cache, rerun = run_defaults(self, workers, backend, cache, rerun)
-        opts = RunOptions(workers, backend, cache, raise_on_error, continue_on_error, resources,
-                          rerun, strict, on_conflict)
+        opts = run_options(self, workers=workers, backend=backend, cache=cache,
+                           raise_on_error=raise_on_error, **options)
         run = prepare(self, opts)
         run.start_in_thread()
         run.wait(raise_on_error=opts.raise_on_error)
         return run
 
-    def start(
-        self,
-        workers: int | None = None,
-        backend: Any = "local",
-        cache: bool = True,
-        *,
-        continue_on_error: bool = True,
-        resources: dict[str, float | int | str] | None = None,
-        rerun: Any = None,
-        strict: bool = False,
-        on_conflict: str = "warn",
-    ) -> Run:
-        """Start the run in the background and return its :class:`nbflow.Run` at once."""
-        workers, backend, cache, rerun = run_defaults(self, workers, backend, cache, rerun)
-        opts = RunOptions(workers, backend, cache, True, continue_on_error, resources, rerun,
-                          strict, on_conflict)
-        run = prepare(self, opts)
+    def start(self, workers: int | None = None, backend: Any = "local", cache: bool = True,
+              **options: Any) -> Run:
+        """Start the run in the background and return its :class:`nbflow.Run` at once
+        (options as for :meth:`run`; ``run.wait()`` blocks until the end)."""
+        run = prepare(self, run_options(self, workers=workers, backend=backend, cache=cache, **options))
         run.start_in_thread()
         return run
 
-    async def arun(
-        self,
-        workers: int | None = None,
-        backend: Any = "local",
-        cache: bool = True,
-        raise_on_error: bool = True,
-        *,
-        continue_on_error: bool = True,
-        resources: dict[str, float | int | str] | None = None,
-        rerun: Any = None,
-        strict: bool = False,
-        on_conflict: str = "warn",
-    ) -> Run:
+    async def arun(self, workers: int | None = None, backend: Any = "local", cache: bool = True,
+                   raise_on_error: bool = True, **options: Any) -> Run:
         """The async twin of :meth:`run`: runs on the caller's event loop."""
-        workers, backend, cache, rerun = run_defaults(self, workers, backend, cache, rerun)
-        opts = RunOptions(workers, backend, cache, raise_on_error, continue_on_error, resources,
-                          rerun, strict, on_conflict)
+        opts = run_options(self, workers=workers, backend=backend, cache=cache,
+                           raise_on_error=raise_on_error, **options)
         run = prepare(self, opts)
         await run.execute()
         if opts.raise_on_error:
             run.raise_for_status()
         return run
+
+
+def run_options(wf: WorkflowGraph, **given: Any) -> RunOptions:
+    """The validated :class:`RunOptions` of a run of ``wf`` (a batch run's ``--workers``/
+    ``--backend``/``--no-cache``/``--rerun`` fill in what the notebook left at defaults)."""
+    given["workers"], given["backend"], given["cache"], given["rerun"] = run_defaults(
+        wf, given.get("workers"), given.get("backend", "local"), given.get("cache", True),
+        given.get("rerun"))
+    allowed = [f.name for f in fields(RunOptions) if f.init]
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise InvalidOptionError(
+            f"run of workflow {wf.name!r}: unknown option(s) {unknown}; the options are "
+            f"{', '.join(allowed)}")
+    return RunOptions(**given)
 
 
 def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:

@@ -191,3 +191,14 @@ def test_map_on_error_skip() -> None:
     assert list(run.errors()) == ["fragile-2"]
     with nf.Workflow("skip-ref"), pytest.raises(nf.WorkflowDefinitionError, match="map over a list"):
         fragile.map(load(2), on_error="skip")
+
+
+def test_run_options_are_written_once_and_checked() -> None:
+    with nf.Workflow("opts") as wf:
+        n = size(load(2))
+    with pytest.raises(nf.InvalidOptionError, match=r"unknown option\(s\) \['retrys'\].*continue_on_error"):
+        wf.run(retrys=2)
+    with pytest.raises(nf.InvalidOptionError, match="strict"):
+        wf.start(strict="yes")
+    run = wf.run(cache=False, continue_on_error=False, on_conflict="error")
+    assert run[n] == 2 and run.options.on_conflict == "error" and not run.options.continue_on_error

@@ -84,14 +84,19 @@ def _qualified(parts: list[str], g: dict[str, Any]) -> str | None:
     return None
 
 
+def _parsed(fn: Any) -> tuple[types.FunctionType, ast.AST] | None:
+    """``fn``'s function and syntax tree, or None when it has no readable source."""
+    f = _function(fn)
+    tree = _tree(f.__code__) if f is not None else None
+    return (f, tree) if f is not None and tree is not None else None
+
+
 def nondeterministic_calls(fn: Any) -> list[str]:
     """The unseeded random or clock calls in ``fn``'s own code, as written (``"np.random.rand"``)."""
-    f = _function(fn)
-    if f is None:
+    parsed = _parsed(fn)
+    if parsed is None:
         return []
-    tree = _tree(f.__code__)
-    if tree is None:
-        return []
+    f, tree = parsed
     params = set(f.__code__.co_varnames[: f.__code__.co_argcount + f.__code__.co_kwonlyargcount])
     if params & _SEED_PARAMS:
         return []
@@ -122,12 +127,10 @@ def nondeterministic_calls(fn: Any) -> list[str]:
 
 def mutated_globals(fn: Any) -> list[str]:
     """Global names whose values ``fn`` changes in place or rebinds (``global`` statements)."""
-    f = _function(fn)
-    if f is None:
+    parsed = _parsed(fn)
+    if parsed is None:
         return []
-    tree = _tree(f.__code__)
-    if tree is None:
-        return []
+    f, tree = parsed
     code = f.__code__
     local = set(code.co_varnames) | set(code.co_cellvars)
     declared: set[str] = set()
