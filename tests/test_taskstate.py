@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nbflow.core import events as ev
-from nbflow.core.errors import NbflowError
+from nbflow.core.errors import NbflowError, TransitionError
 from nbflow.core.states import (
     ALL,
     CANCELLED,
@@ -30,7 +30,6 @@ from nbflow.core.states import (
     SKIPPED,
     TERMINAL,
     TRANSITIONS,
-    TransitionError,
 )
 from nbflow.engine import taskstate
 from nbflow.engine.taskstate import TaskStates
