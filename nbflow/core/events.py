@@ -99,6 +99,7 @@ class TaskRetrying(TaskEvent):
     error: BaseException
     reason: str | None = None  # why the task ran rather than hit the cache
     metrics: tuple[Any, ...] | None = None  # as in TaskCompleted, for the failed attempt
+    output: str | None = None  # what the attempt printed
 
 
 @dataclass(slots=True)
@@ -112,6 +113,7 @@ class TaskCompleted(TaskEvent):
     cache_key: str | None = None  # the key its result is stored under, if stored
     blob: str | None = None  # the stored result's id (its checksum), if stored
     metrics: tuple[Any, ...] | None = None  # (cpu_s, peak_rss, input_bytes, input_items, input_shape)
+    output: str | None = None  # what the attempt printed (thread and async tasks)
 
 
 @dataclass(slots=True)
@@ -122,6 +124,7 @@ class TaskFailed(TaskEvent):
     error: BaseException
     reason: str | None = None  # why the task ran rather than hit the cache
     metrics: tuple[Any, ...] | None = None  # as in TaskCompleted, for the failed attempt
+    output: str | None = None  # what the attempt printed
 
 
 @dataclass(slots=True)

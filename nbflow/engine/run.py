@@ -39,6 +39,7 @@ from ..core.ref import Ref
 from ..core.remote import localise
 from ..core.states import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
 from ..core.validation import validate_run_options
+from . import taskoutput
 from .backends import AsyncBackend, ThreadBackend
 from .constructs import interactive_approvals
 from .internal import run_error
@@ -218,6 +219,7 @@ class Run:
         import anyio
 
         self._loop = asyncio.get_running_loop()
+        taskoutput.install()  # what tasks print is kept with them (engine.taskoutput)
         backends = self.backends
         sched = self._sched
         for factory in list(ev._global_subscribers):
@@ -547,6 +549,13 @@ class Run:
             raise WorkflowDefinitionError(
                 "this run has no locality view (it was not made by nf.Workflow.run/start/arun)")
         return self.locality
+
+    def logs(self, ref: Ref | str) -> str | None:
+        """What a task's latest attempt printed (thread and async tasks; None when nothing was
+        printed).  Bounded: past 64 KiB the text says it was truncated."""
+        i = self._lookup(ref)
+        cap = self._sched.outputs.get(i)
+        return cap.text() if cap is not None else None
 
     def errors(self) -> dict[str, BaseException]:
         """The original exception of each failed task, by key."""

@@ -81,7 +81,7 @@ from ..core.protocols import ResultCache
 from ..core.ref import Ref
 from ..core.remote import has_remote, localise
 from ..core.states import COMPLETED, PENDING, READY, RETRYING, RUNNING
-from . import approvals
+from . import approvals, taskoutput
 from .constructs import interactive_approvals
 from .gcpolicy import graph_out_of_gc
 from .metrics import Measured, TaskMetrics
@@ -173,6 +173,7 @@ class Scheduler:
         self.tg: Any = None
         self.cache: ResultCache | None = None  # the run's result cache (from the store), if any
         self.metrics = TaskMetrics()  # CPU time, peak RSS, input features (nbflow.engine.metrics)
+        self.outputs: dict[int, taskoutput.Capture] = {}  # what tasks printed (engine.taskoutput)
         self.has_remote = "dask" in backends  # results may be Remote (core.remote)
         self.loop_iters: dict[int, int] = {}  # loop node -> iterations started
         self._last_iteration: dict[int, int] = {}  # loop node -> its latest iteration's node
@@ -398,6 +399,15 @@ class Scheduler:
         if executor == "dask" and getattr(backend, "keep_remote", False):
             executor = "async"  # (wrap() then measures nothing in the worker)
         fn = self.metrics.wrap(i, spec.fn, executor, args, kwargs)
+        # Output hook: what the task prints is kept with it (engine.taskoutput).
+        capture = token = None
+        if executor == "thread":
+            capture = taskoutput.Capture(ref.key)
+            fn = taskoutput.capturing(fn, capture)
+        elif executor == "async":
+            capture, token = taskoutput.start(ref.key)
+        if capture is not None:
+            self.outputs[i] = capture
         t0 = time.perf_counter()
         try:
             if spec.timeout is None:
@@ -422,6 +432,9 @@ class Scheduler:
             self._release(i)
             self._failed_attempt(i, e, time.perf_counter() - t0)
             return
+        finally:
+            if token is not None:
+                taskoutput.stop(token)
         duration = time.perf_counter() - t0
         if type(value) is Measured:  # metrics hook: a process/Dask worker's envelope
             value = self.metrics.unwrap(i, value)
@@ -474,7 +487,8 @@ class Scheduler:
         else:
             reason, key, blob = cache.info(i)
         self.enter(ev.TaskCompleted(time.time(), i, node.key, self.attempts[i], duration, size,
-                                    cached, reason, key, blob, None if cached else self.metrics.row(i)),
+                                    cached, reason, key, blob, None if cached else self.metrics.row(i),
+                                    self._output(i)),
                    value)
         if self.saga_of and i in self.saga_of:
             self.sagas.member_ended(i)
@@ -496,7 +510,8 @@ class Scheduler:
         if self.attempts[i] <= spec.retries:
             delay = spec.backoff(self.attempts[i], self.rand.random())
             self.enter(ev.TaskRetrying(time.time(), i, ref.key, self.attempts[i], delay, error,
-                                       self._reason(i), self.metrics.row(i)), None, duration)
+                                       self._reason(i), self.metrics.row(i), self._output(i)),
+                       None, duration)
             self.timers += 1
             self.tg.start_soon(self._retry_after, i, delay)
             self._fill()
@@ -511,7 +526,7 @@ class Scheduler:
         if self.first_failure is None:
             self.first_failure = i
         self.enter(ev.TaskFailed(time.time(), i, ref.key, max(self.attempts[i], 1), duration, error,
-                                 self._reason(i), self.metrics.row(i)))
+                                 self._reason(i), self.metrics.row(i), self._output(i)))
         if not self.continue_on_error:
             self.tg.cancel_scope.cancel()
             return
@@ -522,6 +537,11 @@ class Scheduler:
     def _skip(self, i: int, reason: str) -> None:
         self.enter(ev.TaskSkipped(time.time(), i, self.nodes[i].key, reason))
         self._propagate_end(i, reason)
+
+    def _output(self, i: int) -> str | None:
+        """What node ``i``'s latest attempt printed (None: nothing, or not captured)."""
+        cap = self.outputs.get(i) if self.outputs else None
+        return cap.text() if cap is not None else None
 
     def _reason(self, i: int) -> str | None:
         """Why node ``i`` ran (what its events carry)."""

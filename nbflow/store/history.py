@@ -255,6 +255,13 @@ class StoredRun:
         self._load()
         return {k: StoredError(v) for k, v in self._errors.items()}
 
+    def logs(self, key: str) -> str | None:
+        """What task ``key``'s latest recorded attempt printed (None: nothing, or not captured)."""
+        rows = self.store.journal.query(
+            "SELECT output FROM task_runs WHERE run_id = ? AND key = ? ORDER BY attempt DESC LIMIT 1",
+            (self.id, key))
+        return rows[0][0] if rows else None
+
     def __getitem__(self, key: str) -> Any:
         """The stored value of task ``key`` (only results that were cached are stored)."""
         rows = self._load()

@@ -57,7 +57,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -142,6 +142,10 @@ MIGRATIONS: dict[int, list[str]] = {
             run_id TEXT NOT NULL, producer TEXT, consumer TEXT, from_worker TEXT,
             to_worker TEXT, bytes INTEGER, seconds REAL, start REAL)""",
         "CREATE INDEX IF NOT EXISTS transfers_run ON transfers(run_id)",
+    ],
+    # 7: what each attempt printed (nbflow.engine.taskoutput), read by run.logs(key).
+    7: [
+        "ALTER TABLE task_runs ADD COLUMN output TEXT",
     ],
 }
 

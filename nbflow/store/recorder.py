@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 _HOST = socket.gethostname()
-_SKIP_FIELDS = {"time", "index", "key", "refs"}  # (refs: the new nodes, journaled as nodes)
+_SKIP_FIELDS = {"time", "index", "key", "refs", "output"}  # (refs: the new nodes, journaled as nodes)
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
@@ -77,11 +77,11 @@ def _node_row(run_id: str, ref: Ref) -> tuple[Any, ...]:
 def _task_row(run_id: str, idx: int, attempt: int, key: str, state: str, executor: str | None,
               start: float | None, end: float, duration: float | None, cached: bool,
               output_bytes: int | None, error: BaseException | str | None, reason: str | None,
-              cache_key: str | None, blob: str | None) -> tuple[Any, ...]:
+              cache_key: str | None, blob: str | None, output: str | None = None) -> tuple[Any, ...]:
     if isinstance(error, BaseException):
         error = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
     return (run_id, idx, attempt, key, state, executor, start, end, duration, int(cached), output_bytes,
-            error, reason, cache_key, blob)
+            error, reason, cache_key, blob, output)
 
 
 EVENT = Op("INSERT OR REPLACE INTO events(run_id, seq, time, type, idx, key, data) VALUES(?,?,?,?,?,?,?)",
@@ -91,8 +91,8 @@ NODE = Op("INSERT OR REPLACE INTO nodes(run_id, idx, key, task, kind, deps) VALU
 NODE_DEPS = Op("UPDATE nodes SET inputs = COALESCE(inputs, deps), deps = ?, kind = ? "
                "WHERE run_id = ? AND idx = ?")
 TASK_RUN = Op("INSERT OR REPLACE INTO task_runs(run_id, idx, attempt, key, state, executor, start, end, "
-              "duration_s, cached, output_bytes, error, reason, cache_key, blob) "
-              "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _task_row)
+              "duration_s, cached, output_bytes, error, reason, cache_key, blob, output) "
+              "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", _task_row)
 TASK_METRICS = Op("UPDATE task_runs SET cpu_s = ?, peak_rss = ?, input_bytes = ?, input_items = ?, "
                   "input_shape = ? WHERE run_id = ? AND idx = ? AND attempt = ?")
 RUN_START = Op("INSERT OR REPLACE INTO runs(id, name, status, start, end, duration_s, backend, workers, "
@@ -134,7 +134,7 @@ class RunRecorder:
             state = "failed" if t is ev.TaskFailed else "retried"
             dur = getattr(e, "duration_s", None)
             put(TASK_RUN, (self.run_id, e.index, e.attempt, e.key, state, executor, start, e.time,  # type: ignore[attr-defined]
-                           dur, False, None, e.error, e.reason, None, None))  # type: ignore[attr-defined]
+                           dur, False, None, e.error, e.reason, None, None, e.output))  # type: ignore[attr-defined]
             self._metrics(e.index, e.attempt, e.metrics)  # type: ignore[attr-defined]
         elif t is ev.TaskSkipped:
             put(TASK_RUN, (self.run_id, e.index, 0, e.key, "skipped", None, None, e.time, None, False, None,  # type: ignore[attr-defined]
@@ -161,7 +161,7 @@ class RunRecorder:
         start, executor = self.started.pop(i, (e.time, "inline"))
         self.journal.put(TASK_RUN, (self.run_id, i, e.attempt, e.key, "completed", executor, start, e.time,
                                     e.duration_s, e.cached, e.output_bytes, None, e.reason, e.cache_key,
-                                    e.blob))
+                                    e.blob, e.output))
         if e.metrics is not None:
             self._metrics(i, e.attempt, e.metrics)
 
