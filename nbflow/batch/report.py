@@ -1,7 +1,7 @@
 """``nbflow report``: one self-contained HTML file for a stored run or batch run.
 
 Everything is inline — CSS, the SVG graph (the notebook room's renderer, fed from the
-store by :mod:`.storedview`), an SVG Gantt timeline, a small script that sorts the tasks
+store by :mod:`nbflow.notebook.stored`), an SVG Gantt timeline, a small script that sorts the tasks
 table — so the file opens anywhere with no network and no Jupyter: attach it to a mail,
 drop it on a file share.  For a batch run the report shows the batch (notebook,
 parameters, outputs) and then every workflow run it made.
@@ -19,10 +19,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..notebook.render import COLOURS, STATUS_COLOURS, fmt_bytes, fmt_seconds
+from ..notebook.stored import error_text, model_of
 from ..store.history import StoredRun, load_run
 from ..store.store import Store, get_store
 from . import records
-from .storedview import error_text, model_of
 
 GANTT_MAX = 400  # rows drawn in the timeline (the longest tasks first beyond that)
 

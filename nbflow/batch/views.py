@@ -37,7 +37,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _run_text(run: Any, params: dict[str, Any]) -> str:
     from ..notebook.render import summary_text
-    from .storedview import error_text, model_of
+    from ..notebook.stored import error_text, model_of
 
     model = model_of(run)
     lines = [f"run {run.id}  workflow {run.name}  {run.status}", summary_text(model)]

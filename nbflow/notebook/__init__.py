@@ -56,8 +56,9 @@ def view_run(run: Run) -> Any:
     return model
 
 
-def show(run: Run | None = None) -> None:
-    """Display the final view of ``run`` (default: ``nf.last_run()``) as static HTML."""
+def show(run: Any = None) -> None:
+    """Display the final view of ``run`` (default: ``nf.last_run()``; a live Run or a stored
+    run from ``nf.load_run``) as static HTML."""
     from IPython.display import display
 
     from ..engine.run import last_run
@@ -68,7 +69,12 @@ def show(run: Run | None = None) -> None:
     if run is None:
         print("[nbflow] no run yet")
         return
-    model = view_run(run)
+    if hasattr(run, "events") and hasattr(run, "workflow"):
+        model = view_run(run)
+    else:  # a run read back from the store (nf.load_run)
+        from .stored import model_of
+
+        model = model_of(run)
     graph = GraphView(model)
     display({"text/plain": render.summary_text(model),
              "text/html": render.static_html(model, graph.svg(), graph.note)}, raw=True)

@@ -299,11 +299,17 @@ class WorkflowMagics(Magics):
         if cmd == "show":
             from . import show
 
-            run = None
+            run: Any = None
             if len(words) > 1:
                 run = session.get_run(words[1])
-                if run is None:
-                    raise UsageError(f"no run {words[1]!r} in this session (see %nbflow runs)")
+                if run is None:  # not this session's: any run in the store
+                    from ..store import StoreError, load_run
+
+                    try:
+                        run = load_run(words[1])
+                    except (KeyError, StoreError):
+                        raise UsageError(f"no run {words[1]!r} in this session or in the store "
+                                         "(see %nbflow runs, nbflow runs)") from None
             show(run)
             return None
         if cmd == "mode":

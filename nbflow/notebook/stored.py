@@ -2,8 +2,9 @@
 
 The notebook room draws graphs from a :class:`~nbflow.notebook.model.RunModel`, which is
 normally fed by a run's events.  For a run read back from the store (another process, a
-finished batch) this builds the same model from the journal's ``nodes`` and the final task
-rows of :class:`~nbflow.store.StoredRun`, so reports reuse the same SVG graph renderer.
+finished batch, an earlier kernel) this builds the same model from the journal's ``nodes``
+and the final task rows of :class:`~nbflow.store.StoredRun`, so ``%nbflow show RUN_ID``
+and the batch room's reports draw a stored run exactly as a live one.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..notebook.model import RunModel
 from ..store.history import StoredRun
+from .model import RunModel
 
 
 def _nodes(run: StoredRun) -> list[SimpleNamespace]:
@@ -78,7 +79,7 @@ def model_of(run: StoredRun) -> RunModel:
 def error_text(err: Any) -> str:
     """A stored traceback without the engine's frames in front of the user's code."""
     text = str(err)
-    from ..notebook.tracebacks import _internal
+    from .tracebacks import _internal
 
     out: list[str] = []
     lines = text.splitlines()
