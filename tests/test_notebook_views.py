@@ -6,7 +6,6 @@ would be sent to the front end, so message counts are the real ones.
 
 from __future__ import annotations
 
-import inspect
 import re
 import threading
 import time
@@ -374,17 +373,10 @@ def test_binding_replaces_refs_and_keeps_unfinished_ones() -> None:
     assert type(ns["bad"]) is nf.Ref
 
 
-def test_rerun_option_needs_workflow_support() -> None:
-    from IPython.core.error import UsageError
+def test_rerun_option_reaches_the_run() -> None:
+    from nbflow.notebook.magics import _run_options
 
-    from nbflow.notebook.magics import RERUN_NEEDS_STORE, _run_options
-
-    if "rerun" in inspect.signature(nf.Workflow.run).parameters:
-        assert _run_options(None, "local", True, ["clean"])["rerun"] == ["clean"]
-    else:
-        with pytest.raises(UsageError, match="needs the run store"):
-            _run_options(None, "local", True, ["clean"])
-        assert "--rerun" in RERUN_NEEDS_STORE
+    assert _run_options(None, "local", True, ["clean"])["rerun"] == ["clean"]
     assert "rerun" not in _run_options(2, "local", False, None)
 
 

@@ -45,11 +45,6 @@ from .tracebacks import trim
 if TYPE_CHECKING:
     from ..engine.run import Run
 
-RERUN_NEEDS_STORE = (
-    "--rerun needs the run store (nbflow.store), which this installation does not have yet: "
-    "there is no record of earlier results to keep. Run the cell without --rerun (add "
-    "--no-cache to recompute everything)."
-)
 
 
 # -- running -----------------------------------------------------------------------------
@@ -57,8 +52,6 @@ RERUN_NEEDS_STORE = (
 def _run_options(workers: int | None, backend: str, cache: bool, rerun: list[str] | None) -> dict[str, Any]:
     opts: dict[str, Any] = {"workers": workers, "backend": backend, "cache": cache}
     if rerun:
-        if "rerun" not in inspect.signature(Workflow.run).parameters:
-            raise UsageError(RERUN_NEEDS_STORE)
         opts["rerun"] = list(rerun)
     return opts
 
