@@ -47,7 +47,7 @@ from ..core.ref import Ref
 from ..core.remote import Remote
 from ..core.sizes import cheap_size
 from . import explain as explaining
-from . import hashing, serialize
+from . import hashing, serialize, signing
 from .blobs import BlobCorrupt, BlobMissing
 from .explain import NodeCache, Prev
 from .journal import dumps
@@ -389,15 +389,21 @@ def _prepare_remote(store: Store, value: Remote, store_it: bool,
         root.mkdir(parents=True, exist_ok=True)
     except OSError:
         pass
-    if not products and value.shares_disk(str(root)):
-        return value.on_worker(_prepare_on_worker, store.blobs, store_it)
+    if not products and value.shares_disk(str(root)):  # (same machine: the same user's key)
+        return value.on_worker(_prepare_on_worker, store.blobs, store_it, str(signing.key_path()))
     out = _prepare(store, value.fetch(), store_it, products)
     return (*out, len(out[2]) if out[2] is not None else None)
 
 
-def _prepare_on_worker(value: Any, blobs: Any, store_it: bool) -> tuple[Any, ...]:
+def _prepare_on_worker(value: Any, blobs: Any, store_it: bool, key_file: str) -> tuple[Any, ...]:
     """Runs on the worker: hash, and if cacheable serialise and write the blob (atomic,
-    checksummed, like any blob); the bytes come back only when they are stored inline."""
+    checksummed and signed with the user's key, like any blob); the bytes come back only
+    when they are stored inline."""
+    with signing.signing_as(key_file):
+        return _prepare_signed(value, blobs, store_it)
+
+
+def _prepare_signed(value: Any, blobs: Any, store_it: bool) -> tuple[Any, ...]:
     digest = hash_error = data = blob = store_error = n = None
     try:
         digest = hashing.value_hash(value)

@@ -18,6 +18,7 @@ again.  A key file readable by others is refused (it would let them sign).
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
@@ -90,7 +91,7 @@ def key() -> bytes:
     default location (from ``$XDG_CONFIG_HOME`` / ``$HOME``) is resolved once per process.
     """
     global _LAST
-    env_file = os.environ.get("NBFLOW_KEY_FILE")
+    env_file = getattr(_FOR_THREAD, "path", None) or os.environ.get("NBFLOW_KEY_FILE")
     last = _LAST
     if last is not None and last[0] == env_file:
         return last[1]
@@ -99,8 +100,22 @@ def key() -> bytes:
     return k
 
 
+_FOR_THREAD = threading.local()  # a key file given for this thread (see signing_as)
+
+
+@contextlib.contextmanager
+def signing_as(path: str) -> Any:
+    """Sign with the key file ``path`` in this thread (a Dask worker on the user's machine
+    writing a result into the user's store signs it as the user's process would)."""
+    _FOR_THREAD.path = path
+    try:
+        yield
+    finally:
+        _FOR_THREAD.path = None
+
+
 def _load_key() -> bytes:
-    path = key_path()
+    path = Path(_FOR_THREAD.path) if getattr(_FOR_THREAD, "path", None) else key_path()
     k = _KEYS.get(path)
     if k is not None:
         return k

@@ -43,6 +43,7 @@ import anyio
 from ...core.errors import WorkerLost
 from ...core.remote import Remote
 from ...core.sizes import cheap_size
+from ..metrics import Measured
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
 
@@ -297,7 +298,8 @@ class DaskBackend:
         seconds = loop.time() - t0
         if not keep:  # the old way: the value came back through this process
             self._futures.discard(fut)
-            size = cheap_size(value)
+            # (a metrics envelope from the worker: the size is the value's)
+            size = cheap_size(value.measured_value if type(value) is Measured else value)
             self.client_bytes += size or 0
             if self.placement is not None:
                 self.placement.finished(key, unique, None, size, seconds)
