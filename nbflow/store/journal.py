@@ -484,6 +484,7 @@ class Journal:
             window = settings.commit_window()
         except NbflowError:  # (refused when the run started; never kill the writer over it)
             window = GROUP_WINDOW
+        self.window = window  # the group-commit window this writer uses (seconds)
         try:
             while True:
                 self._wake.wait()
