@@ -28,6 +28,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+if __package__:
+    from . import _harness
+else:
+    import _harness
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MEDIAN_S = 0.020
 MARKS = (0.25, 0.5, 0.75)
@@ -133,10 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     # (the folder's name only: the results must not depend on where it is)
     result = {"dir": args.dir.name, "group": args.group, "workers": args.workers, "summary": summary,
               "target_median_at_50_le_15pct": med50 is not None and med50 <= 0.15, "traces": rows}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    _harness.emit_json(result, args.json)
     return 0
 
 

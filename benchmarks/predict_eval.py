@@ -29,7 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,11 @@ import pandas as pd
 from nbflow.predict.candidates import FLOOR_S
 from nbflow.predict.model import Predictor, _same_finished_sets, mdape
 from nbflow.predict.observations import observations_from_wfformat
+
+if __package__:
+    from . import _harness
+else:
+    import _harness
 
 Model = Callable[[np.ndarray], np.ndarray]
 
@@ -188,10 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             "coverage_75_85_everywhere": pooled_cov_ok,
         },
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    _harness.emit_json(result, args.json)
     return 0
 
 
