@@ -17,14 +17,16 @@ reachable from the worker, to write) the value there, with :meth:`Remote.on_work
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
 _MISSING = object()
 
 
-class Remote:
-    """Base of remote results; a backend subclass implements the three hooks."""
+class Remote(abc.ABC):
+    """Base of remote results; a backend subclass implements ``_fetch`` and ``on_worker``
+    (and ``shares_disk`` when its workers can see this machine's disk)."""
 
     __slots__ = ("_value", "key", "nbytes", "worker")
 
@@ -45,12 +47,13 @@ class Remote:
             self._value = self._fetch()
         return self._value
 
-    def _fetch(self) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _fetch(self) -> Any:
+        """Bring the value here (called once, by :meth:`fetch`)."""
 
+    @abc.abstractmethod
     def on_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(value, *args)`` where the value lives and return its (small) result."""
-        raise NotImplementedError  # pragma: no cover - abstract
 
     def shares_disk(self, path: str) -> bool:
         """Can the worker holding the value see ``path`` (a directory of this machine)?"""
