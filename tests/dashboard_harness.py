@@ -35,7 +35,7 @@ class Server:
         return f"{self.base}/nbflow/api/{path}" + (f"{sep}token={self.token}" if token else "")
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+def wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -73,7 +73,7 @@ def jupyter(tmp: Path, home: Path, *, lab: bool = False) -> Iterator[Server]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(f"{base}/api/status?token={token}", proc, log)
+        wait_for(f"{base}/api/status?token={token}", proc, log)
         yield Server(base, token, home, log)
     finally:
         proc.terminate()

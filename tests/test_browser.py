@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
+import dashboard_harness as dh
 import nbformat
 import pytest
 
@@ -79,26 +77,6 @@ def _browser(p: object) -> object:
     return p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_server(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited early:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"JupyterLab did not answer at {url}:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def lab(tmp_path: Path):
     """(base url, token) of a JupyterLab serving a copy of the quickstart notebook."""
@@ -106,7 +84,7 @@ def lab(tmp_path: Path):
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     nbformat.write(_stop_notebook(), root / "stop.ipynb")
-    port, token = _free_port(), uuid.uuid4().hex
+    port, token = dh.free_port(), uuid.uuid4().hex
     log = tmp_path / "lab.log"
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
@@ -130,7 +108,7 @@ def lab(tmp_path: Path):
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_server(f"{base}/api/status?token={token}", proc, log)
+        dh.wait_for(f"{base}/api/status?token={token}", proc, log)
         yield base, token
     finally:
         proc.terminate()
