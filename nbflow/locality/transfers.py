@@ -73,3 +73,34 @@ def frame(rows: Iterable[dict[str, Any]]) -> Any:
     import pandas as pd
 
     return pd.DataFrame(list(rows), columns=COLUMNS)
+
+
+class ProcessAccount:
+    """The rows a process backend recorded, seen the way the report reads a Dask run's agent.
+
+    A process task's inputs come from the run's process and its result goes back there, so
+    every row has ``"main"`` on one side and ``process:<pid>`` on the other; the input rows
+    of a task are its edges (producer None: arguments written in the notebook)."""
+
+    mode = "process"
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.order: list[str] = []
+        self.inputs_of: dict[str, list[tuple[str, str | None, int | None]]] = {}
+        self.worker_of: dict[str, str | None] = {}
+        self.nbytes_of: dict[str, int | None] = {}
+        for r in backend.rows:
+            if r["consumer"] is None:  # a result coming back
+                self.worker_of[r["producer"]] = r["from_worker"]
+                self.nbytes_of[r["producer"]] = r["bytes"]
+                self.order.append(r["producer"])
+            elif r["producer"] is not None:
+                self.inputs_of.setdefault(r["consumer"], []).append(
+                    (r["producer"], r["from_worker"], r["bytes"]))
+
+    def transfers(self) -> Any:
+        return frame(self.backend.rows)
+
+    def input_bytes_moved(self) -> dict[str, int]:
+        return dict(self.backend.input_bytes_moved())
