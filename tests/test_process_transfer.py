@@ -279,7 +279,15 @@ class KillOnPickle:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_no_segments_left_after_a_worker_is_killed():
+def test_no_segments_left_after_a_worker_is_killed(monkeypatch):
+    swept: list[int] = []
+    remove_all = shm.remove_all
+
+    def counting(prefix: str) -> int:
+        swept.append(remove_all(prefix))
+        return swept[-1]
+
+    monkeypatch.setattr(shm, "remove_all", counting)
     @nf.task(executor="process")
     def make(n):
         return np.ones(n)
@@ -304,6 +312,7 @@ def test_no_segments_left_after_a_worker_is_killed():
     run = run_process(wf, cache=False, raise_on_error=False)
     assert run.status == "failed"
     assert ours() == []
+    assert swept[-1] == 1  # the dead worker's result segment existed, and the end removed it
 
 
 def test_segments_of_a_dead_run_process_are_swept():

@@ -38,7 +38,7 @@ def describe(value: Any) -> str:
     return f"{t.__module__}.{t.__qualname__}" if t.__module__ != "builtins" else t.__qualname__
 
 
-class _Splitter(cloudpickle.Pickler):
+class _Splitter(cloudpickle.Pickler):  # type: ignore[misc]
     """Pickles the arguments, replacing producers' values by their part number."""
 
     def __init__(self, file: Any, part_of: dict[int, int], **kw: Any) -> None:
@@ -46,7 +46,7 @@ class _Splitter(cloudpickle.Pickler):
         self.part_of = part_of
         self.used: set[int] = set()
 
-    def persistent_id(self, obj: Any) -> int | None:  # noqa: D102 - pickle's hook
+    def persistent_id(self, obj: Any) -> int | None:  # (pickle calls it for every object)
         k = self.part_of.get(id(obj))
         if k is not None:
             self.used.add(k)
@@ -58,7 +58,7 @@ class _Joiner(pickle.Unpickler):
         super().__init__(file, **kw)
         self.values = values
 
-    def persistent_load(self, pid: Any) -> Any:  # noqa: D102 - pickle's hook
+    def persistent_load(self, pid: Any) -> Any:  # (for each id persistent_id gave)
         return self.values[pid]
 
 
@@ -104,7 +104,9 @@ def build(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
         splitter.dump(obj)
         return f.getvalue()
 
-    data, places, secs = shm.dumps((args, kwargs), dump_args, packer)
+    # (without inputs to look for, the plain pickler: no Python call per object)
+    data, places, secs = shm.dumps((args, kwargs), dump_args if part_of else cloudpickle.dumps,
+                                   packer)
     used = sorted(splitter.used) if splitter is not None else []
     parts: dict[int, Part] = {0: (data, places)}
     out = Outgoing((), [None], [len(data) + sum(n for _, _, n in places)], [secs])
