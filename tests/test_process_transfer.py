@@ -352,3 +352,34 @@ def test_bad_transfer_settings_are_clear_errors(monkeypatch, env, value):
     monkeypatch.setenv(env, value)
     with pytest.raises(nf.NbflowError, match=env):
         ProcessBackend(1)
+
+
+def test_a_full_dev_shm_falls_back_to_the_pipe(monkeypatch):
+    import errno
+    import pickle
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shm.os, "write", full)
+    value = {"a": np.arange(MB // 4, dtype=np.int64), "b": np.ones(MB // 4)}
+    packer = shm.Packer(f"{shm.PREFIX}{os.getpid()}-test-", MB)
+    data, places, _ = shm.dumps(value, pickle.dumps, packer)
+    packer.writer.discard()
+    assert places == [] and packer.full and len(data) > 2 * MB  # in band, whole
+    back = pickle.loads(data)
+    np.testing.assert_array_equal(back["a"], value["a"])
+
+
+def test_the_threshold_is_a_setting(monkeypatch):
+    monkeypatch.setenv("NBFLOW_SHM_THRESHOLD", "4096")
+
+    @nf.task(executor="process")
+    def make(n):
+        return np.ones(n)
+
+    with nf.Workflow("threshold") as wf:
+        m = make(1024)  # 8 KB: out of band with a 4 KB threshold
+    run = run_process(wf, cache=False)
+    np.testing.assert_array_equal(run[m], np.ones(1024))
+    assert run.backends["process"].stats["shm_copied_bytes"] == 8192
