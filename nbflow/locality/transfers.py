@@ -86,11 +86,12 @@ class ProcessAccount:
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
+        self.rows = backend.rows
         self.order: list[str] = []
         self.inputs_of: dict[str, list[tuple[str, str | None, int | None]]] = {}
         self.worker_of: dict[str, str | None] = {}
         self.nbytes_of: dict[str, int | None] = {}
-        for r in backend.rows:
+        for r in self.rows:
             if r["consumer"] is None:  # a result coming back
                 self.worker_of[r["producer"]] = r["from_worker"]
                 self.nbytes_of[r["producer"]] = r["bytes"]
@@ -100,7 +101,7 @@ class ProcessAccount:
                     (r["producer"], r["from_worker"], r["bytes"]))
 
     def transfers(self) -> Any:
-        return frame(self.backend.rows)
+        return frame(self.rows)
 
     def input_bytes_moved(self) -> dict[str, int]:
         return dict(self.backend.input_bytes_moved())

@@ -130,7 +130,7 @@ class ProcessBackend:
         self.prefix = f"{shm.PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-"  # this backend's segments
         self.registry = shm.Registry()  # results mapped here, sent on by reference
         self._inputs: dict[str, Sequence[tuple[str, Any]]] = {}
-        self.rows: list[dict[str, Any]] = []  # what moved: one row per edge and per result
+        self._rows: list[tuple[Any, ...]] = []  # what moved (tuples: a run may have many)
         self.stats = {"calls": 0, "pipe_bytes": 0, "shm_copied_bytes": 0, "shm_shared_bytes": 0,
                       "oob_buffers": 0}
         self.sink: Callable[[list[dict[str, Any]]], None] | None = None  # journals the rows
@@ -210,15 +210,10 @@ class ProcessBackend:
         for j, k in enumerate(parts):
             if k == 0 and not out.literal_args:
                 continue
-            self.rows.append({
-                "producer": out.producers[j], "consumer": key, "from_worker": MAIN,
-                "to_worker": worker, "bytes": out.nbytes[j],
-                "seconds": out.seconds[j] + load_seconds.get(k, 0.0), "start": start,
-                "dask_key": None})
+            self._rows.append((out.producers[j], key, MAIN, worker, out.nbytes[j],
+                               out.seconds[j] + load_seconds.get(k, 0.0), start))
         result_bytes = len(data) + sum(n for _, _, n in places)
-        self.rows.append({
-            "producer": key, "consumer": None, "from_worker": worker, "to_worker": MAIN,
-            "bytes": result_bytes, "seconds": result_seconds, "start": start, "dask_key": None})
+        self._rows.append((key, None, worker, MAIN, result_bytes, result_seconds, start))
         st = self.stats
         st["calls"] += 1
         st["pipe_bytes"] += out.pipe_bytes + len(data)
@@ -226,12 +221,20 @@ class ProcessBackend:
         st["shm_shared_bytes"] += packer.shared if packer is not None else 0
         st["oob_buffers"] += len(places) + (len(packer.places) if packer is not None else 0)
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """What moved, as rows of ``run.transfers``: one per input edge of each call (and
+        one for the arguments written in the notebook, producer None), one per result
+        coming back (consumer None)."""
+        names = ("producer", "consumer", "from_worker", "to_worker", "bytes", "seconds", "start")
+        return [{**dict(zip(names, r, strict=True)), "dask_key": None} for r in self._rows]
+
     def input_bytes_moved(self) -> dict[str, int]:
         """Bytes each task received from the run's process (its input edges and literals)."""
         moved: dict[str, int] = {}
-        for r in self.rows:
-            if r["consumer"] is not None:
-                moved[r["consumer"]] = moved.get(r["consumer"], 0) + r["bytes"]
+        for _, consumer, _, _, nbytes, _, _ in self._rows:
+            if consumer is not None:
+                moved[consumer] = moved.get(consumer, 0) + nbytes
         return moved
 
     async def aclose(self, cancelled: bool) -> None:
@@ -248,7 +251,7 @@ class ProcessBackend:
         # outlives its name), and what a killed worker left is removed too.
         self.registry.clear()
         shm.remove_all(self.prefix)
-        if self.sink is not None and self.rows:
+        if self.sink is not None and self._rows:
             try:
                 self.sink(self.rows)
             except Exception:  # accounting must never break the end of a run
