@@ -220,7 +220,9 @@ def test_transfers_count_every_edge_both_ways_and_reach_the_journal():
     rep = run.locality_report()
     moved = rep.tasks.set_index("task")["input_bytes_moved"]
     assert moved[z.key] == int(edges["bytes"].iloc[0])
-    assert rep.bytes_moved == int(t["bytes"].sum())
+    assert rep.bytes_moved == int(edges["bytes"].sum()) and rep.transfers == 1
+    assert rep.bytes_to_client == int(back["bytes"].sum())  # every result comes back here
+    assert rep.bytes_from_client == int(t.loc[t["producer"].isna(), "bytes"].sum()) > 0
     stored = store_hooks.stored_transfers(run.id)
     assert sorted(r[4] for r in stored) == sorted(t["bytes"].tolist())
 
