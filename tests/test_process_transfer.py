@@ -385,3 +385,27 @@ def test_the_threshold_is_a_setting(monkeypatch):
     run = run_process(wf, cache=False)
     np.testing.assert_array_equal(run[m], np.ones(1024))
     assert run.backends["process"].stats["shm_copied_bytes"] == 8192
+
+
+@pytest.mark.timeout(240)
+def test_in_a_kernel_notebook_functions_and_large_values_cross_through_shared_memory(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "notebooks"))
+    import nbharness as h
+
+    nb = h.notebook([
+        "import os\nimport numpy as np\nimport nbflow as nf\n"
+        "@nf.task\ndef make(n):\n    return np.arange(n, dtype=np.float64)\n"
+        "@nf.task\ndef total(a):\n    a *= 2\n    return float(a.sum())",
+        "%%workflow big --backend process --no-cache\nx = make(2**18)\ns = total(x)",
+        "stats = nf.last_run().backends['process'].stats\n"
+        "print('sum ok', s == float(np.arange(2**18).sum()) * 2)\n"
+        "print('producer kept', float(x[-1]) == 2**18 - 1)\n"
+        "print('shared', stats['shm_shared_bytes'], 'copied', stats['shm_copied_bytes'])\n"
+        "print('leftover', [n for n in os.listdir('/dev/shm') if n.startswith(f'nbflow-{os.getpid()}-')])",
+    ])
+    nb = h.execute(nb, tmp_path)
+    h.assert_no_errors(nb)
+    out = h.stream(nb.cells[2])
+    assert "sum ok True" in out and "producer kept True" in out
+    assert f"shared {2**21} copied {2**21}" in out  # 2 MiB: made once, handed on by reference
+    assert "leftover []" in out
