@@ -409,3 +409,19 @@ def test_in_a_kernel_notebook_functions_and_large_values_cross_through_shared_me
     assert "sum ok True" in out and "producer kept True" in out
     assert f"shared {2**21} copied {2**21}" in out  # 2 MiB: made once, handed on by reference
     assert "leftover []" in out
+
+
+def test_no_segments_left_after_a_timeout():
+    @nf.task(executor="process", timeout=1.0)
+    def slow(a):
+        import time
+
+        time.sleep(30)  # still running when the run ends: its worker is killed
+        return a
+
+    with nf.Workflow("timeout") as wf:
+        slow(np.ones(MB // 4))
+    run = run_process(wf, cache=False, raise_on_error=False)
+    assert run.status == "failed"
+    assert "timed out" in str(next(iter(run.errors().values())))
+    assert ours() == []
