@@ -142,6 +142,9 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     agent = locality.attach(run)  # Dask: placement, transfer accounting; every run: the report
     if agent is not None:
         agent.sink = store_hooks.transfer_sink(run)  # run.transfers also go to the journal
+    process = run.backends.get("process")
+    if process is not None:  # (the process backend counts its own transfers)
+        process.sink = store_hooks.transfer_sink(run)
     return run
 
 

@@ -392,6 +392,8 @@ class Scheduler:
         backend = self.class_of[i].backend  # type: ignore[union-attr]
         if self.has_remote and not getattr(backend, "accepts_remote", False):
             args, kwargs = await _bring_here(args, kwargs)  # remote results -> values
+        if hasattr(backend, "note_inputs"):  # (process backend: counts the bytes of each edge)
+            backend.note_inputs(ref.key, [(self.nodes[d].key, self.results[d]) for d in ref.deps])
         # Metrics hook.  A Dask result that stays on its worker cannot travel in the metrics
         # envelope (a downstream task would receive the envelope), so such tasks record their
         # input features only; CPU time and peak memory come with results that are fetched.

@@ -57,17 +57,34 @@ def placement(mode: str = "locality", bandwidth: float = BANDWIDTH) -> Iterator[
 class LocalityView:
     """What ``run.transfers`` and ``run.locality_report()`` read (every run has one)."""
 
-    def __init__(self, agent: LocalityAgent | None, backend: str) -> None:
+    def __init__(self, agent: LocalityAgent | None, backend: str, process: Any = None) -> None:
         self.agent = agent
         self.backend = backend
+        self.process = process  # the run's process backend (it records its own rows)
 
     def transfers(self) -> Any:
         from .transfers import frame
 
-        return self.agent.transfers() if self.agent is not None else frame([])
+        dask = self.agent.transfers() if self.agent is not None else frame([])
+        if self.process is None or not self.process.rows:
+            return dask
+        process = frame(self.process.rows)
+        return process if not len(dask) else pd_concat(dask, process)
 
     def report(self) -> LocalityReport:
+        if self.agent is None and self.process is not None and self.process.rows:
+            from .transfers import ProcessAccount
+
+            report = build(ProcessAccount(self.process), self.backend)
+            report.suggestions = []  # (the placement advice is about Dask workers)
+            return report
         return build(self.agent, self.backend)
+
+
+def pd_concat(a: Any, b: Any) -> Any:
+    import pandas as pd
+
+    return pd.concat([a, b], ignore_index=True)
 
 
 def set_default(mode: str = "locality", bandwidth: float = BANDWIDTH) -> None:
@@ -88,7 +105,8 @@ def attach(run: Any) -> LocalityAgent | None:
         agent = LocalityAgent(_mode, _bandwidth)
         agent.backend = backend
         backend.placement = agent
-    run.locality = LocalityView(agent, str(getattr(run, "backend_kind", "?")))
+    run.locality = LocalityView(agent, str(getattr(run, "backend_kind", "?")),
+                                getattr(run, "backends", {}).get("process"))
     return agent
 
 

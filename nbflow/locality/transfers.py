@@ -73,3 +73,39 @@ def frame(rows: Iterable[dict[str, Any]]) -> Any:
     import pandas as pd
 
     return pd.DataFrame(list(rows), columns=COLUMNS)
+
+
+class ProcessAccount:
+    """The rows a process backend recorded, seen the way the report reads a Dask run's agent.
+
+    A process task's inputs come from the run's process and its result goes back there, so
+    every row has ``"main"`` on one side and ``process:<pid>`` on the other.  For the report
+    the rows with a producer and a consumer are the edges moved; results coming back are
+    bytes "to the notebook" and arguments written in the notebook bytes "from" it."""
+
+    mode = "process"
+    def __init__(self, process_backend: Any) -> None:
+        self.backend = self  # (what the report reads its client-side byte counts from)
+        self.fetched: list[tuple[str, int | None]] = []  # (nothing is fetched on request)
+        self.rows = process_backend.rows
+        self.client_bytes = sum(r["bytes"] for r in self.rows if r["consumer"] is None)
+        self.scattered_bytes = sum(r["bytes"] for r in self.rows if r["producer"] is None)
+        self._moved = process_backend.input_bytes_moved()
+        self.order: list[str] = []
+        self.inputs_of: dict[str, list[tuple[str, str | None, int | None]]] = {}
+        self.worker_of: dict[str, str | None] = {}
+        self.nbytes_of: dict[str, int | None] = {}
+        for r in self.rows:
+            if r["consumer"] is None:  # a result coming back
+                self.worker_of[r["producer"]] = r["from_worker"]
+                self.nbytes_of[r["producer"]] = r["bytes"]
+                self.order.append(r["producer"])
+            elif r["producer"] is not None:
+                self.inputs_of.setdefault(r["consumer"], []).append(
+                    (r["producer"], r["from_worker"], r["bytes"]))
+
+    def transfers(self) -> Any:
+        return frame([r for r in self.rows if r["producer"] is not None and r["consumer"] is not None])
+
+    def input_bytes_moved(self) -> dict[str, int]:
+        return dict(self._moved)
