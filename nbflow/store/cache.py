@@ -31,12 +31,14 @@ the run with it.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import warnings
 from typing import Any
 
 import anyio
 
+from ..core import events as ev
 from ..core.codeinfo import nondeterministic_calls
 from ..core.errors import NbflowStoreWarning, StoreIntegrityError, Unhashable
 from ..core.explain import Explanation
@@ -47,15 +49,18 @@ from ..core.ref import Ref
 from ..core.remote import Remote
 from ..core.sizes import cheap_size
 from . import explain as explaining
-from . import hashing, serialize, signing
+from . import hashing, lease, serialize, signing
 from .blobs import BlobCorrupt, BlobMissing
 from .explain import NodeCache, Prev
 from .journal import dumps
 from .keys import KeyBuilder, cache_key, collect_digest, file_products, has_files
+from .lease import Leases, leases_of
 from .rerun import Rerun
-from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, Store
+from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, CacheEntry, Store
 
 __all__ = ["NodeCache", "RunCache"]
+
+log = logging.getLogger("nbflow.store")
 
 
 class RunCache:
@@ -88,6 +93,9 @@ class RunCache:
         self._code_parts: dict[str, dict[str, str] | None] = {}
         self._recorded_code: set[str] = set()
         self._nondet: dict[int, tuple[Any, list[str]]] = {}
+        # Leases (.lease): the keys this run is computing, by node; None: leases are off.
+        self.leases: Leases | None = leases_of(store) if lease.enabled() else None
+        self.held: dict[int, str] = {}
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -122,7 +130,9 @@ class RunCache:
         return self._conn
 
     def close(self) -> None:
-        """Release the read connection (the run has finished)."""
+        """Release the read connection and any lease still held (the run has finished)."""
+        for i in list(self.held):
+            self.release(i)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -211,8 +221,12 @@ class RunCache:
             self._synced = True
             self.store.sync_keys(self.reader())
         entry = self.store.find(self.reader(), info.key)
+        if entry is None and self.leases is not None:  # another process may be computing it
+            entry = await self._lease(i, ref, info)
         if entry is None:
             info.reason = explaining.miss_reason(ref.name, info, self.parts_of)
+            if info.waited_for is not None:
+                info.reason += f"; waited for {info.waited_for}, which stopped without storing it"
             return None
         try:
             if entry.inline is not None:
@@ -249,10 +263,49 @@ class RunCache:
         info.blob = entry.blob
         info.size = entry.size
         info.reason = explaining.hit_reason(info)
+        if info.waited_for is not None:
+            info.reason = f"waited for {info.waited_for}, which computed it; {info.reason}"
         if info.prev is None or info.prev.cache_key != info.key:
             self._record_fingerprint(ref, info)
         size = cheap_size(value)
         return value, size if size is not None else entry.size
+
+    async def _lease(self, i: int, ref: Ref, info: NodeCache) -> CacheEntry | None:
+        """After a miss: take the key's lease (None: compute it here), or wait for the live
+        run that holds it and return the entry it stored (see :mod:`.lease`)."""
+        leases, key = self.leases, info.key
+        assert leases is not None and key is not None
+        while True:
+            got = await anyio.to_thread.run_sync(leases.acquire, key, self.run_id, ref.key)
+            if got is True:
+                self.held[i] = key
+                return None
+            if got is not False:  # a live run is computing it: wait for its result
+                info.waited_for = got.describe()
+                log.info("nbflow: task %s waits for %s, which is computing the same result",
+                         ref.key, info.waited_for)
+                if await leases.wait(self.reader(), key, got) == "gone":
+                    continue  # its holder stopped without storing it: take it over
+            self.store.sync_keys(self.reader())
+            return self.store.find(self.reader(), key)
+
+    def release(self, i: int) -> None:
+        """Give up node ``i``'s lease, if it holds one (its result is stored, or it ended)."""
+        key = self.held.pop(i, None)
+        if key is not None and self.leases is not None:
+            self.leases.release(key)
+
+    def on_event(self, e: Any) -> None:
+        """Subscriber: a task that ends without a stored result (failed, skipped, cancelled)
+        gives up its lease; a finished run gives up all it still holds."""
+        if not self.held:
+            return
+        t = type(e)
+        if t is ev.TaskFailed or t is ev.TaskCancelled or t is ev.TaskSkipped:
+            self.release(e.index)
+        elif t is ev.RunFinished:
+            for i in list(self.held):
+                self.release(i)
 
     def _reran(self, j: int) -> bool:
         """Did node j execute in this run (for a collect: did any of its parts)?"""
@@ -272,6 +325,13 @@ class RunCache:
         Never raises for a value that cannot be stored: it warns and the task stays
         uncached.
         """
+        try:
+            return await self._commit(i, value, size)
+        finally:
+            if self.held:
+                self.release(i)  # (queued after the rows that store the result)
+
+    async def _commit(self, i: int, value: Any, size: int | None) -> int | None:
         self.reran.add(i)
         info = self.nodes.get(i)
         store_it = info is not None and info.key is not None
