@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 import warnings
 from typing import Any
@@ -40,7 +41,7 @@ import anyio
 
 from ..core import events as ev
 from ..core.codeinfo import nondeterministic_calls
-from ..core.errors import NbflowStoreWarning, StoreIntegrityError, Unhashable
+from ..core.errors import NbflowStoreWarning, StoreError, StoreIntegrityError, Unhashable
 from ..core.explain import Explanation
 from ..core.files import File
 from ..core.kinds import COLLECT
@@ -95,7 +96,8 @@ class RunCache:
         self._nondet: dict[int, tuple[Any, list[str]]] = {}
         # Leases (.lease): the keys this run is computing, by node; None: leases are off.
         self.leases: Leases | None = leases_of(store) if lease.enabled() else None
-        self.held: dict[int, str] = {}
+        self.held: dict[int, str] = {}  # node -> key it computes (leased or in flight)
+        self._registered = False
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -111,6 +113,13 @@ class RunCache:
             spec = getattr(node.task, "spec", None)
             if spec is not None and spec.cache:
                 self.keys.code_of(spec.fn)
+        if self.leases is not None:  # this process runs a cached run: others may see it
+            try:
+                self.leases.run_started()
+                self._registered = True
+            except (sqlite3.Error, OSError, StoreError) as e:
+                self.leases = None
+                log.warning("nbflow: leases are off for run %s: %s", self.run_id, e)
 
     def _nondeterministic(self, fn: Any) -> list[str]:
         hit = self._nondet.get(id(fn))
@@ -131,8 +140,10 @@ class RunCache:
 
     def close(self) -> None:
         """Release the read connection and any lease still held (the run has finished)."""
-        for i in list(self.held):
-            self.release(i)
+        self.held.clear()
+        if self.leases is not None and self._registered:
+            self._registered = False
+            self.leases.run_finished(self.run_id)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -275,6 +286,10 @@ class RunCache:
         run that holds it and return the entry it stored (see :mod:`.lease`)."""
         leases, key = self.leases, info.key
         assert leases is not None and key is not None
+        if not leases.computing(key, self.run_id):  # alone on the store: no lease needed
+            self.held[i] = key
+            return None
+        await leases.until_ready(self.reader())
         while True:
             got = await anyio.to_thread.run_sync(leases.acquire, key, self.run_id, ref.key)
             if got is True:
@@ -284,28 +299,25 @@ class RunCache:
                 info.waited_for = got.describe()
                 log.info("nbflow: task %s waits for %s, which is computing the same result",
                          ref.key, info.waited_for)
-                if await leases.wait(self.reader(), key, got) == "gone":
+                if await leases.wait(self.reader(), key) == "gone":
                     continue  # its holder stopped without storing it: take it over
             self.store.sync_keys(self.reader())
             return self.store.find(self.reader(), key)
 
     def release(self, i: int) -> None:
-        """Give up node ``i``'s lease, if it holds one (its result is stored, or it ended)."""
+        """Node ``i``'s result is stored, or it ended without one: give up its lease."""
         key = self.held.pop(i, None)
         if key is not None and self.leases is not None:
-            self.leases.release(key)
+            self.leases.done(key)
 
     def on_event(self, e: Any) -> None:
         """Subscriber: a task that ends without a stored result (failed, skipped, cancelled)
-        gives up its lease; a finished run gives up all it still holds."""
+        gives up its lease."""
         if not self.held:
             return
         t = type(e)
         if t is ev.TaskFailed or t is ev.TaskCancelled or t is ev.TaskSkipped:
             self.release(e.index)
-        elif t is ev.RunFinished:
-            for i in list(self.held):
-                self.release(i)
 
     def _reran(self, j: int) -> bool:
         """Did node j execute in this run (for a collect: did any of its parts)?"""

@@ -33,7 +33,8 @@ name, size, and the bytes themselves when small); ``cache`` (cache key -> result
 ``fingerprints`` and ``code`` (what each task's last stored result was computed from, so
 that a miss can say what changed); ``cancel_requests`` (a run another process asked to
 cancel: the dashboard writes the row, the run's own process watches for it); ``leases``
-(a cache key a live run is computing, :mod:`.lease`); ``file_digests`` (content digests of
+and ``lease_processes`` (a cache key a live run is computing, the processes running
+cached runs, :mod:`.lease`); ``file_digests`` (content digests of
 files by path, size, mtime and inode, :mod:`.filememo`).
 """
 
@@ -156,6 +157,10 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE TABLE IF NOT EXISTS leases(
             key TEXT PRIMARY KEY, run_id TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
             task TEXT, heartbeat REAL NOT NULL, expires REAL NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS lease_processes(
+            host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
+            heartbeat REAL NOT NULL, expires REAL NOT NULL, leasing INTEGER NOT NULL,
+            PRIMARY KEY(host, pid)) WITHOUT ROWID""",
         """CREATE TABLE IF NOT EXISTS file_digests(
             path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
             inode INTEGER NOT NULL, digest TEXT NOT NULL, seen REAL)""",
