@@ -200,16 +200,31 @@ def test_a_dead_local_holder_is_not_waited_for(tmp_path: Path) -> None:
     assert run[r] == 64 and "waited" not in run.explain("square-0").reason
 
 
-def test_a_failed_task_releases_its_lease(tmp_path: Path) -> None:
+def test_a_failed_task_releases_its_lease_at_once(tmp_path: Path) -> None:
+    home = Path(os.environ["NBFLOW_HOME"])
+    get_store()  # (creates the journal)
+    db = sqlite3.connect(home / "journal.sqlite")
+    db.execute("INSERT INTO lease_processes VALUES('another-machine', 1, 0, 0, ?, 1)", (time.time() + 3600,))
+    db.commit()  # another process is there: this one leases
+
     @nf.task
     def broken(x: int) -> int:
         raise ValueError("no")
 
+    @nf.task(cache=True)
+    def probe(x: int) -> int:  # runs after broken failed (one worker), in the same run
+        conn = sqlite3.connect(home / "journal.sqlite")
+        deadline = time.monotonic() + 60
+        while conn.execute("SELECT count(*) FROM leases").fetchone()[0] > 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return int(conn.execute("SELECT count(*) FROM leases").fetchone()[0])
+
     with nf.Workflow("fails") as wf:
         broken(1)
-    wf.run(raise_on_error=False)
-    db = sqlite3.connect(Path(os.environ["NBFLOW_HOME"]) / "journal.sqlite")
-    assert db.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+        left = probe(2)
+    run = wf.run(workers=1, raise_on_error=False, continue_on_error=True)
+    assert run[left] == 1  # probe's own lease; broken's was released when it failed
+    assert db.execute("SELECT count(*) FROM leases").fetchone()[0] == 0  # and probe's at the end
 
 
 def test_leases_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
