@@ -127,7 +127,8 @@ class Leases:
         self.leasing = False  # does this process take leases (another process is there)?
         self.ready = False  # ... and has every other process switched to leasing too?
         self.runs = 0  # cached runs of this process now running on this store
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the state above (held for microseconds only)
+        self._db = threading.Lock()  # the connection below, used by one thread at a time
         self._conn: sqlite3.Connection | None = None
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
@@ -160,17 +161,24 @@ class Leases:
             self.runs += 1
             if self.runs > 1:
                 return
-            now, ttl = time.time(), settings.lease_ttl()
+        now, ttl = time.time(), settings.lease_ttl()
 
-            def register(conn: sqlite3.Connection) -> bool:
-                others = [r for r in conn.execute(OTHERS, (HOST, os.getpid())).fetchall()
-                          if alive(r[0], r[1], r[2], now)]
-                conn.execute(REGISTER, (HOST, os.getpid(), now, now, now + ttl, 1 if others else 0))
-                return bool(others)
+        def register(conn: sqlite3.Connection) -> bool:
+            others = [r for r in conn.execute(OTHERS, (HOST, os.getpid())).fetchall()
+                      if alive(r[0], r[1], r[2], now)]
+            conn.execute(REGISTER, (HOST, os.getpid(), now, now, now + ttl, 1 if others else 0))
+            return bool(others)
 
+        try:
+            with self._db:
+                others = self._txn(self._connection(), "registering for leases", register)
+        except BaseException:
             with self._lock:
-                self.leasing = self._txn(self._connection(), "registering for leases", register)
-                self.ready = False
+                self.runs -= 1
+            raise
+        with self._lock:
+            self.leasing = others  # (the first run of this process: nothing is in flight)
+            self.ready = False
             self._stop.clear()
             if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(target=self._watch, name="nbflow-lease", daemon=True)
@@ -283,9 +291,10 @@ class Leases:
             conn.execute(TAKE, (key, run_id, pid, HOST, task, now, now + ttl))
             return True
 
-        with self._lock:  # (one connection, used by one thread at a time)
+        with self._db:
             got: Holder | bool = self._txn(self._connection(), "taking a lease", take)
-            if got is True:
+        if got is True:
+            with self._lock:
                 self.held[key] = run_id
         return got
 
@@ -328,7 +337,7 @@ class Leases:
 
     def close(self) -> None:
         self._stop.set()
-        with self._lock:
+        with self._db:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
