@@ -16,6 +16,12 @@ class implements:
 Because a downstream key is built from the content hashes of its upstream *values*, a
 task whose upstream re-ran but produced an equal value hits (early cutoff).
 
+A miss is not computed at once when another process on the same store may be computing
+the same key: :meth:`RunCache.lookup` then takes the key's lease, or waits for the live
+run that holds it and serves its result as a hit (:mod:`.lease`); the lease is given up
+after :meth:`RunCache.commit` stored the result, or through :meth:`RunCache.on_event`
+when the task ends without one.
+
 Every lookup leaves a **reason** a person can read (:mod:`.explain`): ``"never ran"``,
 ``"code of clean changed (function normalize)"``, ``"input df changed"``, ``"forced"``
 (:mod:`.rerun`), ``"cache off"``, or for a hit ``"code and inputs unchanged"``.  The reason
