@@ -164,6 +164,9 @@ class Leases:
         now, ttl = time.time(), settings.lease_ttl()
 
         def register(conn: sqlite3.Connection) -> bool:
+            # (what killed processes left behind is dropped here, once their rows expired)
+            conn.execute("DELETE FROM lease_processes WHERE expires < ?", (now,))
+            conn.execute("DELETE FROM leases WHERE expires < ?", (now,))
             others = [r for r in conn.execute(OTHERS, (HOST, os.getpid())).fetchall()
                       if alive(r[0], r[1], r[2], now)]
             conn.execute(REGISTER, (HOST, os.getpid(), now, now, now + ttl, 1 if others else 0))
