@@ -13,7 +13,7 @@ pid, heartbeat, expiry, ``leasing``), written when its first run starts:
 * A process that finds another live one there when it registers leases from its first task
   (``leasing=1``).  One that was alone computes without leases, remembering the keys it is
   computing (*in flight*, an in-memory set).
-* Its watcher thread (``nbflow-lease``) looks at the table every 100 ms.  When another
+* Its watcher thread (``nbflow-lease``) looks at the table every 250 ms.  When another
   process appears, it switches this process to leasing: new misses take leases from then on,
   the keys in flight get their leases now, results still queued for the journal are
   flushed, and only then is ``leasing=1`` written.
@@ -74,7 +74,7 @@ OTHERS = "SELECT host, pid, expires, leasing FROM lease_processes WHERE NOT (hos
 
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
-WATCH_EVERY = 0.1  # seconds between two looks at the other processes
+WATCH_EVERY = 0.25  # seconds between two looks at the other processes (a read query)
 
 
 @dataclass(frozen=True, slots=True)
