@@ -150,6 +150,9 @@ class RunCache:
         if self.leases is not None and self._registered:
             self._registered = False
             self.leases.run_finished(self.run_id)
+        memo = getattr(self.store, "_file_memo", None)
+        if memo is not None:
+            memo.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()

@@ -40,6 +40,14 @@ class FileMemo:
             return None
         return str(row[3])
 
+    def close(self) -> None:
+        """Close the read connection (a run ended; the next lookup opens one again).  An
+        open connection would keep the journal's WAL from being checkpointed."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
     def put(self, path: str, sig: tuple[int, int, int], digest: str) -> None:
         self.store.journal.put(PUT_FILE_DIGEST, (path, sig[0], sig[1], sig[2], digest, time.time()))
 

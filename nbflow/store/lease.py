@@ -200,6 +200,8 @@ class Leases:
             self._stop.set()
             watcher = self._watcher
         self.journal.put(UNREGISTER, (HOST, os.getpid()))
+        self._close_connection()  # (an open connection would keep the journal's WAL from
+        #                            being checkpointed when the writer closes)
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(1.0)  # (it wakes on the stop event: no thread outlives the runs)
 
@@ -338,12 +340,15 @@ class Leases:
                     return "stored"
                 return "gone"
 
-    def close(self) -> None:
-        self._stop.set()
+    def _close_connection(self) -> None:
         with self._db:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._close_connection()
 
 
 UNREGISTER = Op("DELETE FROM lease_processes WHERE host = ? AND pid = ?", barrier=True)
