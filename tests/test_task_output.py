@@ -3,6 +3,8 @@ cell, each line prefixed by the task key."""
 
 from __future__ import annotations
 
+import pytest
+
 import nbflow as nf
 from nbflow.engine import taskoutput
 
@@ -68,3 +70,58 @@ def test_a_failed_task_keeps_its_output() -> None:
     run = wf.run(cache=False, raise_on_error=False)
     assert run.logs(r) == "about to fail\n"
     assert nf.load_run(run.id).logs("fails-0") == "about to fail\n"
+
+
+# -- the buffer is made on the first write -------------------------------------------------
+
+
+def test_only_tasks_that_write_get_a_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+
+    class Counting(taskoutput.Capture):
+        __slots__ = ()
+
+        def __init__(self, key: str) -> None:
+            made.append(key)
+            super().__init__(key)
+
+    monkeypatch.setattr(taskoutput, "Capture", Counting)
+
+    @nf.task
+    def quiet(i: int) -> int:
+        return i
+
+    @nf.task
+    async def aquiet(i: int) -> int:
+        return i
+
+    @nf.task
+    def chatty(xs: list[int]) -> int:
+        print("sum is", sum(xs))
+        print("twice")
+        return sum(xs)
+
+    with nf.Workflow("lazy") as wf:
+        total = chatty([quiet(i) for i in range(4)] + [aquiet(i) for i in range(4)])
+    run = wf.run(cache=False)
+    assert made == [total.key]  # one buffer, for the one task that printed (twice)
+    assert run.logs(total) == "sum is 12\ntwice\n"
+    assert run.logs("quiet-0") is None and run.logs("aquiet-0") is None
+
+
+def test_a_retry_that_prints_nothing_leaves_no_output_of_the_failed_attempt() -> None:
+    calls = []
+
+    @nf.task(retries=1, retry_delay=0)
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            print("first attempt failing")
+            raise ValueError("once")
+        return 1
+
+    with nf.Workflow("retry-output") as wf:
+        r = flaky()
+    run = wf.run(cache=False)
+    assert len(calls) == 2
+    assert run.logs(r) is None  # the latest attempt printed nothing

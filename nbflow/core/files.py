@@ -7,7 +7,8 @@ file a glob matches), so a changed file re-runs the task and ``run.explain`` nam
 
 A ``File`` is an ``os.PathLike``: ``open(f)``, ``pd.read_csv(f)``, ``Path(f)`` work as with
 the plain path.  Hashing a large file is done once per content: the digest is kept with the
-file's size, modification time (ns) and inode, and reused while those are unchanged.
+file's size, modification time (ns) and inode, and reused while those are unchanged (in
+this process, and across processes through the run store, see :class:`ContentDigests`).
 
 ``@nf.task(reads=[...])`` entries that name existing files, directories or globs (or start
 with ``file:``) enter the key the same way; ``writes=[...]`` such entries are the task's
@@ -22,7 +23,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -90,14 +91,33 @@ def file_entry(name: str) -> File | None:
     return f if os.path.exists(name) else None
 
 
+class PersistentDigests(Protocol):
+    """Where digests outlive the process (the store's table; installed by the store, so
+    that this module needs no store).  ``sig`` is ``(size, mtime_ns, inode)``."""
+
+    def get(self, path: str, sig: tuple[int, int, int]) -> str | None: ...
+
+    def put(self, path: str, sig: tuple[int, int, int], digest: str) -> None: ...
+
+
 class ContentDigests:
-    """Content digests of files, reused while a file's size, mtime and inode are unchanged."""
+    """Content digests of files, reused while a file's size, mtime and inode are unchanged.
+
+    Kept in memory, and in :attr:`persistent` when one is installed (the run store does
+    it), so that a new kernel does not re-read a large file nobody touched.  The assumption
+    is the one ``make`` and git make: a file rewritten with the same size, the same
+    modification time (to the nanosecond the file system records) and the same inode is
+    taken to be unchanged.  Tools that restore an old mtime after writing (``touch -d``,
+    some copy tools with "preserve times") can defeat it; delete the file and write it
+    anew, or change its mtime, to force a re-read.
+    """
 
     def __init__(self, digest_file: Callable[[Path], str], combine: Callable[..., str]) -> None:
         self._digest_file = digest_file
         self._combine = combine
         self._memo: dict[str, tuple[tuple[int, int, int], str]] = {}
         self._lock = threading.Lock()
+        self.persistent: PersistentDigests | None = None
 
     def of_file(self, path: Path) -> str:
         st = path.stat()
@@ -107,7 +127,20 @@ class ContentDigests:
             hit = self._memo.get(key)
         if hit is not None and hit[0] == sig:
             return hit[1]
-        digest = self._digest_file(path)
+        keep = self.persistent
+        digest = None
+        if keep is not None:
+            try:
+                digest = keep.get(key, sig)
+            except Exception:  # (a memo that fails only costs a re-read)
+                digest = None
+        if digest is None:
+            digest = self._digest_file(path)
+            if keep is not None:
+                try:
+                    keep.put(key, sig, digest)
+                except Exception:
+                    pass
         with self._lock:
             self._memo[key] = (sig, digest)
         return digest

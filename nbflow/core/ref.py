@@ -84,8 +84,8 @@ class Ref:
             return cls(
                 f"{self.key} is a Ref, a stand-in for a value that exists only once the workflow "
                 f"runs, so it cannot be used {what} while tracing. "
-                + (fix or "Pass it to another task instead (tasks receive real values), or use "
-                   "ref.result() after the run.")
+                + (fix or "Do this inside a task instead: pass the Ref to a task as an argument "
+                   "(the task receives the real value), or use ref.result() after the run.")
             )
         run = getattr(self.wf, "last_run", None)
         if run is None:
@@ -121,6 +121,30 @@ class Ref:
 
     __float__ = __int__ = __index__
 
+    def __contains__(self, item: Any) -> bool:
+        raise self._misuse("with `in`")
+
+    # -- libraries probing a foreign object ----------------------------------------------
+    # numpy looks these up on the type (so __getattr__ never sees them): np.asarray(ref),
+    # np.mean(ref), np.float64(1) + ref and every ufunc end here instead of building a
+    # one-element object array or failing with numpy's own message.
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._misuse("as an array (numpy)")
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        raise self._misuse(f"in numpy's {getattr(ufunc, '__name__', ufunc)}()")
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        raise self._misuse(f"in numpy's {getattr(func, '__name__', func)}()")
+
+    @property
+    def _typ(self) -> str:
+        # pandas tells its own objects apart by ``getattr(obj, "_typ")`` (its ABCDataFrame
+        # checks): pd.concat([ref, ref]), pd.merge(ref, ...) and friends ask this first.
+        # Only AttributeError is swallowed there, so a RefUsageError reaches the user.
+        raise self._misuse("as a pandas object (pd.concat, pd.merge, pd.DataFrame(...))")
+
     def __getitem__(self, key: Any) -> Ref:
         """While tracing: a small derived node whose value is ``value[key]`` (as dask.delayed)."""
         if not getattr(self.wf, "tracing", False):
@@ -131,6 +155,18 @@ class Ref:
         if name.startswith("_"):  # protocols probed by libraries (_repr_html_, __array__, ...)
             raise AttributeError(name)
         raise self._misuse(f"as if it were the value (.{name})", RefAttributeError)
+
+    def _arith(self, *other: Any) -> Any:
+        raise self._misuse("in arithmetic or a comparison (+, -, *, /, <, ...; sum() too)")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _arith
+    __pow__ = __rpow__ = __matmul__ = __rmatmul__ = __divmod__ = __rdivmod__ = _arith
+    __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = _arith
+    __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _arith
+    __lt__ = __le__ = __gt__ = __ge__ = _arith
+    __neg__ = __pos__ = __abs__ = __invert__ = __round__ = __complex__ = _arith
+    # (== and hash stay identity: Refs are dict keys and set members inside nbflow)
 
     def __str__(self) -> str:
         if getattr(self.wf, "tracing", False):

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import RefUsageError, WorkflowDefinitionError
+from ..core.errors import RefUsageError, TaskCallError, WorkflowDefinitionError
 from ..core.kinds import COLLECT, GATHER, MAP
 from ..core.ref import Ref, foreign_ref_message
+from ..core.usertb import trim_to_user
 from .hidden_refs import refuse_hidden_refs
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class WorkflowGraph:
     def __exit__(self, *exc: object) -> None:
         _current.reset(self._token)
         self._token = None
+        if isinstance(exc[1], (RefUsageError, TaskCallError)):  # the user's line on top
+            trim_to_user(exc[1])
 
     @property
     def tracing(self) -> bool:

@@ -402,14 +402,13 @@ class Scheduler:
             executor = "async"  # (wrap() then measures nothing in the worker)
         fn = self.metrics.wrap(i, spec.fn, executor, args, kwargs)
         # Output hook: what the task prints is kept with it (engine.taskoutput).
-        capture = token = None
+        token = None
+        if attempt > 1:
+            self.outputs.pop(i, None)  # (a retry's output replaces the failed attempt's)
         if executor == "thread":
-            capture = taskoutput.Capture(ref.key)
-            fn = taskoutput.capturing(fn, capture)
+            fn = taskoutput.capturing(fn, self.outputs, i, ref.key)
         elif executor == "async":
-            capture, token = taskoutput.start(ref.key)
-        if capture is not None:
-            self.outputs[i] = capture
+            token = taskoutput.start(self.outputs, i, ref.key)
         t0 = time.perf_counter()
         try:
             if spec.timeout is None:

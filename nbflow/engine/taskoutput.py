@@ -4,7 +4,8 @@ While a task's code runs on the run's threads or its event loop, what it writes 
 ``sys.stdout`` / ``sys.stderr`` is copied into a per-task buffer (the first
 :data:`LIMIT` characters; the rest is dropped and the text says so) and forwarded to the
 original stream with every line prefixed by the task key (``[clean-0] ...``), so a cell's
-output still shows it, attributed.  The buffer travels on the task's ``TaskCompleted`` /
+output still shows it, attributed.  The buffer is made on the task's first write: a task
+that prints nothing costs one small tuple, not a buffer.  The buffer travels on the task's ``TaskCompleted`` /
 ``TaskFailed`` event (``output``), so the journal stores it with the attempt.
 
 How it works: the process's ``sys.stdout`` and ``sys.stderr`` are wrapped once (when a run
@@ -24,8 +25,11 @@ from typing import Any
 
 LIMIT = 64 * 1024  # characters kept per task attempt
 
-_current: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("nbflow_task_output",
-                                                                          default=None)
+# Where the task running in this context writes: (the run's outputs, node, key).  Only a
+# tuple per attempt; its Capture (a buffer) is made on the first write, so the many tasks
+# that print nothing cost no buffer at all.
+_current: contextvars.ContextVar[tuple[dict[int, Capture], int, str] | None] = \
+    contextvars.ContextVar("nbflow_task_output", default=None)
 _lock = threading.Lock()
 
 
@@ -77,9 +81,10 @@ class TaskStream:
         self._inner = inner
 
     def write(self, text: str) -> int:
-        cap = _current.get()
-        if cap is None or not isinstance(text, str):
+        where = _current.get()
+        if where is None or not isinstance(text, str):
             return int(self._inner.write(text) or 0)
+        cap = _capture_of(where)
         cap.add(text)
         self._inner.write(cap.prefixed(text))
         return len(text)
@@ -97,21 +102,23 @@ def install() -> None:
             sys.stderr = TaskStream(sys.stderr)
 
 
-def start(key: str) -> tuple[Capture, contextvars.Token[Capture | None]]:
-    """Capture what the current context writes as task ``key`` (a coroutine task)."""
-    cap = Capture(key)
-    return cap, _current.set(cap)
+def start(outputs: dict[int, Capture], i: int, key: str) -> contextvars.Token[Any]:
+    """Capture what the current context writes as task ``key`` (node ``i``, a coroutine
+    task) into ``outputs[i]``, which is created only when the task first writes."""
+    return _current.set((outputs, i, key))
 
 
-def stop(token: contextvars.Token[Capture | None]) -> None:
+def stop(token: contextvars.Token[Any]) -> None:
     _current.reset(token)
 
 
-def capturing(fn: Callable[..., Any], cap: Capture) -> Callable[..., Any]:
-    """``fn`` wrapped to capture its output into ``cap`` in the thread that runs it."""
+def capturing(fn: Callable[..., Any], outputs: dict[int, Capture], i: int, key: str) -> Callable[..., Any]:
+    """``fn`` wrapped to capture its output into ``outputs[i]`` (created on the first write)
+    in the thread that runs it."""
+    where = (outputs, i, key)
 
     def run(*args: Any, **kwargs: Any) -> Any:
-        token = _current.set(cap)
+        token = _current.set(where)
         try:
             return fn(*args, **kwargs)
         finally:
@@ -119,3 +126,13 @@ def capturing(fn: Callable[..., Any], cap: Capture) -> Callable[..., Any]:
 
     run.__wrapped__ = fn  # type: ignore[attr-defined]
     return run
+
+
+def _capture_of(where: tuple[dict[int, Capture], int, str]) -> Capture:
+    """The Capture of the attempt writing now: made on its first write.  (setdefault: two
+    threads of one task writing at once still share one.)"""
+    outputs, i, key = where
+    cap = outputs.get(i)
+    if cap is None:
+        cap = outputs.setdefault(i, Capture(key))
+    return cap

@@ -172,6 +172,7 @@ def _unknown_rerun(wf: Workflow, names: list[str] | None) -> str | None:
 
 def run_cell(shell: Any, line: str, cell: str) -> None:
     """What ``%%workflow`` does (see the module docstring)."""
+    __tracebackhide__ = True  # IPython shows the cell's frame, not this machinery
     args = parse_argstring(WorkflowMagics.workflow, line)
     try:  # a bad --workers or --backend is a one-line usage error, before the cell runs
         RunOptions(workers=args.workers, backend=args.backend)
@@ -280,6 +281,7 @@ class WorkflowMagics(Magics):
     @cell_magic
     def workflow(self, line: str, cell: str) -> None:
         """Run the cell as an nbflow workflow (see nbflow.notebook.magics)."""
+        __tracebackhide__ = True
         run_cell(self.shell, line, cell)
 
     @line_magic

@@ -16,6 +16,12 @@ class implements:
 Because a downstream key is built from the content hashes of its upstream *values*, a
 task whose upstream re-ran but produced an equal value hits (early cutoff).
 
+A miss is not computed at once when another process on the same store may be computing
+the same key: :meth:`RunCache.lookup` then takes the key's lease, or waits for the live
+run that holds it and serves its result as a hit (:mod:`.lease`); the lease is given up
+after :meth:`RunCache.commit` stored the result, or through :meth:`RunCache.on_event`
+when the task ends without one.
+
 Every lookup leaves a **reason** a person can read (:mod:`.explain`): ``"never ran"``,
 ``"code of clean changed (function normalize)"``, ``"input df changed"``, ``"forced"``
 (:mod:`.rerun`), ``"cache off"``, or for a hit ``"code and inputs unchanged"``.  The reason
@@ -31,14 +37,17 @@ the run with it.
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import time
 import warnings
 from typing import Any
 
 import anyio
 
+from ..core import events as ev
 from ..core.codeinfo import nondeterministic_calls
-from ..core.errors import NbflowStoreWarning, StoreIntegrityError, Unhashable
+from ..core.errors import NbflowStoreWarning, StoreError, StoreIntegrityError, Unhashable
 from ..core.explain import Explanation
 from ..core.files import File
 from ..core.kinds import COLLECT
@@ -47,15 +56,18 @@ from ..core.ref import Ref
 from ..core.remote import Remote
 from ..core.sizes import cheap_size
 from . import explain as explaining
-from . import hashing, serialize, signing
+from . import hashing, lease, serialize, signing
 from .blobs import BlobCorrupt, BlobMissing
 from .explain import NodeCache, Prev
 from .journal import dumps
 from .keys import KeyBuilder, cache_key, collect_digest, file_products, has_files
+from .lease import Leases, leases_of
 from .rerun import Rerun
-from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, Store
+from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, CacheEntry, Store
 
 __all__ = ["NodeCache", "RunCache"]
+
+log = logging.getLogger("nbflow.store")
 
 
 class RunCache:
@@ -88,6 +100,10 @@ class RunCache:
         self._code_parts: dict[str, dict[str, str] | None] = {}
         self._recorded_code: set[str] = set()
         self._nondet: dict[int, tuple[Any, list[str]]] = {}
+        # Leases (.lease): the keys this run is computing, by node; None: leases are off.
+        self.leases: Leases | None = leases_of(store) if lease.enabled() else None
+        self.held: dict[int, str] = {}  # node -> key it computes (leased or in flight)
+        self._registered = False
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -103,6 +119,13 @@ class RunCache:
             spec = getattr(node.task, "spec", None)
             if spec is not None and spec.cache:
                 self.keys.code_of(spec.fn)
+        if self.leases is not None:  # this process runs a cached run: others may see it
+            try:
+                self.leases.run_started()
+                self._registered = True
+            except (sqlite3.Error, OSError, StoreError) as e:
+                self.leases = None
+                log.warning("nbflow: leases are off for run %s: %s", self.run_id, e)
 
     def _nondeterministic(self, fn: Any) -> list[str]:
         hit = self._nondet.get(id(fn))
@@ -122,7 +145,14 @@ class RunCache:
         return self._conn
 
     def close(self) -> None:
-        """Release the read connection (the run has finished)."""
+        """Release the read connection and any lease still held (the run has finished)."""
+        self.held.clear()
+        if self.leases is not None and self._registered:
+            self._registered = False
+            self.leases.run_finished(self.run_id)
+        memo = getattr(self.store, "_file_memo", None)
+        if memo is not None:
+            memo.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -211,8 +241,12 @@ class RunCache:
             self._synced = True
             self.store.sync_keys(self.reader())
         entry = self.store.find(self.reader(), info.key)
+        if entry is None and self.leases is not None:  # another process may be computing it
+            entry = await self._lease(i, ref, info)
         if entry is None:
             info.reason = explaining.miss_reason(ref.name, info, self.parts_of)
+            if info.waited_for is not None:
+                info.reason += f"; waited for {info.waited_for}, which stopped without storing it"
             return None
         try:
             if entry.inline is not None:
@@ -249,10 +283,50 @@ class RunCache:
         info.blob = entry.blob
         info.size = entry.size
         info.reason = explaining.hit_reason(info)
+        if info.waited_for is not None:
+            info.reason = f"waited for {info.waited_for}, which computed it; {info.reason}"
         if info.prev is None or info.prev.cache_key != info.key:
             self._record_fingerprint(ref, info)
         size = cheap_size(value)
         return value, size if size is not None else entry.size
+
+    async def _lease(self, i: int, ref: Ref, info: NodeCache) -> CacheEntry | None:
+        """After a miss: take the key's lease (None: compute it here), or wait for the live
+        run that holds it and return the entry it stored (see :mod:`.lease`)."""
+        leases, key = self.leases, info.key
+        assert leases is not None and key is not None
+        if not leases.computing(key, self.run_id):  # alone on the store: no lease needed
+            self.held[i] = key
+            return None
+        await leases.until_ready(self.reader())
+        while True:
+            got = await anyio.to_thread.run_sync(leases.acquire, key, self.run_id, ref.key)
+            if got is True:
+                self.held[i] = key
+                return None
+            if got is not False:  # a live run is computing it: wait for its result
+                info.waited_for = got.describe()
+                log.info("nbflow: task %s waits for %s, which is computing the same result",
+                         ref.key, info.waited_for)
+                if await leases.wait(self.reader(), key) == "gone":
+                    continue  # its holder stopped without storing it: take it over
+            self.store.sync_keys(self.reader())
+            return self.store.find(self.reader(), key)
+
+    def release(self, i: int) -> None:
+        """Node ``i``'s result is stored, or it ended without one: give up its lease."""
+        key = self.held.pop(i, None)
+        if key is not None and self.leases is not None:
+            self.leases.done(key)
+
+    def on_event(self, e: Any) -> None:
+        """Subscriber: a task that ends without a stored result (failed, skipped, cancelled)
+        gives up its lease."""
+        if not self.held:
+            return
+        t = type(e)
+        if t is ev.TaskFailed or t is ev.TaskCancelled or t is ev.TaskSkipped:
+            self.release(e.index)
 
     def _reran(self, j: int) -> bool:
         """Did node j execute in this run (for a collect: did any of its parts)?"""
@@ -272,6 +346,13 @@ class RunCache:
         Never raises for a value that cannot be stored: it warns and the task stays
         uncached.
         """
+        try:
+            return await self._commit(i, value, size)
+        finally:
+            if self.held:
+                self.release(i)  # (queued after the rows that store the result)
+
+    async def _commit(self, i: int, value: Any, size: int | None) -> int | None:
         self.reran.add(i)
         info = self.nodes.get(i)
         store_it = info is not None and info.key is not None

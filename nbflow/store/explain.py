@@ -46,6 +46,7 @@ class NodeCache:
     forced_by: str | None = None
     upstream_reran: list[str] = field(default_factory=list)
     unstored: str | None = None
+    waited_for: str | None = None  # the live run whose lease this node waited on (.lease)
 
 
 def code_changes(info: NodeCache, parts_of: PartsOf) -> Changes:

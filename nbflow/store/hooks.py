@@ -4,7 +4,10 @@ Both are asked for by the composition point (:mod:`nbflow.workflow`) when a run 
 
 * :func:`run_cache` — the run's :class:`~nbflow.store.cache.RunCache`, or None when no
   store is usable.  The scheduler keeps it in one attribute and calls it only when it is
-  not None, so a run without a cache pays one attribute check per task.
+  not None, so a run without a cache pays one attribute check per task.  With leases on
+  (:mod:`.lease`) the cache also listens to the run's events, to give up the lease of a
+  task that ends without a result; and the store's file-digest memo (:mod:`.filememo`) is
+  installed, so that ``nf.File`` digests survive the process.
 * :func:`journal_subscriber` — a :class:`~nbflow.store.recorder.RunRecorder` that writes the
   run's events to the journal, or None when no store is usable (whether or not the run
   caches).
@@ -17,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.events import Subscriber
-from . import settings
+from . import hashing, settings
 from .cache import RunCache
+from .filememo import file_memo
 from .guard import GuardedRunCache
 from .journal import Op
 from .recorder import RunRecorder
@@ -36,8 +40,12 @@ def run_cache(run: Any) -> RunCache | None:
     store = get_store()
     if store is None:
         return None
-    return GuardedRunCache(store, run_id=run.id, workflow=run.workflow, strict=run.strict,
-                           rerun=run.rerun)
+    hashing.FILES.persistent = file_memo(store)  # file digests outlive this process
+    cache = GuardedRunCache(store, run_id=run.id, workflow=run.workflow, strict=run.strict,
+                            rerun=run.rerun)
+    if cache.leases is not None:
+        run.subscribe(cache.on_event)  # a task that ends without a result gives up its lease
+    return cache
 
 
 def journal_subscriber(run: Any) -> Subscriber | None:

@@ -32,7 +32,10 @@ attempt 0 being a cache hit); ``events``; ``blobs`` (every stored result: its ch
 name, size, and the bytes themselves when small); ``cache`` (cache key -> result);
 ``fingerprints`` and ``code`` (what each task's last stored result was computed from, so
 that a miss can say what changed); ``cancel_requests`` (a run another process asked to
-cancel: the dashboard writes the row, the run's own process watches for it).
+cancel: the dashboard writes the row, the run's own process watches for it); ``leases``
+and ``lease_processes`` (a cache key a live run is computing, the processes running
+cached runs, :mod:`.lease`); ``file_digests`` (content digests of
+files by path, size, mtime and inode, :mod:`.filememo`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -146,6 +149,21 @@ MIGRATIONS: dict[int, list[str]] = {
     # 7: what each attempt printed (nbflow.engine.taskoutput), read by run.logs(key).
     7: [
         "ALTER TABLE task_runs ADD COLUMN output TEXT",
+    ],
+    # 8: leases (nbflow.store.lease): the cache key a live run is computing, so another
+    # process running the same task waits for its result instead of computing it too; and
+    # file digests (nbflow.store.filememo), so a new process does not re-read untouched files.
+    8: [
+        """CREATE TABLE IF NOT EXISTS leases(
+            key TEXT PRIMARY KEY, run_id TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
+            task TEXT, heartbeat REAL NOT NULL, expires REAL NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS lease_processes(
+            host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
+            heartbeat REAL NOT NULL, expires REAL NOT NULL, leasing INTEGER NOT NULL,
+            PRIMARY KEY(host, pid)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS file_digests(
+            path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+            inode INTEGER NOT NULL, digest TEXT NOT NULL, seen REAL)""",
     ],
 }
 

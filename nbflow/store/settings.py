@@ -12,6 +12,10 @@ Each is read when used (not at import), so a notebook or a test can change it at
   a warning that names the lock; nothing waits forever.
 * ``NBFLOW_LOCK_NOTICE`` (seconds, default 3): when a wait for the lock has lasted this
   long, a log message says so (and who to suspect), so a stall is never silent.
+* ``NBFLOW_LEASE_TTL`` (seconds, default 30): how long a lease on a cache key being
+  computed stays valid without a heartbeat (:mod:`.lease`).  A holder killed on another
+  machine is given up after this long; on the same machine at once.  ``NBFLOW_LEASE=off``
+  switches leases off.
 """
 
 from __future__ import annotations
@@ -51,8 +55,14 @@ def lock_notice() -> float:
     return _seconds("NBFLOW_LOCK_NOTICE", 3.0)
 
 
+def lease_ttl() -> float:
+    """Seconds a lease stays valid without a heartbeat (``NBFLOW_LEASE_TTL``, at least 0.1)."""
+    return max(_seconds("NBFLOW_LEASE_TTL", 30.0), 0.1)
+
+
 def check_all() -> None:
     """Raise (naming the variable) if any of these settings is set to something unusable."""
     commit_window()
     lock_timeout()
     lock_notice()
+    lease_ttl()
