@@ -50,10 +50,28 @@ class LocalityAgent:
         self.nbytes_of: dict[str, int | None] = {}
         self.seconds_of: dict[str, float] = {}
         self.order: list[str] = []  # task keys in submit order
+        self._ordered: set[str] = set()
         self.hints_sent = 0
         self.rows: list[dict[str, Any]] | None = None  # filled when the client closes
         self.logs: dict[str, list[dict[str, Any]]] = {}
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
+        self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
+        self.pred_seconds: dict[str, float] = {}  # task key -> predicted duration (history)
+        self.ahead_hints = 0
+        self.unplaced = 0  # tasks left to Dask: an input's size was neither known nor predicted  # hints chosen for tasks submitted before their inputs finished
+
+    def predict(self, nbytes: dict[str, int], seconds: dict[str, float] | None = None) -> None:
+        """Predicted output sizes and durations per task key, from the store's history
+        (handed in by the composition point); the rule weighs them (see placement).  A
+        recorded duration of a task submitted ahead is its time in nbflow's view (from
+        its inputs' completion), at most its compute time: it errs towards keeping data
+        where it is, and Dask's work stealing still rebalances a worker with a queue."""
+        self.pred_bytes = dict(nbytes)
+        self.pred_seconds = dict(seconds or {})
+
+    def predicted_bytes(self, key: str) -> int | None:
+        """The predicted size of ``key``'s result before it is known (None: no history)."""
+        return self.pred_bytes.get(key)
 
     # -- DataPlacement -------------------------------------------------------------------
 
@@ -61,16 +79,29 @@ class LocalityAgent:
         info = client.scheduler_info()["workers"]
         self.placer.set_workers(
             {w: d.get("nthreads", 1) for w, d in info.items()},
-            {w: dict(d.get("resources") or {}) for w, d in info.items()})
+            {w: dict(d.get("resources") or {}) for w, d in info.items()},
+            {w: float(d.get("memory_limit") or 0) for w, d in info.items()})
 
     def choose(self, key: str, dask_key: str, inputs: Sequence[tuple[str, str | None, int | None]],
-               resources: dict[str, float]) -> list[str] | None:
+               resources: dict[str, float], after: Sequence[str] = ()) -> list[str] | None:
+        """The worker to prefer for ``key`` (inputs ``(task key, worker, bytes)``; ``after``:
+        Dask keys of unfinished tasks it waits for, when it is submitted ahead of them)."""
         self.node_of[dask_key] = key
         self.inputs_of[key] = list(inputs)
-        self.order.append(key)
+        if key not in self._ordered:
+            self._ordered.add(key)
+            self.order.append(key)
         hint = None
-        if self.mode in ("locality", "round-robin"):
-            hint = self.placer.choose([(w, b) for _, w, b in inputs], resources)
+        unknown = self.mode == "locality" and any(b is None for _, _, b in inputs)
+        if unknown:  # an input not made yet, no history of its size: let Dask decide when
+            self.unplaced += 1  # the input exists (it knows the real size and place then)
+        elif self.mode in ("locality", "round-robin"):
+            exclude = [(self.hint_of.get(d), self.pred_seconds.get(self.node_of.get(d, "")))
+                       for d in after]
+            hint = self.placer.choose([(w, b) for _, w, b in inputs], resources,
+                                      self.pred_seconds.get(key), exclude)
+            if after:
+                self.ahead_hints += 1
         self.hint_of[dask_key] = hint
         if hint is None:
             return None
@@ -83,7 +114,13 @@ class LocalityAgent:
         self.worker_of[key] = worker
         self.nbytes_of[key] = nbytes
         self.seconds_of[key] = seconds
-        self.placer.finished(self.hint_of.get(dask_key), seconds)
+        self.placer.finished(self.hint_of.get(dask_key), seconds, self.pred_seconds.get(key),
+                             nbytes, worker)
+
+    def dropped(self, dask_key: str) -> None:
+        """A submission was withdrawn (a task submitted ahead whose inputs changed)."""
+        key = self.node_of.get(dask_key, "")
+        self.placer.dropped(self.hint_of.pop(dask_key, None), self.pred_seconds.get(key))
 
     def closing(self, client: Any) -> None:
         self.logs = read_incoming_logs(client)

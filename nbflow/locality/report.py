@@ -139,7 +139,8 @@ def build(agent: Any, backend: str) -> LocalityReport:
     rows = []
     input_total = 0
     for key in agent.order:
-        inb = sum(b or 0 for _, _, b in agent.inputs_of.get(key, ()))
+        # measured sizes (a task submitted ahead of its inputs only had predictions)
+        inb = sum(agent.nbytes_of.get(p) or b or 0 for p, _, b in agent.inputs_of.get(key, ()))
         input_total += inb
         rows.append({"task": key, "worker": agent.worker_of.get(key),
                      "output_bytes": agent.nbytes_of.get(key), "input_bytes": inb,

@@ -44,6 +44,7 @@ from ...core.errors import WorkerLost
 from ...core.remote import Remote
 from ...core.sizes import cheap_size
 from ..metrics import Measured
+from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
 
@@ -138,6 +139,33 @@ def _inputs(obj: Any, out: list[tuple[str, str | None, int | None]]) -> None:
             _inputs(x, out)
 
 
+def _future_keys(obj: Any, out: list[str]) -> None:
+    """The Dask keys of the remote results in ``obj``, in argument order."""
+    t = type(obj)
+    if t is DaskResult:
+        out.append(obj.future.key if obj.future is not None else "")
+    elif t is list or t is tuple:
+        for x in obj:
+            _future_keys(x, out)
+    elif t is dict:
+        for x in obj.values():
+            _future_keys(x, out)
+
+
+def _foreign(obj: Any) -> bool:
+    """Does ``obj`` hold a remote result of another backend (fetched here on submit)?"""
+    t = type(obj)
+    if t is DaskResult:
+        return False
+    if isinstance(obj, Remote):
+        return True
+    if t is list or t is tuple:
+        return any(_foreign(x) for x in obj)
+    if t is dict:
+        return any(_foreign(x) for x in obj.values())
+    return False
+
+
 def _big_locals(obj: Any, out: list[Any]) -> None:
     t = type(obj)
     if t is list or t is tuple:
@@ -178,6 +206,12 @@ class DaskBackend:
         self._results: weakref.WeakSet[DaskResult] = weakref.WeakSet()
         self._disk: dict[tuple[str | None, str], bool] = {}
         self._scatter_lock: Any = None
+        self.ahead: Ahead | None = None  # futures submitted ahead (set by bind_scheduler)
+
+    def bind_scheduler(self, sched: Any) -> None:
+        """The run's scheduler: successors are submitted ahead of their inputs from it
+        (see :mod:`.dask_ahead`)."""
+        self.ahead = Ahead(sched, self)
 
     @property
     def keep_remote(self) -> bool:
@@ -246,28 +280,106 @@ class DaskBackend:
                     self.scattered[id(value)] = (value, fut)  # the value is kept: its id stays
                     self.scattered_bytes += cheap_size(value) or 0
 
-    async def call(
-        self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
-    ) -> tuple[Any, int | None]:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
-        unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
-        await self._scatter(args, kwargs)
-        hint = None
-        if self.placement is not None:
-            inputs: list[tuple[str, str | None, int | None]] = []
-            _inputs(args, inputs)
-            if kwargs:
-                _inputs(kwargs, inputs)
-            hint = self.placement.choose(key, unique, inputs, {})
-        sent_args = _to_futures(args, self)
-        sent_kwargs = _to_futures(kwargs, self) if kwargs else kwargs
+    def _hint(self, key: str, unique: str, args: Any, kwargs: Any,
+              after: list[str] | None = None) -> list[str] | None:
+        if self.placement is None:
+            return None
+        inputs: list[tuple[str, str | None, int | None]] = []
+        _inputs(args, inputs)
+        if kwargs:
+            _inputs(kwargs, inputs)
+        if after:
+            return self.placement.choose(key, unique, inputs, self._resources(key), after=after)
+        return self.placement.choose(key, unique, inputs, self._resources(key))
+
+    def _resources(self, key: str) -> dict[str, float]:
+        """The task's declared resources (the placement rule weighs them)."""
+        if self.ahead is None:
+            return {}
+        i = self.ahead.index_of(key)
+        if i is None:
+            return {}
+        task = self.ahead.sched.nodes[i].task
+        return dict(task.spec.resources) if task is not None and task.spec.resources else {}
+
+    def _options(self, unique: str, hint: list[str] | None) -> dict[str, Any]:
         options: dict[str, Any] = {"key": unique, "pure": False}
         if hint:
             options.update(workers=list(hint), allow_other_workers=True)
-        t0 = loop.time()
-        fut = self.client.submit(_apply, fn, sent_args, sent_kwargs, **options)
+        return options
+
+    def submit_ahead(self, i: int, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any] | None, after: list[str]) -> DaskResult | None:
+        """Submit node ``i`` before its inputs are done (see :mod:`.dask_ahead`); None when
+        it needs something first (a large local value to scatter, a foreign remote)."""
+        big: list[Any] = []
+        _big_locals(args, big)
+        if kwargs:
+            _big_locals(kwargs, big)
+        if any(id(v) not in self.scattered for v in big) or _foreign(args) or (
+                kwargs and _foreign(kwargs)):
+            return None
+        unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
+        hint = self._hint(key, unique, args, kwargs, after)
+        keys: list[str] = []
+        _future_keys(args, keys)
+        if kwargs:
+            _future_keys(kwargs, keys)
+        fut = self.client.submit(_apply, fn, _to_futures(args, self),
+                                 _to_futures(kwargs, self) if kwargs else kwargs,
+                                 **self._options(unique, hint))
         self._futures.add(fut)
+        assert self.ahead is not None
+        self.ahead.ahead[i] = (fut, unique, keys)
+        self.ahead.submitted_ahead += 1
+        return DaskResult(key, fut, self, self._predicted(key), hint[0] if hint else None)
+
+    def _predicted(self, key: str) -> int | None:
+        predict = getattr(self.placement, "predicted_bytes", None)
+        return predict(key) if predict is not None else None
+
+    async def call(
+        self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> tuple[Any, int | None]:
+        ahead = self.ahead
+        i = ahead.index_of(key) if ahead is not None else None
+        try:
+            return await self._call(key, i, fn, args, kwargs)
+        finally:
+            if ahead is not None and i is not None:
+                ahead.ended(i)
+
+    async def _call(
+        self, key: str, i: int | None, fn: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+    ) -> tuple[Any, int | None]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+        ahead = self.ahead
+        taken = None
+        if ahead is not None and i is not None and i in ahead.ahead:
+            keys: list[str] = []
+            _future_keys(args, keys)
+            if kwargs:
+                _future_keys(kwargs, keys)
+            taken = ahead.take(i, keys)
+        t0 = loop.time()
+        if taken is not None:  # submitted ahead with these very inputs: adopt it
+            fut, unique = taken
+            if ahead is not None and i is not None:  # what follows it may go ahead now
+                ahead.submitted(i, ahead.inflight.get(i) or DaskResult(key, fut, self, None, None))
+        else:
+            unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
+            await self._scatter(args, kwargs)
+            hint = self._hint(key, unique, args, kwargs)
+            sent_args = _to_futures(args, self)
+            sent_kwargs = _to_futures(kwargs, self) if kwargs else kwargs
+            t0 = loop.time()
+            fut = self.client.submit(_apply, fn, sent_args, sent_kwargs, **self._options(unique, hint))
+            self._futures.add(fut)
+            if ahead is not None and i is not None:
+                ahead.submitted(i, DaskResult(key, fut, self, self._predicted(key),
+                                              hint[0] if hint else None))
 
         def settle(outcome: tuple[bool, Any]) -> None:
             if not waiter.done():
@@ -316,6 +428,9 @@ class DaskBackend:
 
     async def aclose(self, cancelled: bool) -> None:
         futures, self._futures = list(self._futures), set()
+        if self.ahead is not None:  # submitted ahead, never adopted (skipped, cancelled)
+            futures += [f for f, _, _ in self.ahead.ahead.values()]
+            self.ahead.ahead.clear()
         client, cluster = self.client, self._cluster
         placement = self.placement
         closing = self._own_client or cluster is not None
