@@ -87,6 +87,7 @@ def attach(run: Any) -> LocalityAgent | None:
     if backend is not None:
         agent = LocalityAgent(_mode, _bandwidth)
         agent.backend = backend
+        agent.workflow = str(getattr(run, "name", ""))
         backend.placement = agent
     run.locality = LocalityView(agent, str(getattr(run, "backend_kind", "?")))
     return agent

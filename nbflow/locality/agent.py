@@ -14,6 +14,7 @@ are placed:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,11 @@ from .placement import BANDWIDTH, Placer, RoundRobin
 from .transfers import edges_from_logs, frame, read_incoming_logs
 
 MODES = ("locality", "none", "round-robin", "gather")
+_REMEMBER = 50_000
+# (workflow, task key) -> compute seconds Dask measured for it in this process.  The
+# durations the store records are nbflow's view of a task (for a task submitted ahead: from
+# its inputs' completion), so a rerun in the same session places by what Dask measured.
+_compute: OrderedDict[tuple[str, str], float] = OrderedDict()
 
 
 class PlacementError(NbflowError, ValueError):
@@ -55,8 +61,10 @@ class LocalityAgent:
         self.rows: list[dict[str, Any]] | None = None  # filled when the client closes
         self.logs: dict[str, list[dict[str, Any]]] = {}
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
+        self.workflow = ""  # the run's workflow name (set by attach)
         self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
         self.pred_seconds: dict[str, float] = {}  # task key -> predicted duration (history)
+        self.queued_seconds: dict[str, float | None] = {}  # dask key -> seconds its queue entry counts
         self.ahead_hints = 0
         self.unplaced = 0  # tasks left to Dask: an input's size was neither known nor predicted  # hints chosen for tasks submitted before their inputs finished
 
@@ -68,6 +76,12 @@ class LocalityAgent:
         where it is, and Dask's work stealing still rebalances a worker with a queue."""
         self.pred_bytes = dict(nbytes)
         self.pred_seconds = dict(seconds or {})
+
+    def seconds(self, key: str) -> float | None:
+        """``key``'s expected compute seconds: what Dask measured for it earlier in this
+        process, else the store's history (None: unknown)."""
+        got = _compute.get((self.workflow, key))
+        return got if got is not None else self.pred_seconds.get(key)
 
     def predicted_bytes(self, key: str) -> int | None:
         """The predicted size of ``key``'s result before it is known (None: no history)."""
@@ -96,10 +110,9 @@ class LocalityAgent:
         if unknown:  # an input not made yet, no history of its size: let Dask decide when
             self.unplaced += 1  # the input exists (it knows the real size and place then)
         elif self.mode in ("locality", "round-robin"):
-            exclude = [(self.hint_of.get(d), self.pred_seconds.get(self.node_of.get(d, "")))
-                       for d in after]
-            hint = self.placer.choose([(w, b) for _, w, b in inputs], resources,
-                                      self.pred_seconds.get(key), exclude)
+            exclude = [(self.hint_of.get(d), self.queued_seconds.get(d)) for d in after]
+            sec = self.queued_seconds[dask_key] = self.seconds(key)
+            hint = self.placer.choose([(w, b) for _, w, b in inputs], resources, sec, exclude)
             if after:
                 self.ahead_hints += 1
         self.hint_of[dask_key] = hint
@@ -114,13 +127,16 @@ class LocalityAgent:
         self.worker_of[key] = worker
         self.nbytes_of[key] = nbytes
         self.seconds_of[key] = seconds
-        self.placer.finished(self.hint_of.get(dask_key), seconds, self.pred_seconds.get(key),
-                             nbytes, worker)
+        self.placer.finished(self.hint_of.get(dask_key), seconds,
+                             self.queued_seconds.pop(dask_key, None), nbytes, worker)
+        if worker is not None:  # (a measured compute time: the result stayed on a worker)
+            _compute[(self.workflow, key)] = seconds
+            while len(_compute) > _REMEMBER:
+                _compute.popitem(last=False)
 
     def dropped(self, dask_key: str) -> None:
         """A submission was withdrawn (a task submitted ahead whose inputs changed)."""
-        key = self.node_of.get(dask_key, "")
-        self.placer.dropped(self.hint_of.pop(dask_key, None), self.pred_seconds.get(key))
+        self.placer.dropped(self.hint_of.pop(dask_key, None), self.queued_seconds.pop(dask_key, None))
 
     def closing(self, client: Any) -> None:
         self.logs = read_incoming_logs(client)

@@ -18,10 +18,10 @@ from typing import Any
 RECENT_RUNS = 20
 
 _SQL = """
-SELECT n.task, t.key, AVG(t.output_bytes), COUNT(*)
+SELECT n.task, t.key, AVG({what}), COUNT(*)
 FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
 WHERE t.run_id IN (SELECT id FROM runs WHERE name = ? AND id != ? ORDER BY start DESC LIMIT ?)
-  AND t.state = 'completed' AND t.cached = 0 AND t.output_bytes IS NOT NULL
+  AND t.state = 'completed' AND t.cached = 0 AND {what} IS NOT NULL
 GROUP BY n.task, t.key
 """
 
@@ -29,6 +29,19 @@ GROUP BY n.task, t.key
 def output_sizes(workflow: str, exclude_run: str = "", store: Any = None,
                  ) -> tuple[dict[str, float], dict[str, float]]:
     """``(by task name, by task key)`` mean output bytes over the workflow's recent runs."""
+    return _means("t.output_bytes", workflow, exclude_run, store)
+
+
+def durations(workflow: str, exclude_run: str = "", store: Any = None,
+              ) -> tuple[dict[str, float], dict[str, float]]:
+    """``(by task name, by task key)`` mean seconds per attempt (for :func:`nf.plan`,
+    which the locality room answers on its own; runs get durations from the prediction
+    room through the composition point)."""
+    return _means("t.duration_s", workflow, exclude_run, store)
+
+
+def _means(what: str, workflow: str, exclude_run: str, store: Any,
+           ) -> tuple[dict[str, float], dict[str, float]]:
     if store is None:
         from ..store.store import get_store
 
@@ -37,7 +50,8 @@ def output_sizes(workflow: str, exclude_run: str = "", store: Any = None,
         return {}, {}
     by_key: dict[str, float] = {}
     total: dict[str, list[float]] = {}
-    for name, key, mean, count in store.journal.query(_SQL, (workflow, exclude_run, RECENT_RUNS)):
+    rows = store.journal.query(_SQL.format(what=what), (workflow, exclude_run, RECENT_RUNS))
+    for name, key, mean, count in rows:
         if name is None or not count or mean is None:
             continue
         by_key[str(key)] = float(mean)
