@@ -394,6 +394,9 @@ def test_a_worker_dying_mid_run_retries_elsewhere(fragile_cluster, tmp_path):
     assert run.status == "completed"
     assert run[out][0] == 3.0
     assert (tmp_path / "marker").exists()  # it really died once
+    # Dask recorded that the task was running when its worker died: the report says so.
+    [tip] = [s for s in run.locality_report().suggestions if "more memory" in s.what]
+    assert "die_once-0" in tip.what and "died or was restarted" in tip.evidence
 
 
 def test_a_task_that_keeps_killing_workers_fails_clearly(fragile_cluster):

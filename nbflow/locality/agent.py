@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.errors import NbflowError
+from .memory import MemoryEvidence, read_memory
 from .placement import BANDWIDTH, Placer, RoundRobin
 from .transfers import edges_from_logs, frame, read_incoming_logs
 
@@ -65,6 +66,7 @@ class LocalityAgent:
         self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
         self.pred_seconds: dict[str, float] = {}  # task key -> predicted duration (history)
         self.queued_seconds: dict[str, float | None] = {}  # dask key -> seconds its queue entry counts
+        self.memory: MemoryEvidence | None = None  # read when the client closes
         self.ahead_hints = 0
         self.unplaced = 0  # tasks left to Dask: an input's size was neither known nor predicted  # hints chosen for tasks submitted before their inputs finished
 
@@ -139,6 +141,10 @@ class LocalityAgent:
         self.placer.dropped(self.hint_of.pop(dask_key, None), self.queued_seconds.pop(dask_key, None))
 
     def closing(self, client: Any) -> None:
+        try:  # memory evidence is extra: the transfer accounting must not depend on it
+            self.memory = read_memory(client, self.node_of)
+        except Exception:
+            self.memory = None
         self.logs = read_incoming_logs(client)
         self.rows = edges_from_logs(self.logs, self.node_of, self.consumers_on())
         if self.sink is not None and self.rows:
