@@ -65,6 +65,7 @@ class LocalityAgent:
         self.workflow = ""  # the run's workflow name (set by attach)
         self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
         self.pred_seconds: dict[str, float] = {}  # task key -> predicted duration (history)
+        self.copies: dict[str, set[str]] = {}  # task key -> workers its result was sent to
         self.queued_seconds: dict[str, float | None] = {}  # dask key -> seconds its queue entry counts
         self.memory: MemoryEvidence | None = None  # read when the client closes
         self.ahead_hints = 0
@@ -114,7 +115,12 @@ class LocalityAgent:
         elif self.mode in ("locality", "round-robin"):
             exclude = [(self.hint_of.get(d), self.queued_seconds.get(d)) for d in after]
             sec = self.queued_seconds[dask_key] = self.seconds(key)
-            hint = self.placer.choose([(w, b) for _, w, b in inputs], resources, sec, exclude)
+            where = [(frozenset({w, *self.copies.get(p, ())}) if w else None, b)
+                     for p, w, b in inputs]
+            hint = self.placer.choose(where, resources, sec, exclude)
+            if hint is not None:  # its inputs will be on that worker from then on
+                for p, _, _ in inputs:
+                    self.copies.setdefault(p, set()).add(hint)
             if after:
                 self.ahead_hints += 1
         self.hint_of[dask_key] = hint

@@ -18,6 +18,8 @@ What follows from it:
   that worker is so busy that waiting costs more than moving: ``b / bandwidth`` against the
   queue.  A chain of single-consumer tasks with big intermediates therefore runs on one
   worker and moves nothing.
+* **Copies count.**  Once a task is sent where it must fetch an input, that worker will
+  hold a copy: later consumers of the same input count it as local there too.
 * **Fan-in goes to the heaviest input.**  With several inputs on different workers, the
   worker that already holds most of the bytes moves the fewest.
 * **Fan-out spreads** once the producer's worker has a queue: small inputs are cheap to
@@ -44,6 +46,11 @@ from collections.abc import Sequence
 
 BANDWIDTH = 100e6  # bytes per second assumed between workers
 PRIOR_SECONDS = 0.05  # a task's duration before any has finished
+
+
+def _holds(where: str | frozenset[str] | None, worker: str) -> bool:
+    """Is an input that lives at ``where`` (a worker, or the workers with a copy) on ``worker``?"""
+    return where == worker if where is None or isinstance(where, str) else worker in where
 
 
 class Placer:
@@ -107,12 +114,12 @@ class Placer:
         work = max(0.0, n - known_n) * self.task_seconds + max(0.0, known_s)
         return max(0.0, work) / self.threads.get(worker, 1)
 
-    def cost(self, worker: str, inputs: Sequence[tuple[str | None, int | None]],
+    def cost(self, worker: str, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
              exclude: Sequence[tuple[str | None, float | None]] = ()) -> float:
-        moved = sum(b or 0 for w, b in inputs if w != worker)
+        moved = sum(b or 0 for w, b in inputs if not _holds(w, worker))
         return moved / self.bandwidth + self.queue_seconds(worker, exclude)
 
-    def choose(self, inputs: Sequence[tuple[str | None, int | None]],
+    def choose(self, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
                demand: dict[str, float] | None = None, seconds: float | None = None,
                exclude: Sequence[tuple[str | None, float | None]] = ()) -> str | None:
         """The worker for a task with these inputs ``(worker, bytes)``; ``seconds`` is its
@@ -158,7 +165,7 @@ class RoundRobin(Placer):
         super().__init__()
         self._next = 0
 
-    def choose(self, inputs: Sequence[tuple[str | None, int | None]],
+    def choose(self, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
                demand: dict[str, float] | None = None, seconds: float | None = None,
                exclude: Sequence[tuple[str | None, float | None]] = ()) -> str | None:
         workers = sorted(self.threads)
