@@ -46,7 +46,7 @@ class WorkflowPlan:
     bytes_moved_round_robin: int
     makespan_s: float  # predicted makespan under the rule (simulated)
     makespan_round_robin_s: float
-    unknown_sizes: int  # tasks whose output size history does not know
+    unknown_sizes: int  # tasks feeding others whose output size history does not know
     tasks: Any  # DataFrame: key, task, worker, seconds, output_bytes, input_bytes_moved, decision, reason
     notes: list[str] = field(default_factory=list)
 
@@ -167,7 +167,8 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
                      "input_bytes_moved": moved_in[v]})
     tasks = pd.DataFrame(rows)
     notes = []
-    unknown = sum(1 for r in nodes if r.kind == "task" and r.key not in out_bytes)
+    feeding = {order[u] for u, _ in edges}  # tasks whose result some task takes as input
+    unknown = sum(1 for i in feeding if nodes[i].kind == "task" and nodes[i].key not in out_bytes)
     if unknown:
         notes.append(f"{unknown} task(s) have no recorded output size (no history): their "
                      "edges count as 0 bytes.")
