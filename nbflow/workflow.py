@@ -33,8 +33,8 @@ from .core.errors import ConflictWarning, CycleError, InvalidOptionError, Workfl
 from .core.options import RunOptions
 from .engine.graph import WorkflowGraph
 from .engine.run import Run as EngineRun
-from .params.env import run_defaults
 from .locality import predicted as locality_predicted
+from .params.env import run_defaults
 from .predict.priorities import apply_learned_priorities, mean_durations
 from .store import hooks as store_hooks
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import nbformat
 import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook

@@ -68,8 +68,8 @@ class LocalityAgent:
         self.copies: dict[str, set[str]] = {}  # task key -> workers its result was sent to
         self.queued_seconds: dict[str, float | None] = {}  # dask key -> seconds its queue entry counts
         self.memory: MemoryEvidence | None = None  # read when the client closes
-        self.ahead_hints = 0
-        self.unplaced = 0  # tasks left to Dask: an input's size was neither known nor predicted  # hints chosen for tasks submitted before their inputs finished
+        self.ahead_hints = 0  # hints chosen for tasks submitted before their inputs finished
+        self.unplaced = 0  # tasks left to Dask: an input's size was neither known nor predicted
 
     def predict(self, nbytes: dict[str, int], seconds: dict[str, float] | None = None) -> None:
         """Predicted output sizes and durations per task key, from the store's history

@@ -161,9 +161,9 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     rows = []
     for ref in nodes:
         v = pos[ref.index]
-        b = out_bytes.get(ref.key)
+        size = out_bytes.get(ref.key)
         rows.append({"key": ref.key, "task": ref.name, "worker": rule.placement[v],
-                     "seconds": durs[v], "output_bytes": None if b is None else int(b),
+                     "seconds": durs[v], "output_bytes": None if size is None else int(size),
                      "input_bytes_moved": moved_in[v]})
     tasks = pd.DataFrame(rows)
     notes = []

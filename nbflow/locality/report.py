@@ -217,14 +217,15 @@ def memory_suggestions(agent: Any) -> list[Suggestion]:
             f"{len(spilled)} result(s) of {names} ({human(total_b)}) were spilled to disk because "
             f"their worker's memory was past Dask's target: {where}", 2 * total_b))
     if mem.restarted:
-        names = sorted({node.get(k, k) for k in mem.restarted})
-        seconds = sum(agent.seconds_of.get(n, 0.0) for n in names)
+        lost = sorted({node.get(k, k) for k in mem.restarted})
+        one = len(lost) == 1
+        seconds = sum(agent.seconds_of.get(n, 0.0) for n in lost)
         out.append(Suggestion(
-            f"{fix} — {', '.join(names[:8])}",
-            f"{', '.join(names[:8])} {'was' if len(names) == 1 else 'were'} running when "
-            f"{'its' if len(names) == 1 else 'their'} worker died or was restarted "
+            f"{fix} — {', '.join(lost[:8])}",
+            f"{', '.join(lost[:8])} {'was' if one else 'were'} running when "
+            f"{'its' if one else 'their'} worker died or was restarted "
             f"({sum(mem.restarted.values())} time(s)); Dask ran "
-            f"{'it' if len(names) == 1 else 'them'} again on another worker",
+            f"{'it' if one else 'them'} again on another worker",
             0, seconds or None))
     for w, wm in sorted(mem.workers.items()):
         if not wm.limit or wm.peak < wm.pause_at * wm.limit:

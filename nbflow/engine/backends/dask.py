@@ -65,6 +65,12 @@ def _locate(dask_scheduler: Any, key: str) -> tuple[str | None, int | None, floa
             (float(avg) if avg is not None and avg >= 0 else None))
 
 
+def _locate_many(dask_scheduler: Any, keys: list[str],
+                 ) -> dict[str, tuple[str | None, int | None, float | None]]:
+    """:func:`_locate` for many keys in one call to the scheduler."""
+    return {k: _locate(dask_scheduler, k) for k in keys}
+
+
 def _apply_to(value: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(value, *args)
 
@@ -207,6 +213,8 @@ class DaskBackend:
         self._disk: dict[tuple[str | None, str], bool] = {}
         self._scatter_lock: Any = None
         self.ahead: Ahead | None = None  # futures submitted ahead (set by bind_scheduler)
+        self._to_locate: dict[str, asyncio.Future[Any]] = {}  # dask key -> waiter (see _where)
+        self._locating = False
 
     def bind_scheduler(self, sched: Any) -> None:
         """The run's scheduler: successors are submitted ahead of their inputs from it
@@ -289,8 +297,10 @@ class DaskBackend:
         if kwargs:
             _inputs(kwargs, inputs)
         if after:
-            return self.placement.choose(key, unique, inputs, self._resources(key), after=after)
-        return self.placement.choose(key, unique, inputs, self._resources(key))
+            hint = self.placement.choose(key, unique, inputs, self._resources(key), after=after)
+        else:
+            hint = self.placement.choose(key, unique, inputs, self._resources(key))
+        return list(hint) if hint else None
 
     def _resources(self, key: str) -> dict[str, float]:
         """The task's declared resources (the placement rule weighs them)."""
@@ -416,8 +426,7 @@ class DaskBackend:
             if self.placement is not None:
                 self.placement.finished(key, unique, None, size, seconds)
             return value, size
-        worker, nbytes, compute = await anyio.to_thread.run_sync(
-            lambda: self.client.run_on_scheduler(_locate, key=unique))
+        worker, nbytes, compute = await self._where(unique)
         self._futures.discard(fut)
         result = DaskResult(key, fut, self, nbytes, worker)
         self._results.add(result)
@@ -425,6 +434,42 @@ class DaskBackend:
             self.placement.finished(key, unique, worker, nbytes,
                                     compute if compute is not None else seconds)
         return result, nbytes
+
+    async def _where(self, unique: str) -> tuple[str | None, int | None, float | None]:
+        """Where Dask holds ``unique``'s result, its size and its kind's compute time.
+
+        Asked of the scheduler in batches: the first caller sends one request for every
+        key waiting at that moment, and keys that arrive meanwhile go in the next one.
+        With tasks submitted ahead many finish together, so this is one round trip per
+        batch rather than one per task."""
+        loop = asyncio.get_running_loop()
+        got: asyncio.Future[tuple[str | None, int | None, float | None]] = loop.create_future()
+        self._to_locate[unique] = got
+        if not self._locating:
+            self._locating = True
+            batch: dict[str, asyncio.Future[Any]] = {}
+            try:
+                while self._to_locate:
+                    batch, self._to_locate = self._to_locate, {}
+                    try:
+                        ask = functools.partial(self.client.run_on_scheduler, _locate_many,
+                                                keys=list(batch))
+                        found = await anyio.to_thread.run_sync(ask)
+                    except Exception as e:  # every waiter of the batch learns of it
+                        for f in batch.values():
+                            if not f.done():
+                                f.set_exception(e)
+                        continue
+                    for k, f in batch.items():
+                        if not f.done():
+                            f.set_result(found.get(k, (None, None, None)))
+            finally:  # (cancelled while asking: the others go on without a location)
+                self._locating = False
+                for f in [*batch.values(), *self._to_locate.values()]:
+                    if not f.done():
+                        f.set_result((None, None, None))
+                self._to_locate = {}
+        return await got
 
     async def aclose(self, cancelled: bool) -> None:
         futures, self._futures = list(self._futures), set()
