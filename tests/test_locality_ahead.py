@@ -130,3 +130,23 @@ def test_a_workers_limit_below_the_cluster_keeps_tasks_in_the_engine(client):
     run = wf.run(backend=client, cache=False, workers=1)
     assert run.backends["dask"].ahead.submitted_ahead == 0
     assert run[out] == 1000 * 2 + 1000 * 3
+
+
+def test_declared_resources_reach_the_placement_rule(client, monkeypatch):
+    from nbflow.locality.placement import Placer
+
+    seen: list[dict[str, float]] = []
+    choose = Placer.choose
+
+    def spy(self, inputs, demand=None, seconds=None, exclude=()):
+        seen.append(dict(demand or {}))
+        return choose(self, inputs, demand, seconds, exclude)
+
+    monkeypatch.setattr(Placer, "choose", spy)
+    hungry = nf.task(resources={"memory": 1e6})(lambda a: a * 2)
+    with nf.Workflow("ahead-resources") as wf:
+        out = hungry(make(100))
+    run = wf.run(backend=client, cache=False, resources={"memory": 1e9})
+    assert run[out][0] == 2.0
+    assert {"memory": 1e6} in seen  # the task's demand was weighed where it was placed
+    assert run.backends["dask"].ahead.submitted_ahead == 0  # (declared resources: not ahead)
