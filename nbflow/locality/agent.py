@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..core.errors import NbflowError
-from .memory import MemoryEvidence, read_memory
+from . import memory
+from .memory import MemoryEvidence
 from .placement import BANDWIDTH, Placer, RoundRobin
-from .transfers import edges_from_logs, frame, read_incoming_logs
+from .transfers import edges_from_logs, frame, incoming_log, read_incoming_logs
 
 MODES = ("locality", "none", "round-robin", "gather")
 _REMEMBER = 50_000
@@ -29,6 +30,11 @@ _REMEMBER = 50_000
 # durations the store records are nbflow's view of a task (for a task submitted ahead: from
 # its inputs' completion), so a rerun in the same session places by what Dask measured.
 _compute: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+
+def _at_close(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
+    """On a worker, as the run ends: its transfer log and its memory evidence."""
+    return {"log": incoming_log(dask_worker), "memory": memory.probe(keys, dask_worker)}
 
 
 class PlacementError(NbflowError, ValueError):
@@ -65,6 +71,7 @@ class LocalityAgent:
         self.workflow = ""  # the run's workflow name (set by attach)
         self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
         self.pred_seconds: dict[str, float] = {}  # task key -> predicted duration (history)
+        self.holders_of: dict[str, tuple[str, tuple[str, ...]]] = {}  # see finished()
         self.copies: dict[str, set[str]] = {}  # task key -> workers its result was sent to
         self.queued_seconds: dict[str, float | None] = {}  # dask key -> seconds its queue entry counts
         self.memory: MemoryEvidence | None = None  # read when the client closes
@@ -130,8 +137,12 @@ class LocalityAgent:
         return [hint]
 
     def finished(self, key: str, dask_key: str, worker: str | None, nbytes: int | None,
-                 seconds: float) -> None:
+                 seconds: float, holders: Sequence[str] = ()) -> None:
+        """``key``'s result is on ``worker`` (``holders``: every worker with a copy, when
+        consumers submitted ahead fetched it before it was located)."""
         self.node_of[dask_key] = key
+        if len(holders) > 1:
+            self.holders_of[key] = (dask_key, tuple(holders))
         self.worker_of[key] = worker
         self.nbytes_of[key] = nbytes
         self.seconds_of[key] = seconds
@@ -147,14 +158,30 @@ class LocalityAgent:
         self.placer.dropped(self.hint_of.pop(dask_key, None), self.queued_seconds.pop(dask_key, None))
 
     def closing(self, client: Any) -> None:
-        try:  # memory evidence is extra: the transfer accounting must not depend on it
-            self.memory = read_memory(client, self.node_of)
-        except Exception:
+        keys = list(self.node_of)
+        try:  # one call to every worker for its transfer log and its memory evidence
+            got = client.run(_at_close, keys)
+            self.logs = {w: g["log"] for w, g in got.items()}
+            self.memory = memory.evidence({w: g["memory"] for w, g in got.items()},
+                                          client.run_on_scheduler(memory.suspicious, keys))
+        except Exception:  # memory evidence is extra: the transfer accounting must not need it
             self.memory = None
-        self.logs = read_incoming_logs(client)
+            self.logs = read_incoming_logs(client)
+        self._settle_origins()
         self.rows = edges_from_logs(self.logs, self.node_of, self.consumers_on())
         if self.sink is not None and self.rows:
             self.sink(self.rows)
+
+    def _settle_origins(self) -> None:
+        """Where a result was made, when copies existed by the time it was located: the one
+        holder whose transfer log does not show it fetching the key."""
+        if not self.holders_of:
+            return
+        fetched = {(k, w) for w, entries in self.logs.items() for e in entries for k in e["keys"]}
+        for key, (dask_key, holders) in self.holders_of.items():
+            made = [w for w in holders if (dask_key, w) not in fetched]
+            if len(made) == 1:
+                self.worker_of[key] = made[0]
 
     # -- what the run shows --------------------------------------------------------------
 

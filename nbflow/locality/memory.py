@@ -79,8 +79,18 @@ def _suspicious(keys: list[str], dask_scheduler: Any = None) -> dict[str, int]:
 def read_memory(client: Any, keys: Iterable[str]) -> MemoryEvidence:
     """The memory evidence of the run's Dask ``keys`` (see the module)."""
     ks = list(keys)
+    return evidence(client.run(_probe, ks), client.run_on_scheduler(_suspicious, ks))
+
+
+def evidence(probes: dict[str, dict[str, Any]], restarted: dict[str, int]) -> MemoryEvidence:
+    """:class:`MemoryEvidence` from the workers' :func:`probe` answers and the scheduler's
+    :func:`suspicious` one (for a caller that asks the workers for more in the same call)."""
     ev = MemoryEvidence()
-    for w, got in client.run(_probe, ks).items():
+    for w, got in probes.items():
         ev.workers[w] = WorkerMemory(got["limit"], got["peak"], got["pause_at"], dict(got["spilled"]))
-    ev.restarted = dict(client.run_on_scheduler(_suspicious, ks))
+    ev.restarted = dict(restarted)
     return ev
+
+
+probe = _probe
+suspicious = _suspicious

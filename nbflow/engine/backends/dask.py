@@ -53,20 +53,23 @@ def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     return fn(*args, **kwargs) if kwargs else fn(*args)
 
 
-def _locate(dask_scheduler: Any, key: str) -> tuple[str | None, int | None, float | None]:
-    """On the scheduler: which worker holds ``key``, its size in bytes, and the average
-    compute time of tasks of its kind (what Dask measured on the workers; None: unknown)."""
+Located = tuple[str | None, int | None, float | None, tuple[str, ...]]
+
+
+def _locate(dask_scheduler: Any, key: str) -> Located:
+    """On the scheduler: which worker holds ``key``, its size in bytes, the average compute
+    time of tasks of its kind (what Dask measured on the workers; None: unknown), and every
+    worker holding it (a consumer elsewhere may already have fetched a copy)."""
     ts = dask_scheduler.tasks.get(key)
     if ts is None:
-        return None, None, None
+        return None, None, None, ()
     holders = sorted(ws.address for ws in ts.who_has or ())
     avg = getattr(getattr(ts, "prefix", None), "duration_average", -1)
     return ((holders[0] if holders else None), (int(ts.nbytes) if ts.nbytes >= 0 else None),
-            (float(avg) if avg is not None and avg >= 0 else None))
+            (float(avg) if avg is not None and avg >= 0 else None), tuple(holders))
 
 
-def _locate_many(dask_scheduler: Any, keys: list[str],
-                 ) -> dict[str, tuple[str | None, int | None, float | None]]:
+def _locate_many(dask_scheduler: Any, keys: list[str]) -> dict[str, Located]:
     """:func:`_locate` for many keys in one call to the scheduler."""
     return {k: _locate(dask_scheduler, k) for k in keys}
 
@@ -426,16 +429,19 @@ class DaskBackend:
             if self.placement is not None:
                 self.placement.finished(key, unique, None, size, seconds)
             return value, size
-        worker, nbytes, compute = await self._where(unique)
+        worker, nbytes, compute, holders = await self._where(unique)
         self._futures.discard(fut)
         result = DaskResult(key, fut, self, nbytes, worker)
         self._results.add(result)
         if self.placement is not None:  # the compute time, not our round trip, when known
-            self.placement.finished(key, unique, worker, nbytes,
-                                    compute if compute is not None else seconds)
+            seconds = compute if compute is not None else seconds
+            if len(holders) > 1:  # copies already made: which one is the original is settled
+                self.placement.finished(key, unique, worker, nbytes, seconds, holders=holders)
+            else:
+                self.placement.finished(key, unique, worker, nbytes, seconds)
         return result, nbytes
 
-    async def _where(self, unique: str) -> tuple[str | None, int | None, float | None]:
+    async def _where(self, unique: str) -> Located:
         """Where Dask holds ``unique``'s result, its size and its kind's compute time.
 
         Asked of the scheduler in batches: the first caller sends one request for every
@@ -443,7 +449,7 @@ class DaskBackend:
         With tasks submitted ahead many finish together, so this is one round trip per
         batch rather than one per task."""
         loop = asyncio.get_running_loop()
-        got: asyncio.Future[tuple[str | None, int | None, float | None]] = loop.create_future()
+        got: asyncio.Future[Located] = loop.create_future()
         self._to_locate[unique] = got
         if not self._locating:
             self._locating = True
@@ -462,12 +468,12 @@ class DaskBackend:
                         continue
                     for k, f in batch.items():
                         if not f.done():
-                            f.set_result(found.get(k, (None, None, None)))
+                            f.set_result(found.get(k, (None, None, None, ())))
             finally:  # (cancelled while asking: the others go on without a location)
                 self._locating = False
                 for f in [*batch.values(), *self._to_locate.values()]:
                     if not f.done():
-                        f.set_result((None, None, None))
+                        f.set_result((None, None, None, ()))
                 self._to_locate = {}
         return await got
 
