@@ -150,3 +150,20 @@ def test_declared_resources_reach_the_placement_rule(client, monkeypatch):
     assert run[out][0] == 2.0
     assert {"memory": 1e6} in seen  # the task's demand was weighed where it was placed
     assert run.backends["dask"].ahead.submitted_ahead == 0  # (declared resources: not ahead)
+
+
+def test_workers_announce_where_results_are_and_sizes_match_dask(client):
+    wf, _ = chains("ahead-located", n_chains=2, length=4)
+    run = wf.run(backend=client, cache=False)
+    backend = run.backends["dask"]
+    assert backend.told_by_worker + backend.asked_scheduler == len(wf.nodes)
+    assert backend.told_by_worker > 0  # (the rest, if any, were asked of the scheduler)
+    agent = run.locality.agent
+
+    def sizes(dask_scheduler, keys):
+        return {k: int(dask_scheduler.tasks[k].nbytes) for k in keys if k in dask_scheduler.tasks}
+
+    dask_sizes = client.run_on_scheduler(sizes, keys=list(agent.node_of))
+    ours = dict(zip(run.tasks["key"], run.tasks["output_bytes"], strict=True))
+    assert {agent.node_of[k]: v for k, v in dask_sizes.items()} == {
+        k: int(v) for k, v in ours.items()}

@@ -30,9 +30,11 @@ every result lives, and reads the cluster's transfer logs before the client clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import os
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -51,6 +53,28 @@ SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once 
 
 def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
     return fn(*args, **kwargs) if kwargs else fn(*args)
+
+
+def _apply_located(topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any] | None) -> Any:
+    """:func:`_apply`, then tell the client (an event on ``topic``) where the result is,
+    its size as Dask measures it, and the call's seconds.  The event travels on the same
+    worker -> scheduler -> client streams as the task's completion, just before it, so the
+    client usually knows where a result lives when it learns the task finished, without
+    asking the scheduler (when it does not, it asks: see ``DaskBackend._where``)."""
+    t0 = time.perf_counter()
+    value = fn(*args, **kwargs) if kwargs else fn(*args)
+    seconds = time.perf_counter() - t0
+    try:
+        from dask.sizeof import sizeof
+        from distributed import get_worker
+
+        w = get_worker()
+        w.log_event(topic, {"key": w.get_current_task(), "worker": w.address,
+                            "nbytes": int(sizeof(value)), "seconds": seconds})
+    except Exception:  # (not on a worker, or an unsized value: the client asks instead)
+        pass
+    return value
 
 
 Located = tuple[str | None, int | None, float | None, tuple[str, ...]]
@@ -217,6 +241,9 @@ class DaskBackend:
         self._scatter_lock: Any = None
         self.ahead: Ahead | None = None  # futures submitted ahead (set by bind_scheduler)
         self._to_locate: dict[str, asyncio.Future[Any]] = {}  # dask key -> waiter (see _where)
+        self._topic = f"nbflow-located-{self._tag}"  # where workers announce results (_apply_located)
+        self._located: dict[str, tuple[str, int, float]] = {}  # dask key -> (worker, bytes, seconds)
+        self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self._locating = False
 
     def bind_scheduler(self, sched: Any) -> None:
@@ -258,8 +285,20 @@ class DaskBackend:
             self._own_client = True
         threads = sum(self.client.nthreads().values())
         self.capacity = float(threads) if threads else math.inf
+        if self.keep_remote:
+            await anyio.to_thread.run_sync(self.client.subscribe_topic, self._topic, self._on_located)
         if self.placement is not None:
             await anyio.to_thread.run_sync(self.placement.connected, self.client)
+
+    def _on_located(self, event: tuple[float, dict[str, Any]]) -> None:
+        """A worker announced a result (runs in the client's thread; one dict write)."""
+        msg = event[1]
+        self._located[msg["key"]] = (msg["worker"], msg["nbytes"], msg["seconds"])
+
+    def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+        if self.keep_remote:
+            return self.client.submit(_apply_located, self._topic, fn, args, kwargs, **options)
+        return self.client.submit(_apply, fn, args, kwargs, **options)
 
     def shares_disk(self, worker: str | None, path: str) -> bool:
         """Does ``worker`` see the directory ``path`` of this machine (same device/inode)?"""
@@ -338,9 +377,8 @@ class DaskBackend:
         _future_keys(args, keys)
         if kwargs:
             _future_keys(kwargs, keys)
-        fut = self.client.submit(_apply, fn, _to_futures(args, self),
-                                 _to_futures(kwargs, self) if kwargs else kwargs,
-                                 **self._options(unique, hint))
+        fut = self._submit(fn, _to_futures(args, self), _to_futures(kwargs, self) if kwargs else kwargs,
+                           self._options(unique, hint))
         self._futures.add(fut)
         assert self.ahead is not None
         self.ahead.ahead[i] = (fut, unique, keys)
@@ -388,7 +426,7 @@ class DaskBackend:
             sent_args = _to_futures(args, self)
             sent_kwargs = _to_futures(kwargs, self) if kwargs else kwargs
             t0 = loop.time()
-            fut = self.client.submit(_apply, fn, sent_args, sent_kwargs, **self._options(unique, hint))
+            fut = self._submit(fn, sent_args, sent_kwargs, self._options(unique, hint))
             self._futures.add(fut)
             if ahead is not None and i is not None:
                 ahead.submitted(i, DaskResult(key, fut, self, self._predicted(key),
@@ -429,7 +467,15 @@ class DaskBackend:
             if self.placement is not None:
                 self.placement.finished(key, unique, None, size, seconds)
             return value, size
-        worker, nbytes, compute, holders = await self._where(unique)
+        told = self._located.pop(unique, None)
+        where: Located
+        if told is not None:  # the worker said where and how big (see _apply_located)
+            where = (told[0], told[1], told[2], (told[0],))
+            self.told_by_worker += 1
+        else:
+            where = await self._where(unique)
+            self.asked_scheduler += 1
+        worker, nbytes, compute, holders = where
         self._futures.discard(fut)
         result = DaskResult(key, fut, self, nbytes, worker)
         self._results.add(result)
@@ -490,6 +536,9 @@ class DaskBackend:
         def close() -> None:
             if futures and client is not None:
                 client.cancel(futures)
+            if client is not None and self.keep_remote:
+                with contextlib.suppress(Exception):
+                    client.unsubscribe_topic(self._topic)
             if placement is not None and client is not None:
                 try:
                     placement.closing(client)
