@@ -21,6 +21,12 @@ temporary ``LocalCluster``, or a client made from an address) brings the results
 remote here before it closes, so that ``run[ref]`` keeps working; pass a
 ``distributed.Client`` to keep them on the cluster after the run.
 
+**No round trip per dependency.**  Dependents are submitted ahead of their inputs with the
+producers' futures (:mod:`.dask_ahead`), and each worker announces where a result is and
+its size on an event topic just before the task completes (:func:`_apply_located`), so the
+engine learns it without asking the scheduler (it asks, batched, when an announcement is
+late).
+
 A :class:`~nbflow.core.protocols.DataPlacement` (the locality room's) may be attached: it
 chooses the worker for each task (sent as ``workers=[...]`` with
 ``allow_other_workers=True``: a hint Dask may override to balance load), learns where
