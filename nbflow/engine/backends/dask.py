@@ -36,7 +36,6 @@ every result lives, and reads the cluster's transfer logs before the client clos
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import math
 import os
@@ -106,6 +105,21 @@ def _locate_many(dask_scheduler: Any, keys: list[str]) -> dict[str, Located]:
 
 def _apply_to(value: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(value, *args)
+
+
+TOPIC = "nbflow-located"  # one event topic for every run: the scheduler keeps a bounded log per topic
+# run tag -> its backend, for the announcements of its tasks (their Dask keys carry the tag)
+_announced_to: weakref.WeakValueDictionary[str, DaskBackend] = weakref.WeakValueDictionary()
+
+
+def _on_located(event: tuple[float, dict[str, Any]]) -> None:
+    """A worker announced a result (runs in the client's thread): file it with its run."""
+    msg = event[1]
+    key = str(msg.get("key", ""))
+    parts = key.rsplit("-", 2)  # "<task key>-<run tag>-<attempt>"
+    backend = _announced_to.get(parts[1]) if len(parts) == 3 else None
+    if backend is not None:
+        backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"])
 
 
 def _same_dir(path: str, ident: tuple[int, int]) -> bool:
@@ -247,7 +261,7 @@ class DaskBackend:
         self._scatter_lock: Any = None
         self.ahead: Ahead | None = None  # futures submitted ahead (set by bind_scheduler)
         self._to_locate: dict[str, asyncio.Future[Any]] = {}  # dask key -> waiter (see _where)
-        self._topic = f"nbflow-located-{self._tag}"  # where workers announce results (_apply_located)
+        self._topic = TOPIC  # where workers announce results (_apply_located)
         self._located: dict[str, tuple[str, int, float]] = {}  # dask key -> (worker, bytes, seconds)
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self._locating = False
@@ -292,14 +306,10 @@ class DaskBackend:
         threads = sum(self.client.nthreads().values())
         self.capacity = float(threads) if threads else math.inf
         if self.keep_remote:
-            await anyio.to_thread.run_sync(self.client.subscribe_topic, self._topic, self._on_located)
+            _announced_to[self._tag] = self
+            await anyio.to_thread.run_sync(self.client.subscribe_topic, self._topic, _on_located)
         if self.placement is not None:
             await anyio.to_thread.run_sync(self.placement.connected, self.client)
-
-    def _on_located(self, event: tuple[float, dict[str, Any]]) -> None:
-        """A worker announced a result (runs in the client's thread; one dict write)."""
-        msg = event[1]
-        self._located[msg["key"]] = (msg["worker"], msg["nbytes"], msg["seconds"])
 
     def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         if self.keep_remote:
@@ -542,9 +552,7 @@ class DaskBackend:
         def close() -> None:
             if futures and client is not None:
                 client.cancel(futures)
-            if client is not None and self.keep_remote:
-                with contextlib.suppress(Exception):
-                    client.unsubscribe_topic(self._topic)
+            _announced_to.pop(self._tag, None)  # (the client stays subscribed: other runs share it)
             if placement is not None and client is not None:
                 try:
                     placement.closing(client)
