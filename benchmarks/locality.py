@@ -30,6 +30,10 @@ on every trace in ``tests/data/wfcommons`` at 4, 16 and 64 workers with the trac
 sizes and runtimes and ``--bandwidth`` bytes/s, for the locality rule, round-robin and a
 greedy earliest-start rule.
 
+``--warmup N`` runs every variant N times, unmeasured, before the samples (so that the
+first sample of a variant is not the one that imports modules and, for ``locality``, the
+one without history of the tasks' sizes).
+
 Usage::
 
     .venv/bin/python benchmarks/locality.py --part cluster --repeat 2 --json benchmarks/locality-cluster.json
@@ -224,7 +228,8 @@ def run_dask(client: Any, spec: list[Any]) -> dict[str, Any]:
             "local_share": None, "value": value}
 
 
-def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None]) -> dict[str, Any]:
+def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
+                 warmup: int = 0) -> dict[str, Any]:
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(n_workers=4, threads_per_worker=1, processes=True,
@@ -236,6 +241,8 @@ def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None]) 
             spec = WORKLOADS[name]()
             samplers = {m: (lambda m=m, spec=spec: run_dask(client, spec) if m == "dask"
                             else run_nbflow(client, spec, m)) for m in MODES}
+            if warmup:  # unmeasured runs first: imports, worker caches, and history for the rule
+                _harness.alternate(samplers, warmup)
             samples = _harness.alternate(samplers, repeat, log=lambda s, n=name: log(f"{n}: {s}"))
             values = {m: [s["value"] for s in v] for m, v in samples.items()}
             agree = len({round(x, 6) for v in values.values() for x in v}) == 1
@@ -306,6 +313,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=["cluster", "sim", "all"], default="all")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=0, help="unmeasured runs of every variant first")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--bandwidth", type=float, default=100e6, help="bytes/s in the simulation")
     ap.add_argument("--json", default=None)
@@ -314,8 +322,9 @@ def main() -> None:
     doc: dict[str, Any] = {"benchmark": "locality", "machine": _harness.machine_info()}
     if args.part in ("cluster", "all"):
         with _harness.nbflow_home():
-            doc["cluster"] = cluster_part(args.repeat, args.workloads.split(","), log)
+            doc["cluster"] = cluster_part(args.repeat, args.workloads.split(","), log, args.warmup)
         doc["cluster_command_repeat"] = args.repeat
+        doc["cluster_command_warmup"] = args.warmup
     if args.part in ("sim", "all"):
         doc["simulation"] = {"bandwidth": args.bandwidth, "traces": sim_part(args.bandwidth, log)}
     _harness.emit_json(doc, args.json)

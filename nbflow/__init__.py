@@ -43,10 +43,11 @@ from .core.ref import Ref
 from .engine.constructs import approval, branch, first, gather, loop, saga
 from .engine.run import last_run
 from .engine.spec import Task, TaskSpec, fmt, registry, task
+from .locality.plan import plan
 from .predict.entry import forecast
 from .predict.history import history
 from .server.cancel import install as _install_cancel_watch
-from .store import StoredRun, gc, load_run, plan, runs
+from .store import StoredRun, gc, load_run, runs
 from .workflow import Run, Workflow
 
 _install_cancel_watch()  # runs can be cancelled from the dashboard (through the store)

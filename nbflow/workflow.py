@@ -33,8 +33,9 @@ from .core.errors import ConflictWarning, CycleError, InvalidOptionError, Workfl
 from .core.options import RunOptions
 from .engine.graph import WorkflowGraph
 from .engine.run import Run as EngineRun
+from .locality import predicted as locality_predicted
 from .params.env import run_defaults
-from .predict.priorities import apply_learned_priorities
+from .predict.priorities import apply_learned_priorities, mean_durations
 from .store import hooks as store_hooks
 
 
@@ -142,10 +143,25 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     agent = locality.attach(run)  # Dask: placement, transfer accounting; every run: the report
     if agent is not None:
         agent.sink = store_hooks.transfer_sink(run)  # run.transfers also go to the journal
+        _predict_placement(run, agent)
     process = run.backends.get("process")
     if process is not None:  # (the process backend counts its own transfers)
         process.sink = store_hooks.transfer_sink(run)
     return run
+
+
+def _predict_placement(run: Run, agent: Any) -> None:
+    """Hand the placement rule what history predicts per task: output bytes (locality
+    room) and durations (prediction room), so tasks submitted before their inputs finish
+    are placed by the sizes those inputs will have, and queues weigh expected work."""
+    try:
+        sizes = locality_predicted.output_sizes(run.name, exclude_run=run.id)
+        seconds = mean_durations(run.name, exclude_run=run.id)
+    except Exception:  # an unreadable store must never stop a run: no predictions then
+        return
+    nodes = [(r.name, r.key) for r in run.nodes]
+    agent.predict({k: int(v) for k, v in locality_predicted.per_key(nodes, *sizes).items()},
+                  locality_predicted.per_key(nodes, *seconds))
 
 
 def _check(wf: WorkflowGraph, options: RunOptions) -> Any:

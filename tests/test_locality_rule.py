@@ -87,3 +87,33 @@ def test_simulated_fan_out_spreads_and_respects_the_lower_bound():
 def test_simulation_refuses_an_unknown_policy():
     with pytest.raises(ValueError, match="unknown policy"):
         simulate_placement([[]], [1.0], {}, 2, "random")
+
+
+def test_predicted_durations_weigh_the_queue():
+    p = placer(a=1, b=1)
+    p.choose([("a", 0)], seconds=3.0)  # one 3 s task queued on a (ties go to a)
+    # A 20 MB input on a: 0.2 s to move beats 3 s of predicted work queued there...
+    assert p.choose([("a", 20 * MB)], seconds=0.01) == "b"
+    q = placer(a=1, b=1)
+    q.choose([("a", 0)], seconds=0.001)  # ...while a 1 ms task queued there does not
+    assert q.choose([("a", 20 * MB)], seconds=0.01) == "a"
+
+
+def test_unfinished_ancestors_are_not_counted_as_queue():
+    p = placer(a=1, b=1)
+    for _ in range(5):  # a chain submitted ahead: five links queued on a
+        p.choose([("a", 20 * MB)], seconds=1.0)
+    chain = [("a", 1.0)] * 5
+    assert p.choose([("a", 20 * MB)], seconds=1.0) == "b"  # 5 s of others' work on a
+    assert p.choose([("a", 20 * MB)], seconds=1.0, exclude=chain) == "a"  # its own links
+
+
+def test_a_memory_demand_avoids_workers_without_room():
+    p = Placer()
+    p.set_workers({"a": 1, "b": 1}, {}, {"a": 4e9, "b": 4e9})
+    p.finished(None, 0.1, nbytes=int(3.5e9), held_on="a")  # a holds 3.5 GB of results
+    assert p.choose([("a", 50 * MB)], {"memory": 1e9}) == "b"  # moving beats running out
+    assert p.choose([("a", 50 * MB)]) == "a"  # without the demand, data decides
+    q = Placer()
+    q.set_workers({"a": 1, "b": 1}, {}, {"a": 2e9, "b": 1e9})
+    assert q.choose([("b", 50 * MB)], {"memory": 8e9}) == "a"  # none fits: the roomiest

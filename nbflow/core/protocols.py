@@ -68,7 +68,9 @@ class DataPlacement(Protocol):
     cluster decide) from its inputs ``(task key, worker, nbytes)`` and declared resources;
     ``finished`` reports where a task's result lives; ``closing`` is the last moment the
     client is usable (the cluster's transfer logs are read there).  ``keep_remote=False``
-    makes the backend bring every result to this process, as nbflow once did.
+    makes the backend bring every result to this process, as nbflow once did.  For a task
+    submitted before its inputs finished, ``after`` lists the Dask keys it waits for and an
+    input's ``nbytes`` is a prediction (None: unknown).
     """
 
     keep_remote: bool
@@ -76,7 +78,7 @@ class DataPlacement(Protocol):
     def connected(self, client: Any) -> None: ...
 
     def choose(self, key: str, dask_key: str, inputs: Sequence[tuple[str, str | None, int | None]],
-               resources: dict[str, float]) -> list[str] | None: ...
+               resources: dict[str, float], after: Sequence[str] = ()) -> list[str] | None: ...
 
     def finished(self, key: str, dask_key: str, worker: str | None, nbytes: int | None,
                  seconds: float) -> None: ...

@@ -186,6 +186,9 @@ class Scheduler:
             if nodes[i].kind not in INLINE and nodes[i].kind != APPROVAL:
                 self.class_of[i] = self._classify(i)
         self.done: anyio.Event | None = None  # made on the run's loop
+        for b in backends.values():  # a backend that submits work ahead (Dask) sees the graph
+            if hasattr(b, "bind_scheduler"):
+                b.bind_scheduler(self)
 
     @property
     def open(self) -> int:

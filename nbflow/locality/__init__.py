@@ -5,7 +5,11 @@ inputs, count every byte moved, and report it.
 * :mod:`.agent` — one per Dask run: placement decisions and what the run moved;
 * :mod:`.transfers` — ``run.transfers`` from Dask's own transfer logs;
 * :mod:`.report` — ``run.locality_report()``;
-* :mod:`.simulate` — the rule replayed on workflow traces at any cluster size.
+* :mod:`.simulate` — the rule replayed on workflow traces at any cluster size;
+* :mod:`.predicted` — output sizes (and durations) from the store's history, for tasks
+  placed before their inputs exist;
+* :mod:`.memory` — which tasks were short of memory, from what the cluster recorded;
+* :mod:`.plan` — ``nf.plan(wf)``: predicted placement and bytes before a run.
 
 The composition point calls :func:`attach` for every run on a Dask backend.  The mode for
 runs started in a block is set with ``with nbflow.locality.placement("round-robin"):``.
@@ -104,6 +108,7 @@ def attach(run: Any) -> LocalityAgent | None:
     if backend is not None:
         agent = LocalityAgent(_mode, _bandwidth)
         agent.backend = backend
+        agent.workflow = str(getattr(run, "name", ""))
         backend.placement = agent
     run.locality = LocalityView(agent, str(getattr(run, "backend_kind", "?")),
                                 getattr(run, "backends", {}).get("process"))

@@ -14,14 +14,27 @@ are placed:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from ..core.errors import NbflowError
+from . import memory
+from .memory import MemoryEvidence
 from .placement import BANDWIDTH, Placer, RoundRobin
-from .transfers import edges_from_logs, frame, read_incoming_logs
+from .transfers import edges_from_logs, frame, incoming_log, read_incoming_logs
 
 MODES = ("locality", "none", "round-robin", "gather")
+_REMEMBER = 50_000
+# (workflow, task key) -> compute seconds Dask measured for it in this process.  The
+# durations the store records are nbflow's view of a task (for a task submitted ahead: from
+# its inputs' completion), so a rerun in the same session places by what Dask measured.
+_compute: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+
+def _at_close(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
+    """On a worker, as the run ends: its transfer log and its memory evidence."""
+    return {"log": incoming_log(dask_worker), "memory": memory.probe(keys, dask_worker)}
 
 
 class PlacementError(NbflowError, ValueError):
@@ -50,10 +63,39 @@ class LocalityAgent:
         self.nbytes_of: dict[str, int | None] = {}
         self.seconds_of: dict[str, float] = {}
         self.order: list[str] = []  # task keys in submit order
+        self._ordered: set[str] = set()
         self.hints_sent = 0
         self.rows: list[dict[str, Any]] | None = None  # filled when the client closes
         self.logs: dict[str, list[dict[str, Any]]] = {}
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
+        self.workflow = ""  # the run's workflow name (set by attach)
+        self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
+        self.pred_seconds: dict[str, float] = {}  # task key -> predicted duration (history)
+        self.holders_of: dict[str, tuple[str, tuple[str, ...]]] = {}  # see finished()
+        self.copies: dict[str, set[str]] = {}  # task key -> workers its result was sent to
+        self.queued_seconds: dict[str, float | None] = {}  # dask key -> seconds its queue entry counts
+        self.memory: MemoryEvidence | None = None  # read when the client closes
+        self.ahead_hints = 0  # hints chosen for tasks submitted before their inputs finished
+        self.unplaced = 0  # tasks left to Dask: an input's size was neither known nor predicted
+
+    def predict(self, nbytes: dict[str, int], seconds: dict[str, float] | None = None) -> None:
+        """Predicted output sizes and durations per task key, from the store's history
+        (handed in by the composition point); the rule weighs them (see placement).  A
+        recorded duration of a task submitted ahead is its time in nbflow's view (from
+        its inputs' completion), at most its compute time: it errs towards keeping data
+        where it is, and Dask's work stealing still rebalances a worker with a queue."""
+        self.pred_bytes = dict(nbytes)
+        self.pred_seconds = dict(seconds or {})
+
+    def seconds(self, key: str) -> float | None:
+        """``key``'s expected compute seconds: what Dask measured for it earlier in this
+        process, else the store's history (None: unknown)."""
+        got = _compute.get((self.workflow, key))
+        return got if got is not None else self.pred_seconds.get(key)
+
+    def predicted_bytes(self, key: str) -> int | None:
+        """The predicted size of ``key``'s result before it is known (None: no history)."""
+        return self.pred_bytes.get(key)
 
     # -- DataPlacement -------------------------------------------------------------------
 
@@ -61,16 +103,33 @@ class LocalityAgent:
         info = client.scheduler_info()["workers"]
         self.placer.set_workers(
             {w: d.get("nthreads", 1) for w, d in info.items()},
-            {w: dict(d.get("resources") or {}) for w, d in info.items()})
+            {w: dict(d.get("resources") or {}) for w, d in info.items()},
+            {w: float(d.get("memory_limit") or 0) for w, d in info.items()})
 
     def choose(self, key: str, dask_key: str, inputs: Sequence[tuple[str, str | None, int | None]],
-               resources: dict[str, float]) -> list[str] | None:
+               resources: dict[str, float], after: Sequence[str] = ()) -> list[str] | None:
+        """The worker to prefer for ``key`` (inputs ``(task key, worker, bytes)``; ``after``:
+        Dask keys of unfinished tasks it waits for, when it is submitted ahead of them)."""
         self.node_of[dask_key] = key
         self.inputs_of[key] = list(inputs)
-        self.order.append(key)
+        if key not in self._ordered:
+            self._ordered.add(key)
+            self.order.append(key)
         hint = None
-        if self.mode in ("locality", "round-robin"):
-            hint = self.placer.choose([(w, b) for _, w, b in inputs], resources)
+        unknown = self.mode == "locality" and any(b is None for _, _, b in inputs)
+        if unknown:  # an input not made yet, no history of its size: let Dask decide when
+            self.unplaced += 1  # the input exists (it knows the real size and place then)
+        elif self.mode in ("locality", "round-robin"):
+            exclude = [(self.hint_of.get(d), self.queued_seconds.get(d)) for d in after]
+            sec = self.queued_seconds[dask_key] = self.seconds(key)
+            where = [(frozenset({w, *self.copies.get(p, ())}) if w else None, b)
+                     for p, w, b in inputs]
+            hint = self.placer.choose(where, resources, sec, exclude)
+            if hint is not None:  # its inputs will be on that worker from then on
+                for p, _, _ in inputs:
+                    self.copies.setdefault(p, set()).add(hint)
+            if after:
+                self.ahead_hints += 1
         self.hint_of[dask_key] = hint
         if hint is None:
             return None
@@ -78,18 +137,51 @@ class LocalityAgent:
         return [hint]
 
     def finished(self, key: str, dask_key: str, worker: str | None, nbytes: int | None,
-                 seconds: float) -> None:
+                 seconds: float, holders: Sequence[str] = ()) -> None:
+        """``key``'s result is on ``worker`` (``holders``: every worker with a copy, when
+        consumers submitted ahead fetched it before it was located)."""
         self.node_of[dask_key] = key
+        if len(holders) > 1:
+            self.holders_of[key] = (dask_key, tuple(holders))
         self.worker_of[key] = worker
         self.nbytes_of[key] = nbytes
         self.seconds_of[key] = seconds
-        self.placer.finished(self.hint_of.get(dask_key), seconds)
+        self.placer.finished(self.hint_of.get(dask_key), seconds,
+                             self.queued_seconds.pop(dask_key, None), nbytes, worker)
+        if worker is not None:  # (a measured compute time: the result stayed on a worker)
+            _compute[(self.workflow, key)] = seconds
+            while len(_compute) > _REMEMBER:
+                _compute.popitem(last=False)
+
+    def dropped(self, dask_key: str) -> None:
+        """A submission was withdrawn (a task submitted ahead whose inputs changed)."""
+        self.placer.dropped(self.hint_of.pop(dask_key, None), self.queued_seconds.pop(dask_key, None))
 
     def closing(self, client: Any) -> None:
-        self.logs = read_incoming_logs(client)
+        keys = list(self.node_of)
+        try:  # one call to every worker for its transfer log and its memory evidence
+            got = client.run(_at_close, keys)
+            self.logs = {w: g["log"] for w, g in got.items()}
+            self.memory = memory.evidence({w: g["memory"] for w, g in got.items()},
+                                          client.run_on_scheduler(memory.suspicious, keys))
+        except Exception:  # memory evidence is extra: the transfer accounting must not need it
+            self.memory = None
+            self.logs = read_incoming_logs(client)
+        self._settle_origins()
         self.rows = edges_from_logs(self.logs, self.node_of, self.consumers_on())
         if self.sink is not None and self.rows:
             self.sink(self.rows)
+
+    def _settle_origins(self) -> None:
+        """Where a result was made, when copies existed by the time it was located: the one
+        holder whose transfer log does not show it fetching the key."""
+        if not self.holders_of:
+            return
+        fetched = {(k, w) for w, entries in self.logs.items() for e in entries for k in e["keys"]}
+        for key, (dask_key, holders) in self.holders_of.items():
+            made = [w for w in holders if (dask_key, w) not in fetched]
+            if len(made) == 1:
+                self.worker_of[key] = made[0]
 
     # -- what the run shows --------------------------------------------------------------
 

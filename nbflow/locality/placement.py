@@ -18,12 +18,22 @@ What follows from it:
   that worker is so busy that waiting costs more than moving: ``b / bandwidth`` against the
   queue.  A chain of single-consumer tasks with big intermediates therefore runs on one
   worker and moves nothing.
+* **Copies count.**  Once a task is sent where it must fetch an input, that worker will
+  hold a copy: later consumers of the same input count it as local there too.
 * **Fan-in goes to the heaviest input.**  With several inputs on different workers, the
   worker that already holds most of the bytes moves the fewest.
 * **Fan-out spreads** once the producer's worker has a queue: small inputs are cheap to
   move, so the load term wins.
 * **Resources.**  When workers advertise Dask resources and the task declares some, only
-  workers that have them are candidates.
+  workers that have them are candidates.  A task that declares ``memory`` (bytes) goes
+  only to workers whose memory limit, less the bytes of this run's results they already
+  hold, leaves room for it (the roomiest worker when none does).
+* **Predicted durations and sizes.**  When the store has seen the tasks before, the queue
+  term adds up each queued task's own predicted duration instead of counting tasks times
+  the mean (``backlog(w) * typical_task_seconds`` is the fallback), and an input whose
+  producer has not finished yet counts with its predicted size on the worker its producer
+  was sent to.  A task submitted ahead of its inputs does not count its own unfinished
+  ancestors as queue: it waits for them wherever it runs.
 
 The choice is a *hint*: the task is submitted with ``workers=[w]`` and
 ``allow_other_workers=True``, so Dask's work stealing may still move it when ``w`` turns out
@@ -38,6 +48,11 @@ BANDWIDTH = 100e6  # bytes per second assumed between workers
 PRIOR_SECONDS = 0.05  # a task's duration before any has finished
 
 
+def _holds(where: str | frozenset[str] | None, worker: str) -> bool:
+    """Is an input that lives at ``where`` (a worker, or the workers with a copy) on ``worker``?"""
+    return where == worker if where is None or isinstance(where, str) else worker in where
+
+
 class Placer:
     """The locality rule (see the module).  Keeps the backlog and the durations it needs."""
 
@@ -48,14 +63,18 @@ class Placer:
         self.prior_seconds = prior_seconds
         self.threads: dict[str, int] = {}
         self.resources: dict[str, dict[str, float]] = {}
+        self.memory: dict[str, float] = {}  # worker -> memory limit in bytes (when known)
+        self.held: dict[str, int] = {}  # worker -> bytes of results it holds for the run
         self.backlog: dict[str, int] = {}
+        self.known: dict[str, list[float]] = {}  # worker -> [tasks with a prediction, their seconds]
         self._done_seconds = 0.0
         self._done = 0
 
     def set_workers(self, threads: dict[str, int], resources: dict[str, dict[str, float]] | None = None,
-                    ) -> None:
+                    memory: dict[str, float] | None = None) -> None:
         self.threads = {w: max(1, int(n)) for w, n in threads.items()}
         self.resources = dict(resources or {})
+        self.memory = {w: float(m) for w, m in (memory or {}).items() if m}
         for w in self.threads:
             self.backlog.setdefault(w, 0)
 
@@ -67,29 +86,76 @@ class Placer:
         workers = sorted(self.threads)
         if demand and self.resources:
             fit = [w for w in workers
-                   if all(self.resources.get(w, {}).get(r, 0.0) >= a for r, a in demand.items())]
-            return fit or workers
+                   if all(self.resources.get(w, {}).get(r, 0.0) >= a for r, a in demand.items()
+                          if r != "memory")]
+            workers = fit or workers
+        need = demand.get("memory") if demand else None
+        if need and self.memory:
+            room = {w: self.memory[w] - self.held.get(w, 0) for w in workers if w in self.memory}
+            fit = [w for w in workers if room.get(w, 0.0) >= need]
+            if not fit and room:  # nowhere has room: the roomiest worker
+                fit = [max(sorted(room), key=lambda w: room[w])]
+            workers = fit or workers
         return workers
 
-    def cost(self, worker: str, inputs: Sequence[tuple[str | None, int | None]]) -> float:
-        moved = sum(b or 0 for w, b in inputs if w != worker)
-        queue = self.backlog.get(worker, 0) / self.threads.get(worker, 1)
-        return moved / self.bandwidth + queue * self.task_seconds
+    def queue_seconds(self, worker: str, exclude: Sequence[tuple[str | None, float | None]] = ()) -> float:
+        """Seconds of queued work on ``worker`` per thread, leaving out ``exclude``
+        (``(worker, predicted seconds)`` of tasks that must finish first anyway)."""
+        n = self.backlog.get(worker, 0)
+        k = self.known.get(worker)
+        known_n, known_s = (k[0], k[1]) if k else (0.0, 0.0)
+        for w, sec in exclude:
+            if w != worker:
+                continue
+            n -= 1
+            if sec is not None:
+                known_n -= 1
+                known_s -= sec
+        work = max(0.0, n - known_n) * self.task_seconds + max(0.0, known_s)
+        return max(0.0, work) / self.threads.get(worker, 1)
 
-    def choose(self, inputs: Sequence[tuple[str | None, int | None]],
-               demand: dict[str, float] | None = None) -> str | None:
+    def cost(self, worker: str, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
+             exclude: Sequence[tuple[str | None, float | None]] = ()) -> float:
+        moved = sum(b or 0 for w, b in inputs if not _holds(w, worker))
+        return moved / self.bandwidth + self.queue_seconds(worker, exclude)
+
+    def choose(self, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
+               demand: dict[str, float] | None = None, seconds: float | None = None,
+               exclude: Sequence[tuple[str | None, float | None]] = ()) -> str | None:
+        """The worker for a task with these inputs ``(worker, bytes)``; ``seconds`` is its
+        predicted duration (None: unknown), ``exclude`` its unfinished ancestors."""
         workers = self.candidates(demand or {})
         if not workers:
             return None
-        best = min(workers, key=lambda w: (self.cost(w, inputs), self.backlog.get(w, 0), w))
-        self.backlog[best] = self.backlog.get(best, 0) + 1
+        best = min(workers, key=lambda w: (self.cost(w, inputs, exclude), self.backlog.get(w, 0), w))
+        self._queue(best, seconds)
         return best
 
-    def finished(self, worker: str | None, seconds: float) -> None:
-        if worker is not None and self.backlog.get(worker, 0) > 0:
-            self.backlog[worker] -= 1
+    def _queue(self, worker: str, seconds: float | None) -> None:
+        self.backlog[worker] = self.backlog.get(worker, 0) + 1
+        if seconds is not None:
+            k = self.known.setdefault(worker, [0.0, 0.0])
+            k[0] += 1
+            k[1] += seconds
+
+    def finished(self, worker: str | None, seconds: float, predicted: float | None = None,
+                 nbytes: int | None = None, held_on: str | None = None) -> None:
+        """A task queued on ``worker`` ended after ``seconds`` (``predicted``: what its
+        queue entry counted); its result of ``nbytes`` is held on ``held_on``."""
+        self.dropped(worker, predicted)
         self._done += 1
         self._done_seconds += seconds
+        if held_on is not None and nbytes:
+            self.held[held_on] = self.held.get(held_on, 0) + nbytes
+
+    def dropped(self, worker: str | None, predicted: float | None = None) -> None:
+        """A task queued on ``worker`` left the queue (finished, or was withdrawn)."""
+        if worker is not None and self.backlog.get(worker, 0) > 0:
+            self.backlog[worker] -= 1
+            k = self.known.get(worker)
+            if predicted is not None and k is not None and k[0] > 0:
+                k[0] -= 1
+                k[1] -= predicted
 
 
 class RoundRobin(Placer):
@@ -99,12 +165,13 @@ class RoundRobin(Placer):
         super().__init__()
         self._next = 0
 
-    def choose(self, inputs: Sequence[tuple[str | None, int | None]],
-               demand: dict[str, float] | None = None) -> str | None:
+    def choose(self, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
+               demand: dict[str, float] | None = None, seconds: float | None = None,
+               exclude: Sequence[tuple[str | None, float | None]] = ()) -> str | None:
         workers = sorted(self.threads)
         if not workers:
             return None
         w = workers[self._next % len(workers)]
         self._next += 1
-        self.backlog[w] = self.backlog.get(w, 0) + 1
+        self._queue(w, seconds)
         return w

@@ -12,7 +12,10 @@ lived, the sizes Dask measured, the bytes that came to the notebook), never from
   - an edge whose producer has this consumer only, and whose data moved: run the pair on
     one worker (placement ``"locality"`` does; else fuse the two tasks) — saves its bytes;
   - a large result that came to the notebook: it moved only because it was asked for
-    (``run[ref]``, a binding); return a summary from a task instead — saves its bytes.
+    (``run[ref]``, a binding); return a summary from a task instead — saves its bytes;
+  - tasks short of memory (results spilled to disk, a worker that died under them, a
+    worker whose memory peaked past Dask's pause threshold; :mod:`.memory`): give them
+    more memory — saves the spilled bytes' write and read, or the work done again.
 """
 
 from __future__ import annotations
@@ -37,9 +40,16 @@ class Suggestion:
     what: str  # the change to make
     evidence: str  # the measured facts behind it
     saving_bytes: int  # bytes it would not move
+    saving_seconds: float | None = None  # compute it would not repeat (when that is the saving)
 
     def __str__(self) -> str:
-        return f"{self.what} — {self.evidence} (saves ~{human(self.saving_bytes)})"
+        return f"{self.what} — {self.evidence} (saves {self.saving()})"
+
+    def saving(self) -> str:
+        parts = [f"~{human(self.saving_bytes)}"] if self.saving_bytes or not self.saving_seconds else []
+        if self.saving_seconds:
+            parts.append(f"~{self.saving_seconds:.2f} s of work done again")
+        return ", ".join(parts)
 
 
 @dataclass
@@ -107,7 +117,7 @@ class LocalityReport:
                          "<th>time</th><th></th></tr>" + "".join(rows) + "</table>")
         if self.suggestions:
             items = "".join(f'<li class="nbflow-suggestion"><b>{esc(s.what)}</b><br>{esc(s.evidence)}'
-                            f" &mdash; saves ~{esc(human(s.saving_bytes))}</li>"
+                            f" &mdash; saves {esc(s.saving())}</li>"
                             for s in self.suggestions)
             parts.append(f"<div style='margin-top:6px'>suggestions:</div><ul>{items}</ul>")
         parts.append("</div>")
@@ -139,7 +149,8 @@ def build(agent: Any, backend: str) -> LocalityReport:
     rows = []
     input_total = 0
     for key in agent.order:
-        inb = sum(b or 0 for _, _, b in agent.inputs_of.get(key, ()))
+        # measured sizes (a task submitted ahead of its inputs only had predictions)
+        inb = sum(agent.nbytes_of.get(p) or b or 0 for p, _, b in agent.inputs_of.get(key, ()))
         input_total += inb
         rows.append({"task": key, "worker": agent.worker_of.get(key),
                      "output_bytes": agent.nbytes_of.get(key), "input_bytes": inb,
@@ -180,5 +191,53 @@ def suggest(agent: Any, edges: Any, fetched: list[tuple[str, int | None]]) -> li
                 f"return a summary of {key} instead of its whole value",
                 f"its {human(n)} result came to the notebook only because it was asked for "
                 "(run[ref], ref.result() or a %%workflow binding)", int(n)))
+    out += memory_suggestions(agent)
     out.sort(key=lambda s: -s.saving_bytes)
+    return out
+
+
+def memory_suggestions(agent: Any) -> list[Suggestion]:
+    """"Give these tasks more memory", from what the cluster recorded (see :mod:`.memory`)."""
+    mem = getattr(agent, "memory", None)
+    if mem is None:
+        return []
+    node = agent.node_of
+    fix = ("give these tasks more memory: declare it (@nf.task(resources={'memory': bytes}) "
+           "with wf.run(resources=...), so placement sends them to workers with room) or "
+           "run workers with a larger memory_limit")
+    out = []
+    spilled = [(node.get(k, k), w, b) for w, wm in mem.workers.items() for k, b in wm.spilled.items()]
+    if spilled:
+        total_b = sum(b for _, _, b in spilled)
+        names = ", ".join(sorted({t for t, _, _ in spilled})[:8])
+        where = "; ".join(f"{w} (limit {human(wm.limit)})" for w, wm in mem.workers.items()
+                          if wm.spilled)
+        out.append(Suggestion(
+            f"{fix} — {names}",
+            f"{len(spilled)} result(s) of {names} ({human(total_b)}) were spilled to disk because "
+            f"their worker's memory was past Dask's target: {where}", 2 * total_b))
+    if mem.restarted:
+        lost = sorted({node.get(k, k) for k in mem.restarted})
+        one = len(lost) == 1
+        seconds = sum(agent.seconds_of.get(n, 0.0) for n in lost)
+        out.append(Suggestion(
+            f"{fix} — {', '.join(lost[:8])}",
+            f"{', '.join(lost[:8])} {'was' if one else 'were'} running when "
+            f"{'its' if one else 'their'} worker died or was restarted "
+            f"({sum(mem.restarted.values())} time(s)); Dask ran "
+            f"{'it' if one else 'them'} again on another worker",
+            0, seconds or None))
+    for w, wm in sorted(mem.workers.items()):
+        if not wm.limit or wm.peak < wm.pause_at * wm.limit:
+            continue
+        held = sorted(((agent.nbytes_of.get(t) or 0, t) for t, ww in agent.worker_of.items()
+                       if ww == w), reverse=True)[:3]
+        if not held:
+            continue
+        names = ", ".join(t for _, t in held)
+        out.append(Suggestion(
+            f"{fix} — {names}",
+            f"worker {w} peaked at {human(wm.peak)} of its {human(wm.limit)} limit (Dask pauses "
+            f"a worker at {wm.pause_at:.0%}); its biggest results were {names} "
+            f"({human(sum(b for b, _ in held))})", 0))
     return out

@@ -38,6 +38,8 @@ class PlacementOutcome:
     makespan: float
     bytes_moved: int
     edge_bytes: int  # bytes on all edges (what moving everything would cost)
+    placement: tuple[str, ...] = ()  # the worker of each node ("w000", "w001", ...)
+    finish: tuple[float, ...] = ()  # when each node finished (seconds from the start)
 
 
 def simulate_placement(
@@ -140,4 +142,4 @@ def simulate_placement(
                 place(v, now)
         start_next(w, now)
     total = int(sum(edge_bytes.values()))
-    return PlacementOutcome(policy, workers, makespan, moved, total)
+    return PlacementOutcome(policy, workers, makespan, moved, total, tuple(assigned), tuple(finish))

@@ -26,6 +26,11 @@ def read_incoming_logs(client: Any) -> dict[str, list[dict[str, Any]]]:
     return client.run(_incoming_log)
 
 
+def incoming_log(dask_worker: Any) -> list[dict[str, Any]]:
+    """On a worker: its incoming transfer log, as plain data."""
+    return _incoming_log(dask_worker)
+
+
 def _incoming_log(dask_worker: Any) -> list[dict[str, Any]]:
     return [
         {"start": e.get("start"), "duration": e.get("duration"), "who": e.get("who"),

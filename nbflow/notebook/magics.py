@@ -201,7 +201,8 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
         from .plan import plan_bundle
 
         binding.restore(ns, before, list(bound))
-        display(plan_bundle(wf, check=args.check, cache=not args.no_cache, rerun=args.rerun), raw=True)
+        display(plan_bundle(wf, check=args.check, cache=not args.no_cache, rerun=args.rerun,
+                            workers=args.workers), raw=True)
         return
     if getattr(args, "forecast", False):  # predicted makespans from history; nothing runs
         from IPython.display import display

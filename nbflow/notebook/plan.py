@@ -6,6 +6,11 @@ returning rows with ``key``, ``decision`` (``hit`` / ``miss`` / ``maybe`` / ``co
 and ``reason``, they are shown; without a store the output says that cache information
 needs it.  ``--check`` adds the findings of
 ``nf.check(wf)`` (static analysis) when that function exists.
+
+Both also show the predicted placement on a Dask cluster (:func:`nbflow.plan`, from the
+locality room): the worker each task would run on under the placement rule, the bytes that
+would move between workers, against round-robin, from the store's history of durations and
+output sizes.  With ``--workers N`` the cluster has N workers, else 4.
 """
 
 from __future__ import annotations
@@ -80,8 +85,18 @@ def task_list(wf: Workflow) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "task", "kind", "depends on"])
 
 
+def _placement(wf: Workflow, workers: int | None) -> Any:
+    """The locality room's placement forecast (None if it cannot be made)."""
+    from ..locality.plan import plan
+
+    try:
+        return plan(wf, workers=workers, cache=False)
+    except Exception:  # a forecast must never break --plan
+        return None
+
+
 def plan_bundle(wf: Workflow, *, check: bool, cache: bool = True,
-                rerun: list[str] | None = None) -> dict[str, Any]:
+                rerun: list[str] | None = None, workers: int | None = None) -> dict[str, Any]:
     """The ``text/plain`` + ``text/html`` output of ``--plan`` (and ``--check``)."""
     model = RunModel(wf)
     model.status = "planned"
@@ -104,6 +119,12 @@ def plan_bundle(wf: Workflow, *, check: bool, cache: bool = True,
                                                if d in counts)
                          + " (maybe: decided when the inputs are known)")
             tasks = tasks.merge(cache_df[["key", "decision", "reason"]], on="key", how="left")
+    placed = _placement(wf, workers)
+    if placed is not None:
+        notes.append(placed.summary())
+        notes.extend(placed.notes)
+        tasks = tasks.merge(placed.tasks[["key", "worker", "output_bytes", "input_bytes_moved"]],
+                            on="key", how="left")
     checks_df = None
     if check:
         checks_df = _checks(wf)
@@ -117,7 +138,8 @@ def plan_bundle(wf: Workflow, *, check: bool, cache: bool = True,
         text += "\n\nStatic checks:\n" + "\n".join(
             f"  {r.severity} {r.code} [{r.tasks}]: {r.message}" for r in checks_df.itertuples())
         html_parts.append("<b>Static checks</b>" + checks_df.to_html(index=False, border=0))
-    shown = [c for c in ("key", "task", "decision", "reason", "depends on") if c in tasks.columns]
+    shown = [c for c in ("key", "task", "decision", "reason", "worker", "input_bytes_moved",
+                         "depends on") if c in tasks.columns]
     text += "\n\n" + tasks[shown].to_string(index=False)
     note = graph.note
     if note:

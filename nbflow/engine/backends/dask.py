@@ -21,6 +21,12 @@ temporary ``LocalCluster``, or a client made from an address) brings the results
 remote here before it closes, so that ``run[ref]`` keeps working; pass a
 ``distributed.Client`` to keep them on the cluster after the run.
 
+**No round trip per dependency.**  Dependents are submitted ahead of their inputs with the
+producers' futures (:mod:`.dask_ahead`), and each worker announces where a result is and
+its size on an event topic just before the task completes (:func:`_apply_located`), so the
+engine learns it without asking the scheduler (it asks, batched, when an announcement is
+late).
+
 A :class:`~nbflow.core.protocols.DataPlacement` (the locality room's) may be attached: it
 chooses the worker for each task (sent as ``workers=[...]`` with
 ``allow_other_workers=True``: a hint Dask may override to balance load), learns where
@@ -33,6 +39,7 @@ import asyncio
 import functools
 import math
 import os
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -44,6 +51,7 @@ from ...core.errors import WorkerLost
 from ...core.remote import Remote
 from ...core.sizes import cheap_size
 from ..metrics import Measured
+from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
 
@@ -52,20 +60,66 @@ def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     return fn(*args, **kwargs) if kwargs else fn(*args)
 
 
-def _locate(dask_scheduler: Any, key: str) -> tuple[str | None, int | None, float | None]:
-    """On the scheduler: which worker holds ``key``, its size in bytes, and the average
-    compute time of tasks of its kind (what Dask measured on the workers; None: unknown)."""
+def _apply_located(topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any] | None) -> Any:
+    """:func:`_apply`, then tell the client (an event on ``topic``) where the result is,
+    its size as Dask measures it, and the call's seconds.  The event travels on the same
+    worker -> scheduler -> client streams as the task's completion, just before it, so the
+    client usually knows where a result lives when it learns the task finished, without
+    asking the scheduler (when it does not, it asks: see ``DaskBackend._where``)."""
+    t0 = time.perf_counter()
+    value = fn(*args, **kwargs) if kwargs else fn(*args)
+    seconds = time.perf_counter() - t0
+    try:
+        from dask.sizeof import sizeof
+        from distributed import get_worker
+
+        w = get_worker()
+        w.log_event(topic, {"key": w.get_current_task(), "worker": w.address,
+                            "nbytes": int(sizeof(value)), "seconds": seconds})
+    except Exception:  # (not on a worker, or an unsized value: the client asks instead)
+        pass
+    return value
+
+
+Located = tuple[str | None, int | None, float | None, tuple[str, ...]]
+
+
+def _locate(dask_scheduler: Any, key: str) -> Located:
+    """On the scheduler: which worker holds ``key``, its size in bytes, the average compute
+    time of tasks of its kind (what Dask measured on the workers; None: unknown), and every
+    worker holding it (a consumer elsewhere may already have fetched a copy)."""
     ts = dask_scheduler.tasks.get(key)
     if ts is None:
-        return None, None, None
+        return None, None, None, ()
     holders = sorted(ws.address for ws in ts.who_has or ())
     avg = getattr(getattr(ts, "prefix", None), "duration_average", -1)
     return ((holders[0] if holders else None), (int(ts.nbytes) if ts.nbytes >= 0 else None),
-            (float(avg) if avg is not None and avg >= 0 else None))
+            (float(avg) if avg is not None and avg >= 0 else None), tuple(holders))
+
+
+def _locate_many(dask_scheduler: Any, keys: list[str]) -> dict[str, Located]:
+    """:func:`_locate` for many keys in one call to the scheduler."""
+    return {k: _locate(dask_scheduler, k) for k in keys}
 
 
 def _apply_to(value: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(value, *args)
+
+
+TOPIC = "nbflow-located"  # one event topic for every run: the scheduler keeps a bounded log per topic
+# run tag -> its backend, for the announcements of its tasks (their Dask keys carry the tag)
+_announced_to: weakref.WeakValueDictionary[str, DaskBackend] = weakref.WeakValueDictionary()
+
+
+def _on_located(event: tuple[float, dict[str, Any]]) -> None:
+    """A worker announced a result (runs in the client's thread): file it with its run."""
+    msg = event[1]
+    key = str(msg.get("key", ""))
+    parts = key.rsplit("-", 2)  # "<task key>-<run tag>-<attempt>"
+    backend = _announced_to.get(parts[1]) if len(parts) == 3 else None
+    if backend is not None:
+        backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"])
 
 
 def _same_dir(path: str, ident: tuple[int, int]) -> bool:
@@ -138,6 +192,33 @@ def _inputs(obj: Any, out: list[tuple[str, str | None, int | None]]) -> None:
             _inputs(x, out)
 
 
+def _future_keys(obj: Any, out: list[str]) -> None:
+    """The Dask keys of the remote results in ``obj``, in argument order."""
+    t = type(obj)
+    if t is DaskResult:
+        out.append(obj.future.key if obj.future is not None else "")
+    elif t is list or t is tuple:
+        for x in obj:
+            _future_keys(x, out)
+    elif t is dict:
+        for x in obj.values():
+            _future_keys(x, out)
+
+
+def _foreign(obj: Any) -> bool:
+    """Does ``obj`` hold a remote result of another backend (fetched here on submit)?"""
+    t = type(obj)
+    if t is DaskResult:
+        return False
+    if isinstance(obj, Remote):
+        return True
+    if t is list or t is tuple:
+        return any(_foreign(x) for x in obj)
+    if t is dict:
+        return any(_foreign(x) for x in obj.values())
+    return False
+
+
 def _big_locals(obj: Any, out: list[Any]) -> None:
     t = type(obj)
     if t is list or t is tuple:
@@ -178,6 +259,17 @@ class DaskBackend:
         self._results: weakref.WeakSet[DaskResult] = weakref.WeakSet()
         self._disk: dict[tuple[str | None, str], bool] = {}
         self._scatter_lock: Any = None
+        self.ahead: Ahead | None = None  # futures submitted ahead (set by bind_scheduler)
+        self._to_locate: dict[str, asyncio.Future[Any]] = {}  # dask key -> waiter (see _where)
+        self._topic = TOPIC  # where workers announce results (_apply_located)
+        self._located: dict[str, tuple[str, int, float]] = {}  # dask key -> (worker, bytes, seconds)
+        self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
+        self._locating = False
+
+    def bind_scheduler(self, sched: Any) -> None:
+        """The run's scheduler: successors are submitted ahead of their inputs from it
+        (see :mod:`.dask_ahead`)."""
+        self.ahead = Ahead(sched, self)
 
     @property
     def keep_remote(self) -> bool:
@@ -213,8 +305,16 @@ class DaskBackend:
             self._own_client = True
         threads = sum(self.client.nthreads().values())
         self.capacity = float(threads) if threads else math.inf
+        if self.keep_remote:
+            _announced_to[self._tag] = self
+            await anyio.to_thread.run_sync(self.client.subscribe_topic, self._topic, _on_located)
         if self.placement is not None:
             await anyio.to_thread.run_sync(self.placement.connected, self.client)
+
+    def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+        if self.keep_remote:
+            return self.client.submit(_apply_located, self._topic, fn, args, kwargs, **options)
+        return self.client.submit(_apply, fn, args, kwargs, **options)
 
     def shares_disk(self, worker: str | None, path: str) -> bool:
         """Does ``worker`` see the directory ``path`` of this machine (same device/inode)?"""
@@ -246,28 +346,107 @@ class DaskBackend:
                     self.scattered[id(value)] = (value, fut)  # the value is kept: its id stays
                     self.scattered_bytes += cheap_size(value) or 0
 
-    async def call(
-        self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
-    ) -> tuple[Any, int | None]:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
-        unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
-        await self._scatter(args, kwargs)
-        hint = None
-        if self.placement is not None:
-            inputs: list[tuple[str, str | None, int | None]] = []
-            _inputs(args, inputs)
-            if kwargs:
-                _inputs(kwargs, inputs)
-            hint = self.placement.choose(key, unique, inputs, {})
-        sent_args = _to_futures(args, self)
-        sent_kwargs = _to_futures(kwargs, self) if kwargs else kwargs
+    def _hint(self, key: str, unique: str, args: Any, kwargs: Any,
+              after: list[str] | None = None) -> list[str] | None:
+        if self.placement is None:
+            return None
+        inputs: list[tuple[str, str | None, int | None]] = []
+        _inputs(args, inputs)
+        if kwargs:
+            _inputs(kwargs, inputs)
+        if after:
+            hint = self.placement.choose(key, unique, inputs, self._resources(key), after=after)
+        else:
+            hint = self.placement.choose(key, unique, inputs, self._resources(key))
+        return list(hint) if hint else None
+
+    def _resources(self, key: str) -> dict[str, float]:
+        """The task's declared resources (the placement rule weighs them)."""
+        if self.ahead is None:
+            return {}
+        i = self.ahead.index_of(key)
+        if i is None:
+            return {}
+        task = self.ahead.sched.nodes[i].task
+        return dict(task.spec.resources) if task is not None and task.spec.resources else {}
+
+    def _options(self, unique: str, hint: list[str] | None) -> dict[str, Any]:
         options: dict[str, Any] = {"key": unique, "pure": False}
         if hint:
             options.update(workers=list(hint), allow_other_workers=True)
-        t0 = loop.time()
-        fut = self.client.submit(_apply, fn, sent_args, sent_kwargs, **options)
+        return options
+
+    def submit_ahead(self, i: int, key: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                     kwargs: dict[str, Any] | None, after: list[str]) -> DaskResult | None:
+        """Submit node ``i`` before its inputs are done (see :mod:`.dask_ahead`); None when
+        it needs something first (a large local value to scatter, a foreign remote)."""
+        big: list[Any] = []
+        _big_locals(args, big)
+        if kwargs:
+            _big_locals(kwargs, big)
+        if any(id(v) not in self.scattered for v in big) or _foreign(args) or (
+                kwargs and _foreign(kwargs)):
+            return None
+        unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
+        hint = self._hint(key, unique, args, kwargs, after)
+        keys: list[str] = []
+        _future_keys(args, keys)
+        if kwargs:
+            _future_keys(kwargs, keys)
+        fut = self._submit(fn, _to_futures(args, self), _to_futures(kwargs, self) if kwargs else kwargs,
+                           self._options(unique, hint))
         self._futures.add(fut)
+        assert self.ahead is not None
+        self.ahead.ahead[i] = (fut, unique, keys)
+        self.ahead.submitted_ahead += 1
+        return DaskResult(key, fut, self, self._predicted(key), hint[0] if hint else None)
+
+    def _predicted(self, key: str) -> int | None:
+        predict = getattr(self.placement, "predicted_bytes", None)
+        return predict(key) if predict is not None else None
+
+    async def call(
+        self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> tuple[Any, int | None]:
+        ahead = self.ahead
+        i = ahead.index_of(key) if ahead is not None else None
+        try:
+            return await self._call(key, i, fn, args, kwargs)
+        finally:
+            if ahead is not None and i is not None:
+                ahead.ended(i)
+
+    async def _call(
+        self, key: str, i: int | None, fn: Callable[..., Any], args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+    ) -> tuple[Any, int | None]:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+        ahead = self.ahead
+        taken = None
+        if ahead is not None and i is not None and i in ahead.ahead:
+            keys: list[str] = []
+            _future_keys(args, keys)
+            if kwargs:
+                _future_keys(kwargs, keys)
+            taken = ahead.take(i, keys)
+        t0 = loop.time()
+        if taken is not None:  # submitted ahead with these very inputs: adopt it
+            fut, unique = taken
+            if ahead is not None and i is not None:  # what follows it may go ahead now
+                ahead.submitted(i, ahead.inflight.get(i) or DaskResult(key, fut, self, None, None))
+        else:
+            unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
+            await self._scatter(args, kwargs)
+            hint = self._hint(key, unique, args, kwargs)
+            sent_args = _to_futures(args, self)
+            sent_kwargs = _to_futures(kwargs, self) if kwargs else kwargs
+            t0 = loop.time()
+            fut = self._submit(fn, sent_args, sent_kwargs, self._options(unique, hint))
+            self._futures.add(fut)
+            if ahead is not None and i is not None:
+                ahead.submitted(i, DaskResult(key, fut, self, self._predicted(key),
+                                              hint[0] if hint else None))
 
         def settle(outcome: tuple[bool, Any]) -> None:
             if not waiter.done():
@@ -304,18 +483,67 @@ class DaskBackend:
             if self.placement is not None:
                 self.placement.finished(key, unique, None, size, seconds)
             return value, size
-        worker, nbytes, compute = await anyio.to_thread.run_sync(
-            lambda: self.client.run_on_scheduler(_locate, key=unique))
+        told = self._located.pop(unique, None)
+        where: Located
+        if told is not None:  # the worker said where and how big (see _apply_located)
+            where = (told[0], told[1], told[2], (told[0],))
+            self.told_by_worker += 1
+        else:
+            where = await self._where(unique)
+            self.asked_scheduler += 1
+        worker, nbytes, compute, holders = where
         self._futures.discard(fut)
         result = DaskResult(key, fut, self, nbytes, worker)
         self._results.add(result)
         if self.placement is not None:  # the compute time, not our round trip, when known
-            self.placement.finished(key, unique, worker, nbytes,
-                                    compute if compute is not None else seconds)
+            seconds = compute if compute is not None else seconds
+            if len(holders) > 1:  # copies already made: which one is the original is settled
+                self.placement.finished(key, unique, worker, nbytes, seconds, holders=holders)
+            else:
+                self.placement.finished(key, unique, worker, nbytes, seconds)
         return result, nbytes
+
+    async def _where(self, unique: str) -> Located:
+        """Where Dask holds ``unique``'s result, its size and its kind's compute time.
+
+        Asked of the scheduler in batches: the first caller sends one request for every
+        key waiting at that moment, and keys that arrive meanwhile go in the next one.
+        With tasks submitted ahead many finish together, so this is one round trip per
+        batch rather than one per task."""
+        loop = asyncio.get_running_loop()
+        got: asyncio.Future[Located] = loop.create_future()
+        self._to_locate[unique] = got
+        if not self._locating:
+            self._locating = True
+            batch: dict[str, asyncio.Future[Any]] = {}
+            try:
+                while self._to_locate:
+                    batch, self._to_locate = self._to_locate, {}
+                    try:
+                        ask = functools.partial(self.client.run_on_scheduler, _locate_many,
+                                                keys=list(batch))
+                        found = await anyio.to_thread.run_sync(ask)
+                    except Exception as e:  # every waiter of the batch learns of it
+                        for f in batch.values():
+                            if not f.done():
+                                f.set_exception(e)
+                        continue
+                    for k, f in batch.items():
+                        if not f.done():
+                            f.set_result(found.get(k, (None, None, None, ())))
+            finally:  # (cancelled while asking: the others go on without a location)
+                self._locating = False
+                for f in [*batch.values(), *self._to_locate.values()]:
+                    if not f.done():
+                        f.set_result((None, None, None, ()))
+                self._to_locate = {}
+        return await got
 
     async def aclose(self, cancelled: bool) -> None:
         futures, self._futures = list(self._futures), set()
+        if self.ahead is not None:  # submitted ahead, never adopted (skipped, cancelled)
+            futures += [f for f, _, _ in self.ahead.ahead.values()]
+            self.ahead.ahead.clear()
         client, cluster = self.client, self._cluster
         placement = self.placement
         closing = self._own_client or cluster is not None
@@ -324,6 +552,7 @@ class DaskBackend:
         def close() -> None:
             if futures and client is not None:
                 client.cancel(futures)
+            _announced_to.pop(self._tag, None)  # (the client stays subscribed: other runs share it)
             if placement is not None and client is not None:
                 try:
                     placement.closing(client)

@@ -1,0 +1,167 @@
+"""Submitting Dask tasks ahead of their inputs, so a dependent starts without a round trip.
+
+Without this, a dependent Dask task is submitted only after nbflow has seen its inputs
+complete: Dask finishes the producer, tells the client, the engine records the completion,
+makes the consumer ready and submits it.  On small tasks that round trip through this
+process is most of the time a chain takes.
+
+So when a Dask task is submitted, its successors that will also run on Dask are submitted
+too, at once, with the producers' *futures* as arguments: Dask starts each one on a worker
+as soon as its inputs are in memory there.  This continues down the graph (a successor
+submitted ahead makes its own successors eligible), so a chain or a fan-in is handed to
+Dask in one go, as ``dask.delayed`` would hand it.
+
+The engine still runs its usual course for every task.  When a task submitted ahead
+becomes ready and starts in nbflow's view, the backend *adopts* the future already
+submitted instead of submitting again, provided the arguments are the same futures it was
+submitted with (otherwise — an input was retried under a new key, or came from the cache —
+the ahead future is cancelled and the task submitted afresh).  The task's events are
+therefore unchanged; the one difference is what ``running`` means: a task submitted ahead
+is shown running from when nbflow saw its inputs complete, while on the cluster it may
+have started (even finished) a little earlier.
+
+A task is submitted ahead only when nothing nbflow decides before it runs would be skipped:
+
+* the run has no result cache (with a cache, a task must look for a stored result, whose
+  key needs its inputs' content hashes, before it may run; speculating would also waste
+  the work that early cutoff saves);
+* it is a plain task on this Dask backend, with no declared resources (the engine admits
+  those against the run's capacity) and no ordering edge added for the run;
+* the run's ``workers`` limit does not cap Dask below its thread count;
+* every input is a result already here, a remote result, or a task in flight on Dask.
+
+If a producer fails, Dask fails the dependents submitted ahead with the same error and
+never runs them; the engine skips them as usual and their futures are released.  When the
+run ends, futures submitted ahead that the engine never adopted are cancelled.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ...core.kinds import TASK
+from ...core.ref import Ref
+from ...core.states import COMPLETED, PENDING
+
+
+class Ahead:
+    """The futures submitted ahead for one run's Dask backend (see the module)."""
+
+    def __init__(self, sched: Any, backend: Any) -> None:
+        self.sched = sched
+        self.backend = backend
+        self.inflight: dict[int, Any] = {}  # node -> the DaskResult-to-be (future, hint)
+        self.ahead: dict[int, tuple[Any, str, list[str]]] = {}  # node -> (future, unique, input keys)
+        self._index: dict[str, int] = {}
+        self._ordered: set[int] = {b for _, b in sched.extra_edges}
+        self.submitted_ahead = 0
+        self.adopted = 0
+
+    def index_of(self, key: str) -> int | None:
+        nodes = self.sched.nodes
+        if len(self._index) != len(nodes):
+            self._index = {r.key: r.index for r in nodes}
+        return self._index.get(key)
+
+    @property
+    def enabled(self) -> bool:
+        s = self.sched
+        return (s.cache is None and self.backend.keep_remote
+                and (s.limit == math.inf or s.limit >= self.backend.capacity))
+
+    # -- the engine starts a task --------------------------------------------------------
+
+    def take(self, i: int, input_keys: list[str]) -> tuple[Any, str] | None:
+        """The future submitted ahead for node ``i`` if it was submitted with exactly these
+        inputs (Dask keys); else None (and a stale one is cancelled)."""
+        got = self.ahead.pop(i, None)
+        if got is None:
+            return None
+        fut, unique, keys = got
+        if keys != input_keys:
+            fut.cancel()
+            self.backend._futures.discard(fut)
+            dropped = getattr(self.backend.placement, "dropped", None)
+            if dropped is not None:  # its placement no longer holds a place in a queue
+                dropped(unique)
+            return None
+        self.adopted += 1
+        return fut, unique
+
+    def submitted(self, i: int, result: Any) -> None:
+        """Node ``i`` is on Dask (``result``: its DaskResult-to-be): submit what follows."""
+        self.inflight[i] = result
+        if not self.enabled:
+            return
+        stack = [i]
+        while stack:
+            j = stack.pop()
+            for s in self.sched.succs[j]:
+                if s in self.inflight or s in self.ahead:
+                    continue
+                made = self._submit_ahead(s)
+                if made is not None:
+                    self.inflight[s] = made
+                    stack.append(s)
+
+    def ended(self, i: int) -> None:
+        """Node ``i``'s attempt is over (its result, if any, is in the engine's records)."""
+        self.inflight.pop(i, None)
+
+    # -- one successor -------------------------------------------------------------------
+
+    def _eligible(self, s: int) -> bool:
+        sched = self.sched
+        ref: Ref = sched.nodes[s]
+        if ref.kind != TASK or sched.state[s] is not PENDING or s in self._ordered:
+            return False
+        cls = sched.class_of[s]
+        if cls is None or cls.backend is not self.backend or ref.task.spec.resources:
+            return False
+        for d in ref.deps:
+            if d not in self.inflight and sched.state[d] is not COMPLETED:
+                return False
+        return True
+
+    def _submit_ahead(self, s: int) -> Any:
+        if not self._eligible(s):
+            return None
+        ref: Ref = self.sched.nodes[s]
+        args = tuple([self._value(a) for a in ref.args])
+        kwargs = {k: self._value(v) for k, v in ref.kwargs.items()} if ref.kwargs else None
+        return self.backend.submit_ahead(s, ref.key, ref.task.spec.fn, args, kwargs,
+                                         self._ancestors(s))
+
+    def _ancestors(self, s: int) -> list[str]:
+        """Dask keys of the unfinished tasks ``s`` waits for, directly or not."""
+        seen: set[int] = set()
+        stack = [d for d in self.sched.nodes[s].deps if d in self.inflight]
+        keys = []
+        while stack:
+            d = stack.pop()
+            if d in seen:
+                continue
+            seen.add(d)
+            fut = self.inflight[d].future
+            if fut is not None:
+                keys.append(fut.key)
+            stack.extend(p for p in self.sched.nodes[d].deps if p in self.inflight)
+        return keys
+
+    def _value(self, obj: Any) -> Any:
+        """An argument as the engine will resolve it, with in-flight producers' results
+        standing in for the values they will have."""
+        t = type(obj)
+        if t is Ref:
+            got = self.inflight.get(obj.index)
+            return got if got is not None else self.sched.results[obj.index]
+        if t is list:
+            return [self._value(x) for x in obj]
+        if t is tuple:
+            return tuple([self._value(x) for x in obj])
+        if t is dict:
+            return {k: self._value(v) for k, v in obj.items()}
+        if t is set or t is frozenset:
+            return t(self._value(x) for x in obj)
+        return obj

@@ -1,0 +1,186 @@
+"""``nf.plan(wf)``: what a run would do, before it runs — cache decisions, and on a cluster
+where each task would go and how many bytes would move.
+
+The placement part replays the placement rule (the same :class:`~.placement.Placer` the
+Dask runs use) in the simulator of :mod:`.simulate`, on the traced graph, with what the
+store's history predicts: each task's mean duration and output size over the workflow's
+recent runs (its own key's, else its task function's).  An edge carries the producer's
+predicted output; a task with no history has the median duration of those with history
+(1 s when none has) and an output of unknown size, counted as 0 bytes and reported as
+unknown.  The same graph is replayed with round-robin placement for comparison.
+
+The cache part is the store's own forecast (:func:`nbflow.store.plan`): per task ``hit``,
+``miss`` or ``maybe`` with the reason.  A task the cache would serve still appears in the
+placement, as if it ran: which tasks hit can depend on values computed in the run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import NbflowError
+from ..core.graphs import topological_order
+from ..core.ref import Ref
+from . import predicted
+from .placement import BANDWIDTH
+from .report import human
+from .simulate import simulate_placement
+
+DEFAULT_WORKERS = 4
+
+
+class PlanError(NbflowError, ValueError):
+    """``nf.plan`` cannot plan as asked; the message says what to pass."""
+
+
+@dataclass
+class WorkflowPlan:
+    """What ``nf.plan(wf)`` returns: print it, or read its fields."""
+
+    workflow: str
+    workers: int
+    bandwidth: float
+    bytes_moved: int  # predicted bytes between workers under the placement rule
+    bytes_moved_round_robin: int
+    makespan_s: float  # predicted makespan under the rule (simulated)
+    makespan_round_robin_s: float
+    unknown_sizes: int  # tasks feeding others whose output size history does not know
+    tasks: Any  # DataFrame: key, task, worker, seconds, output_bytes, input_bytes_moved, decision, reason
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def saving(self) -> float | None:
+        """Share of round-robin's bytes the rule avoids (None when round-robin moves none)."""
+        rr = self.bytes_moved_round_robin
+        return None if rr == 0 else 1.0 - self.bytes_moved / rr
+
+    def summary(self) -> str:
+        saved = "" if self.saving is None else f" ({self.saving:.0%} fewer)"
+        return (f"Placement on {self.workers} workers at {human(self.bandwidth)}/s: "
+                f"{human(self.bytes_moved)} would move between workers{saved}, against "
+                f"{human(self.bytes_moved_round_robin)} placing tasks in turn (round-robin); "
+                f"predicted makespan {self.makespan_s:.2f} s (round-robin "
+                f"{self.makespan_round_robin_s:.2f} s).")
+
+    def __str__(self) -> str:
+        lines = [f"Plan for workflow {self.workflow!r} ({len(self.tasks)} tasks). Nothing was run.",
+                 self.summary(), *self.notes, ""]
+        cols = [c for c in ("key", "worker", "seconds", "output_bytes", "input_bytes_moved",
+                            "decision", "reason") if c in self.tasks.columns]
+        lines.append(self.tasks[cols].to_string(index=False))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        notes = "".join(f"<br>{escape(n)}" for n in self.notes)
+        return (f"<div class='nbflow-plan-locality'><p><b>{escape(self.summary())}</b>{notes}</p>"
+                f"{self.tasks.to_html(index=False, border=0)}</div>")
+
+
+def _data_inputs(ref: Ref) -> list[int]:
+    """The producers whose values ``ref`` takes as arguments (not ``.after()`` edges)."""
+    found: list[int] = []
+
+    def walk(obj: Any) -> None:
+        t = type(obj)
+        if t is Ref:
+            found.append(obj.index)
+        elif t in (list, tuple, set, frozenset):
+            for x in obj:
+                walk(x)
+        elif t is dict:
+            for x in obj.values():
+                walk(x)
+
+    walk(ref.args)
+    if ref.kwargs:
+        walk(ref.kwargs)
+    return sorted(set(found))
+
+
+def _workers_of(backend: Any, workers: int | None) -> int:
+    if workers is not None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise PlanError(f"workers must be a whole number >= 1, got {workers!r}")
+        return workers
+    nthreads = getattr(backend, "nthreads", None)
+    if callable(nthreads):  # a distributed.Client: its cluster's threads
+        return max(1, sum(nthreads().values()))
+    return DEFAULT_WORKERS
+
+
+def plan(wf: Any, workers: int | None = None, backend: Any = None,
+         bandwidth: float = BANDWIDTH, cache: bool = True) -> WorkflowPlan:
+    """Predict, without running, where each task of ``wf`` would run on ``workers`` Dask
+    workers (default: the threads of ``backend`` when it is a ``distributed.Client``, else
+    4) and the bytes that would move, against round-robin; with the store's cache
+    decision per task.  See the module for the model."""
+    import pandas as pd
+
+    nodes = list(getattr(wf, "nodes", []))
+    if not nodes:
+        raise PlanError("the workflow has no tasks: trace task calls in `with nf.Workflow(...)` first")
+    if not bandwidth or bandwidth <= 0:
+        raise PlanError("bandwidth must be a positive number of bytes per second")
+    n_workers = _workers_of(backend, workers)
+    name = str(getattr(wf, "name", ""))
+    try:
+        sizes = predicted.output_sizes(name)
+        seconds = predicted.durations(name)
+    except Exception:  # an unreadable store: plan without history
+        sizes = seconds = ({}, {})
+    keyed = [(r.name, r.key) for r in nodes]
+    out_bytes = predicted.per_key(keyed, *sizes)
+    secs = predicted.per_key(keyed, *seconds)
+    fallback = statistics.median(secs.values()) if secs else 1.0
+
+    # The simulator wants nodes 0..n-1 in dependency order: renumber.
+    order = topological_order(nodes, lowest_first=False) or list(range(len(nodes)))
+    pos = {node: k for k, node in enumerate(order)}
+    succs: list[list[int]] = [[] for _ in order]
+    edges: dict[tuple[int, int], int] = {}
+    for ref in nodes:
+        v = pos[ref.index]
+        data = set(_data_inputs(ref))
+        for d in ref.deps:
+            succs[pos[d]].append(v)
+            if d in data:
+                edges[(pos[d], v)] = int(out_bytes.get(nodes[d].key, 0))
+    durs = [secs.get(nodes[i].key, fallback if nodes[i].kind in ("task", "undo") else 0.0)
+            for i in order]
+    rule = simulate_placement(succs, durs, edges, n_workers, "locality", bandwidth)
+    rr = simulate_placement(succs, durs, edges, n_workers, "round-robin", bandwidth)
+
+    moved_in = [0] * len(order)
+    for (u, v), b in edges.items():
+        if rule.placement[u] != rule.placement[v]:
+            moved_in[v] += b
+    rows = []
+    for ref in nodes:
+        v = pos[ref.index]
+        size = out_bytes.get(ref.key)
+        rows.append({"key": ref.key, "task": ref.name, "worker": rule.placement[v],
+                     "seconds": durs[v], "output_bytes": None if size is None else int(size),
+                     "input_bytes_moved": moved_in[v]})
+    tasks = pd.DataFrame(rows)
+    notes = []
+    feeding = {order[u] for u, _ in edges}  # tasks whose result some task takes as input
+    unknown = sum(1 for i in feeding if nodes[i].kind == "task" and nodes[i].key not in out_bytes)
+    if unknown:
+        notes.append(f"{unknown} task(s) have no recorded output size (no history): their "
+                     "edges count as 0 bytes.")
+    if not secs:
+        notes.append("No recorded durations: every task is taken to last 1 s.")
+    if cache:
+        try:
+            from ..store import plan as store_plan
+
+            decided = pd.DataFrame(store_plan(wf, cache=True))
+            tasks = tasks.merge(decided[["key", "decision", "reason"]], on="key", how="left")
+        except Exception as e:  # the cache forecast is extra: the placement stands alone
+            notes.append(f"Cache decisions unavailable ({type(e).__name__}: {e}).")
+    return WorkflowPlan(name, n_workers, float(bandwidth), rule.bytes_moved, rr.bytes_moved,
+                        rule.makespan, rr.makespan, unknown, tasks, notes)

@@ -1,0 +1,169 @@
+"""Dask tasks submitted ahead of their inputs (nbflow.engine.backends.dask_ahead).
+
+An in-process LocalCluster (processes=False) keeps these cheap; what is checked is what
+nbflow sends to Dask and what the run records, not timings.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import nbflow as nf
+from nbflow.core.events import TaskCompleted, TaskStarted
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+    try:
+        with distributed.Client(cluster, set_as_default=False) as c:
+            yield c
+    finally:
+        cluster.close()
+
+
+@nf.task
+def make(n: int, fill: float = 1.0):
+    return np.full(n, fill)
+
+
+@nf.task
+def inc(a):
+    return a + 1
+
+
+@nf.task
+def total(*arrays):
+    return float(sum(float(a.sum()) for a in arrays))
+
+
+def chains(name: str, n_chains: int = 2, length: int = 4) -> tuple[nf.Workflow, nf.Ref]:
+    with nf.Workflow(name) as wf:
+        ends = []
+        for c in range(n_chains):
+            r = make(1000, float(c))
+            for _ in range(length - 1):
+                r = inc(r)
+            ends.append(r)
+        out = total(*ends)
+    return wf, out
+
+
+def test_successors_go_to_dask_ahead_and_are_adopted(client):
+    wf, out = chains("ahead-chains")
+    run = wf.run(backend=client, cache=False)
+    ahead = run.backends["dask"].ahead
+    # Two roots are submitted by the engine; everything after them went ahead, in one go,
+    # and each was adopted (not submitted a second time) when the engine started it.
+    assert ahead.submitted_ahead == len(wf.nodes) - 2
+    assert ahead.adopted == ahead.submitted_ahead
+    assert run[out] == 1000 * (0 + 3) + 1000 * (1 + 3)
+    # The engine's view is unchanged: every task started once and completed once, in order.
+    started = [e.key for e in run.events if isinstance(e, TaskStarted)]
+    done = [e.key for e in run.events if isinstance(e, TaskCompleted)]
+    assert sorted(started) == sorted(done) == sorted(r.key for r in wf.nodes)
+    assert done.index("inc-0") < done.index("inc-1") < done.index("total-0")
+
+
+def test_nothing_goes_ahead_with_the_cache_on(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("NBFLOW_HOME", str(tmp_path))
+    wf, out = chains("ahead-cached", n_chains=1, length=3)
+    run = wf.run(backend=client)
+    assert run.backends["dask"].ahead.submitted_ahead == 0  # a cache lookup comes first
+    again = wf.run(backend=client)
+    assert again[out] == run[out] and all(again.tasks["cached"])
+
+
+_flaky = {"left": 0}
+_lock = threading.Lock()
+
+
+def fail_once(a):
+    with _lock:
+        if _flaky["left"] > 0:
+            _flaky["left"] -= 1
+            raise RuntimeError("transient")
+    return a + 1
+
+
+def test_a_retried_producer_resubmits_what_went_ahead(client):
+    _flaky["left"] = 1
+    flaky = nf.task(retries=2, retry_delay=0.01)(fail_once)
+    with nf.Workflow("ahead-retry") as wf:
+        out = inc(inc(flaky(make(10))))
+    run = wf.run(backend=client, cache=False)
+    assert run.status == "completed"
+    assert run[out][0] == 4.0
+    ahead = run.backends["dask"].ahead
+    # inc-0 went ahead on the failed attempt's future: it was cancelled and submitted again
+    # with the retry's result; inc-1 (waiting on inc-0's stale future) likewise.
+    assert ahead.submitted_ahead >= 2 and ahead.adopted < ahead.submitted_ahead
+    assert dict(zip(run.tasks["key"], run.tasks["attempts"], strict=True))["fail_once-0"] == 2
+
+
+def boom(a):
+    raise ValueError("no good")
+
+
+def test_a_failed_producer_skips_what_went_ahead_and_the_run_ends(client):
+    bad = nf.task(boom)
+    with nf.Workflow("ahead-fail") as wf:
+        inc(inc(bad(make(10))))
+        ok = inc(make(5))
+    run = wf.run(backend=client, cache=False, raise_on_error=False)
+    assert run.status == "failed"
+    states = dict(zip(run.tasks["key"], run.tasks["state"], strict=True))
+    assert states["boom-0"] == "failed"
+    assert states["inc-0"] == states["inc-1"] == "skipped"
+    assert run[ok][0] == 2.0
+    assert run.backends["dask"]._futures == set()  # nothing left submitted on the cluster
+
+
+def test_a_workers_limit_below_the_cluster_keeps_tasks_in_the_engine(client):
+    wf, out = chains("ahead-limited", n_chains=2, length=3)
+    run = wf.run(backend=client, cache=False, workers=1)
+    assert run.backends["dask"].ahead.submitted_ahead == 0
+    assert run[out] == 1000 * 2 + 1000 * 3
+
+
+def test_declared_resources_reach_the_placement_rule(client, monkeypatch):
+    from nbflow.locality.placement import Placer
+
+    seen: list[dict[str, float]] = []
+    choose = Placer.choose
+
+    def spy(self, inputs, demand=None, seconds=None, exclude=()):
+        seen.append(dict(demand or {}))
+        return choose(self, inputs, demand, seconds, exclude)
+
+    monkeypatch.setattr(Placer, "choose", spy)
+    hungry = nf.task(resources={"memory": 1e6})(lambda a: a * 2)
+    with nf.Workflow("ahead-resources") as wf:
+        out = hungry(make(100))
+    run = wf.run(backend=client, cache=False, resources={"memory": 1e9})
+    assert run[out][0] == 2.0
+    assert {"memory": 1e6} in seen  # the task's demand was weighed where it was placed
+    assert run.backends["dask"].ahead.submitted_ahead == 0  # (declared resources: not ahead)
+
+
+def test_workers_announce_where_results_are_and_sizes_match_dask(client):
+    wf, _ = chains("ahead-located", n_chains=2, length=4)
+    run = wf.run(backend=client, cache=False)
+    backend = run.backends["dask"]
+    assert backend.told_by_worker + backend.asked_scheduler == len(wf.nodes)
+    assert backend.told_by_worker > 0  # (the rest, if any, were asked of the scheduler)
+    agent = run.locality.agent
+
+    def sizes(dask_scheduler, keys):
+        return {k: int(dask_scheduler.tasks[k].nbytes) for k in keys if k in dask_scheduler.tasks}
+
+    dask_sizes = client.run_on_scheduler(sizes, keys=list(agent.node_of))
+    ours = dict(zip(run.tasks["key"], run.tasks["output_bytes"], strict=True))
+    assert {agent.node_of[k]: v for k, v in dask_sizes.items()} == {
+        k: int(v) for k, v in ours.items()}
