@@ -185,9 +185,17 @@ class StoredRun:
             attempts[idx] = max(attempts.get(idx, 0), attempt)
             if state != "retried" or idx not in final:
                 final[idx] = r
-        started = {idx for (idx,) in q(
-            "SELECT DISTINCT idx FROM events WHERE run_id = ? AND type = 'TaskStarted'", (self.id,))}
+        # Attempts started, from the events: a node that started but whose final row says
+        # otherwise (an expanded map later skipped) counts its attempt as the live run does.
+        started: dict[int, int] = {}
+        started_at: dict[int, float] = {}
+        for idx, a, t in q("SELECT idx, MAX(json_extract(data, '$.attempt')), MAX(time) FROM events "
+                           "WHERE run_id = ? AND type = 'TaskStarted' GROUP BY idx", (self.id,)):
+            started[idx], started_at[idx] = a or 0, t
         unfinished = "interrupted" if self.status == "interrupted" else "running"
+        # A task that never started has no row saying where it ran: the live run shows the
+        # executor of its backend, as here (a task with its own executor= shows the backend's).
+        default_executor = {"local": "thread", "process": "process", "dask": "dask"}.get(self.backend or "")
         cols: dict[str, list[Any]] = {c: [] for c in [*TASK_COLUMNS, "blob", "kind", *METRIC_COLUMNS]}
         self._deps = {}
         for idx, key, task, kind, deps in nodes:
@@ -202,14 +210,16 @@ class StoredRun:
             cols["task"].append(task)
             cols["kind"].append(kind)
             cols["state"].append(r[2])
-            cols["attempts"].append(attempts.get(idx, 0))
-            cols["start"].append(r[4] if r[4] is not None else math.nan)
-            cols["end"].append(r[5] if r[5] is not None else math.nan)
+            cols["attempts"].append(max(attempts.get(idx, 0), started.get(idx, 0)))
+            cols["start"].append(r[4] if r[4] is not None else started_at.get(idx, math.nan))
+            # (a skipped task never ran: no end, as in the live run's table)
+            cols["end"].append(r[5] if r[5] is not None and r[2] != "skipped" else math.nan)
             cols["duration_s"].append(r[6] if r[6] is not None else math.nan)
             cols["cached"].append(bool(r[7]))
             cols["output_bytes"].append(r[8])
             cols["error"].append(r[9].strip().splitlines()[-1] if r[9] else None)
-            cols["executor"].append(r[3] or ("inline" if kind != "task" else None))
+            executor = r[3] if r[3] != "cache" else default_executor  # (cached: see `cached`)
+            cols["executor"].append(executor or ("inline" if kind != "task" else default_executor))
             cols["reason"].append(r[10])
             cols["blob"].append(r[11])
             for c, v in zip(METRIC_COLUMNS, r[12:17], strict=True):
