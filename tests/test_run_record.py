@@ -133,7 +133,7 @@ def test_stored_explain_names_the_same_reason_as_the_live_run(tmp_path: Path) ->
     # a third run with nothing changed: served from the cache, and both say so
     third = run_mix(tasks_module(3), data)
     pd.testing.assert_frame_equal(third.tasks, nf.load_run(third.id).tasks, check_dtype=False)
-    assert third.task_counts == nf.load_run(third.id).task_counts and third.task_counts.cached == 5
+    assert third.task_counts == nf.load_run(third.id).task_counts and third.task_counts.cached == 6
     back = nf.load_run(third.id).explain("read-0")
     assert back.cached and back.reason == third.explain("read-0").reason == "code and inputs unchanged"
     # a task name matching several tasks gives one explanation each, as live
