@@ -8,6 +8,7 @@ the code of a task that changed).
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import textwrap
 from pathlib import Path
@@ -45,12 +46,17 @@ def read(path):
 '''
 
 
-def tasks_module(version: int) -> dict[str, Any]:
-    """The tasks above, with ``work``'s code differing between versions."""
-    ns: dict[str, Any] = {}
-    src = SOURCE.replace("VERSION", str(version))
-    exec(compile(textwrap.dedent(src), f"<tasks v{version}>", "exec"), ns)  # noqa: S102 - test code
-    return ns
+def tasks_module(version: int, where: Path) -> dict[str, Any]:
+    """The tasks above, imported from a file, with ``work``'s code differing between versions."""
+    folder = where / f"v{version}"
+    folder.mkdir(exist_ok=True)
+    path = folder / "mix_tasks.py"
+    path.write_text(textwrap.dedent(SOURCE.replace("VERSION", str(version))))
+    spec = importlib.util.spec_from_file_location("mix_tasks", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return vars(module)
 
 
 def run_mix(ns: dict[str, Any], path: Path) -> nf.Run:
@@ -69,7 +75,7 @@ def protocol_members() -> list[str]:
 def test_both_kinds_of_run_have_every_member_of_the_protocol(tmp_path: Path) -> None:
     data = tmp_path / "d.txt"
     data.write_text("a")
-    run = run_mix(tasks_module(2), data)
+    run = run_mix(tasks_module(2, tmp_path), data)
     stored = nf.load_run(run.id)
     assert type(stored) is StoredRun
     members = protocol_members()
@@ -92,7 +98,7 @@ def test_both_kinds_of_run_have_every_member_of_the_protocol(tmp_path: Path) -> 
 def test_the_same_run_live_and_stored_reads_the_same(tmp_path: Path) -> None:
     data = tmp_path / "d.txt"
     data.write_text("a")
-    ns = tasks_module(2)
+    ns = tasks_module(2, tmp_path)
     run = run_mix(ns, data)
     stored = nf.load_run(run.id)
     assert (stored.id, stored.name, stored.status) == (run.id, run.name, run.status) == (
@@ -119,9 +125,9 @@ def test_the_same_run_live_and_stored_reads_the_same(tmp_path: Path) -> None:
 def test_stored_explain_names_the_same_reason_as_the_live_run(tmp_path: Path) -> None:
     data = tmp_path / "d.txt"
     data.write_text("a")
-    run_mix(tasks_module(2), data)
+    run_mix(tasks_module(2, tmp_path), data)
     data.write_text("changed")  # the file changes ...
-    second = run_mix(tasks_module(3), data)  # ... and so does work's code
+    second = run_mix(tasks_module(3, tmp_path), data)  # ... and so does work's code
     stored = nf.load_run(second.id)
     for target in ("read-0", "work.map-0[1]"):
         live, back = second.explain(target), stored.explain(target)
@@ -131,7 +137,7 @@ def test_stored_explain_names_the_same_reason_as_the_live_run(tmp_path: Path) ->
     assert "d.txt" in stored.explain("read-0").reason and "changed" in stored.explain("read-0").reason
     assert stored.explain("work.map-0[1]").reason.startswith("code of work changed")
     # a third run with nothing changed: served from the cache, and both say so
-    third = run_mix(tasks_module(3), data)
+    third = run_mix(tasks_module(3, tmp_path), data)
     pd.testing.assert_frame_equal(third.tasks, nf.load_run(third.id).tasks, check_dtype=False)
     assert third.task_counts == nf.load_run(third.id).task_counts and third.task_counts.cached == 6
     back = nf.load_run(third.id).explain("read-0")

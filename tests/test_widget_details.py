@@ -40,7 +40,7 @@ def total(xs: list[int]) -> int:
 
 
 def node_attrs(svg: str, key: str) -> str:
-    m = re.search(r'<g class="nbflow-node" data-key="' + re.escape(key) + r'"[^>]*>(<title>[^<]*</title>)', svg)
+    m = re.search(r'<g class="nbflow-node" data-key="' + re.escape(key) + r'"[^>]*><title>[^<]*</title>', svg)
     assert m, key
     return m.group(0)
 
@@ -167,8 +167,8 @@ def join(a: Any, b: Any) -> int:
 
 
 def widths(svg: str) -> dict[int, float]:
-    return {int(b): float(w) for w, b in re.findall(r'<path d="[^"]*" stroke-width="([0-9.]+)" data-bytes="(\d+)"',
-                                                   svg)}
+    found = re.findall(r'<path d="[^"]*" stroke-width="([0-9.]+)" data-bytes="(\d+)"', svg)
+    return {int(b): float(w) for w, b in found}
 
 
 def test_heavy_edges_are_drawn_thicker_live_stored_and_static() -> None:
