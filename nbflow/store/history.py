@@ -95,7 +95,9 @@ GROUP BY 1, 2, 3, 4
 
 def runs(name: str | None = None, *, home: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Every run in the store, oldest first: id, name, status, start, end, duration_s,
-    tasks, and counts by state (completed, cached, failed, skipped, cancelled).
+    tasks, and counts by state (completed, cached, failed, skipped, cancelled), counted as
+    every view counts them (:func:`nbflow.core.counting.count_tasks`: the tasks a map added
+    at run time included).
 
     ``name`` keeps only the runs of that workflow; ``home`` reads another store.
     """
