@@ -136,8 +136,10 @@ class RunWidget:
     def _locality_html(self) -> str:
         """The run's locality report (``run.locality_report()``) once the run has ended."""
         run = self.run
-        if run is None or self.model.status in ("pending", "running"):
+        if self.model.status in ("pending", "running"):
             return "<div>shown when the run ends</div>"
+        if run is None:  # a run read back from the store: its transfers draw the graph's edges
+            return "<div>no locality report for a run read back from the store</div>"
         try:
             return run.locality_report().html()
         except Exception as e:  # a broken report must not break the view
