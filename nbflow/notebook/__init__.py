@@ -14,6 +14,7 @@ Modules, one job each:
 - :mod:`.plan`      ``--plan`` / ``--check`` output
 - :mod:`.binding`   names bound to Refs get their values
 - :mod:`.session`   the runs of this kernel session (``%nbflow runs``)
+- :mod:`.stored`    a run read back from the store as the views see a live one
 
 Importing this package is cheap: IPython, ipywidgets and pandas are imported only when used,
 so ``import nbflow`` may call :func:`register_if_ipython` unconditionally.
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..engine.run import Run
 
-__all__ = ["load_ipython_extension", "register_if_ipython", "show", "view_run"]
+__all__ = ["load_ipython_extension", "model_of_run", "register_if_ipython", "show", "view_run"]
 
 
 def load_ipython_extension(ip: Any) -> None:
