@@ -441,7 +441,8 @@ def tasks_html(model: RunModel, sort: str = "order", limit: int = 300) -> str:
         look = "cached" if state == "completed" and model.cached[i] else state
         fill = COLOURS.get(look, COLOURS["pending"])[0]
         cells = (
-            td.format("left", esc(model.keys[i])), td.format("left", esc(model.names[i])),
+            f'<td style="padding:1px 8px;text-align:left;white-space:nowrap">{esc(model.keys[i])}</td>',
+            td.format("left", esc(model.names[i])),
             f'<td style="padding:1px 8px;background:{fill}">{state}</td>',
             td.format("right", model.attempts[i]), td.format("right", fmt_seconds(model.duration[i])),
             td.format("center", "yes" if model.cached[i] else ""),
