@@ -8,11 +8,17 @@ everything else listens to the event stream as a :data:`~nbflow.core.events.Subs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .events import Subscriber
 
-__all__ = ["DataPlacement", "ResultCache", "RunView", "Subscriber"]
+if TYPE_CHECKING:
+    import networkx as nx
+    import pandas as pd
+
+    from .counting import TaskCounts
+
+__all__ = ["DataPlacement", "ResultCache", "RunRecord", "RunView", "Subscriber"]
 
 
 class RunView(Protocol):
@@ -84,3 +90,40 @@ class DataPlacement(Protocol):
                  seconds: float) -> None: ...
 
     def closing(self, client: Any) -> None: ...
+
+
+@runtime_checkable
+class RunRecord(Protocol):
+    """What every view reads of a run, whether it is live (``nf.Run``) or read back from
+    the store (``nf.load_run(id)``, a :class:`~nbflow.store.history.StoredRun`).
+
+    The notebook views, ``nbflow show`` and ``nbflow runs`` read runs only through this,
+    so a stored run is shown exactly as the live one was.  ``tasks`` has the same columns
+    for both; ``task_counts`` is :func:`nbflow.core.counting.count_tasks` of the run;
+    ``errors()`` has the failed tasks only; ``logs(key)`` is what a task printed;
+    ``explain(key)`` says why a task ran or hit the cache; ``run[key]`` is a task's value.
+    """
+
+    id: str
+    name: str
+    status: str
+
+    @property
+    def tasks(self) -> pd.DataFrame: ...
+
+    @property
+    def graph(self) -> nx.DiGraph: ...
+
+    @property
+    def counts(self) -> dict[str, int]: ...
+
+    @property
+    def task_counts(self) -> TaskCounts: ...
+
+    def errors(self) -> dict[str, BaseException]: ...
+
+    def logs(self, key: Any) -> str | None: ...
+
+    def explain(self, what: Any) -> Any: ...
+
+    def __getitem__(self, key: Any) -> Any: ...

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
+from ..core.counting import TaskCounts, count_tasks
 from ..core.errors import (
     RefUsageError,
     TaskNotFinished,
@@ -421,6 +422,16 @@ class Run:
         for st in s.state if s is not None else ():
             out[st] = out.get(st, 0) + 1
         return out
+
+    @property
+    def task_counts(self) -> TaskCounts:
+        """Counts as every view shows them (:func:`nbflow.core.counting.count_tasks`): the
+        tasks a map added at run time included, a collector waiting for its items pending."""
+        s = self._sched
+        cache = self.result_cache
+        n = len(s.nodes)
+        cached = [cache.cached(i) for i in range(n)] if cache is not None else [False] * n
+        return count_tasks(zip(list(s.state), cached, [r.kind for r in s.nodes[:n]], strict=False))
 
     @property
     def duration_s(self) -> float:

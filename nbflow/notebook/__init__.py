@@ -14,6 +14,7 @@ Modules, one job each:
 - :mod:`.plan`      ``--plan`` / ``--check`` output
 - :mod:`.binding`   names bound to Refs get their values
 - :mod:`.session`   the runs of this kernel session (``%nbflow runs``)
+- :mod:`.stored`    a run read back from the store as the views see a live one
 
 Importing this package is cheap: IPython, ipywidgets and pandas are imported only when used,
 so ``import nbflow`` may call :func:`register_if_ipython` unconditionally.
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..engine.run import Run
 
-__all__ = ["load_ipython_extension", "register_if_ipython", "show", "view_run"]
+__all__ = ["load_ipython_extension", "model_of_run", "register_if_ipython", "show", "view_run"]
 
 
 def load_ipython_extension(ip: Any) -> None:
@@ -56,9 +57,33 @@ def view_run(run: Run) -> Any:
     return model
 
 
-def show(run: Any = None) -> None:
+def model_of_run(run: Any) -> Any:
+    """The :class:`~nbflow.notebook.model.RunModel` of a live Run or of a stored run."""
+    if hasattr(run, "events") and hasattr(run, "workflow"):
+        model = view_run(run)
+        _with_transfers(model, run)
+        return model
+    from .stored import model_of  # a run read back from the store (nf.load_run)
+
+    return model_of(run)
+
+
+def _with_transfers(model: Any, run: Any) -> None:
+    """Bytes Dask moved between tasks (``run.transfers``), for the edge widths."""
+    try:
+        moved = run.transfers
+    except Exception:  # no locality view (a run not made by nf.Workflow): output sizes only
+        return
+    if moved is None or len(moved) == 0:
+        return
+    for (producer, consumer), nbytes in moved.groupby(["producer", "consumer"])["bytes"].sum().items():
+        model.edge_bytes[(producer, consumer)] = int(nbytes)
+
+
+def show(run: Any = None, *, widget: bool | None = None) -> None:
     """Display the final view of ``run`` (default: ``nf.last_run()``; a live Run or a stored
-    run from ``nf.load_run``) as static HTML."""
+    run from ``nf.load_run``): the run widget with a static HTML copy (what a saved notebook
+    shows), or the static HTML alone when ``widget=False`` or no widget can be shown."""
     from IPython.display import display
 
     from ..engine.run import last_run
@@ -69,12 +94,18 @@ def show(run: Any = None) -> None:
     if run is None:
         print("[nbflow] no run yet")
         return
-    if hasattr(run, "events") and hasattr(run, "workflow"):
-        model = view_run(run)
-    else:  # a run read back from the store (nf.load_run)
-        from .stored import model_of
+    model = model_of_run(run)
+    if widget is None:
+        from .frontend import frontend_mode
 
-        model = model_of(run)
+        widget = frontend_mode()[0] == "widget"
+    if widget:
+        from .widget import RunWidget
+
+        view = RunWidget(model, None, graph=GraphView(model))
+        view.final()
+        display(view.mimebundle(), raw=True)
+        return
     graph = GraphView(model)
     display({"text/plain": render.summary_text(model),
              "text/html": render.static_html(model, graph.svg(), graph.note)}, raw=True)

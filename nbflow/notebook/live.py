@@ -114,6 +114,9 @@ class LiveView:
             if self._finalised:
                 return
             self._finalised = True
+        from . import _with_transfers
+
+        _with_transfers(self.model, self.run)  # (Dask runs: edges as thick as what moved)
         if self.widget is not None:
             self.widget.final()
             if self.handle is not None:

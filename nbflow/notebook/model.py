@@ -10,6 +10,7 @@ looked.  Nothing here calls back into the run.
 
 from __future__ import annotations
 
+import bisect
 import math
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
 from ..core import states
+from ..core.counting import TaskCounts, count_tasks
 
 if TYPE_CHECKING:
     from ..engine.run import Run
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 STATES = states.ALL
 DONE_STATES = states.TERMINAL
+THROUGHPUT_WINDOW = 30.0  # seconds of recent finishes the widget's tasks/s is measured over
 
 
 class RunModel:
@@ -51,6 +54,13 @@ class RunModel:
         self.reasons: dict[int, str] = {}
         self.retry_errors: dict[int, BaseException] = {}
         self.counts: dict[str, int] = {"pending": n}
+        self.ended_at: list[float] = []
+        # Bytes moved from producer to consumer key (Dask's run.transfers), when known:
+        # the drawn edges get thicker with them (else with the producers' output sizes).
+        self.edge_bytes: dict[tuple[str, str], int] = {}
+        # What a task printed, by key; None: ask the run (run.logs).  A stored run's view
+        # sets it to its preloaded outputs.
+        self.logs: Any = None  # times tasks finished (completed or failed), in order
         self.retries = 0
         self.status = "pending"
         self.run_id: str | None = run.id if run is not None else None
@@ -105,6 +115,7 @@ class RunModel:
 
     def _completed(self, e: ev.TaskCompleted) -> None:
         i = e.index
+        self.ended_at.append(e.time)
         self.duration[i] = e.duration_s
         self.output_bytes[i] = e.output_bytes
         self.cached[i] = e.cached
@@ -112,6 +123,7 @@ class RunModel:
             self.attempts[i] = e.attempt
 
     def _failed(self, e: ev.TaskFailed) -> None:
+        self.ended_at.append(e.time)
         self.duration[e.index] = e.duration_s
         self.errors[e.index] = e.error
 
@@ -168,15 +180,43 @@ class RunModel:
         end = self.finished_at if not math.isnan(self.finished_at) else time.time()
         return max(0.0, end - self.started_at)
 
+    def task_counts(self) -> TaskCounts:
+        """Counts as every view shows them (:func:`nbflow.core.counting.count_tasks`): the
+        items a map added at run time included, a collector waiting for its items pending."""
+        n = self.n  # (the lists are extended before n grows: read n first)
+        return count_tasks(zip(self.state[:n], self.cached[:n], self.kinds[:n], strict=True))
+
+    def output_of(self, key: str) -> str | None:
+        """What task ``key`` printed (bounded by the capture), or None."""
+        source = self.logs if self.logs is not None else getattr(self.run, "logs", None)
+        if source is None:
+            return None
+        try:
+            return source(key)
+        except (KeyError, LookupError, TypeError):  # a node the run does not know (yet)
+            return None
+
     @property
     def done(self) -> int:
-        c = self.counts
-        return sum(c.get(s, 0) for s in DONE_STATES)
+        return self.task_counts().done
 
     def count_items(self) -> dict[str, int]:
         """Counts by state, only the non-zero ones, in the canonical state order."""
-        c = dict(self.counts)
-        return {s: c[s] for s in STATES if c.get(s)}
+        return dict(self.task_counts().by_state)
 
     def cached_count(self) -> int:
-        return sum(self.cached)
+        return self.task_counts().cached
+
+    def throughput(self, window: float = THROUGHPUT_WINDOW, now: float | None = None) -> float | None:
+        """Tasks finished per second over the last ``window`` seconds of the run (None before
+        anything finished).  Early in a run the window is the time since it started."""
+        ends = self.ended_at
+        if not ends or math.isnan(self.started_at):
+            return None
+        now = (self.finished_at if not math.isnan(self.finished_at) else time.time()) if now is None else now
+        since = max(self.started_at, now - window)
+        span = now - since
+        if span <= 0:
+            return None
+        k = len(ends) - bisect.bisect_left(ends, since)
+        return k / span

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..core.counting import count_tasks, shown_state
 from .tracebacks import format_error, short_error
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def group_counts(model: RunModel, grouping: Grouping) -> list[dict[str, int]]:
         g = of[i]
         if kinds[i] == "collect" and groups[g].items:
             continue
-        s = state[i]
+        s = shown_state(state[i], kinds[i])  # a collector waiting for its items is pending
         if s == "completed" and cached[i]:
             s = "cached"
         c = out[g]
@@ -126,8 +127,9 @@ def aggregate_state(counts: dict[str, int]) -> str:
 # -- tooltips ----------------------------------------------------------------------------
 
 def _task_tooltip(model: RunModel, i: int) -> str:
-    state = model.state[i]
-    lines = [f"{model.keys[i]}  ({model.names[i]})", f"state: {state}"]
+    state = shown_state(model.state[i], model.kinds[i])
+    waiting = " (waiting for its items)" if state != model.state[i] else ""
+    lines = [f"{model.keys[i]}  ({model.names[i]})", f"state: {state}{waiting}"]
     if model.attempts[i]:
         lines.append(f"duration: {fmt_seconds(model.duration[i])}")
         lines.append(f"attempts: {model.attempts[i]}")
@@ -145,8 +147,10 @@ def _task_tooltip(model: RunModel, i: int) -> str:
 
 def _group_tooltip(model: RunModel, group: Group, counts: dict[str, int]) -> str:
     m = group.members
-    lines = [f"{group.label}: {len(m)} tasks",
-             ", ".join(f"{counts[s]} {s}" for s in ORDER if counts.get(s))]
+    # Counted as the header counts (every member, a waiting collector pending): the
+    # tooltips of all groups add up to the header's numbers.
+    tally = count_tasks((model.state[i], model.cached[i], model.kinds[i]) for i in m)
+    lines = [f"{group.label}: {tally.total} tasks", counts_phrase(tally.by_state, tally.cached)]
     durs = [model.duration[i] for i in m if not math.isnan(model.duration[i])]
     if durs:
         lines.append(f"duration: total {fmt_seconds(sum(durs))}, mean {fmt_seconds(sum(durs) / len(durs))}, "
@@ -181,15 +185,56 @@ def graph_svg(model: RunModel, grouping: Grouping, lay: Layout) -> str:
         f'font-family="{esc(FONT)}" font-size="11.5">'
     ]
     parts.append('<g class="nbflow-edges" fill="none" stroke="#90a4ae" stroke-width="1.2">')
-    for _a, _b, d, (x0, y0, x1, y1) in lay.edges:
-        parts.append(f'<path d="{d}"/>')
-        parts.append(_arrowhead(x0, y0, x1, y1))
+    weights = edge_bytes(model, grouping)
+    for a, b, d, (x0, y0, x1, y1) in lay.edges:
+        nbytes = weights.get((a, b))
+        if nbytes is None:
+            parts.append(f'<path d="{d}"/>')
+            parts.append(_arrowhead(x0, y0, x1, y1))
+            continue
+        width = edge_width(nbytes)
+        parts.append(f'<path d="{d}" stroke-width="{width:.1f}" data-bytes="{nbytes}">'
+                     f"<title>{esc(fmt_bytes(nbytes))}</title></path>")
+        parts.append(_arrowhead(x0, y0, x1, y1, 7.0 + width))
     parts.append("</g>")
     for k, grp in enumerate(grouping.groups):
         cx, cy, nw, nh = lay.nodes[k]
         parts.append(_node(model, grp, counts[k], cx, cy, nw, nh))
     parts.append("</svg>")
     return "".join(parts)
+
+
+EDGE_MIN_W, EDGE_MAX_W = 1.2, 7.0  # px; an edge carrying under THIN_BYTES stays at the minimum
+THIN_BYTES = 1024
+
+
+def edge_width(nbytes: int) -> float:
+    """Stroke width of an edge carrying ``nbytes``: log scale (0.6 px per doubling past
+    1 KiB), capped, so a 1 GB edge stands out without swallowing the drawing."""
+    if nbytes <= THIN_BYTES:
+        return EDGE_MIN_W
+    return min(EDGE_MAX_W, EDGE_MIN_W + 0.6 * math.log2(nbytes / THIN_BYTES))
+
+
+def edge_bytes(model: RunModel, grouping: Grouping) -> dict[tuple[int, int], int]:
+    """Bytes along each drawn edge ``(tail, head)``: what Dask moved between the tasks
+    (``model.edge_bytes``, from ``run.transfers``) when the run has such data, else the
+    producers' output sizes.  Edges with nothing known are left out."""
+    moved = model.edge_bytes
+    keys, of, out = model.keys, grouping.of, model.output_bytes
+    n = min(len(of), len(model))
+    weights: dict[tuple[int, int], int] = {}
+    for i in range(n):
+        b = of[i]
+        for d in model.deps[i]:
+            if d >= n or of[d] == b:
+                continue
+            nbytes = moved.get((keys[d], keys[i]), 0) if moved else out[d]
+            if nbytes is None:
+                continue
+            pair = (of[d], b)
+            weights[pair] = weights.get(pair, 0) + nbytes
+    return weights
 
 
 def _arrowhead(x0: float, y0: float, x1: float, y1: float, size: float = 7.0) -> str:
@@ -207,7 +252,7 @@ def _node(model: RunModel, grp: Group, counts: dict[str, int],
     x, y = cx - w / 2, cy - h / 2
     if grp.single:
         i = grp.members[0]
-        state = model.state[i]
+        state = shown_state(model.state[i], model.kinds[i])
         look = "cached" if state == "completed" and model.cached[i] else state
         tip = _task_tooltip(model, i)
         kind = "task"
@@ -258,13 +303,22 @@ def _bar(counts: dict[str, int], x: float, y: float, w: float, h: float) -> str:
 
 # -- the progress line ------------------------------------------------------------------------
 
+def counts_phrase(by_state: dict[str, int], cached: int) -> str:
+    """``5 completed (2 from cache), 1 failed, 3 pending``: a group tooltip's counts."""
+    parts = []
+    for s, v in by_state.items():
+        parts.append(f"{v} {s}" + (f" ({cached} from cache)" if s == "completed" and cached else ""))
+    return ", ".join(parts)
+
+
 def progress_text(model: RunModel) -> str:
     """One line: ``quickstart: 7/12 completed, 2 running, 1 failed in 3.2 s``."""
-    counts = model.count_items()
-    parts = [f"{counts.get('completed', 0)}/{len(model)} completed"]
+    tally = model.task_counts()
+    counts = tally.by_state
+    parts = [f"{counts.get('completed', 0)}/{tally.total} completed"]
     parts += [f"{v} {k}" for k, v in counts.items() if k not in ("completed", "pending")]
     extra = []
-    cached = model.cached_count()
+    cached = tally.cached
     if cached:
         extra.append(f"{cached} from cache")
     if model.retries:
@@ -273,10 +327,21 @@ def progress_text(model: RunModel) -> str:
     return f"{model.name}: {detail} in {fmt_seconds(model.elapsed)}"
 
 
+def throughput_html(model: RunModel) -> str:
+    """``· 12.5 tasks/s``: tasks finished per second over the recent window (live header)."""
+    rate = model.throughput()
+    if rate is None:
+        return ""
+    text = f"{rate:.1f}" if rate >= 1 else f"{rate:.2f}"
+    return (f' <span class="nbflow-throughput" data-rate="{rate:.4f}" style="color:#546e7a;font-size:12px">'
+            f"· {text} tasks/s</span>")
+
+
 def progress_html(model: RunModel, note: str | None = None, hint: str | None = None) -> str:
     status = model.status
     colour = STATUS_COLOURS.get(status, "#90a4ae")
-    counts = model.count_items()
+    tally = model.task_counts()
+    counts = tally.by_state
     chips = []
     for s in ("completed", "running", "retrying", "ready", "pending", "failed", "skipped", "cancelled"):
         if counts.get(s):
@@ -286,9 +351,10 @@ def progress_html(model: RunModel, note: str | None = None, hint: str | None = N
                 f'<span style="display:inline-block;width:9px;height:9px;border-radius:2px;'
                 f'background:{fill};border:1px solid {stroke};margin-right:4px;vertical-align:middle"></span>'
                 f"{counts[s]} {s}</span>")
-    cached = model.cached_count()
+    cached = tally.cached
     if cached:
-        chips.append(f'<span style="margin-right:10px">{cached} from cache</span>')
+        chips.append(f'<span class="nbflow-count" data-state="cached" style="margin-right:10px">'
+                     f"{cached} from cache</span>")
     if model.retries:
         chips.append(f'<span style="margin-right:10px">{model.retries} retries</span>')
     run_id = (f' <span style="color:#90a4ae;font-size:11px">run {esc(model.run_id)}</span>'
@@ -297,11 +363,11 @@ def progress_html(model: RunModel, note: str | None = None, hint: str | None = N
         run_id += f' <span class="nbflow-hint" style="color:#90a4ae;font-size:11px">· {esc(hint)}</span>'
 
     out = (
-        f'<div class="nbflow-progress" data-status="{esc(status)}" data-done="{model.done}" '
-        f'data-total="{len(model)}" style="font-family:{esc(SANS)};font-size:13px;line-height:1.9">'
+        f'<div class="nbflow-progress" data-status="{esc(status)}" data-done="{tally.done}" '
+        f'data-total="{tally.total}" style="font-family:{esc(SANS)};font-size:13px;line-height:1.9">'
         f'<span class="nbflow-status" style="background:{colour};color:white;border-radius:3px;'
         f'padding:1px 7px;margin-right:8px;font-weight:600">{esc(status)}</span>'
-        f"<b>{esc(model.name)}</b> · {model.done}/{len(model)} tasks done · "
+        f"<b>{esc(model.name)}</b> · {tally.done}/{tally.total} tasks done · "
         f'<span class="nbflow-elapsed">{fmt_seconds(model.elapsed)}</span>{run_id}<br>'
         + "".join(chips) + "</div>"
     )
@@ -312,7 +378,8 @@ def progress_html(model: RunModel, note: str | None = None, hint: str | None = N
 
 # -- tables ----------------------------------------------------------------------------------
 
-TASK_COLUMNS = ["key", "task", "state", "attempts", "duration", "cached", "output", "error"]
+TASK_COLUMNS = ["key", "task", "state", "attempts", "duration", "cached", "output", "error", "printed"]
+OUTPUT_SHOWN = 4000  # characters of a task's printed output shown in the tasks table
 _NAN_LAST = float("inf")
 
 
@@ -340,6 +407,24 @@ def _problem(model: RunModel, i: int) -> str:
     return model.reasons.get(i, "")
 
 
+def printed_html(model: RunModel, i: int, limit: int = OUTPUT_SHOWN) -> str:
+    """What task ``i`` printed, folded (``<details>``), at most ``limit`` characters; the
+    cut is said, and where the whole text is (``run.logs(key)``)."""
+    key = model.keys[i]
+    text = model.output_of(key)
+    if not text:
+        return ""
+    lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    cut = ""
+    if len(text) > limit:
+        cut = (f'<div class="nbflow-truncated" style="color:#8d6e63">truncated: {len(text) - limit} more '
+               f"characters; the whole text is <code>run.logs({esc(repr(key))})</code></div>")
+        text = text[:limit]
+    return (f'<details class="nbflow-printed" data-key="{esc(key)}"><summary>{lines} line'
+            f'{"s" if lines != 1 else ""}</summary><pre style="font-size:11px;margin:2px 0;max-height:200px;'
+            f'overflow:auto;background:#f7f7f7;padding:4px">{esc(text)}</pre>{cut}</details>')
+
+
 def tasks_html(model: RunModel, sort: str = "order", limit: int = 300) -> str:
     """The tasks table (the columns of ``run.tasks`` a reader needs), sorted, first ``limit`` rows.
 
@@ -352,16 +437,18 @@ def tasks_html(model: RunModel, sort: str = "order", limit: int = 300) -> str:
     td = '<td style="padding:1px 8px;text-align:{}">{}</td>'
     body = []
     for i in list(rows)[:limit]:
-        state = model.state[i]
+        state = shown_state(model.state[i], model.kinds[i])
         look = "cached" if state == "completed" and model.cached[i] else state
         fill = COLOURS.get(look, COLOURS["pending"])[0]
         cells = (
-            td.format("left", esc(model.keys[i])), td.format("left", esc(model.names[i])),
+            f'<td style="padding:1px 8px;text-align:left;white-space:nowrap">{esc(model.keys[i])}</td>',
+            td.format("left", esc(model.names[i])),
             f'<td style="padding:1px 8px;background:{fill}">{state}</td>',
             td.format("right", model.attempts[i]), td.format("right", fmt_seconds(model.duration[i])),
             td.format("center", "yes" if model.cached[i] else ""),
             td.format("right", fmt_bytes(model.output_bytes[i]) if model.output_bytes[i] is not None else ""),
             td.format("left", esc(_problem(model, i))),
+            td.format("left", printed_html(model, i)),
         )
         body.append(f'<tr data-key="{esc(model.keys[i])}">{"".join(cells)}</tr>')
     head = "".join(f'<th style="padding:1px 8px;text-align:left">{c}</th>' for c in TASK_COLUMNS)

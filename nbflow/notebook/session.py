@@ -47,10 +47,9 @@ def _factory(run: Run) -> ev.Subscriber:
         elif t is ev.RunFinished:
             row["status"] = e.status  # type: ignore[attr-defined]
             row["duration_s"] = round(e.duration_s, 3)  # type: ignore[attr-defined]
-            counts = run.counts
-            row["tasks"] = sum(counts.values())
-            for s in ("completed", "failed", "skipped", "cancelled"):
-                row[s] = counts.get(s, 0)
+            counts = run.task_counts.as_row()  # counted as every view counts them
+            for s in ("tasks", "completed", "failed", "skipped", "cancelled"):
+                row[s] = counts[s]
 
     return on_event
 

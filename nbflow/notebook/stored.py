@@ -4,7 +4,8 @@ The notebook room draws graphs from a :class:`~nbflow.notebook.model.RunModel`, 
 normally fed by a run's events.  For a run read back from the store (another process, a
 finished batch, an earlier kernel) this builds the same model from the journal's ``nodes``
 and the final task rows of :class:`~nbflow.store.StoredRun`, so ``%nbflow show RUN_ID``
-and the batch room's reports draw a stored run exactly as a live one.
+and the batch room's reports draw a stored run exactly as a live one: the same counts,
+each task's printed output in the tasks table, and edges as thick as the bytes they carried.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def model_of(run: StoredRun) -> RunModel:
     errors = run.errors()
     by_key = {k: i for i, k in enumerate(model.keys)}
     counts: dict[str, int] = {}
+    ends: list[float] = []
     for row in tasks.itertuples(index=False):
         i = by_key.get(row.key)
         if i is None:
@@ -56,6 +58,8 @@ def model_of(run: StoredRun) -> RunModel:
             if row.state in ("completed", "failed", "skipped", "cancelled", "running")
             else "pending"
         )
+        if not pd.isna(row.end) and state in ("completed", "failed"):
+            ends.append(row.end.timestamp())
         model.state[i] = state
         counts[state] = counts.get(state, 0) + 1
         model.attempts[i] = 0 if pd.isna(row.attempts) else int(row.attempts)
@@ -68,12 +72,38 @@ def model_of(run: StoredRun) -> RunModel:
         elif state == "skipped" and row.error:
             model.reasons[i] = row.error
     model.counts = counts
+    model.ended_at = sorted(ends)
+    outputs = _outputs(run)
+    model.logs = outputs.get  # what each task printed, read once
+    model.edge_bytes = _moved(run)
     model.status = run.status
     model.run_id = run.id
     model.started_at = run.started_at
     model.finished_at = run.finished_at if not math.isnan(run.finished_at) else run.started_at
     model.finished.set()
     return model
+
+
+def _outputs(run: StoredRun) -> dict[str, str]:
+    """What each task's latest recorded attempt printed, by key (one query)."""
+    out: dict[str, str] = {}
+    for key, text in run.store.journal.query(
+            "SELECT key, output FROM task_runs WHERE run_id = ? ORDER BY idx, attempt", (run.id,)):
+        if text:
+            out[key] = text
+        else:
+            out.pop(key, None)
+    return out
+
+
+def _moved(run: StoredRun) -> dict[tuple[str, str], int]:
+    """Bytes Dask moved from producer to consumer in the stored run (its transfers rows)."""
+    out: dict[tuple[str, str], int] = {}
+    for producer, consumer, nbytes in run.store.journal.query(
+            "SELECT producer, consumer, SUM(bytes) FROM transfers WHERE run_id = ? "
+            "AND producer IS NOT NULL AND consumer IS NOT NULL GROUP BY 1, 2", (run.id,)):
+        out[(producer, consumer)] = int(nbytes or 0)
+    return out
 
 
 def error_text(err: Any) -> str:

@@ -1,9 +1,11 @@
 """The live run widget (plain ipywidgets: no front-end extension needed).
 
-Layout: the progress line (status, counts by state, elapsed time; a Stop button next to it
-for background runs) above three tabs: the graph (an SVG drawn here, node colour by state,
-tooltips with duration, attempts, cache hit, output size and error), the tasks table
-(sortable) and the failed tasks' original tracebacks.
+Layout: the progress line (status, counts by state, elapsed time, and while running the
+ETA and the throughput in tasks/s over the last 30 s; a Stop button next to it for
+background runs) above the tabs: the graph (an SVG drawn here, node colour by state,
+tooltips with duration, attempts, cache hit, output size and error, edges thicker with the
+bytes they carry), the tasks table (sortable, with what each task printed, folded), the
+failed tasks' original tracebacks, the timeline and the locality report.
 
 Updates are coalesced.  Events only touch the :class:`RunModel`; :meth:`RunWidget.tick` is
 called every ``interval`` seconds (by the cell's own thread while a cell blocks, or by a
@@ -112,6 +114,8 @@ class RunWidget:
             from ..predict.timeline import eta_html
 
             text += eta_html(self.run)
+        if running:  # tasks/s over the recent window, next to the ETA
+            text += render.throughput_html(self.model)
         return text
 
     def _timeline_html(self) -> str:
@@ -132,8 +136,10 @@ class RunWidget:
     def _locality_html(self) -> str:
         """The run's locality report (``run.locality_report()``) once the run has ended."""
         run = self.run
-        if run is None or self.model.status in ("pending", "running"):
+        if self.model.status in ("pending", "running"):
             return "<div>shown when the run ends</div>"
+        if run is None:  # a run read back from the store: its transfers draw the graph's edges
+            return "<div>no locality report for a run read back from the store</div>"
         try:
             return run.locality_report().html()
         except Exception as e:  # a broken report must not break the view

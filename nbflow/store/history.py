@@ -18,10 +18,12 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
+from ..core.counting import TaskCounts, count_tasks
 from ..core.errors import (
     StoredError,
     TaskNotFinished,
 )
+from ..core.explain import Explanation, Explanations
 from ..core.frames import graph_nodes, tasks_frame
 from . import serialize
 from .blobs import BlobError
@@ -74,19 +76,28 @@ def effective_status(status: str, host: str | None, pid: int | None) -> str:
 
 
 _RUNS_SQL = """
-SELECT r.id, r.name, r.status, r.start, r.end, r.duration_s, r.n_tasks,
-       COALESCE(SUM(t.state = 'completed'), 0), COALESCE(SUM(t.state = 'completed' AND t.cached), 0),
-       COALESCE(SUM(t.state = 'failed'), 0), COALESCE(SUM(t.state = 'skipped'), 0),
-       COALESCE(SUM(t.state = 'cancelled'), 0), r.backend, r.host, r.pid
-FROM runs r LEFT JOIN task_runs t ON t.run_id = r.id AND t.state != 'retried'
-{where}
-GROUP BY r.id ORDER BY r.start
+SELECT r.id, r.name, r.status, r.start, r.end, r.duration_s, r.backend, r.host, r.pid
+FROM runs r {where} ORDER BY r.start
+"""
+# Per run, its nodes (the tasks a map added at run time included) by final state, cache hit
+# and kind, counted by count_tasks as every view counts them.  A node without a final row
+# has not ended: running if it started, else pending.
+_STATES_SQL = """
+SELECT n.run_id,
+       COALESCE(t.state, CASE WHEN EXISTS(SELECT 1 FROM task_runs a WHERE a.run_id = n.run_id
+                AND a.idx = n.idx) THEN 'running' ELSE 'pending' END),
+       COALESCE(t.cached, 0), n.kind, COUNT(*)
+FROM nodes n {join} LEFT JOIN task_runs t
+  ON t.run_id = n.run_id AND t.idx = n.idx AND t.state != 'retried'
+GROUP BY 1, 2, 3, 4
 """
 
 
 def runs(name: str | None = None, *, home: str | os.PathLike[str] | None = None) -> pd.DataFrame:
     """Every run in the store, oldest first: id, name, status, start, end, duration_s,
-    tasks, and counts by state (completed, cached, failed, skipped, cancelled).
+    tasks, and counts by state (completed, cached, failed, skipped, cancelled), counted as
+    every view counts them (:func:`nbflow.core.counting.count_tasks`: the tasks a map added
+    at run time included).
 
     ``name`` keeps only the runs of that workflow; ``home`` reads another store.
     """
@@ -95,7 +106,16 @@ def runs(name: str | None = None, *, home: str | os.PathLike[str] | None = None)
     store = _require_store(home)
     where, params = ("WHERE r.name = ?", (name,)) if name is not None else ("", ())
     rows = store.journal.query(_RUNS_SQL.format(where=where), params)
-    df = pd.DataFrame([list(r) for r in rows], columns=RUN_COLUMNS)
+    join = "JOIN runs r ON r.id = n.run_id AND r.name = ?" if name is not None else ""
+    by_run: dict[str, list[tuple[str, bool, str | None, int]]] = {}
+    for rid, state, cached, kind, n in store.journal.query(_STATES_SQL.format(join=join), params):
+        by_run.setdefault(rid, []).append((state, bool(cached), kind, n))
+    table = []
+    for rid, rname, status, start, end, dur, backend, host, pid in rows:
+        got = count_tasks(by_run.get(rid, ())).as_row()
+        table.append([rid, rname, status, start, end, dur, got["tasks"], got["completed"], got["cached"],
+                      got["failed"], got["skipped"], got["cancelled"], backend, host, pid])
+    df = pd.DataFrame(table, columns=RUN_COLUMNS)
     df["status"] = [effective_status(s, h, p)
                     for s, h, p in zip(df["status"], df["host"], df["pid"], strict=True)]
     for c in ("start", "end"):
@@ -129,9 +149,11 @@ def load_run(run_id: str, *, home: str | os.PathLike[str] | None = None) -> Stor
 class StoredRun:
     """A finished (or interrupted) run as the journal recorded it; reads lazily.
 
-    It has the reading surface of :class:`nbflow.Run`: ``id``, ``name``, ``status``,
-    ``tasks``, ``graph``, ``events``, ``counts``, ``errors()`` and ``run[key]`` (the stored
-    value of a task, when its result was cached).
+    It reads as :class:`nbflow.Run` does (both are a
+    :class:`~nbflow.core.protocols.RunRecord`): ``id``, ``name``, ``status``, ``tasks``,
+    ``graph``, ``events``, ``counts``, ``task_counts``, ``errors()`` (failed tasks only),
+    ``logs(key)``, ``explain(what)`` and ``run[key]`` (the stored value of a task, when its
+    result was cached).
     """
 
     def __init__(self, store: Store, row: tuple[Any, ...]) -> None:
@@ -165,10 +187,18 @@ class StoredRun:
             attempts[idx] = max(attempts.get(idx, 0), attempt)
             if state != "retried" or idx not in final:
                 final[idx] = r
-        started = {idx for (idx,) in q(
-            "SELECT DISTINCT idx FROM events WHERE run_id = ? AND type = 'TaskStarted'", (self.id,))}
+        # Attempts started, from the events: a node that started but whose final row says
+        # otherwise (an expanded map later skipped) counts its attempt as the live run does.
+        started: dict[int, int] = {}
+        started_at: dict[int, float] = {}
+        for idx, a, t in q("SELECT idx, MAX(json_extract(data, '$.attempt')), MAX(time) FROM events "
+                           "WHERE run_id = ? AND type = 'TaskStarted' GROUP BY idx", (self.id,)):
+            started[idx], started_at[idx] = a or 0, t
         unfinished = "interrupted" if self.status == "interrupted" else "running"
-        cols: dict[str, list[Any]] = {c: [] for c in [*TASK_COLUMNS, "blob", *METRIC_COLUMNS]}
+        # A task that never started has no row saying where it ran: the live run shows the
+        # executor of its backend, as here (a task with its own executor= shows the backend's).
+        default_executor = {"local": "thread", "process": "process", "dask": "dask"}.get(self.backend or "")
+        cols: dict[str, list[Any]] = {c: [] for c in [*TASK_COLUMNS, "blob", "kind", *METRIC_COLUMNS]}
         self._deps = {}
         for idx, key, task, kind, deps in nodes:
             self._deps[idx] = json.loads(deps or "[]")
@@ -180,20 +210,23 @@ class StoredRun:
                 r = (idx, r[1], unfinished if self.status in ("running", "interrupted") else "failed", *r[3:])
             cols["key"].append(key)
             cols["task"].append(task)
+            cols["kind"].append(kind)
             cols["state"].append(r[2])
-            cols["attempts"].append(attempts.get(idx, 0))
-            cols["start"].append(r[4] if r[4] is not None else math.nan)
-            cols["end"].append(r[5] if r[5] is not None else math.nan)
+            cols["attempts"].append(max(attempts.get(idx, 0), started.get(idx, 0)))
+            cols["start"].append(r[4] if r[4] is not None else started_at.get(idx, math.nan))
+            # (a skipped task never ran: no end, as in the live run's table)
+            cols["end"].append(r[5] if r[5] is not None and r[2] != "skipped" else math.nan)
             cols["duration_s"].append(r[6] if r[6] is not None else math.nan)
             cols["cached"].append(bool(r[7]))
             cols["output_bytes"].append(r[8])
             cols["error"].append(r[9].strip().splitlines()[-1] if r[9] else None)
-            cols["executor"].append(r[3] or ("inline" if kind != "task" else None))
+            executor = r[3] if r[3] != "cache" else default_executor  # (cached: see `cached`)
+            cols["executor"].append(executor or ("inline" if kind != "task" else default_executor))
             cols["reason"].append(r[10])
             cols["blob"].append(r[11])
             for c, v in zip(METRIC_COLUMNS, r[12:17], strict=True):
                 cols[c].append(v)
-            if r[9]:
+            if r[9] and r[2] == "failed":  # (a skipped task's row keeps why as its error)
                 self._errors[key] = r[9]
         self._rows = cols
         return cols
@@ -249,6 +282,23 @@ class StoredRun:
 
     def count(self, state: str) -> int:
         return self.counts.get(state, 0)
+
+    @property
+    def task_counts(self) -> TaskCounts:
+        """Counts as every view shows them (:func:`nbflow.core.counting.count_tasks`)."""
+        rows = self._load()
+        return count_tasks(zip(rows["state"], rows["cached"], rows["kind"], strict=True))
+
+    def explain(self, what: Any) -> Explanation | Explanations:
+        """Why a task ran or was served from the cache, as the run recorded it (the same
+        reason the live run gave).  ``what``: a Ref, a task key, a task name or a Task (a
+        name matching several tasks gives :class:`Explanations`, one per task)."""
+        from .recall import explain_node, targets
+
+        rows = self._load()
+        out = [explain_node(self, rows["key"][j], rows["task"][j], rows["kind"][j])
+               for j in targets(self, what)]
+        return out[0] if len(out) == 1 else Explanations(out)
 
     def errors(self) -> dict[str, StoredError]:
         """The recorded error (with traceback text) of each failed task, by key."""
