@@ -11,7 +11,9 @@ How it works, per task family:
    neighbours in log input size) is scored on data it did not see: leave one run out when
    the family has several runs, otherwise five interleaved folds.  The candidate with
    the lowest median absolute percentage error wins (a model other than the median must
-   beat the median by 5%) and is refitted on everything.
+   beat the median by 5%) and is refitted on everything.  Each candidate's estimate is
+   first rescaled by the factor that minimises its held-out *relative* error (see
+   :func:`relative_error_scale`): on a skewed family the best point is not the median.
 2. **Online correction.**  ``predict(rows, finished=...)`` takes the tasks of the same run
    that already finished.  A run on a slower machine or with bigger inputs than history
    shifts all its tasks; the finished ones show by how much.  Three corrections are
@@ -60,7 +62,11 @@ SHRINK_RUN = 8.0  # finished tasks of a run that give the run-wide factor half t
 LOCAL_MIN = 3  # finished tasks of a family before the ``local`` correction is possible
 ONLINE_STRATEGIES = ("none", "factor", "local", "blend")
 SIGNIFICANT_S = 0.05  # errors are judged on tasks longer than this (shorter ones are noise)
-PREFER_SIMPLE = 0.05  # relative held-out gain a model needs over the median to be chosen
+PREFER_SIMPLE = 0.05
+MIN_SCALE_RESIDUALS = 10  # held-out residuals a family needs before its point is rescaled
+SCALE_POINT = True
+SCALE_GAIN = PREFER_SIMPLE  # relative gain in held-out error (and move) a rescaling needs
+SCALE_MAX = 1.25  # the most a point estimate is rescaled, either way  # relative held-out gain a model needs over the median to be chosen
 
 
 class PredictionError(NbflowError, ValueError):
@@ -95,6 +101,46 @@ class _Family:
     resid_offline: np.ndarray = field(default_factory=lambda: np.empty(0))
     resid_online: np.ndarray = field(default_factory=lambda: np.empty(0))
     scores: dict[str, float] = field(default_factory=dict)
+    scale: float = 1.0
+
+
+def relative_error_scale(log_resid: np.ndarray, min_n: int = MIN_SCALE_RESIDUALS) -> float:
+    """The factor ``s`` that minimises the median of ``|s * predicted / actual - 1|``.
+
+    ``log_resid`` are held-out ``log(actual / predicted)``.  A model fitted in log space
+    (or the median) aims at the middle of the durations, but the error that is judged is
+    relative to the *actual* duration, which is asymmetric: predicting 2x too much costs
+    100%, predicting 2x too little costs 50%.  On a skewed family the best constant is
+    therefore not the median; this finds it from residuals the model did not see.  With
+    fewer than ``min_n`` residuals the answer is 1 (no evidence to move).
+    """
+    r = np.exp(-np.asarray(log_resid, dtype=float))  # predicted / actual
+    r = r[np.isfinite(r)]
+    if len(r) < min_n:
+        return 1.0
+    # The objective is piecewise linear in s with kinks at 1 / r_i: the optimum is at one.
+    cands = np.unique(1.0 / r)
+    if len(cands) > 400:  # a quantile grid is enough and keeps this O(n * 400)
+        cands = np.quantile(cands, np.linspace(0, 1, 401))
+    errs = np.median(np.abs(cands[:, None] * r[None, :] - 1.0), axis=1)
+    i = int(np.argmin(errs))
+    base = float(np.median(np.abs(r - 1.0)))
+    if errs[i] > base * (1 - SCALE_GAIN) or abs(math.log(cands[i])) < math.log(1 + SCALE_GAIN):
+        return 1.0  # a small gain or a small move is within the noise of the median
+    return float(np.clip(cands[i], 1 / SCALE_MAX, SCALE_MAX))
+
+
+def _skew_scale(resid: np.ndarray, inst: np.ndarray) -> float:
+    # The rescaling corrects the skew of the durations around the model, which carries
+    # over to new runs; shifts between runs do not, so each run's residuals are centred.
+    centred = resid - pd.Series(resid).groupby(inst).transform("median").to_numpy()
+    return relative_error_scale(centred)
+
+
+def _scaled(fitted: Fitted, scale: float) -> Fitted:
+    if scale == 1.0:
+        return fitted
+    return lambda xq: fitted(xq) * scale
 
 
 def _log_ratio(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -240,13 +286,16 @@ class Predictor:
             return fam, np.full(len(y), np.nan)
         preds: dict[str, np.ndarray] = {}
         scores: dict[str, float] = {}
+        inst = rows["instance"].to_numpy()
+        scales: dict[str, float] = {}
         for cand in self.candidates:
             p = np.empty(len(y))
             for test in folds:
                 train = ~test
                 p[test] = CANDIDATES[cand](x[train], y[train])(x[test])
-            preds[cand] = p
-            scores[cand] = mdape(y, p)
+            scales[cand] = _skew_scale(_log_ratio(y, p), inst) if SCALE_POINT else 1.0
+            preds[cand] = p * scales[cand]
+            scores[cand] = mdape(y, preds[cand])
         # Lowest held-out error wins, but a model more complex than the first candidate
         # (the median) must beat it clearly: small wins on few runs are mostly luck.
         base = self.candidates[0]
@@ -255,8 +304,10 @@ class Predictor:
             bar = min(scores[best], scores[base] * (1 - PREFER_SIMPLE))
             if np.nan_to_num(scores[cand], nan=np.inf) < bar:
                 best = cand
-        fam = _Family(name, best, CANDIDATES[best](x, y), len(y), max(float(np.median(y)), FLOOR_S),
-                      scores=scores)
+        scale = scales[best]
+        fam = _Family(name, best, _scaled(CANDIDATES[best](x, y), scale), len(y),
+                      max(float(np.median(y)), FLOOR_S), scores=scores)
+        fam.scale = scale
         fam.resid_offline = _log_ratio(y, preds[best])
         return fam, preds[best]
 
