@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from nbflow import NbflowError
-from nbflow.predict import Predictor, observations_from_wfformat
-from nbflow.predict import model
+from nbflow.predict import Predictor, model, observations_from_wfformat
 from nbflow.predict.model import PredictionError, mdape
 from nbflow.predict.observations import family_of
 

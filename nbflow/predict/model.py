@@ -62,11 +62,11 @@ SHRINK_RUN = 8.0  # finished tasks of a run that give the run-wide factor half t
 LOCAL_MIN = 3  # finished tasks of a family before the ``local`` correction is possible
 ONLINE_STRATEGIES = ("none", "factor", "local", "blend")
 SIGNIFICANT_S = 0.05  # errors are judged on tasks longer than this (shorter ones are noise)
-PREFER_SIMPLE = 0.05
+PREFER_SIMPLE = 0.05  # relative held-out gain a model needs over the median to be chosen
 MIN_SCALE_RESIDUALS = 10  # held-out residuals a family needs before its point is rescaled
-SCALE_POINT = True
+SCALE_POINT = True  # (switch for comparisons: off gives each model's plain estimate)
 SCALE_GAIN = PREFER_SIMPLE  # relative gain in held-out error (and move) a rescaling needs
-SCALE_MAX = 1.25  # the most a point estimate is rescaled, either way  # relative held-out gain a model needs over the median to be chosen
+SCALE_MAX = 1.25  # the most a point estimate is rescaled, either way
 
 
 class PredictionError(NbflowError, ValueError):
