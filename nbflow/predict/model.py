@@ -36,9 +36,19 @@ How it works, per task family:
    residuals and from all families pooled otherwise, so they are calibrated on data the
    model did not see.
 
-A family never seen before falls back to the family with the most similar name (at least
-60% similar), else to the global prior (median duration of all history, with the spread of
-all history as its interval); the ``source`` column of the prediction says which.
+A task name never seen before falls back, in this order, to
+
+- **code lineage**: when observations and rows carry a ``code`` column (the lineage key of
+  the task's code, :mod:`nbflow.predict.lineage`, which ``nf.history`` reads), a renamed task whose code
+  is unchanged uses the history of the name that ran that code;
+- the family with the most **similar name** (at least 60% similar);
+- the **global prior** (median duration of all history, with the spread of all history as
+  its interval).
+
+A known name whose code changed keeps the history of its previous versions (the closest
+thing there is) and says so.  The ``source`` column of the prediction tells which:
+``history``, ``history (code changed)``, ``code lineage: <name>``, ``similar name:
+<name>`` or ``global prior``.
 """
 
 from __future__ import annotations
@@ -102,6 +112,7 @@ class _Family:
     resid_online: np.ndarray = field(default_factory=lambda: np.empty(0))
     scores: dict[str, float] = field(default_factory=dict)
     scale: float = 1.0
+    codes: frozenset[str] = frozenset()
 
 
 def relative_error_scale(log_resid: np.ndarray, min_n: int = MIN_SCALE_RESIDUALS) -> float:
@@ -179,6 +190,11 @@ def _prepare(frame: pd.DataFrame, what: str, need_duration: bool, fill_x: bool =
             )
         out["duration_s"] = y.astype(float)
     out["instance"] = frame["instance"].astype(str) if "instance" in frame.columns else "run"
+    # The code lineage key of each row, when known (code lineage); None otherwise.
+    if "code" in frame.columns:
+        out["code"] = [c if isinstance(c, str) and c else None for c in frame["code"]]
+    else:
+        out["code"] = None
     for col in ("start_s", "end_s"):
         if col in frame.columns:
             out[col] = pd.to_numeric(frame[col], errors="coerce")
@@ -252,6 +268,7 @@ class Predictor:
         self._prior_resid = np.array([-1.0, 1.0])
         self._pooled_offline = np.empty(0)
         self._pooled_online = np.empty(0)
+        self._code_owner: dict[str, str] = {}
 
     # ------------------------------------------------------------------ fitting
 
@@ -271,6 +288,7 @@ class Predictor:
             self.families[str(fam)] = family
             oof[idx] = pred
         self._choose_online(obs, oof)
+        self._learn_lineage(obs)
         res_off = [f.resid_offline for f in self.families.values() if len(f.resid_offline)]
         res_on = [f.resid_online for f in self.families.values() if len(f.resid_online)]
         self._pooled_offline = np.concatenate(res_off) if res_off else self._prior_resid
@@ -311,6 +329,20 @@ class Predictor:
         fam.resid_offline = _log_ratio(y, preds[best])
         return fam, preds[best]
 
+    def _learn_lineage(self, obs: pd.DataFrame) -> None:
+        """Which code digests each family ran, and which family ran each digest most."""
+        known = obs[obs["code"].notna()]
+        self._code_owner = {}
+        if known.empty:
+            return
+        counts = known.groupby(["code", "task"]).size().sort_values(ascending=False)
+        for (code, task), _n in counts.items():
+            self._code_owner.setdefault(str(code), str(task))
+        for task, codes in known.groupby("task")["code"]:
+            fam = self.families.get(str(task))
+            if fam is not None:
+                fam.codes = frozenset(str(c) for c in codes)
+
     def _choose_online(self, obs: pd.DataFrame, oof: np.ndarray) -> None:
         """Replay history run by run to pick each family's online correction."""
         ok = ~np.isnan(oof)
@@ -348,8 +380,10 @@ class Predictor:
         ``finished``: tasks of the same run that already finished (with ``duration_s``),
         used to correct the estimates online.  Returns a DataFrame with ``rows``' index and
         columns ``duration_s``, ``duration_lo``, ``duration_hi`` (an 80% interval),
-        ``model`` (the family model that answered), ``source`` (``history``, ``similar
-        name: <family>`` or ``global prior``), ``online`` (the correction applied, or
+        ``model`` (the family model that answered), ``source`` (how that family was found:
+        ``history``, ``history (code changed)``, ``code lineage: <family>``, ``similar
+        name: <family>`` or ``global prior``; rows may carry a ``code`` column, the task
+        code's lineage key, for the first two), ``online`` (the correction applied, or
         ``none``) and ``n_history`` (observations of the family that answered).
         """
         if not self.families:
@@ -362,6 +396,7 @@ class Predictor:
             fin = _Finished(f["task"].to_numpy(), f["input_bytes"].to_numpy(dtype=float),
                             f["duration_s"].to_numpy(dtype=float), p0f)
         p0, model, source = self._offline(q)
+        codes = _codes_by_task(q)
         point = p0.copy()
         lo = np.empty(len(q))
         hi = np.empty(len(q))
@@ -371,7 +406,7 @@ class Predictor:
         x = q["input_bytes"].to_numpy(dtype=float)
         for name in pd.unique(task):
             sel = task == name
-            known = self._resolve(name)
+            known, _ = self._resolve(name, codes.get(name))
             strategy = known.online if known is not None else "factor"
             if fin is not None:
                 point[sel] = fin.correct(name, x[sel], p0[sel])[strategy]
@@ -394,12 +429,20 @@ class Predictor:
             index=rows.index,
         )
 
-    def _resolve(self, name: str) -> _Family | None:
+    def _resolve(self, name: str, code: str | None = None) -> tuple[_Family | None, str]:
+        """The family that answers for task ``name`` (whose code lineage key is ``code``, if
+        known) and the ``source`` text saying how it was found (see the module doc)."""
         fam = self.families.get(name)
-        if fam is None:
-            close = difflib.get_close_matches(name, list(self.families), n=1, cutoff=0.6)
-            fam = self.families[close[0]] if close else None
-        return fam
+        if fam is not None:
+            changed = code is not None and bool(fam.codes) and code not in fam.codes
+            return fam, "history (code changed)" if changed else "history"
+        owner = self._code_owner.get(code) if code is not None else None
+        if owner is not None and owner in self.families:
+            return self.families[owner], f"code lineage: {owner}"
+        close = difflib.get_close_matches(name, list(self.families), n=1, cutoff=0.6)
+        if close:
+            return self.families[close[0]], f"similar name: {close[0]}"
+        return None, "global prior"
 
     def _residuals(self, fam: _Family | None, online: bool) -> np.ndarray:
         if fam is None:
@@ -415,16 +458,17 @@ class Predictor:
         source = np.full(len(q), "global prior", dtype=object)
         task = q["task"].to_numpy()
         x = q["input_bytes"].to_numpy(dtype=float)
+        codes = _codes_by_task(q)
         for name in pd.unique(task):
             sel = task == name
-            fam = self._resolve(name)
+            fam, how = self._resolve(name, codes.get(name))
+            source[sel] = how
             if fam is None:
                 continue
             xs = x[sel]
             unknown = np.isnan(xs)
             p[sel] = np.where(unknown, fam.median_s, fam.fitted(np.nan_to_num(xs)))
             model[sel] = np.where(unknown, "median", fam.model)
-            source[sel] = "history" if fam.name == name else f"similar name: {fam.name}"
         return p, model, source
 
     def sample(
@@ -447,11 +491,13 @@ class Predictor:
         z = np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.standard_normal((n, len(point)))
         u = 0.5 * (1.0 + _erf(z / np.sqrt(2.0)).astype(float))
         out = np.empty((n, len(point)))
-        task = _prepare(rows, "rows", need_duration=False)["task"].to_numpy()
+        q = _prepare(rows, "rows", need_duration=False)
+        task = q["task"].to_numpy()
+        codes = _codes_by_task(q)
         for name in pd.unique(task):
             sel = np.flatnonzero(task == name)
             online = finished is not None and len(finished) > 0
-            resid = np.sort(self._residuals(self._resolve(name), online=online))
+            resid = np.sort(self._residuals(self._resolve(name, codes.get(name))[0], online=online))
             pos = u[:, sel] * (len(resid) - 1)
             r = np.interp(pos, np.arange(len(resid)), resid)
             out[:, sel] = point[sel] * np.exp(r)
@@ -466,6 +512,14 @@ class Predictor:
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _codes_by_task(q: pd.DataFrame) -> dict[str, str]:
+    """The code digest of each task name among prepared rows (first one given wins)."""
+    known = q[q["code"].notna()]
+    if known.empty:
+        return {}
+    return {str(t): str(c) for t, c in known.groupby("task", sort=False)["code"].first().items()}
 
 
 def _same_finished_sets(start: np.ndarray, end: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
