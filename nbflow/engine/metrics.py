@@ -196,11 +196,13 @@ def input_features(
 class TaskMetrics:
     """The metrics of one run, by node index (the latest attempt of each node)."""
 
-    __slots__ = ("_calls", "_tiny", "cpu_s", "input_bytes", "input_items", "input_shape", "peak_rss")
+    __slots__ = ("_calls", "_seen", "_tiny", "cpu_s", "input_bytes", "input_items", "input_shape",
+                 "peak_rss")
 
     def __init__(self) -> None:
         self._tiny: dict[Any, int] = {}  # function -> consecutive calls under TINY_CPU_S
         self._calls = 0
+        self._seen: set[int] = set()  # nodes with input features or a worker's envelope
         self.cpu_s: dict[int, float] = {}
         self.peak_rss: dict[int, int | None] = {}
         self.input_bytes: dict[int, int | None] = {}
@@ -236,6 +238,7 @@ class TaskMetrics:
 
     def _record(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
         b, n, s = input_features(args, kwargs)
+        self._seen.add(i)
         if b is not None:
             self.input_bytes[i] = b
         if n is not None:
@@ -248,16 +251,17 @@ class TaskMetrics:
         if type(value) is Measured:
             self.cpu_s[i] = value.cpu_s
             self.peak_rss[i] = value.peak_rss
+            self._seen.add(i)
             return value.measured_value
         return value
 
     def row(self, i: int) -> tuple[Any, ...] | None:
         """``(cpu_s, peak_rss, input_bytes, input_items, input_shape)`` of node ``i``'s latest
         attempt (what its events carry), or None when nothing was measured."""
-        # Called for every finished task: membership tests first, because most tasks of a
-        # large run (coroutines with plain arguments) have nothing measured at all.
-        if (i not in self.cpu_s and i not in self.input_bytes and i not in self.input_items
-                and i not in self.input_shape and i not in self.peak_rss):
+        # Called for every finished task: two membership tests first, because most tasks of
+        # a large run (coroutines with plain arguments) have nothing measured at all.  (The
+        # thread wrapper writes cpu_s itself, so that table is asked directly.)
+        if i not in self._seen and i not in self.cpu_s:
             return None
         row = (self.cpu_s.get(i), self.peak_rss.get(i), self.input_bytes.get(i),
                self.input_items.get(i), self.input_shape.get(i))
