@@ -154,3 +154,28 @@ def test_relative_error_scale_finds_the_brute_force_optimum() -> None:
     # Too few residuals, or residuals with no skew to correct: no rescaling.
     assert model.relative_error_scale(resid[:5]) == 1.0
     assert model.relative_error_scale(np.zeros(100)) == 1.0
+
+
+def test_a_call_whose_input_size_was_seen_before_gets_that_calls_duration() -> None:
+    # 50 input files, each with its own duration that no law of its size explains; every
+    # run processes the same files (sizes repeat exactly), with 5% noise.
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(1_000, 100_000, 50).astype(float)
+    own = rng.uniform(1.0, 20.0, 50)
+
+    def run(r: int) -> pd.DataFrame:
+        y = own * np.exp(rng.normal(0, 0.05, 50))
+        return pd.DataFrame({"instance": f"run{r}", "task": "decon", "input_bytes": sizes,
+                             "duration_s": y, "start_s": 0.0, "end_s": y})
+
+    fitted = Predictor().fit(run(0))  # one run: same-size memory is the prior
+    test = run(1)
+    out = fitted.predict(test)
+    assert (out["model"] == "same size").all()
+    assert mdape(test["duration_s"].to_numpy(), out["duration_s"].to_numpy()) < 10
+    # Several runs where sizes do not carry over (new files each run): it is not kept.
+    shuffled = [run(r).assign(duration_s=lambda d: rng.permutation(d["duration_s"].to_numpy()))
+                for r in range(3)]
+    p2 = Predictor().fit(pd.concat(shuffled, ignore_index=True))
+    assert not p2.families["decon"].exact
+    assert (p2.predict(test)["model"] != "same size").all()

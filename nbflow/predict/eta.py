@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["Eta", "Forecast", "ForecastError", "RunSnapshot", "eta_of", "forecast", "run_eta", "snapshot"]
 
 DEFAULT_SAMPLES = 40
+PACE_SHRINK = 8.0  # finished tasks that give a run's own pace half its weight in an ETA
 _TASK_KINDS = ("task", "undo")
 _TERMINAL = ("completed", "failed", "cancelled", "skipped")
 _RUNNING = ("running", "retrying")
@@ -242,9 +243,32 @@ def _draws(
     return draws, pred["duration_s"].to_numpy(), no_hist, dict(sorted(fallbacks.items()))
 
 
+def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
+    """How much slower (> 1) or faster this run's finished tasks were than predicted.
+
+    The predictor corrects each task family from its own finished calls where its history
+    showed that this helps; what is left, measured against those corrected predictions, is
+    the pace of the run as a whole (a loaded machine, per-task overhead, a bigger data
+    set): the median ratio actual / predicted, in log space, shrunk towards 1 by how few
+    tasks finished (:data:`PACE_SHRINK` of them give it half its weight).
+    """
+    if finished is None or not len(finished):
+        return 1.0
+    p = predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+    y = finished["duration_s"].to_numpy(dtype=float)
+    ok = (y > 0) & (p > 0)
+    n = int(ok.sum())
+    if not n:
+        return 1.0
+    return math.exp(float(np.median(np.log(y[ok] / p[ok]))) * n / (n + PACE_SHRINK))
+
+
 def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAULT_SAMPLES,
-           seed: int = 0) -> Eta:
-    """The :class:`Eta` of a run at the moment ``snap`` was taken."""
+           seed: int = 0, pace: bool = True) -> Eta:
+    """The :class:`Eta` of a run at the moment ``snap`` was taken.
+
+    With ``pace`` (the default) the remaining durations are multiplied by the run's own
+    pace so far (:func:`run_pace`)."""
     n = len(snap.keys)
     done = sum(1 for s in snap.states if s in _TERMINAL)
     left = [i for i in range(n) if snap.states[i] not in _TERMINAL]
@@ -264,6 +288,8 @@ def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAUL
     }) if fin_ids else None
     draws, _, no_hist, _ = _draws(predictor, [snap.names[i] for i in task_ids],
                                    [snap.input_bytes[i] for i in task_ids], finished, samples, seed)
+    if pace:
+        draws = draws * run_pace(predictor, finished)
     col = {i: c for c, i in enumerate(task_ids)}
     running = [snap.states[i] in _RUNNING for i in order]
     levels = ([snap.levels[i] for i in order] if snap.levels is not None else longest_remaining_path(succs))

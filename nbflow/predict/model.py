@@ -14,6 +14,10 @@ How it works, per task family:
    beat the median by 5%) and is refitted on everything.  Each candidate's estimate is
    first rescaled by the factor that minimises its held-out *relative* error (see
    :func:`relative_error_scale`): on a skewed family the best point is not the median.
+   A call whose input size was seen before (a size that singles out few calls of the
+   family) gets the median duration of those calls instead (``model`` ``same size``): in
+   a workflow run again, the same input file is the same work.  With several runs this is
+   kept only if it beats the model across runs; with one run it is the prior.
 2. **Online correction.**  ``predict(rows, finished=...)`` takes the tasks of the same run
    that already finished.  A run on a slower machine or with bigger inputs than history
    shifts all its tasks; the finished ones show by how much.  Three corrections are
@@ -77,6 +81,7 @@ MIN_SCALE_RESIDUALS = 10  # held-out residuals a family needs before its point i
 SCALE_POINT = True  # (switch for comparisons: off gives each model's plain estimate)
 SCALE_GAIN = PREFER_SIMPLE  # relative gain in held-out error (and move) a rescaling needs
 SCALE_MAX = 1.25  # the most a point estimate is rescaled, either way
+EXACT_MAX_SHARE = 0.5  # an input size shared by more of a family's calls is not specific
 
 
 class PredictionError(NbflowError, ValueError):
@@ -113,6 +118,7 @@ class _Family:
     scores: dict[str, float] = field(default_factory=dict)
     scale: float = 1.0
     codes: frozenset[str] = frozenset()
+    exact: dict[float, float] = field(default_factory=dict)  # input size -> median duration
 
 
 def relative_error_scale(log_resid: np.ndarray, min_n: int = MIN_SCALE_RESIDUALS) -> float:
@@ -327,6 +333,18 @@ class Predictor:
                       max(float(np.median(y)), FLOOR_S), scores=scores)
         fam.scale = scale
         fam.resid_offline = _log_ratio(y, preds[best])
+        fam.exact = _exact_sizes(x, y)
+        if fam.exact and len(pd.unique(inst)) >= 2:
+            # Several runs: keep the same-size memory only if it beats the model across runs.
+            p_ex = preds[best].copy()
+            for test in folds:
+                seen = _exact_sizes(x[~test], y[~test])
+                hit = np.array([seen.get(float(v), np.nan) for v in x[test]])
+                p_ex[test] = np.where(np.isnan(hit), p_ex[test], hit)
+            score = mdape(y, p_ex)
+            fam.scores["exact_size"] = score
+            if not score < scores[best]:
+                fam.exact = {}
         return fam, preds[best]
 
     def _learn_lineage(self, obs: pd.DataFrame) -> None:
@@ -469,6 +487,11 @@ class Predictor:
             unknown = np.isnan(xs)
             p[sel] = np.where(unknown, fam.median_s, fam.fitted(np.nan_to_num(xs)))
             model[sel] = np.where(unknown, "median", fam.model)
+            if fam.exact:  # an input size seen before: most likely the same input
+                hit = np.array([fam.exact.get(float(v), np.nan) for v in xs])
+                use = ~np.isnan(hit)
+                p[sel] = np.where(use, hit, p[sel])
+                model[sel] = np.where(use, "same size", model[sel])
         return p, model, source
 
     def sample(
@@ -512,6 +535,20 @@ class Predictor:
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _exact_sizes(x: np.ndarray, y: np.ndarray) -> dict[float, float]:
+    """Median duration per input size, for sizes that single out a few calls.
+
+    A size shared by more than :data:`EXACT_MAX_SHARE` of the family (every call of a
+    task that reads the same reference file) says nothing about one call, so it is left
+    to the model; unknown sizes (0) likewise.
+    """
+    sizes = pd.Series(y).groupby(x)
+    med = sizes.median()
+    cnt = sizes.size()
+    keep = cnt[cnt <= max(1, EXACT_MAX_SHARE * len(y))].index
+    return {float(k): max(float(med[k]), FLOOR_S) for k in keep if k > 0}
 
 
 def _codes_by_task(q: pd.DataFrame) -> dict[str, str]:
