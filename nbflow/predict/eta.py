@@ -249,8 +249,9 @@ def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
     The predictor corrects each task family from its own finished calls where its history
     showed that this helps; what is left, measured against those corrected predictions, is
     the pace of the run as a whole (a loaded machine, per-task overhead, a bigger data
-    set): the median ratio actual / predicted, in log space, shrunk towards 1 by how few
-    tasks finished (:data:`PACE_SHRINK` of them give it half its weight).
+    set): the ratio of their total actual to their total predicted duration, in log space
+    shrunk towards 1 by how few tasks finished (:data:`PACE_SHRINK` of them give it half
+    its weight).
     """
     if finished is None or not len(finished):
         return 1.0
@@ -260,7 +261,11 @@ def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
     n = int(ok.sum())
     if not n:
         return 1.0
-    return math.exp(float(np.median(np.log(y[ok] / p[ok]))) * n / (n + PACE_SHRINK))
+    # Total actual over total predicted: what the remaining time is made of is seconds, so
+    # a long task's ratio counts for more than a short one's (a median of per-task ratios
+    # let tiny tasks with large relative errors set the pace: twice the ETA error).
+    lr = math.log(float(y[ok].sum()) / float(p[ok].sum()))
+    return math.exp(lr * n / (n + PACE_SHRINK))
 
 
 def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAULT_SAMPLES,
