@@ -2,7 +2,7 @@
 
 Metrics (``nbflow/engine/metrics.py``: CPU time of thread/process tasks, input features)
 are always on in nbflow.  *Off* here replaces the scheduler's metrics hook with one that
-does nothing (``TaskMetrics.wrap`` returns the function, ``unwrap`` the value), in the
+does nothing (``TaskMetrics.wrap`` returns the function, ``unwrap`` the value, ``row`` None), in the
 same process, alternating on/off sample by sample so the machine's noise cancels.  Both
 wall time and CPU time of the process (``time.process_time``: what this process itself
 spent, unaffected by other processes on a shared machine) are reported; the budget is
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     import nbflow as nf
     from nbflow.engine.metrics import TaskMetrics
 
-    real_wrap, real_unwrap = TaskMetrics.wrap, TaskMetrics.unwrap
+    real_wrap, real_unwrap, real_row = TaskMetrics.wrap, TaskMetrics.unwrap, TaskMetrics.row
 
     def off_wrap(self: Any, i: int, fn: Any, executor: Any, a: Any, kw: Any) -> Any:
         return fn
@@ -75,11 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     def off_unwrap(self: Any, i: int, value: Any) -> Any:
         return value
 
+    def off_row(self: Any, i: int) -> Any:
+        return None
+
     tasks = {"async": nf.task(anoop), "sync": nf.task(noop)}
 
     def sample(parents: list[list[int]], kind: str, on: bool) -> tuple[float, float]:
         TaskMetrics.wrap = real_wrap if on else off_wrap  # type: ignore[method-assign]
         TaskMetrics.unwrap = real_unwrap if on else off_unwrap  # type: ignore[method-assign]
+        TaskMetrics.row = real_row if on else off_row  # type: ignore[method-assign]
         gc.collect()
         t0 = time.perf_counter()
         c0 = time.process_time()
@@ -115,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
             print(json.dumps(row), file=sys.stderr)
     TaskMetrics.wrap, TaskMetrics.unwrap = real_wrap, real_unwrap  # type: ignore[method-assign]
+    TaskMetrics.row = real_row  # type: ignore[method-assign]
     # The hook alone, timed in a tight loop (far less noisy than whole runs): what it adds
     # per task, against the per-task CPU cost of the runs above with the hook off.
     import timeit
@@ -122,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     m = TaskMetrics()
     hook = {}
     for kind, executor in (("async", "async"), ("sync", "thread")):
+        # What the scheduler does per task: wrap before the call, row() for the finishing
+        # event (unwrap runs only for a process/Dask worker's envelope, never here).
         def one(executor: str = executor) -> None:
             f = m.wrap(7, noop, executor, (1,), None)
-            m.unwrap(7, 1)
             if executor == "thread":
                 f(1)  # the thread wrapper's own work: two thread_time() calls around the call
+            m.row(7)
         reps = 200_000
         best = min(timeit.repeat(one, number=reps, repeat=5)) / reps
         base = statistics.median(r["cpu_us_per_task_off"] for r in results if r["kind"] == kind) \

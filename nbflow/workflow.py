@@ -13,7 +13,8 @@ This is the one module that knows every room a run needs.  ``wf.run()``, ``wf.st
 3. the engine makes the :class:`~nbflow.engine.run.Run` (which validates executors and
    resource demands);
 4. the prediction room (:mod:`nbflow.predict`) weighs dispatch priorities by the durations
-   the store has seen (when it has);
+   the store has seen (when it has), and gives tasks that needed much memory before their
+   predicted peak as memory demand for admission (:mod:`nbflow.predict.memory`);
 5. the store (:mod:`nbflow.store`), when one is usable, gives the run its journal subscriber
    and — unless ``cache=False`` — its result cache.
 
@@ -35,6 +36,7 @@ from .engine.graph import WorkflowGraph
 from .engine.run import Run as EngineRun
 from .locality import predicted as locality_predicted
 from .params.env import run_defaults
+from .predict.memory import apply_predicted_memory
 from .predict.priorities import apply_learned_priorities, mean_durations
 from .store import hooks as store_hooks
 
@@ -138,6 +140,8 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         run.subscribe(journal)
     # With history, dispatch priorities weigh tasks by their measured durations.
     run.learned_priorities = apply_learned_priorities(run)
+    # With recorded peak memory, memory-heavy tasks only start when their peak fits.
+    run.predicted_memory = apply_predicted_memory(run)
     if options.cache:
         run.attach_cache(store_hooks.run_cache(run))
     agent = locality.attach(run)  # Dask: placement, transfer accounting; every run: the report

@@ -148,3 +148,24 @@ def test_forecast_from_the_store_history_and_errors() -> None:
     fc = nf.forecast(wf, workers=[1, 2])
     assert fc.no_history == [] and fc.tasks == 2
     assert len(fc.critical_path) == 2
+
+
+def test_eta_follows_the_pace_of_the_runs_finished_tasks() -> None:
+    from nbflow.predict.eta import RunSnapshot, run_pace
+
+    p = _fitted_on({"step": 1.0})
+    n = 20
+    # A chain of 20 calls on one worker; the first 10 took 2 s each where history says 1 s.
+    snap = RunSnapshot(
+        keys=[f"step-{i}" for i in range(n)], names=["step"] * n, kinds=["task"] * n,
+        deps=[[i - 1] if i else [] for i in range(n)],
+        states=["completed"] * 10 + ["pending"] * 10, elapsed=[math.nan] * n,
+        durations=[2.0] * 10 + [math.nan] * 10, input_bytes=[math.nan] * n, priorities=[0] * n,
+        workers=1, taken_at=0.0, run_elapsed_s=20.0,
+    )
+    paced = eta_of(snap, p).remaining_s
+    plain = eta_of(snap, p, pace=False).remaining_s
+    truth = 10 * 2.0  # if the rest keeps the pace
+    assert plain < paced <= truth * 1.05
+    assert abs(paced - truth) < abs(plain - truth)
+    assert run_pace(p, None) == 1.0

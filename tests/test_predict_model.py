@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nbflow import NbflowError
-from nbflow.predict import Predictor, observations_from_wfformat
+from nbflow.predict import Predictor, model, observations_from_wfformat
 from nbflow.predict.model import PredictionError, mdape
 from nbflow.predict.observations import family_of
 
@@ -127,3 +127,55 @@ def test_observations_from_wfformat_rows() -> None:
 def test_family_of_strips_the_instance_number() -> None:
     assert family_of("blast-chameleon-small-003.json") == "blast-chameleon-small"
     assert family_of("x/1000genome-chameleon-2ch-100k-001.json") == "1000genome-chameleon-2ch-100k"
+
+
+def test_skewed_family_point_is_rescaled_to_the_relative_error_optimum() -> None:
+    # Durations spread uniformly over 1..10 s: the relative error is asymmetric (a 1 s task
+    # predicted at 5.5 s is 450% off, a 10 s task 45%), so the best point is not the median.
+    rng = np.random.default_rng(7)
+    law = lambda x: rng.uniform(1.0, 10.0, len(x))  # noqa: E731
+    train = _family(rng, "skewed", law, runs=3, per_run=200, noise=0.0)
+    test = _family(rng, "skewed", law, runs=1, per_run=4000, noise=0.0)
+    fitted = Predictor().fit(train)
+    assert fitted.families["skewed"].scale > 1 + model.SCALE_GAIN
+    got = mdape(test["duration_s"].to_numpy(), fitted.predict(test)["duration_s"].to_numpy())
+    plain = mdape(test["duration_s"].to_numpy(), np.full(len(test), np.median(train["duration_s"])))
+    assert got < plain * 0.9
+
+
+def test_relative_error_scale_finds_the_brute_force_optimum() -> None:
+    rng = np.random.default_rng(3)
+    resid = rng.normal(0.0, 0.5, 500)  # log(actual / predicted)
+    ratio = np.exp(-resid)
+    grid = np.linspace(0.5, 1.5, 20001)
+    brute = grid[np.argmin([np.median(np.abs(s * ratio - 1)) for s in grid])]
+    s = model.relative_error_scale(resid)
+    assert s == 1.0 or abs(s - brute) < 0.01
+    # Too few residuals, or residuals with no skew to correct: no rescaling.
+    assert model.relative_error_scale(resid[:5]) == 1.0
+    assert model.relative_error_scale(np.zeros(100)) == 1.0
+
+
+def test_a_call_whose_input_size_was_seen_before_gets_that_calls_duration() -> None:
+    # 50 input files, each with its own duration that no law of its size explains; every
+    # run processes the same files (sizes repeat exactly), with 5% noise.
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(1_000, 100_000, 50).astype(float)
+    own = rng.uniform(1.0, 20.0, 50)
+
+    def run(r: int) -> pd.DataFrame:
+        y = own * np.exp(rng.normal(0, 0.05, 50))
+        return pd.DataFrame({"instance": f"run{r}", "task": "decon", "input_bytes": sizes,
+                             "duration_s": y, "start_s": 0.0, "end_s": y})
+
+    fitted = Predictor().fit(run(0))  # one run: same-size memory is the prior
+    test = run(1)
+    out = fitted.predict(test)
+    assert (out["model"] == "same size").all()
+    assert mdape(test["duration_s"].to_numpy(), out["duration_s"].to_numpy()) < 10
+    # Several runs where sizes do not carry over (new files each run): it is not kept.
+    shuffled = [run(r).assign(duration_s=lambda d: rng.permutation(d["duration_s"].to_numpy()))
+                for r in range(3)]
+    p2 = Predictor().fit(pd.concat(shuffled, ignore_index=True))
+    assert not p2.families["decon"].exact
+    assert (p2.predict(test)["model"] != "same size").all()

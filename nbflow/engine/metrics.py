@@ -196,11 +196,13 @@ def input_features(
 class TaskMetrics:
     """The metrics of one run, by node index (the latest attempt of each node)."""
 
-    __slots__ = ("_calls", "_tiny", "cpu_s", "input_bytes", "input_items", "input_shape", "peak_rss")
+    __slots__ = ("_calls", "_seen", "_tiny", "cpu_s", "input_bytes", "input_items", "input_shape",
+                 "peak_rss")
 
     def __init__(self) -> None:
         self._tiny: dict[Any, int] = {}  # function -> consecutive calls under TINY_CPU_S
         self._calls = 0
+        self._seen: set[int] = set()  # nodes with input features or a worker's envelope
         self.cpu_s: dict[int, float] = {}
         self.peak_rss: dict[int, int | None] = {}
         self.input_bytes: dict[int, int | None] = {}
@@ -212,14 +214,16 @@ class TaskMetrics:
         args: tuple[Any, ...], kwargs: dict[str, Any] | None,
     ) -> Callable[..., Any]:
         """Record ``i``'s input features; return ``fn`` wrapped to measure its CPU time."""
-        if kwargs or (args and self._has_features(args)):
-            b, n, s = input_features(args, kwargs)
-            if b is not None:
-                self.input_bytes[i] = b
-            if n is not None:
-                self.input_items[i] = n
-            if s is not None:
-                self.input_shape[i] = s
+        # The hot path (no-op-sized tasks whose arguments are numbers) is a few dict hits:
+        # the type check of each argument is inlined rather than a call per task.
+        if kwargs:
+            self._record(i, args, kwargs)
+        elif args:
+            kind = _KIND.get
+            for a in args:
+                if kind(type(a)) != _SKIP:
+                    self._record(i, args, kwargs)
+                    break
         if executor == "async":
             return fn  # coroutines: no CPU time of their own (see module doc)
         if executor == "thread":
@@ -230,28 +234,35 @@ class TaskMetrics:
             return _InProcess(fn, self.cpu_s, i, self._tiny)
         if executor == "process" or executor == "dask":
             return _Remote(fn)
-        return fn  # coroutines: no CPU time of their own (see module doc)
+        return fn
 
-    @staticmethod
-    def _has_features(args: tuple[Any, ...]) -> bool:
-        # The hot path: most arguments of tiny tasks are numbers or None; one dict hit each.
-        kind = _KIND.get
-        for a in args:
-            if kind(type(a)) != _SKIP:
-                return True
-        return False
+    def _record(self, i: int, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
+        b, n, s = input_features(args, kwargs)
+        self._seen.add(i)
+        if b is not None:
+            self.input_bytes[i] = b
+        if n is not None:
+            self.input_items[i] = n
+        if s is not None:
+            self.input_shape[i] = s
 
     def unwrap(self, i: int, value: Any) -> Any:
         """Open a :class:`Measured` envelope (process/Dask), keeping its metrics."""
         if type(value) is Measured:
             self.cpu_s[i] = value.cpu_s
             self.peak_rss[i] = value.peak_rss
+            self._seen.add(i)
             return value.measured_value
         return value
 
     def row(self, i: int) -> tuple[Any, ...] | None:
         """``(cpu_s, peak_rss, input_bytes, input_items, input_shape)`` of node ``i``'s latest
         attempt (what its events carry), or None when nothing was measured."""
+        # Called for every finished task: two membership tests first, because most tasks of
+        # a large run (coroutines with plain arguments) have nothing measured at all.  (The
+        # thread wrapper writes cpu_s itself, so that table is asked directly.)
+        if i not in self._seen and i not in self.cpu_s:
+            return None
         row = (self.cpu_s.get(i), self.peak_rss.get(i), self.input_bytes.get(i),
                self.input_items.get(i), self.input_shape.get(i))
         return row if any(v is not None for v in row) else None

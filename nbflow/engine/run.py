@@ -18,7 +18,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +120,7 @@ class Run:
         self._sched.interactive = lambda: self.interactive_approvals
         self.result_cache: ResultCache | None = None
         self.learned_priorities = False  # set by the composition point when history weighs them
+        self.predicted_memory: dict[str, float] = {}  # task -> bytes demanded, set the same way
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scope: Any = None
         self._cancel_requested = False
@@ -141,6 +142,15 @@ class Run:
             raise ValueError(f"weigh_priorities needs one weight per node ({len(sched.nodes)}), "
                              f"got {len(weights)}")
         sched.level = longest_remaining_path(sched.succs, weights, order=sched._topological_order())
+
+    def add_demands(self, demands: Mapping[int, Mapping[str, float]]) -> None:
+        """Add admission demands per node index (e.g. predicted memory from history: a task
+        then starts only when its amount of the run's capacity is free); call before the
+        run starts.  Declared resources keep their amounts; see ``Scheduler.add_demand``."""
+        if self.status != "pending":
+            raise RuntimeError("add_demands must be called before the run starts")
+        for i, extra in demands.items():
+            self._sched.add_demand(i, extra)
 
     def state_now(self) -> dict[str, list[Any]]:
         """A cheap copy of the run's per-node state, as of now, for listeners that predict

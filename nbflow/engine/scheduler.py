@@ -61,7 +61,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -239,6 +239,27 @@ class Scheduler:
             cls = self.classes[ident] = _Class(name, demand)
             cls.backend = self.backends.get(name)
         return cls
+
+    def add_demand(self, i: int, extra: Mapping[str, float]) -> None:
+        """Add ``extra`` (e.g. a predicted ``memory``) to node ``i``'s admission demand,
+        before the run starts.  A resource the task declares itself keeps its declared
+        amount, one the run has no capacity for is ignored, and an amount above the
+        capacity is capped to it: an estimate must never make a task unrunnable."""
+        cls = self.class_of[i]
+        if cls is None:
+            return
+        demand = dict(cls.demand)
+        for r, amount in extra.items():
+            if r not in demand and r in self.avail and amount > 0:
+                demand[r] = min(float(amount), self.avail[r])
+        if demand == cls.demand:
+            return
+        ident = ("added", cls.backend_name, tuple(sorted(demand.items())))
+        new = self.classes.get(ident)
+        if new is None:
+            new = self.classes[ident] = _Class(cls.backend_name, demand)
+            new.backend = cls.backend
+        self.class_of[i] = new
 
     # -- the run -------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ A ``map`` whose items are not known yet counts as nothing until it expands.
 
 from __future__ import annotations
 
+import html
 import math
 import time
 import weakref
@@ -36,6 +37,7 @@ import pandas as pd
 
 from nbflow.core.errors import NbflowError
 from nbflow.engine.priority import longest_remaining_path
+from nbflow.predict.lineage import lineage_keys_of_nodes
 from nbflow.predict.simulate import simulate
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["Eta", "Forecast", "ForecastError", "RunSnapshot", "eta_of", "forecast", "run_eta", "snapshot"]
 
 DEFAULT_SAMPLES = 40
+PACE_SHRINK = 8.0  # finished tasks that give a run's own pace half its weight in an ETA
 _TASK_KINDS = ("task", "undo")
 _TERMINAL = ("completed", "failed", "cancelled", "skipped")
 _RUNNING = ("running", "retrying")
@@ -83,7 +86,10 @@ class Forecast:
     ``makespan_hi``: 80% band); ``critical_path``: the task keys of the heaviest predicted
     chain and ``critical_path_s`` its predicted length (no worker count beats it);
     ``recommended_workers``: the knee of the curve, the fewest workers whose makespan is
-    within 10% of the best; ``no_history``: task names predicted without history.
+    within 10% of the best; ``no_history``: task names predicted without history of their
+    own; ``fallbacks``: for every task name not predicted from its own history (or whose
+    code changed since), how it was predicted (``code lineage: <name>``, ``similar name:
+    <name>``, ``global prior`` or ``history (code changed)``).
     """
 
     table: pd.DataFrame
@@ -92,6 +98,7 @@ class Forecast:
     recommended_workers: int
     no_history: list[str]
     tasks: int
+    fallbacks: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"forecast: {self.tasks} tasks, critical path {_fmt(self.critical_path_s)}, "
@@ -99,14 +106,22 @@ class Forecast:
         for r in self.table.itertuples():
             lines.append(f"  {r.workers:>4} workers: {_fmt(r.makespan_s)} "
                          f"(80%: {_fmt(r.makespan_lo)}–{_fmt(r.makespan_hi)})")
-        if self.no_history:
-            lines.append(f"  no history: {', '.join(self.no_history[:10])}")
+        lines += [f"  {line}" for line in self._fallback_lines()]
         return "\n".join(lines)
+
+    def _fallback_lines(self) -> list[str]:
+        # "no history: a (similar name: b), c (global prior)" and "code changed: d".
+        new = [f"{k} ({self.fallbacks.get(k, 'no history')})" for k in self.no_history[:10]]
+        changed = [k for k, v in self.fallbacks.items() if v.startswith("history")][:10]
+        out = [f"no history: {', '.join(new)}"] if new else []
+        if changed:
+            out.append(f"code changed (predicted from its earlier versions): {', '.join(changed)}")
+        return out
 
     def _repr_html_(self) -> str:
         head = (f"<b>forecast</b>: {self.tasks} tasks, critical path {_fmt(self.critical_path_s)}, "
                 f"recommended workers <b>{self.recommended_workers}</b>")
-        note = f"<br>no history: {', '.join(self.no_history[:10])}" if self.no_history else ""
+        note = "".join(f"<br>{html.escape(line)}" for line in self._fallback_lines())
         return head + note + self.table.to_html(index=False, float_format=lambda v: f"{v:.3g}")
 
 
@@ -213,20 +228,52 @@ def _topo(ids: list[int], deps: list[list[int]]) -> tuple[list[int], list[list[i
 
 def _draws(
     predictor: Predictor, names: list[str], inputs: list[float], finished: pd.DataFrame | None,
-    samples: int, seed: int,
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    samples: int, seed: int, codes: list[str | None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, str]]:
     rows = pd.DataFrame({"task": names, "input_bytes": inputs})
+    if codes is not None:
+        rows["code"] = codes
     if not len(rows):
-        return np.zeros((samples, 0)), np.zeros(0), []
+        return np.zeros((samples, 0)), np.zeros(0), [], {}
     pred = predictor.predict(rows, finished=finished)
     draws = predictor.sample(rows, n=samples, finished=finished, seed=seed)
-    no_hist = sorted(set(rows.loc[pred["source"] != "history", "task"]))
-    return draws, pred["duration_s"].to_numpy(), no_hist
+    src = pred["source"].astype(str)
+    no_hist = sorted(set(rows.loc[~src.str.startswith("history"), "task"]))
+    fallbacks = {str(t): s for t, s in zip(rows["task"], src, strict=True) if s != "history"}
+    return draws, pred["duration_s"].to_numpy(), no_hist, dict(sorted(fallbacks.items()))
+
+
+def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
+    """How much slower (> 1) or faster this run's finished tasks were than predicted.
+
+    The predictor corrects each task family from its own finished calls where its history
+    showed that this helps; what is left, measured against those corrected predictions, is
+    the pace of the run as a whole (a loaded machine, per-task overhead, a bigger data
+    set): the ratio of their total actual to their total predicted duration, in log space
+    shrunk towards 1 by how few tasks finished (:data:`PACE_SHRINK` of them give it half
+    its weight).
+    """
+    if finished is None or not len(finished):
+        return 1.0
+    p = predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+    y = finished["duration_s"].to_numpy(dtype=float)
+    ok = (y > 0) & (p > 0)
+    n = int(ok.sum())
+    if not n:
+        return 1.0
+    # Total actual over total predicted: what the remaining time is made of is seconds, so
+    # a long task's ratio counts for more than a short one's (a median of per-task ratios
+    # let tiny tasks with large relative errors set the pace: twice the ETA error).
+    lr = math.log(float(y[ok].sum()) / float(p[ok].sum()))
+    return math.exp(lr * n / (n + PACE_SHRINK))
 
 
 def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAULT_SAMPLES,
-           seed: int = 0) -> Eta:
-    """The :class:`Eta` of a run at the moment ``snap`` was taken."""
+           seed: int = 0, pace: bool = True) -> Eta:
+    """The :class:`Eta` of a run at the moment ``snap`` was taken.
+
+    With ``pace`` (the default) the remaining durations are multiplied by the run's own
+    pace so far (:func:`run_pace`)."""
     n = len(snap.keys)
     done = sum(1 for s in snap.states if s in _TERMINAL)
     left = [i for i in range(n) if snap.states[i] not in _TERMINAL]
@@ -244,8 +291,10 @@ def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAUL
         "input_bytes": [snap.input_bytes[i] for i in fin_ids],
         "duration_s": [snap.durations[i] for i in fin_ids],
     }) if fin_ids else None
-    draws, _, no_hist = _draws(predictor, [snap.names[i] for i in task_ids],
+    draws, _, no_hist, _ = _draws(predictor, [snap.names[i] for i in task_ids],
                                    [snap.input_bytes[i] for i in task_ids], finished, samples, seed)
+    if pace:
+        draws = draws * run_pace(predictor, finished)
     col = {i: c for c, i in enumerate(task_ids)}
     running = [snap.states[i] in _RUNNING for i in order]
     levels = ([snap.levels[i] for i in order] if snap.levels is not None else longest_remaining_path(succs))
@@ -328,7 +377,8 @@ def forecast(
         r = nodes[order[p]]
         b = input_features(r.args, r.kwargs)[0] if r.nested == 0 else None
         inputs.append(float(b) if b is not None else math.nan)
-    draws, point, no_hist = _draws(predictor, names, inputs, None, samples, seed)
+    codes = lineage_keys_of_nodes(nodes, [order[p] for p in task_pos])
+    draws, point, no_hist, fallbacks = _draws(predictor, names, inputs, None, samples, seed, codes)
     base = np.zeros((draws.shape[0], len(order)))
     base[:, task_pos] = draws
     point_all = np.zeros(len(order))
@@ -361,6 +411,7 @@ def forecast(
         recommended_workers=knee,
         no_history=no_hist,
         tasks=len(task_pos),
+        fallbacks=fallbacks,
     )
 
 

@@ -11,12 +11,14 @@ completed, uncached attempts only).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from nbflow.core.errors import NbflowError
+from nbflow.predict.lineage import lineage_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,15 +28,17 @@ __all__ = ["HISTORY_COLUMNS", "HistoryError", "history"]
 HISTORY_COLUMNS = [
     "run_id", "workflow", "task", "key", "attempt", "state", "executor", "start", "end",
     "duration_s", "cpu_s", "peak_rss", "input_bytes", "input_items", "input_shape",
-    "output_bytes", "cached", "instance", "start_s", "end_s",
+    "output_bytes", "cached", "instance", "start_s", "end_s", "code",
 ]
 
 _SQL = """
 SELECT t.run_id, r.name, n.task, t.key, t.attempt, t.state, t.executor, t.start, t.end,
        t.duration_s, t.cpu_s, t.peak_rss, t.input_bytes, t.input_items, t.input_shape,
-       t.output_bytes, t.cached, r.start
+       t.output_bytes, t.cached, c.parts, r.start
 FROM task_runs t JOIN runs r ON r.id = t.run_id
 LEFT JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
+LEFT JOIN fingerprints f ON f.workflow = r.name AND f.key = t.key
+LEFT JOIN code c ON c.digest = f.code
 WHERE t.state != 'skipped' {where}
 ORDER BY r.start, t.run_id, t.idx, t.attempt
 """
@@ -92,7 +96,9 @@ def history(
     cache), ``state``, ``executor``, ``start``, ``end`` (UTC timestamps), ``duration_s``,
     ``cpu_s``, ``peak_rss``, ``input_bytes``, ``input_items``, ``input_shape``,
     ``output_bytes``, ``cached``, and for the predictor ``instance`` (the run id),
-    ``start_s`` and ``end_s`` (seconds since the run started).
+    ``start_s`` and ``end_s`` (seconds since the run started), and ``code``: the lineage key
+    (:mod:`nbflow.predict.lineage`) of the code the task's key last ran with (None when its
+    result was never stored), which lets a renamed task find the history of its code.
     """
     import pandas as pd
 
@@ -108,12 +114,16 @@ def history(
         params.append(_since_epoch(since))
     store = _require_store(home)
     rows = store.journal.query(_SQL.format(where=where), tuple(params))
-    df = pd.DataFrame([list(r) for r in rows], columns=[*HISTORY_COLUMNS[:17], "run_start"])
+    df = pd.DataFrame([list(r) for r in rows], columns=[*HISTORY_COLUMNS[:17], "code", "run_start"])
     df["cached"] = df["cached"].astype(bool)
     for c in ("attempt", "peak_rss", "input_bytes", "input_items", "output_bytes"):
         df[c] = df[c].astype("Int64")
     for c in ("duration_s", "cpu_s", "start", "end", "run_start"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+    keys: dict[str, str | None] = {}  # (parts JSON -> lineage key; few distinct codes)
+    for p in df["code"].dropna().unique():
+        keys[p] = lineage_key(json.loads(p))
+    df["code"] = df["code"].map(lambda p: keys.get(p) if isinstance(p, str) else None)
     df["instance"] = df["run_id"]
     df["start_s"] = df["start"] - df["run_start"]
     df["end_s"] = df["end"] - df["run_start"]

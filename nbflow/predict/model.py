@@ -11,7 +11,13 @@ How it works, per task family:
    neighbours in log input size) is scored on data it did not see: leave one run out when
    the family has several runs, otherwise five interleaved folds.  The candidate with
    the lowest median absolute percentage error wins (a model other than the median must
-   beat the median by 5%) and is refitted on everything.
+   beat the median by 5%) and is refitted on everything.  Each candidate's estimate is
+   first rescaled by the factor that minimises its held-out *relative* error (see
+   :func:`relative_error_scale`): on a skewed family the best point is not the median.
+   A call whose input size was seen before (a size that singles out few calls of the
+   family) gets the median duration of those calls instead (``model`` ``same size``): in
+   a workflow run again, the same input file is the same work.  With several runs this is
+   kept only if it beats the model across runs; with one run it is the prior.
 2. **Online correction.**  ``predict(rows, finished=...)`` takes the tasks of the same run
    that already finished.  A run on a slower machine or with bigger inputs than history
    shifts all its tasks; the finished ones show by how much.  Three corrections are
@@ -34,9 +40,19 @@ How it works, per task family:
    residuals and from all families pooled otherwise, so they are calibrated on data the
    model did not see.
 
-A family never seen before falls back to the family with the most similar name (at least
-60% similar), else to the global prior (median duration of all history, with the spread of
-all history as its interval); the ``source`` column of the prediction says which.
+A task name never seen before falls back, in this order, to
+
+- **code lineage**: when observations and rows carry a ``code`` column (the lineage key of
+  the task's code, :mod:`nbflow.predict.lineage`, which ``nf.history`` reads), a renamed task whose code
+  is unchanged uses the history of the name that ran that code;
+- the family with the most **similar name** (at least 60% similar);
+- the **global prior** (median duration of all history, with the spread of all history as
+  its interval).
+
+A known name whose code changed keeps the history of its previous versions (the closest
+thing there is) and says so.  The ``source`` column of the prediction tells which:
+``history``, ``history (code changed)``, ``code lineage: <name>``, ``similar name:
+<name>`` or ``global prior``.
 """
 
 from __future__ import annotations
@@ -61,6 +77,11 @@ LOCAL_MIN = 3  # finished tasks of a family before the ``local`` correction is p
 ONLINE_STRATEGIES = ("none", "factor", "local", "blend")
 SIGNIFICANT_S = 0.05  # errors are judged on tasks longer than this (shorter ones are noise)
 PREFER_SIMPLE = 0.05  # relative held-out gain a model needs over the median to be chosen
+MIN_SCALE_RESIDUALS = 10  # held-out residuals a family needs before its point is rescaled
+SCALE_POINT = True  # (switch for comparisons: off gives each model's plain estimate)
+SCALE_GAIN = PREFER_SIMPLE  # relative gain in held-out error (and move) a rescaling needs
+SCALE_MAX = 1.25  # the most a point estimate is rescaled, either way
+EXACT_MAX_SHARE = 0.5  # an input size shared by more of a family's calls is not specific
 
 
 class PredictionError(NbflowError, ValueError):
@@ -95,6 +116,48 @@ class _Family:
     resid_offline: np.ndarray = field(default_factory=lambda: np.empty(0))
     resid_online: np.ndarray = field(default_factory=lambda: np.empty(0))
     scores: dict[str, float] = field(default_factory=dict)
+    scale: float = 1.0
+    codes: frozenset[str] = frozenset()
+    exact: dict[float, float] = field(default_factory=dict)  # input size -> median duration
+
+
+def relative_error_scale(log_resid: np.ndarray, min_n: int = MIN_SCALE_RESIDUALS) -> float:
+    """The factor ``s`` that minimises the median of ``|s * predicted / actual - 1|``.
+
+    ``log_resid`` are held-out ``log(actual / predicted)``.  A model fitted in log space
+    (or the median) aims at the middle of the durations, but the error that is judged is
+    relative to the *actual* duration, which is asymmetric: predicting 2x too much costs
+    100%, predicting 2x too little costs 50%.  On a skewed family the best constant is
+    therefore not the median; this finds it from residuals the model did not see.  With
+    fewer than ``min_n`` residuals the answer is 1 (no evidence to move).
+    """
+    r = np.exp(-np.asarray(log_resid, dtype=float))  # predicted / actual
+    r = r[np.isfinite(r)]
+    if len(r) < min_n:
+        return 1.0
+    # The objective is piecewise linear in s with kinks at 1 / r_i: the optimum is at one.
+    cands = np.unique(1.0 / r)
+    if len(cands) > 400:  # a quantile grid is enough and keeps this O(n * 400)
+        cands = np.quantile(cands, np.linspace(0, 1, 401))
+    errs = np.median(np.abs(cands[:, None] * r[None, :] - 1.0), axis=1)
+    i = int(np.argmin(errs))
+    base = float(np.median(np.abs(r - 1.0)))
+    if errs[i] > base * (1 - SCALE_GAIN) or abs(math.log(cands[i])) < math.log(1 + SCALE_GAIN):
+        return 1.0  # a small gain or a small move is within the noise of the median
+    return float(np.clip(cands[i], 1 / SCALE_MAX, SCALE_MAX))
+
+
+def _skew_scale(resid: np.ndarray, inst: np.ndarray) -> float:
+    # The rescaling corrects the skew of the durations around the model, which carries
+    # over to new runs; shifts between runs do not, so each run's residuals are centred.
+    centred = resid - pd.Series(resid).groupby(inst).transform("median").to_numpy()
+    return relative_error_scale(centred)
+
+
+def _scaled(fitted: Fitted, scale: float) -> Fitted:
+    if scale == 1.0:
+        return fitted
+    return lambda xq: fitted(xq) * scale
 
 
 def _log_ratio(actual: np.ndarray, predicted: np.ndarray) -> np.ndarray:
@@ -133,6 +196,11 @@ def _prepare(frame: pd.DataFrame, what: str, need_duration: bool, fill_x: bool =
             )
         out["duration_s"] = y.astype(float)
     out["instance"] = frame["instance"].astype(str) if "instance" in frame.columns else "run"
+    # The code lineage key of each row, when known (code lineage); None otherwise.
+    if "code" in frame.columns:
+        out["code"] = [c if isinstance(c, str) and c else None for c in frame["code"]]
+    else:
+        out["code"] = None
     for col in ("start_s", "end_s"):
         if col in frame.columns:
             out[col] = pd.to_numeric(frame[col], errors="coerce")
@@ -206,6 +274,7 @@ class Predictor:
         self._prior_resid = np.array([-1.0, 1.0])
         self._pooled_offline = np.empty(0)
         self._pooled_online = np.empty(0)
+        self._code_owner: dict[str, str] = {}
 
     # ------------------------------------------------------------------ fitting
 
@@ -225,6 +294,7 @@ class Predictor:
             self.families[str(fam)] = family
             oof[idx] = pred
         self._choose_online(obs, oof)
+        self._learn_lineage(obs)
         res_off = [f.resid_offline for f in self.families.values() if len(f.resid_offline)]
         res_on = [f.resid_online for f in self.families.values() if len(f.resid_online)]
         self._pooled_offline = np.concatenate(res_off) if res_off else self._prior_resid
@@ -240,13 +310,16 @@ class Predictor:
             return fam, np.full(len(y), np.nan)
         preds: dict[str, np.ndarray] = {}
         scores: dict[str, float] = {}
+        inst = rows["instance"].to_numpy()
+        scales: dict[str, float] = {}
         for cand in self.candidates:
             p = np.empty(len(y))
             for test in folds:
                 train = ~test
                 p[test] = CANDIDATES[cand](x[train], y[train])(x[test])
-            preds[cand] = p
-            scores[cand] = mdape(y, p)
+            scales[cand] = _skew_scale(_log_ratio(y, p), inst) if SCALE_POINT else 1.0
+            preds[cand] = p * scales[cand]
+            scores[cand] = mdape(y, preds[cand])
         # Lowest held-out error wins, but a model more complex than the first candidate
         # (the median) must beat it clearly: small wins on few runs are mostly luck.
         base = self.candidates[0]
@@ -255,10 +328,38 @@ class Predictor:
             bar = min(scores[best], scores[base] * (1 - PREFER_SIMPLE))
             if np.nan_to_num(scores[cand], nan=np.inf) < bar:
                 best = cand
-        fam = _Family(name, best, CANDIDATES[best](x, y), len(y), max(float(np.median(y)), FLOOR_S),
-                      scores=scores)
+        scale = scales[best]
+        fam = _Family(name, best, _scaled(CANDIDATES[best](x, y), scale), len(y),
+                      max(float(np.median(y)), FLOOR_S), scores=scores)
+        fam.scale = scale
         fam.resid_offline = _log_ratio(y, preds[best])
+        fam.exact = _exact_sizes(x, y)
+        if fam.exact and len(pd.unique(inst)) >= 2:
+            # Several runs: keep the same-size memory only if it beats the model across runs.
+            p_ex = preds[best].copy()
+            for test in folds:
+                seen = _exact_sizes(x[~test], y[~test])
+                hit = np.array([seen.get(float(v), np.nan) for v in x[test]])
+                p_ex[test] = np.where(np.isnan(hit), p_ex[test], hit)
+            score = mdape(y, p_ex)
+            fam.scores["exact_size"] = score
+            if not score < scores[best]:
+                fam.exact = {}
         return fam, preds[best]
+
+    def _learn_lineage(self, obs: pd.DataFrame) -> None:
+        """Which code digests each family ran, and which family ran each digest most."""
+        known = obs[obs["code"].notna()]
+        self._code_owner = {}
+        if known.empty:
+            return
+        counts = known.groupby(["code", "task"]).size().sort_values(ascending=False)
+        for (code, task), _n in counts.items():
+            self._code_owner.setdefault(str(code), str(task))
+        for task, codes in known.groupby("task")["code"]:
+            fam = self.families.get(str(task))
+            if fam is not None:
+                fam.codes = frozenset(str(c) for c in codes)
 
     def _choose_online(self, obs: pd.DataFrame, oof: np.ndarray) -> None:
         """Replay history run by run to pick each family's online correction."""
@@ -297,8 +398,10 @@ class Predictor:
         ``finished``: tasks of the same run that already finished (with ``duration_s``),
         used to correct the estimates online.  Returns a DataFrame with ``rows``' index and
         columns ``duration_s``, ``duration_lo``, ``duration_hi`` (an 80% interval),
-        ``model`` (the family model that answered), ``source`` (``history``, ``similar
-        name: <family>`` or ``global prior``), ``online`` (the correction applied, or
+        ``model`` (the family model that answered), ``source`` (how that family was found:
+        ``history``, ``history (code changed)``, ``code lineage: <family>``, ``similar
+        name: <family>`` or ``global prior``; rows may carry a ``code`` column, the task
+        code's lineage key, for the first two), ``online`` (the correction applied, or
         ``none``) and ``n_history`` (observations of the family that answered).
         """
         if not self.families:
@@ -311,6 +414,7 @@ class Predictor:
             fin = _Finished(f["task"].to_numpy(), f["input_bytes"].to_numpy(dtype=float),
                             f["duration_s"].to_numpy(dtype=float), p0f)
         p0, model, source = self._offline(q)
+        codes = _codes_by_task(q)
         point = p0.copy()
         lo = np.empty(len(q))
         hi = np.empty(len(q))
@@ -320,7 +424,7 @@ class Predictor:
         x = q["input_bytes"].to_numpy(dtype=float)
         for name in pd.unique(task):
             sel = task == name
-            known = self._resolve(name)
+            known, _ = self._resolve(name, codes.get(name))
             strategy = known.online if known is not None else "factor"
             if fin is not None:
                 point[sel] = fin.correct(name, x[sel], p0[sel])[strategy]
@@ -343,12 +447,20 @@ class Predictor:
             index=rows.index,
         )
 
-    def _resolve(self, name: str) -> _Family | None:
+    def _resolve(self, name: str, code: str | None = None) -> tuple[_Family | None, str]:
+        """The family that answers for task ``name`` (whose code lineage key is ``code``, if
+        known) and the ``source`` text saying how it was found (see the module doc)."""
         fam = self.families.get(name)
-        if fam is None:
-            close = difflib.get_close_matches(name, list(self.families), n=1, cutoff=0.6)
-            fam = self.families[close[0]] if close else None
-        return fam
+        if fam is not None:
+            changed = code is not None and bool(fam.codes) and code not in fam.codes
+            return fam, "history (code changed)" if changed else "history"
+        owner = self._code_owner.get(code) if code is not None else None
+        if owner is not None and owner in self.families:
+            return self.families[owner], f"code lineage: {owner}"
+        close = difflib.get_close_matches(name, list(self.families), n=1, cutoff=0.6)
+        if close:
+            return self.families[close[0]], f"similar name: {close[0]}"
+        return None, "global prior"
 
     def _residuals(self, fam: _Family | None, online: bool) -> np.ndarray:
         if fam is None:
@@ -364,16 +476,22 @@ class Predictor:
         source = np.full(len(q), "global prior", dtype=object)
         task = q["task"].to_numpy()
         x = q["input_bytes"].to_numpy(dtype=float)
+        codes = _codes_by_task(q)
         for name in pd.unique(task):
             sel = task == name
-            fam = self._resolve(name)
+            fam, how = self._resolve(name, codes.get(name))
+            source[sel] = how
             if fam is None:
                 continue
             xs = x[sel]
             unknown = np.isnan(xs)
             p[sel] = np.where(unknown, fam.median_s, fam.fitted(np.nan_to_num(xs)))
             model[sel] = np.where(unknown, "median", fam.model)
-            source[sel] = "history" if fam.name == name else f"similar name: {fam.name}"
+            if fam.exact:  # an input size seen before: most likely the same input
+                hit = np.array([fam.exact.get(float(v), np.nan) for v in xs])
+                use = ~np.isnan(hit)
+                p[sel] = np.where(use, hit, p[sel])
+                model[sel] = np.where(use, "same size", model[sel])
         return p, model, source
 
     def sample(
@@ -396,11 +514,13 @@ class Predictor:
         z = np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.standard_normal((n, len(point)))
         u = 0.5 * (1.0 + _erf(z / np.sqrt(2.0)).astype(float))
         out = np.empty((n, len(point)))
-        task = _prepare(rows, "rows", need_duration=False)["task"].to_numpy()
+        q = _prepare(rows, "rows", need_duration=False)
+        task = q["task"].to_numpy()
+        codes = _codes_by_task(q)
         for name in pd.unique(task):
             sel = np.flatnonzero(task == name)
             online = finished is not None and len(finished) > 0
-            resid = np.sort(self._residuals(self._resolve(name), online=online))
+            resid = np.sort(self._residuals(self._resolve(name, codes.get(name))[0], online=online))
             pos = u[:, sel] * (len(resid) - 1)
             r = np.interp(pos, np.arange(len(resid)), resid)
             out[:, sel] = point[sel] * np.exp(r)
@@ -415,6 +535,28 @@ class Predictor:
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)
+
+
+def _exact_sizes(x: np.ndarray, y: np.ndarray) -> dict[float, float]:
+    """Median duration per input size, for sizes that single out a few calls.
+
+    A size shared by more than :data:`EXACT_MAX_SHARE` of the family (every call of a
+    task that reads the same reference file) says nothing about one call, so it is left
+    to the model; unknown sizes (0) likewise.
+    """
+    sizes = pd.Series(y).groupby(x)
+    med = sizes.median()
+    cnt = sizes.size()
+    keep = cnt[cnt <= max(1, EXACT_MAX_SHARE * len(y))].index
+    return {float(k): max(float(med[k]), FLOOR_S) for k in keep if k > 0}
+
+
+def _codes_by_task(q: pd.DataFrame) -> dict[str, str]:
+    """The code digest of each task name among prepared rows (first one given wins)."""
+    known = q[q["code"].notna()]
+    if known.empty:
+        return {}
+    return {str(t): str(c) for t, c in known.groupby("task", sort=False)["code"].first().items()}
 
 
 def _same_finished_sets(start: np.ndarray, end: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,0 +1,106 @@
+"""Predicted memory for admission: a task that needed a lot of memory before, asks for it.
+
+A run has a ``memory`` capacity (``wf.run(resources={"memory": "8GiB"})``, by default the
+machine's physical memory), and a task that declares ``resources={"memory": "2GiB"}``
+starts only when that much of it is free.  Most tasks declare nothing, though, and a
+workflow whose map starts eight copies of a 3 GiB task on a 16 GiB machine swaps or gets
+killed.  So, once the store has seen a task run on the process or Dask backend (where
+each attempt records its worker's peak resident set size, ``peak_rss``), the task's
+*predicted peak* is used as its memory demand in the next runs:
+
+- the prediction is a high quantile (:data:`QUANTILE`) of the peaks of the task's
+  completed attempts in the workflow's last :data:`RECENT_RUNS` runs: memory is a limit,
+  not an average, and an underestimate is the costly mistake;
+- a worker's peak RSS is the peak of that worker process so far (interpreter included),
+  so it over-estimates a small task; small predictions (under :data:`MIN_BYTES`) are
+  ignored so that tiny tasks are not serialised by the interpreter's own footprint;
+- a declared ``memory`` always wins; a prediction above the run's capacity is capped to
+  it (the task then runs alone, it is not refused);
+- tasks without history, and items a ``map`` adds while running, demand nothing extra;
+- ``NBFLOW_PREDICTED_MEMORY=0`` switches this off.
+
+:func:`apply_predicted_memory` is called by the composition point (``nbflow.workflow``)
+as a run is made, next to the learned priorities; the engine only receives the demands
+(``run.add_demands``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MIN_BYTES", "QUANTILE", "RECENT_RUNS", "apply_predicted_memory", "memory_demands",
+           "predicted_peaks"]
+
+RECENT_RUNS = 20
+QUANTILE = 0.9
+MIN_BYTES = 256 * 2**20
+
+_SQL = """
+SELECT n.task, t.peak_rss
+FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
+WHERE t.run_id IN (SELECT id FROM runs WHERE name = ? AND id != ? ORDER BY start DESC LIMIT ?)
+  AND t.state = 'completed' AND t.peak_rss IS NOT NULL
+"""
+
+
+def predicted_peaks(workflow: str, exclude_run: str = "", store: Any = None) -> dict[str, float]:
+    """Predicted peak memory in bytes per task name, from the workflow's recent runs."""
+    if store is None:
+        from nbflow.store.store import get_store
+
+        store = get_store(warn=False)
+    if store is None:
+        return {}
+    seen: dict[str, list[float]] = {}
+    for name, peak in store.journal.query(_SQL, (workflow, exclude_run, RECENT_RUNS)):
+        if name is not None and peak:
+            seen.setdefault(str(name), []).append(float(peak))
+    return {n: float(np.quantile(v, QUANTILE)) for n, v in seen.items()}
+
+
+def memory_demands(
+    names: Sequence[str], kinds: Sequence[str], declared: Sequence[bool], peaks: Mapping[str, float],
+    min_bytes: float = MIN_BYTES,
+) -> dict[int, dict[str, float]]:
+    """``{node index: {"memory": bytes}}`` for task nodes that declare no memory and have a
+    predicted peak of at least ``min_bytes``."""
+    out: dict[int, dict[str, float]] = {}
+    for i, (name, kind, dec) in enumerate(zip(names, kinds, declared, strict=True)):
+        if kind not in ("task", "undo") or dec:
+            continue
+        peak = peaks.get(name)
+        if peak is not None and peak >= min_bytes:
+            out[i] = {"memory": peak}
+    return out
+
+
+def _declares_memory(ref: Any) -> bool:
+    spec = getattr(getattr(ref, "task", None), "spec", None)
+    return "memory" in (getattr(spec, "resources", None) or {})
+
+
+def apply_predicted_memory(run: Any) -> dict[str, float]:
+    """Give ``run``'s tasks their predicted memory as admission demand; returns the
+    predictions used, by task name (empty when none applied)."""
+    if os.environ.get("NBFLOW_PREDICTED_MEMORY", "1") == "0" or not run.nodes:
+        return {}
+    if "memory" not in run.capacity:
+        return {}
+    try:
+        peaks = predicted_peaks(run.name, exclude_run=run.id)
+    except Exception:  # an unreadable store must never stop a run: no predicted demands
+        return {}
+    if not peaks:
+        return {}
+    nodes = run.nodes
+    min_bytes = float(os.environ.get("NBFLOW_PREDICTED_MEMORY_MIN", MIN_BYTES))
+    demands = memory_demands([r.name for r in nodes], [r.kind for r in nodes],
+                             [_declares_memory(r) for r in nodes], peaks, min_bytes=min_bytes)
+    if not demands:
+        return {}
+    run.add_demands(demands)
+    return {nodes[i].name: d["memory"] for i, d in demands.items()}
