@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import html
 import math
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -331,7 +332,114 @@ def default_predictor(exclude_run: str | None = None, home: Any = None) -> Predi
     h = h[(h["state"] == "completed") & ~h["cached"] & h["duration_s"].notna()]
     if h.empty:
         return None
-    return Predictor().fit(h)
+    return Predictor().fit(recent_history(h))
+
+
+HISTORY_RUNS_PER_TASK = 20  # the newest runs of each task the default predictor learns from
+ROWS_PER_TASK_RUN = 200  # and at most this many of a task's calls per run (evenly spread)
+
+
+def recent_history(h: pd.DataFrame, runs: int = HISTORY_RUNS_PER_TASK,
+                   rows: int = ROWS_PER_TASK_RUN) -> pd.DataFrame:
+    """Bound what a fit reads, so its cost does not grow with the store: per task, its
+    ``runs`` newest runs, and from each run at most ``rows`` calls, evenly spread over its
+    input sizes (a 100k-item map says little more than 200 of its items)."""
+    if h.empty:
+        return h
+    start = h["run_start"] if "run_start" in h.columns else h["start"]
+    order = start.groupby([h["task"], h["run_id"]]).transform("max")
+    rank = order.groupby(h["task"]).rank(method="dense", ascending=False)
+    h = h[rank <= runs]
+    sizes = h["input_bytes"].astype(float).fillna(0.0) if "input_bytes" in h.columns else None
+    keep = []
+    for _, idx in h.groupby(["task", "run_id"], sort=False).indices.items():
+        if len(idx) > rows:
+            by_size = idx[np.argsort(sizes.to_numpy()[idx], kind="stable")] if sizes is not None else idx
+            idx = by_size[np.linspace(0, len(idx) - 1, rows).astype(int)]
+        keep.append(idx)
+    return h.iloc[np.sort(np.concatenate(keep))]
+
+
+_FITTING: dict[int, Any] = {}  # id(run) -> the thread fitting its predictor
+_FIT_LOCK = threading.Lock()
+
+
+REFIT_GROWTH = 0.2  # live views refit once the store's history grew by this fraction
+REFIT_AFTER_S = 600.0  # or once the fit is this old
+_STORE_FITS: dict[str, tuple[float, int, Any]] = {}  # store home -> (when, history rows, fit)
+
+
+def _history_rows(home: Any = None) -> tuple[str, int] | None:
+    from nbflow.store.history import _require_store
+
+    try:
+        store = _require_store(home)
+        (n,) = store.journal.query("SELECT COUNT(*) FROM task_runs")[0]
+    except Exception:  # no usable store: no history
+        return None
+    return str(store.home), int(n)
+
+
+def shared_predictor(exclude_run: str | None = None) -> Predictor | None:
+    """The store's history predictor, fitted once and shared by the runs of this process
+    until the history grew by :data:`REFIT_GROWTH` or the fit is :data:`REFIT_AFTER_S`
+    old (consecutive runs in a notebook do not each pay a fit).  A fresh fit leaves out
+    ``exclude_run`` (the run asking: its rows are being written); a fit made before that
+    run started has none of its rows anyway."""
+    where = _history_rows()
+    if where is None:
+        return None
+    home, rows = where
+    now = time.monotonic()
+    with _FIT_LOCK:
+        cached = _STORE_FITS.get(home)
+    if cached is not None:
+        when, fitted_rows, predictor = cached
+        if now - when < REFIT_AFTER_S and rows <= fitted_rows * (1 + REFIT_GROWTH):
+            return predictor
+    predictor = default_predictor(exclude_run=exclude_run)
+    with _FIT_LOCK:
+        _STORE_FITS[home] = (now, rows, predictor)
+    return predictor
+
+
+def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
+    """The run's history predictor for live views, without ever blocking them.
+
+    The first call starts fitting it on a background thread and returns None (views show no
+    ETA yet); later calls return it once it is ready; ``wait=True`` (a view drawn once the
+    run ended) waits for the fit.  ``run.eta()`` fits in the caller instead (it asked for an
+    answer).  A fit is bounded by :func:`recent_history`."""
+    if run in _PREDICTORS:
+        return _PREDICTORS[run]
+    with _FIT_LOCK:
+        running = _FITTING.get(id(run))
+    if running is not None:
+        if wait:
+            running.join()
+        return _PREDICTORS.get(run)
+    with _FIT_LOCK:
+        if id(run) in _FITTING:
+            return None
+        run_id = run.id
+        ref = weakref.ref(run)
+
+        def fit() -> None:
+            predictor = shared_predictor(exclude_run=run_id)
+            with _FIT_LOCK:
+                _FITTING.pop(id_, None)
+                live = ref()
+                if live is not None:
+                    _PREDICTORS[live] = predictor
+
+        id_ = id(run)
+        thread = threading.Thread(target=fit, name=f"nbflow-predictor-{run_id}", daemon=True)
+        _FITTING[id_] = thread
+        thread.start()
+    if wait:
+        thread.join()
+        return _PREDICTORS.get(run)
+    return None
 
 
 def run_eta(run: Any, predictor: Predictor | None = None, samples: int = DEFAULT_SAMPLES) -> Eta:
@@ -416,10 +524,9 @@ def forecast(
 
 
 def run_eta_text(run: Any) -> str | None:
-    """Short ETA text for progress displays; None when there is no history to go by."""
-    if run not in _PREDICTORS:
-        _PREDICTORS[run] = default_predictor(exclude_run=run.id)
-    predictor = _PREDICTORS[run]
+    """Short ETA text for progress displays; None when there is no history to go by (or
+    while the predictor is still being fitted in the background)."""
+    predictor = live_predictor(run)
     if predictor is None:
         return None
     snap = snapshot(run)

@@ -74,6 +74,7 @@ MIN_OWN_RESIDUALS = 15  # below this, a family's interval uses the pooled residu
 SHRINK_FAMILY = 4.0  # finished tasks of a family that give its own factor half the weight
 SHRINK_RUN = 8.0  # finished tasks of a run that give the run-wide factor half the weight
 LOCAL_MIN = 3  # finished tasks of a family before the ``local`` correction is possible
+MAX_REPLAY_POINTS = 64  # per run, when choosing online corrections: bounds fit cost (O(points x tasks))
 ONLINE_STRATEGIES = ("none", "factor", "local", "blend")
 SIGNIFICANT_S = 0.05  # errors are judged on tasks longer than this (shorter ones are noise)
 PREFER_SIMPLE = 0.05  # relative held-out gain a model needs over the median to be chosen
@@ -374,7 +375,7 @@ class Predictor:
         end = obs["end_s"].to_numpy(dtype=float)
         for idx in obs.groupby("instance", sort=False).indices.values():
             idx = idx[ok[idx]]
-            for members in _same_finished_sets(start[idx], end[idx]):
+            for members in _same_finished_sets(start[idx], end[idx], MAX_REPLAY_POINTS):
                 q, fin = idx[members[0]], idx[members[1]]
                 finished = _Finished(task[fin], x[fin], y[fin], oof[fin])
                 for fam in pd.unique(task[q]):
@@ -559,16 +560,27 @@ def _codes_by_task(q: pd.DataFrame) -> dict[str, str]:
     return {str(t): str(c) for t, c in known.groupby("task", sort=False)["code"].first().items()}
 
 
-def _same_finished_sets(start: np.ndarray, end: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def _same_finished_sets(
+    start: np.ndarray, end: np.ndarray, max_sets: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Group a run's tasks by the set of its tasks finished before they started.
 
     Returns ``(queries, finished)`` pairs of positions; the finished set only grows with
     the start time, so sorting once gives every set as a prefix of the end-sorted tasks.
+    ``max_sets`` bounds the replay: a run of n tasks can have n distinct sets, and replaying
+    each costs O(n), so beyond ``max_sets`` the queries are grouped at evenly spaced
+    checkpoints and each sees the finished set of the checkpoint at or before it (a subset
+    of what had finished: the replay never sees the future).
     """
     by_end = np.argsort(end, kind="stable")
     ends = end[by_end]
     counts = np.searchsorted(ends, start, side="right")
+    distinct = np.unique(counts)
+    if max_sets is not None and len(distinct) > max_sets:
+        checkpoints = distinct[np.linspace(0, len(distinct) - 1, max_sets).astype(int)]
+        counts = checkpoints[np.searchsorted(checkpoints, counts, side="right") - 1]
+        distinct = checkpoints
     out = []
-    for c in np.unique(counts):
+    for c in distinct:
         out.append((np.flatnonzero(counts == c), by_end[:c]))
     return out

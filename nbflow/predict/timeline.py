@@ -61,11 +61,10 @@ def eta_html(run: Any) -> str:
 
 def _predicted(run: Any, t: pd.DataFrame) -> dict[str, float]:
     """Offline predicted durations by key (cached per run; None-free)."""
-    from nbflow.predict.eta import _PREDICTORS, default_predictor
+    from nbflow.predict.eta import live_predictor
 
-    if run not in _PREDICTORS:
-        _PREDICTORS[run] = default_predictor(exclude_run=run.id)
-    predictor = _PREDICTORS[run]
+    # While the run goes the chart never waits for the fit; once it ended, it does (once).
+    predictor = live_predictor(run, wait=getattr(run, "done", False))
     if predictor is None:
         return {}
     known = _pred_cache.setdefault(run, {})
