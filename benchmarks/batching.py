@@ -199,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _harness.ratio(med["dask_bag"], med["nbflow_process"]), 1.0, ">", report_only=True)
     doc = {
         "machine": _harness.machine_info(),
-        "params": {"n": n, "work_s": WORK_S, "spin_loops": loops, "spin_us_measured": per_call * 1e6, "repeat": args.repeat, "fixed": args.fixed,
+        "params": {"n": n, "work_s": WORK_S, "spin_loops": loops, "spin_us_measured": per_call * 1e6,
+                   "repeat": args.repeat, "fixed": args.fixed,
                    "delayed_n": delayed_n, "store": args.store, "argv": sys.argv[1:]},
         "results": results,
         "adaptive_chunks": sizes,

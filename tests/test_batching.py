@@ -140,7 +140,7 @@ def test_a_bad_batch_value_is_refused_while_tracing(bad) -> None:
 
 def test_batching_where_it_cannot_apply_is_refused() -> None:
     with nf.Workflow("no-batch"):
-        with pytest.raises(nf.WorkflowDefinitionError, match="timeout=30.*drop batch="):
+        with pytest.raises(nf.WorkflowDefinitionError, match=r"timeout=30.*drop batch="):
             limited.map(range(10), batch=5)
         with pytest.raises(nf.WorkflowDefinitionError, match="async def"):
             adouble.map(range(10), batch=True)

@@ -251,7 +251,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
                 continue
         run.append(j)
     now = time.time()
-    for j, hit, took in hits:
+    for j, _hit, _took in hits:
         s.enter(ev.TaskStarted(now, j, s.nodes[j].key, 0, "cache"))
     executor = s.executor[i]
     for j in run:
@@ -284,7 +284,8 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
         s.done.set()  # type: ignore[union-attr]
 
 
-async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) -> list[tuple[bool, Any, float]]:
+async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int],
+                ) -> list[tuple[bool, Any, float]]:
     """One backend call for the items ``run``; a failure of the call itself fails each item."""
     calls = [s._arguments(s.nodes[j]) for j in run]
     backend = s.class_of[i].backend  # type: ignore[union-attr]

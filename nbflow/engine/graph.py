@@ -179,7 +179,7 @@ class WorkflowGraph:
                 elif type(a) in _CONTAINERS:
                     self._scan(a, deps)
             refuse_hidden_refs(f"{task.spec.name}.map", (), kwargs)
-            node = self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)
+            node: Ref = self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)
             # (expanded at run time: resolvers.expand_map reads these when the items are known)
             self.ref_maps[node.index] = (batch, 0 if on_error == "skip" else None)
             return node
