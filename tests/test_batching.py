@@ -323,3 +323,45 @@ def test_run_chunk_keeps_each_items_outcome() -> None:
     assert [ok for ok, _, _ in out] == [True, False, True]
     assert out[0][1] == 20 and isinstance(out[1][1], ValueError) and out[2][1] == 40
     assert all(seconds >= 0 for _, _, seconds in out)
+
+
+# -- tracing a map in one go gives the nodes one call per item would ---------------------------
+
+
+@nf.task
+def pair(x, scale=1):
+    return x
+
+
+def test_map_items_are_traced_like_single_calls() -> None:
+    import collections
+
+    with nf.Workflow("shape") as wf:
+        a, b = numbers(1), numbers(2)
+        out = pair.map([1, a, [b, 3], {"k": a}, "s"], scale=b)
+    items = wf.nodes[2:7]
+    assert [r.key for r in items] == [f"pair-{i}" for i in range(5)]
+    assert [r.deps for r in items] == [[b.index], [a.index, b.index], [b.index], [a.index, b.index],
+                                       [b.index]]
+    assert [r.nested for r in items] == [1, 1, 2, 2, 1]
+    assert out.deps == [r.index for r in items]
+    run = wf.run(cache=False)
+    assert run[out] == [1, [0], [[0, 1], 3], {"k": [0]}, "s"]
+
+    Point = collections.namedtuple("Point", "x y")
+    with nf.Workflow("hidden"):
+        a = numbers(1)
+        with pytest.raises(nf.RefUsageError, match="inside a .*Point"):
+            pair.map([1, Point(a, 2)])
+        with pytest.raises(nf.TaskCallError, match="unexpected keyword"):
+            pair.map([1, 2], nope=3)
+
+
+def test_map_items_inside_a_branch_wait_for_its_gate() -> None:
+    with nf.Workflow("gated") as wf:
+        cond = numbers(1)
+        res = nf.branch(cond, lambda: double.map(range(3)), lambda: double.map(range(2)))
+    run = wf.run(cache=False)
+    assert run[res] == [0, 2, 4]
+    skipped = run.tasks[run.tasks.state == "skipped"].key.tolist()
+    assert {"double-3", "double-4"} <= set(skipped)
