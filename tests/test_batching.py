@@ -351,7 +351,7 @@ def test_map_items_are_traced_like_single_calls() -> None:
     Point = collections.namedtuple("Point", "x y")
     with nf.Workflow("hidden"):
         a = numbers(1)
-        with pytest.raises(nf.RefUsageError, match="inside a .*Point"):
+        with pytest.raises(nf.RefUsageError, match=r"inside a .*Point"):
             pair.map([1, Point(a, 2)])
         with pytest.raises(nf.TaskCallError, match="unexpected keyword"):
             pair.map([1, 2], nope=3)
@@ -365,3 +365,18 @@ def test_map_items_inside_a_branch_wait_for_its_gate() -> None:
     assert run[res] == [0, 2, 4]
     skipped = run.tasks[run.tasks.state == "skipped"].key.tolist()
     assert {"double-3", "double-4"} <= set(skipped)
+
+
+@nf.task
+def chatty(x: int) -> int:
+    print(f"item {x} says hi")
+    return x
+
+
+def test_what_items_of_a_thread_chunk_print_is_kept_per_item(capsys) -> None:
+    with nf.Workflow("chatty") as wf:
+        out = chatty.map(range(10), batch=10)
+    run = wf.run(cache=False, workers=1)
+    assert run[out] == list(range(10))
+    assert run.logs("chatty-3") == "item 3 says hi\n"
+    assert "[chatty-7] item 7 says hi" in capsys.readouterr().out

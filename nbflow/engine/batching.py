@@ -27,9 +27,9 @@ hand-off, so batching them gains nothing; a ``timeout`` is a limit on one item, 
 shared call cannot enforce per item.  ``batch=True`` or ``batch=N`` turns it on for any
 count; with a timeout or on an ``async def`` task it is refused (:func:`check_option`).
 
-What a chunk does not do per item: CPU-time and peak-memory metrics (the chunk's call is
-measured as a whole, not split), and capture of printed output (it goes to the cell
-unprefixed).  Items served from the cache never enter a chunk's call.
+What a chunk does not record per item: CPU time and peak memory (the chunk's call is not
+split between its items).  What a thread chunk's items print is kept per item, as for any
+thread task.  Items served from the cache never enter a chunk's call.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from ..core import events as ev
 from ..core.errors import WorkflowDefinitionError
 from ..core.remote import Remote, has_remote, localise
 from ..core.states import READY
+from . import taskoutput
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -180,15 +181,18 @@ def from_graph(nodes: Sequence[Any]) -> Batches:
 
 
 def run_chunk(fn: Callable[..., Any], calls: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]],
-              ) -> list[tuple[bool, Any, float]]:
+              each: Sequence[Callable[..., Any]] | None = None) -> list[tuple[bool, Any, float]]:
     """Run ``fn`` once per ``(args, kwargs)``; per call ``(ok, value or exception, seconds)``.
 
     Runs wherever the backend runs it (a pool thread, a worker process, a Dask worker); an
-    exception of one call is that item's outcome, not the chunk's.
+    exception of one call is that item's outcome, not the chunk's.  ``each`` (one function
+    per call) replaces ``fn`` call by call: ``fn`` wrapped to capture that item's output.
     """
     out: list[tuple[bool, Any, float]] = []
     clock = time.perf_counter
-    for args, kwargs in calls:
+    for k, (args, kwargs) in enumerate(calls):
+        if each is not None:
+            fn = each[k]
         t0 = clock()
         try:
             value = fn(*args, **kwargs) if kwargs else fn(*args)
@@ -292,9 +296,15 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int],
     if s.has_remote and not getattr(backend, "accepts_remote", False) and has_remote(calls):
         calls = await anyio.to_thread.run_sync(localise, calls)
     key = s.nodes[run[0]].key if len(run) == 1 else f"{s.nodes[run[0]].key}+{len(run) - 1}"
+    each = None
+    if s.executor[i] == "thread":  # output hook: what each item prints is kept with that item
+        each = []
+        for j in run:
+            cap = s.outputs[j] = taskoutput.Capture(s.nodes[j].key)
+            each.append(taskoutput.capturing(fn, cap))
     t0 = time.perf_counter()
     try:
-        value, _ = await backend.call(key, functools.partial(run_chunk, fn, calls), (), None)
+        value, _ = await backend.call(key, functools.partial(run_chunk, fn, calls, each), (), None)
         if isinstance(value, Remote):  # a Dask chunk's outcomes: the items need their values here
             value = await anyio.to_thread.run_sync(localise, value)
     except anyio.get_cancelled_exc_class():
