@@ -11,6 +11,9 @@
 * ``nbflow_fixed_N``: ``work.map(items, batch=N)`` for each ``--fixed`` size;
 * ``nbflow_process``: the adaptive map on ``backend="process"`` (chunks go to worker
   processes, so both cores work; only with ``--process``);
+* ``nbflow_on_loop_floor``: the same work as an ``async def`` task (runs on the event loop,
+  no hand-off, never batched): nbflow's per-task cost plus the work, the floor that batching
+  can approach but not pass, since batched items stay tasks;
 * ``dask_bag``: ``db.from_sequence(items).map(f).compute()`` with Dask's defaults (about 100
   partitions; the multiprocessing scheduler);
 * ``dask_delayed``: one ``dask.delayed`` call per item, ``dask.compute`` with the default
@@ -19,7 +22,9 @@
   is what compares).
 
 Every nbflow sample is end to end: tracing the map, the run and reading the results; every
-Dask sample builds its collection and computes it.  The run store is off
+Dask sample builds its collection and computes it.  For nbflow the run's execution phase
+(``run.duration_s``: from the first dispatch to the end, without tracing and the checks
+made before a run starts) is reported too, as ``run_phase``.  The run store is off
 (``NBFLOW_STORE=off``) unless ``--store on``: these figures are the scheduler and the
 batching, as in ``overhead.py``.  Systems are sampled round-robin (``_harness.alternate``)
 and figures are medians; targets are ratios measured in the same run:
@@ -82,44 +87,60 @@ def timed_calls(n: int) -> float:
 work = nf.task(name="work")(spin)
 
 
-def nbflow_sampler(n: int, batch: Any, backend: str = "local") -> Callable[[], float]:
-    def sample() -> float:
+async def _spin_on_loop(x: int) -> int:
+    return spin(x)
+
+
+# The same work as a coroutine task: it runs on the event loop with no hand-off at all, so
+# its time is the work plus nbflow's per-task cost, the floor that batching can approach.
+work_on_loop = nf.task(name="work_on_loop")(_spin_on_loop)
+
+
+Sample = dict[str, float]  # "total": end to end; "run" (nbflow): the run's execution phase
+
+
+def nbflow_sampler(n: int, batch: Any, backend: str = "local", task: Any = work) -> Callable[[], Sample]:
+    def sample() -> Sample:
+        runs = []
+
         def go() -> None:
             items = list(range(n))
             with nf.Workflow("batching") as wf:
-                ref = work.map(items, batch=batch)
+                ref = task.map(items, batch=batch)
             run = wf.run(backend=backend, cache=False)
             out = run[ref]
             assert len(out) == n and out[-1] == n, "wrong results"
+            runs.append(run)
 
-        return timed(go)
+        total = timed(go)
+        return {"total": total, "run": runs[0].duration_s}
 
     return sample
 
 
-def dask_bag_sampler(n: int) -> Callable[[], float]:
+def dask_bag_sampler(n: int) -> Callable[[], Sample]:
     import dask.bag as db
 
-    def sample() -> float:
+    def sample() -> Sample:
         def go() -> None:
             out = db.from_sequence(list(range(n))).map(spin).compute()
             assert len(out) == n and out[-1] == n
 
-        return timed(go)
+        return {"total": timed(go)}
 
     return sample
 
 
-def dask_delayed_sampler(n: int) -> Callable[[], float]:
+def dask_delayed_sampler(n: int) -> Callable[[], Sample]:
     import dask
 
-    def sample() -> float:
+    def sample() -> Sample:
         def go() -> None:
             f = dask.delayed(spin, pure=False)
             out = dask.compute(*[f(i) for i in range(n)])
             assert len(out) == n and out[-1] == n
 
-        return timed(go)
+        return {"total": timed(go)}
 
     return sample
 
@@ -168,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["NBFLOW_STORE"] = "off"
     n = args.n
     delayed_n = min(args.delayed_n, n)
-    samplers: dict[str, Callable[[], float]] = {
+    samplers: dict[str, Callable[[], Sample]] = {
         "nbflow_adaptive": nbflow_sampler(n, None),
         "nbflow_unbatched": nbflow_sampler(n, False),
     }
@@ -176,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         samplers[f"nbflow_fixed_{size}"] = nbflow_sampler(n, size)
     if args.process:
         samplers["nbflow_process"] = nbflow_sampler(n, None, "process")
+    samplers["nbflow_on_loop_floor"] = nbflow_sampler(n, None, task=work_on_loop)
     samplers["dask_bag"] = dask_bag_sampler(n)
     samplers["dask_delayed"] = dask_delayed_sampler(delayed_n)
     loops = calibrate()
@@ -192,14 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples = _harness.alternate(samplers, args.repeat, log=log)
         sizes = chunk_sizes(n)
         trace_us = trace_cost(n)
-    results = {}
+    results: dict[str, Any] = {}
     for name, xs in samples.items():
         items = delayed_n if name == "dask_delayed" else n
-        results[name] = _harness.summarize(xs, items)
+        results[name] = _harness.summarize([x["total"] for x in xs], items)
         results[name]["items"] = items
+        if "run" in xs[0]:
+            results[name]["run_phase"] = _harness.summarize([x["run"] for x in xs], items)
     med = {k: v["median_s"] for k, v in results.items()}
     per = {k: v["us_per_task"] for k, v in results.items()}
+    run_med = {k: v["run_phase"]["median_s"] for k, v in results.items() if "run_phase" in v}
     targets = {
+        "run_phase_unbatched_over_adaptive": _harness.target(
+            _harness.ratio(run_med["nbflow_unbatched"], run_med["nbflow_adaptive"]), 5.0, ">=",
+            report_only=True),
         "unbatched_over_adaptive": _harness.target(
             _harness.ratio(med["nbflow_unbatched"], med["nbflow_adaptive"]), 5.0, ">="),
         "dask_bag_over_adaptive": _harness.target(
@@ -207,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "dask_delayed_over_adaptive_per_item": _harness.target(
             _harness.ratio(per["dask_delayed"], per["nbflow_adaptive"]), 1.0, ">"),
     }
+    targets["adaptive_over_on_loop_floor"] = _harness.target(
+        _harness.ratio(med["nbflow_adaptive"], med["nbflow_on_loop_floor"]), 1.5, "<=", report_only=True)
     targets["trace_us_per_item"] = _harness.target(trace_us, 10.0, "<=")
     if "nbflow_process" in med:
         targets["dask_bag_over_process"] = _harness.target(
