@@ -380,3 +380,35 @@ def test_what_items_of_a_thread_chunk_print_is_kept_per_item(capsys) -> None:
     assert run[out] == list(range(10))
     assert run.logs("chatty-3") == "item 3 says hi\n"
     assert "[chatty-7] item 7 says hi" in capsys.readouterr().out
+
+
+@nf.task
+def big(x: int):
+    import numpy as np
+
+    return np.full(20_000, x, dtype="float64")  # 160 kB: stored as a file
+
+
+def test_a_damaged_stored_item_with_strict_ends_the_run() -> None:
+    import sqlite3
+
+    from nbflow.store import StoreIntegrityError, get_store
+
+    with nf.Workflow("strict") as wf:
+        big.map(range(8), batch=8)
+    wf.run(workers=1)
+    db = sqlite3.connect(get_store().journal.path)
+    try:
+        (blob,) = db.execute("SELECT blob FROM task_runs WHERE key = 'big-5' ORDER BY end DESC LIMIT 1"
+                             ).fetchone()
+    finally:
+        db.close()
+    path = get_store().blobs.path(blob)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreIntegrityError, match=r"big-5.*failed its checksum"):
+        wf.run(strict=True, workers=1)
+    run = nf.last_run()
+    assert run.status == "failed"
+    assert "big-5" not in set(run.tasks.loc[run.tasks["state"] == "completed", "key"])

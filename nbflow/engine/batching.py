@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ..core import events as ev
-from ..core.errors import WorkflowDefinitionError
+from ..core.errors import StoreIntegrityError, WorkflowDefinitionError
 from ..core.remote import Remote, has_remote, localise
 from ..core.states import READY
 from . import taskoutput
@@ -237,9 +237,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
             try:
                 hit = await cache.lookup(j)
             except Exception as e:  # the same handling as for a single task
-                from ..core.errors import StoreIntegrityError
-
-                if isinstance(e, StoreIntegrityError):
+                if isinstance(e, StoreIntegrityError):  # strict=True and a damaged result
                     for k in members:
                         if k != i:  # back to the queue; the run is aborting anyway
                             s._push(k)
