@@ -29,7 +29,10 @@ count; with a timeout or on an ``async def`` task it is refused (:func:`check_op
 
 What a chunk does not record per item: CPU time and peak memory (the chunk's call is not
 split between its items).  What a thread chunk's items print is kept per item, as for any
-thread task.  Items served from the cache never enter a chunk's call.
+thread task.  Items served from the cache never enter a chunk's call.  When the call itself
+fails rather than an item (the chunk's results cannot be pickled back from a worker
+process because one item's result cannot, a worker is lost), that error is the failed
+attempt of every item of the chunk.
 """
 
 from __future__ import annotations
