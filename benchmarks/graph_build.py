@@ -1,8 +1,8 @@
 """Graph-building cost per task call, for A/B comparisons of two nbflow trees.
 
-Traces 20 000 calls as a chain (one Ref argument each) and as a layered graph (two Ref
-arguments each) and prints the median µs per call of 5 builds as JSON.  Run it once per
-tree, alternating, e.g.::
+Traces 20 000 calls as a chain (one Ref argument each), as a layered graph (two Ref
+arguments each) and as one ``task.map`` over 20 000 items, and prints the median µs per
+call of 5 builds as JSON.  Run it once per tree, alternating, e.g.::
 
     git worktree add /tmp/nbflow-old 97854eb
     PYTHONPATH=/tmp/nbflow-old .venv/bin/python benchmarks/graph_build.py   # before
@@ -29,7 +29,9 @@ def g(a, b):
 def build(n: int, shape: str) -> float:
     t = time.perf_counter()
     with nf.Workflow("b"):
-        if shape == "chain":
+        if shape == "map":  # one call per item of a long map
+            f.map(range(n))
+        elif shape == "chain":
             r = f(0)
             for _ in range(n):
                 r = f(r)
@@ -42,7 +44,7 @@ def build(n: int, shape: str) -> float:
     return (time.perf_counter() - t) / n * 1e6
 
 out = {}
-for shape in ("chain", "layered"):
+for shape in ("chain", "layered", "map"):
     samples = []
     for _ in range(5):
         gc.collect()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import ApprovalTimeout, GatherError, LoopLimitError, WorkflowDefinitionError
-from ..core.kinds import APPROVAL, COLLECT, CONST, FIRST, GATE, GATHER, LOOP
+from ..core.kinds import APPROVAL, COLLECT, CONST, FIRST, GATE, GATHER, LOOP, MAP
 from ..core.ref import Ref
 from .graph import (
     WorkflowGraph,
@@ -113,6 +113,8 @@ def gather(*refs: Any, min_success: int | None = None) -> Ref:
         raise WorkflowDefinitionError("nf.gather() needs at least one input")
     if len(refs) == 1 and type(refs[0]) is Ref and refs[0].kind == COLLECT:
         return _gather_map(wf, refs[0], min_success)
+    if len(refs) == 1 and type(refs[0]) is Ref and refs[0].kind == MAP:
+        return _gather_ref_map(wf, refs[0], min_success)
     k = len(refs) if min_success is None else min_success
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= len(refs):
         raise WorkflowDefinitionError(
@@ -141,6 +143,25 @@ def _gather_map(wf: WorkflowGraph, collect: Ref, min_success: int | None) -> Ref
         collect.kwargs = {"min_success": k}
         return collect
     return wf._add_node(GATHER, "gather", parts, _deps_of(wf, parts), kwargs={"min_success": k}, nested=1)
+
+
+def _gather_ref_map(wf: WorkflowGraph, node: Ref, min_success: int | None) -> Ref:
+    """``nf.gather(task.map(ref), min_success=k)``: the items are known only at run time, so
+    the map node itself becomes tolerant (it collects like a gather when it expands);
+    ``k`` is checked against the number of items then (default: all of them)."""
+    if min_success is not None and (isinstance(min_success, bool) or not isinstance(min_success, int)
+                                    or min_success < 0):
+        raise WorkflowDefinitionError(
+            f"nf.gather(min_success=...) must be a whole number >= 0 (at most the number of "
+            f"items {node.key} expands to), got {min_success!r}")
+    if any(node.index in r.deps for r in wf.nodes[node.index + 1:]):
+        raise WorkflowDefinitionError(
+            f"nf.gather({node.key}): the map's result is already used by another task, which "
+            "would still fail with a failed item. Wrap the map where it is made: "
+            "items = nf.gather(task.map(ref), min_success=k), then use `items`")
+    batch, _ = wf.ref_maps.get(node.index, (None, None))
+    wf.ref_maps[node.index] = (batch, -1 if min_success is None else min_success)
+    return node
 
 
 def loop(body: Task, init: Any, *, until: Callable[[Any], bool], max_iter: int | None) -> Ref:

@@ -20,6 +20,7 @@ from ..core.errors import RefUsageError, TaskCallError, WorkflowDefinitionError
 from ..core.kinds import COLLECT, GATHER, MAP
 from ..core.ref import Ref, foreign_ref_message
 from ..core.usertb import trim_to_user
+from .batching import check_option as check_batch
 from .hidden_refs import refuse_hidden_refs
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from .spec import Task
 
 _CONTAINERS = (list, tuple, dict, set, frozenset)
+_ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})  # never hold a Ref
 _current: ContextVar[WorkflowGraph | None] = ContextVar("nbflow_workflow", default=None)
 
 
@@ -58,6 +60,11 @@ class WorkflowGraph:
         self._sagas: list[Any] = []  # open `with nf.saga()` blocks
         self.sagas: list[Any] = []  # every saga traced in this workflow
         self._derived: dict[str, Ref] = {}  # ref[key] nodes, by key
+        # Maps over lists: (first item index, item count, task spec, batch=) for chunking
+        # (nbflow.engine.batching); maps over a Ref: their node index -> (batch=, min_success
+        # or None when a failed item fails the map).
+        self.map_batches: list[tuple[int, int, Any, Any]] = []
+        self.ref_maps: dict[int, tuple[Any, int | None]] = {}
 
     # -- tracing -------------------------------------------------------------------------
 
@@ -156,16 +163,14 @@ class WorkflowGraph:
                     raise RefUsageError(f"{k.key} is used as a dict key; Refs may only be dict values")
         return found
 
-    def _add_map(self, task: Task, items: Any, kwargs: dict[str, Any], on_error: str = "fail") -> Ref:
+    def _add_map(self, task: Task, items: Any, kwargs: dict[str, Any], on_error: str = "fail",
+                 batch: Any = None) -> Ref:
         if on_error not in ("fail", "skip"):
             raise WorkflowDefinitionError(
                 f"{task.spec.name}.map(on_error=...) must be 'fail' (a failed item fails the map) or "
                 f"'skip' (the map gives the results of the items that completed), got {on_error!r}")
+        check_batch(task.spec.name, task.spec, batch)
         if type(items) is Ref:
-            if on_error == "skip":
-                raise WorkflowDefinitionError(
-                    f"{task.spec.name}.map(ref, on_error='skip'): a map over a Ref cannot skip failed "
-                    "items yet; map over a list, or catch the error inside the task")
             if items.wf is not self:
                 raise RefUsageError(_foreign(items, self))
             deps = [items.index]
@@ -177,7 +182,10 @@ class WorkflowGraph:
                 elif type(a) in _CONTAINERS:
                     self._scan(a, deps)
             refuse_hidden_refs(f"{task.spec.name}.map", (), kwargs)
-            return self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)  # type: ignore[no-any-return]
+            node: Ref = self._add_node(MAP, f"{task.spec.name}.map", (items,), deps, task, kwargs or None)
+            # (expanded at run time: resolvers.expand_map reads these when the items are known)
+            self.ref_maps[node.index] = (batch, 0 if on_error == "skip" else None)
+            return node
         _refuse_column_iteration(task.spec.name, items)
         try:
             seq = list(items)
@@ -186,11 +194,68 @@ class WorkflowGraph:
                 f"{task.spec.name}.map() needs a list (or other iterable) or a Ref to one, got "
                 f"{type(items).__name__}"
             ) from None
-        parts = [self._add_call(task, (item,), kwargs) for item in seq]
+        first = len(self.nodes)
+        parts = self._add_items(task, seq, kwargs)
+        if batch is not False and parts:
+            self.map_batches.append((first, len(parts), task.spec, batch))
         if on_error == "skip":  # a tolerant join: the values of the items that completed
             return self._add_node(GATHER, f"{task.spec.name}.map", tuple(parts), [p.index for p in parts],
                                   kwargs={"min_success": 0}, nested=1)
         return self._add_collect(parts, f"{task.spec.name}.map")
+
+    def _add_items(self, task: Task, seq: list[Any], kwargs: dict[str, Any]) -> list[Ref]:
+        """One node per item, as ``_add_call(task, (item,), kwargs)`` would add them.
+
+        A long map is traced in one go: the call's shape (one positional argument and the
+        shared keywords) is checked once, the shared keywords are scanned for Refs once, and
+        only items that are not plain values are looked into.
+        """
+        if not seq:
+            return []
+        task.check_call((seq[0],), kwargs)
+        refuse_hidden_refs(task.spec.name, (), kwargs)
+        kw_deps: list[int] = []
+        kw_nested = 0
+        for a in kwargs.values():
+            if type(a) is Ref:
+                if a.wf is not self:
+                    raise RefUsageError(_foreign(a, self))
+                kw_deps.append(a.index)
+                kw_nested = kw_nested or 1
+            elif type(a) in _CONTAINERS and self._scan(a, kw_deps):
+                kw_nested = 2
+        name = task.spec.name
+        n = self._counters.get(name, 0)
+        nodes = self.nodes
+        kw = kwargs or None
+        enclose = bool(self._gates or self._sagas)
+        parts = []
+        for item in seq:
+            t = type(item)
+            deps = list(kw_deps)
+            nested = kw_nested
+            if t is Ref:
+                if item.wf is not self:
+                    raise RefUsageError(_foreign(item, self))
+                deps.insert(0, item.index)
+                nested = nested or 1
+            elif t not in _ATOMS:
+                refuse_hidden_refs(name, (item,), None)
+                if t in _CONTAINERS:
+                    found: list[int] = []
+                    if self._scan(item, found):
+                        deps[:0] = found
+                        nested = 2
+            if len(deps) > 1:
+                deps = list(dict.fromkeys(deps))
+            ref = Ref(self, len(nodes), task, (item,), kw, deps, f"{name}-{n}", nested)
+            n += 1
+            nodes.append(ref)
+            if enclose:
+                self._enclose(ref)
+            parts.append(ref)
+        self._counters[name] = n
+        return parts
 
     def _add_getitem(self, ref: Ref, key: Any) -> Ref:
         """``ref[key]``: a derived node whose value is ``value[key]``, keyed ``<ref key>[key]``

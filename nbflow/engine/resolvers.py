@@ -38,7 +38,7 @@ from ..core.kinds import APPROVAL, COLLECT, CONST, FIRST, GATE, GATHER, LOOP, TA
 from ..core.ref import Ref
 from ..core.remote import local
 from ..core.states import COMPLETED, FAILED
-from . import approvals
+from . import approvals, batching
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -171,9 +171,18 @@ def expand_map(s: Scheduler, i: int) -> None:
         keys.append(child.key)
     n = len(items)
     s.waiting[i] = n
-    # The map node now collects its children; it completes when they all have.
-    s.nodes[i] = Ref(ref.wf, i, None, tuple(s.nodes[first:]), None, list(range(first, first + n)),
-                     ref.key, 1, COLLECT)
+    batch, min_success = getattr(ref.wf, "ref_maps", {}).get(i, (None, None))
+    chunking = batching.plan(task.spec, batch, n) if n else None
+    if chunking is not None:
+        s.batches.add(len(s.nodes), first, n, chunking)
+    # The map node now collects its children; it completes when they all have.  A tolerant
+    # map (on_error="skip", or inside nf.gather) gathers them instead: the values of the
+    # items that completed, failed when fewer than min_success did (-1: all of them).
+    kind, opts = COLLECT, None
+    if min_success is not None:
+        kind, opts = GATHER, {"min_success": n if min_success < 0 else min_success}
+    s.nodes[i] = Ref(ref.wf, i, None, tuple(s.nodes[first:]), opts, list(range(first, first + n)),
+                     ref.key, 1, kind)
     s.emit(ev.TasksAdded(now, ref.key, keys, list(range(first, first + n)),
                          s.nodes[first:first + n], i))
     if n == 0:

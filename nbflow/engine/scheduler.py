@@ -81,7 +81,7 @@ from ..core.protocols import ResultCache
 from ..core.ref import Ref
 from ..core.remote import has_remote, localise
 from ..core.states import COMPLETED, PENDING, READY, RETRYING, RUNNING
-from . import approvals, taskoutput
+from . import approvals, batching, taskoutput
 from .constructs import interactive_approvals
 from .gcpolicy import graph_out_of_gc
 from .metrics import Measured, TaskMetrics
@@ -179,6 +179,7 @@ class Scheduler:
         self._last_iteration: dict[int, int] = {}  # loop node -> its latest iteration's node
         self.answers: dict[int, Any] = {}  # approval node -> anyio.Event, then the answer
         self.interactive: Callable[[], bool] = interactive_approvals  # can a person answer?
+        self.batches = batching.from_graph(nodes)  # map items that run in chunks (engine.batching)
         self.sagas = Sagas(self, sagas)
         self.saga_of = self.sagas.of
         self.rollbacks = self.sagas.rollbacks  # one entry per saga that rolled back
@@ -390,6 +391,10 @@ class Scheduler:
         if ref.kind == MAP:
             self._release(i)
             expand_map(self, i)
+            return
+        group = self.batches.of(i) if self.batches.group_of is not None else None
+        if group is not None:  # a map item that runs with its ready siblings, in one call
+            await batching.execute(self, i, group)
             return
         spec = ref.task.spec
         cache = self.cache
@@ -630,7 +635,8 @@ class Scheduler:
                 # side being untaken: the gate is a control dependency, not an input.
                 if kind in TOLERANT and nodes[j].kind != GATE:
                     w = waiting[s] = waiting[s] - 1
-                    if w == 0 and st is PENDING:
+                    # (RUNNING: a tolerant map over a Ref, expanded, waiting for its items)
+                    if w == 0 and (st is PENDING or st is RUNNING):
                         self._make_ready(s)
                 # PENDING, or RUNNING for an expanded map or a loop waiting on its items.
                 elif st is PENDING or (st is RUNNING and (kind in (COLLECT, LOOP))):

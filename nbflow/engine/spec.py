@@ -114,19 +114,25 @@ class Task:
             return self.spec.fn(*args, **kwargs)
         return wf._add_call(self, args, kwargs)
 
-    def map(self, items: Iterable[Any] | Ref, /, *, on_error: str = "fail", **kwargs: Any) -> Any:
+    def map(self, items: Iterable[Any] | Ref, /, *, on_error: str = "fail", batch: bool | int | None = None,
+            **kwargs: Any) -> Any:
         """One call per item (passed as the first argument), ``kwargs`` shared by all.
 
         Inside a workflow this returns one Ref whose value is the list of results; ``items``
         may itself be a Ref to a list, expanded when its value is known.  Outside a workflow
-        it returns the list of results.  ``on_error="skip"`` (for a list of items): the value
-        is the results of the items that completed, in item order; failed items are still
-        reported (``run.errors()``) but do not fail what comes after.
+        it returns the list of results.  ``on_error="skip"`` (a list of items or a Ref to
+        one): the value is the results of the items that completed, in item order; failed
+        items are still reported (``run.errors()``) but do not fail what comes after.
+
+        ``batch`` groups many small items into one backend call each while keeping results,
+        cache entries and failures per item (:mod:`nbflow.engine.batching`): ``None`` (the
+        default) chunks adaptively when the map is long and the task a plain ``def`` with no
+        timeout, ``True`` always adaptively, ``N`` in chunks of ``N`` items, ``False`` never.
         """
         wf = _current.get()
         if wf is None:
             return [self.spec.fn(item, **kwargs) for item in items]
-        return wf._add_map(self, items, kwargs, on_error)
+        return wf._add_map(self, items, kwargs, on_error, batch)
 
     def with_options(self, **options: Any) -> Task:
         """A copy of this task with some options changed (not registered under the name)."""

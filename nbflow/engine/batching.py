@@ -1,0 +1,320 @@
+"""Adaptive map batching: many tiny map items, few backend calls, per-item results.
+
+A map over 100 000 items of 20 µs each spends far more time handing items to threads or
+processes (tens of µs per hand-off) than running them.  So the items of a map stay one
+node each in the graph — with their own key, state, cache entry, retries and error, so
+``run[ref]``, ``run.tasks``, ``run.errors()`` and the cache see nothing different — but
+when a worker takes one item, it takes the map's next ready items with it (a *chunk*) and
+runs them all in **one** backend call.  Inside that call each item runs on its own: an
+item that raises fails that item only (it is retried alone if the task has retries), and
+each item's duration is measured separately.
+
+How big a chunk is:
+
+* ``batch=False``: no chunks (one call per item, as for any task).
+* ``batch=N``: chunks of ``N`` items.
+* default (``batch=None``) and ``batch=True``: *adaptive*.  :class:`ChunkSizer` keeps a
+  running estimate of the time one item takes (from the chunks that already ran) and
+  sizes the next chunk to about :data:`TARGET_S` of work; it starts with a single item,
+  and grows at most :data:`GROWTH` times per chunk so that one slow first measurement or
+  one fast one cannot swing it far.  No chunk is larger than a fair share of the items
+  left (items left / parallel slots), so a short map still uses every worker.
+
+When batching is on by default (:func:`plan`): for a map of at least :data:`MIN_ITEMS`
+items (a map over a Ref decides when it expands and the count is known) of a plain
+``def`` task with no ``timeout``.  Coroutine tasks already run on the event loop without a
+hand-off, so batching them gains nothing; a ``timeout`` is a limit on one item, which a
+shared call cannot enforce per item.  ``batch=True`` or ``batch=N`` turns it on for any
+count; with a timeout or on an ``async def`` task it is refused (:func:`check_option`).
+
+What a chunk does not record per item: CPU time and peak memory (the chunk's call is not
+split between its items).  What a thread chunk's items print is kept per item, as for any
+thread task.  Items served from the cache never enter a chunk's call.  When the call itself
+fails rather than an item (the chunk's results cannot be pickled back from a worker
+process because one item's result cannot, a worker is lost), that error is the failed
+attempt of every item of the chunk.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..core import events as ev
+from ..core.errors import StoreIntegrityError, WorkflowDefinitionError
+from ..core.remote import Remote, has_remote, localise
+from ..core.states import READY
+from . import taskoutput
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+    from .spec import TaskSpec
+
+MIN_ITEMS = 64  # maps shorter than this are not batched unless asked (batch=True/N)
+TARGET_S = 0.03  # seconds of work per chunk the adaptive sizer aims at
+GROWTH = 4.0  # a chunk is at most this many times the previous size
+SMOOTHING = 0.5  # weight of the newest measurement in the per-item estimate
+MAX_CHUNK = 100_000  # upper bound on any chunk (a fixed batch=N may not exceed it either)
+
+
+def check_option(name: str, spec: TaskSpec, batch: Any) -> None:
+    """Refuse a ``batch=`` value that is not ``None``/``True``/``False``/a count >= 1, or
+    batching asked for where it cannot apply (``async def`` task, per-item timeout)."""
+    if batch is None or batch is False:
+        return
+    if batch is not True and (isinstance(batch, bool) or not isinstance(batch, int)
+                              or not 1 <= batch <= MAX_CHUNK):
+        raise WorkflowDefinitionError(
+            f"{name}.map(batch=...) must be False (one call per item), True or None (adaptive "
+            f"chunks) or a whole number of items per chunk from 1 to {MAX_CHUNK}, got {batch!r}")
+    if spec.is_async:
+        raise WorkflowDefinitionError(
+            f"{name}.map(batch={batch!r}): {name} is an `async def` task, which runs on the event "
+            "loop without a hand-off to batch away; drop batch=")
+    if spec.timeout is not None:
+        raise WorkflowDefinitionError(
+            f"{name}.map(batch={batch!r}): {name} has timeout={spec.timeout:g}, a limit per item "
+            "that a chunk of items sharing one call cannot enforce; drop batch= or the timeout")
+
+
+def plan(spec: TaskSpec, batch: Any, n_items: int) -> int | None:
+    """The chunking of a map: ``None`` (off), ``0`` (adaptive) or a fixed chunk size."""
+    if batch is False:
+        return None
+    if batch is None:
+        if n_items < MIN_ITEMS or spec.is_async or spec.timeout is not None:
+            return None
+        return 0
+    if batch is True:
+        return 0
+    return int(batch)
+
+
+class ChunkSizer:
+    """Chunk sizes for one map, from measured per-item time (a pure controller: no clock).
+
+    ``fixed`` > 0 gives that size always; ``fixed == 0`` is adaptive: :meth:`observe` takes
+    the number of items a chunk ran and the seconds their calls took, :meth:`size` returns
+    the next chunk's size given how many items are left and how many run in parallel.
+    """
+
+    __slots__ = ("fixed", "last", "per_item", "target")
+
+    def __init__(self, fixed: int = 0, target: float = TARGET_S) -> None:
+        self.fixed = fixed
+        self.target = target
+        self.per_item: float | None = None  # seconds per item, smoothed
+        self.last = 1  # the size most recently handed out
+
+    def observe(self, n: int, seconds: float) -> None:
+        if n <= 0 or not seconds >= 0:
+            return
+        each = seconds / n
+        self.per_item = each if self.per_item is None else (
+            SMOOTHING * each + (1.0 - SMOOTHING) * self.per_item)
+
+    def size(self, left: int, parallel: float) -> int:
+        if self.fixed:
+            want = self.fixed
+        elif self.per_item is None:
+            want = 1  # nothing measured yet: one item, to learn its time
+        else:
+            ideal = self.target / self.per_item if self.per_item > 0 else float(MAX_CHUNK)
+            want = round(max(1.0, min(ideal, self.last * GROWTH, MAX_CHUNK)))
+        if not self.fixed and math.isfinite(parallel) and parallel >= 1:
+            want = min(want, max(1, math.ceil(left / parallel)))  # keep every slot busy
+        self.last = max(1, want)
+        return self.last
+
+
+@dataclass(slots=True)
+class Group:
+    """The items of one map that run in chunks (indexes ``first`` .. ``first + count - 1``)."""
+
+    first: int
+    count: int
+    sizer: ChunkSizer
+    started: int = 0  # items handed to chunks so far (attempts, retries included)
+
+    def __contains__(self, i: int) -> bool:
+        return self.first <= i < self.first + self.count
+
+
+class Batches:
+    """The map groups of one run, looked up by node index (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.group_of: list[Group | None] | None = None  # None: no map of this run batches
+
+    def add(self, n_nodes: int, first: int, count: int, chunking: int) -> Group:
+        if self.group_of is None:
+            self.group_of = [None] * n_nodes
+        elif len(self.group_of) < n_nodes:
+            self.group_of.extend([None] * (n_nodes - len(self.group_of)))
+        g = Group(first, count, ChunkSizer(chunking))
+        self.group_of[first:first + count] = [g] * count
+        return g
+
+    def of(self, i: int) -> Group | None:
+        gs = self.group_of
+        return gs[i] if gs is not None and i < len(gs) else None
+
+
+def from_graph(nodes: Sequence[Any]) -> Batches:
+    """The groups of the maps over lists traced into ``nodes`` (their item ranges are known)."""
+    out = Batches()
+    wf = nodes[0].wf if nodes else None
+    for first, count, spec, batch in getattr(wf, "map_batches", ()):
+        if first + count > len(nodes):  # (a graph cut down after tracing: not this one's)
+            continue
+        chunking = plan(spec, batch, count)
+        if chunking is not None:
+            out.add(len(nodes), first, count, chunking)
+    return out
+
+
+# -- the worker side -----------------------------------------------------------------------
+
+
+def run_chunk(fn: Callable[..., Any], calls: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]],
+              each: Sequence[Callable[..., Any]] | None = None) -> list[tuple[bool, Any, float]]:
+    """Run ``fn`` once per ``(args, kwargs)``; per call ``(ok, value or exception, seconds)``.
+
+    Runs wherever the backend runs it (a pool thread, a worker process, a Dask worker); an
+    exception of one call is that item's outcome, not the chunk's.  ``each`` (one function
+    per call) replaces ``fn`` call by call: ``fn`` wrapped to capture that item's output.
+    """
+    out: list[tuple[bool, Any, float]] = []
+    clock = time.perf_counter
+    for k, (args, kwargs) in enumerate(calls):
+        if each is not None:
+            fn = each[k]
+        t0 = clock()
+        try:
+            value = fn(*args, **kwargs) if kwargs else fn(*args)
+        except Exception as e:
+            out.append((False, e, clock() - t0))
+        else:
+            out.append((True, value, clock() - t0))
+    return out
+
+
+# -- the scheduler side --------------------------------------------------------------------
+
+
+def take(s: Scheduler, i: int, g: Group) -> list[int]:
+    """Node ``i`` (just popped) and the next ready items of its group, as one chunk."""
+    cls = s.class_of[i]
+    heap = cls.heap  # type: ignore[union-attr]
+    parallel = min(s.limit, getattr(cls.backend, "capacity", math.inf))  # type: ignore[union-attr]
+    n = g.sizer.size(g.count - g.started, parallel)
+    members = [i]
+    state = s.state
+    # Items of one map share level and priority and were queued in order, so they sit
+    # together at the top of their class's heap; stop at the first node of anything else.
+    while len(members) < n and heap and heap[0][3] in g:
+        j = heapq.heappop(heap)[3]
+        if state[j] is READY:
+            members.append(j)
+    g.started += len(members)
+    return members
+
+
+async def execute(s: Scheduler, i: int, g: Group) -> None:
+    """Run a chunk that starts with node ``i`` (whose slot the worker holds) in one call."""
+    members = take(s, i, g)
+    spec = s.nodes[i].task.spec
+    cache = s.cache
+    run: list[int] = []
+    hits: list[tuple[int, Any, float]] = []
+    for j in members:
+        if cache is not None and s.attempts[j] == 0:
+            t0 = time.perf_counter()
+            try:
+                hit = await cache.lookup(j)
+            except Exception as e:  # the same handling as for a single task
+                if isinstance(e, StoreIntegrityError):  # strict=True and a damaged result
+                    for k in members:
+                        if k != i:  # back to the queue; the run is aborting anyway
+                            s._push(k)
+                    s._release(i)
+                    s.abort(e)
+                    await anyio.lowlevel.checkpoint()
+                    return
+                s._cache_broke(e)
+                cache = None
+                hit = None
+            if hit is not None:
+                hits.append((j, hit, time.perf_counter() - t0))
+                continue
+        run.append(j)
+    now = time.time()
+    for j, _hit, _took in hits:
+        s.enter(ev.TaskStarted(now, j, s.nodes[j].key, 0, "cache"))
+    executor = s.executor[i]
+    for j in run:
+        s.enter(ev.TaskStarted(now, j, s.nodes[j].key, s.attempts[j] + 1, executor))  # type: ignore[arg-type]
+    outcomes: list[tuple[bool, Any, float]] = []
+    if run:
+        outcomes = await _call(s, i, spec.fn, run)
+    s._release(i)
+    # Items complete "inline" (no worker refill per item); one refill after the chunk.
+    for j, hit, took in hits:
+        s._complete(j, hit[0], took, hit[1], inline=True, cached=True)
+    measured = 0.0
+    for j, (ok, value, seconds) in zip(run, outcomes, strict=True):
+        measured += seconds
+        if not ok:
+            s._failed_attempt(j, value, seconds)
+            continue
+        size = None
+        if cache is not None and s.cache is not None:
+            try:
+                size = await cache.commit(j, value, None)
+            except Exception as e:
+                s._cache_broke(e)
+                cache = None
+        s._complete(j, value, seconds, size, inline=True)
+    if run:
+        g.sizer.observe(len(run), measured)
+    s._fill()
+    if s.tasks.open == 0:
+        s.done.set()  # type: ignore[union-attr]
+
+
+async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int],
+                ) -> list[tuple[bool, Any, float]]:
+    """One backend call for the items ``run``; a failure of the call itself fails each item."""
+    calls = [s._arguments(s.nodes[j]) for j in run]
+    backend = s.class_of[i].backend  # type: ignore[union-attr]
+    if s.has_remote and not getattr(backend, "accepts_remote", False) and has_remote(calls):
+        calls = await anyio.to_thread.run_sync(localise, calls)
+    key = s.nodes[run[0]].key if len(run) == 1 else f"{s.nodes[run[0]].key}+{len(run) - 1}"
+    each = None
+    if s.executor[i] == "thread":  # output hook: what each item prints is kept with that item
+        each = []
+        for j in run:
+            cap = s.outputs[j] = taskoutput.Capture(s.nodes[j].key)
+            each.append(taskoutput.capturing(fn, cap))
+    t0 = time.perf_counter()
+    try:
+        value, _ = await backend.call(key, functools.partial(run_chunk, fn, calls, each), (), None)
+        if isinstance(value, Remote):  # a Dask chunk's outcomes: the items need their values here
+            value = await anyio.to_thread.run_sync(localise, value)
+    except anyio.get_cancelled_exc_class():
+        s._release(i)
+        took = time.perf_counter() - t0
+        for j in run:
+            s.enter(ev.TaskCancelled(time.time(), j, s.nodes[j].key, s.attempts[j]), None, took)
+        raise
+    except Exception as e:  # the call itself (pickling, a lost worker): every item's attempt
+        took = (time.perf_counter() - t0) / len(run)
+        return [(False, e, took) for _ in run]
+    return list(value)
