@@ -301,8 +301,8 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int],
     if s.executor[i] == "thread":  # output hook: what each item prints is kept with that item
         each = []
         for j in run:
-            cap = s.outputs[j] = taskoutput.Capture(s.nodes[j].key)
-            each.append(taskoutput.capturing(fn, cap))
+            s.outputs.pop(j, None)  # (a retry's output replaces the failed attempt's)
+            each.append(taskoutput.capturing(fn, s.outputs, j, s.nodes[j].key))
     t0 = time.perf_counter()
     try:
         value, _ = await backend.call(key, functools.partial(run_chunk, fn, calls, each), (), None)
