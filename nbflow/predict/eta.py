@@ -364,6 +364,7 @@ _FITTING: dict[int, Any] = {}  # id(run) -> the thread fitting its predictor
 _FIT_LOCK = threading.Lock()
 
 
+SYNC_FIT_ROWS = 5000  # histories up to this many rows are fitted in the view's own call
 REFIT_GROWTH = 0.2  # live views refit once the store's history grew by this fraction
 REFIT_AFTER_S = 600.0  # or once the fit is this old
 _STORE_FITS: dict[str, tuple[float, int, Any]] = {}  # store home -> (when, history rows, fit)
@@ -406,12 +407,19 @@ def shared_predictor(exclude_run: str | None = None) -> Predictor | None:
 def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
     """The run's history predictor for live views, without ever blocking them.
 
-    The first call starts fitting it on a background thread and returns None (views show no
-    ETA yet); later calls return it once it is ready; ``wait=True`` (a view drawn once the
-    run ended) waits for the fit.  ``run.eta()`` fits in the caller instead (it asked for an
+    A small history (:data:`SYNC_FIT_ROWS`) is fitted at once.  Otherwise the first call
+    starts fitting it on a background thread and returns None (views show no ETA yet);
+    later calls return it once it is ready; ``wait=True`` (a view drawn once the run
+    ended) waits for the fit.  ``run.eta()`` fits in the caller instead (it asked for an
     answer).  A fit is bounded by :func:`recent_history`."""
     if run in _PREDICTORS:
         return _PREDICTORS[run]
+    where = _history_rows()
+    if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
+        predictor = shared_predictor(exclude_run=run.id)
+        with _FIT_LOCK:
+            _PREDICTORS[run] = predictor
+        return predictor
     with _FIT_LOCK:
         running = _FITTING.get(id(run))
     if running is not None:

@@ -1,0 +1,85 @@
+"""Live views and a large history: the fit is bounded, shared, and never blocks a view."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import nbflow as nf
+from nbflow.predict import eta as eta_mod
+from nbflow.predict.model import _same_finished_sets
+
+
+@nf.task
+def step(i: int) -> int:
+    return i + 1
+
+
+def _run(n: int = 30) -> nf.Run:
+    with nf.Workflow("live-fit") as wf:
+        for i in range(n):
+            step(i)
+    return wf.run(cache=False)
+
+
+def test_recent_history_keeps_the_newest_runs_per_task_and_spreads_calls() -> None:
+    rows = []
+    for r in range(30):  # 30 runs of task a (300 calls each), 2 runs of task b
+        for k in range(300):
+            rows.append({"task": "a", "run_id": f"r{r:02d}", "run_start": float(r),
+                         "input_bytes": float(k), "duration_s": 1.0})
+    for r in range(2):
+        rows.append({"task": "b", "run_id": f"b{r}", "run_start": float(r),
+                     "input_bytes": 1.0, "duration_s": 1.0})
+    h = pd.DataFrame(rows)
+    kept = eta_mod.recent_history(h, runs=20, rows=200)
+    a = kept[kept["task"] == "a"]
+    assert sorted(a["run_id"].unique()) == [f"r{r:02d}" for r in range(10, 30)]  # the newest 20
+    assert a.groupby("run_id").size().max() == 200
+    # evenly spread over the sizes, smallest and largest included
+    sizes = a[a["run_id"] == "r29"]["input_bytes"]
+    assert sizes.min() == 0.0 and sizes.max() == 299.0
+    assert len(kept[kept["task"] == "b"]) == 2  # a task with little history keeps all of it
+
+
+def test_replay_checkpoints_never_show_a_task_the_future() -> None:
+    rng = np.random.default_rng(3)
+    start = rng.uniform(0, 100, 500)
+    end = start + rng.uniform(0.1, 5, 500)
+    full = _same_finished_sets(start, end)
+    bounded = _same_finished_sets(start, end, max_sets=16)
+    assert len(full) > 16 and len(bounded) <= 16
+    seen = np.zeros(500, dtype=bool)
+    for queries, finished in bounded:
+        seen[queries] = True
+        for q in queries:  # everything it sees finished before it started
+            assert np.all(end[finished] <= start[q])
+    assert seen.all()  # every task is still a query
+
+
+def test_a_large_history_is_fitted_in_the_background_and_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    _run()  # history
+    monkeypatch.setattr(eta_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
+    monkeypatch.setattr(eta_mod, "_STORE_FITS", {})
+    fits: list[str | None] = []
+    real = eta_mod.default_predictor
+
+    def counting(exclude_run: str | None = None, home: object = None) -> object:
+        fits.append(exclude_run)
+        return real(exclude_run=exclude_run)
+
+    monkeypatch.setattr(eta_mod, "default_predictor", counting)
+    second = _run()
+    first_look = eta_mod.live_predictor(second)  # starts the fit, does not wait for it
+    ready = eta_mod.live_predictor(second, wait=True)
+    assert ready is not None and "step" in ready.families
+    assert first_look is None or first_look is ready
+    assert fits == [second.id]
+    third = _run()  # history grew by 50% (30 -> 60 rows... of which the new run's are left out)
+    assert eta_mod.live_predictor(third, wait=True) is not None
+    assert len(fits) == 2  # grew more than REFIT_GROWTH: fitted again
+    monkeypatch.setattr(eta_mod, "REFIT_GROWTH", 10.0)
+    fourth = _run()
+    assert eta_mod.live_predictor(fourth, wait=True) is eta_mod.live_predictor(third)
+    assert len(fits) == 2  # shared: no new fit
