@@ -62,6 +62,7 @@ def test_a_large_history_is_fitted_in_the_background_and_shared(monkeypatch: pyt
     _run()  # history
     monkeypatch.setattr(eta_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
     monkeypatch.setattr(eta_mod, "_STORE_FITS", {})
+    monkeypatch.setattr(eta_mod, "REFIT_MIN_AGE_S", 0.0)
     fits: list[str | None] = []
     real = eta_mod.default_predictor
 
@@ -79,7 +80,7 @@ def test_a_large_history_is_fitted_in_the_background_and_shared(monkeypatch: pyt
     third = _run()  # history grew by 50% (30 -> 60 rows... of which the new run's are left out)
     assert eta_mod.live_predictor(third, wait=True) is not None
     assert len(fits) == 2  # grew more than REFIT_GROWTH: fitted again
-    monkeypatch.setattr(eta_mod, "REFIT_GROWTH", 10.0)
+    monkeypatch.setattr(eta_mod, "REFIT_MIN_AGE_S", 3600.0)  # grew 33% again, but the fit is young
     fourth = _run()
     assert eta_mod.live_predictor(fourth, wait=True) is eta_mod.live_predictor(third)
     assert len(fits) == 2  # shared: no new fit

@@ -364,9 +364,10 @@ _FITTING: dict[int, Any] = {}  # id(run) -> the thread fitting its predictor
 _FIT_LOCK = threading.Lock()
 
 
-SYNC_FIT_ROWS = 5000  # histories up to this many rows are fitted in the view's own call
+SYNC_FIT_ROWS = 1000  # histories up to this many rows are fitted in the view's own call
 REFIT_GROWTH = 0.2  # live views refit once the store's history grew by this fraction
 REFIT_AFTER_S = 600.0  # or once the fit is this old
+REFIT_MIN_AGE_S = 60.0  # but a fit younger than this is kept (quick runs in a row share one)
 _STORE_FITS: dict[str, tuple[float, int, Any]] = {}  # store home -> (when, history rows, fit)
 
 
@@ -383,8 +384,10 @@ def _history_rows(home: Any = None) -> tuple[str, int] | None:
 
 def shared_predictor(exclude_run: str | None = None) -> Predictor | None:
     """The store's history predictor, fitted once and shared by the runs of this process
-    until the history grew by :data:`REFIT_GROWTH` or the fit is :data:`REFIT_AFTER_S`
-    old (consecutive runs in a notebook do not each pay a fit).  A fresh fit leaves out
+    until the history grew by :data:`REFIT_GROWTH` (and the fit is at least
+    :data:`REFIT_MIN_AGE_S` old) or the fit is :data:`REFIT_AFTER_S` old, so consecutive
+    runs in a notebook do not each pay a fit; a store that had no history is looked at
+    again on every run.  A fresh fit leaves out
     ``exclude_run`` (the run asking: its rows are being written); a fit made before that
     run started has none of its rows anyway."""
     where = _history_rows()
@@ -396,7 +399,9 @@ def shared_predictor(exclude_run: str | None = None) -> Predictor | None:
         cached = _STORE_FITS.get(home)
     if cached is not None:
         when, fitted_rows, predictor = cached
-        if now - when < REFIT_AFTER_S and rows <= fitted_rows * (1 + REFIT_GROWTH):
+        age = now - when
+        grew = rows > fitted_rows * (1 + REFIT_GROWTH)
+        if predictor is not None and age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S):
             return predictor
     predictor = default_predictor(exclude_run=exclude_run)
     with _FIT_LOCK:

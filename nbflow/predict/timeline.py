@@ -63,8 +63,9 @@ def _predicted(run: Any, t: pd.DataFrame) -> dict[str, float]:
     """Offline predicted durations by key (cached per run; None-free)."""
     from nbflow.predict.eta import live_predictor
 
-    # While the run goes the chart never waits for the fit; once it ended, it does (once).
-    predictor = live_predictor(run, wait=getattr(run, "done", False))
+    # The chart never waits for a fit (a large history is fitted in the background): until
+    # the predictor is ready it draws the actual bars only.
+    predictor = live_predictor(run)
     if predictor is None:
         return {}
     known = _pred_cache.setdefault(run, {})
