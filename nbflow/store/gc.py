@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import WorkflowDefinitionError
+from ..core.processes import pid_alive
 from ..core.units import parse_amount
 from .blobs import unlink_nofollow
-from .history import _HOST, _pid_alive
+from .history import _HOST
 from .journal import retrying
 from .store import Store, get_store
 
@@ -130,7 +131,7 @@ def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budge
         dry_run: bool, grace: float, now: float) -> GcReport:
     report = GcReport(dry_run=dry_run)
     runs = conn.execute("SELECT id, name, start, status, host, pid FROM runs ORDER BY start DESC").fetchall()
-    active = {r[0] for r in runs if r[3] == "running" and (r[4] != _HOST or _pid_alive(r[5]))}
+    active = {r[0] for r in runs if r[3] == "running" and (r[4] != _HOST or pid_alive(r[5]))}
     keep: set[str] = set(active)
     if runs:
         keep.add(runs[0][0])

@@ -25,6 +25,7 @@ from ..core.errors import (
 )
 from ..core.explain import Explanation, Explanations
 from ..core.frames import graph_nodes, tasks_frame
+from ..core.processes import pid_alive
 from . import serialize
 from .blobs import BlobError
 from .store import CacheEntry, Store, get_store
@@ -54,23 +55,11 @@ def _require_store(home: Any) -> Store:
     return store
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def effective_status(status: str, host: str | None, pid: int | None) -> str:
     """``interrupted`` for a run still marked running whose process is known to be gone."""
-    if status == "running" and host == _HOST and not _pid_alive(pid):
+    if status == "running" and host == _HOST and not pid_alive(pid):
         return "interrupted"
     return status
 

@@ -57,6 +57,7 @@ from typing import Any
 
 import anyio
 
+from ..core.processes import pid_alive
 from . import settings
 from .journal import Journal, Op, retrying
 
@@ -92,17 +93,6 @@ class Holder:
         return f"run {self.run_id} in {where}"
 
 
-def pid_alive(pid: int) -> bool:
-    """Does process ``pid`` exist on this host?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # (it exists, as another user)
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def alive(host: str, pid: int, expires: float, now: float) -> bool:

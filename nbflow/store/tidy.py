@@ -21,21 +21,13 @@ import stat
 import time
 from pathlib import Path
 
+from ..core.processes import pid_alive
+
 TMP_PREFIX = ".tmp-"
 UNOWNED_AGE = 3600.0
 HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=4).hexdigest()
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return pid > 0
 
 
 def tmp_prefix() -> str:
@@ -81,7 +73,7 @@ def remove_stale_tmp(root: Path, now: float | None = None) -> tuple[int, int]:
                 continue
             pid = _owner(e.name)
             if pid is not None:
-                if _pid_alive(pid):
+                if pid_alive(pid):
                     continue
             elif now - st.st_mtime < UNOWNED_AGE:
                 continue

@@ -28,6 +28,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ...core.processes import pid_alive
+
 PR_SET_PDEATHSIG = 1
 POLL_S = 1.0  # only without pidfd support
 
@@ -48,14 +50,6 @@ def _set_parent_death_signal() -> bool:
         return False
 
 
-def _owner_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover
-        return True
-    return True
 
 
 def _watch_pidfd(fd: int) -> None:
@@ -65,7 +59,7 @@ def _watch_pidfd(fd: int) -> None:
 
 
 def _watch_poll(pid: int) -> None:
-    while _owner_alive(pid):
+    while pid_alive(pid):
         time.sleep(POLL_S)
     _die()
 
@@ -73,7 +67,7 @@ def _watch_poll(pid: int) -> None:
 def bind_to_owner(owner: int) -> None:
     """Worker initialiser: exit as soon as process ``owner`` is gone (see module)."""
     _set_parent_death_signal()
-    if not _owner_alive(owner):
+    if not pid_alive(owner):
         _die()
     fd = None
     if hasattr(os, "pidfd_open"):

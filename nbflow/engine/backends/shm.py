@@ -49,6 +49,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ...core.processes import pid_alive
+
 SHM_DIR = "/dev/shm"
 PREFIX = "nbflow-"
 ALIGN = 64  # every buffer starts at a multiple of this (alignment for any dtype)
@@ -87,14 +89,6 @@ def remove_all(prefix: str) -> int:
     return len(found)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_orphans() -> int:
@@ -102,7 +96,7 @@ def sweep_orphans() -> int:
     removed = 0
     for n in names(PREFIX):
         pid = n[len(PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             unlink(n)
             removed += 1
     return removed
