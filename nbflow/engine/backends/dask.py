@@ -180,29 +180,30 @@ def _to_futures(obj: Any, backend: DaskBackend) -> Any:
     return backend.scattered.get(id(obj), (None, obj))[1]
 
 
-def _inputs(obj: Any, out: list[tuple[str, str | None, int | None]]) -> None:
-    t = type(obj)
-    if t is DaskResult:
-        out.append((obj.key, obj.worker, obj.nbytes))
-    elif t is list or t is tuple:
-        for x in obj:
-            _inputs(x, out)
-    elif t is dict:
-        for x in obj.values():
-            _inputs(x, out)
+def _remote_results(args: Any, kwargs: Any) -> list[DaskResult]:
+    """The remote results among a call's arguments, in argument order."""
+    out: list[DaskResult] = []
+    _collect(args, out)
+    if kwargs:
+        _collect(kwargs, out)
+    return out
 
 
-def _future_keys(obj: Any, out: list[str]) -> None:
-    """The Dask keys of the remote results in ``obj``, in argument order."""
+def _collect(obj: Any, out: list[DaskResult]) -> None:
     t = type(obj)
     if t is DaskResult:
-        out.append(obj.future.key if obj.future is not None else "")
+        out.append(obj)
     elif t is list or t is tuple:
         for x in obj:
-            _future_keys(x, out)
+            _collect(x, out)
     elif t is dict:
         for x in obj.values():
-            _future_keys(x, out)
+            _collect(x, out)
+
+
+def _future_keys(args: Any, kwargs: Any) -> list[str]:
+    """The Dask keys of the remote results among a call's arguments, in argument order."""
+    return [r.future.key if r.future is not None else "" for r in _remote_results(args, kwargs)]
 
 
 def _foreign(obj: Any) -> bool:
@@ -350,10 +351,7 @@ class DaskBackend:
               after: list[str] | None = None) -> list[str] | None:
         if self.placement is None:
             return None
-        inputs: list[tuple[str, str | None, int | None]] = []
-        _inputs(args, inputs)
-        if kwargs:
-            _inputs(kwargs, inputs)
+        inputs = [(r.key, r.worker, r.nbytes) for r in _remote_results(args, kwargs)]
         if after:
             hint = self.placement.choose(key, unique, inputs, self._resources(key), after=after)
         else:
@@ -389,10 +387,7 @@ class DaskBackend:
             return None
         unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
         hint = self._hint(key, unique, args, kwargs, after)
-        keys: list[str] = []
-        _future_keys(args, keys)
-        if kwargs:
-            _future_keys(kwargs, keys)
+        keys = _future_keys(args, kwargs)
         fut = self._submit(fn, _to_futures(args, self), _to_futures(kwargs, self) if kwargs else kwargs,
                            self._options(unique, hint))
         self._futures.add(fut)
@@ -425,11 +420,7 @@ class DaskBackend:
         ahead = self.ahead
         taken = None
         if ahead is not None and i is not None and i in ahead.ahead:
-            keys: list[str] = []
-            _future_keys(args, keys)
-            if kwargs:
-                _future_keys(kwargs, keys)
-            taken = ahead.take(i, keys)
+            taken = ahead.take(i, _future_keys(args, kwargs))
         t0 = loop.time()
         if taken is not None:  # submitted ahead with these very inputs: adopt it
             fut, unique = taken
