@@ -94,12 +94,11 @@ class WorkflowGraph:
         self._counters[name] = n + 1
         return f"{name}-{n}"
 
-    def _add_call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ref:
-        task.check_call(args, kwargs)  # a call the function cannot take fails here, not at run time
-        refuse_hidden_refs(task.spec.name, args, kwargs)  # (a namedtuple of Refs, a dataclass...)
-        deps: list[int] = []
+    def _refs_in(self, values: Iterable[Any], deps: list[int]) -> int:
+        """Append the indexes of the Refs among a call's argument ``values`` to ``deps``;
+        returns 0 (no Ref), 1 (Refs as arguments) or 2 (Refs inside containers)."""
         nested = 0
-        for a in args:
+        for a in values:
             if type(a) is Ref:
                 if a.wf is not self:
                     raise RefUsageError(_foreign(a, self))
@@ -107,15 +106,15 @@ class WorkflowGraph:
                 nested = nested or 1
             elif type(a) in _CONTAINERS and self._scan(a, deps):
                 nested = 2
+        return nested
+
+    def _add_call(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ref:
+        task.check_call(args, kwargs)  # a call the function cannot take fails here, not at run time
+        refuse_hidden_refs(task.spec.name, args, kwargs)  # (a namedtuple of Refs, a dataclass...)
+        deps: list[int] = []
+        nested = self._refs_in(args, deps)
         if kwargs:
-            for a in kwargs.values():
-                if type(a) is Ref:
-                    if a.wf is not self:
-                        raise RefUsageError(_foreign(a, self))
-                    deps.append(a.index)
-                    nested = nested or 1
-                elif type(a) in _CONTAINERS and self._scan(a, deps):
-                    nested = 2
+            nested = max(nested, self._refs_in(kwargs.values(), deps))
         if len(deps) > 1:
             deps = list(dict.fromkeys(deps))
         key = self._new_key(task.spec.name)
@@ -215,15 +214,7 @@ class WorkflowGraph:
         task.check_call((seq[0],), kwargs)
         refuse_hidden_refs(task.spec.name, (), kwargs)
         kw_deps: list[int] = []
-        kw_nested = 0
-        for a in kwargs.values():
-            if type(a) is Ref:
-                if a.wf is not self:
-                    raise RefUsageError(_foreign(a, self))
-                kw_deps.append(a.index)
-                kw_nested = kw_nested or 1
-            elif type(a) in _CONTAINERS and self._scan(a, kw_deps):
-                kw_nested = 2
+        kw_nested = self._refs_in(kwargs.values(), kw_deps)
         name = task.spec.name
         n = self._counters.get(name, 0)
         nodes = self.nodes
