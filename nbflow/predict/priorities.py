@@ -27,41 +27,19 @@ import os
 import statistics
 from typing import Any
 
+from nbflow.store.recent import recent_means
+
 __all__ = ["RECENT_RUNS", "apply_learned_priorities", "learned_weights", "mean_durations"]
 
 RECENT_RUNS = 20
 _TIE = 1e-9  # seconds per task on the path: breaks ties by chain length
-
-_SQL = """
-SELECT n.task, t.key, AVG(t.duration_s), COUNT(*)
-FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
-WHERE t.run_id IN (SELECT id FROM runs WHERE name = ? AND id != ? ORDER BY start DESC LIMIT ?)
-  AND t.state = 'completed' AND t.cached = 0 AND t.duration_s IS NOT NULL
-GROUP BY n.task, t.key
-"""
 
 
 def mean_durations(
     workflow: str, exclude_run: str = "", store: Any = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """``(by task name, by task key)`` mean measured durations over the workflow's recent runs."""
-    if store is None:
-        from nbflow.store.store import get_store
-
-        store = get_store(warn=False)
-    if store is None:
-        return {}, {}
-    rows = store.journal.query(_SQL, (workflow, exclude_run, RECENT_RUNS))
-    by_key: dict[str, float] = {}
-    total: dict[str, list[float]] = {}
-    for name, key, mean, count in rows:
-        if name is None or not count:
-            continue
-        by_key[str(key)] = float(mean)
-        acc = total.setdefault(str(name), [0.0, 0.0])
-        acc[0] += float(mean) * count
-        acc[1] += count
-    return {n: s / c for n, (s, c) in total.items()}, by_key
+    return recent_means("duration_s", workflow, exclude_run, store, RECENT_RUNS)
 
 
 def learned_weights(
