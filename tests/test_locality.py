@@ -264,8 +264,10 @@ def test_transfers_are_journaled(client):
     wf, _ = chain("journaled", n=3, size=1 * MB)
     with locality.placement("round-robin"):
         run = wf.run(backend=client, cache=False)
-    rows = stored_transfers(run.id)
+    # (the client stays open, so the logs are read just after the run returned: reading
+    # run.transfers waits for that, and the rows are in the journal from then on)
     t = run.transfers
+    rows = stored_transfers(run.id)
     assert len(rows) == len(t) > 0
     assert sorted(r[4] for r in rows) == sorted(t["bytes"])
     # (a fetch whose task Dask then stole to another worker has no consumer: None here, NaN there)

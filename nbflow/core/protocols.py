@@ -73,7 +73,8 @@ class DataPlacement(Protocol):
     cluster is known; ``choose`` returns the workers to prefer for a task (or None: let the
     cluster decide) from its inputs ``(task key, worker, nbytes)`` and declared resources;
     ``finished`` reports where a task's result lives; ``closing`` is the last moment the
-    client is usable (the cluster's transfer logs are read there).  ``keep_remote=False``
+    client is usable (the cluster's transfer logs are read there; ``stays_open=True``: the
+    client outlives the run, so the reading may finish after the run has returned).  ``keep_remote=False``
     makes the backend bring every result to this process, as nbflow once did.  For a task
     submitted before its inputs finished, ``after`` lists the Dask keys it waits for and an
     input's ``nbytes`` is a prediction (None: unknown).
@@ -89,7 +90,7 @@ class DataPlacement(Protocol):
     def finished(self, key: str, dask_key: str, worker: str | None, nbytes: int | None,
                  seconds: float) -> None: ...
 
-    def closing(self, client: Any) -> None: ...
+    def closing(self, client: Any, stays_open: bool = False) -> None: ...
 
 
 @runtime_checkable

@@ -14,11 +14,13 @@ are placed:
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from ..core.errors import NbflowError
+from ..engine.backends.dask import cluster_workers
 from . import memory
 from .memory import MemoryEvidence
 from .placement import BANDWIDTH, Placer, RoundRobin
@@ -65,8 +67,9 @@ class LocalityAgent:
         self.order: list[str] = []  # task keys in submit order
         self._ordered: set[str] = set()
         self.hints_sent = 0
-        self.rows: list[dict[str, Any]] | None = None  # filled when the client closes
-        self.logs: dict[str, list[dict[str, Any]]] = {}
+        self._rows: list[dict[str, Any]] | None = None  # filled by the end-of-run read
+        self._logs: dict[str, list[dict[str, Any]]] = {}
+        self._reading: threading.Thread | None = None  # the end-of-run read, when deferred
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
         self.workflow = ""  # the run's workflow name (set by attach)
         self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
@@ -74,7 +77,7 @@ class LocalityAgent:
         self.holders_of: dict[str, tuple[str, tuple[str, ...]]] = {}  # see finished()
         self.copies: dict[str, set[str]] = {}  # task key -> workers its result was sent to
         self.queued_seconds: dict[str, float | None] = {}  # dask key -> seconds its queue entry counts
-        self.memory: MemoryEvidence | None = None  # read when the client closes
+        self._memory: MemoryEvidence | None = None  # read with the transfer logs
         self.ahead_hints = 0  # hints chosen for tasks submitted before their inputs finished
         self.unplaced = 0  # tasks left to Dask: an input's size was neither known nor predicted
 
@@ -100,7 +103,7 @@ class LocalityAgent:
     # -- DataPlacement -------------------------------------------------------------------
 
     def connected(self, client: Any) -> None:
-        info = client.scheduler_info()["workers"]
+        info = cluster_workers(client)  # (asked once per client and cluster shape)
         self.placer.set_workers(
             {w: d.get("nthreads", 1) for w, d in info.items()},
             {w: dict(d.get("resources") or {}) for w, d in info.items()},
@@ -157,27 +160,64 @@ class LocalityAgent:
         """A submission was withdrawn (a task submitted ahead whose inputs changed)."""
         self.placer.dropped(self.hint_of.pop(dask_key, None), self.queued_seconds.pop(dask_key, None))
 
-    def closing(self, client: Any) -> None:
+    def closing(self, client: Any, stays_open: bool = False) -> None:
+        """The run is over: read every worker's transfer log and memory state, and journal
+        the rows.  ``stays_open``: the client outlives the run, so the read is deferred to a
+        helper thread that starts now and is joined by whatever needs its outcome first
+        (``run.transfers``, the report): the run returns without waiting for it."""
         keys = list(self.node_of)
+        if not stays_open:
+            self._read(client, keys)
+            return
+        self._reading = threading.Thread(target=self._read, args=(client, keys),
+                                         name="nbflow-locality-read", daemon=False)
+        self._reading.start()
+
+    def settle(self) -> None:
+        """Wait for a deferred end-of-run read (see :meth:`closing`)."""
+        reading = self._reading
+        if reading is not None:
+            reading.join()
+            self._reading = None
+
+    @property
+    def rows(self) -> list[dict[str, Any]] | None:
+        self.settle()
+        return self._rows
+
+    @property
+    def logs(self) -> dict[str, list[dict[str, Any]]]:
+        self.settle()
+        return self._logs
+
+    @property
+    def memory(self) -> MemoryEvidence | None:
+        self.settle()
+        return self._memory
+
+    def _read(self, client: Any, keys: list[str]) -> None:
         try:  # one call to every worker for its transfer log and its memory evidence
             got = client.run(_at_close, keys)
-            self.logs = {w: g["log"] for w, g in got.items()}
-            self.memory = memory.evidence({w: g["memory"] for w, g in got.items()},
-                                          client.run_on_scheduler(memory.suspicious, keys))
+            self._logs = {w: g["log"] for w, g in got.items()}
+            self._memory = memory.evidence({w: g["memory"] for w, g in got.items()},
+                                           client.run_on_scheduler(memory.suspicious, keys))
         except Exception:  # memory evidence is extra: the transfer accounting must not need it
-            self.memory = None
-            self.logs = read_incoming_logs(client)
+            self._memory = None
+            try:
+                self._logs = read_incoming_logs(client)
+            except Exception:  # the cluster went away: nothing can be read any more
+                self._logs = {}
         self._settle_origins()
-        self.rows = edges_from_logs(self.logs, self.node_of, self.consumers_on())
-        if self.sink is not None and self.rows:
-            self.sink(self.rows)
+        self._rows = edges_from_logs(self._logs, self.node_of, self.consumers_on())
+        if self.sink is not None and self._rows:
+            self.sink(self._rows)
 
     def _settle_origins(self) -> None:
         """Where a result was made, when copies existed by the time it was located: the one
         holder whose transfer log does not show it fetching the key."""
         if not self.holders_of:
             return
-        fetched = {(k, w) for w, entries in self.logs.items() for e in entries for k in e["keys"]}
+        fetched = {(k, w) for w, entries in self._logs.items() for e in entries for k in e["keys"]}
         for key, (dask_key, holders) in self.holders_of.items():
             made = [w for w in holders if (dask_key, w) not in fetched]
             if len(made) == 1:

@@ -12,7 +12,8 @@ Both are asked for by the composition point (:mod:`nbflow.workflow`) when a run 
   run's events to the journal, or None when no store is usable (whether or not the run
   caches).
 * :func:`transfer_sink` — a function that journals the rows of ``run.transfers`` (the
-  locality room calls it once, before the run's end is recorded), or None.
+  locality room calls it once: before the run's end is recorded when the run closes its
+  Dask client, else just after the run returned, off its path), or None.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def transfer_sink(run: Any) -> Any:
         store.journal.put_many(PUT_TRANSFER, [
             (run_id, r["producer"], r["consumer"], r["from_worker"], r["to_worker"], r["bytes"],
              r["seconds"], r["start"]) for r in rows])
+        # (called after the run has returned when the client stays open: once the rows are
+        # settled they are committed, so a reader of the journal sees them)
+        store.journal.flush()
 
     return sink
 

@@ -122,6 +122,41 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
         backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"])
 
 
+# client -> (the cluster's shape when asked, its workers): see cluster_workers
+_workers_of: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], dict[str, Any]]] = (
+    weakref.WeakKeyDictionary())
+_subscribed: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()  # client -> scheduler id
+
+
+def _shape(identity: Any) -> tuple[Any, ...]:
+    ident = identity or {}
+    return ident.get("id"), ident.get("n_workers"), ident.get("total_threads")
+
+
+def known_workers(client: Any) -> dict[str, Any] | None:
+    """The workers of ``client``'s cluster as last asked (None: never asked, or the cluster
+    changed since).  No round trip: the client refreshes a summary of the scheduler's
+    identity by itself every few seconds (its id, worker and thread counts), and the
+    answer is reused while that summary is unchanged."""
+    got = _workers_of.get(client)
+    if got is None or got[0] != _shape(getattr(client, "_scheduler_identity", None)):
+        return None
+    return got[1]
+
+
+def cluster_workers(client: Any) -> dict[str, Any]:
+    """``{address: Dask's worker info (nthreads, resources, memory_limit, ...)}``: asked of
+    the scheduler once per client and cluster shape (see :func:`known_workers`), so runs
+    after the first on one client start without that round trip."""
+    got = known_workers(client)
+    if got is not None:
+        return got
+    info = client.scheduler_info()
+    workers = dict(info.get("workers") or {})
+    _workers_of[client] = (_shape(info), workers)
+    return workers
+
+
 def _same_dir(path: str, ident: tuple[int, int]) -> bool:
     try:
         st = os.stat(path)
@@ -304,13 +339,21 @@ class DaskBackend:
                 lambda: Client(self.target, set_as_default=False, timeout="10s")
             )
             self._own_client = True
-        threads = sum(self.client.nthreads().values())
+        client = self.client
+        workers = known_workers(client)  # (a later run on the same client: no round trip)
+        if workers is None:
+            workers = await anyio.to_thread.run_sync(cluster_workers, client)
+        threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
         self.capacity = float(threads) if threads else math.inf
         if self.keep_remote:
             _announced_to[self._tag] = self
-            await anyio.to_thread.run_sync(self.client.subscribe_topic, self._topic, _on_located)
+            scheduler = _shape(getattr(client, "_scheduler_identity", None))[0]
+            if _subscribed.get(client) != scheduler or scheduler is None:
+                # (one subscription per client and scheduler: every run's tasks announce on it)
+                await anyio.to_thread.run_sync(client.subscribe_topic, self._topic, _on_located)
+                _subscribed[client] = scheduler
         if self.placement is not None:
-            await anyio.to_thread.run_sync(self.placement.connected, self.client)
+            self.placement.connected(client)  # (it reads the workers just learnt: no I/O)
 
     def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         if self.keep_remote:
@@ -545,8 +588,8 @@ class DaskBackend:
                 client.cancel(futures)
             _announced_to.pop(self._tag, None)  # (the client stays subscribed: other runs share it)
             if placement is not None and client is not None:
-                try:
-                    placement.closing(client)
+                try:  # a client that stays open is read after the run, off its path
+                    placement.closing(client, stays_open=not closing)
                 except Exception:  # accounting must never break the end of a run
                     pass
             if held:  # the cluster goes away with the run: bring its results here first

@@ -1,0 +1,223 @@
+"""Where the time of one Dask run goes, phase by phase: nbflow against plain Dask.
+
+``benchmarks/locality.py`` measures the makespan of whole runs; this script breaks one run
+of a workload into the phases it passes through, on a warm ``LocalCluster`` (4 single-thread
+worker processes, the same as the locality benchmark), so a gap between nbflow and
+``dask.delayed`` can be put on the phase that causes it.  Every timestamp is wall clock
+(``time.time()``) relative to the call that starts the run; the workers are processes of
+this machine, so their task stream (:func:`distributed.get_task_stream`: when each task
+computed on its worker) uses the same clock.
+
+nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placement
+``locality``):
+
+- ``prepare``: :func:`nbflow.workflow.prepare` (static checks, journal subscriber, the
+  history queries for priorities, memory and placement), with each part timed on its own;
+- ``thread``: from ``prepare`` returning to the run's event loop starting in its thread;
+- ``open``: :meth:`DaskBackend.open` (the cluster's thread count, the announcement topic,
+  the workers for the placement rule);
+- ``first submit``, ``first compute start`` / ``last compute end`` (on the workers);
+- ``engine done``: the scheduler saw the last task complete;
+- ``close``: :meth:`DaskBackend.aclose` (of which ``end-of-run reads`` is the locality
+  agent reading the workers' transfer logs and memory state, when it does so there);
+- ``wait returns``: ``wf.run`` returned;
+- ``result``: ``run[end]`` has the value.
+
+Plain Dask: ``client.compute(graph)`` (graph built beforehand, like the nbflow workflow is
+traced beforehand), first compute start, last compute end, ``.result()`` returned.
+
+The medians over ``--repeat`` alternated samples are printed as a table (and JSON).
+
+Usage::
+
+    .venv/bin/python benchmarks/locality_phases.py --workloads fan,chains --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+if __package__:
+    from . import _harness
+    from .locality import WORKLOADS
+else:
+    import _harness
+    from locality import WORKLOADS
+
+_marks: dict[str, float] = {}
+_spans: dict[str, float] = {}
+
+
+def _mark(name: str) -> None:
+    _marks.setdefault(name, time.time())
+
+
+def _timed(owner: Any, attr: str, name: str, *, is_async: bool = False) -> Callable[[], None]:
+    """Wrap ``owner.attr`` so its duration adds to ``_spans[name]`` (and its start and end
+    are marked); returns the undo."""
+    orig = getattr(owner, attr)
+    if is_async:
+        @functools.wraps(orig)
+        async def awrap(*a: Any, **k: Any) -> Any:
+            _mark(name + " start")
+            t0 = time.time()
+            try:
+                return await orig(*a, **k)
+            finally:
+                _spans[name] = _spans.get(name, 0.0) + time.time() - t0
+                _marks[name + " end"] = time.time()
+        setattr(owner, attr, awrap)
+    else:
+        @functools.wraps(orig)
+        def wrap(*a: Any, **k: Any) -> Any:
+            _mark(name + " start")
+            t0 = time.time()
+            try:
+                return orig(*a, **k)
+            finally:
+                _spans[name] = _spans.get(name, 0.0) + time.time() - t0
+                _marks[name + " end"] = time.time()
+        setattr(owner, attr, wrap)
+    return lambda: setattr(owner, attr, orig)
+
+
+@contextlib.contextmanager
+def instrumented() -> Iterator[None]:
+    from nbflow import workflow
+    from nbflow.engine import scheduler
+    from nbflow.engine.backends import dask as dask_backend
+    from nbflow.locality import agent
+
+    undo = [
+        _timed(workflow, "prepare", "prepare"),
+        _timed(workflow, "_check", "prepare: static checks"),
+        _timed(workflow.store_hooks, "journal_subscriber", "prepare: journal subscriber"),
+        _timed(workflow, "apply_learned_priorities", "prepare: priorities from history"),
+        _timed(workflow, "apply_predicted_memory", "prepare: memory from history"),
+        _timed(workflow, "_predict_placement", "prepare: sizes and durations from history"),
+        _timed(dask_backend.DaskBackend, "open", "open", is_async=True),
+        _timed(dask_backend.DaskBackend, "_submit", "submit"),
+        _timed(scheduler.Scheduler, "run", "engine", is_async=True),
+        _timed(dask_backend.DaskBackend, "aclose", "close", is_async=True),
+        _timed(agent.LocalityAgent, "closing", "end-of-run reads"),
+    ]
+    try:
+        yield
+    finally:
+        for u in reversed(undo):
+            u()
+
+
+def _compute_span(stream: list[dict[str, Any]], t0: float) -> tuple[float, float]:
+    starts, stops = [], []
+    for rec in stream:
+        if str(rec.get("key", "")).startswith("nbflow-aux"):
+            continue
+        for ss in rec.get("startstops", ()):
+            if ss.get("action") == "compute":
+                starts.append(ss["start"])
+                stops.append(ss["stop"])
+    return (min(starts) - t0, max(stops) - t0) if starts else (float("nan"), float("nan"))
+
+
+def sample_nbflow(client: Any, spec: list[Any]) -> dict[str, float]:
+    import nbflow as nf
+    from distributed import get_task_stream
+    from nbflow import locality
+
+    tasks = {fn: nf.task(fn) for _, fn, _ in spec}
+    with nf.Workflow("locality-phases") as wf:
+        refs: dict[str, Any] = {}
+        for key, fn, args in spec:
+            real = tuple(refs[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
+                         for a in args)
+            refs[key] = tasks[fn](*real)
+    _marks.clear()
+    _spans.clear()
+    with get_task_stream(client=client) as ts, instrumented(), locality.placement("locality"):
+        t0 = time.time()
+        run = wf.run(backend=client, cache=False)
+        t_wait = time.time()
+        run[refs["end"]]
+        t_result = time.time()
+    first, last = _compute_span(ts.data, t0)
+    out = {k: v for k, v in _spans.items() if k.startswith("prepare")}
+    out.update({
+        "thread (prepare end -> open start)": _marks["open start"] - _marks["prepare end"],
+        "open": _spans["open"],
+        "first submit": _marks["submit start"] - t0,
+        "first compute start": first,
+        "last compute end": last,
+        "engine done": _marks["engine end"] - t0,
+        "close": _spans["close"],
+        "end-of-run reads": _spans.get("end-of-run reads", 0.0),
+        "wait returns": t_wait - t0,
+        "result in hand (makespan)": t_result - t0,
+    })
+    return out
+
+
+def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
+    import dask
+    from distributed import get_task_stream
+
+    nodes: dict[str, Any] = {}
+    for key, fn, args in spec:
+        real = tuple(nodes[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
+                     for a in args)
+        nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{time.time_ns()}")
+    with get_task_stream(client=client) as ts:
+        t0 = time.time()
+        fut = client.compute(nodes["end"])
+        t_submit = time.time()
+        fut.result()
+        t_result = time.time()
+    first, last = _compute_span(ts.data, t0)
+    return {"first submit": 0.0, "submit returned": t_submit - t0, "first compute start": first,
+            "last compute end": last, "result in hand (makespan)": t_result - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workloads", default="fan,chains")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    from distributed import Client, LocalCluster
+
+    log = _harness.progress("phases")
+    doc: dict[str, Any] = {"benchmark": "locality_phases", "machine": _harness.machine_info(),
+                           "workloads": {}}
+    with _harness.nbflow_home():
+        cluster = LocalCluster(n_workers=4, threads_per_worker=1, processes=True,
+                               dashboard_address=None, host="127.0.0.1")
+        client = Client(cluster, set_as_default=False)
+        try:
+            for name in args.workloads.split(","):
+                spec = WORKLOADS[name]()
+                samplers = {"nbflow": lambda spec=spec: sample_nbflow(client, spec),
+                            "dask": lambda spec=spec: sample_dask(client, spec)}
+                _harness.alternate(samplers, args.warmup)
+                got = _harness.alternate(samplers, args.repeat)
+                med = {system: {k: statistics.median(s[k] for s in ss) for k in ss[0]}
+                       for system, ss in got.items()}
+                doc["workloads"][name] = {"medians_s": med, "samples": got}
+                log(f"{name}:")
+                for system, phases in med.items():
+                    for k, v in phases.items():
+                        log(f"  {system:7s} {k:45s} {v * 1000:8.1f} ms")
+        finally:
+            client.close()
+            cluster.close()
+    _harness.emit_json(doc, args.json)
+
+
+if __name__ == "__main__":
+    main()
