@@ -39,6 +39,7 @@ from .params.env import run_defaults
 from .predict.memory import apply_predicted_memory
 from .predict.priorities import apply_learned_priorities, mean_durations
 from .store import hooks as store_hooks
+from .store.recent import has_history, one_answer_per_query
 
 
 class Run(EngineRun):
@@ -138,20 +139,30 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     journal = store_hooks.journal_subscriber(run)
     if journal is not None:
         run.subscribe(journal)
-    # With history, dispatch priorities weigh tasks by their measured durations.
-    run.learned_priorities = apply_learned_priorities(run)
-    # With recorded peak memory, memory-heavy tasks only start when their peak fits.
-    run.predicted_memory = apply_predicted_memory(run)
-    if options.cache:
-        run.attach_cache(store_hooks.run_cache(run))
-    agent = locality.attach(run)  # Dask: placement, transfer accounting; every run: the report
-    if agent is not None:
-        agent.sink = store_hooks.transfer_sink(run)  # run.transfers also go to the journal
-        _predict_placement(run, agent)
+    with one_answer_per_query():  # (priorities and placement read the same durations)
+        history = _has_history(run)  # a first run skips the queries over history
+        # With history, dispatch priorities weigh tasks by their measured durations.
+        run.learned_priorities = apply_learned_priorities(run) if history else False
+        # With recorded peak memory, memory-heavy tasks only start when their peak fits.
+        run.predicted_memory = apply_predicted_memory(run) if history else {}
+        if options.cache:
+            run.attach_cache(store_hooks.run_cache(run))
+        agent = locality.attach(run)  # Dask: placement, transfer accounting; every run: the report
+        if agent is not None:
+            agent.sink = store_hooks.transfer_sink(run)  # run.transfers also go to the journal
+            if history:
+                _predict_placement(run, agent)
     process = run.backends.get("process")
     if process is not None:  # (the process backend counts its own transfers)
         process.sink = store_hooks.transfer_sink(run)
     return run
+
+
+def _has_history(run: Run) -> bool:
+    try:
+        return has_history(run.name, exclude_run=run.id)
+    except Exception:  # an unreadable store must never stop a run: no predictions then
+        return False
 
 
 def _predict_placement(run: Run, agent: Any) -> None:

@@ -8,9 +8,12 @@ workflow's ``runs`` newest runs (leaving one run out), averaged by task key and 
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["COLUMNS", "RECENT_RUNS", "recent_means"]
+__all__ = ["COLUMNS", "RECENT_RUNS", "has_history", "one_answer_per_query", "recent_means"]
 
 RECENT_RUNS = 20
 COLUMNS = frozenset({"duration_s", "output_bytes", "input_bytes", "cpu_s", "peak_rss"})
@@ -22,6 +25,35 @@ WHERE t.run_id IN (SELECT id FROM runs WHERE name = ? AND id != ? ORDER BY start
   AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
 GROUP BY n.task, t.key
 """
+
+
+_HAS_HISTORY = "SELECT 1 FROM runs WHERE name = ? AND id != ? LIMIT 1"
+_memo = threading.local()  # .answers: {(column, workflow, exclude_run, runs, store): answer}
+
+
+@contextlib.contextmanager
+def one_answer_per_query() -> Iterator[None]:
+    """Within the block (in this thread), :func:`recent_means` asks the journal once per
+    distinct question: a run being prepared asks for the same means from two rooms (the
+    durations weigh both priorities and placement).  Outside, every call reads afresh."""
+    outer = getattr(_memo, "answers", None)
+    _memo.answers = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _memo.answers = outer
+
+
+def has_history(workflow: str, exclude_run: str = "", store: Any = None) -> bool:
+    """Has the store recorded any run of ``workflow`` other than ``exclude_run``?  One
+    cheap query, so that a workflow's first run skips the queries over its history."""
+    if store is None:
+        from .store import get_store
+
+        store = get_store(warn=False)
+    if store is None:
+        return False
+    return bool(store.journal.query(_HAS_HISTORY, (workflow, exclude_run)))
 
 
 def recent_means(
@@ -38,6 +70,11 @@ def recent_means(
         store = get_store(warn=False)
     if store is None:
         return {}, {}
+    answers = getattr(_memo, "answers", None)
+    question = (column, workflow, exclude_run, runs, id(store))
+    if answers is not None and question in answers:
+        by_name, by_key = answers[question]
+        return dict(by_name), dict(by_key)
     rows = store.journal.query(_SQL.format(column=column), (workflow, exclude_run, runs))
     by_key: dict[str, float] = {}
     total: dict[str, list[float]] = {}
@@ -48,4 +85,8 @@ def recent_means(
         acc = total.setdefault(str(name), [0.0, 0.0])
         acc[0] += float(mean) * count
         acc[1] += count
-    return {n: s / c for n, (s, c) in total.items()}, by_key
+    by_name = {n: s / c for n, (s, c) in total.items()}
+    if answers is not None:
+        answers[question] = (by_name, by_key)
+        return dict(by_name), dict(by_key)
+    return by_name, by_key
