@@ -71,13 +71,67 @@ def test_successors_go_to_dask_ahead_and_are_adopted(client):
     assert done.index("inc-0") < done.index("inc-1") < done.index("total-0")
 
 
-def test_nothing_goes_ahead_with_the_cache_on(client, tmp_path, monkeypatch):
+@nf.task
+def zeros_like(a):
+    return np.zeros(len(a))  # the same value whatever a's contents: early cutoff below it
+
+
+def submitted_before_first_result(wf: nf.Workflow, **options) -> tuple[nf.Run, int | None]:
+    """Run ``wf`` on Dask; how many tasks had gone ahead when the first task completed."""
+    seen: dict[str, int | None] = {"n": None}
+
+    def factory(run):
+        def sub(e):
+            if isinstance(e, TaskCompleted) and seen["n"] is None:
+                seen["n"] = run.backends["dask"].ahead.submitted_ahead
+        return sub
+
+    off = nf.on_run(factory)
+    try:
+        run = wf.run(**options)
+    finally:
+        off()
+    return run, seen["n"]
+
+
+def test_a_cache_on_run_goes_ahead_where_every_lookup_must_miss(client, tmp_path, monkeypatch):
     monkeypatch.setenv("NBFLOW_HOME", str(tmp_path))
-    wf, out = chains("ahead-cached", n_chains=1, length=3)
-    run = wf.run(backend=client)
-    assert run.backends["dask"].ahead.submitted_ahead == 0  # a cache lookup comes first
-    again = wf.run(backend=client)
-    assert again[out] == run[out] and all(again.tasks["cached"])
+
+    def build(fill):
+        with nf.Workflow("ahead-cached") as wf:
+            out = total(inc(zeros_like(make(1000, fill))))
+        return wf, out
+
+    wf, out = build(1.0)
+    # First run: no result of these functions was ever stored, so every lookup must miss:
+    # all three successors of the root go to Dask before any result comes back.
+    run, early = submitted_before_first_result(wf, backend=client)
+    ahead = run.backends["dask"].ahead
+    assert early == ahead.submitted_ahead == ahead.adopted == 3
+    assert not any(run.tasks["cached"]) and run[out] == 1000.0
+    # Same inputs: every task hits, nothing is submitted at all.
+    again, early = submitted_before_first_result(wf, backend=client)
+    assert all(again.tasks["cached"]) and again[out] == run[out]
+    assert again.backends["dask"].ahead.submitted_ahead == 0
+    # A new input at the root: its successors' code has stored results, so they may hit
+    # and wait for their lookups (nothing goes ahead); zeros_like re-runs and gives the
+    # same value, so inc and total are served from the cache (early cutoff).
+    wf2, out2 = build(2.0)
+    third, early = submitted_before_first_result(wf2, backend=client)
+    cached = dict(zip(third.tasks["key"], third.tasks["cached"], strict=True))
+    assert cached == {"make-0": False, "zeros_like-0": False, "inc-0": True, "total-0": True}
+    assert third.backends["dask"].ahead.submitted_ahead == 0
+    assert third[out2] == run[out]
+
+
+def test_forced_tasks_go_ahead_with_the_cache_on(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("NBFLOW_HOME", str(tmp_path))
+    wf, out = chains("ahead-forced", n_chains=1, length=3)
+    first = wf.run(backend=client)
+    # rerun= the root: it and its descendants must run, so they go ahead again
+    run, early = submitted_before_first_result(wf, backend=client, rerun=["make"])
+    assert early == run.backends["dask"].ahead.submitted_ahead == 3
+    assert not any(run.tasks["cached"]) and run[out] == first[out]
 
 
 _flaky = {"left": 0}

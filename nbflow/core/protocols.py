@@ -48,6 +48,9 @@ class ResultCache(Protocol):
     damaged and the run is strict (the engine then ends the run with that error).  Any other
     exception from the cache makes the engine go on without it, with one warning.
     ``info(i)`` is what the events of node ``i`` carry: ``(reason, cache_key, blob)``.
+    A cache may also answer ``will_run(i)``: True when node ``i``'s lookup is sure to miss
+    whatever its inputs (a backend may then start it before its inputs are done); a cache
+    without it has every task wait for its lookup.
     """
 
     def bind(self, view: RunView) -> None: ...

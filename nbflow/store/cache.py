@@ -99,6 +99,7 @@ class RunCache:
         self._prev: dict[str, Prev] | None = None
         self._code_parts: dict[str, dict[str, str] | None] = {}
         self._recorded_code: set[str] = set()
+        self._code_known: dict[str, bool] = {}  # code digest -> a stored result was made by it
         self._nondet: dict[int, tuple[Any, list[str]]] = {}
         # Leases (.lease): the keys this run is computing, by node; None: leases are off.
         self.leases: Leases | None = leases_of(store) if lease.enabled() else None
@@ -156,6 +157,31 @@ class RunCache:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+
+    def will_run(self, i: int) -> bool:
+        """Is node ``i`` sure to run, whatever its inputs turn out to be (so running it
+        before its lookup changes nothing)?  True when the task is not cached, when
+        ``rerun=`` forces it, or when no result made by its code was ever stored: a key is
+        built from the code's digest, and every stored result records that digest in the
+        ``code`` table (one primary-key read per distinct function, remembered for the
+        run).  Never while another process shares the store (it might store the key
+        meanwhile).  A backend may then submit the task before its inputs are done
+        (``engine.backends.dask_ahead``)."""
+        spec = self.sched.nodes[i].task.spec
+        if not spec.cache:
+            return True
+        if self.leases is not None and self.leases.leasing:
+            return False
+        if self.forced is not None and self.forced_reason(i) is not None:
+            return True
+        digest = self.keys.code_of(spec.fn).digest
+        if digest in self._recorded_code:  # (this run stored a result of that code)
+            return False
+        known = self._code_known.get(digest)
+        if known is None:
+            row = self.reader().execute("SELECT 1 FROM code WHERE digest = ?", (digest,)).fetchone()
+            known = self._code_known[digest] = row is not None
+        return not known
 
     # -- keys ----------------------------------------------------------------------------
 

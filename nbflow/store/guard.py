@@ -55,6 +55,14 @@ class GuardedRunCache(RunCache):
         info.reason = "store unusable"
         return None
 
+    def will_run(self, i: int) -> bool:
+        if self.broken is None:
+            try:
+                return super().will_run(i)
+            except STORE_FAILURES as e:
+                self._degrade(e, "while reading which code has stored results")
+        return True  # (no cache any more: every task runs)
+
     async def commit(self, i: int, value: Any, size: int | None) -> int | None:
         if self.broken is None:
             try:

@@ -22,9 +22,14 @@ have started (even finished) a little earlier.
 
 A task is submitted ahead only when nothing nbflow decides before it runs would be skipped:
 
-* the run has no result cache (with a cache, a task must look for a stored result, whose
-  key needs its inputs' content hashes, before it may run; speculating would also waste
-  the work that early cutoff saves);
+* the task is sure to run: the run has no result cache, or the cache says no lookup can
+  find a stored result for it (``will_run``: the task is not cached, ``rerun=`` forces
+  it, or no result made by its code was ever stored).  Otherwise its lookup must come
+  first: its key needs its inputs' content hashes, known only once they are done, and a
+  hit — early cutoff included — means it must not run at all.  So with the cache on, a
+  first run (or the descendants of a task whose code changed and whose own code is new)
+  goes ahead as without a cache, while a task that may hit waits for its lookup: one
+  round trip through this process per dependency level, for those tasks only;
 * it is a plain task on this Dask backend, with no declared resources (the engine admits
   those against the run's capacity) and no ordering edge added for the run;
 * the run's ``workers`` limit does not cap Dask below its thread count;
@@ -43,6 +48,10 @@ from typing import Any
 from ...core.kinds import TASK
 from ...core.ref import Ref
 from ...core.states import COMPLETED, PENDING
+
+
+def _never(i: int) -> bool:
+    return False  # (a cache that cannot tell: every task waits for its lookup)
 
 
 class Ahead:
@@ -67,7 +76,7 @@ class Ahead:
     @property
     def enabled(self) -> bool:
         s = self.sched
-        return (s.cache is None and self.backend.keep_remote
+        return (self.backend.keep_remote
                 and (s.limit == math.inf or s.limit >= self.backend.capacity))
 
     # -- the engine starts a task --------------------------------------------------------
@@ -122,7 +131,8 @@ class Ahead:
         for d in ref.deps:
             if d not in self.inflight and sched.state[d] is not COMPLETED:
                 return False
-        return True
+        cache = sched.cache
+        return cache is None or bool(getattr(cache, "will_run", _never)(s))
 
     def _submit_ahead(self, s: int) -> Any:
         if not self._eligible(s):
