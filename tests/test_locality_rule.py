@@ -117,3 +117,22 @@ def test_a_memory_demand_avoids_workers_without_room():
     q = Placer()
     q.set_workers({"a": 1, "b": 1}, {}, {"a": 2e9, "b": 1e9})
     assert q.choose([("b", 50 * MB)], {"memory": 8e9}) == "a"  # none fits: the roomiest
+
+
+def test_simulated_rule_with_predicted_durations_keeps_short_tasks_off_a_long_ones_worker():
+    # One 100 s task and ten 1 s tasks, all ready at once, no data: counting queued tasks
+    # times the mean puts half the short ones behind the long one; with each task's own
+    # predicted duration the rule sees 100 s queued there and sends them all elsewhere.
+    dur = [100.0] + [1.0] * 10
+    succs: list[list[int]] = [[] for _ in dur]
+    counted = simulate_placement(succs, dur, {}, 2, "locality")
+    weighed = simulate_placement(succs, dur, {}, 2, "locality", predicted=dur)
+    long_worker = weighed.placement[0]
+    assert [w for w in weighed.placement[1:] if w == long_worker] == []
+    assert [w for w in counted.placement[1:] if w == counted.placement[0]] != []
+    assert weighed.makespan == pytest.approx(100.0)
+    assert counted.makespan > 100.0
+    # unknown predictions (None) fall back to the mean, like a run without history
+    assert simulate_placement(succs, dur, {}, 2, "locality", predicted=[None] * 11) == counted
+    with pytest.raises(ValueError, match="11 tasks"):
+        simulate_placement(succs, dur, {}, 2, "locality", predicted=[1.0])

@@ -5,7 +5,9 @@
 workers, for one placement *policy*:
 
 ``"locality"``        the rule of :mod:`.placement` (the same :class:`~.placement.Placer`
-                      code the Dask runs use, fed with simulated completions)
+                      code the Dask runs use, fed with simulated completions; given
+                      ``predicted`` durations, it weighs each queued task by its own, as a
+                      run with history does, instead of the mean of those finished)
 ``"round-robin"``     each task to the next worker in turn
 ``"earliest-start"``  greedy: the worker where the task could start soonest, knowing every
                       worker's queue, every input's arrival time and the task durations
@@ -49,13 +51,21 @@ def simulate_placement(
     workers: int,
     policy: str = "locality",
     bandwidth: float = BANDWIDTH,
+    predicted: Sequence[float | None] | None = None,
 ) -> PlacementOutcome:
-    """Simulate one policy (see the module).  Nodes are ``0..n-1`` in topological order."""
+    """Simulate one policy (see the module).  Nodes are ``0..n-1`` in topological order.
+
+    ``predicted``: each task's predicted duration, handed to the rule as a run hands it
+    the history's means (None for a task, or no list: the rule counts that task as the
+    mean of the durations finished so far)."""
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; use one of {POLICIES}")
     if workers < 1:
         raise ValueError("workers must be at least 1")
     n = len(durations)
+    if predicted is not None and len(predicted) != n:
+        raise ValueError(f"predicted has {len(predicted)} durations for {n} tasks")
+    guess: Sequence[float | None] = predicted if predicted is not None else [None] * n
     preds: list[list[int]] = [[] for _ in range(n)]
     for u, vs in enumerate(succs):
         for v in vs:
@@ -117,7 +127,8 @@ def simulate_placement(
             w = min(names, key=lambda x: (estimate(v, x, now), x))
             placer.backlog[w] = placer.backlog.get(w, 0) + 1
         else:
-            w = placer.choose([(where[p], edge_bytes.get((p, v), 0)) for p in preds[v]]) or names[0]
+            w = placer.choose([(where[p], edge_bytes.get((p, v), 0)) for p in preds[v]],
+                              seconds=guess[v]) or names[0]
         heapq.heappush(queue[w], (-level[v], v))
         queued_work[w] += durations[v]
         where[v] = None
@@ -135,7 +146,7 @@ def simulate_placement(
         w = assigned[u]
         where[u] = w
         busy[w] = False
-        placer.finished(w, durations[u])
+        placer.finished(w, durations[u], guess[u] if policy != "earliest-start" else None)
         for v in succs[u]:
             waiting[v] -= 1
             if waiting[v] == 0:
