@@ -101,6 +101,8 @@ def instrumented() -> Iterator[None]:
         _timed(workflow, "apply_learned_priorities", "prepare: priorities from history"),
         _timed(workflow, "apply_predicted_memory", "prepare: memory from history"),
         _timed(workflow, "_predict_placement", "prepare: sizes and durations from history"),
+        _timed(workflow, "_has_history", "prepare: is there history"),
+        _timed(workflow, "Run", "prepare: the engine's Run"),
         _timed(dask_backend.DaskBackend, "open", "open", is_async=True),
         _timed(dask_backend.DaskBackend, "_submit", "submit"),
         _timed(scheduler.Scheduler, "run", "engine", is_async=True),
@@ -127,8 +129,9 @@ def _compute_span(stream: list[dict[str, Any]], t0: float) -> tuple[float, float
 
 
 def sample_nbflow(client: Any, spec: list[Any]) -> dict[str, float]:
-    import nbflow as nf
     from distributed import get_task_stream
+
+    import nbflow as nf
     from nbflow import locality
 
     tasks = {fn: nf.task(fn) for _, fn, _ in spec}
@@ -141,17 +144,18 @@ def sample_nbflow(client: Any, spec: list[Any]) -> dict[str, float]:
     _marks.clear()
     _spans.clear()
     with get_task_stream(client=client) as ts, instrumented(), locality.placement("locality"):
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         run = wf.run(backend=client, cache=False)
         t_wait = time.time()
         run[refs["end"]]
-        t_result = time.time()
+        t_result, cpu = time.time(), time.process_time() - cpu0
     first, last = _compute_span(ts.data, t0)
     out = {k: v for k, v in _spans.items() if k.startswith("prepare")}
     out.update({
         "thread (prepare end -> open start)": _marks["open start"] - _marks["prepare end"],
         "open": _spans["open"],
         "first submit": _marks["submit start"] - t0,
+        "submit calls (sum)": _spans["submit"],
         "first compute start": first,
         "last compute end": last,
         "engine done": _marks["engine end"] - t0,
@@ -159,6 +163,7 @@ def sample_nbflow(client: Any, spec: list[Any]) -> dict[str, float]:
         "end-of-run reads": _spans.get("end-of-run reads", 0.0),
         "wait returns": t_wait - t0,
         "result in hand (makespan)": t_result - t0,
+        "CPU of this process (all threads)": cpu,
     })
     return out
 
@@ -173,14 +178,15 @@ def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
                      for a in args)
         nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{time.time_ns()}")
     with get_task_stream(client=client) as ts:
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         fut = client.compute(nodes["end"])
         t_submit = time.time()
         fut.result()
-        t_result = time.time()
+        t_result, cpu = time.time(), time.process_time() - cpu0
     first, last = _compute_span(ts.data, t0)
-    return {"first submit": 0.0, "submit returned": t_submit - t0, "first compute start": first,
-            "last compute end": last, "result in hand (makespan)": t_result - t0}
+    return {"first submit": 0.0, "submit calls (sum)": t_submit - t0, "first compute start": first,
+            "last compute end": last, "result in hand (makespan)": t_result - t0,
+            "CPU of this process (all threads)": cpu}
 
 
 def main() -> None:

@@ -73,8 +73,8 @@ def recent_means(
     answers = getattr(_memo, "answers", None)
     question = (column, workflow, exclude_run, runs, id(store))
     if answers is not None and question in answers:
-        by_name, by_key = answers[question]
-        return dict(by_name), dict(by_key)
+        known_by_name, known_by_key = answers[question]
+        return dict(known_by_name), dict(known_by_key)
     rows = store.journal.query(_SQL.format(column=column), (workflow, exclude_run, runs))
     by_key: dict[str, float] = {}
     total: dict[str, list[float]] = {}

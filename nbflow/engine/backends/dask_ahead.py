@@ -76,8 +76,8 @@ class Ahead:
     @property
     def enabled(self) -> bool:
         s = self.sched
-        return (self.backend.keep_remote
-                and (s.limit == math.inf or s.limit >= self.backend.capacity))
+        return bool(self.backend.keep_remote
+                    and (s.limit == math.inf or s.limit >= self.backend.capacity))
 
     # -- the engine starts a task --------------------------------------------------------
 
