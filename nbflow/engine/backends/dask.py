@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import math
 import os
 import time
@@ -286,6 +287,7 @@ class DaskBackend:
         self._own_client = False
         self._futures: set[Any] = set()
         self._tag = uuid.uuid4().hex[:8]
+        self._attempts = itertools.count()  # (unique keys within the run's tag, no syscall each)
         self.capacity = math.inf  # set from the cluster's thread count once connected
         self.placement: Any = None  # a core.protocols.DataPlacement, attached by the run
         self.client_bytes = 0  # result bytes brought to this process
@@ -428,7 +430,7 @@ class DaskBackend:
         if any(id(v) not in self.scattered for v in big) or _foreign(args) or (
                 kwargs and _foreign(kwargs)):
             return None
-        unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
+        unique = f"{key}-{self._tag}-{next(self._attempts)}"
         hint = self._hint(key, unique, args, kwargs, after)
         keys = _future_keys(args, kwargs)
         fut = self._submit(fn, _to_futures(args, self), _to_futures(kwargs, self) if kwargs else kwargs,
@@ -470,7 +472,7 @@ class DaskBackend:
             if ahead is not None and i is not None:  # what follows it may go ahead now
                 ahead.submitted(i, ahead.inflight.get(i) or DaskResult(key, fut, self, None, None))
         else:
-            unique = f"{key}-{self._tag}-{uuid.uuid4().hex[:6]}"
+            unique = f"{key}-{self._tag}-{next(self._attempts)}"
             await self._scatter(args, kwargs)
             hint = self._hint(key, unique, args, kwargs)
             sent_args = _to_futures(args, self)
