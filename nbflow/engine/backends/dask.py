@@ -30,7 +30,13 @@ late).
 A :class:`~nbflow.core.protocols.DataPlacement` (the locality room's) may be attached: it
 chooses the worker for each task (sent as ``workers=[...]`` with
 ``allow_other_workers=True``: a hint Dask may override to balance load), learns where
-every result lives, and reads the cluster's transfer logs before the client closes.
+every result lives, and reads the cluster's transfer logs: before the client closes, or,
+when the client stays open, just after the run (off its path).
+
+**Fixed costs per run.**  The cluster's workers are asked of the scheduler once per
+client (:func:`cluster_workers`), and the announcement topic is subscribed once per
+client, so a run on a client that earlier runs used starts submitting without a round
+trip.
 """
 
 from __future__ import annotations
