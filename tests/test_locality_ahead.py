@@ -221,3 +221,30 @@ def test_workers_announce_where_results_are_and_sizes_match_dask(client):
     ours = dict(zip(run.tasks["key"], run.tasks["output_bytes"], strict=True))
     assert {agent.node_of[k]: v for k, v in dask_sizes.items()} == {
         k: int(v) for k, v in ours.items()}
+
+
+def test_history_is_read_once_per_run_and_a_first_run_reads_only_whether_there_is_any(client):
+    from nbflow.store import get_store
+
+    store = get_store()
+    asked: list[str] = []
+    real = store.journal.query
+
+    def counting(sql, params=()):
+        if "FROM task_runs" in sql:  # the queries over a workflow's history
+            asked.append(next((c for c in ("duration_s", "output_bytes", "peak_rss") if c in sql), sql))
+        return real(sql, params)
+
+    store.journal.query = counting
+    try:
+        wf, _ = chains("history-once", n_chains=1, length=3)
+        wf.run(backend=client, cache=False)
+        first, asked[:] = list(asked), []
+        run = wf.run(backend=client, cache=False)
+    finally:
+        del store.journal.query
+    assert first == ["duration_s"]  # nothing to predict from: sizes, peaks not asked for
+    # priorities and placement both weigh durations: one query; placement adds sizes and
+    # memory admission the peaks
+    assert sorted(asked) == ["duration_s", "output_bytes", "peak_rss"]
+    assert run.learned_priorities and run.locality.agent.pred_bytes
