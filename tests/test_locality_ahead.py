@@ -7,6 +7,7 @@ nbflow sends to Dask and what the run records, not timings.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -248,3 +249,49 @@ def test_history_is_read_once_per_run_and_a_first_run_reads_only_whether_there_i
     # memory admission the peaks
     assert sorted(asked) == ["duration_s", "output_bytes", "peak_rss"]
     assert run.learned_priorities and run.locality.agent.pred_bytes
+
+
+@nf.task(executor="thread")
+def here(a):
+    return float(a.sum())  # runs in this process: a consumer that is not a Dask task
+
+
+def test_keep_unconsumed_releases_results_once_their_consumers_ran(client):
+    from nbflow import locality
+
+    with nf.Workflow("release") as wf:
+        first = make(1000, 1.0)
+        mid = inc(first)
+        last = inc(mid)
+        side = here(mid)  # mid is also taken by a thread task: it is kept
+    with locality.placement(keep="unconsumed"):
+        run = wf.run(backend=client, cache=False)
+    backend = run.backends["dask"]
+    assert set(backend.released_keys) == {first.key}
+    assert float(run[last].sum()) == 3000.0 and run[side] == 2000.0
+    assert float(run[mid].sum()) == 2000.0  # (a thread task consumed it: never released)
+    with pytest.raises(nf.ResultReleased, match="keep='all'"):
+        run[first]
+    gone = {d for d, k in run.locality.agent.node_of.items() if k == first.key}
+    assert gone
+
+    def in_memory(dask_scheduler=None):
+        return [k for k, ts in dask_scheduler.tasks.items() if ts.state == "memory"]
+
+    deadline = time.monotonic() + 30  # (the release reaches the scheduler as a message)
+    while gone & set(client.run_on_scheduler(in_memory)):
+        assert time.monotonic() < deadline, "a worker still holds the released result"
+        time.sleep(0.05)
+    kept = {d for d, k in run.locality.agent.node_of.items() if k in (mid.key, last.key)}
+    assert kept <= set(client.run_on_scheduler(in_memory))
+    # the default keeps every result readable
+    again = wf.run(backend=client, cache=False)
+    assert float(again[first].sum()) == 1000.0 and not again.backends["dask"].released_keys
+
+
+def test_an_unknown_keep_is_refused():
+    from nbflow import locality
+
+    with pytest.raises(locality.PlacementError, match="unconsumed"):
+        with locality.placement(keep="some"):
+            pass

@@ -109,6 +109,11 @@ class WorkerLost(NbflowError, RuntimeError):
     """A Dask worker died while running a task, more often than the cluster allows."""
 
 
+class ResultReleased(NbflowError, LookupError):
+    """A Dask result was released from the cluster once its consumers had run (the run
+    was started with ``nbflow.locality.placement(..., keep="unconsumed")``)."""
+
+
 class StallError(NbflowError, RuntimeError):
     """Nodes are waiting but nothing can make progress (a deadlock)."""
 

@@ -21,11 +21,12 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from .agent import MODES, LocalityAgent, PlacementError, check_mode
+from .agent import KEEP, MODES, LocalityAgent, PlacementError, check_keep, check_mode
 from .placement import BANDWIDTH, Placer, RoundRobin
 from .report import LocalityReport, Suggestion, build
 
 __all__ = [
+    "KEEP",
     "MODES",
     "LocalityAgent",
     "LocalityReport",
@@ -41,21 +42,30 @@ __all__ = [
 
 _mode = "locality"
 _bandwidth = BANDWIDTH
+_keep = "all"
 
 
 @contextlib.contextmanager
-def placement(mode: str = "locality", bandwidth: float = BANDWIDTH) -> Iterator[None]:
-    """Runs started inside the block place their Dask tasks by ``mode`` (see :data:`MODES`)."""
-    global _mode, _bandwidth
+def placement(mode: str = "locality", bandwidth: float = BANDWIDTH,
+              keep: str = "all") -> Iterator[None]:
+    """Runs started inside the block place their Dask tasks by ``mode`` (see :data:`MODES`).
+
+    ``keep="all"`` (default) keeps every result on the cluster until the run object goes,
+    so ``run[ref]`` works for any task; ``keep="unconsumed"`` releases a result as soon as
+    every task that takes it has run, as ``dask.delayed`` does (less worker memory, faster
+    allocation of new results), and ``run[ref]`` on such a result raises
+    ``nf.ResultReleased``."""
+    global _mode, _bandwidth, _keep
     check_mode(mode)
+    check_keep(keep)
     if bandwidth <= 0:
         raise PlacementError("bandwidth must be a positive number of bytes per second")
-    old = _mode, _bandwidth
-    _mode, _bandwidth = mode, bandwidth
+    old = _mode, _bandwidth, _keep
+    _mode, _bandwidth, _keep = mode, bandwidth, keep
     try:
         yield
     finally:
-        _mode, _bandwidth = old
+        _mode, _bandwidth, _keep = old
 
 
 class LocalityView:
@@ -107,6 +117,7 @@ def attach(run: Any) -> LocalityAgent | None:
     agent = None
     if backend is not None:
         agent = LocalityAgent(_mode, _bandwidth)
+        agent.release_consumed = _keep == "unconsumed"
         agent.backend = backend
         agent.workflow = str(getattr(run, "name", ""))
         backend.placement = agent

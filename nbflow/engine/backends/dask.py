@@ -54,8 +54,9 @@ from typing import Any
 
 import anyio
 
-from ...core.errors import WorkerLost
+from ...core.errors import ResultReleased, WorkerLost
 from ...core.remote import Remote
+from ...core.states import COMPLETED
 from ...core.sizes import cheap_size
 from ..metrics import Measured
 from .dask_ahead import Ahead
@@ -184,6 +185,11 @@ class DaskResult(Remote):
         self.backend = backend
 
     def _fetch(self) -> Any:
+        if self.future is None and self.backend.released_keys.get(self.key):
+            raise ResultReleased(
+                f"the result of {self.key!r} was released from the Dask cluster once every "
+                "task that takes it had run (the run kept only results nothing consumed: "
+                "placement keep='unconsumed'); run with the default keep='all' to read it")
         if self.future is None:
             raise RuntimeError(f"the result of {self.key} was lost when its cluster closed")
         value = self.future.result()
@@ -308,6 +314,7 @@ class DaskBackend:
         self._topic = TOPIC  # where workers announce results (_apply_located)
         self._located: dict[str, tuple[str, int, float]] = {}  # dask key -> (worker, bytes, seconds)
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
+        self.released_keys: dict[str, bool] = {}  # task key -> released once consumed (see _release)
         self._locating = False
 
     def bind_scheduler(self, sched: Any) -> None:
@@ -537,6 +544,8 @@ class DaskBackend:
         self._futures.discard(fut)
         result = DaskResult(key, fut, self, nbytes, worker)
         self._results.add(result)
+        if i is not None and getattr(self.placement, "release_consumed", False):
+            self._release(i, args, kwargs)
         if self.placement is not None:  # the compute time, not our round trip, when known
             seconds = compute if compute is not None else seconds
             if len(holders) > 1:  # copies already made: which one is the original is settled
@@ -544,6 +553,33 @@ class DaskBackend:
             else:
                 self.placement.finished(key, unique, worker, nbytes, seconds)
         return result, nbytes
+
+    def _release(self, i: int, args: Any, kwargs: Any) -> None:
+        """Node ``i`` finished: release each of its Dask inputs whose consumers have now all
+        run, as ``dask.delayed`` would (placement ``keep="unconsumed"``).  Holding every
+        intermediate result costs the workers memory and makes each new result land in
+        freshly mapped pages.  Only inputs consumed by Dask tasks alone are released (a
+        construct or a collect node may hand the result on later); what a task failed or
+        was skipped for keeps its inputs."""
+        ahead = self.ahead
+        if ahead is None:
+            return
+        sched = ahead.sched
+        for r in _remote_results(args, kwargs):
+            p = ahead.index_of(r.key)
+            if p is None or r.future is None:
+                continue
+            done = True
+            for s in sched.succs[p]:
+                cls = sched.class_of[s]
+                if cls is None or cls.backend is not self or (
+                        s != i and sched.state[s] is not COMPLETED):
+                    done = False
+                    break
+            if done:
+                self.released_keys[r.key] = True
+                r.future.release()
+                r.future = None
 
     async def _where(self, unique: str) -> Located:
         """Where Dask holds ``unique``'s result, its size and its kind's compute time.
