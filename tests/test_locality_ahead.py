@@ -292,6 +292,5 @@ def test_keep_unconsumed_releases_results_once_their_consumers_ran(client):
 def test_an_unknown_keep_is_refused():
     from nbflow import locality
 
-    with pytest.raises(locality.PlacementError, match="unconsumed"):
-        with locality.placement(keep="some"):
-            pass
+    with pytest.raises(locality.PlacementError, match="unconsumed"), locality.placement(keep="some"):
+        pass

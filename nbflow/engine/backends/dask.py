@@ -56,8 +56,8 @@ import anyio
 
 from ...core.errors import ResultReleased, WorkerLost
 from ...core.remote import Remote
-from ...core.states import COMPLETED
 from ...core.sizes import cheap_size
+from ...core.states import COMPLETED
 from ..metrics import Measured
 from .dask_ahead import Ahead
 
