@@ -66,6 +66,14 @@ import numpy as np
 import pandas as pd
 
 from nbflow.core.errors import NbflowError
+from nbflow.predict.bands import (
+    conformal_bounds,
+    joint_log_errors,
+    pooled_tau2,
+    posterior_tau2,
+    shrink_tau2,
+    split_runs,
+)
 from nbflow.predict.candidates import CANDIDATES, FLOOR_S, Fitted, fit_median
 
 __all__ = ["PredictionError", "Predictor", "mdape"]
@@ -116,6 +124,13 @@ class _Family:
     online: str = "none"
     resid_offline: np.ndarray = field(default_factory=lambda: np.empty(0))
     resid_online: np.ndarray = field(default_factory=lambda: np.empty(0))
+    runs_offline: np.ndarray = field(default_factory=lambda: np.empty(0))  # run of each residual
+    runs_online: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # Calibration (see nbflow.predict.bands): within-run residuals and between-run variance.
+    within_offline: np.ndarray = field(default_factory=lambda: np.empty(0))
+    within_online: np.ndarray = field(default_factory=lambda: np.empty(0))
+    tau2_offline: float = 0.0
+    tau2_online: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
     scale: float = 1.0
     codes: frozenset[str] = frozenset()
@@ -264,17 +279,24 @@ class Predictor:
     31
     """
 
-    def __init__(self, candidates: Mapping[str, object] | None = None) -> None:
+    def __init__(self, candidates: Mapping[str, object] | None = None, run_sd: float | None = None) -> None:
         names = list(CANDIDATES) if candidates is None else list(candidates)
         unknown = [c for c in names if c not in CANDIDATES]
         if unknown or not names:
             raise PredictionError(f"unknown candidate model(s) {unknown}; choose from {list(CANDIDATES)}")
+        if run_sd is not None and not (isinstance(run_sd, int | float) and math.isfinite(run_sd) and run_sd >= 0):
+            raise PredictionError(f"run_sd must be a number >= 0 (a log-scale standard deviation), got {run_sd!r}")
         self.candidates = names
+        # The between-run spread to assume when no family of the history ran twice (a prior
+        # learned elsewhere, e.g. nbflow.predict.bands.run_spread of other workflows).
+        self.run_sd = run_sd
         self.families: dict[str, _Family] = {}
         self._prior_s = 1.0
         self._prior_resid = np.array([-1.0, 1.0])
         self._pooled_offline = np.empty(0)
         self._pooled_online = np.empty(0)
+        self._tau2_offline = 0.0
+        self._tau2_online = 0.0
         self._code_owner: dict[str, str] = {}
 
     # ------------------------------------------------------------------ fitting
@@ -296,11 +318,32 @@ class Predictor:
             oof[idx] = pred
         self._choose_online(obs, oof)
         self._learn_lineage(obs)
-        res_off = [f.resid_offline for f in self.families.values() if len(f.resid_offline)]
-        res_on = [f.resid_online for f in self.families.values() if len(f.resid_online)]
+        self._calibrate()
+        return self
+
+    def _calibrate(self) -> None:
+        """Split each family's held-out residuals into within-run noise and a between-run
+        variance, shrink the latter towards the pooled value (see nbflow.predict.bands)."""
+        fams = list(self.families.values())
+        parts_off, parts_on = [], []
+        for f in fams:
+            f.within_offline, t_off, k_off = split_runs(f.resid_offline, f.runs_offline)
+            f.within_online, t_on, k_on = split_runs(f.resid_online, f.runs_online)
+            parts_off.append((t_off, k_off))
+            parts_on.append((t_on, k_on))
+        prior = None if self.run_sd is None else self.run_sd ** 2
+        pool_off = pooled_tau2(parts_off)
+        pool_off = pool_off if pool_off is not None else (prior or 0.0)
+        pool_on = pooled_tau2(parts_on)
+        pool_on = pool_on if pool_on is not None else pool_off
+        for f, (t_off, k_off), (t_on, k_on) in zip(fams, parts_off, parts_on, strict=True):
+            f.tau2_offline = shrink_tau2(t_off, k_off, pool_off)
+            f.tau2_online = shrink_tau2(t_on, k_on, pool_on) if len(f.resid_online) else f.tau2_offline
+        self._tau2_offline, self._tau2_online = pool_off, pool_on
+        res_off = [f.within_offline for f in fams if len(f.within_offline)]
+        res_on = [f.within_online for f in fams if len(f.within_online)]
         self._pooled_offline = np.concatenate(res_off) if res_off else self._prior_resid
         self._pooled_online = np.concatenate(res_on) if res_on else self._pooled_offline
-        return self
 
     def _fit_family(self, name: str, rows: pd.DataFrame) -> tuple[_Family, np.ndarray]:
         x = rows["input_bytes"].to_numpy(dtype=float)
@@ -334,6 +377,7 @@ class Predictor:
                       max(float(np.median(y)), FLOOR_S), scores=scores)
         fam.scale = scale
         fam.resid_offline = _log_ratio(y, preds[best])
+        fam.runs_offline = inst
         fam.exact = _exact_sizes(x, y)
         if fam.exact and len(pd.unique(inst)) >= 2:
             # Several runs: keep the same-size memory only if it beats the model across runs.
@@ -389,6 +433,7 @@ class Predictor:
             scores = {s: mdape(y[sel], est[s][sel]) for s in ONLINE_STRATEGIES}
             fam.online = min(ONLINE_STRATEGIES, key=lambda s: np.nan_to_num(scores[s], nan=np.inf))
             fam.resid_online = _log_ratio(y[sel], est[fam.online][sel])
+            fam.runs_online = obs["instance"].to_numpy()[sel]
             fam.scores.update({f"online_{s}": v for s, v in scores.items()})
 
     # --------------------------------------------------------------- predicting
@@ -430,8 +475,7 @@ class Predictor:
             if fin is not None:
                 point[sel] = fin.correct(name, x[sel], p0[sel])[strategy]
                 online[sel] = strategy
-            resid = self._residuals(known, online=fin is not None)
-            lo_q, hi_q = np.quantile(resid, [0.1, 0.9])
+            lo_q, hi_q = conformal_bounds(*self._band(known, online=fin is not None))
             lo[sel] = point[sel] * np.exp(min(lo_q, 0.0))
             hi[sel] = point[sel] * np.exp(max(hi_q, 0.0))
             n_hist[sel] = known.n if known is not None else 0
@@ -463,13 +507,15 @@ class Predictor:
             return self.families[close[0]], f"similar name: {close[0]}"
         return None, "global prior"
 
-    def _residuals(self, fam: _Family | None, online: bool) -> np.ndarray:
+    def _band(self, fam: _Family | None, online: bool) -> tuple[np.ndarray, float]:
+        """``(within-run residuals, between-run variance)`` that calibrate ``fam``'s band."""
         if fam is None:
-            return self._prior_resid
-        own = fam.resid_online if online else fam.resid_offline
+            return self._prior_resid, self._tau2_online if online else self._tau2_offline
+        own = fam.within_online if online else fam.within_offline
+        tau2 = fam.tau2_online if online else fam.tau2_offline
         if len(own) >= MIN_OWN_RESIDUALS:
-            return own
-        return self._pooled_online if online else self._pooled_offline
+            return own, tau2
+        return (self._pooled_online if online else self._pooled_offline), tau2
 
     def _offline(self, q: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = np.full(len(q), self._prior_s)
@@ -497,35 +543,34 @@ class Predictor:
 
     def sample(
         self, rows: pd.DataFrame, n: int = 40, finished: pd.DataFrame | None = None,
-        rho: float = 0.5, seed: int | None = 0,
+        seed: int | None = 0, shared_sd: float = 0.0,
     ) -> np.ndarray:
         """``n`` joint draws of the durations of ``rows``: an array of shape ``(n, len(rows))``.
 
-        Each task's draw is its point estimate times a held-out residual of its family
-        (the same residuals the intervals come from).  Errors of the tasks of one run are
-        not independent (a slow machine slows them all), so draws are coupled with a
-        Gaussian copula of correlation ``rho``: ``rho=0`` treats tasks as independent,
-        ``rho=1`` moves every task to the same quantile of its error.
+        Each draw is the point estimate times ``exp(run effect + task error)``: one run
+        effect per draw shared by every task (a slow machine slows them all; its spread is
+        the family's between-run variance, reduced by what the ``finished`` tasks of the
+        run already showed), and per task a within-run held-out residual of its family,
+        drawn independently (see :mod:`nbflow.predict.bands`).  ``shared_sd`` adds a
+        further shared log-normal error of that standard deviation (e.g. the uncertainty
+        of a measured pace).
         """
-        if not 0.0 <= rho <= 1.0:
-            raise PredictionError(f"rho must be within [0, 1], got {rho!r}")
+        if not (isinstance(shared_sd, int | float) and shared_sd >= 0):
+            raise PredictionError(f"shared_sd must be a number >= 0, got {shared_sd!r}")
         point = self.predict(rows, finished=finished)["duration_s"].to_numpy()
         rng = np.random.default_rng(seed)
-        shared = rng.standard_normal((n, 1))
-        z = np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.standard_normal((n, len(point)))
-        u = 0.5 * (1.0 + _erf(z / np.sqrt(2.0)).astype(float))
-        out = np.empty((n, len(point)))
         q = _prepare(rows, "rows", need_duration=False)
         task = q["task"].to_numpy()
         codes = _codes_by_task(q)
+        online = finished is not None and len(finished) > 0
+        n_fin = len(finished) if online and finished is not None else 0
+        groups = []
         for name in pd.unique(task):
-            sel = np.flatnonzero(task == name)
-            online = finished is not None and len(finished) > 0
-            resid = np.sort(self._residuals(self._resolve(name, codes.get(name))[0], online=online))
-            pos = u[:, sel] * (len(resid) - 1)
-            r = np.interp(pos, np.arange(len(resid)), resid)
-            out[:, sel] = point[sel] * np.exp(r)
-        return out
+            within, tau2 = self._band(self._resolve(name, codes.get(name))[0], online=online)
+            sigma2 = float(np.var(within)) if len(within) > 1 else 0.0
+            tau = math.sqrt(posterior_tau2(tau2, sigma2, n_fin))
+            groups.append((np.flatnonzero(task == name), within, tau))
+        return point * np.exp(joint_log_errors(groups, len(point), n, rng, shared_sd=shared_sd))
 
     def summary(self) -> pd.DataFrame:
         """One row per family: chosen model, online correction, size and held-out errors."""
@@ -533,9 +578,6 @@ class Predictor:
         for f in self.families.values():
             rows.append({"task": f.name, "model": f.model, "online": f.online, "n": f.n, **f.scores})
         return pd.DataFrame(rows)
-
-
-_erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _exact_sizes(x: np.ndarray, y: np.ndarray) -> dict[float, float]:

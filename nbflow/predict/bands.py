@@ -1,0 +1,224 @@
+"""Honest 80% bands: calibrated per-task intervals and joint draws for the ETA.
+
+A duration prediction is wrong in two ways that behave differently:
+
+- **per task**: two calls of one family in one run differ (input content, cache state,
+  noise).  These errors are close to independent from task to task, so over many tasks
+  they average out;
+- **per run**: every call of a run can be slower or faster together (another machine,
+  a loaded machine, a bigger data set).  This error is *shared*: it does not average out,
+  and it is what makes the remaining time of a run uncertain.
+
+The held-out log residuals ``log(actual / predicted)`` of a family are therefore split
+(:func:`split_runs`) into within-run residuals (each run's residuals minus that run's
+median) and a between-run variance ``tau2`` (method of moments: the variance of the
+per-run medians minus what the within-run noise alone gives them).  With few runs a
+family's ``tau2`` is a poor estimate, so it is shrunk towards the variance pooled over all
+families (:func:`shrink_tau2`, an empirical-Bayes step); a family seen in a single run has
+no between-run evidence of its own and takes the pooled value, or, when no family of the
+history has two runs, a prior learned elsewhere (:func:`run_spread`, for example from
+other workflows' traces).
+
+**Intervals** (:func:`conformal_bounds`) are split-conformal quantiles of the within-run
+residuals combined with a normal run effect of variance ``tau2``: the residuals were
+measured on data the model did not see, and the finite-sample rank correction makes the
+band cover at least its level when new tasks are exchangeable with the held-out ones.
+
+**Joint draws** (:func:`joint_log_errors`) give the ETA's Monte Carlo one shared normal
+draw per sample (the run effect, scaled per family by its ``tau``) plus an independent
+within-run residual per task (resampled).  Once tasks of the run finished, the run effect
+is partly known: :func:`posterior_tau2` is the normal-normal update of ``tau2`` by the
+finished tasks, and :func:`pace_spread` is how uncertain the run's measured pace itself is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "LEVEL",
+    "conformal_bounds",
+    "joint_log_errors",
+    "pace_spread",
+    "posterior_tau2",
+    "run_spread",
+    "shrink_tau2",
+    "split_runs",
+]
+
+LEVEL = 0.8  # the bands are 80% bands
+SHRINK_RUNS = 2.0  # runs' worth of weight the pooled between-run variance keeps in a family's
+NORMAL_NODES = 21  # points of the run-effect normal used when combining it with residuals
+MIN_RUN_TASKS = 2  # a run needs this many residuals to tell its median
+_NORMAL = NormalDist()
+
+
+def split_runs(
+    resid: np.ndarray, runs: np.ndarray, held_out: bool = True,
+) -> tuple[np.ndarray, float, int]:
+    """``(within, tau2, k)``: within-run residuals, run-effect variance, runs used.
+
+    ``within`` are the residuals minus their run's median (all residuals keep their
+    place); ``k`` is the number of runs with at least :data:`MIN_RUN_TASKS` residuals
+    (``tau2`` is 0 when ``k < 2``: no evidence).
+
+    ``held_out`` (residuals of a model that did not see the run, leave one run out): each
+    run's median *is* its run's error, so ``tau2`` is their mean square, corrected from
+    "fitted on ``k - 1`` runs" to "fitted on all ``k``" by ``(k^2 - 1) / k^2``; otherwise
+    (raw values) it is the sample variance of the per-run medians.  Either way the part
+    the within-run noise explains (a median of ``n`` values has about ``pi / 2 *
+    sigma^2 / n`` of variance) is taken off, and ``tau2`` is never negative.
+    """
+    resid = np.asarray(resid, dtype=float)
+    if not len(resid):
+        return resid, 0.0, 0
+    s = pd.Series(resid)
+    by_run = s.groupby(np.asarray(runs))
+    within = resid - by_run.transform("median").to_numpy()
+    sizes = by_run.size()
+    enough = sizes >= MIN_RUN_TASKS
+    medians = by_run.median()[enough].to_numpy()
+    k = len(medians)
+    if k < 2:
+        return within, 0.0, k
+    sigma2 = float(np.var(within)) if len(within) > 1 else 0.0
+    noise = float(np.mean(math.pi / 2 * sigma2 / sizes[enough]))
+    if held_out:
+        spread = float(np.mean(medians ** 2)) * (k * k - 1) / (k * k)
+    else:
+        spread = float(np.var(medians, ddof=1))
+    return within, max(spread - noise, 0.0), k
+
+
+def shrink_tau2(tau2: float, k: int, pooled: float, weight: float = SHRINK_RUNS) -> float:
+    """A family's between-run variance from its ``k`` runs, shrunk towards ``pooled``.
+
+    ``k - 1`` degrees of freedom against ``weight`` runs' worth of the pooled value: two
+    runs barely move the pooled value, twenty nearly replace it.
+    """
+    if k < 2:
+        return pooled
+    dof = k - 1
+    return (dof * tau2 + weight * pooled) / (dof + weight)
+
+
+def pooled_tau2(parts: Sequence[tuple[float, int]]) -> float | None:
+    """Between-run variance of a typical family: the median over families ``(tau2, k)``
+    with ``k >= 2`` runs, weighted by their degrees of freedom ``k - 1``; ``None`` when no
+    family has two runs.
+
+    A median, not a mean: a small family whose calls changed nature between runs (a step
+    that was trivial in one run and real work in the next) has a between-run variance
+    tens of times the others', and would otherwise set every family's band.
+    """
+    use = sorted((t, k - 1) for t, k in parts if k >= 2)
+    if not use:
+        return None
+    total = sum(w for _, w in use)
+    acc = 0.0
+    for t, w in use:
+        acc += w
+        if acc >= total / 2:
+            return float(t)
+    return float(use[-1][0])
+
+
+def _conformal_levels(n: int, level: float) -> tuple[float, float]:
+    # Split conformal: with n held-out scores, the ceil((1 - a/2)(n + 1))-th smallest bounds a
+    # new exchangeable score from above with probability >= 1 - a/2 (likewise below).
+    a = (1.0 - level) / 2.0
+    hi = min(math.ceil((1.0 - a) * (n + 1)) / n, 1.0)
+    lo = max(math.floor(a * (n + 1)) / n, 0.0)
+    return lo, hi
+
+
+def conformal_bounds(within: np.ndarray, tau2: float = 0.0, level: float = LEVEL) -> tuple[float, float]:
+    """Lower and upper log-ratio bounds of a ``level`` interval.
+
+    ``within``: held-out within-run log residuals (or any held-out residuals, with
+    ``tau2=0``); ``tau2``: the variance of a normal run effect added to them.  The bounds
+    are the rank-corrected quantiles (split conformal) of the residuals convolved with
+    that normal (evaluated at :data:`NORMAL_NODES` equal-probability points).
+    """
+    r = np.asarray(within, dtype=float)
+    r = r[np.isfinite(r)]
+    if not len(r):
+        return (0.0, 0.0)
+    lo_p, hi_p = _conformal_levels(len(r), level)
+    if tau2 > 0:
+        u = (np.arange(NORMAL_NODES) + 0.5) / NORMAL_NODES
+        z = np.array([_NORMAL.inv_cdf(p) for p in u]) * math.sqrt(tau2)
+        r = (r[:, None] + z[None, :]).ravel()
+    lo, hi = np.quantile(r, [lo_p, hi_p], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+def posterior_tau2(tau2: float, sigma2: float, n_finished: int) -> float:
+    """What is left of the run effect's variance once ``n_finished`` tasks of the run, each
+    with within-run variance ``sigma2``, showed how this run goes (normal-normal update)."""
+    if tau2 <= 0 or n_finished <= 0:
+        return max(tau2, 0.0)
+    if sigma2 <= 0:
+        return 0.0
+    return 1.0 / (1.0 / tau2 + n_finished / sigma2)
+
+
+def pace_spread(log_ratios: np.ndarray) -> float:
+    """Standard error of a run's measured pace: the spread of its finished tasks' log
+    ratios actual / predicted over the square root of how many there are (0 for fewer
+    than two).  The pace multiplies every remaining duration, so its own uncertainty is a
+    shared error of the remaining time."""
+    lr = np.asarray(log_ratios, dtype=float)
+    lr = lr[np.isfinite(lr)]
+    if len(lr) < 2:
+        return 0.0
+    return float(np.std(lr, ddof=1) / math.sqrt(len(lr)))
+
+
+def joint_log_errors(
+    groups: Sequence[tuple[np.ndarray, np.ndarray, float]], n_tasks: int, samples: int,
+    rng: np.random.Generator, shared_sd: float = 0.0,
+) -> np.ndarray:
+    """Log errors of ``n_tasks`` durations, ``samples`` joint draws: shape ``(samples, n_tasks)``.
+
+    ``groups``: ``(columns, within residuals, tau)`` per family; each draw has one
+    standard normal ``z`` shared by all tasks (the run effect, ``tau * z`` in a family),
+    plus ``shared_sd * z2`` with a second shared normal (the uncertainty of a measured
+    pace), plus a within-run residual resampled independently per task.
+    """
+    out = np.zeros((samples, n_tasks))
+    z = rng.standard_normal((samples, 1))
+    z2 = rng.standard_normal((samples, 1))
+    for cols, within, tau in groups:
+        cols = np.asarray(cols, dtype=int)
+        w = np.asarray(within, dtype=float)
+        w = w[np.isfinite(w)]
+        noise = w[rng.integers(0, len(w), (samples, len(cols)))] if len(w) else 0.0
+        out[:, cols] = tau * z + shared_sd * z2 + noise
+    return out
+
+
+def run_spread(observations: pd.DataFrame) -> float | None:
+    """Between-run standard deviation of log durations, pooled over task families.
+
+    A prior for histories in which no family ran twice: per ``task`` with at least two
+    ``instance`` values, the between-run variance of its per-run median log durations
+    (:func:`split_runs`), pooled by degrees of freedom.
+    Raw durations, not residuals of a model, so differences of input size between runs
+    count as run effects: a prior on the wide side.  ``None`` when no family ran twice.
+    """
+    need = {"task", "instance", "duration_s"}
+    if not need <= set(observations.columns):
+        return None
+    parts = []
+    for _task, rows in observations.groupby("task", sort=False):
+        y = np.log(np.maximum(rows["duration_s"].to_numpy(dtype=float), 1e-3))
+        _, tau2, k = split_runs(y, rows["instance"].to_numpy(), held_out=False)
+        parts.append((tau2, k))
+    pooled = pooled_tau2(parts)
+    return None if pooled is None else math.sqrt(pooled)
