@@ -104,15 +104,13 @@ def online_predict(pred: Predictor, test: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts).loc[test.index]
 
 
-def evaluate_family(obs: pd.DataFrame, others: pd.DataFrame | None = None) -> dict[str, object]:
+def evaluate_family(obs: pd.DataFrame, run_sd: float | None = None) -> dict[str, object]:
     """Leave-one-instance-out figures of one family.
 
-    ``others``: observations of the *other* families; their between-run spread
-    (:func:`nbflow.predict.bands.run_spread`) is the predictor's prior for how much runs
-    differ when the family's training runs cannot tell (a single training run).  Nothing
-    of the family itself is in it.
+    ``run_sd``: the predictor's prior for how much runs differ, used when the family's
+    training runs cannot tell (a single training run); :func:`main` learns it from the
+    *other* families only (:func:`nbflow.predict.bands.run_spread`).
     """
-    run_sd = run_spread(others) if others is not None and len(others) else None
     y_all, off_all, on_all = [], [], []
     lo_off, hi_off, lo_on, hi_on = [], [], [], []
     base_all: dict[str, list[np.ndarray]] = {b: [] for b in BASELINES}
@@ -180,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         if part["instance"].nunique() < 2:
             skipped.append(str(fam))
             continue
-        others = obs[obs["family"] != fam]
-        families[str(fam)] = evaluate_family(part.reset_index(drop=True), others)
+        run_sd = run_spread(obs[obs["family"] != fam])  # learned from the *other* families
+        families[str(fam)] = evaluate_family(part.reset_index(drop=True), run_sd)
     figs = list(families.values())
     offline_ok = all(f["offline_vs_best"] <= 1.02 for f in figs)  # type: ignore[index,operator]
     online_ok = all(f["online_vs_best"] <= 1.02 for f in figs)  # type: ignore[index,operator]

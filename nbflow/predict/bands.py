@@ -36,25 +36,34 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from nbflow.predict.model import Predictor
 
 __all__ = [
     "LEVEL",
     "conformal_bounds",
     "joint_log_errors",
+    "pace_factors",
     "pace_spread",
     "posterior_tau2",
     "run_spread",
     "shrink_tau2",
     "split_runs",
+    "total_spread",
+    "work_errors",
+    "work_spread",
 ]
 
 LEVEL = 0.8  # the bands are 80% bands
 SHRINK_RUNS = 2.0  # runs' worth of weight the pooled between-run variance keeps in a family's
 NORMAL_NODES = 21  # points of the run-effect normal used when combining it with residuals
 MIN_RUN_TASKS = 2  # a run needs this many residuals to tell its median
+MIN_WORK_TASKS = 5  # a run needs this many held-out predictions to tell its total's error
 _NORMAL = NormalDist()
 
 
@@ -63,12 +72,16 @@ def split_runs(
 ) -> tuple[np.ndarray, float, int]:
     """``(within, tau2, k)``: within-run residuals, run-effect variance, runs used.
 
-    ``within`` are the residuals minus their run's median (all residuals keep their
-    place); ``k`` is the number of runs with at least :data:`MIN_RUN_TASKS` residuals
+    ``within`` are the residuals minus their run's median plus the median of the run
+    medians (all residuals keep their place): the run effects are taken out, a systematic
+    offset common to all runs stays (a point estimate rescaled for relative error is
+    deliberately not the median of the durations, and its band must say so); ``k`` is
+    the number of runs with at least :data:`MIN_RUN_TASKS` residuals
     (``tau2`` is 0 when ``k < 2``: no evidence).
 
     ``held_out`` (residuals of a model that did not see the run, leave one run out): each
-    run's median *is* its run's error, so ``tau2`` is their mean square, corrected from
+    run's median *is* its run's error, so ``tau2`` is their mean square about their
+    median (an offset common to all runs is not a run effect), corrected from
     "fitted on ``k - 1`` runs" to "fitted on all ``k``" by ``(k^2 - 1) / k^2``; otherwise
     (raw values) it is the sample variance of the per-run medians.  Either way the part
     the within-run noise explains (a median of ``n`` values has about ``pi / 2 *
@@ -79,17 +92,18 @@ def split_runs(
         return resid, 0.0, 0
     s = pd.Series(resid)
     by_run = s.groupby(np.asarray(runs))
-    within = resid - by_run.transform("median").to_numpy()
     sizes = by_run.size()
     enough = sizes >= MIN_RUN_TASKS
     medians = by_run.median()[enough].to_numpy()
     k = len(medians)
+    centre = float(np.median(medians)) if k else float(np.median(resid))
+    within = resid - by_run.transform("median").to_numpy() + centre
     if k < 2:
         return within, 0.0, k
     sigma2 = float(np.var(within)) if len(within) > 1 else 0.0
     noise = float(np.mean(math.pi / 2 * sigma2 / sizes[enough]))
     if held_out:
-        spread = float(np.mean(medians ** 2)) * (k * k - 1) / (k * k)
+        spread = float(np.mean((medians - centre) ** 2)) * (k * k - 1) / (k * k)
     else:
         spread = float(np.var(medians, ddof=1))
     return within, max(spread - noise, 0.0), k
@@ -105,6 +119,28 @@ def shrink_tau2(tau2: float, k: int, pooled: float, weight: float = SHRINK_RUNS)
         return pooled
     dof = k - 1
     return (dof * tau2 + weight * pooled) / (dof + weight)
+
+
+def work_spread(actual: np.ndarray, predicted: np.ndarray, runs: np.ndarray) -> tuple[float, int]:
+    """``(tau2, k)``: variance of the error of a run's *total* work, from held-out predictions.
+
+    Per run (with at least :data:`MIN_WORK_TASKS` predictions) the log ratio of its summed
+    actual to its summed predicted durations: what an ETA gets wrong when it adds the
+    remaining work up.  A few long calls dominate a sum, so this is not what the
+    per-family spreads give; it is measured directly.  ``tau2`` is the mean square over
+    the ``k`` runs, corrected as in :func:`split_runs` (held out, fitted on ``k - 1``
+    runs); 0 when ``k < 2``.
+    """
+    d = pd.DataFrame({"y": np.asarray(actual, dtype=float), "p": np.asarray(predicted, dtype=float),
+                      "run": np.asarray(runs)})
+    d = d[np.isfinite(d["p"]) & (d["p"] > 0)]
+    sums = d.groupby("run").agg(y=("y", "sum"), p=("p", "sum"), n=("y", "size"))
+    sums = sums[(sums["n"] >= MIN_WORK_TASKS) & (sums["y"] > 0)]
+    k = len(sums)
+    if k < 2:
+        return 0.0, k
+    w = np.log(sums["y"].to_numpy() / sums["p"].to_numpy())
+    return float(np.mean(w ** 2)) * (k * k - 1) / (k * k), k
 
 
 def pooled_tau2(parts: Sequence[tuple[float, int]]) -> float | None:
@@ -180,37 +216,96 @@ def pace_spread(log_ratios: np.ndarray) -> float:
     return float(np.std(lr, ddof=1) / math.sqrt(len(lr)))
 
 
+def pace_factors(
+    predictor: Predictor, finished: pd.DataFrame | None, samples: int, seed: int | None = 0,
+) -> np.ndarray:
+    """Shared multipliers, shape ``(samples, 1)``, for the uncertainty of a run's pace.
+
+    The ETA multiplies every remaining duration by the pace the run's finished tasks
+    showed; that pace is itself measured from a few noisy tasks, so each Monte Carlo draw
+    gets its own pace error: log-normal with the standard error :func:`pace_spread` of
+    the finished tasks' log ratios actual / predicted (their online predictions).
+    """
+    if finished is None or len(finished) < 2:
+        return np.ones((samples, 1))
+    p = predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+    y = finished["duration_s"].to_numpy(dtype=float)
+    ok = (y > 0) & (p > 0)
+    se = pace_spread(np.log(y[ok] / p[ok]))
+    z = np.random.default_rng(None if seed is None else seed + 1).standard_normal((samples, 1))
+    return np.exp(se * z)
+
+
 def joint_log_errors(
     groups: Sequence[tuple[np.ndarray, np.ndarray, float]], n_tasks: int, samples: int,
     rng: np.random.Generator, shared_sd: float = 0.0,
 ) -> np.ndarray:
     """Log errors of ``n_tasks`` durations, ``samples`` joint draws: shape ``(samples, n_tasks)``.
 
-    ``groups``: ``(columns, within residuals, tau)`` per family; each draw has one
-    standard normal ``z`` shared by all tasks (the run effect, ``tau * z`` in a family),
-    plus ``shared_sd * z2`` with a second shared normal (the uncertainty of a measured
-    pace), plus a within-run residual resampled independently per task.
+    ``groups``: ``(columns, within residuals, tau)`` per family.  Each draw has, per
+    family, a standard normal ``z`` shared by its tasks (the family's run effect, ``tau *
+    z``: on the traces, how much a run shifts one family says little about another, even
+    in sign), plus ``shared_sd * z0`` with one normal shared by every task (the error of
+    the run's total work and of its measured pace, which scale everything left), plus a
+    within-run residual resampled independently per task.
     """
     out = np.zeros((samples, n_tasks))
-    z = rng.standard_normal((samples, 1))
-    z2 = rng.standard_normal((samples, 1))
+    z0 = rng.standard_normal((samples, 1))
     for cols, within, tau in groups:
+        z = rng.standard_normal((samples, 1))
         cols = np.asarray(cols, dtype=int)
         w = np.asarray(within, dtype=float)
         w = w[np.isfinite(w)]
         noise = w[rng.integers(0, len(w), (samples, len(cols)))] if len(w) else 0.0
-        out[:, cols] = tau * z + shared_sd * z2 + noise
+        out[:, cols] = tau * z + shared_sd * z0 + noise
     return out
 
 
-def run_spread(observations: pd.DataFrame) -> float | None:
-    """Between-run standard deviation of log durations, pooled over task families.
+def work_errors(observations: pd.DataFrame, by: str = "family") -> pd.DataFrame:
+    """Held-out error of each run's total work, per workflow: one row per run.
 
-    A prior for histories in which no family ran twice: per ``task`` with at least two
-    ``instance`` values, the between-run variance of its per-run median log durations
-    (:func:`split_runs`), pooled by degrees of freedom.
-    Raw durations, not residuals of a model, so differences of input size between runs
-    count as run effects: a prior on the wide side.  ``None`` when no family ran twice.
+    For every group of ``observations`` (column ``by``: the workflow, e.g. the trace
+    family; all rows are one group when the column is missing) with at least two
+    ``instance`` values, each instance is predicted offline by a
+    :class:`~nbflow.predict.Predictor` fitted on the group's other instances, and the log
+    ratio of its summed actual to its summed predicted durations is recorded.  Columns:
+    ``group``, ``instance``, ``log_error``.
+    """
+    from nbflow.predict.model import Predictor
+
+    groups = observations.groupby(by, sort=False) if by in observations.columns else [("all", observations)]
+    rows = []
+    for name, part in groups:
+        instances = pd.unique(part["instance"])
+        if len(instances) < 2:
+            continue
+        for inst in instances:
+            test = part[part["instance"] == inst]
+            pred = Predictor().fit(part[part["instance"] != inst]).predict(test)["duration_s"]
+            total = float(test["duration_s"].sum())
+            if total > 0:
+                rows.append((name, inst, math.log(total / float(pred.sum()))))
+    return pd.DataFrame(rows, columns=["group", "instance", "log_error"])
+
+
+def total_spread(errors: pd.DataFrame) -> float | None:
+    """Root mean square of :func:`work_errors` (a table of them, e.g. other workflows'
+    runs): a prior for how far a run's total work is from its prediction, for
+    ``Predictor(work_sd=...)`` when history has a single run.  ``None`` for no rows."""
+    if not len(errors):
+        return None
+    return float(np.sqrt(np.mean(errors["log_error"].to_numpy(dtype=float) ** 2)))
+
+
+def run_spread(observations: pd.DataFrame) -> float | None:
+    """Between-run standard deviation of a typical task family's log durations.
+
+    A prior for ``Predictor(run_sd=...)`` when no family of the history ran twice: per
+    ``task`` with at least two ``instance`` values, the between-run variance of its
+    per-run median log durations (:func:`split_runs`), pooled by :func:`pooled_tau2` (a
+    median: most families of the traces do not shift between runs at all, a few shift
+    a lot).  Raw durations, not residuals, so differences of input size between runs
+    count as run effects.  ``None`` when no family ran twice.
     """
     need = {"task", "instance", "duration_s"}
     if not need <= set(observations.columns):
