@@ -62,7 +62,7 @@ __all__ = [
 LEVEL = 0.8  # the bands are 80% bands
 SHRINK_RUNS = 2.0  # runs' worth of weight the pooled between-run variance keeps in a family's
 NORMAL_NODES = 21  # points of the run-effect normal used when combining it with residuals
-MIN_RUN_TASKS = 2  # a run needs this many residuals to tell its median
+MIN_RUN_TASKS = 3  # a run needs this many residuals to tell its median
 MIN_WORK_TASKS = 5  # a run needs this many held-out predictions to tell its total's error
 _NORMAL = NormalDist()
 
@@ -97,7 +97,14 @@ def split_runs(
     medians = by_run.median()[enough].to_numpy()
     k = len(medians)
     centre = float(np.median(medians)) if k else float(np.median(resid))
-    within = resid - by_run.transform("median").to_numpy() + centre
+    # Centring a run on its own median shrinks its spread (to nothing for a single value):
+    # runs too small to tell their median keep their raw residuals (run effect included,
+    # the cautious side), the others are scaled back up by sqrt(n / (n - 1)).
+    n_r = by_run.transform("size").to_numpy()
+    big = n_r >= MIN_RUN_TASKS
+    within = resid.copy()
+    centred = resid - by_run.transform("median").to_numpy()
+    within[big] = centred[big] * np.sqrt(n_r[big] / (n_r[big] - 1.0)) + centre
     if k < 2:
         return within, 0.0, k
     sigma2 = float(np.var(within)) if len(within) > 1 else 0.0
