@@ -142,6 +142,8 @@ class _Family:
     tau2_offline: float = 0.0
     tau2_online: float = 0.0
     n_runs: int = 1  # runs of history the family was seen in
+    k_offline: int = 0  # runs with enough held-out residuals to tell their median
+    k_online: int = 0
     scores: dict[str, float] = field(default_factory=dict)
     scale: float = 1.0
     codes: frozenset[str] = frozenset()
@@ -360,6 +362,7 @@ class Predictor:
         for f in fams:
             f.within_offline, t_off, k_off = split_runs(f.resid_offline, f.runs_offline)
             f.within_online, t_on, k_on = split_runs(f.resid_online, f.runs_online)
+            f.k_offline, f.k_online = k_off, k_on
             parts_off.append((t_off, k_off))
             parts_on.append((t_on, k_on))
         prior = None if self.run_sd is None else self.run_sd ** 2
@@ -512,7 +515,7 @@ class Predictor:
             if fin is not None:
                 point[sel] = fin.correct(name, x[sel], p0[sel], self._k0(name))[strategy]
                 online[sel] = strategy
-            lo_q, hi_q = conformal_bounds(*self._band(known, online=fin is not None))
+            lo_q, hi_q = conformal_bounds(*self._interval_scores(known, online=fin is not None))
             lo[sel] = point[sel] * np.exp(min(lo_q, 0.0))
             hi[sel] = point[sel] * np.exp(max(hi_q, 0.0))
             n_hist[sel] = known.n if known is not None else 0
@@ -550,6 +553,21 @@ class Predictor:
         if fam is None or fam.tau2_offline <= 0 or len(fam.within_offline) < 2:
             return math.inf
         return float(np.var(fam.within_offline)) / fam.tau2_offline
+
+    def _interval_scores(self, fam: _Family | None, online: bool) -> tuple[np.ndarray, float]:
+        """Conformal scores and added run-effect variance for ``fam``'s interval.
+
+        A family with enough held-out residuals from two or more runs of its own has
+        leave-one-run-out residuals: each already is the error of a model that did not
+        see that run, run effect included, so they are the conformal scores as they are.
+        Otherwise the run effect cannot be seen in them and is added (:meth:`_band`).
+        """
+        if fam is not None:
+            own = fam.resid_online if online else fam.resid_offline
+            k = fam.k_online if online else fam.k_offline
+            if k >= 2 and len(own) >= MIN_OWN_RESIDUALS:
+                return own, 0.0
+        return self._band(fam, online)
 
     def _band(self, fam: _Family | None, online: bool) -> tuple[np.ndarray, float]:
         """``(within-run residuals, between-run variance)`` that calibrate ``fam``'s band."""
