@@ -10,25 +10,29 @@ A duration prediction is wrong in two ways that behave differently:
   and it is what makes the remaining time of a run uncertain.
 
 The held-out log residuals ``log(actual / predicted)`` of a family are therefore split
-(:func:`split_runs`) into within-run residuals (each run's residuals minus that run's
-median) and a between-run variance ``tau2`` (method of moments: the variance of the
-per-run medians minus what the within-run noise alone gives them).  With few runs a
-family's ``tau2`` is a poor estimate, so it is shrunk towards the variance pooled over all
-families (:func:`shrink_tau2`, an empirical-Bayes step); a family seen in a single run has
-no between-run evidence of its own and takes the pooled value, or, when no family of the
-history has two runs, a prior learned elsewhere (:func:`run_spread`, for example from
-other workflows' traces).
+(:func:`split_runs`) into within-run residuals (each run's residuals centred on that run's
+median) and a between-run variance ``tau2`` (method of moments: the spread of the per-run
+medians minus what the within-run noise alone gives them).  With few runs a family's
+``tau2`` is a poor estimate, so it is shrunk towards the value pooled over all families
+(:func:`pooled_tau2`, :func:`shrink_tau2`, an empirical-Bayes step); a family seen in a
+single run has no between-run evidence of its own and takes the pooled value, or, when no
+family of the history has two runs, a prior learned elsewhere (:func:`run_spread`, for
+example from other workflows' traces).
 
-**Intervals** (:func:`conformal_bounds`) are split-conformal quantiles of the within-run
-residuals combined with a normal run effect of variance ``tau2``: the residuals were
-measured on data the model did not see, and the finite-sample rank correction makes the
-band cover at least its level when new tasks are exchangeable with the held-out ones.
+**Intervals** (:func:`conformal_bounds`) are split-conformal quantiles: of a family's
+leave-one-run-out residuals as they are when it has them from two or more runs (each is
+the error of a model that did not see that run, run effect included), otherwise of the
+within-run residuals combined with a normal run effect of variance ``tau2``.  The residuals
+were measured on data the model did not see, and the finite-sample rank correction makes
+the band cover at least its level when new tasks are exchangeable with the held-out ones.
 
-**Joint draws** (:func:`joint_log_errors`) give the ETA's Monte Carlo one shared normal
-draw per sample (the run effect, scaled per family by its ``tau``) plus an independent
-within-run residual per task (resampled).  Once tasks of the run finished, the run effect
-is partly known: :func:`posterior_tau2` is the normal-normal update of ``tau2`` by the
-finished tasks, and :func:`pace_spread` is how uncertain the run's measured pace itself is.
+**Joint draws** (:func:`joint_log_errors`) give the ETA's Monte Carlo, per draw, a run
+effect per family (``tau * z``), one error shared by all tasks (the error of the run's
+*total* work measured on held-out runs, :func:`work_spread`, counted for the families the
+run has not shown yet; plus the uncertainty of the run's measured pace,
+:func:`pace_factors`), and an independent within-run residual per task (resampled).  Once
+calls of a family corrected online finished, its run effect is partly known:
+:func:`posterior_tau2` is the normal-normal update of ``tau2`` by them.
 """
 
 from __future__ import annotations
