@@ -11,6 +11,8 @@ import pytest
 from nbflow.predict import Predictor
 from nbflow.predict.bands import (
     conformal_bounds,
+    total_spread,
+    work_spread,
     joint_log_errors,
     pace_spread,
     pooled_tau2,
@@ -114,6 +116,8 @@ def test_single_training_run_is_widened_by_a_prior_from_other_families() -> None
     assert run_spread(one_run) is None  # nothing ran twice
     with pytest.raises(PredictionError, match="run_sd"):
         Predictor(run_sd=-1.0)
+    with pytest.raises(PredictionError, match="work_sd"):
+        Predictor(work_sd=float("nan"))
 
 
 def test_joint_draws_share_run_effects_per_family_and_one_across_all() -> None:
@@ -185,3 +189,24 @@ def test_online_bayes_correction_learns_its_shrinkage_from_history() -> None:
     # Where runs barely differ against the call noise, the same rule hardly moves.
     quiet = Predictor().fit(_runs(rng, "step", runs=6, per_run=30, run_sd=0.05, task_sd=0.5))
     assert quiet._k0("step") > 10
+
+
+def test_total_work_error_is_measured_and_counts_only_for_families_not_yet_seen() -> None:
+    # Held-out totals 2x too high in one run and 2x too low in another: log errors -/+ log 2.
+    runs = np.repeat(["a", "b"], 10)
+    actual = np.r_[np.full(10, 1.0), np.full(10, 4.0)]
+    predicted = np.full(20, 2.0)
+    tau2, k = work_spread(actual, predicted, runs)
+    assert k == 2 and tau2 == pytest.approx(math.log(2) ** 2 * 3 / 4)
+    assert work_spread(actual[:10], predicted[:10], runs[:10]) == (0.0, 1)
+    assert total_spread(pd.DataFrame({"log_error": [0.3, -0.4]})) == pytest.approx(math.sqrt(0.125))
+    assert total_spread(pd.DataFrame({"log_error": []})) is None
+    # With one run of history the work_sd prior is the shared error of a run's total ...
+    rng = np.random.default_rng(28)
+    p = Predictor(work_sd=0.5).fit(_runs(rng, "step", runs=1, per_run=40, run_sd=0.0, task_sd=0.05))
+    rows = pd.DataFrame({"task": ["step"] * 30, "input_bytes": 1000.0})
+    spread = lambda d: float(np.std(np.log(d.sum(axis=1))))  # noqa: E731
+    assert 0.4 < spread(p.sample(rows, n=2000)) < 0.6
+    # ... until calls of the family finished in this run: they showed its run effect.
+    done = pd.DataFrame({"task": ["step"] * 5, "input_bytes": 1000.0, "duration_s": 2.0})
+    assert spread(p.sample(rows, n=2000, finished=done)) < 0.1
