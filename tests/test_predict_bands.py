@@ -11,8 +11,6 @@ import pytest
 from nbflow.predict import Predictor
 from nbflow.predict.bands import (
     conformal_bounds,
-    total_spread,
-    work_spread,
     joint_log_errors,
     pace_spread,
     pooled_tau2,
@@ -20,6 +18,8 @@ from nbflow.predict.bands import (
     run_spread,
     shrink_tau2,
     split_runs,
+    total_spread,
+    work_spread,
 )
 from nbflow.predict.candidates import fit_mean
 from nbflow.predict.eta import RunSnapshot, eta_of
