@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LEVEL",
+    "centred_within",
     "conformal_bounds",
     "joint_log_errors",
     "pace_factors",
@@ -118,6 +119,19 @@ def split_runs(
     else:
         spread = float(np.var(medians, ddof=1))
     return within, max(spread - noise, 0.0), k
+
+
+def centred_within(resid: np.ndarray, runs: np.ndarray) -> np.ndarray:
+    """The within-run residuals of :func:`split_runs` from runs large enough to be centred
+    only: what joint draws resample as per-task noise.  The draws add run effects of their
+    own, so residuals that still carry one (a run too small to tell its median) would count
+    it twice; they are left out here (and kept, as the cautious side, in intervals)."""
+    resid = np.asarray(resid, dtype=float)
+    if not len(resid):
+        return resid
+    within, _, _ = split_runs(resid, runs)
+    n_r = pd.Series(resid).groupby(np.asarray(runs)).transform("size").to_numpy()
+    return within[n_r >= MIN_RUN_TASKS]
 
 
 def shrink_tau2(tau2: float, k: int, pooled: float, weight: float = SHRINK_RUNS) -> float:

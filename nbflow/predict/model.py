@@ -76,6 +76,7 @@ import pandas as pd
 
 from nbflow.core.errors import NbflowError
 from nbflow.predict.bands import (
+    centred_within,
     conformal_bounds,
     joint_log_errors,
     pooled_tau2,
@@ -143,6 +144,8 @@ class _Family:
     tau2_online: float = 0.0
     n_runs: int = 1  # runs of history the family was seen in
     k_offline: int = 0  # runs with enough held-out residuals to tell their median
+    draw_offline: np.ndarray = field(default_factory=lambda: np.empty(0))  # per-task noise of draws
+    draw_online: np.ndarray = field(default_factory=lambda: np.empty(0))
     k_online: int = 0
     scores: dict[str, float] = field(default_factory=dict)
     scale: float = 1.0
@@ -326,6 +329,8 @@ class Predictor:
         self._tau2_offline = 0.0
         self._tau2_online = 0.0
         self._tau2_work = 0.0
+        self._draw_pooled_offline = np.empty(0)
+        self._draw_pooled_online = np.empty(0)
         self._code_owner: dict[str, str] = {}
 
     # ------------------------------------------------------------------ fitting
@@ -363,6 +368,8 @@ class Predictor:
             f.within_offline, t_off, k_off = split_runs(f.resid_offline, f.runs_offline)
             f.within_online, t_on, k_on = split_runs(f.resid_online, f.runs_online)
             f.k_offline, f.k_online = k_off, k_on
+            f.draw_offline = centred_within(f.resid_offline, f.runs_offline)
+            f.draw_online = centred_within(f.resid_online, f.runs_online)
             parts_off.append((t_off, k_off))
             parts_on.append((t_on, k_on))
         prior = None if self.run_sd is None else self.run_sd ** 2
@@ -382,6 +389,10 @@ class Predictor:
         res_on = [f.within_online for f in fams if len(f.within_online)]
         self._pooled_offline = np.concatenate(res_off) if res_off else self._prior_resid
         self._pooled_online = np.concatenate(res_on) if res_on else self._pooled_offline
+        d_off = [f.draw_offline for f in fams if len(f.draw_offline)]
+        d_on = [f.draw_online for f in fams if len(f.draw_online)]
+        self._draw_pooled_offline = np.concatenate(d_off) if d_off else self._pooled_offline
+        self._draw_pooled_online = np.concatenate(d_on) if d_on else self._draw_pooled_offline
 
     def _fit_family(self, name: str, rows: pd.DataFrame) -> tuple[_Family, np.ndarray]:
         x = rows["input_bytes"].to_numpy(dtype=float)
@@ -569,6 +580,16 @@ class Predictor:
                 return own, 0.0
         return self._band(fam, online)
 
+    def _draw_noise(self, fam: _Family | None, online: bool) -> np.ndarray:
+        """Per-task noise that joint draws resample for ``fam``: its centred within-run
+        residuals, or those of all families pooled when it has too few."""
+        if fam is None:
+            return self._prior_resid
+        own = fam.draw_online if online else fam.draw_offline
+        if len(own) >= MIN_OWN_RESIDUALS:
+            return own
+        return self._draw_pooled_online if online else self._draw_pooled_offline
+
     def _band(self, fam: _Family | None, online: bool) -> tuple[np.ndarray, float]:
         """``(within-run residuals, between-run variance)`` that calibrate ``fam``'s band."""
         if fam is None:
@@ -634,7 +655,8 @@ class Predictor:
         groups = []
         for name in pd.unique(task):
             fam = self._resolve(name, codes.get(name))[0]
-            within, tau2 = self._band(fam, online=online)
+            _, tau2 = self._band(fam, online=online)
+            within = self._draw_noise(fam, online)
             if fam is None or fam.online != "none":  # corrected online: the run effect is
                 m = int(done.get(name, 0)) if done is not None else 0  # partly known by now
                 sigma2 = float(np.var(within)) if len(within) > 1 else 0.0
