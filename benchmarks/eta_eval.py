@@ -13,6 +13,11 @@ Reported per trace and as medians over traces: ``|eta - true| / true`` at each m
 whether the true remaining time fell inside the 80% band; also the error of the same snapshot
 without the run's own pace (``eta_of(..., pace=False)``).  Target: median error <= 15% at 50%.
 
+A family whose other instances are a single run cannot show how much runs differ; its
+predictor gets priors learned on the *other* families only: ``run_sd``
+(:func:`nbflow.predict.bands.run_spread`) and ``work_sd``
+(:func:`nbflow.predict.bands.total_spread` of their held-out total-work errors).
+
 Usage::
 
     python benchmarks/eta_eval.py DIR [--group app|file] [--workers 4] [--json OUT]

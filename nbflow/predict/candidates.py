@@ -42,9 +42,9 @@ def fit_median(x: np.ndarray, y: np.ndarray) -> Fitted:
 def fit_mean(x: np.ndarray, y: np.ndarray) -> Fitted:
     """Constant: the mean duration.
 
-    On a right-skewed family (most calls near the median, a tail of slow ones) the mean
-    sits above the median, and for an error judged relative to the actual duration the
-    point a little above the middle is often the better one; held-out error decides.
+    A family mixing kinds of call in shares that vary from run to run has a median that
+    jumps between the kinds while its mean stays between them; which point has the lower
+    relative error on new runs is not a matter of skew alone, so held-out error decides.
     """
     m = float(np.mean(y))
 
