@@ -13,6 +13,11 @@ Reported per trace and as medians over traces: ``|eta - true| / true`` at each m
 whether the true remaining time fell inside the 80% band; also the error of the same snapshot
 without the run's own pace (``eta_of(..., pace=False)``).  Target: median error <= 15% at 50%.
 
+A family whose other instances are a single run cannot show how much runs differ; its
+predictor gets priors learned on the *other* families only: ``run_sd``
+(:func:`nbflow.predict.bands.run_spread`) and ``work_sd``
+(:func:`nbflow.predict.bands.total_spread` of their held-out total-work errors).
+
 Usage::
 
     python benchmarks/eta_eval.py DIR [--group app|file] [--workers 4] [--json OUT]
@@ -56,7 +61,8 @@ def replay_workflow(nf: Any, trace: Any, scale: float) -> Any:
     return wf
 
 
-def evaluate(nf: Any, obs: Any, inst: str, path: Path, workers: int) -> dict[str, Any]:
+def evaluate(nf: Any, obs: Any, inst: str, path: Path, workers: int,
+             run_sd: float | None = None, work_sd: float | None = None) -> dict[str, Any]:
     from nbflow.predict import Predictor, load_trace
     from nbflow.predict.eta import eta_of, snapshot
 
@@ -66,7 +72,7 @@ def evaluate(nf: Any, obs: Any, inst: str, path: Path, workers: int) -> dict[str
     train = obs[obs["instance"] != inst].copy()
     for c in ("duration_s", "start_s", "end_s"):
         train[c] *= scale
-    predictor = Predictor().fit(train)
+    predictor = Predictor(run_sd=run_sd, work_sd=work_sd).fit(train)
     wf = replay_workflow(nf, trace, scale)
     n = len(trace)
     marks = {max(1, round(m * n)): m for m in MARKS}
@@ -114,17 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("NBFLOW_HOME", tempfile.mkdtemp(prefix="nbflow-eta-"))
     import nbflow as nf
     from nbflow.predict import observations_from_wfformat
+    from nbflow.predict.bands import run_spread, total_spread, work_errors
 
     obs = observations_from_wfformat(args.dir)
     if args.group == "app":
         obs["family"] = obs["instance"].str.split("-").str[0]
     rows = []
+    errors = work_errors(obs, by="family")  # held-out error of each run's total, per family
     for _fam, part in obs.groupby("family", sort=True):
         instances = list(dict.fromkeys(part["instance"]))
         if len(instances) < 2:
             continue
+        # How much runs differ (per task family, and in their total work), learned from
+        # the *other* families only, for histories of a single run (as in predict_eval.py).
+        run_sd = run_spread(obs[obs["family"] != _fam])
+        work_sd = total_spread(errors[errors["group"] != _fam])
         for inst in instances:
-            r = evaluate(nf, part, inst, args.dir / f"{inst}.json", args.workers)
+            r = evaluate(nf, part, inst, args.dir / f"{inst}.json", args.workers, run_sd, work_sd)
             print(json.dumps(r), file=sys.stderr)
             rows.append(r)
     summary = {}

@@ -38,6 +38,7 @@ import pandas as pd
 
 from nbflow.core.errors import NbflowError
 from nbflow.engine.priority import longest_remaining_path
+from nbflow.predict.bands import pace_factors
 from nbflow.predict.lineage import lineage_keys_of_nodes
 from nbflow.predict.simulate import simulate
 
@@ -294,8 +295,8 @@ def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAUL
     }) if fin_ids else None
     draws, _, no_hist, _ = _draws(predictor, [snap.names[i] for i in task_ids],
                                    [snap.input_bytes[i] for i in task_ids], finished, samples, seed)
-    if pace:
-        draws = draws * run_pace(predictor, finished)
+    if pace:  # the run's pace, and how sure it is (its spread: nbflow.predict.bands)
+        draws = draws * run_pace(predictor, finished) * pace_factors(predictor, finished, len(draws), seed)
     col = {i: c for c, i in enumerate(task_ids)}
     running = [snap.states[i] in _RUNNING for i in order]
     levels = ([snap.levels[i] for i in order] if snap.levels is not None else longest_remaining_path(succs))

@@ -7,8 +7,8 @@
 How it works, per task family:
 
 1. **Model choice by held-out error.**  Every candidate of
-   :mod:`nbflow.predict.candidates` (median, linear and power law in input size, nearest
-   neighbours in log input size) is scored on data it did not see: leave one run out when
+   :mod:`nbflow.predict.candidates` (median, mean, linear and power law in input size,
+   nearest neighbours in log input size) is scored on data it did not see: leave one run out when
    the family has several runs, otherwise five interleaved folds.  The candidate with
    the lowest median absolute percentage error wins (a model other than the median must
    beat the median by 5%) and is refitted on everything.  Each candidate's estimate is
@@ -31,14 +31,23 @@ How it works, per task family:
    - ``local``: the median duration of the finished tasks of this family in this run with
      the nearest input sizes (once at least three finished), because tasks of one run share
      a machine and a data set far more than tasks of different runs do;
-   - ``blend``: the geometric mean of the two; ``none`` keeps the offline estimate.
+   - ``blend``: the geometric mean of the two; ``none`` keeps the offline estimate;
+   - ``bayes``: the run's effect on the family as an empirical-Bayes posterior mean: the
+     mean log ratio of its ``m`` finished calls times ``m / (m + k0)``, where ``k0`` is the
+     family's within-run over between-run variance learned from history (see 3.), so the
+     shrinkage is measured, not fixed.
 
    With a single run of history nothing shows that runs differ, so no correction is
    applied (``none``); a family never seen before uses ``factor``.
-3. **Intervals** are the 10% and 90% quantiles of the held-out log residuals of the chosen
-   model (offline or online, whichever is answering), taken per family when it has enough
-   residuals and from all families pooled otherwise, so they are calibrated on data the
-   model did not see.
+3. **Intervals** are calibrated on data the model did not see (:mod:`nbflow.predict.bands`):
+   the held-out log residuals of the chosen model (offline or online, whichever is
+   answering) are split into within-run residuals and a between-run variance; the 80%
+   interval is the split-conformal 10%/90% rank of the within-run residuals combined with
+   that run effect.  A family's between-run variance is shrunk towards the median over
+   families; a family seen in a single run takes twice that pooled value (the run it was
+   fitted on had an effect of its own), or, when no family of the history ran twice, the
+   prior ``run_sd`` given to the predictor.  Families with few residuals use the
+   within-run residuals of all families pooled.
 
 A task name never seen before falls back, in this order, to
 
@@ -66,6 +75,16 @@ import numpy as np
 import pandas as pd
 
 from nbflow.core.errors import NbflowError
+from nbflow.predict.bands import (
+    centred_within,
+    conformal_bounds,
+    joint_log_errors,
+    pooled_tau2,
+    posterior_tau2,
+    shrink_tau2,
+    split_runs,
+    work_spread,
+)
 from nbflow.predict.candidates import CANDIDATES, FLOOR_S, Fitted, fit_median
 
 __all__ = ["PredictionError", "Predictor", "mdape"]
@@ -75,7 +94,7 @@ SHRINK_FAMILY = 4.0  # finished tasks of a family that give its own factor half 
 SHRINK_RUN = 8.0  # finished tasks of a run that give the run-wide factor half the weight
 LOCAL_MIN = 3  # finished tasks of a family before the ``local`` correction is possible
 MAX_REPLAY_POINTS = 64  # per run, when choosing online corrections: bounds fit cost (O(points x tasks))
-ONLINE_STRATEGIES = ("none", "factor", "local", "blend")
+ONLINE_STRATEGIES = ("none", "factor", "local", "blend", "bayes")
 SIGNIFICANT_S = 0.05  # errors are judged on tasks longer than this (shorter ones are noise)
 PREFER_SIMPLE = 0.05  # relative held-out gain a model needs over the median to be chosen
 MIN_SCALE_RESIDUALS = 10  # held-out residuals a family needs before its point is rescaled
@@ -116,6 +135,18 @@ class _Family:
     online: str = "none"
     resid_offline: np.ndarray = field(default_factory=lambda: np.empty(0))
     resid_online: np.ndarray = field(default_factory=lambda: np.empty(0))
+    runs_offline: np.ndarray = field(default_factory=lambda: np.empty(0))  # run of each residual
+    runs_online: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # Calibration (see nbflow.predict.bands): within-run residuals and between-run variance.
+    within_offline: np.ndarray = field(default_factory=lambda: np.empty(0))
+    within_online: np.ndarray = field(default_factory=lambda: np.empty(0))
+    tau2_offline: float = 0.0
+    tau2_online: float = 0.0
+    n_runs: int = 1  # runs of history the family was seen in
+    k_offline: int = 0  # runs with enough held-out residuals to tell their median
+    draw_offline: np.ndarray = field(default_factory=lambda: np.empty(0))  # per-task noise of draws
+    draw_online: np.ndarray = field(default_factory=lambda: np.empty(0))
+    k_online: int = 0
     scores: dict[str, float] = field(default_factory=dict)
     scale: float = 1.0
     codes: frozenset[str] = frozenset()
@@ -232,8 +263,17 @@ class _Finished:
         self.task, self.x, self.y = task, x, y
         self.lr = _log_ratio(y, p0)
 
-    def correct(self, family: str, x: np.ndarray, p0: np.ndarray) -> dict[str, np.ndarray]:
-        """Estimates of every online strategy for queries of ``family`` (sizes ``x``)."""
+    def correct(
+        self, family: str, x: np.ndarray, p0: np.ndarray, k0: float = math.inf,
+    ) -> dict[str, np.ndarray]:
+        """Estimates of every online strategy for queries of ``family`` (sizes ``x``).
+
+        ``k0``: the family's within-run over between-run variance, learned from history;
+        the ``bayes`` estimate of this run's effect on the family is the mean log ratio of
+        its ``m`` finished calls times ``m / (m + k0)`` (the posterior mean of a normal run
+        effect): no correction where history shows runs do not differ (``k0`` infinite),
+        a quick one where they differ a lot against the noise of single calls.
+        """
         n_run = len(self.lr)
         run_f = float(np.median(self.lr)) * n_run / (n_run + SHRINK_RUN) if n_run else 0.0
         mine = self.task == family
@@ -241,7 +281,8 @@ class _Finished:
         fam_f = float(np.median(self.lr[mine])) if m else 0.0
         f = (m * fam_f + SHRINK_FAMILY * run_f) / (m + SHRINK_FAMILY)
         factor = p0 * np.exp(f)
-        out = {"none": p0, "factor": factor}
+        bayes = float(np.mean(self.lr[mine])) * m / (m + k0) if m and math.isfinite(k0) else 0.0
+        out = {"none": p0, "factor": factor, "bayes": p0 * math.exp(bayes)}
         if m >= LOCAL_MIN:
             local = CANDIDATES["knn"](np.nan_to_num(self.x[mine]), self.y[mine])(np.nan_to_num(x))
             local = np.where(np.isnan(x), float(np.median(self.y[mine])), local)
@@ -264,17 +305,32 @@ class Predictor:
     31
     """
 
-    def __init__(self, candidates: Mapping[str, object] | None = None) -> None:
+    def __init__(self, candidates: Mapping[str, object] | None = None, run_sd: float | None = None,
+                 work_sd: float | None = None) -> None:
         names = list(CANDIDATES) if candidates is None else list(candidates)
         unknown = [c for c in names if c not in CANDIDATES]
         if unknown or not names:
             raise PredictionError(f"unknown candidate model(s) {unknown}; choose from {list(CANDIDATES)}")
+        for what, v in (("run_sd", run_sd), ("work_sd", work_sd)):
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise PredictionError(
+                    f"{what} must be a number >= 0 (a log-scale standard deviation), got {v!r}")
         self.candidates = names
+        # The between-run spread to assume when no family of the history ran twice (a prior
+        # learned elsewhere, e.g. nbflow.predict.bands.run_spread of other workflows).
+        self.run_sd = run_sd
+        # Likewise for the error of a run's total work (bands.total_spread of other workflows).
+        self.work_sd = work_sd
         self.families: dict[str, _Family] = {}
         self._prior_s = 1.0
         self._prior_resid = np.array([-1.0, 1.0])
         self._pooled_offline = np.empty(0)
         self._pooled_online = np.empty(0)
+        self._tau2_offline = 0.0
+        self._tau2_online = 0.0
+        self._tau2_work = 0.0
+        self._draw_pooled_offline = np.empty(0)
+        self._draw_pooled_online = np.empty(0)
         self._code_owner: dict[str, str] = {}
 
     # ------------------------------------------------------------------ fitting
@@ -294,13 +350,49 @@ class Predictor:
             family, pred = self._fit_family(str(fam), rows)
             self.families[str(fam)] = family
             oof[idx] = pred
+        self._calibrate()  # offline bands first: the online "bayes" strategy uses them
         self._choose_online(obs, oof)
         self._learn_lineage(obs)
-        res_off = [f.resid_offline for f in self.families.values() if len(f.resid_offline)]
-        res_on = [f.resid_online for f in self.families.values() if len(f.resid_online)]
+        self._calibrate()
+        tau2, k = work_spread(obs["duration_s"].to_numpy(), oof, obs["instance"].to_numpy())
+        prior = self.work_sd ** 2 if self.work_sd is not None else 0.0
+        self._tau2_work = tau2 if k >= 2 else prior
+        return self
+
+    def _calibrate(self) -> None:
+        """Split each family's held-out residuals into within-run noise and a between-run
+        variance, shrink the latter towards the pooled value (see nbflow.predict.bands)."""
+        fams = list(self.families.values())
+        parts_off, parts_on = [], []
+        for f in fams:
+            f.within_offline, t_off, k_off = split_runs(f.resid_offline, f.runs_offline)
+            f.within_online, t_on, k_on = split_runs(f.resid_online, f.runs_online)
+            f.k_offline, f.k_online = k_off, k_on
+            f.draw_offline = centred_within(f.resid_offline, f.runs_offline)
+            f.draw_online = centred_within(f.resid_online, f.runs_online)
+            parts_off.append((t_off, k_off))
+            parts_on.append((t_on, k_on))
+        prior = None if self.run_sd is None else self.run_sd ** 2
+        pool_off = pooled_tau2(parts_off)
+        pool_off = pool_off if pool_off is not None else (prior or 0.0)
+        pool_on = pooled_tau2(parts_on)
+        pool_on = pool_on if pool_on is not None else pool_off
+        for f, (t_off, k_off), (t_on, k_on) in zip(fams, parts_off, parts_on, strict=True):
+            # A family seen in one run was fitted on that run's own effect as well: a new
+            # run differs from it by two run effects' worth of variance (1 + 1/1).
+            alone = 2.0 if f.n_runs < 2 else 1.0
+            f.tau2_offline = shrink_tau2(t_off, k_off, pool_off * alone)
+            f.tau2_online = (shrink_tau2(t_on, k_on, pool_on * alone) if len(f.resid_online)
+                             else f.tau2_offline)
+        self._tau2_offline, self._tau2_online = pool_off, pool_on
+        res_off = [f.within_offline for f in fams if len(f.within_offline)]
+        res_on = [f.within_online for f in fams if len(f.within_online)]
         self._pooled_offline = np.concatenate(res_off) if res_off else self._prior_resid
         self._pooled_online = np.concatenate(res_on) if res_on else self._pooled_offline
-        return self
+        d_off = [f.draw_offline for f in fams if len(f.draw_offline)]
+        d_on = [f.draw_online for f in fams if len(f.draw_online)]
+        self._draw_pooled_offline = np.concatenate(d_off) if d_off else self._pooled_offline
+        self._draw_pooled_online = np.concatenate(d_on) if d_on else self._draw_pooled_offline
 
     def _fit_family(self, name: str, rows: pd.DataFrame) -> tuple[_Family, np.ndarray]:
         x = rows["input_bytes"].to_numpy(dtype=float)
@@ -308,6 +400,7 @@ class Predictor:
         folds = _folds(rows["instance"].to_numpy())
         if not folds:
             fam = _Family(name, "median", fit_median(x, y), len(y), max(float(np.median(y)), FLOOR_S))
+            fam.n_runs = len(pd.unique(rows["instance"]))
             return fam, np.full(len(y), np.nan)
         preds: dict[str, np.ndarray] = {}
         scores: dict[str, float] = {}
@@ -334,6 +427,8 @@ class Predictor:
                       max(float(np.median(y)), FLOOR_S), scores=scores)
         fam.scale = scale
         fam.resid_offline = _log_ratio(y, preds[best])
+        fam.runs_offline = inst
+        fam.n_runs = len(pd.unique(inst))
         fam.exact = _exact_sizes(x, y)
         if fam.exact and len(pd.unique(inst)) >= 2:
             # Several runs: keep the same-size memory only if it beats the model across runs.
@@ -380,7 +475,7 @@ class Predictor:
                 finished = _Finished(task[fin], x[fin], y[fin], oof[fin])
                 for fam in pd.unique(task[q]):
                     qq = q[task[q] == fam]
-                    for s, v in finished.correct(fam, x[qq], oof[qq]).items():
+                    for s, v in finished.correct(fam, x[qq], oof[qq], self._k0(fam)).items():
                         est[s][qq] = v
         for name, fam in self.families.items():
             sel = (task == name) & ok
@@ -389,6 +484,7 @@ class Predictor:
             scores = {s: mdape(y[sel], est[s][sel]) for s in ONLINE_STRATEGIES}
             fam.online = min(ONLINE_STRATEGIES, key=lambda s: np.nan_to_num(scores[s], nan=np.inf))
             fam.resid_online = _log_ratio(y[sel], est[fam.online][sel])
+            fam.runs_online = obs["instance"].to_numpy()[sel]
             fam.scores.update({f"online_{s}": v for s, v in scores.items()})
 
     # --------------------------------------------------------------- predicting
@@ -428,10 +524,9 @@ class Predictor:
             known, _ = self._resolve(name, codes.get(name))
             strategy = known.online if known is not None else "factor"
             if fin is not None:
-                point[sel] = fin.correct(name, x[sel], p0[sel])[strategy]
+                point[sel] = fin.correct(name, x[sel], p0[sel], self._k0(name))[strategy]
                 online[sel] = strategy
-            resid = self._residuals(known, online=fin is not None)
-            lo_q, hi_q = np.quantile(resid, [0.1, 0.9])
+            lo_q, hi_q = conformal_bounds(*self._interval_scores(known, online=fin is not None))
             lo[sel] = point[sel] * np.exp(min(lo_q, 0.0))
             hi[sel] = point[sel] * np.exp(max(hi_q, 0.0))
             n_hist[sel] = known.n if known is not None else 0
@@ -463,13 +558,47 @@ class Predictor:
             return self.families[close[0]], f"similar name: {close[0]}"
         return None, "global prior"
 
-    def _residuals(self, fam: _Family | None, online: bool) -> np.ndarray:
+    def _k0(self, name: str) -> float:
+        """Within-run over between-run variance of family ``name`` (inf: runs do not differ)."""
+        fam = self.families.get(name)
+        if fam is None or fam.tau2_offline <= 0 or len(fam.within_offline) < 2:
+            return math.inf
+        return float(np.var(fam.within_offline)) / fam.tau2_offline
+
+    def _interval_scores(self, fam: _Family | None, online: bool) -> tuple[np.ndarray, float]:
+        """Conformal scores and added run-effect variance for ``fam``'s interval.
+
+        A family with enough held-out residuals from two or more runs of its own has
+        leave-one-run-out residuals: each already is the error of a model that did not
+        see that run, run effect included, so they are the conformal scores as they are.
+        Otherwise the run effect cannot be seen in them and is added (:meth:`_band`).
+        """
+        if fam is not None:
+            own = fam.resid_online if online else fam.resid_offline
+            k = fam.k_online if online else fam.k_offline
+            if k >= 2 and len(own) >= MIN_OWN_RESIDUALS:
+                return own, 0.0
+        return self._band(fam, online)
+
+    def _draw_noise(self, fam: _Family | None, online: bool) -> np.ndarray:
+        """Per-task noise that joint draws resample for ``fam``: its centred within-run
+        residuals, or those of all families pooled when it has too few."""
         if fam is None:
             return self._prior_resid
-        own = fam.resid_online if online else fam.resid_offline
+        own = fam.draw_online if online else fam.draw_offline
         if len(own) >= MIN_OWN_RESIDUALS:
             return own
-        return self._pooled_online if online else self._pooled_offline
+        return self._draw_pooled_online if online else self._draw_pooled_offline
+
+    def _band(self, fam: _Family | None, online: bool) -> tuple[np.ndarray, float]:
+        """``(within-run residuals, between-run variance)`` that calibrate ``fam``'s band."""
+        if fam is None:
+            return self._prior_resid, self._tau2_online if online else self._tau2_offline
+        own = fam.within_online if online else fam.within_offline
+        tau2 = fam.tau2_online if online else fam.tau2_offline
+        if len(own) >= MIN_OWN_RESIDUALS:
+            return own, tau2
+        return (self._pooled_online if online else self._pooled_offline), tau2
 
     def _offline(self, q: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p = np.full(len(q), self._prior_s)
@@ -497,35 +626,51 @@ class Predictor:
 
     def sample(
         self, rows: pd.DataFrame, n: int = 40, finished: pd.DataFrame | None = None,
-        rho: float = 0.5, seed: int | None = 0,
+        seed: int | None = 0, shared_sd: float = 0.0,
     ) -> np.ndarray:
         """``n`` joint draws of the durations of ``rows``: an array of shape ``(n, len(rows))``.
 
-        Each task's draw is its point estimate times a held-out residual of its family
-        (the same residuals the intervals come from).  Errors of the tasks of one run are
-        not independent (a slow machine slows them all), so draws are coupled with a
-        Gaussian copula of correlation ``rho``: ``rho=0`` treats tasks as independent,
-        ``rho=1`` moves every task to the same quantile of its error.
+        Each draw is the point estimate times ``exp(run effects + task error)``: one run
+        effect per draw and family, shared by the family's tasks (its spread is the
+        family's between-run variance, reduced by what the ``finished`` calls of the family
+        already showed when the family is corrected online), and per task a within-run
+        held-out residual of its family, drawn independently (see
+        :mod:`nbflow.predict.bands`).  Every task of a draw also shares the error of the
+        run's total work, measured on held-out runs of history
+        (:func:`nbflow.predict.bands.work_spread`; the ``work_sd`` prior when history has a
+        single run), scaled by the share of the rows' predicted work in families none of
+        whose calls are among the ``finished`` (the others showed their run effect), and
+        ``shared_sd``, a further shared log-normal error of that standard deviation (e.g.
+        the uncertainty of a measured pace).
         """
-        if not 0.0 <= rho <= 1.0:
-            raise PredictionError(f"rho must be within [0, 1], got {rho!r}")
+        if not (isinstance(shared_sd, int | float) and shared_sd >= 0):
+            raise PredictionError(f"shared_sd must be a number >= 0, got {shared_sd!r}")
         point = self.predict(rows, finished=finished)["duration_s"].to_numpy()
         rng = np.random.default_rng(seed)
-        shared = rng.standard_normal((n, 1))
-        z = np.sqrt(rho) * shared + np.sqrt(1 - rho) * rng.standard_normal((n, len(point)))
-        u = 0.5 * (1.0 + _erf(z / np.sqrt(2.0)).astype(float))
-        out = np.empty((n, len(point)))
         q = _prepare(rows, "rows", need_duration=False)
         task = q["task"].to_numpy()
         codes = _codes_by_task(q)
+        online = finished is not None and len(finished) > 0
+        done = finished["task"].astype(str).value_counts() if online and finished is not None else None
+        groups = []
         for name in pd.unique(task):
-            sel = np.flatnonzero(task == name)
-            online = finished is not None and len(finished) > 0
-            resid = np.sort(self._residuals(self._resolve(name, codes.get(name))[0], online=online))
-            pos = u[:, sel] * (len(resid) - 1)
-            r = np.interp(pos, np.arange(len(resid)), resid)
-            out[:, sel] = point[sel] * np.exp(r)
-        return out
+            fam = self._resolve(name, codes.get(name))[0]
+            _, tau2 = self._band(fam, online=online)
+            within = self._draw_noise(fam, online)
+            if fam is None or fam.online != "none":  # corrected online: the run effect is
+                m = int(done.get(name, 0)) if done is not None else 0  # partly known by now
+                sigma2 = float(np.var(within)) if len(within) > 1 else 0.0
+                tau2 = posterior_tau2(tau2, sigma2, m)
+            groups.append((np.flatnonzero(task == name), within, math.sqrt(tau2)))
+        # The total's error lives in the families this run has not shown yet: its variance
+        # scales with the square of their share of the predicted remaining work.
+        unseen = np.ones(len(point), dtype=bool)
+        if done is not None:
+            unseen = ~np.isin(task, done.index.to_numpy())
+        total = float(point.sum())
+        share = float(point[unseen].sum()) / total if total > 0 else 1.0
+        shared = math.sqrt(self._tau2_work * share ** 2 + shared_sd ** 2)
+        return point * np.exp(joint_log_errors(groups, len(point), n, rng, shared_sd=shared))
 
     def summary(self) -> pd.DataFrame:
         """One row per family: chosen model, online correction, size and held-out errors."""
@@ -533,9 +678,6 @@ class Predictor:
         for f in self.families.values():
             rows.append({"task": f.name, "model": f.model, "online": f.online, "n": f.n, **f.scores})
         return pd.DataFrame(rows)
-
-
-_erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _exact_sizes(x: np.ndarray, y: np.ndarray) -> dict[float, float]:
