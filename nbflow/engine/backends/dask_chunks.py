@@ -12,17 +12,18 @@ is and is taken apart there:
    size of its value as Dask measures it;
 2. each item whose value is large (at least :data:`REMOTE_MIN` bytes) gets a future of
    its own, a tiny task that selects its element of the list on the same worker
-   (:func:`_pick`): the item completes with a remote result like a single task's, so a
-   downstream Dask task is sent the future (the data moves worker to worker, if at all),
-   the cache hashes it where it is, and it comes here only when someone asks for it;
+   (:func:`_pick`), submitted and not waited for: the item completes with a remote result
+   like a single task's, so a downstream Dask task is sent the future (the data moves
+   worker to worker, if at all), the cache hashes it where it is, and it comes here only
+   when someone asks for it;
 3. an item whose value is small comes back inside the outline: a future per item would
    cost a Dask task each (about a millisecond of scheduling), more than sending a few
    bytes, and keeping per-item cost low is what batching is for.
 
-Once every selected item is in the workers' memory the list itself is released; its
-elements stay alive under the items' own keys (no copy: on the worker the selection is the
-same object).  Dask keeps the lineage: an item lost with its worker is recomputed from
-the chunk's task.
+The client lets go of the chunk's own future when this returns; Dask keeps the list until
+the selections that need it have run, and its elements then stay alive under the items'
+own keys (no copy: on the worker a selection is the same object).  Dask keeps the
+lineage: an item lost with its worker is recomputed from the chunk's task.
 """
 
 from __future__ import annotations
@@ -56,18 +57,10 @@ def _pick(outcomes: list[Outcome], k: int) -> Any:
     return outcomes[k][1]
 
 
-def _settled(futures: list[Any]) -> None:
-    """Wait until every future is finished or failed, without fetching any result
-    (``Future.exception`` waits, and brings back only an error)."""
-    for f in futures:
-        f.exception()
-
-
 async def split(backend: Any, chunk: Any, keys: list[str]) -> list[Outcome]:
     """The outcomes of the chunk ``chunk`` (a ``DaskResult`` of the chunk's task) for the
     items ``keys``, large values as remote results of their own (see the module)."""
     client = backend.client
-
     hint = {"workers": [chunk.worker], "allow_other_workers": True} if chunk.worker else {}
     outline_fut = client.submit(_outline, chunk.future, REMOTE_MIN, pure=False,
                                 key=f"nbflow-aux-{uuid.uuid4().hex[:10]}", **hint)
@@ -77,32 +70,19 @@ async def split(backend: Any, chunk: Any, keys: list[str]) -> list[Outcome]:
     finally:
         backend._futures.discard(outline_fut)
         outline_fut.release()
-    picks: dict[int, tuple[Any, str]] = {}
-
-    for k, (ok, _value, _seconds, nbytes) in enumerate(outline):
-        if ok and nbytes >= REMOTE_MIN:
-            unique = f"{keys[k]}-{backend._tag}-{uuid.uuid4().hex[:6]}"
-            fut = client.submit(_pick, chunk.future, k, key=unique, pure=False, **hint)
-            backend._futures.add(fut)
-            picks[k] = (fut, unique)
-    if picks:
-        try:  # (the selections are instant; waiting makes each item a finished future)
-            await anyio.to_thread.run_sync(_settled, [f for f, _ in picks.values()])
-        finally:
-            for fut, _ in picks.values():
-                backend._futures.discard(fut)
     out: list[Outcome] = []
     placement = backend.placement
     for k, (ok, value, seconds, nbytes) in enumerate(outline):
-        if k not in picks:
+        if not ok or nbytes < REMOTE_MIN:
             if ok:  # a small value came back inside the outline
                 backend.client_bytes += nbytes
             out.append((ok, value, seconds))
             continue
-        fut, unique = picks[k]
-        if fut.status != "finished":  # (its selection failed: the cluster lost the chunk)
-            out.append((False, await anyio.to_thread.run_sync(fut.exception), seconds))
-            continue
+        # The item's own future: a selection on the chunk's worker.  It is not waited for
+        # (that would be one more round trip while the chunk holds its slot); a task that
+        # takes it waits on the cluster, and fetching or hashing it waits for it there.
+        unique = f"{keys[k]}-{backend._tag}-{uuid.uuid4().hex[:6]}"
+        fut = client.submit(_pick, chunk.future, k, key=unique, pure=False, **hint)
         result = type(chunk)(keys[k], fut, backend, nbytes, chunk.worker)
         backend._results.add(result)
         if placement is not None:
