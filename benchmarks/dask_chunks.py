@@ -95,7 +95,7 @@ def sample(nf: Any, client: Any, system: str, items: int, nbytes: int) -> dict[s
     tot = nf.task(name="total")(total)
     with nf.Workflow(f"dask-chunks-{system}") as wf:
         parts = blk.map(range(items), nbytes=nbytes,
-                        batch=False if system == "unbatched" else True)
+                        batch=system != "unbatched")
         s = tot(parts)
     before_in, before_out = _incoming(client), _outgoing(client)
     ctx = gathered_chunks() if system == "gathered" else contextlib.nullcontext()

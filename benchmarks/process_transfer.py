@@ -169,7 +169,7 @@ def fanout_case(nf: Any, args: argparse.Namespace, log: Any) -> dict[str, Any]:
     for kind in kinds:
         for size in sizes:
             value = make_value(kind, size)
-            samplers = {sy: (lambda sy=sy: fanout_sample(nf, value, sy, args.fanout))
+            samplers = {sy: (lambda sy=sy, v=value: fanout_sample(nf, v, sy, args.fanout))
                         for sy in FANOUT_SYSTEMS}
             for sy in FANOUT_SYSTEMS:  # warm-up: the forkserver, imports, page cache
                 fanout_sample(nf, make_value(kind, 8), sy, 2)
