@@ -28,10 +28,9 @@ lineage: an item lost with its worker is recomputed from the chunk's task.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
-
-import anyio
 
 REMOTE_MIN = 64 * 1024  # an item's value at least this big stays on its worker
 
@@ -57,6 +56,30 @@ def _pick(outcomes: list[Outcome], k: int) -> Any:
     return outcomes[k][1]
 
 
+async def _result(fut: Any) -> Any:
+    """``fut``'s result, awaited on the event loop (so that a cancelled run stops waiting
+    at once; the callback runs in a thread of ``distributed``)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+
+    def settle(outcome: tuple[bool, Any]) -> None:
+        if not waiter.done():
+            waiter.set_result(outcome)
+
+    def done(f: Any) -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, f.result())
+        except BaseException as e:  # (raised below, in the run's task)
+            outcome = (False, e)
+        loop.call_soon_threadsafe(settle, outcome)
+
+    fut.add_done_callback(done)
+    ok, value = await waiter
+    if not ok:
+        raise value
+    return value
+
+
 async def split(backend: Any, chunk: Any, keys: list[str]) -> list[Outcome]:
     """The outcomes of the chunk ``chunk`` (a ``DaskResult`` of the chunk's task) for the
     items ``keys``, large values as remote results of their own (see the module)."""
@@ -66,7 +89,7 @@ async def split(backend: Any, chunk: Any, keys: list[str]) -> list[Outcome]:
                                 key=f"nbflow-aux-{uuid.uuid4().hex[:10]}", **hint)
     backend._futures.add(outline_fut)
     try:
-        outline = await anyio.to_thread.run_sync(outline_fut.result)
+        outline = await _result(outline_fut)
     finally:
         backend._futures.discard(outline_fut)
         outline_fut.release()
