@@ -225,3 +225,31 @@ def test_no_copies_left_after_a_cancel():
     run.wait(raise_on_error=False)
     assert run.status == "cancelled"
     assert ours() == []
+
+
+@pytest.mark.timeout(240)
+def test_in_a_kernel_a_notebook_variable_sent_to_many_tasks_is_copied_once(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "notebooks"))
+    import nbharness as h
+
+    nb = h.notebook([
+        "import os\nimport numpy as np\nimport nbflow as nf\n"
+        "table = np.arange(2**18, dtype=np.float64)  # 2 MiB, a notebook variable\n"
+        "@nf.task\ndef share(a, k):\n    a[:] = k  # in place: this task's copy only\n"
+        "    return float(a.sum())",
+        "%%workflow fan --backend process --no-cache\n"
+        "outs = [share(table, k) for k in range(6)]",
+        "stats = nf.last_run().backends['process'].stats\n"
+        "print('sums', outs == [float(k * 2**18) for k in range(6)])\n"
+        "print('notebook kept', float(table[-1]) == 2**18 - 1)\n"
+        "print('copied', stats['shm_copied_bytes'], 'shared', stats['shm_shared_bytes'])\n"
+        "print('leftover', [n for n in os.listdir('/dev/shm') if n.startswith(f'nbflow-{os.getpid()}-')])",
+    ])
+    nb = h.execute(nb, tmp_path)
+    h.assert_no_errors(nb)
+    out = h.stream(nb.cells[2])
+    assert "sums True" in out and "notebook kept True" in out
+    assert f"copied {2**21} shared {5 * 2**21}" in out  # one copy, sent 5 more times
+    assert "leftover []" in out
