@@ -274,7 +274,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
         if not ok:
             s._failed_attempt(j, value, seconds)
             continue
-        size = None
+        size = value.nbytes if isinstance(value, Remote) else None  # (as the cluster measured it)
         if cache is not None and s.cache is not None:
             try:
                 size = await cache.commit(j, value, None)
@@ -306,8 +306,12 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int],
     t0 = time.perf_counter()
     try:
         value, _ = await backend.call(key, functools.partial(run_chunk, fn, calls, each), (), None)
-        if isinstance(value, Remote):  # a Dask chunk's outcomes: the items need their values here
-            value = await anyio.to_thread.run_sync(localise, value)
+        if isinstance(value, Remote):  # a Dask chunk's outcomes, still on the worker:
+            split = getattr(backend, "split_chunk", None)  # items keep large values there
+            if split is not None:
+                value = await split(value, [s.nodes[j].key for j in run])
+            else:
+                value = await anyio.to_thread.run_sync(localise, value)
     except anyio.get_cancelled_exc_class():
         s._release(i)
         took = time.perf_counter() - t0

@@ -581,6 +581,13 @@ class DaskBackend:
                 r.future.release()
                 r.future = None
 
+    async def split_chunk(self, chunk: DaskResult, keys: list[str]) -> list[tuple[bool, Any, float]]:
+        """A batched chunk's outcomes, its items' large values left on the worker as
+        results of their own (see :mod:`.dask_chunks`)."""
+        from . import dask_chunks
+
+        return await dask_chunks.split(self, chunk, keys)
+
     async def _where(self, unique: str) -> Located:
         """Where Dask holds ``unique``'s result, its size and its kind's compute time.
 

@@ -13,7 +13,9 @@ Arguments and results cross the process boundary as pickles (protocol 5, functio
 value with cloudpickle); what cannot be pickled is reported naming the task, the argument
 and the type.  Large buffers (numpy arrays, pandas blocks, Arrow buffers of at least
 ``NBFLOW_SHM_THRESHOLD`` bytes, 1 MiB by default) do not go through the pipe: they travel
-in shared memory and are not copied on receipt (:mod:`.shm`, :mod:`.wire`);
+in shared memory and are not copied on receipt (:mod:`.shm`, :mod:`.wire`); a large value
+of the run's own process (from the notebook, a cached input) is copied there once per run
+however many tasks it is sent to (:class:`.shm.Kept`);
 ``NBFLOW_PROCESS_TRANSFER=pipe`` (or ``ProcessBackend(transfer="pipe")``) sends everything
 through the pipe instead, the way to measure the difference.  Every call records what it
 moved, per input edge and for its result (:attr:`ProcessBackend.rows`, shown as
@@ -129,6 +131,7 @@ class ProcessBackend:
         self.transfer = mode if mode == "pipe" or shm.available() else "pipe"
         self.prefix = f"{shm.PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-"  # this backend's segments
         self.registry = shm.Registry()  # results mapped here, sent on by reference
+        self.kept = shm.Kept(self.prefix)  # this process's large values, one copy per run
         self._inputs: dict[str, Sequence[tuple[str, Any]]] = {}
         self._rows: list[tuple[Any, ...]] = []  # what moved (tuples: a run may have many)
         self.stats = {"calls": 0, "pipe_bytes": 0, "shm_copied_bytes": 0, "shm_shared_bytes": 0,
@@ -158,7 +161,8 @@ class ProcessBackend:
         self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
     ) -> tuple[Any, int | None]:
         inputs = self._inputs.pop(key, ())
-        packer = shm.Packer(self.prefix, self.threshold, self.registry) if self.transfer == "shm" else None
+        packer = (shm.Packer(self.prefix, self.threshold, self.registry, self.kept)
+                  if self.transfer == "shm" else None)
         start = time.time()
         try:
             out = wire.build(fn, args, kwargs, inputs, packer,
@@ -166,6 +170,7 @@ class ProcessBackend:
         except Exception as e:
             if packer is not None:
                 packer.writer.discard()
+                self.kept.release(packer.pinned)
             bad = _find_unpicklable(args, kwargs)
             if bad is None:
                 what = f"its function {getattr(fn, '__qualname__', fn)!r}"
@@ -192,6 +197,7 @@ class ProcessBackend:
         finally:
             if packer is not None:  # (the worker has mapped it, or will never need it)
                 shm.unlink(packer.writer.name)
+                self.kept.release(packer.pinned)
         pid, data, places, load_seconds, dump_seconds, worker_copied = reply
         t0 = time.perf_counter()
         value = wire.receive(data, places, self.registry if packer is not None else None)
@@ -250,6 +256,7 @@ class ProcessBackend:
         # Every segment of this backend goes: values still held here stay valid (a mapping
         # outlives its name), and what a killed worker left is removed too.
         self.registry.clear()
+        self.kept.clear()
         shm.remove_all(self.prefix)
         if self.sink is not None and self._rows:
             try:

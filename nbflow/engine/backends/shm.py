@@ -10,7 +10,9 @@ the segment and rebuilds the object over the mapping, so the data is not copied 
 * a **result** is written into a segment by the worker (one copy), and the run's process
   maps it (shared): the value's arrays *are* the segment (no copy on receipt);
 * an **argument** that is such a result goes back out by reference to the same segment
-  (no copy at all); any other large argument is copied into a segment for the call;
+  (no copy at all); any other large argument (a value from the notebook, a cached input
+  loaded here, a thread task's result) is copied into a segment of its own **once per
+  run** (:class:`Kept`) and every later call that passes it is sent the same segment;
 * workers map argument segments **copy-on-write** (``MAP_PRIVATE``): a task may modify
   its input in place without the change reaching the producer's value or another task,
   as with pickles.  In the run's process a result stays an ordinary writable value; a
@@ -23,6 +25,9 @@ Lifetimes, so that nothing is left in ``/dev/shm``:
 * every segment name starts with ``nbflow-<pid of the run's process>-<backend tag>-``;
 * a segment made for one call's arguments is unlinked when the call ends (the worker's
   mapping, if any, outlives the name);
+* a kept copy of a value of this process lives until the run ends, or until the kept
+  copies together pass their budget (a quarter of ``/dev/shm``): then the least recently
+  sent ones that no call in flight still needs are unlinked first;
 * a result segment is unlinked when the value built over it is garbage-collected in the
   run's process, and at the latest when the backend closes (values the user still holds
   stay valid: a mapping outlives the name);
@@ -46,7 +51,9 @@ import threading
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ...core.processes import pid_alive
@@ -198,18 +205,154 @@ class Registry:
         return len(self._starts)
 
 
+SAMPLES = 4096  # bytes of a kept value compared before its copy is sent again
+
+
+def _sample(view: memoryview) -> bytes:
+    """A few thousand bytes spread evenly over ``view`` (and its last 64): cheap to read
+    even for a value of gigabytes, and different after most changes made in place."""
+    import numpy as np
+
+    flat = np.frombuffer(view, dtype=np.uint8)
+    step = max(1, flat.size // SAMPLES)
+    return flat[::step][:SAMPLES].tobytes() + flat[-64:].tobytes()
+
+
+def _budget() -> int:
+    """How many bytes the kept copies of one backend may hold: a quarter of ``/dev/shm``."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return 1 << 30
+    return max(DEFAULT_THRESHOLD, st.f_blocks * st.f_frsize // 4)
+
+
+@dataclass(slots=True)
+class _Copy:
+    name: str
+    nbytes: int
+    source: Any  # the object whose memory was copied: kept alive, so its address stays its own
+    sample: bytes
+    pins: int = 0  # calls in flight that were sent this segment
+    live: bool = True  # still in the table (else unlinked when the last pin goes)
+
+
+class Kept:
+    """Copies in shared memory of large buffers of the run's process, one per buffer.
+
+    A value the notebook passes to many process tasks (a constant argument, a bound
+    variable, a cached input loaded here) would otherwise be copied into a new segment
+    for every call.  Here a buffer is found by its address and length: the object that
+    owns the memory is held, so no other object can take that address while the copy
+    exists, and two calls sending the same object (or views of the same memory) get the
+    same segment.  A value changed in place between two calls (by a thread task, say)
+    must not be sent stale: before a copy is reused a sample of its bytes is compared
+    with the memory it was copied from, and a difference makes a fresh copy.  (A change
+    of a single byte between samples can go unseen; changing a value that tasks of the
+    running run read is a data race on every backend anyway.)
+
+    A copy sent to a call is *pinned* until the call ends (its worker may not have
+    mapped it yet); unpinned copies are unlinked, least recently sent first, when the
+    copies pass ``budget`` bytes, and all of them when the backend closes.
+    """
+
+    def __init__(self, prefix: str, budget: int | None = None) -> None:
+        self.prefix = prefix
+        self.budget = _budget() if budget is None else budget
+        self._lock = threading.Lock()
+        self._copies: OrderedDict[tuple[int, int], _Copy] = OrderedDict()
+        self._gone: list[_Copy] = []  # out of the table, still pinned by a call in flight
+        self.total = 0  # bytes held by the copies in the table
+        self.made = 0  # segments made so far
+
+    def get(self, address: int, view: memoryview) -> tuple[Place, bool]:
+        """The place of ``view``'s copy (made now if needed) and whether it was made now.
+        The copy is pinned: :meth:`release` its name when the call ends."""
+        key = (address, view.nbytes)
+        with self._lock:
+            c = self._copies.get(key)
+            if c is not None and c.sample == _sample(view):
+                self._copies.move_to_end(key)
+                c.pins += 1
+                return (c.name, 0, c.nbytes), False
+            if c is not None:  # changed in place since it was copied: copy it again
+                self._drop(key)
+        writer = SegmentWriter(self.prefix)
+        try:
+            place = writer.append(view)
+        except BaseException:
+            writer.discard()
+            raise
+        writer.close()
+        new = _Copy(writer.name, view.nbytes, view.obj, _sample(view), pins=1)
+        with self._lock:
+            if key in self._copies:  # (another thread copied it meanwhile)
+                self._drop(key)
+            self._copies[key] = new
+            self.total += new.nbytes
+            self.made += 1
+            self._shrink()
+        return place, True
+
+    def release(self, names: list[str]) -> None:
+        """The call that was sent these copies ended: unpin them."""
+        if not names:
+            return
+        with self._lock:
+            for c in [*self._copies.values(), *self._gone]:
+                for _ in range(min(c.pins, names.count(c.name))):
+                    c.pins -= 1
+                if c.pins == 0 and not c.live:
+                    unlink(c.name)
+            self._shrink()
+
+    def _drop(self, key: tuple[int, int]) -> None:
+        c = self._copies.pop(key)
+        self.total -= c.nbytes
+        c.live = False
+        c.source = None
+        if c.pins == 0:
+            unlink(c.name)
+        else:
+            self._gone.append(c)
+
+    def _shrink(self) -> None:
+        self._gone = [c for c in self._gone if c.pins > 0]
+        for key in [k for k, c in self._copies.items() if c.pins == 0]:
+            if self.total <= self.budget:
+                break
+            self._drop(key)
+
+    def clear(self) -> None:
+        """Unlink every copy (the run ended; values still mapped by someone stay valid)."""
+        with self._lock:
+            for c in [*self._copies.values(), *self._gone]:
+                unlink(c.name)
+            self._copies.clear()
+            self._gone = []
+            self.total = 0
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+
 class Packer:
     """``buffer_callback`` of one pickling: large buffers go out of band.
 
-    Each large buffer is either found in ``registry`` (sent by reference) or appended to
-    this packer's own segment.  ``places`` lists where each out-of-band buffer went, in
-    pickling order (the order ``pickle.loads(..., buffers=...)`` wants them back).
+    Each large buffer is either found in ``registry`` (sent by reference), or given its
+    run-long copy by ``kept`` (made on its first call, sent by reference after), or, with
+    no ``kept`` (a worker sending its result), appended to this packer's own segment.
+    ``places`` lists where each out-of-band buffer went, in pickling order (the order
+    ``pickle.loads(..., buffers=...)`` wants them back).
     """
 
-    def __init__(self, prefix: str, threshold: int, registry: Registry | None = None) -> None:
+    def __init__(self, prefix: str, threshold: int, registry: Registry | None = None,
+                 kept: Kept | None = None) -> None:
         self.writer = SegmentWriter(prefix)
         self.threshold = threshold
         self.registry = registry
+        self.kept = kept
+        self.pinned: list[str] = []  # kept copies this call was sent (released when it ends)
         self.places: list[Place] = []
         self.copied = 0  # bytes written into this packer's segment
         self.shared = 0  # bytes sent by reference to an existing segment
@@ -224,14 +367,23 @@ class Packer:
             return True
         if view.nbytes < self.threshold:
             return True  # small: in the pickle stream (True means "serialise in band")
-        if self.registry is not None and len(self.registry):
-            addr = _address(view)
-            place = self.registry.find(addr, view.nbytes) if addr is not None else None
+        addr = _address(view) if self.registry is not None or self.kept is not None else None
+        if self.registry is not None and len(self.registry) and addr is not None:
+            place = self.registry.find(addr, view.nbytes)
             if place is not None:
                 self.places.append(place)
                 self.shared += view.nbytes
                 return False
         try:
+            if self.kept is not None and addr is not None:
+                place, made = self.kept.get(addr, view)
+                self.pinned.append(place[0])
+                self.places.append(place)
+                if made:
+                    self.copied += view.nbytes
+                else:
+                    self.shared += view.nbytes
+                return False
             self.places.append(self.writer.append(view))
         except OSError as e:
             if e.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):

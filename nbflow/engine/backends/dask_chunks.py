@@ -1,0 +1,114 @@
+"""A chunk of map items run as one Dask task, with each item's result left on the worker.
+
+Adaptive map batching (``engine/batching.py``) runs several items of a map in one backend
+call; on Dask that call is one task whose result is the list of the items' outcomes
+``(ok, value or exception, seconds)``, held by the worker that ran it.  Bringing that list
+here would bring every item's value through this process, which single Dask tasks avoid
+(their results stay on the workers until asked for).  So the chunk's list stays where it
+is and is taken apart there:
+
+1. a tiny task next to the list (:func:`_outline`) sends back only what the engine needs
+   to record each item: whether it succeeded, its exception if not, its seconds, and the
+   size of its value as Dask measures it;
+2. each item whose value is large (at least :data:`REMOTE_MIN` bytes) gets a future of
+   its own, a tiny task that selects its element of the list on the same worker
+   (:func:`_pick`), submitted and not waited for: the item completes with a remote result
+   like a single task's, so a downstream Dask task is sent the future (the data moves
+   worker to worker, if at all), the cache hashes it where it is, and it comes here only
+   when someone asks for it;
+3. an item whose value is small comes back inside the outline: a future per item would
+   cost a Dask task each (about a millisecond of scheduling), more than sending a few
+   bytes, and keeping per-item cost low is what batching is for.
+
+The client lets go of the chunk's own future when this returns; Dask keeps the list until
+the selections that need it have run, and its elements then stay alive under the items'
+own keys (no copy: on the worker a selection is the same object).  Dask keeps the
+lineage: an item lost with its worker is recomputed from the chunk's task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+REMOTE_MIN = 64 * 1024  # an item's value at least this big stays on its worker
+
+Outcome = tuple[bool, Any, float]
+
+
+def _outline(outcomes: list[Outcome], small: int) -> list[tuple[bool, Any, float, int]]:
+    """On the worker: per item ``(ok, exception / small value / None, seconds, bytes)``."""
+    from dask.sizeof import sizeof
+
+    out: list[tuple[bool, Any, float, int]] = []
+    for ok, value, seconds in outcomes:
+        if not ok:
+            out.append((False, value, seconds, 0))
+            continue
+        nbytes = int(sizeof(value))
+        out.append((True, value if nbytes < small else None, seconds, nbytes))
+    return out
+
+
+def _pick(outcomes: list[Outcome], k: int) -> Any:
+    """On the worker: item ``k``'s value, the very object the chunk made."""
+    return outcomes[k][1]
+
+
+async def _result(fut: Any) -> Any:
+    """``fut``'s result, awaited on the event loop (so that a cancelled run stops waiting
+    at once; the callback runs in a thread of ``distributed``)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+
+    def settle(outcome: tuple[bool, Any]) -> None:
+        if not waiter.done():
+            waiter.set_result(outcome)
+
+    def done(f: Any) -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, f.result())
+        except BaseException as e:  # (raised below, in the run's task)
+            outcome = (False, e)
+        loop.call_soon_threadsafe(settle, outcome)
+
+    fut.add_done_callback(done)
+    ok, value = await waiter
+    if not ok:
+        raise value
+    return value
+
+
+async def split(backend: Any, chunk: Any, keys: list[str]) -> list[Outcome]:
+    """The outcomes of the chunk ``chunk`` (a ``DaskResult`` of the chunk's task) for the
+    items ``keys``, large values as remote results of their own (see the module)."""
+    client = backend.client
+    hint = {"workers": [chunk.worker], "allow_other_workers": True} if chunk.worker else {}
+    outline_fut = client.submit(_outline, chunk.future, REMOTE_MIN, pure=False,
+                                key=f"nbflow-aux-{uuid.uuid4().hex[:10]}", **hint)
+    backend._futures.add(outline_fut)
+    try:
+        outline = await _result(outline_fut)
+    finally:
+        backend._futures.discard(outline_fut)
+        outline_fut.release()
+    out: list[Outcome] = []
+    placement = backend.placement
+    for k, (ok, value, seconds, nbytes) in enumerate(outline):
+        if not ok or nbytes < REMOTE_MIN:
+            if ok:  # a small value came back inside the outline
+                backend.client_bytes += nbytes
+            out.append((ok, value, seconds))
+            continue
+        # The item's own future: a selection on the chunk's worker.  It is not waited for
+        # (that would be one more round trip while the chunk holds its slot); a task that
+        # takes it waits on the cluster, and fetching or hashing it waits for it there.
+        unique = f"{keys[k]}-{backend._tag}-{uuid.uuid4().hex[:6]}"
+        fut = client.submit(_pick, chunk.future, k, key=unique, pure=False, **hint)
+        result = type(chunk)(keys[k], fut, backend, nbytes, chunk.worker)
+        backend._results.add(result)
+        if placement is not None:
+            placement.finished(keys[k], unique, chunk.worker, nbytes, seconds)
+        out.append((True, result, seconds))
+    return out
