@@ -112,6 +112,7 @@ __all__ = [
     "registry",
     "runs",
     "saga",
+    "show",
     "task",
 ]
 
@@ -125,7 +126,10 @@ def load_ipython_extension(ip: object) -> None:
 
 # Inside IPython (a notebook kernel, a terminal IPython) importing nbflow makes %%workflow
 # available at once; elsewhere this is a cheap no-op that imports nothing.
+# ``nf.show(run)`` (the final view of a live or stored run) is the notebook room's ``show``,
+# which imports IPython and ipywidgets only when called.
 from .notebook import register_if_ipython as _register_if_ipython  # noqa: E402
+from .notebook import show  # noqa: E402
 
 _register_if_ipython()
 
