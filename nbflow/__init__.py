@@ -40,6 +40,7 @@ from .core.events import on_run
 from .core.files import File
 from .core.options import RunOptions
 from .core.ref import Ref
+from .core.usertb import install_excepthook as _install_excepthook
 from .engine.constructs import approval, branch, first, gather, loop, saga
 from .engine.run import last_run
 from .engine.spec import Task, TaskSpec, fmt, registry, task
@@ -51,6 +52,7 @@ from .store import StoredRun, gc, load_run, runs
 from .workflow import Run, Workflow
 
 _install_cancel_watch()  # runs can be cancelled from the dashboard (through the store)
+_install_excepthook()  # a Ref misused outside a workflow: the script's traceback ends at its line
 
 __version__ = "0.1.0"
 
