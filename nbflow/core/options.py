@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import InvalidOptionError, WorkflowDefinitionError
+from .memlimit import memory_capacity
 from .units import parse_resources
 from .validation import validate_run_options
 
@@ -46,7 +47,7 @@ class RunOptions:
                              continue_on_error=self.continue_on_error, strict=self.strict,
                              resources=self.resources, rerun=self.rerun, on_conflict=self.on_conflict)
         check_lease_options(self.lease, self.lease_ttl)
-        capacity = {"memory": physical_memory(), "cpu": float(os.cpu_count() or 1)}
+        capacity = {"memory": memory_capacity(), "cpu": float(os.cpu_count() or 1)}  # (RAM or cgroup limit)
         capacity.update(parse_resources(self.resources, what="run"))
         object.__setattr__(self, "backend_kind", backend_kind(self.backend))
         object.__setattr__(self, "capacity", capacity)
@@ -71,14 +72,6 @@ def check_lease_options(lease: Any, lease_ttl: Any) -> None:
         raise InvalidOptionError(
             f"run: lease_ttl={lease_ttl!r} is not allowed; lease_ttl must be a finite number of seconds "
             "> 0 (how long a lease stays valid without a heartbeat, e.g. 30), or None for NBFLOW_LEASE_TTL")
-
-
-def physical_memory() -> float:
-    """Bytes of physical memory (the default ``memory`` capacity of a run)."""
-    try:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return math.inf
 
 
 def backend_kind(backend: Any) -> str:
