@@ -1,8 +1,8 @@
 """IPython magics: ``%%workflow`` runs a cell as a workflow, ``%nbflow`` lists runs.
 
 ``%%workflow [NAME] [--workers N] [--backend B] [--no-cache] [--rerun TASK ...]
-[--no-lease] [--lease-ttl SECONDS] [--background] [--check] [--plan] [--quiet]`` executes the cell body inside
-``nf.Workflow(NAME)`` (task calls return Refs), then runs the workflow.  Afterwards every
+[--no-lease] [--lease-ttl SECONDS] [--background] [--check] [--plan] [--quiet]`` executes
+the cell body inside ``nf.Workflow(NAME)`` (task calls return Refs), then runs the workflow.  Afterwards every
 name the cell bound to a Ref holds its value, and ``nf.last_run()`` is the Run.
 
 - Blocking (default): the cell waits while the live view updates.  Interrupting the kernel
