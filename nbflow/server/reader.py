@@ -64,16 +64,23 @@ def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
             "error": error}
 
 
-# Per run and node: the node's kind and its final attempt row (the last attempt that was not
-# retried, else a retried one), as StoredRun reads a run; grouped, so a page of runs costs
-# two queries however many tasks they have.
+# Per run: its attempt rows that ended the node (not retried), by state, cache hit and the
+# node's kind; and its nodes by kind.  When each kind has as many such rows as nodes (a run
+# that ended, the usual case), these two cheap queries are the whole count.
+_FINAL_SQL = """
+SELECT t.run_id, t.state, t.cached, n.kind, COUNT(*)
+FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
+WHERE t.run_id IN ({marks}) AND t.state != 'retried' GROUP BY 1, 2, 3, 4
+"""
+_KINDS_SQL = "SELECT run_id, kind, COUNT(*) FROM nodes WHERE run_id IN ({marks}) GROUP BY 1, 2"
+# Otherwise (a live or interrupted run), per node of that run: its kind and its final attempt
+# row (the last attempt that was not retried, else a retried one), as StoredRun reads a run.
 _NODE_STATES_SQL = """
-WITH f AS (SELECT run_id, idx, state, cached,
+WITH f AS (SELECT idx, state, cached,
                   MAX(attempt + CASE WHEN state != 'retried' THEN 1000000000 ELSE 0 END)
-           FROM task_runs WHERE run_id IN ({marks}) GROUP BY run_id, idx)
-SELECT n.run_id, f.state, COALESCE(f.cached, 0), n.kind, COUNT(*)
-FROM nodes n LEFT JOIN f ON f.run_id = n.run_id AND f.idx = n.idx
-WHERE n.run_id IN ({marks}) GROUP BY 1, 2, 3, 4
+           FROM task_runs WHERE run_id = ? GROUP BY idx)
+SELECT f.state, COALESCE(f.cached, 0), n.kind, COUNT(*)
+FROM nodes n LEFT JOIN f ON f.idx = n.idx WHERE n.run_id = ? GROUP BY 1, 2, 3
 """
 # Per kind, the nodes of a run that have no attempt row yet but did start (their
 # TaskStarted event is journaled): running (or interrupted), not pending.
@@ -84,6 +91,32 @@ WHERE n.run_id = ? AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.run_id = n.
 GROUP BY 1
 """
 
+CountRow = tuple[str, bool, str | None, int]
+
+
+def _open_run_rows(conn: sqlite3.Connection, run: dict[str, Any]) -> list[CountRow]:
+    """The count rows of a run with nodes that have not ended, as ``nf.load_run`` reads it:
+    a task that started and has not ended is running (interrupted, if its process died),
+    one that failed and is being retried too; one that never started is pending."""
+    rid = run["id"]
+    unfinished = "interrupted" if run["status"] == "interrupted" else "running"
+    live = run["status"] in ("running", "interrupted")
+    rows: list[CountRow] = []
+    not_ended: dict[str | None, int] = {}  # kind -> nodes without a row
+    for state, cached, kind, n in _q(conn, _NODE_STATES_SQL, (rid, rid)):
+        if state is None:
+            not_ended[kind] = n
+        elif state == "retried":  # failed and retried: still going unless the run has ended
+            rows.append((unfinished if live else "failed", False, kind, n))
+        else:
+            rows.append((state, bool(cached), kind, n))
+    if not_ended:
+        started = dict(_q(conn, _STARTED_SQL, (rid, rid)))
+        for kind, n in not_ended.items():
+            going = min(n, int(started.get(kind, 0)))
+            rows += [("pending", False, kind, n - going), (unfinished, False, kind, going)]
+    return rows
+
 
 def _add_counts(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
     """Task counts as every view counts them (:func:`nbflow.core.counting.count_tasks`):
@@ -93,25 +126,17 @@ def _add_counts(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
         return
     ids = [r["id"] for r in runs]
     marks = ",".join("?" * len(ids))
-    # a task that started and has not ended, as nf.load_run reads it
-    unfinished = {r["id"]: "interrupted" if r["status"] == "interrupted" else "running" for r in runs}
-    live = {r["id"] for r in runs if r["status"] in ("running", "interrupted")}
-    rows: dict[str, list[tuple[str, bool, str | None, int]]] = {i: [] for i in ids}
-    not_ended: dict[str, dict[str | None, int]] = {}  # run -> kind -> nodes without a row
-    for rid, state, cached, kind, n in _q(conn, _NODE_STATES_SQL.format(marks=marks), [*ids, *ids]):
-        if state is None:
-            not_ended.setdefault(rid, {})[kind] = n
-        elif state == "retried":  # failed and retried: still going unless the run has ended
-            rows[rid].append((unfinished[rid] if rid in live else "failed", False, kind, n))
-        else:
-            rows[rid].append((state, bool(cached), kind, n))
-    for rid, by_kind in not_ended.items():
-        started = dict(_q(conn, _STARTED_SQL, (rid, rid)))
-        for kind, n in by_kind.items():
-            going = min(n, int(started.get(kind, 0)))
-            rows[rid] += [("pending", False, kind, n - going), (unfinished[rid], False, kind, going)]
+    final: dict[str, list[CountRow]] = {i: [] for i in ids}
+    ended: dict[str, dict[str | None, int]] = {i: {} for i in ids}  # run -> kind -> nodes ended
+    for rid, state, cached, kind, n in _q(conn, _FINAL_SQL.format(marks=marks), ids):
+        final[rid].append((state, bool(cached), kind, n))
+        ended[rid][kind] = ended[rid].get(kind, 0) + n
+    nodes: dict[str, dict[str | None, int]] = {i: {} for i in ids}
+    for rid, kind, n in _q(conn, _KINDS_SQL.format(marks=marks), ids):
+        nodes[rid][kind] = n
     for r in runs:
-        got = count_tasks(rows[r["id"]])
+        rows = final[r["id"]] if ended[r["id"]] == nodes[r["id"]] else _open_run_rows(conn, r)
+        got = count_tasks(rows)
         r.update(got.as_row())
         r["pending"], r["running"] = got.get("pending"), got.get("running")
         r["done"] = got.done
