@@ -64,15 +64,15 @@ def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
             "error": error}
 
 
-# Per run: its attempt rows that ended the node (not retried), by state, cache hit and the
-# node's kind; and its nodes by kind.  When each kind has as many such rows as nodes (a run
-# that ended, the usual case), these two cheap queries are the whole count.
+# Per run: its attempt rows that ended a node (not retried), by state and cache hit; and its
+# number of nodes.  When a run has as many such rows as nodes (a run that ended, the usual
+# case) these two grouped queries are the whole count: an ended node is never shown as
+# anything but its state, whatever its kind.
 _FINAL_SQL = """
-SELECT t.run_id, t.state, t.cached, n.kind, COUNT(*)
-FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
-WHERE t.run_id IN ({marks}) AND t.state != 'retried' GROUP BY 1, 2, 3, 4
+SELECT run_id, state, cached, COUNT(*) FROM task_runs
+WHERE run_id IN ({marks}) AND state != 'retried' GROUP BY 1, 2, 3
 """
-_KINDS_SQL = "SELECT run_id, kind, COUNT(*) FROM nodes WHERE run_id IN ({marks}) GROUP BY 1, 2"
+_NODES_SQL = "SELECT run_id, COUNT(*) FROM nodes WHERE run_id IN ({marks}) GROUP BY 1"
 # Otherwise (a live or interrupted run), per node of that run: its kind and its final attempt
 # row (the last attempt that was not retried, else a retried one), as StoredRun reads a run.
 _NODE_STATES_SQL = """
@@ -127,15 +127,12 @@ def _add_counts(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
     ids = [r["id"] for r in runs]
     marks = ",".join("?" * len(ids))
     final: dict[str, list[CountRow]] = {i: [] for i in ids}
-    ended: dict[str, dict[str | None, int]] = {i: {} for i in ids}  # run -> kind -> nodes ended
-    for rid, state, cached, kind, n in _q(conn, _FINAL_SQL.format(marks=marks), ids):
-        final[rid].append((state, bool(cached), kind, n))
-        ended[rid][kind] = ended[rid].get(kind, 0) + n
-    nodes: dict[str, dict[str | None, int]] = {i: {} for i in ids}
-    for rid, kind, n in _q(conn, _KINDS_SQL.format(marks=marks), ids):
-        nodes[rid][kind] = n
+    for rid, state, cached, n in _q(conn, _FINAL_SQL.format(marks=marks), ids):
+        final[rid].append((state, bool(cached), None, n))
+    nodes = dict(_q(conn, _NODES_SQL.format(marks=marks), ids))
     for r in runs:
-        rows = final[r["id"]] if ended[r["id"]] == nodes[r["id"]] else _open_run_rows(conn, r)
+        ended = sum(n for *_, n in final[r["id"]]) == nodes.get(r["id"], 0)
+        rows = final[r["id"]] if ended else _open_run_rows(conn, r)
         got = count_tasks(rows)
         r.update(got.as_row())
         r["pending"], r["running"] = got.get("pending"), got.get("running")
