@@ -41,6 +41,7 @@ from .core.events import on_run
 from .core.files import File
 from .core.options import RunOptions
 from .core.ref import Ref
+from .core.usertb import install_excepthook as _install_excepthook
 from .engine.constructs import approval, branch, first, gather, loop, saga
 from .engine.run import last_run
 from .engine.spec import Task, TaskSpec, fmt, registry, task
@@ -52,6 +53,7 @@ from .store import StoredRun, gc, load_run, runs
 from .workflow import Run, Workflow
 
 _install_cancel_watch()  # runs can be cancelled from the dashboard (through the store)
+_install_excepthook()  # a Ref misused outside a workflow: the script's traceback ends at its line
 
 __version__ = "0.1.0"
 
@@ -114,6 +116,7 @@ __all__ = [
     "registry",
     "runs",
     "saga",
+    "show",
     "task",
 ]
 
@@ -127,7 +130,10 @@ def load_ipython_extension(ip: object) -> None:
 
 # Inside IPython (a notebook kernel, a terminal IPython) importing nbflow makes %%workflow
 # available at once; elsewhere this is a cheap no-op that imports nothing.
+# ``nf.show(run)`` (the final view of a live or stored run) is the notebook room's ``show``,
+# which imports IPython and ipywidgets only when called.
 from .notebook import register_if_ipython as _register_if_ipython  # noqa: E402
+from .notebook import show  # noqa: E402
 
 _register_if_ipython()
 

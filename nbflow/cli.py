@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("gc", help="remove old runs and the stored results only they use")
     g.add_argument("--keep-last", type=int, metavar="N", help="keep the N most recent runs")
-    g.add_argument("--max-age", metavar="AGE", help="keep runs younger than AGE (e.g. 7d, 12h, 30m)")
+    g.add_argument("--max-age", metavar="AGE", help="keep runs younger than AGE (e.g. 7d, 12h, 30m), "
+                   "and nf.File digests used within AGE")
     g.add_argument("--max-bytes", metavar="SIZE",
                    help="then drop the oldest runs until their results fit (e.g. 10GB)")
     g.add_argument("--dry-run", action="store_true", help="only print what would be removed")

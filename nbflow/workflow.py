@@ -78,7 +78,9 @@ class Workflow(WorkflowGraph):
         :class:`nbflow.WorkflowFailed` unless ``raise_on_error=False``.
 
         Keyword options (:class:`nbflow.RunOptions`): ``continue_on_error=True``,
-        ``resources=None``, ``rerun=None``, ``strict=False``, ``on_conflict="warn"``.
+        ``resources=None``, ``rerun=None``, ``strict=False``, ``on_conflict="warn"``,
+        ``lease=None``, ``lease_ttl=None`` (cache leases between processes; None: the
+        ``NBFLOW_LEASE`` / ``NBFLOW_LEASE_TTL`` environment).
         ``cache=False`` neither reads nor stores results; ``rerun=[task, ...]`` (tasks, task
         names, keys or Refs) forces those tasks and their descendants to run; ``strict=True``
         fails the run when a stored result fails its checksum instead of recomputing it.

@@ -97,7 +97,7 @@ def test_show_explain_and_report_commands(tmp_path: Path) -> None:
     assert ex.returncode == 0 and "total-0 (task total): ran: never ran" in ex.stdout
     again = _stored_run()
     ex2 = cli("explain", again.id, "make", cwd=tmp_path)
-    assert "served from the cache" in ex2.stdout and "unchanged" in ex2.stdout
+    assert "cache hit: code and inputs unchanged" in ex2.stdout and "- unchanged" in ex2.stdout
     missing = cli("explain", again.id, "nothing-9", cwd=tmp_path)
     assert missing.returncode == 1 and "no task" in missing.stderr
     out = tmp_path / "r.html"

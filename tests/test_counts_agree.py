@@ -3,14 +3,15 @@
 One run with a map over a Ref (its 70 items are added while the run goes), a failed item
 and two skipped nodes (the map's collector and the task after it), made by ``%%workflow``
 in a real kernel.  The widget header, the headless progress line, the group tooltips of the
-drawn graph, ``%nbflow runs`` and ``nbflow runs`` must all show the same numbers, and both
-run lists put the newest run first.
+drawn graph, ``%nbflow runs``, ``nbflow runs`` and the dashboard's run list must all show
+the same numbers, and the run lists put the newest run first.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import subprocess
 import sys
@@ -129,3 +130,10 @@ def test_header_progress_tooltips_and_both_run_lists_agree(tmp_path: Path) -> No
     cli = json.loads(res.stdout)
     assert [r["name"] for r in cli[:2]] == ["counted", "earlier"]
     assert {k: cli[0][k] for k in WANT} == WANT
+
+    # 6. the dashboard's run list (what /nbflow/api/runs serves), newest first
+    from nbflow.server.reader import list_runs
+
+    dash = list_runs(Path(os.environ["NBFLOW_HOME"]))["runs"]
+    assert [r["name"] for r in dash[:2]] == ["counted", "earlier"]
+    assert {k: dash[0][k] for k in WANT} == WANT and dash[0]["done"] == 73

@@ -152,3 +152,67 @@ def test_in_a_kernel_the_cell_line_is_the_last_frame(tmp_path: Path) -> None:
         assert "magics.py" not in frames, tb  # %%workflow's own frames are hidden too
         # the last frame shown is the cell's, pointing at the line that used the Ref
         assert frames.splitlines()[-1].strip().endswith(line), tb
+
+
+AFTER_RUN = '''\
+import numpy as np
+import pandas as pd
+import nbflow as nf
+
+@nf.task
+def load(n):
+    return pd.DataFrame({"x": range(n)})
+
+with nf.Workflow("script") as wf:
+    df = load(3)
+RUN
+both = USE
+'''
+
+
+@pytest.mark.parametrize("use, run", [("pd.concat([df, df])", "wf.run()"), ("df + 1", "wf.run()"),
+                                      ("np.mean(df)", "wf.run()"), ("df.x", "wf.run()"),
+                                      ("df + 1", "pass  # not run yet"), ("df.result()", "pass")])
+def test_a_ref_misused_after_the_block_shows_the_users_line_last(tmp_path: Path, use: str, run: str) -> None:
+    script = tmp_path / "later.py"
+    script.write_text(AFTER_RUN.replace("RUN", run).replace("USE", use))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    frames = [ln for ln in lines if ln.lstrip().startswith('File "')]
+    assert frames == [f'  File "{script}", line 12, in <module>'], out.stderr
+    assert lines[-1].startswith(("nbflow.core.errors.RefUsageError", "nbflow.core.errors.RefAttributeError"))
+    assert "load-0 is a Ref" in lines[-1] or "load-0 has no value yet" in lines[-1]
+
+
+def test_other_errors_of_a_script_keep_their_whole_traceback(tmp_path: Path) -> None:
+    script = tmp_path / "other.py"
+    script.write_text("import json\nimport nbflow\njson.loads('{')\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    frames = [ln for ln in out.stderr.splitlines() if ln.lstrip().startswith('File "')]
+    assert frames[0].strip() == f'File "{script}", line 3, in <module>'
+    assert any("json" in f and "decoder.py" in f for f in frames[1:]), out.stderr
+
+
+def test_in_a_kernel_a_ref_used_in_a_later_cell_ends_at_the_cell_line(tmp_path: Path) -> None:
+    nb = h.notebook([
+        "import numpy as np\nimport pandas as pd\nimport nbflow as nf\n"
+        "@nf.task\ndef load(n):\n    return pd.DataFrame({'x': range(n)})",
+        'with nf.Workflow("later") as wf:\n    df = load(3)\nrun = wf.run()',
+        "x = 1\nshifted = df + 1",
+        "both = pd.concat([df, df])",
+        "m = np.mean(df)",
+    ])
+    h.execute(nb, tmp_path)
+    assert not h.errors(nb.cells[1]), h.text(nb.cells[1])
+    for cell, line in [(nb.cells[2], "shifted = df + 1"), (nb.cells[3], "both = pd.concat([df, df])"),
+                       (nb.cells[4], "m = np.mean(df)")]:
+        (err,) = h.errors(cell)
+        assert err.ename == "RefUsageError", h.text(cell)
+        assert "load-0 is a Ref" in err.evalue and "use ref.result()" in err.evalue
+        tb = h.ANSI.sub("", "\n".join(err.traceback))
+        frames = tb[: tb.rindex(f"{err.ename}: ")].rstrip()
+        assert "ref.py" not in frames and "pandas" not in frames and "numpy" not in frames, tb
+        assert "interactiveshell.py" not in frames, tb
+        assert frames.splitlines()[-1].strip().endswith(line), tb

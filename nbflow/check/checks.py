@@ -22,18 +22,16 @@ from typing import Any
 
 from ..core.codeinfo import mutated_globals, nondeterministic_calls
 from ..core.kinds import COLLECT, CONST, GATE, LOOP, MAP, TASK
+from ..core.memlimit import memory_capacity
 from ..core.units import parse_resources
 from .analysis import Conflict, NodeLike, conflicts, find_cycles, nodes_of, successors, topological_order
 from .findings import Finding, Findings, Severity, sort_findings
 
 
 def default_capacity() -> dict[str, float]:
-    """What a run has when ``resources=`` names nothing: physical RAM and the CPU count."""
-    try:
-        memory = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        memory = math.inf
-    return {"memory": memory, "cpu": float(os.cpu_count() or 1)}
+    """What a run has when ``resources=`` names nothing: physical RAM (or the cgroup's memory
+    limit when lower) and the CPU count."""
+    return {"memory": memory_capacity(), "cpu": float(os.cpu_count() or 1)}
 
 
 class CheckContext:

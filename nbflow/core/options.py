@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import WorkflowDefinitionError
+from .errors import InvalidOptionError, WorkflowDefinitionError
+from .memlimit import memory_capacity
 from .units import parse_resources
 from .validation import validate_run_options
 
@@ -34,6 +35,9 @@ class RunOptions:
     rerun: Any = None
     strict: bool = False
     on_conflict: str = "warn"
+    # cache leases between processes (nbflow.store.lease); None: NBFLOW_LEASE / NBFLOW_LEASE_TTL
+    lease: bool | None = None
+    lease_ttl: float | None = None
     # derived, filled in __post_init__
     backend_kind: str = field(default="local", init=False, compare=False)
     capacity: Mapping[str, float] = field(default_factory=dict, init=False, compare=False)
@@ -42,7 +46,8 @@ class RunOptions:
         validate_run_options(workers=self.workers, cache=self.cache, raise_on_error=self.raise_on_error,
                              continue_on_error=self.continue_on_error, strict=self.strict,
                              resources=self.resources, rerun=self.rerun, on_conflict=self.on_conflict)
-        capacity = {"memory": physical_memory(), "cpu": float(os.cpu_count() or 1)}
+        check_lease_options(self.lease, self.lease_ttl)
+        capacity = {"memory": memory_capacity(), "cpu": float(os.cpu_count() or 1)}  # (RAM or cgroup limit)
         capacity.update(parse_resources(self.resources, what="run"))
         object.__setattr__(self, "backend_kind", backend_kind(self.backend))
         object.__setattr__(self, "capacity", capacity)
@@ -54,12 +59,19 @@ class RunOptions:
         return RunOptions(**values)
 
 
-def physical_memory() -> float:
-    """Bytes of physical memory (the default ``memory`` capacity of a run)."""
-    try:
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return math.inf
+def check_lease_options(lease: Any, lease_ttl: Any) -> None:
+    """``lease`` is True, False or None; ``lease_ttl`` a finite number of seconds > 0, or None."""
+    if lease is not None and not isinstance(lease, bool):
+        raise InvalidOptionError(
+            f"run: lease={lease!r} is not allowed; lease must be True (cache leases: a task another "
+            "process is computing is waited for), False (no leases) or None (NBFLOW_LEASE decides)")
+    if lease_ttl is None:
+        return
+    if (isinstance(lease_ttl, bool) or not isinstance(lease_ttl, (int, float)) or not math.isfinite(lease_ttl)
+            or lease_ttl <= 0):
+        raise InvalidOptionError(
+            f"run: lease_ttl={lease_ttl!r} is not allowed; lease_ttl must be a finite number of seconds "
+            "> 0 (how long a lease stays valid without a heartbeat, e.g. 30), or None for NBFLOW_LEASE_TTL")
 
 
 def backend_kind(backend: Any) -> str:

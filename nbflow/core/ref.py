@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import RefAttributeError, RefUsageError, WorkflowDefinitionError
 from .kinds import TASK, UNDO
+from .usertb import mark_for_display
 
 
 class Ref:
@@ -70,10 +71,10 @@ class Ref:
         """The value from the latest run of this ref's workflow."""
         run = self.wf.last_run
         if run is None:
-            raise RefUsageError(
+            raise mark_for_display(RefUsageError(
                 f"{self.key} has no value yet: the workflow {self.wf.name!r} has not run. "
                 "Call wf.run() first (a %%workflow cell does this for you)."
-            )
+            ))
         return run[self]
 
     def _misuse(
@@ -87,6 +88,10 @@ class Ref:
                 + (fix or "Do this inside a task instead: pass the Ref to a task as an argument "
                    "(the task receives the real value), or use ref.result() after the run.")
             )
+        # Outside a block nothing trims the traceback on the way up: the views do.
+        return mark_for_display(self._outside(what, cls))
+
+    def _outside(self, what: str, cls: type[RefUsageError]) -> RefUsageError:
         run = getattr(self.wf, "last_run", None)
         if run is None:
             why = f"the workflow {self.wf.name!r} has not run yet"

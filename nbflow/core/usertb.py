@@ -13,14 +13,31 @@ Python installation's library directories (the standard library, site-packages).
 message of these errors already says what happened and what to do; the frames cut are the
 machinery that noticed it.  The workflow's ``with`` block applies this to the errors it
 sees leave it (:class:`~nbflow.core.errors.RefUsageError`, ``TaskCallError``).
+
+Outside a workflow block (a Ref used after its run, ``ref + 1`` in a later cell or line)
+nothing wraps the user's code, and a frame cannot take itself off a traceback while its
+exception is still on the way up.  So the trimming happens where the traceback is shown:
+
+- in IPython (a kernel, terminal IPython) through the exception's ``_render_traceback_``,
+  which :func:`mark_for_display` attaches (IPython asks every exception for one);
+- in a plain script through ``sys.excepthook``: :func:`install_excepthook` (called when
+  nbflow is imported) puts a hook in front of the current one that trims a
+  ``RefUsageError`` and hands it on, and leaves every other exception alone.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import sysconfig
+import traceback
 from functools import lru_cache
 from types import TracebackType
+from typing import Any, TypeVar
+
+from .errors import RefUsageError
+
+E = TypeVar("E", bound=BaseException)
 
 _NBFLOW = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
@@ -58,3 +75,47 @@ def trim_to_user(exc: BaseException) -> BaseException:
     if last_user is not None and last_user.tb_next is not None:
         last_user.tb_next = None
     return exc
+
+
+def _first_user(tb: TracebackType | None) -> TracebackType | None:
+    """The first entry of ``tb`` in the user's code (the interpreter's or IPython's frames
+    around the user's cell or script come first); ``tb`` itself when there is none."""
+    start = tb
+    while tb is not None and is_internal(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return tb if tb is not None else start
+
+
+def render_trimmed(exc: BaseException) -> list[str]:
+    """IPython's traceback of ``exc`` from the user's first frame to their last one."""
+    trim_to_user(exc)
+    tb = _first_user(exc.__traceback__)
+    shell: Any = None
+    if "IPython" in sys.modules:  # (only IPython asks; it is imported then)
+        shell = sys.modules["IPython"].get_ipython()
+    if shell is None:
+        return "".join(traceback.format_exception(type(exc), exc, tb)).splitlines()
+    return list(shell.InteractiveTB.structured_traceback(type(exc), exc, tb))
+
+
+def mark_for_display(exc: E) -> E:
+    """Have IPython show ``exc`` ending at the user's line (see the module docstring)."""
+    exc._render_traceback_ = lambda: render_trimmed(exc)  # type: ignore[attr-defined]
+    return exc
+
+
+def _excepthook(etype: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    if isinstance(value, RefUsageError):
+        tb = trim_to_user(value).__traceback__
+    _excepthook.previous(etype, value, tb)  # type: ignore[attr-defined]
+
+
+def install_excepthook() -> None:
+    """Trim uncaught ``RefUsageError`` tracebacks of plain scripts (once per process; the
+    hook found in ``sys.excepthook`` still prints everything)."""
+    current: Any = sys.excepthook
+    if getattr(current, "__nbflow__", False):
+        return
+    _excepthook.previous = current  # type: ignore[attr-defined]
+    _excepthook.__nbflow__ = True  # type: ignore[attr-defined]
+    sys.excepthook = _excepthook

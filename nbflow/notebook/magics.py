@@ -1,8 +1,8 @@
 """IPython magics: ``%%workflow`` runs a cell as a workflow, ``%nbflow`` lists runs.
 
 ``%%workflow [NAME] [--workers N] [--backend B] [--no-cache] [--rerun TASK ...]
-[--background] [--check] [--plan] [--quiet]`` executes the cell body inside
-``nf.Workflow(NAME)`` (task calls return Refs), then runs the workflow.  Afterwards every
+[--no-lease] [--lease-ttl SECONDS] [--background] [--check] [--plan] [--quiet]`` executes
+the cell body inside ``nf.Workflow(NAME)`` (task calls return Refs), then runs the workflow.  Afterwards every
 name the cell bound to a Ref holds its value, and ``nf.last_run()`` is the Run.
 
 - Blocking (default): the cell waits while the live view updates.  Interrupting the kernel
@@ -48,6 +48,13 @@ if TYPE_CHECKING:
 
 
 # -- running -----------------------------------------------------------------------------
+
+def _lease_options(args: Any) -> dict[str, Any]:
+    """``lease``/``lease_ttl`` from ``--no-lease`` / ``--lease-ttl`` (checked as RunOptions)."""
+    given = {"lease": False if args.no_lease else None, "lease_ttl": args.lease_ttl}
+    RunOptions(**given)
+    return {k: v for k, v in given.items() if v is not None}
+
 
 def _run_options(workers: int | None, backend: str, cache: bool, rerun: list[str] | None) -> dict[str, Any]:
     opts: dict[str, Any] = {"workers": workers, "backend": backend, "cache": cache}
@@ -179,6 +186,10 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
     except WorkflowDefinitionError as e:
         raise UsageError(f"%%workflow: {e}") from None
     opts = _run_options(args.workers, args.backend, not args.no_cache, args.rerun)
+    try:  # --no-lease / --lease-ttl SECONDS: cache leases of this run (default NBFLOW_LEASE*)
+        opts.update(_lease_options(args))
+    except WorkflowDefinitionError as e:
+        raise UsageError(f"%%workflow: {e}") from None
     ns = shell.user_ns
     if args.param:  # -p NAME VALUE: a parameter, set as a global and recorded with the run
         from ..params.params import set_cell_params
@@ -268,6 +279,10 @@ class WorkflowMagics(Magics):
     @argument("--backend", default="local",
               help="where tasks run: local (default), process, dask, or a scheduler address tcp://host:port")
     @argument("--no-cache", action="store_true", help="do not use cached results")
+    @argument("--no-lease", action="store_true",
+              help="no cache leases: do not wait for another process computing the same task")
+    @argument("--lease-ttl", type=float, default=None, metavar="SECONDS",
+              help="how long this run's leases stay valid without a heartbeat (default NBFLOW_LEASE_TTL)")
     @argument("--rerun", nargs="+", metavar="TASK", default=None,
               help="run these tasks again even if cached (needs the run store); put NAME first")
     @argument("--background", action="store_true",

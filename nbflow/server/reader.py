@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..core.counting import count_tasks
 from ..store.history import StoredRun, effective_status
 from ..store.journal import connect, retrying
 
@@ -63,28 +64,79 @@ def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
             "error": error}
 
 
+# Per run: its attempt rows that ended a node (not retried), by state and cache hit; and its
+# number of nodes.  When a run has as many such rows as nodes (a run that ended, the usual
+# case) these two grouped queries are the whole count: an ended node is never shown as
+# anything but its state, whatever its kind.
+_FINAL_SQL = """
+SELECT run_id, state, cached, COUNT(*) FROM task_runs
+WHERE run_id IN ({marks}) AND state != 'retried' GROUP BY 1, 2, 3
+"""
+_NODES_SQL = "SELECT run_id, COUNT(*) FROM nodes WHERE run_id IN ({marks}) GROUP BY 1"
+# Otherwise (a live or interrupted run), per node of that run: its kind and its final attempt
+# row (the last attempt that was not retried, else a retried one), as StoredRun reads a run.
+_NODE_STATES_SQL = """
+WITH f AS (SELECT idx, state, cached,
+                  MAX(attempt + CASE WHEN state != 'retried' THEN 1000000000 ELSE 0 END)
+           FROM task_runs WHERE run_id = ? GROUP BY idx)
+SELECT f.state, COALESCE(f.cached, 0), n.kind, COUNT(*)
+FROM nodes n LEFT JOIN f ON f.idx = n.idx WHERE n.run_id = ? GROUP BY 1, 2, 3
+"""
+# Per kind, the nodes of a run that have no attempt row yet but did start (their
+# TaskStarted event is journaled): running (or interrupted), not pending.
+_STARTED_SQL = """
+SELECT n.kind, COUNT(*) FROM nodes n
+WHERE n.run_id = ? AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.run_id = n.run_id AND t.idx = n.idx)
+  AND n.idx IN (SELECT idx FROM events WHERE run_id = ? AND type = 'TaskStarted')
+GROUP BY 1
+"""
+
+CountRow = tuple[str, bool, str | None, int]
+
+
+def _open_run_rows(conn: sqlite3.Connection, run: dict[str, Any]) -> list[CountRow]:
+    """The count rows of a run with nodes that have not ended, as ``nf.load_run`` reads it:
+    a task that started and has not ended is running (interrupted, if its process died),
+    one that failed and is being retried too; one that never started is pending."""
+    rid = run["id"]
+    unfinished = "interrupted" if run["status"] == "interrupted" else "running"
+    live = run["status"] in ("running", "interrupted")
+    rows: list[CountRow] = []
+    not_ended: dict[str | None, int] = {}  # kind -> nodes without a row
+    for state, cached, kind, n in _q(conn, _NODE_STATES_SQL, (rid, rid)):
+        if state is None:
+            not_ended[kind] = n
+        elif state == "retried":  # failed and retried: still going unless the run has ended
+            rows.append((unfinished if live else "failed", False, kind, n))
+        else:
+            rows.append((state, bool(cached), kind, n))
+    if not_ended:
+        started = dict(_q(conn, _STARTED_SQL, (rid, rid)))
+        for kind, n in not_ended.items():
+            going = min(n, int(started.get(kind, 0)))
+            rows += [("pending", False, kind, n - going), (unfinished, False, kind, going)]
+    return rows
+
+
 def _add_counts(conn: sqlite3.Connection, runs: list[dict[str, Any]]) -> None:
-    """Task counts by final state, and the number of tasks (graphs grow while running)."""
+    """Task counts as every view counts them (:func:`nbflow.core.counting.count_tasks`):
+    every node of the run (graphs grow while running), a collector that waits for its items
+    ``pending``; unfinished nodes get the state ``nf.load_run`` gives them."""
     if not runs:
         return
     ids = [r["id"] for r in runs]
     marks = ",".join("?" * len(ids))
-    counts: dict[str, dict[str, int]] = {i: {} for i in ids}
-    for rid, state, cached, n in _q(conn, f"SELECT run_id, state, cached, COUNT(*) FROM task_runs WHERE "
-                                          f"run_id IN ({marks}) AND state != 'retried' "
-                                          "GROUP BY run_id, state, cached", ids):
-        c = counts[rid]
-        c[state] = c.get(state, 0) + n
-        if cached and state == "completed":
-            c["cached"] = c.get("cached", 0) + n
-    sizes = dict(_q(conn, f"SELECT run_id, COUNT(*) FROM nodes WHERE run_id IN ({marks}) "
-                          "GROUP BY run_id", ids))
+    final: dict[str, list[CountRow]] = {i: [] for i in ids}
+    for rid, state, cached, n in _q(conn, _FINAL_SQL.format(marks=marks), ids):
+        final[rid].append((state, bool(cached), None, n))
+    nodes = dict(_q(conn, _NODES_SQL.format(marks=marks), ids))
     for r in runs:
-        c = counts[r["id"]]
-        r["tasks"] = int(sizes.get(r["id"], 0))
-        for s in ("completed", "cached", "failed", "skipped", "cancelled"):
-            r[s] = int(c.get(s, 0))
-        r["done"] = r["completed"] + r["failed"] + r["skipped"] + r["cancelled"]
+        ended = sum(n for *_, n in final[r["id"]]) == nodes.get(r["id"], 0)
+        rows = final[r["id"]] if ended else _open_run_rows(conn, r)
+        got = count_tasks(rows)
+        r.update(got.as_row())
+        r["pending"], r["running"] = got.get("pending"), got.get("running")
+        r["done"] = got.done
 
 
 def list_runs(home: Path, *, status: str | None = None, name: str | None = None, since: float | None = None,

@@ -56,12 +56,13 @@ from ..core.ref import Ref
 from ..core.remote import Remote
 from ..core.sizes import cheap_size
 from . import explain as explaining
-from . import hashing, lease, serialize, signing
+from . import hashing, serialize, signing
 from .blobs import BlobCorrupt, BlobMissing
 from .explain import NodeCache, Prev
 from .journal import dumps
 from .keys import KeyBuilder, cache_key, collect_digest, file_products, has_files
 from .lease import Leases, leases_of
+from .lease import enabled as leases_enabled
 from .rerun import Rerun
 from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, CacheEntry, Store
 
@@ -79,7 +80,7 @@ class RunCache:
     """
 
     def __init__(self, store: Store, *, run_id: str, workflow: Any, strict: bool = False,
-                 rerun: Any = None) -> None:
+                 rerun: Any = None, lease: bool | None = None, lease_ttl: float | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self.graph = workflow  # the traced workflow (to tell its Refs from others')
@@ -102,7 +103,9 @@ class RunCache:
         self._code_known: dict[str, bool] = {}  # code digest -> a stored result was made by it
         self._nondet: dict[int, tuple[Any, list[str]]] = {}
         # Leases (.lease): the keys this run is computing, by node; None: leases are off.
-        self.leases: Leases | None = leases_of(store) if lease.enabled() else None
+        # (``lease``/``lease_ttl``: the run's options; None: NBFLOW_LEASE / NBFLOW_LEASE_TTL)
+        self.leases: Leases | None = leases_of(store) if leases_enabled(lease) else None
+        self.lease_ttl = lease_ttl
         self.held: dict[int, str] = {}  # node -> key it computes (leased or in flight)
         self._registered = False
 
@@ -122,7 +125,7 @@ class RunCache:
                 self.keys.code_of(spec.fn)
         if self.leases is not None:  # this process runs a cached run: others may see it
             try:
-                self.leases.run_started()
+                self.leases.run_started(self.run_id, self.lease_ttl)
                 self._registered = True
             except (sqlite3.Error, OSError, StoreError) as e:
                 self.leases = None

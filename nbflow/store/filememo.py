@@ -8,18 +8,31 @@ the path's size, mtime and inode are exactly those recorded, and recorded after 
 hashing (through the journal's writer queue, off the caller's thread).  The store
 installs it when a run gets its cache (:mod:`.hooks`); ``core`` knows only the small
 protocol it implements.
+
+``seen`` is when a row was last written or used (a use refreshes it at most once every
+:data:`TOUCH_EVERY` seconds, so a hit costs no write in the common case).  ``nbflow gc``
+prunes the table with :func:`prune`: rows whose file is gone or no longer has the recorded
+size, mtime and inode (their digest can never be used again), and, given ``--max-age``,
+rows not used for that long.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 import threading
 import time
 from typing import Any
 
-from .journal import Op
+from .journal import Op, retrying
 
 PUT_FILE_DIGEST = Op("INSERT OR REPLACE INTO file_digests(path, size, mtime_ns, inode, digest, seen) "
                      "VALUES(?,?,?,?,?,?)")
+TOUCH_FILE_DIGEST = Op("UPDATE file_digests SET seen = ? WHERE path = ? AND digest = ?")
+# A used row's ``seen`` is refreshed when it is older than this: gc's age rule is about days,
+# so an hour of slack keeps hits free of writes.
+TOUCH_EVERY = 3600.0
 
 
 class FileMemo:
@@ -34,10 +47,13 @@ class FileMemo:
         with self._lock:
             if self._conn is None:
                 self._conn = self.store.journal.reader()
-            row = self._conn.execute("SELECT size, mtime_ns, inode, digest FROM file_digests WHERE path = ?",
-                                     (path,)).fetchone()
+            row = self._conn.execute("SELECT size, mtime_ns, inode, digest, seen FROM file_digests "
+                                     "WHERE path = ?", (path,)).fetchone()
         if row is None or tuple(row[:3]) != tuple(sig):
             return None
+        now = time.time()
+        if row[4] is None or now - row[4] > TOUCH_EVERY:  # used: gc keeps it for another max-age
+            self.store.journal.put(TOUCH_FILE_DIGEST, (now, path, row[3]))
         return str(row[3])
 
     def close(self) -> None:
@@ -58,3 +74,40 @@ def file_memo(store: Any) -> FileMemo:
     if memo is None:
         memo = store._file_memo = FileMemo(store)
     return memo
+
+
+def _stale(path: str, sig: tuple[int, int, int]) -> bool:
+    """True when ``path`` is gone or its (size, mtime_ns, inode) differ from ``sig``: the
+    recorded digest can never be looked up again."""
+    try:
+        st = os.stat(path)  # (follows links, as nf.File does when it takes a digest)
+    except OSError:
+        return True
+    return (st.st_size, st.st_mtime_ns, st.st_ino) != tuple(sig)
+
+
+def prune(conn: sqlite3.Connection, *, unused_for: float | None, now: float, dry_run: bool) -> int:
+    """Remove the ``file_digests`` rows of files that are gone or changed, and (with
+    ``unused_for`` seconds) rows neither written nor used for that long; the number removed
+    (or, with ``dry_run``, that would be)."""
+    rows = conn.execute("SELECT path, size, mtime_ns, inode, digest, seen FROM file_digests").fetchall()
+    doomed = [r for r in rows
+              if _stale(r[0], (r[1], r[2], r[3]))
+              or (unused_for is not None and (r[5] is None or now - r[5] > unused_for))]
+    if dry_run or not doomed:
+        return len(doomed)
+
+    def txn() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Only the very row judged: another process may have recorded the file anew since.
+            conn.executemany("DELETE FROM file_digests WHERE path = ? AND size = ? AND mtime_ns = ? "
+                             "AND inode = ? AND digest = ? AND seen IS ?", doomed)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+
+    retrying(txn, "gc of file digests")
+    return len(doomed)

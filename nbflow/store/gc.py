@@ -11,6 +11,10 @@ Rules, applied in this order:
    serving everything a kept run produced), and never one created since the oldest run
    still in progress started (such a run may not have recorded its reference yet).
 
+5. The ``nf.File`` digest memo (``file_digests``) loses the rows of files that are gone or
+   changed (their digest can never be used again) and, given ``max_age``, the rows not
+   used for that long (:func:`nbflow.store.filememo.prune`).
+
 Journal rows go first, in one transaction; files follow.  A crash in between leaves
 files without rows, which the next ``gc`` removes as orphans (files without a row, and
 ``.tmp-*`` leftovers of interrupted writes, once older than ``grace`` seconds).
@@ -32,6 +36,7 @@ from ..core.errors import WorkflowDefinitionError
 from ..core.processes import pid_alive
 from ..core.units import parse_amount
 from .blobs import unlink_nofollow
+from .filememo import prune as prune_file_digests
 from .history import _HOST
 from .journal import retrying
 from .store import Store, get_store
@@ -74,12 +79,15 @@ class GcReport:
     bytes_freed: int = 0
     orphan_files_removed: int = 0
     kept_bytes: int = 0
+    file_digests_removed: int = 0
 
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
         lines = [f"nbflow gc: {verb} {len(self.runs_removed)} run(s), {self.results_removed} stored "
                  f"result(s) and {self.orphan_files_removed} orphan file(s), {_human(self.bytes_freed)}; "
-                 f"kept {self.runs_kept} run(s) referencing {_human(self.kept_bytes)}"]
+                 f"kept {self.runs_kept} run(s) referencing {_human(self.kept_bytes)}",
+                 f"  {verb} {self.file_digests_removed} file digest(s) of nf.File inputs "
+                 "(file gone or changed, or unused for max-age)"]
         for rid, name, start in self.runs_removed:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start)) if start else "?"
             lines.append(f"  {rid}  {name}  (started {when})")
@@ -208,7 +216,8 @@ def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budge
         report.bytes_freed += size
         if not dry_run:
             unlink_nofollow(path)  # (never through a symbolic link)
-    if not dry_run and (removed_ids or doomed):
+    report.file_digests_removed = prune_file_digests(conn, unused_for=age, now=now, dry_run=dry_run)
+    if not dry_run and (removed_ids or doomed or report.file_digests_removed):
         with contextlib.suppress(Exception):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return report

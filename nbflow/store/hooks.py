@@ -42,8 +42,10 @@ def run_cache(run: Any) -> RunCache | None:
     if store is None:
         return None
     hashing.FILES.persistent = file_memo(store)  # file digests outlive this process
+    options = getattr(run, "options", None)  # (lease=, lease_ttl=: None leaves it to NBFLOW_LEASE*)
     cache = GuardedRunCache(store, run_id=run.id, workflow=run.workflow, strict=run.strict,
-                            rerun=run.rerun)
+                            rerun=run.rerun, lease=getattr(options, "lease", None),
+                            lease_ttl=getattr(options, "lease_ttl", None))
     if cache.leases is not None:
         run.subscribe(cache.on_event)  # a task that ends without a result gives up its lease
     return cache

@@ -41,7 +41,11 @@ finishing run releases whatever it still holds.
 on the event loop, so the waiting task holds one worker slot, as a running task would, and
 every other task of the run goes on.
 
-``NBFLOW_LEASE=off`` switches leases off (each process then computes what it misses).
+``NBFLOW_LEASE=off`` or a run's ``lease=False`` switches leases off for the run (it then
+computes what it misses, neither taking nor waiting for leases).  A run's ``lease_ttl=``
+(default ``NBFLOW_LEASE_TTL``) is the life of the leases *it* takes; the process's own row
+lives as long as the shortest TTL of its running runs, and the heartbeat comes every third
+of that.
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ class Leases:
         self.leasing = False  # does this process take leases (another process is there)?
         self.ready = False  # ... and has every other process switched to leasing too?
         self.runs = 0  # cached runs of this process now running on this store
+        self.ttls: dict[str, float] = {}  # run id -> the lease TTL of that run (lease_ttl=)
         self._lock = threading.RLock()  # the state above (held for microseconds only)
         self._db = threading.Lock()  # the connection below, used by one thread at a time
         self._conn: sqlite3.Connection | None = None
@@ -144,14 +149,23 @@ class Leases:
 
     # -- the processes on this store -----------------------------------------------------
 
-    def run_started(self) -> None:
-        """A cached run of this process starts: register the process (the first run), and
-        lease from now on if another live process is already there."""
+    def ttl(self, run_id: str | None = None) -> float:
+        """The lease TTL of ``run_id``; without one, of this process (its runs' shortest)."""
         with self._lock:
+            if run_id is not None and run_id in self.ttls:
+                return self.ttls[run_id]
+            return min(self.ttls.values(), default=settings.lease_ttl())
+
+    def run_started(self, run_id: str = "", ttl: float | None = None) -> None:
+        """A cached run of this process starts: register the process (the first run), and
+        lease from now on if another live process is already there.  ``ttl``: the life of
+        the leases the run takes (default ``NBFLOW_LEASE_TTL``)."""
+        with self._lock:
+            self.ttls[run_id] = settings.lease_ttl(ttl)
             self.runs += 1
             if self.runs > 1:
                 return
-        now, ttl = time.time(), settings.lease_ttl()
+        now, ttl = time.time(), self.ttl()
 
         def register(conn: sqlite3.Connection) -> bool:
             # (what killed processes left behind is dropped here, once their rows expired)
@@ -168,6 +182,7 @@ class Leases:
         except BaseException:
             with self._lock:
                 self.runs -= 1
+                self.ttls.pop(run_id, None)
             raise
         with self._lock:
             self.leasing = others  # (the first run of this process: nothing is in flight)
@@ -184,6 +199,7 @@ class Leases:
                 self.release(k)
             for k in [k for k, r in self.inflight.items() if r == run_id]:
                 del self.inflight[k]
+            self.ttls.pop(run_id, None)
             self.runs = max(0, self.runs - 1)
             if self.runs:
                 return
@@ -208,19 +224,19 @@ class Leases:
         try:
             while not self._stop.wait(WATCH_EVERY):
                 now = time.time()
-                ttl = settings.lease_ttl()
+                ttl = self.ttl()
                 if not self.leasing and self._others(conn):
                     self._switch(conn)
                 if now >= next_beat:
                     next_beat = now + ttl / 3
-                    with self._lock:
-                        keys = list(self.held)
+                    with self._lock:  # each lease lives as long as its run's TTL says
+                        keys = [(k, self.ttls.get(r, ttl)) for k, r in self.held.items()]
                         leasing = 1 if self.leasing else 0
 
-                    def beat(c: sqlite3.Connection, keys: list[str] = keys, now: float = now,
+                    def beat(c: sqlite3.Connection, keys: list[tuple[str, float]] = keys, now: float = now,
                              ttl: float = ttl, leasing: int = leasing) -> None:
                         c.execute(PRESENT, (now, now + ttl, leasing, HOST, pid))
-                        c.executemany(BEAT, [(now, now + ttl, k, pid, HOST) for k in keys])
+                        c.executemany(BEAT, [(now, now + t, k, pid, HOST) for k, t in keys])
 
                     self._txn(conn, "lease heartbeat", beat)
         except Exception:  # the store went away: the rows expire and others compute
@@ -231,17 +247,18 @@ class Leases:
     def _switch(self, conn: sqlite3.Connection) -> None:
         """Another process appeared: lease what is in flight, make sure what was computed is
         committed, then say so (``leasing=1``), which the other process waits for."""
-        now, ttl, pid = time.time(), settings.lease_ttl(), os.getpid()
+        now, pid = time.time(), os.getpid()
         with self._lock:
             self.leasing = True
             taken = dict(self.inflight)
             self.inflight.clear()
             self.held.update(taken)
+            ttls = {r: self.ttls.get(r, settings.lease_ttl()) for r in taken.values()}
         self.journal.flush(settings.lock_timeout())  # results computed before now are stored
 
         def switch(c: sqlite3.Connection) -> None:
             c.executemany("INSERT OR IGNORE INTO leases(key, run_id, pid, host, task, heartbeat, expires) "
-                          "VALUES(?,?,?,?,?,?,?)", [(k, r, pid, HOST, None, now, now + ttl)
+                          "VALUES(?,?,?,?,?,?,?)", [(k, r, pid, HOST, None, now, now + ttls[r])
                                                     for k, r in taken.items()])
             c.execute("UPDATE lease_processes SET leasing = 1 WHERE host = ? AND pid = ?", (HOST, pid))
 
@@ -273,7 +290,7 @@ class Leases:
 
         True: taken, compute.  False: the result is stored already.  A :class:`Holder`:
         another live run is computing it; wait (:meth:`wait`)."""
-        ttl = settings.lease_ttl()
+        ttl = self.ttl(run_id)
         pid = os.getpid()
 
         def take(conn: sqlite3.Connection) -> Holder | bool:
@@ -344,9 +361,9 @@ class Leases:
 UNREGISTER = Op("DELETE FROM lease_processes WHERE host = ? AND pid = ?", barrier=True)
 
 
-def enabled() -> bool:
-    """Are leases on (``NBFLOW_LEASE``, default on)?"""
-    return os.environ.get("NBFLOW_LEASE", "").strip().lower() not in ("0", "off", "false", "no")
+def enabled(option: bool | None = None) -> bool:
+    """Are leases on: the run's ``lease`` option, else ``NBFLOW_LEASE`` (default on)?"""
+    return settings.leases_on(option)
 
 
 def leases_of(store: Any) -> Leases:

@@ -56,7 +56,8 @@ def explain_node(run: StoredRun, key: str, task: str, kind: str | None) -> Expla
                    "WHERE r.name = ? AND t.key = ? AND r.start < ? AND t.cache_key IS NOT NULL "
                    "ORDER BY r.start DESC LIMIT 1", (run.name, key, run.started_at))
         prev = f" (before: {short(before[0][1])}, run {before[0][0]})" if before else ""
-        lines.append(f"  cache key {short(cache_key)}{prev}")
+        same = " - unchanged" if before and before[0][1] == cache_key else ""
+        lines.append(f"  cache key {short(cache_key)}{prev}{same}")
     if blob:
         lines.append(f"  result    stored ({short(blob)})")
     if error:

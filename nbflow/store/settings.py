@@ -15,7 +15,8 @@ Each is read when used (not at import), so a notebook or a test can change it at
 * ``NBFLOW_LEASE_TTL`` (seconds, default 30): how long a lease on a cache key being
   computed stays valid without a heartbeat (:mod:`.lease`).  A holder killed on another
   machine is given up after this long; on the same machine at once.  ``NBFLOW_LEASE=off``
-  switches leases off.
+  switches leases off (``on``/``off``, ``1``/``0``, ``true``/``false``, ``yes``/``no``).
+  Both are defaults: a run's ``lease=`` / ``lease_ttl=`` options win over them.
 """
 
 from __future__ import annotations
@@ -55,9 +56,28 @@ def lock_notice() -> float:
     return _seconds("NBFLOW_LOCK_NOTICE", 3.0)
 
 
-def lease_ttl() -> float:
-    """Seconds a lease stays valid without a heartbeat (``NBFLOW_LEASE_TTL``, at least 0.1)."""
-    return max(_seconds("NBFLOW_LEASE_TTL", 30.0), 0.1)
+def lease_ttl(option: float | None = None) -> float:
+    """Seconds a lease stays valid without a heartbeat: the run's ``lease_ttl`` option, else
+    ``NBFLOW_LEASE_TTL`` (default 30); at least 0.1."""
+    return max(float(option) if option is not None else _seconds("NBFLOW_LEASE_TTL", 30.0), 0.1)
+
+
+_ON = ("", "1", "on", "true", "yes")
+_OFF = ("0", "off", "false", "no")
+
+
+def leases_on(option: bool | None = None) -> bool:
+    """Are cache leases on: the run's ``lease`` option, else ``NBFLOW_LEASE`` (default on)."""
+    if option is not None:
+        return option
+    text = os.environ.get("NBFLOW_LEASE", "").strip().lower()
+    if text in _ON:
+        return True
+    if text in _OFF:
+        return False
+    raise WorkflowDefinitionError(
+        f"$NBFLOW_LEASE={os.environ['NBFLOW_LEASE']!r} is neither on nor off; set it to 'off' (or 0, "
+        "false, no) to switch cache leases off, 'on' (or 1, true, yes) or unset it to keep them")
 
 
 def check_all() -> None:
@@ -66,3 +86,4 @@ def check_all() -> None:
     lock_timeout()
     lock_notice()
     lease_ttl()
+    leases_on()
