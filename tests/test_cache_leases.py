@@ -41,6 +41,9 @@ def work(i):
     with open(LOG, "a") as f:
         f.write(f"{os.getpid()} work-{i}\\n")
     time.sleep(float(os.environ.get("HOLD", "0")))
+    release = os.environ.get("RELEASE_FILE")
+    while release and not Path(release).exists():  # held until the test lets it go
+        time.sleep(0.02)
     return i * i
 
 @nf.task
@@ -131,11 +134,26 @@ def test_a_heartbeat_keeps_a_long_tasks_lease_past_its_time_to_live(tmp_path: Pa
     script = tmp_path / "pipeline.py"
     script.write_text(SCRIPT)
     (tmp_path / "go").touch()
-    env = _env(tmp_path, N="1", HOLD="4", NBFLOW_LEASE_TTL="1")  # the task outlives its lease 4x
+    release = tmp_path / "release"
+    # The task runs until the test releases it: long enough for the waiter to start, register
+    # and wait, and several times its 1 s lease, however slowly the machine starts processes.
+    env = _env(tmp_path, N="1", NBFLOW_LEASE_TTL="1", RELEASE_FILE=str(release))
     holder = _start(script, env)
     log = tmp_path / "executions.log"
     _wait_for(lambda: log.exists() and "work-0" in log.read_text(), "the holder to start work-0")
     waiter = _start(script, env)
+    journal = Path(env["NBFLOW_HOME"]) / "journal.sqlite"
+
+    def registered() -> bool:
+        db = sqlite3.connect(journal)
+        try:
+            return bool(db.execute("SELECT 1 FROM lease_processes WHERE pid=?", (waiter.pid,)).fetchall())
+        finally:
+            db.close()
+
+    _wait_for(registered, "the waiter to register as a leasing process")
+    time.sleep(4.0)  # the holder's 1 s lease must be renewed by its heartbeat meanwhile
+    release.touch()
     (out, err) = waiter.communicate(timeout=200)
     holder.communicate(timeout=200)
     assert waiter.returncode == 0 and holder.returncode == 0, err
