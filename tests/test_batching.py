@@ -319,7 +319,8 @@ def test_chunks_on_the_dask_backend(calls) -> None:
 
 
 def test_run_chunk_keeps_each_items_outcome() -> None:
-    out = batching.run_chunk(picky.fn, [((2,), None), ((3,), None), ((4,), None)])
+    out, cpu_s, peak = batching.run_chunk(picky.fn, [((2,), None), ((3,), None), ((4,), None)])
+    assert cpu_s is not None and cpu_s >= 0 and peak is None  # (thread clock: no peak RSS)
     assert [ok for ok, _, _ in out] == [True, False, True]
     assert out[0][1] == 20 and isinstance(out[1][1], ValueError) and out[2][1] == 40
     assert all(seconds >= 0 for _, _, seconds in out)

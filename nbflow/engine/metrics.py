@@ -2,7 +2,8 @@
 
 What is recorded for every attempt that runs task code (cheap things only):
 
-- ``cpu_s``: CPU seconds the task's own code used.  Thread tasks: ``time.thread_time``
+- ``cpu_s``: CPU seconds the task's own code used.  (Items of a batched map: their share
+  of their chunk's CPU time, by wall time; see :meth:`TaskMetrics.record_chunk`.)  Thread tasks: ``time.thread_time``
   around the call in the worker thread (for a function whose calls keep using under 1 ms
   of CPU, only one call in 16 is measured: reading the clock would cost more than the call).
   Process and Dask tasks: ``time.process_time``
@@ -29,7 +30,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["Measured", "TaskMetrics", "input_features"]
@@ -245,6 +246,41 @@ class TaskMetrics:
             self.input_items[i] = n
         if s is not None:
             self.input_shape[i] = s
+
+    def record_chunk(self, items: Sequence[int], calls: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]],
+                     seconds: Sequence[float], cpu_s: float | None, peak_rss: int | None) -> None:
+        """Metrics of the items of one batched chunk (:mod:`nbflow.engine.batching`).
+
+        Each item gets the input features of its own arguments; its CPU time is its share of
+        the chunk's ``cpu_s``, in proportion to its wall ``seconds`` (equal shares when the
+        clock saw none), so the shares add up to the chunk's; ``peak_rss`` (the worker's peak
+        after the chunk) goes to every item, an upper bound as for a single task.
+        """
+        kind = _KIND.get
+        for i, (args, kwargs) in zip(items, calls, strict=True):
+            if kwargs:
+                self._record(i, args, kwargs)
+            elif args:
+                for a in args:
+                    if kind(type(a)) != _SKIP:
+                        self._record(i, args, kwargs)
+                        break
+        if cpu_s is not None and items:
+            cpu = self.cpu_s
+            total = sum(seconds)
+            if total > 0:
+                scale = cpu_s / total
+                for i, sec in zip(items, seconds, strict=True):
+                    cpu[i] = sec * scale
+            else:
+                each = cpu_s / len(items)
+                for i in items:
+                    cpu[i] = each
+        if peak_rss is not None:
+            peaks = self.peak_rss
+            for i in items:
+                peaks[i] = peak_rss
+            self._seen.update(items)
 
     def unwrap(self, i: int, value: Any) -> Any:
         """Open a :class:`Measured` envelope (process/Dask), keeping its metrics."""

@@ -13,7 +13,9 @@ How it works, in one place:
   per-task objects beyond the traced ``Ref`` itself.
 * **Ready set.**  A node whose wait count reaches zero becomes *ready* and is pushed onto a
   heap ordered by :func:`~nbflow.engine.priority.ready_key`: longest remaining path first
-  (the critical path keeps moving), then the task's ``priority``, then FIFO.  Ready nodes
+  (the critical path keeps moving), then the task's ``priority``, then FIFO.  (Items of a
+  batched map wait in their group's queue instead, with one heap token per parallel slot:
+  :mod:`~nbflow.engine.batching`.)  Ready nodes
   are grouped in one heap per *demand class* (backend plus declared resources), so that
   finding the best node that fits the free capacity costs O(classes), not O(ready).
 * **Constructs.**  Nodes that are not plain tasks (joins, branch gates, constants, loops,
@@ -301,6 +303,18 @@ class Scheduler:
 
     def _push(self, i: int) -> None:
         cls = self.class_of[i]
+        if self.batches.group_of is not None:
+            g = self.batches.of(i)
+            if g is not None:  # a batched map item: queued in its group, a token on the heap
+                if not g.slots:
+                    g.slots = batching.slots(self.limit, cls.backend)  # type: ignore[union-attr]
+                if not g.push(i):
+                    return
+        self._enqueue(i)
+
+    def _enqueue(self, i: int) -> None:
+        """One heap entry for ready node ``i`` (for a batched item: a token of its group)."""
+        cls = self.class_of[i]
         task = self.nodes[i].task
         self.seq += 1
         prio = task.spec.priority if task is not None else 0
@@ -335,7 +349,13 @@ class Scheduler:
         if best is None:
             return None
         i = heapq.heappop(best.heap)[3]
-        if self.state[i] is not READY:  # skipped while queued (a saga rolled back): drop it
+        g = self.batches.of(i) if self.batches.group_of is not None else None
+        if g is not None:  # a batched map's token: its group's next ready item
+            j = g.next_ready(self.state)
+            if j is None:  # (the items it stood for went with an earlier chunk)
+                return self._pop()
+            i = j
+        elif self.state[i] is not READY:  # skipped while queued (a saga rolled back): drop it
             return self._pop()
         for r, amount in best.demand.items():
             self.avail[r] -= amount

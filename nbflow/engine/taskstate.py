@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core import events as ev
@@ -157,6 +157,35 @@ class TaskStates:
             raise TransitionError(f"{type(e).__name__} declares no task state; emit it directly")
         self.state[i] = new
         self.emit(e)
+
+    def enter_many(self, events: Sequence[ev.TaskEvent]) -> None:
+        """:meth:`enter` each of ``events`` in order, in one call (a chunk's starts).
+
+        For ``running`` events (all of that state) the records are written here without a
+        call per event; every move is still checked (when checking is on) before the node
+        changes, and every event is still emitted, one by one.  Events of any other state
+        go through :meth:`enter` one at a time.
+        """
+        if not events:
+            return
+        if events[0].state is not RUNNING:
+            for e in events:
+                self.enter(e)
+            return
+        state, start, attempts, emit = self.state, self.start, self.attempts, self.emit
+        check = CHECK
+        for e in events:
+            i = e.index
+            if e.state is not RUNNING:
+                raise TransitionError(
+                    f"enter_many got {type(e).__name__} among TaskStarted events; events of one "
+                    "call must all declare 'running' (use enter for others)")
+            if check:
+                self._check(i, RUNNING)
+            start[i] = e.time
+            attempts[i] = e.attempt  # type: ignore[attr-defined]  # (running: a TaskStarted)
+            state[i] = RUNNING
+            emit(e)
 
     def _check(self, i: int, new: str | None) -> None:
         old = self.state[i]
