@@ -330,13 +330,20 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
         outcomes = await _call(s, i, spec.fn, run)
     s._release(i)
     # Items complete "inline" (no worker refill per item); one refill after the chunk.
-    for j, hit, took in hits:
-        s._complete(j, hit[0], took, hit[1], inline=True, cached=True)
+    for j, hit, t in hits:
+        s._complete(j, hit[0], t, hit[1], inline=True, cached=True)
     measured = 0.0
-    complete = s._complete
+    # Items that succeeded complete in runs (one call each, their events entered in one
+    # go); a failed item ends the run before it, so events keep the items' order.
+    done: list[int] = []
+    values: list[Any] = []
+    took: list[float] = []
+    sizes: list[int | None] = []
     for j, (ok, value, seconds) in zip(run, outcomes, strict=True):
         measured += seconds
         if not ok:
+            s._complete_many(done, values, took, sizes)
+            done, values, took, sizes = [], [], [], []
             s._failed_attempt(j, value, seconds)
             continue
         size = None
@@ -346,7 +353,11 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
             except Exception as e:
                 s._cache_broke(e)
                 cache = None
-        complete(j, value, seconds, size, inline=True)
+        done.append(j)
+        values.append(value)
+        took.append(seconds)
+        sizes.append(size)
+    s._complete_many(done, values, took, sizes)
     if run:
         g.sizer.observe(len(run), measured)
     s._fill()

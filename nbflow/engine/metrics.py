@@ -297,8 +297,9 @@ class TaskMetrics:
         # Called for every finished task: two membership tests first, because most tasks of
         # a large run (coroutines with plain arguments) have nothing measured at all.  (The
         # thread wrapper writes cpu_s itself, so that table is asked directly.)
-        if i not in self._seen and i not in self.cpu_s:
-            return None
+        if i not in self._seen:  # (most common with a figure: a thread task's CPU time only)
+            cpu = self.cpu_s.get(i)
+            return None if cpu is None else (cpu, None, None, None, None)
         row = (self.cpu_s.get(i), self.peak_rss.get(i), self.input_bytes.get(i),
                self.input_items.get(i), self.input_shape.get(i))
         return row if any(v is not None for v in row) else None

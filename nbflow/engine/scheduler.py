@@ -274,9 +274,19 @@ class Scheduler:
     async def _run(self) -> None:
         async with anyio.create_task_group() as tg:
             self.tg = tg
-            for i in range(len(self.nodes)):
-                if self.waiting[i] == 0 and self.state[i] == PENDING:
-                    self._make_ready(i)
+            # The nodes ready at the start, in index order; plain tasks in runs entered in
+            # one call (a long map's items), constructs resolved where they come.
+            nodes, waiting, state = self.nodes, self.waiting, self.state
+            plain: list[int] = []
+            for i in range(len(nodes)):
+                if waiting[i] == 0 and state[i] == PENDING:
+                    if nodes[i].kind in RESOLVERS:
+                        self._make_ready_many(plain)
+                        plain = []
+                        self._make_ready(i)
+                    else:
+                        plain.append(i)
+            self._make_ready_many(plain)
             self._fill()
             self._check_progress()
             await self.done.wait()  # type: ignore[union-attr]
@@ -300,6 +310,17 @@ class Scheduler:
             return
         self.enter(ev.TaskReady(time.time(), i, ref.key))
         self._push(i)
+
+    def _make_ready_many(self, ready: list[int]) -> None:
+        """:meth:`_make_ready` for plain task nodes (no resolver), their events in one call."""
+        if not ready:
+            return
+        now = time.time()
+        nodes = self.nodes
+        self.tasks.enter_many([ev.TaskReady(now, i, nodes[i].key) for i in ready])
+        push = self._push
+        for i in ready:
+            push(i)
 
     def _push(self, i: int) -> None:
         cls = self.class_of[i]
@@ -553,6 +574,36 @@ class Scheduler:
             self._fill()
             if self.tasks.open == 0:
                 self.done.set()  # type: ignore[union-attr]
+
+    def _complete_many(self, items: list[int], values: list[Any], durations: list[float],
+                       sizes: list[int | None]) -> None:
+        """:meth:`_complete` (inline, computed) for the items of a batched chunk that
+        succeeded: one event each, entered in one call, then their successors."""
+        if not items:
+            return
+        now = time.time()
+        nodes, attempts, cache = self.nodes, self.attempts, self.cache
+        row, output = self.metrics.row, self._output
+        outputs = self.outputs
+        completed = ev.TaskCompleted
+        events = []
+        for k, i in enumerate(items):
+            if cache is None:
+                reason, key, blob = ("cache off" if nodes[i].kind == TASK else None), None, None
+            else:
+                reason, key, blob = cache.info(i)
+            events.append(completed(now, i, nodes[i].key, attempts[i], durations[k], sizes[k], False,
+                                    reason, key, blob, row(i), output(i) if outputs else None))
+        self.tasks.enter_many(events, values)
+        waiting, state, succs = self.waiting, self.state, self.succs
+        saga_of = self.saga_of
+        for i in items:
+            if saga_of and i in saga_of:
+                self.sagas.member_ended(i)
+            for s in succs[i]:
+                w = waiting[s] = waiting[s] - 1
+                if w == 0 and (state[s] is PENDING or state[s] is RUNNING):
+                    self._make_ready(s)
 
     def _failed_attempt(self, i: int, error: Exception, duration: float) -> None:
         ref = self.nodes[i]
