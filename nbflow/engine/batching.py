@@ -36,16 +36,16 @@ count; with a timeout or on an ``async def`` task it is refused (:func:`check_op
 
 Per-item metrics of a chunk: each item's wall seconds are measured around its own call.
 Its CPU time is its *share* of the chunk's: the CPU time of the whole call (the worker
-thread's ``thread_time``, or the worker process's ``process_time``) divided between the items
-in proportion to their wall seconds, so the shares add up to what the chunk used.  (Reading
-a CPU clock is a system call, ~0.7 µs on a VM, a large part of a 20 µs item; two readings
-per chunk cost nothing per item.)  Peak memory (process and Dask chunks) is the worker's
-peak after the chunk, given to every item: as for a single task, an upper bound.  Input
-features are recorded per item from its own arguments.  What a thread chunk's items print
-is kept per item, as for any thread task.  Items served from the cache never enter a chunk's call.  When the call itself
-fails rather than an item (the chunk's results cannot be pickled back from a worker
-process because one item's result cannot, a worker is lost), that error is the failed
-attempt of every item of the chunk.
+thread's ``thread_time``, or the worker process's ``process_time``) divided between the
+items in proportion to their wall seconds, so the shares add up to what the chunk used.
+(Reading a CPU clock is a system call, ~0.7 µs on a VM, a large part of a 20 µs item; two
+readings per chunk cost nothing per item.) Peak memory (process and Dask chunks) is the
+worker's peak after the chunk, given to every item: as for a single task, an upper bound.
+Input features are recorded per item from its own arguments. What a thread chunk's items
+print is kept per item, as for any thread task. Items served from the cache never enter a
+chunk's call. When the call itself fails rather than an item (the chunk's results cannot
+be pickled back from a worker process because one item's result cannot, a worker is lost),
+that error is the failed attempt of every item of the chunk.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 What is recorded for every attempt that runs task code (cheap things only):
 
-- ``cpu_s``: CPU seconds the task's own code used.  (Items of a batched map: their share
-  of their chunk's CPU time, by wall time; see :meth:`TaskMetrics.record_chunk`.)  Thread tasks: ``time.thread_time``
-  around the call in the worker thread (for a function whose calls keep using under 1 ms
-  of CPU, only one call in 16 is measured: reading the clock would cost more than the call).
-  Process and Dask tasks: ``time.process_time``
-  around the call in the worker process.  Coroutines share the loop's thread with
-  everything else, so no CPU time can be attributed to one of them: ``None``.
+- ``cpu_s``: CPU seconds the task's own code used. (Items of a batched map: their share of
+  their chunk's CPU time, by wall time; see :meth:`TaskMetrics.record_chunk`.) Thread
+  tasks: ``time.thread_time`` around the call in the worker thread (for a function whose
+  calls keep using under 1 ms of CPU, only one call in 16 is measured: reading the clock
+  would cost more than the call). Process and Dask tasks: ``time.process_time`` around the
+  call in the worker process. Coroutines share the loop's thread with everything else, so
+  no CPU time can be attributed to one of them: ``None``.
 - ``peak_rss``: the worker process's peak resident set size in bytes after the call
   (``resource.getrusage``; process and Dask tasks only).  It is the peak of that worker
   so far, an upper bound for the task.
@@ -247,7 +247,8 @@ class TaskMetrics:
         if s is not None:
             self.input_shape[i] = s
 
-    def record_chunk(self, items: Sequence[int], calls: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]],
+    def record_chunk(self, items: Sequence[int],
+                     calls: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]],
                      seconds: Sequence[float], cpu_s: float | None, peak_rss: int | None) -> None:
         """Metrics of the items of one batched chunk (:mod:`nbflow.engine.batching`).
 

@@ -135,17 +135,27 @@ class Scheduler:
         self.rand = random.Random(seed)
 
         n = len(nodes)
-        self.succs: list[list[int]] = [[] for _ in range(n)]
-        self.waiting = [0] * n
+        succs: list[list[int]] = [[] for _ in range(n)]
+        self.succs = succs
+        waiting = self.waiting = [0] * n
+        forward = True  # every edge from a lower index to a higher one (creation order)
         for ref in nodes:
-            self.waiting[ref.index] = len(ref.deps)
-            for d in ref.deps:
-                self.succs[d].append(ref.index)
+            i = ref.index
+            deps = ref.deps
+            waiting[i] = len(deps)
+            for d in deps:
+                succs[d].append(i)
+                if d >= i:
+                    forward = False
         self.extra_edges = list(extra_edges or ())  # ordering added for this run (serialize)
         for a, b in self.extra_edges:
-            self.succs[a].append(b)
-            self.waiting[b] += 1
-        self.level = longest_remaining_path(self.succs, order=self._topological_order())
+            succs[a].append(b)
+            waiting[b] += 1
+            if a >= b:
+                forward = False
+        # Index order is already a topological order when every edge goes forward (no
+        # .after() against creation order): no sort, and no cycle to look for.
+        self.level = longest_remaining_path(succs, order=None if forward else self._topological_order())
 
         # The per-node records and the open count: changed only through self.enter.
         tasks = self.tasks = TaskStates(nodes, emit)
@@ -185,9 +195,18 @@ class Scheduler:
         self.sagas = Sagas(self, sagas)
         self.saga_of = self.sagas.of
         self.rollbacks = self.sagas.rollbacks  # one entry per saga that rolled back
-        for i in range(n):  # up front: a bad demand is refused before anything runs
-            if nodes[i].kind not in INLINE and nodes[i].kind != APPROVAL:
-                self.class_of[i] = self._classify(i)
+        # Up front: a bad demand is refused before anything runs.  A node calling the same
+        # task in the same kind as the one before it (a map's items) has its class.
+        class_of, executor = self.class_of, self.executor
+        last: Any = None
+        for i in range(n):
+            ref = nodes[i]
+            if ref.kind not in INLINE and ref.kind != APPROVAL:
+                if last is not None and ref.task is last.task and ref.kind == last.kind:
+                    class_of[i], executor[i] = class_of[last.index], executor[last.index]
+                    continue
+                class_of[i] = self._classify(i)
+                last = ref
         self.done: anyio.Event | None = None  # made on the run's loop
         for b in backends.values():  # a backend that submits work ahead (Dask) sees the graph
             if hasattr(b, "bind_scheduler"):
