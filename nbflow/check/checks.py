@@ -182,7 +182,9 @@ def check_resources(ctx: CheckContext) -> Iterable[Finding]:
     run has no capacity for at all; either way it could never be admitted."""
     for start, end in ctx.runs:
         demand = getattr(ctx.spec(start), "resources", None)
-        for node in ctx.nodes[start:end] if demand else ():
+        if not demand:
+            continue
+        for node in ctx.nodes[start:end]:
             yield from _resource_findings(ctx, node, demand)
 
 

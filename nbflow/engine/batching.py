@@ -296,7 +296,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     if cache is None:
         run = members
     for j in members if cache is not None else ():
-        if s.attempts[j] == 0:
+        if cache is not None and s.attempts[j] == 0:  # (None: the cache broke on an item before)
             t0 = time.perf_counter()
             try:
                 hit = await cache.lookup(j)
