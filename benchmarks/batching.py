@@ -21,6 +21,10 @@
   took 450 s here, 22 ms per item, so the full size is not feasible; the per-item figure
   is what compares).
 
+``adaptive_phases_us_per_item`` splits one adaptive map (best of ``--repeat``) into its
+phases: tracing, ``prepare`` (``nf.check`` and planning, before the first dispatch), the run
+and reading the results, each in wall and CPU µs per item.
+
 Every nbflow sample is end to end: tracing the map, the run and reading the results; every
 Dask sample builds its collection and computes it.  For nbflow the run's execution phase
 (``run.duration_s``: from the first dispatch to the end, without tracing and the checks
@@ -36,6 +40,7 @@ and figures are medians; targets are ratios measured in the same run:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -156,6 +161,44 @@ def trace_cost(n: int, repeat: int = 3) -> float:
     return min(timed(build) for _ in range(repeat)) / n * 1e6
 
 
+def phases(n: int, repeat: int = 3) -> dict[str, Any]:
+    """µs per item of each phase of an adaptive map, end to end (the best of ``repeat``):
+    ``trace`` (``work.map(items)``), ``prepare`` (``nf.check`` and planning the run: what
+    ``wf.run`` does before the first dispatch), ``run`` (the run itself), ``read``
+    (``run[ref]``).  Both the wall time and the process's CPU time (all its threads) are
+    given: under load the CPU time is the steadier figure of the two."""
+    from nbflow.workflow import prepare, run_options
+
+    items = list(range(n))
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(repeat):
+        wall, cpu = [time.perf_counter()], [time.process_time()]
+        with nf.Workflow("batching") as wf:
+            ref = work.map(items)
+        _mark(wall, cpu)
+        run = prepare(wf, run_options(wf, cache=False))
+        _mark(wall, cpu)
+        run.start_in_thread()
+        run.wait()
+        _mark(wall, cpu)
+        out = run[ref]
+        _mark(wall, cpu)
+        assert len(out) == n
+        for k, name in enumerate(("trace", "prepare", "run", "read")):
+            for clock, ts in (("wall_us", wall), ("cpu_us", cpu)):
+                v = (ts[k + 1] - ts[k]) / n * 1e6
+                row = best.setdefault(name, {})
+                row[clock] = min(row.get(clock, math.inf), v)
+    best["total"] = {c: sum(best[p][c] for p in ("trace", "prepare", "run", "read"))
+                     for c in ("wall_us", "cpu_us")}
+    return {p: {c: round(v, 2) for c, v in row.items()} for p, row in best.items()}
+
+
+def _mark(wall: list[float], cpu: list[float]) -> None:
+    wall.append(time.perf_counter())
+    cpu.append(time.process_time())
+
+
 def chunk_sizes(n: int) -> dict[str, Any]:
     """One adaptive run, to report how the chunk sizes evolved (not timed)."""
     with nf.Workflow("batching") as wf:
@@ -214,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples = _harness.alternate(samplers, args.repeat, log=log)
         sizes = chunk_sizes(n)
         trace_us = trace_cost(n)
+        phase_us = phases(n, repeat=max(1, args.repeat))
+        log(f"phases, µs per item: {phase_us}")
     results: dict[str, Any] = {}
     for name, xs in samples.items():
         items = delayed_n if name == "dask_delayed" else n
@@ -248,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "delayed_n": delayed_n, "store": args.store, "argv": sys.argv[1:]},
         "results": results,
         "adaptive_chunks": sizes,
+        "adaptive_phases_us_per_item": phase_us,
         "targets": targets,
     }
     _harness.emit_json(doc, args.json_out)

@@ -279,10 +279,18 @@ def take(s: Scheduler, i: int, g: Group) -> list[int]:
     g.started += len(members)
     # Items left in the queue keep tokens on the heap (up to one per slot), so that free
     # workers find them: the tokens popped so far may have been all there were.
+    top_up(s, g)
+    return members
+
+
+def top_up(s: Scheduler, g: Group) -> None:
+    """Heap tokens for ``g``: one per queued item, at most one per parallel slot."""
+    if not g.slots:
+        g.slots = slots(s.limit, s.class_of[g.first].backend)  # type: ignore[union-attr]
+    ready = g.ready
     while g.queued < g.slots and g.queued < len(ready):
         g.queued += 1
         s._enqueue(ready[0])
-    return members
 
 
 async def execute(s: Scheduler, i: int, g: Group) -> None:

@@ -337,9 +337,21 @@ class Scheduler:
         now = time.time()
         nodes = self.nodes
         self.tasks.enter_many([ev.TaskReady(now, i, nodes[i].key) for i in ready])
-        push = self._push
+        group_of = self.batches.group_of
+        if group_of is None:
+            for i in ready:
+                self._push(i)
+            return
+        groups: dict[int, batching.Group] = {}  # batched items: queued, then tokens once
         for i in ready:
-            push(i)
+            g = group_of[i] if i < len(group_of) else None
+            if g is None:
+                self._push(i)
+            else:
+                g.ready.append(i)
+                groups[id(g)] = g
+        for g in groups.values():
+            batching.top_up(self, g)
 
     def _push(self, i: int) -> None:
         cls = self.class_of[i]
