@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/batching.py [--n 100000] [--repeat 3] [--json benchmarks/batching.json]
     .venv/bin/python benchmarks/batching.py --quick        # 5,000 items, 1 repeat (smoke run)
+    .venv/bin/python benchmarks/batching.py --phases-only --loops 0   # nbflow's own cost per item, by phase
 
 ``--n`` items (default 100 000), each ~20 µs of pure-Python work (a spin on
 ``time.perf_counter``), go through:
@@ -12,8 +13,10 @@
 * ``nbflow_process``: the adaptive map on ``backend="process"`` (chunks go to worker
   processes, so both cores work; only with ``--process``);
 * ``nbflow_on_loop_floor``: the same work as an ``async def`` task (runs on the event loop,
-  no hand-off, never batched): nbflow's per-task cost plus the work, the floor that batching
-  can approach but not pass, since batched items stay tasks;
+  no hand-off, never batched): nbflow's cost per ordinary task plus the work.  (It was the
+  floor batching could approach while a batched item cost what an ordinary task costs;
+  batched items are now cheaper: their checks, queueing and state events are per map or
+  per chunk, so the adaptive map passes it);
 * ``dask_bag``: ``db.from_sequence(items).map(f).compute()`` with Dask's defaults (about 100
   partitions; the multiprocessing scheduler);
 * ``dask_delayed``: one ``dask.delayed`` call per item, ``dask.compute`` with the default
@@ -220,6 +223,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--store", choices=("off", "on"), default="off")
     p.add_argument("--quick", action="store_true", help="5,000 items, 1 repeat")
     p.add_argument("--json", dest="json_out", default=None, help="also write the JSON here")
+    p.add_argument("--phases-only", action="store_true",
+                   help="only the per-phase µs per item of an adaptive map (no other system)")
+    p.add_argument("--loops", type=int, default=None,
+                   help="iterations of the work loop instead of calibrating (0: no work, so the "
+                        "figures are nbflow's own cost per item)")
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.repeat, args.delayed_n = 5_000, 1, 500
@@ -243,8 +251,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     samplers["nbflow_on_loop_floor"] = nbflow_sampler(n, None, task=work_on_loop)
     samplers["dask_bag"] = dask_bag_sampler(n)
     samplers["dask_delayed"] = dask_delayed_sampler(delayed_n)
-    loops = calibrate()
+    global LOOPS
+    if args.loops is None:
+        loops = calibrate()
+    else:
+        loops = LOOPS = max(0, args.loops)
     per_call = min(timed_calls(2000) for _ in range(3))
+    if args.phases_only:
+        log(f"spin: {loops} loops, {per_call * 1e6:.1f} µs per call; phases at n={n}, best of {args.repeat}")
+        with _harness.nbflow_home():
+            nbflow_sampler(500, None)()  # (warm-up)
+            doc = {"machine": _harness.machine_info(),
+                   "params": {"n": n, "spin_loops": loops, "spin_us_measured": per_call * 1e6,
+                              "repeat": args.repeat, "argv": sys.argv[1:]},
+                   "adaptive_phases_us_per_item": phases(n, repeat=max(1, args.repeat))}
+        _harness.emit_json(doc, args.json_out)
+        return 0
     log(f"spin: {loops} loops, {per_call * 1e6:.1f} µs per call")
     with _harness.nbflow_home():
         log(f"warm-up, then {args.repeat} repeat(s) of {len(samplers)} systems at n={n}")
