@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/batching.py [--n 100000] [--repeat 3] [--json benchmarks/batching.json]
     .venv/bin/python benchmarks/batching.py --quick        # 5,000 items, 1 repeat (smoke run)
+    .venv/bin/python benchmarks/batching.py --phases-only --loops 0   # nbflow's own cost per item, by phase
 
 ``--n`` items (default 100 000), each ~20 µs of pure-Python work (a spin on
 ``time.perf_counter``), go through:
@@ -12,14 +13,20 @@
 * ``nbflow_process``: the adaptive map on ``backend="process"`` (chunks go to worker
   processes, so both cores work; only with ``--process``);
 * ``nbflow_on_loop_floor``: the same work as an ``async def`` task (runs on the event loop,
-  no hand-off, never batched): nbflow's per-task cost plus the work, the floor that batching
-  can approach but not pass, since batched items stay tasks;
+  no hand-off, never batched): nbflow's cost per ordinary task plus the work.  (It was the
+  floor batching could approach while a batched item cost what an ordinary task costs;
+  batched items are now cheaper: their checks, queueing and state events are per map or
+  per chunk, so the adaptive map passes it);
 * ``dask_bag``: ``db.from_sequence(items).map(f).compute()`` with Dask's defaults (about 100
   partitions; the multiprocessing scheduler);
 * ``dask_delayed``: one ``dask.delayed`` call per item, ``dask.compute`` with the default
   (threaded) scheduler, at ``--delayed-n`` items (default 2 000: at 20 000 items one sample
   took 450 s here, 22 ms per item, so the full size is not feasible; the per-item figure
   is what compares).
+
+``adaptive_phases_us_per_item`` splits one adaptive map (best of ``--repeat``) into its
+phases: tracing, ``prepare`` (``nf.check`` and planning, before the first dispatch), the run
+and reading the results, each in wall and CPU µs per item.
 
 Every nbflow sample is end to end: tracing the map, the run and reading the results; every
 Dask sample builds its collection and computes it.  For nbflow the run's execution phase
@@ -36,6 +43,7 @@ and figures are medians; targets are ratios measured in the same run:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -156,6 +164,44 @@ def trace_cost(n: int, repeat: int = 3) -> float:
     return min(timed(build) for _ in range(repeat)) / n * 1e6
 
 
+def phases(n: int, repeat: int = 3) -> dict[str, Any]:
+    """µs per item of each phase of an adaptive map, end to end (the best of ``repeat``):
+    ``trace`` (``work.map(items)``), ``prepare`` (``nf.check`` and planning the run: what
+    ``wf.run`` does before the first dispatch), ``run`` (the run itself), ``read``
+    (``run[ref]``).  Both the wall time and the process's CPU time (all its threads) are
+    given: under load the CPU time is the steadier figure of the two."""
+    from nbflow.workflow import prepare, run_options
+
+    items = list(range(n))
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(repeat):
+        wall, cpu = [time.perf_counter()], [time.process_time()]
+        with nf.Workflow("batching") as wf:
+            ref = work.map(items)
+        _mark(wall, cpu)
+        run = prepare(wf, run_options(wf, cache=False))
+        _mark(wall, cpu)
+        run.start_in_thread()
+        run.wait()
+        _mark(wall, cpu)
+        out = run[ref]
+        _mark(wall, cpu)
+        assert len(out) == n
+        for k, name in enumerate(("trace", "prepare", "run", "read")):
+            for clock, ts in (("wall_us", wall), ("cpu_us", cpu)):
+                v = (ts[k + 1] - ts[k]) / n * 1e6
+                row = best.setdefault(name, {})
+                row[clock] = min(row.get(clock, math.inf), v)
+    best["total"] = {c: sum(best[p][c] for p in ("trace", "prepare", "run", "read"))
+                     for c in ("wall_us", "cpu_us")}
+    return {p: {c: round(v, 2) for c, v in row.items()} for p, row in best.items()}
+
+
+def _mark(wall: list[float], cpu: list[float]) -> None:
+    wall.append(time.perf_counter())
+    cpu.append(time.process_time())
+
+
 def chunk_sizes(n: int) -> dict[str, Any]:
     """One adaptive run, to report how the chunk sizes evolved (not timed)."""
     with nf.Workflow("batching") as wf:
@@ -177,6 +223,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--store", choices=("off", "on"), default="off")
     p.add_argument("--quick", action="store_true", help="5,000 items, 1 repeat")
     p.add_argument("--json", dest="json_out", default=None, help="also write the JSON here")
+    p.add_argument("--phases-only", action="store_true",
+                   help="only the per-phase µs per item of an adaptive map (no other system)")
+    p.add_argument("--loops", type=int, default=None,
+                   help="iterations of the work loop instead of calibrating (0: no work, so the "
+                        "figures are nbflow's own cost per item)")
     args = p.parse_args(argv)
     if args.quick:
         args.n, args.repeat, args.delayed_n = 5_000, 1, 500
@@ -200,8 +251,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     samplers["nbflow_on_loop_floor"] = nbflow_sampler(n, None, task=work_on_loop)
     samplers["dask_bag"] = dask_bag_sampler(n)
     samplers["dask_delayed"] = dask_delayed_sampler(delayed_n)
-    loops = calibrate()
+    global LOOPS
+    if args.loops is None:
+        loops = calibrate()
+    else:
+        loops = LOOPS = max(0, args.loops)
     per_call = min(timed_calls(2000) for _ in range(3))
+    if args.phases_only:
+        log(f"spin: {loops} loops, {per_call * 1e6:.1f} µs per call; phases at n={n}, best of {args.repeat}")
+        with _harness.nbflow_home():
+            nbflow_sampler(500, None)()  # (warm-up)
+            doc = {"machine": _harness.machine_info(),
+                   "params": {"n": n, "spin_loops": loops, "spin_us_measured": per_call * 1e6,
+                              "repeat": args.repeat, "argv": sys.argv[1:]},
+                   "adaptive_phases_us_per_item": phases(n, repeat=max(1, args.repeat))}
+        _harness.emit_json(doc, args.json_out)
+        return 0
     log(f"spin: {loops} loops, {per_call * 1e6:.1f} µs per call")
     with _harness.nbflow_home():
         log(f"warm-up, then {args.repeat} repeat(s) of {len(samplers)} systems at n={n}")
@@ -214,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples = _harness.alternate(samplers, args.repeat, log=log)
         sizes = chunk_sizes(n)
         trace_us = trace_cost(n)
+        phase_us = phases(n, repeat=max(1, args.repeat))
+        log(f"phases, µs per item: {phase_us}")
     results: dict[str, Any] = {}
     for name, xs in samples.items():
         items = delayed_n if name == "dask_delayed" else n
@@ -248,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "delayed_n": delayed_n, "store": args.store, "argv": sys.argv[1:]},
         "results": results,
         "adaptive_chunks": sizes,
+        "adaptive_phases_us_per_item": phase_us,
         "targets": targets,
     }
     _harness.emit_json(doc, args.json_out)

@@ -32,6 +32,7 @@ from . import locality
 from .check import check, format_findings, serialize_edges
 from .core.errors import ConflictWarning, CycleError, InvalidOptionError, WorkflowDefinitionError
 from .core.options import RunOptions
+from .engine.gcpolicy import paused as gc_paused
 from .engine.graph import WorkflowGraph
 from .engine.run import Run as EngineRun
 from .locality import predicted as locality_predicted
@@ -135,9 +136,10 @@ def run_options(wf: WorkflowGraph, **given: Any) -> RunOptions:
 
 def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     """Check ``wf``, make its Run, and give the run its store hooks (see the module doc)."""
-    findings = _check(wf, options)
-    extra = serialize_edges(wf.nodes) if options.on_conflict == "serialize" else []
-    run = Run(wf, options, findings=findings, extra_edges=extra)
+    with gc_paused():  # (checking and planning make a list or two per node: nothing to collect)
+        findings = _check(wf, options)
+        extra = serialize_edges(wf.nodes) if options.on_conflict == "serialize" else []
+        run = Run(wf, options, findings=findings, extra_edges=extra)
     journal = store_hooks.journal_subscriber(run)
     if journal is not None:
         run.subscribe(journal)

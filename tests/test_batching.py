@@ -293,6 +293,10 @@ def test_chunks_on_the_process_backend(calls) -> None:
     assert calls["ProcessBackend"] == 3
     pids = [pid for pid, _ in values]
     assert os.getpid() not in pids
+    rows = run.tasks[run.tasks.task == "where"]
+    # Each item has its share of its chunk's CPU time and the worker's peak memory.
+    assert rows.cpu_s.notna().all() and (rows.cpu_s >= 0).all()
+    assert rows.peak_rss.notna().all() and (rows.peak_rss > 0).all()
     for c in range(3):  # one call: one worker process ran the whole chunk
         assert len(set(pids[20 * c:20 * c + 20])) == 1
 
@@ -319,7 +323,8 @@ def test_chunks_on_the_dask_backend(calls) -> None:
 
 
 def test_run_chunk_keeps_each_items_outcome() -> None:
-    out = batching.run_chunk(picky.fn, [((2,), None), ((3,), None), ((4,), None)])
+    out, cpu_s, peak = batching.run_chunk(picky.fn, [((2,), None), ((3,), None), ((4,), None)])
+    assert cpu_s is not None and cpu_s >= 0 and peak is None  # (thread clock: no peak RSS)
     assert [ok for ok, _, _ in out] == [True, False, True]
     assert out[0][1] == 20 and isinstance(out[1][1], ValueError) and out[2][1] == 40
     assert all(seconds >= 0 for _, _, seconds in out)
@@ -412,3 +417,62 @@ def test_a_damaged_stored_item_with_strict_ends_the_run() -> None:
     run = nf.last_run()
     assert run.status == "failed"
     assert "big-5" not in set(run.tasks.loc[run.tasks["state"] == "completed", "key"])
+
+
+# -- where ready items wait, and what each item of a chunk records ------------------------------
+
+
+def test_ready_items_of_a_batched_map_wait_in_their_group_not_on_the_heap() -> None:
+    from nbflow.workflow import prepare, run_options
+
+    with nf.Workflow("queue") as wf:
+        double.map(range(1000))
+    run = prepare(wf, run_options(wf, workers=3, cache=False))
+    s = run._sched
+    items = list(range(1000))
+    s._make_ready_many(items)
+    g = s.batches.of(0)
+    assert list(g.ready) == items  # queued in order
+    assert sum(len(c.heap) for c in s.classes.values()) == g.queued == 3  # a token per slot
+    first = s._pop()
+    assert first == 0 and g.queued == 2
+    members = batching.take(s, first, g)
+    assert members == [0]  # adaptive: one item before anything is measured
+    # Tokens are topped up to one per slot while items wait.
+    assert g.queued == 3 and sum(len(c.heap) for c in s.classes.values()) == 3
+    s.state[1] = "skipped"  # (as a saga's rollback would) a skipped item is passed over
+    assert s._pop() == 2
+
+
+def test_each_item_of_a_chunk_gets_its_share_of_the_chunks_cpu_time(monkeypatch) -> None:
+    import itertools
+    import time
+
+    ticks = itertools.count(0.0, 3.0)  # the CPU clock says: the chunk's call used 3 s
+    monkeypatch.setattr(time, "thread_time", lambda: next(ticks))
+    with nf.Workflow("cpu") as wf:
+        out = double.map(range(40), batch=40)
+    run = wf.run(cache=False, workers=1)
+    assert run[out] == [2 * i for i in range(40)]
+    rows = run.tasks[run.tasks.task == "double"]
+    assert rows.cpu_s.notna().all()
+    assert rows.cpu_s.sum() == pytest.approx(3.0)  # the shares add up to the chunk's
+    ratio = rows.cpu_s / rows.duration_s  # shared by wall time: one CPU/wall ratio for all
+    assert ratio.max() == pytest.approx(ratio.min())
+    assert rows.peak_rss.isna().all()  # (a thread chunk: no peak of its own)
+
+
+def test_record_chunk_shares_cpu_by_wall_time_and_keeps_input_features() -> None:
+    from nbflow.engine.metrics import TaskMetrics
+
+    m = TaskMetrics()
+    m.record_chunk([4, 5, 6], [((1,), None), (([1, 2, 3],), None), ((2,), {"k": "abc"})],
+                   [0.1, 0.3, 0.0], 2.0, 4096)
+    assert [m.cpu_s[i] for i in (4, 5, 6)] == pytest.approx([0.5, 1.5, 0.0])
+    assert [m.peak_rss[i] for i in (4, 5, 6)] == [4096] * 3
+    assert m.input_items[5] == 3 and m.input_bytes[6] == 3 and 4 not in m.input_items
+    assert m.row(5) == (pytest.approx(1.5), 4096, None, 3, None)
+    m2 = TaskMetrics()
+    m2.record_chunk([0, 1], [((1,), None), ((2,), None)], [0.0, 0.0], 1.0, None)
+    assert m2.cpu_s == {0: 0.5, 1: 0.5} and m2.row(0) == (0.5, None, None, None, None)
+    assert m2.peak_rss == {}

@@ -514,3 +514,62 @@ def test_check_accepts_a_node_list_and_a_workflow_runs_after_checking():
         out = noop(noop(), noop())
     assert check(wf.nodes) == check(wf) == []
     assert wf.run()[out] == 2
+
+
+# -- a map's items are checked as one group, findings still per item -------------------------
+
+@nf.task
+def echo(x):
+    return x
+
+
+def test_a_file_path_among_a_maps_items_is_reported_for_that_item_only(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("x\n")
+    items = [f"name-{i}" for i in range(500)]
+    items[57] = str(path)
+    with nf.Workflow("paths") as wf:
+        echo.map(items)
+    found = check(wf).by_code("untracked-file")
+    assert [f.tasks for f in found] == [("echo-57",)]
+
+
+def test_a_demand_that_cannot_fit_is_reported_for_every_item_of_a_list_map():
+    heavy = noop.with_options(name="heavy", resources={"gpu": 2})
+    with nf.Workflow("items") as wf:
+        noop()
+        heavy.map(range(300))
+        noop()
+    found = check(wf, resources={"gpu": 1}).by_code("resource")
+    assert [f.tasks for f in found] == [(f"heavy-{i}",) for i in range(300)]
+
+
+def test_a_cycle_through_one_item_of_a_long_map_is_found():
+    with nf.Workflow("item-cycle") as wf:
+        parts = echo.map(range(1000))
+        later = noop(parts)
+    wf.nodes[640].after(later)  # echo-640 waits for a task that waits for it
+    (f,) = check(wf).by_code("cycle")
+    assert "echo-640" in f.tasks and "noop-0" in f.tasks
+
+
+def test_items_that_write_conflict_pairwise_when_checked_as_a_group():
+    writer = echo.with_options(name="writer", writes=("out.csv",))
+    with nf.Workflow("writers") as wf:
+        writer.map(range(4))
+    pairs = sorted(f.tasks for f in check(wf).by_code("conflict"))
+    assert pairs == [(f"writer-{a}", f"writer-{b}") for a in range(4) for b in range(a + 1, 4)]
+
+
+def test_runs_of_consecutive_calls_and_creation_order():
+    from nbflow.core.graphs import in_creation_order, runs_of
+
+    with nf.Workflow("runs") as wf:
+        a = noop()
+        xs = echo.map(range(5))  # nodes 1..5, then the collect node 6
+        noop(xs, a)
+    assert runs_of(wf.nodes) == [(0, 1), (1, 6), (6, 7), (7, 8)]
+    assert in_creation_order(wf.nodes)
+    wf.nodes[0].after(wf.nodes[7])
+    assert not in_creation_order(wf.nodes)
+    assert runs_of([]) == []

@@ -295,3 +295,62 @@ def test_only_the_state_machine_writes_states_and_the_open_count():
     assert offenders == []
     # The check itself sees such writes.
     assert _writes_outside_the_state_machine(ENGINE / "taskstate.py")
+
+
+# -- enter_many: a batched chunk's events in one call, the same rules -----------------------
+
+
+@pytest.mark.parametrize("new", [READY, RUNNING, COMPLETED])
+def test_enter_many_records_and_announces_each_event_like_enter(new):
+    bulk, bulk_seen = table(3)
+    one, _ = table(3)
+    for s in path_to(new)[:-1]:  # both tables up to the state before `new`
+        for t in (bulk, one):
+            for i in range(3):
+                t.enter(event(s, i))
+    events = [event(new, i, t=300.0 + i) for i in range(3)]
+    results = ["a", "b", "c"] if new == COMPLETED else None
+    n_before = len(bulk_seen)
+    bulk.enter_many(events, results)
+    for k, e in enumerate(events):
+        one.enter(e, results[k] if results else None)
+    assert bulk_seen[n_before:] == events  # each event once, in order
+    for name in ("state", "attempts", "results", "start", "end", "duration", "output_bytes"):
+        got, want = getattr(bulk, name), getattr(one, name)
+        assert [x for x in got if x == x] == [x for x in want if x == x], name  # (NaN-safe)
+    assert bulk.open == one.open
+
+
+def test_enter_many_lets_listeners_see_each_node_move_before_its_event():
+    nodes = [Node(i) for i in range(3)]
+    observed: list[tuple[int, str, str]] = []
+    t = TaskStates(nodes, lambda e: observed.append((e.index, t.state[e.index], t.state[2])))
+    t.enter_many([event(READY, i) for i in range(3)])
+    # Node 2 is still pending while the events of nodes 0 and 1 are delivered.
+    assert observed == [(0, READY, PENDING), (1, READY, PENDING), (2, READY, READY)]
+
+
+def test_enter_many_refuses_an_illegal_move_and_stops_before_it():
+    t, seen = table(3)
+    for s in (READY, RUNNING, COMPLETED):  # node 2 has ended: completed -> running is refused
+        t.enter(event(s, 2))
+    t.enter(event(READY, 0))
+    t.enter(event(READY, 1))
+    with pytest.raises(TransitionError, match=r"node 2 \('t-2'\) cannot move from 'completed' to 'running'"):
+        t.enter_many([event(RUNNING, i) for i in range(3)])
+    assert t.state == [RUNNING, RUNNING, COMPLETED]  # the moves before it were made, not this one
+    assert [type(e).__name__ for e in seen[-2:]] == ["TaskStarted", "TaskStarted"]
+
+
+def test_enter_many_refuses_events_of_mixed_states():
+    t, _ = table(2)
+    t.enter_many([event(READY, 0), event(READY, 1)])
+    with pytest.raises(TransitionError, match="must all declare the same state"):
+        t.enter_many([event(RUNNING, 0), event(COMPLETED, 1)])
+
+
+def test_enter_many_of_other_states_goes_through_enter():
+    t, seen = table(2)
+    t.enter_many([event(SKIPPED, 0), event(SKIPPED, 1)])
+    assert t.state == [SKIPPED, SKIPPED] and t.open == 0 and t.reasons[1].startswith("upstream")
+    assert len(seen) == 2

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple, Protocol
 
-from ..core.graphs import find_cycles, successors, topological_order  # noqa: F401  (re-exported)
+from ..core.graphs import find_cycles, runs_of, successors, topological_order  # noqa: F401  (re-exported)
 from ..core.kinds import COLLECT, GATE, TOLERANT
 from ..core.ref import Ref
 
@@ -76,7 +76,8 @@ class Conflict(NamedTuple):
 
 
 def conflicts(nodes: Sequence[NodeLike], succs: list[list[int]] | None = None,
-              order: list[int] | None = None) -> list[Conflict]:
+              order: list[int] | None = None,
+              runs: Sequence[tuple[int, int]] | None = None) -> list[Conflict]:
     """Every (pair, resource) conflict between nodes that may run concurrently.
 
     Nodes ``a`` and ``b`` may run at the same time when no path joins them (in either
@@ -85,7 +86,9 @@ def conflicts(nodes: Sequence[NodeLike], succs: list[list[int]] | None = None,
     ``Write(b) ∩ (Read(a) ∪ Write(a)) = ∅`` (docs/architecture.md argues it).  The graph must be
     acyclic
     (``order`` is a topological order; it is computed when not given, and a cyclic graph
-    raises ``ValueError``).  Sorted by ``(first, second, resource)``.
+    raises ``ValueError``).  ``runs`` (:func:`~nbflow.core.graphs.runs_of`, computed when not
+    given) lets the declared access of one task be read once per run of its nodes.  Sorted
+    by ``(first, second, resource)``.
     """
     if succs is None:
         succs = successors(nodes)
@@ -97,15 +100,16 @@ def conflicts(nodes: Sequence[NodeLike], succs: list[list[int]] | None = None,
     # Index access by resource: who writes it, who only reads it.
     writers: dict[str, list[int]] = {}
     readers: dict[str, list[int]] = {}
-    for node in nodes:
-        reads, writes = access(node)
+    for start, end in runs if runs is not None else runs_of(nodes):
+        reads, writes = access(nodes[start])  # (the same task and kind along a run)
         if not reads and not writes:
             continue
         ws = set(writes)
-        for r in ws:
-            writers.setdefault(r, []).append(node.index)
-        for r in set(reads) - ws:
-            readers.setdefault(r, []).append(node.index)
+        for node in nodes[start:end]:
+            for r in ws:
+                writers.setdefault(r, []).append(node.index)
+            for r in set(reads) - ws:
+                readers.setdefault(r, []).append(node.index)
     contested = [r for r, ws in writers.items() if len(ws) + len(readers.get(r, ())) >= 2]
     if not contested:
         return []

@@ -8,6 +8,12 @@ function and listing it in :data:`CHECKS`.  The :class:`CheckContext` computes s
 (successors, a topological order, cycles, conflicts) once, lazily, so checkers stay short
 and a check that is not needed costs nothing.
 
+Checks that depend only on a node's task (its spec: resources, reads/writes, code) look at
+each *run* of consecutive nodes calling one task (:attr:`CheckContext.runs`: a map's items
+are one run) once, so a 100 000-item map costs one look, not 100 000; what differs per
+item (its arguments, its dependencies) is still looked at per node, and findings still
+name the node they concern.
+
 Checks are static: they look at the traced graph and the declared options only, run no
 task, and never change the workflow.
 """
@@ -21,6 +27,7 @@ from functools import cached_property
 from typing import Any
 
 from ..core.codeinfo import mutated_globals, nondeterministic_calls
+from ..core.graphs import in_creation_order, runs_of
 from ..core.kinds import COLLECT, CONST, GATE, LOOP, MAP, TASK
 from ..core.memlimit import memory_capacity
 from ..core.units import parse_resources
@@ -48,7 +55,9 @@ class CheckContext:
         self.conflict_severity: Severity = conflict_severity
         self.succs = successors(nodes)
         #: A topological order (smallest index first), or None when the graph has a cycle.
-        self.order = topological_order(nodes, self.succs)
+        #: (Nodes in creation order, as traced without ``.after()`` against it, need no sort.)
+        self.order = list(range(len(nodes))) if in_creation_order(nodes) else \
+            topological_order(nodes, self.succs)
 
     @property
     def acyclic(self) -> bool:
@@ -60,7 +69,13 @@ class CheckContext:
 
     @cached_property
     def conflicts(self) -> list[Conflict]:
-        return conflicts(self.nodes, self.succs, self.order) if self.acyclic else []
+        return conflicts(self.nodes, self.succs, self.order, self.runs) if self.acyclic else []
+
+    @cached_property
+    def runs(self) -> list[tuple[int, int]]:
+        """``[start, end)`` ranges of consecutive nodes of one kind calling one task (see the
+        module doc): whatever depends only on the task is looked at once per run."""
+        return runs_of(self.nodes)
 
     def key(self, i: int) -> str:
         return self.nodes[i].key
@@ -121,21 +136,27 @@ def check_conflicts(ctx: CheckContext) -> Iterable[Finding]:
 def check_map_conflicts(ctx: CheckContext) -> Iterable[Finding]:
     """``map-conflict``: the items of a map over a Ref run concurrently and all write the same
     resource.  (Items of a map over a plain list are ordinary tasks: ``conflict`` covers them.)"""
-    for node in ctx.nodes:
-        if node.kind != MAP:
+    for start, end in ctx.runs:
+        if ctx.nodes[start].kind != MAP:
             continue
-        spec = ctx.spec(node.index)
-        for r in sorted(set(getattr(spec, "writes", ()))):
-            lock = f"lock:{r}"
-            yield Finding(
-                "map-conflict", ctx.conflict_severity, (node.key,),
-                f"the items of {node.key!r} may run at the same time and each writes {r!r} "
-                "(write/write conflict among the items, which exist only at run time so no "
-                f"edge can order them). Fix: give the task a unit of a lock resource, "
-                f"@nf.task(..., resources={{{lock!r}: 1}}), and run with "
-                f"wf.run(resources={{{lock!r}: 1}}) so that one item runs at a time.",
-                resource=r,
-            )
+        spec = ctx.spec(start)
+        writes = sorted(set(getattr(spec, "writes", ())))
+        for node in ctx.nodes[start:end] if writes else ():
+            yield from _map_conflicts(ctx, node, writes)
+
+
+def _map_conflicts(ctx: CheckContext, node: NodeLike, writes: list[str]) -> Iterable[Finding]:
+    for r in writes:
+        lock = f"lock:{r}"
+        yield Finding(
+            "map-conflict", ctx.conflict_severity, (node.key,),
+            f"the items of {node.key!r} may run at the same time and each writes {r!r} "
+            "(write/write conflict among the items, which exist only at run time so no "
+            f"edge can order them). Fix: give the task a unit of a lock resource, "
+            f"@nf.task(..., resources={{{lock!r}: 1}}), and run with "
+            f"wf.run(resources={{{lock!r}: 1}}) so that one item runs at a time.",
+            resource=r,
+        )
 
 
 # -- resource feasibility -----------------------------------------------------------------
@@ -157,34 +178,38 @@ def _amount(resource: str, x: float) -> str:
 def check_resources(ctx: CheckContext) -> Iterable[Finding]:
     """``resource``: a task demands more of a resource than the run has, or a resource the
     run has no capacity for at all; either way it could never be admitted."""
-    for node in ctx.nodes:
-        spec = ctx.spec(node.index)
-        demand = getattr(spec, "resources", None)
+    for start, end in ctx.runs:
+        demand = getattr(ctx.spec(start), "resources", None)
         if not demand:
             continue
-        each = {MAP: " (each of its items)", LOOP: " (each iteration)"}.get(node.kind, "")
-        for r in sorted(demand):
-            amount = float(demand[r])
-            cap = ctx.capacity.get(r)
-            if cap is None:
-                if r.startswith("executor:"):  # engine-managed: known only once the run opens backends
-                    continue
-                yield Finding(
-                    "resource", "error", (node.key,),
-                    f"task {node.key!r}{each} needs {_amount(r, amount)} of {r!r} but the run has no "
-                    f"capacity for {r!r}, so it could never start. Fix: declare it, "
-                    f"wf.run(resources={{{r!r}: ...}}), or drop it from the task's resources=.",
-                    resource=r,
-                )
-            elif amount > cap:
-                yield Finding(
-                    "resource", "error", (node.key,),
-                    f"task {node.key!r}{each} needs {_amount(r, amount)} of {r!r} but the run's "
-                    f"capacity is {_amount(r, cap)}, so it could never start. Fix: lower its demand "
-                    f"(@nf.task(resources=...)) or raise the capacity with "
-                    f"wf.run(resources={{{r!r}: ...}}).",
-                    resource=r,
-                )
+        for node in ctx.nodes[start:end]:
+            yield from _resource_findings(ctx, node, demand)
+
+
+def _resource_findings(ctx: CheckContext, node: NodeLike, demand: Mapping[str, Any]) -> Iterable[Finding]:
+    each = {MAP: " (each of its items)", LOOP: " (each iteration)"}.get(node.kind, "")
+    for r in sorted(demand):
+        amount = float(demand[r])
+        cap = ctx.capacity.get(r)
+        if cap is None:
+            if r.startswith("executor:"):  # engine-managed: known only once the run opens backends
+                continue
+            yield Finding(
+                "resource", "error", (node.key,),
+                f"task {node.key!r}{each} needs {_amount(r, amount)} of {r!r} but the run has no "
+                f"capacity for {r!r}, so it could never start. Fix: declare it, "
+                f"wf.run(resources={{{r!r}: ...}}), or drop it from the task's resources=.",
+                resource=r,
+            )
+        elif amount > cap:
+            yield Finding(
+                "resource", "error", (node.key,),
+                f"task {node.key!r}{each} needs {_amount(r, amount)} of {r!r} but the run's "
+                f"capacity is {_amount(r, cap)}, so it could never start. Fix: lower its demand "
+                f"(@nf.task(resources=...)) or raise the capacity with "
+                f"wf.run(resources={{{r!r}: ...}}).",
+                resource=r,
+            )
 
 
 # -- results nobody uses ---------------------------------------------------------------------
@@ -224,8 +249,10 @@ def check_unused_results(ctx: CheckContext) -> Iterable[Finding]:
 
 def check_unbounded_loops(ctx: CheckContext) -> Iterable[Finding]:
     """``unbounded-loop`` (error): a loop without ``max_iter`` might never end."""
-    for node in ctx.nodes:
-        if node.kind == LOOP and (getattr(node, "kwargs", None) or {}).get("max_iter") is None:
+    loops = [node for start, end in ctx.runs if ctx.nodes[start].kind == LOOP
+             for node in ctx.nodes[start:end]]
+    for node in loops:
+        if (getattr(node, "kwargs", None) or {}).get("max_iter") is None:
             yield Finding(
                 "unbounded-loop", "error", (node.key,),
                 f"loop {node.key!r} has no bound: a loop must stop after max_iter iterations even "
@@ -235,6 +262,8 @@ def check_unbounded_loops(ctx: CheckContext) -> Iterable[Finding]:
 
 def check_empty_branches(ctx: CheckContext) -> Iterable[Finding]:
     """``empty-branch`` (info): a side of ``nf.branch`` that runs no task."""
+    if not any(ctx.nodes[start].kind == GATE for start, _ in ctx.runs):
+        return  # (no branch in the graph)
     gated: set[int] = set()
     for node in ctx.nodes:
         if node.kind != CONST:  # a side returning a plain value runs no task
@@ -255,13 +284,13 @@ def check_empty_branches(ctx: CheckContext) -> Iterable[Finding]:
 def _distinct_tasks(ctx: CheckContext) -> Iterable[tuple[Any, list[str]]]:
     """Each task spec once, with the keys of the nodes that call it (first five)."""
     seen: dict[int, tuple[Any, list[str]]] = {}
-    for node in ctx.nodes:
-        spec = ctx.spec(node.index)
-        if spec is None or node.kind not in (TASK, MAP):
+    for start, end in ctx.runs:
+        spec = ctx.spec(start)
+        if spec is None or ctx.nodes[start].kind not in (TASK, MAP):
             continue
         entry = seen.setdefault(id(spec), (spec, []))
-        if len(entry[1]) < 5:
-            entry[1].append(node.key)
+        for i in range(start, min(end, start + 5 - len(entry[1]))):
+            entry[1].append(ctx.key(i))
     return seen.values()
 
 
@@ -310,19 +339,28 @@ def check_untracked_files(ctx: CheckContext) -> Iterable[Finding]:
     The cache sees the string, not the file: rewriting the file at the same path would not
     re-run the task.  ``nf.File(path)`` makes the content part of the key.
     """
-    for node in ctx.nodes:
-        if node.kind != TASK:
+    nodes = ctx.nodes
+    for start, end in ctx.runs:
+        if nodes[start].kind != TASK:
             continue
-        values = list(getattr(node, "args", ())) + list((getattr(node, "kwargs", None) or {}).values())
-        for v in values:
-            if type(v) is str and 0 < len(v) < 4096 and "\n" not in v and _is_file(v):
-                yield Finding(
-                    "untracked-file", "info", (node.key,),
-                    f"{node.key!r} gets the path {v!r} as a string: the cache sees the string, not "
-                    f"the file, so a rewritten file would not re-run it. Pass nf.File({v!r}) to "
-                    "make the file's content part of the cache key.",
-                )
-                break
+        for i in range(start, end):
+            node = nodes[i]
+            args = getattr(node, "args", ())
+            kwargs = getattr(node, "kwargs", None)
+            values = (*args, *kwargs.values()) if kwargs else args
+            for v in values:  # (the first path only: one finding per node)
+                if type(v) is str and 0 < len(v) < 4096 and "\n" not in v and _is_file(v):
+                    yield _untracked(node, v)
+                    break
+
+
+def _untracked(node: NodeLike, path: str) -> Finding:
+    return Finding(
+        "untracked-file", "info", (node.key,),
+        f"{node.key!r} gets the path {path!r} as a string: the cache sees the string, not "
+        f"the file, so a rewritten file would not re-run it. Pass nf.File({path!r}) to "
+        "make the file's content part of the cache key.",
+    )
 
 
 def _is_file(text: str) -> bool:

@@ -22,6 +22,43 @@ def successors(nodes: Sequence[Any]) -> list[list[int]]:
     return succs
 
 
+def in_creation_order(nodes: Sequence[Any]) -> bool:
+    """True when every node depends only on nodes with smaller indexes.
+
+    Tracing numbers nodes in creation order and a call can only take Refs that exist, so
+    this holds unless ``ref.after()`` added an edge against that order.  Then ``0..n-1`` is
+    a topological order (the one :func:`topological_order` gives with ``lowest_first``) and
+    the graph has no cycle, which one pass over the edges shows without sorting.
+    """
+    for node in nodes:
+        i = node.index
+        for d in node.deps:
+            if d >= i:
+                return False
+    return True
+
+
+def runs_of(nodes: Sequence[Any]) -> list[tuple[int, int]]:
+    """Ranges ``[start, end)`` of consecutive nodes of the same kind calling the same task.
+
+    The items of a map are traced one after another with one task, so a 100 000-item map
+    is one run: what depends only on the task (its spec, its executor, its declared
+    resources and access) is then looked at once per run instead of once per node.
+    """
+    out: list[tuple[int, int]] = []
+    start = 0
+    task: Any = None
+    kind: Any = None
+    for k, node in enumerate(nodes):
+        if node.task is not task or node.kind != kind:
+            if k:
+                out.append((start, k))
+            start, task, kind = k, node.task, node.kind
+    if nodes:
+        out.append((start, len(nodes)))
+    return out
+
+
 def topological_order(
     nodes: Sequence[Any] | None = None,
     succs: Sequence[Sequence[int]] | None = None,

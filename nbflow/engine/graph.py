@@ -21,6 +21,7 @@ from ..core.kinds import COLLECT, GATHER, MAP
 from ..core.ref import Ref, foreign_ref_message
 from ..core.usertb import trim_to_user
 from .batching import check_option as check_batch
+from .gcpolicy import paused as gc_paused
 from .hidden_refs import refuse_hidden_refs
 
 if TYPE_CHECKING:
@@ -194,7 +195,8 @@ class WorkflowGraph:
                 f"{type(items).__name__}"
             ) from None
         first = len(self.nodes)
-        parts = self._add_items(task, seq, kwargs)
+        with gc_paused():  # (one node per item: nothing to collect while they are made)
+            parts = self._add_items(task, seq, kwargs)
         if batch is not False and parts:
             self.map_batches.append((first, len(parts), task.spec, batch))
         if on_error == "skip":  # a tolerant join: the values of the items that completed
@@ -221,6 +223,18 @@ class WorkflowGraph:
         kw = kwargs or None
         enclose = bool(self._gates or self._sagas)
         parts = []
+        if not kw_deps and not enclose:  # the common case: items that are plain values
+            first = k = len(nodes)
+            append = nodes.append
+            atoms = _ATOMS
+            for item in seq:
+                if type(item) not in atoms:
+                    break  # (the rest goes the general way below)
+                append(Ref(self, k, task, (item,), kw, [], f"{name}-{n}", kw_nested))
+                k += 1
+                n += 1
+            parts = nodes[first:k]
+            seq = seq[k - first:] if k - first < len(seq) else []
         for item in seq:
             t = type(item)
             deps = list(kw_deps)

@@ -2,12 +2,13 @@
 
 What is recorded for every attempt that runs task code (cheap things only):
 
-- ``cpu_s``: CPU seconds the task's own code used.  Thread tasks: ``time.thread_time``
-  around the call in the worker thread (for a function whose calls keep using under 1 ms
-  of CPU, only one call in 16 is measured: reading the clock would cost more than the call).
-  Process and Dask tasks: ``time.process_time``
-  around the call in the worker process.  Coroutines share the loop's thread with
-  everything else, so no CPU time can be attributed to one of them: ``None``.
+- ``cpu_s``: CPU seconds the task's own code used. (Items of a batched map: their share of
+  their chunk's CPU time, by wall time; see :meth:`TaskMetrics.record_chunk`.) Thread
+  tasks: ``time.thread_time`` around the call in the worker thread (for a function whose
+  calls keep using under 1 ms of CPU, only one call in 16 is measured: reading the clock
+  would cost more than the call). Process and Dask tasks: ``time.process_time`` around the
+  call in the worker process. Coroutines share the loop's thread with everything else, so
+  no CPU time can be attributed to one of them: ``None``.
 - ``peak_rss``: the worker process's peak resident set size in bytes after the call
   (``resource.getrusage``; process and Dask tasks only).  It is the peak of that worker
   so far, an upper bound for the task.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 __all__ = ["Measured", "TaskMetrics", "input_features"]
@@ -246,6 +247,42 @@ class TaskMetrics:
         if s is not None:
             self.input_shape[i] = s
 
+    def record_chunk(self, items: Sequence[int],
+                     calls: Sequence[tuple[tuple[Any, ...], dict[str, Any] | None]],
+                     seconds: Sequence[float], cpu_s: float | None, peak_rss: int | None) -> None:
+        """Metrics of the items of one batched chunk (:mod:`nbflow.engine.batching`).
+
+        Each item gets the input features of its own arguments; its CPU time is its share of
+        the chunk's ``cpu_s``, in proportion to its wall ``seconds`` (equal shares when the
+        clock saw none), so the shares add up to the chunk's; ``peak_rss`` (the worker's peak
+        after the chunk) goes to every item, an upper bound as for a single task.
+        """
+        kind = _KIND.get
+        for i, (args, kwargs) in zip(items, calls, strict=True):
+            if kwargs:
+                self._record(i, args, kwargs)
+            elif args:
+                for a in args:
+                    if kind(type(a)) != _SKIP:
+                        self._record(i, args, kwargs)
+                        break
+        if cpu_s is not None and items:
+            cpu = self.cpu_s
+            total = sum(seconds)
+            if total > 0:
+                scale = cpu_s / total
+                for i, sec in zip(items, seconds, strict=True):
+                    cpu[i] = sec * scale
+            else:
+                each = cpu_s / len(items)
+                for i in items:
+                    cpu[i] = each
+        if peak_rss is not None:
+            peaks = self.peak_rss
+            for i in items:
+                peaks[i] = peak_rss
+            self._seen.update(items)
+
     def unwrap(self, i: int, value: Any) -> Any:
         """Open a :class:`Measured` envelope (process/Dask), keeping its metrics."""
         if type(value) is Measured:
@@ -261,8 +298,9 @@ class TaskMetrics:
         # Called for every finished task: two membership tests first, because most tasks of
         # a large run (coroutines with plain arguments) have nothing measured at all.  (The
         # thread wrapper writes cpu_s itself, so that table is asked directly.)
-        if i not in self._seen and i not in self.cpu_s:
-            return None
+        if i not in self._seen:  # (most common with a figure: a thread task's CPU time only)
+            cpu = self.cpu_s.get(i)
+            return None if cpu is None else (cpu, None, None, None, None)
         row = (self.cpu_s.get(i), self.peak_rss.get(i), self.input_bytes.get(i),
                self.input_items.get(i), self.input_shape.get(i))
         return row if any(v is not None for v in row) else None

@@ -33,6 +33,7 @@ from ..core.errors import (
 )
 from ..core.explain import Explanation, Explanations
 from ..core.frames import COLUMNS, graph_nodes, tasks_frame
+from ..core.graphs import runs_of
 from ..core.kinds import APPROVAL, INLINE, MAP
 from ..core.options import RunOptions
 from ..core.protocols import ResultCache
@@ -212,7 +213,7 @@ class Run:
             "async": AsyncBackend(), "thread": ThreadBackend(self.workers), "inline": None,
         }
         self.capacity["executor:thread"] = backends["thread"].capacity
-        needed = {self._executor_of(r) for r in self.nodes}
+        needed = {self._executor_of(self.nodes[a]) for a, _ in runs_of(self.nodes)}  # (once per task run)
         if "process" in needed or self.backend_kind == "process":
             from .backends.process import ProcessBackend
 

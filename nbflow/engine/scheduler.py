@@ -13,7 +13,9 @@ How it works, in one place:
   per-task objects beyond the traced ``Ref`` itself.
 * **Ready set.**  A node whose wait count reaches zero becomes *ready* and is pushed onto a
   heap ordered by :func:`~nbflow.engine.priority.ready_key`: longest remaining path first
-  (the critical path keeps moving), then the task's ``priority``, then FIFO.  Ready nodes
+  (the critical path keeps moving), then the task's ``priority``, then FIFO.  (Items of a
+  batched map wait in their group's queue instead, with one heap token per parallel slot:
+  :mod:`~nbflow.engine.batching`.)  Ready nodes
   are grouped in one heap per *demand class* (backend plus declared resources), so that
   finding the best node that fits the free capacity costs O(classes), not O(ready).
 * **Constructs.**  Nodes that are not plain tasks (joins, branch gates, constants, loops,
@@ -133,17 +135,27 @@ class Scheduler:
         self.rand = random.Random(seed)
 
         n = len(nodes)
-        self.succs: list[list[int]] = [[] for _ in range(n)]
-        self.waiting = [0] * n
+        succs: list[list[int]] = [[] for _ in range(n)]
+        self.succs = succs
+        waiting = self.waiting = [0] * n
+        forward = True  # every edge from a lower index to a higher one (creation order)
         for ref in nodes:
-            self.waiting[ref.index] = len(ref.deps)
-            for d in ref.deps:
-                self.succs[d].append(ref.index)
+            i = ref.index
+            deps = ref.deps
+            waiting[i] = len(deps)
+            for d in deps:
+                succs[d].append(i)
+                if d >= i:
+                    forward = False
         self.extra_edges = list(extra_edges or ())  # ordering added for this run (serialize)
         for a, b in self.extra_edges:
-            self.succs[a].append(b)
-            self.waiting[b] += 1
-        self.level = longest_remaining_path(self.succs, order=self._topological_order())
+            succs[a].append(b)
+            waiting[b] += 1
+            if a >= b:
+                forward = False
+        # Index order is already a topological order when every edge goes forward (no
+        # .after() against creation order): no sort, and no cycle to look for.
+        self.level = longest_remaining_path(succs, order=None if forward else self._topological_order())
 
         # The per-node records and the open count: changed only through self.enter.
         tasks = self.tasks = TaskStates(nodes, emit)
@@ -183,9 +195,18 @@ class Scheduler:
         self.sagas = Sagas(self, sagas)
         self.saga_of = self.sagas.of
         self.rollbacks = self.sagas.rollbacks  # one entry per saga that rolled back
-        for i in range(n):  # up front: a bad demand is refused before anything runs
-            if nodes[i].kind not in INLINE and nodes[i].kind != APPROVAL:
-                self.class_of[i] = self._classify(i)
+        # Up front: a bad demand is refused before anything runs.  A node calling the same
+        # task in the same kind as the one before it (a map's items) has its class.
+        class_of, executor = self.class_of, self.executor
+        last: Any = None
+        for i in range(n):
+            ref = nodes[i]
+            if ref.kind not in INLINE and ref.kind != APPROVAL:
+                if last is not None and ref.task is last.task and ref.kind == last.kind:
+                    class_of[i], executor[i] = class_of[last.index], executor[last.index]
+                    continue
+                class_of[i] = self._classify(i)
+                last = ref
         self.done: anyio.Event | None = None  # made on the run's loop
         for b in backends.values():  # a backend that submits work ahead (Dask) sees the graph
             if hasattr(b, "bind_scheduler"):
@@ -272,9 +293,19 @@ class Scheduler:
     async def _run(self) -> None:
         async with anyio.create_task_group() as tg:
             self.tg = tg
-            for i in range(len(self.nodes)):
-                if self.waiting[i] == 0 and self.state[i] == PENDING:
-                    self._make_ready(i)
+            # The nodes ready at the start, in index order; plain tasks in runs entered in
+            # one call (a long map's items), constructs resolved where they come.
+            nodes, waiting, state = self.nodes, self.waiting, self.state
+            plain: list[int] = []
+            for i in range(len(nodes)):
+                if waiting[i] == 0 and state[i] == PENDING:
+                    if nodes[i].kind in RESOLVERS:
+                        self._make_ready_many(plain)
+                        plain = []
+                        self._make_ready(i)
+                    else:
+                        plain.append(i)
+            self._make_ready_many(plain)
             self._fill()
             self._check_progress()
             await self.done.wait()  # type: ignore[union-attr]
@@ -299,7 +330,42 @@ class Scheduler:
         self.enter(ev.TaskReady(time.time(), i, ref.key))
         self._push(i)
 
+    def _make_ready_many(self, ready: list[int]) -> None:
+        """:meth:`_make_ready` for plain task nodes (no resolver), their events in one call."""
+        if not ready:
+            return
+        now = time.time()
+        nodes = self.nodes
+        self.tasks.enter_many([ev.TaskReady(now, i, nodes[i].key) for i in ready])
+        group_of = self.batches.group_of
+        if group_of is None:
+            for i in ready:
+                self._push(i)
+            return
+        groups: dict[int, batching.Group] = {}  # batched items: queued, then tokens once
+        for i in ready:
+            g = group_of[i] if i < len(group_of) else None
+            if g is None:
+                self._push(i)
+            else:
+                g.ready.append(i)
+                groups[id(g)] = g
+        for g in groups.values():
+            batching.top_up(self, g)
+
     def _push(self, i: int) -> None:
+        cls = self.class_of[i]
+        if self.batches.group_of is not None:
+            g = self.batches.of(i)
+            if g is not None:  # a batched map item: queued in its group, a token on the heap
+                if not g.slots:
+                    g.slots = batching.slots(self.limit, cls.backend)  # type: ignore[union-attr]
+                if not g.push(i):
+                    return
+        self._enqueue(i)
+
+    def _enqueue(self, i: int) -> None:
+        """One heap entry for ready node ``i`` (for a batched item: a token of its group)."""
         cls = self.class_of[i]
         task = self.nodes[i].task
         self.seq += 1
@@ -335,7 +401,13 @@ class Scheduler:
         if best is None:
             return None
         i = heapq.heappop(best.heap)[3]
-        if self.state[i] is not READY:  # skipped while queued (a saga rolled back): drop it
+        g = self.batches.of(i) if self.batches.group_of is not None else None
+        if g is not None:  # a batched map's token: its group's next ready item
+            j = g.next_ready(self.state)
+            if j is None:  # (the items it stood for went with an earlier chunk)
+                return self._pop()
+            i = j
+        elif self.state[i] is not READY:  # skipped while queued (a saga rolled back): drop it
             return self._pop()
         for r, amount in best.demand.items():
             self.avail[r] -= amount
@@ -533,6 +605,36 @@ class Scheduler:
             self._fill()
             if self.tasks.open == 0:
                 self.done.set()  # type: ignore[union-attr]
+
+    def _complete_many(self, items: list[int], values: list[Any], durations: list[float],
+                       sizes: list[int | None]) -> None:
+        """:meth:`_complete` (inline, computed) for the items of a batched chunk that
+        succeeded: one event each, entered in one call, then their successors."""
+        if not items:
+            return
+        now = time.time()
+        nodes, attempts, cache = self.nodes, self.attempts, self.cache
+        row, output = self.metrics.row, self._output
+        outputs = self.outputs
+        completed = ev.TaskCompleted
+        events = []
+        for k, i in enumerate(items):
+            if cache is None:
+                reason, key, blob = ("cache off" if nodes[i].kind == TASK else None), None, None
+            else:
+                reason, key, blob = cache.info(i)
+            events.append(completed(now, i, nodes[i].key, attempts[i], durations[k], sizes[k], False,
+                                    reason, key, blob, row(i), output(i) if outputs else None))
+        self.tasks.enter_many(events, values)
+        waiting, state, succs = self.waiting, self.state, self.succs
+        saga_of = self.saga_of
+        for i in items:
+            if saga_of and i in saga_of:
+                self.sagas.member_ended(i)
+            for s in succs[i]:
+                w = waiting[s] = waiting[s] - 1
+                if w == 0 and (state[s] is PENDING or state[s] is RUNNING):
+                    self._make_ready(s)
 
     def _failed_attempt(self, i: int, error: Exception, duration: float) -> None:
         ref = self.nodes[i]

@@ -4,8 +4,9 @@ A run keeps its per-node records in plain lists indexed by node (nodes are integ
 ``state``, ``attempts``, ``start``, ``end``, ``duration``, ``output_bytes``, ``executor``,
 ``results``, plus ``errors`` and ``reasons`` keyed by node, and ``open``, the number of nodes
 not yet in a terminal state (the run is over when it reaches zero).  :class:`TaskStates`
-owns them all, and :meth:`TaskStates.enter` is the only code that changes a state.  Given
-the event that announces the move, it
+owns them all, and :meth:`TaskStates.enter` is the only code that changes a state (its bulk
+form :meth:`TaskStates.enter_many`, for the items of a batched chunk, applies the same rules
+to a list of events of one state in one call).  Given the event that announces the move, it
 
 1. checks the move against :data:`nbflow.core.states.TRANSITIONS` when checking is on,
 2. records what the new state needs (start time and attempt for ``running``; value, end
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core import events as ev
@@ -157,6 +158,48 @@ class TaskStates:
             raise TransitionError(f"{type(e).__name__} declares no task state; emit it directly")
         self.state[i] = new
         self.emit(e)
+
+    def enter_many(self, events: Sequence[ev.TaskEvent], results: Sequence[Any] | None = None) -> None:
+        """:meth:`enter` each of ``events`` in order, in one call (a batched chunk's items).
+
+        ``results`` are the values of ``completed`` events, one per event.  For events that
+        all declare ``ready``, ``running`` or ``completed`` the records are written here
+        without a call per event; every move is still checked (when checking is on) before
+        the node changes, and every event is still emitted, one by one, right after its own
+        node changed.  Other events go through :meth:`enter` one at a time.
+        """
+        if not events:
+            return
+        new = events[0].state
+        if new is not READY and new is not RUNNING and new is not COMPLETED:
+            for k, e in enumerate(events):
+                self.enter(e, results[k] if results is not None else None)
+            return
+        state, emit, check = self.state, self.emit, CHECK
+        start, attempts = self.start, self.attempts
+        values, end, duration, size = self.results, self.end, self.duration, self.output_bytes
+        for k, e in enumerate(events):
+            i = e.index
+            if e.state is not new:
+                raise TransitionError(
+                    f"enter_many got a {type(e).__name__} among {type(events[0]).__name__} events; "
+                    "the events of one call must all declare the same state (use enter for others)")
+            if check:
+                self._check(i, new)
+            d: Any = e  # (its fields are read below through its own class)
+            if new is RUNNING:
+                start[i] = e.time
+                attempts[i] = d.attempt
+            elif new is COMPLETED:
+                values[i] = results[k] if results is not None else None
+                end[i] = t = e.time
+                if start[i] != start[i]:  # NaN: resolved without running
+                    start[i] = t
+                duration[i] = d.duration_s
+                size[i] = d.output_bytes
+                self.open -= 1
+            state[i] = new
+            emit(e)
 
     def _check(self, i: int, new: str | None) -> None:
         old = self.state[i]

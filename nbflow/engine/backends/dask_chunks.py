@@ -2,7 +2,8 @@
 
 Adaptive map batching (``engine/batching.py``) runs several items of a map in one backend
 call; on Dask that call is one task whose result is the list of the items' outcomes
-``(ok, value or exception, seconds)``, held by the worker that ran it.  Bringing that list
+``(ok, value or exception, seconds)`` with the call's CPU time and peak RSS
+(:data:`Chunk`), held by the worker that ran it.  Bringing that list
 here would bring every item's value through this process, which single Dask tasks avoid
 (their results stay on the workers until asked for).  So the chunk's list stays where it
 is and is taken apart there:
@@ -35,12 +36,16 @@ from typing import Any
 REMOTE_MIN = 64 * 1024  # an item's value at least this big stays on its worker
 
 Outcome = tuple[bool, Any, float]
+Chunk = tuple[list[Outcome], "float | None", "int | None"]  # (outcomes, cpu_s, peak_rss)
+Outline = tuple[list[tuple[bool, Any, float, int]], "float | None", "int | None"]
 
 
-def _outline(outcomes: list[Outcome], small: int) -> list[tuple[bool, Any, float, int]]:
-    """On the worker: per item ``(ok, exception / small value / None, seconds, bytes)``."""
+def _outline(chunk: Chunk, small: int) -> Outline:
+    """On the worker: per item ``(ok, exception / small value / None, seconds, bytes)``,
+    with the chunk's CPU time and peak RSS."""
     from dask.sizeof import sizeof
 
+    outcomes, cpu_s, peak_rss = chunk
     out: list[tuple[bool, Any, float, int]] = []
     for ok, value, seconds in outcomes:
         if not ok:
@@ -48,12 +53,12 @@ def _outline(outcomes: list[Outcome], small: int) -> list[tuple[bool, Any, float
             continue
         nbytes = int(sizeof(value))
         out.append((True, value if nbytes < small else None, seconds, nbytes))
-    return out
+    return out, cpu_s, peak_rss
 
 
-def _pick(outcomes: list[Outcome], k: int) -> Any:
+def _pick(chunk: Chunk, k: int) -> Any:
     """On the worker: item ``k``'s value, the very object the chunk made."""
-    return outcomes[k][1]
+    return chunk[0][k][1]
 
 
 async def _result(fut: Any) -> Any:
@@ -80,16 +85,17 @@ async def _result(fut: Any) -> Any:
     return value
 
 
-async def split(backend: Any, chunk: Any, keys: list[str]) -> list[Outcome]:
+async def split(backend: Any, chunk: Any, keys: list[str]) -> tuple[list[Outcome], float | None, int | None]:
     """The outcomes of the chunk ``chunk`` (a ``DaskResult`` of the chunk's task) for the
-    items ``keys``, large values as remote results of their own (see the module)."""
+    items ``keys``, large values as remote results of their own (see the module), with the
+    chunk's CPU time and peak RSS."""
     client = backend.client
     hint = {"workers": [chunk.worker], "allow_other_workers": True} if chunk.worker else {}
     outline_fut = client.submit(_outline, chunk.future, REMOTE_MIN, pure=False,
                                 key=f"nbflow-aux-{uuid.uuid4().hex[:10]}", **hint)
     backend._futures.add(outline_fut)
     try:
-        outline = await _result(outline_fut)
+        outline, cpu_s, peak_rss = await _result(outline_fut)
     finally:
         backend._futures.discard(outline_fut)
         outline_fut.release()
@@ -111,4 +117,4 @@ async def split(backend: Any, chunk: Any, keys: list[str]) -> list[Outcome]:
         if placement is not None:
             placement.finished(keys[k], unique, chunk.worker, nbytes, seconds)
         out.append((True, result, seconds))
-    return out
+    return out, cpu_s, peak_rss
