@@ -581,7 +581,8 @@ class DaskBackend:
                 r.future.release()
                 r.future = None
 
-    async def split_chunk(self, chunk: DaskResult, keys: list[str]) -> tuple[list[tuple[bool, Any, float]], float | None, int | None]:
+    async def split_chunk(self, chunk: DaskResult, keys: list[str]
+                          ) -> tuple[list[tuple[bool, Any, float]], float | None, int | None]:
         """A batched chunk's outcomes, its items' large values left on the worker as
         results of their own (see :mod:`.dask_chunks`)."""
         from . import dask_chunks
