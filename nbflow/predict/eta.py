@@ -24,12 +24,16 @@ A ``map`` whose items are not known yet counts as nothing until it expands.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
+import os
+import pickle
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -382,14 +386,16 @@ def _history_rows(home: Any = None) -> tuple[str, int] | None:
     return str(store.home), int(n)
 
 
-def shared_predictor(exclude_run: str | None = None) -> Predictor | None:
+def shared_predictor(exclude_run: str | None = None,
+                     fit: Callable[[str, str | None], Predictor | None] | None = None) -> Predictor | None:
     """The store's history predictor, fitted once and shared by the runs of this process
     until the history grew by :data:`REFIT_GROWTH` (and the fit is at least
     :data:`REFIT_MIN_AGE_S` old) or the fit is :data:`REFIT_AFTER_S` old, so consecutive
     runs in a notebook do not each pay a fit; a store that had no history is looked at
     again on every run.  A fresh fit leaves out
     ``exclude_run`` (the run asking: its rows are being written); a fit made before that
-    run started has none of its rows anyway."""
+    run started has none of its rows anyway.  ``fit(home, exclude_run)`` makes a fresh one
+    (default: :func:`default_predictor` here; live views pass :func:`fit_in_process`)."""
     where = _history_rows()
     if where is None:
         return None
@@ -403,22 +409,93 @@ def shared_predictor(exclude_run: str | None = None) -> Predictor | None:
         grew = rows > fitted_rows * (1 + REFIT_GROWTH)
         if predictor is not None and age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S):
             return predictor
-    predictor = default_predictor(exclude_run=exclude_run)
+    predictor = default_predictor(exclude_run=exclude_run) if fit is None else fit(home, exclude_run)
     with _FIT_LOCK:
         _STORE_FITS[home] = (now, rows, predictor)
     return predictor
+
+
+# -- fitting in a separate process ---------------------------------------------------------
+#
+# A fit on a large history is seconds of pandas and numpy work, much of it in Python and
+# holding the GIL: on a helper thread it slowed the very run it was predicting (the tasks
+# of a thread-backed run wait for the GIL).  Live views therefore fit in one long-lived
+# helper process (spawned, so no lock of this process is inherited half-held, at a lower
+# CPU priority), which reads the store itself and sends the predictor back pickled by value
+# (cloudpickle: its fitted models are closures).  The process is started at the first large
+# fit and reused by later ones.
+
+FIT_IN_PROCESS = True  # False: large histories are fitted on a helper thread of this process
+FIT_NICE = 10  # how much lower the fit process's CPU priority is
+_POOL: ProcessPoolExecutor | None = None
+_FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
+
+
+def _background_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not on every platform
+        os.nice(FIT_NICE)
+
+
+def _fit_job(home: str, exclude_run: str | None) -> tuple[bytes, int]:
+    """In the fit process: fit on the store at ``home``; the predictor pickled by value."""
+    import cloudpickle
+
+    return cloudpickle.dumps(default_predictor(exclude_run=exclude_run, home=home)), os.getpid()
+
+
+def _fit_pool() -> ProcessPoolExecutor:
+    global _POOL
+    import multiprocessing
+
+    with _FIT_LOCK:
+        if _POOL is None:
+            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_background_priority)
+        return _POOL
+
+
+def fit_in_process(home: str, exclude_run: str | None = None) -> Predictor | None:
+    """:func:`default_predictor` on the store at ``home``, fitted in the helper process (the
+    calling thread only waits, without the GIL).  Falls back to fitting here when a process
+    cannot be used (:data:`FIT_IN_PROCESS` false, or the pool broke)."""
+    global _POOL
+    if FIT_IN_PROCESS:
+        try:
+            blob, pid = _fit_pool().submit(_fit_job, home, exclude_run).result()
+            predictor = pickle.loads(blob)
+        except Exception:  # a broken pool or a failed unpickle: fit here rather than not at all
+            with _FIT_LOCK:
+                _POOL = None
+        else:
+            _FIT_PIDS.append(pid)
+            return predictor  # type: ignore[no-any-return]
+    _FIT_PIDS.append(os.getpid())
+    return default_predictor(exclude_run=exclude_run, home=home)
+
+
+def fit_pids() -> list[int]:
+    """The process ids the live fits of this process ran in, oldest first (for tests and
+    profiling: a large history must not be fitted in the caller's process)."""
+    return list(_FIT_PIDS)
 
 
 def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
     """The run's history predictor for live views, without ever blocking them.
 
     A small history (:data:`SYNC_FIT_ROWS`) is fitted at once.  Otherwise the first call
-    starts fitting it on a background thread and returns None (views show no ETA yet);
-    later calls return it once it is ready; ``wait=True`` (a view drawn once the run
-    ended) waits for the fit.  ``run.eta()`` fits in the caller instead (it asked for an
-    answer).  A fit is bounded by :func:`recent_history`."""
+    starts fitting it in the background (in the fit process: :func:`fit_in_process`) and
+    returns None (views show no ETA yet); later calls return it once it is ready;
+    ``wait=True`` (a view drawn once the run ended) waits for the fit.  ``run.eta()`` fits
+    in the caller instead (it asked for an answer).  A fit is bounded by
+    :func:`recent_history`."""
     if run in _PREDICTORS:
         return _PREDICTORS[run]
+    with _FIT_LOCK:
+        running = _FITTING.get(id(run))
+    if running is not None:  # (checked before counting history: no journal query per look)
+        if wait:
+            running.join()
+        return _PREDICTORS.get(run)
     where = _history_rows()
     if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
         predictor = shared_predictor(exclude_run=run.id)
@@ -426,19 +503,16 @@ def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
             _PREDICTORS[run] = predictor
         return predictor
     with _FIT_LOCK:
-        running = _FITTING.get(id(run))
-    if running is not None:
-        if wait:
-            running.join()
-        return _PREDICTORS.get(run)
-    with _FIT_LOCK:
         if id(run) in _FITTING:
             return None
         run_id = run.id
         ref = weakref.ref(run)
 
         def fit() -> None:
-            predictor = shared_predictor(exclude_run=run_id)
+            try:
+                predictor = shared_predictor(exclude_run=run_id, fit=fit_in_process)
+            except Exception:  # no prediction rather than a broken view
+                predictor = None
             with _FIT_LOCK:
                 _FITTING.pop(id_, None)
                 live = ref()
@@ -536,17 +610,111 @@ def forecast(
     )
 
 
+# -- the live ETA: simulate again only when it is worth it ------------------------------------
+#
+# An ETA is dozens of simulations of the remaining graph, in Python, holding the GIL: done
+# every two seconds on a big graph it slowed the run it was estimating.  The live ETA is
+# therefore re-simulated only when enough changed, and never more often than its own cost
+# allows: after a simulation that took ``c`` seconds, the next one waits at least
+# ``c / ETA_BUDGET`` seconds, so simulating takes at most that share of the run's time
+# whatever the graph's size.  In between, the last estimate counts down with the clock.
+
+ETA_BUDGET = 0.02  # the share of a run's time the live ETA may spend simulating
+ETA_MIN_EVERY = 2.0  # seconds: never re-simulated more often than this
+ETA_MAX_EVERY = 30.0  # seconds: re-simulated at least this often, even when little changed
+ETA_RESIM_DONE = 0.1  # re-simulated once this share of the tasks left at the last one finished
+ETA_WORK = 200_000  # task-steps per live ETA (samples x remaining tasks): fewer samples on big graphs
+
+
+class LiveEta:
+    """The ETA of one running ``run`` for live views, re-simulated only when it is due.
+
+    A new simulation is due when :data:`ETA_RESIM_DONE` of the tasks that were left at the
+    last one have finished since, or tasks were added (a map expanded), or
+    :data:`ETA_MAX_EVERY` seconds passed; and in any case not before ``max(ETA_MIN_EVERY,
+    cost / ETA_BUDGET)`` seconds after the last one (``cost``: how long that one took).
+    Otherwise :meth:`current` returns the last estimate minus the time since it was made.
+    ``clock`` (monotonic seconds) and ``timer`` (what a simulation's cost is measured with)
+    can be replaced, e.g. by a fake clock in tests.  ``simulations`` counts the estimates
+    made."""
+
+    def __init__(self, run: Any, clock: Callable[[], float] = time.monotonic,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
+        self._run = weakref.ref(run)
+        self.clock = clock
+        self.timer = timer
+        self.simulations = 0
+        self.last: Eta | None = None
+        self.at = -math.inf  # clock time of the last simulation
+        self.cost = 0.0  # seconds the last one took
+        self._left = 0  # tasks left and in all at the last one
+        self._total = 0
+
+    def due(self, left: int, total: int, now: float) -> bool:
+        """Whether a new simulation is due with ``left`` of ``total`` tasks unfinished."""
+        if self.last is None:
+            return True
+        age = now - self.at
+        if age < max(ETA_MIN_EVERY, self.cost / ETA_BUDGET):
+            return False
+        progressed = self._left - left >= max(1.0, ETA_RESIM_DONE * self._left)
+        return progressed or total != self._total or age >= ETA_MAX_EVERY
+
+    def current(self) -> Eta | None:
+        """The run's ETA now; None without history (or while its predictor is being fitted)."""
+        run = self._run()
+        if run is None:
+            return None
+        predictor = live_predictor(run)
+        if predictor is None:
+            return None
+        now = self.clock()
+        counts = run.counts if hasattr(run, "counts") else None
+        if counts is not None and self.last is not None:
+            total = sum(counts.values())
+            left = total - sum(counts.get(s, 0) for s in _TERMINAL)
+            if not self.due(left, total, now):
+                return self._aged(now, total - left, total)
+        snap = snapshot(run)
+        total = len(snap.states)
+        left = sum(1 for st in snap.states if st not in _TERMINAL)
+        if not self.due(left, total, now):
+            return self._aged(now, total - left, total)
+        t0 = self.timer()
+        samples = max(5, min(DEFAULT_SAMPLES, ETA_WORK // max(left, 1)))
+        e = eta_of(snap, predictor, samples=samples)
+        self.cost = max(self.timer() - t0, 0.0)
+        self.simulations += 1
+        self.last, self.at, self._left, self._total = e, now, left, total
+        return e
+
+    def _aged(self, now: float, done: int, total: int) -> Eta:
+        """The last estimate, counted down by the time since it was made."""
+        e = self.last
+        assert e is not None
+        age = max(now - self.at, 0.0)
+        return Eta(max(e.remaining_s - age, 0.0), max(e.remaining_lo - age, 0.0),
+                   max(e.remaining_hi - age, 0.0), e.elapsed_s + age, done, total, e.no_history)
+
+
+_LIVE_ETAS: weakref.WeakKeyDictionary[Any, LiveEta] = weakref.WeakKeyDictionary()
+
+
+def live_eta(run: Any) -> LiveEta:
+    """The :class:`LiveEta` every live view of ``run`` shares (the progress line, the
+    timeline's band and the text progress ask the same one)."""
+    with _FIT_LOCK:
+        live = _LIVE_ETAS.get(run)
+        if live is None:
+            live = _LIVE_ETAS[run] = LiveEta(run)
+        return live
+
+
 def run_eta_text(run: Any) -> str | None:
     """Short ETA text for progress displays; None when there is no history to go by (or
-    while the predictor is still being fitted in the background)."""
-    predictor = live_predictor(run)
-    if predictor is None:
-        return None
-    snap = snapshot(run)
-    left = sum(1 for s in snap.states if s not in _TERMINAL)
-    # Each simulation is O(tasks log tasks) in Python: cap the work at ~200k task-steps.
-    samples = max(5, min(DEFAULT_SAMPLES, 200_000 // max(left, 1)))
-    e = eta_of(snap, predictor, samples=samples)
-    if math.isnan(e.remaining_s):
+    while the predictor is still being fitted in the background).  Shared by the run's
+    live views and re-simulated only when due (:class:`LiveEta`)."""
+    e = live_eta(run).current()
+    if e is None or math.isnan(e.remaining_s):
         return None
     return f"ETA {_fmt(e.remaining_s)} (80%: {_fmt(e.remaining_lo)}–{_fmt(e.remaining_hi)})"
