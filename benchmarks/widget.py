@@ -39,11 +39,14 @@ inherited ``NBFLOW_HOME``; each sample gets its own store in a temporary directo
 
 - ``fresh``: an empty store (a workflow's very first run: no ETA, only the widget);
 - ``history``: a copy of a store seeded once, before timing, with ``--history`` rows (30 000
-  by default) of earlier runs of the same workflows.  A new copy per sample means every
-  watched sample pays the whole cost of live prediction, the predictor's fit included (a
-  notebook's later runs share one fit; this is the first run of a session, the worst case).
+  by default) of earlier runs of the same workflows, whose predictor was fitted before
+  timing (a kernel's later run: the fit is shared, so the ETA and the predicted bars are
+  there from the start and the ETA's simulations are part of what is measured);
+- ``history-cold``: the same seeded store, but a new copy at a new path per sample, so
+  every watched sample also pays the predictor's fit (a kernel's first run: the fit runs in
+  the helper process while the run goes, and the ETA appears when it is ready).
 
-Both are measured in the same session, their plain and watched samples alternated.
+All are measured in the same session, their plain and watched samples alternated.
 ``--store PATH`` instead runs every sample on the given store as it is (it grows).
 
 Output: one JSON document on stdout (``--json OUT`` also writes it to a file), with the
@@ -200,12 +203,21 @@ def seed_store(home: str, rows: int, n: int, workers: int | None,
 
 
 @contextlib.contextmanager
-def sample_store(seed: str | None, given: str | None = None) -> Iterator[str]:
-    """The store of one sample: ``given`` as it is, else a new temporary store, empty or a
-    copy of ``seed``.  ``NBFLOW_HOME`` points at it while the context lasts."""
+def sample_store(seed: str | None, given: str | None = None, at: str | None = None) -> Iterator[str]:
+    """The store of one sample: ``given`` as it is, else a new store, empty or a copy of
+    ``seed``, in a new temporary directory (or at the path ``at``, replaced: the same path
+    every time, so a fit of this process cached for that store is used again).
+    ``NBFLOW_HOME`` points at it while the context lasts."""
     if given is not None:
         with _harness.nbflow_home(given) as home:
             yield home
+        return
+    if at is not None:
+        shutil.rmtree(at, ignore_errors=True)
+        if seed is not None:
+            shutil.copytree(seed, at)
+        with _harness.nbflow_home(at):
+            yield at
         return
     with tempfile.TemporaryDirectory(prefix="nbflow-widget-") as tmp:
         home = os.path.join(tmp, "store")
@@ -215,31 +227,47 @@ def sample_store(seed: str | None, given: str | None = None) -> Iterator[str]:
             yield home
 
 
+WARM = "history"  # the seeded store whose predictor is fitted before timing (a kernel's later run)
+COLD = "history-cold"  # the seeded store, new each sample: the fit runs during the run (a first run)
+
+
 def overhead(kind: str, n: int, workers: int | None, repeat: int,
              stores: dict[str, str | None], given: str | None = None) -> dict[str, Any]:
     """Plain vs watched runs of ``kind`` on each store of ``stores`` (label -> seeded store to
-    copy per sample, or None for an empty one), all alternated in one session."""
-    for seed in stores.values():  # warm-up: imports, first widget, thread pools
-        with sample_store(seed, given):
-            run_plain(build(kind, 200), workers)
-            run_watched(build(kind, 200), workers)
+    copy per sample, or None for an empty one), all alternated in one session.  The
+    :data:`WARM` label's copy is made at one path, and its predictor fitted before timing
+    (as for a kernel's second run: the fit is shared); any other label's copy is new."""
+    from nbflow.predict import eta as eta_mod
 
+    with tempfile.TemporaryDirectory(prefix="nbflow-widget-warm-") as tmp:
+        at = {label: os.path.join(tmp, label) for label in stores if label == WARM and given is None}
+        for label, seed in stores.items():  # warm-up: imports, first widget, thread pools, the fit
+            with sample_store(seed, given, at.get(label)):
+                run_plain(build(kind, 200), workers)
+                run_watched(build(kind, 200), workers)
+                if label in at:
+                    eta_mod.shared_predictor(fit=eta_mod.fit_in_process)
+        return _overhead(kind, n, workers, repeat, stores, given, at)
+
+
+def _overhead(kind: str, n: int, workers: int | None, repeat: int, stores: dict[str, str | None],
+              given: str | None, at: dict[str, str]) -> dict[str, Any]:
     def fresh() -> nf.Workflow:  # built, then its garbage collected, before the clock starts
         wf = build(kind, n)
         gc.collect()
         return wf
 
-    def sampler(watched: bool, seed: str | None) -> Callable[[], dict[str, Any]]:
+    def sampler(watched: bool, seed: str | None, path: str | None) -> Callable[[], dict[str, Any]]:
         def sample() -> dict[str, Any]:
             wf = fresh()
-            with sample_store(seed, given):
+            with sample_store(seed, given, path):
                 cpu, child = time.process_time(), _children_cpu()
                 wall, info = run_watched(wf, workers) if watched else (run_plain(wf, workers), None)
                 return {"wall": wall, "info": info, "cpu": time.process_time() - cpu,
                         "child_cpu": _children_cpu() - child}
         return sample
 
-    samplers = {f"{mode}/{label}": sampler(mode == "watched", seed)
+    samplers = {f"{mode}/{label}": sampler(mode == "watched", seed, at.get(label))
                 for label, seed in stores.items() for mode in ("plain", "watched")}
     samples = _harness.alternate(samplers, repeat, log=_harness.progress(f"widget {kind}"))
     out: dict[str, Any] = {"tasks": len(build(kind, n).nodes), "workers": workers}
@@ -342,7 +370,8 @@ def _by_role(seen: dict[int, tuple[str, float]], before: dict[int, tuple[str, fl
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def profile(kind: str, n: int, workers: int | None, seed: str | None, top: int = 40) -> dict[str, Any]:
+def profile(kind: str, n: int, workers: int | None, seed: str | None, warm: bool = False,
+            top: int = 40) -> dict[str, Any]:
     """Where a watched run's time goes: CPU seconds per thread (psutil, sampled every 50 ms,
     a plain run alongside) and the cell thread's cProfile in CPU time (the widget), nbflow's
     functions only."""
@@ -350,14 +379,20 @@ def profile(kind: str, n: int, workers: int | None, seed: str | None, top: int =
     import io
     import pstats
 
+    from nbflow.predict import eta as eta_mod
+
     out: dict[str, Any] = {}
-    with sample_store(seed):  # warm-up: imports, first widget
+    tmp = tempfile.TemporaryDirectory(prefix="nbflow-widget-prof-")
+    at = os.path.join(tmp.name, "store") if warm else None
+    with sample_store(seed, at=at):  # warm-up: imports, first widget (and the fit, if warm)
         run_plain(build(kind, 200), workers)
         run_watched(build(kind, 200), workers)
+        if warm:
+            eta_mod.shared_predictor(fit=eta_mod.fit_in_process)
     for watched in (False, True):
         wf = build(kind, n)
         gc.collect()
-        with sample_store(seed):
+        with sample_store(seed, at=at):
             before: dict[int, tuple[str, float]] = {}
             _thread_cpu(before)
             seen = dict(before)
@@ -374,6 +409,7 @@ def profile(kind: str, n: int, workers: int | None, seed: str | None, top: int =
             "wall_s": round(wall, 4), "cpu_s_by_thread": _by_role(seen, before),
             "cpu_s_child_processes": round(children, 4),
             "cell_thread_profile": text.getvalue().splitlines()}
+    tmp.cleanup()
     return out
 
 
@@ -401,12 +437,12 @@ def main() -> None:
         elif args.history > 0:
             seed = args.seed or os.path.join(tmp, "seed")
             rows = seed_store(seed, args.history, args.n, args.workers, log)
-            stores["history"] = seed
+            stores[WARM] = stores[COLD] = seed
         if args.profile:
             prof: dict[str, Any] = {"benchmark": "widget-profile", "loadavg": os.getloadavg(),
                                     "machine": _harness.machine_info(nf.__version__)}
             for label, seed_dir in stores.items():
-                prof[label] = profile("work", args.n, args.workers, seed_dir)
+                prof[label] = profile("work", args.n, args.workers, seed_dir, warm=label == WARM)
             _harness.emit_json(prof, args.json)
             return
         work_res = overhead("work", args.n, args.workers, args.repeat, stores, args.store)

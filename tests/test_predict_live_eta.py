@@ -105,8 +105,9 @@ def test_eta_is_not_simulated_again_when_nothing_relevant_changed(counted: list[
     run, clock = FakeRun(40), Clock()
     live = _live(run, clock)
     first = live.current()
-    assert first is not None and live.simulations == 1 and counted
+    assert first is not None and live.simulations == 1
     sims = len(counted)
+    assert sims == eta_mod.ETA_FIRST_SAMPLES  # the first estimate is a quick one
     clock.t = 5.0  # time passed, no task finished
     aged = live.current()
     assert live.simulations == 1 and len(counted) == sims  # no simulation
@@ -159,6 +160,16 @@ def test_an_expensive_simulation_pushes_the_next_one_out(counted: list[int]) -> 
     clock.t = cost / eta_mod.ETA_BUDGET + 1.0
     live.current()
     assert live.simulations == 2
+
+
+def test_later_estimates_draw_as_many_samples_as_the_budget_affords() -> None:
+    live = eta_mod.LiveEta(FakeRun(40))
+    assert live.samples(40, 100.0) == eta_mod.ETA_FIRST_SAMPLES  # cost unknown yet
+    live._per_sample = 1e-6  # cheap simulations: the full count
+    assert live.samples(40, 100.0) == eta_mod.DEFAULT_SAMPLES
+    assert live.samples(100_000, 100.0) == eta_mod.ETA_FIRST_SAMPLES  # capped by ETA_WORK on big graphs
+    live._per_sample = 0.05  # 2% of 100 s affords 40 of them; of 10 s, only the minimum
+    assert live.samples(40, 100.0) == 40 and live.samples(40, 10.0) == eta_mod.ETA_FIRST_SAMPLES
 
 
 def test_the_views_of_a_run_share_one_live_eta() -> None:

@@ -624,6 +624,7 @@ ETA_MIN_EVERY = 2.0  # seconds: never re-simulated more often than this
 ETA_MAX_EVERY = 30.0  # seconds: re-simulated at least this often, even when little changed
 ETA_RESIM_DONE = 0.1  # re-simulated once this share of the tasks left at the last one finished
 ETA_WORK = 200_000  # task-steps per live ETA (samples x remaining tasks): fewer samples on big graphs
+ETA_FIRST_SAMPLES = 5  # the first live estimate is a quick one (its cost is not known yet)
 
 
 class LiveEta:
@@ -634,9 +635,10 @@ class LiveEta:
     :data:`ETA_MAX_EVERY` seconds passed; and in any case not before ``max(ETA_MIN_EVERY,
     cost / ETA_BUDGET)`` seconds after the last one (``cost``: how long that one took).
     Otherwise :meth:`current` returns the last estimate minus the time since it was made.
-    ``clock`` (monotonic seconds) and ``timer`` (what a simulation's cost is measured with)
-    can be replaced, e.g. by a fake clock in tests.  ``simulations`` counts the estimates
-    made."""
+    The first estimate draws few samples (its cost is unknown); later ones as many as the
+    budget affords (:meth:`samples`).  ``clock`` (monotonic seconds) and ``timer`` (what a
+    simulation's cost is measured with) can be replaced, e.g. by a fake clock in tests.
+    ``simulations`` counts the estimates made."""
 
     def __init__(self, run: Any, clock: Callable[[], float] = time.monotonic,
                  timer: Callable[[], float] = time.perf_counter) -> None:
@@ -649,6 +651,18 @@ class LiveEta:
         self.cost = 0.0  # seconds the last one took
         self._left = 0  # tasks left and in all at the last one
         self._total = 0
+        self._per_sample: float | None = None  # seconds per simulation at the last estimate
+
+    def samples(self, left: int, run_elapsed: float) -> int:
+        """How many simulations the next estimate draws: :data:`ETA_FIRST_SAMPLES` for the
+        first one; then as many as :data:`ETA_BUDGET` of the run's time so far affords at
+        the last estimate's cost per simulation, between that and :data:`DEFAULT_SAMPLES`
+        (and at most :data:`ETA_WORK` task-steps)."""
+        cap = max(ETA_FIRST_SAMPLES, min(DEFAULT_SAMPLES, ETA_WORK // max(left, 1)))
+        if self._per_sample is None:
+            return min(ETA_FIRST_SAMPLES, cap)
+        afford = ETA_BUDGET * max(run_elapsed, ETA_MIN_EVERY) / max(self._per_sample, 1e-9)
+        return int(max(ETA_FIRST_SAMPLES, min(cap, afford)))
 
     def due(self, left: int, total: int, now: float) -> bool:
         """Whether a new simulation is due with ``left`` of ``total`` tasks unfinished."""
@@ -681,9 +695,10 @@ class LiveEta:
         if not self.due(left, total, now):
             return self._aged(now, total - left, total)
         t0 = self.timer()
-        samples = max(5, min(DEFAULT_SAMPLES, ETA_WORK // max(left, 1)))
+        samples = self.samples(left, snap.run_elapsed_s)
         e = eta_of(snap, predictor, samples=samples)
         self.cost = max(self.timer() - t0, 0.0)
+        self._per_sample = self.cost / samples
         self.simulations += 1
         self.last, self.at, self._left, self._total = e, now, left, total
         return e
