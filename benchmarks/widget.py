@@ -227,6 +227,13 @@ def sample_store(seed: str | None, given: str | None = None, at: str | None = No
             yield home
 
 
+def _fit_shared(eta_mod: Any) -> None:
+    """Fit the current store's shared predictor now (as a kernel's first run did).  Older
+    nbflow versions (before the fit process) are measured too, to compare in one session."""
+    fit = getattr(eta_mod, "fit_in_process", None)
+    eta_mod.shared_predictor(**({"fit": fit} if fit is not None else {}))
+
+
 WARM = "history"  # the seeded store whose predictor is fitted before timing (a kernel's later run)
 COLD = "history-cold"  # the seeded store, new each sample: the fit runs during the run (a first run)
 
@@ -246,7 +253,7 @@ def overhead(kind: str, n: int, workers: int | None, repeat: int,
                 run_plain(build(kind, 200), workers)
                 run_watched(build(kind, 200), workers)
                 if label in at:
-                    eta_mod.shared_predictor(fit=eta_mod.fit_in_process)
+                    _fit_shared(eta_mod)
         return _overhead(kind, n, workers, repeat, stores, given, at)
 
 
@@ -388,7 +395,7 @@ def profile(kind: str, n: int, workers: int | None, seed: str | None, warm: bool
         run_plain(build(kind, 200), workers)
         run_watched(build(kind, 200), workers)
         if warm:
-            eta_mod.shared_predictor(fit=eta_mod.fit_in_process)
+            _fit_shared(eta_mod)
     for watched in (False, True):
         wf = build(kind, n)
         gc.collect()

@@ -172,6 +172,18 @@ def test_later_estimates_draw_as_many_samples_as_the_budget_affords() -> None:
     assert live.samples(40, 100.0) == 40 and live.samples(40, 10.0) == eta_mod.ETA_FIRST_SAMPLES
 
 
+def test_a_patient_first_estimate_waits_for_a_run_long_enough_to_need_it(
+        counted: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(eta_mod, "ETA_GUESS_S_PER_TASK", 0.01)  # 40 tasks: a 0.4 s guess, 20 s of run
+    run, clock = FakeRun(40), Clock()
+    live = _live(run, clock)
+    assert live.current(patient=True) is None and counted == []  # the run is young: no estimate
+    run.started_at = time.time() - 30.0
+    assert live.current(patient=True) is not None and live.simulations == 1
+    young = FakeRun(40)
+    assert _live(young, Clock()).current() is not None  # the progress lines' first ask gets one at once
+
+
 def test_the_views_of_a_run_share_one_live_eta() -> None:
     run = FakeRun(3)
     assert eta_mod.live_eta(run) is eta_mod.live_eta(run)

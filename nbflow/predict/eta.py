@@ -274,11 +274,14 @@ def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
 
 
 def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAULT_SAMPLES,
-           seed: int = 0, pace: bool = True) -> Eta:
+           seed: int = 0, pace: bool = True, max_finished: int | None = None) -> Eta:
     """The :class:`Eta` of a run at the moment ``snap`` was taken.
 
     With ``pace`` (the default) the remaining durations are multiplied by the run's own
-    pace so far (:func:`run_pace`)."""
+    pace so far (:func:`run_pace`).  ``max_finished`` bounds how many of the run's finished
+    tasks the online correction and the pace learn from (evenly spread over the graph;
+    None: all): predicting with thousands of finished tasks costs far more than the
+    simulation, and a few hundred say as much about the run's pace."""
     n = len(snap.keys)
     done = sum(1 for s in snap.states if s in _TERMINAL)
     left = [i for i in range(n) if snap.states[i] not in _TERMINAL]
@@ -291,6 +294,8 @@ def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAUL
     task_ids = [i for i, t in zip(order, is_task, strict=True) if t]
     fin_ids = [i for i in range(n) if snap.states[i] == "completed" and snap.kinds[i] in _TASK_KINDS
                and snap.durations[i] == snap.durations[i]]
+    if max_finished is not None and len(fin_ids) > max_finished:
+        fin_ids = [fin_ids[k] for k in np.linspace(0, len(fin_ids) - 1, max_finished).astype(int)]
     finished = pd.DataFrame({
         "task": [snap.names[i] for i in fin_ids],
         "input_bytes": [snap.input_bytes[i] for i in fin_ids],
@@ -625,6 +630,8 @@ ETA_MAX_EVERY = 30.0  # seconds: re-simulated at least this often, even when lit
 ETA_RESIM_DONE = 0.1  # re-simulated once this share of the tasks left at the last one finished
 ETA_WORK = 200_000  # task-steps per live ETA (samples x remaining tasks): fewer samples on big graphs
 ETA_FIRST_SAMPLES = 5  # the first live estimate is a quick one (its cost is not known yet)
+ETA_MAX_FINISHED = 200  # finished tasks a live estimate learns the run's pace from (eta_of)
+ETA_GUESS_S_PER_TASK = 5e-5  # what a first estimate costs per task left (~0.1 s for 2 000)
 
 
 class LiveEta:
@@ -674,8 +681,13 @@ class LiveEta:
         progressed = self._left - left >= max(1.0, ETA_RESIM_DONE * self._left)
         return progressed or total != self._total or age >= ETA_MAX_EVERY
 
-    def current(self) -> Eta | None:
-        """The run's ETA now; None without history (or while its predictor is being fitted)."""
+    def current(self, patient: bool = False) -> Eta | None:
+        """The run's ETA now; None without history (or while its predictor is being fitted).
+
+        ``patient`` (the widget): the first estimate waits until the run has gone for as
+        long as the budget asks for its guessed cost (:data:`ETA_GUESS_S_PER_TASK` per task
+        left), so a run too short to need an ETA pays nothing for one; without it (the
+        headless progress lines, at most nine) the first line that asks gets one."""
         run = self._run()
         if run is None:
             return None
@@ -684,10 +696,15 @@ class LiveEta:
             return None
         now = self.clock()
         counts = run.counts if hasattr(run, "counts") else None
-        if counts is not None and self.last is not None:
+        if counts is not None:
             total = sum(counts.values())
             left = total - sum(counts.get(s, 0) for s in _TERMINAL)
-            if not self.due(left, total, now):
+            if self.last is None and patient:
+                started = getattr(run, "started_at", math.nan)
+                ran = time.time() - started if started == started else 0.0
+                if ran < left * ETA_GUESS_S_PER_TASK / ETA_BUDGET:
+                    return None
+            if self.last is not None and not self.due(left, total, now):
                 return self._aged(now, total - left, total)
         snap = snapshot(run)
         total = len(snap.states)
@@ -696,7 +713,7 @@ class LiveEta:
             return self._aged(now, total - left, total)
         t0 = self.timer()
         samples = self.samples(left, snap.run_elapsed_s)
-        e = eta_of(snap, predictor, samples=samples)
+        e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
         self.cost = max(self.timer() - t0, 0.0)
         self._per_sample = self.cost / samples
         self.simulations += 1
@@ -725,11 +742,12 @@ def live_eta(run: Any) -> LiveEta:
         return live
 
 
-def run_eta_text(run: Any) -> str | None:
+def run_eta_text(run: Any, patient: bool = False) -> str | None:
     """Short ETA text for progress displays; None when there is no history to go by (or
     while the predictor is still being fitted in the background).  Shared by the run's
-    live views and re-simulated only when due (:class:`LiveEta`)."""
-    e = live_eta(run).current()
+    live views and re-simulated only when due (:class:`LiveEta`; ``patient``: see
+    :meth:`LiveEta.current`)."""
+    e = live_eta(run).current(patient=patient)
     if e is None or math.isnan(e.remaining_s):
         return None
     return f"ETA {_fmt(e.remaining_s)} (80%: {_fmt(e.remaining_lo)}–{_fmt(e.remaining_hi)})"

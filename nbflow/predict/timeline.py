@@ -51,7 +51,7 @@ def eta_html(run: Any) -> str:
     from nbflow.predict.eta import run_eta_text
 
     try:
-        text = run_eta_text(run)
+        text = run_eta_text(run, patient=True)  # (a short run pays nothing for an ETA)
     except Exception:  # an estimate must never break the live view
         text = None
     out = (f'<span class="nbflow-eta" style="margin-left:8px;color:#455a64">{html.escape(text)}</span>'
@@ -104,7 +104,7 @@ def timeline_html(run: Any) -> str:
         from nbflow.predict.eta import live_eta
 
         try:  # the live views' shared estimate (re-simulated only when due), not a new one
-            eta = live_eta(run).current()
+            eta = live_eta(run).current(patient=True)
         except Exception:
             eta = None
     horizon = max(float(end.max()), now if run.status == "running" else 0.0) - origin
