@@ -175,6 +175,7 @@ def test_later_estimates_draw_as_many_samples_as_the_budget_affords() -> None:
 def test_a_patient_first_estimate_waits_for_a_run_long_enough_to_need_it(
         counted: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(eta_mod, "ETA_GUESS_S_PER_TASK", 0.01)  # 40 tasks: a 0.4 s guess, 20 s of run
+    monkeypatch.setattr(eta_mod, "ETA_IN_PROCESS", False)  # estimated here, so it can be counted
     run, clock = FakeRun(40), Clock()
     live = _live(run, clock)
     assert live.current(patient=True) is None and counted == []  # the run is young: no estimate
@@ -182,6 +183,23 @@ def test_a_patient_first_estimate_waits_for_a_run_long_enough_to_need_it(
     assert live.current(patient=True) is not None and live.simulations == 1
     young = FakeRun(40)
     assert _live(young, Clock()).current() is not None  # the progress lines' first ask gets one at once
+
+
+def test_the_widgets_estimates_are_made_in_another_process(counted: list[int]) -> None:
+    run, clock = FakeRun(40), Clock()
+    run.started_at = time.time() - 60.0  # long enough to need an ETA
+    live = _live(run, clock)
+    assert live.current(patient=True) is None  # handed over: this call does not wait for it
+    deadline = time.monotonic() + 120
+    e = None
+    while e is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        e = live.current(patient=True)
+    assert e is not None and e.remaining_s > 0 and live.simulations == 1
+    assert live.pids and live.pids[0] != os.getpid()
+    assert counted == []  # not one simulation ran in this process
+    clock.t = 1.0
+    assert live.current(patient=True) is not None and live.simulations == 1  # not due: the last one
 
 
 def test_the_views_of_a_run_share_one_live_eta() -> None:

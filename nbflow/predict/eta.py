@@ -659,6 +659,10 @@ class LiveEta:
         self._left = 0  # tasks left and in all at the last one
         self._total = 0
         self._per_sample: float | None = None  # seconds per simulation at the last estimate
+        self._pending: Any = None  # the estimate being made in the helper process (a Future)
+        self._pending_as_of: tuple[float, int, int, int] = (0.0, 0, 0, 0)  # (clock, left, total, samples)
+        self._local = False  # the helper process failed once: estimate in this process
+        self.pids: list[int] = []  # the processes the patient estimates were made in
 
     def samples(self, left: int, run_elapsed: float) -> int:
         """How many simulations the next estimate draws: :data:`ETA_FIRST_SAMPLES` for the
@@ -686,19 +690,24 @@ class LiveEta:
 
         ``patient`` (the widget): the first estimate waits until the run has gone for as
         long as the budget asks for its guessed cost (:data:`ETA_GUESS_S_PER_TASK` per task
-        left), so a run too short to need an ETA pays nothing for one; without it (the
-        headless progress lines, at most nine) the first line that asks gets one."""
+        left), so a run too short to need an ETA pays nothing for one; and estimates are
+        computed in the helper process (:data:`ETA_IN_PROCESS`): this call hands over a
+        snapshot and returns at once, the new estimate shows from a later call.  Without it
+        (the headless progress lines, at most nine) the estimate is made in this call."""
         run = self._run()
         if run is None:
             return None
         predictor = live_predictor(run)
         if predictor is None:
             return None
+        self._collect()
         now = self.clock()
         counts = run.counts if hasattr(run, "counts") else None
         if counts is not None:
             total = sum(counts.values())
             left = total - sum(counts.get(s, 0) for s in _TERMINAL)
+            if self._pending is not None:  # one estimate at a time
+                return self._aged(now, total - left, total) if self.last is not None else None
             if self.last is None and patient:
                 started = getattr(run, "started_at", math.nan)
                 ran = time.time() - started if started == started else 0.0
@@ -711,14 +720,45 @@ class LiveEta:
         left = sum(1 for st in snap.states if st not in _TERMINAL)
         if not self.due(left, total, now):
             return self._aged(now, total - left, total)
-        t0 = self.timer()
         samples = self.samples(left, snap.run_elapsed_s)
+        if patient and ETA_IN_PROCESS and not self._local and self._submit(predictor, snap, samples, now):
+            return self._aged(now, total - left, total) if self.last is not None else None
+        t0 = self.timer()
         e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
-        self.cost = max(self.timer() - t0, 0.0)
-        self._per_sample = self.cost / samples
-        self.simulations += 1
-        self.last, self.at, self._left, self._total = e, now, left, total
+        self._record(e, max(self.timer() - t0, 0.0), samples, now, left, total)
         return e
+
+    def _record(self, e: Eta, cost: float, samples: int, at: float, left: int, total: int) -> None:
+        self.cost = cost
+        self._per_sample = cost / samples
+        self.simulations += 1
+        self.last, self.at, self._left, self._total = e, at, left, total
+
+    def _submit(self, predictor: Predictor, snap: RunSnapshot, samples: int, now: float) -> bool:
+        """Hand the estimate to the helper process; False if that cannot be done."""
+        try:
+            job = _fit_pool().submit(_eta_job, _predictor_blob(predictor), snap, samples, ETA_MAX_FINISHED)
+        except Exception:  # no process to use: estimate here from now on
+            self._local = True
+            return False
+        left = sum(1 for st in snap.states if st not in _TERMINAL)
+        self._pending, self._pending_as_of = job, (now, left, len(snap.states), samples)
+        return True
+
+    def _collect(self) -> None:
+        """Take in the estimate the helper process finished, if any."""
+        job = self._pending
+        if job is None or not job.done():
+            return
+        self._pending = None
+        at, left, total, samples = self._pending_as_of
+        try:
+            e, cost, pid = job.result()
+        except Exception:  # a broken process: estimate here from now on
+            self._local = True
+            return
+        self.pids.append(pid)
+        self._record(e, cost, samples, at, left, total)
 
     def _aged(self, now: float, done: int, total: int) -> Eta:
         """The last estimate, counted down by the time since it was made."""
@@ -727,6 +767,31 @@ class LiveEta:
         age = max(now - self.at, 0.0)
         return Eta(max(e.remaining_s - age, 0.0), max(e.remaining_lo - age, 0.0),
                    max(e.remaining_hi - age, 0.0), e.elapsed_s + age, done, total, e.no_history)
+
+
+ETA_IN_PROCESS = True  # the widget's estimates are made in the helper process (LiveEta)
+_BLOBS: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+def _predictor_blob(predictor: Predictor) -> bytes:
+    """``predictor`` pickled by value for the helper process (once per predictor)."""
+    import cloudpickle
+
+    with _FIT_LOCK:
+        blob = _BLOBS.get(predictor)
+    if blob is None:
+        blob = cloudpickle.dumps(predictor)
+        with _FIT_LOCK:
+            _BLOBS[predictor] = blob
+    return blob
+
+
+def _eta_job(blob: bytes, snap: RunSnapshot, samples: int,
+             max_finished: int | None) -> tuple[Eta, float, int]:
+    """In the helper process: one live estimate, what it took, and where it ran."""
+    t0 = time.perf_counter()
+    e = eta_of(snap, pickle.loads(blob), samples=samples, max_finished=max_finished)
+    return e, time.perf_counter() - t0, os.getpid()
 
 
 _LIVE_ETAS: weakref.WeakKeyDictionary[Any, LiveEta] = weakref.WeakKeyDictionary()
