@@ -185,7 +185,14 @@ def test_a_patient_first_estimate_waits_for_a_run_long_enough_to_need_it(
     assert _live(young, Clock()).current() is not None  # the progress lines' first ask gets one at once
 
 
-def test_the_widgets_estimates_are_made_in_another_process(counted: list[int]) -> None:
+def test_the_widgets_estimates_are_made_in_another_process(
+        counted: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    small = FakeRun(40)
+    small.started_at = time.time() - 60.0
+    assert _live(small, Clock()).current(patient=True) is not None  # few tasks left: made here, at once
+    assert counted
+    counted.clear()
+    monkeypatch.setattr(eta_mod, "ETA_LOCAL_TASKS", 10)  # (40 tasks count as many now)
     run, clock = FakeRun(40), Clock()
     run.started_at = time.time() - 60.0  # long enough to need an ETA
     live = _live(run, clock)

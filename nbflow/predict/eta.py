@@ -690,9 +690,10 @@ class LiveEta:
 
         ``patient`` (the widget): the first estimate waits until the run has gone for as
         long as the budget asks for its guessed cost (:data:`ETA_GUESS_S_PER_TASK` per task
-        left), so a run too short to need an ETA pays nothing for one; and estimates are
-        computed in the helper process (:data:`ETA_IN_PROCESS`): this call hands over a
-        snapshot and returns at once, the new estimate shows from a later call.  Without it
+        left), so a run too short to need an ETA pays nothing for one; and with more than
+        :data:`ETA_LOCAL_TASKS` tasks left, estimates are computed in the helper process
+        (:data:`ETA_IN_PROCESS`): this call hands over a snapshot and returns at once, the
+        new estimate shows from a later call.  Without it
         (the headless progress lines, at most nine) the estimate is made in this call."""
         run = self._run()
         if run is None:
@@ -721,7 +722,8 @@ class LiveEta:
         if not self.due(left, total, now):
             return self._aged(now, total - left, total)
         samples = self.samples(left, snap.run_elapsed_s)
-        if patient and ETA_IN_PROCESS and not self._local and self._submit(predictor, snap, samples, now):
+        if (patient and ETA_IN_PROCESS and left > ETA_LOCAL_TASKS and not self._local
+                and self._submit(predictor, snap, samples, now)):
             return self._aged(now, total - left, total) if self.last is not None else None
         t0 = self.timer()
         e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
@@ -770,6 +772,7 @@ class LiveEta:
 
 
 ETA_IN_PROCESS = True  # the widget's estimates are made in the helper process (LiveEta)
+ETA_LOCAL_TASKS = 200  # ... unless this few tasks are left (tens of ms: no process to start for it)
 _BLOBS: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
