@@ -473,7 +473,7 @@ def fit_in_process(home: str, exclude_run: str | None = None) -> Predictor | Non
                 _POOL = None
         else:
             _FIT_PIDS.append(pid)
-            return predictor  # type: ignore[no-any-return]
+            return predictor
     _FIT_PIDS.append(os.getpid())
     return default_predictor(exclude_run=exclude_run, home=home)
 
