@@ -51,7 +51,7 @@ INTERVAL = 0.15  # seconds between ticks (one message at most per tick)
 MAX_PER_SECOND = 10  # front-end messages in any one-second window, final refresh included
 SLOW_EVERY = 2.0  # seconds between refreshes of the tasks table / errors list
 CLOCK_EVERY = 1.0  # the elapsed time is refreshed at least this often while running
-FRAME_BUDGET = 0.04  # rendering may take at most this share of the time since the view opened
+FRAME_BUDGET = 0.03  # rendering may take at most this share of the time since the view opened
 LAZY_TABS = {"table": 1, "timeline": 3}  # channels drawn only while their tab (index) is selected
 
 

@@ -503,7 +503,8 @@ def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
         return _PREDICTORS.get(run)
     where = _history_rows()
     if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
-        predictor = shared_predictor(exclude_run=run.id)
+        # (no rows at all: nothing to fit, and no second query to find that out)
+        predictor = shared_predictor(exclude_run=run.id) if where is not None and where[1] else None
         with _FIT_LOCK:
             _PREDICTORS[run] = predictor
         return predictor
