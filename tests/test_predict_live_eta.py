@@ -5,16 +5,18 @@ of task nodes whose states the test sets), with the simulator wrapped to count i
 nothing changed -> no simulation (the last estimate counts down); enough tasks finished,
 tasks added, or a long time passed -> a new one; and a simulation that was expensive pushes
 the next one further out.  A large history is fitted in a separate process, not in the
-caller's.
+caller's (also in a real kernel, where that process survives the kernel's interrupt).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -226,7 +228,8 @@ def _run(n: int = 30) -> nf.Run:
     return wf.run(cache=False)
 
 
-def test_a_large_history_is_fitted_in_another_process_not_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_history_is_fitted_in_another_process_not_the_callers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     _run()  # history
     monkeypatch.setattr(eta_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
     monkeypatch.setattr(eta_mod, "_STORE_FITS", {})
@@ -247,3 +250,28 @@ def test_a_large_history_is_fitted_in_another_process_not_the_callers(monkeypatc
     pids = eta_mod.fit_pids()[before:]
     assert len(pids) == 1 and pids[0] != os.getpid()
     assert in_caller == []  # no fit ran in this process, on any thread
+
+
+def test_in_a_kernel_the_fit_runs_in_a_helper_process_that_ignores_interrupts(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "notebooks"))
+    import nbharness as h
+
+    nb = h.notebook([
+        "import os, signal, nbflow as nf\nfrom nbflow.predict import eta\n"
+        "eta.SYNC_FIT_ROWS = 0  # as if large",
+        "@nf.task\ndef step(i):\n    return i",
+        "%%workflow k --no-cache --quiet\nparts = [step(i) for i in range(30)]",
+        "%%workflow k --no-cache --quiet\nparts = [step(i) for i in range(30)]",
+        "r = nf.last_run()\np = eta.live_predictor(r, wait=True)\n"
+        "print('fitted', p is not None and 'step' in p.families)\n"
+        "print('elsewhere', eta.fit_pids()[-1] != os.getpid())\n"
+        "os.kill(eta.fit_pids()[-1], signal.SIGINT)  # what interrupting the kernel's group does",
+        "import time\ntime.sleep(0.5)\neta._STORE_FITS.clear()\n"
+        "print('again', eta.fit_in_process(str(eta._history_rows()[0])) is not None)\n"
+        "print('same helper', eta.fit_pids()[-1] == eta.fit_pids()[-2])",
+    ])
+    h.execute(nb, tmp_path)
+    h.assert_no_errors(nb)
+    assert "fitted True" in h.text(nb.cells[4]) and "elsewhere True" in h.text(nb.cells[4])
+    out = h.text(nb.cells[5])
+    assert "again True" in out and "same helper True" in out  # the interrupt did not kill it

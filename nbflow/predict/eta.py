@@ -437,8 +437,14 @@ _FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
 
 
 def _background_priority() -> None:
+    """In the helper process: a lower CPU priority, and deaf to Ctrl-C / the kernel's
+    interrupt (sent to its whole process group): interrupting a cell must not kill it."""
+    import signal
+
     with contextlib.suppress(OSError, AttributeError):  # not on every platform
         os.nice(FIT_NICE)
+    with contextlib.suppress(OSError, ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _fit_job(home: str, exclude_run: str | None) -> tuple[bytes, int]:
