@@ -158,10 +158,9 @@ def group(model: RunModel, *, expand_below: int = EXPAND_BELOW, max_nodes: int =
     n = len(model)
     if n <= expand_below:
         return _build(model, "tasks", _families_tasks(model))
-    best: Grouping | None = None
     for level, make in (("maps", _families_maps), ("siblings", _families_siblings),
                         ("functions", _families_functions)):
-        best = _build(model, level, make(model))
-        if len(best.groups) <= max_nodes:
-            return best
+        fam = make(model)
+        if len(set(fam)) <= max_nodes:  # (one group per family: count before building)
+            return _build(model, level, fam)
     return _build(model, "layers", _families_layers(model, max_nodes))

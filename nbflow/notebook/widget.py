@@ -15,6 +15,18 @@ every 2 s).  Every send, including the final refresh, also goes through a slidin
 limit of :data:`MAX_PER_SECOND` messages in any second, so the front end never gets more
 however many tasks finish.
 
+What a view costs is bounded, because with a thread-backed run every millisecond the
+widget's thread spends rendering is a millisecond the tasks wait for the GIL:
+
+- **a frame budget**: rendering (CPU time of the ticking thread) may take at most
+  :data:`FRAME_BUDGET` of the time since the view opened; a tick over budget sends
+  nothing (the first frame of each element, and the final refresh, always go);
+- **hidden tabs are not drawn**: the tasks table and the timeline are rendered only while
+  their tab is selected, and when it gets selected (also after the run);
+- the ETA in the progress line is re-simulated only when enough changed
+  (:class:`nbflow.predict.eta.LiveEta`), and the predictor is fitted in a separate
+  process for a large history.
+
 When the run ends every element is refreshed once and the caller updates the display to
 carry a static HTML copy as well (``text/html`` next to the widget view), so a saved
 notebook shows the finished graph without a kernel (nbconvert, nbviewer and GitHub use the
@@ -39,6 +51,8 @@ INTERVAL = 0.15  # seconds between ticks (one message at most per tick)
 MAX_PER_SECOND = 10  # front-end messages in any one-second window, final refresh included
 SLOW_EVERY = 2.0  # seconds between refreshes of the tasks table / errors list
 CLOCK_EVERY = 1.0  # the elapsed time is refreshed at least this often while running
+FRAME_BUDGET = 0.03  # rendering may take at most this share of the time since the view opened
+LAZY_TABS = {"table": 1, "timeline": 3}  # channels drawn only while their tab (index) is selected
 
 
 class RunWidget:
@@ -104,6 +118,20 @@ class RunWidget:
         self._sent = {k: ch[0].value for k, ch in self._channels.items()}
         self._seen: dict[str, Any] = {"progress": model.version}  # the rest is rendered on demand
         self._last = dict.fromkeys(self._channels, -1e9)
+        self.render_s = 0.0  # CPU seconds spent rendering (the frame budget's account)
+        self._opened = time.monotonic()
+        self.tabs.observe(self._on_tab, names="selected_index")
+
+    def _visible(self, name: str) -> bool:
+        """Is the element of channel ``name`` shown now?  (Hidden lazy tabs are not drawn.)"""
+        tab = LAZY_TABS.get(name)
+        return tab is None or self.tabs.selected_index == tab
+
+    def _on_tab(self, change: Any) -> None:
+        """A tab was selected (in the front end): draw its element now if it is a lazy one."""
+        for name, tab in LAZY_TABS.items():
+            if change["new"] == tab:
+                self._push(name, time.monotonic(), force=True)
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -163,7 +191,11 @@ class RunWidget:
                 return False
             if not force and not self._budget(now):
                 return False
+            if not force and name in self._seen and self.render_s > FRAME_BUDGET * (now - self._opened):
+                return False  # over the frame budget: this element waits (its first frame never does)
+            t0 = time.thread_time()
             value = make()
+            self.render_s += time.thread_time() - t0
             self._seen[name] = seen
             self._last[name] = now
             if value == self._sent[name]:
@@ -185,16 +217,18 @@ class RunWidget:
         n = len(self._order)
         for k in range(n):
             name = self._order[(self._turn + k) % n]
-            if self._push(name, now):
+            if self._visible(name) and self._push(name, now):
                 self._turn = (self._turn + k + 1) % n
                 return 1
         return 0
 
     def final(self) -> None:
-        """Show the final state: every element that changed is refreshed once."""
+        """Show the final state: every element that changed is refreshed once (a hidden lazy
+        tab when it gets selected)."""
         now = time.monotonic()
         for name in self._order:
-            self._push(name, now, force=True)
+            if self._visible(name):
+                self._push(name, now, force=True)
         if self.stop_button is not None:
             with self.stop_button.hold_sync():
                 self.stop_button.disabled = True

@@ -24,12 +24,16 @@ A ``map`` whose items are not known yet counts as nothing until it expands.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
+import os
+import pickle
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -271,11 +275,14 @@ def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
 
 
 def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAULT_SAMPLES,
-           seed: int = 0, pace: bool = True) -> Eta:
+           seed: int = 0, pace: bool = True, max_finished: int | None = None) -> Eta:
     """The :class:`Eta` of a run at the moment ``snap`` was taken.
 
     With ``pace`` (the default) the remaining durations are multiplied by the run's own
-    pace so far (:func:`run_pace`)."""
+    pace so far (:func:`run_pace`).  ``max_finished`` bounds how many of the run's finished
+    tasks the online correction and the pace learn from (evenly spread over the graph;
+    None: all): predicting with thousands of finished tasks costs far more than the
+    simulation, and a few hundred say as much about the run's pace."""
     n = len(snap.keys)
     done = sum(1 for s in snap.states if s in _TERMINAL)
     left = [i for i in range(n) if snap.states[i] not in _TERMINAL]
@@ -288,6 +295,8 @@ def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAUL
     task_ids = [i for i, t in zip(order, is_task, strict=True) if t]
     fin_ids = [i for i in range(n) if snap.states[i] == "completed" and snap.kinds[i] in _TASK_KINDS
                and snap.durations[i] == snap.durations[i]]
+    if max_finished is not None and len(fin_ids) > max_finished:
+        fin_ids = [fin_ids[k] for k in np.linspace(0, len(fin_ids) - 1, max_finished).astype(int)]
     finished = pd.DataFrame({
         "task": [snap.names[i] for i in fin_ids],
         "input_bytes": [snap.input_bytes[i] for i in fin_ids],
@@ -383,14 +392,16 @@ def _history_rows(home: Any = None) -> tuple[str, int] | None:
     return str(store.home), int(n)
 
 
-def shared_predictor(exclude_run: str | None = None) -> Predictor | None:
+def shared_predictor(exclude_run: str | None = None,
+                     fit: Callable[[str, str | None], Predictor | None] | None = None) -> Predictor | None:
     """The store's history predictor, fitted once and shared by the runs of this process
     until the history grew by :data:`REFIT_GROWTH` (and the fit is at least
     :data:`REFIT_MIN_AGE_S` old) or the fit is :data:`REFIT_AFTER_S` old, so consecutive
     runs in a notebook do not each pay a fit; a store that had no history is looked at
     again on every run.  A fresh fit leaves out
     ``exclude_run`` (the run asking: its rows are being written); a fit made before that
-    run started has none of its rows anyway."""
+    run started has none of its rows anyway.  ``fit(home, exclude_run)`` makes a fresh one
+    (default: :func:`default_predictor` here; live views pass :func:`fit_in_process`)."""
     where = _history_rows()
     if where is None:
         return None
@@ -404,34 +415,106 @@ def shared_predictor(exclude_run: str | None = None) -> Predictor | None:
         grew = rows > fitted_rows * (1 + REFIT_GROWTH)
         if predictor is not None and age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S):
             return predictor
-    predictor = default_predictor(exclude_run=exclude_run)
+    predictor = default_predictor(exclude_run=exclude_run) if fit is None else fit(home, exclude_run)
     with _FIT_LOCK:
         _STORE_FITS[home] = (now, rows, predictor)
     return predictor
+
+
+# -- fitting in a separate process ---------------------------------------------------------
+#
+# A fit on a large history is seconds of pandas and numpy work, much of it in Python and
+# holding the GIL: on a helper thread it slowed the very run it was predicting (the tasks
+# of a thread-backed run wait for the GIL).  Live views therefore fit in one long-lived
+# helper process (spawned, so no lock of this process is inherited half-held, at a lower
+# CPU priority), which reads the store itself and sends the predictor back pickled by value
+# (cloudpickle: its fitted models are closures).  The process is started at the first large
+# fit and reused by later ones.
+
+FIT_IN_PROCESS = True  # False: large histories are fitted on a helper thread of this process
+FIT_NICE = 10  # how much lower the fit process's CPU priority is
+_POOL: ProcessPoolExecutor | None = None
+_FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
+
+
+def _background_priority() -> None:
+    """In the helper process: a lower CPU priority, and deaf to Ctrl-C / the kernel's
+    interrupt (sent to its whole process group): interrupting a cell must not kill it."""
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):  # not on every platform
+        os.nice(FIT_NICE)
+    with contextlib.suppress(OSError, ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _fit_job(home: str, exclude_run: str | None) -> tuple[bytes, int]:
+    """In the fit process: fit on the store at ``home``; the predictor pickled by value."""
+    import cloudpickle
+
+    return cloudpickle.dumps(default_predictor(exclude_run=exclude_run, home=home)), os.getpid()
+
+
+def _fit_pool() -> ProcessPoolExecutor:
+    global _POOL
+    import multiprocessing
+
+    with _FIT_LOCK:
+        if _POOL is None:
+            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_background_priority)
+        return _POOL
+
+
+def fit_in_process(home: str, exclude_run: str | None = None) -> Predictor | None:
+    """:func:`default_predictor` on the store at ``home``, fitted in the helper process (the
+    calling thread only waits, without the GIL).  Falls back to fitting here when a process
+    cannot be used (:data:`FIT_IN_PROCESS` false, or the pool broke)."""
+    global _POOL
+    if FIT_IN_PROCESS:
+        try:
+            blob, pid = _fit_pool().submit(_fit_job, home, exclude_run).result()
+            predictor = pickle.loads(blob)
+        except Exception:  # a broken pool or a failed unpickle: fit here rather than not at all
+            with _FIT_LOCK:
+                _POOL = None
+        else:
+            _FIT_PIDS.append(pid)
+            return predictor
+    _FIT_PIDS.append(os.getpid())
+    return default_predictor(exclude_run=exclude_run, home=home)
+
+
+def fit_pids() -> list[int]:
+    """The process ids the live fits of this process ran in, oldest first (for tests and
+    profiling: a large history must not be fitted in the caller's process)."""
+    return list(_FIT_PIDS)
 
 
 def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
     """The run's history predictor for live views, without ever blocking them.
 
     A small history (:data:`SYNC_FIT_ROWS`) is fitted at once.  Otherwise the first call
-    starts fitting it on a background thread and returns None (views show no ETA yet);
-    later calls return it once it is ready; ``wait=True`` (a view drawn once the run
-    ended) waits for the fit.  ``run.eta()`` fits in the caller instead (it asked for an
-    answer).  A fit is bounded by :func:`recent_history`."""
+    starts fitting it in the background (in the fit process: :func:`fit_in_process`) and
+    returns None (views show no ETA yet); later calls return it once it is ready;
+    ``wait=True`` (a view drawn once the run ended) waits for the fit.  ``run.eta()`` fits
+    in the caller instead (it asked for an answer).  A fit is bounded by
+    :func:`recent_history`."""
     if run in _PREDICTORS:
         return _PREDICTORS[run]
-    where = _history_rows()
-    if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
-        predictor = shared_predictor(exclude_run=run.id)
-        with _FIT_LOCK:
-            _PREDICTORS[run] = predictor
-        return predictor
     with _FIT_LOCK:
         running = _FITTING.get(id(run))
-    if running is not None:
+    if running is not None:  # (checked before counting history: no journal query per look)
         if wait:
             running.join()
         return _PREDICTORS.get(run)
+    where = _history_rows()
+    if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
+        # (no rows at all: nothing to fit, and no second query to find that out)
+        predictor = shared_predictor(exclude_run=run.id) if where is not None and where[1] else None
+        with _FIT_LOCK:
+            _PREDICTORS[run] = predictor
+        return predictor
     with _FIT_LOCK:
         if id(run) in _FITTING:
             return None
@@ -439,7 +522,10 @@ def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
         ref = weakref.ref(run)
 
         def fit() -> None:
-            predictor = shared_predictor(exclude_run=run_id)
+            try:
+                predictor = shared_predictor(exclude_run=run_id, fit=fit_in_process)
+            except Exception:  # no prediction rather than a broken view
+                predictor = None
             with _FIT_LOCK:
                 _FITTING.pop(id_, None)
                 live = ref()
@@ -537,17 +623,207 @@ def forecast(
     )
 
 
-def run_eta_text(run: Any) -> str | None:
+# -- the live ETA: simulate again only when it is worth it ------------------------------------
+#
+# An ETA is dozens of simulations of the remaining graph, in Python, holding the GIL: done
+# every two seconds on a big graph it slowed the run it was estimating.  The live ETA is
+# therefore re-simulated only when enough changed, and never more often than its own cost
+# allows: after a simulation that took ``c`` seconds, the next one waits at least
+# ``c / ETA_BUDGET`` seconds, so simulating takes at most that share of the run's time
+# whatever the graph's size.  In between, the last estimate counts down with the clock.
+
+ETA_BUDGET = 0.02  # the share of a run's time the live ETA may spend simulating
+ETA_MIN_EVERY = 2.0  # seconds: never re-simulated more often than this
+ETA_MAX_EVERY = 30.0  # seconds: re-simulated at least this often, even when little changed
+ETA_RESIM_DONE = 0.1  # re-simulated once this share of the tasks left at the last one finished
+ETA_WORK = 200_000  # task-steps per live ETA (samples x remaining tasks): fewer samples on big graphs
+ETA_FIRST_SAMPLES = 5  # the first live estimate is a quick one (its cost is not known yet)
+ETA_MAX_FINISHED = 200  # finished tasks a live estimate learns the run's pace from (eta_of)
+ETA_GUESS_S_PER_TASK = 5e-5  # what a first estimate costs per task left (~0.1 s for 2 000)
+
+
+class LiveEta:
+    """The ETA of one running ``run`` for live views, re-simulated only when it is due.
+
+    A new simulation is due when :data:`ETA_RESIM_DONE` of the tasks that were left at the
+    last one have finished since, or tasks were added (a map expanded), or
+    :data:`ETA_MAX_EVERY` seconds passed; and in any case not before ``max(ETA_MIN_EVERY,
+    cost / ETA_BUDGET)`` seconds after the last one (``cost``: how long that one took).
+    Otherwise :meth:`current` returns the last estimate minus the time since it was made.
+    The first estimate draws few samples (its cost is unknown); later ones as many as the
+    budget affords (:meth:`samples`).  ``clock`` (monotonic seconds) and ``timer`` (what a
+    simulation's cost is measured with) can be replaced, e.g. by a fake clock in tests.
+    ``simulations`` counts the estimates made."""
+
+    def __init__(self, run: Any, clock: Callable[[], float] = time.monotonic,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
+        self._run = weakref.ref(run)
+        self.clock = clock
+        self.timer = timer
+        self.simulations = 0
+        self.last: Eta | None = None
+        self.at = -math.inf  # clock time of the last simulation
+        self.cost = 0.0  # seconds the last one took
+        self._left = 0  # tasks left and in all at the last one
+        self._total = 0
+        self._per_sample: float | None = None  # seconds per simulation at the last estimate
+        self._pending: Any = None  # the estimate being made in the helper process (a Future)
+        self._pending_as_of: tuple[float, int, int, int] = (0.0, 0, 0, 0)  # (clock, left, total, samples)
+        self._local = False  # the helper process failed once: estimate in this process
+        self.pids: list[int] = []  # the processes the patient estimates were made in
+
+    def samples(self, left: int, run_elapsed: float) -> int:
+        """How many simulations the next estimate draws: :data:`ETA_FIRST_SAMPLES` for the
+        first one; then as many as :data:`ETA_BUDGET` of the run's time so far affords at
+        the last estimate's cost per simulation, between that and :data:`DEFAULT_SAMPLES`
+        (and at most :data:`ETA_WORK` task-steps)."""
+        cap = max(ETA_FIRST_SAMPLES, min(DEFAULT_SAMPLES, ETA_WORK // max(left, 1)))
+        if self._per_sample is None:
+            return min(ETA_FIRST_SAMPLES, cap)
+        afford = ETA_BUDGET * max(run_elapsed, ETA_MIN_EVERY) / max(self._per_sample, 1e-9)
+        return int(max(ETA_FIRST_SAMPLES, min(cap, afford)))
+
+    def due(self, left: int, total: int, now: float) -> bool:
+        """Whether a new simulation is due with ``left`` of ``total`` tasks unfinished."""
+        if self.last is None:
+            return True
+        age = now - self.at
+        if age < max(ETA_MIN_EVERY, self.cost / ETA_BUDGET):
+            return False
+        progressed = self._left - left >= max(1.0, ETA_RESIM_DONE * self._left)
+        return progressed or total != self._total or age >= ETA_MAX_EVERY
+
+    def current(self, patient: bool = False) -> Eta | None:
+        """The run's ETA now; None without history (or while its predictor is being fitted).
+
+        ``patient`` (the widget): the first estimate waits until the run has gone for as
+        long as the budget asks for its guessed cost (:data:`ETA_GUESS_S_PER_TASK` per task
+        left), so a run too short to need an ETA pays nothing for one; and with more than
+        :data:`ETA_LOCAL_TASKS` tasks left, estimates are computed in the helper process
+        (:data:`ETA_IN_PROCESS`): this call hands over a snapshot and returns at once, the
+        new estimate shows from a later call.  Without it
+        (the headless progress lines, at most nine) the estimate is made in this call."""
+        run = self._run()
+        if run is None:
+            return None
+        predictor = live_predictor(run)
+        if predictor is None:
+            return None
+        self._collect()
+        now = self.clock()
+        counts = run.counts if hasattr(run, "counts") else None
+        if counts is not None:
+            total = sum(counts.values())
+            left = total - sum(counts.get(s, 0) for s in _TERMINAL)
+            if self._pending is not None:  # one estimate at a time
+                return self._aged(now, total - left, total) if self.last is not None else None
+            if self.last is None and patient:
+                started = getattr(run, "started_at", math.nan)
+                ran = time.time() - started if started == started else 0.0
+                if ran < left * ETA_GUESS_S_PER_TASK / ETA_BUDGET:
+                    return None
+            if self.last is not None and not self.due(left, total, now):
+                return self._aged(now, total - left, total)
+        snap = snapshot(run)
+        total = len(snap.states)
+        left = sum(1 for st in snap.states if st not in _TERMINAL)
+        if not self.due(left, total, now):
+            return self._aged(now, total - left, total)
+        samples = self.samples(left, snap.run_elapsed_s)
+        if (patient and ETA_IN_PROCESS and left > ETA_LOCAL_TASKS and not self._local
+                and self._submit(predictor, snap, samples, now)):
+            return self._aged(now, total - left, total) if self.last is not None else None
+        t0 = self.timer()
+        e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
+        self._record(e, max(self.timer() - t0, 0.0), samples, now, left, total)
+        return e
+
+    def _record(self, e: Eta, cost: float, samples: int, at: float, left: int, total: int) -> None:
+        self.cost = cost
+        self._per_sample = cost / samples
+        self.simulations += 1
+        self.last, self.at, self._left, self._total = e, at, left, total
+
+    def _submit(self, predictor: Predictor, snap: RunSnapshot, samples: int, now: float) -> bool:
+        """Hand the estimate to the helper process; False if that cannot be done."""
+        try:
+            job = _fit_pool().submit(_eta_job, _predictor_blob(predictor), snap, samples, ETA_MAX_FINISHED)
+        except Exception:  # no process to use: estimate here from now on
+            self._local = True
+            return False
+        left = sum(1 for st in snap.states if st not in _TERMINAL)
+        self._pending, self._pending_as_of = job, (now, left, len(snap.states), samples)
+        return True
+
+    def _collect(self) -> None:
+        """Take in the estimate the helper process finished, if any."""
+        job = self._pending
+        if job is None or not job.done():
+            return
+        self._pending = None
+        at, left, total, samples = self._pending_as_of
+        try:
+            e, cost, pid = job.result()
+        except Exception:  # a broken process: estimate here from now on
+            self._local = True
+            return
+        self.pids.append(pid)
+        self._record(e, cost, samples, at, left, total)
+
+    def _aged(self, now: float, done: int, total: int) -> Eta:
+        """The last estimate, counted down by the time since it was made."""
+        e = self.last
+        assert e is not None
+        age = max(now - self.at, 0.0)
+        return Eta(max(e.remaining_s - age, 0.0), max(e.remaining_lo - age, 0.0),
+                   max(e.remaining_hi - age, 0.0), e.elapsed_s + age, done, total, e.no_history)
+
+
+ETA_IN_PROCESS = True  # the widget's estimates are made in the helper process (LiveEta)
+ETA_LOCAL_TASKS = 200  # ... unless this few tasks are left (tens of ms: no process to start for it)
+_BLOBS: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+def _predictor_blob(predictor: Predictor) -> bytes:
+    """``predictor`` pickled by value for the helper process (once per predictor)."""
+    import cloudpickle
+
+    with _FIT_LOCK:
+        blob = _BLOBS.get(predictor)
+    if blob is None:
+        blob = cloudpickle.dumps(predictor)
+        with _FIT_LOCK:
+            _BLOBS[predictor] = blob
+    return blob
+
+
+def _eta_job(blob: bytes, snap: RunSnapshot, samples: int,
+             max_finished: int | None) -> tuple[Eta, float, int]:
+    """In the helper process: one live estimate, what it took, and where it ran."""
+    t0 = time.perf_counter()
+    e = eta_of(snap, pickle.loads(blob), samples=samples, max_finished=max_finished)
+    return e, time.perf_counter() - t0, os.getpid()
+
+
+_LIVE_ETAS: weakref.WeakKeyDictionary[Any, LiveEta] = weakref.WeakKeyDictionary()
+
+
+def live_eta(run: Any) -> LiveEta:
+    """The :class:`LiveEta` every live view of ``run`` shares (the progress line, the
+    timeline's band and the text progress ask the same one)."""
+    with _FIT_LOCK:
+        live = _LIVE_ETAS.get(run)
+        if live is None:
+            live = _LIVE_ETAS[run] = LiveEta(run)
+        return live
+
+
+def run_eta_text(run: Any, patient: bool = False) -> str | None:
     """Short ETA text for progress displays; None when there is no history to go by (or
-    while the predictor is still being fitted in the background)."""
-    predictor = live_predictor(run)
-    if predictor is None:
-        return None
-    snap = snapshot(run)
-    left = sum(1 for s in snap.states if s not in _TERMINAL)
-    # Each simulation is O(tasks log tasks) in Python: cap the work at ~200k task-steps.
-    samples = max(5, min(DEFAULT_SAMPLES, 200_000 // max(left, 1)))
-    e = eta_of(snap, predictor, samples=samples)
-    if math.isnan(e.remaining_s):
+    while the predictor is still being fitted in the background).  Shared by the run's
+    live views and re-simulated only when due (:class:`LiveEta`; ``patient``: see
+    :meth:`LiveEta.current`)."""
+    e = live_eta(run).current(patient=patient)
+    if e is None or math.isnan(e.remaining_s):
         return None
     return f"ETA {_fmt(e.remaining_s)} (80%: {_fmt(e.remaining_lo)}–{_fmt(e.remaining_hi)})"

@@ -8,8 +8,10 @@
   the duration history predicted before the run.  A dashed line marks *now* and, while the
   run goes, a shaded band the predicted end (ETA 80% band).
 
-Both read the public ``run.tasks``; predictions come from the predictor that ``run.eta()``
-fits once per run on the store's history.
+Both read the public ``run.tasks``; predictions come from the predictor that live views
+share (:func:`nbflow.predict.eta.live_predictor`), and the ETA band from the run's shared
+live estimate (:func:`nbflow.predict.eta.live_eta`), so drawing the chart never simulates
+the run again by itself.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def eta_html(run: Any) -> str:
     from nbflow.predict.eta import run_eta_text
 
     try:
-        text = run_eta_text(run)
+        text = run_eta_text(run, patient=True)  # (a short run pays nothing for an ETA)
     except Exception:  # an estimate must never break the live view
         text = None
     out = (f'<span class="nbflow-eta" style="margin-left:8px;color:#455a64">{html.escape(text)}</span>'
@@ -99,10 +101,10 @@ def timeline_html(run: Any) -> str:
         pred = {}
     eta = None
     if run.status in ("pending", "running") and pred:
-        from nbflow.predict.eta import run_eta
+        from nbflow.predict.eta import live_eta
 
-        try:
-            eta = run_eta(run)
+        try:  # the live views' shared estimate (re-simulated only when due), not a new one
+            eta = live_eta(run).current(patient=True)
         except Exception:
             eta = None
     horizon = max(float(end.max()), now if run.status == "running" else 0.0) - origin

@@ -1,0 +1,62 @@
+"""``benchmarks/widget.py`` runs every sample on a store of its own, never the caller's.
+
+Its figures depend on the history in the store (the watched runs predict from it), so they
+are only reproducible when the store is chosen by the benchmark: an empty one, or a fresh
+copy of a store seeded with a known number of rows.  Here the benchmark's helpers run with
+no ``NBFLOW_HOME`` in a directory holding a ``.nbflow/`` (where a run would otherwise
+write): nothing lands there nor in the repository's ``.nbflow/``, and the seeded store keeps
+exactly the rows it was seeded with.  No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import comm
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _bench() -> ModuleType:
+    sys.path.insert(0, str(REPO / "benchmarks"))  # (it imports _harness from there)
+    spec = importlib.util.spec_from_file_location("bench_widget", REPO / "benchmarks" / "widget.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _listing(d: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(d)), p.stat().st_mtime_ns) for p in d.rglob("*")) if d.exists() else []
+
+
+def test_the_benchmark_samples_on_its_own_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _bench()
+    monkeypatch.setattr(comm, "create_comm", bench.CountingComm)
+    cwd = tmp_path / "cwd"
+    (cwd / ".nbflow").mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("NBFLOW_HOME", raising=False)
+    repo_before = _listing(REPO / ".nbflow")
+
+    seed = tmp_path / "seed"
+    rows = bench.seed_store(str(seed), 60, 24, None)
+    assert rows >= 60
+    res = bench.overhead("noop", 24, None, 1, {"fresh": None, "history": str(seed)})
+    for label in ("fresh", "history"):
+        assert res[label]["plain_s"] > 0 and res[label]["watched_s"] > 0
+        assert res[label]["messages_per_run"] > 0  # the watched runs had a widget
+
+    with bench.sample_store(str(seed)) as copy:  # a copy per sample: the seed itself is untouched
+        assert Path(copy) != seed and os.environ["NBFLOW_HOME"] == copy
+        assert bench.history_rows() == rows
+    with bench._harness.nbflow_home(str(seed)):
+        assert bench.history_rows() == rows
+    assert "NBFLOW_HOME" not in os.environ
+    assert _listing(cwd / ".nbflow") == []  # nothing written where a store-less run would write
+    assert _listing(REPO / ".nbflow") == repo_before
