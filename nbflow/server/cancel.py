@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
-from ..store.journal import connect, migrate, retrying
+from ..store.journal import connect, migrate, write_transaction
 
 if TYPE_CHECKING:
     from ..engine.run import Run
@@ -43,17 +43,9 @@ def request_cancel(home: Path, run_id: str, by: str | None = None) -> None:
     try:
         migrate(conn, path)  # a store last opened by an older nbflow gets the table first
 
-        def txn() -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("INSERT OR IGNORE INTO cancel_requests(run_id, requested, requested_by, host) "
-                             "VALUES(?,?,?,?)", (run_id, time.time(), by or _user(), socket.gethostname()))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-        retrying(txn, "cancel request")
+        write_transaction(conn, lambda c: c.execute(
+            "INSERT OR IGNORE INTO cancel_requests(run_id, requested, requested_by, host) VALUES(?,?,?,?)",
+            (run_id, time.time(), by or _user(), socket.gethostname())), "cancel request")
     finally:
         conn.close()
 

@@ -18,14 +18,13 @@ rows not used for that long.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import threading
 import time
 from typing import Any
 
-from .journal import Op, retrying
+from .journal import Op, write_transaction
 
 PUT_FILE_DIGEST = Op("INSERT OR REPLACE INTO file_digests(path, size, mtime_ns, inode, digest, seen) "
                      "VALUES(?,?,?,?,?,?)")
@@ -97,17 +96,8 @@ def prune(conn: sqlite3.Connection, *, unused_for: float | None, now: float, dry
     if dry_run or not doomed:
         return len(doomed)
 
-    def txn() -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            # Only the very row judged: another process may have recorded the file anew since.
-            conn.executemany("DELETE FROM file_digests WHERE path = ? AND size = ? AND mtime_ns = ? "
-                             "AND inode = ? AND digest = ? AND seen IS ?", doomed)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
-            raise
-
-    retrying(txn, "gc of file digests")
+    # Only the very row judged: another process may have recorded the file anew since.
+    write_transaction(conn, lambda c: c.executemany(
+        "DELETE FROM file_digests WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ? "
+        "AND digest = ? AND seen IS ?", doomed), "gc of file digests")
     return len(doomed)

@@ -26,6 +26,7 @@ import contextlib
 import math
 import os
 import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,7 +39,7 @@ from ..core.units import parse_amount
 from .blobs import unlink_nofollow
 from .filememo import prune as prune_file_digests
 from .history import _HOST
-from .journal import retrying
+from .journal import write_transaction
 from .store import Store, get_store
 
 _AGE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
@@ -181,22 +182,15 @@ def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budge
     removed_ids = [r[0] for r in removed]
 
     if not dry_run and (removed_ids or doomed):
-        def txn() -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for table in ("events", "task_runs", "nodes"):
-                    conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", [(r,) for r in removed_ids])
-                conn.executemany("DELETE FROM runs WHERE id = ?", [(r,) for r in removed_ids])
-                conn.executemany("DELETE FROM cache WHERE blob = ?", [(b,) for b in doomed])
-                conn.executemany("DELETE FROM blobs WHERE key = ?", [(b,) for b in doomed])
-                conn.execute("DELETE FROM code WHERE digest NOT IN (SELECT code FROM fingerprints)")
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
-                raise
+        def remove(c: sqlite3.Connection) -> None:
+            for table in ("events", "task_runs", "nodes"):
+                c.executemany(f"DELETE FROM {table} WHERE run_id = ?", [(r,) for r in removed_ids])
+            c.executemany("DELETE FROM runs WHERE id = ?", [(r,) for r in removed_ids])
+            c.executemany("DELETE FROM cache WHERE blob = ?", [(b,) for b in doomed])
+            c.executemany("DELETE FROM blobs WHERE key = ?", [(b,) for b in doomed])
+            c.execute("DELETE FROM code WHERE digest NOT IN (SELECT code FROM fingerprints)")
 
-        retrying(txn, "gc")
+        write_transaction(conn, remove, "gc")
         store.forget_pending()
         for b in doomed:
             store.blobs.delete(b)

@@ -290,6 +290,25 @@ def retrying(fn: Callable[[], Any], what: str, attempts: int = 60, *, path: Any 
             delay = min(delay * 2, 0.25)
 
 
+
+def write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], Any], what: str,
+                      *, path: Any = None) -> Any:
+    """``body(conn)`` as one ``BEGIN IMMEDIATE`` transaction, committed, or rolled back if it
+    raises; retried while another process holds the write lock (see :func:`retrying`).
+    ``body`` may run more than once, so it must only touch the database."""
+    def txn() -> Any:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            out = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return out
+
+    return retrying(txn, what, path=path)
+
 def _current(conn: sqlite3.Connection, path: Path) -> int | None:
     """The schema version if the store needs no write to be used (current schema, WAL mode
     already on), read without taking the write lock; None if a migration is needed."""

@@ -50,7 +50,6 @@ of that.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sqlite3
@@ -63,7 +62,7 @@ import anyio
 
 from ..core.processes import pid_alive
 from . import settings
-from .journal import Journal, Op, retrying
+from .journal import Journal, Op, write_transaction
 
 HOST = socket.gethostname()
 
@@ -134,18 +133,7 @@ class Leases:
         return self._conn
 
     def _txn(self, conn: sqlite3.Connection, what: str, body: Any) -> Any:
-        def txn() -> Any:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out = body(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            return out
-
-        return retrying(txn, what, path=self.journal.path)
+        return write_transaction(conn, body, what, path=self.journal.path)
 
     # -- the processes on this store -----------------------------------------------------
 
