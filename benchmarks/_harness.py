@@ -89,6 +89,22 @@ def import_nbflow() -> Any:
 
 
 @contextlib.contextmanager
+def local_cluster(workers: int = 4) -> Iterator[Any]:
+    """A ``distributed.Client`` of a ``LocalCluster`` of ``workers`` single-thread worker
+    processes on 127.0.0.1 (the cluster every Dask benchmark here measures), closed on exit."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, host="127.0.0.1")
+    client = Client(cluster, set_as_default=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@contextlib.contextmanager
 def nbflow_home(store: str | os.PathLike[str] | None = None, *, replace: bool = False) -> Iterator[str]:
     """Point ``NBFLOW_HOME`` (the run store) at ``store``, or at a throw-away directory.
 

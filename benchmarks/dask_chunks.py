@@ -124,22 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     log: Callable[[str], None] = _harness.progress("dask_chunks")
     nf = _harness.import_nbflow()
-    from distributed import Client, LocalCluster
 
     nbytes = int(args.mb * MB)
-    cluster = LocalCluster(n_workers=4, threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
-    client = Client(cluster, set_as_default=False)
-    try:
-        with _harness.nbflow_home(replace=True):
-            samplers = {sy: (lambda sy=sy: sample(nf, client, sy, args.items, nbytes))
-                        for sy in SYSTEMS}
-            _harness.alternate({sy: (lambda sy=sy: sample(nf, client, sy, 8, 1000))
-                                for sy in SYSTEMS}, 1)  # warm-up: imports on the workers
-            got = _harness.alternate(samplers, args.repeat, log=log)
-    finally:
-        client.close()
-        cluster.close()
+    with _harness.local_cluster() as client, _harness.nbflow_home(replace=True):
+        samplers = {sy: (lambda sy=sy: sample(nf, client, sy, args.items, nbytes))
+                    for sy in SYSTEMS}
+        _harness.alternate({sy: (lambda sy=sy: sample(nf, client, sy, 8, 1000))
+                            for sy in SYSTEMS}, 1)  # warm-up: imports on the workers
+        got = _harness.alternate(samplers, args.repeat, log=log)
     expected = float(sum(range(args.items)))
     per: dict[str, Any] = {}
     for sy, xs in got.items():

@@ -55,15 +55,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    from distributed import Client, LocalCluster
-
     log = _harness.progress("dask_hold")
     doc: dict[str, Any] = {"benchmark": "dask_hold", "machine": _harness.machine_info(),
                            "workloads": {}}
-    cluster = LocalCluster(n_workers=4, threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
-    client = Client(cluster, set_as_default=False)
-    try:
+    with _harness.local_cluster() as client:
         for name in args.workloads.split(","):
             spec = WORKLOADS[name]()
             samplers = {"end-only": lambda spec=spec: once(client, spec, False),
@@ -74,9 +69,6 @@ def main() -> None:
             doc["workloads"][name] = {"median_s": med, "samples_s": got,
                                       "hold_all_vs_end_only": med["hold-all"] / med["end-only"]}
             log(f"{name}: end-only {med['end-only']:.2f}s, hold-all {med['hold-all']:.2f}s")
-    finally:
-        client.close()
-        cluster.close()
     _harness.emit_json(doc, args.json)
 
 

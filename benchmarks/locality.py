@@ -236,13 +236,8 @@ def run_dask(client: Any, spec: list[Any]) -> dict[str, Any]:
 
 def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
                  warmup: int = 0) -> dict[str, Any]:
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=4, threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
-    client = Client(cluster, set_as_default=False)
     results: dict[str, Any] = {}
-    try:
+    with _harness.local_cluster() as client:
         for name in workloads:
             spec = WORKLOADS[name]()
             samplers = {m: (lambda m=m, spec=spec: run_dask(client, spec) if m == "dask"
@@ -286,9 +281,6 @@ def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
             }
             log(f"{name}: " + ", ".join(
                 f"{m} {p['total_bytes'] / MB:.0f} MB {p['makespan_s']:.2f}s" for m, p in per.items()))
-    finally:
-        client.close()
-        cluster.close()
     return results
 
 

@@ -198,32 +198,23 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    from distributed import Client, LocalCluster
-
     log = _harness.progress("phases")
     doc: dict[str, Any] = {"benchmark": "locality_phases", "machine": _harness.machine_info(),
                            "workloads": {}}
-    with _harness.nbflow_home():
-        cluster = LocalCluster(n_workers=4, threads_per_worker=1, processes=True,
-                               dashboard_address=None, host="127.0.0.1")
-        client = Client(cluster, set_as_default=False)
-        try:
-            for name in args.workloads.split(","):
-                spec = WORKLOADS[name]()
-                samplers = {"nbflow": lambda spec=spec: sample_nbflow(client, spec),
-                            "dask": lambda spec=spec: sample_dask(client, spec)}
-                _harness.alternate(samplers, args.warmup)
-                got = _harness.alternate(samplers, args.repeat)
-                med = {system: {k: statistics.median(s[k] for s in ss) for k in ss[0]}
-                       for system, ss in got.items()}
-                doc["workloads"][name] = {"medians_s": med, "samples": got}
-                log(f"{name}:")
-                for system, phases in med.items():
-                    for k, v in phases.items():
-                        log(f"  {system:7s} {k:45s} {v * 1000:8.1f} ms")
-        finally:
-            client.close()
-            cluster.close()
+    with _harness.nbflow_home(), _harness.local_cluster() as client:
+        for name in args.workloads.split(","):
+            spec = WORKLOADS[name]()
+            samplers = {"nbflow": lambda spec=spec: sample_nbflow(client, spec),
+                        "dask": lambda spec=spec: sample_dask(client, spec)}
+            _harness.alternate(samplers, args.warmup)
+            got = _harness.alternate(samplers, args.repeat)
+            med = {system: {k: statistics.median(s[k] for s in ss) for k in ss[0]}
+                   for system, ss in got.items()}
+            doc["workloads"][name] = {"medians_s": med, "samples": got}
+            log(f"{name}:")
+            for system, phases in med.items():
+                for k, v in phases.items():
+                    log(f"  {system:7s} {k:45s} {v * 1000:8.1f} ms")
     _harness.emit_json(doc, args.json)
 
 
