@@ -110,8 +110,9 @@ class WorkerLost(NbflowError, RuntimeError):
 
 
 class ResultReleased(NbflowError, LookupError):
-    """A Dask result was released from the cluster once its consumers had run (the run
-    was started with ``nbflow.locality.placement(..., keep="unconsumed")``)."""
+    """A Dask result was released from the cluster once its consumers had run: by default
+    (``keep="reachable"``) when nothing of the user's named its Ref as the run started,
+    with ``nbflow.locality.placement(keep="unconsumed")`` always; ``keep="all"`` keeps it."""
 
 
 class StallError(NbflowError, RuntimeError):

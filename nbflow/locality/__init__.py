@@ -9,7 +9,8 @@ inputs, count every byte moved, and report it.
 * :mod:`.predicted` — output sizes (and durations) from the store's history, for tasks
   placed before their inputs exist;
 * :mod:`.memory` — which tasks were short of memory, from what the cluster recorded;
-* :mod:`.plan` — ``nf.plan(wf)``: predicted placement and bytes before a run.
+* :mod:`.plan` — ``nf.plan(wf)``: predicted placement and bytes before a run;
+* :mod:`.reachable` — which results the user can still name (the default ``keep=``).
 
 The composition point calls :func:`attach` for every run on a Dask backend.  The mode for
 runs started in a block is set with ``with nbflow.locality.placement("round-robin"):``.
@@ -23,6 +24,7 @@ from typing import Any
 
 from .agent import KEEP, MODES, LocalityAgent, PlacementError, check_keep, check_mode
 from .placement import BANDWIDTH, Placer, RoundRobin
+from .reachable import run_held
 from .report import LocalityReport, Suggestion, build
 
 __all__ = [
@@ -42,19 +44,21 @@ __all__ = [
 
 _mode = "locality"
 _bandwidth = BANDWIDTH
-_keep = "all"
+_keep = "reachable"
 
 
 @contextlib.contextmanager
 def placement(mode: str = "locality", bandwidth: float = BANDWIDTH,
-              keep: str = "all") -> Iterator[None]:
+              keep: str = "reachable") -> Iterator[None]:
     """Runs started inside the block place their Dask tasks by ``mode`` (see :data:`MODES`).
 
-    ``keep="all"`` (default) keeps every result on the cluster until the run object goes,
-    so ``run[ref]`` works for any task; ``keep="unconsumed"`` releases a result as soon as
-    every task that takes it has run, as ``dask.delayed`` does (less worker memory, faster
-    allocation of new results), and ``run[ref]`` on such a result raises
-    ``nf.ResultReleased``."""
+    ``keep`` says which results stay on the cluster once every task that takes them has
+    run.  ``"reachable"`` (default): those whose Ref the notebook still names when the run
+    starts (a variable, a list of yours, a ``%%workflow`` binding) and those nothing takes;
+    the rest are released as ``dask.delayed`` does (see :mod:`.reachable`).  ``"all"``:
+    every result stays until the run object goes, so ``run[ref]`` works for any task.
+    ``"unconsumed"``: only results nothing takes stay.  ``run[ref]`` on a released result
+    raises ``nf.ResultReleased`` naming the option that keeps it."""
     global _mode, _bandwidth, _keep
     check_mode(mode)
     check_keep(keep)
@@ -117,7 +121,10 @@ def attach(run: Any) -> LocalityAgent | None:
     agent = None
     if backend is not None:
         agent = LocalityAgent(_mode, _bandwidth)
-        agent.release_consumed = _keep == "unconsumed"
+        agent.keep = _keep
+        agent.release_consumed = _keep != "all"
+        if _keep == "reachable":  # what the user can still name, counted as the run starts
+            agent.kept = run_held(run)
         agent.backend = backend
         agent.workflow = str(getattr(run, "name", ""))
         backend.placement = agent

@@ -27,7 +27,7 @@ from .placement import BANDWIDTH, Placer, RoundRobin
 from .transfers import edges_from_logs, frame, incoming_log, read_incoming_logs
 
 MODES = ("locality", "none", "round-robin", "gather")
-KEEP = ("all", "unconsumed")  # which results stay on the cluster (see locality.placement)
+KEEP = ("reachable", "all", "unconsumed")  # which results stay on the cluster (locality.placement)
 _REMEMBER = 50_000
 # (workflow, task key) -> compute seconds Dask measured for it in this process.  The
 # durations the store records are nbflow's view of a task (for a task submitted ahead: from
@@ -47,8 +47,10 @@ class PlacementError(NbflowError, ValueError):
 def check_keep(keep: str) -> str:
     if keep not in KEEP:
         raise PlacementError(
-            f"unknown keep={keep!r}; use 'all' (every result stays readable with run[ref]) or "
-            "'unconsumed' (a result is released once every task taking it has run)")
+            f"unknown keep={keep!r}; use 'reachable' (the default: a result is released once "
+            "every task taking it has run, unless the notebook still names its Ref), 'all' "
+            "(every result stays readable with run[ref]) or 'unconsumed' (a result is "
+            "released once every task taking it has run)")
     return keep
 
 
@@ -66,6 +68,8 @@ class LocalityAgent:
         self.mode = check_mode(mode)
         self.keep_remote = mode != "gather"
         self.release_consumed = False  # release results once consumed (placement keep=)
+        self.keep = "all"  # the placement keep= of the run (see locality.placement)
+        self.kept: set[str] | None = None  # keep="reachable": task keys the user holds
         self.placer = RoundRobin() if mode == "round-robin" else Placer(bandwidth)
         self.backend: Any = None  # the run's Dask backend (its client-side byte counts)
         self.node_of: dict[str, str] = {}  # dask key -> task key (this run's keys only)

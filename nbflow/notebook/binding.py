@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import TaskNotFinished
+from ..core.errors import ResultReleased, TaskNotFinished
 from ..core.ref import Ref
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def bind(ns: dict[str, Any], bound: dict[str, Any], run: Run) -> list[str]:
             continue
         try:
             ns[name] = resolve(value, run)
-        except TaskNotFinished:
+        except (TaskNotFinished, ResultReleased):  # (released: the name keeps its Refs)
             continue
         done.append(name)
     return done

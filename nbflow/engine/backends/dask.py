@@ -185,11 +185,9 @@ class DaskResult(Remote):
         self.backend = backend
 
     def _fetch(self) -> Any:
-        if self.future is None and self.backend.released_keys.get(self.key):
-            raise ResultReleased(
-                f"the result of {self.key!r} was released from the Dask cluster once every "
-                "task that takes it had run (the run kept only results nothing consumed: "
-                "placement keep='unconsumed'); run with the default keep='all' to read it")
+        released = self.backend.released_keys.get(self.key)
+        if self.future is None and released:
+            raise ResultReleased(_released_message(self.key, released))
         if self.future is None:
             raise RuntimeError(f"the result of {self.key} was lost when its cluster closed")
         value = self.future.result()
@@ -314,7 +312,7 @@ class DaskBackend:
         self._topic = TOPIC  # where workers announce results (_apply_located)
         self._located: dict[str, tuple[str, int, float]] = {}  # dask key -> (worker, bytes, seconds)
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
-        self.released_keys: dict[str, bool] = {}  # task key -> released once consumed (see _release)
+        self.released_keys: dict[str, str] = {}  # task key -> the keep= that released it (_release)
         self._locating = False
 
     def bind_scheduler(self, sched: Any) -> None:
@@ -556,18 +554,21 @@ class DaskBackend:
 
     def _release(self, i: int, args: Any, kwargs: Any) -> None:
         """Node ``i`` finished: release each of its Dask inputs whose consumers have now all
-        run, as ``dask.delayed`` would (placement ``keep="unconsumed"``).  Holding every
-        intermediate result costs the workers memory and makes each new result land in
-        freshly mapped pages.  Only inputs consumed by Dask tasks alone are released (a
+        run, as ``dask.delayed`` would (placement ``keep="reachable"``, the default: those
+        whose Ref the user does not hold; ``keep="unconsumed"``: all of them).  Holding
+        every intermediate result costs the workers memory and makes each new result land
+        in freshly mapped pages.  Only inputs consumed by Dask tasks alone are released (a
         construct or a collect node may hand the result on later); what a task failed or
         was skipped for keeps its inputs."""
         ahead = self.ahead
         if ahead is None:
             return
         sched = ahead.sched
+        kept = getattr(self.placement, "kept", None)  # task keys the user can still name
+        how = str(getattr(self.placement, "keep", "unconsumed"))
         for r in _remote_results(args, kwargs):
             p = ahead.index_of(r.key)
-            if p is None or r.future is None:
+            if p is None or r.future is None or (kept is not None and r.key in kept):
                 continue
             done = True
             for s in sched.succs[p]:
@@ -577,7 +578,7 @@ class DaskBackend:
                     done = False
                     break
             if done:
-                self.released_keys[r.key] = True
+                self.released_keys[r.key] = how
                 r.future.release()
                 r.future = None
 
@@ -664,6 +665,21 @@ class DaskBackend:
             await anyio.to_thread.run_sync(close)
         if closing:
             self.client = self._cluster = None
+
+
+def _released_message(key: str, keep: str) -> str:
+    """What ``run[ref]`` says of a result released once consumed, and the option keeping it."""
+    if keep == "reachable":
+        why = ("nothing of the notebook's named its Ref when the run started (a variable, a "
+               "list of yours, a %%workflow binding), so the default keep='reachable' let it "
+               "go. Keep a name for the Ref before running, or run inside "
+               "nbflow.locality.placement(keep='all') to keep every result")
+    else:
+        why = (f"the run used placement keep={keep!r}; run inside "
+               "nbflow.locality.placement(keep='all') to keep every result (or the default "
+               "keep='reachable' with a name for the Ref)")
+    return (f"the result of {key!r} was released from the Dask cluster once every task that "
+            f"takes it had run: {why}")
 
 
 def _explain(key: str, error: BaseException) -> BaseException:

@@ -1,0 +1,191 @@
+"""Which Dask results stay on the cluster after a run: the default ``keep="reachable"``.
+
+A result whose Ref the notebook no longer names (the ``x`` of ``x = step(x)`` rebound) is
+released once every task taking it has run; a Ref still held by a variable or a list, the
+workflow's sinks and (in a kernel) a ``%%workflow`` binding stay readable.  What is checked
+is what the scheduler holds and what ``run[...]`` gives, not timings.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import nbflow as nf
+from nbflow import locality
+from nbflow.locality.reachable import held_outside, run_held
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                       dashboard_address=None)
+    try:
+        with distributed.Client(cluster, set_as_default=False) as c:
+            yield c
+    finally:
+        cluster.close()
+
+
+@nf.task
+def make(n: int, fill: float = 1.0):
+    return np.full(n, fill)
+
+
+@nf.task
+def inc(a):
+    return a + 1
+
+
+@nf.task
+def total(*arrays):
+    return float(sum(float(a.sum()) for a in arrays))
+
+
+@nf.task
+def combine(parts):
+    return float(sum(float(p.sum()) for p in parts))
+
+
+def _in_memory(dask_scheduler=None):
+    return {k: sorted(ws.address for ws in ts.who_has) for k, ts in dask_scheduler.tasks.items()
+            if ts.state == "memory"}
+
+
+def _dask_keys(run, task_keys):
+    return {d for d, k in run.locality.agent.node_of.items() if k in task_keys}
+
+
+def _wait_released(client, keys):
+    deadline = time.monotonic() + 30  # (the release reaches the scheduler as a message)
+    while keys & set(client.run_on_scheduler(_in_memory)):
+        assert time.monotonic() < deadline, "a worker still holds a released result"
+        time.sleep(0.05)
+
+
+def test_the_graphs_own_references_do_not_count_as_the_users():
+    with nf.Workflow("held") as wf:
+        x = make(10)
+        kept = inc(x)
+        for _ in range(3):
+            x = inc(x)
+        parts = [inc(x) for _ in range(2)]  # the user's list is also combine's argument
+        both = combine(parts)
+        named = {"y": inc(both)}
+        z = inc(named["y"])
+    keys = [r.key for r in wf.nodes]
+    held = {keys[i] for i in held_outside(wf.nodes, [wf.nodes])}
+    assert held == {kept.key, x.key, *(p.key for p in parts), both.key, named["y"].key, z.key}
+    assert {"make-0", "inc-1", "inc-2"}.isdisjoint(held)  # rebound: nobody names them
+    # a name bound later (e.g. taken back from wf.nodes) is someone's reference too
+    again = wf.nodes[0]
+    assert "make-0" in {keys[i] for i in held_outside(wf.nodes, [wf.nodes])}
+    del again
+
+
+def test_by_default_what_nobody_names_is_released_and_the_rest_stays(client):
+    with nf.Workflow("keep-default") as wf:
+        x = make(1000, 1.0)
+        for _ in range(3):
+            x = inc(x)  # make-0, inc-0, inc-1: rebound, released once consumed
+        mid = inc(x)  # held by a variable, consumed by out: stays
+        out = inc(mid)  # a sink: stays
+        side = total(x)  # a second sink
+    run = wf.run(backend=client, cache=False)
+    backend = run.backends["dask"]
+    assert set(backend.released_keys) == {"make-0", "inc-0", "inc-1"}
+    assert run.locality.agent.kept >= {x.key, mid.key, out.key, side.key}
+    assert float(run[x].sum()) == 4000.0 and float(run[mid].sum()) == 5000.0
+    assert float(run[out].sum()) == 6000.0 and run[side] == 4000.0
+    gone = _dask_keys(run, {"make-0", "inc-0", "inc-1"})
+    assert len(gone) == 3
+    _wait_released(client, gone)
+    held = _dask_keys(run, {x.key, mid.key, out.key})
+    assert held <= set(client.run_on_scheduler(_in_memory))
+    # a released result, reached by key or through the workflow's records, says why and
+    # which option keeps it
+    for handle in ("inc-0", wf.nodes[0]):
+        with pytest.raises(nf.ResultReleased, match="keep='all'") as e:
+            run[handle]
+        assert "keep='reachable'" in str(e.value)
+    assert list(run.tasks["state"]) == ["completed"] * 7  # (released is not failed)
+
+
+def test_keep_all_holds_every_result(client):
+    with nf.Workflow("keep-all") as wf:
+        x = make(100, 1.0)
+        for _ in range(3):
+            x = inc(x)
+    with locality.placement(keep="all"):
+        run = wf.run(backend=client, cache=False)
+    assert not run.backends["dask"].released_keys and run.locality.agent.kept is None
+    assert float(run["make-0"].sum()) == 100.0
+
+
+def test_a_held_list_keeps_its_refs_and_a_ref_taken_from_the_graph_before_the_run_too(client):
+    with nf.Workflow("keep-list") as wf:
+        parts = [inc(make(100, float(k))) for k in range(3)]  # make-k: nobody names them
+        s = combine(parts)
+    first = wf.nodes[0]  # make-0, named before the run starts
+    run = wf.run(backend=client, cache=False)
+    released = set(run.backends["dask"].released_keys)
+    assert released == {"make-1", "make-2"}  # inc-k stay: the list is the user's
+    assert [float(run[p].sum()) for p in parts] == [100.0, 200.0, 300.0]
+    assert run[s] == 600.0 and float(run[first].sum()) == 0.0
+
+
+def test_released_results_were_stored_by_the_cache_and_hit_next_time(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("NBFLOW_HOME", str(tmp_path))
+
+    def build():
+        with nf.Workflow("keep-cached") as wf:
+            x = make(1000, 2.0)
+            for _ in range(2):
+                x = inc(x)
+            out = total(x)
+        return wf, out
+
+    wf, out = build()
+    run = wf.run(backend=client)
+    # (x was build()'s local: only out is named once it returns)
+    assert set(run.backends["dask"].released_keys) == {"make-0", "inc-0", "inc-1"}
+    assert not any(run.tasks["cached"]) and run[out] == 4000.0
+    wf2, out2 = build()
+    again = wf2.run(backend=client)
+    assert all(again.tasks["cached"]) and again[out2] == 4000.0
+    assert float(again["make-0"].sum()) == 2000.0  # the stored value, read back here
+
+
+@pytest.mark.timeout(240)
+def test_in_a_kernel_workflow_bindings_stay_and_rebound_names_are_released(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "notebooks"))
+    import nbharness as h
+
+    nb = h.notebook([
+        "import numpy as np\nimport distributed\nimport nbflow as nf\n"
+        "cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,"
+        " dashboard_address=None)\naddress = cluster.scheduler_address\n"
+        "@nf.task\ndef make(n):\n    return np.ones(n)\n"
+        "@nf.task\ndef inc(a):\n    return a + 1\n",
+        "%%workflow chain --backend {address} --no-cache\n"
+        "x = make(100)\nfor _ in range(3):\n    x = inc(x)\nmid = inc(x)\nout = inc(mid)",
+        "run = nf.last_run()\n"
+        "print('bound', float(x.sum()), float(mid.sum()), float(out.sum()))\n"
+        "print('released', sorted(run.backends['dask'].released_keys))\n"
+        "try:\n    run['inc-0']\nexcept nf.ResultReleased as e:\n    print('said', e)\n"
+        "print('readable', float(run[run.nodes[3]].sum()))",
+        "cluster.close()",
+    ])
+    nb = h.execute(nb, tmp_path)
+    h.assert_no_errors(nb)
+    out = h.stream(nb.cells[2])
+    assert "bound 400.0 500.0 600.0" in out
+    assert "released ['inc-0', 'inc-1', 'make-0']" in out
+    assert "said the result of 'inc-0' was released" in out and "keep='all'" in out
+    assert "readable 400.0" in out  # inc-2: bound to x
