@@ -189,3 +189,54 @@ def test_in_a_kernel_workflow_bindings_stay_and_rebound_names_are_released(tmp_p
     assert "released ['inc-0', 'inc-1', 'make-0']" in out
     assert "said the result of 'inc-0' was released" in out and "keep='all'" in out
     assert "readable 400.0" in out  # inc-2: bound to x
+
+
+# -- submissions sent together ---------------------------------------------------------------
+
+
+def _restrictions(keys, dask_scheduler=None):
+    out = {}
+    for k in keys:
+        ts = dask_scheduler.tasks.get(k)
+        if ts is not None:
+            out[k] = (sorted(ts.worker_restrictions or ()), bool(ts.loose_restrictions))
+    return out
+
+
+def test_a_chain_goes_in_one_message_with_each_tasks_own_worker_hint(client):
+    with nf.Workflow("batched-rr") as wf:
+        refs = [make(1000, 1.0)]
+        for _ in range(3):
+            refs.append(inc(refs[-1]))
+    with locality.placement("round-robin"):
+        run = wf.run(backend=client, cache=False)
+    batch = run.backends["dask"].batch
+    assert batch is not None and (batch.messages, batch.tasks) == (1, 4)  # root + 3 ahead
+    agent = run.locality.agent
+    hints = dict(agent.hint_of)
+    assert len(set(hints.values())) == 2  # alternating workers, in one submission
+    got = client.run_on_scheduler(_restrictions, list(hints))
+    assert got == {d: ([w], True) for d, w in hints.items()}  # each key its own hint
+    # ...and Dask honoured them: each task ran where it was hinted
+    assert all(agent.worker_of[agent.node_of[d]] == w for d, w in hints.items())
+    assert float(run[refs[-1]].sum()) == 4000.0
+
+
+def test_without_batching_each_task_is_its_own_submission(client, monkeypatch):
+    monkeypatch.setenv("NBFLOW_DASK_BATCH", "0")
+    with nf.Workflow("unbatched") as wf:
+        x = inc(make(100, 1.0))
+    run = wf.run(backend=client, cache=False)
+    assert run.backends["dask"].batch is None and float(run[x].sum()) == 200.0
+
+
+def test_a_batch_that_cannot_be_sent_fails_its_tasks_instead_of_waiting(client, monkeypatch):
+    def refuse(*a, **k):
+        raise RuntimeError("the scheduler refused the graph")
+
+    monkeypatch.setattr(client, "_graph_to_futures", refuse)
+    with nf.Workflow("unsendable") as wf:
+        inc(make(100, 1.0))
+    run = wf.run(backend=client, cache=False, raise_on_error=False)
+    assert run.status == "failed"
+    assert "the scheduler refused the graph" in str(next(iter(run.errors().values())))

@@ -59,6 +59,7 @@ from ...core.remote import Remote
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
 from ..metrics import Measured
+from . import dask_batch
 from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
@@ -314,6 +315,10 @@ class DaskBackend:
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self.released_keys: dict[str, str] = {}  # task key -> the keep= that released it (_release)
         self._locating = False
+        # Submissions sent together, one message each time a task and the successors that
+        # go ahead with it are submitted (see dask_batch); None: one client.submit per task.
+        self.batch: dask_batch.Batch | None = None
+        self.batching = os.environ.get("NBFLOW_DASK_BATCH", "1") != "0"
 
     def bind_scheduler(self, sched: Any) -> None:
         """The run's scheduler: successors are submitted ahead of their inputs from it
@@ -367,8 +372,14 @@ class DaskBackend:
                 _subscribed[client] = scheduler
         if self.placement is not None:
             self.placement.connected(client)  # (it reads the workers just learnt: no I/O)
+        if self.batching and self.keep_remote and dask_batch.available(client):
+            self.batch = dask_batch.Batch(client)
 
     def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+        batch = self.batch
+        if batch is not None:  # sent with the others at the next flush (see _flush)
+            return batch.add(options["key"], _apply_located, (self._topic, fn, args, kwargs),
+                             options.get("workers"))
         if self.keep_remote:
             return self.client.submit(_apply_located, self._topic, fn, args, kwargs, **options)
         return self.client.submit(_apply, fn, args, kwargs, **options)
@@ -452,6 +463,11 @@ class DaskBackend:
         self.ahead.submitted_ahead += 1
         return DaskResult(key, fut, self, self._predicted(key), hint[0] if hint else None)
 
+    def _flush(self) -> None:
+        """Send the submissions queued since the last flush, in one message."""
+        if self.batch is not None:
+            self.batch.flush()
+
     def _predicted(self, key: str) -> int | None:
         predict = getattr(self.placement, "predicted_bytes", None)
         return predict(key) if predict is not None else None
@@ -494,6 +510,7 @@ class DaskBackend:
             if ahead is not None and i is not None:
                 ahead.submitted(i, DaskResult(key, fut, self, self._predicted(key),
                                               hint[0] if hint else None))
+        self._flush()  # (this task and the successors that went ahead with it: one message)
 
         def settle(outcome: tuple[bool, Any]) -> None:
             if not waiter.done():

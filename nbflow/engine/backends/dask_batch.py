@@ -1,0 +1,99 @@
+"""Many Dask submissions in one message, each task with its own worker hint.
+
+``client.submit`` sends one ``update-graph`` message per task: the call is pickled, the
+client's loop is woken, the scheduler deserialises and orders a one-task graph.  On short
+tasks that per-task cost is most of what separates a run from ``client.compute`` of the
+same graph, which sends the whole graph at once.  What stood in the way of sending nbflow's
+tasks together is that each one may carry its own placement hint (``workers=[w]`` with
+``allow_other_workers=True``), while ``submit``/``compute``/``persist`` apply ``workers=``
+to a whole submission.
+
+``distributed`` (checked on 2026.8) takes per-key restrictions from the *annotations of
+a graph's layers*: the scheduler reads ``expr.__dask_annotations__()`` (per key) before the
+submission-wide ones and applies ``workers``/``allow_other_workers`` to each task
+(``Scheduler._apply_annotations``).  So a :class:`Batch` builds one high-level graph with a
+layer per hinted worker (plus one without annotations for tasks left to Dask), all
+standard ``dask`` classes (nothing of nbflow's needs to be importable on the scheduler),
+and hands it to the client's internal ``_graph_to_futures`` — the call ``submit`` itself
+makes — once.
+
+Futures are made when a task is added (``Future(key, client)`` registers the key with the
+client, as the futures ``submit`` returns do), so a successor added to the same batch takes
+its producer's future as an argument before anything is sent; the batch is sent when the
+caller flushes it (the Dask backend does after submitting a task and the successors that
+go ahead with it).  If sending fails, each of its futures is given the error, so its task
+fails with it instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def available(client: Any) -> bool:
+    """Can ``client`` take a batch (the internals used here exist in this install)?"""
+    try:
+        from dask._expr import HLGExpr  # noqa: F401
+        from dask._task_spec import Task, parse_input  # noqa: F401
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer  # noqa: F401
+        from distributed.spans import SpanMetadata  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the install
+        return False
+    return callable(getattr(client, "_graph_to_futures", None))
+
+
+class Batch:
+    """Submissions waiting to be sent together (see the module)."""
+
+    def __init__(self, client: Any) -> None:
+        from dask._task_spec import Task, parse_input
+        from distributed import Future
+
+        self.client = client
+        self._task, self._parse, self._future = Task, parse_input, Future
+        self.items: list[tuple[str, Any, str | None]] = []  # (key, task spec, hinted worker)
+        self.messages = 0  # update-graph messages sent
+        self.tasks = 0  # tasks sent in them
+
+    def add(self, key: str, func: Callable[..., Any], args: tuple[Any, ...],
+            hint: list[str] | None) -> Any:
+        """Queue ``func(*args)`` under ``key`` (futures among ``args``, nested too, become
+        dependencies) and return its future."""
+        parse = self._parse
+        task = self._task(key, func, *[parse(a) for a in args])
+        self.items.append((key, task, hint[0] if hint else None))
+        return self._future(key, self.client)
+
+    def flush(self) -> None:
+        """Send every queued task in one message."""
+        items, self.items = self.items, []
+        if not items:
+            return
+        from dask._expr import HLGExpr
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+        from distributed.spans import SpanMetadata
+
+        groups: dict[str | None, dict[str, Any]] = {}
+        for key, task, worker in items:
+            groups.setdefault(worker, {})[key] = task
+        layers = {}
+        for n, (worker, tasks) in enumerate(groups.items()):
+            hint = {"workers": [worker], "allow_other_workers": True} if worker else None
+            layers[f"nbflow-batch-{n}"] = MaterializedLayer(tasks, annotations=hint)
+        keys = [key for key, _, _ in items]
+        graph = HighLevelGraph(layers, {name: set() for name in layers})
+        try:
+            self.client._graph_to_futures(
+                HLGExpr(dsk=graph, low_level_optimizer=None, output_keys=keys), keys,
+                span_metadata=SpanMetadata(collections=[{"type": "Future"}]),
+                internal_priority={k: n for n, k in enumerate(keys)})  # (submission order)
+        except Exception as e:  # each task fails with the reason instead of waiting forever
+            for key in keys:
+                state = self.client.futures.get(key)
+                if state is not None:
+                    state.set_error(e, sys.exc_info()[2])
+            return
+        self.messages += 1
+        self.tasks += len(keys)
