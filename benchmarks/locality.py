@@ -14,10 +14,14 @@ Each workflow runs, alternated ``--repeat`` times, as:
 - ``gather``: nbflow as it was: every result comes back to the notebook process and is
   sent out again to its consumers;
 - ``remote``: results stay on the workers, no placement hints (Dask decides);
-- ``locality``: results stay on the workers, placement by nbflow's rule;
-- ``release``: as ``locality``, but each result is released from the cluster once every
-  task taking it has run (``locality.placement(keep="unconsumed")``), as ``dask.delayed``
-  does; by default nbflow keeps every result so that ``run[ref]`` works for any task;
+- ``locality``: results stay on the workers, placement by nbflow's rule, nbflow's
+  defaults: ``keep="reachable"`` releases a result once every task taking it has run
+  unless the notebook still names its Ref (here only the final result is named: the
+  workflow is traced as a notebook would, each Ref a loop variable rebound);
+- ``release``: as ``locality``, but every result is released once consumed
+  (``locality.placement(keep="unconsumed")``), as ``dask.delayed`` does;
+- ``hold-all``: as ``locality``, but every result stays on the cluster
+  (``keep="all"``, the default before session 5, so that ``run[ref]`` works for any task);
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -34,6 +38,11 @@ sizes and runtimes and ``--bandwidth`` bytes/s, for the locality rule (counting 
 tasks times the mean duration, and ``locality-predicted``: fed each task's duration, as a
 run with history is), round-robin and a greedy earliest-start rule.
 
+``--modes`` picks variants (default: all seven; ``gather`` is by far the slowest).  Each
+sample records the wall-clock makespan and the CPU time of this process (all threads:
+nbflow's loop, Dask's client loop; ``time.process_time``); the load average is recorded
+before and after.
+
 ``--warmup N`` runs every variant N times, unmeasured, before the samples (so that the
 first sample of a variant is not the one that imports modules and, for ``locality``, the
 one without history of the tasks' sizes).
@@ -49,6 +58,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -61,7 +71,7 @@ else:
     import _harness
 
 MB = 1_000_000
-MODES = ["gather", "remote", "locality", "release", "round-robin", "dask"]
+MODES = ["gather", "remote", "locality", "release", "hold-all", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -185,34 +195,49 @@ def _moved_since(client: Any, before: dict[str, int]) -> int:
     return int(sum(client.run(tail, before).values()))
 
 
-def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
+def trace_spec(name: str, spec: list[Any]) -> tuple[Any, Any]:
+    """``spec`` traced as ``nf.Workflow(name)``; returns ``(wf, the Ref of "end")``.  The
+    table of Refs by spec key used while tracing is dropped before returning, so that, as
+    in a notebook whose loop variables are rebound, only the final result is named."""
     import nbflow as nf
-    from nbflow import locality
 
     tasks = {fn: nf.task(fn) for _, fn, _ in spec}
-    with nf.Workflow(f"locality-bench-{mode}") as wf:
+    with nf.Workflow(name) as wf:
         refs: dict[str, Any] = {}
         for key, fn, args in spec:
             real = tuple(refs[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
                          for a in args)
             refs[key] = tasks[fn](*real)
+    end = refs["end"]
+    del refs, real
+    return wf, end
+
+
+def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
+    from nbflow import locality
+
+    wf, end = trace_spec(f"locality-bench-{mode}", spec)
     before = _logs(client)
-    t0 = time.perf_counter()
-    place = {"remote": "none", "release": "locality"}.get(mode, mode)
-    keep = "unconsumed" if mode == "release" else "all"
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    place = {"remote": "none", "release": "locality", "hold-all": "locality"}.get(mode, mode)
+    keep = {"release": "unconsumed", "hold-all": "all"}.get(mode, "reachable")
     with locality.placement(place, keep=keep):
         run = wf.run(backend=client, cache=False)
-        value = run[refs["end"]]
-    seconds = time.perf_counter() - t0
+        value = run[end]
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rep = run.locality_report()
     sizes = dict(zip(rep.tasks["task"], rep.tasks["output_bytes"], strict=True))
-    got = sizes.get(refs["end"].key)
+    got = sizes.get(end.key)
     asked = int(got) if got is not None and got == got else 0  # the one result we asked for
-    out = {"makespan_s": seconds, "worker_bytes": _moved_since(client, before),
+    backend = run.backends["dask"]
+    batch = backend.batch
+    out = {"makespan_s": seconds, "cpu_s": cpu, "worker_bytes": _moved_since(client, before),
            "client_bytes": rep.bytes_to_client - asked + rep.bytes_from_client,
            "client_bytes_not_asked": rep.bytes_to_client - asked,
-           "logged_by_run": rep.bytes_moved, "local_share": rep.local_share, "value": value}
-    del run, wf, refs
+           "logged_by_run": rep.bytes_moved, "local_share": rep.local_share, "value": value,
+           "released": len(backend.released_keys),
+           "submit_messages": batch.messages if batch is not None else len(rep.tasks)}
+    del run, wf, end
     gc.collect()
     return out
 
@@ -226,22 +251,24 @@ def run_dask(client: Any, spec: list[Any]) -> dict[str, Any]:
                      for a in args)
         nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{time.time_ns()}")
     before = _logs(client)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     value = client.compute(nodes["end"]).result()
-    seconds = time.perf_counter() - t0
-    return {"makespan_s": seconds, "worker_bytes": _moved_since(client, before),
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"makespan_s": seconds, "cpu_s": cpu, "released": None, "submit_messages": 1,
+            "worker_bytes": _moved_since(client, before),
             "client_bytes": 0, "client_bytes_not_asked": 0, "logged_by_run": None,
             "local_share": None, "value": value}
 
 
 def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
-                 warmup: int = 0) -> dict[str, Any]:
+                 warmup: int = 0, modes: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    modes = modes or MODES
     with _harness.local_cluster() as client:
         for name in workloads:
             spec = WORKLOADS[name]()
             samplers = {m: (lambda m=m, spec=spec: run_dask(client, spec) if m == "dask"
-                            else run_nbflow(client, spec, m)) for m in MODES}
+                            else run_nbflow(client, spec, m)) for m in modes}
             if warmup:  # unmeasured runs first: imports, worker caches, and history for the rule
                 _harness.alternate(samplers, warmup)
             samples = _harness.alternate(samplers, repeat, log=lambda s, n=name: log(f"{n}: {s}"))
@@ -251,6 +278,9 @@ def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
             for m, ss in samples.items():
                 per[m] = {
                     "makespan_s": statistics.median(s["makespan_s"] for s in ss),
+                    "cpu_s": statistics.median(s["cpu_s"] for s in ss),
+                    "released": ss[0]["released"],
+                    "submit_messages": statistics.median(s["submit_messages"] for s in ss),
                     "worker_bytes": statistics.median(s["worker_bytes"] for s in ss),
                     "client_bytes": statistics.median(s["client_bytes"] for s in ss),
                     "total_bytes": statistics.median(s["worker_bytes"] + s["client_bytes"]
@@ -262,26 +292,37 @@ def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
                     "local_share": ss[0]["local_share"],
                     "samples_makespan_s": [s["makespan_s"] for s in ss],
                 }
-            loc, rr, dk = per["locality"], per["round-robin"], per["dask"]
-            results[name] = {
-                "tasks": len(spec), "same_result_everywhere": agree, "modes": per,
-                "targets": {
-                    "bytes_vs_round_robin": _harness.target(
-                        _harness.ratio(loc["total_bytes"], rr["total_bytes"]), 0.6, "<="),
-                    "bytes_vs_dask": _harness.target(
-                        _harness.ratio(loc["total_bytes"], dk["total_bytes"] or 1), 1.0, "<="),
-                    "makespan_vs_dask": _harness.target(
-                        _harness.ratio(loc["makespan_s"], dk["makespan_s"]), 1.1, "<="),
-                    # the same, releasing results once consumed as dask.delayed does
-                    "makespan_vs_dask_with_release": _harness.target(
-                        _harness.ratio(per["release"]["makespan_s"], dk["makespan_s"]), 1.1, "<="),
-                    "client_bytes_not_asked": _harness.target(
-                        float(loc["client_bytes_not_asked"]), 0.0, "<="),
-                },
-            }
+            results[name] = {"tasks": len(spec), "same_result_everywhere": agree, "modes": per,
+                             "targets": _targets(per)}
             log(f"{name}: " + ", ".join(
-                f"{m} {p['total_bytes'] / MB:.0f} MB {p['makespan_s']:.2f}s" for m, p in per.items()))
+                f"{m} {p['total_bytes'] / MB:.0f} MB {p['makespan_s']:.2f}s cpu {p['cpu_s']:.2f}s"
+                for m, p in per.items()))
+            log(f"{name}: targets " + ", ".join(
+                f"{k} {v['value'] if isinstance(v, dict) else v}" for k, v in results[name]["targets"].items()))
     return results
+
+
+def _targets(per: dict[str, Any]) -> dict[str, Any]:
+    """The targets the variants measured allow (each needs ``locality`` and its baseline)."""
+    out: dict[str, Any] = {}
+    loc, rr, dk = per.get("locality"), per.get("round-robin"), per.get("dask")
+    if loc is None:
+        return out
+    if rr is not None:
+        out["bytes_vs_round_robin"] = _harness.target(
+            _harness.ratio(loc["total_bytes"], rr["total_bytes"]), 0.6, "<=")
+    if dk is not None:
+        out["bytes_vs_dask"] = _harness.target(
+            _harness.ratio(loc["total_bytes"], dk["total_bytes"] or 1), 1.0, "<=")
+        out["makespan_vs_dask"] = _harness.target(
+            _harness.ratio(loc["makespan_s"], dk["makespan_s"]), 1.1, "<=")
+        out["cpu_vs_dask"] = _harness.ratio(loc["cpu_s"], dk["cpu_s"])
+        for m in ("release", "hold-all"):  # other keep= policies, against the same Dask
+            if m in per:
+                out[f"makespan_vs_dask_{m}"] = _harness.target(
+                    _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")
+    out["client_bytes_not_asked"] = _harness.target(float(loc["client_bytes_not_asked"]), 0.0, "<=")
+    return out
 
 
 def sim_part(bandwidth: float, log: Callable[[str], None]) -> dict[str, Any]:
@@ -326,14 +367,23 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=0, help="unmeasured runs of every variant first")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--modes", default=",".join(MODES), help="variants to run (comma-separated)")
     ap.add_argument("--bandwidth", type=float, default=100e6, help="bytes/s in the simulation")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     log = _harness.progress("locality")
     doc: dict[str, Any] = {"benchmark": "locality", "machine": _harness.machine_info()}
     if args.part in ("cluster", "all"):
+        modes = args.modes.split(",")
+        unknown = sorted(set(modes) - set(MODES))
+        if unknown:
+            ap.error(f"unknown --modes {unknown}; choose from {MODES}")
+        doc["load_before"] = os.getloadavg()
         with _harness.nbflow_home():
-            doc["cluster"] = cluster_part(args.repeat, args.workloads.split(","), log, args.warmup)
+            doc["cluster"] = cluster_part(args.repeat, args.workloads.split(","), log, args.warmup,
+                                          modes)
+        doc["load_after"] = os.getloadavg()
+        log(f"load average before {doc['load_before']}, after {doc['load_after']}")
         doc["cluster_command_repeat"] = args.repeat
         doc["cluster_command_warmup"] = args.warmup
     if args.part in ("sim", "all"):

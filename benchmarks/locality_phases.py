@@ -23,6 +23,10 @@ nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placem
 - ``wait returns``: ``wf.run`` returned;
 - ``result``: ``run[end]`` has the value.
 
+``nbflow-unbatched`` is the same run with ``NBFLOW_DASK_BATCH=0``: one ``client.submit``
+(one ``update-graph`` message) per task, as before session 5; ``update-graph messages``
+counts the messages each run sent, ``CPU per task`` the process's CPU over its tasks.
+
 Plain Dask: ``client.compute(graph)`` (graph built beforehand, like the nbflow workflow is
 traced beforehand), first compute start, last compute end, ``.result()`` returned.
 
@@ -38,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -45,10 +50,10 @@ from typing import Any
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS
+    from .locality import WORKLOADS, trace_spec
 else:
     import _harness
-    from locality import WORKLOADS
+    from locality import WORKLOADS, trace_spec
 
 _marks: dict[str, float] = {}
 _spans: dict[str, float] = {}
@@ -107,6 +112,7 @@ def instrumented() -> Iterator[None]:
         _timed(workflow, "Run", "prepare: the engine's Run"),
         _timed(dask_backend.DaskBackend, "open", "open", is_async=True),
         _timed(dask_backend.DaskBackend, "_submit", "submit"),
+        _timed(dask_backend.DaskBackend, "_flush", "flush"),
         _timed(scheduler.Scheduler, "run", "engine", is_async=True),
         _timed(dask_backend.DaskBackend, "aclose", "close", is_async=True),
         _timed(agent.LocalityAgent, "closing", "end-of-run reads"),
@@ -130,34 +136,38 @@ def _compute_span(stream: list[dict[str, Any]], t0: float) -> tuple[float, float
     return (min(starts) - t0, max(stops) - t0) if starts else (float("nan"), float("nan"))
 
 
-def sample_nbflow(client: Any, spec: list[Any]) -> dict[str, float]:
+def sample_nbflow(client: Any, spec: list[Any], batched: bool = True) -> dict[str, float]:
     from distributed import get_task_stream
 
-    import nbflow as nf
     from nbflow import locality
 
-    tasks = {fn: nf.task(fn) for _, fn, _ in spec}
-    with nf.Workflow("locality-phases") as wf:
-        refs: dict[str, Any] = {}
-        for key, fn, args in spec:
-            real = tuple(refs[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
-                         for a in args)
-            refs[key] = tasks[fn](*real)
+    wf, end = trace_spec("locality-phases", spec)  # (only the final result is named)
     _marks.clear()
     _spans.clear()
-    with get_task_stream(client=client) as ts, instrumented(), locality.placement("locality"):
-        t0, cpu0 = time.time(), time.process_time()
-        run = wf.run(backend=client, cache=False)
-        t_wait = time.time()
-        run[refs["end"]]
-        t_result, cpu = time.time(), time.process_time() - cpu0
+    old = os.environ.get("NBFLOW_DASK_BATCH")
+    os.environ["NBFLOW_DASK_BATCH"] = "1" if batched else "0"
+    try:
+        with get_task_stream(client=client) as ts, instrumented(), locality.placement("locality"):
+            t0, cpu0 = time.time(), time.process_time()
+            run = wf.run(backend=client, cache=False)
+            t_wait = time.time()
+            run[end]
+            t_result, cpu = time.time(), time.process_time() - cpu0
+    finally:
+        if old is None:
+            os.environ.pop("NBFLOW_DASK_BATCH", None)
+        else:
+            os.environ["NBFLOW_DASK_BATCH"] = old
+    batch = run.backends["dask"].batch
+    n_tasks = len(run.nodes)
     first, last = _compute_span(ts.data, t0)
     out = {k: v for k, v in _spans.items() if k.startswith("prepare")}
     out.update({
         "thread (prepare end -> open start)": _marks["open start"] - _marks["prepare end"],
         "open": _spans["open"],
         "first submit": _marks["submit start"] - t0,
-        "submit calls (sum)": _spans["submit"],
+        "submit calls (sum)": _spans["submit"] + _spans.get("flush", 0.0),
+        "update-graph messages": float(batch.messages if batch is not None else n_tasks),
         "first compute start": first,
         "last compute end": last,
         "engine done": _marks["engine end"] - t0,
@@ -166,6 +176,7 @@ def sample_nbflow(client: Any, spec: list[Any]) -> dict[str, float]:
         "wait returns": t_wait - t0,
         "result in hand (makespan)": t_result - t0,
         "CPU of this process (all threads)": cpu,
+        "CPU per task": cpu / n_tasks,
     })
     return out
 
@@ -188,7 +199,8 @@ def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
     first, last = _compute_span(ts.data, t0)
     return {"first submit": 0.0, "submit calls (sum)": t_submit - t0, "first compute start": first,
             "last compute end": last, "result in hand (makespan)": t_result - t0,
-            "CPU of this process (all threads)": cpu}
+            "update-graph messages": 1.0, "CPU of this process (all threads)": cpu,
+            "CPU per task": cpu / len(spec)}
 
 
 def main() -> None:
@@ -200,11 +212,12 @@ def main() -> None:
     args = ap.parse_args()
     log = _harness.progress("phases")
     doc: dict[str, Any] = {"benchmark": "locality_phases", "machine": _harness.machine_info(),
-                           "workloads": {}}
+                           "workloads": {}, "load_before": os.getloadavg()}
     with _harness.nbflow_home(), _harness.local_cluster() as client:
         for name in args.workloads.split(","):
             spec = WORKLOADS[name]()
             samplers = {"nbflow": lambda spec=spec: sample_nbflow(client, spec),
+                        "nbflow-unbatched": lambda spec=spec: sample_nbflow(client, spec, False),
                         "dask": lambda spec=spec: sample_dask(client, spec)}
             _harness.alternate(samplers, args.warmup)
             got = _harness.alternate(samplers, args.repeat)
@@ -214,7 +227,10 @@ def main() -> None:
             log(f"{name}:")
             for system, phases in med.items():
                 for k, v in phases.items():
-                    log(f"  {system:7s} {k:45s} {v * 1000:8.1f} ms")
+                    shown = f"{v:8.0f}   " if k == "update-graph messages" else f"{v * 1000:8.1f} ms"
+                    log(f"  {system:16s} {k:45s} {shown}")
+    doc["load_after"] = os.getloadavg()
+    log(f"load average before {doc['load_before']}, after {doc['load_after']}")
     _harness.emit_json(doc, args.json)
 
 

@@ -60,9 +60,11 @@ def test_successors_go_to_dask_ahead_and_are_adopted(client):
     wf, out = chains("ahead-chains")
     run = wf.run(backend=client, cache=False)
     ahead = run.backends["dask"].ahead
-    # Two roots are submitted by the engine; everything after them went ahead, in one go,
-    # and each was adopted (not submitted a second time) when the engine started it.
-    assert ahead.submitted_ahead == len(wf.nodes) - 2
+    # The engine submits the first root; the other ready root and everything after them
+    # went ahead with it, in one message, and each was adopted (not submitted a second
+    # time) when the engine started it.
+    assert ahead.submitted_ahead == len(wf.nodes) - 1
+    assert run.backends["dask"].batch.messages == 1
     assert ahead.adopted == ahead.submitted_ahead
     assert run[out] == 1000 * (0 + 3) + 1000 * (1 + 3)
     # The engine's view is unchanged: every task started once and completed once, in order.

@@ -240,3 +240,29 @@ def test_a_batch_that_cannot_be_sent_fails_its_tasks_instead_of_waiting(client, 
     run = wf.run(backend=client, cache=False, raise_on_error=False)
     assert run.status == "failed"
     assert "the scheduler refused the graph" in str(next(iter(run.errors().values())))
+
+
+def _undo_sum(out):
+    return float(out.sum())
+
+
+@nf.task(compensate=_undo_sum)
+def reserve(n: int):
+    return np.full(n, 3.0)
+
+
+@nf.task
+def boom(a):
+    raise RuntimeError("boom")
+
+
+def test_a_saga_members_result_stays_for_its_undo_even_when_nobody_names_it(client):
+    with nf.Workflow("keep-saga") as wf, nf.saga("order"):
+        x = reserve(10)
+        x = inc(x)  # consumes reserve-0 and completes: reserve-0 would be released...
+        boom(x)
+    run = wf.run(backend=client, cache=False, raise_on_error=False)
+    assert run.status == "failed" and "reserve-0" not in run.backends["dask"].released_keys
+    [rb] = run.rollbacks
+    assert "reserve-0" in rb["compensated"]
+    assert run["reserve-0.undo"] == 30.0  # ...but its undo took it

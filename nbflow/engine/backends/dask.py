@@ -319,6 +319,7 @@ class DaskBackend:
         # go ahead with it are submitted (see dask_batch); None: one client.submit per task.
         self.batch: dask_batch.Batch | None = None
         self.batching = os.environ.get("NBFLOW_DASK_BATCH", "1") != "0"
+        self._flush_due = False
 
     def bind_scheduler(self, sched: Any) -> None:
         """The run's scheduler: successors are submitted ahead of their inputs from it
@@ -465,8 +466,16 @@ class DaskBackend:
 
     def _flush(self) -> None:
         """Send the submissions queued since the last flush, in one message."""
+        self._flush_due = False
         if self.batch is not None:
             self.batch.flush()
+
+    def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush once the tasks the engine starts in this turn of the event loop have all
+        queued theirs (the engine starts every ready task before it waits again)."""
+        if self.batch is not None and not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self._flush)
 
     def _predicted(self, key: str) -> int | None:
         predict = getattr(self.placement, "predicted_bytes", None)
@@ -510,7 +519,8 @@ class DaskBackend:
             if ahead is not None and i is not None:
                 ahead.submitted(i, DaskResult(key, fut, self, self._predicted(key),
                                               hint[0] if hint else None))
-        self._flush()  # (this task and the successors that went ahead with it: one message)
+        self._flush_soon(loop)  # (this task, the successors that went ahead with it, and
+        # every other task started in this turn of the loop: one message)
 
         def settle(outcome: tuple[bool, Any]) -> None:
             if not waiter.done():
@@ -575,17 +585,19 @@ class DaskBackend:
         whose Ref the user does not hold; ``keep="unconsumed"``: all of them).  Holding
         every intermediate result costs the workers memory and makes each new result land
         in freshly mapped pages.  Only inputs consumed by Dask tasks alone are released (a
-        construct or a collect node may hand the result on later); what a task failed or
+        construct or a collect node may hand the result on later), and never a saga
+        member's (its undo task takes it if the saga rolls back); what a task failed or
         was skipped for keeps its inputs."""
         ahead = self.ahead
         if ahead is None:
             return
         sched = ahead.sched
+        in_saga = getattr(sched, "saga_of", {})
         kept = getattr(self.placement, "kept", None)  # task keys the user can still name
         how = str(getattr(self.placement, "keep", "unconsumed"))
         for r in _remote_results(args, kwargs):
             p = ahead.index_of(r.key)
-            if p is None or r.future is None or (kept is not None and r.key in kept):
+            if p is None or r.future is None or (kept is not None and r.key in kept) or p in in_saga:
                 continue
             done = True
             for s in sched.succs[p]:

@@ -11,6 +11,13 @@ as soon as its inputs are in memory there.  This continues down the graph (a suc
 submitted ahead makes its own successors eligible), so a chain or a fan-in is handed to
 Dask in one go, as ``dask.delayed`` would hand it.
 
+The engine starts ready tasks one at a time as its workers ramp up (and no more at once
+than the cluster has threads), so the run's first submission also takes every other ready
+Dask task with it (and what follows them), under the same conditions: Dask queues them
+itself, as it queues a graph handed over whole.  Together with
+:mod:`.dask_batch` (everything submitted in one turn of the event loop is one message), a
+graph whose tasks can all go ahead reaches Dask in one or a few messages.
+
 The engine still runs its usual course for every task.  When a task submitted ahead
 becomes ready and starts in nbflow's view, the backend *adopts* the future already
 submitted instead of submitting again, provided the arguments are the same futures it was
@@ -31,7 +38,8 @@ A task is submitted ahead only when nothing nbflow decides before it runs would 
   goes ahead as without a cache, while a task that may hit waits for its lookup: one
   round trip through this process per dependency level, for those tasks only;
 * it is a plain task on this Dask backend, with no declared resources (the engine admits
-  those against the run's capacity) and no ordering edge added for the run;
+  those against the run's capacity), no ordering edge added for the run, and not a map
+  item that runs in a chunk with its siblings (:mod:`nbflow.engine.batching`);
 * the run's ``workers`` limit does not cap Dask below its thread count;
 * every input is a result already here, a remote result, or a task in flight on Dask.
 
@@ -47,7 +55,7 @@ from typing import Any
 
 from ...core.kinds import TASK
 from ...core.ref import Ref
-from ...core.states import COMPLETED, PENDING
+from ...core.states import COMPLETED, PENDING, READY
 
 
 def _never(i: int) -> bool:
@@ -66,6 +74,7 @@ class Ahead:
         self._ordered: set[int] = {b for _, b in sched.extra_edges}
         self.submitted_ahead = 0
         self.adopted = 0
+        self._sent_ready = False  # the run's other ready tasks went with its first submission
 
     def index_of(self, key: str) -> int | None:
         nodes = self.sched.nodes
@@ -104,6 +113,14 @@ class Ahead:
         if not self.enabled:
             return
         stack = [i]
+        if not self._sent_ready:  # the engine starts ready tasks one by one as its workers
+            self._sent_ready = True  # ramp up: the others go now, with this one
+            for j, state in enumerate(self.sched.state):
+                if state is READY and j not in self.ahead and j not in self.inflight:
+                    made = self._submit_ahead(j)
+                    if made is not None:
+                        self.inflight[j] = made
+                        stack.append(j)
         while stack:
             j = stack.pop()
             for s in self.sched.succs[j]:
@@ -123,8 +140,11 @@ class Ahead:
     def _eligible(self, s: int) -> bool:
         sched = self.sched
         ref: Ref = sched.nodes[s]
-        if ref.kind != TASK or sched.state[s] is not PENDING or s in self._ordered:
+        if ref.kind != TASK or sched.state[s] not in (PENDING, READY) or s in self._ordered:
             return False
+        batches = sched.batches
+        if batches.group_of is not None and batches.of(s) is not None:
+            return False  # (a map item that runs in a chunk with its siblings, not alone)
         cls = sched.class_of[s]
         if cls is None or cls.backend is not self.backend or ref.task.spec.resources:
             return False
