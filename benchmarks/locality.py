@@ -297,8 +297,9 @@ def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
             log(f"{name}: " + ", ".join(
                 f"{m} {p['total_bytes'] / MB:.0f} MB {p['makespan_s']:.2f}s cpu {p['cpu_s']:.2f}s"
                 for m, p in per.items()))
+            shown = results[name]["targets"].items()
             log(f"{name}: targets " + ", ".join(
-                f"{k} {v['value'] if isinstance(v, dict) else v}" for k, v in results[name]["targets"].items()))
+                f"{k} {v['value'] if isinstance(v, dict) else v}" for k, v in shown))
     return results
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import nbflow as nf
 from nbflow import locality
-from nbflow.locality.reachable import held_outside, run_held
+from nbflow.locality.reachable import held_outside
 
 distributed = pytest.importorskip("distributed")
 
