@@ -220,6 +220,9 @@ def test_a_chain_goes_in_one_message_with_each_tasks_own_worker_hint(client):
     # ...and Dask honoured them: each task ran where it was hinted
     assert all(agent.worker_of[agent.node_of[d]] == w for d, w in hints.items())
     assert float(run[refs[-1]].sum()) == 4000.0
+    # the completions came back through one watcher on Dask's client loop, none twice
+    watcher = run.backends["dask"]._watcher
+    assert watcher.completions == 4 and 1 <= watcher.wakeups <= 4
 
 
 def test_without_batching_each_task_is_its_own_submission(client, monkeypatch):
@@ -266,3 +269,12 @@ def test_a_saga_members_result_stays_for_its_undo_even_when_nobody_names_it(clie
     [rb] = run.rollbacks
     assert "reserve-0" in rb["compensated"]
     assert run["reserve-0.undo"] == 30.0  # ...but its undo took it
+
+
+def test_a_tasks_error_on_the_cluster_reaches_the_run(client):
+    with nf.Workflow("watched-error") as wf:
+        boom(make(10, 1.0))
+    run = wf.run(backend=client, cache=False, raise_on_error=False)
+    err = run.errors()["boom-0"]
+    assert isinstance(err, RuntimeError) and str(err) == "boom"
+    assert run.backends["dask"]._watcher.completions == 2

@@ -59,7 +59,7 @@ from ...core.remote import Remote
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
 from ..metrics import Measured
-from . import dask_batch
+from . import dask_batch, dask_watch
 from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
@@ -320,6 +320,7 @@ class DaskBackend:
         self.batch: dask_batch.Batch | None = None
         self.batching = os.environ.get("NBFLOW_DASK_BATCH", "1") != "0"
         self._flush_due = False
+        self._watcher: dask_watch.Watcher | None = None
 
     def bind_scheduler(self, sched: Any) -> None:
         """The run's scheduler: successors are submitted ahead of their inputs from it
@@ -464,6 +465,14 @@ class DaskBackend:
         self.ahead.submitted_ahead += 1
         return DaskResult(key, fut, self, self._predicted(key), hint[0] if hint else None)
 
+    def _watcher_for(self, loop: asyncio.AbstractEventLoop) -> dask_watch.Watcher | None:
+        """The run's completion watcher (with batching on; see dask_watch)."""
+        if self.batch is None:
+            return None
+        if self._watcher is None or self._watcher.loop is not loop:
+            self._watcher = dask_watch.Watcher(self.client, loop)
+        return self._watcher
+
     def _flush(self) -> None:
         """Send the submissions queued since the last flush, in one message."""
         self._flush_due = False
@@ -538,9 +547,16 @@ class DaskBackend:
                 outcome = (False, e)
             loop.call_soon_threadsafe(settle, outcome)
 
-        fut.add_done_callback(done)
+        watcher = self._watcher_for(loop)
+        if watcher is not None:  # (one hop from Dask's client loop, completions batched)
+            watcher.watch(fut, lambda f: settle((True, None)))
+        else:
+            fut.add_done_callback(done)
         try:
             ok, value = await waiter
+            if watcher is not None and not (fut.status == "finished" and keep):
+                # an error, a cancellation, or a value that comes here: read off the loop
+                ok, value = await anyio.to_thread.run_sync(_outcome, fut)
         except BaseException:
             fut.cancel()
             self._futures.discard(fut)
@@ -694,6 +710,14 @@ class DaskBackend:
             await anyio.to_thread.run_sync(close)
         if closing:
             self.client = self._cluster = None
+
+
+def _outcome(f: Any) -> tuple[bool, Any]:
+    """A done future's value or error (in a helper thread: reading it may block)."""
+    try:
+        return True, f.result()
+    except BaseException as e:  # the task's own exception, re-raised by the caller
+        return False, e
 
 
 def _released_message(key: str, keep: str) -> str:

@@ -1,0 +1,79 @@
+"""Dask futures' completions handed to the run's event loop in batches, with one hop.
+
+``Future.add_done_callback`` runs each callback in a thread of its own pool: Dask's client
+loop notices the completion, hands it to that thread, which (in nbflow's callback) wakes
+the run's event loop.  Two thread hand-offs per task, each a wake-up through a pipe, and
+on a loaded machine each one a wait for the scheduler of the operating system: on a graph
+of short tasks that is a visible share of the run's CPU and of its latency.
+
+A :class:`Watcher` waits for the futures on Dask's client loop itself (a coroutine per
+future, awaiting the future's state, as ``add_done_callback`` does before its hand-off)
+and wakes the run's loop once for every completion that arrives while the previous
+wake-up is still pending: completions that come in a burst cost one hand-off.  Futures to
+watch are handed to the client loop the same way, once per turn of the run's loop.
+
+The callback runs in the run's loop and is told only that the future is no longer
+pending; reading its value or its error (which may block) is the caller's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class Watcher:
+    """Completion hand-offs from Dask's client loop to one run's loop (see the module)."""
+
+    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop  # the run's event loop
+        self._lock = threading.Lock()
+        self._to_watch: list[tuple[Any, Callable[[Any], None]]] = []
+        self._armed = False  # a hand-over of _to_watch to the client loop is scheduled
+        self._done: list[tuple[Any, Callable[[Any], None]]] = []
+        self._due = False  # a drain of _done is scheduled on the run's loop
+        self.wakeups = 0  # times the run's loop was woken for completions
+        self.completions = 0
+
+    def watch(self, future: Any, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(future)`` in the run's loop once ``future`` is not pending
+        (called from the run's loop)."""
+        self._to_watch.append((future, callback))
+        if not self._armed:
+            self._armed = True
+            self.loop.call_soon(self._arm)
+
+    def _arm(self) -> None:
+        items, self._to_watch = self._to_watch, []
+        self._armed = False
+        if items:
+            self.client.loop.add_callback(self._start, items)
+
+    def _start(self, items: list[tuple[Any, Callable[[Any], None]]]) -> None:
+        for future, callback in items:  # (on the client loop)
+            asyncio.ensure_future(self._wait(future, callback))
+
+    async def _wait(self, future: Any, callback: Callable[[Any], None]) -> None:
+        while future.status == "pending":
+            await future._state.wait()  # (what Future.add_done_callback itself awaits)
+        with self._lock:
+            self._done.append((future, callback))
+            if self._due:
+                return
+            self._due = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the run's loop has closed: nobody waits any more
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+            self._due = False
+        self.wakeups += 1
+        self.completions += len(done)
+        for future, callback in done:
+            callback(future)
