@@ -35,6 +35,7 @@ class Watcher:
         self._armed = False  # a hand-over of _to_watch to the client loop is scheduled
         self._done: list[tuple[Any, Callable[[Any], None]]] = []
         self._due = False  # a drain of _done is scheduled on the run's loop
+        self._waiting: set[asyncio.Future[None]] = set()  # (touched on the client loop only)
         self.wakeups = 0  # times the run's loop was woken for completions
         self.completions = 0
 
@@ -53,8 +54,10 @@ class Watcher:
             self.client.loop.add_callback(self._start, items)
 
     def _start(self, items: list[tuple[Any, Callable[[Any], None]]]) -> None:
-        for future, callback in items:  # (on the client loop)
-            asyncio.ensure_future(self._wait(future, callback))
+        for future, callback in items:  # (on the client loop; the loop keeps tasks weakly)
+            task = asyncio.ensure_future(self._wait(future, callback))
+            self._waiting.add(task)
+            task.add_done_callback(self._waiting.discard)
 
     async def _wait(self, future: Any, callback: Callable[[Any], None]) -> None:
         while future.status == "pending":
