@@ -22,6 +22,8 @@ Each workflow runs, alternated ``--repeat`` times, as:
   (``locality.placement(keep="unconsumed")``), as ``dask.delayed`` does;
 - ``hold-all``: as ``locality``, but every result stays on the cluster
   (``keep="all"``, the default before session 5, so that ``run[ref]`` works for any task);
+- ``session-4``: ``hold-all`` with one ``client.submit`` per task (``NBFLOW_DASK_BATCH=0``):
+  nbflow as it ran Dask at the start of session 5, for a before/after in the same run;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -38,7 +40,7 @@ sizes and runtimes and ``--bandwidth`` bytes/s, for the locality rule (counting 
 tasks times the mean duration, and ``locality-predicted``: fed each task's duration, as a
 run with history is), round-robin and a greedy earliest-start rule.
 
-``--modes`` picks variants (default: all seven; ``gather`` is by far the slowest).  Each
+``--modes`` picks variants (default: all eight; ``gather`` is by far the slowest).  Each
 sample records the wall-clock makespan and the CPU time of this process (all threads:
 nbflow's loop, Dask's client loop; ``time.process_time``); the load average is recorded
 before and after.
@@ -71,7 +73,7 @@ else:
     import _harness
 
 MB = 1_000_000
-MODES = ["gather", "remote", "locality", "release", "hold-all", "round-robin", "dask"]
+MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -219,11 +221,16 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     wf, end = trace_spec(f"locality-bench-{mode}", spec)
     before = _logs(client)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    place = {"remote": "none", "release": "locality", "hold-all": "locality"}.get(mode, mode)
-    keep = {"release": "unconsumed", "hold-all": "all"}.get(mode, "reachable")
-    with locality.placement(place, keep=keep):
-        run = wf.run(backend=client, cache=False)
-        value = run[end]
+    place = {"remote": "none", "release": "locality", "hold-all": "locality",
+             "session-4": "locality"}.get(mode, mode)
+    keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
+    os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
+    try:
+        with locality.placement(place, keep=keep):
+            run = wf.run(backend=client, cache=False)
+            value = run[end]
+    finally:
+        os.environ.pop("NBFLOW_DASK_BATCH", None)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     rep = run.locality_report()
     sizes = dict(zip(rep.tasks["task"], rep.tasks["output_bytes"], strict=True))
@@ -318,7 +325,7 @@ def _targets(per: dict[str, Any]) -> dict[str, Any]:
         out["makespan_vs_dask"] = _harness.target(
             _harness.ratio(loc["makespan_s"], dk["makespan_s"]), 1.1, "<=")
         out["cpu_vs_dask"] = _harness.ratio(loc["cpu_s"], dk["cpu_s"])
-        for m in ("release", "hold-all"):  # other keep= policies, against the same Dask
+        for m in ("release", "hold-all", "session-4"):  # other variants, against the same Dask
             if m in per:
                 out[f"makespan_vs_dask_{m}"] = _harness.target(
                     _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")

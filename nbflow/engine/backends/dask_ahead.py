@@ -113,8 +113,10 @@ class Ahead:
         if not self.enabled:
             return
         stack = [i]
-        if not self._sent_ready:  # the engine starts ready tasks one by one as its workers
-            self._sent_ready = True  # ramp up: the others go now, with this one
+        if not self._sent_ready and getattr(self.backend, "batch", None) is not None:
+            # the engine starts ready tasks one by one as its workers ramp up: the others
+            # go now, with this one (in the same message: see dask_batch)
+            self._sent_ready = True
             for j, state in enumerate(self.sched.state):
                 if state is READY and j not in self.ahead and j not in self.inflight:
                     made = self._submit_ahead(j)
