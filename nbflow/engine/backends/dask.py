@@ -33,6 +33,18 @@ chooses the worker for each task (sent as ``workers=[...]`` with
 every result lives, and reads the cluster's transfer logs: before the client closes, or,
 when the client stays open, just after the run (off its path).
 
+**Few messages, few hand-offs.**  What the backend submits in one turn of the run's event
+loop goes to the scheduler as one message, each task with its own placement hint
+(:mod:`.dask_batch`), and the run's first submission takes every other ready Dask task with
+it (:mod:`.dask_ahead`); completions come back from Dask's client loop to the run's loop
+with one hand-off, a burst of them in one wake-up (:mod:`.dask_watch`).
+``NBFLOW_DASK_BATCH=0`` goes back to one ``client.submit`` and one done-callback per task.
+
+**Results released once consumed.**  Depending on the placement's ``keep=`` (see
+:mod:`nbflow.locality.reachable`), an input is released from the cluster once every task
+taking it has run (:meth:`DaskBackend._release`); ``run[ref]`` on it then raises
+:class:`~nbflow.core.errors.ResultReleased`.
+
 **Fixed costs per run.**  The cluster's workers are asked of the scheduler once per
 client (:func:`cluster_workers`), and the announcement topic is subscribed once per
 client, so a run on a client that earlier runs used starts submitting without a round
