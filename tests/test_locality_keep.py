@@ -278,3 +278,26 @@ def test_a_tasks_error_on_the_cluster_reaches_the_run(client):
     err = run.errors()["boom-0"]
     assert isinstance(err, RuntimeError) and str(err) == "boom"
     assert run.backends["dask"]._watcher.completions == 2
+
+
+def _priorities(keys, dask_scheduler=None):
+    return {k: dask_scheduler.tasks[k].priority for k in keys if k in dask_scheduler.tasks}
+
+
+def test_the_scheduler_orders_a_batch_as_it_orders_any_graph(client):
+    # Two chains: sent in submission order they would interleave (the second root goes
+    # with the first); Dask's own ordering runs one chain to its end, then the other.
+    with nf.Workflow("batched-order") as wf:
+        a = [make(100, 1.0)]
+        b = [make(100, 2.0)]
+        for _ in range(3):
+            a.append(inc(a[-1]))
+            b.append(inc(b[-1]))
+    run = wf.run(backend=client, cache=False)
+    assert run.backends["dask"].batch.messages == 1
+    dask_key = {k: d for d, k in run.locality.agent.node_of.items()}
+    prio = client.run_on_scheduler(_priorities, list(dask_key.values()))
+    chain_a = [prio[dask_key[r.key]] for r in a]
+    chain_b = [prio[dask_key[r.key]] for r in b]
+    assert chain_a == sorted(chain_a) and chain_b == sorted(chain_b)
+    assert max(chain_a) < min(chain_b) or max(chain_b) < min(chain_a)

@@ -17,6 +17,11 @@ standard ``dask`` classes (nothing of nbflow's needs to be importable on the sch
 and hands it to the client's internal ``_graph_to_futures`` — the call ``submit`` itself
 makes — once.
 
+The scheduler orders each batch with ``dask.order``, as it orders any graph it is given
+(finish what frees memory, follow the critical path), rather than by the order nbflow
+submitted the tasks in (``DASK_ORDER``; each single ``submit`` gets priority 0 and is
+taken in arrival order).  With the whole graph in one batch that is Dask's own order.
+
 Futures are made when a task is added (``Future(key, client)`` registers the key with the
 client, as the futures ``submit`` returns do), so a successor added to the same batch takes
 its producer's future as an argument before anything is sent; the batch is sent when the
@@ -30,6 +35,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from typing import Any
+
+
+# The scheduler orders each batch as it orders any graph it is given (``dask.order``:
+# finish what frees memory first, follow the critical path) instead of by submission order.
+DASK_ORDER = True
 
 
 def available(client: Any) -> bool:
@@ -88,7 +98,7 @@ class Batch:
             self.client._graph_to_futures(
                 HLGExpr(dsk=graph, low_level_optimizer=None, output_keys=keys), keys,
                 span_metadata=SpanMetadata(collections=[{"type": "Future"}]),
-                internal_priority={k: n for n, k in enumerate(keys)})  # (submission order)
+                internal_priority=None if DASK_ORDER else {k: n for n, k in enumerate(keys)})
         except Exception as e:  # each task fails with the reason instead of waiting forever
             for key in keys:
                 state = self.client.futures.get(key)
