@@ -36,7 +36,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-
 # The scheduler orders each batch as it orders any graph it is given (``dask.order``:
 # finish what frees memory first, follow the critical path) instead of by submission order.
 DASK_ORDER = True
