@@ -301,3 +301,20 @@ def test_the_scheduler_orders_a_batch_as_it_orders_any_graph(client):
     chain_b = [prio[dask_key[r.key]] for r in b]
     assert chain_a == sorted(chain_a) and chain_b == sorted(chain_b)
     assert max(chain_a) < min(chain_b) or max(chain_b) < min(chain_a)
+
+
+def test_batching_is_used_only_with_the_expression_based_client_call():
+    from nbflow.engine.backends import dask_batch
+
+    class Old:  # an older distributed took a graph, not an expression
+        def _graph_to_futures(self, dsk, keys, workers=None, allow_other_workers=None,
+                              internal_priority=None, user_priority=0, resources=None):
+            raise AssertionError("never called")
+
+    class New:
+        def _graph_to_futures(self, expr, keys, span_metadata, workers=None,
+                              internal_priority=None):
+            return {}
+
+    assert not dask_batch.available(Old()) and not dask_batch.available(object())
+    assert dask_batch.available(New())

@@ -32,6 +32,7 @@ fails with it instead of waiting forever.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -50,7 +51,14 @@ def available(client: Any) -> bool:
         from distributed.spans import SpanMetadata  # noqa: F401
     except ImportError:  # pragma: no cover - depends on the install
         return False
-    return callable(getattr(client, "_graph_to_futures", None))
+    send = getattr(client, "_graph_to_futures", None)
+    if not callable(send):
+        return False
+    try:  # (the expression-based call of recent versions: older ones took a graph)
+        params = inspect.signature(send).parameters
+    except (TypeError, ValueError):
+        return False
+    return {"expr", "keys", "span_metadata", "internal_priority"} <= set(params)
 
 
 class Batch:
