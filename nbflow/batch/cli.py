@@ -80,6 +80,19 @@ def _run_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         "--no-cache", action="store_true", help="the notebook's workflow runs do not use the cache"
     )
     p.add_argument("--rerun", nargs="+", metavar="TASK", help="tasks to run again even if cached")
+    p.add_argument(
+        "--no-lease",
+        action="store_true",
+        help="the notebook's workflow runs take and wait for no cache leases (NBFLOW_LEASE=off "
+        "in the kernel; a run's own lease=True wins)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        metavar="S",
+        help="seconds a lease of the notebook's runs stays valid without a heartbeat "
+        "(NBFLOW_LEASE_TTL in the kernel, default 30; a run's own lease_ttl= wins)",
+    )
     p.add_argument("--timeout", type=float, metavar="S", help="fail a cell that runs longer than S seconds")
     p.add_argument("--cwd", help="working directory of the kernel (default: this one)")
     p.add_argument("--log-output", action="store_true", help="print everything the notebook prints")
@@ -175,6 +188,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend=args.backend,
         no_cache=args.no_cache,
         rerun=args.rerun,
+        no_lease=args.no_lease,
+        lease_ttl=args.lease_ttl,
         timeout=args.timeout,
         resume=args.resume,
         cwd=args.cwd,
