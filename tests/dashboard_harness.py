@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-
 LABEXTENSION = Path(__file__).resolve().parents[1] / "nbflow" / "labextension"
 
 

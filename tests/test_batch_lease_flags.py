@@ -77,7 +77,8 @@ def test_a_bad_lease_ttl_is_refused_before_the_kernel_starts(tmp_path: Path, val
     for command in ("run", "sweep"):
         res = cli(command, str(nb), f"--lease-ttl={value}", cwd=tmp_path)
         assert res.returncode == 2
-        assert f"nbflow {command}: --lease-ttl {float(value)}: give a finite number of seconds > 0" in res.stderr
+        said = f"nbflow {command}: --lease-ttl {float(value)}: give a finite number of seconds > 0"
+        assert said in res.stderr
         assert not (tmp_path / "leases.out.ipynb").exists()
 
 
