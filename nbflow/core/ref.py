@@ -48,10 +48,13 @@ def _attribute(ref: Ref, frame: FrameType | None) -> AttributeError:
     # The name is read off the user's bytecode (the descriptor is not told it); a probe
     # through getattr()/hasattr() gets the general message, still an AttributeError.
     name = attribute_name(frame)
-    if name is not None and name.startswith("_"):  # protocols probed by libraries (_repr_html_, ...)
+    if name is None:  # getattr()/hasattr(): mostly libraries probing; kept cheap
+        return RefAttributeError(f"{ref.key} is a Ref (a handle on a task's value), not the value: "
+                                 "the value's attributes exist inside a task that takes the Ref, "
+                                 "or through ref.result() after the run")
+    if name.startswith("_"):  # protocols probed by libraries (_repr_html_, ...)
         return AttributeError(name)
-    what = f"as if it were the value (.{name})" if name else "as if it were the value (an attribute of it)"
-    return ref._misuse(what, RefAttributeError)  # type: ignore[return-value]
+    return ref._misuse(f"as if it were the value (.{name})", RefAttributeError)  # type: ignore[return-value]
 
 
 def _in_a_string(ref: Ref) -> RefUsageError | None:
