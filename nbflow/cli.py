@@ -1,7 +1,8 @@
 """The ``nbflow`` command.
 
     nbflow runs [--name NAME] [--limit N] [--json] [--home DIR]
-    nbflow gc [--keep-last N] [--max-age 7d] [--max-bytes 10GB] [--dry-run] [--grace SECONDS] [--home DIR]
+    nbflow gc [--keep-last N] [--max-age 7d] [--max-bytes 10GB] [--file-digest-age 30d|never]
+              [--dry-run] [--grace SECONDS] [--home DIR]
     nbflow doctor [--repair] [--home DIR]
     nbflow run | sweep | outputs | report | show | explain ...   (batch runs: nbflow.batch.cli)
 
@@ -46,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-last", type=int, metavar="N", help="keep the N most recent runs")
     g.add_argument("--max-age", metavar="AGE", help="keep runs younger than AGE (e.g. 7d, 12h, 30m), "
                    "and nf.File digests used within AGE")
+    g.add_argument("--file-digest-age", metavar="AGE",
+                   help="drop the remembered digests of nf.File inputs unused for AGE (default: "
+                   "--max-age if given, else 30d; 'never' keeps them); a digest of a file that is "
+                   "gone or changed always goes")
     g.add_argument("--max-bytes", metavar="SIZE",
                    help="then drop the oldest runs until their results fit (e.g. 10GB)")
     g.add_argument("--dry-run", action="store_true", help="only print what would be removed")
@@ -96,7 +101,8 @@ def _cmd_gc(args: argparse.Namespace) -> int:
     from .store import gc
 
     report = gc(keep_last=args.keep_last, max_age=args.max_age, max_bytes=args.max_bytes,
-                dry_run=args.dry_run, grace=args.grace, home=args.home)
+                file_digest_age=args.file_digest_age, dry_run=args.dry_run, grace=args.grace,
+                home=args.home)
     print(report)
     return 0
 
