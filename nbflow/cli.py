@@ -9,8 +9,10 @@
 ``runs`` lists the runs in the store (newest first); ``gc`` applies the retention rules
 of :mod:`nbflow.store.gc`; ``doctor`` checks the store and with ``--repair`` starts a new
 journal in place of a damaged one (:mod:`nbflow.store.doctor`).  The store is
-``$NBFLOW_HOME`` or ``./.nbflow`` unless ``--home`` says otherwise.  Exit status: 0 on
-success, 2 on bad usage, 1 when the store cannot be used (for ``doctor``: when it is damaged).
+``$NBFLOW_HOME``, else the nearest ``.nbflow/`` in the working directory or above it (else a
+new one at the project root; :func:`nbflow.store.store_home`) unless ``--home`` says
+otherwise.  Exit status: 0 on success, 2 on bad usage, 1 when the store cannot be used
+(for ``doctor``: when it is damaged).
 """
 
 from __future__ import annotations
@@ -31,19 +33,30 @@ def _version() -> str:
         return "(not installed)"
 
 
+HOME_HELP = ("the store directory (default: $NBFLOW_HOME, else the nearest .nbflow/ here or "
+             "above, else a new one at the project root)")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nbflow", description="nbflow: Jupyter-native workflows.")
     p.add_argument("--version", action="version", version=f"nbflow {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    r = sub.add_parser("runs", help="list the runs in the store")
+    r = sub.add_parser("runs", help="list the runs in the store", description=(
+        "List the workflow runs recorded in the store, newest first: id, workflow name, status, "
+        "start, duration, task counts and the parameters of batch runs."))
     r.add_argument("--name", help="only runs of this workflow")
     r.add_argument("--limit", type=int, default=50, help="show the N most recent (default 50; 0 = all)")
     r.add_argument("--json", action="store_true", help="print JSON records instead of a table")
-    r.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
+    r.add_argument("--home", help=HOME_HELP)
 
-    g = sub.add_parser("gc", help="remove old runs and the stored results only they use")
+    g = sub.add_parser("gc", help="remove old runs and the stored results only they use", description=(
+        "Remove old runs and the stored results only they use. A run is kept if --keep-last or "
+        "--max-age keeps it (with neither, every run is kept); --max-bytes then drops the oldest "
+        "kept runs until their results fit. The newest run and runs in progress are always kept. "
+        "Remembered digests of nf.File inputs go when their file is gone or changed, or unused "
+        "for --file-digest-age (default 30d)."))
     g.add_argument("--keep-last", type=int, metavar="N", help="keep the N most recent runs")
     g.add_argument("--max-age", metavar="AGE", help="keep runs younger than AGE (e.g. 7d, 12h, 30m), "
                    "and nf.File digests used within AGE")
@@ -56,12 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     g.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
                    help="leave files without a journal row alone until this old (default 3600)")
-    g.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
+    g.add_argument("--home", help=HOME_HELP)
 
-    d = sub.add_parser("doctor", help="check the store; --repair starts a new journal if it is damaged")
+    d = sub.add_parser("doctor", help="check the store; --repair starts a new journal if it is damaged",
+                       description=(
+        "Check the store: the journal's integrity, every result file's checksum, permissions. "
+        "Changes nothing unless --repair is given. Exit status 1 when the store is damaged."))
     d.add_argument("--repair", action="store_true",
                    help="move a damaged journal aside and start a new one, keeping the results")
-    d.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
+    d.add_argument("--home", help=HOME_HELP)
     from .batch import cli as batch_cli  # run, sweep, outputs, report, show, explain
 
     batch_cli.add_parsers(sub)
