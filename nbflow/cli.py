@@ -106,7 +106,10 @@ def _cmd_runs(args: argparse.Namespace) -> int:
         return 0
     view = df[["id", "name", "status", "start", "duration_s", "tasks", "completed", "cached", "failed",
                "skipped", "cancelled", "params"]].copy()
-    view["params"] = [" ".join(f"{k}={v!r}" for k, v in p.items()) for p in view["params"]]
+    from .batch.views import short_repr
+
+    cells = [" ".join(f"{k}={short_repr(v)}" for k, v in p.items()) for p in view["params"]]
+    view["params"] = [c if len(c) <= 100 else c[:97] + "..." for c in cells]  # one line a run
     view["start"] = view["start"].dt.tz_convert(None).dt.strftime("%Y-%m-%d %H:%M:%S")
     view["duration_s"] = view["duration_s"].round(2)
     print(view.to_string(index=False))

@@ -36,3 +36,36 @@ def test_the_command_list_names_every_command(capsys: pytest.CaptureFixture[str]
         main(["--help"])
     out = capsys.readouterr().out
     assert all(f"    {c} " in out for c in COMMANDS)
+
+
+def test_long_parameters_are_shortened_in_runs_and_show(capsys: pytest.CaptureFixture[str]) -> None:
+    """A parameter resolved from another notebook's outputs (a whole DataFrame's text) would
+    fill the terminal: ``nbflow runs`` and ``nbflow show`` shorten it."""
+    import json
+    import sqlite3
+
+    import nbflow as nf
+    from nbflow.store import get_store
+
+    @nf.task
+    def one() -> int:
+        return 1
+
+    with nf.Workflow("params") as wf:
+        one()
+    run = wf.run()
+    frame = "\n".join(f"{i:4d} {i * 0.5:10.4f}" for i in range(300))
+    store = get_store()
+    store.journal.flush()
+    with sqlite3.connect(store.journal.path) as db:
+        db.execute("INSERT INTO run_params(run_id, name, value) VALUES(?, ?, ?)",
+                   (run.id, "prep", json.dumps({"train": frame, "rows": 300})))
+        db.execute("INSERT INTO run_params(run_id, name, value) VALUES(?, ?, ?)",
+                   (run.id, "alpha", json.dumps(0.5)))
+    assert main(["runs"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(run.id))
+    assert "alpha=0.5 prep={'rows': 300, 'train': '   0     0.0000" in line and "..." in line
+    assert len(line) < 250
+    assert main(["show", run.id]) == 0
+    shown = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("parameters:"))
+    assert shown.endswith("alpha=0.5") and len(shown) < 150
