@@ -68,4 +68,4 @@ def test_long_parameters_are_shortened_in_runs_and_show(capsys: pytest.CaptureFi
     assert len(line) < 250
     assert main(["show", run.id]) == 0
     shown = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("parameters:"))
-    assert shown.endswith("alpha=0.5") and len(shown) < 150
+    assert shown.startswith("parameters: alpha=0.5 prep=") and "..." in shown and len(shown) < 150
