@@ -132,6 +132,7 @@ def test_by_default_gc_drops_digests_unused_for_30_days(tmp_path: Path, capsys) 
 
 
 def test_file_digest_age_takes_ages_and_never_and_refuses_the_rest(tmp_path: Path, capsys) -> None:
+    _run(_files(tmp_path)[:1])  # (a store to collect in)
     assert gc(file_digest_age="never").file_digest_age is None
     assert gc(file_digest_age="12h").file_digest_age == 12 * 3600
     assert gc(max_age="2d").file_digest_age == 2 * 86400
@@ -149,3 +150,12 @@ def test_gc_help_says_the_default() -> None:
                          text=True, timeout=120).stdout
     text = " ".join(out.split())
     assert "--file-digest-age AGE" in text and "else 30d; 'never' keeps them" in text
+
+
+def test_gc_of_a_store_that_does_not_exist_says_so_and_makes_none(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "typo" / ".nbflow"
+    assert main(["gc", "--home", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"no usable nbflow store at {missing} (no journal there, so nothing to collect)" in err
+    assert "--home" in err
+    assert not missing.exists()  # a mistyped --home made no new store

@@ -46,7 +46,7 @@ from .blobs import unlink_nofollow
 from .filememo import prune as prune_file_digests
 from .history import _HOST
 from .journal import write_transaction
-from .store import Store, get_store
+from .store import Store, get_store, store_home
 
 _AGE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
 _AGE_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -157,11 +157,19 @@ def gc(
     age = parse_age(max_age) if max_age is not None else None
     digests = digest_age(file_digest_age, age)
     budget = parse_bytes(max_bytes) if max_bytes is not None else None
-    store = get_store(Path(home) if home is not None else None, warn=False)
+    where = Path(home).expanduser().absolute() if home is not None else store_home()
+    if not (where / "journal.sqlite").is_file():  # (a mistyped --home must not make a new store)
+        from .journal import StoreError
+
+        raise StoreError(f"no usable nbflow store at {where} (no journal there, so nothing to collect): "
+                         "give the store's directory with --home (home=) or $NBFLOW_HOME, or run from "
+                         "the project that has it")
+    store = get_store(where, warn=False)
     if store is None:
         from .journal import StoreError
 
-        raise StoreError(f"no usable nbflow store at {home or 'NBFLOW_HOME / ./.nbflow'}")
+        raise StoreError(f"no usable nbflow store at {home or store_home()}: check it with `nbflow doctor`, "
+                         "or point --home (home=) or $NBFLOW_HOME at your store")
     store.journal.flush()
     now = time.time()
     conn = store.journal.reader()
