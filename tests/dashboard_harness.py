@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+LABEXTENSION = Path(__file__).resolve().parents[1] / "nbflow" / "labextension"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -59,8 +61,15 @@ def jupyter(tmp: Path, home: Path, *, lab: bool = False) -> Iterator[Server]:
     root.mkdir(exist_ok=True)
     port, token = free_port(), uuid.uuid4().hex
     log = tmp / ("lab.log" if lab else "server.log")
+    # JupyterLab takes the first "nbflow" lab extension on its data path, JUPYTER_PATH first:
+    # point it at this checkout's built assets, not whichever checkout the venv links to
+    data = tmp / "jupyter-data" / "labextensions"
+    data.mkdir(parents=True, exist_ok=True)
+    if not (data / "nbflow").is_symlink():
+        (data / "nbflow").symlink_to(LABEXTENSION, target_is_directory=True)
     env = dict(os.environ, NBFLOW_HOME=str(home), JUPYTER_CONFIG_DIR=str(tmp / "config"),
-               JUPYTER_RUNTIME_DIR=str(tmp / "rt"))
+               JUPYTER_RUNTIME_DIR=str(tmp / "rt"),
+               JUPYTER_PATH=os.pathsep.join(filter(None, [str(data.parent), os.environ.get("JUPYTER_PATH")])))
     cmd = [sys.executable, "-m", "jupyterlab" if lab else "jupyter_server", "--no-browser", f"--port={port}",
            "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
            "--ServerApp.open_browser=False"]

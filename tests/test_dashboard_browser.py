@@ -214,3 +214,64 @@ def test_cancel_button_stops_a_long_run(lab) -> None:
                 proc.kill()
                 proc.wait()
             browser.close()
+
+
+# Six tasks on two workers that wait for a file the test writes, then a collector: while they
+# wait, exactly 2 tasks run and 5 are pending (4 waiting tasks and the collector).
+GATED = """
+import os
+import time
+import nbflow as nf
+
+@nf.task
+def wait(i):
+    while not os.path.exists("go"):
+        time.sleep(0.05)
+    return i
+
+@nf.task
+def total(xs):
+    return sum(xs)
+
+with nf.Workflow("gated") as wf:
+    out = total([wait(i) for i in range(6)])
+run = wf.run(workers=2, raise_on_error=False, cache=False)
+print("STATUS", run.status, run.id, flush=True)
+"""
+
+
+def test_panel_shows_running_and_pending_of_a_live_run(lab) -> None:
+    server, tmp = lab
+    with sync_api.sync_playwright() as p:
+        browser, page = _page(p, server)
+        proc = dh.script(tmp, server.home, GATED, "gated.py")
+        try:
+            live = page.locator(f"{PANEL} li.nbflow-run[data-status='running'] .nbflow-run-facts")
+            live.wait_for(timeout=60_000)
+            # the panel refreshes once a second: wait for the two workers to have started
+            page.wait_for_function(
+                "s => { const f = document.querySelector(s); return f && /2 running/.test(f.textContent); }",
+                arg=f"{PANEL} li.nbflow-run[data-status='running'] .nbflow-run-facts", timeout=60_000)
+            facts = live.inner_text()
+            assert facts.startswith("0/7 tasks")
+            assert "2 running" in facts and "5 pending" in facts
+            # the bar draws the share at work (2 of 7 tasks), after the (empty) finished share
+            bar = page.locator(f"{PANEL} li.nbflow-run[data-status='running'] .nbflow-bar-running")
+            assert bar.evaluate("b => b.style.width") == "29%"
+            page.locator(PANEL).screenshot(path=str(ARTIFACTS / "dashboard-panel-pending-running.png"))
+
+            (tmp / "go").write_text("")
+            out, _ = proc.communicate(timeout=60)
+            assert "STATUS completed" in out.decode()
+            done = page.locator(f"{PANEL} li.nbflow-run[data-status='completed']")
+            done.wait_for(timeout=30_000)
+            # a finished run is shown as before: its counts, no running or pending
+            text = done.locator(".nbflow-run-facts").inner_text()
+            assert text.startswith("7/7 tasks")
+            assert "running" not in text and "pending" not in text
+            assert done.locator(".nbflow-bar-running").count() == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            browser.close()

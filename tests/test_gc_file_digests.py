@@ -1,7 +1,8 @@
 """``nbflow gc`` prunes the ``nf.File`` digest memo (the ``file_digests`` table).
 
 A row whose file is gone, or whose size / mtime / inode no longer match, can never be used
-again and goes at every gc; with ``max_age`` a row not used for that long goes too.  Using
+again and goes at every gc; a row not used for ``file_digest_age`` goes too (default:
+``max_age`` if given, else 30 days; ``"never"`` keeps them).  Using
 a row refreshes its ``seen`` time.  The count is in gc's report and its printed output.
 """
 
@@ -81,7 +82,7 @@ def test_gc_max_age_prunes_digests_not_used_for_that_long(tmp_path: Path) -> Non
     _run([old, fresh])
     _set_seen(old, time.time() - 10 * 86400)
     assert gc(max_age="30d").file_digests_removed == 0
-    assert gc(keep_last=5).file_digests_removed == 0  # no age given: unused rows stay
+    assert gc(keep_last=5).file_digests_removed == 0  # no age given: 30 days, 10 is fine
     assert gc(max_age="7d").file_digests_removed == 1
     assert set(_rows()) == {str(fresh.resolve())}
 
@@ -112,3 +113,49 @@ def test_nbflow_gc_prints_the_count(tmp_path: Path, capsys) -> None:
     assert main(["gc"]) == 0
     assert "removed 1 file digest(s)" in capsys.readouterr().out
     assert _rows() == {}
+
+
+def test_by_default_gc_drops_digests_unused_for_30_days(tmp_path: Path, capsys) -> None:
+    month, fortnight, fresh = _files(tmp_path)
+    _run([month, fortnight, fresh])
+    _set_seen(month, time.time() - 31 * 86400)
+    _set_seen(fortnight, time.time() - 15 * 86400)
+    assert gc(file_digest_age="never").file_digests_removed == 0  # kept on request
+    assert gc(max_age="60d").file_digests_removed == 0  # --max-age decides when given
+    assert main(["gc", "--dry-run"]) == 0  # no option at all: 30 days
+    assert "would remove 1 file digest(s) of nf.File inputs (file gone or changed, or unused for 30d)" \
+        in capsys.readouterr().out
+    assert len(_rows()) == 3
+    assert main(["gc", "--file-digest-age", "14d"]) == 0  # the option wins over the default
+    assert "removed 2 file digest(s)" in capsys.readouterr().out
+    assert set(_rows()) == {str(fresh.resolve())}
+
+
+def test_file_digest_age_takes_ages_and_never_and_refuses_the_rest(tmp_path: Path, capsys) -> None:
+    _run(_files(tmp_path)[:1])  # (a store to collect in)
+    assert gc(file_digest_age="never").file_digest_age is None
+    assert gc(file_digest_age="12h").file_digest_age == 12 * 3600
+    assert gc(max_age="2d").file_digest_age == 2 * 86400
+    assert gc().file_digest_age == 30 * 86400
+    assert "(file gone or changed)" in str(gc(file_digest_age="never"))
+    assert main(["gc", "--file-digest-age", "soon"]) == 2
+    assert "cannot read 'soon' as an age" in capsys.readouterr().err
+
+
+def test_gc_help_says_the_default() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "nbflow.cli", "gc", "--help"], capture_output=True,
+                         text=True, timeout=120).stdout
+    text = " ".join(out.split())
+    assert "--file-digest-age AGE" in text and "else 30d; 'never' keeps them" in text
+
+
+def test_gc_of_a_store_that_does_not_exist_says_so_and_makes_none(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "typo" / ".nbflow"
+    assert main(["gc", "--home", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"no usable nbflow store at {missing} (no journal there, so nothing to collect)" in err
+    assert "--home" in err
+    assert not missing.exists()  # a mistyped --home made no new store

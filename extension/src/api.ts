@@ -19,6 +19,9 @@ export interface IRunSummary {
   failed: number;
   skipped: number;
   cancelled: number;
+  /** tasks not started yet, and tasks at work now (both 0 once a run has ended) */
+  pending: number;
+  running: number;
   error: string | null;
 }
 

@@ -123,8 +123,18 @@ export class RunsPanel extends Widget {
     fill.style.width = `${Math.round(frac * 100)}%`;
     fill.style.background = STATUS[r.status] || '#90a4ae';
     bar.appendChild(fill);
+    if (r.live && r.running && r.tasks) {
+      // the tasks at work now, drawn after the finished ones
+      const going = el('div', { class: 'nbflow-bar-running' });
+      going.style.width = `${Math.round((r.running / r.tasks) * 100)}%`;
+      bar.appendChild(going);
+    }
     const dur = r.live && r.start ? Date.now() / 1000 - r.start : r.duration_s;
     const facts = [`${r.done}/${r.tasks} tasks`, seconds(dur)];
+    if (r.live) {
+      // a run still going: what is at work and what still waits (a finished run has neither)
+      facts.push(`${r.running} running`, `${r.pending} pending`);
+    }
     if (r.failed) {
       facts.push(`${r.failed} failed`);
     }

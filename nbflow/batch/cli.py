@@ -63,6 +63,10 @@ def _param_options(p: argparse.ArgumentParser, *, multi: bool) -> None:
     )
 
 
+HOME_HELP = ("the store directory (default: $NBFLOW_HOME, else the nearest .nbflow/ here or "
+             "above, else a new one at the project root)")
+
+
 def _run_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     p.add_argument("--kernel", "-k", help="the kernel to run the notebook in (default: the notebook's)")
     if sweep:  # a sweep's --workers is how many notebooks run at once
@@ -80,16 +84,33 @@ def _run_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
         "--no-cache", action="store_true", help="the notebook's workflow runs do not use the cache"
     )
     p.add_argument("--rerun", nargs="+", metavar="TASK", help="tasks to run again even if cached")
+    p.add_argument(
+        "--no-lease",
+        action="store_true",
+        help="the notebook's workflow runs take and wait for no cache leases (NBFLOW_LEASE=off "
+        "in the kernel; a run's own lease=True wins)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=float,
+        metavar="S",
+        help="seconds a lease of the notebook's runs stays valid without a heartbeat "
+        "(NBFLOW_LEASE_TTL in the kernel, default 30; a run's own lease_ttl= wins)",
+    )
     p.add_argument("--timeout", type=float, metavar="S", help="fail a cell that runs longer than S seconds")
     p.add_argument("--cwd", help="working directory of the kernel (default: this one)")
     p.add_argument("--log-output", action="store_true", help="print everything the notebook prints")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
-    p.add_argument("--home", help="the store directory (default: $NBFLOW_HOME or ./.nbflow)")
+    p.add_argument("--home", help=HOME_HELP)
 
 
 def add_parsers(sub: Any) -> None:
     """Add the batch subcommands to the ``nbflow`` parser's subparsers."""
-    r = sub.add_parser("run", help="run a notebook as a batch run (papermill)")
+    r = sub.add_parser("run", help="run a notebook as a batch run (papermill)", description=(
+        "Run a notebook headless in its own kernel (papermill) as a batch run recorded in the "
+        "store: parameters are injected into the cell tagged 'parameters', run options become the "
+        "defaults of the notebook's workflow runs, and the batch id is printed when it completes. "
+        "Exit status 0 completed, 1 a cell failed, 2 bad usage, 130/143 stopped by a signal."))
     r.add_argument("notebook", help="the .ipynb to run")
     r.add_argument("-o", "--output", help="the executed notebook (default: NOTEBOOK.out.ipynb)")
     _param_options(r, multi=False)
@@ -104,7 +125,12 @@ def add_parsers(sub: Any) -> None:
     r.add_argument("--parent", help=argparse.SUPPRESS)
     r.add_argument("--params-json", help=argparse.SUPPRESS)  # exact parameters (sweeps, nf.notebook)
 
-    s = sub.add_parser("sweep", help="run a notebook once per combination of parameter values")
+    s = sub.add_parser("sweep", help="run a notebook once per combination of parameter values",
+                       description=(
+        "Run a notebook once per combination of parameter values (-p NAME V1 V2 ...) or per row of "
+        "a CSV (--from), each point a separate `nbflow run`, --workers at once; then write and print "
+        "one row per point (status, parameters, duration, outputs) to OUT_DIR/sweep.csv. "
+        "Exit status 0 if every point completed, else 1."))
     s.add_argument("notebook", help="the .ipynb to run")
     _param_options(s, multi=True)
     s.add_argument(
@@ -115,24 +141,33 @@ def add_parsers(sub: Any) -> None:
     )
     _run_options(s, sweep=True)
 
-    o = sub.add_parser("outputs", help="the outputs a batch run or workflow run recorded (nf.output)")
+    o = sub.add_parser("outputs", help="the outputs a batch run or workflow run recorded (nf.output)",
+                       description=(
+        "Print the values a batch run or workflow run recorded with nf.output: name, type, size "
+        "and a preview (--json: JSON records). Exit status 1 when it recorded none."))
     o.add_argument("run", help="a batch id or workflow run id")
     o.add_argument("--json", action="store_true", help="print JSON records")
-    o.add_argument("--home", help="the store directory")
+    o.add_argument("--home", help=HOME_HELP)
 
-    rep = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    rep = sub.add_parser("report", help="write a self-contained HTML report of a run", description=(
+        "Write a self-contained HTML report of a workflow run or batch run (summary, parameters, "
+        "graph, timeline, metrics, tasks, errors) to one file, and print its path."))
     rep.add_argument("run", help="a workflow run id or batch id (a unique prefix is enough)")
     rep.add_argument("--html", metavar="OUT.html", help="the file to write (default: nbflow-report-RUN.html)")
-    rep.add_argument("--home", help="the store directory")
+    rep.add_argument("--home", help=HOME_HELP)
 
-    sh = sub.add_parser("show", help="a run's summary and tasks, as text")
+    sh = sub.add_parser("show", help="a run's summary and tasks, as text", description=(
+        "Print a workflow run's (or batch run's) summary, per-task table and errors as text."))
     sh.add_argument("run", help="a workflow run id or batch id")
-    sh.add_argument("--home", help="the store directory")
+    sh.add_argument("--home", help=HOME_HELP)
 
-    ex = sub.add_parser("explain", help="why a task of a run ran or was served from the cache")
+    ex = sub.add_parser("explain", help="why a task of a run ran or was served from the cache",
+                        description=(
+        "Say why a task of a run ran or was served from the cache: its code, inputs and cache "
+        "key against the run it was compared with. A task name explains each of its calls."))
     ex.add_argument("run", help="a workflow run id")
     ex.add_argument("task", help="a task key (e.g. clean-0) or task name")
-    ex.add_argument("--home", help="the store directory")
+    ex.add_argument("--home", help=HOME_HELP)
 
 
 def parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,6 +210,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         backend=args.backend,
         no_cache=args.no_cache,
         rerun=args.rerun,
+        no_lease=args.no_lease,
+        lease_ttl=args.lease_ttl,
         timeout=args.timeout,
         resume=args.resume,
         cwd=args.cwd,

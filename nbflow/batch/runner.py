@@ -54,6 +54,9 @@ class BatchOptions:
     backend: str | None = None
     no_cache: bool = False
     rerun: list[str] | None = None
+    # cache leases of the notebook's runs (None: the environment's NBFLOW_LEASE / _TTL)
+    no_lease: bool = False
+    lease_ttl: float | None = None
     timeout: float | None = None
     resume: bool = False
     cwd: str | None = None
@@ -174,6 +177,8 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
             ("backend", opts.backend),
             ("no_cache", opts.no_cache or None),
             ("rerun", opts.rerun),
+            ("no_lease", opts.no_lease or None),
+            ("lease_ttl", opts.lease_ttl),
             ("timeout", opts.timeout),
             ("resume", opts.resume or None),
         )
@@ -198,6 +203,7 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
     kernel_env = env.kernel_env(
         batch_id, params, workers=opts.workers, backend=opts.backend, no_cache=opts.no_cache, rerun=opts.rerun
     )
+    kernel_env.update(env.lease_env(no_lease=opts.no_lease, lease_ttl=opts.lease_ttl))
     kernel_env["NBFLOW_HOME"] = str(store.home)
     kernel_env.setdefault("NBFLOW_HEADLESS", "1")
     # The kernel's own environment and directory, given at its start (not this process's:

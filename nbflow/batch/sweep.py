@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..params import env
 from . import records
 from .runner import BatchError
 
@@ -91,11 +92,14 @@ def _point_command(
         ("--backend", args.backend),
         ("--timeout", args.timeout),
         ("--cwd", args.cwd),
+        ("--lease-ttl", args.lease_ttl),
     ):
         if value is not None:
             cmd += [flag, str(value)]
     if args.no_cache:
         cmd.append("--no-cache")
+    if args.no_lease:
+        cmd.append("--no-lease")
     if args.rerun:
         cmd += ["--rerun", *args.rerun]
     return cmd
@@ -122,6 +126,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     points = from_csv(args.from_csv, base) if args.from_csv else grid(args.parameters, base)
     if args.workers is not None and args.workers < 1:
         raise BatchError(f"--workers {args.workers}: give at least 1 (notebooks run at once)")
+    env.lease_env(no_lease=args.no_lease, lease_ttl=args.lease_ttl)  # refuse a bad --lease-ttl now
     out_dir = Path(args.out_dir or nb.with_suffix(".sweep"))
     out_dir.mkdir(parents=True, exist_ok=True)
     store = records.require_store()

@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 import os
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# Parameters shown in a line of text: a value resolved from another notebook's outputs (a
+# whole DataFrame's repr) would fill the terminal, so long values are shortened with "...".
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 40
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)``, long strings and containers shortened (for parameters in tables)."""
+    return _SHORT.repr(value)
+
+
 def _run_text(run: Any, params: dict[str, Any]) -> str:
     from ..notebook.render import summary_text
     from ..notebook.stored import error_text, model_of
@@ -43,7 +55,7 @@ def _run_text(run: Any, params: dict[str, Any]) -> str:
     model = model_of(run)
     lines = [f"run {run.id}  workflow {run.name}  {run.status}", summary_text(model)]
     if params:
-        lines.append("parameters: " + " ".join(f"{k}={v!r}" for k, v in params.items()))
+        lines.append("parameters: " + " ".join(f"{k}={short_repr(v)}" for k, v in params.items()))
     tasks = run.tasks[["key", "state", "attempts", "duration_s", "cached", "reason", "error"]]
     lines += ["", tasks.to_string(index=False, max_colwidth=60)]
     for key, err in run.errors().items():

@@ -9,11 +9,64 @@ value raises :class:`~nbflow.core.errors.RefUsageError` saying what to do instea
 
 from __future__ import annotations
 
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from .errors import RefAttributeError, RefUsageError, WorkflowDefinitionError
 from .kinds import TASK, UNDO
+from .userraise import Refusal, attribute_name
 from .usertb import mark_for_display
+
+
+def _tracing(ref: Ref) -> bool:
+    return bool(getattr(ref.wf, "tracing", False))
+
+
+def _refuse(what: str) -> Refusal:
+    """A use of a Ref that is a mistake whenever it happens."""
+    return Refusal(lambda ref: ref._misuse(what))
+
+
+def _not_run_yet(ref: Ref) -> RefUsageError | None:
+    if ref.wf.last_run is not None:
+        return None
+    return mark_for_display(RefUsageError(
+        f"{ref.key} has no value yet: the workflow {ref.wf.name!r} has not run. "
+        "Call wf.run() first (a %%workflow cell does this for you)."
+    ))
+
+
+def _iteration(ref: Ref) -> RefUsageError | None:
+    nout = getattr(getattr(ref.task, "spec", None), "nout", None)
+    if nout and _tracing(ref):
+        return None
+    return ref._misuse("in a loop or unpacking (use task.map to fan out over it, or declare "
+                       "@nf.task(nout=N) for a task that returns N values)")
+
+
+def _attribute(ref: Ref, frame: FrameType | None) -> AttributeError:
+    # The name is read off the user's bytecode (the descriptor is not told it); a probe
+    # through getattr()/hasattr() gets the general message, still an AttributeError.
+    name = attribute_name(frame)
+    if name is None:  # getattr()/hasattr(): mostly libraries probing; kept cheap
+        return RefAttributeError(f"{ref.key} is a Ref (a handle on a task's value), not the value: "
+                                 "the value's attributes exist inside a task that takes the Ref, "
+                                 "or through ref.result() after the run")
+    if name.startswith("_"):  # protocols probed by libraries (_repr_html_, ...)
+        return AttributeError(name)
+    return ref._misuse(f"as if it were the value (.{name})", RefAttributeError)  # type: ignore[return-value]
+
+
+def _in_a_string(ref: Ref) -> RefUsageError | None:
+    if not _tracing(ref):
+        return None  # after the block, str(ref) is its repr
+    return ref._misuse(
+        "in a string (str(), an f-string, format())",
+        fix="Build the string inside a task, or with nf.fmt(\"...{}\", ref), which formats "
+            "it when the workflow runs.")
+
+
+_ARITH = _refuse("in arithmetic or a comparison (+, -, *, /, <, ...; sum() too)")
 
 
 class Ref:
@@ -67,16 +120,6 @@ class Ref:
                 self.deps.append(r.index)
         return self
 
-    def result(self) -> Any:
-        """The value from the latest run of this ref's workflow."""
-        run = self.wf.last_run
-        if run is None:
-            raise mark_for_display(RefUsageError(
-                f"{self.key} has no value yet: the workflow {self.wf.name!r} has not run. "
-                "Call wf.run() first (a %%workflow cell does this for you)."
-            ))
-        return run[self]
-
     def _misuse(
         self, what: str, cls: type[RefUsageError] = RefUsageError, fix: str | None = None
     ) -> RefUsageError:
@@ -108,31 +151,64 @@ class Ref:
         return cls(f"{self.key} is a Ref (a handle on a task's value), not the value, so it cannot "
                    f"be used {what}: {why}; {fix}.")
 
-    def __bool__(self) -> bool:
-        raise self._misuse("as a condition")
+    # -- uses of a Ref as if it were its value ---------------------------------------------
+    # Each of these raises a RefUsageError from C (:class:`~.userraise.Refusal`), so that the
+    # innermost frame of its traceback is the user's line even when the user catches it and
+    # prints it: no frame of this file is on it.  (The type checker sees plain methods.)
 
-    def __iter__(self) -> Any:
-        nout = getattr(getattr(self.task, "spec", None), "nout", None)
-        if nout and getattr(self.wf, "tracing", False):
-            return iter([self[k] for k in range(nout)])  # a, b = split(df) with nout=2
-        raise self._misuse("in a loop or unpacking (use task.map to fan out over it, or declare "
-                           "@nf.task(nout=N) for a task that returns N values)")
+    def _result(self) -> Any:
+        """The value from the latest run of this ref's workflow."""
+        return self.wf.last_run[self]
 
-    def __len__(self) -> int:
-        raise self._misuse("with len()")
+    def _outputs(self) -> Any:
+        return iter([self[k] for k in range(self.task.spec.nout)])  # a, b = split(df) with nout=2
 
-    def __index__(self) -> int:
-        raise self._misuse("as a number")
+    def _getitem(self, key: Any) -> Ref:
+        """While tracing: a small derived node whose value is ``value[key]`` (as dask.delayed)."""
+        return self.wf._add_getitem(self, key)  # type: ignore[no-any-return]
 
-    __float__ = __int__ = __index__
+    def _plain_format(self, spec: str) -> str:
+        return str(self) if not spec else format(str(self), spec)
 
-    def __contains__(self, item: Any) -> bool:
-        raise self._misuse("with `in`")
+    def __repr__(self) -> str:
+        return f"<Ref {self.key}>"
+
+    if TYPE_CHECKING:
+        def result(self) -> Any: ...
+        def __getitem__(self, key: Any) -> Ref: ...
+        def __iter__(self) -> Any: ...
+        def __bool__(self) -> bool: ...
+        def __len__(self) -> int: ...
+        def __index__(self) -> int: ...
+        def __contains__(self, item: Any) -> bool: ...
+        def __getattr__(self, name: str) -> Any: ...
+    else:
+        result = Refusal(_not_run_yet, _result)
+        __getitem__ = Refusal(lambda r: None if _tracing(r) else r._misuse("with [...] (indexing)"), _getitem)
+        __iter__ = Refusal(_iteration, _outputs)
+        __bool__ = _refuse("as a condition")
+        __len__ = _refuse("with len()")
+        __index__ = __float__ = __int__ = _refuse("as a number")
+        __contains__ = _refuse("with `in`")
+        __getattr__ = Refusal(_attribute, frame=True)
+        __str__ = Refusal(_in_a_string, __repr__)
+        __format__ = Refusal(_in_a_string, _plain_format)
+
+        __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _ARITH
+        __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _ARITH
+        __pow__ = __rpow__ = __matmul__ = __rmatmul__ = __divmod__ = __rdivmod__ = _ARITH
+        __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = _ARITH
+        __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _ARITH
+        __lt__ = __le__ = __gt__ = __ge__ = _ARITH
+        __neg__ = __pos__ = __abs__ = __invert__ = __round__ = __complex__ = _ARITH
+    # (== and hash stay identity: Refs are dict keys and set members inside nbflow)
 
     # -- libraries probing a foreign object ----------------------------------------------
     # numpy looks these up on the type (so __getattr__ never sees them): np.asarray(ref),
     # np.mean(ref), np.float64(1) + ref and every ufunc end here instead of building a
-    # one-element object array or failing with numpy's own message.
+    # one-element object array or failing with numpy's own message.  (They are called from
+    # numpy's and pandas' code, whose frames stay on the traceback anyway; the views trim
+    # those, see :mod:`.usertb`.)
 
     def __array__(self, *args: Any, **kwargs: Any) -> Any:
         raise self._misuse("as an array (numpy)")
@@ -149,43 +225,6 @@ class Ref:
         # checks): pd.concat([ref, ref]), pd.merge(ref, ...) and friends ask this first.
         # Only AttributeError is swallowed there, so a RefUsageError reaches the user.
         raise self._misuse("as a pandas object (pd.concat, pd.merge, pd.DataFrame(...))")
-
-    def __getitem__(self, key: Any) -> Ref:
-        """While tracing: a small derived node whose value is ``value[key]`` (as dask.delayed)."""
-        if not getattr(self.wf, "tracing", False):
-            raise self._misuse(f"with [{key!r}]")
-        return self.wf._add_getitem(self, key)  # type: ignore[no-any-return]
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):  # protocols probed by libraries (_repr_html_, __array__, ...)
-            raise AttributeError(name)
-        raise self._misuse(f"as if it were the value (.{name})", RefAttributeError)
-
-    def _arith(self, *other: Any) -> Any:
-        raise self._misuse("in arithmetic or a comparison (+, -, *, /, <, ...; sum() too)")
-
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
-    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _arith
-    __pow__ = __rpow__ = __matmul__ = __rmatmul__ = __divmod__ = __rdivmod__ = _arith
-    __and__ = __rand__ = __or__ = __ror__ = __xor__ = __rxor__ = _arith
-    __lshift__ = __rlshift__ = __rshift__ = __rrshift__ = _arith
-    __lt__ = __le__ = __gt__ = __ge__ = _arith
-    __neg__ = __pos__ = __abs__ = __invert__ = __round__ = __complex__ = _arith
-    # (== and hash stay identity: Refs are dict keys and set members inside nbflow)
-
-    def __str__(self) -> str:
-        if getattr(self.wf, "tracing", False):
-            raise self._misuse(
-                "in a string (str(), an f-string, format())",
-                fix="Build the string inside a task, or with nf.fmt(\"...{}\", ref), which formats "
-                    "it when the workflow runs.")
-        return self.__repr__()
-
-    def __format__(self, spec: str) -> str:
-        return str(self) if not spec else format(str(self), spec)
-
-    def __repr__(self) -> str:
-        return f"<Ref {self.key}>"
 
 
 def foreign_ref_message(r: Ref, wf: Any) -> str:

@@ -6,7 +6,10 @@ has into ``wf.run()`` and ``%%workflow`` cells is the kernel's environment:
 * ``NBFLOW_BATCH_ID``      the batch run every workflow run of the kernel is linked to;
 * ``NBFLOW_PARAMS``        the injected parameters as JSON (what ``nf.param`` returns);
 * ``NBFLOW_RUN_WORKERS``, ``NBFLOW_RUN_BACKEND``, ``NBFLOW_RUN_NO_CACHE``,
-  ``NBFLOW_RUN_RERUN`` (JSON list)  run-level defaults from the command line.
+  ``NBFLOW_RUN_RERUN`` (JSON list)  run-level defaults from the command line;
+* ``NBFLOW_LEASE=off``, ``NBFLOW_LEASE_TTL``  ``--no-lease`` / ``--lease-ttl``: these are the
+  store's own settings (:mod:`nbflow.store.settings`), which a run's ``lease=`` /
+  ``lease_ttl=`` left at None already defers to, so nothing more is needed in the kernel.
 
 :func:`run_defaults` is the one hook the engine calls (at the top of ``Run.__init__``):
 each option left at its built-in default takes the batch's value; an option the notebook
@@ -16,8 +19,11 @@ sets explicitly to something else keeps the notebook's value.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
+
+from ..core.errors import InvalidOptionError
 
 BATCH_ID = "NBFLOW_BATCH_ID"
 PARAMS = "NBFLOW_PARAMS"
@@ -86,4 +92,19 @@ def kernel_env(
         out[NO_CACHE] = "1"
     if rerun:
         out[RERUN] = json.dumps(list(rerun))
+    return out
+
+
+def lease_env(*, no_lease: bool = False, lease_ttl: float | None = None) -> dict[str, str]:
+    """The kernel environment for ``nbflow run --no-lease`` / ``--lease-ttl S``, checked here
+    before any kernel starts (an unusable value is an ``nf.InvalidOptionError``)."""
+    if lease_ttl is not None and not (math.isfinite(lease_ttl) and lease_ttl > 0):
+        raise InvalidOptionError(
+            f"--lease-ttl {lease_ttl}: give a finite number of seconds > 0 (how long a lease of "
+            "the notebook's runs stays valid without a heartbeat, e.g. 30), or leave it out for 30")
+    out: dict[str, str] = {}
+    if no_lease:
+        out["NBFLOW_LEASE"] = "off"
+    if lease_ttl is not None:
+        out["NBFLOW_LEASE_TTL"] = repr(float(lease_ttl))
     return out

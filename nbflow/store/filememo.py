@@ -12,8 +12,8 @@ protocol it implements.
 ``seen`` is when a row was last written or used (a use refreshes it at most once every
 :data:`TOUCH_EVERY` seconds, so a hit costs no write in the common case).  ``nbflow gc``
 prunes the table with :func:`prune`: rows whose file is gone or no longer has the recorded
-size, mtime and inode (their digest can never be used again), and, given ``--max-age``,
-rows not used for that long.
+size, mtime and inode (their digest can never be used again), and rows not used for
+``--file-digest-age`` (default: ``--max-age`` if given, else 30 days).
 """
 
 from __future__ import annotations

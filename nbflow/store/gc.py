@@ -12,8 +12,14 @@ Rules, applied in this order:
    still in progress started (such a run may not have recorded its reference yet).
 
 5. The ``nf.File`` digest memo (``file_digests``) loses the rows of files that are gone or
-   changed (their digest can never be used again) and, given ``max_age``, the rows not
-   used for that long (:func:`nbflow.store.filememo.prune`).
+   changed (their digest can never be used again) and the rows not used for
+   ``file_digest_age``: by default ``max_age`` when given, else :data:`FILE_DIGEST_AGE`
+   (30 days); ``"never"`` keeps them (:func:`nbflow.store.filememo.prune`).  A row is only
+   a memo (dropping it costs one re-hash of the file if it is ever an input again), so it
+   gets a default expiry, as ``git gc`` prunes unreachable objects after two weeks by default
+   (``gc.pruneExpire``) and unreachable reflog entries after 30 days; ``pip cache`` never
+   expires anything and ``dvc gc`` drops what is unused at once, but both are about the data
+   itself, which nbflow's runs and results rules (1-4) govern.
 
 Journal rows go first, in one transaction; files follow.  A crash in between leaves
 files without rows, which the next ``gc`` removes as orphans (files without a row, and
@@ -40,10 +46,12 @@ from .blobs import unlink_nofollow
 from .filememo import prune as prune_file_digests
 from .history import _HOST
 from .journal import write_transaction
-from .store import Store, get_store
+from .store import Store, get_store, store_home
 
 _AGE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
 _AGE_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# nf.File digests unused for this long go at gc when no max_age says otherwise (see rule 5)
+FILE_DIGEST_AGE = 30 * 86400.0
 
 
 def parse_age(value: float | int | str | timedelta) -> float:
@@ -81,6 +89,12 @@ class GcReport:
     orphan_files_removed: int = 0
     kept_bytes: int = 0
     file_digests_removed: int = 0
+    file_digest_age: float | None = FILE_DIGEST_AGE  # None: unused digests were kept
+
+    def _digest_rule(self) -> str:
+        if self.file_digest_age is None:
+            return "file gone or changed"
+        return f"file gone or changed, or unused for {_age_text(self.file_digest_age)}"
 
     def __str__(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
@@ -88,11 +102,28 @@ class GcReport:
                  f"result(s) and {self.orphan_files_removed} orphan file(s), {_human(self.bytes_freed)}; "
                  f"kept {self.runs_kept} run(s) referencing {_human(self.kept_bytes)}",
                  f"  {verb} {self.file_digests_removed} file digest(s) of nf.File inputs "
-                 "(file gone or changed, or unused for max-age)"]
+                 f"({self._digest_rule()})"]
         for rid, name, start in self.runs_removed:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start)) if start else "?"
             lines.append(f"  {rid}  {name}  (started {when})")
         return "\n".join(lines)
+
+
+def _age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:g}s"
+
+
+def digest_age(file_digest_age: float | str | timedelta | None, max_age: float | None) -> float | None:
+    """Seconds after which an unused ``nf.File`` digest goes (None: never): the given
+    ``file_digest_age`` (``"never"`` keeps them), else ``max_age``, else 30 days."""
+    if isinstance(file_digest_age, str) and file_digest_age.strip().lower() == "never":
+        return None
+    if file_digest_age is not None:
+        return parse_age(file_digest_age)
+    return max_age if max_age is not None else FILE_DIGEST_AGE
 
 
 def _human(n: float) -> str:
@@ -108,6 +139,7 @@ def gc(
     max_age: float | str | timedelta | None = None,
     max_bytes: float | str | None = None,
     *,
+    file_digest_age: float | str | timedelta | None = None,
     dry_run: bool = False,
     grace: float = 3600.0,
     home: str | os.PathLike[str] | None = None,
@@ -116,29 +148,40 @@ def gc(
 
     ``nf.gc(keep_last=20)``, ``nf.gc(max_age="7d")``, ``nf.gc(max_bytes="10GB")``; with
     ``dry_run=True`` nothing is removed and the report says what would be.
+    ``file_digest_age`` (``"14d"``, ``"never"``): how long an unused ``nf.File`` digest is
+    kept; default ``max_age`` if given, else 30 days.
     """
     if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)
                                   or keep_last < 0):
         raise WorkflowDefinitionError(f"keep_last must be a whole number >= 0, got {keep_last!r}")
     age = parse_age(max_age) if max_age is not None else None
+    digests = digest_age(file_digest_age, age)
     budget = parse_bytes(max_bytes) if max_bytes is not None else None
-    store = get_store(Path(home) if home is not None else None, warn=False)
+    where = Path(home).expanduser().absolute() if home is not None else store_home()
+    if not (where / "journal.sqlite").is_file():  # (a mistyped --home must not make a new store)
+        from .journal import StoreError
+
+        raise StoreError(f"no usable nbflow store at {where} (no journal there, so nothing to collect): "
+                         "give the store's directory with --home (home=) or $NBFLOW_HOME, or run from "
+                         "the project that has it")
+    store = get_store(where, warn=False)
     if store is None:
         from .journal import StoreError
 
-        raise StoreError(f"no usable nbflow store at {home or 'NBFLOW_HOME / ./.nbflow'}")
+        raise StoreError(f"no usable nbflow store at {home or store_home()}: check it with `nbflow doctor`, "
+                         "or point --home (home=) or $NBFLOW_HOME at your store")
     store.journal.flush()
     now = time.time()
     conn = store.journal.reader()
     try:
-        return _gc(store, conn, keep_last, age, budget, dry_run, grace, now)
+        return _gc(store, conn, keep_last, age, budget, dry_run, grace, now, digests)
     finally:
         conn.close()
 
 
 def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budget: float | None,
-        dry_run: bool, grace: float, now: float) -> GcReport:
-    report = GcReport(dry_run=dry_run)
+        dry_run: bool, grace: float, now: float, digests: float | None) -> GcReport:
+    report = GcReport(dry_run=dry_run, file_digest_age=digests)
     runs = conn.execute("SELECT id, name, start, status, host, pid FROM runs ORDER BY start DESC").fetchall()
     active = {r[0] for r in runs if r[3] == "running" and (r[4] != _HOST or pid_alive(r[5]))}
     keep: set[str] = set(active)
@@ -210,7 +253,7 @@ def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budge
         report.bytes_freed += size
         if not dry_run:
             unlink_nofollow(path)  # (never through a symbolic link)
-    report.file_digests_removed = prune_file_digests(conn, unused_for=age, now=now, dry_run=dry_run)
+    report.file_digests_removed = prune_file_digests(conn, unused_for=digests, now=now, dry_run=dry_run)
     if not dry_run and (removed_ids or doomed or report.file_digests_removed):
         with contextlib.suppress(Exception):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
