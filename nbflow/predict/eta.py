@@ -433,17 +433,26 @@ def shared_predictor(exclude_run: str | None = None,
 
 FIT_IN_PROCESS = True  # False: large histories are fitted on a helper thread of this process
 FIT_NICE = 10  # how much lower the fit process's CPU priority is
+FIT_IDLE = True  # and, where the system has one, the idle scheduling class (see _background_priority)
 _POOL: ProcessPoolExecutor | None = None
 _FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
 
 
 def _background_priority() -> None:
-    """In the helper process: a lower CPU priority, and deaf to Ctrl-C / the kernel's
-    interrupt (sent to its whole process group): interrupting a cell must not kill it."""
+    """In the helper process: the lowest CPU priority there is, and deaf to Ctrl-C / the
+    kernel's interrupt (sent to its whole process group): interrupting a cell must not kill it.
+
+    Where the system has an idle scheduling class (Linux ``SCHED_IDLE``) the helper gets a
+    core only when nothing else wants it: a fit then waits for the run instead of sharing
+    the machine with it (``nice`` alone still leaves it about a tenth of a busy core).
+    Elsewhere it is niced by :data:`FIT_NICE`."""
     import signal
 
     with contextlib.suppress(OSError, AttributeError):  # not on every platform
         os.nice(FIT_NICE)
+    if FIT_IDLE:
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
     with contextlib.suppress(OSError, ValueError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -491,15 +500,19 @@ def fit_pids() -> list[int]:
     return list(_FIT_PIDS)
 
 
-def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
+_HISTORY_SIZE: weakref.WeakKeyDictionary[Any, tuple[str, int] | None] = weakref.WeakKeyDictionary()
+
+
+def live_predictor(run: Any, wait: bool = False, start: bool = True) -> Predictor | None:
     """The run's history predictor for live views, without ever blocking them.
 
     A small history (:data:`SYNC_FIT_ROWS`) is fitted at once.  Otherwise the first call
     starts fitting it in the background (in the fit process: :func:`fit_in_process`) and
-    returns None (views show no ETA yet); later calls return it once it is ready;
-    ``wait=True`` (a view drawn once the run ended) waits for the fit.  ``run.eta()`` fits
-    in the caller instead (it asked for an answer).  A fit is bounded by
-    :func:`recent_history`."""
+    returns None (views show no ETA yet, or the quick estimate: :class:`LiveEta`); later
+    calls return it once it is ready; ``wait=True`` (a view drawn once the run ended) waits
+    for the fit; ``start=False`` returns None rather than start a large fit (the live ETA
+    starts it only once the run is long enough to need it).  ``run.eta()`` fits in the
+    caller instead (it asked for an answer).  A fit is bounded by :func:`recent_history`."""
     if run in _PREDICTORS:
         return _PREDICTORS[run]
     with _FIT_LOCK:
@@ -508,7 +521,12 @@ def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
         if wait:
             running.join()
         return _PREDICTORS.get(run)
-    where = _history_rows()
+    if run in _HISTORY_SIZE:  # counted once per run: a view that looks every tick asks no query
+        where = _HISTORY_SIZE[run]
+    else:
+        where = _HISTORY_SIZE[run] = _history_rows()
+    if where is not None and where[1] > SYNC_FIT_ROWS and not start and not wait:
+        return None
     if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
         # (no rows at all: nothing to fit, and no second query to find that out)
         predictor = shared_predictor(exclude_run=run.id) if where is not None and where[1] else None
@@ -640,6 +658,19 @@ ETA_WORK = 200_000  # task-steps per live ETA (samples x remaining tasks): fewer
 ETA_FIRST_SAMPLES = 5  # the first live estimate is a quick one (its cost is not known yet)
 ETA_MAX_FINISHED = 200  # finished tasks a live estimate learns the run's pace from (eta_of)
 ETA_GUESS_S_PER_TASK = 5e-5  # what a first estimate costs per task left (~0.1 s for 2 000)
+FIT_WORTH_S = 10.0  # a run this long (gone, or left by its estimate) is worth the full fit
+_UNSET = object()
+
+
+def quick_of(run: Any) -> Any:
+    """The quick estimate of ``run``'s workflow (:func:`nbflow.predict.quick.quick_predictor`),
+    or None (no store, no history, an unreadable store)."""
+    from nbflow.predict.quick import quick_predictor
+
+    try:
+        return quick_predictor(str(getattr(run, "name", "")), exclude_run=str(getattr(run, "id", "")))
+    except Exception:  # an estimate must never break a view
+        return None
 
 
 class LiveEta:
@@ -670,6 +701,8 @@ class LiveEta:
         self._pending: Any = None  # the estimate being made in the helper process (a Future)
         self._pending_as_of: tuple[float, int, int, int] = (0.0, 0, 0, 0)  # (clock, left, total, samples)
         self._local = False  # the helper process failed once: estimate in this process
+        self._quick: Any = _UNSET  # the quick estimate (nbflow.predict.quick), read once
+        self._used: Any = None  # the predictor the last estimate was made with
         self.pids: list[int] = []  # the processes the patient estimates were made in
 
     def samples(self, left: int, run_elapsed: float) -> int:
@@ -706,12 +739,10 @@ class LiveEta:
         run = self._run()
         if run is None:
             return None
-        predictor = live_predictor(run)
-        if predictor is None:
-            return None
         self._collect()
         now = self.clock()
         counts = run.counts if hasattr(run, "counts") else None
+        upgrade = False
         if counts is not None:
             total = sum(counts.values())
             left = total - sum(counts.get(s, 0) for s in _TERMINAL)
@@ -722,13 +753,23 @@ class LiveEta:
                 ran = time.time() - started if started == started else 0.0
                 if ran < left * ETA_GUESS_S_PER_TASK / ETA_BUDGET:
                     return None
-            if self.last is not None and not self.due(left, total, now):
+            predictor = self._predictor(run)
+            if predictor is None:
+                return None
+            # The full predictor replacing the quick estimate: worth a new estimate at once.
+            upgrade = self.last is not None and predictor is not self._used
+            if self.last is not None and not upgrade and not self.due(left, total, now):
                 return self._aged(now, total - left, total)
+        else:
+            predictor = self._predictor(run)
+            if predictor is None:
+                return None
         snap = snapshot(run)
         total = len(snap.states)
         left = sum(1 for st in snap.states if st not in _TERMINAL)
-        if not self.due(left, total, now):
+        if not upgrade and not self.due(left, total, now):
             return self._aged(now, total - left, total)
+        self._used = predictor
         samples = self.samples(left, snap.run_elapsed_s)
         if (patient and ETA_IN_PROCESS and left > ETA_LOCAL_TASKS and not self._local
                 and self._submit(predictor, snap, samples, now)):
@@ -737,6 +778,34 @@ class LiveEta:
         e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
         self._record(e, max(self.timer() - t0, 0.0), samples, now, left, total)
         return e
+
+    def _predictor(self, run: Any) -> Any:
+        """The full history predictor once it is ready, the quick estimate until then.
+
+        The full fit (seconds of CPU on a large history, in the helper process) is only
+        started once the run has gone for :data:`FIT_WORTH_S` or its ETA says that much is
+        left: a shorter run is estimated from the quick one (:mod:`nbflow.predict.quick`,
+        one aggregate query) and never pays for a fit."""
+        full = live_predictor(run, start=self.fit_wanted)
+        if full is not None:
+            return full
+        return self.quick()
+
+    def quick(self) -> Any:
+        """The run's quick estimate (read once; None without history)."""
+        run = self._run()
+        if self._quick is _UNSET and run is not None:
+            self._quick = quick_of(run)
+        return None if self._quick is _UNSET else self._quick
+
+    @property
+    def fit_wanted(self) -> bool:
+        """Whether the full fit is worth starting: the run went on, or its estimate says
+        it will go on, for at least :data:`FIT_WORTH_S`."""
+        run = self._run()
+        started = getattr(run, "started_at", math.nan)
+        ran = time.time() - started if started == started else 0.0
+        return ran >= FIT_WORTH_S or (self.last is not None and self.last.remaining_s >= FIT_WORTH_S)
 
     def _record(self, e: Eta, cost: float, samples: int, at: float, left: int, total: int) -> None:
         self.cost = cost
