@@ -117,7 +117,7 @@ class _Exact:
 
 
 def score(obs: Any, rep: dict[str, Any], run_sd: float | None = None, work_sd: float | None = None,
-          ) -> dict[str, Any]:
+          shifts: Any = None) -> dict[str, Any]:
     """The ETAs of one replay's snapshots from a predictor fitted on the other instances."""
     import dataclasses
 
@@ -128,7 +128,7 @@ def score(obs: Any, rep: dict[str, Any], run_sd: float | None = None, work_sd: f
     train = obs[obs["instance"] != inst].copy()
     for c in ("duration_s", "start_s", "end_s"):
         train[c] *= scale
-    predictor = Predictor(run_sd=run_sd, work_sd=work_sd).fit(train)
+    predictor = Predictor(run_sd=run_sd, work_sd=work_sd, run_shifts=shifts).fit(train)
     out: dict[str, Any] = {"trace": inst, "tasks": rep["tasks"], "scale": scale}
     for m, snap in sorted(rep["snaps"].items()):
         e = eta_of(snap, predictor)
@@ -159,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--save", type=Path, help="keep the replays (snapshots, end times) in this pickle")
     ap.add_argument("--load", type=Path, help="score the replays of an earlier --save instead of replaying")
+    ap.add_argument("--no-shifts", action="store_true",
+                    help="no run_shifts prior from the other families (single-run histories draw normals)")
     args = ap.parse_args(argv)
     os.environ.setdefault("NBFLOW_HOME", tempfile.mkdtemp(prefix="nbflow-eta-"))
     import nbflow as nf
     from nbflow.predict import observations_from_wfformat
-    from nbflow.predict.bands import run_spread, total_spread, work_errors
+    from nbflow.predict.bands import run_shifts, run_spread, total_spread, work_errors
 
     obs = observations_from_wfformat(args.dir)
     if args.group == "app":
@@ -182,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         # the *other* families only, for histories of a single run (as in predict_eval.py).
         run_sd = run_spread(obs[obs["family"] != _fam])
         work_sd = total_spread(errors[errors["group"] != _fam])
+        shifts = run_shifts(obs[obs["family"] != _fam]) if not args.no_shifts else None
         for inst in instances:
             if inst not in replays:
                 replays[inst] = replay(nf, args.dir / f"{inst}.json", args.workers)
-            r = score(part, replays[inst], run_sd, work_sd)
+            r = score(part, replays[inst], run_sd, work_sd, shifts)
             print(json.dumps(r), file=sys.stderr)
             rows.append(r)
     if args.save is not None:
