@@ -433,26 +433,21 @@ def shared_predictor(exclude_run: str | None = None,
 
 FIT_IN_PROCESS = True  # False: large histories are fitted on a helper thread of this process
 FIT_NICE = 10  # how much lower the fit process's CPU priority is
-FIT_IDLE = True  # and, where the system has one, the idle scheduling class (see _background_priority)
 _POOL: ProcessPoolExecutor | None = None
 _FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
 
 
 def _background_priority() -> None:
-    """In the helper process: the lowest CPU priority there is, and deaf to Ctrl-C / the
+    """In the helper process: a lower CPU priority, and deaf to Ctrl-C / the
     kernel's interrupt (sent to its whole process group): interrupting a cell must not kill it.
 
-    Where the system has an idle scheduling class (Linux ``SCHED_IDLE``) the helper gets a
-    core only when nothing else wants it: a fit then waits for the run instead of sharing
-    the machine with it (``nice`` alone still leaves it about a tenth of a busy core).
-    Elsewhere it is niced by :data:`FIT_NICE`."""
+    Niced by :data:`FIT_NICE`, not put in Linux's idle scheduling class: on a busy machine
+    an idle-class process barely runs at all (starting the helper took minutes at a load
+    of 12 on two cores), and then no ETA ever arrives."""
     import signal
 
     with contextlib.suppress(OSError, AttributeError):  # not on every platform
         os.nice(FIT_NICE)
-    if FIT_IDLE:
-        with contextlib.suppress(OSError, AttributeError):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
     with contextlib.suppress(OSError, ValueError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -475,18 +470,32 @@ def _fit_pool() -> ProcessPoolExecutor:
         return _POOL
 
 
+def drop_fit_pool() -> None:
+    """Shut the helper process down (a later fit starts a new one): after it broke or sent
+    back something that cannot be read, it is not trusted again, and it must not be left
+    running unowned either."""
+    global _POOL
+    with _FIT_LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        helpers = list((getattr(pool, "_processes", None) or {}).values())
+        with contextlib.suppress(Exception):  # already broken: nothing left to stop
+            pool.shutdown(wait=False, cancel_futures=True)
+        for proc in helpers:  # (an idle helper would exit by itself; a wedged one would not)
+            with contextlib.suppress(Exception):
+                proc.terminate()
+
+
 def fit_in_process(home: str, exclude_run: str | None = None) -> Predictor | None:
     """:func:`default_predictor` on the store at ``home``, fitted in the helper process (the
     calling thread only waits, without the GIL).  Falls back to fitting here when a process
     cannot be used (:data:`FIT_IN_PROCESS` false, or the pool broke)."""
-    global _POOL
     if FIT_IN_PROCESS:
         try:
             blob, pid = _fit_pool().submit(_fit_job, home, exclude_run).result()
             predictor = pickle.loads(blob)
         except Exception:  # a broken pool or a failed unpickle: fit here rather than not at all
-            with _FIT_LOCK:
-                _POOL = None
+            drop_fit_pool()
         else:
             _FIT_PIDS.append(pid)
             return predictor
