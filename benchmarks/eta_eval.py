@@ -136,7 +136,8 @@ def score(obs: Any, rep: dict[str, Any], run_sd: float | None = None, work_sd: f
         exact = eta_of(dataclasses.replace(snap, input_bytes=list(rep["asked"][:len(snap.keys)])),
                        _Exact(), samples=1, pace=False)  # type: ignore[arg-type]
         true = rep["end"] - snap.taken_at
-        fin = [i for i, st in enumerate(snap.states) if st == "completed" and snap.durations[i] == snap.durations[i]]
+        fin = [i for i, st in enumerate(snap.states)
+               if st == "completed" and snap.durations[i] == snap.durations[i]]
         over = sum(snap.durations[i] for i in fin) / max(sum(rep["asked"][i] for i in fin), 1e-9)
         out[f"at_{int(m * 100)}"] = {
             "eta_s": e.remaining_s, "lo_s": e.remaining_lo, "hi_s": e.remaining_hi, "true_s": true,
@@ -145,7 +146,8 @@ def score(obs: Any, rep: dict[str, Any], run_sd: float | None = None, work_sd: f
             "abs_error_without_pace": abs(plain.remaining_s - true) / true if true > 0 else None,
             # the replay's own noise: true remaining over a perfect prediction's ETA, and the
             # finished tasks' measured over asked sleep
-            "exact_s": exact.remaining_s, "true_over_exact": true / exact.remaining_s if exact.remaining_s > 0 else None,
+            "exact_s": exact.remaining_s,
+            "true_over_exact": true / exact.remaining_s if exact.remaining_s > 0 else None,
             "finished_overshoot": over,
         }
     return out

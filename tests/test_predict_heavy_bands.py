@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nbflow.predict import Predictor
-from nbflow.predict import sampling
+from nbflow.predict import Predictor, sampling
 from nbflow.predict.bands import run_shifts
 from nbflow.predict.eta import RunSnapshot, eta_of
 from nbflow.predict.model import PredictionError

@@ -14,8 +14,8 @@ import math
 import os
 import sys
 import threading
-import types
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

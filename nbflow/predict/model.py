@@ -78,9 +78,7 @@ from nbflow.core.errors import NbflowError
 from nbflow.predict.bands import (
     centred_within,
     conformal_bounds,
-    joint_log_errors,
     pooled_tau2,
-    posterior_tau2,
     shrink_tau2,
     split_runs,
     work_spread,

@@ -123,7 +123,8 @@ class QuickPredictor:
         sd = np.sqrt(run_sd ** 2 + task_sd ** 2)
         z = 1.2815515655446004  # the 90% point of a standard normal
         return pd.DataFrame({
-            "duration_s": point, "duration_lo": point * np.exp(-z * sd), "duration_hi": point * np.exp(z * sd),
+            "duration_s": point, "duration_lo": point * np.exp(-z * sd),
+            "duration_hi": point * np.exp(z * sd),
             "model": "quick mean", "source": np.where(known, "history", "global prior"), "online": "none",
             "n_history": [self.names[t].calls if t in self.names else 0 for t in rows["task"].astype(str)],
         }, index=rows.index)

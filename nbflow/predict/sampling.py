@@ -141,7 +141,7 @@ def sample(
     answering: dict[Any, list[str]] = {}
     fam_of: dict[Any, Any] = {}
     for name in pd.unique(task):
-        fam, how = predictor._resolve(name, codes.get(name))
+        fam = predictor._resolve(name, codes.get(name))[0]
         ident = id(fam) if fam is not None else ("prior", name)
         answering.setdefault(ident, []).append(name)
         fam_of[ident] = fam
