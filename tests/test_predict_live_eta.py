@@ -313,6 +313,10 @@ def test_the_first_estimate_comes_before_the_fit_and_a_short_run_starts_none(
     assert eta_mod._PREDICTORS.get(long_run) is fitted
     clock.t = 0.5  # not due by the clock, but the full predictor replaces the quick one at once
     assert live.current() is not None and live.simulations == 2 and live._used is fitted
+    later = FakeRun(40)  # a short run after it: the kernel's fit of this store is used, for free
+    later.name = "live-eta-fit"  # type: ignore[attr-defined]
+    again = eta_mod.LiveEta(later, clock=Clock())
+    assert again.current() is not None and again._used is fitted and len(fits) == 1
 
 
 def test_in_a_kernel_the_fit_runs_in_a_helper_process_that_ignores_interrupts(tmp_path: Path) -> None:

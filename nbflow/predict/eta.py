@@ -392,6 +392,20 @@ def _history_rows(home: Any = None) -> tuple[str, int] | None:
     return str(store.home), int(n)
 
 
+def _cached_fit(home: str, rows: int, now: float) -> Predictor | None:
+    """The fit this process made for the store at ``home``, if still good for ``rows`` rows."""
+    with _FIT_LOCK:
+        cached = _STORE_FITS.get(home)
+    if cached is None:
+        return None
+    when, fitted_rows, predictor = cached
+    age = now - when
+    grew = rows > fitted_rows * (1 + REFIT_GROWTH)
+    if predictor is not None and age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S):
+        return predictor
+    return None
+
+
 def shared_predictor(exclude_run: str | None = None,
                      fit: Callable[[str, str | None], Predictor | None] | None = None) -> Predictor | None:
     """The store's history predictor, fitted once and shared by the runs of this process
@@ -407,14 +421,9 @@ def shared_predictor(exclude_run: str | None = None,
         return None
     home, rows = where
     now = time.monotonic()
-    with _FIT_LOCK:
-        cached = _STORE_FITS.get(home)
-    if cached is not None:
-        when, fitted_rows, predictor = cached
-        age = now - when
-        grew = rows > fitted_rows * (1 + REFIT_GROWTH)
-        if predictor is not None and age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S):
-            return predictor
+    predictor = _cached_fit(home, rows, now)
+    if predictor is not None:
+        return predictor
     predictor = default_predictor(exclude_run=exclude_run) if fit is None else fit(home, exclude_run)
     with _FIT_LOCK:
         _STORE_FITS[home] = (now, rows, predictor)
@@ -535,7 +544,12 @@ def live_predictor(run: Any, wait: bool = False, start: bool = True) -> Predicto
     else:
         where = _HISTORY_SIZE[run] = _history_rows()
     if where is not None and where[1] > SYNC_FIT_ROWS and not start and not wait:
-        return None
+        # not worth a fit yet, but one this kernel already made for the store is free
+        shared = _cached_fit(where[0], where[1], time.monotonic())
+        if shared is not None:
+            with _FIT_LOCK:
+                _PREDICTORS[run] = shared
+        return shared
     if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
         # (no rows at all: nothing to fit, and no second query to find that out)
         predictor = shared_predictor(exclude_run=run.id) if where is not None and where[1] else None
