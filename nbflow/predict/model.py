@@ -642,7 +642,9 @@ class Predictor:
         single run), scaled by the share of the rows' predicted work in families none of
         whose calls are among the ``finished`` (the others showed their run effect), and
         ``shared_sd``, a further shared log-normal error of that standard deviation (e.g.
-        the uncertainty of a measured pace).
+        the uncertainty of a measured pace).  A family whose history cannot show how runs
+        differ draws its run effect from the shifts other families showed instead of a
+        normal (heavy-tailed; :mod:`nbflow.predict.sampling`, which does the drawing).
         """
         if not (isinstance(shared_sd, int | float) and shared_sd >= 0):
             raise PredictionError(f"shared_sd must be a number >= 0, got {shared_sd!r}")
