@@ -244,17 +244,20 @@ def pace_spread(log_ratios: np.ndarray) -> float:
 
 def pace_factors(
     predictor: Predictor, finished: pd.DataFrame | None, samples: int, seed: int | None = 0,
+    predicted: np.ndarray | None = None,
 ) -> np.ndarray:
     """Shared multipliers, shape ``(samples, 1)``, for the uncertainty of a run's pace.
 
     The ETA multiplies every remaining duration by the pace the run's finished tasks
     showed; that pace is itself measured from a few noisy tasks, so each Monte Carlo draw
     gets its own pace error: log-normal with the standard error :func:`pace_spread` of
-    the finished tasks' log ratios actual / predicted (their online predictions).
+    the finished tasks' log ratios actual / predicted (their online predictions;
+    ``predicted``: those predictions when the caller has them already).
     """
     if finished is None or len(finished) < 2:
         return np.ones((samples, 1))
-    p = predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+    p = (predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+         if predicted is None else np.asarray(predicted, dtype=float))
     y = finished["duration_s"].to_numpy(dtype=float)
     ok = (y > 0) & (p > 0)
     se = pace_spread(np.log(y[ok] / p[ok]))

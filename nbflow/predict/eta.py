@@ -242,14 +242,21 @@ def _draws(
     if not len(rows):
         return np.zeros((samples, 0)), np.zeros(0), [], {}
     pred = predictor.predict(rows, finished=finished)
-    draws = predictor.sample(rows, n=samples, finished=finished, seed=seed)
+    if hasattr(predictor, "families"):  # a fitted Predictor: its draws reuse the prediction
+        from nbflow.predict.sampling import sample as joint_sample
+
+        draws = joint_sample(predictor, rows, n=samples, finished=finished, seed=seed,
+                             point=pred["duration_s"].to_numpy())
+    else:  # (the quick estimate, or a stand-in)
+        draws = predictor.sample(rows, n=samples, finished=finished, seed=seed)
     src = pred["source"].astype(str)
     no_hist = sorted(set(rows.loc[~src.str.startswith("history"), "task"]))
     fallbacks = {str(t): s for t, s in zip(rows["task"], src, strict=True) if s != "history"}
     return draws, pred["duration_s"].to_numpy(), no_hist, dict(sorted(fallbacks.items()))
 
 
-def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
+def run_pace(predictor: Predictor, finished: pd.DataFrame | None,
+             predicted: np.ndarray | None = None) -> float:
     """How much slower (> 1) or faster this run's finished tasks were than predicted.
 
     The predictor corrects each task family from its own finished calls where its history
@@ -257,11 +264,12 @@ def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
     the pace of the run as a whole (a loaded machine, per-task overhead, a bigger data
     set): the ratio of their total actual to their total predicted duration, in log space
     shrunk towards 1 by how few tasks finished (:data:`PACE_SHRINK` of them give it half
-    its weight).
+    its weight; ``predicted``: the finished tasks' online predictions, when known already).
     """
     if finished is None or not len(finished):
         return 1.0
-    p = predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+    p = (predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+         if predicted is None else np.asarray(predicted, dtype=float))
     y = finished["duration_s"].to_numpy(dtype=float)
     ok = (y > 0) & (p > 0)
     n = int(ok.sum())
@@ -305,7 +313,11 @@ def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAUL
     draws, _, no_hist, _ = _draws(predictor, [snap.names[i] for i in task_ids],
                                    [snap.input_bytes[i] for i in task_ids], finished, samples, seed)
     if pace:  # the run's pace, and how sure it is (its spread: nbflow.predict.bands)
-        draws = draws * run_pace(predictor, finished) * pace_factors(predictor, finished, len(draws), seed)
+        # (one online prediction of the finished tasks serves both)
+        fp = (predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+              if finished is not None and len(finished) else None)
+        draws = (draws * run_pace(predictor, finished, fp)
+                 * pace_factors(predictor, finished, len(draws), seed, predicted=fp))
     col = {i: c for c, i in enumerate(task_ids)}
     running = [snap.states[i] in _RUNNING for i in order]
     levels = ([snap.levels[i] for i in order] if snap.levels is not None else longest_remaining_path(succs))

@@ -123,13 +123,16 @@ def _heavy(pool: tuple[np.ndarray, np.ndarray], samples: int, rng: np.random.Gen
 
 def sample(
     predictor: Predictor, rows: pd.DataFrame, n: int = 40, finished: pd.DataFrame | None = None,
-    seed: int | None = 0, shared_sd: float = 0.0,
+    seed: int | None = 0, shared_sd: float = 0.0, point: np.ndarray | None = None,
 ) -> np.ndarray:
     """``n`` joint draws of the durations of ``rows``, shape ``(n, len(rows))`` (see the
-    module docstring; :meth:`nbflow.predict.Predictor.sample` is this)."""
+    module docstring; :meth:`nbflow.predict.Predictor.sample` is this).  ``point``: the
+    rows' ``predict(rows, finished=finished)`` durations, when the caller has them already
+    (a prediction with many finished tasks costs more than the draws)."""
     from nbflow.predict.model import _codes_by_task, _prepare
 
-    point = predictor.predict(rows, finished=finished)["duration_s"].to_numpy()
+    point = (predictor.predict(rows, finished=finished)["duration_s"].to_numpy() if point is None
+             else np.asarray(point, dtype=float))
     rng = np.random.default_rng(seed)
     q = _prepare(rows, "rows", need_duration=False)
     task = q["task"].to_numpy()
