@@ -33,7 +33,7 @@ import pandas as pd
 
 __all__ = ["QuickPredictor", "quick_predictor"]
 
-QUICK_RUNS = 20  # the workflow's newest runs the quick estimate reads
+QUICK_RUNS = 5  # the workflow's newest runs the quick estimate reads (~3 ms of query per 1 000 calls)
 FLOOR_S = 1e-4  # no task is predicted shorter than this
 
 # Per task name and run: calls, mean duration and mean square (the spread within the run),
