@@ -13,14 +13,24 @@ Reported per trace and as medians over traces: ``|eta - true| / true`` at each m
 whether the true remaining time fell inside the 80% band; also the error of the same snapshot
 without the run's own pace (``eta_of(..., pace=False)``).  Target: median error <= 15% at 50%.
 
+The replay's own noise is measured beside it: ``true_over_exact`` is the true remaining time
+over the ETA a *perfect* prediction gives for the same snapshot (every task's asked sleep,
+simulated with no overhead), and ``finished_overshoot`` the finished tasks' measured over
+asked sleep; on a loaded machine both are well above 1, and that part of an ETA's error is
+the machine's, not the predictor's.  ``--save FILE`` keeps the replays (snapshots and end
+times) and ``--load FILE`` scores them again without replaying, so two ways of drawing can
+be compared on the very same snapshots.
+
 A family whose other instances are a single run cannot show how much runs differ; its
 predictor gets priors learned on the *other* families only: ``run_sd``
-(:func:`nbflow.predict.bands.run_spread`) and ``work_sd``
-(:func:`nbflow.predict.bands.total_spread` of their held-out total-work errors).
+(:func:`nbflow.predict.bands.run_spread`), ``work_sd``
+(:func:`nbflow.predict.bands.total_spread` of their held-out total-work errors) and
+``run_shifts`` (:func:`nbflow.predict.bands.run_shifts`; ``--no-shifts`` leaves it out).
 
 Usage::
 
     python benchmarks/eta_eval.py DIR [--group app|file] [--workers 4] [--json OUT]
+                                      [--save REPLAYS | --load REPLAYS] [--no-shifts]
 """
 
 from __future__ import annotations
