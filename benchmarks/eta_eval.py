@@ -13,14 +13,24 @@ Reported per trace and as medians over traces: ``|eta - true| / true`` at each m
 whether the true remaining time fell inside the 80% band; also the error of the same snapshot
 without the run's own pace (``eta_of(..., pace=False)``).  Target: median error <= 15% at 50%.
 
+The replay's own noise is measured beside it: ``true_over_exact`` is the true remaining time
+over the ETA a *perfect* prediction gives for the same snapshot (every task's asked sleep,
+simulated with no overhead), and ``finished_overshoot`` the finished tasks' measured over
+asked sleep; on a loaded machine both are well above 1, and that part of an ETA's error is
+the machine's, not the predictor's.  ``--save FILE`` keeps the replays (snapshots and end
+times) and ``--load FILE`` scores them again without replaying, so two ways of drawing can
+be compared on the very same snapshots.
+
 A family whose other instances are a single run cannot show how much runs differ; its
 predictor gets priors learned on the *other* families only: ``run_sd``
-(:func:`nbflow.predict.bands.run_spread`) and ``work_sd``
-(:func:`nbflow.predict.bands.total_spread` of their held-out total-work errors).
+(:func:`nbflow.predict.bands.run_spread`), ``work_sd``
+(:func:`nbflow.predict.bands.total_spread` of their held-out total-work errors) and
+``run_shifts`` (:func:`nbflow.predict.bands.run_shifts`; ``--no-shifts`` leaves it out).
 
 Usage::
 
     python benchmarks/eta_eval.py DIR [--group app|file] [--workers 4] [--json OUT]
+                                      [--save REPLAYS | --load REPLAYS] [--no-shifts]
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import statistics
 import sys
 import tempfile
@@ -61,18 +72,14 @@ def replay_workflow(nf: Any, trace: Any, scale: float) -> Any:
     return wf
 
 
-def evaluate(nf: Any, obs: Any, inst: str, path: Path, workers: int,
-             run_sd: float | None = None, work_sd: float | None = None) -> dict[str, Any]:
-    from nbflow.predict import Predictor, load_trace
-    from nbflow.predict.eta import eta_of, snapshot
+def replay(nf: Any, path: Path, workers: int) -> dict[str, Any]:
+    """Replay the trace at ``path`` once; the run's snapshots at the marks and when its work ended."""
+    from nbflow.predict import load_trace
+    from nbflow.predict.eta import snapshot
 
     trace = load_trace(path)
     runtimes = sorted(t.runtime_s for t in trace.tasks if t.runtime_s > 0)
     scale = TARGET_MEDIAN_S / statistics.median(runtimes) if runtimes else 1.0
-    train = obs[obs["instance"] != inst].copy()
-    for c in ("duration_s", "start_s", "end_s"):
-        train[c] *= scale
-    predictor = Predictor(run_sd=run_sd, work_sd=work_sd).fit(train)
     wf = replay_workflow(nf, trace, scale)
     n = len(trace)
     marks = {max(1, round(m * n)): m for m in MARKS}
@@ -96,16 +103,62 @@ def evaluate(nf: Any, obs: Any, inst: str, path: Path, workers: int,
     # The work ends when its last task ends (closing the run, e.g. committing the journal,
     # comes after and is not what an ETA predicts).
     end = float(run.tasks["end"].max().timestamp())
-    out: dict[str, Any] = {"trace": inst, "tasks": n, "scale": scale}
-    for m, snap in sorted(snaps.items()):
+    # What each task was asked to sleep, in the run's node order (the nodes are the trace's
+    # tasks in its topological order): the replay's own noise is measured against it.
+    asked = [trace.task(tid).runtime_s * scale for tid in trace.topological_order()]
+    return {"trace": path.stem, "tasks": n, "scale": scale, "snaps": snaps, "end": end, "asked": asked}
+
+
+class _Exact:
+    """A stand-in predictor that knows every duration (carried in ``input_bytes``): the ETA
+    of a perfect prediction, which leaves only what the replay itself adds (sleeps that
+    overshoot, the engine's own time)."""
+
+    def predict(self, rows: Any, finished: Any = None) -> Any:
+        import pandas as pd
+
+        d = rows["input_bytes"].to_numpy(dtype=float)
+        return pd.DataFrame({"duration_s": d, "source": "history"}, index=rows.index)
+
+    def sample(self, rows: Any, n: int = 40, finished: Any = None, seed: int | None = 0) -> Any:
+        import numpy as np
+
+        return np.tile(rows["input_bytes"].to_numpy(dtype=float), (1, 1))
+
+
+def score(obs: Any, rep: dict[str, Any], run_sd: float | None = None, work_sd: float | None = None,
+          shifts: Any = None) -> dict[str, Any]:
+    """The ETAs of one replay's snapshots from a predictor fitted on the other instances."""
+    import dataclasses
+
+    from nbflow.predict import Predictor
+    from nbflow.predict.eta import eta_of
+
+    inst, scale = rep["trace"], rep["scale"]
+    train = obs[obs["instance"] != inst].copy()
+    for c in ("duration_s", "start_s", "end_s"):
+        train[c] *= scale
+    predictor = Predictor(run_sd=run_sd, work_sd=work_sd, run_shifts=shifts).fit(train)
+    out: dict[str, Any] = {"trace": inst, "tasks": rep["tasks"], "scale": scale}
+    for m, snap in sorted(rep["snaps"].items()):
         e = eta_of(snap, predictor)
         plain = eta_of(snap, predictor, pace=False)  # the same moment without the run's pace
-        true = end - snap.taken_at
+        exact = eta_of(dataclasses.replace(snap, input_bytes=list(rep["asked"][:len(snap.keys)])),
+                       _Exact(), samples=1, pace=False)  # type: ignore[arg-type]
+        true = rep["end"] - snap.taken_at
+        fin = [i for i, st in enumerate(snap.states)
+               if st == "completed" and snap.durations[i] == snap.durations[i]]
+        over = sum(snap.durations[i] for i in fin) / max(sum(rep["asked"][i] for i in fin), 1e-9)
         out[f"at_{int(m * 100)}"] = {
             "eta_s": e.remaining_s, "lo_s": e.remaining_lo, "hi_s": e.remaining_hi, "true_s": true,
             "abs_error": abs(e.remaining_s - true) / true if true > 0 else None,
             "in_band": bool(e.remaining_lo <= true <= e.remaining_hi),
             "abs_error_without_pace": abs(plain.remaining_s - true) / true if true > 0 else None,
+            # the replay's own noise: true remaining over a perfect prediction's ETA, and the
+            # finished tasks' measured over asked sleep
+            "exact_s": exact.remaining_s,
+            "true_over_exact": true / exact.remaining_s if exact.remaining_s > 0 else None,
+            "finished_overshoot": over,
         }
     return out
 
@@ -116,17 +169,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", choices=("app", "file"), default="app")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--save", type=Path, help="keep the replays (snapshots, end times) in this pickle")
+    ap.add_argument("--load", type=Path, help="score the replays of an earlier --save instead of replaying")
+    ap.add_argument("--no-shifts", action="store_true",
+                    help="no run_shifts prior from the other families (single-run histories draw normals)")
     args = ap.parse_args(argv)
     os.environ.setdefault("NBFLOW_HOME", tempfile.mkdtemp(prefix="nbflow-eta-"))
     import nbflow as nf
     from nbflow.predict import observations_from_wfformat
-    from nbflow.predict.bands import run_spread, total_spread, work_errors
+    from nbflow.predict.bands import run_shifts, run_spread, total_spread, work_errors
 
     obs = observations_from_wfformat(args.dir)
     if args.group == "app":
         obs["family"] = obs["instance"].str.split("-").str[0]
     rows = []
     errors = work_errors(obs, by="family")  # held-out error of each run's total, per family
+    replays: dict[str, Any] = {}
+    if args.load is not None:  # score replays taken before (quick: nothing runs)
+        with open(args.load, "rb") as f:
+            replays = pickle.load(f)
     for _fam, part in obs.groupby("family", sort=True):
         instances = list(dict.fromkeys(part["instance"]))
         if len(instances) < 2:
@@ -135,10 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         # the *other* families only, for histories of a single run (as in predict_eval.py).
         run_sd = run_spread(obs[obs["family"] != _fam])
         work_sd = total_spread(errors[errors["group"] != _fam])
+        shifts = run_shifts(obs[obs["family"] != _fam]) if not args.no_shifts else None
         for inst in instances:
-            r = evaluate(nf, part, inst, args.dir / f"{inst}.json", args.workers, run_sd, work_sd)
+            if inst not in replays:
+                replays[inst] = replay(nf, args.dir / f"{inst}.json", args.workers)
+            r = score(part, replays[inst], run_sd, work_sd, shifts)
             print(json.dumps(r), file=sys.stderr)
             rows.append(r)
+    if args.save is not None:
+        with open(args.save, "wb") as f:
+            pickle.dump(replays, f)
     summary = {}
     for m in MARKS:
         k = f"at_{int(m * 100)}"
@@ -151,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
             "median_abs_error_without_pace": statistics.median(plain) if plain else None,
             "in_band_share": sum(band) / len(band) if band else None,
             "traces": len(errs),
+            # the replay's own noise (see score): true remaining over a perfect prediction's
+            "median_true_over_exact": statistics.median(
+                r[k]["true_over_exact"] for r in rows if k in r and r[k]["true_over_exact"] is not None),
         }
     med50 = summary["at_50"]["median_abs_error"]
     # (the folder's name only: the results must not depend on where it is)

@@ -43,8 +43,10 @@ inherited ``NBFLOW_HOME``; each sample gets its own store in a temporary directo
   timing (a kernel's later run: the fit is shared, so the ETA and the predicted bars are
   there from the start and the ETA's simulations are part of what is measured);
 - ``history-cold``: the same seeded store, but a new copy at a new path per sample, so
-  every watched sample also pays the predictor's fit (a kernel's first run: the fit runs in
-  the helper process while the run goes, and the ETA appears when it is ready).
+  no fit of this process is shared (a kernel's first run).  Since session 5 a run shorter
+  than ``nbflow.predict.eta.FIT_WORTH_S`` (10 s) is estimated from the quick per-task
+  estimate and starts no fit; ``--fit-worth-s 0`` starts it at once, as before, so the
+  helper process's fit runs while the run goes and the ETA switches to it when it is ready.
 
 All are measured in the same session, their plain and watched samples alternated.
 ``--store PATH`` instead runs every sample on the given store as it is (it grows).
@@ -443,9 +445,17 @@ def main() -> None:
     ap.add_argument("--spin-ms", type=float, default=SPIN_MS, help="milliseconds of work per work task")
     ap.add_argument("--workloads", default="work,noop", help="which overhead workloads to run")
     ap.add_argument("--no-draw", action="store_true", help="skip the 10k-task drawing figure")
+    ap.add_argument("--fit-worth-s", type=float, default=None,
+                    help="set nbflow.predict.eta.FIT_WORTH_S (0: the full fit starts with the run)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.json is not None:  # (the samples run in other directories: resolve it now)
+        args.json = os.path.abspath(args.json)
     _set_spin(args.spin_ms)
+    if args.fit_worth_s is not None:
+        from nbflow.predict import eta as eta_mod
+
+        eta_mod.FIT_WORTH_S = args.fit_worth_s
     workloads = args.workloads.split(",")
     install_counting_comm()
     rows = 0
@@ -477,6 +487,7 @@ def main() -> None:
         "loadavg": os.getloadavg(),
         "history_rows": rows,
         "spin_ms": SPIN_MS,
+        "fit_worth_s": args.fit_worth_s,
         **res,
         "draw_10k": draw,
         "targets": {

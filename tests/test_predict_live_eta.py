@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import pytest
 import nbflow as nf
 from nbflow.predict import Predictor
 from nbflow.predict import eta as eta_mod
+from nbflow.predict import history as history_mod
 
 
 @dataclass
@@ -241,6 +243,23 @@ def test_a_large_history_is_fitted_in_another_process_not_the_callers(
         return real(exclude_run=exclude_run, home=home)
 
     monkeypatch.setattr(eta_mod, "default_predictor", watched)  # (only this process sees it)
+    read: list[int] = []
+    real_history = history_mod.history
+
+    def reading(*a: Any, **k: Any) -> Any:
+        read.append(1)
+        return real_history(*a, **k)
+
+    monkeypatch.setattr(history_mod, "history", reading)  # the store's rows, read in this process
+    sent: list[tuple[Any, ...]] = []
+    pool = eta_mod._fit_pool()
+    real_submit = pool.submit
+
+    def submit(fn: Any, *args: Any, **kw: Any) -> Any:
+        sent.append(args)
+        return real_submit(fn, *args, **kw)
+
+    monkeypatch.setattr(pool, "submit", submit)
     second = _run()
     before = len(eta_mod.fit_pids())
     assert eta_mod.live_predictor(second) is None  # the view does not wait
@@ -250,6 +269,54 @@ def test_a_large_history_is_fitted_in_another_process_not_the_callers(
     pids = eta_mod.fit_pids()[before:]
     assert len(pids) == 1 and pids[0] != os.getpid()
     assert in_caller == []  # no fit ran in this process, on any thread
+    assert read == []  # nor was the history read here: the helper reads the store itself
+    # what went to the helper is where the store is and which run to leave out, no rows
+    assert sent == [(str(eta_mod._history_rows()[0]), second.id)]
+
+
+def test_the_first_estimate_comes_before_the_fit_and_a_short_run_starts_none(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _run()  # history of the workflow "live-eta-fit": 30 calls of `step`
+    monkeypatch.setattr(eta_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
+    monkeypatch.setattr(eta_mod, "_STORE_FITS", {})
+    monkeypatch.setattr(eta_mod, "ETA_IN_PROCESS", False)  # (estimates made here, to look at them)
+    gate = threading.Event()
+    fits: list[str] = []
+    fitted = _predictor()
+
+    def slow_fit(home: str, exclude_run: str | None = None) -> Predictor:
+        fits.append(home)
+        gate.wait(60)  # the fit takes its time
+        return fitted
+
+    monkeypatch.setattr(eta_mod, "fit_in_process", slow_fit)
+    short = FakeRun(40)
+    short.name = "live-eta-fit"  # type: ignore[attr-defined]
+    e = eta_mod.LiveEta(short, clock=Clock()).current()
+    assert e is not None and 0 < e.remaining_s < eta_mod.FIT_WORTH_S  # from the quick estimate
+    assert fits == []  # a run this short never pays for the full fit
+    long_run = FakeRun(40)
+    long_run.name = "live-eta-fit"  # type: ignore[attr-defined]
+    long_run.started_at = time.time() - 2 * eta_mod.FIT_WORTH_S  # long enough to want the fit
+    clock = Clock()
+    live = eta_mod.LiveEta(long_run, clock=clock)
+    first = live.current()
+    assert first is not None and not math.isnan(first.remaining_s)  # at once, before the fit
+    deadline = time.monotonic() + 30
+    while not fits and time.monotonic() < deadline:
+        time.sleep(0.01)
+        live.current()
+    assert len(fits) == 1 and long_run not in eta_mod._PREDICTORS  # started, not arrived yet
+    gate.set()
+    while long_run not in eta_mod._PREDICTORS and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert eta_mod._PREDICTORS.get(long_run) is fitted
+    clock.t = 0.5  # not due by the clock, but the full predictor replaces the quick one at once
+    assert live.current() is not None and live.simulations == 2 and live._used is fitted
+    later = FakeRun(40)  # a short run after it: the kernel's fit of this store is used, for free
+    later.name = "live-eta-fit"  # type: ignore[attr-defined]
+    again = eta_mod.LiveEta(later, clock=Clock())
+    assert again.current() is not None and again._used is fitted and len(fits) == 1
 
 
 def test_in_a_kernel_the_fit_runs_in_a_helper_process_that_ignores_interrupts(tmp_path: Path) -> None:
@@ -275,3 +342,24 @@ def test_in_a_kernel_the_fit_runs_in_a_helper_process_that_ignores_interrupts(tm
     assert "fitted True" in h.text(nb.cells[4]) and "elsewhere True" in h.text(nb.cells[4])
     out = h.text(nb.cells[5])
     assert "again True" in out and "same helper True" in out  # the interrupt did not kill it
+
+
+def test_a_fit_that_cannot_be_read_shuts_its_helper_process_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    _run()  # history
+    home = str(eta_mod._history_rows()[0])
+    pool = eta_mod._fit_pool()
+    assert pool.submit(os.getpid).result() != os.getpid()  # the helper is up
+    helpers = list(pool._processes.values())  # type: ignore[attr-defined]
+    assert helpers
+
+    def unreadable(blob: bytes) -> Any:
+        raise ValueError("cannot read this fit")
+
+    monkeypatch.setattr(eta_mod, "pickle", types.SimpleNamespace(loads=unreadable))
+    predictor = eta_mod.fit_in_process(home)
+    assert predictor is not None and "step" in predictor.families  # fitted here instead
+    assert eta_mod.fit_pids()[-1] == os.getpid()
+    assert eta_mod._POOL is None  # not used again...
+    for proc in helpers:  # ...and not left running: shut down
+        proc.join(timeout=60)
+        assert not proc.is_alive()

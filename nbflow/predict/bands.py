@@ -56,6 +56,7 @@ __all__ = [
     "pace_factors",
     "pace_spread",
     "posterior_tau2",
+    "run_shifts",
     "run_spread",
     "shrink_tau2",
     "split_runs",
@@ -243,17 +244,20 @@ def pace_spread(log_ratios: np.ndarray) -> float:
 
 def pace_factors(
     predictor: Predictor, finished: pd.DataFrame | None, samples: int, seed: int | None = 0,
+    predicted: np.ndarray | None = None,
 ) -> np.ndarray:
     """Shared multipliers, shape ``(samples, 1)``, for the uncertainty of a run's pace.
 
     The ETA multiplies every remaining duration by the pace the run's finished tasks
     showed; that pace is itself measured from a few noisy tasks, so each Monte Carlo draw
     gets its own pace error: log-normal with the standard error :func:`pace_spread` of
-    the finished tasks' log ratios actual / predicted (their online predictions).
+    the finished tasks' log ratios actual / predicted (their online predictions;
+    ``predicted``: those predictions when the caller has them already).
     """
     if finished is None or len(finished) < 2:
         return np.ones((samples, 1))
-    p = predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+    p = (predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+         if predicted is None else np.asarray(predicted, dtype=float))
     y = finished["duration_s"].to_numpy(dtype=float)
     ok = (y > 0) & (p > 0)
     se = pace_spread(np.log(y[ok] / p[ok]))
@@ -342,3 +346,51 @@ def run_spread(observations: pd.DataFrame) -> float | None:
         parts.append((tau2, k))
     pooled = pooled_tau2(parts)
     return None if pooled is None else math.sqrt(pooled)
+
+
+SHIFT_SAMPLE = 2000  # size of the weighted resample run_shifts returns
+
+
+def run_shifts(observations: pd.DataFrame, by: str = "family", seed: int = 0) -> np.ndarray | None:
+    """A sample of how far one run moves a task family: a prior for ``Predictor(run_shifts=...)``.
+
+    Per ``task`` with at least two ``instance`` values, within each group of ``by`` (the
+    workflow; one group when the column is missing): the log median duration of each run
+    about the median of those, scaled by ``sqrt(k / (k - 1))`` for ``k`` runs.  Unlike
+    :func:`run_spread` (one standard deviation, a median over families) this keeps the
+    shape: most families barely move, a few move several-fold, and those few are what a
+    band must allow for.  Each family counts by its share of its workflow's work (the big
+    steps are what an ETA adds up), each workflow equally; returned as a weighted resample
+    of :data:`SHIFT_SAMPLE` values (fixed ``seed``).  ``None`` when no family ran twice.
+    """
+    need = {"task", "instance", "duration_s"}
+    if not need <= set(observations.columns):
+        return None
+    groups = observations.groupby(by, sort=False) if by in observations.columns else [("all", observations)]
+    vals: list[float] = []
+    wts: list[float] = []
+    parts = []
+    for _, part in groups:
+        total = float(part["duration_s"].sum())
+        v: list[float] = []
+        w: list[float] = []
+        for _task, rows in part.groupby("task", sort=False):
+            med = rows.groupby("instance")["duration_s"].median().to_numpy(dtype=float)
+            k = len(med)
+            if k < 2:
+                continue
+            lm = np.log(np.maximum(med, 1e-3))
+            v.extend(((lm - np.median(lm)) * math.sqrt(k / (k - 1))).tolist())
+            share = float(rows["duration_s"].sum()) / total if total > 0 else 1.0
+            w.extend([share / k] * k)
+        if v:
+            parts.append((v, w))
+    for v, w in parts:
+        s = sum(w)
+        vals.extend(v)
+        wts.extend(x / s / len(parts) for x in w)
+    if not vals:
+        return None
+    rng = np.random.default_rng(seed)
+    p = np.asarray(wts) / sum(wts)
+    return np.asarray(vals)[rng.choice(len(vals), size=SHIFT_SAMPLE, p=p)]

@@ -242,14 +242,21 @@ def _draws(
     if not len(rows):
         return np.zeros((samples, 0)), np.zeros(0), [], {}
     pred = predictor.predict(rows, finished=finished)
-    draws = predictor.sample(rows, n=samples, finished=finished, seed=seed)
+    if hasattr(predictor, "families"):  # a fitted Predictor: its draws reuse the prediction
+        from nbflow.predict.sampling import sample as joint_sample
+
+        draws = joint_sample(predictor, rows, n=samples, finished=finished, seed=seed,
+                             point=pred["duration_s"].to_numpy())
+    else:  # (the quick estimate, or a stand-in)
+        draws = predictor.sample(rows, n=samples, finished=finished, seed=seed)
     src = pred["source"].astype(str)
     no_hist = sorted(set(rows.loc[~src.str.startswith("history"), "task"]))
     fallbacks = {str(t): s for t, s in zip(rows["task"], src, strict=True) if s != "history"}
     return draws, pred["duration_s"].to_numpy(), no_hist, dict(sorted(fallbacks.items()))
 
 
-def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
+def run_pace(predictor: Predictor, finished: pd.DataFrame | None,
+             predicted: np.ndarray | None = None) -> float:
     """How much slower (> 1) or faster this run's finished tasks were than predicted.
 
     The predictor corrects each task family from its own finished calls where its history
@@ -257,11 +264,12 @@ def run_pace(predictor: Predictor, finished: pd.DataFrame | None) -> float:
     the pace of the run as a whole (a loaded machine, per-task overhead, a bigger data
     set): the ratio of their total actual to their total predicted duration, in log space
     shrunk towards 1 by how few tasks finished (:data:`PACE_SHRINK` of them give it half
-    its weight).
+    its weight; ``predicted``: the finished tasks' online predictions, when known already).
     """
     if finished is None or not len(finished):
         return 1.0
-    p = predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+    p = (predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+         if predicted is None else np.asarray(predicted, dtype=float))
     y = finished["duration_s"].to_numpy(dtype=float)
     ok = (y > 0) & (p > 0)
     n = int(ok.sum())
@@ -305,7 +313,11 @@ def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAUL
     draws, _, no_hist, _ = _draws(predictor, [snap.names[i] for i in task_ids],
                                    [snap.input_bytes[i] for i in task_ids], finished, samples, seed)
     if pace:  # the run's pace, and how sure it is (its spread: nbflow.predict.bands)
-        draws = draws * run_pace(predictor, finished) * pace_factors(predictor, finished, len(draws), seed)
+        # (one online prediction of the finished tasks serves both)
+        fp = (predictor.predict(finished, finished=finished)["duration_s"].to_numpy(dtype=float)
+              if finished is not None and len(finished) else None)
+        draws = (draws * run_pace(predictor, finished, fp)
+                 * pace_factors(predictor, finished, len(draws), seed, predicted=fp))
     col = {i: c for c, i in enumerate(task_ids)}
     running = [snap.states[i] in _RUNNING for i in order]
     levels = ([snap.levels[i] for i in order] if snap.levels is not None else longest_remaining_path(succs))
@@ -392,6 +404,20 @@ def _history_rows(home: Any = None) -> tuple[str, int] | None:
     return str(store.home), int(n)
 
 
+def _cached_fit(home: str, rows: int, now: float) -> Predictor | None:
+    """The fit this process made for the store at ``home``, if still good for ``rows`` rows."""
+    with _FIT_LOCK:
+        cached = _STORE_FITS.get(home)
+    if cached is None:
+        return None
+    when, fitted_rows, predictor = cached
+    age = now - when
+    grew = rows > fitted_rows * (1 + REFIT_GROWTH)
+    if predictor is not None and age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S):
+        return predictor
+    return None
+
+
 def shared_predictor(exclude_run: str | None = None,
                      fit: Callable[[str, str | None], Predictor | None] | None = None) -> Predictor | None:
     """The store's history predictor, fitted once and shared by the runs of this process
@@ -407,14 +433,9 @@ def shared_predictor(exclude_run: str | None = None,
         return None
     home, rows = where
     now = time.monotonic()
-    with _FIT_LOCK:
-        cached = _STORE_FITS.get(home)
-    if cached is not None:
-        when, fitted_rows, predictor = cached
-        age = now - when
-        grew = rows > fitted_rows * (1 + REFIT_GROWTH)
-        if predictor is not None and age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S):
-            return predictor
+    predictor = _cached_fit(home, rows, now)
+    if predictor is not None:
+        return predictor
     predictor = default_predictor(exclude_run=exclude_run) if fit is None else fit(home, exclude_run)
     with _FIT_LOCK:
         _STORE_FITS[home] = (now, rows, predictor)
@@ -438,8 +459,12 @@ _FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
 
 
 def _background_priority() -> None:
-    """In the helper process: a lower CPU priority, and deaf to Ctrl-C / the kernel's
-    interrupt (sent to its whole process group): interrupting a cell must not kill it."""
+    """In the helper process: a lower CPU priority, and deaf to Ctrl-C / the
+    kernel's interrupt (sent to its whole process group): interrupting a cell must not kill it.
+
+    Niced by :data:`FIT_NICE`, not put in Linux's idle scheduling class: on a busy machine
+    an idle-class process barely runs at all (starting the helper took minutes at a load
+    of 12 on two cores), and then no ETA ever arrives."""
     import signal
 
     with contextlib.suppress(OSError, AttributeError):  # not on every platform
@@ -466,18 +491,32 @@ def _fit_pool() -> ProcessPoolExecutor:
         return _POOL
 
 
+def drop_fit_pool() -> None:
+    """Shut the helper process down (a later fit starts a new one): after it broke or sent
+    back something that cannot be read, it is not trusted again, and it must not be left
+    running unowned either."""
+    global _POOL
+    with _FIT_LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        helpers = list((getattr(pool, "_processes", None) or {}).values())
+        with contextlib.suppress(Exception):  # already broken: nothing left to stop
+            pool.shutdown(wait=False, cancel_futures=True)
+        for proc in helpers:  # (an idle helper would exit by itself; a wedged one would not)
+            with contextlib.suppress(Exception):
+                proc.terminate()
+
+
 def fit_in_process(home: str, exclude_run: str | None = None) -> Predictor | None:
     """:func:`default_predictor` on the store at ``home``, fitted in the helper process (the
     calling thread only waits, without the GIL).  Falls back to fitting here when a process
     cannot be used (:data:`FIT_IN_PROCESS` false, or the pool broke)."""
-    global _POOL
     if FIT_IN_PROCESS:
         try:
             blob, pid = _fit_pool().submit(_fit_job, home, exclude_run).result()
             predictor = pickle.loads(blob)
         except Exception:  # a broken pool or a failed unpickle: fit here rather than not at all
-            with _FIT_LOCK:
-                _POOL = None
+            drop_fit_pool()
         else:
             _FIT_PIDS.append(pid)
             return predictor
@@ -491,15 +530,19 @@ def fit_pids() -> list[int]:
     return list(_FIT_PIDS)
 
 
-def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
+_HISTORY_SIZE: weakref.WeakKeyDictionary[Any, tuple[str, int] | None] = weakref.WeakKeyDictionary()
+
+
+def live_predictor(run: Any, wait: bool = False, start: bool = True) -> Predictor | None:
     """The run's history predictor for live views, without ever blocking them.
 
     A small history (:data:`SYNC_FIT_ROWS`) is fitted at once.  Otherwise the first call
     starts fitting it in the background (in the fit process: :func:`fit_in_process`) and
-    returns None (views show no ETA yet); later calls return it once it is ready;
-    ``wait=True`` (a view drawn once the run ended) waits for the fit.  ``run.eta()`` fits
-    in the caller instead (it asked for an answer).  A fit is bounded by
-    :func:`recent_history`."""
+    returns None (views show no ETA yet, or the quick estimate: :class:`LiveEta`); later
+    calls return it once it is ready; ``wait=True`` (a view drawn once the run ended) waits
+    for the fit; ``start=False`` returns None rather than start a large fit (the live ETA
+    starts it only once the run is long enough to need it).  ``run.eta()`` fits in the
+    caller instead (it asked for an answer).  A fit is bounded by :func:`recent_history`."""
     if run in _PREDICTORS:
         return _PREDICTORS[run]
     with _FIT_LOCK:
@@ -508,7 +551,17 @@ def live_predictor(run: Any, wait: bool = False) -> Predictor | None:
         if wait:
             running.join()
         return _PREDICTORS.get(run)
-    where = _history_rows()
+    if run in _HISTORY_SIZE:  # counted once per run: a view that looks every tick asks no query
+        where = _HISTORY_SIZE[run]
+    else:
+        where = _HISTORY_SIZE[run] = _history_rows()
+    if where is not None and where[1] > SYNC_FIT_ROWS and not start and not wait:
+        # not worth a fit yet, but one this kernel already made for the store is free
+        shared = _cached_fit(where[0], where[1], time.monotonic())
+        if shared is not None:
+            with _FIT_LOCK:
+                _PREDICTORS[run] = shared
+        return shared
     if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
         # (no rows at all: nothing to fit, and no second query to find that out)
         predictor = shared_predictor(exclude_run=run.id) if where is not None and where[1] else None
@@ -640,6 +693,19 @@ ETA_WORK = 200_000  # task-steps per live ETA (samples x remaining tasks): fewer
 ETA_FIRST_SAMPLES = 5  # the first live estimate is a quick one (its cost is not known yet)
 ETA_MAX_FINISHED = 200  # finished tasks a live estimate learns the run's pace from (eta_of)
 ETA_GUESS_S_PER_TASK = 5e-5  # what a first estimate costs per task left (~0.1 s for 2 000)
+FIT_WORTH_S = 10.0  # a run this long (gone, or left by its estimate) is worth the full fit
+_UNSET = object()
+
+
+def quick_of(run: Any) -> Any:
+    """The quick estimate of ``run``'s workflow (:func:`nbflow.predict.quick.quick_predictor`),
+    or None (no store, no history, an unreadable store)."""
+    from nbflow.predict.quick import quick_predictor
+
+    try:
+        return quick_predictor(str(getattr(run, "name", "")), exclude_run=str(getattr(run, "id", "")))
+    except Exception:  # an estimate must never break a view
+        return None
 
 
 class LiveEta:
@@ -670,6 +736,8 @@ class LiveEta:
         self._pending: Any = None  # the estimate being made in the helper process (a Future)
         self._pending_as_of: tuple[float, int, int, int] = (0.0, 0, 0, 0)  # (clock, left, total, samples)
         self._local = False  # the helper process failed once: estimate in this process
+        self._quick: Any = _UNSET  # the quick estimate (nbflow.predict.quick), read once
+        self._used: Any = None  # the predictor the last estimate was made with
         self.pids: list[int] = []  # the processes the patient estimates were made in
 
     def samples(self, left: int, run_elapsed: float) -> int:
@@ -706,12 +774,10 @@ class LiveEta:
         run = self._run()
         if run is None:
             return None
-        predictor = live_predictor(run)
-        if predictor is None:
-            return None
         self._collect()
         now = self.clock()
         counts = run.counts if hasattr(run, "counts") else None
+        upgrade = False
         if counts is not None:
             total = sum(counts.values())
             left = total - sum(counts.get(s, 0) for s in _TERMINAL)
@@ -722,13 +788,23 @@ class LiveEta:
                 ran = time.time() - started if started == started else 0.0
                 if ran < left * ETA_GUESS_S_PER_TASK / ETA_BUDGET:
                     return None
-            if self.last is not None and not self.due(left, total, now):
+            predictor = self._predictor(run)
+            if predictor is None:
+                return None
+            # The full predictor replacing the quick estimate: worth a new estimate at once.
+            upgrade = self.last is not None and predictor is not self._used
+            if self.last is not None and not upgrade and not self.due(left, total, now):
                 return self._aged(now, total - left, total)
+        else:
+            predictor = self._predictor(run)
+            if predictor is None:
+                return None
         snap = snapshot(run)
         total = len(snap.states)
         left = sum(1 for st in snap.states if st not in _TERMINAL)
-        if not self.due(left, total, now):
+        if not upgrade and not self.due(left, total, now):
             return self._aged(now, total - left, total)
+        self._used = predictor
         samples = self.samples(left, snap.run_elapsed_s)
         if (patient and ETA_IN_PROCESS and left > ETA_LOCAL_TASKS and not self._local
                 and self._submit(predictor, snap, samples, now)):
@@ -737,6 +813,34 @@ class LiveEta:
         e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
         self._record(e, max(self.timer() - t0, 0.0), samples, now, left, total)
         return e
+
+    def _predictor(self, run: Any) -> Any:
+        """The full history predictor once it is ready, the quick estimate until then.
+
+        The full fit (seconds of CPU on a large history, in the helper process) is only
+        started once the run has gone for :data:`FIT_WORTH_S` or its ETA says that much is
+        left: a shorter run is estimated from the quick one (:mod:`nbflow.predict.quick`,
+        one aggregate query) and never pays for a fit."""
+        full = live_predictor(run, start=self.fit_wanted)
+        if full is not None:
+            return full
+        return self.quick()
+
+    def quick(self) -> Any:
+        """The run's quick estimate (read once; None without history)."""
+        run = self._run()
+        if self._quick is _UNSET and run is not None:
+            self._quick = quick_of(run)
+        return None if self._quick is _UNSET else self._quick
+
+    @property
+    def fit_wanted(self) -> bool:
+        """Whether the full fit is worth starting: the run went on, or its estimate says
+        it will go on, for at least :data:`FIT_WORTH_S`."""
+        run = self._run()
+        started = getattr(run, "started_at", math.nan)
+        ran = time.time() - started if started == started else 0.0
+        return ran >= FIT_WORTH_S or (self.last is not None and self.last.remaining_s >= FIT_WORTH_S)
 
     def _record(self, e: Eta, cost: float, samples: int, at: float, left: int, total: int) -> None:
         self.cost = cost

@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,9 +78,7 @@ from nbflow.core.errors import NbflowError
 from nbflow.predict.bands import (
     centred_within,
     conformal_bounds,
-    joint_log_errors,
     pooled_tau2,
-    posterior_tau2,
     shrink_tau2,
     split_runs,
     work_spread,
@@ -306,7 +304,7 @@ class Predictor:
     """
 
     def __init__(self, candidates: Mapping[str, object] | None = None, run_sd: float | None = None,
-                 work_sd: float | None = None) -> None:
+                 work_sd: float | None = None, run_shifts: Sequence[float] | None = None) -> None:
         names = list(CANDIDATES) if candidates is None else list(candidates)
         unknown = [c for c in names if c not in CANDIDATES]
         if unknown or not names:
@@ -321,6 +319,9 @@ class Predictor:
         self.run_sd = run_sd
         # Likewise for the error of a run's total work (bands.total_spread of other workflows).
         self.work_sd = work_sd
+        # And a sample of between-run shifts of families (bands.run_shifts of other
+        # workflows), which ETA draws resample for families history saw in one run only.
+        self.run_shifts = None if run_shifts is None else _shifts(run_shifts)
         self.families: dict[str, _Family] = {}
         self._prior_s = 1.0
         self._prior_resid = np.array([-1.0, 1.0])
@@ -641,36 +642,15 @@ class Predictor:
         single run), scaled by the share of the rows' predicted work in families none of
         whose calls are among the ``finished`` (the others showed their run effect), and
         ``shared_sd``, a further shared log-normal error of that standard deviation (e.g.
-        the uncertainty of a measured pace).
+        the uncertainty of a measured pace).  A family whose history cannot show how runs
+        differ draws its run effect from the shifts other families showed instead of a
+        normal (heavy-tailed; :mod:`nbflow.predict.sampling`, which does the drawing).
         """
         if not (isinstance(shared_sd, int | float) and shared_sd >= 0):
             raise PredictionError(f"shared_sd must be a number >= 0, got {shared_sd!r}")
-        point = self.predict(rows, finished=finished)["duration_s"].to_numpy()
-        rng = np.random.default_rng(seed)
-        q = _prepare(rows, "rows", need_duration=False)
-        task = q["task"].to_numpy()
-        codes = _codes_by_task(q)
-        online = finished is not None and len(finished) > 0
-        done = finished["task"].astype(str).value_counts() if online and finished is not None else None
-        groups = []
-        for name in pd.unique(task):
-            fam = self._resolve(name, codes.get(name))[0]
-            _, tau2 = self._band(fam, online=online)
-            within = self._draw_noise(fam, online)
-            if fam is None or fam.online != "none":  # corrected online: the run effect is
-                m = int(done.get(name, 0)) if done is not None else 0  # partly known by now
-                sigma2 = float(np.var(within)) if len(within) > 1 else 0.0
-                tau2 = posterior_tau2(tau2, sigma2, m)
-            groups.append((np.flatnonzero(task == name), within, math.sqrt(tau2)))
-        # The total's error lives in the families this run has not shown yet: its variance
-        # scales with the square of their share of the predicted remaining work.
-        unseen = np.ones(len(point), dtype=bool)
-        if done is not None:
-            unseen = ~np.isin(task, done.index.to_numpy())
-        total = float(point.sum())
-        share = float(point[unseen].sum()) / total if total > 0 else 1.0
-        shared = math.sqrt(self._tau2_work * share ** 2 + shared_sd ** 2)
-        return point * np.exp(joint_log_errors(groups, len(point), n, rng, shared_sd=shared))
+        from nbflow.predict.sampling import sample
+
+        return sample(self, rows, n=n, finished=finished, seed=seed, shared_sd=shared_sd)
 
     def summary(self) -> pd.DataFrame:
         """One row per family: chosen model, online correction, size and held-out errors."""
@@ -678,6 +658,14 @@ class Predictor:
         for f in self.families.values():
             rows.append({"task": f.name, "model": f.model, "online": f.online, "n": f.n, **f.scores})
         return pd.DataFrame(rows)
+
+
+def _shifts(values: Sequence[float]) -> np.ndarray:
+    a = np.asarray(values, dtype=float).ravel()
+    if not len(a) or not np.isfinite(a).all():
+        raise PredictionError("run_shifts must be a non-empty list of finite log-scale shifts "
+                              "(e.g. nbflow.predict.bands.run_shifts(other_observations))")
+    return a
 
 
 def _exact_sizes(x: np.ndarray, y: np.ndarray) -> dict[float, float]:

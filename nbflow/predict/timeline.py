@@ -63,13 +63,17 @@ def eta_html(run: Any) -> str:
 
 def _predicted(run: Any, t: pd.DataFrame) -> dict[str, float]:
     """Offline predicted durations by key (cached per run; None-free)."""
-    from nbflow.predict.eta import live_predictor
+    from nbflow.predict.eta import live_eta, live_predictor
 
     # The chart never waits for a fit (a large history is fitted in the background): until
-    # the predictor is ready it draws the actual bars only.
+    # the predictor is ready it draws the quick per-task means (nbflow.predict.quick), not kept.
     predictor = live_predictor(run)
     if predictor is None:
-        return {}
+        quick = live_eta(run).quick()
+        if quick is None:
+            return {}
+        rows = pd.DataFrame({"task": t["task"].to_numpy(), "input_bytes": np.nan})
+        return dict(zip(t["key"].tolist(), quick.predict(rows)["duration_s"].tolist(), strict=True))
     known = _pred_cache.setdefault(run, {})
     todo = t[~t["key"].isin(list(known))]
     if len(todo):
