@@ -101,6 +101,10 @@ MIN_SCALE_RESIDUALS = 10  # held-out residuals a family needs before its point i
 SCALE_POINT = True  # (switch for comparisons: off gives each model's plain estimate)
 SCALE_GAIN = PREFER_SIMPLE  # relative gain in held-out error (and move) a rescaling needs
 SCALE_MAX = 1.25  # the most a point estimate is rescaled, either way
+SHIFT_ROBUST = True  # (switch for comparisons: prefer the mean when one run cannot tell)
+SEPARATED_Z = 1.645  # bootstrap z beyond which a difference of held-out errors is not luck
+BOOTSTRAP_DRAWS = 200  # resamples of that bootstrap
+BOOTSTRAP_MAX_N = 2000  # tasks per resample (bounds the cost on large families)
 EXACT_MAX_SHARE = 0.5  # an input size shared by more of a family's calls is not specific
 
 
@@ -177,6 +181,25 @@ def relative_error_scale(log_resid: np.ndarray, min_n: int = MIN_SCALE_RESIDUALS
     if errs[i] > base * (1 - SCALE_GAIN) or abs(math.log(cands[i])) < math.log(1 + SCALE_GAIN):
         return 1.0  # a small gain or a small move is within the noise of the median
     return float(np.clip(cands[i], 1 / SCALE_MAX, SCALE_MAX))
+
+
+def _separated(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> bool:
+    """Do two models' held-out MdAPEs differ by more than the luck of the sample?
+
+    A paired bootstrap over the tasks (longer than :data:`SIGNIFICANT_S`; fixed seed, so
+    a fit is reproducible): separated when the difference of the two MdAPEs is larger
+    than :data:`SEPARATED_Z` bootstrap standard deviations of that difference.
+    """
+    keep = y > SIGNIFICANT_S
+    if keep.sum() < 2:
+        return True  # nothing to judge on: keep the default choice
+    ea = np.abs(p_a[keep] - y[keep]) / y[keep]
+    eb = np.abs(p_b[keep] - y[keep]) / y[keep]
+    n = len(ea)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, n, (BOOTSTRAP_DRAWS, min(n, BOOTSTRAP_MAX_N)))
+    diff = np.median(ea[idx], axis=1) - np.median(eb[idx], axis=1)
+    return abs(float(np.median(ea) - np.median(eb))) > SEPARATED_Z * float(np.std(diff))
 
 
 def _skew_scale(resid: np.ndarray, inst: np.ndarray) -> float:
@@ -422,6 +445,9 @@ class Predictor:
             bar = min(scores[best], scores[base] * (1 - PREFER_SIMPLE))
             if np.nan_to_num(scores[cand], nan=np.inf) < bar:
                 best = cand
+        if (SHIFT_ROBUST and len(pd.unique(inst)) < 2 and best == base and "mean" in preds
+                and not _separated(y, preds[best], preds["mean"])):
+            best = "mean"  # within one run the two are a toss-up; across runs the mean holds
         scale = scales[best]
         fam = _Family(name, best, _scaled(CANDIDATES[best](x, y), scale), len(y),
                       max(float(np.median(y)), FLOOR_S), scores=scores)
