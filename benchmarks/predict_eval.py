@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nbflow.predict.bands import run_spread
+from nbflow.predict.bands import run_shifts, run_spread
 from nbflow.predict.candidates import FLOOR_S
 from nbflow.predict.model import Predictor, _same_finished_sets, mdape
 from nbflow.predict.observations import observations_from_wfformat
@@ -139,7 +139,8 @@ def oracle_online(y: np.ndarray, offline: np.ndarray, category: np.ndarray, know
     return np.asarray(offline, dtype=float) * np.exp(np.where(knows, factor, 0.0))
 
 
-def evaluate_family(obs: pd.DataFrame, run_sd: float | None = None) -> dict[str, object]:
+def evaluate_family(obs: pd.DataFrame, run_sd: float | None = None,
+                    shifts: np.ndarray | None = None) -> dict[str, object]:
     """Leave-one-instance-out figures of one family.
 
     ``run_sd``: the predictor's prior for how much runs differ, used when the family's
@@ -154,7 +155,7 @@ def evaluate_family(obs: pd.DataFrame, run_sd: float | None = None) -> dict[str,
     for inst in pd.unique(obs["instance"]):
         test = obs[obs["instance"] == inst]
         train = obs[obs["instance"] != inst]
-        pred = Predictor(run_sd=run_sd).fit(train)
+        pred = Predictor(run_sd=run_sd, run_shifts=shifts).fit(train)
         off = pred.predict(test)
         on = online_predict(pred, test)
         y_all.append(test["duration_s"].to_numpy(float))
@@ -216,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", choices=("file", "app"), default="file",
                     help="family = file name without instance number (file) or the application (app)")
     ap.add_argument("--json", type=Path, help="write the figures here as well")
+    ap.add_argument("--no-shifts", dest="shifts", action="store_false",
+                    help="single-run bands from a normal run effect (run_sd) instead of the "
+                         "empirical run shifts of the other families (for comparison)")
     args = ap.parse_args(argv)
     obs = observations_from_wfformat(args.dir)
     if obs.empty:
@@ -229,8 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         if part["instance"].nunique() < 2:
             skipped.append(str(fam))
             continue
-        run_sd = run_spread(obs[obs["family"] != fam])  # learned from the *other* families
-        families[str(fam)] = evaluate_family(part.reset_index(drop=True), run_sd)
+        others = obs[obs["family"] != fam]  # priors are learned from the *other* families only
+        shifts = run_shifts(others) if args.shifts else None
+        families[str(fam)] = evaluate_family(part.reset_index(drop=True), run_spread(others), shifts)
     figs = list(families.values())
     offline_ok = all(f["offline_vs_best"] <= 1.02 for f in figs)  # type: ignore[index,operator]
     online_ok = all(f["online_vs_best"] <= 1.02 for f in figs)  # type: ignore[index,operator]

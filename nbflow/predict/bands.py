@@ -56,6 +56,7 @@ __all__ = [
     "pace_factors",
     "pace_spread",
     "posterior_tau2",
+    "run_shifts",
     "run_spread",
     "shrink_tau2",
     "split_runs",
@@ -67,6 +68,7 @@ __all__ = [
 LEVEL = 0.8  # the bands are 80% bands
 SHRINK_RUNS = 2.0  # runs' worth of weight the pooled between-run variance keeps in a family's
 NORMAL_NODES = 21  # points of the run-effect normal used when combining it with residuals
+SHIFT_NODES = 41  # equal-probability points kept of an empirical run-shift distribution
 MIN_RUN_TASKS = 3  # a run needs this many residuals to tell its median
 MIN_WORK_TASKS = 5  # a run needs this many held-out predictions to tell its total's error
 _NORMAL = NormalDist()
@@ -198,20 +200,27 @@ def _conformal_levels(n: int, level: float) -> tuple[float, float]:
     return lo, hi
 
 
-def conformal_bounds(within: np.ndarray, tau2: float = 0.0, level: float = LEVEL) -> tuple[float, float]:
+def conformal_bounds(
+    within: np.ndarray, tau2: float = 0.0, level: float = LEVEL, shifts: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Lower and upper log-ratio bounds of a ``level`` interval.
 
     ``within``: held-out within-run log residuals (or any held-out residuals, with
     ``tau2=0``); ``tau2``: the variance of a normal run effect added to them.  The bounds
     are the rank-corrected quantiles (split conformal) of the residuals convolved with
-    that normal (evaluated at :data:`NORMAL_NODES` equal-probability points).
+    that normal (evaluated at :data:`NORMAL_NODES` equal-probability points).  ``shifts``
+    (equal-probability points of an empirical run-shift distribution, :func:`run_shifts`)
+    replace the normal when given: run shifts are heavy-tailed, most families do not move
+    between runs and a few move by a factor of three, which no normal describes.
     """
     r = np.asarray(within, dtype=float)
     r = r[np.isfinite(r)]
     if not len(r):
         return (0.0, 0.0)
     lo_p, hi_p = _conformal_levels(len(r), level)
-    if tau2 > 0:
+    if shifts is not None and len(shifts):
+        r = (r[:, None] + np.asarray(shifts, dtype=float)[None, :]).ravel()
+    elif tau2 > 0:
         u = (np.arange(NORMAL_NODES) + 0.5) / NORMAL_NODES
         z = np.array([_NORMAL.inv_cdf(p) for p in u]) * math.sqrt(tau2)
         r = (r[:, None] + z[None, :]).ravel()
@@ -342,3 +351,35 @@ def run_spread(observations: pd.DataFrame) -> float | None:
         parts.append((tau2, k))
     pooled = pooled_tau2(parts)
     return None if pooled is None else math.sqrt(pooled)
+
+
+def run_shifts(observations: pd.DataFrame, nodes: int = SHIFT_NODES) -> np.ndarray | None:
+    """How far a task family's typical duration moves from one run to another: an empirical,
+    heavy-tailed distribution, as ``nodes`` equal-probability points (sorted log ratios).
+
+    Per ``task`` with two or more ``instance`` values, every ordered pair of its runs gives
+    the difference of their median log durations (both signs: which run came first says
+    nothing).  This is the error of a family fitted on one run and used on another.  A
+    family counts by its number of calls, spread evenly over its pairs, because a band's
+    coverage is counted per call.  The prior for ``Predictor(run_shifts=...)`` when no
+    family of the history ran twice; ``None`` when no family of ``observations`` did.
+    """
+    need = {"task", "instance", "duration_s"}
+    if not need <= set(observations.columns):
+        return None
+    diffs, weights = [], []
+    for _task, rows in observations.groupby("task", sort=False):
+        y = np.log(np.maximum(rows["duration_s"].to_numpy(dtype=float), 1e-3))
+        med = pd.Series(y).groupby(rows["instance"].to_numpy()).median().to_numpy()
+        if len(med) < 2:
+            continue
+        d = (med[:, None] - med[None, :])[~np.eye(len(med), dtype=bool)]
+        diffs.append(d)
+        weights.append(np.full(len(d), len(rows) / len(d)))
+    if not diffs:
+        return None
+    d, w = np.concatenate(diffs), np.concatenate(weights)
+    order = np.argsort(d, kind="stable")
+    d, cdf = d[order], np.cumsum(w[order]) / w.sum()
+    u = (np.arange(nodes) + 0.5) / nodes
+    return d[np.minimum(np.searchsorted(cdf, u), len(d) - 1)]

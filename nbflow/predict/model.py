@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -329,7 +329,7 @@ class Predictor:
     """
 
     def __init__(self, candidates: Mapping[str, object] | None = None, run_sd: float | None = None,
-                 work_sd: float | None = None) -> None:
+                 work_sd: float | None = None, run_shifts: Sequence[float] | None = None) -> None:
         names = list(CANDIDATES) if candidates is None else list(candidates)
         unknown = [c for c in names if c not in CANDIDATES]
         if unknown or not names:
@@ -338,7 +338,16 @@ class Predictor:
             if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise PredictionError(
                     f"{what} must be a number >= 0 (a log-scale standard deviation), got {v!r}")
+        shifts = None if run_shifts is None else np.asarray(run_shifts, dtype=float).ravel()
+        if shifts is not None and (not len(shifts) or not np.isfinite(shifts).all()):
+            raise PredictionError(
+                "run_shifts must be a non-empty sequence of finite log ratios "
+                "(e.g. nbflow.predict.bands.run_shifts of other workflows' observations)")
         self.candidates = names
+        # The empirical shift of a family between two runs (heavy-tailed), used instead of a
+        # normal of sd run_sd when no family of the history ran twice (bands.run_shifts).
+        self.run_shifts = shifts
+        self._use_shifts = False
         # The between-run spread to assume when no family of the history ran twice (a prior
         # learned elsewhere, e.g. nbflow.predict.bands.run_spread of other workflows).
         self.run_sd = run_sd
@@ -397,6 +406,7 @@ class Predictor:
             parts_on.append((t_on, k_on))
         prior = None if self.run_sd is None else self.run_sd ** 2
         pool_off = pooled_tau2(parts_off)
+        self._use_shifts = pool_off is None and self.run_shifts is not None
         pool_off = pool_off if pool_off is not None else (prior or 0.0)
         pool_on = pooled_tau2(parts_on)
         pool_on = pool_on if pool_on is not None else pool_off
@@ -552,7 +562,9 @@ class Predictor:
             if fin is not None:
                 point[sel] = fin.correct(name, x[sel], p0[sel], self._k0(name))[strategy]
                 online[sel] = strategy
-            lo_q, hi_q = conformal_bounds(*self._interval_scores(known, online=fin is not None))
+            scores, tau2 = self._interval_scores(known, online=fin is not None)
+            shifts = self._shifts_for(known) if tau2 > 0 or self._use_shifts else None
+            lo_q, hi_q = conformal_bounds(scores, tau2, shifts=shifts)
             lo[sel] = point[sel] * np.exp(min(lo_q, 0.0))
             hi[sel] = point[sel] * np.exp(max(hi_q, 0.0))
             n_hist[sel] = known.n if known is not None else 0
@@ -605,6 +617,15 @@ class Predictor:
             if k >= 2 and len(own) >= MIN_OWN_RESIDUALS:
                 return own, 0.0
         return self._band(fam, online)
+
+    def _shifts_for(self, fam: _Family | None) -> np.ndarray | None:
+        """The empirical run-shift prior for ``fam``'s band, when it applies: a family seen in
+        a single run, in a history where no family ran twice, given ``run_shifts``.  The
+        shift of one run against another already is the error of a family fitted on one
+        run, so it replaces the doubled normal run effect."""
+        if self._use_shifts and fam is not None and fam.n_runs < 2:
+            return self.run_shifts
+        return None
 
     def _draw_noise(self, fam: _Family | None, online: bool) -> np.ndarray:
         """Per-task noise that joint draws resample for ``fam``: its centred within-run
