@@ -217,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group", choices=("file", "app"), default="file",
                     help="family = file name without instance number (file) or the application (app)")
     ap.add_argument("--json", type=Path, help="write the figures here as well")
-    ap.add_argument("--no-shifts", dest="shifts", action="store_false",
-                    help="single-run bands from a normal run effect (run_sd) instead of the "
-                         "empirical run shifts of the other families (for comparison)")
+    ap.add_argument("--shifts", action="store_true",
+                    help="single-run bands from the empirical run shifts of the other families "
+                         "(bands.run_shifts) instead of a normal run effect of sd run_sd")
     args = ap.parse_args(argv)
     obs = observations_from_wfformat(args.dir)
     if obs.empty:
