@@ -116,7 +116,8 @@ def finished_before(test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     cat = test["task"].to_numpy()
     same = np.zeros(len(test), dtype=bool)
     anything = np.zeros(len(test), dtype=bool)
-    for queries, finished in _same_finished_sets(test["start_s"].to_numpy(float), test["end_s"].to_numpy(float)):
+    start, end = test["start_s"].to_numpy(float), test["end_s"].to_numpy(float)
+    for queries, finished in _same_finished_sets(start, end):
         done = set(cat[finished])
         same[queries] = [c in done for c in cat[queries]]
         anything[queries] = len(finished) > 0

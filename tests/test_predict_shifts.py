@@ -16,7 +16,7 @@ from nbflow.predict.model import PredictionError, mdape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import predict_eval  # noqa: E402
+import predict_eval
 
 
 def _family(rng: np.random.Generator, name: str, effects: list[float], per_run: int,
