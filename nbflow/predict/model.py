@@ -105,6 +105,8 @@ SHIFT_ROBUST = True  # (switch for comparisons: prefer the mean when one run can
 SEPARATED_Z = 1.645  # bootstrap z beyond which a difference of held-out errors is not luck
 BOOTSTRAP_DRAWS = 200  # resamples of that bootstrap
 BOOTSTRAP_MAX_N = 2000  # tasks per resample (bounds the cost on large families)
+SIMILAR_CUTOFF = 0.6  # name similarity (difflib ratio) for the similar-name fallback
+MAX_SIMILAR_FAMILIES = 200  # families measured to calibrate similar-name answers
 EXACT_MAX_SHARE = 0.5  # an input size shared by more of a family's calls is not specific
 
 
@@ -364,6 +366,10 @@ class Predictor:
         self._draw_pooled_offline = np.empty(0)
         self._draw_pooled_online = np.empty(0)
         self._code_owner: dict[str, str] = {}
+        # Held-out log residuals of the similar-name fallback, measured on history (see
+        # _learn_similar): the band of a call answered through another family's name.
+        self._similar_resid = np.empty(0)
+        self._similar_held_out = False
 
     # ------------------------------------------------------------------ fitting
 
@@ -385,6 +391,7 @@ class Predictor:
         self._calibrate()  # offline bands first: the online "bayes" strategy uses them
         self._choose_online(obs, oof)
         self._learn_lineage(obs)
+        self._learn_similar(obs)
         self._calibrate()
         tau2, k = work_spread(obs["duration_s"].to_numpy(), oof, obs["instance"].to_numpy())
         prior = self.work_sd ** 2 if self.work_sd is not None else 0.0
@@ -493,6 +500,55 @@ class Predictor:
             if fam is not None:
                 fam.codes = frozenset(str(c) for c in codes)
 
+    def _learn_similar(self, obs: pd.DataFrame) -> None:
+        """Measure the similar-name fallback on history: each family predicted by the family
+        with the most similar *other* name, as a new name would be.
+
+        A call answered through another family's name is not a call of that family: its
+        error is how far two similarly named families are apart, which neither family's
+        own residuals say (on a workflow whose steps carry a sequence number in their name
+        these errors are much smaller than a pooled band).  These log residuals calibrate
+        the band of similar-name answers.  At most :data:`MAX_SIMILAR_FAMILIES` families
+        are measured (evenly spread), which bounds the cost of the name matching.
+        """
+        names = list(self.families)
+        self._similar_resid = np.empty(0)
+        if len(names) < 2:
+            return
+        step = max(1, math.ceil(len(names) / MAX_SIMILAR_FAMILIES))
+        groups = obs.groupby("task", sort=False).indices
+        inst = obs["instance"].to_numpy()
+        x_all = obs["input_bytes"].to_numpy(dtype=float)
+        y_all = obs["duration_s"].to_numpy(dtype=float)
+        parts = []
+        held = []
+        for name in names[::step]:
+            others = [n for n in names if n != name]
+            close = difflib.get_close_matches(name, others, n=1, cutoff=SIMILAR_CUTOFF)
+            if not close:
+                continue
+            match = self.families[close[0]]
+            mine, theirs = groups[name], groups[close[0]]
+            for run in pd.unique(inst[mine]):
+                q = mine[inst[mine] == run]
+                train = theirs[inst[theirs] != run]
+                if len(train):  # the other family without this run: a run it did not see
+                    fitted = _scaled(CANDIDATES[match.model](x_all[train], y_all[train]), match.scale)
+                    held.append(True)
+                else:
+                    fitted = match.fitted
+                    held.append(False)
+                parts.append(_log_ratio(y_all[q], fitted(x_all[q])))
+        # Residuals from runs the answering family did not see carry the run effect already,
+        # and are used alone when there are enough; otherwise (e.g. one run of history) all
+        # are, and the band adds the run effect (see predict).
+        use = [p for p, h in zip(parts, held, strict=True) if h]
+        self._similar_held_out = sum(len(p) for p in use) >= MIN_OWN_RESIDUALS
+        if not self._similar_held_out:
+            use = parts
+        if use:
+            self._similar_resid = np.concatenate(use)
+
     def _choose_online(self, obs: pd.DataFrame, oof: np.ndarray) -> None:
         """Replay history run by run to pick each family's online correction."""
         ok = ~np.isnan(oof)
@@ -557,12 +613,17 @@ class Predictor:
         x = q["input_bytes"].to_numpy(dtype=float)
         for name in pd.unique(task):
             sel = task == name
-            known, _ = self._resolve(name, codes.get(name))
+            known, how = self._resolve(name, codes.get(name))
             strategy = known.online if known is not None else "factor"
             if fin is not None:
                 point[sel] = fin.correct(name, x[sel], p0[sel], self._k0(name))[strategy]
                 online[sel] = strategy
             scores, tau2 = self._interval_scores(known, online=fin is not None)
+            if how.startswith("similar name") and len(self._similar_resid) >= MIN_OWN_RESIDUALS:
+                # Answered through another name: the band is the error of that fallback as
+                # measured on history, plus the run effect the answering family carries.
+                scores = self._similar_resid
+                tau2 = 0.0 if self._similar_held_out else self._band(known, online=fin is not None)[1]
             shifts = self._shifts_for(known) if tau2 > 0 or self._use_shifts else None
             lo_q, hi_q = conformal_bounds(scores, tau2, shifts=shifts)
             lo[sel] = point[sel] * np.exp(min(lo_q, 0.0))
@@ -591,7 +652,7 @@ class Predictor:
         owner = self._code_owner.get(code) if code is not None else None
         if owner is not None and owner in self.families:
             return self.families[owner], f"code lineage: {owner}"
-        close = difflib.get_close_matches(name, list(self.families), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name, list(self.families), n=1, cutoff=SIMILAR_CUTOFF)
         if close:
             return self.families[close[0]], f"similar name: {close[0]}"
         return None, "global prior"
