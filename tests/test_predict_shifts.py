@@ -174,3 +174,14 @@ def test_similar_name_answers_get_the_band_of_that_fallback() -> None:
     assert out["source"].str.startswith("similar name").all()
     inside = (out["duration_lo"] <= new["duration_s"]) & (new["duration_s"] <= out["duration_hi"])
     assert 0.72 <= float(inside.mean()) <= 0.88
+
+
+def test_best_factor_oracle_fits_the_tasks_that_get_it() -> None:
+    # The same run as above: only a2 (actual 4 s, estimate 1 s) gets a's factor, and the
+    # best factor for it alone is 4, exact.  APEs 50, 0, 66.7, 20 -> median 35%.
+    y = np.array([2.0, 4.0, 3.0, 5.0])
+    cat = np.array(["a", "a", "a", "b"])
+    knows = np.array([False, True, False, False])
+    est = predict_eval.oracle_online(y, np.array([1.0, 1.0, 1.0, 4.0]), cat, knows, best=True)
+    assert est.tolist() == pytest.approx([1.0, 4.0, 1.0, 4.0])
+    assert mdape(y, est) == pytest.approx(35.0)
