@@ -11,7 +11,11 @@ How it works, per task family:
    nearest neighbours in log input size) is scored on data it did not see: leave one run out when
    the family has several runs, otherwise five interleaved folds.  The candidate with
    the lowest median absolute percentage error wins (a model other than the median must
-   beat the median by 5%) and is refitted on everything.  Each candidate's estimate is
+   beat the median by 5%) and is refitted on everything.  With a single run of history
+   the folds cannot show how a model fares on another run; there the median gives way to
+   the mean when a paired bootstrap of their held-out errors cannot separate them
+   (:func:`_separated`): the median of one run sits on whichever kind of call had the
+   majority, the mean moves smoothly when the mix changes.  Each candidate's estimate is
    first rescaled by the factor that minimises its held-out *relative* error (see
    :func:`relative_error_scale`): on a skewed family the best point is not the median.
    A call whose input size was seen before (a size that singles out few calls of the
@@ -46,8 +50,11 @@ How it works, per task family:
    that run effect.  A family's between-run variance is shrunk towards the median over
    families; a family seen in a single run takes twice that pooled value (the run it was
    fitted on had an effect of its own), or, when no family of the history ran twice, the
-   prior ``run_sd`` given to the predictor.  Families with few residuals use the
-   within-run residuals of all families pooled.
+   prior ``run_sd`` given to the predictor (or, given ``run_shifts``, an empirical
+   heavy-tailed distribution of run shifts in place of that normal,
+   :func:`nbflow.predict.bands.run_shifts`).  Families with few residuals use the
+   within-run residuals of all families pooled.  A call answered through a *similar
+   name* gets the band of that fallback as measured on history (:meth:`Predictor._learn_similar`).
 
 A task name never seen before falls back, in this order, to
 
