@@ -113,7 +113,7 @@ SEPARATED_Z = 1.645  # bootstrap z beyond which a difference of held-out errors 
 BOOTSTRAP_DRAWS = 200  # resamples of that bootstrap
 BOOTSTRAP_MAX_N = 2000  # tasks per resample (bounds the cost on large families)
 SIMILAR_CUTOFF = 0.6  # name similarity (difflib ratio) for the similar-name fallback
-MAX_SIMILAR_FAMILIES = 200  # families measured to calibrate similar-name answers
+MAX_SIMILAR_FAMILIES = 40  # families measured to calibrate similar-name answers (bounds fit cost)
 EXACT_MAX_SHARE = 0.5  # an input size shared by more of a family's calls is not specific
 
 
