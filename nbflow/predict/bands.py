@@ -68,6 +68,7 @@ __all__ = [
 LEVEL = 0.8  # the bands are 80% bands
 SHRINK_RUNS = 2.0  # runs' worth of weight the pooled between-run variance keeps in a family's
 NORMAL_NODES = 21  # points of the run-effect normal used when combining it with residuals
+SHIFT_NODES = 41  # equal-probability points kept of an empirical run-shift distribution
 MIN_RUN_TASKS = 3  # a run needs this many residuals to tell its median
 MIN_WORK_TASKS = 5  # a run needs this many held-out predictions to tell its total's error
 _NORMAL = NormalDist()
@@ -199,20 +200,27 @@ def _conformal_levels(n: int, level: float) -> tuple[float, float]:
     return lo, hi
 
 
-def conformal_bounds(within: np.ndarray, tau2: float = 0.0, level: float = LEVEL) -> tuple[float, float]:
+def conformal_bounds(
+    within: np.ndarray, tau2: float = 0.0, level: float = LEVEL, shifts: np.ndarray | None = None,
+) -> tuple[float, float]:
     """Lower and upper log-ratio bounds of a ``level`` interval.
 
     ``within``: held-out within-run log residuals (or any held-out residuals, with
     ``tau2=0``); ``tau2``: the variance of a normal run effect added to them.  The bounds
     are the rank-corrected quantiles (split conformal) of the residuals convolved with
-    that normal (evaluated at :data:`NORMAL_NODES` equal-probability points).
+    that normal (evaluated at :data:`NORMAL_NODES` equal-probability points).  ``shifts``
+    (equal-probability points of an empirical run-shift distribution, :func:`run_shifts`)
+    replace the normal when given: run shifts are heavy-tailed, most families do not move
+    between runs and a few move by a factor of three, which no normal describes.
     """
     r = np.asarray(within, dtype=float)
     r = r[np.isfinite(r)]
     if not len(r):
         return (0.0, 0.0)
     lo_p, hi_p = _conformal_levels(len(r), level)
-    if tau2 > 0:
+    if shifts is not None and len(shifts):
+        r = (r[:, None] + np.asarray(shifts, dtype=float)[None, :]).ravel()
+    elif tau2 > 0:
         u = (np.arange(NORMAL_NODES) + 0.5) / NORMAL_NODES
         z = np.array([_NORMAL.inv_cdf(p) for p in u]) * math.sqrt(tau2)
         r = (r[:, None] + z[None, :]).ravel()
@@ -351,7 +359,8 @@ def run_spread(observations: pd.DataFrame) -> float | None:
 SHIFT_SAMPLE = 2000  # size of the weighted resample run_shifts returns
 
 
-def run_shifts(observations: pd.DataFrame, by: str = "family", seed: int = 0) -> np.ndarray | None:
+def run_shifts(observations: pd.DataFrame, by: str = "family", seed: int = 0,
+               weight: str = "work") -> np.ndarray | None:
     """A sample of how far one run moves a task family: a prior for ``Predictor(run_shifts=...)``.
 
     Per ``task`` with at least two ``instance`` values, within each group of ``by`` (the
@@ -360,9 +369,13 @@ def run_shifts(observations: pd.DataFrame, by: str = "family", seed: int = 0) ->
     :func:`run_spread` (one standard deviation, a median over families) this keeps the
     shape: most families barely move, a few move several-fold, and those few are what a
     band must allow for.  Each family counts by its share of its workflow's work (the big
-    steps are what an ETA adds up), each workflow equally; returned as a weighted resample
-    of :data:`SHIFT_SAMPLE` values (fixed ``seed``).  ``None`` when no family ran twice.
+    steps are what an ETA adds up), each workflow equally; with ``weight="calls"`` by its
+    number of calls instead (what the coverage of per-task intervals counts).  Returned as a
+    weighted resample of :data:`SHIFT_SAMPLE` values (fixed ``seed``).  ``None`` when no
+    family ran twice.
     """
+    if weight not in ("work", "calls"):
+        raise ValueError(f"weight must be 'work' or 'calls', got {weight!r}")
     need = {"task", "instance", "duration_s"}
     if not need <= set(observations.columns):
         return None
@@ -381,7 +394,10 @@ def run_shifts(observations: pd.DataFrame, by: str = "family", seed: int = 0) ->
                 continue
             lm = np.log(np.maximum(med, 1e-3))
             v.extend(((lm - np.median(lm)) * math.sqrt(k / (k - 1))).tolist())
-            share = float(rows["duration_s"].sum()) / total if total > 0 else 1.0
+            if weight == "calls":
+                share = float(len(rows))
+            else:
+                share = float(rows["duration_s"].sum()) / total if total > 0 else 1.0
             w.extend([share / k] * k)
         if v:
             parts.append((v, w))
@@ -394,3 +410,16 @@ def run_shifts(observations: pd.DataFrame, by: str = "family", seed: int = 0) ->
     rng = np.random.default_rng(seed)
     p = np.asarray(wts) / sum(wts)
     return np.asarray(vals)[rng.choice(len(vals), size=SHIFT_SAMPLE, p=p)]
+
+
+def shift_errors(shifts: np.ndarray, nodes: int = SHIFT_NODES) -> np.ndarray:
+    """The error of a family fitted on one run and used on another, from how far single runs
+    move families (:func:`run_shifts`), as ``nodes`` equal-probability points (sorted log
+    ratios).  That error is the difference of two runs' effects; :func:`run_shifts` reads a
+    family seen in two runs as the two deviations ``+-(m1 - m2) / sqrt(2)`` about its centre,
+    so the difference ``m1 - m2`` is ``sqrt(2)`` times a deviation, either sign (exact for
+    families seen in two runs, the same variance for more)."""
+    s = math.sqrt(2.0) * np.asarray(shifts, dtype=float).ravel()
+    both = np.concatenate([s, -s])
+    u = (np.arange(nodes) + 0.5) / nodes
+    return np.quantile(both, u, method="inverted_cdf")

@@ -11,7 +11,11 @@ How it works, per task family:
    nearest neighbours in log input size) is scored on data it did not see: leave one run out when
    the family has several runs, otherwise five interleaved folds.  The candidate with
    the lowest median absolute percentage error wins (a model other than the median must
-   beat the median by 5%) and is refitted on everything.  Each candidate's estimate is
+   beat the median by 5%) and is refitted on everything.  With a single run of history
+   the folds cannot show how a model fares on another run; there the median gives way to
+   the mean when a paired bootstrap of their held-out errors cannot separate them
+   (:func:`_separated`): the median of one run sits on whichever kind of call had the
+   majority, the mean moves smoothly when the mix changes.  Each candidate's estimate is
    first rescaled by the factor that minimises its held-out *relative* error (see
    :func:`relative_error_scale`): on a skewed family the best point is not the median.
    A call whose input size was seen before (a size that singles out few calls of the
@@ -46,8 +50,11 @@ How it works, per task family:
    that run effect.  A family's between-run variance is shrunk towards the median over
    families; a family seen in a single run takes twice that pooled value (the run it was
    fitted on had an effect of its own), or, when no family of the history ran twice, the
-   prior ``run_sd`` given to the predictor.  Families with few residuals use the
-   within-run residuals of all families pooled.
+   prior ``run_sd`` given to the predictor (or, given ``run_shifts``, an empirical
+   heavy-tailed distribution of run shifts in place of that normal,
+   :func:`nbflow.predict.bands.run_shifts`).  Families with few residuals use the
+   within-run residuals of all families pooled.  A call answered through a *similar
+   name* gets the band of that fallback as measured on history (:meth:`Predictor._learn_similar`).
 
 A task name never seen before falls back, in this order, to
 
@@ -79,6 +86,7 @@ from nbflow.predict.bands import (
     centred_within,
     conformal_bounds,
     pooled_tau2,
+    shift_errors,
     shrink_tau2,
     split_runs,
     work_spread,
@@ -99,6 +107,12 @@ MIN_SCALE_RESIDUALS = 10  # held-out residuals a family needs before its point i
 SCALE_POINT = True  # (switch for comparisons: off gives each model's plain estimate)
 SCALE_GAIN = PREFER_SIMPLE  # relative gain in held-out error (and move) a rescaling needs
 SCALE_MAX = 1.25  # the most a point estimate is rescaled, either way
+SHIFT_ROBUST = True  # (switch for comparisons: prefer the mean when one run cannot tell)
+SEPARATED_Z = 1.645  # bootstrap z beyond which a difference of held-out errors is not luck
+BOOTSTRAP_DRAWS = 200  # resamples of that bootstrap
+BOOTSTRAP_MAX_N = 2000  # tasks per resample (bounds the cost on large families)
+SIMILAR_CUTOFF = 0.6  # name similarity (difflib ratio) for the similar-name fallback
+MAX_SIMILAR_FAMILIES = 40  # families measured to calibrate similar-name answers (bounds fit cost)
 EXACT_MAX_SHARE = 0.5  # an input size shared by more of a family's calls is not specific
 
 
@@ -175,6 +189,25 @@ def relative_error_scale(log_resid: np.ndarray, min_n: int = MIN_SCALE_RESIDUALS
     if errs[i] > base * (1 - SCALE_GAIN) or abs(math.log(cands[i])) < math.log(1 + SCALE_GAIN):
         return 1.0  # a small gain or a small move is within the noise of the median
     return float(np.clip(cands[i], 1 / SCALE_MAX, SCALE_MAX))
+
+
+def _separated(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray) -> bool:
+    """Do two models' held-out MdAPEs differ by more than the luck of the sample?
+
+    A paired bootstrap over the tasks (longer than :data:`SIGNIFICANT_S`; fixed seed, so
+    a fit is reproducible): separated when the difference of the two MdAPEs is larger
+    than :data:`SEPARATED_Z` bootstrap standard deviations of that difference.
+    """
+    keep = y > SIGNIFICANT_S
+    if keep.sum() < 2:
+        return True  # nothing to judge on: keep the default choice
+    ea = np.abs(p_a[keep] - y[keep]) / y[keep]
+    eb = np.abs(p_b[keep] - y[keep]) / y[keep]
+    n = len(ea)
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, n, (BOOTSTRAP_DRAWS, min(n, BOOTSTRAP_MAX_N)))
+    diff = np.median(ea[idx], axis=1) - np.median(eb[idx], axis=1)
+    return abs(float(np.median(ea) - np.median(eb))) > SEPARATED_Z * float(np.std(diff))
 
 
 def _skew_scale(resid: np.ndarray, inst: np.ndarray) -> float:
@@ -314,14 +347,18 @@ class Predictor:
                 raise PredictionError(
                     f"{what} must be a number >= 0 (a log-scale standard deviation), got {v!r}")
         self.candidates = names
+        self._use_shifts = False
         # The between-run spread to assume when no family of the history ran twice (a prior
         # learned elsewhere, e.g. nbflow.predict.bands.run_spread of other workflows).
         self.run_sd = run_sd
         # Likewise for the error of a run's total work (bands.total_spread of other workflows).
         self.work_sd = work_sd
-        # And a sample of between-run shifts of families (bands.run_shifts of other
-        # workflows), which ETA draws resample for families history saw in one run only.
+        # And a sample of how far single runs move families (bands.run_shifts of other
+        # workflows), heavy-tailed: ETA draws resample it for families history saw in one
+        # run only, and when no family of the history ran twice the bands of such families
+        # use the errors it implies for a one-run fit (bands.shift_errors) instead of a normal.
         self.run_shifts = None if run_shifts is None else _shifts(run_shifts)
+        self._shift_errors = None if self.run_shifts is None else shift_errors(self.run_shifts)
         self.families: dict[str, _Family] = {}
         self._prior_s = 1.0
         self._prior_resid = np.array([-1.0, 1.0])
@@ -333,6 +370,10 @@ class Predictor:
         self._draw_pooled_offline = np.empty(0)
         self._draw_pooled_online = np.empty(0)
         self._code_owner: dict[str, str] = {}
+        # Held-out log residuals of the similar-name fallback, measured on history (see
+        # _learn_similar): the band of a call answered through another family's name.
+        self._similar_resid = np.empty(0)
+        self._similar_held_out = False
 
     # ------------------------------------------------------------------ fitting
 
@@ -354,6 +395,7 @@ class Predictor:
         self._calibrate()  # offline bands first: the online "bayes" strategy uses them
         self._choose_online(obs, oof)
         self._learn_lineage(obs)
+        self._learn_similar(obs)
         self._calibrate()
         tau2, k = work_spread(obs["duration_s"].to_numpy(), oof, obs["instance"].to_numpy())
         prior = self.work_sd ** 2 if self.work_sd is not None else 0.0
@@ -375,6 +417,7 @@ class Predictor:
             parts_on.append((t_on, k_on))
         prior = None if self.run_sd is None else self.run_sd ** 2
         pool_off = pooled_tau2(parts_off)
+        self._use_shifts = pool_off is None and self.run_shifts is not None
         pool_off = pool_off if pool_off is not None else (prior or 0.0)
         pool_on = pooled_tau2(parts_on)
         pool_on = pool_on if pool_on is not None else pool_off
@@ -423,6 +466,9 @@ class Predictor:
             bar = min(scores[best], scores[base] * (1 - PREFER_SIMPLE))
             if np.nan_to_num(scores[cand], nan=np.inf) < bar:
                 best = cand
+        if (SHIFT_ROBUST and len(pd.unique(inst)) < 2 and best == base and "mean" in preds
+                and not _separated(y, preds[best], preds["mean"])):
+            best = "mean"  # within one run the two are a toss-up; across runs the mean holds
         scale = scales[best]
         fam = _Family(name, best, _scaled(CANDIDATES[best](x, y), scale), len(y),
                       max(float(np.median(y)), FLOOR_S), scores=scores)
@@ -457,6 +503,55 @@ class Predictor:
             fam = self.families.get(str(task))
             if fam is not None:
                 fam.codes = frozenset(str(c) for c in codes)
+
+    def _learn_similar(self, obs: pd.DataFrame) -> None:
+        """Measure the similar-name fallback on history: each family predicted by the family
+        with the most similar *other* name, as a new name would be.
+
+        A call answered through another family's name is not a call of that family: its
+        error is how far two similarly named families are apart, which neither family's
+        own residuals say (on a workflow whose steps carry a sequence number in their name
+        these errors are much smaller than a pooled band).  These log residuals calibrate
+        the band of similar-name answers.  At most :data:`MAX_SIMILAR_FAMILIES` families
+        are measured (evenly spread), which bounds the cost of the name matching.
+        """
+        names = list(self.families)
+        self._similar_resid = np.empty(0)
+        if len(names) < 2:
+            return
+        step = max(1, math.ceil(len(names) / MAX_SIMILAR_FAMILIES))
+        groups = obs.groupby("task", sort=False).indices
+        inst = obs["instance"].to_numpy()
+        x_all = obs["input_bytes"].to_numpy(dtype=float)
+        y_all = obs["duration_s"].to_numpy(dtype=float)
+        parts = []
+        held = []
+        for name in names[::step]:
+            others = [n for n in names if n != name]
+            close = difflib.get_close_matches(name, others, n=1, cutoff=SIMILAR_CUTOFF)
+            if not close:
+                continue
+            match = self.families[close[0]]
+            mine, theirs = groups[name], groups[close[0]]
+            for run in pd.unique(inst[mine]):
+                q = mine[inst[mine] == run]
+                train = theirs[inst[theirs] != run]
+                if len(train):  # the other family without this run: a run it did not see
+                    fitted = _scaled(CANDIDATES[match.model](x_all[train], y_all[train]), match.scale)
+                    held.append(True)
+                else:
+                    fitted = match.fitted
+                    held.append(False)
+                parts.append(_log_ratio(y_all[q], fitted(x_all[q])))
+        # Residuals from runs the answering family did not see carry the run effect already,
+        # and are used alone when there are enough; otherwise (e.g. one run of history) all
+        # are, and the band adds the run effect (see predict).
+        use = [p for p, h in zip(parts, held, strict=True) if h]
+        self._similar_held_out = sum(len(p) for p in use) >= MIN_OWN_RESIDUALS
+        if not self._similar_held_out:
+            use = parts
+        if use:
+            self._similar_resid = np.concatenate(use)
 
     def _choose_online(self, obs: pd.DataFrame, oof: np.ndarray) -> None:
         """Replay history run by run to pick each family's online correction."""
@@ -522,12 +617,19 @@ class Predictor:
         x = q["input_bytes"].to_numpy(dtype=float)
         for name in pd.unique(task):
             sel = task == name
-            known, _ = self._resolve(name, codes.get(name))
+            known, how = self._resolve(name, codes.get(name))
             strategy = known.online if known is not None else "factor"
             if fin is not None:
                 point[sel] = fin.correct(name, x[sel], p0[sel], self._k0(name))[strategy]
                 online[sel] = strategy
-            lo_q, hi_q = conformal_bounds(*self._interval_scores(known, online=fin is not None))
+            scores, tau2 = self._interval_scores(known, online=fin is not None)
+            if how.startswith("similar name") and len(self._similar_resid) >= MIN_OWN_RESIDUALS:
+                # Answered through another name: the band is the error of that fallback as
+                # measured on history, plus the run effect the answering family carries.
+                scores = self._similar_resid
+                tau2 = 0.0 if self._similar_held_out else self._band(known, online=fin is not None)[1]
+            shifts = self._shifts_for(known) if tau2 > 0 or self._use_shifts else None
+            lo_q, hi_q = conformal_bounds(scores, tau2, shifts=shifts)
             lo[sel] = point[sel] * np.exp(min(lo_q, 0.0))
             hi[sel] = point[sel] * np.exp(max(hi_q, 0.0))
             n_hist[sel] = known.n if known is not None else 0
@@ -554,7 +656,7 @@ class Predictor:
         owner = self._code_owner.get(code) if code is not None else None
         if owner is not None and owner in self.families:
             return self.families[owner], f"code lineage: {owner}"
-        close = difflib.get_close_matches(name, list(self.families), n=1, cutoff=0.6)
+        close = difflib.get_close_matches(name, list(self.families), n=1, cutoff=SIMILAR_CUTOFF)
         if close:
             return self.families[close[0]], f"similar name: {close[0]}"
         return None, "global prior"
@@ -580,6 +682,15 @@ class Predictor:
             if k >= 2 and len(own) >= MIN_OWN_RESIDUALS:
                 return own, 0.0
         return self._band(fam, online)
+
+    def _shifts_for(self, fam: _Family | None) -> np.ndarray | None:
+        """The empirical run-shift prior for ``fam``'s band, when it applies: a family seen in
+        a single run, in a history where no family ran twice, given ``run_shifts``.  The
+        difference of two runs' shifts is the error of a family fitted on one run used on
+        another, so it replaces the doubled normal run effect."""
+        if self._use_shifts and fam is not None and fam.n_runs < 2:
+            return self._shift_errors
+        return None
 
     def _draw_noise(self, fam: _Family | None, online: bool) -> np.ndarray:
         """Per-task noise that joint draws resample for ``fam``: its centred within-run
