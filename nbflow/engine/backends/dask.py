@@ -225,6 +225,8 @@ def _to_futures(obj: Any, backend: DaskBackend) -> Any:
         return tuple([_to_futures(x, backend) for x in obj])
     if t is dict:
         return {k: _to_futures(v, backend) for k, v in obj.items()}
+    if t is set or t is frozenset:  # (Dask resolves futures in sets too)
+        return t(_to_futures(x, backend) for x in obj)
     return backend.scattered.get(id(obj), (None, obj))[1]
 
 
@@ -241,7 +243,7 @@ def _collect(obj: Any, out: list[DaskResult]) -> None:
     t = type(obj)
     if t is DaskResult:
         out.append(obj)
-    elif t is list or t is tuple:
+    elif t is list or t is tuple or t is set or t is frozenset:
         for x in obj:
             _collect(x, out)
     elif t is dict:
@@ -261,7 +263,7 @@ def _foreign(obj: Any) -> bool:
         return False
     if isinstance(obj, Remote):
         return True
-    if t is list or t is tuple:
+    if t is list or t is tuple or t is set or t is frozenset:
         return any(_foreign(x) for x in obj)
     if t is dict:
         return any(_foreign(x) for x in obj.values())
@@ -270,7 +272,7 @@ def _foreign(obj: Any) -> bool:
 
 def _big_locals(obj: Any, out: list[Any]) -> None:
     t = type(obj)
-    if t is list or t is tuple:
+    if t is list or t is tuple or t is set or t is frozenset:
         for x in obj:
             _big_locals(x, out)
     elif t is dict:

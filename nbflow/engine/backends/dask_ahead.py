@@ -31,7 +31,9 @@ A task is submitted ahead only when nothing nbflow decides before it runs would 
   goes ahead as without a cache, while a task that may hit waits for its lookup: one
   round trip through this process per dependency level, for those tasks only;
 * it is a plain task on this Dask backend, with no declared resources (the engine admits
-  those against the run's capacity) and no ordering edge added for the run;
+  those against the run's capacity) and no ordering edge added for the run, and not an
+  item of a batched map (it runs in one call with its ready siblings: ahead alone, it
+  would run twice);
 * the run's ``workers`` limit does not cap Dask below its thread count;
 * every input is a result already here, a remote result, or a task in flight on Dask.
 
@@ -128,6 +130,9 @@ class Ahead:
         cls = sched.class_of[s]
         if cls is None or cls.backend is not self.backend or ref.task.spec.resources:
             return False
+        batches = getattr(sched, "batches", None)
+        if batches is not None and batches.of(s) is not None:
+            return False  # a batched map item runs in a chunk with its siblings, not alone
         for d in ref.deps:
             if d not in self.inflight and sched.state[d] is not COMPLETED:
                 return False
