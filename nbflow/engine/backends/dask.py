@@ -59,6 +59,7 @@ from ...core.remote import Remote
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
 from ..metrics import Measured
+from . import dask_recovery
 from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
@@ -369,6 +370,8 @@ class DaskBackend:
                 # (one subscription per client and scheduler: every run's tasks announce on it)
                 await anyio.to_thread.run_sync(client.subscribe_topic, self._topic, _on_located)
                 _subscribed[client] = scheduler
+        if not dask_recovery.known(client):  # hinted tasks survive their worker (once per client)
+            await anyio.to_thread.run_sync(dask_recovery.ensure, client)
         if self.placement is not None:
             self.placement.connected(client)  # (it reads the workers just learnt: no I/O)
 
@@ -505,10 +508,10 @@ class DaskBackend:
 
         keep = self.keep_remote
 
-        def done(f: Any) -> None:  # runs in a distributed callback thread
+        def done(f: Any) -> None:  # runs in distributed's one callback thread: never blocks
             try:
-                if f.status == "finished" and keep:
-                    outcome: tuple[bool, Any] = (True, None)  # the value stays on the worker
+                if f.status == "finished":  # (the value, if wanted, is fetched below)
+                    outcome: tuple[bool, Any] = (True, None)
                 else:
                     outcome = (True, f.result())
             except BaseException as e:  # the task's own exception, re-raised below
@@ -518,6 +521,11 @@ class DaskBackend:
         fut.add_done_callback(done)
         try:
             ok, value = await waiter
+            if ok and not keep:  # (a lost result is recomputed meanwhile: off the callback)
+                try:
+                    value = await anyio.to_thread.run_sync(fut.result, abandon_on_cancel=True)
+                except Exception as e:  # (e.g. its worker died, and the retry failed)
+                    ok, value = False, e
         except BaseException:
             fut.cancel()
             self._futures.discard(fut)
@@ -671,8 +679,11 @@ class DaskBackend:
 def _explain(key: str, error: BaseException) -> BaseException:
     """A worker that died running the task becomes a clear :class:`WorkerLost`."""
     if type(error).__name__ == "KilledWorker":
+        first, _, more = key.rpartition("+")  # a batched chunk's key: "<first item>+<others>"
+        what = (f"the chunk of {int(more) + 1} map items from {first!r} (one Dask task)"
+                if first and more.isdigit() else f"task {key!r}")
         lost = WorkerLost(
-            f"task {key!r}: the Dask worker running it died, and the cluster gave up after "
+            f"{what}: the Dask worker running it died, and the cluster gave up after "
             f"retrying it on other workers ({error}). A task that kills its worker usually "
             "runs out of memory: give it less data per call or the workers more memory "
             "(distributed.scheduler.allowed-failures sets how many deaths Dask tolerates)")
