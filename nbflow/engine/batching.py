@@ -394,7 +394,15 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) ->
     clock = "thread" if executor == "thread" else "process" if executor in ("process", "dask") else ""
     t0 = time.perf_counter()
     try:
-        value, _ = await backend.call(key, functools.partial(run_chunk, fn, calls, capture, clock), (), None)
+        if getattr(backend, "accepts_remote", False):
+            # The items' arguments travel as the call's argument, not inside the function:
+            # a backend that keeps results remote (Dask) swaps the remote results in them
+            # for its handles, so each value reaches the worker from where it lives.
+            value, _ = await backend.call(key, functools.partial(run_chunk, fn, capture=capture, clock=clock),
+                                          (calls,), None)
+        else:
+            chunk = functools.partial(run_chunk, fn, calls, capture, clock)
+            value, _ = await backend.call(key, chunk, (), None)
         if isinstance(value, Remote):  # a Dask chunk's outcomes, still on the worker:
             split = getattr(backend, "split_chunk", None)  # items keep large values there
             if split is not None:

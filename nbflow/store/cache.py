@@ -90,6 +90,7 @@ class RunCache:
         self.sched: RunView = _NOT_BOUND
         self.nodes: dict[int, NodeCache] = {}
         self.keys = KeyBuilder()
+        self._index: dict[str, int] = {}  # task key -> node (see _node_index)
         self.digests = self.keys.digests  # node -> content hash of its value
         self.unhashable = self.keys.unhashable  # node -> why its value has no hash
         self.reran: set[int] = set()
@@ -217,6 +218,37 @@ class RunCache:
             return
         self.digests[j] = d
 
+    async def _hash_remote_args(self, ref: Ref) -> None:
+        """Content hashes of the remote results among ``ref``'s arguments that are values,
+        not Refs: an item of a map over another map's output is the producer item's remote
+        result itself.  Hashed where it lives (never brought here), once per producer: its
+        node's digest when the cache has it, else asked of its worker."""
+        found: list[Remote] = []
+        _remotes(ref.args, found)
+        if ref.kwargs:
+            _remotes(ref.kwargs, found)
+        known = self.keys.remote_digests
+        for r in found:
+            if r.key in known:
+                continue
+            j = self._node_index(r.key)
+            if j is not None and self.sched.results[j] is r:
+                await self._ensure_digest(j)
+                d = self.digests.get(j)
+            else:
+                try:
+                    d = await anyio.to_thread.run_sync(r.on_worker, hashing.value_hash)
+                except (Unhashable, RecursionError):
+                    d = None
+            if d is not None:
+                known[r.key] = d
+
+    def _node_index(self, key: str) -> int | None:
+        nodes = self.sched.nodes
+        if len(self._index) != len(nodes):
+            self._index = {r.key: r.index for r in nodes}
+        return self._index.get(key)
+
     # -- the lookup hook -----------------------------------------------------------------
 
     async def lookup(self, i: int) -> tuple[Any, int | None] | None:
@@ -239,6 +271,8 @@ class RunCache:
         for j in refs:
             if j not in digests:
                 await self._ensure_digest(j)
+        if getattr(sched, "has_remote", False):  # remote results passed as plain values
+            await self._hash_remote_args(ref)
         try:
             info.code = self.keys.code_of(spec.fn)
             if has_files(ref):  # file contents are hashed off the event loop
@@ -463,6 +497,20 @@ class RunCache:
         """The full reason for node ``i``: what was compared, and what differed."""
         return explaining.explain(self.sched.nodes[i], self.nodes.get(i), self.sched.state[i],
                                   self.parts_of, self.store.blobs.path)
+
+
+def _remotes(obj: Any, out: list[Remote]) -> None:
+    """The remote results in an argument (containers too)."""
+    if isinstance(obj, Remote):
+        out.append(obj)
+        return
+    t = type(obj)
+    if t is list or t is tuple or t is set or t is frozenset:
+        for x in obj:
+            _remotes(x, out)
+    elif t is dict:
+        for x in obj.values():
+            _remotes(x, out)
 
 
 def _prepare(store: Store, value: Any, store_it: bool,

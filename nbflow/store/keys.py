@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.files import File, file_entry
 from ..core.ref import Ref
+from ..core.remote import Remote, has_remote
 from . import hashing
 from .fingerprint import CodeFingerprint, code_fingerprint
 
@@ -72,6 +73,9 @@ class KeyBuilder:
     def __init__(self) -> None:
         self.digests: dict[int, str | None] = {}
         self.unhashable: dict[int, str] = {}
+        # producer's task key -> content hash of a remote result passed as a plain value
+        # (an item of a map over a list of remote results), hashed where it lives
+        self.remote_digests: dict[str, str] = {}
         self._code: dict[int, tuple[Any, CodeFingerprint]] = {}
         self._params: dict[int, tuple[Any, list[str], str | None]] = {}
         self._opts: dict[int, tuple[Any, str]] = {}
@@ -120,6 +124,8 @@ class KeyBuilder:
             if d is None:
                 raise hashing.Unhashable(self.unhashable.get(a.index, "no content hash"))
             return d
+        if self.remote_digests and has_remote(a):
+            return self._remote_digest(a)
         if nested == 2 and t in _CONTAINERS:
             if t is dict:
                 items = [hashing.value_hash(k) + self.input_digest(v, 2) for k, v in a.items()]
@@ -129,6 +135,25 @@ class KeyBuilder:
                 parts.sort()
             return hashing.combine(t.__name__, *parts)
         return hashing.value_hash(a)
+
+    def _remote_digest(self, a: Any) -> str:
+        """The content hash of a value that is (or holds) a remote result.  A remote result
+        on its own hashes as its value would (the hash was taken where it lives), so a
+        later run that passes the value itself builds the same key.  A container holding
+        one is hashed by its parts, a key no local value shares: it can only miss."""
+        if isinstance(a, Remote):
+            d = self.remote_digests.get(a.key)
+            if d is None:
+                raise hashing.Unhashable(f"the result of {a.key} has no content hash")
+            return d
+        t = type(a)
+        if t is dict:
+            items = [hashing.value_hash(k) + self._remote_digest(v) for k, v in a.items()]
+            return hashing.combine("remote-d", *items)
+        parts = [self._remote_digest(x) if has_remote(x) else hashing.value_hash(x) for x in a]
+        if t is set or t is frozenset:
+            parts.sort()
+        return hashing.combine(f"remote-{t.__name__}", *parts)
 
     def options(self, spec: Any) -> str:
         hit = self._opts.get(id(spec))

@@ -71,7 +71,7 @@ from ...core.remote import Remote
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
 from ..metrics import Measured
-from . import dask_batch, dask_watch
+from . import dask_batch, dask_recovery, dask_watch
 from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
@@ -236,6 +236,8 @@ def _to_futures(obj: Any, backend: DaskBackend) -> Any:
         return tuple([_to_futures(x, backend) for x in obj])
     if t is dict:
         return {k: _to_futures(v, backend) for k, v in obj.items()}
+    if t is set or t is frozenset:  # (Dask resolves futures in sets too)
+        return t(_to_futures(x, backend) for x in obj)
     return backend.scattered.get(id(obj), (None, obj))[1]
 
 
@@ -252,7 +254,7 @@ def _collect(obj: Any, out: list[DaskResult]) -> None:
     t = type(obj)
     if t is DaskResult:
         out.append(obj)
-    elif t is list or t is tuple:
+    elif t is list or t is tuple or t is set or t is frozenset:
         for x in obj:
             _collect(x, out)
     elif t is dict:
@@ -272,7 +274,7 @@ def _foreign(obj: Any) -> bool:
         return False
     if isinstance(obj, Remote):
         return True
-    if t is list or t is tuple:
+    if t is list or t is tuple or t is set or t is frozenset:
         return any(_foreign(x) for x in obj)
     if t is dict:
         return any(_foreign(x) for x in obj.values())
@@ -281,7 +283,7 @@ def _foreign(obj: Any) -> bool:
 
 def _big_locals(obj: Any, out: list[Any]) -> None:
     t = type(obj)
-    if t is list or t is tuple:
+    if t is list or t is tuple or t is set or t is frozenset:
         for x in obj:
             _big_locals(x, out)
     elif t is dict:
@@ -384,6 +386,8 @@ class DaskBackend:
                 # (one subscription per client and scheduler: every run's tasks announce on it)
                 await anyio.to_thread.run_sync(client.subscribe_topic, self._topic, _on_located)
                 _subscribed[client] = scheduler
+        if not dask_recovery.known(client):  # hinted tasks survive their worker (once per client)
+            await anyio.to_thread.run_sync(dask_recovery.ensure, client)
         if self.placement is not None:
             self.placement.connected(client)  # (it reads the workers just learnt: no I/O)
         if self.batching and self.keep_remote and dask_batch.available(client):
@@ -549,10 +553,10 @@ class DaskBackend:
 
         keep = self.keep_remote
 
-        def done(f: Any) -> None:  # runs in a distributed callback thread
+        def done(f: Any) -> None:  # runs in distributed's one callback thread: never blocks
             try:
-                if f.status == "finished" and keep:
-                    outcome: tuple[bool, Any] = (True, None)  # the value stays on the worker
+                if f.status == "finished":  # (the value, if wanted, is fetched below)
+                    outcome: tuple[bool, Any] = (True, None)
                 else:
                     outcome = (True, f.result())
             except BaseException as e:  # the task's own exception, re-raised below
@@ -568,7 +572,10 @@ class DaskBackend:
             ok, value = await waiter
             if watcher is not None and not (fut.status == "finished" and keep):
                 # an error, a cancellation, or a value that comes here: read off the loop
-                ok, value = await anyio.to_thread.run_sync(_outcome, fut)
+                # (a lost result is recomputed meanwhile: never in a callback thread)
+                ok, value = await anyio.to_thread.run_sync(_outcome, fut, abandon_on_cancel=True)
+            elif watcher is None and ok and not keep:  # (likewise, after a done-callback)
+                ok, value = await anyio.to_thread.run_sync(_outcome, fut, abandon_on_cancel=True)
         except BaseException:
             fut.cancel()
             self._futures.discard(fut)
@@ -750,8 +757,11 @@ def _released_message(key: str, keep: str) -> str:
 def _explain(key: str, error: BaseException) -> BaseException:
     """A worker that died running the task becomes a clear :class:`WorkerLost`."""
     if type(error).__name__ == "KilledWorker":
+        first, _, more = key.rpartition("+")  # a batched chunk's key: "<first item>+<others>"
+        what = (f"the chunk of {int(more) + 1} map items from {first!r} (one Dask task)"
+                if first and more.isdigit() else f"task {key!r}")
         lost = WorkerLost(
-            f"task {key!r}: the Dask worker running it died, and the cluster gave up after "
+            f"{what}: the Dask worker running it died, and the cluster gave up after "
             f"retrying it on other workers ({error}). A task that kills its worker usually "
             "runs out of memory: give it less data per call or the workers more memory "
             "(distributed.scheduler.allowed-failures sets how many deaths Dask tolerates)")

@@ -33,6 +33,8 @@ import asyncio
 import uuid
 from typing import Any
 
+import anyio
+
 REMOTE_MIN = 64 * 1024  # an item's value at least this big stays on its worker
 
 Outcome = tuple[bool, Any, float]
@@ -63,26 +65,21 @@ def _pick(chunk: Chunk, k: int) -> Any:
 
 async def _result(fut: Any) -> Any:
     """``fut``'s result, awaited on the event loop (so that a cancelled run stops waiting
-    at once; the callback runs in a thread of ``distributed``)."""
+    at once).  The done callback only signals: ``distributed`` runs every future's
+    callbacks in one shared thread, and reading the result there blocks that thread
+    whenever the data was lost with its worker and is being recomputed, which would stop
+    every other future's callback (the run would hang).  The result is read in a thread
+    of our own instead."""
     loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+    waiter: asyncio.Future[None] = loop.create_future()
 
-    def settle(outcome: tuple[bool, Any]) -> None:
+    def settle() -> None:
         if not waiter.done():
-            waiter.set_result(outcome)
+            waiter.set_result(None)
 
-    def done(f: Any) -> None:
-        try:
-            outcome: tuple[bool, Any] = (True, f.result())
-        except BaseException as e:  # (raised below, in the run's task)
-            outcome = (False, e)
-        loop.call_soon_threadsafe(settle, outcome)
-
-    fut.add_done_callback(done)
-    ok, value = await waiter
-    if not ok:
-        raise value
-    return value
+    fut.add_done_callback(lambda f: loop.call_soon_threadsafe(settle))
+    await waiter
+    return await anyio.to_thread.run_sync(fut.result, abandon_on_cancel=True)
 
 
 async def split(backend: Any, chunk: Any, keys: list[str]) -> tuple[list[Outcome], float | None, int | None]:

@@ -1,0 +1,144 @@
+"""Which edges move bytes: nbflow's placement against plain Dask, edge by edge.
+
+``benchmarks/locality.py`` compares the *total* bytes Dask moved between workers for a
+workload run by nbflow (placement ``"locality"``) and the same graph as ``dask.delayed``.
+This breaks both totals down by *producer task*: every worker's own transfer log
+(``Worker.transfer_incoming_log``, key -> bytes, from which worker) is read after each run,
+each fetched key is mapped to the task that made it (nbflow: ``run.locality.agent``;
+Dask: the task name in the key), and the per-producer bytes of the two systems are listed
+side by side, largest difference first, with how many copies of the result were made and
+where the consumers ran.  The runs alternate (nbflow, Dask, nbflow, ...) on one 4-worker
+``LocalCluster``.  It also checks that nbflow's ``run.transfers`` equals what the logs say,
+so a difference is placement, not accounting.
+
+Usage::
+
+    .venv/bin/python benchmarks/locality_edges.py --workload trace --repeat 3 \\
+        --json benchmarks/locality_edges.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import time
+from typing import Any
+
+if __package__:
+    from . import _harness, locality
+else:
+    import _harness  # type: ignore[no-redef]
+    import locality  # type: ignore[no-redef]
+
+
+def _log_since(client: Any, before: dict[str, int]) -> list[tuple[str, str, str, int]]:
+    """``(dask key, from worker, to worker, bytes)`` of every fetch since ``before``."""
+    def tail(start: dict[str, int], dask_worker: Any = None) -> list[tuple[str, str, int]]:
+        log = list(dask_worker.transfer_incoming_log)[start.get(dask_worker.address, 0):]
+        return [(str(k), str(e["who"]), int(v)) for e in log for k, v in e["keys"].items()]
+
+    return [(k, who, to, n) for to, rows in client.run(tail, before).items()
+            for k, who, n in rows]
+
+
+def nbflow_edges(client: Any, spec: list[Any]) -> dict[str, Any]:
+    import nbflow as nf
+    from nbflow import locality as loc
+
+    tasks = {fn: nf.task(fn) for _, fn, _ in spec}
+    with nf.Workflow("locality-edges") as wf:
+        refs: dict[str, Any] = {}
+        for key, fn, args in spec:
+            real = tuple(refs[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
+                         for a in args)
+            refs[key] = tasks[fn](*real)
+    name_of = {r.key: name for name, r in refs.items()}
+    before = locality._logs(client)
+    with loc.placement("locality"):
+        run = wf.run(backend=client, cache=False)
+        run[refs["end"]]
+    rows = _log_since(client, before)
+    node_of = run.locality.agent.node_of  # dask key -> task key
+    per: collections.Counter[str] = collections.Counter()
+    copies: collections.Counter[str] = collections.Counter()
+    for k, _, _, n in rows:
+        task = node_of.get(k)
+        if task is not None:
+            per[name_of.get(task, task)] += n
+            copies[name_of.get(task, task)] += 1
+    transfers = run.transfers
+    out = {"per_producer": dict(per), "copies": dict(copies), "total": sum(per.values()),
+           "run_transfers_bytes": int(transfers["bytes"].sum()) if len(transfers) else 0,
+           "logged_total": sum(n for _, _, _, n in rows)}
+    del run, wf
+    return out
+
+
+def dask_edges(client: Any, spec: list[Any]) -> dict[str, Any]:
+    import dask
+
+    nodes: dict[str, Any] = {}
+    stamp = time.time_ns()
+    for key, fn, args in spec:
+        real = tuple(nodes[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
+                     for a in args)
+        nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{stamp}")
+    before = locality._logs(client)
+    client.compute(nodes["end"]).result()
+    rows = _log_since(client, before)
+    per: collections.Counter[str] = collections.Counter()
+    copies: collections.Counter[str] = collections.Counter()
+    for k, _, _, n in rows:
+        name = k.rsplit("-", 1)[0]
+        per[name] += n
+        copies[name] += 1
+    return {"per_producer": dict(per), "copies": dict(copies), "total": sum(per.values()),
+            "logged_total": sum(n for _, _, _, n in rows)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workload", default="trace", choices=sorted(locality.WORKLOADS))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    spec = locality.WORKLOADS[args.workload]()
+    samples: dict[str, list[dict[str, Any]]] = {"nbflow": [], "dask": []}
+    with _harness.nbflow_home(), _harness.local_cluster() as client:
+        nbflow_edges(client, spec)  # warm-up (imports, worker caches)
+        for _ in range(args.repeat):
+            samples["nbflow"].append(nbflow_edges(client, spec))
+            samples["dask"].append(dask_edges(client, spec))
+    names = sorted({n for s in samples["nbflow"] + samples["dask"] for n in s["per_producer"]})
+
+    def med(system: str, name: str, field: str = "per_producer") -> float:
+        return statistics.median(s[field].get(name, 0) for s in samples[system])
+
+    edges = sorted(({"producer": n, "nbflow_bytes": med("nbflow", n), "dask_bytes": med("dask", n),
+                     "nbflow_copies": med("nbflow", n, "copies"),
+                     "dask_copies": med("dask", n, "copies")} for n in names),
+                   key=lambda e: -(e["nbflow_bytes"] - e["dask_bytes"]))
+    totals = {s: [x["total"] for x in samples[s]] for s in samples}
+    doc = {"workload": args.workload, "tasks": len(spec), "repeat": args.repeat,
+           "machine": _harness.machine_info(),
+           "totals_bytes": totals,
+           "nbflow_run_transfers_equal_logs": all(
+               s["run_transfers_bytes"] == s["logged_total"] for s in samples["nbflow"]),
+           "edges": edges}
+    for e in edges:
+        if e["nbflow_bytes"] or e["dask_bytes"]:
+            print(f"{e['producer']:>6}: nbflow {e['nbflow_bytes'] / 1e6:7.2f} MB "
+                  f"({e['nbflow_copies']:g} copies)  dask {e['dask_bytes'] / 1e6:7.2f} MB "
+                  f"({e['dask_copies']:g} copies)")
+    print("totals MB: nbflow", [round(t / 1e6, 1) for t in totals["nbflow"]],
+          "dask", [round(t / 1e6, 1) for t in totals["dask"]],
+          "| run.transfers == logs:", doc["nbflow_run_transfers_equal_logs"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()

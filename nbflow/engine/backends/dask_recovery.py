@@ -1,0 +1,73 @@
+"""Keep a run going when the Dask workers its tasks were placed on die.
+
+nbflow places a Dask task with ``workers=[w], allow_other_workers=True``: a hint, which
+Dask may ignore while other workers run.  When a worker dies, Dask retries the tasks it
+was running (and recomputes results lost with it) under the same restrictions.  If at
+that moment no worker is running at all (a one-worker cluster, or a task that killed
+each worker in turn before the nanny brought one back), those tasks wait in Dask's
+``no-worker`` state; and when a worker joins again, Dask's scheduler only wakes the
+waiting tasks whose restrictions name that worker.  A restarted worker has a new address,
+so a task hinted to the dead one would wait forever, and the run with it, although the
+hint allowed any worker.
+
+:class:`LooseRestrictions` is a small scheduler plugin that, when a worker leaves, strikes
+it from the hints of the tasks whose restrictions are loose (``allow_other_workers=True``):
+a task left with no hint is scheduled like any other, on the next worker that runs.  It
+is registered once per client (:func:`ensure`); a scheduler that cannot import nbflow (a
+remote cluster without it) simply goes without, as before.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any
+
+NAME = "nbflow-loose-restrictions"
+_registered: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+try:
+    from distributed.diagnostics.plugin import SchedulerPlugin
+except ImportError:  # pragma: no cover - depends on the install (the backend needs it)
+    SchedulerPlugin = object  # type: ignore[assignment,misc]
+
+
+class LooseRestrictions(SchedulerPlugin):
+    """On the scheduler: a worker that leaves is struck from the hints of the tasks that
+    only hinted at it, so they wait for (and run on) any worker (see the module)."""
+
+    name = NAME
+
+    def remove_worker(self, scheduler: Any = None, worker: str = "", **kwargs: Any) -> None:
+        woken = []
+        for ts in scheduler.tasks.values():
+            hint = ts.worker_restrictions
+            if hint and worker in hint and ts.loose_restrictions:
+                hint.discard(worker)
+                if not hint:  # no restriction left: any running worker will do
+                    ts.worker_restrictions = None
+                    ts.loose_restrictions = False
+                    if ts in scheduler.unrunnable:
+                        woken.append(ts.key)
+        if woken and scheduler.running:  # (none running: the next one to run takes them)
+            scheduler.transitions({k: "processing" for k in woken},
+                                  stimulus_id=f"nbflow-loose-restrictions-{time.time()}")
+
+
+def known(client: Any) -> bool:
+    """Has :func:`ensure` been called for ``client`` (no round trip needed)?"""
+    return client in _registered
+
+
+def ensure(client: Any) -> bool:
+    """Register :class:`LooseRestrictions` on ``client``'s scheduler (once per client).
+    False when the scheduler refused it."""
+    got = _registered.get(client)
+    if got is None:
+        try:
+            client.register_plugin(LooseRestrictions(), name=NAME)
+            got = True
+        except Exception:  # (a scheduler without nbflow: Dask's own behaviour stays)
+            got = False
+        _registered[client] = got
+    return got

@@ -1,0 +1,191 @@
+"""A Dask worker that dies in the middle of a run.
+
+* A batched map chunk running on a worker that dies is retried on another worker by Dask
+  (nbflow's chunk is one Dask task); the run completes, and the items of earlier chunks
+  keep their results (Dask recomputes any of them that lived on the dead worker from the
+  chunk that made it: nbflow holds the items' futures, so their lineage is known).
+* A chunk that kills every worker it lands on fails its items with ``nf.WorkerLost``
+  naming the items and the last worker; the other chunks complete and the run ends.
+* A task hinted to a worker (placement) that dies when no other worker is running (here:
+  a one-worker cluster) runs on the worker that replaces it; Dask alone would keep it
+  waiting for the dead worker's address forever.
+* A single task whose remote input lived on the dead worker: Dask recomputes the input
+  (nbflow submitted it and still holds its future) and runs the task again elsewhere.
+
+Each run is started in the background and waited for with a deadline, so a hang fails
+the test instead of blocking the suite.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nbflow as nf
+
+distributed = pytest.importorskip("distributed")
+
+KB = 1024
+DEADLINE = 180  # seconds: far above what these runs take; reaching it means a hang
+
+
+@pytest.fixture
+def fragile():
+    """A cluster of its own (workers die here), tolerating one death per task."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        try:
+            with distributed.Client(cluster, set_as_default=False) as c:
+                yield c
+        finally:
+            cluster.close()
+
+
+def finish(run: nf.Run) -> nf.Run:
+    run.wait(timeout=DEADLINE, raise_on_error=False)
+    assert run.status not in ("running", "pending"), "the run hung after a worker died"
+    return run
+
+
+def note(folder: str, what: str) -> None:
+    """Record a call (one file per call: the test counts them)."""
+    from distributed import get_worker
+
+    Path(folder, f"{what}@{os.getpid()}@{os.urandom(3).hex()}").write_text(get_worker().address)
+
+
+def calls(folder: Path, what: str) -> list[str]:
+    """The worker of each recorded call of ``what``."""
+    return [p.read_text() for p in folder.iterdir() if p.name.split("@")[0] == what]
+
+
+@nf.task
+def item(i: int, folder: str, victim: int):
+    note(folder, f"item{i}")
+    if i == victim and not Path(folder, "died").exists():
+        Path(folder, "died").write_text("x")
+        os._exit(1)  # the worker process dies in the middle of the chunk
+    return np.full(128 * KB // 8, float(i))  # large: stays on the worker as its own result
+
+
+@nf.task
+def killer(i: int, folder: str, victim: int):
+    if i == victim:
+        os._exit(1)  # every attempt: the chunk kills each worker it lands on
+    return i
+
+
+@nf.task
+def total(parts) -> float:
+    return float(sum(float(np.sum(p)) for p in parts))
+
+
+def test_a_chunk_whose_worker_dies_is_retried_and_earlier_chunks_keep_their_results(
+        fragile, tmp_path):
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    n, victim = 24, 17  # chunks of 4: the victim's chunk runs after earlier ones finished
+    with nf.Workflow("chunk-death") as wf:
+        parts = item.map(list(range(n)), folder=str(folder), victim=victim, batch=4)
+        s = total(parts)
+    run = finish(wf.start(backend=fragile, cache=False))
+    assert run.status == "completed", run.errors()
+    assert (folder / "died").exists()  # it really died
+    assert run[s] == float(sum(i * (128 * KB // 8) for i in range(n)))
+    tasks = run.tasks.set_index("key")
+    keys = [f"item-{i}" for i in range(n)]
+    assert (tasks.loc[keys, "state"] == "completed").all()
+    assert (tasks.loc[keys, "attempts"] == 1).all()  # nbflow did not re-run finished items
+    assert [float(v[0]) for v in run[parts]] == [float(i) for i in range(n)]
+    # the victim's chunk ran again (Dask retried it on a live worker)
+    assert len(calls(folder, f"item{victim}")) == 2
+
+
+def test_a_chunk_that_kills_every_worker_fails_its_items_clearly(fragile, tmp_path):
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    n, victim = 12, 9
+    with nf.Workflow("chunk-deaths") as wf:
+        out = killer.map(list(range(n)), folder=str(folder), victim=victim, batch=4,
+                         on_error="skip")
+    run = finish(wf.start(backend=fragile, cache=False))
+    errors = run.errors()
+    chunk = [f"killer-{i}" for i in range(8, 12)]  # the victim's chunk: items 8..11
+    assert sorted(errors) == sorted(chunk)
+    for key in chunk:
+        err = errors[key]
+        assert isinstance(err, nf.WorkerLost)
+        text = str(err)
+        assert "chunk of 4 map items from 'killer-8'" in text  # the items of the chunk
+        assert "tcp://127.0.0.1" in text  # the last worker it killed
+        assert "allowed-failures" in text
+    assert run[out] == list(range(8))  # earlier chunks kept their results
+
+
+@nf.task
+def produce(folder: str):
+    note(folder, "produce")
+    return np.full(1_000_000 // 8, 2.0)
+
+
+@nf.task
+def consume(a, folder: str):
+    note(folder, "consume")
+    if not Path(folder, "died").exists():
+        from distributed import get_worker
+
+        Path(folder, "died").write_text(get_worker().address)
+        os._exit(1)  # dies where its input lives (placement): the input is lost with it
+    return float(a.sum())
+
+
+def test_a_task_whose_remote_input_died_with_its_worker(fragile, tmp_path):
+    folder = tmp_path / "calls"
+    folder.mkdir()
+    with nf.Workflow("input-death") as wf:
+        a = produce(str(folder))
+        out = consume(a, str(folder))
+    run = finish(wf.start(backend=fragile, cache=False))
+    assert run.status == "completed", run.errors()
+    assert run[out] == 250_000.0
+    assert len(calls(folder, "consume")) == 2  # died once, then ran elsewhere
+    produced = calls(folder, "produce")
+    died_on = (folder / "died").read_text()
+    if died_on in produced:
+        # The consumer ran next to its input (placement), so the input died with it and
+        # Dask recomputed it from the producer's task, which nbflow's future keeps known.
+        assert len(produced) == 2 and len(set(produced)) == 2
+    else:  # (Dask stole the consumer to the other worker: the input survived)
+        assert len(produced) == 1
+    assert float(run[a][0]) == 2.0
+
+
+def die_once(marker: str) -> int:
+    if not os.path.exists(marker):
+        Path(marker).write_text("died")
+        os._exit(1)
+    return 1
+
+
+def test_a_hinted_task_outlives_the_only_worker(tmp_path):
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
+        try:
+            with distributed.Client(cluster, set_as_default=False) as c:
+                with nf.Workflow("only-worker") as wf:
+                    out = nf.task(die_once)(str(tmp_path / "marker"))
+                run = finish(wf.start(backend=c, cache=False))
+                assert run.status == "completed", run.errors()
+                assert run[out] == 1
+                assert (tmp_path / "marker").exists()
+        finally:
+            cluster.close()
