@@ -245,18 +245,23 @@ def run_chunk(fn: Callable[..., Any], calls: Sequence[tuple[tuple[Any, ...], dic
     wall = time.perf_counter
     cpu = time.thread_time if clock == "thread" else time.process_time if clock else None
     c0 = cpu() if cpu is not None else 0.0
-    for k, (args, kwargs) in enumerate(calls):
-        token = taskoutput.start(capture[0], capture[1][k], capture[2][k]) if capture else None
-        t0 = wall()
-        try:
-            value = fn(*args, **kwargs) if kwargs else fn(*args)
-        except Exception as e:
-            append((False, e, wall() - t0))
-        else:
-            append((True, value, wall() - t0))
-        finally:
-            if token is not None:
-                taskoutput.stop(token)
+    # One context-variable set for the chunk; the cursor follows the item that runs.
+    cursor = taskoutput.ChunkCursor(*capture) if capture else None
+    token = taskoutput.start_chunk(cursor) if cursor is not None else None
+    try:
+        for k, (args, kwargs) in enumerate(calls):
+            if cursor is not None:
+                cursor.k = k
+            t0 = wall()
+            try:
+                value = fn(*args, **kwargs) if kwargs else fn(*args)
+            except Exception as e:
+                append((False, e, wall() - t0))
+            else:
+                append((True, value, wall() - t0))
+    finally:
+        if token is not None:
+            taskoutput.stop(token)
     cpu_s = cpu() - c0 if cpu is not None else None
     return out, cpu_s, (_peak_rss() if clock == "process" else None)
 
@@ -272,10 +277,11 @@ def take(s: Scheduler, i: int, g: Group) -> list[int]:
     members = [i]
     state = s.state
     ready = g.ready
-    while len(members) < n and ready:
-        j = ready.popleft()
-        if state[j] is READY:
-            members.append(j)
+    popleft = ready.popleft
+    while (want := min(n - len(members), len(ready))) > 0:
+        # (taken in slices: an item skipped while queued, e.g. by a saga's rollback, is
+        # dropped and the next slice makes up for it)
+        members += [j for j in [popleft() for _ in range(want)] if state[j] is READY]
     g.started += len(members)
     # Items left in the queue keep tokens on the heap (up to one per slot), so that free
     # workers find them: the tokens popped so far may have been all there were.
@@ -328,11 +334,9 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     enter_many = s.tasks.enter_many
     if hits:
         enter_many([ev.TaskStarted(now, j, nodes[j].key, 0, "cache") for j, _, _ in hits])
-    executor = s.executor[i]
     attempts = s.attempts
-    started = ev.TaskStarted
-    enter_many([started(now, j, nodes[j].key, attempts[j] + 1, executor)  # type: ignore[arg-type]
-                for j in run])
+    s.tasks.enter_batch(ev.TaskStarted, now, run, {"attempt": [attempts[j] + 1 for j in run]},
+                        {"executor": s.executor[i]})
     outcomes: list[Outcome] = []
     if run:
         outcomes = await _call(s, i, spec.fn, run)
@@ -341,12 +345,22 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     for j, hit, t in hits:
         s._complete(j, hit[0], t, hit[1], inline=True, cached=True)
     measured = 0.0
+    if cache is None and not s.has_remote and run and all([o[0] for o in outcomes]):
+        # (the common case, every item succeeded and nothing to store: columns at once)
+        took = [o[2] for o in outcomes]
+        s._complete_many(run, [o[1] for o in outcomes], took, [None] * len(run))
+        g.sizer.observe(len(run), sum(took))
+        s._fill()
+        if s.tasks.open == 0:
+            s.done.set()  # type: ignore[union-attr]
+        return
     # Items that succeeded complete in runs (one call each, their events entered in one
     # go); a failed item ends the run before it, so events keep the items' order.
     done: list[int] = []
     values: list[Any] = []
     took: list[float] = []
     sizes: list[int | None] = []
+    remote = s.has_remote  # (only a Dask run has Remote results: no ABC check per item otherwise)
     for j, (ok, value, seconds) in zip(run, outcomes, strict=True):
         measured += seconds
         if not ok:
@@ -354,7 +368,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
             done, values, took, sizes = [], [], [], []
             s._failed_attempt(j, value, seconds)
             continue
-        size = value.nbytes if isinstance(value, Remote) else None  # (as the cluster measured it)
+        size = value.nbytes if remote and isinstance(value, Remote) else None  # (as the cluster measured it)
         if cache is not None and s.cache is not None:
             try:
                 size = await cache.commit(j, value, None)
@@ -378,7 +392,8 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) ->
     Records each item's metrics (its input features, its share of the chunk's CPU time)."""
     nodes = s.nodes
     arguments = s._arguments
-    calls = [arguments(nodes[j]) for j in run]
+    # (an item whose arguments hold no Ref, as in a map over a list, passes them as traced)
+    calls = [(r.args, r.kwargs) if r.nested == 0 else arguments(r) for r in map(nodes.__getitem__, run)]
     backend = s.class_of[i].backend  # type: ignore[union-attr]
     if s.has_remote and not getattr(backend, "accepts_remote", False) and has_remote(calls):
         calls = await anyio.to_thread.run_sync(localise, calls)
