@@ -347,9 +347,9 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     measured = 0.0
     if cache is None and not s.has_remote and run and all([o[0] for o in outcomes]):
         # (the common case, every item succeeded and nothing to store: columns at once)
-        took = [o[2] for o in outcomes]
-        s._complete_many(run, [o[1] for o in outcomes], took, [None] * len(run))
-        g.sizer.observe(len(run), sum(took))
+        walls = [o[2] for o in outcomes]
+        s._complete_many(run, [o[1] for o in outcomes], walls, [None] * len(run))
+        g.sizer.observe(len(run), sum(walls))
         s._fill()
         if s.tasks.open == 0:
             s.done.set()  # type: ignore[union-attr]

@@ -235,7 +235,7 @@ class TaskStates:
         k = 0
         try:
             if new is READY:
-                for k, i in enumerate(indexes):
+                for k, i in enumerate(indexes):  # noqa: B007  (k: read in finally)
                     if check:
                         self._check(i, new)
                     state[i] = new
