@@ -192,3 +192,21 @@ def test_what_items_print_stays_with_each_item_of_a_chunk() -> None:
     assert run.logs("chatty-41") == "item 41 here\n"
     done = [e for e in run.events if type(e) is ev.TaskCompleted and e.index < 60]  # (not the map)
     assert len(done) == 60 and all(e.output == f"item {e.index} here\n" for e in done)
+
+
+def test_the_live_views_model_counts_a_batched_map_as_the_run_does() -> None:
+    from nbflow.notebook.model import RunModel
+    from nbflow.notebook.render import progress_text
+
+    with nf.Workflow("batched-model") as wf:
+        tenfold.map(list(range(150)), batch=40)
+    model = RunModel(wf)
+    unsubscribe = nf.on_run(lambda run: model)
+    try:
+        run = wf.run(cache=False, raise_on_error=False)
+    finally:
+        unsubscribe()
+    assert any(type(e) is ev.TaskBatch for e in run._log.raw)  # (the model reads batches)
+    assert model.task_counts() == run.task_counts
+    assert model.task_counts().as_row()["completed"] == 147
+    assert "147" in progress_text(model)
