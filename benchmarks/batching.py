@@ -105,14 +105,18 @@ async def _spin_on_loop(x: int) -> int:
 work_on_loop = nf.task(name="work_on_loop")(_spin_on_loop)
 
 
-Sample = dict[str, float]  # "total": end to end; "run" (nbflow): the run's execution phase
+Sample = dict[str, float]  # "total": end to end; "run" (nbflow): the run's execution phase;
+# "cpu" (nbflow): the process's CPU seconds over the sample (under load the steadier figure)
 
 
 def nbflow_sampler(n: int, batch: Any, backend: str = "local", task: Any = work) -> Callable[[], Sample]:
     def sample() -> Sample:
         runs = []
 
+        cpu: list[float] = []
+
         def go() -> None:
+            c0 = time.process_time()
             items = list(range(n))
             with nf.Workflow("batching") as wf:
                 ref = task.map(items, batch=batch)
@@ -120,9 +124,10 @@ def nbflow_sampler(n: int, batch: Any, backend: str = "local", task: Any = work)
             out = run[ref]
             assert len(out) == n and out[-1] == n, "wrong results"
             runs.append(run)
+            cpu.append(time.process_time() - c0)
 
         total = timed(go)
-        return {"total": total, "run": runs[0].duration_s}
+        return {"total": total, "run": runs[0].duration_s, "cpu": cpu[0]}
 
     return sample
 
@@ -299,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results[name]["items"] = items
         if "run" in xs[0]:
             results[name]["run_phase"] = _harness.summarize([x["run"] for x in xs], items)
+        if "cpu" in xs[0]:  # this process's CPU time over the sample, all its threads
+            results[name]["cpu_us_per_item"] = round(statistics.median(x["cpu"] for x in xs) / items * 1e6, 2)
     med = {k: v["median_s"] for k, v in results.items()}
     per = {k: v["us_per_task"] for k, v in results.items()}
     run_med = {k: v["run_phase"]["median_s"] for k, v in results.items() if "run_phase" in v}
