@@ -422,7 +422,9 @@ class Run:
             raise TaskNotFinished(self.nodes[i].key, "pending", "the run has not started")
         state = s.state[i]
         if state == COMPLETED:
-            return localise(s.results[i])  # a remote result comes here now (once)
+            # A remote result comes here now (once); only a Dask run has any, so other runs
+            # skip looking at every element of a long list (a map's results).
+            return localise(s.results[i]) if s.has_remote else s.results[i]
         if state == FAILED:
             err = s.errors[i]
             raise TaskNotFinished(s.nodes[i].key, state, f"{type(err).__name__}: {err}") from err
