@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
+from itertools import repeat, starmap
 from typing import Any, ClassVar
 
 from . import states
@@ -174,11 +175,21 @@ class TaskBatch(Event):
 
     def expand(self) -> list[TaskEvent]:
         """The per-item events this batch stands for, in order (made anew on each call)."""
-        kind, t, common = self.kind, self.time, self.common
-        names = list(self.columns)
-        cols = [self.columns[n] for n in names]
-        return [kind(t, i, key, **common, **dict(zip(names, [c[k] for c in cols], strict=True)))
-                for k, (i, key) in enumerate(zip(self.indexes, self.keys, strict=True))]
+        kind, t, columns, common = self.kind, self.time, self.columns, self.common
+        # Positional, in the class's field order after (time, index, key): one column or
+        # one repeated value per field, zipped (no keyword dict per item).
+        cols: list[Any] = []
+        for f in fields(kind)[3:]:
+            if f.name in columns:
+                cols.append(columns[f.name])
+            elif f.name in common:
+                cols.append(repeat(common[f.name]))
+            elif f.default is not MISSING:
+                cols.append(repeat(f.default))
+            else:
+                cols.append(repeat(f.default_factory()))  # type: ignore[operator]
+        rows = zip(repeat(t), self.indexes, self.keys, *cols, strict=False)  # (repeat() never ends)
+        return list(starmap(kind, rows))
 
     def column(self, name: str) -> list[Any]:
         """Field ``name`` of every item (one value per item, whether per item or common)."""
