@@ -476,3 +476,30 @@ def test_record_chunk_shares_cpu_by_wall_time_and_keeps_input_features() -> None
     m2.record_chunk([0, 1], [((1,), None), ((2,), None)], [0.0, 0.0], 1.0, None)
     assert m2.cpu_s == {0: 0.5, 1: 0.5} and m2.row(0) == (0.5, None, None, None, None)
     assert m2.peak_rss == {}
+
+
+def test_chunks_running_together_give_the_sizer_their_share_of_the_time(monkeypatch) -> None:
+    """Chunks of one map that run at once share the machine: the sizer sees each item's
+    seconds divided by the chunks in flight, so they do not look slower than they are."""
+    import anyio
+
+    seen: list[tuple[int, float]] = []
+    observe = ChunkSizer.observe
+
+    def recording(self, n: int, seconds: float) -> None:
+        seen.append((n, seconds))
+        observe(self, n, seconds)
+
+    async def fake_call(s, i, fn, run):  # every item "took" 1 ms of wall time
+        await anyio.sleep(0.05)  # (long enough for the other slots' chunks to start)
+        return [(True, fn(*s.nodes[j].args), 0.001) for j in run]
+
+    monkeypatch.setattr(ChunkSizer, "observe", recording)
+    monkeypatch.setattr(batching, "_call", fake_call)
+    with nf.Workflow("shares") as wf:
+        ref = double.map(list(range(400)), batch=10)
+    run = wf.run(workers=4, cache=False)
+    assert run[ref] == [2 * x for x in range(400)]
+    shares = [sec / (n * 0.001) for n, sec in seen]  # 1 / (chunks in flight with it)
+    assert min(shares) == pytest.approx(0.25)  # four slots busy: a quarter each
+    assert max(shares) <= 1.0 + 1e-9

@@ -18,8 +18,10 @@ the cache, the stored result's id, the attempt), so no listener reads a run's in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, dataclass, field, fields
+from itertools import repeat, starmap
 from typing import Any, ClassVar
 
 from . import states
@@ -148,21 +150,125 @@ class TaskCancelled(TaskEvent):
     attempt: int = 0  # the attempt that was running (0: it never started)
 
 
+@dataclass(slots=True)
+class TaskBatch(Event):
+    """Many task events of one class at once: the items of a batched map's chunk that
+    became ready, started or completed together (:mod:`nbflow.engine.batching`).
+
+    It stands for the events ``kind(time, indexes[k], keys[k], ...)``, one per item, in
+    order; :meth:`expand` makes them.  A field of ``kind`` named in ``columns`` has one value
+    per item, one named in ``common`` the same value for every item.  Only subscribers that
+    say they read batches (``accepts_batches = True`` on the callable) ever receive one, and
+    only when every subscriber of the run does (:attr:`EventStream.batches`): otherwise the
+    run delivers the per-item events as before.  ``state`` is None: the state is
+    ``kind.state``, and a listener must look at every item.
+    """
+
+    kind: type[TaskEvent]
+    indexes: list[int]
+    keys: list[str]
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+    common: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.indexes)
+
+    def expand(self) -> list[TaskEvent]:
+        """The per-item events this batch stands for, in order (made anew on each call)."""
+        kind, t, columns, common = self.kind, self.time, self.columns, self.common
+        # Positional, in the class's field order after (time, index, key): one column or
+        # one repeated value per field, zipped (no keyword dict per item).
+        cols: list[Any] = []
+        for f in fields(kind)[3:]:
+            if f.name in columns:
+                cols.append(columns[f.name])
+            elif f.name in common:
+                cols.append(repeat(common[f.name]))
+            elif f.default is not MISSING:
+                cols.append(repeat(f.default))
+            else:
+                cols.append(repeat(f.default_factory()))  # type: ignore[operator]
+        rows = zip(repeat(t), self.indexes, self.keys, *cols, strict=False)  # (repeat() never ends)
+        return list(starmap(kind, rows))
+
+    def column(self, name: str) -> list[Any]:
+        """Field ``name`` of every item (one value per item, whether per item or common)."""
+        if name in self.columns:
+            return self.columns[name]
+        if name in self.common:
+            return [self.common[name]] * len(self.indexes)
+        default = {f.name: f.default for f in fields(self.kind)}.get(name)
+        return [default] * len(self.indexes)
+
+
+def flatten(events: list[Event]) -> Iterator[Event]:
+    """``events`` with every :class:`TaskBatch` replaced by the per-item events it stands for."""
+    for e in events:
+        if type(e) is TaskBatch:
+            yield from e.expand()
+        else:
+            yield e
+
+
+class EventLog:
+    """A run's own record of its events (``run.events``): a subscriber that reads batches.
+
+    A :class:`TaskBatch` is kept as it came (one object for a chunk's items); :meth:`events`
+    gives the per-item list, expanding batches when it is read, once: what a run's
+    ``events`` always held.
+    """
+
+    accepts_batches = True
+
+    __slots__ = ("_flat", "_lock", "_read", "raw")
+
+    def __init__(self) -> None:
+        self.raw: list[Event] = []  # as delivered (batches included)
+        self._flat: list[Event] = []  # per-item, up to raw[:_read]
+        self._read = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        self.raw.append(event)
+
+    def events(self) -> list[Event]:
+        """Every event so far, one per task change (a batch expanded in its place)."""
+        with self._lock:  # (read from any thread while the run's loop appends)
+            raw, end = self.raw, len(self.raw)
+            if self._read < end:
+                self._flat.extend(flatten(raw[self._read:end]))
+                self._read = end
+            return self._flat
+
+
 Subscriber = Callable[[Event], Any]
 
 
 class EventStream:
     """Fan-out of events to subscribers, in subscription order."""
 
-    __slots__ = ("subscribers",)
+    __slots__ = ("batches", "subscribers")
 
     def __init__(self, subscribers: list[Subscriber] | None = None) -> None:
         self.subscribers: list[Subscriber] = list(subscribers or ())
+        #: Every subscriber reads :class:`TaskBatch` events (so a chunk's items may be
+        #: announced in one); kept up to date by subscribe/unsubscribe.
+        self.batches = self._all_read_batches()
+
+    def _all_read_batches(self) -> bool:
+        return all(getattr(fn, "accepts_batches", False) for fn in self.subscribers)
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         """Add ``fn``; returns a function that removes it again."""
         self.subscribers.append(fn)
-        return lambda: self.subscribers.remove(fn) if fn in self.subscribers else None
+        self.batches = self._all_read_batches()
+
+        def unsubscribe() -> None:
+            if fn in self.subscribers:
+                self.subscribers.remove(fn)
+                self.batches = self._all_read_batches()
+
+        return unsubscribe
 
     def emit(self, event: Event) -> None:
         broken = None
@@ -175,6 +281,7 @@ class EventStream:
         if broken:
             for fn in broken:
                 self.subscribers.remove(fn)
+            self.batches = self._all_read_batches()
 
 
 _global_subscribers: list[Callable[[Any], Subscriber | None]] = []

@@ -305,6 +305,12 @@ class TaskMetrics:
                self.input_items.get(i), self.input_shape.get(i))
         return row if any(v is not None for v in row) else None
 
+    def rows(self, items: Sequence[int]) -> list[tuple[Any, ...] | None]:
+        """:meth:`row` of each of ``items`` (a batched chunk's: most have a CPU share only)."""
+        if not self._seen.isdisjoint(items):
+            return [self.row(i) for i in items]
+        return [None if c is None else (c, None, None, None, None) for c in map(self.cpu_s.get, items)]
+
     def columns(self, n: int) -> dict[str, list[Any]]:
         """``run.tasks`` columns for nodes ``0..n-1``."""
         return {

@@ -93,8 +93,10 @@ class Run:
         self.status = "pending"
         self.started_at: float = math.nan
         self.finished_at: float = math.nan
-        self.events: list[ev.Event] = []
-        self.stream = ev.EventStream([self.events.append])
+        # The run's own record of its events; a batched chunk's items may come as one
+        # TaskBatch there, expanded when ``events`` is read (core.events.EventLog).
+        self._log = ev.EventLog()
+        self.stream = ev.EventStream([self._log])
         self.error: BaseException | None = None  # an error of the run itself (not of a task)
         self.nodes: list[Ref] = list(workflow.nodes)
         self.findings = findings
@@ -111,6 +113,7 @@ class Run:
             capacity=self.capacity,
             continue_on_error=options.continue_on_error,
             emit=self.stream.emit,
+            stream=self.stream,
             sagas=workflow.sagas,
             extra_edges=list(extra_edges),
         )
@@ -134,6 +137,11 @@ class Run:
         global _last_run
         _last_run = self
         workflow.last_run = self
+
+    @property
+    def events(self) -> list[ev.Event]:
+        """Every event of the run so far, in order, one per task state change."""
+        return self._log.events()
 
     def weigh_priorities(self, weights: Sequence[float]) -> None:
         """Dispatch by the heaviest remaining path with these per-node ``weights`` (e.g.
@@ -414,7 +422,9 @@ class Run:
             raise TaskNotFinished(self.nodes[i].key, "pending", "the run has not started")
         state = s.state[i]
         if state == COMPLETED:
-            return localise(s.results[i])  # a remote result comes here now (once)
+            # A remote result comes here now (once); only a Dask run has any, so other runs
+            # skip looking at every element of a long list (a map's results).
+            return localise(s.results[i]) if s.has_remote else s.results[i]
         if state == FAILED:
             err = s.errors[i]
             raise TaskNotFinished(s.nodes[i].key, state, f"{type(err).__name__}: {err}") from err

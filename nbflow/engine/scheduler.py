@@ -121,6 +121,7 @@ class Scheduler:
         capacity: dict[str, float],
         continue_on_error: bool,
         emit: Callable[[ev.Event], None],
+        stream: ev.EventStream | None = None,
         seed: int | None = None,
         sagas: list[Any] | None = None,
         extra_edges: list[tuple[int, int]] | None = None,
@@ -158,7 +159,7 @@ class Scheduler:
         self.level = longest_remaining_path(succs, order=None if forward else self._topological_order())
 
         # The per-node records and the open count: changed only through self.enter.
-        tasks = self.tasks = TaskStates(nodes, emit)
+        tasks = self.tasks = TaskStates(nodes, emit, stream)
         self.enter = tasks.enter
         self.state = tasks.state
         self.attempts = tasks.attempts
@@ -334,22 +335,26 @@ class Scheduler:
         """:meth:`_make_ready` for plain task nodes (no resolver), their events in one call."""
         if not ready:
             return
-        now = time.time()
-        nodes = self.nodes
-        self.tasks.enter_many([ev.TaskReady(now, i, nodes[i].key) for i in ready])
+        self.tasks.enter_batch(ev.TaskReady, time.time(), ready)
         group_of = self.batches.group_of
         if group_of is None:
             for i in ready:
                 self._push(i)
             return
         groups: dict[int, batching.Group] = {}  # batched items: queued, then tokens once
+        known = len(group_of)
+        last: batching.Group | None = None
+        queue = None
         for i in ready:
-            g = group_of[i] if i < len(group_of) else None
+            g = group_of[i] if i < known else None
             if g is None:
                 self._push(i)
+            elif g is last:  # (a map's items come in a row: one lookup per map)
+                queue(i)  # type: ignore[misc]
             else:
                 g.ready.append(i)
-                groups[id(g)] = g
+                groups[id(g)] = last = g
+                queue = g.ready.append
         for g in groups.values():
             batching.top_up(self, g)
 
@@ -612,20 +617,22 @@ class Scheduler:
         succeeded: one event each, entered in one call, then their successors."""
         if not items:
             return
-        now = time.time()
         nodes, attempts, cache = self.nodes, self.attempts, self.cache
-        row, output = self.metrics.row, self._output
-        outputs = self.outputs
-        completed = ev.TaskCompleted
-        events = []
-        for k, i in enumerate(items):
-            if cache is None:
-                reason, key, blob = ("cache off" if nodes[i].kind == TASK else None), None, None
-            else:
-                reason, key, blob = cache.info(i)
-            events.append(completed(now, i, nodes[i].key, attempts[i], durations[k], sizes[k], False,
-                                    reason, key, blob, row(i), output(i) if outputs else None))
-        self.tasks.enter_many(events, values)
+        output = self._output
+        columns: dict[str, list[Any]] = {
+            "attempt": [attempts[i] for i in items], "duration_s": durations, "output_bytes": sizes,
+            "metrics": self.metrics.rows(items)}
+        common: dict[str, Any] = {"cached": False}
+        if self.outputs:
+            columns["output"] = [output(i) for i in items]
+        if cache is None:  # (a chunk's items are one map's: all of the same kind)
+            common["reason"] = "cache off" if nodes[items[0]].kind == TASK else None
+        else:
+            info = [cache.info(i) for i in items]
+            columns["reason"] = [r for r, _, _ in info]
+            columns["cache_key"] = [k for _, k, _ in info]
+            columns["blob"] = [b for _, _, b in info]
+        self.tasks.enter_batch(ev.TaskCompleted, time.time(), items, columns, common, values)
         waiting, state, succs = self.waiting, self.state, self.succs
         saga_of = self.saga_of
         for i in items:

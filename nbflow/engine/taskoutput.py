@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextvars
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 LIMIT = 64 * 1024  # characters kept per task attempt
@@ -28,7 +28,7 @@ LIMIT = 64 * 1024  # characters kept per task attempt
 # Where the task running in this context writes: (the run's outputs, node, key).  Only a
 # tuple per attempt; its Capture (a buffer) is made on the first write, so the many tasks
 # that print nothing cost no buffer at all.
-_current: contextvars.ContextVar[tuple[dict[int, Capture], int, str] | None] = \
+_current: contextvars.ContextVar[tuple[dict[int, Capture], int, str] | ChunkCursor | None] = \
     contextvars.ContextVar("nbflow_task_output", default=None)
 _lock = threading.Lock()
 
@@ -108,6 +108,23 @@ def start(outputs: dict[int, Capture], i: int, key: str) -> contextvars.Token[An
     return _current.set((outputs, i, key))
 
 
+class ChunkCursor:
+    """Where the items of one batched chunk write (:mod:`nbflow.engine.batching`): the
+    context variable is set once per chunk to this cursor, and the chunk moves ``k`` to
+    the item it runs, instead of setting and resetting the variable around every item."""
+
+    __slots__ = ("k", "keys", "nodes", "outputs")
+
+    def __init__(self, outputs: dict[int, Capture], nodes: Sequence[int], keys: Sequence[str]) -> None:
+        self.outputs, self.nodes, self.keys = outputs, nodes, keys
+        self.k = 0  # the item running now (its position in nodes/keys)
+
+
+def start_chunk(cursor: ChunkCursor) -> contextvars.Token[Any]:
+    """Capture what the current context writes as the item ``cursor`` points at."""
+    return _current.set(cursor)
+
+
 def stop(token: contextvars.Token[Any]) -> None:
     _current.reset(token)
 
@@ -128,10 +145,13 @@ def capturing(fn: Callable[..., Any], outputs: dict[int, Capture], i: int, key: 
     return run
 
 
-def _capture_of(where: tuple[dict[int, Capture], int, str]) -> Capture:
+def _capture_of(where: tuple[dict[int, Capture], int, str] | ChunkCursor) -> Capture:
     """The Capture of the attempt writing now: made on its first write.  (setdefault: two
     threads of one task writing at once still share one.)"""
-    outputs, i, key = where
+    if type(where) is ChunkCursor:
+        outputs, i, key = where.outputs, where.nodes[where.k], where.keys[where.k]
+    else:
+        outputs, i, key = where  # type: ignore[misc]
     cap = outputs.get(i)
     if cap is None:
         cap = outputs.setdefault(i, Capture(key))

@@ -72,12 +72,16 @@ class TaskStates:
     """
 
     __slots__ = ("attempts", "duration", "emit", "end", "errors", "executor", "nodes", "open",
-                 "output_bytes", "reasons", "results", "start", "state")
+                 "output_bytes", "reasons", "results", "start", "state", "stream")
 
-    def __init__(self, nodes: list[Any], emit: Callable[[ev.Event], None]) -> None:
+    def __init__(self, nodes: list[Any], emit: Callable[[ev.Event], None],
+                 stream: ev.EventStream | None = None) -> None:
         n = len(nodes)
         self.nodes = nodes
         self.emit = emit
+        # The stream ``emit`` delivers to: asked whether every subscriber reads TaskBatch
+        # events (enter_batch); None: never batch.
+        self.stream = stream
         self.state: list[str] = [PENDING] * n
         self.attempts: list[int] = [0] * n
         self.results: list[Any] = [None] * n
@@ -200,6 +204,70 @@ class TaskStates:
                 self.open -= 1
             state[i] = new
             emit(e)
+
+    def enter_batch(self, kind: type[ev.TaskEvent], time: float, indexes: list[int],
+                    columns: dict[str, list[Any]] | None = None, common: dict[str, Any] | None = None,
+                    results: Sequence[Any] | None = None) -> None:
+        """Move each node of ``indexes`` to ``kind.state`` (``ready``, ``running`` or
+        ``completed``) as the events ``kind(time, i, key, ...)`` would, announced as one
+        :class:`~nbflow.core.events.TaskBatch` (fields per item in ``columns``, the same for
+        all in ``common``; ``results`` are the completed values).
+
+        The records written, the checks made (every move, before its node changes) and the
+        open count are those of :meth:`enter_many` on the expanded events.  When a subscriber
+        of the run does not read batches, the expanded events go through :meth:`enter_many`,
+        one event per item delivered as before.  A refused move stops before its node: the
+        items moved until then are announced (as a batch), then the error is raised.
+        """
+        if not indexes:
+            return
+        nodes = self.nodes
+        batch = ev.TaskBatch(time, kind, indexes, [nodes[i].key for i in indexes],
+                             columns or {}, common or {})
+        new = kind.state
+        stream = self.stream
+        if (stream is None or not stream.batches
+                or (new is not READY and new is not RUNNING and new is not COMPLETED)):
+            self.enter_many(batch.expand(), results)
+            return
+        state, check = self.state, CHECK
+        start, attempts = self.start, self.attempts
+        k = 0
+        try:
+            if new is READY:
+                for k, i in enumerate(indexes):  # noqa: B007  (k: read in finally)
+                    if check:
+                        self._check(i, new)
+                    state[i] = new
+            elif new is RUNNING:
+                tried = batch.column("attempt")
+                for k, i in enumerate(indexes):
+                    if check:
+                        self._check(i, new)
+                    start[i] = time
+                    attempts[i] = tried[k]
+                    state[i] = new
+            else:
+                values, end, duration, size = self.results, self.end, self.duration, self.output_bytes
+                took, sizes = batch.column("duration_s"), batch.column("output_bytes")
+                for k, i in enumerate(indexes):
+                    if check:
+                        self._check(i, new)
+                    values[i] = results[k] if results is not None else None
+                    end[i] = time
+                    if start[i] != start[i]:  # NaN: resolved without running
+                        start[i] = time
+                    duration[i] = took[k]
+                    size[i] = sizes[k]
+                    self.open -= 1
+                    state[i] = new
+            k = len(indexes)
+        finally:
+            if k < len(indexes):  # refused at item k: announce the items that moved
+                batch = ev.TaskBatch(time, kind, indexes[:k], batch.keys[:k],
+                                     {c: v[:k] for c, v in batch.columns.items()}, batch.common)
+            if k:
+                self.emit(batch)
 
     def _check(self, i: int, new: str | None) -> None:
         old = self.state[i]

@@ -241,6 +241,8 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
             if view is not None and args.background:
                 view.finish()
 
+    on_finish.accepts_batches = True  # type: ignore[attr-defined]  # (it reads RunFinished only)
+
     # Approvals can be answered only where the kernel is free to receive button clicks: a
     # background run shown with a widget.  Elsewhere on_timeout decides (batch-runnable).
     run = launch(wf, opts, [model, on_finish], interactive=args.background and mode == "widget")

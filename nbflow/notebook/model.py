@@ -86,7 +86,13 @@ class RunModel:
 
     # -- the subscriber --------------------------------------------------------------------
 
+    accepts_batches = True  # a chunk's TaskBatch: taken item by item, as the events it stands for
+
     def __call__(self, event: ev.Event) -> None:
+        if type(event) is ev.TaskBatch:
+            for e in event.expand():
+                self(e)
+            return
         state = event.state  # the state a task event means (declared by its class)
         if state is not None:
             self._move(event.index, state)  # type: ignore[attr-defined]

@@ -51,6 +51,7 @@ def _factory(run: Run) -> ev.Subscriber:
             for s in ("tasks", "completed", "failed", "skipped", "cancelled"):
                 row[s] = counts[s]
 
+    on_event.accepts_batches = True  # type: ignore[attr-defined]  # (a TaskBatch changes nothing here)
     return on_event
 
 

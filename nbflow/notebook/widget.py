@@ -254,6 +254,8 @@ class RunWidget:
             with self._lock:
                 self._asked.append(event)
 
+    _on_event.accepts_batches = True  # type: ignore[attr-defined]  # (approvals never come batched)
+
     def show_approvals(self) -> int:
         """Add a prompt with Approve/Reject buttons per new request; returns how many."""
         import ipywidgets as w

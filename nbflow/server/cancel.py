@@ -69,6 +69,8 @@ class CancelWatcher:
         self._thread = threading.Thread(target=self._main, name=f"nbflow-cancel-watch-{run.id}", daemon=True)
         self._thread.start()
 
+    accepts_batches = True  # (it reads RunFinished only; a chunk's TaskBatch changes nothing)
+
     def __call__(self, event: ev.Event) -> None:
         if type(event) is ev.RunFinished:
             self.close()

@@ -391,6 +391,8 @@ class RunCache:
         if t is ev.TaskFailed or t is ev.TaskCancelled or t is ev.TaskSkipped:
             self.release(e.index)
 
+    on_event.accepts_batches = True  # type: ignore[attr-defined]  # (a TaskBatch is never one of those)
+
     def _reran(self, j: int) -> bool:
         """Did node j execute in this run (for a collect: did any of its parts)?"""
         if j in self.reran:

@@ -118,9 +118,16 @@ class RunRecorder:
         self._index: dict[str, int] | None = None
         self.journal.run_started()
 
+    accepts_batches = True  # a chunk's TaskBatch: journaled item by item, the same rows
+
     def __call__(self, e: ev.Event) -> None:
         t = type(e)
         if t is ev.TaskReady:
+            return
+        if t is ev.TaskBatch:
+            if e.kind is not ev.TaskReady:  # type: ignore[attr-defined]
+                for item in e.expand():  # type: ignore[attr-defined]
+                    self(item)
             return
         self.seq += 1
         put = self.journal.put
