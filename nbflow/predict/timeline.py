@@ -29,6 +29,7 @@ import pandas as pd
 __all__ = ["ETA_EVERY", "MAX_ROWS", "eta_html", "timeline_html"]
 
 ETA_EVERY = 2.0
+ETA_RETRY = 0.2  # seconds before asking again when there was no ETA yet
 MAX_ROWS = 200
 _STATE_COLOURS = {
     "completed": "#66bb6a", "running": "#42a5f5", "retrying": "#ffa726", "failed": "#ef5350",
@@ -46,7 +47,10 @@ def eta_html(run: Any) -> str:
     now = time.monotonic()
     with _lock:
         cached = _eta_cache.get(run)
-    if cached is not None and now - cached[0] < ETA_EVERY:
+    # An ETA is re-asked every ETA_EVERY seconds; "none yet" (the quick estimate or the fit
+    # still coming, a run too young to be worth one) only briefly, or a short run's view
+    # would show its first ETA seconds late, when the run is nearly over.
+    if cached is not None and now - cached[0] < (ETA_EVERY if cached[1] else ETA_RETRY):
         return cached[1]
     from nbflow.predict.eta import run_eta_text
 

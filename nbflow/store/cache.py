@@ -53,7 +53,7 @@ from ..core.files import File
 from ..core.kinds import COLLECT
 from ..core.protocols import RunView
 from ..core.ref import Ref
-from ..core.remote import Remote
+from ..core.remote import Remote, has_remote
 from ..core.sizes import cheap_size
 from . import explain as explaining
 from . import hashing, serialize, signing
@@ -208,6 +208,11 @@ class RunCache:
         try:
             if isinstance(value, Remote):  # hashed where it lives, not brought here
                 d = await anyio.to_thread.run_sync(value.on_worker, hashing.value_hash)
+            elif has_remote(value):  # a list of remote results (a map's output): by its parts,
+                found: list[Remote] = []  # each hashed where it lives
+                _remotes(value, found)
+                await self._learn_remote_digests(found)
+                d = self.keys.remote_digest(value)
             elif hashing.is_small(value, sched.output_bytes[j]):
                 d = hashing.value_hash(value)
             else:
@@ -227,6 +232,10 @@ class RunCache:
         _remotes(ref.args, found)
         if ref.kwargs:
             _remotes(ref.kwargs, found)
+        await self._learn_remote_digests(found)
+
+    async def _learn_remote_digests(self, found: list[Remote]) -> None:
+        """Content hashes of remote results (into ``keys.remote_digests``), once per producer."""
         known = self.keys.remote_digests
         for r in found:
             if r.key in known:

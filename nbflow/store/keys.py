@@ -125,7 +125,7 @@ class KeyBuilder:
                 raise hashing.Unhashable(self.unhashable.get(a.index, "no content hash"))
             return d
         if self.remote_digests and has_remote(a):
-            return self._remote_digest(a)
+            return self.remote_digest(a)
         if nested == 2 and t in _CONTAINERS:
             if t is dict:
                 items = [hashing.value_hash(k) + self.input_digest(v, 2) for k, v in a.items()]
@@ -136,7 +136,7 @@ class KeyBuilder:
             return hashing.combine(t.__name__, *parts)
         return hashing.value_hash(a)
 
-    def _remote_digest(self, a: Any) -> str:
+    def remote_digest(self, a: Any) -> str:
         """The content hash of a value that is (or holds) a remote result.  A remote result
         on its own hashes as its value would (the hash was taken where it lives), so a
         later run that passes the value itself builds the same key.  A container holding
@@ -148,9 +148,9 @@ class KeyBuilder:
             return d
         t = type(a)
         if t is dict:
-            items = [hashing.value_hash(k) + self._remote_digest(v) for k, v in a.items()]
+            items = [hashing.value_hash(k) + self.remote_digest(v) for k, v in a.items()]
             return hashing.combine("remote-d", *items)
-        parts = [self._remote_digest(x) if has_remote(x) else hashing.value_hash(x) for x in a]
+        parts = [self.remote_digest(x) if has_remote(x) else hashing.value_hash(x) for x in a]
         if t is set or t is frozenset:
             parts.sort()
         return hashing.combine(f"remote-{t.__name__}", *parts)
