@@ -21,31 +21,10 @@ from nbflow.locality.reachable import held_outside
 
 distributed = pytest.importorskip("distributed")
 
+# The module's two-worker cluster and its three tasks are those of the submit-ahead tests.
+import test_locality_ahead as _ahead  # noqa: E402
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                       dashboard_address=None)
-    try:
-        with distributed.Client(cluster, set_as_default=False) as c:
-            yield c
-    finally:
-        cluster.close()
-
-
-@nf.task
-def make(n: int, fill: float = 1.0):
-    return np.full(n, fill)
-
-
-@nf.task
-def inc(a):
-    return a + 1
-
-
-@nf.task
-def total(*arrays):
-    return float(sum(float(a.sum()) for a in arrays))
+client, make, inc, total = _ahead.client, _ahead.make, _ahead.inc, _ahead.total
 
 
 @nf.task
