@@ -82,6 +82,21 @@ def has_remote(obj: Any) -> bool:
     return False
 
 
+def remotes_in(obj: Any, out: list[Remote] | None = None) -> list[Remote]:
+    """The :class:`Remote` results inside ``obj`` (an argument: containers too), in order."""
+    out = [] if out is None else out
+    t = type(obj)
+    if isinstance(obj, Remote):
+        out.append(obj)
+    elif t is list or t is tuple or t is set or t is frozenset:
+        for x in obj:
+            remotes_in(x, out)
+    elif t is dict:
+        for x in obj.values():
+            remotes_in(x, out)
+    return out
+
+
 def localise(obj: Any) -> Any:
     """``obj`` with every :class:`Remote` inside it (containers too) fetched."""
     t = type(obj)

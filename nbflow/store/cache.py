@@ -53,7 +53,7 @@ from ..core.files import File
 from ..core.kinds import COLLECT
 from ..core.protocols import RunView
 from ..core.ref import Ref
-from ..core.remote import Remote, has_remote
+from ..core.remote import Remote, has_remote, remotes_in
 from ..core.sizes import cheap_size
 from . import explain as explaining
 from . import hashing, serialize, signing
@@ -209,9 +209,8 @@ class RunCache:
             if isinstance(value, Remote):  # hashed where it lives, not brought here
                 d = await anyio.to_thread.run_sync(value.on_worker, hashing.value_hash)
             elif has_remote(value):  # a list of remote results (a map's output): by its parts,
-                found: list[Remote] = []  # each hashed where it lives
-                _remotes(value, found)
-                await self._learn_remote_digests(found)
+                # each hashed where it lives
+                await self._learn_remote_digests(remotes_in(value))
                 d = self.keys.remote_digest(value)
             elif hashing.is_small(value, sched.output_bytes[j]):
                 d = hashing.value_hash(value)
@@ -228,10 +227,9 @@ class RunCache:
         not Refs: an item of a map over another map's output is the producer item's remote
         result itself.  Hashed where it lives (never brought here), once per producer: its
         node's digest when the cache has it, else asked of its worker."""
-        found: list[Remote] = []
-        _remotes(ref.args, found)
+        found = remotes_in(ref.args)
         if ref.kwargs:
-            _remotes(ref.kwargs, found)
+            remotes_in(ref.kwargs, found)
         await self._learn_remote_digests(found)
 
     async def _learn_remote_digests(self, found: list[Remote]) -> None:
@@ -508,20 +506,6 @@ class RunCache:
         """The full reason for node ``i``: what was compared, and what differed."""
         return explaining.explain(self.sched.nodes[i], self.nodes.get(i), self.sched.state[i],
                                   self.parts_of, self.store.blobs.path)
-
-
-def _remotes(obj: Any, out: list[Remote]) -> None:
-    """The remote results in an argument (containers too)."""
-    if isinstance(obj, Remote):
-        out.append(obj)
-        return
-    t = type(obj)
-    if t is list or t is tuple or t is set or t is frozenset:
-        for x in obj:
-            _remotes(x, out)
-    elif t is dict:
-        for x in obj.values():
-            _remotes(x, out)
 
 
 def _prepare(store: Store, value: Any, store_it: bool,
