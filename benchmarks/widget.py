@@ -245,7 +245,8 @@ def _fit_shared(eta_mod: Any) -> None:
 
 
 WARM = "history"  # the seeded store whose predictor is fitted before timing (a kernel's later run)
-COLD = "history-cold"  # the seeded store, new each sample: the fit runs during the run (a first run)
+COLD = "history-cold"  # the seeded store, new each sample, nothing fitted yet (a first run): the
+# full fit runs during the run only with --fit-worth-s 0 (else a short run uses the quick estimate)
 
 
 def overhead(kind: str, n: int, workers: int | None, repeat: int,
