@@ -108,6 +108,7 @@ SCALE_POINT = True  # (switch for comparisons: off gives each model's plain esti
 SCALE_GAIN = PREFER_SIMPLE  # relative gain in held-out error (and move) a rescaling needs
 SCALE_MAX = 1.25  # the most a point estimate is rescaled, either way
 SHIFT_ROBUST = True  # (switch for comparisons: prefer the mean when one run cannot tell)
+SHIFT_ROBUST_SCALE = True  # (switch for comparisons: one run keeps a rescaling only when separated)
 SEPARATED_Z = 1.645  # bootstrap z beyond which a difference of held-out errors is not luck
 BOOTSTRAP_DRAWS = 200  # resamples of that bootstrap
 BOOTSTRAP_MAX_N = 2000  # tasks per resample (bounds the cost on large families)
@@ -466,10 +467,20 @@ class Predictor:
             bar = min(scores[best], scores[base] * (1 - PREFER_SIMPLE))
             if np.nan_to_num(scores[cand], nan=np.inf) < bar:
                 best = cand
+        toss_up = False
         if (SHIFT_ROBUST and len(pd.unique(inst)) < 2 and best == base and "mean" in preds
                 and not _separated(y, preds[best], preds["mean"])):
             best = "mean"  # within one run the two are a toss-up; across runs the mean holds
+            toss_up = True
         scale = scales[best]
+        if (SHIFT_ROBUST_SCALE and toss_up and scale != 1.0
+                and not _separated(y, preds[best], preds[best] / scale)):
+            # The same held-out errors that could not tell the median from the mean cannot
+            # place the point between or around them either: the rescaling of a toss-up's
+            # mean is kept only when its gain stands out of the bootstrap noise, otherwise
+            # it is that run's luck (a point moved by luck is off on the next run).
+            preds[best] = preds[best] / scale
+            scale = 1.0
         fam = _Family(name, best, _scaled(CANDIDATES[best](x, y), scale), len(y),
                       max(float(np.median(y)), FLOOR_S), scores=scores)
         fam.scale = scale
