@@ -227,3 +227,25 @@ def test_one_run_toss_up_mean_is_not_rescaled_by_luck(monkeypatch: pytest.Monkey
             without_rule.append(err_off)
     assert changed >= 4  # the one-run rescaling of a toss-up is common on this law ...
     assert np.mean(with_rule) < np.mean(without_rule)  # ... and mostly luck
+
+
+def test_one_run_online_band_is_the_offline_band_when_nothing_is_corrected() -> None:
+    """With one run of history no online correction is applied (nothing shows that runs
+    differ), so an estimate given finished calls is the offline one, and so is its band:
+    a narrow family keeps its narrow band instead of the pooled band of all families."""
+    rng = np.random.default_rng(21)
+    narrow = _family(rng, "narrow", [0.0], per_run=60, task_sd=0.05)
+    wide = _family(rng, "wide", [0.0], per_run=60, task_sd=0.8, base=5.0)
+    hist = pd.concat([narrow, wide], ignore_index=True)
+    p = Predictor(run_sd=0.05).fit(hist)
+    assert p.families["narrow"].online == "none"
+    rows = _family(rng, "narrow", [0.0], per_run=5, task_sd=0.05, tag="new")
+    finished = pd.concat([_family(rng, n, [0.0], per_run=3, tag="new") for n in ("narrow", "wide")])
+    off = p.predict(rows)
+    on = p.predict(rows, finished=finished)
+    assert on["online"].eq("none").all()
+    assert np.allclose(on["duration_s"], off["duration_s"])
+    assert np.allclose(on["duration_lo"], off["duration_lo"])
+    assert np.allclose(on["duration_hi"], off["duration_hi"])
+    # ... and that band is the narrow family's own: well inside a factor of 1.5 either way.
+    assert (on["duration_hi"] / on["duration_s"]).max() < 1.5

@@ -717,6 +717,10 @@ class Predictor:
         """``(within-run residuals, between-run variance)`` that calibrate ``fam``'s band."""
         if fam is None:
             return self._prior_resid, self._tau2_online if online else self._tau2_offline
+        if online and not len(fam.resid_online):
+            # History could not replay an online correction for this family (one run), so
+            # none is applied: the estimate is the offline one, and so is its band.
+            online = False
         own = fam.within_online if online else fam.within_offline
         tau2 = fam.tau2_online if online else fam.tau2_offline
         if len(own) >= MIN_OWN_RESIDUALS:
