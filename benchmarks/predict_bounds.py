@@ -125,11 +125,12 @@ def same_size_bound(obs: pd.DataFrame, app: str) -> dict[str, object]:
         ok = (lo_a <= y * (1 + 1e-9)) & (y <= hi_a * (1 + 1e-9))
         return float(ok[sel & keep].mean() * 100)
 
-    sweep = {}
-    for w in WIDTHS:
+    def cover_at(w: float) -> float:
         lo_w = np.where(ss, pt * np.exp(-w), lo)
         hi_w = np.where(ss, pt * np.exp(w), hi)
-        sweep[float(w)] = cover(lo_w, hi_w, np.ones_like(keep))
+        return cover(lo_w, hi_w, np.ones_like(keep))
+
+    sweep = {float(w): cover_at(float(w)) for w in WIDTHS}
     ok_w = [w for w, c in sweep.items() if 75 <= c <= 85]
     errors = _log_diff(y, pt)
     cross = cross_run_same_size(others)
@@ -137,6 +138,13 @@ def same_size_bound(obs: pd.DataFrame, app: str) -> dict[str, object]:
     # Each other application counted equally (as bands.run_shifts counts workflows).
     equal = np.concatenate([np.resize(v.to_numpy(), 200) for _, v in by_app]) if len(cross) else np.empty(0)
     today = np.log(hi[ss]) - np.log(lo[ss])
+    evidence = {
+        "today_model_band_mean": float(np.mean(today) / 2) if len(today) else float("nan"),
+        "model_held_out_residuals": _half_width(np.concatenate(model_resid)) if model_resid else float("nan"),
+        "within_run_same_size_pairs": _half_width(np.concatenate(dup)),
+        "other_apps_same_size_by_calls": _half_width(cross["log_error"].to_numpy()),
+        "other_apps_same_size_each_app_equal": _half_width(equal),
+    }
     return {
         "tasks": int(keep.sum()),
         "same_size_answers": int((ss & keep).sum()),
@@ -147,15 +155,12 @@ def same_size_bound(obs: pd.DataFrame, app: str) -> dict[str, object]:
         "half_width_range_75_85": [min(ok_w), max(ok_w)] if ok_w else None,
         # What the held-out run's same-size errors themselves would need (an oracle):
         "oracle_half_width": _half_width(errors[ss & keep]),
-        "evidence_half_width": {
-            "today_model_band_mean": float(np.mean(today) / 2) if len(today) else float("nan"),
-            "model_held_out_residuals": _half_width(np.concatenate(model_resid)) if model_resid else float("nan"),
-            "within_run_same_size_pairs": _half_width(np.concatenate(dup)),
-            "other_apps_same_size_by_calls": _half_width(cross["log_error"].to_numpy()),
-            "other_apps_same_size_each_app_equal": _half_width(equal),
-        },
+        "evidence_half_width": evidence,
+        # The family's coverage if the same-size answers got each evidence's band:
+        "coverage_at_evidence": {k: cover_at(v) for k, v in evidence.items() if np.isfinite(v)},
+        "coverage_at_oracle": cover_at(_half_width(errors[ss & keep])),
         "within_run_same_size_pairs": int(sum(len(d) for d in dup)),
-        "other_apps_same_size_calls": {str(k): int(len(v)) for k, v in by_app},
+        "other_apps_same_size_calls": {str(k): len(v) for k, v in by_app},
     }
 
 
@@ -220,10 +225,11 @@ def moved_step_need(obs: pd.DataFrame, app: str, step: str) -> dict[str, object]
     k_all = max(need - others_all, 0)
     k_now = max(need - rest, 0)
     return {
-        "tasks": n, "needed_inside": need, "step_calls": int(len(step_abs)),
+        "tasks": n, "needed_inside": need, "step_calls": len(step_abs),
         "inside_outside_step_now": rest, "outside_step": others_all,
         "half_width_needed_if_rest_all_covered": float(step_abs[k_all - 1]) if k_all else 0.0,
-        "half_width_needed_with_rest_as_now": float(step_abs[k_now - 1]) if 0 < k_now <= len(step_abs) else None,
+        "half_width_needed_with_rest_as_now": (float(step_abs[k_now - 1])
+                                               if 0 < k_now <= len(step_abs) else None),
     }
 
 

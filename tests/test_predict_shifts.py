@@ -249,3 +249,28 @@ def test_one_run_online_band_is_the_offline_band_when_nothing_is_corrected() -> 
     assert np.allclose(on["duration_hi"], off["duration_hi"])
     # ... and that band is the narrow family's own: well inside a factor of 1.5 either way.
     assert (on["duration_hi"] / on["duration_s"]).max() < 1.5
+
+
+def test_band_bound_helpers_count_what_they_say() -> None:
+    import predict_bounds
+
+    # Calls of one task that share a size within a run: one pair (log 2 apart) in r0; the
+    # size seen in r0 and r1 is no within-run pair.
+    obs = pd.DataFrame({
+        "instance": ["r0", "r0", "r0", "r1"], "task": "t",
+        "input_bytes": [10.0, 10.0, 20.0, 20.0], "duration_s": [1.0, 2.0, 5.0, 5.0],
+    })
+    assert np.allclose(np.abs(predict_bounds.within_run_same_size(obs)), [np.log(2)])
+    # The same size across runs: r1's 20-byte call against r0's (and back): error 0.
+    obs["app"] = "a"
+    cross = predict_bounds.cross_run_same_size(obs)
+    assert np.allclose(cross["log_error"], 0.0) and len(cross) == 2
+    # A symmetric 80% band of residuals +-1 (and a few 0s) is +-1 wide.
+    assert predict_bounds._half_width(np.array([1.0] * 10 + [0.0] * 2)) == pytest.approx(1.0)
+    # Steps whose calls read one size per run, and how far their median moved.
+    alike = pd.DataFrame({
+        "app": "b", "task": "dl", "instance": ["r0", "r0", "r1", "r1"],
+        "input_bytes": 0.0, "duration_s": [1.0, 1.0, 3.0, 3.0],
+    })
+    shifts = predict_bounds.alike_step_shifts(alike)
+    assert shifts["shift"].tolist() == pytest.approx([np.log(3)])

@@ -18,6 +18,9 @@ How it works, per task family:
    majority, the mean moves smoothly when the mix changes.  Each candidate's estimate is
    first rescaled by the factor that minimises its held-out *relative* error (see
    :func:`relative_error_scale`): on a skewed family the best point is not the median.
+   A toss-up's mean keeps that rescaling only when the same bootstrap separates its gain
+   (held-out errors that cannot tell the median from the mean cannot place the point
+   between or around them either).
    A call whose input size was seen before (a size that singles out few calls of the
    family) gets the median duration of those calls instead (``model`` ``same size``): in
    a workflow run again, the same input file is the same work.  With several runs this is
@@ -42,7 +45,8 @@ How it works, per task family:
      shrinkage is measured, not fixed.
 
    With a single run of history nothing shows that runs differ, so no correction is
-   applied (``none``); a family never seen before uses ``factor``.
+   applied (``none``), and the band given with finished tasks is the offline band; a
+   family never seen before uses ``factor``.
 3. **Intervals** are calibrated on data the model did not see (:mod:`nbflow.predict.bands`):
    the held-out log residuals of the chosen model (offline or online, whichever is
    answering) are split into within-run residuals and a between-run variance; the 80%
