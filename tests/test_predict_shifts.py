@@ -274,3 +274,35 @@ def test_band_bound_helpers_count_what_they_say() -> None:
     })
     shifts = predict_bounds.alike_step_shifts(alike)
     assert shifts["shift"].tolist() == pytest.approx([np.log(3)])
+
+
+def test_same_size_answers_get_a_symmetric_band(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call reads its own file (a size of its own), whose work is right-skewed across
+    files; a run of the workflow again reads the same files.  The model's residuals are
+    skewed, but a same-size answer's error is the difference of two calls of one file,
+    symmetric: its band misses as often below as above (the model's skewed band misses
+    only below)."""
+    from nbflow.predict import model
+
+    rng = np.random.default_rng(31)
+    n = 300
+    size = 1000.0 + np.arange(n) * 7.0
+    work = rng.gamma(1.0, 0.8, n)  # per file, right-skewed in log duration
+
+    def run(tag: str) -> pd.DataFrame:
+        y = np.exp(work + rng.normal(0.0, 0.3, n))
+        return pd.DataFrame({"instance": tag, "task": "decon", "input_bytes": size, "duration_s": y})
+
+    train, again = run("r0"), run("r1")
+    y = again["duration_s"].to_numpy()
+
+    def misses() -> tuple[int, int]:
+        out = Predictor(run_sd=0.01).fit(train).predict(again)
+        assert (out["model"] == "same size").all()
+        return int((y < out["duration_lo"]).sum()), int((y > out["duration_hi"]).sum())
+
+    below, above = misses()
+    assert below + above > 0 and 0.5 <= (below + 1) / (above + 1) <= 2.0
+    monkeypatch.setattr(model, "SYMMETRIC_SAME_SIZE", False)
+    below_skewed, above_skewed = misses()
+    assert below_skewed > 3 * (above_skewed + 1)

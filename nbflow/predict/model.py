@@ -59,6 +59,8 @@ How it works, per task family:
    :func:`nbflow.predict.bands.run_shifts`).  Families with few residuals use the
    within-run residuals of all families pooled.  A call answered through a *similar
    name* gets the band of that fallback as measured on history (:meth:`Predictor._learn_similar`).
+   A *same-size* answer gets the model's band made symmetric: its error is the difference
+   of two calls of one input, symmetric about 0 whatever the skew of calls about the model.
 
 A task name never seen before falls back, in this order, to
 
@@ -112,6 +114,7 @@ SCALE_POINT = True  # (switch for comparisons: off gives each model's plain esti
 SCALE_GAIN = PREFER_SIMPLE  # relative gain in held-out error (and move) a rescaling needs
 SCALE_MAX = 1.25  # the most a point estimate is rescaled, either way
 SHIFT_ROBUST = True  # (switch for comparisons: prefer the mean when one run cannot tell)
+SYMMETRIC_SAME_SIZE = True  # (switch for comparisons: same-size answers get a symmetric band)
 SHIFT_ROBUST_SCALE = True  # (switch for comparisons: one run keeps a rescaling only when separated)
 SEPARATED_Z = 1.645  # bootstrap z beyond which a difference of held-out errors is not luck
 BOOTSTRAP_DRAWS = 200  # resamples of that bootstrap
@@ -647,6 +650,16 @@ class Predictor:
             lo_q, hi_q = conformal_bounds(scores, tau2, shifts=shifts)
             lo[sel] = point[sel] * np.exp(min(lo_q, 0.0))
             hi[sel] = point[sel] * np.exp(max(hi_q, 0.0))
+            same = sel & (model == "same size")
+            if SYMMETRIC_SAME_SIZE and same.any():
+                # A same-size answer is another call of the same input: its error is the
+                # difference of two calls' errors, symmetric about 0 whatever the skew of
+                # the calls about the model.  The model's residuals still give its width
+                # (nothing in history scores this path on its own), not its shape.
+                r = np.asarray(scores, dtype=float)
+                lo_s, hi_s = conformal_bounds(np.concatenate([r, -r]), tau2, shifts=shifts)
+                lo[same] = point[same] * np.exp(min(lo_s, 0.0))
+                hi[same] = point[same] * np.exp(max(hi_s, 0.0))
             n_hist[sel] = known.n if known is not None else 0
         return pd.DataFrame(
             {
