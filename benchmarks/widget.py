@@ -44,7 +44,7 @@ inherited ``NBFLOW_HOME``; each sample gets its own store in a temporary directo
   there from the start and the ETA's simulations are part of what is measured);
 - ``history-cold``: the same seeded store, but a new copy at a new path per sample, so
   no fit of this process is shared (a kernel's first run).  Since session 5 a run shorter
-  than ``nbflow.predict.eta.FIT_WORTH_S`` (10 s) is estimated from the quick per-task
+  than ``nbflow.predict.live.FIT_WORTH_S`` (10 s) is estimated from the quick per-task
   estimate and starts no fit; ``--fit-worth-s 0`` starts it at once, as before, so the
   helper process's fit runs while the run goes and the ETA switches to it when it is ready.
 
@@ -447,16 +447,16 @@ def main() -> None:
     ap.add_argument("--workloads", default="work,noop", help="which overhead workloads to run")
     ap.add_argument("--no-draw", action="store_true", help="skip the 10k-task drawing figure")
     ap.add_argument("--fit-worth-s", type=float, default=None,
-                    help="set nbflow.predict.eta.FIT_WORTH_S (0: the full fit starts with the run)")
+                    help="set nbflow.predict.live.FIT_WORTH_S (0: the full fit starts with the run)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.json is not None:  # (the samples run in other directories: resolve it now)
         args.json = os.path.abspath(args.json)
     _set_spin(args.spin_ms)
     if args.fit_worth_s is not None:
-        from nbflow.predict import eta as eta_mod
+        from nbflow.predict import live as live_mod
 
-        eta_mod.FIT_WORTH_S = args.fit_worth_s
+        live_mod.FIT_WORTH_S = args.fit_worth_s
     workloads = args.workloads.split(",")
     install_counting_comm()
     rows = 0
