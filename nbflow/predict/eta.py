@@ -15,6 +15,9 @@ lives in a module of its own, re-exported here:
 - :mod:`nbflow.predict.live`: the live views' ETA, re-simulated only when it is due
   (:class:`LiveEta`, :func:`live_eta`, :func:`run_eta_text`).
 
+- :mod:`nbflow.predict.eta_calibration`: how honest the band was on the store's own past
+  runs, and the correction that makes it hold.
+
 What is left here is ``run.eta()`` itself (:func:`run_eta`), which puts them together.
 """
 
@@ -22,9 +25,11 @@ from __future__ import annotations
 
 import sys
 import types
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from nbflow.predict import fitting, inflight, live
+from nbflow.predict.eta_calibration import Calibration, calibrate, store_calibration
 from nbflow.predict.eta_types import Eta, Forecast, ForecastError, fmt_seconds
 from nbflow.predict.fitting import (
     FIT_IN_PROCESS,
@@ -94,11 +99,22 @@ class _Knobs(types.ModuleType):
 sys.modules[__name__].__class__ = _Knobs
 
 
+_CALIBRATIONS: weakref.WeakKeyDictionary[Any, Calibration] = weakref.WeakKeyDictionary()
+
+
 def run_eta(run: Any, predictor: Predictor | None = None, samples: int = DEFAULT_SAMPLES) -> Eta:
     """``run.eta()``: see :func:`eta_of`.  Without ``predictor``, one is fitted on the store's
-    history once per run (excluding the run itself, whose finished tasks correct it online)."""
-    if predictor is None:
-        if run not in PREDICTORS:
-            PREDICTORS[run] = default_predictor(exclude_run=run.id)
-        predictor = PREDICTORS[run]
-    return eta_of(snapshot(run), predictor, samples=samples)
+    history once per run (excluding the run itself, whose finished tasks correct it online),
+    and the band is corrected by how honest the ETA's band was on the store's own past runs
+    (:func:`nbflow.predict.eta_calibration.store_calibration`, worked out once per run).  A
+    given ``predictor`` is used as it is: the store's past ETAs say nothing about it."""
+    if predictor is not None:
+        return eta_of(snapshot(run), predictor, samples=samples)
+    if run not in PREDICTORS:
+        PREDICTORS[run] = default_predictor(exclude_run=run.id)
+    e = eta_of(snapshot(run), PREDICTORS[run], samples=samples)
+    if PREDICTORS[run] is None:
+        return e
+    if run not in _CALIBRATIONS:
+        _CALIBRATIONS[run] = store_calibration(str(getattr(run, "name", "")), exclude_run=run.id)
+    return calibrate(e, _CALIBRATIONS[run])

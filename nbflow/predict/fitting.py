@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from nbflow.predict.model import Predictor
 
 __all__ = ["PREDICTORS", "default_predictor", "drop_fit_pool", "fit_in_process", "fit_pids", "fit_pool",
-           "live_predictor", "recent_history", "shared_predictor"]
+           "live_predictor", "recent_history", "shared_predictor", "wait_for_fits"]
 
 # run -> its history predictor (or None: no history), shared by its live views and run.eta()
 PREDICTORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -218,6 +218,15 @@ def fit_in_process(home: str, exclude_run: str | None = None) -> Predictor | Non
             return predictor
     _FIT_PIDS.append(os.getpid())
     return default_predictor(exclude_run=exclude_run, home=home)
+
+
+def wait_for_fits(timeout: float | None = None) -> None:
+    """Wait until the background fits live views started have ended (benchmarks and tests:
+    a fit still going must not run into what is measured next)."""
+    with _FIT_LOCK:
+        threads = list(_FITTING.values())
+    for thread in threads:
+        thread.join(timeout)
 
 
 def fit_pids() -> list[int]:
