@@ -222,7 +222,8 @@ def store_calibration(name: str, exclude_run: str | None = None, home: Any = Non
     own_ids = table.loc[table["name"] == name, "id"].tolist()[-OWN_RUNS:]
     others = table[table["name"] != name].drop_duplicates("name", keep="last")
     pool_ids = others["id"].tolist()[-POOL_WORKFLOWS:]
-    fit = fit or (lambda ex, names: _history_fit(ex, names, home))
+    if fit is None:
+        fit = _history_fitter(home)
     scored: dict[str, list[float]] = {}
     for rid in [*own_ids, *pool_ids]:
         key = (str(store.home), str(rid))
@@ -248,13 +249,21 @@ def store_calibration(name: str, exclude_run: str | None = None, home: Any = Non
     return conformal_scale(own, pooled)
 
 
-def _history_fit(excluded: list[str], names: set[str], home: Any) -> Predictor | None:
-    """A predictor fitted on the store's history of tasks ``names``, without the ``excluded`` runs."""
+def _history_fitter(home: Any) -> Callable[[list[str], set[str]], Predictor | None]:
+    """Fits on the store's history of some tasks without some runs (the history read once,
+    at the first fit: scoring several past runs must not read the store several times)."""
     from nbflow.predict.fitting import recent_history
     from nbflow.predict.history import history
     from nbflow.predict.model import Predictor
 
-    h = history(home=home)
-    h = h[~h["run_id"].isin(excluded) & h["task"].isin(names)]
-    h = h[(h["state"] == "completed") & ~h["cached"] & h["duration_s"].notna()]
-    return Predictor().fit(recent_history(h)) if not h.empty else None
+    read: list[pd.DataFrame] = []
+
+    def fit(excluded: list[str], names: set[str]) -> Predictor | None:
+        if not read:
+            h = history(home=home)
+            read.append(h[(h["state"] == "completed") & ~h["cached"] & h["duration_s"].notna()])
+        h = read[0]
+        h = h[~h["run_id"].isin(excluded) & h["task"].isin(names)]
+        return Predictor().fit(recent_history(h)) if not h.empty else None
+
+    return fit
