@@ -136,10 +136,12 @@ def fit_scaled(train: Any, scale: float, run_sd: float | None, work_sd: float | 
     return Predictor(run_sd=run_sd, work_sd=work_sd, run_shifts=shifts).fit(train)
 
 
-def own_scores(part: Any, inst: str, replays: dict[str, Any], priors: tuple[Any, Any, Any]) -> list[float]:
+def own_scores(part: Any, inst: str, replays: dict[str, Any],
+               priors: tuple[Any, Any, Any]) -> list[list[float]]:
     """The calibration scores the store holding the *other* instances of ``inst``'s family
-    can compute on its own: each of those runs' ETAs at the marks, from a predictor fitted
-    on the rest of them (neither ``inst`` nor the run scored), against its true remaining."""
+    can compute on its own: each of those runs' ETAs at the marks (one list per run), from a
+    predictor fitted on the rest of them (neither ``inst`` nor the run scored), against its
+    true remaining time."""
     from nbflow.predict.eta import eta_of
     from nbflow.predict.eta_calibration import band_score
 
@@ -151,32 +153,38 @@ def own_scores(part: Any, inst: str, replays: dict[str, Any], priors: tuple[Any,
             continue
         rep = replays[j]
         predictor = fit_scaled(rest, rep["scale"], *priors)
+        scores = []
         for _, snap in sorted(rep["snaps"].items()):
             e = eta_of(snap, predictor)
-            out.append(band_score(e.remaining_s, e.remaining_lo, e.remaining_hi, rep["end"] - snap.taken_at))
+            true = rep["end"] - snap.taken_at
+            scores.append(band_score(e.remaining_s, e.remaining_lo, e.remaining_hi, true))
+        out.append(scores)
     return out
 
 
-def calibrated(rows: list[dict[str, Any]], family: dict[str, str], own: dict[str, list[float]]) -> None:
-    """Add to each row its ETA band stretched by the conformal correction the store would
-    learn (:mod:`nbflow.predict.eta_calibration`): its own family's past ETAs (``own``) and,
-    as a prior, the scores of every *other* family's traces."""
+def calibrated(rows: list[dict[str, Any]], family: dict[str, str], own: dict[str, list[list[float]]]) -> None:
+    """Replace each row's band by the one stretched by the conformal correction the store
+    would learn (:func:`nbflow.predict.eta_calibration.calibration_at`), from its own
+    family's past ETAs (``own``) and, as the prior, the scores of every *other* family's
+    traces; the simulated band is kept as ``raw_*``."""
     from nbflow.predict.eta import Eta
-    from nbflow.predict.eta_calibration import calibrate, conformal_scale
+    from nbflow.predict.eta_calibration import calibrate, calibration_at
 
+    keys = [f"at_{int(m * 100)}" for m in MARKS]
     for r in rows:
         fam = family[r["trace"]]
-        pooled = [o[k]["score"] for o in rows if family[o["trace"]] != fam for k in o if k.startswith("at_")]
-        cal = conformal_scale(own.get(r["trace"], []), pooled)
-        r["calibration"] = {"scale": cal.scale, "own": cal.own, "pooled": cal.pooled,
-                            "own_scores": own.get(r["trace"], [])}
-        for k in [k for k in r if k.startswith("at_")]:
+        pool = [[o[k]["score"] if k in o else float("nan") for k in keys]
+                for o in rows if family[o["trace"]] != fam]
+        r["calibration"] = {"own_scores": own.get(r["trace"], [])}
+        for m, k in zip(MARKS, keys, strict=True):
+            if k not in r:
+                continue
+            cal = calibration_at(own.get(r["trace"], []), pool, done_share=m)
             x = r[k]
             e = calibrate(Eta(x["eta_s"], x["lo_s"], x["hi_s"], 0.0, 0, 0), cal)
-            true = x["true_s"]
             x["raw_in_band"], x["raw_lo_s"], x["raw_hi_s"] = x["in_band"], x["lo_s"], x["hi_s"]
-            x["lo_s"], x["hi_s"] = e.remaining_lo, e.remaining_hi
-            x["in_band"] = bool(e.remaining_lo <= true <= e.remaining_hi)
+            x["lo_s"], x["hi_s"], x["scale"] = e.remaining_lo, e.remaining_hi, cal.scale
+            x["in_band"] = bool(e.remaining_lo <= x["true_s"] <= e.remaining_hi)
 
 
 def score(obs: Any, rep: dict[str, Any], run_sd: float | None = None, work_sd: float | None = None,
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = work_errors(obs, by="family")  # held-out error of each run's total, per family
     replays: dict[str, Any] = {}
     family: dict[str, str] = {}
-    own: dict[str, list[float]] = {}
+    own: dict[str, list[list[float]]] = {}
     if args.load is not None:  # score replays taken before (quick: nothing runs)
         with open(args.load, "rb") as f:
             replays = pickle.load(f)

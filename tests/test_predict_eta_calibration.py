@@ -98,6 +98,18 @@ def test_other_workflows_count_as_a_prior_that_own_history_outweighs() -> None:
     assert conformal_scale([]) == Calibration()
 
 
+def test_other_workflows_are_read_at_the_mark_nearest_to_how_much_is_done() -> None:
+    from nbflow.predict.eta_calibration import MIN_MARK_SCORES, calibration_at
+
+    pool = [[3.0, 1.0, 0.6]] * MIN_MARK_SCORES  # early ETAs of other workflows missed, late ones held
+    early, late = calibration_at([], pool, 0.2), calibration_at([], pool, 0.8)
+    assert early.scale == pytest.approx(3.0) and late.scale == pytest.approx(0.6)
+    few = pool[:2]  # too few to say per mark: all their marks
+    assert calibration_at([], few, 0.2).scale == calibration_at([], few, 0.8).scale == pytest.approx(3.0)
+    own = [[0.5, 0.5, 0.5]] * 3  # a workflow's own runs count at every mark
+    assert calibration_at(own, pool, 0.2).scale < early.scale
+
+
 def test_scores_and_stretch_in_log_space_about_the_median() -> None:
     assert band_score(10.0, 5.0, 20.0, 10.0) == 0.0
     assert band_score(10.0, 5.0, 20.0, 20.0) == pytest.approx(1.0)
@@ -156,7 +168,7 @@ def test_the_store_learns_the_correction_from_its_own_past_runs() -> None:
     shifting = store_calibration("shifting")
     steady = store_calibration("steady")
     assert shifting.own == 3 * len(MARKS) and shifting.pooled == len(MARKS)  # 3 own runs, 1 other workflow
-    assert shifting.scale > 3.0  # a move the simulated band did not allow for
+    assert shifting.scale > 2.0  # a move the simulated band did not allow for
     assert steady.own == 3 * len(MARKS) and steady.pooled == len(MARKS)
 
     # run.eta() of a run of that workflow uses it (worked out once per run)
@@ -165,7 +177,8 @@ def test_the_store_learns_the_correction_from_its_own_past_runs() -> None:
     run = wf.start(cache=False, workers=2)
     try:
         e = run.eta()
-        assert run in eta_mod._CALIBRATIONS and eta_mod._CALIBRATIONS[run].own == 3 * len(MARKS)
+        own, pooled = eta_mod._SCORES[run]  # the three past runs and the other workflow's one
+        assert len(own) == 3 and len(pooled) == 1 and all(len(r) == len(MARKS) for r in own)
         assert e.remaining_lo <= e.remaining_s <= e.remaining_hi
     finally:
         run.wait()

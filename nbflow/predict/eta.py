@@ -29,7 +29,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from nbflow.predict import fitting, inflight, live
-from nbflow.predict.eta_calibration import Calibration, calibrate, store_calibration
+from nbflow.predict.eta_calibration import calibrate, calibration_at, store_scores
 from nbflow.predict.eta_types import Eta, Forecast, ForecastError, fmt_seconds
 from nbflow.predict.fitting import (
     FIT_IN_PROCESS,
@@ -99,22 +99,25 @@ class _Knobs(types.ModuleType):
 sys.modules[__name__].__class__ = _Knobs
 
 
-_CALIBRATIONS: weakref.WeakKeyDictionary[Any, Calibration] = weakref.WeakKeyDictionary()
+# run -> the scores of the store's past runs its band is corrected by (worked out once per run)
+_Scores = tuple[list[list[float]], list[list[float]]]
+_SCORES: weakref.WeakKeyDictionary[Any, _Scores] = weakref.WeakKeyDictionary()
 
 
 def run_eta(run: Any, predictor: Predictor | None = None, samples: int = DEFAULT_SAMPLES) -> Eta:
     """``run.eta()``: see :func:`eta_of`.  Without ``predictor``, one is fitted on the store's
     history once per run (excluding the run itself, whose finished tasks correct it online),
     and the band is corrected by how honest the ETA's band was on the store's own past runs
-    (:func:`nbflow.predict.eta_calibration.store_calibration`, worked out once per run).  A
+    (:func:`nbflow.predict.eta_calibration.store_scores`, worked out once per run; the
+    correction at the share of tasks done: :func:`~nbflow.predict.eta_calibration.calibration_at`).  A
     given ``predictor`` is used as it is: the store's past ETAs say nothing about it."""
     if predictor is not None:
         return eta_of(snapshot(run), predictor, samples=samples)
     if run not in PREDICTORS:
         PREDICTORS[run] = default_predictor(exclude_run=run.id)
     e = eta_of(snapshot(run), PREDICTORS[run], samples=samples)
-    if PREDICTORS[run] is None:
+    if PREDICTORS[run] is None or not e.total:
         return e
-    if run not in _CALIBRATIONS:
-        _CALIBRATIONS[run] = store_calibration(str(getattr(run, "name", "")), exclude_run=run.id)
-    return calibrate(e, _CALIBRATIONS[run])
+    if run not in _SCORES:
+        _SCORES[run] = store_scores(str(getattr(run, "name", "")), exclude_run=run.id)
+    return calibrate(e, calibration_at(*_SCORES[run], done_share=e.done / e.total))

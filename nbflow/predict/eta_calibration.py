@@ -17,8 +17,10 @@ really still took.  This is a *conformal* correction:
   as one more, unseen score: the usual finite-sample correction),
   so a store whose bands held keeps them, one whose ETAs missed by 3x widens them, and one
   whose bands were too cautious narrows them (never below :data:`MIN_SCALE` of their width);
-- the stretch this workflow's own past runs ask for and the one the store's other
-  workflows ask for are combined (in log space), the others weighing as much as
+- the stretch this workflow's own past runs ask for (all marks together: a workflow has
+  few runs) and the one the store's other workflows ask for (at the mark nearest to how
+  much of the run is done, when they have enough scores there: early ETAs extrapolate
+  further, and need more room) are combined (in log space), the others weighing as much as
   :data:`POOL_RUNS` past runs of this one (as the pooled between-run variance does in
   :mod:`nbflow.predict.bands`), so a workflow with little history of its own borrows how
   honest the ETA was elsewhere, and one with a long history is judged by its own.
@@ -51,8 +53,9 @@ from nbflow.predict.inflight import TASK_KINDS, RunSnapshot, eta_of
 if TYPE_CHECKING:
     from nbflow.predict.model import Predictor
 
-__all__ = ["LEVEL", "MARKS", "POOL_RUNS", "Calibration", "band_score", "calibrate", "conformal_quantile",
-           "conformal_scale", "past_run_scores", "snapshot_at", "store_calibration"]
+__all__ = ["LEVEL", "MARKS", "POOL_RUNS", "Calibration", "band_score", "calibrate", "calibration_at",
+           "conformal_quantile", "conformal_scale", "past_run_scores", "snapshot_at", "store_calibration",
+           "store_scores"]
 
 LEVEL = 0.8  # the band is an 80% band
 MARKS = (0.25, 0.5, 0.75)  # shares of tasks done at which a past run's ETA is scored
@@ -61,6 +64,7 @@ MIN_SCALE = 0.5  # a band is never narrowed below half its simulated width
 MIN_HALF = 0.01  # log half-width below which a band counts as 1% wide (a score must stay finite)
 OWN_RUNS = 3  # newest past runs of the workflow scored for its calibration
 POOL_WORKFLOWS = 4  # other workflows (their newest run each) scored for the prior
+MIN_MARK_SCORES = 8  # other workflows' scores at one mark needed to calibrate that mark alone
 
 
 @dataclass(frozen=True)
@@ -175,9 +179,10 @@ def past_run_scores(tasks: pd.DataFrame, deps: Sequence[Sequence[int]], workers:
                     samples: int = 20) -> list[float]:
     """The scores (:func:`band_score`) of the ETAs a finished run would have been given when
     each share in ``marks`` of its tasks had finished, by ``predictor`` (which must not have
-    seen this run), against the time its work really went on after that."""
+    seen this run), against the time its work really went on after that: one per mark, NaN
+    where there is nothing to score."""
     if predictor is None:
-        return []
+        return [math.nan] * len(marks)
     kinds = tasks["kind"].astype(str) if "kind" in tasks.columns else pd.Series(["task"] * len(tasks))
     mine = tasks[(kinds.isin(TASK_KINDS)).to_numpy() & (tasks["state"] == "completed").to_numpy()]
     ends = mine["end"]
@@ -185,7 +190,7 @@ def past_run_scores(tasks: pd.DataFrame, deps: Sequence[Sequence[int]], workers:
                               dtype=float))
     ends = ends[ends == ends]
     if len(ends) < 4:
-        return []
+        return [math.nan] * len(marks)
     starts = tasks["start"]
     first = min(x.timestamp() if isinstance(x, pd.Timestamp) else float(x) for x in starts if not pd.isna(x))
     out = []
@@ -193,6 +198,7 @@ def past_run_scores(tasks: pd.DataFrame, deps: Sequence[Sequence[int]], workers:
         t = float(ends[max(1, round(m * len(ends))) - 1])
         true = float(ends[-1]) - t
         if true <= 0:
+            out.append(math.nan)
             continue
         e = eta_of(snapshot_at(tasks, deps, t, workers, first), predictor, samples=samples)
         out.append(band_score(e.remaining_s, e.remaining_lo, e.remaining_hi, true))
@@ -204,20 +210,44 @@ _LOCK = threading.Lock()
 
 
 def store_calibration(name: str, exclude_run: str | None = None, home: Any = None,
-                      fit: Callable[[list[str], set[str]], Predictor | None] | None = None) -> Calibration:
-    """The conformal correction of ``name``'s ETA band from the store's own past runs: its
-    :data:`OWN_RUNS` newest completed runs, and, as the prior, the newest completed run of
-    up to :data:`POOL_WORKFLOWS` other workflows; each scored once per process with a
+                      fit: Callable[[list[str], set[str]], Predictor | None] | None = None,
+                      done_share: float = 0.5) -> Calibration:
+    """The conformal correction of ``name``'s ETA band, with ``done_share`` of its tasks
+    done, from the store's own past runs (:func:`store_scores`, :func:`calibration_at`)."""
+    return calibration_at(*store_scores(name, exclude_run, home, fit), done_share)
+
+
+def calibration_at(own_runs: Sequence[Sequence[float]], pool_runs: Sequence[Sequence[float]],
+                   done_share: float, marks: Sequence[float] = MARKS) -> Calibration:
+    """The correction for an ETA with ``done_share`` of the tasks done, from the scores of
+    this workflow's past runs (``own_runs``, one list per run, one score per mark) and of
+    other workflows' (``pool_runs``).  How honest a band is depends on how much of a run is
+    done (an early ETA extrapolates further): the other workflows' scores at the nearest
+    mark are used when there are at least :data:`MIN_MARK_SCORES` of them, all their marks
+    otherwise; a workflow's own few runs are too few to split by mark, so all of theirs count."""
+    at = int(np.argmin([abs(m - done_share) for m in marks]))
+    own = [x for r in own_runs for x in r]
+    at_mark = [r[at] for r in pool_runs if len(r) > at and r[at] == r[at]]
+    pooled = at_mark if len(at_mark) >= MIN_MARK_SCORES else [x for r in pool_runs for x in r]
+    return conformal_scale(own, pooled, marks=len(marks))
+
+
+def store_scores(name: str, exclude_run: str | None = None, home: Any = None,
+                 fit: Callable[[list[str], set[str]], Predictor | None] | None = None,
+                 ) -> tuple[list[list[float]], list[list[float]]]:
+    """The scores (per run, per mark: :func:`past_run_scores`) of ``name``'s
+    :data:`OWN_RUNS` newest completed runs and of the newest completed run of up to
+    :data:`POOL_WORKFLOWS` other workflows; each past run scored once per process with a
     predictor fitted on the store's history without that run (nor ``exclude_run``, the run
     asking).  ``fit(excluded run ids, task names)`` makes that predictor (default: the
-    store's history, those tasks only).  No past runs: no correction."""
+    store's history, those tasks only).  No store or no past runs: no scores."""
     from nbflow.store.history import _require_store, load_run, runs
 
     try:
         store = _require_store(home)
         table = runs(home=home)
     except Exception:  # no usable store: nothing to learn from
-        return Calibration()
+        return [], []
     table = table[(table["status"] == "completed") & (table["id"] != exclude_run)]
     own_ids = table.loc[table["name"] == name, "id"].tolist()[-OWN_RUNS:]
     others = table[table["name"] != name].drop_duplicates("name", keep="last")
@@ -244,9 +274,7 @@ def store_calibration(name: str, exclude_run: str | None = None, home: Any = Non
             with _LOCK:
                 _SCORES[key] = cached
         scored[str(rid)] = cached
-    own = [x for rid in own_ids for x in scored[str(rid)]]
-    pooled = [x for rid in pool_ids for x in scored[str(rid)]]
-    return conformal_scale(own, pooled)
+    return [scored[str(r)] for r in own_ids], [scored[str(r)] for r in pool_ids]
 
 
 def _history_fitter(home: Any) -> Callable[[list[str], set[str]], Predictor | None]:
