@@ -445,6 +445,20 @@ def profile(kind: str, n: int, workers: int | None, seed: str | None, warm: bool
     return out
 
 
+def set_fit_worth(seconds: float) -> None:
+    """``--fit-worth-s``: how long a run must be for the live ETA to start the full fit."""
+    from nbflow.predict import live as live_mod
+
+    live_mod.FIT_WORTH_S = seconds
+    if seconds == 0:
+        # The full fit starts as soon as the ETA first asks for a predictor; a patient
+        # view asks only once the run has gone for the guessed cost of its first estimate
+        # (ETA_GUESS_S_PER_TASK per task left: 5 s for 2 000 tasks, longer than a quiet
+        # sample), so without this no fit ever ran in the "cold" samples
+        # (fit_process_cpu_s 0.0). A real run long enough to want the fit gets there too.
+        live_mod.ETA_GUESS_S_PER_TASK = 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=2000)
@@ -468,16 +482,7 @@ def main() -> None:
         args.json = os.path.abspath(args.json)
     _set_spin(args.spin_ms)
     if args.fit_worth_s is not None:
-        from nbflow.predict import live as live_mod
-
-        live_mod.FIT_WORTH_S = args.fit_worth_s
-        if args.fit_worth_s == 0:
-            # The full fit starts as soon as the ETA first asks for a predictor; a patient
-            # view asks only once the run has gone for the guessed cost of its first estimate
-            # (ETA_GUESS_S_PER_TASK per task left: 5 s for 2 000 tasks, longer than a quiet
-            # sample), so without this no fit ever ran in the "cold" samples
-            # (fit_process_cpu_s 0.0). A real run long enough to want the fit gets there too.
-            live_mod.ETA_GUESS_S_PER_TASK = 0.0
+        set_fit_worth(args.fit_worth_s)
     workloads = args.workloads.split(",")
     install_counting_comm()
     rows = 0
