@@ -104,8 +104,9 @@ def test_other_workflows_are_read_at_the_mark_nearest_to_how_much_is_done() -> N
     pool = [[3.0, 1.0, 0.6]] * MIN_MARK_SCORES  # early ETAs of other workflows missed, late ones held
     early, late = calibration_at([], pool, 0.2), calibration_at([], pool, 0.8)
     assert early.scale == pytest.approx(3.0) and late.scale == pytest.approx(0.6)
-    few = pool[:2]  # too few to say per mark: all their marks
+    few = pool[:3]  # too few to say per mark: all their marks
     assert calibration_at([], few, 0.2).scale == calibration_at([], few, 0.8).scale == pytest.approx(3.0)
+    assert calibration_at([], pool[:2], 0.2).scale == 1.0  # two runs elsewhere say nothing in general
     own = [[0.5, 0.5, 0.5]] * 3  # a workflow's own runs count at every mark
     assert calibration_at(own, pool, 0.2).scale < early.scale
 
@@ -167,9 +168,9 @@ def test_the_store_learns_the_correction_from_its_own_past_runs() -> None:
         _stage_run("steady", 1.0)
     shifting = store_calibration("shifting")
     steady = store_calibration("steady")
-    assert shifting.own == 3 * len(MARKS) and shifting.pooled == len(MARKS)  # 3 own runs, 1 other workflow
+    assert shifting.own == 3 * len(MARKS) and shifting.pooled == 0  # 3 own runs; 1 other workflow: no prior
     assert shifting.scale > 2.0  # a move the simulated band did not allow for
-    assert steady.own == 3 * len(MARKS) and steady.pooled == len(MARKS)
+    assert steady.own == 3 * len(MARKS) and steady.pooled == 0
 
     # run.eta() of a run of that workflow uses it (worked out once per run)
     with nf.Workflow("shifting") as wf:

@@ -65,6 +65,8 @@ MIN_HALF = 0.01  # log half-width below which a band counts as 1% wide (a score 
 OWN_RUNS = 3  # newest past runs of the workflow scored for its calibration
 POOL_WORKFLOWS = 4  # other workflows (their newest run each) scored for the prior
 MIN_MARK_SCORES = 8  # other workflows' scores at one mark needed to calibrate that mark alone
+MIN_POOL_RUNS = 3  # other workflows' runs needed before they count at all (one or two say more about
+# themselves than about ETAs in general: a no-op workflow whose ETA missed its engine overhead 37x)
 
 
 @dataclass(frozen=True)
@@ -224,9 +226,12 @@ def calibration_at(own_runs: Sequence[Sequence[float]], pool_runs: Sequence[Sequ
     other workflows' (``pool_runs``).  How honest a band is depends on how much of a run is
     done (an early ETA extrapolates further): the other workflows' scores at the nearest
     mark are used when there are at least :data:`MIN_MARK_SCORES` of them, all their marks
-    otherwise; a workflow's own few runs are too few to split by mark, so all of theirs count."""
+    otherwise, and none from fewer than :data:`MIN_POOL_RUNS` runs; a workflow's own few
+    runs are too few to split by mark, so all of theirs count."""
     at = int(np.argmin([abs(m - done_share) for m in marks]))
     own = [x for r in own_runs for x in r]
+    if len(pool_runs) < MIN_POOL_RUNS:
+        pool_runs = []
     at_mark = [r[at] for r in pool_runs if len(r) > at and r[at] == r[at]]
     pooled = at_mark if len(at_mark) >= MIN_MARK_SCORES else [x for r in pool_runs for x in r]
     return conformal_scale(own, pooled, marks=len(marks))
