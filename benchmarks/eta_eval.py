@@ -126,19 +126,77 @@ class _Exact:
         return np.tile(rows["input_bytes"].to_numpy(dtype=float), (1, 1))
 
 
+def fit_scaled(train: Any, scale: float, run_sd: float | None, work_sd: float | None, shifts: Any) -> Any:
+    """A predictor fitted on ``train`` with its times scaled as the replay's were."""
+    from nbflow.predict import Predictor
+
+    train = train.copy()
+    for c in ("duration_s", "start_s", "end_s"):
+        train[c] *= scale
+    return Predictor(run_sd=run_sd, work_sd=work_sd, run_shifts=shifts).fit(train)
+
+
+def own_scores(part: Any, inst: str, replays: dict[str, Any],
+               priors: tuple[Any, Any, Any]) -> list[list[float]]:
+    """The calibration scores the store holding the *other* instances of ``inst``'s family
+    can compute on its own: each of those runs' ETAs at the marks (one list per run), from a
+    predictor fitted on the rest of them (neither ``inst`` nor the run scored), against its
+    true remaining time."""
+    from nbflow.predict.eta import eta_of
+    from nbflow.predict.eta_calibration import band_score
+
+    others = [i for i in dict.fromkeys(part["instance"]) if i != inst]
+    out = []
+    for j in others:
+        rest = part[part["instance"].isin([i for i in others if i != j])]
+        if rest.empty or j not in replays:
+            continue
+        rep = replays[j]
+        predictor = fit_scaled(rest, rep["scale"], *priors)
+        scores = []
+        for _, snap in sorted(rep["snaps"].items()):
+            e = eta_of(snap, predictor)
+            true = rep["end"] - snap.taken_at
+            scores.append(band_score(e.remaining_s, e.remaining_lo, e.remaining_hi, true))
+        out.append(scores)
+    return out
+
+
+def calibrated(rows: list[dict[str, Any]], family: dict[str, str], own: dict[str, list[list[float]]]) -> None:
+    """Replace each row's band by the one stretched by the conformal correction the store
+    would learn (:func:`nbflow.predict.eta_calibration.calibration_at`), from its own
+    family's past ETAs (``own``) and, as the prior, the scores of every *other* family's
+    traces; the simulated band is kept as ``raw_*``."""
+    from nbflow.predict.eta import Eta
+    from nbflow.predict.eta_calibration import calibrate, calibration_at
+
+    keys = [f"at_{int(m * 100)}" for m in MARKS]
+    for r in rows:
+        fam = family[r["trace"]]
+        pool = [[o[k]["score"] if k in o else float("nan") for k in keys]
+                for o in rows if family[o["trace"]] != fam]
+        r["calibration"] = {"own_scores": own.get(r["trace"], [])}
+        for m, k in zip(MARKS, keys, strict=True):
+            if k not in r:
+                continue
+            cal = calibration_at(own.get(r["trace"], []), pool, done_share=m)
+            x = r[k]
+            e = calibrate(Eta(x["eta_s"], x["lo_s"], x["hi_s"], 0.0, 0, 0), cal)
+            x["raw_in_band"], x["raw_lo_s"], x["raw_hi_s"] = x["in_band"], x["lo_s"], x["hi_s"]
+            x["lo_s"], x["hi_s"], x["scale"] = e.remaining_lo, e.remaining_hi, cal.scale
+            x["in_band"] = bool(e.remaining_lo <= x["true_s"] <= e.remaining_hi)
+
+
 def score(obs: Any, rep: dict[str, Any], run_sd: float | None = None, work_sd: float | None = None,
           shifts: Any = None) -> dict[str, Any]:
     """The ETAs of one replay's snapshots from a predictor fitted on the other instances."""
     import dataclasses
 
-    from nbflow.predict import Predictor
     from nbflow.predict.eta import eta_of
+    from nbflow.predict.eta_calibration import band_score
 
     inst, scale = rep["trace"], rep["scale"]
-    train = obs[obs["instance"] != inst].copy()
-    for c in ("duration_s", "start_s", "end_s"):
-        train[c] *= scale
-    predictor = Predictor(run_sd=run_sd, work_sd=work_sd, run_shifts=shifts).fit(train)
+    predictor = fit_scaled(obs[obs["instance"] != inst], scale, run_sd, work_sd, shifts)
     out: dict[str, Any] = {"trace": inst, "tasks": rep["tasks"], "scale": scale}
     for m, snap in sorted(rep["snaps"].items()):
         e = eta_of(snap, predictor)
@@ -153,6 +211,7 @@ def score(obs: Any, rep: dict[str, Any], run_sd: float | None = None, work_sd: f
             "eta_s": e.remaining_s, "lo_s": e.remaining_lo, "hi_s": e.remaining_hi, "true_s": true,
             "abs_error": abs(e.remaining_s - true) / true if true > 0 else None,
             "in_band": bool(e.remaining_lo <= true <= e.remaining_hi),
+            "score": band_score(e.remaining_s, e.remaining_lo, e.remaining_hi, true),
             "abs_error_without_pace": abs(plain.remaining_s - true) / true if true > 0 else None,
             # the replay's own noise: true remaining over a perfect prediction's ETA, and the
             # finished tasks' measured over asked sleep
@@ -173,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load", type=Path, help="score the replays of an earlier --save instead of replaying")
     ap.add_argument("--no-shifts", action="store_true",
                     help="no run_shifts prior from the other families (single-run histories draw normals)")
+    ap.add_argument("--no-calibration", action="store_true",
+                    help="report the simulated band as it is, without the store's conformal correction")
     args = ap.parse_args(argv)
     os.environ.setdefault("NBFLOW_HOME", tempfile.mkdtemp(prefix="nbflow-eta-"))
     import nbflow as nf
@@ -185,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     errors = work_errors(obs, by="family")  # held-out error of each run's total, per family
     replays: dict[str, Any] = {}
+    family: dict[str, str] = {}
+    own: dict[str, list[list[float]]] = {}
     if args.load is not None:  # score replays taken before (quick: nothing runs)
         with open(args.load, "rb") as f:
             replays = pickle.load(f)
@@ -200,9 +263,15 @@ def main(argv: list[str] | None = None) -> int:
         for inst in instances:
             if inst not in replays:
                 replays[inst] = replay(nf, args.dir / f"{inst}.json", args.workers)
+        for inst in instances:
             r = score(part, replays[inst], run_sd, work_sd, shifts)
             print(json.dumps(r), file=sys.stderr)
             rows.append(r)
+            family[inst] = str(_fam)
+            if not args.no_calibration:
+                own[inst] = own_scores(part, inst, replays, (run_sd, work_sd, shifts))
+    if not args.no_calibration:
+        calibrated(rows, family, own)
     if args.save is not None:
         with open(args.save, "wb") as f:
             pickle.dump(replays, f)
@@ -213,8 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         band = [r[k]["in_band"] for r in rows if k in r]
         plain = [r[k]["abs_error_without_pace"] for r in rows
                  if k in r and r[k]["abs_error_without_pace"] is not None]
+        raw = [r[k].get("raw_in_band", r[k]["in_band"]) for r in rows if k in r]
+        at = [r[k] for r in rows if k in r and r[k]["true_s"] > 0]
+        width = [(x["hi_s"] - x["lo_s"]) / x["true_s"] for x in at]
+        raw_width = [(x.get("raw_hi_s", x["hi_s"]) - x.get("raw_lo_s", x["lo_s"])) / x["true_s"] for x in at]
         summary[k] = {
             "median_abs_error": statistics.median(errs) if errs else None,
+            "in_band_share_uncalibrated": sum(raw) / len(raw) if raw else None,
+            # the band's width over the true remaining time (median over traces): wider bands show here
+            "median_band_width_over_true": statistics.median(width) if width else None,
+            "median_band_width_over_true_uncalibrated": statistics.median(raw_width) if raw_width else None,
             "median_abs_error_without_pace": statistics.median(plain) if plain else None,
             "in_band_share": sum(band) / len(band) if band else None,
             "traces": len(errs),
@@ -224,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     med50 = summary["at_50"]["median_abs_error"]
     # (the folder's name only: the results must not depend on where it is)
-    result = {"dir": args.dir.name, "group": args.group, "workers": args.workers, "summary": summary,
+    result = {"dir": args.dir.name, "group": args.group, "workers": args.workers,
+              "calibrated": not args.no_calibration, "loadavg": os.getloadavg(), "summary": summary,
               "target_median_at_50_le_15pct": med50 is not None and med50 <= 0.15, "traces": rows}
     _harness.emit_json(result, args.json)
     return 0

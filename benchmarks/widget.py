@@ -44,9 +44,12 @@ inherited ``NBFLOW_HOME``; each sample gets its own store in a temporary directo
   there from the start and the ETA's simulations are part of what is measured);
 - ``history-cold``: the same seeded store, but a new copy at a new path per sample, so
   no fit of this process is shared (a kernel's first run).  Since session 5 a run shorter
-  than ``nbflow.predict.eta.FIT_WORTH_S`` (10 s) is estimated from the quick per-task
-  estimate and starts no fit; ``--fit-worth-s 0`` starts it at once, as before, so the
-  helper process's fit runs while the run goes and the ETA switches to it when it is ready.
+  than ``nbflow.predict.live.FIT_WORTH_S`` (10 s) is estimated from the quick per-task
+  estimate and starts no fit; ``--fit-worth-s 0`` starts it at the run's first tick (and
+  asks for the first estimate then, not after its guessed cost), so the helper process's
+  fit runs while the run goes and the ETA switches to it when it is ready; the JSON counts
+  the fits (``fits_per_watched_run``), and a fit still going when a run ends is waited for
+  before the next sample.
 
 All are measured in the same session, their plain and watched samples alternated.
 ``--store PATH`` instead runs every sample on the given store as it is (it grows).
@@ -279,11 +282,19 @@ def _overhead(kind: str, n: int, workers: int | None, repeat: int, stores: dict[
         def sample() -> dict[str, Any]:
             wf = fresh()
             with sample_store(seed, given, path):
+                fits = len(fitting.fit_pids())
                 cpu, child = time.process_time(), _children_cpu()
                 wall, info = run_watched(wf, workers) if watched else (run_plain(wf, workers), None)
-                return {"wall": wall, "info": info, "cpu": time.process_time() - cpu,
-                        "child_cpu": _children_cpu() - child}
+                out = {"wall": wall, "info": info, "cpu": time.process_time() - cpu,
+                       "child_cpu": _children_cpu() - child}
+                # A fit the run started and that is still going must not run into the next
+                # sample: waited for here, outside the timed part, and counted.
+                fitting.wait_for_fits()
+                out["fits"] = len(fitting.fit_pids()) - fits
+                return out
         return sample
+
+    from nbflow.predict import fitting
 
     samplers = {f"{mode}/{label}": sampler(mode == "watched", seed, at.get(label))
                 for label, seed in stores.items() for mode in ("plain", "watched")}
@@ -303,6 +314,9 @@ def _overhead(kind: str, n: int, workers: int | None, repeat: int, stores: dict[
             "watched_cpu_s": round(wc, 4),
             "cpu_ratio": round(wc / pc, 3),
             "fit_process_cpu_s": round(statistics.median(s["child_cpu"] for s in watched), 4),
+            # full fits the watched runs started (each one ran during its run): 0 means the
+            # quick estimate served the whole run
+            "fits_per_watched_run": statistics.median(s.get("fits", 0) for s in watched),
             "messages_per_run": statistics.median(m["messages"] for m in msgs),
             "messages_per_s": round(statistics.median(rate), 2) if rate else 0.0,
             "max_messages_in_1s": max(m["max_in_1s"] for m in msgs),
@@ -431,6 +445,20 @@ def profile(kind: str, n: int, workers: int | None, seed: str | None, warm: bool
     return out
 
 
+def set_fit_worth(seconds: float) -> None:
+    """``--fit-worth-s``: how long a run must be for the live ETA to start the full fit."""
+    from nbflow.predict import live as live_mod
+
+    live_mod.FIT_WORTH_S = seconds
+    if seconds == 0:
+        # The full fit starts as soon as the ETA first asks for a predictor; a patient
+        # view asks only once the run has gone for the guessed cost of its first estimate
+        # (ETA_GUESS_S_PER_TASK per task left: 5 s for 2 000 tasks, longer than a quiet
+        # sample), so without this no fit ever ran in the "cold" samples
+        # (fit_process_cpu_s 0.0). A real run long enough to want the fit gets there too.
+        live_mod.ETA_GUESS_S_PER_TASK = 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=2000)
@@ -447,16 +475,14 @@ def main() -> None:
     ap.add_argument("--workloads", default="work,noop", help="which overhead workloads to run")
     ap.add_argument("--no-draw", action="store_true", help="skip the 10k-task drawing figure")
     ap.add_argument("--fit-worth-s", type=float, default=None,
-                    help="set nbflow.predict.eta.FIT_WORTH_S (0: the full fit starts with the run)")
+                    help="set nbflow.predict.live.FIT_WORTH_S (0: the full fit starts with the run)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.json is not None:  # (the samples run in other directories: resolve it now)
         args.json = os.path.abspath(args.json)
     _set_spin(args.spin_ms)
     if args.fit_worth_s is not None:
-        from nbflow.predict import eta as eta_mod
-
-        eta_mod.FIT_WORTH_S = args.fit_worth_s
+        set_fit_worth(args.fit_worth_s)
     workloads = args.workloads.split(",")
     install_counting_comm()
     rows = 0

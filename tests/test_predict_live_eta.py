@@ -25,8 +25,10 @@ import pytest
 
 import nbflow as nf
 from nbflow.predict import Predictor
-from nbflow.predict import eta as eta_mod
+from nbflow.predict import fitting as fit_mod
 from nbflow.predict import history as history_mod
+from nbflow.predict import inflight as inflight_mod
+from nbflow.predict import live as live_mod
 
 
 @dataclass
@@ -90,19 +92,19 @@ def _predictor() -> Predictor:
 @pytest.fixture
 def counted(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = eta_mod.simulate
+    real = inflight_mod.simulate
 
     def counting(*a: Any, **k: Any) -> Any:
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(eta_mod, "simulate", counting)
+    monkeypatch.setattr(inflight_mod, "simulate", counting)
     return calls
 
 
-def _live(run: FakeRun, clock: Clock, timer: Any = None) -> eta_mod.LiveEta:
-    eta_mod._PREDICTORS[run] = _predictor()  # as if live_predictor had fitted it
-    return eta_mod.LiveEta(run, clock=clock, timer=timer or clock)
+def _live(run: FakeRun, clock: Clock, timer: Any = None) -> live_mod.LiveEta:
+    fit_mod.PREDICTORS[run] = _predictor()  # as if live_predictor had fitted it
+    return live_mod.LiveEta(run, clock=clock, timer=timer or clock)
 
 
 def test_eta_is_not_simulated_again_when_nothing_relevant_changed(counted: list[int]) -> None:
@@ -111,7 +113,7 @@ def test_eta_is_not_simulated_again_when_nothing_relevant_changed(counted: list[
     first = live.current()
     assert first is not None and live.simulations == 1
     sims = len(counted)
-    assert sims == eta_mod.ETA_FIRST_SAMPLES  # the first estimate is a quick one
+    assert sims == live_mod.ETA_FIRST_SAMPLES  # the first estimate is a quick one
     clock.t = 5.0  # time passed, no task finished
     aged = live.current()
     assert live.simulations == 1 and len(counted) == sims  # no simulation
@@ -130,14 +132,14 @@ def test_eta_is_simulated_again_when_enough_finished_or_tasks_were_added(counted
     clock.t = 1.0  # ... but sooner than ETA_MIN_EVERY after the last one
     live.current()
     assert live.simulations == 1
-    clock.t = eta_mod.ETA_MIN_EVERY + 1.0
+    clock.t = live_mod.ETA_MIN_EVERY + 1.0
     e = live.current()
     assert live.simulations == 2 and e is not None and e.done == 4
     run.add(3)  # a map expanded: the graph grew
-    clock.t += eta_mod.ETA_MIN_EVERY
+    clock.t += live_mod.ETA_MIN_EVERY
     live.current()
     assert live.simulations == 3
-    clock.t += eta_mod.ETA_MAX_EVERY  # nothing changed, but a long time passed
+    clock.t += live_mod.ETA_MAX_EVERY  # nothing changed, but a long time passed
     live.current()
     assert live.simulations == 4
 
@@ -158,28 +160,28 @@ def test_an_expensive_simulation_pushes_the_next_one_out(counted: list[int]) -> 
     live.current()
     assert live.cost == pytest.approx(cost)
     run.finish(20)  # plenty finished
-    clock.t = cost / eta_mod.ETA_BUDGET - 1.0  # but the budget says: not yet
+    clock.t = cost / live_mod.ETA_BUDGET - 1.0  # but the budget says: not yet
     live.current()
     assert live.simulations == 1
-    clock.t = cost / eta_mod.ETA_BUDGET + 1.0
+    clock.t = cost / live_mod.ETA_BUDGET + 1.0
     live.current()
     assert live.simulations == 2
 
 
 def test_later_estimates_draw_as_many_samples_as_the_budget_affords() -> None:
-    live = eta_mod.LiveEta(FakeRun(40))
-    assert live.samples(40, 100.0) == eta_mod.ETA_FIRST_SAMPLES  # cost unknown yet
+    live = live_mod.LiveEta(FakeRun(40))
+    assert live.samples(40, 100.0) == live_mod.ETA_FIRST_SAMPLES  # cost unknown yet
     live._per_sample = 1e-6  # cheap simulations: the full count
-    assert live.samples(40, 100.0) == eta_mod.DEFAULT_SAMPLES
-    assert live.samples(100_000, 100.0) == eta_mod.ETA_FIRST_SAMPLES  # capped by ETA_WORK on big graphs
+    assert live.samples(40, 100.0) == live_mod.DEFAULT_SAMPLES
+    assert live.samples(100_000, 100.0) == live_mod.ETA_FIRST_SAMPLES  # capped by ETA_WORK on big graphs
     live._per_sample = 0.05  # 2% of 100 s affords 40 of them; of 10 s, only the minimum
-    assert live.samples(40, 100.0) == 40 and live.samples(40, 10.0) == eta_mod.ETA_FIRST_SAMPLES
+    assert live.samples(40, 100.0) == 40 and live.samples(40, 10.0) == live_mod.ETA_FIRST_SAMPLES
 
 
 def test_a_patient_first_estimate_waits_for_a_run_long_enough_to_need_it(
         counted: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eta_mod, "ETA_GUESS_S_PER_TASK", 0.01)  # 40 tasks: a 0.4 s guess, 20 s of run
-    monkeypatch.setattr(eta_mod, "ETA_IN_PROCESS", False)  # estimated here, so it can be counted
+    monkeypatch.setattr(live_mod, "ETA_GUESS_S_PER_TASK", 0.01)  # 40 tasks: a 0.4 s guess, 20 s of run
+    monkeypatch.setattr(live_mod, "ETA_IN_PROCESS", False)  # estimated here, so it can be counted
     run, clock = FakeRun(40), Clock()
     live = _live(run, clock)
     assert live.current(patient=True) is None and counted == []  # the run is young: no estimate
@@ -196,7 +198,7 @@ def test_the_widgets_estimates_are_made_in_another_process(
     assert _live(small, Clock()).current(patient=True) is not None  # few tasks left: made here, at once
     assert counted
     counted.clear()
-    monkeypatch.setattr(eta_mod, "ETA_LOCAL_TASKS", 10)  # (40 tasks count as many now)
+    monkeypatch.setattr(live_mod, "ETA_LOCAL_TASKS", 10)  # (40 tasks count as many now)
     run, clock = FakeRun(40), Clock()
     run.started_at = time.time() - 60.0  # long enough to need an ETA
     live = _live(run, clock)
@@ -215,7 +217,7 @@ def test_the_widgets_estimates_are_made_in_another_process(
 
 def test_the_views_of_a_run_share_one_live_eta() -> None:
     run = FakeRun(3)
-    assert eta_mod.live_eta(run) is eta_mod.live_eta(run)
+    assert live_mod.live_eta(run) is live_mod.live_eta(run)
 
 
 @nf.task
@@ -233,16 +235,16 @@ def _run(n: int = 30) -> nf.Run:
 def test_a_large_history_is_fitted_in_another_process_not_the_callers(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _run()  # history
-    monkeypatch.setattr(eta_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
-    monkeypatch.setattr(eta_mod, "_STORE_FITS", {})
+    monkeypatch.setattr(fit_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
+    monkeypatch.setattr(fit_mod, "_STORE_FITS", {})
     in_caller: list[int] = []
-    real = eta_mod.default_predictor
+    real = fit_mod.default_predictor
 
     def watched(exclude_run: str | None = None, home: object = None) -> object:
         in_caller.append(threading.get_ident())
         return real(exclude_run=exclude_run, home=home)
 
-    monkeypatch.setattr(eta_mod, "default_predictor", watched)  # (only this process sees it)
+    monkeypatch.setattr(fit_mod, "default_predictor", watched)  # (only this process sees it)
     read: list[int] = []
     real_history = history_mod.history
 
@@ -252,7 +254,7 @@ def test_a_large_history_is_fitted_in_another_process_not_the_callers(
 
     monkeypatch.setattr(history_mod, "history", reading)  # the store's rows, read in this process
     sent: list[tuple[Any, ...]] = []
-    pool = eta_mod._fit_pool()
+    pool = fit_mod.fit_pool()
     real_submit = pool.submit
 
     def submit(fn: Any, *args: Any, **kw: Any) -> Any:
@@ -261,25 +263,25 @@ def test_a_large_history_is_fitted_in_another_process_not_the_callers(
 
     monkeypatch.setattr(pool, "submit", submit)
     second = _run()
-    before = len(eta_mod.fit_pids())
-    assert eta_mod.live_predictor(second) is None  # the view does not wait
-    ready = eta_mod.live_predictor(second, wait=True)
+    before = len(fit_mod.fit_pids())
+    assert fit_mod.live_predictor(second) is None  # the view does not wait
+    ready = fit_mod.live_predictor(second, wait=True)
     assert ready is not None and "step" in ready.families  # it came back from the other process
     assert ready.predict(pd.DataFrame({"task": ["step"], "input_bytes": [8.0]}))["source"][0] == "history"
-    pids = eta_mod.fit_pids()[before:]
+    pids = fit_mod.fit_pids()[before:]
     assert len(pids) == 1 and pids[0] != os.getpid()
     assert in_caller == []  # no fit ran in this process, on any thread
     assert read == []  # nor was the history read here: the helper reads the store itself
     # what went to the helper is where the store is and which run to leave out, no rows
-    assert sent == [(str(eta_mod._history_rows()[0]), second.id)]
+    assert sent == [(str(fit_mod._history_rows()[0]), second.id)]
 
 
 def test_the_first_estimate_comes_before_the_fit_and_a_short_run_starts_none(
         monkeypatch: pytest.MonkeyPatch) -> None:
     _run()  # history of the workflow "live-eta-fit": 30 calls of `step`
-    monkeypatch.setattr(eta_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
-    monkeypatch.setattr(eta_mod, "_STORE_FITS", {})
-    monkeypatch.setattr(eta_mod, "ETA_IN_PROCESS", False)  # (estimates made here, to look at them)
+    monkeypatch.setattr(fit_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
+    monkeypatch.setattr(fit_mod, "_STORE_FITS", {})
+    monkeypatch.setattr(live_mod, "ETA_IN_PROCESS", False)  # (estimates made here, to look at them)
     gate = threading.Event()
     fits: list[str] = []
     fitted = _predictor()
@@ -289,33 +291,33 @@ def test_the_first_estimate_comes_before_the_fit_and_a_short_run_starts_none(
         gate.wait(60)  # the fit takes its time
         return fitted
 
-    monkeypatch.setattr(eta_mod, "fit_in_process", slow_fit)
+    monkeypatch.setattr(fit_mod, "fit_in_process", slow_fit)
     short = FakeRun(40)
     short.name = "live-eta-fit"  # type: ignore[attr-defined]
-    e = eta_mod.LiveEta(short, clock=Clock()).current()
-    assert e is not None and 0 < e.remaining_s < eta_mod.FIT_WORTH_S  # from the quick estimate
+    e = live_mod.LiveEta(short, clock=Clock()).current()
+    assert e is not None and 0 < e.remaining_s < live_mod.FIT_WORTH_S  # from the quick estimate
     assert fits == []  # a run this short never pays for the full fit
     long_run = FakeRun(40)
     long_run.name = "live-eta-fit"  # type: ignore[attr-defined]
-    long_run.started_at = time.time() - 2 * eta_mod.FIT_WORTH_S  # long enough to want the fit
+    long_run.started_at = time.time() - 2 * live_mod.FIT_WORTH_S  # long enough to want the fit
     clock = Clock()
-    live = eta_mod.LiveEta(long_run, clock=clock)
+    live = live_mod.LiveEta(long_run, clock=clock)
     first = live.current()
     assert first is not None and not math.isnan(first.remaining_s)  # at once, before the fit
     deadline = time.monotonic() + 30
     while not fits and time.monotonic() < deadline:
         time.sleep(0.01)
         live.current()
-    assert len(fits) == 1 and long_run not in eta_mod._PREDICTORS  # started, not arrived yet
+    assert len(fits) == 1 and long_run not in fit_mod.PREDICTORS  # started, not arrived yet
     gate.set()
-    while long_run not in eta_mod._PREDICTORS and time.monotonic() < deadline:
+    while long_run not in fit_mod.PREDICTORS and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert eta_mod._PREDICTORS.get(long_run) is fitted
+    assert fit_mod.PREDICTORS.get(long_run) is fitted
     clock.t = 0.5  # not due by the clock, but the full predictor replaces the quick one at once
     assert live.current() is not None and live.simulations == 2 and live._used is fitted
     later = FakeRun(40)  # a short run after it: the kernel's fit of this store is used, for free
     later.name = "live-eta-fit"  # type: ignore[attr-defined]
-    again = eta_mod.LiveEta(later, clock=Clock())
+    again = live_mod.LiveEta(later, clock=Clock())
     assert again.current() is not None and again._used is fitted and len(fits) == 1
 
 
@@ -324,7 +326,7 @@ def test_in_a_kernel_the_fit_runs_in_a_helper_process_that_ignores_interrupts(tm
     import nbharness as h
 
     nb = h.notebook([
-        "import os, signal, nbflow as nf\nfrom nbflow.predict import eta\n"
+        "import os, signal, nbflow as nf\nfrom nbflow.predict import fitting as eta\n"
         "eta.SYNC_FIT_ROWS = 0  # as if large",
         "@nf.task\ndef step(i):\n    return i",
         "%%workflow k --no-cache --quiet\nparts = [step(i) for i in range(30)]",
@@ -346,8 +348,8 @@ def test_in_a_kernel_the_fit_runs_in_a_helper_process_that_ignores_interrupts(tm
 
 def test_a_fit_that_cannot_be_read_shuts_its_helper_process_down(monkeypatch: pytest.MonkeyPatch) -> None:
     _run()  # history
-    home = str(eta_mod._history_rows()[0])
-    pool = eta_mod._fit_pool()
+    home = str(fit_mod._history_rows()[0])
+    pool = fit_mod.fit_pool()
     assert pool.submit(os.getpid).result() != os.getpid()  # the helper is up
     helpers = list(pool._processes.values())  # type: ignore[attr-defined]
     assert helpers
@@ -355,11 +357,11 @@ def test_a_fit_that_cannot_be_read_shuts_its_helper_process_down(monkeypatch: py
     def unreadable(blob: bytes) -> Any:
         raise ValueError("cannot read this fit")
 
-    monkeypatch.setattr(eta_mod, "pickle", types.SimpleNamespace(loads=unreadable))
-    predictor = eta_mod.fit_in_process(home)
+    monkeypatch.setattr(fit_mod, "pickle", types.SimpleNamespace(loads=unreadable))
+    predictor = fit_mod.fit_in_process(home)
     assert predictor is not None and "step" in predictor.families  # fitted here instead
-    assert eta_mod.fit_pids()[-1] == os.getpid()
-    assert eta_mod._POOL is None  # not used again...
+    assert fit_mod.fit_pids()[-1] == os.getpid()
+    assert fit_mod._POOL is None  # not used again...
     for proc in helpers:  # ...and not left running: shut down
         proc.join(timeout=60)
         assert not proc.is_alive()

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import nbflow as nf
-from nbflow.predict import eta as eta_mod
+from nbflow.predict import fitting as fit_mod
 from nbflow.predict.model import _same_finished_sets
 
 
@@ -33,7 +33,7 @@ def test_recent_history_keeps_the_newest_runs_per_task_and_spreads_calls() -> No
         rows.append({"task": "b", "run_id": f"b{r}", "run_start": float(r),
                      "input_bytes": 1.0, "duration_s": 1.0})
     h = pd.DataFrame(rows)
-    kept = eta_mod.recent_history(h, runs=20, rows=200)
+    kept = fit_mod.recent_history(h, runs=20, rows=200)
     a = kept[kept["task"] == "a"]
     assert sorted(a["run_id"].unique()) == [f"r{r:02d}" for r in range(10, 30)]  # the newest 20
     assert a.groupby("run_id").size().max() == 200
@@ -60,28 +60,28 @@ def test_replay_checkpoints_never_show_a_task_the_future() -> None:
 
 def test_a_large_history_is_fitted_in_the_background_and_shared(monkeypatch: pytest.MonkeyPatch) -> None:
     _run()  # history
-    monkeypatch.setattr(eta_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
-    monkeypatch.setattr(eta_mod, "_STORE_FITS", {})
-    monkeypatch.setattr(eta_mod, "REFIT_MIN_AGE_S", 0.0)
-    monkeypatch.setattr(eta_mod, "FIT_IN_PROCESS", False)  # fitted here, so the fits can be counted
+    monkeypatch.setattr(fit_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
+    monkeypatch.setattr(fit_mod, "_STORE_FITS", {})
+    monkeypatch.setattr(fit_mod, "REFIT_MIN_AGE_S", 0.0)
+    monkeypatch.setattr(fit_mod, "FIT_IN_PROCESS", False)  # fitted here, so the fits can be counted
     fits: list[str | None] = []
-    real = eta_mod.default_predictor
+    real = fit_mod.default_predictor
 
     def counting(exclude_run: str | None = None, home: object = None) -> object:
         fits.append(exclude_run)
         return real(exclude_run=exclude_run)
 
-    monkeypatch.setattr(eta_mod, "default_predictor", counting)
+    monkeypatch.setattr(fit_mod, "default_predictor", counting)
     second = _run()
-    first_look = eta_mod.live_predictor(second)  # starts the fit, does not wait for it
-    ready = eta_mod.live_predictor(second, wait=True)
+    first_look = fit_mod.live_predictor(second)  # starts the fit, does not wait for it
+    ready = fit_mod.live_predictor(second, wait=True)
     assert ready is not None and "step" in ready.families
     assert first_look is None or first_look is ready
     assert fits == [second.id]
     third = _run()  # history grew by 50% (30 -> 60 rows... of which the new run's are left out)
-    assert eta_mod.live_predictor(third, wait=True) is not None
+    assert fit_mod.live_predictor(third, wait=True) is not None
     assert len(fits) == 2  # grew more than REFIT_GROWTH: fitted again
-    monkeypatch.setattr(eta_mod, "REFIT_MIN_AGE_S", 3600.0)  # grew 33% again, but the fit is young
+    monkeypatch.setattr(fit_mod, "REFIT_MIN_AGE_S", 3600.0)  # grew 33% again, but the fit is young
     fourth = _run()
-    assert eta_mod.live_predictor(fourth, wait=True) is eta_mod.live_predictor(third)
+    assert fit_mod.live_predictor(fourth, wait=True) is fit_mod.live_predictor(third)
     assert len(fits) == 2  # shared: no new fit

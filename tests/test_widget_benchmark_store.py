@@ -60,3 +60,26 @@ def test_the_benchmark_samples_on_its_own_stores(tmp_path: Path, monkeypatch: py
     assert "NBFLOW_HOME" not in os.environ
     assert _listing(cwd / ".nbflow") == []  # nothing written where a store-less run would write
     assert _listing(REPO / ".nbflow") == repo_before
+
+
+def test_the_cold_case_fits_during_the_watched_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--fit-worth-s 0``: the first watched run on a large history starts the full fit
+    during the run (in the helper process), and the sample waits for it before the next one
+    (a short run used to end before its patient ETA ever asked for a predictor: no fit)."""
+    from nbflow.predict import fitting, live
+
+    bench = _bench()
+    monkeypatch.setattr(comm, "create_comm", bench.CountingComm)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NBFLOW_HOME", raising=False)
+    monkeypatch.setattr(live, "FIT_WORTH_S", live.FIT_WORTH_S)  # (restored afterwards)
+    # a first estimate guessed so costly that a patient view would never ask for it in
+    # this short run (as 2 000 tasks in a ~1.5 s quiet sample): set_fit_worth must lift it
+    monkeypatch.setattr(live, "ETA_GUESS_S_PER_TASK", 10.0)
+    monkeypatch.setattr(fitting, "SYNC_FIT_ROWS", 10)  # 60 rows count as a large history
+    seed = tmp_path / "seed"
+    bench.seed_store(str(seed), 60, 24, None)
+    bench.set_fit_worth(0.0)
+    res = bench.overhead("noop", 24, None, 1, {"history-cold": str(seed)})
+    assert res["history-cold"]["fits_per_watched_run"] == 1
+    assert fitting.fit_pids()[-1] != os.getpid()  # fitted in the helper process

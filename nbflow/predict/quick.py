@@ -19,7 +19,7 @@ themselves), and :class:`QuickPredictor` answers the two questions an ETA asks
   (:func:`nbflow.predict.eta.run_pace`) corrects it as tasks finish.
 
 The live ETA uses it until the full predictor is ready and only starts that fit once the
-run is long enough for an ETA to matter (:data:`nbflow.predict.eta.FIT_WORTH_S`).
+run is long enough for an ETA to matter (:data:`nbflow.predict.live.FIT_WORTH_S`).
 """
 
 from __future__ import annotations

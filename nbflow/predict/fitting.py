@@ -1,0 +1,301 @@
+"""The store's history predictor: fitted once, shared, and never in a live view's way.
+
+- :func:`default_predictor` fits a :class:`nbflow.predict.Predictor` on the store's
+  history (bounded by :func:`recent_history`, so a fit's cost does not grow with the store);
+- :func:`shared_predictor` keeps one fit per store for the runs of this process, refitted
+  only once the history grew enough or the fit is old;
+- :func:`fit_in_process` fits in a long-lived helper process (:func:`drop_fit_pool` shuts
+  it down), because a large fit holds the GIL for seconds and would slow the very run it
+  predicts;
+- :func:`live_predictor` is what live views ask: a small history is fitted at once, a
+  large one in the background, and the view never waits for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from nbflow.predict.model import Predictor
+
+__all__ = ["PREDICTORS", "default_predictor", "drop_fit_pool", "fit_in_process", "fit_pids", "fit_pool",
+           "live_predictor", "recent_history", "shared_predictor", "wait_for_fits"]
+
+# run -> its history predictor (or None: no history), shared by its live views and run.eta()
+PREDICTORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def default_predictor(exclude_run: str | None = None, home: Any = None) -> Predictor | None:
+    """A predictor fitted on the store's history (minus one run), or None without history."""
+    from nbflow.predict.history import history
+    from nbflow.predict.model import Predictor
+
+    try:
+        h = history(home=home)
+    except Exception:  # no usable store: no history
+        return None
+    if exclude_run is not None:
+        h = h[h["run_id"] != exclude_run]
+    h = h[(h["state"] == "completed") & ~h["cached"] & h["duration_s"].notna()]
+    if h.empty:
+        return None
+    return Predictor().fit(recent_history(h))
+
+
+HISTORY_RUNS_PER_TASK = 20  # the newest runs of each task the default predictor learns from
+ROWS_PER_TASK_RUN = 200  # and at most this many of a task's calls per run (evenly spread)
+
+
+def recent_history(h: pd.DataFrame, runs: int = HISTORY_RUNS_PER_TASK,
+                   rows: int = ROWS_PER_TASK_RUN) -> pd.DataFrame:
+    """Bound what a fit reads, so its cost does not grow with the store: per task, its
+    ``runs`` newest runs, and from each run at most ``rows`` calls, evenly spread over its
+    input sizes (a 100k-item map says little more than 200 of its items)."""
+    if h.empty:
+        return h
+    start = h["run_start"] if "run_start" in h.columns else h["start"]
+    order = start.groupby([h["task"], h["run_id"]]).transform("max")
+    rank = order.groupby(h["task"]).rank(method="dense", ascending=False)
+    h = h[rank <= runs]
+    sizes = h["input_bytes"].astype(float).fillna(0.0) if "input_bytes" in h.columns else None
+    keep = []
+    for _, idx in h.groupby(["task", "run_id"], sort=False).indices.items():
+        if len(idx) > rows:
+            by_size = idx[np.argsort(sizes.to_numpy()[idx], kind="stable")] if sizes is not None else idx
+            idx = by_size[np.linspace(0, len(idx) - 1, rows).astype(int)]
+        keep.append(idx)
+    return h.iloc[np.sort(np.concatenate(keep))]
+
+
+_FITTING: dict[int, Any] = {}  # id(run) -> the thread fitting its predictor
+_FIT_LOCK = threading.Lock()
+
+
+SYNC_FIT_ROWS = 1000  # histories up to this many rows are fitted in the view's own call
+REFIT_GROWTH = 0.2  # live views refit once the store's history grew by this fraction
+REFIT_AFTER_S = 600.0  # or once the fit is this old
+REFIT_MIN_AGE_S = 60.0  # but a fit younger than this is kept (quick runs in a row share one)
+_STORE_FITS: dict[str, tuple[float, int, Any]] = {}  # store home -> (when, history rows, fit)
+
+
+def _history_rows(home: Any = None) -> tuple[str, int] | None:
+    from nbflow.store.history import _require_store
+
+    try:
+        store = _require_store(home)
+        (n,) = store.journal.query("SELECT COUNT(*) FROM task_runs")[0]
+    except Exception:  # no usable store: no history
+        return None
+    return str(store.home), int(n)
+
+
+def _cached_fit(home: str, rows: int, now: float) -> Predictor | None:
+    """The fit this process made for the store at ``home``, if still good for ``rows`` rows."""
+    with _FIT_LOCK:
+        cached = _STORE_FITS.get(home)
+    if cached is None:
+        return None
+    when, fitted_rows, predictor = cached
+    age = now - when
+    grew = rows > fitted_rows * (1 + REFIT_GROWTH)
+    if predictor is not None and age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S):
+        return predictor
+    return None
+
+
+def shared_predictor(exclude_run: str | None = None,
+                     fit: Callable[[str, str | None], Predictor | None] | None = None) -> Predictor | None:
+    """The store's history predictor, fitted once and shared by the runs of this process
+    until the history grew by :data:`REFIT_GROWTH` (and the fit is at least
+    :data:`REFIT_MIN_AGE_S` old) or the fit is :data:`REFIT_AFTER_S` old, so consecutive
+    runs in a notebook do not each pay a fit; a store that had no history is looked at
+    again on every run.  A fresh fit leaves out
+    ``exclude_run`` (the run asking: its rows are being written); a fit made before that
+    run started has none of its rows anyway.  ``fit(home, exclude_run)`` makes a fresh one
+    (default: :func:`default_predictor` here; live views pass :func:`fit_in_process`)."""
+    where = _history_rows()
+    if where is None:
+        return None
+    home, rows = where
+    now = time.monotonic()
+    predictor = _cached_fit(home, rows, now)
+    if predictor is not None:
+        return predictor
+    predictor = default_predictor(exclude_run=exclude_run) if fit is None else fit(home, exclude_run)
+    with _FIT_LOCK:
+        _STORE_FITS[home] = (now, rows, predictor)
+    return predictor
+
+
+# -- fitting in a separate process ---------------------------------------------------------
+#
+# A fit on a large history is seconds of pandas and numpy work, much of it in Python and
+# holding the GIL: on a helper thread it slowed the very run it was predicting (the tasks
+# of a thread-backed run wait for the GIL).  Live views therefore fit in one long-lived
+# helper process (spawned, so no lock of this process is inherited half-held, at a lower
+# CPU priority), which reads the store itself and sends the predictor back pickled by value
+# (cloudpickle: its fitted models are closures).  The process is started at the first large
+# fit and reused by later ones.
+
+FIT_IN_PROCESS = True  # False: large histories are fitted on a helper thread of this process
+FIT_NICE = 10  # how much lower the fit process's CPU priority is
+_POOL: ProcessPoolExecutor | None = None
+_FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
+
+
+def _background_priority() -> None:
+    """In the helper process: a lower CPU priority, and deaf to Ctrl-C / the
+    kernel's interrupt (sent to its whole process group): interrupting a cell must not kill it.
+
+    Niced by :data:`FIT_NICE`, not put in Linux's idle scheduling class: on a busy machine
+    an idle-class process barely runs at all (starting the helper took minutes at a load
+    of 12 on two cores), and then no ETA ever arrives."""
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):  # not on every platform
+        os.nice(FIT_NICE)
+    with contextlib.suppress(OSError, ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _fit_job(home: str, exclude_run: str | None) -> tuple[bytes, int]:
+    """In the fit process: fit on the store at ``home``; the predictor pickled by value."""
+    import cloudpickle
+
+    return cloudpickle.dumps(default_predictor(exclude_run=exclude_run, home=home)), os.getpid()
+
+
+def fit_pool() -> ProcessPoolExecutor:
+    global _POOL
+    import multiprocessing
+
+    with _FIT_LOCK:
+        if _POOL is None:
+            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_background_priority)
+        return _POOL
+
+
+def drop_fit_pool() -> None:
+    """Shut the helper process down (a later fit starts a new one): after it broke or sent
+    back something that cannot be read, it is not trusted again, and it must not be left
+    running unowned either."""
+    global _POOL
+    with _FIT_LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        helpers = list((getattr(pool, "_processes", None) or {}).values())
+        with contextlib.suppress(Exception):  # already broken: nothing left to stop
+            pool.shutdown(wait=False, cancel_futures=True)
+        for proc in helpers:  # (an idle helper would exit by itself; a wedged one would not)
+            with contextlib.suppress(Exception):
+                proc.terminate()
+
+
+def fit_in_process(home: str, exclude_run: str | None = None) -> Predictor | None:
+    """:func:`default_predictor` on the store at ``home``, fitted in the helper process (the
+    calling thread only waits, without the GIL).  Falls back to fitting here when a process
+    cannot be used (:data:`FIT_IN_PROCESS` false, or the pool broke)."""
+    if FIT_IN_PROCESS:
+        try:
+            blob, pid = fit_pool().submit(_fit_job, home, exclude_run).result()
+            predictor = pickle.loads(blob)
+        except Exception:  # a broken pool or a failed unpickle: fit here rather than not at all
+            drop_fit_pool()
+        else:
+            _FIT_PIDS.append(pid)
+            return predictor
+    _FIT_PIDS.append(os.getpid())
+    return default_predictor(exclude_run=exclude_run, home=home)
+
+
+def wait_for_fits(timeout: float | None = None) -> None:
+    """Wait until the background fits live views started have ended (benchmarks and tests:
+    a fit still going must not run into what is measured next)."""
+    with _FIT_LOCK:
+        threads = list(_FITTING.values())
+    for thread in threads:
+        thread.join(timeout)
+
+
+def fit_pids() -> list[int]:
+    """The process ids the live fits of this process ran in, oldest first (for tests and
+    profiling: a large history must not be fitted in the caller's process)."""
+    return list(_FIT_PIDS)
+
+
+_HISTORY_SIZE: weakref.WeakKeyDictionary[Any, tuple[str, int] | None] = weakref.WeakKeyDictionary()
+
+
+def live_predictor(run: Any, wait: bool = False, start: bool = True) -> Predictor | None:
+    """The run's history predictor for live views, without ever blocking them.
+
+    A small history (:data:`SYNC_FIT_ROWS`) is fitted at once.  Otherwise the first call
+    starts fitting it in the background (in the fit process: :func:`fit_in_process`) and
+    returns None (views show no ETA yet, or the quick estimate: :class:`LiveEta`); later
+    calls return it once it is ready; ``wait=True`` (a view drawn once the run ended) waits
+    for the fit; ``start=False`` returns None rather than start a large fit (the live ETA
+    starts it only once the run is long enough to need it).  ``run.eta()`` fits in the
+    caller instead (it asked for an answer).  A fit is bounded by :func:`recent_history`."""
+    if run in PREDICTORS:
+        return PREDICTORS[run]
+    with _FIT_LOCK:
+        running = _FITTING.get(id(run))
+    if running is not None:  # (checked before counting history: no journal query per look)
+        if wait:
+            running.join()
+        return PREDICTORS.get(run)
+    if run in _HISTORY_SIZE:  # counted once per run: a view that looks every tick asks no query
+        where = _HISTORY_SIZE[run]
+    else:
+        where = _HISTORY_SIZE[run] = _history_rows()
+    if where is not None and where[1] > SYNC_FIT_ROWS and not start and not wait:
+        # not worth a fit yet, but one this kernel already made for the store is free
+        shared = _cached_fit(where[0], where[1], time.monotonic())
+        if shared is not None:
+            with _FIT_LOCK:
+                PREDICTORS[run] = shared
+        return shared
+    if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
+        # (no rows at all: nothing to fit, and no second query to find that out)
+        predictor = shared_predictor(exclude_run=run.id) if where is not None and where[1] else None
+        with _FIT_LOCK:
+            PREDICTORS[run] = predictor
+        return predictor
+    with _FIT_LOCK:
+        if id(run) in _FITTING:
+            return None
+        run_id = run.id
+        ref = weakref.ref(run)
+
+        def fit() -> None:
+            try:
+                predictor = shared_predictor(exclude_run=run_id, fit=fit_in_process)
+            except Exception:  # no prediction rather than a broken view
+                predictor = None
+            with _FIT_LOCK:
+                _FITTING.pop(id_, None)
+                live = ref()
+                if live is not None:
+                    PREDICTORS[live] = predictor
+
+        id_ = id(run)
+        thread = threading.Thread(target=fit, name=f"nbflow-predictor-{run_id}", daemon=True)
+        _FITTING[id_] = thread
+        thread.start()
+    if wait:
+        thread.join()
+        return PREDICTORS.get(run)
+    return None
+

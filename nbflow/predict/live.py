@@ -1,0 +1,282 @@
+"""The live ETA of a running run, for the widget and the progress lines (:class:`LiveEta`).
+
+An ETA is dozens of simulations of the remaining graph, in Python, holding the GIL: done
+every two seconds on a big graph it slowed the run it was estimating.  The live ETA is
+therefore re-simulated only when enough changed, and never more often than its own cost
+allows: after a simulation that took ``c`` seconds, the next one waits at least
+``c / ETA_BUDGET`` seconds, so simulating takes at most that share of the run's time
+whatever the graph's size.  In between, the last estimate counts down with the clock.
+Large estimates are made in the fit's helper process (:mod:`nbflow.predict.fitting`), and
+until the full history predictor is worth fitting, the quick estimate
+(:mod:`nbflow.predict.quick`) stands in for it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from nbflow.predict.eta_types import Eta, fmt_seconds
+from nbflow.predict.fitting import fit_pool, live_predictor
+from nbflow.predict.inflight import DEFAULT_SAMPLES, TERMINAL, RunSnapshot, eta_of, snapshot
+
+if TYPE_CHECKING:
+    from nbflow.predict.model import Predictor
+
+__all__ = ["LiveEta", "live_eta", "run_eta_text"]
+
+_LIVE_LOCK = threading.Lock()  # guards the tables of this module
+
+ETA_BUDGET = 0.02  # the share of a run's time the live ETA may spend simulating
+ETA_MIN_EVERY = 2.0  # seconds: never re-simulated more often than this
+ETA_MAX_EVERY = 30.0  # seconds: re-simulated at least this often, even when little changed
+ETA_RESIM_DONE = 0.1  # re-simulated once this share of the tasks left at the last one finished
+ETA_WORK = 200_000  # task-steps per live ETA (samples x remaining tasks): fewer samples on big graphs
+ETA_FIRST_SAMPLES = 5  # the first live estimate is a quick one (its cost is not known yet)
+ETA_MAX_FINISHED = 200  # finished tasks a live estimate learns the run's pace from (eta_of)
+ETA_GUESS_S_PER_TASK = 5e-5  # what a first estimate costs per task left (~0.1 s for 2 000)
+FIT_WORTH_S = 10.0  # a run this long (gone, or left by its estimate) is worth the full fit
+_UNSET = object()
+
+
+def quick_of(run: Any) -> Any:
+    """The quick estimate of ``run``'s workflow (:func:`nbflow.predict.quick.quick_predictor`),
+    or None (no store, no history, an unreadable store)."""
+    from nbflow.predict.quick import quick_predictor
+
+    try:
+        return quick_predictor(str(getattr(run, "name", "")), exclude_run=str(getattr(run, "id", "")))
+    except Exception:  # an estimate must never break a view
+        return None
+
+
+class LiveEta:
+    """The ETA of one running ``run`` for live views, re-simulated only when it is due.
+
+    A new simulation is due when :data:`ETA_RESIM_DONE` of the tasks that were left at the
+    last one have finished since, or tasks were added (a map expanded), or
+    :data:`ETA_MAX_EVERY` seconds passed; and in any case not before ``max(ETA_MIN_EVERY,
+    cost / ETA_BUDGET)`` seconds after the last one (``cost``: how long that one took).
+    Otherwise :meth:`current` returns the last estimate minus the time since it was made.
+    The first estimate draws few samples (its cost is unknown); later ones as many as the
+    budget affords (:meth:`samples`).  ``clock`` (monotonic seconds) and ``timer`` (what a
+    simulation's cost is measured with) can be replaced, e.g. by a fake clock in tests.
+    ``simulations`` counts the estimates made."""
+
+    def __init__(self, run: Any, clock: Callable[[], float] = time.monotonic,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
+        self._run = weakref.ref(run)
+        self.clock = clock
+        self.timer = timer
+        self.simulations = 0
+        self.last: Eta | None = None
+        self.at = -math.inf  # clock time of the last simulation
+        self.cost = 0.0  # seconds the last one took
+        self._left = 0  # tasks left and in all at the last one
+        self._total = 0
+        self._per_sample: float | None = None  # seconds per simulation at the last estimate
+        self._pending: Any = None  # the estimate being made in the helper process (a Future)
+        self._pending_as_of: tuple[float, int, int, int] = (0.0, 0, 0, 0)  # (clock, left, total, samples)
+        self._local = False  # the helper process failed once: estimate in this process
+        self._quick: Any = _UNSET  # the quick estimate (nbflow.predict.quick), read once
+        self._used: Any = None  # the predictor the last estimate was made with
+        self.pids: list[int] = []  # the processes the patient estimates were made in
+
+    def samples(self, left: int, run_elapsed: float) -> int:
+        """How many simulations the next estimate draws: :data:`ETA_FIRST_SAMPLES` for the
+        first one; then as many as :data:`ETA_BUDGET` of the run's time so far affords at
+        the last estimate's cost per simulation, between that and :data:`DEFAULT_SAMPLES`
+        (and at most :data:`ETA_WORK` task-steps)."""
+        cap = max(ETA_FIRST_SAMPLES, min(DEFAULT_SAMPLES, ETA_WORK // max(left, 1)))
+        if self._per_sample is None:
+            return min(ETA_FIRST_SAMPLES, cap)
+        afford = ETA_BUDGET * max(run_elapsed, ETA_MIN_EVERY) / max(self._per_sample, 1e-9)
+        return int(max(ETA_FIRST_SAMPLES, min(cap, afford)))
+
+    def due(self, left: int, total: int, now: float) -> bool:
+        """Whether a new simulation is due with ``left`` of ``total`` tasks unfinished."""
+        if self.last is None:
+            return True
+        age = now - self.at
+        if age < max(ETA_MIN_EVERY, self.cost / ETA_BUDGET):
+            return False
+        progressed = self._left - left >= max(1.0, ETA_RESIM_DONE * self._left)
+        return progressed or total != self._total or age >= ETA_MAX_EVERY
+
+    def current(self, patient: bool = False) -> Eta | None:
+        """The run's ETA now; None without history (or while its predictor is being fitted).
+
+        ``patient`` (the widget): the first estimate waits until the run has gone for as
+        long as the budget asks for its guessed cost (:data:`ETA_GUESS_S_PER_TASK` per task
+        left), so a run too short to need an ETA pays nothing for one; and with more than
+        :data:`ETA_LOCAL_TASKS` tasks left, estimates are computed in the helper process
+        (:data:`ETA_IN_PROCESS`): this call hands over a snapshot and returns at once, the
+        new estimate shows from a later call.  Without it
+        (the headless progress lines, at most nine) the estimate is made in this call."""
+        run = self._run()
+        if run is None:
+            return None
+        self._collect()
+        now = self.clock()
+        counts = run.counts if hasattr(run, "counts") else None
+        upgrade = False
+        if counts is not None:
+            total = sum(counts.values())
+            left = total - sum(counts.get(s, 0) for s in TERMINAL)
+            if self._pending is not None:  # one estimate at a time
+                return self._aged(now, total - left, total) if self.last is not None else None
+            if self.last is None and patient:
+                started = getattr(run, "started_at", math.nan)
+                ran = time.time() - started if started == started else 0.0
+                if ran < left * ETA_GUESS_S_PER_TASK / ETA_BUDGET:
+                    return None
+            predictor = self._predictor(run)
+            if predictor is None:
+                return None
+            # The full predictor replacing the quick estimate: worth a new estimate at once.
+            upgrade = self.last is not None and predictor is not self._used
+            if self.last is not None and not upgrade and not self.due(left, total, now):
+                return self._aged(now, total - left, total)
+        else:
+            predictor = self._predictor(run)
+            if predictor is None:
+                return None
+        snap = snapshot(run)
+        total = len(snap.states)
+        left = sum(1 for st in snap.states if st not in TERMINAL)
+        if not upgrade and not self.due(left, total, now):
+            return self._aged(now, total - left, total)
+        self._used = predictor
+        samples = self.samples(left, snap.run_elapsed_s)
+        if (patient and ETA_IN_PROCESS and left > ETA_LOCAL_TASKS and not self._local
+                and self._submit(predictor, snap, samples, now)):
+            return self._aged(now, total - left, total) if self.last is not None else None
+        t0 = self.timer()
+        e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
+        self._record(e, max(self.timer() - t0, 0.0), samples, now, left, total)
+        return e
+
+    def _predictor(self, run: Any) -> Any:
+        """The full history predictor once it is ready, the quick estimate until then.
+
+        The full fit (seconds of CPU on a large history, in the helper process) is only
+        started once the run has gone for :data:`FIT_WORTH_S` or its ETA says that much is
+        left: a shorter run is estimated from the quick one (:mod:`nbflow.predict.quick`,
+        one aggregate query) and never pays for a fit."""
+        full = live_predictor(run, start=self.fit_wanted)
+        if full is not None:
+            return full
+        return self.quick()
+
+    def quick(self) -> Any:
+        """The run's quick estimate (read once; None without history)."""
+        run = self._run()
+        if self._quick is _UNSET and run is not None:
+            self._quick = quick_of(run)
+        return None if self._quick is _UNSET else self._quick
+
+    @property
+    def fit_wanted(self) -> bool:
+        """Whether the full fit is worth starting: the run went on, or its estimate says
+        it will go on, for at least :data:`FIT_WORTH_S`."""
+        run = self._run()
+        started = getattr(run, "started_at", math.nan)
+        ran = time.time() - started if started == started else 0.0
+        return ran >= FIT_WORTH_S or (self.last is not None and self.last.remaining_s >= FIT_WORTH_S)
+
+    def _record(self, e: Eta, cost: float, samples: int, at: float, left: int, total: int) -> None:
+        self.cost = cost
+        self._per_sample = cost / samples
+        self.simulations += 1
+        self.last, self.at, self._left, self._total = e, at, left, total
+
+    def _submit(self, predictor: Predictor, snap: RunSnapshot, samples: int, now: float) -> bool:
+        """Hand the estimate to the helper process; False if that cannot be done."""
+        try:
+            job = fit_pool().submit(_eta_job, _predictor_blob(predictor), snap, samples, ETA_MAX_FINISHED)
+        except Exception:  # no process to use: estimate here from now on
+            self._local = True
+            return False
+        left = sum(1 for st in snap.states if st not in TERMINAL)
+        self._pending, self._pending_as_of = job, (now, left, len(snap.states), samples)
+        return True
+
+    def _collect(self) -> None:
+        """Take in the estimate the helper process finished, if any."""
+        job = self._pending
+        if job is None or not job.done():
+            return
+        self._pending = None
+        at, left, total, samples = self._pending_as_of
+        try:
+            e, cost, pid = job.result()
+        except Exception:  # a broken process: estimate here from now on
+            self._local = True
+            return
+        self.pids.append(pid)
+        self._record(e, cost, samples, at, left, total)
+
+    def _aged(self, now: float, done: int, total: int) -> Eta:
+        """The last estimate, counted down by the time since it was made."""
+        e = self.last
+        assert e is not None
+        age = max(now - self.at, 0.0)
+        return Eta(max(e.remaining_s - age, 0.0), max(e.remaining_lo - age, 0.0),
+                   max(e.remaining_hi - age, 0.0), e.elapsed_s + age, done, total, e.no_history)
+
+
+ETA_IN_PROCESS = True  # the widget's estimates are made in the helper process (LiveEta)
+ETA_LOCAL_TASKS = 200  # ... unless this few tasks are left (tens of ms: no process to start for it)
+_BLOBS: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+def _predictor_blob(predictor: Predictor) -> bytes:
+    """``predictor`` pickled by value for the helper process (once per predictor)."""
+    import cloudpickle
+
+    with _LIVE_LOCK:
+        blob = _BLOBS.get(predictor)
+    if blob is None:
+        blob = cloudpickle.dumps(predictor)
+        with _LIVE_LOCK:
+            _BLOBS[predictor] = blob
+    return blob
+
+
+def _eta_job(blob: bytes, snap: RunSnapshot, samples: int,
+             max_finished: int | None) -> tuple[Eta, float, int]:
+    """In the helper process: one live estimate, what it took, and where it ran."""
+    t0 = time.perf_counter()
+    e = eta_of(snap, pickle.loads(blob), samples=samples, max_finished=max_finished)
+    return e, time.perf_counter() - t0, os.getpid()
+
+
+_LIVE_ETAS: weakref.WeakKeyDictionary[Any, LiveEta] = weakref.WeakKeyDictionary()
+
+
+def live_eta(run: Any) -> LiveEta:
+    """The :class:`LiveEta` every live view of ``run`` shares (the progress line, the
+    timeline's band and the text progress ask the same one)."""
+    with _LIVE_LOCK:
+        live = _LIVE_ETAS.get(run)
+        if live is None:
+            live = _LIVE_ETAS[run] = LiveEta(run)
+        return live
+
+
+def run_eta_text(run: Any, patient: bool = False) -> str | None:
+    """Short ETA text for progress displays; None when there is no history to go by (or
+    while the predictor is still being fitted in the background).  Shared by the run's
+    live views and re-simulated only when due (:class:`LiveEta`; ``patient``: see
+    :meth:`LiveEta.current`)."""
+    e = live_eta(run).current(patient=patient)
+    if e is None or math.isnan(e.remaining_s):
+        return None
+    return (f"ETA {fmt_seconds(e.remaining_s)} "
+            f"(80%: {fmt_seconds(e.remaining_lo)}–{fmt_seconds(e.remaining_hi)})")
