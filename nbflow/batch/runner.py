@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from ..core.errors import NbflowError
 from ..params import env
-from . import records
+from . import paramcheck, records
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
@@ -163,6 +163,7 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
     notebook = str(nb_path.resolve())
     output = opts.output or default_output(opts.notebook)
     store = records.require_store()
+    paramcheck.check_parameters(nb_path, opts.parameters)  # a typo'd -p name: refused, nothing runs
     params = dict(opts.parameters)
     if opts.resume:
         before = _resume_parameters(store, notebook)
@@ -257,7 +258,19 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
         f"[nbflow run] {nb_path.name}: {status} in {duration:.1f} s, {len(runs)} workflow run(s); "
         f"output notebook {output}"
     )
+    if opts.rerun and status != "cancelled":
+        _warn_unmatched_rerun(out, nb_path.name, store, runs, opts.rerun)
     return BatchResult(batch_id, status, output, code, error, tb, cell, duration, runs)
+
+
+def _warn_unmatched_rerun(out: TextIO, name: str, store: Any, runs: list[str], rerun: list[str]) -> None:
+    # Said even with --quiet: a --rerun name that matched nothing forced nothing to run again,
+    # and the batch would otherwise look as if it had.
+    missed, tasks = paramcheck.unmatched_rerun(store, runs, rerun)
+    if missed:
+        print(f"[nbflow run] {name}: warning: --rerun {' '.join(missed)} matched no task of the "
+              f"notebook's workflow runs (their tasks: {', '.join(tasks) or 'none'}), so nothing "
+              "was run again for it; give a task name or key", file=out, flush=True)
 
 
 def _injectable(params: dict[str, Any]) -> dict[str, Any]:
