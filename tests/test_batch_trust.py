@@ -36,7 +36,7 @@ def big(xs, threshold):
 RUN = "%%workflow small\nxs = load(5)\nys = big(xs, threshold)"
 
 
-def test_quiet_batch_prints_nothing_but_a_warning_for_a_rerun_name_that_matched_nothing(tmp_path: Path) -> None:
+def test_quiet_batch_prints_only_a_warning_for_a_rerun_name_that_matched_nothing(tmp_path: Path) -> None:
     nb = write_notebook(tmp_path / "p.ipynb", [FLOW, RUN, "print(ys)"], parameters=PARAMS)
     res = cli("run", str(nb), "-q", "-p", "threshold", "1", "--rerun", "bigg", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -76,7 +76,7 @@ def test_declared_parameters_and_the_generous_rule_for_unknown_ones(tmp_path: Pa
 
 def test_param_refuses_a_value_of_the_wrong_kind_with_the_fix(monkeypatch) -> None:
     monkeypatch.setenv("NBFLOW_PARAMS", '{"a": "abc", "b": 42, "c": "yes", "d": 1, "e": [1, 2]}')
-    with pytest.raises(nf.NbflowError, match=r"'a' is 'abc' \(text\).*default 1.5 is a number: pass a number"):
+    with pytest.raises(nf.NbflowError, match=r"'a' is 'abc' \(text\).*1.5 is a number: pass a number"):
         nf.param("a", 1.5)
     with pytest.raises(nf.NbflowError, match=r"'b' is 42 \(number\).*is text: pass it with -r b"):
         nf.param("b", "x")
@@ -111,7 +111,8 @@ def test_a_cell_meant_to_fail_does_not_fail_the_batch_but_a_later_error_does(tmp
     bad = _tagged(tmp_path / "bad.ipynb", [(EXPECTED, True), ("1 / 0", False), ("print('never')", False)])
     res = cli("run", str(bad), "-q", cwd=tmp_path)
     assert res.returncode == 1
-    assert "cell 2 of" in res.stderr and "bad.ipynb failed: ZeroDivisionError" in res.stderr  # not the expected one
+    # the unexpected error is the one reported, not the expected one before it
+    assert "cell 2 of" in res.stderr and "bad.ipynb failed: ZeroDivisionError" in res.stderr
     assert "meant to fail" not in res.stderr
     status, error = query("SELECT status, error FROM batches WHERE notebook LIKE '%bad.ipynb'")[0]
     assert status == "failed" and error.startswith("ZeroDivisionError")

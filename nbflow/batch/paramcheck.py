@@ -45,6 +45,11 @@ def _python(source: str) -> ast.Module | None:
         return None
 
 
+def _is_param(func: ast.expr) -> bool:
+    """``nf.param`` / ``param`` (however nbflow was imported)."""
+    return getattr(func, "attr", None) == "param" or getattr(func, "id", None) == "param"
+
+
 def declared_parameters(notebook: Path) -> list[str]:
     """The parameters ``notebook`` declares: the names its ``parameters`` cell assigns and the
     names it reads with ``nf.param("NAME", ...)`` (a literal first argument), sorted."""
@@ -59,8 +64,7 @@ def declared_parameters(notebook: Path) -> list[str]:
                          if isinstance(t, ast.Name))
         for node in ast.walk(tree):
             if (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
-                    and isinstance(node.args[0].value, str)
-                    and (getattr(node.func, "attr", None) == "param" or getattr(node.func, "id", None) == "param")):
+                    and isinstance(node.args[0].value, str) and _is_param(node.func)):
                 names.add(node.args[0].value)
     return sorted(names)
 

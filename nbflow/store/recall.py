@@ -13,7 +13,6 @@ text the live run showed; the part-by-part ``changes`` are only known live, and 
 from __future__ import annotations
 
 import difflib
-
 import json
 from typing import TYPE_CHECKING, Any
 
