@@ -1,5 +1,5 @@
 # The two commands the README leads with; both do their own set-up (see .ci/setup.sh).
-#   make example   run the quickstart notebook headless (papermill) into quickstart.out.ipynb
+#   make example   run the quickstart notebook headless (nbflow run, papermill underneath) into quickstart.out.ipynb
 #   make test      run the whole test suite (lint included)
 PY := .venv/bin/python
 
@@ -10,8 +10,9 @@ setup: .venv/.installed
 	bash .ci/setup.sh
 	touch $@
 
+# nbflow's own batch runner (papermill underneath): progress per cell, the run recorded as a batch
 example: setup
-	$(PY) -m papermill example_notebooks/quickstart.ipynb example_notebooks/quickstart.out.ipynb --cwd example_notebooks
+	$(PY) -m nbflow.cli run example_notebooks/quickstart.ipynb -o example_notebooks/quickstart.out.ipynb --cwd example_notebooks
 
 lint: setup
 	.venv/bin/ruff check nbflow tests benchmarks example_notebooks

@@ -67,5 +67,8 @@ def test_long_parameters_are_shortened_in_runs_and_show(capsys: pytest.CaptureFi
     assert "alpha=0.5 prep={'rows': 300, 'train': '   0     0.0000" in line and "..." in line
     assert len(line) < 250
     assert main(["show", run.id]) == 0
-    shown = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("parameters:"))
+    printed = capsys.readouterr().out.splitlines()
+    shown = next(ln for ln in printed if ln.startswith("parameters:"))
+    row = next(ln for ln in printed if ln.lstrip().startswith("one-0"))
+    assert not row.rstrip().endswith(("None", "NaN")), row  # a task without an error shows none
     assert shown.startswith("parameters: alpha=0.5 prep=") and "..." in shown and len(shown) < 150

@@ -16,6 +16,7 @@ Skips (with the reason) when Playwright or Chromium is missing; never downloads 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -208,6 +209,11 @@ def test_cancel_button_stops_a_long_run(lab) -> None:
             assert "STATUS cancelled" in out.decode()
             assert cancel.is_hidden()
             page.wait_for_selector(f"{PANEL} li.nbflow-run[data-status='cancelled']", timeout=30_000)
+            # the list says how many tasks were cancelled: its "N/N tasks" counts them as done
+            facts = page.locator(f"{PANEL} li.nbflow-run[data-status='cancelled'] .nbflow-run-facts")
+            text = facts.first.inner_text()
+            said = re.search(r"· (\d+) cancelled", text)
+            assert said and int(said.group(1)) > 0, text
             _shot(page, "dashboard-cancelled.png")
         finally:
             if proc.poll() is None:

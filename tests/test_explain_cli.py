@@ -74,3 +74,8 @@ def test_cli_explain_is_the_stored_explanation(tmp_path: Path) -> None:
     assert "changed" in nf.load_run(missed).explain("load-0").reason
     # a task name matching one node answers the same as its key
     assert _cli_explain(tmp_path, missed, "load") == _cli_explain(tmp_path, missed, "load-0")
+    # a typo is told which tasks the run has, and the close match
+    typo = cli("explain", missed, "clen", cwd=tmp_path)
+    assert typo.returncode == 1
+    assert "no task or task key 'clen'" in typo.stderr
+    assert "(its tasks: clean, load); did you mean 'clean'?" in typo.stderr

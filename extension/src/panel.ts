@@ -138,6 +138,14 @@ export class RunsPanel extends Widget {
     if (r.failed) {
       facts.push(`${r.failed} failed`);
     }
+    // a run that ended early counts its cancelled and skipped tasks as done: say which they are,
+    // so a cancelled run's full bar does not read as all work finished
+    if (r.cancelled) {
+      facts.push(`${r.cancelled} cancelled`);
+    }
+    if (r.skipped) {
+      facts.push(`${r.skipped} skipped`);
+    }
     if (r.cached) {
       facts.push(`${r.cached} cached`);
     }

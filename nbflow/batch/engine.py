@@ -10,7 +10,11 @@ engine with three additions, all in :class:`Control`:
 * it reports each cell's start and end (the terminal progress of ``nbflow run``) and the
   notebook's streamed output lines;
 * it starts the kernel with the environment and working directory the batch run gives it,
-  never touching this process's own (so batch runs can run side by side in threads).
+  never touching this process's own (so batch runs can run side by side in threads);
+* it asks the kernel manager to encrypt the kernel's sockets (CurveZMQ keys made for this
+  kernel) when the kernel says it can: the traffic is then not readable by other local
+  users, and ipykernel (7.4 and later) has no reason to warn "Kernel is running over TCP
+  without encryption" on the batch's terminal, which it does for every unencrypted kernel.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class _Client(PapermillNotebookClient):
             kwargs["env"] = ctl.env
         if ctl.cwd is not None:
             kwargs["cwd"] = ctl.cwd
+        _encrypt_if_supported(self.km)
         await super().async_start_new_kernel(**kwargs)
         proc = getattr(getattr(self.km, "provisioner", None), "process", None)
         self.nbflow_control.kernel_pid = getattr(proc, "pid", None)
@@ -124,6 +129,19 @@ class _Client(PapermillNotebookClient):
         ):
             self.log_output_message(out)
         return out
+
+
+def _encrypt_if_supported(km: Any) -> None:
+    """Have ``km`` give the kernel CurveZMQ keys when its kernelspec declares it supports
+    them ("auto"; a kernel that does not keeps plain TCP, as before).  Older
+    jupyter_client versions have no such setting, and a pyzmq built without libsodium
+    cannot encrypt: both are left as they are."""
+    if km is None or not km.has_trait("transport_encryption"):
+        return
+    import zmq
+
+    if zmq.has("curve"):
+        km.transport_encryption = "auto"
 
 
 class Engine(NBClientEngine):

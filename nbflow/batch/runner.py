@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 from ..core.errors import NbflowError
 from ..params import env
-from . import records
+from . import paramcheck, records
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
@@ -163,6 +163,7 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
     notebook = str(nb_path.resolve())
     output = opts.output or default_output(opts.notebook)
     store = records.require_store()
+    paramcheck.check_parameters(nb_path, opts.parameters)  # a typo'd -p name: refused, nothing runs
     params = dict(opts.parameters)
     if opts.resume:
         before = _resume_parameters(store, notebook)
@@ -227,12 +228,14 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
                 nbflow_control=control,
             )
         except PapermillExecutionError as e:
-            status = "cancelled" if control.stop_reason else "failed"
-            error = f"{e.ename}: {e.evalue}"
-            if control.stop_reason:
-                error = f"stopped by {control.stop_reason}; the running cell ended with {error}"
-            tb = _ANSI.sub("", "\n".join(e.traceback))
-            cell = e.cell_index
+            unexpected = e if control.stop_reason else _unexpected_error(output)
+            if unexpected is not None:
+                status = "cancelled" if control.stop_reason else "failed"
+                error = f"{unexpected.ename}: {unexpected.evalue}"
+                if control.stop_reason:
+                    error = f"stopped by {control.stop_reason}; the running cell ended with {error}"
+                tb = _ANSI.sub("", "\n".join(unexpected.traceback))
+                cell = unexpected.cell_index
         except (nbengine.Stopped, KeyboardInterrupt):
             status = "cancelled"
             error = f"stopped by {control.stop_reason or 'SIGINT'}"
@@ -257,7 +260,50 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
         f"[nbflow run] {nb_path.name}: {status} in {duration:.1f} s, {len(runs)} workflow run(s); "
         f"output notebook {output}"
     )
+    if opts.rerun and status != "cancelled":
+        _warn_unmatched_rerun(out, nb_path.name, store, runs, opts.rerun)
     return BatchResult(batch_id, status, output, code, error, tb, cell, duration, runs)
+
+
+def _unexpected_error(output: str) -> Any:
+    """The first error of the executed notebook ``output`` in a cell *not* tagged
+    ``raises-exception`` (as a ``PapermillExecutionError``), or None.
+
+    A cell tagged ``raises-exception`` is meant to fail (a notebook that shows what a failure
+    looks like): nbclient and nbval run on past it, and so does the engine, but papermill then
+    reports the first error output it finds, expected or not.  When every error is expected
+    the batch completed: papermill's red error banners are taken out of the output notebook
+    again.  Otherwise the error to report is the first unexpected one, not an expected one
+    before it."""
+    import nbformat
+    from papermill.exceptions import PapermillExecutionError
+    from papermill.execute import remove_error_markers
+
+    nb = remove_error_markers(nbformat.read(output, as_version=4))
+    for index, c in enumerate(nb.cells):
+        if "raises-exception" in c.get("metadata", {}).get("tags", []):
+            continue
+        for out in c.get("outputs", []):
+            if out.get("output_type") == "error" and not (
+                out.get("ename") == "SystemExit" and out.get("evalue") in ("", "0")
+            ):
+                return PapermillExecutionError(index, c.get("execution_count"), c.source,
+                                               out.get("ename"), out.get("evalue"), out.get("traceback", []))
+        if c.get("metadata", {}).get("papermill", {}).get("exception") is True:
+            return PapermillExecutionError(index, c.get("execution_count"), c.source,
+                                           "CellExecutionError", "", [])
+    nbformat.write(nb, output)
+    return None
+
+
+def _warn_unmatched_rerun(out: TextIO, name: str, store: Any, runs: list[str], rerun: list[str]) -> None:
+    # Said even with --quiet: a --rerun name that matched nothing forced nothing to run again,
+    # and the batch would otherwise look as if it had.
+    missed, tasks = paramcheck.unmatched_rerun(store, runs, rerun)
+    if missed:
+        print(f"[nbflow run] {name}: warning: --rerun {' '.join(missed)} matched no task of the "
+              f"notebook's workflow runs (their tasks: {', '.join(tasks) or 'none'}), so nothing "
+              "was run again for it; give a task name or key", file=out, flush=True)
 
 
 def _injectable(params: dict[str, Any]) -> dict[str, Any]:

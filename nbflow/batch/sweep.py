@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..params import env
-from . import records
+from . import paramcheck, records
 from .runner import BatchError
 
 SCALARS = (int, float, str, bool, type(None))
@@ -124,6 +124,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise BatchError(f"no notebook {args.notebook!r}: give the path of an .ipynb file")
     base = parameters(argparse.Namespace(parameters_file=args.parameters_file, parameters=[]))
     points = from_csv(args.from_csv, base) if args.from_csv else grid(args.parameters, base)
+    for point in points[:1]:  # every point has the same names: a typo is refused once, up front
+        paramcheck.check_parameters(nb, point)
     if args.workers is not None and args.workers < 1:
         raise BatchError(f"--workers {args.workers}: give at least 1 (notebooks run at once)")
     env.lease_env(no_lease=args.no_lease, lease_ttl=args.lease_ttl)  # refuse a bad --lease-ttl now

@@ -57,6 +57,9 @@ def _run_text(run: Any, params: dict[str, Any]) -> str:
     if params:
         lines.append("parameters: " + " ".join(f"{k}={short_repr(v)}" for k, v in params.items()))
     tasks = run.tasks[["key", "state", "attempts", "duration_s", "cached", "reason", "error"]]
+    # no reason or no error is an empty cell, not "None" / "NaN" on every line
+    tasks = tasks.assign(**{c: [v if isinstance(v, str) else "" for v in tasks[c]]
+                            for c in ("reason", "error")})
     lines += ["", tasks.to_string(index=False, max_colwidth=60)]
     for key, err in run.errors().items():
         lines += ["", f"{key} failed:", error_text(err)]

@@ -23,6 +23,16 @@ exception is still on the way up.  So the trimming happens where the traceback i
 - in a plain script through ``sys.excepthook``: :func:`install_excepthook` (called when
   nbflow is imported) puts a hook in front of the current one that trims a
   ``RefUsageError`` and hands it on, and leaves every other exception alone.
+
+A failed run seen by a plain script is the same story twice over: ``wf.run()`` raises
+``WorkflowFailed`` from inside nbflow (its frames end below the user's ``wf.run()`` line),
+and its ``__cause__`` is the task's own exception, caught by the scheduler, so *its*
+traceback starts with the engine's, the thread pool's and the backend's frames before the
+user's function.  The hook cuts both: the failure's traceback ends at the user's line and
+the task's starts at the user's function (the frames below it — pandas', say — stay: they
+are where the error happened).  A mistake found before anything ran (a cycle, a bad
+option: ``WorkflowDefinitionError``) ends at the user's line too.  Notebooks already show
+both this way (the ``%%workflow`` cell and IPython).
 """
 
 from __future__ import annotations
@@ -35,7 +45,7 @@ from functools import lru_cache
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .errors import RefUsageError
+from .errors import RefUsageError, WorkflowCancelled, WorkflowDefinitionError, WorkflowFailed
 
 E = TypeVar("E", bound=BaseException)
 
@@ -68,9 +78,15 @@ def trim_to_user(exc: BaseException) -> BaseException:
     """
     tb: TracebackType | None = exc.__traceback__
     last_user: TracebackType | None = None
+    called_by_internal = False
     while tb is not None:
-        if not is_internal(tb.tb_frame.f_code.co_filename):
+        name = tb.tb_frame.f_code.co_filename
+        # code generated at run time (a dataclass's __init__ is "<string>") that nbflow or a
+        # library called is theirs, not the user's
+        internal = is_internal(name) or (called_by_internal and name == "<string>")
+        if not internal:
             last_user = tb
+        called_by_internal = internal
         tb = tb.tb_next
     if last_user is not None and last_user.tb_next is not None:
         last_user.tb_next = None
@@ -105,14 +121,17 @@ def mark_for_display(exc: E) -> E:
 
 
 def _excepthook(etype: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-    if isinstance(value, RefUsageError):
+    if isinstance(value, RefUsageError | WorkflowDefinitionError | WorkflowFailed | WorkflowCancelled):
         tb = trim_to_user(value).__traceback__
+    cause = value.__cause__
+    if isinstance(value, WorkflowFailed) and cause is not None:
+        cause.__traceback__ = _first_user(cause.__traceback__)  # the task's frames from its own line
     _excepthook.previous(etype, value, tb)  # type: ignore[attr-defined]
 
 
 def install_excepthook() -> None:
-    """Trim uncaught ``RefUsageError`` tracebacks of plain scripts (once per process; the
-    hook found in ``sys.excepthook`` still prints everything)."""
+    """Trim the uncaught nbflow errors of plain scripts to the user's frames (once per
+    process; the hook found in ``sys.excepthook`` still prints everything)."""
     current: Any = sys.excepthook
     if getattr(current, "__nbflow__", False):
         return

@@ -26,7 +26,7 @@ from . import env
 
 
 class ParamError(NbflowError):
-    """A parameter name that cannot be a Python name."""
+    """A parameter name that cannot be a Python name, or an injected value of the wrong kind."""
 
 
 _declared: dict[str, Any] = {}
@@ -104,12 +104,47 @@ def param(name: str, default: Any = None) -> Any:
     injected = env.injected_params()
     if name in injected:
         value = _resolve(injected[name])
+        _check_kind(name, value, default)
     else:
         found, value = _papermill_injected(name)
         if not found:
             value = default
+        else:
+            _check_kind(name, value, default)
     _declared[name] = value
     return value
+
+
+def _kind(value: Any) -> str | None:
+    """"number", "text" or "flag" for the scalars a command line gives; None for the rest."""
+    if isinstance(value, bool):
+        return "flag"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "text"
+    return None
+
+
+def _check_kind(name: str, value: Any, default: Any) -> None:
+    """Refuse an injected value whose kind differs from the default's (a number where the
+    notebook expects text, text where it expects a number or True/False).
+
+    The value would otherwise fail much later, deep inside some task (``df.amount > "abc"``),
+    or not at all while computing something else (``"0042"`` given as ``-p`` arrives as the
+    number 42).  Defaults that are None, containers or objects are not checked; an int for
+    a float default (``-p alpha 1``) is a number like any other."""
+    want, got = _kind(default), _kind(value)
+    if want is None or got is None or want == got:
+        return
+    fix = {
+        "number": f"pass a number, e.g. -p {name} {default!r}",
+        "text": f"pass it with -r {name} VALUE, which keeps the value as text",
+        "flag": f"pass -p {name} True or -p {name} False",
+    }[want]
+    raise ParamError(
+        f"parameter {name!r} is {value!r} ({got}), but the notebook's default {default!r} is "
+        f"{'a ' + want if want != 'text' else 'text'}: {fix}")
 
 
 def parse_value(text: str) -> Any:

@@ -12,6 +12,7 @@ text the live run showed; the part-by-part ``changes`` are only known live, and 
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -78,5 +79,11 @@ def targets(run: StoredRun, what: Any) -> list[int]:
         found = [j for j, (t, kind) in enumerate(zip(rows["task"], rows["kind"], strict=True))
                  if t == name and kind not in (MAP, COLLECT)]
     if not found:
-        raise KeyError(f"no task or task key {name!r} in run {run.id}")
+        tasks = sorted({t for t, kind in zip(rows["task"], rows["kind"], strict=True)
+                        if isinstance(t, str) and kind not in (MAP, COLLECT)})
+        close = difflib.get_close_matches(name, [*tasks, *rows["key"]], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        more = ", ..." if len(tasks) > 20 else ""
+        raise KeyError(f"no task or task key {name!r} in run {run.id} (its tasks: "
+                       f"{', '.join(tasks[:20]) or 'none'}{more}){hint}")
     return found

@@ -19,39 +19,22 @@ remote cluster without it) simply goes without, as before.
 
 from __future__ import annotations
 
-import time
 import weakref
 from typing import Any
 
 NAME = "nbflow-loose-restrictions"
 _registered: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
-try:
-    from distributed.diagnostics.plugin import SchedulerPlugin
-except ImportError:  # pragma: no cover - depends on the install (the backend needs it)
-    SchedulerPlugin = object  # type: ignore[assignment,misc]
 
+def __getattr__(name: str) -> Any:
+    # The plugin class subclasses distributed's SchedulerPlugin, so it lives in its own module,
+    # imported only when a Dask run registers it: ``import nbflow`` does not import distributed
+    # (about 0.8 s of CPU), which a run on threads or processes never needs.
+    if name == "LooseRestrictions":
+        from .dask_plugin import LooseRestrictions
 
-class LooseRestrictions(SchedulerPlugin):
-    """On the scheduler: a worker that leaves is struck from the hints of the tasks that
-    only hinted at it, so they wait for (and run on) any worker (see the module)."""
-
-    name = NAME
-
-    def remove_worker(self, scheduler: Any = None, worker: str = "", **kwargs: Any) -> None:
-        woken = []
-        for ts in scheduler.tasks.values():
-            hint = ts.worker_restrictions
-            if hint and worker in hint and ts.loose_restrictions:
-                hint.discard(worker)
-                if not hint:  # no restriction left: any running worker will do
-                    ts.worker_restrictions = None
-                    ts.loose_restrictions = False
-                    if ts in scheduler.unrunnable:
-                        woken.append(ts.key)
-        if woken and scheduler.running:  # (none running: the next one to run takes them)
-            scheduler.transitions({k: "processing" for k in woken},
-                                  stimulus_id=f"nbflow-loose-restrictions-{time.time()}")
+        return LooseRestrictions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def known(client: Any) -> bool:
@@ -65,6 +48,8 @@ def ensure(client: Any) -> bool:
     got = _registered.get(client)
     if got is None:
         try:
+            from .dask_plugin import LooseRestrictions
+
             client.register_plugin(LooseRestrictions(), name=NAME)
             got = True
         except Exception:  # (a scheduler without nbflow: Dask's own behaviour stays)
