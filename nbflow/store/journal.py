@@ -60,7 +60,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -165,6 +165,11 @@ MIGRATIONS: dict[int, list[str]] = {
             path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
             inode INTEGER NOT NULL, digest TEXT NOT NULL, seen REAL)""",
     ],
+    # 9: one events row for a batched map's chunk (nbflow.store.eventrows): ``items`` is the
+    # number of per-item events it stands for (NULL: a row of one event).  Readers expand it.
+    9: [
+        "ALTER TABLE events ADD COLUMN items INTEGER",
+    ],
 }
 
 
@@ -183,15 +188,18 @@ class Op:
     ``executemany``, in the order they were queued; kinds are written in the order they
     first appear.  A ``barrier`` kind (a DELETE) is never reordered: everything queued
     before it is written first.  ``convert`` (if any) runs on the writer thread, off the
-    event loop.
+    event loop.  With ``many``, ``convert`` makes many rows from one queued item (the items
+    of a batched chunk: one queue entry, one call, for all of them) and returns them with
+    the Op that writes them: ``(op, rows)``.
     """
 
-    __slots__ = ("barrier", "convert", "ncols", "prefix", "row", "sql", "urgent")
+    __slots__ = ("barrier", "convert", "many", "ncols", "prefix", "row", "sql", "urgent")
 
-    def __init__(self, sql: str, convert: Callable[..., Sequence[Any]] | None = None, *,
-                 barrier: bool = False, urgent: bool = False) -> None:
+    def __init__(self, sql: str, convert: Callable[..., Any] | None = None, *,
+                 barrier: bool = False, urgent: bool = False, many: bool = False) -> None:
         self.sql = sql
         self.convert = convert
+        self.many = many
         self.barrier = barrier
         self.urgent = urgent  # commit without waiting for the group-commit window
         # "INSERT ... VALUES(?,?)": written as multi-row statements (see _write_rows)
@@ -576,11 +584,19 @@ class Journal:
                 open_groups.clear()
                 groups.append((op, [params]))
                 continue
-            rows = open_groups.get(op)
-            if rows is None:
-                rows = open_groups[op] = []
-                groups.append((op, rows))
-            rows.append(params)
+            if op.many:  # (convert gave (the Op that writes them, rows))
+                sub, many = params
+                rows = open_groups.get(sub)
+                if rows is None:
+                    rows = open_groups[sub] = []
+                    groups.append((sub, rows))
+                rows.extend(many)
+            else:
+                rows = open_groups.get(op)
+                if rows is None:
+                    rows = open_groups[op] = []
+                    groups.append((op, rows))
+                rows.append(params)
 
         max_vars = _max_variables(conn)
 
