@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import nbflow as nf
 from nbflow.core import events as ev
 from nbflow.server import reader
@@ -105,7 +103,8 @@ def test_a_chunk_is_one_row_and_reads_back_as_one_event_per_item() -> None:
     try:
         q = ("SELECT idx, attempt, key, state, executor, cached, output_bytes, error IS NULL, reason, "
              "cache_key, blob, output, cpu_s IS NULL, peak_rss, input_bytes, input_items, input_shape, "
-             "start IS NULL, end IS NULL, duration_s IS NULL FROM task_runs WHERE run_id = ? ORDER BY idx, attempt")
+             "start IS NULL, end IS NULL, duration_s IS NULL FROM task_runs WHERE run_id = ? "
+             "ORDER BY idx, attempt")
         ra, rb = db.execute(q, (batched.id,)).fetchall(), db.execute(q, (legacy.id,)).fetchall()
     finally:
         db.close()

@@ -105,9 +105,10 @@ class RunMirror:
                     self.model = RunModel(_traced(head[0][0], nodes))  # type: ignore[arg-type]
                     self.model.run_id = self.run_id
                     self.view = GraphView(self.model)
+                # (a batched chunk's row: expanded to its items' events)
                 rows = list(expand(_q(conn, "SELECT seq, time, type, idx, key, data, items FROM events "
-                                            "WHERE run_id = ? AND seq > ? ORDER BY seq", (self.run_id, self.seq)),
-                                   after=self.seq))  # (a batched chunk's row: its items' events)
+                                            "WHERE run_id = ? AND seq > ? ORDER BY seq",
+                                      (self.run_id, self.seq)), after=self.seq))
             finally:
                 conn.execute("COMMIT")
         model = self.model

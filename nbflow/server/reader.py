@@ -92,7 +92,8 @@ WHERE n.run_id = ? AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.run_id = n.
   AND n.idx IN (SELECT idx FROM events WHERE run_id = ? AND type = 'TaskStarted'
                 UNION ALL  -- (the items of a batched chunk: one row per chunk, store.eventrows)
                 SELECT j.value FROM events e, json_each(e.data, '$.indexes') j
-                WHERE e.run_id = ? AND e.type = 'TaskBatch' AND json_extract(e.data, '$.kind') = 'TaskStarted')
+                WHERE e.run_id = ? AND e.type = 'TaskBatch'
+                  AND json_extract(e.data, '$.kind') = 'TaskStarted')
 GROUP BY 1
 """
 
@@ -288,8 +289,8 @@ def events_after(home: Path, run_id: str, after: int, limit: int = 5000) -> list
     with reading(home) as conn:
         if conn is None:
             return []
-        rows = _q(conn, "SELECT seq, time, type, idx, key, data, items FROM events WHERE run_id = ? AND seq > ? "
-                        "ORDER BY seq LIMIT ?", (run_id, int(after), int(limit)))
+        rows = _q(conn, "SELECT seq, time, type, idx, key, data, items FROM events "
+                        "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?", (run_id, int(after), int(limit)))
     # (a batched chunk's row stands for several events: expanded, and cut at `limit` events)
     return [{"seq": s, "time": t, "type": typ, "index": i, "key": k, "data": json.loads(d) if d else {}}
             for s, t, typ, i, k, d in islice(expand(rows, after=int(after)), int(limit))]

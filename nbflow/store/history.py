@@ -251,8 +251,8 @@ class StoredRun:
         :class:`StoredError` carrying the recorded text."""
         out: list[ev.Event] = []
         for _seq, t, typ, idx, key, data in expand(self.store.journal.query(
-            "SELECT seq, time, type, idx, key, data, items FROM events WHERE run_id = ? ORDER BY seq", (self.id,)
-        )):
+            "SELECT seq, time, type, idx, key, data, items FROM events WHERE run_id = ? ORDER BY seq",
+            (self.id,))):
             cls = getattr(ev, typ, None)
             kw = json.loads(data) if data else {}
             for k in ("error",):

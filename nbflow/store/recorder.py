@@ -230,9 +230,10 @@ class RunRecorder:
         self.journal.put(EVENT_BATCH, (self.run_id, self.seq, e))
         if e.kind is ev.TaskStarted:
             if "executor" in e.columns:
-                self.started.update(zip(e.indexes, zip(repeat(e.time), e.columns["executor"])))
+                self.started.update(zip(e.indexes, zip(repeat(e.time), e.columns["executor"]),
+                                        strict=False))  # (repeat never ends)
             else:
-                self.started.update(zip(e.indexes, repeat((e.time, e.common.get("executor")))))
+                self.started.update(zip(e.indexes, repeat((e.time, e.common.get("executor"))), strict=False))
         else:
             pop, t = self.started.pop, e.time
             starts = [pop(i, (t, "inline")) for i in e.indexes]
