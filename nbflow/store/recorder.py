@@ -26,7 +26,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
-from ..core.kinds import COLLECT, UNDO
+from ..core.kinds import COLLECT, TASK, UNDO
 from .eventrows import FIELDS as BATCHED_KINDS
 from .eventrows import batch_row
 from .journal import Op, dumps
@@ -73,10 +73,23 @@ def _json_str(v: str | None) -> str:
     return f'"{v}"' if v.isidentifier() else json.dumps(v)
 
 
-def _node_row(run_id: str, ref: Ref) -> tuple[Any, ...]:
-    deps = ref.deps
-    text = "[]" if not deps else f"[{deps[0]}]" if len(deps) == 1 else json.dumps(deps)
-    return (run_id, ref.index, ref.key, ref.name, ref.kind, text)
+def _node_rows(run_id: str, refs: list[Ref]) -> tuple[Op, list[tuple[Any, ...]]]:
+    """The ``nodes`` rows of many nodes (a graph, or a map's items): one queue entry and one
+    call on the writer thread, the task name looked up once per task."""
+    names: dict[int, str] = {}  # id(task) -> name, for plain task nodes
+    rows = []
+    for ref in refs:
+        if ref.kind == TASK:
+            t = ref.task
+            name = names.get(id(t))
+            if name is None:
+                name = names[id(t)] = ref.name
+        else:
+            name = ref.name
+        deps = ref.deps
+        text = "[]" if not deps else f"[{deps[0]}]" if len(deps) == 1 else json.dumps(deps)
+        rows.append((run_id, ref.index, ref.key, name, ref.kind, text))
+    return NODE, rows
 
 
 def _task_row(run_id: str, idx: int, attempt: int, key: str, state: str, executor: str | None,
@@ -110,11 +123,11 @@ def _completed_rows(run_id: str, e: ev.TaskBatch, starts: list[tuple[float | Non
         "output_bytes": [None if b is None else int(b) for b in col("output_bytes")],
         "reason": col("reason"), "cache_key": col("cache_key"), "blob": col("blob"), "output": col("output")}
     metrics = col("metrics")
-    if any(m is not None for m in metrics):
+    if metrics.count(None) < len(metrics):
         for name, c in zip(METRIC_NAMES, zip(*[m or _NO_METRICS for m in metrics], strict=True), strict=True):
             values[name] = list(c)
     kept = tuple(k for k, v in values.items()
-                 if k in _ALWAYS or (any(v) if k == "cached" else any(x is not None for x in v)))
+                 if k in _ALWAYS or (any(v) if k == "cached" else v.count(None) < len(v)))
     op = _BATCH_OPS.get(kept)
     if op is None:
         names = ", ".join(kept)
@@ -132,7 +145,8 @@ _BATCH_OPS: dict[tuple[str, ...], Op] = {}  # (a statement per set of columns wr
 
 EVENT = Op("INSERT OR REPLACE INTO events(run_id, seq, time, type, idx, key, data) VALUES(?,?,?,?,?,?,?)",
            _event_row)
-NODE = Op("INSERT OR REPLACE INTO nodes(run_id, idx, key, task, kind, deps) VALUES(?,?,?,?,?,?)", _node_row)
+NODE = Op("INSERT OR REPLACE INTO nodes(run_id, idx, key, task, kind, deps) VALUES(?,?,?,?,?,?)")
+NODES = Op(NODE.sql, _node_rows, many=True)
 # (inputs keeps a map node's traced inputs once its deps become its items)
 NODE_DEPS = Op("UPDATE nodes SET inputs = COALESCE(inputs, deps), deps = ?, kind = ? "
                "WHERE run_id = ? AND idx = ?")
@@ -206,7 +220,7 @@ class RunRecorder:
             run = self.run
             put(RUN_START, (self.run_id, run.name, "running", e.time, e.backend, e.workers, e.tasks,  # type: ignore[attr-defined]
                             _HOST, os.getpid(), os.getcwd()))
-            self.journal.put_many(NODE, [(self.run_id, r) for r in run.nodes])
+            self.journal.put(NODES, (self.run_id, list(run.nodes)))
         elif t is ev.TasksAdded:
             self._added(e)  # type: ignore[arg-type]
         elif t is ev.RunFinished:
@@ -240,7 +254,7 @@ class RunRecorder:
             self.journal.put(TASK_RUNS, (self.run_id, e, starts))
 
     def _added(self, e: ev.TasksAdded) -> None:
-        self.journal.put_many(NODE, [(self.run_id, r) for r in e.refs])
+        self.journal.put(NODES, (self.run_id, list(e.refs)))
         # A map that expanded (or a loop that grew) now waits for the new nodes; a
         # compensation (an undo) is added after its member and changes nothing upstream.
         if e.parent_index is not None and e.refs and e.refs[0].kind != UNDO:
