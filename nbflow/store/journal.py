@@ -193,13 +193,17 @@ class Op:
     the Op that writes them: ``(op, rows)``.
     """
 
-    __slots__ = ("barrier", "convert", "many", "ncols", "prefix", "row", "sql", "urgent")
+    __slots__ = ("barrier", "convert", "many", "ncols", "prefix", "row", "sparse", "sql", "urgent")
 
     def __init__(self, sql: str, convert: Callable[..., Any] | None = None, *,
-                 barrier: bool = False, urgent: bool = False, many: bool = False) -> None:
+                 barrier: bool = False, urgent: bool = False, many: bool = False,
+                 sparse: bool = False) -> None:
         self.sql = sql
         self.convert = convert
         self.many = many
+        # An insert whose rows often leave columns NULL: a column that is NULL in every row
+        # written together is left out of the statement (see _without_empty_columns).
+        self.sparse = sparse
         self.barrier = barrier
         self.urgent = urgent  # commit without waiting for the group-commit window
         # "INSERT ... VALUES(?,?)": written as multi-row statements (see _write_rows)
@@ -209,18 +213,57 @@ class Op:
         self.ncols = self.row.count("?") if self.row else 0
 
 
+_SIZES = (1024, 256, 64, 16)  # rows per multi-row statement (see _write_rows)
+_NARROW: dict[tuple[str, tuple[int, ...]], Op] = {}  # (sql, kept columns) -> the narrower insert
+
+
+def _without_empty_columns(op: Op, rows: list[Any]) -> tuple[Op, list[Any]]:
+    """The same rows without the columns that are NULL in all of them, and the insert that
+    writes only the others (which leaves those NULL too).  SQLite's cost of a row grows
+    with the values bound to it (~0.5 µs each here); a task's row has ~20 columns, half of
+    them usually empty (no error, no stored result, no printed output, no input features)."""
+    cols = list(zip(*rows, strict=True))
+    keep = tuple(k for k, c in enumerate(cols) if c.count(None) < len(c))
+    if len(keep) == len(cols):
+        return op, rows
+    narrow = _NARROW.get((op.sql, keep))
+    if narrow is None:
+        head, _, _ = op.sql.partition(" VALUES")
+        table, _, names = head.partition("(")
+        names_list = [c.strip() for c in names.rstrip(")").split(",")]
+        narrow = _NARROW[(op.sql, keep)] = Op(
+            f"{table}({', '.join(names_list[k] for k in keep)}) VALUES({','.join('?' * len(keep))})")
+    return narrow, list(zip(*[cols[k] for k in keep], strict=True))
+
+
 def _write_rows(conn: sqlite3.Connection, op: Op, rows: list[Any], max_vars: int) -> None:
     """Write ``rows`` of one kind.  Inserts go as multi-row ``VALUES (..),(..)`` statements:
     SQLite releases the GIL around every statement step, and one step per row made the writer
-    queue behind the event loop thread for the GIL once per row (milliseconds each)."""
-    if op.prefix is None or len(rows) < 4:
+    queue behind the event loop thread for the GIL once per row (milliseconds each).
+
+    The statements have a few fixed sizes (:data:`_SIZES` rows), the rest goes row by row:
+    compiling a statement costs about as much per row as running it, and a statement of
+    any other length would be compiled afresh for every commit (the connection caches
+    compiled statements by their text), which doubled the cost of a run of short tasks."""
+    if op.sparse and rows:
+        op, rows = _without_empty_columns(op, rows)
+    n = len(rows)
+    if op.prefix is None or n < _SIZES[-1]:
         conn.executemany(op.sql, rows)
         return
-    per = max(1, min(2000, max_vars // op.ncols))
-    for j in range(0, len(rows), per):
-        chunk = rows[j:j + per]
-        sql = op.prefix + ",".join([op.row] * len(chunk))  # type: ignore[list-item]
-        conn.execute(sql, [v for r in chunk for v in r])
+    most = max_vars // op.ncols
+    j = 0
+    for size in _SIZES:
+        if size > most:
+            continue
+        if n - j >= size:
+            sql = op.prefix + ",".join([op.row] * size)  # type: ignore[list-item]
+            while n - j >= size:
+                chunk = rows[j:j + size]
+                conn.execute(sql, [v for r in chunk for v in r])
+                j += size
+    if j < n:
+        conn.executemany(op.sql, rows[j:])
 
 
 _FLUSH = object()

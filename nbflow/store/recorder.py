@@ -154,7 +154,7 @@ NODE_DEPS = Op("UPDATE nodes SET inputs = COALESCE(inputs, deps), deps = ?, kind
 _TASK_RUN_SQL = ("INSERT OR REPLACE INTO task_runs(run_id, idx, attempt, key, state, executor, start, end, "
                  "duration_s, cached, output_bytes, error, reason, cache_key, blob, output, cpu_s, peak_rss, "
                  "input_bytes, input_items, input_shape) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-TASK_RUN = Op(_TASK_RUN_SQL, _task_row)
+TASK_RUN = Op(_TASK_RUN_SQL, _task_row, sparse=True)
 TASK_RUNS = Op(_TASK_RUN_SQL, _completed_rows, many=True)
 EVENT_BATCH = Op("INSERT OR REPLACE INTO events(run_id, seq, time, type, idx, key, data, items) "
                  "VALUES(?,?,?,?,?,?,?,?)", batch_row)
