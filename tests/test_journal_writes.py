@@ -100,3 +100,36 @@ def test_an_attempts_metrics_are_written_with_its_row_not_updated_after() -> Non
     assert not [q for q in seen if q.startswith("UPDATE task_runs")]
     h = nf.history(task="small")
     assert len(h[h.run_id == run.id]) == 2 and h[h.run_id == run.id].cpu_s.notna().all()
+
+
+def test_queries_in_one_reader_block_share_a_connection_and_see_new_commits(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite")
+    opened: list[sqlite3.Connection] = []
+    original = Journal.reader
+
+    def counting(self: Journal) -> sqlite3.Connection:
+        conn = original(self)
+        opened.append(conn)
+        return conn
+
+    Journal.reader = counting  # type: ignore[method-assign]
+    try:
+        with journal_mod.one_reader():
+            assert j.query("SELECT COUNT(*) FROM runs") == [(0,)]
+            w = journal_mod.connect(tmp_path / "journal.sqlite")
+            w.execute("INSERT INTO runs(id, name, status) VALUES('r1', 'w', 'completed')")
+            w.close()
+            assert j.query("SELECT COUNT(*) FROM runs") == [(1,)]  # (each query a fresh read)
+            with journal_mod.one_reader():  # (nested: the same connection)
+                assert j.query("SELECT id FROM runs") == [("r1",)]
+        assert len(opened) == 1
+        try:  # closed when the block ended
+            opened[0].execute("SELECT 1")
+            raise AssertionError("the block's connection is still open")
+        except sqlite3.ProgrammingError:
+            pass
+        j.query("SELECT 1")
+        j.query("SELECT 1")
+        assert len(opened) == 3  # (outside a block: one connection per query, as before)
+    finally:
+        Journal.reader = original  # type: ignore[method-assign]

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from .journal import one_reader
+
 __all__ = ["COLUMNS", "RECENT_RUNS", "has_history", "one_answer_per_query", "recent_means"]
 
 RECENT_RUNS = 20
@@ -34,11 +36,14 @@ _memo = threading.local()  # .answers: {(column, workflow, exclude_run, runs, st
 def one_answer_per_query() -> Iterator[None]:
     """Within the block (in this thread), :func:`recent_means` asks the journal once per
     distinct question: a run being prepared asks for the same means from two rooms (the
-    durations weigh both priorities and placement).  Outside, every call reads afresh."""
+    durations weigh both priorities and placement).  Outside, every call reads afresh.
+    The block's queries (these and any other, e.g. predicted memory) share one connection
+    per journal (:func:`.journal.one_reader`)."""
     outer = getattr(_memo, "answers", None)
     _memo.answers = {} if outer is None else outer
     try:
-        yield
+        with one_reader():
+            yield
     finally:
         _memo.answers = outer
 
