@@ -23,6 +23,7 @@ from ..core.kinds import MAP, TASK
 from ..notebook.graphview import GraphView
 from ..notebook.model import RunModel
 from ..notebook.render import progress_html
+from ..store.eventrows import expand
 from ..store.history import StoredError
 from .reader import _q, reading
 
@@ -104,8 +105,10 @@ class RunMirror:
                     self.model = RunModel(_traced(head[0][0], nodes))  # type: ignore[arg-type]
                     self.model.run_id = self.run_id
                     self.view = GraphView(self.model)
-                rows = _q(conn, "SELECT seq, time, type, idx, key, data FROM events "
-                                "WHERE run_id = ? AND seq > ? ORDER BY seq", (self.run_id, self.seq))
+                # (a batched chunk's row: expanded to its items' events)
+                rows = list(expand(_q(conn, "SELECT seq, time, type, idx, key, data, items FROM events "
+                                            "WHERE run_id = ? AND seq > ? ORDER BY seq",
+                                      (self.run_id, self.seq)), after=self.seq))
             finally:
                 conn.execute("COMMIT")
         model = self.model

@@ -15,12 +15,14 @@ import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..core.counting import count_tasks
+from ..store.eventrows import expand
 from ..store.history import StoredRun, effective_status
 from ..store.journal import connect, retrying
 
@@ -87,7 +89,11 @@ FROM nodes n LEFT JOIN f ON f.idx = n.idx WHERE n.run_id = ? GROUP BY 1, 2, 3
 _STARTED_SQL = """
 SELECT n.kind, COUNT(*) FROM nodes n
 WHERE n.run_id = ? AND NOT EXISTS (SELECT 1 FROM task_runs t WHERE t.run_id = n.run_id AND t.idx = n.idx)
-  AND n.idx IN (SELECT idx FROM events WHERE run_id = ? AND type = 'TaskStarted')
+  AND n.idx IN (SELECT idx FROM events WHERE run_id = ? AND type = 'TaskStarted'
+                UNION ALL  -- (the items of a batched chunk: one row per chunk, store.eventrows)
+                SELECT j.value FROM events e, json_each(e.data, '$.indexes') j
+                WHERE e.run_id = ? AND e.type = 'TaskBatch'
+                  AND json_extract(e.data, '$.kind') = 'TaskStarted')
 GROUP BY 1
 """
 
@@ -111,7 +117,7 @@ def _open_run_rows(conn: sqlite3.Connection, run: dict[str, Any]) -> list[CountR
         else:
             rows.append((state, bool(cached), kind, n))
     if not_ended:
-        started = dict(_q(conn, _STARTED_SQL, (rid, rid)))
+        started = dict(_q(conn, _STARTED_SQL, (rid, rid, rid)))
         for kind, n in not_ended.items():
             going = min(n, int(started.get(kind, 0)))
             rows += [("pending", False, kind, n - going), (unfinished, False, kind, going)]
@@ -283,10 +289,11 @@ def events_after(home: Path, run_id: str, after: int, limit: int = 5000) -> list
     with reading(home) as conn:
         if conn is None:
             return []
-        rows = _q(conn, "SELECT seq, time, type, idx, key, data FROM events WHERE run_id = ? AND seq > ? "
-                        "ORDER BY seq LIMIT ?", (run_id, int(after), int(limit)))
+        rows = _q(conn, "SELECT seq, time, type, idx, key, data, items FROM events "
+                        "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?", (run_id, int(after), int(limit)))
+    # (a batched chunk's row stands for several events: expanded, and cut at `limit` events)
     return [{"seq": s, "time": t, "type": typ, "index": i, "key": k, "data": json.loads(d) if d else {}}
-            for s, t, typ, i, k, d in rows]
+            for s, t, typ, i, k, d in islice(expand(rows, after=int(after)), int(limit))]
 
 
 def run_status(home: Path, run_id: str) -> str | None:

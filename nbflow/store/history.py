@@ -28,6 +28,7 @@ from ..core.frames import graph_nodes, tasks_frame
 from ..core.processes import pid_alive
 from . import serialize
 from .blobs import BlobError
+from .eventrows import BATCH, expand
 from .store import CacheEntry, Store, get_store
 
 if TYPE_CHECKING:
@@ -183,6 +184,12 @@ class StoredRun:
         for idx, a, t in q("SELECT idx, MAX(json_extract(data, '$.attempt')), MAX(time) FROM events "
                            "WHERE run_id = ? AND type = 'TaskStarted' GROUP BY idx", (self.id,)):
             started[idx], started_at[idx] = a or 0, t
+        # (and the items of batched chunks, journaled one row per chunk: eventrows)
+        for _s, t, _typ, idx, _k, data in expand(q(
+                "SELECT seq, time, type, idx, key, data, items FROM events WHERE run_id = ? AND type = ? "
+                "AND json_extract(data, '$.kind') = 'TaskStarted'", (self.id, BATCH))):
+            started[idx] = max(started.get(idx, 0), json.loads(data).get("attempt") or 0)
+            started_at[idx] = max(t, started_at.get(idx, t))
         unfinished = "interrupted" if self.status == "interrupted" else "running"
         # A task that never started has no row saying where it ran: the live run shows the
         # executor of its backend, as here (a task with its own executor= shows the backend's).
@@ -243,9 +250,9 @@ class StoredRun:
         """The journaled events (all but ``TaskReady``), as event objects; errors are
         :class:`StoredError` carrying the recorded text."""
         out: list[ev.Event] = []
-        for _seq, t, typ, idx, key, data in self.store.journal.query(
-            "SELECT seq, time, type, idx, key, data FROM events WHERE run_id = ? ORDER BY seq", (self.id,)
-        ):
+        for _seq, t, typ, idx, key, data in expand(self.store.journal.query(
+            "SELECT seq, time, type, idx, key, data, items FROM events WHERE run_id = ? ORDER BY seq",
+            (self.id,))):
             cls = getattr(ev, typ, None)
             kw = json.loads(data) if data else {}
             for k in ("error",):

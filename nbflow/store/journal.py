@@ -51,7 +51,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -165,6 +165,11 @@ MIGRATIONS: dict[int, list[str]] = {
             path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
             inode INTEGER NOT NULL, digest TEXT NOT NULL, seen REAL)""",
     ],
+    # 9: one events row for a batched map's chunk (nbflow.store.eventrows): ``items`` is the
+    # number of per-item events it stands for (NULL: a row of one event).  Readers expand it.
+    9: [
+        "ALTER TABLE events ADD COLUMN items INTEGER",
+    ],
 }
 
 
@@ -183,15 +188,22 @@ class Op:
     ``executemany``, in the order they were queued; kinds are written in the order they
     first appear.  A ``barrier`` kind (a DELETE) is never reordered: everything queued
     before it is written first.  ``convert`` (if any) runs on the writer thread, off the
-    event loop.
+    event loop.  With ``many``, ``convert`` makes many rows from one queued item (the items
+    of a batched chunk: one queue entry, one call, for all of them) and returns them with
+    the Op that writes them: ``(op, rows)``.
     """
 
-    __slots__ = ("barrier", "convert", "ncols", "prefix", "row", "sql", "urgent")
+    __slots__ = ("barrier", "convert", "many", "ncols", "prefix", "row", "sparse", "sql", "urgent")
 
-    def __init__(self, sql: str, convert: Callable[..., Sequence[Any]] | None = None, *,
-                 barrier: bool = False, urgent: bool = False) -> None:
+    def __init__(self, sql: str, convert: Callable[..., Any] | None = None, *,
+                 barrier: bool = False, urgent: bool = False, many: bool = False,
+                 sparse: bool = False) -> None:
         self.sql = sql
         self.convert = convert
+        self.many = many
+        # An insert whose rows often leave columns NULL: a column that is NULL in every row
+        # written together is left out of the statement (see _without_empty_columns).
+        self.sparse = sparse
         self.barrier = barrier
         self.urgent = urgent  # commit without waiting for the group-commit window
         # "INSERT ... VALUES(?,?)": written as multi-row statements (see _write_rows)
@@ -201,18 +213,57 @@ class Op:
         self.ncols = self.row.count("?") if self.row else 0
 
 
+_SIZES = (1024, 256, 64, 16)  # rows per multi-row statement (see _write_rows)
+_NARROW: dict[tuple[str, tuple[int, ...]], Op] = {}  # (sql, kept columns) -> the narrower insert
+
+
+def _without_empty_columns(op: Op, rows: list[Any]) -> tuple[Op, list[Any]]:
+    """The same rows without the columns that are NULL in all of them, and the insert that
+    writes only the others (which leaves those NULL too).  SQLite's cost of a row grows
+    with the values bound to it (~0.5 µs each here); a task's row has ~20 columns, half of
+    them usually empty (no error, no stored result, no printed output, no input features)."""
+    cols = list(zip(*rows, strict=True))
+    keep = tuple(k for k, c in enumerate(cols) if c.count(None) < len(c))
+    if len(keep) == len(cols):
+        return op, rows
+    narrow = _NARROW.get((op.sql, keep))
+    if narrow is None:
+        head, _, _ = op.sql.partition(" VALUES")
+        table, _, names = head.partition("(")
+        names_list = [c.strip() for c in names.rstrip(")").split(",")]
+        narrow = _NARROW[(op.sql, keep)] = Op(
+            f"{table}({', '.join(names_list[k] for k in keep)}) VALUES({','.join('?' * len(keep))})")
+    return narrow, list(zip(*[cols[k] for k in keep], strict=True))
+
+
 def _write_rows(conn: sqlite3.Connection, op: Op, rows: list[Any], max_vars: int) -> None:
     """Write ``rows`` of one kind.  Inserts go as multi-row ``VALUES (..),(..)`` statements:
     SQLite releases the GIL around every statement step, and one step per row made the writer
-    queue behind the event loop thread for the GIL once per row (milliseconds each)."""
-    if op.prefix is None or len(rows) < 4:
+    queue behind the event loop thread for the GIL once per row (milliseconds each).
+
+    The statements have a few fixed sizes (:data:`_SIZES` rows), the rest goes row by row:
+    compiling a statement costs about as much per row as running it, and a statement of
+    any other length would be compiled afresh for every commit (the connection caches
+    compiled statements by their text), which doubled the cost of a run of short tasks."""
+    if op.sparse and rows:
+        op, rows = _without_empty_columns(op, rows)
+    n = len(rows)
+    if op.prefix is None or n < _SIZES[-1]:
         conn.executemany(op.sql, rows)
         return
-    per = max(1, min(2000, max_vars // op.ncols))
-    for j in range(0, len(rows), per):
-        chunk = rows[j:j + per]
-        sql = op.prefix + ",".join([op.row] * len(chunk))  # type: ignore[list-item]
-        conn.execute(sql, [v for r in chunk for v in r])
+    most = max_vars // op.ncols
+    j = 0
+    for size in _SIZES:
+        if size > most:
+            continue
+        if n - j >= size:
+            sql = op.prefix + ",".join([op.row] * size)  # type: ignore[list-item]
+            while n - j >= size:
+                chunk = rows[j:j + size]
+                conn.execute(sql, [v for r in chunk for v in r])
+                j += size
+    if j < n:
+        conn.executemany(op.sql, rows[j:])
 
 
 _FLUSH = object()
@@ -576,11 +627,19 @@ class Journal:
                 open_groups.clear()
                 groups.append((op, [params]))
                 continue
-            rows = open_groups.get(op)
-            if rows is None:
-                rows = open_groups[op] = []
-                groups.append((op, rows))
-            rows.append(params)
+            if op.many:  # (convert gave (the Op that writes them, rows))
+                sub, many = params
+                rows = open_groups.get(sub)
+                if rows is None:
+                    rows = open_groups[sub] = []
+                    groups.append((sub, rows))
+                rows.extend(many)
+            else:
+                rows = open_groups.get(op)
+                if rows is None:
+                    rows = open_groups[op] = []
+                    groups.append((op, rows))
+                rows.append(params)
 
         max_vars = _max_variables(conn)
 
@@ -618,13 +677,43 @@ class Journal:
         return connect(self.path, busy_ms=WRITE_BUSY_MS)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Flush this process's writes, then run one read query."""
+        """Flush this process's writes, then run one read query (inside
+        :func:`one_reader`, through the block's connection)."""
         self.flush()
+        held = getattr(_held, "conns", None)
+        if held is not None:
+            conn = held.get(self)
+            if conn is None:
+                conn = held[self] = self.reader()
+            return retrying(lambda: conn.execute(sql, params).fetchall(), "query", path=self.path)
         conn = self.reader()
         try:
             return retrying(lambda: conn.execute(sql, params).fetchall(), "query", path=self.path)
         finally:
             conn.close()
+
+
+_held = threading.local()  # .conns: {Journal: its reader} inside one_reader() blocks
+
+
+@contextlib.contextmanager
+def one_reader() -> Iterator[None]:
+    """Within the block (in this thread), :meth:`Journal.query` reads each journal through
+    one connection, opened at its first query and closed when the block ends.  Opening a
+    connection costs ~0.6 ms of CPU (the file, the pragmas), more than a small query: a
+    run being prepared asks the store two or three questions about its history.  Each query
+    is still its own read (autocommit), so it sees every commit made before it."""
+    if getattr(_held, "conns", None) is not None:  # (nested: the outer block's connections)
+        yield
+        return
+    _held.conns = {}
+    try:
+        yield
+    finally:
+        conns, _held.conns = _held.conns, None
+        for conn in conns.values():
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
 
 _JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()
