@@ -189,12 +189,13 @@ def _same_dir(path: str, ident: tuple[int, int]) -> bool:
 class DaskResult(Remote):
     """A result held by a Dask worker (see :class:`~nbflow.core.remote.Remote`)."""
 
-    __slots__ = ("__weakref__", "backend", "future")
+    __slots__ = ("__weakref__", "backend", "dask_key", "future")
 
     def __init__(self, key: str, future: Any, backend: DaskBackend, nbytes: int | None,
                  worker: str | None) -> None:
         super().__init__(key, nbytes, worker)
         self.future = future
+        self.dask_key = future.key if future is not None else ""  # (kept once released)
         self.backend = backend
 
     def _fetch(self) -> Any:
@@ -263,8 +264,9 @@ def _collect(obj: Any, out: list[DaskResult]) -> None:
 
 
 def _future_keys(args: Any, kwargs: Any) -> list[str]:
-    """The Dask keys of the remote results among a call's arguments, in argument order."""
-    return [r.future.key if r.future is not None else "" for r in _remote_results(args, kwargs)]
+    """The Dask keys of the remote results among a call's arguments, in argument order
+    (also of results already handed over to Dask's scheduler: see DaskBackend._hand_over)."""
+    return [r.dask_key for r in _remote_results(args, kwargs)]
 
 
 def _foreign(obj: Any) -> bool:
@@ -328,6 +330,7 @@ class DaskBackend:
         self._located: dict[str, tuple[str, int, float]] = {}  # dask key -> (worker, bytes, seconds)
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self.released_keys: dict[str, str] = {}  # task key -> the keep= that released it (_release)
+        self.handed_over = 0  # results Dask frees itself once their consumers ran (_hand_over)
         self._locating = False
         # Submissions sent together, one message each time a task and the successors that
         # go ahead with it are submitted (see dask_batch); None: one client.submit per task.
@@ -606,6 +609,7 @@ class DaskBackend:
         self._results.add(result)
         if i is not None and getattr(self.placement, "release_consumed", False):
             self._release(i, args, kwargs)
+            self._hand_over(i, result)
         if self.placement is not None:  # the compute time, not our round trip, when known
             seconds = compute if compute is not None else seconds
             if len(holders) > 1:  # copies already made: which one is the original is settled
@@ -645,6 +649,46 @@ class DaskBackend:
                 self.released_keys[r.key] = how
                 r.future.release()
                 r.future = None
+
+    def _hand_over(self, i: int, result: DaskResult) -> None:
+        """Node ``i`` just finished and every task taking its result is already on the
+        cluster: drop this process's hold on the result now, so that Dask's scheduler frees
+        it as soon as the last of those tasks has run (what ``dask.delayed`` does), instead
+        of one round trip later, when this process has seen them all complete
+        (:meth:`_release`).  On a worker that runs a chain of large results, that round trip
+        is the difference between reusing the memory just freed and mapping fresh pages for
+        every result (``benchmarks/locality_cpu.py``: the workers' system time).
+
+        Only a result ``_release`` would let go of anyway (not one the user names, not a
+        saga member's, taken by Dask tasks of this backend alone), and only when nothing can
+        send one of its consumers to Dask again with it: no result cache (the cache stores
+        a result on its worker after the task completed), no consumer that may be retried,
+        and no consumer waiting for another input that may be retried (the consumer would
+        then be submitted afresh, see :meth:`.dask_ahead.Ahead.take`)."""
+        ahead, placement, fut = self.ahead, self.placement, result.future
+        if ahead is None or fut is None:
+            return
+        sched = ahead.sched
+        kept = getattr(placement, "kept", None)
+        succs = sched.succs[i]
+        if (not succs or sched.cache is not None or (kept is not None and result.key in kept)
+                or i in getattr(sched, "saga_of", {})):
+            return
+        for s in succs:
+            cls = sched.class_of[s]
+            if cls is None or cls.backend is not self or (s not in ahead.ahead and s not in ahead.inflight):
+                return
+            ref = sched.nodes[s]
+            if ref.task.spec.retries or any(
+                    sched.state[d] is not COMPLETED and sched.nodes[d].task is not None
+                    and sched.nodes[d].task.spec.retries for d in ref.deps):
+                return
+        if self._flush_due:  # (the consumers' submission must reach the scheduler first)
+            self._flush()
+        self.released_keys[result.key] = str(getattr(placement, "keep", "unconsumed"))
+        self.handed_over += 1
+        fut.release()
+        result.future = None
 
     async def split_chunk(self, chunk: DaskResult, keys: list[str]
                           ) -> tuple[list[tuple[bool, Any, float]], float | None, int | None]:
