@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import itertools
 import os
 import statistics
 import threading
@@ -133,7 +135,7 @@ def _stream(stream: list[dict[str, Any]]) -> dict[str, float]:
     gaps = 0.0
     for spans in by_worker.values():
         spans.sort()
-        for (_, e0), (s1, _) in zip(spans, spans[1:], strict=False):
+        for (_, e0), (s1, _) in itertools.pairwise(spans):
             gaps += max(0.0, s1 - e0)
     return {"tasks computed": float(len(durations)), "compute sum": sum(durations),
             "compute per task": statistics.mean(durations) if durations else float("nan"),
@@ -159,15 +161,46 @@ def session_5() -> Iterator[None]:
             u()
 
 
+def _apply_quiet(topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any] | None) -> Any:
+    return fn(*args, **kwargs) if kwargs else fn(*args)
+
+
+@contextlib.contextmanager
+def experiment(name: str) -> Iterator[None]:
+    """Switch one piece of nbflow's Dask path off, to see what it costs (not a mode of
+    nbflow: the results of such a run may lack what the piece provides)."""
+    from nbflow.engine.backends import dask as dask_backend
+    from nbflow.locality import agent
+
+    if name == "no-announce":  # workers do not announce results; the client asks, batched
+        orig = dask_backend._apply_located
+        dask_backend._apply_located = _apply_quiet  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            dask_backend._apply_located = orig
+    elif name == "no-end-read":  # no end-of-run read of the workers' logs and memory
+        closing = agent.LocalityAgent.closing
+        agent.LocalityAgent.closing = lambda self, client, stays_open=False: None  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            agent.LocalityAgent.closing = closing  # type: ignore[method-assign]
+    else:
+        yield
+
+
 def sample_nbflow(client: Any, meter: Meter, spec: list[Any], keep: str = "reachable",
-                  before: bool = False) -> dict[str, float]:
+                  before: bool = False, switch_off: str = "") -> dict[str, float]:
     from distributed import get_task_stream
 
     from nbflow import locality
 
     wf, end = trace_spec("locality-cpu", spec)
     as_before = session_5() if before else contextlib.nullcontext()
-    with get_task_stream(client=client) as ts, locality.placement("locality", keep=keep), as_before:
+    with get_task_stream(client=client) as ts, locality.placement("locality", keep=keep), \
+            as_before, experiment(switch_off):
         a = meter.snap()
         t0 = time.perf_counter()
         run = wf.run(backend=client, cache=False)
@@ -235,6 +268,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--cluster", choices=["local", "subprocess"], default="local")
     ap.add_argument("--keep-all", action="store_true", help="also nbflow with keep='all'")
+    ap.add_argument("--switch-off", default="",
+                    help="experiments, comma-separated: no-announce, no-end-read")
     ap.add_argument("--before", action="store_true",
                     help="also nbflow with this session's changes switched off (nbflow-s5)")
     ap.add_argument("--json", default=None)
@@ -252,6 +287,9 @@ def main() -> None:
                 "dask": lambda spec=spec: sample_dask(client, meter, spec)}
             if args.before:  # the same run with session 6's changes switched off
                 samplers["nbflow-s5"] = lambda spec=spec: sample_nbflow(client, meter, spec, before=True)
+            for name in filter(None, args.switch_off.split(",")):
+                samplers[f"nbflow-{name}"] = functools.partial(sample_nbflow, client, meter, spec,
+                                                               switch_off=name)
             if args.keep_all:  # every result held to the end (keep="all"): what memory costs
                 samplers["nbflow-keep-all"] = lambda spec=spec: sample_nbflow(client, meter, spec, "all")
             _harness.alternate(samplers, args.warmup)

@@ -94,3 +94,48 @@ def test_a_result_the_notebook_names_is_never_handed_over(client, scheduler):
     wanted, _ = run[out]
     assert wanted is True and run.backends["dask"].handed_over == 0
     assert float(run[x].sum()) == 1000.0
+
+
+# -- the end-of-run read brings back only the run's own part of what the workers kept ----
+
+
+def test_the_end_of_run_read_brings_back_only_the_runs_own_transfers(client):
+    from nbflow import locality
+
+    def build(name):
+        with nf.Workflow(name) as wf:
+            total = _ahead.total(*[make(10_000, float(k)) for k in range(4)])
+        return wf, total
+
+    with locality.placement("round-robin"):  # (inputs on both workers: some must move)
+        wf1, out1 = build("end-read-1")
+        first = wf1.run(backend=client, cache=False)
+        wf2, out2 = build("end-read-2")
+        second = wf2.run(backend=client, cache=False)
+    assert first[out1] == second[out2] == 10_000 * (0 + 1 + 2 + 3)
+    first_keys = set(first.locality.agent.node_of)
+    everything = client.run(lambda dask_worker: [k for e in dask_worker.transfer_incoming_log
+                                                 for k in e["keys"]])
+    assert first_keys & {k for ks in everything.values() for k in ks}  # the workers keep both
+    shipped = {k for entries in second.locality.agent.logs.values() for e in entries
+               for k in e["keys"]}
+    assert shipped and shipped <= set(second.locality.agent.node_of)  # the second read: its own
+    assert int(second.transfers["bytes"].sum()) > 0
+
+
+class _Monitor:
+    def __init__(self, times, memory):
+        from collections import deque
+
+        self.quantities = {"time": deque(times), "memory": deque(memory)}
+
+
+def test_the_memory_peak_is_the_runs_not_the_workers_since_it_started():
+    from nbflow.locality.memory import _peak_since
+
+    # 900 MB long before the run (t=10), 300 and 400 MB during it (from t=100)
+    monitor = _Monitor([10.0, 50.0, 99.5, 100.5, 101.0], [900e6, 100e6, 300e6, 400e6, 200e6])
+    assert _peak_since(monitor, 100.0) == 400e6  # (one sampling interval of margin: 99.5 counts)
+    assert _peak_since(monitor, 0.0) == 900e6
+    assert _peak_since(monitor, 500.0) == 200e6  # no sample in the window yet: the latest
+    assert _peak_since(_Monitor([], []), 100.0) == 0
