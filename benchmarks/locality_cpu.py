@@ -41,10 +41,10 @@ from typing import Any
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS, trace_spec
+    from .locality import WORKLOADS, session_5, trace_spec
 else:
     import _harness
-    from locality import WORKLOADS, trace_spec
+    from locality import WORKLOADS, session_5, trace_spec
 
 
 def _pid() -> int:
@@ -143,24 +143,6 @@ def _stream(stream: list[dict[str, Any]]) -> dict[str, float]:
             "workers used": float(len(by_worker))}
 
 
-@contextlib.contextmanager
-def session_5() -> Iterator[None]:
-    """nbflow's Dask backend as it was at the end of session 5, for a before/after in one
-    run: each change of session 6 that can be switched off is switched off here."""
-    from nbflow.engine.backends import dask as dask_backend
-
-    undo = []
-    hand_over = getattr(dask_backend.DaskBackend, "_hand_over", None)
-    if hand_over is not None:  # consumed results left to Dask's scheduler at once
-        dask_backend.DaskBackend._hand_over = lambda self, i, result: None  # type: ignore[method-assign]
-        undo.append(lambda: setattr(dask_backend.DaskBackend, "_hand_over", hand_over))
-    try:
-        yield
-    finally:
-        for u in undo:
-            u()
-
-
 def _apply_quiet(topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any] | None) -> Any:
     return fn(*args, **kwargs) if kwargs else fn(*args)
@@ -180,6 +162,20 @@ def experiment(name: str) -> Iterator[None]:
             yield
         finally:
             dask_backend._apply_located = orig
+    elif name == "no-locate":  # no announcement and no question: what locating costs at most
+        orig = dask_backend._apply_located
+        where = dask_backend.DaskBackend._where
+
+        async def nowhere(self: Any, unique: str) -> Any:
+            return None, None, None, ()
+
+        dask_backend._apply_located = _apply_quiet  # type: ignore[assignment]
+        dask_backend.DaskBackend._where = nowhere  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            dask_backend._apply_located = orig
+            dask_backend.DaskBackend._where = where  # type: ignore[method-assign]
     elif name == "no-end-read":  # no end-of-run read of the workers' logs and memory
         closing = agent.LocalityAgent.closing
         agent.LocalityAgent.closing = lambda self, client, stays_open=False: None  # type: ignore[method-assign]
@@ -269,7 +265,7 @@ def main() -> None:
     ap.add_argument("--cluster", choices=["local", "subprocess"], default="local")
     ap.add_argument("--keep-all", action="store_true", help="also nbflow with keep='all'")
     ap.add_argument("--switch-off", default="",
-                    help="experiments, comma-separated: no-announce, no-end-read")
+                    help="experiments, comma-separated: no-announce, no-locate, no-end-read")
     ap.add_argument("--before", action="store_true",
                     help="also nbflow with this session's changes switched off (nbflow-s5)")
     ap.add_argument("--json", default=None)
@@ -287,9 +283,9 @@ def main() -> None:
                 "dask": lambda spec=spec: sample_dask(client, meter, spec)}
             if args.before:  # the same run with session 6's changes switched off
                 samplers["nbflow-s5"] = lambda spec=spec: sample_nbflow(client, meter, spec, before=True)
-            for name in filter(None, args.switch_off.split(",")):
-                samplers[f"nbflow-{name}"] = functools.partial(sample_nbflow, client, meter, spec,
-                                                               switch_off=name)
+            for piece in filter(None, args.switch_off.split(",")):
+                samplers[f"nbflow-{piece}"] = functools.partial(sample_nbflow, client, meter, spec,
+                                                                switch_off=piece)
             if args.keep_all:  # every result held to the end (keep="all"): what memory costs
                 samplers["nbflow-keep-all"] = lambda spec=spec: sample_nbflow(client, meter, spec, "all")
             _harness.alternate(samplers, args.warmup)

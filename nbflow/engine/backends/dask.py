@@ -43,7 +43,10 @@ with one hand-off, a burst of them in one wake-up (:mod:`.dask_watch`).
 **Results released once consumed.**  Depending on the placement's ``keep=`` (see
 :mod:`nbflow.locality.reachable`), an input is released from the cluster once every task
 taking it has run (:meth:`DaskBackend._release`); ``run[ref]`` on it then raises
-:class:`~nbflow.core.errors.ResultReleased`.
+:class:`~nbflow.core.errors.ResultReleased`.  When every task taking a result is already on
+the cluster as it completes, the result is handed over to Dask's scheduler at once
+(:meth:`DaskBackend._hand_over`), which frees it after the last of them, as it frees an
+intermediate of ``dask.delayed``.
 
 **Fixed costs per run.**  The cluster's workers are asked of the scheduler once per
 client (:func:`cluster_workers`), and the announcement topic is subscribed once per
@@ -663,8 +666,9 @@ class DaskBackend:
         saga member's, taken by Dask tasks of this backend alone), and only when nothing can
         send one of its consumers to Dask again with it: no result cache (the cache stores
         a result on its worker after the task completed), no consumer that may be retried,
-        and no consumer waiting for another input that may be retried (the consumer would
-        then be submitted afresh, see :meth:`.dask_ahead.Ahead.take`)."""
+        no consumer waiting for another input that may be retried, and every consumer sent
+        with the latest attempt of each of its inputs (else it is submitted afresh when it
+        starts, see :meth:`.dask_ahead.Ahead.take`, and needs this result from here)."""
         ahead, placement, fut = self.ahead, self.placement, result.future
         if ahead is None or fut is None:
             return
@@ -675,20 +679,33 @@ class DaskBackend:
                 or i in getattr(sched, "saga_of", {})):
             return
         for s in succs:
-            cls = sched.class_of[s]
-            if cls is None or cls.backend is not self or (s not in ahead.ahead and s not in ahead.inflight):
-                return
+            cls, sent = sched.class_of[s], ahead.ahead.get(s)
+            if cls is None or cls.backend is not self or sent is None:
+                return  # (not on the cluster yet: it will need the result from here)
             ref = sched.nodes[s]
             if ref.task.spec.retries or any(
                     sched.state[d] is not COMPLETED and sched.nodes[d].task is not None
                     and sched.nodes[d].task.spec.retries for d in ref.deps):
                 return
+            current = {self._current_key(d, i, result) for d in ref.deps}
+            if result.dask_key not in sent[2] or not current.issuperset(sent[2]):
+                return  # sent with an input's earlier attempt: it will be submitted afresh
         if self._flush_due:  # (the consumers' submission must reach the scheduler first)
             self._flush()
         self.released_keys[result.key] = str(getattr(placement, "keep", "unconsumed"))
         self.handed_over += 1
         fut.release()
         result.future = None
+
+    def _current_key(self, d: int, i: int, result: DaskResult) -> str:
+        """The Dask key of node ``d``'s latest attempt (``result`` for node ``i``)."""
+        if d == i:
+            return result.dask_key
+        assert self.ahead is not None
+        got = self.ahead.inflight.get(d)
+        if got is None:
+            got = self.ahead.sched.results[d]
+        return got.dask_key if type(got) is DaskResult else ""
 
     async def split_chunk(self, chunk: DaskResult, keys: list[str]
                           ) -> tuple[list[tuple[bool, Any, float]], float | None, int | None]:
