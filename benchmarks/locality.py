@@ -275,9 +275,9 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
              "session-4": "locality", "session-5": "locality"}.get(mode, mode)
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
-    before = session_5() if mode == "session-5" else contextlib.nullcontext()
+    as_before = session_5() if mode == "session-5" else contextlib.nullcontext()
     try:
-        with locality.placement(place, keep=keep), before:
+        with locality.placement(place, keep=keep), as_before:
             run = wf.run(backend=client, cache=False)
             value = run[end]
     finally:

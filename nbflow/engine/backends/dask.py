@@ -231,6 +231,8 @@ def _to_futures(obj: Any, backend: DaskBackend) -> Any:
     """Arguments as Dask sees them: remote results become their futures (nested too)."""
     t = type(obj)
     if t is DaskResult:
+        if obj.future is None:  # (released or handed over: it cannot be sent again)
+            raise ResultReleased(_released_message(obj.key, backend.released_keys.get(obj.key, "?")))
         return obj.future
     if isinstance(obj, Remote):  # a remote result of another backend: bring it here
         return obj.fetch()
