@@ -24,6 +24,9 @@ Each workflow runs, alternated ``--repeat`` times, as:
   (``keep="all"``, the default before session 5, so that ``run[ref]`` works for any task);
 - ``session-4``: ``hold-all`` with one ``client.submit`` per task (``NBFLOW_DASK_BATCH=0``):
   nbflow as it ran Dask at the start of session 5, for a before/after in the same run;
+- ``session-5``: ``locality`` with this session's changes switched off (see
+  :func:`session_5`): nbflow's defaults as they were at the end of session 5, for a
+  before/after in the same run;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -58,12 +61,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +77,8 @@ else:
     import _harness
 
 MB = 1_000_000
-MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "round-robin", "dask"]
+MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
+         "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -185,6 +190,25 @@ WORKLOADS = {"chains": wl_chains, "fan": wl_fan, "shuffle": wl_shuffle, "trace":
 # -- running one workload one way ----------------------------------------------------------
 
 
+def _workers_cpu(client: Any) -> float:
+    """CPU seconds (user + system) the cluster's worker processes used so far: on a machine
+    whose cores the client, the scheduler and the workers share, what a run costs the
+    workers is what it leaves them for the tasks."""
+    import psutil
+
+    pids = _worker_pids.get(id(client))
+    if pids is None:
+        pids = _worker_pids[id(client)] = list(client.run(os.getpid).values())
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
+
+
+_worker_pids: dict[int, list[int]] = {}
+
+
 def _logs(client: Any) -> dict[str, int]:
     return client.run(lambda dask_worker: len(dask_worker.transfer_incoming_log))
 
@@ -215,30 +239,59 @@ def trace_spec(name: str, spec: list[Any]) -> tuple[Any, Any]:
     return wf, end
 
 
+@contextlib.contextmanager
+def session_5() -> Iterator[None]:
+    """nbflow's Dask path as it was at the end of session 5, for a before/after in one run:
+    a consumed result is released only once this process has seen its consumers complete
+    (not handed over to Dask's scheduler as soon as they are all submitted), and the
+    end-of-run read ships every worker's whole transfer log and monitor history back."""
+    from nbflow.engine.backends import dask as dask_backend
+    from nbflow.locality import agent, memory, transfers
+
+    hand_over, at_close = getattr(dask_backend.DaskBackend, "_hand_over", None), agent._at_close
+
+    def whole(keys: list[str], since: float | None = None, dask_worker: Any = None) -> dict[str, Any]:
+        return {"log": transfers.incoming_log(dask_worker), "memory": memory.probe(keys, dask_worker)}
+
+    if hand_over is not None:
+        dask_backend.DaskBackend._hand_over = lambda self, i, result: None  # type: ignore[method-assign]
+    agent._at_close = whole
+    try:
+        yield
+    finally:
+        agent._at_close = at_close
+        if hand_over is not None:
+            dask_backend.DaskBackend._hand_over = hand_over  # type: ignore[method-assign]
+
+
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     from nbflow import locality
 
     wf, end = trace_spec(f"locality-bench-{mode}", spec)
     before = _logs(client)
+    wcpu0 = _workers_cpu(client)
     t0, cpu0 = time.perf_counter(), time.process_time()
     place = {"remote": "none", "release": "locality", "hold-all": "locality",
-             "session-4": "locality"}.get(mode, mode)
+             "session-4": "locality", "session-5": "locality"}.get(mode, mode)
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
+    as_before = session_5() if mode == "session-5" else contextlib.nullcontext()
     try:
-        with locality.placement(place, keep=keep):
+        with locality.placement(place, keep=keep), as_before:
             run = wf.run(backend=client, cache=False)
             value = run[end]
     finally:
         os.environ.pop("NBFLOW_DASK_BATCH", None)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    worker_cpu = _workers_cpu(client) - wcpu0
     rep = run.locality_report()
     sizes = dict(zip(rep.tasks["task"], rep.tasks["output_bytes"], strict=True))
     got = sizes.get(end.key)
     asked = int(got) if got is not None and got == got else 0  # the one result we asked for
     backend = run.backends["dask"]
     batch = backend.batch
-    out = {"makespan_s": seconds, "cpu_s": cpu, "worker_bytes": _moved_since(client, before),
+    out = {"makespan_s": seconds, "cpu_s": cpu, "worker_cpu_s": worker_cpu,
+           "worker_bytes": _moved_since(client, before),
            "client_bytes": rep.bytes_to_client - asked + rep.bytes_from_client,
            "client_bytes_not_asked": rep.bytes_to_client - asked,
            "logged_by_run": rep.bytes_moved, "local_share": rep.local_share, "value": value,
@@ -258,10 +311,13 @@ def run_dask(client: Any, spec: list[Any]) -> dict[str, Any]:
                      for a in args)
         nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{time.time_ns()}")
     before = _logs(client)
+    wcpu0 = _workers_cpu(client)
     t0, cpu0 = time.perf_counter(), time.process_time()
     value = client.compute(nodes["end"]).result()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"makespan_s": seconds, "cpu_s": cpu, "released": None, "submit_messages": 1,
+    worker_cpu = _workers_cpu(client) - wcpu0
+    return {"makespan_s": seconds, "cpu_s": cpu, "worker_cpu_s": worker_cpu, "released": None,
+            "submit_messages": 1,
             "worker_bytes": _moved_since(client, before),
             "client_bytes": 0, "client_bytes_not_asked": 0, "logged_by_run": None,
             "local_share": None, "value": value}
@@ -286,6 +342,7 @@ def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
                 per[m] = {
                     "makespan_s": statistics.median(s["makespan_s"] for s in ss),
                     "cpu_s": statistics.median(s["cpu_s"] for s in ss),
+                    "worker_cpu_s": statistics.median(s["worker_cpu_s"] for s in ss),
                     "released": ss[0]["released"],
                     "submit_messages": statistics.median(s["submit_messages"] for s in ss),
                     "worker_bytes": statistics.median(s["worker_bytes"] for s in ss),
@@ -303,6 +360,7 @@ def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
                              "targets": _targets(per)}
             log(f"{name}: " + ", ".join(
                 f"{m} {p['total_bytes'] / MB:.0f} MB {p['makespan_s']:.2f}s cpu {p['cpu_s']:.2f}s"
+                f" workers' cpu {p['worker_cpu_s']:.2f}s"
                 for m, p in per.items()))
             shown = results[name]["targets"].items()
             log(f"{name}: targets " + ", ".join(
@@ -325,7 +383,12 @@ def _targets(per: dict[str, Any]) -> dict[str, Any]:
         out["makespan_vs_dask"] = _harness.target(
             _harness.ratio(loc["makespan_s"], dk["makespan_s"]), 1.1, "<=")
         out["cpu_vs_dask"] = _harness.ratio(loc["cpu_s"], dk["cpu_s"])
-        for m in ("release", "hold-all", "session-4"):  # other variants, against the same Dask
+        out["worker_cpu_vs_dask"] = _harness.ratio(loc["worker_cpu_s"], dk["worker_cpu_s"])
+        if "session-5" in per:
+            out["cpu_vs_dask_session-5"] = _harness.ratio(per["session-5"]["cpu_s"], dk["cpu_s"])
+            out["worker_cpu_vs_dask_session-5"] = _harness.ratio(
+                per["session-5"]["worker_cpu_s"], dk["worker_cpu_s"])
+        for m in ("release", "hold-all", "session-4", "session-5"):  # against the same Dask
             if m in per:
                 out[f"makespan_vs_dask_{m}"] = _harness.target(
                     _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")

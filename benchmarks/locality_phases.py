@@ -23,6 +23,9 @@ nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placem
 - ``wait returns``: ``wf.run`` returned;
 - ``result``: ``run[end]`` has the value.
 
+``nbflow-session-5`` is the same run with session 6's changes switched off
+(:func:`locality.session_5`), for a before/after in one run.
+
 ``nbflow-unbatched`` is the same run with ``NBFLOW_DASK_BATCH=0``: one ``client.submit``
 (one ``update-graph`` message) per task, as before session 5; ``update-graph messages``
 counts the messages each run sent, ``CPU per task`` the process's CPU over its tasks.
@@ -50,10 +53,10 @@ from typing import Any
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS, trace_spec
+    from .locality import WORKLOADS, session_5, trace_spec
 else:
     import _harness
-    from locality import WORKLOADS, trace_spec
+    from locality import WORKLOADS, session_5, trace_spec
 
 _marks: dict[str, float] = {}
 _spans: dict[str, float] = {}
@@ -136,7 +139,8 @@ def _compute_span(stream: list[dict[str, Any]], t0: float) -> tuple[float, float
     return (min(starts) - t0, max(stops) - t0) if starts else (float("nan"), float("nan"))
 
 
-def sample_nbflow(client: Any, spec: list[Any], batched: bool = True) -> dict[str, float]:
+def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
+                  before: bool = False) -> dict[str, float]:
     from distributed import get_task_stream
 
     from nbflow import locality
@@ -147,7 +151,9 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True) -> dict[st
     old = os.environ.get("NBFLOW_DASK_BATCH")
     os.environ["NBFLOW_DASK_BATCH"] = "1" if batched else "0"
     try:
-        with get_task_stream(client=client) as ts, instrumented(), locality.placement("locality"):
+        as_before = session_5() if before else contextlib.nullcontext()
+        with get_task_stream(client=client) as ts, instrumented(), locality.placement("locality"), \
+                as_before:
             t0, cpu0 = time.time(), time.process_time()
             run = wf.run(backend=client, cache=False)
             t_wait = time.time()
@@ -218,6 +224,7 @@ def main() -> None:
             spec = WORKLOADS[name]()
             samplers = {"nbflow": lambda spec=spec: sample_nbflow(client, spec),
                         "nbflow-unbatched": lambda spec=spec: sample_nbflow(client, spec, False),
+                        "nbflow-session-5": lambda spec=spec: sample_nbflow(client, spec, before=True),
                         "dask": lambda spec=spec: sample_dask(client, spec)}
             _harness.alternate(samplers, args.warmup)
             got = _harness.alternate(samplers, args.repeat)

@@ -15,6 +15,7 @@ are placed:
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -35,9 +36,11 @@ _REMEMBER = 50_000
 _compute: OrderedDict[tuple[str, str], float] = OrderedDict()
 
 
-def _at_close(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
-    """On a worker, as the run ends: its transfer log and its memory evidence."""
-    return {"log": incoming_log(dask_worker), "memory": memory.probe(keys, dask_worker)}
+def _at_close(keys: list[str], since: float | None = None, dask_worker: Any = None) -> dict[str, Any]:
+    """On a worker, as the run ends: the entries of its transfer log that fetched one of
+    the run's ``keys``, and its memory evidence over the run (from ``since``)."""
+    return {"log": incoming_log(dask_worker, keys),
+            "memory": memory.probe(keys, dask_worker, since)}
 
 
 class PlacementError(NbflowError, ValueError):
@@ -94,6 +97,7 @@ class LocalityAgent:
         self._memory: MemoryEvidence | None = None  # read with the transfer logs
         self.ahead_hints = 0  # hints chosen for tasks submitted before their inputs finished
         self.unplaced = 0  # tasks left to Dask: an input's size was neither known nor predicted
+        self.started: float | None = None  # wall clock when the run connected (connected())
 
     def predict(self, nbytes: dict[str, int], seconds: dict[str, float] | None = None) -> None:
         """Predicted output sizes and durations per task key, from the store's history
@@ -117,6 +121,7 @@ class LocalityAgent:
     # -- DataPlacement -------------------------------------------------------------------
 
     def connected(self, client: Any) -> None:
+        self.started = time.time()  # (the memory evidence is read over the run from here)
         info = cluster_workers(client)  # (asked once per client and cluster shape)
         self.placer.set_workers(
             {w: d.get("nthreads", 1) for w, d in info.items()},
@@ -211,7 +216,7 @@ class LocalityAgent:
 
     def _read(self, client: Any, keys: list[str]) -> None:
         try:  # one call to every worker for its transfer log and its memory evidence
-            got = client.run(_at_close, keys)
+            got = client.run(_at_close, keys, self.started)
             self._logs = {w: g["log"] for w, g in got.items()}
             self._memory = memory.evidence({w: g["memory"] for w, g in got.items()},
                                            client.run_on_scheduler(memory.suspicious, keys))

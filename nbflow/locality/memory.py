@@ -42,8 +42,27 @@ class MemoryEvidence:
     restarted: dict[str, int] = field(default_factory=dict)  # dask key -> times its worker died
 
 
-def _probe(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
-    """On a worker: its limit, peak memory and which of ``keys`` are spilled to disk."""
+def _peak_since(monitor: Any, since: float) -> int:
+    """The highest process memory ``monitor`` (a worker's system monitor) sampled since
+    ``since`` (wall clock, less one sampling interval of margin), or its latest sample.
+    Only the run's window is read: the monitor keeps up to an hour of samples of a dozen
+    quantities, which a copy of the whole (``range_query(0)``) would ship back every run,
+    and whose peak would be the worker's since it started rather than the run's."""
+    q = monitor.quantities
+    times, mem = q.get("time"), q.get("memory")
+    if not mem:
+        return 0
+    peak = None
+    for t, m in zip(reversed(times), reversed(mem), strict=False):
+        if t < since - 1.0:
+            break
+        peak = m if peak is None or m > peak else peak
+    return int(peak if peak is not None else mem[-1])
+
+
+def _probe(keys: list[str], dask_worker: Any = None, since: float | None = None) -> dict[str, Any]:
+    """On a worker: its limit, peak memory (since ``since``, wall clock, when given) and
+    which of ``keys`` are spilled to disk."""
     import dask
 
     data = dask_worker.data
@@ -58,8 +77,11 @@ def _probe(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
     limit = int(getattr(dask_worker.memory_manager, "memory_limit", None) or 0)
     peak = 0
     try:
-        mem = dask_worker.monitor.range_query(0).get("memory") or []
-        peak = int(max(mem)) if mem else 0
+        if since is not None:
+            peak = _peak_since(dask_worker.monitor, since)
+        else:
+            mem = dask_worker.monitor.range_query(0).get("memory") or []
+            peak = int(max(mem)) if mem else 0
     except Exception:  # an older monitor: the current figure then
         peak = int(dask_worker.monitor.get_process_memory())
     pause = dask.config.get("distributed.worker.memory.pause", PAUSE_FRACTION)

@@ -28,17 +28,23 @@ def read_incoming_logs(client: Any) -> dict[str, list[dict[str, Any]]]:
     return client.run(_incoming_log)
 
 
-def incoming_log(dask_worker: Any) -> list[dict[str, Any]]:
-    """On a worker: its incoming transfer log, as plain data."""
-    return _incoming_log(dask_worker)
+def incoming_log(dask_worker: Any, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """On a worker: its incoming transfer log, as plain data; with ``keys``, only the
+    entries that fetched one of them (a worker keeps up to a thousand entries over every
+    run of a session; the end of a run needs its own, and sends only those back)."""
+    return _incoming_log(dask_worker, keys)
 
 
-def _incoming_log(dask_worker: Any) -> list[dict[str, Any]]:
-    return [
-        {"start": e.get("start"), "duration": e.get("duration"), "who": e.get("who"),
-         "keys": {str(k): v for k, v in dict(e.get("keys") or {}).items()}}
-        for e in list(dask_worker.transfer_incoming_log)
-    ]
+def _incoming_log(dask_worker: Any, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    wanted = None if keys is None else set(keys)
+    out = []
+    for e in list(dask_worker.transfer_incoming_log):
+        got = {str(k): v for k, v in dict(e.get("keys") or {}).items()}
+        if wanted is not None and wanted.isdisjoint(got):
+            continue
+        out.append({"start": e.get("start"), "duration": e.get("duration"), "who": e.get("who"),
+                    "keys": got})
+    return out
 
 
 def edges_from_logs(

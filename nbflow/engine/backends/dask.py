@@ -43,7 +43,10 @@ with one hand-off, a burst of them in one wake-up (:mod:`.dask_watch`).
 **Results released once consumed.**  Depending on the placement's ``keep=`` (see
 :mod:`nbflow.locality.reachable`), an input is released from the cluster once every task
 taking it has run (:meth:`DaskBackend._release`); ``run[ref]`` on it then raises
-:class:`~nbflow.core.errors.ResultReleased`.
+:class:`~nbflow.core.errors.ResultReleased`.  When every task taking a result is already on
+the cluster as it completes, the result is handed over to Dask's scheduler at once
+(:meth:`DaskBackend._hand_over`), which frees it after the last of them, as it frees an
+intermediate of ``dask.delayed``.
 
 **Fixed costs per run.**  The cluster's workers are asked of the scheduler once per
 client (:func:`cluster_workers`), and the announcement topic is subscribed once per
@@ -189,12 +192,13 @@ def _same_dir(path: str, ident: tuple[int, int]) -> bool:
 class DaskResult(Remote):
     """A result held by a Dask worker (see :class:`~nbflow.core.remote.Remote`)."""
 
-    __slots__ = ("__weakref__", "backend", "future")
+    __slots__ = ("__weakref__", "backend", "dask_key", "future")
 
     def __init__(self, key: str, future: Any, backend: DaskBackend, nbytes: int | None,
                  worker: str | None) -> None:
         super().__init__(key, nbytes, worker)
         self.future = future
+        self.dask_key = future.key if future is not None else ""  # (kept once released)
         self.backend = backend
 
     def _fetch(self) -> Any:
@@ -227,6 +231,8 @@ def _to_futures(obj: Any, backend: DaskBackend) -> Any:
     """Arguments as Dask sees them: remote results become their futures (nested too)."""
     t = type(obj)
     if t is DaskResult:
+        if obj.future is None:  # (released or handed over: it cannot be sent again)
+            raise ResultReleased(_released_message(obj.key, backend.released_keys.get(obj.key, "?")))
         return obj.future
     if isinstance(obj, Remote):  # a remote result of another backend: bring it here
         return obj.fetch()
@@ -263,8 +269,9 @@ def _collect(obj: Any, out: list[DaskResult]) -> None:
 
 
 def _future_keys(args: Any, kwargs: Any) -> list[str]:
-    """The Dask keys of the remote results among a call's arguments, in argument order."""
-    return [r.future.key if r.future is not None else "" for r in _remote_results(args, kwargs)]
+    """The Dask keys of the remote results among a call's arguments, in argument order
+    (also of results already handed over to Dask's scheduler: see DaskBackend._hand_over)."""
+    return [r.dask_key for r in _remote_results(args, kwargs)]
 
 
 def _foreign(obj: Any) -> bool:
@@ -328,6 +335,7 @@ class DaskBackend:
         self._located: dict[str, tuple[str, int, float]] = {}  # dask key -> (worker, bytes, seconds)
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self.released_keys: dict[str, str] = {}  # task key -> the keep= that released it (_release)
+        self.handed_over = 0  # results Dask frees itself once their consumers ran (_hand_over)
         self._locating = False
         # Submissions sent together, one message each time a task and the successors that
         # go ahead with it are submitted (see dask_batch); None: one client.submit per task.
@@ -606,6 +614,7 @@ class DaskBackend:
         self._results.add(result)
         if i is not None and getattr(self.placement, "release_consumed", False):
             self._release(i, args, kwargs)
+            self._hand_over(i, result)
         if self.placement is not None:  # the compute time, not our round trip, when known
             seconds = compute if compute is not None else seconds
             if len(holders) > 1:  # copies already made: which one is the original is settled
@@ -645,6 +654,60 @@ class DaskBackend:
                 self.released_keys[r.key] = how
                 r.future.release()
                 r.future = None
+
+    def _hand_over(self, i: int, result: DaskResult) -> None:
+        """Node ``i`` just finished and every task taking its result is already on the
+        cluster: drop this process's hold on the result now, so that Dask's scheduler frees
+        it as soon as the last of those tasks has run (what ``dask.delayed`` does), instead
+        of one round trip later, when this process has seen them all complete
+        (:meth:`_release`).  On a worker that runs a chain of large results, that round trip
+        is the difference between reusing the memory just freed and mapping fresh pages for
+        every result (``benchmarks/locality_cpu.py``: the workers' system time).
+
+        Only a result ``_release`` would let go of anyway (not one the user names, not a
+        saga member's, taken by Dask tasks of this backend alone), and only when nothing can
+        send one of its consumers to Dask again with it: no result cache (the cache stores
+        a result on its worker after the task completed), no consumer that may be retried,
+        no consumer waiting for another input that may be retried, and every consumer sent
+        with the latest attempt of each of its inputs (else it is submitted afresh when it
+        starts, see :meth:`.dask_ahead.Ahead.take`, and needs this result from here)."""
+        ahead, placement, fut = self.ahead, self.placement, result.future
+        if ahead is None or fut is None:
+            return
+        sched = ahead.sched
+        kept = getattr(placement, "kept", None)
+        succs = sched.succs[i]
+        if (not succs or sched.cache is not None or (kept is not None and result.key in kept)
+                or i in getattr(sched, "saga_of", {})):
+            return
+        for s in succs:
+            cls, sent = sched.class_of[s], ahead.ahead.get(s)
+            if cls is None or cls.backend is not self or sent is None:
+                return  # (not on the cluster yet: it will need the result from here)
+            ref = sched.nodes[s]
+            if ref.task.spec.retries or any(
+                    sched.state[d] is not COMPLETED and sched.nodes[d].task is not None
+                    and sched.nodes[d].task.spec.retries for d in ref.deps):
+                return
+            current = {self._current_key(d, i, result) for d in ref.deps}
+            if result.dask_key not in sent[2] or not current.issuperset(sent[2]):
+                return  # sent with an input's earlier attempt: it will be submitted afresh
+        if self._flush_due:  # (the consumers' submission must reach the scheduler first)
+            self._flush()
+        self.released_keys[result.key] = str(getattr(placement, "keep", "unconsumed"))
+        self.handed_over += 1
+        fut.release()
+        result.future = None
+
+    def _current_key(self, d: int, i: int, result: DaskResult) -> str:
+        """The Dask key of node ``d``'s latest attempt (``result`` for node ``i``)."""
+        if d == i:
+            return result.dask_key
+        assert self.ahead is not None
+        got = self.ahead.inflight.get(d)
+        if got is None:
+            got = self.ahead.sched.results[d]
+        return got.dask_key if type(got) is DaskResult else ""
 
     async def split_chunk(self, chunk: DaskResult, keys: list[str]
                           ) -> tuple[list[tuple[bool, Any, float]], float | None, int | None]:

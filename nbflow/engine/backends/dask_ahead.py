@@ -97,7 +97,9 @@ class Ahead:
         if got is None:
             return None
         fut, unique, keys = got
-        if keys != input_keys:
+        if keys != input_keys and sorted(keys) != sorted(input_keys):
+            # (the same futures in another order are the same call: only a set's iteration
+            # order can differ, its members being new objects once their tasks completed)
             fut.cancel()
             self.backend._futures.discard(fut)
             dropped = getattr(self.backend.placement, "dropped", None)
