@@ -164,14 +164,17 @@ class Run:
     def state_now(self) -> dict[str, list[Any]]:
         """A cheap copy of the run's per-node state, as of now, for listeners that predict
         (an ETA) while it goes on: ``nodes``, ``state``, ``start``, ``duration``,
-        ``input_bytes`` (NaN when unknown) and ``level`` (the dispatch priority)."""
+        ``input_bytes`` (NaN when unknown), ``level`` (the dispatch priority) and ``cached``
+        (served from the result cache: its duration is a lookup's, not the task's)."""
         s = self._sched
         n = len(s.nodes)
         known = s.metrics.input_bytes
+        cache = self.result_cache
         return {
             "nodes": list(s.nodes), "state": list(s.state), "start": list(s.start),
             "duration": list(s.duration), "level": list(s.level),
             "input_bytes": [float(b) if (b := known.get(i)) is not None else math.nan for i in range(n)],
+            "cached": [cache.cached(i) for i in range(n)] if cache is not None else [False] * n,
         }
 
     def attach_cache(self, cache: ResultCache | None) -> None:

@@ -173,7 +173,8 @@ def snapshot_at(tasks: pd.DataFrame, deps: Sequence[Sequence[int]], t: float, wo
         keys=tasks["key"].astype(str).tolist(), names=tasks["task"].astype(str).tolist(), kinds=kinds,
         deps=[list(d) for d in deps], states=states, elapsed=elapsed,
         durations=durations,
-        input_bytes=ib, priorities=[0] * n, workers=workers, taken_at=t, run_elapsed_s=t - started)
+        input_bytes=ib, priorities=[0] * n, workers=workers, taken_at=t, run_elapsed_s=t - started,
+        cached=tasks["cached"].astype(bool).tolist() if "cached" in tasks.columns else None)
 
 
 def past_run_scores(tasks: pd.DataFrame, deps: Sequence[Sequence[int]], workers: int,

@@ -66,6 +66,8 @@ class RunSnapshot:
     taken_at: float
     run_elapsed_s: float
     levels: list[float] | None = None  # the scheduler's dispatch levels (learned or unit)
+    # served from the result cache: finished, but in a lookup's time, not the task's (None: none)
+    cached: list[bool] | None = None
 
 
 def priority_of(ref: Any) -> int:
@@ -81,8 +83,8 @@ def _workers_of(run: Any) -> int:
     return DEFAULT_THREADS
 
 
-def _state_of(run: Any) -> tuple[list[Any], list[str], list[float], list[float], list[float], Any]:
-    """``(nodes, states, starts, durations, input_bytes, levels)`` of a run, as of now.
+def _state_of(run: Any) -> tuple[list[Any], list[str], list[float], list[float], list[float], Any, Any]:
+    """``(nodes, states, starts, durations, input_bytes, levels, cached)`` of a run, as of now.
 
     A live run gives a cheap copy (``run.state_now()``): a snapshot is taken while the run
     goes on, often from an event subscriber, and building the public ``run.tasks``
@@ -94,16 +96,18 @@ def _state_of(run: Any) -> tuple[list[Any], list[str], list[float], list[float],
         ib = t["input_bytes"].astype(float).tolist() if "input_bytes" in t.columns else [math.nan] * len(t)
         starts = [x.timestamp() if isinstance(x, pd.Timestamp) and not pd.isna(x) else math.nan
                   for x in t["start"]]
+        cached = t["cached"].astype(bool).tolist() if "cached" in t.columns else None
         return (list(run.nodes), t["state"].tolist(), starts, t["duration_s"].astype(float).tolist(), ib,
-                None)
+                None, cached)
     s = state_now()
-    return s["nodes"], s["state"], s["start"], s["duration"], s["input_bytes"], s["level"]
+    return (s["nodes"], s["state"], s["start"], s["duration"], s["input_bytes"], s["level"],
+            s.get("cached"))
 
 
 def snapshot(run: Any) -> RunSnapshot:
     """Freeze the state of ``run`` for :func:`eta_of` (cheap: a few list copies)."""
     now = time.time()
-    nodes, states, starts, durations, ib, levels = _state_of(run)
+    nodes, states, starts, durations, ib, levels, cached = _state_of(run)
     n = min(len(nodes), len(states))
     elapsed = [now - starts[i] if states[i] in RUNNING and starts[i] == starts[i] else math.nan
                for i in range(n)]
@@ -115,6 +119,7 @@ def snapshot(run: Any) -> RunSnapshot:
         priorities=[priority_of(r) for r in nodes[:n]], workers=_workers_of(run), taken_at=now,
         run_elapsed_s=now - started if started == started else 0.0,
         levels=levels[:n] if levels is not None else None,
+        cached=list(cached[:n]) if cached is not None else None,
     )
 
 
@@ -209,8 +214,11 @@ def eta_of(snap: RunSnapshot, predictor: Predictor | None, samples: int = DEFAUL
     order, succs = topo_order(left, snap.deps)
     is_task = [snap.kinds[i] in TASK_KINDS for i in order]
     task_ids = [i for i, t in zip(order, is_task, strict=True) if t]
+    # Cache hits finished in a lookup's time: as evidence of the run's pace they would say
+    # the run is thousands of times faster than history (an ETA of 0 ms with work left).
+    hit = snap.cached or [False] * n
     fin_ids = [i for i in range(n) if snap.states[i] == "completed" and snap.kinds[i] in TASK_KINDS
-               and snap.durations[i] == snap.durations[i]]
+               and snap.durations[i] == snap.durations[i] and not hit[i]]
     if max_finished is not None and len(fin_ids) > max_finished:
         fin_ids = [fin_ids[k] for k in np.linspace(0, len(fin_ids) - 1, max_finished).astype(int)]
     finished = pd.DataFrame({
