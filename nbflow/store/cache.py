@@ -50,11 +50,12 @@ from ..core.codeinfo import nondeterministic_calls
 from ..core.errors import NbflowStoreWarning, StoreError, StoreIntegrityError, Unhashable
 from ..core.explain import Explanation
 from ..core.files import File
-from ..core.kinds import COLLECT
+from ..core.kinds import COLLECT, FIRST, GATHER
 from ..core.protocols import RunView
 from ..core.ref import Ref
 from ..core.remote import Remote, has_remote, remotes_in
 from ..core.sizes import cheap_size
+from ..core.states import COMPLETED
 from . import explain as explaining
 from . import hashing, serialize, signing
 from .blobs import BlobCorrupt, BlobMissing
@@ -67,6 +68,8 @@ from .rerun import Rerun
 from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, CacheEntry, Store
 
 __all__ = ["NodeCache", "RunCache"]
+
+_JOINS = (COLLECT, GATHER, FIRST)  # nodes whose value is made of other nodes' values
 
 log = logging.getLogger("nbflow.store")
 
@@ -194,15 +197,8 @@ class RunCache:
             return
         sched = self.sched
         node = sched.nodes[j]
-        if node.kind == COLLECT:
-            for p in node.args:
-                await self._ensure_digest(p.index)
-            bad = [p.key for p in node.args if self.digests.get(p.index) is None]
-            if bad:
-                self.digests[j] = None
-                self.unhashable[j] = f"the result of {bad[0]} cannot be hashed"
-            else:
-                self.digests[j] = collect_digest([self.digests[p.index] for p in node.args])  # type: ignore[misc]
+        if node.kind in _JOINS:  # from its parts' hashes (known already), not its value
+            await self._join_digest(j, node)
             return
         value = sched.results[j]
         try:
@@ -221,6 +217,46 @@ class RunCache:
             self.unhashable[j] = f"the result of {node.key} cannot be hashed ({e})"
             return
         self.digests[j] = d
+
+    async def _join_digest(self, j: int, node: Ref) -> None:
+        """The content hash of a collect, gather or first node from its parts' hashes.  A
+        gather's value is the list of the parts that completed (and plain values), a
+        first's the part it took: hashed from what is already known of them, it is the
+        same whether the parts are remote results, values here, or served from the cache
+        (:func:`.keys.collect_digest` is what the list hashes to as a value)."""
+        sched = self.sched
+        parts: list[Any] = []
+        for p in node.args:
+            if type(p) is not Ref:
+                parts.append(p)
+            elif node.kind == COLLECT or sched.state[p.index] == COMPLETED:
+                await self._ensure_digest(p.index)
+                parts.append(p)
+            if parts and node.kind == FIRST:  # (a first's value is the first such part)
+                break
+        digests: list[str] = []
+        for p in parts:
+            if type(p) is Ref:
+                d = self.digests.get(p.index)
+                if d is None:
+                    self.digests[j] = None
+                    self.unhashable[j] = f"the result of {p.key} cannot be hashed"
+                    return
+            else:
+                try:
+                    d = hashing.value_hash(p)
+                except (Unhashable, RecursionError) as e:
+                    self.digests[j] = None
+                    self.unhashable[j] = f"a value given to {node.key} cannot be hashed ({e})"
+                    return
+            digests.append(d)
+        if node.kind != FIRST:
+            self.digests[j] = collect_digest(digests)
+        elif digests:
+            self.digests[j] = digests[0]
+        else:  # (not reached: a first that took nothing was skipped, and has no consumer)
+            self.digests[j] = None
+            self.unhashable[j] = f"{node.key} took no value"
 
     async def _hash_remote_args(self, ref: Ref) -> None:
         """Content hashes of the remote results among ``ref``'s arguments that are values,
