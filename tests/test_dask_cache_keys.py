@@ -91,7 +91,8 @@ def misses(run: Any) -> list[str]:
     items that fail every time have no result to serve and are left out."""
     t = run.tasks
     done = t[(t["state"] == "completed") & t["reason"].notna()]
-    return [f"{k}: {r}" for k, c, r in zip(done["key"], done["cached"], done["reason"]) if not c]
+    return [f"{k}: {r}" for k, c, r in zip(done["key"], done["cached"], done["reason"], strict=True)
+            if not c]
 
 
 def assert_all_hits(run: Any, outs: dict[str, Any]) -> None:

@@ -112,6 +112,7 @@ class RunCache:
         self.lease_ttl = lease_ttl
         self.held: dict[int, str] = {}  # node -> key it computes (leased or in flight)
         self._registered = False
+        self._root_id: tuple[int, int] | bool | None = False  # (see _root_ident; False: not yet)
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -189,6 +190,38 @@ class RunCache:
             row = self.reader().execute("SELECT 1 FROM code WHERE digest = ?", (digest,)).fetchone()
             known = self._code_known[digest] = row is not None
         return not known
+
+    def worker_prepare(self, i: int) -> tuple[Any, tuple[Any, ...]] | None:
+        """What node ``i``'s task does with its value on the Dask worker that runs it, for
+        this cache (``engine.backends.dask_cache``): hash it and, when the result will be
+        stored and the worker sees the store's disk, serialise and write its blob.  The
+        facts come back with the result, so :meth:`commit` needs no round trip to the
+        worker.  None: the commit asks the worker afterwards (a task that writes files:
+        its products are hashed here)."""
+        spec = self.sched.nodes[i].task.spec
+        if spec.writes:
+            return None
+        info = self.nodes.get(i)
+        if info is not None:  # (looked up already: it is stored when it has a key)
+            store_it = info.key is not None
+        else:  # (submitted before its lookup: stored unless the task is not cached)
+            store_it = bool(spec.cache) and (spec.cache_explicit or not self._nondeterministic(spec.fn))
+        ident = self._root_ident()
+        return _prepare_in_task, (self.store.blobs, store_it and ident is not None,
+                                  str(signing.key_path()), ident)
+
+    def _root_ident(self) -> tuple[int, int] | None:
+        """(device, inode) of the blob directory, which a worker compares with its own view
+        of the same path to know it is this machine's directory (None: it cannot be made)."""
+        if self._root_id is False:
+            root = self.store.blobs.root
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                st = root.stat()
+                self._root_id = (st.st_dev, st.st_ino)
+            except OSError:
+                self._root_id = None
+        return self._root_id  # type: ignore[return-value]
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -573,6 +606,9 @@ def _prepare_remote(store: Store, value: Remote, store_it: bool,
     store's disk (a local cluster), it hashes, serialises and writes the blob itself and
     sends back only the small facts; otherwise the value is fetched once and prepared here.
     Returns :func:`_prepare`'s tuple plus the serialised size."""
+    facts = value.prepared  # what the task did on its worker (engine.backends.dask_cache)
+    if facts is not None and not products and len(facts) == 7 and (facts[6] or not store_it):
+        return facts[:6]
     root = store.blobs.root
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -590,6 +626,20 @@ def _prepare_on_worker(value: Any, blobs: Any, store_it: bool, key_file: str) ->
     when they are stored inline."""
     with signing.signing_as(key_file):
         return _prepare_signed(value, blobs, store_it)
+
+
+def _prepare_in_task(value: Any, blobs: Any, store_it: bool, key_file: str,
+                     ident: tuple[int, int] | None) -> tuple[Any, ...]:
+    """Runs on the worker, in the task that made ``value``: :func:`_prepare_on_worker`'s
+    facts, plus whether it stored the value, which it does only when the blob directory it
+    sees is the one the cache named (same device and inode: the same machine's disk)."""
+    if store_it:
+        try:
+            st = blobs.root.stat()
+            store_it = ident is not None and (st.st_dev, st.st_ino) == tuple(ident)
+        except OSError:
+            store_it = False
+    return (*_prepare_on_worker(value, blobs, store_it, key_file), store_it)
 
 
 def _prepare_signed(value: Any, blobs: Any, store_it: bool) -> tuple[Any, ...]:

@@ -160,7 +160,7 @@ def _raw(v: Any, depth: int) -> bytes:
                                 for x in items])
     h = _new()
     _feed_other(h, v, t)
-    return h.digest()  # type: ignore[no-any-return]
+    return h.digest()
 
 
 def _combine_raw(t: type, raw: list[bytes]) -> bytes:
