@@ -14,6 +14,12 @@ array intermediates, each in five ways, alternated ``--repeat`` times in one pro
   tasks' code, so no task may be submitted before its lookup, which needs its inputs'
   content hashes: one client <-> worker round trip (or more) per dependency level.
 
+Each cache mode runs in two variants (``--variants``), each on its own fresh store:
+``in-task`` (the default: each task hashes, and stores, its own result on its worker and
+sends the facts with the result, ``engine/backends/dask_cache.py``) and ``round-trip``
+(``NBFLOW_DASK_IN_TASK=0``: the cache asks the result's worker after the task ended, one
+more Dask task and round trip per task, as before session 6).
+
 Workloads (``--workloads``; sizes multiplied by ``--scale``):
 
 - ``chains``: 4 independent chains of 5 tasks passing a 20 MB array on, then one summary;
@@ -242,19 +248,30 @@ def sample(nf: Any, client: Any, probe: Probe, name: str, spec: Spec, mode: str,
 
 
 def workload(nf: Any, client: Any, probe: Probe, name: str, spec: Spec, repeat: int,
-             log: Callable[[str], None]) -> dict[str, Any]:
-    """``repeat`` rounds; each round runs ``off`` and the four cache modes in order on a
-    fresh store (``cold`` must come first), ``off`` first or last in turn."""
+             variants: list[str], log: Callable[[str], None]) -> dict[str, Any]:
+    """``repeat`` rounds; each round runs ``off``, then per variant the four cache modes in
+    order on a fresh store (``cold`` must come first); ``off`` first or last in turn, the
+    variants' order rotated."""
     counter = [0]
-    got: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    names = ["off"] + [_label(m, v) for v in variants for m in MODES[1:]]
+    got: dict[str, list[dict[str, Any]]] = {m: [] for m in names}
     for r in range(repeat):
-        with _harness.nbflow_home(replace=True):
-            order = list(MODES) if r % 2 == 0 else [*MODES[1:], "off"]
-            for mode in order:
-                gc.collect()
-                got[mode].append(sample(nf, client, probe, name, spec, mode, counter))
+        order = variants[r % len(variants):] + variants[:r % len(variants)]
+        if r % 2 == 0:
+            got["off"].append(_sample_off(nf, client, probe, name, spec, counter))
+        for v in order:
+            os.environ["NBFLOW_DASK_IN_TASK"] = "0" if v == "round-trip" else "1"
+            try:
+                with _harness.nbflow_home(replace=True):
+                    for mode in MODES[1:]:
+                        gc.collect()
+                        got[_label(mode, v)].append(sample(nf, client, probe, name, spec, mode, counter))
+            finally:
+                os.environ.pop("NBFLOW_DASK_IN_TASK", None)
+        if r % 2 == 1:
+            got["off"].append(_sample_off(nf, client, probe, name, spec, counter))
         log(f"{name}: round {r + 1}/{repeat}: " + ", ".join(
-            f"{m} {got[m][-1]['makespan_s']:.2f}s" for m in MODES))
+            f"{m} {got[m][-1]['makespan_s']:.2f}s" for m in names))
     per: dict[str, Any] = {}
     for m, xs in got.items():
         per[m] = {k: statistics.median(x[k] for x in xs)
@@ -266,11 +283,22 @@ def workload(nf: Any, client: Any, probe: Probe, name: str, spec: Spec, repeat: 
     base = per["off"]
     lv = levels(spec)
     ratios = {m: {"makespan": _harness.ratio(per[m]["makespan_s"], base["makespan_s"]),
-                  "cpu": _harness.ratio(per[m]["cpu_s"], base["cpu_s"])} for m in MODES}
+                  "cpu": _harness.ratio(per[m]["cpu_s"], base["cpu_s"])} for m in names}
     extra = {m: {"makespan_s_per_level": (per[m]["makespan_s"] - base["makespan_s"]) / lv,
-                 "cpu_s_per_level": (per[m]["cpu_s"] - base["cpu_s"]) / lv} for m in MODES}
+                 "cpu_s_per_level": (per[m]["cpu_s"] - base["cpu_s"]) / lv} for m in names}
     return {"tasks": len(spec), "levels": lv, "modes": per, "vs_off": ratios,
             "extra_vs_off": extra}
+
+
+def _label(mode: str, variant: str) -> str:
+    return mode if variant == "in-task" else f"{mode} ({variant})"
+
+
+def _sample_off(nf: Any, client: Any, probe: Probe, name: str, spec: Spec,
+                counter: list[int]) -> dict[str, Any]:
+    with _harness.nbflow_home(replace=True):
+        gc.collect()
+        return sample(nf, client, probe, name, spec, "off", counter)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workloads", default="chains,trace,deep")
     ap.add_argument("--scale", type=float, default=0.25, help="multiply every array size by this")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--variants", default="in-task,round-trip",
+                    help="in-task: the task hashes and stores its result (default); round-trip: "
+                         "the cache asks the worker after each task (NBFLOW_DASK_IN_TASK=0)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     log = _harness.progress("dask_cache")
@@ -288,19 +319,20 @@ def main(argv: list[str] | None = None) -> int:
         probe = Probe()
         for name in args.workloads.split(","):
             spec = WORKLOADS[name](args.scale)
-            workload(nf, client, probe, name, wl_deep(0.01) if name != "deep" else spec, 1,
+            variants = args.variants.split(",")
+            workload(nf, client, probe, name, wl_deep(0.01), 1, variants,
                      lambda s: None)  # warm-up: imports on the workers
-            results[name] = workload(nf, client, probe, name, spec, args.repeat, log)
+            results[name] = workload(nf, client, probe, name, spec, args.repeat, variants, log)
             r = results[name]
             log(f"{name} ({r['levels']} levels): " + ", ".join(
-                f"{m} x{r['vs_off'][m]['makespan']:.2f} (cpu x{r['vs_off'][m]['cpu']:.2f})"
-                for m in MODES))
+                f"{m} x{v['makespan']:.2f} (cpu x{v['cpu']:.2f})" for m, v in r["vs_off"].items()))
     doc = {"benchmark": "dask_cache", "machine": _harness.machine_info(),
            "load_average_before": load_before, "load_average_after": os.getloadavg(),
            "config": {"workloads": args.workloads, "scale": args.scale, "repeat": args.repeat,
-                      "workers": 4},
-           "statistic": ("median over rounds; each round: off, cold, warm, cutoff, changed on a "
-                         "fresh store (off first or last in turn)"),
+                      "variants": args.variants, "workers": 4},
+           "statistic": ("median over rounds; each round: off, then per variant cold, warm, "
+                         "cutoff, changed on a fresh store (off first or last in turn, "
+                         "variants rotated)"),
            "results": results}
     _harness.emit_json(doc, args.json)
     return 0
