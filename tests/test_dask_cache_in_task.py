@@ -135,3 +135,36 @@ def test_a_worker_that_does_not_see_the_store_leaves_storing_to_the_cache(client
     wf, out = build(5.0)
     again = wf.run(backend=client)
     assert again.tasks["cached"].all()
+
+
+@nf.task
+def item(i: int):
+    return np.full(128 * KB // 8, float(i))  # 128 KiB: each item's result stays on its worker
+
+
+@nf.task
+def first_values(parts) -> list:
+    return [float(p[0]) for p in parts]
+
+
+@pytest.mark.parametrize("in_task", ["1", "0"])
+def test_batched_items_are_hashed_and_stored_next_to_their_chunk(client, round_trips, monkeypatch,
+                                                                  in_task):
+    monkeypatch.setenv("NBFLOW_DASK_IN_TASK", in_task)
+
+    def build_map() -> tuple[Any, Any]:
+        with nf.Workflow("in-task-chunks") as wf:
+            out = first_values(item.map(range(12), batch=4))
+        return wf, out
+
+    wf, out = build_map()
+    run = wf.run(backend=client)
+    assert run[out] == [float(i) for i in range(12)]
+    items = [k for k in round_trips if k.startswith("item-")]
+    assert len(items) == (0 if in_task == "1" else 12)  # one round trip per item, or none
+    assert len(blob_files()) == 12
+    wf, out = build_map()
+    again = wf.run(backend=client)
+    tasks = again.tasks[again.tasks["reason"].notna()]  # (the map's collecting node is no task)
+    assert len(tasks) == 13 and tasks["cached"].all()
+    assert again[out] == [float(i) for i in range(12)]

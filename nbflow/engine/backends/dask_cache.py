@@ -19,6 +19,10 @@ backend hands them to the :class:`~nbflow.core.remote.Remote` it makes for the r
 message that is late, lost, or missing (the cache's function failed) only means the cache
 asks the worker as before: nothing is decided on the facts' absence.
 
+Items of a batched map run in one Dask task (``dask_chunks``); the small task that reads
+the chunk's outline next to its list does the same for each large item
+(:meth:`InTask.for_items`), so a chunk costs no round trip per item either.
+
 ``NBFLOW_DASK_IN_TASK=0`` switches this off (the cache then asks after each task), which
 ``benchmarks/dask_cache.py`` uses to compare the two.
 """
@@ -48,6 +52,17 @@ def apply_prepared(apply: Callable[..., Any], topic: str, fn: Callable[..., Any]
     except Exception:  # (the cache asks the worker after the task instead)
         pass
     return value
+
+
+def prepare_here(value: Any, prepare: Prepare) -> tuple[Any, ...] | None:
+    """On a worker: the cache's ``prepare`` on ``value`` (None if it failed: the cache then
+    asks the worker after the task)."""
+    try:
+        pfn, pargs = prepare
+        facts = pfn(value, *pargs)
+        return tuple(facts) if isinstance(facts, (tuple, list)) else None
+    except Exception:
+        return None
 
 
 class InTask:
@@ -87,6 +102,15 @@ class InTask:
             return None
         self.wrapped += 1
         return apply_prepared, (self.apply, self.topic, fn, args, kwargs, work)
+
+    def for_items(self, keys: list[str]) -> list[Prepare | None] | None:
+        """The cache's work for each item of a chunk (``keys``: their task keys), done where
+        the chunk's list is when its outline is taken (``dask_chunks``); None: nothing."""
+        prepare = getattr(self.sched.cache, "worker_prepare", None)
+        if prepare is None:
+            return None
+        out = [prepare(i) if (i := self._node(k)) is not None else None for k in keys]
+        return out if any(p is not None for p in out) else None
 
     def told(self, key: str, facts: Any) -> None:
         """A worker announced the facts of ``key`` (runs in the client's thread; the event
