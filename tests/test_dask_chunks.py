@@ -126,9 +126,10 @@ def test_chunk_items_are_cached_each(client):
     second = wf.run(backend=client)
     tasks = second.tasks.set_index("key")
     assert tasks.loc[[f"block-{i}" for i in good], "cached"].all()
-    # The task taking the map's whole list was keyed on the first run (by its items' hashes,
-    # taken on the workers); on this run its items came from the cache as local values, a
-    # list hashed as a value: it runs once more under that key, and from then on hits.
+    # The task taking the map's whole list was keyed on the first run from its items'
+    # hashes, taken on the workers; on this run its items came from the cache as values
+    # here, and the list hashes the same (it once did not, and ran once more).
+    assert tasks.loc[s.key, "cached"], second.explain(s)
     wf3, _, s3 = build()
     third = wf3.run(backend=client)
     assert third.tasks.set_index("key").loc[s3.key, "cached"]

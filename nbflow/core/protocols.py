@@ -50,7 +50,10 @@ class ResultCache(Protocol):
     ``info(i)`` is what the events of node ``i`` carry: ``(reason, cache_key, blob)``.
     A cache may also answer ``will_run(i)``: True when node ``i``'s lookup is sure to miss
     whatever its inputs (a backend may then start it before its inputs are done); a cache
-    without it has every task wait for its lookup.
+    without it has every task wait for its lookup.  A cache may also answer
+    ``worker_prepare(i)``: a picklable ``(fn, args)`` that a backend running node ``i``
+    on a remote worker calls there as ``fn(value, *args)`` on the task's value, sending
+    the small result back with it (``Remote.prepared``), or None.
     """
 
     def bind(self, view: RunView) -> None: ...

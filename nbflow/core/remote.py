@@ -11,8 +11,10 @@ when something here needs it:
 * a construct decides on it (a branch condition, a loop's ``until``, a ``map`` over it).
 
 Each of those calls :func:`local`, which fetches once and remembers the value.  The cache
-does not fetch: it asks the result's worker to hash (and, when the store's disk is
-reachable from the worker, to write) the value there, with :meth:`Remote.on_worker`.
+does not fetch: the task itself hashes (and, when the store's disk is reachable from the
+worker, writes) its value where it ran and sends the facts back with its result
+(:attr:`Remote.prepared`); otherwise the cache asks the result's worker to do so, with
+:meth:`Remote.on_worker`.
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ class Remote(abc.ABC):
     """Base of remote results; a backend subclass implements ``_fetch`` and ``on_worker``
     (and ``shares_disk`` when its workers can see this machine's disk)."""
 
-    __slots__ = ("_value", "key", "nbytes", "worker")
+    __slots__ = ("_value", "key", "nbytes", "prepared", "worker")
 
     def __init__(self, key: str, nbytes: int | None, worker: str | None) -> None:
         self.key = key  # the task key of the node that produced it
         self.nbytes = nbytes  # size on the worker, as the cluster measured it
         self.worker = worker  # where it lives (None: unknown)
+        # What the cache asked the task itself to do with the value on its worker, as it
+        # came back with the result (its content hash, and the stored blob when the worker
+        # wrote it), so the cache need not ask the worker again; None: nothing was done.
+        self.prepared: tuple[Any, ...] | None = None
         self._value: Any = _MISSING
 
     @property

@@ -50,11 +50,12 @@ from ..core.codeinfo import nondeterministic_calls
 from ..core.errors import NbflowStoreWarning, StoreError, StoreIntegrityError, Unhashable
 from ..core.explain import Explanation
 from ..core.files import File
-from ..core.kinds import COLLECT
+from ..core.kinds import COLLECT, FIRST, GATHER
 from ..core.protocols import RunView
 from ..core.ref import Ref
 from ..core.remote import Remote, has_remote, remotes_in
 from ..core.sizes import cheap_size
+from ..core.states import COMPLETED
 from . import explain as explaining
 from . import hashing, serialize, signing
 from .blobs import BlobCorrupt, BlobMissing
@@ -67,6 +68,8 @@ from .rerun import Rerun
 from .store import INLINE_MAX, PUT_CODE, PUT_FINGERPRINT, CacheEntry, Store
 
 __all__ = ["NodeCache", "RunCache"]
+
+_JOINS = (COLLECT, GATHER, FIRST)  # nodes whose value is made of other nodes' values
 
 log = logging.getLogger("nbflow.store")
 
@@ -109,6 +112,7 @@ class RunCache:
         self.lease_ttl = lease_ttl
         self.held: dict[int, str] = {}  # node -> key it computes (leased or in flight)
         self._registered = False
+        self._root_id: tuple[int, int] | bool | None = False  # (see _root_ident; False: not yet)
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -187,6 +191,38 @@ class RunCache:
             known = self._code_known[digest] = row is not None
         return not known
 
+    def worker_prepare(self, i: int) -> tuple[Any, tuple[Any, ...]] | None:
+        """What node ``i``'s task does with its value on the Dask worker that runs it, for
+        this cache (``engine.backends.dask_cache``): hash it and, when the result will be
+        stored and the worker sees the store's disk, serialise and write its blob.  The
+        facts come back with the result, so :meth:`commit` needs no round trip to the
+        worker.  None: the commit asks the worker afterwards (a task that writes files:
+        its products are hashed here)."""
+        spec = self.sched.nodes[i].task.spec
+        if spec.writes:
+            return None
+        info = self.nodes.get(i)
+        if info is not None:  # (looked up already: it is stored when it has a key)
+            store_it = info.key is not None
+        else:  # (submitted before its lookup: stored unless the task is not cached)
+            store_it = bool(spec.cache) and (spec.cache_explicit or not self._nondeterministic(spec.fn))
+        ident = self._root_ident()
+        return _prepare_in_task, (self.store.blobs, store_it and ident is not None,
+                                  str(signing.key_path()), ident)
+
+    def _root_ident(self) -> tuple[int, int] | None:
+        """(device, inode) of the blob directory, which a worker compares with its own view
+        of the same path to know it is this machine's directory (None: it cannot be made)."""
+        if self._root_id is False:
+            root = self.store.blobs.root
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                st = root.stat()
+                self._root_id = (st.st_dev, st.st_ino)
+            except OSError:
+                self._root_id = None
+        return self._root_id  # type: ignore[return-value]
+
     # -- keys ----------------------------------------------------------------------------
 
     async def _ensure_digest(self, j: int) -> None:
@@ -194,15 +230,8 @@ class RunCache:
             return
         sched = self.sched
         node = sched.nodes[j]
-        if node.kind == COLLECT:
-            for p in node.args:
-                await self._ensure_digest(p.index)
-            bad = [p.key for p in node.args if self.digests.get(p.index) is None]
-            if bad:
-                self.digests[j] = None
-                self.unhashable[j] = f"the result of {bad[0]} cannot be hashed"
-            else:
-                self.digests[j] = collect_digest([self.digests[p.index] for p in node.args])  # type: ignore[misc]
+        if node.kind in _JOINS:  # from its parts' hashes (known already), not its value
+            await self._join_digest(j, node)
             return
         value = sched.results[j]
         try:
@@ -221,6 +250,46 @@ class RunCache:
             self.unhashable[j] = f"the result of {node.key} cannot be hashed ({e})"
             return
         self.digests[j] = d
+
+    async def _join_digest(self, j: int, node: Ref) -> None:
+        """The content hash of a collect, gather or first node from its parts' hashes.  A
+        gather's value is the list of the parts that completed (and plain values), a
+        first's the part it took: hashed from what is already known of them, it is the
+        same whether the parts are remote results, values here, or served from the cache
+        (:func:`.keys.collect_digest` is what the list hashes to as a value)."""
+        sched = self.sched
+        parts: list[Any] = []
+        for p in node.args:
+            if type(p) is not Ref:
+                parts.append(p)
+            elif node.kind == COLLECT or sched.state[p.index] == COMPLETED:
+                await self._ensure_digest(p.index)
+                parts.append(p)
+            if parts and node.kind == FIRST:  # (a first's value is the first such part)
+                break
+        digests: list[str] = []
+        for p in parts:
+            if type(p) is Ref:
+                d = self.digests.get(p.index)
+                if d is None:
+                    self.digests[j] = None
+                    self.unhashable[j] = f"the result of {p.key} cannot be hashed"
+                    return
+            else:
+                try:
+                    d = hashing.value_hash(p)
+                except (Unhashable, RecursionError) as e:
+                    self.digests[j] = None
+                    self.unhashable[j] = f"a value given to {node.key} cannot be hashed ({e})"
+                    return
+            digests.append(d)
+        if node.kind != FIRST:
+            self.digests[j] = collect_digest(digests)
+        elif digests:
+            self.digests[j] = digests[0]
+        else:  # (not reached: a first that took nothing was skipped, and has no consumer)
+            self.digests[j] = None
+            self.unhashable[j] = f"{node.key} took no value"
 
     async def _hash_remote_args(self, ref: Ref) -> None:
         """Content hashes of the remote results among ``ref``'s arguments that are values,
@@ -537,6 +606,9 @@ def _prepare_remote(store: Store, value: Remote, store_it: bool,
     store's disk (a local cluster), it hashes, serialises and writes the blob itself and
     sends back only the small facts; otherwise the value is fetched once and prepared here.
     Returns :func:`_prepare`'s tuple plus the serialised size."""
+    facts = value.prepared  # what the task did on its worker (engine.backends.dask_cache)
+    if facts is not None and not products and len(facts) == 7 and (facts[6] or not store_it):
+        return facts[:6]
     root = store.blobs.root
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -554,6 +626,20 @@ def _prepare_on_worker(value: Any, blobs: Any, store_it: bool, key_file: str) ->
     when they are stored inline."""
     with signing.signing_as(key_file):
         return _prepare_signed(value, blobs, store_it)
+
+
+def _prepare_in_task(value: Any, blobs: Any, store_it: bool, key_file: str,
+                     ident: tuple[int, int] | None) -> tuple[Any, ...]:
+    """Runs on the worker, in the task that made ``value``: :func:`_prepare_on_worker`'s
+    facts, plus whether it stored the value, which it does only when the blob directory it
+    sees is the one the cache named (same device and inode: the same machine's disk)."""
+    if store_it:
+        try:
+            st = blobs.root.stat()
+            store_it = ident is not None and (st.st_dev, st.st_ino) == tuple(ident)
+        except OSError:
+            store_it = False
+    return (*_prepare_on_worker(value, blobs, store_it, key_file), store_it)
 
 
 def _prepare_signed(value: Any, blobs: Any, store_it: bool) -> tuple[Any, ...]:

@@ -10,6 +10,12 @@ hashing is salted per process) and plain pickled bytes for anything with a ``set
 * tuples, lists and dicts: type, length and the hashes of their items, in order (dict
   insertion order is part of a dict's content; a function may iterate it);
 * sets and frozensets: the *sorted* hashes of their items, so iteration order is irrelevant;
+
+A container's hash is made from its items' *hashes* only (:func:`seq_digest`,
+:func:`dict_digest`), never from their bytes, so the same hash can be built without the
+items at hand: a map's list whose items are results left on Dask workers (each hashed
+where it lives), a list of task results whose hashes the cache already knows, and the
+same list as a plain value in this process all hash alike, on every backend.
 * numpy arrays: dtype, shape and the raw bytes (object arrays walk their items);
 * pandas objects: ``pd.util.hash_pandas_object`` (values and index) plus column names,
   dtypes and index names, which that function leaves out;
@@ -38,6 +44,7 @@ from typing import Any
 from ..core.errors import Unhashable
 from ..core.files import ContentDigests, File
 from ..core.ref import is_task
+from ..core.remote import Remote
 
 try:  # the fast path; see the module docstring
     import xxhash as _xxhash
@@ -90,58 +97,101 @@ def combine(*parts: str | bytes) -> str:
 
 _pack_q = struct.Struct("<q").pack
 _pack_d = struct.Struct("<d").pack
+_CONTAINER_TAGS: dict[type, bytes] = {list: b"l", tuple: b"t", set: b"S", frozenset: b"Z", dict: b"d"}
+
+if _xxhash is not None:
+    _oneshot_raw = _xxhash.xxh3_128_digest
+else:  # pragma: no cover - depends on the install
+    def _oneshot_raw(data: bytes) -> bytes:
+        return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _int_bytes(v: int) -> bytes:
+    if -(2**63) <= v < 2**63:
+        return b"i" + _pack_q(v)
+    b = str(v).encode()
+    return b"I" + _pack_q(len(b)) + b
+
+
+def _float_bytes(v: float) -> bytes:
+    return b"f" + (_pack_d(v) if not math.isnan(v) else b"nan")
+
+
+def _str_bytes(v: str) -> bytes:
+    b = v.encode("utf-8", "surrogatepass")
+    return b"s" + _pack_q(len(b)) + b
+
+
+def _bytes_bytes(v: bytes | bytearray) -> bytes:
+    return b"b" + _pack_q(len(v)) + bytes(v)
+
+
+# The canonical bytes of plain scalars, by exact type (a subclass is pickled instead).
+_SCALARS: dict[type, Callable[[Any], bytes]] = {
+    int: _int_bytes,
+    float: _float_bytes,
+    str: _str_bytes,
+    bool: lambda v: b"T" if v else b"F",
+    type(None): lambda v: b"N",
+    bytes: _bytes_bytes,
+    bytearray: _bytes_bytes,
+    complex: lambda v: b"c" + _pack_d(v.real) + _pack_d(v.imag),
+}
 
 
 def value_hash(value: Any, _depth: int = 0) -> str:
     """The content hash of ``value`` (see the module docstring); raises :class:`Unhashable`."""
+    return ALGO + _raw(value, _depth).hex()
+
+
+def _raw(v: Any, depth: int) -> bytes:
+    """:func:`value_hash` as raw bytes (what a container's digest is made of)."""
+    t = type(v)
+    enc = _SCALARS.get(t)
+    if enc is not None:  # (one call: the same digest as feeding the bytes to a hasher)
+        return _oneshot_raw(enc(v))
+    if t in _CONTAINER_TAGS:
+        if depth > 200:
+            raise Unhashable("nesting is too deep to hash")
+        d = depth + 1
+        items = v if t is not dict else [y for kv in v.items() for y in kv]
+        scalars, one = _SCALARS.get, _oneshot_raw
+        return _combine_raw(t, [one(enc(x)) if (enc := scalars(type(x))) is not None else _raw(x, d)
+                                for x in items])
     h = _new()
-    _feed(h, value, _depth)
-    return ALGO + h.hexdigest()
+    _feed_other(h, v, t)
+    return h.digest()
+
+
+def _combine_raw(t: type, raw: list[bytes]) -> bytes:
+    """A container's digest from its items' raw digests (a dict's: key, value, key, ...)."""
+    if t is set or t is frozenset:
+        raw.sort()
+    n = len(raw) // 2 if t is dict else len(raw)
+    return _oneshot_raw(_CONTAINER_TAGS[t] + _pack_q(n) + b"".join(raw))  # (one length: no separators)
+
+
+def seq_digest(t: type, parts: list[str]) -> str:
+    """The content hash of a list, tuple, set or frozenset (``t``) whose items have the
+    content hashes ``parts`` (in order; a set's are sorted here).  ``value_hash`` of such a
+    container gives the same, so a container can be hashed without its items at hand."""
+    return ALGO + _combine_raw(t, [bytes.fromhex(p[1:]) for p in parts]).hex()
+
+
+def dict_digest(pairs: list[tuple[str, str]]) -> str:
+    """The content hash of a dict whose keys and values have the content hashes ``pairs``
+    (in insertion order), as :func:`seq_digest` is for sequences."""
+    return ALGO + _combine_raw(dict, [bytes.fromhex(p[1:]) for kv in pairs for p in kv]).hex()
 
 
 def _feed(h: Any, v: Any, depth: int) -> None:
+    """Feed ``v`` (a value inside a numpy or pandas object) to the hasher ``h``."""
     t = type(v)
-    if v is None:
-        h.update(b"N")
-    elif t is bool:
-        h.update(b"T" if v else b"F")
-    elif t is int:
-        if -(2**63) <= v < 2**63:
-            h.update(b"i")
-            h.update(_pack_q(v))
-        else:
-            b = str(v).encode()
-            h.update(b"I" + _pack_q(len(b)) + b)
-    elif t is float:
-        h.update(b"f")
-        h.update(_pack_d(v) if not math.isnan(v) else b"nan")
-    elif t is str:
-        b = v.encode("utf-8", "surrogatepass")
-        h.update(b"s" + _pack_q(len(b)))
-        h.update(b)
-    elif t is bytes or t is bytearray:
-        h.update(b"b" + _pack_q(len(v)))
-        h.update(v)
-    elif t is tuple or t is list:
-        if depth > 200:
-            raise Unhashable("nesting is too deep to hash")
-        h.update((b"t" if t is tuple else b"l") + _pack_q(len(v)))
-        for x in v:
-            _feed(h, x, depth + 1)
-    elif t is dict:
-        if depth > 200:
-            raise Unhashable("nesting is too deep to hash")
-        h.update(b"d" + _pack_q(len(v)))
-        for k, x in v.items():
-            _feed(h, k, depth + 1)
-            _feed(h, x, depth + 1)
-    elif t is set or t is frozenset:
-        items = sorted(value_hash(x, depth + 1) for x in v)
-        h.update((b"S" if t is set else b"Z") + _pack_q(len(items)))
-        for d in items:
-            h.update(d.encode())
-    elif t is complex:
-        h.update(b"c" + _pack_d(v.real) + _pack_d(v.imag))
+    enc = _SCALARS.get(t)
+    if enc is not None:
+        h.update(enc(v))
+    elif t in _CONTAINER_TAGS:
+        h.update(_raw(v, depth))
     else:
         _feed_other(h, v, t)
 
@@ -176,6 +226,8 @@ def _feed_other(h: Any, v: Any, t: type) -> None:
     elif isinstance(v, type) and hasattr(v, "__module__"):
         h.update(b"y" + f"{v.__module__}.{v.__qualname__}".encode())
         return
+    if isinstance(v, Remote):  # (its hash is taken where it lives: see nbflow.store.cache)
+        raise Unhashable(f"the result of {v.key} is on another machine and was not hashed there")
     h.update(b"p" + t.__qualname__.encode())
     h.update(pickled(v))
 

@@ -18,7 +18,11 @@ from ..core.remote import Remote, has_remote
 from . import hashing
 from .fingerprint import CodeFingerprint, code_fingerprint
 
-KEY_FORMAT = "k1"  # bump to make every existing key miss (a change in how keys are built)
+# Bump to make every existing key miss (a change in how keys or content hashes are built):
+# k2, containers are hashed from their items' hashes (hashing.seq_digest).  It is part of the
+# key, not of the options, so the miss says "cache key format changed".
+KEY_FORMAT = "k2"
+OPTIONS_FORMAT = "k1"
 # TaskSpec fields that change a task's result, and so belong in its key.  No option of
 # today's TaskSpec does (retries, timeouts, executors and resources do not change what a
 # function returns); a ``version=`` option, when it exists, is picked up here.
@@ -28,12 +32,14 @@ _CONTAINERS = (list, tuple, dict, set, frozenset)
 
 def cache_key(code_digest: str, options: str, inputs: dict[str, str]) -> str:
     """The key a task's result is stored under."""
-    return hashing.combine("key", code_digest, options, *[f"{k}={v}" for k, v in inputs.items()])
+    return hashing.combine("key", KEY_FORMAT, code_digest, options,
+                           *[f"{k}={v}" for k, v in inputs.items()])
 
 
 def collect_digest(parts: list[str]) -> str:
-    """The content hash of a collect node's value (the list of its inputs' values)."""
-    return hashing.combine("collect", *parts)
+    """The content hash of a collect (or gather) node's value, the list of its inputs'
+    values, from their hashes: the same as the hash of that list as a plain value."""
+    return hashing.seq_digest(list, parts)
 
 
 def _label(name: str, value: Any) -> str:
@@ -118,6 +124,11 @@ class KeyBuilder:
         return out
 
     def input_digest(self, a: Any, nested: int) -> str:
+        """The content hash of an argument.  A Ref stands for its node's value and a remote
+        result for the value it holds (hashed where it lives); a container holding either
+        is hashed from its items' hashes, which is what the same container of plain values
+        hashes to (:func:`.hashing.seq_digest`), so a key never depends on where the parts
+        of an argument were when it was built."""
         t = type(a)
         if t is Ref:
             d = self.digests.get(a.index)
@@ -127,39 +138,30 @@ class KeyBuilder:
         if self.remote_digests and has_remote(a):
             return self.remote_digest(a)
         if nested == 2 and t in _CONTAINERS:
-            if t is dict:
-                items = [hashing.value_hash(k) + self.input_digest(v, 2) for k, v in a.items()]
-                return hashing.combine("d", *items)
-            parts = [self.input_digest(x, 2) for x in a]
-            if t is set or t is frozenset:
-                parts.sort()
-            return hashing.combine(t.__name__, *parts)
+            return self._container(a, t, nested)
         return hashing.value_hash(a)
 
     def remote_digest(self, a: Any) -> str:
-        """The content hash of a value that is (or holds) a remote result.  A remote result
-        on its own hashes as its value would (the hash was taken where it lives), so a
-        later run that passes the value itself builds the same key.  A container holding
-        one is hashed by its parts, a key no local value shares: it can only miss."""
+        """The content hash of a value that is (or holds) a remote result: the hash its
+        value has here, taken where the remote parts live (``remote_digests``)."""
         if isinstance(a, Remote):
             d = self.remote_digests.get(a.key)
             if d is None:
                 raise hashing.Unhashable(f"the result of {a.key} has no content hash")
             return d
-        t = type(a)
+        return self._container(a, type(a), 2)
+
+    def _container(self, a: Any, t: type, nested: int) -> str:
         if t is dict:
-            items = [hashing.value_hash(k) + self.remote_digest(v) for k, v in a.items()]
-            return hashing.combine("remote-d", *items)
-        parts = [self.remote_digest(x) if has_remote(x) else hashing.value_hash(x) for x in a]
-        if t is set or t is frozenset:
-            parts.sort()
-        return hashing.combine(f"remote-{t.__name__}", *parts)
+            return hashing.dict_digest([(hashing.value_hash(k), self.input_digest(v, nested))
+                                        for k, v in a.items()])
+        return hashing.seq_digest(t, [self.input_digest(x, nested) for x in a])
 
     def options(self, spec: Any) -> str:
         hit = self._opts.get(id(spec))
         if hit is None:
             vals = [f"{n}={getattr(spec, n, None)!r}" for n in RESULT_OPTIONS]
-            hit = self._opts[id(spec)] = (spec, hashing.combine(KEY_FORMAT, *vals))
+            hit = self._opts[id(spec)] = (spec, hashing.combine(OPTIONS_FORMAT, *vals))
         return hit[1]
 
     def inputs(self, ref: Ref) -> dict[str, str]:

@@ -74,7 +74,7 @@ from ...core.remote import Remote
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
 from ..metrics import Measured
-from . import dask_batch, dask_recovery, dask_watch
+from . import dask_batch, dask_cache, dask_recovery, dask_watch
 from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
@@ -143,6 +143,10 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
     parts = key.rsplit("-", 2)  # "<task key>-<run tag>-<attempt>"
     backend = _announced_to.get(parts[1]) if len(parts) == 3 else None
     if backend is not None:
+        if "prepared" in msg:  # what the task did for the cache (dask_cache), not a place
+            if backend.in_task is not None:
+                backend.in_task.told(key, msg["prepared"])
+            return
         backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"])
 
 
@@ -343,11 +347,13 @@ class DaskBackend:
         self.batching = os.environ.get("NBFLOW_DASK_BATCH", "1") != "0"
         self._flush_due = False
         self._watcher: dask_watch.Watcher | None = None
+        self.in_task: dask_cache.InTask | None = None  # the cache's work done in tasks (bind_scheduler)
 
     def bind_scheduler(self, sched: Any) -> None:
         """The run's scheduler: successors are submitted ahead of their inputs from it
         (see :mod:`.dask_ahead`)."""
         self.ahead = Ahead(sched, self)
+        self.in_task = dask_cache.InTask.of(sched, _apply_located, self._topic)
 
     @property
     def keep_remote(self) -> bool:
@@ -402,6 +408,12 @@ class DaskBackend:
             self.batch = dask_batch.Batch(client)
 
     def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+        if self.in_task is not None and self.keep_remote:  # with the cache's work (dask_cache)
+            wrapped = self.in_task.task(options["key"], fn, args, kwargs)
+            if wrapped is not None:
+                if self.batch is not None:
+                    return self.batch.add(options["key"], *wrapped, options.get("workers"))
+                return self.client.submit(wrapped[0], *wrapped[1], **options)
         batch = self.batch
         if batch is not None:  # sent with the others at the next flush (see _flush)
             return batch.add(options["key"], _apply_located, (self._topic, fn, args, kwargs),
@@ -611,6 +623,8 @@ class DaskBackend:
         worker, nbytes, compute, holders = where
         self._futures.discard(fut)
         result = DaskResult(key, fut, self, nbytes, worker)
+        if self.in_task is not None:  # (what the task did for the cache on its worker)
+            result.prepared = self.in_task.take(unique)
         self._results.add(result)
         if i is not None and getattr(self.placement, "release_consumed", False):
             self._release(i, args, kwargs)

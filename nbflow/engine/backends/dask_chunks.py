@@ -15,7 +15,8 @@ is and is taken apart there:
    its own, a tiny task that selects its element of the list on the same worker
    (:func:`_pick`), submitted and not waited for: the item completes with a remote result
    like a single task's, so a downstream Dask task is sent the future (the data moves
-   worker to worker, if at all), the cache hashes it where it is, and it comes here only
+   worker to worker, if at all), the cache hashes it where it is (with the cache on, the
+   outline task already did, and wrote its blob: ``dask_cache``), and it comes here only
    when someone asks for it;
 3. an item whose value is small comes back inside the outline: a future per item would
    cost a Dask task each (about a millisecond of scheduling), more than sending a few
@@ -35,6 +36,8 @@ from typing import Any
 
 import anyio
 
+from . import dask_cache
+
 REMOTE_MIN = 64 * 1024  # an item's value at least this big stays on its worker
 
 Outcome = tuple[bool, Any, float]
@@ -42,18 +45,22 @@ Chunk = tuple[list[Outcome], "float | None", "int | None"]  # (outcomes, cpu_s, 
 Outline = tuple[list[tuple[bool, Any, float, int]], "float | None", "int | None"]
 
 
-def _outline(chunk: Chunk, small: int) -> Outline:
+def _outline(chunk: Chunk, small: int, prepare: list[Any] | None = None) -> Outline:
     """On the worker: per item ``(ok, exception / small value / None, seconds, bytes)``,
-    with the chunk's CPU time and peak RSS."""
+    with the chunk's CPU time and peak RSS.  With ``prepare`` (the cache's work per item,
+    see ``dask_cache``), a large item's entry carries what it gave as a fifth element."""
     from dask.sizeof import sizeof
 
     outcomes, cpu_s, peak_rss = chunk
-    out: list[tuple[bool, Any, float, int]] = []
-    for ok, value, seconds in outcomes:
+    out: list[Any] = []
+    for k, (ok, value, seconds) in enumerate(outcomes):
         if not ok:
             out.append((False, value, seconds, 0))
             continue
         nbytes = int(sizeof(value))
+        if nbytes >= small and prepare is not None and prepare[k] is not None:
+            out.append((True, None, seconds, nbytes, dask_cache.prepare_here(value, prepare[k])))
+            continue
         out.append((True, value if nbytes < small else None, seconds, nbytes))
     return out, cpu_s, peak_rss
 
@@ -88,7 +95,8 @@ async def split(backend: Any, chunk: Any, keys: list[str]) -> tuple[list[Outcome
     chunk's CPU time and peak RSS."""
     client = backend.client
     hint = {"workers": [chunk.worker], "allow_other_workers": True} if chunk.worker else {}
-    outline_fut = client.submit(_outline, chunk.future, REMOTE_MIN, pure=False,
+    prepare = backend.in_task.for_items(keys) if backend.in_task is not None else None
+    outline_fut = client.submit(_outline, chunk.future, REMOTE_MIN, prepare, pure=False,
                                 key=f"nbflow-aux-{uuid.uuid4().hex[:10]}", **hint)
     backend._futures.add(outline_fut)
     try:
@@ -98,7 +106,7 @@ async def split(backend: Any, chunk: Any, keys: list[str]) -> tuple[list[Outcome
         outline_fut.release()
     out: list[Outcome] = []
     placement = backend.placement
-    for k, (ok, value, seconds, nbytes) in enumerate(outline):
+    for k, (ok, value, seconds, nbytes, *facts) in enumerate(outline):
         if not ok or nbytes < REMOTE_MIN:
             if ok:  # a small value came back inside the outline
                 backend.client_bytes += nbytes
@@ -110,6 +118,8 @@ async def split(backend: Any, chunk: Any, keys: list[str]) -> tuple[list[Outcome
         unique = f"{keys[k]}-{backend._tag}-{uuid.uuid4().hex[:6]}"
         fut = client.submit(_pick, chunk.future, k, key=unique, pure=False, **hint)
         result = type(chunk)(keys[k], fut, backend, nbytes, chunk.worker)
+        if facts and facts[0] is not None:  # (hashed, and stored, next to the chunk: dask_cache)
+            result.prepared = tuple(facts[0])
         backend._results.add(result)
         if placement is not None:
             placement.finished(keys[k], unique, chunk.worker, nbytes, seconds)
