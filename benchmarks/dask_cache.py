@@ -54,10 +54,10 @@ from typing import Any
 
 if __package__:
     from . import _harness
-    from .locality import TRACE, trace_edges
+    from .locality import trace_plan
 else:
     import _harness
-    from locality import TRACE, trace_edges
+    from locality import trace_plan
 
 MB = 1_000_000
 MODES = ("off", "cold", "warm", "cutoff", "changed")
@@ -111,17 +111,11 @@ def wl_deep(scale: float) -> Spec:
 
 
 def wl_trace(scale: float) -> Spec:
-    ids, succs, _, edges = trace_edges(_harness.DEFAULT_TRACES / TRACE)
-    n = len(ids)
-    preds: list[list[int]] = [[] for _ in range(n)]
-    for u, vs in enumerate(succs):
-        for v in vs:
-            preds[v].append(u)
-    out_bytes = [max([edges.get((u, v), 0) for v in succs[u]] or [0]) for u in range(n)]
-    biggest = max(out_bytes) or 1
+    preds, succs, sizes = trace_plan()
+    n = len(preds)
     spec: Spec = []
     for u in range(n):
-        size = int(max(MB, out_bytes[u] / biggest * 20 * MB) * scale)
+        size = int(sizes[u] * scale)
         if preds[u]:
             spec.append((f"t{u}", mix, (size, *(("ref", f"t{p}") for p in preds[u]))))
         else:

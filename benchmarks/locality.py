@@ -165,7 +165,9 @@ def trace_edges(path: Path) -> tuple[list[str], list[list[int]], list[float], di
     return list(g.ids), [list(s) for s in g.succs], list(g.durations), edges
 
 
-def wl_trace() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
+def trace_plan() -> tuple[list[list[int]], list[list[int]], list[float]]:
+    """The replayed trace's predecessors and successors per task, and each task's output
+    size in bytes (its file sizes, scaled so the largest is 20 MB; at least 1 MB)."""
     ids, succs, _, edges = trace_edges(_harness.DEFAULT_TRACES / TRACE)
     n = len(ids)
     preds: list[list[int]] = [[] for _ in range(n)]
@@ -174,9 +176,15 @@ def wl_trace() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
             preds[v].append(u)
     out_bytes = [max([edges.get((u, v), 0) for v in succs[u]] or [0]) for u in range(n)]
     biggest = max(out_bytes) or 1
+    return preds, succs, [max(MB, out_bytes[u] / biggest * 20 * MB) for u in range(n)]
+
+
+def wl_trace() -> list[tuple[str, Callable[..., Any], tuple[Any, ...]]]:
+    preds, succs, sizes = trace_plan()
+    n = len(preds)
     spec: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = []
     for u in range(n):
-        size = max(MB, int(out_bytes[u] / biggest * 20 * MB))
+        size = int(sizes[u])
         args = (size, *(("ref", f"t{p}") for p in preds[u]))
         spec.append((f"t{u}", mix if preds[u] else make, args if preds[u] else (size, u)))
     sinks = [u for u in range(n) if not succs[u]]
