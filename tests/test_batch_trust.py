@@ -75,6 +75,10 @@ def test_declared_parameters_and_the_generous_rule_for_unknown_ones(tmp_path: Pa
 
 
 def test_param_refuses_a_value_of_the_wrong_kind_with_the_fix(monkeypatch) -> None:
+    from nbflow.params import params as params_mod
+
+    # nf.param remembers what it read for every later run of this process: keep it to this test
+    monkeypatch.setattr(params_mod, "_declared", {})
     monkeypatch.setenv("NBFLOW_PARAMS", '{"a": "abc", "b": 42, "c": "yes", "d": 1, "e": [1, 2]}')
     with pytest.raises(nf.NbflowError, match=r"'a' is 'abc' \(text\).*1.5 is a number: pass a number"):
         nf.param("a", 1.5)
