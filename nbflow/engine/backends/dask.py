@@ -70,7 +70,7 @@ from typing import Any
 import anyio
 
 from ...core.errors import ResultReleased, WorkerLost
-from ...core.remote import Remote
+from ...core.remote import Remote, remotes_in
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
 from ..metrics import Measured
@@ -253,23 +253,10 @@ def _to_futures(obj: Any, backend: DaskBackend) -> Any:
 
 def _remote_results(args: Any, kwargs: Any) -> list[DaskResult]:
     """The remote results among a call's arguments, in argument order."""
-    out: list[DaskResult] = []
-    _collect(args, out)
+    found = remotes_in(args)
     if kwargs:
-        _collect(kwargs, out)
-    return out
-
-
-def _collect(obj: Any, out: list[DaskResult]) -> None:
-    t = type(obj)
-    if t is DaskResult:
-        out.append(obj)
-    elif t is list or t is tuple or t is set or t is frozenset:
-        for x in obj:
-            _collect(x, out)
-    elif t is dict:
-        for x in obj.values():
-            _collect(x, out)
+        remotes_in(kwargs, found)
+    return [r for r in found if type(r) is DaskResult]
 
 
 def _future_keys(args: Any, kwargs: Any) -> list[str]:
