@@ -200,3 +200,15 @@ def test_run_options_are_written_once_and_checked() -> None:
         wf.start(strict="yes")
     run = wf.run(cache=False, continue_on_error=False, on_conflict="error")
     assert run[n] == 2 and run.options.on_conflict == "error" and not run.options.continue_on_error
+
+
+def test_gather_of_one_list_of_results_names_the_fix() -> None:
+    with nf.Workflow("gather-list"), pytest.raises(nf.WorkflowDefinitionError) as err:
+        nf.gather([fragile(1), fragile(2)])
+    assert "nf.gather(*results)" in str(err.value) and "list of 2 results" in str(err.value)
+
+
+def test_gather_of_separate_results_still_gathers() -> None:
+    with nf.Workflow("gather-args") as wf:
+        both = nf.gather(fragile(1), fragile(2))
+    assert wf.run()[both] == [10, 20]

@@ -111,6 +111,14 @@ def gather(*refs: Any, min_success: int | None = None) -> Ref:
     wf = _workflow("gather")
     if not refs:
         raise WorkflowDefinitionError("nf.gather() needs at least one input")
+    if len(refs) == 1 and isinstance(refs[0], (list, tuple, set)) and any(
+            isinstance(r, Ref) for r in refs[0]):
+        # A container is one input (a constant) to gather: its results would be waited for
+        # as plain arguments, every failure would fail the run, and min_success would count 1.
+        raise WorkflowDefinitionError(
+            f"nf.gather() takes its inputs as separate arguments, got one "
+            f"{type(refs[0]).__name__} of {len(refs[0])} results; write nf.gather(*results) "
+            f"(or nf.gather(task.map(items)) for a map's items)")
     if len(refs) == 1 and type(refs[0]) is Ref and refs[0].kind == COLLECT:
         return _gather_map(wf, refs[0], min_success)
     if len(refs) == 1 and type(refs[0]) is Ref and refs[0].kind == MAP:
