@@ -147,3 +147,22 @@ def test_the_calibration_is_kept_with_the_fit_and_dropped_by_its_rule(
     later = _workflow("shifting", 1.0).start(cache=False, workers=2)
     later.wait()
     assert eta_scores.scores_for(later, start=False) is None  # too old: worked out again
+
+
+def test_a_live_fit_starts_the_calibration_with_it(store: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fitting, "SYNC_FIT_ROWS", 0)  # a "large" history: fitted in the background
+    monkeypatch.setattr(fitting, "_STORE_FITS", {})
+    monkeypatch.setattr(fitting, "FIT_IN_PROCESS", False)
+    asked: list[tuple[str, str, str | None]] = []
+
+    def scoring(home: str, name: str, exclude_run: str | None = None) -> eta_scores.Scores:
+        asked.append((home, name, exclude_run))
+        return [[1.0, 1.0, 1.0]], []
+
+    monkeypatch.setattr(eta_scores, "score_in_process", scoring)
+    run = _workflow("shifting", 1.0).start(cache=False, workers=2)
+    run.wait()
+    assert fitting.live_predictor(run, wait=True) is not None
+    fitting.wait_for_fits()  # the fit's thread went on to start the scoring: waited for too
+    assert [(name, rid) for _, name, rid in asked] == [("shifting", run.id)]
+    assert eta_scores.scores_for(run, start=False) == ([[1.0, 1.0, 1.0]], [])
