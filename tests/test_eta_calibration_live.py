@@ -166,3 +166,22 @@ def test_a_live_fit_starts_the_calibration_with_it(store: None, monkeypatch: pyt
     fitting.wait_for_fits()  # the fit's thread went on to start the scoring: waited for too
     assert [(name, rid) for _, name, rid in asked] == [("shifting", run.id)]
     assert eta_scores.scores_for(run, start=False) == ([[1.0, 1.0, 1.0]], [])
+
+
+def test_run_eta_fits_a_large_history_in_the_helper_not_the_kernel(
+        store: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fitting, "SYNC_FIT_ROWS", 0)  # treat it as large
+    monkeypatch.setattr(fitting, "_STORE_FITS", {})
+
+    def in_the_kernel(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fitted in the kernel's process")
+
+    monkeypatch.setattr(fitting, "default_predictor", in_the_kernel)  # (only this process sees it)
+    run = _workflow("shifting", 1.0).start(cache=False, workers=2)
+    try:
+        e = run.eta()
+    finally:
+        run.wait()
+    assert e.remaining_s == e.remaining_s  # an ETA from history, not "unknown"
+    assert fitting.fit_pids() and fitting.fit_pids()[-1] != os.getpid()
+    fitting.drop_fit_pool()

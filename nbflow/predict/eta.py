@@ -104,7 +104,8 @@ sys.modules[__name__].__class__ = _Knobs
 def run_eta(run: Any, predictor: Predictor | None = None, samples: int = DEFAULT_SAMPLES) -> Eta:
     """``run.eta()``: see :func:`eta_of`.  Without ``predictor``, the store's history
     predictor is used (the one this process's runs share while it is fresh, else one fitted
-    here, once per run, without the run itself, whose finished tasks correct it online), and
+    once per run, without the run itself, whose finished tasks correct it online: a large
+    history in the helper process, :func:`fit_in_process`, while this call waits), and
     the band is corrected by how honest the ETA's band was on the store's own past runs
     (:func:`band_of`, at the share of tasks done).  That correction is worked out in a helper
     process, never in this call: until it is there the band is the simulated one and the
@@ -112,9 +113,13 @@ def run_eta(run: Any, predictor: Predictor | None = None, samples: int = DEFAULT
     ``predictor`` is used as it is: the store's past ETAs say nothing about it."""
     if predictor is not None:
         return eta_of(snapshot(run), predictor, samples=samples)
-    scores_for(run)  # started first, so the scoring goes on beside a fit made here
+    scores_for(run)  # started first, so the scoring goes on beside the fit
     if run not in PREDICTORS:
-        PREDICTORS[run] = shared_predictor(exclude_run=run.id)
+        # a large history is fitted in the helper process (this call waits for it without
+        # the GIL, so the run it asks about goes on), a small one here
+        where = fitting.history_size(run)
+        large = where is not None and where[1] > fitting.SYNC_FIT_ROWS
+        PREDICTORS[run] = shared_predictor(exclude_run=run.id, fit=fit_in_process if large else None)
     e = eta_of(snapshot(run), PREDICTORS[run], samples=samples)
     if PREDICTORS[run] is None:
         return e
