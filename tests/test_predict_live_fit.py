@@ -112,3 +112,38 @@ def test_a_snapshot_reads_the_graphs_fixed_parts_once_per_node_count() -> None:
     assert a.keys == [r.key for r in run.nodes] and a.deps == [list(r.deps) for r in run.nodes]
     assert b.keys is a.keys and b.deps is a.deps and b.priorities is a.priorities  # not read again
     assert b.states is not a.states  # what changes is copied every time
+
+
+class _Fitted:
+    """A stand-in for a fitted predictor (weakly referable, picklable)."""
+
+    def __init__(self, families: dict[str, int]) -> None:
+        self.families = families
+
+
+def test_a_fit_from_the_helper_goes_back_to_it_as_the_bytes_it_came_as(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures
+
+    import cloudpickle
+
+    from nbflow.predict import live as live_mod
+
+    blob = cloudpickle.dumps(_Fitted({"step": 1}))
+
+    class Pool:
+        def submit(self, fn: object, *args: object) -> concurrent.futures.Future[tuple[bytes, int]]:
+            done: concurrent.futures.Future[tuple[bytes, int]] = concurrent.futures.Future()
+            done.set_result((blob, 12345))
+            return done
+
+    monkeypatch.setattr(fit_mod, "FIT_IN_PROCESS", True)
+    monkeypatch.setattr(fit_mod, "fit_pool", lambda: Pool())
+    predictor = fit_mod.fit_in_process("somewhere")
+    assert isinstance(predictor, _Fitted)
+
+    def pickled_again(obj: object) -> bytes:
+        raise AssertionError("the predictor was pickled again in the kernel")
+
+    monkeypatch.setattr(cloudpickle, "dumps", pickled_again)
+    assert live_mod._predictor_blob(predictor) == blob  # type: ignore[arg-type]

@@ -161,6 +161,9 @@ FIT_IN_PROCESS = True  # False: large histories are fitted on a helper thread of
 FIT_NICE = 10  # how much lower the fit process's CPU priority is
 _POOL: ProcessPoolExecutor | None = None
 _FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
+# predictor -> the bytes the helper sent it as: the widget's estimates, made in the helper,
+# send it back as those bytes instead of pickling it again in the kernel (tens of ms)
+FIT_BLOBS: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
 def _background_priority() -> None:
@@ -224,6 +227,8 @@ def fit_in_process(home: str, exclude_run: str | None = None) -> Predictor | Non
             drop_fit_pool()
         else:
             _FIT_PIDS.append(pid)
+            with contextlib.suppress(TypeError):  # (kept to send it back to the helper unpickled again)
+                FIT_BLOBS[predictor] = blob
             return predictor
     _FIT_PIDS.append(os.getpid())
     return default_predictor(exclude_run=exclude_run, home=home)

@@ -18,6 +18,7 @@ the simulated band is shown and says so (``Eta.calibrated`` False).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.predict.eta_scores import band_of
 from nbflow.predict.eta_types import Eta
-from nbflow.predict.fitting import fit_pool, live_predictor
+from nbflow.predict.fitting import FIT_BLOBS, fit_pool, live_predictor
 from nbflow.predict.inflight import DEFAULT_SAMPLES, TERMINAL, RunSnapshot, eta_of, snapshot
 
 if TYPE_CHECKING:
@@ -261,6 +262,9 @@ def _predictor_blob(predictor: Predictor) -> bytes:
 
     with _LIVE_LOCK:
         blob = _BLOBS.get(predictor)
+    if blob is None:
+        with contextlib.suppress(TypeError):
+            blob = FIT_BLOBS.get(predictor)  # the bytes it came from the helper as
     if blob is None:
         blob = cloudpickle.dumps(predictor)
         with _LIVE_LOCK:
