@@ -18,7 +18,8 @@ pytestmark = pytest.mark.timeout(400)
 
 CELLS = [
     "import time\nimport nbflow as nf",
-    "@nf.task\ndef step(i):\n    time.sleep(0.1 + 0.1 * (i % 3))\n    return i",
+    # ~7 s per run: on a loaded machine a 2.5 s run could end before the page showed it running
+    "@nf.task\ndef step(i):\n    time.sleep(0.4 + 0.2 * (i % 3))\n    return i",
     "%%workflow pred --workers 2 --no-cache --quiet\nparts = [step(i) for i in range(24)]",
     "%%workflow pred --workers 2 --no-cache --background\nparts = [step(i) for i in range(24)]",
 ]

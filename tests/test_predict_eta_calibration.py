@@ -157,7 +157,6 @@ def _stage_run(name: str, scale: float) -> nf.Run:
 
 
 def test_the_store_learns_the_correction_from_its_own_past_runs() -> None:
-    from nbflow.predict import eta as eta_mod
     from nbflow.predict.eta_calibration import store_calibration
 
     # The second stage of the newest run took 6x as long: scored with a predictor fitted on
@@ -172,14 +171,21 @@ def test_the_store_learns_the_correction_from_its_own_past_runs() -> None:
     assert shifting.scale > 2.0  # a move the simulated band did not allow for
     assert steady.own == 3 * len(MARKS) and steady.pooled == 0
 
-    # run.eta() of a run of that workflow uses it (worked out once per run)
+    # run.eta() of a run of that workflow uses it, worked out in a helper process
+    # (nbflow.predict.eta_scores; its own tests: tests/test_eta_calibration_live.py)
+    from nbflow.predict.eta_scores import drop_score_pool, scores_for, wait_for_scores
+
     with nf.Workflow("shifting") as wf:
         sink([second(first(i), 1.0) for i in range(6)])
     run = wf.start(cache=False, workers=2)
     try:
         e = run.eta()
-        own, pooled = eta_mod._SCORES[run]  # the three past runs and the other workflow's one
-        assert len(own) == 3 and len(pooled) == 1 and all(len(r) == len(MARKS) for r in own)
         assert e.remaining_lo <= e.remaining_s <= e.remaining_hi
+        wait_for_scores()
+        got = scores_for(run, start=False)
+        assert got is not None
+        own, pooled = got  # the three past runs; one other workflow is too few to be scored
+        assert len(own) == 3 and pooled == [] and all(len(r) == len(MARKS) for r in own)
     finally:
         run.wait()
+        drop_score_pool()

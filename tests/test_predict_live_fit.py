@@ -85,3 +85,65 @@ def test_a_large_history_is_fitted_in_the_background_and_shared(monkeypatch: pyt
     fourth = _run()
     assert fit_mod.live_predictor(fourth, wait=True) is fit_mod.live_predictor(third)
     assert len(fits) == 2  # shared: no new fit
+
+
+def test_a_later_run_takes_the_shared_fit_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kernel's later run on a large history: the fit its earlier run made is still good,
+    # so its views have the full predictor from their first look (no background fit to
+    # start, no quick estimate to read meanwhile).
+    _run()
+    monkeypatch.setattr(fit_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
+    monkeypatch.setattr(fit_mod, "_STORE_FITS", {})
+    monkeypatch.setattr(fit_mod, "FIT_IN_PROCESS", False)
+    earlier = _run()
+    shared = fit_mod.live_predictor(earlier, wait=True)
+    assert shared is not None
+    later = _run()
+    assert fit_mod.live_predictor(later) is shared
+    assert id(later) not in fit_mod._FITTING
+    fit_mod.wait_for_fits()
+
+
+def test_a_snapshot_reads_the_graphs_fixed_parts_once_per_node_count() -> None:
+    from nbflow.predict.inflight import snapshot
+
+    run = _run(8)
+    a, b = snapshot(run), snapshot(run)
+    assert a.keys == [r.key for r in run.nodes] and a.deps == [list(r.deps) for r in run.nodes]
+    assert b.keys is a.keys and b.deps is a.deps and b.priorities is a.priorities  # not read again
+    assert b.states is not a.states  # what changes is copied every time
+
+
+class _Fitted:
+    """A stand-in for a fitted predictor (weakly referable, picklable)."""
+
+    def __init__(self, families: dict[str, int]) -> None:
+        self.families = families
+
+
+def test_a_fit_from_the_helper_goes_back_to_it_as_the_bytes_it_came_as(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import concurrent.futures
+
+    import cloudpickle
+
+    from nbflow.predict import live as live_mod
+
+    blob = cloudpickle.dumps(_Fitted({"step": 1}))
+
+    class Pool:
+        def submit(self, fn: object, *args: object) -> concurrent.futures.Future[tuple[bytes, int]]:
+            done: concurrent.futures.Future[tuple[bytes, int]] = concurrent.futures.Future()
+            done.set_result((blob, 12345))
+            return done
+
+    monkeypatch.setattr(fit_mod, "FIT_IN_PROCESS", True)
+    monkeypatch.setattr(fit_mod, "fit_pool", lambda: Pool())
+    predictor = fit_mod.fit_in_process("somewhere")
+    assert isinstance(predictor, _Fitted)
+
+    def pickled_again(obj: object) -> bytes:
+        raise AssertionError("the predictor was pickled again in the kernel")
+
+    monkeypatch.setattr(cloudpickle, "dumps", pickled_again)
+    assert live_mod._predictor_blob(predictor) == blob  # type: ignore[arg-type]

@@ -16,7 +16,9 @@ lives in a module of its own, re-exported here:
   (:class:`LiveEta`, :func:`live_eta`, :func:`run_eta_text`).
 
 - :mod:`nbflow.predict.eta_calibration`: how honest the band was on the store's own past
-  runs, and the correction that makes it hold.
+  runs, and the correction that makes it hold;
+- :mod:`nbflow.predict.eta_scores`: that correction worked out in a helper process beside
+  the fit, kept per store and workflow, and applied by every view (:func:`band_of`).
 
 What is left here is ``run.eta()`` itself (:func:`run_eta`), which puts them together.
 """
@@ -25,11 +27,10 @@ from __future__ import annotations
 
 import sys
 import types
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from nbflow.predict import fitting, inflight, live
-from nbflow.predict.eta_calibration import calibrate, calibration_at, store_scores
+from nbflow.predict.eta_scores import band_of, scores_for, wait_for_scores
 from nbflow.predict.eta_types import Eta, Forecast, ForecastError, fmt_seconds
 from nbflow.predict.fitting import (
     FIT_IN_PROCESS,
@@ -78,9 +79,10 @@ __all__ = [
     "ETA_LOCAL_TASKS", "ETA_MAX_EVERY", "ETA_MAX_FINISHED", "ETA_MIN_EVERY", "ETA_RESIM_DONE", "ETA_WORK",
     "FIT_IN_PROCESS", "FIT_NICE", "FIT_WORTH_S", "HISTORY_RUNS_PER_TASK", "PACE_SHRINK", "PREDICTORS",
     "REFIT_AFTER_S", "REFIT_GROWTH", "REFIT_MIN_AGE_S", "ROWS_PER_TASK_RUN", "SYNC_FIT_ROWS", "Eta",
-    "Forecast", "ForecastError", "LiveEta", "RunSnapshot", "default_predictor", "drop_fit_pool", "eta_of",
-    "fit_in_process", "fit_pids", "fit_pool", "fmt_seconds", "forecast", "live_eta", "live_predictor",
-    "quick_of", "recent_history", "run_eta", "run_eta_text", "run_pace", "shared_predictor", "snapshot",
+    "Forecast", "ForecastError", "LiveEta", "RunSnapshot", "band_of", "default_predictor", "drop_fit_pool",
+    "eta_of", "fit_in_process", "fit_pids", "fit_pool", "fmt_seconds", "forecast", "live_eta",
+    "live_predictor", "quick_of", "recent_history", "run_eta", "run_eta_text", "run_pace", "shared_predictor",
+    "snapshot", "wait_for_scores",
 ]
 
 
@@ -99,25 +101,26 @@ class _Knobs(types.ModuleType):
 sys.modules[__name__].__class__ = _Knobs
 
 
-# run -> the scores of the store's past runs its band is corrected by (worked out once per run)
-_Scores = tuple[list[list[float]], list[list[float]]]
-_SCORES: weakref.WeakKeyDictionary[Any, _Scores] = weakref.WeakKeyDictionary()
-
-
 def run_eta(run: Any, predictor: Predictor | None = None, samples: int = DEFAULT_SAMPLES) -> Eta:
-    """``run.eta()``: see :func:`eta_of`.  Without ``predictor``, one is fitted on the store's
-    history once per run (excluding the run itself, whose finished tasks correct it online),
-    and the band is corrected by how honest the ETA's band was on the store's own past runs
-    (:func:`nbflow.predict.eta_calibration.store_scores`, worked out once per run; the
-    correction at the share of tasks done: :func:`~nbflow.predict.eta_calibration.calibration_at`).  A
-    given ``predictor`` is used as it is: the store's past ETAs say nothing about it."""
+    """``run.eta()``: see :func:`eta_of`.  Without ``predictor``, the store's history
+    predictor is used (the one this process's runs share while it is fresh, else one fitted
+    once per run, without the run itself, whose finished tasks correct it online: a large
+    history in the helper process, :func:`fit_in_process`, while this call waits), and
+    the band is corrected by how honest the ETA's band was on the store's own past runs
+    (:func:`band_of`, at the share of tasks done).  That correction is worked out in a helper
+    process, never in this call: until it is there the band is the simulated one and the
+    ETA says so (``calibrated`` False; :func:`wait_for_scores` waits for it).  A given
+    ``predictor`` is used as it is: the store's past ETAs say nothing about it."""
     if predictor is not None:
         return eta_of(snapshot(run), predictor, samples=samples)
+    scores_for(run)  # started first, so the scoring goes on beside the fit
     if run not in PREDICTORS:
-        PREDICTORS[run] = default_predictor(exclude_run=run.id)
+        # a large history is fitted in the helper process (this call waits for it without
+        # the GIL, so the run it asks about goes on), a small one here
+        where = fitting.history_size(run)
+        large = where is not None and where[1] > fitting.SYNC_FIT_ROWS
+        PREDICTORS[run] = shared_predictor(exclude_run=run.id, fit=fit_in_process if large else None)
     e = eta_of(snapshot(run), PREDICTORS[run], samples=samples)
-    if PREDICTORS[run] is None or not e.total:
+    if PREDICTORS[run] is None:
         return e
-    if run not in _SCORES:
-        _SCORES[run] = store_scores(str(getattr(run, "name", "")), exclude_run=run.id)
-    return calibrate(e, calibration_at(*_SCORES[run], done_share=e.done / e.total))
+    return band_of(run, e)

@@ -27,8 +27,9 @@ really still took.  This is a *conformal* correction:
 
 The store's past runs are read back from the journal (:func:`snapshot_at` rebuilds a
 finished run's state at any moment from its tasks' start and end times and its graph), and
-each past run is scored once per process (:func:`store_calibration`); ``run.eta()`` applies
-the result.
+each past run is scored once per process (:func:`store_scores`).  That costs a fit per past
+run, so the views (``run.eta()``, the widget, the progress line) have it worked out in a
+helper process and apply the result (:mod:`nbflow.predict.eta_scores`).
 
 Because the score is relative to the band's own width, a band that was narrow because the
 history agreed stays narrow (blast-like workloads), while one whose history disagreed gets
@@ -243,7 +244,9 @@ def store_scores(name: str, exclude_run: str | None = None, home: Any = None,
                  ) -> tuple[list[list[float]], list[list[float]]]:
     """The scores (per run, per mark: :func:`past_run_scores`) of ``name``'s
     :data:`OWN_RUNS` newest completed runs and of the newest completed run of up to
-    :data:`POOL_WORKFLOWS` other workflows; each past run scored once per process with a
+    :data:`POOL_WORKFLOWS` other workflows (none when there are fewer than
+    :data:`MIN_POOL_RUNS` of them: :func:`calibration_at` would not use them, and each
+    costs a fit); each past run scored once per process with a
     predictor fitted on the store's history without that run (nor ``exclude_run``, the run
     asking).  ``fit(excluded run ids, task names)`` makes that predictor (default: the
     store's history, those tasks only).  No store or no past runs: no scores."""
@@ -258,6 +261,8 @@ def store_scores(name: str, exclude_run: str | None = None, home: Any = None,
     own_ids = table.loc[table["name"] == name, "id"].tolist()[-OWN_RUNS:]
     others = table[table["name"] != name].drop_duplicates("name", keep="last")
     pool_ids = others["id"].tolist()[-POOL_WORKFLOWS:]
+    if len(pool_ids) < MIN_POOL_RUNS:
+        pool_ids = []
     if fit is None:
         fit = _history_fitter(home)
     scored: dict[str, list[float]] = {}

@@ -28,7 +28,12 @@ class ForecastError(NbflowError, ValueError):
 class Eta:
     """Remaining time of a run: ``remaining_s`` (median) within ``[remaining_lo, remaining_hi]``
     (80%), after ``elapsed_s``; ``done`` of ``total`` tasks finished; ``no_history`` lists the
-    tasks whose durations are guesses (no history of them)."""
+    tasks whose durations are guesses (no history of them).  ``calibrated``: True when the
+    band was corrected by how honest the ETA's band was on the store's past runs
+    (:mod:`nbflow.predict.eta_scores`), False when it is the simulated band because that
+    correction is not worked out yet (it is, off the kernel's path: a later call has it),
+    None when there is nothing to correct it by (no past run to learn from, or a
+    predictor given by the caller)."""
 
     remaining_s: float
     remaining_lo: float
@@ -37,13 +42,18 @@ class Eta:
     done: int
     total: int
     no_history: list[str] = field(default_factory=list)
+    calibrated: bool | None = None
 
     def __str__(self) -> str:
         if math.isnan(self.remaining_s):
             return f"ETA unknown ({self.done}/{self.total} tasks done)"
+        return f"{self.band_text()}, {self.done}/{self.total} tasks done"
+
+    def band_text(self) -> str:
+        """``ETA 12 s (80%: 10–15 s)``, saying so when the band is not calibrated yet."""
+        note = "; band not calibrated yet" if self.calibrated is False else ""
         return (f"ETA {fmt_seconds(self.remaining_s)} "
-                f"(80%: {fmt_seconds(self.remaining_lo)}–{fmt_seconds(self.remaining_hi)}), "
-                f"{self.done}/{self.total} tasks done")
+                f"(80%: {fmt_seconds(self.remaining_lo)}–{fmt_seconds(self.remaining_hi)}{note})")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from nbflow.predict.model import Predictor
 
 __all__ = ["PREDICTORS", "default_predictor", "drop_fit_pool", "fit_in_process", "fit_pids", "fit_pool",
-           "live_predictor", "recent_history", "shared_predictor", "wait_for_fits"]
+           "history_size", "live_predictor", "recent_history", "shared_predictor", "still_good",
+           "wait_for_fits"]
 
 # run -> its history predictor (or None: no history), shared by its live views and run.eta()
 PREDICTORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -100,6 +101,16 @@ def _history_rows(home: Any = None) -> tuple[str, int] | None:
     return str(store.home), int(n)
 
 
+def still_good(when: float, fitted_rows: int, rows: int, now: float) -> bool:
+    """Whether what was learned at ``when`` (monotonic seconds) from ``fitted_rows`` rows of
+    history still stands with ``rows`` rows at ``now``: younger than :data:`REFIT_AFTER_S`,
+    and either grown by less than :data:`REFIT_GROWTH` or younger than
+    :data:`REFIT_MIN_AGE_S` (the fit's rule; the ETA band's calibration follows it too)."""
+    age = now - when
+    grew = rows > fitted_rows * (1 + REFIT_GROWTH)
+    return age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S)
+
+
 def _cached_fit(home: str, rows: int, now: float) -> Predictor | None:
     """The fit this process made for the store at ``home``, if still good for ``rows`` rows."""
     with _FIT_LOCK:
@@ -107,9 +118,7 @@ def _cached_fit(home: str, rows: int, now: float) -> Predictor | None:
     if cached is None:
         return None
     when, fitted_rows, predictor = cached
-    age = now - when
-    grew = rows > fitted_rows * (1 + REFIT_GROWTH)
-    if predictor is not None and age < REFIT_AFTER_S and (not grew or age < REFIT_MIN_AGE_S):
+    if predictor is not None and still_good(when, fitted_rows, rows, now):
         return predictor
     return None
 
@@ -152,6 +161,9 @@ FIT_IN_PROCESS = True  # False: large histories are fitted on a helper thread of
 FIT_NICE = 10  # how much lower the fit process's CPU priority is
 _POOL: ProcessPoolExecutor | None = None
 _FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
+# predictor -> the bytes the helper sent it as: the widget's estimates, made in the helper,
+# send it back as those bytes instead of pickling it again in the kernel (tens of ms)
+FIT_BLOBS: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
 def _background_priority() -> None:
@@ -215,18 +227,24 @@ def fit_in_process(home: str, exclude_run: str | None = None) -> Predictor | Non
             drop_fit_pool()
         else:
             _FIT_PIDS.append(pid)
+            with contextlib.suppress(TypeError):  # (kept to send it back to the helper unpickled again)
+                FIT_BLOBS[predictor] = blob
             return predictor
     _FIT_PIDS.append(os.getpid())
     return default_predictor(exclude_run=exclude_run, home=home)
 
 
 def wait_for_fits(timeout: float | None = None) -> None:
-    """Wait until the background fits live views started have ended (benchmarks and tests:
-    a fit still going must not run into what is measured next)."""
+    """Wait until the background fits live views started have ended, and the ETA band's
+    calibrations started with them (benchmarks and tests: a fit still going must not run
+    into what is measured next)."""
+    from nbflow.predict.eta_scores import wait_for_scores
+
     with _FIT_LOCK:
         threads = list(_FITTING.values())
     for thread in threads:
         thread.join(timeout)
+    wait_for_scores(timeout)
 
 
 def fit_pids() -> list[int]:
@@ -236,6 +254,15 @@ def fit_pids() -> list[int]:
 
 
 _HISTORY_SIZE: weakref.WeakKeyDictionary[Any, tuple[str, int] | None] = weakref.WeakKeyDictionary()
+
+
+def history_size(run: Any) -> tuple[str, int] | None:
+    """``(store home, rows of history)`` as ``run``'s live views first saw it (counted once
+    per run: a view that looks every tick asks no query); None without a usable store."""
+    if run in _HISTORY_SIZE:
+        return _HISTORY_SIZE[run]
+    where = _HISTORY_SIZE[run] = _history_rows()
+    return where
 
 
 def live_predictor(run: Any, wait: bool = False, start: bool = True) -> Predictor | None:
@@ -256,17 +283,16 @@ def live_predictor(run: Any, wait: bool = False, start: bool = True) -> Predicto
         if wait:
             running.join()
         return PREDICTORS.get(run)
-    if run in _HISTORY_SIZE:  # counted once per run: a view that looks every tick asks no query
-        where = _HISTORY_SIZE[run]
-    else:
-        where = _HISTORY_SIZE[run] = _history_rows()
-    if where is not None and where[1] > SYNC_FIT_ROWS and not start and not wait:
-        # not worth a fit yet, but one this kernel already made for the store is free
+    where = history_size(run)
+    if where is not None and where[1] > SYNC_FIT_ROWS:
+        # one this kernel already made for the store is free: taken at once, with no
+        # background fit to start and no quick estimate to read meanwhile
         shared = _cached_fit(where[0], where[1], time.monotonic())
-        if shared is not None:
-            with _FIT_LOCK:
-                PREDICTORS[run] = shared
-        return shared
+        if shared is not None or (not start and not wait):
+            if shared is not None:
+                with _FIT_LOCK:
+                    PREDICTORS[run] = shared
+            return shared
     if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
         # (no rows at all: nothing to fit, and no second query to find that out)
         predictor = shared_predictor(exclude_run=run.id) if where is not None and where[1] else None
@@ -289,6 +315,12 @@ def live_predictor(run: Any, wait: bool = False, start: bool = True) -> Predicto
                 live = ref()
                 if live is not None:
                     PREDICTORS[live] = predictor
+            if live is not None and predictor is not None:
+                # the ETA band's calibration, computed with the fit (in a helper process too)
+                from nbflow.predict.eta_scores import scores_for
+
+                with contextlib.suppress(Exception):  # no calibration rather than a broken view
+                    scores_for(live)
 
         id_ = id(run)
         thread = threading.Thread(target=fit, name=f"nbflow-predictor-{run_id}", daemon=True)

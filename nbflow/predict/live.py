@@ -9,10 +9,17 @@ whatever the graph's size.  In between, the last estimate counts down with the c
 Large estimates are made in the fit's helper process (:mod:`nbflow.predict.fitting`), and
 until the full history predictor is worth fitting, the quick estimate
 (:mod:`nbflow.predict.quick`) stands in for it.
+
+The band shown is ``run.eta()``'s: an estimate of the full predictor is corrected by how
+honest the band was on the store's past runs once that correction is worked out (in a
+helper process: :mod:`nbflow.predict.eta_scores`); until then, and for the quick estimate,
+the simulated band is shown and says so (``Eta.calibrated`` False).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import os
 import pickle
@@ -22,8 +29,9 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from nbflow.predict.eta_types import Eta, fmt_seconds
-from nbflow.predict.fitting import fit_pool, live_predictor
+from nbflow.predict.eta_scores import band_of
+from nbflow.predict.eta_types import Eta
+from nbflow.predict.fitting import FIT_BLOBS, fit_pool, live_predictor
 from nbflow.predict.inflight import DEFAULT_SAMPLES, TERMINAL, RunSnapshot, eta_of, snapshot
 
 if TYPE_CHECKING:
@@ -160,7 +168,17 @@ class LiveEta:
         t0 = self.timer()
         e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
         self._record(e, max(self.timer() - t0, 0.0), samples, now, left, total)
-        return e
+        return self._band(e)
+
+    def _band(self, e: Eta) -> Eta:
+        """``e`` with the band ``run.eta()`` would show: corrected by the store's past ETAs
+        when it comes from the full predictor and that correction is there (:func:`band_of`,
+        which starts working it out, off this process's threads, if nothing is yet); the
+        quick estimate's band is the simulated one."""
+        run = self._run()
+        if run is None or self._used is None or self._used is self._quick:
+            return dataclasses.replace(e, calibrated=False) if e.remaining_s == e.remaining_s else e
+        return band_of(run, e)
 
     def _predictor(self, run: Any) -> Any:
         """The full history predictor once it is ready, the quick estimate until then.
@@ -224,11 +242,13 @@ class LiveEta:
 
     def _aged(self, now: float, done: int, total: int) -> Eta:
         """The last estimate, counted down by the time since it was made."""
-        e = self.last
-        assert e is not None
+        assert self.last is not None
+        e = self._band(self.last)  # (corrected as made, then counted down)
         age = max(now - self.at, 0.0)
-        return Eta(max(e.remaining_s - age, 0.0), max(e.remaining_lo - age, 0.0),
-                   max(e.remaining_hi - age, 0.0), e.elapsed_s + age, done, total, e.no_history)
+        return dataclasses.replace(e, remaining_s=max(e.remaining_s - age, 0.0),
+                                   remaining_lo=max(e.remaining_lo - age, 0.0),
+                                   remaining_hi=max(e.remaining_hi - age, 0.0), elapsed_s=e.elapsed_s + age,
+                                   done=done, total=total)
 
 
 ETA_IN_PROCESS = True  # the widget's estimates are made in the helper process (LiveEta)
@@ -242,6 +262,9 @@ def _predictor_blob(predictor: Predictor) -> bytes:
 
     with _LIVE_LOCK:
         blob = _BLOBS.get(predictor)
+    if blob is None:
+        with contextlib.suppress(TypeError):
+            blob = FIT_BLOBS.get(predictor)  # the bytes it came from the helper as
     if blob is None:
         blob = cloudpickle.dumps(predictor)
         with _LIVE_LOCK:
@@ -278,5 +301,4 @@ def run_eta_text(run: Any, patient: bool = False) -> str | None:
     e = live_eta(run).current(patient=patient)
     if e is None or math.isnan(e.remaining_s):
         return None
-    return (f"ETA {fmt_seconds(e.remaining_s)} "
-            f"(80%: {fmt_seconds(e.remaining_lo)}–{fmt_seconds(e.remaining_hi)})")
+    return e.band_text()
