@@ -605,3 +605,26 @@ def test_a_task_s_code_is_walked_once_and_its_globals_are_read_on_every_check(mo
     assert "mutates-global" not in {f.code for f in check(wf)}
     assert codeinfo.mutated_globals(_appends_and_draws) == []
     assert codeinfo.nondeterministic_calls(_appends_and_draws) == ["random.randint"]
+
+
+def test_a_run_reads_the_machines_memory_once_and_nf_check_alone_still_does(monkeypatch):
+    """The run's options already hold the default capacity; its check does not read the
+    memory and cgroup limit again (a plain nf.check without resources does)."""
+    from nbflow.check import checks as checks_mod
+    from nbflow.core import memlimit, options
+
+    reads: list[str] = []
+    real = memlimit.memory_capacity
+
+    def counted(*a, **k):
+        reads.append("read")
+        return real(*a, **k)
+
+    monkeypatch.setattr(options, "memory_capacity", counted)
+    monkeypatch.setattr(checks_mod, "memory_capacity", counted)
+    with nf.Workflow("reads-once") as wf:
+        noop()
+    wf.run()
+    assert reads == ["read"]
+    fs = check(wf)
+    assert reads == ["read", "read"] and fs.ok
