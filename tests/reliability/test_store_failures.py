@@ -155,7 +155,7 @@ def test_writer_that_cannot_connect_reports_why_and_is_replaced(monkeypatch, cap
     from nbflow.store import journal as jmod
     from nbflow.store import parked
 
-    parked.close(journal)  # (the first run's writer connection is kept between runs: this writer must connect)
+    parked.close(journal)  # (the first run's writer connection is kept: this writer must connect)
     real = jmod.connect
     calls = {"n": 0}
 
