@@ -573,3 +573,58 @@ def test_runs_of_consecutive_calls_and_creation_order():
     wf.nodes[0].after(wf.nodes[7])
     assert not in_creation_order(wf.nodes)
     assert runs_of([]) == []
+
+
+_SEEN: list[int] = []
+
+
+def _appends_and_draws(x: int) -> int:
+    _SEEN.append(x)
+    return x + random.randint(0, 9)
+
+
+def test_a_task_s_code_is_walked_once_and_its_globals_are_read_on_every_check(monkeypatch):
+    """Every run checks its tasks' code; the syntax tree is walked at the first check only,
+    while what the names mean is looked up in the function's globals each time."""
+    import ast
+
+    from nbflow.core import codeinfo
+
+    t = nf.task(_appends_and_draws)
+    with nf.Workflow("walked-once") as wf:
+        t(1)
+    first = {f.code for f in check(wf)}
+    assert {"nondeterministic", "mutates-global"} <= first
+    walks = []
+    real_walk = ast.walk
+    monkeypatch.setattr(codeinfo.ast, "walk", lambda node: walks.append(node) or real_walk(node))
+    assert {f.code for f in check(wf)} == first
+    assert walks == []  # (the second check did not parse or walk anything)
+    # the same code with a global that is now a module: not a value changed in place any more
+    monkeypatch.setitem(_appends_and_draws.__globals__, "_SEEN", dataclasses)
+    assert "mutates-global" not in {f.code for f in check(wf)}
+    assert codeinfo.mutated_globals(_appends_and_draws) == []
+    assert codeinfo.nondeterministic_calls(_appends_and_draws) == ["random.randint"]
+
+
+def test_a_run_reads_the_machines_memory_once_and_nf_check_alone_still_does(monkeypatch):
+    """The run's options already hold the default capacity; its check does not read the
+    memory and cgroup limit again (a plain nf.check without resources does)."""
+    from nbflow.check import checks as checks_mod
+    from nbflow.core import memlimit, options
+
+    reads: list[str] = []
+    real = memlimit.memory_capacity
+
+    def counted(*a, **k):
+        reads.append("read")
+        return real(*a, **k)
+
+    monkeypatch.setattr(options, "memory_capacity", counted)
+    monkeypatch.setattr(checks_mod, "memory_capacity", counted)
+    with nf.Workflow("reads-once") as wf:
+        noop()
+    wf.run()
+    assert reads == ["read"]
+    fs = check(wf)
+    assert reads == ["read", "read"] and fs.ok

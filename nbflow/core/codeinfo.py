@@ -84,39 +84,49 @@ def _qualified(parts: list[str], g: dict[str, Any]) -> str | None:
     return None
 
 
-def _parsed(fn: Any) -> tuple[types.FunctionType, ast.AST] | None:
-    """``fn``'s function and syntax tree, or None when it has no readable source."""
-    f = _function(fn)
-    tree = _tree(f.__code__) if f is not None else None
-    return (f, tree) if f is not None and tree is not None else None
+@functools.lru_cache(maxsize=2048)
+def _dotted_calls(code: types.CodeType) -> tuple[tuple[tuple[str, ...], bool], ...]:
+    """Every call of a dotted name in the function's syntax tree, in the order of
+    ``ast.walk``: its name parts and whether it passes any argument.
+
+    Walking the tree is what these questions cost; its result depends on the code alone,
+    so it is kept per code object (a run checks every task on every run).  Resolving the
+    names depends on the function's globals, which may change between runs: that part is
+    done on each call, over this short list."""
+    tree = _tree(code)
+    if tree is None:
+        return ()
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            parts = _dotted(node.func)
+            if parts is not None:
+                out.append((tuple(parts), bool(node.args or node.keywords)))
+    return tuple(out)
 
 
 def nondeterministic_calls(fn: Any) -> list[str]:
     """The unseeded random or clock calls in ``fn``'s own code, as written (``"np.random.rand"``)."""
-    parsed = _parsed(fn)
-    if parsed is None:
+    f = _function(fn)
+    if f is None:
         return []
-    f, tree = parsed
-    params = set(f.__code__.co_varnames[: f.__code__.co_argcount + f.__code__.co_kwonlyargcount])
+    code = f.__code__
+    params = set(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
     if params & _SEED_PARAMS:
         return []
     g = f.__globals__
-    calls: list[tuple[str, str, ast.Call]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            parts = _dotted(node.func)
-            if parts is None:
-                continue
-            q = _qualified(parts, g)
-            if q is not None:
-                calls.append((".".join(parts), q, node))
+    calls: list[tuple[str, str, bool]] = []
+    for parts, has_args in _dotted_calls(code):
+        q = _qualified(list(parts), g)
+        if q is not None:
+            calls.append((".".join(parts), q, has_args))
     seeded = {q.rsplit(".", 1)[0] for _, q, _ in calls if q in _SEEDERS}
     found: list[str] = []
-    for written, q, node in calls:
+    for written, q, has_args in calls:
         if q in _SEEDERS:
             continue
         if q in _GENERATOR_FACTORIES:
-            if not node.args and not node.keywords:
+            if not has_args:
                 found.append(f"{written}()")
             continue
         module = q.rsplit(".", 1)[0]
@@ -125,25 +135,21 @@ def nondeterministic_calls(fn: Any) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def mutated_globals(fn: Any) -> list[str]:
-    """Global names whose values ``fn`` changes in place or rebinds (``global`` statements)."""
-    parsed = _parsed(fn)
-    if parsed is None:
-        return []
-    f, tree = parsed
-    code = f.__code__
-    local = set(code.co_varnames) | set(code.co_cellvars)
+@functools.lru_cache(maxsize=2048)
+def _changed_names(code: types.CodeType) -> tuple[tuple[str, bool], ...]:
+    """The names the function's code may change, in the order of ``ast.walk``: ``(name,
+    True)`` for a name it declares ``global`` and assigns, ``(name, False)`` for a name
+    whose value it changes in place (a mutating method call, an item or attribute
+    assignment) -- global only if the function's globals say so when asked.  Kept per
+    code object, as :func:`_dotted_calls`."""
+    tree = _tree(code)
+    if tree is None:
+        return ()
     declared: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Global):
             declared.update(node.names)
-    g = f.__globals__
-
-    def is_global(name: str) -> bool:
-        return name in declared or (name not in local and name in g
-                                    and not isinstance(g[name], (types.ModuleType, types.FunctionType, type)))
-
-    out: list[str] = []
+    out: list[tuple[str, bool]] = []
     for node in ast.walk(tree):
         target = None
         call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -153,9 +159,26 @@ def mutated_globals(fn: Any) -> list[str]:
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
             for t in targets:
                 if isinstance(t, ast.Name) and t.id in declared:
-                    out.append(t.id)
+                    out.append((t.id, True))
                 elif isinstance(t, (ast.Subscript, ast.Attribute)):
                     target = t.value
-        if isinstance(target, ast.Name) and is_global(target.id):
-            out.append(target.id)
+        if isinstance(target, ast.Name):
+            out.append((target.id, target.id in declared))
+    return tuple(out)
+
+
+def mutated_globals(fn: Any) -> list[str]:
+    """Global names whose values ``fn`` changes in place or rebinds (``global`` statements)."""
+    f = _function(fn)
+    if f is None:
+        return []
+    code = f.__code__
+    local = set(code.co_varnames) | set(code.co_cellvars)
+    g = f.__globals__
+
+    def is_global(name: str) -> bool:
+        return name not in local and name in g and not isinstance(
+            g[name], (types.ModuleType, types.FunctionType, type))
+
+    out = [name for name, declared in _changed_names(code) if declared or is_global(name)]
     return list(dict.fromkeys(out))

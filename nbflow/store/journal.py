@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import NbflowError, StoreError
-from . import settings
+from . import parked, settings
 
 log = logging.getLogger("nbflow.store")
 
@@ -448,7 +448,9 @@ class Journal:
     #
     # The writer thread lives while runs are active or writes are queued: it exits when the
     # queue is empty and no run is active, and the next write starts it again.  So once a
-    # run has returned, no thread it caused is left running.
+    # run has returned, no thread it caused is left running.  Its connection is not
+    # closed but parked for the next writer (.parked: opening and the checkpoint of the
+    # last close cost more than a small run's rows).
 
     def put(self, op: Op, params: Any) -> None:
         """Queue one write (from any thread; cheap)."""
@@ -507,9 +509,11 @@ class Journal:
             self._flushing -= 1
 
     def close(self) -> None:
-        """Commit everything queued and wait for the writer thread to exit."""
+        """Commit everything queued, wait for the writer thread to exit, and close its
+        connection."""
         self.flush()
         self._join_idle()
+        parked.close(self)
 
     def _join_idle(self) -> None:
         with self._lock:
@@ -561,7 +565,8 @@ class Journal:
                 item[1].set()
 
     def _main(self) -> None:
-        conn = self._connect()
+        # (the previous writer's connection when the files are as it left them: see .parked)
+        conn = parked.take(self, self.path) or self._connect()
         if conn is None:
             with self._lock:
                 self._drop_queue()
@@ -573,6 +578,7 @@ class Journal:
         except NbflowError:  # (refused when the run started; never kill the writer over it)
             window = GROUP_WINDOW
         self.window = window  # the group-commit window this writer uses (seconds)
+        idle = False
         try:
             while True:
                 self._wake.wait()
@@ -589,12 +595,16 @@ class Journal:
                     if not self._queue and self._active == 0:
                         self._thread = None
                         self._signalled = False
+                        idle = True
                         return
                     if self._queue:
                         self._signalled = True
                         self._wake.set()
         finally:
-            conn.close()
+            if idle:  # (every transaction has ended: kept for the next writer, see .parked)
+                parked.park(self, conn, self.path)
+            else:
+                conn.close()
 
     def _drain(self, conn: sqlite3.Connection) -> None:
         """Write everything queued, one transaction per batch (group commit)."""

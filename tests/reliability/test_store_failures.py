@@ -153,7 +153,9 @@ def test_writer_that_cannot_connect_reports_why_and_is_replaced(monkeypatch, cap
     store = get_store()
     journal = store.journal
     from nbflow.store import journal as jmod
+    from nbflow.store import parked
 
+    parked.close(journal)  # (the first run's writer connection is kept: this writer must connect)
     real = jmod.connect
     calls = {"n": 0}
 

@@ -1,0 +1,153 @@
+"""A small Dask run's fixed cost in the client process, by the thread nbflow runs it on.
+
+``benchmarks/locality_cpu.py`` counts the client's CPU per thread with ``psutil``, whose
+thread times tick in 10 ms steps and which sums every thread that ended during the run as
+*ended threads*.  This script names them: every thread nbflow starts is timed from the
+inside (``time.thread_time`` when its ``run`` returns), the notebook's thread around each
+step of a run, and the cyclic collector through ``gc.callbacks``.  Per run, medians of
+``--repeat`` blocks of ``--runs`` runs (one workload's runs back to back, as in a notebook):
+
+- ``main: trace`` / ``main: wf.run`` / ``main: run[end]``: the caller's thread: tracing,
+  then checking, planning, starting and waiting for the run, then fetching the value;
+- ``thread: nbflow-run``: the run's own thread (its event loop: the engine, the events
+  and their listeners, the Dask backend's bookkeeping);
+- ``thread: nbflow-journal``: the journal's writer; ``journal: commits`` and
+  ``journal: connections`` count its transactions and the connections it opened;
+- ``thread: ...``: every other thread that started and ended meanwhile (the locality
+  read, a cancel watcher, anyio's worker threads);
+- ``gc: <thread> gen <n>``: CPU in the cyclic collector, by thread and generation;
+- ``process``: the whole process (``time.process_time``; includes Dask's IO loop, which
+  this script does not split: see ``locality_cpu.py``).
+
+Point ``PYTHONPATH`` at another tree to compare versions (alternate the invocations)::
+
+    .venv/bin/python benchmarks/run_cpu.py --workloads fan,chains --runs 10 --repeat 3   # ~2 min quiet
+    PYTHONPATH=/tmp/before .venv/bin/python benchmarks/run_cpu.py --workloads fan,chains --runs 10 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+if __package__:
+    from . import _harness
+    from .locality import WORKLOADS, trace_spec
+else:
+    import _harness
+    from locality import WORKLOADS, trace_spec
+
+_PREFIXES = ("nbflow-run", "nbflow-journal", "nbflow-locality-read", "nbflow-cancel-watch",
+             "nbflow-lease", "AnyIO worker", "ThreadPoolExecutor")
+_cpu: collections.Counter[str] = collections.Counter()
+_gc: collections.Counter[str] = collections.Counter()
+_gc_start: dict[int, float] = {}
+_counts: collections.Counter[str] = collections.Counter()
+
+
+def _kind(name: str) -> str:
+    return next((p for p in _PREFIXES if name.startswith(p)), name)
+
+
+def _install() -> None:
+    """Time every thread from the inside, and the collector, from now on."""
+    run = threading.Thread.run
+
+    def timed(self: threading.Thread) -> None:
+        try:
+            run(self)
+        finally:
+            _cpu[f"thread: {_kind(self.name)}"] += time.thread_time()
+
+    threading.Thread.run = timed  # type: ignore[method-assign]
+
+    def collector(phase: str, info: dict[str, Any]) -> None:
+        ident = threading.get_ident()
+        if phase == "start":
+            _gc_start[ident] = time.thread_time()
+        elif ident in _gc_start:
+            _gc[f"gc: {_kind(threading.current_thread().name)} gen {info['generation']}"] += (
+                time.thread_time() - _gc_start.pop(ident))
+
+    gc.callbacks.append(collector)
+    from nbflow.store import journal
+
+    for name, what in (("_commit", "journal: commits"), ("_connect", "journal: connections")):
+        real = getattr(journal.Journal, name)
+
+        def counted(self: Any, *a: Any, _real: Callable[..., Any] = real, _what: str = what) -> Any:
+            _counts[_what] += 1
+            return _real(self, *a)
+
+        setattr(journal.Journal, name, counted)
+
+
+def block(client: Any, spec: list[Any], runs: int) -> dict[str, float]:
+    """``runs`` runs of one workload; CPU per run by place (ms) and counts per run."""
+    from nbflow import locality
+
+    _cpu.clear()
+    _gc.clear()
+    _counts.clear()
+    main: collections.Counter[str] = collections.Counter()
+    p0 = time.process_time()
+    for _ in range(runs):
+        t0 = time.thread_time()
+        wf, end = trace_spec("run-cpu", spec)
+        t1 = time.thread_time()
+        with locality.placement("locality"):
+            run = wf.run(backend=client, cache=False)
+            t2 = time.thread_time()
+            run[end]
+            t3 = time.thread_time()
+            agent = run.backends["dask"].placement
+            if agent is not None:
+                agent.settle()  # (the deferred end-of-run read: its rows are journaled)
+        main["main: trace"] += t1 - t0
+        main["main: wf.run"] += t2 - t1
+        main["main: run[end]"] += t3 - t2
+    process = time.process_time() - p0
+    out = {"process": process * 1e3 / runs}
+    for counter in (main, _cpu, _gc):
+        out.update({k: v * 1e3 / runs for k, v in counter.items()})
+    out.update({k: v / runs for k, v in _counts.items()})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workloads", default="fan,chains")
+    ap.add_argument("--runs", type=int, default=10, help="runs per block")
+    ap.add_argument("--repeat", type=int, default=3, help="blocks (medians over them)")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    log = _harness.progress("run-cpu")
+    doc: dict[str, Any] = {"benchmark": "run_cpu", "machine": _harness.machine_info(),
+                           "load_before": os.getloadavg(), "workloads": {}}
+    _install()
+    with _harness.nbflow_home(), _harness.local_cluster() as client:
+        for name in args.workloads.split(","):
+            spec = WORKLOADS[name]()
+            block(client, spec, 2)  # (warm-up: imports, the first connection, the code's syntax trees)
+            samples = [block(client, spec, args.runs) for _ in range(args.repeat)]
+            keys = sorted({k for s in samples for k in s})
+            med = {k: statistics.median(s.get(k, 0.0) for s in samples) for k in keys}
+            doc["workloads"][name] = {"tasks": len(spec), "medians": med, "samples": samples}
+            log(f"{name} ({len(spec)} tasks): per run, median of {args.repeat} blocks of {args.runs}")
+            for k in keys:
+                unit = "" if k.startswith("journal:") else " ms"
+                log(f"  {k:40s} {med[k]:8.2f}{unit}")
+    doc["load_after"] = os.getloadavg()
+    log(f"load average before {doc['load_before']}, after {doc['load_after']}")
+    _harness.emit_json(doc, args.json)
+
+
+if __name__ == "__main__":
+    main()
