@@ -12,7 +12,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from .dask_recovery import NAME
+from .dask_recovery import NAME, UNWANTED_TOPIC
 
 
 class LooseRestrictions(SchedulerPlugin):
@@ -20,6 +20,24 @@ class LooseRestrictions(SchedulerPlugin):
     only hinted at it, so they wait for (and run on) any worker (see the module)."""
 
     name = NAME
+
+    def __init__(self) -> None:
+        self.scheduler: Any = None
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        """A task no client wants failed on its own account (not because an input did):
+        say so on nbflow's topic.  nbflow submits some intermediates without holding
+        their futures (see ``DaskBackend._unwanted``) and learns of their completion from
+        the workers; a failure, or a worker dying under the task too often, leaves no
+        such announcement, and without this message the run would wait for it."""
+        if finish != "erred" or self.scheduler is None:
+            return
+        ts = self.scheduler.tasks.get(key)
+        if ts is not None and not ts.who_wants and ts.exception_blame is ts:
+            self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "erred": True})
 
     def remove_worker(self, scheduler: Any = None, worker: str = "", **kwargs: Any) -> None:
         woken = []

@@ -23,6 +23,9 @@ import weakref
 from typing import Any
 
 NAME = "nbflow-loose-restrictions"
+# where the plugin says that a task no client holds failed (the Dask backend's topic for
+# the workers' announcements: see DaskBackend._unwanted)
+UNWANTED_TOPIC = "nbflow-located"
 _registered: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
@@ -40,6 +43,11 @@ def __getattr__(name: str) -> Any:
 def known(client: Any) -> bool:
     """Has :func:`ensure` been called for ``client`` (no round trip needed)?"""
     return client in _registered
+
+
+def active(client: Any) -> bool:
+    """Is the plugin registered on ``client``'s scheduler (known without a round trip)?"""
+    return bool(_registered.get(client))
 
 
 def ensure(client: Any) -> bool:
