@@ -94,7 +94,7 @@ def explode(a):
 
 def test_a_failing_intermediate_fails_its_own_task_with_its_traceback(client, scheduler):
     with nf.Workflow("unheld-fails") as wf:
-        out = inc(explode(make(10)))
+        inc(explode(make(10)))
     run = wf.start(backend=client, cache=False)
     run.wait(timeout=DEADLINE, raise_on_error=False)
     assert run.status == "failed"

@@ -131,7 +131,8 @@ def _apply_to(value: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(value, *args)
 
 
-TOPIC = dask_recovery.UNWANTED_TOPIC  # one event topic for every run: the scheduler keeps a bounded log per topic
+# one event topic for every run (the scheduler keeps a bounded log per topic)
+TOPIC = dask_recovery.UNWANTED_TOPIC
 # run tag -> its backend, for the announcements of its tasks (their Dask keys carry the tag)
 _announced_to: weakref.WeakValueDictionary[str, DaskBackend] = weakref.WeakValueDictionary()
 
@@ -814,7 +815,7 @@ class DaskBackend:
         sends the task's error (and traceback) here as for any held future."""
         from distributed import Future
 
-        fut = Future(unique, self.client)
+        fut: Any = Future(unique, self.client)
         self.client._send_to_scheduler({"op": "client-desires-keys", "keys": [unique]})
         self._futures.add(fut)
         return fut

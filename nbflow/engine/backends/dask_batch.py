@@ -84,7 +84,7 @@ class Batch:
         successors queued in the same batch take as an argument."""
         parse = self._parse
         task = self._task(key, func, *[parse(a) for a in args])
-        fut = self._future(key, None)
+        fut: Any = self._future(key, None)
         self.items.append((key, task, hint[0] if hint else None, fut))
         return fut
 
