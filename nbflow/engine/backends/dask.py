@@ -48,6 +48,17 @@ the cluster as it completes, the result is handed over to Dask's scheduler at on
 (:meth:`DaskBackend._hand_over`), which frees it after the last of them, as it frees an
 intermediate of ``dask.delayed``.
 
+**Intermediates nobody holds.**  A result that would be handed over the moment it
+completes is decided on before it runs, as its batch is sent (:meth:`DaskBackend._unheld`):
+it is sent without a future this process holds, so, as for an intermediate of
+``dask.delayed``, the scheduler never reports it here, nothing is released later, and Dask
+frees it right after its last consumer.  The engine learns its completion, worker, size
+and seconds from its worker's announcement alone (:mod:`.dask_watch` hands the
+announcement over like a completion); a failure, which sends no announcement, is noted on
+the same topic by nbflow's scheduler plugin (:mod:`.dask_plugin`), after which the key is
+held to read its error and traceback.  Without that plugin (a scheduler that cannot import
+nbflow), or with ``NBFLOW_DASK_HOLD_ALL=1``, every result is held as before.
+
 **Fixed costs per run.**  The cluster's workers are asked of the scheduler once per
 client (:func:`cluster_workers`), and the announcement topic is subscribed once per
 client, so a run on a client that earlier runs used starts submitting without a round

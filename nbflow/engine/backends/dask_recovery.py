@@ -12,7 +12,10 @@ hint allowed any worker.
 
 :class:`LooseRestrictions` is a small scheduler plugin that, when a worker leaves, strikes
 it from the hints of the tasks whose restrictions are loose (``allow_other_workers=True``):
-a task left with no hint is scheduled like any other, on the next worker that runs.  It
+a task left with no hint is scheduled like any other, on the next worker that runs.  It also
+tells the client when a task that no client holds fails on its own account (the Dask
+backend sends some intermediates that way and otherwise learns of their end from the
+workers' announcements only: see ``DaskBackend._unheld``).  It
 is registered once per client (:func:`ensure`); a scheduler that cannot import nbflow (a
 remote cluster without it) simply goes without, as before.
 """
