@@ -125,13 +125,15 @@ def fail_now(a=None):
 
 
 def test_a_task_whose_consumer_fails_for_another_input_still_completes(client, scheduler):
-    # total-0 takes step-0 and fail_now-0.  If step-0 were sent unheld, Dask would drop it
-    # (never running it) once total-0 failed for fail_now-0's sake, and the run would
-    # wait for an announcement that never comes.
+    # total-0 takes inc-0 and fail_now-0; inc-0 waits for slow_make-0.  Both inc-0 and
+    # slow_make-0 go unheld.  Dask drops inc-0 unrun once total-0 failed for fail_now-0's
+    # sake; the engine, which starts inc-0 once slow_make-0 completed, would wait for an
+    # announcement that never comes: the scheduler plugin notes the drop and inc-0 is
+    # sent again, held (Dask recomputes slow_make-0, which it freed meanwhile).
     slow = nf.task(slow_make)
     bad = nf.task(fail_now)
     with nf.Workflow("unheld-sibling") as wf:
-        a = slow(0.5)
+        a = slow(2.0)
         s = inc(a)
         out = total(s, bad())
         del a, s
@@ -142,6 +144,8 @@ def test_a_task_whose_consumer_fails_for_another_input_still_completes(client, s
     assert states["slow_make-0"] == "completed" and states["inc-0"] == "completed"
     assert states["fail_now-0"] == "failed" and states["total-0"] == "skipped"
     assert out.key == "total-0"
+    backend = run.backends["dask"]
+    assert backend.resent >= 1 and backend.unheld >= 1  # (inc-0, maybe slow_make-0, came back held)
 
 
 @pytest.fixture

@@ -161,6 +161,8 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
             return
         if msg.get("erred"):  # the scheduler's note: a task no client holds failed
             backend._erred.add(key)
+        elif msg.get("dropped"):  # the scheduler's note: dropped before it produced a result
+            backend._dropped.add(key)
         elif key in backend._located or key in backend._announced:
             return  # (recomputed after its worker died: the first announcement stands)
         else:
@@ -352,6 +354,8 @@ class DaskBackend:
         self._node_of_key: dict[str, int] = {}  # Dask key -> node, until its batch is sent
         self._announced: set[str] = set()  # (unheld keys whose announcement was taken)
         self._erred: set[str] = set()
+        self._dropped: set[str] = set()  # (dropped by Dask unrun: see _resend)
+        self.resent = 0
         self.unheld = 0  # results no future of this process ever held
         self.hold_all = os.environ.get("NBFLOW_DASK_HOLD_ALL", "0") == "1"
         self._locating = False
@@ -531,7 +535,7 @@ class DaskBackend:
 
     def _told(self, key: str) -> bool:
         """Did the cluster already say that ``key`` ended (announced, or failed unheld)?"""
-        return key in self._located or key in self._erred
+        return key in self._located or key in self._erred or key in self._dropped
 
     def _flush(self) -> None:
         """Send the submissions queued since the last flush, in one message."""
@@ -619,6 +623,13 @@ class DaskBackend:
             ok, value = await waiter
             if fut.status is None and unique in self._erred:  # failed unheld: hold it now,
                 fut = self._hold(unique)  # and Dask's scheduler sends its error here
+            elif fut.status is None and unique in self._dropped and unique not in self._located:
+                # dropped unrun (every task taking it failed first): send it again, held
+                fut = self._resend(unique)
+                assert watcher is not None
+                waiter = loop.create_future()
+                watcher.watch(fut, lambda f: settle((True, None)))
+                ok, value = await waiter
             if fut.status is None:  # ended unheld: its worker announced where the result is
                 pass
             elif watcher is not None and not (fut.status == "finished" and keep):
@@ -656,6 +667,8 @@ class DaskBackend:
         self._futures.discard(fut)
         if fut.status is None:  # nothing here holds it: Dask frees it after its consumers
             self._announced.add(unique)
+            if self.batch is not None:
+                self.batch.sent_unheld.pop(unique, None)
             result = DaskResult(key, None, self, nbytes, worker, dask_key=unique)
             self.released_keys[key] = str(getattr(self.placement, "keep", "unconsumed"))
             self.unheld += 1
@@ -765,13 +778,11 @@ class DaskBackend:
         The conditions are the hand-over's (no result cache, not a result the notebook
         names, not a saga member's, every consumer a task of this backend already queued
         with this very key and the latest attempt of its other inputs, no consumer that
-        may be retried) plus three that matter only because the task has not run yet:
-        no timeout and no retries of its own (the engine would give up on it while Dask
-        kept running it for its consumers), and no consumer waiting for an unfinished
-        input that is not one of this task's own ancestors.  Dask drops a task nobody
-        holds once every task taking it has failed; such an input could fail first and
-        leave this one never run and never announced, while an ancestor's failure means
-        the engine never starts it."""
+        may be retried) plus two that matter only because the task has not run yet: no
+        timeout and no retries of its own (the engine would give up on an attempt that
+        Dask still runs for its consumers).  Dask drops a task nobody holds, unrun, once
+        every task taking it has failed (for another input's sake); if the engine waits
+        for it, it is sent again, held (:meth:`_resend`)."""
         ahead = self.ahead
         i = self._node_of_key.get(unique)
         if ahead is None or i is None or not getattr(self.placement, "release_consumed", False):
@@ -785,7 +796,6 @@ class DaskBackend:
                 or (kept is not None and ref.key in kept) or i in getattr(sched, "saga_of", {})
                 or ref.task is None or ref.task.spec.retries or ref.task.spec.timeout):
             return False
-        ancestors: set[int] | None = None
         for s in succs:
             cls, sent = sched.class_of[s], ahead.ahead.get(s)
             if cls is None or cls.backend is not self or sent is None or unique not in sent[2]:
@@ -793,32 +803,10 @@ class DaskBackend:
             consumer = sched.nodes[s]
             if consumer.task.spec.retries:
                 return False
-            for d in consumer.deps:
-                if d == i or sched.state[d] is COMPLETED:
-                    continue
-                if ancestors is None:
-                    ancestors = self._unfinished_ancestors(i)
-                if d not in ancestors:
-                    return False
             current = {self._current_key(d, i, mine) for d in consumer.deps}
             if not current.issuperset(sent[2]):
                 return False
         return True
-
-    def _unfinished_ancestors(self, i: int, limit: int = 256) -> set[int]:
-        """The unfinished nodes ``i`` waits for, directly or not (at most ``limit``: a
-        larger set is cut short, which can only make :meth:`_unheld` say no)."""
-        sched = self.ahead.sched if self.ahead is not None else None
-        if sched is None:
-            return set()
-        seen: set[int] = set()
-        stack = [d for d in sched.nodes[i].deps if sched.state[d] is not COMPLETED]
-        while stack and len(seen) < limit:
-            d = stack.pop()
-            if d not in seen:
-                seen.add(d)
-                stack.extend(p for p in sched.nodes[d].deps if sched.state[p] is not COMPLETED)
-        return seen
 
     def _hold(self, unique: str) -> Any:
         """Hold the result of ``unique`` after all (its task failed unheld): a future of
@@ -829,6 +817,24 @@ class DaskBackend:
         fut: Any = Future(unique, self.client)
         self.client._send_to_scheduler({"op": "client-desires-keys", "keys": [unique]})
         self._futures.add(fut)
+        return fut
+
+    def _resend(self, unique: str) -> Any:
+        """Send ``unique`` again, held this time: Dask dropped it unrun because every
+        task taking it failed first (for another input's sake: a sibling's failure
+        with ``continue_on_error``), yet the engine, which started it, waits for its
+        outcome.  The scheduler still knows the key's inputs (a dropped task keeps its
+        place in the graph while anything refers to it) and recomputes any of them it
+        freed meanwhile, as it does for data lost with a worker."""
+        assert self.batch is not None
+        got = self.batch.sent_unheld.pop(unique, None)
+        if got is None:  # (nothing kept to send: ask for the key, as for a failure)
+            return self._hold(unique)
+        task, worker = got
+        fut = self.batch.again(unique, task, worker)
+        self._flush()
+        self._futures.add(fut)
+        self.resent += 1
         return fut
 
     def _current_key(self, d: int, i: int, result: DaskResult) -> str:

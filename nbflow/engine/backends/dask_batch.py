@@ -74,6 +74,9 @@ class Batch:
         self.messages = 0  # update-graph messages sent
         self.tasks = 0  # tasks sent in them
         self.unheld = 0  # tasks sent without a future the client holds
+        # key -> (task spec, hinted worker) of each task sent unheld, until it is announced
+        # (the Dask backend sends one again if Dask drops it unrun: DaskBackend._resend)
+        self.sent_unheld: dict[str, tuple[Any, str | None]] = {}
 
     def add(self, key: str, func: Callable[..., Any], args: tuple[Any, ...],
             hint: list[str] | None) -> Any:
@@ -86,6 +89,12 @@ class Batch:
         task = self._task(key, func, *[parse(a) for a in args])
         fut: Any = self._future(key, None)
         self.items.append((key, task, hint[0] if hint else None, fut))
+        return fut
+
+    def again(self, key: str, task: Any, worker: str | None) -> Any:
+        """Queue a task already sent unheld once more, to be held (see :meth:`flush`)."""
+        fut = self._future(key, None)
+        self.items.append((key, task, worker, fut))
         return fut
 
     def flush(self, unheld: Callable[[str], bool] | None = None) -> None:
@@ -106,6 +115,7 @@ class Batch:
             groups.setdefault(worker, {})[key] = task
             if unheld is not None and unheld(key):
                 left.append(fut)
+                self.sent_unheld[key] = (task, worker)
             else:  # (bound before the graph goes: the client holds it from the start)
                 fut.bind_client(self.client)
                 keys.append(key)
@@ -113,6 +123,7 @@ class Batch:
             for fut in left:
                 fut.bind_client(self.client)
                 keys.append(fut.key)
+                self.sent_unheld.pop(fut.key, None)
             left = []
         for fut in left:
             fut._cleared = True  # (an unbound future must not try to release on collection)
@@ -131,6 +142,7 @@ class Batch:
             for fut in left:
                 fut.bind_client(self.client)
                 fut._cleared = False
+                self.sent_unheld.pop(fut.key, None)
             for key in order:
                 state = self.client.futures.get(key)
                 if state is not None:

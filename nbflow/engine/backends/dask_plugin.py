@@ -14,6 +14,8 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from .dask_recovery import NAME, UNWANTED_TOPIC
 
+_UNRUN = frozenset({"waiting", "queued", "no-worker", "processing"})  # states before a result
+
 
 class LooseRestrictions(SchedulerPlugin):
     """On the scheduler: a worker that leaves is struck from the hints of the tasks that
@@ -28,16 +30,22 @@ class LooseRestrictions(SchedulerPlugin):
         self.scheduler = scheduler
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        """A task no client wants failed on its own account (not because an input did):
-        say so on nbflow's topic.  nbflow submits some intermediates without holding
-        their futures (see ``DaskBackend._unwanted``) and learns of their completion from
-        the workers; a failure, or a worker dying under the task too often, leaves no
-        such announcement, and without this message the run would wait for it."""
-        if finish != "erred" or self.scheduler is None:
-            return
-        ts = self.scheduler.tasks.get(key)
-        if ts is not None and not ts.who_wants and ts.exception_blame is ts:
-            self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "erred": True})
+        """A task no client wants failed on its own account (not because an input did),
+        or was dropped before it made a result: say so on nbflow's topic.  nbflow sends
+        some intermediates without holding their futures (``DaskBackend._unheld``) and
+        learns of their end from the workers' announcements; a failure, a worker dying
+        under the task too often, or a drop leaves no announcement, and without this
+        note the run would wait for one."""
+        if finish == "erred" and self.scheduler is not None:
+            ts = self.scheduler.tasks.get(key)
+            if ts is not None and not ts.who_wants and ts.exception_blame is ts:
+                self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "erred": True})
+        elif finish == "released" and start in _UNRUN and self.scheduler is not None:
+            # dropped before it made a result: every task taking it failed (for another
+            # input's sake) while it waited; the backend sends it again if it waits for it
+            ts = self.scheduler.tasks.get(key)
+            if ts is not None and not ts.who_wants and isinstance(key, str):
+                self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "dropped": True})
 
     def remove_worker(self, scheduler: Any = None, worker: str = "", **kwargs: Any) -> None:
         woken = []
