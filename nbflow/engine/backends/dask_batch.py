@@ -93,7 +93,7 @@ class Batch:
 
     def again(self, key: str, task: Any, worker: str | None) -> Any:
         """Queue a task already sent unheld once more, to be held (see :meth:`flush`)."""
-        fut = self._future(key, None)
+        fut: Any = self._future(key, None)
         self.items.append((key, task, worker, fut))
         return fut
 
