@@ -99,8 +99,18 @@ class Meter:
         self.scheduler_pid = scheduler_pid
         self.worker_pids = list(client.run(_pid).values())
 
+    def messages(self) -> tuple[int, int]:
+        """Messages sent so far (scheduler -> this client, this client -> scheduler): what
+        the IO loop handles, counted exactly, so it does not depend on the load.  The
+        scheduler's side is read only when it runs in this process (a LocalCluster)."""
+        comm = getattr(self.client, "scheduler_comm", None)
+        up = int(getattr(comm, "message_count", 0))
+        sched = getattr(getattr(self.client, "cluster", None), "scheduler", None)
+        down_comm = getattr(sched, "client_comms", {}).get(self.client.id) if sched is not None else None
+        return int(getattr(down_comm, "message_count", 0)), up
+
     def snap(self) -> dict[str, Any]:
-        return {"process": time.process_time(), "threads": _threads(),
+        return {"process": time.process_time(), "threads": _threads(), "messages": self.messages(),
                 "scheduler": _proc_cpu(self.scheduler_pid) if self.scheduler_pid else 0.0,
                 "workers": [_proc_detail(p) for p in self.worker_pids]}
 
@@ -114,6 +124,8 @@ class Meter:
                                                in zip(a["workers"], b["workers"], strict=True)),
                "worker page faults (thousands)": sum(f1 - f0 for (_, _, f0), (_, _, f1)
                                                      in zip(a["workers"], b["workers"], strict=True)) / 1e6}
+        out["messages scheduler -> client"] = float(b["messages"][0] - a["messages"][0])
+        out["messages client -> scheduler"] = float(b["messages"][1] - a["messages"][1])
         live = 0.0
         by_name: dict[str, float] = {}
         for key, cpu in b["threads"].items():
@@ -334,7 +346,7 @@ def main() -> None:
             for k in keys:
                 row = [med[m].get(k, 0.0) for m in med]
                 if k in ("tasks computed", "workers used", "announcements", "scheduler asked",
-                         "handed over", "unheld"):
+                         "handed over", "unheld") or k.startswith("messages"):
                     log(f"  {k:45s}" + "".join(f"{v:22.0f}" for v in row))
                 else:
                     log(f"  {k:45s}" + "".join(f"{v * 1e3:13.1f} ({v * 1e3 / n:5.2f})" for v in row))

@@ -176,3 +176,25 @@ def test_an_intermediate_that_kills_every_worker_fails_clearly(fragile):
     assert isinstance(err, nf.WorkerLost)
     assert "died" in str(err) and "allowed-failures" in str(err)
     assert run.backends["dask"].unheld >= 1  # make-0 at least went unheld
+
+
+def die_once(marker: str, a):
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write("died")
+        os._exit(1)  # the worker process dies with the task
+    return a + 1
+
+
+def test_an_intermediate_whose_worker_dies_once_is_rerun_by_dask_not_resent(fragile, tmp_path):
+    # Dask takes the task up again on another worker (released, then waiting again in one
+    # round of transitions): that is no drop, and the announcement of the rerun ends it.
+    with nf.Workflow("unheld-death") as wf:
+        out = inc(nf.task(die_once)(str(tmp_path / "marker"), make(80)))
+    run = wf.start(backend=fragile, cache=False)
+    run.wait(timeout=DEADLINE, raise_on_error=False)
+    assert run.status == "completed", run.errors()
+    assert (tmp_path / "marker").exists()  # it really died once
+    assert run[out][0] == 3.0
+    backend = run.backends["dask"]
+    assert backend.unheld == 2 and backend.resent == 0  # make-0 and die_once-0

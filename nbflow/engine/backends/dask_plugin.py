@@ -7,6 +7,7 @@ module, importable by name, because the scheduler unpickles it by that name.)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -41,11 +42,20 @@ class LooseRestrictions(SchedulerPlugin):
             if ts is not None and not ts.who_wants and ts.exception_blame is ts:
                 self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "erred": True})
         elif finish == "released" and start in _UNRUN and self.scheduler is not None:
-            # dropped before it made a result: every task taking it failed (for another
-            # input's sake) while it waited; the backend sends it again if it waits for it
+            # released before it made a result: when the scheduler does not take it up
+            # again in the same round of transitions (as after a worker died under it),
+            # it was dropped because every task taking it failed for another input's sake
             ts = self.scheduler.tasks.get(key)
             if ts is not None and not ts.who_wants and isinstance(key, str):
-                self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "dropped": True})
+                try:
+                    asyncio.get_running_loop().call_soon(self._dropped, key)
+                except RuntimeError:  # (no loop running here: judge it now)
+                    self._dropped(key)
+
+    def _dropped(self, key: str) -> None:
+        ts = self.scheduler.tasks.get(key)
+        if ts is None or (ts.state in ("released", "forgotten") and not ts.who_wants):
+            self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "dropped": True})
 
     def remove_worker(self, scheduler: Any = None, worker: str = "", **kwargs: Any) -> None:
         woken = []
