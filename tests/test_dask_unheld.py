@@ -145,7 +145,8 @@ def test_a_task_whose_consumer_fails_for_another_input_still_completes(client, s
     assert states["fail_now-0"] == "failed" and states["total-0"] == "skipped"
     assert out.key == "total-0"
     backend = run.backends["dask"]
-    assert backend.resent >= 1 and backend.batch.unheld == 2  # (both sent unheld; inc-0 came back)
+    # slow_make-0, inc-0 and fail_now-0 were sent unheld; inc-0 (maybe slow_make-0) came back
+    assert backend.resent >= 1 and backend.batch.unheld == 3
 
 
 @pytest.fixture
