@@ -199,3 +199,29 @@ def test_an_intermediate_whose_worker_dies_once_is_rerun_by_dask_not_resent(frag
     assert run[out][0] == 3.0
     backend = run.backends["dask"]
     assert backend.unheld == 2 and backend.resent == 0  # make-0 and die_once-0
+
+
+_flaky = {"left": 0}
+
+
+def fail_once(a):
+    if _flaky["left"] > 0:
+        _flaky["left"] -= 1
+        raise RuntimeError("transient")
+    return a + 1
+
+
+def test_a_result_whose_consumer_waits_for_a_retried_ancestor_stays_held(client, scheduler):
+    # total-0 takes make-0 and inc-0, and inc-0 waits for fail_once-0, which fails once and
+    # is retried: total-0 is then submitted afresh, with every input sent again from here.
+    # So make-0 must not go unheld (nor be handed over) before total-0 ran.
+    _flaky["left"] = 1
+    flaky = nf.task(retries=2, retry_delay=0.01)(fail_once)
+    with nf.Workflow("unheld-retried-ancestor") as wf:
+        out = total(make(10, 2.0), inc(flaky(make(10))))
+    run = wf.start(backend=client, cache=False)
+    run.wait(timeout=DEADLINE, raise_on_error=False)
+    assert run.status == "completed", run.errors()
+    assert run[out] == 10 * 2.0 + 10 * 3.0
+    attempts = dict(zip(run.tasks["key"], run.tasks["attempts"], strict=True))
+    assert attempts["fail_once-0"] == 2  # (it really was retried)

@@ -733,7 +733,8 @@ class DaskBackend:
         saga member's, taken by Dask tasks of this backend alone), and only when nothing can
         send one of its consumers to Dask again with it: no result cache (the cache stores
         a result on its worker after the task completed), no consumer that may be retried,
-        no consumer waiting for another input that may be retried, and every consumer sent
+        no consumer waiting for another input that may be retried or waits for a task that
+        may be (:meth:`_may_be_redone`), and every consumer sent
         with the latest attempt of each of its inputs (else it is submitted afresh when it
         starts, see :meth:`.dask_ahead.Ahead.take`, and needs this result from here)."""
         ahead, placement, fut = self.ahead, self.placement, result.future
@@ -750,9 +751,7 @@ class DaskBackend:
             if cls is None or cls.backend is not self or sent is None:
                 return  # (not on the cluster yet: it will need the result from here)
             ref = sched.nodes[s]
-            if ref.task.spec.retries or any(
-                    sched.state[d] is not COMPLETED and sched.nodes[d].task is not None
-                    and sched.nodes[d].task.spec.retries for d in ref.deps):
+            if ref.task.spec.retries or any(d != i and self._may_be_redone(d) for d in ref.deps):
                 return
             current = {self._current_key(d, i, result) for d in ref.deps}
             if result.dask_key not in sent[2] or not current.issuperset(sent[2]):
@@ -778,7 +777,8 @@ class DaskBackend:
         The conditions are the hand-over's (no result cache, not a result the notebook
         names, not a saga member's, every consumer a task of this backend already queued
         with this very key and the latest attempt of its other inputs, no consumer that
-        may be retried) plus two that matter only because the task has not run yet: no
+        may be retried, no other input of a consumer that may come back under a new key:
+        :meth:`_may_be_redone`) plus two that matter only because the task has not run yet: no
         timeout and no retries of its own (the engine would give up on an attempt that
         Dask still runs for its consumers).  Dask drops a task nobody holds, unrun, once
         every task taking it has failed (for another input's sake); if the engine waits
@@ -801,12 +801,36 @@ class DaskBackend:
             if cls is None or cls.backend is not self or sent is None or unique not in sent[2]:
                 return False
             consumer = sched.nodes[s]
-            if consumer.task.spec.retries:
+            if consumer.task.spec.retries or any(d != i and self._may_be_redone(d)
+                                                 for d in consumer.deps):
                 return False
             current = {self._current_key(d, i, mine) for d in consumer.deps}
             if not current.issuperset(sent[2]):
                 return False
         return True
+
+    def _may_be_redone(self, d: int, limit: int = 256) -> bool:
+        """Could node ``d`` still come back under a new Dask key (it, or an unfinished task
+        it waits for, may be retried)?  A consumer of ``d`` would then be submitted afresh
+        when it starts, with every input sent again from here.  Past ``limit`` nodes the
+        answer is yes (it errs towards holding)."""
+        sched = self.ahead.sched if self.ahead is not None else None
+        if sched is None:
+            return True
+        seen: set[int] = set()
+        stack = [d]
+        while stack:
+            n = stack.pop()
+            if n in seen or sched.state[n] is COMPLETED:
+                continue
+            if len(seen) >= limit:
+                return True
+            seen.add(n)
+            task = sched.nodes[n].task
+            if task is not None and task.spec.retries:
+                return True
+            stack.extend(sched.nodes[n].deps)
+        return False
 
     def _hold(self, unique: str) -> Any:
         """Hold the result of ``unique`` after all (its task failed unheld): a future of
