@@ -225,3 +225,32 @@ def test_a_result_whose_consumer_waits_for_a_retried_ancestor_stays_held(client,
     assert run[out] == 10 * 2.0 + 10 * 3.0
     attempts = dict(zip(run.tasks["key"], run.tasks["attempts"], strict=True))
     assert attempts["fail_once-0"] == 2  # (it really was retried)
+
+
+def slow_step(a, seconds: float):
+    import time
+
+    time.sleep(seconds)
+    return a + 1
+
+
+def test_cancelling_a_run_lets_dask_forget_what_went_unheld(client, scheduler):
+    import time
+
+    with nf.Workflow("unheld-cancel") as wf:
+        inc(nf.task(slow_step)(make(10), 5.0))
+    run = wf.start(backend=client, cache=False)
+    deadline = time.monotonic() + DEADLINE
+    while not any(k.startswith("slow_step-0") and ts.state == "processing"
+                  for k, ts in list(scheduler.tasks.items())):
+        assert time.monotonic() < deadline, "slow_step-0 never started"
+        time.sleep(0.05)
+    run.cancel()
+    run.wait(timeout=DEADLINE, raise_on_error=False)
+    assert run.status == "cancelled"
+    assert run.backends["dask"].batch.unheld >= 2  # make-0 and slow_step-0 went unheld
+    # Cancelling the held end (inc-0) released what it waited for: the scheduler keeps
+    # nothing of the run, although no future of this process held slow_step-0.
+    while any(k.startswith(("make-0", "slow_step-0", "inc-0")) for k in list(scheduler.tasks)):
+        assert time.monotonic() < deadline, "the cluster kept the run's tasks"
+        time.sleep(0.05)
