@@ -27,6 +27,9 @@ Each workflow runs, alternated ``--repeat`` times, as:
 - ``session-5``: ``locality`` with this session's changes switched off (see
   :func:`session_5`): nbflow's defaults as they were at the end of session 5, for a
   before/after in the same run;
+- ``session-6``: ``locality`` with every result held by a future of the notebook's
+  process (``NBFLOW_DASK_HOLD_ALL=1``: no intermediate sent unheld, as at the end of
+  session 6; ``session-5`` and ``session-4`` hold every future too);
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -78,7 +81,7 @@ else:
 
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
-         "round-robin", "dask"]
+         "session-6", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -280,9 +283,10 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     wcpu0 = _workers_cpu(client)
     t0, cpu0 = time.perf_counter(), time.process_time()
     place = {"remote": "none", "release": "locality", "hold-all": "locality",
-             "session-4": "locality", "session-5": "locality"}.get(mode, mode)
+             "session-4": "locality", "session-5": "locality", "session-6": "locality"}.get(mode, mode)
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
+    os.environ["NBFLOW_DASK_HOLD_ALL"] = "1" if mode.startswith("session-") else "0"
     as_before = session_5() if mode == "session-5" else contextlib.nullcontext()
     try:
         with locality.placement(place, keep=keep), as_before:
@@ -290,6 +294,7 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
             value = run[end]
     finally:
         os.environ.pop("NBFLOW_DASK_BATCH", None)
+        os.environ.pop("NBFLOW_DASK_HOLD_ALL", None)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     worker_cpu = _workers_cpu(client) - wcpu0
     rep = run.locality_report()
@@ -396,7 +401,7 @@ def _targets(per: dict[str, Any]) -> dict[str, Any]:
             out["cpu_vs_dask_session-5"] = _harness.ratio(per["session-5"]["cpu_s"], dk["cpu_s"])
             out["worker_cpu_vs_dask_session-5"] = _harness.ratio(
                 per["session-5"]["worker_cpu_s"], dk["worker_cpu_s"])
-        for m in ("release", "hold-all", "session-4", "session-5"):  # against the same Dask
+        for m in ("release", "hold-all", "session-4", "session-5", "session-6"):  # same Dask
             if m in per:
                 out[f"makespan_vs_dask_{m}"] = _harness.target(
                     _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")

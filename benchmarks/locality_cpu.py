@@ -24,6 +24,12 @@ which runs in a helper thread once the run returned.
 Usage::
 
     .venv/bin/python benchmarks/locality_cpu.py --workloads chains,trace --repeat 5
+    .venv/bin/python benchmarks/locality_cpu.py --workloads chains,fan,trace --repeat 5 --warmup 1 --hold-all
+
+``--hold-all`` alternates nbflow with every result held by a future of this process
+(``NBFLOW_DASK_HOLD_ALL=1``, session 6's path) against the default, where intermediates
+that would be handed over are sent unheld.  ``--before`` (session 5's code) holds every
+future too.
 """
 
 from __future__ import annotations
@@ -93,8 +99,18 @@ class Meter:
         self.scheduler_pid = scheduler_pid
         self.worker_pids = list(client.run(_pid).values())
 
+    def messages(self) -> tuple[int, int]:
+        """Messages sent so far (scheduler -> this client, this client -> scheduler): what
+        the IO loop handles, counted exactly, so it does not depend on the load.  The
+        scheduler's side is read only when it runs in this process (a LocalCluster)."""
+        comm = getattr(self.client, "scheduler_comm", None)
+        up = int(getattr(comm, "message_count", 0))
+        sched = getattr(getattr(self.client, "cluster", None), "scheduler", None)
+        down_comm = getattr(sched, "client_comms", {}).get(self.client.id) if sched is not None else None
+        return int(getattr(down_comm, "message_count", 0)), up
+
     def snap(self) -> dict[str, Any]:
-        return {"process": time.process_time(), "threads": _threads(),
+        return {"process": time.process_time(), "threads": _threads(), "messages": self.messages(),
                 "scheduler": _proc_cpu(self.scheduler_pid) if self.scheduler_pid else 0.0,
                 "workers": [_proc_detail(p) for p in self.worker_pids]}
 
@@ -108,6 +124,8 @@ class Meter:
                                                in zip(a["workers"], b["workers"], strict=True)),
                "worker page faults (thousands)": sum(f1 - f0 for (_, _, f0), (_, _, f1)
                                                      in zip(a["workers"], b["workers"], strict=True)) / 1e6}
+        out["messages scheduler -> client"] = float(b["messages"][0] - a["messages"][0])
+        out["messages client -> scheduler"] = float(b["messages"][1] - a["messages"][1])
         live = 0.0
         by_name: dict[str, float] = {}
         for key, cpu in b["threads"].items():
@@ -187,8 +205,27 @@ def experiment(name: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def holding_all(on: bool) -> Iterator[None]:
+    """``NBFLOW_DASK_HOLD_ALL=1`` for one run: every result held by a future of this
+    process, as before session 7 (nothing sent unheld)."""
+    if not on:
+        yield
+        return
+    old = os.environ.get("NBFLOW_DASK_HOLD_ALL")
+    os.environ["NBFLOW_DASK_HOLD_ALL"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("NBFLOW_DASK_HOLD_ALL", None)
+        else:
+            os.environ["NBFLOW_DASK_HOLD_ALL"] = old
+
+
 def sample_nbflow(client: Any, meter: Meter, spec: list[Any], keep: str = "reachable",
-                  before: bool = False, switch_off: str = "") -> dict[str, float]:
+                  before: bool = False, switch_off: str = "",
+                  hold_all: bool = False) -> dict[str, float]:
     from distributed import get_task_stream
 
     from nbflow import locality
@@ -196,7 +233,7 @@ def sample_nbflow(client: Any, meter: Meter, spec: list[Any], keep: str = "reach
     wf, end = trace_spec("locality-cpu", spec)
     as_before = session_5() if before else contextlib.nullcontext()
     with get_task_stream(client=client) as ts, locality.placement("locality", keep=keep), \
-            as_before, experiment(switch_off):
+            as_before, experiment(switch_off), holding_all(hold_all or before):
         a = meter.snap()
         t0 = time.perf_counter()
         run = wf.run(backend=client, cache=False)
@@ -213,6 +250,7 @@ def sample_nbflow(client: Any, meter: Meter, spec: list[Any], keep: str = "reach
     out["announcements"] = float(getattr(backend, "told_by_worker", 0))
     out["handed over"] = float(getattr(backend, "handed_over", 0))
     out["scheduler asked"] = float(getattr(backend, "asked_scheduler", 0))
+    out["unheld"] = float(getattr(backend, "unheld", 0))
     return out
 
 
@@ -268,6 +306,9 @@ def main() -> None:
                     help="experiments, comma-separated: no-announce, no-locate, no-end-read")
     ap.add_argument("--before", action="store_true",
                     help="also nbflow with this session's changes switched off (nbflow-s5)")
+    ap.add_argument("--hold-all", action="store_true",
+                    help="also nbflow holding a future for every result (NBFLOW_DASK_HOLD_ALL=1: "
+                         "session 6's code path; nbflow-held)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     log = _harness.progress("cpu")
@@ -283,6 +324,9 @@ def main() -> None:
                 "dask": lambda spec=spec: sample_dask(client, meter, spec)}
             if args.before:  # the same run with session 6's changes switched off
                 samplers["nbflow-s5"] = lambda spec=spec: sample_nbflow(client, meter, spec, before=True)
+            if args.hold_all:  # the same run with session 7's unheld intermediates off
+                samplers["nbflow-held"] = lambda spec=spec: sample_nbflow(client, meter, spec,
+                                                                          hold_all=True)
             for piece in filter(None, args.switch_off.split(",")):
                 samplers[f"nbflow-{piece}"] = functools.partial(sample_nbflow, client, meter, spec,
                                                                 switch_off=piece)
@@ -302,7 +346,7 @@ def main() -> None:
             for k in keys:
                 row = [med[m].get(k, 0.0) for m in med]
                 if k in ("tasks computed", "workers used", "announcements", "scheduler asked",
-                         "handed over"):
+                         "handed over", "unheld") or k.startswith("messages"):
                     log(f"  {k:45s}" + "".join(f"{v:22.0f}" for v in row))
                 else:
                     log(f"  {k:45s}" + "".join(f"{v * 1e3:13.1f} ({v * 1e3 / n:5.2f})" for v in row))

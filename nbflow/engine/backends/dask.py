@@ -48,6 +48,17 @@ the cluster as it completes, the result is handed over to Dask's scheduler at on
 (:meth:`DaskBackend._hand_over`), which frees it after the last of them, as it frees an
 intermediate of ``dask.delayed``.
 
+**Intermediates nobody holds.**  A result that would be handed over the moment it
+completes is decided on before it runs, as its batch is sent (:meth:`DaskBackend._unheld`):
+it is sent without a future this process holds, so, as for an intermediate of
+``dask.delayed``, the scheduler never reports it here, nothing is released later, and Dask
+frees it right after its last consumer.  The engine learns its completion, worker, size
+and seconds from its worker's announcement alone (:mod:`.dask_watch` hands the
+announcement over like a completion); a failure, which sends no announcement, is noted on
+the same topic by nbflow's scheduler plugin (:mod:`.dask_plugin`), after which the key is
+held to read its error and traceback.  Without that plugin (a scheduler that cannot import
+nbflow), or with ``NBFLOW_DASK_HOLD_ALL=1``, every result is held as before.
+
 **Fixed costs per run.**  The cluster's workers are asked of the scheduler once per
 client (:func:`cluster_workers`), and the announcement topic is subscribed once per
 client, so a run on a client that earlier runs used starts submitting without a round
@@ -131,7 +142,8 @@ def _apply_to(value: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return fn(value, *args)
 
 
-TOPIC = "nbflow-located"  # one event topic for every run: the scheduler keeps a bounded log per topic
+# one event topic for every run (the scheduler keeps a bounded log per topic)
+TOPIC = dask_recovery.UNWANTED_TOPIC
 # run tag -> its backend, for the announcements of its tasks (their Dask keys carry the tag)
 _announced_to: weakref.WeakValueDictionary[str, DaskBackend] = weakref.WeakValueDictionary()
 
@@ -147,7 +159,17 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
             if backend.in_task is not None:
                 backend.in_task.told(key, msg["prepared"])
             return
-        backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"])
+        if msg.get("erred"):  # the scheduler's note: a task no client holds failed
+            backend._erred.add(key)
+        elif msg.get("dropped"):  # the scheduler's note: dropped before it produced a result
+            backend._dropped.add(key)
+        elif key in backend._located or key in backend._announced:
+            return  # (recomputed after its worker died: the first announcement stands)
+        else:
+            backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"])
+        watcher = backend._watcher
+        if watcher is not None:
+            watcher.announced(key)
 
 
 # client -> (the cluster's shape when asked, its workers): see cluster_workers
@@ -199,10 +221,10 @@ class DaskResult(Remote):
     __slots__ = ("__weakref__", "backend", "dask_key", "future")
 
     def __init__(self, key: str, future: Any, backend: DaskBackend, nbytes: int | None,
-                 worker: str | None) -> None:
+                 worker: str | None, dask_key: str = "") -> None:
         super().__init__(key, nbytes, worker)
         self.future = future
-        self.dask_key = future.key if future is not None else ""  # (kept once released)
+        self.dask_key = future.key if future is not None else dask_key  # (kept once released)
         self.backend = backend
 
     def _fetch(self) -> Any:
@@ -327,6 +349,15 @@ class DaskBackend:
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self.released_keys: dict[str, str] = {}  # task key -> the keep= that released it (_release)
         self.handed_over = 0  # results Dask frees itself once their consumers ran (_hand_over)
+        # Results sent without a future this process holds (see _unheld): their Dask keys
+        # while the run waits for their announcements, those announced, those that failed.
+        self._node_of_key: dict[str, int] = {}  # Dask key -> node, until its batch is sent
+        self._announced: set[str] = set()  # (unheld keys whose announcement was taken)
+        self._erred: set[str] = set()
+        self._dropped: set[str] = set()  # (dropped by Dask unrun: see _resend)
+        self.resent = 0
+        self.unheld = 0  # results no future of this process ever held
+        self.hold_all = os.environ.get("NBFLOW_DASK_HOLD_ALL", "0") == "1"
         self._locating = False
         # Submissions sent together, one message each time a task and the successors that
         # go ahead with it are submitted (see dask_batch); None: one client.submit per task.
@@ -334,6 +365,7 @@ class DaskBackend:
         self.batching = os.environ.get("NBFLOW_DASK_BATCH", "1") != "0"
         self._flush_due = False
         self._watcher: dask_watch.Watcher | None = None
+        self._may_unhold = False  # (set on connecting: see _unheld)
         self.in_task: dask_cache.InTask | None = None  # the cache's work done in tasks (bind_scheduler)
 
     def bind_scheduler(self, sched: Any) -> None:
@@ -393,6 +425,10 @@ class DaskBackend:
             self.placement.connected(client)  # (it reads the workers just learnt: no I/O)
         if self.batching and self.keep_remote and dask_batch.available(client):
             self.batch = dask_batch.Batch(client)
+        # (a failure of a task no client holds is told by nbflow's scheduler plugin: without
+        # it, every result is held as before)
+        self._may_unhold = (self.batch is not None and not self.hold_all
+                            and dask_recovery.active(client))
 
     def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         if self.in_task is not None and self.keep_remote:  # with the cache's work (dask_cache)
@@ -478,6 +514,7 @@ class DaskBackend:
                 kwargs and _foreign(kwargs)):
             return None
         unique = f"{key}-{self._tag}-{next(self._attempts)}"
+        self._node_of_key[unique] = i
         hint = self._hint(key, unique, args, kwargs, after)
         keys = _future_keys(args, kwargs)
         fut = self._submit(fn, _to_futures(args, self), _to_futures(kwargs, self) if kwargs else kwargs,
@@ -493,14 +530,19 @@ class DaskBackend:
         if self.batch is None:
             return None
         if self._watcher is None or self._watcher.loop is not loop:
-            self._watcher = dask_watch.Watcher(self.client, loop)
+            self._watcher = dask_watch.Watcher(self.client, loop, told=self._told)
         return self._watcher
+
+    def _told(self, key: str) -> bool:
+        """Did the cluster already say that ``key`` ended (announced, or failed unheld)?"""
+        return key in self._located or key in self._erred or key in self._dropped
 
     def _flush(self) -> None:
         """Send the submissions queued since the last flush, in one message."""
         self._flush_due = False
         if self.batch is not None:
-            self.batch.flush()
+            self.batch.flush(self._unheld if self._may_unhold else None)
+        self._node_of_key.clear()
 
     def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         """Flush once the tasks the engine starts in this turn of the event loop have all
@@ -542,6 +584,8 @@ class DaskBackend:
         else:
             unique = f"{key}-{self._tag}-{next(self._attempts)}"
             await self._scatter(args, kwargs)
+            if i is not None:
+                self._node_of_key[unique] = i
             hint = self._hint(key, unique, args, kwargs)
             sent_args = _to_futures(args, self)
             sent_kwargs = _to_futures(kwargs, self) if kwargs else kwargs
@@ -577,14 +621,26 @@ class DaskBackend:
             fut.add_done_callback(done)
         try:
             ok, value = await waiter
-            if watcher is not None and not (fut.status == "finished" and keep):
+            if fut.status is None and unique in self._erred:  # failed unheld: hold it now,
+                fut = self._hold(unique)  # and Dask's scheduler sends its error here
+            elif fut.status is None and unique in self._dropped and unique not in self._located:
+                # dropped unrun (every task taking it failed first): send it again, held
+                fut = self._resend(unique)
+                assert watcher is not None
+                waiter = loop.create_future()
+                watcher.watch(fut, lambda f: settle((True, None)))
+                ok, value = await waiter
+            if fut.status is None:  # ended unheld: its worker announced where the result is
+                pass
+            elif watcher is not None and not (fut.status == "finished" and keep):
                 # an error, a cancellation, or a value that comes here: read off the loop
                 # (a lost result is recomputed meanwhile: never in a callback thread)
                 ok, value = await anyio.to_thread.run_sync(_outcome, fut, abandon_on_cancel=True)
             elif watcher is None and ok and not keep:  # (likewise, after a done-callback)
                 ok, value = await anyio.to_thread.run_sync(_outcome, fut, abandon_on_cancel=True)
         except BaseException:
-            fut.cancel()
+            if fut.status is not None:  # (an unheld task goes when what takes it goes)
+                fut.cancel()
             self._futures.discard(fut)
             raise
         if not ok:
@@ -609,7 +665,15 @@ class DaskBackend:
             self.asked_scheduler += 1
         worker, nbytes, compute, holders = where
         self._futures.discard(fut)
-        result = DaskResult(key, fut, self, nbytes, worker)
+        if fut.status is None:  # nothing here holds it: Dask frees it after its consumers
+            self._announced.add(unique)
+            if self.batch is not None:
+                self.batch.sent_unheld.pop(unique, None)
+            result = DaskResult(key, None, self, nbytes, worker, dask_key=unique)
+            self.released_keys[key] = str(getattr(self.placement, "keep", "unconsumed"))
+            self.unheld += 1
+        else:
+            result = DaskResult(key, fut, self, nbytes, worker)
         if self.in_task is not None:  # (what the task did for the cache on its worker)
             result.prepared = self.in_task.take(unique)
         self._results.add(result)
@@ -669,7 +733,8 @@ class DaskBackend:
         saga member's, taken by Dask tasks of this backend alone), and only when nothing can
         send one of its consumers to Dask again with it: no result cache (the cache stores
         a result on its worker after the task completed), no consumer that may be retried,
-        no consumer waiting for another input that may be retried, and every consumer sent
+        no consumer waiting for another input that may be retried or waits for a task that
+        may be (:meth:`_may_be_redone`), and every consumer sent
         with the latest attempt of each of its inputs (else it is submitted afresh when it
         starts, see :meth:`.dask_ahead.Ahead.take`, and needs this result from here)."""
         ahead, placement, fut = self.ahead, self.placement, result.future
@@ -686,9 +751,7 @@ class DaskBackend:
             if cls is None or cls.backend is not self or sent is None:
                 return  # (not on the cluster yet: it will need the result from here)
             ref = sched.nodes[s]
-            if ref.task.spec.retries or any(
-                    sched.state[d] is not COMPLETED and sched.nodes[d].task is not None
-                    and sched.nodes[d].task.spec.retries for d in ref.deps):
+            if ref.task.spec.retries or any(d != i and self._may_be_redone(d) for d in ref.deps):
                 return
             current = {self._current_key(d, i, result) for d in ref.deps}
             if result.dask_key not in sent[2] or not current.issuperset(sent[2]):
@@ -699,6 +762,104 @@ class DaskBackend:
         self.handed_over += 1
         fut.release()
         result.future = None
+
+    def _unheld(self, unique: str) -> bool:
+        """Send the task under Dask key ``unique`` without a future this process holds?
+
+        Asked as its batch is sent.  Yes for a result that :meth:`_hand_over` would hand
+        over the moment it completes, decided before it runs: Dask then treats it as it
+        treats an intermediate of ``dask.delayed`` (no report to this process when it is
+        in memory, no release message later, freed right after its last consumer), and the
+        engine learns its completion, worker, size and seconds from its worker's
+        announcement alone (:func:`_apply_located`; a failure from the note of nbflow's
+        scheduler plugin, after which the key is held to read the error).
+
+        The conditions are the hand-over's (no result cache, not a result the notebook
+        names, not a saga member's, every consumer a task of this backend already queued
+        with this very key and the latest attempt of its other inputs, no consumer that
+        may be retried, no other input of a consumer that may come back under a new key:
+        :meth:`_may_be_redone`) plus two that matter only because the task has not run yet: no
+        timeout and no retries of its own (the engine would give up on an attempt that
+        Dask still runs for its consumers).  Dask drops a task nobody holds, unrun, once
+        every task taking it has failed (for another input's sake); if the engine waits
+        for it, it is sent again, held (:meth:`_resend`)."""
+        ahead = self.ahead
+        i = self._node_of_key.get(unique)
+        if ahead is None or i is None or not getattr(self.placement, "release_consumed", False):
+            return False
+        sched = ahead.sched
+        ref = sched.nodes[i]
+        mine = ahead.inflight.get(i)
+        kept = getattr(self.placement, "kept", None)
+        succs = sched.succs[i]
+        if (mine is None or mine.dask_key != unique or not succs or sched.cache is not None
+                or (kept is not None and ref.key in kept) or i in getattr(sched, "saga_of", {})
+                or ref.task is None or ref.task.spec.retries or ref.task.spec.timeout):
+            return False
+        for s in succs:
+            cls, sent = sched.class_of[s], ahead.ahead.get(s)
+            if cls is None or cls.backend is not self or sent is None or unique not in sent[2]:
+                return False
+            consumer = sched.nodes[s]
+            if consumer.task.spec.retries or any(d != i and self._may_be_redone(d)
+                                                 for d in consumer.deps):
+                return False
+            current = {self._current_key(d, i, mine) for d in consumer.deps}
+            if not current.issuperset(sent[2]):
+                return False
+        return True
+
+    def _may_be_redone(self, d: int, limit: int = 256) -> bool:
+        """Could node ``d`` still come back under a new Dask key (it, or an unfinished task
+        it waits for, may be retried)?  A consumer of ``d`` would then be submitted afresh
+        when it starts, with every input sent again from here.  Past ``limit`` nodes the
+        answer is yes (it errs towards holding)."""
+        sched = self.ahead.sched if self.ahead is not None else None
+        if sched is None:
+            return True
+        seen: set[int] = set()
+        stack = [d]
+        while stack:
+            n = stack.pop()
+            if n in seen or sched.state[n] is COMPLETED:
+                continue
+            if len(seen) >= limit:
+                return True
+            seen.add(n)
+            task = sched.nodes[n].task
+            if task is not None and task.spec.retries:
+                return True
+            stack.extend(sched.nodes[n].deps)
+        return False
+
+    def _hold(self, unique: str) -> Any:
+        """Hold the result of ``unique`` after all (its task failed unheld): a future of
+        this process, and the scheduler told that this client wants the key, so that it
+        sends the task's error (and traceback) here as for any held future."""
+        from distributed import Future
+
+        fut: Any = Future(unique, self.client)
+        self.client._send_to_scheduler({"op": "client-desires-keys", "keys": [unique]})
+        self._futures.add(fut)
+        return fut
+
+    def _resend(self, unique: str) -> Any:
+        """Send ``unique`` again, held this time: Dask dropped it unrun because every
+        task taking it failed first (for another input's sake: a sibling's failure
+        with ``continue_on_error``), yet the engine, which started it, waits for its
+        outcome.  The scheduler still knows the key's inputs (a dropped task keeps its
+        place in the graph while anything refers to it) and recomputes any of them it
+        freed meanwhile, as it does for data lost with a worker."""
+        assert self.batch is not None
+        got = self.batch.sent_unheld.pop(unique, None)
+        if got is None:  # (nothing kept to send: ask for the key, as for a failure)
+            return self._hold(unique)
+        task, worker = got
+        fut = self.batch.again(unique, task, worker)
+        self._flush()
+        self._futures.add(fut)
+        self.resent += 1
+        return fut
 
     def _current_key(self, d: int, i: int, result: DaskResult) -> str:
         """The Dask key of node ``d``'s latest attempt (``result`` for node ``i``)."""
@@ -762,7 +923,10 @@ class DaskBackend:
         client, cluster = self.client, self._cluster
         placement = self.placement
         closing = self._own_client or cluster is not None
-        held = [r for r in list(self._results) if not r.fetched] if closing and not cancelled else []
+        held = ([r for r in list(self._results) if not r.fetched and r.future is not None]
+                if closing and not cancelled else [])
+
+        futures = [f for f in futures if f.status is not None]  # (unheld: nothing to cancel)
 
         def close() -> None:
             if futures and client is not None:

@@ -100,7 +100,8 @@ class Ahead:
         if keys != input_keys and sorted(keys) != sorted(input_keys):
             # (the same futures in another order are the same call: only a set's iteration
             # order can differ, its members being new objects once their tasks completed)
-            fut.cancel()
+            if fut.status is not None:  # (sent unheld: it goes when what takes it goes)
+                fut.cancel()
             self.backend._futures.discard(fut)
             dropped = getattr(self.backend.placement, "dropped", None)
             if dropped is not None:  # its placement no longer holds a place in a queue

@@ -70,21 +70,38 @@ class Batch:
 
         self.client = client
         self._task, self._parse, self._future = Task, parse_input, Future
-        self.items: list[tuple[str, Any, str | None]] = []  # (key, task spec, hinted worker)
+        self.items: list[tuple[str, Any, str | None, Any]] = []  # (key, task spec, hint, future)
         self.messages = 0  # update-graph messages sent
         self.tasks = 0  # tasks sent in them
+        self.unheld = 0  # tasks sent without a future the client holds
+        # key -> (task spec, hinted worker) of each task sent unheld, until it is announced
+        # (the Dask backend sends one again if Dask drops it unrun: DaskBackend._resend)
+        self.sent_unheld: dict[str, tuple[Any, str | None]] = {}
 
     def add(self, key: str, func: Callable[..., Any], args: tuple[Any, ...],
             hint: list[str] | None) -> Any:
         """Queue ``func(*args)`` under ``key`` (futures among ``args``, nested too, become
-        dependencies) and return its future."""
+        dependencies) and return its future.  The future is bound to the client (the
+        client then holds the result) only when the batch is sent, and only if the
+        caller still wants it then (see :meth:`flush`): until then it is a name that
+        successors queued in the same batch take as an argument."""
         parse = self._parse
         task = self._task(key, func, *[parse(a) for a in args])
-        self.items.append((key, task, hint[0] if hint else None))
-        return self._future(key, self.client)
+        fut: Any = self._future(key, None)
+        self.items.append((key, task, hint[0] if hint else None, fut))
+        return fut
 
-    def flush(self) -> None:
-        """Send every queued task in one message."""
+    def again(self, key: str, task: Any, worker: str | None) -> Any:
+        """Queue a task already sent unheld once more, to be held (see :meth:`flush`)."""
+        fut: Any = self._future(key, None)
+        self.items.append((key, task, worker, fut))
+        return fut
+
+    def flush(self, unheld: Callable[[str], bool] | None = None) -> None:
+        """Send every queued task in one message.  ``unheld(key)`` true: the client does
+        not hold that task's result (it is not among the graph's output keys, as an
+        intermediate of ``dask.delayed`` is not): Dask runs it for the tasks that take it
+        and frees it after the last of them.  Its future stays unbound (``status`` None)."""
         items, self.items = self.items, []
         if not items:
             return
@@ -93,24 +110,44 @@ class Batch:
         from distributed.spans import SpanMetadata
 
         groups: dict[str | None, dict[str, Any]] = {}
-        for key, task, worker in items:
+        keys, left = [], []
+        for key, task, worker, fut in items:
             groups.setdefault(worker, {})[key] = task
+            if unheld is not None and unheld(key):
+                left.append(fut)
+                self.sent_unheld[key] = (task, worker)
+            else:  # (bound before the graph goes: the client holds it from the start)
+                fut.bind_client(self.client)
+                keys.append(key)
+        if not keys:  # (nothing held would leave nothing for Dask to compute: hold them all)
+            for fut in left:
+                fut.bind_client(self.client)
+                keys.append(fut.key)
+                self.sent_unheld.pop(fut.key, None)
+            left = []
+        for fut in left:
+            fut._cleared = True  # (an unbound future must not try to release on collection)
         layers = {}
         for n, (worker, tasks) in enumerate(groups.items()):
             hint = {"workers": [worker], "allow_other_workers": True} if worker else None
             layers[f"nbflow-batch-{n}"] = MaterializedLayer(tasks, annotations=hint)
-        keys = [key for key, _, _ in items]
         graph = HighLevelGraph(layers, {name: set() for name in layers})
+        order = [key for key, _, _, _ in items]
         try:
             self.client._graph_to_futures(
                 HLGExpr(dsk=graph, low_level_optimizer=None, output_keys=keys), keys,
                 span_metadata=SpanMetadata(collections=[{"type": "Future"}]),
-                internal_priority=None if DASK_ORDER else {k: n for n, k in enumerate(keys)})
+                internal_priority=None if DASK_ORDER else {k: n for n, k in enumerate(order)})
         except Exception as e:  # each task fails with the reason instead of waiting forever
-            for key in keys:
+            for fut in left:
+                fut.bind_client(self.client)
+                fut._cleared = False
+                self.sent_unheld.pop(fut.key, None)
+            for key in order:
                 state = self.client.futures.get(key)
                 if state is not None:
                     state.set_error(e, sys.exc_info()[2])
             return
         self.messages += 1
-        self.tasks += len(keys)
+        self.tasks += len(order)
+        self.unheld += len(left)

@@ -12,9 +12,12 @@ hint allowed any worker.
 
 :class:`LooseRestrictions` is a small scheduler plugin that, when a worker leaves, strikes
 it from the hints of the tasks whose restrictions are loose (``allow_other_workers=True``):
-a task left with no hint is scheduled like any other, on the next worker that runs.  It
-is registered once per client (:func:`ensure`); a scheduler that cannot import nbflow (a
-remote cluster without it) simply goes without, as before.
+a task left with no hint is scheduled like any other, on the next worker that runs.  It also
+tells the client when a task that no client holds fails on its own account or is dropped
+unrun (the Dask backend sends some intermediates that way and otherwise learns of their
+end from the workers' announcements only: see ``DaskBackend._unheld``).  It is registered
+once per client (:func:`ensure`); a scheduler that cannot import nbflow (a remote cluster
+without it) simply goes without, as before, and then the backend holds every result.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ import weakref
 from typing import Any
 
 NAME = "nbflow-loose-restrictions"
+# where the plugin says that a task no client holds failed or was dropped (the Dask
+# backend's topic for the workers' announcements: see DaskBackend._unheld)
+UNWANTED_TOPIC = "nbflow-located"
 _registered: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
@@ -40,6 +46,11 @@ def __getattr__(name: str) -> Any:
 def known(client: Any) -> bool:
     """Has :func:`ensure` been called for ``client`` (no round trip needed)?"""
     return client in _registered
+
+
+def active(client: Any) -> bool:
+    """Is the plugin registered on ``client``'s scheduler (known without a round trip)?"""
+    return bool(_registered.get(client))
 
 
 def ensure(client: Any) -> bool:

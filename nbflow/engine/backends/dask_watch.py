@@ -14,6 +14,12 @@ watch are handed to the client loop the same way, once per turn of the run's loo
 
 The callback runs in the run's loop and is told only that the future is no longer
 pending; reading its value or its error (which may block) is the caller's business.
+
+A future the client does not hold (an intermediate sent without being wanted: unbound,
+``status`` None; see ``DaskBackend._unheld``) never changes state on this side.  Its end
+is learnt from the announcement its worker sends (or, if it failed, from the scheduler's
+note on the same topic): :meth:`Watcher.announced`, called on the client loop, where the
+announcements arrive, hands it over like a completion.
 """
 
 from __future__ import annotations
@@ -27,9 +33,12 @@ from typing import Any
 class Watcher:
     """Completion hand-offs from Dask's client loop to one run's loop (see the module)."""
 
-    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop,
+                 told: Callable[[Any], bool] | None = None) -> None:
         self.client = client
         self.loop = loop  # the run's event loop
+        self.told = told  # was this key announced already? (asked on the client loop)
+        self._unheld: dict[Any, tuple[Any, Callable[[Any], None]]] = {}  # key -> waiting (client loop)
         self._lock = threading.Lock()
         self._to_watch: list[tuple[Any, Callable[[Any], None]]] = []
         self._armed = False  # a hand-over of _to_watch to the client loop is scheduled
@@ -55,13 +64,28 @@ class Watcher:
 
     def _start(self, items: list[tuple[Any, Callable[[Any], None]]]) -> None:
         for future, callback in items:  # (on the client loop; the loop keeps tasks weakly)
+            if future.status is None:  # held by no client: its announcement tells
+                if self.told is not None and self.told(future.key):
+                    self._hand(future, callback)
+                else:
+                    self._unheld[future.key] = (future, callback)
+                continue
             task = asyncio.ensure_future(self._wait(future, callback))
             self._waiting.add(task)
             task.add_done_callback(self._waiting.discard)
 
+    def announced(self, key: Any) -> None:
+        """``key`` was announced (on the client loop): hand over whoever waits for it."""
+        got = self._unheld.pop(key, None)
+        if got is not None:
+            self._hand(*got)
+
     async def _wait(self, future: Any, callback: Callable[[Any], None]) -> None:
         while future.status == "pending":
             await future._state.wait()  # (what Future.add_done_callback itself awaits)
+        self._hand(future, callback)
+
+    def _hand(self, future: Any, callback: Callable[[Any], None]) -> None:
         with self._lock:
             self._done.append((future, callback))
             if self._due:
