@@ -22,6 +22,22 @@ What follows from it:
   hold a copy: later consumers of the same input count it as local there too.
 * **Fan-in goes to the heaviest input.**  With several inputs on different workers, the
   worker that already holds most of the bytes moves the fewest.
+* **Inputs of one consumer are made together** (the *join* term).  The rule also looks one
+  step ahead, at the tasks that will take this task's result: when some of a consumer's
+  other inputs are already placed, the consumer will run where it moves the fewest bytes,
+  and a result made elsewhere has to move there.  So ``cost(w)`` adds, for the consumer
+  where it matters most, the bytes that consumer would still fetch with this task on ``w``
+  (its cheapest place, over the workers holding its placed inputs and ``w``)::
+
+      join(w) = max over consumers c of  min over places u of
+                sum(bytes of c's placed inputs, this one on w, not already on u) / bandwidth
+
+  Ten 1 MB producers feeding one merge are therefore made on one worker, until its queue
+  costs more than moving 1 MB (then the next worker starts a second group), instead of
+  being dealt out one per worker with the merge fetching three quarters of them.  A
+  consumer with no other placed input adds nothing (its place is not known yet); nor
+  does a result of unknown size.  The maximum, not the sum, over consumers: a result
+  moved to a worker once is there for every consumer on it.
 * **Fan-out spreads** once the producer's worker has a queue: small inputs are cheap to
   move, so the load term wins.
 * **Resources.**  When workers advertise Dask resources and the task declares some, only
@@ -48,9 +64,33 @@ BANDWIDTH = 100e6  # bytes per second assumed between workers
 PRIOR_SECONDS = 0.05  # a task's duration before any has finished
 
 
-def _holds(where: str | frozenset[str] | None, worker: str) -> bool:
+Where = str | frozenset[str] | None  # a worker, the workers holding a copy, or unknown
+# One consumer of the task being placed: (this task's bytes it takes, its other inputs
+# already placed as (where, bytes)).
+Join = tuple[int | None, Sequence[tuple[Where, int | None]]]
+
+
+def _holds(where: Where, worker: str) -> bool:
     """Is an input that lives at ``where`` (a worker, or the workers with a copy) on ``worker``?"""
     return where == worker if where is None or isinstance(where, str) else worker in where
+
+
+def join_bytes(worker: str, joins: Sequence[Join]) -> int:
+    """Bytes the consumers in ``joins`` would still fetch if the task ran on ``worker``:
+    for each consumer, at its cheapest place (a worker holding one of its placed inputs,
+    or ``worker``); the largest over the consumers (see the module)."""
+    worst = 0
+    for own, others in joins:
+        placed = [(w, b) for w, b in others if w is not None and b]
+        if not own or not placed:  # no evidence where the consumer will run
+            continue
+        places = {worker}
+        for w, _ in placed:
+            places.update((w,) if isinstance(w, str) else w)  # type: ignore[arg-type]
+        need = min(sum(b for w, b in placed if not _holds(w, u)) + (own if u != worker else 0)
+                   for u in places)
+        worst = max(worst, need)
+    return worst
 
 
 class Placer:
@@ -114,20 +154,26 @@ class Placer:
         work = max(0.0, n - known_n) * self.task_seconds + max(0.0, known_s)
         return max(0.0, work) / self.threads.get(worker, 1)
 
-    def cost(self, worker: str, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
-             exclude: Sequence[tuple[str | None, float | None]] = ()) -> float:
+    def cost(self, worker: str, inputs: Sequence[tuple[Where, int | None]],
+             exclude: Sequence[tuple[str | None, float | None]] = (),
+             joins: Sequence[Join] = ()) -> float:
         moved = sum(b or 0 for w, b in inputs if not _holds(w, worker))
+        if joins:
+            moved += join_bytes(worker, joins)
         return moved / self.bandwidth + self.queue_seconds(worker, exclude)
 
-    def choose(self, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
+    def choose(self, inputs: Sequence[tuple[Where, int | None]],
                demand: dict[str, float] | None = None, seconds: float | None = None,
-               exclude: Sequence[tuple[str | None, float | None]] = ()) -> str | None:
+               exclude: Sequence[tuple[str | None, float | None]] = (),
+               joins: Sequence[Join] = ()) -> str | None:
         """The worker for a task with these inputs ``(worker, bytes)``; ``seconds`` is its
-        predicted duration (None: unknown), ``exclude`` its unfinished ancestors."""
+        predicted duration (None: unknown), ``exclude`` its unfinished ancestors, ``joins``
+        its consumers' other placed inputs (see the module's join term)."""
         workers = self.candidates(demand or {})
         if not workers:
             return None
-        best = min(workers, key=lambda w: (self.cost(w, inputs, exclude), self.backlog.get(w, 0), w))
+        best = min(workers, key=lambda w: (self.cost(w, inputs, exclude, joins),
+                                           self.backlog.get(w, 0), w))
         self._queue(best, seconds)
         return best
 
@@ -165,9 +211,10 @@ class RoundRobin(Placer):
         super().__init__()
         self._next = 0
 
-    def choose(self, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
+    def choose(self, inputs: Sequence[tuple[Where, int | None]],
                demand: dict[str, float] | None = None, seconds: float | None = None,
-               exclude: Sequence[tuple[str | None, float | None]] = ()) -> str | None:
+               exclude: Sequence[tuple[str | None, float | None]] = (),
+               joins: Sequence[Join] = ()) -> str | None:
         workers = sorted(self.threads)
         if not workers:
             return None
