@@ -86,7 +86,7 @@ def join_bytes(worker: str, joins: Sequence[Join]) -> int:
             continue
         places = {worker}
         for w, _ in placed:
-            places.update((w,) if isinstance(w, str) else w)  # type: ignore[arg-type]
+            places.update((w,) if isinstance(w, str) else w)
         need = min(sum(b for w, b in placed if not _holds(w, u)) + (own if u != worker else 0)
                    for u in places)
         worst = max(worst, need)

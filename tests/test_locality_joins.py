@@ -1,0 +1,203 @@
+"""The placement rule's join term: a result is made where its consumer's other inputs are.
+
+Unit tests of :func:`nbflow.locality.placement.join_bytes` and of ``Placer.choose`` with
+``joins``; the run's data graph (:class:`nbflow.locality.joins.JoinGraph`); the
+simulation, where ten producers of one merge were dealt out one per worker before; and a
+real two-worker cluster, where a second run (with history of the sizes) makes the
+producers of one merge on one worker and moves fewer bytes than the rule without the term.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nbflow as nf
+from nbflow.locality import agent as agent_module
+from nbflow.locality.joins import MAX_INPUTS, JoinGraph
+from nbflow.locality.placement import Placer, join_bytes
+from nbflow.locality.simulate import simulate_placement
+
+MB = 1_000_000
+
+
+def placer(**threads: int) -> Placer:
+    p = Placer(bandwidth=100 * MB, prior_seconds=0.05)
+    p.set_workers(threads or {"a": 1, "b": 1})
+    return p
+
+
+# -- the term -----------------------------------------------------------------------------
+
+
+def test_join_bytes_counts_what_the_consumer_would_still_fetch():
+    # The consumer's other input (1 MB) is on b: made on b, nothing moves; made on a,
+    # one of the two 1 MB inputs must move.
+    joins = [(MB, [("b", MB)])]
+    assert join_bytes("b", joins) == 0
+    assert join_bytes("a", joins) == MB
+    # ...the cheaper one: a 20 MB partner on b pulls only this task's 1 MB
+    assert join_bytes("a", [(MB, [("b", 20 * MB)])]) == MB
+    assert join_bytes("a", [(20 * MB, [("b", MB)])]) == MB  # (the partner moves to a)
+
+
+def test_join_bytes_needs_evidence():
+    assert join_bytes("a", [(MB, [(None, MB)])]) == 0  # partner not placed yet
+    assert join_bytes("a", [(None, [("b", MB)])]) == 0  # own size unknown
+    assert join_bytes("a", [(MB, [("b", None)])]) == 0  # partner's size unknown
+    assert join_bytes("a", []) == 0
+
+
+def test_join_bytes_takes_the_worst_consumer_not_the_sum():
+    joins = [(MB, [("b", 5 * MB)]), (MB, [("b", 5 * MB)]), (MB, [("c", 2 * MB)])]
+    assert join_bytes("a", joins) == MB  # moved once to b, once to c: at least 1 MB
+    assert join_bytes("b", joins) == MB  # still has to reach c's consumer
+
+
+def test_join_bytes_counts_copies_as_local():
+    assert join_bytes("a", [(MB, [(frozenset({"a", "b"}), MB)])]) == 0
+
+
+def test_a_producer_goes_where_its_partners_are():
+    # Without the term the two idle workers tie and the first (a) wins: the old rule put
+    # the producer on a, away from its partner on b.
+    assert placer().choose([]) == "a"
+    assert placer().choose([], joins=[(MB, [("b", MB)])]) == "b"
+
+
+def test_a_long_queue_still_outweighs_a_small_join():
+    p = placer()
+    p.backlog["b"] = 3  # 3 x 50 ms queued on b against 10 ms to move 1 MB
+    assert p.choose([], joins=[(MB, [("b", MB)])]) == "a"
+    q = placer()
+    q.backlog["b"] = 3
+    assert q.choose([], joins=[(50 * MB, [("b", 50 * MB)])]) == "b"  # 0.5 s to move
+
+
+def test_inputs_still_come_first():
+    # A 20 MB input on a against a 1 MB partner on b: the task stays with its input.
+    assert placer().choose([("a", 20 * MB)], joins=[(MB, [("b", MB)])]) == "a"
+
+
+# -- the run's graph ------------------------------------------------------------------------
+
+
+@nf.task
+def piece(k: int) -> int:
+    return k
+
+
+@nf.task
+def merge(*parts: int) -> int:
+    return sum(parts)
+
+
+def test_join_graph_links_data_inputs_only():
+    with nf.Workflow("joins-graph") as wf:
+        a, b, c = piece(1), piece(2), piece(3)
+        m = merge(a, [b])  # (a Ref in a list is an input too)
+        n = merge(c).after(m)  # .after() orders, carries no data
+    g = JoinGraph(wf.nodes)
+    assert g.inputs[m.key] == [a.key, b.key]
+    assert g.inputs[n.key] == [c.key]
+    assert g.consumers[a.key] == [m.key] and m.key not in g.consumers
+    sizes = {a.key: MB, b.key: 2 * MB, c.key: MB}
+    where = {b.key: "w1"}
+    got = g.joins(a.key, where.get, sizes.get)
+    assert got == [(MB, [("w1", 2 * MB)])]
+    assert g.joins(m.key, where.get, sizes.get) == []  # its size is unknown
+
+
+def test_join_graph_skips_wide_consumers():
+    with nf.Workflow("joins-wide") as wf:
+        parts = [piece(k) for k in range(MAX_INPUTS + 1)]
+        merge(*parts)
+    g = JoinGraph(wf.nodes)
+    sizes = dict.fromkeys((p.key for p in parts), MB)
+    assert g.joins(parts[0].key, lambda k: "w0", sizes.get) == []
+
+
+# -- the simulation ---------------------------------------------------------------------------
+
+
+def merges(groups: int, width: int, size: int) -> tuple[list[list[int]], dict[tuple[int, int], int]]:
+    """``groups`` merges, each of ``width`` producers of ``size`` bytes (producers first)."""
+    n = groups * width
+    succs: list[list[int]] = [[n + g] for g in range(groups) for _ in range(width)]
+    succs += [[] for _ in range(groups)]
+    edges = {(g * width + k, n + g): size for g in range(groups) for k in range(width)}
+    return succs, edges
+
+
+def test_simulated_producers_of_one_merge_are_made_together():
+    succs, edges = merges(2, 10, MB)
+    dur = [0.001] * len(succs)
+    rule = simulate_placement(succs, dur, edges, 4, "locality", predicted=dur)
+    rr = simulate_placement(succs, dur, edges, 4, "round-robin")
+    # Dealt out over 4 workers, a merge finds at most 3 of its 10 inputs at home (the rule
+    # without the join term did exactly that); made together, at most a couple move.
+    assert rr.bytes_moved >= 14 * MB
+    assert rule.bytes_moved <= 4 * MB
+    # and the two merges' producers did not pile onto one worker either
+    assert len(set(rule.placement[:10]) | set(rule.placement[10:20])) >= 2
+
+
+def test_simulated_long_producers_are_still_spread():
+    succs, edges = merges(1, 8, MB)
+    dur = [1.0] * len(succs)  # 1 s each against 10 ms to move 1 MB: parallelism wins
+    rule = simulate_placement(succs, dur, edges, 4, "locality", predicted=dur)
+    assert len(set(rule.placement[:8])) == 4
+    assert rule.makespan == pytest.approx(2 + 1 + 0.01 * 1, abs=0.02)
+
+
+# -- a real cluster -----------------------------------------------------------------------------
+
+
+distributed = pytest.importorskip("distributed")
+
+
+@nf.task
+def block(n: int, k: int):
+    return np.full(n // 8, float(k))
+
+
+@nf.task
+def combine(*blocks) -> float:
+    return float(sum(float(b[:10].sum()) for b in blocks))
+
+
+@pytest.fixture(scope="module")
+def client(dask_cluster):
+    with distributed.Client(dask_cluster, set_as_default=False) as c:
+        yield c
+
+
+def fan_in(name: str) -> tuple[nf.Workflow, nf.Ref]:
+    with nf.Workflow(name) as wf:
+        end = combine(*[block(MB, k) for k in range(8)])
+    return wf, end
+
+
+def merge_fetched(run: nf.Run) -> int:
+    t = run.transfers
+    return int(t["bytes"].sum()) if len(t) else 0
+
+
+def test_a_cluster_run_makes_the_producers_of_a_merge_together(client, monkeypatch):
+    wf, end = fan_in("joins-cluster")
+    wf.run(backend=client, cache=False)  # history: sizes and durations
+    run = wf.run(backend=client, cache=False)
+    assert run[end] == pytest.approx(sum(range(8)) * 10.0)
+    agent = run.locality.agent
+    hinted = [agent.hinted[f"block-{k}"] for k in range(8)]
+    # Eight 1 ms producers of 1 MB on two workers: the rule keeps them together (until
+    # its queue costs more than moving 1 MB), so the merge fetches at most a couple.
+    assert max(hinted.count(w) for w in set(hinted)) >= 6
+    with_term = merge_fetched(run)
+
+    # The same run with the join term switched off: dealt out, four of eight move.
+    monkeypatch.setattr(agent_module.LocalityAgent, "_where", lambda self, key: None)
+    old = wf.run(backend=client, cache=False)
+    old_hinted = [old.locality.agent.hinted[f"block-{k}"] for k in range(8)]
+    assert max(old_hinted.count(w) for w in set(old_hinted)) == 4
+    assert with_term < merge_fetched(old)
