@@ -150,7 +150,8 @@ class LocalityAgent:
             where = [(frozenset({w, *self.copies.get(p, ())}) if w else None, b)
                      for p, w, b in inputs]
             joins = self.graph.joins(key, self._where, self._size) if self.graph else ()
-            hint = self.placer.choose(where, resources, sec, exclude, joins)
+            hint = (self.placer.choose(where, resources, sec, exclude, joins=joins) if joins
+                    else self.placer.choose(where, resources, sec, exclude))
             if hint is not None:  # its inputs will be on that worker from then on
                 self.hinted[key] = hint
                 for p, _, _ in inputs:

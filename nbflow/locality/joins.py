@@ -70,7 +70,7 @@ class JoinGraph:
         out: list[Join] = []
         for c in self.consumers.get(key, ())[:MAX_CONSUMERS]:
             ins = self.inputs.get(c, ())
-            if len(ins) > MAX_INPUTS:
+            if len(ins) < 2 or len(ins) > MAX_INPUTS:  # (alone: nothing to join)
                 continue
             out.append((own, [(where(k), size(k)) for k in ins if k != key]))
         return out
