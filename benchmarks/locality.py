@@ -27,6 +27,8 @@ Each workflow runs, alternated ``--repeat`` times, as:
 - ``session-5``: ``locality`` with this session's changes switched off (see
   :func:`session_5`): nbflow's defaults as they were at the end of session 5, for a
   before/after in the same run;
+- ``session-6``: ``locality`` with the placement rule's join term switched off (see
+  :func:`session_6`): the rule as it was at the end of session 6;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -78,7 +80,7 @@ else:
 
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
-         "round-robin", "dask"]
+         "session-6", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -272,6 +274,21 @@ def session_5() -> Iterator[None]:
             dask_backend.DaskBackend._hand_over = hand_over  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def session_6() -> Iterator[None]:
+    """The placement rule as it was at the end of session 6, for a before/after in one
+    run: without the join term (a result is placed by its own inputs and the queues only,
+    not by where its consumer's other inputs are)."""
+    from nbflow.locality.joins import JoinGraph
+
+    joins = JoinGraph.joins
+    JoinGraph.joins = lambda self, key, where, size: []  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        JoinGraph.joins = joins  # type: ignore[method-assign]
+
+
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     from nbflow import locality
 
@@ -280,10 +297,11 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     wcpu0 = _workers_cpu(client)
     t0, cpu0 = time.perf_counter(), time.process_time()
     place = {"remote": "none", "release": "locality", "hold-all": "locality",
-             "session-4": "locality", "session-5": "locality"}.get(mode, mode)
+             "session-4": "locality", "session-5": "locality", "session-6": "locality"}.get(mode, mode)
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
-    as_before = session_5() if mode == "session-5" else contextlib.nullcontext()
+    as_before = (session_5() if mode == "session-5" else session_6() if mode == "session-6"
+                 else contextlib.nullcontext())
     try:
         with locality.placement(place, keep=keep), as_before:
             run = wf.run(backend=client, cache=False)
@@ -363,6 +381,7 @@ def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
                         for s in ss),
                     "local_share": ss[0]["local_share"],
                     "samples_makespan_s": [s["makespan_s"] for s in ss],
+                    "samples_total_bytes": [s["worker_bytes"] + s["client_bytes"] for s in ss],
                 }
             results[name] = {"tasks": len(spec), "same_result_everywhere": agree, "modes": per,
                              "targets": _targets(per)}
