@@ -201,3 +201,62 @@ def test_a_cluster_run_makes_the_producers_of_a_merge_together(client, monkeypat
     old_hinted = [old.locality.agent.hinted[f"block-{k}"] for k in range(8)]
     assert max(old_hinted.count(w) for w in set(old_hinted)) == 4
     assert with_term < merge_fetched(old)
+
+
+# -- the queue counts from when the task could start --------------------------------------
+
+
+def queued_ahead() -> Placer:
+    """a: a big short producer P, then an unrelated 0.3 s task; b: a slow producer Q."""
+    p = placer()
+    assert p.choose([], seconds=0.05) == "a"  # P (10 MB)
+    assert p.choose([], seconds=0.6) == "b"  # Q (1 MB), 0.6 s
+    assert p.choose([], seconds=0.3) == "a"  # unrelated
+    return p
+
+
+def test_a_queue_that_ends_before_the_inputs_are_made_does_not_count():
+    # The consumer of P and Q cannot start before Q ends (0.6 s): the 0.3 s of unrelated
+    # work on a is done by then, so it stays with P's 10 MB instead of fetching them.
+    inputs = [("a", 10 * MB), ("b", MB)]
+    ancestors = [("a", 0.05), ("b", 0.6)]
+    assert queued_ahead().choose(inputs, seconds=0.001, exclude=ancestors, ready=0.6) == "a"
+    # (without knowing when its inputs are ready, the old rule moved the 10 MB)
+    assert queued_ahead().choose(inputs, seconds=0.001, exclude=ancestors) == "b"
+
+
+def test_a_queue_longer_than_the_wait_for_the_inputs_still_counts():
+    p = placer()
+    p.choose([], seconds=2.0)  # 2 s of work on a
+    # ready in 0.1 s, 1.9 s of a's queue still there: moving 10 MB (0.1 s) is cheaper
+    assert p.choose([("a", 10 * MB)], seconds=0.001, ready=0.1) == "b"
+    assert p.wait("a", ready=0.1) == pytest.approx(1.9)
+    assert p.wait("a", ready=5.0) == 0.0
+
+
+def test_ready_in_is_the_latest_input():
+    import time
+
+    now = time.monotonic()
+    assert Placer.ready_in([now + 0.5, now + 2.0, None]) == pytest.approx(2.0, abs=0.05)
+    assert Placer.ready_in([now - 1.0, None]) == 0.0
+    assert Placer.ready_in([]) == 0.0
+
+
+def test_the_agent_hands_the_rule_when_inputs_will_be_ready():
+    agent = agent_module.LocalityAgent("locality")
+    agent.placer = placer()
+    agent.workflow = "joins-ready-agent"
+    agent.predict({"P": 10 * MB, "Q": MB, "U": 0, "C": 1000},
+                  {"P": 0.05, "Q": 0.6, "U": 0.3, "C": 0.001})
+    assert agent.choose("P", "P-1", [], {}) == ["a"]
+    assert agent.choose("Q", "Q-1", [], {}) == ["b"]
+    assert agent.choose("U", "U-1", [], {}) == ["a"]
+    assert agent.eta["Q"] - agent.eta["P"] == pytest.approx(0.55, abs=0.05)
+    # C submitted ahead of P and Q: placed by the bytes, a's unrelated work being done
+    # before Q is; with the predicted ends switched off it fetched P's 10 MB.
+    assert agent.choose("C", "C-1", [("P", "a", 10 * MB), ("Q", "b", MB)], {},
+                        after=["P-1", "Q-1"]) == ["a"]
+    agent.eta.clear()
+    assert agent.choose("C", "C-2", [("P", "a", 10 * MB), ("Q", "b", MB)], {},
+                        after=["P-1", "Q-1"]) == ["b"]

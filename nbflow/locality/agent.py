@@ -101,6 +101,7 @@ class LocalityAgent:
         self.started: float | None = None  # wall clock when the run connected (connected())
         self.graph: JoinGraph | None = None  # the run's data edges (the rule's join term)
         self.hinted: dict[str, str] = {}  # task key -> worker hinted (the join term reads it)
+        self.eta: dict[str, float] = {}  # task key -> predicted end (time.monotonic()), when hinted
 
     def predict(self, nbytes: dict[str, int], seconds: dict[str, float] | None = None) -> None:
         """Predicted output sizes and durations per task key, from the store's history
@@ -149,11 +150,18 @@ class LocalityAgent:
             sec = self.queued_seconds[dask_key] = self.seconds(key)
             where = [(frozenset({w, *self.copies.get(p, ())}) if w else None, b)
                      for p, w, b in inputs]
+            extra: dict[str, Any] = {}  # (the rule's join term and when its inputs are ready)
             joins = self.graph.joins(key, self._where, self._size) if self.graph else ()
-            hint = (self.placer.choose(where, resources, sec, exclude, joins=joins) if joins
-                    else self.placer.choose(where, resources, sec, exclude))
+            if joins:
+                extra["joins"] = joins
+            ready = self.placer.ready_in([self.eta.get(p) for p, _, _ in inputs
+                                          if p not in self.worker_of])
+            if ready > 0:
+                extra["ready"] = ready
+            hint = self.placer.choose(where, resources, sec, exclude, **extra)
             if hint is not None:  # its inputs will be on that worker from then on
                 self.hinted[key] = hint
+                self.eta[key] = self.placer.last_eta
                 for p, _, _ in inputs:
                     self.copies.setdefault(p, set()).add(hint)
             if after:

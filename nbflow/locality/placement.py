@@ -44,6 +44,14 @@ What follows from it:
   workers that have them are candidates.  A task that declares ``memory`` (bytes) goes
   only to workers whose memory limit, less the bytes of this run's results they already
   hold, leaves room for it (the roomiest worker when none does).
+* **Queues count from when the task could start.**  A task submitted before its inputs
+  exist cannot start before they are made, so queued work that will be done by then does
+  not delay it: the queue term is at most ``queue(w) - ready``, where ``ready`` is when
+  its inputs are predicted to be made (each placed task's predicted end is its inputs'
+  ``ready``, plus its own wait and duration; an input left to Dask has none and counts
+  as ready now).  Without this, a consumer submitted at the start of a run saw, on the
+  worker holding its 10 MB input, the whole queue of unrelated tasks that would be long
+  finished by the time it could run, and went elsewhere, moving the 10 MB.
 * **Predicted durations and sizes.**  When the store has seen the tasks before, the queue
   term adds up each queued task's own predicted duration instead of counting tasks times
   the mean (``backlog(w) * typical_task_seconds`` is the fallback), and an input whose
@@ -58,6 +66,7 @@ to be slow.  :class:`RoundRobin` (a baseline for the benchmarks) ignores the dat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 BANDWIDTH = 100e6  # bytes per second assumed between workers
@@ -109,6 +118,7 @@ class Placer:
         self.known: dict[str, list[float]] = {}  # worker -> [tasks with a prediction, their seconds]
         self._done_seconds = 0.0
         self._done = 0
+        self.last_eta = 0.0  # the last task chosen: when it should end (time.monotonic())
 
     def set_workers(self, threads: dict[str, int], resources: dict[str, dict[str, float]] | None = None,
                     memory: dict[str, float] | None = None) -> None:
@@ -154,26 +164,46 @@ class Placer:
         work = max(0.0, n - known_n) * self.task_seconds + max(0.0, known_s)
         return max(0.0, work) / self.threads.get(worker, 1)
 
+    def wait(self, worker: str, exclude: Sequence[tuple[str | None, float | None]] = (),
+             ready: float = 0.0) -> float:
+        """Seconds a task would queue on ``worker`` beyond the moment its inputs are ready
+        (``ready`` seconds from now): the queue without its own ``exclude``d ancestors, and
+        at most the part of the whole queue that is still there when it could start."""
+        queued = self.queue_seconds(worker, exclude)
+        if ready > 0:
+            queued = min(queued, max(0.0, self.queue_seconds(worker) - ready))
+        return queued
+
+    @staticmethod
+    def ready_in(etas: Sequence[float | None]) -> float:
+        """Seconds from now until inputs predicted to end at ``etas`` (``time.monotonic()``
+        times; None: already made, or not known) are all made."""
+        now = time.monotonic()
+        return max([e - now for e in etas if e is not None] + [0.0])
+
     def cost(self, worker: str, inputs: Sequence[tuple[Where, int | None]],
              exclude: Sequence[tuple[str | None, float | None]] = (),
-             joins: Sequence[Join] = ()) -> float:
+             joins: Sequence[Join] = (), ready: float = 0.0) -> float:
         moved = sum(b or 0 for w, b in inputs if not _holds(w, worker))
         if joins:
             moved += join_bytes(worker, joins)
-        return moved / self.bandwidth + self.queue_seconds(worker, exclude)
+        return moved / self.bandwidth + self.wait(worker, exclude, ready)
 
     def choose(self, inputs: Sequence[tuple[Where, int | None]],
                demand: dict[str, float] | None = None, seconds: float | None = None,
                exclude: Sequence[tuple[str | None, float | None]] = (),
-               joins: Sequence[Join] = ()) -> str | None:
+               joins: Sequence[Join] = (), ready: float = 0.0) -> str | None:
         """The worker for a task with these inputs ``(worker, bytes)``; ``seconds`` is its
         predicted duration (None: unknown), ``exclude`` its unfinished ancestors, ``joins``
-        its consumers' other placed inputs (see the module's join term)."""
+        its consumers' other placed inputs (see the module's join term), ``ready`` the
+        seconds until its inputs are predicted to be made (see the module's queue term)."""
         workers = self.candidates(demand or {})
         if not workers:
             return None
-        best = min(workers, key=lambda w: (self.cost(w, inputs, exclude, joins),
+        best = min(workers, key=lambda w: (self.cost(w, inputs, exclude, joins, ready),
                                            self.backlog.get(w, 0), w))
+        own = seconds if seconds is not None else self.task_seconds
+        self.last_eta = time.monotonic() + ready + self.wait(best, exclude, ready) + own
         self._queue(best, seconds)
         return best
 
@@ -214,7 +244,7 @@ class RoundRobin(Placer):
     def choose(self, inputs: Sequence[tuple[Where, int | None]],
                demand: dict[str, float] | None = None, seconds: float | None = None,
                exclude: Sequence[tuple[str | None, float | None]] = (),
-               joins: Sequence[Join] = ()) -> str | None:
+               joins: Sequence[Join] = (), ready: float = 0.0) -> str | None:
         workers = sorted(self.threads)
         if not workers:
             return None
