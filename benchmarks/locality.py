@@ -27,8 +27,8 @@ Each workflow runs, alternated ``--repeat`` times, as:
 - ``session-5``: ``locality`` with this session's changes switched off (see
   :func:`session_5`): nbflow's defaults as they were at the end of session 5, for a
   before/after in the same run;
-- ``session-6``: ``locality`` with the placement rule's join term switched off (see
-  :func:`session_6`): the rule as it was at the end of session 6;
+- ``session-6``: ``locality`` with session 7's two rule changes switched off (see
+  :func:`session_6`): the placement rule as it was at the end of session 6;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -278,15 +278,19 @@ def session_5() -> Iterator[None]:
 def session_6() -> Iterator[None]:
     """The placement rule as it was at the end of session 6, for a before/after in one
     run: without the join term (a result is placed by its own inputs and the queues only,
-    not by where its consumer's other inputs are)."""
+    not by where its consumer's other inputs are), and a task submitted ahead counting
+    the whole queue of a worker (not only what is left when its inputs are made)."""
     from nbflow.locality.joins import JoinGraph
+    from nbflow.locality.placement import Placer
 
-    joins = JoinGraph.joins
+    joins, ready_in = JoinGraph.joins, Placer.ready_in
     JoinGraph.joins = lambda self, key, where, size: []  # type: ignore[method-assign]
+    Placer.ready_in = staticmethod(lambda etas: 0.0)  # type: ignore[method-assign]
     try:
         yield
     finally:
         JoinGraph.joins = joins  # type: ignore[method-assign]
+        Placer.ready_in = ready_in  # type: ignore[method-assign]
 
 
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
