@@ -11,6 +11,11 @@ where the consumers ran.  The runs alternate (nbflow, Dask, nbflow, ...) on one 
 ``LocalCluster``.  It also checks that nbflow's ``run.transfers`` equals what the logs say,
 so a difference is placement, not accounting.
 
+``--why`` also prints, per run, where each task was hinted (nbflow) and where it ran (the
+scheduler's task stream), which tasks Dask's work stealing moved and the balancer's
+reasons (level, cost, the victim's and thief's occupancy), and every fetch as
+``producer:from>to`` (workers numbered by address).
+
 Usage::
 
     .venv/bin/python benchmarks/locality_edges.py --workload trace --repeat 3 \\
