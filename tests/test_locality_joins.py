@@ -254,3 +254,15 @@ def test_the_agent_hands_the_rule_when_inputs_will_be_ready():
     agent.eta.clear()
     assert agent.choose("C", "C-2", [("P", "a", 10 * MB), ("Q", "b", MB)], {},
                         after=["P-1", "Q-1"]) == ["b"]
+
+
+def test_join_graph_is_built_on_first_use_and_reads_top_level_refs():
+    with nf.Workflow("joins-lazy") as wf:
+        a, b = piece(1), piece(2)
+        m = merge(a, b, 3)  # Refs at the top level only
+        n = merge({"x": [a]}, m)  # one nested in containers
+    g = JoinGraph(wf.nodes)
+    assert g._nodes is not None  # nothing walked yet
+    assert g.inputs[m.key] == [a.key, b.key] and g._nodes is None
+    assert g.inputs[n.key] == [a.key, m.key]
+    assert g.consumers[a.key] == [m.key, n.key]

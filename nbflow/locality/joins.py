@@ -46,19 +46,47 @@ def data_inputs(ref: Ref) -> list[int]:
     return sorted(set(found))
 
 
+def _inputs_of(ref: Ref) -> list[int]:
+    """:func:`data_inputs`, without walking arguments that hold no Ref (most of them)."""
+    if not ref.deps:
+        return []
+    if ref.nested == 1:  # Refs at the top level only: no need to walk into containers
+        values = (*ref.args, *(ref.kwargs or {}).values())
+        return sorted({v.index for v in values if type(v) is Ref})
+    return data_inputs(ref)
+
+
 class JoinGraph:
-    """Data inputs and consumers of a run's tasks, by task key (see the module)."""
+    """Data inputs and consumers of a run's tasks, by task key (see the module).  Built
+    on first use: a run that never places a task with a known size never walks it."""
 
     def __init__(self, nodes: Iterable[Ref]) -> None:
-        nodes = list(nodes)
+        self._nodes: list[Ref] | None = list(nodes)
+        self._inputs: dict[str, list[str]] = {}
+        self._consumers: dict[str, list[str]] = {}
+
+    def _build(self) -> None:
+        nodes, self._nodes = self._nodes or [], None
         by_index = {r.index: r.key for r in nodes}
-        self.inputs: dict[str, list[str]] = {}
-        self.consumers: dict[str, list[str]] = {}
         for r in nodes:
-            ins = [by_index[i] for i in data_inputs(r) if i in by_index]
-            self.inputs[r.key] = ins
+            ins = [by_index[i] for i in _inputs_of(r) if i in by_index]
+            self._inputs[r.key] = ins
             for k in ins:
-                self.consumers.setdefault(k, []).append(r.key)
+                self._consumers.setdefault(k, []).append(r.key)
+
+    @property
+    def inputs(self) -> dict[str, list[str]]:
+        """Task key -> the keys of the tasks whose results it takes."""
+        if self._nodes is not None:
+            self._build()
+        return self._inputs
+
+    @property
+    def consumers(self) -> dict[str, list[str]]:
+        """Task key -> the keys of the tasks that take its result."""
+        if self._nodes is not None:
+            self._build()
+        return self._consumers
 
     def joins(self, key: str, where: Callable[[str], Where],
               size: Callable[[str], int | None]) -> list[Join]:
@@ -68,8 +96,9 @@ class JoinGraph:
         if not own:
             return []
         out: list[Join] = []
+        inputs = self.inputs
         for c in self.consumers.get(key, ())[:MAX_CONSUMERS]:
-            ins = self.inputs.get(c, ())
+            ins = inputs.get(c, ())
             if len(ins) < 2 or len(ins) > MAX_INPUTS:  # (alone: nothing to join)
                 continue
             out.append((own, [(where(k), size(k)) for k in ins if k != key]))
