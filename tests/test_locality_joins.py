@@ -266,3 +266,13 @@ def test_join_graph_is_built_on_first_use_and_reads_top_level_refs():
     assert g.inputs[m.key] == [a.key, b.key] and g._nodes is None
     assert g.inputs[n.key] == [a.key, m.key]
     assert g.consumers[a.key] == [m.key, n.key]
+
+
+def test_an_input_now_outweighs_a_join_of_the_same_bytes():
+    # The last link of a chain on b (2 MB input there) whose consumer also takes a 2 MB
+    # result on a: moving the input now or the result later is 2 MB either way; the task
+    # stays with its input (a join is a forecast), even with a slightly longer queue.
+    p = placer()
+    p.choose([], seconds=0.001)  # 1 ms queued on a,
+    p.choose([], seconds=0.002)  # 2 ms on b
+    assert p.choose([("b", 2 * MB)], seconds=0.001, joins=[(2 * MB, [("a", 2 * MB)])]) == "b"

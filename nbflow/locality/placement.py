@@ -32,6 +32,9 @@ What follows from it:
       join(w) = max over consumers c of  min over places u of
                 sum(bytes of c's placed inputs, this one on w, not already on u) / bandwidth
 
+  The join's bytes weigh 0.9 of an input's (``JOIN_WEIGHT``): they are a forecast, so
+  where moving an input now and moving the result later cost the same, the task stays
+  with its input (a chain's last link stays on its chain, the merge fetches it).
   Ten 1 MB producers feeding one merge are therefore made on one worker, until its queue
   costs more than moving 1 MB (then the next worker starts a second group), instead of
   being dealt out one per worker with the merge fetching three quarters of them.  A
@@ -71,6 +74,9 @@ from collections.abc import Sequence
 
 BANDWIDTH = 100e6  # bytes per second assumed between workers
 PRIOR_SECONDS = 0.05  # a task's duration before any has finished
+# A join's bytes are a forecast (the consumer may end up elsewhere), an input's are a fact:
+# where the two trade the same bytes, the task stays with its input.
+JOIN_WEIGHT = 0.9
 
 
 Where = str | frozenset[str] | None  # a worker, the workers holding a copy, or unknown
@@ -186,7 +192,7 @@ class Placer:
              joins: Sequence[Join] = (), ready: float = 0.0) -> float:
         moved = sum(b or 0 for w, b in inputs if not _holds(w, worker))
         if joins:
-            moved += join_bytes(worker, joins)
+            moved += JOIN_WEIGHT * join_bytes(worker, joins)
         return moved / self.bandwidth + self.wait(worker, exclude, ready)
 
     def choose(self, inputs: Sequence[tuple[Where, int | None]],
