@@ -190,7 +190,7 @@ class Placer:
     def cost(self, worker: str, inputs: Sequence[tuple[Where, int | None]],
              exclude: Sequence[tuple[str | None, float | None]] = (),
              joins: Sequence[Join] = (), ready: float = 0.0) -> float:
-        moved = sum(b or 0 for w, b in inputs if not _holds(w, worker))
+        moved: float = sum(b or 0 for w, b in inputs if not _holds(w, worker))
         if joins:
             moved += JOIN_WEIGHT * join_bytes(worker, joins)
         return moved / self.bandwidth + self.wait(worker, exclude, ready)
