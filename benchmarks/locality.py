@@ -27,9 +27,10 @@ Each workflow runs, alternated ``--repeat`` times, as:
 - ``session-5``: ``locality`` with this session's changes switched off (see
   :func:`session_5`): nbflow's defaults as they were at the end of session 5, for a
   before/after in the same run;
-- ``session-6``: ``locality`` with every result held by a future of the notebook's
-  process (``NBFLOW_DASK_HOLD_ALL=1``: no intermediate sent unheld, as at the end of
-  session 6; ``session-5`` and ``session-4`` hold every future too);
+- ``session-6``: ``locality`` as at the end of session 6: every result held by a future of
+  the notebook's process (``NBFLOW_DASK_HOLD_ALL=1``: no intermediate sent unheld;
+  ``session-5`` and ``session-4`` hold every future too) and session 7's two placement-rule
+  changes switched off (see :func:`session_6`);
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -275,6 +276,25 @@ def session_5() -> Iterator[None]:
             dask_backend.DaskBackend._hand_over = hand_over  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def session_6() -> Iterator[None]:
+    """The placement rule as it was at the end of session 6, for a before/after in one
+    run: without the join term (a result is placed by its own inputs and the queues only,
+    not by where its consumer's other inputs are), and a task submitted ahead counting
+    the whole queue of a worker (not only what is left when its inputs are made)."""
+    from nbflow.locality.joins import JoinGraph
+    from nbflow.locality.placement import Placer
+
+    joins, ready_in = JoinGraph.joins, Placer.__dict__["ready_in"]  # (the staticmethod)
+    JoinGraph.joins = lambda self, key, where, size: []  # type: ignore[method-assign]
+    Placer.ready_in = staticmethod(lambda etas: 0.0)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        JoinGraph.joins = joins  # type: ignore[method-assign]
+        Placer.ready_in = ready_in  # type: ignore[method-assign]
+
+
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     from nbflow import locality
 
@@ -287,7 +307,8 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
     os.environ["NBFLOW_DASK_HOLD_ALL"] = "1" if mode.startswith("session-") else "0"
-    as_before = session_5() if mode == "session-5" else contextlib.nullcontext()
+    as_before = (session_5() if mode == "session-5" else session_6() if mode == "session-6"
+                 else contextlib.nullcontext())
     try:
         with locality.placement(place, keep=keep), as_before:
             run = wf.run(backend=client, cache=False)
@@ -368,6 +389,7 @@ def cluster_part(repeat: int, workloads: list[str], log: Callable[[str], None],
                         for s in ss),
                     "local_share": ss[0]["local_share"],
                     "samples_makespan_s": [s["makespan_s"] for s in ss],
+                    "samples_total_bytes": [s["worker_bytes"] + s["client_bytes"] for s in ss],
                 }
             results[name] = {"tasks": len(spec), "same_result_everywhere": agree, "modes": per,
                              "targets": _targets(per)}

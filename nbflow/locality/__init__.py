@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .agent import KEEP, MODES, LocalityAgent, PlacementError, check_keep, check_mode
+from .joins import JoinGraph
 from .placement import BANDWIDTH, Placer, RoundRobin
 from .reachable import run_held
 from .report import LocalityReport, Suggestion, build
@@ -127,6 +128,7 @@ def attach(run: Any) -> LocalityAgent | None:
             agent.kept = run_held(run)
         agent.backend = backend
         agent.workflow = str(getattr(run, "name", ""))
+        agent.graph = JoinGraph(getattr(run, "nodes", ()))  # (the placement rule's join term)
         backend.placement = agent
     run.locality = LocalityView(agent, str(getattr(run, "backend_kind", "?")),
                                 getattr(run, "backends", {}).get("process"))

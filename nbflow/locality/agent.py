@@ -23,6 +23,7 @@ from typing import Any
 from ..core.errors import NbflowError
 from ..engine.backends.dask import cluster_workers
 from . import memory
+from .joins import JoinGraph
 from .memory import MemoryEvidence
 from .placement import BANDWIDTH, Placer, RoundRobin
 from .transfers import edges_from_logs, frame, incoming_log, read_incoming_logs
@@ -98,6 +99,9 @@ class LocalityAgent:
         self.ahead_hints = 0  # hints chosen for tasks submitted before their inputs finished
         self.unplaced = 0  # tasks left to Dask: an input's size was neither known nor predicted
         self.started: float | None = None  # wall clock when the run connected (connected())
+        self.graph: JoinGraph | None = None  # the run's data edges (the rule's join term)
+        self.hinted: dict[str, str] = {}  # task key -> worker hinted (the join term reads it)
+        self.eta: dict[str, float] = {}  # task key -> predicted end (time.monotonic()), when hinted
 
     def predict(self, nbytes: dict[str, int], seconds: dict[str, float] | None = None) -> None:
         """Predicted output sizes and durations per task key, from the store's history
@@ -146,8 +150,18 @@ class LocalityAgent:
             sec = self.queued_seconds[dask_key] = self.seconds(key)
             where = [(frozenset({w, *self.copies.get(p, ())}) if w else None, b)
                      for p, w, b in inputs]
-            hint = self.placer.choose(where, resources, sec, exclude)
+            extra: dict[str, Any] = {}  # (the rule's join term and when its inputs are ready)
+            joins = self.graph.joins(key, self._where, self._size) if self.graph else ()
+            if joins:
+                extra["joins"] = joins
+            ready = self.placer.ready_in([self.eta.get(p) for p, _, _ in inputs
+                                          if p not in self.worker_of])
+            if ready > 0:
+                extra["ready"] = ready
+            hint = self.placer.choose(where, resources, sec, exclude, **extra)
             if hint is not None:  # its inputs will be on that worker from then on
+                self.hinted[key] = hint
+                self.eta[key] = self.placer.last_eta
                 for p, _, _ in inputs:
                     self.copies.setdefault(p, set()).add(hint)
             if after:
@@ -157,6 +171,17 @@ class LocalityAgent:
             return None
         self.hints_sent += 1
         return [hint]
+
+    def _where(self, key: str) -> str | frozenset[str] | None:
+        """Where ``key``'s result is (with its copies), or was sent to be made (None: not
+        placed yet, or left to Dask)."""
+        w = self.worker_of.get(key) or self.hinted.get(key)
+        return frozenset({w, *self.copies.get(key, ())}) if w else None
+
+    def _size(self, key: str) -> int | None:
+        """``key``'s result size: measured, else predicted (None: unknown)."""
+        got = self.nbytes_of.get(key)
+        return got if got is not None else self.pred_bytes.get(key)
 
     def finished(self, key: str, dask_key: str, worker: str | None, nbytes: int | None,
                  seconds: float, holders: Sequence[str] = ()) -> None:

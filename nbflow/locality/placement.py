@@ -22,12 +22,39 @@ What follows from it:
   hold a copy: later consumers of the same input count it as local there too.
 * **Fan-in goes to the heaviest input.**  With several inputs on different workers, the
   worker that already holds most of the bytes moves the fewest.
+* **Inputs of one consumer are made together** (the *join* term).  The rule also looks one
+  step ahead, at the tasks that will take this task's result: when some of a consumer's
+  other inputs are already placed, the consumer will run where it moves the fewest bytes,
+  and a result made elsewhere has to move there.  So ``cost(w)`` adds, for the consumer
+  where it matters most, the bytes that consumer would still fetch with this task on ``w``
+  (its cheapest place, over the workers holding its placed inputs and ``w``)::
+
+      join(w) = max over consumers c of  min over places u of
+                sum(bytes of c's placed inputs, this one on w, not already on u) / bandwidth
+
+  The join's bytes weigh 0.9 of an input's (``JOIN_WEIGHT``): they are a forecast, so
+  where moving an input now and moving the result later cost the same, the task stays
+  with its input (a chain's last link stays on its chain, the merge fetches it).
+  Ten 1 MB producers feeding one merge are therefore made on one worker, until its queue
+  costs more than moving 1 MB (then the next worker starts a second group), instead of
+  being dealt out one per worker with the merge fetching three quarters of them.  A
+  consumer with no other placed input adds nothing (its place is not known yet); nor
+  does a result of unknown size.  The maximum, not the sum, over consumers: a result
+  moved to a worker once is there for every consumer on it.
 * **Fan-out spreads** once the producer's worker has a queue: small inputs are cheap to
   move, so the load term wins.
 * **Resources.**  When workers advertise Dask resources and the task declares some, only
   workers that have them are candidates.  A task that declares ``memory`` (bytes) goes
   only to workers whose memory limit, less the bytes of this run's results they already
   hold, leaves room for it (the roomiest worker when none does).
+* **Queues count from when the task could start.**  A task submitted before its inputs
+  exist cannot start before they are made, so queued work that will be done by then does
+  not delay it: the queue term is at most ``queue(w) - ready``, where ``ready`` is when
+  its inputs are predicted to be made (each placed task's predicted end is its inputs'
+  ``ready``, plus its own wait and duration; an input left to Dask has none and counts
+  as ready now).  Without this, a consumer submitted at the start of a run saw, on the
+  worker holding its 10 MB input, the whole queue of unrelated tasks that would be long
+  finished by the time it could run, and went elsewhere, moving the 10 MB.
 * **Predicted durations and sizes.**  When the store has seen the tasks before, the queue
   term adds up each queued task's own predicted duration instead of counting tasks times
   the mean (``backlog(w) * typical_task_seconds`` is the fallback), and an input whose
@@ -42,15 +69,43 @@ to be slow.  :class:`RoundRobin` (a baseline for the benchmarks) ignores the dat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 BANDWIDTH = 100e6  # bytes per second assumed between workers
 PRIOR_SECONDS = 0.05  # a task's duration before any has finished
+# A join's bytes are a forecast (the consumer may end up elsewhere), an input's are a fact:
+# where the two trade the same bytes, the task stays with its input.
+JOIN_WEIGHT = 0.9
 
 
-def _holds(where: str | frozenset[str] | None, worker: str) -> bool:
+Where = str | frozenset[str] | None  # a worker, the workers holding a copy, or unknown
+# One consumer of the task being placed: (this task's bytes it takes, its other inputs
+# already placed as (where, bytes)).
+Join = tuple[int | None, Sequence[tuple[Where, int | None]]]
+
+
+def _holds(where: Where, worker: str) -> bool:
     """Is an input that lives at ``where`` (a worker, or the workers with a copy) on ``worker``?"""
     return where == worker if where is None or isinstance(where, str) else worker in where
+
+
+def join_bytes(worker: str, joins: Sequence[Join]) -> int:
+    """Bytes the consumers in ``joins`` would still fetch if the task ran on ``worker``:
+    for each consumer, at its cheapest place (a worker holding one of its placed inputs,
+    or ``worker``); the largest over the consumers (see the module)."""
+    worst = 0
+    for own, others in joins:
+        placed = [(w, b) for w, b in others if w is not None and b]
+        if not own or not placed:  # no evidence where the consumer will run
+            continue
+        places = {worker}
+        for w, _ in placed:
+            places.update((w,) if isinstance(w, str) else w)
+        need = min(sum(b for w, b in placed if not _holds(w, u)) + (own if u != worker else 0)
+                   for u in places)
+        worst = max(worst, need)
+    return worst
 
 
 class Placer:
@@ -69,6 +124,7 @@ class Placer:
         self.known: dict[str, list[float]] = {}  # worker -> [tasks with a prediction, their seconds]
         self._done_seconds = 0.0
         self._done = 0
+        self.last_eta = 0.0  # the last task chosen: when it should end (time.monotonic())
 
     def set_workers(self, threads: dict[str, int], resources: dict[str, dict[str, float]] | None = None,
                     memory: dict[str, float] | None = None) -> None:
@@ -114,20 +170,46 @@ class Placer:
         work = max(0.0, n - known_n) * self.task_seconds + max(0.0, known_s)
         return max(0.0, work) / self.threads.get(worker, 1)
 
-    def cost(self, worker: str, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
-             exclude: Sequence[tuple[str | None, float | None]] = ()) -> float:
-        moved = sum(b or 0 for w, b in inputs if not _holds(w, worker))
-        return moved / self.bandwidth + self.queue_seconds(worker, exclude)
+    def wait(self, worker: str, exclude: Sequence[tuple[str | None, float | None]] = (),
+             ready: float = 0.0) -> float:
+        """Seconds a task would queue on ``worker`` beyond the moment its inputs are ready
+        (``ready`` seconds from now): the queue without its own ``exclude``d ancestors, and
+        at most the part of the whole queue that is still there when it could start."""
+        queued = self.queue_seconds(worker, exclude)
+        if ready > 0:
+            queued = min(queued, max(0.0, self.queue_seconds(worker) - ready))
+        return queued
 
-    def choose(self, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
+    @staticmethod
+    def ready_in(etas: Sequence[float | None]) -> float:
+        """Seconds from now until inputs predicted to end at ``etas`` (``time.monotonic()``
+        times; None: already made, or not known) are all made."""
+        now = time.monotonic()
+        return max([e - now for e in etas if e is not None] + [0.0])
+
+    def cost(self, worker: str, inputs: Sequence[tuple[Where, int | None]],
+             exclude: Sequence[tuple[str | None, float | None]] = (),
+             joins: Sequence[Join] = (), ready: float = 0.0) -> float:
+        moved: float = sum(b or 0 for w, b in inputs if not _holds(w, worker))
+        if joins:
+            moved += JOIN_WEIGHT * join_bytes(worker, joins)
+        return moved / self.bandwidth + self.wait(worker, exclude, ready)
+
+    def choose(self, inputs: Sequence[tuple[Where, int | None]],
                demand: dict[str, float] | None = None, seconds: float | None = None,
-               exclude: Sequence[tuple[str | None, float | None]] = ()) -> str | None:
+               exclude: Sequence[tuple[str | None, float | None]] = (),
+               joins: Sequence[Join] = (), ready: float = 0.0) -> str | None:
         """The worker for a task with these inputs ``(worker, bytes)``; ``seconds`` is its
-        predicted duration (None: unknown), ``exclude`` its unfinished ancestors."""
+        predicted duration (None: unknown), ``exclude`` its unfinished ancestors, ``joins``
+        its consumers' other placed inputs (see the module's join term), ``ready`` the
+        seconds until its inputs are predicted to be made (see the module's queue term)."""
         workers = self.candidates(demand or {})
         if not workers:
             return None
-        best = min(workers, key=lambda w: (self.cost(w, inputs, exclude), self.backlog.get(w, 0), w))
+        best = min(workers, key=lambda w: (self.cost(w, inputs, exclude, joins, ready),
+                                           self.backlog.get(w, 0), w))
+        own = seconds if seconds is not None else self.task_seconds
+        self.last_eta = time.monotonic() + ready + self.wait(best, exclude, ready) + own
         self._queue(best, seconds)
         return best
 
@@ -165,9 +247,10 @@ class RoundRobin(Placer):
         super().__init__()
         self._next = 0
 
-    def choose(self, inputs: Sequence[tuple[str | frozenset[str] | None, int | None]],
+    def choose(self, inputs: Sequence[tuple[Where, int | None]],
                demand: dict[str, float] | None = None, seconds: float | None = None,
-               exclude: Sequence[tuple[str | None, float | None]] = ()) -> str | None:
+               exclude: Sequence[tuple[str | None, float | None]] = (),
+               joins: Sequence[Join] = (), ready: float = 0.0) -> str | None:
         workers = sorted(self.threads)
         if not workers:
             return None

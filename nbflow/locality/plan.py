@@ -22,8 +22,8 @@ from typing import Any
 
 from ..core.errors import NbflowError
 from ..core.graphs import topological_order
-from ..core.ref import Ref
 from . import predicted
+from .joins import data_inputs
 from .placement import BANDWIDTH
 from .report import human
 from .simulate import simulate_placement
@@ -80,27 +80,6 @@ class WorkflowPlan:
                 f"{self.tasks.to_html(index=False, border=0)}</div>")
 
 
-def _data_inputs(ref: Ref) -> list[int]:
-    """The producers whose values ``ref`` takes as arguments (not ``.after()`` edges)."""
-    found: list[int] = []
-
-    def walk(obj: Any) -> None:
-        t = type(obj)
-        if t is Ref:
-            found.append(obj.index)
-        elif t in (list, tuple, set, frozenset):
-            for x in obj:
-                walk(x)
-        elif t is dict:
-            for x in obj.values():
-                walk(x)
-
-    walk(ref.args)
-    if ref.kwargs:
-        walk(ref.kwargs)
-    return sorted(set(found))
-
-
 def _workers_of(backend: Any, workers: int | None) -> int:
     if workers is not None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -144,7 +123,7 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     edges: dict[tuple[int, int], int] = {}
     for ref in nodes:
         v = pos[ref.index]
-        data = set(_data_inputs(ref))
+        data = set(data_inputs(ref))
         for d in ref.deps:
             succs[pos[d]].append(v)
             if d in data:

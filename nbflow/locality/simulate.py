@@ -5,7 +5,8 @@
 workers, for one placement *policy*:
 
 ``"locality"``        the rule of :mod:`.placement` (the same :class:`~.placement.Placer`
-                      code the Dask runs use, fed with simulated completions; given
+                      code the Dask runs use, fed with simulated completions and, for
+                      its join term, where each consumer's other inputs were placed; given
                       ``predicted`` durations, it weighs each queued task by its own, as a
                       run with history does, instead of the mean of those finished)
 ``"round-robin"``     each task to the next worker in turn
@@ -127,8 +128,11 @@ def simulate_placement(
             w = min(names, key=lambda x: (estimate(v, x, now), x))
             placer.backlog[w] = placer.backlog.get(w, 0) + 1
         else:
+            joins = [(edge_bytes.get((v, c), 0),
+                      [(assigned[p] or None, edge_bytes.get((p, c), 0)) for p in preds[c] if p != v])
+                     for c in succs[v]]
             w = placer.choose([(where[p], edge_bytes.get((p, v), 0)) for p in preds[v]],
-                              seconds=guess[v]) or names[0]
+                              seconds=guess[v], joins=joins) or names[0]
         heapq.heappush(queue[w], (-level[v], v))
         queued_work[w] += durations[v]
         where[v] = None
