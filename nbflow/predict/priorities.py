@@ -36,10 +36,11 @@ _TIE = 1e-9  # seconds per task on the path: breaks ties by chain length
 
 
 def mean_durations(
-    workflow: str, exclude_run: str = "", store: Any = None,
+    workflow: str, exclude_run: str = "", store: Any = None, keys: list[str] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """``(by task name, by task key)`` mean measured durations over the workflow's recent runs."""
-    return recent_means("duration_s", workflow, exclude_run, store, RECENT_RUNS)
+    """``(by task name, by task key)`` mean measured durations over the workflow's recent runs
+    (by key: only ``keys``, the graph's in node order, when given)."""
+    return recent_means("duration_s", workflow, exclude_run, store, RECENT_RUNS, keys=keys)
 
 
 def learned_weights(
@@ -62,26 +63,29 @@ def learned_weights(
     ]
 
 
-def apply_learned_priorities(run: Any) -> bool:
+def apply_learned_priorities(run: Any, keys: list[str] | None = None) -> bool:
     """Weight ``run``'s critical-path levels by history; True if it did.
 
     Called by the composition point as a run is made (``nbflow.workflow.prepare``), so the
     engine itself needs no knowledge of history: it only takes the weights
-    (``run.weigh_priorities``).
+    (``run.weigh_priorities``).  ``keys``: the run's node keys in order, if the caller has
+    them (the same list for every room lets them share one reading of the history).
     """
     if os.environ.get("NBFLOW_LEARNED_PRIORITY", "1") == "0":
         return False
     nodes = run.nodes
     if not nodes:
         return False
+    if keys is None:
+        keys = [r.key for r in nodes]
     try:
-        means, key_means = mean_durations(run.name, exclude_run=run.id)
+        means, key_means = mean_durations(run.name, exclude_run=run.id, keys=keys)
     except Exception:  # an unreadable store must never stop a run; unit weights then
         return False
     if not means:
         return False
     weights = learned_weights([r.name for r in nodes], [r.kind for r in nodes], means,
-                              [r.key for r in nodes], key_means)
+                              keys, key_means)
     if weights is None:
         return False
     run.weigh_priorities(weights)

@@ -60,7 +60,7 @@ from . import settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -169,6 +169,17 @@ MIGRATIONS: dict[int, list[str]] = {
     # number of per-item events it stands for (NULL: a row of one event).  Readers expand it.
     9: [
         "ALTER TABLE events ADD COLUMN items INTEGER",
+    ],
+    # 10: per-run, per-task sums of the measured columns (nbflow.store.summary), written as a
+    # run ends, so that preparing the next run reads a row per task instead of every attempt.
+    # A row with task '' sums the whole run and marks it summarised (older runs have none).
+    10: [
+        """CREATE TABLE IF NOT EXISTS task_means(
+            run_id TEXT NOT NULL, task TEXT NOT NULL,
+            n_duration INTEGER, sum_duration REAL, n_output INTEGER, sum_output REAL,
+            n_input INTEGER, sum_input REAL, n_cpu INTEGER, sum_cpu REAL,
+            n_rss INTEGER, sum_rss REAL, peaks INTEGER,
+            PRIMARY KEY(run_id, task)) WITHOUT ROWID""",
     ],
 }
 
