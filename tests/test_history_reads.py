@@ -105,6 +105,40 @@ def test_keys_that_moved_to_other_node_indexes_are_found_by_name() -> None:
     assert "total-0" in durations[1]
 
 
+_SUMS = ", ".join(f"COUNT(CASE WHEN t.cached = 0 THEN t.{c} END), SUM(CASE WHEN t.cached = 0 THEN t.{c} END)"
+                  for c in ("duration_s", "output_bytes", "input_bytes", "cpu_s", "peak_rss"))
+
+
+def _summary_equals_attempts(run_id: str) -> set[str]:
+    """Every task_means row of the run equals SQLite's sums over its stored attempts."""
+    journal = get_store().journal
+    journal.flush()
+    rows = {r[0]: r[1:] for r in journal.query(
+        "SELECT task, n_duration, sum_duration, n_output, sum_output, n_input, sum_input, n_cpu, sum_cpu, "
+        "n_rss, sum_rss, peaks FROM task_means WHERE run_id = ?", (run_id,))}
+    for name, got in rows.items():
+        (want,) = journal.query(
+            f"SELECT {_SUMS}, COUNT(t.peak_rss) FROM task_runs t JOIN nodes x ON x.run_id = t.run_id "
+            "AND x.idx = t.idx WHERE t.run_id = ? AND t.state = 'completed' AND (x.task = ? OR ? = '')",
+            (run_id, name, name))
+        assert [v is None for v in got] == [v is None for v in want], name
+        assert [v for v in got if v is not None] == pytest.approx([v for v in want if v is not None],
+                                                                  rel=1e-12), name
+    return set(rows)
+
+
+def test_summaries_of_batched_partly_cached_maps_equal_the_stored_attempts() -> None:
+    with nf.Workflow("sums") as wf:
+        total(make.map(list(range(1, 201))))
+    first = wf.run()
+    with nf.Workflow("sums") as wf:
+        total(make.map(list(range(1, 401))))  # half of the items come from the cache
+    second = wf.run()
+    assert second.tasks["cached"].sum() >= 200
+    for run in (first, second):
+        assert _summary_equals_attempts(run.id) == {"", "make", "total", "make.map"}
+
+
 def test_a_run_leaves_one_summary_row_per_task_equal_to_its_attempts() -> None:
     run = _graph([100, 200, 300]).run(cache=False)
     rows = {r[0]: r[1:] for r in get_store().journal.query(
@@ -218,3 +252,15 @@ def test_peak_memory_is_not_read_from_runs_whose_summary_counts_no_peak() -> Non
     with _counted() as seen:
         assert predicted_peaks("peaks") == {}
     assert seen["steps"] > 10 * skipped + 100, (skipped, seen["steps"])
+
+
+def test_summaries_of_process_runs_count_their_peaks_and_memory_reads_them() -> None:
+    with nf.Workflow("procsums") as wf:
+        total([make(100)])
+        total(make.map([10, 20, 30, 40]))
+    run = wf.run(backend="process", cache=False)
+    assert _summary_equals_attempts(run.id) == {"", "make", "total", "make.map"}
+    (peaks,) = get_store().journal.query(
+        "SELECT peaks FROM task_means WHERE run_id = ? AND task = ''", (run.id,))
+    assert peaks[0] >= 5  # (every attempt in a worker process records its peak)
+    assert predicted_peaks("procsums")["make"] > 0

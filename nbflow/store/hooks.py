@@ -65,7 +65,7 @@ def journal_subscriber(run: Any) -> Subscriber | None:
 def summary_subscriber(run: Any) -> Subscriber | None:
     """The subscriber queueing ``run``'s per-task summary at its end (None: no store)."""
     store = get_store()
-    return SummaryWriter(store.journal, run.id) if store is not None else None
+    return SummaryWriter(store.journal, run) if store is not None else None
 
 
 def transfer_sink(run: Any) -> Any:

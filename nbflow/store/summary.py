@@ -3,22 +3,25 @@
 Preparing a run asks what the workflow's recent runs measured: mean durations and output
 sizes per task (priorities, placement), whether a task's attempts recorded a peak memory.
 Reading those from ``task_runs`` costs a row per attempt: a 100 000-item map leaves 100 000
-rows that the next run would average before it starts.  So when a run ends its attempts
-are summed here, one ``task_means`` row per task (journal schema version 10): for each
-measured column of :data:`.recent.COLUMNS`, the number of completed, uncached attempts
-that measured it and their sum, and the number of completed attempts (cached or not) that
-recorded a peak RSS.  A row with task ``''`` sums the whole run (every node, task or not)
-and marks the run summarised; a run without it (journaled before version 10, or whose
-process died before its end) is read from its attempts as before.
+rows that the next run would average before it starts.  So a run's attempts are also
+summed per task as they complete, and the sums are written as the run ends, a
+``task_means`` row per task (journal schema version 10): for each measured column of
+:data:`.recent.COLUMNS`, the number of completed, uncached attempts that measured it and
+their sum, and the number of completed attempts (cached or not) that recorded a peak RSS.
+A row with task ``''`` sums the whole run and marks it summarised; a run without it
+(journaled by an older nbflow, or whose process died before its end) is read from its
+attempts instead.
 
-The sums are made by SQLite from the rows the run just wrote (one ``INSERT ... SELECT``
-queued after them, a barrier, so it sees them all), on the journal's writer thread and
-off the run's path: the figures are those a reader would compute from ``task_runs``, by
-construction.
+The sums are taken from the same events, and the same values, that the journal's
+subscriber (:mod:`.recorder`) turns into ``task_runs`` rows: a value it writes as NULL
+(None, or a NaN, which SQLite stores as NULL) is not counted.  A chunk of a batched map is
+summed column-wise, so an item costs a few list operations here, where summing the stored
+rows afterwards cost SQLite a join per row (~2 µs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..core import events as ev
@@ -39,34 +42,107 @@ def summary_columns(column: str) -> tuple[str, str]:
     raise KeyError(column)
 
 
-def _aggregates() -> str:
-    parts = []
-    for name, _ in _PAIRS:
-        value = f"CASE WHEN t.cached = 0 THEN t.{name} END"
-        parts.append(f"COUNT({value}), SUM({value})")
-    return ", ".join(parts) + ", COUNT(t.peak_rss)"
+_SQL = (f"INSERT OR REPLACE INTO task_means(run_id, task, "
+        f"{', '.join(c for name, _ in _PAIRS for c in summary_columns(name))}, peaks) "
+        f"VALUES({','.join('?' * (3 + 2 * len(_PAIRS)))})")
+SUMMARISE = Op(_SQL)
+
+_METRIC_AT = {"cpu_s": 0, "peak_rss": 1, "input_bytes": 2}  # (positions in an event's metrics)
 
 
-_TARGET = ", ".join(c for name, _ in _PAIRS for c in summary_columns(name))
-SUMMARISE = Op(
-    f"INSERT OR REPLACE INTO task_means(run_id, task, {_TARGET}, peaks) "
-    f"SELECT ?1, n.task, {_aggregates()} "
-    "FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx "
-    "WHERE t.run_id = ?1 AND t.state = 'completed' AND n.task IS NOT NULL GROUP BY n.task "
-    f"UNION ALL SELECT ?1, '', {_aggregates()} "
-    "FROM task_runs t WHERE t.run_id = ?1 AND t.state = 'completed'",
-    barrier=True)  # (after every row the run queued before it)
+def _measured(values: Iterable[Any]) -> list[Any]:
+    """The values the journal stores as numbers (not None, not NaN)."""
+    return [v for v in values if v is not None and v == v]
 
 
 class SummaryWriter:
-    """A run's subscriber that queues its summary when the run ends (it reads nothing else)."""
+    """A run's subscriber summing its completed attempts per task, and queueing the
+    ``task_means`` rows when the run ends."""
 
-    accepts_batches = True  # (a chunk's TaskBatch changes nothing here)
+    accepts_batches = True  # (a chunk's completions are summed column-wise)
 
-    def __init__(self, journal: Any, run_id: str) -> None:
+    def __init__(self, journal: Any, run: Any) -> None:
         self.journal = journal
-        self.run_id = run_id
+        self.run = run
+        self.run_id = run.id
+        self.refs: list[Any] = []
+        self.added: dict[int, Any] = {}
+        # task name -> [count, sum] per column, then the count of peaks
+        self.sums: dict[str, list[Any]] = {}
+
+    def _name(self, i: int) -> str:
+        ref = self.refs[i] if i < len(self.refs) else self.added[i]
+        return str(ref.name)
+
+    def _acc(self, name: str) -> list[Any]:
+        acc = self.sums.get(name)
+        if acc is None:
+            acc = self.sums[name] = [0, 0] * len(_PAIRS) + [0]
+        return acc
+
+    def _add(self, name: str, cached: bool, values: dict[str, list[Any]], peaks: int) -> None:
+        acc = self._acc(name)
+        if not cached:
+            for k, (column, _) in enumerate(_PAIRS):
+                got = values.get(column)
+                if got:
+                    acc[2 * k] += len(got)
+                    acc[2 * k + 1] += sum(got)
+        acc[-1] += peaks
 
     def __call__(self, e: ev.Event) -> None:
-        if type(e) is ev.RunFinished:
-            self.journal.put(SUMMARISE, (self.run_id,))
+        t = type(e)
+        if t is ev.TaskCompleted:
+            self._completed(e)  # type: ignore[arg-type]
+        elif t is ev.TaskBatch:
+            if e.kind is ev.TaskCompleted and e.indexes:  # type: ignore[attr-defined]
+                self._batch(e)  # type: ignore[arg-type]
+        elif t is ev.RunStarted:
+            self.refs = list(self.run.nodes)  # (the graph as the journal records it)
+        elif t is ev.TasksAdded:
+            self.added.update(zip(e.indexes, e.refs, strict=False))  # type: ignore[attr-defined]
+        elif t is ev.RunFinished:
+            self.journal.put_many(SUMMARISE, self.rows())
+
+    def _completed(self, e: ev.TaskCompleted) -> None:
+        m = e.metrics or ()
+        values = {"duration_s": _measured([e.duration_s]), "output_bytes": _measured([e.output_bytes])}
+        for column, at in _METRIC_AT.items():
+            values[column] = _measured([m[at] if len(m) > at else None])
+        self._add(self._name(e.index), bool(e.cached), values, len(values["peak_rss"]))
+
+    def _batch(self, e: ev.TaskBatch) -> None:
+        n = len(e.indexes)
+        names = [self._name(i) for i in e.indexes]
+        cached = [bool(c) for c in e.column("cached")]
+        metrics = e.column("metrics")
+        columns = {"duration_s": e.column("duration_s"), "output_bytes": e.column("output_bytes")}
+        for column, at in _METRIC_AT.items():
+            columns[column] = [m[at] if m is not None and len(m) > at else None for m in metrics]
+        if names.count(names[0]) == n and not any(cached):  # (a chunk: one task, nothing cached)
+            values = {c: _measured(v) for c, v in columns.items()}
+            self._add(names[0], False, values, len(values["peak_rss"]))
+            return
+        for k in range(n):
+            one = {c: _measured([v[k]]) for c, v in columns.items()}
+            self._add(names[k], cached[k], one, len(one["peak_rss"]))
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The ``task_means`` rows: one per task that completed, and the run's (task '')."""
+        width = 2 * len(_PAIRS) + 1
+        whole = [0] * width
+        out = []
+        for name, acc in self.sums.items():
+            out.append((self.run_id, name, *_sums(acc)))
+            whole = [a + b for a, b in zip(whole, acc, strict=True)]
+        out.append((self.run_id, "", *_sums(whole)))
+        return out
+
+
+def _sums(acc: list[Any]) -> list[Any]:
+    """As SQLite's COUNT and SUM would give them: a sum over no value is NULL."""
+    out = list(acc)
+    for k in range(len(_PAIRS)):
+        if not out[2 * k]:
+            out[2 * k + 1] = None
+    return out
