@@ -35,7 +35,10 @@ def total(parts: list[bytes]) -> int:
     return sum(len(p) for p in parts)
 
 
-def _reference(column: str, workflow: str, exclude_run: str = "") -> tuple[dict[str, float], dict[str, float]]:
+Means = tuple[dict[str, float], dict[str, float]]
+
+
+def _reference(column: str, workflow: str, exclude_run: str = "") -> Means:
     """The means as the rooms read them before: one GROUP BY over every attempt."""
     store = get_store()
     ids = recent._recent_runs(store, workflow, exclude_run, recent.RECENT_RUNS)
