@@ -232,6 +232,9 @@ def test_a_maps_items_over_several_runs_cost_a_row_per_item_and_run_and_give_the
 
     graph(400).run(cache=False)
     one = _prepare_cost(graph(400))
+    for n in (400, 150, 700):  # the same graph, a shorter and a longer map, over one stored run
+        keys = [r.key for r in graph(n).nodes]
+        _same(recent.recent_means("duration_s", "maps", keys=keys), _reference("duration_s", "maps"), keys)
     for _ in range(4):
         graph(400).run(cache=False)
     five = _prepare_cost(graph(400))
@@ -267,3 +270,34 @@ def test_summaries_of_process_runs_count_their_peaks_and_memory_reads_them() -> 
         "SELECT peaks FROM task_means WHERE run_id = ? AND task = ''", (run.id,))
     assert peaks[0] >= 5  # (every attempt in a worker process records its peak)
     assert predicted_peaks("procsums")["make"] > 0
+
+
+def _weights_as_before(names: list[str], kinds: list[str], means: dict[str, float], keys: list[str],
+                       key_means: dict[str, float]) -> list[float] | None:
+    import statistics
+
+    own = [key_means.get(key, means.get(n)) if k in ("task", "undo") else None
+           for n, k, key in zip(names, kinds, keys, strict=True)]
+    known = [w for w in own if w is not None]
+    if not known:
+        return None
+    fallback = statistics.median(known)
+    return [(0.0 if k not in ("task", "undo") else w if w is not None else fallback) + 1e-9
+            for w, k in zip(own, kinds, strict=True)]
+
+
+def test_learned_weights_are_the_same_numbers_as_before() -> None:
+    import random
+
+    from nbflow.predict.priorities import learned_weights
+
+    rng = random.Random(7)
+    for _ in range(300):
+        n = rng.randint(0, 12)
+        names = [rng.choice("abc") for _ in range(n)]
+        kinds = [rng.choice(["task", "task", "undo", "map", "collect"]) for _ in range(n)]
+        keys = [f"{a}-{i}" for i, a in enumerate(names)]
+        means = {a: rng.choice([0.0, 1.5, 3.25]) for a in "abc" if rng.random() < 0.5}
+        key_means = {k: rng.choice([0.0, 2.0, 7.5]) for k in keys if rng.random() < 0.4}
+        assert learned_weights(names, kinds, means, keys, key_means) == \
+            _weights_as_before(names, kinds, means, keys, key_means)

@@ -51,12 +51,16 @@ def learned_weights(
     (None when no task of the graph has history)."""
     key_means = key_means or {}
     keys = keys if keys is not None else [""] * len(names)
-    own = [key_means.get(key, means.get(n)) if k in ("task", "undo") else None
+    kget, nget = key_means.get, means.get
+    # (one pass per node: this runs over every item of a long map before its run starts)
+    own = [(w if (w := kget(key)) is not None else nget(n)) if k == "task" or k == "undo" else None
            for n, k, key in zip(names, kinds, keys, strict=True)]
-    known = [w for w in own if w is not None]
-    if not known:
+    unknown = own.count(None)
+    if unknown == len(own):
         return None
-    fallback = statistics.median(known)
+    if unknown == len(kinds) - kinds.count("task") - kinds.count("undo"):  # every task has its weight
+        return [_TIE if w is None else w + _TIE for w in own]
+    fallback = statistics.median([w for w in own if w is not None])
     return [
         (0.0 if k not in ("task", "undo") else w if w is not None else fallback) + _TIE
         for w, k in zip(own, kinds, strict=True)

@@ -29,6 +29,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from itertools import compress
+from operator import eq
 from typing import Any
 
 from .journal import one_reader
@@ -79,6 +80,24 @@ SELECT t.run_id, t.idx, t.key, t.{column} FROM task_runs t
 WHERE t.run_id IN ({runs}) AND t.idx < ?
   AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
 """
+
+# The same for one run (a long map's history is its newest run alone: no run id per row).
+_AT_INDEX_ONE_SQL = """
+SELECT t.idx, t.key, t.{column} FROM task_runs t
+WHERE t.run_id = ? AND t.idx < ?
+  AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
+"""
+
+# The same without the keys, once the run's nodes are known to hold the graph's keys.
+_VALUES_ONE_SQL = """
+SELECT t.idx, t.{column} FROM task_runs t
+WHERE t.run_id = ? AND t.idx < ?
+  AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
+"""
+
+# A run's keys at the first node indexes, joined: one string to compare with the graph's.
+_KEYS_SQL = "SELECT COUNT(*), group_concat(key, char(31)) FROM nodes WHERE run_id = ? AND idx < ?"
+_SEP = "\x1f"
 
 # Which of these node indexes of a run hold which keys (by primary key).
 _NODES_AT_SQL = """
@@ -202,6 +221,8 @@ def _key_means(store: Any, column: str, sizes: dict[str, int], keys: list[str]) 
     n = len(keys)
     ids = list(sizes)
     query = store.journal.query
+    if len(ids) == 1:
+        return _one_run_key_means(store, column, ids[0], sizes[ids[0]], keys)
     sums: dict[str, list[Any]] = {}
     found = {r: bytearray(n) for r in ids}  # 1: the run holds the graph's key at that index
     for run_id, idx, key, value in query(_AT_INDEX_SQL.format(column=column, runs=_marks(ids)), [*ids, n]):
@@ -215,24 +236,92 @@ def _key_means(store: Any, column: str, sizes: dict[str, int], keys: list[str]) 
                 acc[1] += 1
     for run_id, marks in found.items():
         todo = list(compress(range(n), marks.translate(_FLIP))) if marks.count(0) else []
-        if not todo:
-            continue
-        size = sizes[run_id]
-        at_home = query(_NODES_AT_SQL, (run_id, json.dumps([i for i in todo if i < size])))
-        home = {i for i, key in at_home if keys[i] == key}  # (there, with no attempt to count)
-        wanted = {keys[i] for i in todo if i not in home}
-        if not wanted:
-            continue
-        if size <= len(wanted):  # (a smaller run than the keys asked for: read it whole)
-            rows = query(_RUN_SQL.format(column=column), (run_id,))
-        else:
-            rows = query(_BY_NAME_SQL.format(column=column), (run_id, json.dumps(sorted(wanted))))
-        for key, value in rows:
-            if key in wanted:
-                acc = sums.setdefault(key, [0.0, 0])
-                acc[0] += value
-                acc[1] += 1
+        _elsewhere(store, column, run_id, sizes[run_id], keys, todo, sums)
     return {key: s / c for key, (s, c) in sums.items()}
+
+
+def _one_run_key_means(store: Any, column: str, run_id: str, size: int, keys: list[str]) -> dict[str, float]:
+    """:func:`_key_means` over one run, column-wise: a long map's newest run is often the
+    whole history read (:data:`RECENT_NODES`), a row per item."""
+    if _same_keys(store, run_id, size, keys):
+        return _same_keys_means(store, column, run_id, keys)
+    rows = store.journal.query(_AT_INDEX_ONE_SQL.format(column=column), (run_id, len(keys)))
+    idxs, got, values = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [])
+    same = list(map(eq, map(keys.__getitem__, idxs), got))
+    if not all(same):
+        idxs, got, values = (list(compress(c, same)) for c in (idxs, got, values))
+    home = set(idxs)
+    sums: dict[str, list[Any]] = {}
+    if len(home) == len(idxs):  # (one attempt per key: its value is its mean)
+        means = dict(zip(got, map(float, values), strict=True))
+    else:
+        for key, value in zip(got, values, strict=True):
+            acc = sums.setdefault(key, [0.0, 0])
+            acc[0] += value
+            acc[1] += 1
+        means = {}
+    todo = sorted(set(range(len(keys))) - home) if len(home) < len(keys) else []
+    if todo:
+        for key, mean in means.items():
+            sums[key] = [mean, 1]
+        _elsewhere(store, column, run_id, size, keys, todo, sums)
+        means = {}
+    means.update((key, s / c) for key, (s, c) in sums.items())
+    return means
+
+
+def _same_keys(store: Any, run_id: str, size: int, keys: list[str]) -> bool:
+    """Does every node of the run below ``len(keys)`` hold the graph's key at its index, and
+    the run no node past them that the graph has not?  (A run of the same graph, or a
+    shorter or longer map of it.)  Then a key of the graph is either at its own index in
+    that run or not in it at all.  One joined string compared: no key per row in Python."""
+    n = len(keys)
+    (count, joined), = store.journal.query(_KEYS_SQL, (run_id, n))
+    first = keys[:count]
+    text = _SEP.join(first)
+    return (count == min(n, size) and (joined or "") == text
+            and text.count(_SEP) == max(count - 1, 0))  # (no key holds the separator)
+
+
+def _same_keys_means(store: Any, column: str, run_id: str, keys: list[str]) -> dict[str, float]:
+    """Per-key means of one run whose nodes hold the graph's keys (:func:`_same_keys`)."""
+    rows = store.journal.query(_VALUES_ONE_SQL.format(column=column), (run_id, len(keys)))
+    if not rows:
+        return {}
+    idxs, values = zip(*rows, strict=True)
+    if len(set(idxs)) == len(idxs):  # (one attempt per key: its value is its mean)
+        return dict(zip(map(keys.__getitem__, idxs), map(float, values), strict=True))
+    sums: dict[str, list[Any]] = {}
+    for idx, value in rows:
+        acc = sums.setdefault(keys[idx], [0.0, 0])
+        acc[0] += value
+        acc[1] += 1
+    return {key: s / c for key, (s, c) in sums.items()}
+
+
+def _elsewhere(store: Any, column: str, run_id: str, size: int, keys: list[str], todo: list[int],
+               sums: dict[str, list[Any]]) -> None:
+    """Add to ``sums`` the attempts of one run for the graph's keys at the indexes ``todo``
+    (none of that run's attempts at those indexes was theirs): the run's own node at such
+    an index may hold the key (then it has no attempt to count), else the run is searched
+    for the key by name."""
+    if not todo:
+        return
+    query = store.journal.query
+    at_home = query(_NODES_AT_SQL, (run_id, json.dumps([i for i in todo if i < size])))
+    home = {i for i, key in at_home if keys[i] == key}  # (there, with no attempt to count)
+    wanted = {keys[i] for i in todo if i not in home}
+    if not wanted:
+        return
+    if size <= len(wanted):  # (a smaller run than the keys asked for: read it whole)
+        rows = query(_RUN_SQL.format(column=column), (run_id,))
+    else:
+        rows = query(_BY_NAME_SQL.format(column=column), (run_id, json.dumps(sorted(wanted))))
+    for key, value in rows:
+        if key in wanted:
+            acc = sums.setdefault(key, [0.0, 0])
+            acc[0] += value
+            acc[1] += 1
 
 
 _FLIP = bytes([1, 0]) + bytes(254)  # (bytearray.translate: 0 <-> 1)
