@@ -301,3 +301,12 @@ def test_learned_weights_are_the_same_numbers_as_before() -> None:
         key_means = {k: rng.choice([0.0, 2.0, 7.5]) for k in keys if rng.random() < 0.4}
         assert learned_weights(names, kinds, means, keys, key_means) == \
             _weights_as_before(names, kinds, means, keys, key_means)
+
+
+def test_gc_removes_the_summaries_of_the_runs_it_removes() -> None:
+    from nbflow.store.gc import gc
+
+    runs = [_graph([1, 2]).run(cache=False) for _ in range(3)]
+    gc(keep_last=1)
+    left = {r for (r,) in get_store().journal.query("SELECT DISTINCT run_id FROM task_means")}
+    assert left == {runs[-1].id}
