@@ -169,6 +169,7 @@ def _counted() -> Iterator[dict[str, int]]:
     units of 100) and statements."""
     seen = {"steps": 0, "statements": 0}
     real = journal_mod.connect
+    journal_mod.close_kept_readers()  # (a run's preparation keeps its reader for the next one)
 
     def counting(*a: Any, **k: Any) -> sqlite3.Connection:
         conn = real(*a, **k)
@@ -186,6 +187,7 @@ def _counted() -> Iterator[dict[str, int]]:
         yield seen
     finally:
         journal_mod.connect = real
+        journal_mod.close_kept_readers()
 
 
 @nf.task
@@ -310,3 +312,44 @@ def test_gc_removes_the_summaries_of_the_runs_it_removes() -> None:
     gc(keep_last=1)
     left = {r for (r,) in get_store().journal.query("SELECT DISTINCT run_id FROM task_means")}
     assert left == {runs[-1].id}
+
+
+def test_a_runs_preparation_reads_through_the_connection_the_previous_one_kept() -> None:
+    _graph([1, 2]).run(cache=False)
+    _prepare_cost(_graph([1, 2]))  # (opens the reader, then closed by the counting helper)
+    prepare(_graph([1, 2]), run_options(_graph([1, 2]), cache=False))
+    with _counted_opens() as opened:
+        for _ in range(3):
+            run = prepare(_graph([1, 2]), run_options(_graph([1, 2]), cache=False))
+            assert run.learned_priorities
+    assert opened == []  # (each would cost ~0.6 ms of CPU: the file, the pragmas)
+    # A store replaced under the same path is not read through the old file's connection.
+    import shutil
+
+    store = get_store()
+    store.journal.flush()
+    path = store.journal.path
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    shutil.copy(path, path.with_name("copy.sqlite"))
+    path.with_name("copy.sqlite").replace(path)  # (the same content, another file)
+    with _counted_opens() as opened:
+        prepare(_graph([1, 2]), run_options(_graph([1, 2]), cache=False))
+    assert len(opened) == 1
+
+
+@contextmanager
+def _counted_opens() -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    real = journal_mod.connect
+
+    def counting(*a: Any, **k: Any) -> sqlite3.Connection:
+        opened.append(a)
+        return real(*a, **k)
+
+    journal_mod.connect = counting
+    try:
+        yield opened
+    finally:
+        journal_mod.connect = real

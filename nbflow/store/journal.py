@@ -695,7 +695,7 @@ class Journal:
         if held is not None:
             conn = held.get(self)
             if conn is None:
-                conn = held[self] = self.reader()
+                conn = held[self] = _held.pool.pop(self, None) or self.reader()
             return retrying(lambda: conn.execute(sql, params).fetchall(), "query", path=self.path)
         conn = self.reader()
         try:
@@ -708,23 +708,68 @@ _held = threading.local()  # .conns: {Journal: its reader} inside one_reader() b
 
 
 @contextlib.contextmanager
-def one_reader() -> Iterator[None]:
+def one_reader(keep: bool = False) -> Iterator[None]:
     """Within the block (in this thread), :meth:`Journal.query` reads each journal through
     one connection, opened at its first query and closed when the block ends.  Opening a
     connection costs ~0.6 ms of CPU (the file, the pragmas), more than a small query: a
     run being prepared asks the store two or three questions about its history.  Each query
-    is still its own read (autocommit), so it sees every commit made before it."""
+    is still its own read (autocommit), so it sees every commit made before it.  With
+    ``keep`` the connections stay open for this thread's next such block (a run's
+    preparation: one per run), while the journal file is the same and in the same process."""
     if getattr(_held, "conns", None) is not None:  # (nested: the outer block's connections)
         yield
         return
     _held.conns = {}
+    _held.pool = _kept_readers() if keep else {}  # (taken by the first query of each journal)
     try:
         yield
     finally:
         conns, _held.conns = _held.conns, None
+        unused, _held.pool = _held.pool, {}
+        if keep:  # (only the journals read in this block stay open)
+            _kept.conns = {j: (c, os.getpid(), _file_id(j.path)) for j, c in conns.items()}
+            conns = unused
+        else:
+            conns.update(unused)
         for conn in conns.values():
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+
+_kept = threading.local()  # .conns: {Journal: (reader, pid, file id)} between one_reader(keep=True)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def close_kept_readers() -> None:
+    """Close this thread's readers kept by ``one_reader(keep=True)``."""
+    for conn, *_ in (getattr(_kept, "conns", None) or {}).values():
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+    _kept.conns = {}
+
+
+def _kept_readers() -> dict[Journal, sqlite3.Connection]:
+    """This thread's kept readers that still read the journal's file (not one replaced or
+    removed since), in this process (a forked child opens its own)."""
+    out = {}
+    pid = os.getpid()
+    for j, (conn, owner, file_id) in (getattr(_kept, "conns", None) or {}).items():
+        if owner != pid:
+            continue
+        if file_id is not None and _file_id(j.path) == file_id:
+            out[j] = conn
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+    _kept.conns = {}
+    return out
 
 
 _JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()

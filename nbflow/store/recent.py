@@ -139,7 +139,7 @@ def one_answer_per_query() -> Iterator[None]:
     outer = getattr(_memo, "answers", None)
     _memo.answers = {} if outer is None else outer
     try:
-        with one_reader():
+        with one_reader(keep=True):  # (the next run's preparation reads through it too)
             yield
     finally:
         _memo.answers = outer
