@@ -521,6 +521,9 @@ class Journal:
         """Commit everything queued and wait for the writer thread to exit."""
         self.flush()
         self._join_idle()
+        # (and this thread's kept reader: the last connection to close folds the WAL into
+        # the database file, which a copy of the file alone then holds)
+        close_kept_readers(self)
 
     def _join_idle(self) -> None:
         with self._lock:
@@ -747,12 +750,14 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def close_kept_readers() -> None:
-    """Close this thread's readers kept by ``one_reader(keep=True)``."""
-    for conn, *_ in (getattr(_kept, "conns", None) or {}).values():
+def close_kept_readers(journal: Journal | None = None) -> None:
+    """Close this thread's readers kept by ``one_reader(keep=True)`` (of ``journal`` only,
+    if given)."""
+    kept = getattr(_kept, "conns", None) or {}
+    for j in [j for j in kept if journal is None or j is journal]:
+        conn = kept.pop(j)[0]
         with contextlib.suppress(sqlite3.Error):
             conn.close()
-    _kept.conns = {}
 
 
 def _kept_readers() -> dict[Journal, sqlite3.Connection]:
