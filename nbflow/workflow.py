@@ -142,11 +142,19 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         run = Run(wf, options, findings=findings, extra_edges=extra)
     journal = store_hooks.journal_subscriber(run)
     if journal is not None:
+        # (the summary first: at the run's end it is queued before the end row, and written
+        # in the commit the run waits for, after every attempt's row)
+        summary = store_hooks.summary_subscriber(run)
+        if summary is not None:
+            run.subscribe(summary)
         run.subscribe(journal)
-    with one_answer_per_query():  # (priorities and placement read the same durations)
+    # (priorities and placement read the same durations; the history read is a row per node
+    # of the graph, and a collection in the middle of it would walk the whole graph)
+    with one_answer_per_query(), gc_paused():
         history = _has_history(run)  # a first run skips the queries over history
+        keys = [r.key for r in run.nodes] if history else []  # (history is read for these only)
         # With history, dispatch priorities weigh tasks by their measured durations.
-        run.learned_priorities = apply_learned_priorities(run) if history else False
+        run.learned_priorities = apply_learned_priorities(run, keys) if history else False
         # With recorded peak memory, memory-heavy tasks only start when their peak fits.
         run.predicted_memory = apply_predicted_memory(run) if history else {}
         if options.cache:
@@ -155,7 +163,7 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         if agent is not None:
             agent.sink = store_hooks.transfer_sink(run)  # run.transfers also go to the journal
             if history:
-                _predict_placement(run, agent)
+                _predict_placement(run, agent, keys)
     process = run.backends.get("process")
     if process is not None:  # (the process backend counts its own transfers)
         process.sink = store_hooks.transfer_sink(run)
@@ -169,13 +177,15 @@ def _has_history(run: Run) -> bool:
         return False
 
 
-def _predict_placement(run: Run, agent: Any) -> None:
+def _predict_placement(run: Run, agent: Any, keys: list[str] | None = None) -> None:
     """Hand the placement rule what history predicts per task: output bytes (locality
     room) and durations (prediction room), so tasks submitted before their inputs finish
     are placed by the sizes those inputs will have, and queues weigh expected work."""
+    if keys is None:
+        keys = [r.key for r in run.nodes]
     try:
-        sizes = locality_predicted.output_sizes(run.name, exclude_run=run.id)
-        seconds = mean_durations(run.name, exclude_run=run.id)
+        sizes = locality_predicted.output_sizes(run.name, exclude_run=run.id, keys=keys)
+        seconds = mean_durations(run.name, exclude_run=run.id, keys=keys)
     except Exception:  # an unreadable store must never stop a run: no predictions then
         return
     nodes = [(r.name, r.key) for r in run.nodes]

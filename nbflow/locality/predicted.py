@@ -22,9 +22,11 @@ RECENT_RUNS = 20
 
 
 def output_sizes(workflow: str, exclude_run: str = "", store: Any = None,
-                 ) -> tuple[dict[str, float], dict[str, float]]:
-    """``(by task name, by task key)`` mean output bytes over the workflow's recent runs."""
-    return recent_means("output_bytes", workflow, exclude_run, store, RECENT_RUNS)
+                 keys: list[str] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """``(by task name, by task key)`` mean output bytes over the workflow's recent runs (by
+    key: only ``keys``, the graph's in node order, when given: a row per node, not per
+    stored attempt)."""
+    return recent_means("output_bytes", workflow, exclude_run, store, RECENT_RUNS, keys=keys)
 
 
 def durations(workflow: str, exclude_run: str = "", store: Any = None,

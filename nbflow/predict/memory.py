@@ -39,10 +39,15 @@ RECENT_RUNS = 20
 QUANTILE = 0.9
 MIN_BYTES = 256 * 2**20
 
+# The peaks of the recent runs' completed attempts.  A run whose summary (written as it
+# ended: nbflow.store.summary) counts no peak at all, e.g. every run on the thread backend,
+# is left out before its attempts are read: that costs a row per run, not one per attempt.
 _SQL = """
 SELECT n.task, t.peak_rss
 FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
-WHERE t.run_id IN (SELECT id FROM runs WHERE name = ? AND id != ? ORDER BY start DESC LIMIT ?)
+WHERE t.run_id IN (
+    SELECT r.id FROM (SELECT id FROM runs WHERE name = ? AND id != ? ORDER BY start DESC LIMIT ?) r
+    WHERE NOT EXISTS (SELECT 1 FROM task_means m WHERE m.run_id = r.id AND m.task = '' AND m.peaks = 0))
   AND t.state = 'completed' AND t.peak_rss IS NOT NULL
 """
 

@@ -36,10 +36,11 @@ _TIE = 1e-9  # seconds per task on the path: breaks ties by chain length
 
 
 def mean_durations(
-    workflow: str, exclude_run: str = "", store: Any = None,
+    workflow: str, exclude_run: str = "", store: Any = None, keys: list[str] | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """``(by task name, by task key)`` mean measured durations over the workflow's recent runs."""
-    return recent_means("duration_s", workflow, exclude_run, store, RECENT_RUNS)
+    """``(by task name, by task key)`` mean measured durations over the workflow's recent runs
+    (by key: only ``keys``, the graph's in node order, when given)."""
+    return recent_means("duration_s", workflow, exclude_run, store, RECENT_RUNS, keys=keys)
 
 
 def learned_weights(
@@ -50,38 +51,45 @@ def learned_weights(
     (None when no task of the graph has history)."""
     key_means = key_means or {}
     keys = keys if keys is not None else [""] * len(names)
-    own = [key_means.get(key, means.get(n)) if k in ("task", "undo") else None
+    kget, nget = key_means.get, means.get
+    # (one pass per node: this runs over every item of a long map before its run starts)
+    own = [(w if (w := kget(key)) is not None else nget(n)) if k == "task" or k == "undo" else None
            for n, k, key in zip(names, kinds, keys, strict=True)]
-    known = [w for w in own if w is not None]
-    if not known:
+    unknown = own.count(None)
+    if unknown == len(own):
         return None
-    fallback = statistics.median(known)
+    if unknown == len(kinds) - kinds.count("task") - kinds.count("undo"):  # every task has its weight
+        return [_TIE if w is None else w + _TIE for w in own]
+    fallback = statistics.median([w for w in own if w is not None])
     return [
         (0.0 if k not in ("task", "undo") else w if w is not None else fallback) + _TIE
         for w, k in zip(own, kinds, strict=True)
     ]
 
 
-def apply_learned_priorities(run: Any) -> bool:
+def apply_learned_priorities(run: Any, keys: list[str] | None = None) -> bool:
     """Weight ``run``'s critical-path levels by history; True if it did.
 
     Called by the composition point as a run is made (``nbflow.workflow.prepare``), so the
     engine itself needs no knowledge of history: it only takes the weights
-    (``run.weigh_priorities``).
+    (``run.weigh_priorities``).  ``keys``: the run's node keys in order, if the caller has
+    them (the same list for every room lets them share one reading of the history).
     """
     if os.environ.get("NBFLOW_LEARNED_PRIORITY", "1") == "0":
         return False
     nodes = run.nodes
     if not nodes:
         return False
+    if keys is None:
+        keys = [r.key for r in nodes]
     try:
-        means, key_means = mean_durations(run.name, exclude_run=run.id)
+        means, key_means = mean_durations(run.name, exclude_run=run.id, keys=keys)
     except Exception:  # an unreadable store must never stop a run; unit weights then
         return False
     if not means:
         return False
     weights = learned_weights([r.name for r in nodes], [r.kind for r in nodes], means,
-                              [r.key for r in nodes], key_means)
+                              keys, key_means)
     if weights is None:
         return False
     run.weigh_priorities(weights)

@@ -226,7 +226,7 @@ def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budge
 
     if not dry_run and (removed_ids or doomed):
         def remove(c: sqlite3.Connection) -> None:
-            for table in ("events", "task_runs", "nodes"):
+            for table in ("events", "task_runs", "nodes", "task_means"):
                 c.executemany(f"DELETE FROM {table} WHERE run_id = ?", [(r,) for r in removed_ids])
             c.executemany("DELETE FROM runs WHERE id = ?", [(r,) for r in removed_ids])
             c.executemany("DELETE FROM cache WHERE blob = ?", [(b,) for b in doomed])

@@ -11,6 +11,9 @@ Both are asked for by the composition point (:mod:`nbflow.workflow`) when a run 
 * :func:`journal_subscriber` — a :class:`~nbflow.store.recorder.RunRecorder` that writes the
   run's events to the journal, or None when no store is usable (whether or not the run
   caches).
+* :func:`summary_subscriber` — a :class:`~nbflow.store.summary.SummaryWriter` that sums
+  the run's measured columns per task as it ends (read by the next run's preparation), or
+  None when no store is usable.
 * :func:`transfer_sink` — a function that journals the rows of ``run.transfers`` (the
   locality room calls it once: before the run's end is recorded when the run closes its
   Dask client, else just after the run returned, off its path), or None.
@@ -28,6 +31,7 @@ from .guard import GuardedRunCache
 from .journal import Op
 from .recorder import RunRecorder
 from .store import get_store
+from .summary import SummaryWriter
 
 PUT_TRANSFER = Op("INSERT INTO transfers(run_id, producer, consumer, from_worker, to_worker, bytes, "
                   "seconds, start) VALUES(?,?,?,?,?,?,?,?)")
@@ -56,6 +60,12 @@ def journal_subscriber(run: Any) -> Subscriber | None:
     settings.check_all()
     store = get_store()
     return RunRecorder(store, run) if store is not None else None
+
+
+def summary_subscriber(run: Any) -> Subscriber | None:
+    """The subscriber queueing ``run``'s per-task summary at its end (None: no store)."""
+    store = get_store()
+    return SummaryWriter(store.journal, run) if store is not None else None
 
 
 def transfer_sink(run: Any) -> Any:

@@ -60,7 +60,7 @@ from . import parked, settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -169,6 +169,17 @@ MIGRATIONS: dict[int, list[str]] = {
     # number of per-item events it stands for (NULL: a row of one event).  Readers expand it.
     9: [
         "ALTER TABLE events ADD COLUMN items INTEGER",
+    ],
+    # 10: per-run, per-task sums of the measured columns (nbflow.store.summary), written as a
+    # run ends, so that preparing the next run reads a row per task instead of every attempt.
+    # A row with task '' sums the whole run and marks it summarised (older runs have none).
+    10: [
+        """CREATE TABLE IF NOT EXISTS task_means(
+            run_id TEXT NOT NULL, task TEXT NOT NULL,
+            n_duration INTEGER, sum_duration REAL, n_output INTEGER, sum_output REAL,
+            n_input INTEGER, sum_input REAL, n_cpu INTEGER, sum_cpu REAL,
+            n_rss INTEGER, sum_rss REAL, peaks INTEGER,
+            PRIMARY KEY(run_id, task)) WITHOUT ROWID""",
     ],
 }
 
@@ -514,6 +525,9 @@ class Journal:
         self.flush()
         self._join_idle()
         parked.close(self)
+        # (and this thread's kept reader: the last connection to close folds the WAL into
+        # the database file, which a copy of the file alone then holds)
+        close_kept_readers(self)
 
     def _join_idle(self) -> None:
         with self._lock:
@@ -694,7 +708,7 @@ class Journal:
         if held is not None:
             conn = held.get(self)
             if conn is None:
-                conn = held[self] = self.reader()
+                conn = held[self] = _held.pool.pop(self, None) or self.reader()
             return retrying(lambda: conn.execute(sql, params).fetchall(), "query", path=self.path)
         conn = self.reader()
         try:
@@ -707,23 +721,70 @@ _held = threading.local()  # .conns: {Journal: its reader} inside one_reader() b
 
 
 @contextlib.contextmanager
-def one_reader() -> Iterator[None]:
+def one_reader(keep: bool = False) -> Iterator[None]:
     """Within the block (in this thread), :meth:`Journal.query` reads each journal through
     one connection, opened at its first query and closed when the block ends.  Opening a
     connection costs ~0.6 ms of CPU (the file, the pragmas), more than a small query: a
     run being prepared asks the store two or three questions about its history.  Each query
-    is still its own read (autocommit), so it sees every commit made before it."""
+    is still its own read (autocommit), so it sees every commit made before it.  With
+    ``keep`` the connections stay open for this thread's next such block (a run's
+    preparation: one per run), while the journal file is the same and in the same process."""
     if getattr(_held, "conns", None) is not None:  # (nested: the outer block's connections)
         yield
         return
     _held.conns = {}
+    _held.pool = _kept_readers() if keep else {}  # (taken by the first query of each journal)
     try:
         yield
     finally:
         conns, _held.conns = _held.conns, None
+        unused, _held.pool = _held.pool, {}
+        if keep:  # (only the journals read in this block stay open)
+            _kept.conns = {j: (c, os.getpid(), _file_id(j.path)) for j, c in conns.items()}
+            conns = unused
+        else:
+            conns.update(unused)
         for conn in conns.values():
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+
+_kept = threading.local()  # .conns: {Journal: (reader, pid, file id)} between one_reader(keep=True)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def close_kept_readers(journal: Journal | None = None) -> None:
+    """Close this thread's readers kept by ``one_reader(keep=True)`` (of ``journal`` only,
+    if given)."""
+    kept = getattr(_kept, "conns", None) or {}
+    for j in [j for j in kept if journal is None or j is journal]:
+        conn = kept.pop(j)[0]
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+
+
+def _kept_readers() -> dict[Journal, sqlite3.Connection]:
+    """This thread's kept readers that still read the journal's file (not one replaced or
+    removed since), in this process (a forked child opens its own)."""
+    out = {}
+    pid = os.getpid()
+    for j, (conn, owner, file_id) in (getattr(_kept, "conns", None) or {}).items():
+        if owner != pid:
+            continue
+        if file_id is not None and _file_id(j.path) == file_id:
+            out[j] = conn
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+    _kept.conns = {}
+    return out
 
 
 _JOURNALS: weakref.WeakSet[Journal] = weakref.WeakSet()

@@ -5,16 +5,35 @@ learned priorities), the locality room (output sizes for placing tasks whose pro
 not finished).  This is the one query they share: completed, uncached attempts of the
 workflow's ``runs`` newest runs (leaving one run out; fewer when those runs hold more than
 :data:`RECENT_NODES` nodes), averaged by task key and by task name.
+
+What it reads is what the run being prepared needs, not what the store holds:
+
+* **by task name** from the per-task sums each run leaves when it ends (``task_means``,
+  :mod:`.summary`): a row per task and run, however many attempts the run made.  A run
+  without them (journaled by an older nbflow, or whose process died) is summed from its
+  attempts, in SQLite.
+* **by key** only for the keys of the graph being prepared (``keys=``, in node order).  The
+  same call of a workflow run again has the same key at the same node index, so the
+  attempts of the graph's keys are read by primary key: the nodes ``0..len(keys)-1`` of
+  each recent run, a row each.  A key found at another index (the graph changed) is looked
+  up by name in that run.  A key names one node of a run (``name-N``, N counted per task
+  name), which is what makes "found at its own index" the whole answer for that run.
+  Without ``keys`` every key of the recent runs is averaged (``nf.plan``, reports).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import sqlite3
 import threading
 from collections.abc import Iterator
+from itertools import compress
+from operator import eq
 from typing import Any
 
 from .journal import one_reader
+from .summary import summary_columns
 
 __all__ = ["COLUMNS", "RECENT_NODES", "RECENT_RUNS", "has_history", "one_answer_per_query", "recent_means"]
 
@@ -32,12 +51,70 @@ SELECT r.id, (SELECT MAX(n.idx) FROM nodes n WHERE n.run_id = r.id)
 FROM runs r WHERE r.name = ? AND r.id != ? ORDER BY r.start DESC LIMIT ?
 """
 
+# Every key's means (no keys given): a row per attempt of the runs, grouped.
 _SQL = """
 SELECT n.task, t.key, AVG(t.{column}), COUNT(*)
 FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
 WHERE t.run_id IN ({runs})
   AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
 GROUP BY n.task, t.key
+"""
+
+# The per-task sums of summarised runs; the row with task '' marks a run summarised.
+_SUMMARY_SQL = """
+SELECT run_id, task, {count}, {total} FROM task_means WHERE run_id IN ({runs})
+"""
+
+# Per-task sums of runs without a summary, from their attempts (in SQLite: a row per task).
+_TASK_SQL = """
+SELECT n.task, SUM(t.{column}), COUNT(*)
+FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
+WHERE t.run_id IN ({runs})
+  AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
+GROUP BY n.task
+"""
+
+# The graph's keys at their own node indexes: by primary key, a row per completed attempt.
+_AT_INDEX_SQL = """
+SELECT t.run_id, t.idx, t.key, t.{column} FROM task_runs t
+WHERE t.run_id IN ({runs}) AND t.idx < ?
+  AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
+"""
+
+# The same for one run (a long map's history is its newest run alone: no run id per row).
+_AT_INDEX_ONE_SQL = """
+SELECT t.idx, t.key, t.{column} FROM task_runs t
+WHERE t.run_id = ? AND t.idx < ?
+  AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
+"""
+
+# The same without the keys, once the run's nodes are known to hold the graph's keys.
+_VALUES_ONE_SQL = """
+SELECT t.idx, t.{column} FROM task_runs t
+WHERE t.run_id = ? AND t.idx < ?
+  AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
+"""
+
+# A run's keys at the first node indexes, joined: one string to compare with the graph's.
+_KEYS_SQL = "SELECT COUNT(*), group_concat(key, char(31)) FROM nodes WHERE run_id = ? AND idx < ?"
+_SEP = "\x1f"
+
+# Which of these node indexes of a run hold which keys (by primary key).
+_NODES_AT_SQL = """
+SELECT idx, key FROM nodes WHERE run_id = ? AND idx IN (SELECT value FROM json_each(?))
+"""
+
+# A run's attempts of some keys, wherever their nodes are (the graph changed since).
+_BY_NAME_SQL = """
+SELECT t.key, t.{column} FROM task_runs t
+WHERE t.run_id = ? AND t.key IN (SELECT value FROM json_each(?))
+  AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
+"""
+
+# Every attempt of a (small) run.
+_RUN_SQL = """
+SELECT t.key, t.{column} FROM task_runs t
+WHERE t.run_id = ? AND t.state = 'completed' AND t.cached = 0 AND t.{column} IS NOT NULL
 """
 
 # Is there one completed attempt that ran, in the recent runs?  Stops at the first.
@@ -49,20 +126,20 @@ LIMIT 1
 """
 
 
-_memo = threading.local()  # .answers: {(column, workflow, exclude_run, runs, store): answer}
+_memo = threading.local()  # .answers: {(column, workflow, exclude_run, runs, store, keys): answer}
 
 
 @contextlib.contextmanager
 def one_answer_per_query() -> Iterator[None]:
     """Within the block (in this thread), :func:`recent_means` asks the journal once per
     distinct question: a run being prepared asks for the same means from two rooms (the
-    durations weigh both priorities and placement).  Outside, every call reads afresh.
-    The block's queries (these and any other, e.g. predicted memory) share one connection
-    per journal (:func:`.journal.one_reader`)."""
+    durations weigh both priorities and placement; pass them the same ``keys`` list).
+    Outside, every call reads afresh.  The block's queries (these and any other, e.g.
+    predicted memory) share one connection per journal (:func:`.journal.one_reader`)."""
     outer = getattr(_memo, "answers", None)
     _memo.answers = {} if outer is None else outer
     try:
-        with one_reader():
+        with one_reader(keep=True):  # (the next run's preparation reads through it too)
             yield
     finally:
         _memo.answers = outer
@@ -85,38 +162,174 @@ def has_history(workflow: str, exclude_run: str = "", store: Any = None) -> bool
 def _recent_runs(store: Any, workflow: str, exclude_run: str, runs: int) -> list[str]:
     """The newest ``runs`` runs of ``workflow`` (not ``exclude_run``), cut once their nodes
     pass :data:`RECENT_NODES` (the newest run is always kept)."""
-    out: list[str] = []
+    return list(_recent_sizes(store, workflow, exclude_run, runs))
+
+
+def _recent_sizes(store: Any, workflow: str, exclude_run: str, runs: int) -> dict[str, int]:
+    """:func:`_recent_runs` with each run's number of nodes, newest first."""
+    out: dict[str, int] = {}
     total = 0
     for run_id, last in store.journal.query(_RUNS_SQL, (workflow, exclude_run, runs)):
         size = (last or 0) + 1
         if out and total + size > RECENT_NODES:
             break
-        out.append(run_id)
+        out[run_id] = size
         total += size
     return out
 
 
-def recent_means(
-    column: str, workflow: str, exclude_run: str = "", store: Any = None, runs: int = RECENT_RUNS,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """``(by task name, by task key)`` means of ``column`` of ``task_runs`` (one of
-    :data:`COLUMNS`) over ``workflow``'s ``runs`` newest runs other than ``exclude_run``;
-    two empty dicts without a store."""
-    if column not in COLUMNS:
-        raise ValueError(f"recent_means: column must be one of {sorted(COLUMNS)}, got {column!r}")
-    if store is None:
-        from .store import get_store
+def _marks(ids: list[str]) -> str:
+    return ",".join("?" * len(ids))
 
-        store = get_store(warn=False)
-    if store is None:
-        return {}, {}
-    answers = getattr(_memo, "answers", None)
-    question = (column, workflow, exclude_run, runs, id(store))
-    if answers is not None and question in answers:
-        known_by_name, known_by_key = answers[question]
-        return dict(known_by_name), dict(known_by_key)
-    ids = _recent_runs(store, workflow, exclude_run, runs)
-    rows = store.journal.query(_SQL.format(column=column, runs=",".join("?" * len(ids))), ids) if ids else []
+
+def _task_means(store: Any, column: str, ids: list[str]) -> dict[str, float]:
+    """Mean of ``column`` per task name over the runs ``ids``: summarised runs from their
+    ``task_means`` rows, the others from their attempts."""
+    count, total = summary_columns(column)
+    sums: dict[str, list[float]] = {}
+    summarised: set[str] = set()
+    try:
+        rows = store.journal.query(_SUMMARY_SQL.format(count=count, total=total, runs=_marks(ids)), ids)
+    except sqlite3.OperationalError:  # (a journal without the table: every run from its attempts)
+        rows = []
+    for run_id, name, n, s in rows:
+        if name == "":
+            summarised.add(run_id)
+        elif n:
+            acc = sums.setdefault(name, [0.0, 0])
+            acc[0] += s
+            acc[1] += n
+    rest = [r for r in ids if r not in summarised]
+    if rest:
+        for name, s, n in store.journal.query(_TASK_SQL.format(column=column, runs=_marks(rest)), rest):
+            if name is None or not n or s is None:
+                continue
+            acc = sums.setdefault(str(name), [0.0, 0])
+            acc[0] += s
+            acc[1] += n
+    return {name: s / n for name, (s, n) in sums.items()}
+
+
+def _key_means(store: Any, column: str, sizes: dict[str, int], keys: list[str]) -> dict[str, float]:
+    """Mean of ``column`` per key, for the graph's ``keys`` only (``keys[i]`` is node i's),
+    over the runs of ``sizes`` (run id -> its number of nodes).
+
+    First the attempts at the graph's own node indexes (a row per node that completed).  A
+    graph key without an attempt there may still be that run's key at another index, unless
+    the run's node at its index holds it (a key names one node of a run): those few nodes
+    are looked up; the keys left are searched for by name in that run."""
+    n = len(keys)
+    ids = list(sizes)
+    query = store.journal.query
+    if len(ids) == 1:
+        return _one_run_key_means(store, column, ids[0], sizes[ids[0]], keys)
+    sums: dict[str, list[Any]] = {}
+    found = {r: bytearray(n) for r in ids}  # 1: the run holds the graph's key at that index
+    for run_id, idx, key, value in query(_AT_INDEX_SQL.format(column=column, runs=_marks(ids)), [*ids, n]):
+        if keys[idx] == key:
+            found[run_id][idx] = 1
+            acc = sums.get(key)
+            if acc is None:
+                sums[key] = [value, 1]
+            else:
+                acc[0] += value
+                acc[1] += 1
+    for run_id, marks in found.items():
+        todo = list(compress(range(n), marks.translate(_FLIP))) if marks.count(0) else []
+        _elsewhere(store, column, run_id, sizes[run_id], keys, todo, sums)
+    return {key: s / c for key, (s, c) in sums.items()}
+
+
+def _one_run_key_means(store: Any, column: str, run_id: str, size: int, keys: list[str]) -> dict[str, float]:
+    """:func:`_key_means` over one run, column-wise: a long map's newest run is often the
+    whole history read (:data:`RECENT_NODES`), a row per item."""
+    if _same_keys(store, run_id, size, keys):
+        return _same_keys_means(store, column, run_id, keys)
+    rows = store.journal.query(_AT_INDEX_ONE_SQL.format(column=column), (run_id, len(keys)))
+    idxs, got, values = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [])
+    same = list(map(eq, map(keys.__getitem__, idxs), got))
+    if not all(same):
+        idxs, got, values = (list(compress(c, same)) for c in (idxs, got, values))
+    home = set(idxs)
+    sums: dict[str, list[Any]] = {}
+    if len(home) == len(idxs):  # (one attempt per key: its value is its mean)
+        means = dict(zip(got, map(float, values), strict=True))
+    else:
+        for key, value in zip(got, values, strict=True):
+            acc = sums.setdefault(key, [0.0, 0])
+            acc[0] += value
+            acc[1] += 1
+        means = {}
+    todo = sorted(set(range(len(keys))) - home) if len(home) < len(keys) else []
+    if todo:
+        for key, mean in means.items():
+            sums[key] = [mean, 1]
+        _elsewhere(store, column, run_id, size, keys, todo, sums)
+        means = {}
+    means.update((key, s / c) for key, (s, c) in sums.items())
+    return means
+
+
+def _same_keys(store: Any, run_id: str, size: int, keys: list[str]) -> bool:
+    """Does every node of the run below ``len(keys)`` hold the graph's key at its index, and
+    the run no node past them that the graph has not?  (A run of the same graph, or a
+    shorter or longer map of it.)  Then a key of the graph is either at its own index in
+    that run or not in it at all.  One joined string compared: no key per row in Python."""
+    n = len(keys)
+    (count, joined), = store.journal.query(_KEYS_SQL, (run_id, n))
+    first = keys[:count]
+    text = _SEP.join(first)
+    return (count == min(n, size) and (joined or "") == text
+            and text.count(_SEP) == max(count - 1, 0))  # (no key holds the separator)
+
+
+def _same_keys_means(store: Any, column: str, run_id: str, keys: list[str]) -> dict[str, float]:
+    """Per-key means of one run whose nodes hold the graph's keys (:func:`_same_keys`)."""
+    rows = store.journal.query(_VALUES_ONE_SQL.format(column=column), (run_id, len(keys)))
+    if not rows:
+        return {}
+    idxs, values = zip(*rows, strict=True)
+    if len(set(idxs)) == len(idxs):  # (one attempt per key: its value is its mean)
+        return dict(zip(map(keys.__getitem__, idxs), map(float, values), strict=True))
+    sums: dict[str, list[Any]] = {}
+    for idx, value in rows:
+        acc = sums.setdefault(keys[idx], [0.0, 0])
+        acc[0] += value
+        acc[1] += 1
+    return {key: s / c for key, (s, c) in sums.items()}
+
+
+def _elsewhere(store: Any, column: str, run_id: str, size: int, keys: list[str], todo: list[int],
+               sums: dict[str, list[Any]]) -> None:
+    """Add to ``sums`` the attempts of one run for the graph's keys at the indexes ``todo``
+    (none of that run's attempts at those indexes was theirs): the run's own node at such
+    an index may hold the key (then it has no attempt to count), else the run is searched
+    for the key by name."""
+    if not todo:
+        return
+    query = store.journal.query
+    at_home = query(_NODES_AT_SQL, (run_id, json.dumps([i for i in todo if i < size])))
+    home = {i for i, key in at_home if keys[i] == key}  # (there, with no attempt to count)
+    wanted = {keys[i] for i in todo if i not in home}
+    if not wanted:
+        return
+    if size <= len(wanted):  # (a smaller run than the keys asked for: read it whole)
+        rows = query(_RUN_SQL.format(column=column), (run_id,))
+    else:
+        rows = query(_BY_NAME_SQL.format(column=column), (run_id, json.dumps(sorted(wanted))))
+    for key, value in rows:
+        if key in wanted:
+            acc = sums.setdefault(key, [0.0, 0])
+            acc[0] += value
+            acc[1] += 1
+
+
+_FLIP = bytes([1, 0]) + bytes(254)  # (bytearray.translate: 0 <-> 1)
+
+
+def _all_means(store: Any, column: str, ids: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Every key's means and the tasks' over the runs ``ids`` (a row per attempt)."""
+    rows = store.journal.query(_SQL.format(column=column, runs=_marks(ids)), ids)
     by_key: dict[str, float] = {}
     total: dict[str, list[float]] = {}
     for name, key, mean, count in rows:
@@ -126,8 +339,40 @@ def recent_means(
         acc = total.setdefault(str(name), [0.0, 0.0])
         acc[0] += float(mean) * count
         acc[1] += count
-    by_name = {n: s / c for n, (s, c) in total.items()}
+    return {n: s / c for n, (s, c) in total.items()}, by_key
+
+
+def recent_means(
+    column: str, workflow: str, exclude_run: str = "", store: Any = None, runs: int = RECENT_RUNS,
+    keys: list[str] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``(by task name, by task key)`` means of ``column`` of ``task_runs`` (one of
+    :data:`COLUMNS`) over ``workflow``'s ``runs`` newest runs other than ``exclude_run``;
+    two empty dicts without a store.  With ``keys`` (the graph's keys in node order) the
+    by-key means hold those keys only, and cost a row per node of the graph per run."""
+    if column not in COLUMNS:
+        raise ValueError(f"recent_means: column must be one of {sorted(COLUMNS)}, got {column!r}")
+    if store is None:
+        from .store import get_store
+
+        store = get_store(warn=False)
+    if store is None:
+        return {}, {}
+    answers = getattr(_memo, "answers", None)
+    question = (column, workflow, exclude_run, runs, id(store), None if keys is None else id(keys))
+    if answers is not None and question in answers:
+        known_by_name, known_by_key, _ = answers[question]
+        return dict(known_by_name), dict(known_by_key)
+    sizes = _recent_sizes(store, workflow, exclude_run, runs)
+    ids = list(sizes)
+    if not ids:
+        by_name: dict[str, float] = {}
+        by_key: dict[str, float] = {}
+    elif keys is None:
+        by_name, by_key = _all_means(store, column, ids)
+    else:
+        by_name, by_key = _task_means(store, column, ids), _key_means(store, column, sizes, keys)
     if answers is not None:
-        answers[question] = (by_name, by_key)
+        answers[question] = (by_name, by_key, keys)  # (keys kept alive: its id stays its own)
         return dict(by_name), dict(by_key)
     return by_name, by_key

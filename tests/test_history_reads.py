@@ -1,0 +1,355 @@
+"""What preparing a run reads of its workflow's history: the answers of the old full reads,
+at a cost that follows the graph being prepared, not the store.
+
+The reference below is the query every room used before: every completed, uncached attempt
+of the recent runs grouped by task and key.  The new reads (per-task sums written as a run
+ends, per-key means for the graph's keys only) must give the same numbers: on runs with and
+without a summary, and when the graph's keys moved to other node indexes.  Their cost is
+counted in SQLite virtual-machine steps (a progress handler), never in time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+import nbflow as nf
+from nbflow.predict.memory import predicted_peaks
+from nbflow.store import journal as journal_mod
+from nbflow.store import recent
+from nbflow.store.store import get_store
+from nbflow.workflow import prepare, run_options
+
+
+@nf.task
+def make(n: int) -> bytes:
+    return b"x" * n
+
+
+@nf.task
+def total(parts: list[bytes]) -> int:
+    return sum(len(p) for p in parts)
+
+
+Means = tuple[dict[str, float], dict[str, float]]
+
+
+def _reference(column: str, workflow: str, exclude_run: str = "") -> Means:
+    """The means as the rooms read them before: one GROUP BY over every attempt."""
+    store = get_store()
+    ids = recent._recent_runs(store, workflow, exclude_run, recent.RECENT_RUNS)
+    if not ids:
+        return {}, {}
+    rows = store.journal.query(
+        f"SELECT n.task, t.key, SUM(t.{column}), COUNT(*) FROM task_runs t "
+        "JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx "
+        f"WHERE t.run_id IN ({','.join('?' * len(ids))}) AND t.state = 'completed' "
+        f"AND t.cached = 0 AND t.{column} IS NOT NULL GROUP BY n.task, t.key", ids)
+    by_key = {k: s / c for _, k, s, c in rows}
+    sums: dict[str, list[float]] = {}
+    for name, _, s, c in rows:
+        acc = sums.setdefault(name, [0.0, 0.0])
+        acc[0] += s
+        acc[1] += c
+    return {n: s / c for n, (s, c) in sums.items()}, by_key
+
+
+def _graph(sizes: list[int], extra_first: bool = False) -> Any:
+    with nf.Workflow("hist") as wf:
+        if extra_first:  # (moves every other call to the next node index)
+            make(7)
+        parts = make.map(sizes)
+        total(parts)
+    return wf
+
+
+def _same(got: tuple[dict[str, float], dict[str, float]], want: tuple[dict[str, float], dict[str, float]],
+          keys: list[str]) -> None:
+    assert got[0] == pytest.approx(want[0], rel=1e-12)
+    assert got[1] == pytest.approx({k: v for k, v in want[1].items() if k in set(keys)}, rel=1e-12)
+
+
+def test_means_for_the_graphs_keys_equal_the_full_reads_with_and_without_summaries() -> None:
+    _graph([100, 200, 300]).run(cache=False)
+    _graph([400, 500, 600, 700, 800]).run(cache=False)
+    _graph([10, 20]).run(cache=False)
+    store = get_store()
+    assert store.journal.query("SELECT COUNT(*) FROM task_means WHERE task = ''")[0][0] == 3
+    for wf in (_graph([1, 2, 3, 4]), _graph([1] * 9), _graph([5, 6], extra_first=True)):
+        keys = [r.key for r in wf.nodes]
+        for column in ("output_bytes", "duration_s", "cpu_s"):
+            _same(recent.recent_means(column, "hist", keys=keys), _reference(column, "hist"), keys)
+    # Runs journaled before the summaries existed (or whose process died before the end):
+    # the same answers, read from their attempts.
+    store.journal.query("DELETE FROM task_means WHERE run_id = (SELECT MIN(run_id) FROM task_means)")
+    keys = [r.key for r in _graph([1, 2, 3, 4, 5]).nodes]
+    _same(recent.recent_means("output_bytes", "hist", keys=keys), _reference("output_bytes", "hist"), keys)
+    store.journal.query("DELETE FROM task_means")
+    _same(recent.recent_means("output_bytes", "hist", keys=keys), _reference("output_bytes", "hist"), keys)
+    # Without keys: every key of the recent runs, as before.
+    _same(recent.recent_means("output_bytes", "hist"), _reference("output_bytes", "hist"),
+          list(_reference("output_bytes", "hist")[1]))
+
+
+def test_keys_that_moved_to_other_node_indexes_are_found_by_name() -> None:
+    _graph([100, 200, 300], extra_first=True).run(cache=False)  # make-0 is the extra call
+    wf = _graph([1, 2, 3])  # make-0 .. make-2 sit one index lower than in the stored run
+    keys = [r.key for r in wf.nodes]
+    got = recent.recent_means("output_bytes", "hist", keys=keys)
+    want = _reference("output_bytes", "hist")
+    _same(got, want, keys)
+    assert {"make-0", "make-1", "make-2"} <= set(got[1])
+    durations = recent.recent_means("duration_s", "hist", keys=keys)
+    _same(durations, _reference("duration_s", "hist"), keys)
+    assert "total-0" in durations[1]
+
+
+_SUMS = ", ".join(f"COUNT(CASE WHEN t.cached = 0 THEN t.{c} END), SUM(CASE WHEN t.cached = 0 THEN t.{c} END)"
+                  for c in ("duration_s", "output_bytes", "input_bytes", "cpu_s", "peak_rss"))
+
+
+def _summary_equals_attempts(run_id: str) -> set[str]:
+    """Every task_means row of the run equals SQLite's sums over its stored attempts."""
+    journal = get_store().journal
+    journal.flush()
+    rows = {r[0]: r[1:] for r in journal.query(
+        "SELECT task, n_duration, sum_duration, n_output, sum_output, n_input, sum_input, n_cpu, sum_cpu, "
+        "n_rss, sum_rss, peaks FROM task_means WHERE run_id = ?", (run_id,))}
+    for name, got in rows.items():
+        (want,) = journal.query(
+            f"SELECT {_SUMS}, COUNT(t.peak_rss) FROM task_runs t JOIN nodes x ON x.run_id = t.run_id "
+            "AND x.idx = t.idx WHERE t.run_id = ? AND t.state = 'completed' AND (x.task = ? OR ? = '')",
+            (run_id, name, name))
+        assert [v is None for v in got] == [v is None for v in want], name
+        assert [v for v in got if v is not None] == pytest.approx([v for v in want if v is not None],
+                                                                  rel=1e-12), name
+    return set(rows)
+
+
+def test_summaries_of_batched_partly_cached_maps_equal_the_stored_attempts() -> None:
+    with nf.Workflow("sums") as wf:
+        total(make.map(list(range(1, 201))))
+    first = wf.run()
+    with nf.Workflow("sums") as wf:
+        total(make.map(list(range(1, 401))))  # half of the items come from the cache
+    second = wf.run()
+    assert second.tasks["cached"].sum() >= 200
+    for run in (first, second):
+        assert _summary_equals_attempts(run.id) == {"", "make", "total", "make.map"}
+
+
+def test_a_run_leaves_one_summary_row_per_task_equal_to_its_attempts() -> None:
+    run = _graph([100, 200, 300]).run(cache=False)
+    rows = {r[0]: r[1:] for r in get_store().journal.query(
+        "SELECT task, n_output, sum_output, n_duration, peaks FROM task_means WHERE run_id = ?", (run.id,))}
+    assert set(rows) == {"", "make", "total", "make.map"}
+    for name, (n, s, _, _) in rows.items():
+        (want,) = get_store().journal.query(
+            "SELECT COUNT(t.output_bytes), SUM(t.output_bytes) FROM task_runs t JOIN nodes x "
+            "ON x.run_id = t.run_id AND x.idx = t.idx WHERE t.run_id = ? AND t.state = 'completed' "
+            "AND t.cached = 0 AND (x.task = ? OR ? = '')", (run.id, name, name))
+        assert (n, s) == want
+    assert rows["make"][0] == 3 and rows["make"][1] >= 600
+    assert rows[""][2] == 5 and rows[""][3] == 0  # every completed node; no peak on threads
+    # Cached attempts are not measurements of the task: not summed.
+    again = _graph([100, 200, 300]).run()
+    again2 = _graph([100, 200, 300]).run()
+    cached = get_store().journal.query(
+        "SELECT n_output, n_duration FROM task_means WHERE run_id = ? AND task = 'make'", (again2.id,))
+    assert again.id != again2.id and cached == [(0, 0)]
+
+
+@contextmanager
+def _counted() -> Iterator[dict[str, int]]:
+    """SQLite work done by nbflow's connections in the block: virtual-machine steps (in
+    units of 100) and statements."""
+    seen = {"steps": 0, "statements": 0}
+    real = journal_mod.connect
+    journal_mod.close_kept_readers()  # (a run's preparation keeps its reader for the next one)
+
+    def counting(*a: Any, **k: Any) -> sqlite3.Connection:
+        conn = real(*a, **k)
+
+        def step() -> int:
+            seen["steps"] += 1
+            return 0
+
+        conn.set_progress_handler(step, 100)
+        conn.set_trace_callback(lambda _sql: seen.__setitem__("statements", seen["statements"] + 1))
+        return conn
+
+    journal_mod.connect = counting
+    try:
+        yield seen
+    finally:
+        journal_mod.connect = real
+        journal_mod.close_kept_readers()
+
+
+@nf.task
+def tick(x: int) -> int:
+    return x
+
+
+def _small() -> Any:
+    with nf.Workflow("grow") as wf:
+        a = tick(1)
+        tick(a)
+    return wf
+
+
+def _prepare_cost(wf: Any) -> int:
+    get_store().journal.flush()
+    with _counted() as seen:
+        run = prepare(wf, run_options(wf, cache=False))
+        assert run.learned_priorities  # (history was read and used)
+    return seen["steps"]
+
+
+def test_preparing_a_small_graph_reads_as_much_after_a_long_map_as_after_a_short_one() -> None:
+    def history(n: int) -> None:
+        with nf.Workflow("grow") as wf:
+            a = tick(1)
+            tick(a)
+            tick.map(list(range(n)))
+        wf.run(cache=False)
+
+    history(50)
+    short = _prepare_cost(_small())
+    history(5000)
+    long = _prepare_cost(_small())
+    # The full reads grew with every stored attempt (~100x more here); these do not.
+    assert long < 2 * short + 50, (short, long)
+
+
+def test_a_maps_items_over_several_runs_cost_a_row_per_item_and_run_and_give_the_full_means() -> None:
+    def graph(n: int) -> Any:
+        with nf.Workflow("maps") as wf:
+            tick.map(list(range(n)))
+        return wf
+
+    graph(400).run(cache=False)
+    one = _prepare_cost(graph(400))
+    for n in (400, 150, 700):  # the same graph, a shorter and a longer map, over one stored run
+        keys = [r.key for r in graph(n).nodes]
+        _same(recent.recent_means("duration_s", "maps", keys=keys), _reference("duration_s", "maps"), keys)
+    for _ in range(4):
+        graph(400).run(cache=False)
+    five = _prepare_cost(graph(400))
+    # Five runs' rows for the same 400 keys: at most five times one run's, and the per-task
+    # means cost a row per task and run, not one per attempt.
+    assert five < 6 * one, (one, five)
+    keys = [r.key for r in graph(400).nodes]
+    _same(recent.recent_means("duration_s", "maps", keys=keys), _reference("duration_s", "maps"), keys)
+
+
+def test_peak_memory_is_not_read_from_runs_whose_summary_counts_no_peak() -> None:
+    with nf.Workflow("peaks") as wf:
+        tick.map(list(range(3000)))
+    run = wf.run(cache=False)
+    get_store().journal.flush()
+    with _counted() as seen:
+        assert predicted_peaks("peaks") == {}
+    skipped = seen["steps"]
+    # The same run as an older nbflow left it (no summary): its attempts are read.
+    get_store().journal.query("DELETE FROM task_means WHERE run_id = ?", (run.id,))
+    with _counted() as seen:
+        assert predicted_peaks("peaks") == {}
+    assert seen["steps"] > 10 * skipped + 100, (skipped, seen["steps"])
+
+
+def test_summaries_of_process_runs_count_their_peaks_and_memory_reads_them() -> None:
+    with nf.Workflow("procsums") as wf:
+        total([make(100)])
+        total(make.map([10, 20, 30, 40]))
+    run = wf.run(backend="process", cache=False)
+    assert _summary_equals_attempts(run.id) == {"", "make", "total", "make.map"}
+    (peaks,) = get_store().journal.query(
+        "SELECT peaks FROM task_means WHERE run_id = ? AND task = ''", (run.id,))
+    assert peaks[0] >= 5  # (every attempt in a worker process records its peak)
+    assert predicted_peaks("procsums")["make"] > 0
+
+
+def _weights_as_before(names: list[str], kinds: list[str], means: dict[str, float], keys: list[str],
+                       key_means: dict[str, float]) -> list[float] | None:
+    import statistics
+
+    own = [key_means.get(key, means.get(n)) if k in ("task", "undo") else None
+           for n, k, key in zip(names, kinds, keys, strict=True)]
+    known = [w for w in own if w is not None]
+    if not known:
+        return None
+    fallback = statistics.median(known)
+    return [(0.0 if k not in ("task", "undo") else w if w is not None else fallback) + 1e-9
+            for w, k in zip(own, kinds, strict=True)]
+
+
+def test_learned_weights_are_the_same_numbers_as_before() -> None:
+    import random
+
+    from nbflow.predict.priorities import learned_weights
+
+    rng = random.Random(7)
+    for _ in range(300):
+        n = rng.randint(0, 12)
+        names = [rng.choice("abc") for _ in range(n)]
+        kinds = [rng.choice(["task", "task", "undo", "map", "collect"]) for _ in range(n)]
+        keys = [f"{a}-{i}" for i, a in enumerate(names)]
+        means = {a: rng.choice([0.0, 1.5, 3.25]) for a in "abc" if rng.random() < 0.5}
+        key_means = {k: rng.choice([0.0, 2.0, 7.5]) for k in keys if rng.random() < 0.4}
+        assert learned_weights(names, kinds, means, keys, key_means) == \
+            _weights_as_before(names, kinds, means, keys, key_means)
+
+
+def test_gc_removes_the_summaries_of_the_runs_it_removes() -> None:
+    from nbflow.store.gc import gc
+
+    runs = [_graph([1, 2]).run(cache=False) for _ in range(3)]
+    gc(keep_last=1)
+    left = {r for (r,) in get_store().journal.query("SELECT DISTINCT run_id FROM task_means")}
+    assert left == {runs[-1].id}
+
+
+def test_a_runs_preparation_reads_through_the_connection_the_previous_one_kept() -> None:
+    _graph([1, 2]).run(cache=False)
+    _prepare_cost(_graph([1, 2]))  # (opens the reader, then closed by the counting helper)
+    prepare(_graph([1, 2]), run_options(_graph([1, 2]), cache=False))
+    with _counted_opens() as opened:
+        for _ in range(3):
+            run = prepare(_graph([1, 2]), run_options(_graph([1, 2]), cache=False))
+            assert run.learned_priorities
+    assert opened == []  # (each would cost ~0.6 ms of CPU: the file, the pragmas)
+    # A store replaced under the same path is not read through the old file's connection.
+    import shutil
+
+    store = get_store()
+    store.journal.flush()
+    path = store.journal.path
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    shutil.copy(path, path.with_name("copy.sqlite"))
+    path.with_name("copy.sqlite").replace(path)  # (the same content, another file)
+    with _counted_opens() as opened:
+        prepare(_graph([1, 2]), run_options(_graph([1, 2]), cache=False))
+    assert len(opened) == 1
+
+
+@contextmanager
+def _counted_opens() -> Iterator[list[Any]]:
+    opened: list[Any] = []
+    real = journal_mod.connect
+
+    def counting(*a: Any, **k: Any) -> sqlite3.Connection:
+        opened.append(a)
+        return real(*a, **k)
+
+    journal_mod.connect = counting
+    try:
+        yield opened
+    finally:
+        journal_mod.connect = real
