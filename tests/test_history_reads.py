@@ -207,6 +207,10 @@ def _prepare_cost(wf: Any) -> int:
     with _counted() as seen:
         run = prepare(wf, run_options(wf, cache=False))
         assert run.learned_priorities  # (history was read and used)
+    # A prepared run holds the journal's writer open until it ends: run it, so that no
+    # writer thread outlives this test (later tests count them).
+    run.start_in_thread()
+    run.wait()
     return seen["steps"]
 
 
