@@ -198,3 +198,34 @@ def test_bytes_moved_between_workers_win_over_output_sizes() -> None:
     model.edge_bytes = {("small-0", "join-0"): 50_000_000}  # as run.transfers would say
     got = widths(GraphView(model).svg())
     assert got == {50_000_000: render.edge_width(50_000_000), 0: render.EDGE_MIN_W}
+
+
+@nf.task
+def breaks(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+@nf.task
+def after(x: int) -> int:
+    return x
+
+
+def test_the_header_of_a_run_that_did_not_complete_counts_the_completed_tasks() -> None:
+    """A failed or cancelled run's tasks have all ended, but it is not "3/3 tasks done": the
+    header counts what completed; a run whose ended tasks all completed says "done"."""
+    with nf.Workflow("header-failed") as wf:
+        items(1)
+        after(breaks(2))
+    model = RunModel(wf)
+    run = launch(wf, {"cache": False}, [model])
+    model.run = run
+    run.wait(raise_on_error=False)
+    head = render.progress_html(model)
+    assert "1/3 tasks completed" in head and "tasks done" not in head, head
+    assert 'data-done="3" data-total="3"' in head  # the progress itself: every task ended
+
+    with nf.Workflow("header-ok") as ok:
+        items(1)
+    good = RunModel(ok)
+    launch(ok, {"cache": False}, [good]).wait()
+    assert "1/1 tasks done" in render.progress_html(good)

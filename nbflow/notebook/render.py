@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..core.counting import count_tasks, shown_state
+from ..core.counting import TaskCounts, count_tasks, shown_state
 from .tracebacks import format_error, short_error
 
 if TYPE_CHECKING:
@@ -337,6 +337,16 @@ def throughput_html(model: RunModel) -> str:
             f"· {text} tasks/s</span>")
 
 
+def _done_text(tally: TaskCounts) -> str:
+    """"7/10 tasks done" while every ended task completed; once some failed, were skipped or
+    were cancelled, the count of those that completed, so a cancelled run does not read as
+    finished ("120/302 tasks completed", the other states in the chips below)."""
+    completed = tally.get("completed")
+    if completed == tally.done:
+        return f"{tally.done}/{tally.total} tasks done"
+    return f"{completed}/{tally.total} tasks completed"
+
+
 def progress_html(model: RunModel, note: str | None = None, hint: str | None = None) -> str:
     status = model.status
     colour = STATUS_COLOURS.get(status, "#90a4ae")
@@ -367,7 +377,7 @@ def progress_html(model: RunModel, note: str | None = None, hint: str | None = N
         f'data-total="{tally.total}" style="font-family:{esc(SANS)};font-size:13px;line-height:1.9">'
         f'<span class="nbflow-status" style="background:{colour};color:white;border-radius:3px;'
         f'padding:1px 7px;margin-right:8px;font-weight:600">{esc(status)}</span>'
-        f"<b>{esc(model.name)}</b> · {tally.done}/{tally.total} tasks done · "
+        f"<b>{esc(model.name)}</b> · {_done_text(tally)} · "
         f'<span class="nbflow-elapsed">{fmt_seconds(model.elapsed)}</span>{run_id}<br>'
         + "".join(chips) + "</div>"
     )
