@@ -313,6 +313,10 @@ def use(lock):
     messages = [str(w.message) for w in caught]
     assert any("result of task 'make-0' cannot be stored" in m for m in messages)
     assert any("task 'use-0': input 'lock' cannot be hashed" in m for m in messages)
+    # the warning points at the task's definition, not at nbflow's own line
+    stored = next(w for w in caught if "cannot be stored" in str(w.message))
+    assert (stored.filename, stored.lineno) == (m.make.__wrapped__.__code__.co_filename,
+                                                m.make.__wrapped__.__code__.co_firstlineno)
     assert run[r] is False
     assert states(run)["use-0"] == (False, "input lock cannot be hashed")
     assert "not stored" in str(run.explain("make-0"))

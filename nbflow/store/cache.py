@@ -516,10 +516,10 @@ class RunCache:
         ref = self.sched.nodes[i]
         if store_error is not None or blob is None or n is None:
             info.unstored = store_error  # type: ignore[union-attr]
-            warnings.warn(
+            _warn_at_task(
+                ref,
                 f"nbflow: the result of task {ref.key!r} cannot be stored ({store_error}); it will "
                 "run again next time. Return a picklable value, or mark the task @nf.task(cache=False)",
-                NbflowStoreWarning, stacklevel=2,
             )
             return size
         first = blob not in self._saved_blobs  # (a result equal to an earlier one is one row)
@@ -694,3 +694,15 @@ class Products:
             if hashing.FILES.of(f) != digest:
                 return f"its product {name} changed since the task wrote it"
         return None
+
+
+def _warn_at_task(ref: Any, message: str) -> None:
+    """Warn about a task's result at the task's own definition: the warning is raised on the
+    run's thread, where a stack level would name nbflow's line, not the user's function."""
+    fn = getattr(getattr(getattr(ref, "task", None), "spec", None), "fn", None)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        warnings.warn(message, NbflowStoreWarning, stacklevel=3)
+        return
+    warnings.warn_explicit(message, NbflowStoreWarning, code.co_filename, code.co_firstlineno,
+                           module=getattr(fn, "__module__", None))
