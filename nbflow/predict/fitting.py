@@ -124,7 +124,8 @@ def _cached_fit(home: str, rows: int, now: float) -> Predictor | None:
 
 
 def shared_predictor(exclude_run: str | None = None,
-                     fit: Callable[[str, str | None], Predictor | None] | None = None) -> Predictor | None:
+                     fit: Callable[[str, str | None], Predictor | None] | None = None,
+                     where: tuple[str, int] | None = None) -> Predictor | None:
     """The store's history predictor, fitted once and shared by the runs of this process
     until the history grew by :data:`REFIT_GROWTH` (and the fit is at least
     :data:`REFIT_MIN_AGE_S` old) or the fit is :data:`REFIT_AFTER_S` old, so consecutive
@@ -132,8 +133,11 @@ def shared_predictor(exclude_run: str | None = None,
     again on every run.  A fresh fit leaves out
     ``exclude_run`` (the run asking: its rows are being written); a fit made before that
     run started has none of its rows anyway.  ``fit(home, exclude_run)`` makes a fresh one
-    (default: :func:`default_predictor` here; live views pass :func:`fit_in_process`)."""
-    where = _history_rows()
+    (default: :func:`default_predictor` here; live views pass :func:`fit_in_process`).
+    ``where``: the store's home and rows of history when the caller already counted them
+    (:func:`history_size`), so they are not counted again."""
+    if where is None:
+        where = _history_rows()
     if where is None:
         return None
     home, rows = where
@@ -295,7 +299,8 @@ def live_predictor(run: Any, wait: bool = False, start: bool = True) -> Predicto
             return shared
     if where is None or where[1] <= SYNC_FIT_ROWS:  # a small history fits in milliseconds
         # (no rows at all: nothing to fit, and no second query to find that out)
-        predictor = shared_predictor(exclude_run=run.id) if where is not None and where[1] else None
+        predictor = (shared_predictor(exclude_run=run.id, where=where)
+                     if where is not None and where[1] else None)
         with _FIT_LOCK:
             PREDICTORS[run] = predictor
         return predictor
@@ -307,7 +312,8 @@ def live_predictor(run: Any, wait: bool = False, start: bool = True) -> Predicto
 
         def fit() -> None:
             try:
-                predictor = shared_predictor(exclude_run=run_id, fit=fit_in_process)
+                # (the history as this run's views counted it: no second count)
+                predictor = shared_predictor(exclude_run=run_id, fit=fit_in_process, where=where)
             except Exception:  # no prediction rather than a broken view
                 predictor = None
             with _FIT_LOCK:
