@@ -3,7 +3,8 @@
 The fit and the first estimates are made in the helper process.  Until the fit arrives the
 estimate comes from the quick per-task means; the helper reads those itself (the kernel
 sends where the store is, not the numbers), and is handed that estimate before the fit, so
-it makes it first.  The fit's thread counts the history no second time.
+it makes it first.  The fit's thread counts the history no second time, and the fit (in the
+helper) reads only the rows it learns from.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import nbflow as nf
 from nbflow.predict import eta_scores
 from nbflow.predict import fitting as fit_mod
+from nbflow.predict import history as history_mod
 from nbflow.predict import live as live_mod
 from nbflow.predict import quick as quick_mod
 
@@ -139,3 +142,46 @@ def test_the_fit_thread_does_not_count_the_history_again(large: None,
     run = _run()
     assert fit_mod.live_predictor(run, wait=True) is not None
     assert counted == [1]  # the run's views counted it once; the fit took that count
+
+
+@nf.task
+def sized(xs: list[int]) -> int:
+    return len(xs)
+
+
+def _sized_run(k: int) -> nf.Run:
+    with nf.Workflow("bounded-read") as wf:
+        sized.map([list(range(i % 7 + k)) for i in range(12)])  # 12 calls, inputs of several sizes
+    return wf.run(cache=False)
+
+
+def test_a_fit_reads_only_the_rows_it_keeps_and_keeps_the_same_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = [_sized_run(k) for k in range(4)]
+    full = history_mod.history()
+    full = full[(full["state"] == "completed") & ~full["cached"] & full["duration_s"].notna()]
+    read: list[int] = []
+    real = history_mod.history
+
+    def reading(*a: Any, **k: Any) -> Any:
+        out = real(*a, **k)
+        read.append(len(out))
+        return out
+
+    monkeypatch.setattr(history_mod, "history", reading)
+    for exclude in (None, runs[-1].id):
+        read.clear()
+        got = fit_mod.bounded_history(exclude_run=exclude, runs=2, rows=5)
+        want = fit_mod.recent_history(full[full["run_id"] != exclude], runs=2, rows=5)
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True))
+        assert read == [len(want)] and len(want) < len(full)  # the rows it keeps, and no others
+    bounded: list[str | None] = []
+    real_bounded = fit_mod.bounded_history
+
+    def spying(exclude_run: str | None = None, home: Any = None) -> Any:
+        bounded.append(exclude_run)
+        return real_bounded(exclude_run=exclude_run, home=home)
+
+    monkeypatch.setattr(fit_mod, "bounded_history", spying)
+    read.clear()
+    assert fit_mod.default_predictor(exclude_run=runs[0].id) is not None
+    assert bounded == [runs[0].id] and len(read) == 1  # the fit itself reads that way, once
