@@ -114,6 +114,26 @@ def test_the_helper_reads_the_quick_estimate_and_makes_it_before_the_fit(
     eta_scores.wait_for_scores()
 
 
+def test_once_the_helper_runs_a_late_estimate_is_made_there_too(large: None) -> None:
+    run = _Watching(_run())  # 30 tasks left: fewer than ETA_LOCAL_TASKS
+    assert run.counts["pending"] <= live_mod.ETA_LOCAL_TASKS
+    fit_mod.drop_fit_pool()
+    live = live_mod.LiveEta(run, clock=lambda: 0.0)
+    live.quick()  # (read here, as a view of a short run does)
+    fit_mod.PREDICTORS[run] = None  # (no fit wanted: the quick estimate alone)
+    first = live.current(patient=True)
+    assert first is not None and live.pids == []  # no helper yet: made here, at once
+    fit_mod.fit_pool()  # a helper runs (the kernel's fit started it)
+    later = live_mod.LiveEta(run, clock=lambda: 0.0)
+    later.quick()
+    assert later.current(patient=True) is None  # handed over
+    deadline = time.monotonic() + 120
+    while later.simulations == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        later.current(patient=True)
+    assert later.simulations == 1 and later.pids and os.getpid() not in later.pids
+
+
 def test_without_history_of_its_workflow_the_helper_says_so_once(
         large: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(live_mod, "ETA_LOCAL_TASKS", 5)

@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from nbflow.predict.model import Predictor
 
 __all__ = ["PREDICTORS", "bounded_history", "default_predictor", "drop_fit_pool", "fit_in_process",
-           "fit_pids", "fit_pool", "history_size", "live_predictor", "recent_history", "shared_predictor",
-           "still_good", "wait_for_fits"]
+           "fit_pids", "fit_pool", "fit_pool_running", "history_size", "live_predictor", "recent_history",
+           "shared_predictor", "still_good", "wait_for_fits"]
 
 # run -> its history predictor (or None: no history), shared by its live views and run.eta()
 PREDICTORS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -239,6 +239,12 @@ def fit_pool() -> ProcessPoolExecutor:
             _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_background_priority)
         return _POOL
+
+
+def fit_pool_running() -> bool:
+    """Whether this process's helper is started (and not shut down since)."""
+    with _FIT_LOCK:
+        return _POOL is not None
 
 
 def drop_fit_pool() -> None:

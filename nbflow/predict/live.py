@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.predict.eta_scores import band_of
 from nbflow.predict.eta_types import Eta
-from nbflow.predict.fitting import FIT_BLOBS, fit_pool, history_size, live_predictor
+from nbflow.predict.fitting import FIT_BLOBS, fit_pool, fit_pool_running, history_size, live_predictor
 from nbflow.predict.inflight import DEFAULT_SAMPLES, TERMINAL, RunSnapshot, eta_of, snapshot
 
 if TYPE_CHECKING:
@@ -139,7 +139,8 @@ class LiveEta:
         ``patient`` (the widget): the first estimate waits until the run has gone for as
         long as the budget asks for its guessed cost (:data:`ETA_GUESS_S_PER_TASK` per task
         left), so a run too short to need an ETA pays nothing for one; and with more than
-        :data:`ETA_LOCAL_TASKS` tasks left, estimates are computed in the helper process
+        :data:`ETA_LOCAL_TASKS` tasks left, or any once the helper runs (:meth:`_far`),
+        estimates are computed in the helper process
         (:data:`ETA_IN_PROCESS`): this call hands over a snapshot and returns at once, the
         new estimate shows from a later call.  Without it
         (the headless progress lines, at most nine) the estimate is made in this call."""
@@ -172,7 +173,7 @@ class LiveEta:
                 ran = time.time() - started if started == started else 0.0
                 if ran < left * ETA_GUESS_S_PER_TASK / ETA_BUDGET:
                     return None
-            remote = patient and ETA_IN_PROCESS and left > ETA_LOCAL_TASKS and not self._local
+            remote = patient and ETA_IN_PROCESS and self._far(left) and not self._local
             predictor = self._predictor(run, remote=remote)
             if predictor is None:
                 return None
@@ -191,7 +192,7 @@ class LiveEta:
             return self._aged(now, total - left, total)
         self._used = predictor
         samples = self.samples(left, snap.run_elapsed_s)
-        if (patient and ETA_IN_PROCESS and left > ETA_LOCAL_TASKS and not self._local
+        if (patient and ETA_IN_PROCESS and self._far(left) and not self._local
                 and self._submit(predictor, snap, samples, now)):
             return self._aged(now, total - left, total) if self.last is not None else None
         if isinstance(predictor, QuickRecipe):  # made here after all: the quick estimate read here
@@ -202,6 +203,15 @@ class LiveEta:
         e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
         self._record(e, max(self.timer() - t0, 0.0), samples, now, left, total)
         return self._band(e)
+
+    @staticmethod
+    def _far(left: int) -> bool:
+        """Whether an estimate with ``left`` tasks left is made in the helper process: with
+        more than :data:`ETA_LOCAL_TASKS`, or with any once the helper runs.  A late estimate
+        from the full predictor costs 0.05-0.1 s of CPU; made here it is that much of the
+        run's own time, made there it costs the kernel a hand-over (only where no helper was
+        started yet is it not worth starting one)."""
+        return left > ETA_LOCAL_TASKS or fit_pool_running()
 
     def _band(self, e: Eta) -> Eta:
         """``e`` with the band ``run.eta()`` would show: corrected by the store's past ETAs
@@ -309,7 +319,7 @@ class LiveEta:
 
 
 ETA_IN_PROCESS = True  # the widget's estimates are made in the helper process (LiveEta)
-ETA_LOCAL_TASKS = 200  # ... unless this few tasks are left (tens of ms: no process to start for it)
+ETA_LOCAL_TASKS = 200  # ... unless this few are left and no helper runs yet (not worth starting one)
 _BLOBS: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
