@@ -191,8 +191,12 @@ def run_watched(wf: nf.Workflow, workers: int | None) -> tuple[float, dict[str, 
     stamps = CountingComm.sent[first:]
     run_s = time.perf_counter() - start
     window = max((sum(1 for s in stamps if t <= s < t + 1.0) for t in stamps), default=0)
+    from nbflow.predict.live import live_eta
+
+    eta = live_eta(run)  # (the live ETA the widget asked: how many estimates, and made where)
     return elapsed, {"messages": len(stamps), "seconds": run_s, "max_in_1s": window,
-                     "layouts": widget.graph.layouts_computed}
+                     "layouts": widget.graph.layouts_computed, "estimates": eta.simulations,
+                     "estimates_in_kernel": eta.simulations - len(getattr(eta, "pids", []))}
 
 
 def history_rows() -> int:
@@ -331,6 +335,10 @@ def _overhead(kind: str, n: int, workers: int | None, repeat: int, stores: dict[
             # the ETA band's calibrations (scoring past runs, in a helper) they started
             "scorings_per_watched_run": statistics.median(s.get("scorings", 0) for s in watched),
             "messages_per_run": statistics.median(m["messages"] for m in msgs),
+            # the live ETA's estimates per watched run, and those made in the kernel's process
+            # (the others in the helper); per sample, as the median hides a sometimes-paid one
+            "estimates": [m.get("estimates", 0) for m in msgs],
+            "estimates_in_kernel": [m.get("estimates_in_kernel", 0) for m in msgs],
             "messages_per_s": round(statistics.median(rate), 2) if rate else 0.0,
             "max_messages_in_1s": max(m["max_in_1s"] for m in msgs),
             "samples": {k: [round(s[key], 4) for s in group] for k, key, group in (
