@@ -191,8 +191,12 @@ def run_watched(wf: nf.Workflow, workers: int | None) -> tuple[float, dict[str, 
     stamps = CountingComm.sent[first:]
     run_s = time.perf_counter() - start
     window = max((sum(1 for s in stamps if t <= s < t + 1.0) for t in stamps), default=0)
+    from nbflow.predict.live import live_eta
+
+    eta = live_eta(run)  # (the live ETA the widget asked: how many estimates, and made where)
     return elapsed, {"messages": len(stamps), "seconds": run_s, "max_in_1s": window,
-                     "layouts": widget.graph.layouts_computed}
+                     "layouts": widget.graph.layouts_computed, "estimates": eta.simulations,
+                     "estimates_in_kernel": eta.simulations - len(getattr(eta, "pids", []))}
 
 
 def history_rows() -> int:
@@ -288,10 +292,11 @@ def _overhead(kind: str, n: int, workers: int | None, repeat: int, stores: dict[
             wf = fresh()
             with sample_store(seed, given, path):
                 fits, scorings = len(fitting.fit_pids()), len(eta_scores.score_pids())
-                cpu, child = time.process_time(), _children_cpu()
+                cpu, child, helpers = time.process_time(), _children_cpu(), _helper_cpu()
                 wall, info = run_watched(wf, workers) if watched else (run_plain(wf, workers), None)
                 out = {"wall": wall, "info": info, "cpu": time.process_time() - cpu,
-                       "child_cpu": _children_cpu() - child}
+                       "child_cpu": _children_cpu() - child,
+                       "helper_cpu": {k: v - helpers.get(k, 0.0) for k, v in _helper_cpu().items()}}
                 # A fit the run started and that is still going must not run into the next
                 # sample: waited for here, outside the timed part, and counted.
                 fitting.wait_for_fits()
@@ -320,12 +325,20 @@ def _overhead(kind: str, n: int, workers: int | None, repeat: int, stores: dict[
             "watched_cpu_s": round(wc, 4),
             "cpu_ratio": round(wc / pc, 3),
             "fit_process_cpu_s": round(statistics.median(s["child_cpu"] for s in watched), 4),
+            # the same, per helper: the fit's (which also makes the ETA's estimates) and the
+            # band calibration's, during the watched run
+            "helper_cpu_s": {h: round(statistics.median(s["helper_cpu"].get(h, 0.0) for s in watched), 4)
+                             for h in ("fit", "scoring")},
             # full fits the watched runs started (each one ran during its run): 0 means the
             # quick estimate served the whole run
             "fits_per_watched_run": statistics.median(s.get("fits", 0) for s in watched),
             # the ETA band's calibrations (scoring past runs, in a helper) they started
             "scorings_per_watched_run": statistics.median(s.get("scorings", 0) for s in watched),
             "messages_per_run": statistics.median(m["messages"] for m in msgs),
+            # the live ETA's estimates per watched run, and those made in the kernel's process
+            # (the others in the helper); per sample, as the median hides a sometimes-paid one
+            "estimates": [m.get("estimates", 0) for m in msgs],
+            "estimates_in_kernel": [m.get("estimates_in_kernel", 0) for m in msgs],
             "messages_per_s": round(statistics.median(rate), 2) if rate else 0.0,
             "max_messages_in_1s": max(m["max_in_1s"] for m in msgs),
             "samples": {k: [round(s[key], 4) for s in group] for k, key, group in (
@@ -378,6 +391,25 @@ def _children_cpu() -> float:
             c = child.cpu_times()
             total += c.user + c.system
     return total
+
+
+def _helper_cpu() -> dict[str, float]:
+    """CPU seconds of the fit's helper process and of the band calibration's (0 when not
+    started; older nbflow versions without one: 0)."""
+    import psutil
+
+    from nbflow.predict import eta_scores, fitting
+
+    out = {}
+    for label, mod in (("fit", fitting), ("scoring", eta_scores)):
+        pool = getattr(mod, "_POOL", None)
+        total = 0.0
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(psutil.Error, ValueError, AttributeError):
+                c = psutil.Process(proc.pid).cpu_times()
+                total += c.user + c.system
+        out[label] = total
+    return out
 
 
 @contextlib.contextmanager

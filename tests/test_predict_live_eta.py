@@ -193,6 +193,7 @@ def test_a_patient_first_estimate_waits_for_a_run_long_enough_to_need_it(
 
 def test_the_widgets_estimates_are_made_in_another_process(
         counted: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    fit_mod.drop_fit_pool()  # (no helper started yet: one is not started for a few tasks)
     small = FakeRun(40)
     small.started_at = time.time() - 60.0
     assert _live(small, Clock()).current(patient=True) is not None  # few tasks left: made here, at once

@@ -119,7 +119,8 @@ def run_eta(run: Any, predictor: Predictor | None = None, samples: int = DEFAULT
         # the GIL, so the run it asks about goes on), a small one here
         where = fitting.history_size(run)
         large = where is not None and where[1] > fitting.SYNC_FIT_ROWS
-        PREDICTORS[run] = shared_predictor(exclude_run=run.id, fit=fit_in_process if large else None)
+        PREDICTORS[run] = shared_predictor(exclude_run=run.id, fit=fit_in_process if large else None,
+                                           where=where)
     e = eta_of(snapshot(run), PREDICTORS[run], samples=samples)
     if PREDICTORS[run] is None:
         return e

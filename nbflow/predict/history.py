@@ -85,6 +85,7 @@ def history(
     since: Any = None,
     *,
     home: str | os.PathLike[str] | None = None,
+    _attempts: str | None = None,
 ) -> pd.DataFrame:
     """Every recorded task attempt, one row each, oldest run first.
 
@@ -112,6 +113,10 @@ def history(
     if since is not None:
         where += " AND r.start >= ?"
         params.append(_since_epoch(since))
+    if _attempts is not None:  # (the fit's bounded read: a JSON list of [run id, node index, attempt])
+        where += (" AND (t.run_id, t.idx, t.attempt) IN (SELECT json_extract(value, '$[0]'),"
+                  " json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?))")
+        params.append(_attempts)
     store = _require_store(home)
     rows = store.journal.query(_SQL.format(where=where), tuple(params))
     df = pd.DataFrame([list(r) for r in rows], columns=[*HISTORY_COLUMNS[:17], "code", "run_start"])

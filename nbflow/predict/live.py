@@ -8,7 +8,11 @@ allows: after a simulation that took ``c`` seconds, the next one waits at least
 whatever the graph's size.  In between, the last estimate counts down with the clock.
 Large estimates are made in the fit's helper process (:mod:`nbflow.predict.fitting`), and
 until the full history predictor is worth fitting, the quick estimate
-(:mod:`nbflow.predict.quick`) stands in for it.
+(:mod:`nbflow.predict.quick`) stands in for it.  An estimate made in the helper from the
+quick estimate is sent there as a :class:`QuickRecipe` (where the store is, which workflow,
+which run to leave out): the helper runs the quick estimate's query itself, so the kernel
+does not (tens of ms of a first run's CPU), and it is handed over before the fit is
+started, so the helper makes it first rather than after seconds of fitting.
 
 The band shown is ``run.eta()``'s: an estimate of the full predictor is corrected by how
 honest the band was on the store's past runs once that correction is worked out (in a
@@ -31,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.predict.eta_scores import band_of
 from nbflow.predict.eta_types import Eta
-from nbflow.predict.fitting import FIT_BLOBS, fit_pool, live_predictor
+from nbflow.predict.fitting import FIT_BLOBS, fit_pool, fit_pool_running, history_size, live_predictor
 from nbflow.predict.inflight import DEFAULT_SAMPLES, TERMINAL, RunSnapshot, eta_of, snapshot
 
 if TYPE_CHECKING:
     from nbflow.predict.model import Predictor
 
-__all__ = ["LiveEta", "live_eta", "run_eta_text"]
+__all__ = ["LiveEta", "QuickRecipe", "live_eta", "run_eta_text"]
 
 _LIVE_LOCK = threading.Lock()  # guards the tables of this module
 
@@ -51,6 +55,16 @@ ETA_MAX_FINISHED = 200  # finished tasks a live estimate learns the run's pace f
 ETA_GUESS_S_PER_TASK = 5e-5  # what a first estimate costs per task left (~0.1 s for 2 000)
 FIT_WORTH_S = 10.0  # a run this long (gone, or left by its estimate) is worth the full fit
 _UNSET = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickRecipe:
+    """What the helper needs to read ``workflow``'s quick estimate itself: the store's home
+    and the run asking (left out of it)."""
+
+    home: str
+    workflow: str
+    exclude_run: str
 
 
 def quick_of(run: Any) -> Any:
@@ -94,6 +108,8 @@ class LiveEta:
         self._local = False  # the helper process failed once: estimate in this process
         self._quick: Any = _UNSET  # the quick estimate (nbflow.predict.quick), read once
         self._used: Any = None  # the predictor the last estimate was made with
+        self._quick_recipe: QuickRecipe | None = None  # the quick estimate, to be read in the helper
+        self._fit_due = False  # the full fit is to be started once this look is done
         self.pids: list[int] = []  # the processes the patient estimates were made in
 
     def samples(self, left: int, run_elapsed: float) -> int:
@@ -123,10 +139,23 @@ class LiveEta:
         ``patient`` (the widget): the first estimate waits until the run has gone for as
         long as the budget asks for its guessed cost (:data:`ETA_GUESS_S_PER_TASK` per task
         left), so a run too short to need an ETA pays nothing for one; and with more than
-        :data:`ETA_LOCAL_TASKS` tasks left, estimates are computed in the helper process
+        :data:`ETA_LOCAL_TASKS` tasks left, or any once the helper runs (:meth:`_far`),
+        estimates are computed in the helper process
         (:data:`ETA_IN_PROCESS`): this call hands over a snapshot and returns at once, the
         new estimate shows from a later call.  Without it
         (the headless progress lines, at most nine) the estimate is made in this call."""
+        try:
+            return self._current(patient)
+        finally:
+            # the full fit, once wanted, is started after this look handed its estimate over
+            # (the helper makes that estimate first, not after the fit)
+            if self._fit_due:
+                self._fit_due = False
+                run = self._run()
+                if run is not None:
+                    live_predictor(run, start=True)
+
+    def _current(self, patient: bool) -> Eta | None:
         run = self._run()
         if run is None:
             return None
@@ -144,7 +173,8 @@ class LiveEta:
                 ran = time.time() - started if started == started else 0.0
                 if ran < left * ETA_GUESS_S_PER_TASK / ETA_BUDGET:
                     return None
-            predictor = self._predictor(run)
+            remote = patient and ETA_IN_PROCESS and self._far(left) and not self._local
+            predictor = self._predictor(run, remote=remote)
             if predictor is None:
                 return None
             # The full predictor replacing the quick estimate: worth a new estimate at once.
@@ -162,13 +192,26 @@ class LiveEta:
             return self._aged(now, total - left, total)
         self._used = predictor
         samples = self.samples(left, snap.run_elapsed_s)
-        if (patient and ETA_IN_PROCESS and left > ETA_LOCAL_TASKS and not self._local
+        if (patient and ETA_IN_PROCESS and self._far(left) and not self._local
                 and self._submit(predictor, snap, samples, now)):
             return self._aged(now, total - left, total) if self.last is not None else None
+        if isinstance(predictor, QuickRecipe):  # made here after all: the quick estimate read here
+            predictor = self._used = self.quick()
+            if predictor is None:
+                return self._aged(now, total - left, total) if self.last is not None else None
         t0 = self.timer()
         e = eta_of(snap, predictor, samples=samples, max_finished=ETA_MAX_FINISHED)
         self._record(e, max(self.timer() - t0, 0.0), samples, now, left, total)
         return self._band(e)
+
+    @staticmethod
+    def _far(left: int) -> bool:
+        """Whether an estimate with ``left`` tasks left is made in the helper process: with
+        more than :data:`ETA_LOCAL_TASKS`, or with any once the helper runs.  A late estimate
+        from the full predictor costs 0.05-0.1 s of CPU; made here it is that much of the
+        run's own time, made there it costs the kernel a hand-over (only where no helper was
+        started yet is it not worth starting one)."""
+        return left > ETA_LOCAL_TASKS or fit_pool_running()
 
     def _band(self, e: Eta) -> Eta:
         """``e`` with the band ``run.eta()`` would show: corrected by the store's past ETAs
@@ -176,21 +219,39 @@ class LiveEta:
         which starts working it out, off this process's threads, if nothing is yet); the
         quick estimate's band is the simulated one."""
         run = self._run()
-        if run is None or self._used is None or self._used is self._quick:
+        quick = self._used is self._quick or isinstance(self._used, QuickRecipe)
+        if run is None or self._used is None or quick:
             return dataclasses.replace(e, calibrated=False) if e.remaining_s == e.remaining_s else e
         return band_of(run, e)
 
-    def _predictor(self, run: Any) -> Any:
-        """The full history predictor once it is ready, the quick estimate until then.
+    def _predictor(self, run: Any, remote: bool = False) -> Any:
+        """The full history predictor once it is ready, the quick estimate until then
+        (``remote``: the estimate is to be made in the helper, so the quick estimate is sent
+        there as its :class:`QuickRecipe`, unless this process already read it).
 
         The full fit (seconds of CPU on a large history, in the helper process) is only
         started once the run has gone for :data:`FIT_WORTH_S` or its ETA says that much is
         left: a shorter run is estimated from the quick one (:mod:`nbflow.predict.quick`,
-        one aggregate query) and never pays for a fit."""
-        full = live_predictor(run, start=self.fit_wanted)
+        one aggregate query) and never pays for a fit.  It is started at the end of the
+        look (:meth:`current`), after the estimate was handed over."""
+        full = live_predictor(run, start=False)
         if full is not None:
             return full
+        self._fit_due = self.fit_wanted
+        if remote and self._quick is _UNSET:
+            recipe = self._recipe(run)
+            if recipe is not None:
+                return recipe
         return self.quick()
+
+    def _recipe(self, run: Any) -> QuickRecipe | None:
+        """The run's :class:`QuickRecipe` (one per run, so a later look sees the same one)."""
+        if self._quick_recipe is None:
+            where = history_size(run)
+            if where is not None:
+                self._quick_recipe = QuickRecipe(where[0], str(getattr(run, "name", "")),
+                                                 str(getattr(run, "id", "")))
+        return self._quick_recipe
 
     def quick(self) -> Any:
         """The run's quick estimate (read once; None without history)."""
@@ -217,7 +278,10 @@ class LiveEta:
     def _submit(self, predictor: Predictor, snap: RunSnapshot, samples: int, now: float) -> bool:
         """Hand the estimate to the helper process; False if that cannot be done."""
         try:
-            job = fit_pool().submit(_eta_job, _predictor_blob(predictor), snap, samples, ETA_MAX_FINISHED)
+            if isinstance(predictor, QuickRecipe):
+                job = fit_pool().submit(_quick_eta_job, predictor, snap, samples, ETA_MAX_FINISHED)
+            else:
+                job = fit_pool().submit(_eta_job, _predictor_blob(predictor), snap, samples, ETA_MAX_FINISHED)
         except Exception:  # no process to use: estimate here from now on
             self._local = True
             return False
@@ -238,6 +302,9 @@ class LiveEta:
             self._local = True
             return
         self.pids.append(pid)
+        if e is None:  # the helper found no quick estimate: there is none to read here either
+            self._quick = None
+            return
         self._record(e, cost, samples, at, left, total)
 
     def _aged(self, now: float, done: int, total: int) -> Eta:
@@ -252,7 +319,7 @@ class LiveEta:
 
 
 ETA_IN_PROCESS = True  # the widget's estimates are made in the helper process (LiveEta)
-ETA_LOCAL_TASKS = 200  # ... unless this few tasks are left (tens of ms: no process to start for it)
+ETA_LOCAL_TASKS = 200  # ... unless this few are left and no helper runs yet (not worth starting one)
 _BLOBS: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
@@ -277,6 +344,32 @@ def _eta_job(blob: bytes, snap: RunSnapshot, samples: int,
     """In the helper process: one live estimate, what it took, and where it ran."""
     t0 = time.perf_counter()
     e = eta_of(snap, pickle.loads(blob), samples=samples, max_finished=max_finished)
+    return e, time.perf_counter() - t0, os.getpid()
+
+
+_HELPER_QUICK: dict[QuickRecipe, Any] = {}  # in the helper: the quick estimates it read
+
+
+def _quick_eta_job(recipe: QuickRecipe, snap: RunSnapshot, samples: int,
+                   max_finished: int | None) -> tuple[Eta | None, float, int]:
+    """In the helper process: one live estimate from the quick estimate, which it reads
+    from the store itself (once per recipe); None when the store has none."""
+    from nbflow.predict.quick import quick_predictor
+    from nbflow.store.history import _require_store
+
+    t0 = time.perf_counter()
+    if recipe not in _HELPER_QUICK:
+        if len(_HELPER_QUICK) > 64:  # (a kernel's runs, one each: kept small)
+            _HELPER_QUICK.clear()
+        try:
+            _HELPER_QUICK[recipe] = quick_predictor(recipe.workflow, exclude_run=recipe.exclude_run,
+                                                    store=_require_store(recipe.home))
+        except Exception:  # an unreadable store: no quick estimate
+            _HELPER_QUICK[recipe] = None
+    predictor = _HELPER_QUICK[recipe]
+    if predictor is None:
+        return None, time.perf_counter() - t0, os.getpid()
+    e = eta_of(snap, predictor, samples=samples, max_finished=max_finished)
     return e, time.perf_counter() - t0, os.getpid()
 
 
