@@ -274,9 +274,9 @@ def _burn_wrapper(mode: str, calls: int) -> float:
     function that does nothing (``bare``: the call alone; ``quiet``: ``_apply_located``
     without an announcement, the default with nbflow's plugin; ``announce``: with its
     announcement, on a topic nobody subscribes to)."""
-    from nbflow.engine.backends.dask import _apply_located
-
     import numpy as np
+
+    from nbflow.engine.backends.dask import _apply_located
 
     value = np.zeros(1000)
 

@@ -20,10 +20,10 @@ import nbflow as nf
 
 distributed = pytest.importorskip("distributed")
 
+import test_locality_ahead as _ahead  # noqa: E402
+
 from nbflow.engine.backends import dask as dask_backend  # noqa: E402
 from nbflow.engine.backends import dask_plugin, dask_watch  # noqa: E402
-
-import test_locality_ahead as _ahead  # noqa: E402
 
 client, make, inc, total = _ahead.client, _ahead.make, _ahead.inc, _ahead.total
 DEADLINE = 120  # seconds: far above what these runs take; reaching it means a hang
