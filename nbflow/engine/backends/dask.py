@@ -22,10 +22,11 @@ remote here before it closes, so that ``run[ref]`` keeps working; pass a
 ``distributed.Client`` to keep them on the cluster after the run.
 
 **No round trip per dependency.**  Dependents are submitted ahead of their inputs with the
-producers' futures (:mod:`.dask_ahead`), and each worker announces where a result is and
-its size on an event topic just before the task completes (:func:`_apply_located`), so the
-engine learns it without asking the scheduler (it asks, batched, when an announcement is
-late).
+producers' futures (:mod:`.dask_ahead`), and nbflow's scheduler plugin tells where each
+result is, its size and its seconds, the completions of one turn of the scheduler's loop in
+one event (:mod:`.dask_plugin`; without the plugin each worker announces its own results on
+an event topic just before the task completes: :func:`_apply_located`), so the engine learns
+it without asking the scheduler (it asks, batched, when the news is late).
 
 A :class:`~nbflow.core.protocols.DataPlacement` (the locality room's) may be attached: it
 chooses the worker for each task (sent as ``workers=[...]`` with
@@ -53,7 +54,7 @@ completes is decided on before it runs, as its batch is sent (:meth:`DaskBackend
 it is sent without a future this process holds, so, as for an intermediate of
 ``dask.delayed``, the scheduler never reports it here, nothing is released later, and Dask
 frees it right after its last consumer.  The engine learns its completion, worker, size
-and seconds from its worker's announcement alone (:mod:`.dask_watch` hands the
+and seconds from the completion event alone (:mod:`.dask_watch` hands the
 announcement over like a completion); a failure, which sends no announcement, is noted on
 the same topic by nbflow's scheduler plugin (:mod:`.dask_plugin`), after which the key is
 held to read its error and traceback.  Without that plugin (a scheduler that cannot import
