@@ -57,7 +57,7 @@ def test_the_completions_of_one_turn_go_to_the_clients_as_one_event() -> None:
         _finished(plugin, "inc-delayed-9f8e7d6c5b4a39281706f5e4d3c2b1a0", nbytes=8)  # dask's own
         _finished(plugin, ("tuple-key", 0), nbytes=8)
         _finished(plugin, "inc-0-0a1b2c3d-1", worker="tcp://w:2", nbytes=8, start=1.0, stop=1.25)
-        _finished(plugin, "total-0-0a1b2c3d-2+3", nbytes=16)  # a batched chunk's key
+        _finished(plugin, "total-0+3-0a1b2c3d-2", nbytes=16)  # a batched chunk's key
         assert sched.logged == []  # (sent once the turn is over)
         await asyncio.sleep(0)
         assert len(sched.logged) == 1
@@ -65,7 +65,7 @@ def test_the_completions_of_one_turn_go_to_the_clients_as_one_event() -> None:
         assert topic == dask_backend.TOPIC
         assert msg == {"done": [["make-0-0a1b2c3d-0", "tcp://w:1", 800, 0.5],
                                 ["inc-0-0a1b2c3d-1", "tcp://w:2", 8, 0.25],
-                                ["total-0-0a1b2c3d-2+3", "tcp://w:1", 16, 0.5]]}
+                                ["total-0+3-0a1b2c3d-2", "tcp://w:1", 16, 0.5]]}
         # the next turn's completion is an event of its own
         _finished(plugin, "inc-1-0a1b2c3d-4")
         await asyncio.sleep(0)

@@ -169,10 +169,11 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
     done = msg.get("done")
     if done is not None:  # [[key, worker, nbytes, seconds], ...] (see dask_plugin)
         for key, worker, nbytes, seconds in done:
-            parts = key.rsplit("-", 2)
-            backend = _announced_to.get(parts[1]) if len(parts) == 3 else None
+            parts = key.rsplit("-", 2)  # "<task key>-<run tag>-<attempt number>"
+            backend = (_announced_to.get(parts[1])
+                       if len(parts) == 3 and parts[2].isdigit() else None)
             if backend is None or key in backend._located or key in backend._announced:
-                continue  # (another client's, or recomputed: the first completion stands)
+                continue  # (another client's, a helper task's, or recomputed: the first stands)
             backend._located[key] = (worker, nbytes, seconds)
             watcher = backend._watcher
             if watcher is not None:
