@@ -115,6 +115,13 @@ def test_workers_announce_nothing_when_the_plugin_tells_completions(client):
     for key, nbytes in zip(run.tasks["key"], run.tasks["output_bytes"], strict=True):
         assert nbytes > 0 and stored.loc[key, "output_bytes"] == nbytes
     assert stored.loc[out.key, "output_bytes"] == run.tasks.set_index("key").loc[out.key, "output_bytes"]
+    # the edges the workers logged are named by task (the plugin's completions map each
+    # Dask key to its task), in run.transfers and in the journal alike
+    from nbflow.store.hooks import stored_transfers
+
+    edges = run.transfers
+    assert set(edges["producer"]) <= set(run.tasks["key"])
+    assert len(stored_transfers(run.id)) == len(edges)
 
 
 @pytest.fixture
