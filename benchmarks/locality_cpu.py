@@ -30,6 +30,13 @@ Usage::
 (``NBFLOW_DASK_HOLD_ALL=1``, session 6's path) against the default, where intermediates
 that would be handed over are sent unheld.  ``--before`` (session 5's code) holds every
 future too.
+
+``--announce`` alternates the default, where nbflow's scheduler plugin sends the
+completions of one turn of the scheduler's loop in one event, against the workers
+announcing each result themselves (``NBFLOW_DASK_ANNOUNCE=1`` and the plugin's reports
+switched off for the run: session 7's path; ``nbflow-announce``).  ``--wrapper`` also
+measures, inside a Dask task on a worker, the CPU of nbflow's task wrapper per call
+(bare call, ``_apply_located`` without and with its announcement).
 """
 
 from __future__ import annotations
@@ -223,9 +230,88 @@ def holding_all(on: bool) -> Iterator[None]:
             os.environ["NBFLOW_DASK_HOLD_ALL"] = old
 
 
+@contextlib.contextmanager
+def announcing(client: Any, on: bool) -> Iterator[None]:
+    """The workers announce each result (session 7's path) for one run: the backend is
+    told so by ``NBFLOW_DASK_ANNOUNCE=1``, and the scheduler plugin's completion events
+    are switched off meanwhile."""
+    if not on:
+        yield
+        return
+    from nbflow.engine.backends.dask_plugin import set_reporting
+
+    old = os.environ.get("NBFLOW_DASK_ANNOUNCE")
+    os.environ["NBFLOW_DASK_ANNOUNCE"] = "1"
+    was = client.run_on_scheduler(set_reporting, on=False)
+    try:
+        yield
+    finally:
+        client.run_on_scheduler(set_reporting, on=was)
+        if old is None:
+            os.environ.pop("NBFLOW_DASK_ANNOUNCE", None)
+        else:
+            os.environ["NBFLOW_DASK_ANNOUNCE"] = old
+
+
+@contextlib.contextmanager
+def windowed(client: Any, window: float) -> Iterator[None]:
+    """The scheduler plugin holds completions for ``window`` seconds (sent together, or at
+    once with a completion some client holds) for one run."""
+    if not window:
+        yield
+        return
+    from nbflow.engine.backends.dask_plugin import set_reporting
+
+    was, old = client.run_on_scheduler(set_reporting, on=True, window=window)
+    try:
+        yield
+    finally:
+        client.run_on_scheduler(set_reporting, on=was, window=old)
+
+
+def _burn_wrapper(mode: str, calls: int) -> float:
+    """In a Dask task: process CPU seconds per call of nbflow's task wrapper around a
+    function that does nothing (``bare``: the call alone; ``quiet``: ``_apply_located``
+    without an announcement, the default with nbflow's plugin; ``announce``: with its
+    announcement, on a topic nobody subscribes to)."""
+    import numpy as np
+
+    from nbflow.engine.backends.dask import _apply_located
+
+    value = np.zeros(1000)
+
+    def fn(x: Any) -> Any:
+        return x
+
+    args = (value,)
+    t0 = time.process_time()
+    if mode == "bare":
+        for _ in range(calls):
+            fn(*args)
+    else:
+        topic = "nbflow-benchmark-wrapper" if mode == "announce" else None
+        for _ in range(calls):
+            _apply_located(topic, fn, args, None)
+    time.sleep(0.2)  # (the worker's loop sends what was logged meanwhile: counted too)
+    return (time.process_time() - t0) / calls
+
+
+def wrapper_cost(client: Any, calls: int = 2000, repeat: int = 5) -> dict[str, float]:
+    """Median µs of worker-process CPU per call of each wrapper mode (see _burn_wrapper);
+    the modes alternate, each in a task of its own on one worker."""
+    worker = sorted(client.scheduler_info()["workers"])[0]
+    got: dict[str, list[float]] = {"bare": [], "quiet": [], "announce": []}
+    for _ in range(repeat):
+        for mode in got:
+            fut = client.submit(_burn_wrapper, mode, calls, workers=[worker], pure=False)
+            got[mode].append(fut.result() * 1e6)
+    return {m: statistics.median(v) for m, v in got.items()}
+
+
 def sample_nbflow(client: Any, meter: Meter, spec: list[Any], keep: str = "reachable",
                   before: bool = False, switch_off: str = "",
-                  hold_all: bool = False) -> dict[str, float]:
+                  hold_all: bool = False, announce: bool = False,
+                  window: float = 0.0) -> dict[str, float]:
     from distributed import get_task_stream
 
     from nbflow import locality
@@ -233,7 +319,8 @@ def sample_nbflow(client: Any, meter: Meter, spec: list[Any], keep: str = "reach
     wf, end = trace_spec("locality-cpu", spec)
     as_before = session_5() if before else contextlib.nullcontext()
     with get_task_stream(client=client) as ts, locality.placement("locality", keep=keep), \
-            as_before, experiment(switch_off), holding_all(hold_all or before):
+            as_before, experiment(switch_off), holding_all(hold_all or before), \
+            announcing(client, announce or before), windowed(client, window):
         a = meter.snap()
         t0 = time.perf_counter()
         run = wf.run(backend=client, cache=False)
@@ -251,6 +338,8 @@ def sample_nbflow(client: Any, meter: Meter, spec: list[Any], keep: str = "reach
     out["handed over"] = float(getattr(backend, "handed_over", 0))
     out["scheduler asked"] = float(getattr(backend, "asked_scheduler", 0))
     out["unheld"] = float(getattr(backend, "unheld", 0))
+    watcher = getattr(backend, "_watcher", None)
+    out["completions late"] = float(getattr(watcher, "late", 0))
     return out
 
 
@@ -309,6 +398,14 @@ def main() -> None:
     ap.add_argument("--hold-all", action="store_true",
                     help="also nbflow holding a future for every result (NBFLOW_DASK_HOLD_ALL=1: "
                          "session 6's code path; nbflow-held)")
+    ap.add_argument("--announce", action="store_true",
+                    help="also nbflow with the workers announcing each result "
+                         "(NBFLOW_DASK_ANNOUNCE=1: session 7's path; nbflow-announce)")
+    ap.add_argument("--window", type=float, default=0.0,
+                    help="also nbflow with the plugin holding completions this many ms to send "
+                         "them together (nbflow-window)")
+    ap.add_argument("--wrapper", action="store_true",
+                    help="also the worker-side CPU of nbflow's task wrapper per call")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     log = _harness.progress("cpu")
@@ -317,6 +414,10 @@ def main() -> None:
                            "load_before": os.getloadavg()}
     with _harness.nbflow_home(), cluster(args.cluster) as (client, spid):
         meter = Meter(client, spid)
+        if args.wrapper:
+            doc["wrapper_us_per_call"] = wrapper_cost(client)
+            log("worker CPU per call of the task wrapper, µs: " + ", ".join(
+                f"{m} {v:.1f}" for m, v in doc["wrapper_us_per_call"].items()))
         for name in args.workloads.split(","):
             spec = WORKLOADS[name]()
             samplers: dict[str, Callable[[], dict[str, float]]] = {
@@ -327,6 +428,12 @@ def main() -> None:
             if args.hold_all:  # the same run with session 7's unheld intermediates off
                 samplers["nbflow-held"] = lambda spec=spec: sample_nbflow(client, meter, spec,
                                                                           hold_all=True)
+            if args.window:  # completions held for a window by the plugin, sent together
+                samplers["nbflow-window"] = lambda spec=spec: sample_nbflow(
+                    client, meter, spec, window=args.window / 1e3)
+            if args.announce:  # the same run with the workers announcing each result
+                samplers["nbflow-announce"] = lambda spec=spec: sample_nbflow(client, meter, spec,
+                                                                              announce=True)
             for piece in filter(None, args.switch_off.split(",")):
                 samplers[f"nbflow-{piece}"] = functools.partial(sample_nbflow, client, meter, spec,
                                                                 switch_off=piece)
@@ -346,7 +453,7 @@ def main() -> None:
             for k in keys:
                 row = [med[m].get(k, 0.0) for m in med]
                 if k in ("tasks computed", "workers used", "announcements", "scheduler asked",
-                         "handed over", "unheld") or k.startswith("messages"):
+                         "handed over", "unheld", "completions late") or k.startswith("messages"):
                     log(f"  {k:45s}" + "".join(f"{v:22.0f}" for v in row))
                 else:
                     log(f"  {k:45s}" + "".join(f"{v * 1e3:13.1f} ({v * 1e3 / n:5.2f})" for v in row))

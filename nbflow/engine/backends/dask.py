@@ -22,10 +22,11 @@ remote here before it closes, so that ``run[ref]`` keeps working; pass a
 ``distributed.Client`` to keep them on the cluster after the run.
 
 **No round trip per dependency.**  Dependents are submitted ahead of their inputs with the
-producers' futures (:mod:`.dask_ahead`), and each worker announces where a result is and
-its size on an event topic just before the task completes (:func:`_apply_located`), so the
-engine learns it without asking the scheduler (it asks, batched, when an announcement is
-late).
+producers' futures (:mod:`.dask_ahead`), and nbflow's scheduler plugin tells where each
+result is, its size and its seconds, the completions of one turn of the scheduler's loop in
+one event (:mod:`.dask_plugin`; without the plugin each worker announces its own results on
+an event topic just before the task completes: :func:`_apply_located`), so the engine learns
+it without asking the scheduler (it asks, batched, when the news is late).
 
 A :class:`~nbflow.core.protocols.DataPlacement` (the locality room's) may be attached: it
 chooses the worker for each task (sent as ``workers=[...]`` with
@@ -53,7 +54,7 @@ completes is decided on before it runs, as its batch is sent (:meth:`DaskBackend
 it is sent without a future this process holds, so, as for an intermediate of
 ``dask.delayed``, the scheduler never reports it here, nothing is released later, and Dask
 frees it right after its last consumer.  The engine learns its completion, worker, size
-and seconds from its worker's announcement alone (:mod:`.dask_watch` hands the
+and seconds from the completion event alone (:mod:`.dask_watch` hands the
 announcement over like a completion); a failure, which sends no announcement, is noted on
 the same topic by nbflow's scheduler plugin (:mod:`.dask_plugin`), after which the key is
 held to read its error and traceback.  Without that plugin (a scheduler that cannot import
@@ -95,13 +96,19 @@ def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     return fn(*args, **kwargs) if kwargs else fn(*args)
 
 
-def _apply_located(topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
+def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any] | None) -> Any:
     """:func:`_apply`, then tell the client (an event on ``topic``) where the result is,
     its size as Dask measures it, and the call's seconds.  The event travels on the same
     worker -> scheduler -> client streams as the task's completion, just before it, so the
     client usually knows where a result lives when it learns the task finished, without
-    asking the scheduler (when it does not, it asks: see ``DaskBackend._where``)."""
+    asking the scheduler (when it does not, it asks: see ``DaskBackend._where``).
+
+    ``topic`` None: the bare call.  nbflow's scheduler plugin then sends the same facts,
+    every completion of a turn of the scheduler's loop in one event (:mod:`.dask_plugin`),
+    and the worker announces nothing (the default when the plugin is there)."""
+    if topic is None:
+        return fn(*args, **kwargs) if kwargs else fn(*args)
     t0 = time.perf_counter()
     value = fn(*args, **kwargs) if kwargs else fn(*args)
     seconds = time.perf_counter() - t0
@@ -115,6 +122,13 @@ def _apply_located(topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
     except Exception:  # (not on a worker, or an unsized value: the client asks instead)
         pass
     return value
+
+
+def _apply_quiet(topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any] | None) -> Any:
+    """:func:`_apply_located` without the announcement, for a wrapper that passes the topic
+    on for its own events (the cache's work in tasks: :mod:`.dask_cache`)."""
+    return fn(*args, **kwargs) if kwargs else fn(*args)
 
 
 Located = tuple[str | None, int | None, float | None, tuple[str, ...]]
@@ -149,8 +163,22 @@ _announced_to: weakref.WeakValueDictionary[str, DaskBackend] = weakref.WeakValue
 
 
 def _on_located(event: tuple[float, dict[str, Any]]) -> None:
-    """A worker announced a result (runs in the client's thread): file it with its run."""
+    """A worker announced a result, or nbflow's scheduler plugin sent the completions of
+    one turn of its loop (runs in the client's thread): file each with its run."""
     msg = event[1]
+    done = msg.get("done")
+    if done is not None:  # [[key, worker, nbytes, seconds], ...] (see dask_plugin)
+        for key, worker, nbytes, seconds in done:
+            parts = key.rsplit("-", 2)  # "<task key>-<run tag>-<attempt number>"
+            backend = (_announced_to.get(parts[1])
+                       if len(parts) == 3 and parts[2].isdigit() else None)
+            if backend is None or key in backend._located or key in backend._announced:
+                continue  # (another client's, a helper task's, or recomputed: the first stands)
+            backend._located[key] = (worker, nbytes, seconds)
+            watcher = backend._watcher
+            if watcher is not None:
+                watcher.announced(key)
+        return
     key = str(msg.get("key", ""))
     parts = key.rsplit("-", 2)  # "<task key>-<run tag>-<attempt>"
     backend = _announced_to.get(parts[1]) if len(parts) == 3 else None
@@ -345,6 +373,9 @@ class DaskBackend:
         self.ahead: Ahead | None = None  # futures submitted ahead (set by bind_scheduler)
         self._to_locate: dict[str, asyncio.Future[Any]] = {}  # dask key -> waiter (see _where)
         self._topic = TOPIC  # where workers announce results (_apply_located)
+        # the topic the workers announce on, None when the scheduler plugin tells instead
+        # (set on connecting: _settle_announcements)
+        self._announce: str | None = TOPIC
         self._located: dict[str, tuple[str, int, float]] = {}  # dask key -> (worker, bytes, seconds)
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self.released_keys: dict[str, str] = {}  # task key -> the keep= that released it (_release)
@@ -429,6 +460,7 @@ class DaskBackend:
         # it, every result is held as before)
         self._may_unhold = (self.batch is not None and not self.hold_all
                             and dask_recovery.active(client))
+        self._settle_announcements(client)
 
     def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
         if self.in_task is not None and self.keep_remote:  # with the cache's work (dask_cache)
@@ -439,10 +471,10 @@ class DaskBackend:
                 return self.client.submit(wrapped[0], *wrapped[1], **options)
         batch = self.batch
         if batch is not None:  # sent with the others at the next flush (see _flush)
-            return batch.add(options["key"], _apply_located, (self._topic, fn, args, kwargs),
+            return batch.add(options["key"], _apply_located, (self._announce, fn, args, kwargs),
                              options.get("workers"))
         if self.keep_remote:
-            return self.client.submit(_apply_located, self._topic, fn, args, kwargs, **options)
+            return self.client.submit(_apply_located, self._announce, fn, args, kwargs, **options)
         return self.client.submit(_apply, fn, args, kwargs, **options)
 
     def shares_disk(self, worker: str | None, path: str) -> bool:
@@ -530,8 +562,23 @@ class DaskBackend:
         if self.batch is None:
             return None
         if self._watcher is None or self._watcher.loop is not loop:
-            self._watcher = dask_watch.Watcher(self.client, loop, told=self._told)
+            self._watcher = dask_watch.Watcher(self.client, loop, told=self._told,
+                                               located=self._announce is None)
         return self._watcher
+
+    def _settle_announcements(self, client: Any) -> None:
+        """Who tells this process where each result is: nbflow's scheduler plugin, the
+        completions of one turn of the scheduler's loop in one event (:mod:`.dask_plugin`),
+        when it is registered and does so and completions go through the watcher (which
+        waits for a held future's location as for an unheld one's completion); else each
+        worker announces its results (:func:`_apply_located`).  ``NBFLOW_DASK_ANNOUNCE=1``
+        keeps the workers' announcements (what ``benchmarks/locality_cpu.py`` compares)."""
+        self._announce = self._topic
+        if (self.keep_remote and self.batch is not None and dask_recovery.reports(client)
+                and os.environ.get("NBFLOW_DASK_ANNOUNCE", "0") != "1"):
+            self._announce = None
+            if self.in_task is not None:  # (its events, the cache's facts, stay on the topic)
+                self.in_task.apply = _apply_quiet
 
     def _told(self, key: str) -> bool:
         """Did the cluster already say that ``key`` ended (announced, or failed unheld)?"""

@@ -3,6 +3,27 @@
 It subclasses distributed's ``SchedulerPlugin``, so importing it imports distributed; it is
 imported when a Dask run registers it, not when nbflow is imported.  (It keeps its own
 module, importable by name, because the scheduler unpickles it by that name.)
+
+**Completions, one event per turn.**  The client needs, for every task of nbflow's, the
+worker that holds its result, the result's size and the call's seconds (and, for a task
+sent without a future the client holds, the fact that it ended at all).  The scheduler
+knows all of it when a worker's ``task-finished`` message moves the task to ``memory``
+(the message carries the worker, Dask's own ``sizeof`` of the value and the compute
+start and stop).  So the plugin collects those facts in :meth:`LooseRestrictions.transition`
+and sends every completion of one turn of the scheduler's event loop as ONE event on
+nbflow's topic, ``{"done": [[key, worker, nbytes, seconds], ...]}``, instead of each
+worker announcing each task on its own (a message worker -> scheduler, and one
+scheduler -> client, per task).  The hook runs for every transition of every key on
+the scheduler, so it returns after one string comparison for anything that is not a
+move to ``memory``, and filters nbflow's keys by their shape (``<task>-<run tag>-<n>``,
+the tag eight characters) only then.
+
+Completions rarely share a turn (each worker's ``task-finished`` is a turn of its own), so
+the plugin may also hold them for a short ``window`` (seconds, set by the client that
+registers it: ``NBFLOW_DASK_COMPLETIONS_WINDOW``, default 0, one turn) and send what
+gathered meanwhile in one event; a completion some client holds a future for is sent at
+once, with every one waiting before it (the client is told of that key now anyway, and
+its run needs the completions before it to take it).
 """
 
 from __future__ import annotations
@@ -18,26 +39,59 @@ from .dask_recovery import NAME, UNWANTED_TOPIC
 _UNRUN = frozenset({"waiting", "queued", "no-worker", "processing"})  # states before a result
 
 
+def _seconds(startstops: Any) -> float | None:
+    """The compute seconds of a ``task-finished`` message's start/stop records."""
+    for ss in startstops or ():
+        if ss.get("action") == "compute":
+            return float(ss["stop"] - ss["start"])
+    return None
+
+
 class LooseRestrictions(SchedulerPlugin):
     """On the scheduler: a worker that leaves is struck from the hints of the tasks that
-    only hinted at it, so they wait for (and run on) any worker (see the module)."""
+    only hinted at it, so they wait for (and run on) any worker (see
+    :mod:`.dask_recovery`); the completions of nbflow's tasks go to the clients, one event
+    per turn of the scheduler's loop (see the module)."""
 
     name = NAME
+    # What this version does beyond loosening restrictions (the client asks, see
+    # dask_recovery.ensure: a scheduler with an older nbflow reports no completions).
+    REPORTS_COMPLETIONS = 1
 
-    def __init__(self) -> None:
+    def __init__(self, window: float = 0.0) -> None:
         self.scheduler: Any = None
+        self.reports = True  # send completions (switched off by a benchmark's variant)
+        self.window = window  # seconds completions may wait to be sent together (see the module)
+        self._timer: Any = None
+        self._done: list[list[Any]] = []  # this turn's completions, not yet sent
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.events = 0  # completion events sent (one per turn with completions)
+        self.completions = 0  # completions sent
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
+        self._loop = asyncio.get_running_loop()
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        """A task no client wants failed on its own account (not because an input did),
-        or was dropped before it made a result: say so on nbflow's topic.  nbflow sends
-        some intermediates without holding their futures (``DaskBackend._unheld``) and
-        learns of their end from the workers' announcements; a failure, a worker dying
-        under the task too often, or a drop leaves no announcement, and without this
-        note the run would wait for one."""
-        if finish == "erred" and self.scheduler is not None:
+        """A completion of nbflow's is collected for this turn's event (see the module).
+
+        A task no client wants that failed on its own account (not because an input did),
+        or was dropped before it made a result, is noted on nbflow's topic too: nbflow
+        sends some intermediates without holding their futures (``DaskBackend._unheld``),
+        and a failure, a worker dying under the task too often, or a drop makes no
+        completion; without the note the run would wait for one."""
+        if finish == "memory":
+            if self.reports and type(key) is str:
+                parts = key.rsplit("-", 2)
+                if len(parts) == 3 and len(parts[1]) == 8:  # "<task>-<run tag>-<attempt>"
+                    self._completed(key, kwargs)
+                    if self.window > 0 and self._timer is not None:  # held: send them now
+                        ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+                        if ts is not None and ts.who_wants:
+                            self._timer.cancel()
+                            self._timer = None
+                            (self._loop or asyncio.get_running_loop()).call_soon(self._send)
+        elif finish == "erred" and self.scheduler is not None:
             ts = self.scheduler.tasks.get(key)
             if ts is not None and not ts.who_wants and ts.exception_blame is ts:
                 self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "erred": True})
@@ -51,6 +105,36 @@ class LooseRestrictions(SchedulerPlugin):
                     asyncio.get_running_loop().call_soon(self._dropped, key)
                 except RuntimeError:  # (no loop running here: judge it now)
                     self._dropped(key)
+
+    def _completed(self, key: str, facts: dict[str, Any]) -> None:
+        worker = facts.get("worker")
+        nbytes = facts.get("nbytes")
+        if worker is None or nbytes is None:  # (not from a task-finished message: ask the state)
+            ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+            if ts is None or not ts.who_has:
+                return  # (the client asks the scheduler when nothing is said)
+            worker = worker or min(ws.address for ws in ts.who_has)
+            nbytes = ts.nbytes if nbytes is None else nbytes
+        first = not self._done
+        self._done.append([key, worker, int(nbytes), _seconds(facts.get("startstops"))])
+        if first:  # the first completion: send them all once this turn (or window) is over
+            try:
+                loop = self._loop or asyncio.get_running_loop()
+            except RuntimeError:  # (no loop running here: send it now)
+                self._send()
+                return
+            if self.window > 0:
+                self._timer = loop.call_later(self.window, self._send)
+            else:
+                loop.call_soon(self._send)
+
+    def _send(self) -> None:
+        self._timer = None
+        done, self._done = self._done, []
+        if done and self.scheduler is not None:
+            self.events += 1
+            self.completions += len(done)
+            self.scheduler.log_event(UNWANTED_TOPIC, {"done": done})
 
     def _dropped(self, key: str) -> None:
         ts = self.scheduler.tasks.get(key)
@@ -71,3 +155,26 @@ class LooseRestrictions(SchedulerPlugin):
         if woken and scheduler.running:  # (none running: the next one to run takes them)
             scheduler.transitions({k: "processing" for k in woken},
                                   stimulus_id=f"nbflow-loose-restrictions-{time.time()}")
+
+
+def reports_completions(dask_scheduler: Any) -> int:
+    """On the scheduler: what the registered plugin reports (0: no plugin, or one of an
+    nbflow that sends no completions).  Asked by :func:`.dask_recovery.ensure`."""
+    plugin = dask_scheduler.plugins.get(NAME)
+    return int(getattr(type(plugin), "REPORTS_COMPLETIONS", 0)) if plugin is not None else 0
+
+
+def set_reporting(dask_scheduler: Any, on: bool, window: float | None = None) -> bool | tuple[bool, float]:
+    """On the scheduler: switch the completion events on or off (a benchmark's variant that
+    restores the workers' announcements); returns the previous setting.  With ``window``,
+    also set the window (see the module) and return ``(reports, window)`` as they were."""
+    plugin = dask_scheduler.plugins.get(NAME)
+    if plugin is None:
+        return False if window is None else (False, 0.0)
+    was = bool(getattr(plugin, "reports", False))
+    plugin.reports = bool(on)
+    if window is None:
+        return was
+    old = float(getattr(plugin, "window", 0.0))
+    plugin.window = float(window)
+    return was, old

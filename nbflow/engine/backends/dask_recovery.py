@@ -18,10 +18,17 @@ unrun (the Dask backend sends some intermediates that way and otherwise learns o
 end from the workers' announcements only: see ``DaskBackend._unheld``).  It is registered
 once per client (:func:`ensure`); a scheduler that cannot import nbflow (a remote cluster
 without it) simply goes without, as before, and then the backend holds every result.
+
+The plugin also sends the completions of nbflow's tasks to the clients, those of one turn
+of the scheduler's loop in one event (:mod:`.dask_plugin`), so the workers need not
+announce each result themselves.  :func:`reports` says whether the registered plugin does
+(asked once per client, with the registration): without it (no plugin, or one of an
+nbflow that does not) the workers announce, as before.
 """
 
 from __future__ import annotations
 
+import os
 import weakref
 from typing import Any
 
@@ -30,6 +37,7 @@ NAME = "nbflow-loose-restrictions"
 # backend's topic for the workers' announcements: see DaskBackend._unheld)
 UNWANTED_TOPIC = "nbflow-located"
 _registered: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_reports: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
 def __getattr__(name: str) -> Any:
@@ -53,17 +61,30 @@ def active(client: Any) -> bool:
     return bool(_registered.get(client))
 
 
+def reports(client: Any) -> bool:
+    """Does the plugin on ``client``'s scheduler send the completions of nbflow's tasks
+    (see the module; known without a round trip once :func:`ensure` ran)?"""
+    return bool(_reports.get(client))
+
+
 def ensure(client: Any) -> bool:
     """Register :class:`LooseRestrictions` on ``client``'s scheduler (once per client).
     False when the scheduler refused it."""
     got = _registered.get(client)
     if got is None:
+        told = False
         try:
-            from .dask_plugin import LooseRestrictions
+            from .dask_plugin import LooseRestrictions, reports_completions
 
-            client.register_plugin(LooseRestrictions(), name=NAME)
+            window = float(os.environ.get("NBFLOW_DASK_COMPLETIONS_WINDOW", "0") or 0)
+            client.register_plugin(LooseRestrictions(window), name=NAME)
             got = True
+            try:  # (what the scheduler's own nbflow made of it)
+                told = bool(client.run_on_scheduler(reports_completions))
+            except Exception:  # (an older nbflow there: the workers announce)
+                told = False
         except Exception:  # (a scheduler without nbflow: Dask's own behaviour stays)
             got = False
         _registered[client] = got
+        _reports[client] = told
     return got

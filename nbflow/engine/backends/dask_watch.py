@@ -17,9 +17,17 @@ pending; reading its value or its error (which may block) is the caller's busine
 
 A future the client does not hold (an intermediate sent without being wanted: unbound,
 ``status`` None; see ``DaskBackend._unheld``) never changes state on this side.  Its end
-is learnt from the announcement its worker sends (or, if it failed, from the scheduler's
+is learnt from the announcement of its completion (or, if it failed, from the scheduler's
 note on the same topic): :meth:`Watcher.announced`, called on the client loop, where the
 announcements arrive, hands it over like a completion.
+
+The announcement comes from the task's worker, or, when nbflow's scheduler plugin sends
+the completions (``located=True``; :mod:`.dask_plugin`), from the scheduler, one event
+for a turn of its loop, just after it reported the held futures of that turn to this
+client.  A held future that finished is then handed over once its completion's facts
+(worker, size, seconds) are here too, so the run never asks the scheduler for them; if
+they are late by more than :data:`LATE` seconds it is handed over without them (the
+backend asks, batched).
 """
 
 from __future__ import annotations
@@ -29,13 +37,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+LATE = 5.0  # seconds a finished held future waits for its completion's facts (see the module)
+
 
 class Watcher:
     """Completion hand-offs from Dask's client loop to one run's loop (see the module)."""
 
     def __init__(self, client: Any, loop: asyncio.AbstractEventLoop,
-                 told: Callable[[Any], bool] | None = None) -> None:
+                 told: Callable[[Any], bool] | None = None, located: bool = False) -> None:
         self.client = client
+        self.located = located  # a finished held future waits for its announcement too
         self.loop = loop  # the run's event loop
         self.told = told  # was this key announced already? (asked on the client loop)
         self._unheld: dict[Any, tuple[Any, Callable[[Any], None]]] = {}  # key -> waiting (client loop)
@@ -47,6 +58,7 @@ class Watcher:
         self._waiting: set[asyncio.Future[None]] = set()  # (touched on the client loop only)
         self.wakeups = 0  # times the run's loop was woken for completions
         self.completions = 0
+        self.late = 0  # finished held futures handed over without their announcement
 
     def watch(self, future: Any, callback: Callable[[Any], None]) -> None:
         """Call ``callback(future)`` in the run's loop once ``future`` is not pending
@@ -83,7 +95,21 @@ class Watcher:
     async def _wait(self, future: Any, callback: Callable[[Any], None]) -> None:
         while future.status == "pending":
             await future._state.wait()  # (what Future.add_done_callback itself awaits)
+        key = future.key
+        if (self.located and future.status == "finished" and self.told is not None
+                and not self.told(key)):  # its facts come just after: wait for them
+            self._unheld[key] = (future, callback)
+            asyncio.get_running_loop().call_later(LATE, self._late, key, future)
+            return
         self._hand(future, callback)
+
+    def _late(self, key: Any, future: Any) -> None:
+        """No announcement came for a finished held future: hand it over without one."""
+        got = self._unheld.get(key)
+        if got is not None and got[0] is future:
+            del self._unheld[key]
+            self.late += 1
+            self._hand(*got)
 
     def _hand(self, future: Any, callback: Callable[[Any], None]) -> None:
         with self._lock:
