@@ -135,7 +135,7 @@ class _Joins:
         """``join_bytes(worker, joins)``."""
         worst = 0
         for own, at, elsewhere in self._consumers:
-            need = at[worker] if worker in at else elsewhere  # (the consumer on ``worker``)
+            need = at.get(worker, elsewhere)  # (the consumer on ``worker`` itself)
             for u, fetched in at.items():
                 if u != worker:
                     need = min(need, fetched + own)
