@@ -21,11 +21,11 @@ from nbflow.core.remote import Remote
 
 distributed = pytest.importorskip("distributed")
 
+import test_locality_ahead as _ahead  # noqa: E402
+
 from nbflow.engine.backends import dask as dask_module  # noqa: E402
 from nbflow.engine.backends import dask_batch  # noqa: E402
 from nbflow.engine.backends.dask import DaskBackend, DaskResult  # noqa: E402
-
-import test_locality_ahead as _ahead  # noqa: E402
 
 client = _ahead.client
 
@@ -140,7 +140,8 @@ def test_a_task_submitted_ahead_walks_its_arguments_once(monkeypatch) -> None:
         ("c", [("a", "tcp://w1", 10), ("b", "tcp://w2", 20), ("a", "tcp://w1", 10)], ["a-t-0"])]
     fut, unique, keys = backend.ahead.ahead[2]
     assert keys == ["a-t-0", "b-t-1", "a-t-0"] and unique == fut.key
-    (key, func, sent, hint), = backend.batch.added
+    (key, _, sent, hint), = backend.batch.added
+    assert key == unique and hint == ["tcp://w1"]
     assert sent[2] == (a.future, [b.future, 3]) and sent[3] == {"k": a.future}
 
 

@@ -245,9 +245,11 @@ class Placer:
             moved: float = sum(b or 0 for w, b in inputs if not _holds(w, worker))
             if prepared is not None:
                 moved += JOIN_WEIGHT * prepared.bytes_on(worker)
-            queued = queue(worker, mine.get(worker, ()), typical)
+            own = mine.get(worker)
+            whole = queue(worker, (), typical) if ready > 0 or not own else 0.0
+            queued = queue(worker, own, typical) if own else whole  # (nothing left out: the whole)
             if ready > 0:
-                queued = min(queued, max(0.0, queue(worker, (), typical) - ready))
+                queued = min(queued, max(0.0, whole - ready))
             return moved / bandwidth + queued
 
         return cost
