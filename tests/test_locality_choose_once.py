@@ -61,20 +61,24 @@ def _reference(p: Placer, args: dict) -> str:
 
 
 @pytest.mark.parametrize("seed", range(300))
-def test_choose_picks_the_worker_of_least_cost_as_written(seed: int) -> None:
+def test_choose_picks_the_worker_of_least_cost_as_written(seed: int, monkeypatch) -> None:
     rng = random.Random(seed)
     p, args = _random_state(rng)
+    monkeypatch.setattr(placement.time, "monotonic", lambda: 100.0)
     expected = _reference(p, args)
+    eta = 100.0 + args["ready"] + p.wait(expected, args["exclude"], args["ready"]) + p.task_seconds
     for w in WORKERS:  # the prepared costs are the very floats cost() gives
         assert p._costs(args["inputs"], args["exclude"], args["joins"], args["ready"])(w) == (
             p.cost(w, args["inputs"], args["exclude"], args["joins"], args["ready"]))
     assert p.choose(args["inputs"], None, None, args["exclude"], args["joins"],
                     args["ready"]) == expected
+    assert p.last_eta == eta  # (when it should end: the same float as before)
 
 
 def test_the_join_terms_are_prepared_once_per_task_not_per_worker(monkeypatch) -> None:
-    """``choose`` neither calls ``cost`` nor ``join_bytes`` for each of the 4 workers: the
-    consumers' placed inputs are summed once per place, for the task."""
+    """``choose`` neither calls ``cost`` nor ``join_bytes`` for each of the 4 workers (the
+    consumers' placed inputs are summed once per place, for the task), nor works out the
+    chosen worker's wait again for the task's predicted end."""
     p = Placer(bandwidth=100 * MB)
     p.set_workers({w: 1 for w in WORKERS})
     joins = [(MB, [("tcp://a", 2 * MB), (frozenset({"tcp://b", "tcp://c"}), MB)])]
@@ -85,6 +89,7 @@ def test_the_join_terms_are_prepared_once_per_task_not_per_worker(monkeypatch) -
 
     monkeypatch.setattr(placement, "join_bytes", per_worker)
     monkeypatch.setattr(Placer, "cost", per_worker)
+    monkeypatch.setattr(Placer, "wait", per_worker)  # (nor the chosen worker's wait again)
     assert p.choose([("tcp://d", MB)], joins=joins) == expected
 
 

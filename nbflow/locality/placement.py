@@ -228,12 +228,13 @@ class Placer:
 
     def _costs(self, inputs: Sequence[tuple[Where, int | None]],
                exclude: Sequence[tuple[str | None, float | None]] = (),
-               joins: Sequence[Join] = (), ready: float = 0.0) -> Callable[[str], float]:
+               joins: Sequence[Join] = (), ready: float = 0.0,
+               waits: dict[str, float] | None = None) -> Callable[[str], float]:
         """``worker -> cost(worker, inputs, exclude, joins, ready)``, the same floats, with
         what does not depend on the worker worked out once per task instead of once per
         worker: the typical task's seconds, ``exclude`` grouped by worker, and each
         consumer's placed inputs and the bytes it would fetch at each of their places
-        (:class:`_Joins`)."""
+        (:class:`_Joins`).  ``waits`` receives each worker's queue term (:meth:`wait`)."""
         typical = self.task_seconds
         mine: dict[str | None, list[float | None]] = {}
         for w, sec in exclude:
@@ -250,6 +251,8 @@ class Placer:
             queued = queue(worker, own, typical) if own else whole  # (nothing left out: the whole)
             if ready > 0:
                 queued = min(queued, max(0.0, whole - ready))
+            if waits is not None:
+                waits[worker] = queued
             return moved / bandwidth + queued
 
         return cost
@@ -273,10 +276,12 @@ class Placer:
         workers = self.candidates(demand or {})
         if not workers:
             return None
-        cost = self._costs(inputs, exclude, joins, ready)
+        waits: dict[str, float] = {}
+        cost = self._costs(inputs, exclude, joins, ready, waits)
         best = min(workers, key=lambda w: (cost(w), self.backlog.get(w, 0), w))
         own = seconds if seconds is not None else self.task_seconds
-        self.last_eta = time.monotonic() + ready + self.wait(best, exclude, ready) + own
+        # (the wait its cost counted on that worker: what self.wait(best, ...) gives)
+        self.last_eta = time.monotonic() + ready + waits[best] + own
         self._queue(best, seconds)
         return best
 
