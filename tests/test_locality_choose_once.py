@@ -101,3 +101,29 @@ def test_prepared_joins_equal_join_bytes_for_every_worker() -> None:
         prepared = placement._Joins(joins)
         for w in [*WORKERS, "tcp://elsewhere"]:
             assert prepared.bytes_on(w) == join_bytes(w, joins)
+
+
+def test_a_result_without_copies_is_placed_by_its_worker_alone() -> None:
+    """The agent hands the rule a worker, not a set of one, for a result with no copy (no
+    set per input per task); the rule reads both alike."""
+    from nbflow.locality.agent import LocalityAgent
+
+    agent = LocalityAgent("locality")
+    agent.worker_of["p"] = "tcp://a"
+    assert agent._where("p") == "tcp://a"
+    agent.copies["p"] = {"tcp://b"}
+    assert agent._where("p") == frozenset({"tcp://a", "tcp://b"})
+    assert agent._where("nowhere") is None
+    rng = random.Random(11)
+    for _ in range(300):
+        p, args = _random_state(rng)
+        as_sets = {k: args[k] for k in ("exclude", "ready")}
+        as_sets["inputs"] = [(frozenset({w}) if isinstance(w, str) else w, b)
+                             for w, b in args["inputs"]]
+        as_sets["joins"] = [(own, [(frozenset({w}) if isinstance(w, str) else w, b)
+                                   for w, b in others]) for own, others in args["joins"]]
+        assert _reference(p, args) == _reference(p, as_sets)
+        for w in WORKERS:
+            assert (p._costs(args["inputs"], args["exclude"], args["joins"], args["ready"])(w)
+                    == p._costs(as_sets["inputs"], as_sets["exclude"], as_sets["joins"],
+                                as_sets["ready"])(w))
