@@ -148,8 +148,7 @@ class LocalityAgent:
         elif self.mode in ("locality", "round-robin"):
             exclude = [(self.hint_of.get(d), self.queued_seconds.get(d)) for d in after]
             sec = self.queued_seconds[dask_key] = self.seconds(key)
-            where = [(frozenset({w, *self.copies.get(p, ())}) if w else None, b)
-                     for p, w, b in inputs]
+            where = [(self._with_copies(p, w), b) for p, w, b in inputs]
             extra: dict[str, Any] = {}  # (the rule's join term and when its inputs are ready)
             joins = self.graph.joins(key, self._where, self._size) if self.graph else ()
             if joins:
@@ -175,8 +174,16 @@ class LocalityAgent:
     def _where(self, key: str) -> str | frozenset[str] | None:
         """Where ``key``'s result is (with its copies), or was sent to be made (None: not
         placed yet, or left to Dask)."""
-        w = self.worker_of.get(key) or self.hinted.get(key)
-        return frozenset({w, *self.copies.get(key, ())}) if w else None
+        return self._with_copies(key, self.worker_of.get(key) or self.hinted.get(key))
+
+    def _with_copies(self, key: str, w: str | None) -> str | frozenset[str] | None:
+        """``w`` and the workers ``key``'s result was sent to; the worker alone when there
+        is no copy (the rule reads a worker and a set of one alike: no set per input per
+        task then)."""
+        if not w:
+            return None
+        copies = self.copies.get(key)
+        return frozenset({w, *copies}) if copies else w
 
     def _size(self, key: str) -> int | None:
         """``key``'s result size: measured, else predicted (None: unknown)."""

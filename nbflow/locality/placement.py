@@ -70,7 +70,7 @@ to be slow.  :class:`RoundRobin` (a baseline for the benchmarks) ignores the dat
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 BANDWIDTH = 100e6  # bytes per second assumed between workers
 PRIOR_SECONDS = 0.05  # a task's duration before any has finished
@@ -106,6 +106,41 @@ def join_bytes(worker: str, joins: Sequence[Join]) -> int:
                    for u in places)
         worst = max(worst, need)
     return worst
+
+
+class _Joins:
+    """:func:`join_bytes` for one task and every candidate worker: each consumer's placed
+    inputs, their places, and what the consumer would fetch at each place, found once.
+    Only the candidate ``worker`` itself varies: a place it is not among fetches every
+    placed input (the same sum for any such worker), and this task's own bytes are added
+    at every place but ``worker``.  The sums are the ones :func:`join_bytes` adds, in its
+    order, so the result is the same number."""
+
+    __slots__ = ("_consumers",)
+
+    def __init__(self, joins: Sequence[Join]) -> None:
+        # per consumer: (own bytes, {place: bytes fetched there}, bytes fetched elsewhere)
+        self._consumers: list[tuple[int, dict[str, int], int]] = []
+        for own, others in joins:
+            placed = [(w, b) for w, b in others if w is not None and b]
+            if not own or not placed:  # no evidence where the consumer will run
+                continue
+            places: set[str] = set()
+            for w, _ in placed:
+                places.update((w,) if isinstance(w, str) else w)
+            at = {u: sum(b for w, b in placed if not _holds(w, u)) for u in places}
+            self._consumers.append((own, at, sum(b for _, b in placed)))
+
+    def bytes_on(self, worker: str) -> int:
+        """``join_bytes(worker, joins)``."""
+        worst = 0
+        for own, at, elsewhere in self._consumers:
+            need = at.get(worker, elsewhere)  # (the consumer on ``worker`` itself)
+            for u, fetched in at.items():
+                if u != worker:
+                    need = min(need, fetched + own)
+            worst = max(worst, need)
+        return worst
 
 
 class Placer:
@@ -157,17 +192,21 @@ class Placer:
     def queue_seconds(self, worker: str, exclude: Sequence[tuple[str | None, float | None]] = ()) -> float:
         """Seconds of queued work on ``worker`` per thread, leaving out ``exclude``
         (``(worker, predicted seconds)`` of tasks that must finish first anyway)."""
+        return self._queue_seconds(worker, [sec for w, sec in exclude if w == worker],
+                                   self.task_seconds)
+
+    def _queue_seconds(self, worker: str, mine: Sequence[float | None], typical: float) -> float:
+        """:meth:`queue_seconds` given the predicted seconds of ``worker``'s own excluded
+        entries (in ``exclude``'s order: the same subtractions, so the same float)."""
         n = self.backlog.get(worker, 0)
         k = self.known.get(worker)
         known_n, known_s = (k[0], k[1]) if k else (0.0, 0.0)
-        for w, sec in exclude:
-            if w != worker:
-                continue
+        for sec in mine:
             n -= 1
             if sec is not None:
                 known_n -= 1
                 known_s -= sec
-        work = max(0.0, n - known_n) * self.task_seconds + max(0.0, known_s)
+        work = max(0.0, n - known_n) * typical + max(0.0, known_s)
         return max(0.0, work) / self.threads.get(worker, 1)
 
     def wait(self, worker: str, exclude: Sequence[tuple[str | None, float | None]] = (),
@@ -186,6 +225,37 @@ class Placer:
         times; None: already made, or not known) are all made."""
         now = time.monotonic()
         return max([e - now for e in etas if e is not None] + [0.0])
+
+    def _costs(self, inputs: Sequence[tuple[Where, int | None]],
+               exclude: Sequence[tuple[str | None, float | None]] = (),
+               joins: Sequence[Join] = (), ready: float = 0.0,
+               waits: dict[str, float] | None = None) -> Callable[[str], float]:
+        """``worker -> cost(worker, inputs, exclude, joins, ready)``, the same floats, with
+        what does not depend on the worker worked out once per task instead of once per
+        worker: the typical task's seconds, ``exclude`` grouped by worker, and each
+        consumer's placed inputs and the bytes it would fetch at each of their places
+        (:class:`_Joins`).  ``waits`` receives each worker's queue term (:meth:`wait`)."""
+        typical = self.task_seconds
+        mine: dict[str | None, list[float | None]] = {}
+        for w, sec in exclude:
+            mine.setdefault(w, []).append(sec)
+        prepared = _Joins(joins) if joins else None
+        bandwidth, queue = self.bandwidth, self._queue_seconds
+
+        def cost(worker: str) -> float:
+            moved: float = sum(b or 0 for w, b in inputs if not _holds(w, worker))
+            if prepared is not None:
+                moved += JOIN_WEIGHT * prepared.bytes_on(worker)
+            own = mine.get(worker)
+            whole = queue(worker, (), typical) if ready > 0 or not own else 0.0
+            queued = queue(worker, own, typical) if own else whole  # (nothing left out: the whole)
+            if ready > 0:
+                queued = min(queued, max(0.0, whole - ready))
+            if waits is not None:
+                waits[worker] = queued
+            return moved / bandwidth + queued
+
+        return cost
 
     def cost(self, worker: str, inputs: Sequence[tuple[Where, int | None]],
              exclude: Sequence[tuple[str | None, float | None]] = (),
@@ -206,10 +276,12 @@ class Placer:
         workers = self.candidates(demand or {})
         if not workers:
             return None
-        best = min(workers, key=lambda w: (self.cost(w, inputs, exclude, joins, ready),
-                                           self.backlog.get(w, 0), w))
+        waits: dict[str, float] = {}
+        cost = self._costs(inputs, exclude, joins, ready, waits)
+        best = min(workers, key=lambda w: (cost(w), self.backlog.get(w, 0), w))
         own = seconds if seconds is not None else self.task_seconds
-        self.last_eta = time.monotonic() + ready + self.wait(best, exclude, ready) + own
+        # (the wait its cost counted on that worker: what self.wait(best, ...) gives)
+        self.last_eta = time.monotonic() + ready + waits[best] + own
         self._queue(best, seconds)
         return best
 

@@ -309,24 +309,30 @@ def _remote_results(args: Any, kwargs: Any) -> list[DaskResult]:
     return [r for r in found if type(r) is DaskResult]
 
 
-def _future_keys(args: Any, kwargs: Any) -> list[str]:
-    """The Dask keys of the remote results among a call's arguments, in argument order
-    (also of results already handed over to Dask's scheduler: see DaskBackend._hand_over)."""
-    return [r.dask_key for r in _remote_results(args, kwargs)]
-
-
-def _foreign(obj: Any) -> bool:
-    """Does ``obj`` hold a remote result of another backend (fetched here on submit)?"""
+def _scan(obj: Any, found: list[DaskResult], big: list[Any]) -> bool:
+    """One walk of a call's argument (containers too) for what a submission needs of it:
+    its remote results of this backend in argument order (``found``, as
+    :func:`_remote_results`), its large local values (``big``, as :func:`_big_locals`),
+    and whether it holds a remote result of another backend, which would be fetched here
+    on submit (the return).  (A submission ahead walked its arguments five times.)"""
     t = type(obj)
     if t is DaskResult:
+        found.append(obj)
         return False
-    if isinstance(obj, Remote):
-        return True
+    foreign = False
     if t is list or t is tuple or t is set or t is frozenset:
-        return any(_foreign(x) for x in obj)
-    if t is dict:
-        return any(_foreign(x) for x in obj.values())
-    return False
+        for x in obj:
+            foreign = _scan(x, found, big) or foreign
+    elif t is dict:
+        for x in obj.values():
+            foreign = _scan(x, found, big) or foreign
+    elif isinstance(obj, Remote):
+        return True
+    else:
+        size = cheap_size(obj)
+        if size is not None and size >= SCATTER_MIN:
+            big.append(obj)
+    return foreign
 
 
 def _big_locals(obj: Any, out: list[Any]) -> None:
@@ -507,11 +513,13 @@ class DaskBackend:
                     self.scattered[id(value)] = (value, fut)  # the value is kept: its id stays
                     self.scattered_bytes += cheap_size(value) or 0
 
-    def _hint(self, key: str, unique: str, args: Any, kwargs: Any,
+    def _hint(self, key: str, unique: str, remotes: list[DaskResult],
               after: list[str] | None = None) -> list[str] | None:
+        """The placement's worker for ``key`` (``remotes``: the call's remote results, as
+        :func:`_remote_results` finds them: walked once per submission by the caller)."""
         if self.placement is None:
             return None
-        inputs = [(r.key, r.worker, r.nbytes) for r in _remote_results(args, kwargs)]
+        inputs = [(r.key, r.worker, r.nbytes) for r in remotes]
         if after:
             hint = self.placement.choose(key, unique, inputs, self._resources(key), after=after)
         else:
@@ -539,16 +547,16 @@ class DaskBackend:
         """Submit node ``i`` before its inputs are done (see :mod:`.dask_ahead`); None when
         it needs something first (a large local value to scatter, a foreign remote)."""
         big: list[Any] = []
-        _big_locals(args, big)
+        remotes: list[DaskResult] = []
+        foreign = _scan(args, remotes, big)  # (one walk: remote results, large locals)
         if kwargs:
-            _big_locals(kwargs, big)
-        if any(id(v) not in self.scattered for v in big) or _foreign(args) or (
-                kwargs and _foreign(kwargs)):
+            foreign = _scan(kwargs, remotes, big) or foreign
+        if foreign or any(id(v) not in self.scattered for v in big):
             return None
         unique = f"{key}-{self._tag}-{next(self._attempts)}"
         self._node_of_key[unique] = i
-        hint = self._hint(key, unique, args, kwargs, after)
-        keys = _future_keys(args, kwargs)
+        hint = self._hint(key, unique, remotes, after)
+        keys = [r.dask_key for r in remotes]
         fut = self._submit(fn, _to_futures(args, self), _to_futures(kwargs, self) if kwargs else kwargs,
                            self._options(unique, hint))
         self._futures.add(fut)
@@ -621,8 +629,9 @@ class DaskBackend:
         waiter: asyncio.Future[tuple[bool, Any]] = loop.create_future()
         ahead = self.ahead
         taken = None
+        remotes = _remote_results(args, kwargs)  # (walked once: to adopt, place, release)
         if ahead is not None and i is not None and i in ahead.ahead:
-            taken = ahead.take(i, _future_keys(args, kwargs))
+            taken = ahead.take(i, [r.dask_key for r in remotes])
         t0 = loop.time()
         if taken is not None:  # submitted ahead with these very inputs: adopt it
             fut, unique = taken
@@ -633,7 +642,7 @@ class DaskBackend:
             await self._scatter(args, kwargs)
             if i is not None:
                 self._node_of_key[unique] = i
-            hint = self._hint(key, unique, args, kwargs)
+            hint = self._hint(key, unique, remotes)
             sent_args = _to_futures(args, self)
             sent_kwargs = _to_futures(kwargs, self) if kwargs else kwargs
             t0 = loop.time()
@@ -725,7 +734,7 @@ class DaskBackend:
             result.prepared = self.in_task.take(unique)
         self._results.add(result)
         if i is not None and getattr(self.placement, "release_consumed", False):
-            self._release(i, args, kwargs)
+            self._release(i, remotes)
             self._hand_over(i, result)
         if self.placement is not None:  # the compute time, not our round trip, when known
             seconds = compute if compute is not None else seconds
@@ -735,7 +744,7 @@ class DaskBackend:
                 self.placement.finished(key, unique, worker, nbytes, seconds)
         return result, nbytes
 
-    def _release(self, i: int, args: Any, kwargs: Any) -> None:
+    def _release(self, i: int, remotes: list[DaskResult]) -> None:
         """Node ``i`` finished: release each of its Dask inputs whose consumers have now all
         run, as ``dask.delayed`` would (placement ``keep="reachable"``, the default: those
         whose Ref the user does not hold; ``keep="unconsumed"``: all of them).  Holding
@@ -751,7 +760,7 @@ class DaskBackend:
         in_saga = getattr(sched, "saga_of", {})
         kept = getattr(self.placement, "kept", None)  # task keys the user can still name
         how = str(getattr(self.placement, "keep", "unconsumed"))
-        for r in _remote_results(args, kwargs):
+        for r in remotes:  # (the call's remote results: see _remote_results)
             p = ahead.index_of(r.key)
             if p is None or r.future is None or (kept is not None and r.key in kept) or p in in_saga:
                 continue

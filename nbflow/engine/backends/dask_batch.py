@@ -34,8 +34,15 @@ from __future__ import annotations
 
 import inspect
 import sys
+import types
 from collections.abc import Callable
 from typing import Any
+
+# Types whose values Dask's ``parse_input`` returns unchanged (neither a future nor a
+# container): the event topic, the task's function, an absent ``kwargs``.  Skipping the
+# call for them is half of the per-task parsing a batch did.
+_PLAIN = frozenset({str, bytes, int, float, bool, type(None), types.FunctionType,
+                    types.BuiltinFunctionType})
 
 # The scheduler orders each batch as it orders any graph it is given (``dask.order``:
 # finish what frees memory first, follow the critical path) instead of by submission order.
@@ -86,7 +93,7 @@ class Batch:
         caller still wants it then (see :meth:`flush`): until then it is a name that
         successors queued in the same batch take as an argument."""
         parse = self._parse
-        task = self._task(key, func, *[parse(a) for a in args])
+        task = self._task(key, func, *[a if type(a) in _PLAIN else parse(a) for a in args])
         fut: Any = self._future(key, None)
         self.items.append((key, task, hint[0] if hint else None, fut))
         return fut
