@@ -255,3 +255,27 @@ def test_cancelling_a_run_lets_dask_forget_what_went_unheld(client, scheduler):
     while any(tag in str(k) for k in list(scheduler.tasks)):
         assert time.monotonic() < deadline, "the cluster kept the run's tasks"
         time.sleep(0.05)
+
+
+def test_a_batch_asks_once_per_input_whether_it_may_be_redone(client, monkeypatch):
+    """Deciding which results go unheld asks, for every consumer, whether each of its other
+    inputs may come back under a new key; in one batch the engine's states do not move, so
+    each input is worked out once (a wide join asked about the same inputs per producer)."""
+    from nbflow.engine.backends.dask import DaskBackend
+
+    asked: list[int] = []
+    # (the walk of the graph behind one answer; before the memo it was _may_be_redone itself)
+    walk = "_may_be_redone_now" if hasattr(DaskBackend, "_may_be_redone_now") else "_may_be_redone"
+    real = getattr(DaskBackend, walk)
+
+    def counting(self, d, limit=256):
+        asked.append(d)
+        return real(self, d, limit)
+
+    monkeypatch.setattr(DaskBackend, walk, counting)
+    with nf.Workflow("wide-join") as wf:
+        out = inc(total(*[make(10 + k) for k in range(8)]))
+    run = wf.run(backend=client, cache=False)
+    assert run[out] == sum(10 + k for k in range(8)) + 1
+    assert run.backends["dask"].unheld >= 8  # the producers went unheld
+    assert asked and len(asked) == len(set(asked)), asked  # each input worked out once

@@ -403,6 +403,7 @@ class DaskBackend:
         self._flush_due = False
         self._watcher: dask_watch.Watcher | None = None
         self._may_unhold = False  # (set on connecting: see _unheld)
+        self._redone: dict[int, bool] | None = None  # _may_be_redone's answers while a batch is sent
         self.in_task: dask_cache.InTask | None = None  # the cache's work done in tasks (bind_scheduler)
 
     def bind_scheduler(self, sched: Any) -> None:
@@ -596,7 +597,13 @@ class DaskBackend:
         """Send the submissions queued since the last flush, in one message."""
         self._flush_due = False
         if self.batch is not None:
-            self.batch.flush(self._unheld if self._may_unhold else None)
+            # one answer per node for the whole batch: the engine's states do not move
+            # while it is sent, and a wide join asks about the same inputs once per producer
+            self._redone = {}
+            try:
+                self.batch.flush(self._unheld if self._may_unhold else None)
+            finally:
+                self._redone = None
         self._node_of_key.clear()
 
     def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -870,6 +877,15 @@ class DaskBackend:
         it waits for, may be retried)?  A consumer of ``d`` would then be submitted afresh
         when it starts, with every input sent again from here.  Past ``limit`` nodes the
         answer is yes (it errs towards holding)."""
+        memo = self._redone
+        if memo is not None:
+            known = memo.get(d)
+            if known is None:
+                memo[d] = known = self._may_be_redone_now(d, limit)
+            return known
+        return self._may_be_redone_now(d, limit)
+
+    def _may_be_redone_now(self, d: int, limit: int) -> bool:
         sched = self.ahead.sched if self.ahead is not None else None
         if sched is None:
             return True
