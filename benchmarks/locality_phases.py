@@ -104,10 +104,9 @@ def instrumented() -> Iterator[None]:
     import anyio
 
     from nbflow import workflow
-    from nbflow.engine import scheduler
-    from nbflow.engine.backends import dask as dask_backend
-    from nbflow.engine import gcpolicy
+    from nbflow.engine import gcpolicy, scheduler
     from nbflow.engine import run as run_module
+    from nbflow.engine.backends import dask as dask_backend
     from nbflow.locality import agent
     from nbflow.server import cancel
     from nbflow.store import journal
@@ -139,6 +138,8 @@ def instrumented() -> Iterator[None]:
         _timed(gcpolicy, "leave", "tail: gcpolicy.leave"),
         _timed(gcpolicy, "enter", "start: gcpolicy.enter"),
         _timed(dask_backend.DaskResult, "_fetch", "result: fetch"),
+        _timed(dask_backend.DaskBackend, "_prefetch", "result: prefetch started"),
+        _timed(dask_backend.DaskBackend, "_prefetched", "result: prefetch arrived"),
         _timed(anyio, "run", "thread: anyio.run"),
     ]
     try:
@@ -180,6 +181,9 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
             t_wait = time.time()
             run[end]
             t_result, cpu = time.time(), time.process_time() - cpu0
+            agent = run.backends["dask"].placement
+            if agent is not None:  # (the deferred end-of-run read: its marks are this sample's)
+                agent.settle()
     finally:
         if old is None:
             os.environ.pop("NBFLOW_DASK_BATCH", None)
