@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent import futures
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent import futures
 from typing import Any
 
 from ..core.errors import NbflowError
