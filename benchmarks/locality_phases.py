@@ -140,7 +140,8 @@ def instrumented() -> Iterator[None]:
         _timed(dask_backend.DaskResult, "_fetch", "result: fetch"),
         _timed(dask_backend.DaskBackend, "_prefetch", "result: prefetch started"),
         _timed(dask_backend.DaskBackend, "_prefetched", "result: prefetch arrived"),
-        _timed(anyio, "run", "thread: anyio.run"),
+        _timed(anyio, "run", "thread: the event loop"),  # (before session 8)
+        _timed(run_module, "run_on_fresh_loop", "thread: the event loop"),
     ]
     try:
         yield
