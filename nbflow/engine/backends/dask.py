@@ -985,17 +985,20 @@ class DaskBackend:
             return []
         out = []
         for r in results:
-            pending = asyncio.run_coroutine_threadsafe(
-                client.gather([r.future], asynchronous=True), loop)
-            pending.add_done_callback(functools.partial(self._prefetched, r))
+            pending = asyncio.run_coroutine_threadsafe(self._gather_here(r), loop)
             r.prefetch = pending
             out.append(pending)
         return out
 
-    def _prefetched(self, r: DaskResult, pending: Any) -> None:
-        if not pending.cancelled() and pending.exception() is None:
-            self.client_bytes += r.nbytes or 0
-            self.prefetched.append((r.key, r.nbytes))
+    async def _gather_here(self, r: DaskResult) -> list[Any]:
+        """(On the client's loop) ``[r's value]``, its bytes counted before anyone sees it."""
+        value = await self.client.gather([r.future], asynchronous=True)
+        self._prefetched(r)
+        return list(value)
+
+    def _prefetched(self, r: DaskResult) -> None:
+        self.client_bytes += r.nbytes or 0
+        self.prefetched.append((r.key, r.nbytes))
 
     async def aclose(self, cancelled: bool) -> None:
         futures, self._futures = list(self._futures), set()
