@@ -21,6 +21,12 @@ temporary ``LocalCluster``, or a client made from an address) brings the results
 remote here before it closes, so that ``run[ref]`` keeps working; pass a
 ``distributed.Client`` to keep them on the cluster after the run.
 
+**What the caller takes at the end comes with the end.**  A client that stays open keeps
+the results, yet a ``%%workflow`` binding's, and a small result of a sink the notebook
+names, are gathered as the run closes, on the client's loop, while the run's last rows are
+committed (:meth:`DaskBackend._to_prefetch`; counted in ``client_bytes`` and
+``prefetched``); the end-of-run read waits for them.  Nothing else comes.
+
 **No round trip per dependency.**  Dependents are submitted ahead of their inputs with the
 producers' futures (:mod:`.dask_ahead`), and each worker announces where a result is and
 its size on an event topic just before the task completes (:func:`_apply_located`), so the
