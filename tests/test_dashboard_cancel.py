@@ -61,7 +61,8 @@ def test_a_request_in_the_store_cancels_the_run_and_the_watch_ends_with_it() -> 
     run.wait(timeout=30, raise_on_error=False)
     assert run.status == "cancelled" and run.count("cancelled") == 3
     assert journal.cancel_polls >= 1 and journal._cancel_watch == {}
-    assert nbflow_threads() == []
+    # (the process's lease watcher may outlive a run by design: store.lease)
+    assert [n for n in nbflow_threads() if not n.startswith("nbflow-lease")] == []
     assert nf.load_run(run.id).status == "cancelled"
     with sqlite3.connect(store_home() / "journal.sqlite") as db:
         rows = db.execute("SELECT run_id, requested_by FROM cancel_requests").fetchall()
