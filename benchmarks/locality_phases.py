@@ -38,6 +38,7 @@ The medians over ``--repeat`` alternated samples are printed as a table (and JSO
 Usage::
 
     .venv/bin/python benchmarks/locality_phases.py --workloads fan,chains --repeat 5
+    .venv/bin/python benchmarks/locality_phases.py --systems nbflow,nbflow-unbatched,nbflow-session-5,dask
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import math
 import os
 import statistics
 import time
@@ -99,10 +101,15 @@ def _timed(owner: Any, attr: str, name: str, *, is_async: bool = False) -> Calla
 
 @contextlib.contextmanager
 def instrumented() -> Iterator[None]:
+    import anyio
+
     from nbflow import workflow
-    from nbflow.engine import scheduler
+    from nbflow.engine import gcpolicy, scheduler
+    from nbflow.engine import run as run_module
     from nbflow.engine.backends import dask as dask_backend
     from nbflow.locality import agent
+    from nbflow.server import cancel
+    from nbflow.store import journal
 
     undo = [
         _timed(workflow, "prepare", "prepare"),
@@ -119,6 +126,22 @@ def instrumented() -> Iterator[None]:
         _timed(scheduler.Scheduler, "run", "engine", is_async=True),
         _timed(dask_backend.DaskBackend, "aclose", "close", is_async=True),
         _timed(agent.LocalityAgent, "closing", "end-of-run reads"),
+        # (the tail, finer: what runs between the last completion and the value in hand)
+        _timed(agent.LocalityAgent, "_read", "tail: locality read (its thread)"),
+        _timed(run_module.Run, "execute", "tail: execute", is_async=True),
+        _timed(run_module.Run, "wait", "tail: wait"),
+        _timed(journal.Journal, "run_finished", "tail: journal run_finished"),
+        _timed(journal.Journal, "flush", "tail: journal flush"),
+        _timed(journal.Journal, "_join_idle", "tail: journal writer join"),
+        _timed(cancel, "watch_for_cancel", "start: cancel watcher made"),
+        _timed(cancel.CancelWatcher, "close", "tail: cancel watcher close"),
+        _timed(gcpolicy, "leave", "tail: gcpolicy.leave"),
+        _timed(gcpolicy, "enter", "start: gcpolicy.enter"),
+        _timed(dask_backend.DaskResult, "_fetch", "result: fetch"),
+        _timed(dask_backend.DaskBackend, "_prefetch", "result: prefetch started"),
+        _timed(dask_backend.DaskBackend, "_prefetched", "result: prefetch arrived"),
+        _timed(anyio, "run", "thread: the event loop"),  # (before session 8)
+        _timed(run_module, "run_on_fresh_loop", "thread: the event loop"),
     ]
     try:
         yield
@@ -159,6 +182,9 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
             t_wait = time.time()
             run[end]
             t_result, cpu = time.time(), time.process_time() - cpu0
+            agent = run.backends["dask"].placement
+            if agent is not None:  # (the deferred end-of-run read: its marks are this sample's)
+                agent.settle()
     finally:
         if old is None:
             os.environ.pop("NBFLOW_DASK_BATCH", None)
@@ -184,6 +210,18 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
         "CPU of this process (all threads)": cpu,
         "CPU per task": cpu / n_tasks,
     })
+    # The tail and the start, finer: when each step began and ended (from the call), and
+    # its length; a step that did not happen in this run (e.g. no cancel watcher) is absent.
+    for name in sorted({k.rsplit(" ", 1)[0] for k in _marks}):
+        if name.split(":")[0] not in ("tail", "start", "result", "thread"):
+            continue
+        begin, end_ = _marks.get(name + " start"), _marks.get(name + " end")
+        if begin is not None:
+            out[f"{name} (begins at)"] = begin - t0
+        if end_ is not None:
+            out[f"{name} (ends at)"] = end_ - t0
+        if name in _spans:
+            out[f"{name} (lasts)"] = _spans[name]
     return out
 
 
@@ -209,26 +247,51 @@ def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
             "CPU per task": cpu / len(spec)}
 
 
+def _ordered(samples: list[dict[str, float]]) -> list[str]:
+    """The phases of ``samples``: fixed figures as measured, then the steps of the start
+    and the tail in the order they happen (by their median time from the call)."""
+    keys: dict[str, None] = {}
+    for s in samples:
+        keys.update(dict.fromkeys(s))
+    timed = [k for k in keys if k.endswith(("(begins at)", "(ends at)", "(lasts)"))]
+    at = {k: statistics.median(s.get(k, math.inf) for s in samples) for k in timed
+          if not k.endswith("(lasts)")}
+
+    def when(k: str) -> float:  # (a step's length right after its start)
+        step = k.rsplit(" (", 1)[0]
+        return at.get(k, at.get(f"{step} (begins at)", math.inf) + 1e-9)
+
+    return [k for k in keys if k not in timed] + sorted(timed, key=when)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workloads", default="fan,chains")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--systems", default="nbflow,dask",
+                    help="of nbflow, nbflow-unbatched, nbflow-session-5, dask")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    systems = args.systems.split(",")
+    unknown = sorted(set(systems) - {"nbflow", "nbflow-unbatched", "nbflow-session-5", "dask"})
+    if unknown:
+        ap.error(f"unknown --systems {unknown}")
     log = _harness.progress("phases")
     doc: dict[str, Any] = {"benchmark": "locality_phases", "machine": _harness.machine_info(),
                            "workloads": {}, "load_before": os.getloadavg()}
     with _harness.nbflow_home(), _harness.local_cluster() as client:
         for name in args.workloads.split(","):
             spec = WORKLOADS[name]()
-            samplers = {"nbflow": lambda spec=spec: sample_nbflow(client, spec),
-                        "nbflow-unbatched": lambda spec=spec: sample_nbflow(client, spec, False),
-                        "nbflow-session-5": lambda spec=spec: sample_nbflow(client, spec, before=True),
-                        "dask": lambda spec=spec: sample_dask(client, spec)}
+            every = {"nbflow": lambda spec=spec: sample_nbflow(client, spec),
+                     "nbflow-unbatched": lambda spec=spec: sample_nbflow(client, spec, False),
+                     "nbflow-session-5": lambda spec=spec: sample_nbflow(client, spec, before=True),
+                     "dask": lambda spec=spec: sample_dask(client, spec)}
+            samplers = {k: every[k] for k in systems}
             _harness.alternate(samplers, args.warmup)
             got = _harness.alternate(samplers, args.repeat)
-            med = {system: {k: statistics.median(s[k] for s in ss) for k in ss[0]}
+            med = {system: {k: statistics.median(s.get(k, math.nan) for s in ss)
+                            for k in _ordered(ss)}
                    for system, ss in got.items()}
             doc["workloads"][name] = {"medians_s": med, "samples": got}
             log(f"{name}:")

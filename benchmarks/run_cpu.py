@@ -14,7 +14,10 @@ step of a run, and the cyclic collector through ``gc.callbacks``.  Per run, medi
 - ``thread: nbflow-journal``: the journal's writer; ``journal: commits`` and
   ``journal: connections`` count its transactions and the connections it opened;
 - ``thread: ...``: every other thread that started and ended meanwhile (the locality
-  read, a cancel watcher, anyio's worker threads);
+  read, a cancel watcher, anyio's worker threads); ``threads started: ...`` counts them;
+- ``journal: cancel polls``: the writer's looks for cancel requests (where it does them);
+- ``dask: results/bytes gathered at the run's end``: what came with the run's end because
+  the caller will take it (a named sink's small result: ``run[end]`` here);
 - ``gc: <thread> gen <n>``: CPU in the cyclic collector, by thread and generation;
 - ``process``: the whole process (``time.process_time``; includes Dask's IO loop, which
   this script does not split: see ``locality_cpu.py``).
@@ -67,6 +70,13 @@ def _install() -> None:
             _cpu[f"thread: {_kind(self.name)}"] += time.thread_time()
 
     threading.Thread.run = timed  # type: ignore[method-assign]
+    start = threading.Thread.start
+
+    def counted_start(self: threading.Thread) -> None:
+        _counts[f"threads started: {_kind(self.name)}"] += 1
+        start(self)
+
+    threading.Thread.start = counted_start  # type: ignore[method-assign]
 
     def collector(phase: str, info: dict[str, Any]) -> None:
         ident = threading.get_ident()
@@ -87,6 +97,16 @@ def _install() -> None:
             return _real(self, *a)
 
         setattr(journal.Journal, name, counted)
+
+
+_polls = [0]  # (cancel polls counted so far, where the journal counts them)
+
+
+def _journal() -> Any:
+    from nbflow.store.store import get_store
+
+    store = get_store(warn=False)
+    return store.journal if store is not None and hasattr(store.journal, "cancel_polls") else None
 
 
 def block(client: Any, spec: list[Any], runs: int) -> dict[str, float]:
@@ -113,6 +133,14 @@ def block(client: Any, spec: list[Any], runs: int) -> dict[str, float]:
         main["main: trace"] += t1 - t0
         main["main: wf.run"] += t2 - t1
         main["main: run[end]"] += t3 - t2
+        backend = run.backends["dask"]
+        _counts["dask: results gathered at the run's end"] += len(getattr(backend, "prefetched", ()))
+        _counts["dask: bytes gathered at the run's end"] += sum(
+            n or 0 for _, n in getattr(backend, "prefetched", ()))
+        journal = _journal()
+        if journal is not None:
+            _counts["journal: cancel polls"] += journal.cancel_polls - _polls[0]
+            _polls[0] = journal.cancel_polls
     process = time.process_time() - p0
     out = {"process": process * 1e3 / runs}
     for counter in (main, _cpu, _gc):
@@ -142,7 +170,7 @@ def main() -> None:
             doc["workloads"][name] = {"tasks": len(spec), "medians": med, "samples": samples}
             log(f"{name} ({len(spec)} tasks): per run, median of {args.repeat} blocks of {args.runs}")
             for k in keys:
-                unit = "" if k.startswith("journal:") else " ms"
+                unit = "" if k.startswith(("journal:", "threads", "dask:")) else " ms"
                 log(f"  {k:40s} {med[k]:8.2f}{unit}")
     doc["load_after"] = os.getloadavg()
     log(f"load average before {doc['load_before']}, after {doc['load_after']}")

@@ -69,6 +69,10 @@ class Workflow(WorkflowGraph):
     # The keyword-only options (continue_on_error, resources, rerun, strict, on_conflict) are
     # written once, in RunOptions, which validates them; unknown ones are refused there.
 
+    # Task keys whose results the caller takes as the run ends (a %%workflow cell's
+    # bindings: nbflow.notebook.binding.expect); a Dask run brings them with its end.
+    bound_keys: frozenset[str] = frozenset()
+
     def run(self, workers: int | None = None, backend: Any = "local", cache: bool = True,
             raise_on_error: bool = True, **options: Any) -> Run:
         """Run the workflow and block until it ends; see :class:`nbflow.Run`.
@@ -164,6 +168,9 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
             agent.sink = store_hooks.transfer_sink(run)  # run.transfers also go to the journal
             if history:
                 _predict_placement(run, agent, keys)
+    dask = run.backends.get("dask")
+    if dask is not None:  # results the caller takes as the run ends come with its end
+        dask.wanted = frozenset(getattr(wf, "bound_keys", ()))  # (a WorkflowGraph has none)
     process = run.backends.get("process")
     if process is not None:  # (the process backend counts its own transfers)
         process.sink = store_hooks.transfer_sink(run)

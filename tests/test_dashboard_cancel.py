@@ -1,5 +1,6 @@
-"""Cancelling through the store, in one process: the watcher every run gets, its lifetime,
-the switch that turns it off, the journal table it reads, and the run-id check."""
+"""Cancelling through the store, in one process: the watch every run gets (done by the
+journal's writer thread: no thread of its own), its lifetime, the switch that turns it off,
+the journal table it reads, and the run-id check."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import nbflow_threads
 
 import nbflow as nf
 from nbflow.server.cancel import POLL_S, request_cancel
 from nbflow.server.ids import BadRunId, check_run_id
-from nbflow.store.store import store_home
+from nbflow.store.journal import Journal
+from nbflow.store.store import get_store, store_home
 
 
 def _watchers() -> list[str]:
@@ -41,14 +44,25 @@ def _wait_started(run: nf.Run) -> None:
         time.sleep(0.02)
 
 
-def test_a_request_in_the_store_cancels_the_run_and_the_watcher_ends_with_it() -> None:
+def _journal() -> Journal:
+    store = get_store(warn=False)
+    assert store is not None
+    return store.journal
+
+
+def test_a_request_in_the_store_cancels_the_run_and_the_watch_ends_with_it() -> None:
     run = _long().start()
     _wait_started(run)
-    assert _watchers() == [f"nbflow-cancel-watch-{run.id}"]
+    journal = _journal()
+    # watched by the journal's writer: no thread, and no connection, of the watch's own
+    assert _watchers() == [] and run.id in journal._cancel_watch
+    assert not [n for n in nbflow_threads() if "cancel" in n]
     request_cancel(store_home(), run.id, "tester")
     run.wait(timeout=30, raise_on_error=False)
     assert run.status == "cancelled" and run.count("cancelled") == 3
-    assert _watchers() == []
+    assert journal.cancel_polls >= 1 and journal._cancel_watch == {}
+    # (the process's lease watcher may outlive a run by design: store.lease)
+    assert [n for n in nbflow_threads() if not n.startswith("nbflow-lease")] == []
     assert nf.load_run(run.id).status == "cancelled"
     with sqlite3.connect(store_home() / "journal.sqlite") as db:
         rows = db.execute("SELECT run_id, requested_by FROM cancel_requests").fetchall()
@@ -70,9 +84,39 @@ def test_watching_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NBFLOW_CANCEL_WATCH", "0")
     run = _long().start()
     _wait_started(run)
-    assert _watchers() == []
+    assert _journal()._cancel_watch == {}
+    time.sleep(POLL_S * 2)
+    assert _journal().cancel_polls == 0
     run.cancel()
     run.wait(timeout=30, raise_on_error=False)
+
+
+def test_a_run_shorter_than_the_poll_interval_costs_no_query() -> None:
+    @nf.task
+    def one() -> int:
+        return 1
+
+    with nf.Workflow("quick") as wf:
+        one()
+    for _ in range(3):
+        wf.run()
+    journal = _journal()
+    assert journal.cancel_polls == 0 and journal._cancel_watch == {}
+
+
+def test_a_request_made_while_the_writer_already_runs_for_another_run_is_seen(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBFLOW_CANCEL_WATCH", "0")
+    first = _long().start()  # (the writer is up, watching nothing)
+    _wait_started(first)
+    monkeypatch.delenv("NBFLOW_CANCEL_WATCH")
+    second = _long().start()
+    _wait_started(second)
+    request_cancel(store_home(), second.id, "tester")
+    second.wait(timeout=30, raise_on_error=False)
+    assert second.status == "cancelled" and first.status == "running"
+    first.cancel()
+    first.wait(timeout=30, raise_on_error=False)
 
 
 def test_a_finished_run_leaves_no_watcher() -> None:

@@ -73,6 +73,13 @@ def client(dask_cluster):
         yield c
 
 
+@pytest.fixture(autouse=True)
+def _no_gather_at_the_end(monkeypatch):
+    # (what is checked here is that the items' values never came to this process; the small
+    # named sink's result gathered with the run's end is tests/test_dask_run_end.py's subject)
+    monkeypatch.setenv("NBFLOW_DASK_PREFETCH", "0")
+
+
 def sent_outside(client, keys: set[str]) -> int:
     """Bytes of ``keys`` workers sent to anything but a worker, from Dask's own logs."""
     def log(dask_worker):

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent import futures
 from typing import Any
 
 from ..core.errors import NbflowError
@@ -31,6 +32,7 @@ from .transfers import edges_from_logs, frame, incoming_log, read_incoming_logs
 MODES = ("locality", "none", "round-robin", "gather")
 KEEP = ("reachable", "all", "unconsumed")  # which results stay on the cluster (locality.placement)
 _REMEMBER = 50_000
+AFTER_WAIT_S = 5.0  # the longest the deferred end-of-run read waits for results being fetched
 # (workflow, task key) -> compute seconds Dask measured for it in this process.  The
 # durations the store records are nbflow's view of a task (for a task submitted ahead: from
 # its inputs' completion), so a rerun in the same session places by what Dask measured.
@@ -211,18 +213,26 @@ class LocalityAgent:
         """A submission was withdrawn (a task submitted ahead whose inputs changed)."""
         self.placer.dropped(self.hint_of.pop(dask_key, None), self.queued_seconds.pop(dask_key, None))
 
-    def closing(self, client: Any, stays_open: bool = False) -> None:
+    def closing(self, client: Any, stays_open: bool = False, after: Sequence[Any] = ()) -> None:
         """The run is over: read every worker's transfer log and memory state, and journal
         the rows.  ``stays_open``: the client outlives the run, so the read is deferred to a
         helper thread that starts now and is joined by whatever needs its outcome first
-        (``run.transfers``, the report): the run returns without waiting for it."""
+        (``run.transfers``, the report): the run returns without waiting for it.  ``after``:
+        results being brought to the caller (concurrent futures) that the deferred read
+        waits for first (at most :data:`AFTER_WAIT_S`), so that its messages to every
+        worker do not delay them."""
         keys = list(self.node_of)
         if not stays_open:
             self._read(client, keys)
             return
-        self._reading = threading.Thread(target=self._read, args=(client, keys),
+        self._reading = threading.Thread(target=self._read_after, args=(client, keys, list(after)),
                                          name="nbflow-locality-read", daemon=False)
         self._reading.start()
+
+    def _read_after(self, client: Any, keys: list[str], after: list[Any]) -> None:
+        if after:
+            futures.wait(after, timeout=AFTER_WAIT_S)
+        self._read(client, keys)
 
     def settle(self) -> None:
         """Wait for a deferred end-of-run read (see :meth:`closing`)."""

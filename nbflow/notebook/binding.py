@@ -43,6 +43,29 @@ def bound_refs(ns: dict[str, Any], before: dict[str, Any], wf: Workflow) -> dict
     return out
 
 
+def refs_in(value: Any, out: set[str] | None = None, depth: int = 0) -> set[str]:
+    """The task keys of the Refs inside ``value`` (a Ref, or a list, tuple or dict of them,
+    as :func:`holds_ref` looks)."""
+    out = set() if out is None else out
+    t = type(value)
+    if t is Ref:
+        out.add(value.key)
+    elif depth < 3 and t in _CONTAINERS:
+        for v in value.values() if t is dict else value:
+            refs_in(v, out, depth + 1)
+    return out
+
+
+def expect(wf: Workflow, bound: dict[str, Any]) -> None:
+    """Tell ``wf``'s next run which results the cell takes as it ends: a Dask run brings
+    them here as part of its end, while it closes (``DaskBackend._to_prefetch``), so the
+    names get their values without another round trip afterwards."""
+    keys: set[str] = set()
+    for value in bound.values():
+        refs_in(value, keys)
+    wf.bound_keys = frozenset(keys)
+
+
 def resolve(value: Any, run: Run) -> Any:
     """The value with every Ref replaced by its result (raises TaskNotFinished if one has none)."""
     t = type(value)

@@ -245,6 +245,7 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
 
     # Approvals can be answered only where the kernel is free to receive button clicks: a
     # background run shown with a widget.  Elsewhere on_timeout decides (batch-runnable).
+    binding.expect(wf, bound)  # (a Dask run brings the bound results with its end)
     run = launch(wf, opts, [model, on_finish], interactive=args.background and mode == "widget")
     model.run = run
     view = LiveView(model, run, mode, background=args.background)

@@ -7,11 +7,14 @@ watches that table for its own id and calls ``run.cancel()`` when the row appear
 run then ends ``cancelled`` exactly as if it had been cancelled locally, and its journal
 says so.
 
-The watcher is attached to every run through ``nf.on_run``: a daemon thread that checks
-the table with one indexed read-only query every :data:`POLL_S` seconds (so a request is
-seen within about that long) and stops when the run finishes: the run's ``RunFinished``
-event wakes it and joins it, so no watcher outlives its run.  ``NBFLOW_CANCEL_WATCH=0``
-switches watching off for the runs of a process.
+The watch is attached to every run journaled in a store, through ``nf.on_run``, and costs
+the run no thread and no connection of its own: the journal's writer thread, which lives
+while a run is journaled and wakes every group-commit window anyway, looks for the
+requests of every run it watches with one indexed query every :data:`POLL_S` seconds (so
+a request is seen within about that long; a run shorter than that costs no query) and
+calls ``run.cancel()`` on a hit (:meth:`nbflow.store.journal.Journal.watch_cancel`).  The
+run's ``RunFinished`` event ends the watch.  ``NBFLOW_CANCEL_WATCH=0`` switches watching
+off for the runs of a process.
 """
 
 from __future__ import annotations
@@ -19,19 +22,17 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
-from ..store.journal import connect, migrate, write_transaction
+from ..store.journal import CANCEL_POLL_S, Journal, connect, migrate, write_transaction
 
 if TYPE_CHECKING:
     from ..engine.run import Run
 
-POLL_S = 0.3
+POLL_S = CANCEL_POLL_S
 JOURNAL = "journal.sqlite"
 _installed: Any = None
 
@@ -58,16 +59,14 @@ def _user() -> str:
 
 
 class CancelWatcher:
-    """Watches the store for a cancel request for one run (an event subscriber of the run)."""
+    """Watches the store for a cancel request for one run (an event subscriber of the run);
+    the looking is done by the journal's writer thread (see the module doc)."""
 
-    def __init__(self, run: Run, journal: Path, poll_s: float = POLL_S) -> None:
+    def __init__(self, run: Run, journal: Journal) -> None:
         self.run = run
         self.journal = journal
-        self.poll_s = poll_s
         self.requested = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, name=f"nbflow-cancel-watch-{run.id}", daemon=True)
-        self._thread.start()
+        journal.watch_cancel(run.id, self._requested)
 
     accepts_batches = True  # (it reads RunFinished only; a chunk's TaskBatch changes nothing)
 
@@ -76,29 +75,12 @@ class CancelWatcher:
             self.close()
 
     def close(self) -> None:
-        """Stop watching and wait for the thread (it is at most in one quick query)."""
-        self._stop.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        """Stop watching."""
+        self.journal.unwatch_cancel(self.run.id)
 
-    def _main(self) -> None:
-        conn: sqlite3.Connection | None = None
-        run_id = self.run.id
-        try:
-            while not self._stop.wait(self.poll_s):
-                try:
-                    if conn is None:
-                        conn = connect(self.journal, readonly=True)
-                    hit = conn.execute("SELECT 1 FROM cancel_requests WHERE run_id = ?", (run_id,)).fetchone()
-                except sqlite3.Error:  # busy, or the table not there yet: look again next time
-                    continue
-                if hit:
-                    self.requested = True
-                    self.run.cancel()
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
+    def _requested(self) -> None:  # (on the writer thread: run.cancel is safe from any thread)
+        self.requested = True
+        self.run.cancel()
 
 
 def watch_for_cancel(run: Run) -> CancelWatcher | None:
@@ -110,7 +92,7 @@ def watch_for_cancel(run: Run) -> CancelWatcher | None:
     store = get_store(warn=False)
     if store is None:
         return None
-    return CancelWatcher(run, store.home / JOURNAL)
+    return CancelWatcher(run, store.journal)
 
 
 def install() -> None:

@@ -67,6 +67,9 @@ GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_wind
 # say what it waits for and give up at NBFLOW_LOCK_TIMEOUT (see retrying).
 WRITE_BUSY_MS = 500
 RUN_END_WAIT = 120.0  # seconds a finishing run waits for its rows to be committed
+# How often the writer looks for cancel requests of the runs it watches (see watch_cancel):
+# a request from the dashboard is seen within about this long.
+CANCEL_POLL_S = 0.3
 
 # MIGRATIONS[v] takes a store from version v-1 to v.  Append, never edit a released step.
 MIGRATIONS: dict[int, list[str]] = {
@@ -453,6 +456,11 @@ class Journal:
         self.failure: str | None = None
         self.failures = 0
         self.on_commit: list[Callable[[list[tuple[Any, Any]]], None]] = []
+        # Runs whose cancel requests the writer looks for (see watch_cancel): run id -> what
+        # to call when one appears; ``cancel_polls`` counts the queries made.
+        self._cancel_watch: dict[str, Callable[[], None]] = {}
+        self._next_poll = 0.0
+        self.cancel_polls = 0
         _JOURNALS.add(self)
 
     # -- writing -------------------------------------------------------------------------
@@ -485,6 +493,60 @@ class Journal:
                                                              daemon=True)
                 self._thread.start()
         self._wake.set()
+
+    def watch_cancel(self, run_id: str, on_request: Callable[[], None]) -> None:
+        """Call ``on_request()`` (once, on the writer thread) when a cancel request for
+        ``run_id`` appears in the ``cancel_requests`` table (another process wrote it: the
+        dashboard).  The writer thread, which lives while a run is journaled and wakes every
+        group-commit window anyway, looks with one indexed query every
+        :data:`CANCEL_POLL_S` seconds for all the runs it watches: no thread and no
+        connection of its own per run.  The first look is :data:`CANCEL_POLL_S` after the
+        watch begins (a run shorter than that costs no query), and it sees a request
+        written before then too."""
+        with self._lock:
+            first = not self._cancel_watch
+            if first:
+                self._next_poll = time.monotonic() + CANCEL_POLL_S
+            self._cancel_watch[run_id] = on_request
+            asleep = first and self._thread is not None
+        if asleep:  # (a writer already running sleeps until rows come: it must look from now)
+            self._wake.set()
+
+    def unwatch_cancel(self, run_id: str) -> None:
+        """Stop looking for ``run_id``'s cancel request (its run ended)."""
+        with self._lock:
+            self._cancel_watch.pop(run_id, None)
+
+    def _poll_timeout(self) -> float | None:
+        """How long the writer may sleep before its next look for cancel requests (None:
+        no run is watched, sleep until woken)."""
+        if not self._cancel_watch:
+            return None
+        return max(0.0, self._next_poll - time.monotonic())
+
+    def _poll_cancels(self, conn: sqlite3.Connection) -> None:
+        """One query for every watched run's cancel request, when it is time to look."""
+        now = time.monotonic()
+        if not self._cancel_watch or now < self._next_poll:
+            return
+        self._next_poll = now + CANCEL_POLL_S
+        with self._lock:
+            ids = list(self._cancel_watch)
+        try:
+            hits = conn.execute(f"SELECT run_id FROM cancel_requests WHERE run_id IN "
+                                f"({','.join('?' * len(ids))})", ids).fetchall()
+        except sqlite3.Error:  # busy, or the table not there yet: look again next time
+            return
+        finally:
+            self.cancel_polls += 1
+        for (run_id,) in hits:
+            with self._lock:
+                call = self._cancel_watch.pop(run_id, None)
+            if call is not None:
+                try:
+                    call()
+                except Exception:  # pragma: no cover - the callbacks are ours and simple
+                    log.warning("nbflow: cancelling run %s failed", run_id, exc_info=True)
 
     def run_started(self) -> None:
         """A run began writing: keep the writer thread alive until :meth:`run_finished`."""
@@ -595,16 +657,19 @@ class Journal:
         idle = False
         try:
             while True:
-                self._wake.wait()
-                if not self._flushing and not self._urgent and window > 0:
-                    # Group-commit window: let rows accumulate, so that the writer takes the
-                    # GIL (and a transaction) a few times per second rather than per row.
+                # (with runs to watch for cancel requests, it wakes to look at least every
+                # CANCEL_POLL_S; otherwise only when rows are queued)
+                if self._wake.wait(self._poll_timeout()):
+                    if not self._flushing and not self._urgent and window > 0:
+                        # Group-commit window: let rows accumulate, so that the writer takes
+                        # the GIL (and a transaction) a few times per second rather than per row.
+                        self._wake.clear()
+                        self._wake.wait(window)
                     self._wake.clear()
-                    self._wake.wait(window)
-                self._wake.clear()
-                self._signalled = False
-                self._urgent = False
-                self._drain(conn)
+                    self._signalled = False
+                    self._urgent = False
+                    self._drain(conn)
+                self._poll_cancels(conn)
                 with self._lock:
                     if not self._queue and self._active == 0:
                         self._thread = None

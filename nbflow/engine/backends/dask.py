@@ -21,6 +21,12 @@ temporary ``LocalCluster``, or a client made from an address) brings the results
 remote here before it closes, so that ``run[ref]`` keeps working; pass a
 ``distributed.Client`` to keep them on the cluster after the run.
 
+**What the caller takes at the end comes with the end.**  A client that stays open keeps
+the results, yet a ``%%workflow`` binding's, and a small result of a sink the notebook
+names, are gathered as the run closes, on the client's loop, while the run's last rows are
+committed (:meth:`DaskBackend._to_prefetch`; counted in ``client_bytes`` and
+``prefetched``); the end-of-run read waits for them.  Nothing else comes.
+
 **No round trip per dependency.**  Dependents are submitted ahead of their inputs with the
 producers' futures (:mod:`.dask_ahead`), and nbflow's scheduler plugin tells where each
 result is, its size and its seconds, the completions of one turn of the scheduler's loop in
@@ -81,7 +87,7 @@ from typing import Any
 
 import anyio
 
-from ...core.errors import ResultReleased, WorkerLost
+from ...core.errors import InvalidOptionError, ResultReleased, WorkerLost
 from ...core.remote import Remote, remotes_in
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
@@ -90,6 +96,21 @@ from . import dask_batch, dask_cache, dask_recovery, dask_watch
 from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
+PREFETCH_BYTES = 64 * 1024  # default of NBFLOW_DASK_PREFETCH (see DaskBackend._to_prefetch)
+
+
+def prefetch_limit() -> int:
+    """Bytes up to which a named sink's result is brought here as the run ends
+    (``NBFLOW_DASK_PREFETCH``; 0 switches that off; a binding's result comes regardless)."""
+    raw = os.environ.get("NBFLOW_DASK_PREFETCH", "").strip()
+    if not raw:
+        return PREFETCH_BYTES
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise InvalidOptionError(
+            f"NBFLOW_DASK_PREFETCH={raw!r} is not a number of bytes; set it to an integer "
+            f"(0 switches prefetching named results off; default {PREFETCH_BYTES})") from None
 
 
 def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
@@ -246,7 +267,7 @@ def _same_dir(path: str, ident: tuple[int, int]) -> bool:
 class DaskResult(Remote):
     """A result held by a Dask worker (see :class:`~nbflow.core.remote.Remote`)."""
 
-    __slots__ = ("__weakref__", "backend", "dask_key", "future")
+    __slots__ = ("__weakref__", "backend", "dask_key", "future", "prefetch")
 
     def __init__(self, key: str, future: Any, backend: DaskBackend, nbytes: int | None,
                  worker: str | None, dask_key: str = "") -> None:
@@ -254,9 +275,21 @@ class DaskResult(Remote):
         self.future = future
         self.dask_key = future.key if future is not None else dask_key  # (kept once released)
         self.backend = backend
+        # The gather started as the run ended, for a result the caller will ask for
+        # (DaskBackend._prefetch): a concurrent.futures.Future of [value]; None: none.
+        self.prefetch: Any = None
 
     def _fetch(self) -> Any:
         released = self.backend.released_keys.get(self.key)
+        pending = self.prefetch
+        if pending is not None:  # (its bytes were counted as they came: _prefetched)
+            try:
+                value = pending.result()[0]
+            except Exception:  # (lost, or failed: asked again below, as without it)
+                pass
+            else:
+                self.backend.fetched.append((self.key, self.nbytes))
+                return value
         if self.future is None and released:
             raise ResultReleased(_released_message(self.key, released))
         if self.future is None:
@@ -405,6 +438,9 @@ class DaskBackend:
         self._may_unhold = False  # (set on connecting: see _unheld)
         self._redone: dict[int, bool] | None = None  # _may_be_redone's answers while a batch is sent
         self.in_task: dask_cache.InTask | None = None  # the cache's work done in tasks (bind_scheduler)
+        self.wanted: frozenset[str] = frozenset()  # task keys the caller takes at the end (bindings)
+        self.prefetched: list[tuple[str, int | None]] = []  # (task key, bytes) brought at the end
+        self.prefetch_bytes = prefetch_limit()  # (read here: a bad setting refuses the run)
 
     def bind_scheduler(self, sched: Any) -> None:
         """The run's scheduler: successors are submitted ahead of their inputs from it
@@ -987,6 +1023,61 @@ class DaskBackend:
                 self._to_locate = {}
         return await got
 
+    def _to_prefetch(self) -> list[DaskResult]:
+        """The results to bring here as the run ends, because the caller will ask for them.
+
+        * a result the caller said it will take (:attr:`wanted`: the Refs a ``%%workflow``
+          cell binds to names, which the cell takes as the run ends);
+        * a *small* result of a sink the notebook names (no task takes it, its Ref is held
+          by the notebook as the run starts, at most :func:`prefetch_limit` bytes: 64 KiB
+          by default, ``NBFLOW_DASK_PREFETCH``): a final answer, asked for with ``run[ref]``
+          as a rule.  Its bytes are counted like any other (``client_bytes``, and
+          :attr:`prefetched` lists them): a few KiB for the gather's round trip taken off
+          the path from the run's end to the value in the caller's hand.
+
+        Nothing else comes here: an intermediate result, a large one, one nobody names."""
+        ahead, placement = self.ahead, self.placement
+        kept = getattr(placement, "kept", None)
+        limit = self.prefetch_bytes
+        out = []
+        for r in list(self._results):
+            fut = r.future
+            if r.fetched or r.prefetch is not None or fut is None or fut.status != "finished":
+                continue
+            if r.key in self.wanted:
+                out.append(r)
+                continue
+            if not limit or kept is None or r.key not in kept or r.nbytes is None or r.nbytes > limit:
+                continue
+            i = ahead.index_of(r.key) if ahead is not None else None
+            if i is not None and not ahead.sched.succs[i]:  # type: ignore[union-attr]
+                out.append(r)
+        return out
+
+    def _prefetch(self, results: list[DaskResult]) -> list[Any]:
+        """Start gathering ``results`` on the client's own loop (no thread, no wait here);
+        returns the pending gathers (concurrent futures)."""
+        client = self.client
+        loop = getattr(getattr(client, "loop", None), "asyncio_loop", None)
+        if loop is None or loop.is_closed():
+            return []
+        out = []
+        for r in results:
+            pending = asyncio.run_coroutine_threadsafe(self._gather_here(r), loop)
+            r.prefetch = pending
+            out.append(pending)
+        return out
+
+    async def _gather_here(self, r: DaskResult) -> list[Any]:
+        """(On the client's loop) ``[r's value]``, its bytes counted before anyone sees it."""
+        value = await self.client.gather([r.future], asynchronous=True)
+        self._prefetched(r)
+        return list(value)
+
+    def _prefetched(self, r: DaskResult) -> None:
+        self.client_bytes += r.nbytes or 0
+        self.prefetched.append((r.key, r.nbytes))
+
     async def aclose(self, cancelled: bool) -> None:
         futures, self._futures = list(self._futures), set()
         if self.ahead is not None:  # submitted ahead, never adopted (skipped, cancelled)
@@ -999,6 +1090,9 @@ class DaskBackend:
                 if closing and not cancelled else [])
 
         futures = [f for f in futures if f.status is not None]  # (unheld: nothing to cancel)
+        coming: list[Any] = []  # (the end-of-run read waits for these: its messages would delay them)
+        if not closing and not cancelled and client is not None:
+            coming = self._prefetch(self._to_prefetch())
 
         def close() -> None:
             if futures and client is not None:
@@ -1006,7 +1100,10 @@ class DaskBackend:
             _announced_to.pop(self._tag, None)  # (the client stays subscribed: other runs share it)
             if placement is not None and client is not None:
                 try:  # a client that stays open is read after the run, off its path
-                    placement.closing(client, stays_open=not closing)
+                    if coming:
+                        placement.closing(client, stays_open=not closing, after=coming)
+                    else:
+                        placement.closing(client, stays_open=not closing)
                 except Exception:  # accounting must never break the end of a run
                     pass
             if held:  # the cluster goes away with the run: bring its results here first
@@ -1025,8 +1122,11 @@ class DaskBackend:
             if cluster is not None:
                 cluster.close()
 
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(close)
+        if futures or held or closing:  # (a round trip to cancel, results to bring, a close)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(close)
+        else:  # nothing here waits (the read of a client that stays open has its own thread)
+            close()
         if closing:
             self.client = self._cluster = None
 

@@ -1,0 +1,182 @@
+"""The end of a Dask run: which results come with it, and what it no longer waits for.
+
+A result the caller will take as the run ends (a ``%%workflow`` binding) and a small result
+of a sink the notebook names are gathered as the run closes, their bytes counted like any
+other; nothing else comes to this process (a result nobody names, a large one).  The
+deferred end-of-run read waits for those gathers; closing a run whose client stays open
+hands nothing to a helper thread.  What is checked is what moved and in which order, never
+how long it took.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from typing import Any
+
+import numpy as np
+import pytest
+
+import nbflow as nf
+from nbflow.engine.backends import dask as dask_backend
+from nbflow.locality.agent import LocalityAgent
+from nbflow.notebook import binding
+
+distributed = pytest.importorskip("distributed")
+
+MB = 1_000_000
+
+
+@nf.task
+def make(n: int, fill: float = 1.0):
+    return np.full(n // 8, fill)
+
+
+@nf.task
+def inc(a):
+    return a + 1
+
+
+@nf.task
+def total(a):
+    return float(a.sum())
+
+
+@pytest.fixture(scope="module")
+def client(dask_cluster):
+    with distributed.Client(dask_cluster, set_as_default=False) as c:
+        yield c
+
+
+def _outgoing_to_outside(client: Any, keys: set[str]) -> int:
+    """Bytes of ``keys`` workers sent to anything that is not a worker (Dask's own logs)."""
+    def log(dask_worker):
+        return [(e["who"], dict(e["keys"])) for e in dask_worker.transfer_outgoing_log]
+
+    workers = set(client.scheduler_info()["workers"])
+    return sum(v for entries in client.run(log).values() for who, ks in entries
+               if who not in workers for k, v in ks.items() if k in keys)
+
+
+def _result(run: nf.Run, ref: nf.Ref) -> dask_backend.DaskResult:
+    got = run._sched.results[ref.index]
+    assert type(got) is dask_backend.DaskResult
+    return got
+
+
+def _arrived(run: nf.Run, ref: nf.Ref) -> None:
+    pending = _result(run, ref).prefetch
+    assert pending is not None, f"{ref.key} was not gathered with the run's end"
+    futures.wait([pending], timeout=60)
+    run.locality.agent.settle()
+
+
+def test_a_small_named_sink_comes_with_the_end_and_its_bytes_are_counted_once(client):
+    with nf.Workflow("end-sink") as wf:
+        x = make(2 * MB)
+        out = total(inc(x))
+    run = wf.run(backend=client, cache=False)
+    backend = run.backends["dask"]
+    _arrived(run, out)
+    nbytes = _result(run, out).nbytes
+    assert nbytes is not None and 0 < nbytes <= dask_backend.PREFETCH_BYTES
+    assert backend.prefetched == [(out.key, nbytes)]
+    assert run.locality_report().bytes_to_client == nbytes  # counted as it came
+    assert run[out] == 2 * MB // 8 * 2.0
+    assert run[out] == 2 * MB // 8 * 2.0
+    assert backend.fetched == [(out.key, nbytes)]  # asked for once, fetched once
+    assert run.locality_report().bytes_to_client == nbytes  # not counted again
+    # the intermediates (2 MB each, x still named) never came here
+    keys = {d for d, k in run.locality.agent.node_of.items() if k != out.key}
+    assert _outgoing_to_outside(client, keys) == 0
+
+
+def test_a_large_result_or_one_nobody_names_does_not_come(client):
+    with nf.Workflow("end-nothing") as wf:
+        big = make(2 * MB)  # a named sink, too large to bring unasked
+        y = total(make(1000))
+        y = total(make(2000))  # the first total is a sink nobody names any more
+    run = wf.run(backend=client, cache=False)
+    run.locality.agent.settle()
+    backend = run.backends["dask"]
+    named = _result(run, y)
+    futures.wait([named.prefetch], timeout=60)
+    assert backend.prefetched == [(y.key, named.nbytes)]  # the one small named sink
+    assert _result(run, big).prefetch is None
+    unnamed = run._sched.results[run._lookup("total-0")]
+    assert getattr(unnamed, "prefetch", None) is None
+    keys = {d for d, k in run.locality.agent.node_of.items() if k != y.key}
+    assert _outgoing_to_outside(client, keys) == 0
+    assert run.locality_report().bytes_to_client == named.nbytes
+    assert run[big].shape == (2 * MB // 8,)  # asked for: it comes now
+
+
+def test_a_bound_result_comes_with_the_end_whatever_its_size(client):
+    with nf.Workflow("end-bound") as wf:
+        big = make(2 * MB)
+        pair = [inc(big), total(big)]
+    binding.expect(wf, {"big": big, "pair": pair})  # (what a %%workflow cell does)
+    assert wf.bound_keys == {big.key, pair[0].key, pair[1].key}
+    run = wf.run(backend=client, cache=False)
+    for ref in (big, *pair):
+        _arrived(run, ref)
+    backend = run.backends["dask"]
+    assert sorted(k for k, _ in backend.prefetched) == sorted([big.key, pair[0].key, pair[1].key])
+    assert binding.resolve({"big": big}, run)["big"].shape == (2 * MB // 8,)
+    assert run.locality_report().bytes_to_client == sum(n or 0 for _, n in backend.prefetched)
+
+
+def test_prefetching_named_results_can_be_switched_off_and_a_bad_setting_is_refused(client, monkeypatch):
+    monkeypatch.setenv("NBFLOW_DASK_PREFETCH", "0")
+    with nf.Workflow("end-off") as wf:
+        out = total(make(1000))
+    run = wf.run(backend=client, cache=False)
+    run.locality.agent.settle()
+    assert run.backends["dask"].prefetched == [] and _result(run, out).prefetch is None
+    assert run.locality_report().bytes_to_client == 0
+    monkeypatch.setenv("NBFLOW_DASK_PREFETCH", "lots")
+    with pytest.raises(nf.NbflowError, match="NBFLOW_DASK_PREFETCH='lots' is not a number of bytes"):
+        wf.run(backend=client, cache=False)
+
+
+def test_closing_a_run_whose_client_stays_open_hands_nothing_to_a_thread(client, monkeypatch):
+    import anyio.to_thread
+
+    handed: list[str] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(fn, *args, **kwargs):
+        handed.append(getattr(fn, "__name__", repr(fn)))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    with nf.Workflow("end-inline") as wf:
+        out = total(inc(make(1000)))
+    run = wf.run(backend=client, cache=False)
+    assert "close" not in handed
+    assert run[out] == 250.0
+    assert run.transfers is not None  # (the deferred read still happened)
+
+
+def test_the_deferred_read_waits_for_the_results_being_brought_here():
+    calls: list[str] = []
+
+    class Client:
+        def run(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            calls.append("run")
+            return {}
+
+        def run_on_scheduler(self, *args: Any, **kwargs: Any) -> list[Any]:
+            return []
+
+    agent = LocalityAgent()
+    coming: futures.Future[Any] = futures.Future()
+    agent.closing(Client(), stays_open=True, after=[coming])
+    reading = agent._reading
+    assert reading is not None
+    reading.join(0.3)
+    assert reading.is_alive() and calls == []  # still waiting for the gather
+    coming.set_result([1.0])
+    agent.settle()
+    assert calls == ["run"] and agent.rows == []
+    assert not [t for t in threading.enumerate() if t.name == "nbflow-locality-read"]
