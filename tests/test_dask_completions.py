@@ -40,9 +40,10 @@ class _Scheduler:
         self.logged.append((topic, msg))
 
 
-def _finished(plugin, key, worker="tcp://w:1", nbytes=800, start=10.0, stop=10.5) -> None:
+def _finished(plugin, key, worker="tcp://w:1", nbytes=800, start=10.0, stop=10.5,
+              metadata=None) -> None:
     plugin.transition(key, "processing", "memory", stimulus_id="s", worker=worker,
-                      nbytes=nbytes, type=b"", typename="ndarray",
+                      nbytes=nbytes, type=b"", typename="ndarray", metadata=metadata or {},
                       startstops=[{"action": "compute", "start": start, "stop": stop}])
 
 
@@ -56,16 +57,17 @@ def test_the_completions_of_one_turn_go_to_the_clients_as_one_event() -> None:
         plugin.transition("make-0-0a1b2c3d-1", "waiting", "processing", stimulus_id="s")
         _finished(plugin, "inc-delayed-9f8e7d6c5b4a39281706f5e4d3c2b1a0", nbytes=8)  # dask's own
         _finished(plugin, ("tuple-key", 0), nbytes=8)
-        _finished(plugin, "inc-0-0a1b2c3d-1", worker="tcp://w:2", nbytes=8, start=1.0, stop=1.25)
+        _finished(plugin, "inc-0-0a1b2c3d-1", worker="tcp://w:2", nbytes=8, start=1.0, stop=1.25,
+                  metadata={"nbflow": (0.2, 4096)})  # (what its worker measured: see below)
         _finished(plugin, "total-0+3-0a1b2c3d-2", nbytes=16)  # a batched chunk's key
         assert sched.logged == []  # (sent once the turn is over)
         await asyncio.sleep(0)
         assert len(sched.logged) == 1
         topic, msg = sched.logged[0]
         assert topic == dask_backend.TOPIC
-        assert msg == {"done": [["make-0-0a1b2c3d-0", "tcp://w:1", 800, 0.5],
-                                ["inc-0-0a1b2c3d-1", "tcp://w:2", 8, 0.25],
-                                ["total-0+3-0a1b2c3d-2", "tcp://w:1", 16, 0.5]]}
+        assert msg == {"done": [["make-0-0a1b2c3d-0", "tcp://w:1", 800, 0.5, None],
+                                ["inc-0-0a1b2c3d-1", "tcp://w:2", 8, 0.25, (0.2, 4096)],
+                                ["total-0+3-0a1b2c3d-2", "tcp://w:1", 16, 0.5, None]]}
         # the next turn's completion is an event of its own
         _finished(plugin, "inc-1-0a1b2c3d-4")
         await asyncio.sleep(0)
@@ -115,6 +117,21 @@ def test_workers_announce_nothing_when_the_plugin_tells_completions(client):
     for key, nbytes in zip(run.tasks["key"], run.tasks["output_bytes"], strict=True):
         assert nbytes > 0 and stored.loc[key, "output_bytes"] == nbytes
     assert stored.loc[out.key, "output_bytes"] == run.tasks.set_index("key").loc[out.key, "output_bytes"]
+    # the CPU time and peak memory each worker measured came with the completions, for the
+    # results that stayed on the workers too (no envelope could carry them)
+    assert backend.unheld > 0
+    _assert_measured(run)
+
+
+def _assert_measured(run) -> None:
+    """Every task of a Dask run has the CPU seconds and peak RSS its worker measured, in
+    ``run.tasks`` and in the journal."""
+    tasks = run.tasks.set_index("key")
+    stored = nf.load_run(run.id).tasks.set_index("key")
+    for key in tasks.index:
+        assert tasks.loc[key, "cpu_s"] >= 0 and tasks.loc[key, "peak_rss"] > 0, tasks.loc[key]
+        assert stored.loc[key, "cpu_s"] == tasks.loc[key, "cpu_s"]
+        assert stored.loc[key, "peak_rss"] == tasks.loc[key, "peak_rss"]
     # the edges the workers logged are named by task (the plugin's completions map each
     # Dask key to its task), in run.transfers and in the journal alike
     from nbflow.store.hooks import stored_transfers
@@ -148,6 +165,7 @@ def _check_announced_run(c) -> None:
     assert completed == []
     assert len(announced) == len(run.tasks)
     assert (run.tasks["output_bytes"] > 0).all()
+    _assert_measured(run)  # (the announcements carry the metrics)
 
 
 def test_without_the_plugin_the_workers_announce_and_the_run_completes(fresh, monkeypatch):

@@ -30,7 +30,7 @@ class Remote(abc.ABC):
     """Base of remote results; a backend subclass implements ``_fetch`` and ``on_worker``
     (and ``shares_disk`` when its workers can see this machine's disk)."""
 
-    __slots__ = ("_value", "key", "nbytes", "prepared", "worker")
+    __slots__ = ("_value", "key", "nbytes", "prepared", "worker", "worker_metrics")
 
     def __init__(self, key: str, nbytes: int | None, worker: str | None) -> None:
         self.key = key  # the task key of the node that produced it
@@ -40,6 +40,9 @@ class Remote(abc.ABC):
         # came back with the result (its content hash, and the stored blob when the worker
         # wrote it), so the cache need not ask the worker again; None: nothing was done.
         self.prepared: tuple[Any, ...] | None = None
+        # (CPU seconds, peak RSS in bytes) of the call that made it, as its worker measured
+        # them, when they came with its completion; None: not measured.
+        self.worker_metrics: tuple[float, int | None] | None = None
         self._value: Any = _MISSING
 
     @property

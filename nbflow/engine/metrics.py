@@ -6,8 +6,10 @@ What is recorded for every attempt that runs task code (cheap things only):
   their chunk's CPU time, by wall time; see :meth:`TaskMetrics.record_chunk`.) Thread
   tasks: ``time.thread_time`` around the call in the worker thread (for a function whose
   calls keep using under 1 ms of CPU, only one call in 16 is measured: reading the clock
-  would cost more than the call). Process and Dask tasks: ``time.process_time`` around the
-  call in the worker process. Coroutines share the loop's thread with everything else, so
+  would cost more than the call). Process tasks: ``time.process_time`` around the call in
+  the worker process; Dask tasks: ``time.thread_time`` around the call in the worker's
+  thread, noted in Dask's record of the task (the Dask backend's ``_note_metrics``).
+  Coroutines share the loop's thread with everything else, so
   no CPU time can be attributed to one of them: ``None``.
 - ``peak_rss``: the worker process's peak resident set size in bytes after the call
   (``resource.getrusage``; process and Dask tasks only).  It is the peak of that worker
@@ -282,6 +284,13 @@ class TaskMetrics:
             for i in items:
                 peaks[i] = peak_rss
             self._seen.update(items)
+
+    def note(self, i: int, cpu_s: float, peak_rss: int | None) -> None:
+        """Keep what a worker measured of ``i``'s call when no envelope brought it (a Dask
+        result left on its worker: see ``Remote.worker_metrics``)."""
+        self.cpu_s[i] = cpu_s
+        self.peak_rss[i] = peak_rss
+        self._seen.add(i)
 
     def unwrap(self, i: int, value: Any) -> Any:
         """Open a :class:`Measured` envelope (process/Dask), keeping its metrics."""

@@ -81,7 +81,7 @@ from ..core.graphs import find_cycles, topological_order
 from ..core.kinds import APPROVAL, COLLECT, GATE, GATHER, INLINE, LOOP, MAP, TASK, TOLERANT
 from ..core.protocols import ResultCache
 from ..core.ref import Ref
-from ..core.remote import has_remote, localise
+from ..core.remote import Remote, has_remote, localise
 from ..core.states import COMPLETED, PENDING, READY, RETRYING, RUNNING
 from . import approvals, batching, taskoutput
 from .constructs import interactive_approvals
@@ -501,8 +501,9 @@ class Scheduler:
         if hasattr(backend, "note_inputs"):  # (process backend: counts the bytes of each edge)
             backend.note_inputs(ref.key, [(self.nodes[d].key, self.results[d]) for d in ref.deps])
         # Metrics hook.  A Dask result that stays on its worker cannot travel in the metrics
-        # envelope (a downstream task would receive the envelope), so such tasks record their
-        # input features only; CPU time and peak memory come with results that are fetched.
+        # envelope (a downstream task would receive the envelope): the worker notes the CPU
+        # time and peak memory with Dask's own record of the task, and they come with the
+        # completion on the remote result (``Remote.worker_metrics``).
         executor = self.executor[i]
         if executor == "dask" and getattr(backend, "keep_remote", False):
             executor = "async"  # (wrap() then measures nothing in the worker)
@@ -545,6 +546,8 @@ class Scheduler:
         duration = time.perf_counter() - t0
         if type(value) is Measured:  # metrics hook: a process/Dask worker's envelope
             value = self.metrics.unwrap(i, value)
+        elif isinstance(value, Remote) and value.worker_metrics is not None:  # (left remote)
+            self.metrics.note(i, *value.worker_metrics)
         if cache is not None and self.cache is not None:  # store hook: hash, store if cacheable
             try:
                 size = await cache.commit(i, value, size)

@@ -91,7 +91,7 @@ from ...core.errors import InvalidOptionError, ResultReleased, WorkerLost
 from ...core.remote import Remote, remotes_in
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
-from ..metrics import Measured
+from ..metrics import Measured, _peak_rss
 from . import dask_batch, dask_cache, dask_recovery, dask_watch
 from .dask_ahead import Ahead
 
@@ -117,6 +117,25 @@ def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     return fn(*args, **kwargs) if kwargs else fn(*args)
 
 
+def _note_metrics(cpu_s: float) -> tuple[float, int | None]:
+    """On a worker: the task's CPU seconds and the process's peak RSS, put in the metadata
+    Dask keeps of the running task, which its ``task-finished`` message carries to the
+    scheduler, whose nbflow plugin sends them with the task's completion.  A result that
+    stays on its worker cannot carry them in a :class:`Measured` envelope (the consumers
+    would receive the envelope), so this is how they reach the journal."""
+    facts = (cpu_s, _peak_rss())
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+        ts = w.state.tasks.get(w.get_current_task())
+        if ts is not None:
+            ts.metadata[dask_recovery.METRICS] = facts
+    except Exception:  # (not on a worker: nothing to note it on)
+        pass
+    return facts
+
+
 def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any] | None) -> Any:
     """:func:`_apply`, then tell the client (an event on ``topic``) where the result is,
@@ -128,10 +147,11 @@ def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, .
     ``topic`` None: the bare call.  nbflow's scheduler plugin then sends the same facts,
     every completion of a turn of the scheduler's loop in one event (:mod:`.dask_plugin`),
     and the worker announces nothing (the default when the plugin is there)."""
-    if topic is None:
-        return fn(*args, **kwargs) if kwargs else fn(*args)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()  # (the task runs on this one thread)
     value = fn(*args, **kwargs) if kwargs else fn(*args)
+    cpu_s, peak = _note_metrics(time.thread_time() - c0)
+    if topic is None:
+        return value
     seconds = time.perf_counter() - t0
     try:
         from dask.sizeof import sizeof
@@ -139,7 +159,8 @@ def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, .
 
         w = get_worker()
         w.log_event(topic, {"key": w.get_current_task(), "worker": w.address,
-                            "nbytes": int(sizeof(value)), "seconds": seconds})
+                            "nbytes": int(sizeof(value)), "seconds": seconds,
+                            "cpu_s": cpu_s, "peak_rss": peak})
     except Exception:  # (not on a worker, or an unsized value: the client asks instead)
         pass
     return value
@@ -188,14 +209,14 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
     one turn of its loop (runs in the client's thread): file each with its run."""
     msg = event[1]
     done = msg.get("done")
-    if done is not None:  # [[key, worker, nbytes, seconds], ...] (see dask_plugin)
-        for key, worker, nbytes, seconds in done:
+    if done is not None:  # [[key, worker, nbytes, seconds, metrics], ...] (see dask_plugin)
+        for key, worker, nbytes, seconds, *metrics in done:
             parts = key.rsplit("-", 2)  # "<task key>-<run tag>-<attempt number>"
             backend = (_announced_to.get(parts[1])
                        if len(parts) == 3 and parts[2].isdigit() else None)
             if backend is None or key in backend._located or key in backend._announced:
                 continue  # (another client's, a helper task's, or recomputed: the first stands)
-            backend._located[key] = (worker, nbytes, seconds)
+            backend._located[key] = (worker, nbytes, seconds, metrics[0] if metrics else None)
             watcher = backend._watcher
             if watcher is not None:
                 watcher.announced(key)
@@ -215,7 +236,8 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
         elif key in backend._located or key in backend._announced:
             return  # (recomputed after its worker died: the first announcement stands)
         else:
-            backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"])
+            backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"],
+                                     (msg["cpu_s"], msg["peak_rss"]) if "cpu_s" in msg else None)
         watcher = backend._watcher
         if watcher is not None:
             watcher.announced(key)
@@ -415,7 +437,8 @@ class DaskBackend:
         # the topic the workers announce on, None when the scheduler plugin tells instead
         # (set on connecting: _settle_announcements)
         self._announce: str | None = TOPIC
-        self._located: dict[str, tuple[str, int, float]] = {}  # dask key -> (worker, bytes, seconds)
+        # dask key -> (worker, bytes, seconds, (cpu seconds, peak RSS) or None), as told
+        self._located: dict[str, tuple[str, int, float, tuple[float, int | None] | None]] = {}
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self.released_keys: dict[str, str] = {}  # task key -> the keep= that released it (_release)
         self.handed_over = 0  # results Dask frees itself once their consumers ran (_hand_over)
@@ -785,6 +808,8 @@ class DaskBackend:
                 self.placement.finished(key, unique, worker, nbytes, seconds, holders=holders)
             else:
                 self.placement.finished(key, unique, worker, nbytes, seconds)
+        if told is not None and told[3] is not None:  # what the worker measured (_note_metrics)
+            result.worker_metrics = told[3]
         return result, nbytes
 
     def _release(self, i: int, remotes: list[DaskResult]) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from .dask_recovery import NAME, UNWANTED_TOPIC
+from .dask_recovery import METRICS, NAME, UNWANTED_TOPIC
 
 _UNRUN = frozenset({"waiting", "queued", "no-worker", "processing"})  # states before a result
 
@@ -116,7 +116,8 @@ class LooseRestrictions(SchedulerPlugin):
             worker = worker or min(ws.address for ws in ts.who_has)
             nbytes = ts.nbytes if nbytes is None else nbytes
         first = not self._done
-        self._done.append([key, worker, int(nbytes), _seconds(facts.get("startstops"))])
+        metrics = (facts.get("metadata") or {}).get(METRICS)  # (the task's CPU and peak RSS)
+        self._done.append([key, worker, int(nbytes), _seconds(facts.get("startstops")), metrics])
         if first:  # the first completion: send them all once this turn (or window) is over
             try:
                 loop = self._loop or asyncio.get_running_loop()

@@ -36,6 +36,7 @@ NAME = "nbflow-loose-restrictions"
 # where the plugin says that a task no client holds failed or was dropped (the Dask
 # backend's topic for the workers' announcements: see DaskBackend._unheld)
 UNWANTED_TOPIC = "nbflow-located"
+METRICS = "nbflow"  # the key of a task's CPU seconds and peak RSS in Dask's metadata of it
 _registered: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 _reports: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
