@@ -21,6 +21,7 @@ import nbflow as nf
 distributed = pytest.importorskip("distributed")
 
 import test_locality_ahead as _ahead  # noqa: E402
+from dask_clusters import own_client  # noqa: E402
 
 from nbflow.engine.backends import dask as dask_backend  # noqa: E402
 from nbflow.engine.backends import dask_plugin, dask_watch  # noqa: E402
@@ -144,13 +145,8 @@ def _assert_measured(run) -> None:
 @pytest.fixture
 def fresh():
     """A cluster of its own: what the plugin does there is this test's business."""
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                       dashboard_address=None)
-    try:
-        with distributed.Client(cluster, set_as_default=False) as c:
-            yield c
-    finally:
-        cluster.close()
+    with own_client() as c:
+        yield c
 
 
 def _check_announced_run(c) -> None:

@@ -22,6 +22,7 @@ import nbflow as nf
 distributed = pytest.importorskip("distributed")
 
 import test_locality_ahead as _ahead  # noqa: E402
+from dask_clusters import own_client  # noqa: E402
 
 client, make, inc, total = _ahead.client, _ahead.make, _ahead.inc, _ahead.total
 
@@ -151,16 +152,8 @@ def test_a_task_whose_consumer_fails_for_another_input_still_completes(client, s
 
 @pytest.fixture
 def fragile():
-    import dask
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
-        try:
-            with distributed.Client(cluster, set_as_default=False) as c:
-                yield c
-        finally:
-            cluster.close()
+    with own_client(processes=True, allowed_failures=1) as c:
+        yield c
 
 
 def always_die(a):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dask_clusters import own_client
 
 import nbflow as nf
 from nbflow import locality
@@ -365,16 +366,8 @@ def test_report_of_a_local_run_says_nothing_moved():
 
 @pytest.fixture
 def fragile_cluster():
-    import dask
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
-        try:
-            with distributed.Client(cluster, set_as_default=False) as c:
-                yield c
-        finally:
-            cluster.close()
+    with own_client(processes=True, allowed_failures=1) as c:
+        yield c
 
 
 def die_once(marker: str, a):

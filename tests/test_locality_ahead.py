@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from dask_clusters import own_client
 
 import nbflow as nf
 from nbflow.core.events import TaskCompleted, TaskStarted
@@ -20,13 +21,8 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                       dashboard_address=None)
-    try:
-        with distributed.Client(cluster, set_as_default=False) as c:
-            yield c
-    finally:
-        cluster.close()
+    with own_client() as c:
+        yield c
 
 
 @nf.task
