@@ -13,6 +13,8 @@ from nbflow.store import store_home
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("NBFLOW_HOME", raising=False)
+    # what is above the test's own folder (a stray /tmp/.nbflow) is not the test's business
+    monkeypatch.setenv("NBFLOW_CEILING_DIRECTORIES", str(tmp_path.parent))
     root = tmp_path / "proj"
     (root / "notebooks" / "deep").mkdir(parents=True)
     (root / "pyproject.toml").write_text("[project]\nname = 'x'\n")
@@ -59,3 +61,17 @@ def test_runs_in_a_subfolder_are_seen_from_the_root(project: Path, monkeypatch: 
     monkeypatch.chdir(project)
     assert list(nf.runs()["name"]) == ["from-subfolder"]
     assert (project / ".nbflow" / "journal.sqlite").exists()
+
+
+def test_the_search_stops_below_a_ceiling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NBFLOW_HOME", raising=False)
+    outer = tmp_path / "outer"
+    inner = outer / "work" / "deep"
+    inner.mkdir(parents=True)
+    (outer / ".nbflow").mkdir()  # a store above the ceiling
+    (outer / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    monkeypatch.chdir(inner)
+    monkeypatch.setenv("NBFLOW_CEILING_DIRECTORIES", str(tmp_path))
+    assert store_home() == outer / ".nbflow"  # below the ceiling: found
+    monkeypatch.setenv("NBFLOW_CEILING_DIRECTORIES", f"/nowhere:{outer}")
+    assert store_home() == inner / ".nbflow"  # the ceiling hides the store and the marker

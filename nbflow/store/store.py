@@ -51,13 +51,29 @@ def store_home() -> Path:
     if env:
         return Path(env).expanduser().absolute()
     cwd = Path.cwd()
-    for folder in (cwd, *cwd.parents):
+    searched = _below_ceiling(cwd)
+    for folder in searched:
         if (folder / ".nbflow").is_dir():
             return folder / ".nbflow"
-    for folder in (cwd, *cwd.parents):
+    for folder in searched:
         if any((folder / marker).exists() for marker in PROJECT_MARKERS):
             return folder / ".nbflow"
     return cwd / ".nbflow"
+
+
+def _below_ceiling(cwd: Path) -> list[Path]:
+    """``cwd`` and the folders above it that the search may look in: it stops below any
+    folder named in ``$NBFLOW_CEILING_DIRECTORIES`` (``os.pathsep``-separated), as git's
+    ``GIT_CEILING_DIRECTORIES`` does, so a store or project marker above (a stray
+    ``/tmp/.nbflow``, a home folder's ``.git``) is not taken for this one."""
+    raw = os.environ.get("NBFLOW_CEILING_DIRECTORIES", "")
+    ceilings = {Path(p).expanduser().absolute() for p in raw.split(os.pathsep) if p}
+    out = []
+    for folder in (cwd, *cwd.parents):
+        if folder in ceilings:
+            break
+        out.append(folder)
+    return out
 
 
 def store_disabled() -> bool:
