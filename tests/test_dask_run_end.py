@@ -14,8 +14,8 @@ import threading
 from concurrent import futures
 from typing import Any
 
-import numpy as np
 import pytest
+from test_locality import inc, make, total  # (the same small array tasks)
 
 import nbflow as nf
 from nbflow.engine.backends import dask as dask_backend
@@ -25,21 +25,6 @@ from nbflow.notebook import binding
 distributed = pytest.importorskip("distributed")
 
 MB = 1_000_000
-
-
-@nf.task
-def make(n: int, fill: float = 1.0):
-    return np.full(n // 8, fill)
-
-
-@nf.task
-def inc(a):
-    return a + 1
-
-
-@nf.task
-def total(a):
-    return float(a.sum())
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dask_clusters import own_client
 
 import nbflow as nf
 
@@ -35,16 +36,8 @@ DEADLINE = 180  # seconds: far above what these runs take; reaching it means a h
 @pytest.fixture
 def fragile():
     """A cluster of its own (workers die here), tolerating one death per task."""
-    import dask
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
-        try:
-            with distributed.Client(cluster, set_as_default=False) as c:
-                yield c
-        finally:
-            cluster.close()
+    with own_client(processes=True, allowed_failures=1) as c:
+        yield c
 
 
 def finish(run: nf.Run) -> nf.Run:
