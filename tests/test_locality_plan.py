@@ -65,11 +65,27 @@ def test_plan_with_history_places_chains_and_beats_round_robin(tmp_path, monkeyp
     for c in range(3):  # each chain on one worker: its links move nothing
         chain = [f"make-{c}"] + [f"inc-{3 * c + k}" for k in range(3)]
         assert len({where[k] for k in chain}) == 1
-    # only the fan-in moves: two of the three 2 MB chain ends; round-robin moves every link
+    # only the fan-in moves: two of the three 2 MB chain ends.  Round-robin can do as well
+    # here when the recorded durations make the three chains advance in step (each level
+    # then deals one task to each worker, keeping every chain in place), so it is never
+    # better, and it is worse on a lone chain below, where it must move every link.
     assert p.bytes_moved == 4 * MB
-    assert p.bytes_moved_round_robin > p.bytes_moved and p.saving > 0.4
-    assert "fewer), against" in p.summary()
+    assert p.bytes_moved_round_robin >= p.bytes_moved
     assert "<table" in p._repr_html_()
+
+
+def test_plan_beats_round_robin_on_a_lone_chain(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBFLOW_HOME", str(tmp_path))
+    with nf.Workflow("plan-lone") as wf:
+        r = make(2 * MB)
+        for _ in range(3):
+            r = inc(r)
+    wf.run(cache=False)
+    p = nf.plan(wf, workers=3)
+    # round-robin sends each link to the next worker; the rule keeps the chain on one
+    assert p.bytes_moved == 0 and p.bytes_moved_round_robin == 3 * 2 * MB
+    assert p.saving == 1.0
+    assert "fewer), against" in p.summary()
 
 
 def test_plan_refuses_bad_arguments():
