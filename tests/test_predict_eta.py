@@ -150,6 +150,26 @@ def test_forecast_from_the_store_history_and_errors() -> None:
     assert len(fc.critical_path) == 2
 
 
+def test_forecast_takes_one_worker_count_or_a_list_and_refuses_anything_else_by_name() -> None:
+    @nf.task
+    def step(x: int) -> int:
+        return x + 1
+
+    with nf.Workflow("counts") as wf:
+        step(step(1))
+    p = _fitted_on({"step": 1.0})
+    assert nf.forecast(wf, workers=3, predictor=p).table["workers"].tolist() == [3]
+    assert nf.forecast(wf, workers=np.int64(2), predictor=p).table["workers"].tolist() == [2]
+    assert nf.forecast(wf, workers=None, predictor=p).table["workers"].tolist() == [1, 2, 4, 8, 16]
+    # a string is not read as the counts 1 and 6, a fraction is not rounded down
+    for bad in ("16", [2.5], 0, [True], [], [4, -1]):
+        with pytest.raises(ForecastError, match=r"workers must be a whole number >= 1.*e\.g\. \[1, 2, 4\]"):
+            nf.forecast(wf, workers=bad, predictor=p)
+    for bad_samples in (0, -3, 2.5):
+        with pytest.raises(ForecastError, match="samples must be a whole number >= 1"):
+            nf.forecast(wf, workers=[1], predictor=p, samples=bad_samples)
+
+
 def test_eta_follows_the_pace_of_the_runs_finished_tasks() -> None:
     from nbflow.predict.eta import RunSnapshot, run_pace
 

@@ -11,7 +11,8 @@ count is the knee of the curve.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,26 +27,47 @@ from nbflow.predict.simulate import simulate
 if TYPE_CHECKING:
     from nbflow.predict.model import Predictor
 
-__all__ = ["forecast"]
+__all__ = ["DEFAULT_WORKERS", "forecast"]
+
+DEFAULT_WORKERS = (1, 2, 4, 8, 16)
+
+
+def _worker_counts(workers: int | Sequence[int] | None) -> list[int]:
+    """``workers`` as a list of worker counts; a single count is a list of one.  Anything
+    else (a string, a fraction, a count below 1) is refused by name, not rounded: ``"16"``
+    read as a sequence would be the counts 1 and 6."""
+    if workers is None:
+        return list(DEFAULT_WORKERS)
+    given = [workers] if isinstance(workers, numbers.Number) else workers
+    if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
+        raise ForecastError(f"workers must be a whole number >= 1 or a list of them, e.g. [1, 2, 4], "
+                            f"got {workers!r}")
+    ws = list(given)
+    whole = all(isinstance(w, numbers.Integral) and not isinstance(w, bool) for w in ws)
+    if not ws or not whole or any(w < 1 for w in ws):
+        raise ForecastError(f"workers must be a whole number >= 1 or a non-empty list of them, e.g. "
+                            f"[1, 2, 4], got {workers!r}")
+    return [int(w) for w in ws]
 
 
 def forecast(
     wf: Any,
-    workers: Sequence[int] = (1, 2, 4, 8, 16),
+    workers: int | Sequence[int] | None = DEFAULT_WORKERS,
     predictor: Predictor | None = None,
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
 ) -> Forecast:
     """Predict the makespan of workflow ``wf`` on each worker count, without running it.
 
+    ``workers`` is one worker count or a list of them (None: :data:`DEFAULT_WORKERS`).
     ``predictor`` defaults to one fitted on the store's history (:func:`nbflow.history`).
     Raises :class:`ForecastError` when there is no history at all and no predictor.
     """
     from nbflow.engine.metrics import input_features
 
-    ws = [int(w) for w in workers]
-    if not ws or any(w < 1 for w in ws):
-        raise ForecastError(f"workers must be a non-empty list of whole numbers >= 1, got {list(workers)!r}")
+    ws = _worker_counts(workers)
+    if isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1:
+        raise ForecastError(f"samples must be a whole number >= 1 (draws per worker count), got {samples!r}")
     nodes = list(getattr(wf, "nodes", []))
     if not nodes:
         raise ForecastError("the workflow has no tasks: trace task calls in `with nf.Workflow(...)` first")
