@@ -129,14 +129,14 @@ def test_eta_is_simulated_again_when_enough_finished_or_tasks_were_added(counted
     live = _live(run, clock)
     live.current()
     run.finish(4)  # a tenth of the 40 left
-    clock.t = 1.0  # ... but sooner than ETA_MIN_EVERY after the last one
+    clock.t = live_mod.ETA_MIN_EVERY_HERE / 2  # ... but sooner than the floor after the last one
     live.current()
     assert live.simulations == 1
-    clock.t = live_mod.ETA_MIN_EVERY + 1.0
+    clock.t = live_mod.ETA_MIN_EVERY_HERE + 0.01
     e = live.current()
     assert live.simulations == 2 and e is not None and e.done == 4
     run.add(3)  # a map expanded: the graph grew
-    clock.t += live_mod.ETA_MIN_EVERY
+    clock.t += live_mod.ETA_MIN_EVERY_HERE
     live.current()
     assert live.simulations == 3
     clock.t += live_mod.ETA_MAX_EVERY  # nothing changed, but a long time passed
@@ -214,6 +214,31 @@ def test_the_widgets_estimates_are_made_in_another_process(
     assert counted == []  # not one simulation ran in this process
     clock.t = 1.0
     assert live.current(patient=True) is not None and live.simulations == 1  # not due: the last one
+    # an estimate from the helper costs the kernel a hand-over its budget does not see: the
+    # helper is asked again only ETA_MIN_EVERY after, however much finished
+    run.finish(20)
+    clock.t = live_mod.ETA_MIN_EVERY - 0.5
+    assert live.current(patient=True) is not None and live._pending is None and live.simulations == 1
+    clock.t = live_mod.ETA_MIN_EVERY + 0.01
+    live.current(patient=True)
+    assert live._pending is not None  # handed over again
+
+
+def test_an_estimate_made_here_follows_a_short_run_instead_of_counting_down(counted: list[int]) -> None:
+    """A progress line's estimate is made in the kernel, its cost kept within the budget: a
+    few-second run whose tasks go faster than predicted gets a new estimate as they finish,
+    not one estimate from its start counted down by the clock (it said "24/25 done, ETA
+    0.5 s" with a 0.1 s task left)."""
+    assert live_mod.ETA_MIN_EVERY_HERE < live_mod.ETA_MIN_EVERY
+    run, clock = FakeRun(10), Clock()
+    live = _live(run, clock)
+    first = live.current()
+    assert first is not None and first.done == 0
+    run.finish(9)  # all but the last, much sooner than predicted
+    clock.t = live_mod.ETA_MIN_EVERY_HERE + 0.01  # (well within ETA_MIN_EVERY)
+    e = live.current()
+    assert live.simulations == 2 and e is not None and e.done == 9
+    assert e.remaining_s < first.remaining_s - clock.t  # not the first estimate counted down
 
 
 def test_the_views_of_a_run_share_one_live_eta() -> None:

@@ -49,3 +49,35 @@ def test_progress_lines_carry_the_eta_once_history_exists(tmp_path: Path) -> Non
     assert 'class="nbflow-forecast"' in h.html(shown) and "   3 workers:" in h.text(shown)
     assert "forecast ok" in h.text(nb.cells[6])
     assert "no history: fresh" in h.text(nb.cells[8])
+
+
+FASTER = [
+    "import nbflow as nf\nimport time\nSECONDS = 0.8",
+    "@nf.task\ndef slow_then_fast(i):\n    time.sleep(SECONDS)\n    return i",
+    "%%workflow pace --workers 2 --no-cache --quiet\nparts = [slow_then_fast(i) for i in range(20)]",
+    "SECONDS = 0.2  # the same tasks, four times faster than their history",
+    "%%workflow pace --workers 2 --no-cache\nparts = [slow_then_fast(i) for i in range(20)]",
+]
+_UNIT = {"ms": 0.001, "s": 1.0, "min": 60.0}
+
+
+def _seconds(text: str) -> float:
+    value, unit = text.split()
+    return float(value) * _UNIT[unit]
+
+
+def test_the_progress_lines_eta_follows_a_run_faster_than_its_history(tmp_path: Path) -> None:
+    """A 2 s run whose history says 8 s: the ETA of its last progress lines comes from the
+    tasks that finished by then, not from its first estimate counted down by the clock
+    (which said seconds were left with two short tasks to go)."""
+    nb = new_notebook(cells=[new_code_cell(c) for c in FASTER])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    h.execute(nb, tmp_path)
+    h.assert_no_errors(nb)
+    line = re.compile(r"\[nbflow\]\s+(\d+)% .* in ([\d.]+ (?:ms|s|min)), ETA ([\d.]+ (?:ms|s|min)) \(80%")
+    seen = [(int(m[1]), _seconds(m[2]), _seconds(m[3]))
+            for m in map(line.match, h.stream(nb.cells[4]).splitlines()) if m]
+    assert len(seen) >= 2, h.stream(nb.cells[4])
+    (_, t0, first), (_, t1, last) = seen[0], seen[-1]
+    counted_down = first - (t1 - t0)
+    assert last < 0.5 * counted_down, seen
