@@ -55,6 +55,26 @@ def test_plan_without_history_says_what_it_does_not_know(tmp_path, monkeypatch):
     assert set(p.tasks["decision"]) <= {"miss", "maybe"}  # the store's cache forecast too
 
 
+@nf.task
+def listed(n):
+    return list(range(n))
+
+
+@nf.task
+def count(xs):
+    return len(xs)
+
+
+def test_plan_with_history_but_no_sizes_does_not_say_there_is_no_history(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBFLOW_HOME", str(tmp_path))
+    with nf.Workflow("plan-lists") as wf:
+        count(listed(3))
+    wf.run(cache=False)  # durations recorded; a list's size is not cheap to know
+    p = nf.plan(wf)
+    assert p.unknown_sizes == 1
+    assert "no history" not in str(p) and "arrays, DataFrames" in str(p)
+
+
 def test_plan_with_history_places_chains_and_beats_round_robin(tmp_path, monkeypatch):
     monkeypatch.setenv("NBFLOW_HOME", str(tmp_path))
     wf = chains("plan-chains")

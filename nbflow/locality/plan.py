@@ -149,7 +149,10 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     feeding = {order[u] for u, _ in edges}  # tasks whose result some task takes as input
     unknown = sum(1 for i in feeding if nodes[i].kind == "task" and nodes[i].key not in out_bytes)
     if unknown:
-        notes.append(f"{unknown} task(s) have no recorded output size (no history): their "
+        # with history, the sizes are missing because nobody measured them, not for want of runs
+        why = ("no history" if not secs else "history measures the results of arrays, DataFrames, "
+               "bytes and str, and what a Dask or process run made")
+        notes.append(f"{unknown} task(s) have no recorded output size ({why}): their "
                      "edges count as 0 bytes.")
     if not secs:
         notes.append("No recorded durations: every task is taken to last 1 s.")
