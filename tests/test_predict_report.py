@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
+
 import nbflow as nf
+from nbflow.predict.report import PredictionReport
 
 
 @nf.task
@@ -45,3 +48,18 @@ def test_report_of_a_fully_cached_run_says_so() -> None:
     wf.run()
     again = wf.run()
     assert "no task ran" in str(again.prediction_report())
+
+
+def test_the_unusually_slow_say_how_far_above_their_band_furthest_first() -> None:
+    tasks = pd.DataFrame({
+        "key": ["load-11", "work-5", "ok-1"], "task": ["load", "work", "ok"],
+        "actual_s": [0.2573, 0.6, 0.1], "predicted_s": [0.18, 0.02, 0.1], "lo_s": [0.1, 0.01, 0.05],
+        "hi_s": [0.2568, 0.024, 0.2], "error_pct": [-30.0, -97.0, 0.0], "outside": ["slow", "slow", ""],
+        "source": "history"})
+    rep = PredictionReport(tasks, pd.DataFrame())
+    assert rep.unusually_slow["key"].tolist() == ["work-5", "load-11"]
+    text = str(rep)
+    # rounded alike, 0.257 s and 0.2568 s read "0.257 s > 0.257 s": the distance is said
+    assert "load-11 (0.257 s, 0.19% over the band's top 0.257 s)" in text
+    assert "work-5 (0.6 s, 25.0x the band's top 0.024 s)" in text
+    assert text.index("work-5") < text.index("load-11") and "about 1 call in 10 by chance" in text
