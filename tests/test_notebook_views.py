@@ -238,6 +238,31 @@ def test_text_progress_prints_a_bounded_number_of_lines() -> None:
     assert any("further failures" in line for line in out.lines)
 
 
+def test_a_heartbeat_line_carries_the_eta_like_the_progress_lines() -> None:
+    gate = threading.Event()
+
+    @nf.task
+    def long_step() -> int:
+        gate.wait(60)
+        return 1
+
+    with nf.Workflow("beat") as wf:
+        long_step()
+    model, run = start(wf)
+    out = _Lines()
+    printer = TextProgress(model, out, heartbeat=0.0, eta=lambda: "ETA 4.0 s (80%: 3.0 s–5.0 s)")
+    try:
+        deadline = time.monotonic() + 60
+        while not out.lines and time.monotonic() < deadline:  # the task starting is news
+            printer.tick()
+            time.sleep(0.01)
+    finally:
+        gate.set()
+        run.wait()
+    assert out.lines and "0/1 completed" in out.lines[0], out.lines
+    assert out.lines[0].endswith(", ETA 4.0 s (80%: 3.0 s–5.0 s)"), out.lines
+
+
 # -- the widget ------------------------------------------------------------------------------
 
 

@@ -2,7 +2,8 @@
 
 A run prints a bounded number of lines, never one per task: a start line, one line each
 time the share of finished tasks passes another tenth (at most 9, however many tasks),
-a heartbeat line when nothing else was printed for ``heartbeat`` seconds, the first few
+a heartbeat line when nothing else was printed for ``heartbeat`` seconds (each of these with
+the run's ETA once there is history to estimate it from), the first few
 failures and retries as they happen, and a final line.  The summary table is displayed by
 the caller once the run ends.
 """
@@ -76,7 +77,8 @@ class TextProgress:
             self._decile = decile
             self._print(f"{PREFIX} {decile * 10:3d}% {progress_text(m)}{self._eta_suffix()}")
         elif now - self._last_line >= self.heartbeat and m.version != self._last_version:
-            self._print(f"{PREFIX}      {progress_text(m)}")
+            # a long task between two tenths is when an ETA is most wanted
+            self._print(f"{PREFIX}      {progress_text(m)}{self._eta_suffix()}")
         self._last_version = m.version
         return self.lines - before
 
