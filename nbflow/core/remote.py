@@ -30,7 +30,7 @@ class Remote(abc.ABC):
     """Base of remote results; a backend subclass implements ``_fetch`` and ``on_worker``
     (and ``shares_disk`` when its workers can see this machine's disk)."""
 
-    __slots__ = ("_value", "key", "nbytes", "prepared", "worker", "worker_metrics")
+    __slots__ = ("_value", "compute_s", "key", "nbytes", "prepared", "worker", "worker_metrics")
 
     def __init__(self, key: str, nbytes: int | None, worker: str | None) -> None:
         self.key = key  # the task key of the node that produced it
@@ -43,6 +43,10 @@ class Remote(abc.ABC):
         # (CPU seconds, peak RSS in bytes) of the call that made it, as its worker measured
         # them, when they came with its completion; None: not measured.
         self.worker_metrics: tuple[float, int | None] | None = None
+        # Seconds the call computed on its worker, as the worker timed it; None: not told.
+        # (The engine's own clock around the call also counts the wait for a worker and for
+        # the news of the end, which arrives in bursts: history needs the call's own time.)
+        self.compute_s: float | None = None
         self._value: Any = _MISSING
 
     @property

@@ -548,6 +548,10 @@ class Scheduler:
             value = self.metrics.unwrap(i, value)
         elif isinstance(value, Remote) and value.worker_metrics is not None:  # (left remote)
             self.metrics.note(i, *value.worker_metrics)
+        if isinstance(value, Remote) and value.compute_s is not None:
+            # the worker's own timing: the wait above also held the queue on the cluster and
+            # the news of the end (completions come in bursts), which history must not learn
+            duration = value.compute_s
         if cache is not None and self.cache is not None:  # store hook: hash, store if cacheable
             try:
                 size = await cache.commit(i, value, size)

@@ -810,6 +810,8 @@ class DaskBackend:
                 self.placement.finished(key, unique, worker, nbytes, seconds)
         if told is not None and told[3] is not None:  # what the worker measured (_note_metrics)
             result.worker_metrics = told[3]
+        if told is not None:  # this call's compute seconds, timed on its worker
+            result.compute_s = told[2]
         return result, nbytes
 
     def _release(self, i: int, remotes: list[DaskResult]) -> None:
