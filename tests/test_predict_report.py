@@ -63,3 +63,15 @@ def test_the_unusually_slow_say_how_far_above_their_band_furthest_first() -> Non
     assert "load-11 (0.257 s, 0.19% over the band's top 0.257 s)" in text
     assert "work-5 (0.6 s, 25.0x the band's top 0.024 s)" in text
     assert text.index("work-5") < text.index("load-11") and "about 1 call in 10 by chance" in text
+
+
+def test_the_html_report_names_its_columns_for_a_reader() -> None:
+    tasks = pd.DataFrame({
+        "key": ["load-11"], "task": ["load"], "actual_s": [0.2573], "predicted_s": [0.18], "lo_s": [0.1],
+        "hi_s": [0.2568], "error_pct": [-30.0], "outside": ["slow"], "source": "history"})
+    families = pd.DataFrame([{"task": "load", "n": 1, "actual_median_s": 0.2573, "predicted_median_s": 0.18,
+                              "mdape_pct": 30.0, "in_band_pct": 0.0, "slow": 1}])
+    shown = PredictionReport(tasks, families)._repr_html_()
+    for header in ("median error (%)", "in 80% band (%)", "band&#x27;s top (s)", "furthest first"):
+        assert header in shown or header.replace("&#x27;", "'") in shown, shown
+    assert "mdape_pct" not in shown and "outside" not in shown

@@ -60,10 +60,14 @@ class PredictionReport:
     def _repr_html_(self) -> str:
         if self.note:
             return f"<b>prediction report</b>: {self.note}"
+        slow = self.unusually_slow[["key", "task", "actual_s", "predicted_s", "hi_s"]]
         return ("<b>prediction report</b> (predicted from history before the run)"
-                + self.families.to_html(index=False, float_format=lambda v: f"{v:.3g}")
-                + (f"<b>unusually slow</b>{self.unusually_slow.to_html(index=False)}"
-                   if len(self.unusually_slow) else ""))
+                + self.families.rename(columns=_FAM_HEADERS).to_html(
+                    index=False, float_format=lambda v: f"{v:.3g}")
+                + ("<b>unusually slow</b> (above the 80% band; about 1 call in 10 by chance), "
+                   "furthest first" + slow.rename(columns=_SLOW_HEADERS).to_html(
+                       index=False, float_format=lambda v: f"{v:.3g}")
+                   if len(slow) else ""))
 
 
 def _over(actual: float, hi: float) -> str:
@@ -74,6 +78,12 @@ def _over(actual: float, hi: float) -> str:
         return f"{ratio:.1f}x the band's top {hi:.3g} s"
     return f"{(ratio - 1) * 100:.2g}% over the band's top {hi:.3g} s"
 
+
+# what the HTML tables' columns say (the DataFrames keep their names, for code)
+_FAM_HEADERS = {"n": "calls", "actual_median_s": "actual median (s)",
+                "predicted_median_s": "predicted median (s)", "mdape_pct": "median error (%)",
+                "in_band_pct": "in 80% band (%)", "slow": "unusually slow"}
+_SLOW_HEADERS = {"actual_s": "actual (s)", "predicted_s": "predicted (s)", "hi_s": "band's top (s)"}
 
 _TASK_COLS = ["key", "task", "actual_s", "predicted_s", "lo_s", "hi_s", "error_pct", "outside", "source"]
 _FAM_COLS = ["task", "n", "actual_median_s", "predicted_median_s", "mdape_pct", "in_band_pct", "slow"]

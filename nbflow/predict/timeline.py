@@ -4,7 +4,9 @@
   every :data:`ETA_EVERY` seconds per run (an ETA costs a few dozen simulations).
 - :func:`timeline_html`: a Gantt chart as inline SVG: one row per task that started (the
   first :data:`MAX_ROWS` by start time), its actual bar from start to end (to *now* while it
-  runs) coloured by state, and over it the predicted bar (outline) from the same start with
+  runs) coloured by state (a task that waited on a cluster before its call ran, a Dask task
+  sent ahead of its inputs, shows the wait as a thin line and the call's own seconds as the
+  bar, ending when the run learned of its end), and over it the predicted bar (outline) from the same start with
   the duration history predicted before the run.  A dashed line marks *now* and, while the
   run goes, a shaded band the predicted end (ETA 80% band).
 
@@ -89,6 +91,18 @@ def _predicted(run: Any, t: pd.DataFrame) -> dict[str, float]:
     return known
 
 
+def _waited(state: str, span: float, took: float) -> float:
+    """Seconds of a finished task's span before its call ran, or 0.  The span runs from
+    when the run started the task to when it learned of its end; on Dask that also holds
+    the wait for its inputs and a worker (a task is sent ahead of its inputs) and for the
+    news of its end, while ``took`` is the call's own time as its worker measured it.  A
+    thread task's two differ by microseconds: nothing to show."""
+    if state != "completed" or not took == took or took < 0:
+        return 0.0
+    gap = span - took
+    return gap if gap > 0.001 and gap > 0.05 * span else 0.0
+
+
 def timeline_html(run: Any) -> str:
     """The Timeline tab's content (see the module docstring)."""
     if run is None:
@@ -101,6 +115,8 @@ def timeline_html(run: Any) -> str:
     start = t["start"].map(lambda s: s.timestamp()).to_numpy()
     end = t["end"].map(lambda s: s.timestamp() if not pd.isna(s) else math.nan).to_numpy()
     end = np.where(np.isnan(end), now, end)
+    took = (t["duration_s"].astype(float).to_numpy() if "duration_s" in t.columns
+            else np.full(len(t), math.nan))
     origin = float(getattr(run, "started_at", math.nan))
     origin = origin if origin == origin else float(start.min())
     try:
@@ -124,16 +140,21 @@ def timeline_html(run: Any) -> str:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="nbflow-timeline" width="{width}" '
              f'height="{height}" data-tasks="{len(t)}" data-predicted="{sum(k in pred for k in t["key"])}" '
              f'style="font:10px sans-serif">']
-    for row, (key, state, s, e) in enumerate(zip(t["key"], t["state"], start, end, strict=True)):
+    for row, (key, state, s, e, d) in enumerate(zip(t["key"], t["state"], start, end, took, strict=True)):
         y = 4 + row * row_h
+        label = f'<text x="{label_w - 4}" y="{y + 10}" text-anchor="end">{html.escape(str(key))[:24]}</text>'
+        bar = [f'<g class="nbflow-bar" data-key="{html.escape(str(key))}" data-state="{state}">', label]
+        waited = _waited(state, e - s, d)
+        if waited:  # the call's own time ends the span; before it, a thin line: it waited
+            bar.append(f'<rect class="waiting" x="{label_w + (s - origin) * scale:.1f}" y="{y + row_h / 2 - 1:.1f}" '
+                       f'width="{max(waited * scale, 1.0):.1f}" height="2" fill="#b0bec5"/>')
+            s += waited
         x0 = label_w + (s - origin) * scale
         w_actual = max((e - s) * scale, 1.0)
         colour = _STATE_COLOURS.get(state, "#90a4ae")
-        tip = f"{key}: {state}, {e - s:.3g} s"
-        bar = [f'<g class="nbflow-bar" data-key="{html.escape(str(key))}" data-state="{state}">',
-               f'<text x="{label_w - 4}" y="{y + 10}" text-anchor="end">{html.escape(str(key))[:24]}</text>',
-               f'<rect class="actual" x="{x0:.1f}" y="{y + 2}" width="{w_actual:.1f}" height="{row_h - 4}" '
-               f'fill="{colour}"/>']
+        tip = f"{key}: {state}, {e - s:.3g} s" + (f" (waited {waited:.3g} s before)" if waited else "")
+        bar.append(f'<rect class="actual" x="{x0:.1f}" y="{y + 2}" width="{w_actual:.1f}" height="{row_h - 4}" '
+                   f'fill="{colour}"/>')
         p = pred.get(key)
         if p is not None:
             tip += f" (predicted {p:.3g} s)"
