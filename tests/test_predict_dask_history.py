@@ -18,7 +18,7 @@ import nbflow as nf
 
 pytest.importorskip("distributed")
 
-from dask_clusters import own_client  # noqa: E402
+from dask_clusters import own_client
 
 SLEEP = {"make": 0.2, "step": 0.3}
 

@@ -42,7 +42,7 @@ def _worker_counts(workers: int | Sequence[int] | None) -> list[int]:
     if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
         raise ForecastError(f"workers must be a whole number >= 1 or a list of them, e.g. [1, 2, 4], "
                             f"got {workers!r}")
-    ws = list(given)
+    ws: list[Any] = list(given)
     whole = all(isinstance(w, numbers.Integral) and not isinstance(w, bool) for w in ws)
     if not ws or not whole or any(w < 1 for w in ws):
         raise ForecastError(f"workers must be a whole number >= 1 or a non-empty list of them, e.g. "

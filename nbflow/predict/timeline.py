@@ -4,10 +4,10 @@
   every :data:`ETA_EVERY` seconds per run (an ETA costs a few dozen simulations).
 - :func:`timeline_html`: a Gantt chart as inline SVG: one row per task that started (the
   first :data:`MAX_ROWS` by start time), its actual bar from start to end (to *now* while it
-  runs) coloured by state (a task that waited on a cluster before its call ran, a Dask task
-  sent ahead of its inputs, shows the wait as a thin line and the call's own seconds as the
-  bar, ending when the run learned of its end), and over it the predicted bar (outline) from the same start with
-  the duration history predicted before the run.  A dashed line marks *now* and, while the
+  runs) coloured by state (a task that waited on a cluster before its call ran, a Dask
+  task sent ahead of its inputs, shows the wait as a thin line and the call's own seconds
+  as the bar, ending when the run learned of its end), and over it the predicted bar
+  (outline) from the same start with the duration history predicted before the run.  A dashed line marks *now* and, while the
   run goes, a shaded band the predicted end (ETA 80% band).
 
 Both read the public ``run.tasks``; predictions come from the predictor that live views
@@ -97,7 +97,7 @@ def _waited(state: str, span: float, took: float) -> float:
     the wait for its inputs and a worker (a task is sent ahead of its inputs) and for the
     news of its end, while ``took`` is the call's own time as its worker measured it.  A
     thread task's two differ by microseconds: nothing to show."""
-    if state != "completed" or not took == took or took < 0:
+    if state != "completed" or took != took or took < 0:
         return 0.0
     gap = span - took
     return gap if gap > 0.001 and gap > 0.05 * span else 0.0
@@ -146,15 +146,16 @@ def timeline_html(run: Any) -> str:
         bar = [f'<g class="nbflow-bar" data-key="{html.escape(str(key))}" data-state="{state}">', label]
         waited = _waited(state, e - s, d)
         if waited:  # the call's own time ends the span; before it, a thin line: it waited
-            bar.append(f'<rect class="waiting" x="{label_w + (s - origin) * scale:.1f}" y="{y + row_h / 2 - 1:.1f}" '
+            x_wait = label_w + (s - origin) * scale
+            bar.append(f'<rect class="waiting" x="{x_wait:.1f}" y="{y + row_h / 2 - 1:.1f}" '
                        f'width="{max(waited * scale, 1.0):.1f}" height="2" fill="#b0bec5"/>')
             s += waited
         x0 = label_w + (s - origin) * scale
         w_actual = max((e - s) * scale, 1.0)
         colour = _STATE_COLOURS.get(state, "#90a4ae")
         tip = f"{key}: {state}, {e - s:.3g} s" + (f" (waited {waited:.3g} s before)" if waited else "")
-        bar.append(f'<rect class="actual" x="{x0:.1f}" y="{y + 2}" width="{w_actual:.1f}" height="{row_h - 4}" '
-                   f'fill="{colour}"/>')
+        bar.append(f'<rect class="actual" x="{x0:.1f}" y="{y + 2}" width="{w_actual:.1f}" '
+                   f'height="{row_h - 4}" fill="{colour}"/>')
         p = pred.get(key)
         if p is not None:
             tip += f" (predicted {p:.3g} s)"
