@@ -7,8 +7,9 @@
   runs) coloured by state (a task that waited on a cluster before its call ran, a Dask
   task sent ahead of its inputs, shows the wait as a thin line and the call's own seconds
   as the bar, ending when the run learned of its end), and over it the predicted bar
-  (outline) from the same start with the duration history predicted before the run.  A dashed line marks *now* and, while the
-  run goes, a shaded band the predicted end (ETA 80% band).
+  (outline) from the same start with the duration history predicted before the run.  A
+  dashed line marks *now* and, while the run goes, a shaded band the predicted end (ETA 80%
+  band).
 
 Both read the public ``run.tasks``; predictions come from the predictor that live views
 share (:func:`nbflow.predict.eta.live_predictor`), and the ETA band from the run's shared
