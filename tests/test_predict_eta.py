@@ -170,6 +170,34 @@ def test_forecast_takes_one_worker_count_or_a_list_and_refuses_anything_else_by_
             nf.forecast(wf, workers=[1], predictor=p, samples=bad_samples)
 
 
+def test_forecast_counts_a_maps_items_as_in_its_last_run_and_says_so() -> None:
+    @nf.task
+    def listing(n: int) -> list[int]:
+        return list(range(n))
+
+    @nf.task
+    def item(i: int) -> int:
+        return i
+
+    @nf.task
+    def agg(xs: list[int]) -> int:
+        return sum(xs)
+
+    with nf.Workflow("fc-map") as wf:
+        agg(item.map(listing(12)))
+    p = _fitted_on({"listing": 0.1, "item": 1.0, "agg": 0.1})
+    before = nf.forecast(wf, workers=[1], predictor=p)
+    assert before.maps == {"item.map-0": None} and before.tasks == 2
+    assert "not counted" in str(before) and "item.map-0" in str(before)
+    wf.run(cache=False)  # the map had 12 items
+    fc = nf.forecast(wf, workers=[1, 4], predictor=p)
+    assert fc.maps == {"item.map-0": 12} and fc.tasks == 14
+    t = fc.table.set_index("workers")["makespan_s"]
+    assert t[1] == pytest.approx(0.1 + 12 * 1.0 + 0.1, rel=0.15)  # the items run one by one
+    assert t[4] == pytest.approx(0.1 + 3 * 1.0 + 0.1, rel=0.15)  # ... or four at a time
+    assert "item.map-0 (12 items, as in its last run)" in str(fc)
+
+
 def test_eta_follows_the_pace_of_the_runs_finished_tasks() -> None:
     from nbflow.predict.eta import RunSnapshot, run_pace
 

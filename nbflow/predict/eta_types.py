@@ -67,7 +67,9 @@ class Forecast:
     within 10% of the best; ``no_history``: task names predicted without history of their
     own; ``fallbacks``: for every task name not predicted from its own history (or whose
     code changed since), how it was predicted (``code lineage: <name>``, ``similar name:
-    <name>``, ``global prior`` or ``history (code changed)``).
+    <name>``, ``global prior`` or ``history (code changed)``); ``maps``: for every map over
+    a Ref (items known only when it runs), the items counted for it (as many as in its
+    newest run; None: never run, counted as nothing).
     """
 
     table: pd.DataFrame
@@ -77,6 +79,7 @@ class Forecast:
     no_history: list[str]
     tasks: int
     fallbacks: dict[str, str] = field(default_factory=dict)
+    maps: dict[str, int | None] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"forecast: {self.tasks} tasks, critical path {fmt_seconds(self.critical_path_s)}, "
@@ -94,6 +97,14 @@ class Forecast:
         out = [f"no history: {', '.join(new)}"] if new else []
         if changed:
             out.append(f"code changed (predicted from its earlier versions): {', '.join(changed)}")
+        # a map over a Ref has its items only when it runs: say what was assumed of them
+        counted = [f"{k} ({n} items, as in its last run)" for k, n in self.maps.items() if n is not None]
+        missing = [k for k, n in self.maps.items() if n is None]
+        if counted:
+            out.append(f"maps over a result: {', '.join(counted[:10])}")
+        if missing:
+            out.append(f"not counted (a map over a result never run before; its items are known only "
+                       f"when it runs, so the makespans above leave them out): {', '.join(missing[:10])}")
         return out
 
     def _repr_html_(self) -> str:
