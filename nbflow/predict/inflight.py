@@ -79,8 +79,16 @@ def priority_of(ref: Any) -> int:
 
 
 def _workers_of(run: Any) -> int:
+    """How many tasks of ``run`` can run at once: its ``workers`` when set, else the threads
+    of the cluster or process pool its tasks went to (a Dask run's 2 workers are 2, not the
+    local thread pool's size), else the thread pool's size."""
     if run.workers:
         return int(run.workers)
+    backends = getattr(run, "backends", None) or {}
+    remote = [getattr(b, "capacity", None) for name, b in backends.items() if name in ("dask", "process")]
+    remote = [c for c in remote if isinstance(c, (int, float)) and 1 <= c < math.inf]
+    if remote:
+        return int(sum(remote))
     from nbflow.engine.backends.local import DEFAULT_THREADS
 
     return DEFAULT_THREADS
