@@ -144,6 +144,16 @@ def test_eta_is_simulated_again_when_enough_finished_or_tasks_were_added(counted
     assert live.simulations == 4
 
 
+def test_an_estimate_counted_down_to_nothing_with_tasks_left_is_made_again(counted: list[int]) -> None:
+    run, clock = FakeRun(40), Clock()
+    live = _live(run, clock)
+    first = live.current()
+    assert first is not None and live_mod.ETA_MIN_EVERY < first.remaining_s < live_mod.ETA_MAX_EVERY - 1
+    clock.t = first.remaining_s + 0.5  # nothing finished, and the estimate has run out
+    e = live.current()
+    assert live.simulations == 2 and e is not None and e.remaining_s > 0
+
+
 def test_an_expensive_simulation_pushes_the_next_one_out(counted: list[int]) -> None:
     run, clock = FakeRun(40), Clock()
     cost = 1.0  # every simulation "takes" a second on the timer
@@ -217,6 +227,7 @@ def test_the_widgets_estimates_are_made_in_another_process(
     # an estimate from the helper costs the kernel a hand-over its budget does not see: the
     # helper is asked again only ETA_MIN_EVERY after, however much finished
     run.finish(20)
+    live.cost = 0.0  # (as if the helper's estimate was cheap: its own cost is not what is tested)
     clock.t = live_mod.ETA_MIN_EVERY - 0.5
     assert live.current(patient=True) is not None and live._pending is None and live.simulations == 1
     clock.t = live_mod.ETA_MIN_EVERY + 0.01

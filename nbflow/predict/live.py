@@ -88,7 +88,8 @@ class LiveEta:
 
     A new simulation is due when :data:`ETA_RESIM_DONE` of the tasks that were left at the
     last one have finished since, or tasks were added (a map expanded), or
-    :data:`ETA_MAX_EVERY` seconds passed; and in any case not before ``max(floor,
+    :data:`ETA_MAX_EVERY` seconds passed, or the last estimate counted down to nothing with
+    tasks still left; and in any case not before ``max(floor,
     cost / ETA_BUDGET)`` seconds after the last one (``cost``: how long that one took;
     ``floor``: :data:`ETA_MIN_EVERY` after an estimate made in the helper process,
     :data:`ETA_MIN_EVERY_HERE` after one made here, whose cost the budget already bounds).
@@ -140,7 +141,9 @@ class LiveEta:
         if age < max(floor, self.cost / ETA_BUDGET):
             return False
         progressed = self._left - left >= max(1.0, ETA_RESIM_DONE * self._left)
-        return progressed or total != self._total or age >= ETA_MAX_EVERY
+        # counted down to its end with tasks left: it is wrong now, whatever finished since
+        ran_out = left > 0 and age >= self.last.remaining_s
+        return progressed or ran_out or total != self._total or age >= ETA_MAX_EVERY
 
     def current(self, patient: bool = False) -> Eta | None:
         """The run's ETA now; None without history (or while its predictor is being fitted).
