@@ -96,7 +96,9 @@ def _waited(state: str, span: float, took: float) -> float:
     """Seconds of a finished task's span before its call ran, or 0.  The span runs from
     when the run started the task to when it learned of its end; on Dask that also holds
     the wait for its inputs and a worker (a task is sent ahead of its inputs) and for the
-    news of its end, while ``took`` is the call's own time as its worker measured it.  A
+    news of its end, while ``took`` is the call's own time as its worker measured it (and
+    a task sent ahead is learned of as started when its inputs are, which can be after its
+    call ran: the span is then shorter than the call, and the bar is the call's).  A
     thread task's two differ by microseconds: nothing to show."""
     if state != "completed" or took != took or took < 0:
         return 0.0
@@ -150,7 +152,8 @@ def timeline_html(run: Any) -> str:
             x_wait = label_w + (s - origin) * scale
             bar.append(f'<rect class="waiting" x="{x_wait:.1f}" y="{y + row_h / 2 - 1:.1f}" '
                        f'width="{max(waited * scale, 1.0):.1f}" height="2" fill="#b0bec5"/>')
-            s += waited
+        if state == "completed" and d == d and d >= 0:
+            s = e - d  # (a task sent ahead can be learned of as started after its call ran)
         x0 = label_w + (s - origin) * scale
         w_actual = max((e - s) * scale, 1.0)
         colour = _STATE_COLOURS.get(state, "#90a4ae")
