@@ -37,7 +37,8 @@ def step(xs: list[int]) -> list[int]:
     return [x + 1 for x in xs]
 
 
-def test_a_dask_runs_history_has_each_calls_compute_seconds_and_its_eta_the_clusters_threads(tmp_path, monkeypatch) -> None:
+def test_a_dask_runs_history_has_each_calls_compute_seconds_and_its_eta_the_clusters_threads(
+        tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("NBFLOW_HOME", str(tmp_path))
     with nf.Workflow("dask-seconds") as wf:
         for i in range(4):  # four chains on two workers: most links submitted ahead, unheld
