@@ -217,3 +217,13 @@ def test_eta_follows_the_pace_of_the_runs_finished_tasks() -> None:
     assert plain < paced <= truth * 1.05
     assert abs(paced - truth) < abs(plain - truth)
     assert run_pace(p, None) == 1.0
+
+
+def test_an_eta_says_which_tasks_it_guessed_without_their_own_history() -> None:
+    from nbflow.predict.eta import Eta
+
+    e = Eta(4.0, 3.0, 5.0, 1.0, 2, 10, no_history=["brand_new"])
+    assert str(e).endswith("2/10 tasks done; guessed without history of their own: brand_new")
+    many = Eta(4.0, 3.0, 5.0, 1.0, 2, 10, no_history=[f"t{i}" for i in range(7)])
+    assert str(many).endswith("t0, t1, t2, t3, t4 (+2)")
+    assert "guessed" not in str(Eta(4.0, 3.0, 5.0, 1.0, 2, 10))

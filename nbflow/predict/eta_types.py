@@ -47,7 +47,11 @@ class Eta:
     def __str__(self) -> str:
         if math.isnan(self.remaining_s):
             return f"ETA unknown ({self.done}/{self.total} tasks done)"
-        return f"{self.band_text()}, {self.done}/{self.total} tasks done"
+        # a task new to history is guessed from others: say which, as the forecast does
+        new = (f"; guessed without history of their own: {', '.join(self.no_history[:5])}"
+               + (f" (+{len(self.no_history) - 5})" if len(self.no_history) > 5 else "")
+               if self.no_history else "")
+        return f"{self.band_text()}, {self.done}/{self.total} tasks done{new}"
 
     def band_text(self) -> str:
         """``ETA 12 s (80%: 10–15 s)``, saying so when the band is not calibrated yet."""
