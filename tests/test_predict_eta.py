@@ -161,6 +161,8 @@ def test_forecast_takes_one_worker_count_or_a_list_and_refuses_anything_else_by_
     assert nf.forecast(wf, workers=3, predictor=p).table["workers"].tolist() == [3]
     assert nf.forecast(wf, workers=np.int64(2), predictor=p).table["workers"].tolist() == [2]
     assert nf.forecast(wf, workers=None, predictor=p).table["workers"].tolist() == [1, 2, 4, 8, 16]
+    text = str(nf.forecast(wf, workers=[1, 2], predictor=p))
+    assert "   1 worker:  " in text and "   2 workers: " in text  # (not "1 workers")
     # a string is not read as the counts 1 and 6, a fraction is not rounded down
     for bad in ("16", [2.5], 0, [True], [], [4, -1]):
         with pytest.raises(ForecastError, match=r"workers must be a whole number >= 1.*e\.g\. \[1, 2, 4\]"):

@@ -89,7 +89,8 @@ class Forecast:
         lines = [f"forecast: {self.tasks} tasks, critical path {fmt_seconds(self.critical_path_s)}, "
                  f"recommended workers {self.recommended_workers}"]
         for r in self.table.itertuples():
-            lines.append(f"  {r.workers:>4} workers: {fmt_seconds(r.makespan_s)} "
+            noun = "worker: " if r.workers == 1 else "workers:"
+            lines.append(f"  {r.workers:>4} {noun} {fmt_seconds(r.makespan_s)} "
                          f"(80%: {fmt_seconds(r.makespan_lo)}–{fmt_seconds(r.makespan_hi)})")
         lines += [f"  {line}" for line in self._fallback_lines()]
         return "\n".join(lines)
