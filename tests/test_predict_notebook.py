@@ -52,7 +52,9 @@ def test_progress_lines_carry_the_eta_once_history_exists(tmp_path: Path) -> Non
 
 
 FASTER = [
-    "import nbflow as nf\nimport time\nSECONDS = 0.8",
+    "import nbflow as nf\nimport time\nSECONDS = 0.8\n"
+    "import nbflow.predict.eta as eta\n"
+    "eta.ETA_BUDGET = 1.0  # (an estimate's cost, slow on a loaded machine, is not what is tested)",
     "@nf.task\ndef slow_then_fast(i):\n    time.sleep(SECONDS)\n    return i",
     "%%workflow pace --workers 2 --no-cache --quiet\nparts = [slow_then_fast(i) for i in range(20)]",
     "SECONDS = 0.2  # the same tasks, four times faster than their history",
