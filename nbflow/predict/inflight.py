@@ -85,8 +85,8 @@ def _workers_of(run: Any) -> int:
     if run.workers:
         return int(run.workers)
     backends = getattr(run, "backends", None) or {}
-    remote = [getattr(b, "capacity", None) for name, b in backends.items() if name in ("dask", "process")]
-    remote = [c for c in remote if isinstance(c, (int, float)) and 1 <= c < math.inf]
+    capacities = [getattr(b, "capacity", None) for name, b in backends.items() if name in ("dask", "process")]
+    remote: list[float] = [float(c) for c in capacities if isinstance(c, (int, float)) and 1 <= c < math.inf]
     if remote:
         return int(sum(remote))
     from nbflow.engine.backends.local import DEFAULT_THREADS
