@@ -27,6 +27,10 @@ CELLS = [
     "print('forecast ok')",
     "@nf.task\ndef fresh(x):\n    return x",
     "%%workflow never_ran --forecast\nfresh(step(1))",
+    "@nf.task\ndef listing(n):\n    return list(range(n))",
+    "%%workflow mapped --forecast\nout = step.map(listing(12))",
+    "%%workflow mapped --no-cache --quiet\nout = step.map(listing(12))",
+    "%%workflow mapped --forecast --workers 2\nout = step.map(listing(12))",
 ]
 
 
@@ -49,6 +53,10 @@ def test_progress_lines_carry_the_eta_once_history_exists(tmp_path: Path) -> Non
     assert 'class="nbflow-forecast"' in h.html(shown) and "   3 workers:" in h.text(shown)
     assert "forecast ok" in h.text(nb.cells[6])
     assert "no history: fresh" in h.text(nb.cells[8])
+    # a map over a result: left out and said so before it ever ran, then its 12 items counted
+    assert "not counted" in h.text(nb.cells[10]) and "step.map-0" in h.text(nb.cells[10])
+    assert "step.map-0 (12 items, as in its last run)" in h.text(nb.cells[12])
+    assert "forecast: 13 tasks" in h.text(nb.cells[12])  # listing and the 12 items
 
 
 FASTER = [
