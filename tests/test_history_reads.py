@@ -357,3 +357,51 @@ def _counted_opens() -> Iterator[list[Any]]:
         yield opened
     finally:
         journal_mod.connect = real
+
+
+def test_durations_and_output_sizes_asked_together_are_read_in_one_pass() -> None:
+    for _ in range(2):
+        _graph([100, 200, 300]).run(cache=False)
+    _graph([100, 200, 300], extra_first=True).run(cache=False)  # (keys at other indexes too)
+    keys = [r.key for r in _graph([100, 200, 300]).nodes]
+    get_store().journal.flush()
+
+    def read(together: tuple[str, ...]) -> tuple[dict[str, int], Means, Means]:
+        with _counted() as seen, recent.one_answer_per_query(together):
+            durations = recent.recent_means("duration_s", "hist", keys=keys)
+            sizes = recent.recent_means("output_bytes", "hist", keys=keys)
+            assert recent.recent_means("output_bytes", "hist", keys=keys) == sizes  # (asked once)
+        return seen, durations, sizes
+
+    apart, durations, sizes = read(())
+    one, durations_1, sizes_1 = read(("duration_s", "output_bytes"))
+    with _counted() as alone, recent.one_answer_per_query():
+        recent.recent_means("duration_s", "hist", keys=keys)
+    assert one["statements"] == alone["statements"] < apart["statements"]
+    assert (durations_1, sizes_1) == (durations, sizes)
+    _same(sizes_1, _reference("output_bytes", "hist"), keys)
+    _same(durations_1, _reference("duration_s", "hist"), keys)
+    assert sizes_1[1] and durations_1[1]  # (both were found: the comparison compared numbers)
+    with pytest.raises(ValueError, match="peak_memory"), recent.one_answer_per_query(("peak_memory",)):
+        pass
+
+
+def test_a_dask_runs_preparation_reads_durations_and_sizes_together(monkeypatch, dask_cluster) -> None:
+    import distributed
+
+    from nbflow import workflow as workflow_mod
+
+    asked: list[tuple[str, ...]] = []
+    real = workflow_mod.one_answer_per_query
+
+    def spy(together: tuple[str, ...] = ()) -> Any:
+        asked.append(tuple(together))
+        return real(together)
+
+    monkeypatch.setattr(workflow_mod, "one_answer_per_query", spy)
+    wf = _graph([1, 2])
+    assert wf.run(cache=False).status == "completed"
+    assert asked == [()]  # the thread backend places nothing: durations alone
+    with distributed.Client(dask_cluster, set_as_default=False) as client:
+        assert wf.run(cache=False, backend=client).status == "completed"
+    assert asked == [(), ("duration_s", "output_bytes")]
