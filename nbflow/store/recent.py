@@ -269,8 +269,13 @@ def _key_means(store: Any, cols: tuple[str, ...], sizes: dict[str, int],
         if keys[idx] == key:
             found[run_id][idx] = 1
             for c, value in zip(cols, values, strict=True):
-                if value is not None:
-                    _add(sums[c], key, value)
+                if value is not None:  # (_add, inline: a row per node and run)
+                    acc = sums[c].get(key)
+                    if acc is None:
+                        sums[c][key] = [value, 1]
+                    else:
+                        acc[0] += value
+                        acc[1] += 1
     for run_id, marks in found.items():
         todo = list(compress(range(n), marks.translate(_FLIP))) if marks.count(0) else []
         _elsewhere(store, cols, run_id, sizes[run_id], keys, todo, sums)
