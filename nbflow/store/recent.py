@@ -85,6 +85,16 @@ WHERE t.run_id IN ({runs}) AND t.idx < ?
   AND t.state = 'completed' AND t.cached = 0 AND {nonnull}
 """
 
+# The same summed per node in SQLite, with the number of runs holding the node's key there:
+# when every run holds every key of the graph at its own index (the same graph run again),
+# this is the whole answer, a row per node instead of one per node and run.  (An attempt
+# whose columns are NULL still shows that its run holds the key there: COUNT skips NULLs.)
+_AT_INDEX_SUMS_SQL = """
+SELECT t.idx, t.key, COUNT(*), {totals} FROM task_runs t
+WHERE t.run_id IN ({runs}) AND t.idx < ? AND t.state = 'completed' AND t.cached = 0
+GROUP BY t.idx, t.key
+"""
+
 # The same for one run (a long map's history is its newest run alone: no run id per row).
 _AT_INDEX_ONE_SQL = """
 SELECT t.idx, t.key, {values} FROM task_runs t
@@ -263,6 +273,10 @@ def _key_means(store: Any, cols: tuple[str, ...], sizes: dict[str, int],
     query = store.journal.query
     if len(ids) == 1:
         return _one_run_key_means(store, cols, ids[0], sizes[ids[0]], keys)
+    if all(size >= n for size in sizes.values()):  # (else some run cannot hold every key)
+        got = _key_means_if_same(store, cols, ids, keys)
+        if got is not None:
+            return got
     sums: dict[str, Sums] = {c: {} for c in cols}
     found = {r: bytearray(n) for r in ids}  # 1: the run holds the graph's key at that index
     for run_id, idx, key, *values in query(_sql(_AT_INDEX_SQL, cols, runs=_marks(ids)), [*ids, n]):
@@ -280,6 +294,26 @@ def _key_means(store: Any, cols: tuple[str, ...], sizes: dict[str, int],
         todo = list(compress(range(n), marks.translate(_FLIP))) if marks.count(0) else []
         _elsewhere(store, cols, run_id, sizes[run_id], keys, todo, sums)
     return {c: _finish(sums[c]) for c in cols}
+
+
+def _key_means_if_same(store: Any, cols: tuple[str, ...], ids: list[str],
+                       keys: list[str]) -> dict[str, dict[str, float]] | None:
+    """:func:`_key_means` summed in SQLite, when every run of ``ids`` completed every key of
+    the graph at its own node index (else None: the rows are read one by one)."""
+    n = len(keys)
+    totals = ", ".join(f"SUM(t.{c}), COUNT(t.{c})" for c in cols)
+    rows = store.journal.query(_sql(_AT_INDEX_SUMS_SQL, cols, totals=totals, runs=_marks(ids)), [*ids, n])
+    held = 0
+    out: dict[str, dict[str, float]] = {c: {} for c in cols}
+    for idx, key, runs, *got in rows:
+        if keys[idx] != key:
+            continue
+        held += runs
+        for j, c in enumerate(cols):
+            count = got[2 * j + 1]
+            if count:
+                out[c][key] = got[2 * j] / count
+    return out if held == n * len(ids) else None
 
 
 def _one_run_key_means(store: Any, cols: tuple[str, ...], run_id: str, size: int,
