@@ -328,7 +328,7 @@ def retrying(fn: Callable[[], Any], what: str, attempts: int = 60, *, path: Any 
     """
     delay = 0.005
     start = time.monotonic()
-    limit, notice = settings.lock_timeout(), settings.lock_notice()
+    limit = notice = 0.0  # (read at the first wait: most transactions and queries never wait)
     told = False
     n = 0
     while True:
@@ -338,6 +338,8 @@ def retrying(fn: Callable[[], Any], what: str, attempts: int = 60, *, path: Any 
             if not _is_busy(e):
                 raise
             n += 1
+            if n == 1:
+                limit, notice = settings.lock_timeout(), settings.lock_notice()
             waited = time.monotonic() - start
             if waited >= limit or n >= attempts:
                 raise StoreBusy(
