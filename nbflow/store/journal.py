@@ -469,7 +469,10 @@ class Journal:
     #
     # The writer thread lives while runs are active or writes are queued: it exits when the
     # queue is empty and no run is active, and the next write starts it again.  So once a
-    # run has returned, no thread it caused is left running.  Its connection is not
+    # run has returned, no thread it caused is left running, except for rows the run left
+    # to come: a Dask run's transfer rows, read after it returned, hold the writer (as a run
+    # does: run_started/run_finished) until they are committed, so the run's writer writes
+    # them instead of a second one started for them.  Its connection is not
     # closed but parked for the next writer (.parked: opening and the checkpoint of the
     # last close cost more than a small run's rows).
 
