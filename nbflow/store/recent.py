@@ -18,7 +18,12 @@ What it reads is what the run being prepared needs, not what the store holds:
   each recent run, a row each.  A key found at another index (the graph changed) is looked
   up by name in that run.  A key names one node of a run (``name-N``, N counted per task
   name), which is what makes "found at its own index" the whole answer for that run.
-  Without ``keys`` every key of the recent runs is averaged (``nf.plan``, reports).
+  Without ``keys`` every key of the recent runs is averaged (``nf.plan``, reports).  When
+  every recent run holds every key of the graph at its own index (the same graph run
+  again: the usual case), SQLite sums the rows per node and Python gets a row per node.
+* **several columns in one pass**: a Dask run's preparation wants durations and output
+  sizes of the same rows; inside ``one_answer_per_query(together=...)`` the first question
+  reads both (the same statements, a column more each).
 """
 
 from __future__ import annotations
