@@ -440,3 +440,28 @@ def test_runs_of_the_same_graph_come_back_as_a_row_per_node_not_per_node_and_run
     got = recent.recent_means("duration_s", "same", keys=keys)
     assert returned[0] == 3 * 61  # (row by row, to find what each run holds)
     _same(got, _reference("duration_s", "same"), keys)
+
+
+def test_keys_looked_for_in_every_run_cost_the_same_statements_for_two_runs_or_five(monkeypatch) -> None:
+    store = get_store()
+    statements: list[str] = []
+    real = store.journal.query
+
+    def counted(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        statements.append(sql)
+        return real(sql, params)
+
+    keys = [r.key for r in _graph([100, 200, 300]).nodes]
+    counts = []
+    for runs in (2, 5):
+        while len(recent._recent_runs(store, "hist", "", recent.RECENT_RUNS)) < runs:
+            _graph([100, 200, 300], extra_first=True).run(cache=False)  # (every key moved)
+        store.journal.flush()
+        statements.clear()
+        monkeypatch.setattr(store.journal, "query", counted)
+        got = recent.recent_means("duration_s", "hist", keys=keys)
+        monkeypatch.setattr(store.journal, "query", real)
+        _same(got, _reference("duration_s", "hist"), keys)
+        assert got[1]  # (the moved keys were found by name)
+        counts.append(len(statements))
+    assert counts[0] == counts[1], counts  # a statement for all the runs, not one per run

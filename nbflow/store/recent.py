@@ -118,22 +118,23 @@ WHERE t.run_id = ? AND t.idx < ?
 _KEYS_SQL = "SELECT COUNT(*), group_concat(key, char(31)) FROM nodes WHERE run_id = ? AND idx < ?"
 _SEP = "\x1f"
 
-# Which of these node indexes of a run hold which keys (by primary key).
+# Which of these node indexes of some runs hold which keys (by primary key).
 _NODES_AT_SQL = """
-SELECT idx, key FROM nodes WHERE run_id = ? AND idx IN (SELECT value FROM json_each(?))
+SELECT run_id, idx, key FROM nodes
+WHERE run_id IN ({runs}) AND idx IN (SELECT value FROM json_each(?))
 """
 
-# A run's attempts of some keys, wherever their nodes are (the graph changed since).
+# Some runs' attempts of some keys, wherever their nodes are (the graph changed since).
 _BY_NAME_SQL = """
-SELECT t.key, {values} FROM task_runs t
-WHERE t.run_id = ? AND t.key IN (SELECT value FROM json_each(?))
+SELECT t.run_id, t.key, {values} FROM task_runs t
+WHERE t.run_id IN ({runs}) AND t.key IN (SELECT value FROM json_each(?))
   AND t.state = 'completed' AND t.cached = 0 AND {nonnull}
 """
 
-# Every attempt of a (small) run.
+# Every attempt of some (small) runs.
 _RUN_SQL = """
-SELECT t.key, {values} FROM task_runs t
-WHERE t.run_id = ? AND t.state = 'completed' AND t.cached = 0 AND {nonnull}
+SELECT t.run_id, t.key, {values} FROM task_runs t
+WHERE t.run_id IN ({runs}) AND t.state = 'completed' AND t.cached = 0 AND {nonnull}
 """
 
 # Is there one completed attempt that ran, in the recent runs?  Stops at the first.
@@ -295,9 +296,9 @@ def _key_means(store: Any, cols: tuple[str, ...], sizes: dict[str, int],
                     else:
                         acc[0] += value
                         acc[1] += 1
-    for run_id, marks in found.items():
-        todo = list(compress(range(n), marks.translate(_FLIP))) if marks.count(0) else []
-        _elsewhere(store, cols, run_id, sizes[run_id], keys, todo, sums)
+    todo = {run_id: list(compress(range(n), marks.translate(_FLIP)))
+            for run_id, marks in found.items() if marks.count(0)}
+    _elsewhere(store, cols, todo, sizes, keys, sums)
     return {c: _finish(sums[c]) for c in cols}
 
 
@@ -339,7 +340,7 @@ def _one_run_key_means(store: Any, cols: tuple[str, ...], run_id: str, size: int
         for c, value in zip(cols, values, strict=True):
             if value is not None:
                 _add(sums[c], key, value)
-    _elsewhere(store, cols, run_id, size, keys, todo, sums)
+    _elsewhere(store, cols, {run_id: todo}, {run_id: size}, keys, sums)
     return {c: _finish(sums[c]) for c in cols}
 
 
@@ -374,26 +375,38 @@ def _same_keys_means(store: Any, cols: tuple[str, ...], run_id: str,
     return {c: _finish(sums[c]) for c in cols}
 
 
-def _elsewhere(store: Any, cols: tuple[str, ...], run_id: str, size: int, keys: list[str],
-               todo: list[int], sums: dict[str, Sums]) -> None:
-    """Add to ``sums`` (per column) the attempts of one run for the graph's keys at the
-    indexes ``todo`` (none of that run's attempts at those indexes was theirs): the run's
-    own node at such an index may hold the key (then it has no attempt to count), else the
-    run is searched for the key by name."""
+def _elsewhere(store: Any, cols: tuple[str, ...], todo: dict[str, list[int]], sizes: dict[str, int],
+               keys: list[str], sums: dict[str, Sums]) -> None:
+    """Add to ``sums`` (per column) the attempts of some runs for the graph's keys at the
+    indexes ``todo[run]`` (none of that run's attempts at those indexes was theirs): the
+    run's own node at such an index may hold the key (then it has no attempt to count), else
+    the run is searched for the key by name.  A statement for every run at once (not one
+    per run: a graph that changed leaves every recent run with keys to look for), then
+    Python keeps each run's own rows."""
+    todo = {r: t for r, t in todo.items() if t}
     if not todo:
         return
     query = store.journal.query
-    at_home = query(_NODES_AT_SQL, (run_id, json.dumps([i for i in todo if i < size])))
-    home = {i for i, key in at_home if keys[i] == key}  # (there, with no attempt to count)
-    wanted = {keys[i] for i in todo if i not in home}
-    if not wanted:
-        return
-    if size <= len(wanted):  # (a smaller run than the keys asked for: read it whole)
-        rows = query(_sql(_RUN_SQL, cols), (run_id,))
-    else:
-        rows = query(_sql(_BY_NAME_SQL, cols), (run_id, json.dumps(sorted(wanted))))
-    for key, *values in rows:
-        if key in wanted:
+    runs = list(todo)
+    places = sorted({i for r in runs for i in todo[r] if i < sizes[r]})
+    home: dict[str, set[int]] = {r: set() for r in runs}
+    if places:
+        asked = {r: set(todo[r]) for r in runs}
+        for run_id, i, key in query(_NODES_AT_SQL.format(runs=_marks(runs)), (*runs, json.dumps(places))):
+            if keys[i] == key and i in asked[run_id]:  # (there, with no attempt to count)
+                home[run_id].add(i)
+    wanted = {r: {keys[i] for i in todo[r] if i not in home[r]} for r in runs}
+    # (a run smaller than the keys it is asked for is read whole)
+    whole = [r for r in runs if wanted[r] and sizes[r] <= len(wanted[r])]
+    by_name = [r for r in runs if wanted[r] and sizes[r] > len(wanted[r])]
+    rows: list[Any] = []
+    if whole:
+        rows += query(_sql(_RUN_SQL, cols, runs=_marks(whole)), whole)
+    if by_name:
+        names = sorted(set().union(*(wanted[r] for r in by_name)))
+        rows += query(_sql(_BY_NAME_SQL, cols, runs=_marks(by_name)), (*by_name, json.dumps(names)))
+    for run_id, key, *values in rows:
+        if key in wanted[run_id]:
             for c, value in zip(cols, values, strict=True):
                 if value is not None:
                     _add(sums[c], key, value)
