@@ -16,8 +16,9 @@ What it reads is what the run being prepared needs, not what the store holds:
   same call of a workflow run again has the same key at the same node index, so the
   attempts of the graph's keys are read by primary key: the nodes ``0..len(keys)-1`` of
   each recent run, a row each.  A key found at another index (the graph changed) is looked
-  up by name in that run.  A key names one node of a run (``name-N``, N counted per task
-  name), which is what makes "found at its own index" the whole answer for that run.
+  up by name in that run (one statement for every run that has such keys).  A key names
+  one node of a run (``name-N``, N counted per task name), which is what makes "found at
+  its own index" the whole answer for that run.
   Without ``keys`` every key of the recent runs is averaged (``nf.plan``, reports).  When
   every recent run holds every key of the graph at its own index (the same graph run
   again: the usual case), SQLite sums the rows per node and Python gets a row per node.
