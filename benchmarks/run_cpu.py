@@ -22,6 +22,11 @@ step of a run, and the cyclic collector through ``gc.callbacks``.  Per run, medi
 - ``process``: the whole process (``time.process_time``; includes Dask's IO loop, which
   this script does not split: see ``locality_cpu.py``).
 
+With ``--profile FILE``, the measured blocks also run under yappi with its CPU clock (which
+slows every thread several-fold: the figures above are then not the ones to quote) and
+FILE lists, per kind of thread, the functions that took its CPU per run (own time, then
+nbflow's functions by total time): where a run's own CPU goes, by thread.
+
 Point ``PYTHONPATH`` at another tree to compare versions (alternate the invocations)::
 
     .venv/bin/python benchmarks/run_cpu.py --workloads fan,chains --runs 10 --repeat 3   # ~2 min quiet
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
 import os
 import statistics
@@ -79,6 +85,8 @@ def _install() -> None:
     threading.Thread.start = counted_start  # type: ignore[method-assign]
 
     def collector(phase: str, info: dict[str, Any]) -> None:
+        if _between[0]:  # (the benchmark's own collection between local runs)
+            return
         ident = threading.get_ident()
         if phase == "start":
             _gc_start[ident] = time.thread_time()
@@ -99,6 +107,7 @@ def _install() -> None:
         setattr(journal.Journal, name, counted)
 
 
+_between = [False]  # True while the benchmark collects between local runs
 _polls = [0]  # (cancel polls counted so far, where the journal counts them)
 
 
@@ -118,6 +127,7 @@ def block(client: Any, spec: list[Any], runs: int) -> dict[str, float]:
     _counts.clear()
     main: collections.Counter[str] = collections.Counter()
     p0 = time.process_time()
+    between = 0.0  # (the benchmark's own collections between local runs: not counted)
     for _ in range(runs):
         t0 = time.thread_time()
         wf, end = trace_spec("run-cpu", spec)
@@ -127,26 +137,80 @@ def block(client: Any, spec: list[Any], runs: int) -> dict[str, float]:
             t2 = time.thread_time()
             run[end]
             t3 = time.thread_time()
-            agent = run.backends["dask"].placement
+            backend = run.backends.get("dask")
+            agent = backend.placement if backend is not None else None
             if agent is not None:
                 agent.settle()  # (the deferred end-of-run read: its rows are journaled)
         main["main: trace"] += t1 - t0
         main["main: wf.run"] += t2 - t1
         main["main: run[end]"] += t3 - t2
-        backend = run.backends["dask"]
-        _counts["dask: results gathered at the run's end"] += len(getattr(backend, "prefetched", ()))
-        _counts["dask: bytes gathered at the run's end"] += sum(
-            n or 0 for _, n in getattr(backend, "prefetched", ()))
+        if backend is not None:
+            _counts["dask: results gathered at the run's end"] += len(getattr(backend, "prefetched", ()))
+            _counts["dask: bytes gathered at the run's end"] += sum(
+                n or 0 for _, n in getattr(backend, "prefetched", ()))
+        else:  # a local run's arrays are freed by a full collection only (the traced graph
+            # is cyclic): without one here, ten runs of chains hold 4 GB
+            del run, wf, end
+            c0 = time.process_time()
+            _between[0] = True
+            gc.collect()
+            _between[0] = False
+            between += time.process_time() - c0
         journal = _journal()
         if journal is not None:
             _counts["journal: cancel polls"] += journal.cancel_polls - _polls[0]
             _polls[0] = journal.cancel_polls
-    process = time.process_time() - p0
+    process = time.process_time() - p0 - between
     out = {"process": process * 1e3 / runs}
     for counter in (main, _cpu, _gc):
         out.update({k: v * 1e3 / runs for k, v in counter.items()})
     out.update({k: v / runs for k, v in _counts.items()})
     return out
+
+
+def _profile_start() -> Any:
+    import yappi
+
+    yappi.set_clock_type("cpu")
+    yappi.set_context_name_callback(lambda: _kind(threading.current_thread().name))
+    yappi.start(builtins=False, profile_threads=True)
+    return yappi
+
+
+def _where(st: Any) -> str:
+    return f"{st.module.split('site-packages/')[-1]}:{st.lineno} {st.name}"
+
+
+def _ours(st: Any) -> bool:
+    return "nbflow" in st.module and "benchmarks" not in st.module
+
+
+def _profile_write(yappi: Any, path: str, runs: int, top: int = 40) -> None:
+    """Per kind of thread: CPU per run, its functions by own time, nbflow's by total time."""
+    yappi.stop()
+    kinds: dict[str, set[int]] = collections.defaultdict(set)
+    cpu: collections.Counter[str] = collections.Counter()
+    for t in yappi.get_thread_stats():
+        kinds[t.name].add(t.id)
+        cpu[t.name] += t.ttot
+    with open(path, "w") as f:
+        f.write(f"yappi, CPU clock, per run ({runs} runs); nbflow's own threads and the caller\n")
+        for kind, total in cpu.most_common():
+            f.write(f"  {kind:30s} {total * 1e3 / runs:8.2f} ms  ({len(kinds[kind])} thread(s))\n")
+        for kind in cpu:
+            if not kind.startswith(("nbflow", "MainThread", "_MainThread")):
+                continue
+            ids = kinds[kind]
+            stats = yappi.get_func_stats(filter_callback=lambda st, ids=ids: st.ctx_id in ids)
+            rows = [(st.tsub, st.ttot, st.ncall, _where(st), _ours(st)) for st in stats]
+            f.write(f"\n== {kind}: own time (ms per run, calls per run)\n")
+            for tsub, _, n, where, _ in sorted(rows, reverse=True)[:top]:
+                f.write(f"  {tsub * 1e3 / runs:7.3f} {n / runs:7.1f}  {where}\n")
+            f.write(f"-- {kind}: nbflow's functions by total time\n")
+            mine = sorted(((ttot, n, where) for _, ttot, n, where, ours in rows if ours), reverse=True)
+            for ttot, n, where in mine[:top]:
+                f.write(f"  {ttot * 1e3 / runs:7.3f} {n / runs:7.1f}  {where}\n")
+    yappi.clear_stats()
 
 
 def main() -> None:
@@ -155,16 +219,26 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10, help="runs per block")
     ap.add_argument("--repeat", type=int, default=3, help="blocks (medians over them)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--backend", default="dask", choices=("dask", "local"),
+                    help="a LocalCluster of 4 workers, or the thread backend")
+    ap.add_argument("--profile", default=None, metavar="FILE",
+                    help="also profile the measured blocks with yappi (CPU clock) into FILE")
     args = ap.parse_args()
     log = _harness.progress("run-cpu")
     doc: dict[str, Any] = {"benchmark": "run_cpu", "machine": _harness.machine_info(),
                            "load_before": os.getloadavg(), "workloads": {}}
+    doc["backend"] = args.backend
     _install()
-    with _harness.nbflow_home(), _harness.local_cluster() as client:
+    cluster = _harness.local_cluster() if args.backend == "dask" else contextlib.nullcontext("local")
+    with _harness.nbflow_home(), cluster as client:
         for name in args.workloads.split(","):
             spec = WORKLOADS[name]()
             block(client, spec, 2)  # (warm-up: imports, the first connection, the code's syntax trees)
+            yappi = _profile_start() if args.profile else None
             samples = [block(client, spec, args.runs) for _ in range(args.repeat)]
+            if yappi is not None:
+                where = f"{args.profile}.{name}" if "," in args.workloads else args.profile
+                _profile_write(yappi, where, args.runs * args.repeat)
             keys = sorted({k for s in samples for k in s})
             med = {k: statistics.median(s.get(k, 0.0) for s in samples) for k in keys}
             doc["workloads"][name] = {"tasks": len(spec), "medians": med, "samples": samples}

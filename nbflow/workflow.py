@@ -153,8 +153,10 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
             run.subscribe(summary)
         run.subscribe(journal)
     # (priorities and placement read the same durations; the history read is a row per node
-    # of the graph, and a collection in the middle of it would walk the whole graph)
-    with one_answer_per_query(), gc_paused():
+    # of the graph, and a collection in the middle of it would walk the whole graph.  On
+    # Dask, placement also reads output sizes: over the same rows, so in the same pass.)
+    together = ("duration_s", "output_bytes") if "dask" in run.backends else ()
+    with one_answer_per_query(together), gc_paused():
         history = _has_history(run)  # a first run skips the queries over history
         keys = [r.key for r in run.nodes] if history else []  # (history is read for these only)
         # With history, dispatch priorities weigh tasks by their measured durations.

@@ -9,6 +9,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import nbflow as nf
 from nbflow.store import journal as journal_mod
 from nbflow.store.journal import Journal, _write_rows
@@ -133,3 +135,29 @@ def test_queries_in_one_reader_block_share_a_connection_and_see_new_commits(tmp_
         assert len(opened) == 3  # (outside a block: one connection per query, as before)
     finally:
         Journal.reader = original  # type: ignore[method-assign]
+
+
+def test_the_lock_settings_are_read_only_when_a_transaction_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbflow.store import settings
+
+    read: list[str] = []
+    monkeypatch.setattr(settings, "lock_timeout", lambda: read.append("timeout") or 0.05)
+    monkeypatch.setattr(settings, "lock_notice", lambda: read.append("notice") or 10.0)
+    assert journal_mod.retrying(lambda: 7, "a query") == 7
+    assert read == []  # (most transactions and queries never wait: nothing to read)
+    tries = [0]
+
+    def busy_twice() -> int:
+        tries[0] += 1
+        if tries[0] <= 2:
+            raise sqlite3.OperationalError("database is locked")
+        return 8
+
+    assert journal_mod.retrying(busy_twice, "a write") == 8
+    assert read == ["timeout", "notice"]  # read once, at the first wait
+
+    def always_busy() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(journal_mod.StoreBusy, match="stayed locked"):  # (and the limit holds)
+        journal_mod.retrying(always_busy, "a write")

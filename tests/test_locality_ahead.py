@@ -234,7 +234,8 @@ def test_history_is_read_once_per_run_and_a_first_run_reads_only_whether_there_i
             if "LIMIT 1" in sql:  # is there any history (stops at the first row)
                 asked.append("any")
             else:
-                asked.append(next((c for c in ("duration_s", "output_bytes", "peak_rss") if c in sql), sql))
+                columns = [c for c in ("duration_s", "output_bytes", "peak_rss") if c in sql]
+                asked.append("+".join(columns) or sql)
         return real(sql, params)
 
     store.journal.query = counting
@@ -246,9 +247,9 @@ def test_history_is_read_once_per_run_and_a_first_run_reads_only_whether_there_i
     finally:
         del store.journal.query
     assert first == ["any"]  # nothing to predict from: means, sizes, peaks not asked for
-    # priorities and placement both weigh durations: one query; placement adds sizes and
-    # memory admission the peaks
-    assert sorted(asked) == ["any", "duration_s", "output_bytes", "peak_rss"]
+    # priorities and placement both weigh durations, placement sizes too: one query for
+    # both columns; memory admission the peaks
+    assert sorted(asked) == ["any", "duration_s+output_bytes", "peak_rss"]
     assert run.learned_priorities and run.locality.agent.pred_bytes
 
 

@@ -16,6 +16,7 @@ import pytest
 
 import nbflow as nf
 from nbflow.check.checks import default_capacity
+from nbflow.core import memlimit
 from nbflow.core.memlimit import cgroup_memory_limit, memory_capacity, physical_memory
 
 GIB = 2**30
@@ -93,3 +94,37 @@ def test_a_run_admits_against_the_cgroup_limit(tmp_path: Path, monkeypatch: pyte
     assert wf.run(resources={"memory": "2GiB"})[wf.nodes[0]] == 1
     monkeypatch.setenv("NBFLOW_CGROUP_ROOT", str(tmp_path / "nothing-here"))
     assert nf.RunOptions().capacity["memory"] == physical_memory()
+
+
+def test_runs_read_the_cgroup_files_once_per_process_until_the_recheck(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = v2(tmp_path, {"/": str(GIB // 2)})
+    monkeypatch.setenv("NBFLOW_CGROUP_ROOT", str(root))
+    reads: list[Path] = []
+    real = memlimit._read_limit
+
+    def counted(path: Path) -> float | None:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(memlimit, "_read_limit", counted)
+    now = [1000.0]
+    monkeypatch.setattr(memlimit, "_clock", lambda: now[0])
+    memlimit.forget()
+    assert nf.RunOptions().capacity["memory"] == min(physical_memory(), GIB // 2)
+    assert len(reads) == 1
+    (root / "memory.max").write_text(str(GIB // 4) + "\n")  # (an admin lowers the limit)
+    for _ in range(3):
+        assert nf.RunOptions().capacity["memory"] == min(physical_memory(), GIB // 2)
+    assert len(reads) == 1  # the next runs take the answer kept
+    now[0] += memlimit.RECHECK_S
+    assert nf.RunOptions().capacity["memory"] == min(physical_memory(), GIB // 4)  # seen after it
+    assert len(reads) == 2
+    (tmp_path / "other").mkdir()
+    other, _ = v2(tmp_path / "other", {"/": str(GIB // 8)})
+    monkeypatch.setenv("NBFLOW_CGROUP_ROOT", str(other))  # another root is read at once
+    assert nf.RunOptions().capacity["memory"] == min(physical_memory(), GIB // 8)
+    assert len(reads) == 3
+    # a reader given its paths always reads
+    assert memory_capacity(root, tmp_path / "proc-cgroup") == min(physical_memory(), GIB // 4)
+    assert len(reads) == 4

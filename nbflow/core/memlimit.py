@@ -20,16 +20,32 @@ usual container set-up) it is ``/`` and the mount point itself is read.  An unre
 or missing file means "no limit found".  ``NBFLOW_CGROUP_ROOT`` points the reader at
 another directory laid out like ``/sys/fs/cgroup`` (the tests use it); an explicit
 ``resources={"memory": ...}`` on a run still overrides the default.
+
+Every run asks for its default capacity, and the answer is the same run after run: the
+files (four to six opens and parses, ~0.3 ms) are read once per process and the answer is
+kept for :data:`RECHECK_S` seconds, or until ``NBFLOW_CGROUP_ROOT`` or the process (a
+fork) changes.  A limit changed while the process runs (``docker update --memory``) is seen
+by the runs that start after that.  The kernel does not stamp a cgroup file with the time
+of a write, so a timestamp check could not replace the clock.  A call with an explicit
+``root`` or ``proc_cgroup`` always reads.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
+import time
 from pathlib import Path
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
 PROC_CGROUP = "/proc/self/cgroup"
+RECHECK_S = 30.0  # how long the default capacity is kept before the files are read again
+
+_clock = time.monotonic
+_lock = threading.Lock()
+# The default capacity last read: ((pid, NBFLOW_CGROUP_ROOT), when it was read, bytes).
+_kept: tuple[tuple[int, str | None], float, float] | None = None
 
 
 def physical_memory() -> float:
@@ -105,7 +121,35 @@ def cgroup_memory_limit(root: str | os.PathLike[str] | None = None,
 
 def memory_capacity(root: str | os.PathLike[str] | None = None,
                     proc_cgroup: str | os.PathLike[str] = PROC_CGROUP) -> float:
-    """The default ``memory`` capacity of a run: ``min(physical RAM, cgroup limit)``."""
+    """The default ``memory`` capacity of a run: ``min(physical RAM, cgroup limit)`` (this
+    process's, without arguments, kept for :data:`RECHECK_S` seconds: see the module)."""
+    if root is None and proc_cgroup == PROC_CGROUP:
+        return _default_capacity()
+    return _read_capacity(root, proc_cgroup)
+
+
+def _read_capacity(root: str | os.PathLike[str] | None, proc_cgroup: str | os.PathLike[str]) -> float:
     limit = cgroup_memory_limit(root, proc_cgroup)
     physical = physical_memory()
     return physical if limit is None else min(physical, limit)
+
+
+def _default_capacity() -> float:
+    global _kept
+    key = (os.getpid(), os.environ.get("NBFLOW_CGROUP_ROOT"))
+    now = _clock()
+    with _lock:
+        kept = _kept
+        if kept is not None and kept[0] == key and now - kept[1] < RECHECK_S:
+            return kept[2]
+    value = _read_capacity(None, PROC_CGROUP)
+    with _lock:
+        _kept = (key, now, value)
+    return value
+
+
+def forget() -> None:
+    """Read the files again at the next run (after changing a limit from this process)."""
+    global _kept
+    with _lock:
+        _kept = None

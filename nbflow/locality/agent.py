@@ -225,14 +225,34 @@ class LocalityAgent:
         if not stays_open:
             self._read(client, keys)
             return
+        # The journal's writer stays up until the deferred rows are written: the run's end
+        # then does not let it exit only for the read to start a second one (a thread, and
+        # the parked connection taken back) a few milliseconds later.
+        hold = getattr(self.sink, "hold", None)
+        if hold is not None:
+            hold()
         self._reading = threading.Thread(target=self._read_after, args=(client, keys, list(after)),
                                          name="nbflow-locality-read", daemon=False)
-        self._reading.start()
+        try:
+            self._reading.start()
+        except BaseException:
+            self._reading = None
+            self._release()
+            raise
 
     def _read_after(self, client: Any, keys: list[str], after: list[Any]) -> None:
-        if after:
-            futures.wait(after, timeout=AFTER_WAIT_S)
-        self._read(client, keys)
+        try:
+            if after:
+                futures.wait(after, timeout=AFTER_WAIT_S)
+            self._read(client, keys)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Let the journal's writer go (see :meth:`closing`): it commits the rows and exits."""
+        release = getattr(self.sink, "release", None)
+        if release is not None:
+            release()
 
     def settle(self) -> None:
         """Wait for a deferred end-of-run read (see :meth:`closing`)."""

@@ -68,22 +68,38 @@ def summary_subscriber(run: Any) -> Subscriber | None:
     return SummaryWriter(store.journal, run) if store is not None else None
 
 
-def transfer_sink(run: Any) -> Any:
+def transfer_sink(run: Any) -> TransferSink | None:
     """``sink(rows)`` journaling ``run.transfers`` rows (dicts), or None with no store."""
     store = get_store()
-    if store is None:
-        return None
-    run_id = run.id
+    return TransferSink(store.journal, run.id) if store is not None else None
 
-    def sink(rows: list[dict[str, Any]]) -> None:
-        store.journal.put_many(PUT_TRANSFER, [
+
+class TransferSink:
+    """Journals a run's transfer rows; ``hold()``/``release()`` keep the journal's writer
+    thread alive in between (a read after the run's end: see ``LocalityAgent.closing``)."""
+
+    __slots__ = ("journal", "run_id")
+
+    def __init__(self, journal: Any, run_id: str) -> None:
+        self.journal = journal
+        self.run_id = run_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> None:
+        run_id = self.run_id
+        self.journal.put_many(PUT_TRANSFER, [
             (run_id, r["producer"], r["consumer"], r["from_worker"], r["to_worker"], r["bytes"],
              r["seconds"], r["start"]) for r in rows])
         # (called after the run has returned when the client stays open: once the rows are
         # settled they are committed, so a reader of the journal sees them)
-        store.journal.flush()
+        self.journal.flush()
 
-    return sink
+    def hold(self) -> None:
+        """Rows will come after the run's end: the writer waits for them (as for a run)."""
+        self.journal.run_started()
+
+    def release(self) -> None:
+        """They came (or never will): commit them; the writer exits if nothing else runs."""
+        self.journal.run_finished()
 
 
 def stored_transfers(run_id: str) -> list[tuple[Any, ...]]:

@@ -328,7 +328,7 @@ def retrying(fn: Callable[[], Any], what: str, attempts: int = 60, *, path: Any 
     """
     delay = 0.005
     start = time.monotonic()
-    limit, notice = settings.lock_timeout(), settings.lock_notice()
+    limit = notice = 0.0  # (read at the first wait: most transactions and queries never wait)
     told = False
     n = 0
     while True:
@@ -338,6 +338,8 @@ def retrying(fn: Callable[[], Any], what: str, attempts: int = 60, *, path: Any 
             if not _is_busy(e):
                 raise
             n += 1
+            if n == 1:
+                limit, notice = settings.lock_timeout(), settings.lock_notice()
             waited = time.monotonic() - start
             if waited >= limit or n >= attempts:
                 raise StoreBusy(
@@ -467,7 +469,10 @@ class Journal:
     #
     # The writer thread lives while runs are active or writes are queued: it exits when the
     # queue is empty and no run is active, and the next write starts it again.  So once a
-    # run has returned, no thread it caused is left running.  Its connection is not
+    # run has returned, no thread it caused is left running, except for rows the run left
+    # to come: a Dask run's transfer rows, read after it returned, hold the writer (as a run
+    # does: run_started/run_finished) until they are committed, so the run's writer writes
+    # them instead of a second one started for them.  Its connection is not
     # closed but parked for the next writer (.parked: opening and the checkpoint of the
     # last close cost more than a small run's rows).
 

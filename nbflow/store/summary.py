@@ -49,6 +49,8 @@ _SQL = (f"INSERT OR REPLACE INTO task_means(run_id, task, "
 SUMMARISE = Op(_SQL)
 
 _METRIC_AT = {"cpu_s": 0, "peak_rss": 1, "input_bytes": 2}  # (positions in an event's metrics)
+# (SummaryWriter._completed reads a completion's values in this order)
+assert [c for c, _ in _PAIRS] == ["duration_s", "output_bytes", "input_bytes", "cpu_s", "peak_rss"]
 
 
 def _transposed(metrics: list[Any]) -> list[list[Any]] | None:
@@ -128,11 +130,20 @@ class SummaryWriter:
             self.journal.put_many(SUMMARISE, self.rows())
 
     def _completed(self, e: ev.TaskCompleted) -> None:
+        # (every task's completion comes here, on the run's loop: no dict or list per event)
         m = e.metrics or ()
-        values = {"duration_s": _measured([e.duration_s]), "output_bytes": _measured([e.output_bytes])}
-        for column, at in _METRIC_AT.items():
-            values[column] = _measured([m[at] if len(m) > at else None])
-        self._add(self._name(e.index), bool(e.cached), values, len(values["peak_rss"]))
+        n = len(m)
+        peak = m[1] if n > 1 else None
+        measured_peak = peak is not None and peak == peak
+        acc = self._acc(self._name(e.index))
+        if not e.cached:  # in the order of _PAIRS
+            for k, v in enumerate((e.duration_s, e.output_bytes, m[2] if n > 2 else None,
+                                   m[0] if n else None, peak)):
+                if v is not None and v == v:  # (None and NaN are stored as NULL: not counted)
+                    acc[2 * k] += 1
+                    acc[2 * k + 1] += v
+        if measured_peak:
+            acc[-1] += 1
 
     def _batch(self, e: ev.TaskBatch) -> None:
         n = len(e.indexes)
