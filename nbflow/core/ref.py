@@ -30,6 +30,12 @@ def _refuse(what: str) -> Refusal:
 def _not_run_yet(ref: Ref) -> RefUsageError | None:
     if ref.wf.last_run is not None:
         return None
+    if getattr(ref.wf, "_last_run", None) is not None:  # it ran; nothing holds that run now
+        return mark_for_display(RefUsageError(
+            f"{ref.key} has no value any more: nothing holds the latest run of workflow "
+            f"{ref.wf.name!r}, so its results were freed with it. Keep the run "
+            "(run = wf.run()) and use run[ref], or ref.result() while you hold it."
+        ))
     return mark_for_display(RefUsageError(
         f"{ref.key} has no value yet: the workflow {ref.wf.name!r} has not run. "
         "Call wf.run() first (a %%workflow cell does this for you)."

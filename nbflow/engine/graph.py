@@ -12,6 +12,7 @@ node is one slotted object and argument scanning does no work for plain values.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,7 @@ class WorkflowGraph:
             raise WorkflowDefinitionError(f"a workflow name must be a non-empty string, got {name!r}")
         self.name = name
         self.nodes: list[Ref] = []
-        self.last_run: Run | None = None
+        self._last_run: weakref.ref[Run] | None = None
         self._counters: dict[str, int] = {}
         self._token: Any = None
         self._gates: list[int] = []  # innermost open branch side last (see constructs.branch)
@@ -66,6 +67,19 @@ class WorkflowGraph:
         # or None when a failed item fails the map).
         self.map_batches: list[tuple[int, int, Any, Any]] = []
         self.ref_maps: dict[int, tuple[Any, int | None]] = {}
+
+    @property
+    def last_run(self) -> Run | None:
+        """The latest run of this workflow, while anything holds it (the caller's ``run``,
+        ``nf.last_run()``, a view).  Held weakly: the run holds this workflow's Refs, so a
+        strong reference back would make workflow, Refs and run one cycle that keeps every
+        result of the run until a full garbage collection, after the user dropped them all."""
+        ref = self._last_run
+        return ref() if ref is not None else None
+
+    @last_run.setter
+    def last_run(self, run: Run | None) -> None:
+        self._last_run = weakref.ref(run) if run is not None else None
 
     # -- tracing -------------------------------------------------------------------------
 
