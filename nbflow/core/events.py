@@ -270,6 +270,14 @@ class EventStream:
 
         return unsubscribe
 
+    def close(self, keep: Subscriber | None = None) -> None:
+        """The run has ended (no event follows): drop every subscriber but ``keep``.
+
+        A subscriber that serves a live run (journal, views) refers to the run; dropping it
+        here keeps run and subscribers from being a cycle after the run."""
+        self.subscribers = [fn for fn in self.subscribers if fn is keep]
+        self.batches = self._all_read_batches()
+
     def emit(self, event: Event) -> None:
         broken = None
         for fn in self.subscribers:

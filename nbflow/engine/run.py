@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +89,35 @@ def run_on_fresh_loop(main: Any) -> None:
             loop.close()
 
 
+def executor_of(ref: Ref, backend_kind: str) -> str:
+    """The executor a node runs on in a run whose backend is ``backend_kind``."""
+    if ref.kind == MAP or ref.kind == APPROVAL or ref.kind in INLINE:
+        return "inline"
+    spec = ref.task.spec
+    if spec.is_async:
+        return "async"
+    if spec.executor is not None:
+        if spec.executor == "dask" and backend_kind != "dask":
+            raise WorkflowDefinitionError(
+                f"task {ref.key!r} asks for executor='dask' but the run's backend is "
+                f"{backend_kind!r}; run with backend='dask' or a scheduler address"
+            )
+        return str(spec.executor)
+    return {"local": "thread", "process": "process", "dask": "dask"}[backend_kind]
+
+
+def _asks_run(run: Run) -> Callable[[], bool]:
+    """``run.interactive_approvals``, looked up when asked: the scheduler keeps this, and a
+    closure over the run itself would make run and scheduler a reference cycle."""
+    ref = weakref.ref(run)
+
+    def interactive() -> bool:
+        r = ref()
+        return bool(r is not None and r.interactive_approvals)
+
+    return interactive
+
+
 def _new_run_id() -> str:
     # Sortable by start time, unique without coordination.
     return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -135,7 +166,8 @@ class Run:
         self._sched: Scheduler = Scheduler(
             self.nodes,
             backends=self.backends,
-            executor_of=self._executor_of,
+            # (the backend kind, not a method of this run: the scheduler keeps it)
+            executor_of=functools.partial(executor_of, backend_kind=options.backend_kind),
             workers=options.workers,
             capacity=self.capacity,
             continue_on_error=options.continue_on_error,
@@ -148,7 +180,7 @@ class Run:
         # Headless by default: on_timeout decides at once.  The notebook room turns this on
         # for --background runs shown with a widget, before the run's first event.
         self.interactive_approvals = interactive_approvals()
-        self._sched.interactive = lambda: self.interactive_approvals
+        self._sched.interactive = _asks_run(self)
         self.result_cache: ResultCache | None = None
         self.learned_priorities = False  # set by the composition point when history weighs them
         self.predicted_memory: dict[str, float] = {}  # task -> bytes demanded, set the same way
@@ -209,7 +241,9 @@ class Run:
         self.result_cache = cache
         self._sched.cache = cache
         if cache is not None:
-            cache.bind(self._sched)
+            # (weak: the scheduler holds the cache; a strong reference back would keep the
+            # two, and every result, a cycle after the run is dropped)
+            cache.bind(weakref.proxy(self._sched))
 
     # -- execution -----------------------------------------------------------------------
 
@@ -232,19 +266,7 @@ class Run:
         self._thread.start()
 
     def _executor_of(self, ref: Ref) -> str:
-        if ref.kind == MAP or ref.kind == APPROVAL or ref.kind in INLINE:
-            return "inline"
-        spec = ref.task.spec
-        if spec.is_async:
-            return "async"
-        if spec.executor is not None:
-            if spec.executor == "dask" and self.backend_kind != "dask":
-                raise WorkflowDefinitionError(
-                    f"task {ref.key!r} asks for executor='dask' but the run's backend is "
-                    f"{self.backend_kind!r}; run with backend='dask' or a scheduler address"
-                )
-            return str(spec.executor)
-        return {"local": "thread", "process": "process", "dask": "dask"}[self.backend_kind]
+        return executor_of(ref, self.backend_kind)
 
     def _make_backends(self) -> dict[str, Any]:
         backends: dict[str, Any] = {
@@ -316,7 +338,21 @@ class Run:
             err = self.error
             emit(ev.RunFinished(self.finished_at, self.id, self.status, time.perf_counter() - t0,
                                 f"{type(err).__name__}: {err}" if err is not None else None))
+            self._release()
             self._done.set()
+
+    def _release(self) -> None:
+        """The run has ended: let go of what served it while it ran.
+
+        The subscribers (journal, summary, cancel watcher, views) and the event loop hold
+        the run, and the run holds them: left in place, run, scheduler and every result
+        stay one reference cycle after the user drops the run, freed only by a full
+        garbage collection (which large arrays, being few objects, rarely trigger).  No
+        event follows ``RunFinished``; ``run.events`` stays (the log is kept)."""
+        self.stream.close(keep=self._log)
+        self._sched.ended()
+        self._scope = None
+        self._loop = None
 
     def _final_status(self) -> str:
         s = self._sched

@@ -19,6 +19,7 @@ rolled back leaves one entry in :attr:`Sagas.rollbacks` (the run turns it into
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..core import events as ev
@@ -34,7 +35,9 @@ class Sagas:
     """The sagas of one run: membership, completion order, and rollbacks in progress."""
 
     def __init__(self, sched: Scheduler, sagas: list[Any] | None) -> None:
-        self.sched = sched
+        # (weak: the scheduler owns this object; a strong reference back would make the two
+        # a cycle that keeps every result of the run until a full collection)
+        self.sched: Scheduler = weakref.proxy(sched)
         self.of: dict[int, Any] = {}  # member node -> its (innermost) saga
         self.done: dict[str, list[int]] = {}  # saga name -> members in completion order
         self.rolling: dict[str, dict[str, Any]] = {}  # saga name -> its rollback record

@@ -62,7 +62,9 @@ import heapq
 import math
 import random
 import time
+import traceback
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -91,6 +93,7 @@ from .priority import longest_remaining_path
 from .resolvers import RESOLVERS, expand_map
 from .sagas import Sagas
 from .taskstate import TaskStates
+from .tracebacks import drop_engine_frames
 
 YIELD_EVERY = 64  # tasks a worker may run back to back before yielding to the event loop
 _CANCELLABLE = (PENDING, READY, RUNNING, RETRYING)  # open states (cancelled at the end)
@@ -184,6 +187,7 @@ class Scheduler:
         self.stall: StallError | None = None
         self.error: BaseException | None = None  # an error of the run itself (abort())
         self.tg: Any = None
+        self.cancellations: list[BaseException] = []  # of running tasks (see ended())
         self.cache: ResultCache | None = None  # the run's result cache (from the store), if any
         self.metrics = TaskMetrics()  # CPU time, peak RSS, input features (nbflow.engine.metrics)
         self.outputs: dict[int, taskoutput.Capture] = {}  # what tasks printed (engine.taskoutput)
@@ -210,8 +214,8 @@ class Scheduler:
                 last = ref
         self.done: anyio.Event | None = None  # made on the run's loop
         for b in backends.values():  # a backend that submits work ahead (Dask) sees the graph
-            if hasattr(b, "bind_scheduler"):
-                b.bind_scheduler(self)
+            if hasattr(b, "bind_scheduler"):  # (weakly: this scheduler holds the backend)
+                b.bind_scheduler(weakref.proxy(self))
 
     @property
     def open(self) -> int:
@@ -311,6 +315,20 @@ class Scheduler:
             self._check_progress()
             await self.done.wait()  # type: ignore[union-attr]
             tg.cancel_scope.cancel()  # nothing should be left; make sure (timers of a stall)
+
+    def ended(self) -> None:
+        """The run has ended: let go of what only served it while it ran (see
+        ``Run._release``).  Each failed task's exception keeps its traceback from the
+        task's own frame on: the engine frames in front of it hold this scheduler."""
+        self.tg = None
+        for err in self.errors.values():
+            drop_engine_frames(err)
+        # A cancellation ends in anyio's task_done, whose frame keeps it: a cycle that holds
+        # the frames it went through (this scheduler, the task's arguments).  Those frames
+        # have returned; clearing their locals leaves that cycle nothing of the run's.
+        for exc in self.cancellations:
+            traceback.clear_frames(exc.__traceback__)
+        self.cancellations.clear()
 
     def finish_cancelled(self) -> None:
         """After cancellation: every node still open is cancelled."""
@@ -531,10 +549,11 @@ class Scheduler:
                         + (" (its thread cannot be interrupted; it finishes in the background "
                            "and its result is discarded)" if self.executor[i] == "thread" else "")
                     )
-        except anyio.get_cancelled_exc_class():
+        except anyio.get_cancelled_exc_class() as exc:
             self._release(i)
             self.enter(ev.TaskCancelled(time.time(), i, ref.key, self.attempts[i]), None,
                        time.perf_counter() - t0)
+            self.cancellations.append(exc)  # (its frames are cleared as the run ends)
             raise
         except Exception as e:  # the task's own error (or its timeout)
             self._release(i)

@@ -1,0 +1,61 @@
+"""A failed task's exception, without the engine's frames in front of its traceback.
+
+A task's exception is raised in the user's function but caught by the scheduler, so its
+traceback starts with the scheduler's, the backend's, anyio's, asyncio's and the thread
+pool's frames.  Those frames hold their locals (the scheduler itself, closures over it),
+and the scheduler holds the exception (``run.errors()``): kept, they make the run one
+reference cycle that only a full garbage collection frees, results and all.  Every view
+shows a task's traceback from the first frame past them already, so when a run ends
+:func:`drop_engine_frames` cuts them off the exception itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from types import TracebackType
+
+import anyio
+
+
+def _dir(module_file: str | None) -> str:
+    return os.path.dirname(os.path.abspath(module_file or "")) + os.sep
+
+
+_ENGINE = _dir(_dir(__file__))  # nbflow/ (the engine, its backends, core helpers they call)
+_INTERNAL = (_ENGINE, _dir(anyio.__file__), _dir(asyncio.__file__), _dir(concurrent.futures.__file__))
+_INTERNAL_FILES = (os.path.abspath(threading.__file__),)
+
+
+def _internal(tb: TracebackType) -> bool:
+    path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+    return path.startswith(_INTERNAL) or path in _INTERNAL_FILES
+
+
+def _past_engine(tb: TracebackType | None) -> TracebackType | None:
+    """The entries of ``tb`` from the first one that is not nbflow's or its concurrency
+    machinery's; when all are (a task that is a library's function), those after nbflow's
+    last frame (the library's own, where it raised)."""
+    first = tb
+    while first is not None and _internal(first):
+        first = first.tb_next
+    if first is not None or tb is None:
+        return first
+    after: TracebackType | None = tb
+    while tb is not None:
+        if os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_ENGINE):
+            after = tb.tb_next
+        tb = tb.tb_next
+    return after
+
+
+def drop_engine_frames(err: BaseException, depth: int = 0) -> None:
+    """Start ``err``'s traceback, and those of its causes and contexts, past the engine's
+    frames (:func:`_past_engine`)."""
+    err.__traceback__ = _past_engine(err.__traceback__)
+    if depth < 8:  # (a chain is short; a loop of causes must not recurse forever)
+        for linked in (err.__cause__, err.__context__):
+            if linked is not None and linked is not err:
+                drop_engine_frames(linked, depth + 1)
