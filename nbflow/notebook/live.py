@@ -15,6 +15,7 @@ that is before ``run.wait()`` returns, so a cell waiting for the run sees it in 
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -67,7 +68,8 @@ class LiveView:
         elif self.mode == "text":
             from ..predict.entry import eta_text
 
-            self.text = TextProgress(self.model, eta=lambda: eta_text(self.run))
+            # (the run, not this view: a closure over the view would make the two a cycle)
+            self.text = TextProgress(self.model, eta=functools.partial(eta_text, self.run))
             extra = (" in the background; nf.last_run().wait() waits for it"
                      if self.background else "")
             self.text.start(extra)

@@ -82,12 +82,17 @@ class _Attach:
             return None
         self.run = run
         self.unregister()
+        self.unregister = _nothing  # (the registration's closure refers to this object: a cycle)
         if self.interactive:  # approvals wait for the widget's buttons (a background run)
             run.interactive_approvals = True
         for sub in self.subscribers:  # in this order, before the run's first event
             run.subscribe(sub)
         self.ready.set()
         return None
+
+
+def _nothing() -> None:
+    return None
 
 
 def launch(wf: Workflow, opts: dict[str, Any], subscribers: list[ev.Subscriber],

@@ -70,16 +70,9 @@ class RunModel:
         self.structure = 0  # bumps when nodes are added
         self.finished = threading.Event()
         self._index = {k: i for i, k in enumerate(self.keys)}
-        self._handlers: dict[type, Any] = {
-            ev.TaskStarted: self._started,
-            ev.TaskRetrying: self._retrying,
-            ev.TaskCompleted: self._completed,
-            ev.TaskFailed: self._failed,
-            ev.TaskSkipped: self._skipped,
-            ev.TasksAdded: self._added,
-            ev.RunStarted: self._run_started,
-            ev.RunFinished: self._run_finished,
-        }
+        # (the class's functions, not bound methods: a table of this object's own bound
+        # methods would make it a cycle, keeping its run until a full garbage collection)
+        self._handlers: dict[type, Any] = _HANDLERS
 
     def __len__(self) -> int:
         return self.n
@@ -98,7 +91,7 @@ class RunModel:
             self._move(event.index, state)  # type: ignore[attr-defined]
         handler = self._handlers.get(type(event))
         if handler is not None:
-            handler(event)
+            handler(self, event)
         if state is not None or handler is not None:
             self.version += 1
 
@@ -226,3 +219,15 @@ class RunModel:
             return None
         k = len(ends) - bisect.bisect_left(ends, since)
         return k / span
+
+
+_HANDLERS: dict[type, Any] = {
+    ev.TaskStarted: RunModel._started,
+    ev.TaskRetrying: RunModel._retrying,
+    ev.TaskCompleted: RunModel._completed,
+    ev.TaskFailed: RunModel._failed,
+    ev.TaskSkipped: RunModel._skipped,
+    ev.TasksAdded: RunModel._added,
+    ev.RunStarted: RunModel._run_started,
+    ev.RunFinished: RunModel._run_finished,
+}
