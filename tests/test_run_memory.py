@@ -139,6 +139,12 @@ def test_a_process_run_is_freed_when_dropped() -> None:
         assert_freed(results_of(chains, cache=False, workers=2, backend="process"))
 
 
+@pytest.mark.timeout(300)
+def test_a_dask_run_is_freed_when_dropped(dask_cluster: Any) -> None:
+    with no_cyclic_gc():
+        assert_freed(results_of(chains, cache=False, backend=dask_cluster.scheduler_address))
+
+
 def _cancelled_run() -> list[weakref.ref[Any]]:
     _started.clear()
     with nf.Workflow("memory-cancel") as wf:
