@@ -164,6 +164,40 @@ def test_a_cancelled_run_is_freed_when_dropped() -> None:
         assert_freed(_cancelled_run())
 
 
+_chunk_started = threading.Event()
+_chunk_release = threading.Event()
+
+
+@nf.task(cache=False)
+def held(a: np.ndarray) -> int:
+    _chunk_started.set()
+    _chunk_release.wait(60)  # (a thread cannot be interrupted: the test lets it go)
+    return len(a)
+
+
+def _cancelled_chunk() -> list[weakref.ref[Any]]:
+    _chunk_started.clear()
+    _chunk_release.clear()
+    with nf.Workflow("memory-chunk") as wf:
+        a = inc(make(1000))
+        held.map([a, a, a, a], batch=4)  # (one chunk of four items)
+    run = wf.start(cache=False, workers=2)
+    try:
+        assert _chunk_started.wait(60), "the chunk never started"
+        watched = [weakref.ref(run[a])]
+        run.cancel()
+    finally:
+        _chunk_release.set()
+    run.wait(timeout=60, raise_on_error=False)
+    assert run.status == "cancelled"
+    return watched
+
+
+def test_a_run_cancelled_in_a_batched_map_is_freed_when_dropped() -> None:
+    with no_cyclic_gc():
+        assert_freed(_cancelled_chunk())
+
+
 def test_nf_last_run_keeps_the_latest_run_until_another_starts() -> None:
     """The one run the process keeps by design, and only until the next run starts."""
     with no_cyclic_gc():

@@ -440,11 +440,12 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) ->
                 value = await split(value, [nodes[j].key for j in run])
             else:
                 value = await anyio.to_thread.run_sync(localise, value)
-    except anyio.get_cancelled_exc_class():
+    except anyio.get_cancelled_exc_class() as exc:
         s._release(i)
         took = time.perf_counter() - t0
         for j in run:
             s.enter(ev.TaskCancelled(time.time(), j, nodes[j].key, s.attempts[j]), None, took)
+        s.cancellations.append(exc)  # (its frames are cleared as the run ends: Scheduler.ended)
         raise
     except Exception as e:  # the call itself (pickling, a lost worker): every item's attempt
         took = (time.perf_counter() - t0) / len(run)
