@@ -148,8 +148,10 @@ def block(client: Any, spec: list[Any], runs: int) -> dict[str, float]:
             _counts["dask: results gathered at the run's end"] += len(getattr(backend, "prefetched", ()))
             _counts["dask: bytes gathered at the run's end"] += sum(
                 n or 0 for _, n in getattr(backend, "prefetched", ()))
-        else:  # a local run's arrays are freed by a full collection only (the traced graph
-            # is cyclic): without one here, ten runs of chains hold 4 GB
+        else:  # (until session 9 a local run's arrays were freed by a full collection only:
+            # without one here, ten runs of chains held 4 GB.  Now the previous run is freed
+            # by reference counting as the next one starts, inside `main: wf.run`; the
+            # collection stays, off the books, so the figures compare with earlier ones)
             del run, wf, end
             c0 = time.process_time()
             _between[0] = True
