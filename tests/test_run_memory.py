@@ -124,6 +124,51 @@ def test_a_failed_run_is_freed_when_dropped() -> None:
         assert_freed(results_of(build, cache=False, workers=2))
 
 
+_flaky_calls: list[int] = []
+
+
+@nf.task(cache=False, retries=1, retry_delay=0)
+def flaky(a: np.ndarray) -> np.ndarray:
+    _flaky_calls.append(1)
+    if len(_flaky_calls) == 1:
+        raise ConnectionError("the first attempt fails")
+    return a + 1
+
+
+def test_a_failed_run_that_raised_is_freed_once_the_error_is_dropped() -> None:
+    def go() -> list[weakref.ref[Any]]:
+        with nf.Workflow("memory-raised") as wf:
+            refs = chains()
+            boom(refs[0])
+        try:  # (not pytest.raises: its ExceptionInfo and this frame would be a cycle)
+            wf.run(cache=False, workers=2)
+        except nf.WorkflowFailed as e:
+            run = e.run
+        else:
+            raise AssertionError("the run did not raise WorkflowFailed")
+        done = run.tasks.set_index("key")["state"]
+        return [weakref.ref(run[r]) for r in refs if done[r.key] == "completed"]
+
+    with no_cyclic_gc():
+        watched = go()
+        assert watched
+        assert_freed(watched)
+
+
+def test_a_run_with_a_retried_task_is_freed_when_dropped() -> None:
+    """The failed attempt's error is kept in the run's events (TaskRetrying)."""
+    _flaky_calls.clear()
+
+    def build() -> list[Any]:
+        refs = chains()
+        return [*refs, flaky(refs[0])]
+
+    with no_cyclic_gc():
+        watched = results_of(build, cache=False, workers=2)
+        assert len(_flaky_calls) == 2 and len(watched) == 4
+        assert_freed(watched)
+
+
 def test_a_continue_on_error_run_is_freed_when_dropped() -> None:
     def build() -> list[Any]:
         refs = chains()

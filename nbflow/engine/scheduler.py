@@ -188,6 +188,7 @@ class Scheduler:
         self.error: BaseException | None = None  # an error of the run itself (abort())
         self.tg: Any = None
         self.cancellations: list[BaseException] = []  # of running tasks (see ended())
+        self.retried: list[BaseException] = []  # errors of attempts retried (see ended())
         self.cache: ResultCache | None = None  # the run's result cache (from the store), if any
         self.metrics = TaskMetrics()  # CPU time, peak RSS, input features (nbflow.engine.metrics)
         self.outputs: dict[int, taskoutput.Capture] = {}  # what tasks printed (engine.taskoutput)
@@ -318,11 +319,13 @@ class Scheduler:
 
     def ended(self) -> None:
         """The run has ended: let go of what only served it while it ran (see
-        ``Run._release``).  Each failed task's exception keeps its traceback from the
-        task's own frame on: the engine frames in front of it hold this scheduler."""
+        ``Run._release``).  Each failed task's exception, and each retried attempt's, keeps
+        its traceback from the task's own frame on: the engine frames in front of it hold
+        this scheduler."""
         self.tg = None
-        for err in self.errors.values():
+        for err in (*self.errors.values(), *self.retried):
             drop_engine_frames(err)
+        self.retried.clear()
         # A cancellation ends in anyio's task_done, whose frame keeps it: a cycle that holds
         # the frames it went through (this scheduler, the task's arguments).  Those frames
         # have returned; clearing their locals leaves that cycle nothing of the run's.
@@ -677,6 +680,7 @@ class Scheduler:
             self.enter(ev.TaskRetrying(time.time(), i, ref.key, self.attempts[i], delay, error,
                                        self._reason(i), self.metrics.row(i), self._output(i)),
                        None, duration)
+            self.retried.append(error)  # (kept in the run's events; trimmed by ended())
             self.timers += 1
             self.tg.start_soon(self._retry_after, i, delay)
             self._fill()
