@@ -190,6 +190,18 @@ def test_a_dask_run_is_freed_when_dropped(dask_cluster: Any) -> None:
         assert_freed(results_of(chains, cache=False, backend=dask_cluster.scheduler_address))
 
 
+def test_an_async_run_on_the_callers_loop_is_freed_when_dropped() -> None:
+    async def go() -> list[weakref.ref[Any]]:
+        with nf.Workflow("memory-arun") as wf:
+            refs = chains()
+            parts = inc.map(refs)  # (a map: items added at run time)
+        run = await wf.arun(cache=False, workers=2)
+        return [weakref.ref(v) for v in [*(run[r] for r in refs), *run[parts]]]  # (the map's items too)
+
+    with no_cyclic_gc():
+        assert_freed(anyio.run(go))
+
+
 def _cancelled_run() -> list[weakref.ref[Any]]:
     _started.clear()
     with nf.Workflow("memory-cancel") as wf:
