@@ -289,7 +289,7 @@ def _same_dir(path: str, ident: tuple[int, int]) -> bool:
 class DaskResult(Remote):
     """A result held by a Dask worker (see :class:`~nbflow.core.remote.Remote`)."""
 
-    __slots__ = ("__weakref__", "backend", "dask_key", "future", "prefetch")
+    __slots__ = ("__weakref__", "backend", "compute_s", "dask_key", "future", "prefetch")
 
     def __init__(self, key: str, future: Any, backend: DaskBackend, nbytes: int | None,
                  worker: str | None, dask_key: str = "") -> None:
@@ -300,6 +300,10 @@ class DaskResult(Remote):
         # The gather started as the run ended, for a result the caller will ask for
         # (DaskBackend._prefetch): a concurrent.futures.Future of [value]; None: none.
         self.prefetch: Any = None
+        # The call's seconds as its worker measured them (None: not told).  The engine
+        # records them as the task's duration: it may learn of the completion later than
+        # it happened (the scheduler plugin's window, see dask_plugin).
+        self.compute_s: float | None = None
 
     def _fetch(self) -> Any:
         released = self.backend.released_keys.get(self.key)
@@ -808,8 +812,10 @@ class DaskBackend:
                 self.placement.finished(key, unique, worker, nbytes, seconds, holders=holders)
             else:
                 self.placement.finished(key, unique, worker, nbytes, seconds)
-        if told is not None and told[3] is not None:  # what the worker measured (_note_metrics)
-            result.worker_metrics = told[3]
+        if told is not None:
+            result.compute_s = told[2]
+            if told[3] is not None:  # what the worker measured (_note_metrics)
+                result.worker_metrics = told[3]
         return result, nbytes
 
     def _release(self, i: int, remotes: list[DaskResult]) -> None:

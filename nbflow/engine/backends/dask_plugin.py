@@ -19,11 +19,17 @@ move to ``memory``, and filters nbflow's keys by their shape (``<task>-<run tag>
 the tag eight characters) only then.
 
 Completions rarely share a turn (each worker's ``task-finished`` is a turn of its own), so
-the plugin may also hold them for a short ``window`` (seconds, set by the client that
-registers it: ``NBFLOW_DASK_COMPLETIONS_WINDOW``, default 0, one turn) and send what
-gathered meanwhile in one event; a completion some client holds a future for is sent at
-once, with every one waiting before it (the client is told of that key now anyway, and
-its run needs the completions before it to take it).
+the plugin holds them for a short ``window`` (seconds, set by the client that registers
+it: ``NBFLOW_DASK_COMPLETIONS_WINDOW``, default 0.1; 0: one turn) and sends what gathered
+meanwhile in one event; a completion some client holds a future for is sent at once, with
+every one waiting before it (the client is told of that key now anyway, and its run needs
+the completions before it to take it).  So what waits is only the completions of tasks
+nobody holds: intermediates whose every consumer is already on the cluster (see
+``DaskBackend._unheld``), which the run does not need in order to go on.  On a
+``LocalCluster`` the scheduler shares a process (and its GIL) with the client: each event
+made the client's loop and the run's thread work while the next task of a chain waited
+for the scheduler; the window puts that work between the links, in one piece
+(``benchmarks/RESULTS.md``, session 9 (A)).
 """
 
 from __future__ import annotations
