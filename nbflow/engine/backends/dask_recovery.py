@@ -34,7 +34,6 @@ import weakref
 from typing import Any
 
 from ...core.errors import InvalidOptionError
-from .dask_watch import LATE  # (a window must be shorter: see completions_window)
 
 NAME = "nbflow-loose-restrictions"
 # where the plugin says that a task no client holds failed or was dropped (the Dask
@@ -70,11 +69,11 @@ def completions_window() -> float:
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not (0 <= value < LATE):
+    if not (0 <= value < math.inf):
         raise InvalidOptionError(
-            f"NBFLOW_DASK_COMPLETIONS_WINDOW={raw!r} is not a number of seconds from 0 to "
-            f"under {LATE:g}; set it to e.g. 0.1 (0 sends each turn's completions "
-            f"at once; default {WINDOW:g})")
+            f"NBFLOW_DASK_COMPLETIONS_WINDOW={raw!r} is not a number of seconds (0 or more); "
+            f"set it to e.g. 0.1, or 0 to send each turn's completions at once "
+            f"(default {WINDOW:g})")
     return value
 
 
