@@ -270,19 +270,15 @@ def test_unheld_completions_wait_for_a_held_one_and_durations_are_the_workers(fr
     assert all(durations[k] >= 0.3 for k in naps), durations
 
 
-def test_the_completions_window_is_read_and_checked() -> None:
+def test_the_completions_window_is_read_and_checked(monkeypatch) -> None:
     from nbflow.core.errors import InvalidOptionError
     from nbflow.engine.backends import dask_recovery
 
-    mp = pytest.MonkeyPatch()
-    try:
-        mp.delenv("NBFLOW_DASK_COMPLETIONS_WINDOW", raising=False)
-        assert dask_recovery.completions_window() == dask_recovery.WINDOW == 0.1
-        mp.setenv("NBFLOW_DASK_COMPLETIONS_WINDOW", "0")
-        assert dask_recovery.completions_window() == 0.0
-        for bad in ("soon", "-1", "inf", "nan"):
-            mp.setenv("NBFLOW_DASK_COMPLETIONS_WINDOW", bad)
-            with pytest.raises(InvalidOptionError, match="NBFLOW_DASK_COMPLETIONS_WINDOW"):
-                dask_recovery.completions_window()
-    finally:
-        mp.undo()
+    monkeypatch.delenv("NBFLOW_DASK_COMPLETIONS_WINDOW", raising=False)
+    assert dask_recovery.completions_window() == dask_recovery.WINDOW == 0.1
+    monkeypatch.setenv("NBFLOW_DASK_COMPLETIONS_WINDOW", "0")
+    assert dask_recovery.completions_window() == 0.0
+    for bad in ("soon", "-1", "inf", "nan"):
+        monkeypatch.setenv("NBFLOW_DASK_COMPLETIONS_WINDOW", bad)
+        with pytest.raises(InvalidOptionError, match="NBFLOW_DASK_COMPLETIONS_WINDOW"):
+            dask_recovery.completions_window()
