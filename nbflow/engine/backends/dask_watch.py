@@ -55,7 +55,7 @@ class Watcher:
         self.client = client
         self.located = located  # a finished held future waits for its announcement too
         self.loop = loop  # the run's event loop
-        self.told = told  # was this key announced already? (asked on the client loop)
+        self.told = told  # was this key announced already? (asked on either loop)
         # key -> who waits for its announcement (filed on either loop: under the lock)
         self._unheld: dict[Any, tuple[Any, Callable[[Any], None]]] = {}
         self._lock = threading.Lock()
