@@ -235,6 +235,32 @@ def test_a_window_gathers_completions_and_a_held_one_sends_them_at_once() -> Non
     asyncio.run(scenario())
 
 
+def test_what_waits_is_sent_when_a_held_task_starts() -> None:
+    # the run will need the completions before a task it holds once that task ends: they
+    # go as it starts on a worker, so the client takes them while it runs
+    async def scenario():
+        plugin = dask_plugin.LooseRestrictions(window=30.0)  # (never reached in this test)
+        sched = _Scheduler()
+        await plugin.start(sched)
+        held = type("TS", (), {"who_wants": {"client"}})()
+        unheld = type("TS", (), {"who_wants": set()})()
+        sched.tasks.update({"inc-0-0a1b2c3d-1": unheld, "total-0-0a1b2c3d-2": held})
+        _finished(plugin, "make-0-0a1b2c3d-0")
+        plugin.transition("inc-0-0a1b2c3d-1", "waiting", "processing", stimulus_id="s")
+        await asyncio.sleep(0)
+        assert sched.logged == []  # (a task nobody holds started: nothing is sent)
+        plugin.transition("total-0-0a1b2c3d-2", "waiting", "processing", stimulus_id="s")
+        await asyncio.sleep(0)
+        assert [[d[0] for d in m["done"]] for _, m in sched.logged] == [["make-0-0a1b2c3d-0"]]
+        assert plugin._timer is None
+        # nothing waiting: a held task starting sends nothing
+        plugin.transition("total-0-0a1b2c3d-2", "waiting", "processing", stimulus_id="s")
+        await asyncio.sleep(0)
+        assert len(sched.logged) == 1
+
+    asyncio.run(scenario())
+
+
 @nf.task
 def nap(a, seconds: float):
     time.sleep(seconds)
@@ -244,7 +270,7 @@ def nap(a, seconds: float):
 def test_unheld_completions_wait_for_a_held_one_and_durations_are_the_workers(fresh, monkeypatch):
     # A window far longer than the run: the completions of the chain's intermediates (no
     # future of this process holds them: their consumers are already on the cluster) wait
-    # on the scheduler until a completion the run holds comes; then all go in one event.
+    # on the scheduler until a task the run holds starts or ends; then all go in one event.
     # The engine learns of the intermediates only then, yet records the seconds each call
     # took on its worker, not the moment it learnt of it.
     monkeypatch.setenv("NBFLOW_DASK_COMPLETIONS_WINDOW", "3600")
@@ -262,10 +288,11 @@ def test_unheld_completions_wait_for_a_held_one_and_durations_are_the_workers(fr
     assert backend.unheld >= 3  # (the three naps at least)
     events = [[d[0].rsplit("-", 2)[0] for d in msg["done"] if f"-{backend._tag}-" in d[0]]
               for _, msg in fresh.cluster.scheduler.get_events(dask_backend.TOPIC) if "done" in msg]
-    # (they finished 0.3 s apart, each in a turn of its own: only the window put them in
-    # one event, sent when a completion the run holds a future for came)
+    # (the first two finished 0.3 s apart, each in a turn of its own: only the window put
+    # them in one event, sent when a task the run holds (the last nap: ``r`` names it)
+    # started)
     naps = {k for k in run.tasks["key"] if k.startswith("nap")}
-    assert len(naps) == 3 and any(naps <= set(e) for e in events), events
+    assert len(naps) == 3 and any({"nap-0", "nap-1"} <= set(e) for e in events), events
     durations = run.tasks.set_index("key")["duration_s"]
     assert all(durations[k] >= 0.3 for k in naps), durations
 
