@@ -11,8 +11,8 @@ this process's CPU.  Variants, alternated on one cluster:
 - ``nbflow``: nbflow's defaults (placement ``locality``);
 - ``nbflow-s8``: with session 9's changes switched off (:func:`locality.session_8`);
 - ``nbflow-held-back``: a bounding experiment: the scheduler plugin holds every completion
-  nobody holds a future for until one the run holds comes (a window of an hour), so the
-  client does (almost) nothing while the cluster computes.  If its links are Dask's, the
+  nobody holds a future for until a task the run holds starts or ends (a window of an
+  hour), so the client does (almost) nothing while the cluster computes.  If its links are Dask's, the
   delay is the client's work per completion in the scheduler's process.
 
 Usage::
