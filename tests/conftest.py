@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -17,11 +18,33 @@ from nbflow.engine import taskstate
 taskstate.check_transitions(True)  # in case a plugin imported nbflow first
 
 
+_SESSION_CWD = Path.cwd()
+
+
+def stray_store_places(tmp_path: Path) -> list[Path]:
+    """Where a store made by a test (or a process it started) without ``NBFLOW_HOME`` would
+    land outside the test's own folder: above it (``/tmp/.nbflow`` when a process runs in
+    ``/tmp``), in the folder pytest was started from and above (the checkout), and in ``$HOME``."""
+    places = [p / ".nbflow" for p in tmp_path.parents]
+    places += [p / ".nbflow" for p in (_SESSION_CWD, *_SESSION_CWD.parents)]
+    places.append(Path.home() / ".nbflow")
+    return list(dict.fromkeys(places))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("NBFLOW_HOME", str(tmp_path / ".nbflow"))
     monkeypatch.setenv("NBFLOW_KEY_FILE", str(tmp_path / ".nbflow-key"))  # never the user's own key
+    places = stray_store_places(tmp_path)
+    before = {p for p in places if p.exists()}
     yield
+    # A store that appeared outside the test's folder: a process that ran without the
+    # test's NBFLOW_HOME (or in another folder) recorded runs where later tests, or the
+    # developer's own project, would find them.
+    made = [str(p) for p in places if p.exists() and p not in before]
+    if made:
+        pytest.fail(f"the test made a store outside its tmp folder: {', '.join(made)}; give the "
+                    "process it started NBFLOW_HOME (or a cwd under tmp_path)", pytrace=False)
 
 
 def nbflow_threads() -> list[str]:
