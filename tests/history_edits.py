@@ -31,7 +31,8 @@ def set_durations(seconds: float | Mapping[str, float]) -> None:
 
 def replay(run_id: str, seconds: Mapping[str, float], workers: int) -> None:
     """Rewrite the recorded timeline of ``run_id`` as if each call of task ``name`` took
-    ``seconds[name]`` (other nodes: no time) on ``workers`` workers: list scheduling from
+    ``seconds[name]``, or the call ``key`` ``seconds[key]`` (other nodes: no time), on
+    ``workers`` workers: list scheduling from
     the run's recorded start, ready nodes taken in node order, as the engine takes them.
     What history learns from the run (durations, and when each task ended) is then the same
     on every machine."""
@@ -40,10 +41,10 @@ def replay(run_id: str, seconds: Mapping[str, float], workers: int) -> None:
     store.journal.flush()
     with sqlite3.connect(store.journal.path) as db:
         (start,) = db.execute("SELECT start FROM runs WHERE id = ?", (run_id,)).fetchone()
-        nodes = db.execute("SELECT idx, task, deps FROM nodes WHERE run_id = ? ORDER BY idx",
+        nodes = db.execute("SELECT idx, key, task, deps FROM nodes WHERE run_id = ? ORDER BY idx",
                            (run_id,)).fetchall()
-        took = {idx: float(seconds.get(task, 0.0)) for idx, task, _ in nodes}
-        deps = {idx: json.loads(d or "[]") for idx, _, d in nodes}
+        took = {idx: float(seconds.get(key, seconds.get(task, 0.0))) for idx, key, task, _ in nodes}
+        deps = {idx: json.loads(d or "[]") for idx, _, _, d in nodes}
         begin, end = _list_schedule(took, deps, workers, float(start))
         for idx in took:
             db.execute("UPDATE task_runs SET start = ?, end = ?, duration_s = ? WHERE run_id = ? AND idx = ?",
