@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,34 @@ def child_pids() -> set[int]:
     import psutil
 
     return {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
+
+
+def children_left(before: set[int], ignore: str | None = None, timeout: float = 30.0) -> list[int]:
+    """The child processes started since ``before`` that are still alive once they have had
+    ``timeout`` seconds to go (polled: how long exiting processes take to be reaped depends
+    on the machine's load, a fixed sleep does not), leaving out those whose command line
+    holds ``ignore``."""
+    import psutil
+
+    def left() -> list[int]:
+        out = []
+        for pid in child_pids() - before:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue  # (exited; its parent has not reaped it yet)
+                if ignore is None or ignore not in " ".join(proc.cmdline()):
+                    out.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    deadline = time.monotonic() + timeout
+    still = left()
+    while still and time.monotonic() < deadline:
+        time.sleep(0.1)
+        still = left()
+    return still
 
 
 @pytest.fixture(scope="session")
