@@ -53,6 +53,18 @@ def nbflow_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("nbflow-")]
 
 
+def nbflow_threads_left(before: set[str] | frozenset[str] = frozenset(), timeout: float = 30.0) -> list[str]:
+    """The nbflow threads (not in ``before``) still alive once they have had ``timeout``
+    seconds to end: a run's end stops them and waits a bounded time for each (the lease
+    watcher: 1 s), which a busy machine can outlast; polled, not a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    left = [n for n in nbflow_threads() if n not in before]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [n for n in nbflow_threads() if n not in before]
+    return left
+
+
 def child_pids() -> set[int]:
     import psutil
 

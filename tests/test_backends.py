@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import child_pids, children_left, nbflow_threads
+from conftest import child_pids, children_left, nbflow_threads_left
 
 import nbflow as nf
 
@@ -172,7 +172,7 @@ def test_cancelling_process_tasks_kills_the_workers():
     assert run.status == "cancelled"
     workers = children_left(before, ignore="forkserver")
     assert workers == [], f"worker processes still alive: {workers}"
-    assert not nbflow_threads()
+    assert nbflow_threads_left() == []
 
 
 def test_unknown_backend_is_a_clear_error():
