@@ -52,6 +52,13 @@ def test_the_helper_ignores_an_interrupt_and_is_niced_once() -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def test_the_jobs_never_nice_the_kernel_itself() -> None:
+    mine = os.nice(0)
+    fitting._background_priority()  # (a job run in this process, as a test might)
+    eta_scores._background_priority()
+    assert os.nice(0) == mine
+
+
 def test_the_scoring_helper_is_niced_below_the_fit_helper() -> None:
     pool: ProcessPoolExecutor = fitting.helper_pool()
     try:

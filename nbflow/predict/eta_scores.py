@@ -121,7 +121,9 @@ def _background_priority() -> None:
     """In the scoring process, at the start of each job (the first one acts): the fit
     helper's priority, and lower still: the fit helper makes the widget's live estimates."""
     global _NICED
-    if not _NICED:
+    import multiprocessing
+
+    if not _NICED and multiprocessing.parent_process() is not None:  # (never the kernel itself)
         _NICED = True
         fitting._background_priority()
         with contextlib.suppress(OSError, AttributeError):  # not on every platform

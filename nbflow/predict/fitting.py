@@ -219,7 +219,9 @@ def _background_priority() -> None:
     an idle-class process barely runs at all (starting the helper took minutes at a load
     of 12 on two cores), and then no ETA ever arrives."""
     global _NICED
-    if not _NICED:
+    import multiprocessing
+
+    if not _NICED and multiprocessing.parent_process() is not None:  # (never the kernel itself)
         _NICED = True
         with contextlib.suppress(OSError, AttributeError):  # not on every platform
             os.nice(FIT_NICE)
