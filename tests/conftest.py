@@ -36,6 +36,9 @@ def stray_store_places(tmp_path: Path) -> list[Path]:
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("NBFLOW_HOME", str(tmp_path / ".nbflow"))
     monkeypatch.setenv("NBFLOW_KEY_FILE", str(tmp_path / ".nbflow-key"))  # never the user's own key
+    # A test that searches for its store (no NBFLOW_HOME, its cwd in tmp_path) stops at its
+    # own folder: a stray /tmp/.nbflow, left by anyone on a shared machine, is not found.
+    monkeypatch.setenv("NBFLOW_CEILING_DIRECTORIES", str(tmp_path.parent))
     places = stray_store_places(tmp_path)
     before = {p for p in places if p.exists()}
     yield

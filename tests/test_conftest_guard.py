@@ -46,3 +46,17 @@ def test_the_places_looked_at(tmp_path: Path) -> None:
     assert Path.home() / ".nbflow" in places
     assert Path.cwd() / ".nbflow" in places or Path.cwd() != conftest._SESSION_CWD
     assert tmp_path / ".nbflow" not in places  # the test's own store
+
+
+def test_a_store_search_stops_at_the_tests_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbflow.store import store_home
+
+    monkeypatch.delenv("NBFLOW_HOME")
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path.parent / "pyproject.toml"  # a project root just above the test's folder
+    assert not marker.exists()
+    marker.write_text("")
+    try:
+        assert store_home() == tmp_path / ".nbflow"  # not the folder above
+    finally:
+        marker.unlink()
