@@ -31,6 +31,9 @@ Each workflow runs, alternated ``--repeat`` times, as:
   the notebook's process (``NBFLOW_DASK_HOLD_ALL=1``: no intermediate sent unheld;
   ``session-5`` and ``session-4`` hold every future too) and session 7's two placement-rule
   changes switched off (see :func:`session_6`);
+- ``session-8``: ``locality`` with session 9's changes switched off (see
+  :func:`session_8`): every completion sent by the scheduler plugin in the turn it
+  happened, and every watched future handed to Dask's client loop;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -82,7 +85,7 @@ else:
 
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
-         "session-6", "round-robin", "dask"]
+         "session-6", "session-8", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -295,18 +298,38 @@ def session_6() -> Iterator[None]:
         Placer.ready_in = ready_in  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def session_8(client: Any) -> Iterator[None]:
+    """nbflow's Dask path as at the end of session 8, for a before/after in one run: the
+    scheduler plugin sends every turn's completions at once (no window), and the watcher
+    hands every future, unheld ones too, to Dask's client loop.  (Setting the window is a
+    round trip to the scheduler: done before the sample's clock starts.)"""
+    from nbflow.engine.backends import dask_plugin, dask_watch
+
+    was = client.run_on_scheduler(dask_plugin.set_reporting, on=True, window=0.0)
+    dask_watch.Watcher.file_here = False
+    try:
+        yield
+    finally:
+        dask_watch.Watcher.file_here = True
+        client.run_on_scheduler(dask_plugin.set_reporting, on=was[0], window=was[1])
+
+
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     from nbflow import locality
 
     wf, end = trace_spec(f"locality-bench-{mode}", spec)
     before = _logs(client)
     wcpu0 = _workers_cpu(client)
+    s8 = session_8(client) if mode == "session-8" else contextlib.nullcontext()
+    s8.__enter__()  # (before the clock: its switch is a round trip)
     t0, cpu0 = time.perf_counter(), time.process_time()
     place = {"remote": "none", "release": "locality", "hold-all": "locality",
-             "session-4": "locality", "session-5": "locality", "session-6": "locality"}.get(mode, mode)
+             "session-4": "locality", "session-5": "locality", "session-6": "locality",
+             "session-8": "locality"}.get(mode, mode)
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
-    os.environ["NBFLOW_DASK_HOLD_ALL"] = "1" if mode.startswith("session-") else "0"
+    os.environ["NBFLOW_DASK_HOLD_ALL"] = "1" if mode in ("session-4", "session-5", "session-6") else "0"
     as_before = (session_5() if mode == "session-5" else session_6() if mode == "session-6"
                  else contextlib.nullcontext())
     try:
@@ -317,6 +340,7 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
         os.environ.pop("NBFLOW_DASK_BATCH", None)
         os.environ.pop("NBFLOW_DASK_HOLD_ALL", None)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    s8.__exit__(None, None, None)
     worker_cpu = _workers_cpu(client) - wcpu0
     rep = run.locality_report()
     sizes = dict(zip(rep.tasks["task"], rep.tasks["output_bytes"], strict=True))
@@ -423,7 +447,7 @@ def _targets(per: dict[str, Any]) -> dict[str, Any]:
             out["cpu_vs_dask_session-5"] = _harness.ratio(per["session-5"]["cpu_s"], dk["cpu_s"])
             out["worker_cpu_vs_dask_session-5"] = _harness.ratio(
                 per["session-5"]["worker_cpu_s"], dk["worker_cpu_s"])
-        for m in ("release", "hold-all", "session-4", "session-5", "session-6"):  # same Dask
+        for m in ("release", "hold-all", "session-4", "session-5", "session-6", "session-8"):
             if m in per:
                 out[f"makespan_vs_dask_{m}"] = _harness.target(
                     _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")

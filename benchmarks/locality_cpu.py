@@ -31,6 +31,10 @@ Usage::
 that would be handed over are sent unheld.  ``--before`` (session 5's code) holds every
 future too.
 
+``--session-8`` alternates the default against session 8's path (``nbflow-s8``: the scheduler
+plugin sends every turn's completions at once, and every watched future, unheld ones too,
+is handed to Dask's client loop; :func:`locality.session_8`).
+
 ``--announce`` alternates the default, where nbflow's scheduler plugin sends the
 completions of one turn of the scheduler's loop in one event, against the workers
 announcing each result themselves (``NBFLOW_DASK_ANNOUNCE=1`` and the plugin's reports
@@ -54,10 +58,10 @@ from typing import Any
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS, session_5, trace_spec
+    from .locality import WORKLOADS, session_5, session_8, trace_spec
 else:
     import _harness
-    from locality import WORKLOADS, session_5, trace_spec
+    from locality import WORKLOADS, session_5, session_8, trace_spec
 
 
 def _pid() -> int:
@@ -311,13 +315,14 @@ def wrapper_cost(client: Any, calls: int = 2000, repeat: int = 5) -> dict[str, f
 def sample_nbflow(client: Any, meter: Meter, spec: list[Any], keep: str = "reachable",
                   before: bool = False, switch_off: str = "",
                   hold_all: bool = False, announce: bool = False,
-                  window: float = 0.0) -> dict[str, float]:
+                  window: float = 0.0, s8: bool = False) -> dict[str, float]:
     from distributed import get_task_stream
 
     from nbflow import locality
 
     wf, end = trace_spec("locality-cpu", spec)
-    as_before = session_5() if before else contextlib.nullcontext()
+    as_before = (session_5() if before else session_8(client) if s8
+                 else contextlib.nullcontext())
     with get_task_stream(client=client) as ts, locality.placement("locality", keep=keep), \
             as_before, experiment(switch_off), holding_all(hold_all or before), \
             announcing(client, announce or before), windowed(client, window):
@@ -404,6 +409,9 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=0.0,
                     help="also nbflow with the plugin holding completions this many ms to send "
                          "them together (nbflow-window)")
+    ap.add_argument("--session-8", action="store_true",
+                    help="also nbflow with session 9's changes switched off (nbflow-s8: no "
+                         "completions window, every watched future handed to the client loop)")
     ap.add_argument("--wrapper", action="store_true",
                     help="also the worker-side CPU of nbflow's task wrapper per call")
     ap.add_argument("--json", default=None)
@@ -425,6 +433,8 @@ def main() -> None:
                 "dask": lambda spec=spec: sample_dask(client, meter, spec)}
             if args.before:  # the same run with session 6's changes switched off
                 samplers["nbflow-s5"] = lambda spec=spec: sample_nbflow(client, meter, spec, before=True)
+            if args.session_8:  # the same run with session 9's changes switched off
+                samplers["nbflow-s8"] = lambda spec=spec: sample_nbflow(client, meter, spec, s8=True)
             if args.hold_all:  # the same run with session 7's unheld intermediates off
                 samplers["nbflow-held"] = lambda spec=spec: sample_nbflow(client, meter, spec,
                                                                           hold_all=True)

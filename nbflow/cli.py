@@ -90,8 +90,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     where = Path(args.home).expanduser().absolute() if args.home else store_home()
     df = runs(args.name, home=args.home)
     if args.limit:
-        df = df.tail(args.limit)
-    df = df.iloc[::-1].reset_index(drop=True)  # newest first, as %nbflow runs shows them
+        df = df.head(args.limit)  # (newest first, as nf.runs() lists them)
     from .batch.cli import with_params
 
     df = with_params(df, args.home)

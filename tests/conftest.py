@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -17,11 +19,36 @@ from nbflow.engine import taskstate
 taskstate.check_transitions(True)  # in case a plugin imported nbflow first
 
 
+_SESSION_CWD = Path.cwd()
+
+
+def stray_store_places(tmp_path: Path) -> list[Path]:
+    """Where a store made by a test (or a process it started) without ``NBFLOW_HOME`` would
+    land outside the test's own folder: above it (``/tmp/.nbflow`` when a process runs in
+    ``/tmp``), in the folder pytest was started from and above (the checkout), and in ``$HOME``."""
+    places = [p / ".nbflow" for p in tmp_path.parents]
+    places += [p / ".nbflow" for p in (_SESSION_CWD, *_SESSION_CWD.parents)]
+    places.append(Path.home() / ".nbflow")
+    return list(dict.fromkeys(places))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
     monkeypatch.setenv("NBFLOW_HOME", str(tmp_path / ".nbflow"))
     monkeypatch.setenv("NBFLOW_KEY_FILE", str(tmp_path / ".nbflow-key"))  # never the user's own key
+    # A test that searches for its store (no NBFLOW_HOME, its cwd in tmp_path) stops at its
+    # own folder: a stray /tmp/.nbflow, left by anyone on a shared machine, is not found.
+    monkeypatch.setenv("NBFLOW_CEILING_DIRECTORIES", str(tmp_path.parent))
+    places = stray_store_places(tmp_path)
+    before = {p for p in places if p.exists()}
     yield
+    # A store that appeared outside the test's folder: a process that ran without the
+    # test's NBFLOW_HOME (or in another folder) recorded runs where later tests, or the
+    # developer's own project, would find them.
+    made = [str(p) for p in places if p.exists() and p not in before]
+    if made:
+        pytest.fail(f"the test made a store outside its tmp folder: {', '.join(made)}; give the "
+                    "process it started NBFLOW_HOME (or a cwd under tmp_path)", pytrace=False)
 
 
 def nbflow_threads() -> list[str]:
@@ -29,10 +56,50 @@ def nbflow_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("nbflow-")]
 
 
+def nbflow_threads_left(before: set[str] | frozenset[str] = frozenset(), timeout: float = 30.0) -> list[str]:
+    """The nbflow threads (not in ``before``) still alive once they have had ``timeout``
+    seconds to end: a run's end stops them and waits a bounded time for each (the lease
+    watcher: 1 s), which a busy machine can outlast; polled, not a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    left = [n for n in nbflow_threads() if n not in before]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [n for n in nbflow_threads() if n not in before]
+    return left
+
+
 def child_pids() -> set[int]:
     import psutil
 
     return {p.pid for p in psutil.Process(os.getpid()).children(recursive=True)}
+
+
+def children_left(before: set[int], ignore: str | None = None, timeout: float = 30.0) -> list[int]:
+    """The child processes started since ``before`` that are still alive once they have had
+    ``timeout`` seconds to go (polled: how long exiting processes take to be reaped depends
+    on the machine's load, a fixed sleep does not), leaving out those whose command line
+    holds ``ignore``."""
+    import psutil
+
+    def left() -> list[int]:
+        out = []
+        for pid in child_pids() - before:
+            try:
+                proc = psutil.Process(pid)
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue  # (exited; its parent has not reaped it yet)
+                if ignore is None or ignore not in " ".join(proc.cmdline()):
+                    out.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    deadline = time.monotonic() + timeout
+    still = left()
+    while still and time.monotonic() < deadline:
+        time.sleep(0.1)
+        still = left()
+    return still
 
 
 @pytest.fixture(scope="session")

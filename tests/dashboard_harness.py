@@ -41,7 +41,7 @@ def wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the Jupyter server exited early:\n{log.read_text()[-3000:]}")
+            raise ServerExited(f"the Jupyter server exited early:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -49,6 +49,47 @@ def wait_for(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float 
         except OSError:
             time.sleep(0.3)
     raise RuntimeError(f"the Jupyter server did not answer at {url}:\n{log.read_text()[-3000:]}")
+
+
+class ServerExited(RuntimeError):
+    """The server process ended before it answered."""
+
+
+PORT_TAKEN = ("is already in use", "is not available")  # jupyter_server's words, port_retries=0
+
+
+def serve(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, token: str,
+          attempts: int = 5) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a Jupyter server (``cmd`` without a port) on a free port; its process and base URL.
+
+    Between :func:`free_port` closing its socket and the server binding the port, another
+    process on the machine (other test runs) may take it.  By default the server then moves
+    to another port, one the test does not know (and may find someone else's server on); with
+    ``port_retries=0`` it exits instead, and another free port is tried."""
+    for attempt in range(attempts):
+        port = free_port()
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([*cmd, f"--port={port}", "--ServerApp.port_retries=0"], stdout=out,
+                                    stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(f"{base}/api/status?token={token}", proc, log)
+            return proc, base
+        except BaseException as e:
+            stop(proc)
+            taken = isinstance(e, ServerExited) and any(w in log.read_text() for w in PORT_TAKEN)
+            if not taken or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextlib.contextmanager
@@ -59,7 +100,7 @@ def jupyter(tmp: Path, home: Path, *, lab: bool = False) -> Iterator[Server]:
     jupyter_server_config.d file), and that is part of what the tests check."""
     root = tmp / "root"
     root.mkdir(exist_ok=True)
-    port, token = free_port(), uuid.uuid4().hex
+    token = uuid.uuid4().hex
     log = tmp / ("lab.log" if lab else "server.log")
     # JupyterLab takes the first "nbflow" lab extension on its data path, JUPYTER_PATH first:
     # point it at this checkout's built assets, not whichever checkout the venv links to
@@ -70,7 +111,7 @@ def jupyter(tmp: Path, home: Path, *, lab: bool = False) -> Iterator[Server]:
     env = dict(os.environ, NBFLOW_HOME=str(home), JUPYTER_CONFIG_DIR=str(tmp / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp / "rt"),
                JUPYTER_PATH=os.pathsep.join(filter(None, [str(data.parent), os.environ.get("JUPYTER_PATH")])))
-    cmd = [sys.executable, "-m", "jupyterlab" if lab else "jupyter_server", "--no-browser", f"--port={port}",
+    cmd = [sys.executable, "-m", "jupyterlab" if lab else "jupyter_server", "--no-browser",
            "--ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
            "--ServerApp.open_browser=False"]
     if lab:
@@ -78,19 +119,11 @@ def jupyter(tmp: Path, home: Path, *, lab: bool = False) -> Iterator[Server]:
                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = serve(cmd, env=env, cwd=root, log=log, token=token)
     try:
-        wait_for(f"{base}/api/status?token={token}", proc, log)
         yield Server(base, token, home, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def script(tmp: Path, home: Path, code: str, name: str = "flow.py") -> subprocess.Popen[bytes]:

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import child_pids, nbflow_threads
+from conftest import child_pids, children_left, nbflow_threads_left
 
 import nbflow as nf
 
@@ -67,8 +67,7 @@ def test_dask_backend_with_a_temporary_local_cluster():
     pytest.importorskip("distributed")
     before = child_pids()
     assert results_of("dask") == results_of("local")
-    time.sleep(0.5)  # let the cluster's processes be reaped
-    assert child_pids() - before == set(), "the temporary cluster left processes behind"
+    assert children_left(before) == [], "the temporary cluster left processes behind"
 
 
 def test_dask_backend_by_address_and_by_client(dask_cluster):
@@ -171,13 +170,9 @@ def test_cancelling_process_tasks_kills_the_workers():
     run.wait(raise_on_error=False)
     assert time.perf_counter() - t0 < 30  # not the 60 s the tasks would sleep
     assert run.status == "cancelled"
-    time.sleep(0.5)
-    leftover = {p for p in child_pids() - before}
-    import psutil
-
-    workers = [p for p in leftover if "forkserver" not in " ".join(psutil.Process(p).cmdline())]
+    workers = children_left(before, ignore="forkserver")
     assert workers == [], f"worker processes still alive: {workers}"
-    assert not nbflow_threads()
+    assert nbflow_threads_left() == []
 
 
 def test_unknown_backend_is_a_clear_error():

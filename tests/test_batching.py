@@ -490,8 +490,20 @@ def test_chunks_running_together_give_the_sizer_their_share_of_the_time(monkeypa
         seen.append((n, seconds))
         observe(self, n, seconds)
 
+    started: list[int] = []
+    four: list[anyio.Event] = []
+
     async def fake_call(s, i, fn, run):  # every item "took" 1 ms of wall time
-        await anyio.sleep(0.05)  # (long enough for the other slots' chunks to start)
+        # The first four chunks wait for each other, so they are surely in flight together
+        # (a sleep "long enough for the others to start" was a bet on the machine's speed).
+        if not four:
+            four.append(anyio.Event())
+        started.append(i)
+        if len(started) == 4:
+            four[0].set()
+        if len(started) <= 4:
+            with anyio.fail_after(60):  # (fewer than four running at once: the test fails)
+                await four[0].wait()
         return [(True, fn(*s.nodes[j].args), 0.001) for j in run]
 
     monkeypatch.setattr(ChunkSizer, "observe", recording)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -84,7 +83,7 @@ def lab(tmp_path: Path):
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     nbformat.write(_stop_notebook(), root / "stop.ipynb")
-    port, token = dh.free_port(), uuid.uuid4().hex
+    token = uuid.uuid4().hex
     log = tmp_path / "lab.log"
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
@@ -97,26 +96,18 @@ def lab(tmp_path: Path):
         (startup / "00-nbflow.py").write_text(
             "import nbflow.notebook\nnbflow.notebook.register_if_ipython()\n")
         env["IPYTHONDIR"] = str(tmp_path / "ipython")
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
            "--ServerApp.open_browser=False",
            "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # CI containers run as root
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = dh.serve(cmd, env=env, cwd=root, log=log, token=token)
     try:
-        dh.wait_for(f"{base}/api/status?token={token}", proc, log)
         yield base, token
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        dh.stop(proc)
 
 
 def test_quickstart_in_jupyterlab(lab: tuple[str, str]) -> None:

@@ -15,6 +15,7 @@ Skips (with the reason) when Playwright or Chromium is missing; never downloads 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -151,7 +152,9 @@ def test_batch_run_appears_and_its_graph_turns_green_live(lab) -> None:
             stored = nf.load_run(rid, home=server.home).tasks
             n = len(stored)
             assert n > 80  # the 80 steps and the tasks around them
-            assert f"{n}/{n} tasks" in panel_item.inner_text() and "1 failed" in panel_item.inner_text()
+            # a failed run says how many completed (all but the check), as the notebook view does
+            said = panel_item.inner_text()
+            assert f"{n - 1}/{n} tasks completed" in said and "1 failed" in said, said
             page.locator(PANEL).screenshot(path=str(ARTIFACTS / "dashboard-panel.png"))
 
             # every tab renders
@@ -209,11 +212,22 @@ def test_cancel_button_stops_a_long_run(lab) -> None:
             assert "STATUS cancelled" in out.decode()
             assert cancel.is_hidden()
             page.wait_for_selector(f"{PANEL} li.nbflow-run[data-status='cancelled']", timeout=30_000)
-            # the list says how many tasks were cancelled: its "N/N tasks" counts them as done
-            facts = page.locator(f"{PANEL} li.nbflow-run[data-status='cancelled'] .nbflow-run-facts")
-            text = facts.first.inner_text()
+            # the list says how many completed out of how many, and how many were cancelled:
+            # not "302/302 tasks", which read as all work done
+            item = page.locator(f"{PANEL} li.nbflow-run[data-status='cancelled']").first
+            rid = item.get_attribute("data-run-id")
+            counts = nf.load_run(rid, home=server.home).task_counts
+            done, total = counts.get("completed"), counts.total
+            assert counts.get("cancelled") > 0 and done < total
+            text = item.locator(".nbflow-run-facts").inner_text()
+            assert text.startswith(f"{done}/{total} tasks completed ·"), text
             said = re.search(r"· (\d+) cancelled", text)
-            assert said and int(said.group(1)) > 0, text
+            assert said and int(said.group(1)) == counts.get("cancelled"), text
+            assert "cancelled" in item.locator(".nbflow-run-status").inner_text()
+            # and its bar is filled to the completed share, not to the end
+            width = item.locator(".nbflow-bar-fill").evaluate("b => b.style.width")
+            assert width == f"{math.floor(done / total * 100 + 0.5)}%"  # (JavaScript's Math.round)
+            page.locator(PANEL).screenshot(path=str(ARTIFACTS / "dashboard-panel-cancelled.png"))
             _shot(page, "dashboard-cancelled.png")
         finally:
             if proc.poll() is None:
@@ -259,7 +273,7 @@ def test_panel_shows_running_and_pending_of_a_live_run(lab) -> None:
                 "s => { const f = document.querySelector(s); return f && /2 running/.test(f.textContent); }",
                 arg=f"{PANEL} li.nbflow-run[data-status='running'] .nbflow-run-facts", timeout=60_000)
             facts = live.inner_text()
-            assert facts.startswith("0/7 tasks")
+            assert facts.startswith("0/7 tasks done")
             assert "2 running" in facts and "5 pending" in facts
             # the bar draws the share at work (2 of 7 tasks), after the (empty) finished share
             bar = page.locator(f"{PANEL} li.nbflow-run[data-status='running'] .nbflow-bar-running")
@@ -273,7 +287,7 @@ def test_panel_shows_running_and_pending_of_a_live_run(lab) -> None:
             done.wait_for(timeout=30_000)
             # a finished run is shown as before: its counts, no running or pending
             text = done.locator(".nbflow-run-facts").inner_text()
-            assert text.startswith("7/7 tasks")
+            assert text.startswith("7/7 tasks done")
             assert "running" not in text and "pending" not in text
             assert done.locator(".nbflow-bar-running").count() == 0
         finally:

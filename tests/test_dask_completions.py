@@ -12,6 +12,7 @@ after a while, and the backend asks the scheduler.  No timings are checked.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -232,3 +233,79 @@ def test_a_window_gathers_completions_and_a_held_one_sends_them_at_once() -> Non
         assert plugin._timer is None
 
     asyncio.run(scenario())
+
+
+def test_what_waits_is_sent_when_a_held_task_starts() -> None:
+    # the run will need the completions before a task it holds once that task ends: they
+    # go as it starts on a worker, so the client takes them while it runs
+    async def scenario():
+        plugin = dask_plugin.LooseRestrictions(window=30.0)  # (never reached in this test)
+        sched = _Scheduler()
+        await plugin.start(sched)
+        held = type("TS", (), {"who_wants": {"client"}})()
+        unheld = type("TS", (), {"who_wants": set()})()
+        sched.tasks.update({"inc-0-0a1b2c3d-1": unheld, "total-0-0a1b2c3d-2": held})
+        _finished(plugin, "make-0-0a1b2c3d-0")
+        plugin.transition("inc-0-0a1b2c3d-1", "waiting", "processing", stimulus_id="s")
+        await asyncio.sleep(0)
+        assert sched.logged == []  # (a task nobody holds started: nothing is sent)
+        plugin.transition("total-0-0a1b2c3d-2", "waiting", "processing", stimulus_id="s")
+        await asyncio.sleep(0)
+        assert [[d[0] for d in m["done"]] for _, m in sched.logged] == [["make-0-0a1b2c3d-0"]]
+        assert plugin._timer is None
+        # nothing waiting: a held task starting sends nothing
+        plugin.transition("total-0-0a1b2c3d-2", "waiting", "processing", stimulus_id="s")
+        await asyncio.sleep(0)
+        assert len(sched.logged) == 1
+
+    asyncio.run(scenario())
+
+
+@nf.task
+def nap(a, seconds: float):
+    time.sleep(seconds)
+    return a + 1
+
+
+def test_unheld_completions_wait_for_a_held_one_and_durations_are_the_workers(fresh, monkeypatch):
+    # A window far longer than the run: the completions of the chain's intermediates (no
+    # future of this process holds them: their consumers are already on the cluster) wait
+    # on the scheduler until a task the run holds starts or ends; then all go in one event.
+    # The engine learns of the intermediates only then, yet records the seconds each call
+    # took on its worker, not the moment it learnt of it.
+    monkeypatch.setenv("NBFLOW_DASK_COMPLETIONS_WINDOW", "3600")
+    with nf.Workflow("windowed") as wf:
+        r = make(1000, 1.0)
+        for _ in range(3):
+            r = nap(r, 0.3)
+        out = total(r)
+    run = wf.start(backend=fresh, cache=False)
+    run.wait(timeout=DEADLINE)
+    assert run.status == "completed" and run[out] == 1000 * 4.0
+    plugin = fresh.cluster.scheduler.plugins[dask_plugin.NAME]
+    assert plugin.window == 3600.0 and plugin._timer is None
+    backend = run.backends["dask"]
+    assert backend.unheld >= 3  # (the three naps at least)
+    events = [[d[0].rsplit("-", 2)[0] for d in msg["done"] if f"-{backend._tag}-" in d[0]]
+              for _, msg in fresh.cluster.scheduler.get_events(dask_backend.TOPIC) if "done" in msg]
+    # (the first two finished 0.3 s apart, each in a turn of its own: only the window put
+    # them in one event, sent when a task the run holds (the last nap: ``r`` names it)
+    # started)
+    naps = {k for k in run.tasks["key"] if k.startswith("nap")}
+    assert len(naps) == 3 and any({"nap-0", "nap-1"} <= set(e) for e in events), events
+    durations = run.tasks.set_index("key")["duration_s"]
+    assert all(durations[k] >= 0.3 for k in naps), durations
+
+
+def test_the_completions_window_is_read_and_checked(monkeypatch) -> None:
+    from nbflow.core.errors import InvalidOptionError
+    from nbflow.engine.backends import dask_recovery
+
+    monkeypatch.delenv("NBFLOW_DASK_COMPLETIONS_WINDOW", raising=False)
+    assert dask_recovery.completions_window() == dask_recovery.WINDOW == 0.1
+    monkeypatch.setenv("NBFLOW_DASK_COMPLETIONS_WINDOW", "0")
+    assert dask_recovery.completions_window() == 0.0
+    for bad in ("soon", "-1", "inf", "nan"):
+        monkeypatch.setenv("NBFLOW_DASK_COMPLETIONS_WINDOW", bad)
+        with pytest.raises(InvalidOptionError, match="NBFLOW_DASK_COMPLETIONS_WINDOW"):
+            dask_recovery.completions_window()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from history_edits import replay
 
 import nbflow as nf
 from nbflow.predict import eta_calibration, eta_scores, fitting
@@ -56,10 +57,10 @@ def _scoring_process() -> Iterator[None]:
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The store described in the module docstring; past-run scoring forbidden here."""
-    for scale in (1.0, 1.0, 6.0):
-        _workflow("shifting", scale).run(cache=False, workers=2)
-    for _ in range(3):
-        _workflow("steady", 1.0).run(cache=False, workers=2)
+    for name, scale in (("shifting", 1.0), ("shifting", 1.0), ("shifting", 6.0),
+                        ("steady", 1.0), ("steady", 1.0), ("steady", 1.0)):
+        run = _workflow(name, scale).run(cache=False, workers=2)
+        _as_the_sleeps_ask(run.id, scale)
 
     def in_the_kernel(*args: object, **kwargs: object) -> list[float]:
         raise AssertionError("past runs scored in the kernel's process")
@@ -67,6 +68,12 @@ def store(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(eta_calibration, "past_run_scores", in_the_kernel)
     yield
     eta_scores.wait_for_scores()
+
+
+def _as_the_sleeps_ask(run_id: str, scale: float) -> None:
+    """The run's recorded timeline set to what its sleeps ask for (on a busy machine a 10 ms
+    sleep measured 100 ms, and the 6x shift the tests rely on looked like 1.7x)."""
+    replay(run_id, {"first": 0.01, "second": 0.03 * scale}, workers=2)
 
 
 def _log_half_width(e: Eta) -> float:
@@ -94,6 +101,7 @@ def test_the_live_eta_shows_the_band_run_eta_shows_widened_by_the_store(
     warm = _workflow("shifting", 1.0).start(cache=False, workers=2)
     warm.eta()
     warm.wait()
+    _as_the_sleeps_ask(warm.id, 1.0)
     fitting.wait_for_fits()  # (the scoring too)
 
     run = _workflow("shifting", 20.0).start(cache=False, workers=2)  # ~2 s: still going below

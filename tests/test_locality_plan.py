@@ -114,6 +114,8 @@ def test_plan_refuses_bad_arguments():
         nf.plan(wf, workers=0)
     with pytest.raises(PlanError, match="bandwidth must be a positive"):
         nf.plan(wf, bandwidth=-1)
+    with pytest.raises(PlanError, match="unknown backend 'nonsense': use 'local'"):
+        nf.plan(wf, backend="nonsense")
     with nf.Workflow("empty") as empty:
         pass
     with pytest.raises(PlanError, match="no tasks"):

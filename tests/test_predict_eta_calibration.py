@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from history_edits import replay
 
 import nbflow as nf
 from nbflow.predict import Predictor
@@ -162,9 +163,13 @@ def test_the_store_learns_the_correction_from_its_own_past_runs() -> None:
     # The second stage of the newest run took 6x as long: scored with a predictor fitted on
     # the two runs before it (which agree), its ETAs fell far outside their band.
     for scale in (1.0, 1.0, 6.0):
-        _stage_run("shifting", scale)
+        run = _stage_run("shifting", scale)
+        replay(run.id, {"first": 0.01, "second": 0.03 * scale}, workers=2)
     for _ in range(3):
-        _stage_run("steady", 1.0)
+        run = _stage_run("steady", 1.0)
+        replay(run.id, {"first": 0.01, "second": 0.03}, workers=2)
+    # (the timelines are set as the sleeps ask: on a busy machine a 10 ms sleep measured
+    # 100 ms and the 6x shift of the second stage looked like 1.7x)
     shifting = store_calibration("shifting")
     steady = store_calibration("steady")
     assert shifting.own == 3 * len(MARKS) and shifting.pooled == 0  # 3 own runs; 1 other workflow: no prior

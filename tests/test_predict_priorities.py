@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from history_edits import set_durations
 
 import nbflow as nf
 from nbflow.engine.priority import longest_remaining_path
@@ -43,6 +44,8 @@ def test_history_changes_the_dispatch_order_as_the_simulator_says() -> None:
     assert not first.learned_priorities
     # Unit weights: the 3-task chain outranks the single slow task.
     assert _start_order(first)[0] == "quick-0"
+    # what history says they took (measured, a busy machine can stretch 10 ms to 150 ms)
+    set_durations({"quick-0": 0.01, "quick-1": 0.01, "quick-2": 0.01, "slow-0": 0.3})
 
     wf = _build()
     second = wf.run(workers=1, cache=False)
@@ -100,5 +103,6 @@ def test_one_big_item_of_a_map_like_fan_goes_first_on_the_second_run() -> None:
 
     first = build().run(workers=1, cache=False)
     assert _start_order(first)[0] == "sample-0"  # unit weights: creation order
+    set_durations({"sample-0": 0.02, "sample-1": 0.02, "sample-2": 0.02, "sample-3": 0.3})
     second = build().run(workers=1, cache=False)
     assert _start_order(second)[0] == "sample-3"  # the big one, known by its key

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from history_edits import set_durations
 
 import nbflow as nf
 from nbflow.predict.eta import eta_of, snapshot
@@ -35,6 +36,8 @@ def test_the_quick_estimate_is_each_tasks_recent_mean() -> None:
     assert quick_predictor("quick-estimate") is None  # no history yet
     _wf().run(cache=False)
     last = _wf().run(cache=False)
+    # what history says the calls took (measured, a busy machine stretches a 30 ms sleep)
+    set_durations({**{f"slow-{i}": 0.03 for i in range(6)}, **{f"quick-{i}": 0.001 for i in range(6)}})
     q = quick_predictor("quick-estimate", exclude_run=last.id)
     assert isinstance(q, QuickPredictor)
     assert q.names["slow"].runs == 1 and q.names["slow"].calls == 6  # the run asking is left out

@@ -9,7 +9,7 @@ import time
 
 import anyio
 import pytest
-from conftest import nbflow_threads
+from conftest import nbflow_threads, nbflow_threads_left
 
 import nbflow as nf
 from nbflow.core import events as ev
@@ -24,9 +24,11 @@ def _intervals(run, keys=None):
 
 
 def test_two_sleeping_tasks_overlap_in_threads():
+    both = threading.Barrier(2, timeout=60)  # each waits inside its task for the other
+
     @nf.task
     def nap(i):
-        time.sleep(0.3)
+        both.wait()  # (raises BrokenBarrierError unless the two run at the same time)
         return i
 
     with nf.Workflow("overlap") as wf:
@@ -37,9 +39,19 @@ def test_two_sleeping_tasks_overlap_in_threads():
 
 
 def test_two_async_tasks_overlap_on_the_loop():
+    arrived: list[int] = []
+    both: list[anyio.Event] = []
+
     @nf.task
     async def anap(i):
-        await anyio.sleep(0.3)
+        # each waits inside its task for the other (a deadline, not a bet on timing)
+        if not both:
+            both.append(anyio.Event())
+        arrived.append(i)
+        if len(arrived) == 2:
+            both[0].set()
+        with anyio.fail_after(60):
+            await both[0].wait()
         return i
 
     with nf.Workflow("aoverlap") as wf:
@@ -309,7 +321,7 @@ def test_cancel_from_another_thread_leaves_nothing_running():
     assert run.status == "cancelled"
     states = set(run.tasks["state"])
     assert "cancelled" in states and states <= {"completed", "cancelled"}
-    assert set(nbflow_threads()) - before == set()
+    assert nbflow_threads_left(before) == []
 
 
 def test_ctrl_c_in_the_calling_thread_cancels_the_run():
@@ -336,7 +348,7 @@ def test_ctrl_c_in_the_calling_thread_cancels_the_run():
     run = nf.last_run()
     assert run.status == "cancelled" and run.done
     assert set(run.tasks["state"]) == {"cancelled"}
-    assert not nbflow_threads()
+    assert nbflow_threads_left() == []
 
 
 def test_pause_holds_dispatch_until_resume():

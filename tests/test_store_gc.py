@@ -67,7 +67,7 @@ def test_keep_last_removes_older_runs_and_only_their_results():
     report = gc(keep_last=2)
     assert [r[0] for r in report.runs_removed] == [a.id]
     assert report.bytes_freed >= 50_000
-    assert list(runs()["id"]) == [b.id, c.id]
+    assert list(runs()["id"]) == [c.id, b.id]  # newest first
     assert len(files()) == 2
     with pytest.raises(KeyError):
         load_run(a.id)

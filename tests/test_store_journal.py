@@ -53,10 +53,10 @@ def test_runs_lists_runs_with_counts_by_state():
     df = runs()
     assert list(df.columns) == ["id", "name", "status", "start", "end", "duration_s", "tasks", "completed",
                                 "cached", "failed", "skipped", "cancelled", "backend", "host", "pid"]
-    assert list(df["name"]) == ["ok", "ok", "bad"]
-    assert list(df["status"]) == ["completed", "completed", "failed"]
-    assert list(df["completed"]) == [2, 2, 2] and list(df["cached"]) == [0, 2, 1]
-    assert list(df["failed"]) == [0, 0, 1] and list(df["skipped"]) == [0, 0, 1]
+    assert list(df["name"]) == ["bad", "ok", "ok"]  # newest first
+    assert list(df["status"]) == ["failed", "completed", "completed"]
+    assert list(df["completed"]) == [2, 2, 2] and list(df["cached"]) == [1, 2, 0]
+    assert list(df["failed"]) == [1, 0, 0] and list(df["skipped"]) == [1, 0, 0]
     assert (df["end"] >= df["start"]).all()
     assert list(runs("bad")["name"]) == ["bad"]
 

@@ -50,6 +50,17 @@ export function seconds(s: number | null | undefined): string {
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
 
+/** The counts a run list or header shows, as the notebook view says them
+ * (nbflow/notebook/render.py _done_text): "7/10 tasks done" while every ended task completed;
+ * once some failed, were skipped or were cancelled, how many completed ("120/302 tasks
+ * completed"), so a cancelled or failed run does not read as finished. */
+export function doneText(c: { tasks: number; done: number; completed: number }): string {
+  if (c.completed === c.done) {
+    return `${c.done}/${c.tasks} tasks done`;
+  }
+  return `${c.completed}/${c.tasks} tasks completed`;
+}
+
 export function bytes(n: number | null | undefined): string {
   if (n === null || n === undefined) {
     return '';

@@ -3,7 +3,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { api, IRunSummary, IRunsPage } from './api';
-import { el, seconds, STATUS, when } from './format';
+import { doneText, el, seconds, STATUS, when } from './format';
 
 const PAGE = 50;
 const REFRESH_MS = 1000;
@@ -119,7 +119,8 @@ export class RunsPanel extends Widget {
     line1.append(dot, name, status);
     const bar = el('div', { class: 'nbflow-bar' });
     const fill = el('div', { class: 'nbflow-bar-fill' });
-    const frac = r.tasks ? r.done / r.tasks : 0;
+    // the share that completed (cached included): a cancelled run's bar is not full
+    const frac = r.tasks ? r.completed / r.tasks : 0;
     fill.style.width = `${Math.round(frac * 100)}%`;
     fill.style.background = STATUS[r.status] || '#90a4ae';
     bar.appendChild(fill);
@@ -130,7 +131,7 @@ export class RunsPanel extends Widget {
       bar.appendChild(going);
     }
     const dur = r.live && r.start ? Date.now() / 1000 - r.start : r.duration_s;
-    const facts = [`${r.done}/${r.tasks} tasks`, seconds(dur)];
+    const facts = [doneText(r), seconds(dur)];
     if (r.live) {
       // a run still going: what is at work and what still waits (a finished run has neither)
       facts.push(`${r.running} running`, `${r.pending} pending`);
@@ -138,8 +139,7 @@ export class RunsPanel extends Widget {
     if (r.failed) {
       facts.push(`${r.failed} failed`);
     }
-    // a run that ended early counts its cancelled and skipped tasks as done: say which they are,
-    // so a cancelled run's full bar does not read as all work finished
+    // the tasks that ended without completing, by state (the count above leaves them out)
     if (r.cancelled) {
       facts.push(`${r.cancelled} cancelled`);
     }

@@ -568,12 +568,13 @@ class Scheduler:
         duration = time.perf_counter() - t0
         if type(value) is Measured:  # metrics hook: a process/Dask worker's envelope
             value = self.metrics.unwrap(i, value)
-        elif isinstance(value, Remote) and value.worker_metrics is not None:  # (left remote)
-            self.metrics.note(i, *value.worker_metrics)
-        if isinstance(value, Remote) and value.compute_s is not None:
-            # the worker's own timing: the wait above also held the queue on the cluster and
-            # the news of the end (completions come in bursts), which history must not learn
-            duration = value.compute_s
+        elif isinstance(value, Remote):  # (left remote)
+            if value.worker_metrics is not None:
+                self.metrics.note(i, *value.worker_metrics)
+            # the seconds its worker measured: the engine may learn of a Dask completion
+            # later than it happened (dask_plugin's window), so its own clock would not do
+            if value.compute_s is not None:
+                duration = value.compute_s
         if cache is not None and self.cache is not None:  # store hook: hash, store if cacheable
             try:
                 size = await cache.commit(i, value, size)

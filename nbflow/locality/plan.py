@@ -81,6 +81,14 @@ class WorkflowPlan:
 
 
 def _workers_of(backend: Any, workers: int | None) -> int:
+    if backend is not None:
+        from ..core.errors import WorkflowDefinitionError
+        from ..core.options import backend_kind
+
+        try:
+            backend_kind(backend)  # the run's own check: a plan for a backend no run takes is wrong
+        except WorkflowDefinitionError as e:
+            raise PlanError(str(e)) from None
     if workers is not None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise PlanError(f"workers must be a whole number >= 1, got {workers!r}")

@@ -76,7 +76,7 @@ def runs_frame(limit: int = 50) -> pd.DataFrame:
     fn = getattr(_store(), "runs", None)
     if callable(fn):
         try:
-            return pd.DataFrame(fn()).iloc[::-1].head(limit).reset_index(drop=True)
+            return pd.DataFrame(fn()).head(limit).reset_index(drop=True)  # (newest first)
         except Exception:  # a store that cannot answer (e.g. not writable): this session's runs
             pass
     with _lock:

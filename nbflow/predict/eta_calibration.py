@@ -254,7 +254,7 @@ def store_scores(name: str, exclude_run: str | None = None, home: Any = None,
 
     try:
         store = _require_store(home)
-        table = runs(home=home)
+        table = runs(home=home).iloc[::-1]  # oldest first: the last rows are the latest runs
     except Exception:  # no usable store: nothing to learn from
         return [], []
     table = table[(table["status"] == "completed") & (table["id"] != exclude_run)]

@@ -114,29 +114,35 @@ def band_of(run: Any, e: Eta, start: bool = True) -> Eta:
 # -- the helper process ----------------------------------------------------------------------
 
 
+_NICED = False  # (in the scoring process: its priority is lowered)
+
+
 def _background_priority() -> None:
-    """In the scoring process: the fit helper's treatment (deaf to the kernel's interrupts),
-    and a lower priority still: the fit helper makes the widget's live estimates."""
-    fitting._background_priority()
-    with contextlib.suppress(OSError, AttributeError):  # not on every platform
-        os.nice(SCORE_NICE - fitting.FIT_NICE)
+    """In the scoring process, at the start of each job (the first one acts): the fit
+    helper's priority, and lower still: the fit helper makes the widget's live estimates."""
+    global _NICED
+    import multiprocessing
+
+    if not _NICED and multiprocessing.parent_process() is not None:  # (never the kernel itself)
+        _NICED = True
+        fitting._background_priority()
+        with contextlib.suppress(OSError, AttributeError):  # not on every platform
+            os.nice(SCORE_NICE - fitting.FIT_NICE)
 
 
 def _score_job(home: str, name: str, exclude_run: str | None) -> tuple[Scores, int]:
     """In the scoring process: the scores of ``name``'s past runs on the store at ``home``
     (each past run scored once per process: a later job reuses them)."""
+    _background_priority()
     return store_scores(name, exclude_run=exclude_run, home=home), os.getpid()
 
 
 def score_pool() -> ProcessPoolExecutor:
     """The long-lived scoring process (started at the first scoring)."""
     global _POOL
-    import multiprocessing
-
     with _LOCK:
         if _POOL is None:
-            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_background_priority)
+            _POOL = fitting.helper_pool()  # (deaf to interrupts from its start)
         return _POOL
 
 

@@ -208,36 +208,52 @@ _FIT_PIDS: list[int] = []  # the process id each live fit ran in (newest last)
 FIT_BLOBS: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
+_NICED = False  # (in the helper: its priority is lowered)
+
+
 def _background_priority() -> None:
-    """In the helper process: a lower CPU priority, and deaf to Ctrl-C / the
-    kernel's interrupt (sent to its whole process group): interrupting a cell must not kill it.
+    """In the helper process, at the start of each job (the first one acts): a lower CPU
+    priority.  (Deaf to Ctrl-C it already is: :func:`helper_pool`.)
 
     Niced by :data:`FIT_NICE`, not put in Linux's idle scheduling class: on a busy machine
     an idle-class process barely runs at all (starting the helper took minutes at a load
     of 12 on two cores), and then no ETA ever arrives."""
+    global _NICED
+    import multiprocessing
+
+    if not _NICED and multiprocessing.parent_process() is not None:  # (never the kernel itself)
+        _NICED = True
+        with contextlib.suppress(OSError, AttributeError):  # not on every platform
+            os.nice(FIT_NICE)
+
+
+def helper_pool() -> ProcessPoolExecutor:
+    """One spawned helper process, deaf to Ctrl-C and to the kernel's interrupts (sent to its
+    whole process group: interrupting a cell must not kill it, and jupyter_client interrupts
+    the group at every kernel shutdown) from its first moments.  Its initializer is the
+    standard library's ``signal.signal``, which a new process unpickles without importing
+    nbflow: an initializer of nbflow's own took half a second (more on a busy machine) to
+    import, and an interrupt meanwhile killed the helper with a KeyboardInterrupt traceback."""
+    import multiprocessing
     import signal
 
-    with contextlib.suppress(OSError, AttributeError):  # not on every platform
-        os.nice(FIT_NICE)
-    with contextlib.suppress(OSError, ValueError):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
 
 
 def _fit_job(home: str, exclude_run: str | None) -> tuple[bytes, int]:
     """In the fit process: fit on the store at ``home``; the predictor pickled by value."""
     import cloudpickle
 
+    _background_priority()
     return cloudpickle.dumps(default_predictor(exclude_run=exclude_run, home=home)), os.getpid()
 
 
 def fit_pool() -> ProcessPoolExecutor:
     global _POOL
-    import multiprocessing
-
     with _FIT_LOCK:
         if _POOL is None:
-            _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_background_priority)
+            _POOL = helper_pool()
         return _POOL
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from nbflow.core.graphs import topological_order
 from nbflow.engine.priority import longest_remaining_path
 from nbflow.predict.bands import pace_factors
 from nbflow.predict.eta_types import Eta
@@ -164,25 +165,27 @@ def snapshot(run: Any) -> RunSnapshot:
 
 
 def topo_order(ids: list[int], deps: list[list[int]]) -> tuple[list[int], list[list[int]]]:
-    """Renumber ``ids`` (a dependency-closed-downward subset) in a topological order."""
-    inside = set(ids)
-    succ: dict[int, list[int]] = {i: [] for i in ids}
-    indeg = {i: 0 for i in ids}
-    for j in ids:
+    """Renumber ``ids`` (the nodes that have not ended: a node's successors are among them)
+    in a topological order, first-in first-out (:func:`nbflow.core.graphs.topological_order`,
+    the one sort the scheduler uses too); with it, per position, its successors' positions.
+    Edges from nodes outside ``ids`` (ended ones) are left out."""
+    local = {i: k for k, i in enumerate(ids)}
+    succs: list[list[int]] = [[] for _ in ids]
+    indegree = [0] * len(ids)
+    for k, j in enumerate(ids):
         for d in deps[j]:
-            if d in inside:
-                succ[d].append(j)
-                indeg[j] += 1
-    order = [i for i in ids if indeg[i] == 0]
-    k = 0
-    while k < len(order):
-        for j in succ[order[k]]:
-            indeg[j] -= 1
-            if indeg[j] == 0:
-                order.append(j)
-        k += 1
-    pos = {i: p for p, i in enumerate(order)}
-    return order, [sorted(pos[j] for j in succ[i]) for i in order]
+            p = local.get(d)
+            if p is not None:
+                succs[p].append(k)
+                indegree[k] += 1
+    order = topological_order(succs=succs, indegree=indegree, lowest_first=False)
+    if order is None:
+        raise ValueError(f"the {len(ids)} nodes left to run wait for each other in a cycle, so no ETA "
+                         "can be simulated; the graph was changed after tracing (ref.after()?)")
+    pos = [0] * len(ids)
+    for p, k in enumerate(order):
+        pos[k] = p
+    return [ids[k] for k in order], [sorted(pos[s] for s in succs[k]) for k in order]
 
 
 def draw_durations(

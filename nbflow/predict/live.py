@@ -33,6 +33,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from nbflow.predict import fitting
 from nbflow.predict.eta_scores import band_of
 from nbflow.predict.eta_types import Eta
 from nbflow.predict.fitting import FIT_BLOBS, fit_pool, fit_pool_running, history_size, live_predictor
@@ -356,6 +357,7 @@ def _predictor_blob(predictor: Predictor) -> bytes:
 def _eta_job(blob: bytes, snap: RunSnapshot, samples: int,
              max_finished: int | None) -> tuple[Eta, float, int]:
     """In the helper process: one live estimate, what it took, and where it ran."""
+    fitting._background_priority()
     t0 = time.perf_counter()
     e = eta_of(snap, pickle.loads(blob), samples=samples, max_finished=max_finished)
     return e, time.perf_counter() - t0, os.getpid()
@@ -371,6 +373,7 @@ def _quick_eta_job(recipe: QuickRecipe, snap: RunSnapshot, samples: int,
     from nbflow.predict.quick import quick_predictor
     from nbflow.store.history import _require_store
 
+    fitting._background_priority()
     t0 = time.perf_counter()
     if recipe not in _HELPER_QUICK:
         if len(_HELPER_QUICK) > 64:  # (a kernel's runs, one each: kept small)

@@ -1,7 +1,8 @@
 """The JupyterLab dashboard's server side: a Jupyter server extension under ``/nbflow/api/``.
 
-It serves the run store (``$NBFLOW_HOME``, else ``.nbflow/`` in the server's root
-directory) to the "Workflow runs" panel of the lab extension: the list of runs, one run's
+It serves the run store (``$NBFLOW_HOME``, else the store a run in the server's root
+directory would use: the nearest ``.nbflow/`` there or above, else the project root's) to
+the "Workflow runs" panel of the lab extension: the list of runs, one run's
 tasks and graph, its events after a cursor (long-poll), and cancel requests.  Reads go
 through read-only SQLite connections (WAL readers never block the processes writing
 runs); the only write is a cancel request, which the run's own process picks up (see

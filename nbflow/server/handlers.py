@@ -47,9 +47,13 @@ STATUSES = ("running", "completed", "failed", "cancelled", "interrupted")
 
 
 def store_home(root_dir: str | os.PathLike[str]) -> Path:
-    """The store the dashboard reads: ``$NBFLOW_HOME``, else ``.nbflow/`` in the server's root."""
-    env = os.environ.get("NBFLOW_HOME")
-    return Path(env).expanduser().absolute() if env else Path(root_dir).absolute() / ".nbflow"
+    """The store the dashboard reads: the one the notebooks under the server's root write to,
+    found from the root as a run finds it from its folder (``$NBFLOW_HOME``, else the
+    nearest ``.nbflow/`` there or above, else the project root's): a lab started in a
+    project's subfolder shows the project's runs."""
+    from ..store.store import store_home as find
+
+    return find(root_dir)
 
 
 class _Base(APIHandler):

@@ -173,14 +173,14 @@ def list_runs(home: Path, *, status: str | None = None, name: str | None = None,
             params.append(status)
         cond = f"WHERE {' AND '.join(where)}" if where else ""
         if status in ("running", "interrupted"):
-            rows = [_run_dict(r) for r in _q(conn, f"SELECT {_RUN_COLS} FROM runs {cond} ORDER BY start DESC",
-                                             params)]
+            rows = [_run_dict(r) for r in _q(conn, f"SELECT {_RUN_COLS} FROM runs {cond} "
+                                                   "ORDER BY start DESC, rowid DESC", params)]
             rows = [r for r in rows if r["status"] == status]
             total, page = len(rows), rows[offset:offset + limit]
         else:
             total = _q(conn, f"SELECT COUNT(*) FROM runs {cond}", params)[0][0]
             page = [_run_dict(r) for r in _q(conn, f"SELECT {_RUN_COLS} FROM runs {cond} "
-                                                   "ORDER BY start DESC LIMIT ? OFFSET ?",
+                                                   "ORDER BY start DESC, rowid DESC LIMIT ? OFFSET ?",
                                              [*params, limit, offset])]
         _add_counts(conn, page)
         return {"runs": page, "total": int(total), "limit": limit, "offset": offset}

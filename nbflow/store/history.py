@@ -67,7 +67,7 @@ def effective_status(status: str, host: str | None, pid: int | None) -> str:
 
 _RUNS_SQL = """
 SELECT r.id, r.name, r.status, r.start, r.end, r.duration_s, r.backend, r.host, r.pid
-FROM runs r {where} ORDER BY r.start
+FROM runs r {where} ORDER BY r.start DESC, r.rowid DESC
 """
 # Per run, its nodes (the tasks a map added at run time included) by final state, cache hit
 # and kind, counted by count_tasks as every view counts them.  A node without a final row
@@ -84,8 +84,9 @@ GROUP BY 1, 2, 3, 4
 
 
 def runs(name: str | None = None, *, home: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """Every run in the store, oldest first: id, name, status, start, end, duration_s,
-    tasks, and counts by state (completed, cached, failed, skipped, cancelled), counted as
+    """Every run in the store, newest first (as ``nbflow runs``, ``%nbflow runs`` and the
+    dashboard list them, and as ``mlflow.search_runs`` does): id, name, status, start, end,
+    duration_s, tasks, and counts by state (completed, cached, failed, skipped, cancelled), counted as
     every view counts them (:func:`nbflow.core.counting.count_tasks`: the tasks a map added
     at run time included).
 

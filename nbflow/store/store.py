@@ -39,18 +39,19 @@ KEY_FILTER_MAX = 250_000  # cache keys kept in memory to answer most misses with
 PROJECT_MARKERS = (".git", "pyproject.toml")
 
 
-def store_home() -> Path:
+def store_home(start: str | os.PathLike[str] | None = None) -> Path:
     """The store directory in force now, found as git finds ``.git``.
 
-    ``$NBFLOW_HOME`` wins; else the nearest existing ``.nbflow/`` in the working directory or
-    above it (so notebooks in a project's subfolders and ``nbflow runs`` at its root share
-    one store); else a new ``.nbflow/`` at the project root: the nearest folder holding
-    ``.git`` or ``pyproject.toml``, or the working directory when there is none.
+    ``$NBFLOW_HOME`` wins; else the nearest existing ``.nbflow/`` in the working directory
+    (or ``start``: the dashboard's server root) or above it (so notebooks in a project's
+    subfolders and ``nbflow runs`` at its root share one store); else a new ``.nbflow/`` at
+    the project root: the nearest folder holding ``.git`` or ``pyproject.toml``, or the
+    working directory when there is none.
     """
     env = os.environ.get("NBFLOW_HOME")
     if env:
         return Path(env).expanduser().absolute()
-    cwd = Path.cwd()
+    cwd = Path.cwd() if start is None else Path(start).expanduser().absolute()
     searched = _below_ceiling(cwd)
     for folder in searched:
         if (folder / ".nbflow").is_dir():

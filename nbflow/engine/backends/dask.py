@@ -300,6 +300,9 @@ class DaskResult(Remote):
         # The gather started as the run ended, for a result the caller will ask for
         # (DaskBackend._prefetch): a concurrent.futures.Future of [value]; None: none.
         self.prefetch: Any = None
+        # (compute_s, from Remote: the call's seconds as its worker measured them, which
+        # the engine records as the task's duration: it may learn of the completion later
+        # than it happened, the scheduler plugin's window, see dask_plugin.)
 
     def _fetch(self) -> Any:
         released = self.backend.released_keys.get(self.key)
@@ -808,10 +811,10 @@ class DaskBackend:
                 self.placement.finished(key, unique, worker, nbytes, seconds, holders=holders)
             else:
                 self.placement.finished(key, unique, worker, nbytes, seconds)
-        if told is not None and told[3] is not None:  # what the worker measured (_note_metrics)
-            result.worker_metrics = told[3]
-        if told is not None:  # this call's compute seconds, timed on its worker
+        if told is not None:
             result.compute_s = told[2]
+            if told[3] is not None:  # what the worker measured (_note_metrics)
+                result.worker_metrics = told[3]
         return result, nbytes
 
     def _release(self, i: int, remotes: list[DaskResult]) -> None:

@@ -19,11 +19,18 @@ move to ``memory``, and filters nbflow's keys by their shape (``<task>-<run tag>
 the tag eight characters) only then.
 
 Completions rarely share a turn (each worker's ``task-finished`` is a turn of its own), so
-the plugin may also hold them for a short ``window`` (seconds, set by the client that
-registers it: ``NBFLOW_DASK_COMPLETIONS_WINDOW``, default 0, one turn) and send what
-gathered meanwhile in one event; a completion some client holds a future for is sent at
-once, with every one waiting before it (the client is told of that key now anyway, and
-its run needs the completions before it to take it).
+the plugin holds them for a short ``window`` (seconds, set by the client that registers
+it: ``NBFLOW_DASK_COMPLETIONS_WINDOW``, default 0.1; 0: one turn) and sends what gathered
+meanwhile in one event; a completion some client holds a future for is sent at once, with
+every one waiting before it (the client is told of that key now anyway, and its run needs
+the completions before it to take it), and so is what waits when such a task starts on a
+worker (its run takes them while it runs, not after it ended).  So what waits is only the completions of tasks
+nobody holds: intermediates whose every consumer is already on the cluster (see
+``DaskBackend._unheld``), which the run does not need in order to go on.  On a
+``LocalCluster`` the scheduler shares a process (and its GIL) with the client: each event
+made the client's loop and the run's thread work while the next task of a chain waited
+for the scheduler; the window puts that work between the links, in one piece
+(``benchmarks/RESULTS.md``, session 9 (A)).
 """
 
 from __future__ import annotations
@@ -88,9 +95,13 @@ class LooseRestrictions(SchedulerPlugin):
                     if self.window > 0 and self._timer is not None:  # held: send them now
                         ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
                         if ts is not None and ts.who_wants:
-                            self._timer.cancel()
-                            self._timer = None
-                            (self._loop or asyncio.get_running_loop()).call_soon(self._send)
+                            self._send_soon()
+        elif finish == "processing" and self._timer is not None:
+            # a task some client holds starts: its run will need what waits (the completions
+            # before it) once it ends; sent now, the client takes them while the task runs
+            ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+            if ts is not None and ts.who_wants:
+                self._send_soon()
         elif finish == "erred" and self.scheduler is not None:
             ts = self.scheduler.tasks.get(key)
             if ts is not None and not ts.who_wants and ts.exception_blame is ts:
@@ -128,6 +139,13 @@ class LooseRestrictions(SchedulerPlugin):
                 self._timer = loop.call_later(self.window, self._send)
             else:
                 loop.call_soon(self._send)
+
+    def _send_soon(self) -> None:
+        """Send what waits at the end of this turn, not when the window closes."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        (self._loop or asyncio.get_running_loop()).call_soon(self._send)
 
     def _send(self) -> None:
         self._timer = None

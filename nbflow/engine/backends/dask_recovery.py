@@ -28,9 +28,12 @@ nbflow that does not) the workers announce, as before.
 
 from __future__ import annotations
 
+import math
 import os
 import weakref
 from typing import Any
+
+from ...core.errors import InvalidOptionError
 
 NAME = "nbflow-loose-restrictions"
 # where the plugin says that a task no client holds failed or was dropped (the Dask
@@ -50,6 +53,28 @@ def __getattr__(name: str) -> Any:
 
         return LooseRestrictions
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+WINDOW = 0.1  # default of NBFLOW_DASK_COMPLETIONS_WINDOW (seconds; see dask_plugin)
+
+
+def completions_window() -> float:
+    """Seconds the scheduler plugin may hold the completions of tasks no client holds a
+    future for, to send them in one event (``NBFLOW_DASK_COMPLETIONS_WINDOW``; 0: every
+    turn of the scheduler's loop sends its own; see :mod:`.dask_plugin`)."""
+    raw = os.environ.get("NBFLOW_DASK_COMPLETIONS_WINDOW", "").strip()
+    if not raw:
+        return WINDOW
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (0 <= value < math.inf):
+        raise InvalidOptionError(
+            f"NBFLOW_DASK_COMPLETIONS_WINDOW={raw!r} is not a number of seconds (0 or more); "
+            f"set it to e.g. 0.1, or 0 to send each turn's completions at once "
+            f"(default {WINDOW:g})")
+    return value
 
 
 def known(client: Any) -> bool:
@@ -74,10 +99,10 @@ def ensure(client: Any) -> bool:
     got = _registered.get(client)
     if got is None:
         told = False
+        window = completions_window()  # (a bad setting refuses the run, before any I/O)
         try:
             from .dask_plugin import LooseRestrictions, reports_completions
 
-            window = float(os.environ.get("NBFLOW_DASK_COMPLETIONS_WINDOW", "0") or 0)
             client.register_plugin(LooseRestrictions(window), name=NAME)
             got = True
             try:  # (what the scheduler's own nbflow made of it)

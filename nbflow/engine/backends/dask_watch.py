@@ -9,8 +9,10 @@ of short tasks that is a visible share of the run's CPU and of its latency.
 A :class:`Watcher` waits for the futures on Dask's client loop itself (a coroutine per
 future, awaiting the future's state, as ``add_done_callback`` does before its hand-off)
 and wakes the run's loop once for every completion that arrives while the previous
-wake-up is still pending: completions that come in a burst cost one hand-off.  Futures to
-watch are handed to the client loop the same way, once per turn of the run's loop.
+wake-up is still pending: completions that come in a burst cost one hand-off.  Held
+futures to watch are handed to the client loop the same way, once per turn of the run's
+loop; unheld ones (below) never are: the client loop is also where Dask's scheduler runs
+on a ``LocalCluster``, and waking it for nothing delays the next task's start.
 
 The callback runs in the run's loop and is told only that the future is no longer
 pending; reading its value or its error (which may block) is the caller's business.
@@ -18,7 +20,8 @@ pending; reading its value or its error (which may block) is the caller's busine
 A future the client does not hold (an intermediate sent without being wanted: unbound,
 ``status`` None; see ``DaskBackend._unheld``) never changes state on this side.  Its end
 is learnt from the announcement of its completion (or, if it failed, from the scheduler's
-note on the same topic): :meth:`Watcher.announced`, called on the client loop, where the
+note on the same topic): the run's loop files it (or hands it over at once, when it was
+told already), and :meth:`Watcher.announced`, called on the client loop, where the
 announcements arrive, hands it over like a completion.
 
 The announcement comes from the task's worker, or, when nbflow's scheduler plugin sends
@@ -43,14 +46,20 @@ LATE = 5.0  # seconds a finished held future waits for its completion's facts (s
 class Watcher:
     """Completion hand-offs from Dask's client loop to one run's loop (see the module)."""
 
+    # Unheld futures are filed on the run's loop (False: on the client loop, as before
+    # session 9; what ``benchmarks/locality.py``'s ``session-8`` mode compares).
+    file_here = True
+
     def __init__(self, client: Any, loop: asyncio.AbstractEventLoop,
                  told: Callable[[Any], bool] | None = None, located: bool = False) -> None:
         self.client = client
         self.located = located  # a finished held future waits for its announcement too
         self.loop = loop  # the run's event loop
-        self.told = told  # was this key announced already? (asked on the client loop)
-        self._unheld: dict[Any, tuple[Any, Callable[[Any], None]]] = {}  # key -> waiting (client loop)
+        self.told = told  # was this key announced already? (asked on either loop)
+        # key -> who waits for its announcement (filed on either loop: under the lock)
+        self._unheld: dict[Any, tuple[Any, Callable[[Any], None]]] = {}
         self._lock = threading.Lock()
+        self.filed = 0  # unheld futures filed to wait for their announcement
         self._to_watch: list[tuple[Any, Callable[[Any], None]]] = []
         self._armed = False  # a hand-over of _to_watch to the client loop is scheduled
         self._done: list[tuple[Any, Callable[[Any], None]]] = []
@@ -69,18 +78,37 @@ class Watcher:
             self.loop.call_soon(self._arm)
 
     def _arm(self) -> None:
+        """(On the run's loop, after the turn's batch was sent, so a future's ``status``
+        says whether the client holds it.)  A held future is handed to the client loop to
+        be awaited; an unheld one only waits for its announcement, which needs nothing of
+        that loop: it is filed here, and the client loop is not woken for it."""
         items, self._to_watch = self._to_watch, []
         self._armed = False
-        if items:
-            self.client.loop.add_callback(self._start, items)
+        held = []
+        for future, callback in items:
+            if future.status is None and self.file_here:  # held by no client: its announcement tells
+                self._await_announcement(future, callback)
+            else:
+                held.append((future, callback))
+        if held:
+            self.client.loop.add_callback(self._start, held)
+
+    def _await_announcement(self, future: Any, callback: Callable[[Any], None]) -> None:
+        """Hand ``future`` over once its key is told (at once if it already is).  The check
+        and the filing are one step under the lock, as :meth:`announced`'s taking is, so an
+        announcement that arrives meanwhile on the client loop is not missed."""
+        with self._lock:
+            told = self.told is not None and self.told(future.key)
+            if not told:
+                self._unheld[future.key] = (future, callback)
+                self.filed += 1
+        if told:
+            self._hand(future, callback)
 
     def _start(self, items: list[tuple[Any, Callable[[Any], None]]]) -> None:
         for future, callback in items:  # (on the client loop; the loop keeps tasks weakly)
-            if future.status is None:  # held by no client: its announcement tells
-                if self.told is not None and self.told(future.key):
-                    self._hand(future, callback)
-                else:
-                    self._unheld[future.key] = (future, callback)
+            if future.status is None:  # (released meanwhile: as an unheld one)
+                self._await_announcement(future, callback)
                 continue
             task = asyncio.ensure_future(self._wait(future, callback))
             self._waiting.add(task)
@@ -88,7 +116,8 @@ class Watcher:
 
     def announced(self, key: Any) -> None:
         """``key`` was announced (on the client loop): hand over whoever waits for it."""
-        got = self._unheld.pop(key, None)
+        with self._lock:
+            got = self._unheld.pop(key, None)
         if got is not None:
             self._hand(*got)
 
@@ -98,18 +127,21 @@ class Watcher:
         key = future.key
         if (self.located and future.status == "finished" and self.told is not None
                 and not self.told(key)):  # its facts come just after: wait for them
-            self._unheld[key] = (future, callback)
+            with self._lock:
+                self._unheld[key] = (future, callback)
             asyncio.get_running_loop().call_later(LATE, self._late, key, future)
             return
         self._hand(future, callback)
 
     def _late(self, key: Any, future: Any) -> None:
         """No announcement came for a finished held future: hand it over without one."""
-        got = self._unheld.get(key)
-        if got is not None and got[0] is future:
+        with self._lock:
+            got = self._unheld.get(key)
+            if got is None or got[0] is not future:
+                return
             del self._unheld[key]
-            self.late += 1
-            self._hand(*got)
+        self.late += 1
+        self._hand(*got)
 
     def _hand(self, future: Any, callback: Callable[[Any], None]) -> None:
         with self._lock:
