@@ -23,20 +23,15 @@ from typing import Any
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS
+    from .locality import WORKLOADS, delayed_graph
 else:
     import _harness
-    from locality import WORKLOADS
+    from locality import WORKLOADS, delayed_graph
 
 
 def once(client: Any, spec: list[Any], hold: bool) -> float:
-    import dask
 
-    nodes: dict[str, Any] = {}
-    for key, fn, args in spec:
-        real = tuple(nodes[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
-                     for a in args)
-        nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{time.time_ns()}")
+    nodes = delayed_graph(spec)
     t0 = time.perf_counter()
     if hold:
         futures = client.compute(list(nodes.values()))

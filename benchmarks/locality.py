@@ -360,14 +360,22 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     return out
 
 
-def run_dask(client: Any, spec: list[Any]) -> dict[str, Any]:
+def delayed_graph(spec: list[Any], stamp: int | None = None) -> dict[str, Any]:
+    """The workflow ``spec`` as ``dask.delayed`` nodes (spec key -> node), each Dask key made
+    unique with ``stamp`` (default: a fresh one per node) so no run reuses another's results."""
     import dask
 
     nodes: dict[str, Any] = {}
     for key, fn, args in spec:
         real = tuple(nodes[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
                      for a in args)
-        nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{time.time_ns()}")
+        tag = time.time_ns() if stamp is None else stamp
+        nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{tag}")
+    return nodes
+
+
+def run_dask(client: Any, spec: list[Any]) -> dict[str, Any]:
+    nodes = delayed_graph(spec)
     before = _logs(client)
     wcpu0 = _workers_cpu(client)
     t0, cpu0 = time.perf_counter(), time.process_time()

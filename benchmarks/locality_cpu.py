@@ -58,10 +58,10 @@ from typing import Any
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS, session_5, session_8, trace_spec
+    from .locality import WORKLOADS, delayed_graph, session_5, session_8, trace_spec
 else:
     import _harness
-    from locality import WORKLOADS, session_5, session_8, trace_spec
+    from locality import WORKLOADS, delayed_graph, session_5, session_8, trace_spec
 
 
 def _pid() -> int:
@@ -349,13 +349,9 @@ def sample_nbflow(client: Any, meter: Meter, spec: list[Any], keep: str = "reach
 
 
 def sample_dask(client: Any, meter: Meter, spec: list[Any]) -> dict[str, float]:
-    import dask
     from distributed import get_task_stream
 
-    nodes: dict[str, Any] = {}
-    for key, fn, args in spec:
-        real = tuple(nodes[x[1]] if isinstance(x, tuple) and x[:1] == ("ref",) else x for x in args)
-        nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{time.time_ns()}")
+    nodes = delayed_graph(spec)
     with get_task_stream(client=client) as ts:
         a = meter.snap()
         t0 = time.perf_counter()

@@ -133,14 +133,9 @@ def nbflow_edges(client: Any, spec: list[Any]) -> dict[str, Any]:
 
 
 def dask_edges(client: Any, spec: list[Any]) -> dict[str, Any]:
-    import dask
 
-    nodes: dict[str, Any] = {}
     stamp = time.time_ns()
-    for key, fn, args in spec:
-        real = tuple(nodes[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
-                     for a in args)
-        nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{stamp}")
+    nodes = locality.delayed_graph(spec, stamp=stamp)
     before = locality._logs(client)
     since = time.time()
     client.compute(nodes["end"]).result()

@@ -55,10 +55,10 @@ from typing import Any
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS, session_5, trace_spec
+    from .locality import WORKLOADS, delayed_graph, session_5, trace_spec
 else:
     import _harness
-    from locality import WORKLOADS, session_5, trace_spec
+    from locality import WORKLOADS, delayed_graph, session_5, trace_spec
 
 _marks: dict[str, float] = {}
 _spans: dict[str, float] = {}
@@ -226,14 +226,9 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
 
 
 def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
-    import dask
     from distributed import get_task_stream
 
-    nodes: dict[str, Any] = {}
-    for key, fn, args in spec:
-        real = tuple(nodes[a[1]] if isinstance(a, tuple) and a[:1] == ("ref",) else a
-                     for a in args)
-        nodes[key] = dask.delayed(fn, pure=False)(*real, dask_key_name=f"{key}-{time.time_ns()}")
+    nodes = delayed_graph(spec)
     with get_task_stream(client=client) as ts:
         t0, cpu0 = time.time(), time.process_time()
         fut = client.compute(nodes["end"])
