@@ -24,7 +24,7 @@ python3 -m venv .venv
 .venv/bin/pip install -q -e ".[dev,dask]"
 
 # The JupyterLab dashboard.  Its built assets are committed (nbflow/labextension/), so this
-# only rebuilds them when npm is here.  An editable install does not install the package's
+# only rebuilds them when npm is here and extension/ changed since they were built.  An editable install does not install the package's
 # data files, so link them into the venv where Jupyter looks: the server extension's
 # jupyter_server_config.d file and the lab extension's directory.
 if command -v npm >/dev/null 2>&1; then
