@@ -24,14 +24,22 @@ def _dir(module_file: str | None) -> str:
     return os.path.dirname(os.path.abspath(module_file or "")) + os.sep
 
 
-_ENGINE = _dir(_dir(__file__))  # nbflow/ (the engine, its backends, core helpers they call)
-_INTERNAL = (_ENGINE, _dir(anyio.__file__), _dir(asyncio.__file__), _dir(concurrent.futures.__file__))
-_INTERNAL_FILES = (os.path.abspath(threading.__file__),)
+ENGINE_DIR = _dir(__file__)  # nbflow/engine/ and its backends
+NBFLOW_DIR = _dir(ENGINE_DIR[:-1])  # nbflow/ (the engine, and the core helpers it calls)
+# The concurrency machinery a task's call passes through on its way from the scheduler.
+_MACHINERY = (_dir(anyio.__file__), _dir(asyncio.__file__), _dir(concurrent.futures.__file__))
+_MACHINERY_FILES = (os.path.abspath(threading.__file__),)
+
+
+def is_machinery(filename: str, own: str = NBFLOW_DIR) -> bool:
+    """Whether a frame of ``filename`` is nbflow's own (below ``own``) or the concurrency
+    machinery's, not the task's code.  (The notebook's views trim with ``own=ENGINE_DIR``.)"""
+    path = os.path.abspath(filename)
+    return path.startswith((own, *_MACHINERY)) or path in _MACHINERY_FILES
 
 
 def _internal(tb: TracebackType) -> bool:
-    path = os.path.abspath(tb.tb_frame.f_code.co_filename)
-    return path.startswith(_INTERNAL) or path in _INTERNAL_FILES
+    return is_machinery(tb.tb_frame.f_code.co_filename)
 
 
 def _past_engine(tb: TracebackType | None) -> TracebackType | None:
@@ -45,7 +53,7 @@ def _past_engine(tb: TracebackType | None) -> TracebackType | None:
         return first
     after: TracebackType | None = tb
     while tb is not None:
-        if os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(_ENGINE):
+        if os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(NBFLOW_DIR):
             after = tb.tb_next
         tb = tb.tb_next
     return after

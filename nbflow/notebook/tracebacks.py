@@ -7,34 +7,14 @@ skips those leading frames so the first frame shown is the user's code.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import os
-import threading
 import traceback
 from types import TracebackType
 
-import anyio
-
-from ..engine import scheduler as _scheduler
-
-
-def _dir(module_file: str | None) -> str:
-    return os.path.dirname(os.path.abspath(module_file or "")) + os.sep
-
-
-_INTERNAL = tuple({
-    _dir(_scheduler.__file__),  # nbflow/engine/ and its backends
-    _dir(anyio.__file__),
-    _dir(asyncio.__file__),
-    _dir(concurrent.futures.__file__),
-})
-_INTERNAL_FILES = (os.path.abspath(threading.__file__),)
+from ..engine.tracebacks import ENGINE_DIR, is_machinery
 
 
 def _internal(filename: str) -> bool:
-    path = os.path.abspath(filename)
-    return path.startswith(_INTERNAL) or path in _INTERNAL_FILES
+    return is_machinery(filename, own=ENGINE_DIR)
 
 
 def trim(tb: TracebackType | None) -> TracebackType | None:
