@@ -265,15 +265,13 @@ class Run:
         self._thread = threading.Thread(target=main, name=f"nbflow-run-{self.id}", daemon=True)
         self._thread.start()
 
-    def _executor_of(self, ref: Ref) -> str:
-        return executor_of(ref, self.backend_kind)
-
     def _make_backends(self) -> dict[str, Any]:
         backends: dict[str, Any] = {
             "async": AsyncBackend(), "thread": ThreadBackend(self.workers), "inline": None,
         }
         self.capacity["executor:thread"] = backends["thread"].capacity
-        needed = {self._executor_of(self.nodes[a]) for a, _ in runs_of(self.nodes)}  # (once per task run)
+        # (once per task run)
+        needed = {executor_of(self.nodes[a], self.backend_kind) for a, _ in runs_of(self.nodes)}
         if "process" in needed or self.backend_kind == "process":
             from .backends.process import ProcessBackend
 
