@@ -24,9 +24,9 @@ it: ``NBFLOW_DASK_COMPLETIONS_WINDOW``, default 0.1; 0: one turn) and sends what
 meanwhile in one event; a completion some client holds a future for is sent at once, with
 every one waiting before it (the client is told of that key now anyway, and its run needs
 the completions before it to take it), and so is what waits when such a task starts on a
-worker (its run takes them while it runs, not after it ended).  So what waits is only the completions of tasks
-nobody holds: intermediates whose every consumer is already on the cluster (see
-``DaskBackend._unheld``), which the run does not need in order to go on.  On a
+worker (its run takes them while it runs, not after it ended).  So what waits is only the
+completions of tasks nobody holds: intermediates whose every consumer is already on the
+cluster (see ``DaskBackend._unheld``), which the run does not need in order to go on.  On a
 ``LocalCluster`` the scheduler shares a process (and its GIL) with the client: each event
 made the client's loop and the run's thread work while the next task of a chain waited
 for the scheduler; the window puts that work between the links, in one piece
