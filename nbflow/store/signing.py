@@ -45,16 +45,44 @@ def key_path() -> Path:
 
 
 def _create(path: Path) -> None:
+    """Make the key file at ``path`` unless it exists.  The key is written to a private file
+    of its own first and linked into place whole: another process (a Dask worker signing a
+    result while the notebook makes the key) sees either no key or all of it, never the
+    empty file an in-place write would show it for a moment (it would call it damaged).
+    Whoever links first wins; the loser reads the winner's key."""
     old = os.umask(0o077)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except FileExistsError:
-        return  # another process made it first: use theirs
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
     finally:
         os.umask(old)
     try:
-        os.write(fd, secrets.token_bytes(KEY_BYTES))
+        try:
+            os.write(fd, secrets.token_bytes(KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # (atomic, and fails if the key is there: no overwrite)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        except OSError:  # (a file system without hard links: an exclusive create instead)
+            with contextlib.suppress(FileExistsError):
+                _write_new(path, Path(tmp).read_bytes())
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    old = os.umask(0o077)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    finally:
+        os.umask(old)
+    try:
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -286,3 +286,27 @@ def test_verified_content_is_remembered_but_nothing_else():
         signing.mac = real
     assert signing.row_ok(signing.row_sig("ck", "x" + "0" * 32, "v"), "ck", "x" + "0" * 32, "v")
     assert not signing.row_ok(signing.row_sig("ck", "x" + "0" * 32, "v"), "ck", "x" + "1" * 32, "v")
+
+
+def test_a_key_being_made_is_never_seen_half_written(monkeypatch, tmp_path):
+    """Two processes making the key at once (the notebook and a Dask worker on a first run):
+    whichever looks while the other writes sees no key or the whole key, never an empty
+    file it would call damaged, and both end up signing with the same key."""
+    path = tmp_path / "cfg" / "key"
+    seen: list[bytes] = []
+    write = os.write
+
+    def write_while_another_process_looks(fd: int, data: bytes) -> int:
+        if not seen:  # (the other process, once: it makes the key too if there is none)
+            seen.append(b"")
+            signing._create(path)
+            seen[0] = signing._read(path)
+        return write(fd, data)
+
+    monkeypatch.setattr(signing.os, "write", write_while_another_process_looks)
+    signing._create(path)
+    monkeypatch.setattr(signing.os, "write", write)
+    assert len(seen[0]) == signing.KEY_BYTES
+    assert signing._read(path) == seen[0]  # the first one linked in place stands
+    assert _mode(path) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["key"]  # no temporary file left
