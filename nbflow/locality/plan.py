@@ -22,6 +22,8 @@ from typing import Any
 
 from ..core.errors import NbflowError
 from ..core.graphs import topological_order
+from ..core.kinds import MAP
+from ..store.map_items import ExpandedGraph, MapItem, expand_maps
 from . import predicted
 from .joins import data_inputs
 from .placement import BANDWIDTH
@@ -49,6 +51,9 @@ class WorkflowPlan:
     unknown_sizes: int  # tasks feeding others whose output size history does not know
     tasks: Any  # DataFrame: key, task, worker, seconds, output_bytes, input_bytes_moved, decision, reason
     notes: list[str] = field(default_factory=list)
+    # map over a Ref -> the items counted for it, as in its newest run (None: no run expanded
+    # it, its items are left out); the same count nf.forecast uses
+    maps: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def saving(self) -> float | None:
@@ -65,7 +70,10 @@ class WorkflowPlan:
                 f"{self.makespan_round_robin_s:.2f} s).")
 
     def __str__(self) -> str:
-        lines = [f"Plan for workflow {self.workflow!r} ({len(self.tasks)} tasks). Nothing was run.",
+        items = sum(n or 0 for n in self.maps.values())
+        count = (f"{len(self.tasks) - items} tasks and {items} expected items of maps over a Ref"
+                 if items else f"{len(self.tasks)} tasks")
+        lines = [f"Plan for workflow {self.workflow!r} ({count}). Nothing was run.",
                  self.summary(), *self.notes, ""]
         cols = [c for c in ("key", "worker", "seconds", "output_bytes", "input_bytes_moved",
                             "decision", "reason") if c in self.tasks.columns]
@@ -119,25 +127,17 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
         seconds = predicted.durations(name)
     except Exception:  # an unreadable store: plan without history
         sizes = seconds = ({}, {})
-    keyed = [(r.name, r.key) for r in nodes]
+    graph = expand_maps(name, nodes)
+    every = graph.nodes  # the traced nodes, then the expected items of maps over a Ref
+    keyed = [(r.name, r.key) for r in every]
     out_bytes = predicted.per_key(keyed, *sizes)
     secs = predicted.per_key(keyed, *seconds)
     fallback = statistics.median(secs.values()) if secs else 1.0
 
-    # The simulator wants nodes 0..n-1 in dependency order: renumber.
-    order = topological_order(nodes, lowest_first=False) or list(range(len(nodes)))
-    pos = {node: k for k, node in enumerate(order)}
-    succs: list[list[int]] = [[] for _ in order]
-    edges: dict[tuple[int, int], int] = {}
-    for ref in nodes:
-        v = pos[ref.index]
-        data = set(data_inputs(ref))
-        for d in ref.deps:
-            succs[pos[d]].append(v)
-            if d in data:
-                edges[(pos[d], v)] = int(out_bytes.get(nodes[d].key, 0))
-    durs = [secs.get(nodes[i].key, fallback if nodes[i].kind in ("task", "undo") else 0.0)
+    order, succs, edges = _simulated_graph(graph, out_bytes)
+    durs = [secs.get(every[i].key, fallback if every[i].kind in ("task", "undo") else 0.0)
             for i in order]
+    pos = {node: k for k, node in enumerate(order)}
     rule = simulate_placement(succs, durs, edges, n_workers, "locality", bandwidth)
     rr = simulate_placement(succs, durs, edges, n_workers, "round-robin", bandwidth)
 
@@ -145,17 +145,21 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     for (u, v), b in edges.items():
         if rule.placement[u] != rule.placement[v]:
             moved_in[v] += b
+    uncounted = {i for i, r in enumerate(nodes) if r.kind == MAP and not graph.items_of.get(i)}
     rows = []
-    for ref in nodes:
-        v = pos[ref.index]
+    for i in _shown_order(graph):
+        ref, v = every[i], pos[i]
         size = out_bytes.get(ref.key)
         rows.append({"key": ref.key, "task": ref.name, "worker": rule.placement[v],
-                     "seconds": durs[v], "output_bytes": None if size is None else int(size),
+                     # a map no run expanded: its items' seconds are unknown, not 0
+                     "seconds": None if i in uncounted else durs[v],
+                     "output_bytes": None if size is None else int(size),
                      "input_bytes_moved": moved_in[v]})
     tasks = pd.DataFrame(rows)
-    notes = []
+    tasks["output_bytes"] = tasks["output_bytes"].astype("Int64")  # (None: not known)
+    notes = [c.describe() for c in graph.counts.values()]
     feeding = {order[u] for u, _ in edges}  # tasks whose result some task takes as input
-    unknown = sum(1 for i in feeding if nodes[i].kind == "task" and nodes[i].key not in out_bytes)
+    unknown = sum(1 for i in feeding if every[i].kind == "task" and every[i].key not in out_bytes)
     if unknown:
         # with history, the sizes are missing because nobody measured them, not for want of runs
         why = ("no history" if not secs else "history measures the results of arrays, DataFrames, "
@@ -170,7 +174,66 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
 
             decided = pd.DataFrame(store_plan(wf, cache=True))
             tasks = tasks.merge(decided[["key", "decision", "reason"]], on="key", how="left")
+            tasks = _items_decided(tasks, graph)
         except Exception as e:  # the cache forecast is extra: the placement stands alone
             notes.append(f"Cache decisions unavailable ({type(e).__name__}: {e}).")
     return WorkflowPlan(name, n_workers, float(bandwidth), rule.bytes_moved, rr.bytes_moved,
-                        rule.makespan, rr.makespan, unknown, tasks, notes)
+                        rule.makespan, rr.makespan, unknown, tasks, notes,
+                        {k: c.items for k, c in graph.counts.items()})
+
+
+def _simulated_graph(graph: ExpandedGraph, out_bytes: dict[str, float],
+                     ) -> tuple[list[int], list[list[int]], dict[tuple[int, int], int]]:
+    """The graph renumbered as the simulator wants it (nodes ``0..n-1`` in dependency
+    order): ``(order, successors, data edges' predicted bytes)``, ``order[k]`` being the
+    node at position ``k``.  An ordering edge (``.after()``) carries no bytes."""
+    every = graph.nodes
+    succs_of: list[list[int]] = [[] for _ in every]
+    for v, ds in enumerate(graph.deps):
+        for d in ds:
+            succs_of[d].append(v)
+    order = (topological_order(succs=succs_of, indegree=[len(ds) for ds in graph.deps],
+                               lowest_first=False) or list(range(len(every))))
+    pos = {node: k for k, node in enumerate(order)}
+    succs: list[list[int]] = [[] for _ in order]
+    edges: dict[tuple[int, int], int] = {}
+    for i in range(len(every)):
+        v = pos[i]
+        data = set(_data_inputs(graph, i))
+        for d in graph.deps[i]:
+            succs[pos[d]].append(v)
+            if d in data:
+                edges[(pos[d], v)] = int(out_bytes.get(every[d].key, 0))
+    return order, succs, edges
+
+
+def _shown_order(graph: ExpandedGraph) -> list[int]:
+    """The rows' order: the traced nodes, each map over a Ref followed by its expected items."""
+    out: list[int] = []
+    for i in range(len(graph.nodes) - sum(map(len, graph.items_of.values()))):
+        out.append(i)
+        out += graph.items_of.get(i, ())
+    return out
+
+
+def _data_inputs(graph: ExpandedGraph, i: int) -> list[int]:
+    """The nodes whose values node ``i`` takes.  A map over a Ref expanded into its expected
+    items takes theirs (it collects them); its listed input goes to this process, which
+    expands the map, not to a worker.  An item takes no Ref: its value comes from here."""
+    node = graph.nodes[i]
+    if isinstance(node, MapItem):
+        return []
+    if graph.items_of.get(i):
+        return graph.items_of[i]
+    return data_inputs(node)
+
+
+def _items_decided(tasks: Any, graph: ExpandedGraph) -> Any:
+    """The cache decision of the expected items (the store's forecast knows the traced
+    nodes only): like their map's, decided when the map runs."""
+    for m, items in graph.items_of.items():
+        mine = tasks["key"].isin({graph.nodes[j].key for j in items})
+        tasks.loc[mine, "decision"] = "maybe"
+        tasks.loc[mine, "reason"] = (f"an expected item of {graph.nodes[m].key}: known only "
+                                     "when the map runs")
+    return tasks

@@ -95,6 +95,22 @@ def _placement(wf: Workflow, workers: int | None) -> Any:
         return None
 
 
+def _with_placement(tasks: pd.DataFrame, placed: pd.DataFrame) -> pd.DataFrame:
+    """The task list with each task's predicted worker and bytes, in the placement's row
+    order: a map over a Ref followed by the items it is expected to have (rows the traced
+    graph does not hold; :func:`nbflow.plan` counts them from the newest run)."""
+    cols = ["key", "task", "worker", "output_bytes", "input_bytes_moved"]
+    out = placed[cols].merge(tasks.drop(columns="task"), on="key", how="left")
+    item = out["kind"].isna()
+    if item.any():
+        out.loc[item, "kind"] = "expected item (count from the newest run)"
+        out.loc[item, "depends on"] = ""
+        if "decision" in out.columns:
+            out.loc[item, "decision"] = "maybe"
+            out.loc[item, "reason"] = "an expected item of a map over a Ref: known only when it runs"
+    return out[[*tasks.columns, *(c for c in cols if c not in tasks.columns)]]
+
+
 def plan_bundle(wf: Workflow, *, check: bool, cache: bool = True,
                 rerun: list[str] | None = None, workers: int | None = None) -> dict[str, Any]:
     """The ``text/plain`` + ``text/html`` output of ``--plan`` (and ``--check``)."""
@@ -123,8 +139,7 @@ def plan_bundle(wf: Workflow, *, check: bool, cache: bool = True,
     if placed is not None:
         notes.append(placed.summary())
         notes.extend(placed.notes)
-        tasks = tasks.merge(placed.tasks[["key", "worker", "output_bytes", "input_bytes_moved"]],
-                            on="key", how="left")
+        tasks = _with_placement(tasks, placed.tasks)
     checks_df = None
     if check:
         checks_df = _checks(wf)

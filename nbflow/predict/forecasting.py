@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from nbflow.predict.eta_types import Forecast, ForecastError
 from nbflow.predict.inflight import DEFAULT_SAMPLES, TASK_KINDS, draw_durations, priority_of, topo_order
 from nbflow.predict.lineage import lineage_keys_of_nodes
 from nbflow.predict.simulate import simulate
+from nbflow.store.map_items import expand_maps
 
 if TYPE_CHECKING:
     from nbflow.predict.model import Predictor
@@ -62,8 +62,9 @@ def forecast(
 
     ``workers`` is one worker count or a list of them (None: :data:`DEFAULT_WORKERS`).
     A ``map`` over a Ref (its items are known only when it runs) counts as many items as it
-    had in the workflow's newest run that ran it (``Forecast.maps`` says how many; None:
-    no history of it, counted as nothing, and the text says so).
+    had in the workflow's newest recent run that ran it (``Forecast.maps`` says how many;
+    None: no history of it, counted as nothing, and the text says so), the same count
+    ``nf.plan`` uses (:func:`nbflow.store.map_items.expand_maps`).
     ``predictor`` defaults to one fitted on the store's history (:func:`nbflow.history`).
     Raises :class:`ForecastError` when there is no history at all and no predictor.
     """
@@ -75,8 +76,9 @@ def forecast(
     nodes = list(getattr(wf, "nodes", []))
     if not nodes:
         raise ForecastError("the workflow has no tasks: trace task calls in `with nf.Workflow(...)` first")
-    deps = [list(r.deps) for r in nodes]
-    maps = _expand_maps(str(getattr(wf, "name", "")), nodes, deps)
+    graph = expand_maps(str(getattr(wf, "name", "")), nodes)
+    nodes, deps = graph.nodes, graph.deps
+    maps = {k: c.items for k, c in graph.counts.items()}
     if predictor is None:
         from nbflow.predict.fitting import default_predictor
 
@@ -129,55 +131,3 @@ def forecast(
         fallbacks=fallbacks,
         maps=maps,
     )
-
-
-@dataclass(frozen=True)
-class _MapItem:
-    """An item a map over a Ref is expected to have, as the forecast counts it."""
-
-    key: str
-    name: str
-    deps: list[int]
-    task: Any
-    kind: str = "task"
-    args: tuple[Any, ...] = ()
-    kwargs: Any = None
-    nested: int = 0
-
-
-def _expand_maps(workflow: str, nodes: list[Any], deps: list[list[int]]) -> dict[str, int | None]:
-    """Stand in for the items of each map over a Ref (their number is known only when it
-    runs) with as many as it had in the newest run of ``workflow`` that ran it, appended to
-    ``nodes`` and ``deps`` (the items take the map's inputs; the map waits for them).
-    Returns map key -> items counted (None: no history of it, counted as nothing)."""
-    counts: dict[str, int | None] = {}
-    for i, ref in enumerate(list(nodes)):
-        if ref.kind != "map":
-            continue
-        n, item_name = _items_last_run(workflow, ref)
-        counts[ref.key] = n
-        inputs = list(deps[i])
-        for k in range(n or 0):
-            nodes.append(_MapItem(f"{ref.key}[{k}]", item_name, inputs, getattr(ref, "task", None)))
-            deps.append(list(inputs))
-            deps[i].append(len(nodes) - 1)
-    return counts
-
-
-def _items_last_run(workflow: str, ref: Any) -> tuple[int | None, str]:
-    """(items, their task name) of map ``ref`` in the newest run of ``workflow`` that ran it;
-    (None, name) without a store or any such run."""
-    from nbflow.predict.history import history
-
-    spec = getattr(getattr(ref, "task", None), "spec", None)
-    name = str(getattr(spec, "name", "") or str(ref.name).removesuffix(".map"))
-    try:
-        h = history(task=name)
-    except Exception:  # no store, or an unreadable one: the map is not counted
-        return None, name
-    mine = h[(h["workflow"] == workflow) & h["key"].astype(str).str.startswith(f"{ref.key}[")]
-    if mine.empty:
-        return None, name
-    newest = mine[mine["run_id"] == mine["run_id"].iloc[-1]]  # (oldest run first)
-    return int(newest["key"].nunique()), name
-
