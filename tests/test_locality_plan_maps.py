@@ -80,13 +80,40 @@ def test_plan_counts_a_maps_items_from_its_newest_run(tmp_path):
     assert list(p.tasks["key"]).index("block.map-0[0]") == list(p.tasks["key"]).index("block.map-0") + 1
 
 
-def test_plan_of_a_map_moves_the_items_bytes_to_its_collector(tmp_path):
+def test_plan_of_a_map_moves_the_items_bytes_to_their_consumer(tmp_path):
     p = nf.plan(ran(6), workers=3)
-    # items spread over the workers, their 1 MB results meet where the map collects them
-    assert p.bytes_moved > 0 and p.bytes_moved % MB == 0
-    collector = p.tasks.set_index("key").loc["block.map-0"]
-    assert collector["input_bytes_moved"] == p.bytes_moved
+    by_key = p.tasks.set_index("key")
+    # the items spread over the workers, and the task taking the map's result fetches them
+    # where they were made, as on a cluster: the map node, a list made in this process,
+    # runs on no worker and moves nothing (as run.locality_report() lists no row for it)
+    assert p.bytes_moved == 4 * MB  # four of the six 1 MB results are on the other two workers
+    assert by_key.loc["agg-0", "input_bytes_moved"] == p.bytes_moved
+    assert by_key.loc["block.map-0", "input_bytes_moved"] == 0
+    assert pd.isna(by_key.loc["block.map-0", "worker"])
     assert p.bytes_moved_round_robin >= p.bytes_moved
+
+
+@nf.task
+def twice(a):
+    return a * 2
+
+
+def test_plan_of_a_map_over_a_maps_result_keeps_each_item_with_its_input(tmp_path):
+    with nf.Workflow("plan-map") as wf:
+        agg(twice.map(block.map(listing(4))))
+    wf.run(cache=False)
+    set_durations(1.0)
+    p = nf.plan(wf, workers=2)
+    assert p.maps == {"block.map-0": 4, "twice.map-0": 4}
+    where = dict(zip(p.tasks["key"], p.tasks["worker"], strict=True))
+    taken = dict(zip(p.tasks["key"], p.tasks["input_bytes"], strict=True))
+    moved = dict(zip(p.tasks["key"], p.tasks["input_bytes_moved"], strict=True))
+    for k in range(4):  # item k of the second map takes item k of the first, where it is
+        assert taken[f"twice.map-0[{k}]"] == MB
+        assert where[f"twice.map-0[{k}]"] == where[f"block.map-0[{k}]"]
+        assert moved[f"twice.map-0[{k}]"] == 0
+    assert taken["agg-0"] == 4 * MB and taken["twice.map-0"] == 0
+    assert p.bytes_moved == moved["agg-0"] == 2 * MB  # the two items made on the other worker
 
 
 def test_plan_and_forecast_count_the_same_items(tmp_path):

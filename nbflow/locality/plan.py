@@ -9,6 +9,15 @@ predicted output; a task with no history has the median duration of those with h
 (1 s when none has) and an output of unknown size, counted as 0 bytes and reported as
 unknown.  The same graph is replayed with round-robin placement for comparison.
 
+The graph is the one a cluster sees.  A collector (the list a map's items make, a list of
+Refs passed as one argument) is made in this process: it runs on no worker, and a task
+taking it fetches the collected results from where they were made.  A map over a Ref,
+whose items exist only once it runs, is planned with as many items as its newest run had
+(:mod:`nbflow.store.map_items`, the count ``nf.forecast`` uses too; the notes say where the
+count comes from, and that it is an estimate): an item takes its value from this process,
+or, for a map over another map's result, the result it is an item of, where it was made.
+A map no recent run expanded is left out, and said to be: its seconds are unknown, not 0.
+
 The cache part is the store's own forecast (:func:`nbflow.store.plan`): per task ``hit``,
 ``miss`` or ``maybe`` with the reason.  A task the cache would serve still appears in the
 placement, as if it ran: which tasks hit can depend on values computed in the run.
@@ -22,7 +31,7 @@ from typing import Any
 
 from ..core.errors import NbflowError
 from ..core.graphs import topological_order
-from ..core.kinds import MAP
+from ..core.kinds import COLLECT, GATHER, MAP
 from ..store.map_items import ExpandedGraph, MapItem, expand_maps
 from . import predicted
 from .joins import data_inputs
@@ -31,6 +40,9 @@ from .report import human
 from .simulate import simulate_placement
 
 DEFAULT_WORKERS = 4
+# Nodes whose value is the list of their inputs' values, made in this process (a map over a
+# Ref becomes one when it expands): no worker runs them, their consumers fetch the inputs.
+COLLECTORS = (COLLECT, GATHER, MAP)
 
 
 class PlanError(NbflowError, ValueError):
@@ -49,7 +61,9 @@ class WorkflowPlan:
     makespan_s: float  # predicted makespan under the rule (simulated)
     makespan_round_robin_s: float
     unknown_sizes: int  # tasks feeding others whose output size history does not know
-    tasks: Any  # DataFrame: key, task, worker, seconds, output_bytes, input_bytes_moved, decision, reason
+    # DataFrame: key, task, worker, seconds, output_bytes, input_bytes, input_bytes_moved,
+    # decision, reason (the byte columns as run.locality_report().tasks has them)
+    tasks: Any
     notes: list[str] = field(default_factory=list)
     # map over a Ref -> the items counted for it, as in its newest run (None: no run expanded
     # it, its items are left out); the same count nf.forecast uses
@@ -75,7 +89,7 @@ class WorkflowPlan:
                  if items else f"{len(self.tasks)} tasks")
         lines = [f"Plan for workflow {self.workflow!r} ({count}). Nothing was run.",
                  self.summary(), *self.notes, ""]
-        cols = [c for c in ("key", "worker", "seconds", "output_bytes", "input_bytes_moved",
+        cols = [c for c in ("key", "worker", "seconds", "output_bytes", "input_bytes", "input_bytes_moved",
                             "decision", "reason") if c in self.tasks.columns]
         lines.append(self.tasks[cols].to_string(index=False))
         return "\n".join(lines)
@@ -142,7 +156,9 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     rr = simulate_placement(succs, durs, edges, n_workers, "round-robin", bandwidth)
 
     moved_in = [0] * len(order)
+    taken = [0] * len(order)
     for (u, v), b in edges.items():
+        taken[v] += b
         if rule.placement[u] != rule.placement[v]:
             moved_in[v] += b
     uncounted = {i for i, r in enumerate(nodes) if r.kind == MAP and not graph.items_of.get(i)}
@@ -150,11 +166,13 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     for i in _shown_order(graph):
         ref, v = every[i], pos[i]
         size = out_bytes.get(ref.key)
-        rows.append({"key": ref.key, "task": ref.name, "worker": rule.placement[v],
+        on_cluster = isinstance(ref, MapItem) or ref.kind not in COLLECTORS
+        rows.append({"key": ref.key, "task": ref.name,
+                     "worker": rule.placement[v] if on_cluster else None,
                      # a map no run expanded: its items' seconds are unknown, not 0
                      "seconds": None if i in uncounted else durs[v],
                      "output_bytes": None if size is None else int(size),
-                     "input_bytes_moved": moved_in[v]})
+                     "input_bytes": taken[v], "input_bytes_moved": moved_in[v]})
     tasks = pd.DataFrame(rows)
     tasks["output_bytes"] = tasks["output_bytes"].astype("Int64")  # (None: not known)
     notes = [c.describe() for c in graph.counts.values()]
@@ -199,11 +217,11 @@ def _simulated_graph(graph: ExpandedGraph, out_bytes: dict[str, float],
     edges: dict[tuple[int, int], int] = {}
     for i in range(len(every)):
         v = pos[i]
-        data = set(_data_inputs(graph, i))
-        for d in graph.deps[i]:
+        data = _data_inputs(graph, i)
+        for d in dict.fromkeys([*graph.deps[i], *data]):  # (a collected result: an edge of its own)
             succs[pos[d]].append(v)
-            if d in data:
-                edges[(pos[d], v)] = int(out_bytes.get(every[d].key, 0))
+        for d in data:
+            edges[(pos[d], v)] = int(out_bytes.get(every[d].key, 0))
     return order, succs, edges
 
 
@@ -217,15 +235,27 @@ def _shown_order(graph: ExpandedGraph) -> list[int]:
 
 
 def _data_inputs(graph: ExpandedGraph, i: int) -> list[int]:
-    """The nodes whose values node ``i`` takes.  A map over a Ref expanded into its expected
-    items takes theirs (it collects them); its listed input goes to this process, which
-    expands the map, not to a worker.  An item takes no Ref: its value comes from here."""
+    """The nodes whose values node ``i`` takes from a worker.  A collector (a map's or a
+    list's, resolved in this process) takes nothing itself: its consumers take its inputs'
+    values, from where they were made.  A map over a Ref no run expanded takes nothing
+    either: its listed value goes to this process.  An item takes the result it is an item
+    of (a map over a map's result), else a value this process sends."""
     node = graph.nodes[i]
     if isinstance(node, MapItem):
+        return [] if node.takes is None else _values_of(graph, node.takes)
+    if node.kind in COLLECTORS:
         return []
-    if graph.items_of.get(i):
-        return graph.items_of[i]
-    return data_inputs(node)
+    return [j for d in data_inputs(node) for j in _values_of(graph, d)]
+
+
+def _values_of(graph: ExpandedGraph, d: int) -> list[int]:
+    """The nodes whose results a consumer of node ``d`` takes: ``d``, or through a
+    collector, what it collects."""
+    node = graph.nodes[d]
+    if isinstance(node, MapItem) or node.kind not in COLLECTORS:
+        return [d]
+    inputs = graph.items_of.get(d, []) if node.kind == MAP else data_inputs(node)
+    return [j for k in inputs for j in _values_of(graph, k)]
 
 
 def _items_decided(tasks: Any, graph: ExpandedGraph) -> Any:

@@ -18,7 +18,9 @@ The model: a task is placed when its last input is produced; each worker runs it
 one task at a time, longest remaining path first; a task starts when its worker is free
 and its inputs have arrived.  An input produced on another worker arrives ``bytes /
 bandwidth`` seconds after it was produced (transfers do not contend; a result fetched once
-to a worker is there for every later consumer on that worker).  Inputs of the workflow
+to a worker is there for every later consumer on that worker).  An edge missing from
+``edge_bytes`` orders two tasks and carries nothing (``.after()``, or a collector waiting for
+what its consumers fetch themselves).  Inputs of the workflow
 itself (files no task produced) are taken as available everywhere.
 """
 
@@ -94,9 +96,12 @@ def simulate_placement(
         for p in preds[v]:
             if where[p] == w:
                 continue
+            b = edge_bytes.get((p, v))
+            if b is None:  # an ordering edge: v waits for p, and p's result stays where it is
+                ready = max(ready, finish[p])
+                continue
             key = (p, w)
             if key not in arrived:
-                b = edge_bytes.get((p, v), 0)
                 arrived[key] = finish[p] + b / bandwidth
                 moved += b
             ready = max(ready, arrived[key])

@@ -9,9 +9,11 @@ more or fewer — and whoever shows it must say so and say where it comes from.
 
 :func:`expand_maps` is the one way both predictions stand in for the items: it appends one
 stand-in node per expected item to a copy of the graph's node and dependency lists.  An item
-waits for the map's inputs (it is made from the listed value) but takes no Ref as an argument:
-at run time its item comes from this process, which expanded the map.  The map node then
-waits for its items, and takes their values, as the collector it becomes.
+waits for the map's inputs (it is made from the listed value).  Its argument is an item of
+that value, which this process (which expands the map) sends along, except for a map over
+the results of another map or of a list of Refs: then item ``k`` is the ``k``-th of those
+results, which stays on the worker that made it (``MapItem.takes``).  The map node then
+waits for its items, and gives their values, as the collector it becomes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.kinds import MAP, TASK
+from ..core.kinds import COLLECT, GATHER, MAP, TASK
 from .recent import RECENT_RUNS
 
 __all__ = ["ExpandedGraph", "MapCount", "MapItem", "expand_maps", "map_count"]
@@ -62,6 +64,7 @@ class MapItem:
     deps: list[int]
     task: Any
     map_index: int
+    takes: int | None = None  # the node whose value is this item (None: a value from here)
     kind: str = TASK
     args: tuple[Any, ...] = ()
     kwargs: Any = None
@@ -110,6 +113,21 @@ def _item_name(ref: Any) -> str:
     return str(getattr(spec, "name", "") or str(ref.name).removesuffix(".map"))
 
 
+def _listed(graph: ExpandedGraph, ref: Any) -> list[int]:
+    """The nodes whose values a map's items will be, when its input is a collector (a map's
+    result, or a list of Refs): item ``k`` is the ``k``-th input's value, which stays where
+    it was made.  Empty when the input is any other task's value (a list that comes to
+    this process, which expands the map from it)."""
+    source = ref.args[0] if ref.args else None
+    if source is None or not hasattr(source, "index") or not hasattr(source, "kind"):
+        return []
+    if source.kind == MAP:
+        return list(graph.items_of.get(source.index, ()))
+    if source.kind in (COLLECT, GATHER):
+        return [a.index for a in source.args if hasattr(a, "index")]
+    return []
+
+
 def expand_maps(workflow: str, nodes: list[Any], deps: list[list[int]] | None = None,
                 store: Any = None) -> ExpandedGraph:
     """``nodes`` (a traced graph, ``node.index == position``) with each map over a Ref
@@ -123,9 +141,11 @@ def expand_maps(workflow: str, nodes: list[Any], deps: list[list[int]] | None = 
         inputs = list(out.deps[i])
         name, task = _item_name(ref), getattr(ref, "task", None)
         mine = out.items_of[i] = []
+        listed = _listed(out, ref)
         for k in range(count.items or 0):
             j = len(out.nodes)
-            out.nodes.append(MapItem(j, f"{ref.key}[{k}]", name, inputs, task, i))
+            takes = listed[k] if k < len(listed) else None
+            out.nodes.append(MapItem(j, f"{ref.key}[{k}]", name, inputs, task, i, takes))
             out.deps.append(list(inputs))
             out.deps[i].append(j)
             mine.append(j)
