@@ -1,0 +1,96 @@
+"""``run.locality_report()``'s suggestions, from a run's recorded facts (a stand-in agent:
+the report reads only what the agent recorded, so no cluster and no timing is involved).
+
+"Keep this producer and its only consumer on one worker" must save what it says: a reduce
+over results made on every worker fetches about as much wherever it runs, so it gets no
+such suggestion; a consumer with other inputs would still fetch those; the pairs of two
+maps' items are one suggestion, not one per item.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pandas as pd
+
+from nbflow.locality.report import build
+
+MB = 1_000_000
+
+
+class RecordedRun:
+    """What a Dask run's locality agent holds once it ended: where each task ran, its
+    result's size, its inputs, and the transfers the workers logged."""
+
+    def __init__(self, mode: str = "locality") -> None:
+        self.mode = mode
+        self.order: list[str] = []
+        self.inputs_of: dict[str, list[tuple[str, str | None, int | None]]] = {}
+        self.worker_of: dict[str, str | None] = {}
+        self.nbytes_of: dict[str, int | None] = {}
+        self.seconds_of: dict[str, float] = {}
+        self.node_of: dict[str, str] = {}
+        self.memory = None
+        self.backend = SimpleNamespace(client_bytes=0, scattered_bytes=0, fetched=[])
+        self.rows: list[dict] = []
+
+    def task(self, key: str, worker: str, nbytes: int, *inputs: str) -> None:
+        self.order.append(key)
+        self.worker_of[key], self.nbytes_of[key] = worker, nbytes
+        self.inputs_of[key] = [(p, self.worker_of[p], self.nbytes_of[p]) for p in inputs]
+        for p in inputs:
+            if self.worker_of[p] != worker:  # fetched, as the worker's transfer log says
+                self.rows.append({"producer": p, "consumer": key, "from_worker": self.worker_of[p],
+                                  "to_worker": worker, "bytes": self.nbytes_of[p], "seconds": 0.01})
+
+    def transfers(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["producer", "consumer", "from_worker", "to_worker",
+                                                "bytes", "seconds"])
+
+    def input_bytes_moved(self) -> dict[str, int]:
+        moved = dict.fromkeys(self.order, 0)
+        for r in self.rows:
+            moved[r["consumer"]] += r["bytes"]
+        return moved
+
+
+def test_a_reduce_over_every_workers_results_gets_no_keep_together_suggestion():
+    run = RecordedRun()
+    for k in range(4):  # two items on each worker
+        run.task(f"part.map-0[{k}]", "A" if k < 2 else "B", 2 * MB)
+    run.task("total-0", "A", 8, *(f"part.map-0[{k}]" for k in range(4)))
+    rep = build(run, "dask")
+    assert rep.bytes_moved == 4 * MB  # it fetched B's two results...
+    # ...and on B it would have fetched A's two: keeping any pair together saves nothing
+    assert not [s for s in rep.suggestions if "keep" in s.what]
+
+
+def test_the_pairs_of_two_maps_items_are_one_suggestion_with_their_total_saving():
+    run = RecordedRun()
+    for k in range(4):
+        run.task(f"load.map-0[{k}]", "A", 2 * MB)
+    for k in range(4):
+        run.task(f"clean.map-0[{k}]", "B" if k < 3 else "A", 2 * MB, f"load.map-0[{k}]")
+    [tip] = build(run, "dask").suggestions
+    assert tip.what.startswith("keep each load.map-0[*] -> clean.map-0[*] pair on one worker")
+    assert "3 of these pairs" in tip.evidence and "6.0 MB" in tip.evidence
+    assert tip.saving_bytes == 6 * MB
+
+
+def test_a_pairs_saving_leaves_out_the_other_inputs_the_consumer_would_still_fetch():
+    run = RecordedRun(mode="round-robin")
+    run.task("big-0", "A", 3 * MB)
+    run.task("side-0", "B", 1 * MB)
+    run.task("join-0", "B", 8, "big-0", "side-0")  # on A it would fetch side-0's 1 MB
+    [tip] = build(run, "dask").suggestions
+    assert tip.what.startswith("keep big-0 -> join-0 on one worker: run with placement 'locality'")
+    assert tip.saving_bytes == 2 * MB
+    assert "3.0 MB moved" in tip.evidence and "would still have fetched 1.0 MB" in tip.evidence
+
+
+def test_a_report_with_no_inputs_on_the_cluster_says_why_its_local_share_is_blank():
+    run = RecordedRun()
+    run.task("alone-0", "A", MB)
+    text = str(build(run, "dask"))
+    assert "input bytes already local: - (no task on the cluster took another task's result)" in text
+    assert "of 0 B" not in text
