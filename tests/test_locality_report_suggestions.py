@@ -30,12 +30,15 @@ class RecordedRun:
         self.nbytes_of: dict[str, int | None] = {}
         self.seconds_of: dict[str, float] = {}
         self.node_of: dict[str, str] = {}
+        self.hinted: dict[str, str] = {}  # task key -> the worker placement sent it to
         self.memory = None
         self.backend = SimpleNamespace(client_bytes=0, scattered_bytes=0, fetched=[])
         self.rows: list[dict] = []
 
-    def task(self, key: str, worker: str, nbytes: int, *inputs: str) -> None:
+    def task(self, key: str, worker: str, nbytes: int, *inputs: str, hinted: str | None = None) -> None:
         self.order.append(key)
+        if hinted:
+            self.hinted[key] = hinted
         self.worker_of[key], self.nbytes_of[key] = worker, nbytes
         self.inputs_of[key] = [(p, self.worker_of[p], self.nbytes_of[p]) for p in inputs]
         for p in inputs:
@@ -73,6 +76,7 @@ def test_the_pairs_of_two_maps_items_are_one_suggestion_with_their_total_saving(
         run.task(f"clean.map-0[{k}]", "B" if k < 3 else "A", 2 * MB, f"load.map-0[{k}]")
     [tip] = build(run, "dask").suggestions
     assert tip.what.startswith("keep each load.map-0[*] -> clean.map-0[*] pair on one worker")
+    assert "without a placement hint" in tip.what and "the next run places it" in tip.what
     assert "3 of these pairs" in tip.evidence and "6.0 MB" in tip.evidence
     assert tip.saving_bytes == 6 * MB
 
@@ -86,6 +90,27 @@ def test_a_pairs_saving_leaves_out_the_other_inputs_the_consumer_would_still_fet
     assert tip.what.startswith("keep big-0 -> join-0 on one worker: run with placement 'locality'")
     assert tip.saving_bytes == 2 * MB
     assert "3.0 MB moved" in tip.evidence and "would still have fetched 1.0 MB" in tip.evidence
+
+
+def test_a_reduce_whose_inputs_were_mostly_elsewhere_is_told_where_to_run():
+    run = RecordedRun()
+    for k in range(4):  # three of its four inputs on A
+        run.task(f"part-{k}", "A" if k < 3 else "B", 2 * MB)
+    run.task("total-0", "B", 8, *(f"part-{k}" for k in range(4)))
+    [tip] = build(run, "dask").suggestions
+    assert tip.what.startswith("run total-0 on A: it was sent without a placement hint")
+    assert tip.saving_bytes == 4 * MB  # it fetched three, on A it would have fetched one
+    assert "fetched 6.0 MB from 3 task(s)" in tip.evidence and "would have fetched 2.0 MB" in tip.evidence
+
+
+def test_a_hinted_task_that_dask_ran_elsewhere_says_so():
+    run = RecordedRun()
+    run.task("make-0", "A", 5 * MB)
+    run.task("step-0", "B", 5 * MB, "make-0", hinted="A")
+    [tip] = build(run, "dask").suggestions
+    assert tip.what.startswith("keep make-0 -> step-0 on one worker: placement sent it there, but "
+                               "Dask ran it on another worker")
+    assert tip.saving_bytes == 5 * MB
 
 
 def test_a_report_with_no_inputs_on_the_cluster_says_why_its_local_share_is_blank():

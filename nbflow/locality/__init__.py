@@ -4,7 +4,8 @@ inputs, count every byte moved, and report it.
 * :mod:`.placement` — the placement rule and its cost model (and a round-robin baseline);
 * :mod:`.agent` — one per Dask run: placement decisions and what the run moved;
 * :mod:`.transfers` — ``run.transfers`` from Dask's own transfer logs;
-* :mod:`.report` — ``run.locality_report()``;
+* :mod:`.report` — ``run.locality_report()`` (:mod:`.moved_tips`: its suggestions about
+  where tasks ran);
 * :mod:`.simulate` — the rule replayed on workflow traces at any cluster size;
 * :mod:`.predicted` — output sizes (and durations) from the store's history, for tasks
   placed before their inputs exist;

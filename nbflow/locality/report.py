@@ -9,10 +9,9 @@ lived, the sizes Dask measured, the bytes that came to the notebook), never from
 * bytes that came to this process (results asked for) and bytes sent from it (local
   arguments scattered once);
 * suggestions, each with its evidence and its expected saving:
-  - an edge whose producer has this consumer only, and whose data moved: run the pair on
-    one worker (placement ``"locality"`` does; else fuse the two tasks) — saves its bytes,
-    less the consumer's other inputs it would then fetch (none for a reduce over results
-    made on every worker); the pairs of two maps' items are one suggestion;
+  - a task that fetched results from other workers, where running it on the worker holding
+    most of its inputs would have fetched fewer bytes (:mod:`.moved_tips`, which also says
+    what to change) — saves the difference;
   - a large result that came to the notebook: it moved only because it was asked for
     (``run[ref]``, a binding); return a summary from a task instead — saves its bytes;
   - tasks short of memory (results spilled to disk, a worker that died under them, a
@@ -22,20 +21,16 @@ lived, the sizes Dask measured, the bytes that came to the notebook), never from
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from html import escape as html_escape
 from typing import Any
 
+from .moved_tips import moved_suggestions
+from .units import human
+
+__all__ = ["LocalityReport", "Suggestion", "build", "human", "suggest"]
+
 BIG_FETCH = 10 * 1024 * 1024  # a result this large brought to the notebook is worth a note
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"  # pragma: no cover
 
 
 @dataclass
@@ -173,7 +168,7 @@ def build(agent: Any, backend: str) -> LocalityReport:
 
 
 def suggest(agent: Any, edges: Any, fetched: list[tuple[str, int | None]]) -> list[Suggestion]:
-    out = pair_suggestions(agent, edges)
+    out = [Suggestion(*tip) for tip in moved_suggestions(agent, edges)]
     for key, n in fetched:
         if n and n >= BIG_FETCH:
             out.append(Suggestion(
@@ -183,64 +178,6 @@ def suggest(agent: Any, edges: Any, fetched: list[tuple[str, int | None]]) -> li
     out += memory_suggestions(agent)
     out.sort(key=lambda s: -s.saving_bytes)
     return out
-
-
-def pair_suggestions(agent: Any, edges: Any) -> list[Suggestion]:
-    """"Keep this producer and its only consumer on one worker", where that would have moved
-    fewer bytes: the consumer, run on the producer's worker, would still have fetched its
-    other inputs made elsewhere (a reduce over results made on every worker fetches about as
-    much wherever it runs, so it gets no such suggestion).  The saving is the bytes it
-    fetched less those it would have fetched there.  Pairs of the same two tasks of a map
-    (``load.map-0[3] -> clean.map-0[3]``, ...) are one suggestion."""
-    consumers: dict[str, int] = {}
-    for key in agent.order:
-        for producer, _, _ in agent.inputs_of.get(key, ()):
-            consumers[producer] = consumers.get(producer, 0) + 1
-    moved = agent.input_bytes_moved()
-    groups: dict[tuple[str, str], list[tuple[str, str, int, float, int]]] = {}
-    for r in edges.itertuples():
-        if r.consumer is None or not isinstance(r.consumer, str) or r.bytes <= 0:
-            continue
-        if consumers.get(r.producer, 0) != 1:
-            continue
-        saving = moved.get(r.consumer, 0) - _fetched_on(agent, r.consumer, agent.worker_of.get(r.producer))
-        if saving > 0:
-            groups.setdefault((_family(r.producer), _family(r.consumer)), []).append(
-                (r.producer, r.consumer, int(r.bytes), float(r.seconds), int(saving)))
-    fix = ("fuse these two tasks into one, or give the producer's worker more threads"
-           if agent.mode == "locality" else
-           "run with placement 'locality' (nbflow.locality.placement('locality'))")
-    return [_pair_suggestion(pairs, fix) for pairs in groups.values()]
-
-
-def _fetched_on(agent: Any, consumer: str, worker: str | None) -> int:
-    """Bytes ``consumer`` would have fetched had it run on ``worker``: its inputs whose
-    result was elsewhere (or nowhere known), at their measured sizes."""
-    return sum(agent.nbytes_of.get(p) or b or 0 for p, _, b in agent.inputs_of.get(consumer, ())
-               if worker is None or agent.worker_of.get(p) != worker)
-
-
-def _family(key: str) -> str:
-    """What the calls of one map's items share: ``load.map-0[3]`` -> ``load.map-0[*]``."""
-    return re.sub(r"\[\d+\]$", "[*]", key)
-
-
-def _pair_suggestion(pairs: list[tuple[str, str, int, float, int]], fix: str) -> Suggestion:
-    producer, consumer, nbytes, seconds, saving = max(pairs, key=lambda p: p[2])
-    if len(pairs) == 1:
-        there = "" if saving == nbytes else (
-            f"; on {producer}'s worker it would still have fetched {human(nbytes - saving)} "
-            "of other inputs")
-        return Suggestion(
-            f"keep {producer} -> {consumer} on one worker: {fix}",
-            f"{consumer} is the only consumer of {producer}, yet {human(nbytes)} moved between "
-            f"workers in {seconds:.3f} s{there}", saving)
-    total = sum(p[2] for p in pairs)
-    return Suggestion(
-        f"keep each {_family(producer)} -> {_family(consumer)} pair on one worker: {fix}",
-        f"each consumer is the only one of its producer, yet {len(pairs)} of these pairs ran on "
-        f"two workers and moved {human(total)} in {sum(p[3] for p in pairs):.3f} s (the largest: "
-        f"{producer} -> {consumer}, {human(nbytes)})", sum(p[4] for p in pairs))
 
 
 def memory_suggestions(agent: Any) -> list[Suggestion]:
