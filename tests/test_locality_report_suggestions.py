@@ -68,6 +68,18 @@ def test_a_reduce_over_every_workers_results_gets_no_keep_together_suggestion():
     assert not [s for s in rep.suggestions if "keep" in s.what]
 
 
+def test_a_place_that_saves_a_sliver_is_not_suggested():
+    run = RecordedRun()
+    for k in range(6):  # six parts on A, six slightly smaller ones on B: nearly even
+        run.task(f"part-{k}", "A", MB)
+    for k in range(6, 12):
+        run.task(f"part-{k}", "B", MB - 1000)
+    run.task("total-0", "B", 8, *(f"part-{k}" for k in range(12)))
+    rep = build(run, "dask")
+    assert rep.bytes_moved == 6 * MB  # on A it would have fetched 6 kB less: not worth a line
+    assert not rep.suggestions
+
+
 def test_the_pairs_of_two_maps_items_are_one_suggestion_with_their_total_saving():
     run = RecordedRun()
     for k in range(4):

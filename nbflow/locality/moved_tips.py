@@ -4,8 +4,9 @@ place would have saved, and what to change so that the next run does it.
 A task fetched results made on other workers.  Had it run on the worker holding the most of
 its inputs, it would still have fetched the rest, so the saving is the bytes it fetched
 less the bytes it would have fetched there — none for a reduce over results made evenly on
-every worker, which fetches about as much wherever it runs.  Only a positive saving makes a
-suggestion, and the suggestion says what to change, from what the run recorded:
+every worker, which fetches about as much wherever it runs.  Only a saving of at least
+:data:`MIN_SHARE` of the bytes fetched makes a suggestion, and the suggestion says what to
+change, from what the run recorded:
 
 * a run without placement ``"locality"``: use it;
 * a task sent without a placement hint (an input's size was unknown when it went to Dask:
@@ -27,6 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .units import human
+
+# A saving below this share of the bytes the task fetched is left out: inputs of about
+# equal size split between workers make a "better" place that differs by a few bytes.
+MIN_SHARE = 0.2
 
 LOCALITY_FIX = "run with placement 'locality' (nbflow.locality.placement('locality'))"
 
@@ -88,7 +93,7 @@ def _moved(agent: Any, consumer: str, rows: list[Any]) -> Moved | None:
     best = min(sorted(places), key=lambda w: fetched_on(agent, consumer, w))
     nbytes = int(sum(r.bytes for r in rows))
     saving = nbytes - fetched_on(agent, consumer, best)
-    if saving <= 0:
+    if saving <= 0 or saving < MIN_SHARE * nbytes:
         return None
     return Moved(consumer, tuple(dict.fromkeys(r.producer for r in rows)), nbytes,
                  float(sum(r.seconds for r in rows)), best, saving, _why(agent, consumer, best))
