@@ -148,6 +148,15 @@ def test_plan_of_a_map_without_history_says_it_cannot_know(tmp_path):
     assert "run the workflow once" in text
 
 
+def test_a_long_maps_items_are_folded_when_shown_not_in_the_table(tmp_path):
+    wf = ran(12)
+    p = nf.plan(wf)
+    assert len(rows(p, "block.map-0[")) == 12  # the data: every expected item
+    for shown in (str(p), p._repr_html_(), plan_bundle(wf, check=False)["text/plain"]):
+        assert "block.map-0[4]" in shown and "block.map-0[5]" not in shown
+        assert "... 7 more expected items of block.map-0" in shown
+
+
 def test_plan_bundle_lists_the_expected_items(tmp_path):
     wf = ran(3)
     text = plan_bundle(wf, check=False, workers=2)["text/plain"]

@@ -35,3 +35,28 @@ def test_an_ordering_edge_alone_moves_nothing():
     got = simulate_placement([[1], []], [1.0, 1.0], {}, 2, "round-robin")
     assert got.placement[0] != got.placement[1]
     assert got.bytes_moved == 0 and got.finish[1] == 2.0
+
+
+def test_the_join_term_keeps_the_limits_a_run_keeps(monkeypatch):
+    # a reduce over 200 items: a run's JoinGraph skips a consumer with more than MAX_INPUTS
+    # data inputs (it gathers from everywhere anyway); the simulator did not, and each item
+    # then passed over the other 199 (a 10 000-item map took nf.plan minutes)
+    from nbflow.locality import simulate
+    from nbflow.locality.joins import MAX_CONSUMERS, MAX_INPUTS
+
+    seen: list[tuple[int, int]] = []
+    choose = simulate.Placer.choose
+
+    def spy(self, inputs, *args, joins=(), **kwargs):
+        seen.append((len(joins), max((len(others) for _, others in joins), default=0)))
+        return choose(self, inputs, *args, joins=joins, **kwargs)
+
+    monkeypatch.setattr(simulate.Placer, "choose", spy)
+    n = 200
+    succs = [list(range(1, n + 1)), *([n + 1, n + 2] for _ in range(n)), [], []]
+    edges = {**{(i, n + 1): MB for i in range(1, n + 1)},  # the reduce
+             **{(i, n + 2): MB for i in range(1, 4)}}  # a small join of three items
+    got = simulate_placement(succs, [1.0] * (n + 3), edges, 4, "locality")
+    assert got.bytes_moved > 0
+    assert seen and all(k <= MAX_CONSUMERS and others <= MAX_INPUTS for k, others in seen)
+    assert any(others == 2 for _, others in seen)  # the small join still counts

@@ -40,6 +40,7 @@ from .report import human
 from .simulate import simulate_placement
 
 DEFAULT_WORKERS = 4
+SHOWN_ITEMS = 5  # expected items of a map listed when the plan is shown (the rest: one row)
 # Nodes whose value is the list of their inputs' values, made in this process (a map over a
 # Ref becomes one when it expands): no worker runs them, their consumers fetch the inputs.
 COLLECTORS = (COLLECT, GATHER, MAP)
@@ -91,7 +92,7 @@ class WorkflowPlan:
                  self.summary(), *self.notes, ""]
         cols = [c for c in ("key", "worker", "seconds", "output_bytes", "input_bytes", "input_bytes_moved",
                             "decision", "reason") if c in self.tasks.columns]
-        lines.append(self.tasks[cols].to_string(index=False))
+        lines.append(fold_items(self.tasks, self.maps)[cols].to_string(index=False))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -99,7 +100,31 @@ class WorkflowPlan:
 
         notes = "".join(f"<br>{escape(n)}" for n in self.notes)
         return (f"<div class='nbflow-plan-locality'><p><b>{escape(self.summary())}</b>{notes}</p>"
-                f"{self.tasks.to_html(index=False, border=0)}</div>")
+                f"{fold_items(self.tasks, self.maps).to_html(index=False, border=0)}</div>")
+
+
+def fold_items(tasks: Any, maps: dict[str, int | None], shown: int = SHOWN_ITEMS) -> Any:
+    """``tasks`` with each map's expected items past the first ``shown`` folded into one row
+    that says how many more there are (the plan's own ``tasks`` keeps every row)."""
+    import pandas as pd
+
+    long = {f"{m}[{k}]": m for m, n in maps.items() if n and n > shown for k in range(shown, n)}
+    if not long:
+        return tasks
+    text = [c for c in tasks.columns if not pd.api.types.is_numeric_dtype(tasks[c].dtype)]
+    rows: list[dict[str, Any]] = []
+    for row in tasks.to_dict("records"):
+        m = long.get(row["key"])
+        if m is None:
+            rows.append(row)
+        elif row["key"] == f"{m}[{shown}]":
+            rows.append({**dict.fromkeys(text, ""),
+                         "key": f"... {maps[m] - shown} more expected items of {m}"})  # type: ignore[operator]
+    out = pd.DataFrame(rows, columns=tasks.columns)
+    for c in tasks.columns:  # (whole numbers stay whole: the folded row has none)
+        if c not in text and pd.api.types.is_integer_dtype(tasks[c].dtype):
+            out[c] = out[c].astype("Int64")
+    return out
 
 
 def _workers_of(backend: Any, workers: int | None) -> int:

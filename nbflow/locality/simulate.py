@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..engine.priority import longest_remaining_path
+from .joins import MAX_CONSUMERS, MAX_INPUTS
 from .placement import BANDWIDTH, Placer, RoundRobin
 
 POLICIES = ("locality", "round-robin", "earliest-start")
@@ -78,6 +79,7 @@ def simulate_placement(
     placer: Placer = RoundRobin() if policy == "round-robin" else Placer(bandwidth)
     placer.set_workers({w: 1 for w in names})
 
+    data_preds = [[p for p in ps if (p, v) in edge_bytes] for v, ps in enumerate(preds)]
     waiting = [len(p) for p in preds]
     where: list[str | None] = [None] * n
     finish = [0.0] * n
@@ -128,14 +130,24 @@ def simulate_placement(
         seq += 1
         heapq.heappush(events, (finish[v], seq, v))
 
+    def joins_of(v: int) -> list[tuple[int, list[tuple[str | None, int]]]]:
+        """The rule's join term for ``v``, within the limits a run's JoinGraph keeps (its
+        first consumers, and only those with a few data inputs): a reduce over 10 000 items
+        would otherwise cost each item a pass over the other 9 999."""
+        out = []
+        for c in succs[v][:MAX_CONSUMERS]:
+            ins = data_preds[c]
+            if (v, c) in edge_bytes and 2 <= len(ins) <= MAX_INPUTS:
+                out.append((edge_bytes[(v, c)],
+                            [(assigned[p] or None, edge_bytes[(p, c)]) for p in ins if p != v]))
+        return out
+
     def place(v: int, now: float) -> None:
         if policy == "earliest-start":
             w = min(names, key=lambda x: (estimate(v, x, now), x))
             placer.backlog[w] = placer.backlog.get(w, 0) + 1
         else:
-            joins = [(edge_bytes.get((v, c), 0),
-                      [(assigned[p] or None, edge_bytes.get((p, c), 0)) for p in preds[c] if p != v])
-                     for c in succs[v]]
+            joins = joins_of(v)
             w = placer.choose([(where[p], edge_bytes.get((p, v), 0)) for p in preds[v]],
                               seconds=guess[v], joins=joins) or names[0]
         heapq.heappush(queue[w], (-level[v], v))

@@ -101,7 +101,9 @@ def _with_placement(tasks: pd.DataFrame, placed: pd.DataFrame) -> pd.DataFrame:
     graph does not hold; :func:`nbflow.plan` counts them from the newest run)."""
     cols = ["key", "task", "worker", "output_bytes", "input_bytes_moved"]
     out = placed[cols].merge(tasks.drop(columns="task"), on="key", how="left")
-    item = out["kind"].isna()
+    folded = out["task"].fillna("").eq("")  # (a row standing for many items: fold_items)
+    out.loc[folded, ["kind", "depends on"]] = ""
+    item = out["kind"].isna() & ~folded
     if item.any():
         out.loc[item, "kind"] = "expected item (count from the newest run)"
         out.loc[item, "depends on"] = ""
@@ -139,7 +141,9 @@ def plan_bundle(wf: Workflow, *, check: bool, cache: bool = True,
     if placed is not None:
         notes.append(placed.summary())
         notes.extend(placed.notes)
-        tasks = _with_placement(tasks, placed.tasks)
+        from ..locality.plan import fold_items
+
+        tasks = _with_placement(tasks, fold_items(placed.tasks, placed.maps))
     checks_df = None
     if check:
         checks_df = _checks(wf)
