@@ -157,6 +157,17 @@ def test_a_long_maps_items_are_folded_when_shown_not_in_the_table(tmp_path):
         assert "... 7 more expected items of block.map-0" in shown
 
 
+def test_plan_says_that_cache_hits_are_planned_as_if_they_ran(tmp_path):
+    wf = mapped(3)
+    assert "served by the cache" not in str(nf.plan(wf))
+    wf.run()  # stored: the list would now be a hit
+    p = nf.plan(wf)
+    assert set(p.tasks.loc[p.tasks["key"] == "listing-0", "decision"]) == {"hit"}
+    assert ("1 task(s) would be served by the cache (decision 'hit'): they are planned as if "
+            "they ran") in str(p)
+    assert "placed below as if they ran" in plan_bundle(wf, check=False)["text/plain"]
+
+
 def test_plan_bundle_lists_the_expected_items(tmp_path):
     wf = ran(3)
     text = plan_bundle(wf, check=False, workers=2)["text/plain"]

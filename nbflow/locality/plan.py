@@ -218,6 +218,11 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
             decided = pd.DataFrame(store_plan(wf, cache=True))
             tasks = tasks.merge(decided[["key", "decision", "reason"]], on="key", how="left")
             tasks = _items_decided(tasks, graph)
+            hits = int((decided["decision"] == "hit").sum())
+            if hits:
+                notes.append(f"{hits} task(s) would be served by the cache (decision 'hit'): they "
+                             "are planned as if they ran, but a hit runs nothing on the cluster, "
+                             "so the run may move fewer bytes and end sooner.")
         except Exception as e:  # the cache forecast is extra: the placement stands alone
             notes.append(f"Cache decisions unavailable ({type(e).__name__}: {e}).")
     return WorkflowPlan(name, n_workers, float(bandwidth), rule.bytes_moved, rr.bytes_moved,

@@ -136,6 +136,9 @@ def plan_bundle(wf: Workflow, *, check: bool, cache: bool = True,
             notes.append("Cache: " + ", ".join(f"{counts[d]} {d}" for d in ("hit", "miss", "maybe")
                                                if d in counts)
                          + " (maybe: decided when the inputs are known)")
+            if "hit" in counts:
+                notes.append("Tasks that hit are placed below as if they ran: a hit runs nothing "
+                             "on the cluster, so the run may move fewer bytes.")
             tasks = tasks.merge(cache_df[["key", "decision", "reason"]], on="key", how="left")
     placed = _placement(wf, workers)
     if placed is not None:
