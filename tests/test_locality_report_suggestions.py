@@ -1,19 +1,25 @@
 """``run.locality_report()``'s suggestions, from a run's recorded facts (a stand-in agent:
 the report reads only what the agent recorded, so no cluster and no timing is involved).
 
-"Keep this producer and its only consumer on one worker" must save what it says: a reduce
-over results made on every worker fetches about as much wherever it runs, so it gets no
-such suggestion; a consumer with other inputs would still fetch those; the pairs of two
-maps' items are one suggestion, not one per item.
+A suggestion about where a task ran must save what it says: a reduce over results made on
+every worker fetches about as much wherever it runs, so it gets none; a consumer with other
+inputs would still fetch those; the pairs of two maps' items are one suggestion, not one
+per item; and what to change follows from what the run recorded (no hint for a first run's
+task, Dask moving a hinted task, another placement mode).  Results that came to the
+notebook because the run's own client closed are named as such (one test runs a cluster).
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 
 from nbflow.locality.report import build
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 MB = 1_000_000
 
@@ -131,3 +137,47 @@ def test_a_report_with_no_inputs_on_the_cluster_says_why_its_local_share_is_blan
     text = str(build(run, "dask"))
     assert "input bytes already local: - (no task on the cluster took another task's result)" in text
     assert "of 0 B" not in text
+
+
+def test_results_brought_here_as_the_runs_own_client_closed_are_named():
+    run = RecordedRun()
+    run.task("part-0", "A", 12 * MB)
+    run.backend.client_bytes = run.backend.closing_bytes = 12 * MB
+    rep = build(run, "dask")
+    assert rep.bytes_at_close == 12 * MB
+    assert "to the notebook: 12.0 MB (12.0 MB of it as the run's own client closed)" in str(rep)
+    [tip] = rep.suggestions
+    assert tip.what.startswith("run with a distributed.Client that stays open")
+    assert "backend='dask' or a scheduler address" in tip.evidence and tip.saving_bytes == 12 * MB
+
+
+def test_a_run_on_its_own_client_counts_what_it_brought_here_at_its_end(tmp_path):
+    # a map's items are held (its collector takes them), so a run whose client closes with it
+    # brings them here: the report says that is why they came
+    import numpy as np
+    from dask_clusters import own_client
+
+    import nbflow as nf
+
+    @nf.task
+    def listing(n: int) -> list[int]:
+        return list(range(n))
+
+    @nf.task
+    def block(i: int):
+        return np.full(MB // 8, float(i))
+
+    @nf.task
+    def first(xs) -> float:
+        return float(xs[0][0])
+
+    with nf.Workflow("closing") as wf:
+        first(block.map(listing(3)))
+    with own_client() as client:
+        run = wf.run(backend=client.scheduler.address, cache=False)  # its own client
+        rep = run.locality_report()
+    # the three 1 MB items and the small final result (the list of names was fetched to
+    # expand the map, as run[ref] would fetch it: not counted here)
+    assert 3 * MB <= rep.bytes_at_close < 3 * MB + 1000
+    assert rep.bytes_to_client >= rep.bytes_at_close
+    assert "3.0 MB of it as the run's own client closed" in str(rep)

@@ -14,6 +14,9 @@ lived, the sizes Dask measured, the bytes that came to the notebook), never from
     what to change) — saves the difference;
   - a large result that came to the notebook: it moved only because it was asked for
     (``run[ref]``, a binding); return a summary from a task instead — saves its bytes;
+  - results that came to the notebook because the run's own client closed (``backend=
+    "dask"`` or an address: every result still held is brought here first): run on a
+    ``distributed.Client`` that stays open — saves those bytes;
   - tasks short of memory (results spilled to disk, a worker that died under them, a
     worker whose memory peaked past Dask's pause threshold; :mod:`.memory`): give them
     more memory — saves the spilled bytes' write and read, or the work done again.
@@ -64,6 +67,9 @@ class LocalityReport:
     edges: Any  # DataFrame: producer, consumer, bytes, seconds, transfers
     tasks: Any  # DataFrame: task, worker, output_bytes, input_bytes, input_bytes_moved
     suggestions: list[Suggestion] = field(default_factory=list)
+    # of bytes_to_client: results still held when the run's own client closed (backend
+    # "dask" or an address), brought here so that run[ref] keeps working
+    bytes_at_close: int = 0
 
     def text(self) -> str:
         lines = [f"locality report ({self.backend}, placement: {self.placement or '-'})"]
@@ -77,8 +83,8 @@ class LocalityReport:
             f"  moved between workers: {human(self.bytes_moved)} in {self.transfers} "
             f"transfer(s), {self.seconds_moving:.3f} s",
             f"  input bytes already local: {share}",
-            f"  to the notebook: {human(self.bytes_to_client)};  from the notebook: "
-            f"{human(self.bytes_from_client)}",
+            f"  to the notebook: {human(self.bytes_to_client)}{self._at_close()};  from the "
+            f"notebook: {human(self.bytes_from_client)}",
         ]
         if len(self.edges):
             lines.append("  heaviest edges:")
@@ -91,6 +97,11 @@ class LocalityReport:
         return "\n".join(lines)
 
     __str__ = text
+
+    def _at_close(self) -> str:
+        if not self.bytes_at_close:
+            return ""
+        return f" ({human(self.bytes_at_close)} of it as the run's own client closed)"
 
     def html(self) -> str:
         """The report as HTML (the live widget's Locality tab): the same facts as
@@ -163,7 +174,17 @@ def build(agent: Any, backend: str) -> LocalityReport:
         backend, agent.mode, int(t["bytes"].sum()) if len(t) else 0, len(t),
         float(t["seconds"].sum()) if len(t) else 0.0, input_total, share,
         int(getattr(b, "client_bytes", 0)), int(getattr(b, "scattered_bytes", 0)), edges, tasks)
+    report.bytes_at_close = int(getattr(b, "closing_bytes", 0))
     report.suggestions = suggest(agent, edges, list(getattr(b, "fetched", [])))
+    if report.bytes_at_close >= BIG_FETCH:
+        report.suggestions.insert(0, Suggestion(
+            "run with a distributed.Client that stays open (wf.run(backend=client)), and ask "
+            "for the results you need",
+            f"{human(report.bytes_at_close)} of results came to the notebook only because the "
+            "run opened its own client (backend='dask' or a scheduler address, as %%workflow "
+            "--backend does) and brought every result it still held here before closing it",
+            report.bytes_at_close))
+        report.suggestions.sort(key=lambda s: -s.saving_bytes)
     return report
 
 

@@ -428,6 +428,7 @@ class DaskBackend:
         self.capacity = math.inf  # set from the cluster's thread count once connected
         self.placement: Any = None  # a core.protocols.DataPlacement, attached by the run
         self.client_bytes = 0  # result bytes brought to this process
+        self.closing_bytes = 0  # of which: results still held, brought here as the client closed
         self.fetched: list[tuple[str, int | None]] = []  # (task key, bytes) asked for here
         self.scattered_bytes = 0  # local argument bytes sent to the cluster
         self.scattered: dict[int, tuple[Any, Any]] = {}  # id(value) -> (value, its future)
@@ -1143,6 +1144,7 @@ class DaskBackend:
                     except Exception:  # a failed or lost result stays unfetchable
                         continue
                     self.client_bytes += r.nbytes or 0
+                    self.closing_bytes += r.nbytes or 0
             if closing:
                 for r in list(self._results):
                     r.future = None
