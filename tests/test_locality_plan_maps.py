@@ -198,3 +198,17 @@ def test_workflow_plan_magic_shows_a_maps_items_in_a_kernel(tmp_path):
     assert "counted as 3 item(s)" in after
     assert all(f"block.map-0[{k}]" in after for k in range(3))
     assert "expected item" in h.html(nb.cells[4])
+
+
+def test_plan_refuses_what_is_not_a_workflow_by_name(tmp_path):
+    from nbflow.locality.plan import PlanError
+
+    wf = mapped(2)
+    ref = wf.nodes[-1]
+    with pytest.raises(PlanError, match="got the Ref 'agg-0': pass the workflow it was traced in"):
+        nf.plan(ref)
+    for wrong in ("plan-map", None, 42):
+        with pytest.raises(PlanError, match=f"nf.plan takes a workflow .*got {type(wrong).__name__}"):
+            nf.plan(wrong)
+    with pytest.raises(PlanError, match=r"bandwidth must be a positive number .* got 'fast'"):
+        nf.plan(wf, bandwidth="fast")

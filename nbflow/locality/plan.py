@@ -127,6 +127,22 @@ def fold_items(tasks: Any, maps: dict[str, int | None], shown: int = SHOWN_ITEMS
     return out
 
 
+def _nodes_of(wf: Any) -> list[Any]:
+    """The traced nodes of ``wf`` (a workflow, or a run of one); refuses anything else by name."""
+    from ..core.ref import Ref
+
+    if isinstance(wf, Ref):
+        raise PlanError(f"nf.plan takes a workflow, got the Ref {wf.key!r}: pass the workflow it "
+                        "was traced in (`with nf.Workflow(...) as wf:` ... `nf.plan(wf)`)")
+    nodes = getattr(wf, "nodes", None)
+    if nodes is None or isinstance(wf, (str, bytes)):
+        raise PlanError(f"nf.plan takes a workflow (`with nf.Workflow(...) as wf:` ... "
+                        f"`nf.plan(wf)`), got {type(wf).__name__} {wf!r}"[:300])
+    if not nodes:
+        raise PlanError("the workflow has no tasks: trace task calls in `with nf.Workflow(...)` first")
+    return list(nodes)
+
+
 def _workers_of(backend: Any, workers: int | None) -> int:
     if backend is not None:
         from ..core.errors import WorkflowDefinitionError
@@ -154,11 +170,10 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     decision per task.  See the module for the model."""
     import pandas as pd
 
-    nodes = list(getattr(wf, "nodes", []))
-    if not nodes:
-        raise PlanError("the workflow has no tasks: trace task calls in `with nf.Workflow(...)` first")
-    if not bandwidth or bandwidth <= 0:
-        raise PlanError("bandwidth must be a positive number of bytes per second")
+    nodes = _nodes_of(wf)
+    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
+        raise PlanError(f"bandwidth must be a positive number of bytes per second (e.g. 100e6), "
+                        f"got {bandwidth!r}")
     n_workers = _workers_of(backend, workers)
     name = str(getattr(wf, "name", ""))
     try:
