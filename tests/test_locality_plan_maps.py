@@ -129,6 +129,20 @@ def test_plan_and_forecast_count_the_same_items(tmp_path):
     assert fc.critical_path[1].startswith("block.map-0[")
 
 
+def test_plan_of_a_map_over_a_lists_results_keeps_each_item_with_its_input(tmp_path):
+    with nf.Workflow("plan-map") as wf:
+        agg(twice.map(block.map([0, 1, 2, 3])))  # a map over the collected results of a list
+    wf.run(cache=False)
+    set_durations(1.0)
+    p = nf.plan(wf, workers=2)
+    assert p.maps == {"twice.map-0": 4}
+    where = dict(zip(p.tasks["key"], p.tasks["worker"], strict=True))
+    taken = dict(zip(p.tasks["key"], p.tasks["input_bytes"], strict=True))
+    for k in range(4):
+        assert taken[f"twice.map-0[{k}]"] == MB
+        assert where[f"twice.map-0[{k}]"] == where[f"block-{k}"]
+
+
 def test_plan_takes_the_newest_runs_count(tmp_path):
     ran(3)
     wf = ran(5)
