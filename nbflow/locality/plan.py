@@ -167,7 +167,8 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     """Predict, without running, where each task of ``wf`` would run on ``workers`` Dask
     workers (default: the threads of ``backend`` when it is a ``distributed.Client``, else
     4) and the bytes that would move, against round-robin; with the store's cache
-    decision per task.  See the module for the model."""
+    decision per task.  A map over a Ref is planned with as many items as its newest run
+    had (``WorkflowPlan.maps``; the notes say so).  See the module for the model."""
     import pandas as pd
 
     nodes = _nodes_of(wf)
