@@ -20,7 +20,8 @@ A map no recent run expanded is left out, and said to be: its seconds are unknow
 
 The cache part is the store's own forecast (:func:`nbflow.store.plan`): per task ``hit``,
 ``miss`` or ``maybe`` with the reason.  A task the cache would serve still appears in the
-placement, as if it ran: which tasks hit can depend on values computed in the run.
+placement, as if it ran (which tasks hit can depend on values computed in the run); the
+notes say how many would hit, since a hit runs nothing on the cluster.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from ..store.map_items import ExpandedGraph, MapItem, expand_maps
 from . import predicted
 from .joins import data_inputs
 from .placement import BANDWIDTH
-from .report import human
 from .simulate import simulate_placement
+from .units import human
 
 DEFAULT_WORKERS = 4
 SHOWN_ITEMS = 5  # expected items of a map listed when the plan is shown (the rest: one row)
@@ -108,18 +109,19 @@ def fold_items(tasks: Any, maps: dict[str, int | None], shown: int = SHOWN_ITEMS
     that says how many more there are (the plan's own ``tasks`` keeps every row)."""
     import pandas as pd
 
-    long = {f"{m}[{k}]": m for m, n in maps.items() if n and n > shown for k in range(shown, n)}
-    if not long:
+    counts = {m: n for m, n in maps.items() if n and n > shown}
+    folded = {f"{m}[{k}]": m for m, n in counts.items() for k in range(shown, n)}
+    if not folded:
         return tasks
     text = [c for c in tasks.columns if not pd.api.types.is_numeric_dtype(tasks[c].dtype)]
     rows: list[dict[str, Any]] = []
     for row in tasks.to_dict("records"):
-        m = long.get(row["key"])
+        m = folded.get(row["key"])
         if m is None:
             rows.append(row)
-        elif row["key"] == f"{m}[{shown}]":
+        elif row["key"] == f"{m}[{shown}]":  # (the first folded item: the row that counts them)
             rows.append({**dict.fromkeys(text, ""),
-                         "key": f"... {maps[m] - shown} more expected items of {m}"})  # type: ignore[operator]
+                         "key": f"... {counts[m] - shown} more expected items of {m}"})
     out = pd.DataFrame(rows, columns=tasks.columns)
     for c in tasks.columns:  # (whole numbers stay whole: the folded row has none)
         if c not in text and pd.api.types.is_integer_dtype(tasks[c].dtype):
