@@ -71,7 +71,7 @@ def moved_suggestions(agent: Any, edges: Any) -> list[Tip]:
         pair = len(m.producers) == 1 and consumers.get(m.producers[0], 0) == 1
         key = (family(m.producers[0]) if pair else "", family(consumer))
         groups.setdefault(key, []).append(m)
-    return [_suggestion(ms) for ms in groups.values()]
+    return [_suggestion(ms, pair=bool(producers)) for (producers, _), ms in groups.items()]
 
 
 def family(key: str) -> str:
@@ -113,12 +113,12 @@ def _why(agent: Any, consumer: str, best: str) -> str:
             "or give the workers more threads")
 
 
-def _suggestion(ms: list[Moved]) -> Tip:
+def _suggestion(ms: list[Moved], pair: bool) -> Tip:
+    """One suggestion for consumers alike (one, or the items of a map); ``pair``: each
+    fetched the result of one producer that has no other consumer."""
     top = max(ms, key=lambda m: m.nbytes)
     total, saving = sum(m.nbytes for m in ms), sum(m.saving for m in ms)
     seconds = sum(m.seconds for m in ms)
-    pair = len(top.producers) == 1 and len({family(m.producers[0]) for m in ms}) == 1 and len(
-        {len(m.producers) for m in ms}) == 1
     if len(ms) == 1:
         if pair:
             p = top.producers[0]
@@ -126,12 +126,12 @@ def _suggestion(ms: list[Moved]) -> Tip:
                 f"; on {p}'s worker it would still have fetched {human(total - saving)} of "
                 "other inputs")
             return (f"keep {p} -> {top.consumer} on one worker: {top.why}",
-                        f"{top.consumer} is the only consumer of {p}, yet {human(total)} moved "
-                        f"between workers in {seconds:.3f} s{there}", saving)
+                    f"{top.consumer} is the only consumer of {p}, yet {human(total)} moved "
+                    f"between workers in {seconds:.3f} s{there}", saving)
         return (f"run {top.consumer} on {top.best}: {top.why}",
-                    f"it fetched {human(total)} from {len(top.producers)} task(s) on other "
-                    f"workers in {seconds:.3f} s; on {top.best}, which held most of its inputs, it "
-                    f"would have fetched {human(total - saving)}", saving)
+                f"it fetched {human(total)} from {len(top.producers)} task(s) on other "
+                f"workers in {seconds:.3f} s; on {top.best}, which held most of its inputs, it "
+                f"would have fetched {human(total - saving)}", saving)
     if pair:
         what = (f"keep each {family(top.producers[0])} -> {family(top.consumer)} pair on one "
                 f"worker: {top.why}")
@@ -143,4 +143,4 @@ def _suggestion(ms: list[Moved]) -> Tip:
         evidence = (f"{len(ms)} of them fetched {human(total)} from other workers in "
                     f"{seconds:.3f} s; where most of their inputs were they would have fetched "
                     f"{human(total - saving)} (the largest: {top.consumer}, {human(top.nbytes)})")
-    return (what, evidence, saving)
+    return what, evidence, saving
