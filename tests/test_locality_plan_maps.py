@@ -227,3 +227,15 @@ def test_plan_refuses_what_is_not_a_workflow_by_name(tmp_path):
             nf.plan(wrong)
     with pytest.raises(PlanError, match=r"bandwidth must be a positive number .* got 'fast'"):
         nf.plan(wf, bandwidth="fast")
+
+
+def test_plan_summary_says_more_or_as_many_bytes_than_round_robin_plainly():
+    import dataclasses
+
+    from nbflow.locality.plan import WorkflowPlan
+
+    p = WorkflowPlan("w", 2, 1e8, 3 * MB, 2 * MB, 1.0, 1.0, 0, pd.DataFrame())
+    assert "3.0 MB would move between workers (50% more), against 2.0 MB" in p.summary()
+    same = dataclasses.replace(p, bytes_moved=2 * MB)
+    assert "(as many), against" in same.summary() and "fewer" not in same.summary()
+    assert "(50% fewer)" in dataclasses.replace(p, bytes_moved=MB).summary()

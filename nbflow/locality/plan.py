@@ -78,7 +78,9 @@ class WorkflowPlan:
         return None if rr == 0 else 1.0 - self.bytes_moved / rr
 
     def summary(self) -> str:
-        saved = "" if self.saving is None else f" ({self.saving:.0%} fewer)"
+        saving = self.saving
+        saved = ("" if saving is None else f" ({saving:.0%} fewer)" if saving > 0
+                 else " (as many)" if saving == 0 else f" ({-saving:.0%} more)")
         return (f"Placement on {self.workers} workers at {human(self.bandwidth)}/s: "
                 f"{human(self.bytes_moved)} would move between workers{saved}, against "
                 f"{human(self.bytes_moved_round_robin)} placing tasks in turn (round-robin); "
