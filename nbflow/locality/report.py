@@ -178,11 +178,12 @@ def build(agent: Any, backend: str) -> LocalityReport:
     report.suggestions = suggest(agent, edges, list(getattr(b, "fetched", [])))
     if report.bytes_at_close >= BIG_FETCH:
         report.suggestions.insert(0, Suggestion(
-            "run with a distributed.Client that stays open (wf.run(backend=client)), and ask "
-            "for the results you need",
+            "run with a distributed.Client that stays open (wf.run(backend=client), or "
+            "%%workflow --backend client with client a notebook variable), and ask for the "
+            "results you need",
             f"{human(report.bytes_at_close)} of results came to the notebook only because the "
-            "run opened its own client (backend='dask' or a scheduler address, as %%workflow "
-            "--backend does) and brought every result it still held here before closing it",
+            "run opened its own client (backend='dask' or a scheduler address) and brought "
+            "every result it still held here before closing it",
             report.bytes_at_close))
         report.suggestions.sort(key=lambda s: -s.saving_bytes)
     return report

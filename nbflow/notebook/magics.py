@@ -34,7 +34,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from ..core import events as ev
 from ..core.errors import NbflowError, WorkflowCancelled, WorkflowDefinitionError, WorkflowFailed
-from ..core.options import RunOptions
+from ..core.options import BACKENDS, RunOptions
 from ..workflow import Workflow
 from . import binding, session
 from .frontend import frontend_mode
@@ -56,7 +56,35 @@ def _lease_options(args: Any) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _run_options(workers: int | None, backend: str, cache: bool, rerun: list[str] | None) -> dict[str, Any]:
+def _backend_named(ns: dict[str, Any], backend: str) -> Any:
+    """``--backend``'s value: a backend name or address as given, or the notebook variable
+    of that name when it holds a ``distributed.Client``.  Running on the notebook's own
+    client is what keeps results on the cluster between cells: a run given ``dask`` or an
+    address opens a client of its own, and brings every result it still holds here before
+    closing it."""
+    if backend in BACKENDS or "://" in backend or not backend.isidentifier():
+        return backend
+    if backend not in ns:
+        raise UsageError(
+            f"%%workflow: unknown backend {backend!r}, and no notebook variable of that name: "
+            "use local, process, dask, a scheduler address tcp://host:port, or the name of a "
+            "variable holding a distributed.Client")
+    value = ns[backend]
+    try:
+        from distributed import Client
+
+        is_client = isinstance(value, Client)
+    except ImportError:  # (without distributed no variable can be a Client)
+        is_client = False
+    if not is_client:
+        raise UsageError(
+            f"%%workflow --backend {backend}: the notebook variable {backend!r} is of type "
+            f"{type(value).__name__}, not a distributed.Client; name a variable holding a "
+            "Client (client = distributed.Client(...)) or give a backend name")
+    return value
+
+
+def _run_options(workers: int | None, backend: Any, cache: bool, rerun: list[str] | None) -> dict[str, Any]:
     opts: dict[str, Any] = {"workers": workers, "backend": backend, "cache": cache}
     if rerun:
         opts["rerun"] = list(rerun)
@@ -186,6 +214,7 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
     """What ``%%workflow`` does (see the module docstring)."""
     __tracebackhide__ = True  # IPython shows the cell's frame, not this machinery
     args = parse_argstring(WorkflowMagics.workflow, line)
+    args.backend = _backend_named(shell.user_ns, args.backend)
     try:  # a bad --workers or --backend is a one-line usage error, before the cell runs
         RunOptions(workers=args.workers, backend=args.backend)
     except WorkflowDefinitionError as e:
@@ -285,7 +314,8 @@ class WorkflowMagics(Magics):
     @argument("name", nargs="?", default="workflow", help="the workflow's name (default: workflow)")
     @argument("--workers", type=int, default=None, metavar="N", help="run at most N tasks at once")
     @argument("--backend", default="local",
-              help="where tasks run: local (default), process, dask, or a scheduler address tcp://host:port")
+              help="where tasks run: local (default), process, dask, a scheduler address "
+                   "tcp://host:port, or the name of a notebook variable holding a distributed.Client")
     @argument("--no-cache", action="store_true", help="do not use cached results")
     @argument("--no-lease", action="store_true",
               help="no cache leases: do not wait for another process computing the same task")
