@@ -57,6 +57,7 @@ def first_run(client: Any) -> tuple[weakref.ref[Any], set[str]]:
     held = {r.dask_key for r in run._sched.results if getattr(r, "future", None) is not None}
     assert held, "the first run left nothing on the cluster"
     assert run[end] == 80_000 // 8 * 2 + 80_000 // 8 * 3
+    run.locality.agent.settle()  # (the end-of-run read, deferred to a thread, is over)
     return weakref.ref(run), held
 
 
