@@ -143,6 +143,7 @@ def instrumented() -> Iterator[None]:
         _timed(cancel.CancelWatcher, "close", "tail: cancel watcher close"),
         _timed(gcpolicy, "leave", "tail: gcpolicy.leave"),
         _timed(gcpolicy, "enter", "start: gcpolicy.enter"),
+        _timed(run_module.Run, "_let_go_of_displaced", "start: the previous run let go of"),
         _timed(dask_backend.DaskResult, "_fetch", "result: fetch"),
         _timed(dask_backend.DaskBackend, "_prefetch", "result: prefetch started"),
         _timed(dask_backend.DaskBackend, "_prefetched", "result: prefetch arrived"),
