@@ -519,3 +519,40 @@ def test_runs_served_from_the_cache_only_still_ask_whether_there_is_history() ->
     assert recent._ANY_SQL in asked
     assert not run.learned_priorities
     assert not any("peak_rss" in sql for sql in asked)  # (no history: the other reads skipped)
+
+
+def test_peaks_too_small_to_be_demanded_are_not_read() -> None:
+    """A task's predicted peak (a quantile) is never above its largest recorded peak, so a
+    run's preparation reads the peaks of the tasks whose largest reaches the smallest demand
+    (``MIN_BYTES``) only: worker processes' peaks (every process or Dask attempt records
+    one) rarely do, and then no row is read.  With a bound below them, the same predictions."""
+    from nbflow.predict import memory
+
+    with nf.Workflow("smallpeaks") as wf:
+        total(make.map([10, 20, 30, 40]))
+    wf.run(backend="process", cache=False)
+    everything = predicted_peaks("smallpeaks")
+    assert everything and max(everything.values()) < memory.MIN_BYTES  # (small workers)
+    assert predicted_peaks("smallpeaks", at_least=1) == everything
+    assert predicted_peaks("smallpeaks", at_least=memory.MIN_BYTES) == {}
+
+    store = get_store()
+    store.journal.flush()
+    rows_read: list[int] = []
+    real = store.journal.query
+
+    def counted(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        got = real(sql, params)
+        if "peak_rss" in sql:
+            rows_read.append(len(got))
+        return got
+
+    store.journal.query = counted  # type: ignore[method-assign]
+    try:
+        run = prepare(wf, run_options(wf, cache=False))
+    finally:
+        del store.journal.query  # (the instance attribute goes: the method is back)
+    run.start_in_thread()  # (a prepared run holds the journal's writer until it ends)
+    run.wait()
+    assert rows_read == [0], rows_read  # asked once, and no peak came back
+    assert run.predicted_memory == {}
