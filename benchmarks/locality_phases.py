@@ -325,7 +325,12 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown --systems {unknown}")
     log = _harness.progress("phases")
+    import nbflow
+
+    # (the nbflow measured: PYTHONPATH may point at another checkout for a before figure,
+    # while machine_info hashes the tree this script is in)
     doc: dict[str, Any] = {"benchmark": "locality_phases", "machine": _harness.machine_info(),
+                           "nbflow_path": os.path.dirname(nbflow.__file__),
                            "workloads": {}, "load_before": os.getloadavg()}
     with _harness.nbflow_home(), _harness.local_cluster() as client:
         for name in args.workloads.split(","):
