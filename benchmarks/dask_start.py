@@ -9,8 +9,9 @@ same ``LocalCluster`` (4 single-thread worker processes), alternated, with a thi
 - ``session-9``: the same run with session 10's start cuts switched off
   (:func:`session_9`): the run that ``nf.last_run()`` held is let go of as the new run is
   made (its release reaches Dask's client before the new graph, which the client then
-  sends no sooner than its batching interval after it), and the preparation asks "is there
-  history?" on its own before reading the durations;
+  sends no sooner than its batching interval after it), the preparation asks "is there
+  history?" on its own before reading the durations, and it reads every recorded peak
+  for memory admission (not only those that could be demanded);
 - ``dask``: the same graph as ``dask.delayed``.
 
 Each sample drops its run (``del run``), as ``locality.py`` does, so the run the next
@@ -46,13 +47,20 @@ SYSTEMS = ("locality", "session-9", "dask")
 @contextlib.contextmanager
 def session_9() -> Iterator[None]:
     """nbflow's start as it was at the end of session 9: a new run lets go of the run it
-    displaced at once, and the preparation asks whether there is history first."""
+    displaced at once, the preparation asks whether there is history first, and reads
+    every recorded peak."""
     from nbflow import workflow
     from nbflow.engine import run as run_module
+    from nbflow.predict import memory
     from nbflow.store.recent import has_history
 
     made = run_module.Run.__init__
     asked = workflow._has_history
+    peaks = memory.predicted_peaks
+
+    def every_peak(workflow: str, exclude_run: str = "", store: Any = None,
+                   at_least: float | None = None) -> dict[str, float]:
+        return peaks(workflow, exclude_run, store)
 
     def let_go_at_once(self: Any, *a: Any, **k: Any) -> None:
         made(self, *a, **k)
@@ -66,11 +74,13 @@ def session_9() -> Iterator[None]:
 
     run_module.Run.__init__ = let_go_at_once  # type: ignore[method-assign]
     workflow._has_history = ask_first
+    memory.predicted_peaks = every_peak
     try:
         yield
     finally:
         run_module.Run.__init__ = made  # type: ignore[method-assign]
         workflow._has_history = asked
+        memory.predicted_peaks = peaks
 
 
 def sample(client: Any, spec: list[Any], system: str) -> dict[str, Any]:
