@@ -3,10 +3,11 @@
 ``nf.last_run()`` keeps the latest run; starting another lets it go, and a run whose results
 are on the cluster then sends the scheduler a release.  Dask's client sends what follows a
 message no sooner than its batching interval after it (10 ms), so that release, sent while
-the new run prepared, held the new run's first graph back.  A Dask run now keeps the run it
-displaced until its first tasks are sent (then the release follows the graph), or until it
-ends if it sends none; any other run lets go at once.  What is checked is what is alive and
-the order of the messages, never how long anything took.
+the new run prepared, held the new run's first graph back.  A Dask run now keeps a displaced
+Dask run until its first tasks are sent (then the release follows the graph), or until it
+ends if it sends none; any other run, and a displaced local run, is let go of at once.
+What is checked is what is alive and the order of the messages, never how long anything
+took.
 """
 
 from __future__ import annotations
@@ -140,3 +141,20 @@ def test_a_dask_run_that_sends_nothing_lets_the_displaced_run_go_as_it_ends(clie
         assert run[end] == 3
         assert run.backends["dask"].batch is None or run.backends["dask"].batch.messages == 0
         assert gone() is None, "the displaced run outlived a Dask run that sent no task"
+
+
+@pytest.mark.timeout(300)
+def test_a_dask_run_lets_a_displaced_local_run_go_at_once(client: Any) -> None:
+    """A local run's results are in this process and freeing them sends nothing: a Dask
+    run does not keep such a run (it may wait long for its first Dask task)."""
+    with no_cyclic_gc():
+        with nf.Workflow("start-local-first") as first:
+            inc(make(800))
+        gone = weakref.ref(first.run(cache=False))
+        del first
+        with nf.Workflow("start-dask-after") as wf:
+            inc(make(800))
+        run = prepare(wf, run_options(wf, backend=client, cache=False))
+        assert gone() is None, "a Dask run kept a displaced local run"
+        run.start_in_thread()
+        run.wait()

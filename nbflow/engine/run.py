@@ -209,10 +209,11 @@ class Run:
         global _last_run
         displaced, _last_run = _last_run, self
         workflow.last_run = self
-        # The run nf.last_run() held until now, kept until this run's first tasks are on
-        # their Dask cluster (see _let_go_of_displaced); None once let go.
+        # The run nf.last_run() held until now, when its results may be on a Dask cluster:
+        # kept until this run's first tasks are on theirs (see _let_go_of_displaced); None
+        # once let go.  (Any other is let go of here: its memory is freed at once.)
         self._displaced: Run | None = None
-        if "dask" in self.backends:
+        if "dask" in self.backends and displaced is not None and "dask" in displaced.backends:
             self._displaced = displaced
             self.backends["dask"].on_first_send = _lets_go(self)
         del displaced
@@ -368,8 +369,10 @@ class Run:
         what follows a message no sooner than its batching interval (10 ms) after it, so a
         release sent while the new run prepares held its first graph back by up to that
         (measured: the first compute started ~6 ms later on a 50 ms run).  Sent after the
-        graph, the release waits instead.  Any other run lets go at once, in ``__init__``;
-        a Dask run that sends nothing lets go as it ends (:meth:`_release`)."""
+        graph, the release waits instead.  A run that is not on Dask, or that displaced one
+        that was not, lets go at once, in ``__init__`` (a local run's results are freed
+        then, as before); a Dask run that sends nothing lets go as it ends
+        (:meth:`_release`)."""
         self._displaced = None
 
     def _release(self) -> None:
