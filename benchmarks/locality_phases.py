@@ -21,7 +21,12 @@ nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placem
 - ``close``: :meth:`DaskBackend.aclose` (of which ``end-of-run reads`` is the locality
   agent reading the workers' transfer logs and memory state, when it does so there);
 - ``wait returns``: ``wf.run`` returned;
-- ``result``: ``run[end]`` has the value.
+- ``result``: ``run[end]`` has the value;
+- ``graph queued`` / ``graph held by the client (queued -> written)`` / ``writes before the
+  graph``: when the first graph was handed to Dask's client, how long the client kept it
+  before writing it to the scheduler (its batching interval, 10 ms, counts from the write
+  before), and how many writes went before it in the sample (:func:`graph_marks`; Dask's
+  too).
 
 ``nbflow-session-5`` is the same run with session 6's changes switched off
 (:func:`locality.session_5`), for a before/after in one run.
@@ -61,6 +66,7 @@ else:
     from locality import WORKLOADS, delayed_graph, session_5, trace_spec
 
 _marks: dict[str, float] = {}
+COUNTS = ("update-graph messages", "writes before the graph")  # (figures that are no times)
 _spans: dict[str, float] = {}
 
 
@@ -137,6 +143,7 @@ def instrumented() -> Iterator[None]:
         _timed(cancel.CancelWatcher, "close", "tail: cancel watcher close"),
         _timed(gcpolicy, "leave", "tail: gcpolicy.leave"),
         _timed(gcpolicy, "enter", "start: gcpolicy.enter"),
+        _timed(run_module.Run, "_let_go_of_displaced", "start: the previous run let go of"),
         _timed(dask_backend.DaskResult, "_fetch", "result: fetch"),
         _timed(dask_backend.DaskBackend, "_prefetch", "result: prefetch started"),
         _timed(dask_backend.DaskBackend, "_prefetched", "result: prefetch arrived"),
@@ -148,6 +155,49 @@ def instrumented() -> Iterator[None]:
     finally:
         for u in reversed(undo):
             u()
+
+
+@contextlib.contextmanager
+def graph_marks(client: Any) -> Iterator[None]:
+    """Mark when the run's first graph is handed to Dask's client (``graph queued``) and
+    when the client writes it to the scheduler (``graph written``), and count what the
+    client wrote before it (``writes before the graph``).  The client sends what follows a
+    write no sooner than its batching interval (10 ms) after it: a message written just
+    before the graph (e.g. the release of a run let go of) holds the graph back."""
+    from distributed import Client
+
+    comm = client.scheduler_comm.comm
+    queue, write = Client._send_to_scheduler, comm.write
+    _marks["writes before the graph"] = 0.0  # (a count, kept with the marks)
+
+    def queued(self: Any, msg: Any) -> Any:
+        if msg.get("op") == "update-graph":
+            _mark("graph queued")
+        return queue(self, msg)
+
+    async def written(payload: Any, *a: Any, **k: Any) -> Any:
+        if "graph written" not in _marks:
+            if any(isinstance(m, dict) and m.get("op") == "update-graph" for m in payload):
+                _mark("graph written")
+            else:
+                _marks["writes before the graph"] += 1
+        return await write(payload, *a, **k)
+
+    Client._send_to_scheduler = queued  # type: ignore[method-assign]
+    comm.write = written
+    try:
+        yield
+    finally:
+        Client._send_to_scheduler = queue  # type: ignore[method-assign]
+        del comm.write  # (the instance attribute goes: the method is back)
+
+
+def _graph_phases(t0: float) -> dict[str, float]:
+    out = {"writes before the graph": _marks.get("writes before the graph", math.nan)}
+    if "graph queued" in _marks and "graph written" in _marks:
+        out["graph queued"] = _marks["graph queued"] - t0
+        out["graph held by the client (queued -> written)"] = _marks["graph written"] - _marks["graph queued"]
+    return out
 
 
 def _compute_span(stream: list[dict[str, Any]], t0: float) -> tuple[float, float]:
@@ -176,7 +226,7 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
     try:
         as_before = session_5() if before else contextlib.nullcontext()
         with get_task_stream(client=client) as ts, instrumented(), locality.placement("locality"), \
-                as_before:
+                as_before, graph_marks(client):
             t0, cpu0 = time.time(), time.process_time()
             run = wf.run(backend=client, cache=False)
             t_wait = time.time()
@@ -209,6 +259,7 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
         "result in hand (makespan)": t_result - t0,
         "CPU of this process (all threads)": cpu,
         "CPU per task": cpu / n_tasks,
+        **_graph_phases(t0),
     })
     # The tail and the start, finer: when each step began and ended (from the call), and
     # its length; a step that did not happen in this run (e.g. no cancel watcher) is absent.
@@ -229,7 +280,8 @@ def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
     from distributed import get_task_stream
 
     nodes = delayed_graph(spec)
-    with get_task_stream(client=client) as ts:
+    _marks.clear()
+    with get_task_stream(client=client) as ts, graph_marks(client):
         t0, cpu0 = time.time(), time.process_time()
         fut = client.compute(nodes["end"])
         t_submit = time.time()
@@ -239,7 +291,7 @@ def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
     return {"first submit": 0.0, "submit calls (sum)": t_submit - t0, "first compute start": first,
             "last compute end": last, "result in hand (makespan)": t_result - t0,
             "update-graph messages": 1.0, "CPU of this process (all threads)": cpu,
-            "CPU per task": cpu / len(spec)}
+            "CPU per task": cpu / len(spec), **_graph_phases(t0)}
 
 
 def _ordered(samples: list[dict[str, float]]) -> list[str]:
@@ -273,7 +325,12 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown --systems {unknown}")
     log = _harness.progress("phases")
+    import nbflow
+
+    # (the nbflow measured: PYTHONPATH may point at another checkout for a before figure,
+    # while machine_info hashes the tree this script is in)
     doc: dict[str, Any] = {"benchmark": "locality_phases", "machine": _harness.machine_info(),
+                           "nbflow_path": os.path.dirname(nbflow.__file__),
                            "workloads": {}, "load_before": os.getloadavg()}
     with _harness.nbflow_home(), _harness.local_cluster() as client:
         for name in args.workloads.split(","):
@@ -292,7 +349,7 @@ def main() -> None:
             log(f"{name}:")
             for system, phases in med.items():
                 for k, v in phases.items():
-                    shown = f"{v:8.0f}   " if k == "update-graph messages" else f"{v * 1000:8.1f} ms"
+                    shown = f"{v:8.0f}   " if k in COUNTS else f"{v * 1000:8.1f} ms"
                     log(f"  {system:16s} {k:45s} {shown}")
     doc["load_after"] = os.getloadavg()
     log(f"load average before {doc['load_before']}, after {doc['load_after']}")

@@ -157,8 +157,8 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     # Dask, placement also reads output sizes: over the same rows, so in the same pass.)
     together = ("duration_s", "output_bytes") if "dask" in run.backends else ()
     with one_answer_per_query(together), gc_paused():
-        history = _has_history(run)  # a first run skips the queries over history
-        keys = [r.key for r in run.nodes] if history else []  # (history is read for these only)
+        keys = [r.key for r in run.nodes]  # (history is read for these only)
+        history = _has_history(run, keys)  # a first run skips the other queries over history
         # With history, dispatch priorities weigh tasks by their measured durations.
         run.learned_priorities = apply_learned_priorities(run, keys) if history else False
         # With recorded peak memory, memory-heavy tasks only start when their peak fits.
@@ -179,9 +179,15 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     return run
 
 
-def _has_history(run: Run) -> bool:
+def _has_history(run: Run, keys: list[str]) -> bool:
+    """Is there history to predict from?  The durations are asked first: priorities and
+    placement read them anyway (the answer is kept for them: ``one_answer_per_query``),
+    and a duration they name comes from a completed attempt that ran, which is what
+    :func:`has_history` looks for (over at least those runs).  Only when they name none
+    (a first run, or runs served from the cache) is that question asked on its own."""
     try:
-        return has_history(run.name, exclude_run=run.id)
+        by_name, by_key = mean_durations(run.name, exclude_run=run.id, keys=keys)
+        return bool(by_name or by_key) or has_history(run.name, exclude_run=run.id)
     except Exception:  # an unreadable store must never stop a run: no predictions then
         return False
 

@@ -465,3 +465,94 @@ def test_keys_looked_for_in_every_run_cost_the_same_statements_for_two_runs_or_f
         assert got[1]  # (the moved keys were found by name)
         counts.append(len(statements))
     assert counts[0] == counts[1], counts  # a statement for all the runs, not one per run
+
+
+def _statements_of_prepare(wf: Any) -> tuple[Any, list[str]]:
+    """The run ``wf`` prepares and the SQL its preparation ran (through journal.query)."""
+    store = get_store()
+    store.journal.flush()
+    seen: list[str] = []
+    real = store.journal.query
+
+    def counted(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        seen.append(sql)
+        return real(sql, params)
+
+    store.journal.query = counted  # type: ignore[method-assign]
+    try:
+        run = prepare(wf, run_options(wf, cache=False))
+    finally:
+        del store.journal.query  # (the instance attribute goes: the method is back)
+    run.start_in_thread()  # (a prepared run holds the journal's writer until it ends)
+    run.wait()
+    return run, seen
+
+
+def test_with_history_the_durations_answer_whether_there_is_any() -> None:
+    """A run with history asks no question of its own for "is there history?": the
+    durations the priorities read (kept for placement too) say so.  A first run still asks
+    it, and only it: nothing else is read when it says no."""
+    with nf.Workflow("asks-once") as wf:
+        tick(tick(1))
+    first, asked_first = _statements_of_prepare(wf)
+    assert recent._ANY_SQL in asked_first  # (nothing to read means from: the cheap question)
+    assert not first.learned_priorities
+    assert not any("peak_rss" in sql for sql in asked_first)  # (no memory read on a first run)
+    again, asked_again = _statements_of_prepare(wf)
+    assert again.learned_priorities  # (history was read and used)
+    assert recent._ANY_SQL not in asked_again, "a run with history asked whether there was any"
+
+
+def test_runs_served_from_the_cache_only_still_ask_whether_there_is_history() -> None:
+    """Durations come from attempts that ran: a workflow whose runs were all served from
+    the cache (another workflow ran the same calls) has none, so the question is asked as
+    before, and says no."""
+    def build(name: str) -> Any:
+        with nf.Workflow(name) as wf:
+            tick(tick(2))
+        return wf
+
+    build("fills-the-cache").run()
+    served = build("served-from-it").run()
+    assert served.tasks["cached"].all()
+    run, asked = _statements_of_prepare(build("served-from-it"))
+    assert recent._ANY_SQL in asked
+    assert not run.learned_priorities
+    assert not any("peak_rss" in sql for sql in asked)  # (no history: the other reads skipped)
+
+
+def test_peaks_too_small_to_be_demanded_are_not_read() -> None:
+    """A task's predicted peak (a quantile) is never above its largest recorded peak, so a
+    run's preparation reads the peaks of the tasks whose largest reaches the smallest demand
+    (``MIN_BYTES``) only: worker processes' peaks (every process or Dask attempt records
+    one) rarely do, and then no row is read.  With a bound below them, the same predictions."""
+    from nbflow.predict import memory
+
+    with nf.Workflow("smallpeaks") as wf:
+        total(make.map([10, 20, 30, 40]))
+    wf.run(backend="process", cache=False)
+    everything = predicted_peaks("smallpeaks")
+    assert everything and max(everything.values()) < memory.MIN_BYTES  # (small workers)
+    assert predicted_peaks("smallpeaks", at_least=1) == everything
+    assert predicted_peaks("smallpeaks", at_least=memory.MIN_BYTES) == {}
+
+    store = get_store()
+    store.journal.flush()
+    rows_read: list[int] = []
+    real = store.journal.query
+
+    def counted(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        got = real(sql, params)
+        if "peak_rss" in sql:
+            rows_read.append(len(got))
+        return got
+
+    store.journal.query = counted  # type: ignore[method-assign]
+    try:
+        run = prepare(wf, run_options(wf, cache=False))
+    finally:
+        del store.journal.query  # (the instance attribute goes: the method is back)
+    run.start_in_thread()  # (a prepared run holds the journal's writer until it ends)
+    run.wait()
+    assert rows_read == [0], rows_read  # asked once, and no peak came back
+    assert run.predicted_memory == {}

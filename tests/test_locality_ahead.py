@@ -248,8 +248,8 @@ def test_history_is_read_once_per_run_and_a_first_run_reads_only_whether_there_i
         del store.journal.query
     assert first == ["any"]  # nothing to predict from: means, sizes, peaks not asked for
     # priorities and placement both weigh durations, placement sizes too: one query for
-    # both columns; memory admission the peaks
-    assert sorted(asked) == ["any", "duration_s+output_bytes", "peak_rss"]
+    # both columns, whose durations also say there is history; memory admission the peaks
+    assert sorted(asked) == ["duration_s+output_bytes", "peak_rss"]
     assert run.learned_priorities and run.locality.agent.pred_bytes
 
 

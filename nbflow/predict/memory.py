@@ -42,18 +42,27 @@ MIN_BYTES = 256 * 2**20
 # The peaks of the recent runs' completed attempts.  A run whose summary (written as it
 # ended: nbflow.store.summary) counts no peak at all, e.g. every run on the thread backend,
 # is left out before its attempts are read: that costs a row per run, not one per attempt.
-_SQL = """
-SELECT n.task, t.peak_rss
+_ROWS = """
 FROM task_runs t JOIN nodes n ON n.run_id = t.run_id AND n.idx = t.idx
 WHERE t.run_id IN (
     SELECT r.id FROM (SELECT id FROM runs WHERE name = ? AND id != ? ORDER BY start DESC LIMIT ?) r
     WHERE NOT EXISTS (SELECT 1 FROM task_means m WHERE m.run_id = r.id AND m.task = '' AND m.peaks = 0))
   AND t.state = 'completed' AND t.peak_rss IS NOT NULL
 """
+_SQL = "SELECT n.task, t.peak_rss" + _ROWS
+
+# The same rows, only of the tasks whose largest peak reaches a bound: a quantile is never
+# above the largest value, so the others cannot predict that much (a run's preparation needs
+# MIN_BYTES or more; on Dask every attempt records its worker's peak, rarely that big: then
+# no row comes to Python at all).
+_SQL_AT_LEAST = ("SELECT task, peak FROM (SELECT n.task AS task, t.peak_rss AS peak, "
+                 "MAX(t.peak_rss) OVER (PARTITION BY n.task) AS top" + _ROWS + ") WHERE top >= ?")
 
 
-def predicted_peaks(workflow: str, exclude_run: str = "", store: Any = None) -> dict[str, float]:
-    """Predicted peak memory in bytes per task name, from the workflow's recent runs."""
+def predicted_peaks(workflow: str, exclude_run: str = "", store: Any = None,
+                    at_least: float | None = None) -> dict[str, float]:
+    """Predicted peak memory in bytes per task name, from the workflow's recent runs
+    (with ``at_least``: only the tasks that may predict that much, the others are not read)."""
     if store is None:
         from nbflow.store.store import get_store
 
@@ -61,7 +70,10 @@ def predicted_peaks(workflow: str, exclude_run: str = "", store: Any = None) -> 
     if store is None:
         return {}
     seen: dict[str, list[float]] = {}
-    for name, peak in store.journal.query(_SQL, (workflow, exclude_run, RECENT_RUNS)):
+    args: tuple[Any, ...] = (workflow, exclude_run, RECENT_RUNS)
+    rows = (store.journal.query(_SQL, args) if at_least is None
+            else store.journal.query(_SQL_AT_LEAST, (*args, at_least)))
+    for name, peak in rows:
         if name is not None and peak:
             seen.setdefault(str(name), []).append(float(peak))
     return {n: float(np.quantile(v, QUANTILE)) for n, v in seen.items()}
@@ -95,14 +107,14 @@ def apply_predicted_memory(run: Any) -> dict[str, float]:
         return {}
     if "memory" not in run.capacity:
         return {}
+    min_bytes = float(os.environ.get("NBFLOW_PREDICTED_MEMORY_MIN", MIN_BYTES))
     try:
-        peaks = predicted_peaks(run.name, exclude_run=run.id)
+        peaks = predicted_peaks(run.name, exclude_run=run.id, at_least=min_bytes)
     except Exception:  # an unreadable store must never stop a run: no predicted demands
         return {}
     if not peaks:
         return {}
     nodes = run.nodes
-    min_bytes = float(os.environ.get("NBFLOW_PREDICTED_MEMORY_MIN", MIN_BYTES))
     demands = memory_demands([r.name for r in nodes], [r.kind for r in nodes],
                              [_declares_memory(r) for r in nodes], peaks, min_bytes=min_bytes)
     if not demands:

@@ -468,6 +468,9 @@ class DaskBackend:
         self.wanted: frozenset[str] = frozenset()  # task keys the caller takes at the end (bindings)
         self.prefetched: list[tuple[str, int | None]] = []  # (task key, bytes) brought at the end
         self.prefetch_bytes = prefetch_limit()  # (read here: a bad setting refuses the run)
+        # Called once the run's first tasks went to the scheduler (the Run lets go of the
+        # run it displaced then: Run._let_go_of_displaced says why)
+        self.on_first_send: Callable[[], None] | None = None
 
     def bind_scheduler(self, sched: Any) -> None:
         """The run's scheduler: successors are submitted ahead of their inputs from it
@@ -667,6 +670,9 @@ class DaskBackend:
                 self.batch.flush(self._unheld if self._may_unhold else None)
             finally:
                 self._redone = None
+            if self.on_first_send is not None and self.batch.messages:
+                sent, self.on_first_send = self.on_first_send, None
+                sent()
         self._node_of_key.clear()
 
     def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
