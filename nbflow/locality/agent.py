@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent import futures
@@ -44,6 +45,60 @@ def _at_close(keys: list[str], since: float | None = None, dask_worker: Any = No
     the run's ``keys``, and its memory evidence over the run (from ``since``)."""
     return {"log": incoming_log(dask_worker, keys),
             "memory": memory.probe(keys, dask_worker, since)}
+
+
+# A client the caller keeps -> the deferred end-of-run reads still to run on it.  Closing
+# the client right after a run (the end of a ``with Client(...)`` block) would otherwise
+# cut the read off: the run's transfers, their journal rows and its memory evidence lost.
+_reads_on: weakref.WeakKeyDictionary[Any, set[threading.Thread]] = weakref.WeakKeyDictionary()
+_reads_lock = threading.Lock()
+CLOSE_WAIT_S = 30.0  # the longest a client's close waits for a read (a safety net only)
+
+
+def _close_waits_for(client: Any, reading: threading.Thread) -> None:
+    """Make ``client.close()`` wait for ``reading`` first, until :func:`_read_over`.  The
+    wait is the instance's own ``close`` (the class's is untouched, and it is taken off
+    again when no read is left); an asynchronous client's close is awaited on its loop,
+    which the read needs, so it is not wrapped."""
+    if getattr(client, "asynchronous", False):
+        return
+    try:
+        with _reads_lock:
+            waiting = _reads_on.get(client)
+            if waiting is None:
+                waiting = _reads_on[client] = set()
+                client.close = _closing_after_reads(weakref.ref(client), type(client).close)
+            waiting.add(reading)
+    except TypeError:  # (an object that cannot be weakly referenced: its close is left alone)
+        return
+
+
+def _closing_after_reads(ref: weakref.ref[Any], close: Any) -> Any:
+    def close_after_reads(*args: Any, **kwargs: Any) -> Any:
+        client = ref()
+        with _reads_lock:
+            waiting = list(_reads_on.get(client, ())) if client is not None else []
+        for reading in waiting:
+            if reading is not threading.current_thread():
+                reading.join(CLOSE_WAIT_S)
+        return close(client, *args, **kwargs) if client is not None else None
+
+    return close_after_reads
+
+
+def _read_over(client: Any, reading: threading.Thread) -> None:
+    """``reading`` has ended: the client's close no longer waits for it."""
+    try:
+        with _reads_lock:
+            waiting = _reads_on.get(client)
+            if waiting is None:
+                return
+            waiting.discard(reading)
+            if not waiting:
+                del _reads_on[client]
+                vars(client).pop("close", None)
+    except TypeError:
+        return
 
 
 class PlacementError(NbflowError, ValueError):
@@ -233,9 +288,11 @@ class LocalityAgent:
             hold()
         self._reading = threading.Thread(target=self._read_after, args=(client, keys, list(after)),
                                          name="nbflow-locality-read", daemon=False)
+        _close_waits_for(client, self._reading)
         try:
             self._reading.start()
         except BaseException:
+            _read_over(client, self._reading)
             self._reading = None
             self._release()
             raise
@@ -246,6 +303,7 @@ class LocalityAgent:
                 futures.wait(after, timeout=AFTER_WAIT_S)
             self._read(client, keys)
         finally:
+            _read_over(client, threading.current_thread())
             self._release()
 
     def _release(self) -> None:
