@@ -70,6 +70,9 @@ class Ahead:
         self.backend = backend
         self.inflight: dict[int, Any] = {}  # node -> the DaskResult-to-be (future, hint)
         self.ahead: dict[int, tuple[Any, str, list[str]]] = {}  # node -> (future, unique, input keys)
+        # unique Dask key -> node, for those not adopted yet (read on Dask's client loop too:
+        # a completion of one of them is taken in at once, see DaskBackend._finished_ahead)
+        self.by_key: dict[str, int] = {}
         self._index: dict[str, int] = {}
         self._ordered: set[int] = {b for _, b in sched.extra_edges}
         self.submitted_ahead = 0
@@ -97,6 +100,7 @@ class Ahead:
         if got is None:
             return None
         fut, unique, keys = got
+        self.by_key.pop(unique, None)
         if keys != input_keys and sorted(keys) != sorted(input_keys):
             # (the same futures in another order are the same call: only a set's iteration
             # order can differ, its members being new objects once their tasks completed)

@@ -31,13 +31,21 @@ client.  A held future that finished is then handed over once its completion's f
 (worker, size, seconds) are here too, so the run never asks the scheduler for them; if
 they are late by more than :data:`LATE` seconds it is handed over without them (the
 backend asks, batched).
+
+**Finished before the engine started it.**  A task sent ahead of its inputs
+(:mod:`.dask_ahead`) is watched only once the engine starts it, which needs an engine slot;
+its completion may come first.  With ``early`` set, the announcement of such a key
+(``early_keys``: those sent ahead and not adopted yet) is handed to the run's loop like a
+completion, as ``early(key)``, so the engine takes the task in at once.  A held future the
+engine then starts is already finished and told: :meth:`Watcher.watch` hands it over on the
+run's loop, without a trip through the client loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 LATE = 5.0  # seconds a finished held future waits for its completion's facts (see the module)
@@ -51,11 +59,15 @@ class Watcher:
     file_here = True
 
     def __init__(self, client: Any, loop: asyncio.AbstractEventLoop,
-                 told: Callable[[Any], bool] | None = None, located: bool = False) -> None:
+                 told: Callable[[Any], bool] | None = None, located: bool = False,
+                 early: Callable[[Any], None] | None = None,
+                 early_keys: Container[Any] | None = None) -> None:
         self.client = client
         self.located = located  # a finished held future waits for its announcement too
         self.loop = loop  # the run's event loop
         self.told = told  # was this key announced already? (asked on either loop)
+        self.early = early  # told of a key in early_keys nobody watches yet (see the module)
+        self.early_keys: Container[Any] = early_keys if early_keys is not None else ()
         # key -> who waits for its announcement (filed on either loop: under the lock)
         self._unheld: dict[Any, tuple[Any, Callable[[Any], None]]] = {}
         self._lock = threading.Lock()
@@ -85,9 +97,14 @@ class Watcher:
         items, self._to_watch = self._to_watch, []
         self._armed = False
         held = []
+        told = self.told
         for future, callback in items:
-            if future.status is None and self.file_here:  # held by no client: its announcement tells
+            status = future.status
+            if status is None and self.file_here:  # held by no client: its announcement tells
                 self._await_announcement(future, callback)
+            elif (status == "finished" and told is not None and told(future.key)
+                  and self.early is not None):  # (ended, facts here: nothing to wait for)
+                self._hand(future, callback)
             else:
                 held.append((future, callback))
         if held:
@@ -120,6 +137,8 @@ class Watcher:
             got = self._unheld.pop(key, None)
         if got is not None:
             self._hand(*got)
+        elif self.early is not None and key in self.early_keys:  # sent ahead, not started yet
+            self._hand(key, self.early)
 
     async def _wait(self, future: Any, callback: Callable[[Any], None]) -> None:
         while future.status == "pending":
