@@ -226,11 +226,11 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
                 continue  # (another client's, a helper task's, or recomputed: the first stands)
             facts = more[0] if more else None  # (cpu s, peak RSS, start, stop): _note_metrics
             span = None
-            if backend.live:  # when it ran: the worker's own times, else Dask's (dask_clock)
-                if facts is not None and len(facts) >= 4:
-                    span = backend.clock.span(worker, facts[2], facts[3], now)
-                elif len(more) == 3:  # (a plugin of session 9 sends neither)
-                    span = backend.clock.span(worker, more[1], more[2], now)
+            # when it ran: the worker's own times, else Dask's (see dask_clock)
+            if facts is not None and len(facts) >= 4:
+                span = backend.clock.span(worker, facts[2], facts[3], now)
+            elif len(more) == 3:  # (a plugin of session 9 sends neither)
+                span = backend.clock.span(worker, more[1], more[2], now)
             if facts is not None and len(facts) > 2:
                 facts = facts[:2]
             backend._located[key] = (worker, nbytes, seconds, facts, span)
@@ -254,7 +254,7 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
             return  # (recomputed after its worker died: the first announcement stands)
         else:
             span = None
-            if "start" in msg and backend.live:
+            if "start" in msg:
                 span = backend.clock.span(msg["worker"], msg["start"], msg["stop"], now)
             backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"],
                                      (msg["cpu_s"], msg["peak_rss"]) if "cpu_s" in msg else None,
@@ -432,9 +432,9 @@ class DaskBackend:
     name = "dask"
     accepts_remote = True  # takes DaskResults as arguments (their futures are submitted)
     # A task sent ahead is taken in by the engine as soon as the cluster says it finished,
-    # without waiting for an engine slot, and every task's start and end are when its call
-    # ran on its worker (see the module).  False: as before session 10 (taken in when a
-    # slot frees, at the times the run learned); what benchmarks/dask_lag.py compares.
+    # without waiting for an engine slot (see the module).  False: as before session 10,
+    # when a slot frees; what benchmarks/dask_lag.py compares (start and end are when the
+    # call ran on its worker either way).
     live = True
 
     def __init__(self, target: Any) -> None:
