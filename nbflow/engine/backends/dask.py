@@ -66,6 +66,13 @@ the same topic by nbflow's scheduler plugin (:mod:`.dask_plugin`), after which t
 held to read its error and traceback.  Without that plugin (a scheduler that cannot import
 nbflow), or with ``NBFLOW_DASK_HOLD_ALL=1``, every result is held as before.
 
+**When tasks ran, and news of them at once.**  Each call is timed on its worker with the
+worker's wall clock; the times come with the completion and are read in this process's
+clock (:mod:`.dask_clock`), and the engine records them as the task's start and end
+(``Remote.ran``).  A task sent ahead that finished before the engine started it is taken
+in as soon as the completion arrives, without waiting for an engine slot
+(:meth:`DaskBackend._finished_ahead`, :meth:`DaskBackend.done_ahead`; ``live``).
+
 **Fixed costs per run.**  The cluster's workers are asked of the scheduler once per
 client (:func:`cluster_workers`), and the announcement topic is subscribed once per
 client, so a run on a client that earlier runs used starts submitting without a round
