@@ -102,6 +102,9 @@ def test_a_task_that_finished_on_the_cluster_completes_while_every_slot_is_busy(
         done = [e.key for e in run.events if isinstance(e, TaskCompleted)]
         assert done == ["first-0", "second-0"]  # (inputs complete before what takes them)
         assert run.backends["dask"].taken_early >= 1
+        # the slots are still the holders': taking the others in used none of them
+        sched = run._sched
+        assert sched.busy == 2 and sched.avail["executor:dask"] == 0 and not sched.slotless
     finally:
         distributed.Event(gate, client=client).set()
         run.wait()
@@ -113,6 +116,24 @@ def test_a_task_that_finished_on_the_cluster_completes_while_every_slot_is_busy(
         again = wf.run(backend=client, cache=True)
         t = again.tasks.set_index("key")
         assert bool(t.loc["first-0", "cached"]) and bool(t.loc["second-0", "cached"])
+
+
+def test_a_run_cancelled_while_slots_are_held_keeps_what_was_taken_in(client):
+    gate = f"nbflow-live-{uuid.uuid4().hex}"
+    wf, _, _ = _graph("live-cancel", gate)
+    run = wf.start(backend=client, cache=False)
+    try:
+        states = _wait_for(run, ["first-0", "second-0"], "completed")
+        assert states["second-0"] == "completed", states
+        run.cancel()
+        run.wait(raise_on_error=False)
+    finally:
+        distributed.Event(gate, client=client).set()
+    states = _states(run)
+    assert run.status == "cancelled"
+    assert states["first-0"] == states["second-0"] == "completed"
+    assert states["hold-0"] == states["hold-1"] == "cancelled"
+    assert run._sched.taking == 0 and not run._sched.slotless
 
 
 def _worker_log(dask_worker) -> dict[str, tuple[float, float]]:

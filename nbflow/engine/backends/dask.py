@@ -688,7 +688,10 @@ class DaskBackend:
         ahead = self.ahead
         i = ahead.by_key.get(key) if ahead is not None else None
         if i is not None:
-            ahead.sched.finished_elsewhere(i)  # type: ignore[union-attr]
+            try:
+                ahead.sched.finished_elsewhere(i)  # type: ignore[union-attr]
+            except ReferenceError:  # (the run's scheduler is gone: the run has ended)
+                pass
 
     def done_ahead(self, i: int) -> float | None:
         """May the engine take ready node ``i`` in without a slot?  Yes when its task was
