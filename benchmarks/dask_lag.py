@@ -98,7 +98,11 @@ def sample(client: Any, spec: list[Any], live: bool) -> dict[str, Any]:
             lags.append(told[i] - stopped.timestamp())
     lags.sort()
     backend = run.backends["dask"]
+    watcher = backend._watcher
     return {"makespan": wall, "cpu": cpu, "tasks": len(lags), "taken_early": backend.taken_early,
+            "bytes_moved": run.locality_report().bytes_moved,
+            "loop_wakeups": watcher.wakeups if watcher is not None else 0,
+            "messages": backend.batch.messages if backend.batch is not None else 0,
             "lag_median": statistics.median(lags), "lag_p90": lags[int(0.9 * (len(lags) - 1))],
             "lag_max": lags[-1], "lag_mean": statistics.fmean(lags)}
 

@@ -66,6 +66,7 @@ How it works, in one place:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import math
@@ -192,11 +193,12 @@ class Scheduler:
         self.starting = 0  # spawned workers that have not begun yet
         self.timers = 0  # retries waiting on their backoff timer, approvals on their answer
         # Nodes whose work finished elsewhere (finished_elsewhere): taken in without a slot,
-        # node -> when it started where it ran (NaN: unknown), while their attempt runs;
-        # those not ready yet; and how many such attempts are running.
+        # node -> when it started where it ran (NaN: unknown), until their attempt ends;
+        # those waiting for the taker, those not ready yet; is the taker running?
         self.slotless: dict[int, float] = {}
+        self.to_take: collections.deque[int] = collections.deque()
         self.early: set[int] = set()
-        self.taking = 0
+        self.taking = False
         self.paused = False
         self.first_failure: int | None = None
         self.stall: StallError | None = None
@@ -528,18 +530,28 @@ class Scheduler:
         if started is None:
             return False
         self.slotless[i] = started  # (its heap entry, if any, is dropped when popped)
-        self.taking += 1
-        self.tg.start_soon(self._run_taken_in, i)
+        self.to_take.append(i)
+        if not self.taking:
+            self.taking = True
+            self.tg.start_soon(self._taker)
         return True
 
-    async def _run_taken_in(self, i: int) -> None:
+    async def _taker(self) -> None:
+        """Runs the attempts of the nodes taken in, one after the other (each is quick: its
+        work is done; one coroutine for a burst of them, not one each)."""
+        ran = 0
         try:
-            if self.state[i] is READY:  # (not skipped or cancelled meanwhile)
-                await self._execute(i)
-            else:
-                self.slotless.pop(i, None)
+            while self.to_take:
+                i = self.to_take.popleft()
+                if self.state[i] is READY:  # (not skipped or cancelled meanwhile)
+                    await self._execute(i)
+                else:
+                    self.slotless.pop(i, None)
+                ran += 1
+                if ran % YIELD_EVERY == 0:
+                    await anyio.lowlevel.checkpoint()
         finally:
-            self.taking -= 1
+            self.taking = False
         self._check_progress()
 
     # -- one attempt ---------------------------------------------------------------------

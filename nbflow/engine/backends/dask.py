@@ -820,7 +820,10 @@ class DaskBackend:
             loop.call_soon_threadsafe(settle, outcome)
 
         watcher = self._watcher_for(loop)
-        if watcher is not None:  # (one hop from Dask's client loop, completions batched)
+        if (taken is not None and self.live and unique in self._located
+                and (fut.status is None or fut.status == "finished")):
+            settle((True, None))  # adopted after it ended and was told: nothing to wait for
+        elif watcher is not None:  # (one hop from Dask's client loop, completions batched)
             watcher.watch(fut, lambda f: settle((True, None)))
         else:
             fut.add_done_callback(done)

@@ -36,9 +36,8 @@ backend asks, batched).
 (:mod:`.dask_ahead`) is watched only once the engine starts it, which needs an engine slot;
 its completion may come first.  With ``early`` set, the announcement of such a key
 (``early_keys``: those sent ahead and not adopted yet) is handed to the run's loop like a
-completion, as ``early(key)``, so the engine takes the task in at once.  A held future the
-engine then starts is already finished and told: :meth:`Watcher.watch` hands it over on the
-run's loop, without a trip through the client loop.
+completion, as ``early(key)``, so the engine takes the task in at once (the backend then
+does not watch it at all: it ended, and its facts are here).
 """
 
 from __future__ import annotations
@@ -97,15 +96,9 @@ class Watcher:
         items, self._to_watch = self._to_watch, []
         self._armed = False
         held = []
-        told = self.told
         for future, callback in items:
-            status = future.status
-            if status is None and self.file_here:  # held by no client: its announcement tells
+            if future.status is None and self.file_here:  # held by no client: its announcement tells
                 self._await_announcement(future, callback)
-            elif (status == "finished" and told is not None and told(future.key)
-                  and self.early is not None):  # (ended, facts here: nothing to wait for)
-                self.completions += 1
-                callback(future)  # (this is the run's loop already)
             else:
                 held.append((future, callback))
         if held:
