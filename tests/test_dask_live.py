@@ -255,3 +255,50 @@ def test_bounds_that_contradict_each_other_keep_the_end_before_the_news():
 def test_without_bounds_the_times_stand():
     c = Clock()
     assert c.offset("w") == 0.0 and c.span("w", 5.0, 6.0, received=math.inf) == (5.0, 6.0)
+
+
+# -- the news of a task that finished early (no cluster) ---------------------------------
+
+
+def test_news_of_a_task_finished_early_rides_with_the_next_hand_off_or_goes_alone():
+    import asyncio
+
+    from nbflow.engine.backends import dask_watch
+
+    class _Future:
+        def __init__(self, key: str) -> None:
+            self.key, self.status = key, None  # (unheld: waits for its announcement)
+
+    async def until(cond) -> None:
+        end = time.monotonic() + DEADLINE
+        while not cond() and time.monotonic() < end:
+            await asyncio.sleep(0.001)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        told: set[str] = set()
+        early: list[str] = []
+        watcher = dask_watch.Watcher(None, loop, told=told.__contains__, located=True,
+                                     early=early.append, early_keys={"x-0a1b2c3d-1", "y-0a1b2c3d-2"})
+        got: list[str] = []
+        watcher.watch(_Future("a-0a1b2c3d-0"), lambda f: got.append(f.key))
+        await until(lambda: watcher.filed == 1)
+        # a task sent ahead finishes, then a watched one, in the same turn of the client loop
+        told.update({"x-0a1b2c3d-1", "a-0a1b2c3d-0"})
+        watcher.announced("x-0a1b2c3d-1")
+        watcher.announced("a-0a1b2c3d-0")
+        await until(lambda: got and early)
+        assert got == ["a-0a1b2c3d-0"] and early == ["x-0a1b2c3d-1"]
+        assert watcher.wakeups == 1  # one wake-up of the run's loop for both
+        await asyncio.sleep(dask_watch.EARLY_WAIT * 4)  # (its timer finds nothing left)
+        assert watcher.wakeups == 1 and early == ["x-0a1b2c3d-1"]
+        # alone, it goes by itself
+        told.add("y-0a1b2c3d-2")
+        watcher.announced("y-0a1b2c3d-2")
+        await until(lambda: len(early) == 2)
+        assert early == ["x-0a1b2c3d-1", "y-0a1b2c3d-2"] and watcher.wakeups == 2
+        watcher.announced("z-0a1b2c3d-3")  # (not sent ahead: nobody is told)
+        await asyncio.sleep(dask_watch.EARLY_WAIT * 4)
+        assert watcher.wakeups == 2
+
+    asyncio.run(scenario())
