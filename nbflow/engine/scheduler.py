@@ -42,7 +42,8 @@ How it works, in one place:
   then completion) runs outside the admission count, so a completion is not held back
   behind slots taken by tasks still running.  Nothing about order changes: a node is
   taken in only once ready (its inputs completed, in the engine's view too), and its
-  events are those of any attempt.
+  events are those of any attempt.  A paused run takes such work in too (it is done; pause
+  keeps new work from starting).
 * **Cache.**  With a result cache (handed over by the run), a task's first attempt asks it
   for a stored result first; a hit completes the task without calling it.  A value that
   was computed is offered to the cache before the task completes.  If the cache itself

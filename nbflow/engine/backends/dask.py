@@ -477,7 +477,7 @@ class DaskBackend:
         # on the worker in this process's clock or None), as told
         self._located: dict[str, tuple[str, int, float, tuple[float, int | None] | None,
                                        tuple[float, float] | None]] = {}
-        self.clock = dask_clock.Clock()  # the scheduler's clock read in this one's (dask_clock)
+        self.clock = dask_clock.Clock()  # the workers' clocks read in this one's (dask_clock)
         self.taken_early = 0  # tasks sent ahead taken in as they finished, without a slot
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self.released_keys: dict[str, str] = {}  # task key -> the keep= that released it (_release)
