@@ -151,14 +151,22 @@ def _worker_log(dask_worker) -> dict[str, tuple[float, float]]:
     return out
 
 
-def test_start_and_end_are_when_the_call_ran_on_its_worker(client):
+@pytest.fixture(scope="module")
+def process_client():
+    with own_client(processes=True) as c:  # (workers in processes of their own)
+        yield c
+
+
+@pytest.mark.parametrize("where", ["threads", "processes"])
+def test_start_and_end_are_when_the_call_ran_on_its_worker(where, request):
+    client = request.getfixturevalue("client" if where == "threads" else "process_client")
     learned: dict[str, float] = {}
 
     def note(e) -> None:  # when the run told its subscribers that the task completed
         if isinstance(e, TaskCompleted):
             learned[e.key] = time.time()
 
-    with nf.Workflow("live-times") as wf:
+    with nf.Workflow(f"live-times-{where}") as wf:
         chain = [first()]
         chain.append(second(chain[0]))
         fan = [step(k) for k in range(4)]
