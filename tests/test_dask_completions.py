@@ -67,9 +67,10 @@ def test_the_completions_of_one_turn_go_to_the_clients_as_one_event() -> None:
         assert len(sched.logged) == 1
         topic, msg = sched.logged[0]
         assert topic == dask_backend.TOPIC
-        assert msg == {"done": [["make-0-0a1b2c3d-0", "tcp://w:1", 800, 0.5, None],
-                                ["inc-0-0a1b2c3d-1", "tcp://w:2", 8, 0.25, (0.2, 4096)],
-                                ["total-0+3-0a1b2c3d-2", "tcp://w:1", 16, 0.5, None]]}
+        # (each with when it ran on its worker: start and stop, the scheduler's clock)
+        assert msg == {"done": [["make-0-0a1b2c3d-0", "tcp://w:1", 800, 0.5, None, 10.0, 10.5],
+                                ["inc-0-0a1b2c3d-1", "tcp://w:2", 8, 0.25, (0.2, 4096), 1.0, 1.25],
+                                ["total-0+3-0a1b2c3d-2", "tcp://w:1", 16, 0.5, None, 10.0, 10.5]]}
         # the next turn's completion is an event of its own
         _finished(plugin, "inc-1-0a1b2c3d-4")
         await asyncio.sleep(0)

@@ -123,7 +123,7 @@ def test_a_task_submitted_ahead_walks_its_arguments_once(monkeypatch) -> None:
     backend = DaskBackend("dask")
     backend.placement = _Placement()
     backend.batch = _Batch()  # type: ignore[assignment]
-    backend.ahead = types.SimpleNamespace(ahead={}, submitted_ahead=0,  # type: ignore[assignment]
+    backend.ahead = types.SimpleNamespace(ahead={}, by_key={}, submitted_ahead=0,  # type: ignore[assignment]
                                           index_of=lambda key: None)
     a = DaskResult("a", _Fut("a-t-0"), backend, 10, "tcp://w1")
     b = DaskResult("b", _Fut("b-t-1"), backend, 20, "tcp://w2")
@@ -148,7 +148,7 @@ def test_a_task_submitted_ahead_walks_its_arguments_once(monkeypatch) -> None:
 def test_a_large_local_argument_still_stops_a_submission_ahead() -> None:
     backend = DaskBackend("dask")
     backend.batch = _Batch()  # type: ignore[assignment]
-    backend.ahead = types.SimpleNamespace(ahead={}, submitted_ahead=0,  # type: ignore[assignment]
+    backend.ahead = types.SimpleNamespace(ahead={}, by_key={}, submitted_ahead=0,  # type: ignore[assignment]
                                           index_of=lambda key: None)
     big = np.zeros(20_000)
     assert backend.submit_ahead(1, "c", len, ([big],), None, []) is None  # (not scattered yet)

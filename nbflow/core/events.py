@@ -116,6 +116,9 @@ class TaskCompleted(TaskEvent):
     blob: str | None = None  # the stored result's id (its checksum), if stored
     metrics: tuple[Any, ...] | None = None  # (cpu_s, peak_rss, input_bytes, input_items, input_shape)
     output: str | None = None  # what the attempt printed (thread and async tasks)
+    # When the attempt started where it ran, known only now (a Dask task: its worker's
+    # start, while ``time`` is its worker's stop); None: when TaskStarted said.
+    started: float | None = None
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ class Remote(abc.ABC):
     """Base of remote results; a backend subclass implements ``_fetch`` and ``on_worker``
     (and ``shares_disk`` when its workers can see this machine's disk)."""
 
-    __slots__ = ("_value", "compute_s", "key", "nbytes", "prepared", "worker", "worker_metrics")
+    __slots__ = ("_value", "compute_s", "key", "nbytes", "prepared", "ran", "worker", "worker_metrics")
 
     def __init__(self, key: str, nbytes: int | None, worker: str | None) -> None:
         self.key = key  # the task key of the node that produced it
@@ -47,6 +47,11 @@ class Remote(abc.ABC):
         # (The engine's own clock around the call also counts the wait for a worker and for
         # the news of the end, which arrives in bursts: history needs the call's own time.)
         self.compute_s: float | None = None
+        # When the call started and stopped on its worker, in this process's clock (epoch
+        # seconds), as told with its completion; None: not told.  The engine records these
+        # as the task's start and end: it learns of a start only when it adopts the call,
+        # and of an end when the news arrives, either of which can be far from when it ran.
+        self.ran: tuple[float, float] | None = None
         self._value: Any = _MISSING
 
     @property

@@ -34,6 +34,16 @@ How it works, in one place:
   of a task is what wakes the scheduler: there is no loop that polls and no sleep.  A chain
   of quick coroutines runs in one worker without a task spawn per task; a worker yields to
   the event loop every few dozen tasks so the loop (widgets, Ctrl-C) stays responsive.
+* **Work done elsewhere first.**  A backend that runs work before the engine starts it (Dask,
+  whose tasks are sent ahead of their inputs) says when one finished
+  (:meth:`Scheduler.finished_elsewhere`).  The engine takes it in without an engine slot
+  (it holds no thread of the cluster any more) as soon as it is ready, or at once if it
+  is: the usual attempt (cache lookup, adoption of the finished call, the cache's commit,
+  then completion) runs outside the admission count, so a completion is not held back
+  behind slots taken by tasks still running.  Nothing about order changes: a node is
+  taken in only once ready (its inputs completed, in the engine's view too), and its
+  events are those of any attempt.  A paused run takes such work in too (it is done; pause
+  keeps new work from starting).
 * **Cache.**  With a result cache (handed over by the run), a task's first attempt asks it
   for a stored result first; a hit completes the task without calling it.  A value that
   was computed is offered to the cache before the task completes.  If the cache itself
@@ -57,6 +67,7 @@ How it works, in one place:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import math
@@ -182,6 +193,13 @@ class Scheduler:
         self.n_workers = 0  # worker coroutines alive (busy, or about to pick)
         self.starting = 0  # spawned workers that have not begun yet
         self.timers = 0  # retries waiting on their backoff timer, approvals on their answer
+        # Nodes whose work finished elsewhere (finished_elsewhere): taken in without a slot,
+        # node -> when it started where it ran (NaN: unknown), until their attempt ends;
+        # those waiting for the taker, those not ready yet; is the taker running?
+        self.slotless: dict[int, float] = {}
+        self.to_take: collections.deque[int] = collections.deque()
+        self.early: set[int] = set()
+        self.taking = False
         self.paused = False
         self.first_failure: int | None = None
         self.stall: StallError | None = None
@@ -380,6 +398,10 @@ class Scheduler:
             batching.top_up(self, g)
 
     def _push(self, i: int) -> None:
+        if self.early and i in self.early:  # it finished elsewhere before it was ready
+            self.early.discard(i)
+            if self._take_in(i):
+                return
         cls = self.class_of[i]
         if self.batches.group_of is not None:
             g = self.batches.of(i)
@@ -433,14 +455,17 @@ class Scheduler:
             if j is None:  # (the items it stood for went with an earlier chunk)
                 return self._pop()
             i = j
-        elif self.state[i] is not READY:  # skipped while queued (a saga rolled back): drop it
-            return self._pop()
+        elif self.state[i] is not READY or (self.slotless and i in self.slotless):
+            return self._pop()  # skipped while queued (a saga rolled back), or taken in: drop it
         for r, amount in best.demand.items():
             self.avail[r] -= amount
         self.busy += 1
         return i
 
     def _release(self, i: int) -> None:
+        if self.slotless and i in self.slotless:  # (taken in without a slot: none to give back)
+            del self.slotless[i]
+            return
         self.busy -= 1
         for r, amount in self.class_of[i].demand.items():  # type: ignore[union-attr]
             self.avail[r] += amount
@@ -474,13 +499,61 @@ class Scheduler:
     def _check_progress(self) -> None:
         if self.tasks.open == 0:
             self.done.set()  # type: ignore[union-attr]
-        elif self.n_workers == 0 and self.timers == 0 and not self.paused and self._admissible() == 0:
+        elif (self.n_workers == 0 and self.timers == 0 and not self.taking and not self.paused
+              and self._admissible() == 0):
             waiting = [self.nodes[i].key for i, s in enumerate(self.state) if s in (PENDING, READY)]
             self.stall = StallError(
                 f"the run cannot make progress: {len(waiting)} task(s) wait but nothing is "
                 f"running, ready or scheduled to retry (first: {waiting[:10]})"
             )
             self.done.set()  # type: ignore[union-attr]
+
+    # -- work finished elsewhere ---------------------------------------------------------
+
+    def finished_elsewhere(self, i: int) -> None:
+        """Node ``i``'s backend already ran its call (a Dask task sent ahead that finished on
+        the cluster): take it in now if it is ready, else as soon as it is (see the
+        module).  Call on the run's loop.  A node already started is not affected."""
+        state = self.state[i]
+        if state is READY:
+            self._take_in(i)
+        elif state is PENDING:
+            self.early.add(i)
+
+    def _take_in(self, i: int) -> bool:
+        """Start ready node ``i``'s attempt outside the admission count, if its backend
+        confirms its work is done with the inputs it now has (``done_ahead``)."""
+        cls = self.class_of[i]
+        done = getattr(cls.backend, "done_ahead", None) if cls is not None else None
+        if done is None or i in self.slotless or self.tg is None or self.tg.cancel_scope.cancel_called:
+            return False
+        started = done(i)
+        if started is None:
+            return False
+        self.slotless[i] = started  # (its heap entry, if any, is dropped when popped)
+        self.to_take.append(i)
+        if not self.taking:
+            self.taking = True
+            self.tg.start_soon(self._taker)
+        return True
+
+    async def _taker(self) -> None:
+        """Runs the attempts of the nodes taken in, one after the other (each is quick: its
+        work is done; one coroutine for a burst of them, not one each)."""
+        ran = 0
+        try:
+            while self.to_take:
+                i = self.to_take.popleft()
+                if self.state[i] is READY:  # (not skipped or cancelled meanwhile)
+                    await self._execute(i)
+                else:
+                    self.slotless.pop(i, None)
+                ran += 1
+                if ran % YIELD_EVERY == 0:
+                    await anyio.lowlevel.checkpoint()
+        finally:
+            self.taking = False
+        self._check_progress()
 
     # -- one attempt ---------------------------------------------------------------------
 
@@ -514,7 +587,12 @@ class Scheduler:
                 self._complete(i, hit[0], time.perf_counter() - t0, hit[1], cached=True)
                 return
         attempt = self.attempts[i] + 1
-        self.enter(ev.TaskStarted(time.time(), i, ref.key, attempt, self.executor[i]))  # type: ignore[arg-type]
+        started = time.time()
+        if self.slotless:  # taken in after it ran elsewhere: it started when it ran there
+            there = self.slotless.get(i, math.nan)
+            if there == there:
+                started = there
+        self.enter(ev.TaskStarted(started, i, ref.key, attempt, self.executor[i]))  # type: ignore[arg-type]
         args, kwargs = self._arguments(ref)
         backend = self.class_of[i].backend  # type: ignore[union-attr]
         if self.has_remote and not getattr(backend, "accepts_remote", False):
@@ -566,9 +644,11 @@ class Scheduler:
             if token is not None:
                 taskoutput.stop(token)
         duration = time.perf_counter() - t0
+        ran = None
         if type(value) is Measured:  # metrics hook: a process/Dask worker's envelope
             value = self.metrics.unwrap(i, value)
         elif isinstance(value, Remote):  # (left remote)
+            ran = value.ran  # when its call ran on its worker (our clock), if told
             if value.worker_metrics is not None:
                 self.metrics.note(i, *value.worker_metrics)
             # the seconds its worker measured: the engine may learn of a Dask completion
@@ -581,7 +661,7 @@ class Scheduler:
             except Exception as e:
                 self._cache_broke(e)
         self._release(i)
-        self._complete(i, value, duration, size)
+        self._complete(i, value, duration, size, ran=ran)
 
     def _arguments(self, ref: Ref) -> tuple[tuple[Any, ...], dict[str, Any] | None]:
         if ref.nested == 0:
@@ -615,17 +695,21 @@ class Scheduler:
 
     def _complete(
         self, i: int, value: Any, duration: float, size: int | None, inline: bool = False,
-        cached: bool = False,
+        cached: bool = False, ran: tuple[float, float] | None = None,
     ) -> None:
+        """Node ``i`` completed with ``value``.  ``ran``: when its call started and stopped
+        where it ran (a Dask worker), which the records keep as its start and end instead
+        of the moments the engine started it and learned of its end (see the module)."""
         node = self.nodes[i]
         cache = self.cache
         if cache is None:
             reason, key, blob = ("cache off" if node.kind == TASK else None), None, None
         else:
             reason, key, blob = cache.info(i)
-        self.enter(ev.TaskCompleted(time.time(), i, node.key, self.attempts[i], duration, size,
-                                    cached, reason, key, blob, None if cached else self.metrics.row(i),
-                                    self._output(i)),
+        self.enter(ev.TaskCompleted(time.time() if ran is None else ran[1], i, node.key,
+                                    self.attempts[i], duration, size, cached, reason, key, blob,
+                                    None if cached else self.metrics.row(i), self._output(i),
+                                    None if ran is None else ran[0]),
                    value)
         if self.saga_of and i in self.saga_of:
             self.sagas.member_ended(i)

@@ -10,8 +10,9 @@ to a list of events of one state in one call).  Given the event that announces t
 
 1. checks the move against :data:`nbflow.core.states.TRANSITIONS` when checking is on,
 2. records what the new state needs (start time and attempt for ``running``; value, end
-   time, duration and size for ``completed``; the error for ``failed``; the reason for
-   ``skipped``; ...), taking the figures from the event itself,
+   time, duration and size for ``completed``, and its start again when the event knows
+   better: a Dask task's start on its worker, ``TaskCompleted.started``; the error for
+   ``failed``; the reason for ``skipped``; ...), taking the figures from the event itself,
 3. decrements ``open`` exactly when the node enters a terminal state, and
 4. emits the event.
 
@@ -134,7 +135,9 @@ class TaskStates:
         elif new is COMPLETED:
             self.results[i] = result
             self.end[i] = t = e.time
-            if self.start[i] != self.start[i]:  # NaN: resolved without running (a join, a gate)
+            if d.started is not None:  # (where it ran, known only at its end: a Dask task)
+                self.start[i] = d.started
+            elif self.start[i] != self.start[i]:  # NaN: resolved without running (a join, a gate)
                 self.start[i] = t
             self.duration[i] = d.duration_s
             self.output_bytes[i] = d.output_bytes

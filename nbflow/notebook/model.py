@@ -114,7 +114,13 @@ class RunModel:
 
     def _completed(self, e: ev.TaskCompleted) -> None:
         i = e.index
-        self.ended_at.append(e.time)
+        ends = self.ended_at
+        if ends and e.time < ends[-1]:  # (a Dask task's end is its worker's: may come late)
+            bisect.insort(ends, e.time)
+        else:
+            ends.append(e.time)
+        if e.started is not None:  # (where it ran, known only at its end: a Dask task)
+            self.start[i] = e.started
         self.duration[i] = e.duration_s
         self.output_bytes[i] = e.output_bytes
         self.cached[i] = e.cached

@@ -4,9 +4,11 @@
   every :data:`ETA_EVERY` seconds per run (an ETA costs a few dozen simulations).
 - :func:`timeline_html`: a Gantt chart as inline SVG: one row per task that started (the
   first :data:`MAX_ROWS` by start time), its actual bar from start to end (to *now* while it
-  runs) coloured by state (a task that waited on a cluster before its call ran, a Dask
-  task sent ahead of its inputs, shows the wait as a thin line and the call's own seconds
-  as the bar, ending when the run learned of its end), and over it the predicted bar
+  runs) coloured by state (a task whose recorded span holds more than its call, because
+  its start is when the engine started it and its end when the run learned of it, shows
+  the wait as a thin line and the call's own seconds as the bar; a Dask task's start and
+  end are its call's on its worker, so its bar is the call, where and when it ran), and
+  over it the predicted bar
   (outline) from the same start with the duration history predicted before the run.  A
   dashed line marks *now* and, while the run goes, a shaded band the predicted end (ETA 80%
   band).
@@ -93,13 +95,12 @@ def _predicted(run: Any, t: pd.DataFrame) -> dict[str, float]:
 
 
 def _waited(state: str, span: float, took: float) -> float:
-    """Seconds of a finished task's span before its call ran, or 0.  The span runs from
-    when the run started the task to when it learned of its end; on Dask that also holds
-    the wait for its inputs and a worker (a task is sent ahead of its inputs) and for the
-    news of its end, while ``took`` is the call's own time as its worker measured it (and
-    a task sent ahead is learned of as started when its inputs are, which can be after its
-    call ran: the span is then shorter than the call, and the bar is the call's).  A
-    thread task's two differ by microseconds: nothing to show."""
+    """Seconds of a finished task's span before its call ran, or 0.  A span recorded by
+    the engine runs from when it started the task to when it learned of its end, which
+    on a cluster also holds the wait for a worker and for the news, while ``took`` is the
+    call's own time as its worker measured it (a span shorter than the call: the bar is
+    the call's).  A Dask task's span is its call on its worker (see docs/locality.md), and
+    a thread task's two differ by microseconds: nothing to show for either."""
     if state != "completed" or took != took or took < 0:
         return 0.0
     gap = span - took

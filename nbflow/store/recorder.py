@@ -232,6 +232,8 @@ class RunRecorder:
     def _completed(self, e: ev.TaskCompleted) -> None:
         i = e.index
         start, executor = self.started.pop(i, (e.time, "inline"))
+        if e.started is not None:  # (where it ran, known only at its end: a Dask task)
+            start = e.started
         self.journal.put(TASK_RUN, (self.run_id, i, e.attempt, e.key, "completed", executor, start, e.time,
                                     e.duration_s, e.cached, e.output_bytes, None, e.reason, e.cache_key,
                                     e.blob, e.output, e.metrics))

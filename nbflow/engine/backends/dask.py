@@ -66,6 +66,13 @@ the same topic by nbflow's scheduler plugin (:mod:`.dask_plugin`), after which t
 held to read its error and traceback.  Without that plugin (a scheduler that cannot import
 nbflow), or with ``NBFLOW_DASK_HOLD_ALL=1``, every result is held as before.
 
+**When tasks ran, and news of them at once.**  Each call is timed on its worker with the
+worker's wall clock; the times come with the completion and are read in this process's
+clock (:mod:`.dask_clock`), and the engine records them as the task's start and end
+(``Remote.ran``).  A task sent ahead that finished before the engine started it is taken
+in as soon as the completion arrives, without waiting for an engine slot
+(:meth:`DaskBackend._finished_ahead`, :meth:`DaskBackend.done_ahead`; ``live``).
+
 **Fixed costs per run.**  The cluster's workers are asked of the scheduler once per
 client (:func:`cluster_workers`), and the announcement topic is subscribed once per
 client, so a run on a client that earlier runs used starts submitting without a round
@@ -92,7 +99,7 @@ from ...core.remote import Remote, remotes_in
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
 from ..metrics import Measured, _peak_rss
-from . import dask_batch, dask_cache, dask_recovery, dask_watch
+from . import dask_batch, dask_cache, dask_clock, dask_recovery, dask_watch
 from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
@@ -117,13 +124,15 @@ def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     return fn(*args, **kwargs) if kwargs else fn(*args)
 
 
-def _note_metrics(cpu_s: float) -> tuple[float, int | None]:
-    """On a worker: the task's CPU seconds and the process's peak RSS, put in the metadata
-    Dask keeps of the running task, which its ``task-finished`` message carries to the
-    scheduler, whose nbflow plugin sends them with the task's completion.  A result that
-    stays on its worker cannot carry them in a :class:`Measured` envelope (the consumers
-    would receive the envelope), so this is how they reach the journal."""
-    facts = (cpu_s, _peak_rss())
+def _note_metrics(cpu_s: float, began: float, ended: float) -> tuple[float, int | None]:
+    """On a worker: the task's CPU seconds, the process's peak RSS, and when the call began
+    and ended (the worker's wall clock), put in the metadata Dask keeps of the running
+    task, which its ``task-finished`` message carries to the scheduler, whose nbflow plugin
+    sends them with the task's completion.  A result that stays on its worker cannot carry
+    them in a :class:`Measured` envelope (the consumers would receive the envelope), so
+    this is how they reach the journal.  Returns (CPU seconds, peak RSS)."""
+    peak = _peak_rss()
+    facts = (cpu_s, peak, began, ended)
     try:
         from distributed import get_worker
 
@@ -133,7 +142,7 @@ def _note_metrics(cpu_s: float) -> tuple[float, int | None]:
             ts.metadata[dask_recovery.METRICS] = facts
     except Exception:  # (not on a worker: nothing to note it on)
         pass
-    return facts
+    return cpu_s, peak
 
 
 def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, ...],
@@ -148,8 +157,10 @@ def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, .
     every completion of a turn of the scheduler's loop in one event (:mod:`.dask_plugin`),
     and the worker announces nothing (the default when the plugin is there)."""
     t0, c0 = time.perf_counter(), time.thread_time()  # (the task runs on this one thread)
+    began = time.time()  # (when the call ran, in the worker's clock: see dask_clock)
     value = fn(*args, **kwargs) if kwargs else fn(*args)
-    cpu_s, peak = _note_metrics(time.thread_time() - c0)
+    ended = time.time()
+    cpu_s, peak = _note_metrics(time.thread_time() - c0, began, ended)
     if topic is None:
         return value
     seconds = time.perf_counter() - t0
@@ -160,7 +171,7 @@ def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, .
         w = get_worker()
         w.log_event(topic, {"key": w.get_current_task(), "worker": w.address,
                             "nbytes": int(sizeof(value)), "seconds": seconds,
-                            "cpu_s": cpu_s, "peak_rss": peak})
+                            "cpu_s": cpu_s, "peak_rss": peak, "start": began, "stop": ended})
     except Exception:  # (not on a worker, or an unsized value: the client asks instead)
         pass
     return value
@@ -169,8 +180,9 @@ def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, .
 def _apply_quiet(topic: str, fn: Callable[..., Any], args: tuple[Any, ...],
                  kwargs: dict[str, Any] | None) -> Any:
     """:func:`_apply_located` without the announcement, for a wrapper that passes the topic
-    on for its own events (the cache's work in tasks: :mod:`.dask_cache`)."""
-    return fn(*args, **kwargs) if kwargs else fn(*args)
+    on for its own events (the cache's work in tasks: :mod:`.dask_cache`).  The call's
+    metrics and times are noted as without the wrapper (the plugin sends them)."""
+    return _apply_located(None, fn, args, kwargs)
 
 
 Located = tuple[str | None, int | None, float | None, tuple[str, ...]]
@@ -206,17 +218,29 @@ _announced_to: weakref.WeakValueDictionary[str, DaskBackend] = weakref.WeakValue
 
 def _on_located(event: tuple[float, dict[str, Any]]) -> None:
     """A worker announced a result, or nbflow's scheduler plugin sent the completions of
-    one turn of its loop (runs in the client's thread): file each with its run."""
+    one turn of its loop (runs in the client's thread): file each with its run.  A task's
+    start and stop on its worker, when told, are filed in this process's clock
+    (:mod:`.dask_clock`)."""
     msg = event[1]
+    now = time.time()
     done = msg.get("done")
-    if done is not None:  # [[key, worker, nbytes, seconds, metrics], ...] (see dask_plugin)
-        for key, worker, nbytes, seconds, *metrics in done:
+    if done is not None:  # [[key, worker, nbytes, seconds, metrics, start, stop], ...] (dask_plugin)
+        for key, worker, nbytes, seconds, *more in done:
             parts = key.rsplit("-", 2)  # "<task key>-<run tag>-<attempt number>"
             backend = (_announced_to.get(parts[1])
                        if len(parts) == 3 and parts[2].isdigit() else None)
             if backend is None or key in backend._located or key in backend._announced:
                 continue  # (another client's, a helper task's, or recomputed: the first stands)
-            backend._located[key] = (worker, nbytes, seconds, metrics[0] if metrics else None)
+            facts = more[0] if more else None  # (cpu s, peak RSS, start, stop): _note_metrics
+            span = None
+            # when it ran: the worker's own times, else Dask's (see dask_clock)
+            if facts is not None and len(facts) >= 4:
+                span = backend.clock.span(worker, facts[2], facts[3], now)
+            elif len(more) == 3:  # (a plugin of session 9 sends neither)
+                span = backend.clock.span(worker, more[1], more[2], now)
+            if facts is not None and len(facts) > 2:
+                facts = facts[:2]
+            backend._located[key] = (worker, nbytes, seconds, facts, span)
             watcher = backend._watcher
             if watcher is not None:
                 watcher.announced(key)
@@ -236,8 +260,12 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
         elif key in backend._located or key in backend._announced:
             return  # (recomputed after its worker died: the first announcement stands)
         else:
+            span = None
+            if "start" in msg:
+                span = backend.clock.span(msg["worker"], msg["start"], msg["stop"], now)
             backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"],
-                                     (msg["cpu_s"], msg["peak_rss"]) if "cpu_s" in msg else None)
+                                     (msg["cpu_s"], msg["peak_rss"]) if "cpu_s" in msg else None,
+                                     span)
         watcher = backend._watcher
         if watcher is not None:
             watcher.announced(key)
@@ -410,6 +438,11 @@ def _big_locals(obj: Any, out: list[Any]) -> None:
 class DaskBackend:
     name = "dask"
     accepts_remote = True  # takes DaskResults as arguments (their futures are submitted)
+    # A task sent ahead is taken in by the engine as soon as the cluster says it finished,
+    # without waiting for an engine slot (see the module).  False: as before session 10,
+    # when a slot frees; what benchmarks/dask_lag.py compares (start and end are when the
+    # call ran on its worker either way).
+    live = True
 
     def __init__(self, target: Any) -> None:
         try:
@@ -441,8 +474,12 @@ class DaskBackend:
         # the topic the workers announce on, None when the scheduler plugin tells instead
         # (set on connecting: _settle_announcements)
         self._announce: str | None = TOPIC
-        # dask key -> (worker, bytes, seconds, (cpu seconds, peak RSS) or None), as told
-        self._located: dict[str, tuple[str, int, float, tuple[float, int | None] | None]] = {}
+        # dask key -> (worker, bytes, seconds, (cpu seconds, peak RSS) or None, (start, stop)
+        # on the worker in this process's clock or None), as told
+        self._located: dict[str, tuple[str, int, float, tuple[float, int | None] | None,
+                                       tuple[float, float] | None]] = {}
+        self.clock = dask_clock.Clock()  # the workers' clocks read in this one's (dask_clock)
+        self.taken_early = 0  # tasks sent ahead taken in as they finished, without a slot
         self.told_by_worker = self.asked_scheduler = 0  # how each result's place was learnt
         self.released_keys: dict[str, str] = {}  # task key -> the keep= that released it (_release)
         self.handed_over = 0  # results Dask frees itself once their consumers ran (_hand_over)
@@ -536,6 +573,8 @@ class DaskBackend:
         self._settle_announcements(client)
 
     def _submit(self, fn: Callable[..., Any], args: Any, kwargs: Any, options: dict[str, Any]) -> Any:
+        if self.clock.first_sent is None:  # (a bound of the clocks' offset: see dask_clock)
+            self.clock.submitting(time.time())
         if self.in_task is not None and self.keep_remote:  # with the cache's work (dask_cache)
             wrapped = self.in_task.task(options["key"], fn, args, kwargs)
             if wrapped is not None:
@@ -629,6 +668,7 @@ class DaskBackend:
         self._futures.add(fut)
         assert self.ahead is not None
         self.ahead.ahead[i] = (fut, unique, keys)
+        self.ahead.by_key[unique] = i
         self.ahead.submitted_ahead += 1
         return DaskResult(key, fut, self, self._predicted(key), hint[0] if hint else None)
 
@@ -637,9 +677,49 @@ class DaskBackend:
         if self.batch is None:
             return None
         if self._watcher is None or self._watcher.loop is not loop:
-            self._watcher = dask_watch.Watcher(self.client, loop, told=self._told,
-                                               located=self._announce is None)
+            early = self.ahead is not None and self.live
+            self._watcher = dask_watch.Watcher(
+                self.client, loop, told=self._told, located=self._announce is None,
+                early=self._finished_ahead if early else None,
+                early_keys=self.ahead.by_key if early else None)  # type: ignore[union-attr]
         return self._watcher
+
+    def _finished_ahead(self, key: str) -> None:
+        """(On the run's loop.)  The cluster says ``key`` finished, a task sent ahead that
+        the engine has not started: the engine takes it in now, without an engine slot
+        (:meth:`~nbflow.engine.scheduler.Scheduler.finished_elsewhere`; it asks
+        :meth:`done_ahead` when the task is ready)."""
+        ahead = self.ahead
+        i = ahead.by_key.get(key) if ahead is not None else None
+        if i is not None:
+            try:
+                ahead.sched.finished_elsewhere(i)  # type: ignore[union-attr]
+            except ReferenceError:  # (the run's scheduler is gone: the run has ended)
+                pass
+
+    def done_ahead(self, i: int) -> float | None:
+        """May the engine take ready node ``i`` in without a slot?  Yes when its task was
+        sent ahead with exactly the inputs the engine now gives it (so starting it adopts
+        that future: nothing new goes to the cluster) and the cluster said it finished.
+        Returns when it started on its worker (this process's clock; NaN: not told), or
+        None for no (it then waits for a slot as any task)."""
+        ahead = self.ahead
+        got = ahead.ahead.get(i) if ahead is not None else None
+        if got is None:
+            return None
+        _, unique, keys = got
+        told = self._located.get(unique)
+        if told is None:
+            return None
+        # the inputs' latest results, as Ahead.take will compare them (without walking the
+        # arguments: each input's Dask key is its own, and the arguments' shape is fixed)
+        results = ahead.sched.results  # type: ignore[union-attr]
+        now = {r.dask_key for d in ahead.sched.nodes[i].deps  # type: ignore[union-attr]
+               if type(r := results[d]) is DaskResult}
+        if now != set(keys):
+            return None
+        self.taken_early += 1
+        return told[4][0] if told[4] is not None else math.nan
 
     def _settle_announcements(self, client: Any) -> None:
         """Who tells this process where each result is: nbflow's scheduler plugin, the
@@ -747,7 +827,10 @@ class DaskBackend:
             loop.call_soon_threadsafe(settle, outcome)
 
         watcher = self._watcher_for(loop)
-        if watcher is not None:  # (one hop from Dask's client loop, completions batched)
+        if (taken is not None and self.live and unique in self._located
+                and (fut.status is None or fut.status == "finished")):
+            settle((True, None))  # adopted after it ended and was told: nothing to wait for
+        elif watcher is not None:  # (one hop from Dask's client loop, completions batched)
             watcher.watch(fut, lambda f: settle((True, None)))
         else:
             fut.add_done_callback(done)
@@ -822,6 +905,9 @@ class DaskBackend:
             result.compute_s = told[2]
             if told[3] is not None:  # what the worker measured (_note_metrics)
                 result.worker_metrics = told[3]
+            if told[4] is not None:  # when it ran (this process's clock), and so how long
+                result.ran = told[4]
+                result.compute_s = told[4][1] - told[4][0]
         return result, nbytes
 
     def _release(self, i: int, remotes: list[DaskResult]) -> None:
@@ -1120,6 +1206,7 @@ class DaskBackend:
         if self.ahead is not None:  # submitted ahead, never adopted (skipped, cancelled)
             futures += [f for f, _, _ in self.ahead.ahead.values()]
             self.ahead.ahead.clear()
+            self.ahead.by_key.clear()
         client, cluster = self.client, self._cluster
         placement = self.placement
         closing = self._own_client or cluster is not None

@@ -23,9 +23,11 @@ becomes ready and starts in nbflow's view, the backend *adopts* the future alrea
 submitted instead of submitting again, provided the arguments are the same futures it was
 submitted with (otherwise — an input was retried under a new key, or came from the cache —
 the ahead future is cancelled and the task submitted afresh).  The task's events are
-therefore unchanged; the one difference is what ``running`` means: a task submitted ahead
-is shown running from when nbflow saw its inputs complete, while on the cluster it may
-have started (even finished) a little earlier.
+therefore unchanged.  Adopting needs an engine slot; a task that finished on the cluster
+before one freed is taken in at once instead, outside the admission count, as soon as it
+is ready (``by_key`` lets the completion find its node: see
+``DaskBackend._finished_ahead`` and ``Scheduler.finished_elsewhere``).  Its start and end
+in the records are when its call ran on its worker (see ``docs/locality.md``).
 
 A task is submitted ahead only when nothing nbflow decides before it runs would be skipped:
 
@@ -70,6 +72,9 @@ class Ahead:
         self.backend = backend
         self.inflight: dict[int, Any] = {}  # node -> the DaskResult-to-be (future, hint)
         self.ahead: dict[int, tuple[Any, str, list[str]]] = {}  # node -> (future, unique, input keys)
+        # unique Dask key -> node, for those not adopted yet (read on Dask's client loop too:
+        # a completion of one of them is taken in at once, see DaskBackend._finished_ahead)
+        self.by_key: dict[str, int] = {}
         self._index: dict[str, int] = {}
         self._ordered: set[int] = {b for _, b in sched.extra_edges}
         self.submitted_ahead = 0
@@ -97,6 +102,7 @@ class Ahead:
         if got is None:
             return None
         fut, unique, keys = got
+        self.by_key.pop(unique, None)
         if keys != input_keys and sorted(keys) != sorted(input_keys):
             # (the same futures in another order are the same call: only a set's iteration
             # order can differ, its members being new objects once their tasks completed)

@@ -11,7 +11,8 @@ knows all of it when a worker's ``task-finished`` message moves the task to ``me
 (the message carries the worker, Dask's own ``sizeof`` of the value and the compute
 start and stop).  So the plugin collects those facts in :meth:`LooseRestrictions.transition`
 and sends every completion of one turn of the scheduler's event loop as ONE event on
-nbflow's topic, ``{"done": [[key, worker, nbytes, seconds], ...]}``, instead of each
+nbflow's topic, ``{"done": [[key, worker, nbytes, seconds, metrics, start, stop], ...]}``
+(``start``/``stop``: when the call ran, in the scheduler's clock), instead of each
 worker announcing each task on its own (a message worker -> scheduler, and one
 scheduler -> client, per task).  The hook runs for every transition of every key on
 the scheduler, so it returns after one string comparison for anything that is not a
@@ -46,11 +47,13 @@ from .dask_recovery import METRICS, NAME, UNWANTED_TOPIC
 _UNRUN = frozenset({"waiting", "queued", "no-worker", "processing"})  # states before a result
 
 
-def _seconds(startstops: Any) -> float | None:
-    """The compute seconds of a ``task-finished`` message's start/stop records."""
+def _span(startstops: Any) -> tuple[float, float] | None:
+    """When the call ran on its worker: the compute start and stop of a ``task-finished``
+    message's records (in the scheduler's clock: each worker adds its estimate of the
+    scheduler's offset before sending them)."""
     for ss in startstops or ():
         if ss.get("action") == "compute":
-            return float(ss["stop"] - ss["start"])
+            return float(ss["start"]), float(ss["stop"])
     return None
 
 
@@ -128,7 +131,11 @@ class LooseRestrictions(SchedulerPlugin):
             nbytes = ts.nbytes if nbytes is None else nbytes
         first = not self._done
         metrics = (facts.get("metadata") or {}).get(METRICS)  # (the task's CPU and peak RSS)
-        self._done.append([key, worker, int(nbytes), _seconds(facts.get("startstops")), metrics])
+        span = _span(facts.get("startstops"))
+        if span is None:
+            self._done.append([key, worker, int(nbytes), None, metrics])
+        else:  # (the seconds stay in their place: a client of session 9 reads five fields)
+            self._done.append([key, worker, int(nbytes), span[1] - span[0], metrics, *span])
         if first:  # the first completion: send them all once this turn (or window) is over
             try:
                 loop = self._loop or asyncio.get_running_loop()

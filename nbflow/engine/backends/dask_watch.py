@@ -31,16 +31,29 @@ client.  A held future that finished is then handed over once its completion's f
 (worker, size, seconds) are here too, so the run never asks the scheduler for them; if
 they are late by more than :data:`LATE` seconds it is handed over without them (the
 backend asks, batched).
+
+**Finished before the engine started it.**  A task sent ahead of its inputs
+(:mod:`.dask_ahead`) is watched only once the engine starts it, which needs an engine slot;
+its completion may come first.  With ``early`` set, the announcement of such a key
+(``early_keys``: those sent ahead and not adopted yet) is handed to the run's loop like a
+completion, as ``early(key)``, so the engine takes the task in at once (the backend then
+does not watch it at all: it ended, and its facts are here).  Such news goes with the next
+hand-off, or after :data:`EARLY_WAIT` seconds if none comes: most of it concerns a task the
+engine is about to start anyway, and a wake-up of the run's loop for each would cost the
+run's thread and, on a ``LocalCluster``, the scheduler that shares its process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 LATE = 5.0  # seconds a finished held future waits for its completion's facts (see the module)
+# Seconds the news of a task finished before the engine started it may wait to go with the
+# next hand-off (see the module): not a wake-up of the run's loop of its own per completion.
+EARLY_WAIT = 0.005
 
 
 class Watcher:
@@ -51,11 +64,15 @@ class Watcher:
     file_here = True
 
     def __init__(self, client: Any, loop: asyncio.AbstractEventLoop,
-                 told: Callable[[Any], bool] | None = None, located: bool = False) -> None:
+                 told: Callable[[Any], bool] | None = None, located: bool = False,
+                 early: Callable[[Any], None] | None = None,
+                 early_keys: Container[Any] | None = None) -> None:
         self.client = client
         self.located = located  # a finished held future waits for its announcement too
         self.loop = loop  # the run's event loop
         self.told = told  # was this key announced already? (asked on either loop)
+        self.early = early  # told of a key in early_keys nobody watches yet (see the module)
+        self.early_keys: Container[Any] = early_keys if early_keys is not None else ()
         # key -> who waits for its announcement (filed on either loop: under the lock)
         self._unheld: dict[Any, tuple[Any, Callable[[Any], None]]] = {}
         self._lock = threading.Lock()
@@ -64,6 +81,8 @@ class Watcher:
         self._armed = False  # a hand-over of _to_watch to the client loop is scheduled
         self._done: list[tuple[Any, Callable[[Any], None]]] = []
         self._due = False  # a drain of _done is scheduled on the run's loop
+        self._early: list[Any] = []  # keys told early, waiting for a hand-off (under the lock)
+        self._early_timer = False  # a hand-off of _early is scheduled on the client loop
         self._waiting: set[asyncio.Future[None]] = set()  # (touched on the client loop only)
         self.wakeups = 0  # times the run's loop was woken for completions
         self.completions = 0
@@ -120,6 +139,25 @@ class Watcher:
             got = self._unheld.pop(key, None)
         if got is not None:
             self._hand(*got)
+        elif self.early is not None and key in self.early_keys:  # sent ahead, not started yet
+            with self._lock:
+                if self._due:  # a hand-off is on its way: it goes with it
+                    self._done.append((key, self.early))
+                    return
+                self._early.append(key)
+                if self._early_timer:
+                    return
+                self._early_timer = True
+            asyncio.get_running_loop().call_later(EARLY_WAIT, self._hand_early)
+
+    def _hand_early(self) -> None:
+        """(On the client loop.)  Keys told early that no hand-off took meanwhile go now."""
+        with self._lock:
+            self._early_timer = False
+            if not self._early:
+                return
+            key = self._early.pop()
+        self._hand(key, self.early)  # type: ignore[arg-type]  # (takes the others along)
 
     async def _wait(self, future: Any, callback: Callable[[Any], None]) -> None:
         while future.status == "pending":
@@ -145,6 +183,10 @@ class Watcher:
 
     def _hand(self, future: Any, callback: Callable[[Any], None]) -> None:
         with self._lock:
+            early = self.early
+            if self._early and early is not None:  # (news of tasks finished early rides
+                self._done.extend([(k, early) for k in self._early])  # along: see announced)
+                self._early.clear()
             self._done.append((future, callback))
             if self._due:
                 return
