@@ -60,14 +60,15 @@ def _close_waits_for(client: Any, reading: threading.Thread) -> None:
     wait is the instance's own ``close`` (the class's is untouched, and it is taken off
     again when no read is left); an asynchronous client's close is awaited on its loop,
     which the read needs, so it is not wrapped."""
-    if getattr(client, "asynchronous", False):
+    close = getattr(type(client), "close", None)
+    if close is None or getattr(client, "asynchronous", False):
         return
     try:
         with _reads_lock:
             waiting = _reads_on.get(client)
             if waiting is None:
                 waiting = _reads_on[client] = set()
-                client.close = _closing_after_reads(weakref.ref(client), type(client).close)
+                client.close = _closing_after_reads(weakref.ref(client), close)
             waiting.add(reading)
     except TypeError:  # (an object that cannot be weakly referenced: its close is left alone)
         return
