@@ -58,8 +58,8 @@ def nbflow_threads() -> list[str]:
 
 def nbflow_threads_left(before: set[str] | frozenset[str] = frozenset(), timeout: float = 30.0) -> list[str]:
     """The nbflow threads (not in ``before``) still alive once they have had ``timeout``
-    seconds to end: a run's end stops them and waits a bounded time for each (the lease
-    watcher: 1 s), which a busy machine can outlast; polled, not a fixed sleep."""
+    seconds to end: a run's end stops them, and some (a pool's threads) finish after it
+    returns, which a busy machine can stretch; polled, not a fixed sleep."""
     deadline = time.monotonic() + timeout
     left = [n for n in nbflow_threads() if n not in before]
     while left and time.monotonic() < deadline:
