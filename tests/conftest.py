@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,6 +37,17 @@ def stray_store_places(tmp_path: Path) -> list[Path]:
 # dask_cluster): no test uses them, so anything there was made by a worker that did not use
 # the store or key the test's process passed it.
 _CLUSTER_PLACES: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_durations_from_earlier_tests():
+    """What Dask measured for a task earlier in the process is kept by workflow and task
+    name (a notebook's rerun places by it), and comes first when a Dask run places its
+    tasks: a test whose workflow shares a name with an earlier test's ("sums", "mixed")
+    would be placed by that test's durations.  Each test starts without them."""
+    agent = sys.modules.get("nbflow.locality.agent")  # (not imported here: only if in use)
+    if agent is not None:
+        agent._compute.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -70,6 +70,22 @@ def test_a_session_cluster_worker_signing_with_its_own_key_fails_the_test(pytest
     assert "test_own_key" in "\n".join(line for line in res.outlines if "ERROR" in line)
 
 
+def test_no_test_is_placed_by_durations_an_earlier_test_measured(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("distributed")
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makepyfile(test_inner="""
+        from nbflow.locality import agent
+
+        def test_first():  # (what a Dask run of workflow "sums" leaves in the process)
+            agent._compute[("sums", "add-0")] = 5.0
+
+        def test_second():
+            assert ("sums", "add-0") not in agent._compute
+    """)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    res.assert_outcomes(passed=2)
+
+
 def test_the_places_looked_at(tmp_path: Path) -> None:
     import conftest
 
