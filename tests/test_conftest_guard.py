@@ -37,6 +37,55 @@ def test_a_store_made_above_the_tests_folder_fails_the_test(pytester: pytest.Pyt
     assert "test_stray" in "\n".join(line for line in res.outlines if "ERROR" in line)
 
 
+@pytest.mark.timeout(300)
+def test_a_session_cluster_worker_signing_with_its_own_key_fails_the_test(pytester: pytest.Pytester) -> None:
+    """The session's Dask cluster starts before a test's own NBFLOW_KEY_FILE is set: a
+    worker that signs without the key the test's process passed it would sign with the key
+    it inherited (the developer's own); its workers get a key place of their own instead,
+    and a key made there fails the test that made it."""
+    pytest.importorskip("distributed")
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makepyfile(test_inner="""
+        import os
+        import distributed
+        from nbflow.store import signing
+
+        def _sign(key_file=None):
+            if key_file is None:
+                return signing.mac(b"x").hex()  # (the worker's own key)
+            with signing.signing_as(key_file):
+                return signing.mac(b"x").hex()
+
+        def test_given_key(dask_cluster):
+            with distributed.Client(dask_cluster.scheduler_address, set_as_default=False) as c:
+                c.submit(_sign, os.environ["NBFLOW_KEY_FILE"], pure=False).result(timeout=120)
+
+        def test_own_key(dask_cluster):
+            with distributed.Client(dask_cluster.scheduler_address, set_as_default=False) as c:
+                c.submit(_sign, pure=False).result(timeout=120)
+    """)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    res.assert_outcomes(passed=2, errors=1)
+    res.stdout.fnmatch_lines(["*a worker of the session's Dask cluster used its own store or key*"])
+    assert "test_own_key" in "\n".join(line for line in res.outlines if "ERROR" in line)
+
+
+def test_no_test_is_placed_by_durations_an_earlier_test_measured(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("distributed")
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makepyfile(test_inner="""
+        from nbflow.locality import agent
+
+        def test_first():  # (what a Dask run of workflow "sums" leaves in the process)
+            agent._compute[("sums", "add-0")] = 5.0
+
+        def test_second():
+            assert ("sums", "add-0") not in agent._compute
+    """)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    res.assert_outcomes(passed=2)
+
+
 def test_the_places_looked_at(tmp_path: Path) -> None:
     import conftest
 

@@ -274,17 +274,19 @@ class Run:
 
     def start_in_thread(self) -> None:
         """Run on a fresh event loop in a helper thread; :meth:`wait` blocks until the end."""
-        def main() -> None:
-            try:
-                run_on_fresh_loop(self.execute)
-            except BaseException as e:  # recorded; wait() raises it in the caller's thread
-                if self.error is None:
-                    self.error = e
-            finally:  # (an engine that failed before its own end still releases wait())
-                self._done.set()
-
-        self._thread = threading.Thread(target=main, name=f"nbflow-run-{self.id}", daemon=True)
+        # (a method, not a closure over the run: the frame of a failed run's thread stays in
+        # its error's traceback, and a closure there would hold the run through it)
+        self._thread = threading.Thread(target=self._in_thread, name=f"nbflow-run-{self.id}", daemon=True)
         self._thread.start()
+
+    def _in_thread(self) -> None:
+        try:
+            run_on_fresh_loop(self.execute)
+        except BaseException as e:  # recorded; wait() raises it in the caller's thread
+            if self.error is None:
+                self.error = e
+        finally:  # (an engine that failed before its own end still releases wait())
+            self._done.set()
 
     def _make_backends(self) -> dict[str, Any]:
         backends: dict[str, Any] = {
@@ -477,7 +479,13 @@ class Run:
         if self.status == CANCELLED:
             raise WorkflowCancelled(self)
         if self.error is not None:
-            raise self.error
+            from .tracebacks import let_go_of_locals, twin_to_raise
+
+            # (the error the run keeps must not hold the run through frames: the engine's,
+            # or those of the way up to the caller, which a twin collects instead)
+            if self.done:
+                let_go_of_locals(self.error)
+            raise twin_to_raise(self.error)
         if self.status == FAILED:
             s = self._sched
             unhandled = s.unhandled_failures()

@@ -26,6 +26,8 @@ import inspect
 import sys
 import threading
 import traceback
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -190,11 +192,24 @@ def raise_for_status(run: Run, shell: Any, interrupted: bool = False) -> None:
     try:
         run.wait()
     except WorkflowFailed as e:
-        e._render_traceback_ = lambda e=e: _render_failed(e, shell)  # type: ignore[attr-defined]
+        e._render_traceback_ = _renderer(e, lambda e: _render_failed(e, shell))  # type: ignore[attr-defined]
         raise
     except NbflowError as e:  # an error of the run itself (a cycle, a stall): its message says it all
-        e._render_traceback_ = lambda e=e: [f"{type(e).__name__}: {e}"]  # type: ignore[attr-defined]
+        e._render_traceback_ = _renderer(e, lambda e: [f"{type(e).__name__}: {e}"])  # type: ignore[attr-defined]
         raise
+
+
+def _renderer(err: BaseException, render: Callable[[Any], list[str]]) -> Callable[[], list[str]]:
+    """``err._render_traceback_`` (IPython shows what it returns): ``render(err)``, with
+    ``err`` held weakly: an error holding itself would make it, its traceback's frames and
+    the run they hold one reference cycle, freed only by a full garbage collection."""
+    ref = weakref.ref(err)
+
+    def rendered() -> list[str]:
+        e = ref()
+        return render(e) if e is not None else []
+
+    return rendered
 
 
 def _unknown_rerun(wf: Workflow, names: list[str] | None) -> str | None:

@@ -50,6 +50,7 @@ of that.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sqlite3
@@ -65,6 +66,7 @@ from . import settings
 from .journal import Journal, Op, write_transaction
 
 HOST = socket.gethostname()
+log = logging.getLogger("nbflow.store")
 
 RELEASE = Op("DELETE FROM leases WHERE key = ? AND run_id = ? AND pid = ? AND host = ?", barrier=True)
 TAKE = ("INSERT OR REPLACE INTO leases(key, run_id, pid, host, task, heartbeat, expires) "
@@ -79,6 +81,7 @@ OTHERS = "SELECT host, pid, expires, leasing FROM lease_processes WHERE NOT (hos
 POLL_FIRST = 0.05
 POLL_MAX = 1.0
 WATCH_EVERY = 0.25  # seconds between two looks at the other processes (a read query)
+RUN_END_WAIT = 120.0  # the most a finishing run waits for its watcher to end (as the journal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +128,8 @@ class Leases:
         self._db = threading.Lock()  # the connection below, used by one thread at a time
         self._conn: sqlite3.Connection | None = None
         self._watcher: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the running watcher's own: set, it ends
+        self._registered = 0.0  # the ``started`` of this process's row (see run_finished)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -153,7 +157,9 @@ class Leases:
             self.runs += 1
             if self.runs > 1:
                 return
-        now, ttl = time.time(), self.ttl()
+        # (distinct from the last registration's: an UNREGISTER of that one, still queued,
+        # must not delete this one's row)
+        now, ttl = max(time.time(), self._registered + 1e-6), self.ttl()
 
         def register(conn: sqlite3.Connection) -> bool:
             # (what killed processes left behind is dropped here, once their rows expired)
@@ -175,9 +181,15 @@ class Leases:
         with self._lock:
             self.leasing = others  # (the first run of this process: nothing is in flight)
             self.ready = False
-            self._stop.clear()
-            if self._watcher is None or not self._watcher.is_alive():
-                self._watcher = threading.Thread(target=self._watch, name="nbflow-lease", daemon=True)
+            self._registered = now
+            # A watcher told to stop is never told to go on (it may be waking on its stop
+            # event this very moment, and would end anyway): this run gets one of its own,
+            # with a stop event of its own.
+            if self._watcher is None or self._stop.is_set() or not self._watcher.is_alive():
+                if self._stop.is_set():
+                    self._stop = threading.Event()
+                self._watcher = threading.Thread(target=self._watch, args=(self._stop,),
+                                                 name="nbflow-lease", daemon=True)
                 self._watcher.start()
 
     def run_finished(self, run_id: str) -> None:
@@ -192,25 +204,40 @@ class Leases:
             if self.runs:
                 return
             self._stop.set()
-            watcher = self._watcher
-        self.journal.put(UNREGISTER, (HOST, os.getpid()))
+            watcher, registered = self._watcher, self._registered
+        # (only the registration that ends here: a run started meanwhile in another thread
+        # has registered the process again, and its row must stay)
+        self.journal.put(UNREGISTER, (HOST, os.getpid(), registered))
         self._close_connection()  # (an open connection would keep the journal's WAL from
         #                            being checkpointed when the writer closes)
         if watcher is not None and watcher is not threading.current_thread():
-            watcher.join(1.0)  # (it wakes on the stop event: no thread outlives the runs)
+            self._join(watcher)
+
+    @staticmethod
+    def _join(watcher: threading.Thread) -> None:
+        """Wait for the watcher to end: no thread outlives the runs.  It wakes on its stop
+        event at once, unless it is in a heartbeat or switch, which waits at most for the
+        store's write lock (``NBFLOW_LOCK_TIMEOUT``) and for the journal's queue."""
+        wait = min(RUN_END_WAIT, 2 * settings.lock_timeout() + 5.0)
+        watcher.join(wait)
+        if watcher.is_alive():
+            log.warning("nbflow: the lease watcher did not end within %.0f s of the last run's end "
+                        "(the store's write lock is held by another process); it ends in the "
+                        "background", wait)
 
     def _others(self, conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
         now = time.time()
         return [r for r in conn.execute(OTHERS, (HOST, os.getpid())).fetchall()
                 if alive(r[0], r[1], r[2], now)]
 
-    def _watch(self) -> None:
-        """The watcher thread: notice other processes, keep this one's rows alive."""
+    def _watch(self, stop: threading.Event) -> None:
+        """The watcher thread: notice other processes, keep this one's rows alive; ends once
+        ``stop`` (its own) is set."""
         conn = self.journal.reader()
         pid = os.getpid()
         next_beat = 0.0
         try:
-            while not self._stop.wait(WATCH_EVERY):
+            while not stop.wait(WATCH_EVERY):
                 now = time.time()
                 ttl = self.ttl()
                 if not self.leasing and self._others(conn):
@@ -346,7 +373,7 @@ class Leases:
         self._close_connection()
 
 
-UNREGISTER = Op("DELETE FROM lease_processes WHERE host = ? AND pid = ?", barrier=True)
+UNREGISTER = Op("DELETE FROM lease_processes WHERE host = ? AND pid = ? AND started = ?", barrier=True)
 
 
 def enabled(option: bool | None = None) -> bool:
