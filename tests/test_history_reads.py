@@ -411,6 +411,24 @@ def test_a_dask_runs_preparation_reads_durations_and_sizes_together(monkeypatch,
     assert asked == [(), ("duration_s", "output_bytes")]
 
 
+def rows_returned(monkeypatch: pytest.MonkeyPatch, needle: str) -> list[int]:
+    """The number of rows each journal query whose SQL contains ``needle`` returns, from
+    now on (the store's pending rows written first)."""
+    store = get_store()
+    store.journal.flush()
+    returned: list[int] = []
+    real = store.journal.query
+
+    def counted(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        rows = real(sql, params)
+        if needle in sql:
+            returned.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(store.journal, "query", counted)
+    return returned
+
+
 def test_runs_of_the_same_graph_come_back_as_a_row_per_node_not_per_node_and_run(monkeypatch) -> None:
     def graph(n: int) -> Any:
         with nf.Workflow("same") as wf:
@@ -419,18 +437,7 @@ def test_runs_of_the_same_graph_come_back_as_a_row_per_node_not_per_node_and_run
 
     for _ in range(3):
         graph(60).run(cache=False)
-    store = get_store()
-    store.journal.flush()
-    returned: list[int] = []
-    real = store.journal.query
-
-    def counted(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        rows = real(sql, params)
-        if "FROM task_runs" in sql:
-            returned.append(len(rows))
-        return rows
-
-    monkeypatch.setattr(store.journal, "query", counted)
+    returned = rows_returned(monkeypatch, "FROM task_runs")
     keys = [r.key for r in graph(60).nodes]
     got = recent.recent_means("duration_s", "same", keys=keys)
     assert returned == [len(keys)]  # (a row per node: 60 items and the map's own)
@@ -536,22 +543,9 @@ def test_peaks_too_small_to_be_demanded_are_not_read() -> None:
     assert predicted_peaks("smallpeaks", at_least=1) == everything
     assert predicted_peaks("smallpeaks", at_least=memory.MIN_BYTES) == {}
 
-    store = get_store()
-    store.journal.flush()
-    rows_read: list[int] = []
-    real = store.journal.query
-
-    def counted(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        got = real(sql, params)
-        if "peak_rss" in sql:
-            rows_read.append(len(got))
-        return got
-
-    store.journal.query = counted  # type: ignore[method-assign]
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        rows_read = rows_returned(patch, "peak_rss")
         run = prepare(wf, run_options(wf, cache=False))
-    finally:
-        del store.journal.query  # (the instance attribute goes: the method is back)
     run.start_in_thread()  # (a prepared run holds the journal's writer until it ends)
     run.wait()
     assert rows_read == [0], rows_read  # asked once, and no peak came back

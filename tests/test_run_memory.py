@@ -16,19 +16,18 @@ before it checks.
 
 from __future__ import annotations
 
-import gc
 import json
 import subprocess
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import numpy as np
 import pytest
+from gc_control import no_cyclic_gc
 
 import nbflow as nf
 from nbflow.core.errors import RefUsageError
@@ -63,16 +62,6 @@ async def wait_forever(a: np.ndarray) -> int:
     _started.set()
     await anyio.sleep(3600)  # (cancelled by the test)
     return 0
-
-
-@contextmanager
-def no_cyclic_gc() -> Iterator[None]:
-    gc.collect()  # (whatever earlier tests left)
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def another_run() -> None:

@@ -13,15 +13,13 @@ full collection.  The notebook's error display held its error in a closure of it
 
 from __future__ import annotations
 
-import gc
 import traceback
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pytest
+from gc_control import no_cyclic_gc
 
 import nbflow as nf
 from nbflow.engine import scheduler
@@ -44,16 +42,6 @@ def inc(a: np.ndarray) -> np.ndarray:
 @nf.task(cache=False)
 def boom(a: np.ndarray) -> np.ndarray:
     raise ValueError(f"boom on {len(a)} values")
-
-
-@contextmanager
-def no_cyclic_gc() -> Iterator[None]:
-    gc.collect()  # (whatever earlier tests left)
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def assert_freed(watched: list[weakref.ref[Any]]) -> None:
