@@ -469,6 +469,10 @@ class Run:
             return self
         if self._thread is not None:
             self._thread.join()
+        if self.error is not None:  # (kept, maybe never raised: it must not hold the run)
+            from .tracebacks import let_go_of_locals
+
+            let_go_of_locals(self.error)
         if raise_on_error:
             self.raise_for_status()
         return self

@@ -136,3 +136,20 @@ def test_a_workflow_cells_failure_is_freed_once_dropped() -> None:
 
     with no_cyclic_gc():
         assert_freed(go())
+
+
+def test_a_run_whose_engine_failed_is_freed_without_ever_raising() -> None:
+    """``wait(raise_on_error=False)``: the error is kept, never raised, and the engine's
+    frames in its traceback let go of the run all the same."""
+    def go() -> list[weakref.ref[Any]]:
+        with nf.Workflow("failed-memory-engine-quiet") as wf:
+            make(1000)
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(scheduler.Scheduler, "_pop", None)  # the engine's own code fails calling it
+            run = wf.run(cache=False, raise_on_error=False)
+        assert run.error is not None and run.status == "failed"
+        assert "scheduler.py" in "".join(traceback.format_exception(run.error))
+        return [weakref.ref(run)]
+
+    with no_cyclic_gc():
+        assert_freed(go())
