@@ -58,6 +58,17 @@ class ServerExited(RuntimeError):
 PORT_TAKEN = ("is already in use", "is not available")  # jupyter_server's words, port_retries=0
 
 
+def quiet_lab(config_dir: Path) -> None:
+    """User settings for a test JupyterLab whose config directory is ``config_dir``: no
+    news prompt and no update check.  The prompt is a toast over the page's corner; a test
+    that dismisses it can find it leaving the page as it clicks (the click then waits on a
+    detached button until it times out), and it covers screenshots."""
+    settings = config_dir / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        '{"fetchNews": "false", "checkForUpdates": false}\n')
+
+
 def serve(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, token: str,
           attempts: int = 5) -> tuple[subprocess.Popen[bytes], str]:
     """Start a Jupyter server (``cmd`` without a port) on a free port; its process and base URL.
@@ -108,6 +119,7 @@ def jupyter(tmp: Path, home: Path, *, lab: bool = False) -> Iterator[Server]:
     data.mkdir(parents=True, exist_ok=True)
     if not (data / "nbflow").is_symlink():
         (data / "nbflow").symlink_to(LABEXTENSION, target_is_directory=True)
+    quiet_lab(tmp / "config")
     env = dict(os.environ, NBFLOW_HOME=str(home), JUPYTER_CONFIG_DIR=str(tmp / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp / "rt"),
                JUPYTER_PATH=os.pathsep.join(filter(None, [str(data.parent), os.environ.get("JUPYTER_PATH")])))

@@ -85,6 +85,7 @@ def lab(tmp_path: Path):
     nbformat.write(_stop_notebook(), root / "stop.ipynb")
     token = uuid.uuid4().hex
     log = tmp_path / "lab.log"
+    dh.quiet_lab(tmp_path / "config")
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
     env.pop("NBFLOW_HEADLESS", None)
