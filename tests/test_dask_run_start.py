@@ -12,7 +12,6 @@ took.
 
 from __future__ import annotations
 
-import gc
 import time
 import weakref
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from gc_control import no_cyclic_gc
 from test_locality import inc, make, total  # (the same small array tasks)
 
 import nbflow as nf
@@ -37,16 +37,6 @@ def client(dask_cluster: Any) -> Iterator[Any]:
 @nf.task
 async def on_the_loop(x: int) -> int:  # (an async task runs on the run's loop, not on Dask)
     return x + 1
-
-
-@contextmanager
-def no_cyclic_gc() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def first_run(client: Any) -> tuple[weakref.ref[Any], set[str]]:

@@ -469,12 +469,12 @@ class Run:
             return self
         if self._thread is not None:
             self._thread.join()
-        if self.error is not None:  # (kept, maybe never raised: it must not hold the run)
+        if raise_on_error:
+            self.raise_for_status()  # (which lets the kept error's engine frames go, too)
+        elif self.error is not None:  # (kept, maybe never raised: it must not hold the run)
             from .tracebacks import let_go_of_locals
 
             let_go_of_locals(self.error)
-        if raise_on_error:
-            self.raise_for_status()
         return self
 
     def raise_for_status(self) -> None:
