@@ -550,3 +550,25 @@ def test_peaks_too_small_to_be_demanded_are_not_read() -> None:
     run.wait()
     assert rows_read == [0], rows_read  # asked once, and no peak came back
     assert run.predicted_memory == {}
+
+
+def test_when_no_attempt_reaches_the_smallest_demand_the_peaks_are_not_grouped() -> None:
+    """Whether any attempt of the recent runs recorded a peak of ``MIN_BYTES`` is asked of
+    the attempts alone (stopping at the first): when none did, the query that groups the
+    peaks by task (a join with the nodes and a window over every attempt) is not run, and
+    the answer is the same (nothing to demand).  SQLite's work, not time, is compared."""
+    from nbflow.predict import memory
+
+    with nf.Workflow("fewpeaks") as wf:
+        total(make.map(list(range(150))))
+    wf.run(backend="process", cache=False)
+    args = ("fewpeaks", "", memory.RECENT_RUNS, memory.MIN_BYTES)
+    get_store().journal.flush()
+    with _counted() as grouped:
+        assert get_store().journal.query(memory._SQL_AT_LEAST, args) == []
+    with _counted() as asked:
+        assert predicted_peaks("fewpeaks", at_least=memory.MIN_BYTES) == {}
+    assert asked["statements"] == 1
+    assert asked["steps"] * 3 < grouped["steps"], (asked, grouped)
+    # (a bound some attempt reaches still reads the peaks: the same answer as every peak's)
+    assert predicted_peaks("fewpeaks", at_least=1) == predicted_peaks("fewpeaks")
