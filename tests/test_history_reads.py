@@ -572,3 +572,17 @@ def test_when_no_attempt_reaches_the_smallest_demand_the_peaks_are_not_grouped()
     assert asked["steps"] * 3 < grouped["steps"], (asked, grouped)
     # (a bound some attempt reaches still reads the peaks: the same answer as every peak's)
     assert predicted_peaks("fewpeaks", at_least=1) == predicted_peaks("fewpeaks")
+
+
+def test_summarised_runs_bring_a_row_per_task_to_python_not_one_per_task_and_run(monkeypatch) -> None:
+    """When every recent run is summarised, SQLite sums their ``task_means`` rows per task:
+    Python gets a row per task (and one counting the runs summarised), with the same means."""
+    for sizes in ([1, 2], [3, 4, 5], [6], [7, 8]):
+        _graph(sizes).run(cache=False)
+    keys = [r.key for r in _graph([1, 2]).nodes]
+    want = _reference("duration_s", "hist")
+    returned = rows_returned(monkeypatch, "FROM task_means WHERE run_id IN")
+    got = recent.recent_means("duration_s", "hist", keys=keys)
+    _same(got, want, keys)
+    assert set(got[0]) == {"make", "total", "make.map"}
+    assert returned == [4], returned  # ('', make, total, make.map): not 4 per run

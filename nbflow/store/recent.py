@@ -9,7 +9,8 @@ workflow's ``runs`` newest runs (leaving one run out; fewer when those runs hold
 What it reads is what the run being prepared needs, not what the store holds:
 
 * **by task name** from the per-task sums each run leaves when it ends (``task_means``,
-  :mod:`.summary`): a row per task and run, however many attempts the run made.  A run
+  :mod:`.summary`): a row per task and run, however many attempts the run made, summed
+  over the runs in SQLite when every run has them (a row per task reaches Python).  A run
   without them (journaled by an older nbflow, or whose process died) is summed from its
   attempts, in SQLite.
 * **by key** only for the keys of the graph being prepared (``keys=``, in node order).  The
@@ -73,6 +74,12 @@ GROUP BY n.task, t.key
 # The per-task sums of summarised runs; the row with task '' marks a run summarised.
 _SUMMARY_SQL = """
 SELECT run_id, task, {pairs} FROM task_means WHERE run_id IN ({runs})
+"""
+
+# The same summed over the runs in SQLite, a row per task (the group of task '' counts the
+# runs summarised: when it counts every run, this is the whole answer).
+_SUMMARY_TOTALS_SQL = """
+SELECT task, COUNT(*), {totals} FROM task_means WHERE run_id IN ({runs}) GROUP BY task
 """
 
 # Per-task sums of runs without a summary, from their attempts (in SQLite: a row per task).
@@ -234,6 +241,9 @@ def _add(sums: Sums, key: str, value: Any, count: Any = 1) -> None:
 def _task_means(store: Any, cols: tuple[str, ...], ids: list[str]) -> dict[str, dict[str, float]]:
     """Mean of each column per task name over the runs ``ids``: summarised runs from their
     ``task_means`` rows, the others from their attempts."""
+    got = _summarised_task_means(store, cols, ids)
+    if got is not None:
+        return got
     pairs = ", ".join(f"{n}, {t}" for n, t in map(summary_columns, cols))
     sums: dict[str, Sums] = {c: {} for c in cols}
     summarised: set[str] = set()
@@ -260,6 +270,28 @@ def _task_means(store: Any, cols: tuple[str, ...], ids: list[str]) -> dict[str, 
                 if n and s is not None:
                     _add(sums[c], str(name), 0.0 + s, n)
     return {c: _finish(sums[c]) for c in cols}
+
+
+def _summarised_task_means(store: Any, cols: tuple[str, ...],
+                           ids: list[str]) -> dict[str, dict[str, float]] | None:
+    """:func:`_task_means` summed in SQLite, a row per task, when every run of ``ids`` is
+    summarised (the usual case: runs of this nbflow); else None (each run's rows are read)."""
+    totals = ", ".join(f"SUM({n}), SUM({t})" for n, t in map(summary_columns, cols))
+    try:
+        rows = store.journal.query(_SUMMARY_TOTALS_SQL.format(totals=totals, runs=_marks(ids)), ids)
+    except sqlite3.OperationalError:  # (a journal without the table)
+        return None
+    out: dict[str, dict[str, float]] = {c: {} for c in cols}
+    summarised = 0
+    for name, runs, *got in rows:
+        if name == "":
+            summarised = runs
+            continue
+        for j, c in enumerate(cols):
+            n = got[2 * j]
+            if n:
+                out[c][name] = (0.0 + got[2 * j + 1]) / n
+    return out if summarised == len(ids) else None
 
 
 def _finish(sums: Sums) -> dict[str, float]:
