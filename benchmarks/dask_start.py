@@ -66,9 +66,9 @@ def session_9() -> Iterator[None]:
         made(self, *a, **k)
         self._let_go_of_displaced()
 
-    def ask_first(run: Any, keys: list[str]) -> bool:
+    def ask_first(run: Any, keys: list[str], store: Any = None) -> bool:
         try:
-            return has_history(run.name, exclude_run=run.id)
+            return has_history(run.name, exclude_run=run.id, store=store)
         except Exception:
             return False
 

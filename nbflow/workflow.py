@@ -144,11 +144,14 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         findings = _check(wf, options)
         extra = serialize_edges(wf.nodes) if options.on_conflict == "serialize" else []
         run = Run(wf, options, findings=findings, extra_edges=extra)
-    journal = store_hooks.journal_subscriber(run)
+    # (found once: finding it walks the folders above the working directory, and every hook
+    # and history read below needs it)
+    store = store_hooks.run_store()
+    journal = store_hooks.journal_subscriber(run, store)
     if journal is not None:
         # (the summary first: at the run's end it is queued before the end row, and written
         # in the commit the run waits for, after every attempt's row)
-        summary = store_hooks.summary_subscriber(run)
+        summary = store_hooks.summary_subscriber(run, store)
         if summary is not None:
             run.subscribe(summary)
         run.subscribe(journal)
@@ -158,49 +161,49 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     together = ("duration_s", "output_bytes") if "dask" in run.backends else ()
     with one_answer_per_query(together), gc_paused():
         keys = [r.key for r in run.nodes]  # (history is read for these only)
-        history = _has_history(run, keys)  # a first run skips the other queries over history
+        history = _has_history(run, keys, store)  # a first run skips the other queries over history
         # With history, dispatch priorities weigh tasks by their measured durations.
-        run.learned_priorities = apply_learned_priorities(run, keys) if history else False
+        run.learned_priorities = apply_learned_priorities(run, keys, store) if history else False
         # With recorded peak memory, memory-heavy tasks only start when their peak fits.
-        run.predicted_memory = apply_predicted_memory(run) if history else {}
+        run.predicted_memory = apply_predicted_memory(run, store) if history else {}
         if options.cache:
-            run.attach_cache(store_hooks.run_cache(run))
+            run.attach_cache(store_hooks.run_cache(run, store))
         agent = locality.attach(run)  # Dask: placement, transfer accounting; every run: the report
         if agent is not None:
-            agent.sink = store_hooks.transfer_sink(run)  # run.transfers also go to the journal
+            agent.sink = store_hooks.transfer_sink(run, store)  # run.transfers also go to the journal
             if history:
-                _predict_placement(run, agent, keys)
+                _predict_placement(run, agent, keys, store)
     dask = run.backends.get("dask")
     if dask is not None:  # results the caller takes as the run ends come with its end
         dask.wanted = frozenset(getattr(wf, "bound_keys", ()))  # (a WorkflowGraph has none)
     process = run.backends.get("process")
     if process is not None:  # (the process backend counts its own transfers)
-        process.sink = store_hooks.transfer_sink(run)
+        process.sink = store_hooks.transfer_sink(run, store)
     return run
 
 
-def _has_history(run: Run, keys: list[str]) -> bool:
+def _has_history(run: Run, keys: list[str], store: Any = None) -> bool:
     """Is there history to predict from?  The durations are asked first: priorities and
     placement read them anyway (the answer is kept for them: ``one_answer_per_query``),
     and a duration they name comes from a completed attempt that ran, which is what
     :func:`has_history` looks for (over at least those runs).  Only when they name none
     (a first run, or runs served from the cache) is that question asked on its own."""
     try:
-        by_name, by_key = mean_durations(run.name, exclude_run=run.id, keys=keys)
-        return bool(by_name or by_key) or has_history(run.name, exclude_run=run.id)
+        by_name, by_key = mean_durations(run.name, exclude_run=run.id, store=store, keys=keys)
+        return bool(by_name or by_key) or has_history(run.name, exclude_run=run.id, store=store)
     except Exception:  # an unreadable store must never stop a run: no predictions then
         return False
 
 
-def _predict_placement(run: Run, agent: Any, keys: list[str] | None = None) -> None:
+def _predict_placement(run: Run, agent: Any, keys: list[str] | None = None, store: Any = None) -> None:
     """Hand the placement rule what history predicts per task: output bytes (locality
     room) and durations (prediction room), so tasks submitted before their inputs finish
     are placed by the sizes those inputs will have, and queues weigh expected work."""
     if keys is None:
         keys = [r.key for r in run.nodes]
     try:
-        sizes = locality_predicted.output_sizes(run.name, exclude_run=run.id, keys=keys)
-        seconds = mean_durations(run.name, exclude_run=run.id, keys=keys)
+        sizes = locality_predicted.output_sizes(run.name, exclude_run=run.id, store=store, keys=keys)
+        seconds = mean_durations(run.name, exclude_run=run.id, store=store, keys=keys)
     except Exception:  # an unreadable store must never stop a run: no predictions then
         return
     nodes = [(r.name, r.key) for r in run.nodes]

@@ -119,16 +119,17 @@ def _declares_memory(ref: Any) -> bool:
     return "memory" in (getattr(spec, "resources", None) or {})
 
 
-def apply_predicted_memory(run: Any) -> dict[str, float]:
+def apply_predicted_memory(run: Any, store: Any = None) -> dict[str, float]:
     """Give ``run``'s tasks their predicted memory as admission demand; returns the
-    predictions used, by task name (empty when none applied)."""
+    predictions used, by task name (empty when none applied).  ``store``: the run's store,
+    if the caller has it (else it is looked up)."""
     if os.environ.get("NBFLOW_PREDICTED_MEMORY", "1") == "0" or not run.nodes:
         return {}
     if "memory" not in run.capacity:
         return {}
     min_bytes = float(os.environ.get("NBFLOW_PREDICTED_MEMORY_MIN", MIN_BYTES))
     try:
-        peaks = predicted_peaks(run.name, exclude_run=run.id, at_least=min_bytes)
+        peaks = predicted_peaks(run.name, exclude_run=run.id, store=store, at_least=min_bytes)
     except Exception:  # an unreadable store must never stop a run: no predicted demands
         return {}
     if not peaks:

@@ -67,13 +67,14 @@ def learned_weights(
     ]
 
 
-def apply_learned_priorities(run: Any, keys: list[str] | None = None) -> bool:
+def apply_learned_priorities(run: Any, keys: list[str] | None = None, store: Any = None) -> bool:
     """Weight ``run``'s critical-path levels by history; True if it did.
 
     Called by the composition point as a run is made (``nbflow.workflow.prepare``), so the
     engine itself needs no knowledge of history: it only takes the weights
     (``run.weigh_priorities``).  ``keys``: the run's node keys in order, if the caller has
-    them (the same list for every room lets them share one reading of the history).
+    them (the same list for every room lets them share one reading of the history);
+    ``store``: the run's store, if the caller has it (else it is looked up).
     """
     if os.environ.get("NBFLOW_LEARNED_PRIORITY", "1") == "0":
         return False
@@ -83,7 +84,7 @@ def apply_learned_priorities(run: Any, keys: list[str] | None = None) -> bool:
     if keys is None:
         keys = [r.key for r in nodes]
     try:
-        means, key_means = mean_durations(run.name, exclude_run=run.id, keys=keys)
+        means, key_means = mean_durations(run.name, exclude_run=run.id, store=store, keys=keys)
     except Exception:  # an unreadable store must never stop a run; unit weights then
         return False
     if not means:

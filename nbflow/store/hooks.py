@@ -30,19 +30,32 @@ from .filememo import file_memo
 from .guard import GuardedRunCache
 from .journal import Op
 from .recorder import RunRecorder
-from .store import get_store
+from .store import Store, get_store
 from .summary import SummaryWriter
 
 PUT_TRANSFER = Op("INSERT INTO transfers(run_id, producer, consumer, from_worker, to_worker, bytes, "
                   "seconds, start) VALUES(?,?,?,?,?,?,?,?)")
 
 
-def run_cache(run: Any) -> RunCache | None:
-    """The result cache of ``run`` (None: no usable store).  ``run`` is an engine Run.
+_LOOK = object()  # (a hook's ``store`` not given: found as the run's preparation finds it)
+
+
+def run_store() -> Store | None:
+    """The store a run being prepared uses (None: no usable store), after checking the
+    ``NBFLOW_*`` settings (a bad one is refused before the run, not in a thread).  The
+    composition point asks once and hands the answer to every hook and history read:
+    finding the store walks the folders above the working directory."""
+    settings.check_all()
+    return get_store()
+
+
+def run_cache(run: Any, store: Any = _LOOK) -> RunCache | None:
+    """The result cache of ``run`` (None: no usable store).  ``run`` is an engine Run;
+    ``store``: :func:`run_store`'s answer, if the caller has it.
 
     Store failures during the run degrade it to "no cache" (:mod:`.guard`)."""
-    settings.check_all()  # (a bad NBFLOW_* setting is refused before the run, not in a thread)
-    store = get_store()
+    if store is _LOOK:
+        store = run_store()
     if store is None:
         return None
     hashing.FILES.persistent = file_memo(store)  # file digests outlive this process
@@ -55,22 +68,24 @@ def run_cache(run: Any) -> RunCache | None:
     return cache
 
 
-def journal_subscriber(run: Any) -> Subscriber | None:
+def journal_subscriber(run: Any, store: Any = _LOOK) -> Subscriber | None:
     """The journal's subscriber for ``run`` (None when no store is usable)."""
-    settings.check_all()
-    store = get_store()
+    if store is _LOOK:
+        store = run_store()
     return RunRecorder(store, run) if store is not None else None
 
 
-def summary_subscriber(run: Any) -> Subscriber | None:
+def summary_subscriber(run: Any, store: Any = _LOOK) -> Subscriber | None:
     """The subscriber queueing ``run``'s per-task summary at its end (None: no store)."""
-    store = get_store()
+    if store is _LOOK:
+        store = get_store()
     return SummaryWriter(store.journal, run) if store is not None else None
 
 
-def transfer_sink(run: Any) -> TransferSink | None:
+def transfer_sink(run: Any, store: Any = _LOOK) -> TransferSink | None:
     """``sink(rows)`` journaling ``run.transfers`` rows (dicts), or None with no store."""
-    store = get_store()
+    if store is _LOOK:
+        store = get_store()
     return TransferSink(store.journal, run.id) if store is not None else None
 
 
