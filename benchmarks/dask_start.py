@@ -1,11 +1,17 @@
-"""A small Dask run's fixed start, session 10's cuts against session 9's start, in one run.
+"""A small Dask run's fixed start, this session's cuts switched on and off, in one run.
 
 ``benchmarks/locality.py`` measures the makespan of whole runs against plain Dask; on a
 short workflow (``fan``: 10 tasks, ~50 ms) the start decides it.  This script runs the same
 samples (:func:`locality.run_nbflow` in mode ``locality``, :func:`locality.run_dask`) on the
-same ``LocalCluster`` (4 single-thread worker processes), alternated, with a third variant:
+same ``LocalCluster`` (4 single-thread worker processes), alternated, with earlier starts
+switched back in:
 
 - ``locality``: nbflow as it is;
+- ``session-10``: the same run with session 11's preparation cuts switched off
+  (:func:`session_10`): memory admission groups every recorded peak by task before asking
+  whether any reaches the smallest demand, and the recent runs' per-task sums come to
+  Python a row per task and run (the store found once per preparation stays: with
+  ``NBFLOW_HOME`` set, as here, a look-up costs ~5 µs);
 - ``session-9``: the same run with session 10's start cuts switched off
   (:func:`session_9`): the run that ``nf.last_run()`` held is let go of as the new run is
   made (its release reaches Dask's client before the new graph, which the client then
@@ -17,7 +23,8 @@ same ``LocalCluster`` (4 single-thread worker processes), alternated, with a thi
 Each sample drops its run (``del run``), as ``locality.py`` does, so the run the next
 sample displaces is held by ``nf.last_run()`` alone: a notebook cell ``wf.run()`` run
 again whose previous result nobody kept.  Medians of makespan and of this process's CPU,
-and ratios to plain Dask of the same invocation.
+and ratios to plain Dask of the same invocation; for nbflow also ``prepare`` (wall and CPU)
+and how long after ``prepare`` began the run's first graph was handed to Dask's client.
 
 Usage::
 
@@ -41,7 +48,25 @@ else:
     import _harness
     from locality import WORKLOADS, run_dask, run_nbflow
 
-SYSTEMS = ("locality", "session-9", "dask")
+SYSTEMS = ("locality", "session-10", "session-9", "dask")
+# medians kept per system (the prepare figures: nbflow's only)
+FIGURES = ("makespan_s", "cpu_s", "prepare_s", "prepare_cpu_s", "prepare_to_graph_s")
+
+
+@contextlib.contextmanager
+def session_10() -> Iterator[None]:
+    """nbflow's preparation as it was at the end of session 10 (see the module doc)."""
+    from nbflow.predict import memory
+    from nbflow.store import recent
+
+    any_peak, totals = memory.any_peak_at_least, recent._summarised_task_means
+    memory.any_peak_at_least = lambda store, args, at_least: True
+    recent._summarised_task_means = lambda store, cols, ids: None
+    try:
+        yield
+    finally:
+        memory.any_peak_at_least = any_peak
+        recent._summarised_task_means = totals
 
 
 @contextlib.contextmanager
@@ -83,11 +108,51 @@ def session_9() -> Iterator[None]:
         memory.predicted_peaks = peaks
 
 
+@contextlib.contextmanager
+def start_marks(marks: dict[str, float]) -> Iterator[None]:
+    """Mark (``time.perf_counter``) when ``workflow.prepare`` starts and ends, the CPU it
+    took, and when the run's first graph is handed to Dask's client (``graph queued``)."""
+    import time
+
+    from distributed import Client
+
+    from nbflow import workflow
+
+    prepare, queue = workflow.prepare, Client._send_to_scheduler
+
+    def timed(*a: Any, **k: Any) -> Any:
+        marks["prepare start"], cpu = time.perf_counter(), time.process_time()
+        try:
+            return prepare(*a, **k)
+        finally:
+            marks["prepare end"] = time.perf_counter()
+            marks["prepare cpu"] = time.process_time() - cpu
+
+    def queued(self: Any, msg: Any) -> Any:
+        if msg.get("op") == "update-graph":
+            marks.setdefault("graph queued", time.perf_counter())
+        return queue(self, msg)
+
+    workflow.prepare = timed
+    Client._send_to_scheduler = queued  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        workflow.prepare = prepare
+        Client._send_to_scheduler = queue  # type: ignore[method-assign]
+
+
 def sample(client: Any, spec: list[Any], system: str) -> dict[str, Any]:
     if system == "dask":
         return run_dask(client, spec)
-    with session_9() if system == "session-9" else contextlib.nullcontext():
-        return run_nbflow(client, spec, "locality")
+    switch = {"session-9": session_9, "session-10": session_10}.get(system, contextlib.nullcontext)
+    marks: dict[str, float] = {}
+    with switch(), start_marks(marks):
+        out = run_nbflow(client, spec, "locality")
+    out["prepare_s"] = marks["prepare end"] - marks["prepare start"]
+    out["prepare_cpu_s"] = marks["prepare cpu"]
+    out["prepare_to_graph_s"] = marks["graph queued"] - marks["prepare start"]
+    return out
 
 
 def main() -> None:
@@ -95,29 +160,38 @@ def main() -> None:
     ap.add_argument("--workloads", default="fan,chains")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--systems", default="locality,session-10,dask",
+                    help=f"of {', '.join(SYSTEMS)} (dask is always measured: the ratios' base)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    systems = list(dict.fromkeys([*args.systems.split(","), "dask"]))
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        ap.error(f"unknown --systems {unknown}")
     log = _harness.progress("dask-start")
     doc: dict[str, Any] = {"benchmark": "dask_start", "machine": _harness.machine_info(),
                            "load_before": os.getloadavg(), "workloads": {}}
     with _harness.nbflow_home(), _harness.local_cluster() as client:
         for name in args.workloads.split(","):
             spec = WORKLOADS[name]()
-            samplers = {s: (lambda s=s, spec=spec: sample(client, spec, s)) for s in SYSTEMS}
+            samplers = {s: (lambda s=s, spec=spec: sample(client, spec, s)) for s in systems}
             _harness.alternate(samplers, args.warmup)
             got = _harness.alternate(samplers, args.repeat)
-            med = {s: {"makespan_s": statistics.median(x["makespan_s"] for x in xs),
-                       "cpu_s": statistics.median(x["cpu_s"] for x in xs),
+            med = {s: {**{k: statistics.median(x[k] for x in xs) for k in FIGURES if k in xs[0]},
                        "samples_makespan_s": [x["makespan_s"] for x in xs]}
                    for s, xs in got.items()}
             base = med["dask"]["makespan_s"]
-            for s in ("locality", "session-9"):
-                med[s]["makespan_vs_dask"] = med[s]["makespan_s"] / base
+            for s in systems:
+                if s != "dask":
+                    med[s]["makespan_vs_dask"] = med[s]["makespan_s"] / base
             values = {round(x["value"], 6) for xs in got.values() for x in xs}
             doc["workloads"][name] = {"medians": med, "same_result_everywhere": len(values) == 1}
             log(f"{name}: " + ", ".join(
                 f"{s} {m['makespan_s'] * 1000:.1f} ms (cpu {m['cpu_s'] * 1000:.1f} ms)"
                 + (f" = {m['makespan_vs_dask']:.2f}x dask" if "makespan_vs_dask" in m else "")
+                + (f"; prepare {m['prepare_s'] * 1000:.2f} ms (cpu {m['prepare_cpu_s'] * 1000:.2f}), "
+                   f"graph queued {m['prepare_to_graph_s'] * 1000:.2f} ms after prepare began"
+                   if "prepare_s" in m else "")
                 for s, m in med.items()))
     doc["load_after"] = os.getloadavg()
     log(f"load average before {doc['load_before']}, after {doc['load_after']}")

@@ -110,9 +110,10 @@ def instrumented() -> Iterator[None]:
     import anyio
 
     from nbflow import workflow
-    from nbflow.engine import gcpolicy, scheduler
+    from nbflow.engine import gcpolicy, scheduler, taskoutput
     from nbflow.engine import run as run_module
     from nbflow.engine.backends import dask as dask_backend
+    from nbflow.engine.backends import dask_ahead
     from nbflow.locality import agent
     from nbflow.server import cancel
     from nbflow.store import journal
@@ -149,6 +150,16 @@ def instrumented() -> Iterator[None]:
         _timed(dask_backend.DaskBackend, "_prefetched", "result: prefetch arrived"),
         _timed(anyio, "run", "thread: the event loop"),  # (before session 8)
         _timed(run_module, "run_on_fresh_loop", "thread: the event loop"),
+        # (the start, finer: from the run's thread to its first graph)
+        _timed(run_module.Run, "start_in_thread", "start: thread started (caller)"),
+        _timed(run_module.Run, "_in_thread", "start: the run's thread"),
+        _timed(taskoutput, "install", "start: taskoutput.install"),
+        _timed(journal.Journal, "_signal", "start: journal writer woken"),
+        _timed(scheduler.Scheduler, "run", "start: engine", is_async=True),
+        _timed(scheduler.Scheduler, "_worker", "start: engine's first worker", is_async=True),
+        _timed(dask_backend.DaskBackend, "_call", "start: first Dask call", is_async=True),
+        _timed(dask_ahead.Ahead, "submitted", "start: successors sent ahead"),
+        _timed(dask_backend.DaskBackend, "_flush", "start: flush"),
     ]
     try:
         yield
