@@ -178,7 +178,7 @@ def main() -> None:
             _harness.alternate(samplers, args.warmup)
             got = _harness.alternate(samplers, args.repeat)
             med = {s: {**{k: statistics.median(x[k] for x in xs) for k in FIGURES if k in xs[0]},
-                       "samples_makespan_s": [x["makespan_s"] for x in xs]}
+                       **{f"samples_{k}": [x[k] for x in xs] for k in FIGURES if k in xs[0]}}
                    for s, xs in got.items()}
             base = med["dask"]["makespan_s"]
             for s in systems:

@@ -29,7 +29,8 @@ nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placem
   too).
 
 ``nbflow-session-5`` is the same run with session 6's changes switched off
-(:func:`locality.session_5`), for a before/after in one run.
+(:func:`locality.session_5`), for a before/after in one run; ``nbflow-session-10`` the
+same with session 11's start cuts switched off (:func:`dask_start.session_10`).
 
 ``nbflow-unbatched`` is the same run with ``NBFLOW_DASK_BATCH=0``: one ``client.submit``
 (one ``update-graph`` message) per task, as before session 5; ``update-graph messages``
@@ -60,9 +61,11 @@ from typing import Any
 
 if __package__:
     from . import _harness
+    from .dask_start import session_10
     from .locality import WORKLOADS, delayed_graph, session_5, trace_spec
 else:
     import _harness
+    from dask_start import session_10
     from locality import WORKLOADS, delayed_graph, session_5, trace_spec
 
 _marks: dict[str, float] = {}
@@ -224,7 +227,7 @@ def _compute_span(stream: list[dict[str, Any]], t0: float) -> tuple[float, float
 
 
 def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
-                  before: bool = False) -> dict[str, float]:
+                  before: bool = False, session_10_start: bool = False) -> dict[str, float]:
     from distributed import get_task_stream
 
     from nbflow import locality
@@ -235,7 +238,8 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
     old = os.environ.get("NBFLOW_DASK_BATCH")
     os.environ["NBFLOW_DASK_BATCH"] = "1" if batched else "0"
     try:
-        as_before = session_5() if before else contextlib.nullcontext()
+        as_before = (session_5() if before else session_10() if session_10_start
+                     else contextlib.nullcontext())
         with get_task_stream(client=client) as ts, instrumented(), locality.placement("locality"), \
                 as_before, graph_marks(client):
             t0, cpu0 = time.time(), time.process_time()
@@ -328,11 +332,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--systems", default="nbflow,dask",
-                    help="of nbflow, nbflow-unbatched, nbflow-session-5, dask")
+                    help="of nbflow, nbflow-unbatched, nbflow-session-5, nbflow-session-10, dask")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     systems = args.systems.split(",")
-    unknown = sorted(set(systems) - {"nbflow", "nbflow-unbatched", "nbflow-session-5", "dask"})
+    unknown = sorted(set(systems) - {"nbflow", "nbflow-unbatched", "nbflow-session-5",
+                                     "nbflow-session-10", "dask"})
     if unknown:
         ap.error(f"unknown --systems {unknown}")
     log = _harness.progress("phases")
@@ -349,6 +354,8 @@ def main() -> None:
             every = {"nbflow": lambda spec=spec: sample_nbflow(client, spec),
                      "nbflow-unbatched": lambda spec=spec: sample_nbflow(client, spec, False),
                      "nbflow-session-5": lambda spec=spec: sample_nbflow(client, spec, before=True),
+                     "nbflow-session-10": lambda spec=spec: sample_nbflow(client, spec,
+                                                                          session_10_start=True),
                      "dask": lambda spec=spec: sample_dask(client, spec)}
             samplers = {k: every[k] for k in systems}
             _harness.alternate(samplers, args.warmup)
