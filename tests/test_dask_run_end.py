@@ -165,3 +165,55 @@ def test_the_deferred_read_waits_for_the_results_being_brought_here():
     agent.settle()
     assert calls == ["run"] and agent.rows == []
     assert not [t for t in threading.enumerate() if t.name == "nbflow-locality-read"]
+
+
+class _SchedulerGathers:
+    """Counts the scheduler's ``gather`` requests (Dask's relay of a value from a worker to
+    a client) while it is installed; the cluster's scheduler runs in this process."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler, self.calls = scheduler, 0
+        self.real = scheduler.handlers["gather"]
+
+    def __enter__(self) -> _SchedulerGathers:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return await self.real(*args, **kwargs)
+
+        self.scheduler.handlers["gather"] = counted
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.scheduler.handlers["gather"] = self.real
+
+
+def test_a_result_brought_with_the_end_is_asked_of_its_worker_not_relayed_by_the_scheduler(
+        client, dask_cluster):
+    with nf.Workflow("end-direct") as wf:
+        out = total(inc(make(1000)))
+    with _SchedulerGathers(dask_cluster.scheduler) as gathers:
+        run = wf.run(backend=client, cache=False)
+        _arrived(run, out)
+    assert _result(run, out).worker in client.scheduler_info()["workers"]
+    assert gathers.calls == 0  # straight from the worker that holds it
+    assert run[out] == 250.0
+    assert run.backends["dask"].prefetched == [(out.key, _result(run, out).nbytes)]
+
+
+def test_a_result_its_named_worker_does_not_hold_is_still_brought_through_the_scheduler(
+        client, dask_cluster):
+    with nf.Workflow("end-moved") as wf:
+        out = total(inc(make(1000)))
+    run = wf.run(backend=client, cache=False)
+    _arrived(run, out)
+    backend, result = run.backends["dask"], _result(run, out)
+    holder = result.worker
+    elsewhere = [w for w in client.scheduler_info()["workers"] if w != holder]
+    assert elsewhere, "the test cluster has two workers"
+    # (as if the result had moved since its completion named its worker)
+    result.worker, result.prefetch = elsewhere[0], None
+    with _SchedulerGathers(dask_cluster.scheduler) as gathers:
+        (pending,) = backend._prefetch([result])
+        assert pending.result(timeout=60) == [250.0]
+    assert gathers.calls == 1
+    assert run[out] == 250.0

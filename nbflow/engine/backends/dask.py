@@ -1192,10 +1192,31 @@ class DaskBackend:
         return out
 
     async def _gather_here(self, r: DaskResult) -> list[Any]:
-        """(On the client's loop) ``[r's value]``, its bytes counted before anyone sees it."""
-        value = await self.client.gather([r.future], asynchronous=True)
+        """(On the client's loop) ``[r's value]``, its bytes counted before anyone sees it.
+
+        Asked of the worker the completion named as its holder (one hop), not through
+        Dask's ``gather`` (the client asks the scheduler, which asks the worker and relays
+        the value): on a ``LocalCluster`` the scheduler is this process's, so its share of
+        the relay is CPU under the GIL the run's end also needs.  A worker that no longer
+        has it (moved, lost) sends nothing, and Dask's gather finds it then."""
+        value = await self._from_holder(r)
+        if value is None:
+            value = list(await self.client.gather([r.future], asynchronous=True))
         self._prefetched(r)
-        return list(value)
+        return value
+
+    async def _from_holder(self, r: DaskResult) -> list[Any] | None:
+        """``[r's value]`` from the worker the completion named (None: not there)."""
+        fut, worker = r.future, r.worker
+        if fut is None or not worker:
+            return None
+        from distributed.utils_comm import gather_from_workers
+
+        try:
+            data, _, _, _ = await gather_from_workers({fut.key: [worker]}, rpc=self.client.rpc)
+        except Exception:  # (a worker gone meanwhile: Dask's gather knows where else)
+            return None
+        return [data[fut.key]] if fut.key in data else None
 
     def _prefetched(self, r: DaskResult) -> None:
         self.client_bytes += r.nbytes or 0
