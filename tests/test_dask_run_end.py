@@ -19,6 +19,8 @@ from test_locality import inc, make, total  # (the same small array tasks)
 
 import nbflow as nf
 from nbflow.engine.backends import dask as dask_backend
+from nbflow.engine.backends import dask_brought
+from nbflow.locality import agent as agent_module
 from nbflow.locality.agent import LocalityAgent
 from nbflow.notebook import binding
 
@@ -217,3 +219,93 @@ def test_a_result_its_named_worker_does_not_hold_is_still_brought_through_the_sc
         assert pending.result(timeout=60) == [250.0]
     assert gathers.calls == 1
     assert run[out] == 250.0
+
+
+class _ReadClient:
+    """Stands in for a ``distributed.Client`` that stays open: records the read's calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def run(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append("run")
+        return {}
+
+    def run_on_scheduler(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def _brought() -> futures.Future[Any]:
+    done: futures.Future[Any] = futures.Future()
+    done.set_result([1.0])  # (arrived: what is left is for the caller to take it)
+    return done
+
+
+def _in_thread(fn: Any) -> threading.Thread:
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    t.join(30)
+    return t
+
+
+def test_the_deferred_read_begins_once_the_caller_took_what_was_brought(monkeypatch):
+    monkeypatch.setattr(agent_module, "TAKE_WAIT_S", 600.0)  # (never the reason here)
+    client, agent = _ReadClient(), LocalityAgent()
+    agent.closing(client, stays_open=True, after=[_brought()])
+    reading = agent._reading
+    assert reading is not None
+    reading.join(0.3)
+    assert reading.is_alive() and client.calls == []  # arrived, not taken yet
+    agent.taken()
+    reading.join(30)
+    assert not reading.is_alive() and client.calls == ["run"]
+
+
+@pytest.mark.parametrize("needs", ["settle", "client close"])
+def test_whatever_needs_the_read_lets_it_begin_without_the_take(monkeypatch, needs):
+    monkeypatch.setattr(agent_module, "TAKE_WAIT_S", 600.0)
+    client, agent = _ReadClient(), LocalityAgent()
+    agent.closing(client, stays_open=True, after=[_brought()])
+    asked = _in_thread(agent.settle if needs == "settle" else client.close)
+    assert not asked.is_alive(), f"{needs} waited for a take that never came"
+    assert client.calls[:1] == ["run"] and agent.rows == []
+
+
+def test_a_runs_read_waits_for_its_caller_to_take_the_result_brought_with_its_end(client, monkeypatch):
+    monkeypatch.setattr(agent_module, "TAKE_WAIT_S", 600.0)
+    began = threading.Event()
+    read = LocalityAgent._read
+
+    def noted(self: LocalityAgent, *args: Any) -> None:
+        began.set()
+        read(self, *args)
+
+    monkeypatch.setattr(LocalityAgent, "_read", noted)
+    with nf.Workflow("end-taken") as wf:
+        out = total(inc(make(1000)))
+    run = wf.run(backend=client, cache=False)
+    pending = _result(run, out).prefetch
+    assert pending is not None
+    futures.wait([pending], timeout=60)  # arrived...
+    assert not began.wait(1.0)  # ...and the read has not begun: nobody took it yet
+    assert run[out] == 250.0  # taken: the read begins
+    assert began.wait(60)
+    run.locality.agent.settle()
+    assert run.locality.agent.rows is not None
+
+
+def test_a_brought_result_counts_as_taken_once_and_not_by_a_wait_that_timed_out():
+    told: list[str] = []
+    taking = dask_brought.Taking(2, lambda: told.append("all"))
+    first, second = dask_brought.Brought(taking), dask_brought.Brought(taking)
+    with pytest.raises(futures.TimeoutError):
+        first.result(timeout=0)
+    first.set_result([1])
+    assert first.result() == [1] and first.result() == [1] and told == []
+    second.set_exception(RuntimeError("lost"))
+    with pytest.raises(RuntimeError):
+        second.result()
+    assert told == ["all"]

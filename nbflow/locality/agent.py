@@ -34,6 +34,9 @@ MODES = ("locality", "none", "round-robin", "gather")
 KEEP = ("reachable", "all", "unconsumed")  # which results stay on the cluster (locality.placement)
 _REMEMBER = 50_000
 AFTER_WAIT_S = 5.0  # the longest the deferred end-of-run read waits for results being fetched
+# ...and then for the caller to take them (see LocalityAgent.closing): the read's messages
+# and CPU would otherwise share the process with the caller's last steps to its value.
+TAKE_WAIT_S = 1.0
 # (workflow, task key) -> compute seconds Dask measured for it in this process.  The
 # durations the store records are nbflow's view of a task (for a task submitted ahead: from
 # its inputs' completion), so a rerun in the same session places by what Dask measured.
@@ -47,19 +50,21 @@ def _at_close(keys: list[str], since: float | None = None, dask_worker: Any = No
             "memory": memory.probe(keys, dask_worker, since)}
 
 
-# A client the caller keeps -> the deferred end-of-run reads still to run on it.  Closing
-# the client right after a run (the end of a ``with Client(...)`` block) would otherwise
-# cut the read off: the run's transfers, their journal rows and its memory evidence lost.
-_reads_on: weakref.WeakKeyDictionary[Any, set[threading.Thread]] = weakref.WeakKeyDictionary()
+# A client the caller keeps -> the deferred end-of-run reads still to run on it (each with
+# the event that lets it begin at once).  Closing the client right after a run (the end of
+# a ``with Client(...)`` block) would otherwise cut the read off: the run's transfers,
+# their journal rows and its memory evidence lost.
+_reads_on: weakref.WeakKeyDictionary[Any, dict[threading.Thread, threading.Event]] = \
+    weakref.WeakKeyDictionary()
 _reads_lock = threading.Lock()
 CLOSE_WAIT_S = 30.0  # the longest a client's close waits for a read (a safety net only)
 
 
-def _close_waits_for(client: Any, reading: threading.Thread) -> None:
-    """Make ``client.close()`` wait for ``reading`` first, until :func:`_read_over`.  The
-    wait is the instance's own ``close`` (the class's is untouched, and it is taken off
-    again when no read is left); an asynchronous client's close is awaited on its loop,
-    which the read needs, so it is not wrapped."""
+def _close_waits_for(client: Any, reading: threading.Thread, go: threading.Event) -> None:
+    """Make ``client.close()`` wait for ``reading`` first (letting it begin at once:
+    ``go``), until :func:`_read_over`.  The wait is the instance's own ``close`` (the
+    class's is untouched, and it is taken off again when no read is left); an asynchronous
+    client's close is awaited on its loop, which the read needs, so it is not wrapped."""
     close = getattr(type(client), "close", None)
     if close is None or getattr(client, "asynchronous", False):
         return
@@ -67,9 +72,9 @@ def _close_waits_for(client: Any, reading: threading.Thread) -> None:
         with _reads_lock:
             waiting = _reads_on.get(client)
             if waiting is None:
-                waiting = _reads_on[client] = set()
+                waiting = _reads_on[client] = {}
                 client.close = _closing_after_reads(weakref.ref(client), close)
-            waiting.add(reading)
+            waiting[reading] = go
     except TypeError:  # (an object that cannot be weakly referenced: its close is left alone)
         return
 
@@ -78,9 +83,10 @@ def _closing_after_reads(ref: weakref.ref[Any], close: Any) -> Any:
     def close_after_reads(*args: Any, **kwargs: Any) -> Any:
         client = ref()
         with _reads_lock:
-            waiting = list(_reads_on.get(client, ())) if client is not None else []
-        for reading in waiting:
+            waiting = list(_reads_on.get(client, {}).items()) if client is not None else []
+        for reading, go in waiting:
             if reading is not threading.current_thread():
+                go.set()
                 reading.join(CLOSE_WAIT_S)
         return close(client, *args, **kwargs) if client is not None else None
 
@@ -94,7 +100,7 @@ def _read_over(client: Any, reading: threading.Thread) -> None:
             waiting = _reads_on.get(client)
             if waiting is None:
                 return
-            waiting.discard(reading)
+            waiting.pop(reading, None)
             if not waiting:
                 del _reads_on[client]
                 vars(client).pop("close", None)
@@ -146,6 +152,7 @@ class LocalityAgent:
         self._rows: list[dict[str, Any]] | None = None  # filled by the end-of-run read
         self._logs: dict[str, list[dict[str, Any]]] = {}
         self._reading: threading.Thread | None = None  # the end-of-run read, when deferred
+        self._go = threading.Event()  # the deferred read may begin (see closing, taken)
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
         self.workflow = ""  # the run's workflow name (set by attach)
         self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
@@ -276,7 +283,12 @@ class LocalityAgent:
         (``run.transfers``, the report): the run returns without waiting for it.  ``after``:
         results being brought to the caller (concurrent futures) that the deferred read
         waits for first (at most :data:`AFTER_WAIT_S`), so that its messages to every
-        worker do not delay them."""
+        worker do not delay them; and then until the caller has taken them
+        (:meth:`taken`), something needs the read's outcome (:meth:`settle`, the client's
+        close), or :data:`TAKE_WAIT_S` passed: their arrival wakes the caller, and the
+        read's round trips and their handling, begun then, would share this process (and,
+        on a ``LocalCluster``, Dask's scheduler's thread) with the caller's last steps
+        to the value."""
         keys = list(self.node_of)
         if not stays_open:
             self._read(client, keys)
@@ -289,7 +301,7 @@ class LocalityAgent:
             hold()
         self._reading = threading.Thread(target=self._read_after, args=(client, keys, list(after)),
                                          name="nbflow-locality-read", daemon=False)
-        _close_waits_for(client, self._reading)
+        _close_waits_for(client, self._reading, self._go)
         try:
             self._reading.start()
         except BaseException:
@@ -298,10 +310,21 @@ class LocalityAgent:
             self._release()
             raise
 
+    def taken(self) -> None:
+        """The caller has taken the results brought to it as the run ended: the deferred
+        read may begin (see :meth:`closing`)."""
+        self._go.set()
+
+    # Whether the deferred read waits for the caller to take what was brought (False: it
+    # begins as those results arrive, as before session 11; benchmarks/dask_tail.py).
+    waits_for_take = True
+
     def _read_after(self, client: Any, keys: list[str], after: list[Any]) -> None:
         try:
             if after:
                 futures.wait(after, timeout=AFTER_WAIT_S)
+                if self.waits_for_take:
+                    self._go.wait(TAKE_WAIT_S)
             self._read(client, keys)
         finally:
             _read_over(client, threading.current_thread())
@@ -314,9 +337,11 @@ class LocalityAgent:
             release()
 
     def settle(self) -> None:
-        """Wait for a deferred end-of-run read (see :meth:`closing`)."""
+        """Wait for a deferred end-of-run read (see :meth:`closing`), which begins now if
+        it still waited for the caller to take its results."""
         reading = self._reading
         if reading is not None:
+            self._go.set()
             reading.join()
             self._reading = None
 
