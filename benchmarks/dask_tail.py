@@ -17,6 +17,8 @@ The cuts switched off by ``session-10``:
   (``DaskBackend._from_holder``), not relayed by the scheduler's ``gather``;
 - the end-of-run read of the workers' logs waits for the caller to take that result
   (``LocalityAgent.waits_for_take``), not only for it to arrive;
+- that read asks the workers and the scheduler together, in one hand-off to the client's
+  loop (``LocalityAgent._ask``), not one after the other.
 
 Printed and written (``--json``): per system, medians of the makespan, the process's CPU,
 when the engine was done, when ``wf.run`` returned, and the tail (engine done -> value in
@@ -54,7 +56,8 @@ else:
 FIGURES = ("result in hand (makespan)", "CPU of this process (all threads)", "first compute start",
            "last compute end", "engine done", "wait returns", "tail (engine done -> value in hand)",
            "result: prefetch arrived (begins at)", "start: journal commits (begins at)",
-           "start: journal commits (lasts)", "tail: end-of-run read started (lasts)")
+           "start: journal commits (lasts)", "tail: end-of-run read started (lasts)",
+           "tail: locality read (its thread) (begins at)", "tail: locality read (its thread) (lasts)")
 
 
 @contextlib.contextmanager
@@ -64,8 +67,16 @@ def session_10() -> Iterator[None]:
     from nbflow.engine.backends import dask as dask_backend
     from nbflow.locality.agent import LocalityAgent
 
-    from_holder = dask_backend.DaskBackend._from_holder
+    from_holder, ask = dask_backend.DaskBackend._from_holder, LocalityAgent._ask
     LocalityAgent.waits_for_take = False
+
+    def one_then_the_other(self: Any, client: Any, keys: list[str]) -> Any:
+        from nbflow.locality import agent, memory
+
+        return (client.run(agent._at_close, keys, self.started),
+                client.run_on_scheduler(memory.suspicious, keys))
+
+    LocalityAgent._ask = one_then_the_other  # type: ignore[method-assign]
 
     async def nowhere(self: Any, r: Any) -> None:  # (Dask's gather, through the scheduler)
         return None
@@ -76,6 +87,7 @@ def session_10() -> Iterator[None]:
     finally:
         dask_backend.DaskBackend._from_holder = from_holder  # type: ignore[method-assign]
         LocalityAgent.waits_for_take = True
+        LocalityAgent._ask = ask  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager

@@ -309,3 +309,25 @@ def test_a_brought_result_counts_as_taken_once_and_not_by_a_wait_that_timed_out(
     with pytest.raises(RuntimeError):
         second.result()
     assert told == ["all"]
+
+
+def test_the_end_of_run_read_asks_the_workers_and_the_scheduler_in_one_hand_off(client, monkeypatch):
+    hand_offs: list[str] = []
+    real = client.sync
+
+    def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "nbflow-locality-read":
+            hand_offs.append(getattr(fn, "__name__", repr(fn)))
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(client, "sync", counted)
+    with nf.Workflow("end-one-ask") as wf:
+        out = total(inc(make(1000)))
+    run = wf.run(backend=client, cache=False)
+    assert run[out] == 250.0
+    agent = run.locality.agent
+    agent.settle()
+    assert len(hand_offs) == 1  # both questions went to the client's loop together
+    evidence = agent.memory
+    assert evidence is not None and set(evidence.workers) == set(client.scheduler_info()["workers"])
+    assert evidence.restarted == {} and agent.rows is not None

@@ -14,6 +14,7 @@ are placed:
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import weakref
@@ -48,6 +49,14 @@ def _at_close(keys: list[str], since: float | None = None, dask_worker: Any = No
     the run's ``keys``, and its memory evidence over the run (from ``since``)."""
     return {"log": incoming_log(dask_worker, keys),
             "memory": memory.probe(keys, dask_worker, since)}
+
+
+async def _both(client: Any, keys: list[str], since: float | None) -> tuple[Any, Any]:
+    """(On the client's loop) :func:`_at_close` on every worker and the restarted tasks on
+    the scheduler, asked together."""
+    got, restarted = await asyncio.gather(client.run(_at_close, keys, since),
+                                          client.run_on_scheduler(memory.suspicious, keys))
+    return got, restarted
 
 
 # A client the caller keeps -> the deferred end-of-run reads still to run on it (each with
@@ -362,10 +371,9 @@ class LocalityAgent:
 
     def _read(self, client: Any, keys: list[str]) -> None:
         try:  # one call to every worker for its transfer log and its memory evidence
-            got = client.run(_at_close, keys, self.started)
+            got, restarted = self._ask(client, keys)
             self._logs = {w: g["log"] for w, g in got.items()}
-            self._memory = memory.evidence({w: g["memory"] for w, g in got.items()},
-                                           client.run_on_scheduler(memory.suspicious, keys))
+            self._memory = memory.evidence({w: g["memory"] for w, g in got.items()}, restarted)
         except Exception:  # memory evidence is extra: the transfer accounting must not need it
             self._memory = None
             try:
@@ -376,6 +384,16 @@ class LocalityAgent:
         self._rows = edges_from_logs(self._logs, self.node_of, self.consumers_on())
         if self.sink is not None and self._rows:
             self.sink(self._rows)
+
+    def _ask(self, client: Any, keys: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+        """Every worker's :func:`_at_close` and the scheduler's restarted tasks: both
+        questions at once, in one hand-off to the client's loop (one wait for the slower
+        answer, not one after the other)."""
+        sync = getattr(client, "sync", None)
+        if sync is None:  # (a stand-in without distributed's loop: one after the other)
+            return (client.run(_at_close, keys, self.started),
+                    client.run_on_scheduler(memory.suspicious, keys))
+        return sync(_both, client, keys, self.started)
 
     def _settle_origins(self) -> None:
         """Where a result was made, when copies existed by the time it was located: the one
