@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -34,7 +34,7 @@ from .transfers import edges_from_logs, frame, incoming_log, read_incoming_logs
 MODES = ("locality", "none", "round-robin", "gather")
 KEEP = ("reachable", "all", "unconsumed")  # which results stay on the cluster (locality.placement)
 _REMEMBER = 50_000
-AFTER_WAIT_S = 5.0  # the longest the deferred end-of-run read waits for results being fetched
+AFTER_WAIT_S = 5.0  # (waits_for_take off) the longest the read waits for results being fetched
 # ...and then for the caller to take them (see LocalityAgent.closing): the read's messages
 # and CPU would otherwise share the process with the caller's last steps to its value.
 TAKE_WAIT_S = 1.0
@@ -60,18 +60,18 @@ async def _both(client: Any, keys: list[str], since: float | None) -> tuple[Any,
 
 
 # A client the caller keeps -> the deferred end-of-run reads still to run on it (each with
-# the event that lets it begin at once).  Closing the client right after a run (the end of
-# a ``with Client(...)`` block) would otherwise cut the read off: the run's transfers,
-# their journal rows and its memory evidence lost.
-_reads_on: weakref.WeakKeyDictionary[Any, dict[threading.Thread, threading.Event]] = \
+# what makes it begin at once).  Closing the client right after a run (the end of a
+# ``with Client(...)`` block) would otherwise cut the read off: the run's transfers, their
+# journal rows and its memory evidence lost.
+_reads_on: weakref.WeakKeyDictionary[Any, dict[threading.Thread, Callable[[], None]]] = \
     weakref.WeakKeyDictionary()
 _reads_lock = threading.Lock()
 CLOSE_WAIT_S = 30.0  # the longest a client's close waits for a read (a safety net only)
 
 
-def _close_waits_for(client: Any, reading: threading.Thread, go: threading.Event) -> None:
-    """Make ``client.close()`` wait for ``reading`` first (letting it begin at once:
-    ``go``), until :func:`_read_over`.  The wait is the instance's own ``close`` (the
+def _close_waits_for(client: Any, reading: threading.Thread, begin: Callable[[], None]) -> None:
+    """Make ``client.close()`` wait for ``reading`` first (making it begin at once:
+    ``begin``), until :func:`_read_over`.  The wait is the instance's own ``close`` (the
     class's is untouched, and it is taken off again when no read is left); an asynchronous
     client's close is awaited on its loop, which the read needs, so it is not wrapped."""
     close = getattr(type(client), "close", None)
@@ -83,7 +83,7 @@ def _close_waits_for(client: Any, reading: threading.Thread, go: threading.Event
             if waiting is None:
                 waiting = _reads_on[client] = {}
                 client.close = _closing_after_reads(weakref.ref(client), close)
-            waiting[reading] = go
+            waiting[reading] = begin
     except TypeError:  # (an object that cannot be weakly referenced: its close is left alone)
         return
 
@@ -93,9 +93,9 @@ def _closing_after_reads(ref: weakref.ref[Any], close: Any) -> Any:
         client = ref()
         with _reads_lock:
             waiting = list(_reads_on.get(client, {}).items()) if client is not None else []
-        for reading, go in waiting:
+        for reading, begin in waiting:
             if reading is not threading.current_thread():
-                go.set()
+                begin()
                 reading.join(CLOSE_WAIT_S)
         return close(client, *args, **kwargs) if client is not None else None
 
@@ -162,6 +162,9 @@ class LocalityAgent:
         self._logs: dict[str, list[dict[str, Any]]] = {}
         self._reading: threading.Thread | None = None  # the end-of-run read, when deferred
         self._go = threading.Event()  # the deferred read may begin (see closing, taken)
+        self._begun = False  # its thread was started (see _begin)
+        self._read_client: Any = None  # the client it reads through
+        self._begin_lock = threading.Lock()
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
         self.workflow = ""  # the run's workflow name (set by attach)
         self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
@@ -288,16 +291,18 @@ class LocalityAgent:
     def closing(self, client: Any, stays_open: bool = False, after: Sequence[Any] = ()) -> None:
         """The run is over: read every worker's transfer log and memory state, and journal
         the rows.  ``stays_open``: the client outlives the run, so the read is deferred to a
-        helper thread that starts now and is joined by whatever needs its outcome first
-        (``run.transfers``, the report): the run returns without waiting for it.  ``after``:
-        results being brought to the caller (concurrent futures) that the deferred read
-        waits for first (at most :data:`AFTER_WAIT_S`), so that its messages to every
-        worker do not delay them; and then until the caller has taken them
-        (:meth:`taken`), something needs the read's outcome (:meth:`settle`, the client's
-        close), or :data:`TAKE_WAIT_S` passed: their arrival wakes the caller, and the
-        read's round trips and their handling, begun then, would share this process (and,
-        on a ``LocalCluster``, Dask's scheduler's thread) with the caller's last steps
-        to the value."""
+        helper thread, joined by whatever needs its outcome first (``run.transfers``, the
+        report): the run returns without waiting for it.
+
+        ``after``: results being brought to the caller (concurrent futures).  The read's
+        thread then starts once they have all arrived, in the thread that settles the last
+        of them (starting a thread waits for it to run: not on the run's own way to its
+        end), so that its messages to every worker do not delay them; and it reads once
+        the caller has taken them (:meth:`taken`), something needs its outcome
+        (:meth:`settle`, the client's close), or :data:`TAKE_WAIT_S` passed: their arrival
+        wakes the caller, and the read's round trips and their handling, begun then, would
+        share this process (and, on a ``LocalCluster``, Dask's scheduler's thread) with
+        the caller's last steps to the value.  Without ``after`` the thread starts now."""
         keys = list(self.node_of)
         if not stays_open:
             self._read(client, keys)
@@ -308,32 +313,67 @@ class LocalityAgent:
         hold = getattr(self.sink, "hold", None)
         if hold is not None:
             hold()
-        self._reading = threading.Thread(target=self._read_after, args=(client, keys, list(after)),
+        brought = list(after)
+        waits = self.waits_for_take and bool(brought)
+        self._read_client = client
+        self._reading = threading.Thread(target=self._read_after,
+                                         args=(client, keys, [] if waits else brought, waits),
                                          name="nbflow-locality-read", daemon=False)
-        _close_waits_for(client, self._reading, self._go)
-        try:
-            self._reading.start()
-        except BaseException:
-            _read_over(client, self._reading)
-            self._reading = None
-            self._release()
-            raise
+        _close_waits_for(client, self._reading, self._begin_now)
+        pending = [f for f in brought if not f.done()] if waits else []
+        if not pending:
+            self._begin()
+            return
+        left = [len(pending)]
+        lock = threading.Lock()
+
+        def arrived(_: Any) -> None:  # (in the thread that settled it: Dask's client loop)
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self._begin()
+
+        for f in pending:  # (one done meanwhile calls back here, at once)
+            f.add_done_callback(arrived)
+
+    def _begin(self) -> None:
+        """Start the read's thread (once)."""
+        with self._begin_lock:
+            reading = self._reading
+            if self._begun or reading is None:
+                return
+            self._begun = True
+            try:
+                reading.start()
+            except BaseException:
+                _read_over(self._read_client, reading)
+                self._reading = None
+                self._release()
+                raise
+
+    def _begin_now(self) -> None:
+        """Make the deferred read begin now: start its thread if it is not yet, and let it
+        read without waiting for the caller to take what was brought."""
+        self._go.set()
+        self._begin()
 
     def taken(self) -> None:
         """The caller has taken the results brought to it as the run ended: the deferred
         read may begin (see :meth:`closing`)."""
         self._go.set()
 
-    # Whether the deferred read waits for the caller to take what was brought (False: it
-    # begins as those results arrive, as before session 11; benchmarks/dask_tail.py).
+    # Whether the deferred read waits for the caller to take what was brought (False: its
+    # thread starts as the run closes and reads as those results arrive, as before session
+    # 11; benchmarks/dask_tail.py).
     waits_for_take = True
 
-    def _read_after(self, client: Any, keys: list[str], after: list[Any]) -> None:
+    def _read_after(self, client: Any, keys: list[str], after: list[Any], waits: bool) -> None:
         try:
-            if after:
+            if after:  # (waits_for_take off: the results arrive meanwhile)
                 futures.wait(after, timeout=AFTER_WAIT_S)
-                if self.waits_for_take:
-                    self._go.wait(TAKE_WAIT_S)
+            if waits:
+                self._go.wait(TAKE_WAIT_S)
             self._read(client, keys)
         finally:
             _read_over(client, threading.current_thread())
@@ -347,11 +387,12 @@ class LocalityAgent:
 
     def settle(self) -> None:
         """Wait for a deferred end-of-run read (see :meth:`closing`), which begins now if
-        it still waited for the caller to take its results."""
+        it still waited for the results brought to the caller, or for their taking."""
         reading = self._reading
         if reading is not None:
-            self._go.set()
-            reading.join()
+            self._begin_now()
+            if self._reading is not None:  # (None: its thread could not start)
+                reading.join()
             self._reading = None
 
     @property
