@@ -15,11 +15,13 @@ are placed:
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent import futures
 from typing import Any
 
@@ -60,18 +62,18 @@ async def _both(client: Any, keys: list[str], since: float | None) -> tuple[Any,
 
 
 # A client the caller keeps -> the deferred end-of-run reads still to run on it (each with
-# what makes it begin at once).  Closing the client right after a run (the end of a
-# ``with Client(...)`` block) would otherwise cut the read off: the run's transfers, their
-# journal rows and its memory evidence lost.
-_reads_on: weakref.WeakKeyDictionary[Any, dict[threading.Thread, Callable[[], None]]] = \
+# its agent, which makes it begin at once).  Closing the client right after a run (the end
+# of a ``with Client(...)`` block) would otherwise cut the read off: the run's transfers,
+# their journal rows and its memory evidence lost.
+_reads_on: weakref.WeakKeyDictionary[Any, dict[threading.Thread, LocalityAgent]] = \
     weakref.WeakKeyDictionary()
 _reads_lock = threading.Lock()
 CLOSE_WAIT_S = 30.0  # the longest a client's close waits for a read (a safety net only)
 
 
-def _close_waits_for(client: Any, reading: threading.Thread, begin: Callable[[], None]) -> None:
-    """Make ``client.close()`` wait for ``reading`` first (making it begin at once:
-    ``begin``), until :func:`_read_over`.  The wait is the instance's own ``close`` (the
+def _close_waits_for(client: Any, reading: threading.Thread, agent: LocalityAgent) -> None:
+    """Make ``client.close()`` wait for ``reading`` first (``agent`` makes it begin at
+    once), until :func:`_read_over`.  The wait is the instance's own ``close`` (the
     class's is untouched, and it is taken off again when no read is left); an asynchronous
     client's close is awaited on its loop, which the read needs, so it is not wrapped."""
     close = getattr(type(client), "close", None)
@@ -83,7 +85,7 @@ def _close_waits_for(client: Any, reading: threading.Thread, begin: Callable[[],
             if waiting is None:
                 waiting = _reads_on[client] = {}
                 client.close = _closing_after_reads(weakref.ref(client), close)
-            waiting[reading] = begin
+            waiting[reading] = agent
     except TypeError:  # (an object that cannot be weakly referenced: its close is left alone)
         return
 
@@ -93,21 +95,21 @@ def _closing_after_reads(ref: weakref.ref[Any], close: Any) -> Any:
         client = ref()
         with _reads_lock:
             waiting = list(_reads_on.get(client, {}).items()) if client is not None else []
-        for reading, begin in waiting:
+        for reading, agent in waiting:
             if reading is not threading.current_thread():
-                begin()
+                agent._begin_now()
                 reading.join(CLOSE_WAIT_S)
         return close(client, *args, **kwargs) if client is not None else None
 
     return close_after_reads
 
 
-def _read_over(client: Any, reading: threading.Thread) -> None:
+def _read_over(client: Any, reading: threading.Thread | None) -> None:
     """``reading`` has ended: the client's close no longer waits for it."""
     try:
         with _reads_lock:
             waiting = _reads_on.get(client)
-            if waiting is None:
+            if waiting is None or reading is None:
                 return
             waiting.pop(reading, None)
             if not waiting:
@@ -115,6 +117,20 @@ def _read_over(client: Any, reading: threading.Thread) -> None:
                 vars(client).pop("close", None)
     except TypeError:
         return
+
+
+def _finish_reads_at_exit() -> None:
+    """At interpreter exit, the deferred reads still to run begin now and exit waits for
+    them (a read whose thread runs holds the exit anyway: it is not a daemon; one whose
+    thread waits to start until the results brought to the caller arrive would be lost)."""
+    with _reads_lock:
+        agents = [a for waiting in list(_reads_on.values()) for a in waiting.values()]
+    for agent in agents:
+        with contextlib.suppress(Exception):  # (what is lost at exit must not break it)
+            agent._finish_now()
+
+
+atexit.register(_finish_reads_at_exit)
 
 
 class PlacementError(NbflowError, ValueError):
@@ -164,6 +180,8 @@ class LocalityAgent:
         self._go = threading.Event()  # the deferred read may begin (see closing, taken)
         self._begun = False  # its thread was started (see _begin)
         self._read_client: Any = None  # the client it reads through
+        self._read_args: tuple[Any, ...] = ()  # (_read_after's)
+        self._read_thread: threading.Thread | None = None  # (kept once settled: _read_over's key)
         self._begin_lock = threading.Lock()
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
         self.workflow = ""  # the run's workflow name (set by attach)
@@ -316,10 +334,10 @@ class LocalityAgent:
         brought = list(after)
         waits = self.waits_for_take and bool(brought)
         self._read_client = client
-        self._reading = threading.Thread(target=self._read_after,
-                                         args=(client, keys, [] if waits else brought, waits),
-                                         name="nbflow-locality-read", daemon=False)
-        _close_waits_for(client, self._reading, self._begin_now)
+        self._read_args = (client, keys, [] if waits else brought, waits)
+        self._reading = self._read_thread = threading.Thread(
+            target=self._read_after, args=self._read_args, name="nbflow-locality-read", daemon=False)
+        _close_waits_for(client, self._reading, self)
         pending = [f for f in brought if not f.done()] if waits else []
         if not pending:
             self._begin()
@@ -337,8 +355,9 @@ class LocalityAgent:
         for f in pending:  # (one done meanwhile calls back here, at once)
             f.add_done_callback(arrived)
 
-    def _begin(self) -> None:
-        """Start the read's thread (once)."""
+    def _begin(self, here_if_refused: bool = False) -> None:
+        """Start the read's thread (once); ``here_if_refused``: read in this thread if no
+        thread may start any more (at interpreter exit)."""
         with self._begin_lock:
             reading = self._reading
             if self._begun or reading is None:
@@ -346,11 +365,28 @@ class LocalityAgent:
             self._begun = True
             try:
                 reading.start()
+                return
+            except RuntimeError:
+                if not here_if_refused:
+                    self._begun_not(reading)
+                    raise
             except BaseException:
-                _read_over(self._read_client, reading)
-                self._reading = None
-                self._release()
+                self._begun_not(reading)
                 raise
+        self._read_after(*self._read_args)  # (refused a thread at exit: read here)
+
+    def _begun_not(self, reading: threading.Thread) -> None:
+        _read_over(self._read_client, reading)
+        self._reading = None
+        self._release()
+
+    def _finish_now(self) -> None:
+        """(At interpreter exit.)  Do the deferred read now and wait for it."""
+        self._go.set()
+        self._begin(here_if_refused=True)
+        reading = self._reading
+        if reading is not None and reading.ident is not None:
+            reading.join(CLOSE_WAIT_S)
 
     def _begin_now(self) -> None:
         """Make the deferred read begin now: start its thread if it is not yet, and let it
@@ -376,7 +412,7 @@ class LocalityAgent:
                 self._go.wait(TAKE_WAIT_S)
             self._read(client, keys)
         finally:
-            _read_over(client, threading.current_thread())
+            _read_over(client, self._read_thread)
             self._release()
 
     def _release(self) -> None:
