@@ -1187,7 +1187,7 @@ class DaskBackend:
         if loop is None or loop.is_closed() or not results:
             return []
         taken = getattr(self.placement, "taken", None)
-        taking = dask_brought.Taking(len(results), taken if taken is not None else _nothing)
+        taking = dask_brought.Taking(len(results), taken if taken is not None else lambda: None)
         out = []
         for r in results:
             pending = dask_brought.bring(self._gather_here(r), loop, taking)
@@ -1279,10 +1279,6 @@ class DaskBackend:
             close()
         if closing:
             self.client = self._cluster = None
-
-
-def _nothing() -> None:
-    pass
 
 
 def _outcome(f: Any) -> tuple[bool, Any]:
