@@ -200,7 +200,7 @@ def _profile_write(yappi: Any, path: str, runs: int, top: int = 40) -> None:
         for kind, total in cpu.most_common():
             f.write(f"  {kind:30s} {total * 1e3 / runs:8.2f} ms  ({len(kinds[kind])} thread(s))\n")
         for kind in cpu:
-            if not kind.startswith(("nbflow", "MainThread", "_MainThread")):
+            if not kind.startswith(("nbflow", "MainThread", "_MainThread", "IO loop")):
                 continue
             ids = kinds[kind]
             stats = yappi.get_func_stats(filter_callback=lambda st, ids=ids: st.ctx_id in ids)

@@ -19,6 +19,8 @@ from test_locality import inc, make, total  # (the same small array tasks)
 
 import nbflow as nf
 from nbflow.engine.backends import dask as dask_backend
+from nbflow.engine.backends import dask_brought
+from nbflow.locality import agent as agent_module
 from nbflow.locality.agent import LocalityAgent
 from nbflow.notebook import binding
 
@@ -159,9 +161,174 @@ def test_the_deferred_read_waits_for_the_results_being_brought_here():
     agent.closing(Client(), stays_open=True, after=[coming])
     reading = agent._reading
     assert reading is not None
-    reading.join(0.3)
-    assert reading.is_alive() and calls == []  # still waiting for the gather
-    coming.set_result([1.0])
+    # still waiting for the gather: not even its thread started (not on the run's way out)
+    assert not reading.is_alive() and calls == []
+    coming.set_result([1.0])  # (its thread starts here, in the thread that settles it)
+    assert reading.is_alive() or calls == ["run"]
     agent.settle()
     assert calls == ["run"] and agent.rows == []
     assert not [t for t in threading.enumerate() if t.name == "nbflow-locality-read"]
+
+
+class _SchedulerGathers:
+    """Counts the scheduler's ``gather`` requests (Dask's relay of a value from a worker to
+    a client) while it is installed; the cluster's scheduler runs in this process."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler, self.calls = scheduler, 0
+        self.real = scheduler.handlers["gather"]
+
+    def __enter__(self) -> _SchedulerGathers:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return await self.real(*args, **kwargs)
+
+        self.scheduler.handlers["gather"] = counted
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.scheduler.handlers["gather"] = self.real
+
+
+def test_a_result_brought_with_the_end_is_asked_of_its_worker_not_relayed_by_the_scheduler(
+        client, dask_cluster):
+    with nf.Workflow("end-direct") as wf:
+        out = total(inc(make(1000)))
+    with _SchedulerGathers(dask_cluster.scheduler) as gathers:
+        run = wf.run(backend=client, cache=False)
+        _arrived(run, out)
+    assert _result(run, out).worker in client.scheduler_info()["workers"]
+    assert gathers.calls == 0  # straight from the worker that holds it
+    assert run[out] == 250.0
+    assert run.backends["dask"].prefetched == [(out.key, _result(run, out).nbytes)]
+
+
+def test_a_result_its_named_worker_does_not_hold_is_still_brought_through_the_scheduler(
+        client, dask_cluster):
+    with nf.Workflow("end-moved") as wf:
+        out = total(inc(make(1000)))
+    run = wf.run(backend=client, cache=False)
+    _arrived(run, out)
+    backend, result = run.backends["dask"], _result(run, out)
+    holder = result.worker
+    elsewhere = [w for w in client.scheduler_info()["workers"] if w != holder]
+    assert elsewhere, "the test cluster has two workers"
+    # (as if the result had moved since its completion named its worker)
+    result.worker, result.prefetch = elsewhere[0], None
+    with _SchedulerGathers(dask_cluster.scheduler) as gathers:
+        (pending,) = backend._prefetch([result])
+        assert pending.result(timeout=60) == [250.0]
+    assert gathers.calls == 1
+    assert run[out] == 250.0
+
+
+class _ReadClient:
+    """Stands in for a ``distributed.Client`` that stays open: records the read's calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def run(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append("run")
+        return {}
+
+    def run_on_scheduler(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def _brought() -> futures.Future[Any]:
+    done: futures.Future[Any] = futures.Future()
+    done.set_result([1.0])  # (arrived: what is left is for the caller to take it)
+    return done
+
+
+def _in_thread(fn: Any) -> threading.Thread:
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    t.join(30)
+    return t
+
+
+def test_the_deferred_read_begins_once_the_caller_took_what_was_brought(monkeypatch):
+    monkeypatch.setattr(agent_module, "TAKE_WAIT_S", 600.0)  # (never the reason here)
+    client, agent = _ReadClient(), LocalityAgent()
+    agent.closing(client, stays_open=True, after=[_brought()])
+    reading = agent._reading
+    assert reading is not None
+    reading.join(0.3)
+    assert reading.is_alive() and client.calls == []  # arrived, not taken yet
+    agent.taken()
+    reading.join(30)
+    assert not reading.is_alive() and client.calls == ["run"]
+
+
+@pytest.mark.parametrize("needs", ["settle", "client close"])
+def test_whatever_needs_the_read_lets_it_begin_without_the_take(monkeypatch, needs):
+    monkeypatch.setattr(agent_module, "TAKE_WAIT_S", 600.0)
+    client, agent = _ReadClient(), LocalityAgent()
+    agent.closing(client, stays_open=True, after=[_brought()])
+    asked = _in_thread(agent.settle if needs == "settle" else client.close)
+    assert not asked.is_alive(), f"{needs} waited for a take that never came"
+    assert client.calls[:1] == ["run"] and agent.rows == []
+
+
+def test_a_runs_read_waits_for_its_caller_to_take_the_result_brought_with_its_end(client, monkeypatch):
+    monkeypatch.setattr(agent_module, "TAKE_WAIT_S", 600.0)
+    began = threading.Event()
+    read = LocalityAgent._read
+
+    def noted(self: LocalityAgent, *args: Any) -> None:
+        began.set()
+        read(self, *args)
+
+    monkeypatch.setattr(LocalityAgent, "_read", noted)
+    with nf.Workflow("end-taken") as wf:
+        out = total(inc(make(1000)))
+    run = wf.run(backend=client, cache=False)
+    pending = _result(run, out).prefetch
+    assert pending is not None
+    futures.wait([pending], timeout=60)  # arrived...
+    assert not began.wait(1.0)  # ...and the read has not begun: nobody took it yet
+    assert run[out] == 250.0  # taken: the read begins
+    assert began.wait(60)
+    run.locality.agent.settle()
+    assert run.locality.agent.rows is not None
+
+
+def test_a_brought_result_counts_as_taken_once_and_not_by_a_wait_that_timed_out():
+    told: list[str] = []
+    taking = dask_brought.Taking(2, lambda: told.append("all"))
+    first, second = dask_brought.Brought(taking), dask_brought.Brought(taking)
+    with pytest.raises(futures.TimeoutError):
+        first.result(timeout=0)
+    first.set_result([1])
+    assert first.result() == [1] and first.result() == [1] and told == []
+    second.set_exception(RuntimeError("lost"))
+    with pytest.raises(RuntimeError):
+        second.result()
+    assert told == ["all"]
+
+
+def test_the_end_of_run_read_asks_the_workers_and_the_scheduler_in_one_hand_off(client, monkeypatch):
+    hand_offs: list[str] = []
+    real = client.sync
+
+    def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "nbflow-locality-read":
+            hand_offs.append(getattr(fn, "__name__", repr(fn)))
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(client, "sync", counted)
+    with nf.Workflow("end-one-ask") as wf:
+        out = total(inc(make(1000)))
+    run = wf.run(backend=client, cache=False)
+    assert run[out] == 250.0
+    agent = run.locality.agent
+    agent.settle()
+    assert len(hand_offs) == 1  # both questions went to the client's loop together
+    evidence = agent.memory
+    assert evidence is not None and set(evidence.workers) == set(client.scheduler_info()["workers"])
+    assert evidence.restarted == {} and agent.rows is not None

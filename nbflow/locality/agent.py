@@ -14,6 +14,9 @@ are placed:
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import threading
 import time
 import weakref
@@ -33,7 +36,10 @@ from .transfers import edges_from_logs, frame, incoming_log, read_incoming_logs
 MODES = ("locality", "none", "round-robin", "gather")
 KEEP = ("reachable", "all", "unconsumed")  # which results stay on the cluster (locality.placement)
 _REMEMBER = 50_000
-AFTER_WAIT_S = 5.0  # the longest the deferred end-of-run read waits for results being fetched
+AFTER_WAIT_S = 5.0  # (waits_for_take off) the longest the read waits for results being fetched
+# ...and then for the caller to take them (see LocalityAgent.closing): the read's messages
+# and CPU would otherwise share the process with the caller's last steps to its value.
+TAKE_WAIT_S = 1.0
 # (workflow, task key) -> compute seconds Dask measured for it in this process.  The
 # durations the store records are nbflow's view of a task (for a task submitted ahead: from
 # its inputs' completion), so a rerun in the same session places by what Dask measured.
@@ -47,19 +53,29 @@ def _at_close(keys: list[str], since: float | None = None, dask_worker: Any = No
             "memory": memory.probe(keys, dask_worker, since)}
 
 
-# A client the caller keeps -> the deferred end-of-run reads still to run on it.  Closing
-# the client right after a run (the end of a ``with Client(...)`` block) would otherwise
-# cut the read off: the run's transfers, their journal rows and its memory evidence lost.
-_reads_on: weakref.WeakKeyDictionary[Any, set[threading.Thread]] = weakref.WeakKeyDictionary()
+async def _both(client: Any, keys: list[str], since: float | None) -> tuple[Any, Any]:
+    """(On the client's loop) :func:`_at_close` on every worker and the restarted tasks on
+    the scheduler, asked together."""
+    got, restarted = await asyncio.gather(client.run(_at_close, keys, since),
+                                          client.run_on_scheduler(memory.suspicious, keys))
+    return got, restarted
+
+
+# A client the caller keeps -> the deferred end-of-run reads still to run on it (each with
+# its agent, which makes it begin at once).  Closing the client right after a run (the end
+# of a ``with Client(...)`` block) would otherwise cut the read off: the run's transfers,
+# their journal rows and its memory evidence lost.
+_reads_on: weakref.WeakKeyDictionary[Any, dict[threading.Thread, LocalityAgent]] = \
+    weakref.WeakKeyDictionary()
 _reads_lock = threading.Lock()
 CLOSE_WAIT_S = 30.0  # the longest a client's close waits for a read (a safety net only)
 
 
-def _close_waits_for(client: Any, reading: threading.Thread) -> None:
-    """Make ``client.close()`` wait for ``reading`` first, until :func:`_read_over`.  The
-    wait is the instance's own ``close`` (the class's is untouched, and it is taken off
-    again when no read is left); an asynchronous client's close is awaited on its loop,
-    which the read needs, so it is not wrapped."""
+def _close_waits_for(client: Any, reading: threading.Thread, agent: LocalityAgent) -> None:
+    """Make ``client.close()`` wait for ``reading`` first (``agent`` makes it begin at
+    once), until :func:`_read_over`.  The wait is the instance's own ``close`` (the
+    class's is untouched, and it is taken off again when no read is left); an asynchronous
+    client's close is awaited on its loop, which the read needs, so it is not wrapped."""
     close = getattr(type(client), "close", None)
     if close is None or getattr(client, "asynchronous", False):
         return
@@ -67,9 +83,9 @@ def _close_waits_for(client: Any, reading: threading.Thread) -> None:
         with _reads_lock:
             waiting = _reads_on.get(client)
             if waiting is None:
-                waiting = _reads_on[client] = set()
+                waiting = _reads_on[client] = {}
                 client.close = _closing_after_reads(weakref.ref(client), close)
-            waiting.add(reading)
+            waiting[reading] = agent
     except TypeError:  # (an object that cannot be weakly referenced: its close is left alone)
         return
 
@@ -78,28 +94,43 @@ def _closing_after_reads(ref: weakref.ref[Any], close: Any) -> Any:
     def close_after_reads(*args: Any, **kwargs: Any) -> Any:
         client = ref()
         with _reads_lock:
-            waiting = list(_reads_on.get(client, ())) if client is not None else []
-        for reading in waiting:
+            waiting = list(_reads_on.get(client, {}).items()) if client is not None else []
+        for reading, agent in waiting:
             if reading is not threading.current_thread():
+                agent._begin_now()
                 reading.join(CLOSE_WAIT_S)
         return close(client, *args, **kwargs) if client is not None else None
 
     return close_after_reads
 
 
-def _read_over(client: Any, reading: threading.Thread) -> None:
+def _read_over(client: Any, reading: threading.Thread | None) -> None:
     """``reading`` has ended: the client's close no longer waits for it."""
     try:
         with _reads_lock:
             waiting = _reads_on.get(client)
-            if waiting is None:
+            if waiting is None or reading is None:
                 return
-            waiting.discard(reading)
+            waiting.pop(reading, None)
             if not waiting:
                 del _reads_on[client]
                 vars(client).pop("close", None)
     except TypeError:
         return
+
+
+def _finish_reads_at_exit() -> None:
+    """At interpreter exit, the deferred reads still to run begin now and exit waits for
+    them (a read whose thread runs holds the exit anyway: it is not a daemon; one whose
+    thread waits to start until the results brought to the caller arrive would be lost)."""
+    with _reads_lock:
+        agents = [a for waiting in list(_reads_on.values()) for a in waiting.values()]
+    for agent in agents:
+        with contextlib.suppress(Exception):  # (what is lost at exit must not break it)
+            agent._finish_now()
+
+
+atexit.register(_finish_reads_at_exit)
 
 
 class PlacementError(NbflowError, ValueError):
@@ -146,6 +177,12 @@ class LocalityAgent:
         self._rows: list[dict[str, Any]] | None = None  # filled by the end-of-run read
         self._logs: dict[str, list[dict[str, Any]]] = {}
         self._reading: threading.Thread | None = None  # the end-of-run read, when deferred
+        self._go = threading.Event()  # the deferred read may begin (see closing, taken)
+        self._begun = False  # its thread was started (see _begin)
+        self._read_client: Any = None  # the client it reads through
+        self._read_args: tuple[Any, ...] = ()  # (_read_after's)
+        self._read_thread: threading.Thread | None = None  # (kept once settled: _read_over's key)
+        self._begin_lock = threading.Lock()
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
         self.workflow = ""  # the run's workflow name (set by attach)
         self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
@@ -272,11 +309,18 @@ class LocalityAgent:
     def closing(self, client: Any, stays_open: bool = False, after: Sequence[Any] = ()) -> None:
         """The run is over: read every worker's transfer log and memory state, and journal
         the rows.  ``stays_open``: the client outlives the run, so the read is deferred to a
-        helper thread that starts now and is joined by whatever needs its outcome first
-        (``run.transfers``, the report): the run returns without waiting for it.  ``after``:
-        results being brought to the caller (concurrent futures) that the deferred read
-        waits for first (at most :data:`AFTER_WAIT_S`), so that its messages to every
-        worker do not delay them."""
+        helper thread, joined by whatever needs its outcome first (``run.transfers``, the
+        report): the run returns without waiting for it.
+
+        ``after``: results being brought to the caller (concurrent futures).  The read's
+        thread then starts once they have all arrived, in the thread that settles the last
+        of them (starting a thread waits for it to run: not on the run's own way to its
+        end), so that its messages to every worker do not delay them; and it reads once
+        the caller has taken them (:meth:`taken`), something needs its outcome
+        (:meth:`settle`, the client's close), or :data:`TAKE_WAIT_S` passed: their arrival
+        wakes the caller, and the read's round trips and their handling, begun then, would
+        share this process (and, on a ``LocalCluster``, Dask's scheduler's thread) with
+        the caller's last steps to the value.  Without ``after`` the thread starts now."""
         keys = list(self.node_of)
         if not stays_open:
             self._read(client, keys)
@@ -287,24 +331,88 @@ class LocalityAgent:
         hold = getattr(self.sink, "hold", None)
         if hold is not None:
             hold()
-        self._reading = threading.Thread(target=self._read_after, args=(client, keys, list(after)),
-                                         name="nbflow-locality-read", daemon=False)
-        _close_waits_for(client, self._reading)
-        try:
-            self._reading.start()
-        except BaseException:
-            _read_over(client, self._reading)
-            self._reading = None
-            self._release()
-            raise
+        brought = list(after)
+        waits = self.waits_for_take and bool(brought)
+        self._read_client = client
+        self._read_args = (client, keys, [] if waits else brought, waits)
+        self._reading = self._read_thread = threading.Thread(
+            target=self._read_after, args=self._read_args, name="nbflow-locality-read", daemon=False)
+        _close_waits_for(client, self._reading, self)
+        pending = [f for f in brought if not f.done()] if waits else []
+        if not pending:
+            self._begin()
+            return
+        left = [len(pending)]
+        lock = threading.Lock()
 
-    def _read_after(self, client: Any, keys: list[str], after: list[Any]) -> None:
+        def arrived(_: Any) -> None:  # (in the thread that settled it: Dask's client loop)
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self._begin()
+
+        for f in pending:  # (one done meanwhile calls back here, at once)
+            f.add_done_callback(arrived)
+
+    def _begin(self, here_if_refused: bool = False) -> None:
+        """Start the read's thread (once); ``here_if_refused``: read in this thread if no
+        thread may start any more (at interpreter exit)."""
+        with self._begin_lock:
+            reading = self._reading
+            if self._begun or reading is None:
+                return
+            self._begun = True
+            try:
+                reading.start()
+                return
+            except RuntimeError:
+                if not here_if_refused:
+                    self._begun_not(reading)
+                    raise
+            except BaseException:
+                self._begun_not(reading)
+                raise
+        self._read_after(*self._read_args)  # (refused a thread at exit: read here)
+
+    def _begun_not(self, reading: threading.Thread) -> None:
+        _read_over(self._read_client, reading)
+        self._reading = None
+        self._release()
+
+    def _finish_now(self) -> None:
+        """(At interpreter exit.)  Do the deferred read now and wait for it."""
+        self._go.set()
+        self._begin(here_if_refused=True)
+        reading = self._reading
+        if reading is not None and reading.ident is not None:
+            reading.join(CLOSE_WAIT_S)
+
+    def _begin_now(self) -> None:
+        """Make the deferred read begin now: start its thread if it is not yet, and let it
+        read without waiting for the caller to take what was brought."""
+        self._go.set()
+        self._begin()
+
+    def taken(self) -> None:
+        """The caller has taken the results brought to it as the run ended: the deferred
+        read may begin (see :meth:`closing`)."""
+        self._go.set()
+
+    # Whether the deferred read waits for the caller to take what was brought (False: its
+    # thread starts as the run closes and reads as those results arrive, as before session
+    # 11; benchmarks/dask_tail.py).
+    waits_for_take = True
+
+    def _read_after(self, client: Any, keys: list[str], after: list[Any], waits: bool) -> None:
         try:
-            if after:
+            if after:  # (waits_for_take off: the results arrive meanwhile)
                 futures.wait(after, timeout=AFTER_WAIT_S)
+            if waits:
+                self._go.wait(TAKE_WAIT_S)
             self._read(client, keys)
         finally:
-            _read_over(client, threading.current_thread())
+            _read_over(client, self._read_thread)
             self._release()
 
     def _release(self) -> None:
@@ -314,10 +422,13 @@ class LocalityAgent:
             release()
 
     def settle(self) -> None:
-        """Wait for a deferred end-of-run read (see :meth:`closing`)."""
+        """Wait for a deferred end-of-run read (see :meth:`closing`), which begins now if
+        it still waited for the results brought to the caller, or for their taking."""
         reading = self._reading
         if reading is not None:
-            reading.join()
+            self._begin_now()
+            if self._reading is not None:  # (None: its thread could not start)
+                reading.join()
             self._reading = None
 
     @property
@@ -337,10 +448,9 @@ class LocalityAgent:
 
     def _read(self, client: Any, keys: list[str]) -> None:
         try:  # one call to every worker for its transfer log and its memory evidence
-            got = client.run(_at_close, keys, self.started)
+            got, restarted = self._ask(client, keys)
             self._logs = {w: g["log"] for w, g in got.items()}
-            self._memory = memory.evidence({w: g["memory"] for w, g in got.items()},
-                                           client.run_on_scheduler(memory.suspicious, keys))
+            self._memory = memory.evidence({w: g["memory"] for w, g in got.items()}, restarted)
         except Exception:  # memory evidence is extra: the transfer accounting must not need it
             self._memory = None
             try:
@@ -351,6 +461,16 @@ class LocalityAgent:
         self._rows = edges_from_logs(self._logs, self.node_of, self.consumers_on())
         if self.sink is not None and self._rows:
             self.sink(self._rows)
+
+    def _ask(self, client: Any, keys: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+        """Every worker's :func:`_at_close` and the scheduler's restarted tasks: both
+        questions at once, in one hand-off to the client's loop (one wait for the slower
+        answer, not one after the other)."""
+        sync = getattr(client, "sync", None)
+        if sync is None:  # (a stand-in without distributed's loop: one after the other)
+            return (client.run(_at_close, keys, self.started),
+                    client.run_on_scheduler(memory.suspicious, keys))
+        return sync(_both, client, keys, self.started)
 
     def _settle_origins(self) -> None:
         """Where a result was made, when copies existed by the time it was located: the one

@@ -25,7 +25,8 @@ remote here before it closes, so that ``run[ref]`` keeps working; pass a
 the results, yet a ``%%workflow`` binding's, and a small result of a sink the notebook
 names, are gathered as the run closes, on the client's loop, while the run's last rows are
 committed (:meth:`DaskBackend._to_prefetch`; counted in ``client_bytes`` and
-``prefetched``); the end-of-run read waits for them.  Nothing else comes.
+``prefetched``), each straight from the worker that holds it; the end-of-run read waits
+for them, and for the caller to take them (:mod:`.dask_brought`).  Nothing else comes.
 
 **No round trip per dependency.**  Dependents are submitted ahead of their inputs with the
 producers' futures (:mod:`.dask_ahead`), and nbflow's scheduler plugin tells where each
@@ -99,7 +100,7 @@ from ...core.remote import Remote, remotes_in
 from ...core.sizes import cheap_size
 from ...core.states import COMPLETED
 from ..metrics import Measured, _peak_rss
-from . import dask_batch, dask_cache, dask_clock, dask_recovery, dask_watch
+from . import dask_batch, dask_brought, dask_cache, dask_clock, dask_recovery, dask_watch
 from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
@@ -1179,23 +1180,47 @@ class DaskBackend:
 
     def _prefetch(self, results: list[DaskResult]) -> list[Any]:
         """Start gathering ``results`` on the client's own loop (no thread, no wait here);
-        returns the pending gathers (concurrent futures)."""
+        returns the pending gathers (concurrent futures).  Once the caller has read them all,
+        the placement is told (``taken``: its end-of-run read waits for that)."""
         client = self.client
         loop = getattr(getattr(client, "loop", None), "asyncio_loop", None)
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or not results:
             return []
+        taken = getattr(self.placement, "taken", None)
+        taking = dask_brought.Taking(len(results), taken if taken is not None else lambda: None)
         out = []
         for r in results:
-            pending = asyncio.run_coroutine_threadsafe(self._gather_here(r), loop)
+            pending = dask_brought.bring(self._gather_here(r), loop, taking)
             r.prefetch = pending
             out.append(pending)
         return out
 
     async def _gather_here(self, r: DaskResult) -> list[Any]:
-        """(On the client's loop) ``[r's value]``, its bytes counted before anyone sees it."""
-        value = await self.client.gather([r.future], asynchronous=True)
+        """(On the client's loop) ``[r's value]``, its bytes counted before anyone sees it.
+
+        Asked of the worker the completion named as its holder (one hop), not through
+        Dask's ``gather`` (the client asks the scheduler, which asks the worker and relays
+        the value): on a ``LocalCluster`` the scheduler is this process's, so its share of
+        the relay is CPU under the GIL the run's end also needs.  A worker that no longer
+        has it (moved, lost) sends nothing, and Dask's gather finds it then."""
+        value = await self._from_holder(r)
+        if value is None:
+            value = list(await self.client.gather([r.future], asynchronous=True))
         self._prefetched(r)
-        return list(value)
+        return value
+
+    async def _from_holder(self, r: DaskResult) -> list[Any] | None:
+        """``[r's value]`` from the worker the completion named (None: not there)."""
+        fut, worker = r.future, r.worker
+        if fut is None or not worker:
+            return None
+        from distributed.utils_comm import gather_from_workers
+
+        try:
+            data, _, _, _ = await gather_from_workers({fut.key: [worker]}, rpc=self.client.rpc)
+        except Exception:  # (a worker gone meanwhile: Dask's gather knows where else)
+            return None
+        return [data[fut.key]] if fut.key in data else None
 
     def _prefetched(self, r: DaskResult) -> None:
         self.client_bytes += r.nbytes or 0
