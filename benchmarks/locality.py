@@ -34,6 +34,9 @@ Each workflow runs, alternated ``--repeat`` times, as:
 - ``session-8``: ``locality`` with session 9's changes switched off (see
   :func:`session_8`): every completion sent by the scheduler plugin in the turn it
   happened, and every watched future handed to Dask's client loop;
+- ``session-10``: ``locality`` with session 11's change switched off
+  (``DaskBackend.carry = False``): the final result, small and named, is gathered from its
+  worker as the run closes instead of coming with its completion;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -85,7 +88,7 @@ else:
 
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
-         "session-6", "session-8", "round-robin", "dask"]
+         "session-6", "session-8", "session-10", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -326,17 +329,21 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     place = {"remote": "none", "release": "locality", "hold-all": "locality",
              "session-4": "locality", "session-5": "locality", "session-6": "locality",
-             "session-8": "locality"}.get(mode, mode)
+             "session-8": "locality", "session-10": "locality"}.get(mode, mode)
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
     os.environ["NBFLOW_DASK_HOLD_ALL"] = "1" if mode in ("session-4", "session-5", "session-6") else "0"
     as_before = (session_5() if mode == "session-5" else session_6() if mode == "session-6"
                  else contextlib.nullcontext())
+    from nbflow.engine.backends.dask import DaskBackend
+
+    DaskBackend.carry = mode != "session-10"  # (session 11: the final result comes with its end)
     try:
         with locality.placement(place, keep=keep), as_before:
             run = wf.run(backend=client, cache=False)
             value = run[end]
     finally:
+        DaskBackend.carry = True
         os.environ.pop("NBFLOW_DASK_BATCH", None)
         os.environ.pop("NBFLOW_DASK_HOLD_ALL", None)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -455,7 +462,8 @@ def _targets(per: dict[str, Any]) -> dict[str, Any]:
             out["cpu_vs_dask_session-5"] = _harness.ratio(per["session-5"]["cpu_s"], dk["cpu_s"])
             out["worker_cpu_vs_dask_session-5"] = _harness.ratio(
                 per["session-5"]["worker_cpu_s"], dk["worker_cpu_s"])
-        for m in ("release", "hold-all", "session-4", "session-5", "session-6", "session-8"):
+        for m in ("release", "hold-all", "session-4", "session-5", "session-6", "session-8",
+                  "session-10"):
             if m in per:
                 out[f"makespan_vs_dask_{m}"] = _harness.target(
                     _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")
