@@ -31,13 +31,15 @@ from the call, ms:
 Systems (``--systems``): ``nbflow``; ``nbflow-none`` (no placement hints: Dask places);
 ``nbflow-window0`` (nbflow's scheduler plugin sends each turn's completions at once);
 ``nbflow-no-start-send`` (the plugin does not send what waits when a held task starts);
-``nbflow-no-carry`` (the final result is gathered as the run closes, as in session 10,
-instead of coming with its completion); ``dask``.
+``nbflow-session-10`` (session 11's two tail changes off: the final result is gathered as
+the run closes instead of coming with its completion, and the deferred locality read
+starts as the backend closes instead of after the run's thread ended), and each alone,
+``nbflow-no-carry`` and ``nbflow-read-at-close``; ``dask``.
 
 Usage::
 
     .venv/bin/python benchmarks/dask_first_compute.py --workloads fan --repeat 30 --warmup 2 \
-        --systems nbflow,nbflow-no-carry,dask --json benchmarks/dask-first-compute.json
+        --systems nbflow,nbflow-session-10,dask --json benchmarks/dask-first-compute.json
 """
 
 from __future__ import annotations
@@ -459,13 +461,29 @@ def nbflow_marks() -> Iterator[None]:
 
 def sample_nbflow(client: Any, spec: list[Any], place: str = "locality",
                   variant: str = "") -> dict[str, float]:
-    from nbflow.engine.backends.dask import DaskBackend
-
-    DaskBackend.carry = variant != "no-carry"  # (session 10: the final result is gathered)
-    try:
+    with session_11_tail(carry=variant not in ("session-10", "no-carry"),
+                         read_after_run=variant not in ("session-10", "read-at-close")):
         return _sample_nbflow(client, spec, place, variant)
+
+
+@contextlib.contextmanager
+def session_11_tail(carry: bool, read_after_run: bool) -> Iterator[None]:
+    """Session 11's two changes to a run's tail, each switchable: ``carry``, a small result
+    the caller takes at the end comes with its completion (``DaskBackend.carry``; off: it is
+    gathered as the run closes); ``read_after_run``, the deferred locality read waits for
+    the run's thread to end (off: it starts as the backend closes)."""
+    from nbflow.engine.backends.dask import DaskBackend
+    from nbflow.locality import agent
+
+    run_thread = agent.RUN_THREAD
+    DaskBackend.carry = carry
+    if not read_after_run:
+        agent.RUN_THREAD = "\0 (no thread is named so)"
+    try:
+        yield
     finally:
         DaskBackend.carry = True
+        agent.RUN_THREAD = run_thread
 
 
 def _sample_nbflow(client: Any, spec: list[Any], place: str, variant: str) -> dict[str, float]:
@@ -523,10 +541,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--systems", default="nbflow,dask",
-                    help="of nbflow, nbflow-none (no placement hints), nbflow-window0 (the "
-                         "plugin's completions window 0), nbflow-no-start-send (what waits is "
-                         "not sent when a held task starts), nbflow-no-carry (the final result "
-                         "gathered as the run closes, as in session 10), dask")
+                    help="of nbflow, nbflow-none, nbflow-window0, nbflow-no-start-send, "
+                         "nbflow-session-10, nbflow-no-carry, nbflow-read-at-close, dask "
+                         "(see the module)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     log = _harness.progress("first-compute")
@@ -541,7 +558,11 @@ def main() -> None:
                      "nbflow-window0": lambda spec=spec: sample_nbflow(client, spec, variant="window0"),
                      "nbflow-no-start-send": lambda spec=spec: sample_nbflow(
                          client, spec, variant="no-start-send"),
+                     "nbflow-session-10": lambda spec=spec: sample_nbflow(
+                         client, spec, variant="session-10"),
                      "nbflow-no-carry": lambda spec=spec: sample_nbflow(client, spec, variant="no-carry"),
+                     "nbflow-read-at-close": lambda spec=spec: sample_nbflow(
+                         client, spec, variant="read-at-close"),
                      "dask": lambda spec=spec: sample_dask(client, spec)}
             samplers = {k: every[k] for k in args.systems.split(",")}
             _harness.alternate(samplers, args.warmup)

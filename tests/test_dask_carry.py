@@ -149,3 +149,56 @@ def test_a_value_is_carried_only_when_its_pickle_fits():
     assert dask_backend._carried(Unpicklable(), 1024) is None  # (gathered as before)
     # outside a worker the call just runs: nothing to note the value on
     assert dask_backend._apply_located(None, lambda a: a + 1, (1,), None, 1024) == 2
+
+
+class _Client:
+    """What the deferred end-of-run read asks of a client, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def run(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append("run")
+        return {}
+
+    def run_on_scheduler(self, *args: Any, **kwargs: Any) -> list[Any]:
+        return []
+
+
+def test_the_deferred_read_waits_for_the_run_thread_that_closed_to_end():
+    # With nothing gathered at the end (a carried result), the read would start as the
+    # backend closes, in the middle of the run's last steps; it waits for them instead.
+    import threading
+
+    from nbflow.locality.agent import LocalityAgent
+
+    client, agent = _Client(), LocalityAgent()
+    closed, finish = threading.Event(), threading.Event()
+
+    def run_thread() -> None:
+        agent.closing(client, stays_open=True)
+        closed.set()
+        finish.wait(60)  # (the run's last steps)
+
+    t = threading.Thread(target=run_thread, name="nbflow-run-test", daemon=True)
+    t.start()
+    assert closed.wait(60)
+    reading = agent._reading
+    assert reading is not None
+    reading.join(0.3)
+    assert reading.is_alive() and client.calls == []  # still waiting for the run's thread
+    finish.set()
+    agent.settle()
+    assert client.calls == ["run"]
+
+
+def test_the_deferred_read_does_not_wait_for_a_thread_that_is_not_a_run(monkeypatch):
+    from nbflow.locality import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "AFTER_WAIT_S", 600.0)  # (a wrong wait would show)
+    client, agent = _Client(), agent_module.LocalityAgent()
+    agent.closing(client, stays_open=True)  # (from the caller's own thread)
+    reading = agent._reading
+    assert reading is not None
+    reading.join(60)
+    assert not reading.is_alive() and client.calls == ["run"]

@@ -34,6 +34,7 @@ MODES = ("locality", "none", "round-robin", "gather")
 KEEP = ("reachable", "all", "unconsumed")  # which results stay on the cluster (locality.placement)
 _REMEMBER = 50_000
 AFTER_WAIT_S = 5.0  # the longest the deferred end-of-run read waits for results being fetched
+RUN_THREAD = "nbflow-run-"  # how a run's own thread is named (engine/run.py): see closing
 # (workflow, task key) -> compute seconds Dask measured for it in this process.  The
 # durations the store records are nbflow's view of a task (for a task submitted ahead: from
 # its inputs' completion), so a rerun in the same session places by what Dask measured.
@@ -276,7 +277,11 @@ class LocalityAgent:
         (``run.transfers``, the report): the run returns without waiting for it.  ``after``:
         results being brought to the caller (concurrent futures) that the deferred read
         waits for first (at most :data:`AFTER_WAIT_S`), so that its messages to every
-        worker do not delay them."""
+        worker do not delay them.  Called from a run's own thread (the backend closes
+        there), the read also waits for that thread to end, that is for the run's last
+        steps (its journal's last commit) and the caller's ``wait`` to return: started at
+        once, its messages and its parsing took the GIL and Dask's client loop from those
+        steps (``benchmarks/dask_first_compute.py``, variant ``read-after-run``)."""
         keys = list(self.node_of)
         if not stays_open:
             self._read(client, keys)
@@ -287,7 +292,10 @@ class LocalityAgent:
         hold = getattr(self.sink, "hold", None)
         if hold is not None:
             hold()
-        self._reading = threading.Thread(target=self._read_after, args=(client, keys, list(after)),
+        here = threading.current_thread()
+        run = here if here.name.startswith(RUN_THREAD) else None  # (never a caller's thread)
+        self._reading = threading.Thread(target=self._read_after,
+                                         args=(client, keys, list(after), run),
                                          name="nbflow-locality-read", daemon=False)
         _close_waits_for(client, self._reading)
         try:
@@ -298,10 +306,13 @@ class LocalityAgent:
             self._release()
             raise
 
-    def _read_after(self, client: Any, keys: list[str], after: list[Any]) -> None:
+    def _read_after(self, client: Any, keys: list[str], after: list[Any],
+                    run: threading.Thread | None = None) -> None:
         try:
             if after:
                 futures.wait(after, timeout=AFTER_WAIT_S)
+            if run is not None:  # (the run's thread ends right after its last steps)
+                run.join(AFTER_WAIT_S)
             self._read(client, keys)
         finally:
             _read_over(client, threading.current_thread())
