@@ -25,7 +25,9 @@ remote here before it closes, so that ``run[ref]`` keeps working; pass a
 the results, yet a ``%%workflow`` binding's, and a small result of a sink the notebook
 names, are gathered as the run closes, on the client's loop, while the run's last rows are
 committed (:meth:`DaskBackend._to_prefetch`; counted in ``client_bytes`` and
-``prefetched``); the end-of-run read waits for them.  Nothing else comes.
+``prefetched``); the end-of-run read waits for them.  Such a result that pickles to at
+most 1 KiB needs no gather: its worker sends it with the task's completion
+(:meth:`DaskBackend._carry_limit`).  Nothing else comes.
 
 **No round trip per dependency.**  Dependents are submitted ahead of their inputs with the
 producers' futures (:mod:`.dask_ahead`), and nbflow's scheduler plugin tells where each
