@@ -281,7 +281,7 @@ class LocalityAgent:
         there), the read also waits for that thread to end, that is for the run's last
         steps (its journal's last commit) and the caller's ``wait`` to return: started at
         once, its messages and its parsing took the GIL and Dask's client loop from those
-        steps (``benchmarks/dask_first_compute.py``, variant ``read-after-run``)."""
+        steps (``benchmarks/dask_first_compute.py``, variant ``read-at-close``)."""
         keys = list(self.node_of)
         if not stays_open:
             self._read(client, keys)
