@@ -11,7 +11,8 @@ are processes of this machine: one clock), for nbflow (placement ``locality``) a
 the scheduler in a thread of this process: the locality benchmark's cluster).  Times are
 from the call, ms:
 
-- ``graph written`` (its size: ``graph bytes``): the client wrote the ``update-graph``
+- ``graph queued``: nbflow (or Dask) handed the ``update-graph`` message to Dask's client;
+  ``graph written`` (its size: ``graph bytes``): the client wrote the ``update-graph``
   message; ``scheduler: update-graph begins`` / ``ends``: the scheduler's handler (and of
   it the materialisation, the ordering and the task states, as the scheduler's own
   ``update-graph`` event reports them); ``compute-task queued`` / ``written``: the first
@@ -138,6 +139,13 @@ def marks(client: Any) -> Iterator[None]:
     handlers = sched.stream_handlers
     update = handlers["update-graph"]
 
+    queue = type(client)._send_to_scheduler
+
+    def queued_graph(self: Any, msg: Any) -> Any:
+        if isinstance(msg, dict) and msg.get("op") == "update-graph":
+            _mark("graph queued")
+        return queue(self, msg)
+
     async def written(payload: Any, *a: Any, **k: Any) -> Any:
         if "graph written" not in _marks and any(
                 isinstance(m, dict) and m.get("op") == "update-graph" for m in payload):
@@ -207,9 +215,11 @@ def marks(client: Any) -> Iterator[None]:
     client_handlers["key-in-memory"], client_handlers["event"] = told_in_memory, told_event
     comm.write = written
     handlers["update-graph"] = updating
+    type(client)._send_to_scheduler = queued_graph
     try:
         yield
     finally:
+        type(client)._send_to_scheduler = queue
         client_handlers["key-in-memory"], client_handlers["event"] = in_memory, event
         handlers["update-graph"] = update
         del comm.write
