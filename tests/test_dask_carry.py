@@ -137,6 +137,24 @@ def test_with_prefetching_off_a_named_sink_does_not_come(client, gathers, monkey
     assert run[out] == 125.0  # asked for: it comes now
 
 
+def test_a_scheduler_of_an_older_nbflow_means_no_carrying(client, gathers, monkeypatch):
+    # its workers' wrapper (the same installation as a rule) would refuse the extra
+    # argument: the plugin's version says so, and the result is gathered as before
+    from nbflow.engine.backends import dask_plugin, dask_recovery
+
+    assert client.run_on_scheduler(dask_plugin.reports_completions) >= 2  # (this nbflow)
+    with nf.Workflow("carry-older") as wf:
+        out = total(make(1000))
+    wf.run(backend=client, cache=False).locality.agent.settle()  # (registers the plugin)
+    monkeypatch.setitem(dask_recovery._reports, client, 1)  # (a session-10 scheduler)
+    run = wf.run(backend=client, cache=False)
+    got = _result(run, out)
+    futures.wait([got.prefetch], timeout=60)
+    run.locality.agent.settle()
+    assert run.backends["dask"].carried == 0 and gathers == [out.key]
+    assert run[out] == 125.0
+
+
 def test_a_value_is_carried_only_when_its_pickle_fits():
     assert dask_backend._carried(1.5, 1024) is not None
     assert dask_backend._carried(b"x" * 5000, 1024) is None  # (Dask's measure says too big)

@@ -641,11 +641,13 @@ class DaskBackend:
         task ended.  The same results as :meth:`_to_prefetch` takes, and only those: a
         sink whose key a ``%%workflow`` binding takes (:attr:`wanted`), or a sink the
         notebook names while prefetching is on, up to :data:`CARRY_BYTES`; only on a client
-        that stays open, with the plugin reporting completions; a larger value is
+        that stays open, with the plugin reporting completions, of an nbflow whose workers
+        can do it (an older worker's wrapper would refuse the extra argument: the
+        scheduler's nbflow tells, :func:`.dask_recovery.carries`); a larger value is
         gathered as before."""
         ahead = self.ahead
         if (not self.carry or ahead is None or self._announce is not None or self._own_client
-                or self._cluster is not None):
+                or self._cluster is not None or not dask_recovery.carries(self.client)):
             return 0
         i = self._node_of_key.get(unique)
         if i is None or ahead.sched.succs[i]:
