@@ -34,6 +34,10 @@ Each workflow runs, alternated ``--repeat`` times, as:
 - ``session-8``: ``locality`` with session 9's changes switched off (see
   :func:`session_8`): every completion sent by the scheduler plugin in the turn it
   happened, and every watched future handed to Dask's client loop;
+- ``session-10``: ``locality`` with session 11's tail changes switched off
+  (:func:`session_10`): the final result, small and named, is gathered from its worker as
+  the run closes instead of coming with its completion, and the deferred locality read
+  starts as the backend closes instead of once the run's thread has ended;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -85,7 +89,7 @@ else:
 
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
-         "session-6", "session-8", "round-robin", "dask"]
+         "session-6", "session-8", "session-10", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -315,6 +319,24 @@ def session_8(client: Any) -> Iterator[None]:
         client.run_on_scheduler(dask_plugin.set_reporting, on=was[0], window=was[1])
 
 
+@contextlib.contextmanager
+def session_10() -> Iterator[None]:
+    """A run's tail as at the end of session 10: a small result the caller takes at the end
+    is gathered as the run closes (``DaskBackend.carry`` off), and the deferred locality
+    read starts as the backend closes (no thread counts as the run's own)."""
+    from nbflow.engine.backends.dask import DaskBackend
+    from nbflow.locality import agent
+
+    run_thread = agent.RUN_THREAD
+    DaskBackend.carry = False
+    agent.RUN_THREAD = "\0 (no thread is named so)"
+    try:
+        yield
+    finally:
+        DaskBackend.carry = True
+        agent.RUN_THREAD = run_thread
+
+
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     from nbflow import locality
 
@@ -326,14 +348,15 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     place = {"remote": "none", "release": "locality", "hold-all": "locality",
              "session-4": "locality", "session-5": "locality", "session-6": "locality",
-             "session-8": "locality"}.get(mode, mode)
+             "session-8": "locality", "session-10": "locality"}.get(mode, mode)
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
     os.environ["NBFLOW_DASK_HOLD_ALL"] = "1" if mode in ("session-4", "session-5", "session-6") else "0"
     as_before = (session_5() if mode == "session-5" else session_6() if mode == "session-6"
                  else contextlib.nullcontext())
+    s10 = session_10() if mode == "session-10" else contextlib.nullcontext()
     try:
-        with locality.placement(place, keep=keep), as_before:
+        with locality.placement(place, keep=keep), as_before, s10:
             run = wf.run(backend=client, cache=False)
             value = run[end]
     finally:
@@ -455,7 +478,8 @@ def _targets(per: dict[str, Any]) -> dict[str, Any]:
             out["cpu_vs_dask_session-5"] = _harness.ratio(per["session-5"]["cpu_s"], dk["cpu_s"])
             out["worker_cpu_vs_dask_session-5"] = _harness.ratio(
                 per["session-5"]["worker_cpu_s"], dk["worker_cpu_s"])
-        for m in ("release", "hold-all", "session-4", "session-5", "session-6", "session-8"):
+        for m in ("release", "hold-all", "session-4", "session-5", "session-6", "session-8",
+                  "session-10"):
             if m in per:
                 out[f"makespan_vs_dask_{m}"] = _harness.target(
                     _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")

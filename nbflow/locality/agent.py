@@ -40,6 +40,7 @@ AFTER_WAIT_S = 5.0  # (waits_for_take off) the longest the read waits for result
 # ...and then for the caller to take them (see LocalityAgent.closing): the read's messages
 # and CPU would otherwise share the process with the caller's last steps to its value.
 TAKE_WAIT_S = 1.0
+RUN_THREAD = "nbflow-run-"  # how a run's own thread is named (engine/run.py): see closing
 # (workflow, task key) -> compute seconds Dask measured for it in this process.  The
 # durations the store records are nbflow's view of a task (for a task submitted ahead: from
 # its inputs' completion), so a rerun in the same session places by what Dask measured.
@@ -320,7 +321,12 @@ class LocalityAgent:
         (:meth:`settle`, the client's close), or :data:`TAKE_WAIT_S` passed: their arrival
         wakes the caller, and the read's round trips and their handling, begun then, would
         share this process (and, on a ``LocalCluster``, Dask's scheduler's thread) with
-        the caller's last steps to the value.  Without ``after`` the thread starts now."""
+        the caller's last steps to the value.  Without ``after`` the thread starts now.
+        Called from a run's own thread (the backend closes there), the read also waits for
+        that thread to end, that is for the run's last steps (its journal's last commit) and
+        the caller's ``wait`` to return: a result carried with its completion leaves nothing
+        to be brought, and a read begun at once took the GIL and Dask's client loop from
+        those steps (``benchmarks/dask_first_compute.py``, variant ``read-at-close``)."""
         keys = list(self.node_of)
         if not stays_open:
             self._read(client, keys)
@@ -334,7 +340,9 @@ class LocalityAgent:
         brought = list(after)
         waits = self.waits_for_take and bool(brought)
         self._read_client = client
-        self._read_args = (client, keys, [] if waits else brought, waits)
+        here = threading.current_thread()
+        run = here if here.name.startswith(RUN_THREAD) else None  # (never a caller's thread)
+        self._read_args = (client, keys, [] if waits else brought, waits, run)
         self._reading = self._read_thread = threading.Thread(
             target=self._read_after, args=self._read_args, name="nbflow-locality-read", daemon=False)
         _close_waits_for(client, self._reading, self)
@@ -404,12 +412,15 @@ class LocalityAgent:
     # 11; benchmarks/dask_tail.py).
     waits_for_take = True
 
-    def _read_after(self, client: Any, keys: list[str], after: list[Any], waits: bool) -> None:
+    def _read_after(self, client: Any, keys: list[str], after: list[Any], waits: bool,
+                    run: threading.Thread | None = None) -> None:
         try:
             if after:  # (waits_for_take off: the results arrive meanwhile)
                 futures.wait(after, timeout=AFTER_WAIT_S)
             if waits:
                 self._go.wait(TAKE_WAIT_S)
+            if run is not None and run is not threading.current_thread():
+                run.join(AFTER_WAIT_S)  # (the run's thread ends right after its last steps)
             self._read(client, keys)
         finally:
             _read_over(client, self._read_thread)

@@ -26,7 +26,9 @@ the results, yet a ``%%workflow`` binding's, and a small result of a sink the no
 names, are gathered as the run closes, on the client's loop, while the run's last rows are
 committed (:meth:`DaskBackend._to_prefetch`; counted in ``client_bytes`` and
 ``prefetched``), each straight from the worker that holds it; the end-of-run read waits
-for them, and for the caller to take them (:mod:`.dask_brought`).  Nothing else comes.
+for them, and for the caller to take them (:mod:`.dask_brought`).  Such a result that
+pickles to at most 1 KiB needs no gather: its worker sends it with the task's completion
+(:meth:`DaskBackend._carry_limit`).  Nothing else comes.
 
 **No round trip per dependency.**  Dependents are submitted ahead of their inputs with the
 producers' futures (:mod:`.dask_ahead`), and nbflow's scheduler plugin tells where each
@@ -105,6 +107,11 @@ from .dask_ahead import Ahead
 
 SCATTER_MIN = 64 * 1024  # local arguments at least this big are scattered once per run
 PREFETCH_BYTES = 64 * 1024  # default of NBFLOW_DASK_PREFETCH (see DaskBackend._to_prefetch)
+# A result the caller takes as the run ends comes with its completion itself when its
+# pickle is at most this big (see DaskBackend._carry_limit): it travels in the facts the
+# scheduler plugin relays, and the scheduler keeps its last 1000 events per topic, so
+# this stays small.
+CARRY_BYTES = 1024
 
 
 def prefetch_limit() -> int:
@@ -125,15 +132,36 @@ def _apply(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     return fn(*args, **kwargs) if kwargs else fn(*args)
 
 
-def _note_metrics(cpu_s: float, began: float, ended: float) -> tuple[float, int | None]:
+def _carried(value: Any, limit: int) -> bytes | None:
+    """On a worker: ``value`` pickled as Dask pickles what it sends (pickle, else
+    cloudpickle), when that is at most ``limit`` bytes; else None.  Dask's own measure of
+    the value is asked first, so a large value is never pickled here."""
+    try:
+        from dask.sizeof import sizeof
+        from distributed.protocol.pickle import dumps
+
+        if sizeof(value) > limit:
+            return None
+        blob = dumps(value)
+    except Exception:  # (a value that does not pickle: it is gathered as before)
+        return None
+    return blob if isinstance(blob, bytes) and len(blob) <= limit else None
+
+
+def _note_metrics(cpu_s: float, began: float, ended: float,
+                  carry: bytes | None = None) -> tuple[float, int | None]:
     """On a worker: the task's CPU seconds, the process's peak RSS, and when the call began
     and ended (the worker's wall clock), put in the metadata Dask keeps of the running
     task, which its ``task-finished`` message carries to the scheduler, whose nbflow plugin
     sends them with the task's completion.  A result that stays on its worker cannot carry
     them in a :class:`Measured` envelope (the consumers would receive the envelope), so
-    this is how they reach the journal.  Returns (CPU seconds, peak RSS)."""
+    this is how they reach the journal.  ``carry``: the value itself, pickled, for the
+    client to take with the completion (see ``DaskBackend._carry_limit``).  Returns (CPU
+    seconds, peak RSS)."""
     peak = _peak_rss()
-    facts = (cpu_s, peak, began, ended)
+    facts: tuple[Any, ...] = (cpu_s, peak, began, ended)
+    if carry is not None:
+        facts += (carry,)
     try:
         from distributed import get_worker
 
@@ -147,7 +175,7 @@ def _note_metrics(cpu_s: float, began: float, ended: float) -> tuple[float, int 
 
 
 def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any] | None) -> Any:
+                   kwargs: dict[str, Any] | None, carry: int = 0) -> Any:
     """:func:`_apply`, then tell the client (an event on ``topic``) where the result is,
     its size as Dask measures it, and the call's seconds.  The event travels on the same
     worker -> scheduler -> client streams as the task's completion, just before it, so the
@@ -156,12 +184,15 @@ def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, .
 
     ``topic`` None: the bare call.  nbflow's scheduler plugin then sends the same facts,
     every completion of a turn of the scheduler's loop in one event (:mod:`.dask_plugin`),
-    and the worker announces nothing (the default when the plugin is there)."""
+    and the worker announces nothing (the default when the plugin is there).  ``carry``
+    (bytes, with the plugin): the value goes with those facts too when its pickle is no
+    bigger (see ``DaskBackend._carry_limit``)."""
     t0, c0 = time.perf_counter(), time.thread_time()  # (the task runs on this one thread)
     began = time.time()  # (when the call ran, in the worker's clock: see dask_clock)
     value = fn(*args, **kwargs) if kwargs else fn(*args)
     ended = time.time()
-    cpu_s, peak = _note_metrics(time.thread_time() - c0, began, ended)
+    cpu_s, peak = _note_metrics(time.thread_time() - c0, began, ended,
+                                _carried(value, carry) if carry else None)
     if topic is None:
         return value
     seconds = time.perf_counter() - t0
@@ -232,7 +263,9 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
                        if len(parts) == 3 and parts[2].isdigit() else None)
             if backend is None or key in backend._located or key in backend._announced:
                 continue  # (another client's, a helper task's, or recomputed: the first stands)
-            facts = more[0] if more else None  # (cpu s, peak RSS, start, stop): _note_metrics
+            facts = more[0] if more else None  # (cpu s, peak RSS, start, stop[, value]): _note_metrics
+            if facts is not None and len(facts) >= 5 and type(facts[4]) is bytes:
+                backend._carried[key] = facts[4]  # (the value itself: see _carry_limit)
             span = None
             # when it ran: the worker's own times, else Dask's (see dask_clock)
             if facts is not None and len(facts) >= 4:
@@ -444,6 +477,10 @@ class DaskBackend:
     # when a slot frees; what benchmarks/dask_lag.py compares (start and end are when the
     # call ran on its worker either way).
     live = True
+    # A small result the caller takes at the end comes with its completion (see
+    # _carry_limit).  False: gathered as the run closes, as before session 11 (what
+    # benchmarks/locality.py's session-10 mode compares).
+    carry = True
 
     def __init__(self, target: Any) -> None:
         try:
@@ -506,6 +543,11 @@ class DaskBackend:
         self.wanted: frozenset[str] = frozenset()  # task keys the caller takes at the end (bindings)
         self.prefetched: list[tuple[str, int | None]] = []  # (task key, bytes) brought at the end
         self.prefetch_bytes = prefetch_limit()  # (read here: a bad setting refuses the run)
+        # Dask key -> the pickled value that came with its completion (see _carry_limit),
+        # until the engine takes the result; and how many results came that way.
+        self._carried: dict[str, bytes] = {}
+        self.carried = 0
+        self._carried_here: list[dask_brought.Brought] = []  # (their values, not read yet)
         # Called once the run's first tasks went to the scheduler (the Run lets go of the
         # run it displaced then: Run._let_go_of_displaced says why)
         self.on_first_send: Callable[[], None] | None = None
@@ -584,11 +626,57 @@ class DaskBackend:
                 return self.client.submit(wrapped[0], *wrapped[1], **options)
         batch = self.batch
         if batch is not None:  # sent with the others at the next flush (see _flush)
-            return batch.add(options["key"], _apply_located, (self._announce, fn, args, kwargs),
-                             options.get("workers"))
+            carry = self._carry_limit(options["key"])
+            sent = (self._announce, fn, args, kwargs, carry) if carry else (self._announce, fn, args, kwargs)
+            return batch.add(options["key"], _apply_located, sent, options.get("workers"))
         if self.keep_remote:
             return self.client.submit(_apply_located, self._announce, fn, args, kwargs, **options)
         return self.client.submit(_apply, fn, args, kwargs, **options)
+
+    def _carry_limit(self, unique: str) -> int:
+        """Up to how many bytes (pickled) the result of ``unique`` comes with its completion
+        itself (0: it does not).  A result the caller takes as the run ends is gathered as
+        the run closes (:meth:`_to_prefetch`): one more round trip to a worker, after the
+        engine has seen the task end, on the path to the value in the caller's hand.  When
+        it is small, the worker pickles it into the facts nbflow's scheduler plugin relays
+        with the completion (:func:`_note_metrics`), and it arrives with the news that the
+        task ended.  The same results as :meth:`_to_prefetch` takes, and only those: a
+        sink whose key a ``%%workflow`` binding takes (:attr:`wanted`), or a sink the
+        notebook names while prefetching is on, up to :data:`CARRY_BYTES`; only on a client
+        that stays open, with the plugin reporting completions, of an nbflow whose workers
+        can do it (an older worker's wrapper would refuse the extra argument: the
+        scheduler's nbflow tells, :func:`.dask_recovery.carries`); a larger value is
+        gathered as before."""
+        ahead = self.ahead
+        if (not self.carry or ahead is None or self._announce is not None or self._own_client
+                or self._cluster is not None or not dask_recovery.carries(self.client)):
+            return 0
+        i = self._node_of_key.get(unique)
+        if i is None or ahead.sched.succs[i]:
+            return 0
+        key = ahead.sched.nodes[i].key
+        if key in self.wanted:
+            return CARRY_BYTES
+        kept = getattr(self.placement, "kept", None)
+        if self.prefetch_bytes and kept is not None and key in kept:
+            return min(CARRY_BYTES, self.prefetch_bytes)
+        return 0
+
+    def _take_carried(self, result: DaskResult, blob: bytes) -> None:
+        """The value of ``result`` came with its completion: it is there as a gather
+        started as the run ended would leave it (``prefetch``), counted as such."""
+        from distributed.protocol.pickle import loads
+
+        try:
+            value = loads(blob)
+        except Exception:  # (it does not unpickle here: gathered as before)
+            return
+        done = dask_brought.Brought()  # (the run's Taking is attached as it ends: _prefetch)
+        done.set_result([value])
+        result.prefetch = done
+        self._carried_here.append(done)
+        self._prefetched(result)
+        self.carried += 1
 
     def shares_disk(self, worker: str | None, path: str) -> bool:
         """Does ``worker`` see the directory ``path`` of this machine (same device/inode)?"""
@@ -890,6 +978,9 @@ class DaskBackend:
             self.unheld += 1
         else:
             result = DaskResult(key, fut, self, nbytes, worker)
+            blob = self._carried.pop(unique, None)
+            if blob is not None:  # its value came with its completion (see _carry_limit)
+                self._take_carried(result, blob)
         if self.in_task is not None:  # (what the task did for the cache on its worker)
             result.prepared = self.in_task.take(unique)
         self._results.add(result)
@@ -1180,15 +1271,24 @@ class DaskBackend:
 
     def _prefetch(self, results: list[DaskResult]) -> list[Any]:
         """Start gathering ``results`` on the client's own loop (no thread, no wait here);
-        returns the pending gathers (concurrent futures).  Once the caller has read them all,
+        returns the pending gathers and the values carried with their completions that the
+        caller has not read yet (concurrent futures).  Once the caller has read them all,
         the placement is told (``taken``: its end-of-run read waits for that)."""
         client = self.client
         loop = getattr(getattr(client, "loop", None), "asyncio_loop", None)
-        if loop is None or loop.is_closed() or not results:
+        carried = [b for b in self._carried_here if not b.read]
+        self._carried_here = []
+        if loop is None or loop.is_closed():
+            return []
+        if not results and not carried:
             return []
         taken = getattr(self.placement, "taken", None)
-        taking = dask_brought.Taking(len(results), taken if taken is not None else lambda: None)
-        out = []
+        taking = dask_brought.Taking(len(results) + len(carried),
+                                     taken if taken is not None else lambda: None)
+        out: list[Any] = []
+        for b in carried:
+            b.attach(taking)
+            out.append(b)
         for r in results:
             pending = dask_brought.bring(self._gather_here(r), loop, taking)
             r.prefetch = pending

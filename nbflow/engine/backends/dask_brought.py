@@ -38,17 +38,26 @@ class Taking:
 
 
 class Brought(futures.Future[Any]):
-    """A gather's concurrent future that tells its :class:`Taking` when first read."""
+    """A gather's concurrent future that tells its :class:`Taking` when first read.
 
-    def __init__(self, taking: Taking) -> None:
+    A value that came with its task's completion (``DaskBackend._take_carried``) is a
+    Brought made done at once, its :class:`Taking` attached as the run ends
+    (:meth:`attach`), unless the caller read it before."""
+
+    def __init__(self, taking: Taking | None = None) -> None:
         super().__init__()
         self._taking: Taking | None = taking
+        self.read = False
+
+    def attach(self, taking: Taking) -> None:
+        self._taking = taking
 
     def result(self, timeout: float | None = None) -> Any:
         try:
             return super().result(timeout)
         finally:
             if self.done():  # (a wait that timed out took nothing)
+                self.read = True
                 taking, self._taking = self._taking, None  # (once: a second read is no news)
                 if taking is not None:
                     taking.took_one()

@@ -66,7 +66,9 @@ class LooseRestrictions(SchedulerPlugin):
     name = NAME
     # What this version does beyond loosening restrictions (the client asks, see
     # dask_recovery.ensure: a scheduler with an older nbflow reports no completions).
-    REPORTS_COMPLETIONS = 1
+    # 1: completions; 2: and this nbflow's workers (the same installation as a rule) can
+    # put a small result itself in the facts relayed (DaskBackend._carry_limit).
+    REPORTS_COMPLETIONS = 2
 
     def __init__(self, window: float = 0.0) -> None:
         self.scheduler: Any = None

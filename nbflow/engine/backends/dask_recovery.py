@@ -41,7 +41,7 @@ NAME = "nbflow-loose-restrictions"
 UNWANTED_TOPIC = "nbflow-located"
 METRICS = "nbflow"  # the key of a task's CPU seconds and peak RSS in Dask's metadata of it
 _registered: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-_reports: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_reports: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def __getattr__(name: str) -> Any:
@@ -93,22 +93,28 @@ def reports(client: Any) -> bool:
     return bool(_reports.get(client))
 
 
+def carries(client: Any) -> bool:
+    """Is the nbflow of ``client``'s scheduler (and so, as a rule, of its workers) one whose
+    workers can send a small result with its completion (``DaskBackend._carry_limit``)?"""
+    return _reports.get(client, 0) >= 2
+
+
 def ensure(client: Any) -> bool:
     """Register :class:`LooseRestrictions` on ``client``'s scheduler (once per client).
     False when the scheduler refused it."""
     got = _registered.get(client)
     if got is None:
-        told = False
+        told = 0
         window = completions_window()  # (a bad setting refuses the run, before any I/O)
         try:
             from .dask_plugin import LooseRestrictions, reports_completions
 
             client.register_plugin(LooseRestrictions(window), name=NAME)
             got = True
-            try:  # (what the scheduler's own nbflow made of it)
-                told = bool(client.run_on_scheduler(reports_completions))
+            try:  # (what the scheduler's own nbflow made of it: see REPORTS_COMPLETIONS)
+                told = int(client.run_on_scheduler(reports_completions))
             except Exception:  # (an older nbflow there: the workers announce)
-                told = False
+                told = 0
         except Exception:  # (a scheduler without nbflow: Dask's own behaviour stays)
             got = False
         _registered[client] = got
