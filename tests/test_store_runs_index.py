@@ -3,9 +3,10 @@
 One store holds every workflow of a user or project (papermill batches and sweeps write
 hundreds of runs), so a question about one workflow's recent runs must not cost more with
 every run of another.  The journal's ``runs_name_start`` index (schema version 11) answers
-them; these tests check the query plans, that the work SQLite does (virtual-machine steps,
-counted with a progress handler, never time) stays the same when other workflows' runs are
-added, and that a store of the previous schema gains the index when opened.
+them, and ``batches_notebook_start`` a notebook's batches; these tests check the query
+plans, that the work SQLite does (virtual-machine steps, counted with a progress handler,
+never time) stays the same when other workflows' runs are added, and that a store of the
+previous schema gains the indexes when opened.
 """
 
 from __future__ import annotations
@@ -161,6 +162,42 @@ def test_the_dashboard_and_nf_runs_filtered_by_name_read_as_much_with_many_other
     assert crowded[0] <= alone[0] + 2 and crowded[1] <= alone[1] + 2, (alone, crowded)
 
 
+def _add_batches(notebook: str, n: int, start: float) -> None:
+    store = get_store()
+    store.journal.flush()
+    db = sqlite3.connect(store.journal.path)
+    try:
+        with db:
+            db.executemany("INSERT INTO batches(id, kind, notebook, status, start, duration_s, parameters) "
+                           "VALUES(?, 'run', ?, 'completed', ?, 2.5, '{\"n\": 1}')",
+                           [(f"{notebook}-{i:06d}", notebook, start + i) for i in range(n)])
+    finally:
+        db.close()
+
+
+def test_a_notebooks_batches_are_found_by_its_name_with_many_other_notebooks_batches() -> None:
+    from nbflow.batch import runner
+
+    store = get_store()
+    _add_batches("analysis.ipynb", 3, time.time())
+    plans = [" | ".join(r[3] for r in store.journal.query(f"EXPLAIN QUERY PLAN {sql}", ("analysis.ipynb",)))
+             for sql in ("SELECT duration_s FROM batches WHERE notebook = ? AND status = 'completed' "
+                         "ORDER BY start DESC LIMIT 1",
+                         "SELECT parameters FROM batches WHERE notebook = ? ORDER BY start DESC LIMIT 1")]
+    assert all("batches_notebook_start (notebook=?)" in p for p in plans), plans
+
+    def cost() -> int:
+        with _steps() as seen:
+            assert runner._last_duration(store, "analysis.ipynb") == 2.5
+            assert runner._resume_parameters(store, "analysis.ipynb") == {"n": 1}
+        return seen["steps"]
+
+    alone = cost()
+    _add_batches("sweep.ipynb", 3000, time.time() + 100)  # (a sweep's children, newer)
+    crowded = cost()
+    assert crowded <= alone + 2, (alone, crowded)
+
+
 def _version_10_store(home: Path) -> None:
     home.mkdir(mode=0o700)
     db = sqlite3.connect(home / "journal.sqlite")
@@ -175,11 +212,11 @@ def _version_10_store(home: Path) -> None:
     (home / "journal.sqlite").chmod(0o600)
 
 
-def _indexes(path: Path) -> set[str]:
+def _indexes(path: Path, table: str = "runs") -> set[str]:
     db = sqlite3.connect(path)
     try:
         return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
-                                         "AND tbl_name = 'runs'")}
+                                         "AND tbl_name = ?", (table,))}
     finally:
         db.close()
 
@@ -191,6 +228,7 @@ def test_a_version_10_store_gains_the_index_when_opened_and_keeps_its_runs(tmp_p
     store = get_store(home)
     assert store is not None
     assert "runs_name_start" in _indexes(home / "journal.sqlite")
+    assert "batches_notebook_start" in _indexes(home / "journal.sqlite", "batches")
     assert store.journal.query("PRAGMA user_version") == [(journal_mod.SCHEMA_VERSION,)] == [(11,)]
     assert list(nf.runs(home=home)["id"]) == ["old-run"]
     (plan,) = store.journal.query("EXPLAIN QUERY PLAN SELECT id FROM runs WHERE name = ? "

@@ -187,8 +187,10 @@ MIGRATIONS: dict[int, list[str]] = {
     # 11: a workflow's runs by start time.  Every "recent runs of this workflow" question (a
     # run's preparation, the dashboard's and `nbflow runs`' filter by name) walked runs_start
     # from the newest run of *any* workflow, so its cost grew with every run in the store.
+    # The same for a notebook's batches (`nbflow run`'s expected duration, --resume).
     11: [
         "CREATE INDEX IF NOT EXISTS runs_name_start ON runs(name, start)",
+        "CREATE INDEX IF NOT EXISTS batches_notebook_start ON batches(notebook, start)",
     ],
 }
 
