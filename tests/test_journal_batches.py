@@ -184,7 +184,7 @@ def test_a_version_8_journal_is_upgraded_and_still_reads(tmp_path: Path) -> None
     assert get_store(home) is not None
     db = sqlite3.connect(home / "journal.sqlite")
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (journal_mod.SCHEMA_VERSION,) == (10,)
+        assert db.execute("PRAGMA user_version").fetchone() == (journal_mod.SCHEMA_VERSION,) == (11,)
         assert "items" in {r[1] for r in db.execute("PRAGMA table_info(events)")}
     finally:
         db.close()

@@ -60,7 +60,7 @@ from . import parked, settings
 
 log = logging.getLogger("nbflow.store")
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 BUSY_TIMEOUT_MS = 30_000
 GROUP_WINDOW = 0.05  # default of NBFLOW_COMMIT_WINDOW (see settings.commit_window)
 # One SQLite busy wait: short, so that a long wait for a lock is a loop of these that can
@@ -183,6 +183,14 @@ MIGRATIONS: dict[int, list[str]] = {
             n_input INTEGER, sum_input REAL, n_cpu INTEGER, sum_cpu REAL,
             n_rss INTEGER, sum_rss REAL, peaks INTEGER,
             PRIMARY KEY(run_id, task)) WITHOUT ROWID""",
+    ],
+    # 11: a workflow's runs by start time.  Every "recent runs of this workflow" question (a
+    # run's preparation, the dashboard's and `nbflow runs`' filter by name) walked runs_start
+    # from the newest run of *any* workflow, so its cost grew with every run in the store.
+    # The same for a notebook's batches (`nbflow run`'s expected duration, --resume).
+    11: [
+        "CREATE INDEX IF NOT EXISTS runs_name_start ON runs(name, start)",
+        "CREATE INDEX IF NOT EXISTS batches_notebook_start ON batches(notebook, start)",
     ],
 }
 
