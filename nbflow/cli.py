@@ -12,7 +12,8 @@ journal in place of a damaged one (:mod:`nbflow.store.doctor`).  The store is
 ``$NBFLOW_HOME``, else the nearest ``.nbflow/`` in the working directory or above it (else a
 new one at the project root; :func:`nbflow.store.store_home`) unless ``--home`` says
 otherwise.  Exit status: 0 on success, 2 on bad usage, 1 when the store cannot be used
-(for ``doctor``: when it is damaged).
+(for ``doctor``: when it is damaged, or written by a newer nbflow, which ``--repair`` never
+touches).
 """
 
 from __future__ import annotations
@@ -74,9 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check the store; --repair starts a new journal if it is damaged",
                        description=(
         "Check the store: the journal's integrity, every result file's checksum, permissions. "
-        "Changes nothing unless --repair is given. Exit status 1 when the store is damaged."))
+        "Changes nothing unless --repair is given. Exit status 1 when the store is damaged, "
+        "or was written by a newer nbflow (upgrade nbflow to open it)."))
     d.add_argument("--repair", action="store_true",
-                   help="move a damaged journal aside and start a new one, keeping the results")
+                   help="move a damaged journal aside and start a new one, copying every readable "
+                   "row and keeping the results; a store of a newer nbflow is never touched")
     d.add_argument("--home", help=HOME_HELP)
     from .batch import cli as batch_cli  # run, sweep, outputs, report, show, explain
 

@@ -10,25 +10,48 @@ Checks, without changing anything:
 
 With ``repair=True`` a damaged journal is moved aside (``journal.sqlite.damaged-<time>``,
 with its ``-wal``/``-shm``), a new one is created, and whatever can still be read from the
-old one is copied over table by table: runs and their history, and the cache entries whose
+old one is copied over, every table of the schema (:func:`schema_tables`, derived from the
+journal's migrations, so a table a later schema adds is salvaged too): runs and their
+history, task durations, batch records, outputs, ...; of the cache, only the entries whose
 result is still present and intact.  Result files are kept; a cache entry whose rows could
 not be salvaged simply misses next time and is recomputed.
+
+A store written by a *newer* nbflow is not damaged: this nbflow cannot open it (it refuses,
+see :mod:`.journal`), so doctor says so and ``repair`` leaves it exactly as it is; the newer
+nbflow opens it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import hashing, privacy
 from .blobs import KEY_RE, BlobStore
-from .journal import SCHEMA_VERSION, Journal
+from .journal import MIGRATIONS, SCHEMA_VERSION, Journal
 
-TABLES = ("meta", "runs", "nodes", "task_runs", "events", "blobs", "cache", "code", "fingerprints")
+
+def schema_tables() -> tuple[str, ...]:
+    """Every table of the current schema, in the order the migrations create them.
+
+    Read from an empty in-memory database built by the journal's own migrations rather than
+    kept as a list here: a list went stale at the schema bumps that added batches and
+    task means, and ``--repair`` silently left their rows behind.
+    """
+    conn = sqlite3.connect(":memory:")
+    try:
+        for version in sorted(MIGRATIONS):
+            for sql in MIGRATIONS[version]:
+                conn.execute(sql)
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                            "AND name NOT LIKE 'sqlite_%' ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+    return tuple(r[0] for r in rows)
 
 
 @dataclass
@@ -39,6 +62,8 @@ class DoctorReport:
     journal_ok: bool = False
     journal_problem: str | None = None
     schema_version: int | None = None
+    newer: bool = False  # written by a newer nbflow: not damaged, and never repaired here
+    repair_refused: bool = False  # --repair was asked for a newer store, and did nothing
     runs: int | None = None
     cache_entries: int | None = None
     files_ok: int = 0
@@ -55,8 +80,12 @@ class DoctorReport:
 
     def __str__(self) -> str:
         lines = [f"nbflow doctor: {self.home}"]
-        if self.journal_ok:
-            lines.append(f"  journal      ok (schema {self.schema_version}; {self.runs} run(s), "
+        if self.newer:
+            lines.append(f"  journal      NEWER: {self.journal_problem}")
+        elif self.journal_ok:
+            older = (f", older than this nbflow's {SCHEMA_VERSION}: opening it with nbflow migrates it"
+                     if self.schema_version is not None and self.schema_version < SCHEMA_VERSION else "")
+            lines.append(f"  journal      ok (schema {self.schema_version}{older}; {self.runs} run(s), "
                          f"{self.cache_entries} cache entr{'y' if self.cache_entries == 1 else 'ies'})")
         else:
             lines.append(f"  journal      DAMAGED: {self.journal_problem}")
@@ -73,7 +102,11 @@ class DoctorReport:
             for table, why in self.lost.items():
                 lines.append(f"    could not salvage {table}: {why}")
             lines.append(f"  kept         {self.files_ok} result file(s)")
-        elif not self.journal_ok:
+        elif self.repair_refused:
+            lines.append("  not repaired this store was written by a newer nbflow, whose schema this one "
+                         "does not know: it is left as it is (that nbflow's `nbflow doctor --repair` can "
+                         "repair it)")
+        elif not self.journal_ok and not self.newer:
             lines.append("  recoverable  the result files above; run `nbflow doctor --repair` to move the "
                          "damaged journal aside and start a new one (cached results whose entries can be "
                          "read are kept; the rest is recomputed)")
@@ -90,15 +123,19 @@ def _check_journal(path: Path, report: DoctorReport) -> None:
         report.journal_problem = f"{type(e).__name__}: {e}"
         return
     try:
+        # The version first: a newer store is checked (and repaired, if need be) by the
+        # nbflow that wrote it, whose schema this one does not know.
+        report.schema_version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if report.schema_version > SCHEMA_VERSION:
+            report.newer = True
+            report.journal_problem = (
+                f"schema version {report.schema_version}, written by a newer nbflow; this nbflow "
+                f"writes schema {SCHEMA_VERSION} and cannot open it. Upgrade nbflow to open it; "
+                "nothing was changed")
+            return
         result = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
         if result != ["ok"]:
             report.journal_problem = "integrity check failed: " + "; ".join(map(str, result[:3]))
-            return
-        report.schema_version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if report.schema_version != SCHEMA_VERSION:
-            report.journal_problem = (f"schema version {report.schema_version}, this nbflow writes "
-                                      f"{SCHEMA_VERSION} (opening it with nbflow migrates it)")
-            report.journal_ok = report.schema_version < SCHEMA_VERSION
             return
         report.runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         report.cache_entries = conn.execute("SELECT COUNT(*) FROM cache").fetchone()[0]
@@ -137,6 +174,24 @@ def diagnose(home: str | os.PathLike[str]) -> DoctorReport:
     return report
 
 
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})").fetchall()]
+
+
+def _read_rows(src: sqlite3.Connection, table: str, cols: list[str],
+               report: DoctorReport) -> list[tuple[Any, ...]]:
+    """The rows of ``table`` that can be read; on damage part-way, the rows read before it
+    (and the damage named in ``report.lost``)."""
+    rows: list[tuple[Any, ...]] = []
+    try:
+        for row in src.execute(f"SELECT {', '.join(cols)} FROM {table}"):
+            rows.append(row)
+    except sqlite3.Error as e:
+        report.lost[table] = (f"read {len(rows)} row(s), then {type(e).__name__}: {e}" if rows
+                              else f"{type(e).__name__}: {e}")
+    return rows
+
+
 def _salvage(old: Path, new: Path, good_files: set[str], report: DoctorReport) -> None:
     try:
         src = sqlite3.connect(f"file:{old}?mode=ro", uri=True, isolation_level=None)
@@ -145,46 +200,65 @@ def _salvage(old: Path, new: Path, good_files: set[str], report: DoctorReport) -
         return
     dst = sqlite3.connect(new, isolation_level=None)
     try:
-        inline: set[str] = set()
-        for table in TABLES:
-            if table == "meta":
-                continue
+        intact: set[str] = set()
+        # cache rows are kept only for results that survive, so blobs must be read first
+        for table in sorted(schema_tables(), key=lambda t: t == "cache"):
             try:
-                cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})").fetchall()]
-                rows = src.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall() if cols else []
+                # An older journal may lack a table or a column the new one has (migrations
+                # only add): copy the columns both have.
+                wanted = set(_columns(dst, table))
+                cols = [c for c in _columns(src, table) if c in wanted]
             except sqlite3.Error as e:
                 report.lost[table] = f"{type(e).__name__}: {e}"
                 continue
+            rows = _read_rows(src, table, cols, report) if cols else []
             if table == "blobs":
-                k = cols.index("key")
-                i = cols.index("inline")
+                k, i = cols.index("key"), cols.index("inline")
                 rows = [r for r in rows
                         if (r[i] is not None and hashing.verify(r[i], r[k])) or r[k] in good_files]
-                inline = {r[k] for r in rows}
+                intact = {r[k] for r in rows}
             if table == "cache":
                 b = cols.index("blob")
-                rows = [r for r in rows if r[b] in inline]
+                rows = [r for r in rows if r[b] in intact]
             if not rows:
                 continue
+            before = dst.total_changes
             marks = ",".join("?" * len(cols))
             dst.execute("BEGIN")
+            # OR IGNORE: the new journal's own rows (meta's schema version) win
             dst.executemany(f"INSERT OR IGNORE INTO {table}({', '.join(cols)}) VALUES({marks})", rows)
             dst.execute("COMMIT")
-            report.salvaged[table] = len(rows)
+            if dst.total_changes > before:
+                report.salvaged[table] = dst.total_changes - before
     finally:
         src.close()
         dst.close()
 
 
+def _aside_name(path: Path) -> Path:
+    """Where the damaged journal goes: ``journal.sqlite.damaged-<time>``, with a number added
+    if a journal moved aside earlier (in the same second) is there, which must not be
+    overwritten."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while any(Path(str(aside) + suffix).exists() for suffix in ("", "-wal", "-shm")):
+        aside = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+        n += 1
+    return aside
+
+
 def repair(home: str | os.PathLike[str]) -> DoctorReport:
     """Diagnose; if the journal is damaged, move it aside and start a new one, salvaging
-    what can be read (see the module docstring)."""
+    what can be read (see the module docstring).  A healthy store, or one written by a newer
+    nbflow (``report.newer``), is left exactly as it is."""
     report = diagnose(home)
-    if report.journal_ok:
+    if report.newer:
+        report.repair_refused = True
+    if report.journal_ok or report.newer:
         return report
     path = report.home / "journal.sqlite"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = report.home / f"journal.sqlite.damaged-{stamp}"
+    aside = _aside_name(path)
     for suffix in ("", "-wal", "-shm"):
         src = Path(str(path) + suffix)
         if src.exists():
@@ -193,8 +267,10 @@ def repair(home: str | os.PathLike[str]) -> DoctorReport:
     Journal(path).close()  # a new, empty journal at the current schema
     good = {k for k, *_ in BlobStore(report.home).files() if k is not None} - set(report.files_corrupt)
     if aside.exists():
-        with contextlib.suppress(sqlite3.Error):
+        try:
             _salvage(aside, path, good, report)
+        except sqlite3.Error as e:  # (the new journal itself failed: said, not hidden)
+            report.lost["the rest"] = f"{type(e).__name__}: {e}"
     from .store import _BROKEN, _LOCK
 
     with _LOCK:  # this process may use the store again

@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,21 @@ def test_doctor_reports_a_healthy_store(tmp_path):
     assert "journal      ok" in str(report)
 
 
+def test_doctor_says_an_older_store_is_migrated_when_opened(tmp_path):
+    from nbflow.store.journal import SCHEMA_VERSION
+
+    _, _, copy = _populate(tmp_path)
+    db = sqlite3.connect(copy / "journal.sqlite")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    db.commit()
+    db.close()
+    report = diagnose(copy)
+    assert report.healthy and not report.newer and report.runs == 1
+    assert (f"journal      ok (schema {SCHEMA_VERSION - 1}, older than this nbflow's {SCHEMA_VERSION}: "
+            "opening it with nbflow migrates it; 1 run(s)") in str(report)
+    assert repair(copy).moved_to is None
+
+
 def test_doctor_repair_moves_the_damaged_journal_aside_and_keeps_results(tmp_path):
     with nf.Workflow("big") as wf:
         from .test_security import big
@@ -112,17 +128,165 @@ def test_doctor_repair_moves_the_damaged_journal_aside_and_keeps_results(tmp_pat
     assert f"OK {sum(range(20_000))}" in p.stdout
 
 
-def test_doctor_repair_salvages_readable_tables(tmp_path):
-    """An old-schema journal missing a table: runs are salvaged into the new journal."""
-    _, _, copy = _populate(tmp_path)
-    db = sqlite3.connect(copy / "journal.sqlite")
-    db.execute("PRAGMA user_version = 99")  # unusable by this nbflow: treated as damaged
+def _damage_an_index(journal: Path) -> None:
+    """Real damage that leaves the tables readable: the root page of the ``runs_start``
+    index overwritten (the integrity check fails; a table scan does not use the index)."""
+    db = sqlite3.connect(journal)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every committed row in the main file
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs_start'").fetchone()[0]
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    with open(journal, "r+b") as f:
+        f.seek((root - 1) * page)
+        f.write(b"\xff" * page)
+
+
+def _fill_empty_tables(journal: Path) -> None:
+    """One row in each table the run left empty, made from the table's own columns, so that
+    every table of the schema, present and future, has a row to salvage."""
+    sample = {"INTEGER": 7, "REAL": 1.5, "BLOB": b"bytes"}
+    db = sqlite3.connect(journal)
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for table in tables:
+        if db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]:
+            continue
+        cols = db.execute(f"PRAGMA table_info({table})").fetchall()
+        row = [sample.get(c[2], f"{table}.{c[1]}") for c in cols]
+        db.execute(f"INSERT INTO {table} VALUES({','.join('?' * len(row))})", row)
     db.commit()
     db.close()
+
+
+def _all_rows(journal: Path) -> dict[str, list[tuple]]:
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}
+    finally:
+        db.close()
+
+
+def test_doctor_repair_salvages_every_table_of_the_schema(tmp_path):
+    """A damaged journal whose tables can still be read: every row of every table (runs,
+    task durations, batch records, ...) is in the new journal, not only the runs."""
+    from nbflow.batch import records
+
+    wf, _ = chain_workflow(4, name="hist")
+    run = wf.run()
+    store = get_store()
+    records.start_batch(store, "b-1", kind="run", notebook="nb.ipynb", output=None,
+                        parameters={"n": 4}, options={})
+    records.link_run(store, "b-1", run.id)
+    records.record_params(store, run.id, {"n": 4})
+    records.finish_batch(store, "b-1", "completed", started=0.0)
+    store.journal.close()
+    home = store_home()
+    journal = home / "journal.sqlite"
+    written = _all_rows(journal)
+    assert written["runs"] and written["task_means"] and written["batches"]  # by the real journal
+    _fill_empty_tables(journal)
+    before = _all_rows(journal)
+    assert all(before.values())  # (else a table could be left behind unnoticed)
+    _damage_an_index(journal)
+    report = diagnose(home)
+    assert not report.journal_ok and "DAMAGED" in str(report)
+    fixed = repair(home)
+    assert fixed.moved_to is not None and not fixed.lost
+    after = _all_rows(journal)
+    assert set(after) == set(before)
+    for table, rows in before.items():
+        assert after[table] == rows, table
+    assert diagnose(home).healthy
+    assert len(nf.runs(home=home)) == 1
+
+
+def test_salvage_follows_the_schema_when_a_table_is_added(tmp_path, monkeypatch):
+    """A table a later migration adds is salvaged without anyone listing it in doctor."""
+    from nbflow.store import journal as journal_mod
+
+    last = journal_mod.SCHEMA_VERSION
+    monkeypatch.setitem(journal_mod.MIGRATIONS, last, [
+        *journal_mod.MIGRATIONS[last],
+        "CREATE TABLE IF NOT EXISTS added_later(id TEXT PRIMARY KEY, value REAL)",
+    ])
+    home = tmp_path / "store"
+    home.mkdir(mode=0o700)
+    journal_mod.Journal(home / "journal.sqlite").close()
+    db = sqlite3.connect(home / "journal.sqlite")
+    db.executemany("INSERT INTO added_later VALUES(?, ?)", [("a", 1.0), ("b", 2.0)])
+    db.commit()
+    db.close()
+    _damage_an_index(home / "journal.sqlite")
+    fixed = repair(home)
+    assert fixed.moved_to is not None and fixed.salvaged.get("added_later") == 2
+    assert _all_rows(home / "journal.sqlite")["added_later"] == [("a", 1.0), ("b", 2.0)]
+
+
+def _newer_store(tmp_path, damaged: bool = False) -> tuple[Path, dict[str, bytes]]:
+    """A real store, then marked as written by the next nbflow (and damaged, if asked);
+    with every file's bytes."""
+    from nbflow.store.journal import SCHEMA_VERSION
+
+    _, _, copy = _populate(tmp_path)
+    db = sqlite3.connect(copy / "journal.sqlite")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    if damaged:
+        _damage_an_index(copy / "journal.sqlite")
+    return copy, _files(copy)
+
+
+def _files(home: Path) -> dict[str, bytes]:
+    """Every file's bytes, but SQLite's -shm index and an empty -wal, which any read-only
+    open of a WAL journal leaves (no data in either)."""
+    found = {str(p.relative_to(home)): p.read_bytes() for p in sorted(home.rglob("*")) if p.is_file()}
+    return {name: data for name, data in found.items()
+            if not name.endswith("-shm") and not (name.endswith("-wal") and not data)}
+
+
+@pytest.mark.parametrize("damaged", [False, True], ids=["intact", "damaged"])
+def test_doctor_says_a_newer_store_is_newer_and_repair_never_touches_it(tmp_path, damaged):
+    """Even a damaged one: its schema is the newer nbflow's to check and repair."""
+    from nbflow.store.journal import SCHEMA_VERSION
+
+    home, files = _newer_store(tmp_path, damaged)
+    report = diagnose(home)
+    text = str(report)
+    assert f"schema version {SCHEMA_VERSION + 1}" in text and f"writes schema {SCHEMA_VERSION}" in text
+    assert "Upgrade nbflow to open it; nothing was changed" in text
+    assert "DAMAGED" not in text and "migrates" not in text and "--repair" not in text
+    assert report.newer and not report.healthy and report.schema_version == SCHEMA_VERSION + 1
+    fixed = repair(home)
+    assert fixed.newer and fixed.repair_refused and fixed.moved_to is None and not fixed.salvaged
+    assert "not repaired" in str(fixed)
+    assert _files(home) == files  # not moved aside, not rewritten: byte for byte the same
+
+
+def test_doctor_repair_cli_refuses_a_newer_store(tmp_path, capsys):
+    from nbflow.cli import main
+
+    home, files = _newer_store(tmp_path)
+    assert main(["doctor", "--repair", "--home", str(home)]) == 1
+    out = capsys.readouterr().out
+    assert "NEWER" in out and "Upgrade nbflow to open it; nothing was changed" in out
+    assert "moved to" not in out
+    assert _files(home) == files
+
+
+def test_doctor_repair_never_overwrites_a_journal_moved_aside_before(tmp_path, monkeypatch):
+    """Two repairs within one second: the first damaged journal is kept, not replaced."""
+    from nbflow.store import doctor
+
+    _, _, copy = _populate(tmp_path)
+    monkeypatch.setattr(doctor.time, "strftime", lambda fmt: "20260101-000000")
+    earlier = copy / "journal.sqlite.damaged-20260101-000000"
+    earlier.write_bytes(b"the journal an earlier repair moved aside")
+    _damage_an_index(copy / "journal.sqlite")
     fixed = repair(copy)
-    assert fixed.moved_to is not None
+    assert fixed.moved_to == copy / "journal.sqlite.damaged-20260101-000000-1"
+    assert earlier.read_bytes() == b"the journal an earlier repair moved aside"
     assert fixed.salvaged.get("runs") == 1
-    assert len(nf.runs(home=copy)) == 1
 
 
 def test_doctor_cli(tmp_path):
@@ -136,3 +300,19 @@ def test_doctor_cli(tmp_path):
     p = subprocess.run([sys.executable, "-m", "nbflow.cli", "doctor", "--repair", "--home", str(home)],
                        capture_output=True, text=True, env=env, timeout=60)
     assert p.returncode == 0 and "moved to" in p.stdout
+
+
+def test_salvage_keeps_the_rows_read_before_damage_part_way_through_a_table(tmp_path):
+    """A table whose scan fails part-way (a damaged page in the middle): the rows before it
+    are salvaged, and the damage is named, rather than the whole table given up."""
+    from nbflow.store.doctor import DoctorReport, _read_rows
+
+    class DamagedAfterTwoRows:  # (what a cursor does when it reaches a damaged page)
+        def execute(self, sql):
+            yield ("r1",)
+            yield ("r2",)
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+    report = DoctorReport(tmp_path)
+    assert _read_rows(DamagedAfterTwoRows(), "runs", ["id"], report) == [("r1",), ("r2",)]
+    assert report.lost["runs"] == "read 2 row(s), then DatabaseError: database disk image is malformed"
