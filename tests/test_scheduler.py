@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
+import sys
 import threading
 import time
 
@@ -324,7 +324,34 @@ def test_cancel_from_another_thread_leaves_nothing_running():
     assert nbflow_threads_left(before) == []
 
 
-def test_ctrl_c_in_the_calling_thread_cancels_the_run():
+def _waiting_in(thread: threading.Thread, code: object, timeout: float = 60.0) -> bool:
+    """Poll until ``thread`` is running ``code`` (somewhere in its stack)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident)
+        while frame is not None:
+            if frame.f_code is code:
+                return True
+            frame = frame.f_back
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own Ctrl-C handler for SIGINT, as in a terminal or a kernel, whatever this
+    process inherited: started in the background by a non-interactive shell (``make test
+    &``, a script's ``cmd &``), a process begins with SIGINT ignored, Python then installs
+    no handler, a real SIGINT does nothing and ``wf.run()`` returns after its tasks' 60 s
+    ("DID NOT RAISE": how this test once failed)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_in_the_calling_thread_cancels_the_run(python_sigint_handler):
     started = threading.Event()
 
     @nf.task
@@ -336,15 +363,19 @@ def test_ctrl_c_in_the_calling_thread_cancels_the_run():
         forever()
         forever()
 
+    main = threading.current_thread()
+    ready = []
+
     def interrupt():
-        started.wait(10)
-        os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C
+        # Ctrl-C once the run's tasks are running and the calling thread waits for the run
+        # (polled, not timed: a busy machine may be slow to get there)
+        ready.append(started.wait(60) and _waiting_in(main, nf.Run.wait.__code__))
+        signal.pthread_kill(main.ident, signal.SIGINT)  # a real Ctrl-C, to the waiting thread
 
     threading.Thread(target=interrupt).start()
-    t0 = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
         wf.run()
-    assert time.perf_counter() - t0 < 30
+    assert ready == [True]
     run = nf.last_run()
     assert run.status == "cancelled" and run.done
     assert set(run.tasks["state"]) == {"cancelled"}
