@@ -346,11 +346,12 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     s.tasks.enter_batch(ev.TaskStarted, now, run, {"attempt": [attempts[j] + 1 for j in run]},
                         {"executor": s.executor[i]})
     outcomes: list[Outcome] = []
+    ran: tuple[float, float] | None = None  # (when the chunk ran on its Dask worker)
     inflight = 1
     if run:
         g.running += 1
         try:
-            outcomes = await _call(s, i, spec.fn, run)
+            outcomes, ran = await _call(s, i, spec.fn, run)
         finally:
             # Chunks of one group that run at once share the machine (and, for Python code,
             # the GIL): each item's wall time then counts the others' turns too.  The sizer
@@ -367,7 +368,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     if cache is None and not s.has_remote and run and all([o[0] for o in outcomes]):
         # (the common case, every item succeeded and nothing to store: columns at once)
         walls = [o[2] for o in outcomes]
-        s._complete_many(run, [o[1] for o in outcomes], walls, _sizes(s, i, outcomes))
+        s._complete_many(run, [o[1] for o in outcomes], walls, _sizes(s, i, outcomes), ran)
         g.sizer.observe(len(run), sum(walls) / inflight)
         s._fill()
         if s.tasks.open == 0:
@@ -383,9 +384,9 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     for j, (ok, value, seconds, *known) in zip(run, outcomes, strict=True):
         measured += seconds
         if not ok:
-            s._complete_many(done, values, took, sizes)
+            s._complete_many(done, values, took, sizes, ran)
             done, values, took, sizes = [], [], [], []
-            s._failed_attempt(j, value, seconds)
+            s._failed_attempt(j, value, seconds, ran)
             continue
         # output_bytes as a single task's (core.sizes): as measured where the item ran
         # (a Dask chunk's items, on their worker), else as the backend measures it here
@@ -400,7 +401,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
         values.append(value)
         took.append(seconds)
         sizes.append(size)
-    s._complete_many(done, values, took, sizes)
+    s._complete_many(done, values, took, sizes, ran)
     if run:
         g.sizer.observe(len(run), measured / inflight)
     s._fill()
@@ -422,9 +423,14 @@ def _sizes(s: Scheduler, i: int, outcomes: list[Outcome]) -> list[int | None]:
     return [o[3] if len(o) > 3 else size_of(o[1]) for o in outcomes]
 
 
-async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) -> list[Outcome]:
+async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]
+                ) -> tuple[list[Outcome], tuple[float, float] | None]:
     """One backend call for the items ``run``; a failure of the call itself fails each item.
-    Records each item's metrics (its input features, its share of the chunk's CPU time)."""
+    Records each item's metrics (its input features, its share of the chunk's CPU time).
+    Returns the items' outcomes, and when the chunk's call started and stopped where it ran
+    when the backend says (a Dask worker's times, in this process's clock: the items'
+    start and end, as a single Dask task's; None: the engine's own times stand)."""
+    ran = None
     nodes = s.nodes
     arguments = s._arguments
     # (an item whose arguments hold no Ref, as in a map over a list, passes them as traced)
@@ -454,6 +460,7 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) ->
             chunk = functools.partial(run_chunk, fn, calls, capture, clock)
             value, _ = await backend.call(key, chunk, (), None)
         if isinstance(value, Remote):  # a Dask chunk's outcomes, still on the worker:
+            ran = value.ran
             split = getattr(backend, "split_chunk", None)  # items keep large values there
             if split is not None:
                 value = await split(value, [nodes[j].key for j in run])
@@ -468,7 +475,7 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) ->
         raise
     except Exception as e:  # the call itself (pickling, a lost worker): every item's attempt
         took = (time.perf_counter() - t0) / len(run)
-        return [(False, e, took) for _ in run]
+        return [(False, e, took) for _ in run], None
     outcomes, cpu_s, peak_rss = value
     s.metrics.record_chunk(run, calls, [o[2] for o in outcomes], cpu_s, peak_rss)
-    return list(outcomes)
+    return list(outcomes), ran

@@ -158,7 +158,11 @@ def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, .
     and the worker announces nothing (the default when the plugin is there)."""
     t0, c0 = time.perf_counter(), time.thread_time()  # (the task runs on this one thread)
     began = time.time()  # (when the call ran, in the worker's clock: see dask_clock)
-    value = fn(*args, **kwargs) if kwargs else fn(*args)
+    try:
+        value = fn(*args, **kwargs) if kwargs else fn(*args)
+    except BaseException as e:  # (a failed call is timed too: on its error, dask_clock)
+        dask_clock.note_failure(e, began, time.time())
+        raise
     ended = time.time()
     cpu_s, peak = _note_metrics(time.thread_time() - c0, began, ended)
     if topic is None:
@@ -861,6 +865,7 @@ class DaskBackend:
             raise
         if not ok:
             self._futures.discard(fut)
+            dask_clock.took_failure(value, self.clock, time.time())  # (when it ran there)
             raise _explain(key, value)
         seconds = loop.time() - t0
         if not keep:  # the old way: the value came back through this process
