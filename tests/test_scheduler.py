@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 
@@ -324,26 +323,13 @@ def test_cancel_from_another_thread_leaves_nothing_running():
     assert nbflow_threads_left(before) == []
 
 
-def _waiting_in(thread: threading.Thread, code: object, timeout: float = 60.0) -> bool:
-    """Poll until ``thread`` is running ``code`` (somewhere in its stack)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        frame = sys._current_frames().get(thread.ident)
-        while frame is not None:
-            if frame.f_code is code:
-                return True
-            frame = frame.f_back
-        time.sleep(0.01)
-    return False
-
-
 @pytest.fixture
 def python_sigint_handler():
     """Python's own Ctrl-C handler for SIGINT, as in a terminal or a kernel, whatever this
     process inherited: started in the background by a non-interactive shell (``make test
     &``, a script's ``cmd &``), a process begins with SIGINT ignored, Python then installs
     no handler, a real SIGINT does nothing and ``wf.run()`` returns after its tasks' 60 s
-    ("DID NOT RAISE": how this test once failed)."""
+    ("DID NOT RAISE", as this test once failed)."""
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
@@ -351,9 +337,7 @@ def python_sigint_handler():
         signal.signal(signal.SIGINT, old)
 
 
-def test_ctrl_c_in_the_calling_thread_cancels_the_run(python_sigint_handler):
-    started = threading.Event()
-
+def _sigint_workflow(started: threading.Event) -> nf.Workflow:
     @nf.task
     async def forever():
         started.set()
@@ -362,24 +346,49 @@ def test_ctrl_c_in_the_calling_thread_cancels_the_run(python_sigint_handler):
     with nf.Workflow("sigint") as wf:
         forever()
         forever()
+    return wf
 
-    main = threading.current_thread()
-    ready = []
 
-    def interrupt():
-        # Ctrl-C once the run's tasks are running and the calling thread waits for the run
-        # (polled, not timed: a busy machine may be slow to get there)
-        ready.append(started.wait(60) and _waiting_in(main, nf.Run.wait.__code__))
-        signal.pthread_kill(main.ident, signal.SIGINT)  # a real Ctrl-C, to the waiting thread
-
-    threading.Thread(target=interrupt).start()
-    with pytest.raises(KeyboardInterrupt):
-        wf.run()
-    assert ready == [True]
+def _cancelled_and_gone() -> None:
     run = nf.last_run()
     assert run.status == "cancelled" and run.done
     assert set(run.tasks["state"]) == {"cancelled"}
     assert nbflow_threads_left() == []
+
+
+def test_ctrl_c_in_the_calling_thread_cancels_the_run(python_sigint_handler):
+    started = threading.Event()
+    wf = _sigint_workflow(started)
+    main = threading.current_thread()
+
+    def interrupt():
+        started.wait(60)
+        signal.pthread_kill(main.ident, signal.SIGINT)  # a real Ctrl-C, to the calling thread
+
+    threading.Thread(target=interrupt).start()
+    with pytest.raises(KeyboardInterrupt):
+        wf.run()
+    assert started.is_set()
+    _cancelled_and_gone()
+
+
+def test_ctrl_c_before_the_caller_waits_for_the_run_cancels_it(monkeypatch):
+    # The Ctrl-C lands once the run's tasks started but before the calling thread waits for
+    # the run (where a busy machine can leave it: under load the test above once saw the
+    # run still "running" after wf.run() raised).  Raised right there, deterministically.
+    started = threading.Event()
+    wf = _sigint_workflow(started)
+    start_in_thread = nf.Run.start_in_thread
+
+    def interrupted_after_start(run):
+        start_in_thread(run)
+        assert started.wait(60)
+        raise KeyboardInterrupt  # (what Python's SIGINT handler raises at that point)
+
+    monkeypatch.setattr(nf.Run, "start_in_thread", interrupted_after_start)
+    with pytest.raises(KeyboardInterrupt):
+        wf.run()
+    _cancelled_and_gone()
 
 
 def test_pause_holds_dispatch_until_resume():
