@@ -17,6 +17,9 @@ whose items exist only once it runs, is planned with as many items as its newest
 count comes from, and that it is an estimate): an item takes its value from this process,
 or, for a map over another map's result, the result it is an item of, where it was made.
 A map no recent run expanded is left out, and said to be: its seconds are unknown, not 0.
+An ``nf.loop`` is not expanded: how many iterations it runs depends on the values it makes,
+so its iterations (``<loop key>[i]``) are left out, and the notes say so by name; its row
+has no worker and unknown seconds, and the plan's bytes and makespan leave them out.
 
 The cache part is the store's own forecast (:func:`nbflow.store.plan`): per task ``hit``,
 ``miss`` or ``maybe`` with the reason.  A task the cache would serve still appears in the
@@ -32,7 +35,7 @@ from typing import Any
 
 from ..core.errors import NbflowError
 from ..core.graphs import topological_order
-from ..core.kinds import COLLECT, GATHER, MAP
+from ..core.kinds import COLLECT, GATHER, LOOP, MAP
 from ..store.map_items import ExpandedGraph, MapItem, expand_maps
 from . import predicted
 from .joins import data_inputs
@@ -211,16 +214,18 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     for i in _shown_order(graph):
         ref, v = every[i], pos[i]
         size = out_bytes.get(ref.key)
-        on_cluster = isinstance(ref, MapItem) or ref.kind not in COLLECTORS
+        # (a loop runs no task of its own: its iterations, not planned, run on workers)
+        on_cluster = isinstance(ref, MapItem) or (ref.kind not in COLLECTORS and ref.kind != LOOP)
         rows.append({"key": ref.key, "task": ref.name,
                      "worker": rule.placement[v] if on_cluster else None,
-                     # a map no run expanded: its items' seconds are unknown, not 0
-                     "seconds": None if i in uncounted else durs[v],
+                     # a map no run expanded, a loop: their tasks' seconds are unknown, not 0
+                     "seconds": None if i in uncounted or ref.kind == LOOP else durs[v],
                      "output_bytes": None if size is None else int(size),
                      "input_bytes": taken[v], "input_bytes_moved": moved_in[v]})
     tasks = pd.DataFrame(rows)
     tasks["output_bytes"] = tasks["output_bytes"].astype("Int64")  # (None: not known)
     notes = [c.describe() for c in graph.counts.values()]
+    notes += [_loop_note(r) for r in nodes if r.kind == LOOP]
     feeding = {order[u] for u, _ in edges}  # tasks whose result some task takes as input
     unknown = sum(1 for i in feeding if every[i].kind == "task" and every[i].key not in out_bytes)
     if unknown:
@@ -248,6 +253,15 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     return WorkflowPlan(name, n_workers, float(bandwidth), rule.bytes_moved, rr.bytes_moved,
                         rule.makespan, rr.makespan, unknown, tasks, notes,
                         {k: c.items for k, c in graph.counts.items()})
+
+
+def _loop_note(ref: Any) -> str:
+    """What the plan says of an ``nf.loop`` it does not expand (see the module)."""
+    bound = (ref.kwargs or {}).get("max_iter")
+    up_to = f" (up to max_iter={bound})" if bound is not None else ""
+    return (f"{ref.key} is an nf.loop: its iterations{up_to} ({ref.key}[0], {ref.key}[1], ...) "
+            "are made as it runs, until its condition holds, and are not planned: the bytes "
+            "and makespan above leave out what they run and move.")
 
 
 def _simulated_graph(graph: ExpandedGraph, out_bytes: dict[str, float],
