@@ -10,6 +10,8 @@ same figure, on Dask and off it (``nbflow.core.sizes``).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -32,6 +34,11 @@ def big_array(n: int) -> np.ndarray:
 @nf.task
 def payload(n: int) -> bytes:
     return b"x" * n
+
+
+@nf.task
+def number(n: int) -> int:
+    return n * 1000
 
 
 def _sizes(run) -> dict[str, object]:
@@ -99,17 +106,21 @@ def test_off_dask_a_hit_and_a_computed_result_agree_and_no_serialised_size_is_gi
             raw = payload(1000)
             arr = big_array(64 * KB)
             lst = small_list(5)
+            num = number(7)
             payload.map([10, 20], batch=2)  # (its items: payload-1, payload-2)
-        return wf, raw, arr, lst
+        return wf, raw, arr, lst, num
 
-    wf, raw, arr, lst = build()
+    wf, raw, arr, lst, num = build()
     first = wf.run(backend=backend)
     computed = _sizes(first)
-    assert computed[raw.key] == 1000  # the bytes' length, not their pickle's
-    assert computed[arr.key] == 64 * KB  # the array's nbytes
-    assert computed[lst.key] is None  # not cheap to know without Dask: no serialised size instead
+    # Dask's own figures, without Dask: the bytes' length (not their pickle's), the array's
+    # nbytes, the int's sys.getsizeof (what Dask's sizeof gives for them)
+    assert computed[raw.key] == 1000
+    assert computed[arr.key] == 64 * KB
+    assert computed[num.key] == sys.getsizeof(7000)
+    assert computed[lst.key] is None  # Dask walks a list: not cheap here, and no pickled size instead
     assert [computed["payload-1"], computed["payload-2"]] == [10, 20]  # (the map's items)
-    wf, raw, arr, lst = build()
+    wf, raw, arr, lst, num = build()
     second = wf.run(backend=backend)
-    assert {raw.key, arr.key, lst.key, "payload-1", "payload-2"} <= _cached(second)
+    assert {raw.key, arr.key, lst.key, num.key, "payload-1", "payload-2"} <= _cached(second)
     assert _sizes(second) == computed

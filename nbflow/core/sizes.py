@@ -11,14 +11,16 @@ a stored blob) is another measure: a small list is 125 B pickled and 560 B to Da
   task (on its worker), every item of a batched chunk, and a cache hit of a Dask task.
 * :func:`output_size` is the in-memory size where it is cheap to know without importing
   Dask (threads, processes, coroutines: nothing there moves between workers, and a run
-  that does not use Dask never loads it): ``nbytes`` of NumPy arrays and the length of
-  bytes, which are Dask's figures; the shallow memory of pandas objects and the length of
-  strings, which Dask's exceed by the objects' own overhead; None otherwise.  Never a
-  serialised size.
+  that does not use Dask never loads it): Dask's own figure for numbers, strings and None
+  (``sys.getsizeof``, which is what Dask's ``sizeof`` falls back to), bytes (their length)
+  and NumPy arrays (``nbytes``); the shallow memory of pandas objects, which Dask's exceeds
+  by the objects' contents and overhead; None otherwise (a list, a dict, an object: Dask
+  walks them).  Never a serialised size.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 
@@ -47,10 +49,16 @@ def cheap_size(value: Any) -> int | None:
     return None
 
 
+# Types whose size Dask's sizeof takes from sys.getsizeof (it registers nothing for them)
+_GETSIZEOF = frozenset({int, float, bool, complex, str, type(None)})
+
+
 def output_size(value: Any) -> int | None:
     """A result's ``output_bytes`` on a backend without Dask (see the module): its size in
     memory when that is cheap to know, else None (a run on threads or processes does not
     import Dask for it)."""
+    if type(value) in _GETSIZEOF:
+        return sys.getsizeof(value)
     return cheap_size(value)
 
 

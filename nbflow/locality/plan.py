@@ -230,8 +230,9 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     unknown = sum(1 for i in feeding if every[i].kind == "task" and every[i].key not in out_bytes)
     if unknown:
         # with history, the sizes are missing because nobody measured them, not for want of runs
-        why = ("no history" if not secs else "history measures the results of arrays, DataFrames, "
-               "bytes and str, and what a Dask or process run made")
+        why = ("no history" if not secs else "history measures every result of a Dask run, and "
+               "of other runs arrays, DataFrames, bytes, numbers and strings: not lists, dicts "
+               "or objects, which only Dask's sizeof walks")
         notes.append(f"{unknown} task(s) have no recorded output size ({why}): their "
                      "edges count as 0 bytes.")
     if not secs:
