@@ -166,9 +166,8 @@ class TaskStates:
             self.open -= 1
         elif new is RETRYING:
             self.duration[i] = duration
-            if d.started is not None:  # (the failed attempt's, where it ran; its end: e.time)
+            if d.started is not None:  # (the failed attempt's, where it ran: a Dask task)
                 self.start[i] = d.started
-                self.end[i] = e.time
         elif new is SKIPPED:
             self.reasons[i] = d.reason
             self.open -= 1
