@@ -2,10 +2,10 @@
 
 On Dask a computed result's size is Dask's ``sizeof`` of the value on its worker; a cache
 hit's was the stored (serialised) blob's size, and an item of a batched chunk that came back
-inside its chunk's outline had none, so ``run.tasks``, the journal and the history that
-predicts sizes for placement and ``nf.plan`` mixed two measures (560 B and 125 B for one
-small list).  Here a hit, a computed result and a batched item of the same value carry the
-same figure, on Dask and off it (``nbflow.core.sizes``).
+inside its chunk's outline had the cache's serialised size or none, so ``run.tasks``, the
+journal and the history that predicts sizes for placement and ``nf.plan`` mixed two
+measures (416 B and 73 B for one small list).  Here a hit, a computed result and a batched
+item of the same value carry the same figure, on Dask and off it (``nbflow.core.sizes``).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_on_dask_a_cache_hit_a_computed_result_and_batched_items_share_one_measu
         if key.startswith("big_array"):
             assert hits[key] == computed[key], key  # exactly, for an array
         else:  # a list loaded from the store keeps the spare capacity its unpickling left,
-            # which Dask's sizeof counts (its pickled size was a quarter of the figure)
+            # which Dask's sizeof counts (its stored size was a fraction of the figure)
             assert computed[key] <= hits[key] <= 1.25 * computed[key], (key, hits, computed)
     # and what the journal keeps for each attempt is what the run said
     stored = nf.history()
