@@ -99,8 +99,7 @@ class Workflow(WorkflowGraph):
         opts = run_options(self, workers=workers, backend=backend, cache=cache,
                            raise_on_error=raise_on_error, **options)
         run = prepare(self, opts)
-        run.start_in_thread()
-        run.wait(raise_on_error=opts.raise_on_error)
+        _start_and_wait(run, opts.raise_on_error)
         return run
 
     def start(self, workers: int | None = None, backend: Any = "local", cache: bool = True,
@@ -121,6 +120,27 @@ class Workflow(WorkflowGraph):
         if opts.raise_on_error:
             run.raise_for_status()
         return run
+
+
+def _start_and_wait(run: Run, raise_on_error: bool) -> None:
+    """Start ``run`` in its thread and wait for it, a Ctrl-C cancelling it wherever it lands.
+
+    Once :meth:`Run.wait` waits, a Ctrl-C is its to handle (it cancels the run, waits for
+    its end, and re-raises; a second Ctrl-C during that wait is the caller's).  One that
+    lands before (while the run's thread starts, or between its start and the wait: on a
+    busy machine the calling thread may not run again until the run's tasks have started)
+    used to leave the run going behind the caller's back; it is cancelled here the same
+    way."""
+    try:
+        run.start_in_thread()
+        run.wait(raise_on_error=raise_on_error)
+    except KeyboardInterrupt:
+        thread = run._thread
+        if not run._cancel_requested:  # (wait() did not take it)
+            run.cancel()
+            if thread is not None and thread.ident is not None:  # (started: it winds down)
+                run.wait(raise_on_error=False)
+        raise
 
 
 def run_options(wf: WorkflowGraph, **given: Any) -> RunOptions:

@@ -504,7 +504,7 @@ def test_chunks_running_together_give_the_sizer_their_share_of_the_time(monkeypa
         if len(started) <= 4:
             with anyio.fail_after(60):  # (fewer than four running at once: the test fails)
                 await four[0].wait()
-        return [(True, fn(*s.nodes[j].args), 0.001) for j in run]
+        return [(True, fn(*s.nodes[j].args), 0.001) for j in run], None  # (None: not on Dask)
 
     monkeypatch.setattr(ChunkSizer, "observe", recording)
     monkeypatch.setattr(batching, "_call", fake_call)

@@ -102,6 +102,7 @@ class TaskRetrying(TaskEvent):
     reason: str | None = None  # why the task ran rather than hit the cache
     metrics: tuple[Any, ...] | None = None  # as in TaskCompleted, for the failed attempt
     output: str | None = None  # what the attempt printed
+    started: float | None = None  # as in TaskCompleted: where the failed attempt ran
 
 
 @dataclass(slots=True)
@@ -130,6 +131,9 @@ class TaskFailed(TaskEvent):
     reason: str | None = None  # why the task ran rather than hit the cache
     metrics: tuple[Any, ...] | None = None  # as in TaskCompleted, for the failed attempt
     output: str | None = None  # what the attempt printed
+    # As in TaskCompleted: when the failed attempt started where it ran (a Dask worker,
+    # whose stop is then ``time``); None: when TaskStarted said.
+    started: float | None = None
 
 
 @dataclass(slots=True)

@@ -67,6 +67,7 @@ import anyio
 from ..core import events as ev
 from ..core.errors import StoreIntegrityError, WorkflowDefinitionError
 from ..core.remote import Remote, has_remote, localise
+from ..core.sizes import output_size
 from ..core.states import READY
 from . import taskoutput
 from .metrics import _peak_rss
@@ -228,7 +229,9 @@ def slots(limit: float, backend: Any) -> int:
 
 # -- the worker side -----------------------------------------------------------------------
 
-Outcome = tuple[bool, Any, float]  # (ok, value or exception, wall seconds) of one item
+# (ok, value or exception, wall seconds) of one item; a backend that measured a succeeded
+# item's output_bytes where it ran adds it as a fourth element (Dask: dask_chunks.split)
+Outcome = tuple[Any, ...]
 #: What a chunk's call returns: each item's outcome, the CPU seconds of the whole call
 #: (None when not measured) and the worker's peak RSS in bytes after it (process/Dask).
 ChunkResult = tuple[list[Outcome], float | None, int | None]
@@ -343,11 +346,12 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     s.tasks.enter_batch(ev.TaskStarted, now, run, {"attempt": [attempts[j] + 1 for j in run]},
                         {"executor": s.executor[i]})
     outcomes: list[Outcome] = []
+    ran: tuple[float, float] | None = None  # (when the chunk ran on its Dask worker)
     inflight = 1
     if run:
         g.running += 1
         try:
-            outcomes = await _call(s, i, spec.fn, run)
+            outcomes, ran = await _call(s, i, spec.fn, run)
         finally:
             # Chunks of one group that run at once share the machine (and, for Python code,
             # the GIL): each item's wall time then counts the others' turns too.  The sizer
@@ -364,7 +368,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     if cache is None and not s.has_remote and run and all([o[0] for o in outcomes]):
         # (the common case, every item succeeded and nothing to store: columns at once)
         walls = [o[2] for o in outcomes]
-        s._complete_many(run, [o[1] for o in outcomes], walls, [None] * len(run))
+        s._complete_many(run, [o[1] for o in outcomes], walls, _sizes(s, i, outcomes), ran)
         g.sizer.observe(len(run), sum(walls) / inflight)
         s._fill()
         if s.tasks.open == 0:
@@ -376,18 +380,20 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     values: list[Any] = []
     took: list[float] = []
     sizes: list[int | None] = []
-    remote = s.has_remote  # (only a Dask run has Remote results: no ABC check per item otherwise)
-    for j, (ok, value, seconds) in zip(run, outcomes, strict=True):
+    size_of = _size_of(s, i)
+    for j, (ok, value, seconds, *known) in zip(run, outcomes, strict=True):
         measured += seconds
         if not ok:
-            s._complete_many(done, values, took, sizes)
+            s._complete_many(done, values, took, sizes, ran)
             done, values, took, sizes = [], [], [], []
-            s._failed_attempt(j, value, seconds)
+            s._failed_attempt(j, value, seconds, ran)
             continue
-        size = value.nbytes if remote and isinstance(value, Remote) else None  # (as the cluster measured it)
+        # output_bytes as a single task's (core.sizes): as measured where the item ran
+        # (a Dask chunk's items, on their worker), else as the backend measures it here
+        size = known[0] if known else size_of(value)
         if cache is not None and s.cache is not None:
             try:
-                size = await cache.commit(j, value, None)
+                size = await cache.commit(j, value, size)
             except Exception as e:
                 s._cache_broke(e)
                 cache = None
@@ -395,7 +401,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
         values.append(value)
         took.append(seconds)
         sizes.append(size)
-    s._complete_many(done, values, took, sizes)
+    s._complete_many(done, values, took, sizes, ran)
     if run:
         g.sizer.observe(len(run), measured / inflight)
     s._fill()
@@ -403,9 +409,28 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
         s.done.set()  # type: ignore[union-attr]
 
 
-async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) -> list[Outcome]:
+def _size_of(s: Scheduler, i: int) -> Callable[[Any], int | None]:
+    """How the backend of node ``i``'s chunk measures a result's ``output_bytes``."""
+    measure = getattr(s.class_of[i].backend, "size_of", None)  # type: ignore[union-attr]
+    return measure if measure is not None else output_size
+
+
+def _sizes(s: Scheduler, i: int, outcomes: list[Outcome]) -> list[int | None]:
+    """Each succeeded item's ``output_bytes``, as a single task's result would have: the
+    size measured where the item ran when the backend tells it (a fourth element of the
+    outcome: a Dask chunk's items, measured on their worker), else measured here."""
+    size_of = _size_of(s, i)
+    return [o[3] if len(o) > 3 else size_of(o[1]) for o in outcomes]
+
+
+async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]
+                ) -> tuple[list[Outcome], tuple[float, float] | None]:
     """One backend call for the items ``run``; a failure of the call itself fails each item.
-    Records each item's metrics (its input features, its share of the chunk's CPU time)."""
+    Records each item's metrics (its input features, its share of the chunk's CPU time).
+    Returns the items' outcomes, and when the chunk's call started and stopped where it ran
+    when the backend says (a Dask worker's times, in this process's clock: the items'
+    start and end, as a single Dask task's; None: the engine's own times stand)."""
+    ran = None
     nodes = s.nodes
     arguments = s._arguments
     # (an item whose arguments hold no Ref, as in a map over a list, passes them as traced)
@@ -435,6 +460,7 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) ->
             chunk = functools.partial(run_chunk, fn, calls, capture, clock)
             value, _ = await backend.call(key, chunk, (), None)
         if isinstance(value, Remote):  # a Dask chunk's outcomes, still on the worker:
+            ran = value.ran
             split = getattr(backend, "split_chunk", None)  # items keep large values there
             if split is not None:
                 value = await split(value, [nodes[j].key for j in run])
@@ -449,7 +475,7 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]) ->
         raise
     except Exception as e:  # the call itself (pickling, a lost worker): every item's attempt
         took = (time.perf_counter() - t0) / len(run)
-        return [(False, e, took) for _ in run]
+        return [(False, e, took) for _ in run], None
     outcomes, cpu_s, peak_rss = value
     s.metrics.record_chunk(run, calls, [o[2] for o in outcomes], cpu_s, peak_rss)
-    return list(outcomes)
+    return list(outcomes), ran

@@ -103,7 +103,7 @@ from .metrics import Measured, TaskMetrics
 from .priority import longest_remaining_path
 from .resolvers import RESOLVERS, expand_map
 from .sagas import Sagas
-from .taskstate import TaskStates
+from .taskstate import TaskStates, ran_of
 from .tracebacks import drop_engine_frames
 
 YIELD_EVERY = 64  # tasks a worker may run back to back before yielding to the event loop
@@ -726,9 +726,11 @@ class Scheduler:
                 self.done.set()  # type: ignore[union-attr]
 
     def _complete_many(self, items: list[int], values: list[Any], durations: list[float],
-                       sizes: list[int | None]) -> None:
+                       sizes: list[int | None], ran: tuple[float, float] | None = None) -> None:
         """:meth:`_complete` (inline, computed) for the items of a batched chunk that
-        succeeded: one event each, entered in one call, then their successors."""
+        succeeded: one event each, entered in one call, then their successors.  ``ran``:
+        when the chunk's call started and stopped where it ran (a Dask worker), which the
+        records keep as the items' start and end, as :meth:`_complete` does for a task."""
         if not items:
             return
         nodes, attempts, cache = self.nodes, self.attempts, self.cache
@@ -737,6 +739,8 @@ class Scheduler:
             "attempt": [attempts[i] for i in items], "duration_s": durations, "output_bytes": sizes,
             "metrics": self.metrics.rows(items)}
         common: dict[str, Any] = {"cached": False}
+        if ran is not None:
+            common["started"] = ran[0]
         if self.outputs:
             columns["output"] = [output(i) for i in items]
         if cache is None:  # (a chunk's items are one map's: all of the same kind)
@@ -746,7 +750,8 @@ class Scheduler:
             columns["reason"] = [r for r, _, _ in info]
             columns["cache_key"] = [k for _, k, _ in info]
             columns["blob"] = [b for _, _, b in info]
-        self.tasks.enter_batch(ev.TaskCompleted, time.time(), items, columns, common, values)
+        self.tasks.enter_batch(ev.TaskCompleted, time.time() if ran is None else ran[1], items,
+                               columns, common, values)
         waiting, state, succs = self.waiting, self.state, self.succs
         saga_of = self.saga_of
         for i in items:
@@ -757,30 +762,41 @@ class Scheduler:
                 if w == 0 and (state[s] is PENDING or state[s] is RUNNING):
                     self._make_ready(s)
 
-    def _failed_attempt(self, i: int, error: Exception, duration: float) -> None:
+    def _failed_attempt(self, i: int, error: Exception, duration: float,
+                        ran: tuple[float, float] | None = None) -> None:
+        """``ran``: when the attempt started and stopped where it ran (a batched Dask
+        chunk's worker times); else as its error says (a Dask task's: taskstate.ran_of),
+        whose span is then the attempt's duration."""
         ref = self.nodes[i]
         spec = ref.task.spec
+        if ran is None and (ran := ran_of(error)) is not None:
+            duration = ran[1] - ran[0]
         if self.attempts[i] <= spec.retries:
             delay = spec.backoff(self.attempts[i], self.rand.random())
-            self.enter(ev.TaskRetrying(time.time(), i, ref.key, self.attempts[i], delay, error,
-                                       self._reason(i), self.metrics.row(i), self._output(i)),
+            self.enter(ev.TaskRetrying(time.time() if ran is None else ran[1], i, ref.key,
+                                       self.attempts[i], delay, error, self._reason(i),
+                                       self.metrics.row(i), self._output(i),
+                                       None if ran is None else ran[0]),
                        None, duration)
             self.retried.append(error)  # (kept in the run's events; trimmed by ended())
             self.timers += 1
             self.tg.start_soon(self._retry_after, i, delay)
             self._fill()
             return
-        self._fail(i, error, duration)
+        self._fail(i, error, duration, ran)
         self._fill()
         if self.tasks.open == 0:
             self.done.set()  # type: ignore[union-attr]
 
-    def _fail(self, i: int, error: BaseException, duration: float = 0.0) -> None:
+    def _fail(self, i: int, error: BaseException, duration: float = 0.0,
+              ran: tuple[float, float] | None = None) -> None:
         ref = self.nodes[i]
         if self.first_failure is None:
             self.first_failure = i
-        self.enter(ev.TaskFailed(time.time(), i, ref.key, max(self.attempts[i], 1), duration, error,
-                                 self._reason(i), self.metrics.row(i), self._output(i)))
+        self.enter(ev.TaskFailed(time.time() if ran is None else ran[1], i, ref.key,
+                                 max(self.attempts[i], 1), duration, error, self._reason(i),
+                                 self.metrics.row(i), self._output(i),
+                                 None if ran is None else ran[0]))
         if not self.continue_on_error:
             self.tg.cancel_scope.cancel()
             return

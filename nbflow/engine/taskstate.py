@@ -11,8 +11,9 @@ to a list of events of one state in one call).  Given the event that announces t
 1. checks the move against :data:`nbflow.core.states.TRANSITIONS` when checking is on,
 2. records what the new state needs (start time and attempt for ``running``; value, end
    time, duration and size for ``completed``, and its start again when the event knows
-   better: a Dask task's start on its worker, ``TaskCompleted.started``; the error for
-   ``failed``; the reason for ``skipped``; ...), taking the figures from the event itself,
+   better: a Dask task's start on its worker, ``TaskCompleted.started``, likewise for a
+   failed or retried attempt and a batched chunk's items; the error for ``failed``; the
+   reason for ``skipped``; ...), taking the figures from the event itself,
 3. decrements ``open`` exactly when the node enters a terminal state, and
 4. emits the event.
 
@@ -54,6 +55,17 @@ from ..core.states import (
 )
 
 NAN = math.nan
+
+# An attribute of a failed attempt's error: ``(start, stop)`` when the call ran where it ran
+# (this process's clock), noted by a backend that knows (a Dask worker's times: dask_clock)
+RAN = "_nbflow_ran"
+
+
+def ran_of(error: BaseException) -> tuple[float, float] | None:
+    """When the failed attempt that raised ``error`` ran where it ran, if its backend told
+    (see :data:`RAN`); None: the engine's own times stand."""
+    got = getattr(error, RAN, None)
+    return got if type(got) is tuple and len(got) == 2 else None
 
 CHECK = os.environ.get("NBFLOW_CHECK_TRANSITIONS", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -145,13 +157,17 @@ class TaskStates:
         elif new is FAILED:
             self.errors[i] = d.error
             self.end[i] = t = e.time
-            if self.start[i] != self.start[i]:
+            if d.started is not None:  # (where it ran, known only at its end: a Dask task)
+                self.start[i] = d.started
+            elif self.start[i] != self.start[i]:
                 self.start[i] = t
             self.attempts[i] = d.attempt
             self.duration[i] = d.duration_s
             self.open -= 1
         elif new is RETRYING:
             self.duration[i] = duration
+            if d.started is not None:  # (the failed attempt's, where it ran: a Dask task)
+                self.start[i] = d.started
         elif new is SKIPPED:
             self.reasons[i] = d.reason
             self.open -= 1
@@ -200,7 +216,9 @@ class TaskStates:
             elif new is COMPLETED:
                 values[i] = results[k] if results is not None else None
                 end[i] = t = e.time
-                if start[i] != start[i]:  # NaN: resolved without running
+                if d.started is not None:  # (where it ran: a Dask chunk's worker times)
+                    start[i] = d.started
+                elif start[i] != start[i]:  # NaN: resolved without running
                     start[i] = t
                 duration[i] = d.duration_s
                 size[i] = d.output_bytes
@@ -253,12 +271,16 @@ class TaskStates:
             else:
                 values, end, duration, size = self.results, self.end, self.duration, self.output_bytes
                 took, sizes = batch.column("duration_s"), batch.column("output_bytes")
+                # where the items ran, when known only at their end (a Dask chunk's worker)
+                ran = batch.column("started") if _has(batch, "started") else None
                 for k, i in enumerate(indexes):
                     if check:
                         self._check(i, new)
                     values[i] = results[k] if results is not None else None
                     end[i] = time
-                    if start[i] != start[i]:  # NaN: resolved without running
+                    if ran is not None and ran[k] is not None:
+                        start[i] = ran[k]
+                    elif start[i] != start[i]:  # NaN: resolved without running
                         start[i] = time
                     duration[i] = took[k]
                     size[i] = sizes[k]
@@ -284,3 +306,8 @@ class TaskStates:
     def open_nodes(self) -> list[int]:
         """Nodes not yet in a terminal state, ascending."""
         return [i for i, s in enumerate(self.state) if s not in TERMINAL]
+
+
+def _has(batch: ev.TaskBatch, name: str) -> bool:
+    """Does ``batch`` give field ``name`` a value (per item, or one for all but None)?"""
+    return name in batch.columns or batch.common.get(name) is not None

@@ -17,6 +17,14 @@ whose items exist only once it runs, is planned with as many items as its newest
 count comes from, and that it is an estimate): an item takes its value from this process,
 or, for a map over another map's result, the result it is an item of, where it was made.
 A map no recent run expanded is left out, and said to be: its seconds are unknown, not 0.
+An ``nf.loop`` is expanded the same way where history allows: as many iterations as its
+newest run had (``<loop key>[0]``, ``[1]``, ...: how many it runs depends on the values it
+makes, so the notes call the count an estimate and say where it comes from), iteration 0
+taking the loop's input, each next one the previous one's result where it was made, and
+what takes the loop's value taking the last iteration's.  A loop no recent run ran is not
+expanded, and the notes say so by name: its iterations are left out of the bytes and the
+makespan, and its row has unknown seconds.  A loop runs no task of its own: its row has no
+worker.
 
 The cache part is the store's own forecast (:func:`nbflow.store.plan`): per task ``hit``,
 ``miss`` or ``maybe`` with the reason.  A task the cache would serve still appears in the
@@ -32,8 +40,9 @@ from typing import Any
 
 from ..core.errors import NbflowError
 from ..core.graphs import topological_order
-from ..core.kinds import COLLECT, GATHER, MAP
-from ..store.map_items import ExpandedGraph, MapItem, expand_maps
+from ..core.kinds import COLLECT, GATHER, LOOP, MAP
+from ..core.ref import Ref
+from ..store.map_items import ExpandedGraph, MapItem, expand_maps, map_count
 from . import predicted
 from .joins import data_inputs
 from .placement import BANDWIDTH
@@ -70,6 +79,9 @@ class WorkflowPlan:
     # map over a Ref -> the items counted for it, as in its newest run (None: no run expanded
     # it, its items are left out); the same count nf.forecast uses
     maps: dict[str, int | None] = field(default_factory=dict)
+    # nf.loop -> the iterations planned for it, as in its newest run (None: none ran it, its
+    # iterations are left out)
+    loops: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def saving(self) -> float | None:
@@ -89,13 +101,17 @@ class WorkflowPlan:
 
     def __str__(self) -> str:
         items = sum(n or 0 for n in self.maps.values())
-        count = (f"{len(self.tasks) - items} tasks and {items} expected items of maps over a Ref"
-                 if items else f"{len(self.tasks)} tasks")
+        rounds = sum(n or 0 for n in self.loops.values())
+        count = f"{len(self.tasks) - items - rounds} tasks"
+        if items:
+            count += f" and {items} expected items of maps over a Ref"
+        if rounds:
+            count += f" and {rounds} expected iterations of loops"
         lines = [f"Plan for workflow {self.workflow!r} ({count}). Nothing was run.",
                  self.summary(), *self.notes, ""]
         cols = [c for c in ("key", "worker", "seconds", "output_bytes", "input_bytes", "input_bytes_moved",
                             "decision", "reason") if c in self.tasks.columns]
-        lines.append(fold_items(self.tasks, self.maps)[cols].to_string(index=False))
+        lines.append(fold_items(self.tasks, {**self.maps, **self.loops})[cols].to_string(index=False))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -103,7 +119,8 @@ class WorkflowPlan:
 
         notes = "".join(f"<br>{escape(n)}" for n in self.notes)
         return (f"<div class='nbflow-plan-locality'><p><b>{escape(self.summary())}</b>{notes}</p>"
-                f"{fold_items(self.tasks, self.maps).to_html(index=False, border=0)}</div>")
+                f"{fold_items(self.tasks, {**self.maps, **self.loops}).to_html(index=False, border=0)}"
+                "</div>")
 
 
 def fold_items(tasks: Any, maps: dict[str, int | None], shown: int = SHOWN_ITEMS) -> Any:
@@ -187,6 +204,7 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
     except Exception:  # an unreadable store: plan without history
         sizes = seconds = ({}, {})
     graph = expand_maps(name, nodes)
+    loops = _expand_loops(name, graph)
     every = graph.nodes  # the traced nodes, then the expected items of maps over a Ref
     keyed = [(r.name, r.key) for r in every]
     out_bytes = predicted.per_key(keyed, *sizes)
@@ -206,27 +224,31 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
         taken[v] += b
         if rule.placement[u] != rule.placement[v]:
             moved_in[v] += b
-    uncounted = {i for i, r in enumerate(nodes) if r.kind == MAP and not graph.items_of.get(i)}
+    uncounted = {i for i, r in enumerate(nodes)
+                 if (r.kind == MAP or r.kind == LOOP) and not graph.items_of.get(i)}
     rows = []
     for i in _shown_order(graph):
         ref, v = every[i], pos[i]
         size = out_bytes.get(ref.key)
-        on_cluster = isinstance(ref, MapItem) or ref.kind not in COLLECTORS
+        # (a loop runs no task of its own: its iterations, not planned, run on workers)
+        on_cluster = isinstance(ref, MapItem) or (ref.kind not in COLLECTORS and ref.kind != LOOP)
         rows.append({"key": ref.key, "task": ref.name,
                      "worker": rule.placement[v] if on_cluster else None,
-                     # a map no run expanded: its items' seconds are unknown, not 0
+                     # a map or a loop no run expanded: their tasks' seconds are unknown, not 0
                      "seconds": None if i in uncounted else durs[v],
                      "output_bytes": None if size is None else int(size),
                      "input_bytes": taken[v], "input_bytes_moved": moved_in[v]})
     tasks = pd.DataFrame(rows)
     tasks["output_bytes"] = tasks["output_bytes"].astype("Int64")  # (None: not known)
     notes = [c.describe() for c in graph.counts.values()]
+    notes += [_loop_note(nodes[i], n, run_id) for i, (n, run_id) in loops.items()]
     feeding = {order[u] for u, _ in edges}  # tasks whose result some task takes as input
     unknown = sum(1 for i in feeding if every[i].kind == "task" and every[i].key not in out_bytes)
     if unknown:
         # with history, the sizes are missing because nobody measured them, not for want of runs
-        why = ("no history" if not secs else "history measures the results of arrays, DataFrames, "
-               "bytes and str, and what a Dask or process run made")
+        why = ("no history" if not secs else "history measures every result of a Dask run, and "
+               "of other runs arrays, DataFrames, bytes, numbers and strings: not lists, dicts "
+               "or objects, which only Dask's sizeof walks")
         notes.append(f"{unknown} task(s) have no recorded output size ({why}): their "
                      "edges count as 0 bytes.")
     if not secs:
@@ -247,7 +269,52 @@ def plan(wf: Any, workers: int | None = None, backend: Any = None,
             notes.append(f"Cache decisions unavailable ({type(e).__name__}: {e}).")
     return WorkflowPlan(name, n_workers, float(bandwidth), rule.bytes_moved, rr.bytes_moved,
                         rule.makespan, rr.makespan, unknown, tasks, notes,
-                        {k: c.items for k, c in graph.counts.items()})
+                        {k: c.items for k, c in graph.counts.items()},
+                        {nodes[i].key: n for i, (n, _) in loops.items()})
+
+
+def _expand_loops(workflow: str, graph: ExpandedGraph) -> dict[int, tuple[int | None, str | None]]:
+    """Each ``nf.loop`` of the traced graph expanded into as many iterations as its newest
+    run had (see the module), appended to ``graph``; returns loop node -> (iterations
+    planned, the run counted; None, None: no recent run ran it, nothing planned)."""
+    out: dict[int, tuple[int | None, str | None]] = {}
+    traced = list(graph.nodes)
+    for i, ref in enumerate(traced):
+        if ref.kind != LOOP or isinstance(ref, MapItem):
+            continue
+        count = map_count(workflow, ref.key)  # (its iterations are keyed "<loop key>[k]")
+        out[i] = (count.items, count.run_id)
+        if not count.items:
+            continue
+        body = ref.task
+        name = str(getattr(getattr(body, "spec", None), "name", "") or ref.name)
+        init: Any = ref.args[0] if ref.args else None
+        # (iteration 0 takes the loop's input where it was made, if a task made it)
+        takes: int | None = init.index if isinstance(init, Ref) else None
+        inputs = list(graph.deps[i])  # (iteration 0 waits for what the loop waits for)
+        mine = graph.items_of[i] = []
+        for k in range(count.items):
+            j = len(graph.nodes)
+            graph.nodes.append(MapItem(j, f"{ref.key}[{k}]", name, inputs, body, i, takes))
+            graph.deps.append(list(inputs))
+            mine.append(j)
+            inputs, takes = [j], j  # (the next iteration takes this one's result, there)
+        graph.deps[i] = [mine[-1]]  # the loop's value is its last iteration's
+    return out
+
+
+def _loop_note(ref: Any, planned: int | None, run_id: str | None) -> str:
+    """What the plan says of an ``nf.loop`` (see the module)."""
+    bound = (ref.kwargs or {}).get("max_iter")
+    up_to = f" (up to max_iter={bound})" if bound is not None else ""
+    if planned:
+        return (f"{ref.key} is an nf.loop: planned with {planned} iteration(s), as many as in "
+                f"run {run_id}, its newest run (an estimate: how many it runs{up_to} depends on "
+                "the values it makes).")
+    return (f"{ref.key} is an nf.loop that no recent run of this workflow ran: its iterations"
+            f"{up_to} ({ref.key}[0], {ref.key}[1], ...) are made as it runs, until its "
+            "condition holds, and are not planned: the bytes and makespan above leave out "
+            "what they run and move (run the workflow once and ask again).")
 
 
 def _simulated_graph(graph: ExpandedGraph, out_bytes: dict[str, float],
@@ -293,8 +360,8 @@ def _data_inputs(graph: ExpandedGraph, i: int) -> list[int]:
     node = graph.nodes[i]
     if isinstance(node, MapItem):
         return [] if node.takes is None else _values_of(graph, node.takes)
-    if node.kind in COLLECTORS:
-        return []
+    if node.kind in COLLECTORS or (node.kind == LOOP and graph.items_of.get(i)):
+        return []  # (an expanded loop's iterations take its input, not the loop)
     return [j for d in data_inputs(node) for j in _values_of(graph, d)]
 
 
@@ -302,6 +369,8 @@ def _values_of(graph: ExpandedGraph, d: int) -> list[int]:
     """The nodes whose results a consumer of node ``d`` takes: ``d``, or through a
     collector, what it collects."""
     node = graph.nodes[d]
+    if not isinstance(node, MapItem) and node.kind == LOOP and graph.items_of.get(d):
+        return _values_of(graph, graph.items_of[d][-1])  # (its value: the last iteration's)
     if isinstance(node, MapItem) or node.kind not in COLLECTORS:
         return [d]
     inputs = graph.items_of.get(d, []) if node.kind == MAP else data_inputs(node)
@@ -313,7 +382,9 @@ def _items_decided(tasks: Any, graph: ExpandedGraph) -> Any:
     nodes only): like their map's, decided when the map runs."""
     for m, items in graph.items_of.items():
         mine = tasks["key"].isin({graph.nodes[j].key for j in items})
+        what = "iteration" if graph.nodes[m].kind == LOOP else "item"
+        construct = "loop" if graph.nodes[m].kind == LOOP else "map"
         tasks.loc[mine, "decision"] = "maybe"
-        tasks.loc[mine, "reason"] = (f"an expected item of {graph.nodes[m].key}: known only "
-                                     "when the map runs")
+        tasks.loc[mine, "reason"] = (f"an expected {what} of {graph.nodes[m].key}: known only "
+                                     f"when the {construct} runs")
     return tasks

@@ -128,7 +128,13 @@ class RunModel:
             self.attempts[i] = e.attempt
 
     def _failed(self, e: ev.TaskFailed) -> None:
-        self.ended_at.append(e.time)
+        ends = self.ended_at
+        if ends and e.time < ends[-1]:  # (a Dask task's end is its worker's: may come late)
+            bisect.insort(ends, e.time)
+        else:
+            ends.append(e.time)
+        if e.started is not None:  # (where it ran, known only at its end: a Dask task)
+            self.start[e.index] = e.started
         self.duration[e.index] = e.duration_s
         self.errors[e.index] = e.error
 

@@ -95,10 +95,12 @@ def _placement(wf: Workflow, workers: int | None) -> Any:
         return None
 
 
-def _with_placement(tasks: pd.DataFrame, placed: pd.DataFrame) -> pd.DataFrame:
+def _with_placement(tasks: pd.DataFrame, placed: pd.DataFrame,
+                    loops: Any = ()) -> pd.DataFrame:
     """The task list with each task's predicted worker and bytes, in the placement's row
-    order: a map over a Ref followed by the items it is expected to have (rows the traced
-    graph does not hold; :func:`nbflow.plan` counts them from the newest run)."""
+    order: a map over a Ref followed by the items it is expected to have, an ``nf.loop``
+    (keys in ``loops``) by its expected iterations (rows the traced graph does not hold;
+    :func:`nbflow.plan` counts them from the newest run)."""
     cols = ["key", "task", "worker", "output_bytes", "input_bytes_moved"]
     out = placed[cols].merge(tasks.drop(columns="task"), on="key", how="left")
     folded = out["task"].fillna("").eq("")  # (a row standing for many items: fold_items)
@@ -110,6 +112,11 @@ def _with_placement(tasks: pd.DataFrame, placed: pd.DataFrame) -> pd.DataFrame:
         if "decision" in out.columns:
             out.loc[item, "decision"] = "maybe"
             out.loc[item, "reason"] = "an expected item of a map over a Ref: known only when it runs"
+        rounds = item & out["key"].map(lambda k: str(k).split("[", 1)[0] in loops)
+        if rounds.any():
+            out.loc[rounds, "kind"] = "expected iteration (count from the newest run)"
+            if "decision" in out.columns:
+                out.loc[rounds, "reason"] = "an expected iteration of an nf.loop: known only when it runs"
     return out[[*tasks.columns, *(c for c in cols if c not in tasks.columns)]]
 
 
@@ -146,7 +153,8 @@ def plan_bundle(wf: Workflow, *, check: bool, cache: bool = True,
         notes.extend(placed.notes)
         from ..locality.plan import fold_items
 
-        tasks = _with_placement(tasks, fold_items(placed.tasks, placed.maps))
+        tasks = _with_placement(tasks, fold_items(placed.tasks, {**placed.maps, **placed.loops}),
+                                set(placed.loops))
     checks_df = None
     if check:
         checks_df = _checks(wf)

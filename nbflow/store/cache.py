@@ -54,7 +54,7 @@ from ..core.kinds import COLLECT, FIRST, GATHER
 from ..core.protocols import RunView
 from ..core.ref import Ref
 from ..core.remote import Remote, has_remote, remotes_in
-from ..core.sizes import cheap_size
+from ..core.sizes import output_size
 from ..core.states import COMPLETED
 from . import explain as explaining
 from . import hashing, serialize, signing
@@ -426,8 +426,17 @@ class RunCache:
             info.reason = f"waited for {info.waited_for}, which computed it; {info.reason}"
         if info.prev is None or info.prev.cache_key != info.key:
             self._record_fingerprint(ref, info)
-        size = cheap_size(value)
-        return value, size if size is not None else entry.size
+        # output_bytes in the measure of the backend the task runs on (core.sizes), as a
+        # computed result's: the stored blob's size is a serialised size, another measure
+        return value, self._size_of(i, value)
+
+    def _size_of(self, i: int, value: Any) -> int | None:
+        """Node ``i``'s ``output_bytes`` for ``value``, measured as its backend measures a
+        computed result (Dask's ``sizeof`` on Dask; see :mod:`nbflow.core.sizes`)."""
+        classes = getattr(self.sched, "class_of", None)
+        backend = getattr(classes[i], "backend", None) if classes is not None else None
+        measure = getattr(backend, "size_of", None)
+        return measure(value) if measure is not None else output_size(value)
 
     async def _lease(self, i: int, ref: Ref, info: NodeCache) -> CacheEntry | None:
         """After a miss: take the key's lease (None: compute it here), or wait for the live
@@ -483,7 +492,8 @@ class RunCache:
     async def commit(self, i: int, value: Any, size: int | None) -> int | None:
         """After a successful call: hash the value and, if cacheable, store it.
 
-        Returns ``output_bytes`` (the serialised size when the backend did not know one).
+        Returns ``output_bytes``: ``size``, the backend's measure (never the serialised
+        size, which is another measure: :mod:`nbflow.core.sizes`).
         Never raises for a value that cannot be stored: it warns and the task stays
         uncached.
         """
@@ -530,7 +540,7 @@ class RunCache:
         info.blob = blob  # type: ignore[union-attr]
         info.size = n  # type: ignore[union-attr]
         self._record_fingerprint(ref, info)  # type: ignore[arg-type]
-        return size if size is not None else n
+        return size
 
     def _record_fingerprint(self, ref: Ref, info: NodeCache) -> None:
         code = info.code

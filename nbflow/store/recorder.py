@@ -205,6 +205,8 @@ class RunRecorder:
             self._completed(e)  # type: ignore[arg-type]
         elif t is ev.TaskFailed or t is ev.TaskRetrying:
             start, executor = self.started.pop(e.index, (None, None))  # type: ignore[attr-defined]
+            if e.started is not None:  # type: ignore[attr-defined]  # (where it ran: a Dask task)
+                start = e.started  # type: ignore[attr-defined]
             state = "failed" if t is ev.TaskFailed else "retried"
             dur = getattr(e, "duration_s", None)
             put(TASK_RUN, (self.run_id, e.index, e.attempt, e.key, state, executor, start, e.time,  # type: ignore[attr-defined]
@@ -253,6 +255,10 @@ class RunRecorder:
         else:
             pop, t = self.started.pop, e.time
             starts = [pop(i, (t, "inline")) for i in e.indexes]
+            if "started" in e.columns or e.common.get("started") is not None:
+                # (where they ran, known only at their end: a Dask chunk's worker times)
+                starts = [(st if st is not None else was[0], was[1])
+                          for st, was in zip(e.column("started"), starts, strict=True)]
             self.journal.put(TASK_RUNS, (self.run_id, e, starts))
 
     def _added(self, e: ev.TasksAdded) -> None:

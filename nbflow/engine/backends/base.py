@@ -1,8 +1,10 @@
 """The backend protocol: one awaitable call per task attempt, and a close.
 
 ``call`` runs ``fn(*args, **kwargs)`` somewhere and returns ``(value, output_bytes)`` where
-``output_bytes`` is the size of the result when it is cheap to know (a serialised result's
-length, an array's ``nbytes``), else ``None``.  It must be cancellable: when the awaiting
+``output_bytes`` is the result's size in memory as Dask's ``sizeof`` counts it, or None when
+the backend cannot know it cheaply (one measure on every backend: :mod:`nbflow.core.sizes`);
+``size_of(value)``, when a backend has it, measures a value the same way (a cache hit of a
+task of that backend).  It must be cancellable: when the awaiting
 scope is cancelled (run cancelled, or the task's timeout) the call stops waiting at once;
 what happens to work already under way is the backend's to document.  ``aclose`` leaves
 nothing running that the backend started (see each backend for the cases it cannot stop).

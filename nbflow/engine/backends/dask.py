@@ -99,7 +99,7 @@ import anyio
 
 from ...core.errors import InvalidOptionError, ResultReleased, WorkerLost
 from ...core.remote import Remote, remotes_in
-from ...core.sizes import cheap_size
+from ...core.sizes import cheap_size, dask_size
 from ...core.states import COMPLETED
 from ..metrics import Measured, _peak_rss
 from . import dask_batch, dask_brought, dask_cache, dask_clock, dask_recovery, dask_watch
@@ -189,7 +189,11 @@ def _apply_located(topic: str | None, fn: Callable[..., Any], args: tuple[Any, .
     bigger (see ``DaskBackend._carry_limit``)."""
     t0, c0 = time.perf_counter(), time.thread_time()  # (the task runs on this one thread)
     began = time.time()  # (when the call ran, in the worker's clock: see dask_clock)
-    value = fn(*args, **kwargs) if kwargs else fn(*args)
+    try:
+        value = fn(*args, **kwargs) if kwargs else fn(*args)
+    except BaseException as e:  # (a failed call is timed too: on its error, dask_clock)
+        dask_clock.note_failure(e, began, time.time())
+        raise
     ended = time.time()
     cpu_s, peak = _note_metrics(time.thread_time() - c0, began, ended,
                                 _carried(value, carry) if carry else None)
@@ -481,6 +485,7 @@ class DaskBackend:
     # _carry_limit).  False: gathered as the run closes, as before session 11 (what
     # benchmarks/locality.py's session-10 mode compares).
     carry = True
+    size_of = staticmethod(dask_size)  # output_bytes of a value here (a cache hit: core.sizes)
 
     def __init__(self, target: Any) -> None:
         try:
@@ -949,12 +954,13 @@ class DaskBackend:
             raise
         if not ok:
             self._futures.discard(fut)
+            dask_clock.took_failure(value, self.clock, time.time())  # (when it ran there)
             raise _explain(key, value)
         seconds = loop.time() - t0
         if not keep:  # the old way: the value came back through this process
             self._futures.discard(fut)
-            # (a metrics envelope from the worker: the size is the value's)
-            size = cheap_size(value.measured_value if type(value) is Measured else value)
+            # (a metrics envelope from the worker: the size is the value's, as Dask sizes it)
+            size = dask_size(value.measured_value if type(value) is Measured else value)
             self.client_bytes += size or 0
             if self.placement is not None:
                 self.placement.finished(key, unique, None, size, seconds)

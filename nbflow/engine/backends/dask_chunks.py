@@ -40,7 +40,7 @@ from . import dask_cache
 
 REMOTE_MIN = 64 * 1024  # an item's value at least this big stays on its worker
 
-Outcome = tuple[bool, Any, float]
+Outcome = tuple[Any, ...]  # (ok, value or exception, seconds[, Dask's size of the value])
 Chunk = tuple[list[Outcome], "float | None", "int | None"]  # (outcomes, cpu_s, peak_rss)
 Outline = tuple[list[tuple[bool, Any, float, int]], "float | None", "int | None"]
 
@@ -107,10 +107,12 @@ async def split(backend: Any, chunk: Any, keys: list[str]) -> tuple[list[Outcome
     out: list[Outcome] = []
     placement = backend.placement
     for k, (ok, value, seconds, nbytes, *facts) in enumerate(outline):
-        if not ok or nbytes < REMOTE_MIN:
-            if ok:  # a small value came back inside the outline
-                backend.client_bytes += nbytes
+        if not ok:
             out.append((ok, value, seconds))
+            continue
+        if nbytes < REMOTE_MIN:  # a small value came back inside the outline, with its size
+            backend.client_bytes += nbytes  # as Dask measured it on the worker, which is
+            out.append((ok, value, seconds, nbytes))  # the item's output_bytes (core.sizes)
             continue
         # The item's own future: a selection on the chunk's worker.  It is not waited for
         # (that would be one more round trip while the chunk holds its slot); a task that
@@ -123,5 +125,5 @@ async def split(backend: Any, chunk: Any, keys: list[str]) -> tuple[list[Outcome
         backend._results.add(result)
         if placement is not None:
             placement.finished(keys[k], unique, chunk.worker, nbytes, seconds)
-        out.append((True, result, seconds))
+        out.append((True, result, seconds, nbytes))
     return out, cpu_s, peak_rss

@@ -23,11 +23,23 @@ differ by less than the run can tell), else the bound nearest 0.  So a task's en
 placed after the moment the run learned of it, nor its start before the run began
 submitting.  When the bounds contradict each other, the upper bound wins: "not after the
 run knew" is what the live view and the journal promise.
+
+**A failed call is timed too.**  A task that raises sends no completion, so its worker notes
+when the call began and ended on the exception itself (:func:`note_failure`), which travels
+back pickled with its attributes; the backend reads the times in this process's clock
+(:func:`took_failure`) and leaves them on the error for the engine
+(:func:`nbflow.engine.taskstate.ran_of`), which records the failed attempt's start and end
+as a successful one's: when it ran on its worker, not when the engine heard of it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
+
+from ..taskstate import RAN
+
+WORKER_RAN = "_nbflow_worker_ran"  # on an error raised on a worker: (worker, began, ended)
 
 
 class Clock:
@@ -65,3 +77,26 @@ class Clock:
             b[0] = self.first_sent - start
         off = self.offset(worker)
         return start + off, stop + off
+
+
+def note_failure(error: BaseException, began: float, ended: float) -> None:
+    """On a worker: the call that raised ``error`` began and ended then (its clock)."""
+    try:
+        from distributed import get_worker
+
+        setattr(error, WORKER_RAN, (get_worker().address, began, ended))
+    except Exception:  # (not on a worker; an exception that takes no attributes: unknown)
+        pass
+
+
+def took_failure(error: BaseException, clock: Clock, received: float) -> None:
+    """In this process: ``error`` came back from a worker at ``received``; if its worker
+    noted when the call ran, leave that on it in this process's clock (``taskstate.RAN``)."""
+    got: Any = getattr(error, WORKER_RAN, None)
+    if type(got) is not tuple or len(got) != 3:
+        return
+    worker, began, ended = got
+    try:
+        setattr(error, RAN, clock.span(str(worker), float(began), float(ended), received))
+    except Exception:  # (an exception that takes no attributes: its times stay unknown)
+        pass

@@ -21,7 +21,7 @@ from typing import Any
 
 import anyio
 
-from ...core.sizes import cheap_size
+from ...core.sizes import output_size
 
 DEFAULT_THREADS = min(32, (os.cpu_count() or 1) + 4)  # same default as concurrent.futures
 
@@ -31,12 +31,13 @@ class AsyncBackend:
 
     name = "async"
     capacity = math.inf
+    size_of = staticmethod(output_size)  # a result's output_bytes (a cache hit's too)
 
     async def call(
         self, key: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None
     ) -> tuple[Any, int | None]:
         value = await (fn(*args, **kwargs) if kwargs else fn(*args))
-        return value, cheap_size(value)
+        return value, output_size(value)
 
     async def aclose(self, cancelled: bool) -> None:
         return None
@@ -46,6 +47,7 @@ class ThreadBackend:
     """Runs plain functions in a thread pool owned by the run."""
 
     name = "thread"
+    size_of = staticmethod(output_size)  # a result's output_bytes (a cache hit's too)
 
     def __init__(self, threads: int | None = None, cancel_grace: float = 10.0) -> None:
         self.capacity = float(threads or DEFAULT_THREADS)
@@ -71,7 +73,7 @@ class ThreadBackend:
             # runs, so that aclose can wait for it; a timed-out one is abandon()ed instead.
             if fut.done():
                 self._running.pop(fut, None)
-        return value, cheap_size(value)
+        return value, output_size(value)
 
     def abandon(self, key: str) -> None:
         """Forget a call whose task timed out: its thread finishes on its own."""

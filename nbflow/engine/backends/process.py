@@ -43,6 +43,8 @@ from typing import Any
 import cloudpickle
 
 from ...core.errors import InvalidOptionError, PicklingError
+from ...core.sizes import output_size
+from ..metrics import Measured
 from . import shm, wire
 from .lifeline import bind_to_owner
 from .wire import describe as _describe
@@ -119,6 +121,7 @@ class ProcessBackend:
     """Runs plain functions in a process pool owned by the run."""
 
     name = "process"
+    size_of = staticmethod(output_size)  # a result's output_bytes (a cache hit's too)
 
     def __init__(self, processes: int | None = None, transfer: str | None = None,
                  threshold: int | None = None) -> None:
@@ -204,7 +207,9 @@ class ProcessBackend:
         received = time.perf_counter() - t0
         self._account(key, out, packer, pid, data, places, load_seconds, dump_seconds + received,
                       worker_copied, start)
-        return value, len(data) + sum(n for _, _, n in places)
+        # output_bytes is the result's size in memory (core.sizes), as on every backend;
+        # the bytes that crossed from the worker are its row of run.transfers (_account)
+        return value, output_size(value.measured_value if type(value) is Measured else value)
 
     def _account(self, key: str, out: wire.Outgoing, packer: shm.Packer | None, pid: int,
                  data: bytes, places: list[shm.Place], load_seconds: dict[int, float],
