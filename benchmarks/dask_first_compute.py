@@ -35,9 +35,9 @@ Systems (``--systems``): ``nbflow``; ``nbflow-none`` (no placement hints: Dask p
 ``nbflow-session-10`` (session 11's two tail changes off: the final result is gathered as
 the run closes instead of coming with its completion, and the deferred locality read
 starts as the backend closes instead of after the run's thread ended), and each alone,
-``nbflow-no-carry`` and ``nbflow-read-at-close``; ``nbflow-a1`` (the placement rule's
-per-worker cost functions and the batch check's signature read on every run, as before
-session 11's second round: :func:`before_a2`); ``dask``.
+``nbflow-no-carry`` and ``nbflow-read-at-close``; ``nbflow-session-11-a1`` (the placement
+rule's per-worker cost functions and the batch check's signature read on every run, as
+at session 11's first merge: :func:`locality.session_11_a1`); ``dask``.
 
 Usage::
 
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import itertools
 import math
 import os
@@ -62,10 +61,10 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS, delayed_graph, trace_spec
+    from .locality import WORKLOADS, delayed_graph, session_11_a1, trace_spec
 else:
     import _harness
-    from locality import WORKLOADS, delayed_graph, trace_spec
+    from locality import WORKLOADS, delayed_graph, session_11_a1, trace_spec
 
 _marks: dict[str, float] = {}
 _last_write: dict[int, tuple[float, list[str]]] = {}  # stream -> its last write (time, ops)
@@ -476,56 +475,8 @@ def sample_nbflow(client: Any, spec: list[Any], place: str = "locality",
                   variant: str = "") -> dict[str, float]:
     with session_11_tail(carry=variant not in ("session-10", "no-carry"),
                          read_after_run=variant not in ("session-10", "read-at-close")), \
-            (before_a2() if variant == "a1" else contextlib.nullcontext()):
+            (session_11_a1() if variant == "session-11-a1" else contextlib.nullcontext()):
         return _sample_nbflow(client, spec, place, variant)
-
-
-def _best_per_worker(self: Any, workers: Any, inputs: Any, exclude: Any, joins: Any,
-                     ready: float) -> tuple[str, float]:
-    """``Placer._best`` as ``choose`` worked it out before session 11's second round: a cost
-    function per task (``_costs``, copied here), called per worker, with a queue read per
-    call."""
-    pm = importlib.import_module("nbflow.locality.placement")  # (the package's name is a function)
-    typical = self.task_seconds
-    mine: dict[Any, list[Any]] = {}
-    for w, sec in exclude:
-        mine.setdefault(w, []).append(sec)
-    prepared = pm._Joins(joins) if joins else None
-    bandwidth, queue = self.bandwidth, self._queue_seconds
-    waits: dict[str, float] = {}
-
-    def cost(worker: str) -> float:
-        moved: float = sum(b or 0 for w, b in inputs if not pm._holds(w, worker))
-        if prepared is not None:
-            moved += pm.JOIN_WEIGHT * prepared.bytes_on(worker)
-        own = mine.get(worker)
-        whole = queue(worker, (), typical) if ready > 0 or not own else 0.0
-        queued = queue(worker, own, typical) if own else whole
-        if ready > 0:
-            queued = min(queued, max(0.0, whole - ready))
-        waits[worker] = queued
-        return moved / bandwidth + queued
-
-    best = min(workers, key=lambda w: (cost(w), self.backlog.get(w, 0), w))
-    return best, waits[best]
-
-
-@contextlib.contextmanager
-def before_a2() -> Iterator[None]:
-    """Session 11's second-round CPU cuts on the path to the graph switched off: the
-    placement rule's per-worker cost functions (:func:`_best_per_worker`) and the batch
-    check reading the client's signature on every run (``dask_batch._available_in``)."""
-    from nbflow.engine.backends import dask_batch
-
-    pm = importlib.import_module("nbflow.locality.placement")
-    best, available = pm.Placer._best, dask_batch.available
-    pm.Placer._best = _best_per_worker  # type: ignore[method-assign]
-    dask_batch.available = dask_batch._available_in
-    try:
-        yield
-    finally:
-        pm.Placer._best = best  # type: ignore[method-assign]
-        dask_batch.available = available
 
 
 @contextlib.contextmanager
@@ -604,7 +555,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--systems", default="nbflow,dask",
                     help="of nbflow, nbflow-none, nbflow-window0, nbflow-no-start-send, "
-                         "nbflow-session-10, nbflow-no-carry, nbflow-read-at-close, nbflow-a1, "
+                         "nbflow-session-10, nbflow-no-carry, nbflow-read-at-close, "
+                         "nbflow-session-11-a1, "
                          "dask "
                          "(see the module)")
     ap.add_argument("--json", default=None)
@@ -626,7 +578,8 @@ def main() -> None:
                      "nbflow-no-carry": lambda spec=spec: sample_nbflow(client, spec, variant="no-carry"),
                      "nbflow-read-at-close": lambda spec=spec: sample_nbflow(
                          client, spec, variant="read-at-close"),
-                     "nbflow-a1": lambda spec=spec: sample_nbflow(client, spec, variant="a1"),
+                     "nbflow-session-11-a1": lambda spec=spec: sample_nbflow(
+                         client, spec, variant="session-11-a1"),
                      "dask": lambda spec=spec: sample_dask(client, spec)}
             samplers = {k: every[k] for k in args.systems.split(",")}
             _harness.alternate(samplers, args.warmup)
