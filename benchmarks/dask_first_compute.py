@@ -35,9 +35,9 @@ Systems (``--systems``): ``nbflow``; ``nbflow-none`` (no placement hints: Dask p
 ``nbflow-session-10`` (session 11's two tail changes off: the final result is gathered as
 the run closes instead of coming with its completion, and the deferred locality read
 starts as the backend closes instead of after the run's thread ended), and each alone,
-``nbflow-no-carry`` and ``nbflow-read-at-close``; ``nbflow-session-11-a1`` (the placement
-rule's per-worker cost functions and the batch check's signature read on every run, as
-at session 11's first merge: :func:`locality.session_11_a1`); ``dask``.
+``nbflow-no-carry`` and ``nbflow-read-at-close``; ``nbflow-session-11-a1`` (session 11's
+second-round CPU cuts on the path to the graph switched off: :func:`locality.session_11_a1`);
+``dask``.
 
 Usage::
 

@@ -40,7 +40,8 @@ Each workflow runs, alternated ``--repeat`` times, as:
   starts as the backend closes instead of once the run's thread has ended;
 - ``session-11-a1``: ``locality`` with session 11's second-round CPU cuts on the path to
   the graph switched off (:func:`session_11_a1`): the placement rule's per-worker cost
-  functions, the batch check reading the client's signature on every run;
+  functions, the batch check reading the client's signature on every run, each
+  consumer's inputs read once per producer in deciding which results go unheld;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -371,23 +372,58 @@ def _best_per_worker(self: Any, workers: Any, inputs: Any, exclude: Any, joins: 
     return best, waits[best]
 
 
+def _unheld_per_producer(self: Any, unique: str) -> bool:
+    """``DaskBackend._unheld`` before session 11's second round (copied here): each
+    consumer's inputs, whether they may be redone and their latest keys, read again for
+    every producer."""
+    ahead = self.ahead
+    i = self._node_of_key.get(unique)
+    if ahead is None or i is None or not getattr(self.placement, "release_consumed", False):
+        return False
+    sched = ahead.sched
+    ref = sched.nodes[i]
+    mine = ahead.inflight.get(i)
+    kept = getattr(self.placement, "kept", None)
+    succs = sched.succs[i]
+    if (mine is None or mine.dask_key != unique or not succs or sched.cache is not None
+            or (kept is not None and ref.key in kept) or i in getattr(sched, "saga_of", {})
+            or ref.task is None or ref.task.spec.retries or ref.task.spec.timeout):
+        return False
+    for s in succs:
+        cls, sent = sched.class_of[s], ahead.ahead.get(s)
+        if cls is None or cls.backend is not self or sent is None or unique not in sent[2]:
+            return False
+        consumer = sched.nodes[s]
+        if consumer.task.spec.retries or any(d != i and self._may_be_redone(d)
+                                             for d in consumer.deps):
+            return False
+        current = {self._current_key(d, i, mine) for d in consumer.deps}
+        if not current.issuperset(sent[2]):
+            return False
+    return True
+
+
 @contextlib.contextmanager
 def session_11_a1() -> Iterator[None]:
     """nbflow as at session 11's first merge: its second round's CPU cuts on the path to
-    the graph switched off, the
-    placement rule's per-worker cost functions (:func:`_best_per_worker`) and the batch
-    check reading the client's signature on every run (``dask_batch._available_in``)."""
+    the graph switched off: the placement rule's per-worker cost functions
+    (:func:`_best_per_worker`), the batch check reading the client's signature on every
+    run (``dask_batch._available_in``), and deciding which results go unheld reading each
+    consumer's inputs once per producer (:func:`_unheld_per_producer`)."""
     from nbflow.engine.backends import dask_batch
+    from nbflow.engine.backends.dask import DaskBackend
 
     pm = importlib.import_module("nbflow.locality.placement")
-    best, available = pm.Placer._best, dask_batch.available
+    best, available, unheld = pm.Placer._best, dask_batch.available, DaskBackend._unheld
     pm.Placer._best = _best_per_worker  # type: ignore[method-assign]
     dask_batch.available = dask_batch._available_in
+    DaskBackend._unheld = _unheld_per_producer  # type: ignore[method-assign]
     try:
         yield
     finally:
         pm.Placer._best = best  # type: ignore[method-assign]
         dask_batch.available = available
+        DaskBackend._unheld = unheld  # type: ignore[method-assign]
 
 
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
