@@ -14,7 +14,9 @@ makespan) spent in the steps of the Dask backend on that path:
   ``choose``, and of that the rule, ``Placer.choose``);
 - ``flush``: ``DaskBackend._flush``, the whole graph in one message (of it, ``unheld``:
   deciding which results go without a future this process holds, and ``dask
-  _graph_to_futures``: Dask's own packing of the message);
+  _graph_to_futures``: Dask's own packing of the message, and ``the displaced run let
+  go``: the run this one displaced from ``nf.last_run()`` dropped once the graph is
+  handed over, ``Run._let_go_of_displaced``);
 - ``run thread: start -> graph queued``: everything the run's thread did before the
   graph was handed to Dask's client.
 
@@ -95,6 +97,7 @@ def instrumented(client: Any) -> Iterator[None]:
         _timed(dask_backend.DaskBackend, "_flush", "flush"),
         _timed(dask_backend.DaskBackend, "_unheld", "flush: unheld"),
         _timed(type(client), "_graph_to_futures", "flush: dask _graph_to_futures"),
+        _timed(run_mod.Run, "_let_go_of_displaced", "flush: the displaced run let go"),
     ]
     in_thread = run_mod.Run._in_thread
 
