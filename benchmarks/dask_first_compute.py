@@ -35,7 +35,9 @@ Systems (``--systems``): ``nbflow``; ``nbflow-none`` (no placement hints: Dask p
 ``nbflow-session-10`` (session 11's two tail changes off: the final result is gathered as
 the run closes instead of coming with its completion, and the deferred locality read
 starts as the backend closes instead of after the run's thread ended), and each alone,
-``nbflow-no-carry`` and ``nbflow-read-at-close``; ``dask``.
+``nbflow-no-carry`` and ``nbflow-read-at-close``; ``nbflow-session-11-a1`` (session 11's
+second-round CPU cuts on the path to the graph switched off: :func:`locality.session_11_a1`);
+``dask``.
 
 Usage::
 
@@ -59,10 +61,10 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS, delayed_graph, trace_spec
+    from .locality import WORKLOADS, delayed_graph, session_11_a1, trace_spec
 else:
     import _harness
-    from locality import WORKLOADS, delayed_graph, trace_spec
+    from locality import WORKLOADS, delayed_graph, session_11_a1, trace_spec
 
 _marks: dict[str, float] = {}
 _last_write: dict[int, tuple[float, list[str]]] = {}  # stream -> its last write (time, ops)
@@ -472,7 +474,8 @@ def nbflow_marks() -> Iterator[None]:
 def sample_nbflow(client: Any, spec: list[Any], place: str = "locality",
                   variant: str = "") -> dict[str, float]:
     with session_11_tail(carry=variant not in ("session-10", "no-carry"),
-                         read_after_run=variant not in ("session-10", "read-at-close")):
+                         read_after_run=variant not in ("session-10", "read-at-close")), \
+            (session_11_a1() if variant == "session-11-a1" else contextlib.nullcontext()):
         return _sample_nbflow(client, spec, place, variant)
 
 
@@ -552,7 +555,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--systems", default="nbflow,dask",
                     help="of nbflow, nbflow-none, nbflow-window0, nbflow-no-start-send, "
-                         "nbflow-session-10, nbflow-no-carry, nbflow-read-at-close, dask "
+                         "nbflow-session-10, nbflow-no-carry, nbflow-read-at-close, "
+                         "nbflow-session-11-a1, "
+                         "dask "
                          "(see the module)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -573,6 +578,8 @@ def main() -> None:
                      "nbflow-no-carry": lambda spec=spec: sample_nbflow(client, spec, variant="no-carry"),
                      "nbflow-read-at-close": lambda spec=spec: sample_nbflow(
                          client, spec, variant="read-at-close"),
+                     "nbflow-session-11-a1": lambda spec=spec: sample_nbflow(
+                         client, spec, variant="session-11-a1"),
                      "dask": lambda spec=spec: sample_dask(client, spec)}
             samplers = {k: every[k] for k in args.systems.split(",")}
             _harness.alternate(samplers, args.warmup)

@@ -38,6 +38,10 @@ Each workflow runs, alternated ``--repeat`` times, as:
   (:func:`session_10`): the final result, small and named, is gathered from its worker as
   the run closes instead of coming with its completion, and the deferred locality read
   starts as the backend closes instead of once the run's thread has ended;
+- ``session-11-a1``: ``locality`` with session 11's second-round CPU cuts on the path to
+  the graph switched off (:func:`session_11_a1`): the placement rule's per-worker cost
+  functions, the batch check reading the client's signature on every run, each
+  consumer's inputs read once per producer in deciding which results go unheld;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -54,7 +58,7 @@ sizes and runtimes and ``--bandwidth`` bytes/s, for the locality rule (counting 
 tasks times the mean duration, and ``locality-predicted``: fed each task's duration, as a
 run with history is), round-robin and a greedy earliest-start rule.
 
-``--modes`` picks variants (default: all eight; ``gather`` is by far the slowest).  Each
+``--modes`` picks variants (default: all of them; ``gather`` is by far the slowest).  Each
 sample records the wall-clock makespan and the CPU time of this process (all threads:
 nbflow's loop, Dask's client loop; ``time.process_time``); the load average is recorded
 before and after.
@@ -74,6 +78,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
 import json
 import os
 import statistics
@@ -89,7 +94,7 @@ else:
 
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
-         "session-6", "session-8", "session-10", "round-robin", "dask"]
+         "session-6", "session-8", "session-10", "session-11-a1", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -337,6 +342,90 @@ def session_10() -> Iterator[None]:
         agent.RUN_THREAD = run_thread
 
 
+def _best_per_worker(self: Any, workers: Any, inputs: Any, exclude: Any, joins: Any,
+                     ready: float) -> tuple[str, float]:
+    """``Placer._best`` as ``choose`` worked it out before session 11's second round: a cost
+    function per task (``_costs``, copied here), called per worker, with a queue read per
+    call."""
+    pm = importlib.import_module("nbflow.locality.placement")  # (the package's name is a function)
+    typical = self.task_seconds
+    mine: dict[Any, list[Any]] = {}
+    for w, sec in exclude:
+        mine.setdefault(w, []).append(sec)
+    prepared = pm._Joins(joins) if joins else None
+    bandwidth, queue = self.bandwidth, self._queue_seconds
+    waits: dict[str, float] = {}
+
+    def cost(worker: str) -> float:
+        moved: float = sum(b or 0 for w, b in inputs if not pm._holds(w, worker))
+        if prepared is not None:
+            moved += pm.JOIN_WEIGHT * prepared.bytes_on(worker)
+        own = mine.get(worker)
+        whole = queue(worker, (), typical) if ready > 0 or not own else 0.0
+        queued = queue(worker, own, typical) if own else whole
+        if ready > 0:
+            queued = min(queued, max(0.0, whole - ready))
+        waits[worker] = queued
+        return moved / bandwidth + queued
+
+    best = min(workers, key=lambda w: (cost(w), self.backlog.get(w, 0), w))
+    return best, waits[best]
+
+
+def _unheld_per_producer(self: Any, unique: str) -> bool:
+    """``DaskBackend._unheld`` before session 11's second round (copied here): each
+    consumer's inputs, whether they may be redone and their latest keys, read again for
+    every producer."""
+    ahead = self.ahead
+    i = self._node_of_key.get(unique)
+    if ahead is None or i is None or not getattr(self.placement, "release_consumed", False):
+        return False
+    sched = ahead.sched
+    ref = sched.nodes[i]
+    mine = ahead.inflight.get(i)
+    kept = getattr(self.placement, "kept", None)
+    succs = sched.succs[i]
+    if (mine is None or mine.dask_key != unique or not succs or sched.cache is not None
+            or (kept is not None and ref.key in kept) or i in getattr(sched, "saga_of", {})
+            or ref.task is None or ref.task.spec.retries or ref.task.spec.timeout):
+        return False
+    for s in succs:
+        cls, sent = sched.class_of[s], ahead.ahead.get(s)
+        if cls is None or cls.backend is not self or sent is None or unique not in sent[2]:
+            return False
+        consumer = sched.nodes[s]
+        if consumer.task.spec.retries or any(d != i and self._may_be_redone(d)
+                                             for d in consumer.deps):
+            return False
+        current = {self._current_key(d, i, mine) for d in consumer.deps}
+        if not current.issuperset(sent[2]):
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def session_11_a1() -> Iterator[None]:
+    """nbflow as at session 11's first merge: its second round's CPU cuts on the path to
+    the graph switched off: the placement rule's per-worker cost functions
+    (:func:`_best_per_worker`), the batch check reading the client's signature on every
+    run (``dask_batch._available_in``), and deciding which results go unheld reading each
+    consumer's inputs once per producer (:func:`_unheld_per_producer`)."""
+    from nbflow.engine.backends import dask_batch
+    from nbflow.engine.backends.dask import DaskBackend
+
+    pm = importlib.import_module("nbflow.locality.placement")
+    best, available, unheld = pm.Placer._best, dask_batch.available, DaskBackend._unheld
+    pm.Placer._best = _best_per_worker  # type: ignore[method-assign]
+    dask_batch.available = dask_batch._available_in
+    DaskBackend._unheld = _unheld_per_producer  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        pm.Placer._best = best  # type: ignore[method-assign]
+        dask_batch.available = available
+        DaskBackend._unheld = unheld  # type: ignore[method-assign]
+
+
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     from nbflow import locality
 
@@ -348,13 +437,15 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     place = {"remote": "none", "release": "locality", "hold-all": "locality",
              "session-4": "locality", "session-5": "locality", "session-6": "locality",
-             "session-8": "locality", "session-10": "locality"}.get(mode, mode)
+             "session-8": "locality", "session-10": "locality",
+             "session-11-a1": "locality"}.get(mode, mode)
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
     os.environ["NBFLOW_DASK_HOLD_ALL"] = "1" if mode in ("session-4", "session-5", "session-6") else "0"
     as_before = (session_5() if mode == "session-5" else session_6() if mode == "session-6"
                  else contextlib.nullcontext())
-    s10 = session_10() if mode == "session-10" else contextlib.nullcontext()
+    s10 = (session_10() if mode == "session-10" else session_11_a1() if mode == "session-11-a1"
+           else contextlib.nullcontext())
     try:
         with locality.placement(place, keep=keep), as_before, s10:
             run = wf.run(backend=client, cache=False)
@@ -479,7 +570,7 @@ def _targets(per: dict[str, Any]) -> dict[str, Any]:
             out["worker_cpu_vs_dask_session-5"] = _harness.ratio(
                 per["session-5"]["worker_cpu_s"], dk["worker_cpu_s"])
         for m in ("release", "hold-all", "session-4", "session-5", "session-6", "session-8",
-                  "session-10"):
+                  "session-10", "session-11-a1"):
             if m in per:
                 out[f"makespan_vs_dask_{m}"] = _harness.target(
                     _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")

@@ -5,8 +5,12 @@ of a workload into the phases it passes through, on a warm ``LocalCluster`` (4 s
 worker processes, the same as the locality benchmark), so a gap between nbflow and
 ``dask.delayed`` can be put on the phase that causes it.  Every timestamp is wall clock
 (``time.time()``) relative to the call that starts the run; the workers are processes of
-this machine, so their task stream (:func:`distributed.get_task_stream`: when each task
-computed on its worker) uses the same clock.
+this machine, one clock.  When a task computed is read from its worker's own transition
+log (its move to ``executing`` and then to ``memory``: :func:`dask_first_compute._worker_log`),
+not from Dask's task stream, whose times are the worker's plus that worker's estimate of
+its offset to the scheduler (``Worker.scheduler_delay``, from heartbeats: on one busy
+machine noise of −4 to +55 ms, different per worker), which put a 3 ms gap before the
+first compute that was not there (``dask_first_compute.py``, RESULTS: Session 11 (A)).
 
 nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placement
 ``locality``):
@@ -16,7 +20,8 @@ nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placem
 - ``thread``: from ``prepare`` returning to the run's event loop starting in its thread;
 - ``open``: :meth:`DaskBackend.open` (the cluster's thread count, the announcement topic,
   the workers for the placement rule);
-- ``first submit``, ``first compute start`` / ``last compute end`` (on the workers);
+- ``first submit``, ``first compute start`` / ``last compute end`` (in the workers'
+  own logs: the first task executing, the last one computed);
 - ``engine done``: the scheduler saw the last task complete;
 - ``close``: :meth:`DaskBackend.aclose` (of which ``end-of-run reads`` is the locality
   agent reading the workers' transfer logs and memory state, when it does so there);
@@ -37,7 +42,8 @@ same with session 11's start cuts switched off (:func:`dask_start.session_10`).
 counts the messages each run sent, ``CPU per task`` the process's CPU over its tasks.
 
 Plain Dask: ``client.compute(graph)`` (graph built beforehand, like the nbflow workflow is
-traced beforehand), first compute start, last compute end, ``.result()`` returned.
+traced beforehand), first compute start, last compute end (the workers' own logs, as for
+nbflow), ``.result()`` returned.
 
 The medians over ``--repeat`` alternated samples are printed as a table (and JSON).
 
@@ -61,10 +67,12 @@ from typing import Any
 
 if __package__:
     from . import _harness
+    from .dask_first_compute import _worker_log
     from .dask_start import session_10
     from .locality import WORKLOADS, delayed_graph, session_5, trace_spec
 else:
     import _harness
+    from dask_first_compute import _worker_log
     from dask_start import session_10
     from locality import WORKLOADS, delayed_graph, session_5, trace_spec
 
@@ -214,22 +222,26 @@ def _graph_phases(t0: float) -> dict[str, float]:
     return out
 
 
-def _compute_span(stream: list[dict[str, Any]], t0: float) -> tuple[float, float]:
+def _compute_span(client: Any, t0: float) -> tuple[float, float]:
+    """When the run's first task began executing and its last one was computed, from the
+    call, in the workers' own transition logs (a task's move to ``memory`` counts only on
+    the worker that executed it: a copy fetched elsewhere also reaches ``memory``)."""
     starts, stops = [], []
-    for rec in stream:
-        if str(rec.get("key", "")).startswith("nbflow-aux"):
-            continue
-        for ss in rec.get("startstops", ()):
-            if ss.get("action") == "compute":
-                starts.append(ss["start"])
-                stops.append(ss["stop"])
-    return (min(starts) - t0, max(stops) - t0) if starts else (float("nan"), float("nan"))
+    for entries in client.run(_worker_log, since=t0).values():
+        began: set[str] = set()
+        for key, finish, ts in entries:
+            if key.startswith("nbflow-aux"):
+                continue
+            if finish == "executing":
+                began.add(key)
+                starts.append(ts)
+            elif key in began:
+                stops.append(ts)
+    return (min(starts) - t0, max(stops) - t0) if starts and stops else (math.nan, math.nan)
 
 
 def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
                   before: bool = False, session_10_start: bool = False) -> dict[str, float]:
-    from distributed import get_task_stream
-
     from nbflow import locality
 
     wf, end = trace_spec("locality-phases", spec)  # (only the final result is named)
@@ -240,8 +252,7 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
     try:
         as_before = (session_5() if before else session_10() if session_10_start
                      else contextlib.nullcontext())
-        with get_task_stream(client=client) as ts, instrumented(), locality.placement("locality"), \
-                as_before, graph_marks(client):
+        with instrumented(), locality.placement("locality"), as_before, graph_marks(client):
             t0, cpu0 = time.time(), time.process_time()
             run = wf.run(backend=client, cache=False)
             t_wait = time.time()
@@ -257,7 +268,7 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
             os.environ["NBFLOW_DASK_BATCH"] = old
     batch = run.backends["dask"].batch
     n_tasks = len(run.nodes)
-    first, last = _compute_span(ts.data, t0)
+    first, last = _compute_span(client, t0)
     out = {k: v for k, v in _spans.items() if k.startswith("prepare")}
     out.update({
         "thread (prepare end -> open start)": _marks["open start"] - _marks["prepare end"],
@@ -292,17 +303,15 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
 
 
 def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
-    from distributed import get_task_stream
-
     nodes = delayed_graph(spec)
     _marks.clear()
-    with get_task_stream(client=client) as ts, graph_marks(client):
+    with graph_marks(client):
         t0, cpu0 = time.time(), time.process_time()
         fut = client.compute(nodes["end"])
         t_submit = time.time()
         fut.result()
         t_result, cpu = time.time(), time.process_time() - cpu0
-    first, last = _compute_span(ts.data, t0)
+    first, last = _compute_span(client, t0)
     return {"first submit": 0.0, "submit calls (sum)": t_submit - t0, "first compute start": first,
             "last compute end": last, "result in hand (makespan)": t_result - t0,
             "update-graph messages": 1.0, "CPU of this process (all threads)": cpu,

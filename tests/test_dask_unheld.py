@@ -272,3 +272,45 @@ def test_a_batch_asks_once_per_input_whether_it_may_be_redone(client, monkeypatc
     assert run[out] == sum(10 + k for k in range(8)) + 1
     assert run.backends["dask"].unheld >= 8  # the producers went unheld
     assert asked and len(asked) == len(set(asked)), asked  # each input worked out once
+
+
+def test_a_batch_reads_each_consumers_inputs_once_not_once_per_producer(client, monkeypatch):
+    """Deciding which results go unheld reads, for each producer, its consumer's inputs and
+    their latest Dask keys; in one batch they do not change, so a consumer's are read once
+    (a join of 8 producers read its 8 inputs 8 times over, on the path to the first graph)."""
+    from nbflow.engine.backends.dask import DaskBackend
+
+    reads: list[int] = []
+    flushing: list[bool] = []
+    real_flush, real_key = DaskBackend._flush, DaskBackend._current_key
+
+    def flush(self):
+        flushing.append(True)
+        try:
+            return real_flush(self)
+        finally:
+            flushing.pop()
+
+    def key(self, d, i, result):
+        if flushing:
+            reads.append(d)
+        return real_key(self, d, i, result)
+
+    monkeypatch.setattr(DaskBackend, "_flush", flush)
+    monkeypatch.setattr(DaskBackend, "_current_key", key)
+    if hasattr(DaskBackend, "_latest_key"):
+        real_latest = DaskBackend._latest_key
+
+        def latest(self, d):
+            if flushing:
+                reads.append(d)
+            return real_latest(self, d)
+
+        monkeypatch.setattr(DaskBackend, "_latest_key", latest)
+    with nf.Workflow("wide-join-keys") as wf:
+        out = inc(total(*[make(10 + k) for k in range(8)]))
+    run = wf.run(backend=client, cache=False)
+    assert run[out] == sum(10 + k for k in range(8)) + 1
+    assert run.backends["dask"].unheld >= 8  # the producers went unheld
+    # (total's 8 inputs once, inc's one input once)
+    assert 0 < len(reads) <= 9, reads

@@ -67,9 +67,9 @@ def test_choose_picks_the_worker_of_least_cost_as_written(seed: int, monkeypatch
     monkeypatch.setattr(placement.time, "monotonic", lambda: 100.0)
     expected = _reference(p, args)
     eta = 100.0 + args["ready"] + p.wait(expected, args["exclude"], args["ready"]) + p.task_seconds
-    for w in WORKERS:  # the prepared costs are the very floats cost() gives
-        assert p._costs(args["inputs"], args["exclude"], args["joins"], args["ready"])(w) == (
-            p.cost(w, args["inputs"], args["exclude"], args["joins"], args["ready"]))
+    # the chosen worker and the very float of the queue term cost() counted there
+    assert p._best(WORKERS, args["inputs"], args["exclude"], args["joins"], args["ready"]) == (
+        expected, p.wait(expected, args["exclude"], args["ready"]))
     assert p.choose(args["inputs"], None, None, args["exclude"], args["joins"],
                     args["ready"]) == expected
     assert p.last_eta == eta  # (when it should end: the same float as before)
@@ -91,6 +91,24 @@ def test_the_join_terms_are_prepared_once_per_task_not_per_worker(monkeypatch) -
     monkeypatch.setattr(Placer, "cost", per_worker)
     monkeypatch.setattr(Placer, "wait", per_worker)  # (nor the chosen worker's wait again)
     assert p.choose([("tcp://d", MB)], joins=joins) == expected
+
+
+def test_the_queues_are_read_in_one_loop_not_through_a_call_per_worker(monkeypatch) -> None:
+    """``choose`` runs for every task a Dask run submits, before its graph is sent: it
+    reads each worker's queue inline (the same floats, see above), not through
+    ``_queue_seconds`` or a cost function per worker."""
+    p = Placer(bandwidth=100 * MB)
+    p.set_workers({w: 1 for w in WORKERS})
+    p._queue("tcp://a", 0.2)
+    p._queue("tcp://b", None)
+    args = ([("tcp://a", MB)], [("tcp://a", 0.2)], [(MB, [("tcp://c", MB)])], 0.05)
+    expected = _reference(p, dict(zip(("inputs", "exclude", "joins", "ready"), args, strict=True)))
+
+    def per_worker(*a, **k):
+        raise AssertionError("a call per worker")
+
+    monkeypatch.setattr(Placer, "_queue_seconds", per_worker)
+    assert p.choose(args[0], None, None, *args[1:]) == expected
 
 
 def test_prepared_joins_equal_join_bytes_for_every_worker() -> None:
@@ -123,7 +141,6 @@ def test_a_result_without_copies_is_placed_by_its_worker_alone() -> None:
         as_sets["joins"] = [(own, [(frozenset({w}) if isinstance(w, str) else w, b)
                                    for w, b in others]) for own, others in args["joins"]]
         assert _reference(p, args) == _reference(p, as_sets)
-        for w in WORKERS:
-            assert (p._costs(args["inputs"], args["exclude"], args["joins"], args["ready"])(w)
-                    == p._costs(as_sets["inputs"], as_sets["exclude"], as_sets["joins"],
-                                as_sets["ready"])(w))
+        assert (p._best(WORKERS, args["inputs"], args["exclude"], args["joins"], args["ready"])
+                == p._best(WORKERS, as_sets["inputs"], as_sets["exclude"], as_sets["joins"],
+                           as_sets["ready"]))

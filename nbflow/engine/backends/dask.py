@@ -544,6 +544,8 @@ class DaskBackend:
         self._watcher: dask_watch.Watcher | None = None
         self._may_unhold = False  # (set on connecting: see _unheld)
         self._redone: dict[int, bool] | None = None  # _may_be_redone's answers while a batch is sent
+        # consumer node -> (_consumer_facts) while a batch is sent: what _unheld reads per consumer
+        self._consumers: dict[int, tuple[bool, list[int], list[tuple[int, str]]]] | None = None
         self.in_task: dask_cache.InTask | None = None  # the cache's work done in tasks (bind_scheduler)
         self.wanted: frozenset[str] = frozenset()  # task keys the caller takes at the end (bindings)
         self.prefetched: list[tuple[str, int | None]] = []  # (task key, bytes) brought at the end
@@ -839,11 +841,11 @@ class DaskBackend:
         if self.batch is not None:
             # one answer per node for the whole batch: the engine's states do not move
             # while it is sent, and a wide join asks about the same inputs once per producer
-            self._redone = {}
+            self._redone, self._consumers = {}, {}
             try:
                 self.batch.flush(self._unheld if self._may_unhold else None)
             finally:
-                self._redone = None
+                self._redone = self._consumers = None
             if self.on_first_send is not None and self.batch.messages:
                 sent, self.on_first_send = self.on_first_send, None
                 sent()
@@ -1120,14 +1122,31 @@ class DaskBackend:
             cls, sent = sched.class_of[s], ahead.ahead.get(s)
             if cls is None or cls.backend is not self or sent is None or unique not in sent[2]:
                 return False
-            consumer = sched.nodes[s]
-            if consumer.task.spec.retries or any(d != i and self._may_be_redone(d)
-                                                 for d in consumer.deps):
+            retries, redone, latest = self._consumer_facts(s)
+            if retries or any(d != i for d in redone):
                 return False
-            current = {self._current_key(d, i, mine) for d in consumer.deps}
+            current = {mine.dask_key if d == i else key for d, key in latest}  # (_current_key)
             if not current.issuperset(sent[2]):
                 return False
         return True
+
+    def _consumer_facts(self, s: int) -> tuple[bool, list[int], list[tuple[int, str]]]:
+        """What :meth:`_unheld` reads of consumer ``s``: does it retry, which of its inputs
+        may be redone (:meth:`_may_be_redone`), and each input with the Dask key of its
+        latest attempt.  Worked out once per consumer while a batch is sent (the engine's
+        states do not move meanwhile): a join of ``n`` producers asked it once per
+        producer, ``n`` times ``n`` inputs, on the path to the run's first graph."""
+        memo = self._consumers
+        got = memo.get(s) if memo is not None else None
+        if got is None:
+            consumer = self.ahead.sched.nodes[s] if self.ahead is not None else None
+            assert consumer is not None
+            got = (bool(consumer.task.spec.retries),
+                   [d for d in consumer.deps if self._may_be_redone(d)],
+                   [(d, self._latest_key(d)) for d in consumer.deps])
+            if memo is not None:
+                memo[s] = got
+        return got
 
     def _may_be_redone(self, d: int, limit: int = 256) -> bool:
         """Could node ``d`` still come back under a new Dask key (it, or an unfinished task
@@ -1194,6 +1213,10 @@ class DaskBackend:
         """The Dask key of node ``d``'s latest attempt (``result`` for node ``i``)."""
         if d == i:
             return result.dask_key
+        return self._latest_key(d)
+
+    def _latest_key(self, d: int) -> str:
+        """The Dask key of node ``d``'s latest attempt as the engine records it."""
         assert self.ahead is not None
         got = self.ahead.inflight.get(d)
         if got is None:
