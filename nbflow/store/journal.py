@@ -564,14 +564,41 @@ class Journal:
         with self._lock:
             self._active -= 1
             last = self._active == 0
+            writer = self._thread if last else None
         wait = min(RUN_END_WAIT, settings.lock_timeout() + 5.0)
-        if not self.flush(wait):
+        committed = self._last_flush(writer, wait) if writer is not None else self.flush(wait)
+        if not committed:
             why = self.failure or "its write lock is held by another process"
             log.warning("nbflow: the run journal %s could not commit this run's last rows within "
                         "%.0f s (%s); they are written in the background", self.path, wait, why)
             return
         if last:
             self._join_idle()
+
+    def _last_flush(self, writer: threading.Thread, timeout: float) -> bool:
+        """:meth:`flush` for the last active run, waiting for the writer's exit instead of
+        its commit: with no run left it commits what is queued (and the marker) and exits,
+        and the caller is woken once, by the exit (waiting for the commit, then for the
+        exit, woke it twice, each time to take the GIL back from the writer, or on a Dask
+        run from the scheduler's thread in this process).  If a run starts meanwhile and
+        keeps the writer, the marker alone says the rows are in.  False on timeout."""
+        done = threading.Event()
+        deadline = time.monotonic() + timeout
+        self._flushing += 1  # (no group-commit window: someone waits)
+        try:
+            self._queue.append((_FLUSH, done))
+            self._signal()
+            while True:
+                writer.join(min(0.1, max(0.0, deadline - time.monotonic())))
+                if done.is_set() and (not writer.is_alive() or self._active > 0):
+                    return True
+                if not writer.is_alive():  # (it exited just before the marker came: the
+                    # writer the marker started sets it)
+                    return done.wait(max(0.0, deadline - time.monotonic()))
+                if time.monotonic() >= deadline:
+                    return False
+        finally:
+            self._flushing -= 1
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is committed; False on timeout."""
