@@ -9,10 +9,8 @@ process, Dask's scheduler included).  Systems, alternated round-robin:
 
 - ``nbflow``: this tree;
 - ``nbflow-session-10``: the same tree with the cuts below switched off (:func:`session_10`);
-  or, with ``--off c2``, ``nbflow-c2-off``: the same tree with session 11's second cuts
-  (engineer C: the run's loop tidied in its root task, the journal's last flush one
-  wake-up) switched off (``run_tail.c2_off``; ``--off c2-loop`` / ``c2-journal``: one
-  of them);
+  or, with ``--off c2``, ``nbflow-c2-off``: the same tree with session 11's second cut
+  (engineer C: the run's loop tidied in its root task) switched off (``run_tail.c2_off``);
 - ``dask``: the same graph as ``dask.delayed``, ``client.compute(end).result()``.
 
 The cuts switched off by ``session-10``:

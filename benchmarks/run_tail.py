@@ -1,15 +1,12 @@
 """A run's tail on the caller's path, on any backend: from the engine's end to ``wf.run``
-returning, this code against itself with session 11's second set of cuts (engineer C)
-switched off, in one invocation.
+returning, this code against itself with session 11's second cut (engineer C) switched
+off, in one invocation.
 
-The cuts (switched off by :func:`c2_off`, which puts the code they replaced back):
-
-- the run's event loop is tidied in its root task, after the engine (``engine.run``:
-  ``_then_tidy``), not by two more ``run_until_complete`` calls (each a task and two
-  turns of the loop, each turn a ``select`` that lets go of the GIL);
-- the journal's ``run_finished`` for the last active run waits for the writer's exit
-  alone (the writer commits and exits, one wake-up), not for the commit's marker and then
-  for the exit.
+The cut (switched off by :func:`c2_off`, which puts the code it replaced back): the run's
+event loop is tidied in its root task, after the engine (``engine.run``: ``_then_tidy``),
+not by two more ``run_until_complete`` calls (each a task and two turns of the loop, each
+turn a ``select`` that lets go of the GIL).  (Two journal cuts measured with the ``journal``
+part of this switch were not kept: ``benchmarks/RESULTS.md``, Session 11 (C2).)
 
 Each sample is one ``wf.run`` of a small local workflow (``--tasks`` plain no-op tasks
 after one root, then one sink; the store on, so the journal writes the run), on a fresh
@@ -20,13 +17,15 @@ the switch interval, 5 ms).  ``--busy 0`` measures the quiet case.  Systems, alt
 round-robin: ``nbflow`` (this tree) and ``nbflow-c2-off``.
 
 Figures per system (medians, ms): ``wf.run`` (the call to its return), ``tail`` (the
-engine's end, as ``Run.execute`` returns, to ``wf.run`` returning), and the process's CPU
-per run (the busy threads excluded: each one's own clock); and the median of the
-per-repeat differences ``nbflow - nbflow-c2-off`` (paired: both ran in the same repeat).
+engine's end, as ``Scheduler.run`` returns, to ``wf.run`` returning), the journal's
+``run_finished`` (the run's rows committed), ``execute returns -> wf.run returns`` (the
+loop's close, the thread's end, the caller's wake-up), and the process's CPU per run (the
+busy threads excluded: each one's own clock); and the median of the per-repeat
+differences ``nbflow - nbflow-c2-off`` (paired: both ran in the same repeat).
 
 Usage::
 
-    .venv/bin/python benchmarks/run_tail.py --repeat 30 --warmup 2 --busy 1 \\
+    .venv/bin/python benchmarks/run_tail.py --repeat 100 --warmup 3 --busy 0 \\
         --json benchmarks/run-tail-s11c2.json
 """
 
@@ -68,19 +67,7 @@ def _old_run_on_fresh_loop(main: Any) -> None:
             loop.close()
 
 
-def _old_run_finished(self: Any) -> None:
-    from nbflow.store import journal
-
-    with self._lock:
-        self._active -= 1
-        last = self._active == 0
-    if not self.flush(journal.RUN_END_WAIT):
-        return
-    if last:
-        self._join_idle()
-
-
-C2_PARTS = ("loop", "journal")
+C2_PARTS = ("loop",)  # (and, at a09e76a, "journal": tried, measured, not kept; see RESULTS)
 
 
 @contextlib.contextmanager
@@ -88,17 +75,14 @@ def c2_off(parts: tuple[str, ...] = C2_PARTS) -> Iterator[None]:
     """Session 11's second cuts (engineer C) switched off, those named in ``parts``
     (:data:`C2_PARTS`): the run's tail as at 2f24b61."""
     from nbflow.engine import run as run_module
-    from nbflow.store import journal
 
-    was = (run_module.run_on_fresh_loop, journal.Journal.run_finished)
+    was = run_module.run_on_fresh_loop
     if "loop" in parts:
         run_module.run_on_fresh_loop = _old_run_on_fresh_loop
-    if "journal" in parts:
-        journal.Journal.run_finished = _old_run_finished  # type: ignore[method-assign]
     try:
         yield
     finally:
-        run_module.run_on_fresh_loop, journal.Journal.run_finished = was  # type: ignore[method-assign]
+        run_module.run_on_fresh_loop = was
 
 
 # -- the local sample ----------------------------------------------------------------------

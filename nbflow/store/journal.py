@@ -447,11 +447,6 @@ class Journal:
         self._wake = threading.Event()
         self._signalled = False
         self._lock = threading.Lock()
-        # The writer's connection while it has one, and who is using it: the writer as it
-        # drains, or a run's end committing its own rows while the writer sleeps (see
-        # _commit_here).  Taken before _lock when both are.
-        self._conn: sqlite3.Connection | None = None
-        self._conn_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._last: threading.Thread | None = None
         self._active = 0
@@ -569,67 +564,14 @@ class Journal:
         with self._lock:
             self._active -= 1
             last = self._active == 0
-            writer = self._thread if last else None
         wait = min(RUN_END_WAIT, settings.lock_timeout() + 5.0)
-        if self._commit_here():
-            committed = True
-            if last:  # (the writer exits now: nothing queued, no run active; no window)
-                self._urgent = True
-                self._wake.set()
-        elif writer is not None:
-            committed = self._last_flush(writer, wait)
-        else:
-            committed = self.flush(wait)
-        if not committed:
+        if not self.flush(wait):
             why = self.failure or "its write lock is held by another process"
             log.warning("nbflow: the run journal %s could not commit this run's last rows within "
                         "%.0f s (%s); they are written in the background", self.path, wait, why)
             return
         if last:
             self._join_idle()
-
-    def _commit_here(self) -> bool:
-        """Commit what is queued on this thread, through the writer's connection, if the
-        writer has one and is not using it (it sleeps, e.g. in its group-commit window);
-        False (nothing done) otherwise.  A run's end waits for its rows anyway: doing the
-        commit itself spares it two hand-offs (waking the writer, being woken by it), each
-        a wait for the GIL, which on a Dask run the scheduler's thread in this process
-        holds in turn.  The writer, when it wakes, finds them gone."""
-        if not self._conn_lock.acquire(blocking=False):
-            return False
-        try:
-            conn = self._conn
-            if conn is None:
-                return False
-            self._drain(conn)  # (a failure is recorded and reported there, as the writer's)
-            return True
-        finally:
-            self._conn_lock.release()
-
-    def _last_flush(self, writer: threading.Thread, timeout: float) -> bool:
-        """:meth:`flush` for the last active run, waiting for the writer's exit instead of
-        its commit: with no run left it commits what is queued (and the marker) and exits,
-        and the caller is woken once, by the exit (waiting for the commit, then for the
-        exit, woke it twice, each time to take the GIL back from the writer, or on a Dask
-        run from the scheduler's thread in this process).  If a run starts meanwhile and
-        keeps the writer, the marker alone says the rows are in.  False on timeout."""
-        done = threading.Event()
-        deadline = time.monotonic() + timeout
-        self._flushing += 1  # (no group-commit window: someone waits)
-        try:
-            self._queue.append((_FLUSH, done))
-            self._signal()
-            while True:
-                writer.join(min(0.1, max(0.0, deadline - time.monotonic())))
-                if done.is_set() and (not writer.is_alive() or self._active > 0):
-                    return True
-                if not writer.is_alive():  # (it exited just before the marker came: the
-                    # writer the marker started sets it)
-                    return done.wait(max(0.0, deadline - time.monotonic()))
-                if time.monotonic() >= deadline:
-                    return False
-        finally:
-            self._flushing -= 1
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is committed; False on timeout."""
@@ -718,7 +660,6 @@ class Journal:
             window = GROUP_WINDOW
         self.window = window  # the group-commit window this writer uses (seconds)
         idle = False
-        self._conn = conn
         try:
             while True:
                 # (with runs to watch for cancel requests, it wakes to look at least every
@@ -732,10 +673,8 @@ class Journal:
                     self._wake.clear()
                     self._signalled = False
                     self._urgent = False
-                    with self._conn_lock:
-                        self._drain(conn)
-                with self._conn_lock:
-                    self._poll_cancels(conn)
+                    self._drain(conn)
+                self._poll_cancels(conn)
                 with self._lock:
                     if not self._queue and self._active == 0:
                         self._thread = None
@@ -746,8 +685,6 @@ class Journal:
                         self._signalled = True
                         self._wake.set()
         finally:
-            with self._conn_lock:  # (after a run's end that is committing on it)
-                self._conn = None
             if idle:  # (every transaction has ended: kept for the next writer, see .parked)
                 parked.park(self, conn, self.path)
             else:
@@ -942,8 +879,6 @@ def _after_fork_in_child() -> None:
         j._active = 0
         j._wake = threading.Event()
         j._lock = threading.Lock()
-        j._conn = None  # (the parent's: never used here)
-        j._conn_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
