@@ -9,6 +9,8 @@ process, Dask's scheduler included).  Systems, alternated round-robin:
 
 - ``nbflow``: this tree;
 - ``nbflow-session-10``: the same tree with the cuts below switched off (:func:`session_10`);
+  or, with ``--off c2``, ``nbflow-c2-off``: the same tree with session 11's second cut
+  (engineer C: the run's loop tidied in its root task) switched off (``run_tail.c2_off``);
 - ``dask``: the same graph as ``dask.delayed``, ``client.compute(end).result()``.
 
 The cuts switched off by ``session-10``:
@@ -23,7 +25,7 @@ The cuts switched off by ``session-10``:
 Printed and written (``--json``): per system, medians of the makespan, the process's CPU,
 when the engine was done, when ``wf.run`` returned, and the tail (engine done -> value in
 hand); the makespan ratio to plain Dask; and the median of the per-repeat differences
-``nbflow - nbflow-session-10`` (a paired figure: both ran in the same repeat).
+``nbflow - nbflow-<off>`` (a paired figure: both ran in the same repeat).
 
 Usage::
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import math
 import os
 import statistics
@@ -44,17 +47,19 @@ from collections.abc import Iterator
 from typing import Any
 
 if __package__:
-    from . import _harness, locality_phases
+    from . import _harness, locality_phases, run_tail
     from .locality import WORKLOADS
     from .locality_phases import _timed, sample_dask, sample_nbflow
 else:
     import _harness
     import locality_phases
+    import run_tail
     from locality import WORKLOADS
     from locality_phases import _timed, sample_dask, sample_nbflow
 
 FIGURES = ("result in hand (makespan)", "CPU of this process (all threads)", "first compute start",
            "last compute end", "engine done", "wait returns", "tail (engine done -> value in hand)",
+           "tail: journal run_finished (lasts)", "execute ends -> wait returns",
            "result: prefetch arrived (begins at)", "start: journal commits (begins at)",
            "start: journal commits (lasts)", "tail: end-of-run read started (lasts)",
            "tail: locality read (its thread) (begins at)", "tail: locality read (its thread) (lasts)")
@@ -183,10 +188,16 @@ def _by_thread(sample: Any) -> dict[str, float]:
     return got
 
 
-def _nbflow(client: Any, spec: list[Any], before: bool) -> dict[str, float]:
-    with session_10() if before else contextlib.nullcontext(), _more_marks():
+# --off: which cuts the paired system lacks (c2-<part>: one of them)
+OFF: dict[str, Any] = {"session-10": session_10, "c2": run_tail.c2_off,
+                       **{f"c2-{p}": functools.partial(run_tail.c2_off, (p,)) for p in run_tail.C2_PARTS}}
+
+
+def _nbflow(client: Any, spec: list[Any], off: str | None) -> dict[str, float]:
+    with OFF[off]() if off else contextlib.nullcontext(), _more_marks():
         got = _by_thread(lambda: sample_nbflow(client, spec))
     got["tail (engine done -> value in hand)"] = got["result in hand (makespan)"] - got["engine done"]
+    got["execute ends -> wait returns"] = got["wait returns"] - got["tail: execute (ends at)"]
     return got
 
 
@@ -195,17 +206,20 @@ def main() -> None:
     ap.add_argument("--workloads", default="fan")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--off", choices=sorted(OFF), default="session-10",
+                    help="the cuts the paired system runs without")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     log = _harness.progress("dask_tail")
+    other = f"nbflow-{args.off}" + ("-off" if args.off.startswith("c2") else "")
     _install_thread_end_clock()
     doc: dict[str, Any] = {"benchmark": "dask_tail", "machine": _harness.machine_info(),
                            "workloads": {}, "load_before": os.getloadavg()}
     with _harness.nbflow_home(), _harness.local_cluster() as client:
         for name in args.workloads.split(","):
             spec = WORKLOADS[name]()
-            samplers = {"nbflow": lambda spec=spec: _nbflow(client, spec, False),
-                        "nbflow-session-10": lambda spec=spec: _nbflow(client, spec, True),
+            samplers = {"nbflow": lambda spec=spec: _nbflow(client, spec, None),
+                        other: lambda spec=spec: _nbflow(client, spec, args.off),
                         "dask": lambda spec=spec: _by_thread(lambda: sample_dask(client, spec))}
             _harness.alternate(samplers, args.warmup)
             got = _harness.alternate(samplers, args.repeat)
@@ -215,11 +229,11 @@ def main() -> None:
                    for s, xs in got.items()}
             dask_ms = med["dask"]["result in hand (makespan)"]
             paired = {k: statistics.median(a.get(k, math.nan) - b.get(k, math.nan)
-                                           for a, b in zip(got["nbflow"], got["nbflow-session-10"],
+                                           for a, b in zip(got["nbflow"], got[other],
                                                            strict=True))
                       for k in shown}
             doc["workloads"][name] = {
-                "medians_s": med, "paired_nbflow_minus_session_10_s": paired,
+                "medians_s": med, f"paired_nbflow_minus_{other.removeprefix('nbflow-')}_s": paired,
                 "ratio_to_dask": {s: m["result in hand (makespan)"] / dask_ms for s, m in med.items()},
                 "samples": got}
             log(f"{name}:")

@@ -8,7 +8,9 @@ what a task left scheduled and leaves no thread behind.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from typing import Any
 
 import anyio
 import pytest
@@ -103,3 +105,76 @@ def test_an_error_of_the_run_itself_still_reaches_the_caller(monkeypatch):
         plain("x")
     with pytest.raises(RuntimeError, match="the engine broke"):
         wf.run()
+
+
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """A run's loop that counts what it is asked to run to completion."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.driven: list[Any] = []
+
+    def run_until_complete(self, future: Any) -> Any:
+        self.driven.append(future)
+        return super().run_until_complete(future)
+
+
+def _counted_loops(monkeypatch: pytest.MonkeyPatch) -> list[_CountingLoop]:
+    loops: list[_CountingLoop] = []
+
+    def made() -> _CountingLoop:
+        loops.append(_CountingLoop())
+        return loops[-1]
+
+    monkeypatch.setattr(run_module.asyncio, "new_event_loop", made)
+    return loops
+
+
+def test_the_loop_is_tidied_in_its_root_task_not_by_more_runs_of_the_loop(monkeypatch):
+    # Each further run_until_complete is a task and two turns of the loop, each turn a
+    # select() that lets go of the GIL on the way to wf.run returning; with nothing left to
+    # tidy, the run's own root task is all the loop runs.
+    loops = _counted_loops(monkeypatch)
+    with nf.Workflow("tidy-once") as wf:
+        a = plain(in_a_worker_thread())
+    run = wf.run()
+    assert run[a] == "from a thread!"
+    assert len(loops) == 1 and loops[0].is_closed()
+    assert len(loops[0].driven) == 1
+
+
+_generators: list[Any] = []
+_closed: list[str] = []
+
+
+@nf.task
+async def leaves_a_generator_open() -> int:
+    async def gen() -> Any:
+        try:
+            yield 1
+            yield 2
+        finally:
+            _closed.append("closed")
+
+    g = gen()
+    _generators.append(g)  # (held: only the loop's shutdown of async generators closes it)
+    return await g.__anext__()
+
+
+@nf.task
+async def uses_the_default_executor() -> str:
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: "from the executor")
+
+
+def test_closing_still_closes_async_generators_and_the_default_executor(monkeypatch):
+    _generators.clear()
+    _closed.clear()
+    loops = _counted_loops(monkeypatch)
+    with nf.Workflow("tidy-what-is-left") as wf:
+        g = leaves_a_generator_open()
+        e = uses_the_default_executor()
+    run = wf.run()
+    assert run[g] == 1 and run[e] == "from the executor"
+    assert _closed == ["closed"]  # (aclose()d as the loop closed, not left for the collector)
+    assert not [t for t in threading.enumerate() if t.name.startswith("asyncio_")]  # (joined)
+    assert len(loops[0].driven) == 1
