@@ -112,22 +112,8 @@ class RunModel:
         self.retries += 1
         self.retry_errors[e.index] = e.error
 
-    def _completed(self, e: ev.TaskCompleted) -> None:
-        i = e.index
-        ends = self.ended_at
-        if ends and e.time < ends[-1]:  # (a Dask task's end is its worker's: may come late)
-            bisect.insort(ends, e.time)
-        else:
-            ends.append(e.time)
-        if e.started is not None:  # (where it ran, known only at its end: a Dask task)
-            self.start[i] = e.started
-        self.duration[i] = e.duration_s
-        self.output_bytes[i] = e.output_bytes
-        self.cached[i] = e.cached
-        if e.attempt:
-            self.attempts[i] = e.attempt
-
-    def _failed(self, e: ev.TaskFailed) -> None:
+    def _ended(self, e: ev.TaskCompleted | ev.TaskFailed) -> None:
+        """The end of task ``e.index``'s attempt, done or failed: when and how long."""
         ends = self.ended_at
         if ends and e.time < ends[-1]:  # (a Dask task's end is its worker's: may come late)
             bisect.insort(ends, e.time)
@@ -136,6 +122,17 @@ class RunModel:
         if e.started is not None:  # (where it ran, known only at its end: a Dask task)
             self.start[e.index] = e.started
         self.duration[e.index] = e.duration_s
+
+    def _completed(self, e: ev.TaskCompleted) -> None:
+        i = e.index
+        self._ended(e)
+        self.output_bytes[i] = e.output_bytes
+        self.cached[i] = e.cached
+        if e.attempt:
+            self.attempts[i] = e.attempt
+
+    def _failed(self, e: ev.TaskFailed) -> None:
+        self._ended(e)
         self.errors[e.index] = e.error
 
     def _skipped(self, e: ev.TaskSkipped) -> None:
