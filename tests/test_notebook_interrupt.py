@@ -15,13 +15,19 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import anyio
 import pytest
 from conftest import nbflow_threads_left
+from jupyter_core.utils import run_sync
 
 import nbflow as nf
 from nbflow import workflow
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "notebooks"))
+import nbharness as h
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -160,3 +166,68 @@ def test_a_ctrl_c_while_the_runs_thread_starts_is_raised_once_it_has(python_sigi
     assert run.done and run.status == "cancelled"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
     assert nbflow_threads_left() == []
+
+
+def test_a_kernel_interrupted_before_the_cell_follows_its_run_cancels_it(tmp_path: Path) -> None:
+    # A real kernel, a real interrupt (SIGINT from the kernel manager), landing while the
+    # cell opens its view: held open there (once the run's tasks run) until the interrupt.
+    opening = tmp_path / "opening"
+    nb = h.notebook([
+        f"""import anyio, pathlib, threading, time, nbflow as nf
+from nbflow.notebook.live import LiveView
+task_started, real_open = threading.Event(), LiveView.open
+def held_open(self):
+    task_started.wait(60)
+    pathlib.Path({str(opening)!r}).touch()
+    threading.Event().wait()  # (until the kernel is interrupted)
+LiveView.open = held_open""",
+        """@nf.task
+async def forever(i):
+    task_started.set()
+    await anyio.sleep(60)
+    return i""",
+        """%%workflow opening
+out = [forever(1), forever(2)]""",
+        """LiveView.open = real_open
+from nbflow.store.history import runs
+run = nf.last_run()
+deadline = time.monotonic() + 30  # (a pool's idle threads end just after the run)
+while time.monotonic() < deadline and any(t.name.startswith("nbflow-") for t in threading.enumerate()):
+    time.sleep(0.05)
+print("status", run.status, sorted(set(run.tasks["state"])))
+print("threads left", [t.name for t in threading.enumerate() if t.name.startswith("nbflow-")])
+print("stored", list(runs("opening")["status"]))
+print("out", [type(x).__name__ for x in out])
+print("next", 6 * 7)""",
+    ])
+    c = h.client(nb, tmp_path)
+    with c.setup_kernel():
+        c.execute_cell(nb.cells[0], 0)
+        c.execute_cell(nb.cells[1], 1)
+        done = threading.Event()
+
+        def run_cell() -> None:
+            try:
+                c.execute_cell(nb.cells[2], 2)
+            finally:
+                done.set()
+
+        t = threading.Thread(target=run_cell)
+        t.start()
+        deadline = time.monotonic() + 60  # (polled: the run's tasks run and the view opens)
+        while not opening.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert opening.exists(), "the cell never got to open its view"
+        run_sync(c.km.interrupt_kernel)()  # what the stop button / Ctrl-C does
+        assert done.wait(60), "the interrupted cell did not end"
+        t.join()
+        c.execute_cell(nb.cells[3], 3)
+    (err,) = h.errors(nb.cells[2])
+    assert err.ename == "WorkflowCancelled"
+    assert "was cancelled (kernel interrupted)" in err.evalue
+    text = h.text(nb.cells[3])
+    assert "status cancelled ['cancelled']" in text
+    assert "threads left []" in text
+    assert "stored ['cancelled']" in text
+    assert "out ['Ref', 'Ref']" in text
+    assert "next 42" in text

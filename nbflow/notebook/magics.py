@@ -7,7 +7,9 @@ name the cell bound to a Ref holds its value, and ``nf.last_run()`` is the Run.
 
 - Blocking (default): the cell waits while the live view updates.  Interrupting the kernel
   cancels the run, waits until nothing it started is running, shows the cancelled summary
-  and ends the cell with a one-line ``WorkflowCancelled`` error.  A failed run ends the cell
+  and ends the cell with a one-line ``WorkflowCancelled`` error: wherever the interrupt
+  lands once the run is prepared (while the cell starts it or opens its view too; and
+  before a ``--background`` cell returns).  A failed run ends the cell
   with the first failure's original traceback (``WorkflowFailed``).
 - ``--background``: the cell returns at once, the run goes on; the widget's Stop button
   cancels it and ``nf.last_run().wait()`` waits for it.
