@@ -24,7 +24,11 @@ the subscribers as values.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any, Literal
 
@@ -132,15 +136,63 @@ def _start_and_wait(run: Run, raise_on_error: bool) -> None:
     used to leave the run going behind the caller's back; it is cancelled here the same
     way."""
     try:
-        run.start_in_thread()
+        start_in_thread(run)
         run.wait(raise_on_error=raise_on_error)
     except KeyboardInterrupt:
-        thread = run._thread
-        if not run._cancel_requested:  # (wait() did not take it)
-            run.cancel()
-            if thread is not None and thread.ident is not None:  # (started: it winds down)
-                run.wait(raise_on_error=False)
+        cancel_interrupted(run, lambda r: r.wait(raise_on_error=False))
         raise
+
+
+def start_in_thread(run: EngineRun) -> None:
+    """``run.start_in_thread()``, with a Ctrl-C that arrives meanwhile raised once it returns.
+
+    ``Thread.start`` waits for the new thread to begin: a Ctrl-C landing in that wait
+    leaves a thread that will run while nothing says so yet (its ``ident`` is set by the
+    thread itself), and the caller could not tell whether there is a run to wait for.
+    Held off here, it is raised after the start: a run's thread is either not made or
+    started, as :func:`cancel_interrupted` needs."""
+    with _ctrl_c_held():
+        run.start_in_thread()
+
+
+def cancel_interrupted(run: EngineRun, wait: Callable[[EngineRun], Any]) -> None:
+    """A Ctrl-C landed while ``run`` started or ran: cancel it and ``wait(run)`` until it
+    has ended (its tasks stopped, its journal rows committed).
+
+    A run whose thread had not started yet is started now, cancelled from its first
+    moment: it ends as every run does, so the store shows it cancelled and what
+    :func:`prepare` gave it (the journal's writer, the cache's lease registration) is let
+    go.  One that :meth:`Run.wait` already wound down is left as it is.  Shared by
+    ``wf.run()`` and the ``%%workflow`` cell, which differ only in ``wait``: a second
+    Ctrl-C is ``wf.run()``'s caller's, while the cell absorbs it to show the run."""
+    if run.done:
+        return
+    run.cancel()
+    try:
+        if run._thread is None:
+            start_in_thread(run)
+    finally:
+        wait(run)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """SIGINT held for the block and delivered to its handler as the block ends.
+
+    Only Python's main thread receives it, and only a Python-level handler can hold it;
+    anywhere else (another thread, SIGINT ignored or left to the OS) this does nothing."""
+    old = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(old):
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if held:
+            old(*held[0])  # (Python's default handler raises KeyboardInterrupt here)
 
 
 def run_options(wf: WorkflowGraph, **given: Any) -> RunOptions:

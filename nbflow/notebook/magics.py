@@ -7,7 +7,9 @@ name the cell bound to a Ref holds its value, and ``nf.last_run()`` is the Run.
 
 - Blocking (default): the cell waits while the live view updates.  Interrupting the kernel
   cancels the run, waits until nothing it started is running, shows the cancelled summary
-  and ends the cell with a one-line ``WorkflowCancelled`` error.  A failed run ends the cell
+  and ends the cell with a one-line ``WorkflowCancelled`` error: wherever the interrupt
+  lands once the run is prepared (while the cell starts it or opens its view too; and
+  before a ``--background`` cell returns).  A failed run ends the cell
   with the first failure's original traceback (``WorkflowFailed``).
 - ``--background``: the cell returns at once, the run goes on; the widget's Stop button
   cancels it and ``nf.last_run().wait()`` waits for it.
@@ -22,9 +24,7 @@ The live view is the widget when a notebook front end sent the cell, text otherw
 from __future__ import annotations
 
 import difflib
-import inspect
 import sys
-import threading
 import traceback
 import weakref
 from collections.abc import Callable
@@ -37,7 +37,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from ..core import events as ev
 from ..core.errors import NbflowError, WorkflowCancelled, WorkflowDefinitionError, WorkflowFailed
 from ..core.options import BACKENDS, RunOptions
-from ..workflow import Workflow
+from ..workflow import Workflow, cancel_interrupted, prepare, run_options, start_in_thread
 from . import binding, session
 from .frontend import frontend_mode
 from .live import LiveView
@@ -104,7 +104,6 @@ class _Attach:
         self.subscribers = subscribers
         self.interactive = interactive
         self.run: Run | None = None
-        self.ready = threading.Event()
         self.unregister = on_run(self)
 
     def __call__(self, run: Run) -> ev.Subscriber | None:
@@ -117,7 +116,6 @@ class _Attach:
             run.interactive_approvals = True
         for sub in self.subscribers:  # in this order, before the run's first event
             run.subscribe(sub)
-        self.ready.set()
         return None
 
 
@@ -126,31 +124,21 @@ def _nothing() -> None:
 
 
 def launch(wf: Workflow, opts: dict[str, Any], subscribers: list[ev.Subscriber],
-           interactive: bool = False) -> Run:
-    """Start ``wf`` with ``subscribers`` attached before its first event."""
+           interactive: bool = False, made: dict[str, Any] | None = None) -> Run:
+    """Start ``wf`` with ``subscribers`` attached before its first event.
+
+    ``made["run"]`` is the run as soon as it is prepared: a Ctrl-C that lands from then on
+    leaves a run the caller must cancel (:func:`nbflow.workflow.cancel_interrupted`, which
+    starts it if its thread had not: the subscribers still see it whole)."""
+    made = {} if made is None else made
     attach = _Attach(wf, subscribers, interactive)  # unregisters itself when the run starts
     try:
-        params = inspect.signature(Workflow.start).parameters
-        if all(k in params for k in opts):
-            return wf.start(**opts)
-        # Options only Workflow.run knows (e.g. rerun=): run it in a helper thread.
-        error: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                wf.run(**opts, raise_on_error=False)
-            except BaseException as e:
-                error.append(e)
-            finally:
-                attach.ready.set()
-
-        threading.Thread(target=target, name="nbflow-launch", daemon=True).start()
-        attach.ready.wait()
-        if attach.run is None:
-            raise error[0] if error else RuntimeError(f"workflow {wf.name!r} did not start")
-        return attach.run
-    except BaseException:
-        attach.unregister()
+        run = made["run"] = prepare(wf, run_options(wf, **opts))
+        start_in_thread(run)
+        return run
+    except BaseException as e:
+        if "run" not in made or not isinstance(e, KeyboardInterrupt):
+            attach.unregister()
         raise
 
 
@@ -281,11 +269,11 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
         raise UsageError(unknown)
     mode = "quiet" if args.quiet else frontend_mode(shell)[0]
     model = RunModel(wf)
-    holder: dict[str, LiveView] = {}
+    holder: dict[str, Any] = {}  # the run once prepared, then its view
 
     def on_finish(e: ev.Event) -> None:
         if type(e) is ev.RunFinished:
-            binding.bind(ns, bound, model.run)  # type: ignore[arg-type]  # before run.wait() returns anywhere
+            binding.bind(ns, bound, holder["run"])  # before run.wait() returns anywhere
             view = holder.get("view")
             if view is not None and args.background:
                 view.finish()
@@ -295,25 +283,47 @@ def run_cell(shell: Any, line: str, cell: str) -> None:
     # Approvals can be answered only where the kernel is free to receive button clicks: a
     # background run shown with a widget.  Elsewhere on_timeout decides (batch-runnable).
     binding.expect(wf, bound)  # (a Dask run brings the bound results with its end)
-    run = launch(wf, opts, [model, on_finish], interactive=args.background and mode == "widget")
-    model.run = run
-    view = LiveView(model, run, mode, background=args.background)
-    view.open()
-    holder["view"] = view
-    if args.background:
-        view.follow_in_thread()
-        if model.finished.is_set():
-            view.finish()
-        return
-    interrupted = False
-    try:
+    try:  # a Ctrl-C anywhere from here until the run has ended cancels it (_interrupted)
+        run = launch(wf, opts, [model, on_finish], interactive=args.background and mode == "widget",
+                     made=holder)
+        model.run = run
+        view = holder["view"] = LiveView(model, run, mode, background=args.background)
+        view.open()
+        if args.background:
+            view.follow_in_thread()
+            if model.finished.is_set():
+                view.finish()
+            return
         view.follow()
     except KeyboardInterrupt:
-        interrupted = True
-        run.cancel()
+        interrupted = _interrupted(model, holder, mode, args.background)
+        if interrupted is None:  # (no run was made: nothing to cancel or show)
+            raise
+        raise_for_status(interrupted, shell, interrupted=True)
     _wait_quietly(run)
     view.finish()
-    raise_for_status(run, shell, interrupted)
+    raise_for_status(run, shell)
+
+
+def _interrupted(model: RunModel, holder: dict[str, Any], mode: str, background: bool) -> Run | None:
+    """A Ctrl-C landed while the cell started or followed its run: cancel the run, wait
+    until nothing it started is running, and show it cancelled; returns it (None: the
+    Ctrl-C came before the run was prepared, there is none).
+
+    Wherever it landed: before the run's thread started (it is started cancelled: it ends
+    as every run does), before the cell held the run (``holder["run"]`` is it) or opened
+    its view (opened now, to show the end)."""
+    run: Run | None = holder.get("run")
+    if run is None:
+        return None
+    model.run = run
+    cancel_interrupted(run, _wait_quietly)
+    view = holder.get("view")
+    if view is None:
+        view = holder["view"] = LiveView(model, run, mode, background=background)
+        view.open()
+    view.finish()
+    return run
 
 
 # -- the magics ---------------------------------------------------------------------------
