@@ -179,13 +179,24 @@ def test_closing_still_closes_async_generators_and_the_default_executor(monkeypa
     _closed.clear()
     _executor_threads.clear()
     loops = _counted_loops(monkeypatch)
+    shut: list[asyncio.AbstractEventLoop] = []
+    real_shutdown = asyncio.BaseEventLoop.shutdown_default_executor
+
+    async def shutdown(self: asyncio.BaseEventLoop, *args: Any, **kwargs: Any) -> None:
+        shut.append(self)
+        await real_shutdown(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "shutdown_default_executor", shutdown)
     with nf.Workflow("tidy-what-is-left") as wf:
         g = leaves_a_generator_open()
         e = uses_the_default_executor()
     run = wf.run()
     assert run[g] == 1 and run[e] == "from the executor"
     assert _closed == ["closed"]  # (aclose()d as the loop closed, not left for the collector)
-    # the run's default executor was shut down and its thread joined (only this run's:
-    # other tests' loops may have executor threads of their own, named alike)
+    # the run's loop shut its default executor down, which joins its thread (only this
+    # run's: other tests' loops may have executor threads of their own, named alike; and
+    # a loop closed without it lets the thread exit soon after, unjoined, so its being
+    # gone alone would not tell)
+    assert len(shut) == 1
     assert len(_executor_threads) == 1 and not _executor_threads[0].is_alive()
     assert len(loops[0].driven) == 1
