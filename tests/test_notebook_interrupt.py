@@ -15,13 +15,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import anyio
 import pytest
 from conftest import nbflow_threads_left
-from jupyter_core.utils import run_sync
 
 import nbflow as nf
 from nbflow import workflow
@@ -204,23 +202,7 @@ print("next", 6 * 7)""",
     with c.setup_kernel():
         c.execute_cell(nb.cells[0], 0)
         c.execute_cell(nb.cells[1], 1)
-        done = threading.Event()
-
-        def run_cell() -> None:
-            try:
-                c.execute_cell(nb.cells[2], 2)
-            finally:
-                done.set()
-
-        t = threading.Thread(target=run_cell)
-        t.start()
-        deadline = time.monotonic() + 60  # (polled: the run's tasks run and the view opens)
-        while not opening.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert opening.exists(), "the cell never got to open its view"
-        run_sync(c.km.interrupt_kernel)()  # what the stop button / Ctrl-C does
-        assert done.wait(60), "the interrupted cell did not end"
-        t.join()
+        h.interrupt_when(c, nb, 2, opening, "the cell's opening of its view")
         c.execute_cell(nb.cells[3], 3)
     (err,) = h.errors(nb.cells[2])
     assert err.ename == "WorkflowCancelled"

@@ -8,12 +8,9 @@ by hand: it interrupts it while a run executes and then uses it again.
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from jupyter_core.utils import run_sync
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "notebooks"))
 import nbharness as h
@@ -120,24 +117,7 @@ print("next", 6 * 7)""",
     with c.setup_kernel():
         c.execute_cell(nb.cells[0], 0)
         c.execute_cell(nb.cells[1], 1)
-        done = threading.Event()
-
-        def run_long() -> None:
-            try:
-                c.execute_cell(nb.cells[2], 2)
-            finally:
-                done.set()
-
-        t = threading.Thread(target=run_long)
-        t.start()
-        deadline = time.monotonic() + 60
-        while not marker.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert marker.exists(), "the run never started"
-        time.sleep(0.3)
-        run_sync(c.km.interrupt_kernel)()  # what the stop button / Ctrl-C does
-        assert done.wait(60), "the interrupted cell did not end"
-        t.join()
+        h.interrupt_when(c, nb, 2, marker, "the run's start", settle_s=0.3)
         c.execute_cell(nb.cells[3], 3)
     long_cell, after = nb.cells[2], nb.cells[3]
     (err,) = h.errors(long_cell)

@@ -78,3 +78,36 @@ def assert_no_errors(nb: Any) -> None:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and errors(cell):
             raise AssertionError(f"cell {i} failed:\n{cell.source}\n---\n{text(cell)}")
+
+
+def interrupt_when(c: NotebookClient, nb: Any, index: int, marker: Path, what: str,
+                   settle_s: float = 0.0) -> None:
+    """Execute cell ``index`` of ``nb`` on the kernel of ``c`` (its kernel set up), and
+    interrupt the kernel as the stop button does once the cell has written ``marker``
+    (polled, up to 60 s; ``what`` names the moment in the failure message); returns once
+    the interrupted cell has ended.  ``settle_s``: a pause between the marker and the
+    interrupt."""
+    import threading
+    import time
+
+    from jupyter_core.utils import run_sync
+
+    done = threading.Event()
+
+    def run_cell() -> None:
+        try:
+            c.execute_cell(nb.cells[index], index)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=run_cell)
+    t.start()
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), f"{what} never happened"
+    if settle_s:
+        time.sleep(settle_s)
+    run_sync(c.km.interrupt_kernel)()  # what the stop button / Ctrl-C does
+    assert done.wait(60), "the interrupted cell did not end"
+    t.join()
