@@ -25,6 +25,7 @@ the subscribers as values.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import threading
 import warnings
@@ -41,6 +42,7 @@ from .engine.graph import WorkflowGraph
 from .engine.run import Run as EngineRun
 from .locality import predicted as locality_predicted
 from .params.env import run_defaults
+from .predict import ahead
 from .predict.memory import apply_predicted_memory
 from .predict.priorities import apply_learned_priorities, mean_durations
 from .store import hooks as store_hooks
@@ -233,6 +235,8 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     together = ("duration_s", "output_bytes") if "dask" in run.backends else ()
     with one_answer_per_query(together), gc_paused():
         keys = [r.key for r in run.nodes]  # (history is read for these only)
+        # (what the previous run of this graph read ahead, if the journal still says so)
+        ahead.use(store, run.name, run.id, keys)
         history = _has_history(run, keys, store)  # a first run skips the other queries over history
         # With history, dispatch priorities weigh tasks by their measured durations.
         run.learned_priorities = apply_learned_priorities(run, keys, store) if history else False
@@ -243,6 +247,8 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         agent = locality.attach(run)  # Dask: placement, transfer accounting; every run: the report
         if agent is not None:
             agent.sink = store_hooks.transfer_sink(run, store)  # run.transfers also go to the journal
+            if agent.sink is not None:  # (its rows committed after the run: the next one's history)
+                agent.sink.ahead = functools.partial(ahead.read_ahead, store, run.name, keys, together)
             if history:
                 _predict_placement(run, agent, keys, store)
     dask = run.backends.get("dask")

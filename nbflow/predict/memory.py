@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_BYTES", "QUANTILE", "RECENT_RUNS", "apply_predicted_memory", "memory_demands",
-           "predicted_peaks"]
+from nbflow.store import recent
+
+__all__ = ["MIN_BYTES", "QUANTILE", "RECENT_RUNS", "apply_predicted_memory", "largest_peak",
+           "memory_demands", "predicted_peaks"]
 
 RECENT_RUNS = 20
 QUANTILE = 0.9
@@ -66,6 +68,8 @@ _SQL_AT_LEAST = ("SELECT task, peak FROM (SELECT n.task AS task, t.peak_rss AS p
 # whole answer; "yes" asks the query above.
 _ANY_AT_LEAST = (f"SELECT 1 FROM task_runs t WHERE t.run_id IN ({_RUNS}) "
                  "AND t.state = 'completed' AND t.peak_rss >= ? LIMIT 1")
+# The largest of those peaks: whether any reaches a bound, for every bound (read ahead).
+_LARGEST = f"SELECT MAX(t.peak_rss) FROM task_runs t WHERE t.run_id IN ({_RUNS}) AND t.state = 'completed'"
 
 
 def predicted_peaks(workflow: str, exclude_run: str = "", store: Any = None,
@@ -94,8 +98,18 @@ def predicted_peaks(workflow: str, exclude_run: str = "", store: Any = None,
 
 def any_peak_at_least(store: Any, args: tuple[Any, ...], at_least: float) -> bool:
     """Did any completed attempt of the recent runs (``args``: workflow, run left out, how
-    many runs) record a peak of at least ``at_least`` bytes?"""
+    many runs) record a peak of at least ``at_least`` bytes?  (Answered by the largest
+    peak when a run's preparation was told it: :mod:`nbflow.predict.ahead`.)"""
+    largest = recent.told(("largest peak", *args, id(store)))
+    if largest is not recent.UNTOLD:
+        return largest is not None and largest >= at_least
     return bool(store.journal.query(_ANY_AT_LEAST, (*args, at_least)))
+
+
+def largest_peak(store: Any, args: tuple[Any, ...]) -> Any:
+    """The largest peak of the attempts :func:`any_peak_at_least` looks at (None: none):
+    it answers that question for every bound."""
+    return store.journal.query(_LARGEST, args)[0][0]
 
 
 def memory_demands(

@@ -21,6 +21,7 @@ Both are asked for by the composition point (:mod:`nbflow.workflow`) when a run 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..core.events import Subscriber
@@ -91,13 +92,20 @@ def transfer_sink(run: Any, store: Any = _LOOK) -> TransferSink | None:
 
 class TransferSink:
     """Journals a run's transfer rows; ``hold()``/``release()`` keep the journal's writer
-    thread alive in between (a read after the run's end: see ``LocalityAgent.closing``)."""
+    thread alive in between (a read after the run's end: see ``LocalityAgent.closing``).
 
-    __slots__ = ("journal", "run_id")
+    ``ahead``: called once the released rows are committed (``release``), in the thread
+    that releases them (the end-of-run read's, after the caller has its results): the
+    run's rows are all in the journal then, and nothing waits for that thread, so the
+    composition point asks the next run's history questions there
+    (:func:`nbflow.predict.ahead.read_ahead`)."""
+
+    __slots__ = ("ahead", "journal", "run_id")
 
     def __init__(self, journal: Any, run_id: str) -> None:
         self.journal = journal
         self.run_id = run_id
+        self.ahead: Callable[[], None] | None = None
 
     def __call__(self, rows: list[dict[str, Any]]) -> None:
         run_id = self.run_id
@@ -113,8 +121,12 @@ class TransferSink:
         self.journal.run_started()
 
     def release(self) -> None:
-        """They came (or never will): commit them; the writer exits if nothing else runs."""
+        """They came (or never will): commit them; the writer exits if nothing else runs.
+        Then ``ahead()``, if given (once)."""
         self.journal.run_finished()
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead()
 
 
 def stored_transfers(run_id: str) -> list[tuple[Any, ...]]:

@@ -41,7 +41,8 @@ from typing import Any
 from .journal import one_reader
 from .summary import summary_columns
 
-__all__ = ["COLUMNS", "RECENT_NODES", "RECENT_RUNS", "has_history", "one_answer_per_query", "recent_means"]
+__all__ = ["COLUMNS", "RECENT_NODES", "RECENT_RUNS", "UNTOLD", "has_history", "one_answer_per_query",
+           "read_means", "recent_means", "tell", "tell_means", "told"]
 
 RECENT_RUNS = 20
 # At most about this many nodes' rows are averaged: the newest runs are taken until their
@@ -156,6 +157,7 @@ LIMIT 1
 
 _memo = threading.local()  # .answers: {(column, workflow, exclude_run, runs, store, keys): answer}
 # .together: columns read in one pass when one of them is asked for (see one_answer_per_query)
+# .told: {question: answer} other questions' answers known before they are asked (see tell)
 
 Sums = dict[str, list[Any]]  # key or task name -> [sum, count]
 
@@ -176,14 +178,52 @@ def one_answer_per_query(together: Iterable[str] = ()) -> Iterator[None]:
         raise ValueError(f"one_answer_per_query: together must name columns of {sorted(COLUMNS)}, got {bad}")
     outer = getattr(_memo, "answers", None)
     outer_together = getattr(_memo, "together", ())
+    outer_told = getattr(_memo, "told", None)
     _memo.answers = {} if outer is None else outer
     _memo.together = together if outer is None else outer_together
+    _memo.told = {} if outer is None else outer_told
     try:
         with one_reader(keep=True):  # (the next run's preparation reads through it too)
             yield
     finally:
         _memo.answers = outer
         _memo.together = outer_together
+        _memo.told = outer_told
+
+
+UNTOLD = object()  # (told: no answer given for that question)
+
+
+def tell(question: tuple[Any, ...], answer: Any) -> None:
+    """Within a :func:`one_answer_per_query` block (this thread), ``question`` has
+    ``answer``: whoever asks it there takes it (:func:`told`) instead of reading the
+    journal.  Outside a block this does nothing.  (A run's preparation is told what was
+    read ahead for it: :mod:`nbflow.predict.ahead`.)"""
+    told_ = getattr(_memo, "told", None)
+    if told_ is not None:
+        told_[question] = answer
+
+
+def told(question: tuple[Any, ...]) -> Any:
+    """The answer :func:`tell` gave ``question`` in this block, else :data:`UNTOLD`."""
+    return (getattr(_memo, "told", None) or {}).get(question, UNTOLD)
+
+
+def tell_means(store: Any, workflow: str, exclude_run: str, runs: int, keys: list[str],
+               answers: dict[str, tuple[dict[str, float], dict[str, float]]]) -> None:
+    """Within the block, :func:`recent_means` of each column of ``answers`` for these
+    arguments (the same ``keys`` list) takes its answer from there."""
+    memo = getattr(_memo, "answers", None)
+    if memo is None:
+        return
+    for column, (by_name, by_key) in answers.items():
+        memo[(column, workflow, exclude_run, runs, id(store), id(keys))] = (by_name, by_key, keys)
+
+
+def read_means(store: Any, cols: tuple[str, ...], workflow: str, exclude_run: str, runs: int,
+               keys: list[str] | None) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
+    """:func:`recent_means` of each of ``cols`` read now, in one pass (no block's answers)."""
+    return _read(store, cols, workflow, exclude_run, runs, keys)
 
 
 def has_history(workflow: str, exclude_run: str = "", store: Any = None) -> bool:
@@ -197,6 +237,9 @@ def has_history(workflow: str, exclude_run: str = "", store: Any = None) -> bool
         store = get_store(warn=False)
     if store is None:
         return False
+    answer = told(("has_history", workflow, exclude_run, id(store)))
+    if answer is not UNTOLD:
+        return bool(answer)
     return bool(store.journal.query(_ANY_SQL, (workflow, exclude_run, RECENT_RUNS)))
 
 

@@ -1,0 +1,215 @@
+"""A run's history questions, asked before the run: after the previous run of the same graph.
+
+Preparing a run (:func:`nbflow.workflow.prepare`) asks the journal about the workflow's
+recent runs before anything can start: the mean durations and output sizes by task and
+by key (learned priorities, placement), whether there is any history
+(:func:`nbflow.store.recent.has_history`), whether an attempt recorded a peak that
+memory admission could demand (:mod:`.memory`).  On a short Dask run these reads are
+most of the preparation: four statements over ~20 runs, on a connection whose page cache
+the journal's last commit emptied, in the caller's thread while nothing else can run.
+
+The same graph run again asks the same questions, and the previous run's last rows are
+committed well before then.  So once they are (a Dask run's end-of-run read journals its
+transfer rows and lets the journal's writer go, in its own thread, after the caller has
+its results: :class:`nbflow.store.hooks.TransferSink`), :func:`read_ahead` asks them
+there, on a connection kept for it, and keeps the answers.  The next preparation uses
+them only if they are still the journal's answers (:func:`use`):
+
+* the journal's file is the one they were read from (its device and inode);
+* nothing was committed since, by any connection: this process's queued rows are
+  committed first (as every read of the journal does), then SQLite's
+  ``PRAGMA data_version`` on the kept connection, unchanged since just before the
+  questions were read (and unchanged over them: one snapshot), says no other connection
+  committed (this process's journal writer is another connection too);
+* the questions are the same: the workflow, the graph's keys (in node order), the columns
+  read, the window of runs; the run left out (the new run's id) is not among the newest
+  runs they looked at (then leaving it out changes nothing).
+
+Then the answers are exactly what the reads would return now (they are those reads, on
+the same database), and the preparation is told them
+(:func:`nbflow.store.recent.tell`) instead of asking.  Otherwise it reads as before.
+``with off():`` switches this off (the benchmarks' before/after).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sqlite3
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from nbflow.store import recent
+
+from . import memory
+
+__all__ = ["KEPT_JOURNALS", "LARGEST_GRAPH", "off", "read_ahead", "use"]
+
+LARGEST_GRAPH = 2_000  # nodes: a larger graph's questions are not read ahead (keys compared)
+
+
+@dataclass(frozen=True)
+class _Answers:
+    workflow: str
+    keys: tuple[str, ...]
+    newest: frozenset[str]  # the runs the window held (the newest RECENT_RUNS)
+    version: int  # PRAGMA data_version on the slot's connection when they were read
+    means: dict[str, tuple[dict[str, float], dict[str, float]]]
+    any_history: bool
+    largest_peak: Any
+
+
+class _Slot:
+    """A journal's kept connection for reading ahead, and the last answers read on it."""
+
+    def __init__(self, conn: sqlite3.Connection, file: tuple[int, int], path: Any) -> None:
+        self.conn = conn
+        self.file = file
+        self.path = path
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.answers: _Answers | None = None
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """(As ``Journal.query``, on this connection: the reads go through ``_Through``.)"""
+        return self.conn.execute(sql, params).fetchall()
+
+
+class _Through:
+    """A store whose journal reads through a slot's connection (for recent's and memory's
+    reads, which ask ``store.journal.query``)."""
+
+    def __init__(self, slot: _Slot) -> None:
+        self.journal = slot
+
+
+# journal -> slot, the most recently read ahead last; at most KEPT_JOURNALS (a process that
+# used many stores keeps no connection to the older ones)
+_slots: dict[Any, _Slot] = {}
+_slots_lock = threading.Lock()
+KEPT_JOURNALS = 4
+_state = {"on": True}
+
+
+@contextlib.contextmanager
+def off() -> Iterator[None]:
+    """Within the block (every thread) nothing is read ahead nor used: every preparation
+    reads its history itself."""
+    was = _state["on"]
+    _state["on"] = False
+    try:
+        yield
+    finally:
+        _state["on"] = was
+
+
+def _file(path: Any) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _slot(journal: Any) -> _Slot | None:
+    """The journal's slot, its connection opened on first use (None: cannot be read)."""
+    with _slots_lock:
+        slot = _slots.pop(journal, None)
+        file = _file(journal.path)
+        if slot is not None and slot.pid == os.getpid() and slot.file == file:
+            _slots[journal] = slot  # (now the most recent)
+            return slot
+        gone = [slot] if slot is not None else []
+        made = None
+        if file is not None:
+            made = _slots[journal] = _Slot(journal.reader(), file, journal.path)
+        while len(_slots) > KEPT_JOURNALS:
+            gone.append(_slots.pop(next(iter(_slots))))
+    for old in gone:
+        if old.pid == os.getpid():  # (a forked child never closes its parent's)
+            _close(old)
+    return made
+
+
+def _close(slot: _Slot) -> None:
+    with slot.lock, contextlib.suppress(sqlite3.Error):
+        slot.conn.close()
+
+
+def _version(slot: _Slot) -> int:
+    return int(slot.conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def read_ahead(store: Any, workflow: str, keys: list[str], together: tuple[str, ...] = ()) -> None:
+    """Ask now the history questions a run of this graph (``workflow``, node ``keys``) will
+    ask as it is prepared, and keep the answers for :func:`use` (see the module doc).
+    ``together``: the columns its preparation reads in one pass (durations alone without).
+    Call it once this process's rows that the next run's history holds are committed; it
+    never raises (a failure only means the next preparation reads for itself)."""
+    if not _state["on"] or len(keys) > LARGEST_GRAPH or sys.is_finalizing():
+        return
+    try:
+        slot = _slot(store.journal)
+        if slot is None:
+            return
+        cols = tuple(together) or ("duration_s",)
+        through = _Through(slot)
+        args = (workflow, "", memory.RECENT_RUNS)
+        with slot.lock:
+            slot.answers = None
+            before = _version(slot)
+            newest = frozenset(r[0] for r in slot.query(recent._RUNS_SQL, (workflow, "", recent.RECENT_RUNS)))
+            means = recent.read_means(through, cols, workflow, "", recent.RECENT_RUNS, keys)
+            any_history = recent.has_history(workflow, "", store=through)
+            largest = memory.largest_peak(through, args)
+            if _version(slot) != before:  # (a commit landed among the reads: not one snapshot)
+                return
+            slot.answers = _Answers(workflow, tuple(keys), newest, before, means, any_history, largest)
+    except Exception:  # (reading ahead is an extra: the next preparation reads for itself)
+        return
+
+
+def use(store: Any, workflow: str, exclude_run: str, keys: list[str]) -> bool:
+    """Inside a run's preparation (a ``one_answer_per_query`` block): if what was read ahead
+    for this graph is still the journal's answer (see the module doc), tell the block's
+    readers; True if it did."""
+    if not _state["on"] or store is None:
+        return False
+    journal = store.journal
+    slot = _slots.get(journal)
+    if slot is None or slot.pid != os.getpid():
+        return False
+    got = slot.answers
+    if got is None or got.workflow != workflow or exclude_run in got.newest or got.keys != tuple(keys):
+        return False
+    try:
+        journal.flush()  # (what the reads would have committed first: a commit is a change)
+        if not slot.lock.acquire(blocking=False):  # (being read ahead right now: read as before)
+            return False
+        try:
+            if slot.answers is not got or _file(journal.path) != slot.file or _version(slot) != got.version:
+                return False
+        finally:
+            slot.lock.release()
+    except Exception:  # (an unreadable store: the preparation's own reads say what it is)
+        return False
+    recent.tell_means(store, workflow, exclude_run, recent.RECENT_RUNS, keys, got.means)
+    recent.tell(("has_history", workflow, exclude_run, id(store)), got.any_history)
+    recent.tell(("largest peak", workflow, exclude_run, memory.RECENT_RUNS, id(store)), got.largest_peak)
+    return True
+
+
+@atexit.register
+def _close_all() -> None:
+    """(Before the journals close at exit, registered earlier: the last connection to a
+    journal folds its WAL into the file.)"""
+    with _slots_lock:
+        slots = list(_slots.values())
+        _slots.clear()
+    for slot in slots:
+        if slot.pid == os.getpid():
+            _close(slot)

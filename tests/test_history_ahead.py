@@ -1,0 +1,244 @@
+"""A run's history questions read ahead (nbflow.predict.ahead): used only while they are
+still the journal's answers, and then the very same answers.
+
+Every case compares what a run's preparation is told with what the journal's reads return
+now (``recent_means``/``has_history``/the peaks question outside a preparation read the
+journal), with ``==``: the answers read ahead are those reads, so they must be equal, not
+close.  Whether they were used is what :func:`ahead.use` returns; no case depends on time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nbflow as nf
+from nbflow.predict import ahead, memory
+from nbflow.store import recent
+from nbflow.store.recorder import RUN_END
+from nbflow.store.store import get_store
+from nbflow.workflow import prepare, run_options
+
+BOTH = ("duration_s", "output_bytes")
+
+
+@nf.task
+def make(n: int) -> bytes:
+    return b"x" * n
+
+
+@nf.task
+def total(parts: list[bytes]) -> int:
+    return sum(len(p) for p in parts)
+
+
+@nf.task
+def boom(x: int) -> int:
+    raise ValueError(f"boom {x}")
+
+
+def _graph(name: str = "ahead", sizes: tuple[int, ...] = (100, 200, 300)) -> Any:
+    with nf.Workflow(name) as wf:
+        total(make.map(list(sizes)))
+    return wf
+
+
+def _history(name: str = "ahead", runs: int = 3) -> list[str]:
+    for i in range(runs):
+        _graph(name, (100 + i, 200, 300)).run(cache=False)
+    return [r.key for r in _graph(name).nodes]
+
+
+def _journal_answers(name: str, exclude: str, keys: list[str]) -> dict[str, Any]:
+    """What the journal says now (no preparation block: every question is read)."""
+    store = get_store()
+    return {
+        "means": {c: recent.recent_means(c, name, exclude, store, recent.RECENT_RUNS, keys=keys)
+                  for c in BOTH},
+        "history": recent.has_history(name, exclude, store),
+        "peaks": [memory.any_peak_at_least(store, (name, exclude, memory.RECENT_RUNS), bound)
+                  for bound in (0, 1, memory.MIN_BYTES, 2**62)],
+    }
+
+
+def _told(name: str, exclude: str, keys: list[str]) -> tuple[bool, dict[str, Any], list[str]]:
+    """Inside a preparation's block: whether what was read ahead was used, the answers the
+    block's readers get, and the statements they sent to the journal."""
+    store = get_store()
+    asked: list[str] = []
+    real = store.journal.query
+
+    def counting(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        asked.append(sql)
+        return real(sql, params)
+
+    store.journal.query = counting  # type: ignore[method-assign]
+    try:
+        with recent.one_answer_per_query(BOTH):
+            used = ahead.use(store, name, exclude, keys)
+            got = _journal_answers(name, exclude, keys)
+    finally:
+        del store.journal.query  # (the instance attribute goes: the method is back)
+    return used, got, asked
+
+
+def _read_ahead(name: str = "ahead", keys: list[str] | None = None) -> list[str]:
+    keys = keys if keys is not None else [r.key for r in _graph(name).nodes]
+    store = get_store()
+    store.journal.flush()  # (the rows of the runs before are committed: as at a run's release)
+    ahead.read_ahead(store, name, keys, BOTH)
+    return keys
+
+
+def test_answers_read_ahead_are_used_and_are_the_journals_own() -> None:
+    keys = _history()
+    _read_ahead(keys=keys)
+    used, got, asked = _told("ahead", "new-run-id", keys)
+    assert used and asked == []  # told, not asked: no statement for the history
+    assert got == _journal_answers("ahead", "new-run-id", keys)
+    assert got["means"]["duration_s"][1] and got["history"]  # (there was history to compare)
+
+
+def test_a_preparation_after_reading_ahead_asks_nothing_and_weighs_the_same() -> None:
+    keys = _history()
+    wf = _graph()
+    store = get_store()
+    asked: list[str] = []
+    real = store.journal.query
+
+    def counting(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        asked.append(sql)
+        return real(sql, params)
+
+    _read_ahead(keys=keys)
+    store.journal.query = counting  # type: ignore[method-assign]
+    try:
+        told = prepare(wf, run_options(wf, cache=False))
+    finally:
+        del store.journal.query
+    with ahead.off():  # (the same history: neither run has started, nothing was written)
+        read = prepare(wf, run_options(wf, cache=False))
+    for run in (told, read):  # (a prepared run holds the journal's writer until it ends)
+        run.start_in_thread()
+        run.wait()
+    assert not [sql for sql in asked if "task_runs" in sql or "FROM runs" in sql], asked
+    assert told.learned_priorities and read.learned_priorities
+    assert told._sched.level == read._sched.level
+
+
+@pytest.mark.parametrize("change", ["run", "failed run", "cache hit run", "queued row", "gc",
+                                    "another process", "file replaced"])
+def test_anything_written_since_means_the_journal_is_read(change: str, tmp_path: Path) -> None:
+    keys = _history()
+    store = get_store()
+    if change == "file replaced":  # (its WAL folded in first: the copy holds every row)
+        store.journal.flush()
+        db = sqlite3.connect(store.journal.path)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+    _read_ahead(keys=keys)
+    if change == "run":
+        _graph().run(cache=False)
+    elif change == "failed run":
+        with nf.Workflow("ahead") as wf:
+            boom(1)
+        assert wf.run(cache=False, raise_on_error=False).status == "failed"
+    elif change == "cache hit run":
+        _graph().run()  # (stores its results)
+        _read_ahead(keys=keys)
+        hit = _graph().run()
+        assert hit.tasks["cached"].sum() >= 3  # (every call; the map's own node is no call)
+    elif change == "queued row":  # (committed by the preparation's first read, as any row queued)
+        oldest = recent._recent_runs(store, "ahead", "", recent.RECENT_RUNS)[-1]
+        store.journal.put(RUN_END, ("failed", 1.0, 1.0, "marked failed", oldest))
+    elif change == "gc":
+        from nbflow.store.gc import gc
+
+        gc(keep_last=1)
+    elif change == "another process":
+        code = ("import nbflow as nf\n"
+                "@nf.task\ndef one(x):\n    return x\n"
+                "with nf.Workflow('ahead') as wf:\n    one(1)\n"
+                "wf.run(cache=False)\n")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path, timeout=120)
+    elif change == "file replaced":  # (another file under the same path; this one never
+        path = store.journal.path    # written through the path: only its identity tells)
+        copy = path.with_name("copy.sqlite")
+        shutil.copy(path, copy)
+        db = sqlite3.connect(copy)
+        db.execute("UPDATE task_runs SET duration_s = duration_s + 1")
+        db.commit()
+        db.close()
+        copy.replace(path)
+    used, got, asked = _told("ahead", "new-run-id", keys)
+    assert not used and asked  # read from the journal
+    assert got == _journal_answers("ahead", "new-run-id", keys)
+
+
+def test_other_questions_are_read_from_the_journal() -> None:
+    keys = _history()
+    _history("other", runs=1)
+    _read_ahead(keys=keys)
+    newest = recent._recent_runs(get_store(), "ahead", "", recent.RECENT_RUNS)[0]
+    other_keys = [r.key for r in _graph("ahead", (1, 2)).nodes]
+    for name, exclude, graph_keys in [("other", "x", keys),  # another workflow
+                                      ("ahead", "x", other_keys),  # another graph
+                                      ("ahead", newest, keys)]:  # a run of the window left out
+        used, got, asked = _told(name, exclude, graph_keys)
+        assert not used and asked
+        assert got == _journal_answers(name, exclude, graph_keys)
+    # ... and the questions read ahead still are (nothing was written meanwhile)
+    used, got, asked = _told("ahead", "x", keys)
+    assert used and asked == [] and got == _journal_answers("ahead", "x", keys)
+
+
+def test_nothing_is_read_ahead_or_used_when_switched_off() -> None:
+    keys = _history()
+    with ahead.off():
+        _read_ahead(keys=keys)
+    used, _, asked = _told("ahead", "x", keys)
+    assert not used and asked
+    _read_ahead(keys=keys)
+    with ahead.off():
+        used, _, asked = _told("ahead", "x", keys)
+    assert not used and asked
+
+
+def test_a_dask_run_reads_the_next_runs_history_ahead_after_its_end(dask_cluster) -> None:
+    """The end-of-run read of a Dask run whose client stays open journals its transfer rows
+    in its own thread, after the caller has its results; the next run's history questions
+    are asked there, and the next preparation of the same graph asks none."""
+    import distributed
+
+    wf = _graph("ahead-dask")
+    with distributed.Client(dask_cluster, set_as_default=False) as client:
+        for _ in range(2):
+            run = wf.run(backend=client, cache=False)
+            run.locality.agent.settle()  # (its end-of-run read, and what it reads ahead, done)
+        store = get_store()
+        asked: list[str] = []
+        real = store.journal.query
+
+        def counting(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+            asked.append(sql)
+            return real(sql, params)
+
+        store.journal.query = counting  # type: ignore[method-assign]
+        try:
+            prepared = prepare(wf, run_options(wf, backend=client, cache=False))
+        finally:
+            del store.journal.query
+        prepared.start_in_thread()
+        prepared.wait()
+        prepared.locality.agent.settle()
+    assert prepared.status == "completed" and prepared.learned_priorities
+    assert not [sql for sql in asked if "task_runs" in sql], asked
+    assert prepared.locality.agent.pred_bytes  # (placement got the sizes it was told)
