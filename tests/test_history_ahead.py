@@ -242,3 +242,18 @@ def test_a_dask_run_reads_the_next_runs_history_ahead_after_its_end(dask_cluster
     assert prepared.status == "completed" and prepared.learned_priorities
     assert not [sql for sql in asked if "task_runs" in sql], asked
     assert prepared.locality.agent.pred_bytes  # (placement got the sizes it was told)
+
+
+def test_connections_are_kept_for_the_last_few_stores_only(tmp_path: Path) -> None:
+    stores = [get_store(tmp_path / f"store-{i}") for i in range(ahead.KEPT_JOURNALS + 1)]
+    opened = []
+    for store in stores:
+        ahead.read_ahead(store, "w", ["a-0"])
+        opened.append(ahead._slots[store.journal])
+    kept = [ahead._slots.get(s.journal) for s in stores]
+    assert kept[0] is None and all(kept[1:])
+    with pytest.raises(sqlite3.ProgrammingError):  # (closed: no file held open)
+        opened[0].conn.execute("SELECT 1")
+    assert len(ahead._slots) <= ahead.KEPT_JOURNALS
+    first = ahead._slot(stores[0].journal)  # (opened again: the oldest kept one goes)
+    assert first is not None and ahead._slots.get(stores[1].journal) is None
