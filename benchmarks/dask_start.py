@@ -7,6 +7,8 @@ same ``LocalCluster`` (4 single-thread worker processes), alternated, with earli
 switched back in:
 
 - ``locality``: nbflow as it is;
+- ``session-12-a-off``: the same run with session 12's history read ahead switched off
+  (``locality.py``'s mode of that name);
 - ``session-10``: the same run with session 11's preparation cuts switched off
   (:func:`session_10`): memory admission groups every recorded peak by task before asking
   whether any reaches the smallest demand, and the recent runs' per-task sums come to
@@ -23,7 +25,8 @@ switched back in:
 Each sample drops its run (``del run``), as ``locality.py`` does, so the run the next
 sample displaces is held by ``nf.last_run()`` alone: a notebook cell ``wf.run()`` run
 again whose previous result nobody kept.  Medians of makespan and of this process's CPU,
-and ratios to plain Dask of the same invocation; for nbflow also ``prepare`` (wall and CPU)
+and ratios to plain Dask of the same invocation; for nbflow also ``prepare`` (wall, the
+process's CPU and the calling thread's)
 and how long after ``prepare`` began the run's first graph was handed to Dask's client.
 
 Usage::
@@ -48,9 +51,10 @@ else:
     import _harness
     from locality import WORKLOADS, run_dask, run_nbflow
 
-SYSTEMS = ("locality", "session-10", "session-9", "dask")
+SYSTEMS = ("locality", "session-12-a-off", "session-10", "session-9", "dask")
 # medians kept per system (the prepare figures: nbflow's only)
-FIGURES = ("makespan_s", "cpu_s", "prepare_s", "prepare_cpu_s", "prepare_to_graph_s")
+FIGURES = ("makespan_s", "cpu_s", "prepare_s", "prepare_cpu_s", "prepare_thread_cpu_s",
+           "prepare_to_graph_s")
 
 
 @contextlib.contextmanager
@@ -122,11 +126,13 @@ def start_marks(marks: dict[str, float]) -> Iterator[None]:
 
     def timed(*a: Any, **k: Any) -> Any:
         marks["prepare start"], cpu = time.perf_counter(), time.process_time()
+        mine = time.thread_time()
         try:
             return prepare(*a, **k)
         finally:
             marks["prepare end"] = time.perf_counter()
             marks["prepare cpu"] = time.process_time() - cpu
+            marks["prepare thread cpu"] = time.thread_time() - mine
 
     def queued(self: Any, msg: Any) -> Any:
         if msg.get("op") == "update-graph":
@@ -148,9 +154,10 @@ def sample(client: Any, spec: list[Any], system: str) -> dict[str, Any]:
     switch = {"session-9": session_9, "session-10": session_10}.get(system, contextlib.nullcontext)
     marks: dict[str, float] = {}
     with switch(), start_marks(marks):
-        out = run_nbflow(client, spec, "locality")
+        out = run_nbflow(client, spec, "session-12-a-off" if system == "session-12-a-off" else "locality")
     out["prepare_s"] = marks["prepare end"] - marks["prepare start"]
     out["prepare_cpu_s"] = marks["prepare cpu"]
+    out["prepare_thread_cpu_s"] = marks["prepare thread cpu"]
     out["prepare_to_graph_s"] = marks["graph queued"] - marks["prepare start"]
     return out
 
@@ -189,7 +196,8 @@ def main() -> None:
             log(f"{name}: " + ", ".join(
                 f"{s} {m['makespan_s'] * 1000:.1f} ms (cpu {m['cpu_s'] * 1000:.1f} ms)"
                 + (f" = {m['makespan_vs_dask']:.2f}x dask" if "makespan_vs_dask" in m else "")
-                + (f"; prepare {m['prepare_s'] * 1000:.2f} ms (cpu {m['prepare_cpu_s'] * 1000:.2f}), "
+                + (f"; prepare {m['prepare_s'] * 1000:.2f} ms (cpu {m['prepare_cpu_s'] * 1000:.2f}, "
+                   f"its thread {m['prepare_thread_cpu_s'] * 1000:.2f}), "
                    f"graph queued {m['prepare_to_graph_s'] * 1000:.2f} ms after prepare began"
                    if "prepare_s" in m else "")
                 for s, m in med.items()))

@@ -42,6 +42,10 @@ Each workflow runs, alternated ``--repeat`` times, as:
   the graph switched off (:func:`session_11_a1`): the placement rule's per-worker cost
   functions, the batch check reading the client's signature on every run, each
   consumer's inputs read once per producer in deciding which results go unheld;
+- ``session-12-a-off``: ``locality`` without session 12's history read ahead
+  (:func:`session_12_a_off`): its preparation reads its history itself (the graphs of the
+  other modes are still read ahead as its run ends: its rows would otherwise leave their
+  answers stale, read before them);
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -94,7 +98,8 @@ else:
 
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
-         "session-6", "session-8", "session-10", "session-11-a1", "round-robin", "dask"]
+         "session-6", "session-8", "session-10", "session-11-a1", "session-12-a-off", "round-robin",
+         "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -426,6 +431,16 @@ def session_11_a1() -> Iterator[None]:
         DaskBackend._unheld = unheld  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def session_12_a_off() -> Iterator[None]:
+    """A run prepared as before session 12 (A): its history read by its preparation, not
+    read ahead (``nbflow.predict.ahead.off``)."""
+    from nbflow.predict import ahead
+
+    with ahead.off():
+        yield
+
+
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     from nbflow import locality
 
@@ -434,11 +449,13 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     wcpu0 = _workers_cpu(client)
     s8 = session_8(client) if mode == "session-8" else contextlib.nullcontext()
     s8.__enter__()  # (before the clock: its switch is a round trip)
+    a12 = session_12_a_off() if mode == "session-12-a-off" else contextlib.nullcontext()
+    a12.__enter__()  # (until the run's end-of-run read is over)
     t0, cpu0 = time.perf_counter(), time.process_time()
     place = {"remote": "none", "release": "locality", "hold-all": "locality",
              "session-4": "locality", "session-5": "locality", "session-6": "locality",
              "session-8": "locality", "session-10": "locality",
-             "session-11-a1": "locality"}.get(mode, mode)
+             "session-11-a1": "locality", "session-12-a-off": "locality"}.get(mode, mode)
     keep = {"release": "unconsumed", "hold-all": "all", "session-4": "all"}.get(mode, "reachable")
     os.environ["NBFLOW_DASK_BATCH"] = "0" if mode == "session-4" else "1"
     os.environ["NBFLOW_DASK_HOLD_ALL"] = "1" if mode in ("session-4", "session-5", "session-6") else "0"
@@ -469,6 +486,7 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
            "logged_by_run": rep.bytes_moved, "local_share": rep.local_share, "value": value,
            "released": len(backend.released_keys),
            "submit_messages": batch.messages if batch is not None else len(rep.tasks)}
+    a12.__exit__(None, None, None)
     del run, wf, end
     gc.collect()
     return out

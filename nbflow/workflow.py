@@ -235,8 +235,10 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
     together = ("duration_s", "output_bytes") if "dask" in run.backends else ()
     with one_answer_per_query(together), gc_paused():
         keys = [r.key for r in run.nodes]  # (history is read for these only)
-        # (what the previous run of this graph read ahead, if the journal still says so)
+        # (what was read ahead for this graph, if the journal still says so; and read it
+        # ahead for the next run too)
         ahead.use(store, run.name, run.id, keys)
+        ahead.want(store, run.name, keys, together)
         history = _has_history(run, keys, store)  # a first run skips the other queries over history
         # With history, dispatch priorities weigh tasks by their measured durations.
         run.learned_priorities = apply_learned_priorities(run, keys, store) if history else False
@@ -248,7 +250,7 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         if agent is not None:
             agent.sink = store_hooks.transfer_sink(run, store)  # run.transfers also go to the journal
             if agent.sink is not None:  # (its rows committed after the run: the next one's history)
-                agent.sink.ahead = functools.partial(ahead.read_ahead, store, run.name, keys, together)
+                agent.sink.ahead = functools.partial(ahead.read_ahead, store)
             if history:
                 _predict_placement(run, agent, keys, store)
     dask = run.backends.get("dask")

@@ -93,7 +93,8 @@ def _read_ahead(name: str = "ahead", keys: list[str] | None = None) -> list[str]
     keys = keys if keys is not None else [r.key for r in _graph(name).nodes]
     store = get_store()
     store.journal.flush()  # (the rows of the runs before are committed: as at a run's release)
-    ahead.read_ahead(store, name, keys, BOTH)
+    ahead.want(store, name, keys, BOTH)
+    ahead.read_ahead(store)
     return keys
 
 
@@ -189,27 +190,44 @@ def test_other_questions_are_read_from_the_journal() -> None:
     _read_ahead(keys=keys)
     newest = recent._recent_runs(get_store(), "ahead", "", recent.RECENT_RUNS)[0]
     other_keys = [r.key for r in _graph("ahead", (1, 2)).nodes]
-    for name, exclude, graph_keys in [("other", "x", keys),  # another workflow
+    for name, exclude, graph_keys in [("never-prepared", "x", keys),  # another workflow
                                       ("ahead", "x", other_keys),  # another graph
                                       ("ahead", newest, keys)]:  # a run of the window left out
         used, got, asked = _told(name, exclude, graph_keys)
         assert not used and asked
         assert got == _journal_answers(name, exclude, graph_keys)
-    # ... and the questions read ahead still are (nothing was written meanwhile)
+    # ... and the questions read ahead still are (nothing was written meanwhile), those of
+    # the other workflow prepared last too (the last few graphs are read ahead)
     used, got, asked = _told("ahead", "x", keys)
     assert used and asked == [] and got == _journal_answers("ahead", "x", keys)
+    used, got, asked = _told("other", "x", keys)
+    assert used and got == _journal_answers("other", "x", keys) and got["means"]["duration_s"][1]
+    # (a run on threads reads durations alone: the sizes asked for here are read)
+    assert asked and not [sql for sql in asked if "duration_s" in sql], asked
 
 
-def test_nothing_is_read_ahead_or_used_when_switched_off() -> None:
-    keys = _history()
+def test_switched_off_preparations_neither_use_nor_ask_for_reading_ahead() -> None:
     with ahead.off():
-        _read_ahead(keys=keys)
+        keys = _history()  # (prepared switched off: no graph asked for)
+    ahead.read_ahead(get_store())
     used, _, asked = _told("ahead", "x", keys)
     assert not used and asked
     _read_ahead(keys=keys)
     with ahead.off():
         used, _, asked = _told("ahead", "x", keys)
     assert not used and asked
+    used, _, asked = _told("ahead", "x", keys)
+    assert used and asked == []
+
+
+def test_only_the_last_graphs_prepared_are_read_ahead() -> None:
+    names = [f"g{i}" for i in range(ahead.KEPT_GRAPHS + 1)]
+    for name in names:
+        _history(name, runs=1)
+    ahead.read_ahead(get_store())
+    keys = [r.key for r in _graph().nodes]
+    used = [_told(name, "x", keys)[0] for name in names]
+    assert used == [False] + [True] * ahead.KEPT_GRAPHS
 
 
 def test_a_dask_run_reads_the_next_runs_history_ahead_after_its_end(dask_cluster) -> None:
@@ -248,7 +266,8 @@ def test_connections_are_kept_for_the_last_few_stores_only(tmp_path: Path) -> No
     stores = [get_store(tmp_path / f"store-{i}") for i in range(ahead.KEPT_JOURNALS + 1)]
     opened = []
     for store in stores:
-        ahead.read_ahead(store, "w", ["a-0"])
+        ahead.want(store, "w", ["a-0"])
+        ahead.read_ahead(store)
         opened.append(ahead._slots[store.journal])
     kept = [ahead._slots.get(s.journal) for s in stores]
     assert kept[0] is None and all(kept[1:])

@@ -47,20 +47,22 @@ from nbflow.store import recent
 
 from . import memory
 
-__all__ = ["KEPT_JOURNALS", "LARGEST_GRAPH", "off", "read_ahead", "use"]
+__all__ = ["KEPT_GRAPHS", "KEPT_JOURNALS", "LARGEST_GRAPH", "off", "read_ahead", "use", "want"]
 
 LARGEST_GRAPH = 2_000  # nodes: a larger graph's questions are not read ahead (keys compared)
 
 
 @dataclass(frozen=True)
 class _Answers:
-    workflow: str
-    keys: tuple[str, ...]
+    """One graph's answers, read ahead."""
+
     newest: frozenset[str]  # the runs the window held (the newest RECENT_RUNS)
-    version: int  # PRAGMA data_version on the slot's connection when they were read
     means: dict[str, tuple[dict[str, float], dict[str, float]]]
     any_history: bool
     largest_peak: Any
+
+
+Graph = tuple[str, tuple[str, ...]]  # (workflow, its node keys in order)
 
 
 class _Slot:
@@ -72,7 +74,8 @@ class _Slot:
         self.path = path
         self.pid = os.getpid()
         self.lock = threading.Lock()
-        self.answers: _Answers | None = None
+        self.answers: dict[Graph, _Answers] = {}
+        self.version = -1  # PRAGMA data_version on the connection when they were read
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """(As ``Journal.query``, on this connection: the reads go through ``_Through``.)"""
@@ -92,13 +95,18 @@ class _Through:
 _slots: dict[Any, _Slot] = {}
 _slots_lock = threading.Lock()
 KEPT_JOURNALS = 4
+# journal -> the graphs prepared last ({graph: columns read together}, the latest last), whose
+# questions are read ahead; at most KEPT_GRAPHS per journal
+_graphs: dict[Any, dict[Graph, tuple[str, ...]]] = {}
+KEPT_GRAPHS = 3
 _state = {"on": True}
 
 
 @contextlib.contextmanager
 def off() -> Iterator[None]:
-    """Within the block (every thread) nothing is read ahead nor used: every preparation
-    reads its history itself."""
+    """Within the block (every thread) no preparation uses what was read ahead, nor asks
+    for its graph to be read ahead: each reads its history itself.  (The graphs asked for
+    before are still read ahead when :func:`read_ahead` is called.)"""
     was = _state["on"]
     _state["on"] = False
     try:
@@ -144,54 +152,84 @@ def _version(slot: _Slot) -> int:
     return int(slot.conn.execute("PRAGMA data_version").fetchone()[0])
 
 
-def read_ahead(store: Any, workflow: str, keys: list[str], together: tuple[str, ...] = ()) -> None:
-    """Ask now the history questions a run of this graph (``workflow``, node ``keys``) will
-    ask as it is prepared, and keep the answers for :func:`use` (see the module doc).
-    ``together``: the columns its preparation reads in one pass (durations alone without).
-    Call it once this process's rows that the next run's history holds are committed; it
-    never raises (a failure only means the next preparation reads for itself)."""
-    if not _state["on"] or len(keys) > LARGEST_GRAPH or sys.is_finalizing():
+def want(store: Any, workflow: str, keys: list[str], together: tuple[str, ...] = ()) -> None:
+    """A run of this graph (``workflow``, node ``keys``) is being prepared: read its
+    questions ahead from now on, whenever :func:`read_ahead` is called (for the last
+    :data:`KEPT_GRAPHS` graphs of the store).  ``together``: the columns its preparation
+    reads in one pass (durations alone without)."""
+    if not _state["on"] or store is None or len(keys) > LARGEST_GRAPH:
+        return
+    graph = (workflow, tuple(keys))
+    with _slots_lock:
+        graphs = _graphs.pop(store.journal, None) or {}
+        _graphs[store.journal] = graphs  # (the latest store last)
+        graphs.pop(graph, None)
+        graphs[graph] = tuple(together) or ("duration_s",)
+        while len(graphs) > KEPT_GRAPHS:
+            graphs.pop(next(iter(graphs)))
+        while len(_graphs) > KEPT_JOURNALS:
+            _graphs.pop(next(iter(_graphs)))
+
+
+def read_ahead(store: Any) -> None:
+    """Ask now the history questions of the graphs last prepared on ``store``
+    (:func:`want`), and keep the answers for :func:`use` (see the module doc).  Call it
+    once this process's rows are committed (a run's last ones); it never raises (a failure
+    only means the next preparation reads for itself)."""
+    if sys.is_finalizing():
         return
     try:
+        with _slots_lock:
+            graphs = list((_graphs.get(store.journal) or {}).items())
+        if not graphs:
+            return
         slot = _slot(store.journal)
         if slot is None:
             return
-        cols = tuple(together) or ("duration_s",)
         through = _Through(slot)
-        args = (workflow, "", memory.RECENT_RUNS)
         with slot.lock:
-            slot.answers = None
+            slot.answers = {}
             before = _version(slot)
-            newest = frozenset(r[0] for r in slot.query(recent._RUNS_SQL, (workflow, "", recent.RECENT_RUNS)))
-            means = recent.read_means(through, cols, workflow, "", recent.RECENT_RUNS, keys)
-            any_history = recent.has_history(workflow, "", store=through)
-            largest = memory.largest_peak(through, args)
+            answers = {graph: _read(slot, through, graph[0], list(graph[1]), cols)
+                       for graph, cols in reversed(graphs)}  # (the latest first)
             if _version(slot) != before:  # (a commit landed among the reads: not one snapshot)
                 return
-            slot.answers = _Answers(workflow, tuple(keys), newest, before, means, any_history, largest)
+            slot.answers, slot.version = answers, before
     except Exception:  # (reading ahead is an extra: the next preparation reads for itself)
         return
+
+
+def _read(slot: _Slot, through: _Through, workflow: str, keys: list[str],
+          cols: tuple[str, ...]) -> _Answers:
+    """One graph's questions, asked through the slot's connection as a preparation asks
+    them (with no run left out: the next run is not in the journal yet)."""
+    newest = frozenset(r[0] for r in slot.query(recent._RUNS_SQL, (workflow, "", recent.RECENT_RUNS)))
+    return _Answers(newest, recent.read_means(through, cols, workflow, "", recent.RECENT_RUNS, keys),
+                    recent.has_history(workflow, "", store=through),
+                    memory.largest_peak(through, (workflow, "", memory.RECENT_RUNS)))
 
 
 def use(store: Any, workflow: str, exclude_run: str, keys: list[str]) -> bool:
     """Inside a run's preparation (a ``one_answer_per_query`` block): if what was read ahead
     for this graph is still the journal's answer (see the module doc), tell the block's
     readers; True if it did."""
-    if not _state["on"] or store is None:
+    if not _state["on"] or store is None or len(keys) > LARGEST_GRAPH:
         return False
     journal = store.journal
     slot = _slots.get(journal)
     if slot is None or slot.pid != os.getpid():
         return False
-    got = slot.answers
-    if got is None or got.workflow != workflow or exclude_run in got.newest or got.keys != tuple(keys):
+    graph = (workflow, tuple(keys))
+    got = slot.answers.get(graph)
+    if got is None or exclude_run in got.newest:
         return False
     try:
         journal.flush()  # (what the reads would have committed first: a commit is a change)
         if not slot.lock.acquire(blocking=False):  # (being read ahead right now: read as before)
             return False
         try:
-            if slot.answers is not got or _file(journal.path) != slot.file or _version(slot) != got.version:
+            if (slot.answers.get(graph) is not got or _file(journal.path) != slot.file
+                    or _version(slot) != slot.version):
                 return False
         finally:
             slot.lock.release()
