@@ -9,21 +9,25 @@ most of the preparation: four statements over ~20 runs, on a connection whose pa
 the journal's last commit emptied, in the caller's thread while nothing else can run.
 
 The same graph run again asks the same questions, and the previous run's last rows are
-committed well before then.  So once they are (a Dask run's end-of-run read journals its
-transfer rows and lets the journal's writer go, in its own thread, after the caller has
-its results: :class:`nbflow.store.hooks.TransferSink`), :func:`read_ahead` asks them
-there, on a connection kept for it, and keeps the answers.  The next preparation uses
-them only if they are still the journal's answers (:func:`use`):
+committed well before then.  So each preparation names its graph (:func:`want`: the last
+:data:`KEPT_GRAPHS` graphs prepared on a store are kept), and once a run's rows are all
+committed (a Dask run's end-of-run read journals its transfer rows and lets the journal's
+writer go, in its own thread, after the caller has its results:
+:class:`nbflow.store.hooks.TransferSink`), :func:`read_ahead` asks those graphs' questions
+there, on a connection kept for it, and keeps the answers: the run's own graph's, and
+those of the graphs prepared before it, which its rows would otherwise have left stale.
+A preparation uses them only if they are still the journal's answers (:func:`use`):
 
 * the journal's file is the one they were read from (its device and inode);
 * nothing was committed since, by any connection: this process's queued rows are
   committed first (as every read of the journal does), then SQLite's
   ``PRAGMA data_version`` on the kept connection, unchanged since just before the
-  questions were read (and unchanged over them: one snapshot), says no other connection
-  committed (this process's journal writer is another connection too);
-* the questions are the same: the workflow, the graph's keys (in node order), the columns
-  read, the window of runs; the run left out (the new run's id) is not among the newest
-  runs they looked at (then leaving it out changes nothing).
+  questions were read, says no other connection committed since then (this process's
+  journal writer is another connection too), so every read saw what is there now;
+* the questions are the same: the workflow, the graph's keys (in node order), the window
+  of runs; the run left out (the new run's id) is not among the newest runs they looked at
+  (then leaving it out changes nothing).  Columns that were not read ahead (sizes, for a
+  graph last prepared on threads) are read by the preparation.
 
 Then the answers are exactly what the reads would return now (they are those reads, on
 the same database), and the preparation is told them
@@ -189,11 +193,11 @@ def read_ahead(store: Any) -> None:
         through = _Through(slot)
         with slot.lock:
             slot.answers = {}
+            # (the version before the reads: if it is still the connection's when they are
+            # used, nothing was committed since it was read, so every read saw what is there)
             before = _version(slot)
             answers = {graph: _read(slot, through, graph[0], list(graph[1]), cols)
                        for graph, cols in reversed(graphs)}  # (the latest first)
-            if _version(slot) != before:  # (a commit landed among the reads: not one snapshot)
-                return
             slot.answers, slot.version = answers, before
     except Exception:  # (reading ahead is an extra: the next preparation reads for itself)
         return
