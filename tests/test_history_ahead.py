@@ -276,3 +276,19 @@ def test_connections_are_kept_for_the_last_few_stores_only(tmp_path: Path) -> No
     assert len(ahead._slots) <= ahead.KEPT_JOURNALS
     first = ahead._slot(stores[0].journal)  # (opened again: the oldest kept one goes)
     assert first is not None and ahead._slots.get(stores[1].journal) is None
+
+
+def test_nothing_is_read_ahead_once_its_connections_closed_at_exit(monkeypatch) -> None:
+    """At exit the kept connections close before the journals do (the last connection to a
+    journal folds its WAL into the file); an end-of-run read finishing later (the locality
+    room reads at exit) must not open one again."""
+    keys = _history()
+    store = get_store()
+    monkeypatch.setitem(ahead._state, "exiting", False)  # (put back after the test)
+    _read_ahead(keys=keys)
+    slot = ahead._slots[store.journal]
+    ahead._close_all()
+    with pytest.raises(sqlite3.ProgrammingError):
+        slot.conn.execute("SELECT 1")
+    ahead.read_ahead(store)
+    assert store.journal not in ahead._slots

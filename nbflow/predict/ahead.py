@@ -103,7 +103,7 @@ KEPT_JOURNALS = 4
 # questions are read ahead; at most KEPT_GRAPHS per journal
 _graphs: dict[Any, dict[Graph, tuple[str, ...]]] = {}
 KEPT_GRAPHS = 3
-_state = {"on": True}
+_state = {"on": True, "exiting": False}
 
 
 @contextlib.contextmanager
@@ -180,7 +180,7 @@ def read_ahead(store: Any) -> None:
     (:func:`want`), and keep the answers for :func:`use` (see the module doc).  Call it
     once this process's rows are committed (a run's last ones); it never raises (a failure
     only means the next preparation reads for itself)."""
-    if sys.is_finalizing():
+    if sys.is_finalizing() or _state["exiting"]:
         return
     try:
         with _slots_lock:
@@ -248,7 +248,8 @@ def use(store: Any, workflow: str, exclude_run: str, keys: list[str]) -> bool:
 @atexit.register
 def _close_all() -> None:
     """(Before the journals close at exit, registered earlier: the last connection to a
-    journal folds its WAL into the file.)"""
+    journal folds its WAL into the file; nothing is read ahead after this.)"""
+    _state["exiting"] = True
     with _slots_lock:
         slots = list(_slots.values())
         _slots.clear()
