@@ -817,7 +817,9 @@ def one_reader(keep: bool = False) -> Iterator[None]:
     finally:
         conns, _held.conns = _held.conns, None
         unused, _held.pool = _held.pool, {}
-        if keep:  # (only the journals read in this block stay open)
+        if keep:  # (only the journals read in this block stay open; a block that read none,
+            if not conns:  # e.g. a preparation told its history ahead, leaves them as they were)
+                conns, unused = unused, {}
             _kept.conns = {j: (c, os.getpid(), _file_id(j.path)) for j, c in conns.items()}
             conns = unused
         else:
