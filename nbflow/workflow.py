@@ -14,7 +14,9 @@ This is the one module that knows every room a run needs.  ``wf.run()``, ``wf.st
    resource demands);
 4. the prediction room (:mod:`nbflow.predict`) weighs dispatch priorities by the durations
    the store has seen (when it has), and gives tasks that needed much memory before their
-   predicted peak as memory demand for admission (:mod:`nbflow.predict.memory`);
+   predicted peak as memory demand for admission (:mod:`nbflow.predict.memory`); what the
+   store says of the graph's history was usually read ahead, after the previous Dask run's
+   end, and is taken from there while the journal is unchanged (:mod:`nbflow.predict.ahead`);
 5. the store (:mod:`nbflow.store`), when one is usable, gives the run its journal subscriber
    and — unless ``cache=False`` — its result cache.
 
