@@ -72,10 +72,9 @@ Graph = tuple[str, tuple[str, ...]]  # (workflow, its node keys in order)
 class _Slot:
     """A journal's kept connection for reading ahead, and the last answers read on it."""
 
-    def __init__(self, conn: sqlite3.Connection, file: tuple[int, int], path: Any) -> None:
+    def __init__(self, conn: sqlite3.Connection, file: tuple[int, int]) -> None:
         self.conn = conn
         self.file = file
-        self.path = path
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.answers: dict[Graph, _Answers] = {}
@@ -138,7 +137,7 @@ def _slot(journal: Any) -> _Slot | None:
         gone = [slot] if slot is not None else []
         made = None
         if file is not None:
-            made = _slots[journal] = _Slot(journal.reader(), file, journal.path)
+            made = _slots[journal] = _Slot(journal.reader(), file)
         while len(_slots) > KEPT_JOURNALS:
             gone.append(_slots.pop(next(iter(_slots))))
     for old in gone:
