@@ -330,3 +330,12 @@ def test_a_preparation_told_its_history_keeps_the_reader_for_the_next_that_reads
         run.wait()
     assert used == [False, True, False]  # (the second was told)
     assert opened == []
+
+
+def test_a_graph_larger_than_the_bound_is_not_read_ahead(monkeypatch) -> None:
+    monkeypatch.setattr(ahead, "LARGEST_GRAPH", len(_graph().nodes) - 1)
+    keys = _history()  # (its preparations ask for it: refused)
+    _read_ahead(keys=keys)  # (so does this)
+    assert ahead._graphs.get(get_store().journal, {}) == {}
+    used, got, asked = _told("ahead", "x", keys)
+    assert not used and asked and got == _journal_answers("ahead", "x", keys)
