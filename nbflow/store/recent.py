@@ -26,6 +26,9 @@ What it reads is what the run being prepared needs, not what the store holds:
 * **several columns in one pass**: a Dask run's preparation wants durations and output
   sizes of the same rows; inside ``one_answer_per_query(together=...)`` the first question
   reads both (the same statements, a column more each).
+* **told, not asked**: inside that block, answers known before the questions
+  (:func:`tell`, :func:`tell_means`: what :mod:`nbflow.predict.ahead` read ahead, while
+  the journal is unchanged since) are taken instead of reading.
 """
 
 from __future__ import annotations
@@ -230,7 +233,8 @@ def has_history(workflow: str, exclude_run: str = "", store: Any = None) -> bool
     """Did any recent run of ``workflow`` (other than ``exclude_run``) complete a task that
     ran?  Without such a task there is nothing to predict from, so a workflow's first run
     skips the other queries over its history.  The question stops at the first such row
-    (the means, asked only when there is history, read every row of the recent runs)."""
+    (the means, asked only when there is history, read every row of the recent runs).
+    Inside a preparation told the answer (:func:`tell`), that answer."""
     if store is None:
         from .store import get_store
 
