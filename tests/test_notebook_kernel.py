@@ -15,8 +15,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "notebooks"))
 import nbharness as h
 
-import nbflow
-
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -114,7 +112,7 @@ print("out is", type(out).__name__)
 print("next", 6 * 7)""",
     ])
     c = h.client(nb, tmp_path)
-    with c.setup_kernel():
+    with c.setup_kernel(), h.evidence(c):
         c.execute_cell(nb.cells[0], 0)
         c.execute_cell(nb.cells[1], 1)
         h.interrupt_when(c, nb, 2, marker, "the run's start", settle_s=0.3)
@@ -133,13 +131,29 @@ print("next", 6 * 7)""",
     assert "next 42" in text
 
 
-@pytest.mark.xfail(not hasattr(nbflow, "load_ipython_extension"), strict=True,
-                   reason="nbflow/__init__.py does not call nbflow.notebook.register_if_ipython() yet")
 def test_import_registers_magics(tmp_path: Path) -> None:
+    """``import nbflow`` in a cell is all a kernel needs for ``%%workflow`` (the kernel's only
+    start-up line is the harness's thread-dump handler, which imports nothing of nbflow)."""
     nb = h.notebook(["import nbflow as nf\n@nf.task\ndef one():\n    return 1",
                      "%%workflow\nx = one()", "assert x == 1",
                      "%load_ext nbflow"])
-    client = h.client(nb, tmp_path)
-    client.extra_arguments = []  # no help: import nbflow alone must register %%workflow
-    client.execute()
+    h.run(h.client(nb, tmp_path))
     h.assert_no_errors(nb)
+
+
+def test_a_hung_kernel_fails_with_its_threads(tmp_path: Path) -> None:
+    """The harness's evidence: a cell that never ends fails with the stacks of the kernel's
+    threads (the hung frame among them), and so does any failure while a kernel lives."""
+    nb = h.notebook(["import threading\ndef hung_here():\n    threading.Event().wait()\nhung_here()"])
+    with pytest.raises(AssertionError) as info:
+        h.run(h.client(nb, tmp_path, timeout=5))  # (the cell never ends: no race)
+    msg = str(info.value)
+    assert msg.startswith("CellTimeoutError") and "the kernel's threads at the failure" in msg
+    assert "in hung_here" in msg, msg
+
+    c = h.client(h.notebook(["1"]), tmp_path)
+    with pytest.raises(AssertionError) as info, c.setup_kernel(), h.evidence(c):
+        raise RuntimeError("the test failed here")
+    msg = str(info.value)
+    assert msg.startswith("RuntimeError: the test failed here")
+    assert "ipykernel" in msg, msg  # the idle kernel's threads
