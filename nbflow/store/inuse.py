@@ -75,33 +75,32 @@ def _cmdline(pid: int) -> str:
     return text if len(text) <= 100 else text[:97] + "..."
 
 
+def _writes_to(pid: int, targets: set[str]) -> bool:
+    """Has ``pid`` one of ``targets`` open for writing (False: not, gone, or not readable)?"""
+    try:
+        fds = os.listdir(PROC / str(pid) / "fd")
+    except OSError:  # gone meanwhile, or another user's
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(PROC / str(pid) / "fd" / fd)
+        except OSError:
+            continue
+        if target in targets and _open_for_writing(pid, fd):
+            return True
+    return False
+
+
 def local_writers(files: list[Path]) -> list[Writer]:
     """The other processes of this machine that have one of ``files`` open for writing
     (none where there is no ``/proc``)."""
     targets = {os.path.realpath(f) for f in files}
-    me = os.getpid()
-    found = []
     try:
-        entries = [e.name for e in os.scandir(PROC) if e.name.isdigit()]
+        pids = [int(e.name) for e in os.scandir(PROC) if e.name.isdigit()]
     except OSError:
         return []
-    for name in entries:
-        pid = int(name)
-        if pid == me:
-            continue
-        try:
-            fds = os.listdir(PROC / name / "fd")
-        except OSError:  # gone meanwhile, or another user's
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(PROC / name / "fd" / fd)
-            except OSError:
-                continue
-            if target in targets and _open_for_writing(pid, fd):
-                found.append(Writer(pid, HOST, _cmdline(pid)))
-                break
-    return found
+    return [Writer(pid, HOST, _cmdline(pid)) for pid in pids
+            if pid != os.getpid() and _writes_to(pid, targets)]
 
 
 def leased_writers(journal: Path) -> list[Writer]:
