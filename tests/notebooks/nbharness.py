@@ -111,7 +111,7 @@ def evidence(c: Client) -> Iterator[None]:
         if dump is None:
             raise
         raise AssertionError(f"{type(e).__name__}: {e}\n--- the kernel's threads at the failure "
-                             f"---\n{dump}") from e
+                             f"({c.code_cells_executed} code cell(s) sent to it) ---\n{dump}") from e
 
 
 def run(c: Client) -> Any:
