@@ -141,19 +141,31 @@ def test_import_registers_magics(tmp_path: Path) -> None:
     h.assert_no_errors(nb)
 
 
+# A thread of the kernel that is inside ``hung_here`` by the time the cell ends (no race).
+HUNG_THREAD = """import threading
+entered = threading.Event()
+def hung_here():
+    entered.set()
+    threading.Event().wait()
+threading.Thread(target=hung_here, daemon=True).start()
+entered.wait()"""
+
+
 def test_a_hung_kernel_fails_with_its_threads(tmp_path: Path) -> None:
     """The harness's evidence: a cell that never ends fails with the stacks of the kernel's
-    threads (the hung frame among them), and so does any failure while a kernel lives."""
-    nb = h.notebook(["import threading\ndef hung_here():\n    threading.Event().wait()\nhung_here()"])
+    threads (a thread hung in ``hung_here`` among them), and so does any failure of the
+    test while a kernel lives."""
+    nb = h.notebook([HUNG_THREAD, "threading.Event().wait()"])  # (the second never ends)
     with pytest.raises(AssertionError) as info:
-        h.run(h.client(nb, tmp_path, timeout=5))  # (the cell never ends: no race)
+        h.run(h.client(nb, tmp_path, timeout=5))
     msg = str(info.value)
     assert msg.startswith("CellTimeoutError") and "the kernel's threads at the failure" in msg
     assert "in hung_here" in msg, msg
 
-    c = h.client(h.notebook(["1"]), tmp_path)
+    c = h.client(h.notebook([HUNG_THREAD]), tmp_path)
     with pytest.raises(AssertionError) as info, c.setup_kernel(), h.evidence(c):
+        c.execute_cell(c.nb.cells[0], 0)
         raise RuntimeError("the test failed here")
     msg = str(info.value)
     assert msg.startswith("RuntimeError: the test failed here")
-    assert "ipykernel" in msg, msg  # the idle kernel's threads
+    assert "in hung_here" in msg, msg

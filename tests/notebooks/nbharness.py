@@ -47,7 +47,7 @@ def load(name: str) -> Any:
 
 
 THREADS_FILE = "kernel-threads.txt"  # (in the test's folder, the kernel's working directory)
-DUMP_WAIT_S = 10.0  # the longest wait for a signalled kernel's dump (written in its signal handler)
+DUMP_WAIT_S = 30.0  # the longest wait for a signalled kernel's dump (written in its signal handler)
 
 
 def dump_args(path: Path) -> list[str]:
