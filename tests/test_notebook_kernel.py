@@ -161,6 +161,7 @@ def test_a_hung_kernel_fails_with_its_threads(tmp_path: Path) -> None:
     msg = str(info.value)
     assert msg.startswith("CellTimeoutError") and "the kernel's threads at the failure" in msg
     assert "in hung_here" in msg, msg
+    assert "cell 0: iopub.status.busy" in msg and "shell.execute_reply" in msg  # (which cell got what)
 
     c = h.client(h.notebook([HUNG_THREAD]), tmp_path)
     with pytest.raises(AssertionError) as info, c.setup_kernel(), h.evidence(c):

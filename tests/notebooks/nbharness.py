@@ -110,8 +110,20 @@ def evidence(c: Client) -> Iterator[None]:
         dump = c.kernel_dump or kernel_threads(c)
         if dump is None:
             raise
-        raise AssertionError(f"{type(e).__name__}: {e}\n--- the kernel's threads at the failure "
+        raise AssertionError(f"{type(e).__name__}: {e}\n--- what each cell got, when ---\n"
+                             f"{timeline(c.nb)}\n--- the kernel's threads at the failure "
                              f"({c.code_cells_executed} code cell(s) sent to it) ---\n{dump}") from e
+
+
+def timeline(nb: Any) -> str:
+    """When each executed cell's messages came (nbclient records them in the cell's
+    metadata): which cell a hang stopped at, and whether its reply or its end on IOPub came."""
+    lines = []
+    for i, cell in enumerate(nb.cells):
+        times = cell.get("metadata", {}).get("execution")
+        if times:
+            lines.append(f"cell {i}: " + ", ".join(f"{k} {v}" for k, v in times.items()))
+    return "\n".join(lines) or "(no cell started)"
 
 
 def run(c: Client) -> Any:
