@@ -167,6 +167,7 @@ def test_a_hung_kernel_fails_with_its_threads(tmp_path: Path) -> None:
     # Which cell got what: cell 0's reply came before cell 1 was sent (its IOPub messages may
     # come after nbclient stopped waiting for them, 4 s, on a busy machine: not asserted).
     assert "\ncell 0: " in msg and "shell.execute_reply" in msg.split("\ncell 0: ")[1].split("\n")[0], msg
+    assert "what the client was waiting for ---\n" in msg and "in _async_poll_for_reply" in msg, msg
 
     c = h.client(h.notebook([HUNG_THREAD]), tmp_path)
     with pytest.raises(AssertionError) as info, c.setup_kernel(), h.evidence(c):

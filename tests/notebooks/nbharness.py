@@ -64,8 +64,10 @@ class Client(NotebookClient):
 
     threads_file: Path
     kernel_dump: str | None = None
+    client_dump: str | None = None
 
     async def _async_handle_timeout(self, timeout: int, cell: Any = None) -> Any:
+        self.client_dump = client_tasks()
         self.kernel_dump = kernel_threads(self)
         return await super()._async_handle_timeout(timeout, cell)
 
@@ -107,12 +109,30 @@ def evidence(c: Client) -> Iterator[None]:
     try:
         yield
     except BaseException as e:
+        tasks = c.client_dump or client_tasks()
         dump = c.kernel_dump or kernel_threads(c)
         if dump is None:
             raise
         raise AssertionError(f"{type(e).__name__}: {e}\n--- what each cell got, when ---\n"
-                             f"{timeline(c.nb)}\n--- the kernel's threads at the failure "
-                             f"({c.code_cells_executed} code cell(s) sent to it) ---\n{dump}") from e
+                             f"{timeline(c.nb)}\n--- what the client was waiting for ---\n{tasks}\n"
+                             f"--- the kernel's threads at the failure ({c.code_cells_executed} "
+                             f"code cell(s) sent to it) ---\n{dump}") from e
+
+
+def client_tasks() -> str:
+    """The unfinished asyncio tasks of this thread's loop (the one nbclient runs on), each
+    with the line it waits at: where the client was when the test failed."""
+    import asyncio
+
+    from jupyter_core.utils import ensure_event_loop
+
+    lines = []
+    for task in asyncio.all_tasks(ensure_event_loop()):
+        if task.done():
+            continue
+        where = [f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in task.get_stack()]
+        lines.append(f"{task.get_name()}: " + " <- ".join(reversed(where)))
+    return "\n".join(lines) or "(no task pending)"
 
 
 def timeline(nb: Any) -> str:
