@@ -13,7 +13,7 @@ journal in place of a damaged one (:mod:`nbflow.store.doctor`).  The store is
 new one at the project root; :func:`nbflow.store.store_home`) unless ``--home`` says
 otherwise.  Exit status: 0 on success, 2 on bad usage, 1 when the store cannot be used
 (for ``doctor``: when it is damaged, or written by a newer nbflow, which ``--repair`` never
-touches).
+touches, or when ``--repair`` refused because other processes write to the store).
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
         "or was written by a newer nbflow (upgrade nbflow to open it)."))
     d.add_argument("--repair", action="store_true",
                    help="move a damaged journal aside and start a new one, copying every readable "
-                   "row and keeping the results; a store of a newer nbflow is never touched")
+                   "row and keeping the results; a store of a newer nbflow is never touched, nor "
+                   "one that other processes have open for writing (they are named)")
     d.add_argument("--home", help=HOME_HELP)
     from .batch import cli as batch_cli  # run, sweep, outputs, report, show, explain
 
@@ -131,9 +132,15 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from .store import store_home
     from .store.doctor import diagnose, repair
+    from .store.inuse import StoreInUse
 
     home = args.home or store_home()
-    report = repair(home) if args.repair else diagnose(home)
+    try:
+        report = repair(home) if args.repair else diagnose(home)
+    except StoreInUse as e:  # another process writes to the store: the diagnosis, then why not
+        print(e.report)
+        print(e, file=sys.stderr)
+        return 1
     print(report)
     return 0 if report.healthy or report.moved_to is not None else 1
 

@@ -214,12 +214,34 @@ def run_options(wf: WorkflowGraph, **given: Any) -> RunOptions:
     return RunOptions(**given)
 
 
-def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
-    """Check ``wf``, make its Run, and give the run its store hooks (see the module doc)."""
+def prepare(wf: WorkflowGraph, options: RunOptions, made: dict[str, Any] | None = None) -> Run:
+    """Check ``wf``, make its Run, and give the run its store hooks (:func:`_prepare`).
+
+    A Ctrl-C that lands once the Run exists, while it is given what the store gives a run
+    (the journal's writer, the cache's lease registration and its watcher thread), would
+    leave that run half-made: never started, so never ended, and what it was given kept
+    for the life of the process.  It is cancelled instead, as one landing before its start
+    is (:func:`cancel_interrupted`: started cancelled, it ends as every run does and the
+    store shows it cancelled); then the KeyboardInterrupt goes on.  With ``made`` given,
+    ``made["run"]`` is the Run as soon as it exists and cancelling it is the caller's (the
+    ``%%workflow`` cell shows it cancelled, as after any interrupt)."""
+    own = made is None
+    made = {} if made is None else made
+    try:
+        return _prepare(wf, options, made)
+    except KeyboardInterrupt:
+        if own and "run" in made:
+            cancel_interrupted(made["run"], lambda r: r.wait(raise_on_error=False))
+        raise
+
+
+def _prepare(wf: WorkflowGraph, options: RunOptions, made: dict[str, Any]) -> Run:
+    """Check ``wf``, make its Run (``made["run"]``), and give the run its store hooks (see
+    the module doc)."""
     with gc_paused():  # (checking and planning make a list or two per node: nothing to collect)
         findings = _check(wf, options)
         extra = serialize_edges(wf.nodes) if options.on_conflict == "serialize" else []
-        run = Run(wf, options, findings=findings, extra_edges=extra)
+        run = made["run"] = Run(wf, options, findings=findings, extra_edges=extra)
     # (found once: finding it walks the folders above the working directory, and every hook
     # and history read below needs it)
     store = store_hooks.run_store()

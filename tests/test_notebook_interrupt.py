@@ -58,6 +58,9 @@ def interrupt_once(original, after_start):
 
 if where == "prepare":  # before the run exists
     magics.prepare = interrupt_once(magics.prepare, False)
+elif where == "prepare-late":  # inside prepare, the run made and given its journal and cache
+    import nbflow.locality
+    nbflow.locality.attach = interrupt_once(nbflow.locality.attach, False)
 elif where == "before-start":  # the run is prepared, its thread not started
     Run.start_in_thread = interrupt_once(Run.start_in_thread, False)
 elif where == "thread-start":  # its thread started; launch() has not returned the run
@@ -99,6 +102,7 @@ def _interrupted_cell(where: str, flags: str = "") -> dict:
 
 
 @pytest.mark.parametrize(("where", "flags"), [
+    ("prepare-late", ""),  # inside prepare once the run exists: it starts cancelled
     ("before-start", ""),  # the run is prepared, its thread not started: it starts cancelled
     ("thread-start", ""),  # as the run's thread starts, before launch() returns the run
     ("view-open", ""),  # the cell holds the run; before it follows it
@@ -199,7 +203,7 @@ print("out", [type(x).__name__ for x in out])
 print("next", 6 * 7)""",
     ])
     c = h.client(nb, tmp_path)
-    with c.setup_kernel():
+    with c.setup_kernel(), h.evidence(c):  # (a hang fails with the kernel's threads)
         c.execute_cell(nb.cells[0], 0)
         c.execute_cell(nb.cells[1], 1)
         h.interrupt_when(c, nb, 2, opening, "the cell's opening of its view")

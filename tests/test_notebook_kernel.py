@@ -15,8 +15,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "notebooks"))
 import nbharness as h
 
-import nbflow
-
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -114,7 +112,7 @@ print("out is", type(out).__name__)
 print("next", 6 * 7)""",
     ])
     c = h.client(nb, tmp_path)
-    with c.setup_kernel():
+    with c.setup_kernel(), h.evidence(c):
         c.execute_cell(nb.cells[0], 0)
         c.execute_cell(nb.cells[1], 1)
         h.interrupt_when(c, nb, 2, marker, "the run's start", settle_s=0.3)
@@ -133,13 +131,48 @@ print("next", 6 * 7)""",
     assert "next 42" in text
 
 
-@pytest.mark.xfail(not hasattr(nbflow, "load_ipython_extension"), strict=True,
-                   reason="nbflow/__init__.py does not call nbflow.notebook.register_if_ipython() yet")
 def test_import_registers_magics(tmp_path: Path) -> None:
+    """``import nbflow`` in a cell is all a kernel needs for ``%%workflow`` (the kernel's only
+    start-up line is the harness's thread-dump handler, which imports nothing of nbflow)."""
     nb = h.notebook(["import nbflow as nf\n@nf.task\ndef one():\n    return 1",
                      "%%workflow\nx = one()", "assert x == 1",
                      "%load_ext nbflow"])
-    client = h.client(nb, tmp_path)
-    client.extra_arguments = []  # no help: import nbflow alone must register %%workflow
-    client.execute()
+    h.run(h.client(nb, tmp_path))
     h.assert_no_errors(nb)
+
+
+# A thread of the kernel that is inside ``hung_here`` by the time the cell ends (no race).
+HUNG_THREAD = """import threading
+entered = threading.Event()
+def hung_here():
+    entered.set()
+    threading.Event().wait()
+threading.Thread(target=hung_here, daemon=True).start()
+entered.wait()"""
+
+
+def test_a_hung_kernel_fails_with_its_threads(tmp_path: Path) -> None:
+    """The harness's evidence: a cell that never ends fails with the stacks of the kernel's
+    threads (a thread hung in ``hung_here`` among them), and so does any failure of the
+    test while a kernel lives."""
+    hang = "threading.Event().wait()"  # (never ends: only it gets a short timeout)
+    nb = h.notebook([HUNG_THREAD, hang])
+    c = h.client(nb, tmp_path)
+    c.timeout_func = lambda cell: 5 if cell.source == hang else c.timeout
+    with pytest.raises(AssertionError) as info:
+        h.run(c)
+    msg = str(info.value)
+    assert msg.startswith("CellTimeoutError") and "the kernel's threads at the failure" in msg
+    assert "in hung_here" in msg, msg
+    # Which cell got what: cell 0's reply came before cell 1 was sent (its IOPub messages may
+    # come after nbclient stopped waiting for them, 4 s, on a busy machine: not asserted).
+    assert "\ncell 0: " in msg and "shell.execute_reply" in msg.split("\ncell 0: ")[1].split("\n")[0], msg
+    assert "what the client was waiting for ---\n" in msg and "in _async_poll_for_reply" in msg, msg
+
+    c = h.client(h.notebook([HUNG_THREAD]), tmp_path)
+    with pytest.raises(AssertionError) as info, c.setup_kernel(), h.evidence(c):
+        c.execute_cell(c.nb.cells[0], 0)
+        raise RuntimeError("the test failed here")
+    msg = str(info.value)
+    assert msg.startswith("RuntimeError: the test failed here")
+    assert "in hung_here" in msg, msg

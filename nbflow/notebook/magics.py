@@ -8,7 +8,7 @@ name the cell bound to a Ref holds its value, and ``nf.last_run()`` is the Run.
 - Blocking (default): the cell waits while the live view updates.  Interrupting the kernel
   cancels the run, waits until nothing it started is running, shows the cancelled summary
   and ends the cell with a one-line ``WorkflowCancelled`` error: wherever the interrupt
-  lands once the run is prepared (while the cell starts it or opens its view too; and
+  lands once the run exists (while the cell prepares or starts it or opens its view too; and
   before a ``--background`` cell returns).  A failed run ends the cell
   with the first failure's original traceback (``WorkflowFailed``).
 - ``--background``: the cell returns at once, the run goes on; the widget's Stop button
@@ -127,13 +127,14 @@ def launch(wf: Workflow, opts: dict[str, Any], subscribers: list[ev.Subscriber],
            interactive: bool = False, made: dict[str, Any] | None = None) -> Run:
     """Start ``wf`` with ``subscribers`` attached before its first event.
 
-    ``made["run"]`` is the run as soon as it is prepared: a Ctrl-C that lands from then on
-    leaves a run the caller must cancel (:func:`nbflow.workflow.cancel_interrupted`, which
+    ``made["run"]`` is the run as soon as it exists (while :func:`~nbflow.workflow.prepare`
+    gives it its store hooks, too): a Ctrl-C that lands from then on leaves a run the caller
+    must cancel (:func:`nbflow.workflow.cancel_interrupted`, which
     starts it if its thread had not: the subscribers still see it whole)."""
     made = {} if made is None else made
     attach = _Attach(wf, subscribers, interactive)  # unregisters itself when the run starts
     try:
-        run = made["run"] = prepare(wf, run_options(wf, **opts))
+        run = prepare(wf, run_options(wf, **opts), made)  # (made["run"]: as soon as it exists)
         start_in_thread(run)
         return run
     except BaseException as e:

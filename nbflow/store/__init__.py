@@ -23,6 +23,7 @@ tasks that had not committed.  Modules, one job each:
 * :mod:`.tidy`        temporary files of killed writers, removed at open
 * :mod:`.readonly`    reading the history of a store that cannot be written
 * :mod:`.doctor`      ``nbflow doctor``: integrity check and repair
+* :mod:`.inuse`       who else writes to a journal (a repair refuses while anyone does)
 
 Importing this package attaches the journal to every run (``nf.on_run``).
 """

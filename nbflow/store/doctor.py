@@ -16,6 +16,11 @@ history, task durations, batch records, outputs, ...; of the cache, only the ent
 result is still present and intact.  Result files are kept; a cache entry whose rows could
 not be salvaged simply misses next time and is recomputed.
 
+A repair never races a writer: while another process has the journal open for writing (a
+kernel, a batch run, a script that used the store), it refuses and changes nothing, naming
+the processes (:mod:`.inuse`); whatever they committed after the move would otherwise land
+in the journal moved aside.
+
 A store written by a *newer* nbflow is not damaged: this nbflow cannot open it (it refuses,
 see :mod:`.journal`), so doctor says so and ``repair`` leaves it exactly as it is; the newer
 nbflow opens it.
@@ -32,6 +37,7 @@ from typing import Any
 
 from . import hashing, privacy
 from .blobs import KEY_RE, BlobStore
+from .inuse import refuse_if_written
 from .journal import MIGRATIONS, SCHEMA_VERSION, Journal
 
 
@@ -251,13 +257,19 @@ def _aside_name(path: Path) -> Path:
 def repair(home: str | os.PathLike[str]) -> DoctorReport:
     """Diagnose; if the journal is damaged, move it aside and start a new one, salvaging
     what can be read (see the module docstring).  A healthy store, or one written by a newer
-    nbflow (``report.newer``), is left exactly as it is."""
+    nbflow (``report.newer``), is left exactly as it is.
+
+    Raises :class:`~nbflow.store.inuse.StoreInUse` (``.report``: the diagnosis), changing
+    nothing, while another process has the journal open for writing (see :mod:`.inuse`)."""
     report = diagnose(home)
     if report.newer:
         report.repair_refused = True
     if report.journal_ok or report.newer:
         return report
     path = report.home / "journal.sqlite"
+    # Right before the move (the checks above can take long): a process writing to the old
+    # file would go on writing to it once it is moved aside, and its rows would be lost.
+    refuse_if_written(path, report)
     aside = _aside_name(path)
     for suffix in ("", "-wal", "-shm"):
         src = Path(str(path) + suffix)

@@ -1,30 +1,38 @@
 """Running notebooks in a real kernel for the notebook tests (nbclient).
 
-``import nbflow`` registers the ``%%workflow`` magic once ``nbflow/__init__.py`` calls
-``nbflow.notebook.register_if_ipython()``.  Until that line is in, kernels started here load
-the extension explicitly (``exec_lines``) so the rest of the behaviour can be tested; the
-test ``test_import_registers_magics`` tracks the missing line.
+``import nbflow`` registers the ``%%workflow`` magic (``nbflow/__init__.py`` calls
+``nbflow.notebook.register_if_ipython()``); ``test_import_registers_magics`` checks it.
+
+A kernel that hangs must say what it was doing.  Every kernel started by :func:`client`
+registers :mod:`faulthandler` on ``SIGUSR1`` (its only start-up line, which imports nothing
+of nbflow), writing every thread's stack to a file in the test's folder.  When a cell times
+out, or anything else (the test's own timeout included) ends the execution with an error
+while the kernel lives, the harness signals the kernel, and the failure carries that dump
+(:func:`kernel_threads`, :func:`evidence`), then kills the kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
 
-import nbflow
-
 HERE = Path(__file__).resolve().parent
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def kernel_args() -> list[str]:
-    if hasattr(nbflow, "load_ipython_extension"):
-        return []
-    return ["--IPKernelApp.exec_lines=['import nbflow.notebook as _nbn; _nbn.register_if_ipython()']"]
+    """Extra kernel arguments nbflow needs: none (``import nbflow`` registers the magics);
+    kept for the papermill calls that pass them."""
+    return []
 
 
 def notebook(cells: list[str]) -> Any:
@@ -38,14 +46,115 @@ def load(name: str) -> Any:
     return nbformat.read(HERE / name, as_version=4)
 
 
-def client(nb: Any, cwd: Path, timeout: int = 120) -> NotebookClient:
-    return NotebookClient(nb, kernel_name="python3", timeout=timeout, allow_errors=True,
-                          resources={"metadata": {"path": str(cwd)}}, extra_arguments=kernel_args())
+THREADS_FILE = "kernel-threads.txt"  # (in the test's folder, the kernel's working directory)
+DUMP_WAIT_S = 30.0  # the longest wait for a signalled kernel's dump (written in its signal handler)
+
+
+def dump_args(path: Path) -> list[str]:
+    """Kernel arguments: on ``SIGUSR1`` the kernel writes every thread's stack to ``path``
+    (one start-up line; it creates ``path``, which says the handler is in place)."""
+    line = (f"__import__('faulthandler').register(__import__('signal').SIGUSR1, "
+            f"file=open({str(path)!r}, 'w'), all_threads=True)")
+    return [f"--IPKernelApp.exec_lines=[{line!r}]"]
+
+
+class Client(NotebookClient):
+    """A NotebookClient that takes the kernel's thread dump before a cell timeout shuts
+    the kernel down (nbclient stops it on the way out of the timeout)."""
+
+    threads_file: Path
+    kernel_dump: str | None = None
+    client_dump: str | None = None
+
+    async def _async_handle_timeout(self, timeout: int, cell: Any = None) -> Any:
+        self.client_dump = client_tasks()
+        self.kernel_dump = kernel_threads(self)
+        return await super()._async_handle_timeout(timeout, cell)
+
+
+def client(nb: Any, cwd: Path, timeout: int = 120) -> Client:
+    threads = cwd / THREADS_FILE
+    c = Client(nb, kernel_name="python3", timeout=timeout, allow_errors=True,
+               resources={"metadata": {"path": str(cwd)}},
+               extra_arguments=dump_args(threads))
+    c.threads_file = threads
+    return c
+
+
+def kernel_threads(c: Client) -> str | None:
+    """The stacks of every thread of ``c``'s kernel, now (None: no kernel, or it never got
+    to register its handler); the kernel is killed afterwards (it is hung, or its test is
+    ending with an error)."""
+    provisioner = getattr(c.km, "provisioner", None) if c.km is not None else None
+    proc = getattr(provisioner, "process", None)
+    if proc is None or proc.poll() is not None or not c.threads_file.exists():
+        return None
+    os.kill(proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + DUMP_WAIT_S
+    text, last = "", None
+    while time.monotonic() < deadline:  # until written and no longer growing
+        text = c.threads_file.read_text(errors="replace")
+        if text and text == last:
+            break
+        last = text
+        time.sleep(0.2)
+    proc.kill()
+    return text or f"(the kernel, pid {proc.pid}, wrote no thread dump within {DUMP_WAIT_S:.0f} s)"
+
+
+@contextlib.contextmanager
+def evidence(c: Client) -> Iterator[None]:
+    """Run the block; if it fails while ``c``'s kernel lives (a hang ended by the test's
+    timeout, a cell timeout, an assertion), fail with the kernel's thread dump added."""
+    try:
+        yield
+    except BaseException as e:
+        tasks = c.client_dump or client_tasks()
+        dump = c.kernel_dump or kernel_threads(c)
+        if dump is None:
+            raise
+        raise AssertionError(f"{type(e).__name__}: {e}\n--- what each cell got, when ---\n"
+                             f"{timeline(c.nb)}\n--- what the client was waiting for ---\n{tasks}\n"
+                             f"--- the kernel's threads at the failure ({c.code_cells_executed} "
+                             f"code cell(s) sent to it) ---\n{dump}") from e
+
+
+def client_tasks() -> str:
+    """The unfinished asyncio tasks of this thread's loop (the one nbclient runs on), each
+    with the line it waits at: where the client was when the test failed."""
+    import asyncio
+
+    from jupyter_core.utils import ensure_event_loop
+
+    lines = []
+    for task in asyncio.all_tasks(ensure_event_loop()):
+        if task.done():
+            continue
+        where = [f"{f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}" for f in task.get_stack()]
+        lines.append(f"{task.get_name()}: " + " <- ".join(reversed(where)))
+    return "\n".join(lines) or "(no task pending)"
+
+
+def timeline(nb: Any) -> str:
+    """When each executed cell's messages came (nbclient records them in the cell's
+    metadata): which cell a hang stopped at, and whether its reply or its end on IOPub came."""
+    lines = []
+    for i, cell in enumerate(nb.cells):
+        times = cell.get("metadata", {}).get("execution")
+        if times:
+            lines.append(f"cell {i}: " + ", ".join(f"{k} {v}" for k, v in times.items()))
+    return "\n".join(lines) or "(no cell started)"
+
+
+def run(c: Client) -> Any:
+    """Execute every cell of ``c``'s notebook in a new kernel (see :func:`evidence`)."""
+    with evidence(c):
+        c.execute()
+    return c.nb
 
 
 def execute(nb: Any, cwd: Path, timeout: int = 120) -> Any:
-    client(nb, cwd, timeout).execute()
-    return nb
+    return run(client(nb, cwd, timeout))
 
 
 def text(cell: Any) -> str:
