@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import comm
 import pytest
@@ -65,7 +66,17 @@ def test_the_benchmark_samples_on_its_own_stores(tmp_path: Path, monkeypatch: py
 def test_the_cold_case_fits_during_the_watched_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``--fit-worth-s 0``: the first watched run on a large history starts the full fit
     during the run (in the helper process), and the sample waits for it before the next one
-    (a short run used to end before its patient ETA ever asked for a predictor: no fit)."""
+    (a short run used to end before its patient ETA ever asked for a predictor: no fit).
+
+    The fit starts at the widget's first look while the run is running; a 24-task no-op run
+    can end before that look on a busy machine (it did, under CPU stress: no fit, and no
+    product fault).  So each watched run's last task waits until the live ETA has asked for
+    the fit (or two minutes, and then the count below fails): the run is still going at its
+    first look whatever the machine's speed, and a fit that is never asked for still fails."""
+    import asyncio
+    import dataclasses
+    import threading
+
     from nbflow.predict import fitting, live
 
     bench = _bench()
@@ -78,8 +89,37 @@ def test_the_cold_case_fits_during_the_watched_run(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(live, "ETA_GUESS_S_PER_TASK", 10.0)
     monkeypatch.setattr(fitting, "SYNC_FIT_ROWS", 10)  # 60 rows count as a large history
     seed = tmp_path / "seed"
-    bench.seed_store(str(seed), 60, 24, None)
+    bench.seed_store(str(seed), 60, 24, None)  # (before the gate: the seeding runs are plain)
+
+    watching, fit_asked = threading.Event(), threading.Event()
+    asks: list[bool] = []
+
+    def asking(run: Any, wait: bool = False, start: bool = True) -> Any:
+        if start:
+            asks.append(True)
+            fit_asked.set()
+        return fitting.live_predictor(run, wait=wait, start=start)
+
+    real_watched, sink = bench.run_watched, bench.noop_sink.spec
+
+    def run_watched(wf: Any, workers: int | None) -> Any:
+        fit_asked.clear()
+        watching.set()
+        try:
+            return real_watched(wf, workers)
+        finally:
+            watching.clear()
+
+    async def gated_sink(xs: list[int]) -> int:
+        if watching.is_set():  # (a plain run has no view to ask: it is not held)
+            await asyncio.to_thread(fit_asked.wait, 120)
+        return await sink.fn(xs)
+
+    monkeypatch.setattr(live, "live_predictor", asking)
+    monkeypatch.setattr(bench, "run_watched", run_watched)
+    monkeypatch.setattr(bench.noop_sink, "spec", dataclasses.replace(sink, fn=gated_sink))
     bench.set_fit_worth(0.0)
     res = bench.overhead("noop", 24, None, 1, {"history-cold": str(seed)})
-    assert res["history-cold"]["fits_per_watched_run"] == 1
+    assert asks  # the live ETA asked for the fit while a watched run was going...
+    assert res["history-cold"]["fits_per_watched_run"] == 1  # ...and the sample's run fitted once
     assert fitting.fit_pids()[-1] != os.getpid()  # fitted in the helper process
