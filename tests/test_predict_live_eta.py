@@ -400,5 +400,23 @@ def test_a_fit_that_cannot_be_read_shuts_its_helper_process_down(monkeypatch: py
     assert fit_mod.fit_pids()[-1] == os.getpid()
     assert fit_mod._POOL is None  # not used again...
     for proc in helpers:  # ...and not left running: shut down
-        proc.join(timeout=60)
-        assert not proc.is_alive()
+        assert _ended(proc)
+
+
+def _ended(proc: Any, timeout: float = 60.0) -> bool:
+    """Whether the helper process ``proc`` ended (within ``timeout``), and was reaped.
+
+    Not ``proc.join(); proc.is_alive()``: the pool's own manager thread joins its processes
+    too, and when its ``waitpid`` reaps the helper first, this thread's gets ECHILD and
+    ``is_alive()`` says True until that thread (waiting for the GIL on a busy machine) has
+    stored the exit code: the check failed so under CPU stress, within seconds of a helper
+    that had ended.  The process's sentinel (its end of a pipe, closed when it exits) says
+    it ended whoever reaps it; the exit code, polled, that it was reaped."""
+    from multiprocessing.connection import wait
+
+    if not wait([proc.sentinel], timeout):
+        return False
+    deadline = time.monotonic() + timeout
+    while proc.exitcode is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return proc.exitcode is not None
