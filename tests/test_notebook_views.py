@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import comm
@@ -268,10 +269,11 @@ def test_a_heartbeat_line_carries_the_eta_like_the_progress_lines() -> None:
 
 class CountingComm(BaseComm):
     sent: ClassVar[list[tuple[float, str]]] = []
+    clock: ClassVar[Callable[[], float]] = time.monotonic  # what stamps each message
 
     def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None, buffers: Any = None,
                     **keys: Any) -> None:
-        CountingComm.sent.append((time.monotonic(), msg_type))
+        CountingComm.sent.append((CountingComm.clock(), msg_type))
 
 
 @pytest.fixture
@@ -281,28 +283,70 @@ def counting_comm(monkeypatch: pytest.MonkeyPatch) -> type[CountingComm]:
     return CountingComm
 
 
-def test_widget_updates_are_coalesced(counting_comm: type[CountingComm]) -> None:
+class WidgetClock:
+    """The widget's clock in a test: it moves only when the test says (one tick's interval)
+    and when the widget itself waits, so what the widget sends in a second does not depend on
+    how fast the machine runs the ticks.  Rendering costs no time on it (the frame budget,
+    which would hold messages back on a slow machine, never does)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def thread_time(self) -> float:
+        return 0.0
+
+
+def test_widget_updates_are_coalesced(counting_comm: type[CountingComm],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ticking 10x faster than the widget's interval while 1 500 tasks finish: at most one
+    message a tick, at most MAX_PER_SECOND in any second, and most ticks send nothing.
+
+    Deterministic on a busy machine: the widget runs on :class:`WidgetClock` (each tick moves
+    it by a tenth of the interval), the comm stamps its messages with it, and the tasks
+    finish at most ``PER_TICK`` a tick, so the run lasts at least 100 ticks however fast or
+    slow they come (it used to be real time: under CPU stress a tick took longer than its
+    interval and 34 ticks sent 13 updates, not under a third)."""
+    from nbflow.notebook import widget as widget_mod
     from nbflow.notebook.widget import MAX_PER_SECOND, RunWidget
+
+    clock = WidgetClock()
+    monkeypatch.setattr(widget_mod, "time", clock)
+    monkeypatch.setattr(CountingComm, "clock", clock.monotonic)
+    per_tick, n_tasks = 15, 1500
+    release = threading.Semaphore(0)
 
     @nf.task
     def busy(i: int) -> int:
-        time.sleep(0.002)
+        if not release.acquire(timeout=120):  # (never on a working test: fails the run)
+            raise TimeoutError("the test's loop stopped releasing tasks")
         return i
 
     with nf.Workflow("coalesce") as wf:
-        total(busy.map(list(range(1500))))
+        total(busy.map(list(range(n_tasks))))
     model, run = start(wf, workers=4)
     widget = RunWidget(model, run)
     opened = len(counting_comm.sent)
     ticks = sent = 0
-    while True:  # as LiveView.follow does, but ticking 10x faster than the widget's interval
-        n = widget.tick()
-        assert n in (0, 1)  # never more than one message per tick
-        ticks += 1
-        sent += n
-        if model.finished.wait(widget.interval / 10) or run.done:
-            break
+    try:
+        while True:  # as LiveView.follow does, but ticking 10x faster than the widget's interval
+            release.release(per_tick)
+            n = widget.tick()
+            assert n in (0, 1)  # never more than one message per tick
+            ticks += 1
+            sent += n
+            clock.now += widget.interval / 10
+            if model.finished.wait(widget.interval / 10) or run.done:
+                break
+    finally:
+        release.release(n_tasks)  # (a failed check above must not leave tasks waiting)
     widget.final()
+    assert run.status == "completed" and ticks >= n_tasks // per_tick
     updates = [t for t, kind in counting_comm.sent[opened:] if kind == "comm_msg"]
     assert len(updates) == widget.messages >= sent > 0
     assert ticks > 3 * len(updates)  # most ticks sent nothing: updates are not per event
