@@ -180,6 +180,14 @@ class RunRecorder:
         self.started: dict[int, tuple[float | None, str | None]] = {}
         self._index: dict[str, int] | None = None
         self.journal.run_started()
+        # The writer thread starts once the run's first work is on its way (on Dask, its
+        # first graph: Run.defer_until_started); its rows queue meanwhile.
+        defer = getattr(run, "defer_until_started", None)
+        release = self.journal.hold()
+        if defer is not None:
+            defer(release)
+        else:
+            release()
 
     accepts_batches = True  # a chunk's TaskBatch: one events row, a task_runs row per item
 
