@@ -71,8 +71,9 @@ def last_run() -> Run | None:
     return _last_run
 
 
-def run_on_fresh_loop(main: Any) -> None:
-    """``await main()`` on a new asyncio event loop in this thread, then close the loop.
+def run_on_fresh_loop(main: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """``await main()`` on a new asyncio event loop in this thread (``loop``, if given: one
+    made for it and never run before), then close the loop.
 
     A bare loop, not ``anyio.run`` nor ``asyncio.run``: the engine uses anyio on top of
     asyncio, which anyio supports on any loop (the task ``run_until_complete`` drives is
@@ -86,7 +87,8 @@ def run_on_fresh_loop(main: Any) -> None:
     the loop, and each turn a ``select`` that lets go of the GIL (which on a Dask run the
     scheduler's thread in this process may then hold), on the way to ``wf.run``
     returning.  Nothing to tidy (the usual case) costs no turn."""
-    loop = asyncio.new_event_loop()
+    if loop is None:
+        loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(_then_tidy(main))
     finally:
@@ -343,12 +345,23 @@ class Run:
         """Run on a fresh event loop in a helper thread; :meth:`wait` blocks until the end."""
         # (a method, not a closure over the run: the frame of a failed run's thread stays in
         # its error's traceback, and a closure there would hold the run through it)
-        self._thread = threading.Thread(target=self._in_thread, name=f"nbflow-run-{self.id}", daemon=True)
-        self._thread.start()
-
-    def _in_thread(self) -> None:
+        # The loop is made here, before the thread starts: making it (a selector, a
+        # self-pipe) lets go of the GIL on its system calls, and the caller, woken by the
+        # new thread's start, took it there while the run's thread waited to get it back
+        # (0.2 ms from the start to the engine, 0.5 ms to a Dask run's first graph, under
+        # load: benchmarks/RESULTS.md, Session 12 (B)).  The run's thread closes it.
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._in_thread, args=(loop,), name=f"nbflow-run-{self.id}",
+                                        daemon=True)
         try:
-            run_on_fresh_loop(self.execute)
+            self._thread.start()
+        except BaseException:
+            loop.close()  # (no thread to close it)
+            raise
+
+    def _in_thread(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        try:
+            run_on_fresh_loop(self.execute, loop)
         except BaseException as e:  # recorded; wait() raises it in the caller's thread
             if self.error is None:
                 self.error = e
