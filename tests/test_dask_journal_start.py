@@ -225,3 +225,24 @@ def test_holds_nest_and_a_release_counts_once(tmp_path: Path) -> None:
     assert j._last is not writer, "the last release did not start the writer"
     assert j.flush(30)
     j.close()
+
+
+def test_what_was_put_while_held_waits_the_group_commit_window_even_if_urgent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Dask run's first row asks to be committed at once; held until its graph went, it
+    is committed within the window instead, not while Dask's scheduler handles the graph."""
+    monkeypatch.setenv("NBFLOW_COMMIT_WINDOW", "60")
+    urgent = journal.Op("INSERT OR REPLACE INTO meta VALUES(?, ?)", urgent=True)
+    j = journal.Journal(tmp_path / "j.sqlite")
+    committed = threading.Event()
+    j.on_commit.append(lambda batch: committed.set())
+    release = j.hold()
+    j.put(urgent, ("first-row", "1"))
+    release()
+    assert not committed.wait(2), "a row put while held was committed at once, not within the window"
+    assert j.flush(30)
+    assert _meta(j.path, "first-row") == "1"
+    committed.clear()
+    j.put(urgent, ("not-held", "1"))  # (a writer running, no hold: urgent as always)
+    assert committed.wait(30)
+    j.close()

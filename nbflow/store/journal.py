@@ -520,12 +520,16 @@ class Journal:
 
         Rows put meanwhile are queued as always, and a writer already running is woken as
         always; a :meth:`flush` (a read of this process's writes, a run's end, the
-        interpreter's exit) starts it regardless.  Why: starting a thread waits for the new
-        thread to run, and it then takes the GIL for its start and its first commit.  A
-        Dask run's start put its first rows on the path to its first graph: 0.3 ms on a
-        quiet machine, over 1.5 ms under load, while the scheduler's thread in this process
-        sat idle waiting for that graph (``Run.defer_until_started`` holds the writer until
-        the graph is in Dask's client; ``benchmarks/RESULTS.md``, Session 12 (B))."""
+        interpreter's exit) starts it regardless.  A writer started by the last release
+        commits what was put meanwhile within its group-commit window, even a row that
+        asked to be committed at once (a run's first row): whoever held it is busy.  Why:
+        starting a thread waits for the new thread to run, and it then takes the GIL for
+        its start and its first commit.  A Dask run's start put its first rows on the path
+        to its first graph: 0.3 ms on a quiet machine, over 1.5 ms under load, while the
+        scheduler's thread in this process sat idle waiting for that graph; committed at
+        once after the graph, they took the GIL from the scheduler handling it
+        (``Run.defer_until_started`` holds the writer until the graph is in Dask's client;
+        ``benchmarks/RESULTS.md``, Session 12 (B))."""
         with self._lock:
             self._holds += 1
         pending = [True]
@@ -537,6 +541,8 @@ class Journal:
                 pending.clear()
                 self._holds -= 1
                 owed = self._holds == 0 and self._owed
+                if owed:  # (what came meanwhile, urgent or not, waits the window: see above)
+                    self._urgent = False
             if owed:
                 self._signal()
 
