@@ -511,7 +511,11 @@ class Journal:
                 self._owed = False
                 self._thread = self._last = threading.Thread(target=self._main, name="nbflow-journal",
                                                              daemon=True)
+                # (woken before it starts: set after, it could land once the new writer had
+                # begun its group-commit window, and cut that window short)
+                self._wake.set()
                 self._thread.start()
+                return
         self._wake.set()
 
     def hold(self) -> Callable[[], None]:
