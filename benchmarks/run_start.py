@@ -29,6 +29,7 @@ Usage::
 
     .venv/bin/python benchmarks/run_start.py --workloads fan --repeat 30 --warmup 2 \
         --json benchmarks/run-start.json
+    .venv/bin/python benchmarks/run_start.py --off loop      # one change alone switched off
 """
 
 from __future__ import annotations
@@ -55,10 +56,14 @@ _run_thread: list[int] = []  # the ident of the sample's run thread
 _cpu0: list[float] = []  # its thread_time at its start
 
 
+PARTS = ("journal", "loop")
+
+
 @contextlib.contextmanager
-def session_12_b_off() -> Iterator[None]:
-    """nbflow with session 12 (B)'s changes switched off: a subscriber's deferred work
-    (the journal's writer start) done at once, and the run's loop made in its thread."""
+def session_12_b_off(parts: tuple[str, ...] = PARTS) -> Iterator[None]:
+    """nbflow with session 12 (B)'s changes switched off (``parts``: ``journal``, a
+    subscriber's deferred work (the journal's writer start) done at once; ``loop``, the
+    run's loop made in its thread)."""
     from nbflow.engine.run import Run
 
     def at_once(self: Any, fn: Any) -> None:
@@ -69,8 +74,10 @@ def session_12_b_off() -> Iterator[None]:
         self._thread.start()
 
     defer, start = Run.defer_until_started, Run.start_in_thread
-    Run.defer_until_started = at_once  # type: ignore[method-assign]
-    Run.start_in_thread = in_its_thread  # type: ignore[method-assign]
+    if "journal" in parts:
+        Run.defer_until_started = at_once  # type: ignore[method-assign]
+    if "loop" in parts:
+        Run.start_in_thread = in_its_thread  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -139,14 +146,15 @@ def _first_compute(client: Any, t0: float) -> float:
     return _compute_span(client, t0)[0]
 
 
-def sample_nbflow(client: Any, spec: list[Any], off: bool) -> dict[str, float]:
+def sample_nbflow(client: Any, spec: list[Any], off: bool,
+                  parts: tuple[str, ...] = PARTS) -> dict[str, float]:
     from nbflow import locality
 
     wf, end = trace_spec("run-start", spec)
     _marks.clear()
     _run_thread.clear()
     # (the switch first: the marks wrap whichever version it leaves in place)
-    with (session_12_b_off() if off else contextlib.nullcontext()), instrumented(client), \
+    with (session_12_b_off(parts) if off else contextlib.nullcontext()), instrumented(client), \
             locality.placement("locality"):
         t0, cpu0 = time.time(), time.process_time()
         run = wf.run(backend=client, cache=False)
@@ -191,17 +199,22 @@ def main() -> None:
     ap.add_argument("--workloads", default="fan")
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--off", default=",".join(PARTS),
+                    help=f"which of session 12 (B)'s changes the off system switches off: {PARTS}")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    parts = tuple(args.off.split(","))
+    if set(parts) - set(PARTS):
+        ap.error(f"unknown --off {sorted(set(parts) - set(PARTS))}; choose from {PARTS}")
     log = _harness.progress("run-start")
-    doc: dict[str, Any] = {"benchmark": "run_start", "machine": _harness.machine_info(),
+    doc: dict[str, Any] = {"benchmark": "run_start", "machine": _harness.machine_info(), "off": parts,
                            "workloads": {}, "load_before": os.getloadavg()}
     on, off = "nbflow", "nbflow-session-12-b-off"
     with _harness.nbflow_home(), _harness.local_cluster() as client:
         for name in args.workloads.split(","):
             spec = WORKLOADS[name]()
             samplers = {on: lambda spec=spec: sample_nbflow(client, spec, False),
-                        off: lambda spec=spec: sample_nbflow(client, spec, True),
+                        off: lambda spec=spec: sample_nbflow(client, spec, True, parts),
                         "dask": lambda spec=spec: sample_dask(client, spec)}
             _harness.alternate(samplers, args.warmup)
             got = _harness.alternate(samplers, args.repeat)
