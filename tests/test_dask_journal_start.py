@@ -145,6 +145,24 @@ def test_a_dask_run_that_sends_nothing_yet_still_has_its_start_committed_while_i
     assert float(run[end].sum()) == 800 // 8 * 2
 
 
+def test_a_dask_run_prepared_but_never_started_does_not_hold_the_journal(client: Any) -> None:
+    """Its recorder is made as it is prepared; the hold is taken only as it runs (which
+    releases it), so a run that never starts leaves none behind for later writes."""
+    with nf.Workflow("journal-never-started") as wf:
+        inc(make(800))
+    j = _idle_writer()
+    writer = j._last
+    prepare(wf, run_options(wf, backend=client, cache=False))  # (never started)
+    j.put(_META, ("after-an-unstarted-run", "1"))
+    assert j._last is not writer, "a write did not start the writer: a run that never ran holds it"
+    assert j.flush(30)
+    assert _meta(j.path, "after-an-unstarted-run") == "1"
+    # (its recorder counted it as a run writing rows: ended here, so that the writer exits
+    # and no thread outlives the test)
+    j.run_finished()
+    assert j._thread is None
+
+
 def test_defer_until_started_runs_at_once_on_a_run_that_is_not_on_dask() -> None:
     with nf.Workflow("journal-local") as wf:
         inc(make(800))

@@ -314,8 +314,9 @@ class Run:
         """Call ``fn()`` once this run's first work is on its way: on Dask, once its first
         graph is in Dask's client, or :data:`FIRST_SEND_WAIT_S` after the run began if it
         sends none by then, or as it ends, whichever comes first; on any other backend, at
-        once.  For a subscriber's own work that nothing before the graph needs (the
-        journal's writer thread: :meth:`nbflow.store.journal.Journal.hold`).  Until the
+        once (a run that never starts never calls it).  For a subscriber's own work that
+        nothing before the graph needs (the journal's writer thread, held from the run's
+        first row: :meth:`nbflow.store.journal.Journal.hold`).  Until the
         graph is queued, Dask's scheduler thread in this process has nothing to do, so
         every millisecond the run's thread spends before it is a millisecond of the run's
         makespan; after it, the run's loop mostly waits."""
@@ -403,7 +404,7 @@ class Run:
         self.status = RUNNING
         self.started_at = time.time()
         t0 = time.perf_counter()
-        if self._on_started:  # (bounded: see defer_until_started)
+        if "dask" in backends and self._on_started is not None:  # (see defer_until_started)
             self._started_timer = loop.call_later(FIRST_SEND_WAIT_S, self._work_out)
         try:
             if "dask" in backends:
