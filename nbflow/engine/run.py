@@ -316,10 +316,10 @@ class Run:
         sends none by then, or as it ends, whichever comes first; on any other backend, at
         once (a run that never starts never calls it).  For a subscriber's own work that
         nothing before the graph needs (the journal's writer thread, held from the run's
-        first row: :meth:`nbflow.store.journal.Journal.hold`).  Until the
-        graph is queued, Dask's scheduler thread in this process has nothing to do, so
-        every millisecond the run's thread spends before it is a millisecond of the run's
-        makespan; after it, the run's loop mostly waits."""
+        first row: :meth:`nbflow.store.journal.Journal.hold`).  Until the graph is queued,
+        Dask's scheduler thread in this process has nothing to do, so every millisecond
+        the run's thread spends before it is a millisecond of the run's makespan; after
+        it, the run's loop mostly waits."""
         if self._on_started is None or "dask" not in self.backends:
             fn()
         else:
@@ -349,8 +349,8 @@ class Run:
         # The loop is made here, before the thread starts: making it (a selector, a
         # self-pipe) lets go of the GIL on its system calls, and the caller, woken by the
         # new thread's start, took it there while the run's thread waited to get it back
-        # (0.2 ms from the start to the engine, 0.5 ms to a Dask run's first graph, under
-        # load: benchmarks/RESULTS.md, Session 12 (B)).  The run's thread closes it.
+        # (small: under load, paired, the first graph of a Dask run 0.2-0.5 ms sooner;
+        # benchmarks/RESULTS.md, Session 12 (B)).  The run's thread closes it.
         loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._in_thread, args=(loop,), name=f"nbflow-run-{self.id}",
                                         daemon=True)
