@@ -24,6 +24,7 @@ import pytest
 from test_locality import inc, make, total  # (the same small array tasks)
 
 import nbflow as nf
+from nbflow.engine import run as run_module
 from nbflow.store import journal
 from nbflow.store.store import get_store
 from nbflow.workflow import prepare, run_options
@@ -91,6 +92,8 @@ def _idle_writer() -> journal.Journal:
 @pytest.mark.timeout(300)
 def test_a_dask_runs_journal_writer_starts_after_its_first_graph_is_in_dasks_client(
         client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (the bound for a run that sends nothing never comes first, however slow the machine)
+    monkeypatch.setattr(run_module, "FIRST_SEND_WAIT_S", 3600.0)
     with nf.Workflow("journal-after-graph") as wf:
         end = total(inc(make(80_000)), inc(make(80_000, 2.0)))
     run = prepare(wf, run_options(wf, backend=client, cache=False))
@@ -176,6 +179,7 @@ def test_defer_until_started_runs_at_once_on_a_run_that_is_not_on_dask() -> None
 
 def test_defer_until_started_waits_for_a_dask_runs_first_graph(
         client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_module, "FIRST_SEND_WAIT_S", 3600.0)  # (never first: see above)
     with nf.Workflow("journal-deferred-call") as wf:
         inc(make(800))
     run = prepare(wf, run_options(wf, backend=client, cache=False))
