@@ -46,6 +46,9 @@ Each workflow runs, alternated ``--repeat`` times, as:
   (:func:`session_12_a_off`): its preparation reads its history itself (the graphs of the
   other modes are still read ahead as its run ends: its rows would otherwise leave their
   answers stale, read before them);
+- ``session-12-b-off``: ``locality`` with session 12 (B)'s changes on the run's thread
+  switched off (``run_start.session_12_b_off``: the journal's writer started on the way to
+  the first graph, the run's loop made in its thread); its workflow is ``locality``'s;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -98,8 +101,8 @@ else:
 
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
-         "session-6", "session-8", "session-10", "session-11-a1", "session-12-a-off", "round-robin",
-         "dask"]
+         "session-6", "session-8", "session-10", "session-11-a1", "session-12-a-off",
+         "session-12-b-off", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -444,6 +447,13 @@ def session_12_a_off() -> Iterator[None]:
 def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     from nbflow import locality
 
+    if mode == "session-12-b-off":
+        if __package__:
+            from .run_start import session_12_b_off
+        else:
+            from run_start import session_12_b_off
+        with session_12_b_off():
+            return run_nbflow(client, spec, "locality")
     wf, end = trace_spec(f"locality-bench-{mode}", spec)
     before = _logs(client)
     wcpu0 = _workers_cpu(client)
@@ -592,6 +602,9 @@ def _targets(per: dict[str, Any]) -> dict[str, Any]:
             if m in per:
                 out[f"makespan_vs_dask_{m}"] = _harness.target(
                     _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")
+        if "session-12-b-off" in per:
+            out["makespan_vs_dask_session-12-b-off"] = _harness.target(
+                _harness.ratio(per["session-12-b-off"]["makespan_s"], dk["makespan_s"]), 1.1, "<=")
     out["client_bytes_not_asked"] = _harness.target(float(loc["client_bytes_not_asked"]), 0.0, "<=")
     return out
 

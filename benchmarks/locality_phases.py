@@ -34,7 +34,9 @@ nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placem
   too).
 
 ``nbflow-session-5`` is the same run with session 6's changes switched off
-(:func:`locality.session_5`), for a before/after in one run; ``nbflow-session-10`` the
+(:func:`locality.session_5`), for a before/after in one run; ``nbflow-session-12-b-off``
+the same with session 12 (B)'s changes on the run's thread switched off
+(:func:`run_start.session_12_b_off`); ``nbflow-session-10`` the
 same with session 11's start cuts switched off (:func:`dask_start.session_10`).
 
 ``nbflow-unbatched`` is the same run with ``NBFLOW_DASK_BATCH=0``: one ``client.submit``
@@ -70,11 +72,13 @@ if __package__:
     from .dask_first_compute import _worker_log
     from .dask_start import session_10
     from .locality import WORKLOADS, delayed_graph, session_5, trace_spec
+    from .run_start import session_12_b_off
 else:
     import _harness
     from dask_first_compute import _worker_log
     from dask_start import session_10
     from locality import WORKLOADS, delayed_graph, session_5, trace_spec
+    from run_start import session_12_b_off
 
 _marks: dict[str, float] = {}
 COUNTS = ("update-graph messages", "writes before the graph")  # (figures that are no times)
@@ -170,7 +174,8 @@ def instrumented() -> Iterator[None]:
         _timed(scheduler.Scheduler, "_worker", "start: engine's first worker", is_async=True),
         _timed(dask_backend.DaskBackend, "_call", "start: first Dask call", is_async=True),
         _timed(dask_ahead.Ahead, "submitted", "start: successors sent ahead"),
-        _timed(dask_backend.DaskBackend, "_flush", "start: flush"),
+        # (the Dask backend's batch, the graph handed to Dask's client: not the journal's)
+        _timed(dask_backend.DaskBackend, "_flush", "start: Dask batch flush"),
     ]
     try:
         yield
@@ -241,7 +246,8 @@ def _compute_span(client: Any, t0: float) -> tuple[float, float]:
 
 
 def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
-                  before: bool = False, session_10_start: bool = False) -> dict[str, float]:
+                  before: bool = False, session_10_start: bool = False,
+                  b_off: bool = False) -> dict[str, float]:
     from nbflow import locality
 
     wf, end = trace_spec("locality-phases", spec)  # (only the final result is named)
@@ -252,7 +258,9 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
     try:
         as_before = (session_5() if before else session_10() if session_10_start
                      else contextlib.nullcontext())
-        with instrumented(), locality.placement("locality"), as_before, graph_marks(client):
+        # (switched off first: the marks wrap whichever version it leaves in place)
+        b = session_12_b_off() if b_off else contextlib.nullcontext()
+        with b, instrumented(), locality.placement("locality"), as_before, graph_marks(client):
             t0, cpu0 = time.time(), time.process_time()
             run = wf.run(backend=client, cache=False)
             t_wait = time.time()
@@ -341,12 +349,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--systems", default="nbflow,dask",
-                    help="of nbflow, nbflow-unbatched, nbflow-session-5, nbflow-session-10, dask")
+                    help="of nbflow, nbflow-unbatched, nbflow-session-5, nbflow-session-10, "
+                         "nbflow-session-12-b-off, dask")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     systems = args.systems.split(",")
     unknown = sorted(set(systems) - {"nbflow", "nbflow-unbatched", "nbflow-session-5",
-                                     "nbflow-session-10", "dask"})
+                                     "nbflow-session-10", "nbflow-session-12-b-off", "dask"})
     if unknown:
         ap.error(f"unknown --systems {unknown}")
     log = _harness.progress("phases")
@@ -365,6 +374,7 @@ def main() -> None:
                      "nbflow-session-5": lambda spec=spec: sample_nbflow(client, spec, before=True),
                      "nbflow-session-10": lambda spec=spec: sample_nbflow(client, spec,
                                                                           session_10_start=True),
+                     "nbflow-session-12-b-off": lambda spec=spec: sample_nbflow(client, spec, b_off=True),
                      "dask": lambda spec=spec: sample_dask(client, spec)}
             samplers = {k: every[k] for k in systems}
             _harness.alternate(samplers, args.warmup)

@@ -50,8 +50,8 @@ else:
 # -- the code the cuts replaced (as at 2f24b61), put back by c2_off --------------------------
 
 
-def _old_run_on_fresh_loop(main: Any) -> None:
-    loop = asyncio.new_event_loop()
+def _old_run_on_fresh_loop(main: Any, loop: Any = None) -> None:
+    loop = loop or asyncio.new_event_loop()  # (since session 12 (B) the caller makes it)
     try:
         loop.run_until_complete(main())
     finally:

@@ -101,10 +101,10 @@ def instrumented(client: Any) -> Iterator[None]:
     ]
     in_thread = run_mod.Run._in_thread
 
-    def started(self: Any) -> None:
+    def started(self: Any, *loop: Any) -> None:
         _run_thread[:] = [threading.get_ident()]
         _start["run thread"] = time.thread_time()
-        in_thread(self)
+        in_thread(self, *loop)
 
     queue = type(client)._send_to_scheduler
 

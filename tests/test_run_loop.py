@@ -18,6 +18,7 @@ from conftest import nbflow_threads
 
 import nbflow as nf
 from nbflow.engine import run as run_module
+from nbflow.workflow import prepare, run_options
 
 
 @nf.task
@@ -200,3 +201,52 @@ def test_closing_still_closes_async_generators_and_the_default_executor(monkeypa
     assert len(shut) == 1
     assert len(_executor_threads) == 1 and not _executor_threads[0].is_alive()
     assert len(loops[0].driven) == 1
+
+
+def test_the_runs_loop_is_made_by_the_caller_before_its_thread_starts(monkeypatch):
+    """Made in the run's thread, its system calls let the caller (woken by the thread's
+    start) take the GIL while the run's thread waited to get it back, on the way to the
+    engine; made by the caller, before the thread, and closed by the run's thread."""
+    made_in: list[str] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+    real = asyncio.new_event_loop
+
+    def made() -> asyncio.AbstractEventLoop:
+        made_in.append(threading.current_thread().name)
+        loops.append(real())
+        return loops[-1]
+
+    monkeypatch.setattr(run_module.asyncio, "new_event_loop", made)
+    with nf.Workflow("loop-made-by-caller") as wf:
+        a = plain(in_a_worker_thread())
+    run = wf.run()
+    assert run[a] == "from a thread!"
+    assert made_in == [threading.current_thread().name], made_in
+    assert loops[0].is_closed()
+
+
+class _RefusedThread(threading.Thread):
+    """A run's thread that cannot be started (any other thread starts as usual)."""
+
+    def start(self) -> None:
+        if self.name.startswith("nbflow-run-"):
+            raise RuntimeError("can't start new thread")
+        super().start()
+
+
+def test_a_loop_made_for_a_run_whose_thread_cannot_start_is_closed(monkeypatch):
+    loops: list[asyncio.AbstractEventLoop] = []
+    real = asyncio.new_event_loop
+
+    def made() -> asyncio.AbstractEventLoop:
+        loops.append(real())
+        return loops[-1]
+
+    with nf.Workflow("loop-thread-refused") as wf:
+        plain("x")
+    run = prepare(wf, run_options(wf, cache=False))
+    monkeypatch.setattr(run_module.asyncio, "new_event_loop", made)
+    monkeypatch.setattr(run_module.threading, "Thread", _RefusedThread)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        run.start_in_thread()
+    assert len(loops) == 1 and loops[0].is_closed(), "the loop made for the thread was left open"

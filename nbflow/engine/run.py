@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import math
 import threading
 import time
@@ -54,7 +55,15 @@ if TYPE_CHECKING:
     import networkx as nx
     import pandas as pd
 
+log = logging.getLogger("nbflow")
+
 _last_run: Run | None = None
+
+# A Dask run's subscribers may put off work until its first graph is in Dask's client
+# (Run.defer_until_started); a run that sends none this long after it began does it then.
+# (The journal's default group-commit window: the run's first rows, whose writer waits
+# for this, are then committed no later than any other row.)
+FIRST_SEND_WAIT_S = 0.05
 
 
 def last_run() -> Run | None:
@@ -62,8 +71,9 @@ def last_run() -> Run | None:
     return _last_run
 
 
-def run_on_fresh_loop(main: Any) -> None:
-    """``await main()`` on a new asyncio event loop in this thread, then close the loop.
+def run_on_fresh_loop(main: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """``await main()`` on a new asyncio event loop in this thread (``loop``, if given: one
+    made for it and never run before), then close the loop.
 
     A bare loop, not ``anyio.run`` nor ``asyncio.run``: the engine uses anyio on top of
     asyncio, which anyio supports on any loop (the task ``run_until_complete`` drives is
@@ -77,7 +87,8 @@ def run_on_fresh_loop(main: Any) -> None:
     the loop, and each turn a ``select`` that lets go of the GIL (which on a Dask run the
     scheduler's thread in this process may then hold), on the way to ``wf.run``
     returning.  Nothing to tidy (the usual case) costs no turn."""
-    loop = asyncio.new_event_loop()
+    if loop is None:
+        loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(_then_tidy(main))
     finally:
@@ -140,17 +151,18 @@ def _asks_run(run: Run) -> Callable[[], bool]:
     return interactive
 
 
-def _lets_go(run: Run) -> Callable[[], None]:
-    """``run._let_go_of_displaced``, for its Dask backend to call: weak, like
-    :func:`_asks_run` (the backend is the run's; a bound method would make them a cycle)."""
+def _first_sent(run: Run) -> Callable[[], None]:
+    """``run._first_sent``, for its Dask backend to call once the run's first tasks are
+    in Dask's client: weak, like :func:`_asks_run` (the backend is the run's; a bound
+    method would make them a cycle)."""
     ref = weakref.ref(run)
 
-    def let_go() -> None:
+    def sent() -> None:
         r = ref()
         if r is not None:
-            r._let_go_of_displaced()
+            r._first_sent()
 
-    return let_go
+    return sent
 
 
 def _new_run_id() -> str:
@@ -237,8 +249,12 @@ class Run:
         self._displaced: Run | None = None
         if "dask" in self.backends and displaced is not None and "dask" in displaced.backends:
             self._displaced = displaced
-            self.backends["dask"].on_first_send = _lets_go(self)
         del displaced
+        # What waits for the run's first graph (defer_until_started); None once it went.
+        self._on_started: list[Callable[[], None]] | None = []
+        self._started_timer: asyncio.TimerHandle | None = None
+        if "dask" in self.backends:
+            self.backends["dask"].on_first_send = _first_sent(self)
 
     @property
     def events(self) -> list[ev.Event]:
@@ -294,16 +310,59 @@ class Run:
         """Receive every event of this run (call before it starts to see them all)."""
         return self.stream.subscribe(fn)
 
+    def defer_until_started(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` once this run's first work is on its way: on Dask, once its first
+        graph is in Dask's client, or :data:`FIRST_SEND_WAIT_S` after the run began if it
+        sends none by then, or as it ends, whichever comes first; on any other backend, at
+        once (a run that never starts never calls it).  For a subscriber's own work that
+        nothing before the graph needs (the journal's writer thread, held from the run's
+        first row: :meth:`nbflow.store.journal.Journal.hold`).  Until the graph is queued,
+        Dask's scheduler thread in this process has nothing to do, so every millisecond
+        the run's thread spends before it is a millisecond of the run's makespan; after
+        it, the run's loop mostly waits."""
+        if self._on_started is None or "dask" not in self.backends:
+            fn()
+        else:
+            self._on_started.append(fn)
+
+    def _first_sent(self) -> None:
+        """The run's first tasks are in Dask's client (its backend says so, once)."""
+        self._let_go_of_displaced()
+        self._work_out()
+
+    def _work_out(self) -> None:
+        """Call what waited for the run's first work to be on its way (once)."""
+        waiting, self._on_started = self._on_started, None
+        if self._started_timer is not None:
+            self._started_timer.cancel()
+            self._started_timer = None
+        for fn in waiting or ():
+            try:
+                fn()
+            except Exception:  # (a subscriber's: it must not break the run)
+                log.warning("nbflow: a run's start callback %r raised", fn, exc_info=True)
+
     def start_in_thread(self) -> None:
         """Run on a fresh event loop in a helper thread; :meth:`wait` blocks until the end."""
         # (a method, not a closure over the run: the frame of a failed run's thread stays in
         # its error's traceback, and a closure there would hold the run through it)
-        self._thread = threading.Thread(target=self._in_thread, name=f"nbflow-run-{self.id}", daemon=True)
-        self._thread.start()
-
-    def _in_thread(self) -> None:
+        # The loop is made here, before the thread starts: making it (a selector, a
+        # self-pipe) lets go of the GIL on its system calls, and the caller, woken by the
+        # new thread's start, took it there while the run's thread waited to get it back
+        # (small: under load, paired, the first graph of a Dask run 0.2-0.5 ms sooner;
+        # benchmarks/RESULTS.md, Session 12 (B)).  The run's thread closes it.
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._in_thread, args=(loop,), name=f"nbflow-run-{self.id}",
+                                        daemon=True)
         try:
-            run_on_fresh_loop(self.execute)
+            self._thread.start()
+        except BaseException:
+            loop.close()  # (no thread to close it)
+            raise
+
+    def _in_thread(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        try:
+            run_on_fresh_loop(self.execute, loop)
         except BaseException as e:  # recorded; wait() raises it in the caller's thread
             if self.error is None:
                 self.error = e
@@ -333,7 +392,7 @@ class Run:
         """Run to the end on the current event loop."""
         import anyio
 
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         taskoutput.install()  # what tasks print is kept with them (engine.taskoutput)
         backends = self.backends
         sched = self._sched
@@ -345,6 +404,8 @@ class Run:
         self.status = RUNNING
         self.started_at = time.time()
         t0 = time.perf_counter()
+        if "dask" in backends and self._on_started is not None:  # (see defer_until_started)
+            self._started_timer = loop.call_later(FIRST_SEND_WAIT_S, self._work_out)
         try:
             if "dask" in backends:
                 await backends["dask"].open()
@@ -376,6 +437,7 @@ class Run:
             if self.result_cache is not None:
                 with contextlib.suppress(Exception):
                     self.result_cache.close()
+            self._work_out()  # (a run that sent nothing: before its end is recorded)
             self.finished_at = time.time()
             self.status = self._final_status()
             err = self.error
@@ -410,6 +472,7 @@ class Run:
         self.stream.close(keep=self._log)
         self._sched.ended()
         self._let_go_of_displaced()
+        self._work_out()
         self._scope = None
         self._loop = None
 

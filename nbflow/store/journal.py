@@ -458,6 +458,8 @@ class Journal:
         self._thread: threading.Thread | None = None
         self._last: threading.Thread | None = None
         self._active = 0
+        self._holds = 0  # (see hold: while > 0 a write does not start the writer thread)
+        self._owed = False  # a write came while held: the writer starts at the last release
         self._flushing = 0
         self._urgent = False
         self._failed_batches = 0
@@ -482,7 +484,8 @@ class Journal:
     # does: run_started/run_finished) until they are committed, so the run's writer writes
     # them instead of a second one started for them.  Its connection is not
     # closed but parked for the next writer (.parked: opening and the checkpoint of the
-    # last close cost more than a small run's rows).
+    # last close cost more than a small run's rows).  A Dask run's start holds the writer's
+    # start back until its first graph is out (see hold).
 
     def put(self, op: Op, params: Any) -> None:
         """Queue one write (from any thread; cheap)."""
@@ -498,14 +501,56 @@ class Journal:
         if not self._signalled:
             self._signal()
 
-    def _signal(self) -> None:
+    def _signal(self, force: bool = False) -> None:
         with self._lock:
             self._signalled = True
             if self._thread is None:
+                if self._holds and not force:  # (started at the last release: see hold)
+                    self._owed = True
+                    return
+                self._owed = False
                 self._thread = self._last = threading.Thread(target=self._main, name="nbflow-journal",
                                                              daemon=True)
+                # (woken before it starts: set after, it could land once the new writer had
+                # begun its group-commit window, and cut that window short)
+                self._wake.set()
                 self._thread.start()
+                return
         self._wake.set()
+
+    def hold(self) -> Callable[[], None]:
+        """Keep the writer thread from being *started* until the returned function is
+        called (once; calling it again does nothing); holds nest.
+
+        Rows put meanwhile are queued as always, and a writer already running is woken as
+        always; a :meth:`flush` (a read of this process's writes, a run's end, the
+        interpreter's exit) starts it regardless.  A writer started by the last release
+        commits what was put meanwhile within its group-commit window, even a row that
+        asked to be committed at once (a run's first row): whoever held it is busy.  Why:
+        starting a thread waits for the new thread to run, and it then takes the GIL for
+        its start and its first commit.  A Dask run's start put its first rows on the path
+        to its first graph: 0.3 ms on a quiet machine, over 1.5 ms under load, while the
+        scheduler's thread in this process sat idle waiting for that graph; committed at
+        once after the graph, they took the GIL from the scheduler handling it
+        (``Run.defer_until_started`` holds the writer until the graph is in Dask's client;
+        ``benchmarks/RESULTS.md``, Session 12 (B))."""
+        with self._lock:
+            self._holds += 1
+        pending = [True]
+
+        def release() -> None:
+            with self._lock:
+                if not pending:
+                    return
+                pending.clear()
+                self._holds -= 1
+                owed = self._holds == 0 and self._owed
+                if owed:  # (what came meanwhile, urgent or not, waits the window: see above)
+                    self._urgent = False
+            if owed:
+                self._signal()
+
+        return release
 
     def watch_cancel(self, run_id: str, on_request: Callable[[], None]) -> None:
         """Call ``on_request()`` (once, on the writer thread) when a cancel request for
@@ -589,7 +634,7 @@ class Journal:
         self._flushing += 1
         try:
             self._queue.append((_FLUSH, done))
-            self._signal()
+            self._signal(force=True)  # (a reader or a run's end waits: never held back)
             return done.wait(timeout)
         finally:
             self._flushing -= 1
@@ -887,6 +932,8 @@ def _after_fork_in_child() -> None:
         j._queue = deque()
         j._signalled = False
         j._active = 0
+        j._holds = 0
+        j._owed = False
         j._wake = threading.Event()
         j._lock = threading.Lock()
 

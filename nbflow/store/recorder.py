@@ -196,6 +196,14 @@ class RunRecorder:
                 for item in e.expand():  # type: ignore[attr-defined]
                     self(item)
             return
+        if t is ev.RunStarted:
+            # The writer thread starts once the run's first work is on its way (on Dask, its
+            # first graph: Run.defer_until_started); its rows queue meanwhile.  (Held from
+            # its first row, as the run executes, which releases it: a run prepared and
+            # never started holds nothing.)
+            defer = getattr(self.run, "defer_until_started", None)
+            if defer is not None:
+                defer(self.journal.hold())
         self.seq += 1
         put = self.journal.put
         put(EVENT, (self.run_id, self.seq, e))
