@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import signal
 import threading
 import warnings
@@ -224,15 +225,38 @@ def prepare(wf: WorkflowGraph, options: RunOptions, made: dict[str, Any] | None 
     is (:func:`cancel_interrupted`: started cancelled, it ends as every run does and the
     store shows it cancelled); then the KeyboardInterrupt goes on.  With ``made`` given,
     ``made["run"]`` is the Run as soon as it exists and cancelling it is the caller's (the
-    ``%%workflow`` cell shows it cancelled, as after any interrupt)."""
+    ``%%workflow`` cell shows it cancelled, as after any interrupt).
+
+    Any other error from then on (``rerun=`` naming no task, raised by the cache's bind; a
+    store hook that broke) left the same half-made run, the journal counting it as a run
+    in progress for good (so no later run's end let the journal's writer go).  That run is
+    ended cancelled here too, whoever the caller, and the error raised unchanged."""
     own = made is None
     made = {} if made is None else made
     try:
         return _prepare(wf, options, made)
     except KeyboardInterrupt:
         if own and "run" in made:
-            cancel_interrupted(made["run"], lambda r: r.wait(raise_on_error=False))
+            cancel_interrupted(made["run"], _wait_ended)
         raise
+    except Exception:
+        if "run" in made:
+            _end_unstarted(made["run"])
+        raise
+
+
+def _wait_ended(run: EngineRun) -> None:
+    run.wait(raise_on_error=False)
+
+
+def _end_unstarted(run: EngineRun) -> None:
+    """End ``run``, which its preparation's error left unstarted (cancelled, as a Ctrl-C
+    there would); a failure to end it is logged, never raised in place of that error."""
+    try:
+        cancel_interrupted(run, _wait_ended)
+    except Exception:
+        logging.getLogger(__name__).warning(
+            "nbflow: run %s could not be ended after its preparation failed", run.id, exc_info=True)
 
 
 def _prepare(wf: WorkflowGraph, options: RunOptions, made: dict[str, Any]) -> Run:

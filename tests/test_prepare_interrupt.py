@@ -33,9 +33,19 @@ def add_one(x: int) -> int:
     return x + 1
 
 
+CALLS: list[int] = []
+
+
+@nf.task(cache=False)
+def counted(x: int) -> int:
+    CALLS.append(x)
+    return x
+
+
 def _wf() -> Any:
     with nf.Workflow("interrupted-in-prepare") as wf:
         add_one(add_one(1))
+        counted(0)  # (never cached: runs whenever the run starts tasks)
     return wf
 
 
@@ -70,10 +80,12 @@ def test_a_ctrl_c_in_prepare_cancels_the_run_it_made(monkeypatch: pytest.MonkeyP
     before = set(nbflow_threads_left())
     made = _interrupt_in_prepare(monkeypatch)
     wf = _wf()
+    CALLS.clear()
     with pytest.raises(KeyboardInterrupt):
         wf.run() if start == "run" else wf.start()
     (run,) = made
     assert run.done and run.status == "cancelled" and nf.last_run() is run
+    assert CALLS == []  # cancelled from its first moment: no task started
     stored = nf.runs()
     assert list(stored.loc[stored["id"] == run.id, "status"]) == ["cancelled"]  # the store says so
     assert nbflow_threads_left(before) == []  # the lease watcher and the journal's writer ended
@@ -82,4 +94,58 @@ def test_a_ctrl_c_in_prepare_cancels_the_run_it_made(monkeypatch: pytest.MonkeyP
     # The process is as it was: the next run ends and lets its writer go, as the first did.
     again = _wf().run()
     assert again.status == "completed"
+    assert nbflow_threads_left(before) == []
+
+
+# -- any other error inside the preparation ----------------------------------------------------
+
+
+def _fail_in_prepare(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The next preparation raises a RuntimeError at the locality step (after the journal
+    and the cache with its lease registration); returns the run once made."""
+    made: list[Any] = []
+    real = locality.attach
+
+    def broken(run: Any) -> Any:
+        if made:  # (once)
+            return real(run)
+        made.append(run)
+        raise RuntimeError("broken step")
+
+    monkeypatch.setattr(locality, "attach", broken)
+    return made
+
+
+@pytest.mark.parametrize("start", ["run", "start"])
+@pytest.mark.parametrize("error", ["rerun-typo", "late-step"])
+def test_an_error_in_prepare_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch, start: str,
+                                                   error: str) -> None:
+    """``wf.run(rerun=["typo"])``'s WorkflowDefinitionError comes from the cache's bind,
+    after the run was given the journal (which counted it as a run in progress): that count
+    was never given back, so the next run's end did not let the journal's writer go.  A
+    later step's error (after the lease registration too) left its watcher going.  The
+    user's error is raised unchanged; the half-made run is ended (cancelled) without
+    starting a task."""
+    _wf().run()  # history and an open store
+    before = set(nbflow_threads_left())
+    journal = get_store().journal
+    made = _fail_in_prepare(monkeypatch) if error == "late-step" else []
+    options: dict[str, Any] = {"rerun": ["typo"]} if error == "rerun-typo" else {}
+    wf = _wf()
+    expected = nf.WorkflowDefinitionError if error == "rerun-typo" else RuntimeError
+    CALLS.clear()
+    with pytest.raises(expected) as raised:
+        wf.run(**options) if start == "run" else wf.start(**options)
+    assert CALLS == []  # refused: no task ran
+    assert ("typo" if error == "rerun-typo" else "broken step") in str(raised.value)  # the user's error
+    assert journal._active == 0  # no run in progress counted
+    assert nbflow_threads_left(before) == []  # the lease watcher and the journal's writer ended
+    assert _lease_rows_of_this_process() == []
+    if made:
+        assert made[0].done and made[0].status == "cancelled"
+
+    # The process is as it was: the next run ends and lets its writer go, as the first did.
+    again = _wf().run()
+    assert again.status == "completed"
+    assert journal._active == 0
     assert nbflow_threads_left(before) == []

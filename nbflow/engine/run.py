@@ -415,7 +415,10 @@ class Run:
             with anyio.CancelScope() as scope:
                 self._scope = scope
                 if self._cancel_requested:
+                    # cancelled before it began: nothing starts (the scheduler's first fill
+                    # starts the ready tasks before its first await, a cancel point)
                     scope.cancel()
+                    await anyio.sleep(0)
                 await sched.run()
             if scope.cancelled_caught or (sched.first_failure is not None and not self.continue_on_error):
                 sched.finish_cancelled()
