@@ -319,6 +319,10 @@ def test_the_first_estimate_comes_before_the_fit_and_a_short_run_starts_none(
     monkeypatch.setattr(fit_mod, "SYNC_FIT_ROWS", 0)  # treat it as large
     monkeypatch.setattr(fit_mod, "_STORE_FITS", {})
     monkeypatch.setattr(live_mod, "ETA_IN_PROCESS", False)  # (estimates made here, to look at them)
+    # "short" against the history's measured durations, whatever the machine's speed (10 s
+    # was not: on a busy machine the 30 recorded calls took long enough for the quick
+    # estimate of 40 to say 19 s, and the run counted as long)
+    monkeypatch.setattr(live_mod, "FIT_WORTH_S", 1e6)
     gate = threading.Event()
     fits: list[str] = []
     fitted = _predictor()
