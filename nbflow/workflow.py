@@ -239,6 +239,7 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         keys = [r.key for r in run.nodes]  # (history is read for these only)
         # (what was read ahead for this graph, if the journal still says so; and read it
         # ahead for the next run too)
+        prepared = ahead.preparing(store)  # (a read ahead at an earlier run's end skips if so)
         ahead.use(store, run.name, run.id, keys)
         ahead.want(store, run.name, keys, together)
         history = _has_history(run, keys, store)  # a first run skips the other queries over history
@@ -252,7 +253,7 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         if agent is not None:
             agent.sink = store_hooks.transfer_sink(run, store)  # run.transfers also go to the journal
             if agent.sink is not None:  # (its rows committed after the run: the next one's history)
-                agent.sink.ahead = functools.partial(ahead.read_ahead, store)
+                agent.sink.ahead = functools.partial(ahead.read_ahead, store, prepared)
             if history:
                 _predict_placement(run, agent, keys, store)
     dask = run.backends.get("dask")
