@@ -16,6 +16,9 @@ else waited for in between, as:
 - ``nbflow``: nbflow as it is;
 - ``ahead-off``: the same with the history read ahead switched off
   (``nbflow.predict.ahead.off()``: each preparation reads its history itself);
+- ``read-at-once``: the same as ``nbflow``, but a run's end-of-run read does not wait for
+  the next run's graph to reach Dask (``LocalityAgent.waits_for_next`` off: it reads once
+  the caller took its results, as before session 12; see ``nbflow.locality.under_way``);
 - ``settled``: the same as ``nbflow``, but between two runs, off the clock, the previous
   run's end-of-run work is waited for (the read's thread and the read ahead): the runs
   then never overlap it.  ``nbflow`` − ``settled`` is what that work costs the next runs
@@ -57,7 +60,7 @@ else:
     import _harness
     from locality import WORKLOADS, delayed_graph, trace_spec
 
-SYSTEMS = ("nbflow", "ahead-off", "settled", "dask")
+SYSTEMS = ("nbflow", "ahead-off", "read-at-once", "settled", "dask")
 READ_THREAD = "nbflow-locality-read"
 
 
@@ -143,6 +146,20 @@ def own_store(system: str) -> Iterator[None]:
         os.environ["NBFLOW_HOME"] = home
 
 
+@contextlib.contextmanager
+def read_at_once(on: bool) -> Iterator[None]:
+    """(``read-at-once``) Every end-of-run read within reads without waiting for a run
+    under way."""
+    from nbflow.locality.agent import LocalityAgent
+
+    was = LocalityAgent.waits_for_next
+    LocalityAgent.waits_for_next = was and not on
+    try:
+        yield
+    finally:
+        LocalityAgent.waits_for_next = was
+
+
 def batch_nbflow(client: Any, wf: Any, end: Any, runs: int, system: str,
                  spies: Spies) -> dict[str, Any]:
     from nbflow import locality
@@ -153,7 +170,8 @@ def batch_nbflow(client: Any, wf: Any, end: Any, runs: int, system: str,
     walls, values = [], []
     off = ahead.off() if system == "ahead-off" else contextlib.nullcontext()
     wall = cpu = 0.0
-    with own_store(system), off, locality.placement("locality"):
+    with own_store(system), off, read_at_once(system == "read-at-once"), \
+            locality.placement("locality"):
         for _ in range(runs):
             t0, c0 = time.perf_counter(), time.process_time()
             run = wf.run(backend=client, cache=False)

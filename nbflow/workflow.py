@@ -43,6 +43,7 @@ from .engine.gcpolicy import paused as gc_paused
 from .engine.graph import WorkflowGraph
 from .engine.run import Run as EngineRun
 from .locality import predicted as locality_predicted
+from .locality import under_way
 from .params.env import run_defaults
 from .predict import ahead
 from .predict.memory import apply_predicted_memory
@@ -231,6 +232,8 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         if summary is not None:
             run.subscribe(summary)
         run.subscribe(journal)
+    if "dask" in run.backends:  # (an earlier run's deferred end-of-run read waits for its graph)
+        under_way.begun(run)
     # (priorities and placement read the same durations; the history read is a row per node
     # of the graph, and a collection in the middle of it would walk the whole graph.  On
     # Dask, placement also reads output sizes: over the same rows, so in the same pass.)
