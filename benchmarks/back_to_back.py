@@ -27,13 +27,16 @@ else waited for in between, as:
   ``dask.delayed`` graph of the workflow (built before the clock).
 
 Each system has its own store (one graph's runs, as a user's loop has), alternated,
-``--repeat`` samples.  Per system, medians of: the whole batch's wall time and
-this process's CPU (``time.process_time``, every thread), both per run; each run's wall
-time (the first run of a batch apart: its predecessor is the previous sample's);
-``prepare``'s wall time and its thread's CPU; the end-of-run read's thread CPU
-(``LocalityAgent._read``) and the read ahead's (``ahead.read_ahead``) per run; and how many
-preparations were told their history read ahead (``ahead.use`` returned True).  Ratios to
-``dask`` of the same invocation.
+``--repeat`` samples.  Per system, medians of: the whole batch's wall time and this
+process's CPU (``time.process_time``, every thread), both per run; each run's wall time
+(the first run of a batch apart: its predecessor is the previous sample's); ``prepare``'s
+wall time and its thread's CPU; from ``prepare``'s start to the run's first graph handed
+to Dask's client (``graph queued``, as ``dask_start.py`` marks it); the end-of-run read's
+thread CPU (``LocalityAgent._read``: most of the read's CPU is in Dask's client loop and
+the scheduler, see ``end_read.py``) and the read ahead's (``ahead.read_ahead``) per run;
+and how many preparations were told their history read ahead (``ahead.use`` returned
+True).  Ratios to ``dask`` of the same invocation, and each system's wall and CPU per run
+paired with ``nbflow``'s of the same repeat.
 
 Usage::
 
@@ -73,13 +76,15 @@ class Spies:
         self.read_cpu_s: list[float] = []
         self.ahead_cpu_s: list[float] = []
         self.told = 0
+        self.to_graph_s: list[float] = []  # from prepare's start to the graph at Dask's client
+        self._prepared_at: float | None = None
         self.lock = threading.Lock()
 
     def reset(self) -> None:
         with self.lock:
             self.prepare_s, self.prepare_cpu_s = [], []
             self.read_cpu_s, self.ahead_cpu_s = [], []
-            self.told = 0
+            self.told, self.to_graph_s, self._prepared_at = 0, [], None
 
     def install(self) -> None:
         from nbflow import workflow
@@ -91,6 +96,7 @@ class Spies:
 
         def timed_prepare(*a: Any, **k: Any) -> Any:
             t0, c0 = time.perf_counter(), time.thread_time()
+            self._prepared_at = t0
             try:
                 return prepare(*a, **k)
             finally:
@@ -120,6 +126,16 @@ class Spies:
                     self.told += 1
             return got
 
+        def queued(client: Any, msg: Any) -> Any:
+            if msg.get("op") == "update-graph" and self._prepared_at is not None:
+                self.to_graph_s.append(time.perf_counter() - self._prepared_at)
+                self._prepared_at = None  # (the run's first graph only)
+            return queue(client, msg)
+
+        from distributed import Client
+
+        queue = Client._send_to_scheduler
+        Client._send_to_scheduler = queued  # type: ignore[method-assign]
         workflow.prepare = timed_prepare  # type: ignore[assignment]
         agent.LocalityAgent._read = timed_read  # type: ignore[method-assign]
         ahead.read_ahead = timed_ahead  # (looked up when each run's sink is made)
@@ -212,12 +228,13 @@ def _sample(walls: list[float], wall: float, cpu: float, values: list[Any],
                        prepare_thread_cpu_s=statistics.median(spies.prepare_cpu_s),
                        read_thread_cpu_s=statistics.median(spies.read_cpu_s or [0.0]),
                        ahead_thread_cpu_s=statistics.median(spies.ahead_cpu_s or [0.0]),
+                       prepare_to_graph_s=statistics.median(spies.to_graph_s or [0.0]),
                        told=spies.told)
     return out
 
 
 FIGURES = ("wall_per_run_s", "cpu_per_run_s", "first_run_s", "later_runs_median_s", "prepare_s",
-           "prepare_thread_cpu_s", "read_thread_cpu_s", "ahead_thread_cpu_s", "told")
+           "prepare_to_graph_s", "prepare_thread_cpu_s", "read_thread_cpu_s", "ahead_thread_cpu_s", "told")
 
 
 def measure(workload: str, runs: int, repeat: int, warmup: int, systems: list[str],
