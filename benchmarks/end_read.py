@@ -15,7 +15,9 @@ questions (``_ask``), the rows (``edges_from_logs``), the journaling (``Transfer
 the writer let go (``_release``, with the read ahead in it) and the read ahead alone.
 
 ``--part ask``: the questions alone, alternated ``--repeat`` times, asked as the read asks
-them (``both``: the workers and the scheduler together) and other ways: the workers only,
+them (``read``: on this cluster, the workers by a message, the scheduler, which runs in this
+process, read directly), as it asked them before (``both``: the workers and the scheduler
+by messages, together) and other ways: the workers only,
 the scheduler only, both through one message to the scheduler that broadcasts to the
 workers itself (``via-scheduler``), and ``both`` with Dask's broadcast connections kept
 (``reuse-comm``: ``distributed.scheduler.reuse-broadcast-comm``).
@@ -116,14 +118,15 @@ def part_ask(client: Any, repeat: int) -> dict[str, Any]:
     keys = [f"end-read-{i}" for i in range(10)]
     since = time.time()
 
-    def both() -> Any:
-        return agent.LocalityAgent()._ask(client, keys)
+    def both() -> Any:  # (as the read asked before session 12 (A2), on any cluster)
+        return client.sync(agent._both, client, keys, since)
 
     def reuse() -> Any:
         with dask.config.set({"distributed.scheduler.reuse-broadcast-comm": True}):
             return both()
 
     ways: dict[str, Callable[[], Any]] = {
+        "read": lambda: agent.LocalityAgent()._ask(client, keys),
         "both": both,
         "workers-only": lambda: client.run(agent._at_close, keys, since),
         "scheduler-only": lambda: client.run_on_scheduler(memory.suspicious, keys),
