@@ -232,13 +232,12 @@ def prepare(wf: WorkflowGraph, options: RunOptions) -> Run:
         if summary is not None:
             run.subscribe(summary)
         run.subscribe(journal)
-    if "dask" in run.backends:  # (an earlier run's deferred end-of-run read waits for its graph)
-        under_way.begun(run)
     # (priorities and placement read the same durations; the history read is a row per node
     # of the graph, and a collection in the middle of it would walk the whole graph.  On
     # Dask, placement also reads output sizes: over the same rows, so in the same pass.)
     together = ("duration_s", "output_bytes") if "dask" in run.backends else ()
-    with one_answer_per_query(together), gc_paused():
+    # (under_way: a Dask run's graph goes to Dask before an earlier run's deferred end-of-run read)
+    with one_answer_per_query(together), gc_paused(), under_way.preparing(run):
         keys = [r.key for r in run.nodes]  # (history is read for these only)
         # (what was read ahead for this graph, if the journal still says so; and read it
         # ahead for the next run too)

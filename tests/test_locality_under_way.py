@@ -33,6 +33,13 @@ class FakeClient:
         return {}
 
 
+@pytest.fixture(autouse=True)
+def own_ways(monkeypatch) -> None:
+    """This test's runs under way only (a run another test prepared and left unstarted
+    ends its way whenever it is collected)."""
+    monkeypatch.setattr(under_way, "_open", set())
+
+
 @pytest.fixture
 def seen(monkeypatch) -> dict[str, Any]:
     """What the read saw: how many runs were under way when it read; ``reached`` is set
@@ -131,6 +138,24 @@ def test_a_run_dropped_unstarted_is_no_longer_under_way() -> None:
     assert under_way.under_way() == base
 
 
+def test_a_preparation_that_fails_is_no_longer_under_way() -> None:
+    class Stub:
+        def __init__(self) -> None:
+            self.backends = {"dask": object()}
+
+        def subscribe(self, fn: Any) -> None:
+            self.fn = fn
+
+    run = Stub()
+    with pytest.raises(RuntimeError), under_way.preparing(run):
+        assert under_way.under_way() == 1
+        raise RuntimeError("the store broke")
+    assert under_way.under_way() == 0 and run.fn.over
+    with under_way.preparing(run):
+        pass
+    assert under_way.under_way() == 1  # (prepared: under way until its first task ends)
+
+
 def test_a_dask_preparation_is_under_way_until_its_first_task_ends(dask_cluster) -> None:
     import distributed
 
@@ -143,12 +168,14 @@ def test_a_dask_preparation_is_under_way_until_its_first_task_ends(dask_cluster)
     base = under_way.under_way()
     on_threads = prepare(wf, run_options(wf, cache=False))
     assert under_way.under_way() == base  # (a run on threads has no read to wait for it)
+    assert not [s for s in on_threads.stream.subscribers if isinstance(s, under_way.Way)]
     on_threads.start_in_thread()
     on_threads.wait()
     with distributed.Client(dask_cluster, set_as_default=False) as client:
         run = prepare(wf, run_options(wf, backend=client, cache=False))
-        assert under_way.under_way() == base + 1
+        [way] = [s for s in run.stream.subscribers if isinstance(s, under_way.Way)]
+        assert not way.over and under_way.under_way() == base + 1
         run.start_in_thread()
         run.wait()
-        assert run.status == "completed" and under_way.under_way() == base
+        assert run.status == "completed" and way.over and under_way.under_way() == base
         run.locality.agent.settle()

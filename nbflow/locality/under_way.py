@@ -8,30 +8,34 @@ graph sent to Dask by then: the read's round trips to every worker and the sched
 handled by this process's Dask client loop and, on a ``LocalCluster``, the scheduler's
 thread, and would share the GIL with everything the next run does before its graph reaches
 Dask, which is the whole of its start (``benchmarks/back_to_back.py``).  Once its graph is
-there, the process mostly waits for the workers, and the read costs the run nothing.
+there, the process mostly waits for the workers, and the read's CPU is spent while the run
+computes (it brings the graph to Dask ~4 ms sooner on *fan*; a shorter run was not
+resolvable under load: ``benchmarks/RESULTS.md``, Session 12 (A2)).
 
-So a Dask run's preparation counts it as *under way* (:func:`begun`) until the first of
-its tasks ends (its graph has reached Dask by then), or the run ends or pauses, or its
-object is dropped unstarted; an end-of-run read waits (:func:`wait_quiet`) until no run is
-under way, at most a bound (a run whose tasks are long), or until something needs its
-outcome.  Waiting changes when the read happens, never what it reads: the logs and the
-memory evidence are the workers' records, kept until read.
+So a Dask run's preparation counts it as *under way* (:func:`preparing`) until the first
+of its tasks ends (its graph has reached Dask by then), or the run ends or pauses, or its
+preparation fails, or its object is dropped unstarted; an end-of-run read waits
+(:func:`wait_quiet`) until no run is under way, at most a bound (a run whose tasks are
+long), or until something needs its outcome.  Waiting changes when the read happens, never
+what it reads: the logs and the memory evidence are the workers' records, kept until read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from ..core import events as ev
 from ..core.states import TERMINAL
 
-__all__ = ["Way", "begun", "under_way", "wait_quiet", "wake"]
+__all__ = ["Way", "begun", "preparing", "under_way", "wait_quiet", "wake"]
 
 _cond = threading.Condition()
-_count = [0]  # runs under way in this process
+_open: set[Way] = set()  # the runs under way in this process (their ways)
 
 
 class Way:
@@ -44,7 +48,7 @@ class Way:
     def __init__(self) -> None:
         self.over = False
         with _cond:
-            _count[0] += 1
+            _open.add(self)
 
     def __call__(self, event: ev.Event) -> None:
         if self.over:
@@ -59,7 +63,7 @@ class Way:
             if self.over:
                 return
             self.over = True
-            _count[0] -= 1
+            _open.discard(self)
             _cond.notify_all()
 
 
@@ -72,9 +76,22 @@ def begun(run: Any) -> Way:
     return way
 
 
+@contextlib.contextmanager
+def preparing(run: Any) -> Iterator[None]:
+    """Around a run's preparation: a Dask run is under way from here (:func:`begun`), and no
+    longer if its preparation fails (it will not start; a traceback may hold it long)."""
+    way = begun(run) if "dask" in run.backends else None
+    try:
+        yield
+    except BaseException:
+        if way is not None:
+            way.end()
+        raise
+
+
 def under_way() -> int:
     """How many runs are under way in this process now."""
-    return _count[0]
+    return len(_open)
 
 
 def wait_quiet(timeout: float, now: threading.Event | None = None) -> bool:
@@ -82,12 +99,12 @@ def wait_quiet(timeout: float, now: threading.Event | None = None) -> bool:
     then), or ``timeout`` seconds passed; True if no run is under way then."""
     end = time.monotonic() + timeout
     with _cond:
-        while _count[0] > 0 and not (now is not None and now.is_set()):
+        while _open and not (now is not None and now.is_set()):
             left = end - time.monotonic()
             if left <= 0:
                 return False
             _cond.wait(left)
-        return _count[0] == 0
+        return not _open
 
 
 def wake() -> None:
