@@ -44,6 +44,7 @@ from .engine.gcpolicy import paused as gc_paused
 from .engine.graph import WorkflowGraph
 from .engine.run import Run as EngineRun
 from .locality import predicted as locality_predicted
+from .locality import under_way
 from .params.env import run_defaults
 from .predict import ahead
 from .predict.memory import apply_predicted_memory
@@ -281,10 +282,12 @@ def _prepare(wf: WorkflowGraph, options: RunOptions, made: dict[str, Any]) -> Ru
     # of the graph, and a collection in the middle of it would walk the whole graph.  On
     # Dask, placement also reads output sizes: over the same rows, so in the same pass.)
     together = ("duration_s", "output_bytes") if "dask" in run.backends else ()
-    with one_answer_per_query(together), gc_paused():
+    # (under_way: a Dask run's graph goes to Dask before an earlier run's deferred end-of-run read)
+    with one_answer_per_query(together), gc_paused(), under_way.preparing(run):
         keys = [r.key for r in run.nodes]  # (history is read for these only)
         # (what was read ahead for this graph, if the journal still says so; and read it
         # ahead for the next run too)
+        prepared = ahead.preparing(store)  # (a read ahead at an earlier run's end skips if so)
         ahead.use(store, run.name, run.id, keys)
         ahead.want(store, run.name, keys, together)
         history = _has_history(run, keys, store)  # a first run skips the other queries over history
@@ -298,7 +301,7 @@ def _prepare(wf: WorkflowGraph, options: RunOptions, made: dict[str, Any]) -> Ru
         if agent is not None:
             agent.sink = store_hooks.transfer_sink(run, store)  # run.transfers also go to the journal
             if agent.sink is not None:  # (its rows committed after the run: the next one's history)
-                agent.sink.ahead = functools.partial(ahead.read_ahead, store)
+                agent.sink.ahead = functools.partial(ahead.read_ahead, store, prepared)
             if history:
                 _predict_placement(run, agent, keys, store)
     dask = run.backends.get("dask")

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..core.errors import NbflowError
 from ..engine.backends.dask import cluster_workers
-from . import memory
+from . import memory, under_way
 from .joins import JoinGraph
 from .memory import MemoryEvidence
 from .placement import BANDWIDTH, Placer, RoundRobin
@@ -40,6 +40,10 @@ AFTER_WAIT_S = 5.0  # (waits_for_take off) the longest the read waits for result
 # ...and then for the caller to take them (see LocalityAgent.closing): the read's messages
 # and CPU would otherwise share the process with the caller's last steps to its value.
 TAKE_WAIT_S = 1.0
+# ...and then, runs back to back, for the next run's graph to reach Dask (see under_way):
+# the longest it waits (a run whose first task is long; settle and the client's close end
+# the wait at once)
+QUIET_WAIT_S = 5.0
 RUN_THREAD = "nbflow-run-"  # how a run's own thread is named (engine/run.py): see closing
 # (workflow, task key) -> compute seconds Dask measured for it in this process.  The
 # durations the store records are nbflow's view of a task (for a task submitted ahead: from
@@ -60,6 +64,19 @@ async def _both(client: Any, keys: list[str], since: float | None) -> tuple[Any,
     got, restarted = await asyncio.gather(client.run(_at_close, keys, since),
                                           client.run_on_scheduler(memory.suspicious, keys))
     return got, restarted
+
+
+def _scheduler_here(client: Any) -> Any:
+    """The client's scheduler object if it runs in this process (a ``LocalCluster``'s),
+    else None.  Its restarted tasks are then read from it in the reading thread: a
+    dictionary look-up and an integer per key, which the scheduler's own thread only ever
+    replaces whole (reading them from another thread sees either value, never a torn one)."""
+    scheduler = getattr(getattr(client, "cluster", None), "scheduler", None)
+    if scheduler is None:
+        return None
+    from distributed import Scheduler
+
+    return scheduler if isinstance(scheduler, Scheduler) else None
 
 
 # A client the caller keeps -> the deferred end-of-run reads still to run on it (each with
@@ -339,6 +356,7 @@ class LocalityAgent:
             hold()
         brought = list(after)
         waits = self.waits_for_take and bool(brought)
+        self._now = threading.Event()
         self._read_client = client
         here = threading.current_thread()
         run = here if here.name.startswith(RUN_THREAD) else None  # (never a caller's thread)
@@ -391,15 +409,24 @@ class LocalityAgent:
     def _finish_now(self) -> None:
         """(At interpreter exit.)  Do the deferred read now and wait for it."""
         self._go.set()
+        self._need_now()
         self._begin(here_if_refused=True)
         reading = self._reading
         if reading is not None and reading.ident is not None:
             reading.join(CLOSE_WAIT_S)
 
+    def _need_now(self) -> None:
+        """The read's outcome is needed: it no longer waits for a run under way."""
+        if self._now is not None:
+            self._now.set()
+            under_way.wake()
+
     def _begin_now(self) -> None:
         """Make the deferred read begin now: start its thread if it is not yet, and let it
-        read without waiting for the caller to take what was brought."""
+        read without waiting for the caller to take what was brought, nor for a run under
+        way."""
         self._go.set()
+        self._need_now()
         self._begin()
 
     def taken(self) -> None:
@@ -411,6 +438,10 @@ class LocalityAgent:
     # thread starts as the run closes and reads as those results arrive, as before session
     # 11; benchmarks/dask_tail.py).
     waits_for_take = True
+    # Whether it then waits while a run is under way (a run right after this one, until its
+    # graph reached Dask: see under_way; False: it reads at once, as before session 12).
+    waits_for_next = True
+    _now: threading.Event | None = None  # (the read's, made in closing) set: its outcome is needed
 
     def _read_after(self, client: Any, keys: list[str], after: list[Any], waits: bool,
                     run: threading.Thread | None = None) -> None:
@@ -421,6 +452,8 @@ class LocalityAgent:
                 self._go.wait(TAKE_WAIT_S)
             if run is not None and run is not threading.current_thread():
                 run.join(AFTER_WAIT_S)  # (the run's thread ends right after its last steps)
+            if self.waits_for_next:  # (a run started since: its graph goes to Dask first)
+                under_way.wait_quiet(QUIET_WAIT_S, self._now)
             self._read(client, keys)
         finally:
             _read_over(client, self._read_thread)
@@ -476,11 +509,18 @@ class LocalityAgent:
     def _ask(self, client: Any, keys: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
         """Every worker's :func:`_at_close` and the scheduler's restarted tasks: both
         questions at once, in one hand-off to the client's loop (one wait for the slower
-        answer, not one after the other)."""
+        answer, not one after the other).  A scheduler that runs in this process (a
+        ``LocalCluster``'s) is read directly, after the workers answered: the same
+        function on the same objects, without the message (~1.4 ms of this process's CPU
+        of the read's ~5, ``benchmarks/end_read.py``)."""
         sync = getattr(client, "sync", None)
-        if sync is None:  # (a stand-in without distributed's loop: one after the other)
-            return (client.run(_at_close, keys, self.started),
-                    client.run_on_scheduler(memory.suspicious, keys))
+        here = _scheduler_here(client)
+        if sync is None or here is not None:  # (a stand-in without distributed's loop, or
+            # the scheduler here: one after the other)
+            got = client.run(_at_close, keys, self.started)
+            if here is not None:
+                return got, memory.suspicious(keys, here)
+            return got, client.run_on_scheduler(memory.suspicious, keys)
         return sync(_both, client, keys, self.started)
 
     def _settle_origins(self) -> None:

@@ -16,6 +16,10 @@ writer go, in its own thread, after the caller has its results:
 :class:`nbflow.store.hooks.TransferSink`), :func:`read_ahead` asks those graphs' questions
 there, on a connection kept for it, and keeps the answers: the run's own graph's, and
 those of the graphs prepared before it, which its rows would otherwise have left stale.
+Runs back to back (a loop of ``wf.run()``) prepare the next run while the previous one's
+end-of-run work is still going: a read ahead whose run was followed by another
+preparation on the store reads nothing (:func:`preparing`: that run's rows would make it
+stale before anyone could use it; ``benchmarks/back_to_back.py``).
 A preparation uses them only if they are still the journal's answers (:func:`use`):
 
 * the journal's file is the one they were read from (its device and inode);
@@ -43,6 +47,7 @@ import os
 import sqlite3
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +56,8 @@ from nbflow.store import recent
 
 from . import memory
 
-__all__ = ["KEPT_GRAPHS", "KEPT_JOURNALS", "LARGEST_GRAPH", "off", "read_ahead", "use", "want"]
+__all__ = ["KEPT_GRAPHS", "KEPT_JOURNALS", "LARGEST_GRAPH", "off", "preparing", "read_ahead", "use",
+           "want"]
 
 LARGEST_GRAPH = 2_000  # nodes: a larger graph's questions are not read ahead (keys compared)
 
@@ -102,6 +108,9 @@ KEPT_JOURNALS = 4
 # questions are read ahead; at most KEPT_GRAPHS per journal
 _graphs: dict[Any, dict[Graph, tuple[str, ...]]] = {}
 KEPT_GRAPHS = 3
+# journal -> preparations on it so far (see preparing; a weak key: a store dropped, its count
+# goes with it)
+_prepared: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _state = {"on": True, "exiting": False}
 
 
@@ -174,15 +183,34 @@ def want(store: Any, workflow: str, keys: list[str], together: tuple[str, ...] =
             _graphs.pop(next(iter(_graphs)))
 
 
-def read_ahead(store: Any) -> None:
+def preparing(store: Any) -> int:
+    """A run is being prepared on ``store`` (every preparation, read ahead on or off): the
+    number of preparations on its journal so far, this one included, for
+    :func:`read_ahead`'s ``prepared``."""
+    if store is None:
+        return 0
+    with _slots_lock:
+        n = _prepared[store.journal] = _prepared.get(store.journal, 0) + 1
+    return n
+
+
+def read_ahead(store: Any, prepared: int | None = None) -> None:
     """Ask now the history questions of the graphs last prepared on ``store``
     (:func:`want`), and keep the answers for :func:`use` (see the module doc).  Call it
     once this process's rows are committed (a run's last ones); it never raises (a failure
-    only means the next preparation reads for itself)."""
+    only means the next preparation reads for itself).
+
+    ``prepared``: :func:`preparing`'s count for the run whose rows these are.  If another
+    run was prepared on the store since, nothing is read: that run is under way (runs back
+    to back: the end-of-run work of one overlaps the next one's start), its rows will make
+    the answers stale before any preparation could use them, and its own end reads ahead
+    again (a Dask run's) or the preparation after it reads for itself."""
     if sys.is_finalizing() or _state["exiting"]:
         return
     try:
         with _slots_lock:
+            if prepared is not None and _prepared.get(store.journal, 0) != prepared:
+                return
             graphs = list((_graphs.get(store.journal) or {}).items())
         if not graphs:
             return

@@ -1,0 +1,177 @@
+"""Where the CPU of a Dask run's end-of-run locality read goes, and what asking differently costs.
+
+The read (:meth:`nbflow.locality.agent.LocalityAgent._read`) asks every worker for its
+transfer-log entries of the run's keys and its memory evidence, and the scheduler for the
+run's restarted tasks, builds ``run.transfers``' rows, journals them, lets the journal's
+writer go and reads the next run's history ahead.  On the ``LocalCluster`` of
+``locality.py`` (4 single-thread worker processes, the scheduler in a thread of this
+process) most of it is not the reading thread's: the messages are handled by Dask's client
+loop and the scheduler, so this process's CPU (``time.process_time``, every thread) is
+what is counted, each part measured while nothing else runs.
+
+``--part run``: ``--runs`` *fan* (or ``--workload``) runs one after another, each read
+waited for before the next run (no overlap), its parts timed by wrapping them: the two
+questions (``_ask``), the rows (``edges_from_logs``), the journaling (``TransferSink``),
+the writer let go (``_release``, with the read ahead in it) and the read ahead alone.
+
+``--part ask``: the questions alone, alternated ``--repeat`` times, asked as the read asks
+them (``read``: on this cluster, the workers by a message, the scheduler, which runs in this
+process, read directly), as it asked them before (``both``: the workers and the scheduler
+by messages, together) and other ways: the workers only,
+the scheduler only, both through one message to the scheduler that broadcasts to the
+workers itself (``via-scheduler``), and ``both`` with Dask's broadcast connections kept
+(``reuse-comm``: ``distributed.scheduler.reuse-broadcast-comm``).
+
+Usage::
+
+    .venv/bin/python benchmarks/end_read.py --part all --runs 25 --repeat 60 --json benchmarks/end-read.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+if __package__:
+    from . import _harness
+    from .locality import WORKLOADS, trace_spec
+else:
+    import _harness
+    from locality import WORKLOADS, trace_spec
+
+PARTS = (("_ask", "the two questions"), ("edges_from_logs", "rows"), ("sink", "journaling"),
+         ("_release", "writer let go + read ahead"), ("read_ahead", "read ahead alone"),
+         ("_read", "the whole read"))
+
+
+def part_run(client: Any, workload: str, runs: int) -> dict[str, Any]:
+    from nbflow import locality
+    from nbflow.locality import agent
+    from nbflow.predict import ahead
+    from nbflow.store import hooks
+
+    spent: dict[str, list[float]] = {name: [] for name, _ in PARTS}
+    spent["_read thread"] = []
+
+    def timing(obj: Any, attr: str, name: str) -> Callable[[], None]:
+        real = getattr(obj, attr)
+
+        def timed(*a: Any, **k: Any) -> Any:
+            c0, t0 = time.process_time(), time.thread_time()
+            try:
+                return real(*a, **k)
+            finally:
+                spent[name].append(time.process_time() - c0)
+                if name == "_read":
+                    spent["_read thread"].append(time.thread_time() - t0)
+
+        setattr(obj, attr, timed)
+        return lambda: setattr(obj, attr, real)
+
+    agent_class = agent.LocalityAgent
+    undo = [timing(agent_class, "_ask", "_ask"), timing(agent, "edges_from_logs", "edges_from_logs"),
+            timing(hooks.TransferSink, "__call__", "sink"), timing(agent_class, "_release", "_release"),
+            timing(ahead, "read_ahead", "read_ahead"), timing(agent_class, "_read", "_read")]
+    try:
+        wf, end = trace_spec(f"end-read-{workload}", WORKLOADS[workload]())
+        rows = []
+        with locality.placement("locality"):
+            for _ in range(runs):
+                run = wf.run(backend=client, cache=False)
+                run[end]
+                run.locality.agent.settle()
+                rows.append(len(run.transfers))
+                del run
+                time.sleep(0.02)  # (the journal writer exits: nothing of this run left running)
+    finally:
+        for u in undo:
+            u()
+    skip = 2  # (the first runs: imports, no history)
+    return {"transfer_rows_per_run": statistics.median(rows),
+            "median_ms": {name: (statistics.median(v[skip:]) * 1e3 if len(v) > skip else None)
+                          for name, v in spent.items()},
+            "calls": {name: len(v) for name, v in spent.items()}}
+
+
+async def _via_scheduler(keys: list[str], since: float, dask_scheduler: Any = None) -> Any:
+    """(On the scheduler) both questions: the workers' through its own broadcast."""
+    from distributed.protocol.pickle import dumps
+
+    from nbflow.locality import agent, memory
+
+    msg = dict(op="run", function=dumps(agent._at_close), args=dumps((keys, since)),
+               kwargs=dumps({}), wait=True)
+    got = await dask_scheduler.broadcast(msg=msg, on_error="return_pickle")
+    return {w: r["result"] for w, r in got.items()}, memory.suspicious(keys, dask_scheduler)
+
+
+def part_ask(client: Any, repeat: int) -> dict[str, Any]:
+    import dask
+
+    from nbflow.locality import agent, memory
+
+    keys = [f"end-read-{i}" for i in range(10)]
+    since = time.time()
+
+    def both() -> Any:  # (as the read asked before session 12 (A2), on any cluster)
+        return client.sync(agent._both, client, keys, since)
+
+    def reuse() -> Any:
+        with dask.config.set({"distributed.scheduler.reuse-broadcast-comm": True}):
+            return both()
+
+    ways: dict[str, Callable[[], Any]] = {
+        "read": lambda: agent.LocalityAgent()._ask(client, keys),
+        "both": both,
+        "workers-only": lambda: client.run(agent._at_close, keys, since),
+        "scheduler-only": lambda: client.run_on_scheduler(memory.suspicious, keys),
+        "via-scheduler": lambda: client.run_on_scheduler(_via_scheduler, keys, since),
+        "reuse-comm": reuse,
+    }
+    for f in ways.values():
+        f()
+
+    def sample(f: Callable[[], Any]) -> Callable[[], tuple[float, float]]:
+        def one() -> tuple[float, float]:
+            time.sleep(0.01)  # (the previous question's replies all handled)
+            c0, t0 = time.process_time(), time.perf_counter()
+            f()
+            return time.process_time() - c0, time.perf_counter() - t0
+
+        return one
+
+    got = _harness.alternate({k: sample(f) for k, f in ways.items()}, repeat)
+    return {k: {"cpu_ms": statistics.median(c for c, _ in v) * 1e3,
+                "wall_ms": statistics.median(w for _, w in v) * 1e3} for k, v in got.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=["run", "ask", "all"], default="all")
+    ap.add_argument("--workload", default="fan", choices=sorted(WORKLOADS))
+    ap.add_argument("--runs", type=int, default=25)
+    ap.add_argument("--repeat", type=int, default=60)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    log = _harness.progress("end_read")
+    doc: dict[str, Any] = {"benchmark": "end_read", "machine": _harness.machine_info(),
+                           "command": vars(args), "load_before": os.getloadavg()}
+    with _harness.nbflow_home(), _harness.local_cluster() as client:
+        if args.part in ("run", "all"):
+            doc["run"] = part_run(client, args.workload, args.runs)
+            log(f"run: {doc['run']['median_ms']}")
+        if args.part in ("ask", "all"):
+            doc["ask"] = part_ask(client, args.repeat)
+            log(f"ask: {doc['ask']}")
+    doc["load_after"] = os.getloadavg()
+    doc["threads_at_end"] = threading.active_count()
+    _harness.emit_json(doc, args.json)
+
+
+if __name__ == "__main__":
+    main()
