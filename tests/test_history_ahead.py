@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from journal_spy import statements_sent
 
 import nbflow as nf
 from nbflow.predict import ahead, memory
@@ -72,20 +73,9 @@ def _told(name: str, exclude: str, keys: list[str]) -> tuple[bool, dict[str, Any
     """Inside a preparation's block: whether what was read ahead was used, the answers the
     block's readers get, and the statements they sent to the journal."""
     store = get_store()
-    asked: list[str] = []
-    real = store.journal.query
-
-    def counting(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        asked.append(sql)
-        return real(sql, params)
-
-    store.journal.query = counting  # type: ignore[method-assign]
-    try:
-        with recent.one_answer_per_query(BOTH):
-            used = ahead.use(store, name, exclude, keys)
-            got = _journal_answers(name, exclude, keys)
-    finally:
-        del store.journal.query  # (the instance attribute goes: the method is back)
+    with statements_sent(store) as asked, recent.one_answer_per_query(BOTH):
+        used = ahead.use(store, name, exclude, keys)
+        got = _journal_answers(name, exclude, keys)
     return used, got, asked
 
 
@@ -311,19 +301,8 @@ def test_a_dask_run_reads_the_next_runs_history_ahead_after_its_end(dask_cluster
         for _ in range(2):
             run = wf.run(backend=client, cache=False)
             run.locality.agent.settle()  # (its end-of-run read, and what it reads ahead, done)
-        store = get_store()
-        asked: list[str] = []
-        real = store.journal.query
-
-        def counting(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-            asked.append(sql)
-            return real(sql, params)
-
-        store.journal.query = counting  # type: ignore[method-assign]
-        try:
+        with statements_sent(get_store()) as asked:
             prepared = prepare(wf, run_options(wf, backend=client, cache=False))
-        finally:
-            del store.journal.query
         prepared.start_in_thread()
         prepared.wait()
         prepared.locality.agent.settle()

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from journal_spy import statements_sent
 
 import nbflow as nf
 from nbflow.predict.memory import predicted_peaks
@@ -478,18 +479,8 @@ def _statements_of_prepare(wf: Any) -> tuple[Any, list[str]]:
     """The run ``wf`` prepares and the SQL its preparation ran (through journal.query)."""
     store = get_store()
     store.journal.flush()
-    seen: list[str] = []
-    real = store.journal.query
-
-    def counted(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
-        seen.append(sql)
-        return real(sql, params)
-
-    store.journal.query = counted  # type: ignore[method-assign]
-    try:
+    with statements_sent(store) as seen:
         run = prepare(wf, run_options(wf, cache=False))
-    finally:
-        del store.journal.query  # (the instance attribute goes: the method is back)
     run.start_in_thread()  # (a prepared run holds the journal's writer until it ends)
     run.wait()
     return run, seen
