@@ -51,6 +51,7 @@ from .predict.memory import apply_predicted_memory
 from .predict.priorities import apply_learned_priorities, mean_durations
 from .store import hooks as store_hooks
 from .store.recent import has_history, one_answer_per_query
+from .store.rerun import Rerun
 
 
 class Run(EngineRun):
@@ -354,6 +355,11 @@ def _check(wf: WorkflowGraph, options: RunOptions) -> Any:
             raise CycleError(list(cycle.tasks))
         raise WorkflowDefinitionError(
             f"workflow {wf.name!r} cannot run; nf.check found:\n{format_findings(errors)}")
+    if options.cache and options.rerun:
+        # A ``rerun=`` naming no task of the workflow is refused here, before a run exists
+        # (the cache resolves it again when bound to the run, over the same nodes): a typo
+        # leaves no run behind, not even a cancelled one.
+        Rerun(options.rerun, wf.nodes, wf, wf.name)
     conflicts = [f for f in findings if f.code in ("conflict", "map-conflict")]
     if conflicts and options.on_conflict == "warn":
         warnings.warn(

@@ -120,15 +120,18 @@ def _fail_in_prepare(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 @pytest.mark.parametrize("error", ["rerun-typo", "late-step"])
 def test_an_error_in_prepare_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch, start: str,
                                                    error: str) -> None:
-    """``wf.run(rerun=["typo"])``'s WorkflowDefinitionError comes from the cache's bind,
+    """``wf.run(rerun=["typo"])``'s WorkflowDefinitionError came from the cache's bind,
     after the run was given the journal (which counted it as a run in progress): that count
-    was never given back, so the next run's end did not let the journal's writer go.  A
+    was never given back, so the next run's end did not let the journal's writer go; it is
+    now refused by the static checks, before a run exists, and no run is recorded.  A
     later step's error (after the lease registration too) left its watcher going.  The
     user's error is raised unchanged; the half-made run is ended (cancelled) without
     starting a task."""
     _wf().run()  # history and an open store
     before = set(nbflow_threads_left())
     journal = get_store().journal
+    journal.flush()
+    (runs_before,) = journal.query("SELECT COUNT(*) FROM runs")[0]
     made = _fail_in_prepare(monkeypatch) if error == "late-step" else []
     options: dict[str, Any] = {"rerun": ["typo"]} if error == "rerun-typo" else {}
     wf = _wf()
@@ -143,6 +146,10 @@ def test_an_error_in_prepare_leaves_nothing_behind(monkeypatch: pytest.MonkeyPat
     assert _lease_rows_of_this_process() == []
     if made:
         assert made[0].done and made[0].status == "cancelled"
+    journal.flush()
+    (runs_after,) = journal.query("SELECT COUNT(*) FROM runs")[0]
+    # a refused rerun= records no run at all; a run that existed is recorded, cancelled
+    assert runs_after == runs_before + (1 if made else 0)
 
     # The process is as it was: the next run ends and lets its writer go, as the first did.
     again = _wf().run()
