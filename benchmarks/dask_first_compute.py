@@ -61,10 +61,10 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 if __package__:
     from . import _harness
-    from .locality import WORKLOADS, delayed_graph, session_11_a1, trace_spec
+    from .locality import WORKLOADS, delayed_graph, session_11_a1, session_11_tail, trace_spec
 else:
     import _harness
-    from locality import WORKLOADS, delayed_graph, session_11_a1, trace_spec
+    from locality import WORKLOADS, delayed_graph, session_11_a1, session_11_tail, trace_spec
 
 _marks: dict[str, float] = {}
 _last_write: dict[int, tuple[float, list[str]]] = {}  # stream -> its last write (time, ops)
@@ -479,26 +479,6 @@ def sample_nbflow(client: Any, spec: list[Any], place: str = "locality",
         return _sample_nbflow(client, spec, place, variant)
 
 
-@contextlib.contextmanager
-def session_11_tail(carry: bool, read_after_run: bool) -> Iterator[None]:
-    """Session 11's two changes to a run's tail, each switchable: ``carry``, a small result
-    the caller takes at the end comes with its completion (``DaskBackend.carry``; off: it is
-    gathered as the run closes); ``read_after_run``, the deferred locality read waits for
-    the run's thread to end (off: it starts as the backend closes)."""
-    from nbflow.engine.backends.dask import DaskBackend
-    from nbflow.locality import agent
-
-    run_thread = agent.RUN_THREAD
-    DaskBackend.carry = carry
-    if not read_after_run:
-        agent.RUN_THREAD = "\0 (no thread is named so)"
-    try:
-        yield
-    finally:
-        DaskBackend.carry = True
-        agent.RUN_THREAD = run_thread
-
-
 def _sample_nbflow(client: Any, spec: list[Any], place: str, variant: str) -> dict[str, float]:
     from distributed import get_task_stream
 
@@ -516,7 +496,14 @@ def _sample_nbflow(client: Any, spec: list[Any], place: str, variant: str) -> di
         run[end]
         t1, cpu = time.time(), time.process_time() - cpu0
         _cpu_now("result")
-    out = _collect(client, t0, spec[0][0], ts.data)
+    return _sample(client, spec, ts.data, t0, t1, cpu)
+
+
+def _sample(client: Any, spec: list[Any], stream: Any, t0: float, t1: float,
+            cpu: float) -> dict[str, float]:
+    """One sample's figures: its marks and task stream from ``t0``, the CPU windows, the
+    result in hand at ``t1`` and this process's ``cpu`` over the call."""
+    out = _collect(client, t0, spec[0][0], stream)
     out.update(cpu_windows())
     out["result in hand"] = t1 - t0
     out["CPU of this process"] = cpu
@@ -535,11 +522,7 @@ def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
         client.compute(nodes["end"]).result()
         t1, cpu = time.time(), time.process_time() - cpu0
         _cpu_now("result")
-    out = _collect(client, t0, spec[0][0], ts.data)
-    out.update(cpu_windows())
-    out["result in hand"] = t1 - t0
-    out["CPU of this process"] = cpu
-    return out
+    return _sample(client, spec, ts.data, t0, t1, cpu)
 
 
 def _print_order(kv: tuple[str, float]) -> tuple[bool, float]:

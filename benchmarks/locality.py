@@ -333,21 +333,30 @@ def session_8(client: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def session_10() -> Iterator[None]:
-    """A run's tail as at the end of session 10: a small result the caller takes at the end
-    is gathered as the run closes (``DaskBackend.carry`` off), and the deferred locality
-    read starts as the backend closes (no thread counts as the run's own)."""
+def session_11_tail(carry: bool, read_after_run: bool) -> Iterator[None]:
+    """Session 11's two changes to a run's tail, each switchable: ``carry``, a small result
+    the caller takes at the end comes with its completion (``DaskBackend.carry``; off: it is
+    gathered as the run closes); ``read_after_run``, the deferred locality read waits for
+    the run's thread to end (off: it starts as the backend closes: no thread counts as the
+    run's own)."""
     from nbflow.engine.backends.dask import DaskBackend
     from nbflow.locality import agent
 
     run_thread = agent.RUN_THREAD
-    DaskBackend.carry = False
-    agent.RUN_THREAD = "\0 (no thread is named so)"
+    DaskBackend.carry = carry
+    if not read_after_run:
+        agent.RUN_THREAD = "\0 (no thread is named so)"
     try:
         yield
     finally:
         DaskBackend.carry = True
         agent.RUN_THREAD = run_thread
+
+
+def session_10() -> contextlib.AbstractContextManager[None]:
+    """A run's tail as at the end of session 10: both of :func:`session_11_tail`'s changes
+    off."""
+    return session_11_tail(carry=False, read_after_run=False)
 
 
 def _best_per_worker(self: Any, workers: Any, inputs: Any, exclude: Any, joins: Any,
