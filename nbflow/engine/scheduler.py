@@ -43,7 +43,8 @@ How it works, in one place:
   behind slots taken by tasks still running.  Nothing about order changes: a node is
   taken in only once ready (its inputs completed, in the engine's view too), and its
   events are those of any attempt.  A paused run takes such work in too (it is done; pause
-  keeps new work from starting).
+  keeps new work from starting).  A node whose own attempt is waiting for the cache's
+  answer is not taken in a second time: that attempt adopts the finished work.
 * **Cache.**  With a result cache (handed over by the run), a task's first attempt asks it
   for a stored result first; a hit completes the task without calling it.  A value that
   was computed is offered to the cache before the task completes.  If the cache itself
@@ -199,6 +200,10 @@ class Scheduler:
         self.slotless: dict[int, float] = {}
         self.to_take: collections.deque[int] = collections.deque()
         self.early: set[int] = set()
+        # Nodes whose attempt waits for the cache's answer: still READY, but already being
+        # attempted (a node that finished elsewhere meanwhile is not taken in a second time:
+        # this attempt adopts its work).
+        self.looking: set[int] = set()
         self.taking = False
         self.paused = False
         self.first_failure: int | None = None
@@ -525,7 +530,8 @@ class Scheduler:
         confirms its work is done with the inputs it now has (``done_ahead``)."""
         cls = self.class_of[i]
         done = getattr(cls.backend, "done_ahead", None) if cls is not None else None
-        if done is None or i in self.slotless or self.tg is None or self.tg.cancel_scope.cancel_called:
+        if (done is None or i in self.slotless or i in self.looking or self.tg is None
+                or self.tg.cancel_scope.cancel_called):
             return False
         started = done(i)
         if started is None:
@@ -571,6 +577,7 @@ class Scheduler:
         cache = self.cache
         if cache is not None and self.attempts[i] == 0:  # store hook: a stored result for this key?
             t0 = time.perf_counter()
+            self.looking.add(i)  # (its work finishing elsewhere meanwhile is not a second attempt)
             try:
                 hit = await cache.lookup(i)
             except StoreIntegrityError as e:  # strict=True and a damaged stored result
@@ -581,6 +588,11 @@ class Scheduler:
             except Exception as e:
                 self._cache_broke(e)
                 hit = None
+            finally:
+                self.looking.discard(i)
+            if self.state[i] is not READY:  # skipped or cancelled while the cache answered:
+                self._release(i)            # this attempt is not to be
+                return
             if hit is not None:
                 self.enter(ev.TaskStarted(time.time(), i, ref.key, 0, "cache"))
                 self._release(i)
