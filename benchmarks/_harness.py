@@ -104,6 +104,32 @@ def local_cluster(workers: int = 4) -> Iterator[Any]:
         cluster.close()
 
 
+# Between two samples on one client: see settle_client.  ``--no-settle`` turns it off.
+SETTLE_S = 0.03
+
+
+def settle_client(client: Any, quiet: float | None = None) -> None:
+    """Let the messages of the previous sample go before the next one starts.
+
+    Dask's client writes to the scheduler in batches, no sooner than 10 ms after its
+    previous write; the scheduler's streams to the workers batch the same way.  The previous
+    sample's last message (the release of its results, as its futures are dropped) was
+    written just before the next sample's call, so the next graph waited up to ~12 ms in
+    the client, for whichever system came next: a delay neither system's run caused, which
+    fell on one or the other by the order of the alternation.  Waiting until the client's
+    batch window is closed and then ``quiet`` seconds (default :data:`SETTLE_S`, for the
+    scheduler's and the workers' streams) starts every sample from the same idle state, as
+    a notebook run started by a person does."""
+    quiet = SETTLE_S if quiet is None else quiet
+    if quiet <= 0:
+        return
+    comm = getattr(client, "scheduler_comm", None)
+    deadline = time.monotonic() + 1.0
+    while comm is not None and comm.next_deadline is not None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    time.sleep(quiet)
+
+
 @contextlib.contextmanager
 def nbflow_home(store: str | os.PathLike[str] | None = None, *, replace: bool = False) -> Iterator[str]:
     """Point ``NBFLOW_HOME`` (the run store) at ``store``, or at a throw-away directory.

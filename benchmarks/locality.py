@@ -470,6 +470,7 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
     s8.__enter__()  # (before the clock: its switch is a round trip)
     a12 = session_12_a_off() if mode == "session-12-a-off" else contextlib.nullcontext()
     a12.__enter__()  # (until the run's end-of-run read is over)
+    _harness.settle_client(client)  # (the previous sample's messages go first)
     t0, cpu0 = time.perf_counter(), time.process_time()
     place = {"remote": "none", "release": "locality", "hold-all": "locality",
              "session-4": "locality", "session-5": "locality", "session-6": "locality",
@@ -529,6 +530,7 @@ def run_dask(client: Any, spec: list[Any]) -> dict[str, Any]:
     nodes = delayed_graph(spec)
     before = _logs(client)
     wcpu0 = _workers_cpu(client)
+    _harness.settle_client(client)  # (the previous sample's messages go first)
     t0, cpu0 = time.perf_counter(), time.process_time()
     value = client.compute(nodes["end"]).result()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -662,8 +664,12 @@ def main() -> None:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--modes", default=",".join(MODES), help="variants to run (comma-separated)")
     ap.add_argument("--bandwidth", type=float, default=100e6, help="bytes/s in the simulation")
+    ap.add_argument("--settle", type=float, default=_harness.SETTLE_S,
+                    help="seconds of quiet on the client before each sample, after its batch "
+                         "window closes (0: start at once, as before session 13)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    _harness.SETTLE_S = args.settle
     log = _harness.progress("locality")
     doc: dict[str, Any] = {"benchmark": "locality", "machine": _harness.machine_info()}
     if args.part in ("cluster", "all"):
@@ -679,6 +685,7 @@ def main() -> None:
         log(f"load average before {doc['load_before']}, after {doc['load_after']}")
         doc["cluster_command_repeat"] = args.repeat
         doc["cluster_command_warmup"] = args.warmup
+        doc["settle_s"] = args.settle
     if args.part in ("sim", "all"):
         doc["simulation"] = {"bandwidth": args.bandwidth, "traces": sim_part(args.bandwidth, log)}
     _harness.emit_json(doc, args.json)

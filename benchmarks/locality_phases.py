@@ -261,6 +261,7 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
         # (switched off first: the marks wrap whichever version it leaves in place)
         b = session_12_b_off() if b_off else contextlib.nullcontext()
         with b, instrumented(), locality.placement("locality"), as_before, graph_marks(client):
+            _harness.settle_client(client)  # (the previous sample's messages go first)
             t0, cpu0 = time.time(), time.process_time()
             run = wf.run(backend=client, cache=False)
             t_wait = time.time()
@@ -314,6 +315,7 @@ def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
     nodes = delayed_graph(spec)
     _marks.clear()
     with graph_marks(client):
+        _harness.settle_client(client)  # (the previous sample's messages go first)
         t0, cpu0 = time.time(), time.process_time()
         fut = client.compute(nodes["end"])
         t_submit = time.time()
@@ -351,8 +353,12 @@ def main() -> None:
     ap.add_argument("--systems", default="nbflow,dask",
                     help="of nbflow, nbflow-unbatched, nbflow-session-5, nbflow-session-10, "
                          "nbflow-session-12-b-off, dask")
+    ap.add_argument("--settle", type=float, default=_harness.SETTLE_S,
+                    help="seconds of quiet on the client before each sample, after its batch "
+                         "window closes (0: start at once, as before session 13)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    _harness.SETTLE_S = args.settle
     systems = args.systems.split(",")
     unknown = sorted(set(systems) - {"nbflow", "nbflow-unbatched", "nbflow-session-5",
                                      "nbflow-session-10", "nbflow-session-12-b-off", "dask"})
@@ -365,7 +371,7 @@ def main() -> None:
     # while machine_info hashes the tree this script is in)
     doc: dict[str, Any] = {"benchmark": "locality_phases", "machine": _harness.machine_info(),
                            "nbflow_path": os.path.dirname(nbflow.__file__),
-                           "workloads": {}, "load_before": os.getloadavg()}
+                           "workloads": {}, "load_before": os.getloadavg(), "settle_s": args.settle}
     with _harness.nbflow_home(), _harness.local_cluster() as client:
         for name in args.workloads.split(","):
             spec = WORKLOADS[name]()
