@@ -10,6 +10,7 @@ how long it took.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from concurrent import futures
 from typing import Any
@@ -322,13 +323,23 @@ def test_the_end_of_run_read_asks_the_workers_and_the_scheduler_in_one_hand_off(
         return real(fn, *args, **kwargs)
 
     monkeypatch.setattr(client, "sync", counted)
+    # (a scheduler in this process is asked on its own loop: a hand-off there counts alike)
+    to_loop = asyncio.run_coroutine_threadsafe
+
+    def counted_to_loop(coro: Any, loop: Any) -> Any:
+        if threading.current_thread().name == "nbflow-locality-read":
+            hand_offs.append(coro.__qualname__)
+        return to_loop(coro, loop)
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", counted_to_loop)
     with nf.Workflow("end-one-ask") as wf:
         out = total(inc(make(1000)))
     run = wf.run(backend=client, cache=False)
     assert run[out] == 250.0
     agent = run.locality.agent
     agent.settle()
-    assert len(hand_offs) == 1  # both questions went to the client's loop together
+    assert len(hand_offs) == 1  # both questions went to the loop together
     evidence = agent.memory
-    assert evidence is not None and set(evidence.workers) == set(client.scheduler_info()["workers"])
+    ran = {w for w in agent.worker_of.values() if w}
+    assert evidence is not None and ran <= set(evidence.workers) <= set(client.scheduler_info()["workers"])
     assert evidence.restarted == {} and agent.rows is not None

@@ -45,6 +45,8 @@ TAKE_WAIT_S = 1.0
 # the wait at once)
 QUIET_WAIT_S = 5.0
 RUN_THREAD = "nbflow-run-"  # how a run's own thread is named (engine/run.py): see closing
+READ_THREAD = "nbflow-locality-read"
+PARKED_CHECK_S = 5.0  # how often a parked read's thread looks whether its run was dropped
 # (workflow, task key) -> compute seconds Dask measured for it in this process.  The
 # durations the store records are nbflow's view of a task (for a task submitted ahead: from
 # its inputs' completion), so a rerun in the same session places by what Dask measured.
@@ -64,6 +66,46 @@ async def _both(client: Any, keys: list[str], since: float | None) -> tuple[Any,
     got, restarted = await asyncio.gather(client.run(_at_close, keys, since),
                                           client.run_on_scheduler(memory.suspicious, keys))
     return got, restarted
+
+
+async def _ask_here(scheduler: Any, keys: list[str], since: float | None) -> tuple[Any, Any]:
+    """(On the loop of a scheduler in this process) :func:`_at_close` on the workers the
+    run's tasks were sent to (every worker when that is not known for sure:
+    :func:`.dask_plugin.workers_sent`), through the scheduler's own broadcast, and the
+    restarted tasks read from its table.  What ``client.run`` does, less its message to the
+    scheduler and the answers' way back through it (``benchmarks/end_read.py``)."""
+    from distributed.protocol.pickle import dumps
+
+    from ..engine.backends.dask_plugin import workers_sent
+
+    workers = workers_sent(scheduler, keys, since) if since is not None else None
+    msg = dict(op="run", function=dumps(_at_close), args=dumps((keys, since)),
+               kwargs=dumps({}), wait=True)
+    answers = await scheduler.broadcast(msg=msg, workers=workers, on_error="return_pickle")
+    return _results(answers), memory.suspicious(keys, scheduler)
+
+
+def _results(answers: dict[str, Any]) -> dict[str, Any]:
+    """The workers' results of a broadcast ``run`` (as ``client.run`` makes them): a worker
+    that failed, or whose function raised, raises here (the read then falls back)."""
+    from distributed.core import clean_exception
+    from distributed.protocol import Serialize, Serialized, deserialize
+    from distributed.protocol.pickle import loads
+
+    out = {}
+    for w, got in answers.items():
+        if isinstance(got, bytes):  # (the pickled error of the message itself)
+            raise loads(got)
+        if got.get("status") != "OK":
+            _, exc, tb = clean_exception(**got)
+            raise (exc or RuntimeError(f"worker {w} failed the end-of-run read")).with_traceback(tb)
+        result = got["result"]
+        if isinstance(result, Serialized):  # (the scheduler's connections leave it packed)
+            result = deserialize(result.header, result.frames)
+        elif isinstance(result, Serialize):  # (in-process workers: never packed at all)
+            result = result.data
+        out[w] = result
+    return out
 
 
 def _scheduler_here(client: Any) -> Any:
@@ -86,6 +128,9 @@ def _scheduler_here(client: Any) -> Any:
 _reads_on: weakref.WeakKeyDictionary[Any, dict[threading.Thread, LocalityAgent]] = \
     weakref.WeakKeyDictionary()
 _reads_lock = threading.Lock()
+# Runs whose deferred read was handed to a parked (daemon) thread: exit waits for them too
+# (a read whose client is asynchronous is in no _reads_on entry).
+_handed: weakref.WeakSet[LocalityAgent] = weakref.WeakSet()
 CLOSE_WAIT_S = 30.0  # the longest a client's close waits for a read (a safety net only)
 
 
@@ -143,12 +188,26 @@ def _finish_reads_at_exit() -> None:
     thread waits to start until the results brought to the caller arrive would be lost)."""
     with _reads_lock:
         agents = [a for waiting in list(_reads_on.values()) for a in waiting.values()]
+        agents += [a for a in list(_handed) if a not in agents]
     for agent in agents:
         with contextlib.suppress(Exception):  # (what is lost at exit must not break it)
             agent._finish_now()
 
 
 atexit.register(_finish_reads_at_exit)
+
+
+def _parked(ref: weakref.ref[LocalityAgent], let_go: threading.Event) -> None:
+    """A run's read thread, started during the run (:meth:`LocalityAgent.finished`) and
+    parked until the run closes (:meth:`LocalityAgent.closing`) lets it go: it then does
+    the deferred read, unless the read was done otherwise (its client closed with the run).
+    It holds its agent weakly while parked: a run dropped unclosed leaves no thread."""
+    while not let_go.wait(PARKED_CHECK_S):
+        if ref() is None:
+            return
+    agent = ref()
+    if agent is not None and agent._reading is threading.current_thread():
+        agent._read_after(*agent._read_args)
 
 
 class PlacementError(NbflowError, ValueError):
@@ -201,6 +260,8 @@ class LocalityAgent:
         self._read_args: tuple[Any, ...] = ()  # (_read_after's)
         self._read_thread: threading.Thread | None = None  # (kept once settled: _read_over's key)
         self._begin_lock = threading.Lock()
+        self._parking: threading.Thread | None = None  # (see finished, closing, _parked)
+        self._let_go = threading.Event()
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
         self.workflow = ""  # the run's workflow name (set by attach)
         self.pred_bytes: dict[str, int] = {}  # task key -> predicted output bytes (history)
@@ -308,6 +369,8 @@ class LocalityAgent:
         """``key``'s result is on ``worker`` (``holders``: every worker with a copy, when
         consumers submitted ahead fetched it before it was located)."""
         self.node_of[dask_key] = key
+        if self._parking is None and self.parks:
+            self._park()
         if len(holders) > 1:
             self.holders_of[key] = (dask_key, tuple(holders))
         self.worker_of[key] = worker
@@ -319,6 +382,23 @@ class LocalityAgent:
             _compute[(self.workflow, key)] = seconds
             while len(_compute) > _REMEMBER:
                 _compute.popitem(last=False)
+
+    # Whether the end-of-run read's thread is started as the run's first task ends and
+    # parked until the run closes (False: started as the run closes, as in session 12;
+    # benchmarks/end_read.py's session_13_b_off).
+    parks = True
+
+    def _park(self) -> None:
+        """Start the thread the end-of-run read will run in, now, while the run computes:
+        starting a thread waits until it runs, which as the run closes is a wait on the
+        run's way to its end (0.5 ms on a quiet machine, 1.5 ms and more under load:
+        ``benchmarks/locality_phases.py``); a parked thread is let go with an event.  A
+        daemon, so that a run that never closes holds no exit; a read it was handed is
+        waited for at exit like any other (:func:`_finish_reads_at_exit`)."""
+        parked = threading.Thread(target=_parked, args=(weakref.ref(self), self._let_go),
+                                  name=READ_THREAD, daemon=True)
+        self._parking = parked
+        parked.start()
 
     def dropped(self, dask_key: str) -> None:
         """A submission was withdrawn (a task submitted ahead whose inputs changed)."""
@@ -346,6 +426,7 @@ class LocalityAgent:
         those steps (``benchmarks/dask_first_compute.py``, variant ``read-at-close``)."""
         keys = list(self.node_of)
         if not stays_open:
+            self._let_go.set()  # (a parked thread has nothing to do: it ends)
             self._read(client, keys)
             return
         # The journal's writer stays up until the deferred rows are written: the run's end
@@ -361,8 +442,14 @@ class LocalityAgent:
         here = threading.current_thread()
         run = here if here.name.startswith(RUN_THREAD) else None  # (never a caller's thread)
         self._read_args = (client, keys, [] if waits else brought, waits, run)
-        self._reading = self._read_thread = threading.Thread(
-            target=self._read_after, args=self._read_args, name="nbflow-locality-read", daemon=False)
+        parked = self._parking
+        if parked is not None and parked.is_alive() and not self._let_go.is_set():
+            self._reading = self._read_thread = parked  # (let go by _begin)
+            with _reads_lock:
+                _handed.add(self)
+        else:
+            self._reading = self._read_thread = threading.Thread(
+                target=self._read_after, args=self._read_args, name=READ_THREAD, daemon=False)
         _close_waits_for(client, self._reading, self)
         pending = [f for f in brought if not f.done()] if waits else []
         if not pending:
@@ -389,6 +476,9 @@ class LocalityAgent:
             if self._begun or reading is None:
                 return
             self._begun = True
+            if reading is self._parking:  # (running already, parked: see _park)
+                self._let_go.set()
+                return
             try:
                 reading.start()
                 return
@@ -457,6 +547,8 @@ class LocalityAgent:
             self._read(client, keys)
         finally:
             _read_over(client, self._read_thread)
+            with _reads_lock:
+                _handed.discard(self)
             self._release()
 
     def _release(self) -> None:
@@ -510,11 +602,14 @@ class LocalityAgent:
         """Every worker's :func:`_at_close` and the scheduler's restarted tasks: both
         questions at once, in one hand-off to the client's loop (one wait for the slower
         answer, not one after the other).  A scheduler that runs in this process (a
-        ``LocalCluster``'s) is read directly, after the workers answered: the same
-        function on the same objects, without the message (~1.4 ms of this process's CPU
-        of the read's ~5, ``benchmarks/end_read.py``)."""
+        ``LocalCluster``'s) is asked on its own loop (:func:`_ask_here`): its broadcast to
+        the workers the run's tasks were sent to, its table read for the restarted tasks,
+        no message to it (``benchmarks/end_read.py``)."""
         sync = getattr(client, "sync", None)
         here = _scheduler_here(client)
+        loop = getattr(getattr(here, "loop", None), "asyncio_loop", None)
+        if self.asks_here and loop is not None and loop.is_running():
+            return asyncio.run_coroutine_threadsafe(_ask_here(here, keys, self.started), loop).result()
         if sync is None or here is not None:  # (a stand-in without distributed's loop, or
             # the scheduler here: one after the other)
             got = client.run(_at_close, keys, self.started)
@@ -522,6 +617,11 @@ class LocalityAgent:
                 return got, memory.suspicious(keys, here)
             return got, client.run_on_scheduler(memory.suspicious, keys)
         return sync(_both, client, keys, self.started)
+
+    # Whether a scheduler in this process is asked on its own loop, the workers that ran the
+    # run's tasks only (False: every worker by ``client.run`` and the scheduler's table read
+    # here, as in session 12; benchmarks/locality.py's session-13-b-off).
+    asks_here = True
 
     def _settle_origins(self) -> None:
         """Where a result was made, when copies existed by the time it was located: the one

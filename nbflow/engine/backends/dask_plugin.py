@@ -32,12 +32,23 @@ cluster (see ``DaskBackend._unheld``), which the run does not need in order to g
 made the client's loop and the run's thread work while the next task of a chain waited
 for the scheduler; the window puts that work between the links, in one piece
 (``benchmarks/RESULTS.md``, session 9 (A)).
+
+**Where a run's tasks went.**  The end-of-run read asks the workers for their transfer-log
+entries of the run's keys and their memory evidence (:mod:`nbflow.locality.agent`).  A
+worker fetches a key only for a task sent to it, so the plugin also notes, per run tag, every
+worker a task of nbflow's was sent to (its move to ``processing``); a task Dask's work
+stealing moves is sent to the thief without a transition, and is read from the scheduler's
+own ``stealing`` events.  :func:`workers_sent` puts the two together for a read on a
+scheduler in this process, which then asks those workers only (on a *fan* run that keeps
+everything on one worker: one of four).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -45,6 +56,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from .dask_recovery import METRICS, NAME, UNWANTED_TOPIC
 
 _UNRUN = frozenset({"waiting", "queued", "no-worker", "processing"})  # states before a result
+SENT_RUNS = 4096  # run tags whose workers the plugin keeps (the oldest go first; see the module)
 
 
 def _span(startstops: Any) -> tuple[float, float] | None:
@@ -79,10 +91,13 @@ class LooseRestrictions(SchedulerPlugin):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.events = 0  # completion events sent (one per turn with completions)
         self.completions = 0  # completions sent
+        self.sent_to: dict[str, set[str]] = {}  # run tag -> workers its tasks were sent to
+        self.since = time.time()  # (wall clock) sent_to holds every run's tasks sent from here
 
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
         self._loop = asyncio.get_running_loop()
+        self.since = time.time()
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         """A completion of nbflow's is collected for this turn's event (see the module).
@@ -101,11 +116,14 @@ class LooseRestrictions(SchedulerPlugin):
                         ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
                         if ts is not None and ts.who_wants:
                             self._send_soon()
-        elif finish == "processing" and self._timer is not None:
-            # a task some client holds starts: its run will need what waits (the completions
-            # before it) once it ends; sent now, the client takes them while the task runs
+        elif finish == "processing":
             ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
-            if ts is not None and ts.who_wants:
+            if ts is not None and type(key) is str:
+                self._sent(key, ts)
+            if self._timer is not None and ts is not None and ts.who_wants:
+                # a task some client holds starts: its run will need what waits (the
+                # completions before it) once it ends; sent now, the client takes them while
+                # the task runs
                 self._send_soon()
         elif finish == "erred" and self.scheduler is not None:
             ts = self.scheduler.tasks.get(key)
@@ -121,6 +139,19 @@ class LooseRestrictions(SchedulerPlugin):
                     asyncio.get_running_loop().call_soon(self._dropped, key)
                 except RuntimeError:  # (no loop running here: judge it now)
                     self._dropped(key)
+
+    def _sent(self, key: str, ts: Any) -> None:
+        """Note the worker a task of nbflow's was sent to, under its run's tag (see the module)."""
+        parts = key.rsplit("-", 2)
+        ws = getattr(ts, "processing_on", None)
+        if len(parts) != 3 or len(parts[1]) != 8 or ws is None:
+            return
+        sent = self.sent_to.get(parts[1])
+        if sent is None:
+            sent = self.sent_to[parts[1]] = set()
+            if len(self.sent_to) > SENT_RUNS:  # (runs never read: a scheduler elsewhere)
+                del self.sent_to[next(iter(self.sent_to))]
+        sent.add(ws.address)
 
     def _completed(self, key: str, facts: dict[str, Any]) -> None:
         worker = facts.get("worker")
@@ -183,6 +214,58 @@ class LooseRestrictions(SchedulerPlugin):
         if woken and scheduler.running:  # (none running: the next one to run takes them)
             scheduler.transitions({k: "processing" for k in woken},
                                   stimulus_id=f"nbflow-loose-restrictions-{time.time()}")
+
+
+def workers_sent(dask_scheduler: Any, keys: Iterable[str], since: float) -> set[str] | None:
+    """On the scheduler (in its own thread): every worker a task of the run of ``keys`` (Dask
+    keys of one nbflow run, started at ``since``, wall clock) was sent to, by the scheduler or
+    by Dask's work stealing; None when that cannot be told for sure (no plugin of this kind,
+    one registered after the run started, keys without a run tag, or stealing events of the
+    run's time no longer kept): then ask every worker.  Only workers still connected are
+    named (one that left took its logs with it, as for a broadcast to every worker).  Read
+    once, as the run is read: its entry is dropped."""
+    plugin = dask_scheduler.plugins.get(NAME)
+    sent_to = getattr(plugin, "sent_to", None)
+    if sent_to is None or getattr(plugin, "since", math.inf) > since:
+        return None
+    tags = set()
+    for key in keys:
+        parts = key.rsplit("-", 2) if type(key) is str else ()
+        if len(parts) != 3 or len(parts[1]) != 8:
+            return None
+        tags.add(parts[1])
+    out: set[str] = set()
+    for tag in tags:
+        out |= sent_to.pop(tag, set())
+    stolen = _thieves(dask_scheduler, set(keys), since)
+    if stolen is None:
+        return None
+    return {w for w in out | stolen if w in dask_scheduler.workers}
+
+
+def _thieves(dask_scheduler: Any, keys: set[str], since: float) -> set[str] | None:
+    """The workers Dask's work stealing moved one of ``keys`` to since ``since`` (its
+    ``confirm`` events: ``("confirm", key, state, victim, thief, stimulus_id)``); None if
+    the scheduler no longer keeps every stealing event since then."""
+    events = dask_scheduler.get_events("stealing")
+    if not events:
+        return set()
+    maxlen = getattr(getattr(dask_scheduler, "_broker", None), "_topics", {}).get("stealing")
+    maxlen = getattr(getattr(maxlen, "events", None), "maxlen", None)
+    if maxlen is None:  # (a broker of another shape: the length Dask's config gives it)
+        import dask
+
+        maxlen = dask.config.get("distributed.admin.low-level-log-length", None)
+    if maxlen is not None and len(events) >= maxlen and events[0][0] >= since:
+        return None  # (the oldest were dropped: a steal of the run's may be among them)
+    out = set()
+    for when, msg in reversed(events):
+        if when < since:
+            break
+        if (type(msg) is tuple and len(msg) >= 5 and msg[0] == "confirm" and msg[1] in keys
+                and isinstance(msg[4], str)):
+            out.add(msg[4])
+    return out
 
 
 def reports_completions(dask_scheduler: Any) -> int:
