@@ -9,6 +9,8 @@ process, Dask's scheduler included).  Systems, alternated round-robin:
 
 - ``nbflow``: this tree;
 - ``nbflow-session-10``: the same tree with the cuts below switched off (:func:`session_10`);
+  or, with ``--off session-13-b``, ``nbflow-session-13-b-off``: session 13 (B)'s end of a
+  run switched off (``end_read.session_13_b_off``);
   or, with ``--off c2``, ``nbflow-c2-off``: the same tree with session 11's second cut
   (engineer C: the run's loop tidied in its root task) switched off (``run_tail.c2_off``);
 - ``dask``: the same graph as ``dask.delayed``, ``client.compute(end).result()``.
@@ -47,11 +49,12 @@ from collections.abc import Iterator
 from typing import Any
 
 if __package__:
-    from . import _harness, locality_phases, run_tail
+    from . import _harness, end_read, locality_phases, run_tail
     from .locality import WORKLOADS
     from .locality_phases import _timed, sample_dask, sample_nbflow
 else:
     import _harness
+    import end_read
     import locality_phases
     import run_tail
     from locality import WORKLOADS
@@ -62,7 +65,8 @@ FIGURES = ("result in hand (makespan)", "CPU of this process (all threads)", "fi
            "tail: journal run_finished (lasts)", "execute ends -> wait returns",
            "result: prefetch arrived (begins at)", "start: journal commits (begins at)",
            "start: journal commits (lasts)", "tail: end-of-run read started (lasts)",
-           "tail: locality read (its thread) (begins at)", "tail: locality read (its thread) (lasts)")
+           "tail: locality read (its thread) (begins at)", "tail: locality read (its thread) (lasts)",
+           "engine done -> journal run_finished begins", "last compute end -> engine done")
 
 
 @contextlib.contextmanager
@@ -190,6 +194,7 @@ def _by_thread(sample: Any) -> dict[str, float]:
 
 # --off: which cuts the paired system lacks (c2-<part>: one of them)
 OFF: dict[str, Any] = {"session-10": session_10, "c2": run_tail.c2_off,
+                       "session-13-b": end_read.session_13_b_off,
                        **{f"c2-{p}": functools.partial(run_tail.c2_off, (p,)) for p in run_tail.C2_PARTS}}
 
 
@@ -198,6 +203,9 @@ def _nbflow(client: Any, spec: list[Any], off: str | None) -> dict[str, float]:
         got = _by_thread(lambda: sample_nbflow(client, spec))
     got["tail (engine done -> value in hand)"] = got["result in hand (makespan)"] - got["engine done"]
     got["execute ends -> wait returns"] = got["wait returns"] - got["tail: execute (ends at)"]
+    got["engine done -> journal run_finished begins"] = (
+        got.get("tail: journal run_finished (begins at)", math.nan) - got["engine done"])
+    got["last compute end -> engine done"] = got["engine done"] - got["last compute end"]
     return got
 
 
@@ -211,7 +219,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     log = _harness.progress("dask_tail")
-    other = f"nbflow-{args.off}" + ("-off" if args.off.startswith("c2") else "")
+    other = f"nbflow-{args.off}" + ("-off" if args.off.startswith(("c2", "session-13")) else "")
     _install_thread_end_clock()
     doc: dict[str, Any] = {"benchmark": "dask_tail", "machine": _harness.machine_info(),
                            "workloads": {}, "load_before": os.getloadavg()}

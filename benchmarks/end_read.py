@@ -14,6 +14,9 @@ waited for before the next run (no overlap), its parts timed by wrapping them: t
 questions (``_ask``), the rows (``edges_from_logs``), the journaling (``TransferSink``),
 the writer let go (``_release``, with the read ahead in it) and the read ahead alone.
 
+``--systems`` (``--part run``): ``now`` (this tree) and ``session-13-b-off`` (this tree with
+session 13 (B)'s changes switched off: :func:`session_13_b_off`), alternated run by run.
+
 ``--part ask``: the questions alone, alternated ``--repeat`` times, asked as the read asks
 them (``read``: on this cluster, the workers by a message, the scheduler, which runs in this
 process, read directly), as it asked them before (``both``: the workers and the scheduler
@@ -25,16 +28,19 @@ workers itself (``via-scheduler``), and ``both`` with Dask's broadcast connectio
 Usage::
 
     .venv/bin/python benchmarks/end_read.py --part all --runs 25 --repeat 60 --json benchmarks/end-read.json
+    .venv/bin/python benchmarks/end_read.py --part run --runs 40 --systems now,session-13-b-off \\
+        --json benchmarks/end-read-s13b.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 if __package__:
@@ -49,7 +55,41 @@ PARTS = (("_ask", "the two questions"), ("edges_from_logs", "rows"), ("sink", "j
          ("_read", "the whole read"))
 
 
-def part_run(client: Any, workload: str, runs: int) -> dict[str, Any]:
+@contextlib.contextmanager
+def session_13_b_off() -> Iterator[None]:
+    """Session 13 (B)'s changes switched off: the end-of-run read asks every worker by
+    ``client.run`` (the scheduler's table read here, as in session 12), not the workers the
+    run's tasks were sent to through the scheduler's own broadcast
+    (``LocalityAgent.asks_here``); its thread is started as the run closes, not parked
+    during the run (``LocalityAgent.parks``)."""
+    from nbflow.locality.agent import LocalityAgent
+
+    asks_here, parks = LocalityAgent.asks_here, LocalityAgent.parks
+    LocalityAgent.asks_here = LocalityAgent.parks = False
+    try:
+        yield
+    finally:
+        LocalityAgent.asks_here, LocalityAgent.parks = asks_here, parks
+
+
+SYSTEMS = {"now": contextlib.nullcontext, "session-13-b-off": session_13_b_off}
+
+
+def part_run(client: Any, workload: str, runs: int, systems: list[str]) -> dict[str, Any]:
+    """``runs`` runs per system, the systems alternated run by run; per system, the medians
+    of each part's CPU (one system: its figures alone, as before)."""
+    got = _run_alternated(client, workload, runs, systems)
+    skip = 2  # (the first runs of each: imports, no history)
+    per = {name: {"transfer_rows_per_run": statistics.median(spent.pop("rows")),
+                  "median_ms": {k: (statistics.median(v[skip:]) * 1e3 if len(v) > skip else None)
+                                for k, v in spent.items()},
+                  "calls": {k: len(v) for k, v in spent.items()}}
+           for name, spent in got.items()}
+    return per if len(systems) > 1 else per[systems[0]]
+
+
+def _run_alternated(client: Any, workload: str, runs: int,
+                    systems: list[str]) -> dict[str, dict[str, list[float]]]:
     from nbflow import locality
     from nbflow.locality import agent
     from nbflow.predict import ahead
@@ -77,25 +117,28 @@ def part_run(client: Any, workload: str, runs: int) -> dict[str, Any]:
     undo = [timing(agent_class, "_ask", "_ask"), timing(agent, "edges_from_logs", "edges_from_logs"),
             timing(hooks.TransferSink, "__call__", "sink"), timing(agent_class, "_release", "_release"),
             timing(ahead, "read_ahead", "read_ahead"), timing(agent_class, "_read", "_read")]
+    out = {name: {k: [] for k in [*spent, "rows"]} for name in systems}
     try:
         wf, end = trace_spec(f"end-read-{workload}", WORKLOADS[workload]())
-        rows = []
         with locality.placement("locality"):
-            for _ in range(runs):
-                run = wf.run(backend=client, cache=False)
-                run[end]
-                run.locality.agent.settle()
-                rows.append(len(run.transfers))
+            for i in range(runs * len(systems)):
+                name = systems[i % len(systems)]
+                for v in spent.values():
+                    v.clear()
+                with SYSTEMS[name]():
+                    run = wf.run(backend=client, cache=False)
+                    run[end]
+                    run.locality.agent.settle()
+                    rows = len(run.transfers)
                 del run
                 time.sleep(0.02)  # (the journal writer exits: nothing of this run left running)
+                for k, v in spent.items():
+                    out[name][k].append(sum(v))
+                out[name]["rows"].append(float(rows))
     finally:
         for u in undo:
             u()
-    skip = 2  # (the first runs: imports, no history)
-    return {"transfer_rows_per_run": statistics.median(rows),
-            "median_ms": {name: (statistics.median(v[skip:]) * 1e3 if len(v) > skip else None)
-                          for name, v in spent.items()},
-            "calls": {name: len(v) for name, v in spent.items()}}
+    return out
 
 
 async def _via_scheduler(keys: list[str], since: float, dask_scheduler: Any = None) -> Any:
@@ -156,6 +199,8 @@ def main() -> None:
     ap.add_argument("--workload", default="fan", choices=sorted(WORKLOADS))
     ap.add_argument("--runs", type=int, default=25)
     ap.add_argument("--repeat", type=int, default=60)
+    ap.add_argument("--systems", default="now",
+                    help=f"(--part run) any of {sorted(SYSTEMS)}, comma-separated")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     log = _harness.progress("end_read")
@@ -163,8 +208,10 @@ def main() -> None:
                            "command": vars(args), "load_before": os.getloadavg()}
     with _harness.nbflow_home(), _harness.local_cluster() as client:
         if args.part in ("run", "all"):
-            doc["run"] = part_run(client, args.workload, args.runs)
-            log(f"run: {doc['run']['median_ms']}")
+            doc["run"] = part_run(client, args.workload, args.runs, args.systems.split(","))
+            for name, got in (doc["run"].items() if "median_ms" not in doc["run"]
+                              else [("now", doc["run"])]):
+                log(f"run, {name}: {got['median_ms']}")
         if args.part in ("ask", "all"):
             doc["ask"] = part_ask(client, args.repeat)
             log(f"ask: {doc['ask']}")

@@ -49,6 +49,8 @@ Each workflow runs, alternated ``--repeat`` times, as:
 - ``session-12-b-off``: ``locality`` with session 12 (B)'s changes on the run's thread
   switched off (``run_start.session_12_b_off``: the journal's writer started on the way to
   the first graph, the run's loop made in its thread); its workflow is ``locality``'s;
+- ``session-13-b-off``: ``locality`` with session 13 (B)'s end of a run switched off
+  (``end_read.session_13_b_off``);
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -102,7 +104,7 @@ else:
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
          "session-6", "session-8", "session-10", "session-11-a1", "session-12-a-off",
-         "session-12-b-off", "round-robin", "dask"]
+         "session-12-b-off", "session-13-b-off", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -463,6 +465,13 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
             from run_start import session_12_b_off
         with session_12_b_off():
             return run_nbflow(client, spec, "locality")
+    if mode == "session-13-b-off":  # (session 13 (B)'s end of a run switched off: end_read.py)
+        if __package__:
+            from .end_read import session_13_b_off
+        else:
+            from end_read import session_13_b_off
+        with session_13_b_off():
+            return run_nbflow(client, spec, "locality")
     wf, end = trace_spec(f"locality-bench-{mode}", spec)
     before = _logs(client)
     wcpu0 = _workers_cpu(client)
@@ -613,9 +622,10 @@ def _targets(per: dict[str, Any]) -> dict[str, Any]:
             if m in per:
                 out[f"makespan_vs_dask_{m}"] = _harness.target(
                     _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")
-        if "session-12-b-off" in per:
-            out["makespan_vs_dask_session-12-b-off"] = _harness.target(
-                _harness.ratio(per["session-12-b-off"]["makespan_s"], dk["makespan_s"]), 1.1, "<=")
+        for m in ("session-12-b-off", "session-13-b-off"):
+            if m in per:
+                out[f"makespan_vs_dask_{m}"] = _harness.target(
+                    _harness.ratio(per[m]["makespan_s"], dk["makespan_s"]), 1.1, "<=")
     out["client_bytes_not_asked"] = _harness.target(float(loc["client_bytes_not_asked"]), 0.0, "<=")
     return out
 

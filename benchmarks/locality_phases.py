@@ -128,7 +128,7 @@ def instrumented() -> Iterator[None]:
     from nbflow.engine import gcpolicy, scheduler, taskoutput
     from nbflow.engine import run as run_module
     from nbflow.engine.backends import dask as dask_backend
-    from nbflow.engine.backends import dask_ahead
+    from nbflow.engine.backends import dask_ahead, dask_plugin, dask_watch
     from nbflow.locality import agent
     from nbflow.server import cancel
     from nbflow.store import journal
@@ -152,6 +152,10 @@ def instrumented() -> Iterator[None]:
         _timed(agent.LocalityAgent, "_read", "tail: locality read (its thread)"),
         _timed(run_module.Run, "execute", "tail: execute", is_async=True),
         _timed(run_module.Run, "wait", "tail: wait"),
+        _timed(dask_plugin.LooseRestrictions, "_completed", "tail: scheduler took a completion"),
+        _timed(dask_plugin.LooseRestrictions, "_send", "tail: scheduler sent completions"),
+        _timed(dask_watch.Watcher, "announced", "tail: client told of a completion"),
+        _timed(dask_watch.Watcher, "_drain", "tail: run's loop took completions"),
         _timed(journal.Journal, "run_finished", "tail: journal run_finished"),
         _timed(journal.Journal, "flush", "tail: journal flush"),
         _timed(journal.Journal, "_join_idle", "tail: journal writer join"),
