@@ -195,6 +195,8 @@ def _by_thread(sample: Any) -> dict[str, float]:
 # --off: which cuts the paired system lacks (c2-<part>: one of them)
 OFF: dict[str, Any] = {"session-10": session_10, "c2": run_tail.c2_off,
                        "session-13-b": end_read.session_13_b_off,
+                       **{f"session-13-b-{p}": functools.partial(end_read.session_13_b_off, (p,))
+                          for p in end_read.B13_PARTS},
                        **{f"c2-{p}": functools.partial(run_tail.c2_off, (p,)) for p in run_tail.C2_PARTS}}
 
 

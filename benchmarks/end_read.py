@@ -55,17 +55,22 @@ PARTS = (("_ask", "the two questions"), ("edges_from_logs", "rows"), ("sink", "j
          ("_read", "the whole read"))
 
 
+B13_PARTS = ("ask", "park")  # (session_13_b_off's parts)
+
+
 @contextlib.contextmanager
-def session_13_b_off() -> Iterator[None]:
+def session_13_b_off(parts: tuple[str, ...] = B13_PARTS) -> Iterator[None]:
     """Session 13 (B)'s changes switched off: the end-of-run read asks every worker by
     ``client.run`` (the scheduler's table read here, as in session 12), not the workers the
     run's tasks were sent to through the scheduler's own broadcast
     (``LocalityAgent.asks_here``); its thread is started as the run closes, not parked
-    during the run (``LocalityAgent.parks``)."""
+    during the run (``LocalityAgent.parks``).  ``parts``: which of the two (``ask``,
+    ``park``)."""
     from nbflow.locality.agent import LocalityAgent
 
     asks_here, parks = LocalityAgent.asks_here, LocalityAgent.parks
-    LocalityAgent.asks_here = LocalityAgent.parks = False
+    LocalityAgent.asks_here = asks_here and "ask" not in parts
+    LocalityAgent.parks = parks and "park" not in parts
     try:
         yield
     finally:

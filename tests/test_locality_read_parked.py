@@ -102,3 +102,38 @@ def test_a_read_handed_to_the_parked_thread_is_waited_for_at_exit():
     assert agent in agent_module._handed
     agent_module._finish_reads_at_exit()  # what interpreter exit runs
     assert client.calls == [READ_THREAD] and agent not in agent_module._handed
+
+
+def test_a_dask_runs_read_thread_is_parked_once_its_first_graph_is_sent(starts):
+    from nbflow import locality
+
+    class _Run:  # (what attach reads of a run)
+        name, nodes, backend_kind = "parked", (), "dask"
+
+        def __init__(self) -> None:
+            self.backends: dict[str, Any] = {"dask": type("Backend", (), {})()}
+            self.deferred: list[Any] = []
+
+        def defer_until_started(self, fn: Any) -> None:
+            self.deferred.append(fn)
+
+    run = _Run()
+    with locality.placement("locality", keep="all"):  # (nothing the notebook names to count)
+        agent = locality.attach(run)
+    assert agent is not None and starts == [] and len(run.deferred) == 1
+    run.deferred[0]()  # (the run's first graph is in Dask's client)
+    assert starts == [READ_THREAD] and agent._parking is not None and agent._parking.is_alive()
+    _finish_one(agent)  # (its first task ends: nothing more)
+    assert starts == [READ_THREAD]
+    client = _Client()
+    agent.closing(client, stays_open=True)
+    agent.settle()
+    assert starts == [READ_THREAD] and client.calls == [READ_THREAD]
+
+
+def test_a_run_that_closed_before_its_graph_went_parks_nothing(starts):
+    agent, client = LocalityAgent(), _Client()
+    agent.closing(client, stays_open=True)
+    agent.park()  # (what waited for the graph runs as the run ends)
+    agent.settle()
+    assert starts == [READ_THREAD] and client.calls == [READ_THREAD]

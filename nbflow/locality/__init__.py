@@ -131,6 +131,9 @@ def attach(run: Any) -> LocalityAgent | None:
         agent.workflow = str(getattr(run, "name", ""))
         agent.graph = JoinGraph(getattr(run, "nodes", ()))  # (the placement rule's join term)
         backend.placement = agent
+        defer = getattr(run, "defer_until_started", None)
+        if defer is not None:  # (the end-of-run read's thread, started once the graph is sent)
+            defer(agent.park)
     run.locality = LocalityView(agent, str(getattr(run, "backend_kind", "?")),
                                 getattr(run, "backends", {}).get("process"))
     return agent

@@ -260,7 +260,7 @@ class LocalityAgent:
         self._read_args: tuple[Any, ...] = ()  # (_read_after's)
         self._read_thread: threading.Thread | None = None  # (kept once settled: _read_over's key)
         self._begin_lock = threading.Lock()
-        self._parking: threading.Thread | None = None  # (see finished, closing, _parked)
+        self._parking: threading.Thread | None = None  # (see park, closing, _parked)
         self._let_go = threading.Event()
         self.sink: Any = None  # journals the rows (the store's, handed in by the workflow)
         self.workflow = ""  # the run's workflow name (set by attach)
@@ -369,8 +369,8 @@ class LocalityAgent:
         """``key``'s result is on ``worker`` (``holders``: every worker with a copy, when
         consumers submitted ahead fetched it before it was located)."""
         self.node_of[dask_key] = key
-        if self._parking is None and self.parks:
-            self._park()
+        if self._parking is None:  # (not parked as the graph went: see park)
+            self.park()
         if len(holders) > 1:
             self.holders_of[key] = (dask_key, tuple(holders))
         self.worker_of[key] = worker
@@ -383,18 +383,22 @@ class LocalityAgent:
             while len(_compute) > _REMEMBER:
                 _compute.popitem(last=False)
 
-    # Whether the end-of-run read's thread is started as the run's first task ends and
+    # Whether the end-of-run read's thread is started during the run (see park) and
     # parked until the run closes (False: started as the run closes, as in session 12;
     # benchmarks/end_read.py's session_13_b_off).
     parks = True
 
-    def _park(self) -> None:
-        """Start the thread the end-of-run read will run in, now, while the run computes:
-        starting a thread waits until it runs, which as the run closes is a wait on the
-        run's way to its end (0.5 ms on a quiet machine, 1.5 ms and more under load:
-        ``benchmarks/locality_phases.py``); a parked thread is let go with an event.  A
-        daemon, so that a run that never closes holds no exit; a read it was handed is
-        waited for at exit like any other (:func:`_finish_reads_at_exit`)."""
+    def park(self) -> None:
+        """Start the thread the end-of-run read will run in, now, while the run computes
+        (once its first graph is sent: :func:`nbflow.locality.attach` defers it to then;
+        else as its first task ends): starting a thread waits until it runs, which as the
+        run closes is a wait on the run's way to its end (0.3 ms on a quiet machine, 1.5
+        ms and more under load: ``benchmarks/dask_tail.py``); a parked thread is let go
+        with an event.  A daemon, so that a run that never closes holds no exit; a read it
+        was handed is waited for at exit like any other (:func:`_finish_reads_at_exit`)."""
+        if self._parking is not None or not self.parks or self._reading is not None \
+                or self._let_go.is_set():  # (parked already, or the run closed meanwhile)
+            return
         parked = threading.Thread(target=_parked, args=(weakref.ref(self), self._let_go),
                                   name=READ_THREAD, daemon=True)
         self._parking = parked
@@ -476,7 +480,7 @@ class LocalityAgent:
             if self._begun or reading is None:
                 return
             self._begun = True
-            if reading is self._parking:  # (running already, parked: see _park)
+            if reading is self._parking:  # (running already, parked: see park)
                 self._let_go.set()
                 return
             try:
