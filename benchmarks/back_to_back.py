@@ -23,6 +23,9 @@ else waited for in between, as:
   run's end-of-run work is waited for (the read's thread and the read ahead): the runs
   then never overlap it.  ``nbflow`` − ``settled`` is what that work costs the next runs
   when they follow at once;
+- ``session-13-b-off``: the same as ``nbflow`` with session 13 (B)'s end of a run switched
+  off (``end_read.session_13_b_off``: the read asks every worker through the scheduler,
+  its thread started as the run closes);
 - ``dask``: the same number of ``client.compute(graph).result()`` calls, each on a fresh
   ``dask.delayed`` graph of the workflow (built before the clock).
 
@@ -57,13 +60,14 @@ from pathlib import Path
 from typing import Any
 
 if __package__:
-    from . import _harness
+    from . import _harness, end_read
     from .locality import WORKLOADS, delayed_graph, trace_spec
 else:
     import _harness
+    import end_read
     from locality import WORKLOADS, delayed_graph, trace_spec
 
-SYSTEMS = ("nbflow", "ahead-off", "read-at-once", "settled", "dask")
+SYSTEMS = ("nbflow", "ahead-off", "read-at-once", "settled", "session-13-b-off", "dask")
 READ_THREAD = "nbflow-locality-read"
 
 
@@ -186,7 +190,8 @@ def batch_nbflow(client: Any, wf: Any, end: Any, runs: int, system: str,
     walls, values = [], []
     off = ahead.off() if system == "ahead-off" else contextlib.nullcontext()
     wall = cpu = 0.0
-    with own_store(system), off, read_at_once(system == "read-at-once"), \
+    b13 = end_read.session_13_b_off() if system == "session-13-b-off" else contextlib.nullcontext()
+    with own_store(system), off, read_at_once(system == "read-at-once"), b13, \
             locality.placement("locality"):
         for _ in range(runs):
             t0, c0 = time.perf_counter(), time.process_time()
