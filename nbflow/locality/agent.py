@@ -409,8 +409,8 @@ class LocalityAgent:
         self.placer.dropped(self.hint_of.pop(dask_key, None), self.queued_seconds.pop(dask_key, None))
 
     def closing(self, client: Any, stays_open: bool = False, after: Sequence[Any] = ()) -> None:
-        """The run is over: read every worker's transfer log and memory state, and journal
-        the rows.  ``stays_open``: the client outlives the run, so the read is deferred to a
+        """The run is over: read the workers' transfer logs and memory state (:meth:`_ask`),
+        and journal the rows.  ``stays_open``: the client outlives the run, so the read is deferred to a
         helper thread, joined by whatever needs its outcome first (``run.transfers``, the
         report): the run returns without waiting for it.
 

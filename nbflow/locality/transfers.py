@@ -2,10 +2,11 @@
 
 Each Dask worker keeps a log of the data it fetched from other workers
 (``Worker.transfer_incoming_log``: start, stop, duration, the peer, and the size of every
-key in the batch).  At the end of a run the log of every worker is read once with
-``client.run`` (just after the run returns, when the client stays open: see
-:meth:`.agent.LocalityAgent.closing`) and the entries for this run's keys are kept:
-nothing is estimated.
+key in the batch).  At the end of a run the logs are read once, with ``client.run`` or, on a
+scheduler in this process, its own broadcast to the workers the run's tasks were sent to
+(just after the run returns, when the client stays open: see
+:meth:`.agent.LocalityAgent.closing` and ``_ask``) and the entries for this run's keys are
+kept: nothing is estimated.
 
 A fetched key is a task's result moved to the worker of one of its consumers.  The row
 names the producer and the consumer it was fetched for: the first consumer (in submit
