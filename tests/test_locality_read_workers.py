@@ -122,7 +122,10 @@ def _one() -> float:
 
 
 def test_a_run_that_ran_on_one_worker_reads_that_worker_only():
-    with own_client() as client:
+    import dask
+
+    # (no work stealing: the one task is sent to one worker and runs there)
+    with dask.config.set({"distributed.scheduler.work-stealing": False}), own_client() as client:
         assert len(client.scheduler_info()["workers"]) == 2
         with nf.Workflow("read-one-worker") as wf:
             out = _one()
