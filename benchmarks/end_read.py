@@ -55,7 +55,7 @@ PARTS = (("_ask", "the two questions"), ("edges_from_logs", "rows"), ("sink", "j
          ("_read", "the whole read"))
 
 
-B13_PARTS = ("ask", "park")  # (session_13_b_off's parts)
+B13_PARTS = ("ask", "park", "held")  # (session_13_b_off's parts)
 
 
 @contextlib.contextmanager
@@ -64,17 +64,22 @@ def session_13_b_off(parts: tuple[str, ...] = B13_PARTS) -> Iterator[None]:
     ``client.run`` (the scheduler's table read here, as in session 12), not the workers the
     run's tasks were sent to through the scheduler's own broadcast
     (``LocalityAgent.asks_here``); its thread is started as the run closes, not parked
-    during the run (``LocalityAgent.parks``).  ``parts``: which of the two (``ask``,
-    ``park``)."""
+    during the run (``LocalityAgent.parks``); and a held task's completion is sent by the
+    scheduler plugin at the end of its turn, not within its transition
+    (``LooseRestrictions.held_now``: a scheduler in this process).  ``parts``: which of
+    them (``ask``, ``park``, ``held``)."""
+    from nbflow.engine.backends.dask_plugin import LooseRestrictions
     from nbflow.locality.agent import LocalityAgent
 
-    asks_here, parks = LocalityAgent.asks_here, LocalityAgent.parks
+    asks_here, parks, held_now = LocalityAgent.asks_here, LocalityAgent.parks, LooseRestrictions.held_now
     LocalityAgent.asks_here = asks_here and "ask" not in parts
     LocalityAgent.parks = parks and "park" not in parts
+    LooseRestrictions.held_now = held_now and "held" not in parts
     try:
         yield
     finally:
         LocalityAgent.asks_here, LocalityAgent.parks = asks_here, parks
+        LooseRestrictions.held_now = held_now
 
 
 SYSTEMS = {"now": contextlib.nullcontext, "session-13-b-off": session_13_b_off}

@@ -25,7 +25,14 @@ it: ``NBFLOW_DASK_COMPLETIONS_WINDOW``, default 0.1; 0: one turn) and sends what
 meanwhile in one event; a completion some client holds a future for is sent at once, with
 every one waiting before it (the client is told of that key now anyway, and its run needs
 the completions before it to take it), and so is what waits when such a task starts on a
-worker (its run takes them while it runs, not after it ended).  So what waits is only the
+worker (its run takes them while it runs, not after it ended).  A held task's completion
+is sent from within its transition, before the scheduler reports the key to its client
+(in the same batch of the scheduler's stream to the client, then).  Sent at the end of the
+turn, it came after that report, and the stream sends a batch no sooner than 2 ms after
+the previous one: when the scheduler's loop was late (its thread sharing this process's
+GIL with the run's), the report went alone and the completion waited those 2 ms, in a
+third of the runs of ``benchmarks/locality.py``'s *fan* (``benchmarks/RESULTS.md``,
+session 13 (B)).  So what waits is only the
 completions of tasks nobody holds: intermediates whose every consumer is already on the
 cluster (see ``DaskBackend._unheld``), which the run does not need in order to go on.  On a
 ``LocalCluster`` the scheduler shares a process (and its GIL) with the client: each event
@@ -81,6 +88,10 @@ class LooseRestrictions(SchedulerPlugin):
     # 1: completions; 2: and this nbflow's workers (the same installation as a rule) can
     # put a small result itself in the facts relayed (DaskBackend._carry_limit).
     REPORTS_COMPLETIONS = 2
+    # A held task's completion is sent within its transition (False: at the end of the turn,
+    # as before session 13; benchmarks/end_read.session_13_b_off, on a scheduler in its
+    # process)
+    held_now = True
 
     def __init__(self, window: float = 0.0) -> None:
         self.scheduler: Any = None
@@ -112,9 +123,11 @@ class LooseRestrictions(SchedulerPlugin):
                 parts = key.rsplit("-", 2)
                 if len(parts) == 3 and len(parts[1]) == 8:  # "<task>-<run tag>-<attempt>"
                     self._completed(key, kwargs)
-                    if self.window > 0 and self._timer is not None:  # held: send them now
-                        ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
-                        if ts is not None and ts.who_wants:
+                    ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
+                    if ts is not None and ts.who_wants:  # held: sent now (see the module)
+                        if self.held_now:
+                            self._send_now()
+                        elif self.window > 0 and self._timer is not None:  # (as before)
                             self._send_soon()
         elif finish == "processing":
             ts = self.scheduler.tasks.get(key) if self.scheduler is not None else None
@@ -179,6 +192,13 @@ class LooseRestrictions(SchedulerPlugin):
                 self._timer = loop.call_later(self.window, self._send)
             else:
                 loop.call_soon(self._send)
+
+    def _send_now(self) -> None:
+        """Send what waits now, from within the transition: before the scheduler's own
+        report of this key to its client (see the module)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._send()
 
     def _send_soon(self) -> None:
         """Send what waits at the end of this turn, not when the window closes."""
