@@ -80,6 +80,9 @@ class Ahead:
         self.submitted_ahead = 0
         self.adopted = 0
         self._sent_ready = False  # the run's other ready tasks went with its first submission
+        # ... and every one of them on this backend could go (none is left for a later
+        # submission in the same turn of the loop): the first graph may be sent at once
+        self.every_ready_sent = False
 
     def index_of(self, key: str) -> int | None:
         nodes = self.sched.nodes
@@ -126,12 +129,17 @@ class Ahead:
             # the engine starts ready tasks one by one as its workers ramp up: the others
             # go now, with this one (in the same message: see dask_batch)
             self._sent_ready = True
+            left = False
+            class_of = self.sched.class_of
             for j, state in enumerate(self.sched.state):
                 if state is READY and j not in self.ahead and j not in self.inflight:
                     made = self._submit_ahead(j)
                     if made is not None:
                         self.inflight[j] = made
                         stack.append(j)
+                    elif class_of[j] is not None and class_of[j].backend is self.backend:
+                        left = True  # (it is submitted when the engine starts it)
+            self.every_ready_sent = not left
         while stack:
             j = stack.pop()
             for s in self.sched.succs[j]:
