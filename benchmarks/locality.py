@@ -49,6 +49,9 @@ Each workflow runs, alternated ``--repeat`` times, as:
 - ``session-12-b-off``: ``locality`` with session 12 (B)'s changes on the run's thread
   switched off (``run_start.session_12_b_off``: the journal's writer started on the way to
   the first graph, the run's loop made in its thread); its workflow is ``locality``'s;
+- ``session-13-a-off``: ``locality`` with session 13 (A)'s changes switched off
+  (``first_graph.session_13_a_off``: the run's first graph sent at the end of the loop's
+  turn that starts its first task); its workflow is ``locality``'s;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -102,7 +105,7 @@ else:
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
          "session-6", "session-8", "session-10", "session-11-a1", "session-12-a-off",
-         "session-12-b-off", "round-robin", "dask"]
+         "session-12-b-off", "session-13-a-off", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -462,6 +465,13 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
         else:
             from run_start import session_12_b_off
         with session_12_b_off():
+            return run_nbflow(client, spec, "locality")
+    if mode == "session-13-a-off":
+        if __package__:
+            from .first_graph import session_13_a_off
+        else:
+            from first_graph import session_13_a_off
+        with session_13_a_off():
             return run_nbflow(client, spec, "locality")
     wf, end = trace_spec(f"locality-bench-{mode}", spec)
     before = _logs(client)
