@@ -56,22 +56,25 @@ _cpu0: list[float] = []  # its thread_time at its start
 _caller: list[int] = [0]  # the ident of the thread that calls wf.run
 
 
-PARTS = ("turn",)
+PARTS = ("before-start", "turn")
 
 
 @contextlib.contextmanager
 def session_13_a_off(parts: tuple[str, ...] = PARTS) -> Iterator[None]:
-    """nbflow with session 13 (A)'s changes switched off (``parts``: ``turn``, the run's
-    first graph sent at the end of the loop's turn that starts the first task, not within
+    """nbflow with session 13 (A)'s changes switched off (``parts``: ``before-start``, the
+    run's first graph sent by its thread, not by the caller before the thread starts (and
+    so the engine not waiting for the cluster's first news), ``DaskBackend.send_before_start``;
+    ``turn``, sent at the end of the loop's turn that starts the first task, not within
     it, ``DaskBackend.first_graph_at_once``)."""
     from nbflow.engine.backends.dask import DaskBackend
 
-    before = DaskBackend.first_graph_at_once
+    before = DaskBackend.send_before_start, DaskBackend.first_graph_at_once
+    DaskBackend.send_before_start = "before-start" not in parts
     DaskBackend.first_graph_at_once = "turn" not in parts
     try:
         yield
     finally:
-        DaskBackend.first_graph_at_once = before
+        DaskBackend.send_before_start, DaskBackend.first_graph_at_once = before
 
 
 def _mark(name: str) -> None:

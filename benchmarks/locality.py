@@ -50,8 +50,8 @@ Each workflow runs, alternated ``--repeat`` times, as:
   switched off (``run_start.session_12_b_off``: the journal's writer started on the way to
   the first graph, the run's loop made in its thread); its workflow is ``locality``'s;
 - ``session-13-a-off``: ``locality`` with session 13 (A)'s changes switched off
-  (``first_graph.session_13_a_off``: the run's first graph sent at the end of the loop's
-  turn that starts its first task); its workflow is ``locality``'s;
+  (``first_graph.session_13_a_off``: the run's first graph sent by the run's thread, at
+  the end of the loop's turn that starts its first task); its workflow is ``locality``'s;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 

@@ -35,8 +35,9 @@ nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placem
 
 ``nbflow-session-5`` is the same run with session 6's changes switched off
 (:func:`locality.session_5`), for a before/after in one run; ``nbflow-session-13-a-off``
-the same with session 13 (A)'s change switched off (:func:`first_graph.session_13_a_off`:
-the first graph sent at the end of the loop's turn); ``nbflow-session-12-b-off``
+the same with session 13 (A)'s changes switched off (:func:`first_graph.session_13_a_off`:
+the first graph sent by the run's thread, at the end of the loop's turn);
+``nbflow-session-12-b-off``
 the same with session 12 (B)'s changes on the run's thread switched off
 (:func:`run_start.session_12_b_off`); ``nbflow-session-10`` the
 same with session 11's start cuts switched off (:func:`dask_start.session_10`).

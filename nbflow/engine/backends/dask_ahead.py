@@ -140,6 +140,32 @@ class Ahead:
                     elif class_of[j] is not None and class_of[j].backend is self.backend:
                         left = True  # (it is submitted when the engine starts it)
             self.every_ready_sent = not left
+        self._follow(stack)
+
+    def send_ready(self) -> bool:
+        """Before the engine starts (the run's thread not running yet): submit every task
+        with no input, and everything that can go ahead with them, as :meth:`submitted`
+        does for the run's first task; the engine adopts each as it starts it.  Only when
+        every task with no input is a plain task of this backend that can go ahead
+        (otherwise, one the engine submits later would be a second message: False, and
+        nothing is submitted).  True when they all went (queued in the backend's batch)."""
+        sched = self.sched
+        if not self.enabled or self._sent_ready or getattr(self.backend, "batch", None) is None:
+            return False
+        roots = [j for j, w in enumerate(sched.waiting) if w == 0 and sched.state[j] is PENDING]
+        if not roots or not all(self._eligible(j) for j in roots):
+            return False
+        for j in roots:
+            made = self._submit_ahead(j)
+            if made is None:  # (it needs something first: what went waits for the engine's flush)
+                return False
+            self.inflight[j] = made
+        self._sent_ready = self.every_ready_sent = True
+        self._follow(list(roots))
+        return True
+
+    def _follow(self, stack: list[int]) -> None:
+        """Submit ahead what follows the nodes on ``stack`` (and what follows those)."""
         while stack:
             j = stack.pop()
             for s in self.sched.succs[j]:
