@@ -297,3 +297,30 @@ def test_without_news_the_engine_starts_after_the_bound(
     run.wait()
     assert order[0] == "graph" and order.index("engine") < order.index("news"), order
     assert float(run[out].sum()) == 80 // 8 * 2.0
+
+
+def test_sent_before_the_thread_the_tasks_are_placed_in_the_engines_order(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Placement weighs each task against those queued before it: the graph sent by the
+    caller takes the tasks in the order the engine's first submission does (the task the
+    engine starts first, then the other ready ones by index, then what follows them)."""
+    from nbflow import locality
+
+    def placed(before_start: bool) -> tuple[bool, list[str], dict[str, Any]]:
+        monkeypatch.setattr(DaskBackend, "send_before_start", before_start)
+        with nf.Workflow("first-graph-order") as wf:
+            short = inc(make(800))
+            long_ = inc(inc(inc(make(800, 2.0))))  # (the longer path: the engine's first)
+            total(short, long_)
+        with locality.placement("round-robin"):
+            wf.run(backend=client, cache=False)  # (a client an earlier run opened)
+            run = wf.run(backend=client, cache=False)
+        agent = run.locality.agent
+        hints = {agent.node_of[d]: w for d, w in agent.hint_of.items()}
+        return run.backends["dask"].sent_early, list(agent.order), hints
+
+    early, order, hints = placed(True)
+    late, order_late, hints_late = placed(False)
+    assert (early, late) == (True, False)
+    assert order == order_late and order[0] == "make-1", order
+    assert hints == hints_late

@@ -155,6 +155,10 @@ class Ahead:
         roots = [j for j, w in enumerate(sched.waiting) if w == 0 and sched.state[j] is PENDING]
         if not roots or not all(self._eligible(j) for j in roots):
             return False
+        # (in the order the engine's first submission takes them: the task it starts first,
+        # then the others by index; placement weighs each against those queued before it)
+        first = min(roots, key=lambda j: (-sched.level[j], -(sched.nodes[j].task.spec.priority or 0), j))
+        roots = [first] + [j for j in roots if j != first]
         for j in roots:
             made = self._submit_ahead(j)
             if made is None:  # (it needs something first: what went waits for the engine's flush)
