@@ -324,3 +324,26 @@ def test_sent_before_the_thread_the_tasks_are_placed_in_the_engines_order(
     assert (early, late) == (True, False)
     assert order == order_late and order[0] == "make-1", order
     assert hints == hints_late
+
+
+def test_the_watcher_is_there_before_the_first_graph_goes_from_the_thread(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the cluster tells of the graph's tasks while it is sent (the send may let go of
+    the GIL, e.g. starting the journal's writer) reaches the engine through the watcher,
+    as it did when the graph went at the end of the turn, after the first task's watch."""
+    monkeypatch.setattr(DaskBackend, "send_before_start", False)
+    wf, end = _fan("first-graph-watcher-first")
+    run = prepare(wf, run_options(wf, backend=client, cache=False))
+    backend = run.backends["dask"]
+    seen: list[bool] = []
+    sent = backend.on_first_send
+
+    def first_send() -> None:
+        seen.append(backend._watcher is not None)
+        sent()
+
+    backend.on_first_send = first_send
+    run.start_in_thread()
+    run.wait()
+    assert run[end] == 4 * (80_000 // 8) * 2
+    assert seen == [True]

@@ -829,9 +829,9 @@ class DaskBackend:
                 self.client, loop, told=self._told, located=self._announce is None,
                 early=self._finished_ahead if early else None,
                 early_keys=self.ahead.by_key if early else None)  # type: ignore[union-attr]
-            if early:
-                for key in [k for k in list(self._located) if k in self.ahead.by_key]:  # type: ignore[union-attr]
-                    self._finished_ahead(key)
+            told = [k for k in list(self._located) if k in self.ahead.by_key] if early else []  # type: ignore[union-attr]
+            for key in told:  # (handed over as the watcher hands what it is told: one drain)
+                self._watcher._hand(key, self._finished_ahead)
         return self._watcher
 
     def _finished_ahead(self, key: str) -> None:
@@ -996,6 +996,9 @@ class DaskBackend:
             if ahead is not None and i is not None:
                 ahead.submitted(i, DaskResult(key, fut, self, self._predicted(key),
                                               hint[0] if hint else None))
+        # (made before the first graph goes: what the cluster tells of it from then on
+        # reaches the engine through the watcher)
+        watcher = self._watcher_for(loop)
         if self._first_graph_complete():
             self._flush()  # (the run's first graph: nothing else will join it this turn)
         else:
@@ -1018,7 +1021,6 @@ class DaskBackend:
                 outcome = (False, e)
             loop.call_soon_threadsafe(settle, outcome)
 
-        watcher = self._watcher_for(loop)
         if (taken is not None and self.live and unique in self._located
                 and (fut.status is None or fut.status == "finished")):
             settle((True, None))  # adopted after it ended and was told: nothing to wait for
