@@ -51,6 +51,9 @@ Each workflow runs, alternated ``--repeat`` times, as:
   the first graph, the run's loop made in its thread); its workflow is ``locality``'s;
 - ``session-13-b-off``: ``locality`` with session 13 (B)'s end of a run switched off
   (``end_read.session_13_b_off``);
+- ``session-13-a-off``: ``locality`` with session 13 (A)'s changes switched off
+  (``first_graph.session_13_a_off``: the run's first graph sent by the run's thread, at
+  the end of the loop's turn that starts its first task); its workflow is ``locality``'s;
 - ``round-robin``: results stay on the workers, tasks placed in turn (a baseline);
 - ``dask``: the same graph as ``dask.delayed`` computed by Dask's own scheduler.
 
@@ -104,7 +107,7 @@ else:
 MB = 1_000_000
 MODES = ["gather", "remote", "locality", "release", "hold-all", "session-4", "session-5",
          "session-6", "session-8", "session-10", "session-11-a1", "session-12-a-off",
-         "session-12-b-off", "session-13-b-off", "round-robin", "dask"]
+         "session-12-b-off", "session-13-a-off", "session-13-b-off", "round-robin", "dask"]
 TRACE = "1000genome-chameleon-2ch-100k-001.json"
 
 
@@ -471,6 +474,13 @@ def run_nbflow(client: Any, spec: list[Any], mode: str) -> dict[str, Any]:
         else:
             from end_read import session_13_b_off
         with session_13_b_off():
+            return run_nbflow(client, spec, "locality")
+    if mode == "session-13-a-off":
+        if __package__:
+            from .first_graph import session_13_a_off
+        else:
+            from first_graph import session_13_a_off
+        with session_13_a_off():
             return run_nbflow(client, spec, "locality")
     wf, end = trace_spec(f"locality-bench-{mode}", spec)
     before = _logs(client)

@@ -34,7 +34,10 @@ nbflow phases (``wf.run(backend=client, cache=False)`` then ``run[end]``, placem
   too).
 
 ``nbflow-session-5`` is the same run with session 6's changes switched off
-(:func:`locality.session_5`), for a before/after in one run; ``nbflow-session-12-b-off``
+(:func:`locality.session_5`), for a before/after in one run; ``nbflow-session-13-a-off``
+the same with session 13 (A)'s changes switched off (:func:`first_graph.session_13_a_off`:
+the first graph sent by the run's thread, at the end of the loop's turn);
+``nbflow-session-12-b-off``
 the same with session 12 (B)'s changes on the run's thread switched off
 (:func:`run_start.session_12_b_off`); ``nbflow-session-10`` the
 same with session 11's start cuts switched off (:func:`dask_start.session_10`).
@@ -71,12 +74,14 @@ if __package__:
     from . import _harness
     from .dask_first_compute import _worker_log
     from .dask_start import session_10
+    from .first_graph import session_13_a_off
     from .locality import WORKLOADS, delayed_graph, session_5, trace_spec
     from .run_start import session_12_b_off
 else:
     import _harness
     from dask_first_compute import _worker_log
     from dask_start import session_10
+    from first_graph import session_13_a_off
     from locality import WORKLOADS, delayed_graph, session_5, trace_spec
     from run_start import session_12_b_off
 
@@ -251,7 +256,7 @@ def _compute_span(client: Any, t0: float) -> tuple[float, float]:
 
 def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
                   before: bool = False, session_10_start: bool = False,
-                  b_off: bool = False) -> dict[str, float]:
+                  b_off: bool = False, a13_off: bool = False) -> dict[str, float]:
     from nbflow import locality
 
     wf, end = trace_spec("locality-phases", spec)  # (only the final result is named)
@@ -264,7 +269,8 @@ def sample_nbflow(client: Any, spec: list[Any], batched: bool = True,
                      else contextlib.nullcontext())
         # (switched off first: the marks wrap whichever version it leaves in place)
         b = session_12_b_off() if b_off else contextlib.nullcontext()
-        with b, instrumented(), locality.placement("locality"), as_before, graph_marks(client):
+        a13 = session_13_a_off() if a13_off else contextlib.nullcontext()
+        with b, a13, instrumented(), locality.placement("locality"), as_before, graph_marks(client):
             _harness.settle_client(client)  # (the previous sample's messages go first)
             t0, cpu0 = time.time(), time.process_time()
             run = wf.run(backend=client, cache=False)
@@ -356,7 +362,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--systems", default="nbflow,dask",
                     help="of nbflow, nbflow-unbatched, nbflow-session-5, nbflow-session-10, "
-                         "nbflow-session-12-b-off, dask")
+                         "nbflow-session-12-b-off, nbflow-session-13-a-off, dask")
     ap.add_argument("--settle", type=float, default=_harness.SETTLE_S,
                     help="seconds of quiet on the client before each sample, after its batch "
                          "window closes (0: start at once, as before session 13)")
@@ -365,7 +371,8 @@ def main() -> None:
     _harness.SETTLE_S = args.settle
     systems = args.systems.split(",")
     unknown = sorted(set(systems) - {"nbflow", "nbflow-unbatched", "nbflow-session-5",
-                                     "nbflow-session-10", "nbflow-session-12-b-off", "dask"})
+                                     "nbflow-session-10", "nbflow-session-12-b-off",
+                                     "nbflow-session-13-a-off", "dask"})
     if unknown:
         ap.error(f"unknown --systems {unknown}")
     log = _harness.progress("phases")
@@ -385,6 +392,7 @@ def main() -> None:
                      "nbflow-session-10": lambda spec=spec: sample_nbflow(client, spec,
                                                                           session_10_start=True),
                      "nbflow-session-12-b-off": lambda spec=spec: sample_nbflow(client, spec, b_off=True),
+                     "nbflow-session-13-a-off": lambda spec=spec: sample_nbflow(client, spec, a13_off=True),
                      "dask": lambda spec=spec: sample_dask(client, spec)}
             samplers = {k: every[k] for k in systems}
             _harness.alternate(samplers, args.warmup)

@@ -58,8 +58,9 @@ def test_successors_go_to_dask_ahead_and_are_adopted(client):
     ahead = run.backends["dask"].ahead
     # The engine submits the first root; the other ready root and everything after them
     # went ahead with it, in one message, and each was adopted (not submitted a second
-    # time) when the engine started it.
-    assert ahead.submitted_ahead == len(wf.nodes) - 1
+    # time) when the engine started it.  (Sent before the run's thread started, on a
+    # client an earlier run opened, the first root went ahead too.)
+    assert ahead.submitted_ahead == len(wf.nodes) - 1 + run.backends["dask"].sent_early
     assert run.backends["dask"].batch.messages == 1
     assert ahead.adopted == ahead.submitted_ahead
     assert run[out] == 1000 * (0 + 3) + 1000 * (1 + 3)
@@ -106,7 +107,7 @@ def test_a_cache_on_run_goes_ahead_where_every_lookup_must_miss(client, tmp_path
     # all three successors of the root go to Dask before any result comes back.
     run, early = submitted_before_first_result(wf, backend=client)
     ahead = run.backends["dask"].ahead
-    assert early == ahead.submitted_ahead == ahead.adopted == 3
+    assert early == ahead.submitted_ahead == ahead.adopted == 3 + run.backends["dask"].sent_early
     assert not any(run.tasks["cached"]) and run[out] == 1000.0
     # Same inputs: every task hits, nothing is submitted at all.
     again, early = submitted_before_first_result(wf, backend=client)
@@ -129,7 +130,7 @@ def test_forced_tasks_go_ahead_with_the_cache_on(client, tmp_path, monkeypatch):
     first = wf.run(backend=client)
     # rerun= the root: it and its descendants must run, so they go ahead again
     run, early = submitted_before_first_result(wf, backend=client, rerun=["make"])
-    assert early == run.backends["dask"].ahead.submitted_ahead == 3
+    assert early == run.backends["dask"].ahead.submitted_ahead == 3 + run.backends["dask"].sent_early
     assert not any(run.tasks["cached"]) and run[out] == first[out]
 
 
@@ -202,7 +203,8 @@ def test_declared_resources_reach_the_placement_rule(client, monkeypatch):
     run = wf.run(backend=client, cache=False, resources={"memory": 1e9})
     assert run[out][0] == 2.0
     assert {"memory": 1e6} in seen  # the task's demand was weighed where it was placed
-    assert run.backends["dask"].ahead.submitted_ahead == 0  # (declared resources: not ahead)
+    # (declared resources: not ahead; its input, when sent before the run's thread started)
+    assert run.backends["dask"].ahead.submitted_ahead == run.backends["dask"].sent_early
 
 
 def test_workers_announce_where_results_are_and_sizes_match_dask(client):

@@ -17,6 +17,7 @@ import pytest
 
 import nbflow as nf
 from nbflow import locality
+from nbflow.engine.backends.dask import DaskBackend
 from nbflow.locality.reachable import held_outside
 
 distributed = pytest.importorskip("distributed")
@@ -182,7 +183,10 @@ def _restrictions(keys, dask_scheduler=None):
     return out
 
 
-def test_a_chain_goes_in_one_message_with_each_tasks_own_worker_hint(client):
+def test_a_chain_goes_in_one_message_with_each_tasks_own_worker_hint(client, monkeypatch):
+    # (the watcher's count below: a graph sent before the run's thread started could have
+    # its root done before the engine watches it, which would then depend on timing)
+    monkeypatch.setattr(DaskBackend, "send_before_start", False)
     with nf.Workflow("batched-rr") as wf:
         refs = [make(1000, 1.0)]
         for _ in range(3):
@@ -250,7 +254,8 @@ def test_a_saga_members_result_stays_for_its_undo_even_when_nobody_names_it(clie
     assert run["reserve-0.undo"] == 30.0  # ...but its undo took it
 
 
-def test_a_tasks_error_on_the_cluster_reaches_the_run(client):
+def test_a_tasks_error_on_the_cluster_reaches_the_run(client, monkeypatch):
+    monkeypatch.setattr(DaskBackend, "send_before_start", False)  # (the watcher's count: above)
     with nf.Workflow("watched-error") as wf:
         boom(make(10, 1.0))
     run = wf.run(backend=client, cache=False, raise_on_error=False)

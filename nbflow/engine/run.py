@@ -64,6 +64,10 @@ _last_run: Run | None = None
 # (The journal's default group-commit window: the run's first rows, whose writer waits
 # for this, are then committed no later than any other row.)
 FIRST_SEND_WAIT_S = 0.05
+# A Dask run whose first graph went before its thread started, with the scheduler in this
+# process, starts its engine once the cluster tells of its first task, or this long after
+# its thread began (Run._send_first_graph).
+FIRST_NEWS_WAIT_S = 0.05
 
 
 def last_run() -> Run | None:
@@ -253,6 +257,9 @@ class Run:
         # What waits for the run's first graph (defer_until_started); None once it went.
         self._on_started: list[Callable[[], None]] | None = []
         self._started_timer: asyncio.TimerHandle | None = None
+        # What the run's thread waits for before its engine starts, when its first graph
+        # went before the thread started (_send_first_graph); None: nothing.
+        self._news: threading.Event | None = None
         if "dask" in self.backends:
             self.backends["dask"].on_first_send = _first_sent(self)
 
@@ -352,6 +359,7 @@ class Run:
         # (small: under load, paired, the first graph of a Dask run 0.2-0.5 ms sooner;
         # benchmarks/RESULTS.md, Session 12 (B)).  The run's thread closes it.
         loop = asyncio.new_event_loop()
+        self._send_first_graph()
         self._thread = threading.Thread(target=self._in_thread, args=(loop,), name=f"nbflow-run-{self.id}",
                                         daemon=True)
         try:
@@ -360,7 +368,45 @@ class Run:
             loop.close()  # (no thread to close it)
             raise
 
+    def _send_first_graph(self) -> None:
+        """(In the caller, before the run's thread starts.)  A Dask run sends its first
+        graph now when its backend can without a round trip
+        (:meth:`~nbflow.engine.backends.dask.DaskBackend.send_first_graph`): the thread's
+        start, its loop's first turns, the run's first events and the engine's first
+        scheduling pass (~2 ms on a quiet machine, while the cluster had nothing to do)
+        come after the graph, not before it.  The engine adopts those tasks as it starts
+        them; what waits for the first graph (:meth:`defer_until_started`) is done on the
+        run's thread, at its first flush.  The run's start is dated from here (its tasks
+        may begin on their workers before its thread runs).
+
+        With the scheduler in this process, the engine then starts once the cluster tells
+        of the run's first task (:data:`FIRST_NEWS_WAIT_S` at most; a cancel at once):
+        started at once, the run's thread took the GIL from the scheduler's thread while
+        it took in that graph and dispatched it, and the graph's head start was lost by
+        the first task (``benchmarks/RESULTS.md``, Session 13 (A)).  Nothing the engine
+        does is needed for the cluster to run what was sent.
+
+        A run cancelled before it began sends nothing; a failure here is logged and the
+        run sends its graph from its thread as before."""
+        dask = self.backends.get("dask")
+        if dask is None or self._cancel_requested or self.status != "pending":
+            return
+        first_sent, dask.on_first_send = dask.on_first_send, None
+        began = time.time()
+        try:
+            if dask.send_first_graph():
+                self.started_at = began
+                self._news = dask.news if dask.scheduler_here() else None
+        except Exception:
+            log.warning("nbflow: run %s could not send its first graph before its thread started",
+                        self.id, exc_info=True)
+        finally:
+            dask.on_first_send = first_sent
+
     def _in_thread(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        news = self._news
+        if news is not None and not self._cancel_requested:  # (see _send_first_graph)
+            news.wait(FIRST_NEWS_WAIT_S)
         try:
             run_on_fresh_loop(self.execute, loop)
         except BaseException as e:  # recorded; wait() raises it in the caller's thread
@@ -402,7 +448,8 @@ class Run:
                 self.stream.subscribe(sub)
         emit = self.stream.emit
         self.status = RUNNING
-        self.started_at = time.time()
+        if math.isnan(self.started_at):  # (else dated as its first graph went: _send_first_graph)
+            self.started_at = time.time()
         t0 = time.perf_counter()
         if "dask" in backends and self._on_started is not None:  # (see defer_until_started)
             self._started_timer = loop.call_later(FIRST_SEND_WAIT_S, self._work_out)
@@ -505,6 +552,9 @@ class Run:
     def cancel(self) -> None:
         """Cancel the run: running tasks are cancelled, nothing new starts."""
         self._cancel_requested = True
+        news = self._news
+        if news is not None:  # (its thread waits for the cluster's first news: not for a cancel)
+            news.set()
 
         def do() -> None:
             if self._scope is not None:

@@ -89,6 +89,7 @@ import functools
 import itertools
 import math
 import os
+import threading
 import time
 import uuid
 import weakref
@@ -279,6 +280,7 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
             if facts is not None and len(facts) > 2:
                 facts = facts[:2]
             backend._located[key] = (worker, nbytes, seconds, facts, span)
+            backend.news.set()
             watcher = backend._watcher
             if watcher is not None:
                 watcher.announced(key)
@@ -304,6 +306,7 @@ def _on_located(event: tuple[float, dict[str, Any]]) -> None:
             backend._located[key] = (msg["worker"], msg["nbytes"], msg["seconds"],
                                      (msg["cpu_s"], msg["peak_rss"]) if "cpu_s" in msg else None,
                                      span)
+        backend.news.set()
         watcher = backend._watcher
         if watcher is not None:
             watcher.announced(key)
@@ -485,6 +488,12 @@ class DaskBackend:
     # _carry_limit).  False: gathered as the run closes, as before session 11 (what
     # benchmarks/locality.py's session-10 mode compares).
     carry = True
+    # The run's first graph goes to Dask's client as soon as it holds every ready task (see
+    # _first_graph_complete).  False: at the end of the loop's turn, as before session 13.
+    first_graph_at_once = True
+    # ... and before the run's thread starts, when it can (see send_first_graph).  False:
+    # from the run's thread, as before session 13.
+    send_before_start = True
     size_of = staticmethod(dask_size)  # output_bytes of a value here (a cache hit: core.sizes)
 
     def __init__(self, target: Any) -> None:
@@ -558,6 +567,12 @@ class DaskBackend:
         # Called once the run's first tasks went to the scheduler (the Run lets go of the
         # run it displaced then: Run._let_go_of_displaced says why)
         self.on_first_send: Callable[[], None] | None = None
+        self._opened = False  # (open: at most once, maybe before the run's loop exists)
+        self.sent_early = False  # the first graph went before the run's thread started
+        # Set when the cluster first tells of one of the run's tasks (it ended, failed or
+        # was dropped: _on_located), or by the run's cancel: what a run whose first graph
+        # went before its thread started waits for before its engine starts (Run._in_thread).
+        self.news = threading.Event()
 
     def bind_scheduler(self, sched: Any) -> None:
         """The run's scheduler: successors are submitted ahead of their inputs from it
@@ -578,6 +593,8 @@ class DaskBackend:
     async def open(self) -> None:
         from distributed import Client, LocalCluster
 
+        if self._opened:  # (before the run's thread started: open_known)
+            return
         if isinstance(self.target, Client):
             if self.target.asynchronous:
                 raise ValueError(
@@ -612,6 +629,37 @@ class DaskBackend:
                 _subscribed[client] = scheduler
         if not dask_recovery.known(client):  # hinted tasks survive their worker (once per client)
             await anyio.to_thread.run_sync(dask_recovery.ensure, client)
+        self._connected(client)
+
+    def open_known(self) -> bool:
+        """:meth:`open`, done here and now when it needs no round trip, no thread and no
+        loop: a synchronous ``Client`` that an earlier run of this process opened against
+        the same cluster (its workers, the announcement topic and nbflow's scheduler plugin
+        all known).  False: nothing done (the run's :meth:`open` does it all)."""
+        from distributed import Client
+
+        client = self.target
+        if self._opened:
+            return True
+        if not isinstance(client, Client) or client.asynchronous or not dask_recovery.known(client):
+            return False
+        workers = known_workers(client)
+        if workers is None:
+            return False
+        if self.keep_remote:
+            scheduler = _shape(getattr(client, "_scheduler_identity", None))[0]
+            if scheduler is None or _subscribed.get(client) != scheduler:
+                return False
+            _announced_to[self._tag] = self
+        self.client = client
+        threads = sum(int(w.get("nthreads", 1)) for w in workers.values())
+        self.capacity = float(threads) if threads else math.inf
+        self._connected(client)
+        return True
+
+    def _connected(self, client: Any) -> None:
+        """The end of :meth:`open`: what needs no I/O once the cluster is known."""
+        self._opened = True
         if self.placement is not None:
             self.placement.connected(client)  # (it reads the workers just learnt: no I/O)
         if self.batching and self.keep_remote and dask_batch.available(client):
@@ -769,7 +817,10 @@ class DaskBackend:
         return DaskResult(key, fut, self, self._predicted(key), hint[0] if hint else None)
 
     def _watcher_for(self, loop: asyncio.AbstractEventLoop) -> dask_watch.Watcher | None:
-        """The run's completion watcher (with batching on; see dask_watch)."""
+        """The run's completion watcher (with batching on; see dask_watch).  Made as the
+        engine starts its first Dask task: a task sent before that (:meth:`send_first_graph`)
+        that the cluster said finished meanwhile is taken in now, as the watcher would have
+        had it taken in."""
         if self.batch is None:
             return None
         if self._watcher is None or self._watcher.loop is not loop:
@@ -778,6 +829,9 @@ class DaskBackend:
                 self.client, loop, told=self._told, located=self._announce is None,
                 early=self._finished_ahead if early else None,
                 early_keys=self.ahead.by_key if early else None)  # type: ignore[union-attr]
+            told = [k for k in list(self._located) if k in self.ahead.by_key] if early else []  # type: ignore[union-attr]
+            for key in told:  # (handed over as the watcher hands what it is told: one drain)
+                self._watcher._hand(key, self._finished_ahead)
         return self._watcher
 
     def _finished_ahead(self, key: str) -> None:
@@ -851,6 +905,45 @@ class DaskBackend:
                 sent()
         self._node_of_key.clear()
 
+    def send_first_graph(self) -> bool:
+        """Send the run's first graph now, before its thread and its event loop run: every
+        task with no input and everything that can go ahead with them
+        (:meth:`.dask_ahead.Ahead.send_ready`), in one message, when the backend opens
+        without a round trip (:meth:`open_known`) and every such task can go; the engine
+        then adopts them as it starts them.  True if it was sent; False: nothing was
+        (the run sends its first graph as its first task starts).
+
+        From the call to the graph in Dask's client, the thread's start, its loop, the
+        run's first events and the engine's first turns took ~2 ms on a quiet machine,
+        all while the cluster sat idle (``benchmarks/RESULTS.md``, Session 13 (A))."""
+        if not self.send_before_start or not self.batching or not self.open_known():
+            return False
+        ahead, batch = self.ahead, self.batch
+        if batch is None or batch.messages or ahead is None or not ahead.send_ready():
+            return False
+        self._flush()
+        self.sent_early = batch.messages > 0
+        return self.sent_early
+
+    def scheduler_here(self) -> bool:
+        """Does the client's scheduler run in this process (a ``LocalCluster``'s, whose
+        event loop shares this process's GIL with the run's thread)?"""
+        sched = getattr(getattr(self.client, "cluster", None), "scheduler", None)
+        return sched is not None and hasattr(sched, "tasks") and hasattr(sched, "plugins")
+
+    def _first_graph_complete(self) -> bool:
+        """Is the batch the run's first graph, holding every task of this backend that is
+        ready (the first submission took them all ahead, :meth:`.dask_ahead.Ahead.submitted`)?
+
+        Then it is sent at once, not at the end of the loop's turn (:meth:`_flush_soon`):
+        the other tasks the engine starts in this turn adopt what was sent, and adopting
+        sends nothing.  Until the graph is in Dask's client the cluster is idle, and a
+        turn of the loop lets go of the GIL (its ``select``), which the caller, back from
+        starting the run's thread, took there: ~0.3 ms on a quiet machine."""
+        batch, ahead = self.batch, self.ahead
+        return (self.first_graph_at_once and batch is not None and batch.messages == 0
+                and bool(batch.items) and ahead is not None and ahead.every_ready_sent)
+
     def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         """Flush once the tasks the engine starts in this turn of the event loop have all
         queued theirs (the engine starts every ready task before it waits again)."""
@@ -903,8 +996,14 @@ class DaskBackend:
             if ahead is not None and i is not None:
                 ahead.submitted(i, DaskResult(key, fut, self, self._predicted(key),
                                               hint[0] if hint else None))
-        self._flush_soon(loop)  # (this task, the successors that went ahead with it, and
-        # every other task started in this turn of the loop: one message)
+        # (made before the first graph goes: what the cluster tells of it from then on
+        # reaches the engine through the watcher)
+        watcher = self._watcher_for(loop)
+        if self._first_graph_complete():
+            self._flush()  # (the run's first graph: nothing else will join it this turn)
+        else:
+            self._flush_soon(loop)  # (this task, the successors that went ahead with it,
+            # and every other task started in this turn of the loop: one message)
 
         def settle(outcome: tuple[bool, Any]) -> None:
             if not waiter.done():
@@ -922,7 +1021,6 @@ class DaskBackend:
                 outcome = (False, e)
             loop.call_soon_threadsafe(settle, outcome)
 
-        watcher = self._watcher_for(loop)
         if (taken is not None and self.live and unique in self._located
                 and (fut.status is None or fut.status == "finished")):
             settle((True, None))  # adopted after it ended and was told: nothing to wait for

@@ -80,6 +80,9 @@ class Ahead:
         self.submitted_ahead = 0
         self.adopted = 0
         self._sent_ready = False  # the run's other ready tasks went with its first submission
+        # ... and every one of them on this backend could go (none is left for a later
+        # submission in the same turn of the loop): the first graph may be sent at once
+        self.every_ready_sent = False
 
     def index_of(self, key: str) -> int | None:
         nodes = self.sched.nodes
@@ -126,12 +129,47 @@ class Ahead:
             # the engine starts ready tasks one by one as its workers ramp up: the others
             # go now, with this one (in the same message: see dask_batch)
             self._sent_ready = True
+            left = False
+            class_of = self.sched.class_of
             for j, state in enumerate(self.sched.state):
                 if state is READY and j not in self.ahead and j not in self.inflight:
                     made = self._submit_ahead(j)
                     if made is not None:
                         self.inflight[j] = made
                         stack.append(j)
+                    elif class_of[j] is not None and class_of[j].backend is self.backend:
+                        left = True  # (it is submitted when the engine starts it)
+            self.every_ready_sent = not left
+        self._follow(stack)
+
+    def send_ready(self) -> bool:
+        """Before the engine starts (the run's thread not running yet): submit every task
+        with no input, and everything that can go ahead with them, as :meth:`submitted`
+        does for the run's first task; the engine adopts each as it starts it.  Only when
+        every task with no input is a plain task of this backend that can go ahead
+        (otherwise, one the engine submits later would be a second message: False, and
+        nothing is submitted).  True when they all went (queued in the backend's batch)."""
+        sched = self.sched
+        if not self.enabled or self._sent_ready or getattr(self.backend, "batch", None) is None:
+            return False
+        roots = [j for j, w in enumerate(sched.waiting) if w == 0 and sched.state[j] is PENDING]
+        if not roots or not all(self._eligible(j) for j in roots):
+            return False
+        # (in the order the engine's first submission takes them: the task it starts first,
+        # then the others by index; placement weighs each against those queued before it)
+        first = min(roots, key=lambda j: (-sched.level[j], -(sched.nodes[j].task.spec.priority or 0), j))
+        roots = [first] + [j for j in roots if j != first]
+        for j in roots:
+            made = self._submit_ahead(j)
+            if made is None:  # (it needs something first: what went waits for the engine's flush)
+                return False
+            self.inflight[j] = made
+        self._sent_ready = self.every_ready_sent = True
+        self._follow(list(roots))
+        return True
+
+    def _follow(self, stack: list[int]) -> None:
+        """Submit ahead what follows the nodes on ``stack`` (and what follows those)."""
         while stack:
             j = stack.pop()
             for s in self.sched.succs[j]:
