@@ -328,7 +328,7 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
             except Exception as e:  # the same handling as for a single task
                 if isinstance(e, StoreIntegrityError):  # strict=True and a damaged result
                     for k in members:
-                        if k != i and s.state[k] is READY:  # back to the queue; the run is aborting
+                        if k != i:  # back to the queue; the run is aborting anyway
                             s._push(k)
                     s._release(i)
                     s.abort(e)
