@@ -3,7 +3,9 @@
 An approval becomes ready like any node but takes no worker slot: it waits on an
 :class:`anyio.Event` for :meth:`Scheduler.answer` (``run.approve(key, True | False)`` from
 any thread, through the run's loop).  While it waits it counts as a timer of the scheduler,
-so a run whose only open work is an approval is not mistaken for a stalled one.  Nobody
+so a run whose only open work is an approval is not mistaken for a stalled one.  Its wait
+begins in a task of its own, on a later turn of the loop: an approval skipped in between
+(a saga rolled back) is not asked at all.  Nobody
 answering within ``timeout`` (or a headless run, where nobody can answer at all) applies
 ``on_timeout``: ``"approve"`` or ``"reject"`` completes the node with True or False,
 ``"fail"`` fails it with :class:`~nbflow.core.errors.ApprovalTimeout`.
@@ -19,6 +21,7 @@ import anyio
 from ..core import events as ev
 from ..core.errors import ApprovalTimeout
 from ..core.ref import Ref
+from ..core.states import READY
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -35,6 +38,10 @@ async def wait_for_answer(s: Scheduler, i: int) -> None:
     """Run approval ``i``: announce it, wait for an answer or the timeout, then end it."""
     ref = s.nodes[i]
     opts = ref.kwargs or {}
+    if s.state[i] is not READY:  # skipped since it became ready, before this task began (a
+        s.timers -= 1            # saga rolled back in the same step): it is not to be asked
+        s._check_progress()
+        return
     try:
         now = time.time()
         s.enter(ev.TaskStarted(now, i, ref.key, 1, "approval"))

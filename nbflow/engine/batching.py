@@ -317,7 +317,10 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
     hits: list[tuple[int, Any, float]] = []
     if cache is None:
         run = members
+    asked = cache is not None
     for j in members if cache is not None else ():
+        if s.state[j] is not READY:  # (skipped during an earlier item's lookup: see below)
+            continue
         if cache is not None and s.attempts[j] == 0:  # (None: the cache broke on an item before)
             t0 = time.perf_counter()
             try:
@@ -338,6 +341,12 @@ async def execute(s: Scheduler, i: int, g: Group) -> None:
                 hits.append((j, hit, time.perf_counter() - t0))
                 continue
         run.append(j)
+    if asked:
+        # Each lookup was an await: a saga's rollback may have skipped items meanwhile (it
+        # skips READY members).  Those are not started, nor completed from the cache.
+        state = s.state
+        run = [j for j in run if state[j] is READY]
+        hits = [h for h in hits if state[h[0]] is READY]
     now = time.time()
     enter_many = s.tasks.enter_many
     if hits:
