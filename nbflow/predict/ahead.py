@@ -4,7 +4,8 @@ Preparing a run (:func:`nbflow.workflow.prepare`) asks the journal about the wor
 recent runs before anything can start: the mean durations and output sizes by task and
 by key (learned priorities, placement), whether there is any history
 (:func:`nbflow.store.recent.has_history`), whether an attempt recorded a peak that
-memory admission could demand (:mod:`.memory`).  On a short Dask run these reads are
+memory admission could demand and, when one did, the peaks grouped by task (:mod:`.memory`:
+on a cluster a worker's resident set often passes the bound).  On a short Dask run these reads are
 most of the preparation: four statements over ~20 runs, on a connection whose page cache
 the journal's last commit emptied, in the caller's thread while nothing else can run.
 
@@ -31,7 +32,9 @@ A preparation uses them only if they are still the journal's answers (:func:`use
 * the questions are the same: the workflow, the graph's keys (in node order), the window
   of runs; the run left out (the new run's id) is not among the newest runs they looked at
   (then leaving it out changes nothing).  Columns that were not read ahead (sizes, for a
-  graph last prepared on threads) are read by the preparation.
+  graph last prepared on threads) are read by the preparation; so are the peaks by task
+  when its bound (``NBFLOW_PREDICTED_MEMORY_MIN``) is below the one they were read for
+  (for a higher bound they are filtered: its tasks are among them, with the same attempts).
 
 Then the answers are exactly what the reads would return now (they are those reads, on
 the same database), and the preparation is told them
@@ -70,6 +73,9 @@ class _Answers:
     means: dict[str, tuple[dict[str, float], dict[str, float]]]
     any_history: bool
     largest_peak: Any
+    # (bound, memory.peaks_at_least(bound)) when the largest peak reaches the bound a
+    # preparation uses (memory admission then groups the peaks by task), else None
+    peaks: tuple[float, dict[str, tuple[float, float]]] | None
 
 
 Graph = tuple[str, tuple[str, ...]]  # (workflow, its node keys in order)
@@ -235,9 +241,14 @@ def _read(slot: _Slot, through: _Through, workflow: str, keys: list[str],
     """One graph's questions, asked through the slot's connection as a preparation asks
     them (with no run left out: the next run is not in the journal yet)."""
     newest = frozenset(r[0] for r in slot.query(recent._RUNS_SQL, (workflow, "", recent.RECENT_RUNS)))
+    args = (workflow, "", memory.RECENT_RUNS)
+    largest = memory.largest_peak(through, args)
+    peaks = None
+    bound = memory.min_bytes()
+    if largest is not None and largest >= bound and os.environ.get("NBFLOW_PREDICTED_MEMORY", "1") != "0":
+        peaks = (bound, memory.peaks_at_least(through, args, bound))
     return _Answers(newest, recent.read_means(through, cols, workflow, "", recent.RECENT_RUNS, keys),
-                    recent.has_history(workflow, "", store=through),
-                    memory.largest_peak(through, (workflow, "", memory.RECENT_RUNS)))
+                    recent.has_history(workflow, "", store=through), largest, peaks)
 
 
 def use(store: Any, workflow: str, exclude_run: str, keys: list[str]) -> bool:
@@ -269,6 +280,8 @@ def use(store: Any, workflow: str, exclude_run: str, keys: list[str]) -> bool:
     recent.tell_means(store, workflow, exclude_run, recent.RECENT_RUNS, keys, got.means)
     recent.tell(("has_history", workflow, exclude_run, id(store)), got.any_history)
     recent.tell(("largest peak", workflow, exclude_run, memory.RECENT_RUNS, id(store)), got.largest_peak)
+    if got.peaks is not None:
+        recent.tell(("peaks by task", workflow, exclude_run, memory.RECENT_RUNS, id(store)), got.peaks)
     return True
 
 
