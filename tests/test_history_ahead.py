@@ -471,3 +471,17 @@ def test_a_preparation_told_the_peaks_by_task_demands_the_same_memory(monkeypatc
     assert not [sql for sql in asked if "task_runs" in sql], asked
     assert runs[0].predicted_memory == runs[1].predicted_memory
     assert set(runs[0].predicted_memory) == {"make"}
+
+
+def test_the_peaks_read_row_by_row_are_those_sqlites_window_chooses() -> None:
+    """The read-ahead reads every attempt's peak and chooses the tasks itself (no window
+    sort): for every bound, the same tasks with the same peaks as the preparation's query,
+    attempts that recorded 0 and tasks all of whose attempts did included."""
+    _history()
+    _set_peaks({"make": [300 * MiB, 0, 200 * MiB], "total": [0]})
+    store = get_store()
+    args = ("ahead", "", memory.RECENT_RUNS)
+    for bound in (-1, 0, 1, 200 * MiB, 250 * MiB, 300 * MiB, 300 * MiB + 1):
+        window = memory.peaks_at_least(store, args, bound)
+        assert memory.peaks_at_least(store, args, bound, every_row=True) == window
+    assert set(memory.peaks_at_least(store, args, 0)) == {"make"}  # (0 predicts nothing)

@@ -246,7 +246,7 @@ def _read(slot: _Slot, through: _Through, workflow: str, keys: list[str],
     peaks = None
     bound = memory.min_bytes()
     if largest is not None and largest >= bound and os.environ.get("NBFLOW_PREDICTED_MEMORY", "1") != "0":
-        peaks = (bound, memory.peaks_at_least(through, args, bound))
+        peaks = (bound, memory.peaks_at_least(through, args, bound, every_row=True))
     return _Answers(newest, recent.read_means(through, cols, workflow, "", recent.RECENT_RUNS, keys),
                     recent.has_history(workflow, "", store=through), largest, peaks)
 
