@@ -485,3 +485,22 @@ def test_the_peaks_read_row_by_row_are_those_sqlites_window_chooses() -> None:
         window = memory.peaks_at_least(store, args, bound)
         assert memory.peaks_at_least(store, args, bound, every_row=True) == window
     assert set(memory.peaks_at_least(store, args, 0)) == {"make"}  # (0 predicts nothing)
+
+
+def test_a_graphs_read_ahead_sends_each_statement_once_and_no_history_question_when_durations_say_it(
+        ) -> None:
+    """The window's runs are asked once per graph (the read-ahead's check and the means ask
+    the same statement), and "is there history" is not asked when a mean duration is named
+    (it comes from an attempt that ran: the preparation does not ask it either); the answers
+    are still the journal's."""
+    keys = _history()
+    _read_ahead(keys=keys)  # (opens the kept connection)
+    sent: list[str] = []
+    ahead._slots[get_store().journal].conn.set_trace_callback(sent.append)
+    _read_ahead(keys=keys)
+    ahead._slots[get_store().journal].conn.set_trace_callback(None)
+    assert len([sql for sql in sent if "SELECT MAX(n.idx) FROM nodes" in sql]) == 1, sent
+    assert not [sql for sql in sent if "t.duration_s IS NOT NULL" in sql and "LIMIT 1" in sql], sent
+    used, got, asked = _told("ahead", "new-run-id", keys)
+    assert used and asked == [] and got["history"]
+    assert got == _journal_answers("ahead", "new-run-id", keys)

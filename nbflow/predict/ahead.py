@@ -91,10 +91,21 @@ class _Slot:
         self.lock = threading.Lock()
         self.answers: dict[Graph, _Answers] = {}
         self.version = -1  # PRAGMA data_version on the connection when they were read
+        # (while a graph's questions are read: {(statement, params): rows}.  The window's
+        # runs are asked by the read-ahead and by the means with the same statement; a
+        # commit between the two would change data_version since the version read before
+        # them, and the answers would not be used, so the first rows are the second's too)
+        self.memo: dict[tuple[str, tuple[Any, ...]], list[tuple[Any, ...]]] | None = None
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """(As ``Journal.query``, on this connection: the reads go through ``_Through``.)"""
-        return self.conn.execute(sql, params).fetchall()
+        if self.memo is None:
+            return self.conn.execute(sql, params).fetchall()
+        key = (sql, tuple(params))
+        rows = self.memo.get(key)
+        if rows is None:
+            rows = self.memo[key] = self.conn.execute(sql, params).fetchall()
+        return list(rows)
 
 
 class _Through:
@@ -229,8 +240,13 @@ def read_ahead(store: Any, prepared: int | None = None) -> None:
             # (the version before the reads: if it is still the connection's when they are
             # used, nothing was committed since it was read, so every read saw what is there)
             before = _version(slot)
-            answers = {graph: _read(slot, through, graph[0], list(graph[1]), cols)
-                       for graph, cols in reversed(graphs)}  # (the latest first)
+            try:
+                answers = {}
+                for graph, cols in reversed(graphs):  # (the latest first)
+                    slot.memo = {}
+                    answers[graph] = _read(slot, through, graph[0], list(graph[1]), cols)
+            finally:
+                slot.memo = None
             slot.answers, slot.version = answers, before
     except Exception:  # (reading ahead is an extra: the next preparation reads for itself)
         return
@@ -241,14 +257,19 @@ def _read(slot: _Slot, through: _Through, workflow: str, keys: list[str],
     """One graph's questions, asked through the slot's connection as a preparation asks
     them (with no run left out: the next run is not in the journal yet)."""
     newest = frozenset(r[0] for r in slot.query(recent._RUNS_SQL, (workflow, "", recent.RECENT_RUNS)))
+    means = recent.read_means(through, cols, workflow, "", recent.RECENT_RUNS, keys)
+    # (a mean duration comes from a completed attempt that ran, in some of the window's
+    # runs: what has_history looks for, so it is True; a preparation asks it only when no
+    # duration is named (nbflow.workflow._has_history), and then it is read here)
+    any_history = bool(any(means.get("duration_s", ({}, {})))
+                       or recent.has_history(workflow, "", store=through))
     args = (workflow, "", memory.RECENT_RUNS)
     largest = memory.largest_peak(through, args)
     peaks = None
     bound = memory.min_bytes()
     if largest is not None and largest >= bound and os.environ.get("NBFLOW_PREDICTED_MEMORY", "1") != "0":
         peaks = (bound, memory.peaks_at_least(through, args, bound, every_row=True))
-    return _Answers(newest, recent.read_means(through, cols, workflow, "", recent.RECENT_RUNS, keys),
-                    recent.has_history(workflow, "", store=through), largest, peaks)
+    return _Answers(newest, means, any_history, largest, peaks)
 
 
 def use(store: Any, workflow: str, exclude_run: str, keys: list[str]) -> bool:
