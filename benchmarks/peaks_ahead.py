@@ -109,9 +109,11 @@ def sample(mode: str, store: Any) -> dict[str, float]:
 
     wf = fan()
     store.journal.flush()
+    _seen["statements"] = 0
     c0 = time.thread_time()
     ahead.read_ahead(store)  # (as a Dask run's end calls it, once its rows are committed)
     read_ahead_ms = (time.thread_time() - c0) * 1e3
+    read_ahead_statements = _seen["statements"]
     _spent["memory"] = 0.0
     _seen["statements"] = 0
     gc.collect()
@@ -123,7 +125,8 @@ def sample(mode: str, store: Any) -> dict[str, float]:
         run = prepare(wf, run_options(wf, cache=False))
     prepare_ms = (time.thread_time() - c0) * 1e3
     out = {"memory_cpu_ms": _spent["memory"] * 1e3, "prepare_cpu_ms": prepare_ms,
-           "statements": float(_seen["statements"]), "read_ahead_cpu_ms": read_ahead_ms}
+           "statements": float(_seen["statements"]), "read_ahead_cpu_ms": read_ahead_ms,
+           "read_ahead_statements": float(read_ahead_statements)}
     assert bool(run.predicted_memory) == (_LEAF_MIB[0] >= 256), "the peaks were not seen"
     run.start_in_thread()  # (a prepared run holds the journal's writer until it ends)
     run.wait()

@@ -111,9 +111,10 @@ def peaks_at_least(store: Any, args: tuple[Any, ...], at_least: float,
     """:func:`by_task` of the tasks whose largest peak in the recent runs (``args``:
     workflow, run left out, how many runs) reaches ``at_least``, read now.  ``every_row``:
     every attempt's row is read and the tasks are chosen here, not by SQLite's window (its
-    sort is most of the statement's cost: 0.24 against 0.45 ms over 20 runs of a 10-task
-    fan), the same rows for the same tasks; the read-ahead (:mod:`nbflow.predict.ahead`)
-    asks so, once the largest peak says some task reaches the bound."""
+    sort is most of the statement's cost: ~0.3 against ~0.45 ms over 20 runs of a 10-task
+    fan, ``benchmarks/read_ahead_parts.py``), the same rows for the same tasks; the
+    read-ahead (:mod:`nbflow.predict.ahead`) asks so, once the largest peak says some task
+    reaches the bound."""
     if every_row:
         return by_task(store.journal.query(_SQL, args), at_least)
     return by_task(store.journal.query(_SQL_AT_LEAST, (*args, at_least)))
