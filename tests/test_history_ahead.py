@@ -319,9 +319,9 @@ def test_a_dask_run_reads_the_next_runs_history_ahead_after_its_end(dask_cluster
     import distributed
 
     # (a worker's peak is its process's: after earlier tests on the shared cluster it may
-    # pass the default 256 MiB, and memory admission then, rightly, groups the peaks per
-    # task, a question not read ahead; failed so in a whole-suite run)
-    monkeypatch.setenv("NBFLOW_PREDICTED_MEMORY_MIN", str(2**50))
+    # pass the default 256 MiB, and memory admission then groups the peaks per task: read
+    # ahead too.  A bound every recorded peak reaches makes sure that question is asked.)
+    monkeypatch.setenv("NBFLOW_PREDICTED_MEMORY_MIN", "1")
 
     wf = _graph("ahead-dask")
     with distributed.Client(dask_cluster, set_as_default=False) as client:
@@ -336,6 +336,7 @@ def test_a_dask_run_reads_the_next_runs_history_ahead_after_its_end(dask_cluster
     assert prepared.status == "completed" and prepared.learned_priorities
     assert not [sql for sql in asked if "task_runs" in sql], asked
     assert prepared.locality.agent.pred_bytes  # (placement got the sizes it was told)
+    assert set(prepared.predicted_memory) == {"make", "total"}  # (the peaks it was told)
 
 
 def test_connections_are_kept_for_the_last_few_stores_only(tmp_path: Path) -> None:
