@@ -66,7 +66,16 @@ def _journal_answers(name: str, exclude: str, keys: list[str]) -> dict[str, Any]
         "history": recent.has_history(name, exclude, store),
         "peaks": [memory.any_peak_at_least(store, (name, exclude, memory.RECENT_RUNS), bound)
                   for bound in (0, 1, memory.MIN_BYTES, 2**62)],
+        # (memory admission's question once a peak reaches its bound: the peaks by task; at
+        # the bound a preparation uses and above, as below it nothing is read ahead)
+        "by task": [memory.predicted_peaks(name, exclude, store, at_least=bound)
+                    for bound in (_bound(), _bound() + 1, 2**62)],
     }
+
+
+def _bound() -> float:
+    """Memory admission's bound now (``NBFLOW_PREDICTED_MEMORY_MIN``)."""
+    return float(os.environ.get("NBFLOW_PREDICTED_MEMORY_MIN", memory.MIN_BYTES))
 
 
 def _told(name: str, exclude: str, keys: list[str]) -> tuple[bool, dict[str, Any], list[str]]:
@@ -77,6 +86,24 @@ def _told(name: str, exclude: str, keys: list[str]) -> tuple[bool, dict[str, Any
         used = ahead.use(store, name, exclude, keys)
         got = _journal_answers(name, exclude, keys)
     return used, got, asked
+
+
+def _set_peaks(peaks: dict[str, list[int]]) -> None:
+    """The attempts of each task named recorded these peaks (bytes), in turn over the
+    recorded attempts, in every run so far; the runs' summaries say they recorded peaks.
+    (A test worker's resident set is rarely as large as memory admission's bound: the peaks a
+    cluster's workers record are set, and what is read from them is the same on any machine.)"""
+    store = get_store()
+    store.journal.flush()
+    with sqlite3.connect(store.journal.path) as db:
+        for task, values in peaks.items():
+            rows = db.execute("SELECT t.run_id, t.idx, t.attempt FROM task_runs t JOIN nodes n "
+                              "ON n.run_id = t.run_id AND n.idx = t.idx WHERE n.task = ? "
+                              "ORDER BY t.run_id, t.idx, t.attempt", (task,)).fetchall()
+            for i, (run_id, idx, attempt) in enumerate(rows):
+                db.execute("UPDATE task_runs SET peak_rss = ? WHERE run_id = ? AND idx = ? AND attempt = ?",
+                           (values[i % len(values)], run_id, idx, attempt))
+        db.execute("UPDATE task_means SET peaks = 1 WHERE task = ''")
 
 
 def _read_ahead(name: str = "ahead", keys: list[str] | None = None) -> list[str]:
@@ -292,9 +319,9 @@ def test_a_dask_run_reads_the_next_runs_history_ahead_after_its_end(dask_cluster
     import distributed
 
     # (a worker's peak is its process's: after earlier tests on the shared cluster it may
-    # pass the default 256 MiB, and memory admission then, rightly, groups the peaks per
-    # task, a question not read ahead; failed so in a whole-suite run)
-    monkeypatch.setenv("NBFLOW_PREDICTED_MEMORY_MIN", str(2**50))
+    # pass the default 256 MiB, and memory admission then groups the peaks per task: read
+    # ahead too.  A bound every recorded peak reaches makes sure that question is asked.)
+    monkeypatch.setenv("NBFLOW_PREDICTED_MEMORY_MIN", "1")
 
     wf = _graph("ahead-dask")
     with distributed.Client(dask_cluster, set_as_default=False) as client:
@@ -309,6 +336,7 @@ def test_a_dask_run_reads_the_next_runs_history_ahead_after_its_end(dask_cluster
     assert prepared.status == "completed" and prepared.learned_priorities
     assert not [sql for sql in asked if "task_runs" in sql], asked
     assert prepared.locality.agent.pred_bytes  # (placement got the sizes it was told)
+    assert set(prepared.predicted_memory) == {"make", "total"}  # (the peaks it was told)
 
 
 def test_connections_are_kept_for_the_last_few_stores_only(tmp_path: Path) -> None:
@@ -388,3 +416,92 @@ def test_a_graph_larger_than_the_bound_is_not_read_ahead(monkeypatch) -> None:
     assert ahead._graphs.get(get_store().journal, {}) == {}
     used, got, asked = _told("ahead", "x", keys)
     assert not used and asked and got == _journal_answers("ahead", "x", keys)
+
+
+MiB = 2**20
+
+
+@pytest.mark.parametrize("bound", [None, 1, 350 * MiB, 2**50])
+def test_the_peaks_by_task_are_read_ahead_when_one_reaches_the_bound(bound: int | None, monkeypatch) -> None:
+    """On a cluster a worker's peak often passes memory admission's bound: then a
+    preparation groups the recent peaks by task.  That question is read ahead too (for the
+    bound set when it is read), and its answer is the journal's, with ``==``."""
+    if bound is not None:
+        monkeypatch.setenv("NBFLOW_PREDICTED_MEMORY_MIN", str(bound))
+    keys = _history()
+    _set_peaks({"make": [300 * MiB, 200 * MiB, 400 * MiB], "total": [100 * MiB]})
+    _read_ahead(keys=keys)
+    used, got, asked = _told("ahead", "new-run-id", keys)
+    assert used and asked == []  # told, not asked: the peaks by task included
+    assert got == _journal_answers("ahead", "new-run-id", keys)
+    read = ahead._slots[get_store().journal].answers[("ahead", tuple(keys))].peaks
+    if bound == 2**50:  # (no peak reaches it: nothing to group, nothing grouped)
+        assert read is None and got["by task"] == [{}, {}, {}]
+    else:  # (the tasks a peak of which reaches the bound are there: a demand to admit)
+        assert read is not None and read[0] == _bound()
+        assert set(got["by task"][0]) == ({"make", "total"} if bound == 1 else {"make"})
+
+
+def test_peaks_by_task_read_ahead_for_a_higher_bound_are_read_again_for_a_lower(monkeypatch) -> None:
+    keys = _history()
+    _set_peaks({"make": [300 * MiB], "total": [100 * MiB]})
+    _read_ahead(keys=keys)  # (at the default bound: "make" alone)
+    monkeypatch.setenv("NBFLOW_PREDICTED_MEMORY_MIN", str(50 * MiB))  # (changed since)
+    used, got, asked = _told("ahead", "new-run-id", keys)
+    assert used and [sql for sql in asked if "PARTITION BY" in sql]  # (read for this bound)
+    assert got == _journal_answers("ahead", "new-run-id", keys)
+    assert set(got["by task"][0]) == {"make", "total"}
+
+
+def test_a_preparation_told_the_peaks_by_task_demands_the_same_memory(monkeypatch) -> None:
+    keys = _history()
+    _set_peaks({"make": [300 * MiB, 500 * MiB], "total": [100 * MiB]})
+    wf = _graph()
+    store = get_store()
+    runs = []
+    for read_ahead in (True, False):
+        if read_ahead:
+            _read_ahead(keys=keys)
+            with statements_sent(store) as asked:
+                runs.append(prepare(wf, run_options(wf, cache=False)))
+        else:
+            with ahead.off():
+                runs.append(prepare(wf, run_options(wf, cache=False)))
+        runs[-1].start_in_thread()  # (a prepared run holds the journal's writer until it ends)
+        runs[-1].wait()
+    assert not [sql for sql in asked if "task_runs" in sql], asked
+    assert runs[0].predicted_memory == runs[1].predicted_memory
+    assert set(runs[0].predicted_memory) == {"make"}
+
+
+def test_the_peaks_read_row_by_row_are_those_sqlites_window_chooses() -> None:
+    """The read-ahead reads every attempt's peak and chooses the tasks itself (no window
+    sort): for every bound, the same tasks with the same peaks as the preparation's query,
+    attempts that recorded 0 and tasks all of whose attempts did included."""
+    _history()
+    _set_peaks({"make": [300 * MiB, 0, 200 * MiB], "total": [0]})
+    store = get_store()
+    args = ("ahead", "", memory.RECENT_RUNS)
+    for bound in (-1, 0, 1, 200 * MiB, 250 * MiB, 300 * MiB, 300 * MiB + 1):
+        window = memory.peaks_at_least(store, args, bound)
+        assert memory.peaks_at_least(store, args, bound, every_row=True) == window
+    assert set(memory.peaks_at_least(store, args, 0)) == {"make"}  # (0 predicts nothing)
+
+
+def test_a_graphs_read_ahead_sends_each_statement_once_and_no_history_question_when_durations_say_it(
+        ) -> None:
+    """The window's runs are asked once per graph (the read-ahead's check and the means ask
+    the same statement), and "is there history" is not asked when a mean duration is named
+    (it comes from an attempt that ran: the preparation does not ask it either); the answers
+    are still the journal's."""
+    keys = _history()
+    _read_ahead(keys=keys)  # (opens the kept connection)
+    sent: list[str] = []
+    ahead._slots[get_store().journal].conn.set_trace_callback(sent.append)
+    _read_ahead(keys=keys)
+    ahead._slots[get_store().journal].conn.set_trace_callback(None)
+    assert len([sql for sql in sent if "SELECT MAX(n.idx) FROM nodes" in sql]) == 1, sent
+    assert not [sql for sql in sent if "t.duration_s IS NOT NULL" in sql and "LIMIT 1" in sql], sent
+    used, got, asked = _told("ahead", "new-run-id", keys)
+    assert used and asked == [] and got["history"]
+    assert got == _journal_answers("ahead", "new-run-id", keys)

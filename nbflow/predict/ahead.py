@@ -4,7 +4,8 @@ Preparing a run (:func:`nbflow.workflow.prepare`) asks the journal about the wor
 recent runs before anything can start: the mean durations and output sizes by task and
 by key (learned priorities, placement), whether there is any history
 (:func:`nbflow.store.recent.has_history`), whether an attempt recorded a peak that
-memory admission could demand (:mod:`.memory`).  On a short Dask run these reads are
+memory admission could demand and, when one did, the peaks grouped by task (:mod:`.memory`:
+on a cluster a worker's resident set often passes the bound).  On a short Dask run these reads are
 most of the preparation: four statements over ~20 runs, on a connection whose page cache
 the journal's last commit emptied, in the caller's thread while nothing else can run.
 
@@ -31,7 +32,9 @@ A preparation uses them only if they are still the journal's answers (:func:`use
 * the questions are the same: the workflow, the graph's keys (in node order), the window
   of runs; the run left out (the new run's id) is not among the newest runs they looked at
   (then leaving it out changes nothing).  Columns that were not read ahead (sizes, for a
-  graph last prepared on threads) are read by the preparation.
+  graph last prepared on threads) are read by the preparation; so are the peaks by task
+  when its bound (``NBFLOW_PREDICTED_MEMORY_MIN``) is below the one they were read for
+  (for a higher bound they are filtered: its tasks are among them, with the same attempts).
 
 Then the answers are exactly what the reads would return now (they are those reads, on
 the same database), and the preparation is told them
@@ -70,6 +73,9 @@ class _Answers:
     means: dict[str, tuple[dict[str, float], dict[str, float]]]
     any_history: bool
     largest_peak: Any
+    # (bound, memory.peaks_at_least(bound)) when the largest peak reaches the bound a
+    # preparation uses (memory admission then groups the peaks by task), else None
+    peaks: tuple[float, dict[str, tuple[float, float]]] | None
 
 
 Graph = tuple[str, tuple[str, ...]]  # (workflow, its node keys in order)
@@ -85,10 +91,21 @@ class _Slot:
         self.lock = threading.Lock()
         self.answers: dict[Graph, _Answers] = {}
         self.version = -1  # PRAGMA data_version on the connection when they were read
+        # (while a graph's questions are read: {(statement, params): rows}.  The window's
+        # runs are asked by the read-ahead and by the means with the same statement; a
+        # commit between the two would change data_version since the version read before
+        # them, and the answers would not be used, so the first rows are the second's too)
+        self.memo: dict[tuple[str, tuple[Any, ...]], list[tuple[Any, ...]]] | None = None
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """(As ``Journal.query``, on this connection: the reads go through ``_Through``.)"""
-        return self.conn.execute(sql, params).fetchall()
+        if self.memo is None:
+            return self.conn.execute(sql, params).fetchall()
+        key = (sql, tuple(params))
+        rows = self.memo.get(key)
+        if rows is None:
+            rows = self.memo[key] = self.conn.execute(sql, params).fetchall()
+        return list(rows)
 
 
 class _Through:
@@ -223,8 +240,13 @@ def read_ahead(store: Any, prepared: int | None = None) -> None:
             # (the version before the reads: if it is still the connection's when they are
             # used, nothing was committed since it was read, so every read saw what is there)
             before = _version(slot)
-            answers = {graph: _read(slot, through, graph[0], list(graph[1]), cols)
-                       for graph, cols in reversed(graphs)}  # (the latest first)
+            try:
+                answers = {}
+                for graph, cols in reversed(graphs):  # (the latest first)
+                    slot.memo = {}
+                    answers[graph] = _read(slot, through, graph[0], list(graph[1]), cols)
+            finally:
+                slot.memo = None
             slot.answers, slot.version = answers, before
     except Exception:  # (reading ahead is an extra: the next preparation reads for itself)
         return
@@ -235,9 +257,19 @@ def _read(slot: _Slot, through: _Through, workflow: str, keys: list[str],
     """One graph's questions, asked through the slot's connection as a preparation asks
     them (with no run left out: the next run is not in the journal yet)."""
     newest = frozenset(r[0] for r in slot.query(recent._RUNS_SQL, (workflow, "", recent.RECENT_RUNS)))
-    return _Answers(newest, recent.read_means(through, cols, workflow, "", recent.RECENT_RUNS, keys),
-                    recent.has_history(workflow, "", store=through),
-                    memory.largest_peak(through, (workflow, "", memory.RECENT_RUNS)))
+    means = recent.read_means(through, cols, workflow, "", recent.RECENT_RUNS, keys)
+    # (a mean duration comes from a completed attempt that ran, in some of the window's
+    # runs: what has_history looks for, so it is True; a preparation asks it only when no
+    # duration is named (nbflow.workflow._has_history), and then it is read here)
+    any_history = bool(any(means.get("duration_s", ({}, {})))
+                       or recent.has_history(workflow, "", store=through))
+    args = (workflow, "", memory.RECENT_RUNS)
+    largest = memory.largest_peak(through, args)
+    peaks = None
+    bound = memory.min_bytes()
+    if largest is not None and largest >= bound and os.environ.get("NBFLOW_PREDICTED_MEMORY", "1") != "0":
+        peaks = (bound, memory.peaks_at_least(through, args, bound, every_row=True))
+    return _Answers(newest, means, any_history, largest, peaks)
 
 
 def use(store: Any, workflow: str, exclude_run: str, keys: list[str]) -> bool:
@@ -269,6 +301,8 @@ def use(store: Any, workflow: str, exclude_run: str, keys: list[str]) -> bool:
     recent.tell_means(store, workflow, exclude_run, recent.RECENT_RUNS, keys, got.means)
     recent.tell(("has_history", workflow, exclude_run, id(store)), got.any_history)
     recent.tell(("largest peak", workflow, exclude_run, memory.RECENT_RUNS, id(store)), got.largest_peak)
+    if got.peaks is not None:
+        recent.tell(("peaks by task", workflow, exclude_run, memory.RECENT_RUNS, id(store)), got.peaks)
     return True
 
 

@@ -34,8 +34,8 @@ import numpy as np
 
 from nbflow.store import recent
 
-__all__ = ["MIN_BYTES", "QUANTILE", "RECENT_RUNS", "apply_predicted_memory", "largest_peak",
-           "memory_demands", "predicted_peaks"]
+__all__ = ["MIN_BYTES", "QUANTILE", "RECENT_RUNS", "apply_predicted_memory", "by_task", "largest_peak",
+           "memory_demands", "min_bytes", "peaks_at_least", "predicted_peaks"]
 
 RECENT_RUNS = 20
 QUANTILE = 0.9
@@ -82,18 +82,42 @@ def predicted_peaks(workflow: str, exclude_run: str = "", store: Any = None,
         store = get_store(warn=False)
     if store is None:
         return {}
-    seen: dict[str, list[float]] = {}
     args: tuple[Any, ...] = (workflow, exclude_run, RECENT_RUNS)
     if at_least is None:
-        rows = store.journal.query(_SQL, args)
-    elif not any_peak_at_least(store, args, at_least):
+        return {n: q for n, (_, q) in by_task(store.journal.query(_SQL, args)).items()}
+    if not any_peak_at_least(store, args, at_least):
         return {}
-    else:
-        rows = store.journal.query(_SQL_AT_LEAST, (*args, at_least))
+    table = recent.told(("peaks by task", *args, id(store)))
+    if table is recent.UNTOLD or at_least < table[0]:
+        table = (at_least, peaks_at_least(store, args, at_least))
+    # (told for a lower bound: the tasks whose largest peak reaches this one are among them,
+    # with the same attempts; the query for this bound returns exactly those)
+    return {n: q for n, (top, q) in table[1].items() if top >= at_least}
+
+
+def by_task(rows: Any, at_least: float = -np.inf) -> dict[str, tuple[float, float]]:
+    """``{task: (its largest peak, its predicted peak)}`` from ``(task, peak)`` rows, for
+    the tasks whose largest peak reaches ``at_least`` (an attempt without a task name or
+    with no peak predicts nothing)."""
+    seen: dict[str, list[float]] = {}
     for name, peak in rows:
         if name is not None and peak:
             seen.setdefault(str(name), []).append(float(peak))
-    return {n: float(np.quantile(v, QUANTILE)) for n, v in seen.items()}
+    return {n: (top, float(np.quantile(v, QUANTILE))) for n, v in seen.items() if (top := max(v)) >= at_least}
+
+
+def peaks_at_least(store: Any, args: tuple[Any, ...], at_least: float,
+                   every_row: bool = False) -> dict[str, tuple[float, float]]:
+    """:func:`by_task` of the tasks whose largest peak in the recent runs (``args``:
+    workflow, run left out, how many runs) reaches ``at_least``, read now.  ``every_row``:
+    every attempt's row is read and the tasks are chosen here, not by SQLite's window (its
+    sort is most of the statement's cost: ~0.3 against ~0.45 ms over 20 runs of a 10-task
+    fan, ``benchmarks/read_ahead_parts.py``), the same rows for the same tasks; the
+    read-ahead (:mod:`nbflow.predict.ahead`) asks so, once the largest peak says some task
+    reaches the bound."""
+    if every_row:
+        return by_task(store.journal.query(_SQL, args), at_least)
+    return by_task(store.journal.query(_SQL_AT_LEAST, (*args, at_least)))
 
 
 def any_peak_at_least(store: Any, args: tuple[Any, ...], at_least: float) -> bool:
@@ -133,6 +157,12 @@ def _declares_memory(ref: Any) -> bool:
     return "memory" in (getattr(spec, "resources", None) or {})
 
 
+def min_bytes() -> float:
+    """The smallest predicted peak used as a demand (``NBFLOW_PREDICTED_MEMORY_MIN``, bytes;
+    default :data:`MIN_BYTES`)."""
+    return float(os.environ.get("NBFLOW_PREDICTED_MEMORY_MIN", MIN_BYTES))
+
+
 def apply_predicted_memory(run: Any, store: Any = None) -> dict[str, float]:
     """Give ``run``'s tasks their predicted memory as admission demand; returns the
     predictions used, by task name (empty when none applied).  ``store``: the run's store,
@@ -141,16 +171,16 @@ def apply_predicted_memory(run: Any, store: Any = None) -> dict[str, float]:
         return {}
     if "memory" not in run.capacity:
         return {}
-    min_bytes = float(os.environ.get("NBFLOW_PREDICTED_MEMORY_MIN", MIN_BYTES))
+    bound = min_bytes()
     try:
-        peaks = predicted_peaks(run.name, exclude_run=run.id, store=store, at_least=min_bytes)
+        peaks = predicted_peaks(run.name, exclude_run=run.id, store=store, at_least=bound)
     except Exception:  # an unreadable store must never stop a run: no predicted demands
         return {}
     if not peaks:
         return {}
     nodes = run.nodes
     demands = memory_demands([r.name for r in nodes], [r.kind for r in nodes],
-                             [_declares_memory(r) for r in nodes], peaks, min_bytes=min_bytes)
+                             [_declares_memory(r) for r in nodes], peaks, min_bytes=bound)
     if not demands:
         return {}
     run.add_demands(demands)
