@@ -9,6 +9,10 @@
 * A task hinted to a worker (placement) that dies when no other worker is running (here:
   a one-worker cluster) runs on the worker that replaces it; Dask alone would keep it
   waiting for the dead worker's address forever.
+* A task sent with a hint naming a worker that had already left, while no worker runs,
+  runs on the next worker that joins (the scheduler plugin strikes the departed worker as
+  the task starts waiting; Dask wakes a waiting task only for a worker its hint names).
+  Driven on an in-process scheduler: each step waits for the scheduler's state, not a time.
 * A single task whose remote input lived on the dead worker: Dask recomputes the input
   (nbflow submitted it and still holds its future) and runs the task again elsewhere.
 
@@ -182,3 +186,65 @@ def test_a_hinted_task_outlives_the_only_worker(tmp_path):
                 assert (tmp_path / "marker").exists()
         finally:
             cluster.close()
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+async def until(check, what: str, deadline: float = 60.0) -> None:
+    """Wait (polling the in-process scheduler's state) until ``check()`` holds."""
+    import asyncio
+    import time
+
+    end = time.monotonic() + deadline
+    while not check():
+        assert time.monotonic() < end, f"the scheduler never reached: {what}"
+        await asyncio.sleep(0.01)
+
+
+def test_a_task_hinted_at_a_worker_that_already_left_runs_on_the_next_one():
+    import asyncio
+
+    from nbflow.engine.backends.dask_plugin import LooseRestrictions
+    from nbflow.engine.backends.dask_recovery import NAME
+
+    async def scenario() -> None:
+        async with (distributed.Scheduler(port=0, dashboard_address=":0", validate=True) as s,
+                    distributed.Client(s.address, asynchronous=True) as c):
+            await c.register_plugin(LooseRestrictions(), name=NAME)
+            async with distributed.Worker(s.address, nthreads=1) as gone:
+                departed = gone.address
+            await until(lambda: departed not in s.workers, "the worker's departure")
+            # the hint is made after the worker left (as nbflow's placement may be)
+            fut = c.submit(inc, 1, key="inc-stalehint-0", workers=[departed],
+                           allow_other_workers=True)
+            await until(lambda: fut.key in s.tasks and s.tasks[fut.key].state == "no-worker",
+                        "the task waiting for a worker")
+            async with distributed.Worker(s.address, nthreads=1) as joined:
+                # the scheduler wakes what the worker can run as it counts it running (one
+                # handler, one turn of its loop): a task still waiting then waits forever
+                await until(lambda: s.workers.get(joined.address) in s.running,
+                            "the new worker running")
+                assert s.tasks[fut.key].state != "no-worker", s.tasks[fut.key].worker_restrictions
+                assert await asyncio.wait_for(fut, DEADLINE) == 2
+
+    asyncio.run(scenario())
+
+
+def test_only_departed_workers_leave_a_loose_hint_and_a_strict_one_is_kept():
+    from types import SimpleNamespace
+
+    from nbflow.engine.backends.dask_plugin import LooseRestrictions
+
+    loose = SimpleNamespace(worker_restrictions={"tcp://here", "tcp://gone"}, loose_restrictions=True)
+    alone = SimpleNamespace(worker_restrictions={"tcp://gone"}, loose_restrictions=True)
+    strict = SimpleNamespace(worker_restrictions={"tcp://gone"}, loose_restrictions=False)
+    plugin = LooseRestrictions()
+    plugin.scheduler = SimpleNamespace(workers={"tcp://here": object()},
+                                       tasks={"loose": loose, "alone": alone, "strict": strict})
+    for key in ("loose", "alone", "strict"):
+        plugin.transition(key, "waiting", "no-worker", stimulus_id="test")
+    assert loose.worker_restrictions == {"tcp://here"} and loose.loose_restrictions
+    assert alone.worker_restrictions is None and not alone.loose_restrictions
+    assert strict.worker_restrictions == {"tcp://gone"} and not strict.loose_restrictions

@@ -79,8 +79,9 @@ def _span(startstops: Any) -> tuple[float, float] | None:
 class LooseRestrictions(SchedulerPlugin):
     """On the scheduler: a worker that leaves is struck from the hints of the tasks that
     only hinted at it, so they wait for (and run on) any worker (see
-    :mod:`.dask_recovery`); the completions of nbflow's tasks go to the clients, one event
-    per turn of the scheduler's loop (see the module)."""
+    :mod:`.dask_recovery`), and so is one that left before a task hinting at it waits for
+    a worker (:meth:`_strike_departed`); the completions of nbflow's tasks go to the
+    clients, one event per turn of the scheduler's loop (see the module)."""
 
     name = NAME
     # What this version does beyond loosening restrictions (the client asks, see
@@ -142,6 +143,11 @@ class LooseRestrictions(SchedulerPlugin):
             ts = self.scheduler.tasks.get(key)
             if ts is not None and not ts.who_wants and ts.exception_blame is ts:
                 self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "erred": True})
+        elif finish == "no-worker" and self.scheduler is not None:
+            # no worker runs (nor would one that joins: see _strike_departed)
+            ts = self.scheduler.tasks.get(key)
+            if ts is not None and ts.loose_restrictions and ts.worker_restrictions:
+                self._strike_departed(ts)
         elif finish == "released" and start in _UNRUN and self.scheduler is not None:
             # released before it made a result: when the scheduler does not take it up
             # again in the same round of transitions (as after a worker died under it),
@@ -219,6 +225,28 @@ class LooseRestrictions(SchedulerPlugin):
         ts = self.scheduler.tasks.get(key)
         if ts is None or (ts.state in ("released", "forgotten") and not ts.who_wants):
             self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "dropped": True})
+
+    def _strike_departed(self, ts: Any) -> None:
+        """Strike the workers that have left from a loose hint of a task that waits for one.
+
+        A task whose hint named a worker only after it left (nbflow placed it on where a
+        result was; the worker died before the task reached the scheduler) is not struck
+        by :meth:`remove_worker`, which sees the tasks there when the worker leaves.  While
+        any worker runs, Dask ignores such a hint; but a task that waits in ``no-worker``
+        (none running) is woken, when a worker joins, only if its restrictions name that
+        worker (``Scheduler.bulk_schedule_unrunnable_after_adding_worker`` does not look at
+        ``loose_restrictions``): it would wait forever, and the run with it.  A task enters
+        ``no-worker`` by one transition only (from ``waiting``), which :meth:`transition`
+        sees, so striking there covers every way a departed worker got into the hint.  A
+        hint at a worker still connected stays (it may be paused: Dask runs the task there
+        when it resumes); a strict one (no ``allow_other_workers``) is the user's, kept."""
+        hint = ts.worker_restrictions
+        departed = {addr for addr in hint if addr not in self.scheduler.workers}
+        if departed:
+            hint -= departed
+            if not hint:  # no restriction left: the next worker to run takes it
+                ts.worker_restrictions = None
+                ts.loose_restrictions = False
 
     def remove_worker(self, scheduler: Any = None, worker: str = "", **kwargs: Any) -> None:
         woken = []
