@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import anyio
+from fake_cache import FakeCache
 
 import nbflow as nf
 from nbflow.core import events as ev
@@ -37,7 +38,7 @@ class _Ahead:
         return await fn(*args, **(kwargs or {})), 8
 
 
-class _SlowFirstLookup:
+class _SlowFirstLookup(FakeCache):
     """A cache whose first lookup of a node waits while the node's work is said to have
     finished elsewhere; ``hit`` decides what every lookup answers."""
 
@@ -46,9 +47,6 @@ class _SlowFirstLookup:
         self.sched: Scheduler | None = None
         self.lookups: list[int] = []
         self.second_asked = anyio.Event()
-
-    def bind(self, view) -> None:
-        pass
 
     async def lookup(self, i: int):
         self.lookups.append(i)
@@ -60,18 +58,6 @@ class _SlowFirstLookup:
         else:
             self.second_asked.set()
         return ("cached", 8) if self.hit else None
-
-    async def commit(self, i, value, size):
-        return size
-
-    def info(self, i):
-        return (None, None, None)
-
-    def cached(self, i) -> bool:
-        return False
-
-    def explain(self, i):
-        return None
 
 
 def _run(hit: bool) -> tuple[Scheduler, _Ahead, _SlowFirstLookup, list[ev.Event]]:

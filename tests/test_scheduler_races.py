@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from fake_cache import FakeCache
 
 import nbflow as nf
 from nbflow.core import events as ev
@@ -40,7 +41,7 @@ def pack(x):
     return x * 10
 
 
-class _LookupWaitsForFailure:
+class _LookupWaitsForFailure(FakeCache):
     """A result cache whose lookups of the map's items wait until a task has failed (the
     saga's rollback has then skipped its READY members); ``hit`` decides what they answer.
     Every other lookup answers at once (a miss).  ``waited`` lists the items whose lookup
@@ -53,9 +54,6 @@ class _LookupWaitsForFailure:
         self.waited: list[int] = []
         self.lookups: list[int] = []
 
-    def bind(self, view) -> None:
-        pass
-
     async def lookup(self, i: int):
         self.lookups.append(i)
         if i not in self.items:
@@ -64,18 +62,6 @@ class _LookupWaitsForFailure:
             self.waited.append(i)
         await self.failed.wait()
         return (f"stored-{i}", 8) if self.hit else None
-
-    async def commit(self, i, value, size):
-        return size
-
-    def info(self, i):
-        return (None, None, None)
-
-    def cached(self, i) -> bool:
-        return False
-
-    def explain(self, i):
-        return None
 
 
 def _chunk_in_a_rolled_back_saga(hit: bool) -> tuple[Scheduler, list[int], list[ev.Event]]:
