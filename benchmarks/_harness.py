@@ -341,3 +341,62 @@ def machine_info(nbflow_version: str | None = None) -> dict[str, Any]:
             check=True,
         ).stdout.strip()
     return info
+
+
+def on_off_main(*, benchmark: str, doc_string: str, parts: Sequence[str], off_name: str,
+                changes: str, workloads: Mapping[str, Callable[[], Any]],
+                sample_nbflow: Callable[..., dict[str, float]],
+                sample_dask: Callable[[Any, Any], dict[str, float]],
+                is_count: Callable[[str], bool], repeat: int) -> None:
+    """The ``main()`` of a benchmark that pairs nbflow with some of its changes switched off
+    (``--off``: which ``parts``) against itself and plain Dask, sample by sample on one
+    ``LocalCluster``: medians, the median of the paired differences (off − on), how often
+    nbflow was lower, the makespan ratios to Dask.  ``sample_nbflow(client, spec, off,
+    parts)`` and ``sample_dask(client, spec)`` return one sample's phases in seconds (a
+    phase ``is_count`` is a count); each must have a ``result in hand``."""
+    import argparse
+    import math
+
+    ap = argparse.ArgumentParser(description=doc_string.split("\n")[0])
+    ap.add_argument("--workloads", default="fan")
+    ap.add_argument("--repeat", type=int, default=repeat)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--off", default=",".join(parts),
+                    help=f"which of {changes} the off system switches off: {tuple(parts)}")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    off_parts = tuple(args.off.split(","))
+    if set(off_parts) - set(parts):
+        ap.error(f"unknown --off {sorted(set(off_parts) - set(parts))}; choose from {tuple(parts)}")
+    log = progress(benchmark.replace("_", "-"))
+    doc: dict[str, Any] = {"benchmark": benchmark, "machine": machine_info(), "off": off_parts,
+                           "workloads": {}, "load_before": os.getloadavg()}
+    on, off = "nbflow", off_name
+    with nbflow_home(), local_cluster() as client:
+        for name in args.workloads.split(","):
+            spec = workloads[name]()
+            samplers = {on: lambda spec=spec: sample_nbflow(client, spec, False),
+                        off: lambda spec=spec: sample_nbflow(client, spec, True, off_parts),
+                        "dask": lambda spec=spec: sample_dask(client, spec)}
+            alternate(samplers, args.warmup)
+            got = alternate(samplers, args.repeat)
+            keys = list(got[on][0])
+            med = {system: {k: statistics.median(s.get(k, math.nan) for s in ss) for k in keys}
+                   for system, ss in got.items()}
+            pairs = list(zip(got[on], got[off], strict=True))
+            paired = {k: statistics.median(b[k] - a[k] for a, b in pairs) for k in keys}
+            lower = {k: sum(a[k] < b[k] for a, b in pairs) for k in keys}
+            ratio = {s: med[s]["result in hand"] / med["dask"]["result in hand"] for s in (on, off)}
+            doc["workloads"][name] = {"medians_s": med, "paired_cut_s": paired,
+                                      "this_branch_lower_in": lower, "makespan_vs_dask": ratio,
+                                      "samples": got}
+            log(f"{name} (ms; the cut: median of paired differences, {off} - {on}):")
+            for k in keys:
+                unit = 1 if is_count(k) else 1e3
+                log(f"  {k:42s} {on} {med[on][k] * unit:8.3f}   off {med[off][k] * unit:8.3f}   "
+                    f"dask {med['dask'].get(k, math.nan) * unit:8.3f}   cut {paired[k] * unit:+8.3f} "
+                    f"(lower in {lower[k]} of {args.repeat})")
+            log(f"  makespan / dask: {on} {ratio[on]:.3f}, off {ratio[off]:.3f}")
+    doc["load_after"] = os.getloadavg()
+    log(f"load average before {doc['load_before']}, after {doc['load_after']}")
+    emit_json(doc, args.json)

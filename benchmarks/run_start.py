@@ -34,11 +34,8 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
-import os
-import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -195,49 +192,10 @@ def sample_dask(client: Any, spec: list[Any]) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workloads", default="fan")
-    ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--off", default=",".join(PARTS),
-                    help=f"which of session 12 (B)'s changes the off system switches off: {PARTS}")
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args()
-    parts = tuple(args.off.split(","))
-    if set(parts) - set(PARTS):
-        ap.error(f"unknown --off {sorted(set(parts) - set(PARTS))}; choose from {PARTS}")
-    log = _harness.progress("run-start")
-    doc: dict[str, Any] = {"benchmark": "run_start", "machine": _harness.machine_info(), "off": parts,
-                           "workloads": {}, "load_before": os.getloadavg()}
-    on, off = "nbflow", "nbflow-session-12-b-off"
-    with _harness.nbflow_home(), _harness.local_cluster() as client:
-        for name in args.workloads.split(","):
-            spec = WORKLOADS[name]()
-            samplers = {on: lambda spec=spec: sample_nbflow(client, spec, False),
-                        off: lambda spec=spec: sample_nbflow(client, spec, True, parts),
-                        "dask": lambda spec=spec: sample_dask(client, spec)}
-            _harness.alternate(samplers, args.warmup)
-            got = _harness.alternate(samplers, args.repeat)
-            keys = list(got[on][0])
-            med = {system: {k: statistics.median(s.get(k, math.nan) for s in ss) for k in keys}
-                   for system, ss in got.items()}
-            paired = {k: statistics.median(b[k] - a[k] for a, b in zip(got[on], got[off], strict=True))
-                      for k in keys}
-            lower = {k: sum(a[k] < b[k] for a, b in zip(got[on], got[off], strict=True)) for k in keys}
-            ratio = {s: med[s]["result in hand"] / med["dask"]["result in hand"] for s in (on, off)}
-            doc["workloads"][name] = {"medians_s": med, "paired_cut_s": paired,
-                                      "this_branch_lower_in": lower, "makespan_vs_dask": ratio,
-                                      "samples": got}
-            log(f"{name} (ms; the cut: median of paired differences, {off} - {on}):")
-            for k in keys:
-                unit = 1 if k.startswith("journal") else 1e3
-                log(f"  {k:42s} {on} {med[on][k] * unit:8.3f}   off {med[off][k] * unit:8.3f}   "
-                    f"dask {med['dask'].get(k, math.nan) * unit:8.3f}   cut {paired[k] * unit:+8.3f} "
-                    f"(lower in {lower[k]} of {args.repeat})")
-            log(f"  makespan / dask: {on} {ratio[on]:.3f}, off {ratio[off]:.3f}")
-    doc["load_after"] = os.getloadavg()
-    log(f"load average before {doc['load_before']}, after {doc['load_after']}")
-    _harness.emit_json(doc, args.json)
+    _harness.on_off_main(benchmark="run_start", doc_string=__doc__, parts=PARTS,
+                         off_name="nbflow-session-12-b-off", changes="session 12 (B)'s changes",
+                         workloads=WORKLOADS, sample_nbflow=sample_nbflow, sample_dask=sample_dask,
+                         is_count=lambda k: k.startswith("journal"), repeat=30)
 
 
 if __name__ == "__main__":
