@@ -43,9 +43,11 @@ from typing import Any
 if __package__:
     from . import _harness
     from .locality import WORKLOADS, delayed_graph, trace_spec
+    from .run_start import _first_compute
 else:
     import _harness
     from locality import WORKLOADS, delayed_graph, trace_spec
+    from run_start import _first_compute
 
 _marks: dict[str, float] = {}
 _run_thread: list[int] = []  # the ident of the sample's run thread
@@ -143,14 +145,6 @@ def _run_marks() -> Iterator[None]:
     finally:
         Run.start_in_thread, Run._in_thread = start, in_thread  # type: ignore[method-assign]
         asyncio.BaseEventLoop._run_once = run_once  # type: ignore[attr-defined]
-
-
-def _first_compute(client: Any, t0: float) -> float:
-    if __package__:
-        from .locality_phases import _compute_span
-    else:
-        from locality_phases import _compute_span
-    return _compute_span(client, t0)[0]
 
 
 def sample_nbflow(client: Any, spec: list[Any], off: bool,

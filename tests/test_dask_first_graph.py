@@ -249,20 +249,29 @@ def _gated(name: str) -> Any:
     return nf.task(wait_for_gate)()
 
 
-@pytest.mark.timeout(300)
-def test_a_cancel_does_not_wait_for_the_clusters_news(
-        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The engine waits for the news at most an hour here: only the cancel can wake it."""
-    monkeypatch.setattr(run_module, "FIRST_NEWS_WAIT_S", 3600.0)
+def _gated_run(client: Any, monkeypatch: pytest.MonkeyPatch,
+               name: str) -> tuple[Any, str, Any, list[str]]:
+    """A prepared run of ``inc(make(gated root))`` on a client an earlier run of the same
+    workflow opened (gate open), its gate shut again and its steps watched: the run, the
+    gate's name, its final Ref and the watched order.  The test opens the gate."""
     gate = f"nbflow-first-graph-{uuid.uuid4().hex}"
-    with nf.Workflow("first-graph-cancelled-while-waiting") as wf:
-        inc(make(_gated(gate)))
+    with nf.Workflow(name) as wf:
+        out = inc(make(_gated(gate)))
     distributed.Event(gate, client=client).set()
     wf.run(backend=client, cache=False)  # (a client an earlier run opened)
     distributed.Event(gate, client=client).clear()
     run = prepare(wf, run_options(wf, backend=client, cache=False))
     order: list[str] = []
     _watch(monkeypatch, client, run, order)
+    return run, gate, out, order
+
+
+@pytest.mark.timeout(300)
+def test_a_cancel_does_not_wait_for_the_clusters_news(
+        client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine waits for the news at most an hour here: only the cancel can wake it."""
+    monkeypatch.setattr(run_module, "FIRST_NEWS_WAIT_S", 3600.0)
+    run, gate, _, order = _gated_run(client, monkeypatch, "first-graph-cancelled-while-waiting")
     try:
         run.start_in_thread()
         run.cancel()  # (no task can end before the gate opens)
@@ -277,15 +286,7 @@ def test_a_cancel_does_not_wait_for_the_clusters_news(
 def test_without_news_the_engine_starts_after_the_bound(
         client: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_module, "FIRST_NEWS_WAIT_S", 0.0)
-    gate = f"nbflow-first-graph-{uuid.uuid4().hex}"
-    with nf.Workflow("first-graph-engine-after-the-bound") as wf:
-        out = inc(make(_gated(gate)))
-    distributed.Event(gate, client=client).set()
-    wf.run(backend=client, cache=False)  # (a client an earlier run opened)
-    distributed.Event(gate, client=client).clear()
-    run = prepare(wf, run_options(wf, backend=client, cache=False))
-    order: list[str] = []
-    _watch(monkeypatch, client, run, order)
+    run, gate, out, order = _gated_run(client, monkeypatch, "first-graph-engine-after-the-bound")
     try:
         run.start_in_thread()
         deadline = time.monotonic() + 120
