@@ -12,21 +12,12 @@ import pytest
 
 pytest.importorskip("distributed")
 
+from test_dask_completions import _Scheduler
+
 from nbflow.engine.backends import dask_plugin
 
 HELD = type("TS", (), {"who_wants": {"client"}})
 UNHELD = type("TS", (), {"who_wants": set()})
-
-
-class _Scheduler:
-    """What the plugin uses of Dask's scheduler: its tasks and its log_event."""
-
-    def __init__(self) -> None:
-        self.tasks: dict = {}
-        self.logged: list = []
-
-    def log_event(self, topic, msg) -> None:
-        self.logged.append((topic, msg))
 
 
 def _finished(plugin, key) -> None:
