@@ -170,3 +170,20 @@ def test_the_nbflow_command_is_installed(tmp_path):
     bad = subprocess.run([*cmd, "gc", "--home", str(tmp_path / "f")], env=env, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 1 and "no usable nbflow store" in bad.stderr
+
+
+def test_max_age_removes_old_batch_kernel_logs_and_keeps_young_ones():
+    run_once("k")  # a store
+    logs = get_store().home / "batches"
+    logs.mkdir()
+    old, young = logs / "b-old.kernel.log", logs / "b-young.kernel.log"
+    for p in (old, young):
+        p.write_text("ipykernel said something\n")
+    past = time.time() - 3 * 86400
+    os.utime(old, (past, past))
+    preview = gc(max_age="1d", dry_run=True)
+    assert preview.kernel_logs_removed == 1 and old.exists()
+    assert "would remove 1 batch kernel log(s)" in str(preview)
+    assert gc(keep_last=0).kernel_logs_removed == 0 and old.exists()  # no max_age: kept
+    assert gc(max_age="1d").kernel_logs_removed == 1
+    assert not old.exists() and young.exists()

@@ -230,6 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(
             f"\nnbflow run: the output notebook is {result.output} (batch {result.batch_id})", file=sys.stderr
         )
+        if result.kernel_log is not None:
+            print(f"nbflow run: the kernel's own output is in {result.kernel_log}", file=sys.stderr)
     elif result.status == "cancelled":
         print(
             f"nbflow run: cancelled ({result.error}); batch {result.batch_id}, output {result.output}",

@@ -11,6 +11,10 @@ engine with three additions, all in :class:`Control`:
   notebook's streamed output lines;
 * it starts the kernel with the environment and working directory the batch run gives it,
   never touching this process's own (so batch runs can run side by side in threads);
+* it gives the kernel's own process output (its file descriptors 1 and 2: ipykernel's log
+  lines, echoes of C-level writes, tracebacks of its own shutdown) to a log file instead of
+  the batch's terminal: ``nbflow run`` prints its own lines only, its standard output stays
+  the batch id a script reads, and a kernel that dies leaves its last words in that file;
 * it asks the kernel manager to encrypt the kernel's sockets (CurveZMQ keys made for this
   kernel) when the kernel says it can: the traffic is then not readable by other local
   users, and ipykernel (7.4 and later) has no reason to warn "Kernel is running over TCP
@@ -24,6 +28,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nbclient.util import run_sync
@@ -53,6 +58,7 @@ class Control:
         self.kernel_pid: int | None = None
         self.env: dict[str, str] | None = None  # the kernel's environment (None: this process's)
         self.cwd: str | None = None  # the kernel's working directory
+        self.kernel_log: Path | None = None  # the kernel process's stdout and stderr (None: ours)
         self._lock = threading.Lock()
 
     def request_stop(self, reason: str) -> bool:
@@ -85,7 +91,14 @@ class _Client(PapermillNotebookClient):
         if ctl.cwd is not None:
             kwargs["cwd"] = ctl.cwd
         _encrypt_if_supported(self.km)
-        await super().async_start_new_kernel(**kwargs)
+        log = _open_log(ctl.kernel_log) if ctl.kernel_log is not None else None
+        if log is not None:
+            kwargs["stdout"] = kwargs["stderr"] = log
+        try:
+            await super().async_start_new_kernel(**kwargs)
+        finally:
+            if log is not None:
+                os.close(log)  # (the kernel has its own copy of the descriptor)
         proc = getattr(getattr(self.km, "provisioner", None), "process", None)
         self.nbflow_control.kernel_pid = getattr(proc, "pid", None)
 
@@ -129,6 +142,12 @@ class _Client(PapermillNotebookClient):
         ):
             self.log_output_message(out)
         return out
+
+
+def _open_log(path: Path) -> int:
+    """A descriptor appending to ``path`` (made private: a kernel's output may show data)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
 def _encrypt_if_supported(km: Any) -> None:

@@ -80,6 +80,7 @@ class BatchResult:
     cell: int | None = None  # index of the failing cell
     duration_s: float = 0.0
     runs: list[str] = field(default_factory=list)
+    kernel_log: Path | None = None  # what the kernel's process printed (None: nothing)
 
 
 def default_output(notebook: str) -> str:
@@ -212,6 +213,7 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
     inherited = {k: v for k, v in os.environ.items() if k not in env.ALL}  # not an enclosing batch's
     control.env = {**inherited, **kernel_env}
     control.cwd = str(Path(opts.cwd).resolve()) if opts.cwd else os.getcwd()
+    control.kernel_log = kernel_log_path(store.home, batch_id)
 
     status, error, tb, cell = "completed", None, None, None
     with _stop_on_signals(control):
@@ -244,6 +246,9 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
             error = f"{type(e).__name__}: {e}"
             tb = _ANSI.sub("", str(e))
             cell = control.current_cell
+            said = _kept_log(control.kernel_log)
+            if said is not None:  # (a kernel that died may have said why, there only)
+                tb = f"{tb}\n\nthe kernel's last output ({said}):\n{log_tail(said)}"
         finally:
             if status == "cancelled" and not error:
                 error = f"stopped by {control.stop_reason}"
@@ -262,7 +267,34 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
     )
     if opts.rerun and status != "cancelled":
         _warn_unmatched_rerun(out, nb_path.name, store, runs, opts.rerun)
-    return BatchResult(batch_id, status, output, code, error, tb, cell, duration, runs)
+    return BatchResult(batch_id, status, output, code, error, tb, cell, duration, runs,
+                       _kept_log(control.kernel_log))
+
+
+def kernel_log_path(home: Path, batch_id: str) -> Path:
+    """Where batch ``batch_id``'s kernel process writes its own output (see ``engine``)."""
+    return home / "batches" / f"{batch_id}.kernel.log"
+
+
+def _kept_log(path: Path | None) -> Path | None:
+    """``path`` if the kernel wrote anything there; an empty log is removed."""
+    if path is None:
+        return None
+    try:
+        if path.stat().st_size:
+            return path
+        path.unlink()
+    except FileNotFoundError:  # (the kernel never started)
+        pass
+    return None
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a kernel log (what a dead kernel said last)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 64 * 1024))
+        text = f.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def _unexpected_error(output: str) -> Any:

@@ -21,6 +21,10 @@ Rules, applied in this order:
    expires anything and ``dvc gc`` drops what is unused at once, but both are about the data
    itself, which nbflow's runs and results rules (1-4) govern.
 
+6. A batch run's kernel log (``batches/BATCH.kernel.log``: what its kernel process printed
+   itself) older than ``max_age`` is removed; without ``max_age`` logs are kept, as batch
+   records are.
+
 Journal rows go first, in one transaction; files follow.  A crash in between leaves
 files without rows, which the next ``gc`` removes as orphans (files without a row, and
 ``.tmp-*`` leftovers of interrupted writes, once older than ``grace`` seconds).
@@ -90,6 +94,7 @@ class GcReport:
     kept_bytes: int = 0
     file_digests_removed: int = 0
     file_digest_age: float | None = FILE_DIGEST_AGE  # None: unused digests were kept
+    kernel_logs_removed: int = 0
 
     def _digest_rule(self) -> str:
         if self.file_digest_age is None:
@@ -103,6 +108,8 @@ class GcReport:
                  f"kept {self.runs_kept} run(s) referencing {_human(self.kept_bytes)}",
                  f"  {verb} {self.file_digests_removed} file digest(s) of nf.File inputs "
                  f"({self._digest_rule()})"]
+        if self.kernel_logs_removed:
+            lines.append(f"  {verb} {self.kernel_logs_removed} batch kernel log(s)")
         for rid, name, start in self.runs_removed:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(start)) if start else "?"
             lines.append(f"  {rid}  {name}  (started {when})")
@@ -254,7 +261,21 @@ def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budge
         if not dry_run:
             unlink_nofollow(path)  # (never through a symbolic link)
     report.file_digests_removed = prune_file_digests(conn, unused_for=digests, now=now, dry_run=dry_run)
+    if age is not None:
+        report.kernel_logs_removed = _old_kernel_logs(store.home, now - age, dry_run)
     if not dry_run and (removed_ids or doomed or report.file_digests_removed):
         with contextlib.suppress(Exception):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return report
+
+
+def _old_kernel_logs(home: Path, before: float, dry_run: bool) -> int:
+    """Remove (or count, with ``dry_run``) batch kernel logs last written before ``before``."""
+    n = 0
+    for path in (home / "batches").glob("*.kernel.log"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.lstat().st_mtime < before:
+                n += 1
+                if not dry_run:
+                    unlink_nofollow(path)
+    return n
