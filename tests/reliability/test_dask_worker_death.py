@@ -17,7 +17,8 @@
   runs, runs on the next worker that joins, or on another paused one that resumes, without
   waiting for the paused one to resume (the plugin strikes a worker that is not running
   from the hint as the task starts waiting; Dask wakes it only for a worker its hint
-  names).  In-process too, the pause set on the worker as its memory monitor would.
+  names).  In-process too, the pause set on the worker as its memory monitor would.  (With
+  a worker running, Dask itself sends such a task there: also tested.)
 * A single task whose remote input lived on the dead worker: Dask recomputes the input
   (nbflow submitted it and still holds its future) and runs the task again elsewhere.
 
@@ -307,6 +308,27 @@ def test_a_task_hinted_at_a_paused_worker_runs_on_another_that_resumes():
                 assert await asyncio.wait_for(fut, DEADLINE) == 2
                 assert {ws.address for ws in s.tasks[fut.key].who_has} == {other.address}
                 assert s.workers[hinted.address].status == Status.paused
+
+    asyncio.run(scenario())
+
+
+def test_dask_itself_sends_a_task_hinted_at_a_paused_worker_to_a_running_one():
+    """What the plugin leaves to Dask: with a worker running, a task loosely hinted at a
+    paused one never waits (``decide_worker`` falls back to any running worker for
+    ``loose_restrictions``); no plugin is registered here."""
+    import asyncio
+
+    async def scenario() -> None:
+        async with (distributed.Scheduler(port=0, dashboard_address=":0", validate=True) as s,
+                    distributed.Client(s.address, asynchronous=True) as c,
+                    paused_worker(s.address, s) as paused,
+                    distributed.Worker(s.address, nthreads=1, memory_limit=0) as running):
+            await until(lambda: s.workers.get(running.address) in s.running,
+                        "the other worker running")
+            fut = c.submit(inc, 1, key="inc-pausehnt-2", workers=[paused.address],
+                           allow_other_workers=True)
+            assert await asyncio.wait_for(fut, DEADLINE) == 2
+            assert {ws.address for ws in s.tasks[fut.key].who_has} == {running.address}
 
     asyncio.run(scenario())
 
