@@ -9,6 +9,13 @@ begins in a task of its own, on a later turn of the loop: an approval skipped in
 answering within ``timeout`` (or a headless run, where nobody can answer at all) applies
 ``on_timeout``: ``"approve"`` or ``"reject"`` completes the node with True or False,
 ``"fail"`` fails it with :class:`~nbflow.core.errors.ApprovalTimeout`.
+
+An answer given before the wait begins (the run not started yet, or what comes before the
+approval still running) is kept in ``Scheduler.answers`` (:func:`keep`) and taken when the
+wait would begin: the approval is announced as ever and ends at once with that answer,
+headless or not (``on_timeout`` is for nobody answering, and somebody did).  The first
+answer stands, as it does while the approval waits; one given after the approval ended
+(answered, timed out, skipped) changes nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import anyio
 from ..core import events as ev
 from ..core.errors import ApprovalTimeout
 from ..core.ref import Ref
-from ..core.states import READY
+from ..core.states import READY, TERMINAL
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -47,12 +54,16 @@ async def wait_for_answer(s: Scheduler, i: int) -> None:
         s.enter(ev.TaskStarted(now, i, ref.key, 1, "approval"))
         s.emit(ev.ApprovalRequested(now, i, ref.key, ref.args[0], opts.get("timeout"),
                                     opts.get("on_timeout", "approve")))
-        answer = None
-        if s.interactive():
-            event = s.answers[i] = anyio.Event()
-            with anyio.move_on_after(opts.get("timeout")):
-                await event.wait()
-            answer = s.answers.get(i) if event.is_set() else None
+        # an answer given before now (keep) is taken as it is; else one is waited for.
+        # (setdefault: keep may add an answer from another thread at any moment)
+        answer = s.answers.get(i)
+        if not isinstance(answer, bool) and s.interactive():
+            event = anyio.Event()
+            answer = s.answers.setdefault(i, event)
+            if answer is event:
+                with anyio.move_on_after(opts.get("timeout")):
+                    await event.wait()
+                answer = s.answers.get(i) if event.is_set() else None
         t = time.time() - now
     finally:
         s.timers -= 1
@@ -67,8 +78,24 @@ async def wait_for_answer(s: Scheduler, i: int) -> None:
 
 
 def answer(s: Scheduler, i: int, approved: Any) -> None:
-    """Record a person's answer to approval node ``i`` (call on the run's loop)."""
+    """Record a person's answer to approval node ``i`` (call on the run's loop): the answer
+    its wait waits for, or, before the wait began, the one it takes then (:func:`keep`)."""
     event = s.answers.get(i)
-    if isinstance(event, anyio.Event) and not event.is_set():
-        s.answers[i] = bool(approved)
-        event.set()
+    if isinstance(event, anyio.Event):
+        if not event.is_set():
+            s.answers[i] = bool(approved)
+            event.set()
+    else:
+        keep(s, i, approved)
+
+
+def keep(s: Scheduler, i: int, approved: Any) -> None:
+    """Keep an answer to approval node ``i`` given before its wait began, for the wait to
+    take (see the module); nothing if it has an answer already or has ended.
+
+    Safe from any thread (``Run.approve`` calls it from the caller's before the run's loop
+    exists): it changes ``s.answers`` by one ``setdefault``, which neither replaces the
+    event of a wait that began meanwhile nor is lost to it (the wait puts its event there
+    by ``setdefault`` too, and takes an answer it finds instead)."""
+    if s.state[i] not in TERMINAL:
+        s.answers.setdefault(i, bool(approved))

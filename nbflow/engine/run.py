@@ -44,7 +44,7 @@ from ..core.ref import Ref
 from ..core.remote import localise
 from ..core.states import CANCELLED, COMPLETED, FAILED, RUNNING, SKIPPED
 from ..core.validation import validate_run_options
-from . import taskoutput
+from . import approvals, taskoutput
 from .backends import AsyncBackend, ThreadBackend
 from .constructs import interactive_approvals
 from .internal import run_error
@@ -816,9 +816,24 @@ class Run:
                 and s.state[i] == RUNNING]
 
     def approve(self, ref: Ref | str, approved: bool = True) -> None:
-        """Answer an ``nf.approval`` (True approves, False rejects); safe from any thread."""
+        """Answer an ``nf.approval`` (True approves, False rejects); safe from any thread.
+
+        An answer given before the approval asks (the run not started, or what comes before
+        the approval still running) is kept and taken when it asks; one given after it
+        ended changes nothing (:mod:`.approvals`).  A task that is not an approval is
+        refused with :class:`~nbflow.core.errors.RefUsageError`."""
         i = self._lookup(ref)
-        self._call_in_loop(lambda: self._sched.answer(i, approved))
+        node = self.nodes[i]
+        if node.kind != APPROVAL:
+            raise RefUsageError(
+                f"run.approve({node.key!r}): {node.key!r} is not an nf.approval, so there is "
+                f"nothing to answer; run.pending_approvals lists the approvals waiting")
+        s = self._sched
+        if self._loop is None and self.status == "pending":
+            # no loop to hand it to yet: kept where the approval will look (safe from this
+            # thread, and if the loop started meanwhile it is handed to it below as well)
+            approvals.keep(s, i, approved)
+        self._call_in_loop(lambda: s.answer(i, approved))
 
     @property
     def transfers(self) -> pd.DataFrame:

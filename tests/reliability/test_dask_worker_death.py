@@ -13,6 +13,12 @@
   runs on the next worker that joins (the scheduler plugin strikes the departed worker as
   the task starts waiting; Dask wakes a waiting task only for a worker its hint names).
   Driven on an in-process scheduler: each step waits for the scheduler's state, not a time.
+* A task sent with a hint naming a worker that is paused (memory pressure), while no worker
+  runs, runs on the next worker that joins, or on another paused one that resumes, without
+  waiting for the paused one to resume (the plugin strikes a worker that is not running
+  from the hint as the task starts waiting; Dask wakes it only for a worker its hint
+  names).  In-process too, the pause set on the worker as its memory monitor would.  (With
+  a worker running, Dask itself sends such a task there: also tested.)
 * A single task whose remote input lived on the dead worker: Dask recomputes the input
   (nbflow submitted it and still holds its future) and runs the task again elsewhere.
 
@@ -22,8 +28,11 @@ the test instead of blocking the suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -232,19 +241,117 @@ def test_a_task_hinted_at_a_worker_that_already_left_runs_on_the_next_one():
     asyncio.run(scenario())
 
 
-def test_only_departed_workers_leave_a_loose_hint_and_a_strict_one_is_kept():
+@contextlib.asynccontextmanager
+async def paused_worker(address: str, s: Any) -> AsyncIterator[Any]:
+    """A worker of the in-process scheduler at ``address``, paused (as its memory monitor
+    pauses one under memory pressure), once the scheduler counts it paused.  Without a
+    memory limit it has no monitor that would resume it: it stays paused until told."""
+    from distributed.core import Status
+
+    async with distributed.Worker(address, nthreads=1, memory_limit=0) as w:
+        w.status = Status.paused  # (tells the scheduler, as the monitor's pause does)
+        await until(lambda: getattr(s.workers.get(w.address), "status", None) == Status.paused,
+                    "the worker paused")
+        yield w
+
+
+def test_a_task_hinted_at_a_paused_worker_runs_on_a_worker_that_joins():
+    import asyncio
+
+    from distributed.core import Status
+
+    from nbflow.engine.backends.dask_plugin import LooseRestrictions
+    from nbflow.engine.backends.dask_recovery import NAME
+
+    async def scenario() -> None:
+        async with (distributed.Scheduler(port=0, dashboard_address=":0", validate=True) as s,
+                    distributed.Client(s.address, asynchronous=True) as c):
+            await c.register_plugin(LooseRestrictions(), name=NAME)
+            async with paused_worker(s.address, s) as paused:
+                fut = c.submit(inc, 1, key="inc-pausehnt-0", workers=[paused.address],
+                               allow_other_workers=True)
+                await until(lambda: fut.key in s.tasks and s.tasks[fut.key].state == "no-worker",
+                            "the task waiting for a worker")
+                async with distributed.Worker(s.address, nthreads=1, memory_limit=0) as joined:
+                    # woken as the scheduler counts the new worker running (one handler)
+                    await until(lambda: s.workers.get(joined.address) in s.running,
+                                "the new worker running")
+                    assert s.tasks[fut.key].state != "no-worker", s.tasks[fut.key].worker_restrictions
+                    assert await asyncio.wait_for(fut, DEADLINE) == 2
+                    assert {ws.address for ws in s.tasks[fut.key].who_has} == {joined.address}
+                assert s.workers[paused.address].status == Status.paused  # (it never resumed)
+
+    asyncio.run(scenario())
+
+
+def test_a_task_hinted_at_a_paused_worker_runs_on_another_that_resumes():
+    import asyncio
+
+    from distributed.core import Status
+
+    from nbflow.engine.backends.dask_plugin import LooseRestrictions
+    from nbflow.engine.backends.dask_recovery import NAME
+
+    async def scenario() -> None:
+        async with (distributed.Scheduler(port=0, dashboard_address=":0", validate=True) as s,
+                    distributed.Client(s.address, asynchronous=True) as c):
+            await c.register_plugin(LooseRestrictions(), name=NAME)
+            async with paused_worker(s.address, s) as hinted, paused_worker(s.address, s) as other:
+                fut = c.submit(inc, 1, key="inc-pausehnt-1", workers=[hinted.address],
+                               allow_other_workers=True)
+                await until(lambda: fut.key in s.tasks and s.tasks[fut.key].state == "no-worker",
+                            "the task waiting for a worker")
+                other.status = Status.running  # the other one resumes; the hinted one does not
+                await until(lambda: s.workers[other.address] in s.running,
+                            "the other worker running again")
+                assert s.tasks[fut.key].state != "no-worker", s.tasks[fut.key].worker_restrictions
+                assert await asyncio.wait_for(fut, DEADLINE) == 2
+                assert {ws.address for ws in s.tasks[fut.key].who_has} == {other.address}
+                assert s.workers[hinted.address].status == Status.paused
+
+    asyncio.run(scenario())
+
+
+def test_dask_itself_sends_a_task_hinted_at_a_paused_worker_to_a_running_one():
+    """What the plugin leaves to Dask: with a worker running, a task loosely hinted at a
+    paused one never waits (``decide_worker`` falls back to any running worker for
+    ``loose_restrictions``); no plugin is registered here."""
+    import asyncio
+
+    async def scenario() -> None:
+        async with (distributed.Scheduler(port=0, dashboard_address=":0", validate=True) as s,
+                    distributed.Client(s.address, asynchronous=True) as c,
+                    paused_worker(s.address, s) as paused,
+                    distributed.Worker(s.address, nthreads=1, memory_limit=0) as running):
+            await until(lambda: s.workers.get(running.address) in s.running,
+                        "the other worker running")
+            fut = c.submit(inc, 1, key="inc-pausehnt-2", workers=[paused.address],
+                           allow_other_workers=True)
+            assert await asyncio.wait_for(fut, DEADLINE) == 2
+            assert {ws.address for ws in s.tasks[fut.key].who_has} == {running.address}
+
+    asyncio.run(scenario())
+
+
+def test_only_workers_that_cannot_run_leave_a_loose_hint_and_a_strict_one_is_kept():
     from types import SimpleNamespace
 
     from nbflow.engine.backends.dask_plugin import LooseRestrictions
 
-    loose = SimpleNamespace(worker_restrictions={"tcp://here", "tcp://gone"}, loose_restrictions=True)
-    alone = SimpleNamespace(worker_restrictions={"tcp://gone"}, loose_restrictions=True)
-    strict = SimpleNamespace(worker_restrictions={"tcp://gone"}, loose_restrictions=False)
+    def task(*hint: str, loose: bool = True) -> SimpleNamespace:
+        return SimpleNamespace(worker_restrictions=set(hint), loose_restrictions=loose)
+
+    here, paused = object(), object()  # (worker states: "paused" is connected, not running)
+    tasks = {"loose": task("tcp://here", "tcp://gone", "tcp://paused"),
+             "gone": task("tcp://gone"), "paused": task("tcp://paused"),
+             "strict": task("tcp://gone", "tcp://paused", loose=False)}
     plugin = LooseRestrictions()
-    plugin.scheduler = SimpleNamespace(workers={"tcp://here": object()},
-                                       tasks={"loose": loose, "alone": alone, "strict": strict})
-    for key in ("loose", "alone", "strict"):
+    plugin.scheduler = SimpleNamespace(workers={"tcp://here": here, "tcp://paused": paused},
+                                       running={here}, tasks=tasks)
+    for key in tasks:
         plugin.transition(key, "waiting", "no-worker", stimulus_id="test")
-    assert loose.worker_restrictions == {"tcp://here"} and loose.loose_restrictions
-    assert alone.worker_restrictions is None and not alone.loose_restrictions
-    assert strict.worker_restrictions == {"tcp://gone"} and not strict.loose_restrictions
+    assert tasks["loose"].worker_restrictions == {"tcp://here"} and tasks["loose"].loose_restrictions
+    for key in ("gone", "paused"):
+        assert tasks[key].worker_restrictions is None and not tasks[key].loose_restrictions
+    assert tasks["strict"].worker_restrictions == {"tcp://gone", "tcp://paused"}
+    assert not tasks["strict"].loose_restrictions

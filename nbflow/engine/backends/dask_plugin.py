@@ -79,9 +79,10 @@ def _span(startstops: Any) -> tuple[float, float] | None:
 class LooseRestrictions(SchedulerPlugin):
     """On the scheduler: a worker that leaves is struck from the hints of the tasks that
     only hinted at it, so they wait for (and run on) any worker (see
-    :mod:`.dask_recovery`), and so is one that left before a task hinting at it waits for
-    a worker (:meth:`_strike_departed`); the completions of nbflow's tasks go to the
-    clients, one event per turn of the scheduler's loop (see the module)."""
+    :mod:`.dask_recovery`), and so is every worker that cannot run it (gone, or paused)
+    when a task hinting at it waits for a worker (:meth:`_strike_unable`); the completions
+    of nbflow's tasks go to the clients, one event per turn of the scheduler's loop (see
+    the module)."""
 
     name = NAME
     # What this version does beyond loosening restrictions (the client asks, see
@@ -144,10 +145,10 @@ class LooseRestrictions(SchedulerPlugin):
             if ts is not None and not ts.who_wants and ts.exception_blame is ts:
                 self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "erred": True})
         elif finish == "no-worker" and self.scheduler is not None:
-            # no worker runs (nor would one that joins: see _strike_departed)
+            # no worker runs (nor would one that joins or resumes: see _strike_unable)
             ts = self.scheduler.tasks.get(key)
             if ts is not None and ts.loose_restrictions and ts.worker_restrictions:
-                self._strike_departed(ts)
+                self._strike_unable(ts)
         elif finish == "released" and start in _UNRUN and self.scheduler is not None:
             # released before it made a result: when the scheduler does not take it up
             # again in the same round of transitions (as after a worker died under it),
@@ -226,24 +227,34 @@ class LooseRestrictions(SchedulerPlugin):
         if ts is None or (ts.state in ("released", "forgotten") and not ts.who_wants):
             self.scheduler.log_event(UNWANTED_TOPIC, {"key": key, "dropped": True})
 
-    def _strike_departed(self, ts: Any) -> None:
-        """Strike the workers that have left from a loose hint of a task that waits for one.
+    def _strike_unable(self, ts: Any) -> None:
+        """Strike the workers that cannot run a task from its loose hint as it starts
+        waiting for a worker: those that have left, and those connected but not running
+        (paused under memory pressure, or retiring).
 
-        A task whose hint named a worker only after it left (nbflow placed it on where a
-        result was; the worker died before the task reached the scheduler) is not struck
-        by :meth:`remove_worker`, which sees the tasks there when the worker leaves.  While
-        any worker runs, Dask ignores such a hint; but a task that waits in ``no-worker``
-        (none running) is woken, when a worker joins, only if its restrictions name that
-        worker (``Scheduler.bulk_schedule_unrunnable_after_adding_worker`` does not look at
-        ``loose_restrictions``): it would wait forever, and the run with it.  A task enters
+        Dask sends a loosely hinted task to any running worker when none it names runs
+        (``decide_worker`` falls back for ``loose_restrictions``), so such a task waits in
+        ``no-worker`` only while no worker runs at all.  But when a worker then joins or
+        resumes, Dask wakes a waiting task only if that worker is one its restrictions
+        allow (``Scheduler.bulk_schedule_unrunnable_after_adding_worker``, called by
+        ``add_worker`` and ``handle_worker_status_change``, asks ``valid_workers``, which
+        keeps the named workers that run, and does not look at ``loose_restrictions``).
+        A task whose hint names only a worker that left (nbflow placed it where a result
+        was; the worker died before the task reached the scheduler, so
+        :meth:`remove_worker` did not see it) or one that is paused would wait for that
+        worker: forever, for one that left; for as long as the pause lasts, however many
+        other workers join or resume meanwhile, for a paused one.  A task enters
         ``no-worker`` by one transition only (from ``waiting``), which :meth:`transition`
-        sees, so striking there covers every way a departed worker got into the hint.  A
-        hint at a worker still connected stays (it may be paused: Dask runs the task there
-        when it resumes); a strict one (no ``allow_other_workers``) is the user's, kept."""
+        sees, so striking there covers every way such a worker got into the hint.  With
+        nothing struck that could run it, nothing changes where it runs: Dask would not
+        have chosen a worker that is not running, and it still prefers the running
+        workers that hold the task's inputs.  A strict hint (no ``allow_other_workers``)
+        is the user's, kept."""
         hint = ts.worker_restrictions
-        departed = {addr for addr in hint if addr not in self.scheduler.workers}
-        if departed:
-            hint -= departed
+        workers, running = self.scheduler.workers, self.scheduler.running
+        unable = {addr for addr in hint if workers.get(addr) not in running}
+        if unable:
+            hint -= unable
             if not hint:  # no restriction left: the next worker to run takes it
                 ts.worker_restrictions = None
                 ts.loose_restrictions = False
