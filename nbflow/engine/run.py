@@ -290,14 +290,16 @@ class Run:
         """A cheap copy of the run's per-node state, as of now, for listeners that predict
         (an ETA) while it goes on: ``nodes``, ``state``, ``start``, ``duration``,
         ``input_bytes`` (NaN when unknown), ``level`` (the dispatch priority) and ``cached``
-        (served from the result cache: its duration is a lookup's, not the task's)."""
+        (served from the result cache: its duration is a lookup's, not the task's), every
+        list of the same length (see ``TaskStates.records``: safe on any thread)."""
         s = self._sched
-        n = len(s.nodes)
+        rec = s.tasks.records(("start", "duration"), level=s.level)
+        n = len(rec["state"])
         known = s.metrics.input_bytes
         cache = self.result_cache
         return {
-            "nodes": list(s.nodes), "state": list(s.state), "start": list(s.start),
-            "duration": list(s.duration), "level": list(s.level),
+            "nodes": rec["nodes"], "state": rec["state"], "start": rec["start"],
+            "duration": rec["duration"], "level": rec["level"],
             "input_bytes": [float(b) if (b := known.get(i)) is not None else math.nan for i in range(n)],
             "cached": [cache.cached(i) for i in range(n)] if cache is not None else [False] * n,
         }
@@ -661,11 +663,13 @@ class Run:
                 raise RefUsageError(f"{ref.key} belongs to workflow {ref.wf.name!r}, not to this run's")
             return ref.index
         if isinstance(ref, str):
-            if self._index is None:
-                self._index = {r.key: r.index for r in self.nodes}
-            if ref not in self._index:
+            index = self._index
+            # (made again when the graph has grown since: a map's items, added as it expands)
+            if index is None or (ref not in index and len(index) < len(self.nodes)):
+                index = self._index = {r.key: r.index for r in self.nodes}
+            if ref not in index:
                 raise KeyError(f"no task {ref!r} in run {self.id}")
-            return self._index[ref]
+            return index[ref]
         raise TypeError(f"index a run with a Ref or a task key, not {type(ref).__name__}")
 
     def __getitem__(self, ref: Ref | str) -> Any:
@@ -713,30 +717,34 @@ class Run:
         return end - self.started_at
 
     def _rows(self) -> dict[str, list[Any]]:
+        """The columns of ``run.tasks``, from a copy of the records taken as of now (read on
+        any thread while the run goes: ``TaskStates.records``)."""
         s = self._sched
         if s is None:
             return {c: [] for c in COLUMNS}
-        n = len(s.nodes)
+        rec = s.tasks.records()
+        nodes = rec["nodes"]
+        n = len(nodes)
         cache = self.result_cache
         errors: list[str | None] = [None] * n
-        for i, e in s.errors.items():
+        for i, e in rec["errors"].items():
             errors[i] = f"{type(e).__name__}: {e}"
-        for i, r in s.reasons.items():
+        for i, r in rec["reasons"].items():
             errors[i] = r
         return {
-            "key": [r.key for r in s.nodes],
-            "task": [r.name for r in s.nodes],
-            "state": list(s.state),
-            "attempts": list(s.attempts),
-            "start": list(s.start),
-            "end": list(s.end),
-            "duration_s": list(s.duration),
+            "key": [r.key for r in nodes],
+            "task": [r.name for r in nodes],
+            "state": rec["state"],
+            "attempts": rec["attempts"],
+            "start": rec["start"],
+            "end": rec["end"],
+            "duration_s": rec["duration"],
             "cached": [cache.cached(i) for i in range(n)] if cache is not None else [False] * n,
-            "output_bytes": list(s.output_bytes),
+            "output_bytes": rec["output_bytes"],
             "error": errors,
-            "executor": [e or "inline" for e in s.executor],
+            "executor": [e or "inline" for e in rec["executor"]],
             "reason": [cache.info(i)[0] for i in range(n)] if cache is not None
-            else ["cache off" if r.kind not in INLINE and r.kind != MAP else None for r in s.nodes],
+            else ["cache off" if r.kind not in INLINE and r.kind != MAP else None for r in nodes],
             **s.metrics.columns(n),
         }
 
@@ -749,12 +757,17 @@ class Run:
     @property
     def graph(self) -> nx.DiGraph:
         """The run's graph (including nodes added while running), task attributes on nodes."""
-        g = graph_nodes(self._rows(), run_id=self.id, name=self.name, status=self.status)
+        rows = self._rows()
+        g = graph_nodes(rows, run_id=self.id, name=self.name, status=self.status)
         s = self._sched
         nodes = s.nodes if s is not None else self.nodes
-        for r in nodes:
+        # Only the nodes of the rows (read while the run goes, a map may add items after
+        # them; its node, collecting them, then names them among its inputs)
+        n = len(rows["key"])
+        for r in nodes[:n]:
             for d in r.deps:
-                g.add_edge(nodes[d].key, r.key)
+                if d < n:
+                    g.add_edge(nodes[d].key, r.key)
         for a, b in s.extra_edges:
             g.add_edge(nodes[a].key, nodes[b].key, serialized=True)
         return g
@@ -812,7 +825,10 @@ class Run:
     def pending_approvals(self) -> list[str]:
         """Keys of approvals waiting for an answer."""
         s = self._sched
-        return [s.nodes[i].key for i, a in s.answers.items() if not isinstance(a, bool)
+        # (a copy first: the run's thread adds an approval's entry as it asks, and a loop
+        # over the live dict then fails; dict.copy is one C call, see TaskStates.records)
+        answers = s.answers.copy()
+        return [s.nodes[i].key for i, a in answers.items() if not isinstance(a, bool)
                 and s.state[i] == RUNNING]
 
     def approve(self, ref: Ref | str, approved: bool = True) -> None:
@@ -860,7 +876,8 @@ class Run:
     def errors(self) -> dict[str, BaseException]:
         """The original exception of each failed task, by key."""
         s = self._sched
-        return {} if s is None else {s.nodes[i].key: e for i, e in s.errors.items()}
+        # (a copy first, as in pending_approvals: the run's thread adds failures)
+        return {} if s is None else {s.nodes[i].key: e for i, e in s.errors.copy().items()}
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))

@@ -29,6 +29,10 @@ own test suite sets it) or after :func:`check_transitions` ``(True)``.  A refuse
 Growth while running (map items, loop iterations, compensations) appends a node with
 :meth:`TaskStates.append`, which extends every list and counts the node as open.
 
+Only the run's own thread changes the records.  Another thread (``run.tasks``, an ETA, a
+view) reads them through :meth:`TaskStates.records`: a copy taken without looping over a
+live dict, every list cut to the same length.
+
 Nothing here needs threads, an event loop or a clock: the unit tests drive it directly.
 """
 
@@ -66,6 +70,12 @@ def ran_of(error: BaseException) -> tuple[float, float] | None:
     (see :data:`RAN`); None: the engine's own times stand."""
     got = getattr(error, RAN, None)
     return got if type(got) is tuple and len(got) == 2 else None
+
+# The records :meth:`TaskStates.records` copies by default (``results`` is left out: a
+# reader asks for a value by node), and those of them that are dicts by node
+RECORDS = ("state", "attempts", "start", "end", "duration", "output_bytes", "executor", "errors",
+           "reasons")
+DICTS = ("errors", "reasons")
 
 CHECK = os.environ.get("NBFLOW_CHECK_TRANSITIONS", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -302,6 +312,35 @@ class TaskStates:
                 f"node {i} ({key!r}) cannot move from {old!r} to {new!r} (open count "
                 f"{self.open}); allowed from {old!r}: {sorted(TRANSITIONS[old]) or 'nothing'}. "
                 "This is a bug in nbflow's scheduler: please report it")
+
+    def records(self, names: Sequence[str] = RECORDS, **more: list[Any]) -> dict[str, Any]:
+        """A copy of the records as of now, safe to take on any thread while the run's own
+        changes them: ``nodes`` and the records ``names`` (``state`` always), then the
+        lists in ``more`` (the scheduler's, e.g. its ``level``), every list cut to one
+        length ``n``, and the dicts among ``names`` (``errors``, ``reasons``) holding
+        nodes ``0..n-1`` only.
+
+        Why a copy: a Python loop over a dict the run's thread adds to can fail with
+        "dictionary changed size during iteration", and lists that a node's growth extends
+        one after another (:meth:`append`) may differ in length by one when read between
+        two of its steps.  Each list is copied by a slice and each dict by ``dict.copy``:
+        one C call each, with int keys no Python code runs inside it, so the GIL keeps it
+        whole.  ``state`` is copied first: a move writes a node's records before its state
+        (:meth:`enter`), so a copied state is never ahead of the records copied after it;
+        the dicts come last, so the error or reason of every node copied as failed or
+        skipped is there.
+        """
+        state = self.state[:]
+        lists = {name: getattr(self, name)[:] for name in names if name != "state" and name not in DICTS}
+        lists.update((name, values[:]) for name, values in more.items())
+        lists["nodes"] = self.nodes[:]
+        dicts = {name: getattr(self, name).copy() for name in names if name in DICTS}
+        n = min(len(state), *(len(values) for values in lists.values()))
+        for values in (state, *lists.values()):
+            del values[n:]
+        if len(self.state) > n:  # nodes added since: the dicts may hold theirs
+            dicts = {name: {i: x for i, x in d.items() if i < n} for name, d in dicts.items()}
+        return {"state": state, **lists, **dicts}
 
     def open_nodes(self) -> list[int]:
         """Nodes not yet in a terminal state, ascending."""

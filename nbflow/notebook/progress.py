@@ -62,11 +62,14 @@ class TextProgress:
         """Print what is due now; returns the number of lines printed."""
         before = self.lines
         m = self.model
-        for i, err in list(m.errors.items()):
+        # (copies: the run's thread adds to these dicts; dict.copy is one C call, where
+        # building a list from a live view allocates a tuple per item, and an allocation
+        # may run the garbage collector and Python finalizers, so the run's thread with them)
+        for i, err in m.errors.copy().items():
             if i not in self._failures_seen:
                 self._failures_seen.add(i)
                 self._note("failures", f"{PREFIX}   ✗ {m.keys[i]} failed: {short_error(err)}")
-        for i, err in list(m.retry_errors.items()):
+        for i, err in m.retry_errors.copy().items():
             if i not in self._retries_seen:
                 self._retries_seen.add(i)
                 self._note("retries", f"{PREFIX}   ↻ {m.keys[i]} will retry: {short_error(err)}")

@@ -473,7 +473,7 @@ def errors_html(model: RunModel, limit: int = 20) -> str:
     if not model.errors:
         return '<div style="color:#78909c;font-size:12px">No failed tasks.</div>'
     parts = []
-    items = sorted(model.errors.items())
+    items = sorted(model.errors.copy().items())  # (a copy: see TextProgress.tick)
     for i, err in items[:limit]:
         parts.append(
             f'<div class="nbflow-error" data-key="{esc(model.keys[i])}" style="margin:6px 0">'
