@@ -214,6 +214,9 @@ def test_the_graph_leaves_out_what_a_map_added_after_its_rows_were_read(monkeypa
             s._append_node(mapped, mapped.task, (j,), None, [], f"{mapped.key}[{j}]", [out.index], TASK)
         s.nodes[out.index] = Ref(mapped.wf, out.index, None, tuple(s.nodes[before:]), None,
                                  [before, before + 1], mapped.key, 1, COLLECT)
+        # and a node that waits for one of those read (as a saga's undo waits for the one
+        # before it)
+        s._append_node(mapped, mapped.task, (0,), None, [0], "late", [], TASK)
         return got
 
     monkeypatch.setattr(run, "_rows", rows_then_the_map_expands)
