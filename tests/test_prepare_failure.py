@@ -168,6 +168,29 @@ def test_a_dask_backend_that_cannot_connect_fails_the_run_with_its_own_error(
     assert get_store().journal._active == 0
 
 
+def test_a_dask_run_whose_preparation_failed_never_connects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failed before it started, a Dask run connects to no cluster (its address may be the
+    very thing that is wrong) and sends nothing; it is recorded failed as any other."""
+    from nbflow.engine.backends.dask import DaskBackend
+
+    opened: list[Any] = []
+
+    async def open_recorded(self: Any) -> None:
+        opened.append(self)
+        raise AssertionError("a run that failed before it started opened its Dask backend")
+
+    monkeypatch.setattr(DaskBackend, "open", open_recorded)
+    monkeypatch.setattr(DaskBackend, "open_known", lambda self: False)
+    _wf().run()
+    _break(monkeypatch, "locality", PrepareBroke("the locality step broke"))
+    with pytest.raises(PrepareBroke):
+        _wf().run(backend="tcp://127.0.0.1:9")
+    run = nf.last_run()
+    assert run is not None and run.status == "failed" and "dask" in run.backends
+    assert opened == []
+    assert _stored(run.id) == ("failed", "PrepareBroke: the locality step broke")
+
+
 def test_fail_before_start_refuses_a_started_run() -> None:
     """Only a run that has not started can be failed before it: a started one is refused
     with an error that names the way to stop it."""
