@@ -88,6 +88,7 @@ def cancelled(i: int, key: str, attempt: int, cancel: BaseException, now: float,
         return ev.TaskCancelled(now, i, key, attempt, NAN), NAN
     return ev.TaskCancelled(stopped, i, key, attempt, began), stopped - began
 
+
 CHECK = os.environ.get("NBFLOW_CHECK_TRANSITIONS", "").strip().lower() in ("1", "true", "yes", "on")
 
 
