@@ -75,12 +75,12 @@ async def hold_loop() -> int:
     return 0
 
 
-def _on_scheduler(client, key: str) -> bool:
-    """Is a Dask task of engine key ``key`` on the cluster's scheduler?"""
+def _on_scheduler(client) -> set[str]:
+    """The keys of the tasks on the cluster's scheduler."""
     def keys(dask_scheduler) -> list[str]:
         return [str(k) for k in dask_scheduler.tasks]
 
-    return any(k.startswith(f"{key}-") for k in client.run_on_scheduler(keys))
+    return set(client.run_on_scheduler(keys))
 
 
 def _poll(check, timeout: float = 120.0) -> bool:
@@ -104,9 +104,11 @@ def test_a_dask_task_cancelled_after_its_worker_ran_it_has_its_workers_times(cli
     with nf.Workflow("cancelled-after-it-ran") as wf:
         r = quick(2)
         hold_loop()
+    before = _on_scheduler(client)  # (an earlier run's task of the same name is not this one)
     run = wf.start(backend=client, cache=False)
     try:
-        assert _poll(lambda: _on_scheduler(client, r.key))  # sent; held: it cannot start
+        # sent (held: it cannot start), before the run's loop is blocked
+        assert _poll(lambda: any(k.startswith(f"{r.key}-") for k in _on_scheduler(client) - before))
         GATE_IN.set()
         assert BLOCKING.wait(120)  # the run's loop takes in nothing from here
         run.cancel()  # (handed to the loop: first in line)
