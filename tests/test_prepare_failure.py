@@ -156,6 +156,7 @@ def test_a_dask_backend_that_cannot_connect_fails_the_run_with_its_own_error(
     monkeypatch.setattr(DaskBackend, "open", cannot_connect)
     monkeypatch.setattr(DaskBackend, "open_known", lambda self: False)
     _wf().run()
+    before = set(nbflow_threads_left())
     CALLS.clear()
     with pytest.raises(OSError, match="Timed out trying to connect") as raised:
         _wf().run(backend="tcp://127.0.0.1:9")
@@ -166,6 +167,9 @@ def test_a_dask_backend_that_cannot_connect_fails_the_run_with_its_own_error(
     assert CALLS == []
     assert _stored(run.id) == ("failed", "OSError: Timed out trying to connect to tcp://127.0.0.1:9")
     assert get_store().journal._active == 0
+    # nothing of the run waits for a cluster it never reached (the end-of-run read's thread
+    # parked for it), though nf.last_run() still holds the run
+    assert nbflow_threads_left(before, timeout=10) == []
 
 
 def test_a_dask_run_whose_preparation_failed_never_connects(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -182,6 +186,7 @@ def test_a_dask_run_whose_preparation_failed_never_connects(monkeypatch: pytest.
     monkeypatch.setattr(DaskBackend, "open", open_recorded)
     monkeypatch.setattr(DaskBackend, "open_known", lambda self: False)
     _wf().run()
+    before = set(nbflow_threads_left())
     _break(monkeypatch, "locality", PrepareBroke("the locality step broke"))
     with pytest.raises(PrepareBroke):
         _wf().run(backend="tcp://127.0.0.1:9")
@@ -189,6 +194,7 @@ def test_a_dask_run_whose_preparation_failed_never_connects(monkeypatch: pytest.
     assert run is not None and run.status == "failed" and "dask" in run.backends
     assert opened == []
     assert _stored(run.id) == ("failed", "PrepareBroke: the locality step broke")
+    assert nbflow_threads_left(before, timeout=10) == []  # (as above)
 
 
 def test_fail_before_start_refuses_a_started_run() -> None:

@@ -1485,6 +1485,11 @@ class DaskBackend:
                         placement.closing(client, stays_open=not closing)
                 except Exception:  # accounting must never break the end of a run
                     pass
+            elif placement is not None:  # never connected (the run failed before it began):
+                try:  # nothing to read, and the read's thread, parked or parking, must not wait
+                    placement.closing(None)
+                except Exception:
+                    pass
             if held:  # the cluster goes away with the run: bring its results here first
                 for r in held:
                     try:
