@@ -229,10 +229,11 @@ def prepare(wf: WorkflowGraph, options: RunOptions, made: dict[str, Any] | None 
     ``made["run"]`` is the Run as soon as it exists and cancelling it is the caller's (the
     ``%%workflow`` cell shows it cancelled, as after any interrupt).
 
-    Any other error from then on (``rerun=`` naming no task, raised by the cache's bind; a
-    store hook that broke) left the same half-made run, the journal counting it as a run
-    in progress for good (so no later run's end let the journal's writer go).  That run is
-    ended cancelled here too, whoever the caller, and the error raised unchanged."""
+    Any other error from then on (a store hook that broke, the predictions, the locality
+    room) left the same half-made run, the journal counting it as a run in progress for
+    good (so no later run's end let the journal's writer go).  That run is ended here too,
+    whoever the caller: failed, with that error (:meth:`Run.fail_before_start`; the store
+    records its type and message), and the error is raised unchanged."""
     own = made is None
     made = {} if made is None else made
     try:
@@ -241,9 +242,9 @@ def prepare(wf: WorkflowGraph, options: RunOptions, made: dict[str, Any] | None 
         if own and "run" in made:
             cancel_interrupted(made["run"], _wait_ended)
         raise
-    except Exception:
+    except Exception as e:
         if "run" in made:
-            _end_unstarted(made["run"])
+            _end_unstarted(made["run"], e)
         raise
 
 
@@ -251,11 +252,13 @@ def _wait_ended(run: EngineRun) -> None:
     run.wait(raise_on_error=False)
 
 
-def _end_unstarted(run: EngineRun) -> None:
-    """End ``run``, which its preparation's error left unstarted (cancelled, as a Ctrl-C
-    there would); a failure to end it is logged, never raised in place of that error."""
+def _end_unstarted(run: EngineRun, error: Exception) -> None:
+    """End ``run``, which its preparation's ``error`` left unstarted: failed with that error,
+    starting no task; a failure to end it is logged, never raised in place of ``error``."""
     try:
-        cancel_interrupted(run, _wait_ended)
+        with _ctrl_c_held():  # (its thread made and started, or not made: as start_in_thread)
+            run.fail_before_start(error)
+        _wait_ended(run)
     except Exception:
         logging.getLogger(__name__).warning(
             "nbflow: run %s could not be ended after its preparation failed", run.id, exc_info=True)

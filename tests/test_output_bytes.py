@@ -118,9 +118,15 @@ def test_off_dask_a_hit_and_a_computed_result_agree_and_no_serialised_size_is_gi
     assert computed[raw.key] == 1000
     assert computed[arr.key] == 64 * KB
     assert computed[num.key] == sys.getsizeof(7000)
-    assert computed[lst.key] is None  # Dask walks a list: not cheap here, and no pickled size instead
+    # a list by Dask's rule for it (test_output_bytes_collections), not a pickled size: of
+    # the list the run holds (from a process, as unpickled here: its spare capacity counts)
+    assert computed[lst.key] == pytest.importorskip("dask.sizeof").sizeof(first[lst])
     assert [computed["payload-1"], computed["payload-2"]] == [10, 20]  # (the map's items)
     wf, raw, arr, lst, num = build()
     second = wf.run(backend=backend)
     assert {raw.key, arr.key, lst.key, num.key, "payload-1", "payload-2"} <= _cached(second)
-    assert _sizes(second) == computed
+    hits = _sizes(second)
+    # a list loaded from the store keeps the spare capacity its unpickling left, which
+    # Dask's rule counts (as on Dask, above); everything else exactly
+    assert computed[lst.key] <= hits.pop(lst.key) <= 1.25 * computed.pop(lst.key)
+    assert hits == computed

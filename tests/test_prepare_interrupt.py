@@ -125,8 +125,8 @@ def test_an_error_in_prepare_leaves_nothing_behind(monkeypatch: pytest.MonkeyPat
     was never given back, so the next run's end did not let the journal's writer go; it is
     now refused by the static checks, before a run exists, and no run is recorded.  A
     later step's error (after the lease registration too) left its watcher going.  The
-    user's error is raised unchanged; the half-made run is ended (cancelled) without
-    starting a task."""
+    user's error is raised unchanged; the half-made run is ended (failed, with that error:
+    ``test_prepare_failure``) without starting a task."""
     _wf().run()  # history and an open store
     before = set(nbflow_threads_left())
     journal = get_store().journal
@@ -145,10 +145,10 @@ def test_an_error_in_prepare_leaves_nothing_behind(monkeypatch: pytest.MonkeyPat
     assert nbflow_threads_left(before) == []  # the lease watcher and the journal's writer ended
     assert _lease_rows_of_this_process() == []
     if made:
-        assert made[0].done and made[0].status == "cancelled"
+        assert made[0].done and made[0].status == "failed"
     journal.flush()
     (runs_after,) = journal.query("SELECT COUNT(*) FROM runs")[0]
-    # a refused rerun= records no run at all; a run that existed is recorded, cancelled
+    # a refused rerun= records no run at all; a run that existed is recorded, failed
     assert runs_after == runs_before + (1 if made else 0)
 
     # The process is as it was: the next run ends and lets its writer go, as the first did.

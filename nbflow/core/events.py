@@ -155,6 +155,11 @@ class TaskSkipped(TaskEvent):
 class TaskCancelled(TaskEvent):
     state: ClassVar[str | None] = states.CANCELLED
     attempt: int = 0  # the attempt that was running (0: it never started)
+    # When the cancelled attempt started where it ran, as its backend told (a Dask
+    # worker, whose stop is then ``time``); NaN: its backend cannot tell that it started
+    # there (a Dask task the cluster had not reported: TaskStarted was when it was sent),
+    # so it has no start; None: when TaskStarted said.
+    started: float | None = None
 
 
 @dataclass(slots=True)

@@ -71,6 +71,7 @@ from ..core.sizes import output_size
 from ..core.states import READY
 from . import taskoutput
 from .metrics import _peak_rss
+from .taskstate import cancelled
 
 if TYPE_CHECKING:
     from .scheduler import Scheduler
@@ -478,8 +479,9 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]
     except anyio.get_cancelled_exc_class() as exc:
         s._release(i)
         took = time.perf_counter() - t0
-        for j in run:
-            s.enter(ev.TaskCancelled(time.time(), j, nodes[j].key, s.attempts[j]), None, took)
+        for j in run:  # (timed where the chunk ran, when its backend says: taskstate.cancelled)
+            gone, spent = cancelled(j, nodes[j].key, s.attempts[j], exc, time.time(), took)
+            s.enter(gone, None, spent)
         s.cancellations.append(exc)  # (its frames are cleared as the run ends: Scheduler.ended)
         raise
     except Exception as e:  # the call itself (pickling, a lost worker): every item's attempt

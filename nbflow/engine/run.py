@@ -444,10 +444,7 @@ class Run:
         taskoutput.install()  # what tasks print is kept with them (engine.taskoutput)
         backends = self.backends
         sched = self._sched
-        for factory in list(ev._global_subscribers):
-            sub = factory(self)
-            if sub is not None:
-                self.stream.subscribe(sub)
+        self._subscribe_registered()
         emit = self.stream.emit
         self.status = RUNNING
         if math.isnan(self.started_at):  # (else dated as its first graph went: _send_first_graph)
@@ -456,16 +453,15 @@ class Run:
         if "dask" in backends and self._on_started is not None:  # (see defer_until_started)
             self._started_timer = loop.call_later(FIRST_SEND_WAIT_S, self._work_out)
         try:
-            if "dask" in backends:
-                await backends["dask"].open()
-                sched.avail["executor:dask"] = backends["dask"].capacity
+            if "dask" in backends and self.error is None:
+                await self._open_dask(backends["dask"])
             emit(ev.RunStarted(self.started_at, self.id, self.name, len(self.nodes),
                                self.backend_kind, self.workers))
             with anyio.CancelScope() as scope:
                 self._scope = scope
-                if self._cancel_requested:
-                    # cancelled before it began: nothing starts (the scheduler's first fill
-                    # starts the ready tasks before its first await, a cancel point)
+                if self._cancel_requested or self.error is not None:
+                    # cancelled, or failed, before it began: nothing starts (the scheduler's
+                    # first fill starts the ready tasks before its first await, a cancel point)
                     scope.cancel()
                     await anyio.sleep(0)
                 await sched.run()
@@ -497,6 +493,50 @@ class Run:
                                 f"{type(err).__name__}: {err}" if err is not None else None))
             self._release()
             self._done.set()
+
+    def fail_before_start(self, error: BaseException) -> None:
+        """End this run, which has not started, as failed with ``error``: raised while it was
+        prepared, once it existed (by the store's hooks, the predictions, the locality
+        room).  It starts no task and sends nothing to a cluster, and ends in its own
+        thread as every run ends: its subscribers are told (the store records it
+        ``failed``, the error's type and message with it), the backends and the cache it
+        was given are closed.  ``run.error`` is ``error`` itself; :meth:`wait` for the end
+        (the caller raises ``error`` as it was)."""
+        if self.status != "pending" or self._thread is not None:
+            raise RuntimeError(f"run {self.id} has already started: fail_before_start is for a "
+                               "run whose preparation failed; cancel() a started run")
+        self.error = error
+        # (not start_in_thread: a Dask run's first graph must not go to the cluster)
+        self._thread = threading.Thread(target=self._in_thread, name=f"nbflow-run-{self.id}", daemon=True)
+        self._thread.start()
+
+    def _subscribe_registered(self) -> None:
+        """Subscribe what ``nf.on_run`` registered (``factory(run)`` for each).  A factory
+        that raises fails the run before it starts, with that error as it was raised (once
+        every other factory has subscribed, so the store's journal, one of them, records
+        the run failed); it used to leave the run ``pending`` for good, unrecorded, with
+        the journal counting it as a run in progress."""
+        for factory in list(ev._global_subscribers):
+            try:
+                sub = factory(self)
+            except Exception as e:
+                if self.error is None:
+                    self.error = e
+                continue
+            if sub is not None:
+                self.stream.subscribe(sub)
+
+    async def _open_dask(self, dask: Any) -> None:
+        """Connect the Dask backend (its client, the cluster's workers).  Its error (no
+        scheduler at the address, an asynchronous client) fails the run before it starts,
+        as it was raised: it is the user's cluster's, not an engine failure, and the run is
+        still recorded (``RunStarted`` follows, then the run's failed end)."""
+        try:
+            await dask.open()
+        except Exception as e:
+            self.error = e
+            return
+        self._sched.avail["executor:dask"] = dask.capacity
 
     def _let_go_of_displaced(self) -> None:
         """Drop the run this one displaced from ``nf.last_run()`` (if nothing else holds it,

@@ -104,7 +104,7 @@ from .metrics import Measured, TaskMetrics
 from .priority import longest_remaining_path
 from .resolvers import RESOLVERS, expand_map
 from .sagas import Sagas
-from .taskstate import TaskStates, ran_of
+from .taskstate import TaskStates, cancelled, ran_of
 from .tracebacks import drop_engine_frames
 
 YIELD_EVERY = 64  # tasks a worker may run back to back before yielding to the event loop
@@ -644,8 +644,9 @@ class Scheduler:
                     )
         except anyio.get_cancelled_exc_class() as exc:
             self._release(i)
-            self.enter(ev.TaskCancelled(time.time(), i, ref.key, self.attempts[i]), None,
-                       time.perf_counter() - t0)
+            # (timed where it ran, when its backend says: a Dask task; taskstate.cancelled)
+            gone, took = cancelled(i, ref.key, self.attempts[i], exc, time.time(), time.perf_counter() - t0)
+            self.enter(gone, None, took)
             self.cancellations.append(exc)  # (its frames are cleared as the run ends)
             raise
         except Exception as e:  # the task's own error (or its timeout)

@@ -12,8 +12,11 @@ to a list of events of one state in one call).  Given the event that announces t
 2. records what the new state needs (start time and attempt for ``running``; value, end
    time, duration and size for ``completed``, and its start again when the event knows
    better: a Dask task's start on its worker, ``TaskCompleted.started``, likewise for a
-   failed or retried attempt and a batched chunk's items; the error for ``failed``; the
-   reason for ``skipped``; ...), taking the figures from the event itself,
+   failed or retried attempt and a batched chunk's items; for an interrupted
+   ``cancelled`` attempt its end, and its start and duration where it ran when the event
+   says (a Dask attempt the cluster never reported has none: :func:`cancelled`); the
+   error for ``failed``; the reason for ``skipped``; ...), taking the figures from the
+   event itself,
 3. decrements ``open`` exactly when the node enters a terminal state, and
 4. emits the event.
 
@@ -67,15 +70,35 @@ RAN = "_nbflow_ran"
 
 def ran_of(error: BaseException) -> tuple[float, float] | None:
     """When the failed attempt that raised ``error`` ran where it ran, if its backend told
-    (see :data:`RAN`); None: the engine's own times stand."""
+    (see :data:`RAN`); None: the engine's own times stand.  (On a cancellation: NaNs when
+    the backend cannot tell that the attempt started there; see :func:`cancelled`.)"""
     got = getattr(error, RAN, None)
     return got if type(got) is tuple and len(got) == 2 else None
+
+
+def cancelled(i: int, key: str, attempt: int, cancel: BaseException, now: float,
+              took: float) -> tuple[ev.TaskCancelled, float]:
+    """The event of node ``i``'s attempt that ``cancel`` interrupted at ``now``, and the
+    attempt's duration.  The engine's own times (``now``, ``took`` since it started it),
+    unless its backend noted on the cancellation where it ran (:data:`RAN`; a Dask task,
+    whose start in the engine is only when it was sent): its worker's start and stop, as
+    a finished attempt's; or, when the backend cannot tell that it started there, no start
+    and no duration (``TaskCancelled.started`` NaN)."""
+    ran = ran_of(cancel)
+    if ran is None:
+        return ev.TaskCancelled(now, i, key, attempt), took
+    began, stopped = ran
+    if began != began or stopped != stopped:  # (NaN: not known to have started there)
+        return ev.TaskCancelled(now, i, key, attempt, NAN), NAN
+    return ev.TaskCancelled(stopped, i, key, attempt, began), stopped - began
+
 
 # The records :meth:`TaskStates.records` copies by default (``results`` is left out: a
 # reader asks for a value by node), and those of them that are dicts by node
 RECORDS = ("state", "attempts", "start", "end", "duration", "output_bytes", "executor", "errors",
            "reasons")
 DICTS = ("errors", "reasons")
+
 
 CHECK = os.environ.get("NBFLOW_CHECK_TRANSITIONS", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -184,7 +207,10 @@ class TaskStates:
         elif new is CANCELLED:
             if self.state[i] is RUNNING:  # interrupted: its attempt ends now
                 self.end[i] = e.time
-                if duration == duration:
+                if d.started is not None:  # (where it ran, or NaN: not known to: a Dask task)
+                    self.start[i] = d.started
+                    self.duration[i] = duration
+                elif duration == duration:
                     self.duration[i] = duration
             self.open -= 1
         else:  # an event that declares no state must not come here

@@ -19,7 +19,13 @@ not be salvaged simply misses next time and is recomputed.
 A repair never races a writer: while another process has the journal open for writing (a
 kernel, a batch run, a script that used the store), it refuses and changes nothing, naming
 the processes (:mod:`.inuse`); whatever they committed after the move would otherwise land
-in the journal moved aside.
+in the journal moved aside.  The check and the move are not one step, so the move is
+checked too (:func:`_move_aside`): the file moved must be the very file diagnosed (another
+``nbflow doctor --repair`` may have moved that one aside meanwhile and started a new journal
+under its name, which must not be taken for the damaged one), and nobody may have it open
+for writing once it is moved (a process that opened it after the check, which would then
+commit into the file moved aside).  Either way the file is put back under its name and the
+repair refuses, as when the writer was there from the start.
 
 A store written by a *newer* nbflow is not damaged: this nbflow cannot open it (it refuses,
 see :mod:`.journal`), so doctor says so and ``repair`` leaves it exactly as it is; the newer
@@ -37,7 +43,7 @@ from typing import Any
 
 from . import hashing, privacy
 from .blobs import KEY_RE, BlobStore
-from .inuse import refuse_if_written
+from .inuse import StoreInUse, local_writers, refuse_if_written
 from .journal import MIGRATIONS, SCHEMA_VERSION, Journal
 
 
@@ -79,6 +85,9 @@ class DoctorReport:
     moved_to: Path | None = None
     salvaged: dict[str, int] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
+    # which file the journal check looked at ((device, inode); None: missing): a repair
+    # moves aside only that one (_move_aside)
+    journal_file: tuple[int, int] | None = field(default=None, repr=False)
 
     @property
     def healthy(self) -> bool:
@@ -119,8 +128,18 @@ class DoctorReport:
         return "\n".join(lines)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path`` now ((device, inode); None: none)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _check_journal(path: Path, report: DoctorReport) -> None:
-    if not path.exists():
+    report.journal_file = _identity(path)  # (before opening it: a file replaced meanwhile differs)
+    if report.journal_file is None:
         report.journal_problem = "journal.sqlite is missing"
         return
     try:
@@ -254,6 +273,69 @@ def _aside_name(path: Path) -> Path:
     return aside
 
 
+def _move_aside(path: Path, aside: Path, report: DoctorReport) -> None:
+    """Move the journal the report diagnosed, and its ``-wal``/``-shm``, from ``path`` to
+    ``aside`` (nothing, if it was missing).  Checked after the move (see the module):
+    the file moved must be the one diagnosed, and no other process of this machine may
+    have it open for writing; else it is put back and :class:`StoreInUse` raised."""
+    if report.journal_file is None:
+        return  # (missing when checked: a new journal is simply started)
+    try:
+        os.replace(path, aside)  # (the main file first: what was moved is checked before the rest)
+    except FileNotFoundError:
+        raise _replaced(path, report) from None
+    if _identity(aside) != report.journal_file:  # another repair's new journal: not the damaged one
+        _put_back(path, aside, [""], report)
+        raise _replaced(path, report)
+    moved = [""]
+    for suffix in ("-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(aside) + suffix))
+            moved.append(suffix)
+    # Whoever has the moved file open now opened it before the move, maybe after the
+    # check: it would commit into the file moved aside (its descriptor names it now).
+    late = local_writers([aside])
+    if late:
+        _put_back(path, aside, moved, report)
+        who = ", ".join(w.describe() for w in late)
+        raise StoreInUse(
+            f"nbflow doctor --repair: nothing was changed: the journal {path} was opened for "
+            f"writing by {who} while it was being repaired. Moving it aside now would lose the "
+            "rows they write. Stop them (shut down or restart those kernels, let their batch "
+            "runs and scripts end), then run `nbflow doctor --repair` again.", report)
+
+
+def _replaced(path: Path, report: DoctorReport) -> StoreInUse:
+    return StoreInUse(
+        f"nbflow doctor --repair: nothing was changed: the journal {path} was replaced while it "
+        "was being repaired (by another `nbflow doctor --repair`?), so this one's diagnosis is "
+        "of a file that is no longer there. Run `nbflow doctor` again to see the store as it "
+        "is now.", report)
+
+
+def _put_back(path: Path, aside: Path, suffixes: list[str], report: DoctorReport) -> None:
+    """Move ``aside`` (and those of its ``suffixes`` moved) back to ``path``, never over a
+    file made there meanwhile (a store opened while the name was free starts a new
+    journal): then it stays aside, and the error says where."""
+    for suffix in suffixes:
+        src, dst = Path(str(aside) + suffix), Path(str(path) + suffix)
+        try:
+            os.link(src, dst)  # (fails if dst exists: os.replace would overwrite it)
+        except FileExistsError:
+            raise StoreInUse(
+                f"nbflow doctor --repair: stopped: {dst} was made by another process while the "
+                f"repair had moved it to {src}, and is left as it is; {src} was not put back. "
+                "Stop the processes that use the store, then run `nbflow doctor` again.",
+                report) from None
+        except OSError:  # (a file system without hard links: the name is checked, then taken)
+            if dst.exists():
+                raise
+            os.replace(src, dst)
+            continue
+        os.unlink(src)
+
+
 def repair(home: str | os.PathLike[str]) -> DoctorReport:
     """Diagnose; if the journal is damaged, move it aside and start a new one, salvaging
     what can be read (see the module docstring).  A healthy store, or one written by a newer
@@ -271,11 +353,8 @@ def repair(home: str | os.PathLike[str]) -> DoctorReport:
     # file would go on writing to it once it is moved aside, and its rows would be lost.
     refuse_if_written(path, report)
     aside = _aside_name(path)
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(str(path) + suffix)
-        if src.exists():
-            os.replace(src, Path(str(aside) + suffix))
-    report.moved_to = aside
+    _move_aside(path, aside, report)
+    report.moved_to = aside  # (also when it was missing: nothing to move, a new one started)
     Journal(path).close()  # a new, empty journal at the current schema
     good = {k for k, *_ in BlobStore(report.home).files() if k is not None} - set(report.files_corrupt)
     if aside.exists():

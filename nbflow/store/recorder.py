@@ -62,6 +62,8 @@ def _event_row(run_id: str, seq: int, e: ev.Event) -> tuple[Any, ...]:
     data = {}
     for n in names:
         v = getattr(e, n)
+        if type(v) is float and v != v:  # NaN (unknown) is not JSON: null
+            v = None
         data[n] = _error_text(v) if isinstance(v, BaseException) else v
     return (run_id, seq, e.time, t.__name__, getattr(e, "index", None), getattr(e, "key", None),
             dumps(data) if data else None)
@@ -224,8 +226,13 @@ class RunRecorder:
                            e.reason, None, None, None))  # type: ignore[attr-defined]  # (shown as its error)
         elif t is ev.TaskCancelled:
             start, executor = self.started.pop(e.index, (None, None))  # type: ignore[attr-defined]
+            dur = None
+            began = e.started  # type: ignore[attr-defined]
+            if began is not None:  # where it ran (a Dask task: its stop is e.time), or NaN:
+                # not known to have started there (TaskStarted was when it was sent)
+                start, dur = (began, e.time - began) if began == began else (None, None)
             put(TASK_RUN, (self.run_id, e.index, e.attempt, e.key, "cancelled", executor, start, e.time,  # type: ignore[attr-defined]
-                           None, False, None, None, None, None, None))
+                           dur, False, None, None, None, None, None))
         elif t is ev.RunStarted:
             run = self.run
             put(RUN_START, (self.run_id, run.name, "running", e.time, e.backend, e.workers, e.tasks,  # type: ignore[attr-defined]

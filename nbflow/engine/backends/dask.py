@@ -1047,10 +1047,13 @@ class DaskBackend:
                 ok, value = await anyio.to_thread.run_sync(_outcome, fut, abandon_on_cancel=True)
             elif watcher is None and ok and not keep:  # (likewise, after a done-callback)
                 ok, value = await anyio.to_thread.run_sync(_outcome, fut, abandon_on_cancel=True)
-        except BaseException:
+        except BaseException as e:
             if fut.status is not None:  # (an unheld task goes when what takes it goes)
                 fut.cancel()
             self._futures.discard(fut)
+            if isinstance(e, anyio.get_cancelled_exc_class()):  # its times: where it ran, if told
+                told = self._located.get(unique)
+                dask_clock.took_cancel(e, told[4] if told is not None else None)
             raise
         if not ok:
             self._futures.discard(fut)
@@ -1481,6 +1484,11 @@ class DaskBackend:
                     else:
                         placement.closing(client, stays_open=not closing)
                 except Exception:  # accounting must never break the end of a run
+                    pass
+            elif placement is not None:  # never connected (the run failed before it began):
+                try:  # nothing to read, and the read's thread, parked or parking, must not wait
+                    placement.closing(None)
+                except Exception:
                     pass
             if held:  # the cluster goes away with the run: bring its results here first
                 for r in held:

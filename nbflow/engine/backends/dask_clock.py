@@ -30,6 +30,13 @@ back pickled with its attributes; the backend reads the times in this process's 
 (:func:`took_failure`) and leaves them on the error for the engine
 (:func:`nbflow.engine.taskstate.ran_of`), which records the failed attempt's start and end
 as a successful one's: when it ran on its worker, not when the engine heard of it.
+
+**So is a cancelled one.**  An attempt cancelled (the run cancelled, a task failing
+without ``continue_on_error``) after the cluster told that it ran is recorded with its
+worker's times, as if it had finished; one cancelled before the cluster told anything has
+no start and no duration (it may never have left the scheduler's queue, and one still
+running on its worker cannot be asked when it began without a round trip):
+:func:`took_cancel`.
 """
 
 from __future__ import annotations
@@ -86,6 +93,19 @@ def note_failure(error: BaseException, began: float, ended: float) -> None:
 
         setattr(error, WORKER_RAN, (get_worker().address, began, ended))
     except Exception:  # (not on a worker; an exception that takes no attributes: unknown)
+        pass
+
+
+def took_cancel(cancel: BaseException, span: tuple[float, float] | None) -> None:
+    """In this process: an attempt was cancelled (``cancel``, the cancellation raised in
+    its call) after the cluster told that it ran from ``span[0]`` to ``span[1]`` (this
+    process's clock), or with ``span`` None before it told anything: leave that on the
+    cancellation for the engine (``taskstate.RAN``, NaNs for "not known to have started":
+    :func:`nbflow.engine.taskstate.cancelled`).  The engine's own start of a Dask task
+    is when it was sent, which says nothing of when, or whether, its worker ran it."""
+    try:
+        setattr(cancel, RAN, span if span is not None else (math.nan, math.nan))
+    except Exception:  # (a cancellation that takes no attributes: the engine's times stand)
         pass
 
 
