@@ -7,7 +7,8 @@ node is replaced by a ``collect`` of them.  A snapshot taken between the two (fr
 widget's or the cell's thread) sees the items next to the map as it was; the next ones
 must see the collect, although the node count and the last node did not change, or the
 task after the map is simulated as if it did not wait for the items (a stale, too short
-ETA).  Driven here by a stand-in run whose node list the test changes step by step.
+ETA).  Driven here by a stand-in run whose node list the test changes step by step,
+then on the engine, with a snapshot hooked between the two steps of a real expansion.
 """
 
 from __future__ import annotations
@@ -108,3 +109,45 @@ def test_a_map_over_nothing_becomes_a_collect_with_no_growth() -> None:
     run.collect()
     snap = snapshot(run)
     assert snap.kinds[1] == "collect" and snap.deps[1] == []
+
+
+def test_a_real_maps_collect_is_seen_after_a_snapshot_taken_mid_expansion(monkeypatch: Any) -> None:
+    """The same on the engine: a snapshot taken while ``expand_map`` has appended the items
+    but not yet replaced the map's node (hooked at the one call between the two steps,
+    on the run's own thread: no race), then one after the run."""
+    import nbflow as nf
+    from nbflow.engine import batching
+    from nbflow.notebook.magics import launch
+
+    @nf.task
+    def numbers(n: int) -> list[int]:
+        return list(range(n))
+
+    @nf.task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @nf.task
+    def add(xs: list[int]) -> int:
+        return sum(xs)
+
+    with nf.Workflow("inflight-mid-expansion") as wf:
+        add(double.map(numbers(3)))
+    made: dict[str, Any] = {}
+    seen: list[Any] = []
+    real_plan = batching.plan
+
+    def plan_with_a_snapshot(*args: Any, **kwargs: Any) -> Any:
+        seen.append(snapshot(made["run"]))
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(batching, "plan", plan_with_a_snapshot)
+    run = launch(wf, {"cache": False}, [], made=made)
+    run.wait()
+    [during] = seen
+    m = during.kinds.index("map")
+    assert len(during.keys) == len(run.nodes)  # the items were there already
+    after = snapshot(run)
+    items = [i for i, key in enumerate(after.keys) if key.startswith(f"{after.keys[m]}[")]
+    assert len(items) == 3 and after.kinds[m] == "collect" and after.deps[m] == items
+    assert run.status == "completed"
