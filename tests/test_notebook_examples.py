@@ -65,14 +65,6 @@ def test_failure_example_under_papermill_fails_only_where_intended(tmp_path: Pat
     assert "month total:" in h.text(code[-1])
 
 
-def nbval_command(env: dict[str, str]) -> list[str]:
-    """``pytest --nbval-lax`` with nbval's 5 s wait for a cell's last messages raised to
-    ``h.IOPUB_TIMEOUT`` (the plugin ``nbval_iopub``: ``env``'s PYTHONPATH gets its folder)."""
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(h.HERE), env.get("PYTHONPATH")) if p)
-    return [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
-            "-p", "nbval_iopub"]
-
-
 def test_examples_run_under_nbval(tmp_path: Path) -> None:
     pytest.importorskip("nbval")
     env = dict(os.environ)
@@ -82,7 +74,7 @@ def test_examples_run_under_nbval(tmp_path: Path) -> None:
         (startup / "00-nbflow.py").write_text(
             "import nbflow.notebook\nnbflow.notebook.register_if_ipython()\n")
         env["IPYTHONDIR"] = str(tmp_path / "ipython")
-    cmd = [*nbval_command(env), *(str(EXAMPLES / f"{n}.ipynb") for n in NAMES)]
+    cmd = [*h.nbval_command(env), *(str(EXAMPLES / f"{n}.ipynb") for n in NAMES)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout

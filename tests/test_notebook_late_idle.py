@@ -20,7 +20,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "notebooks"))
 import nbharness as h
-from test_notebook_examples import nbval_command
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -70,7 +69,7 @@ def test_nbval_with_the_tests_plugin_waits_for_a_late_idle(tmp_path: Path) -> No
     src = tmp_path / "late.ipynb"
     nbformat.write(h.notebook(CELLS), src)
     env = dict(os.environ)
-    proc = subprocess.run([*nbval_command(env), str(src)], cwd=tmp_path, env=env,
+    proc = subprocess.run([*h.nbval_command(env), str(src)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=280)
     # (was: "Timeout of 5 seconds exceeded waiting for output", the kernel stopped)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

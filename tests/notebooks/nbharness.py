@@ -27,6 +27,7 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,15 @@ def papermill_kwargs() -> dict[str, Any]:
     (papermill hands them to nbclient): wait :data:`IOPUB_TIMEOUT` s for a cell's last
     messages, not 4."""
     return {"iopub_timeout": IOPUB_TIMEOUT}
+
+
+def nbval_command(env: dict[str, str]) -> list[str]:
+    """``python -m pytest --nbval-lax`` (the notebooks to add), with nbval's 5 s wait for a
+    cell's last messages raised to :data:`IOPUB_TIMEOUT` by the plugin ``nbval_iopub`` of
+    this folder, which this adds to ``env``'s PYTHONPATH (``env``: the run's environment)."""
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
+    return [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+            "-p", "nbval_iopub"]
 
 
 def kernel_args() -> list[str]:
