@@ -34,7 +34,7 @@ def test_example_runs_under_papermill(name: str, tmp_path: Path) -> None:
     nb = papermill.execute_notebook(str(EXAMPLES / f"{name}.ipynb"), str(out), kernel_name="python3",
                                     cwd=str(tmp_path), progress_bar=False,
                                     parameters={"data_dir": str(tmp_path)},
-                                    extra_arguments=h.kernel_args())
+                                    extra_arguments=h.kernel_args(), **h.papermill_kwargs())
     workflow_cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%workflow")]
     assert workflow_cells
     for cell in workflow_cells:
@@ -55,7 +55,7 @@ def test_failure_example_under_papermill_fails_only_where_intended(tmp_path: Pat
     with pytest.raises(papermill.PapermillExecutionError) as info:
         papermill.execute_notebook(str(EXAMPLES / "failure_retry_resume.ipynb"), str(out),
                                    kernel_name="python3", cwd=str(tmp_path), progress_bar=False,
-                                   extra_arguments=h.kernel_args())
+                                   extra_arguments=h.kernel_args(), **h.papermill_kwargs())
     assert info.value.ename == "WorkflowFailed" and "parse-4" in info.value.evalue
     nb = h.nbformat.read(out, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -74,8 +74,7 @@ def test_examples_run_under_nbval(tmp_path: Path) -> None:
         (startup / "00-nbflow.py").write_text(
             "import nbflow.notebook\nnbflow.notebook.register_if_ipython()\n")
         env["IPYTHONDIR"] = str(tmp_path / "ipython")
-    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
-           *(str(EXAMPLES / f"{n}.ipynb") for n in NAMES)]
+    cmd = [*h.nbval_command(env), *(str(EXAMPLES / f"{n}.ipynb") for n in NAMES)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
@@ -89,6 +88,6 @@ def test_quickstart_takes_the_suggested_parameter(tmp_path: Path) -> None:
     nb = papermill.execute_notebook(str(EXAMPLES / "quickstart.ipynb"), str(out), kernel_name="python3",
                                     cwd=str(tmp_path), progress_bar=False,
                                     parameters={"data_dir": str(tmp_path), "n_rows": 50_000},
-                                    extra_arguments=h.kernel_args())
+                                    extra_arguments=h.kernel_args(), **h.papermill_kwargs())
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "n_rows = 50000" in injected[0].source

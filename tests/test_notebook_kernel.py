@@ -72,7 +72,7 @@ def test_failed_run_fails_papermill_with_the_original_error(tmp_path: Path) -> N
     with pytest.raises(papermill.PapermillExecutionError) as info:
         papermill.execute_notebook(str(h.HERE / "failure.ipynb"), str(out), kernel_name="python3",
                                    cwd=str(tmp_path), progress_bar=False,
-                                   extra_arguments=h.kernel_args())
+                                   extra_arguments=h.kernel_args(), **h.papermill_kwargs())
     e = info.value
     assert e.ename == "WorkflowFailed" and "bad row 3" in e.evalue
     assert any('raise ValueError(f"bad row {row}: cannot parse")' in h.ANSI.sub("", line)

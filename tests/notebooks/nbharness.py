@@ -9,6 +9,16 @@ of nbflow), writing every thread's stack to a file in the test's folder.  When a
 out, or anything else (the test's own timeout included) ends the execution with an error
 while the kernel lives, the harness signals the kernel, and the failure carries that dump
 (:func:`kernel_threads`, :func:`evidence`), then kills the kernel.
+
+A cell's last messages may come late.  Once the kernel has replied that a cell ran, its
+remaining IOPub messages (outputs still in flight, then "idle") can lag the reply by seconds
+on a busy machine.  nbclient waits only ``iopub_timeout`` (4 s by default) for them; then it
+cancels its IOPub reader, and a plain NotebookClient goes on with a warning while the late
+outputs are dropped (the next cell's reader skips messages of other cells), so a test would
+fail on a missing output; papermill raises "Timeout waiting for IOPub output" instead, and
+nbval's own wait (5 s between messages) fails the cell.  Every driver here waits up to
+:data:`IOPUB_TIMEOUT` s (:func:`client`, :func:`papermill_kwargs`, ``nbval_iopub.py``) and
+fails loudly past that: the wait ends as soon as the idle comes, so it costs nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import contextlib
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +38,22 @@ from nbclient import NotebookClient
 
 HERE = Path(__file__).resolve().parent
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def papermill_kwargs() -> dict[str, Any]:
+    """Keyword arguments for every ``papermill.execute_notebook`` call of the tests
+    (papermill hands them to nbclient): wait :data:`IOPUB_TIMEOUT` s for a cell's last
+    messages, not 4."""
+    return {"iopub_timeout": IOPUB_TIMEOUT}
+
+
+def nbval_command(env: dict[str, str]) -> list[str]:
+    """``python -m pytest --nbval-lax`` (the notebooks to add), with nbval's 5 s wait for a
+    cell's last messages raised to :data:`IOPUB_TIMEOUT` by the plugin ``nbval_iopub`` of
+    this folder, which this adds to ``env``'s PYTHONPATH (``env``: the run's environment)."""
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
+    return [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
+            "-p", "nbval_iopub"]
 
 
 def kernel_args() -> list[str]:
@@ -47,6 +74,7 @@ def load(name: str) -> Any:
 
 
 THREADS_FILE = "kernel-threads.txt"  # (in the test's folder, the kernel's working directory)
+IOPUB_TIMEOUT = 60  # seconds a cell's last messages may lag its reply (see the module)
 DUMP_WAIT_S = 30.0  # the longest wait for a signalled kernel's dump (written in its signal handler)
 
 
@@ -75,6 +103,7 @@ class Client(NotebookClient):
 def client(nb: Any, cwd: Path, timeout: int = 120) -> Client:
     threads = cwd / THREADS_FILE
     c = Client(nb, kernel_name="python3", timeout=timeout, allow_errors=True,
+               iopub_timeout=IOPUB_TIMEOUT, raise_on_iopub_timeout=True,
                resources={"metadata": {"path": str(cwd)}},
                extra_arguments=dump_args(threads))
     c.threads_file = threads
