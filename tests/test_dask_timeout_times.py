@@ -80,7 +80,7 @@ def test_a_thread_task_that_timed_out_keeps_the_engines_times():
     assert isinstance(run.errors()[r.key], nf.TaskTimeout)
     row = run.tasks.set_index("key").loc[r.key]
     assert pd.notna(row["start"]) and row["end"] >= row["start"]
-    assert row["duration_s"] >= 0.2  # (it ran at least as long as its timeout)
+    assert row["duration_s"] > 0  # (the engine's: from its start to the timeout)
 
 
 def test_the_times_a_backend_noted_on_the_cancellation_go_to_the_timeout() -> None:
