@@ -187,3 +187,26 @@ def test_max_age_removes_old_batch_kernel_logs_and_keeps_young_ones():
     assert gc(keep_last=0).kernel_logs_removed == 0 and old.exists()  # no max_age: kept
     assert gc(max_age="1d").kernel_logs_removed == 1
     assert not old.exists() and young.exists()
+
+
+def test_max_age_keeps_the_kernel_log_of_a_batch_still_running():
+    """A long batch whose kernel has been quiet: its log is old, but its kernel still writes
+    there (and the batch shows its last lines if it dies), so it is kept as the batch's
+    runs are (rule 1) until the batch ends; a batch that ended loses its old log."""
+    from nbflow.batch import records
+    from nbflow.batch.runner import kernel_log_path
+
+    run_once("k2")  # a store
+    store = get_store()
+    for batch in ("b-running", "b-ended"):
+        records.start_batch(store, batch, kind="run", notebook="nb.ipynb", output=None,
+                            parameters={}, options={})  # (this process: alive)
+    records.finish_batch(store, "b-ended", "completed", time.time())
+    past = time.time() - 3 * 86400
+    running, ended = kernel_log_path(store.home, "b-running"), kernel_log_path(store.home, "b-ended")
+    running.parent.mkdir(exist_ok=True)
+    for p in (running, ended):
+        p.write_text("")  # (empty: what a quiet kernel has written so far)
+        os.utime(p, (past, past))
+    assert gc(max_age="1d").kernel_logs_removed == 1
+    assert running.exists() and not ended.exists()

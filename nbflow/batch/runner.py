@@ -248,7 +248,8 @@ def run_notebook(opts: BatchOptions, *, out: TextIO | None = None) -> BatchResul
             cell = control.current_cell
             said = _kept_log(control.kernel_log)
             if said is not None:  # (a kernel that died may have said why, there only)
-                tb = f"{tb}\n\nthe kernel's last output ({said}):\n{log_tail(said)}"
+                with contextlib.suppress(OSError):  # (never in place of the failure itself)
+                    tb = f"{tb}\n\nthe kernel's last output ({said}):\n{log_tail(said)}"
         finally:
             if status == "cancelled" and not error:
                 error = f"stopped by {control.stop_reason}"

@@ -479,9 +479,14 @@ async def _call(s: Scheduler, i: int, fn: Callable[..., Any], run: list[int]
     except anyio.get_cancelled_exc_class() as exc:
         s._release(i)
         took = time.perf_counter() - t0
+        share = 1 / len(run)
         for j in run:  # (timed where the chunk ran, when its backend says: taskstate.cancelled)
             gone, spent = cancelled(j, nodes[j].key, s.attempts[j], exc, time.time(), took)
-            s.enter(gone, None, spent)
+            # The chunk's time is one call's, for all its items: each item's duration is its
+            # share, so that they add up to what the chunk took (the items' own seconds are
+            # in the outcomes, which a cancelled call never returns; a failed call's items
+            # share its time the same way, below).  NaN, not known to have run, stays NaN.
+            s.enter(gone, None, spent * share)
         s.cancellations.append(exc)  # (its frames are cleared as the run ends: Scheduler.ended)
         raise
     except Exception as e:  # the call itself (pickling, a lost worker): every item's attempt

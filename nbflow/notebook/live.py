@@ -11,11 +11,19 @@ blocking cell, a helper thread for a background run), and emits the final output
 
 For a background run the final output is emitted by the RunFinished subscriber itself,
 that is before ``run.wait()`` returns, so a cell waiting for the run sees it in order.
+
+A view that fails to update never stops the run, nor freezes without a word: the failed
+tick is caught (:meth:`LiveView.update`), the view says it stopped updating, names the
+error and that the run goes on (a line above the widget's tabs, or a text line), and the
+traceback is logged on the ``nbflow`` logger, once per view.  The next ticks try again; the
+first one that works says the view is updating again.  A view that fails on every tick
+says so once and keeps trying quietly until the run ends, and its thread ends with it.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -25,11 +33,13 @@ from . import render
 from .graphview import GraphView
 from .model import RunModel
 from .progress import PREFIX, TextProgress
+from .tracebacks import short_error
 
 if TYPE_CHECKING:
     from ..engine.run import Run
 
 TEXT_INTERVAL = 0.25
+log = logging.getLogger("nbflow")
 _views: weakref.WeakValueDictionary[str, LiveView] = weakref.WeakValueDictionary()
 
 
@@ -50,7 +60,10 @@ class LiveView:
         self.handle: Any = None
         self._final_lock = threading.Lock()
         self._finalised = False
+        self._note_lock = threading.Lock()  # a note, and the final output clearing it, one at a time
         self.thread: threading.Thread | None = None
+        self.failed_ticks = 0  # ticks that raised, over the view's life
+        self.tick_error: str | None = None  # while ticks fail: the last one's error, in short
         _views[run.id] = self
 
     @property
@@ -80,10 +93,52 @@ class LiveView:
         elif self.text is not None and not self.background:
             self.text.tick()
 
+    def update(self) -> None:
+        """One tick that cannot fail: a view's error is shown and logged, never raised (the
+        run does not depend on its view; KeyboardInterrupt still passes through)."""
+        try:
+            self.tick()
+        except Exception as e:
+            self._tick_failed(e)
+            return
+        if self.tick_error is not None:
+            self._tick_recovered()
+
+    def _tick_failed(self, err: Exception) -> None:
+        self.failed_ticks += 1
+        if self.failed_ticks == 1:  # the traceback once: a view failing every tick must not flood
+            log.error("nbflow: the live view of run %s failed to update (the run goes on)",
+                      self.run.id, exc_info=err)
+        streak = self.tick_error is not None
+        self.tick_error = short_error(err)
+        if not streak:  # said once per streak of failures, not at every tick
+            self._say(f"⚠ the live view stopped updating: {self.tick_error}. The run itself goes on, "
+                      "unaffected; the view tries again at each tick and shows the final state when "
+                      "the run ends (the traceback is logged on the 'nbflow' logger).", alarm=True)
+
+    def _tick_recovered(self) -> None:
+        self._say(f"the live view is updating again (an update failed: {self.tick_error})", alarm=False)
+        self.tick_error = None
+
+    def _say(self, text: str, *, alarm: bool) -> None:
+        """Show a note about the view itself: above the widget's tabs, or as a text line.
+        Not once the final output is on its way (the run has ended: the note is moot, and
+        the last tick of a background view may still be going on its own thread)."""
+        with self._note_lock:
+            if self._finalised:
+                return
+            try:
+                if self.widget is not None:
+                    self.widget.say(text, alarm=alarm)
+                elif self.text is not None:
+                    self.text.line(f"{PREFIX}   {text}")
+            except Exception:  # (a view too broken to say so: the log has said it)
+                pass
+
     def follow(self) -> None:
         """Tick until the run finishes (KeyboardInterrupt passes through to the caller)."""
         while True:
-            self.tick()  # at once: the first frame (and the layout) while the run is young
+            self.update()  # at once: the first frame (and the layout) while the run is young
             if self.model.finished.wait(self.interval) or self.run.done:
                 return
 
@@ -96,16 +151,7 @@ class LiveView:
         if self.widget is None:
             return  # text mode in the background: only the final output, nothing periodic
 
-        def loop() -> None:
-            while True:
-                try:
-                    self.tick()
-                except Exception:  # a failing view must not take the run's thread down
-                    return
-                if self.model.finished.wait(self.interval) or self.run.done:
-                    return
-
-        self.thread = threading.Thread(target=loop, name=f"nbflow-view-{self.run.id}", daemon=True)
+        self.thread = threading.Thread(target=self.follow, name=f"nbflow-view-{self.run.id}", daemon=True)
         self.thread.start()
 
     def finish(self) -> None:
@@ -121,6 +167,8 @@ class LiveView:
         _with_transfers(self.model, self.run)  # (Dask runs: edges as thick as what moved)
         if self.widget is not None:
             self.widget.final()
+            with self._note_lock:  # (the final state is shown: a note on the live updates is moot)
+                self.widget.say("", alarm=False)
             if self.handle is not None:
                 self.handle.update(self.widget.mimebundle(), raw=True)
         elif self.text is not None:

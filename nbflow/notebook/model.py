@@ -135,6 +135,13 @@ class RunModel:
         self._ended(e)
         self.errors[e.index] = e.error
 
+    def _cancelled(self, e: ev.TaskCancelled) -> None:
+        """Its start as the records keep it (``run.tasks``): when it started where it ran,
+        if its backend told (a Dask worker's), no start if it cannot tell that it started
+        there (NaN: TaskStarted was only when the task was sent); else TaskStarted's."""
+        if e.started is not None:
+            self.start[e.index] = e.started
+
     def _skipped(self, e: ev.TaskSkipped) -> None:
         self.reasons[e.index] = e.reason
 
@@ -235,6 +242,7 @@ _HANDLERS: dict[type, Any] = {
     ev.TaskRetrying: RunModel._retrying,
     ev.TaskCompleted: RunModel._completed,
     ev.TaskFailed: RunModel._failed,
+    ev.TaskCancelled: RunModel._cancelled,
     ev.TaskSkipped: RunModel._skipped,
     ev.TasksAdded: RunModel._added,
     ev.RunStarted: RunModel._run_started,

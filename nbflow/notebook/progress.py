@@ -46,6 +46,10 @@ class TextProgress:
         self.lines += 1
         self._last_line = time.monotonic()
 
+    def line(self, text: str) -> None:
+        """Print one line of the caller's (a note about the view itself)."""
+        self._print(text)
+
     def start(self, extra: str = "") -> None:
         m = self.model
         self._print(f"{PREFIX} {m.name}: running {len(m)} tasks{extra}")

@@ -93,6 +93,7 @@ class RunWidget:
                                         tooltip="Cancel this run", layout=w.Layout(width="120px"))
             self.stop_button.on_click(lambda _b: self.stop())
             top = [w.HBox([self.progress, self.stop_button])]
+        self.notice = w.HTML("")  # a note about the view itself (its updates failing: live.py)
         # Approve/Reject buttons for nf.approval() requests of this run (background runs only)
         self.approvals = w.VBox([])
         self._asked: list[Any] = []
@@ -101,7 +102,7 @@ class RunWidget:
             run.subscribe(self._on_event)
             for e in list(run.events):  # requests made before this view existed
                 self._on_event(e)
-        self.root = w.VBox([*top, self.approvals, self.tabs])
+        self.root = w.VBox([*top, self.notice, self.approvals, self.tabs])
         self.root.add_class("nbflow-widget")
         # channel -> (widget, render function, what makes it stale, minimum seconds between sends)
         self._channels: dict[str, tuple[Any, Any, Any, float]] = {
@@ -234,6 +235,14 @@ class RunWidget:
                 self.stop_button.disabled = True
                 self.stop_button.description = self.model.status
         self.final_sent = True
+
+    def say(self, text: str, *, alarm: bool) -> None:
+        """Show ``text`` (plain text; empty: nothing) above the tabs, red when ``alarm``."""
+        colour = "#b71c1c" if alarm else "#8d6e63"
+        value = (f'<div class="nbflow-notice" style="color:{colour};font-size:12px">{render.esc(text)}</div>'
+                 if text else "")
+        if value != self.notice.value:
+            self.notice.value = value
 
     def static_html(self) -> str:
         return render.static_html(self.model, self.graph.svg(), self.graph.note)

@@ -335,17 +335,20 @@ def _put_back(path: Path, aside: Path, suffixes: list[str], report: DoctorReport
         try:
             os.link(src, dst)  # (fails if dst exists: os.replace would overwrite it)
         except FileExistsError:
-            raise StoreInUse(
-                f"nbflow doctor --repair: stopped: {dst} was made by another process while the "
-                f"repair had moved it to {src}, and is left as it is; {src} was not put back. "
-                "Stop the processes that use the store, then run `nbflow doctor` again.",
-                report) from None
+            raise _made_meanwhile(src, dst, report) from None
         except OSError:  # (a file system without hard links: the name is checked, then taken)
-            if dst.exists():
-                raise
+            if dst.exists():  # (the same refusal: not the file system's own error)
+                raise _made_meanwhile(src, dst, report) from None
             os.replace(src, dst)
             continue
         os.unlink(src)
+
+
+def _made_meanwhile(src: Path, dst: Path, report: DoctorReport) -> StoreInUse:
+    return StoreInUse(
+        f"nbflow doctor --repair: stopped: {dst} was made by another process while the "
+        f"repair had moved it to {src}, and is left as it is; {src} was not put back. "
+        "Stop the processes that use the store, then run `nbflow doctor` again.", report)
 
 
 def repair(home: str | os.PathLike[str]) -> DoctorReport:

@@ -23,7 +23,8 @@ Rules, applied in this order:
 
 6. A batch run's kernel log (``batches/BATCH.kernel.log``: what its kernel process printed
    itself) older than ``max_age`` is removed; without ``max_age`` logs are kept, as batch
-   records are.
+   records are.  The log of a batch still in progress is kept, as its runs are (rule 1):
+   its kernel is writing there, and the batch shows the log's last lines if it dies.
 
 Journal rows go first, in one transaction; files follow.  A crash in between leaves
 files without rows, which the next ``gc`` removes as orphans (files without a row, and
@@ -262,17 +263,26 @@ def _gc(store: Store, conn: Any, keep_last: int | None, age: float | None, budge
             unlink_nofollow(path)  # (never through a symbolic link)
     report.file_digests_removed = prune_file_digests(conn, unused_for=digests, now=now, dry_run=dry_run)
     if age is not None:
-        report.kernel_logs_removed = _old_kernel_logs(store.home, now - age, dry_run)
+        report.kernel_logs_removed = _old_kernel_logs(store.home, now - age, dry_run, _busy_batches(conn))
     if not dry_run and (removed_ids or doomed or report.file_digests_removed):
         with contextlib.suppress(Exception):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return report
 
 
-def _old_kernel_logs(home: Path, before: float, dry_run: bool) -> int:
-    """Remove (or count, with ``dry_run``) batch kernel logs last written before ``before``."""
+def _busy_batches(conn: Any) -> set[str]:
+    """Ids of the batch runs still in progress (in any process), as rule 1 tells runs."""
+    rows = conn.execute("SELECT id, host, pid FROM batches WHERE status = 'running'").fetchall()
+    return {bid for bid, host, pid in rows if host != _HOST or pid_alive(pid)}
+
+
+def _old_kernel_logs(home: Path, before: float, dry_run: bool, busy: set[str]) -> int:
+    """Remove (or count, with ``dry_run``) batch kernel logs last written before ``before``,
+    but those of the batches in ``busy`` (still running: a quiet kernel's log is old)."""
     n = 0
     for path in (home / "batches").glob("*.kernel.log"):
+        if path.name.removesuffix(".kernel.log") in busy:
+            continue
         with contextlib.suppress(FileNotFoundError):
             if path.lstat().st_mtime < before:
                 n += 1

@@ -140,3 +140,29 @@ def test_a_repair_does_not_move_aside_the_journal_another_repair_made(
     assert [p.name for p in home.glob("journal.sqlite.damaged-*") if p.suffix != ".sqlite-wal"
             and not p.name.endswith(("-wal", "-shm"))] == [other.moved_to.name]
     assert diagnose(home).journal_ok and diagnose(home).runs == 1
+
+
+def test_putting_back_over_a_journal_made_meanwhile_refuses_without_hard_links_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal moved aside is put back only where no file was made meanwhile.  On a file
+    system without hard links (``os.link`` raises, say ``EPERM``) the name is checked
+    instead: a file made there is refused with the same ``StoreInUse`` (saying where the
+    moved journal is), not the file system's bare error; a free name is taken."""
+    import errno
+
+    def no_hard_links(src: object, dst: object) -> None:
+        raise PermissionError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(doctor.os, "link", no_hard_links)
+    path, aside = tmp_path / "journal.sqlite", tmp_path / "journal.sqlite.damaged-1"
+    aside.write_text("the damaged journal")
+    path.write_text("a new journal another process started")
+    report = doctor.DoctorReport(home=tmp_path)
+    with pytest.raises(StoreInUse, match="was not put back") as info:
+        doctor._put_back(path, aside, [""], report)
+    assert str(aside) in str(info.value)
+    assert path.read_text() == "a new journal another process started"  # left as it is
+    assert aside.read_text() == "the damaged journal"
+    path.unlink()
+    doctor._put_back(path, aside, [""], report)  # the name is free: put back
+    assert path.read_text() == "the damaged journal" and not aside.exists()
