@@ -142,7 +142,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 1
     print(report)
-    return 0 if report.healthy or report.moved_to is not None else 1
+    return 0 if report.healthy or report.started_new else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

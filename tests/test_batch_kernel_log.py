@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nbformat
 from batch_helpers import cli, query, write_notebook
 
 from nbflow.batch import runner
@@ -76,3 +77,29 @@ def test_a_kernel_that_dies_shows_its_last_words_with_the_failure(tmp_path: Path
     assert "the kernel's own output is in " in res.stderr and ".kernel.log" in res.stderr
     (batch,) = [r[0] for r in query("SELECT id FROM batches")]
     assert "last words before os._exit" in _log_of(batch).read_text()
+
+
+# Holds the kernel's "idle" for this cell 6 s after its reply (past nbclient's default 4 s
+# wait for a cell's last messages): what a busy machine can do to any cell.
+LATE_IDLE = """
+import time
+kernel = get_ipython().kernel
+real = kernel._publish_status
+def late(status, channel, parent=None):
+    if status == "idle" and channel == "shell":
+        kernel._publish_status = real
+        time.sleep(6)
+    return real(status, channel, parent)
+kernel._publish_status = late
+print("ran")
+"""
+
+
+def test_a_cell_whose_last_messages_come_late_does_not_fail_the_batch(tmp_path: Path) -> None:
+    nb = write_notebook(tmp_path / "late.ipynb", [LATE_IDLE, "print('next')"])
+    res = cli("run", str(nb), "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr  # (was: CellTimeoutError "Timeout waiting for IOPub")
+    assert "Timeout" not in res.stderr
+    out = nbformat.read(str(tmp_path / "late.out.ipynb"), as_version=4)
+    said = ["".join(o.get("text", "") for o in c.outputs) for c in out.cells if c.cell_type == "code"]
+    assert said == ["ran\n", "next\n"]

@@ -169,7 +169,7 @@ def test_a_dask_backend_that_cannot_connect_fails_the_run_with_its_own_error(
     assert get_store().journal._active == 0
     # nothing of the run waits for a cluster it never reached (the end-of-run read's thread
     # parked for it), though nf.last_run() still holds the run
-    assert nbflow_threads_left(before, timeout=10) == []
+    assert nbflow_threads_left(before) == []
 
 
 def test_a_dask_run_whose_preparation_failed_never_connects(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,7 +194,7 @@ def test_a_dask_run_whose_preparation_failed_never_connects(monkeypatch: pytest.
     assert run is not None and run.status == "failed" and "dask" in run.backends
     assert opened == []
     assert _stored(run.id) == ("failed", "PrepareBroke: the locality step broke")
-    assert nbflow_threads_left(before, timeout=10) == []  # (as above)
+    assert nbflow_threads_left(before) == []  # (as above)
 
 
 def test_fail_before_start_refuses_a_started_run() -> None:

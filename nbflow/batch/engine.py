@@ -18,7 +18,12 @@ engine with three additions, all in :class:`Control`:
 * it asks the kernel manager to encrypt the kernel's sockets (CurveZMQ keys made for this
   kernel) when the kernel says it can: the traffic is then not readable by other local
   users, and ipykernel (7.4 and later) has no reason to warn "Kernel is running over TCP
-  without encryption" on the batch's terminal, which it does for every unencrypted kernel.
+  without encryption" on the batch's terminal, which it does for every unencrypted kernel;
+* it waits up to :data:`IOPUB_TIMEOUT` seconds, not nbclient's 4, for a cell's last
+  messages (its outputs, then the kernel's "idle") once the kernel has replied that the cell
+  ran: papermill fails the cell when they are later ("Timeout waiting for IOPub output"),
+  which a busy machine made happen to cells that had run fine.  They normally arrive at
+  once, so the wait costs nothing; and a cell's own ``execution_timeout`` is not this.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.utils import merge_kwargs, remove_args
 
 ENGINE_NAME = "nbflow"
+IOPUB_TIMEOUT = 60  # seconds a cell's last messages may lag its reply (see the module)
 
 
 class Stopped(Exception):
@@ -192,6 +198,7 @@ class Engine(NBClientEngine):
         from papermill.log import logger
 
         final["log"] = logger
+        final.setdefault("iopub_timeout", IOPUB_TIMEOUT)
         return _Client(nb_man, **final).execute()
 
 

@@ -104,7 +104,7 @@ from .metrics import Measured, TaskMetrics
 from .priority import longest_remaining_path
 from .resolvers import RESOLVERS, expand_map
 from .sagas import Sagas
-from .taskstate import TaskStates, cancelled, ran_of
+from .taskstate import TaskStates, cancelled, ran_of, timed_out
 from .tracebacks import drop_engine_frames
 
 YIELD_EVERY = 64  # tasks a worker may run back to back before yielding to the event loop
@@ -632,16 +632,22 @@ class Scheduler:
             if spec.timeout is None:
                 value, size = await backend.call(ref.key, fn, args, kwargs)
             else:
+                noted = None  # what its backend noted on the cancellation that stopped the call
                 with anyio.move_on_after(spec.timeout) as scope:
-                    value, size = await backend.call(ref.key, fn, args, kwargs)
+                    try:
+                        value, size = await backend.call(ref.key, fn, args, kwargs)
+                    except anyio.get_cancelled_exc_class() as exc:
+                        noted = ran_of(exc)  # (not the exception: its frames would be kept)
+                        raise
                 if scope.cancelled_caught:
                     if hasattr(backend, "abandon"):
                         backend.abandon(ref.key)
-                    raise TaskTimeout(
+                    # (timed where it ran, when its backend says: a Dask task; taskstate.timed_out)
+                    raise timed_out(TaskTimeout(
                         f"task {ref.key!r} timed out after {spec.timeout:g} s"
                         + (" (its thread cannot be interrupted; it finishes in the background "
                            "and its result is discarded)" if self.executor[i] == "thread" else "")
-                    )
+                    ), noted, time.time())
         except anyio.get_cancelled_exc_class() as exc:
             self._release(i)
             # (timed where it ran, when its backend says: a Dask task; taskstate.cancelled)
@@ -783,7 +789,7 @@ class Scheduler:
         ref = self.nodes[i]
         spec = ref.task.spec
         if ran is None and (ran := ran_of(error)) is not None:
-            duration = ran[1] - ran[0]
+            duration = ran[1] - ran[0]  # (NaN when its start there is not known: timed_out)
         if self.attempts[i] <= spec.retries:
             delay = spec.backoff(self.attempts[i], self.rand.random())
             self.enter(ev.TaskRetrying(time.time() if ran is None else ran[1], i, ref.key,

@@ -14,9 +14,9 @@ to a list of events of one state in one call).  Given the event that announces t
    better: a Dask task's start on its worker, ``TaskCompleted.started``, likewise for a
    failed or retried attempt and a batched chunk's items; for an interrupted
    ``cancelled`` attempt its end, and its start and duration where it ran when the event
-   says (a Dask attempt the cluster never reported has none: :func:`cancelled`); the
-   error for ``failed``; the reason for ``skipped``; ...), taking the figures from the
-   event itself,
+   says (a Dask attempt the cluster never reported has none: :func:`cancelled`, nor
+   has one that timed out so: :func:`timed_out`); the error for ``failed``; the reason
+   for ``skipped``; ...), taking the figures from the event itself,
 3. decrements ``open`` exactly when the node enters a terminal state, and
 4. emits the event.
 
@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core import events as ev
 from ..core.errors import TransitionError
@@ -67,11 +67,14 @@ NAN = math.nan
 # (this process's clock), noted by a backend that knows (a Dask worker's times: dask_clock)
 RAN = "_nbflow_ran"
 
+E = TypeVar("E", bound=BaseException)
+
 
 def ran_of(error: BaseException) -> tuple[float, float] | None:
     """When the failed attempt that raised ``error`` ran where it ran, if its backend told
     (see :data:`RAN`); None: the engine's own times stand.  (On a cancellation: NaNs when
-    the backend cannot tell that the attempt started there; see :func:`cancelled`.)"""
+    the backend cannot tell that the attempt started there; see :func:`cancelled`.  On a
+    timeout with no such news: a NaN start, and the timeout's moment: :func:`timed_out`.)"""
     got = getattr(error, RAN, None)
     return got if type(got) is tuple and len(got) == 2 else None
 
@@ -91,6 +94,22 @@ def cancelled(i: int, key: str, attempt: int, cancel: BaseException, now: float,
     if began != began or stopped != stopped:  # (NaN: not known to have started there)
         return ev.TaskCancelled(now, i, key, attempt, NAN), NAN
     return ev.TaskCancelled(stopped, i, key, attempt, began), stopped - began
+
+
+def timed_out(error: E, noted: tuple[float, float] | None, now: float) -> E:
+    """``error`` (the attempt's ``TaskTimeout``), given what its backend noted on the
+    cancellation that stopped the call at ``now`` (``noted``: :func:`ran_of` of it, as for
+    a cancelled attempt: :func:`cancelled`).  A Dask task's engine start is when it was
+    sent, so the span sent → timeout is no time it ran: the failed attempt gets its
+    worker's start and stop when the cluster told that it ran, and, when it did not, no
+    start and no duration, ending ``now`` (``(NaN, now)``).  A backend that noted nothing
+    (threads: it ran from when the engine started it) leaves the engine's times."""
+    if noted is not None:
+        try:
+            setattr(error, RAN, noted if noted[0] == noted[0] else (NAN, now))
+        except Exception:  # (an error that takes no attributes: the engine's times stand)
+            pass
+    return error
 
 
 # The records :meth:`TaskStates.records` copies by default (``results`` is left out: a

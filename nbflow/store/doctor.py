@@ -82,7 +82,8 @@ class DoctorReport:
     files_corrupt: list[str] = field(default_factory=list)
     tmp_files: int = 0
     loose_permissions: bool = False
-    moved_to: Path | None = None
+    moved_to: Path | None = None  # where --repair moved the damaged journal (None: nothing moved)
+    started_new: bool = False  # --repair started a new journal (moved_to None: there was none)
     salvaged: dict[str, int] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
     # which file the journal check looked at ((device, inode); None: missing): a repair
@@ -110,22 +111,33 @@ class DoctorReport:
             lines.append(f"    corrupt: {key}")
         if self.loose_permissions:
             lines.append(f"  permissions  others can write to this store: chmod -R go-rwx {self.home}")
-        if self.moved_to is not None:
-            lines.append(f"  repaired     damaged journal moved to {self.moved_to}; a new one was started")
-            for table, n in self.salvaged.items():
-                lines.append(f"    salvaged {n} row(s) of {table}")
-            for table, why in self.lost.items():
-                lines.append(f"    could not salvage {table}: {why}")
-            lines.append(f"  kept         {self.files_ok} result file(s)")
+        if self.started_new:
+            lines.extend(self._repaired())
         elif self.repair_refused:
             lines.append("  not repaired this store was written by a newer nbflow, whose schema this one "
                          "does not know: it is left as it is (that nbflow's `nbflow doctor --repair` can "
                          "repair it)")
         elif not self.journal_ok and not self.newer:
-            lines.append("  recoverable  the result files above; run `nbflow doctor --repair` to move the "
-                         "damaged journal aside and start a new one (cached results whose entries can be "
-                         "read are kept; the rest is recomputed)")
+            what = ("start a new journal" if self.journal_file is None
+                    else "move the damaged journal aside and start a new one")
+            lines.append(f"  recoverable  the result files above; run `nbflow doctor --repair` to {what} "
+                         "(cached results whose entries can be read are kept; the rest is recomputed)")
         return "\n".join(lines)
+
+    def _repaired(self) -> list[str]:
+        """What ``--repair`` did: where the old journal went (if there was one), what was
+        salvaged from it."""
+        if self.moved_to is None:  # (missing when diagnosed: there was nothing to move aside)
+            return ["  repaired     there was no journal, so nothing was moved aside; a new one was "
+                    "started (empty: no run or cache entry to salvage)",
+                    f"  kept         {self.files_ok} result file(s)"]
+        lines = [f"  repaired     damaged journal moved to {self.moved_to}; a new one was started"]
+        for table, n in self.salvaged.items():
+            lines.append(f"    salvaged {n} row(s) of {table}")
+        for table, why in self.lost.items():
+            lines.append(f"    could not salvage {table}: {why}")
+        lines.append(f"  kept         {self.files_ok} result file(s)")
+        return lines
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -357,10 +369,12 @@ def repair(home: str | os.PathLike[str]) -> DoctorReport:
     refuse_if_written(path, report)
     aside = _aside_name(path)
     _move_aside(path, aside, report)
-    report.moved_to = aside  # (also when it was missing: nothing to move, a new one started)
+    if report.journal_file is not None:  # (missing when diagnosed: nothing was moved)
+        report.moved_to = aside
     Journal(path).close()  # a new, empty journal at the current schema
+    report.started_new = True
     good = {k for k, *_ in BlobStore(report.home).files() if k is not None} - set(report.files_corrupt)
-    if aside.exists():
+    if report.moved_to is not None:
         try:
             _salvage(aside, path, good, report)
         except sqlite3.Error as e:  # (the new journal itself failed: said, not hidden)

@@ -215,10 +215,12 @@ class RunRecorder:
             self._completed(e)  # type: ignore[arg-type]
         elif t is ev.TaskFailed or t is ev.TaskRetrying:
             start, executor = self.started.pop(e.index, (None, None))  # type: ignore[attr-defined]
-            if e.started is not None:  # type: ignore[attr-defined]  # (where it ran: a Dask task)
-                start = e.started  # type: ignore[attr-defined]
-            state = "failed" if t is ev.TaskFailed else "retried"
             dur = getattr(e, "duration_s", None)
+            began = e.started  # type: ignore[attr-defined]
+            if began is not None:  # where it ran (a Dask task), or NaN: a timeout before the
+                # cluster said it ran (engine.taskstate.timed_out): no start, no duration
+                start, dur = (began, dur) if began == began else (None, None)
+            state = "failed" if t is ev.TaskFailed else "retried"
             put(TASK_RUN, (self.run_id, e.index, e.attempt, e.key, state, executor, start, e.time,  # type: ignore[attr-defined]
                            dur, False, None, e.error, e.reason, None, None, e.output, e.metrics))  # type: ignore[attr-defined]
         elif t is ev.TaskSkipped:

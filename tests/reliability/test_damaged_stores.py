@@ -316,3 +316,34 @@ def test_salvage_keeps_the_rows_read_before_damage_part_way_through_a_table(tmp_
     report = DoctorReport(tmp_path)
     assert _read_rows(DamagedAfterTwoRows(), "runs", ["id"], report) == [("r1",), ("r2",)]
     assert report.lost["runs"] == "read 2 row(s), then DatabaseError: database disk image is malformed"
+
+
+def test_doctor_repair_of_a_missing_journal_says_nothing_was_moved(tmp_path):
+    """No journal at all: --repair starts a new one and says so; it does not claim to have
+    moved one aside (there was none), and no file named as moved aside exists."""
+    _, _, copy = _populate(tmp_path)
+    for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
+        (copy / name).unlink(missing_ok=True)
+    found = diagnose(copy)
+    assert not found.journal_ok and "journal.sqlite is missing" in str(found)
+    assert "start a new journal" in str(found) and "move the damaged journal" not in str(found)
+    fixed = repair(copy)
+    assert fixed.started_new and fixed.moved_to is None and not fixed.salvaged
+    out = str(fixed)
+    assert "moved to" not in out and "there was no journal, so nothing was moved aside" in out
+    assert not [p for p in copy.iterdir() if ".damaged-" in p.name]
+    assert diagnose(copy).journal_ok and diagnose(copy).runs == 0
+    assert f"kept         {fixed.files_ok} result file(s)" in out
+
+
+def test_doctor_cli_repair_of_a_missing_journal_exits_0(tmp_path, capsys):
+    from nbflow.cli import main
+
+    home = tmp_path / "empty"
+    home.mkdir(mode=0o700)
+    assert main(["doctor", "--home", str(home)]) == 1
+    capsys.readouterr()
+    assert main(["doctor", "--repair", "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing was moved aside; a new one was started" in out and "moved to" not in out
+    assert (home / "journal.sqlite").exists()
