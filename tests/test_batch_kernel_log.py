@@ -37,7 +37,7 @@ while time.monotonic() < deadline and not (log.exists() and marker in log.read_t
 
 
 def _log_of(batch: str) -> Path:
-    return Path(os.environ["NBFLOW_HOME"]) / "batches" / f"{batch}.kernel.log"
+    return runner.kernel_log_path(Path(os.environ["NBFLOW_HOME"]), batch)
 
 
 def test_what_the_kernel_process_prints_is_in_its_log_not_on_the_batchs_terminal(tmp_path: Path) -> None:
